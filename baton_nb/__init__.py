@@ -1,0 +1,99 @@
+"""baton_nb: durable, asyncio-native DAG runs for LLM fan-out, built for notebooks.
+
+>>> import baton_nb as bn
+>>> wf = bn.Workflow("demo")
+>>> @wf.step()
+... async def hello(ctx: bn.Context) -> str:
+...     return "hi"
+>>> run = await wf.run()          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import events
+from ._builder import Workflow
+from ._errors import (
+    BatonError,
+    ConfigurationError,
+    CycleError,
+    ProviderError,
+    ResultNotSerializable,
+    RunLocked,
+    RunNotFound,
+    SchemaVersionError,
+    StorageError,
+    WorkflowFailed,
+)
+from ._outcomes import Discard, Snooze
+from ._run import CallRecord, Run, StepInfo
+from ._usage import Usage
+from .events import (
+    CallFinished,
+    EventsDropped,
+    StepUpdated,
+    WorkflowFinished,
+    topic_all,
+    topic_workflow,
+)
+from .reports import CostReport
+from .runtime import Context
+
+if TYPE_CHECKING:
+    from .llm import Completion, Limit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatonError",
+    "CallFinished",
+    "CallRecord",
+    "Completion",
+    "ConfigurationError",
+    "Context",
+    "CostReport",
+    "CycleError",
+    "Discard",
+    "EventsDropped",
+    "Limit",
+    "ProviderError",
+    "ResultNotSerializable",
+    "Run",
+    "RunLocked",
+    "RunNotFound",
+    "SchemaVersionError",
+    "Snooze",
+    "StepInfo",
+    "StepUpdated",
+    "StorageError",
+    "Usage",
+    "Workflow",
+    "WorkflowFailed",
+    "WorkflowFinished",
+    "__version__",
+    "configure",
+    "events",
+    "price",
+    "topic_all",
+    "topic_workflow",
+]
+
+# The LLM layer (httpx, tiktoken) and pricing load on first use: `import baton_nb` stays fast.
+_LAZY = {
+    "Completion": ("baton_nb.llm", "Completion"),
+    "Limit": ("baton_nb.llm", "Limit"),
+    "configure": ("baton_nb.llm", "configure"),
+    "price": ("baton_nb.pricing", "price"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'baton_nb' has no attribute {name!r}")

@@ -1,0 +1,317 @@
+"""``bn.Workflow``: define steps, validate the graph (Kahn), run it. No I/O here."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import ConfigurationError
+from ._graph import DepCallback, GraphSpec, StepSpec, default_backoff, topological_order
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+__all__ = ["Workflow"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NAME = re.compile(r"^[^\[\]\s][^\[\]]*$")
+_STEP_OPTIONS = (
+    "deps", "max_attempts", "timeout", "backoff", "ignore_cancelled", "ignore_discarded",
+    "models", "quorum", "map_over", "map_key", "on_dep_cancelled", "on_dep_discarded",
+    "concurrency_key", "debug",
+)
+
+
+class Workflow:
+    """A DAG of async (or sync) step functions, run with ``await wf.run()``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        db: str | None = None,
+        debug: bool = False,
+        ignore_cancelled: bool = False,
+        ignore_discarded: bool = False,
+        models: Mapping[str, str] | None = None,
+        limits: Mapping[str, int] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"Workflow name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.db = _check_db(db)
+        self.debug = _check_bool("debug", debug)
+        self.ignore_cancelled = _check_bool("ignore_cancelled", ignore_cancelled)
+        self.ignore_discarded = _check_bool("ignore_discarded", ignore_discarded)
+        self.models = _check_models(models)
+        self.limits = _check_limits(limits)
+        self._steps: dict[str, StepSpec] = {}
+        self.last_run: Run | None = None
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name!r} steps={list(self._steps)}>"
+
+    # ── defining steps ────────────────────────────────────────────────────────
+
+    def step(self, name: str | None = None, **options: Any) -> Callable[[F], F]:
+        """Decorator: ``@wf.step(deps=[...], max_attempts=3, timeout=30, models=[...])``.
+
+        With ``deps`` omitted, the function's parameters other than ``ctx`` name its deps.
+        """
+        if callable(name):
+            raise ConfigurationError("use @wf.step() with parentheses")
+
+        def register(fn: F) -> F:
+            self.add(name or _fn_name(fn), fn, **options)
+            return fn
+
+        return register
+
+    def add(self, name: str, fn: Callable[..., Any], **options: Any) -> Workflow:
+        """Add a step (builder form, Baton ``add/4``). Returns the workflow for chaining."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigurationError(
+                f"step name must be a non-empty string without '[' or ']', got {name!r}"
+            )
+        if name in self._steps:
+            raise ValueError(f"workflow {self.name!r} already has a step named {name!r}")
+        if not callable(fn):
+            raise ConfigurationError(f"step {name!r}: expected a function, got {fn!r}")
+        unknown = sorted(set(options) - set(_STEP_OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"step {name!r}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(_STEP_OPTIONS)}"
+            )
+        self._steps[name] = _make_spec(self, name, fn, options)
+        return self
+
+    def step_names(self) -> list[str]:
+        """Step names in the order they were added."""
+        return list(self._steps)
+
+    def validate(self) -> list[str]:
+        """Check the graph; return the topological order. Raises CycleError/ValueError."""
+        if not self._steps:
+            raise ValueError(f"workflow {self.name!r} has no steps; add some with @wf.step()")
+        deps = {name: list(spec.deps) for name, spec in self._steps.items()}
+        order = topological_order(deps)
+        for spec in self._steps.values():
+            if spec.map_over is not None and spec.map_over not in spec.deps:
+                raise ValueError(f"step {spec.name!r}: map_over={spec.map_over!r} is not a dep")
+        for step in self.models:
+            if step not in self._steps:
+                raise ValueError(f"models= names unknown step {step!r}")
+        return order
+
+    def graph(self) -> GraphSpec:
+        order = self.validate()
+        return GraphSpec(
+            name=self.name, steps=dict(self._steps), order=order, debug=self.debug,
+            models=dict(self.models), limits=dict(self.limits),
+        )
+
+    # ── running ───────────────────────────────────────────────────────────────
+
+    async def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        db: str | None = None,
+        concurrency: int = 32,
+        models: Mapping[str, str] | None = None,
+        display: bool | str | None = None,
+    ) -> Run:
+        """Run the workflow (or resume ``run_id``) and return the finished ``bn.Run``.
+
+        Everything is checked before anything is written: the graph, the options, the
+        database URL.
+        """
+        from .runtime import execute_run
+
+        graph = self.graph()
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        model_map = _check_models(models)
+        for step in model_map:
+            if step not in self._steps:
+                raise ValueError(f"models= names unknown step {step!r}")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+        run = await execute_run(
+            graph, params=params, run_id=run_id, db=_check_db(db) or self.db,
+            concurrency=concurrency, models=model_map, display=display,
+        )
+        self.last_run = run
+        return run
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise ConfigurationError("cannot name this step from its function; pass a name")
+    return name
+
+
+def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, Any]) -> StepSpec:
+    params = _parameters(fn)
+    wants_ctx = bool(params) and (params[0] == "ctx" or _is_context_annotated(fn, params[0]))
+    dep_params = params[1:] if wants_ctx else params
+    explicit = opts.get("deps")
+    if explicit is None:
+        deps = tuple(dep_params)
+    else:
+        deps = tuple(_check_str_list(name, "deps", explicit))
+        if len(set(deps)) != len(deps):
+            raise ConfigurationError(f"step {name!r}: deps lists a step twice: {list(deps)}")
+    unknown_params = [p for p in dep_params if p not in deps]
+    if unknown_params:
+        raise ConfigurationError(
+            f"step {name!r}: parameter(s) {unknown_params} are not deps; name them in deps= "
+            "or give the function only (ctx) plus one parameter per dependency"
+        )
+    models = tuple(_check_str_list(name, "models", opts.get("models") or ()))
+    map_over = opts.get("map_over")
+    if map_over is not None:
+        if not isinstance(map_over, str):
+            raise ConfigurationError(f"step {name!r}: map_over must be a step name (str)")
+        if models:
+            raise ConfigurationError(f"step {name!r}: use models= or map_over=, not both")
+        if map_over not in deps:
+            deps = (*deps, map_over)
+    if name in deps:
+        raise ValueError(f"step {name!r} depends on itself")
+    return StepSpec(
+        name=name, fn=fn, deps=deps, kwarg_deps=tuple(dep_params), wants_ctx=wants_ctx,
+        is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)),
+        max_attempts=_check_int(name, "max_attempts", opts.get("max_attempts", 3), minimum=1),
+        timeout=_check_timeout(name, opts.get("timeout")),
+        backoff=_check_callable(name, "backoff", opts.get("backoff")) or default_backoff,
+        ignore_cancelled=_check_bool("ignore_cancelled",
+                                     opts.get("ignore_cancelled", wf.ignore_cancelled)),
+        ignore_discarded=_check_bool("ignore_discarded",
+                                     opts.get("ignore_discarded", wf.ignore_discarded)),
+        models=models,
+        quorum=_check_quorum(name, opts.get("quorum"), models, map_over),
+        map_over=map_over,
+        map_key=_check_callable(name, "map_key", opts.get("map_key")),
+        on_dep_cancelled=_check_callback(name, "on_dep_cancelled", opts.get("on_dep_cancelled")),
+        on_dep_discarded=_check_callback(name, "on_dep_discarded", opts.get("on_dep_discarded")),
+        concurrency_key=_check_key(name, opts.get("concurrency_key")),
+        debug=None if opts.get("debug") is None else _check_bool("debug", opts["debug"]),
+    )
+
+
+def _parameters(fn: Callable[..., Any]) -> list[str]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return ["ctx"]
+    out = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is not p.empty and p.name != "ctx":
+            continue
+        out.append(p.name)
+    return out
+
+
+def _is_context_annotated(fn: Callable[..., Any], param: str) -> bool:
+    annotation = getattr(fn, "__annotations__", {}).get(param)
+    return annotation is not None and "Context" in str(getattr(annotation, "__name__", annotation))
+
+
+def _check_bool(option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{option} must be True or False, got {value!r}")
+    return value
+
+
+def _check_int(step: str, option: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"step {step!r}: {option} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_timeout(step: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"step {step!r}: timeout must be seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _check_str_list(step: str, option: str, value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"step {step!r}: {option} must be a list of names, got {value!r}")
+    items = list(value)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConfigurationError(f"step {step!r}: {option} must hold strings, got {item!r}")
+    return items
+
+
+def _check_quorum(step: str, value: Any, models: Sequence[str], map_over: Any) -> int | None:
+    if value is None:
+        return None
+    if not models and map_over is None:
+        raise ConfigurationError(f"step {step!r}: quorum needs models= or map_over=")
+    _check_int(step, "quorum", value, minimum=1)
+    if models and value > len(models):
+        raise ConfigurationError(
+            f"step {step!r}: quorum={value} is more than the {len(models)} models"
+        )
+    return int(value)
+
+
+def _check_callable(step: str, option: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ConfigurationError(f"step {step!r}: {option} must be callable, got {value!r}")
+    return value
+
+
+def _check_callback(step: str, option: str, value: Any) -> DepCallback | None:
+    return _check_callable(step, option, value)  # type: ignore[no-any-return]
+
+
+def _check_key(step: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigurationError(f"step {step!r}: concurrency_key must be a string, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _check_db(db: Any) -> str | None:
+    if db is None:
+        return None
+    from ._dburl import resolve_url
+
+    return resolve_url(db)
+
+
+def _check_models(models: Mapping[str, str] | None) -> dict[str, str]:
+    if models is None:
+        return {}
+    if not isinstance(models, Mapping):
+        raise ConfigurationError(f"models must be a dict {{step: 'provider/model'}}, got {models!r}")
+    for step, model in models.items():
+        if not isinstance(step, str) or not isinstance(model, str) or "/" not in model:
+            raise ConfigurationError(
+                f"models must map step names to 'provider/model' strings, got {step!r}: {model!r}"
+            )
+    return dict(models)
+
+
+def _check_limits(limits: Mapping[str, int] | None) -> dict[str, int]:
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise ConfigurationError(f"limits must be a dict {{concurrency_key: int}}, got {limits!r}")
+    for key, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"limits[{key!r}] must be an int >= 1, got {value!r}")
+    return dict(limits)

@@ -1,0 +1,83 @@
+"""Every exception baton_nb raises on purpose. One place, so users can catch them."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatonError",
+    "ConfigurationError",
+    "CycleError",
+    "ProviderError",
+    "ResultNotSerializable",
+    "RunLocked",
+    "RunNotFound",
+    "SchemaVersionError",
+    "StorageError",
+    "WorkflowFailed",
+]
+
+
+class BatonError(Exception):
+    """Base class of baton_nb's own errors."""
+
+
+class ConfigurationError(BatonError, ValueError):
+    """An option, URL or setting is invalid; the message says which and how to fix it."""
+
+
+class CycleError(ValueError):
+    """The workflow graph has a cycle; the message names it: ``cycle: a -> b -> a``."""
+
+    def __init__(self, path: list[str]) -> None:
+        self.path = path
+        super().__init__("cycle: " + " -> ".join(path))
+
+
+class StorageError(BatonError):
+    """The database cannot be reached or used."""
+
+
+class SchemaVersionError(StorageError):
+    """The database schema is newer than this version of baton_nb understands."""
+
+
+class RunNotFound(BatonError, LookupError):
+    """No run with that id in the database."""
+
+
+class RunLocked(BatonError):
+    """Another process holds the lease on this run and is executing it."""
+
+
+class ResultNotSerializable(BatonError, TypeError):
+    """A step returned a value that cannot be stored as JSON."""
+
+
+class WorkflowFailed(BatonError):
+    """Raised by ``Run.raise_for_status()`` when the run did not complete."""
+
+    def __init__(self, run_id: str, status: str, failed_steps: list[str], errors: dict[str, str]):
+        self.run_id = run_id
+        self.status = status
+        self.failed_steps = failed_steps
+        self.errors = errors
+        detail = "; ".join(f"{k}: {v}" for k, v in errors.items() if v)
+        msg = f"run {run_id} {status}; failed steps: {', '.join(failed_steps) or 'none'}"
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+class ProviderError(BatonError):
+    """An LLM provider answered with an error (after in-call retries, if it was retryable).
+
+    ``status`` is the HTTP status (``None`` for connection errors and timeouts);
+    ``retryable`` says whether a later attempt could succeed. The message carries the
+    provider's own words and never a secret.
+    """
+
+    def __init__(
+        self, provider: str, status: int | None, message: str, *, retryable: bool = False
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        where = f"{provider} HTTP {status}" if status is not None else provider
+        super().__init__(f"{where}: {message}")

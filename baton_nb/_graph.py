@@ -1,0 +1,120 @@
+"""Step specifications and graph validation (Kahn). Pure data, no I/O.
+
+The builder produces these; the runtime consumes them. Neither imports the other's
+internals through this module.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import CycleError
+
+__all__ = ["DepCallback", "GraphSpec", "StepSpec", "default_backoff", "topological_order"]
+
+DepCallback = Callable[[str, Any], "Awaitable[None] | None"]
+Backoff = Callable[[int], float]
+
+
+def default_backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(60, 2 ** (attempt - 1))) seconds."""
+    import random
+
+    return random.uniform(0.0, min(60.0, 2.0 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    fn: Callable[..., Any]
+    deps: tuple[str, ...] = ()
+    kwarg_deps: tuple[str, ...] = ()  # deps passed to fn as keyword arguments (Hamilton style)
+    wants_ctx: bool = True
+    is_async: bool = True
+    max_attempts: int = 3
+    timeout: float | None = None
+    backoff: Backoff = default_backoff
+    ignore_cancelled: bool = False
+    ignore_discarded: bool = False
+    models: tuple[str, ...] = ()
+    quorum: int | None = None
+    map_over: str | None = None
+    map_key: Callable[[Any], Any] | None = None
+    on_dep_cancelled: DepCallback | None = None
+    on_dep_discarded: DepCallback | None = None
+    concurrency_key: str | None = None
+    debug: bool | None = None
+
+    @property
+    def worker(self) -> str:
+        module = getattr(self.fn, "__module__", None) or ""
+        qual = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return f"{module}.{qual}" if module and module != "__main__" else qual
+
+    @property
+    def is_fanout(self) -> bool:
+        return bool(self.models) or self.map_over is not None
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A validated workflow definition as the runtime sees it."""
+
+    name: str
+    steps: Mapping[str, StepSpec]
+    order: Sequence[str]
+    debug: bool = False
+    models: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, int] = field(default_factory=dict)
+
+
+def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """Kahn's algorithm; ties broken by insertion order. Raises CycleError or ValueError."""
+    position = {name: i for i, name in enumerate(deps)}
+    for name, ds in deps.items():
+        for d in ds:
+            if d not in position:
+                known = ", ".join(deps) or "none"
+                raise ValueError(f"step {name!r} depends on unknown step {d!r} (steps: {known})")
+    remaining = {name: len(set(ds)) for name, ds in deps.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in deps}
+    for name, ds in deps.items():
+        for d in set(ds):
+            dependents[d].append(name)
+    ready = [(position[n], n) for n, count in remaining.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for child in dependents[name]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                heapq.heappush(ready, (position[child], child))
+    if len(order) != len(deps):
+        raise CycleError(_find_cycle({n: deps[n] for n in deps if remaining[n] > 0}))
+    return order
+
+
+def _find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """A cycle among the steps Kahn could not order, as a path a -> b -> ... -> a."""
+    # Every leftover node has a leftover dep, so walking deps must revisit a node.
+    start = next(iter(deps))
+    seen: dict[str, int] = {}
+    path: list[str] = []
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = next(d for d in deps[node] if d in deps)
+    cycle = path[seen[node] :]
+    # Present it in the direction of data flow (dep -> dependent), starting at the
+    # step added first, so the message is stable and reads like the user's code.
+    cycle.reverse()
+    order = list(deps)
+    first = min(range(len(cycle)), key=lambda i: order.index(cycle[i]))
+    cycle = cycle[first:] + cycle[:first]
+    return [*cycle, cycle[0]]

@@ -1,0 +1,41 @@
+"""JSON encoding of step results and params: strict, with pydantic and dataclass support."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from ._errors import ResultNotSerializable
+
+__all__ = ["dumps", "dumps_result", "loads"]
+
+
+def _default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic v2 model
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        raise TypeError(f"a {type(value).__name__} is not JSON; return a sorted list instead")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, ensure_ascii=False, allow_nan=False)
+
+
+def dumps_result(step: str, value: Any) -> str:
+    """Encode a step's result, or raise ResultNotSerializable naming the step."""
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ResultNotSerializable(
+            f"step {step!r} returned a value that cannot be stored as JSON ({exc}); "
+            "return dicts, lists, str, int, float, bool, None or a pydantic model"
+        ) from exc
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,27 @@
+"""What a step may return (or raise) besides a result: Snooze and Discard."""
+
+from __future__ import annotations
+
+__all__ = ["Discard", "Snooze"]
+
+
+class Snooze:
+    """``return bn.Snooze(seconds)``: run the step again after ``seconds``; no attempt is used."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"Snooze needs a number of seconds >= 0, got {seconds!r}")
+        self.seconds = float(seconds)
+
+    def __repr__(self) -> str:
+        return f"Snooze({self.seconds:g})"
+
+
+class Discard(Exception):
+    """``return bn.Discard(reason)`` or ``raise bn.Discard(reason)``: fail the step now, no retry."""
+
+    def __init__(self, reason: str = "discarded") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,271 @@
+"""``bn.Run``: what a run is and did. Live while it executes, loadable from the store after."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from . import _jsonutil
+from ._errors import RunNotFound, WorkflowFailed
+from ._usage import Usage
+from .store import Store, loads_list
+
+if TYPE_CHECKING:
+    from .reports import CostReport
+
+__all__ = ["TERMINAL_STATES", "CallRecord", "Run", "StepInfo"]
+
+TERMINAL_STATES = frozenset({"completed", "discarded", "cancelled"})
+FAILED_STATES = frozenset({"discarded", "cancelled"})
+
+
+@dataclass
+class CallRecord:
+    """One LLM call (one ``workflow_step_stats`` row)."""
+
+    run_id: str
+    step: str
+    model: str
+    provider: str
+    attempt: int
+    call_index: int
+    usage: Usage
+    cost: Decimal | None
+    latency_ms: float
+    replayed: bool
+    estimated: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CallRecord:
+        return cls(
+            run_id=row["run_id"],
+            step=row["step"],
+            model=row["model"],
+            provider=row["provider"],
+            attempt=row["attempt"],
+            call_index=row["call_index"],
+            usage=Usage.from_dict(row),
+            cost=row["cost_usd"],
+            latency_ms=float(row["latency_ms"]),
+            replayed=bool(row["replayed"]),
+            estimated=bool(row["estimated"]),
+            created_at=row["created_at"],
+        )
+
+
+@dataclass
+class StepInfo:
+    """The state of one step or fan-out child."""
+
+    name: str
+    job_id: int
+    kind: str = "step"  # step | group | child
+    parent: str | None = None
+    deps: list[str] = field(default_factory=list)
+    worker: str = ""
+    state: str = "pending"
+    attempt: int = 0
+    max_attempts: int = 1
+    error: str | None = None
+    has_result: bool = False
+    model: str | None = None
+    item_index: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+    calls: int = 0
+    replayed_calls: int = 0
+    latency_ms: float = 0.0
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from first start to finish (None until both are known)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def add_call(self, call: CallRecord) -> None:
+        self.calls += 1
+        if call.replayed:
+            self.replayed_calls += 1
+            return
+        self.usage = self.usage + call.usage
+        self.latency_ms += call.latency_ms
+        if call.cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost += call.cost
+
+
+class Run:
+    """A workflow run: status, per-step state, results, LLM calls and cost."""
+
+    def __init__(self, run_id: str, workflow: str, *, params: dict[str, Any] | None = None) -> None:
+        self.id = run_id
+        self.workflow = workflow
+        self.params: dict[str, Any] = params or {}
+        self.status = "pending"
+        self.steps: dict[str, StepInfo] = {}
+        self.results: dict[str, Any] = {}
+        self.failed_steps: list[str] = []
+        self.calls: list[CallRecord] = []
+        self.logs: list[dict[str, Any]] = []
+        self.created_at: datetime | None = None
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.db_url: str | None = None
+        self._canceller: Callable[[], None] | None = None
+        self.cancel_requested = False
+
+    # ── what users ask ────────────────────────────────────────────────────────
+
+    @property
+    def cost(self) -> Decimal:
+        """USD of every LLM call of the run; replayed calls are not counted twice.
+
+        Calls to models without a known price add nothing here; see ``unpriced_calls``.
+        """
+        return sum((c.cost for c in self.calls if not c.replayed and c.cost is not None), Decimal(0))
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Number of calls whose model has no known price (their cost is unknown, not 0)."""
+        return sum(1 for c in self.calls if not c.replayed and c.cost is None)
+
+    @property
+    def tokens(self) -> Usage:
+        total = Usage()
+        for call in self.calls:
+            if not call.replayed:
+                total = total + call.usage
+        return total
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+    def report(self) -> CostReport:
+        from .reports import CostReport
+
+        return CostReport.from_runs([self])
+
+    def raise_for_status(self) -> Run:
+        """Raise ``bn.WorkflowFailed`` unless the run completed; returns the run otherwise."""
+        if self.status != "completed":
+            errors = {n: self.steps[n].error or "" for n in self.failed_steps if n in self.steps}
+            raise WorkflowFailed(self.id, self.status, list(self.failed_steps), errors)
+        return self
+
+    def cancel(self) -> None:
+        """Cancel the run: executing steps are cancelled, the run stays resumable."""
+        self.cancel_requested = True
+        if self._canceller is not None:
+            self._canceller()
+
+    def context(self, step: str) -> list[dict[str, Any]]:
+        """Captured context of a step (debug=True): requests, responses and ``ctx.log`` lines."""
+        if step not in self.steps:
+            raise KeyError(f"run {self.id} has no step {step!r}; steps: {', '.join(self.steps)}")
+        return [log for log in self.logs if log["step"] == step]
+
+    # ── loading ───────────────────────────────────────────────────────────────
+
+    @classmethod
+    async def load(cls, run_id: str, db: str | None = None) -> Run:
+        """Read any run from the database (``await bn.Run.load(run_id, db=...)``)."""
+        store = await Store.open(db)
+        try:
+            return await cls.from_store(store, run_id)
+        finally:
+            await store.close()
+
+    @classmethod
+    async def from_store(cls, store: Store, run_id: str) -> Run:
+        row = await store.get_run(run_id)
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {store.url}")
+        run = cls(row["id"], row["workflow"], params=_jsonutil.loads(row["params"]))
+        run.db_url = store.url
+        run.status = row["status"]
+        run.created_at, run.started_at = row["created_at"], row["started_at"]
+        run.finished_at = row["finished_at"]
+        run.failed_steps = loads_list(row["failed_steps"])
+        for node in await store.get_nodes(run_id):
+            run.steps[node["step"]] = step_info_from_row(node)
+            if node["state"] == "completed":
+                run.results[node["step"]] = _jsonutil.loads(node["result"])
+        for step in run.steps.values():
+            if step.parent is not None and step.parent in run.steps:
+                run.steps[step.parent].children.append(step.name)
+        run.calls = [CallRecord.from_row(r) for r in await store.get_stats([run_id])]
+        for call in run.calls:
+            if call.step in run.steps:
+                run.steps[call.step].add_call(call)
+        run.logs = await store.get_debug_logs(run_id)
+        return run
+
+    # ── display ───────────────────────────────────────────────────────────────
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for step in self.steps.values():
+            if step.kind != "group":
+                out[step.state] = out.get(step.state, 0) + 1
+        return out
+
+    def __repr__(self) -> str:
+        done = sum(1 for s in self.steps.values() if s.state in TERMINAL_STATES)
+        return (
+            f"<Run {self.id} {self.workflow!r} {self.status}: {done}/{len(self.steps)} steps, "
+            f"cost ${self.cost}>"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(s.name)}</td><td>{s.state}</td><td>{s.attempt}</td>"
+            f"<td>{'' if s.duration is None else f'{s.duration:.2f}s'}</td>"
+            f"<td>{s.usage.total_tokens}</td><td>${s.cost}</td>"
+            f"<td>{html.escape(s.error or '')}</td></tr>"
+            for s in self.steps.values()
+        )
+        return (
+            f"<div><b>Run {html.escape(self.id)}</b> ({html.escape(self.workflow)}): "
+            f"<b>{self.status}</b>, cost ${self.cost}<table><tr><th>step</th><th>state</th>"
+            f"<th>attempt</th><th>duration</th><th>tokens</th><th>cost</th><th>error</th></tr>"
+            f"{rows}</table></div>"
+        )
+
+
+def step_info_from_row(node: dict[str, Any]) -> StepInfo:
+    return StepInfo(
+        name=node["step"],
+        job_id=int(node["id"]),
+        kind=node["kind"],
+        parent=node["parent"],
+        deps=loads_list(node["deps"]),
+        worker=node["worker"],
+        state=node["state"],
+        attempt=node["attempt"],
+        max_attempts=node["max_attempts"],
+        error=node["error"],
+        has_result=bool(node["has_result"]),
+        model=node["model"],
+        item_index=node["item_index"],
+        started_at=node["started_at"],
+        finished_at=node["finished_at"],
+    )
+
+
+def group_calls(calls: Sequence[CallRecord]) -> dict[str, list[CallRecord]]:
+    out: dict[str, list[CallRecord]] = {}
+    for call in calls:
+        out.setdefault(call.step, []).append(call)
+    return out

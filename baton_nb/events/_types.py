@@ -1,0 +1,86 @@
+"""Event shapes (seed: Baton.Events), published on ``workflow:all`` and ``workflow:{id}``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from .._usage import Usage
+
+__all__ = [
+    "CallFinished",
+    "Event",
+    "EventsDropped",
+    "StepUpdated",
+    "WorkflowFinished",
+    "topic_all",
+    "topic_workflow",
+]
+
+
+def topic_all() -> str:
+    """The topic that carries every event of every workflow run."""
+    return "workflow:all"
+
+
+def topic_workflow(workflow_id: str) -> str:
+    """The topic that carries the events of one run."""
+    return f"workflow:{workflow_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpdated:
+    """A step (or fan-out child) changed state."""
+
+    workflow_id: str
+    workflow_label: str
+    step_name: str
+    worker: str
+    state: str
+    job_id: int
+    attempt: int
+    has_result: bool
+    error: str | None
+    timestamp: datetime
+    parent: str | None = None
+    max_attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    """One LLM call of a step finished (or was answered from the replay store)."""
+
+    workflow_id: str
+    workflow_label: str
+    step_name: str
+    model: str
+    provider: str
+    usage: Usage
+    cost: Decimal | None
+    latency_ms: float
+    replayed: bool
+    estimated: bool
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFinished:
+    """A run settled; sent exactly once per execution of a run."""
+
+    workflow_id: str
+    workflow_label: str
+    outcome: str  # "completed" | "failed" | "cancelled"
+    failed_steps: list[str]
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventsDropped:
+    """Told to a slow subscriber: ``count`` older StepUpdated/CallFinished events were dropped."""
+
+    topic: str
+    count: int
+
+
+Event = StepUpdated | CallFinished | WorkflowFinished | EventsDropped

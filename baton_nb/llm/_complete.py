@@ -1,0 +1,110 @@
+"""``complete()``: resolve the provider, respect limits, call with retries, count and price."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from baton_nb._usage import Usage
+
+from ._anthropic import AnthropicAdapter
+from ._config import Endpoint, default_timeout, resolve_endpoint, retry_settings
+from ._cost import compute_cost
+from ._gemini import GeminiAdapter
+from ._limits import Permit, acquire, limit_for
+from ._mock import mock_complete
+from ._openai import OpenAIAdapter
+from ._redact import redact_json
+from ._retry import with_retries
+from ._tokens import aestimate_tokens, aload_encoder
+from ._transport import send
+from ._types import Completion, LLMRequest, split_model
+from ._wire import Adapter, Parsed
+
+__all__ = ["complete"]
+
+logger = logging.getLogger("baton_nb.llm")
+
+_ADAPTERS: dict[str, Adapter] = {
+    "openai": OpenAIAdapter(),
+    "anthropic": AnthropicAdapter(),
+    "gemini": GeminiAdapter(),
+}
+
+
+async def _call(endpoint: Endpoint, model: str, request: LLMRequest, permit: Permit) -> Parsed:
+    if endpoint.kind == "mock":
+        await aload_encoder()
+        await permit.attempt()
+        return await mock_complete(endpoint, model, request)
+    adapter = _ADAPTERS[endpoint.kind]
+    call = adapter.build(endpoint, model, request)
+    seconds = request.timeout or endpoint.timeout or default_timeout()
+
+    async def attempt() -> Parsed:
+        await permit.attempt()
+        return await send(endpoint, adapter, call, stream=request.stream, seconds=seconds)
+
+    return await with_retries(endpoint.name, retry_settings(), attempt)
+
+
+async def _usage_of(parsed: Parsed, request: LLMRequest) -> tuple[Usage, bool]:
+    """The reported usage, or a tiktoken estimate flagged ``estimated``."""
+    if parsed.usage is not None:
+        return parsed.usage, False
+    usage = Usage(
+        input_tokens=await aestimate_tokens(request.messages),
+        output_tokens=await aestimate_tokens(parsed.text),
+    )
+    return usage, True
+
+
+async def _token_estimate(request: LLMRequest, tpm_limited: bool) -> int:
+    """Tokens reserved against a tokens/minute limit: the prompt plus ``max_tokens``."""
+    if not tpm_limited:
+        return 0
+    return await aestimate_tokens(request.messages) + (request.max_tokens or 0)
+
+
+def _pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
+    if request.price_as:
+        return request.price_as
+    return model if endpoint.kind == "mock" else request.model
+
+
+async def complete(request: LLMRequest) -> Completion:
+    """Make one LLM call (retrying 429/5xx/timeouts inside) and return its Completion.
+
+    Raises ``ConfigurationError`` before any network use for an unknown
+    provider or a missing key, and ``ProviderError`` when the provider refuses
+    (at once for 4xx, after the retries for 429/5xx/timeouts).
+    """
+    if not isinstance(request, LLMRequest):
+        raise TypeError(f"complete() takes an LLMRequest, got {type(request).__name__}")
+    provider, model = split_model(request.model)
+    endpoint = resolve_endpoint(provider)
+    limit = limit_for(endpoint.name)
+    estimate = await _token_estimate(request, bool(limit and limit.tpm))
+    async with acquire(endpoint.name, estimate) as permit:
+        started = time.perf_counter()
+        parsed = await _call(endpoint, model, request, permit)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        usage, estimated = await _usage_of(parsed, request)
+        permit.correct(usage.total_tokens)
+    cost = await compute_cost(
+        _pricing_model(endpoint, model, request),
+        usage,
+        reported=parsed.reported_cost,
+        cache_write_ttl=parsed.cache_write_ttl,
+    )
+    logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
+    return Completion(
+        text=parsed.text,
+        model=request.model,
+        provider=endpoint.name,
+        usage=usage,
+        cost=cost,
+        latency_ms=latency_ms,
+        raw=redact_json(parsed.raw),
+        estimated=estimated,
+    )

@@ -1,0 +1,354 @@
+"""Provider endpoints, keys, limits and retry settings: what ``configure()`` changes.
+
+Environment variables are read when a call is made (not at import), so a key
+exported after ``import baton_nb`` is seen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from baton_nb._errors import ConfigurationError
+
+from ._types import Limit
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "Endpoint",
+    "RetrySettings",
+    "configure",
+    "configured_limits",
+    "known_providers",
+    "known_secrets",
+    "reset_configuration",
+    "resolve_endpoint",
+    "retry_settings",
+]
+
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_RETRIES = 4
+KINDS = ("openai", "anthropic", "gemini", "mock")
+_AUTH_HEADER_NAMES = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A resolved provider endpoint. ``api_key`` and ``headers`` never show in its repr."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    key_env: str | None = None
+    base_url_env: str | None = None
+    key_required: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    body_defaults: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    max_tokens_field: str = "max_tokens"
+    default_max_tokens: int = 4096
+    anthropic_version: str = "2023-06-01"
+    latency: float = 0.02
+
+
+def _builtin(name: str, kind: str, base_url: str, **kw: Any) -> Endpoint:
+    return Endpoint(name=name, kind=kind, base_url=base_url, **kw)
+
+
+_BUILTINS: dict[str, Endpoint] = {
+    e.name: e
+    for e in (
+        _builtin(
+            "openai",
+            "openai",
+            "https://api.openai.com/v1",
+            key_env="OPENAI_API_KEY",
+            base_url_env="OPENAI_BASE_URL",
+            key_required=True,
+            max_tokens_field="max_completion_tokens",
+        ),
+        _builtin(
+            "anthropic",
+            "anthropic",
+            "https://api.anthropic.com",
+            key_env="ANTHROPIC_API_KEY",
+            base_url_env="ANTHROPIC_BASE_URL",
+            key_required=True,
+        ),
+        _builtin(
+            "gemini",
+            "gemini",
+            "https://generativelanguage.googleapis.com",
+            key_env="GEMINI_API_KEY",
+            base_url_env="GEMINI_BASE_URL",
+            key_required=True,
+        ),
+        _builtin(
+            "openrouter",
+            "openai",
+            "https://openrouter.ai/api/v1",
+            key_env="OPENROUTER_API_KEY",
+            base_url_env="OPENROUTER_BASE_URL",
+            key_required=True,
+            body_defaults={"usage": {"include": True}},
+        ),
+        _builtin(
+            "together",
+            "openai",
+            "https://api.together.xyz/v1",
+            key_env="TOGETHER_API_KEY",
+            base_url_env="TOGETHER_BASE_URL",
+            key_required=True,
+        ),
+        _builtin(
+            "groq",
+            "openai",
+            "https://api.groq.com/openai/v1",
+            key_env="GROQ_API_KEY",
+            base_url_env="GROQ_BASE_URL",
+            key_required=True,
+        ),
+        _builtin(
+            "vllm",
+            "openai",
+            "http://127.0.0.1:8000/v1",
+            key_env="VLLM_API_KEY",
+            base_url_env="VLLM_BASE_URL",
+        ),
+        _builtin("ollama", "openai", "http://127.0.0.1:11434/v1", base_url_env="OLLAMA_BASE_URL"),
+        _builtin(
+            "llamacpp", "openai", "http://127.0.0.1:8080/v1", base_url_env="LLAMACPP_BASE_URL"
+        ),
+        _builtin("mock", "mock", ""),
+    )
+}
+_ALIASES = {"google": "gemini", "llama.cpp": "llamacpp", "llama-cpp": "llamacpp"}
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,),
+    "base_url": (str,),
+    "api_key": (str,),
+    "api_key_env": (str,),
+    "headers": (Mapping,),
+    "body_defaults": (Mapping,),
+    "timeout": (int, float),
+    "max_tokens_field": (str,),
+    "default_max_tokens": (int,),
+    "anthropic_version": (str,),
+    "latency": (int, float),
+}
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Backoff knobs (seconds). Tests shrink them; users rarely need to."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    max_wait: float = 30.0
+
+
+@dataclass
+class _State:
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limits: dict[str, Limit] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    version: int = 0
+
+
+_state = _State()
+
+
+def canonical_provider(provider: str) -> str:
+    name = provider.strip().lower()
+    return _ALIASES.get(name, name)
+
+
+def known_providers() -> list[str]:
+    return sorted({*_BUILTINS, *_state.providers, *_ALIASES})
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(options, Mapping):
+        raise ConfigurationError(f"providers[{name!r}] must be a dict of options")
+    clean: dict[str, Any] = {}
+    for key, value in options.items():
+        types = _OPTION_TYPES.get(key)
+        if types is None:
+            raise ConfigurationError(
+                f"providers[{name!r}]: unknown option {key!r}; "
+                f"valid options: {', '.join(sorted(_OPTION_TYPES))}"
+            )
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ConfigurationError(
+                f"providers[{name!r}][{key!r}] has the wrong type ({type(value).__name__})"
+            )
+        clean[key] = dict(value) if isinstance(value, Mapping) else value
+    kind = clean.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise ConfigurationError(
+            f"providers[{name!r}]: kind must be one of {', '.join(KINDS)}, got {kind!r}"
+        )
+    return clean
+
+
+def _set_providers(providers: Mapping[str, Mapping[str, Any]]) -> None:
+    for raw_name, options in providers.items():
+        name = canonical_provider(str(raw_name))
+        if not name or "/" in name:
+            raise ConfigurationError(f"provider name must be non-empty without '/': {raw_name!r}")
+        clean = _check_options(name, options)
+        is_new = name not in _BUILTINS and name not in _state.providers
+        if is_new and clean.get("kind", "openai") != "mock" and not clean.get("base_url"):
+            raise ConfigurationError(
+                f"providers[{name!r}] is a new endpoint: give it a 'base_url' (and "
+                f"'kind': 'openai' | 'anthropic' | 'gemini'; default 'openai')"
+            )
+        _state.providers.setdefault(name, {}).update(clean)
+
+
+def _set_limits(limits: Mapping[str, Limit]) -> None:
+    for raw_name, limit in limits.items():
+        if not isinstance(limit, Limit):
+            raise ConfigurationError(
+                f"limits[{raw_name!r}] must be a baton_nb.Limit(...), got {type(limit).__name__}"
+            )
+        _state.limits[canonical_provider(str(raw_name))] = limit
+
+
+def configure(
+    *,
+    providers: Mapping[str, Mapping[str, Any]] | None = None,
+    limits: Mapping[str, Limit] | None = None,
+    pricing: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+) -> None:
+    """Configure providers, per-provider limits, price overrides, timeout and retries.
+
+    Each call updates only what it names. ``providers`` options: ``kind``
+    (openai | anthropic | gemini | mock), ``base_url``, ``api_key``,
+    ``api_key_env``, ``headers``, ``body_defaults``, ``timeout``,
+    ``max_tokens_field``, ``default_max_tokens``, ``anthropic_version``,
+    ``latency`` (mock). A new name is an endpoint used as ``name/<model>``.
+    """
+    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+        raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+    if max_retries is not None and (
+        not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
+    ):
+        raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if providers is not None:
+        _set_providers(providers)
+    if limits is not None:
+        _set_limits(limits)
+        _state.version += 1
+    if timeout is not None:
+        _state.timeout = float(timeout)
+    if max_retries is not None:
+        _state.retry = replace(_state.retry, max_retries=max_retries)
+    if pricing is not None:
+        from baton_nb import pricing as pricing_module
+
+        pricing_module.configure_pricing(pricing)
+
+
+def reset_configuration() -> None:
+    """Forget everything ``configure()`` set (providers, limits, timeout, retries)."""
+    global _state
+    _state = _State(version=_state.version + 1)
+
+
+def set_retry_settings(settings: RetrySettings) -> None:
+    _state.retry = settings
+
+
+def retry_settings() -> RetrySettings:
+    return _state.retry
+
+
+def default_timeout() -> float:
+    return _state.timeout
+
+
+def configured_limits() -> tuple[int, dict[str, Limit]]:
+    """``(version, limits)``; the version changes whenever limits are reconfigured."""
+    return _state.version, dict(_state.limits)
+
+
+def _unknown_provider(provider: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"unknown provider {provider!r}; known providers: {', '.join(known_providers())}. "
+        f"Add an OpenAI-compatible endpoint with "
+        f"configure(providers={{{provider!r}: {{'kind': 'openai', 'base_url': ...}}}})"
+    )
+
+
+def _apply_options(base: Endpoint, options: Mapping[str, Any]) -> Endpoint:
+    fields_: dict[str, Any] = {k: v for k, v in options.items() if k != "api_key_env"}
+    if "api_key_env" in options:
+        fields_["key_env"] = options["api_key_env"]
+    if "timeout" in fields_ and fields_["timeout"] is not None:
+        fields_["timeout"] = float(fields_["timeout"])
+    if "latency" in fields_ and fields_["latency"] is not None:
+        fields_["latency"] = float(fields_["latency"])
+    return replace(base, **{k: v for k, v in fields_.items() if v is not None})
+
+
+def _endpoint_template(name: str) -> Endpoint:
+    if name in _BUILTINS:
+        return _BUILTINS[name]
+    options = _state.providers.get(name)
+    if options is None:
+        raise _unknown_provider(name)
+    return Endpoint(name=name, kind=str(options.get("kind") or "openai"), base_url="")
+
+
+def resolve_endpoint(provider: str) -> Endpoint:
+    """The endpoint for ``provider`` with its key, or a ConfigurationError saying what to set."""
+    name = canonical_provider(provider)
+    endpoint = _endpoint_template(name)
+    options = _state.providers.get(name, {})
+    env_base = os.environ.get(endpoint.base_url_env) if endpoint.base_url_env else None
+    if env_base and "base_url" not in options:
+        endpoint = replace(endpoint, base_url=env_base)
+    endpoint = _apply_options(endpoint, options)
+    if endpoint.api_key is None and endpoint.key_env:
+        endpoint = replace(endpoint, api_key=os.environ.get(endpoint.key_env) or None)
+    if endpoint.kind == "gemini" and endpoint.api_key is None:
+        endpoint = replace(endpoint, api_key=os.environ.get("GOOGLE_API_KEY") or None)
+    if endpoint.key_required and not endpoint.api_key:
+        raise ConfigurationError(
+            f"no API key for provider {name!r}: set the environment variable "
+            f"{endpoint.key_env or 'holding the key'} or call "
+            f"configure(providers={{{name!r}: {{'api_key': ...}}}})"
+        )
+    if endpoint.kind != "mock" and not endpoint.base_url:
+        raise ConfigurationError(f"provider {name!r} has no base_url; configure one")
+    return endpoint
+
+
+def _secret_header_values(headers: Mapping[str, Any]) -> list[str]:
+    return [str(v) for k, v in headers.items() if str(k).lower() in _AUTH_HEADER_NAMES and v]
+
+
+def known_secrets() -> set[str]:
+    """Every API key and auth-header value currently configured or present in the env."""
+    secrets: set[str] = set()
+    env_names = {e.key_env for e in _BUILTINS.values() if e.key_env} | {"GOOGLE_API_KEY"}
+    for options in _state.providers.values():
+        if options.get("api_key"):
+            secrets.add(str(options["api_key"]))
+        if options.get("api_key_env"):
+            env_names.add(str(options["api_key_env"]))
+        secrets.update(_secret_header_values(options.get("headers") or {}))
+    for env_name in env_names:
+        value = os.environ.get(env_name)
+        if value:
+            secrets.add(value)
+    return {s for s in secrets if len(s) >= 4}

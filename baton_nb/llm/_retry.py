@@ -1,0 +1,93 @@
+"""In-call retries: Retry-After or jittered exponential backoff, bounded."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import anyio
+
+from baton_nb._errors import ProviderError
+
+from ._config import RetrySettings
+from ._redact import redact
+from ._wire import RetryableFailure
+
+__all__ = ["RETRYABLE_STATUSES", "backoff_delay", "is_retryable_status", "parse_retry_after"]
+
+logger = logging.getLogger("baton_nb.llm")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+T = TypeVar("T")
+
+
+def is_retryable_status(status: int, headers: Mapping[str, str] | None = None) -> bool:
+    """429, 408, 409 and 5xx are worth another try; ``x-should-retry`` overrides."""
+    hint = (headers or {}).get("x-should-retry", "").strip().lower()
+    if hint in ("true", "false"):
+        return hint == "true"
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff_delay(attempt: int, settings: RetrySettings) -> float:
+    """Exponential in ``attempt`` (0-based), capped, with up to 50 % jitter off."""
+    ceiling = min(settings.backoff_cap, settings.backoff_base * 2.0**attempt)
+    return ceiling * (0.5 + random.random() / 2)
+
+
+async def with_retries(
+    provider: str,
+    settings: RetrySettings,
+    attempt_fn: Callable[[], Awaitable[T]],
+) -> T:
+    """Run ``attempt_fn`` until it succeeds, fails for good, or retries run out."""
+    attempts = settings.max_retries + 1
+    last: RetryableFailure | None = None
+    for attempt in range(attempts):
+        try:
+            return await attempt_fn()
+        except RetryableFailure as failure:
+            last = failure
+        if attempt + 1 == attempts:
+            break
+        delay = last.retry_after if last.retry_after is not None else None
+        delay = backoff_delay(attempt, settings) if delay is None else delay
+        delay = min(delay, settings.max_wait)
+        logger.warning(
+            "%s: %s; retry %d/%d in %.2f s",
+            provider,
+            redact(last.message),
+            attempt + 1,
+            settings.max_retries,
+            delay,
+        )
+        await anyio.sleep(delay)
+    assert last is not None
+    message = f"{redact(last.message)} (gave up after {attempts} attempt{'s' * (attempts > 1)})"
+    raise ProviderError(provider, last.status, message, retryable=True)

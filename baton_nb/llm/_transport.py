@@ -1,0 +1,185 @@
+"""One HTTP attempt: send, check the status, parse JSON or server-sent events.
+
+Failures come out as :class:`RetryableFailure` (try again) or
+:class:`ProviderError` (give up now). Neither carries the request, its
+headers or an httpx exception, so no key can leak through them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from baton_nb._errors import ProviderError
+
+from ._client import get_client
+from ._config import Endpoint
+from ._redact import redact
+from ._retry import is_retryable_status, parse_retry_after
+from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
+
+__all__ = ["error_message", "send"]
+
+_MAX_MESSAGE = 500
+
+
+def _safe_origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def _message_from_json(data: Any) -> str | None:
+    if isinstance(data, list) and data:
+        return _message_from_json(data[0])
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("status") or error.get("type")
+        return str(message) if message else json.dumps(error)[:_MAX_MESSAGE]
+    if isinstance(error, str) and error:
+        return error
+    if data.get("message"):
+        return str(data["message"])
+    return None
+
+
+def error_message(content: bytes, status: int | None = None) -> str:
+    """The provider's own words from an error body (JSON ``error.message`` and kin)."""
+    text = content.decode("utf-8", "replace").strip()
+    try:
+        found = _message_from_json(json.loads(text)) if text else None
+    except ValueError:
+        found = None
+    message = found or text[:_MAX_MESSAGE]
+    if not message and status is not None:
+        message = httpx.codes.get_reason_phrase(status) or "error"
+    return redact(message or "error")
+
+
+def _hint(endpoint: Endpoint, status: int) -> str:
+    if status in (401, 403):
+        where = endpoint.key_env or "the provider's api_key in configure(providers=...)"
+        return f" (check the API key: {where})"
+    if status == 404:
+        return f" (check the model name and base_url {_safe_origin(endpoint.base_url)})"
+    return ""
+
+
+def _check_status(endpoint: Endpoint, response: httpx.Response, content: bytes) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    message = error_message(content, status)
+    if is_retryable_status(status, response.headers):
+        raise RetryableFailure(status, message, parse_retry_after(response.headers))
+    raise ProviderError(endpoint.name, status, message + _hint(endpoint, status), retryable=False)
+
+
+def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        snippet = redact(content[:200].decode("utf-8", "replace"))
+        raise ProviderError(endpoint.name, None, f"response is not a JSON object: {snippet!r}")
+    return data
+
+
+def _decode(data: list[str]) -> dict[str, Any] | None:
+    payload = "\n".join(data)
+    if not data or payload == "[DONE]":
+        return None
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """Server-sent events as ``(event name, JSON data)``; ``[DONE]`` and comments skipped."""
+    event: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+            continue
+        decoded = _decode(data)
+        if decoded is not None:
+            yield event, decoded
+        event, data = None, []
+    decoded = _decode(data)
+    if decoded is not None:
+        yield event, decoded
+
+
+async def _send_stream(
+    endpoint: Endpoint, adapter: Adapter, call: HttpCall, http_timeout: httpx.Timeout
+) -> Parsed:
+    client = await get_client()
+    async with client.stream(
+        "POST", call.url, headers=call.headers, json=call.body, timeout=http_timeout
+    ) as response:
+        if not 200 <= response.status_code < 300:
+            _check_status(endpoint, response, await response.aread())
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            return adapter.parse(_json_body(endpoint, await response.aread()))
+        state = adapter.stream_state()
+        async for event, data in _events(response):
+            if event == "error" or data.get("type") == "error" or "error" in data:
+                message = _message_from_json(data) or "error event in stream"
+                raise RetryableFailure(None, f"stream failed: {redact(message)}")
+            state.feed(event, data)
+        return state.result()
+
+
+async def _send_plain(
+    endpoint: Endpoint, adapter: Adapter, call: HttpCall, http_timeout: httpx.Timeout
+) -> Parsed:
+    client = await get_client()
+    response = await client.post(
+        call.url, headers=call.headers, json=call.body, timeout=http_timeout
+    )
+    _check_status(endpoint, response, response.content)
+    return adapter.parse(_json_body(endpoint, response.content))
+
+
+async def send(
+    endpoint: Endpoint, adapter: Adapter, call: HttpCall, *, stream: bool, seconds: float
+) -> Parsed:
+    """One attempt. Non-streaming calls get ``seconds`` as a whole-request deadline;
+    streaming calls get it for connecting and between chunks."""
+    limits = httpx.Timeout(seconds, connect=min(seconds, 10.0))
+    failure: RetryableFailure | None = None
+    fatal: ProviderError | None = None
+    try:
+        if stream:
+            return await _send_stream(endpoint, adapter, call, limits)
+        with anyio.fail_after(seconds):
+            return await _send_plain(endpoint, adapter, call, limits)
+    except (httpx.TimeoutException, TimeoutError):
+        failure = RetryableFailure(None, f"request timed out after {seconds:g} s")
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        failure = RetryableFailure(
+            None,
+            f"{type(exc).__name__} talking to {_safe_origin(call.url)}: {redact(str(exc))} "
+            f"(is the server up? check base_url)",
+        )
+    except httpx.HTTPError as exc:
+        fatal = ProviderError(endpoint.name, None, f"{type(exc).__name__}: {redact(str(exc))}")
+    if fatal is not None:
+        raise fatal
+    assert failure is not None
+    raise failure

@@ -1,0 +1,70 @@
+"""Shapes shared by the provider adapters and the transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from baton_nb._usage import Usage
+
+from ._config import Endpoint
+from ._types import LLMRequest
+
+__all__ = ["Adapter", "HttpCall", "Parsed", "RetryableFailure", "StreamState", "as_int"]
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP POST to make. ``headers`` hold the key: never log or show them."""
+
+    url: str
+    headers: dict[str, str] = field(repr=False)
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What an adapter read from a provider response."""
+
+    text: str
+    usage: Usage | None
+    raw: dict[str, Any]
+    reported_cost: Decimal | None = None
+    cache_write_ttl: str = "5m"
+
+
+class RetryableFailure(Exception):
+    """An attempt failed in a way a later attempt may not (429, 5xx, timeouts, resets)."""
+
+    def __init__(self, status: int | None, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class StreamState(Protocol):
+    """Accumulates server-sent events into a :class:`Parsed`."""
+
+    def feed(self, event: str | None, data: dict[str, Any]) -> None: ...
+
+    def result(self) -> Parsed: ...
+
+
+class Adapter(Protocol):
+    """One provider wire format."""
+
+    def build(self, endpoint: Endpoint, model: str, request: LLMRequest) -> HttpCall: ...
+
+    def parse(self, body: dict[str, Any]) -> Parsed: ...
+
+    def stream_state(self) -> StreamState: ...
+
+
+def as_int(value: Any) -> int:
+    """A token count from JSON (``None``, floats and strings tolerated) as a non-negative int."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,29 @@
+"""Price tables -> exact USD cost of LLM calls.
+
+The tables are the JSON files of the top-level ``pricing/`` folder (shipped in the wheel as
+``baton_nb/_pricing_data``); their format and matching rules are in docs/pricing.md.
+
+    >>> from baton_nb import Usage
+    >>> from baton_nb.pricing import price
+    >>> price("openai/gpt-4o-mini", Usage(input_tokens=1000, output_tokens=100))
+    Decimal('0.00021')
+"""
+
+from __future__ import annotations
+
+from ._api import UnknownPriceWarning, configure_pricing, known_models, lookup, price
+from ._parse import load_price_file
+from ._types import ModelPrice, PriceFile, Rates, Tier
+
+__all__ = [
+    "ModelPrice",
+    "PriceFile",
+    "Rates",
+    "Tier",
+    "UnknownPriceWarning",
+    "configure_pricing",
+    "known_models",
+    "load_price_file",
+    "lookup",
+    "price",
+]

@@ -1,0 +1,120 @@
+"""``bn.Context``: what a step function sees, and its door to LLM calls (with replay)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..llm import Completion
+    from ._execution import Execution
+    from ._node import Node
+
+__all__ = ["Context"]
+
+DEFAULT_SYNTHESIS_INSTRUCTION = (
+    "You are given answers to the same task from several sources. Merge them into one "
+    "answer that keeps what they agree on, resolves disagreements explicitly, and drops "
+    "repetition."
+)
+
+
+class Context:
+    """Passed to every step: run and step identity, params, dependency results, LLM calls."""
+
+    def __init__(
+        self,
+        execution: Execution,
+        node: Node,
+        results: dict[str, Any],
+        model: str | None,
+    ) -> None:
+        self._execution = execution
+        self._node = node
+        self._call_index = 0
+        self.run_id: str = execution.run.id
+        self.workflow_name: str = execution.graph.name
+        self.step: str = node.name
+        self.attempt: int = node.attempt
+        self.params: dict[str, Any] = execution.run.params
+        self.results: dict[str, Any] = results
+        self.model: str | None = model
+        self.item: Any = node.item
+
+    def __repr__(self) -> str:
+        return f"<Context run={self.run_id} step={self.step!r} attempt={self.attempt}>"
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        model: str | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        price_as: str | None = None,
+        **extra: Any,
+    ) -> Completion:
+        """Call an LLM. Answered from the replay store if this call was already paid for."""
+        from ..llm import LLMRequest
+
+        model = model or self.model
+        if not model:
+            raise ConfigurationError(
+                f"step {self.step!r}: no model for ctx.complete(); pass model='provider/name' "
+                "or set models={step: model} on the Workflow or wf.run()"
+            )
+        if messages is None:
+            if prompt is None:
+                raise ConfigurationError("ctx.complete() needs messages=[...] or prompt='...'")
+            messages = [{"role": "user", "content": prompt}]
+        request = LLMRequest(
+            model=model,
+            messages=tuple(dict(m) for m in messages),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stream=stream,
+            timeout=timeout,
+            price_as=price_as,
+            extra=dict(extra),
+        )
+        index = self._call_index
+        self._call_index += 1
+        return await self._execution.llm_call(self._node, index, request)
+
+    async def synthesize(
+        self,
+        answers: Mapping[str, Any] | Sequence[Any],
+        *,
+        model: str | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """One call that merges a fan-out's answers (``{model: answer}`` or a list)."""
+        items = list(answers.items()) if isinstance(answers, Mapping) else list(enumerate(answers))
+        if not items:
+            raise ValueError(f"step {self.step!r}: ctx.synthesize() got no answers to merge")
+        parts = [f"### Answer {i + 1} ({key})\n{_text_of(value)}" for i, (key, value) in enumerate(items)]
+        prompt = "\n\n".join(parts)
+        messages = [
+            {"role": "system", "content": instruction or DEFAULT_SYNTHESIS_INSTRUCTION},
+            {"role": "user", "content": prompt},
+        ]
+        return await self.complete(messages, model=model, **kwargs)
+
+    def log(self, message: str, **data: Any) -> None:
+        """Write a line to this step's captured context (``run.context(step)``)."""
+        self._execution.debug_log(self._node, "log", str(message), data or None)
+
+
+def _text_of(value: Any) -> str:
+    text = getattr(value, "text", None)
+    if isinstance(text, str):
+        return text
+    if isinstance(value, Mapping) and isinstance(value.get("text"), str):
+        return str(value["text"])
+    return str(value)

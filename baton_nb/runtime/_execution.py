@@ -1,0 +1,629 @@
+"""One execution of a run: readiness counters, concurrency, retries, cascade, group commit.
+
+Every state change happens first in memory (the scheduler is the only writer of its
+run) and is then committed by a single writer task in batches ("group commit"). A step's
+result, its ``completed`` state and its dependents' counters go out in one transaction,
+and dependents start only after that transaction committed: a crash never leaves a
+dependent running on a result that is not stored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .. import _jsonutil
+from .._errors import ResultNotSerializable, RunLocked, StorageError
+from .._graph import GraphSpec
+from .._outcomes import Discard, Snooze
+from .._run import FAILED_STATES, TERMINAL_STATES, CallRecord, Run
+from ..events import (
+    CallFinished,
+    StepUpdated,
+    WorkflowFinished,
+    has_subscribers,
+    publish,
+    topic_all,
+    topic_workflow,
+)
+from ..store import Store, WriteBatch, utcnow
+from ._context import Context
+from ._node import Node
+
+if TYPE_CHECKING:
+    from ..llm import Completion, LLMRequest
+
+__all__ = ["Execution"]
+
+logger = logging.getLogger("baton_nb.runtime")
+Outcome = tuple[str, Any, Any]  # (kind, value, detail)
+
+
+class Execution:
+    """Runs the nodes of one run to the end (or to cancellation)."""
+
+    def __init__(
+        self,
+        graph: GraphSpec,
+        store: Store,
+        run: Run,
+        nodes: dict[str, Node],
+        *,
+        owner: str,
+        concurrency: int,
+        models: dict[str, str],
+        limits: dict[str, int],
+        lease_ttl: float,
+        resumed: bool,
+    ) -> None:
+        self.graph = graph
+        self.store = store
+        self.run = run
+        self.nodes = nodes
+        self.owner = owner
+        self.models = models
+        self.lease_ttl = lease_ttl
+        self.resumed = resumed
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._key_limits = limits
+        self._key_limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._topics = (topic_all(), topic_workflow(run.id))
+        self._dirty: dict[int, Node] = {}
+        self._pending = WriteBatch()
+        self._work = anyio.Event()
+        self._flush_done = anyio.Event()
+        self._settled = anyio.Event()
+        self._unsettled = sum(1 for n in nodes.values() if n.state not in TERMINAL_STATES)
+        self._tg: TaskGroup | None = None
+        self._storage_error: BaseException | None = None
+        self._lease_lost = False
+        self._cancelled = False
+        self._loop_thread = threading.get_ident()
+        self._token: Any = None
+
+    # ── the whole execution ───────────────────────────────────────────────────
+
+    async def execute(self) -> Run:
+        run = self.run
+        run.status = "running"
+        run.started_at = run.started_at or utcnow()
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        run._canceller = self._request_cancel
+        interrupted = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._writer)
+                tg.start_soon(self._heartbeat)
+                self._start_ready()
+                if self._unsettled == 0:
+                    self._settled.set()
+                await self._settled.wait()
+                tg.cancel_scope.cancel()
+        except BaseException as exc:
+            interrupted = True
+            real = unwrap_group(exc)
+            if real is not exc and not isinstance(real, anyio.get_cancelled_exc_class()):
+                raise real from None
+            raise
+        finally:
+            run._canceller = None
+            with anyio.CancelScope(shield=True):
+                await self._finish(cancelled=interrupted or self._cancelled)
+        return run
+
+    def _start_ready(self) -> None:
+        for node in self.nodes.values():
+            if node.kind != "child" and node.state == "pending" and node.remaining == 0:
+                self._launch(node)
+
+    def _request_cancel(self) -> None:
+        """Cancel from the event loop's thread or any other (a widget button, a signal)."""
+        self._cancelled = True
+        tg = self._tg
+        if tg is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            tg.cancel_scope.cancel()
+        else:
+            anyio.from_thread.run_sync(tg.cancel_scope.cancel, token=self._token)
+
+    async def _finish(self, *, cancelled: bool) -> None:
+        now = utcnow()
+        for node in self.nodes.values():
+            if node.state in ("executing", "retryable", "snoozed"):
+                node.state, node.error, node.finished_at = "cancelled", "run cancelled", now
+                self._mark(node)
+                self._publish(node)
+        failed = [
+            n.name
+            for n in self.nodes.values()
+            if n.state in FAILED_STATES and not (n.parent and n.parent.state == "completed")
+        ]
+        pending = any(n.state not in TERMINAL_STATES for n in self.nodes.values())
+        if cancelled or (pending and not failed):
+            outcome = "cancelled"
+        else:
+            outcome = "failed" if failed or pending else "completed"
+        run = self.run
+        run.status, run.failed_steps, run.finished_at = outcome, failed, now
+        self._pending.run = {
+            "id": run.id,
+            "status": outcome,
+            "failed_steps": _jsonutil.dumps(failed),
+            "finished_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        if self._storage_error is None and not self._lease_lost:
+            await self.store.write(self._take_batch())
+        publish(
+            WorkflowFinished(run.id, self.graph.name, outcome, list(failed), now), *self._topics
+        )
+
+    # ── group commit ──────────────────────────────────────────────────────────
+
+    def _mark(self, node: Node) -> None:
+        node.sync_info()
+        self._dirty[node.id] = node
+        self._work.set()
+
+    def _take_batch(self) -> WriteBatch:
+        batch = self._pending
+        batch.nodes = [n.row() for n in self._dirty.values()]
+        self._dirty = {}
+        self._pending = WriteBatch()
+        return batch
+
+    async def _writer(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work = anyio.Event()
+            done, self._flush_done = self._flush_done, anyio.Event()
+            batch = self._take_batch()
+            try:
+                with anyio.CancelScope(shield=True):
+                    if batch:
+                        await self.store.write(batch)
+            except Exception as exc:
+                self._storage_error = exc
+                done.set()
+                raise StorageError(f"could not save run {self.run.id}: {exc}") from exc
+            done.set()
+
+    async def _commit(self) -> None:
+        """Wait until everything marked so far is committed."""
+        done = self._flush_done
+        self._work.set()
+        await done.wait()
+        if self._storage_error is not None:
+            raise StorageError(f"could not save run {self.run.id}: {self._storage_error}")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_ttl / 3)
+            if not await self.store.renew_lease(self.run.id, self.owner, self.lease_ttl):
+                self._lease_lost = True
+                raise RunLocked(
+                    f"run {self.run.id} lost its lease (another process took it over); "
+                    "this execution stopped"
+                )
+
+    # ── launching ─────────────────────────────────────────────────────────────
+
+    def _launch(self, node: Node) -> None:
+        assert self._tg is not None
+        if node.kind == "group":
+            self._tg.start_soon(self._run_group, node, name=f"baton:{node.name}")
+        else:
+            self._tg.start_soon(self._run_step, node, name=f"baton:{node.name}")
+
+    def _key_limiter(self, key: str | None) -> anyio.CapacityLimiter | None:
+        if key is None:
+            return None
+        if key not in self._key_limiters:
+            self._key_limiters[key] = anyio.CapacityLimiter(self._key_limits.get(key, 1))
+        return self._key_limiters[key]
+
+    async def _run_step(self, node: Node) -> None:
+        spec = node.spec
+        key_limiter = self._key_limiter(spec.concurrency_key)
+        while True:
+            async with AsyncExitStack() as slots:
+                if key_limiter is not None:
+                    await slots.enter_async_context(key_limiter)
+                await slots.enter_async_context(self._limiter)
+                if node.state in TERMINAL_STATES:
+                    return  # cancelled while it waited for a slot (e.g. a quorum was met)
+                node.attempt += 1
+                self._transition(node, "executing", error=node.error)
+                kind, value, detail = await self._invoke(node)
+            if kind == "completed":
+                await self._settle(node, "completed", value=value, encoded=detail)
+                return
+            if kind == "snooze":
+                node.attempt -= 1  # a snooze does not use an attempt
+                self._transition(node, "snoozed")
+                await anyio.sleep(value)
+                continue
+            if kind == "error" and node.attempt < node.max_attempts:
+                self._transition(node, "retryable", error=value)
+                await anyio.sleep(max(0.0, float(spec.backoff(node.attempt))))
+                continue
+            await self._settle(node, "discarded", error=value)
+            return
+
+    def _transition(self, node: Node, state: str, *, error: str | None = None) -> None:
+        node.state = state
+        node.error = error
+        if state == "executing" and node.started_at is None:
+            node.started_at = utcnow()
+        self._mark(node)
+        self._publish(node)
+
+    async def _invoke(self, node: Node) -> Outcome:
+        spec = node.spec
+        ctx = Context(self, node, self._dep_results(node), self._model_for(node))
+        kwargs = {d: ctx.results.get(d) for d in spec.kwarg_deps}
+        args = (ctx,) if spec.wants_ctx else ()
+        try:
+            with anyio.fail_after(spec.timeout) if spec.timeout else _no_timeout():
+                if spec.is_async:
+                    value = await spec.fn(*args, **kwargs)
+                else:
+                    call = partial(spec.fn, *args, **kwargs)
+                    value = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except Discard as exc:
+            return ("discard", exc.reason, None)
+        except TimeoutError as exc:
+            if spec.timeout is not None and not str(exc):
+                return ("error", f"TimeoutError: attempt timed out after {spec.timeout:g}s", None)
+            return ("error", _describe(exc), None)
+        except Exception as exc:
+            return ("error", _describe(exc), None)
+        if isinstance(value, Snooze):
+            return ("snooze", value.seconds, None)
+        if isinstance(value, Discard):
+            return ("discard", value.reason, None)
+        try:
+            encoded = _jsonutil.dumps_result(node.name, value)
+        except ResultNotSerializable as exc:
+            return ("discard", f"ResultNotSerializable: {exc}", None)
+        return ("completed", value, encoded)
+
+    def _dep_results(self, node: Node) -> dict[str, Any]:
+        owner = node.parent if node.parent is not None else node
+        results = {}
+        for dep in owner.deps:
+            dep_node = self.nodes[dep]
+            if dep_node.state == "completed":
+                results[dep] = dep_node.result
+        return results
+
+    def _model_for(self, node: Node) -> str | None:
+        if node.kind == "child" and node.model:
+            return node.model
+        return self.models.get(node.spec.name) or node.model
+
+    # ── fan-out groups ────────────────────────────────────────────────────────
+
+    async def _run_group(self, group: Node) -> None:
+        self._transition(group, "executing")
+        if group.spec.map_over is not None:
+            problem = await self._expand_map(group)
+            if problem is not None:
+                await self._settle(group, "discarded", error=problem)
+                return
+        todo = [c for c in group.children if c.state != "completed"]
+        for child in todo:
+            child.remaining = 0
+            child.state, child.attempt, child.error = "pending", 0, None
+            self._mark(child)
+        verdict = self._group_verdict(group)
+        if verdict is not None:
+            await self._settle(group, verdict[0], value=verdict[1], encoded=verdict[2],
+                               error=verdict[3])
+        for child in todo:
+            if child.state == "pending":
+                self._launch(child)
+
+    async def _expand_map(self, group: Node) -> str | None:
+        spec = group.spec
+        assert spec.map_over is not None
+        source = self.nodes[spec.map_over]
+        if source.state != "completed":
+            return f"map_over={spec.map_over!r}: that step did not complete"
+        items = source.result
+        if not isinstance(items, list):
+            return f"map_over={spec.map_over!r} needs a list result, got {type(items).__name__}"
+        existing = {c.name: c for c in group.children}
+        names: list[str] = []
+        for index, item in enumerate(items):
+            key = spec.map_key(item) if spec.map_key is not None else index
+            name = f"{group.name}[{key}]"
+            if name in names:
+                return f"map_key gave the key {key!r} twice; keys must be unique"
+            names.append(name)
+        new_rows = [
+            _child_row(self.run.id, group, name, index)
+            for index, name in enumerate(names)
+            if name not in existing
+        ]
+        ids = await self.store.insert_nodes(new_rows)
+        from .._run import step_info_from_row
+
+        for row in new_rows:
+            row["id"] = ids[row["step"]]
+            info = step_info_from_row(row)
+            child = Node(row, group.spec, info)
+            child.parent = group
+            self.nodes[child.name] = child
+            self.run.steps[child.name] = info
+            existing[child.name] = child
+            self._unsettled += 1
+        group.children = [existing[name] for name in names]
+        group.info.children = list(names)
+        for index, child in enumerate(group.children):
+            child.item, child.item_index = items[index], index
+        return None
+
+    def _group_verdict(self, group: Node) -> tuple[str, Any, str | None, str | None] | None:
+        children = group.children
+        total = len(children)
+        quorum = min(group.spec.quorum or total, total)
+        done = [c for c in children if c.state == "completed"]
+        failed = [c for c in children if c.state in FAILED_STATES]
+        if len(done) >= quorum:
+            if group.spec.models:
+                value: Any = {c.model: c.result for c in children if c.state == "completed"}
+            else:
+                value = [c.result for c in children if c.state == "completed"]
+            return ("completed", value, _jsonutil.dumps(value), None)
+        if total - len(failed) < quorum:
+            state = "discarded" if any(c.state == "discarded" for c in failed) else "cancelled"
+            error = (
+                f"quorum not reached: {len(done)} of {total} completed, {quorum} needed "
+                f"(failed: {', '.join(c.name for c in failed)})"
+            )
+            return (state, None, None, error)
+        return None
+
+    # ── settling: terminal states, cascade, dependents ────────────────────────
+
+    async def _settle(
+        self,
+        node: Node,
+        state: str,
+        *,
+        value: Any = None,
+        encoded: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        touched: list[Node] = []
+        ready: list[Node] = []
+        callbacks: list[tuple[Node, str, str]] = []
+        self._terminal(node, state, value, encoded, error, touched, ready, callbacks)
+        await self._commit()
+        for n in touched:
+            self._publish(n)
+        for n in ready:
+            self._launch(n)
+        for dependent, kind, reason in callbacks:
+            await self._run_callback(dependent, kind, reason)
+        if self._unsettled == 0:
+            self._settled.set()
+
+    def _terminal(
+        self,
+        node: Node,
+        state: str,
+        value: Any,
+        encoded: str | None,
+        error: str | None,
+        touched: list[Node],
+        ready: list[Node],
+        callbacks: list[tuple[Node, str, str]],
+    ) -> None:
+        if node.state in TERMINAL_STATES:
+            return
+        node.state, node.error, node.finished_at = state, error, utcnow()
+        if state == "completed":
+            node.set_result(value, encoded or "null")
+            self.run.results[node.name] = value
+        self._unsettled -= 1
+        self._mark(node)
+        touched.append(node)
+        if node.kind == "group":
+            for child in node.children:
+                if child.state == "pending":
+                    reason = (
+                        f"not needed: quorum of {node.name!r} met"
+                        if state == "completed"
+                        else f"group {node.name!r} {state}"
+                    )
+                    self._terminal(child, "cancelled", None, None, reason, touched, ready, callbacks)
+        if node.parent is not None and node.parent.state not in TERMINAL_STATES:
+            verdict = self._group_verdict(node.parent)
+            if verdict is not None:
+                g_state, g_value, g_encoded, g_error = verdict
+                self._terminal(node.parent, g_state, g_value, g_encoded, g_error,
+                               touched, ready, callbacks)
+        for dependent in node.dependents:
+            if dependent.state in TERMINAL_STATES:
+                continue
+            if state == "completed" or self._ignores(dependent, state):
+                dependent.remaining -= 1
+                self._mark(dependent)
+                if dependent.remaining == 0:
+                    ready.append(dependent)
+                continue
+            reason = f"dependency {node.name!r} was {state}" + (f": {error}" if error else "")
+            callbacks.append((dependent, state, reason))
+            self._terminal(dependent, "cancelled", None, None, reason, touched, ready, callbacks)
+
+    @staticmethod
+    def _ignores(node: Node, dep_state: str) -> bool:
+        if dep_state == "discarded":
+            return node.spec.ignore_discarded
+        return node.spec.ignore_cancelled
+
+    async def _run_callback(self, node: Node, dep_state: str, reason: str) -> None:
+        spec = node.spec
+        callback = spec.on_dep_discarded if dep_state == "discarded" else spec.on_dep_cancelled
+        if callback is None:
+            return
+        ctx = Context(self, node, self._dep_results(node), self._model_for(node))
+        try:
+            result = callback(reason, ctx)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+
+    # ── events ────────────────────────────────────────────────────────────────
+
+    def _publish(self, node: Node) -> None:
+        if not has_subscribers(*self._topics):
+            return
+        event = StepUpdated(
+            workflow_id=self.run.id,
+            workflow_label=self.graph.name,
+            step_name=node.name,
+            worker=node.spec.worker,
+            state=node.state,
+            job_id=node.id,
+            attempt=node.attempt,
+            has_result=node.info.has_result,
+            error=node.error,
+            timestamp=utcnow(),
+            parent=node.parent.name if node.parent is not None else None,
+            max_attempts=node.max_attempts,
+        )
+        publish(event, *self._topics)
+
+    # ── LLM calls: replay, stats, captured context ────────────────────────────
+
+    async def _stored_completions(self, node: Node) -> dict[int, dict[str, str]]:
+        stored: dict[int, dict[str, str]] = {}
+        for index, (digest, response) in (await self.store.get_completions(self.run.id, node.name)).items():
+            stored.setdefault(index, {})[digest] = response
+        return stored
+
+    async def llm_call(self, node: Node, index: int, request: LLMRequest) -> Completion:
+        from ..llm import Completion, complete, request_hash
+
+        digest = request_hash(request)
+        if self.resumed and not node.history_loaded:
+            node.completions = await self._stored_completions(node)
+            node.history_loaded = True
+        stored = node.completions.get(index, {}).get(digest)
+        if stored is not None:
+            completion = replace(Completion.from_json(stored), replayed=True)
+        else:
+            completion = await complete(request)
+            encoded = completion.to_json()
+            node.completions.setdefault(index, {})[digest] = encoded
+            self._pending.completions.append({
+                "run_id": self.run.id, "step": node.name, "call_index": index,
+                "request_hash": digest, "response": encoded, "created_at": utcnow(),
+            })
+        self._record_call(node, index, completion)
+        if self._debug(node):
+            self._capture(node, request, completion)
+        await self._commit()
+        return completion
+
+    def _record_call(self, node: Node, index: int, completion: Completion) -> None:
+        call = CallRecord(
+            run_id=self.run.id, step=node.name, model=completion.model,
+            provider=completion.provider, attempt=node.attempt, call_index=index,
+            usage=completion.usage, cost=completion.cost, latency_ms=completion.latency_ms,
+            replayed=completion.replayed, estimated=completion.estimated, created_at=utcnow(),
+        )
+        self.run.calls.append(call)
+        node.info.add_call(call)
+        self._pending.stats.append({
+            "run_id": call.run_id, "step": call.step, "model": call.model,
+            "provider": call.provider, "attempt": call.attempt, "call_index": index,
+            **call.usage.to_dict(), "cost_usd": call.cost, "latency_ms": call.latency_ms,
+            "replayed": call.replayed, "estimated": call.estimated, "created_at": call.created_at,
+        })
+        self._work.set()
+        if has_subscribers(*self._topics):
+            publish(
+                CallFinished(self.run.id, self.graph.name, node.name, call.model, call.provider,
+                             call.usage, call.cost, call.latency_ms, call.replayed,
+                             call.estimated, call.created_at),
+                *self._topics,
+            )
+
+    def _debug(self, node: Node) -> bool:
+        return node.spec.debug if node.spec.debug is not None else self.graph.debug
+
+    def _capture(self, node: Node, request: LLMRequest, completion: Completion) -> None:
+        params = {"model": request.model, "temperature": request.temperature,
+                  "max_tokens": request.max_tokens, "stream": request.stream, **request.extra}
+        self.debug_log(node, "request", "", {"messages": list(request.messages), "params": params})
+        self.debug_log(node, "response", completion.text, {
+            "model": completion.model, "usage": completion.usage.to_dict(),
+            "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
+            "replayed": completion.replayed,
+        })
+
+    def debug_log(self, node: Node, kind: str, message: str, data: Any) -> None:
+        from ..llm import redact_secrets
+
+        entry = {
+            "run_id": self.run.id, "step": node.name, "attempt": node.attempt, "kind": kind,
+            "message": redact_secrets(message),
+            "data": None if data is None else redact_secrets(_jsonutil.dumps(data)),
+            "created_at": utcnow(),
+        }
+        self._pending.logs.append(entry)
+        self.run.logs.append(entry)
+        self._work.set()
+
+
+def _child_row(run_id: str, group: Node, name: str, index: int) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "step": name, "parent": group.name, "kind": "child",
+        "worker": group.spec.worker, "deps": "[]", "remaining_deps": 1,
+        "ignore_cancelled": group.spec.ignore_cancelled,
+        "ignore_discarded": group.spec.ignore_discarded,
+        "max_attempts": group.spec.max_attempts, "model": None, "item_index": index,
+        "state": "pending", "attempt": 0, "error": None, "result": None, "has_result": False,
+        "started_at": None, "finished_at": None, "updated_at": utcnow(),
+    }
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _no_timeout:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The one real error inside (nested) exception groups, if there is exactly one."""
+    inner = getattr(exc, "exceptions", None)
+    while inner is not None and len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
+

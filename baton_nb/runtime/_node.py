@@ -1,0 +1,107 @@
+"""The runtime's in-memory node: the authoritative state of one step during a run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .. import _jsonutil
+from .._graph import StepSpec
+from .._run import StepInfo
+from ..store import utcnow
+
+__all__ = ["Node"]
+
+_UNSET: Any = object()
+
+
+class Node:
+    """A step, a fan-out group, or one fan-out child."""
+
+    __slots__ = (
+        "_result",
+        "attempt",
+        "children",
+        "completions",
+        "dependents",
+        "deps",
+        "error",
+        "finished_at",
+        "history_loaded",
+        "id",
+        "info",
+        "item",
+        "item_index",
+        "kind",
+        "max_attempts",
+        "model",
+        "name",
+        "parent",
+        "remaining",
+        "result_json",
+        "spec",
+        "started_at",
+        "state",
+    )
+
+    def __init__(self, row: dict[str, Any], spec: StepSpec, info: StepInfo) -> None:
+        self.id: int = int(row["id"])
+        self.name: str = row["step"]
+        self.kind: str = row["kind"]
+        self.spec = spec
+        self.info = info
+        self.deps: list[str] = info.deps
+        self.state: str = row["state"]
+        self.attempt: int = row["attempt"]
+        self.max_attempts: int = row["max_attempts"]
+        self.error: str | None = row["error"]
+        self.result_json: str | None = row["result"]
+        self._result: Any = _UNSET
+        self.remaining: int = row["remaining_deps"]
+        self.started_at: datetime | None = row["started_at"]
+        self.finished_at: datetime | None = row["finished_at"]
+        self.model: str | None = row["model"]
+        self.item_index: int | None = row["item_index"]
+        self.item: Any = None
+        self.parent: Node | None = None
+        self.children: list[Node] = []
+        self.dependents: list[Node] = []
+        self.completions: dict[int, dict[str, str]] = {}
+        self.history_loaded = False
+
+    @property
+    def result(self) -> Any:
+        if self._result is _UNSET:
+            self._result = _jsonutil.loads(self.result_json)
+        return self._result
+
+    def set_result(self, value: Any, encoded: str) -> None:
+        self.result_json = encoded
+        self._result = value
+
+    def row(self) -> dict[str, Any]:
+        """The mutable columns, as the store writes them."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "attempt": self.attempt,
+            "error": self.error,
+            "result": self.result_json,
+            "has_result": self.result_json is not None and self.result_json != "null",
+            "remaining_deps": self.remaining,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "updated_at": utcnow(),
+        }
+
+    def sync_info(self) -> None:
+        info = self.info
+        info.state = self.state
+        info.attempt = self.attempt
+        info.error = self.error
+        info.has_result = self.result_json is not None and self.result_json != "null"
+        info.started_at = self.started_at
+        info.finished_at = self.finished_at
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} {self.kind} {self.state} remaining={self.remaining}>"

@@ -1,0 +1,119 @@
+"""Database URLs and async engines: SQLite through aiosqlite (WAL), Postgres through asyncpg."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from .._dburl import DEFAULT_URL, resolve_url
+from .._errors import ConfigurationError
+
+__all__ = ["DEFAULT_URL", "make_engine", "resolve_url"]
+
+_MEMORY_URI = "file:baton_nb_memory_{pid}?mode=memory&cache=shared"
+_memory_keeper: dict[int, sqlite3.Connection] = {}
+_memory_lock = threading.Lock()
+
+
+def _driver_url(url: str) -> str:
+    if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    return url
+
+
+def _is_memory(url: str) -> bool:
+    return url.endswith(":memory:") or url.rstrip("/").endswith("sqlite:")
+
+
+def _memory_uri() -> str:
+    # A shared-cache in-memory database lives as long as one connection is open: keep one
+    # open for the life of the process so runs in ``sqlite:///:memory:`` can be resumed.
+    pid = os.getpid()
+    uri = _MEMORY_URI.format(pid=pid)
+    with _memory_lock:
+        if pid not in _memory_keeper:
+            _memory_keeper[pid] = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    return uri
+
+
+class _DecimalSum:
+    """Exact SUM over decimal strings for SQLite, registered as ``decimal_sum``."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            return
+        self.total = amount if self.total is None else self.total + amount
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else format(self.total, "f")
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode")
+        mode = cursor.fetchone()
+        if mode and str(mode[0]).lower() != "memory":
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives a killed process (kill -9); only an OS crash can lose
+            # the last commits, which resume handles like any other interruption.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+    _register_decimal_sum(dbapi_conn)
+
+
+def _register_decimal_sum(dbapi_conn: Any) -> None:
+    create = getattr(dbapi_conn, "create_aggregate", None)
+    if create is not None:  # plain sqlite3
+        create("decimal_sum", 1, _DecimalSum)
+        return
+    # SQLAlchemy's aiosqlite adapter: run on the connection's own thread.
+    dbapi_conn.run_async(
+        lambda conn: conn._execute(conn._conn.create_aggregate, "decimal_sum", 1, _DecimalSum)
+    )
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An AsyncEngine for a resolved URL (see ``resolve_url``)."""
+    driver_url = _driver_url(url)
+    if driver_url.startswith("sqlite+aiosqlite"):
+        if _is_memory(url):
+            engine = create_async_engine(
+                "sqlite+aiosqlite:///" + _memory_uri() + "&uri=true",
+                connect_args={"check_same_thread": False},
+                poolclass=StaticPool,
+            )
+        else:
+            path = driver_url.split(":///", 1)[1] if ":///" in driver_url else ""
+            if not path:
+                raise ConfigurationError(f"sqlite URL {url!r} has no path; use sqlite:///runs.db")
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise ConfigurationError(
+                    f"cannot open {url!r}: folder {parent!r} does not exist; create it first"
+                )
+            engine = create_async_engine(driver_url, pool_size=4, max_overflow=4)
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        return engine
+    return create_async_engine(
+        driver_url, pool_size=5, max_overflow=10, connect_args={"timeout": 10}
+    )

@@ -1,0 +1,55 @@
+"""Versioned, idempotent schema creation and upgrade."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .._errors import SchemaVersionError
+from ._tables import SchemaVersion, metadata
+
+__all__ = ["SCHEMA_VERSION", "ensure_schema"]
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+    for stmt in (
+        "CREATE INDEX IF NOT EXISTS ix_stats_run_step ON workflow_step_stats (run_id, step)",
+        "CREATE INDEX IF NOT EXISTS ix_logs_run_step ON workflow_debug_logs (run_id, step)",
+        "CREATE INDEX IF NOT EXISTS ix_runs_status_created ON workflow_runs (status, created_at)",
+    ):
+        conn.exec_driver_sql(stmt)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _current_version(conn: Connection) -> int:
+    if not sa.inspect(conn).has_table(SchemaVersion.__tablename__):
+        return 0
+    value = conn.execute(sa.text("SELECT MAX(version) FROM baton_schema_version")).scalar()
+    return int(value or 0)
+
+
+def ensure_schema(conn: Connection, url: str) -> None:
+    """Create or upgrade the schema in the caller's transaction; refuse a newer one."""
+    if conn.dialect.name == "postgresql":
+        # Serialise concurrent first use by several processes.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7261530201)"))
+    current = _current_version(conn)
+    if current > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database {url!r} has baton_nb schema version {current}, but this baton_nb "
+            f"knows versions up to {SCHEMA_VERSION}; upgrade baton_nb (pip install -U baton-nb) "
+            "or use another database"
+        )
+    table = SchemaVersion.__table__  # type: ignore[attr-defined]
+    for version, migrate in MIGRATIONS:
+        if version > current:
+            migrate(conn)
+            now = datetime.now(timezone.utc)
+            conn.execute(sa.insert(table).values(version=version, applied_at=now))

@@ -1,0 +1,295 @@
+"""The repository: everything the runtime, reports and widget ask of the database.
+
+One class for SQLite and Postgres; the dialect differences live in ``_engine`` and in the
+few statements that branch on ``self.dialect``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .._errors import StorageError
+from ._engine import make_engine, resolve_url
+from ._migrations import ensure_schema
+from ._tables import (
+    WorkflowCompletion,
+    WorkflowDebugLog,
+    WorkflowNode,
+    WorkflowRun,
+    WorkflowStepStat,
+)
+
+__all__ = ["NODE_FIELDS", "Store", "WriteBatch", "utcnow"]
+
+RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
+NODES = cast(sa.Table, WorkflowNode.__table__)  # type: ignore[attr-defined]
+STATS = cast(sa.Table, WorkflowStepStat.__table__)  # type: ignore[attr-defined]
+COMPLETIONS = cast(sa.Table, WorkflowCompletion.__table__)  # type: ignore[attr-defined]
+LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
+
+# Mutable node columns the runtime writes back on every flush.
+NODE_FIELDS = (
+    "state",
+    "attempt",
+    "error",
+    "result",
+    "has_result",
+    "remaining_deps",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+
+_UPDATE_NODE = (
+    sa.update(NODES)
+    .where(NODES.c.id == sa.bindparam("b_id"))
+    .values({name: sa.bindparam(f"b_{name}") for name in NODE_FIELDS})
+)
+
+
+def utcnow() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class WriteBatch:
+    """Writes that must commit together (one transaction)."""
+
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # id + NODE_FIELDS
+    run: dict[str, Any] | None = None  # must contain "id"
+    completions: list[dict[str, Any]] = field(default_factory=list)
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes or self.run or self.completions or self.stats or self.logs)
+
+
+def _describe(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else repr(exc)
+
+
+class Store:
+    """An open database. Use ``async with await Store.open(db) as store`` or ``close()``."""
+
+    def __init__(self, url: str, engine: AsyncEngine) -> None:
+        self.url = url
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    async def open(cls, db: str | None = None) -> Store:
+        """Open (and create or upgrade the schema of) the database at ``db``."""
+        url = resolve_url(db)
+        engine = make_engine(url)
+        store = cls(url, engine)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(ensure_schema, _safe_url(url))
+        except StorageError:
+            await engine.dispose()
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise StorageError(
+                f"cannot open database {_safe_url(url)!r}: {_describe(exc)}. Check that the "
+                "server is running and the URL is right (db= or BATON_NB_DB)."
+            ) from exc
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ── runs and nodes ────────────────────────────────────────────────────────
+
+    async def insert_run(self, run: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> None:
+        """Insert a run with all its nodes, all or nothing."""
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.insert(RUNS), [dict(run)])
+            if nodes:
+                await conn.execute(sa.insert(NODES), [dict(n) for n in nodes])
+
+    async def insert_nodes(self, nodes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        """Insert nodes of an existing run; returns step name -> node id."""
+        if not nodes:
+            return {}
+        stmt = sa.insert(NODES).returning(NODES.c.step, NODES.c.id, sort_by_parameter_order=True)
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(stmt, [dict(n) for n in nodes])
+            return {step: int(node_id) for step, node_id in rows}
+
+    async def node_ids(self, run_id: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id == run_id)
+            )
+            return {step: int(node_id) for step, node_id in rows}
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id))).mappings().first()
+            return dict(row) if row else None
+
+    async def get_nodes(self, run_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(NODES).where(NODES.c.run_id == run_id).order_by(NODES.c.id)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    async def update_run(self, run_id: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(**values))
+
+    # ── lease: one executor per run ───────────────────────────────────────────
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, steal_from: str | None = None
+    ) -> bool:
+        """Take the run's lease if it is free, expired, or held by ``steal_from`` (a dead owner)."""
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl)
+        free = sa.or_(
+            RUNS.c.lease_owner.is_(None),
+            RUNS.c.lease_expires_at < now,
+            RUNS.c.lease_owner == owner,
+        )
+        if steal_from is not None:
+            free = sa.or_(free, RUNS.c.lease_owner == steal_from)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == run_id, free)
+                .values(lease_owner=owner, lease_expires_at=expires)
+            )
+            return bool(result.rowcount == 1)
+
+    async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        expires = utcnow() + timedelta(seconds=ttl)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
+                .values(lease_expires_at=expires)
+            )
+            return bool(result.rowcount == 1)
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    # ── the runtime's group commit ────────────────────────────────────────────
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit node updates, run status, stored completions, stats and logs together."""
+        async with self.engine.begin() as conn:
+            await self._write(conn, batch)
+
+    async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
+        if batch.nodes:
+            params = [
+                {"b_id": n["id"], **{f"b_{k}": n[k] for k in NODE_FIELDS}} for n in batch.nodes
+            ]
+            await conn.execute(_UPDATE_NODE, params)
+        if batch.run:
+            values = {k: v for k, v in batch.run.items() if k != "id"}
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run["id"]).values(values))
+        if batch.completions:
+            await conn.execute(sa.insert(COMPLETIONS), batch.completions)
+        if batch.stats:
+            await conn.execute(sa.insert(STATS), batch.stats)
+        if batch.logs:
+            await conn.execute(sa.insert(LOGS), batch.logs)
+
+    # ── replay, stats, logs ───────────────────────────────────────────────────
+
+    async def get_completions(self, run_id: str, step: str) -> dict[int, tuple[str, str]]:
+        """Stored responses of a node: call_index -> (request_hash, response JSON)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    COMPLETIONS.c.call_index, COMPLETIONS.c.request_hash, COMPLETIONS.c.response
+                ).where(COMPLETIONS.c.run_id == run_id, COMPLETIONS.c.step == step)
+            )
+            return {int(i): (h, r) for i, h, r in rows}
+
+    async def get_stats(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(STATS).where(STATS.c.run_id.in_(list(run_ids))).order_by(STATS.c.id)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(LOGS).where(LOGS.c.run_id == run_id)
+        if step is not None:
+            query = query.where(LOGS.c.step == step)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query.order_by(LOGS.c.id))
+            return [dict(r) for r in rows.mappings()]
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        query = sa.select(RUNS)
+        if workflow is not None:
+            query = query.where(RUNS.c.workflow == workflow)
+        if since is not None:
+            query = query.where(RUNS.c.created_at >= since)
+        if until is not None:
+            query = query.where(RUNS.c.created_at < until)
+        if status is not None:
+            query = query.where(RUNS.c.status == status)
+        query = query.order_by(RUNS.c.created_at.desc(), RUNS.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def lease_owner_name(token: str) -> str:
+    return f"{socket.gethostname()}:{__import__('os').getpid()}:{token}"
+
+
+def loads_list(text: str | None) -> list[str]:
+    return list(json.loads(text)) if text else []
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (OperationalError, DBAPIError, OSError))

@@ -1,0 +1,177 @@
+"""SQLModel tables (DESIGN §5). Timestamps are naive UTC in the database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "ExactDecimal",
+    "UtcDateTime",
+    "SchemaVersion",
+    "WorkflowCompletion",
+    "WorkflowDebugLog",
+    "WorkflowNode",
+    "WorkflowRun",
+    "WorkflowStepStat",
+    "metadata",
+]
+
+metadata = SQLModel.metadata
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """Money as an exact decimal: NUMERIC on Postgres, a decimal string on SQLite.
+
+    SQLite has no exact decimal type (NUMERIC there is a float), so the text form keeps
+    every digit; reports sum it with an exact aggregate registered on each connection.
+    """
+
+    impl = sa.String(40)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.Numeric(30, 12))
+        return dialect.type_descriptor(sa.String(40))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"cost must be a Decimal, got {type(value).__name__}")
+        return value if dialect.name == "postgresql" else format(value, "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, whatever the database keeps."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("baton_nb stores aware datetimes only; use datetime.now(timezone.utc)")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.utcoffset() is None:
+            return value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+
+
+def _when(*, index: bool = False, optional: bool = False) -> Any:
+    if optional:
+        return Field(default=None, sa_type=UtcDateTime, index=index)
+    return Field(sa_type=UtcDateTime, index=index)
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "baton_schema_version"
+    version: int = Field(primary_key=True)
+    applied_at: datetime = _when()
+
+
+class WorkflowRun(SQLModel, table=True):
+    __tablename__ = "workflow_runs"
+    id: str = Field(primary_key=True, max_length=64)
+    workflow: str = Field(index=True, max_length=200)
+    params: str = "{}"
+    status: str = Field(index=True, max_length=20)
+    created_at: datetime = _when(index=True)
+    started_at: datetime | None = _when(optional=True)
+    finished_at: datetime | None = _when(optional=True)
+    failed_steps: str = "[]"
+    executions: int = 0
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = _when(optional=True)
+
+
+class WorkflowNode(SQLModel, table=True):
+    __tablename__ = "workflow_nodes"
+    __table_args__ = (sa.UniqueConstraint("run_id", "step", name="uq_workflow_nodes_run_step"),)
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=64, index=True)
+    step: str = Field(max_length=400)
+    parent: str | None = Field(default=None, max_length=200)
+    kind: str = Field(default="step", max_length=10)  # step | group | child
+    worker: str = Field(default="", max_length=400)
+    deps: str = "[]"
+    remaining_deps: int = 0
+    ignore_cancelled: bool = False
+    ignore_discarded: bool = False
+    max_attempts: int = 1
+    model: str | None = Field(default=None, max_length=200)
+    item_index: int | None = None
+    state: str = Field(default="pending", max_length=12)
+    attempt: int = 0
+    error: str | None = None
+    result: str | None = None
+    has_result: bool = False
+    started_at: datetime | None = _when(optional=True)
+    finished_at: datetime | None = _when(optional=True)
+    updated_at: datetime = _when()
+
+
+class WorkflowStepStat(SQLModel, table=True):
+    __tablename__ = "workflow_step_stats"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=64, index=True)
+    step: str = Field(max_length=400)
+    model: str = Field(max_length=200)
+    provider: str = Field(max_length=60)
+    attempt: int = 1
+    call_index: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    latency_ms: float = 0.0
+    replayed: bool = False
+    estimated: bool = False
+    created_at: datetime = _when(index=True)
+
+
+class WorkflowCompletion(SQLModel, table=True):
+    __tablename__ = "workflow_completions"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "step", "call_index", name="uq_workflow_completions_call"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=64, index=True)
+    step: str = Field(max_length=400)
+    call_index: int
+    request_hash: str = Field(max_length=64)
+    response: str
+    created_at: datetime = _when()
+
+
+class WorkflowDebugLog(SQLModel, table=True):
+    __tablename__ = "workflow_debug_logs"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=64, index=True)
+    step: str = Field(max_length=400)
+    attempt: int = 0
+    kind: str = Field(max_length=20)  # log | request | response
+    message: str = ""
+    data: str | None = None
+    created_at: datetime = _when(index=True)
