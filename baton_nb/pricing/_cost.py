@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Literal
 
 from .._usage import Usage
@@ -69,6 +70,7 @@ def model_price(
             index = i
     period = spec.periods[index]
     following = spec.periods[index + 1] if index + 1 < len(spec.periods) else None
+    rates, batch, tiers = _resolved(period)
     return ModelPrice(
         query=query,
         provider=provider,
@@ -76,14 +78,20 @@ def model_price(
         matched=matched,
         valid_from=period.start,
         valid_until=following.start if following else None,
-        rates=period.rates.resolve(),
-        batch=_batch(period.batch, period.rates),
-        tiers=_tiers(period),
+        rates=rates,
+        batch=batch,
+        tiers=tiers,
         name=spec.name,
         note=spec.note,
         source=spec.source,
         aliases=spec.aliases,
     )
+
+
+@lru_cache(maxsize=1024)
+def _resolved(period: PeriodSpec) -> tuple[Rates, Rates | None, tuple[Tier, ...]]:
+    """A period's rates with every gap filled (cached: periods are immutable)."""
+    return period.rates.resolve(), _batch(period.batch, period.rates), _tiers(period)
 
 
 def _batch(batch: PartialRates | None, standard: PartialRates) -> Rates | None:

@@ -13,8 +13,8 @@ __all__ = ["Catalog", "Match"]
 # `gpt-4o` prices `gpt-4o-2024-08-06` and `claude-sonnet-4` prices `claude-sonnet-4@20250514`,
 # but `gpt-4` never prices `gpt-4o`.
 _BOUNDARIES = frozenset("-.:@")
-_STRIP = ("models/",)
-_MEMO_SIZE = 4096  # Gemini's REST API names models `models/gemini-2.5-pro`
+_STRIP = ("models/",)  # Gemini's REST API names models `models/gemini-2.5-pro`
+_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +79,6 @@ class Catalog:
             merged.setdefault(provider, []).extend(table.models)
         self._index = {p: _ProviderIndex(p, models) for p, models in merged.items()}
         self._found: dict[str, Match | None] = {}
-
-    def providers(self) -> list[str]:
-        return list(self._index)
 
     def models(self) -> list[str]:
         """Every model as ``provider/model`` (ids as written, aliases left out)."""

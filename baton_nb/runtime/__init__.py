@@ -2,6 +2,7 @@
 resume, cancellation, replay of paid LLM calls."""
 
 from ._context import Context
+from ._execution import active_run, active_runs
 from ._setup import DEFAULT_LEASE_TTL, execute_run
 
-__all__ = ["DEFAULT_LEASE_TTL", "Context", "execute_run"]
+__all__ = ["DEFAULT_LEASE_TTL", "Context", "active_run", "active_runs", "execute_run"]

@@ -42,10 +42,23 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
 
-__all__ = ["Execution"]
+__all__ = ["Execution", "active_run", "active_runs"]
+
+_ACTIVE: dict[str, Run] = {}
+
+
+def active_run(run_id: str) -> Run | None:
+    """The live Run object of a run executing in this process, if any."""
+    return _ACTIVE.get(run_id)
+
+
+def active_runs() -> list[Run]:
+    """Runs executing in this process right now."""
+    return list(_ACTIVE.values())
 
 logger = logging.getLogger("baton_nb.runtime")
 Outcome = tuple[str, Any, Any]  # (kind, value, detail)
+_SCALARS = (str, int, float, bool, type(None))
 
 
 class Execution:
@@ -99,6 +112,7 @@ class Execution:
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         run._canceller = self._request_cancel
+        _ACTIVE[run.id] = run
         interrupted = False
         try:
             async with anyio.create_task_group() as tg:
@@ -118,6 +132,7 @@ class Execution:
             raise
         finally:
             run._canceller = None
+            _ACTIVE.pop(run.id, None)
             with anyio.CancelScope(shield=True):
                 await self._finish(cancelled=interrupted or self._cancelled)
         return run
@@ -420,6 +435,8 @@ class Execution:
             self._launch(n)
         for dependent, kind, reason in callbacks:
             await self._run_callback(dependent, kind, reason)
+        # Only now are these nodes settled: committed, announced, dependents launched.
+        self._unsettled -= len(touched)
         if self._unsettled == 0:
             self._settled.set()
 
@@ -438,9 +455,12 @@ class Execution:
             return
         node.state, node.error, node.finished_at = state, error, utcnow()
         if state == "completed":
-            node.set_result(value, encoded or "null")
+            encoded = encoded or "null"
+            if not isinstance(value, _SCALARS):
+                # Downstream sees what a resumed run would read back: the stored JSON.
+                value = _jsonutil.loads(encoded)
+            node.set_result(value, encoded)
             self.run.results[node.name] = value
-        self._unsettled -= 1
         self._mark(node)
         touched.append(node)
         if node.kind == "group":

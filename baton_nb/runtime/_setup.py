@@ -47,6 +47,11 @@ async def execute_run(
                 raise ConfigurationError(
                     f"run {run_id} belongs to workflow {existing['workflow']!r}, not {graph.name!r}"
                 )
+            if params is not None and params_json != existing["params"]:
+                raise ConfigurationError(
+                    f"run {run_id} was started with params {existing['params']}; a resume "
+                    "reuses them: call wf.run(run_id=...) without params= (or start a new run)"
+                )
             if existing["status"] == "completed":
                 return await Run.from_store(store, run_id)
             await _take_lease(store, run_id, owner, lease_ttl, existing.get("lease_owner"))

@@ -1,0 +1,59 @@
+"""Shared fixtures: the anyio backend and a database URL for SQLite and the real Postgres."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fakes.plugin"]
+
+POSTGRES_URL = os.environ.get("BATON_NB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _postgres_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same storage test runs on SQLite and on the real Postgres (a missing server fails)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'baton.db'}"
+    if not _postgres_up():
+        pytest.fail(
+            "Postgres is not running on 127.0.0.1:5432; start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'baton.db'}"
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for workflow names shared across parallel runs on Postgres."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    # Tests never write baton.db into the checkout: the default DB lives in tmp_path.
+    monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")
+    yield

@@ -1,0 +1,285 @@
+"""Crash rescue, leases and bad input: nothing lost, nothing run twice, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb.store import Store
+
+pytestmark = pytest.mark.anyio
+
+WORKFLOW_MODULE = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import anyio
+    import baton_nb as bn
+
+    MARKS = Path(os.environ["MARKS"])
+
+    def mark(name):
+        with open(MARKS / name, "a") as fh:
+            fh.write("x")
+
+    def build(db):
+        wf = bn.Workflow("crashy", db=db)
+
+        @wf.step()
+        async def first(ctx):
+            mark("first")
+            return {"value": 21}
+
+        @wf.step()
+        async def slow(ctx, first):
+            mark("slow")
+            if os.environ.get("HANG") == "1":
+                (MARKS / "slow-started").write_text("1")
+                await anyio.sleep(60)
+            return first["value"] * 2
+
+        @wf.step()
+        async def last(ctx, slow):
+            mark("last")
+            return slow + 1
+
+        return wf
+
+    if __name__ == "__main__":
+        run = anyio.run(lambda: build(sys.argv[1]).run(run_id=sys.argv[2], display=False))
+        print(run.status)
+    """
+)
+
+
+def _load_module(path: Path) -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crashy_workflow", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _count(marks: Path, name: str) -> int:
+    path = marks / name
+    return len(path.read_text()) if path.exists() else 0
+
+
+async def test_sigkill_mid_step_then_resume_completes(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "crashy.py"
+    script.write_text(WORKFLOW_MODULE)
+    run_id = f"crash-{unique}"
+    env = {**os.environ, "MARKS": str(marks), "HANG": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), db_url, run_id], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        with anyio.fail_after(30):
+            while not (marks / "slow-started").exists():
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                await anyio.sleep(0.05)
+        monkeypatch.setenv("MARKS", str(marks))
+        module = _load_module(script)
+        wf = module.build(db_url)  # type: ignore[attr-defined]
+        # While the other process is alive it holds the lease: a second executor is refused.
+        with pytest.raises(bn.RunLocked, match=f"run {run_id} is being executed by"):
+            await wf.run(run_id=run_id, display=False)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+
+    async with await Store.open(db_url) as store:
+        nodes = {n["step"]: n for n in await store.get_nodes(run_id)}
+        assert nodes["first"]["state"] == "completed"
+        assert nodes["slow"]["state"] == "executing"  # left behind by the killed process
+
+    run = await wf.run(run_id=run_id, display=False)  # the dead holder's lease is taken over
+    assert run.status == "completed"
+    assert run.results == {"first": {"value": 21}, "slow": 42, "last": 43}
+    assert _count(marks, "first") == 1  # completed before the crash: never re-executed
+    assert _count(marks, "slow") == 2
+    assert _count(marks, "last") == 1
+
+
+async def test_concurrent_resumes_one_wins(db_url: str, unique: str) -> None:
+    gate = anyio.Event()
+    entered = anyio.Event()
+    healthy = False
+
+    async def step(ctx: bn.Context) -> str:
+        if not healthy:
+            raise RuntimeError("down")
+        entered.set()
+        await gate.wait()
+        return "done"
+
+    wf = bn.Workflow(f"lease-{unique}", db=db_url)
+    wf.add("a", step, max_attempts=1)
+    failed = await wf.run(display=False)
+    healthy = True
+    outcomes: list[object] = []
+
+    async def resume() -> None:
+        try:
+            outcomes.append(await wf.run(run_id=failed.id, display=False))
+        except bn.RunLocked as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(resume)
+        await entered.wait()
+        await resume()  # the second one, while the first holds the lease
+        gate.set()
+    assert isinstance(outcomes[0], bn.RunLocked)
+    assert "wait for it to finish" in str(outcomes[0])
+    assert isinstance(outcomes[1], bn.Run) and outcomes[1].status == "completed"
+
+
+async def _noop(ctx: bn.Context) -> None:
+    return None
+
+
+async def _count_runs(url: str) -> int:
+    async with await Store.open(url) as store:
+        return len(await store.list_runs())
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda wf: (wf.add("a", _noop, deps=["b"]), wf.add("b", _noop, deps=["a"])),
+         bn.CycleError, "cycle: a -> b -> a"),
+        (lambda wf: wf.add("a", _noop, deps=["ghost"]), ValueError, "unknown step 'ghost'"),
+        (lambda wf: wf.add("a", _noop, deps=["a"]), ValueError, "depends on itself"),
+    ],
+)
+async def test_invalid_graphs_write_nothing(
+    db_url: str, unique: str, build: object, error: type[Exception], message: str
+) -> None:
+    wf = bn.Workflow(f"invalid-{unique}", db=db_url)
+    before = await _count_runs(db_url)
+    with pytest.raises(error, match=message):
+        build(wf)  # type: ignore[operator]
+        await wf.run(display=False)
+    assert await _count_runs(db_url) == before
+
+
+def test_cycle_path_is_named_in_data_flow_order() -> None:
+    wf = bn.Workflow("cycle")
+    wf.add("a", _noop, deps=["c"])
+    wf.add("b", _noop, deps=["a"])
+    wf.add("c", _noop, deps=["b"])
+    wf.add("d", _noop)
+    with pytest.raises(bn.CycleError) as info:
+        wf.validate()
+    assert str(info.value) == "cycle: a -> b -> c -> a"
+    assert isinstance(info.value, ValueError)
+
+
+def test_duplicate_step_name_fails_at_add() -> None:
+    wf = bn.Workflow("dup")
+    wf.add("a", _noop)
+    with pytest.raises(ValueError, match="already has a step named 'a'"):
+        wf.add("a", _noop)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": 3}, "unknown option\\(s\\) retries"),
+        ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
+        ({"max_attempts": "3"}, "max_attempts must be an int >= 1"),
+        ({"timeout": -1}, "timeout must be seconds > 0"),
+        ({"deps": "a"}, "deps must be a list of names"),
+        ({"ignore_cancelled": "yes"}, "ignore_cancelled must be True or False"),
+        ({"quorum": 2}, "quorum needs models= or map_over="),
+        ({"models": ["m/a"], "quorum": 3}, "quorum=3 is more than the 1 models"),
+        ({"backoff": 5}, "backoff must be callable"),
+        ({"concurrency_key": 3}, "concurrency_key must be a string"),
+    ],
+)
+def test_bad_step_options_are_named(options: dict[str, object], message: str) -> None:
+    wf = bn.Workflow("opts")
+    with pytest.raises(bn.ConfigurationError, match=message):
+        wf.add("x", _noop, **options)  # type: ignore[arg-type]
+
+
+async def test_bad_run_arguments_are_named(sqlite_url: str) -> None:
+    wf = bn.Workflow("args", db=sqlite_url)
+    wf.add("a", _noop)
+    with pytest.raises(bn.ConfigurationError, match="concurrency must be an int >= 1"):
+        await wf.run(concurrency=0)
+    with pytest.raises(bn.ConfigurationError, match="params must be JSON-serialisable"):
+        await wf.run(params={"x": object()}, display=False)
+    with pytest.raises(bn.ConfigurationError, match="display must be"):
+        await wf.run(display="fancy")
+    with pytest.raises(bn.ConfigurationError, match="unsupported db URL"):
+        bn.Workflow("w", db="mysql://nope")
+    with pytest.raises(ValueError, match="has no steps"):
+        await bn.Workflow("empty", db=sqlite_url).run()
+
+
+async def test_unreachable_database_is_a_clear_error() -> None:
+    wf = bn.Workflow("nodb", db="postgresql://postgres@127.0.0.1:1/test")
+    wf.add("a", _noop)
+    with pytest.raises(bn.StorageError, match="cannot open database .*Check that the server"):
+        await wf.run(display=False)
+
+
+async def test_newer_schema_is_refused_before_writing(sqlite_url: str) -> None:
+    async with await Store.open(sqlite_url) as store, store.engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("INSERT INTO baton_schema_version VALUES (999, '2030-01-01')"))
+    wf = bn.Workflow("future", db=sqlite_url)
+    wf.add("a", _noop)
+    with pytest.raises(bn.SchemaVersionError, match="schema version 999"):
+        await wf.run(display=False)
+    import sqlite3
+
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM workflow_runs").fetchone() == (0,)
+    conn.close()
+
+
+async def test_default_database_comes_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    monkeypatch.setenv("BATON_NB_DB", url)
+    wf = bn.Workflow("env-db")
+    wf.add("a", _noop)
+    run = await wf.run(display=False)
+    assert (await bn.Run.load(run.id)).status == "completed"
+    assert (tmp_path / "from-env.db").exists()
+
+
+async def test_memory_database_keeps_runs_for_the_process() -> None:
+    wf = bn.Workflow("mem", db="sqlite:///:memory:")
+    wf.add("a", _noop)
+    run = await wf.run(display=False)
+    loaded = await bn.Run.load(run.id, db="sqlite:///:memory:")
+    assert loaded.status == "completed"
+    assert time.time() > 0

@@ -1,0 +1,463 @@
+"""The durable runtime on SQLite and on the real Postgres (DESIGN §2–§4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb.store import Store
+
+pytestmark = pytest.mark.anyio
+
+NO_WAIT = {"backoff": lambda attempt: 0.0}
+
+
+async def test_diamond_runs_in_dependency_order(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"diamond-{unique}", db=db_url)
+    order: list[str] = []
+
+    async def record(ctx: bn.Context) -> str:
+        order.append(ctx.step)
+        await anyio.sleep(0.01 if ctx.step == "b" else 0)
+        return ctx.step
+
+    wf.add("a", record)
+    wf.add("b", record, deps=["a"])
+    wf.add("c", record, deps=["a"])
+    wf.add("d", record, deps=["b", "c"])
+    run = await wf.run(display=False)
+    assert run.status == "completed"
+    assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
+    assert run.results == {"a": "a", "b": "b", "c": "c", "d": "d"}
+    assert all(s.state == "completed" and s.attempt == 1 for s in run.steps.values())
+
+
+async def test_results_flow_between_steps_hamilton_style(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"ham-{unique}", db=db_url)
+
+    @wf.step()
+    async def fetch(ctx: bn.Context) -> dict[str, list[str]]:
+        return {"docs": ["a", "b", "c"]}
+
+    @wf.step(deps=["fetch"])
+    async def parse(ctx: bn.Context) -> list[str]:
+        return [d.upper() for d in ctx.results["fetch"]["docs"]]
+
+    @wf.step()
+    async def store(ctx: bn.Context, parse: list[str]) -> int:
+        return len(parse)
+
+    @wf.step()
+    def sync_step(store: int) -> int:  # sync, no ctx: runs in a worker thread
+        return store * 10
+
+    assert wf.validate() == ["fetch", "parse", "store", "sync_step"]
+    run = await wf.run(params={"topic": "x"}, display=False)
+    assert run.results["parse"] == ["A", "B", "C"]
+    assert run.results["store"] == 3 and run.results["sync_step"] == 30
+    assert run.params == {"topic": "x"}
+
+
+async def test_peak_concurrency_never_above_limit(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"conc-{unique}", db=db_url)
+    running = peak = 0
+
+    async def work(ctx: bn.Context) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.01)
+        running -= 1
+
+    for i in range(30):
+        wf.add(f"s{i}", work)
+    run = await wf.run(concurrency=4, display=False)
+    assert run.status == "completed"
+    assert peak == 4
+
+
+async def test_concurrency_key_limits_a_group_of_steps(sqlite_url: str) -> None:
+    wf = bn.Workflow("keys", db=sqlite_url, limits={"api": 2})
+    running = peak = 0
+
+    async def work(ctx: bn.Context) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.01)
+        running -= 1
+
+    for i in range(10):
+        wf.add(f"s{i}", work, concurrency_key="api")
+    await wf.run(display=False)
+    assert peak == 2
+
+
+async def test_retry_then_success_counts_attempts(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"retry-{unique}", db=db_url)
+    calls = 0
+
+    @wf.step(max_attempts=3, **NO_WAIT)
+    async def flaky(ctx: bn.Context) -> int:
+        nonlocal calls
+        calls += 1
+        if ctx.attempt < 3:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return ctx.attempt
+
+    run = await wf.run(display=False)
+    assert run.status == "completed" and calls == 3
+    assert run.steps["flaky"].attempt == 3 and run.results["flaky"] == 3
+    loaded = await bn.Run.load(run.id, db=db_url)
+    assert loaded.steps["flaky"].attempt == 3 and loaded.steps["flaky"].state == "completed"
+
+
+async def test_exhaustion_discards_and_cascades(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"exhaust-{unique}", db=db_url)
+
+    @wf.step(max_attempts=2, **NO_WAIT)
+    async def bad(ctx: bn.Context) -> None:
+        raise ValueError("always")
+
+    @wf.step()
+    async def after(ctx: bn.Context, bad: Any) -> None:
+        raise AssertionError("must not run")
+
+    @wf.step()
+    async def later(ctx: bn.Context, after: Any) -> None:
+        raise AssertionError("must not run")
+
+    @wf.step()
+    async def independent(ctx: bn.Context) -> str:
+        return "ok"
+
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    assert sorted(run.failed_steps) == ["after", "bad", "later"]
+    assert run.steps["bad"].state == "discarded" and run.steps["bad"].attempt == 2
+    assert "ValueError: always" in (run.steps["bad"].error or "")
+    assert run.steps["after"].state == "cancelled"
+    assert "'bad' was discarded" in (run.steps["after"].error or "")
+    assert run.steps["later"].state == "cancelled"
+    assert run.results["independent"] == "ok"
+    with pytest.raises(bn.WorkflowFailed, match="bad"):
+        run.raise_for_status()
+    loaded = await bn.Run.load(run.id, db=db_url)
+    assert loaded.status == "failed" and sorted(loaded.failed_steps) == sorted(run.failed_steps)
+
+
+async def test_snooze_does_not_consume_an_attempt(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"snooze-{unique}", db=db_url)
+    executions = 0
+
+    @wf.step(max_attempts=1)
+    async def waiting(ctx: bn.Context) -> Any:
+        nonlocal executions
+        executions += 1
+        if executions < 3:
+            return bn.Snooze(0.01)
+        return "ready"
+
+    run = await wf.run(display=False)
+    assert run.status == "completed" and executions == 3
+    assert run.steps["waiting"].attempt == 1
+
+
+@pytest.mark.parametrize("how", ["return", "raise"])
+async def test_discard_does_not_retry(sqlite_url: str, how: str) -> None:
+    wf = bn.Workflow("discard", db=sqlite_url)
+    executions = 0
+
+    @wf.step(max_attempts=5, **NO_WAIT)
+    async def give_up(ctx: bn.Context) -> Any:
+        nonlocal executions
+        executions += 1
+        if how == "raise":
+            raise bn.Discard("bad input")
+        return bn.Discard("bad input")
+
+    run = await wf.run(display=False)
+    assert executions == 1
+    assert run.steps["give_up"].state == "discarded"
+    assert run.steps["give_up"].error == "bad input"
+
+
+async def test_timeout_is_a_retryable_error(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"timeout-{unique}", db=db_url)
+
+    @wf.step(timeout=0.05, max_attempts=2, **NO_WAIT)
+    async def slow(ctx: bn.Context) -> str:
+        if ctx.attempt == 1:
+            await anyio.sleep(5)
+        return "second time lucky"
+
+    @wf.step(timeout=0.05, max_attempts=1)
+    def slow_sync(ctx: bn.Context) -> None:
+        import time
+
+        time.sleep(0.3)
+
+    run = await wf.run(display=False)
+    assert run.steps["slow"].state == "completed" and run.steps["slow"].attempt == 2
+    assert run.steps["slow_sync"].state == "discarded"
+    assert "timed out after 0.05s" in (run.steps["slow_sync"].error or "")
+
+
+async def test_ignore_flags_let_dependents_run(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"ignore-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def broken(ctx: bn.Context) -> None:
+        raise RuntimeError("nope")
+
+    @wf.step(deps=["broken"], ignore_discarded=True)
+    async def tolerant(ctx: bn.Context) -> list[str]:
+        return sorted(ctx.results)
+
+    @wf.step(deps=["broken"])
+    async def strict(ctx: bn.Context) -> None:
+        raise AssertionError("must not run")
+
+    @wf.step(deps=["strict"], ignore_cancelled=True)
+    async def after_cancel(ctx: bn.Context) -> str:
+        return "ran"
+
+    run = await wf.run(display=False)
+    assert run.results["tolerant"] == []  # ctx.results lacks the failed dep
+    assert run.steps["strict"].state == "cancelled"
+    assert run.results["after_cancel"] == "ran"
+    assert run.status == "failed"
+    assert sorted(run.failed_steps) == ["broken", "strict"]
+
+
+async def test_dep_callbacks_are_called_with_reason_and_ctx(sqlite_url: str) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def on_discarded(reason: str, ctx: bn.Context) -> None:
+        seen.append(("discarded", ctx.step, reason))
+
+    async def on_cancelled(reason: str, ctx: bn.Context) -> None:
+        seen.append(("cancelled", ctx.step, reason))
+
+    async def fail(ctx: bn.Context) -> None:
+        raise RuntimeError("x")
+
+    async def never(ctx: bn.Context) -> None:
+        raise AssertionError
+
+    wf = bn.Workflow("callbacks", db=sqlite_url)
+    wf.add("a", fail, max_attempts=1)
+    wf.add("b", never, deps=["a"], on_dep_discarded=on_discarded)
+    wf.add("c", never, deps=["b"], on_dep_cancelled=on_cancelled)
+    await wf.run(display=False)
+    assert [(k, s) for k, s, _ in seen] == [("discarded", "b"), ("cancelled", "c")]
+    assert "'a' was discarded" in seen[0][2]
+
+
+async def test_raising_callback_does_not_break_the_run(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(reason: str, ctx: bn.Context) -> None:
+        raise RuntimeError("callback bug")
+
+    async def fail(ctx: bn.Context) -> None:
+        raise RuntimeError("x")
+
+    async def never(ctx: bn.Context) -> None:
+        raise AssertionError
+
+    wf = bn.Workflow("cb-raise", db=sqlite_url)
+    wf.add("a", fail, max_attempts=1)
+    wf.add("b", never, deps=["a"], on_dep_discarded=explode)
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    assert "callback of step 'b' raised" in caplog.text
+
+
+async def test_non_json_result_is_an_error_naming_the_step(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"nonjson-{unique}", db=db_url)
+
+    @wf.step(max_attempts=3, **NO_WAIT)
+    async def weird(ctx: bn.Context) -> object:
+        return object()
+
+    run = await wf.run(display=False)
+    step = run.steps["weird"]
+    assert step.state == "discarded" and step.attempt == 1  # no pointless retries
+    assert "ResultNotSerializable" in (step.error or "") and "'weird'" in (step.error or "")
+
+
+async def test_pydantic_results_are_stored_as_json(sqlite_url: str) -> None:
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+        score: float
+
+    wf = bn.Workflow("pyd", db=sqlite_url)
+
+    @wf.step()
+    async def answer(ctx: bn.Context) -> Answer:
+        return Answer(text="hi", score=0.5)
+
+    @wf.step()
+    async def use(ctx: bn.Context, answer: dict[str, Any]) -> str:
+        return answer["text"]
+
+    run = await wf.run(display=False)
+    assert run.results["use"] == "hi"
+    loaded = await bn.Run.load(run.id, db=sqlite_url)
+    assert loaded.results["answer"] == {"text": "hi", "score": 0.5}
+
+
+async def test_resume_reruns_only_what_did_not_complete(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"resume-{unique}", db=db_url)
+    executions: dict[str, int] = {}
+    healthy = False
+
+    async def count(ctx: bn.Context) -> str:
+        executions[ctx.step] = executions.get(ctx.step, 0) + 1
+        if ctx.step == "b" and not healthy:
+            raise RuntimeError("b is down")
+        return ctx.step
+
+    wf.add("a", count)
+    wf.add("b", count, deps=["a"], max_attempts=1)
+    wf.add("c", count, deps=["b"])
+    wf.add("d", count, deps=["a"])
+    first = await wf.run(display=False)
+    assert first.status == "failed" and sorted(first.failed_steps) == ["b", "c"]
+    healthy = True
+    second = await wf.run(run_id=first.id, display=False)
+    assert second.id == first.id and second.status == "completed"
+    assert executions == {"a": 1, "b": 2, "c": 1, "d": 1}
+    assert second.results == {"a": "a", "b": "b", "c": "c", "d": "d"}
+    # A completed run is returned as stored, nothing executes.
+    third = await wf.run(run_id=first.id, display=False)
+    assert third.status == "completed" and executions == {"a": 1, "b": 2, "c": 1, "d": 1}
+    assert third.results == second.results
+
+
+async def test_unknown_run_id_creates_a_run_with_that_id(sqlite_url: str) -> None:
+    wf = bn.Workflow("named", db=sqlite_url)
+    wf.add("a", _const)
+    run = await wf.run(run_id="daily-2026-11-25", display=False)
+    assert run.id == "daily-2026-11-25" and run.status == "completed"
+    with pytest.raises(bn.RunNotFound):
+        await bn.Run.load("nope", db=sqlite_url)
+
+
+async def test_resume_with_other_workflow_is_refused(sqlite_url: str) -> None:
+    wf = bn.Workflow("one", db=sqlite_url)
+    wf.add("a", _fail_once, max_attempts=1)
+    run = await wf.run(display=False)
+    other = bn.Workflow("two", db=sqlite_url)
+    other.add("a", _const)
+    with pytest.raises(bn.ConfigurationError, match="belongs to workflow 'one'"):
+        await other.run(run_id=run.id, display=False)
+    changed = bn.Workflow("one", db=sqlite_url)
+    changed.add("a", _const)
+    changed.add("z", _const)
+    with pytest.raises(bn.ConfigurationError, match="new here: \\['z'\\]"):
+        await changed.run(run_id=run.id, display=False)
+
+
+async def test_cancel_leaves_a_resumable_run(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"cancel-{unique}", db=db_url)
+    started = anyio.Event()
+    hang = True
+
+    @wf.step()
+    async def quick(ctx: bn.Context) -> str:
+        return "q"
+
+    @wf.step(deps=["quick"])
+    async def slow(ctx: bn.Context) -> str:
+        started.set()
+        if hang:
+            await anyio.sleep(30)
+        return "s"
+
+    @wf.step(deps=["slow"])
+    async def final(ctx: bn.Context) -> str:
+        return "f"
+
+    finished: list[bn.WorkflowFinished] = []
+    result: list[bn.Run] = []
+
+    async def run_it() -> None:
+        result.append(await wf.run(params={"n": 1}, display=False))
+
+    async with bn.events.subscribe(bn.topic_all()) as stream, anyio.create_task_group() as tg:
+        tg.start_soon(run_it)
+        await started.wait()
+        assert wf.last_run is None
+        current = _active_run(stream)
+        (await current).cancel()
+        async for event in stream:
+            if isinstance(event, bn.WorkflowFinished) and event.workflow_label == wf.name:
+                finished.append(event)
+                break
+    run = result[0]
+    assert run.status == "cancelled" and finished[0].outcome == "cancelled"
+    assert run.steps["quick"].state == "completed"
+    assert run.steps["slow"].state == "cancelled" and run.steps["final"].state == "pending"
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.status == "cancelled"
+    hang = False
+    with pytest.raises(bn.ConfigurationError, match="reuses them"):
+        await wf.run(run_id=run.id, params={"n": 2}, display=False)
+    resumed = await wf.run(run_id=run.id, display=False)
+    assert resumed.status == "completed" and resumed.results["final"] == "f"
+
+
+async def test_outer_cancellation_like_a_kernel_interrupt(sqlite_url: str) -> None:
+    wf = bn.Workflow("interrupt", db=sqlite_url)
+    started = anyio.Event()
+
+    @wf.step()
+    async def slow(ctx: bn.Context) -> str:
+        started.set()
+        await anyio.sleep(30)
+        return "never"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wf.run)
+        await started.wait()
+        tg.cancel_scope.cancel()  # what ipykernel does to the cell on interrupt
+    async with await Store.open(sqlite_url) as store:
+        rows = await store.list_runs(workflow="interrupt")
+        assert [r["status"] for r in rows] == ["cancelled"]
+        assert rows[0]["lease_owner"] is None
+        nodes = await store.get_nodes(rows[0]["id"])
+        assert nodes[0]["state"] == "cancelled"
+
+
+async def test_run_with_no_ready_work_left_finishes(sqlite_url: str) -> None:
+    wf = bn.Workflow("single", db=sqlite_url)
+    wf.add("only", _const)
+    run = await wf.run(display=False)
+    assert run.status == "completed" and run.results == {"only": "const"}
+
+
+async def _const(ctx: bn.Context) -> str:
+    return "const"
+
+
+async def _fail_once(ctx: bn.Context) -> str:
+    raise RuntimeError("fail")
+
+
+async def _active_run(stream: bn.events.Subscription) -> bn.Run:
+    """The live Run object, found through the runtime's public handle of the workflow."""
+    from baton_nb.runtime import active_run
+
+    async for event in stream:
+        if isinstance(event, bn.StepUpdated):
+            run = active_run(event.workflow_id)
+            if run is not None:
+                return run
+    raise AssertionError("no run seen")
