@@ -154,7 +154,9 @@ class WorkflowStepStat(SQLModel, table=True):
 class WorkflowCompletion(SQLModel, table=True):
     __tablename__ = "workflow_completions"
     __table_args__ = (
-        sa.UniqueConstraint("run_id", "step", "call_index", name="uq_workflow_completions_call"),
+        sa.UniqueConstraint(
+            "run_id", "step", "call_index", "request_hash", name="uq_workflow_completions_call"
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(max_length=64, index=True)
