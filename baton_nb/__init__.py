@@ -27,6 +27,8 @@ from ._errors import (
     WorkflowFailed,
 )
 from ._outcomes import Discard, Snooze
+from ._prune import PruneResult, prune
+from ._query import report, runs
 from ._run import CallRecord, Run, StepInfo
 from ._usage import Usage
 from .events import (
@@ -37,7 +39,7 @@ from .events import (
     topic_all,
     topic_workflow,
 )
-from .reports import CostReport
+from .reports import CostReport, RunSummary
 from .runtime import Context
 
 if TYPE_CHECKING:
@@ -58,10 +60,12 @@ __all__ = [
     "EventsDropped",
     "Limit",
     "ProviderError",
+    "PruneResult",
     "ResultNotSerializable",
     "Run",
     "RunLocked",
     "RunNotFound",
+    "RunSummary",
     "SchemaVersionError",
     "Snooze",
     "StepInfo",
@@ -75,6 +79,9 @@ __all__ = [
     "configure",
     "events",
     "price",
+    "prune",
+    "report",
+    "runs",
     "topic_all",
     "topic_workflow",
 ]

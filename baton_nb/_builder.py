@@ -18,9 +18,20 @@ __all__ = ["Workflow"]
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[^\[\]\s][^\[\]]*$")
 _STEP_OPTIONS = (
-    "deps", "max_attempts", "timeout", "backoff", "ignore_cancelled", "ignore_discarded",
-    "models", "quorum", "map_over", "map_key", "on_dep_cancelled", "on_dep_discarded",
-    "concurrency_key", "debug",
+    "deps",
+    "max_attempts",
+    "timeout",
+    "backoff",
+    "ignore_cancelled",
+    "ignore_discarded",
+    "models",
+    "quorum",
+    "map_over",
+    "map_key",
+    "on_dep_cancelled",
+    "on_dep_discarded",
+    "concurrency_key",
+    "debug",
 )
 
 
@@ -109,8 +120,12 @@ class Workflow:
     def graph(self) -> GraphSpec:
         order = self.validate()
         return GraphSpec(
-            name=self.name, steps=dict(self._steps), order=order, debug=self.debug,
-            models=dict(self.models), limits=dict(self.limits),
+            name=self.name,
+            steps=dict(self._steps),
+            order=order,
+            debug=self.debug,
+            models=dict(self.models),
+            limits=dict(self.limits),
         )
 
     # ── running ───────────────────────────────────────────────────────────────
@@ -142,8 +157,13 @@ class Workflow:
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
         run = await execute_run(
-            graph, params=params, run_id=run_id, db=_check_db(db) or self.db,
-            concurrency=concurrency, models=model_map, display=display,
+            graph,
+            params=params,
+            run_id=run_id,
+            db=_check_db(db) or self.db,
+            concurrency=concurrency,
+            models=model_map,
+            display=display,
         )
         self.last_run = run
         return run
@@ -185,16 +205,21 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
     if name in deps:
         raise ValueError(f"step {name!r} depends on itself")
     return StepSpec(
-        name=name, fn=fn, deps=deps, kwarg_deps=tuple(dep_params), wants_ctx=wants_ctx,
-        is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)),
+        name=name,
+        fn=fn,
+        deps=deps,
+        kwarg_deps=tuple(dep_params),
+        wants_ctx=wants_ctx,
+        is_async=_is_async(fn),
         max_attempts=_check_int(name, "max_attempts", opts.get("max_attempts", 3), minimum=1),
         timeout=_check_timeout(name, opts.get("timeout")),
         backoff=_check_callable(name, "backoff", opts.get("backoff")) or default_backoff,
-        ignore_cancelled=_check_bool("ignore_cancelled",
-                                     opts.get("ignore_cancelled", wf.ignore_cancelled)),
-        ignore_discarded=_check_bool("ignore_discarded",
-                                     opts.get("ignore_discarded", wf.ignore_discarded)),
+        ignore_cancelled=_check_bool(
+            "ignore_cancelled", opts.get("ignore_cancelled", wf.ignore_cancelled)
+        ),
+        ignore_discarded=_check_bool(
+            "ignore_discarded", opts.get("ignore_discarded", wf.ignore_discarded)
+        ),
         models=models,
         quorum=_check_quorum(name, opts.get("quorum"), models, map_over),
         map_over=map_over,
@@ -204,6 +229,13 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         concurrency_key=_check_key(name, opts.get("concurrency_key")),
         debug=None if opts.get("debug") is None else _check_bool("debug", opts["debug"]),
     )
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # An object with ``async def __call__`` is an async step too.
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _parameters(fn: Callable[..., Any]) -> list[str]:
@@ -234,7 +266,9 @@ def _check_bool(option: str, value: Any) -> bool:
 
 def _check_int(step: str, option: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"step {step!r}: {option} must be an int >= {minimum}, got {value!r}")
+        raise ConfigurationError(
+            f"step {step!r}: {option} must be an int >= {minimum}, got {value!r}"
+        )
     return value
 
 
@@ -282,7 +316,7 @@ def _check_callback(step: str, option: str, value: Any) -> DepCallback | None:
 def _check_key(step: str, value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigurationError(f"step {step!r}: concurrency_key must be a string, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _check_db(db: Any) -> str | None:
@@ -297,7 +331,9 @@ def _check_models(models: Mapping[str, str] | None) -> dict[str, str]:
     if models is None:
         return {}
     if not isinstance(models, Mapping):
-        raise ConfigurationError(f"models must be a dict {{step: 'provider/model'}}, got {models!r}")
+        raise ConfigurationError(
+            f"models must be a dict {{step: 'provider/model'}}, got {models!r}"
+        )
     for step, model in models.items():
         if not isinstance(step, str) or not isinstance(model, str) or "/" not in model:
             raise ConfigurationError(

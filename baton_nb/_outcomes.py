@@ -6,7 +6,10 @@ __all__ = ["Discard", "Snooze"]
 
 
 class Snooze:
-    """``return bn.Snooze(seconds)``: run the step again after ``seconds``; no attempt is used."""
+    """``return bn.Snooze(seconds)``: run the step again after ``seconds``.
+
+    A snooze does not use one of the step's attempts.
+    """
 
     __slots__ = ("seconds",)
 
@@ -20,7 +23,10 @@ class Snooze:
 
 
 class Discard(Exception):
-    """``return bn.Discard(reason)`` or ``raise bn.Discard(reason)``: fail the step now, no retry."""
+    """``return bn.Discard(reason)`` or ``raise bn.Discard(reason)``: fail the step now.
+
+    A discarded step is not retried.
+    """
 
     def __init__(self, reason: str = "discarded") -> None:
         super().__init__(reason)

@@ -133,7 +133,9 @@ class Run:
 
         Calls to models without a known price add nothing here; see ``unpriced_calls``.
         """
-        return sum((c.cost for c in self.calls if not c.replayed and c.cost is not None), Decimal(0))
+        return sum(
+            (c.cost for c in self.calls if not c.replayed and c.cost is not None), Decimal(0)
+        )
 
     @property
     def unpriced_calls(self) -> int:

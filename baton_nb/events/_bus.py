@@ -18,7 +18,14 @@ from typing import Any
 
 from ._types import Event, EventsDropped, WorkflowFinished
 
-__all__ = ["DEFAULT_BUFFER", "Subscription", "add_listener", "has_subscribers", "publish", "subscribe"]
+__all__ = [
+    "DEFAULT_BUFFER",
+    "Subscription",
+    "add_listener",
+    "has_subscribers",
+    "publish",
+    "subscribe",
+]
 
 logger = logging.getLogger("baton_nb.events")
 DEFAULT_BUFFER = 10_000

@@ -98,7 +98,9 @@ class Context:
         items = list(answers.items()) if isinstance(answers, Mapping) else list(enumerate(answers))
         if not items:
             raise ValueError(f"step {self.step!r}: ctx.synthesize() got no answers to merge")
-        parts = [f"### Answer {i + 1} ({key})\n{_text_of(value)}" for i, (key, value) in enumerate(items)]
+        parts = [
+            f"### Answer {i + 1} ({key})\n{_text_of(value)}" for i, (key, value) in enumerate(items)
+        ]
         prompt = "\n\n".join(parts)
         messages = [
             {"role": "system", "content": instruction or DEFAULT_SYNTHESIS_INSTRUCTION},

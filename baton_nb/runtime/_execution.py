@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from functools import partial
@@ -56,9 +55,11 @@ def active_runs() -> list[Run]:
     """Runs executing in this process right now."""
     return list(_ACTIVE.values())
 
+
 logger = logging.getLogger("baton_nb.runtime")
 Outcome = tuple[str, Any, Any]  # (kind, value, detail)
 _SCALARS = (str, int, float, bool, type(None))
+LAZY_FLUSH = 0.05  # seconds a write nobody waits for may wait for company
 
 
 class Execution:
@@ -92,7 +93,8 @@ class Execution:
         self._topics = (topic_all(), topic_workflow(run.id))
         self._dirty: dict[int, Node] = {}
         self._pending = WriteBatch()
-        self._work = anyio.Event()
+        self._dirt = anyio.Event()  # something to write
+        self._urgent = anyio.Event()  # somebody waits for it to be committed
         self._flush_done = anyio.Event()
         self._settled = anyio.Event()
         self._unsettled = sum(1 for n in nodes.values() if n.state not in TERMINAL_STATES)
@@ -191,7 +193,7 @@ class Execution:
     def _mark(self, node: Node) -> None:
         node.sync_info()
         self._dirty[node.id] = node
-        self._work.set()
+        self._dirt.set()
 
     def _take_batch(self) -> WriteBatch:
         batch = self._pending
@@ -201,25 +203,31 @@ class Execution:
         return batch
 
     async def _writer(self) -> None:
-        while True:
-            await self._work.wait()
-            self._work = anyio.Event()
-            done, self._flush_done = self._flush_done, anyio.Event()
-            batch = self._take_batch()
-            try:
-                with anyio.CancelScope(shield=True):
-                    if batch:
-                        await self.store.write(batch)
-            except Exception as exc:
-                self._storage_error = exc
+        async with self.store.writer_connection() as conn:
+            while True:
+                await self._dirt.wait()
+                # Writes nobody waits for (a step started) ride along with the next commit
+                # somebody needs, or go out after LAZY_FLUSH: half the transactions in chains.
+                with anyio.move_on_after(LAZY_FLUSH):
+                    await self._urgent.wait()
+                self._dirt, self._urgent = anyio.Event(), anyio.Event()
+                done, self._flush_done = self._flush_done, anyio.Event()
+                batch = self._take_batch()
+                try:
+                    with anyio.CancelScope(shield=True):
+                        if batch:
+                            await self.store.write(batch, conn)
+                except Exception as exc:
+                    self._storage_error = exc
+                    done.set()
+                    raise StorageError(f"could not save run {self.run.id}: {exc}") from exc
                 done.set()
-                raise StorageError(f"could not save run {self.run.id}: {exc}") from exc
-            done.set()
 
     async def _commit(self) -> None:
         """Wait until everything marked so far is committed."""
         done = self._flush_done
-        self._work.set()
+        self._dirt.set()
+        self._urgent.set()
         await done.wait()
         if self._storage_error is not None:
             raise StorageError(f"could not save run {self.run.id}: {self._storage_error}")
@@ -346,8 +354,9 @@ class Execution:
             self._mark(child)
         verdict = self._group_verdict(group)
         if verdict is not None:
-            await self._settle(group, verdict[0], value=verdict[1], encoded=verdict[2],
-                               error=verdict[3])
+            await self._settle(
+                group, verdict[0], value=verdict[1], encoded=verdict[2], error=verdict[3]
+            )
         for child in todo:
             if child.state == "pending":
                 self._launch(child)
@@ -471,13 +480,16 @@ class Execution:
                         if state == "completed"
                         else f"group {node.name!r} {state}"
                     )
-                    self._terminal(child, "cancelled", None, None, reason, touched, ready, callbacks)
+                    self._terminal(
+                        child, "cancelled", None, None, reason, touched, ready, callbacks
+                    )
         if node.parent is not None and node.parent.state not in TERMINAL_STATES:
             verdict = self._group_verdict(node.parent)
             if verdict is not None:
                 g_state, g_value, g_encoded, g_error = verdict
-                self._terminal(node.parent, g_state, g_value, g_encoded, g_error,
-                               touched, ready, callbacks)
+                self._terminal(
+                    node.parent, g_state, g_value, g_encoded, g_error, touched, ready, callbacks
+                )
         for dependent in node.dependents:
             if dependent.state in TERMINAL_STATES:
                 continue
@@ -535,7 +547,9 @@ class Execution:
 
     async def _stored_completions(self, node: Node) -> dict[int, dict[str, str]]:
         stored: dict[int, dict[str, str]] = {}
-        for index, (digest, response) in (await self.store.get_completions(self.run.id, node.name)).items():
+        for index, (digest, response) in (
+            await self.store.get_completions(self.run.id, node.name)
+        ).items():
             stored.setdefault(index, {})[digest] = response
         return stored
 
@@ -553,10 +567,16 @@ class Execution:
             completion = await complete(request)
             encoded = completion.to_json()
             node.completions.setdefault(index, {})[digest] = encoded
-            self._pending.completions.append({
-                "run_id": self.run.id, "step": node.name, "call_index": index,
-                "request_hash": digest, "response": encoded, "created_at": utcnow(),
-            })
+            self._pending.completions.append(
+                {
+                    "run_id": self.run.id,
+                    "step": node.name,
+                    "call_index": index,
+                    "request_hash": digest,
+                    "response": encoded,
+                    "created_at": utcnow(),
+                }
+            )
         self._record_call(node, index, completion)
         if self._debug(node):
             self._capture(node, request, completion)
@@ -565,25 +585,53 @@ class Execution:
 
     def _record_call(self, node: Node, index: int, completion: Completion) -> None:
         call = CallRecord(
-            run_id=self.run.id, step=node.name, model=completion.model,
-            provider=completion.provider, attempt=node.attempt, call_index=index,
-            usage=completion.usage, cost=completion.cost, latency_ms=completion.latency_ms,
-            replayed=completion.replayed, estimated=completion.estimated, created_at=utcnow(),
+            run_id=self.run.id,
+            step=node.name,
+            model=completion.model,
+            provider=completion.provider,
+            attempt=node.attempt,
+            call_index=index,
+            usage=completion.usage,
+            cost=completion.cost,
+            latency_ms=completion.latency_ms,
+            replayed=completion.replayed,
+            estimated=completion.estimated,
+            created_at=utcnow(),
         )
         self.run.calls.append(call)
         node.info.add_call(call)
-        self._pending.stats.append({
-            "run_id": call.run_id, "step": call.step, "model": call.model,
-            "provider": call.provider, "attempt": call.attempt, "call_index": index,
-            **call.usage.to_dict(), "cost_usd": call.cost, "latency_ms": call.latency_ms,
-            "replayed": call.replayed, "estimated": call.estimated, "created_at": call.created_at,
-        })
-        self._work.set()
+        self._pending.stats.append(
+            {
+                "run_id": call.run_id,
+                "step": call.step,
+                "model": call.model,
+                "provider": call.provider,
+                "attempt": call.attempt,
+                "call_index": index,
+                **call.usage.to_dict(),
+                "cost_usd": call.cost,
+                "latency_ms": call.latency_ms,
+                "replayed": call.replayed,
+                "estimated": call.estimated,
+                "created_at": call.created_at,
+            }
+        )
+        self._dirt.set()
         if has_subscribers(*self._topics):
             publish(
-                CallFinished(self.run.id, self.graph.name, node.name, call.model, call.provider,
-                             call.usage, call.cost, call.latency_ms, call.replayed,
-                             call.estimated, call.created_at),
+                CallFinished(
+                    self.run.id,
+                    self.graph.name,
+                    node.name,
+                    call.model,
+                    call.provider,
+                    call.usage,
+                    call.cost,
+                    call.latency_ms,
+                    call.replayed,
+                    call.estimated,
+                    call.created_at,
+                ),
                 *self._topics,
             )
 
@@ -591,38 +639,65 @@ class Execution:
         return node.spec.debug if node.spec.debug is not None else self.graph.debug
 
     def _capture(self, node: Node, request: LLMRequest, completion: Completion) -> None:
-        params = {"model": request.model, "temperature": request.temperature,
-                  "max_tokens": request.max_tokens, "stream": request.stream, **request.extra}
+        params = {
+            "model": request.model,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "stream": request.stream,
+            **request.extra,
+        }
         self.debug_log(node, "request", "", {"messages": list(request.messages), "params": params})
-        self.debug_log(node, "response", completion.text, {
-            "model": completion.model, "usage": completion.usage.to_dict(),
-            "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
-            "replayed": completion.replayed,
-        })
+        self.debug_log(
+            node,
+            "response",
+            completion.text,
+            {
+                "model": completion.model,
+                "usage": completion.usage.to_dict(),
+                "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
+                "replayed": completion.replayed,
+            },
+        )
 
     def debug_log(self, node: Node, kind: str, message: str, data: Any) -> None:
         from ..llm import redact_secrets
 
         entry = {
-            "run_id": self.run.id, "step": node.name, "attempt": node.attempt, "kind": kind,
+            "run_id": self.run.id,
+            "step": node.name,
+            "attempt": node.attempt,
+            "kind": kind,
             "message": redact_secrets(message),
             "data": None if data is None else redact_secrets(_jsonutil.dumps(data)),
             "created_at": utcnow(),
         }
         self._pending.logs.append(entry)
         self.run.logs.append(entry)
-        self._work.set()
+        self._dirt.set()
 
 
 def _child_row(run_id: str, group: Node, name: str, index: int) -> dict[str, Any]:
     return {
-        "run_id": run_id, "step": name, "parent": group.name, "kind": "child",
-        "worker": group.spec.worker, "deps": "[]", "remaining_deps": 1,
+        "run_id": run_id,
+        "step": name,
+        "parent": group.name,
+        "kind": "child",
+        "worker": group.spec.worker,
+        "deps": "[]",
+        "remaining_deps": 1,
         "ignore_cancelled": group.spec.ignore_cancelled,
         "ignore_discarded": group.spec.ignore_discarded,
-        "max_attempts": group.spec.max_attempts, "model": None, "item_index": index,
-        "state": "pending", "attempt": 0, "error": None, "result": None, "has_result": False,
-        "started_at": None, "finished_at": None, "updated_at": utcnow(),
+        "max_attempts": group.spec.max_attempts,
+        "model": None,
+        "item_index": index,
+        "state": "pending",
+        "attempt": 0,
+        "error": None,
+        "result": None,
+        "has_result": False,
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": utcnow(),
     }
 
 
@@ -646,4 +721,3 @@ def unwrap_group(exc: BaseException) -> BaseException:
         exc = inner[0]
         inner = getattr(exc, "exceptions", None)
     return exc
-

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
-from .._errors import ConfigurationError, RunLocked, RunNotFound
+from .._errors import ConfigurationError, RunLocked
 from .._graph import GraphSpec
 from .._run import TERMINAL_STATES, Run
 from ..store import Store, utcnow
@@ -94,9 +94,17 @@ async def _create(
 
     now = utcnow()
     run_row = {
-        "id": run_id, "workflow": graph.name, "params": params_json, "status": "running",
-        "created_at": now, "started_at": now, "finished_at": None, "failed_steps": "[]",
-        "executions": 1, "lease_owner": owner, "lease_expires_at": now + timedelta(seconds=lease_ttl),
+        "id": run_id,
+        "workflow": graph.name,
+        "params": params_json,
+        "status": "running",
+        "created_at": now,
+        "started_at": now,
+        "finished_at": None,
+        "failed_steps": "[]",
+        "executions": 1,
+        "lease_owner": owner,
+        "lease_expires_at": now + timedelta(seconds=lease_ttl),
     }
     await store.insert_run(run_row, _node_rows(graph, run_id, models))
 
@@ -107,23 +115,45 @@ def _node_rows(graph: GraphSpec, run_id: str, models: Mapping[str, str]) -> list
     for name in graph.order:
         spec = graph.steps[name]
         base = {
-            "run_id": run_id, "worker": spec.worker, "ignore_cancelled": spec.ignore_cancelled,
-            "ignore_discarded": spec.ignore_discarded, "state": "pending", "attempt": 0,
-            "error": None, "result": None, "has_result": False, "started_at": None,
-            "finished_at": None, "updated_at": now, "item_index": None,
+            "run_id": run_id,
+            "worker": spec.worker,
+            "ignore_cancelled": spec.ignore_cancelled,
+            "ignore_discarded": spec.ignore_discarded,
+            "state": "pending",
+            "attempt": 0,
+            "error": None,
+            "result": None,
+            "has_result": False,
+            "started_at": None,
+            "finished_at": None,
+            "updated_at": now,
+            "item_index": None,
         }
-        rows.append({
-            **base, "step": name, "parent": None, "kind": "group" if spec.is_fanout else "step",
-            "deps": _jsonutil.dumps(list(spec.deps)), "remaining_deps": len(spec.deps),
-            "max_attempts": 1 if spec.is_fanout else spec.max_attempts,
-            "model": None if spec.is_fanout else models.get(name),
-        })
+        rows.append(
+            {
+                **base,
+                "step": name,
+                "parent": None,
+                "kind": "group" if spec.is_fanout else "step",
+                "deps": _jsonutil.dumps(list(spec.deps)),
+                "remaining_deps": len(spec.deps),
+                "max_attempts": 1 if spec.is_fanout else spec.max_attempts,
+                "model": None if spec.is_fanout else models.get(name),
+            }
+        )
         for model in spec.models:
-            rows.append({
-                **base, "step": f"{name}[{model}]", "parent": name, "kind": "child",
-                "deps": "[]", "remaining_deps": 1, "max_attempts": spec.max_attempts,
-                "model": model,
-            })
+            rows.append(
+                {
+                    **base,
+                    "step": f"{name}[{model}]",
+                    "parent": name,
+                    "kind": "child",
+                    "deps": "[]",
+                    "remaining_deps": 1,
+                    "max_attempts": spec.max_attempts,
+                    "model": model,
+                }
+            )
     return rows
 
 
@@ -132,8 +162,10 @@ async def _take_lease(
 ) -> None:
     if await store.acquire_lease(run_id, owner, ttl):
         return
-    if holder and _holder_is_dead(holder) and await store.acquire_lease(
-        run_id, owner, ttl, steal_from=holder
+    if (
+        holder
+        and _holder_is_dead(holder)
+        and await store.acquire_lease(run_id, owner, ttl, steal_from=holder)
     ):
         return
     row = await store.get_run(run_id)
@@ -165,7 +197,7 @@ def _holder_is_dead(holder: str) -> bool:
 
 def _is_zombie(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:  # noqa: ASYNC230 - tiny procfs read
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
             return fh.read().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return False
@@ -195,14 +227,25 @@ async def _prepare(
         run.status = "running"
         run.failed_steps = []
     execution = Execution(
-        graph, store, run, nodes, owner=owner, concurrency=concurrency, models=models,
-        limits=dict(graph.limits), lease_ttl=lease_ttl, resumed=resumed,
+        graph,
+        store,
+        run,
+        nodes,
+        owner=owner,
+        concurrency=concurrency,
+        models=models,
+        limits=dict(graph.limits),
+        lease_ttl=lease_ttl,
+        resumed=resumed,
     )
     if resumed:
         for node in nodes.values():
             execution._mark(node)
         execution._pending.run = {
-            "id": run_id, "status": "running", "finished_at": None, "failed_steps": "[]",
+            "id": run_id,
+            "status": "running",
+            "finished_at": None,
+            "failed_steps": "[]",
             "executions": await _next_execution(store, run_id),
         }
         await store.write(execution._take_batch())
@@ -239,9 +282,7 @@ def _link(graph: GraphSpec, nodes: dict[str, Node]) -> None:
     for node in nodes.values():
         if node.children:
             order = {m: i for i, m in enumerate(node.spec.models)}
-            node.children.sort(
-                key=lambda c: (order.get(c.model or "", 0), c.item_index or 0, c.id)
-            )
+            node.children.sort(key=lambda c: (order.get(c.model or "", 0), c.item_index or 0, c.id))
             node.info.children = [c.name for c in node.children]
 
 
@@ -276,5 +317,3 @@ class _attach_display:
     def __exit__(self, *exc: object) -> None:
         if self.handle is not None:
             self.handle.close()
-
-

@@ -18,8 +18,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import StorageError
+from . import _reporting
 from ._engine import make_engine, resolve_url
 from ._migrations import ensure_schema
+from ._reporting import RunFilter
 from ._tables import (
     WorkflowCompletion,
     WorkflowDebugLog,
@@ -201,10 +203,22 @@ class Store:
 
     # ── the runtime's group commit ────────────────────────────────────────────
 
-    async def write(self, batch: WriteBatch) -> None:
-        """Commit node updates, run status, stored completions, stats and logs together."""
-        async with self.engine.begin() as conn:
+    async def write(self, batch: WriteBatch, conn: AsyncConnection | None = None) -> None:
+        """Commit node updates, run status, stored completions, stats and logs together.
+
+        ``conn``: a connection held for many writes (see ``writer_connection``), which
+        saves a pool checkout and reset per commit on the runtime's hot path.
+        """
+        if conn is None:
+            async with self.engine.begin() as fresh:
+                await self._write(fresh, batch)
+            return
+        async with conn.begin():
             await self._write(conn, batch)
+
+    def writer_connection(self) -> AsyncConnection:
+        """A connection to hold for a run's writes: ``async with store.writer_connection()``."""
+        return self.engine.connect()
 
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         if batch.nodes:
@@ -272,6 +286,48 @@ class Store:
             query = query.limit(limit)
         async with self.engine.connect() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+    # ── reports, run listings, pruning (SQL in _reporting) ────────────────────
+
+    async def aggregate_stats(self, where: RunFilter | None = None) -> list[dict[str, Any]]:
+        """Stats summed per (run, step, model) in SQL, with workflow and fan-out parent."""
+        async with self.engine.connect() as conn:
+            where = where or RunFilter()
+            return await _reporting.stats_by_run_step_model(conn, self.dialect, where)
+
+    async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` exist."""
+        async with self.engine.connect() as conn:
+            return await _reporting.existing_run_ids(conn, run_ids)
+
+    async def fanout_children(self, where: RunFilter | None = None) -> list[dict[str, Any]]:
+        """Multi-model fan-out child nodes (state, attempt, error) of the runs selected."""
+        async with self.engine.connect() as conn:
+            return await _reporting.fanout_children(conn, where or RunFilter())
+
+    async def run_summaries(
+        self, where: RunFilter | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs newest first with step counts, calls, tokens and cost (one query)."""
+        async with self.engine.connect() as conn:
+            return await _reporting.run_summaries(conn, self.dialect, where or RunFilter(), limit)
+
+    async def prune_runs_batch(self, cutoff: datetime, batch_size: int) -> dict[str, int]:
+        """Delete one batch of finished, unleased runs older than ``cutoff`` (one transaction)."""
+        async with self.engine.begin() as conn:
+            return await _reporting.prune_runs_batch(conn, cutoff, utcnow(), batch_size)
+
+    async def prune_debug_logs_batch(self, cutoff: datetime, batch_size: int) -> int:
+        """Delete one batch of debug log rows older than ``cutoff`` (one transaction)."""
+        async with self.engine.begin() as conn:
+            return await _reporting.prune_debug_logs_batch(conn, cutoff, batch_size)
+
+    async def count_prunable(
+        self, cutoff: datetime | None, log_cutoff: datetime | None
+    ) -> dict[str, int]:
+        """Rows per table that pruning would delete now."""
+        async with self.engine.connect() as conn:
+            return await _reporting.count_prunable(conn, cutoff, log_cutoff, utcnow())
 
 
 def _safe_url(url: str) -> str:

@@ -13,8 +13,8 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "ExactDecimal",
-    "UtcDateTime",
     "SchemaVersion",
+    "UtcDateTime",
     "WorkflowCompletion",
     "WorkflowDebugLog",
     "WorkflowNode",

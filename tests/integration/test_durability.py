@@ -86,8 +86,10 @@ async def test_sigkill_mid_step_then_resume_completes(
     run_id = f"crash-{unique}"
     env = {**os.environ, "MARKS": str(marks), "HANG": "1"}
     proc = subprocess.Popen(
-        [sys.executable, str(script), db_url, run_id], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, str(script), db_url, run_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         with anyio.fail_after(30):
@@ -170,8 +172,11 @@ async def _count_runs(url: str) -> int:
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda wf: (wf.add("a", _noop, deps=["b"]), wf.add("b", _noop, deps=["a"])),
-         bn.CycleError, "cycle: a -> b -> a"),
+        (
+            lambda wf: (wf.add("a", _noop, deps=["b"]), wf.add("b", _noop, deps=["a"])),
+            bn.CycleError,
+            "cycle: a -> b -> a",
+        ),
         (lambda wf: wf.add("a", _noop, deps=["ghost"]), ValueError, "unknown step 'ghost'"),
         (lambda wf: wf.add("a", _noop, deps=["a"]), ValueError, "depends on itself"),
     ],
@@ -245,7 +250,7 @@ async def test_bad_run_arguments_are_named(sqlite_url: str) -> None:
 async def test_unreachable_database_is_a_clear_error() -> None:
     wf = bn.Workflow("nodb", db="postgresql://postgres@127.0.0.1:1/test")
     wf.add("a", _noop)
-    with pytest.raises(bn.StorageError, match="cannot open database .*Check that the server"):
+    with pytest.raises(bn.StorageError, match=r"cannot open database .*Check that the server"):
         await wf.run(display=False)
 
 
@@ -266,7 +271,9 @@ async def test_newer_schema_is_refused_before_writing(sqlite_url: str) -> None:
     conn.close()
 
 
-async def test_default_database_comes_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_default_database_comes_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'from-env.db'}"
     monkeypatch.setenv("BATON_NB_DB", url)
     wf = bn.Workflow("env-db")

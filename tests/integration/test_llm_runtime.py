@@ -51,7 +51,9 @@ async def test_retry_replays_the_paid_call(
     assert loaded.cost == expected and len(loaded.calls) == 2
 
 
-async def test_changed_request_is_a_new_call(fake_providers: FakeProviderServer, sqlite_url: str) -> None:
+async def test_changed_request_is_a_new_call(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
     wf = bn.Workflow("changed", db=sqlite_url)
 
     @wf.step(max_attempts=2, backoff=lambda a: 0.0)
@@ -139,8 +141,11 @@ async def test_kill_after_paid_call_then_resume_pays_once(
     mark = tmp_path / "mark"
     run_id = f"paid-{unique}"
     env = {
-        **os.environ, "HANG": "1", "MARK": str(mark),
-        "OPENAI_BASE_URL": f"{fake_providers.base_url}/v1", "OPENAI_API_KEY": DUMMY_KEYS["openai"],
+        **os.environ,
+        "HANG": "1",
+        "MARK": str(mark),
+        "OPENAI_BASE_URL": f"{fake_providers.base_url}/v1",
+        "OPENAI_API_KEY": DUMMY_KEYS["openai"],
     }
     proc = subprocess.Popen([sys.executable, str(script), db_url, run_id], env=env)
     try:
@@ -355,8 +360,10 @@ async def test_debug_capture_and_no_secret_on_disk(
     async def ask(ctx: bn.Context) -> str:
         ctx.log("about to ask", size=3)
         answer = await ctx.complete(
-            model=MODEL, messages=[{"role": "system", "content": "be brief"},
-                                   {"role": "user", "content": "hi"}], temperature=0)
+            model=MODEL,
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            temperature=0,
+        )
         return answer.text
 
     run = await wf.run(display=False)
@@ -396,5 +403,8 @@ async def test_call_finished_events(sqlite_url: str) -> None:
     finally:
         remove()
     mine = [c for c in calls if c.workflow_id == run.id]
-    assert sorted(c.step_name for c in mine) == ["ask[mock/claude-haiku-4-5]", "ask[mock/gpt-4o-mini]"]
+    assert sorted(c.step_name for c in mine) == [
+        "ask[mock/claude-haiku-4-5]",
+        "ask[mock/gpt-4o-mini]",
+    ]
     assert all(c.cost is not None and c.cost > 0 and c.usage.output_tokens > 0 for c in mine)
