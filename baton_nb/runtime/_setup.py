@@ -21,6 +21,9 @@ from ._node import Node
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
 DEFAULT_LEASE_TTL = 30.0
+# Lease owners of executions alive in this process: a lease held by this process under
+# another owner name is left over from an interrupted start and can be taken over.
+_LIVE_OWNERS: set[str] = set()
 
 
 async def execute_run(
@@ -38,8 +41,9 @@ async def execute_run(
     params_json = _encode_params(params)
     model_map = {**graph.models, **dict(models or {})}
     store = await Store.open(db)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    _LIVE_OWNERS.add(owner)
     try:
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         existing = await store.get_run(run_id) if run_id is not None else None
         if existing is not None:
             assert run_id is not None
@@ -66,6 +70,7 @@ async def execute_run(
         with _attach_display(execution.run, display):
             return await execution.execute()
     finally:
+        _LIVE_OWNERS.discard(owner)
         with anyio.CancelScope(shield=True):
             await store.close()
 
@@ -185,7 +190,7 @@ def _holder_is_dead(holder: str) -> bool:
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        return False
+        return holder not in _LIVE_OWNERS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 import baton_nb as bn
-from baton_nb.store import Store
+from baton_nb.store import Store, utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -96,6 +96,10 @@ async def test_sigkill_mid_step_then_resume_completes(
             while not (marks / "slow-started").exists():
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 await anyio.sleep(0.05)
+            # "executing" is written lazily (within 50 ms): wait until the row says so.
+            async with await Store.open(db_url) as store:
+                while (await _states(store, run_id)).get("slow") != "executing":
+                    await anyio.sleep(0.02)
         monkeypatch.setenv("MARKS", str(marks))
         module = _load_module(script)
         wf = module.build(db_url)  # type: ignore[attr-defined]
@@ -124,6 +128,10 @@ async def test_sigkill_mid_step_then_resume_completes(
     assert _count(marks, "first") == 1  # completed before the crash: never re-executed
     assert _count(marks, "slow") == 2
     assert _count(marks, "last") == 1
+
+
+async def _states(store: Store, run_id: str) -> dict[str, str]:
+    return {n["step"]: n["state"] for n in await store.get_nodes(run_id)}
 
 
 async def test_concurrent_resumes_one_wins(db_url: str, unique: str) -> None:
@@ -290,3 +298,21 @@ async def test_memory_database_keeps_runs_for_the_process() -> None:
     loaded = await bn.Run.load(run.id, db="sqlite:///:memory:")
     assert loaded.status == "completed"
     assert time.time() > 0
+
+
+async def test_lease_left_by_an_interrupted_start_in_this_process_is_taken_over(
+    sqlite_url: str,
+) -> None:
+    wf = bn.Workflow("stale-lease", db=sqlite_url)
+    wf.add("a", _noop)
+    run = await wf.run(display=False)
+    import os
+    import socket
+    from datetime import timedelta
+
+    async with await Store.open(sqlite_url) as store:
+        owner = f"{socket.gethostname()}:{os.getpid()}:deadbeef"
+        await store.update_run(run.id, status="running", lease_owner=owner)
+        await store.update_run(run.id, lease_expires_at=utcnow() + timedelta(minutes=5))
+    resumed = await wf.run(run_id=run.id, display=False)
+    assert resumed.status == "completed"
