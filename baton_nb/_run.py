@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -264,10 +264,3 @@ def step_info_from_row(node: dict[str, Any]) -> StepInfo:
         started_at=node["started_at"],
         finished_at=node["finished_at"],
     )
-
-
-def group_calls(calls: Sequence[CallRecord]) -> dict[str, list[CallRecord]]:
-    out: dict[str, list[CallRecord]] = {}
-    for call in calls:
-        out.setdefault(call.step, []).append(call)
-    return out

@@ -36,7 +36,7 @@ from ..events import (
 )
 from ..store import Store, WriteBatch, utcnow
 from ._context import Context
-from ._node import Node
+from ._node import Node, new_node_row
 
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
@@ -379,7 +379,9 @@ class Execution:
                 return f"map_key gave the key {key!r} twice; keys must be unique"
             names.append(name)
         new_rows = [
-            _child_row(self.run.id, group, name, index)
+            new_node_row(
+                self.run.id, group.spec, name, kind="child", parent=group.name, item_index=index
+            )
             for index, name in enumerate(names)
             if name not in existing
         ]
@@ -674,31 +676,6 @@ class Execution:
         self._pending.logs.append(entry)
         self.run.logs.append(entry)
         self._dirt.set()
-
-
-def _child_row(run_id: str, group: Node, name: str, index: int) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "step": name,
-        "parent": group.name,
-        "kind": "child",
-        "worker": group.spec.worker,
-        "deps": "[]",
-        "remaining_deps": 1,
-        "ignore_cancelled": group.spec.ignore_cancelled,
-        "ignore_discarded": group.spec.ignore_discarded,
-        "max_attempts": group.spec.max_attempts,
-        "model": None,
-        "item_index": index,
-        "state": "pending",
-        "attempt": 0,
-        "error": None,
-        "result": None,
-        "has_result": False,
-        "started_at": None,
-        "finished_at": None,
-        "updated_at": utcnow(),
-    }
 
 
 def _describe(exc: BaseException) -> str:

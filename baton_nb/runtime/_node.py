@@ -10,9 +10,46 @@ from .._graph import StepSpec
 from .._run import StepInfo
 from ..store import utcnow
 
-__all__ = ["Node"]
+__all__ = ["Node", "new_node_row"]
 
 _UNSET: Any = object()
+
+
+def new_node_row(
+    run_id: str,
+    spec: StepSpec,
+    step: str,
+    *,
+    kind: str,
+    parent: str | None = None,
+    deps: list[str] | None = None,
+    model: str | None = None,
+    item_index: int | None = None,
+) -> dict[str, Any]:
+    """A pending ``workflow_nodes`` row. Fan-out children wait (1 remaining) for their group."""
+    deps = deps or []
+    return {
+        "run_id": run_id,
+        "step": step,
+        "parent": parent,
+        "kind": kind,
+        "worker": spec.worker,
+        "deps": _jsonutil.dumps(deps),
+        "remaining_deps": 1 if kind == "child" else len(deps),
+        "ignore_cancelled": spec.ignore_cancelled,
+        "ignore_discarded": spec.ignore_discarded,
+        "max_attempts": 1 if kind == "group" else spec.max_attempts,
+        "model": model,
+        "item_index": item_index,
+        "state": "pending",
+        "attempt": 0,
+        "error": None,
+        "result": None,
+        "has_result": False,
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": utcnow(),
+    }
 
 
 class Node:

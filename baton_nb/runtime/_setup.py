@@ -16,7 +16,7 @@ from .._graph import GraphSpec
 from .._run import TERMINAL_STATES, Run
 from ..store import Store, utcnow
 from ._execution import Execution
-from ._node import Node
+from ._node import Node, new_node_row
 
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
@@ -115,50 +115,16 @@ async def _create(
 
 
 def _node_rows(graph: GraphSpec, run_id: str, models: Mapping[str, str]) -> list[dict[str, Any]]:
-    now = utcnow()
     rows: list[dict[str, Any]] = []
     for name in graph.order:
         spec = graph.steps[name]
-        base = {
-            "run_id": run_id,
-            "worker": spec.worker,
-            "ignore_cancelled": spec.ignore_cancelled,
-            "ignore_discarded": spec.ignore_discarded,
-            "state": "pending",
-            "attempt": 0,
-            "error": None,
-            "result": None,
-            "has_result": False,
-            "started_at": None,
-            "finished_at": None,
-            "updated_at": now,
-            "item_index": None,
-        }
-        rows.append(
-            {
-                **base,
-                "step": name,
-                "parent": None,
-                "kind": "group" if spec.is_fanout else "step",
-                "deps": _jsonutil.dumps(list(spec.deps)),
-                "remaining_deps": len(spec.deps),
-                "max_attempts": 1 if spec.is_fanout else spec.max_attempts,
-                "model": None if spec.is_fanout else models.get(name),
-            }
+        kind = "group" if spec.is_fanout else "step"
+        model = None if spec.is_fanout else models.get(name)
+        rows.append(new_node_row(run_id, spec, name, kind=kind, deps=list(spec.deps), model=model))
+        rows.extend(
+            new_node_row(run_id, spec, f"{name}[{m}]", kind="child", parent=name, model=m)
+            for m in spec.models
         )
-        for model in spec.models:
-            rows.append(
-                {
-                    **base,
-                    "step": f"{name}[{model}]",
-                    "parent": name,
-                    "kind": "child",
-                    "deps": "[]",
-                    "remaining_deps": 1,
-                    "max_attempts": spec.max_attempts,
-                    "model": model,
-                }
-            )
     return rows
 
 
