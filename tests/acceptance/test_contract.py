@@ -142,7 +142,7 @@ async def test_readme_example_runs_as_written(
     assert blocks, "README has no python example"
     code = compile(blocks[0], "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     namespace: dict[str, object] = {}
-    result = eval(code, namespace)  # noqa: S307 - our own README
+    result = eval(code, namespace)
     if inspect.isawaitable(result):
         await result
     run = namespace["run"]
