@@ -107,7 +107,8 @@ async def floor(path: str, deps: dict[str, list[str]]) -> float:
             # One writer; each completion is committed before its dependents start.
             async with lock:
                 await db.execute(
-                    "UPDATE nodes SET state='completed', attempt=1, result=?, updated_at=? WHERE id=?",
+                    "UPDATE nodes SET state='completed', attempt=1, result=?, updated_at=?"
+                    " WHERE id=?",
                     (result, time.time(), offset + ids[name]),
                 )
                 for child in dependents[name]:

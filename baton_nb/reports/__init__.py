@@ -1,5 +1,28 @@
-"""Cost and usage reports, CSV and DataFrame export."""
+"""Cost and usage reports, CSV and DataFrame export, run listings.
 
-from ._cost import CSV_COLUMNS, CostReport, CostRow
+Reads stored rows only: never imports the runtime.
+"""
 
-__all__ = ["CSV_COLUMNS", "CostReport", "CostRow"]
+from ._cost import Breakdown, CostReport
+from ._render import text_table
+from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals, fmt_money
+from ._runs import RunList, RunSummary, local_time
+from ._when import as_duration, as_time, parse_duration
+
+__all__ = [
+    "CSV_COLUMNS",
+    "Breakdown",
+    "CostReport",
+    "CostRow",
+    "FanoutChild",
+    "ModelComparison",
+    "RunList",
+    "RunSummary",
+    "Totals",
+    "as_duration",
+    "as_time",
+    "fmt_money",
+    "local_time",
+    "parse_duration",
+    "text_table",
+]

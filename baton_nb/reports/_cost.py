@@ -3,147 +3,205 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._usage import Usage
+from ._render import breakdown_html, breakdown_text, report_html, report_text
+from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals, fmt_money
 
 if TYPE_CHECKING:
-    from .._run import CallRecord, Run
+    from .._run import Run
 
-__all__ = ["CSV_COLUMNS", "CostReport", "CostRow"]
-
-CSV_COLUMNS = (
-    "run_id",
-    "workflow",
-    "step",
-    "model",
-    "provider",
-    "calls",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "latency_ms",
-    "replayed_calls",
-)
+__all__ = ["Breakdown", "CostReport"]
 
 
-@dataclass
-class CostRow:
-    """Totals of one (run, step, model). Replayed calls are counted apart, never twice."""
+class Breakdown(Mapping[str, Totals]):
+    """Totals keyed by one dimension (step, model or run), in first-seen order.
 
-    run_id: str
-    workflow: str
-    step: str
-    model: str
-    provider: str
-    calls: int = 0
-    usage: Usage = field(default_factory=Usage)
-    cost: Decimal | None = Decimal(0)  # None: some call had no known price
-    latency_ms: float = 0.0
-    replayed_calls: int = 0
+    A read-only mapping (``report.by_model()["openai/gpt-4o-mini"].cost``) that renders
+    as a table in a notebook and as text with ``print``.
+    """
 
-    def add(self, call: CallRecord) -> None:
-        if call.replayed:
-            self.replayed_calls += 1
-            return
-        self.calls += 1
-        self.usage = self.usage + call.usage
-        self.latency_ms += call.latency_ms
-        if call.cost is None or self.cost is None:
-            self.cost = None
-        else:
-            self.cost += call.cost
+    def __init__(self, key: str, items: Mapping[str, Totals]) -> None:
+        self.key = key
+        self._items = dict(items)
 
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "step": self.step,
-            "model": self.model,
-            "provider": self.provider,
-            "calls": self.calls,
-            **self.usage.to_dict(),
-            "cost_usd": self.cost,
-            "latency_ms": round(self.latency_ms, 3),
-            "replayed_calls": self.replayed_calls,
-        }
+    def __getitem__(self, name: str) -> Totals:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k!r}: ${v.cost_text()}" for k, v in self._items.items())
+        return f"<Breakdown by {self.key}: {{{body}}}>"
+
+    def __str__(self) -> str:
+        return breakdown_text(self.key, self._items)
+
+    def _repr_html_(self) -> str:
+        return breakdown_html(self.key, self._items)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per key: calls, tokens, ``cost_usd`` (Decimal or None), latency."""
+        return [
+            {
+                self.key: name,
+                "calls": t.calls,
+                **t.usage.to_dict(),
+                "cost_usd": t.cost,
+                "latency_ms": round(t.latency_ms, 3),
+                "replayed_calls": t.replayed_calls,
+                "unpriced_calls": t.unpriced_calls,
+            }
+            for name, t in self._items.items()
+        ]
 
 
 class CostReport:
-    """What LLM calls cost, per (run, step, model)."""
+    """What the LLM calls of one or more runs cost, per (run, step, model).
 
-    def __init__(self, rows: Sequence[CostRow]) -> None:
-        self.rows = list(rows)
+    Build it with ``run.report()`` or ``await bn.report(db=...)``. Replayed calls
+    (answered from the store on a retry or resume) are counted apart in
+    ``replayed_calls`` and never add tokens or cost twice. Calls to models without a
+    known price make the affected costs ``None`` ("unknown") and ``complete`` False;
+    ``total`` then sums the calls that were priced (a lower bound).
+    """
+
+    def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
+        self.rows: list[CostRow] = list(rows)
+        self.fanout_children: list[FanoutChild] = list(fanout)
+
+    # ── building ──────────────────────────────────────────────────────────────
 
     @classmethod
     def from_runs(cls, runs: Iterable[Run]) -> CostReport:
-        rows: dict[tuple[str, str, str], CostRow] = {}
+        """A report of runs held in memory (``run.report()``)."""
+        rows: list[CostRow] = []
+        children: list[FanoutChild] = []
         for run in runs:
-            for call in run.calls:
-                key = (run.id, call.step, call.model)
-                if key not in rows:
-                    rows[key] = CostRow(run.id, run.workflow, call.step, call.model, call.provider)
-                rows[key].add(call)
-        return cls(list(rows.values()))
+            rows.extend(_rows_of_run(run))
+            children.extend(_children_of_run(run))
+        return cls(rows, children)
+
+    @classmethod
+    def from_aggregates(
+        cls, rows: Iterable[Mapping[str, Any]], children: Iterable[Mapping[str, Any]] = ()
+    ) -> CostReport:
+        """A report from ``Store.aggregate_stats`` and ``Store.fanout_children`` rows."""
+        return cls(
+            [CostRow.from_aggregate(dict(r)) for r in rows],
+            [_child_from_row(c) for c in children],
+        )
+
+    # ── totals ────────────────────────────────────────────────────────────────
 
     @property
     def total(self) -> Decimal:
-        """USD of every priced call (see ``complete`` for whether any price was unknown)."""
-        return sum((r.cost for r in self.rows if r.cost is not None), Decimal(0))
+        """USD of every priced call; a lower bound when ``complete`` is False."""
+        return sum((r.known_cost for r in self.rows), Decimal(0))
 
     @property
     def complete(self) -> bool:
-        """False if some call's model had no known price: the total is then a lower bound."""
-        return all(r.cost is not None for r in self.rows)
+        """False if some call's model had no known price (``total`` is then a lower bound)."""
+        return self.unpriced_calls == 0
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(r.unpriced_calls for r in self.rows)
+
+    @property
+    def calls(self) -> int:
+        """Calls paid for (replayed calls not included)."""
+        return sum(r.calls for r in self.rows)
+
+    @property
+    def replayed_calls(self) -> int:
+        return sum(r.replayed_calls for r in self.rows)
 
     @property
     def tokens(self) -> Usage:
+        """Token totals of the calls paid for (replayed calls not included)."""
         total = Usage()
         for row in self.rows:
             total = total + row.usage
         return total
 
-    def _group(self, key: str) -> dict[str, CostRow]:
-        out: dict[str, CostRow] = {}
+    @property
+    def run_ids(self) -> list[str]:
+        return list(dict.fromkeys(r.run_id for r in self.rows))
+
+    def totals(self) -> Totals:
+        """Everything summed into one ``Totals``."""
+        out = Totals()
         for row in self.rows:
-            name = getattr(row, key)
-            if name not in out:
-                out[name] = CostRow("*", row.workflow, row.step if key == "step" else "*",
-                                    row.model if key == "model" else "*", row.provider)
-            agg = out[name]
-            agg.calls += row.calls
-            agg.usage = agg.usage + row.usage
-            agg.latency_ms += row.latency_ms
-            agg.replayed_calls += row.replayed_calls
-            agg.cost = None if agg.cost is None or row.cost is None else agg.cost + row.cost
+            out.merge(row)
         return out
 
-    def by_step(self) -> dict[str, CostRow]:
-        return self._group("step")
+    # ── breakdowns ────────────────────────────────────────────────────────────
 
-    def by_model(self) -> dict[str, CostRow]:
-        return self._group("model")
+    def by_step(self, *, fanout_children: bool = False) -> Breakdown:
+        """Totals per step. Fan-out children (``answer[model]``) are summed into their step
+        (``answer``) unless ``fanout_children=True``."""
+        return self._group("step", lambda r: r.step if fanout_children else r.base_step)
+
+    def by_model(self) -> Breakdown:
+        """Totals per model (``provider/model``)."""
+        return self._group("model", lambda r: r.model)
+
+    def by_run(self) -> Breakdown:
+        """Totals per run id."""
+        return self._group("run", lambda r: r.run_id)
+
+    def _group(self, key: str, name_of: Any) -> Breakdown:
+        out: dict[str, Totals] = {}
+        for row in self.rows:
+            out.setdefault(name_of(row), Totals()).merge(row)
+        return Breakdown(key, out)
+
+    def fanout(self) -> dict[str, dict[str, ModelComparison]]:
+        """Multi-model fan-out steps, models side by side: step -> model -> comparison
+        (cost, tokens and latency of its calls; children, failures and retries)."""
+        out: dict[str, dict[str, ModelComparison]] = {}
+
+        def slot(step: str, model: str) -> ModelComparison:
+            return out.setdefault(step, {}).setdefault(model, ModelComparison(model=model))
+
+        for child in self.fanout_children:
+            slot(child.parent, child.model).add_child(child)
+        for row in self.rows:
+            if row.parent is not None and row.step == f"{row.parent}[{row.model}]":
+                slot(row.parent, row.model).merge(row)
+        return out
+
+    # ── export ────────────────────────────────────────────────────────────────
 
     def to_records(self) -> list[dict[str, Any]]:
+        """One dict per (run, step, model) with the CSV columns; ``cost_usd`` is a
+        ``Decimal``, or ``None`` when a price was unknown."""
         return [r.as_record() for r in self.rows]
 
     def to_csv(self, path: str | os.PathLike[str] | None = None) -> str:
-        """Write the CSV (contract columns, decimal strings) to ``path``; return its text."""
+        """Write the CSV to ``path`` (UTF-8, header row) and return its text.
+
+        Columns, in order: ``run_id, workflow, step, model, provider, calls,
+        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_usd, latency_ms, replayed_calls``. ``cost_usd`` is a plain
+        decimal string (exact, no float rounding), empty when the price is unknown.
+        """
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for record in self.to_records():
             cost = record["cost_usd"]
-            record["cost_usd"] = "" if cost is None else format(cost, "f")
+            record["cost_usd"] = "" if cost is None else fmt_money(cost)
             writer.writerow([record[c] for c in CSV_COLUMNS])
         text = buf.getvalue()
         if path is not None:
@@ -152,29 +210,69 @@ class CostReport:
         return text
 
     def to_pandas(self) -> Any:
+        """The rows as a ``pandas.DataFrame`` (CSV columns; ``cost_usd`` holds Decimals)."""
         try:
             import pandas as pd
         except ImportError as exc:
             raise ImportError(
-                "CostReport.to_pandas() needs pandas: pip install 'baton-nb[pandas]'"
+                "CostReport.to_pandas() needs pandas, which is optional: "
+                "pip install 'baton-nb[pandas]'"
             ) from exc
         return pd.DataFrame(self.to_records(), columns=list(CSV_COLUMNS))
 
+    # ── display ───────────────────────────────────────────────────────────────
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        mark = "" if self.complete else f" (+{self.unpriced_calls} unpriced calls)"
+        return (
+            f"<CostReport {len(self.run_ids)} run(s), {len(self.rows)} rows, "
+            f"{self.calls} calls, ${fmt_money(self.total)}{mark}>"
+        )
+
     def __str__(self) -> str:
-        lines = [f"{'step':<32} {'model':<36} {'calls':>5} {'tokens':>9} {'cost_usd':>14}"]
-        for r in self.rows:
-            cost = "unknown" if r.cost is None else format(r.cost, "f")
-            lines.append(f"{r.step:<32} {r.model:<36} {r.calls:>5} {r.usage.total_tokens:>9} {cost:>14}")
-        mark = "" if self.complete else " (incomplete: some prices unknown)"
-        lines.append(f"{'total':<32} {'':<36} {sum(r.calls for r in self.rows):>5} "
-                     f"{self.tokens.total_tokens:>9} {format(self.total, 'f'):>14}{mark}")
-        return "\n".join(lines)
+        return report_text(self)
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{c}</th>" for c in ("step", "model", "calls", "tokens", "cost_usd"))
-        body = "".join(
-            f"<tr><td>{html.escape(r.step)}</td><td>{html.escape(r.model)}</td><td>{r.calls}</td>"
-            f"<td>{r.usage.total_tokens}</td><td>{'unknown' if r.cost is None else r.cost}</td></tr>"
-            for r in self.rows
-        )
-        return f"<table><tr>{head}</tr>{body}</table><p>Total: ${self.total}</p>"
+        return report_html(self)
+
+
+def _rows_of_run(run: Run) -> list[CostRow]:
+    rows: dict[tuple[str, str], CostRow] = {}
+    for call in run.calls:
+        key = (call.step, call.model)
+        if key not in rows:
+            info = run.steps.get(call.step)
+            rows[key] = CostRow(
+                run_id=run.id,
+                workflow=run.workflow,
+                step=call.step,
+                model=call.model,
+                provider=call.provider,
+                parent=info.parent if info is not None else None,
+            )
+        rows[key].add_call(call)
+    order = {name: i for i, name in enumerate(run.steps)}
+    return sorted(rows.values(), key=lambda r: order.get(r.step, len(order)))
+
+
+def _children_of_run(run: Run) -> list[FanoutChild]:
+    return [
+        FanoutChild(run.id, s.parent, s.name, s.model, s.state, s.attempt, s.error)
+        for s in run.steps.values()
+        if s.kind == "child" and s.parent is not None and s.model is not None
+    ]
+
+
+def _child_from_row(row: Mapping[str, Any]) -> FanoutChild:
+    return FanoutChild(
+        run_id=row["run_id"],
+        parent=row["parent"],
+        step=row["step"],
+        model=row["model"],
+        state=row["state"],
+        attempt=int(row["attempt"] or 0),
+        error=row["error"],
+    )

@@ -24,7 +24,20 @@ def _v1(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+def _v2(conn: Connection) -> None:
+    """Indexes for reports across runs (GROUP BY run, step, model) and run listings."""
+    for stmt in (
+        "CREATE INDEX IF NOT EXISTS ix_stats_run_step_model "
+        "ON workflow_step_stats (run_id, step, model)",
+        # (run_id, step) is a prefix of the index above: drop it, one index less per write.
+        "DROP INDEX IF EXISTS ix_stats_run_step",
+        "CREATE INDEX IF NOT EXISTS ix_runs_workflow_created "
+        "ON workflow_runs (workflow, created_at)",
+    ):
+        conn.exec_driver_sql(stmt)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -1,0 +1,100 @@
+"""``bn.report`` and ``bn.runs``: reports and listings across stored runs.
+
+They read the database, so they are coroutines like ``bn.Run.load``:
+``report = await bn.report(db=..., since="7d")``. All aggregation happens in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from ._errors import ConfigurationError, RunNotFound
+from .reports import CostReport, RunList, RunSummary, as_time
+from .store import RunFilter, Store
+
+__all__ = ["RUN_STATUSES", "report", "runs"]
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+When = datetime | timedelta | str | None
+
+
+async def report(
+    db: str | None = None,
+    *,
+    run_ids: Sequence[str] | None = None,
+    workflow: str | None = None,
+    since: When = None,
+    until: When = None,
+) -> CostReport:
+    """Cost report over stored runs: one row per (run, step, model), summed in SQL.
+
+    ``run_ids`` picks runs (an unknown id raises ``bn.RunNotFound``); ``workflow``
+    filters by workflow name; ``since``/``until`` bound the run's creation time and take a
+    ``datetime`` (naive = local time), a ``timedelta`` or a string such as ``"7d"``
+    (that long ago) or ``"2025-06-14"``. ``db`` defaults to ``BATON_NB_DB``, then
+    ``sqlite:///baton.db``.
+    """
+    where = RunFilter(
+        run_ids=_ids(run_ids),
+        workflow=workflow,
+        since=as_time(since, "since"),
+        until=as_time(until, "until"),
+    )
+    async with await Store.open(db) as store:
+        if where.run_ids:
+            await _check_exist(store, where.run_ids)
+        rows = await store.aggregate_stats(where)
+        children = await store.fanout_children(where)
+    return CostReport.from_aggregates(rows, children)
+
+
+async def runs(
+    db: str | None = None,
+    *,
+    workflow: str | None = None,
+    since: When = None,
+    until: When = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> list[RunSummary]:
+    """Stored runs, newest first: id, workflow, status, started, duration, steps, cost.
+
+    Filters as for ``bn.report``; ``status`` is one of pending, running, completed,
+    failed, cancelled; ``limit`` caps the number of runs. The list shows as a table.
+    """
+    if status is not None and status not in RUN_STATUSES:
+        raise ConfigurationError(f"unknown status {status!r}: use one of {', '.join(RUN_STATUSES)}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"limit must be a non-negative int, got {limit!r}")
+    where = RunFilter(
+        workflow=workflow,
+        since=as_time(since, "since"),
+        until=as_time(until, "until"),
+        status=status,
+    )
+    async with await Store.open(db) as store:
+        rows = await store.run_summaries(where, limit)
+    return RunList(RunSummary.from_row(r) for r in rows)
+
+
+def _ids(run_ids: Sequence[str] | str | None) -> list[str] | None:
+    if run_ids is None:
+        return None
+    if isinstance(run_ids, str):
+        return [run_ids]
+    ids = list(run_ids)
+    if not all(isinstance(i, str) for i in ids):
+        raise ConfigurationError(f"run_ids must be strings, got {ids!r}")
+    return ids
+
+
+async def _check_exist(store: Store, run_ids: Sequence[str]) -> None:
+    found = await store.existing_run_ids(run_ids)
+    missing = [i for i in run_ids if i not in found]
+    if missing:
+        raise RunNotFound(
+            f"no run {', '.join(repr(i) for i in missing)} in {store.url}; "
+            "list runs with bn.runs() or `baton-nb runs`"
+        )

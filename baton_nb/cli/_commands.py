@@ -1,0 +1,183 @@
+"""The ``baton-nb`` subcommands other than ``demo``: runs, show, report, prune, price."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import anyio.to_thread
+
+from .._errors import ConfigurationError
+from .._prune import prune
+from .._query import report, runs
+from .._run import Run
+from .._usage import Usage
+from ..reports import CostReport, fmt_money
+from ._show import render_run
+
+__all__ = [
+    "cmd_price",
+    "cmd_prune",
+    "cmd_report",
+    "cmd_runs",
+    "cmd_show",
+    "report_json",
+    "write_csv",
+]
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    found = await runs(
+        args.db,
+        workflow=args.workflow,
+        since=args.since,
+        until=args.until,
+        status=args.status,
+        limit=args.limit or None,
+    )
+    if args.json:
+        _out(json.dumps([r.to_dict() for r in found], indent=2))
+        return 0
+    _out(str(found))
+    if args.limit and len(found) == args.limit:
+        _out(f"(the {args.limit} newest; --limit 0 lists all)")
+    return 0
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    run = await Run.load(args.run_id, db=args.db)
+    _out(render_run(run))
+    return 1 if run.status in ("failed", "cancelled") else 0
+
+
+async def write_csv(rep: CostReport, path: str) -> str:
+    """Write the report's CSV off the event loop; return the absolute path."""
+
+    def write() -> str:
+        rep.to_csv(path)
+        return os.path.abspath(path)
+
+    return await anyio.to_thread.run_sync(write)
+
+
+def report_json(rep: CostReport) -> dict[str, Any]:
+    """A report as JSON-ready data: totals and one record per (run, step, model)."""
+    rows = []
+    for record in rep.to_records():
+        cost = record["cost_usd"]
+        rows.append({**record, "cost_usd": None if cost is None else fmt_money(cost)})
+    return {
+        "total_cost_usd": fmt_money(rep.total),
+        "complete": rep.complete,
+        "unpriced_calls": rep.unpriced_calls,
+        "calls": rep.calls,
+        "replayed_calls": rep.replayed_calls,
+        "tokens": rep.tokens.to_dict(),
+        "rows": rows,
+    }
+
+
+async def cmd_report(args: argparse.Namespace) -> int:
+    rep = await report(
+        args.db,
+        run_ids=args.run_ids or None,
+        workflow=args.workflow,
+        since=args.since,
+        until=args.until,
+    )
+    if args.json:
+        _out(json.dumps(report_json(rep), indent=2))
+        return 0
+    if args.by == "step":
+        _out(str(rep.by_step()))
+    elif args.by == "model":
+        _out(str(rep.by_model()))
+    elif args.by == "run":
+        _out(str(rep.by_run()))
+    else:
+        _out(str(rep))
+    if args.csv:
+        path = await write_csv(rep, args.csv)
+        _out(f"wrote {len(rep.rows)} rows to {path}")
+    return 0
+
+
+async def cmd_prune(args: argparse.Namespace) -> int:
+    if args.older_than is None and args.debug_logs_older_than is None:
+        raise ConfigurationError(
+            "prune needs --older-than AGE (finished runs) and/or --debug-logs-older-than AGE, "
+            "e.g. baton-nb prune --older-than 7d"
+        )
+    if args.batch_size < 1:
+        raise ConfigurationError("--batch-size must be at least 1")
+    result = await prune(
+        args.db,
+        older_than=args.older_than,
+        debug_log_max_age=args.debug_logs_older_than,
+        dry_run=args.dry_run,
+        batch_size=args.batch_size,
+    )
+    _out(str(result))
+    return 0
+
+
+async def cmd_price(args: argparse.Namespace) -> int:
+    from ..pricing import lookup, price
+
+    model = args.model
+    found = lookup(model)
+    priced_as = model
+    if found is None and model.startswith("mock/"):
+        priced_as = model.split("/", 1)[1]
+        found = lookup(priced_as)
+    if found is None:
+        print(
+            f"baton-nb: error: no price known for {model!r}; the cost of its calls is reported "
+            "as unknown. Add it to a price file loaded with "
+            "bn.configure(pricing='my_prices.json') (format: docs/pricing.md)",
+            file=sys.stderr,
+        )
+        return 1
+    _out(_price_text(model, found))
+    if args.input_tokens is not None or args.output_tokens is not None:
+        usage = Usage(input_tokens=args.input_tokens or 0, output_tokens=args.output_tokens or 0)
+        cost = price(priced_as, usage)
+        shown = "unknown" if cost is None else f"${fmt_money(cost)}"
+        _out(f"a call of {usage.input_tokens} input + {usage.output_tokens} output tokens: {shown}")
+    return 0
+
+
+def _price_text(query: str, found: Any) -> str:
+    rates = found.rates
+    lines = [
+        f"{query}: {found.provider}/{found.model}"
+        + (f" ({found.name})" if found.name else "")
+        + f", matched by {found.matched}",
+        f"  valid from {found.valid_from}"
+        + (f" until {found.valid_until}" if found.valid_until else ""),
+        "  USD per 1M tokens:",
+        f"    input         {fmt_money(rates.input)}",
+        f"    output        {fmt_money(rates.output)}",
+        f"    cached input  {fmt_money(rates.cached_input)}",
+        f"    cache write   {fmt_money(rates.cache_write)}",
+    ]
+    if found.batch is not None:
+        lines.append(
+            f"    batch         input {fmt_money(found.batch.input)}, "
+            f"output {fmt_money(found.batch.output)}"
+        )
+    for tier in found.tiers:
+        lines.append(
+            f"    prompts over {tier.above:,} tokens: input {fmt_money(tier.rates.input)}, "
+            f"output {fmt_money(tier.rates.output)}"
+        )
+    if found.source:
+        lines.append(f"  source: {found.source}")
+    return "\n".join(lines)

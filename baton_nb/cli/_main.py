@@ -1,0 +1,186 @@
+"""Argument parsing and dispatch for ``baton-nb``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+
+from .._errors import BatonError, ConfigurationError, RunNotFound
+from ..reports import as_time, parse_duration
+from . import _commands, _demo
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = as_time(text, "time")
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert value is not None
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    p.add_argument(
+        "--since", type=_when, metavar="WHEN", help="runs created since: 7d, 24h or 2025-06-14"
+    )
+    p.add_argument("--until", type=_when, metavar="WHEN", help="runs created before WHEN")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``baton-nb`` argument parser (``--db`` is accepted before or after the command)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
+    parser = argparse.ArgumentParser(
+        prog="baton-nb",
+        parents=[common],
+        description="Durable DAG runs for LLM fan-out: run the demo, list and inspect runs, "
+        "export costs, prune old runs, look up model prices.",
+        epilog="Exit codes: 0 ok, 1 run failed or unknown id, 2 bad arguments.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub, common)
+    _add_runs(sub, common)
+    _add_show(sub, common)
+    _add_report(sub, common)
+    _add_prune(sub, common)
+    _add_price(sub, common)
+    return parser
+
+
+def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="offline demo: fan-out over 3 mock models + synthesis, cost table and CSV",
+        description="Run an offline demo workflow (mock provider, no API key, no network) "
+        "on SQLite (default sqlite:///baton_demo.db unless --db or $BATON_NB_DB), print "
+        "its cost table and write the cost CSV.",
+    )
+    p.add_argument("--csv", metavar="PATH", default=_demo.DEFAULT_CSV, help="cost CSV to write")
+    p.add_argument("--prompts", type=_count, default=3, metavar="N", help="prompts (1-10)")
+    p.set_defaults(handler=_demo.cmd_demo)
+
+
+def _add_runs(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    _filters(p)
+    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    p.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N runs (0: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_commands.cmd_runs)
+
+
+def _add_show(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "show",
+        parents=[common],
+        help="one run as a DAG: states, attempts, errors, cost",
+        description="Show a run's steps layer by layer. Exits 1 if the run failed.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(handler=_commands.cmd_show)
+
+
+def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="cost per (run, step, model): table, CSV or JSON",
+        description="Cost report over runs (all runs unless RUN_IDs or filters are given).",
+    )
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    _filters(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="PATH", help="write the CSV to PATH")
+    out.add_argument("--json", action="store_true", help="print JSON rows")
+    p.add_argument("--by", choices=("step", "model", "run"), help="print totals per step/model/run")
+    p.set_defaults(handler=_commands.cmd_report)
+
+
+def _add_prune(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "prune",
+        parents=[common],
+        help="delete finished runs older than a cut-off (and old debug logs)",
+        description="Delete finished (completed/failed/cancelled) runs older than --older-than "
+        "with all their rows; unfinished runs are never touched. --debug-logs-older-than "
+        "also deletes older debug logs of any run.",
+    )
+    p.add_argument("--older-than", type=_duration, metavar="AGE", help="e.g. 7d, 24h, 2w")
+    p.add_argument(
+        "--debug-logs-older-than", type=_duration, metavar="AGE", help="e.g. 24h (any run)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument(
+        "--batch-size", type=_count, default=500, metavar="N", help="runs per transaction"
+    )
+    p.set_defaults(handler=_commands.cmd_prune)
+
+
+def _add_price(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "price",
+        parents=[common],
+        help="the price of a model (USD per 1M tokens)",
+        description="Look a model up in the price tables (see docs/pricing.md).",
+    )
+    p.add_argument("model", metavar="MODEL", help="provider/model, e.g. openai/gpt-4o-mini")
+    p.add_argument(
+        "--input-tokens", type=_count, metavar="N", help="price a call of N input tokens"
+    )
+    p.add_argument("--output-tokens", type=_count, metavar="N", help="... and N output tokens")
+    p.set_defaults(handler=_commands.cmd_price)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``baton-nb`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's usage error (code 2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args.db = getattr(args, "db", None)
+    try:
+        code: int = anyio.run(args.handler, args)
+    except ConfigurationError as exc:
+        return _fail(f"{exc}", EXIT_USAGE)
+    except RunNotFound as exc:
+        return _fail(f"{exc}", EXIT_FAILED)
+    except BatonError as exc:
+        return _fail(f"{exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return code
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"baton-nb: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,92 @@
+"""A run as text: steps layer by layer (topological columns) with states, errors and cost."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from .._run import Run, StepInfo
+from ..reports import fmt_money, local_time, text_table
+
+__all__ = ["layers", "render_run"]
+
+
+def layers(run: Run) -> list[list[str]]:
+    """Top-level steps grouped by depth: a step sits one layer after its deepest dep."""
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str, seen: frozenset[str] = frozenset()) -> int:
+        if name not in depth:
+            deps = [d for d in run.steps[name].deps if d in run.steps and d not in seen]
+            depth[name] = 1 + max((depth_of(d, seen | {name}) for d in deps), default=-1)
+        return depth[name]
+
+    top = [s.name for s in run.steps.values() if s.kind != "child"]
+    out: list[list[str]] = []
+    for name in top:
+        level = depth_of(name)
+        while len(out) <= level:
+            out.append([])
+        out[level].append(name)
+    return out
+
+
+def _attempts(step: StepInfo) -> str:
+    if step.kind == "group":
+        return ""
+    return f"{step.attempt}/{step.max_attempts}"
+
+
+def _money(step: StepInfo, cost: Decimal, unpriced: int) -> str:
+    if not step.calls and step.kind != "group":
+        return ""
+    text = fmt_money(cost)
+    return text + "+?" if unpriced else text
+
+
+def _row(run: Run, step: StepInfo, indent: str) -> list[str]:
+    cost, unpriced, calls, tokens = step.cost, step.unpriced_calls, step.calls, step.usage
+    for child in (run.steps[c] for c in step.children):
+        cost, unpriced, calls = (
+            cost + child.cost,
+            unpriced + child.unpriced_calls,
+            calls + child.calls,
+        )
+        tokens = tokens + child.usage
+    duration = "" if step.duration is None else f"{step.duration:.2f}s"
+    deps = ", ".join(step.deps)
+    return [
+        step.state,
+        indent + step.name,
+        deps,
+        _attempts(step),
+        duration,
+        str(calls) if calls else "",
+        f"{tokens.total_tokens:,}" if calls else "",
+        _money(step, cost, unpriced) if calls else "",
+    ]
+
+
+def render_run(run: Run) -> str:
+    """``baton-nb show``: header, one line per step (children indented), then errors."""
+    cost = fmt_money(run.cost) + ("" if not run.unpriced_calls else " (+ unpriced calls)")
+    duration = ""
+    if run.started_at is not None and run.finished_at is not None and run.done:
+        duration = f" in {(run.finished_at - run.started_at).total_seconds():.2f}s"
+    head = (
+        f"run {run.id}  workflow {run.workflow!r}  {run.status}{duration}\n"
+        f"started {local_time(run.started_at or run.created_at)}  "
+        f"{len([c for c in run.calls if not c.replayed])} calls  cost ${cost}"
+    )
+    rows: list[list[str]] = []
+    for level, names in enumerate(layers(run)):
+        for name in names:
+            step = run.steps[name]
+            rows.append([*_row(run, step, ""), str(level)])
+            rows.extend([*_row(run, run.steps[c], "  "), ""] for c in step.children)
+    header = ("state", "step", "deps", "attempt", "time", "calls", "tokens", "cost_usd", "layer")
+    table = text_table(header, rows, left=3)
+    errors = [f"  {s.name}: {s.error}" for s in run.steps.values() if s.error]
+    parts = [head, "", table]
+    if errors:
+        parts += ["", "errors:", *errors]
+    return "\n".join(parts)

@@ -1,0 +1,189 @@
+"""Text and HTML tables of cost reports (no I/O)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ._rows import ModelComparison, Totals, fmt_money
+
+if TYPE_CHECKING:
+    from ._cost import CostReport
+
+__all__ = ["breakdown_html", "breakdown_text", "report_html", "report_text", "text_table"]
+
+_STYLE = (
+    "<style>.bn-cost table{border-collapse:collapse;font-size:12px;margin:4px 0 10px}"
+    ".bn-cost th,.bn-cost td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+    ".bn-cost th:first-child,.bn-cost td:first-child,.bn-cost td.l{text-align:left}"
+    ".bn-cost tr.total td{font-weight:bold;border-top:2px solid #888}"
+    ".bn-cost .unknown{color:#b35c00}.bn-cost .note{color:#666;font-size:11px}</style>"
+)
+
+
+# ── shared bits ───────────────────────────────────────────────────────────────
+
+
+def _latency(t: Totals) -> str:
+    mean = t.mean_latency_ms
+    return "" if mean is None else f"{mean:,.0f} ms"
+
+
+def _total_line(report: CostReport) -> str:
+    total = f"${fmt_money(report.total)}"
+    if report.complete:
+        return total
+    return f"at least {total} ({report.unpriced_calls} calls with unknown price: incomplete)"
+
+
+def _headline(report: CostReport) -> str:
+    runs = len(report.run_ids)
+    tokens = report.tokens
+    parts = [
+        f"{runs} run{'s' if runs != 1 else ''}",
+        f"{report.calls} calls",
+        f"{tokens.input_tokens:,} input + {tokens.output_tokens:,} output tokens",
+    ]
+    if report.replayed_calls:
+        parts.append(f"{report.replayed_calls} replayed (not charged again)")
+    return "Cost: " + _total_line(report) + " for " + ", ".join(parts)
+
+
+def _step_model_rows(report: CostReport) -> list[tuple[str, str, Totals]]:
+    """(step, model, totals) summed over runs, in first-seen order."""
+    out: dict[tuple[str, str], Totals] = {}
+    for row in report.rows:
+        out.setdefault((row.step, row.model), Totals()).merge(row)
+    return [(step, model, t) for (step, model), t in out.items()]
+
+
+_COLUMNS = ("calls", "replayed", "input", "output", "cost_usd", "latency")
+
+
+def _cells(t: Totals) -> list[str]:
+    return [
+        str(t.calls),
+        str(t.replayed_calls),
+        f"{t.usage.input_tokens:,}",
+        f"{t.usage.output_tokens:,}",
+        t.cost_text(),
+        _latency(t),
+    ]
+
+
+# ── text ──────────────────────────────────────────────────────────────────────
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """A plain aligned table; the first ``left`` columns are left-aligned."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=False))
+        out = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in pairs]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def report_text(report: CostReport) -> str:
+    if not report.rows:
+        return "Cost: no LLM calls."
+    body = [[step, model, *_cells(t)] for step, model, t in _step_model_rows(report)]
+    body.append(["total", "", *_cells(report.totals())])
+    lines = [_headline(report), text_table(("step", "model", *_COLUMNS), body, left=2)]
+    for step, models in report.fanout().items():
+        lines.append(f"\nfan-out {step!r}, models side by side:")
+        lines.append(_comparison_text(models))
+    return "\n".join(lines)
+
+
+def _comparison_text(models: Mapping[str, ModelComparison]) -> str:
+    body = [[name, *row] for name, row in _comparison_rows(models)]
+    return text_table(("", *models), body)
+
+
+def breakdown_text(key: str, items: Mapping[str, Totals]) -> str:
+    body = [[name, *_cells(t)] for name, t in items.items()]
+    return text_table((key, *_COLUMNS), body)
+
+
+# ── HTML ──────────────────────────────────────────────────────────────────────
+
+
+def _td(text: str, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{html.escape(text)}</td>"
+
+
+def _html_cells(t: Totals) -> str:
+    cells = _cells(t)
+    cost_cls = "unknown" if t.unpriced_calls else ""
+    return "".join(_td(c, cost_cls if i == 4 else "") for i, c in enumerate(cells))
+
+
+def _html_table(header: Sequence[str], rows: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def report_html(report: CostReport) -> str:
+    if not report.rows:
+        return f'<div class="bn-cost">{_STYLE}<p>Cost: no LLM calls.</p></div>'
+    rows = [
+        f"<tr>{_td(step, 'l')}{_td(model, 'l')}{_html_cells(t)}</tr>"
+        for step, model, t in _step_model_rows(report)
+    ]
+    rows.append(
+        f'<tr class="total">{_td("total", "l")}{_td("")}{_html_cells(report.totals())}</tr>'
+    )
+    parts = [
+        f'<div class="bn-cost">{_STYLE}<p><b>{html.escape(_headline(report))}</b></p>',
+        _html_table(("step", "model", *_COLUMNS), rows),
+    ]
+    for step, models in report.fanout().items():
+        parts.append(f"<p>Fan-out <b>{html.escape(step)}</b>: models side by side</p>")
+        parts.append(_comparison_html(models))
+    if report.replayed_calls:
+        parts.append(
+            '<p class="note">Replayed calls were answered from the store (retry or resume): '
+            "their tokens and cost are counted once, by the call they replay.</p>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _comparison_html(models: Mapping[str, ModelComparison]) -> str:
+    rows = [
+        f"<tr>{_td(name, 'l')}{''.join(_td(c) for c in cells)}</tr>"
+        for name, cells in _comparison_rows(models)
+    ]
+    return _html_table(("", *models), rows)
+
+
+def breakdown_html(key: str, items: Mapping[str, Totals]) -> str:
+    rows = [f"<tr>{_td(name, 'l')}{_html_cells(t)}</tr>" for name, t in items.items()]
+    return f'<div class="bn-cost">{_STYLE}{_html_table((key, *_COLUMNS), rows)}</div>'
+
+
+# ── fan-out comparison ────────────────────────────────────────────────────────
+
+_COMPARISON: tuple[tuple[str, Callable[[ModelComparison], str]], ...] = (
+    ("cost_usd", lambda m: m.cost_text()),
+    ("calls", lambda m: str(m.calls)),
+    ("input tokens", lambda m: f"{m.usage.input_tokens:,}"),
+    ("output tokens", lambda m: f"{m.usage.output_tokens:,}"),
+    ("latency / call", _latency),
+    ("children", lambda m: str(m.children)),
+    ("failed", lambda m: str(m.failed)),
+    ("retries", lambda m: str(m.retries)),
+    ("last error", lambda m: m.errors[-1][:60] if m.errors else ""),
+)
+
+
+def _comparison_rows(models: Mapping[str, ModelComparison]) -> list[tuple[str, list[str]]]:
+    rows = [(label, [get(m) for m in models.values()]) for label, get in _COMPARISON]
+    return [(label, cells) for label, cells in rows if label != "last error" or any(cells)]

@@ -1,0 +1,185 @@
+"""Rows of a cost report: totals of LLM calls, keyed by (run, step, model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .._usage import Usage
+
+if TYPE_CHECKING:
+    from .._run import CallRecord
+
+__all__ = ["CSV_COLUMNS", "CostRow", "FanoutChild", "ModelComparison", "Totals", "fmt_money"]
+
+CSV_COLUMNS = (
+    "run_id",
+    "workflow",
+    "step",
+    "model",
+    "provider",
+    "calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_ms",
+    "replayed_calls",
+)
+
+FAILED_STATES = frozenset({"discarded", "cancelled"})
+
+
+def fmt_money(value: Decimal) -> str:
+    """Plain decimal string, no exponent, no trailing zeros: ``0.00079630`` -> ``0.0007963``."""
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+@dataclass(kw_only=True)
+class Totals:
+    """Sums over LLM calls. Replayed calls (answered from the store) are counted in
+    ``replayed_calls`` only: their tokens, cost and latency were paid once, by the call
+    they replay, and are never added twice."""
+
+    calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    known_cost: Decimal = field(default_factory=Decimal)
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+    latency_ms: float = 0.0
+    replayed_calls: int = 0
+
+    @property
+    def cost(self) -> Decimal | None:
+        """USD, or ``None`` (unknown) if any call's model has no known price."""
+        return None if self.unpriced_calls else self.known_cost
+
+    @property
+    def complete(self) -> bool:
+        """True if every call was priced (``cost`` is then exact, not a lower bound)."""
+        return self.unpriced_calls == 0
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return self.latency_ms / self.calls if self.calls else None
+
+    def add_call(self, call: CallRecord) -> None:
+        if call.replayed:
+            self.replayed_calls += 1
+            return
+        self.calls += 1
+        self.usage = self.usage + call.usage
+        self.latency_ms += call.latency_ms
+        self.estimated_calls += int(call.estimated)
+        if call.cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.known_cost += call.cost
+
+    def merge(self, other: Totals) -> None:
+        self.calls += other.calls
+        self.usage = self.usage + other.usage
+        self.known_cost += other.known_cost
+        self.unpriced_calls += other.unpriced_calls
+        self.estimated_calls += other.estimated_calls
+        self.latency_ms += other.latency_ms
+        self.replayed_calls += other.replayed_calls
+
+    def cost_text(self) -> str:
+        """``0.0123``, ``unknown``, or ``0.0123+?`` when some calls had no price."""
+        if not self.unpriced_calls:
+            return fmt_money(self.known_cost)
+        if self.known_cost == 0:
+            return "unknown"
+        return fmt_money(self.known_cost) + "+?"
+
+
+@dataclass(kw_only=True)
+class CostRow(Totals):
+    """Totals of one (run, step, model): one CSV row. ``parent`` names the fan-out step
+    of a child step such as ``answer[openai/gpt-4o-mini]``."""
+
+    run_id: str
+    workflow: str
+    step: str
+    model: str
+    provider: str
+    parent: str | None = None
+
+    @property
+    def base_step(self) -> str:
+        """The step as the user wrote it: the fan-out parent of a child, else the step."""
+        return self.parent or self.step
+
+    def as_record(self) -> dict[str, Any]:
+        """The CSV columns: ``cost_usd`` is a Decimal, or None when unknown."""
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "step": self.step,
+            "model": self.model,
+            "provider": self.provider,
+            "calls": self.calls,
+            **self.usage.to_dict(),
+            "cost_usd": self.cost,
+            "latency_ms": round(self.latency_ms, 3),
+            "replayed_calls": self.replayed_calls,
+        }
+
+    @classmethod
+    def from_aggregate(cls, row: dict[str, Any]) -> CostRow:
+        """From one row of ``Store.aggregate_stats``."""
+        return cls(
+            run_id=row["run_id"],
+            workflow=row["workflow"],
+            step=row["step"],
+            model=row["model"],
+            provider=row["provider"],
+            parent=row.get("parent"),
+            calls=int(row["calls"] or 0),
+            usage=Usage.from_dict(row),
+            known_cost=row["cost"] if row["cost"] is not None else Decimal(0),
+            unpriced_calls=int(row["unpriced_calls"] or 0),
+            estimated_calls=int(row["estimated_calls"] or 0),
+            latency_ms=float(row["latency_ms"] or 0.0),
+            replayed_calls=int(row["replayed_calls"] or 0),
+        )
+
+
+@dataclass(frozen=True)
+class FanoutChild:
+    """One child of a multi-model fan-out step: how it ended."""
+
+    run_id: str
+    parent: str
+    step: str
+    model: str
+    state: str
+    attempt: int
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class ModelComparison(Totals):
+    """One model of a fan-out step, over every run of the report: cost and tokens of its
+    calls, and how its children ended (``failed``: discarded or cancelled; ``retries``:
+    attempts beyond the first)."""
+
+    model: str
+    children: int = 0
+    failed: int = 0
+    retries: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add_child(self, child: FanoutChild) -> None:
+        self.children += 1
+        self.retries += max(child.attempt - 1, 0)
+        if child.state in FAILED_STATES:
+            self.failed += 1
+            if child.error:
+                self.errors.append(child.error)

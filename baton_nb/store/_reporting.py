@@ -1,0 +1,317 @@
+"""Read-side SQL for reports, run listings and pruning (used through ``Store`` methods).
+
+Everything here aggregates in the database (GROUP BY run, step, model), so a report over
+10,000 runs reads a few thousand rows, not a million. Money is summed exactly: ``SUM`` of
+NUMERIC on Postgres, the ``decimal_sum`` aggregate over decimal strings on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ._tables import (
+    ExactDecimal,
+    WorkflowCompletion,
+    WorkflowDebugLog,
+    WorkflowNode,
+    WorkflowRun,
+    WorkflowStepStat,
+)
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "PRUNE_TABLES",
+    "RunFilter",
+    "count_prunable",
+    "existing_run_ids",
+    "fanout_children",
+    "prune_debug_logs_batch",
+    "prune_runs_batch",
+    "run_summaries",
+    "stats_by_run_step_model",
+]
+
+RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
+NODES = cast(sa.Table, WorkflowNode.__table__)  # type: ignore[attr-defined]
+STATS = cast(sa.Table, WorkflowStepStat.__table__)  # type: ignore[attr-defined]
+COMPLETIONS = cast(sa.Table, WorkflowCompletion.__table__)  # type: ignore[attr-defined]
+LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
+
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
+# Every table that holds rows of a run, children first (the run row goes last in reports).
+PRUNE_TABLES = (
+    "workflow_runs",
+    "workflow_nodes",
+    "workflow_step_stats",
+    "workflow_completions",
+    "workflow_debug_logs",
+)
+_CHILD_TABLES = (NODES, STATS, COMPLETIONS, LOGS)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a query covers; ``None`` fields do not filter."""
+
+    run_ids: Sequence[str] | None = None
+    workflow: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    status: str | None = None
+
+    def clauses(self) -> list[sa.ColumnElement[bool]]:
+        out: list[sa.ColumnElement[bool]] = []
+        if self.run_ids is not None:
+            out.append(RUNS.c.id.in_(list(self.run_ids)))
+        if self.workflow is not None:
+            out.append(RUNS.c.workflow == self.workflow)
+        if self.since is not None:
+            out.append(RUNS.c.created_at >= self.since)
+        if self.until is not None:
+            out.append(RUNS.c.created_at < self.until)
+        if self.status is not None:
+            out.append(RUNS.c.status == self.status)
+        return out
+
+    @property
+    def empty(self) -> bool:
+        return not self.clauses()
+
+
+# ── aggregation helpers ──────────────────────────────────────────────────────
+
+_PAID = sa.not_(STATS.c.replayed)
+
+
+def _money_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    if dialect == "sqlite":
+        return sa.func.decimal_sum(column, type_=ExactDecimal())
+    return sa.func.sum(column, type_=ExactDecimal())
+
+
+def _paid_sum(column: Any) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((_PAID, column), else_=0))
+
+
+def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.ColumnElement[Any]]:
+    """Sums over one group of stats rows; replayed calls counted apart, never summed in."""
+    columns = [
+        _count_if(_PAID).label("calls"),
+        _paid_sum(STATS.c.input_tokens).label("input_tokens"),
+        _paid_sum(STATS.c.cached_input_tokens).label("cached_input_tokens"),
+        _paid_sum(STATS.c.cache_write_tokens).label("cache_write_tokens"),
+        _paid_sum(STATS.c.output_tokens).label("output_tokens"),
+        _paid_sum(STATS.c.reasoning_tokens).label("reasoning_tokens"),
+        _money_sum(dialect, sa.case((_PAID, STATS.c.cost_usd), else_=sa.null())).label("cost"),
+        _count_if(sa.and_(_PAID, STATS.c.cost_usd.is_(None))).label("unpriced_calls"),
+        _count_if(sa.and_(_PAID, STATS.c.estimated)).label("estimated_calls"),
+        _paid_sum(STATS.c.latency_ms).label("latency_ms"),
+        _count_if(STATS.c.replayed).label("replayed_calls"),
+    ]
+    return [c for c in columns if only is None or c.name in only]
+
+
+def _runs_subquery(where: RunFilter) -> sa.Select[Any]:
+    return sa.select(RUNS.c.id).where(*where.clauses())
+
+
+# ── reports ──────────────────────────────────────────────────────────────────
+
+
+async def stats_by_run_step_model(
+    conn: AsyncConnection, dialect: str, where: RunFilter
+) -> list[dict[str, Any]]:
+    """One row per (run, step, model) with sums, the run's workflow and the step's parent."""
+    agg = sa.select(
+        STATS.c.run_id,
+        STATS.c.step,
+        STATS.c.model,
+        sa.func.max(STATS.c.provider).label("provider"),
+        sa.func.min(STATS.c.id).label("first_id"),
+        *_stat_columns(dialect),
+    )
+    if not where.empty:
+        agg = agg.where(STATS.c.run_id.in_(_runs_subquery(where)))
+    sub = agg.group_by(STATS.c.run_id, STATS.c.step, STATS.c.model).subquery("agg")
+    query = (
+        sa.select(sub, RUNS.c.workflow, NODES.c.parent)
+        .select_from(
+            sub.join(RUNS, RUNS.c.id == sub.c.run_id).outerjoin(
+                NODES, sa.and_(NODES.c.run_id == sub.c.run_id, NODES.c.step == sub.c.step)
+            )
+        )
+        .order_by(RUNS.c.created_at, sub.c.run_id, NODES.c.id, sub.c.first_id)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def existing_run_ids(conn: AsyncConnection, run_ids: Sequence[str]) -> set[str]:
+    """Which of ``run_ids`` are in the database."""
+    query = sa.select(RUNS.c.id).where(RUNS.c.id.in_(list(run_ids)))
+    return set((await conn.execute(query)).scalars())
+
+
+async def fanout_children(conn: AsyncConnection, where: RunFilter) -> list[dict[str, Any]]:
+    """Multi-model fan-out children (state, attempts, error) of the runs selected."""
+    query = sa.select(
+        NODES.c.run_id,
+        NODES.c.parent,
+        NODES.c.step,
+        NODES.c.model,
+        NODES.c.state,
+        NODES.c.attempt,
+        NODES.c.error,
+    ).where(NODES.c.kind == "child", NODES.c.model.is_not(None))
+    if not where.empty:
+        query = query.where(NODES.c.run_id.in_(_runs_subquery(where)))
+    return [dict(r) for r in (await conn.execute(query.order_by(NODES.c.id))).mappings()]
+
+
+async def run_summaries(
+    conn: AsyncConnection, dialect: str, where: RunFilter, limit: int | None
+) -> list[dict[str, Any]]:
+    """Runs, newest first, each with its step counts, calls, tokens and cost."""
+    picked = (
+        sa.select(
+            RUNS.c.id,
+            RUNS.c.workflow,
+            RUNS.c.status,
+            RUNS.c.created_at,
+            RUNS.c.started_at,
+            RUNS.c.finished_at,
+            RUNS.c.failed_steps,
+        )
+        .where(*where.clauses())
+        .order_by(RUNS.c.created_at.desc(), RUNS.c.id)
+    )
+    if limit is not None:
+        picked = picked.limit(limit)
+    runs = picked.cte("picked")
+    ids = sa.select(runs.c.id)
+    steps = (
+        sa.select(
+            NODES.c.run_id,
+            sa.func.count().label("steps"),
+            _count_if(NODES.c.state == "completed").label("steps_completed"),
+        )
+        .where(NODES.c.kind != "group", NODES.c.run_id.in_(ids))
+        .group_by(NODES.c.run_id)
+        .subquery("steps")
+    )
+    stats = (
+        sa.select(STATS.c.run_id, *_stat_columns(dialect, _SUMMARY_STATS))
+        .where(STATS.c.run_id.in_(ids))
+        .group_by(STATS.c.run_id)
+        .subquery("stats")
+    )
+    query = (
+        sa.select(runs, steps.c.steps, steps.c.steps_completed, *_stats_out(stats))
+        .select_from(
+            runs.outerjoin(steps, steps.c.run_id == runs.c.id).outerjoin(
+                stats, stats.c.run_id == runs.c.id
+            )
+        )
+        .order_by(runs.c.created_at.desc(), runs.c.id)
+    )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+_SUMMARY_STATS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "unpriced_calls",
+    "replayed_calls",
+)
+
+
+def _stats_out(stats: sa.Subquery) -> list[sa.ColumnElement[Any]]:
+    return [stats.c[n] for n in _SUMMARY_STATS]
+
+
+# ── pruning ──────────────────────────────────────────────────────────────────
+
+
+def _prunable(cutoff: datetime, now: datetime) -> sa.ColumnElement[bool]:
+    """Finished before ``cutoff`` and not leased by a live executor (a resume in progress)."""
+    return sa.and_(
+        RUNS.c.status.in_(FINISHED_STATUSES),
+        sa.or_(
+            RUNS.c.finished_at < cutoff,
+            sa.and_(RUNS.c.finished_at.is_(None), RUNS.c.created_at < cutoff),
+        ),
+        sa.or_(
+            RUNS.c.lease_owner.is_(None),
+            RUNS.c.lease_expires_at.is_(None),
+            RUNS.c.lease_expires_at < now,
+        ),
+    )
+
+
+async def prune_runs_batch(
+    conn: AsyncConnection, cutoff: datetime, now: datetime, batch_size: int
+) -> dict[str, int]:
+    """Delete up to ``batch_size`` prunable runs and all their rows (caller's transaction).
+
+    The run rows go first, with the condition checked again in the DELETE itself: a run
+    that another process leased (resumed) since is skipped, and a resume that comes after
+    finds no run rather than half of one.
+    """
+    pick = sa.select(RUNS.c.id).where(_prunable(cutoff, now)).order_by(RUNS.c.created_at)
+    stmt = (
+        sa.delete(RUNS)
+        .where(RUNS.c.id.in_(pick.limit(batch_size)), _prunable(cutoff, now))
+        .returning(RUNS.c.id)
+    )
+    ids = list((await conn.execute(stmt)).scalars())
+    counts = {"workflow_runs": len(ids)}
+    for table in _CHILD_TABLES:
+        deleted = 0
+        if ids:
+            result = await conn.execute(sa.delete(table).where(table.c.run_id.in_(ids)))
+            deleted = max(int(result.rowcount), 0)
+        counts[table.name] = deleted
+    return counts
+
+
+async def prune_debug_logs_batch(conn: AsyncConnection, cutoff: datetime, batch_size: int) -> int:
+    """Delete up to ``batch_size`` debug log rows older than ``cutoff``, of any run."""
+    pick = sa.select(LOGS.c.id).where(LOGS.c.created_at < cutoff).order_by(LOGS.c.id)
+    result = await conn.execute(sa.delete(LOGS).where(LOGS.c.id.in_(pick.limit(batch_size))))
+    return max(int(result.rowcount), 0)
+
+
+async def count_prunable(
+    conn: AsyncConnection, cutoff: datetime | None, log_cutoff: datetime | None, now: datetime
+) -> dict[str, int]:
+    """What ``prune`` would delete now, per table (dry run)."""
+    counts = dict.fromkeys(PRUNE_TABLES, 0)
+    runs = sa.select(RUNS.c.id).where(_prunable(cutoff, now)) if cutoff is not None else None
+    if runs is not None:
+        for table in (RUNS, NODES, STATS, COMPLETIONS):
+            column = table.c.id if table is RUNS else table.c.run_id
+            counts[table.name] = await _count(conn, table, column.in_(runs))
+    log_clauses: list[sa.ColumnElement[bool]] = []
+    if runs is not None:
+        log_clauses.append(LOGS.c.run_id.in_(runs))
+    if log_cutoff is not None:
+        log_clauses.append(LOGS.c.created_at < log_cutoff)
+    if log_clauses:
+        counts[LOGS.name] = await _count(conn, LOGS, sa.or_(*log_clauses))
+    return counts
+
+
+async def _count(conn: AsyncConnection, table: sa.Table, where: sa.ColumnElement[bool]) -> int:
+    query = sa.select(sa.func.count()).select_from(table).where(where)
+    return int((await conn.execute(query)).scalar_one())

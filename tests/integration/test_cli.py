@@ -1,0 +1,140 @@
+"""``baton-nb`` commands end to end in a temp dir, with no API keys and no network."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb.cli import main
+from baton_nb.reports import CSV_COLUMNS
+
+KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+            "OPENROUTER_API_KEY", "TOGETHER_API_KEY", "GROQ_API_KEY")  # fmt: skip
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cwd, no API keys, no BATON_NB_DB."""
+    for var in (*KEY_VARS, "BATON_NB_DB"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+DEMO_DB = "sqlite:///baton_demo.db"
+
+
+def run_ids(capsys: pytest.CaptureFixture[str], *extra: str) -> list[str]:
+    capsys.readouterr()
+    assert main(["runs", "--json", *extra]) == 0
+    return [r["id"] for r in json.loads(capsys.readouterr().out)]
+
+
+def test_demo_then_every_command(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    csv_path = workdir / "baton_demo_costs.csv"
+    assert (workdir / "baton_demo.db").exists() and csv_path.exists()
+    assert f"written to {csv_path}" in out
+    assert "fan-out 'answer', models side by side" in out
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 12  # 3 runs x (3 models + synthesis)
+
+    # runs: table and JSON; --db before or after the command
+    assert main(["runs", "--db", DEMO_DB]) == 0
+    table = capsys.readouterr().out
+    assert table.count("baton-demo") == 3 and "completed" in table
+    ids = run_ids(capsys, "--db", DEMO_DB)
+    assert len(ids) == 3
+    assert main(["--db", DEMO_DB, "runs", "--workflow", "nope"]) == 0
+    assert "no runs" in capsys.readouterr().out
+
+    # show: the DAG with states and cost
+    assert main(["show", ids[0], "--db", DEMO_DB]) == 0
+    shown = capsys.readouterr().out
+    assert "answer[mock/claude-haiku-4-5]" in shown and "synthesis" in shown
+    assert "completed" in shown and "cost $" in shown
+
+    # report: table, CSV of two runs, JSON
+    assert main(["report", "--db", DEMO_DB]) == 0
+    assert "Cost: $" in capsys.readouterr().out
+    assert main(["report", ids[0], ids[1], "--csv", "two.csv", "--db", DEMO_DB]) == 0
+    assert "wrote 8 rows" in capsys.readouterr().out
+    two = list(csv.DictReader(io.StringIO((workdir / "two.csv").read_text(encoding="utf-8"))))
+    assert {r["run_id"] for r in two} == {ids[0], ids[1]}
+    assert main(["report", "--json", "--since", "1h", "--db", DEMO_DB]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["complete"] and len(data["rows"]) == 12
+    assert sum(float(r["cost_usd"]) for r in data["rows"]) == pytest.approx(
+        float(data["total_cost_usd"])
+    )
+    assert main(["report", "--by", "model", "--db", DEMO_DB]) == 0
+    assert "mock/gemini-2.5-flash" in capsys.readouterr().out
+
+    # prune: recent runs stay; a dry run with a zero age counts them all
+    assert main(["prune", "--older-than", "7d", "--db", DEMO_DB]) == 0
+    assert "deleted 0 runs" in capsys.readouterr().out
+    argv = ["prune", "--older-than", "0s", "--debug-logs-older-than", "0s", "--dry-run"]
+    assert main([*argv, "--db", DEMO_DB]) == 0
+    assert "would delete 3 runs" in capsys.readouterr().out
+    assert len(run_ids(capsys, "--db", DEMO_DB)) == 3
+    assert main(["prune", "--older-than", "0s", "--db", DEMO_DB]) == 0
+    assert "deleted 3 runs" in capsys.readouterr().out
+    assert run_ids(capsys, "--db", DEMO_DB) == []
+
+
+def test_unknown_run_id_exits_1(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "no-such-run"]) == 1
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+    assert main(["report", "no-such-run"]) == 1
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+
+
+def test_env_db_and_failed_run(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{workdir / 'env.db'}"
+    monkeypatch.setenv("BATON_NB_DB", db)
+    wf = bn.Workflow("breaks")
+
+    @wf.step(max_attempts=1)
+    async def boom(ctx: bn.Context) -> None:
+        raise ValueError("no good")
+
+    @wf.step(deps=["boom"])
+    async def after(ctx: bn.Context) -> None:
+        return None
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert run.status == "failed"
+    assert main(["show", run.id]) == 1  # BATON_NB_DB picked up; failed run -> 1
+    out = capsys.readouterr().out
+    assert "discarded" in out and "cancelled" in out and "ValueError: no good" in out
+    assert run_ids(capsys, "--status", "failed") == [run.id]
+    assert main(["report", run.id]) == 0
+    assert "no LLM calls" in capsys.readouterr().out
+
+
+def test_console_script_and_module(workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and k != "BATON_NB_DB"}
+    script = Path(sys.executable).with_name("baton-nb")
+    done = subprocess.run(
+        [str(script), "demo", "--prompts", "1", "--csv", "one.csv"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "one.csv").exists() and "cost CSV" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "baton_nb.cli", "prune", "--older-than", "soon"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr

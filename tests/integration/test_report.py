@@ -1,0 +1,201 @@
+"""Cost reports of real runs (mock provider) on SQLite and Postgres: CSV sums against
+``run.cost`` with fan-out, retries, replays and unknown prices; reports across runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import baton_nb as bn
+from baton_nb._errors import ConfigurationError
+from baton_nb.store import Store, WorkflowRun
+
+pytestmark = pytest.mark.anyio
+
+A, B, C = "mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.5-flash"
+UNPRICED = "mock/no-such-model-for-reports"
+
+
+def build(db: str, name: str) -> bn.Workflow:
+    """Fan-out over 3 models (C fails, its retry replays its paid call; quorum 2), a flaky
+    step whose retry replays, a call without a known price, and a synthesis."""
+    wf = bn.Workflow(name, db=db)
+
+    @wf.step(models=[A, B, C], quorum=2, max_attempts=2, backoff=lambda a: 0)
+    async def answer(ctx: bn.Context) -> str:
+        completion = await ctx.complete(prompt="what is a DAG?")
+        if ctx.model == C:
+            raise RuntimeError("model C is down")
+        return completion.text
+
+    @wf.step(deps=["answer"], max_attempts=2, backoff=lambda a: 0)
+    async def flaky(ctx: bn.Context) -> str:
+        completion = await ctx.complete(model=A, prompt="flaky call")
+        if ctx.attempt == 1:
+            raise RuntimeError("flaky")
+        return completion.text
+
+    @wf.step(deps=["answer"])
+    async def unpriced(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=UNPRICED, prompt="no price")).text
+
+    @wf.step(deps=["answer", "flaky", "unpriced"])
+    async def merge(ctx: bn.Context) -> str:
+        return (await ctx.synthesize(ctx.results["answer"], model=A)).text
+
+    return wf
+
+
+def parse_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A record without latency (float sums may differ in the last digit between SQL and Python)."""
+    return tuple(
+        v.normalize() if isinstance(v, Decimal) else v
+        for k, v in record.items()
+        if k != "latency_ms"
+    )
+
+
+@pytest.mark.filterwarnings("ignore::baton_nb.pricing.UnknownPriceWarning")
+async def test_csv_sums_match_run_cost(db_url: str, unique: str) -> None:
+    run = await build(db_url, f"report-{unique}").run(display=False)
+    assert run.status == "completed", run.steps
+    loaded = await bn.Run.load(run.id, db=db_url)
+    report = run.report()
+    rows = parse_csv(report.to_csv())
+    by_step = {r["step"]: r for r in rows}
+    assert set(by_step) == {
+        f"answer[{A}]",
+        f"answer[{B}]",
+        f"answer[{C}]",
+        "flaky",
+        "unpriced",
+        "merge",
+    }
+    assert all(r["run_id"] == run.id and r["workflow"] == f"report-{unique}" for r in rows)
+    # retries answered from the store: counted apart, not paid twice
+    assert (by_step["flaky"]["calls"], by_step["flaky"]["replayed_calls"]) == ("1", "1")
+    assert (by_step[f"answer[{C}]"]["calls"], by_step[f"answer[{C}]"]["replayed_calls"]) == (
+        "1",
+        "1",
+    )
+    # unknown price: empty, not 0; the report says it is incomplete
+    assert by_step["unpriced"]["cost_usd"] == "" and by_step["unpriced"]["model"] == UNPRICED
+    assert not report.complete and report.unpriced_calls == 1
+    priced = sum(Decimal(r["cost_usd"]) for r in rows if r["cost_usd"])
+    assert priced == report.total == run.cost == loaded.cost > 0
+    assert sum(int(r["output_tokens"]) for r in rows) == run.tokens.output_tokens
+    assert sum(int(r["calls"]) for r in rows) == sum(1 for c in run.calls if not c.replayed)
+    # the same report read back with SQL aggregation
+    stored = await bn.report(db_url, run_ids=[run.id])
+    assert [key(r) for r in stored.to_records()] == [key(r) for r in report.to_records()]
+    assert stored.total == run.cost and not stored.complete
+    comparison = stored.fanout()["answer"]
+    assert list(comparison) == [A, B, C]
+    assert (comparison[C].failed, comparison[C].retries) == (1, 1)
+    assert comparison[C].errors == ["RuntimeError: model C is down"]
+    assert comparison[A].failed == 0 and comparison[A].cost is not None
+
+
+async def test_resume_replays_paid_calls_and_reports_them_once(db_url: str, unique: str) -> None:
+    fail = {"on": True}
+    wf = bn.Workflow(f"resume-report-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        completion = await ctx.complete(model=A, prompt="paid once")
+        if fail["on"]:
+            raise RuntimeError("crash after the call")
+        return completion.text
+
+    first = await wf.run(display=False)
+    assert first.status == "failed"
+    paid = first.cost
+    fail["on"] = False
+    resumed = await wf.run(run_id=first.id, display=False)
+    assert resumed.status == "completed"
+    report = await bn.report(db_url, run_ids=[first.id])
+    (row,) = report.rows
+    assert (row.calls, row.replayed_calls) == (1, 1)
+    assert report.total == paid == (await bn.Run.load(first.id, db=db_url)).cost
+
+
+async def _backdate(db: str, run_id: str, days: int) -> None:
+    table = WorkflowRun.__table__  # type: ignore[attr-defined]
+    async with await Store.open(db) as store, store.engine.begin() as conn:
+        row = (await conn.execute(sa.select(table).where(table.c.id == run_id))).mappings().one()
+        shift = timedelta(days=days)
+        await conn.execute(
+            sa.update(table)
+            .where(table.c.id == run_id)
+            .values(
+                created_at=row["created_at"] - shift,
+                started_at=row["started_at"] - shift,
+                finished_at=row["finished_at"] - shift,
+            )
+        )
+
+
+def simple(db: str, name: str) -> bn.Workflow:
+    wf = bn.Workflow(name, db=db)
+
+    @wf.step(models=[A, B])
+    async def answer(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt=f"hi from {ctx.params.get('n')}")).text
+
+    return wf
+
+
+async def test_reports_and_listings_across_runs(db_url: str, unique: str) -> None:
+    wf_a, wf_b = simple(db_url, f"a-{unique}"), simple(db_url, f"b-{unique}")
+    runs_a = [await wf_a.run(params={"n": n}, display=False) for n in range(3)]
+    run_b = await wf_b.run(display=False)
+    await _backdate(db_url, runs_a[0].id, days=10)
+
+    everything = await bn.report(db_url, workflow=f"a-{unique}")
+    assert everything.run_ids == [r.id for r in runs_a]  # oldest first
+    assert everything.total == sum((r.cost for r in runs_a), Decimal(0))
+    assert everything.calls == 6 and everything.complete
+    recent = await bn.report(db_url, workflow=f"a-{unique}", since="7d")
+    assert recent.run_ids == [runs_a[1].id, runs_a[2].id]
+    old = await bn.report(db_url, workflow=f"a-{unique}", until=timedelta(days=7))
+    assert old.run_ids == [runs_a[0].id]
+    only_b = await bn.report(db_url, run_ids=[run_b.id])
+    assert only_b.run_ids == [run_b.id] and only_b.total == run_b.cost
+    both = await bn.report(db_url, run_ids=[run_b.id, runs_a[2].id])
+    assert set(both.by_run()) == {run_b.id, runs_a[2].id}
+    with pytest.raises(bn.RunNotFound, match=f"nope-{unique}"):
+        await bn.report(db_url, run_ids=[run_b.id, f"nope-{unique}"])
+
+    listed = await bn.runs(db_url, workflow=f"a-{unique}")
+    assert [r.id for r in listed] == [r.id for r in reversed(runs_a)]  # newest first
+    for summary in listed:
+        run = next(r for r in runs_a if r.id == summary.id)
+        assert summary.cost == run.cost and summary.cost_complete
+        assert (summary.steps, summary.steps_completed, summary.calls) == (2, 2, 2)
+        assert summary.status == "completed" and summary.duration is not None
+        assert summary.tokens == run.tokens.total_tokens
+    assert [r.id for r in await bn.runs(db_url, workflow=f"a-{unique}", limit=1)] == [runs_a[2].id]
+    assert len(await bn.runs(db_url, workflow=f"a-{unique}", since="7d")) == 2
+    assert await bn.runs(db_url, workflow=f"a-{unique}", status="failed") == []
+    assert "completed" in str(listed) and "<table>" in listed._repr_html_()  # type: ignore[attr-defined]
+    assert listed[0].to_dict()["cost_usd"] == bn.reports.fmt_money(runs_a[2].cost)
+    with pytest.raises(ConfigurationError, match="unknown status"):
+        await bn.runs(db_url, status="done")
+    with pytest.raises(ConfigurationError, match="limit"):
+        await bn.runs(db_url, limit=-1)
+
+
+async def test_empty_database_reports_nothing(sqlite_url: str) -> None:
+    report = await bn.report(sqlite_url)
+    assert report.rows == [] and report.total == 0
+    assert await bn.runs(sqlite_url) == []
