@@ -11,15 +11,104 @@ sockets inside the right loop.
 from __future__ import annotations
 
 import asyncio
+import operator
+import ssl
+import threading
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 import httpx
 
 __all__ = ["aclose", "get_client", "loop_key"]
 
-_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+# httpcore's pool does O(connections^2) bookkeeping (plus one readiness syscall per idle
+# connection) each time a request starts or ends; at 50+ requests in flight that costs more
+# than the HTTP itself. The one shared client therefore spreads its connections over small
+# pools: a request goes to an idle pool, and a new pool is opened only when all are busy
+# (so sequential calls reuse a single connection, and 50 in flight use ~50 tiny pools).
+_MAX_SHARDS = 64
+_SHARD_LIMITS = httpx.Limits(max_connections=250, max_keepalive_connections=32, keepalive_expiry=30)
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def _create_ssl_context() -> ssl.SSLContext:
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
+
+
+async def _shared_ssl_context() -> ssl.SSLContext:
+    """One verified SSL context per process (loading CA certificates is slow: off the loop)."""
+    if _ssl_context is not None:
+        return _ssl_context
+    return await anyio.to_thread.run_sync(_create_ssl_context)
+
+
+class _Shard:
+    __slots__ = ("active", "transport")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.transport = httpx.AsyncHTTPTransport(verify=context, limits=_SHARD_LIMITS)
+        self.active = 0
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    """A response body that gives its shard's slot back when closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, shard: _Shard) -> None:
+        self._stream = stream
+        self._shard: _Shard | None = shard
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._shard is not None:
+                self._shard.active -= 1
+                self._shard = None
+
+
+class _ShardedTransport(httpx.AsyncBaseTransport):
+    """Ordinary httpx transports, opened on demand; each request goes to the least busy."""
+
+    def __init__(self, context: ssl.SSLContext, max_shards: int = _MAX_SHARDS) -> None:
+        self._context = context
+        self._max_shards = max_shards
+        self._shards = [_Shard(context)]
+
+    def _pick(self) -> _Shard:
+        shard = min(self._shards, key=_ACTIVE)
+        if shard.active and len(self._shards) < self._max_shards:
+            shard = _Shard(self._context)
+            self._shards.append(shard)
+        return shard
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        shard = self._pick()
+        shard.active += 1
+        try:
+            response = await shard.transport.handle_async_request(request)
+        except BaseException:
+            shard.active -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _CountedStream(response.stream, shard)
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.transport.aclose()
+
+
+_ACTIVE = operator.attrgetter("active")
 
 
 class _LoopClient:
@@ -51,9 +140,9 @@ async def _keeper(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
         await client.aclose()
 
 
-def _new_client() -> httpx.AsyncClient:
+def _new_client(context: ssl.SSLContext) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        limits=_POOL,
+        transport=_ShardedTransport(context),
         timeout=httpx.Timeout(60.0),
         follow_redirects=False,
         headers={"user-agent": "baton-nb"},
@@ -66,7 +155,11 @@ async def get_client() -> httpx.AsyncClient:
     entry = _clients.get(key)
     if entry is not None and not entry.client.is_closed:
         return entry.client
-    client = _new_client()
+    client = _new_client(await _shared_ssl_context())
+    entry = _clients.get(key)  # another task may have made one while we waited
+    if entry is not None and not entry.client.is_closed:
+        await client.aclose()
+        return entry.client
     keeper: AsyncGenerator[None, None] | None = None
     if key is not _OTHER:
         keeper = _keeper(client)

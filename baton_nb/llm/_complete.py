@@ -14,7 +14,7 @@ from ._gemini import GeminiAdapter
 from ._limits import Permit, acquire, limit_for
 from ._mock import mock_complete
 from ._openai import OpenAIAdapter
-from ._redact import redact_json
+from ._redact import scrubber
 from ._retry import with_retries
 from ._tokens import aestimate_tokens, aload_encoder
 from ._transport import send
@@ -98,13 +98,14 @@ async def complete(request: LLMRequest) -> Completion:
         cache_write_ttl=parsed.cache_write_ttl,
     )
     logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
+    scrub = scrubber()
     return Completion(
-        text=parsed.text,
+        text=scrub.keys(parsed.text),
         model=request.model,
         provider=endpoint.name,
         usage=usage,
         cost=cost,
         latency_ms=latency_ms,
-        raw=redact_json(parsed.raw),
+        raw=scrub.json(parsed.raw),
         estimated=estimated,
     )

@@ -2,63 +2,113 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Any
 
 from ._config import known_secrets
 
-__all__ = ["REDACTED", "redact", "redact_json"]
+__all__ = ["REDACTED", "Scrubber", "redact", "redact_json", "redact_keys", "scrubber"]
 
 REDACTED = "[REDACTED]"
 
 # Shapes that are secrets whatever their value: auth headers, bearer tokens,
-# key= query parameters and the usual key prefixes.
-_PATTERNS = (
-    re.compile(
-        r"(?i)((?:authorization|x-api-key|x-goog-api-key|api-key)\"?'?\s*[:=]\s*\"?'?)"
-        r"(?:bearer\s+)?[^\s\"',;&}]+"
-    ),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}"),
-    re.compile(r"(?i)([?&](?:key|api_key|apikey|access_token)=)[^&\s\"'#]+"),
-    re.compile(r"()\b(?:sk|rk|pk)-(?:[A-Za-z0-9_-]+-)?[A-Za-z0-9_-]{16,}"),
-    re.compile(r"()\bAIza[0-9A-Za-z_-]{30,}"),
+# key= query parameters and the usual key prefixes. Group 1 is what is kept.
+_SHAPES = (
+    r"((?:authorization|x-api-key|x-goog-api-key|api-key)[\"']?\s*[:=]\s*[\"']?)"
+    r"(?:bearer\s+)?[^\s\"',;&}]+",
+    r"(bearer\s+)[a-z0-9._~+/=-]{4,}",
+    r"([?&](?:key|api_key|apikey|access_token)=)[^&\s\"'#]+",
+    r"()\b(?:sk|rk|pk)-(?:[a-z0-9_-]+-)?[a-z0-9_-]{16,}",
+    r"()\bAIza[0-9a-z_-]{30,}",
+)
+_PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SHAPES)
+# Every shape contains one of these (lower-cased): a cheap test before any regex runs.
+_TRIGGERS = (
+    "authorization",
+    "api-key",
+    "bearer",
+    "key=",
+    "access_token=",
+    "sk-",
+    "rk-",
+    "pk-",
+    "aiza",
 )
 
 
-@lru_cache(maxsize=8)
-def _secrets_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
-    if not secrets:
-        return None
-    ordered = sorted(secrets, key=len, reverse=True)
-    return re.compile("|".join(re.escape(s) for s in ordered))
+def _has_shape(text: str) -> bool:
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
 
 
-def _apply(text: str, secrets: re.Pattern[str] | None) -> str:
-    if not text:
+def _keep_prefix(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED
+
+
+class Scrubber:
+    """Redaction for one set of known secrets (compiled once, reused per call)."""
+
+    def __init__(self, secrets: frozenset[str]) -> None:
+        ordered = sorted(secrets, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def keys(self, text: str) -> str:
+        """Only the known key values replaced (for model output, where an ``api_key=...``
+        in a code sample is content, not a secret)."""
+        if self._secrets is None or not text:
+            return text
+        return self._secrets.sub(REDACTED, text)
+
+    def text(self, text: str) -> str:
+        """Known key values and every secret-shaped token replaced."""
+        text = self.keys(text)
+        if not text or not _has_shape(text):
+            return text
+        for shape in _PATTERNS:
+            text = shape.sub(_keep_prefix, text)
         return text
-    if secrets is not None:
-        text = secrets.sub(REDACTED, text)
-    for shape in _PATTERNS:
-        text = shape.sub(lambda m: m.group(1) + REDACTED, text)
-    return text
+
+    def json(self, value: Any) -> Any:
+        """A JSON value with :meth:`text` applied to every string (keys too); returned as
+        is when nothing in it needs redacting (the common case), else a copy."""
+        flat = json.dumps(value, ensure_ascii=False, default=str)
+        has_secret = self._secrets is not None and self._secrets.search(flat) is not None
+        if not has_secret and not _has_shape(flat):
+            return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self._walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._walk(v) for v in value]
+        return value
+
+
+@lru_cache(maxsize=8)
+def _scrubber(secrets: frozenset[str]) -> Scrubber:
+    return Scrubber(secrets)
+
+
+def scrubber() -> Scrubber:
+    """The scrubber for the keys configured or present in the environment right now."""
+    return _scrubber(frozenset(known_secrets()))
 
 
 def redact(text: str) -> str:
     """``text`` with every configured key value and auth-looking token replaced."""
-    return _apply(text, _secrets_pattern(frozenset(known_secrets())))
+    return scrubber().text(text)
 
 
-def _walk(value: Any, secrets: re.Pattern[str] | None) -> Any:
-    if isinstance(value, str):
-        return _apply(value, secrets)
-    if isinstance(value, dict):
-        return {_apply(str(k), secrets): _walk(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_walk(v, secrets) for v in value]
-    return value
+def redact_keys(text: str) -> str:
+    """``text`` with only the configured key values replaced."""
+    return scrubber().keys(text)
 
 
 def redact_json(value: Any) -> Any:
-    """A copy of a JSON value with :func:`redact` applied to every string (keys too)."""
-    return _walk(value, _secrets_pattern(frozenset(known_secrets())))
+    """A JSON value with :func:`redact` applied to every string."""
+    return scrubber().json(value)

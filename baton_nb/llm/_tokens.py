@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio.to_thread
 
-__all__ = ["aload_encoder", "estimate_tokens", "message_text"]
+__all__ = ["aestimate_tokens", "aload_encoder", "estimate_tokens", "message_text"]
 
 logger = logging.getLogger("baton_nb.llm")
 

@@ -1,0 +1,83 @@
+"""The offline mock provider."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from baton_nb.llm import LLMRequest, complete, configure, estimate_tokens, reset_configuration
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def fast_mock() -> Iterator[None]:
+    reset_configuration()
+    configure(providers={"mock": {"latency": 0.0}})
+    yield
+    reset_configuration()
+
+
+def _req(model: str, text: str = "Why is the sky blue?", **kw: object) -> LLMRequest:
+    return LLMRequest(model, ({"role": "user", "content": text},), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_mock_is_deterministic_and_model_flavoured() -> None:
+    a1 = await complete(_req("mock/gpt-4o-mini"))
+    a2 = await complete(_req("mock/gpt-4o-mini", stream=True))
+    b = await complete(_req("mock/claude-haiku-4-5"))
+    c = await complete(_req("mock/gpt-4o-mini", "Something else entirely"))
+    assert a1.text == a2.text and a1.usage == a2.usage and a1.raw == a2.raw
+    assert a1.text != b.text and a1.text != c.text
+    assert "gpt-4o-mini" in a1.text and "the sky blue" in a1.text
+    assert (a1.provider, a1.model, a1.estimated, a1.replayed) == (
+        "mock",
+        "mock/gpt-4o-mini",
+        False,
+        False,
+    )
+
+
+@pytest.mark.anyio
+async def test_mock_counts_tokens_and_is_priced_as_its_model() -> None:
+    from baton_nb.pricing import price
+
+    c = await complete(_req("mock/gpt-4o-mini"))
+    assert c.usage.input_tokens == estimate_tokens(_req("mock/x").messages)
+    assert c.usage.output_tokens == estimate_tokens(c.text)
+    assert c.cost == price("gpt-4o-mini", c.usage)
+    assert isinstance(c.cost, Decimal) and c.cost > 0
+    priced = await complete(_req("mock/whatever", price_as="anthropic/claude-haiku-4-5"))
+    assert priced.cost == price("anthropic/claude-haiku-4-5", priced.usage)
+
+
+@pytest.mark.anyio
+async def test_mock_respects_max_tokens() -> None:
+    c = await complete(_req("mock/gpt-4o-mini", max_tokens=5))
+    assert 0 < c.usage.output_tokens <= 5
+
+
+@pytest.mark.anyio
+async def test_mock_latency_is_configurable() -> None:
+    configure(providers={"mock": {"latency": 0.1}})
+    await complete(_req("mock/gpt-4o-mini"))  # warm the tokenizer
+    start = time.perf_counter()
+    c = await complete(_req("mock/gpt-4o-mini"))
+    assert time.perf_counter() - start >= 0.09
+    assert c.latency_ms >= 90
+
+
+@pytest.mark.anyio
+async def test_unknown_mock_model_costs_none_with_a_warning() -> None:
+    from baton_nb.pricing import UnknownPriceWarning
+
+    with pytest.warns(UnknownPriceWarning):
+        c = await complete(_req("mock/no-such-model-xyz"))
+    assert c.cost is None
