@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from baton_nb.llm import reset_configuration
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SKIP = "<!-- skip -->"
@@ -66,6 +68,13 @@ async def test_samples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     for var in KEY_VARS:
         monkeypatch.delenv(var, raising=False)
     namespace: dict[str, object] = {"__name__": "__docs__"}
+    try:
+        await _run_samples(page, namespace)
+    finally:
+        reset_configuration()  # a page's bn.configure(...) must not leak into other tests
+
+
+async def _run_samples(page: Path, namespace: dict[str, object]) -> None:
     for line, code in samples(page):
         where = f"docs/{page.name}, block at line {line}"
         try:
