@@ -31,6 +31,7 @@ from ._prune import PruneResult, prune
 from ._query import report, runs
 from ._run import CallRecord, Run, StepInfo
 from ._usage import Usage
+from ._watch import watch
 from .events import (
     CallFinished,
     EventsDropped,
@@ -44,6 +45,7 @@ from .runtime import Context
 
 if TYPE_CHECKING:
     from .llm import Completion, Limit
+    from .widget import DagWidget
 
 __version__ = "0.1.0"
 
@@ -56,6 +58,7 @@ __all__ = [
     "Context",
     "CostReport",
     "CycleError",
+    "DagWidget",
     "Discard",
     "EventsDropped",
     "Limit",
@@ -84,6 +87,7 @@ __all__ = [
     "runs",
     "topic_all",
     "topic_workflow",
+    "watch",
 ]
 
 # The LLM layer (httpx, tiktoken) and pricing load on first use: `import baton_nb` stays fast.
@@ -92,6 +96,7 @@ _LAZY = {
     "Limit": ("baton_nb.llm", "Limit"),
     "configure": ("baton_nb.llm", "configure"),
     "price": ("baton_nb.pricing", "price"),
+    "DagWidget": ("baton_nb.widget", "DagWidget"),  # ipywidgets: loaded on first use
 }
 
 

@@ -25,7 +25,7 @@ import baton_nb as bn
 from baton_nb.llm import configure, reset_configuration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fakes.provider_server import RemoteFakeProvider  # noqa: E402
+from tests.fakes.provider_server import RemoteFakeProvider
 
 
 class FakeServerProcess:
@@ -88,7 +88,10 @@ async def floor(base_url: str, calls: int, in_flight: int) -> float:
                 response = await client.post(
                     f"{base_url}/v1/chat/completions",
                     headers={"Authorization": "Bearer x"},
-                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": str(i)}]},
+                    json={
+                        "model": "gpt-4o-mini",
+                        "messages": [{"role": "user", "content": str(i)}],
+                    },
                 )
                 response.raise_for_status()
 

@@ -146,7 +146,8 @@ class Store:
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id))).mappings().first()
+            result = await conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id))
+            row = result.mappings().first()
             return dict(row) if row else None
 
     async def get_nodes(self, run_id: str) -> list[dict[str, Any]]:

@@ -1,37 +1,51 @@
-"""Live progress of runs: the DAG widget in a kernel, a text line in a terminal."""
+"""Live progress of runs: the DAG widget in a kernel, a progress line in a terminal."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from .._errors import ConfigurationError
 from .._run import Run
+from ._dag import DagWidget, in_kernel
 from ._progress import TextProgress
 
-__all__ = ["TextProgress", "attach", "in_kernel"]
+__all__ = ["Attached", "DagWidget", "TextProgress", "attach", "in_kernel"]
 
 
-def in_kernel() -> bool:
-    """True inside a Jupyter kernel (IPython with a kernel attached)."""
-    ipython_module = sys.modules.get("IPython")
-    if ipython_module is None:
-        return False
-    get_ipython = getattr(ipython_module, "get_ipython", None)
-    shell = get_ipython() if get_ipython else None
-    return shell is not None and getattr(shell, "kernel", None) is not None
+class Attached:
+    """The auto-displayed widget of one run; ``close()`` leaves its final snapshot behind."""
+
+    def __init__(self, widget: DagWidget) -> None:
+        self.widget = widget
+
+    def close(self) -> None:
+        self.widget.finish()
+        self.widget.close()  # the output now holds the snapshot; free the kernel-side model
 
 
-def attach(run: Run, display: bool | str | None) -> Any:
-    """Show progress for ``run``; returns something with ``close()``, or None."""
-    if display not in (None, True, False, "text", "widget"):
+def attach(run: Run, display: bool | str | None) -> Attached | TextProgress | None:
+    """Show progress for ``run``; returns something with ``close()``, or None.
+
+    ``display``: None (auto: the widget in a kernel, a text line when stderr is a terminal,
+    nothing otherwise), True or "widget" (the widget; a text line outside a kernel), "text",
+    or False.
+    """
+    if not (display is None or isinstance(display, bool) or display in ("text", "widget")):
         raise ConfigurationError(
             f"display must be None (auto), True, False, 'text' or 'widget'; got {display!r}"
         )
     if display is False:
         return None
-    if display == "text" or (display is None and not in_kernel()):
+    if display == "text" or not in_kernel():
         if display is None and not sys.stderr.isatty():
             return None
         return TextProgress(run)
-    return TextProgress(run)  # the DAG widget arrives with issue 5
+    return _show_widget(run)
+
+
+def _show_widget(run: Run) -> Attached:
+    from IPython.display import display
+
+    widget = DagWidget(run)
+    display(widget)  # type: ignore[no-untyped-call]
+    return Attached(widget)

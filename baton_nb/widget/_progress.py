@@ -1,60 +1,86 @@
-"""Text progress for runs outside a kernel: one line, redrawn in place, throttled."""
+"""Progress outside a kernel: one tqdm line on stderr, refreshed at most 10 times a second.
+
+``[ingest]  45%|████▌     | 18/40 steps [00:03]  2 running · 1 failed · 1.2k tok · $0.0123``
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from .._run import TERMINAL_STATES, Run
-from ..events import add_listener, topic_workflow
+from ..events import WorkflowFinished, add_listener, topic_workflow
+from ._throttle import Throttle
 
 __all__ = ["TextProgress"]
 
+_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} steps [{elapsed}]  {postfix}"
+
+
+def _tokens(n: int) -> str:
+    if n < 1000:
+        return str(n)
+    return f"{n / 1000:.1f}k" if n < 1_000_000 else f"{n / 1_000_000:.1f}M"
+
 
 class TextProgress:
-    """``[ingest] 12/40 steps  2 running  1 failed  $0.0123  3.2s`` on stderr."""
+    """A terminal progress bar for one run (``display="text"``, or auto outside a kernel)."""
 
-    min_interval = 0.1
-
-    def __init__(self, run: Run, stream: TextIO | None = None) -> None:
+    def __init__(self, run: Run, stream: TextIO | None = None, interval: float = 0.1) -> None:
         self.run = run
-        self.stream = stream or sys.stderr
-        self.started = time.monotonic()
-        self._last = 0.0
+        self.bar = tqdm(
+            total=self._count()[1],
+            desc=f"[{run.workflow}]",
+            unit="step",
+            file=stream or sys.stderr,
+            bar_format=_FORMAT,
+            dynamic_ncols=True,
+            mininterval=0,
+            leave=True,
+        )
+        self._throttle = Throttle(self.refresh, interval)
         self._remove = add_listener(topic_workflow(run.id), self._on_event)
-        self._render(force=True)
+        self._closed = False
+        self.refresh()
 
-    def line(self) -> str:
+    def postfix(self) -> str:
         steps = [s for s in self.run.steps.values() if s.kind != "group"]
-        done = sum(1 for s in steps if s.state in TERMINAL_STATES)
         running = sum(1 for s in steps if s.state == "executing")
         failed = sum(1 for s in steps if s.state in ("discarded", "cancelled"))
-        elapsed = time.monotonic() - self.started
-        parts = [f"[{self.run.workflow}] {done}/{len(steps)} steps"]
+        parts = []
         if running:
             parts.append(f"{running} running")
         if failed:
             parts.append(f"{failed} failed")
+        parts.append(f"{_tokens(self.run.tokens.total_tokens)} tok")
         parts.append(f"${self.run.cost}")
-        parts.append(f"{elapsed:.1f}s")
         if self.run.done:
             parts.append(self.run.status)
-        return "  ".join(parts)
+        return " · ".join(parts)
 
-    def _on_event(self, _event: Any) -> None:
-        self._render()
+    def _count(self) -> tuple[int, int]:
+        steps = [s for s in self.run.steps.values() if s.kind != "group"]
+        return sum(1 for s in steps if s.state in TERMINAL_STATES), len(steps)
 
-    def _render(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
-        self.stream.write("\r" + self.line().ljust(78))
-        self.stream.flush()
+    def refresh(self) -> None:
+        self.bar.n, self.bar.total = self._count()
+        extra = self.postfix().replace("{", "{{").replace("}", "}}")
+        self.bar.bar_format = _FORMAT.replace("{postfix}", extra)
+        self.bar.refresh()
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, WorkflowFinished):
+            self.close()
+        else:
+            self._throttle.poke()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._remove()
-        self._render(force=True)
-        self.stream.write("\n")
-        self.stream.flush()
+        self._throttle.close()
+        self.refresh()
+        self.bar.close()

@@ -1,0 +1,264 @@
+"""``bn.DagWidget``: the live DAG of a run (anywidget; the view itself is ``dag.js``).
+
+Python only projects the run to JSON (``_state``) and ships changes, coalesced: events mark
+nodes dirty (O(1), inline in the runtime) and a throttle sends at most ~10 updates a second
+(``patch``: the nodes changed since the last full send of ``nodes``). The final state is
+always sent in full when the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anywidget
+import traitlets
+
+from .._run import Run
+from .._watch import watch
+from ..events import CallFinished, StepUpdated, WorkflowFinished, add_listener, topic_workflow
+from . import _state
+from ._snapshot import CSS, ESM, snapshot_bundle
+from ._throttle import Throttle
+
+__all__ = ["DagWidget", "in_kernel"]
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (IPython with a kernel attached)."""
+    import sys
+
+    ipython_module = sys.modules.get("IPython")
+    if ipython_module is None:
+        return False
+    get_ipython = getattr(ipython_module, "get_ipython", None)
+    shell = get_ipython() if get_ipython else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _kernel_id() -> str:
+    """This kernel's id (from its connection file name), for the Cancel button's fallback."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:
+        return ""
+    match = re.fullmatch(r"kernel-(.+)\.json", name)
+    return match.group(1) if match else ""
+
+
+class DagWidget(anywidget.AnyWidget):
+    """The live DAG of a run: ``bn.DagWidget(run)`` or ``bn.DagWidget(run_id, db=...)``.
+
+    Given a ``Run`` executing in this process, it follows the run's in-process events. Given
+    a run id, it follows the run through ``bn.watch`` (snapshot from the database, then
+    events and polling), whichever process executes it; outside an event loop it shows the
+    stored snapshot. When the run ends, displayed copies become a saved snapshot.
+    """
+
+    _esm = ESM
+    _css = CSS
+    graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    nodes = traitlets.Dict().tag(sync=True)
+    patch = traitlets.Dict().tag(sync=True)
+    header = traitlets.Dict().tag(sync=True)
+    kernel_id = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        run: Run | str,
+        db: str | None = None,
+        *,
+        interval: float = 0.1,
+        poll_interval: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.redraws = 0
+        self._run: Run | None = None
+        self._source = "live"
+        self._dirty: set[str] = set()
+        self._throttle = Throttle(self._redraw, interval)
+        self._remove: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._handles: list[Any] = []
+        self._finished = False
+        self._cancelling = False
+        self.on_msg(self._on_msg)
+        if in_kernel():
+            self.kernel_id = _kernel_id()
+        if isinstance(run, Run):
+            self._bind(run, "live")
+            if run.done:
+                self._finished = True
+            else:
+                self._remove = add_listener(topic_workflow(run.id), self._on_event)
+        elif isinstance(run, str):
+            self.header = {"id": run, "status": "loading", "source": "watch"}
+            self._follow_elsewhere(run, db, poll_interval)
+        else:
+            raise TypeError(f"DagWidget needs a bn.Run or a run id, got {type(run).__name__}")
+
+    # ── what users and tests read ─────────────────────────────────────────────
+
+    @property
+    def run(self) -> Run | None:
+        """The run shown (None until a watched run's snapshot is loaded)."""
+        return self._run
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Every node's state as the view has it (``nodes`` with ``patch`` applied)."""
+        return {**self.nodes, **self.patch}
+
+    async def wait(self) -> Run:
+        """Wait until a watched run finished (and the view got its final state)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        if self._error is not None:
+            raise self._error
+        assert self._run is not None
+        return self._run
+
+    def cancel(self) -> None:
+        """Cancel the run (what the Cancel button does); only for runs of this process."""
+        run = self._run
+        if run is None or run.done or self._source != "live":
+            return
+        self._cancelling = True
+        run.cancel()
+        self.header = self._header()  # acknowledge at once: the button shows "Cancelling…"
+
+    def finish(self) -> None:
+        """Send the final state and turn displayed copies into saved snapshots. Idempotent."""
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+        self._throttle.close()
+        if self._run is None:
+            return
+        self._full_sync()
+        self._finished = True
+        if self._handles:
+            bundle = snapshot_bundle(self._run, self._snapshot_state())
+            for handle in self._handles:
+                handle.update(bundle, raw=True)
+            self._handles.clear()
+
+    def __repr__(self) -> str:
+        run = self._run
+        if run is None:
+            return f"<DagWidget run {self.header.get('id')}: loading>"
+        return f"<DagWidget {run.workflow!r} run {run.id}: {run.status}>"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if self._finished and self._run is not None:
+            display(snapshot_bundle(self._run, self._snapshot_state()), raw=True)  # type: ignore[no-untyped-call]
+            return
+        bundle = {
+            "text/plain": repr(self),
+            WIDGET_MIME: {"version_major": 2, "version_minor": 1, "model_id": self.model_id},
+        }
+        self._handles.append(display(bundle, raw=True, display_id=True))  # type: ignore[no-untyped-call]
+
+    # ── following the run ─────────────────────────────────────────────────────
+
+    def _bind(self, run: Run, source: str) -> None:
+        self._run = run
+        self._source = source
+        self._full_sync()
+
+    def _on_event(self, event: Any) -> None:
+        """Listener: called inline by the runtime for every event, so it only marks."""
+        if isinstance(event, (StepUpdated, CallFinished)):
+            self._dirty.add(event.step_name)
+            self._throttle.poke()
+        elif isinstance(event, WorkflowFinished):
+            self.finish()
+
+    def _follow_elsewhere(self, run_id: str, db: str | None, poll_interval: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._task = loop.create_task(self._follow(run_id, db, poll_interval))
+            return
+        run = anyio.run(Run.load, run_id, db)  # no event loop here: a blocking load is fine
+        self._bind(run, "stored")
+        self._finished = run.done
+
+    async def _follow(self, run_id: str, db: str | None, poll_interval: float) -> None:
+        try:
+            async with watch(run_id, db, poll_interval=poll_interval) as live:
+                self._bind(live.run, "watch")
+                async for update in live:
+                    self._on_event(update)
+        except Exception as exc:
+            self._error = exc
+            self.header = {"id": run_id, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            return
+        self.finish()
+
+    # ── sending state ─────────────────────────────────────────────────────────
+
+    def _header(self) -> dict[str, Any]:
+        assert self._run is not None
+        return _state.header(
+            self._run,
+            cancellable=self._source == "live",
+            cancelling=self._cancelling,
+            source=self._source,
+        )
+
+    def _full_sync(self) -> None:
+        run = self._run
+        assert run is not None
+        self._dirty.clear()
+        with self.hold_sync():
+            if len(self.graph) != len(run.steps):
+                self.graph = _state.graph(run)
+            self.nodes = _state.node_states(run)
+            self.patch = {}
+            self.header = self._header()
+        self.redraws += 1
+
+    def _redraw(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        names, self._dirty = self._dirty, set()
+        if len(run.steps) != len(self.graph):
+            self._full_sync()
+            return
+        patch = {**self.patch, **_state.node_states(run, list(names))}
+        if len(patch) > max(64, len(run.steps) // 4):
+            self._full_sync()  # cheaper to resend everything than a growing patch
+            return
+        with self.hold_sync():
+            self.patch = patch
+            self.header = self._header()
+        self.redraws += 1
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        return {"graph": self.graph, "nodes": self.state(), "header": self.header}
+
+    # ── messages from the view ────────────────────────────────────────────────
+
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "cancel":
+            self.cancel()
+        elif kind == "detail" and self._run is not None:
+            name = str(content.get("id"))
+            self.send({"type": "detail", "id": name, "detail": _state.detail(self._run, name)})

@@ -1,0 +1,183 @@
+"""What the DAG view draws, as plain JSON: graph structure, per-node state, header, details.
+
+Pure functions of a ``Run``: the widget, the static snapshot and the tests share them.
+Layout, aggregation and formatting happen in the browser (``dag.js``), in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from .._run import Run, StepInfo
+
+__all__ = [
+    "ERROR_PREVIEW",
+    "detail",
+    "graph",
+    "header",
+    "node_state",
+    "node_states",
+]
+
+ERROR_PREVIEW = 300
+RESULT_LIMIT = 20_000
+CONTEXT_LIMIT = 8_000
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else round(value.timestamp(), 3)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def graph(run: Run) -> list[dict[str, Any]]:
+    """One entry per step, group and child, in a stable order (the run's)."""
+    return [
+        {
+            "id": s.name,
+            "k": s.kind,
+            "p": s.parent,
+            "d": list(s.deps),
+            "m": s.model,
+            "i": s.item_index,
+            "mx": s.max_attempts,
+        }
+        for s in run.steps.values()
+    ]
+
+
+def node_state(step: StepInfo) -> dict[str, Any]:
+    """The changing part of one node, compact (sent up to 10 times a second)."""
+    usage = step.usage
+    error = step.error
+    if error is not None and len(error) > ERROR_PREVIEW:
+        error = error[: ERROR_PREVIEW - 1] + "…"
+    return {
+        "s": step.state,
+        "a": step.attempt,
+        "t0": _ts(step.started_at),
+        "t1": _ts(step.finished_at),
+        "ti": usage.input_tokens,
+        "to": usage.output_tokens,
+        "c": _money(step.cost) if step.calls else None,
+        "u": step.unpriced_calls,
+        "n": step.calls,
+        "rp": step.replayed_calls,
+        "l": round(step.latency_ms, 1),
+        "e": error,
+        "r": step.has_result,
+    }
+
+
+def node_states(run: Run, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    steps = run.steps
+    if names is None:
+        return {name: node_state(s) for name, s in steps.items()}
+    return {name: node_state(steps[name]) for name in names if name in steps}
+
+
+def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dict[str, Any]:
+    """Run-level facts; step counts are derived from the nodes in the view."""
+    tokens = run.tokens
+    return {
+        "wf": run.workflow,
+        "id": run.id,
+        "status": run.status,
+        "t0": _ts(run.started_at or run.created_at),
+        "t1": _ts(run.finished_at) if run.done else None,
+        "now": round(time.time(), 3),
+        "cost": _money(run.cost),
+        "unpriced": run.unpriced_calls,
+        "ti": tokens.input_tokens,
+        "to": tokens.output_tokens,
+        "failed": list(run.failed_steps),
+        "cancellable": cancellable and not run.done,
+        "cancelling": cancelling or run.cancel_requested,
+        "source": source,
+    }
+
+
+def detail(run: Run, name: str) -> dict[str, Any]:
+    """Everything the side panel shows for one node: result, error, calls, captured context."""
+    step = run.steps.get(name)
+    if step is None:
+        return {"id": name, "missing": True}
+    return {
+        "id": name,
+        "worker": step.worker,
+        "error": step.error,
+        "result": _result_text(run, step),
+        "calls": _calls(run, name),
+        "context": _context(run, name),
+    }
+
+
+def _result_text(run: Run, step: StepInfo) -> str | None:
+    if step.name not in run.results:
+        return None
+    value = run.results[step.name]
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=_plain)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > RESULT_LIMIT:
+        text = text[:RESULT_LIMIT] + f"\n… ({len(text) - RESULT_LIMIT:,} more characters)"
+    return text
+
+
+def _calls(run: Run, name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "m": c.model,
+            "a": c.attempt,
+            "ti": c.usage.input_tokens,
+            "to": c.usage.output_tokens,
+            "c": _money(c.cost),
+            "l": round(c.latency_ms, 1),
+            "rp": c.replayed,
+            "est": c.estimated,
+        }
+        for c in run.calls
+        if c.step == name
+    ][:200]
+
+
+def _context(run: Run, name: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    budget = CONTEXT_LIMIT
+    for entry in run.context(name):
+        text = _context_text(entry)
+        if budget <= 0:
+            out.append({"k": "note", "a": 0, "t": "… more entries omitted"})
+            break
+        if len(text) > budget:
+            text = text[:budget] + "…"
+        budget -= len(text)
+        out.append({"k": entry.get("kind", "log"), "a": entry.get("attempt", 0), "t": text})
+    return out
+
+
+def _context_text(entry: dict[str, Any]) -> str:
+    kind = entry.get("kind")
+    message = str(entry.get("message") or "")
+    data = entry.get("data")
+    if kind == "request" and data:
+        try:
+            messages = json.loads(data).get("messages", [])
+            return "\n\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
+        except (ValueError, AttributeError):
+            return str(data)
+    if kind == "log" and data:
+        return f"{message}  {data}"
+    return message
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else str(value)
