@@ -2,9 +2,10 @@
 
 Order matters and is the point: subscribe to in-process events first, then load the
 snapshot from the database, then apply updates forward-only. Runs executing in another
-process are followed by polling the database cheaply (only rows changed since the last
-poll). Every update goes through one rule, so an update seen twice (event and poll) or
-late (a poll older than an event) changes nothing.
+process are followed by reading only the rows changed since the last read: on Postgres as
+soon as a commit notifies (LISTEN/NOTIFY), on SQLite by polling. Every update goes
+through one rule, so an update seen twice (event and poll) or late (a poll older than an
+event) changes nothing.
 
 >>> async with bn.watch(run_id, db="sqlite:///runs.db") as live:
 ...     async for update in live:
@@ -42,6 +43,9 @@ __all__ = ["RUN_TERMINAL", "LiveRun", "Update", "is_newer", "watch"]
 
 Update = StepUpdated | CallFinished | WorkflowFinished
 RUN_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# With notifications, polls are a safety net only; notified reads are coalesced to <= 10/s.
+LISTENING_POLL_FACTOR = 10
+NOTIFIED_MIN_GAP = 0.1
 _RANK = {"pending": 0, "executing": 1, "snoozed": 1, "retryable": 1}
 
 RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
@@ -99,13 +103,22 @@ class LiveRun:
         self._last_log = 0
         self._seen_logs: set[int] = set()
         self._next_poll = 0.0
+        self._last_poll = float("-inf")
         self._finished = False
+        self._listening = False
+        self._notified = False
+        self._wake: anyio.CancelScope | None = None
 
     @property
     def run(self) -> Run:
         if self._run is None:
             raise RuntimeError("use `async with bn.watch(...) as live` before reading live.run")
         return self._run
+
+    @property
+    def listening(self) -> bool:
+        """True when commits of other processes wake this watcher (Postgres LISTEN/NOTIFY)."""
+        return self._listening
 
     @property
     def finished(self) -> bool:
@@ -118,6 +131,8 @@ class LiveRun:
             self._sub = await self._stack.enter_async_context(subscribe(topic))
             self._store = await Store.open(self.db)
             self._stack.push_async_callback(self._store.close)
+            notifications = self._store.notifications(self._on_change)
+            self._listening = await self._stack.enter_async_context(notifications)
             await self._load_snapshot(self._store)
         except BaseException:
             await self._stack.aclose()
@@ -169,14 +184,29 @@ class LiveRun:
 
     # ── waiting: in-process events, polls ─────────────────────────────────────
 
+    def _on_change(self, run_id: str) -> None:
+        """A commit touched some run (Postgres NOTIFY): wake the wait if it is ours."""
+        if run_id == self.run_id:
+            self._notified = True
+            if self._wake is not None:
+                self._wake.cancel()
+
     async def _wait_for_updates(self) -> None:
         assert self._sub is not None
+        if self._notified:
+            await anyio.sleep(max(0.0, self._last_poll + NOTIFIED_MIN_GAP - time.monotonic()))
+            await self._poll()
+            return
         wait = self._next_poll - time.monotonic()
         if wait <= 0:
             await self._poll()
             return
-        with anyio.move_on_after(wait):
-            first = await self._sub.__anext__()
+        with anyio.move_on_after(wait) as wake:
+            self._wake = wake
+            try:
+                first = await self._sub.__anext__()
+            finally:
+                self._wake = None
             await self._apply_event(first)
             while (more := self._sub.get_nowait()) is not None:
                 await self._apply_event(more)
@@ -191,7 +221,10 @@ class LiveRun:
 
     async def _poll(self) -> None:
         self.polls += 1
-        self._next_poll = time.monotonic() + self.poll_interval
+        self._notified = False  # a commit during this read notifies again
+        self._last_poll = time.monotonic()
+        factor = LISTENING_POLL_FACTOR if self._listening else 1
+        self._next_poll = self._last_poll + self.poll_interval * factor
         store = self._store
         assert store is not None
         async with store.engine.connect() as conn:

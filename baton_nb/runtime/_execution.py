@@ -197,6 +197,7 @@ class Execution:
 
     def _take_batch(self) -> WriteBatch:
         batch = self._pending
+        batch.run_id = self.run.id
         batch.nodes = [n.row() for n in self._dirty.values()]
         self._dirty = {}
         self._pending = WriteBatch()

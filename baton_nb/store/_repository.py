@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,7 +32,11 @@ from ._tables import (
     WorkflowStepStat,
 )
 
-__all__ = ["NODE_FIELDS", "Store", "WriteBatch", "utcnow"]
+__all__ = ["NODE_FIELDS", "NOTIFY_CHANNEL", "Store", "WriteBatch", "utcnow"]
+
+# Postgres: each commit that changes a run notifies this channel with the run id, in the
+# same transaction, so ``bn.watch`` in other processes wakes at once (SQLite watchers poll).
+NOTIFY_CHANNEL = "baton_nb_runs"
 
 RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
 NODES = cast(sa.Table, WorkflowNode.__table__)  # type: ignore[attr-defined]
@@ -67,6 +73,7 @@ def utcnow() -> datetime:
 class WriteBatch:
     """Writes that must commit together (one transaction)."""
 
+    run_id: str | None = None  # the run the nodes belong to
     nodes: list[dict[str, Any]] = field(default_factory=list)  # id + NODE_FIELDS
     run: dict[str, Any] | None = None  # must contain "id"
     completions: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +82,15 @@ class WriteBatch:
 
     def __bool__(self) -> bool:
         return bool(self.nodes or self.run or self.completions or self.stats or self.logs)
+
+    def run_ids(self) -> set[str]:
+        """Every run these writes touch."""
+        ids = {row["run_id"] for rows in (self.completions, self.stats, self.logs) for row in rows}
+        if self.run:
+            ids.add(self.run["id"])
+        if self.run_id is not None and self.nodes:
+            ids.add(self.run_id)
+        return ids
 
 
 def _describe(exc: BaseException) -> str:
@@ -127,6 +143,7 @@ class Store:
             await conn.execute(sa.insert(RUNS), [dict(run)])
             if nodes:
                 await conn.execute(sa.insert(NODES), [dict(n) for n in nodes])
+            await self._notify(conn, {run["id"]})
 
     async def insert_nodes(self, nodes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Insert nodes of an existing run; returns step name -> node id."""
@@ -135,6 +152,7 @@ class Store:
         stmt = sa.insert(NODES).returning(NODES.c.step, NODES.c.id, sort_by_parameter_order=True)
         async with self.engine.begin() as conn:
             rows = await conn.execute(stmt, [dict(n) for n in nodes])
+            await self._notify(conn, {n["run_id"] for n in nodes})
             return {step: int(node_id) for step, node_id in rows}
 
     async def node_ids(self, run_id: str) -> dict[str, int]:
@@ -160,6 +178,31 @@ class Store:
     async def update_run(self, run_id: str, **values: Any) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(**values))
+            await self._notify(conn, {run_id})
+
+    @asynccontextmanager
+    async def notifications(self, on_change: Callable[[str], None]) -> AsyncIterator[bool]:
+        """Call ``on_change(run_id)`` after each commit that changes a run, from any process.
+
+        Postgres: LISTEN on a connection held for the block; yields True. SQLite has no
+        such channel: yields False, and the caller polls.
+        """
+        if self.dialect != "postgresql":
+            yield False
+            return
+
+        def deliver(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            on_change(payload)
+
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.add_listener(NOTIFY_CHANNEL, deliver)
+            try:
+                yield True
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await driver.remove_listener(NOTIFY_CHANNEL, deliver)
 
     # ── lease: one executor per run ───────────────────────────────────────────
 
@@ -236,6 +279,18 @@ class Store:
             await conn.execute(sa.insert(STATS), batch.stats)
         if batch.logs:
             await conn.execute(sa.insert(LOGS), batch.logs)
+        await self._notify(conn, batch.run_ids())
+
+    async def _notify(self, conn: AsyncConnection, run_ids: set[str]) -> None:
+        """Tell watchers (``notifications``) that these runs changed, at commit (Postgres)."""
+        if self.dialect != "postgresql":
+            return
+        # On the driver's connection, inside this transaction: a round trip without
+        # SQLAlchemy's statement machinery (a third of a chain step's cost otherwise).
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        for run_id in run_ids:
+            await driver.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)
 
     # ── replay, stats, logs ───────────────────────────────────────────────────
 

@@ -1,0 +1,86 @@
+"""``bn.watch`` of a run executing in another process: Postgres wakes on NOTIFY, SQLite polls."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb._errors import RunNotFound
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+CHILD = """
+import sys, anyio, baton_nb as bn
+db, run_id, name = sys.argv[1:4]
+wf = bn.Workflow(name, db=db)
+
+@wf.step()
+async def a(ctx):
+    await anyio.sleep(0.3)
+    return 1
+
+@wf.step()
+async def b(ctx, a):
+    await anyio.sleep(0.3)
+    return a + 1
+
+anyio.run(lambda: wf.run(run_id=run_id, display=False))
+"""
+
+
+async def _wait_for_run(run_id: str, db: str) -> None:
+    with anyio.fail_after(20):
+        while True:
+            try:
+                await bn.Run.load(run_id, db=db)
+                return
+            except RunNotFound:
+                await anyio.sleep(0.02)
+
+
+async def test_watch_follows_a_run_in_another_process(
+    db_url: str, tmp_path: Path, unique: str
+) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    run_id = uuid.uuid4().hex
+    child = subprocess.Popen([sys.executable, str(script), db_url, run_id, f"watched_{unique}"])
+    try:
+        await _wait_for_run(run_id, db_url)
+        # A poll interval far longer than the run: on Postgres only NOTIFY can keep it live.
+        interval = 60.0 if db_url.startswith("postgresql") else 0.05
+        seen: list[tuple[str, str]] = []
+        finished = []
+        started = time.monotonic()
+        async with bn.watch(run_id, db=db_url, poll_interval=interval) as live:
+            assert live.listening == db_url.startswith("postgresql")
+            with anyio.fail_after(30):
+                async for update in live:
+                    if isinstance(update, bn.StepUpdated):
+                        seen.append((update.step_name, update.state))
+                    elif isinstance(update, bn.WorkflowFinished):
+                        finished.append(update.outcome)
+        elapsed = time.monotonic() - started
+    finally:
+        assert child.wait(timeout=30) == 0
+
+    assert finished == ["completed"]
+    assert ("b", "executing") in seen, "live, not only the end state"
+    assert live.run.results == {"a": 1, "b": 2}
+    assert elapsed < 10, "a notified watcher must not wait for its (60 s) poll interval"
+    for step in ("a", "b"):
+        states = [state for name, state in seen if name == step]
+        assert states[-1] == "completed" and states.count("completed") == 1, seen
+        order = ["pending", "executing", "completed"]
+        assert [order.index(s) for s in states] == sorted(order.index(s) for s in states), seen
+    stored = await bn.Run.load(run_id, db=db_url)
+    assert {n: s.state for n, s in stored.steps.items()} == {
+        n: s.state for n, s in live.run.steps.items()
+    }
