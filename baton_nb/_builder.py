@@ -156,6 +156,7 @@ class Workflow:
                 raise ValueError(f"models= names unknown step {step!r}")
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+        _check_display(display)  # before execute_run writes the run row
         run = await execute_run(
             graph,
             params=params,
@@ -317,6 +318,14 @@ def _check_key(step: str, value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigurationError(f"step {step!r}: concurrency_key must be a string, got {value!r}")
     return value
+
+
+def _check_display(display: Any) -> None:
+    # Same rule and message as widget.attach (which runs only after the run row is written).
+    if not (display is None or isinstance(display, bool) or display in ("text", "widget")):
+        raise ConfigurationError(
+            f"display must be None (auto), True, False, 'text' or 'widget'; got {display!r}"
+        )
 
 
 def _check_db(db: Any) -> str | None:

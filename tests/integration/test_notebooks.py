@@ -1,0 +1,182 @@
+"""The example notebooks in notebooks/ run top to bottom in a real kernel, without errors.
+
+Each notebook is copied into ``tmp_path`` and executed there with nbclient (kernel
+``python3``), so the SQLite file and the CSVs it writes never land in the checkout; the
+default database (``BATON_NB_DB``) points into ``tmp_path`` too. Beyond "no error", each
+notebook is checked for what it is there to show.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+CSV_HEADER = (
+    "run_id,workflow,step,model,provider,calls,input_tokens,cached_input_tokens,"
+    "cache_write_tokens,output_tokens,reasoning_tokens,cost_usd,latency_ms,replayed_calls"
+)
+MODELS = ("mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.5-flash")
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run a temp copy of notebooks/<name> with ``tmp_path`` as working directory."""
+    copy = tmp_path / name
+    shutil.copyfile(NOTEBOOKS_DIR / name, copy)
+    monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")  # the kernel inherits
+    nb = nbformat.read(copy, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=60,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, copy)  # the executed copy stays in tmp_path for a look on failure
+    return nb
+
+
+def _cell(nb: Any, startswith: str) -> Any:
+    """The code cell whose source starts with ``startswith``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.lstrip().startswith(startswith):
+            return cell
+    raise AssertionError(f"no code cell starts with {startswith!r}")
+
+
+def _text(cell: Any) -> str:
+    """Everything a cell showed: streams, text/plain and text/html."""
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif "data" in out:
+            parts.append(out.data.get("text/plain", ""))
+            parts.append(out.data.get("text/html", ""))
+    return "\n".join(parts)
+
+
+def _assert_dag_shown(cell: Any, steps: list[str], status: str = "completed") -> None:
+    """The run cell shows the live widget, or the saved snapshot that replaced it at the end."""
+    shown = [out for out in cell.outputs if out.output_type == "display_data"]
+    assert shown, "`await wf.run()` displayed nothing: the widget should show by itself"
+    data = shown[0].data
+    if WIDGET_MIME in data:
+        return
+    assert f"{status}," in data.get("text/plain", ""), f"the snapshot does not say {status!r}"
+    # The part shown where scripts do not run (GitHub, nbviewer): no CSS, no dag.js.
+    static = re.sub(r"<(style|script)\b.*?</\1>", "", data.get("text/html", ""), flags=re.S)
+    for step in steps:
+        assert step in static, f"step {step!r} missing from the DAG snapshot"
+
+
+def _check_quickstart(nb: Any, tmp_path: Path) -> None:
+    _assert_dag_shown(_cell(nb, "run = await wf.run("), ["topic", "facts", "summary"])
+    assert "completed" in _text(_cell(nb, "run.status"))
+    states = _text(_cell(nb, "import pandas as pd"))
+    assert states.count("completed") >= 3
+    assert (tmp_path / "notebook_runs.db").exists()
+
+
+def _check_multi_model(nb: Any, tmp_path: Path) -> None:
+    _assert_dag_shown(_cell(nb, "run = await wf.run("), ["answers", "synthesis"])
+    answers = _text(_cell(nb, 'pd.Series(run.results["answers"]'))
+    by_model = _text(_cell(nb, "by_model = run.report().by_model()"))
+    for model in MODELS:
+        assert model in answers
+        assert model in by_model
+    assert "mock/gpt-4o" in by_model  # the synthesis call, priced on its own
+    assert re.search(r"cheapest of the three: mock/\S+ \(\$0\.\d+\)", _text(_cell(nb, "fanout =")))
+
+
+def _check_cost_report(nb: Any, tmp_path: Path) -> None:
+    assert _text(_cell(nb, "prompts = [")).count("'completed'") == 3
+    with open(tmp_path / "costs.csv", encoding="utf-8", newline="") as fh:
+        assert fh.readline().rstrip("\n") == CSV_HEADER
+    with open(tmp_path / "costs_all_runs.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len({r["run_id"] for r in rows}) == 3
+    assert len(rows) == 9  # 3 runs x (2 fan-out children + the summary)
+    assert all(re.fullmatch(r"\d+\.\d+", r["cost_usd"]) for r in rows)
+    assert "<table" in _cell(nb, "report = batch[0].report()").outputs[0].data["text/html"]
+
+
+def _check_resume(nb: Any, tmp_path: Path) -> None:
+    """Completed steps are not redone and no call is paid twice."""
+    _assert_dag_shown(_cell(nb, "run = await wf.run("), ["outline", "draft", "polish"], "failed")
+    _assert_dag_shown(_cell(nb, "fail_polish = False"), ["outline", "draft", "polish"])
+    assert "'failed', ['polish']" in _text(_cell(nb, "run.status, run.failed_steps"))
+    assert "'completed'" in _text(_cell(nb, "resumed.status"))
+    line = re.search(
+        r"paid calls before resume: (\d+), after: (\d+), replayed: (\d+)",
+        _text(_cell(nb, "assert second.calls == first.calls")),
+    )
+    assert line is not None
+    before, after, replayed = map(int, line.groups())
+    assert before == after == 4 and replayed == 1
+    # Straight from the database: every call was paid for at most once.
+    with closing(sqlite3.connect(tmp_path / "notebook_runs.db")) as con:
+        paid = con.execute(
+            "SELECT step, call_index, COUNT(*) FROM workflow_step_stats "
+            "WHERE NOT replayed GROUP BY run_id, step, call_index"
+        ).fetchall()
+        replays = con.execute("SELECT step FROM workflow_step_stats WHERE replayed").fetchall()
+    assert len(paid) == 4 and all(count == 1 for _, _, count in paid)
+    assert replays == [("polish",)]
+
+
+CHECKS = {
+    "01_quickstart.ipynb": _check_quickstart,
+    "02_multi_model.ipynb": _check_multi_model,
+    "03_cost_report.ipynb": _check_cost_report,
+    "04_resume.ipynb": _check_resume,
+}
+
+
+def test_notebooks_are_saved_clean() -> None:
+    assert [p.name for p in NOTEBOOKS if p.name in CHECKS] == list(CHECKS)
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        assert nb.cells[0].cell_type == "markdown", f"{path.name}: start with a markdown intro"
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, (
+                    f"{path.name}: save the notebook with outputs cleared"
+                )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkout_before = sorted(NOTEBOOKS_DIR.iterdir())
+    nb = _execute(path.name, tmp_path, monkeypatch)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.outputs:
+            assert out.output_type != "error", f"{cell.source!r} raised {out.ename}: {out.evalue}"
+            # Warnings inside the kernel (deprecations, unknown prices, ...) go to stderr.
+            assert not (out.output_type == "stream" and out.name == "stderr"), (
+                f"{cell.source!r} wrote to stderr: {out.text}"
+            )
+    assert sorted(NOTEBOOKS_DIR.iterdir()) == checkout_before, "the notebook wrote into notebooks/"
+    check = CHECKS.get(path.name)
+    if check is not None:
+        check(nb, tmp_path)
