@@ -23,6 +23,7 @@ from .._watch import watch
 from ..events import CallFinished, StepUpdated, WorkflowFinished, add_listener, topic_workflow
 from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
+from ._state import PENDING
 from ._throttle import Throttle
 
 __all__ = ["DagWidget", "in_kernel"]
@@ -82,6 +83,7 @@ class DagWidget(anywidget.AnyWidget):
         super().__init__()
         self.redraws = 0
         self._run: Run | None = None
+        self._states: dict[str, dict[str, Any]] = {}  # node_state of every step, as last sent
         self._source = "live"
         self._dirty: set[str] = set()
         self._throttle = Throttle(self._redraw, interval)
@@ -114,8 +116,13 @@ class DagWidget(anywidget.AnyWidget):
         return self._run
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """Every node's state as the view has it (``nodes`` with ``patch`` applied)."""
-        return {**self.nodes, **self.patch}
+        """Every node's state as the view has it (``nodes`` with ``patch`` applied).
+
+        ``nodes`` leaves out the steps still in their initial pending state (the view draws
+        a missing node as pending): they are filled in here.
+        """
+        pending = {entry["id"]: dict(PENDING) for entry in self.graph}
+        return {**pending, **self.nodes, **self.patch}
 
     async def wait(self) -> Run:
         """Wait until a watched run finished (and the view got its final state)."""
@@ -141,8 +148,8 @@ class DagWidget(anywidget.AnyWidget):
             self._remove()
             self._remove = None
         self._throttle.close()
-        if self._run is None:
-            return
+        if self._run is None or self._finished:
+            return  # nothing to send again: the final state went out with the first call
         self._full_sync()
         self._finished = True
         if self._handles:
@@ -219,14 +226,20 @@ class DagWidget(anywidget.AnyWidget):
             source=self._source,
         )
 
-    def _full_sync(self) -> None:
+    def _full_sync(self, names: set[str] | None = None) -> None:
+        """Send every node; recompute the states of ``names`` only (None: of every step)."""
         run = self._run
         assert run is not None
         self._dirty.clear()
+        if names is None or len(self._states) != len(run.steps):
+            self._states = _state.node_states(run)
+        else:
+            self._states.update(_state.node_states(run, list(names)))
         with self.hold_sync():
             if len(self.graph) != len(run.steps):
                 self.graph = _state.graph(run)
-            self.nodes = _state.node_states(run)
+            # Untouched pending steps are not sent: a new run's first send is its graph only.
+            self.nodes = {name: s for name, s in self._states.items() if s != PENDING}
             self.patch = {}
             self.header = self._header()
         self.redraws += 1
@@ -239,14 +252,32 @@ class DagWidget(anywidget.AnyWidget):
         if len(run.steps) != len(self.graph):
             self._full_sync()
             return
-        patch = {**self.patch, **_state.node_states(run, list(names))}
+        changed = _state.node_states(run, list(names))
+        self._states.update(changed)
+        patch = {**self.patch, **changed}
         if len(patch) > max(64, len(run.steps) // 4):
-            self._full_sync()  # cheaper to resend everything than a growing patch
+            self._full_sync(set())  # cheaper to resend everything than a growing patch
             return
         with self.hold_sync():
             self.patch = patch
             self.header = self._header()
         self.redraws += 1
+
+    def send_state(self, key: Any = None) -> None:
+        """Send state to the view: ipywidgets' own, minus its search for binary buffers.
+
+        Every synced trait here is plain JSON; ipywidgets would walk every node dict of
+        ``nodes`` and ``graph`` looking for bytes on each send, which costs about as much as
+        encoding them.
+        """
+        state = self.get_state(key=key)
+        if not state:
+            return
+        if self._property_lock:  # keep the echo guard current, as ipywidgets does
+            for name, value in state.items():
+                if name in self._property_lock:
+                    self._property_lock[name] = value
+        self._send({"method": "update", "state": state, "buffer_paths": []}, buffers=[])
 
     def _snapshot_state(self) -> dict[str, Any]:
         return {"graph": self.graph, "nodes": self.state(), "header": self.header}

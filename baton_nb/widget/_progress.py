@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from .._run import TERMINAL_STATES, Run
 from ..events import WorkflowFinished, add_listener, topic_workflow
+from ..reports import fmt_money
 from ._throttle import Throttle
 
 __all__ = ["TextProgress"]
@@ -55,7 +56,7 @@ class TextProgress:
         if failed:
             parts.append(f"{failed} failed")
         parts.append(f"{_tokens(self.run.tokens.total_tokens)} tok")
-        parts.append(f"${self.run.cost}")
+        parts.append(f"${fmt_money(self.run.cost)}")
         if self.run.done:
             parts.append(self.run.status)
         return " · ".join(parts)

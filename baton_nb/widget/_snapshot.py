@@ -15,7 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .._run import Run
+from .._run import CallRecord, Run
+from ..reports import fmt_money
 from ._state import detail
 
 __all__ = ["CSS", "DETAILS_BUDGET", "ESM", "fallback_html", "snapshot_bundle", "snapshot_html"]
@@ -28,20 +29,71 @@ DETAILS_BUDGET = 1_000_000  # characters of embedded details per snapshot
 
 def details(run: Run, budget: int = DETAILS_BUDGET) -> dict[str, Any]:
     """Side-panel details of every node, while they fit in ``budget`` characters."""
+    return _details(run, budget)[0]
+
+
+def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
+    """The side-panel details of every node while they fit in ``budget``, and their JSON.
+
+    Calls and log entries are grouped by step once, not scanned once per node. When all the
+    details fit (the usual case) their JSON is made in one pass; otherwise node by node,
+    until the budget is spent.
+    """
+    calls: dict[str, list[CallRecord]] = {}
+    for call in run.calls:
+        calls.setdefault(call.step, []).append(call)
+    logs: dict[str, list[dict[str, Any]]] = {}
+    for entry in run.logs:
+        logs.setdefault(entry["step"], []).append(entry)
+
+    def one(name: str) -> dict[str, Any]:
+        return detail(run, name, calls=calls.get(name, []), context=logs.get(name, []))
+
     out: dict[str, Any] = {}
+    estimate = 0
     for name in run.steps:
-        item = detail(run, name)
-        size = len(json.dumps(item, default=str))
-        if size > budget:
+        out[name] = item = one(name)
+        estimate += _size_hint(item)
+        if estimate > budget:
             break
-        budget -= size
-        out[name] = item
-    return out
+    else:
+        text = _json(out)
+        if len(text) <= budget:
+            return out, text
+    kept: dict[str, Any] = {}
+    parts: list[str] = []
+    for name in run.steps:
+        item = out[name] if name in out else one(name)
+        part = f"{_json(name)}:{_json(item)}"
+        if len(part) > budget:
+            break
+        budget -= len(part)
+        kept[name] = item
+        parts.append(part)
+    return kept, "{" + ",".join(parts) + "}"
+
+
+def _size_hint(item: dict[str, Any]) -> int:
+    """About the length of ``item``'s JSON (a lower bound, but for escapes)."""
+    size = 100 + len(item.get("result") or "") + len(item.get("error") or "")
+    size += sum(40 + len(entry["t"]) for entry in item.get("context", ()))
+    return size + 120 * len(item.get("calls", ()))
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _json(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
+def _escape_script(text: str) -> str:
+    """JSON made safe inside a <script> element: no "</" ends it, no "<!--" changes it."""
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
 def _script_json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    return _escape_script(_json(value))
 
 
 def fallback_html(state: dict[str, Any]) -> str:
@@ -72,18 +124,26 @@ def fallback_html(state: dict[str, Any]) -> str:
 
 def snapshot_html(state: dict[str, Any]) -> str:
     """The HTML of a snapshot: styles, the fallback, and the script that renders the view."""
+    return _snapshot_html(state, _script_json(state))
+
+
+def _snapshot_html(state: dict[str, Any], state_json: str) -> str:
     uid = f"bn-snap-{uuid.uuid4().hex[:12]}"
     return (
         f'<div class="bn-snapshot" id="{uid}"><style>{CSS}</style>{fallback_html(state)}</div>\n'
         f'<script type="module">\n{ESM}\n'
         f'const bnHost = document.getElementById("{uid}");\n'
-        f"if (bnHost) renderStatic(bnHost, {_script_json(state)});\n"
+        f"if (bnHost) renderStatic(bnHost, {state_json});\n"
         "</script>"
     )
 
 
 def snapshot_bundle(run: Run, state: dict[str, Any]) -> dict[str, str]:
     """The MIME bundle that replaces the live widget once its run is over."""
-    full = {**state, "details": details(run)}
-    text = f"<Run {run.id} {run.workflow!r} {run.status}, cost ${run.cost}>"
-    return {"text/html": snapshot_html(full), "text/plain": text}
+    # The JSON of {**state, "details": {...}}, the details encoded only once.
+    head = _json({k: v for k, v in state.items() if k != "details"})
+    details_json = _details(run, DETAILS_BUDGET)[1]
+    comma = "," if len(head) > 2 else ""
+    state_json = _escape_script(f'{head[:-1]}{comma}"details":{details_json}}}')
+    text = f"<Run {run.id} {run.workflow!r} {run.status}, cost ${fmt_money(run.cost)}>"
+    return {"text/html": _snapshot_html(state, state_json), "text/plain": text}

@@ -12,10 +12,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .._run import Run, StepInfo
+from .._run import CallRecord, Run, StepInfo
+from ..reports import fmt_money
 
 __all__ = [
     "ERROR_PREVIEW",
+    "PENDING",
     "detail",
     "graph",
     "header",
@@ -33,7 +35,8 @@ def _ts(value: datetime | None) -> float | None:
 
 
 def _money(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+    # Normalised: Postgres NUMERIC(30, 12) loads 0.00037735 as 0.000377350000.
+    return None if value is None else fmt_money(value)
 
 
 def graph(run: Run) -> list[dict[str, Any]]:
@@ -75,6 +78,10 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     }
 
 
+# A step not started yet (the view draws a node missing from ``nodes`` this way).
+PENDING: dict[str, Any] = node_state(StepInfo(name="", job_id=0))
+
+
 def node_states(run: Run, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     steps = run.steps
     if names is None:
@@ -103,18 +110,30 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
     }
 
 
-def detail(run: Run, name: str) -> dict[str, Any]:
-    """Everything the side panel shows for one node: result, error, calls, captured context."""
+def detail(
+    run: Run,
+    name: str,
+    *,
+    calls: list[CallRecord] | None = None,
+    context: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Everything the side panel shows for one node: result, error, calls, captured context.
+
+    ``calls`` and ``context``: the step's own calls and log entries when the caller already
+    grouped them (the snapshot does, once for all nodes); by default they are looked up.
+    """
     step = run.steps.get(name)
     if step is None:
         return {"id": name, "missing": True}
+    if calls is None:
+        calls = [c for c in run.calls if c.step == name]
     return {
         "id": name,
         "worker": step.worker,
         "error": step.error,
         "result": _result_text(run, step),
-        "calls": _calls(run, name),
-        "context": _context(run, name),
+        "calls": _calls(calls),
+        "context": _context(run.context(name) if context is None else context),
     }
 
 
@@ -122,8 +141,10 @@ def _result_text(run: Run, step: StepInfo) -> str | None:
     if step.name not in run.results:
         return None
     value = run.results[step.name]
+    # indent changes nothing for a scalar, and it forces json's slow pure-Python encoder
+    scalar = value is None or isinstance(value, (str, int, float))
     try:
-        text = json.dumps(value, indent=2, ensure_ascii=False, default=_plain)
+        text = (_SCALAR if scalar else _INDENTED).encode(value)
     except (TypeError, ValueError):
         text = repr(value)
     if len(text) > RESULT_LIMIT:
@@ -131,7 +152,7 @@ def _result_text(run: Run, step: StepInfo) -> str | None:
     return text
 
 
-def _calls(run: Run, name: str) -> list[dict[str, Any]]:
+def _calls(calls: list[CallRecord]) -> list[dict[str, Any]]:
     return [
         {
             "m": c.model,
@@ -143,15 +164,14 @@ def _calls(run: Run, name: str) -> list[dict[str, Any]]:
             "rp": c.replayed,
             "est": c.estimated,
         }
-        for c in run.calls
-        if c.step == name
-    ][:200]
+        for c in calls[:200]
+    ]
 
 
-def _context(run: Run, name: str) -> list[dict[str, Any]]:
+def _context(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     budget = CONTEXT_LIMIT
-    for entry in run.context(name):
+    for entry in entries:
         text = _context_text(entry)
         if budget <= 0:
             out.append({"k": "note", "a": 0, "t": "… more entries omitted"})
@@ -181,3 +201,8 @@ def _context_text(entry: dict[str, Any]) -> str:
 def _plain(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     return dump(mode="json") if callable(dump) else str(value)
+
+
+# json.dumps(value, indent=..., ensure_ascii=False, default=_plain), made once
+_SCALAR = json.JSONEncoder(ensure_ascii=False, default=_plain)
+_INDENTED = json.JSONEncoder(indent=2, ensure_ascii=False, default=_plain)

@@ -28,6 +28,8 @@ class Throttle:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # Made on a loop: pokes from other threads go to that loop, even the first one.
+        self._loop_or_none()
 
     def poke(self) -> None:
         """Ask for a call soon; returns at once."""

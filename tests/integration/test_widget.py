@@ -1,0 +1,529 @@
+"""The live DAG widget, ``bn.watch`` and the text progress line, at the Python level (DESIGN §7–§8).
+
+The view itself (dag.js) is tested in a real browser (tests/acceptance/test_browser.py);
+here we check what Python ships to it: graph, node states, header, throttled redraws,
+cancel, watching runs of this and other processes, the text line and the saved snapshot.
+Offline: mock models only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import baton_nb as bn
+import baton_nb.widget as widget_pkg
+from baton_nb._run import TERMINAL_STATES, StepInfo
+from baton_nb.reports import fmt_money
+from baton_nb.widget import Attached, DagWidget, TextProgress, _state
+from baton_nb.widget._snapshot import snapshot_bundle
+
+pytestmark = pytest.mark.anyio
+
+MODELS = ["mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.0-flash"]
+ROOT = Path(__file__).resolve().parents[2]
+RANK = {"pending": 0, "executing": 1, "snoozed": 1, "retryable": 1}
+
+
+def rank(state: str) -> int:
+    return 2 if state in TERMINAL_STATES else RANK[state]
+
+
+@pytest.fixture
+def shown(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[DagWidget]]:
+    """Make ``wf.run(display=True)`` take the kernel path, keeping the widget it shows."""
+    widgets: list[DagWidget] = []
+
+    def show(run: bn.Run) -> Attached:
+        widget = DagWidget(run)
+        widgets.append(widget)
+        return Attached(widget)
+
+    monkeypatch.setattr(widget_pkg, "in_kernel", lambda: True)
+    monkeypatch.setattr(widget_pkg, "_show_widget", show)
+    yield widgets
+
+
+def fanout_workflow(name: str, db: str) -> bn.Workflow:
+    wf = bn.Workflow(name, db=db)
+
+    @wf.step(models=MODELS)
+    async def answer(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt="Explain durable execution in one line")).text
+
+    @wf.step()
+    async def summary(ctx: bn.Context, answer: list[str]) -> str:
+        return (await ctx.synthesize(answer, model="mock/gpt-4o-mini")).text
+
+    return wf
+
+
+def done_total(widget: DagWidget) -> tuple[int, int]:
+    """Steps done/total as the view counts them (groups are not steps)."""
+    kinds = {g["id"]: g["k"] for g in widget.graph}
+    mine = [n for name, n in widget.state().items() if kinds[name] != "group"]
+    return sum(1 for n in mine if n["s"] in TERMINAL_STATES), len(mine)
+
+
+# ── model state after a run ───────────────────────────────────────────────────
+
+
+async def test_widget_state_after_a_fanout_run(
+    shown: list[DagWidget], db_url: str, unique: str
+) -> None:
+    wf = fanout_workflow(f"wfan-{unique}", db_url)
+    run = await wf.run(display=True)
+    assert run.status == "completed"
+    [widget] = shown
+
+    children = [f"answer[{m}]" for m in MODELS]
+    assert [g["id"] for g in widget.graph] == ["answer", *children, "summary"]
+    graph = {g["id"]: g for g in widget.graph}
+    assert graph["answer"]["k"] == "group"
+    assert all(graph[c]["k"] == "child" and graph[c]["p"] == "answer" for c in children)
+    assert [graph[c]["m"] for c in children] == MODELS
+    assert graph["summary"]["d"] == ["answer"]
+
+    state = widget.state()
+    assert set(state) == set(graph)
+    assert all(n["s"] == "completed" for n in state.values())
+    for name in [*children, "summary"]:
+        node, step = state[name], run.steps[name]
+        assert node["n"] == 1 and node["a"] == 1 and node["r"] is True
+        assert node["ti"] == step.usage.input_tokens > 0
+        assert node["to"] == step.usage.output_tokens > 0
+        assert Decimal(node["c"]) == step.cost > 0
+        assert node["t0"] is not None and node["t1"] >= node["t0"]
+    assert state["answer"]["c"] is None  # the group made no call itself
+    assert sum(Decimal(state[n]["c"]) for n in [*children, "summary"]) == run.cost
+
+    header = widget.header
+    assert done_total(widget) == (4, 4)
+    assert header["status"] == "completed" and header["id"] == run.id
+    assert header["wf"] == wf.name and header["failed"] == []
+    assert header["cost"] == str(run.cost) and Decimal(header["cost"]) == run.cost
+    assert header["ti"] == run.tokens.input_tokens and header["to"] == run.tokens.output_tokens
+    assert header["cancellable"] is False and header["cancelling"] is False
+    assert header["t1"] is not None
+    # What the view has equals what the database has.
+    loaded = await bn.Run.load(run.id, db=db_url)
+    assert state == _state.node_states(loaded)
+    assert loaded.cost == run.cost
+
+    # Clicking a node: its result, calls and context come back as a message.
+    sent: list[Any] = []
+    widget.send = sent.append  # type: ignore[method-assign]
+    widget._on_msg(widget, {"type": "detail", "id": "summary"}, [])
+    widget._on_msg(widget, {"type": "detail", "id": "nope"}, [])
+    widget._on_msg(widget, "not a dict", [])
+    assert [m["id"] for m in sent] == ["summary", "nope"]
+    detail = sent[0]["detail"]
+    assert json.loads(detail["result"]) == run.results["summary"]
+    assert [c["m"] for c in detail["calls"]] == ["mock/gpt-4o-mini"]
+    assert sent[1]["detail"] == {"id": "nope", "missing": True}
+
+
+# ── throttled redraws ─────────────────────────────────────────────────────────
+
+
+async def test_redraws_are_throttled_during_a_thousand_step_run(
+    shown: list[DagWidget], sqlite_url: str
+) -> None:
+    wf = bn.Workflow("wburst", db=sqlite_url)
+
+    async def tick(ctx: bn.Context) -> int:
+        await anyio.sleep(0.01)
+        return 1
+
+    for i in range(1000):
+        wf.add(f"s{i:04d}", tick)
+    start = time.monotonic()
+    run = await wf.run(display=True, concurrency=40)  # ~3,000 events over ~0.5 s
+    elapsed = time.monotonic() - start
+    [widget] = shown
+    assert run.status == "completed"
+
+    # first full send + throttled patches + the final full send(s)
+    assert widget.redraws <= elapsed / 0.1 + 4, (widget.redraws, elapsed)
+    assert 2 <= widget._throttle.calls <= elapsed / 0.1 + 1  # live, but <= 10/s
+    # Final state complete and correct: no stale node.
+    state = widget.state()
+    assert len(state) == len(widget.graph) == 1000
+    assert all(n["s"] == "completed" and n["a"] == 1 for n in state.values())
+    assert state == _state.node_states(run)
+    assert widget.patch == {}  # the final send is a full one
+    assert done_total(widget) == (1000, 1000) and widget.header["status"] == "completed"
+
+
+async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
+    """1,000 StepUpdated published through the real bus for a live run: one redraw."""
+    run = bn.Run(f"burst-{uuid.uuid4().hex[:8]}", "burst")
+    run.status = "running"
+    for i in range(1000):
+        run.steps[f"s{i}"] = StepInfo(name=f"s{i}", job_id=i)
+    widget = DagWidget(run)
+    assert widget.redraws == 1  # the first full send
+    topic = bn.topic_workflow(run.id)
+    now = datetime.now(timezone.utc)
+    for state in ("executing", "completed"):
+        for i, step in enumerate(run.steps.values()):
+            step.state, step.attempt = state, 1
+            event = bn.StepUpdated(
+                run.id,
+                run.workflow,
+                step.name,
+                "tick",
+                state,
+                i,
+                1,
+                state == "completed",
+                None,
+                now,
+            )
+            bn.events.publish(event, topic, bn.topic_all())
+    assert widget.redraws == 1  # listeners only mark dirty; nothing is sent inline
+    await anyio.sleep(0.01)
+    assert widget.redraws == 2 and widget._throttle.calls == 1
+    assert all(n["s"] == "completed" for n in widget.state().values())
+
+    run.steps["s7"].state = "cancelled"  # a late change, then the end of the run
+    run.status = "failed"
+    bn.events.publish(
+        bn.WorkflowFinished(run.id, run.workflow, "failed", ["s7"], now), topic, bn.topic_all()
+    )
+    assert widget.state()["s7"]["s"] == "cancelled" and widget.header["status"] == "failed"
+    redraws = widget.redraws
+    bn.events.publish(event, topic)  # after the end: the listener is gone
+    await anyio.sleep(0.01)
+    assert widget.redraws == redraws
+
+
+# ── cancel ────────────────────────────────────────────────────────────────────
+
+
+async def test_cancel_message_cancels_the_run_and_it_resumes(
+    shown: list[DagWidget], db_url: str, unique: str
+) -> None:
+    wf = bn.Workflow(f"wcancel-{unique}", db=db_url)
+    slow_for = {"seconds": 30.0}
+
+    @wf.step()
+    async def quick(ctx: bn.Context) -> str:
+        return "q"
+
+    @wf.step()
+    async def slow(ctx: bn.Context, quick: str) -> str:
+        await anyio.sleep(slow_for["seconds"])
+        return quick + "s"
+
+    @wf.step()
+    async def after(ctx: bn.Context, slow: str) -> str:
+        return slow + "a"
+
+    runs: list[bn.Run] = []
+
+    async def go() -> None:
+        runs.append(await wf.run(display=True))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go)
+            while not (shown and shown[0].state().get("slow", {}).get("s") == "executing"):
+                await anyio.sleep(0.01)
+            widget = shown[0]
+            assert widget.header["cancellable"] is True
+            widget._on_msg(widget, {"type": "cancel"}, [])
+            assert widget.header["cancelling"] is True  # acknowledged at once
+    [run] = runs
+    assert run.status == "cancelled"
+    state = widget.state()
+    assert state["quick"]["s"] == "completed"
+    assert state["slow"]["s"] == "cancelled" and state["after"]["s"] != "completed"
+    assert widget.header["status"] == "cancelled" and widget.header["cancellable"] is False
+    widget.cancel()  # after the end: nothing happens
+    assert (await bn.Run.load(run.id, db=db_url)).status == "cancelled"
+
+    slow_for["seconds"] = 0.0
+    resumed = await wf.run(run_id=run.id, display=False)
+    assert resumed.status == "completed"
+    assert resumed.results == {"quick": "q", "slow": "qs", "after": "qsa"}
+
+
+# ── watching runs by id ───────────────────────────────────────────────────────
+
+
+async def test_widget_by_id_of_a_finished_run_in_a_loop(db_url: str, unique: str) -> None:
+    wf = fanout_workflow(f"wfin-{unique}", db_url)
+    run = await wf.run(display=False)
+    widget = DagWidget(run.id, db=db_url)
+    assert widget.header["status"] == "loading" and widget.run is None
+    assert "loading" in repr(widget)
+    with anyio.fail_after(10):
+        shown_run = await widget.wait()
+    assert shown_run.status == "completed" and shown_run.cost == run.cost
+    assert widget.header["status"] == "completed" and widget.header["source"] == "watch"
+    assert widget.header["cost"] == str(run.cost) and widget.header["cancellable"] is False
+    assert widget.state() == _state.node_states(await bn.Run.load(run.id, db=db_url))
+    widget.cancel()  # a watched run is not cancelled from here
+    assert (await bn.Run.load(run.id, db=db_url)).status == "completed"
+
+    async with bn.watch(run.id, db=db_url) as live:
+        updates = [u async for u in live]
+    assert [type(u) for u in updates] == [bn.WorkflowFinished]
+    assert updates[0].outcome == "completed" and live.run.cost == run.cost
+
+
+def test_widget_by_id_outside_a_loop_shows_the_stored_snapshot(db_url: str, unique: str) -> None:
+    wf = fanout_workflow(f"wsync-{unique}", db_url)
+    run = anyio.run(lambda: wf.run(display=False))
+    widget = DagWidget(run.id, db=db_url)
+    assert widget.run is not None and widget.run.status == "completed"
+    assert widget.header["status"] == "completed" and widget.header["source"] == "stored"
+    assert widget.header["cost"] == str(run.cost)
+    assert all(n["s"] == "completed" for n in widget.state().values())
+    assert done_total(widget) == (4, 4)
+    assert run.id in repr(widget) and "completed" in repr(widget)
+    with pytest.raises(bn.RunNotFound):
+        DagWidget("no-such-run", db=db_url)
+
+
+async def test_widget_by_id_of_an_unknown_run_reports_the_error(sqlite_url: str) -> None:
+    widget = DagWidget("no-such-run", db=sqlite_url)
+    with anyio.fail_after(10), pytest.raises(bn.RunNotFound):
+        await widget.wait()
+    assert widget.header["status"] == "error" and "RunNotFound" in widget.header["error"]
+
+
+SUBPROCESS_RUN = textwrap.dedent(
+    """
+    import sys
+
+    import anyio
+
+    import baton_nb as bn
+
+    db, run_id, name = sys.argv[1:4]
+    wf = bn.Workflow(name, db=db)
+
+
+    async def work(ctx):
+        await anyio.sleep(0.25)
+        return ctx.step
+
+
+    async def d(ctx):
+        await anyio.sleep(0.25)
+        return (await ctx.complete(model="mock/gpt-4o-mini", prompt="sum up")).text
+
+
+    wf.add("a", work)
+    wf.add("b", work, deps=["a"])
+    wf.add("c", work, deps=["a"])
+    wf.add("d", d, deps=["b", "c"])
+    run = anyio.run(lambda: wf.run(run_id=run_id, display=False))
+    print(run.status, flush=True)
+    """
+)
+
+
+async def test_watching_a_run_of_another_process(db_url: str, unique: str, tmp_path: Path) -> None:
+    script = tmp_path / "child_run.py"
+    script.write_text(SUBPROCESS_RUN, encoding="utf-8")
+    run_id = f"sub-{unique}-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), db_url, run_id, f"wsub-{unique}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with anyio.fail_after(20):
+            while True:  # the child writes the run row when it starts
+                try:
+                    await bn.Run.load(run_id, db=db_url)
+                    break
+                except bn.RunNotFound:
+                    assert proc.poll() is None, proc.communicate()
+                    await anyio.sleep(0.02)
+
+            widget = DagWidget(run_id, db=db_url, poll_interval=0.05)
+            widget_states: dict[str, list[str]] = {}
+
+            def seen(change: dict[str, Any]) -> None:
+                for name, node in change["new"].items():
+                    states = widget_states.setdefault(name, [])
+                    if not states or states[-1] != node["s"]:
+                        states.append(node["s"])
+
+            widget.observe(seen, names=["nodes", "patch"])
+            async with bn.watch(run_id, db=db_url, poll_interval=0.05) as live:
+                first = {name: s.state for name, s in live.run.steps.items()}
+                updates = [u async for u in live]
+            shown_run = await widget.wait()
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.strip() == "completed"
+    assert first["d"] == "pending"  # we watched from (close to) the start
+
+    # Forward-only, no duplicate terminal update, exactly one WorkflowFinished, last.
+    finished = [u for u in updates if isinstance(u, bn.WorkflowFinished)]
+    assert len(finished) == 1 and updates[-1] is finished[0]
+    assert finished[0].outcome == "completed"
+    steps: dict[str, list[str]] = {name: [state] for name, state in first.items()}
+    for update in updates:
+        if isinstance(update, bn.StepUpdated):
+            steps.setdefault(update.step_name, []).append(update.state)
+    for name, states in steps.items():
+        ranks = [rank(s) for s in states]
+        assert ranks == sorted(ranks), (name, states)
+        assert sum(1 for s in states if s in TERMINAL_STATES) == 1, (name, states)
+        assert states[-1] == "completed"
+    assert "executing" in steps["d"]  # a live transition was seen, not only the end
+    calls = [u for u in updates if isinstance(u, bn.CallFinished)]
+    assert [(c.step_name, c.model) for c in calls] == [("d", "mock/gpt-4o-mini")]
+
+    loaded = await bn.Run.load(run_id, db=db_url)
+    for view in (live.run, shown_run):
+        assert view.status == loaded.status == "completed"
+        assert {n: (s.state, s.attempt) for n, s in view.steps.items()} == {
+            n: (s.state, s.attempt) for n, s in loaded.steps.items()
+        }
+        assert view.results == loaded.results
+        assert view.cost == loaded.cost > 0
+        assert view.tokens == loaded.tokens
+
+    # The widget followed the same run: forward-only too, and it ends equal to the database.
+    for name, states in widget_states.items():
+        ranks = [rank(s) for s in states]
+        assert ranks == sorted(ranks), (name, states)
+    assert widget_states["d"][-1] == "completed" and "executing" in widget_states["d"]
+    assert widget.header["status"] == "completed"
+    # Money as a plain decimal string without the trailing zeros of Postgres NUMERIC(30, 12).
+    assert widget.header["cost"] == fmt_money(loaded.cost) and Decimal(widget.header["cost"]) > 0
+    assert widget.state() == _state.node_states(loaded)
+
+
+# ── text progress outside a kernel ────────────────────────────────────────────
+
+
+async def test_text_progress_line(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = fanout_workflow("wtext", sqlite_url)
+    streams: list[io.StringIO] = []
+
+    def progress(run: bn.Run) -> TextProgress:
+        streams.append(io.StringIO())
+        return TextProgress(run, stream=streams[-1])
+
+    monkeypatch.setattr(widget_pkg, "TextProgress", progress)
+    run = await wf.run(display="text")
+    [stream] = streams
+    final = stream.getvalue().rstrip("\n").split("\r")[-1]
+    assert f"[{wf.name}]" in final and "4/4 steps" in final and "100%" in final
+    assert f"${run.cost}" in final and final.endswith("completed")
+    assert f"{run.tokens.total_tokens} tok" in final
+    assert capsys.readouterr().err == ""  # the line went to the given stream only
+    monkeypatch.undo()
+
+    # attach(run, "text") writes to stderr; for a finished run it shows its end state.
+    handle = widget_pkg.attach(run, "text")
+    assert isinstance(handle, TextProgress)
+    handle.close()
+    handle.close()  # idempotent
+    err = capsys.readouterr().err
+    assert "4/4 steps" in err and f"${run.cost}" in err and "completed" in err
+
+
+async def test_text_progress_of_a_failed_run(sqlite_url: str) -> None:
+    wf = bn.Workflow("wtextfail", db=sqlite_url)
+
+    @wf.step(max_attempts=1)
+    async def boom(ctx: bn.Context) -> None:
+        raise RuntimeError("no")
+
+    run = await wf.run(display=False)
+    stream = io.StringIO()
+    progress = TextProgress(run, stream=stream)
+    progress.close()
+    line = stream.getvalue().rstrip("\n").split("\r")[-1]
+    assert "1/1 steps" in line and "1 failed" in line and line.endswith("failed")
+
+
+async def test_auto_display_with_non_tty_stderr_prints_nothing(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = fanout_workflow("wquiet", sqlite_url)
+    assert not widget_pkg.in_kernel()
+    run = await wf.run()  # display=None: no kernel, stderr not a terminal
+    assert run.status == "completed"
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+async def test_bad_display_is_refused_before_any_row_is_written(sqlite_url: str) -> None:
+    wf = fanout_workflow("wbogus", sqlite_url)
+    with pytest.raises(bn.ConfigurationError, match=r"display must be .*got 'bogus'"):
+        await wf.run(display="bogus")
+    with pytest.raises(bn.ConfigurationError, match="display must be"):
+        await wf.run(display=1)  # type: ignore[arg-type]
+    assert len(await bn.runs(db=sqlite_url)) == 0
+    with pytest.raises(bn.ConfigurationError, match="display must be"):
+        widget_pkg.attach(bn.Run("x", "wbogus"), "bogus")
+
+
+# ── the saved snapshot ────────────────────────────────────────────────────────
+
+
+async def test_snapshot_has_the_fallback_table_and_escapes_script_tags(sqlite_url: str) -> None:
+    wf = bn.Workflow("wsnap", db=sqlite_url)
+    evil = "</script><script>alert('x')</script><!-- <b>bold</b>"
+
+    @wf.step()
+    async def leak(ctx: bn.Context) -> str:
+        return evil
+
+    @wf.step(max_attempts=1)
+    async def fails(ctx: bn.Context, leak: str) -> None:
+        raise RuntimeError("<img src=x onerror=alert(1)>")
+
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    widget = DagWidget(run)
+    bundle = snapshot_bundle(run, widget._snapshot_state())
+    page = bundle["text/html"]
+    assert bundle["text/plain"] == f"<Run {run.id} 'wsnap' failed, cost $0>"
+
+    # The fallback table: one row per step, state, status line.
+    assert '<div class="bn-fallback">' in page and "<th>step</th><th>state</th>" in page
+    assert "<tr><td>leak</td><td>completed</td><td>1</td>" in page
+    assert "<tr><td>fails</td><td>discarded</td><td>1</td>" in page
+    assert f"run {run.id}: <b>failed</b>" in page
+
+    # Results and errors are embedded as data, never as markup: the script element ends
+    # only at its own closing tag, and no "<!--" can change how the parser reads it.
+    fallback = page[: page.index("</table></div>")]
+    assert "<script" not in fallback and "<img" not in fallback
+    assert page.count("</script>") == 1 and page.rstrip().endswith("</script>")
+    assert "<!--" not in page
+    assert r"<\/script><script>alert('x')<\/script><\!-- <b>bold<\/b>" in page
