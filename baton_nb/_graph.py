@@ -19,11 +19,17 @@ DepCallback = Callable[[str, Any], "Awaitable[None] | None"]
 Backoff = Callable[[int], float]
 
 
+BACKOFF_BASE = 1.0  # seconds
+BACKOFF_CAP = 60.0  # seconds
+
+
 def default_backoff(attempt: int) -> float:
     """Exponential backoff with full jitter: uniform(0, min(60, 2 ** (attempt - 1))) seconds."""
     import random
 
-    return random.uniform(0.0, min(60.0, 2.0 ** max(0, attempt - 1)))
+    # The exponent is bounded: 2.0 ** 1024 overflows, and the cap is reached at 2 ** 6.
+    exponent = min(max(0, attempt - 1), 32)
+    return random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2.0**exponent))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+import numbers
+import reprlib
 import threading
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -281,8 +285,12 @@ class Execution:
                 await anyio.sleep(value)
                 continue
             if kind == "error" and node.attempt < node.max_attempts:
+                delay, problem = _backoff_delay(node, value)
+                if problem is not None:  # a broken backoff: no retry can be scheduled
+                    await self._settle(node, "discarded", error=problem)
+                    return
                 self._transition(node, "retryable", error=value)
-                await anyio.sleep(max(0.0, float(spec.backoff(node.attempt))))
+                await anyio.sleep(delay)
                 continue
             await self._settle(node, "discarded", error=value)
             return
@@ -374,7 +382,22 @@ class Execution:
         existing = {c.name: c for c in group.children}
         names: list[str] = []
         for index, item in enumerate(items):
-            key = spec.map_key(item) if spec.map_key is not None else index
+            key: Any = index
+            if spec.map_key is not None:
+                try:
+                    key = spec.map_key(item)
+                    _close_if_coroutine(key)
+                    if inspect.isawaitable(key):
+                        raise TypeError(
+                            f"it returned {type(key).__name__}; map_key must be a plain "
+                            "(not async) function"
+                        )
+                    name = f"{group.name}[{key}]"  # a key whose str() raises fails here
+                except Exception as exc:
+                    return (
+                        f"step {group.name!r}: map_key raised {_describe(exc)} "
+                        f"(item {index} of {spec.map_over!r})"
+                    )
             name = f"{group.name}[{key}]"
             if name in names:
                 return f"map_key gave the key {key!r} twice; keys must be unique"
@@ -682,6 +705,49 @@ class Execution:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _close_if_coroutine(value: object) -> None:
+    # An async function given where a plain one is expected: close its coroutine so that
+    # Python does not warn "never awaited" on top of the clear error raised by the caller.
+    if inspect.iscoroutine(value):
+        value.close()
+
+
+def _backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:
+    """Seconds to wait before the next attempt, or an error naming the step and option.
+
+    The user's ``backoff`` may raise or return something that is not a number of seconds;
+    that fails the step (no retry can be scheduled) instead of crashing the whole run.
+    Negative delays count as 0.
+    """
+    attempt = node.attempt
+    problem: str | None = None
+    delay = 0.0
+    try:
+        raw = node.spec.backoff(attempt)
+    except Exception as exc:
+        problem = f"backoff({attempt}) raised {_describe(exc)}"
+    else:
+        _close_if_coroutine(raw)
+        if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, Decimal)):
+            problem = (
+                f"backoff({attempt}) returned {type(raw).__name__} {reprlib.repr(raw)}, "
+                "not a number of seconds"
+            )
+        else:
+            try:
+                delay = float(raw)
+            except (ValueError, OverflowError):  # e.g. Decimal("sNaN")
+                delay = math.nan
+            if not math.isfinite(delay):
+                problem = f"backoff({attempt}) returned {raw!r}, not a finite number of seconds"
+    if problem is not None:
+        return 0.0, (
+            f"step {node.name!r}: {problem}; no retry possible after attempt {attempt} "
+            f"failed with {attempt_error}"
+        )
+    return max(0.0, delay), None
 
 
 class _no_timeout:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -71,14 +73,66 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode")
         mode = cursor.fetchone()
-        if mode and str(mode[0]).lower() != "memory":
-            cursor.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL survives a killed process (kill -9); only an OS crash can lose
-            # the last commits, which resume handles like any other interruption.
-            cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+    if mode and str(mode[0]).lower() != "memory":
+        _set_wal(dbapi_conn)
     _register_decimal_sum(dbapi_conn)
+
+
+# WAL + NORMAL survives a killed process (kill -9); only an OS crash can lose the last
+# commits, which resume handles like any other interruption.
+_WAL = "PRAGMA journal_mode=WAL"
+_WAL_WAIT = 10.0  # seconds, like busy_timeout
+_WAL_PAUSE = 0.02
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+
+
+def _set_wal(dbapi_conn: Any) -> None:
+    """Switch a file database to WAL, waiting while another connection holds it.
+
+    Switching needs the database to itself, and SQLite answers "database is locked" at
+    once, without its busy handler, while another connection uses it: several runs or
+    processes opening a new file together would fail here. Retry for up to ``_WAL_WAIT``
+    seconds (once one connection switched, the mode is stored in the file); a last try
+    through the DBAPI cursor then raises SQLAlchemy's usual error if it still fails.
+    """
+    if getattr(dbapi_conn, "create_aggregate", None) is not None:  # plain sqlite3
+        deadline = time.monotonic() + _WAL_WAIT
+        while True:
+            try:
+                dbapi_conn.execute(_WAL).close()
+                switched = True
+            except sqlite3.Error as exc:
+                if _is_locked(exc) and time.monotonic() < deadline:
+                    time.sleep(_WAL_PAUSE)
+                    continue
+                switched = False
+            break
+    else:
+
+        async def switch(conn: Any) -> bool:  # aiosqlite: wait without blocking the loop
+            deadline = time.monotonic() + _WAL_WAIT
+            while True:
+                try:
+                    await (await conn.execute(_WAL)).close()
+                    return True
+                except sqlite3.Error as exc:
+                    if not _is_locked(exc) or time.monotonic() >= deadline:
+                        return False
+                await anyio.sleep(_WAL_PAUSE)
+
+        switched = bool(dbapi_conn.run_async(switch))
+    cursor = dbapi_conn.cursor()
+    try:
+        if not switched:
+            cursor.execute(_WAL)  # raises the error, wrapped like any other
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 def _register_decimal_sum(dbapi_conn: Any) -> None:

@@ -48,11 +48,29 @@ def _current_version(conn: Connection) -> int:
     return int(value or 0)
 
 
+def _sqlite_write_lock(conn: Connection) -> None:
+    """Take SQLite's write lock before reading the version (serialises first use).
+
+    pysqlite (and aiosqlite over it) begins a transaction implicitly only before DML, so
+    the version check and the CREATE TABLEs would otherwise run in autocommit, and two
+    connections opening a fresh file at once would both see version 0 and both create the
+    tables. ``BEGIN IMMEDIATE`` waits (busy_timeout) for any other writer; the rest of the
+    migration then runs in this one transaction, committed by the caller's ``begin()``.
+    """
+    dbapi_conn = conn.connection.dbapi_connection
+    driver = getattr(dbapi_conn, "driver_connection", dbapi_conn)
+    if getattr(driver, "in_transaction", False):  # already in a transaction: nothing to do
+        return
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def ensure_schema(conn: Connection, url: str) -> None:
     """Create or upgrade the schema in the caller's transaction; refuse a newer one."""
     if conn.dialect.name == "postgresql":
         # Serialise concurrent first use by several processes.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7261530201)"))
+    elif conn.dialect.name == "sqlite":
+        _sqlite_write_lock(conn)
     current = _current_version(conn)
     if current > SCHEMA_VERSION:
         raise SchemaVersionError(

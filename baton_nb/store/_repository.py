@@ -120,9 +120,12 @@ class Store:
             raise
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
+            if store.dialect == "sqlite":
+                hint = "Check that the file path is right and writable (db= or BATON_NB_DB)."
+            else:
+                hint = "Check that the server is running and the URL is right (db= or BATON_NB_DB)."
             raise StorageError(
-                f"cannot open database {_safe_url(url)!r}: {_describe(exc)}. Check that the "
-                "server is running and the URL is right (db= or BATON_NB_DB)."
+                f"cannot open database {_safe_url(url)!r}: {_describe(exc)}. {hint}"
             ) from exc
         return store
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -262,21 +264,149 @@ async def test_unreachable_database_is_a_clear_error() -> None:
         await wf.run(display=False)
 
 
-async def test_newer_schema_is_refused_before_writing(sqlite_url: str) -> None:
-    async with await Store.open(sqlite_url) as store, store.engine.begin() as conn:
-        from sqlalchemy import text
+@pytest.fixture
+async def fresh_db_url(db_url: str, unique: str) -> AsyncIterator[str]:
+    """A database nobody used yet: a new SQLite file, or a throwaway Postgres database.
 
-        await conn.execute(text("INSERT INTO baton_schema_version VALUES (999, '2030-01-01')"))
-    wf = bn.Workflow("future", db=sqlite_url)
+    The shared Postgres ``test`` database is never altered; the throwaway one is dropped.
+    """
+    if not db_url.startswith("postgresql"):
+        yield db_url  # tmp_path/baton.db, not created yet
+        return
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"baton_test_schema_{unique}"
+    admin = await asyncpg.connect(db_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield make_url(db_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin = await asyncpg.connect(db_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _scalar(url: str, sql: str) -> object:
+    """One value read with a plain engine (no schema check, unlike Store.open)."""
+    from sqlalchemy import text
+
+    from baton_nb.store._engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(sql))).scalar()
+    finally:
+        await engine.dispose()
+
+
+async def test_newer_schema_is_refused_before_writing(fresh_db_url: str) -> None:
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from baton_nb.store._tables import SchemaVersion
+
+    table = SchemaVersion.__table__  # type: ignore[attr-defined]
+    async with await Store.open(fresh_db_url) as store, store.engine.begin() as conn:
+        future = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        await conn.execute(insert(table).values(version=999, applied_at=future))
+    wf = bn.Workflow("future", db=fresh_db_url)
     wf.add("a", _noop)
     with pytest.raises(bn.SchemaVersionError, match="schema version 999"):
         await wf.run(display=False)
-    import sqlite3
+    with pytest.raises(bn.SchemaVersionError, match="upgrade baton_nb"):
+        await Store.open(fresh_db_url)
+    assert await _scalar(fresh_db_url, "SELECT COUNT(*) FROM workflow_runs") == 0
+    assert await _scalar(fresh_db_url, "SELECT MAX(version) FROM baton_schema_version") == 999
 
-    path = sqlite_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM workflow_runs").fetchone() == (0,)
-    conn.close()
+
+async def _schema_versions(url: str) -> list[int]:
+    from sqlalchemy import text
+
+    from baton_nb.store._engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT version FROM baton_schema_version ORDER BY version")
+            )
+            return [int(v) for (v,) in rows]
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_first_use_of_a_new_database(fresh_db_url: str) -> None:
+    from baton_nb.store._migrations import SCHEMA_VERSION
+
+    wf = bn.Workflow("first-use", db=fresh_db_url)
+    wf.add("a", _noop)
+    wf.add("b", _noop, deps=["a"])
+    runs = await asyncio.gather(*(wf.run(display=False) for _ in range(3)))
+    assert [r.status for r in runs] == ["completed"] * 3
+    assert len({r.id for r in runs}) == 3
+    # Each migration applied exactly once.
+    assert await _schema_versions(fresh_db_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+FIRST_USE_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import anyio
+    import baton_nb as bn
+
+    async def noop(ctx):
+        return None
+
+    async def main(db, start_at):
+        wf = bn.Workflow("first-use-proc", db=db)
+        wf.add("a", noop)
+        time.sleep(max(0.0, start_at - time.time()))  # all processes start together
+        run = await wf.run(display=False)
+        print(run.status)
+
+    anyio.run(main, sys.argv[1], float(sys.argv[2]))
+    """
+)
+
+
+async def test_processes_opening_a_new_database_at_once(fresh_db_url: str, tmp_path: Path) -> None:
+    from baton_nb.store._migrations import SCHEMA_VERSION
+
+    script = tmp_path / "first_use.py"
+    script.write_text(FIRST_USE_SCRIPT)
+    start_at = time.time() + 3.0  # past every process's import time
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), fresh_db_url, repr(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = await anyio.to_thread.run_sync(lambda p=proc: p.communicate(timeout=60))
+        outputs.append((proc.returncode, out.strip(), err.strip()[-2000:]))
+    assert [o[:2] for o in outputs] == [(0, "completed")] * 3, outputs
+    assert await _schema_versions(fresh_db_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_unreadable_sqlite_file_error_does_not_mention_a_server(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-db.db"
+    path.write_bytes(b"this is not an SQLite database file" * 100)
+    with pytest.raises(bn.StorageError, match="cannot open database") as info:
+        await Store.open(f"sqlite:///{path}")
+    assert "server" not in str(info.value)
+    assert "file path" in str(info.value)
 
 
 async def test_default_database_comes_from_env(

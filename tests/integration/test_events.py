@@ -95,8 +95,8 @@ async def test_run_topic_carries_the_same_events(sqlite_url: str) -> None:
     assert bn.topic_all() == "workflow:all"
 
 
-async def test_one_workflow_finished_per_execution(sqlite_url: str) -> None:
-    wf = bn.Workflow("finished-once", db=sqlite_url)
+async def test_one_workflow_finished_per_execution(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"finished-once-{unique}", db=db_url)
     flag = {"fail": True}
 
     async def step(ctx: bn.Context) -> str:
@@ -120,8 +120,10 @@ async def test_one_workflow_finished_per_execution(sqlite_url: str) -> None:
     assert [e.outcome for e in mine] == ["failed", "completed"]
 
 
-async def test_slow_subscriber_loses_oldest_steps_but_never_finished(sqlite_url: str) -> None:
-    wf = bn.Workflow("slow-sub", db=sqlite_url)
+async def test_slow_subscriber_loses_oldest_steps_but_never_finished(
+    db_url: str, unique: str
+) -> None:
+    wf = bn.Workflow(f"slow-sub-{unique}", db=db_url)
     for i in range(50):
         wf.add(f"s{i}", _const)
     async with subscribe(bn.topic_all(), maxsize=10) as stream:
@@ -137,7 +139,7 @@ async def test_slow_subscriber_loses_oldest_steps_but_never_finished(sqlite_url:
 
 
 async def test_raising_listener_is_dropped_and_run_goes_on(
-    sqlite_url: str, caplog: pytest.LogCaptureFixture
+    db_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls = 0
 
@@ -147,7 +149,7 @@ async def test_raising_listener_is_dropped_and_run_goes_on(
         raise RuntimeError("listener bug")
 
     remove = add_listener(bn.topic_all(), bad)
-    wf = bn.Workflow("bad-listener", db=sqlite_url)
+    wf = bn.Workflow(f"bad-listener-{unique}", db=db_url)
     wf.add("a", _const)
     wf.add("b", _const, deps=["a"])
     with caplog.at_level(logging.ERROR, logger="baton_nb.events"):

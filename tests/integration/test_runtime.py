@@ -79,8 +79,8 @@ async def test_peak_concurrency_never_above_limit(db_url: str, unique: str) -> N
     assert peak == 4
 
 
-async def test_concurrency_key_limits_a_group_of_steps(sqlite_url: str) -> None:
-    wf = bn.Workflow("keys", db=sqlite_url, limits={"api": 2})
+async def test_concurrency_key_limits_a_group_of_steps(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"keys-{unique}", db=db_url, limits={"api": 2})
     running = peak = 0
 
     async def work(ctx: bn.Context) -> None:
@@ -167,8 +167,8 @@ async def test_snooze_does_not_consume_an_attempt(db_url: str, unique: str) -> N
 
 
 @pytest.mark.parametrize("how", ["return", "raise"])
-async def test_discard_does_not_retry(sqlite_url: str, how: str) -> None:
-    wf = bn.Workflow("discard", db=sqlite_url)
+async def test_discard_does_not_retry(db_url: str, unique: str, how: str) -> None:
+    wf = bn.Workflow(f"discard-{unique}", db=db_url)
     executions = 0
 
     @wf.step(max_attempts=5, **NO_WAIT)
@@ -233,7 +233,7 @@ async def test_ignore_flags_let_dependents_run(db_url: str, unique: str) -> None
     assert sorted(run.failed_steps) == ["broken", "strict"]
 
 
-async def test_dep_callbacks_are_called_with_reason_and_ctx(sqlite_url: str) -> None:
+async def test_dep_callbacks_are_called_with_reason_and_ctx(db_url: str, unique: str) -> None:
     seen: list[tuple[str, str, str]] = []
 
     def on_discarded(reason: str, ctx: bn.Context) -> None:
@@ -248,7 +248,7 @@ async def test_dep_callbacks_are_called_with_reason_and_ctx(sqlite_url: str) -> 
     async def never(ctx: bn.Context) -> None:
         raise AssertionError
 
-    wf = bn.Workflow("callbacks", db=sqlite_url)
+    wf = bn.Workflow(f"callbacks-{unique}", db=db_url)
     wf.add("a", fail, max_attempts=1)
     wf.add("b", never, deps=["a"], on_dep_discarded=on_discarded)
     wf.add("c", never, deps=["b"], on_dep_cancelled=on_cancelled)
@@ -258,7 +258,7 @@ async def test_dep_callbacks_are_called_with_reason_and_ctx(sqlite_url: str) -> 
 
 
 async def test_raising_callback_does_not_break_the_run(
-    sqlite_url: str, caplog: pytest.LogCaptureFixture
+    db_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode(reason: str, ctx: bn.Context) -> None:
         raise RuntimeError("callback bug")
@@ -269,7 +269,7 @@ async def test_raising_callback_does_not_break_the_run(
     async def never(ctx: bn.Context) -> None:
         raise AssertionError
 
-    wf = bn.Workflow("cb-raise", db=sqlite_url)
+    wf = bn.Workflow(f"cb-raise-{unique}", db=db_url)
     wf.add("a", fail, max_attempts=1)
     wf.add("b", never, deps=["a"], on_dep_discarded=explode)
     run = await wf.run(display=False)
@@ -288,6 +288,133 @@ async def test_non_json_result_is_an_error_naming_the_step(db_url: str, unique: 
     step = run.steps["weird"]
     assert step.state == "discarded" and step.attempt == 1  # no pointless retries
     assert "ResultNotSerializable" in (step.error or "") and "'weird'" in (step.error or "")
+
+
+def _zero_then_divide(attempt: int) -> float:
+    return 0.0 if attempt < 2 else attempt / 0
+
+
+async def test_raising_backoff_fails_the_step_not_the_run(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"bad-backoff-{unique}", db=db_url)
+    executions = 0
+
+    @wf.step()
+    async def first(ctx: bn.Context) -> str:
+        return "kept"
+
+    @wf.step(deps=["first"], max_attempts=5, backoff=_zero_then_divide)
+    async def x(ctx: bn.Context) -> None:
+        nonlocal executions
+        executions += 1
+        raise ValueError(f"boom {ctx.attempt}")
+
+    @wf.step()
+    async def after(ctx: bn.Context, x: Any) -> None:
+        raise AssertionError("must not run")
+
+    @wf.step()
+    async def independent(ctx: bn.Context) -> str:
+        return "ok"
+
+    run = await wf.run(display=False)  # no traceback out of run()
+    assert run.status == "failed"
+    assert executions == 2  # backoff(1) worked, backoff(2) raised: no third attempt
+    step = run.steps["x"]
+    assert step.state == "discarded" and step.attempt == 2
+    error = step.error or ""
+    assert "step 'x': backoff(2) raised ZeroDivisionError: division by zero" in error
+    assert "ValueError: boom 2" in error  # the attempt's own error is not hidden
+    assert run.steps["after"].state == "cancelled"
+    assert "'x' was discarded" in (run.steps["after"].error or "")
+    assert "run cancelled" not in str([s.error for s in run.steps.values()])
+    assert sorted(run.failed_steps) == ["after", "x"]
+    assert run.results["first"] == "kept" and run.results["independent"] == "ok"
+    loaded = await bn.Run.load(run.id, db=db_url)
+    assert loaded.status == "failed"
+    assert loaded.steps["x"].state == "discarded" and loaded.steps["x"].error == error
+    assert loaded.results == {"first": "kept", "independent": "ok"}
+
+
+async def _async_backoff(attempt: int) -> float:
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    ("backoff", "message"),
+    [
+        (lambda a: "soon", "backoff(1) returned str 'soon', not a number of seconds"),
+        (lambda a: None, "backoff(1) returned NoneType None, not a number of seconds"),
+        (lambda a: float("inf"), "backoff(1) returned inf, not a finite number of seconds"),
+        (_async_backoff, "backoff(1) returned coroutine"),
+    ],
+    ids=["str", "none", "inf", "async"],
+)
+async def test_backoff_returning_no_number_fails_the_step(
+    db_url: str, unique: str, backoff: Any, message: str
+) -> None:
+    wf = bn.Workflow(f"nan-backoff-{unique}", db=db_url)
+    wf.add("x", _fail_once, max_attempts=3, backoff=backoff)
+    wf.add("y", _const, deps=["x"])
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    assert run.steps["x"].state == "discarded" and run.steps["x"].attempt == 1
+    assert f"step 'x': {message}" in (run.steps["x"].error or "")
+    assert run.steps["y"].state == "cancelled"
+
+
+async def test_negative_backoff_means_no_wait(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"neg-backoff-{unique}", db=db_url)
+    calls = 0
+
+    async def flaky(ctx: bn.Context) -> int:
+        nonlocal calls
+        calls += 1
+        if ctx.attempt == 1:
+            raise RuntimeError("once")
+        return ctx.attempt
+
+    wf.add("x", flaky, max_attempts=2, backoff=lambda a: -5)
+    with anyio.fail_after(5):
+        run = await wf.run(display=False)
+    assert run.status == "completed" and run.results["x"] == 2 and calls == 2
+
+
+def _key_needs_id(item: dict[str, str]) -> str:
+    return item["id"]
+
+
+async def test_raising_map_key_discards_the_map_step(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"bad-map-key-{unique}", db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[dict[str, str]]:
+        return [{"id": "a"}, {"name": "no id"}]
+
+    @wf.step(map_over="items", map_key=_key_needs_id)
+    async def each(ctx: bn.Context) -> str:
+        raise AssertionError("no child may run")
+
+    @wf.step()
+    async def total(ctx: bn.Context, each: list[str]) -> None:
+        raise AssertionError("must not run")
+
+    @wf.step()
+    async def independent(ctx: bn.Context) -> str:
+        return "ok"
+
+    run = await wf.run(display=False)  # no traceback out of run()
+    assert run.status == "failed"
+    error = run.steps["each"].error or ""
+    assert run.steps["each"].state == "discarded"
+    assert "step 'each': map_key raised KeyError: 'id' (item 1 of 'items')" in error
+    assert run.steps["total"].state == "cancelled"
+    assert sorted(run.failed_steps) == ["each", "total"]
+    assert run.results["items"] == [{"id": "a"}, {"name": "no id"}]
+    assert run.results["independent"] == "ok"
+    loaded = await bn.Run.load(run.id, db=db_url)
+    assert loaded.status == "failed" and loaded.steps["each"].error == error
+    assert loaded.results["items"] == [{"id": "a"}, {"name": "no id"}]
+    assert not any(name.startswith("each[") for name in loaded.steps)
 
 
 async def test_pydantic_results_are_stored_as_json(sqlite_url: str) -> None:
@@ -414,8 +541,8 @@ async def test_cancel_leaves_a_resumable_run(db_url: str, unique: str) -> None:
     assert resumed.status == "completed" and resumed.results["final"] == "f"
 
 
-async def test_outer_cancellation_like_a_kernel_interrupt(sqlite_url: str) -> None:
-    wf = bn.Workflow("interrupt", db=sqlite_url)
+async def test_outer_cancellation_like_a_kernel_interrupt(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"interrupt-{unique}", db=db_url)
     started = anyio.Event()
 
     @wf.step()
@@ -428,8 +555,8 @@ async def test_outer_cancellation_like_a_kernel_interrupt(sqlite_url: str) -> No
         tg.start_soon(wf.run)
         await started.wait()
         tg.cancel_scope.cancel()  # what ipykernel does to the cell on interrupt
-    async with await Store.open(sqlite_url) as store:
-        rows = await store.list_runs(workflow="interrupt")
+    async with await Store.open(db_url) as store:
+        rows = await store.list_runs(workflow=wf.name)
         assert [r["status"] for r in rows] == ["cancelled"]
         assert rows[0]["lease_owner"] is None
         nodes = await store.get_nodes(rows[0]["id"])
