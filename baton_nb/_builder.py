@@ -36,7 +36,20 @@ _STEP_OPTIONS = (
 
 
 class Workflow:
-    """A DAG of async (or sync) step functions, run with ``await wf.run()``."""
+    """A DAG of async (or sync) step functions, run with ``await wf.run()``.
+
+    Args:
+        name: The workflow's name (runs are listed and reported under it).
+        db: Database URL (``sqlite:///runs.db``, ``postgresql://...``). Default:
+            ``BATON_NB_DB``, else ``sqlite:///baton.db``.
+        debug: Capture every step's context (see the ``debug`` step option).
+        ignore_cancelled: Default of the step option of the same name.
+        ignore_discarded: Default of the step option of the same name.
+        models: ``{step: "provider/model"}``: the model of ``ctx.model`` for these steps
+            (``wf.run(models=...)`` can override it per run).
+        limits: ``{concurrency_key: n}``: at most ``n`` steps with that
+            ``concurrency_key`` execute at once in a run; a key not listed here allows 1.
+    """
 
     def __init__(
         self,
@@ -67,9 +80,65 @@ class Workflow:
     # ── defining steps ────────────────────────────────────────────────────────
 
     def step(self, name: str | None = None, **options: Any) -> Callable[[F], F]:
-        """Decorator: ``@wf.step(deps=[...], max_attempts=3, timeout=30, models=[...])``.
+        """Decorator that adds the function below it as a step of this workflow.
 
-        With ``deps`` omitted, the function's parameters other than ``ctx`` name its deps.
+        ``@wf.step(deps=["fetch"], max_attempts=3, timeout=30)``. The function gets a
+        `bn.Context` (``ctx``) and returns a JSON-serialisable result; ``async def`` is
+        preferred, a plain ``def`` runs in a worker thread. Every option is checked here,
+        when the step is added: an unknown option, a wrong type or a contradiction (e.g.
+        ``quorum`` without ``models``/``map_over``) raises ``ValueError``
+        (`bn.ConfigurationError`).
+
+        Args:
+            name: Step name, unique in the workflow, without ``[`` or ``]``.
+                Default: the function's ``__name__``.
+            **options: The step options below.
+
+        Keyword Args:
+            deps (list[str] | None): Names of the steps this one waits for; their results
+                are in ``ctx.results``. Default: the function's parameters after ``ctx``
+                (Hamilton style: each receives that dep's result); none means no deps.
+            max_attempts (int): Attempts before the step is ``discarded`` (>= 1).
+                Default ``3``.
+            timeout (float | None): Seconds per attempt; a slower attempt fails with
+                ``TimeoutError`` and is retried like any error. Default ``None``
+                (no limit).
+            backoff (Callable[[int], float] | None): Seconds to wait before the next
+                attempt, given the attempt number that failed. Default: exponential with
+                full jitter, base 1 s, cap 60 s.
+            ignore_cancelled (bool): Run even if a dep ended ``cancelled`` (it is then
+                missing from ``ctx.results``). Default: the workflow's
+                ``ignore_cancelled`` (``False``).
+            ignore_discarded (bool): Run even if a dep ended ``discarded``. Default: the
+                workflow's ``ignore_discarded`` (``False``).
+            models (list[str] | None): Fan-out over models: one child per
+                ``"provider/model"``, named ``step[provider/model]``, each with
+                ``ctx.model`` set; downstream steps see ``{model: result}``.
+                Default ``None``.
+            quorum (int | None): With ``models`` or ``map_over``: the group completes as
+                soon as this many children completed (children that fail inside a met
+                quorum do not fail the run). Default ``None``: all children must complete.
+            map_over (str | None): Name of a dep whose result (a list) is mapped: one
+                child per item (``ctx.item``), named ``step[0]``, ``step[1]``, ...;
+                downstream steps see the list of results in item order. Added to ``deps``
+                if missing. Not together with ``models``. Default ``None``.
+            map_key (Callable[[Any], Any] | None): With ``map_over`` only: names each
+                child ``step[map_key(item)]`` instead of by index. Default ``None``.
+            on_dep_cancelled (Callable[[str, Context], Any] | None): Called with
+                ``(reason, ctx)`` (may be async) when this step is cancelled because a dep
+                was cancelled. Default ``None``.
+            on_dep_discarded (Callable[[str, Context], Any] | None): The same when a dep
+                was discarded. Default ``None``.
+            concurrency_key (str | None): Steps with the same key share a limit on how many
+                of them execute at once in a run: ``limits={key: n}`` on `bn.Workflow`,
+                1 for a key without a limit (fan-out children each take a slot).
+                Default ``None``: only ``wf.run(concurrency=...)`` applies.
+            debug (bool | None): Capture this step's context (LLM requests, responses,
+                ``ctx.log`` lines; never API keys) for ``run.context(step)``. Default: the
+                workflow's ``debug``.
+
+        Returns:
+            A decorator that registers the function and returns it unchanged.
         """
         if callable(name):
             raise ConfigurationError("use @wf.step() with parentheses")
@@ -81,7 +150,25 @@ class Workflow:
         return register
 
     def add(self, name: str, fn: Callable[..., Any], **options: Any) -> Workflow:
-        """Add a step (builder form, Baton ``add/4``). Returns the workflow for chaining."""
+        """Add ``fn`` as the step ``name`` (builder form, Baton ``add/4``).
+
+        ``wf.add("parse", parse_fn, deps=["fetch"], max_attempts=5)`` is the same as
+        decorating ``parse_fn`` with ``@wf.step("parse", deps=["fetch"], max_attempts=5)``.
+
+        Args:
+            name: Step name, unique in the workflow (a duplicate raises ``ValueError``),
+                without ``[`` or ``]``.
+            fn: The step function (async or sync), called with ``ctx`` and, Hamilton
+                style, one argument per dep it names as a parameter.
+            **options: ``deps``, ``max_attempts`` (default 3), ``timeout``, ``backoff``,
+                ``ignore_cancelled``, ``ignore_discarded``, ``models``, ``quorum``,
+                ``map_over``, ``map_key``, ``on_dep_cancelled``, ``on_dep_discarded``,
+                ``concurrency_key``, ``debug``: the options of `Workflow.step`, with the
+                same types, defaults and checks (described there).
+
+        Returns:
+            The workflow, for chaining: ``wf.add("a", f).add("b", g, deps=["a"])``.
+        """
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
                 f"step name must be a non-empty string without '[' or ']', got {name!r}"
@@ -203,6 +290,8 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
             raise ConfigurationError(f"step {name!r}: use models= or map_over=, not both")
         if map_over not in deps:
             deps = (*deps, map_over)
+    elif opts.get("map_key") is not None:
+        raise ConfigurationError(f"step {name!r}: map_key needs map_over= (it names map children)")
     if name in deps:
         raise ValueError(f"step {name!r} depends on itself")
     return StepSpec(

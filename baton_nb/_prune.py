@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ._errors import ConfigurationError
+from ._money import plural
 from .reports import as_duration
 from .store import PRUNE_TABLES, Store
 
@@ -41,7 +42,7 @@ class PruneResult:
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
         tables = ", ".join(f"{table} {n}" for table, n in self.deleted.items())
-        return f"{verb} {self.runs} runs, {self.total} rows ({tables})"
+        return f"{verb} {plural(self.runs, 'run')}, {plural(self.total, 'row')} ({tables})"
 
 
 async def prune(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _jsonutil
 from ._errors import RunNotFound, WorkflowFailed
+from ._money import fmt_money, normalize_money
 from ._usage import Usage
 from .store import Store, loads_list
 
@@ -50,7 +51,7 @@ class CallRecord:
             attempt=row["attempt"],
             call_index=row["call_index"],
             usage=Usage.from_dict(row),
-            cost=row["cost_usd"],
+            cost=None if row["cost_usd"] is None else normalize_money(row["cost_usd"]),
             latency_ms=float(row["latency_ms"]),
             replayed=bool(row["replayed"]),
             estimated=bool(row["estimated"]),
@@ -133,9 +134,8 @@ class Run:
 
         Calls to models without a known price add nothing here; see ``unpriced_calls``.
         """
-        return sum(
-            (c.cost for c in self.calls if not c.replayed and c.cost is not None), Decimal(0)
-        )
+        paid = (c.cost for c in self.calls if not c.replayed and c.cost is not None)
+        return normalize_money(sum(paid, Decimal(0)))
 
     @property
     def unpriced_calls(self) -> int:
@@ -227,21 +227,22 @@ class Run:
         done = sum(1 for s in self.steps.values() if s.state in TERMINAL_STATES)
         return (
             f"<Run {self.id} {self.workflow!r} {self.status}: {done}/{len(self.steps)} steps, "
-            f"cost ${self.cost}>"
+            f"cost ${fmt_money(self.cost)}>"
         )
 
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(s.name)}</td><td>{s.state}</td><td>{s.attempt}</td>"
             f"<td>{'' if s.duration is None else f'{s.duration:.2f}s'}</td>"
-            f"<td>{s.usage.total_tokens}</td><td>${s.cost}</td>"
+            f"<td>{s.usage.total_tokens}</td><td>${fmt_money(s.cost)}</td>"
             f"<td>{html.escape(s.error or '')}</td></tr>"
             for s in self.steps.values()
         )
         return (
             f"<div><b>Run {html.escape(self.id)}</b> ({html.escape(self.workflow)}): "
-            f"<b>{self.status}</b>, cost ${self.cost}<table><tr><th>step</th><th>state</th>"
-            f"<th>attempt</th><th>duration</th><th>tokens</th><th>cost</th><th>error</th></tr>"
+            f"<b>{self.status}</b>, cost ${fmt_money(self.cost)}"
+            "<table><tr><th>step</th><th>state</th><th>attempt</th>"
+            "<th>duration</th><th>tokens</th><th>cost</th><th>error</th></tr>"
             f"{rows}</table></div>"
         )
 

@@ -11,14 +11,17 @@ from typing import Any
 import anyio.to_thread
 
 from .._errors import ConfigurationError
+from .._money import plural
 from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._usage import Usage
 from ..reports import CostReport, fmt_money
+from ._output import out as _out
 from ._show import render_run
 
 __all__ = [
+    "check_prune",
     "cmd_price",
     "cmd_prune",
     "cmd_report",
@@ -27,10 +30,6 @@ __all__ = [
     "report_json",
     "write_csv",
 ]
-
-
-def _out(text: str = "") -> None:
-    print(text, flush=True)
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
@@ -61,7 +60,11 @@ async def write_csv(rep: CostReport, path: str) -> str:
     """Write the report's CSV off the event loop; return the absolute path."""
 
     def write() -> str:
-        rep.to_csv(path)
+        try:
+            rep.to_csv(path)
+        except OSError as exc:  # checked before the work began, but the disk may be full
+            reason = exc.strerror or str(exc)
+            raise ConfigurationError(f"cannot write the CSV to {path!r}: {reason}") from None
         return os.path.abspath(path)
 
     return await anyio.to_thread.run_sync(write)
@@ -105,11 +108,12 @@ async def cmd_report(args: argparse.Namespace) -> int:
         _out(str(rep))
     if args.csv:
         path = await write_csv(rep, args.csv)
-        _out(f"wrote {len(rep.rows)} rows to {path}")
+        _out(f"wrote {plural(len(rep.rows), 'row')} to {path}")
     return 0
 
 
-async def cmd_prune(args: argparse.Namespace) -> int:
+def check_prune(args: argparse.Namespace) -> None:
+    """Usage errors of ``prune`` (exit 2), found before the database is touched."""
     if args.older_than is None and args.debug_logs_older_than is None:
         raise ConfigurationError(
             "prune needs --older-than AGE (finished runs) and/or --debug-logs-older-than AGE, "
@@ -117,6 +121,10 @@ async def cmd_prune(args: argparse.Namespace) -> int:
         )
     if args.batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
+
+
+async def cmd_prune(args: argparse.Namespace) -> int:
+    check_prune(args)
     result = await prune(
         args.db,
         older_than=args.older_than,

@@ -7,10 +7,21 @@ import os
 from typing import Any
 
 from .._builder import Workflow
+from .._errors import ConfigurationError
+from .._money import plural
 from ..store import resolve_url
 from ._commands import write_csv
+from ._output import out
 
-__all__ = ["DEFAULT_CSV", "DEFAULT_DB", "DEMO_MODELS", "DEMO_PROMPTS", "build_demo", "cmd_demo"]
+__all__ = [
+    "DEFAULT_CSV",
+    "DEFAULT_DB",
+    "DEMO_MODELS",
+    "DEMO_PROMPTS",
+    "build_demo",
+    "check_demo",
+    "cmd_demo",
+]
 
 DEFAULT_DB = "sqlite:///baton_demo.db"
 DEFAULT_CSV = "baton_demo_costs.csv"
@@ -47,17 +58,19 @@ def build_demo(db: str) -> Workflow:
     return wf
 
 
-async def cmd_demo(args: argparse.Namespace) -> int:
-    from .._errors import ConfigurationError
-
+def check_demo(args: argparse.Namespace) -> None:
+    """Usage errors of ``demo`` (exit 2), found before any run."""
     if not 1 <= args.prompts <= len(DEMO_PROMPTS):
         raise ConfigurationError(f"--prompts must be between 1 and {len(DEMO_PROMPTS)}")
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    check_demo(args)
     db = args.db or os.environ.get("BATON_NB_DB") or DEFAULT_DB
     wf = build_demo(db)
-    print(
-        f"baton-nb demo: {args.prompts} prompts, each fanned out over {len(DEMO_MODELS)} mock "
-        f"models and synthesised; offline, stored in {resolve_url(db)}",
-        flush=True,
+    out(
+        f"baton-nb demo: {plural(args.prompts, 'prompt')}, each fanned out over "
+        f"{len(DEMO_MODELS)} mock models and synthesised; offline, stored in {resolve_url(db)}"
     )
     run_ids, failed = [], 0
     for prompt in DEMO_PROMPTS[: args.prompts]:
@@ -65,11 +78,12 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         run_ids.append(run.id)
         failed += run.status != "completed"
     report = await _report(db, run_ids)
-    print(f"\n{report}\n", flush=True)
+    out(f"\n{report}\n")
     path = await write_csv(report, args.csv)
-    print(f"cost CSV ({len(report.rows)} rows, one per run, step and model) written to {path}")
+    rows = plural(len(report.rows), "row")
+    out(f"cost CSV ({rows}, one per run, step and model) written to {path}")
     db_flag = "" if db == os.environ.get("BATON_NB_DB") else f" --db {db}"
-    print(f"next: baton-nb runs{db_flag}  |  baton-nb show {run_ids[-1]}{db_flag}")
+    out(f"next: baton-nb runs{db_flag}  |  baton-nb show {run_ids[-1]}{db_flag}")
     return 1 if failed else 0
 
 

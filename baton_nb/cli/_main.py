@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -10,15 +13,24 @@ from typing import Any
 
 import anyio
 
+from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
 from ..reports import as_time, parse_duration
 from . import _commands, _demo
+from ._output import OutputError, silence_stdout
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
+DB_HELP = (
+    "database URL (default: $BATON_NB_DB, else sqlite:///baton.db; "
+    "for demo: sqlite:///baton_demo.db)"
+)
+DEMO_DB_HELP = f"database URL (default: $BATON_NB_DB, else {_demo.DEFAULT_DB})"
+# Commands that only read (or delete from) an existing database: a missing SQLite file is an
+# error for them, never created empty (a typo in --db would otherwise "find" no runs).
+NEEDS_DATABASE = frozenset({"runs", "show", "report", "prune"})
 
 
 def _duration(text: str) -> timedelta:
@@ -51,10 +63,15 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", type=_when, metavar="WHEN", help="runs created before WHEN")
 
 
+def _common(db_help: str) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=db_help)
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``baton-nb`` argument parser (``--db`` is accepted before or after the command)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
+    common = _common(DB_HELP)
     parser = argparse.ArgumentParser(
         prog="baton-nb",
         parents=[common],
@@ -63,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 run failed or unknown id, 2 bad arguments.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_demo(sub, common)
+    _add_demo(sub, _common(DEMO_DB_HELP))
     _add_runs(sub, common)
     _add_show(sub, common)
     _add_report(sub, common)
@@ -81,9 +98,14 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
         "on SQLite (default sqlite:///baton_demo.db unless --db or $BATON_NB_DB), print "
         "its cost table and write the cost CSV.",
     )
-    p.add_argument("--csv", metavar="PATH", default=_demo.DEFAULT_CSV, help="cost CSV to write")
+    p.add_argument(
+        "--csv",
+        metavar="PATH",
+        default=_demo.DEFAULT_CSV,
+        help=f"cost CSV to write (default: {_demo.DEFAULT_CSV})",
+    )
     p.add_argument("--prompts", type=_count, default=3, metavar="N", help="prompts (1-10)")
-    p.set_defaults(handler=_demo.cmd_demo)
+    p.set_defaults(handler=_demo.cmd_demo, check=_demo.check_demo)
 
 
 def _add_runs(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -139,7 +161,7 @@ def _add_prune(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=_count, default=500, metavar="N", help="runs per transaction"
     )
-    p.set_defaults(handler=_commands.cmd_prune)
+    p.set_defaults(handler=_commands.cmd_prune, check=_commands.check_prune)
 
 
 def _add_price(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -169,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     args.db = getattr(args, "db", None)
     try:
+        missing = _preflight(args)  # checks that need no database and no event loop
+        if missing is not None:
+            return _fail(missing, EXIT_FAILED)
         code: int = anyio.run(args.handler, args)
     except ConfigurationError as exc:
         return _fail(f"{exc}", EXIT_USAGE)
@@ -176,11 +201,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc}", EXIT_FAILED)
     except BatonError as exc:
         return _fail(f"{exc}", EXIT_FAILED)
+    except (BrokenPipeError, OutputError) as exc:
+        return _output_failed(exc)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     return code
 
 
+def _preflight(args: argparse.Namespace) -> str | None:
+    """Check what can be checked before any work: the command's own usage rules and the CSV
+    path (usage errors, raised), then, for commands that read runs, that the SQLite file
+    exists (the message is returned)."""
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)
+    csv_path = getattr(args, "csv", None)
+    if csv_path:
+        check_csv_path(csv_path)
+    if args.command in NEEDS_DATABASE:
+        path = sqlite_file(resolve_url(args.db))
+        if path is not None and not os.path.isfile(path):
+            return (
+                f"no database at {os.path.abspath(path)} "
+                "(run a workflow first, or pass --db / BATON_NB_DB)"
+            )
+    return None
+
+
+def check_csv_path(path: str) -> None:
+    """Raise ``ConfigurationError`` (exit 2) if a CSV cannot be written at ``path``."""
+    where = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ConfigurationError(
+            f"cannot write the CSV to {path!r}: it is a directory; "
+            f"give a file name, e.g. --csv {os.path.join(path, 'costs.csv')}"
+        )
+    folder = os.path.dirname(where)
+    if not os.path.isdir(folder):
+        raise ConfigurationError(
+            f"cannot write the CSV to {path!r}: folder {folder!r} does not exist"
+        )
+    if os.path.exists(where) and not os.access(where, os.W_OK):
+        raise ConfigurationError(f"cannot write the CSV to {path!r}: the file is read-only")
+    if not os.path.exists(where) and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigurationError(
+            f"cannot write the CSV to {path!r}: folder {folder!r} is not writable"
+        )
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite:///path`` URL; ``None`` for in-memory SQLite and for Postgres."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("sqlite", "sqlite+aiosqlite") or not rest.startswith("/"):
+        return None
+    path = rest[1:].split("?", 1)[0]
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return path
+
+
+def _output_failed(exc: BaseException) -> int:
+    """stdout is gone (closed pipe, full disk): no traceback; exit 1."""
+    silence_stdout()
+    cause = exc.__cause__ if isinstance(exc, OutputError) else exc
+    if isinstance(cause, BrokenPipeError) or getattr(cause, "errno", None) == errno.EPIPE:
+        return EXIT_FAILED  # `baton-nb runs | head`: the reader left; say nothing, like cat
+    reason = getattr(cause, "strerror", None) or str(cause)
+    return _fail(f"cannot write to standard output: {reason}", EXIT_FAILED)
+
+
 def _fail(message: str, code: int) -> int:
-    print(f"baton-nb: error: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):  # stderr gone too: the exit code is left
+        print(f"baton-nb: error: {message}", file=sys.stderr, flush=True)
     return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from .._money import plural
 from .._run import Run, StepInfo
 from ..reports import fmt_money, local_time, text_table
 
@@ -75,7 +76,7 @@ def render_run(run: Run) -> str:
     head = (
         f"run {run.id}  workflow {run.workflow!r}  {run.status}{duration}\n"
         f"started {local_time(run.started_at or run.created_at)}  "
-        f"{len([c for c in run.calls if not c.replayed])} calls  cost ${cost}"
+        f"{plural(len([c for c in run.calls if not c.replayed]), 'call')}  cost ${cost}"
     )
     rows: list[list[str]] = []
     for level, names in enumerate(layers(run)):

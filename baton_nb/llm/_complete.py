@@ -96,6 +96,7 @@ async def complete(request: LLMRequest) -> Completion:
         usage,
         reported=parsed.reported_cost,
         cache_write_ttl=parsed.cache_write_ttl,
+        called_as=request.model,
     )
     logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
     scrub = scrubber()

@@ -38,8 +38,13 @@ async def compute_cost(
     *,
     reported: Decimal | None = None,
     cache_write_ttl: str = "5m",
+    called_as: str | None = None,
 ) -> Decimal | None:
-    """USD cost; ``None`` when the model's price is unknown (never a silent 0)."""
+    """USD cost; ``None`` when the model's price is unknown (never a silent 0).
+
+    ``pricing_model`` is the name looked up in the price tables; ``called_as`` the
+    ``provider/model`` of the call, which the unknown-price warning names.
+    """
     if reported is not None:
         return reported
     pricing = _pricing
@@ -49,5 +54,10 @@ async def compute_cost(
         pricing = await anyio.to_thread.run_sync(_load_pricing)
         if pricing is None:
             return None
-    cost: Decimal | None = pricing.price(pricing_model, usage, cache_write_ttl=cache_write_ttl)
+    cost: Decimal | None = pricing.price_call(
+        pricing_model,
+        usage,
+        called_as=called_as or pricing_model,
+        cache_write_ttl=cache_write_ttl,
+    )
     return cost

@@ -11,7 +11,14 @@ The tables are the JSON files of the top-level ``pricing/`` folder (shipped in t
 
 from __future__ import annotations
 
-from ._api import UnknownPriceWarning, configure_pricing, known_models, lookup, price
+from ._api import (
+    UnknownPriceWarning,
+    configure_pricing,
+    known_models,
+    lookup,
+    price,
+    price_call,
+)
 from ._parse import load_price_file
 from ._types import ModelPrice, PriceFile, Rates, Tier
 
@@ -26,4 +33,5 @@ __all__ = [
     "load_price_file",
     "lookup",
     "price",
+    "price_call",
 ]

@@ -5,7 +5,16 @@ Reads stored rows only: never imports the runtime.
 
 from ._cost import Breakdown, CostReport
 from ._render import text_table
-from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals, fmt_money
+from ._rows import (
+    CSV_COLUMNS,
+    CostRow,
+    FanoutChild,
+    ModelComparison,
+    Totals,
+    fmt_money,
+    normalize_money,
+    plural,
+)
 from ._runs import RunList, RunSummary, local_time
 from ._when import as_duration, as_time, parse_duration
 
@@ -23,6 +32,8 @@ __all__ = [
     "as_time",
     "fmt_money",
     "local_time",
+    "normalize_money",
     "parse_duration",
+    "plural",
     "text_table",
 ]

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from .._usage import Usage
 from ._render import breakdown_html, breakdown_text, report_html, report_text
-from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals, fmt_money
+from ._rows import (
+    CSV_COLUMNS,
+    CostRow,
+    FanoutChild,
+    ModelComparison,
+    Totals,
+    fmt_money,
+    normalize_money,
+    plural,
+)
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -106,7 +115,7 @@ class CostReport:
     @property
     def total(self) -> Decimal:
         """USD of every priced call; a lower bound when ``complete`` is False."""
-        return sum((r.known_cost for r in self.rows), Decimal(0))
+        return normalize_money(sum((r.known_cost for r in self.rows), Decimal(0)))
 
     @property
     def complete(self) -> bool:
@@ -226,10 +235,10 @@ class CostReport:
         return len(self.rows)
 
     def __repr__(self) -> str:
-        mark = "" if self.complete else f" (+{self.unpriced_calls} unpriced calls)"
+        mark = "" if self.complete else f" (+{plural(self.unpriced_calls, 'unpriced call')})"
         return (
-            f"<CostReport {len(self.run_ids)} run(s), {len(self.rows)} rows, "
-            f"{self.calls} calls, ${fmt_money(self.total)}{mark}>"
+            f"<CostReport {plural(len(self.run_ids), 'run')}, {plural(len(self.rows), 'row')}, "
+            f"{plural(self.calls, 'call')}, ${fmt_money(self.total)}{mark}>"
         )
 
     def __str__(self) -> str:

@@ -6,7 +6,7 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ._rows import ModelComparison, Totals, fmt_money
+from ._rows import ModelComparison, Totals, fmt_money, plural
 
 if TYPE_CHECKING:
     from ._cost import CostReport
@@ -34,15 +34,16 @@ def _total_line(report: CostReport) -> str:
     total = f"${fmt_money(report.total)}"
     if report.complete:
         return total
-    return f"at least {total} ({report.unpriced_calls} calls with unknown price: incomplete)"
+    unpriced = plural(report.unpriced_calls, "call")
+    return f"at least {total} ({unpriced} with unknown price: incomplete)"
 
 
 def _headline(report: CostReport) -> str:
     runs = len(report.run_ids)
     tokens = report.tokens
     parts = [
-        f"{runs} run{'s' if runs != 1 else ''}",
-        f"{report.calls} calls",
+        plural(runs, "run"),
+        plural(report.calls, "call"),
         f"{tokens.input_tokens:,} input + {tokens.output_tokens:,} output tokens",
     ]
     if report.replayed_calls:

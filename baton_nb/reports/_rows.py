@@ -6,12 +6,22 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._money import fmt_money, normalize_money, plural
 from .._usage import Usage
 
 if TYPE_CHECKING:
     from .._run import CallRecord
 
-__all__ = ["CSV_COLUMNS", "CostRow", "FanoutChild", "ModelComparison", "Totals", "fmt_money"]
+__all__ = [
+    "CSV_COLUMNS",
+    "CostRow",
+    "FanoutChild",
+    "ModelComparison",
+    "Totals",
+    "fmt_money",
+    "normalize_money",
+    "plural",
+]
 
 CSV_COLUMNS = (
     "run_id",
@@ -31,13 +41,6 @@ CSV_COLUMNS = (
 )
 
 FAILED_STATES = frozenset({"discarded", "cancelled"})
-
-
-def fmt_money(value: Decimal) -> str:
-    """Plain decimal string, no exponent, no trailing zeros: ``0.00079630`` -> ``0.0007963``."""
-    if value == 0:
-        return "0"
-    return format(value.normalize(), "f")
 
 
 @dataclass(kw_only=True)
@@ -143,7 +146,7 @@ class CostRow(Totals):
             parent=row.get("parent"),
             calls=int(row["calls"] or 0),
             usage=Usage.from_dict(row),
-            known_cost=row["cost"] if row["cost"] is not None else Decimal(0),
+            known_cost=normalize_money(row["cost"]) if row["cost"] is not None else Decimal(0),
             unpriced_calls=int(row["unpriced_calls"] or 0),
             estimated_calls=int(row["estimated_calls"] or 0),
             latency_ms=float(row["latency_ms"] or 0.0),

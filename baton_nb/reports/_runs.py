@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._render import text_table
-from ._rows import fmt_money
+from ._rows import fmt_money, normalize_money
 
 __all__ = ["RunList", "RunSummary", "local_time"]
 
@@ -99,7 +99,7 @@ class RunSummary:
             failed_steps=list(json.loads(row["failed_steps"] or "[]")),
             calls=int(row["calls"] or 0),
             tokens=int(row["input_tokens"] or 0) + int(row["output_tokens"] or 0),
-            cost=row["cost"] if row["cost"] is not None else Decimal(0),
+            cost=normalize_money(row["cost"]) if row["cost"] is not None else Decimal(0),
             unpriced_calls=int(row["unpriced_calls"] or 0),
             replayed_calls=int(row["replayed_calls"] or 0),
         )

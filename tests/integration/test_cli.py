@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -92,7 +93,39 @@ def test_demo_then_every_command(workdir: Path, capsys: pytest.CaptureFixture[st
     assert run_ids(capsys, "--db", DEMO_DB) == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runs"],
+        ["show", "some-run"],
+        ["report"],
+        ["report", "--csv", "out.csv"],
+        ["prune", "--older-than", "7d"],
+        ["--db", "sqlite:///typo.db", "report"],
+        ["runs", "--db", "sqlite:///sub/../typo.db", "--json"],
+    ],
+)
+def test_read_commands_never_create_a_database(
+    argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    name = "typo.db" if any("typo" in a for a in argv) else "baton.db"
+    assert captured.err.strip() == (
+        f"baton-nb: error: no database at {workdir / name} "
+        "(run a workflow first, or pass --db / BATON_NB_DB)"
+    )
+    assert captured.out == "" and list(workdir.iterdir()) == []
+
+
+def test_library_reads_stay_permissive(workdir: Path) -> None:
+    """bn.runs() opens (and creates) the database like wf.run() does: see docs/cli.md."""
+    assert anyio.run(bn.runs) == []
+    assert (workdir / "baton.db").exists()
+
+
 def test_unknown_run_id_exits_1(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    anyio.run(bn.runs)  # an empty database
     assert main(["show", "no-such-run"]) == 1
     assert "no run 'no-such-run'" in capsys.readouterr().err
     assert main(["report", "no-such-run"]) == 1
@@ -138,3 +171,50 @@ def test_console_script_and_module(workdir: Path) -> None:
         cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in KEY_VARS and k != "BATON_NB_DB"}
+
+
+def _baton_nb(workdir: Path, *argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("baton-nb")
+    done: subprocess.CompletedProcess[str] = subprocess.run(
+        [str(script), *argv], cwd=workdir, env=_env(), text=True, timeout=60, **kw
+    )
+    return done
+
+
+def test_bad_csv_path_in_a_real_process(workdir: Path) -> None:
+    for path, reason in (("/nonexistent/x.csv", "does not exist"), ("/tmp", "is a directory")):
+        done = _baton_nb(workdir, "demo", "--csv", path, capture_output=True)
+        assert done.returncode == 2 and done.stdout == "", done
+        assert done.stderr.startswith(f"baton-nb: error: cannot write the CSV to {path!r}")
+        assert reason in done.stderr and len(done.stderr.splitlines()) == 1
+    assert list(workdir.iterdir()) == []  # checked before the demo ran anything
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_stdout_is_a_short_error_not_a_traceback(workdir: Path) -> None:
+    assert main(["demo", "--prompts", "1"]) == 0
+    with open("/dev/full", "w") as full:
+        done = _baton_nb(workdir, "runs", "--db", DEMO_DB, stdout=full, stderr=subprocess.PIPE)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "baton-nb: error: cannot write to standard output: No space left on device"
+    )
+
+
+def test_closed_pipe_exits_quietly(workdir: Path) -> None:
+    assert main(["demo", "--prompts", "1"]) == 0
+    script = Path(sys.executable).with_name("baton-nb")
+    proc = subprocess.Popen(
+        [str(script), "report", "--json", "--db", DEMO_DB],
+        cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before the command writes
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 1
+    assert err == "", err

@@ -18,7 +18,6 @@ import anyio
 import pytest
 
 import baton_nb as bn
-from baton_nb.store import Store
 from tests.fakes.plugin import DUMMY_KEYS
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
@@ -348,43 +347,6 @@ async def test_model_map_sets_ctx_model(sqlite_url: str) -> None:
 
     failed = await bare.run(display=False)
     assert "no model for ctx.complete()" in (failed.steps["lost"].error or "")
-
-
-async def test_debug_capture_and_no_secret_on_disk(
-    fake_providers: FakeProviderServer, tmp_path: Path
-) -> None:
-    url = f"sqlite:///{tmp_path / 'secret.db'}"
-    wf = bn.Workflow("debug", db=url, debug=True)
-
-    @wf.step()
-    async def ask(ctx: bn.Context) -> str:
-        ctx.log("about to ask", size=3)
-        answer = await ctx.complete(
-            model=MODEL,
-            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-            temperature=0,
-        )
-        return answer.text
-
-    run = await wf.run(display=False)
-    context = run.context("ask")
-    kinds = [entry["kind"] for entry in context]
-    assert kinds == ["log", "request", "response"]
-    assert "be brief" in context[1]["data"] and context[2]["message"] == answer_text(run)
-    loaded = await bn.Run.load(run.id, db=url)
-    assert [e["kind"] for e in loaded.context("ask")] == kinds
-    request = fake_providers.requests[0]
-    assert request.headers.get("authorization", "").endswith(DUMMY_KEYS["openai"])
-    for path in tmp_path.glob("secret.db*"):
-        data = path.read_bytes()
-        for key in DUMMY_KEYS.values():
-            assert key.encode() not in data, f"{key} found in {path.name}"
-    async with await Store.open(url) as store:
-        assert len(await store.get_debug_logs(run.id)) == 3
-
-
-def answer_text(run: bn.Run) -> str:
-    return str(run.results["ask"])
 
 
 async def test_call_finished_events(sqlite_url: str) -> None:

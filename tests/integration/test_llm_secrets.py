@@ -1,15 +1,18 @@
-"""API keys never appear in reprs, errors, raw responses or logs."""
+"""API keys never appear in reprs, errors, raw responses, logs or the database files."""
 
 from __future__ import annotations
 
 import logging
 import traceback
+from pathlib import Path
 
 import pytest
 
+import baton_nb as bn
 from baton_nb._errors import ProviderError
 from baton_nb.llm import LLMRequest, complete, configure, redact_secrets
 from baton_nb.llm._config import resolve_endpoint
+from baton_nb.store import Store
 from tests.fakes.plugin import DUMMY_KEYS
 from tests.fakes.provider_server import FakeProviderServer, Reply
 
@@ -94,3 +97,103 @@ async def test_key_shaped_content_in_answers_is_kept(fake_providers: FakeProvide
 def test_redact_secrets_knows_configured_keys(fake_providers: FakeProviderServer) -> None:
     text = " ".join(DUMMY_KEYS.values())
     _assert_clean(redact_secrets(text))
+
+
+def _db_files(folder: Path) -> dict[str, bytes]:
+    """The bytes of ``secret.db`` and its ``-wal`` / ``-shm`` files, as they are now."""
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("secret.db*"))}
+
+
+def _assert_no_key_bytes(files: dict[str, bytes], when: str) -> None:
+    for name, data in files.items():
+        for provider, key in DUMMY_KEYS.items():
+            assert key.encode() not in data, f"{provider} key found in {name} ({when})"
+
+
+@pytest.mark.anyio
+async def test_debug_capture_and_no_secret_on_disk(
+    fake_providers: FakeProviderServer, tmp_path: Path
+) -> None:
+    """debug=True over OpenAI (Authorization: Bearer), Anthropic (x-api-key) and Gemini
+    (x-goog-api-key): answers and provider errors echo every key; none of them reaches the
+    database (main file, WAL or shared memory) while the run is open or after it, nor the
+    results, errors, captured context or events."""
+    url = f"sqlite:///{tmp_path / 'secret.db'}"
+    everything = " ".join(DUMMY_KEYS.values())
+    fake_providers.text = f"echo: {everything}"
+    during: dict[str, bytes] = {}
+    events: list[object] = []
+    remove = bn.events.add_listener(bn.topic_all(), events.append)
+    wf = bn.Workflow("secrets", db=url, debug=True)
+
+    @wf.step(models=MODELS)
+    async def ask(ctx: bn.Context) -> str:
+        ctx.log("about to ask", size=3)
+        answer = await ctx.complete(
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            temperature=0,
+        )
+        return answer.text
+
+    @wf.step(models=MODELS, deps=["ask"], max_attempts=1)
+    async def refused(ctx: bn.Context) -> str:
+        fake_providers.script(Reply(status=400, message=f"invalid key: {everything}"))
+        return (await ctx.complete(prompt="again")).text
+
+    @wf.step(deps=["ask", "refused"], ignore_discarded=True)
+    async def look(ctx: bn.Context) -> bool:
+        during.update(_db_files(tmp_path))  # the run is still open: WAL not checkpointed
+        return True
+
+    try:
+        run = await wf.run(display=False)
+    finally:
+        remove()
+    after = _db_files(tmp_path)
+
+    # the test looked where the secrets could be
+    assert run.steps["look"].state == "completed", run.steps["look"]
+    assert during.get("secret.db-wal"), f"no WAL while the run was open: {sorted(during)}"
+    _assert_no_key_bytes(during, "while the run was open")
+    _assert_no_key_bytes(after, "after the run")
+
+    # every request really carried its provider's key, and Gemini's never in the URL
+    sent = {r.shape: r for r in fake_providers.requests}
+    assert sent["openai"].headers["authorization"] == f"Bearer {DUMMY_KEYS['openai']}"
+    assert sent["anthropic"].headers["x-api-key"] == DUMMY_KEYS["anthropic"]
+    assert sent["gemini"].headers["x-goog-api-key"] == DUMMY_KEYS["gemini"]
+    for request in fake_providers.requests:
+        assert "key" not in request.query and DUMMY_KEYS["gemini"] not in request.path
+
+    # what the run shows: results, errors, captured context, stored context, events
+    children = [f"{step}[{m}]" for step in ("ask", "refused") for m in MODELS]
+    loaded = await bn.Run.load(run.id, db=url)
+    for model in MODELS:
+        context = run.context(f"ask[{model}]")
+        assert [e["kind"] for e in context] == ["log", "request", "response"], context
+        assert "be brief" in context[1]["data"]
+        assert context[2]["message"] == run.results["ask"][model]
+        assert [e["kind"] for e in loaded.context(f"ask[{model}]")] == [
+            "log",
+            "request",
+            "response",
+        ]
+    for model in MODELS:
+        assert run.results["ask"][model] == "echo: " + " ".join(["[REDACTED]"] * len(DUMMY_KEYS))
+        error = run.steps[f"refused[{model}]"].error or ""
+        assert "invalid key" in error and "[REDACTED]" in error, error
+    shown = [
+        repr(run.results),
+        repr({n: (s.state, s.error) for n, s in run.steps.items()}),
+        *(repr(run.context(n)) for n in children),
+        *(repr(loaded.context(n)) for n in children),
+        repr(loaded.results),
+        repr([(s.error, s.name) for s in loaded.steps.values()]),
+        *(repr(e) for e in events),
+    ]
+    assert any("about to ask" in text for text in shown)
+    _assert_clean("\n".join(shown))
+    async with await Store.open(url) as store:
+        logs = await store.get_debug_logs(run.id)
+    assert len(logs) >= 3 * len(MODELS)  # log, request, response of each ask child
+    _assert_clean(repr(logs))

@@ -195,6 +195,26 @@ async def test_reports_and_listings_across_runs(db_url: str, unique: str) -> Non
         await bn.runs(db_url, limit=-1)
 
 
+def _bare(value: Decimal) -> bool:
+    """No trailing fractional zeros (Postgres NUMERIC(30,12) pads to 12 places)."""
+    return value == 0 or not str(value).endswith("0") or value.as_tuple().exponent == 0
+
+
+async def test_costs_read_back_carry_no_numeric_padding(db_url: str, unique: str) -> None:
+    run = await simple(db_url, f"pad-{unique}").run(display=False)
+    assert run.status == "completed" and run.cost > 0
+    loaded = await bn.Run.load(run.id, db=db_url)
+    calls = [c.cost for c in loaded.calls]
+    assert all(c is not None and _bare(c) for c in calls), calls
+    assert _bare(loaded.cost) and loaded.cost == run.cost
+    listed = await bn.runs(db_url, workflow=f"pad-{unique}")
+    assert listed[0].cost == run.cost and _bare(listed[0].cost), listed[0].cost
+    report = await bn.report(db_url, run_ids=[run.id])
+    assert all(_bare(r.known_cost) for r in report.rows), [r.known_cost for r in report.rows]
+    assert report.total == run.cost and _bare(report.total)
+    assert repr(report.total) == repr(run.report().total)
+
+
 async def test_empty_database_reports_nothing(sqlite_url: str) -> None:
     report = await bn.report(sqlite_url)
     assert report.rows == [] and report.total == 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from baton_nb.cli import build_parser, main
+from baton_nb.cli._main import sqlite_file
 
 
 @pytest.mark.parametrize(
@@ -65,3 +68,71 @@ def test_price_of_an_unknown_model_exits_1(capsys: pytest.CaptureFixture[str]) -
     assert main(["price", "nobody/nothing-9"]) == 1
     err = capsys.readouterr().err
     assert "no price known for 'nobody/nothing-9'" in err and "pricing.md" in err
+
+
+@pytest.fixture
+def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BATON_NB_DB", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "--csv", "/nonexistent/dir/x.csv"], "folder '/nonexistent/dir' does not exist"),
+        (["report", "--csv", "{tmp}"], "it is a directory"),
+        (["demo", "--csv", "/nonexistent/x.csv"], "folder '/nonexistent' does not exist"),
+        (["demo", "--csv", "{tmp}"], "it is a directory"),
+    ],
+)
+def test_bad_csv_path_exits_2_before_any_work(
+    argv: list[str], message: str, empty_cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a.replace("{tmp}", str(empty_cwd)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "cannot write the CSV to" in err
+    path = argv[-1]
+    assert repr(path) in err
+    assert list(empty_cwd.iterdir()) == []  # no database, no run: checked first
+
+
+def test_read_only_csv_file_exits_2(empty_cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = empty_cwd / "locked.csv"
+    target.write_text("", encoding="utf-8")
+    target.chmod(0o444)
+    try:
+        import os
+
+        if os.access(target, os.W_OK):  # root ignores file modes
+            pytest.skip("running as root: a read-only file is still writable")
+        assert main(["demo", "--csv", str(target)]) == 2
+        assert "read-only" in capsys.readouterr().err
+    finally:
+        target.chmod(0o644)
+
+
+def test_demo_help_names_its_own_default_database(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "else sqlite:///baton_demo.db" in out and "sqlite:///baton.db" not in out
+    assert "default: baton_demo_costs.csv" in out
+    assert main(["runs", "--help"]) == 0
+    assert "sqlite:///baton.db" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///runs.db", "runs.db"),
+        ("sqlite:////abs/runs.db", "/abs/runs.db"),
+        ("sqlite+aiosqlite:///x/y.db?timeout=5", "x/y.db"),
+        ("sqlite:///:memory:", None),
+        ("sqlite://", None),
+        ("postgresql://u@h/db", None),
+    ],
+)
+def test_sqlite_file_of_a_url(url: str, path: str | None) -> None:
+    assert sqlite_file(url) == path

@@ -289,6 +289,39 @@ def test_unknown_model_is_none_with_one_warning() -> None:
     assert caught == []
 
 
+def test_unknown_warning_points_at_the_callers_line() -> None:
+    with pytest.warns(UnknownPriceWarning) as caught:
+        price("openai/gpt-9001", U(1))
+    assert caught[0].filename == __file__
+
+
+@pytest.mark.anyio
+async def test_unknown_warning_names_the_model_as_called_and_points_at_user_code() -> None:
+    from baton_nb.llm import LLMRequest, complete, configure, reset_configuration
+
+    reset_configuration()
+    configure(providers={"mock": {"latency": 0.0}})
+    try:
+        with pytest.warns(UnknownPriceWarning) as caught:
+            c = await complete(
+                LLMRequest("mock/no-such-model-9", ({"role": "user", "content": "hi"},))
+            )
+    finally:
+        reset_configuration()
+    assert c.cost is None
+    message = str(caught[0].message)
+    assert "'mock/no-such-model-9' (priced as 'no-such-model-9')" in message, message
+    assert caught[0].filename == __file__  # not baton_nb/llm/_cost.py
+
+
+def test_price_call_names_the_called_model_only_when_it_differs() -> None:
+    from baton_nb.pricing import price_call
+
+    with pytest.warns(UnknownPriceWarning, match=r"model 'openai/gpt-9002': its cost"):
+        assert price_call("openai/gpt-9002", U(1), called_as="openai/gpt-9002") is None
+    assert price_call("openai/gpt-4o-mini", U(1000), called_as="x/y") == Decimal("0.00015")
+
+
 def test_unknown_warning_is_a_user_warning() -> None:
     assert issubclass(UnknownPriceWarning, UserWarning)
     with pytest.warns(UserWarning):

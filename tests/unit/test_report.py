@@ -13,7 +13,14 @@ import pytest
 
 import baton_nb as bn
 from baton_nb._errors import ConfigurationError
-from baton_nb.reports import CSV_COLUMNS, as_duration, as_time, fmt_money, parse_duration
+from baton_nb.reports import (
+    CSV_COLUMNS,
+    as_duration,
+    as_time,
+    fmt_money,
+    normalize_money,
+    parse_duration,
+)
 
 NOW = datetime(2025, 6, 14, 18, 0, tzinfo=timezone.utc)
 A, B = "openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"
@@ -215,6 +222,31 @@ def test_fmt_money() -> None:
     assert fmt_money(Decimal("100")) == "100"
     assert fmt_money(Decimal("0E-12")) == "0"
     assert fmt_money(Decimal("1E-9")) == "0.000000001"
+    # exact beyond the 28 digits of the default decimal context (NUMERIC(30,12) fits 30)
+    big = "123456789012345678.123456789012"
+    assert fmt_money(Decimal(big + "000")) == big
+
+
+def test_normalize_money_drops_trailing_zeros_exactly() -> None:
+    assert repr(normalize_money(Decimal("0.000489700000"))) == "Decimal('0.0004897')"
+    assert repr(normalize_money(Decimal("12.000"))) == "Decimal('12')"
+    assert repr(normalize_money(Decimal("0E-12"))) == "Decimal('0')"
+    assert repr(normalize_money(Decimal("100"))) == "Decimal('100')"  # never 1E+2
+    big = Decimal("123456789012345678.123456789012000")
+    assert normalize_money(big) == big and str(normalize_money(big)).endswith("9012")
+
+
+def test_counts_in_text_are_singular_or_plural() -> None:
+    report = make_run().report()  # one unpriced call, one run
+    head = str(report).splitlines()[0]
+    assert "(1 call with unknown price: incomplete)" in head and "for 1 run, 4 calls" in head
+    assert repr(report) == (
+        "<CostReport 1 run, 4 rows, 4 calls, $0.100323456789 (+1 unpriced call)>"
+    )
+    single = bn.Run("r", "wf")
+    single.calls = [call("s", A, "0.0005")]
+    assert "for 1 run, 1 call," in str(single.report())
+    assert repr(single).endswith("cost $0.0005>")
 
 
 def test_durations_and_times() -> None:

@@ -1,0 +1,38 @@
+"""Money (USD as ``Decimal``): one way to normalise it and one way to show it as text."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+__all__ = ["fmt_money", "normalize_money", "plural"]
+
+
+def normalize_money(value: Decimal) -> Decimal:
+    """The same amount without trailing fractional zeros, exactly (no rounding, whatever the
+    number of digits): ``Decimal('0.000489700000')`` (a Postgres ``NUMERIC(30,12)``) ->
+    ``Decimal('0.0004897')``; ``Decimal('12.000')`` -> ``Decimal('12')``; zero -> ``Decimal('0')``.
+    """
+    if not value.is_finite():
+        return value
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    if not any(digits):
+        return Decimal(0)
+    if exponent >= 0:
+        return value
+    kept = list(digits)
+    while exponent < 0 and kept[-1] == 0:
+        kept.pop()
+        exponent += 1
+    return Decimal((sign, tuple(kept), exponent))
+
+
+def fmt_money(value: Decimal) -> str:
+    """Plain decimal string, no exponent, no trailing zeros, exact: ``0.00079630`` ->
+    ``0.0007963``. The one format for money in every text baton_nb shows."""
+    return format(normalize_money(value), "f")
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 call``, ``2 calls``, ``0 calls`` (``words`` for irregular plurals)."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
