@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _jsonutil
 from ._errors import RunNotFound, WorkflowFailed
-from ._money import fmt_money, normalize_money
+from ._money import fmt_money, normalize_money, plural
 from ._usage import Usage
 from .store import Store, loads_list
 
@@ -224,11 +224,16 @@ class Run:
         return out
 
     def __repr__(self) -> str:
-        done = sum(1 for s in self.steps.values() if s.state in TERMINAL_STATES)
-        return (
-            f"<Run {self.id} {self.workflow!r} {self.status}: {done}/{len(self.steps)} steps, "
-            f"cost ${fmt_money(self.cost)}>"
-        )
+        # Counted like bn.runs() and the widget: steps and fan-out children, not groups.
+        counts = self.counts()
+        failed = counts.get("discarded", 0) + counts.get("cancelled", 0)
+        steps = f"{counts.get('completed', 0)}/{sum(counts.values())} steps completed"
+        if failed:
+            steps += f", {failed} failed"
+        cost = f"cost ${fmt_money(self.cost)}"
+        if self.unpriced_calls:
+            cost += f" + {plural(self.unpriced_calls, 'call')} of unknown price"
+        return f"<Run {self.id} {self.workflow!r} {self.status}: {steps}, {cost}>"
 
     def _repr_html_(self) -> str:
         rows = "".join(

@@ -587,10 +587,18 @@ class Execution:
             node.completions = await self._stored_completions(node)
             node.history_loaded = True
         stored = node.completions.get(index, {}).get(digest)
+        debug = self._debug(node)
+        if debug:  # before the call: a call that fails keeps its request on record
+            self._capture_request(node, request)
         if stored is not None:
             completion = replace(Completion.from_json(stored), replayed=True)
         else:
-            completion = await complete(request)
+            try:
+                completion = await complete(request)
+            except Exception as exc:
+                if debug:
+                    self.debug_log(node, "error", _describe(exc), {"model": request.model})
+                raise
             encoded = completion.to_json()
             node.completions.setdefault(index, {})[digest] = encoded
             self._pending.completions.append(
@@ -604,8 +612,8 @@ class Execution:
                 }
             )
         self._record_call(node, index, completion)
-        if self._debug(node):
-            self._capture(node, request, completion)
+        if debug:
+            self._capture_response(node, completion)
         await self._commit()
         return completion
 
@@ -664,7 +672,7 @@ class Execution:
     def _debug(self, node: Node) -> bool:
         return node.spec.debug if node.spec.debug is not None else self.graph.debug
 
-    def _capture(self, node: Node, request: LLMRequest, completion: Completion) -> None:
+    def _capture_request(self, node: Node, request: LLMRequest) -> None:
         params = {
             "model": request.model,
             "temperature": request.temperature,
@@ -673,6 +681,8 @@ class Execution:
             **request.extra,
         }
         self.debug_log(node, "request", "", {"messages": list(request.messages), "params": params})
+
+    def _capture_response(self, node: Node, completion: Completion) -> None:
         self.debug_log(
             node,
             "response",

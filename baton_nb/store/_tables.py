@@ -173,7 +173,7 @@ class WorkflowDebugLog(SQLModel, table=True):
     run_id: str = Field(max_length=64, index=True)
     step: str = Field(max_length=400)
     attempt: int = 0
-    kind: str = Field(max_length=20)  # log | request | response
+    kind: str = Field(max_length=20)  # log | request | response | error
     message: str = ""
     data: str | None = None
     created_at: datetime = _when(index=True)

@@ -370,3 +370,25 @@ async def test_call_finished_events(sqlite_url: str) -> None:
         "ask[mock/gpt-4o-mini]",
     ]
     assert all(c.cost is not None and c.cost > 0 and c.usage.output_tokens > 0 for c in mine)
+
+
+async def test_debug_keeps_the_request_of_a_failed_call(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    message = f"model overloaded for key {DUMMY_KEYS['openai']}"
+    fake_providers.script(Reply(status=400, message=message))
+    wf = bn.Workflow(f"debug-fail-{unique}", db=db_url, debug=True)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt="why did this fail?")).text
+
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    loaded = await bn.Run.load(run.id, db=db_url)
+    for source in (run, loaded):
+        entries = source.context("ask")
+        assert [e["kind"] for e in entries] == ["request", "error"], entries
+        assert "why did this fail?" in str(entries[0]["data"])
+        assert "model overloaded" in entries[1]["message"]
+        assert DUMMY_KEYS["openai"] not in repr(entries)
