@@ -10,13 +10,14 @@ from typing import Any
 
 import anyio.to_thread
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, RunNotFound
 from .._money import plural
 from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._usage import Usage
 from ..reports import CostReport, fmt_money
+from ..store import Store
 from ._output import out as _out
 from ._show import render_run
 
@@ -50,8 +51,30 @@ async def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def resolve_run_ids(db: str | None, typed: list[str]) -> list[str]:
+    """The full run ids for what was typed: each an id or an unambiguous prefix of one."""
+    if not typed:
+        return []
+    store = await Store.open(db)
+    try:
+        return [await _resolve_one(store, text) for text in typed]
+    finally:
+        await store.close()
+
+
+async def _resolve_one(store: Store, text: str) -> str:
+    found = await store.run_ids_starting_with(text, limit=4)
+    if not found:
+        raise RunNotFound(f"no run {text!r} in {store.url}; list runs with `baton-nb runs`")
+    if found[0] != text and len(found) > 1:
+        shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+        raise ConfigurationError(f"run id {text!r} is ambiguous ({shown}); type more of it")
+    return found[0]
+
+
 async def cmd_show(args: argparse.Namespace) -> int:
-    run = await Run.load(args.run_id, db=args.db)
+    (run_id,) = await resolve_run_ids(args.db, [args.run_id])
+    run = await Run.load(run_id, db=args.db)
     _out(render_run(run))
     return 1 if run.status in ("failed", "cancelled") else 0
 
@@ -90,7 +113,7 @@ def report_json(rep: CostReport) -> dict[str, Any]:
 async def cmd_report(args: argparse.Namespace) -> int:
     rep = await report(
         args.db,
-        run_ids=args.run_ids or None,
+        run_ids=await resolve_run_ids(args.db, args.run_ids) or None,
         workflow=args.workflow,
         since=args.since,
         until=args.until,

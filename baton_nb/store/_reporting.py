@@ -161,6 +161,18 @@ async def existing_run_ids(conn: AsyncConnection, run_ids: Sequence[str]) -> set
     return set((await conn.execute(query)).scalars())
 
 
+async def run_ids_starting_with(conn: AsyncConnection, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` run ids that begin with ``prefix`` (an exact id first)."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = (
+        sa.select(RUNS.c.id)
+        .where(RUNS.c.id.like(pattern, escape="\\"))
+        .order_by((RUNS.c.id == prefix).desc(), RUNS.c.id)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).scalars())
+
+
 async def fanout_children(conn: AsyncConnection, where: RunFilter) -> list[dict[str, Any]]:
     """Multi-model fan-out children (state, attempts, error) of the runs selected."""
     query = sa.select(

@@ -359,6 +359,11 @@ class Store:
         async with self.engine.connect() as conn:
             return await _reporting.existing_run_ids(conn, run_ids)
 
+    async def run_ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
+        """Run ids beginning with ``prefix`` (an exact match first), at most ``limit``."""
+        async with self.engine.connect() as conn:
+            return await _reporting.run_ids_starting_with(conn, prefix, limit)
+
     async def fanout_children(self, where: RunFilter | None = None) -> list[dict[str, Any]]:
         """Multi-model fan-out child nodes (state, attempt, error) of the runs selected."""
         async with self.engine.connect() as conn:

@@ -218,3 +218,29 @@ def test_closed_pipe_exits_quietly(workdir: Path) -> None:
     proc.stderr.close()
     assert proc.wait(timeout=60) == 1
     assert err == "", err
+
+
+def test_run_ids_may_be_shortened(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{workdir / 'prefix.db'}"
+    wf = bn.Workflow("prefixes", db=db)
+
+    @wf.step()
+    async def one(ctx: bn.Context) -> int:
+        return 1
+
+    for run_id in ("abc123", "abd456", "abd789"):
+        anyio.run(lambda run_id=run_id: wf.run(run_id=run_id, display=False))
+    capsys.readouterr()
+
+    assert main(["show", "abc", "--db", db]) == 0
+    assert "abc123" in capsys.readouterr().out
+    assert main(["report", "abc1", "abd4", "--json", "--db", db]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {r["run_id"] for r in rows} <= {"abc123", "abd456"}
+
+    assert main(["show", "abd", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert "ambiguous" in err and "abd456" in err and "abd789" in err
+    assert main(["show", "zz", "--db", db]) == 1
+    assert "no run 'zz'" in capsys.readouterr().err
+    assert main(["show", "a_c", "--db", db]) == 1  # LIKE wildcards are taken literally
