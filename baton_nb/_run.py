@@ -173,10 +173,16 @@ class Run:
             self._canceller()
 
     def context(self, step: str) -> list[dict[str, Any]]:
-        """Captured context of a step (debug=True): requests, responses and ``ctx.log`` lines."""
+        """Captured context of a step (debug=True), oldest first.
+
+        Each entry: ``kind`` (``request``, ``response``, ``error`` or ``log``), ``attempt``,
+        ``message`` (response text, error, or the ``ctx.log`` message), ``data`` (a dict:
+        the request's messages and params, the response's usage and cost, ``ctx.log``
+        fields; or None) and ``created_at``. API keys are never in them.
+        """
         if step not in self.steps:
             raise KeyError(f"run {self.id} has no step {step!r}; steps: {', '.join(self.steps)}")
-        return [log for log in self.logs if log["step"] == step]
+        return [_decoded(log) for log in self.logs if log["step"] == step]
 
     # ── loading ───────────────────────────────────────────────────────────────
 
@@ -250,6 +256,11 @@ class Run:
             "<th>duration</th><th>tokens</th><th>cost</th><th>error</th></tr>"
             f"{rows}</table></div>"
         )
+
+
+def _decoded(log: dict[str, Any]) -> dict[str, Any]:
+    data = log.get("data")
+    return {**log, "data": _jsonutil.loads(data) if isinstance(data, str) else data}
 
 
 def step_info_from_row(node: dict[str, Any]) -> StepInfo:

@@ -187,14 +187,14 @@ def _context_text(entry: dict[str, Any]) -> str:
     kind = entry.get("kind")
     message = str(entry.get("message") or "")
     data = entry.get("data")
-    if kind == "request" and data:
-        try:
-            messages = json.loads(data).get("messages", [])
-            return "\n\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages)
-        except (ValueError, AttributeError):
-            return str(data)
+    if kind == "request" and isinstance(data, dict):
+        messages = data.get("messages") or []
+        return "\n\n".join(
+            f"[{m.get('role', '?')}] {m.get('content', '')}" if isinstance(m, dict) else str(m)
+            for m in messages
+        )
     if kind == "log" and data:
-        return f"{message}  {data}"
+        return f"{message}  {json.dumps(data, ensure_ascii=False, default=str)}"
     return message
 
 

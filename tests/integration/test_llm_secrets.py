@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from pathlib import Path
@@ -171,7 +172,7 @@ async def test_debug_capture_and_no_secret_on_disk(
     for model in MODELS:
         context = run.context(f"ask[{model}]")
         assert [e["kind"] for e in context] == ["log", "request", "response"], context
-        assert "be brief" in context[1]["data"]
+        assert "be brief" in json.dumps(context[1]["data"])
         assert context[2]["message"] == run.results["ask"][model]
         assert [e["kind"] for e in loaded.context(f"ask[{model}]")] == [
             "log",
