@@ -1,54 +1,49 @@
 """LLM fan-out through the durable runtime (DESIGN §9), against the local fake provider.
 
     python benchmarks/llm_runtime.py [--calls 200] [--latency 0.2] [--in-flight 50]
+                                     [--repeat 5] [--memory-calls 5000]
 
 (a) 200 calls at 200 ms with 50 in flight, each a map child doing ``ctx.complete`` (its
-response and stats committed before the step sees it): wall time beside the ideal
-(calls / in_flight * latency = 0.8 s) and beside a plain asyncio + httpx floor.
-Target: <= 1.10x ideal. (b) 5,000 calls: peak RSS of this process. Target: < 300 MB.
+response and stats committed before the step sees it), ``wf.run(concurrency=50)`` on
+SQLite: wall time of the whole run (schema, run row, prompts step, 200 children, join)
+beside the ideal (calls / in_flight * latency = 0.8 s), two floors making the same
+requests with the same concurrency (raw asyncio streams: the server check; asyncio +
+httpx: one ``AsyncClient``, ``Limits(max_connections=50)``, a semaphore) and the same
+calls through ``baton_nb.llm.complete`` without the runtime, and the same run whose
+children sleep the latency instead of calling (what the runtime costs on its own).
+Medians of ``--repeat`` interleaved runs. Target: <= 1.10x ideal.
+(b) 5,000 calls (5 ms latency, 50 in flight): peak RSS of this process. Target: < 300 MB.
+
+The fake provider (tests/fakes/provider_server.py, an asyncio server) runs in its own
+process (benchmarks/_fake_server.py), so it takes no CPU or GIL from the client measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
-import resource
-import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
+from _fake_server import (  # benchmarks/_fake_server.py
+    KEY,
+    FakeServerProcess,
+    HttpxFloor,
+    ideal_seconds,
+    interleaved,
+    median,
+    raw_floor,
+    rss_mb,
+)
 
 import baton_nb as bn
-from baton_nb.llm import configure, reset_configuration
+from baton_nb.llm import LLMRequest, aclose, complete, configure, reset_configuration
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fakes.provider_server import RemoteFakeProvider
-
-
-class FakeServerProcess:
-    """The fake provider in its own process, so it does not share our GIL."""
-
-    def __init__(self, latency: float) -> None:
-        import subprocess
-
-        root = Path(__file__).resolve().parents[1]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.provider_server", "--latency", str(latency)],
-            cwd=root, stdout=subprocess.PIPE, text=True,
-        )
-        assert self.proc.stdout is not None
-        self.base_url = self.proc.stdout.readline().strip()
-        self.control = RemoteFakeProvider(self.base_url)
-
-    def __enter__(self) -> FakeServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+MODEL = "openai/gpt-4o-mini"
+BIG_LATENCY = 0.005
 
 
 def workflow(db: str, calls: int) -> bn.Workflow:
@@ -56,11 +51,11 @@ def workflow(db: str, calls: int) -> bn.Workflow:
 
     @wf.step()
     async def prompts(ctx: bn.Context) -> list[str]:
-        return [f"question {i}" for i in range(calls)]
+        return [f"Summarise document {i} in one sentence." for i in range(calls)]
 
     @wf.step(map_over="prompts")
     async def answer(ctx: bn.Context) -> int:
-        completion = await ctx.complete(model="openai/gpt-4o-mini", prompt=ctx.item)
+        completion = await ctx.complete(model=MODEL, prompt=ctx.item, temperature=0, max_tokens=64)
         return completion.usage.output_tokens
 
     @wf.step()
@@ -70,80 +65,173 @@ def workflow(db: str, calls: int) -> bn.Workflow:
     return wf
 
 
-async def baton(db: str, calls: int, in_flight: int) -> float:
-    start = time.perf_counter()
-    run = await workflow(db, calls).run(concurrency=in_flight, display=False)
-    elapsed = time.perf_counter() - start
-    assert run.status == "completed", run.failed_steps
-    assert len(run.calls) == calls
-    return elapsed
+def sleep_workflow(db: str, calls: int, latency: float) -> bn.Workflow:
+    """The same run shape with no HTTP: each child sleeps the server's latency."""
+    wf = bn.Workflow("bench-llm-sleep", db=db)
+
+    @wf.step()
+    async def prompts(ctx: bn.Context) -> list[str]:
+        return [f"Summarise document {i} in one sentence." for i in range(calls)]
+
+    @wf.step(map_over="prompts")
+    async def answer(ctx: bn.Context) -> int:
+        await asyncio.sleep(latency)
+        return 7
+
+    @wf.step()
+    async def total(ctx: bn.Context, answer: list[int]) -> int:
+        return sum(answer)
+
+    return wf
 
 
-async def floor(base_url: str, calls: int, in_flight: int) -> float:
-    limiter = asyncio.Semaphore(in_flight)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=in_flight)) as client:
+class Runs:
+    """Each timed run gets a fresh SQLite file in one temp dir."""
 
-        async def one(i: int) -> None:
-            async with limiter:
-                response = await client.post(
-                    f"{base_url}/v1/chat/completions",
-                    headers={"Authorization": "Bearer x"},
-                    json={
-                        "model": "gpt-4o-mini",
-                        "messages": [{"role": "user", "content": str(i)}],
-                    },
-                )
-                response.raise_for_status()
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="baton-llm-bench-"))
+        self.count = 0
 
+    def db(self) -> str:
+        self.count += 1
+        return f"sqlite:///{self.tmp / f'run{self.count}.db'}"
+
+    async def baton(self, calls: int, in_flight: int) -> float:
+        wf = workflow(self.db(), calls)
         start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(calls)))
-        return time.perf_counter() - start
+        run = await wf.run(concurrency=in_flight, display=False)
+        elapsed = time.perf_counter() - start
+        assert run.status == "completed", run.failed_steps
+        assert len(run.calls) == calls, len(run.calls)
+        return elapsed
+
+    async def sleeping(self, calls: int, in_flight: int, latency: float) -> float:
+        wf = sleep_workflow(self.db(), calls, latency)
+        start = time.perf_counter()
+        run = await wf.run(concurrency=in_flight, display=False)
+        elapsed = time.perf_counter() - start
+        assert run.status == "completed", run.failed_steps
+        return elapsed
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+async def plain_complete(calls: int, in_flight: int) -> float:
+    """The same calls through baton_nb.llm.complete, no runtime: what the runtime adds."""
+    semaphore = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        messages: tuple[dict[str, Any], ...] = (
+            {"role": "user", "content": f"Summarise document {i} in one sentence."},
+        )
+        async with semaphore:
+            await complete(LLMRequest(MODEL, messages, temperature=0, max_tokens=64))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    return time.perf_counter() - start
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--memory-calls", type=int, default=5000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="baton-llm-bench-"))
+    parser.add_argument("--repeat", type=int, default=5)
+    return parser.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> None:
+    runs = Runs()
     with FakeServerProcess(args.latency) as server:
-        server.control.configure(record=False)
-        configure(providers={"openai": {"base_url": f"{server.base_url}/v1", "api_key": "x"}})
+        reset_configuration()
+        configure(providers={"openai": {"base_url": f"{server.base_url}/v1", "api_key": KEY}})
+        floor = HttpxFloor(server.base_url, args.in_flight)
         try:
-            ideal = math.ceil(args.calls / args.in_flight) * args.latency
-            await baton(f"sqlite:///{tmp / 'warm.db'}", 10, 10)  # imports, tiktoken, schema
-            ours = [
-                await baton(f"sqlite:///{tmp / f'a{i}.db'}", args.calls, args.in_flight)
-                for i in range(args.repeat)
-            ]
-            floors = [
-                await floor(server.base_url, args.calls, args.in_flight) for _ in range(args.repeat)
-            ]
-            server.control.configure(latency=0.005)
+            # warm up: imports, tiktoken, prices, schema code, connections
+            await runs.baton(args.in_flight, args.in_flight)
+            await floor.run(args.in_flight)
+            server.reset_stats(args.latency)
+            times = await interleaved(
+                args.repeat,
+                {
+                    "raw": lambda: raw_floor(server.base_url, args.calls, args.in_flight),
+                    "httpx": lambda: floor.run(args.calls),
+                    "complete": lambda: plain_complete(args.calls, args.in_flight),
+                    "sleep": lambda: runs.sleeping(args.calls, args.in_flight, args.latency),
+                    "baton": lambda: runs.baton(args.calls, args.in_flight),
+                },
+            )
+            stats = server.stats()
+            server.reset_stats(BIG_LATENCY)
             before = rss_mb()
-            big = await baton(f"sqlite:///{tmp / 'big.db'}", args.memory_calls, args.in_flight)
+            big = await runs.baton(args.memory_calls, args.in_flight)
             peak = rss_mb()
+            big_stats = server.stats()
         finally:
+            await floor.aclose()
+            await aclose()
             reset_configuration()
-    best, best_floor = min(ours), min(floors)
-    print(f"{args.calls} calls x {args.latency * 1000:.0f} ms, {args.in_flight} in flight "
-          "(durable: each response stored before the step sees it)")
-    print(f"  ideal            {ideal:6.3f} s")
-    print(f"  plain httpx      {best_floor:6.3f} s   {best_floor / ideal:5.2f}x ideal")
-    verdict = "ok" if best <= 1.10 * ideal else "MISSED"
-    print(f"  baton_nb         {best:6.3f} s   {best / ideal:5.2f}x ideal   "
-          f"{best / best_floor:5.2f}x floor   target <= 1.10x ideal: {verdict}")
-    verdict = "ok" if peak < 300 else "MISSED"
-    print(f"{args.memory_calls} calls in {big:.2f} s: peak RSS {peak:.0f} MB "
-          f"(before {before:.0f} MB)   target < 300 MB: {verdict}")
-    print("peers: LangGraph/DBOS not installed" if not _peers() else f"peers: {_peers()}")
+            runs.close()
+    report(args, times, stats["max_in_flight"], big, big_stats["max_in_flight"], before, peak)
+
+
+def report(
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    server_max_in_flight: int,
+    big: float,
+    big_max_in_flight: int,
+    before: float,
+    peak: float,
+) -> None:
+    ideal = ideal_seconds(args.calls, args.in_flight, args.latency)
+    floor = median(times["httpx"])
+    print(
+        f"LLM fan-out through the runtime: {args.calls} map children doing ctx.complete, "
+        f"{args.latency * 1000:.0f} ms latency, {args.in_flight} in flight, SQLite (each "
+        f"response stored before the step sees it); fake provider in its own process; "
+        f"medians of {args.repeat} interleaved runs"
+    )
+    print(f"{'':36}{'wall s':>8}{'x ideal':>9}{'x floor':>9}   runs")
+    rows = [
+        ("ideal", ideal, None),
+        ("raw asyncio streams (server check)", median(times["raw"]), times["raw"]),
+        ("floor: asyncio + httpx", floor, times["httpx"]),
+        ("baton_nb.llm.complete, no runtime", median(times["complete"]), times["complete"]),
+        ("run, children sleep (no HTTP)", median(times["sleep"]), times["sleep"]),
+        ("baton_nb run (map + ctx.complete)", median(times["baton"]), times["baton"]),
+    ]
+    for label, value, runs in rows:
+        spread = " ".join(f"{t:.3f}" for t in runs) if runs else ""
+        x_ideal = f"{value / ideal:>9.2f}" if ideal > 0 else f"{'':>9}"
+        print(f"{label:36}{value:>8.3f}{x_ideal}{value / floor:>9.2f}   {spread}")
+    print(f"server: max {server_max_in_flight} requests in flight (expected {args.in_flight})")
+    raw, baton = median(times["raw"]), median(times["baton"])
+    if ideal > 0:
+        fair = raw <= 1.05 * ideal and server_max_in_flight == args.in_flight
+        print(
+            f"setup check, raw floor <= 1.05x ideal and {args.in_flight} in flight at the "
+            f"server: {'PASS' if fair else 'FAIL'}"
+        )
+        verdict = "PASS" if baton <= 1.10 * ideal else "FAIL"
+        print(f"target, baton_nb run <= 1.10x ideal: {verdict} ({baton / ideal:.2f}x)")
+    print()
+    verdict = "PASS" if peak < 300 else "FAIL"
+    print(
+        f"{args.memory_calls} calls ({BIG_LATENCY * 1000:.0f} ms latency, {args.in_flight} "
+        f"in flight, server saw max {big_max_in_flight}) in {big:.2f} s: peak RSS of this "
+        f"process {peak:.0f} MB (before the run: {before:.0f} MB); target < 300 MB: {verdict}"
+    )
+    installed = _peers()
+    print(
+        f"peers: {installed} installed, not timed on LLM calls (benchmarks/runtime.py times "
+        "them on no-op steps)"
+        if installed
+        else "peers: LangGraph/DBOS not installed"
+    )
 
 
 def _peers() -> str:
@@ -153,4 +241,4 @@ def _peers() -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(parse_args()))

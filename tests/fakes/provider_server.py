@@ -515,7 +515,7 @@ class FakeProviderServer:
             return 200, {"ok": True, "queued": len(items)}, {}
         if request.path == "/_fake/config":
             config = json.loads(request.body or b"{}")
-            for key in ("latency", "chunk_delay", "text", "omit_usage", "require_auth"):
+            for key in ("latency", "chunk_delay", "text", "omit_usage", "require_auth", "record"):
                 if key in config:
                     setattr(self, key, config[key])
             if "usage" in config:
@@ -711,7 +711,7 @@ class RemoteFakeProvider:
 
     def configure(self, **options: Any) -> None:
         """Set ``latency``, ``chunk_delay``, ``text``, ``omit_usage``, ``require_auth``,
-        ``usage`` on the remote server."""
+        ``record`` (keep each request: default true), ``usage`` on the remote server."""
         if isinstance(options.get("usage"), FakeUsage):
             options["usage"] = asdict(options["usage"])
         self._call("config", options)
