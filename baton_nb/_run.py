@@ -22,6 +22,7 @@ __all__ = ["TERMINAL_STATES", "CallRecord", "Run", "StepInfo"]
 
 TERMINAL_STATES = frozenset({"completed", "discarded", "cancelled"})
 FAILED_STATES = frozenset({"discarded", "cancelled"})
+_NO_USAGE = Usage()
 
 
 @dataclass
@@ -78,7 +79,7 @@ class StepInfo:
     item_index: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE  # frozen: one shared zero, replaced (not mutated) by add_call
     cost: Decimal = Decimal(0)
     unpriced_calls: int = 0
     calls: int = 0
@@ -197,27 +198,7 @@ class Run:
 
     @classmethod
     async def from_store(cls, store: Store, run_id: str) -> Run:
-        row = await store.get_run(run_id)
-        if row is None:
-            raise RunNotFound(f"no run {run_id!r} in {store.url}")
-        run = cls(row["id"], row["workflow"], params=_jsonutil.loads(row["params"]))
-        run.db_url = store.url
-        run.status = row["status"]
-        run.created_at, run.started_at = row["created_at"], row["started_at"]
-        run.finished_at = row["finished_at"]
-        run.failed_steps = loads_list(row["failed_steps"])
-        for node in await store.get_nodes(run_id):
-            run.steps[node["step"]] = step_info_from_row(node)
-            if node["state"] == "completed":
-                run.results[node["step"]] = _jsonutil.loads(node["result"])
-        for step in run.steps.values():
-            if step.parent is not None and step.parent in run.steps:
-                run.steps[step.parent].children.append(step.name)
-        run.calls = [CallRecord.from_row(r) for r in await store.get_stats([run_id])]
-        for call in run.calls:
-            if call.step in run.steps:
-                run.steps[call.step].add_call(call)
-        run.logs = await store.get_debug_logs(run_id)
+        run, _nodes = await load_run(store, run_id, cls)
         return run
 
     # ── display ───────────────────────────────────────────────────────────────
@@ -261,6 +242,49 @@ class Run:
 def _decoded(log: dict[str, Any]) -> dict[str, Any]:
     data = log.get("data")
     return {**log, "data": _jsonutil.loads(data) if isinstance(data, str) else data}
+
+
+async def load_run(
+    store: Store, run_id: str, cls: type[Run] | None = None
+) -> tuple[Run, list[dict[str, Any]]]:
+    """A stored run, and the node rows it was built from (the runtime's nodes use them too)."""
+    row = await store.get_run(run_id)
+    if row is None:
+        raise RunNotFound(f"no run {run_id!r} in {store.url}")
+    nodes = await store.get_nodes(run_id)
+    stats = await store.get_stats([run_id])
+    logs = await store.get_debug_logs(run_id)
+    return run_from_rows(store.url, row, nodes, stats, logs, cls), nodes
+
+
+def run_from_rows(
+    db_url: str,
+    row: dict[str, Any],
+    nodes: list[dict[str, Any]],
+    stats: list[dict[str, Any]],
+    logs: list[dict[str, Any]],
+    cls: type[Run] | None = None,
+) -> Run:
+    """A Run from its ``workflow_runs`` row, node rows (by id), stats rows and debug logs."""
+    run = (cls or Run)(row["id"], row["workflow"], params=_jsonutil.loads(row["params"]))
+    run.db_url = db_url
+    run.status = row["status"]
+    run.created_at, run.started_at = row["created_at"], row["started_at"]
+    run.finished_at = row["finished_at"]
+    run.failed_steps = loads_list(row["failed_steps"])
+    for node in nodes:
+        run.steps[node["step"]] = step_info_from_row(node)
+        if node["state"] == "completed":
+            run.results[node["step"]] = _jsonutil.loads(node["result"])
+    for step in run.steps.values():
+        if step.parent is not None and step.parent in run.steps:
+            run.steps[step.parent].children.append(step.name)
+    run.calls = [CallRecord.from_row(r) for r in stats]
+    for call in run.calls:
+        if call.step in run.steps:
+            run.steps[call.step].add_call(call)
+    run.logs = logs
+    return run
 
 
 def step_info_from_row(node: dict[str, Any]) -> StepInfo:

@@ -9,13 +9,15 @@ dependent running on a result that is not stored.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import math
 import numbers
 import reprlib
 import threading
-from contextlib import AsyncExitStack
+from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
@@ -91,9 +93,18 @@ class Execution:
         self.models = models
         self.lease_ttl = lease_ttl
         self.resumed = resumed
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        # Concurrency slots, FIFO. A step's task is spawned only once it holds its slots, so
+        # a wide fan-out keeps nodes (not parked tasks) in the queues: per waiting step, no
+        # task, coroutine, cancel scope, limiter waiter or event that would outlive the
+        # GC's young generations.
+        self._free = concurrency
+        self._waiting: deque[Node] = deque()  # hold their key slot (if any), wait for one
         self._key_limits = limits
-        self._key_limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._key_free: dict[str, int] = {}
+        self._key_waiting: dict[str, deque[Node]] = {}
+        # Settled nodes whose commit the writer has not done yet: (touched, ready, callbacks)
+        self._settling: list[tuple[list[Node], list[Node], list[tuple[Node, str, str]]]] = []
+        self._context = contextvars.copy_context()
         self._topics = (topic_all(), topic_workflow(run.id))
         self._dirty: dict[int, Node] = {}
         self._pending = WriteBatch()
@@ -101,6 +112,9 @@ class Execution:
         self._urgent = anyio.Event()  # somebody waits for it to be committed
         self._flush_done = anyio.Event()
         self._settled = anyio.Event()
+        self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
+        self._helpers = 0  # writer and heartbeat not returned yet
+        self._helpers_done = anyio.Event()
         self._unsettled = sum(1 for n in nodes.values() if n.state not in TERMINAL_STATES)
         self._tg: TaskGroup | None = None
         self._storage_error: BaseException | None = None
@@ -117,19 +131,22 @@ class Execution:
         run.started_at = run.started_at or utcnow()
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
+        self._context = contextvars.copy_context()  # each step's task starts from a copy
         run._canceller = self._request_cancel
         _ACTIVE[run.id] = run
         interrupted = False
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._helpers = 2
                 tg.start_soon(self._writer)
                 tg.start_soon(self._heartbeat)
                 self._start_ready()
                 if self._unsettled == 0:
                     self._settled.set()
                 await self._settled.wait()
-                tg.cancel_scope.cancel()
+                await self._stop_helpers()
+                tg.cancel_scope.cancel()  # steps still running that a quorum made unneeded
         except BaseException as exc:
             interrupted = True
             real = unwrap_group(exc)
@@ -202,21 +219,53 @@ class Execution:
     def _take_batch(self) -> WriteBatch:
         batch = self._pending
         batch.run_id = self.run.id
-        batch.nodes = [n.row() for n in self._dirty.values()]
+        now = utcnow()  # one updated_at for the rows that commit together
+        batch.nodes = [n.row(now) for n in self._dirty.values()]
         self._dirty = {}
         self._pending = WriteBatch()
         return batch
 
+    async def _stop_helpers(self) -> None:
+        """Let the writer and the heartbeat return instead of cancelling them.
+
+        A cancelled task's CancelledError keeps its frames, and with them this execution
+        and every node, result and step spec of the run, in a reference cycle: garbage
+        that only a full (generation 2) collection frees, tens of ms on a big heap. What
+        is still marked is written by ``_finish``, as before.
+        """
+        self._stopping.set()
+        self._dirt.set()
+        self._urgent.set()
+        if self._helpers:
+            await self._helpers_done.wait()
+
+    def _helper_done(self) -> None:
+        self._helpers -= 1
+        if self._helpers == 0:
+            self._helpers_done.set()
+
     async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        finally:
+            self._helper_done()
+
+    async def _write_loop(self) -> None:
         async with self.store.writer_connection() as conn:
             while True:
                 await self._dirt.wait()
+                if self._stopping.is_set():
+                    return
                 # Writes nobody waits for (a step started) ride along with the next commit
                 # somebody needs, or go out after LAZY_FLUSH: half the transactions in chains.
-                with anyio.move_on_after(LAZY_FLUSH):
-                    await self._urgent.wait()
+                if self._urgent.is_set():
+                    await anyio.lowlevel.checkpoint()  # what is ready now joins this commit
+                else:
+                    with anyio.move_on_after(LAZY_FLUSH):
+                        await self._urgent.wait()
                 self._dirt, self._urgent = anyio.Event(), anyio.Event()
                 done, self._flush_done = self._flush_done, anyio.Event()
+                settling, self._settling = self._settling, []
                 batch = self._take_batch()
                 try:
                     with anyio.CancelScope(shield=True):
@@ -227,6 +276,8 @@ class Execution:
                     done.set()
                     raise StorageError(f"could not save run {self.run.id}: {exc}") from exc
                 done.set()
+                for touched, ready, callbacks in settling:
+                    self._settled_after_commit(touched, ready, callbacks)
 
     async def _commit(self) -> None:
         """Wait until everything marked so far is committed."""
@@ -238,8 +289,18 @@ class Execution:
             raise StorageError(f"could not save run {self.run.id}: {self._storage_error}")
 
     async def _heartbeat(self) -> None:
+        try:
+            await self._renew_lease()
+        finally:
+            self._helper_done()
+
+    async def _renew_lease(self) -> None:
+        stopping = self._stopping
         while True:
-            await anyio.sleep(self.lease_ttl / 3)
+            with anyio.move_on_after(self.lease_ttl / 3):
+                await stopping.wait()
+            if stopping.is_set():
+                return
             if not await self.store.renew_lease(self.run.id, self.owner, self.lease_ttl):
                 self._lease_lost = True
                 raise RunLocked(
@@ -249,51 +310,93 @@ class Execution:
 
     # ── launching ─────────────────────────────────────────────────────────────
 
-    def _launch(self, node: Node) -> None:
-        assert self._tg is not None
-        if node.kind == "group":
-            self._tg.start_soon(self._run_group, node, name=f"baton:{node.name}")
-        else:
-            self._tg.start_soon(self._run_step, node, name=f"baton:{node.name}")
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], node: Node, *args: Any) -> None:
+        """Start ``fn(node, *args)`` in the run's task group (named after the node)."""
+        tg = self._tg
+        assert tg is not None
+        if tg.cancel_scope.cancel_called:
+            return  # the run is being cancelled: what has not started stays pending
+        # In a copy of the run's context, not of whichever task happens to launch it.
+        self._context.run(partial(tg.start_soon, fn, node, *args, name=f"baton:{node.name}"))
 
-    def _key_limiter(self, key: str | None) -> anyio.CapacityLimiter | None:
+    def _launch(self, node: Node) -> None:
+        if node.kind == "group":
+            self._spawn(self._run_group, node)
+            return
+        key = node.spec.concurrency_key
+        if key is not None:
+            free = self._key_free.get(key)
+            if free is None:
+                free = self._key_limits.get(key, 1)
+            if free <= 0:
+                self._key_waiting.setdefault(key, deque()).append(node)
+                return
+            self._key_free[key] = free - 1
+        self._enqueue(node)
+
+    def _enqueue(self, node: Node) -> None:
+        """Start ``node`` (holding its key slot, if any) when a concurrency slot is free."""
+        if self._free > 0:
+            self._free -= 1
+            self._spawn(self._run_step, node)
+        else:
+            self._waiting.append(node)
+
+    def _release(self, node: Node) -> None:
+        """``node``'s attempt ended: hand its slots to the next waiting steps, FIFO."""
+        waiting = self._waiting
+        while waiting:
+            nxt = waiting.popleft()
+            if nxt.state in TERMINAL_STATES:  # cancelled while it waited (e.g. a quorum met)
+                self._release_key(nxt)
+                continue
+            self._spawn(self._run_step, nxt)  # the slot passes to it
+            break
+        else:
+            self._free += 1
+        self._release_key(node)
+
+    def _release_key(self, node: Node) -> None:
+        key = node.spec.concurrency_key
         if key is None:
-            return None
-        if key not in self._key_limiters:
-            self._key_limiters[key] = anyio.CapacityLimiter(self._key_limits.get(key, 1))
-        return self._key_limiters[key]
+            return
+        waiting = self._key_waiting.get(key)
+        while waiting:
+            nxt = waiting.popleft()
+            if nxt.state not in TERMINAL_STATES:
+                self._enqueue(nxt)  # the key slot passes to it
+                return
+        self._key_free[key] += 1
 
     async def _run_step(self, node: Node) -> None:
-        spec = node.spec
-        key_limiter = self._key_limiter(spec.concurrency_key)
-        while True:
-            async with AsyncExitStack() as slots:
-                if key_limiter is not None:
-                    await slots.enter_async_context(key_limiter)
-                await slots.enter_async_context(self._limiter)
-                if node.state in TERMINAL_STATES:
-                    return  # cancelled while it waited for a slot (e.g. a quorum was met)
-                node.attempt += 1
-                self._transition(node, "executing", error=node.error)
-                kind, value, detail = await self._invoke(node)
-            if kind == "completed":
-                await self._settle(node, "completed", value=value, encoded=detail)
-                return
-            if kind == "snooze":
-                node.attempt -= 1  # a snooze does not use an attempt
-                self._transition(node, "snoozed")
-                await anyio.sleep(value)
-                continue
-            if kind == "error" and node.attempt < node.max_attempts:
-                delay, problem = _backoff_delay(node, value)
-                if problem is not None:  # a broken backoff: no retry can be scheduled
-                    await self._settle(node, "discarded", error=problem)
-                    return
-                self._transition(node, "retryable", error=value)
-                await anyio.sleep(delay)
-                continue
-            await self._settle(node, "discarded", error=value)
+        """One attempt of a step that holds its slots; a retry or snooze queues it again."""
+        try:
+            if node.state in TERMINAL_STATES:
+                return  # cancelled before it started (e.g. a quorum was met)
+            node.attempt += 1
+            self._transition(node, "executing", error=node.error)
+            kind, value, detail = await self._invoke(node)
+        finally:
+            self._release(node)
+        if kind == "completed":
+            self._settle(node, "completed", value=value, encoded=detail)
             return
+        if kind == "snooze":
+            node.attempt -= 1  # a snooze does not use an attempt
+            self._transition(node, "snoozed")
+            await anyio.sleep(value)
+            self._launch(node)
+            return
+        if kind == "error" and node.attempt < node.max_attempts:
+            delay, problem = _backoff_delay(node, value)
+            if problem is not None:  # a broken backoff: no retry can be scheduled
+                self._settle(node, "discarded", error=problem)
+                return
+            self._transition(node, "retryable", error=value)
+            await anyio.sleep(delay)
+            self._launch(node)
+            return
+        self._settle(node, "discarded", error=value)
 
     def _transition(self, node: Node, state: str, *, error: str | None = None) -> None:
         node.state = state
@@ -309,7 +412,7 @@ class Execution:
         kwargs = {d: ctx.results.get(d) for d in spec.kwarg_deps}
         args = (ctx,) if spec.wants_ctx else ()
         try:
-            with anyio.fail_after(spec.timeout) if spec.timeout else _no_timeout():
+            with anyio.fail_after(spec.timeout) if spec.timeout else _NO_TIMEOUT:
                 if spec.is_async:
                     value = await spec.fn(*args, **kwargs)
                 else:
@@ -354,7 +457,7 @@ class Execution:
         if group.spec.map_over is not None:
             problem = await self._expand_map(group)
             if problem is not None:
-                await self._settle(group, "discarded", error=problem)
+                self._settle(group, "discarded", error=problem)
                 return
         todo = [c for c in group.children if c.state != "completed"]
         for child in todo:
@@ -363,9 +466,7 @@ class Execution:
             self._mark(child)
         verdict = self._group_verdict(group)
         if verdict is not None:
-            await self._settle(
-                group, verdict[0], value=verdict[1], encoded=verdict[2], error=verdict[3]
-            )
+            self._settle(group, verdict[0], value=verdict[1], encoded=verdict[2], error=verdict[3])
         for child in todo:
             if child.state == "pending":
                 self._launch(child)
@@ -450,7 +551,7 @@ class Execution:
 
     # ── settling: terminal states, cascade, dependents ────────────────────────
 
-    async def _settle(
+    def _settle(
         self,
         node: Node,
         state: str,
@@ -459,19 +560,44 @@ class Execution:
         encoded: str | None = None,
         error: str | None = None,
     ) -> None:
+        """Make ``node`` terminal (and what cascades from it), to be committed next.
+
+        The rest waits for that commit and is done by the writer right after it
+        (``_settled_after_commit``): the step's task does not wait, it ends here.
+        """
         touched: list[Node] = []
         ready: list[Node] = []
         callbacks: list[tuple[Node, str, str]] = []
         self._terminal(node, state, value, encoded, error, touched, ready, callbacks)
-        await self._commit()
+        if not touched:
+            return  # already terminal: nothing new to commit or announce
+        self._settling.append((touched, ready, callbacks))
+        self._dirt.set()
+        self._urgent.set()
+
+    def _settled_after_commit(
+        self, touched: list[Node], ready: list[Node], callbacks: list[tuple[Node, str, str]]
+    ) -> None:
+        """Announce committed terminal states and start the dependents they made ready."""
         for n in touched:
             self._publish(n)
         for n in ready:
             self._launch(n)
+        if callbacks:
+            self._spawn(self._run_callbacks, touched[0], callbacks, len(touched))
+        else:
+            self._count_settled(len(touched))
+
+    async def _run_callbacks(
+        self, _settled: Node, callbacks: list[tuple[Node, str, str]], count: int
+    ) -> None:
         for dependent, kind, reason in callbacks:
             await self._run_callback(dependent, kind, reason)
+        self._count_settled(count)
+
+    def _count_settled(self, count: int) -> None:
         # Only now are these nodes settled: committed, announced, dependents launched.
-        self._unsettled -= len(touched)
+        self._unsettled -= count
         if self._unsettled == 0:
             self._settled.set()
 
@@ -766,6 +892,9 @@ class _no_timeout:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+_NO_TIMEOUT = _no_timeout()  # stateless: one for every attempt without a timeout
 
 
 def unwrap_group(exc: BaseException) -> BaseException:

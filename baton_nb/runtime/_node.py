@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +26,12 @@ def new_node_row(
     deps: list[str] | None = None,
     model: str | None = None,
     item_index: int | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A pending ``workflow_nodes`` row. Fan-out children wait (1 remaining) for their group."""
+    """A pending ``workflow_nodes`` row. Fan-out children wait (1 remaining) for their group.
+
+    ``now`` (its ``updated_at``) may be given once for many rows.
+    """
     deps = deps or []
     return {
         "run_id": run_id,
@@ -48,7 +53,7 @@ def new_node_row(
         "has_result": False,
         "started_at": None,
         "finished_at": None,
-        "updated_at": utcnow(),
+        "updated_at": utcnow() if now is None else now,
     }
 
 
@@ -101,8 +106,10 @@ class Node:
         self.item_index: int | None = row["item_index"]
         self.item: Any = None
         self.parent: Node | None = None
-        self.children: list[Node] = []
-        self.dependents: list[Node] = []
+        # Shared empty tuples until linked (most nodes have no children, many no dependents):
+        # two containers less per node that would live, and be traced by the GC, all run long.
+        self.children: Sequence[Node] = ()
+        self.dependents: Sequence[Node] = ()
         self.completions: dict[int, dict[str, str]] = {}
         self.history_loaded = False
 
@@ -116,20 +123,21 @@ class Node:
         self.result_json = encoded
         self._result = value
 
-    def row(self) -> dict[str, Any]:
-        """The mutable columns, as the store writes them."""
-        return {
-            "id": self.id,
-            "state": self.state,
-            "attempt": self.attempt,
-            "error": self.error,
-            "result": self.result_json,
-            "has_result": self.result_json is not None and self.result_json != "null",
-            "remaining_deps": self.remaining,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "updated_at": utcnow(),
-        }
+    def row(self, now: datetime) -> tuple[Any, ...]:
+        """The mutable columns as the store writes them: ``NODE_FIELDS`` values, then the id."""
+        result = self.result_json
+        return (
+            self.state,
+            self.attempt,
+            self.error,
+            result,
+            result is not None and result != "null",
+            self.remaining,
+            self.started_at,
+            self.finished_at,
+            now,
+            self.id,
+        )
 
     def sync_info(self) -> None:
         info = self.info

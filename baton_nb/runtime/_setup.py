@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -13,7 +14,7 @@ import anyio
 from .. import _jsonutil
 from .._errors import ConfigurationError, RunLocked
 from .._graph import GraphSpec
-from .._run import TERMINAL_STATES, Run
+from .._run import TERMINAL_STATES, Run, load_run, run_from_rows
 from ..store import Store, utcnow
 from ._execution import Execution
 from ._node import Node, new_node_row
@@ -59,14 +60,14 @@ async def execute_run(
             if existing["status"] == "completed":
                 return await Run.from_store(store, run_id)
             await _take_lease(store, run_id, owner, lease_ttl, existing.get("lease_owner"))
-            resumed = True
+            created = None
         else:
             run_id = run_id or uuid.uuid4().hex
-            await _create(store, graph, run_id, params_json, model_map, owner, lease_ttl)
-            resumed = False
+            created = await _create(store, graph, run_id, params_json, model_map, owner, lease_ttl)
         execution = await _prepare(
-            store, graph, run_id, owner, concurrency, model_map, lease_ttl, resumed
+            store, graph, run_id, owner, concurrency, model_map, lease_ttl, created
         )
+        created = None  # the rows: the nodes have what they need, free them before the run
         with _attach_display(execution.run, display):
             return await execution.execute()
     finally:
@@ -94,7 +95,12 @@ async def _create(
     models: Mapping[str, str],
     owner: str,
     lease_ttl: float,
-) -> None:
+) -> tuple[Run, list[dict[str, Any]]]:
+    """Insert a new run and its nodes; the Run and node rows as they were committed.
+
+    The same values a read back would give (a new run has no stats or logs yet), without
+    reading back every node row: only their ids.
+    """
     from datetime import timedelta
 
     now = utcnow()
@@ -111,18 +117,26 @@ async def _create(
         "lease_owner": owner,
         "lease_expires_at": now + timedelta(seconds=lease_ttl),
     }
-    await store.insert_run(run_row, _node_rows(graph, run_id, models))
+    rows = _node_rows(graph, run_id, models, now)
+    ids = await store.insert_run(run_row, rows)
+    for row in rows:
+        row["id"] = ids[row["step"]]
+    return run_from_rows(store.url, run_row, rows, [], []), rows
 
 
-def _node_rows(graph: GraphSpec, run_id: str, models: Mapping[str, str]) -> list[dict[str, Any]]:
+def _node_rows(
+    graph: GraphSpec, run_id: str, models: Mapping[str, str], now: datetime
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name in graph.order:
         spec = graph.steps[name]
         kind = "group" if spec.is_fanout else "step"
         model = None if spec.is_fanout else models.get(name)
-        rows.append(new_node_row(run_id, spec, name, kind=kind, deps=list(spec.deps), model=model))
+        rows.append(
+            new_node_row(run_id, spec, name, kind=kind, deps=list(spec.deps), model=model, now=now)
+        )
         rows.extend(
-            new_node_row(run_id, spec, f"{name}[{m}]", kind="child", parent=name, model=m)
+            new_node_row(run_id, spec, f"{name}[{m}]", kind="child", parent=name, model=m, now=now)
             for m in spec.models
         )
     return rows
@@ -182,10 +196,11 @@ async def _prepare(
     concurrency: int,
     models: dict[str, str],
     lease_ttl: float,
-    resumed: bool,
+    created: tuple[Run, list[dict[str, Any]]] | None,
 ) -> Execution:
-    run = await Run.from_store(store, run_id)
-    rows = await store.get_nodes(run_id)
+    """The execution of a run just created (``created``) or of a stored one to resume."""
+    resumed = created is None
+    run, rows = created if created is not None else await load_run(store, run_id)
     _check_same_steps(graph, run_id, rows)
     nodes: dict[str, Node] = {}
     for row in rows:
@@ -241,20 +256,25 @@ def _check_same_steps(graph: GraphSpec, run_id: str, rows: list[dict[str, Any]])
 
 
 def _link(graph: GraphSpec, nodes: dict[str, Node]) -> None:
+    children: dict[str, list[Node]] = {}
+    dependents: dict[str, list[Node]] = {}
     for node in nodes.values():
         if node.kind == "child":
             assert node.info.parent is not None
             parent = nodes[node.info.parent]
             node.parent = parent
-            parent.children.append(node)
+            children.setdefault(parent.name, []).append(node)
         else:
             for dep in node.deps:
-                nodes[dep].dependents.append(node)
-    for node in nodes.values():
-        if node.children:
-            order = {m: i for i, m in enumerate(node.spec.models)}
-            node.children.sort(key=lambda c: (order.get(c.model or "", 0), c.item_index or 0, c.id))
-            node.info.children = [c.name for c in node.children]
+                dependents.setdefault(dep, []).append(node)
+    for name, found in dependents.items():
+        nodes[name].dependents = found
+    for name, found in children.items():
+        node = nodes[name]
+        order = {m: i for i, m in enumerate(node.spec.models)}
+        found.sort(key=lambda c: (order.get(c.model or "", 0), c.item_index or 0, c.id))
+        node.children = found
+        node.info.children = [c.name for c in found]
 
 
 def _reset_unfinished(nodes: dict[str, Node], run: Run) -> None:

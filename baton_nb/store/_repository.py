@@ -7,9 +7,10 @@ few statements that branch on ``self.dialect``.
 from __future__ import annotations
 
 import json
+import operator
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
@@ -62,6 +63,79 @@ _UPDATE_NODE = (
     .where(NODES.c.id == sa.bindparam("b_id"))
     .values({name: sa.bindparam(f"b_{name}") for name in NODE_FIELDS})
 )
+# WriteBatch.nodes rows are tuples in this order; these are their _UPDATE_NODE parameters.
+_UPDATE_NODE_PARAMS = tuple(f"b_{name}" for name in (*NODE_FIELDS, "id"))
+_INSERT_NODE = sa.insert(NODES)
+_UNSEEN: Any = object()
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    """A statement compiled once for SQLite, run as one executemany on the aiosqlite connection.
+
+    For the runtime's bulk writes (node inserts and updates): one round trip to aiosqlite's
+    thread instead of three (cursor, executemany, close) and no per-row parameter dict or
+    statement machinery. ``params(row)`` gives the statement's positional parameters through
+    SQLAlchemy's own bind processors, so the database gets exactly the values that
+    ``conn.execute(statement, rows)`` would send.
+    """
+
+    sql: str
+    order: Callable[[Any], Any]  # row -> its values in the statement's parameter order
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def compile(
+        cls,
+        statement: sa.Insert | sa.Update,
+        dialect: sa.Dialect,
+        keys: Sequence[str],
+        *,
+        tuples: bool,
+    ) -> _DriverStatement:
+        """``keys``: the parameters the rows have; ``tuples``: rows are tuples holding them
+        in that order (else mappings of those keys)."""
+        compiled = statement.compile(dialect=dialect, column_keys=None if tuples else list(keys))
+        names = compiled.positiontup
+        assert names is not None and len(names) > 1 and dialect.paramstyle == "qmark"
+        if not set(names) <= set(keys):
+            raise ValueError(f"rows lack parameters of {compiled.string!r}")
+        processors = []
+        for position, name in enumerate(names):
+            processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                processors.append((position, processor))
+        where = [list(keys).index(name) for name in names] if tuples else names
+        return cls(compiled.string, operator.itemgetter(*where), tuple(processors))
+
+    def params(self, rows: Sequence[Any]) -> list[list[Any]]:
+        order, processors = self.order, self.processors
+        # Rows of one batch share many values (one updated_at, None, True/False): each
+        # processor remembers its last value and result (they are pure functions).
+        seen: list[Any] = [_UNSEEN] * len(processors)
+        done: list[Any] = [None] * len(processors)
+        out = []
+        for row in rows:
+            values = list(order(row))
+            for i, (position, processor) in enumerate(processors):
+                value = values[position]
+                if value is not seen[i]:
+                    seen[i], done[i] = value, processor(value)
+                values[position] = done[i]
+            out.append(values)
+        return out
+
+    async def executemany(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        """In ``conn``'s transaction: sqlite3 begins it before the first write, and the
+        transaction's commit or rollback ends it."""
+        await (await _driver(conn)).executemany(self.sql, self.params(rows))
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection under ``conn`` (aiosqlite's, asyncpg's)."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
 
 
 def utcnow() -> datetime:
@@ -74,7 +148,7 @@ class WriteBatch:
     """Writes that must commit together (one transaction)."""
 
     run_id: str | None = None  # the run the nodes belong to
-    nodes: list[dict[str, Any]] = field(default_factory=list)  # id + NODE_FIELDS
+    nodes: list[tuple[Any, ...]] = field(default_factory=list)  # NODE_FIELDS values, then id
     run: dict[str, Any] | None = None  # must contain "id"
     completions: list[dict[str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
@@ -105,6 +179,7 @@ class Store:
         self.url = url
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._driver_statements: dict[Any, _DriverStatement] = {}
 
     @classmethod
     async def open(cls, db: str | None = None) -> Store:
@@ -140,23 +215,43 @@ class Store:
 
     # ── runs and nodes ────────────────────────────────────────────────────────
 
-    async def insert_run(self, run: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> None:
-        """Insert a run with all its nodes, all or nothing."""
+    async def insert_run(
+        self, run: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]
+    ) -> dict[str, int]:
+        """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
         async with self.engine.begin() as conn:
             await conn.execute(sa.insert(RUNS), [dict(run)])
             if nodes:
-                await conn.execute(sa.insert(NODES), [dict(n) for n in nodes])
+                await self._insert_nodes(conn, nodes)
+            ids = await conn.execute(
+                sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id == run["id"])
+            )
             await self._notify(conn, {run["id"]})
+            return {step: int(node_id) for step, node_id in ids}
 
     async def insert_nodes(self, nodes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Insert nodes of an existing run; returns step name -> node id."""
         if not nodes:
             return {}
-        stmt = sa.insert(NODES).returning(NODES.c.step, NODES.c.id, sort_by_parameter_order=True)
+        run_ids = {n["run_id"] for n in nodes}
         async with self.engine.begin() as conn:
-            rows = await conn.execute(stmt, [dict(n) for n in nodes])
-            await self._notify(conn, {n["run_id"] for n in nodes})
-            return {step: int(node_id) for step, node_id in rows}
+            if self.dialect == "sqlite":
+                # SQLite would insert with RETURNING one row per statement (no sentinel for
+                # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
+                await self._insert_nodes(conn, nodes)
+                rows = await conn.execute(
+                    sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id.in_(run_ids))
+                )
+                steps = {n["step"] for n in nodes}
+                ids = {step: int(node_id) for step, node_id in rows if step in steps}
+            else:
+                stmt = _INSERT_NODE.returning(
+                    NODES.c.step, NODES.c.id, sort_by_parameter_order=True
+                )
+                rows = await conn.execute(stmt, [dict(n) for n in nodes])
+                ids = {step: int(node_id) for step, node_id in rows}
+            await self._notify(conn, run_ids)
+            return ids
 
     async def node_ids(self, run_id: str) -> dict[str, int]:
         async with self.engine.connect() as conn:
@@ -260,8 +355,34 @@ class Store:
             async with self.engine.begin() as fresh:
                 await self._write(fresh, batch)
             return
+        if (
+            self.dialect == "sqlite"
+            and batch.nodes
+            and not (batch.run or batch.completions or batch.stats or batch.logs)
+            and not conn.in_transaction()
+        ):
+            await self._write_nodes_sqlite(conn, batch.nodes)
+            return
         async with conn.begin():
             await self._write(conn, batch)
+
+    async def _write_nodes_sqlite(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        """The commit of most runtime batches (node updates only), on aiosqlite directly.
+
+        sqlite3 begins the transaction before the UPDATE; committed (or rolled back) here
+        on the driver, where SQLAlchemy, which has no transaction open on ``conn``, would
+        only forward the same call: a chain step's commit in two round trips to aiosqlite's
+        thread, with no statement or transaction machinery around them.
+        """
+        statement = self._driver_statement(_UPDATE_NODE, conn.dialect, _UPDATE_NODE_PARAMS, True)
+        driver = await _driver(conn)
+        try:
+            await driver.executemany(statement.sql, statement.params(rows))
+            await driver.commit()
+        except BaseException:
+            with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
+                await driver.rollback()
+            raise
 
     def writer_connection(self) -> AsyncConnection:
         """A connection to hold for a run's writes: ``async with store.writer_connection()``."""
@@ -269,10 +390,14 @@ class Store:
 
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         if batch.nodes:
-            params = [
-                {"b_id": n["id"], **{f"b_{k}": n[k] for k in NODE_FIELDS}} for n in batch.nodes
-            ]
-            await conn.execute(_UPDATE_NODE, params)
+            if self.dialect == "sqlite":
+                names = _UPDATE_NODE_PARAMS
+                statement = self._driver_statement(_UPDATE_NODE, conn.dialect, names, True)
+                await statement.executemany(conn, batch.nodes)
+            else:
+                names = _UPDATE_NODE_PARAMS
+                params = [dict(zip(names, row, strict=True)) for row in batch.nodes]
+                await conn.execute(_UPDATE_NODE, params)
         if batch.run:
             values = {k: v for k, v in batch.run.items() if k != "id"}
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run["id"]).values(values))
@@ -283,6 +408,31 @@ class Store:
         if batch.logs:
             await conn.execute(sa.insert(LOGS), batch.logs)
         await self._notify(conn, batch.run_ids())
+
+    def _driver_statement(
+        self,
+        statement: sa.Insert | sa.Update,
+        dialect: sa.Dialect,
+        keys: Sequence[str],
+        tuples: bool,
+    ) -> _DriverStatement:
+        """``_DriverStatement.compile``, once per statement and row shape for this store."""
+        cache_key = (id(statement), tuple(keys), tuples)
+        found = self._driver_statements.get(cache_key)
+        if found is None:
+            found = _DriverStatement.compile(statement, dialect, keys, tuples=tuples)
+            self._driver_statements[cache_key] = found
+        return found
+
+    async def _insert_nodes(
+        self, conn: AsyncConnection, nodes: Sequence[Mapping[str, Any]]
+    ) -> None:
+        keys = nodes[0].keys()
+        if self.dialect == "sqlite" and all(n.keys() == keys for n in nodes):
+            statement = self._driver_statement(_INSERT_NODE, conn.dialect, list(keys), False)
+            await statement.executemany(conn, nodes)
+            return
+        await conn.execute(_INSERT_NODE, [dict(n) for n in nodes])
 
     async def _notify(self, conn: AsyncConnection, run_ids: set[str]) -> None:
         """Tell watchers (``notifications``) that these runs changed, at commit (Postgres)."""
