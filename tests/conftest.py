@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +32,36 @@ def _postgres_up() -> bool:
         return False
 
 
+@functools.cache
+def _start_postgres() -> bool:
+    """Start this machine's Postgres cluster if it is installed but down (as .ci/run does),
+    so that a plain ``pytest`` works on a fresh machine. Tried once per session."""
+    clusters = Path("/etc/postgresql")
+    if _postgres_up():
+        return True
+    if shutil.which("pg_ctlcluster") is None or not clusters.is_dir():
+        return False
+    for version in sorted(p.name for p in clusters.iterdir()):
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _postgres_up():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The same storage test runs on SQLite and on the real Postgres (a missing server fails)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'baton.db'}"
-    if not _postgres_up():
+    if not _postgres_up() and not _start_postgres():
         pytest.fail(
             "Postgres is not running on 127.0.0.1:5432; start it with "
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
