@@ -50,11 +50,20 @@ async def _shared_ssl_context() -> ssl.SSLContext:
 
 
 class _Shard:
-    __slots__ = ("active", "transport")
+    __slots__ = ("active", "idle", "transport")
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, context: ssl.SSLContext, idle: list[_Shard]) -> None:
         self.transport = httpx.AsyncHTTPTransport(verify=context, limits=_SHARD_LIMITS)
         self.active = 0
+        self.idle = idle  # the transport's stack of shards with no request in flight
+
+    def take(self) -> None:
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self.idle.append(self)
 
 
 class _CountedStream(httpx.AsyncByteStream):
@@ -72,7 +81,7 @@ class _CountedStream(httpx.AsyncByteStream):
             await self._stream.aclose()
         finally:
             if self._shard is not None:
-                self._shard.active -= 1
+                self._shard.release()
                 self._shard = None
 
 
@@ -82,22 +91,27 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, context: ssl.SSLContext, max_shards: int = _MAX_SHARDS) -> None:
         self._context = context
         self._max_shards = max_shards
-        self._shards = [_Shard(context)]
+        self._idle: list[_Shard] = []  # the most recently used (warmest) last
+        self._shards = [_Shard(context, self._idle)]
+        self._idle.append(self._shards[0])
 
     def _pick(self) -> _Shard:
-        shard = min(self._shards, key=_ACTIVE)
-        if shard.active and len(self._shards) < self._max_shards:
-            shard = _Shard(self._context)
+        """An idle shard (O(1)); else a new one; else, all opened, the least busy."""
+        if self._idle:
+            return self._idle.pop()
+        if len(self._shards) < self._max_shards:
+            shard = _Shard(self._context, self._idle)
             self._shards.append(shard)
-        return shard
+            return shard
+        return min(self._shards, key=_ACTIVE)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         shard = self._pick()
-        shard.active += 1
+        shard.take()
         try:
             response = await shard.transport.handle_async_request(request)
         except BaseException:
-            shard.active -= 1
+            shard.release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _CountedStream(response.stream, shard)

@@ -25,6 +25,7 @@ __all__ = ["complete"]
 
 logger = logging.getLogger("baton_nb.llm")
 
+_UNLIMITED = Permit(None, 0)  # what acquire() yields for a provider without limits
 _ADAPTERS: dict[str, Adapter] = {
     "openai": OpenAIAdapter(),
     "anthropic": AnthropicAdapter(),
@@ -72,6 +73,18 @@ def _pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
     return model if endpoint.kind == "mock" else request.model
 
 
+async def _measured(
+    endpoint: Endpoint, model: str, request: LLMRequest, permit: Permit
+) -> tuple[Parsed, float, Usage, bool]:
+    """The call (with its retries) under ``permit``: response, latency in ms and usage."""
+    started = time.perf_counter()
+    parsed = await _call(endpoint, model, request, permit)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    usage, estimated = await _usage_of(parsed, request)
+    permit.correct(usage.total_tokens)
+    return parsed, latency_ms, usage, estimated
+
+
 async def complete(request: LLMRequest) -> Completion:
     """Make one LLM call (retrying 429/5xx/timeouts inside) and return its Completion.
 
@@ -84,13 +97,12 @@ async def complete(request: LLMRequest) -> Completion:
     provider, model = split_model(request.model)
     endpoint = resolve_endpoint(provider)
     limit = limit_for(endpoint.name)
-    estimate = await _token_estimate(request, bool(limit and limit.tpm))
-    async with acquire(endpoint.name, estimate) as permit:
-        started = time.perf_counter()
-        parsed = await _call(endpoint, model, request, permit)
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        usage, estimated = await _usage_of(parsed, request)
-        permit.correct(usage.total_tokens)
+    if limit is None:  # nothing to hold or reserve: no context manager per call
+        parsed, latency_ms, usage, estimated = await _measured(endpoint, model, request, _UNLIMITED)
+    else:
+        estimate = await _token_estimate(request, bool(limit.tpm))
+        async with acquire(endpoint.name, estimate) as permit:
+            parsed, latency_ms, usage, estimated = await _measured(endpoint, model, request, permit)
     cost = await compute_cost(
         _pricing_model(endpoint, model, request),
         usage,

@@ -276,6 +276,11 @@ def default_timeout() -> float:
     return _state.timeout
 
 
+def limits_version() -> int:
+    """Changes whenever limits are reconfigured (``configured_limits``' version)."""
+    return _state.version
+
+
 def configured_limits() -> tuple[int, dict[str, Limit]]:
     """``(version, limits)``; the version changes whenever limits are reconfigured."""
     return _state.version, dict(_state.limits)

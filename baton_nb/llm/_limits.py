@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from ._client import loop_key
-from ._config import configured_limits
+from ._config import configured_limits, limits_version
 from ._types import Limit
 
 __all__ = ["Permit", "TokenBucket", "acquire", "limit_for"]
@@ -77,8 +77,8 @@ _registry_version = -1
 
 def _limiter(provider: str) -> _ProviderLimiter | None:
     global _registry, _registry_version
-    version, limits = configured_limits()
-    if version != _registry_version:
+    if limits_version() != _registry_version:
+        version, limits = configured_limits()
         _registry = {name: _ProviderLimiter(limit) for name, limit in limits.items()}
         _registry_version = version
     return _registry.get(provider)

@@ -464,6 +464,7 @@ class Execution:
             child.remaining = 0
             child.state, child.attempt, child.error = "pending", 0, None
             self._mark(child)
+        group.tally = [len(group.children) - len(todo), 0]
         verdict = self._group_verdict(group)
         if verdict is not None:
             self._settle(group, verdict[0], value=verdict[1], encoded=verdict[2], error=verdict[3])
@@ -532,6 +533,10 @@ class Execution:
         children = group.children
         total = len(children)
         quorum = min(group.spec.quorum or total, total)
+        if group.tally is not None:  # no scan of every child at every child's settling
+            done_count, failed_count = group.tally
+            if done_count < quorum and total - failed_count >= quorum:
+                return None
         done = [c for c in children if c.state == "completed"]
         failed = [c for c in children if c.state in FAILED_STATES]
         if len(done) >= quorum:
@@ -615,6 +620,9 @@ class Execution:
         if node.state in TERMINAL_STATES:
             return
         node.state, node.error, node.finished_at = state, error, utcnow()
+        tally = node.parent.tally if node.parent is not None else None
+        if tally is not None:
+            tally[0 if state == "completed" else 1] += 1
         if state == "completed":
             encoded = encoded or "null"
             if not isinstance(value, _SCALARS):

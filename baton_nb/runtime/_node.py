@@ -84,6 +84,7 @@ class Node:
         "spec",
         "started_at",
         "state",
+        "tally",
     )
 
     def __init__(self, row: dict[str, Any], spec: StepSpec, info: StepInfo) -> None:
@@ -106,6 +107,8 @@ class Node:
         self.item_index: int | None = row["item_index"]
         self.item: Any = None
         self.parent: Node | None = None
+        # A group's [completed, failed] children, counted as they settle (set when it runs).
+        self.tally: list[int] | None = None
         # Shared empty tuples until linked (most nodes have no children, many no dependents):
         # two containers less per node that would live, and be traced by the GC, all run long.
         self.children: Sequence[Node] = ()

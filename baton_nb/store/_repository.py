@@ -66,6 +66,8 @@ _UPDATE_NODE = (
 # WriteBatch.nodes rows are tuples in this order; these are their _UPDATE_NODE parameters.
 _UPDATE_NODE_PARAMS = tuple(f"b_{name}" for name in (*NODE_FIELDS, "id"))
 _INSERT_NODE = sa.insert(NODES)
+_INSERT_COMPLETION = sa.insert(COMPLETIONS)
+_INSERT_STAT = sa.insert(STATS)
 _UNSEEN: Any = object()
 
 
@@ -402,9 +404,9 @@ class Store:
             values = {k: v for k, v in batch.run.items() if k != "id"}
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run["id"]).values(values))
         if batch.completions:
-            await conn.execute(sa.insert(COMPLETIONS), batch.completions)
+            await self._insert_rows(conn, _INSERT_COMPLETION, batch.completions)
         if batch.stats:
-            await conn.execute(sa.insert(STATS), batch.stats)
+            await self._insert_rows(conn, _INSERT_STAT, batch.stats)
         if batch.logs:
             await conn.execute(sa.insert(LOGS), batch.logs)
         await self._notify(conn, batch.run_ids())
@@ -433,6 +435,19 @@ class Store:
             await statement.executemany(conn, nodes)
             return
         await conn.execute(_INSERT_NODE, [dict(n) for n in nodes])
+
+    async def _insert_rows(
+        self, conn: AsyncConnection, insert: sa.Insert, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Stored completions and call stats of a commit: on SQLite one executemany on the
+        driver (the values through SQLAlchemy's bind processors, as ``conn.execute`` sends
+        them), without the statement machinery per commit and per row."""
+        keys = rows[0].keys()
+        if self.dialect == "sqlite" and all(r.keys() == keys for r in rows):
+            statement = self._driver_statement(insert, conn.dialect, list(keys), False)
+            await statement.executemany(conn, rows)
+            return
+        await conn.execute(insert, rows)
 
     async def _notify(self, conn: AsyncConnection, run_ids: set[str]) -> None:
         """Tell watchers (``notifications``) that these runs changed, at commit (Postgres)."""
