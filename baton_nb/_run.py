@@ -13,6 +13,7 @@ from . import _jsonutil
 from ._errors import RunNotFound, WorkflowFailed
 from ._money import fmt_money, normalize_money, plural
 from ._usage import Usage
+from .events import CallFinished
 from .store import Store, loads_list
 
 if TYPE_CHECKING:
@@ -57,6 +58,22 @@ class CallRecord:
             replayed=bool(row["replayed"]),
             estimated=bool(row["estimated"]),
             created_at=row["created_at"],
+        )
+
+    def event(self, workflow_label: str) -> CallFinished:
+        """This call as the ``CallFinished`` event published on the run's topics."""
+        return CallFinished(
+            self.run_id,
+            workflow_label,
+            self.step,
+            self.model,
+            self.provider,
+            self.usage,
+            self.cost,
+            self.latency_ms,
+            self.replayed,
+            self.estimated,
+            self.created_at,
         )
 
 

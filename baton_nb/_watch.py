@@ -27,7 +27,6 @@ import sqlalchemy as sa
 
 from . import _jsonutil
 from ._run import TERMINAL_STATES, CallRecord, Run, StepInfo, step_info_from_row
-from ._usage import Usage
 from .events import (
     CallFinished,
     EventsDropped,
@@ -352,7 +351,7 @@ class LiveRun:
         run.calls.append(call)
         if call.step in run.steps:
             run.steps[call.step].add_call(call)
-        self._queue.append(event or _call_event(run, call))
+        self._queue.append(event or call.event(run.workflow))
 
     def _finish(self, status: str, failed: list[str], at: datetime | None) -> None:
         if self._finished:
@@ -380,22 +379,6 @@ def _call_from_event(event: CallFinished) -> CallRecord:
         replayed=event.replayed,
         estimated=event.estimated,
         created_at=event.timestamp,
-    )
-
-
-def _call_event(run: Run, call: CallRecord) -> CallFinished:
-    return CallFinished(
-        run.id,
-        run.workflow,
-        call.step,
-        call.model,
-        call.provider,
-        call.usage if isinstance(call.usage, Usage) else Usage(),
-        call.cost,
-        call.latency_ms,
-        call.replayed,
-        call.estimated,
-        call.created_at,
     )
 
 

@@ -32,7 +32,6 @@ from .._graph import GraphSpec
 from .._outcomes import Discard, Snooze
 from .._run import FAILED_STATES, TERMINAL_STATES, CallRecord, Run
 from ..events import (
-    CallFinished,
     StepUpdated,
     WorkflowFinished,
     has_subscribers,
@@ -786,22 +785,7 @@ class Execution:
         )
         self._dirt.set()
         if has_subscribers(*self._topics):
-            publish(
-                CallFinished(
-                    self.run.id,
-                    self.graph.name,
-                    node.name,
-                    call.model,
-                    call.provider,
-                    call.usage,
-                    call.cost,
-                    call.latency_ms,
-                    call.replayed,
-                    call.estimated,
-                    call.created_at,
-                ),
-                *self._topics,
-            )
+            publish(call.event(self.graph.name), *self._topics)
 
     def _debug(self, node: Node) -> bool:
         return node.spec.debug if node.spec.debug is not None else self.graph.debug
