@@ -295,8 +295,7 @@ class Store:
             on_change(payload)
 
         async with self.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
+            driver = await _driver(conn)
             await driver.add_listener(NOTIFY_CHANNEL, deliver)
             try:
                 yield True
@@ -455,8 +454,7 @@ class Store:
             return
         # On the driver's connection, inside this transaction: a round trip without
         # SQLAlchemy's statement machinery (a third of a chain step's cost otherwise).
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+        driver = await _driver(conn)
         for run_id in run_ids:
             await driver.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)
 
