@@ -16,7 +16,7 @@ __all__ = ["breakdown_html", "breakdown_text", "report_html", "report_text", "te
 _STYLE = (
     "<style>.bn-cost table{border-collapse:collapse;font-size:12px;margin:4px 0 10px}"
     ".bn-cost th,.bn-cost td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
-    ".bn-cost th:first-child,.bn-cost td:first-child,.bn-cost td.l{text-align:left}"
+    ".bn-cost th:first-child,.bn-cost td:first-child,.bn-cost .l{text-align:left}"
     ".bn-cost tr.total td{font-weight:bold;border-top:2px solid #888}"
     ".bn-cost .unknown{color:#b35c00}.bn-cost .note{color:#666;font-size:11px}</style>"
 )
@@ -126,8 +126,12 @@ def _html_cells(t: Totals) -> str:
     return "".join(_td(c, cost_cls if i == 4 else "") for i, c in enumerate(cells))
 
 
-def _html_table(header: Sequence[str], rows: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _html_table(header: Sequence[str], rows: Sequence[str], *, text_columns: int = 1) -> str:
+    """``text_columns``: how many leading columns hold names (left-aligned, as their cells)."""
+    head = "".join(
+        f'<th class="l">{html.escape(h)}</th>' if i < text_columns else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(header)
+    )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -143,7 +147,7 @@ def report_html(report: CostReport) -> str:
     )
     parts = [
         f'<div class="bn-cost">{_STYLE}<p><b>{html.escape(_headline(report))}</b></p>',
-        _html_table(("step", "model", *_COLUMNS), rows),
+        _html_table(("step", "model", *_COLUMNS), rows, text_columns=2),
     ]
     for step, models in report.fanout().items():
         parts.append(f"<p>Fan-out <b>{html.escape(step)}</b>: models side by side</p>")
