@@ -280,8 +280,16 @@ def _link(graph: GraphSpec, nodes: dict[str, Node]) -> None:
 def _reset_unfinished(nodes: dict[str, Node], run: Run) -> None:
     """Resume: everything not completed runs again with fresh attempts; counters recomputed."""
     for node in nodes.values():
-        if node.state == "completed" or (node.parent and node.parent.state == "completed"):
-            continue  # done, or a child left over from a group whose quorum was met
+        if node.state == "completed":
+            continue
+        if node.parent is not None and node.parent.state == "completed":
+            # A child left over from a group whose quorum was met; one still running when
+            # the process died is settled as a quorum settles it, or the run never would.
+            if node.state not in TERMINAL_STATES:
+                node.state = "cancelled"
+                node.error = f"not needed: quorum of {node.parent.name!r} met"
+                node.finished_at = node.finished_at or utcnow()
+            continue
         node.state, node.attempt, node.error = "pending", 0, None
         node.result_json, node.started_at, node.finished_at = None, None, None
         run.results.pop(node.name, None)

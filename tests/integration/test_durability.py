@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 import baton_nb as bn
 from baton_nb.store import Store, utcnow
@@ -446,3 +447,48 @@ async def test_lease_left_by_an_interrupted_start_in_this_process_is_taken_over(
         await store.update_run(run.id, lease_expires_at=utcnow() + timedelta(minutes=5))
     resumed = await wf.run(run_id=run.id, display=False)
     assert resumed.status == "completed"
+
+
+async def test_resume_settles_a_child_left_running_after_its_quorum_was_met(
+    db_url: str, unique: str
+) -> None:
+    """As a kill -9 leaves it: the group completed on quorum, one child still `executing`,
+    its dependent `executing`. The resume must finish, not wait for the orphaned child."""
+    wf = bn.Workflow(f"quorum-orphan-{unique}", db=db_url)
+
+    @wf.step(models=["mock/fast", "mock/slow"], quorum=1)
+    async def fan(ctx: bn.Context) -> str:
+        return str(ctx.model)
+
+    @wf.step()
+    async def after(ctx: bn.Context, fan: dict[str, str]) -> int:
+        return len(fan)
+
+    run = await wf.run(display=False)
+    assert run.status == "completed"
+    async with await Store.open(db_url) as store, store.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE workflow_nodes SET state = 'executing', result = NULL, "
+                "has_result = false, finished_at = NULL "
+                "WHERE run_id = :run AND step IN ('fan[mock/slow]', 'after')"
+            ),
+            {"run": run.id},
+        )
+        await conn.execute(
+            sa.text(
+                "UPDATE workflow_runs SET status = 'running', finished_at = NULL, "
+                "lease_owner = NULL WHERE id = :run"
+            ),
+            {"run": run.id},
+        )
+
+    with anyio.fail_after(20):
+        resumed = await wf.run(run_id=run.id, display=False)
+    assert resumed.status == "completed"
+    assert resumed.steps["fan[mock/slow]"].state == "cancelled"
+    assert "quorum" in (resumed.steps["fan[mock/slow]"].error or "")
+    assert resumed.results["after"] in (1, 2)
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.steps["fan[mock/slow]"].state == "cancelled"
+    assert stored.steps["after"].state == "completed"
