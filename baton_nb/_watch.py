@@ -200,15 +200,19 @@ class LiveRun:
         if wait <= 0:
             await self._poll()
             return
+        events: list[Any] = []
+        # Only the wait is cancellable (deadline, NOTIFY): applying an event may read the
+        # database, and a read cut short would lose the rows it had taken.
         with anyio.move_on_after(wait) as wake:
             self._wake = wake
             try:
-                first = await self._sub.__anext__()
+                events.append(await self._sub.__anext__())
             finally:
                 self._wake = None
-            await self._apply_event(first)
-            while (more := self._sub.get_nowait()) is not None:
-                await self._apply_event(more)
+        while (more := self._sub.get_nowait()) is not None:
+            events.append(more)
+        for event in events:
+            await self._apply_event(event)
 
     async def _apply_event(self, event: Any) -> None:
         if isinstance(event, StepUpdated):
@@ -237,6 +241,9 @@ class LiveRun:
             logs = await self._new_rows(conn, LOGS, self._last_log)
         for row in nodes:
             self._apply_row(row)
+            at = _aware(row["updated_at"])
+            if at is not None and (self._last_seen is None or at > self._last_seen):
+                self._last_seen = at  # only once applied: an interrupted read loses nothing
         for row in stats:
             self._last_stat = max(self._last_stat, int(row["id"]))
             self._apply_call(CallRecord.from_row(row), None)
@@ -254,12 +261,7 @@ class LiveRun:
         if self._last_seen is not None:
             # >=: a row written in the same microsecond as the last one seen is not lost.
             query = query.where(NODES.c.updated_at >= self._last_seen)
-        rows = [dict(r) for r in (await conn.execute(query.order_by(NODES.c.id))).mappings()]
-        for row in rows:
-            at = _aware(row["updated_at"])
-            if at is not None and (self._last_seen is None or at > self._last_seen):
-                self._last_seen = at
-        return rows
+        return [dict(r) for r in (await conn.execute(query.order_by(NODES.c.id))).mappings()]
 
     async def _new_rows(self, conn: Any, table: sa.Table, after: int) -> list[dict[str, Any]]:
         query = sa.select(table).where(table.c.run_id == self.run_id, table.c.id > after)
