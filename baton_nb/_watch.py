@@ -155,7 +155,7 @@ class LiveRun:
     # ── snapshot ──────────────────────────────────────────────────────────────
 
     async def _load_snapshot(self, store: Store) -> None:
-        async with store.engine.connect() as conn:
+        async with store.connect() as conn:
             marks = (
                 await conn.execute(
                     sa.select(
@@ -230,7 +230,7 @@ class LiveRun:
         self._next_poll = self._last_poll + self.poll_interval * factor
         store = self._store
         assert store is not None
-        async with store.engine.connect() as conn:
+        async with store.connect() as conn:
             run_row = (
                 (await conn.execute(sa.select(RUNS).where(RUNS.c.id == self.run_id)))
                 .mappings()

@@ -17,7 +17,7 @@ from sqlalchemy.pool import StaticPool
 from .._dburl import DEFAULT_URL, resolve_url
 from .._errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "make_engine", "resolve_url"]
+__all__ = ["DEFAULT_URL", "is_memory_url", "make_engine", "resolve_url"]
 
 _MEMORY_URI = "file:baton_nb_memory_{pid}?mode=memory&cache=shared"
 _memory_keeper: dict[int, sqlite3.Connection] = {}
@@ -30,6 +30,11 @@ def _driver_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+asyncpg://" + url[len("postgresql://") :]
     return url
+
+
+def is_memory_url(url: str) -> bool:
+    """True for an in-memory SQLite URL (``sqlite:///:memory:``)."""
+    return url.startswith("sqlite") and _is_memory(url)
 
 
 def _is_memory(url: str) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import StorageError
 from . import _reporting
-from ._engine import make_engine, resolve_url
+from ._engine import is_memory_url, make_engine, resolve_url
 from ._migrations import ensure_schema
 from ._reporting import RunFilter
 from ._tables import (
@@ -182,6 +182,30 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._driver_statements: dict[Any, _DriverStatement] = {}
+        # sqlite:///:memory: is one connection shared by every checkout (StaticPool): two
+        # transactions must not interleave on it (a reader's close rolls back what the
+        # writer has open), so each transaction and each read takes this lock.
+        self._serial = anyio.Lock() if is_memory_url(url) else None
+
+    @asynccontextmanager
+    async def _serialised(self) -> AsyncIterator[None]:
+        if self._serial is None:
+            yield
+            return
+        async with self._serial:
+            yield
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (``async with store.connect() as conn``)."""
+        async with self._serialised(), self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed at the end of the block."""
+        async with self._serialised(), self.engine.begin() as conn:
+            yield conn
 
     @classmethod
     async def open(cls, db: str | None = None) -> Store:
@@ -221,7 +245,7 @@ class Store:
         self, run: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]
     ) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(sa.insert(RUNS), [dict(run)])
             if nodes:
                 await self._insert_nodes(conn, nodes)
@@ -236,7 +260,7 @@ class Store:
         if not nodes:
             return {}
         run_ids = {n["run_id"] for n in nodes}
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
                 # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
@@ -256,27 +280,27 @@ class Store:
             return ids
 
     async def node_ids(self, run_id: str) -> dict[str, int]:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id == run_id)
             )
             return {step: int(node_id) for step, node_id in rows}
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             result = await conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id))
             row = result.mappings().first()
             return dict(row) if row else None
 
     async def get_nodes(self, run_id: str) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 sa.select(NODES).where(NODES.c.run_id == run_id).order_by(NODES.c.id)
             )
             return [dict(r) for r in rows.mappings()]
 
     async def update_run(self, run_id: str, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(**values))
             await self._notify(conn, {run_id})
 
@@ -294,7 +318,7 @@ class Store:
         def deliver(_conn: object, _pid: int, _channel: str, payload: str) -> None:
             on_change(payload)
 
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             driver = await _driver(conn)
             await driver.add_listener(NOTIFY_CHANNEL, deliver)
             try:
@@ -318,7 +342,7 @@ class Store:
         )
         if steal_from is not None:
             free = sa.or_(free, RUNS.c.lease_owner == steal_from)
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             result = await conn.execute(
                 sa.update(RUNS)
                 .where(RUNS.c.id == run_id, free)
@@ -328,7 +352,7 @@ class Store:
 
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         expires = utcnow() + timedelta(seconds=ttl)
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             result = await conn.execute(
                 sa.update(RUNS)
                 .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
@@ -337,7 +361,7 @@ class Store:
             return bool(result.rowcount == 1)
 
     async def release_lease(self, run_id: str, owner: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(
                 sa.update(RUNS)
                 .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
@@ -353,19 +377,20 @@ class Store:
         saves a pool checkout and reset per commit on the runtime's hot path.
         """
         if conn is None:
-            async with self.engine.begin() as fresh:
+            async with self.begin() as fresh:
                 await self._write(fresh, batch)
             return
-        if (
-            self.dialect == "sqlite"
-            and batch.nodes
-            and not (batch.run or batch.completions or batch.stats or batch.logs)
-            and not conn.in_transaction()
-        ):
-            await self._write_nodes_sqlite(conn, batch.nodes)
-            return
-        async with conn.begin():
-            await self._write(conn, batch)
+        async with self._serialised():
+            if (
+                self.dialect == "sqlite"
+                and batch.nodes
+                and not (batch.run or batch.completions or batch.stats or batch.logs)
+                and not conn.in_transaction()
+            ):
+                await self._write_nodes_sqlite(conn, batch.nodes)
+                return
+            async with conn.begin():
+                await self._write(conn, batch)
 
     async def _write_nodes_sqlite(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
         """The commit of most runtime batches (node updates only), on aiosqlite directly.
@@ -387,7 +412,7 @@ class Store:
 
     def writer_connection(self) -> AsyncConnection:
         """A connection to hold for a run's writes: ``async with store.writer_connection()``."""
-        return self.engine.connect()
+        return self.engine.connect()  # its transactions are serialised in ``write``
 
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         if batch.nodes:
@@ -462,7 +487,7 @@ class Store:
 
     async def get_completions(self, run_id: str, step: str) -> dict[int, tuple[str, str]]:
         """Stored responses of a node: call_index -> (request_hash, response JSON)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 sa.select(
                     COMPLETIONS.c.call_index, COMPLETIONS.c.request_hash, COMPLETIONS.c.response
@@ -471,7 +496,7 @@ class Store:
             return {int(i): (h, r) for i, h, r in rows}
 
     async def get_stats(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 sa.select(STATS).where(STATS.c.run_id.in_(list(run_ids))).order_by(STATS.c.id)
             )
@@ -481,7 +506,7 @@ class Store:
         query = sa.select(LOGS).where(LOGS.c.run_id == run_id)
         if step is not None:
             query = query.where(LOGS.c.step == step)
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(query.order_by(LOGS.c.id))
             return [dict(r) for r in rows.mappings()]
 
@@ -506,54 +531,54 @@ class Store:
         query = query.order_by(RUNS.c.created_at.desc(), RUNS.c.id)
         if limit is not None:
             query = query.limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     # ── reports, run listings, pruning (SQL in _reporting) ────────────────────
 
     async def aggregate_stats(self, where: RunFilter | None = None) -> list[dict[str, Any]]:
         """Stats summed per (run, step, model) in SQL, with workflow and fan-out parent."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             where = where or RunFilter()
             return await _reporting.stats_by_run_step_model(conn, self.dialect, where)
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of ``run_ids`` exist."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await _reporting.existing_run_ids(conn, run_ids)
 
     async def run_ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
         """Run ids beginning with ``prefix`` (an exact match first), at most ``limit``."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await _reporting.run_ids_starting_with(conn, prefix, limit)
 
     async def fanout_children(self, where: RunFilter | None = None) -> list[dict[str, Any]]:
         """Multi-model fan-out child nodes (state, attempt, error) of the runs selected."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await _reporting.fanout_children(conn, where or RunFilter())
 
     async def run_summaries(
         self, where: RunFilter | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Runs newest first with step counts, calls, tokens and cost (one query)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await _reporting.run_summaries(conn, self.dialect, where or RunFilter(), limit)
 
     async def prune_runs_batch(self, cutoff: datetime, batch_size: int) -> dict[str, int]:
         """Delete one batch of finished, unleased runs older than ``cutoff`` (one transaction)."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             return await _reporting.prune_runs_batch(conn, cutoff, utcnow(), batch_size)
 
     async def prune_debug_logs_batch(self, cutoff: datetime, batch_size: int) -> int:
         """Delete one batch of debug log rows older than ``cutoff`` (one transaction)."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             return await _reporting.prune_debug_logs_batch(conn, cutoff, batch_size)
 
     async def count_prunable(
         self, cutoff: datetime | None, log_cutoff: datetime | None
     ) -> dict[str, int]:
         """Rows per table that pruning would delete now."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await _reporting.count_prunable(conn, cutoff, log_cutoff, utcnow())
 
 

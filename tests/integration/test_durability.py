@@ -492,3 +492,34 @@ async def test_resume_settles_a_child_left_running_after_its_quorum_was_met(
     stored = await bn.Run.load(run.id, db=db_url)
     assert stored.steps["fan[mock/slow]"].state == "cancelled"
     assert stored.steps["after"].state == "completed"
+
+
+async def test_in_memory_resume_keeps_every_write(unique: str) -> None:
+    """sqlite:///:memory: is one shared connection: the reads of a resumed run (stored
+    completions) must not roll back the writer's open transaction."""
+    db = "sqlite:///:memory:"
+    wf = bn.Workflow(f"memory-resume-{unique}", db=db)
+
+    async def ask(ctx: bn.Context) -> str:
+        reply = await ctx.complete(model="mock/gpt-4o-mini", prompt=ctx.step, max_tokens=5)
+        await anyio.sleep(0.001 * (int(ctx.step[1:]) % 5))
+        return reply.text[:3]
+
+    async def copy(ctx: bn.Context) -> str:
+        return str(ctx.results["s" + ctx.step[1:]])
+
+    for i in range(150):
+        wf.add(f"s{i}", ask)
+        wf.add(f"d{i}", copy, deps=[f"s{i}"])
+    run_id = f"mem-{unique}"
+    with anyio.move_on_after(0.15):
+        await wf.run(run_id=run_id, display=False, concurrency=32)
+    run = await wf.run(run_id=run_id, display=False, concurrency=32)
+    assert run.status == "completed"
+    stored = await bn.Run.load(run_id, db=db)
+    assert stored.status == "completed"
+    assert {n: s.state for n, s in stored.steps.items()} == {
+        n: s.state for n, s in run.steps.items()
+    }
+    assert len(stored.results) == 300
+    assert sum(not c.replayed for c in stored.calls) == 150
