@@ -522,6 +522,14 @@ class Execution:
             self.run.steps[child.name] = info
             existing[child.name] = child
             self._unsettled += 1
+        for name, stale in existing.items():
+            if name not in names and stale.state not in TERMINAL_STATES:
+                # A child of an earlier execution whose item's key is gone (map_key or the
+                # data changed before a resume): settled, so the run does not wait for it.
+                stale.state, stale.finished_at = "cancelled", utcnow()
+                stale.error = f"no longer an item of map_over={spec.map_over!r}"
+                self._unsettled -= 1
+                self._mark(stale)
         group.children = [existing[name] for name in names]
         group.info.children = list(names)
         for index, child in enumerate(group.children):

@@ -588,3 +588,36 @@ async def _active_run(stream: bn.events.Subscription) -> bn.Run:
             if run is not None:
                 return run
     raise AssertionError("no run seen")
+
+
+async def test_resume_after_map_key_changed_settles_the_old_children(
+    db_url: str, unique: str
+) -> None:
+    name = f"map-key-edit-{unique}"
+    failing = {"on": True}
+
+    def build(key: Any) -> bn.Workflow:
+        wf = bn.Workflow(name, db=db_url)
+
+        @wf.step()
+        async def src(ctx: bn.Context) -> list[str]:
+            return ["a", "b", "c"]
+
+        @wf.step(map_over="src", map_key=key, max_attempts=1)
+        async def work(ctx: bn.Context) -> str:
+            if ctx.item == "b" and failing["on"]:
+                raise RuntimeError("boom")
+            return str(ctx.item).upper()
+
+        return wf
+
+    first = await build(lambda item: item).run(display=False)
+    assert first.status == "failed"
+    failing["on"] = False
+    with anyio.fail_after(20):  # the key edited in the notebook before resuming
+        again = await build(lambda item: f"k_{item}").run(run_id=first.id, display=False)
+    assert again.status == "completed" and again.results["work"] == ["A", "B", "C"]
+    stored = await bn.Run.load(first.id, db=db_url)
+    assert stored.steps["work[b]"].state == "cancelled"
+    assert "no longer an item" in (stored.steps["work[b]"].error or "")
+    assert stored.steps["work[k_b]"].state == "completed"
