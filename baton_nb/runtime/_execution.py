@@ -641,7 +641,9 @@ class Execution:
         touched.append(node)
         if node.kind == "group":
             for child in node.children:
-                if child.state == "pending":
+                # Not started, or waiting out a snooze or a retry backoff: not needed any
+                # more (a waiting child wakes to find itself settled and does nothing).
+                if child.state in _WAITING_STATES:
                     reason = (
                         f"not needed: quorum of {node.name!r} met"
                         if state == "completed"
@@ -836,6 +838,9 @@ class Execution:
         self._pending.logs.append(entry)
         self.run.logs.append(entry)
         self._dirt.set()
+
+
+_WAITING_STATES = frozenset({"pending", "snoozed", "retryable"})
 
 
 def _describe(exc: BaseException) -> str:

@@ -621,3 +621,27 @@ async def test_resume_after_map_key_changed_settles_the_old_children(
     assert stored.steps["work[b]"].state == "cancelled"
     assert "no longer an item" in (stored.steps["work[b]"].error or "")
     assert stored.steps["work[k_b]"].state == "completed"
+
+
+async def test_met_quorum_cancels_children_waiting_to_run_again(
+    db_url: str, unique: str
+) -> None:
+    runs: dict[str, int] = {}
+    wf = bn.Workflow(f"quorum-waiting-{unique}", db=db_url)
+
+    @wf.step(models=["mock/a", "mock/b", "mock/c"], quorum=1, backoff=lambda attempt: 1.0)
+    async def fan(ctx: bn.Context) -> Any:
+        runs[ctx.step] = runs.get(ctx.step, 0) + 1
+        if ctx.model == "mock/a":
+            await anyio.sleep(0.2)
+            return "a"
+        if ctx.model == "mock/b":
+            return bn.Snooze(1.0)
+        raise RuntimeError("c fails, retries after a backoff")
+
+    run = await wf.run(display=False)
+    assert run.status == "completed" and run.results["fan"] == {"mock/a": "a"}
+    assert runs == {"fan[mock/a]": 1, "fan[mock/b]": 1, "fan[mock/c]": 1}  # none woke to rerun
+    for child in ("fan[mock/b]", "fan[mock/c]"):
+        assert run.steps[child].state == "cancelled"
+        assert "quorum" in (run.steps[child].error or "")
