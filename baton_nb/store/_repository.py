@@ -248,7 +248,7 @@ class Store:
         async with self.begin() as conn:
             await conn.execute(sa.insert(RUNS), [dict(run)])
             if nodes:
-                await self._insert_nodes(conn, nodes)
+                await self._insert_rows(conn, _INSERT_NODE, nodes)
             ids = await conn.execute(
                 sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id == run["id"])
             )
@@ -264,7 +264,7 @@ class Store:
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
                 # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
-                await self._insert_nodes(conn, nodes)
+                await self._insert_rows(conn, _INSERT_NODE, nodes)
                 rows = await conn.execute(
                     sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id.in_(run_ids))
                 )
@@ -400,10 +400,9 @@ class Store:
         only forward the same call: a chain step's commit in two round trips to aiosqlite's
         thread, with no statement or transaction machinery around them.
         """
-        statement = self._driver_statement(_UPDATE_NODE, conn.dialect, _UPDATE_NODE_PARAMS, True)
         driver = await _driver(conn)
         try:
-            await driver.executemany(statement.sql, statement.params(rows))
+            await self._update_nodes(conn, rows)
             await driver.commit()
         except BaseException:
             with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
@@ -416,14 +415,7 @@ class Store:
 
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         if batch.nodes:
-            if self.dialect == "sqlite":
-                names = _UPDATE_NODE_PARAMS
-                statement = self._driver_statement(_UPDATE_NODE, conn.dialect, names, True)
-                await statement.executemany(conn, batch.nodes)
-            else:
-                names = _UPDATE_NODE_PARAMS
-                params = [dict(zip(names, row, strict=True)) for row in batch.nodes]
-                await conn.execute(_UPDATE_NODE, params)
+            await self._update_nodes(conn, batch.nodes)
         if batch.run:
             values = {k: v for k, v in batch.run.items() if k != "id"}
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run["id"]).values(values))
@@ -450,28 +442,28 @@ class Store:
             self._driver_statements[cache_key] = found
         return found
 
-    async def _insert_nodes(
-        self, conn: AsyncConnection, nodes: Sequence[Mapping[str, Any]]
-    ) -> None:
-        keys = nodes[0].keys()
-        if self.dialect == "sqlite" and all(n.keys() == keys for n in nodes):
-            statement = self._driver_statement(_INSERT_NODE, conn.dialect, list(keys), False)
-            await statement.executemany(conn, nodes)
+    async def _update_nodes(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        """``WriteBatch.nodes`` rows (tuples): on SQLite one executemany on the driver."""
+        if self.dialect == "sqlite":
+            names = _UPDATE_NODE_PARAMS
+            statement = self._driver_statement(_UPDATE_NODE, conn.dialect, names, True)
+            await statement.executemany(conn, rows)
             return
-        await conn.execute(_INSERT_NODE, [dict(n) for n in nodes])
+        params = [dict(zip(_UPDATE_NODE_PARAMS, row, strict=True)) for row in rows]
+        await conn.execute(_UPDATE_NODE, params)
 
     async def _insert_rows(
         self, conn: AsyncConnection, insert: sa.Insert, rows: Sequence[Mapping[str, Any]]
     ) -> None:
-        """Stored completions and call stats of a commit: on SQLite one executemany on the
-        driver (the values through SQLAlchemy's bind processors, as ``conn.execute`` sends
-        them), without the statement machinery per commit and per row."""
+        """Bulk inserts of the runtime (nodes, stored completions, call stats): on SQLite one
+        executemany on the driver (the values through SQLAlchemy's bind processors, as
+        ``conn.execute`` sends them), without the statement machinery per commit and row."""
         keys = rows[0].keys()
         if self.dialect == "sqlite" and all(r.keys() == keys for r in rows):
             statement = self._driver_statement(insert, conn.dialect, list(keys), False)
             await statement.executemany(conn, rows)
             return
-        await conn.execute(insert, rows)
+        await conn.execute(insert, [dict(r) for r in rows])
 
     async def _notify(self, conn: AsyncConnection, run_ids: set[str]) -> None:
         """Tell watchers (``notifications``) that these runs changed, at commit (Postgres)."""
