@@ -18,6 +18,7 @@ import reprlib
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
@@ -484,6 +485,7 @@ class Execution:
         names: list[str] = []
         for index, item in enumerate(items):
             key: Any = index
+            name = f"{group.name}[{index}]"
             if spec.map_key is not None:
                 try:
                     key = spec.map_key(item)
@@ -499,7 +501,6 @@ class Execution:
                         f"step {group.name!r}: map_key raised {_describe(exc)} "
                         f"(item {index} of {spec.map_over!r})"
                     )
-            name = f"{group.name}[{key}]"
             if name in names:
                 return f"map_key gave the key {key!r} twice; keys must be unique"
             names.append(name)
@@ -891,15 +892,7 @@ def _backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:
     return max(0.0, delay), None
 
 
-class _no_timeout:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_TIMEOUT = _no_timeout()  # stateless: one for every attempt without a timeout
+_NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
 
 
 def unwrap_group(exc: BaseException) -> BaseException:
