@@ -11,12 +11,12 @@ from typing import Any
 import anyio.to_thread
 
 from .._errors import ConfigurationError, RunNotFound
-from .._money import plural
+from .._money import fmt_money, plural
 from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._usage import Usage
-from ..reports import CostReport, fmt_money
+from ..reports import CostReport
 from ..store import Store
 from ._output import out as _out
 from ._show import render_run

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .._money import plural
+from .._money import fmt_money, plural
 from .._run import Run, StepInfo
-from ..reports import fmt_money, local_time, text_table
+from ..reports import local_time, text_table
 
 __all__ = ["layers", "render_run"]
 

@@ -9,18 +9,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._money import fmt_money, normalize_money, plural
 from .._usage import Usage
 from ._render import breakdown_html, breakdown_text, report_html, report_text
-from ._rows import (
-    CSV_COLUMNS,
-    CostRow,
-    FanoutChild,
-    ModelComparison,
-    Totals,
-    fmt_money,
-    normalize_money,
-    plural,
-)
+from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals
 
 if TYPE_CHECKING:
     from .._run import Run

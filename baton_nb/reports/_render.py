@@ -6,7 +6,8 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ._rows import ModelComparison, Totals, fmt_money, plural
+from .._money import fmt_money, plural
+from ._rows import ModelComparison, Totals
 
 if TYPE_CHECKING:
     from ._cost import CostReport

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .._money import fmt_money, normalize_money, plural
+from .._money import fmt_money, normalize_money
 from .._usage import Usage
 
 if TYPE_CHECKING:
@@ -18,9 +18,6 @@ __all__ = [
     "FanoutChild",
     "ModelComparison",
     "Totals",
-    "fmt_money",
-    "normalize_money",
-    "plural",
 ]
 
 CSV_COLUMNS = (

@@ -9,8 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .._money import fmt_money, normalize_money
 from ._render import text_table
-from ._rows import fmt_money, normalize_money
 
 __all__ = ["RunList", "RunSummary", "local_time"]
 

@@ -10,9 +10,9 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .._money import fmt_money
 from .._run import TERMINAL_STATES, Run
 from ..events import WorkflowFinished, add_listener, topic_workflow
-from ..reports import fmt_money
 from ._throttle import Throttle
 
 __all__ = ["TextProgress"]

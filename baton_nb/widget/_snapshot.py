@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .._money import fmt_money
 from .._run import CallRecord, Run
-from ..reports import fmt_money
 from ._state import detail
 
 __all__ = ["CSS", "DETAILS_BUDGET", "ESM", "fallback_html", "snapshot_bundle", "snapshot_html"]

@@ -12,8 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .._money import fmt_money
 from .._run import CallRecord, Run, StepInfo
-from ..reports import fmt_money
 
 __all__ = [
     "ERROR_PREVIEW",
