@@ -1,0 +1,395 @@
+"""The asyncio HTTP/1.1 transport of the shared client, against servers on 127.0.0.1.
+
+Each test starts a small HTTP/1.1 server written on asyncio streams, so it controls
+exactly what goes over the wire (keep-alive, ``Connection: close``, chunked bodies, a
+server that closes idle connections, stalls or lies about a body's length) and counts
+the connections the client opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+import pytest
+import trustme
+
+from baton_nb.llm._client import _new_client
+from baton_nb.llm._http11 import AsyncioHTTP11Transport
+
+Handler = Callable[["Conn"], Awaitable[None]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def request(self) -> tuple[str, dict[str, str], bytes] | None:
+        """The next request line, headers and body; None once the client closed."""
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        line, *rest = head.decode("latin-1").split("\r\n")
+        pairs = (h.partition(":") for h in rest if h)
+        headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int((await self.reader.readline()).strip(), 16)
+                chunk = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                body += chunk[:-2]
+        else:
+            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return line, headers, body
+
+    async def respond(self, body: bytes = b"ok", *, status: int = 200, **headers: str) -> None:
+        lines = [f"HTTP/1.1 {status} X", f"content-length: {len(body)}"]
+        lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await self.writer.drain()
+
+
+@dataclass
+class Server:
+    port: int
+    connections: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+
+@asynccontextmanager
+async def serving(
+    handler: Handler, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Server]:
+    server = Server(0)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await handler(Conn(reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=ssl_context)
+    server.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        listener.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def keep_alive(server_lines: list[str] | None = None, body: bytes = b"ok") -> Handler:
+    async def handle(conn: Conn) -> None:
+        while (request := await conn.request()) is not None:
+            if server_lines is not None:
+                server_lines.append(request[0])
+            await conn.respond(body)
+
+    return handle
+
+
+@asynccontextmanager
+async def client(**kw: float) -> AsyncIterator[httpx.AsyncClient]:
+    transport = AsyncioHTTP11Transport(ssl.create_default_context(), **kw)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, timeout=5) as c:
+        yield c
+
+
+@pytest.mark.anyio
+async def test_sequential_requests_reuse_one_connection() -> None:
+    lines: list[str] = []
+    async with serving(keep_alive(lines)) as server, client() as c:
+        for i in range(5):
+            r = await c.post(server.url(f"/n{i}"), json={"i": i})
+            assert (r.status_code, r.text) == (200, "ok")
+    assert server.connections == 1
+    assert lines == [f"POST /n{i} HTTP/1.1" for i in range(5)]
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_open_one_connection_each_then_reuse_them() -> None:
+    async def slow(conn: Conn) -> None:
+        while await conn.request() is not None:
+            await asyncio.sleep(0.05)
+            await conn.respond()
+
+    async with serving(slow) as server, client() as c:
+        for _ in range(3):
+            await asyncio.gather(*(c.get(server.url()) for _ in range(10)))
+    assert server.connections == 10
+
+
+@pytest.mark.anyio
+async def test_connection_close_from_the_server_is_not_reused() -> None:
+    async def once(conn: Conn) -> None:
+        await conn.request()
+        await conn.respond(connection="close")
+
+    async with serving(once) as server, client() as c:
+        for _ in range(3):
+            assert (await c.get(server.url())).text == "ok"
+    assert server.connections == 3
+
+
+@pytest.mark.anyio
+async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
+    async def close_when_idle(conn: Conn) -> None:
+        await conn.request()
+        await conn.respond()  # keep-alive promised, then closed while idle
+
+    async with serving(close_when_idle) as server, client() as c:
+        assert (await c.get(server.url())).text == "ok"
+        await asyncio.sleep(0.05)  # the FIN arrives while the connection is idle
+        assert (await c.get(server.url())).text == "ok"
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_connections_idle_past_keepalive_expiry_are_replaced() -> None:
+    async with serving(keep_alive()) as server, client(keepalive_expiry=0.05) as c:
+        await c.get(server.url())
+        await c.get(server.url())
+        await asyncio.sleep(0.1)
+        await c.get(server.url())
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_chunked_body_is_streamed_as_it_arrives() -> None:
+    sent_first = asyncio.Event()
+    release = asyncio.Event()
+
+    async def chunked(conn: Conn) -> None:
+        while await conn.request() is not None:
+            conn.writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n7\r\ndata: 1\r\n"
+            )
+            await conn.writer.drain()
+            sent_first.set()
+            await release.wait()
+            conn.writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
+            await conn.writer.drain()
+
+    async with serving(chunked) as server, client() as c:
+        async with c.stream("POST", server.url(), json={}) as r:
+            pieces = r.aiter_bytes()
+            assert await pieces.__anext__() == b"data: 1"  # before the server sent the rest
+            release.set()
+            assert [p async for p in pieces] == [b"data: 2"]
+        release.clear()
+        sent_first.clear()
+        release.set()
+        assert (await c.post(server.url(), json={})).text == "data: 1data: 2"
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_a_stream_closed_before_its_end_discards_the_connection() -> None:
+    async def big(conn: Conn) -> None:
+        while await conn.request() is not None:
+            await conn.respond(b"x" * 1_000_000)
+
+    async with serving(big) as server, client() as c:
+        async with c.stream("GET", server.url()) as r:
+            await r.aiter_bytes().__anext__()  # read a little, then leave
+        r2 = await c.get(server.url())
+        assert len(r2.content) == 1_000_000
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_large_request_and_response_bodies() -> None:
+    payload = bytes(range(256)) * 20_000  # 5 MB: the socket buffer fills, the write waits
+
+    async def echo(conn: Conn) -> None:
+        while (request := await conn.request()) is not None:
+            await conn.respond(request[2])
+
+    async with serving(echo) as server, client() as c:
+        r = await c.post(server.url(), content=payload)
+        assert r.content == payload
+
+        async def parts() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"abc" * 1000
+
+        r = await c.post(server.url(), content=parts())  # chunked upload
+        assert r.content == b"abc" * 3000
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_head_and_204_have_no_body_and_keep_the_connection() -> None:
+    async def no_body(conn: Conn) -> None:
+        while (request := await conn.request()) is not None:
+            if request[0].startswith("HEAD"):
+                conn.writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+            else:
+                conn.writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await conn.writer.drain()
+
+    async with serving(no_body) as server, client() as c:
+        r = await c.head(server.url())
+        assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "10")
+        r = await c.delete(server.url())
+        assert (r.status_code, r.content, r.reason_phrase) == (204, b"", "No Content")
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_read_timeout() -> None:
+    async def stall(conn: Conn) -> None:
+        await conn.request()
+        await asyncio.sleep(10)
+
+    async with serving(stall) as server, client() as c:
+        with pytest.raises(httpx.ReadTimeout, match=r"no data for 0\.1 s"):
+            await c.get(server.url(), timeout=0.1)
+
+
+@pytest.mark.anyio
+async def test_connect_refused_is_a_connect_error() -> None:
+    async with serving(keep_alive()) as server:
+        port = server.port
+    async with client() as c:
+        with pytest.raises(httpx.ConnectError):
+            await c.get(f"http://127.0.0.1:{port}/")
+
+
+@pytest.mark.anyio
+async def test_server_closing_mid_body_is_a_protocol_error_and_not_reused() -> None:
+    async def short(conn: Conn) -> None:
+        await conn.request()
+        conn.writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
+        await conn.writer.drain()
+
+    async with serving(short) as server, client() as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.get(server.url())
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.get(server.url())
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_garbage_from_the_server_is_a_protocol_error() -> None:
+    async def garbage(conn: Conn) -> None:
+        await conn.request()
+        conn.writer.write(b"this is not HTTP\r\n\r\n")
+        await conn.writer.drain()
+
+    async with serving(garbage) as server, client() as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.get(server.url())
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_request_discards_its_connection() -> None:
+    stalled: list[Conn] = []
+
+    async def slow_first(conn: Conn) -> None:
+        while await conn.request() is not None:
+            if not stalled:
+                stalled.append(conn)
+                await asyncio.sleep(10)
+            await conn.respond()
+
+    async with serving(slow_first) as server, client() as c:
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.1):
+                await c.get(server.url())
+        assert (await c.get(server.url())).text == "ok"
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_idle_connections() -> None:
+    closed = asyncio.Event()
+
+    async def watch_close(conn: Conn) -> None:
+        while await conn.request() is not None:
+            await conn.respond()
+        closed.set()
+
+    async with serving(watch_close) as server:
+        async with client() as c:
+            await c.get(server.url())
+        with anyio.fail_after(2):
+            await closed.wait()
+
+
+@pytest.fixture(scope="module")
+def certificate_authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def _server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.mark.anyio
+async def test_https_with_a_trusted_certificate(certificate_authority: trustme.CA) -> None:
+    trusted = ssl.create_default_context()
+    certificate_authority.configure_trust(trusted)
+    transport = AsyncioHTTP11Transport(trusted)
+    async with (
+        serving(keep_alive(), _server_tls(certificate_authority)) as server,
+        httpx.AsyncClient(transport=transport, timeout=5) as c,
+    ):
+        for _ in range(3):
+            r = await c.get(server.url(scheme="https"))
+            assert (r.status_code, r.text) == (200, "ok")
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_https_with_an_untrusted_certificate_fails_to_connect(
+    certificate_authority: trustme.CA,
+) -> None:
+    async with serving(keep_alive(), _server_tls(certificate_authority)) as server, client() as c:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await c.get(server.url(scheme="https"))
+
+
+@pytest.mark.anyio
+async def test_environment_proxies_still_go_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    async with serving(keep_alive(lines, b"via proxy")) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url())
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        shared = _new_client(ssl.create_default_context(), True)
+        try:
+            r = await shared.post("http://provider.invalid/v1/chat", json={})
+        finally:
+            await shared.aclose()
+    assert r.text == "via proxy"
+    assert lines == ["POST http://provider.invalid/v1/chat HTTP/1.1"]  # absolute form
