@@ -71,6 +71,11 @@ _INSERT_STAT = sa.insert(STATS)
 _UNSEEN: Any = object()
 
 
+def _one_shape(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Every row has the same keys (one executemany on the driver serves them all)."""
+    return all(r.keys() == rows[0].keys() for r in rows[1:]) if rows else True
+
+
 @dataclass(frozen=True)
 class _DriverStatement:
     """A statement compiled once for SQLite, run as one executemany on the aiosqlite connection.
@@ -381,28 +386,41 @@ class Store:
                 await self._write(fresh, batch)
             return
         async with self._serialised():
-            if (
-                self.dialect == "sqlite"
-                and batch.nodes
-                and not (batch.run or batch.completions or batch.stats or batch.logs)
-                and not conn.in_transaction()
-            ):
-                await self._write_nodes_sqlite(conn, batch.nodes)
+            if self._driver_commit_fits(conn, batch):
+                await self._write_sqlite_driver(conn, batch)
                 return
             async with conn.begin():
                 await self._write(conn, batch)
 
-    async def _write_nodes_sqlite(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
-        """The commit of most runtime batches (node updates only), on aiosqlite directly.
+    def _driver_commit_fits(self, conn: AsyncConnection, batch: WriteBatch) -> bool:
+        """The runtime's usual SQLite batch: node updates, stored completions and call
+        stats, each rows of one shape; no run row, no logs, no transaction open."""
+        return (
+            self.dialect == "sqlite"
+            and bool(batch.nodes or batch.completions or batch.stats)
+            and not (batch.run or batch.logs)
+            and _one_shape(batch.completions)
+            and _one_shape(batch.stats)
+            and not conn.in_transaction()
+        )
 
-        sqlite3 begins the transaction before the UPDATE; committed (or rolled back) here
-        on the driver, where SQLAlchemy, which has no transaction open on ``conn``, would
-        only forward the same call: a chain step's commit in two round trips to aiosqlite's
-        thread, with no statement or transaction machinery around them.
+    async def _write_sqlite_driver(self, conn: AsyncConnection, batch: WriteBatch) -> None:
+        """Most runtime commits, on aiosqlite directly.
+
+        sqlite3 begins the transaction before the first statement; committed (or rolled
+        back) here on the driver, where SQLAlchemy, which has no transaction open on
+        ``conn``, would only forward the same call: a chain step's commit, or an LLM
+        answer with its stats, in a few round trips to aiosqlite's thread with no
+        statement or transaction machinery around them.
         """
         driver = await _driver(conn)
         try:
-            await self._update_nodes(conn, rows)
+            if batch.nodes:
+                await self._update_nodes(conn, batch.nodes)
+            if batch.completions:
+                await self._insert_rows(conn, _INSERT_COMPLETION, batch.completions)
+            if batch.stats:
+                await self._insert_rows(conn, _INSERT_STAT, batch.stats)
             await driver.commit()
         except BaseException:
             with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
@@ -458,9 +476,8 @@ class Store:
         """Bulk inserts of the runtime (nodes, stored completions, call stats): on SQLite one
         executemany on the driver (the values through SQLAlchemy's bind processors, as
         ``conn.execute`` sends them), without the statement machinery per commit and row."""
-        keys = rows[0].keys()
-        if self.dialect == "sqlite" and all(r.keys() == keys for r in rows):
-            statement = self._driver_statement(insert, conn.dialect, list(keys), False)
+        if self.dialect == "sqlite" and _one_shape(rows):
+            statement = self._driver_statement(insert, conn.dialect, list(rows[0].keys()), False)
             await statement.executemany(conn, rows)
             return
         await conn.execute(insert, [dict(r) for r in rows])
