@@ -21,6 +21,7 @@ from typing import Any
 import anyio.to_thread
 import httpx
 
+from ._config import http2_enabled
 from ._http11 import AsyncioHTTP11Transport
 
 __all__ = ["aclose", "get_client", "loop_key"]
@@ -46,9 +47,21 @@ async def _shared_ssl_context() -> ssl.SSLContext:
 
 
 class _LoopClient:
-    def __init__(self, client: httpx.AsyncClient, keeper: AsyncGenerator[None, None] | None):
+    def __init__(
+        self, client: httpx.AsyncClient, keeper: AsyncGenerator[None, None] | None, http2: bool
+    ):
         self.client = client
         self.keeper = keeper
+        self.http2 = http2
+
+    def serves(self, http2: bool) -> bool:
+        return not self.client.is_closed and self.http2 == http2
+
+    async def aclose(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.aclose()
+        else:
+            await self.client.aclose()
 
 
 class _OtherLoop:
@@ -80,46 +93,48 @@ def _environment_proxies() -> bool:
     return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
-def _new_client(context: ssl.SSLContext, on_asyncio: bool) -> httpx.AsyncClient:
-    """Our asyncio HTTP/1.1 transport; stock httpx under another async library or when
-    the environment names a proxy (httpx then routes each URL: proxy or NO_PROXY)."""
+def _new_client(
+    context: ssl.SSLContext, on_asyncio: bool, http2: bool = False
+) -> httpx.AsyncClient:
+    """Our asyncio HTTP/1.1 transport; stock httpx for HTTP/2, under another async
+    library, or when the environment names a proxy (httpx then routes each URL: proxy
+    or NO_PROXY)."""
     options: dict[str, Any] = {
         "timeout": httpx.Timeout(60.0),
         "follow_redirects": False,
         "headers": {"user-agent": "baton-nb"},
     }
-    if on_asyncio and not _environment_proxies():
+    if on_asyncio and not http2 and not _environment_proxies():
         transport = AsyncioHTTP11Transport(context, keepalive_expiry=_KEEPALIVE_EXPIRY)
         return httpx.AsyncClient(transport=transport, **options)
     limits = httpx.Limits(max_connections=None, keepalive_expiry=_KEEPALIVE_EXPIRY)
-    return httpx.AsyncClient(verify=context, limits=limits, **options)
+    return httpx.AsyncClient(verify=context, limits=limits, http2=http2, **options)
 
 
 async def get_client() -> httpx.AsyncClient:
     """The shared client of the running loop, created lazily."""
     key = loop_key()
+    http2 = http2_enabled()
     entry = _clients.get(key)
-    if entry is not None and not entry.client.is_closed:
+    if entry is not None and entry.serves(http2):
         return entry.client
-    client = _new_client(await _shared_ssl_context(), key is not _OTHER)
+    client = _new_client(await _shared_ssl_context(), key is not _OTHER, http2)
     entry = _clients.get(key)  # another task may have made one while we waited
-    if entry is not None and not entry.client.is_closed:
+    if entry is not None and entry.serves(http2):
         await client.aclose()
         return entry.client
     keeper: AsyncGenerator[None, None] | None = None
     if key is not _OTHER:
         keeper = _keeper(client)
         await keeper.__anext__()
-    _clients[key] = _LoopClient(client, keeper)
+    _clients[key] = _LoopClient(client, keeper, http2)
+    if entry is not None:  # made under the other http2 setting: calls now use the new one
+        await entry.aclose()
     return client
 
 
 async def aclose() -> None:
     """Close the shared client of the running loop (a new one is made on next use)."""
     entry = _clients.pop(loop_key(), None)
-    if entry is None:
-        return
-    if entry.keeper is not None:
-        await entry.keeper.aclose()
-    else:
-        await entry.client.aclose()
+    if entry is not None:
+        await entry.aclose()

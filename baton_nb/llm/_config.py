@@ -6,6 +6,7 @@ exported after ``import baton_nb`` is seen.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -158,6 +159,7 @@ class _State:
     limits: dict[str, Limit] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
     retry: RetrySettings = field(default_factory=RetrySettings)
+    http2: bool = False
     version: int = 0
 
 
@@ -228,14 +230,18 @@ def configure(
     pricing: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
+    http2: bool | None = None,
 ) -> None:
-    """Configure providers, per-provider limits, price overrides, timeout and retries.
+    """Configure providers, per-provider limits, price overrides, timeout, retries, HTTP/2.
 
     Each call updates only what it names. ``providers`` options: ``kind``
     (openai | anthropic | gemini | mock), ``base_url``, ``api_key``,
     ``api_key_env``, ``headers``, ``body_defaults``, ``timeout``,
     ``max_tokens_field``, ``default_max_tokens``, ``anthropic_version``,
     ``latency`` (mock). A new name is an endpoint used as ``name/<model>``.
+    ``http2=True`` lets calls negotiate HTTP/2 (many calls multiplexed on one
+    connection per provider; needs the ``h2`` package: ``pip install
+    'baton-nb[http2]'``); the default is HTTP/1.1 over a pool of keep-alive connections.
     """
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
         raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
@@ -243,6 +249,8 @@ def configure(
         not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
     ):
         raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if http2 is not None:
+        _check_http2(http2)
     if providers is not None:
         _set_providers(providers)
     if limits is not None:
@@ -252,10 +260,25 @@ def configure(
         _state.timeout = float(timeout)
     if max_retries is not None:
         _state.retry = replace(_state.retry, max_retries=max_retries)
+    if http2 is not None:
+        _state.http2 = http2
     if pricing is not None:
         from baton_nb import pricing as pricing_module
 
         pricing_module.configure_pricing(pricing)
+
+
+def _check_http2(http2: object) -> None:
+    if not isinstance(http2, bool):
+        raise ConfigurationError(f"http2 must be True or False, got {http2!r}")
+    if http2 and importlib.util.find_spec("h2") is None:
+        raise ConfigurationError(
+            "http2=True needs the h2 package: pip install 'baton-nb[http2]' (or 'h2')"
+        )
+
+
+def http2_enabled() -> bool:
+    return _state.http2
 
 
 def reset_configuration() -> None:

@@ -9,18 +9,28 @@ the connections the client opened.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import trustme
 
+from baton_nb._errors import ConfigurationError
+from baton_nb.llm import LLMRequest, aclose, complete, configure, reset_configuration
+from baton_nb.llm import _client as client_module
 from baton_nb.llm._client import _new_client
 from baton_nb.llm._http11 import AsyncioHTTP11Transport
+
+MSGS = ({"role": "user", "content": "hi"},)
 
 Handler = Callable[["Conn"], Awaitable[None]]
 
@@ -393,3 +403,89 @@ async def test_environment_proxies_still_go_through_httpx(monkeypatch: pytest.Mo
             await shared.aclose()
     assert r.text == "via proxy"
     assert lines == ["POST http://provider.invalid/v1/chat HTTP/1.1"]  # absolute form
+
+
+def _openai_answer() -> bytes:
+    body = {
+        "id": "h2",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "over h2"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+    return json.dumps(body).encode()
+
+
+def h2_server(streams: list[tuple[int, str]]) -> Handler:
+    """HTTP/2 only (ALPN h2): answers every POST with an OpenAI chat completion."""
+
+    async def handle(conn: Conn) -> None:
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        assert ssl_object.selected_alpn_protocol() == "h2"
+        h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        h2c.initiate_connection()
+        conn.writer.write(h2c.data_to_send())
+        paths: dict[int, str] = {}
+        while data := await conn.reader.read(65536):
+            for event in h2c.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    paths[event.stream_id] = dict(event.headers)[b":path"].decode()
+                elif isinstance(event, h2.events.DataReceived):
+                    h2c.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    streams.append((event.stream_id, paths[event.stream_id]))
+                    answer = _openai_answer()
+                    h2c.send_headers(
+                        event.stream_id,
+                        [
+                            (":status", "200"),
+                            ("content-type", "application/json"),
+                            ("content-length", str(len(answer))),
+                        ],
+                    )
+                    h2c.send_data(event.stream_id, answer, end_stream=True)
+            conn.writer.write(h2c.data_to_send())
+            await conn.writer.drain()
+
+    return handle
+
+
+@pytest.mark.anyio
+async def test_configure_http2_multiplexes_calls_on_one_connection(
+    certificate_authority: trustme.CA, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    certificate_authority.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # honoured by httpx.create_ssl_context
+    monkeypatch.setattr(client_module, "_ssl_context", None)  # the process-wide cached one
+    server_tls = _server_tls(certificate_authority)
+    server_tls.set_alpn_protocols(["h2"])
+    streams: list[tuple[int, str]] = []
+    async with serving(h2_server(streams), server_tls) as server:
+        reset_configuration()
+        configure(
+            providers={"openai": {"base_url": server.url("/v1", "https"), "api_key": "k" * 8}},
+            http2=True,
+        )
+        try:
+            answers = await asyncio.gather(
+                *(complete(LLMRequest("openai/gpt-4o-mini", MSGS)) for _ in range(5))
+            )
+        finally:
+            await aclose()
+            reset_configuration()
+    assert [a.text for a in answers] == ["over h2"] * 5
+    assert server.connections == 1  # five calls, one connection
+    assert sorted(s for s, _ in streams) == [1, 3, 5, 7, 9]
+    assert {p for _, p in streams} == {"/v1/chat/completions"}
+
+
+def test_http2_setting_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="http2 must be True or False"):
+        configure(http2="yes")  # type: ignore[arg-type]
