@@ -8,10 +8,13 @@ flight on a 2-core machine that CPU (about 0.3 ms a call) is what stands between
 fan-out and its ideal wall time (docs/performance.md). Here:
 
 - the HTTP/1.1 state machine is still ``h11`` (httpx's own), so framing (Content-Length,
-  chunked, close-delimited bodies, 1xx, HEAD) is exactly httpcore's;
+  chunked, close-delimited bodies, 1xx, HEAD) is httpcore's, with the same 100 KiB
+  limit on a response head; an early answer to a streamed upload (413) is returned, not
+  the write error, and a connection with bytes beyond the announced body is dropped;
 - a connection is an asyncio ``Protocol`` that buffers what arrives: a read is a buffer
   slice or one future, a timeout one ``call_later``, and a connection the server closed
-  is known from ``eof_received`` without a syscall;
+  is known from ``eof_received`` without a syscall; past 256 KiB unread it stops reading
+  the socket until the consumer catches up (TCP pushes back on the server);
 - idle connections are kept per origin, most recently used first (O(1) to take), and
   reused only if open, quiet and idle for less than ``keepalive_expiry`` (30 s, below the
   usual server keep-alive of 60-75 s, so the server rarely closes one under us). A request
@@ -36,6 +39,9 @@ import httpx
 __all__ = ["AsyncioHTTP11Transport"]
 
 _READ_SIZE = 64 * 1024
+_MAX_HEAD = 100 * 1024  # the largest response head accepted, as httpcore's
+_PAUSE_ABOVE = 256 * 1024  # stop reading the socket with this much unread (slow consumer)
+_RESUME_BELOW = 64 * 1024
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _Origin = tuple[bytes, bytes, int]
 
@@ -66,16 +72,31 @@ class _Protocol(asyncio.Protocol):
     """Buffers what arrives; wakes the one reader or writer waiting on it."""
 
     def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.reading_paused = False
         self.closed = False  # EOF or connection lost: nothing more will arrive
         self.error: Exception | None = None
         self.paused = False
         self.read_waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if len(self.buffer) > _PAUSE_ABOVE and not self.reading_paused and self.transport:
+            self.transport.pause_reading()  # the reader is slow: let TCP push back
+            self.reading_paused = True
         _wake(self.read_waiter)
+
+    def taken(self) -> None:
+        """Called after a read took from the buffer."""
+        if self.reading_paused and len(self.buffer) < _RESUME_BELOW and self.transport:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.closed = True
@@ -110,7 +131,7 @@ class _Connection:
         self.origin = origin
         self.transport = transport
         self.protocol = protocol
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
         self.idle_since = 0.0
 
     def is_usable(self, now: float, expiry: float) -> bool:
@@ -140,6 +161,7 @@ class _Connection:
         if protocol.buffer:
             data = bytes(protocol.buffer[:_READ_SIZE])
             del protocol.buffer[:_READ_SIZE]
+            protocol.taken()
             return data
         if protocol.error is not None:
             raise httpx.ReadError(_reason(protocol.error, "read failed"), request=request)
@@ -176,6 +198,7 @@ class _Connection:
     async def send(self, request: httpx.Request, timeouts: dict[str, float | None]) -> h11.Response:
         """Write the request, read up to the response head (1xx skipped)."""
         write_timeout = timeouts.get("write")
+        write_failed: httpx.WriteError | None = None
         try:
             head = self.h11.send(
                 h11.Request(
@@ -190,18 +213,34 @@ class _Connection:
                 end = self.h11.send(h11.EndOfMessage()) or b""
                 await self._write(request, (head or b"") + tail + end, write_timeout)
             else:
-                await self._write(request, head or b"", write_timeout)
-                async for chunk in request.stream:  # type: ignore[union-attr]
-                    if chunk:
-                        await self._write(
-                            request, self.h11.send(h11.Data(data=chunk)) or b"", write_timeout
-                        )
-                await self._write(request, self.h11.send(h11.EndOfMessage()) or b"", write_timeout)
+                write_failed = await self._stream_body(request, head or b"", write_timeout)
         except h11.LocalProtocolError as exc:
             raise httpx.LocalProtocolError(str(exc), request=request) from exc
-        read_timeout = timeouts.get("read")
+        try:
+            return await self._response_head(request, timeouts.get("read"))
+        except httpx.HTTPError:
+            if write_failed is not None:
+                raise write_failed from None
+            raise
+
+    async def _stream_body(
+        self, request: httpx.Request, head: bytes, timeout: float | None
+    ) -> httpx.WriteError | None:
+        """Send the head and a streamed body. A server may answer early (413 Payload Too
+        Large) and stop reading: the failed write is kept, and the answer read first."""
+        try:
+            await self._write(request, head, timeout)
+            async for chunk in request.stream:  # type: ignore[union-attr]
+                if chunk:
+                    await self._write(request, self.h11.send(h11.Data(data=chunk)) or b"", timeout)
+            await self._write(request, self.h11.send(h11.EndOfMessage()) or b"", timeout)
+        except httpx.WriteError as exc:
+            return exc
+        return None
+
+    async def _response_head(self, request: httpx.Request, timeout: float | None) -> h11.Response:
         while True:
-            event = await self.next_event(request, read_timeout)
+            event = await self.next_event(request, timeout)
             if isinstance(event, h11.Response):
                 return event
             if not isinstance(event, h11.InformationalResponse):
@@ -295,7 +334,8 @@ class AsyncioHTTP11Transport(httpx.AsyncBaseTransport):
 
     def give_back(self, connection: _Connection, *, reuse: bool) -> None:
         states = connection.h11.our_state, connection.h11.their_state
-        if not reuse or self._closed or states != (h11.DONE, h11.DONE):
+        extra_bytes = bool(connection.h11.trailing_data[0])  # more than the body announced
+        if not reuse or self._closed or states != (h11.DONE, h11.DONE) or extra_bytes:
             self._discard(connection)
             return
         connection.h11.start_next_cycle()

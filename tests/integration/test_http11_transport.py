@@ -354,6 +354,78 @@ async def test_aclose_closes_idle_connections() -> None:
             await closed.wait()
 
 
+@pytest.mark.anyio
+async def test_a_response_head_of_40_kb_arriving_in_pieces_is_accepted() -> None:
+    async def big_head(conn: Conn) -> None:
+        while await conn.request() is not None:
+            big = b"x-big: " + b"a" * 40_000
+            head = b"HTTP/1.1 200 OK\r\n" + big + b"\r\ncontent-length: 2\r\n\r\nok"
+            for i in range(0, len(head), 4096):
+                conn.writer.write(head[i : i + 4096])
+                await conn.writer.drain()
+                await asyncio.sleep(0.001)
+
+    async with serving(big_head) as server, client() as c:
+        r = await c.get(server.url())
+        assert (r.text, len(r.headers["x-big"])) == ("ok", 40_000)
+
+
+@pytest.mark.anyio
+async def test_an_early_answer_during_a_streamed_upload_is_returned() -> None:
+    async def refuse(conn: Conn) -> None:
+        await conn.reader.readuntil(b"\r\n\r\n")
+        await conn.respond(b"too big!", status=413, connection="close")
+        conn.writer.write_eof()  # stop listening, as a lingering-close server does
+        while await conn.reader.read(65536):
+            pass
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 1000
+            await asyncio.sleep(0.02)
+
+    async with serving(refuse) as server, client() as c:
+        r = await c.post(server.url(), content=body())
+        assert (r.status_code, r.text) == (413, "too big!")
+
+
+@pytest.mark.anyio
+async def test_a_slow_reader_makes_the_socket_push_back() -> None:
+    async def flood(conn: Conn) -> None:
+        await conn.request()
+        size = 50_000_000
+        conn.writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n".encode())
+        chunk = b"x" * 1_000_000
+        for _ in range(size // len(chunk)):
+            conn.writer.write(chunk)
+            await conn.writer.drain()
+
+    transport = AsyncioHTTP11Transport(ssl.create_default_context())
+    async with (
+        serving(flood) as server,
+        httpx.AsyncClient(transport=transport) as c,
+        c.stream("GET", server.url()) as r,
+    ):
+        pieces = r.aiter_raw()
+        await pieces.__anext__()
+        await asyncio.sleep(0.3)  # a consumer busy elsewhere
+        (connection,) = transport._open
+        assert len(connection.protocol.buffer) < 1_000_000  # not the 50 MB sent
+
+
+@pytest.mark.anyio
+async def test_bytes_beyond_the_announced_body_discard_the_connection() -> None:
+    async def overlong(conn: Conn) -> None:
+        while await conn.request() is not None:
+            conn.writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirstSTALE")
+            await conn.writer.drain()
+
+    async with serving(overlong) as server, client() as c:
+        assert (await c.get(server.url())).text == "first"
+        assert (await c.get(server.url())).text == "first"
+    assert server.connections == 2  # the second call never read the stray bytes
+
+
 @pytest.fixture(scope="module")
 def certificate_authority() -> trustme.CA:
     return trustme.CA()
