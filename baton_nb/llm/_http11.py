@@ -21,8 +21,9 @@ fan-out and its ideal wall time (docs/performance.md). Here:
   is never sent twice here: a failure after the request went out is the caller's to retry
   (``complete`` does, inside the call), as with httpcore.
 
-Proxies (``HTTPS_PROXY``, ``ALL_PROXY``... through ``trust_env``) are not handled here:
-httpx mounts its own proxy transports for those URLs before this one is asked.
+Proxies are not handled here: given a transport, httpx ignores ``HTTP(S)_PROXY`` and
+``ALL_PROXY``, so the shared client (``_client.py``) uses stock httpx whenever the
+environment names a proxy.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class _Protocol(asyncio.Protocol):
         self.reading_paused = False
         self.closed = False  # EOF or connection lost: nothing more will arrive
         self.error: Exception | None = None
-        self.paused = False
+        self.writing_paused = False
         self.read_waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
 
@@ -92,11 +93,14 @@ class _Protocol(asyncio.Protocol):
             self.reading_paused = True
         _wake(self.read_waiter)
 
-    def taken(self) -> None:
-        """Called after a read took from the buffer."""
+    def take(self, size: int) -> bytes:
+        """Up to ``size`` buffered bytes; the socket is read again once the buffer drains."""
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
         if self.reading_paused and len(self.buffer) < _RESUME_BELOW and self.transport:
             self.reading_paused = False
             self.transport.resume_reading()
+        return data
 
     def eof_received(self) -> bool:
         self.closed = True
@@ -106,15 +110,15 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.error = exc
-        self.paused = False
+        self.writing_paused = False
         _wake(self.read_waiter)
         _wake(self.drain_waiter)
 
     def pause_writing(self) -> None:
-        self.paused = True
+        self.writing_paused = True
 
     def resume_writing(self) -> None:
-        self.paused = False
+        self.writing_paused = False
         _wake(self.drain_waiter)
 
 
@@ -159,10 +163,7 @@ class _Connection:
             finally:
                 protocol.read_waiter = None
         if protocol.buffer:
-            data = bytes(protocol.buffer[:_READ_SIZE])
-            del protocol.buffer[:_READ_SIZE]
-            protocol.taken()
-            return data
+            return protocol.take(_READ_SIZE)
         if protocol.error is not None:
             raise httpx.ReadError(_reason(protocol.error, "read failed"), request=request)
         return b""  # the server closed the connection: h11 takes b"" as end of stream
@@ -172,7 +173,7 @@ class _Connection:
         if protocol.closed or self.transport.is_closing():
             raise httpx.WriteError(_reason(protocol.error, "connection closed"), request=request)
         self.transport.write(data)
-        if not protocol.paused:
+        if not protocol.writing_paused:
             return
         waiter = asyncio.get_running_loop().create_future()
         protocol.drain_waiter = waiter

@@ -415,12 +415,7 @@ class Store:
         """
         driver = await _driver(conn)
         try:
-            if batch.nodes:
-                await self._update_nodes(conn, batch.nodes)
-            if batch.completions:
-                await self._insert_rows(conn, _INSERT_COMPLETION, batch.completions)
-            if batch.stats:
-                await self._insert_rows(conn, _INSERT_STAT, batch.stats)
+            await self._write_step_rows(conn, batch)
             await driver.commit()
         except BaseException:
             with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
@@ -431,16 +426,20 @@ class Store:
         """A connection to hold for a run's writes: ``async with store.writer_connection()``."""
         return self.engine.connect()  # its transactions are serialised in ``write``
 
-    async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
+    async def _write_step_rows(self, conn: AsyncConnection, batch: WriteBatch) -> None:
+        """Node updates, stored completions and call stats: what most commits hold."""
         if batch.nodes:
             await self._update_nodes(conn, batch.nodes)
-        if batch.run:
-            values = {k: v for k, v in batch.run.items() if k != "id"}
-            await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run["id"]).values(values))
         if batch.completions:
             await self._insert_rows(conn, _INSERT_COMPLETION, batch.completions)
         if batch.stats:
             await self._insert_rows(conn, _INSERT_STAT, batch.stats)
+
+    async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
+        await self._write_step_rows(conn, batch)
+        if batch.run:
+            values = {k: v for k, v in batch.run.items() if k != "id"}
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run["id"]).values(values))
         if batch.logs:
             await conn.execute(sa.insert(LOGS), batch.logs)
         await self._notify(conn, batch.run_ids())
