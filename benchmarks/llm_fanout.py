@@ -47,7 +47,10 @@ def _messages(i: int) -> tuple[dict[str, Any], ...]:
     return ({"role": "user", "content": f"Summarise document {i} in one sentence."},)
 
 
-async def _baton(n: int, in_flight: int, keep: list[Completion] | None = None) -> float:
+async def complete_fanout(
+    n: int, in_flight: int, keep: list[Completion] | None = None
+) -> float:
+    """``n`` calls through ``baton_nb.llm.complete``, ``in_flight`` at once: wall seconds."""
     limiter = anyio.CapacityLimiter(in_flight)
 
     async def one(i: int) -> None:
@@ -130,7 +133,7 @@ async def main(args: argparse.Namespace) -> None:
         per_slot = HttpxPerSlotFloor(server.base_url, args.in_flight)
         try:
             # warm up: connections, tokenizer, prices (baton) and connections (httpx)
-            await _baton(args.in_flight, args.in_flight)
+            await complete_fanout(args.in_flight, args.in_flight)
             await floor.run(args.in_flight)
             await per_slot.run(args.in_flight)
             server.reset_stats(args.latency)
@@ -140,14 +143,14 @@ async def main(args: argparse.Namespace) -> None:
                     "raw": lambda: raw_floor(server.base_url, args.calls, args.in_flight),
                     "httpx": lambda: floor.run(args.calls),
                     "per_slot": lambda: per_slot.run(args.calls),
-                    "baton": lambda: _baton(args.calls, args.in_flight),
+                    "baton": lambda: complete_fanout(args.calls, args.in_flight),
                 },
             )
             stats = server.stats()
             server.reset_stats(BIG_LATENCY)
             rss_before = rss_mb()
             kept: list[Completion] = []
-            big = await _baton(args.memory_calls, BIG_IN_FLIGHT, kept)
+            big = await complete_fanout(args.memory_calls, BIG_IN_FLIGHT, kept)
             rss_after = rss_mb()
             big_stats = server.stats()
             assert len(kept) == args.memory_calls, len(kept)

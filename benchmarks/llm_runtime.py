@@ -26,7 +26,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from _fake_server import (  # benchmarks/_fake_server.py
     KEY,
@@ -38,16 +37,19 @@ from _fake_server import (  # benchmarks/_fake_server.py
     raw_floor,
     rss_mb,
 )
+from llm_fanout import complete_fanout  # benchmarks/llm_fanout.py
 
 import baton_nb as bn
-from baton_nb.llm import LLMRequest, aclose, complete, configure, reset_configuration
+from baton_nb.llm import aclose, configure, reset_configuration
 
 MODEL = "openai/gpt-4o-mini"
 BIG_LATENCY = 0.005
 
 
-def workflow(db: str, calls: int) -> bn.Workflow:
-    wf = bn.Workflow("bench-llm", db=db)
+def workflow(db: str, calls: int, sleep: float | None = None) -> bn.Workflow:
+    """Prompts, a map child per prompt doing ``ctx.complete`` (or, given ``sleep``, only
+    sleeping that long: the same run shape with no HTTP), and a join."""
+    wf = bn.Workflow("bench-llm" if sleep is None else "bench-llm-sleep", db=db)
 
     @wf.step()
     async def prompts(ctx: bn.Context) -> list[str]:
@@ -55,28 +57,11 @@ def workflow(db: str, calls: int) -> bn.Workflow:
 
     @wf.step(map_over="prompts")
     async def answer(ctx: bn.Context) -> int:
+        if sleep is not None:
+            await asyncio.sleep(sleep)
+            return 7
         completion = await ctx.complete(model=MODEL, prompt=ctx.item, temperature=0, max_tokens=64)
         return completion.usage.output_tokens
-
-    @wf.step()
-    async def total(ctx: bn.Context, answer: list[int]) -> int:
-        return sum(answer)
-
-    return wf
-
-
-def sleep_workflow(db: str, calls: int, latency: float) -> bn.Workflow:
-    """The same run shape with no HTTP: each child sleeps the server's latency."""
-    wf = bn.Workflow("bench-llm-sleep", db=db)
-
-    @wf.step()
-    async def prompts(ctx: bn.Context) -> list[str]:
-        return [f"Summarise document {i} in one sentence." for i in range(calls)]
-
-    @wf.step(map_over="prompts")
-    async def answer(ctx: bn.Context) -> int:
-        await asyncio.sleep(latency)
-        return 7
 
     @wf.step()
     async def total(ctx: bn.Context, answer: list[int]) -> int:
@@ -106,7 +91,7 @@ class Runs:
         return elapsed
 
     async def sleeping(self, calls: int, in_flight: int, latency: float) -> float:
-        wf = sleep_workflow(self.db(), calls, latency)
+        wf = workflow(self.db(), calls, sleep=latency)
         start = time.perf_counter()
         run = await wf.run(concurrency=in_flight, display=False)
         elapsed = time.perf_counter() - start
@@ -115,22 +100,6 @@ class Runs:
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-async def plain_complete(calls: int, in_flight: int) -> float:
-    """The same calls through baton_nb.llm.complete, no runtime: what the runtime adds."""
-    semaphore = asyncio.Semaphore(in_flight)
-
-    async def one(i: int) -> None:
-        messages: tuple[dict[str, Any], ...] = (
-            {"role": "user", "content": f"Summarise document {i} in one sentence."},
-        )
-        async with semaphore:
-            await complete(LLMRequest(MODEL, messages, temperature=0, max_tokens=64))
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(calls)))
-    return time.perf_counter() - start
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,7 +128,7 @@ async def main(args: argparse.Namespace) -> None:
                 {
                     "raw": lambda: raw_floor(server.base_url, args.calls, args.in_flight),
                     "httpx": lambda: floor.run(args.calls),
-                    "complete": lambda: plain_complete(args.calls, args.in_flight),
+                    "complete": lambda: complete_fanout(args.calls, args.in_flight),
                     "sleep": lambda: runs.sleeping(args.calls, args.in_flight, args.latency),
                     "baton": lambda: runs.baton(args.calls, args.in_flight),
                 },
