@@ -9,7 +9,7 @@ from ._errors import ConfigurationError
 __all__ = ["DEFAULT_URL", "resolve_url"]
 
 DEFAULT_URL = "sqlite:///baton.db"
-_SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg")
+_SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg", "memory")
 
 
 def resolve_url(db: str | os.PathLike[str] | None) -> str:
@@ -26,7 +26,7 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
     scheme = db.split("://", 1)[0] if "://" in db else ""
     if scheme not in _SCHEMES:
         raise ConfigurationError(
-            f"unsupported db URL {db!r}: use 'sqlite:///path.db', 'sqlite:///:memory:' "
-            "or 'postgresql://user@host:5432/dbname'"
+            f"unsupported db URL {db!r}: use 'sqlite:///path.db', 'sqlite:///:memory:', "
+            "'postgresql://user@host:5432/dbname' or 'memory://' (in-memory, not durable)"
         )
     return db

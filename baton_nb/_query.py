@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ._errors import ConfigurationError, RunNotFound
+from ._states import RunStatus
 from .reports import CostReport, RunList, RunSummary, as_time
-from .store import RunFilter, Store
+from .store import ReportStore, RunFilter, Store
 
 __all__ = ["RUN_STATUSES", "report", "runs"]
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 When = datetime | timedelta | str | None
 
@@ -90,7 +91,7 @@ def _ids(run_ids: Sequence[str] | str | None) -> list[str] | None:
     return ids
 
 
-async def _check_exist(store: Store, run_ids: Sequence[str]) -> None:
+async def _check_exist(store: ReportStore, run_ids: Sequence[str]) -> None:
     found = await store.existing_run_ids(run_ids)
     missing = [i for i in run_ids if i not in found]
     if missing:

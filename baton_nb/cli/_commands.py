@@ -17,7 +17,7 @@ from .._query import report, runs
 from .._run import Run
 from .._usage import Usage
 from ..reports import CostReport
-from ..store import Store
+from ..store import ReadStore, Store
 from ._output import out as _out
 from ._show import render_run
 
@@ -62,7 +62,7 @@ async def resolve_run_ids(db: str | None, typed: list[str]) -> list[str]:
         await store.close()
 
 
-async def _resolve_one(store: Store, text: str) -> str:
+async def _resolve_one(store: ReadStore, text: str) -> str:
     found = await store.run_ids_starting_with(text, limit=4)
     if not found:
         raise RunNotFound(f"no run {text!r} in {store.url}; list runs with `baton-nb runs`")

@@ -10,9 +10,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._money import fmt_money, normalize_money, plural
+from .._states import NodeKind
 from .._usage import Usage
+from ..store import FanoutChild, StatAggregate
 from ._render import breakdown_html, breakdown_text, report_html, report_text
-from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals
+from ._rows import CSV_COLUMNS, CostRow, ModelComparison, Totals
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -94,13 +96,10 @@ class CostReport:
 
     @classmethod
     def from_aggregates(
-        cls, rows: Iterable[Mapping[str, Any]], children: Iterable[Mapping[str, Any]] = ()
+        cls, rows: Iterable[StatAggregate], children: Iterable[FanoutChild] = ()
     ) -> CostReport:
-        """A report from ``Store.aggregate_stats`` and ``Store.fanout_children`` rows."""
-        return cls(
-            [CostRow.from_aggregate(dict(r)) for r in rows],
-            [_child_from_row(c) for c in children],
-        )
+        """A report from ``RunStore.aggregate_stats`` and ``RunStore.fanout_children`` rows."""
+        return cls([CostRow.from_aggregate(r) for r in rows], list(children))
 
     # ── totals ────────────────────────────────────────────────────────────────
 
@@ -263,17 +262,5 @@ def _children_of_run(run: Run) -> list[FanoutChild]:
     return [
         FanoutChild(run.id, s.parent, s.name, s.model, s.state, s.attempt, s.error)
         for s in run.steps.values()
-        if s.kind == "child" and s.parent is not None and s.model is not None
+        if s.kind == NodeKind.CHILD and s.parent is not None and s.model is not None
     ]
-
-
-def _child_from_row(row: Mapping[str, Any]) -> FanoutChild:
-    return FanoutChild(
-        run_id=row["run_id"],
-        parent=row["parent"],
-        step=row["step"],
-        model=row["model"],
-        state=row["state"],
-        attempt=int(row["attempt"] or 0),
-        error=row["error"],
-    )

@@ -9,7 +9,7 @@ from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..llm import Completion
-    from ._execution import Execution
+    from ._calls import Calls
     from ._node import Node
 
 __all__ = ["Context"]
@@ -26,19 +26,20 @@ class Context:
 
     def __init__(
         self,
-        execution: Execution,
+        calls: Calls,
         node: Node,
+        params: dict[str, Any],
         results: dict[str, Any],
         model: str | None,
     ) -> None:
-        self._execution = execution
+        self._calls = calls
         self._node = node
         self._call_index = 0
-        self.run_id: str = execution.run.id
-        self.workflow_name: str = execution.graph.name
+        self.run_id: str = calls.run_id
+        self.workflow_name: str = calls.graph.name
         self.step: str = node.name
         self.attempt: int = node.attempt
-        self.params: dict[str, Any] = execution.run.params
+        self.params: dict[str, Any] = params
         self.results: dict[str, Any] = results
         self.model: str | None = model
         self.item: Any = node.item
@@ -84,7 +85,7 @@ class Context:
         )
         index = self._call_index
         self._call_index += 1
-        return await self._execution.llm_call(self._node, index, request)
+        return await self._calls.complete(self._node, index, request)
 
     async def synthesize(
         self,
@@ -110,7 +111,7 @@ class Context:
 
     def log(self, message: str, **data: Any) -> None:
         """Write a line to this step's captured context (``run.context(step)``)."""
-        self._execution.debug_log(self._node, "log", str(message), data or None)
+        self._calls.log(self._node, "log", str(message), data or None)
 
 
 def _text_of(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from .._money import fmt_money
-from .._run import TERMINAL_STATES, Run
+from .._run import Run
 from ..events import WorkflowFinished, add_listener, topic_workflow
 from ._throttle import Throttle
 
@@ -47,14 +47,12 @@ class TextProgress:
         self.refresh()
 
     def postfix(self) -> str:
-        steps = [s for s in self.run.steps.values() if s.kind != "group"]
-        running = sum(1 for s in steps if s.state == "executing")
-        failed = sum(1 for s in steps if s.state in ("discarded", "cancelled"))
+        counts = self.run.counts()
         parts = []
-        if running:
-            parts.append(f"{running} running")
-        if failed:
-            parts.append(f"{failed} failed")
+        if counts.running:
+            parts.append(f"{counts.running} running")
+        if counts.failed:
+            parts.append(f"{counts.failed} failed")
         parts.append(f"{_tokens(self.run.tokens.total_tokens)} tok")
         parts.append(f"${fmt_money(self.run.cost)}")
         if self.run.done:
@@ -62,8 +60,8 @@ class TextProgress:
         return " · ".join(parts)
 
     def _count(self) -> tuple[int, int]:
-        steps = [s for s in self.run.steps.values() if s.kind != "group"]
-        return sum(1 for s in steps if s.state in TERMINAL_STATES), len(steps)
+        counts = self.run.counts()
+        return counts.finished, counts.total
 
     def refresh(self) -> None:
         self.bar.n, self.bar.total = self._count()

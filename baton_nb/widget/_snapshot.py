@@ -44,7 +44,7 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
         calls.setdefault(call.step, []).append(call)
     logs: dict[str, list[dict[str, Any]]] = {}
     for entry in run.logs:
-        logs.setdefault(entry["step"], []).append(entry)
+        logs.setdefault(entry.step, []).append(entry.entry())
 
     def one(name: str) -> dict[str, Any]:
         return detail(run, name, calls=calls.get(name, []), context=logs.get(name, []))

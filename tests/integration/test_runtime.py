@@ -557,10 +557,10 @@ async def test_outer_cancellation_like_a_kernel_interrupt(db_url: str, unique: s
         tg.cancel_scope.cancel()  # what ipykernel does to the cell on interrupt
     async with await Store.open(db_url) as store:
         rows = await store.list_runs(workflow=wf.name)
-        assert [r["status"] for r in rows] == ["cancelled"]
-        assert rows[0]["lease_owner"] is None
-        nodes = await store.get_nodes(rows[0]["id"])
-        assert nodes[0]["state"] == "cancelled"
+        assert [r.status for r in rows] == ["cancelled"]
+        assert rows[0].lease_owner is None
+        nodes = await store.get_nodes(rows[0].id)
+        assert nodes[0].state == "cancelled"
 
 
 async def test_run_with_no_ready_work_left_finishes(sqlite_url: str) -> None:
@@ -623,9 +623,7 @@ async def test_resume_after_map_key_changed_settles_the_old_children(
     assert stored.steps["work[k_b]"].state == "completed"
 
 
-async def test_met_quorum_cancels_children_waiting_to_run_again(
-    db_url: str, unique: str
-) -> None:
+async def test_met_quorum_cancels_children_waiting_to_run_again(db_url: str, unique: str) -> None:
     runs: dict[str, int] = {}
     wf = bn.Workflow(f"quorum-waiting-{unique}", db=db_url)
 

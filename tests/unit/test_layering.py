@@ -9,12 +9,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "baton_nb"
 
 # Lowest first. A module may import modules of its own layer or lower ones.
 LAYERS: list[set[str]] = [
-    {"_usage", "_errors", "_jsonutil", "_outcomes", "_dburl", "_graph", "_money"},
+    {"_usage", "_errors", "_jsonutil", "_outcomes", "_dburl", "_graph", "_money", "_states"},
     {"pricing"},
     {"llm"},
     {"events"},
     {"store"},
-    {"_run", "reports"},
+    {"_runview", "_run", "reports"},
     {"_watch", "_query", "_prune", "widget"},
     {"runtime"},
     {"_builder"},
@@ -27,6 +27,8 @@ RULES = {
     "widget": {"runtime", "_builder"},
     "reports": {"runtime", "widget", "_builder"},
     "_builder": {"store"},
+    # The runtime shows nothing itself: the front end (the builder) attaches the views.
+    "runtime": {"widget", "reports"},
 }
 
 

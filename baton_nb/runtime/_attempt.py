@@ -1,0 +1,71 @@
+"""Running one attempt of a step: call its function (timeout, sync functions in a thread)
+and turn what happened into an ``Outcome``. No state changes here: the scheduler decides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from functools import partial
+from typing import Any
+
+import anyio
+
+from .. import _jsonutil
+from .._errors import ResultNotSerializable, describe_error
+from .._outcomes import Discard, Snooze
+from .._states import NodeKind, State
+from ._decisions import Completed, Discarded, Failed, Outcome, Snoozed
+from ._node import Node
+
+__all__ = ["dep_results", "model_for", "run_attempt"]
+
+_NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
+
+
+async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outcome:
+    """Call the step's function once with ``ctx`` and its deps' ``results``."""
+    spec = node.spec
+    kwargs = {d: results.get(d) for d in spec.kwarg_deps}
+    args = (ctx,) if spec.wants_ctx else ()
+    try:
+        with anyio.fail_after(spec.timeout) if spec.timeout else _NO_TIMEOUT:
+            if spec.is_async:
+                value = await spec.fn(*args, **kwargs)
+            else:
+                call = partial(spec.fn, *args, **kwargs)
+                value = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    except Discard as exc:
+        return Discarded(exc.reason)
+    except TimeoutError as exc:
+        if spec.timeout is not None and not str(exc):
+            return Failed(f"TimeoutError: attempt timed out after {spec.timeout:g}s")
+        return Failed(describe_error(exc))
+    except Exception as exc:
+        return Failed(describe_error(exc))
+    if isinstance(value, Snooze):
+        return Snoozed(value.seconds)
+    if isinstance(value, Discard):
+        return Discarded(value.reason)
+    try:
+        encoded = _jsonutil.dumps_result(node.name, value)
+    except ResultNotSerializable as exc:
+        return Discarded(f"ResultNotSerializable: {exc}")
+    return Completed(value, encoded)
+
+
+def dep_results(node: Node, nodes: Mapping[str, Node]) -> dict[str, Any]:
+    """The results of ``node``'s completed deps (a fan-out child sees its group's deps')."""
+    owner = node.parent if node.parent is not None else node
+    results = {}
+    for dep in owner.deps:
+        dep_node = nodes[dep]
+        if dep_node.state is State.COMPLETED:
+            results[dep] = dep_node.result
+    return results
+
+
+def model_for(node: Node, models: Mapping[str, str]) -> str | None:
+    """``ctx.model``: a multi-model child's model, else the run's model map for the step."""
+    if node.kind is NodeKind.CHILD and node.model:
+        return node.model
+    return models.get(node.spec.name) or node.model

@@ -1,0 +1,114 @@
+"""What an attempt ended with (outcomes) and what the scheduler decided (decisions).
+
+Plain data between the parts of the runtime: the attempt runner returns an ``Outcome``;
+the scheduler answers with a ``Settled`` (commit, then go on), a ``RetryAfter`` (wait,
+then admit the node again), or nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .._states import RunStatus, State
+from ._node import Node
+
+__all__ = [
+    "Completed",
+    "DepCallback",
+    "Discarded",
+    "Failed",
+    "GroupOpened",
+    "Outcome",
+    "RetryAfter",
+    "RunEnd",
+    "Settled",
+    "Snoozed",
+]
+
+# ── outcomes of one attempt ───────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Returned ``value``; ``encoded`` is its JSON as stored."""
+
+    value: Any
+    encoded: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Raised (or timed out): retried while attempts are left."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """``bn.Discard`` (or a result that cannot be stored): failed for good, at once."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snoozed:
+    """``bn.Snooze(seconds)``: run again later without using an attempt."""
+
+    seconds: float
+
+
+Outcome = Completed | Failed | Discarded | Snoozed
+
+
+# ── decisions ─────────────────────────────────────────────────────────────────
+
+
+class DepCallback(NamedTuple):
+    """``on_dep_cancelled`` / ``on_dep_discarded`` of ``node``, to call with ``reason``."""
+
+    node: Node
+    dep_state: State
+    reason: str
+
+
+@dataclass(slots=True)
+class Settled:
+    """Nodes that became terminal together, and what follows once that is committed.
+
+    ``changed`` (the terminal nodes and the dependents whose counters moved) must be
+    committed before anything else happens; then ``nodes`` are announced, ``ready`` are
+    admitted and ``callbacks`` run. The nodes count as settled only after all of that.
+    """
+
+    nodes: list[Node] = field(default_factory=list)
+    changed: list[Node] = field(default_factory=list)
+    ready: list[Node] = field(default_factory=list)
+    callbacks: list[DepCallback] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAfter:
+    """``node`` (now ``retryable`` or ``snoozed``) is admitted again after ``delay`` seconds."""
+
+    node: Node
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOpened:
+    """A fan-out group opened: children ``reset`` to pending, ``start`` now; ``settled`` if
+    the group's verdict is already known (e.g. every child completed before a resume)."""
+
+    reset: list[Node]
+    start: list[Node]
+    settled: Settled | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ends: the nodes cancelled by its end, its status and failed steps."""
+
+    cancelled: list[Node]
+    status: RunStatus
+    failed_steps: list[str]
