@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -22,20 +23,32 @@ from ._client import loop_key
 from ._config import configured_limits, limits_version
 from ._types import Limit
 
-__all__ = ["Permit", "TokenBucket", "acquire", "limit_for"]
+__all__ = ["CLOCK", "Clock", "Permit", "TokenBucket", "acquire", "limit_for"]
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where the limits read the time and wait: the real clock, or a test's."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+
+
+CLOCK = Clock()  # limiters made after a change of this (tests) use the new one
 
 
 class TokenBucket:
     """A per-minute allowance refilled continuously; reservations may overdraw."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, clock: Clock | None = None) -> None:
+        self.clock = clock or CLOCK
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.level = self.capacity
-        self.stamp = time.monotonic()
+        self.stamp = self.clock.now()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self.clock.now()
         self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
         self.stamp = now
 
@@ -54,8 +67,8 @@ class TokenBucket:
 class _ProviderLimiter:
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
-        self.rpm = TokenBucket(limit.rpm) if limit.rpm else None
-        self.tpm = TokenBucket(limit.tpm) if limit.tpm else None
+        self.rpm = TokenBucket(limit.rpm, CLOCK) if limit.rpm else None
+        self.tpm = TokenBucket(limit.tpm, CLOCK) if limit.tpm else None
         self._semaphores: weakref.WeakKeyDictionary[Any, anyio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -95,7 +108,7 @@ async def _take(bucket: TokenBucket | None, amount: float) -> None:
     wait = bucket.reserve(amount)
     try:
         if wait > 0:
-            await anyio.sleep(wait)
+            await bucket.clock.sleep(wait)
     except BaseException:
         bucket.adjust(min(float(amount), bucket.capacity))
         raise

@@ -80,6 +80,7 @@ def _count(marks: Path, name: str) -> int:
     return len(path.read_text()) if path.exists() else 0
 
 
+@pytest.mark.slow  # a real subprocess
 async def test_sigkill_mid_step_then_resume_completes(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique: str
 ) -> None:
@@ -379,6 +380,7 @@ FIRST_USE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a real subprocess
 async def test_processes_opening_a_new_database_at_once(fresh_db_url: str, tmp_path: Path) -> None:
     from baton_nb.store._migrations import SCHEMA_VERSION
 

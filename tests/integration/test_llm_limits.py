@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import anyio
 import pytest
 
-from baton_nb.llm import Limit, LLMRequest, complete, configure
+from baton_nb.llm import Limit, LLMRequest, _limits, complete, configure
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage
 
 MSGS = ({"role": "user", "content": "hi"},)
@@ -18,17 +16,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def _fan_out(model: str, n: int, **kw: object) -> list[float]:
-    done: list[float] = []
-
+async def _fan_out(model: str, n: int, **kw: object) -> None:
     async def one() -> None:
         await complete(LLMRequest(model, MSGS, **kw))  # type: ignore[arg-type]
-        done.append(time.perf_counter())
 
     async with anyio.create_task_group() as tg:
         for _ in range(n):
             tg.start_soon(one)
-    return done
 
 
 @pytest.mark.anyio
@@ -62,24 +56,48 @@ async def test_limit_holds_across_event_loops_of_one_run(
     assert fake_providers.max_in_flight == 3
 
 
+class VirtualTime:
+    """The limits' clock in a test: waits are recorded and pass at once (time jumps)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> VirtualTime:
+    virtual = VirtualTime()
+    monkeypatch.setattr(_limits, "CLOCK", _limits.Clock(lambda: virtual.now, virtual.sleep))
+    return virtual
+
+
 @pytest.mark.anyio
-async def test_rpm_paces_requests(fake_providers: FakeProviderServer) -> None:
+async def test_rpm_paces_requests(
+    fake_providers: FakeProviderServer, virtual_time: VirtualTime
+) -> None:
     configure(limits={"openai": Limit(rpm=120)})  # 2 per second after a burst of 120
-    start = time.perf_counter()
-    done = await _fan_out("openai/gpt-4o-mini", 122)
-    elapsed = time.perf_counter() - start
-    assert 0.95 <= elapsed < 4.0  # the 121st at ~0.5 s, the 122nd at ~1.0 s
-    assert sorted(done)[119] - start < 0.5
+    await _fan_out("openai/gpt-4o-mini", 122)
+    assert fake_providers.request_count == 122
+    # the first 120 at once; the 121st half a second later, the 122nd a second later
+    assert len(virtual_time.waits) == 2
+    assert virtual_time.now - 1000.0 == pytest.approx(1.0)
 
 
 @pytest.mark.anyio
-async def test_tpm_paces_by_estimated_tokens(fake_providers: FakeProviderServer) -> None:
+async def test_tpm_paces_by_estimated_tokens(
+    fake_providers: FakeProviderServer, virtual_time: VirtualTime
+) -> None:
     # 6000 tokens/min = 100/s; each call reserves its prompt estimate (7) + max_tokens (93)
     configure(limits={"openai": Limit(tpm=6000)})
     fake_providers.usage = FakeUsage(input=7, output=93)  # reported == estimated
-    start = time.perf_counter()
     await _fan_out("openai/gpt-4o-mini", 61, max_tokens=93)
-    assert 0.8 <= time.perf_counter() - start < 2.5  # 60 at once, the 61st a second later
+    assert virtual_time.waits == [pytest.approx(1.0)]  # 60 at once, the 61st a second later
+    assert virtual_time.now - 1000.0 == pytest.approx(1.0)
 
 
 @pytest.mark.anyio

@@ -1,8 +1,9 @@
 """The repository interface (``RunStore``): one suite, three stores.
 
-Every test runs on SQLite, on the real Postgres server (a scratch database per test, so
-counts are exact whatever else runs) and on the in-memory store: they must behave alike,
+Every test runs on SQLite, on the real Postgres server (a scratch database, so counts are
+exact whatever else runs) and on the in-memory store: they must behave alike,
 the way procrastinate holds its connectors and its in-memory fake to one set of tests.
+On Postgres the module has a scratch database of its own, emptied before each test.
 """
 
 from __future__ import annotations
@@ -50,27 +51,36 @@ async def _admin(sql: str) -> None:
         await con.close()
 
 
+@pytest.fixture(scope="module")
+def scratch_postgres() -> Iterator[str]:
+    """A database of this module's own on the Postgres server (emptied before each test)."""
+    name = f"baton_store_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        pytest.fail(f"Postgres is not running on 127.0.0.1:5432: {exc}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(params=["sqlite", "postgres", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    elif request.param == "memory":
-        yield f"memory://{uuid.uuid4().hex}"
-    else:
-        name = f"baton_store_{uuid.uuid4().hex[:12]}"
-        try:
-            asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-        except OSError as exc:
-            pytest.fail(f"Postgres is not running on 127.0.0.1:5432: {exc}")
-        try:
-            yield f"{PG_SERVER}/{name}"
-        finally:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    url: str = request.getfixturevalue("scratch_postgres")
+    return url
 
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[RunStore]:
     opened = await Store.open(store_url)
+    if store_url.startswith("postgresql"):  # exact counts: nothing of an earlier test
+        async with opened.begin() as conn:  # type: ignore[attr-defined]
+            await conn.exec_driver_sql(f"TRUNCATE {', '.join(PRUNE_TABLES)} RESTART IDENTITY")
     try:
         yield opened
     finally:

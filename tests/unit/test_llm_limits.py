@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from baton_nb.llm import _limits
-from baton_nb.llm._limits import TokenBucket
+from baton_nb.llm._limits import Clock, TokenBucket
+
+
+class Now(list[float]):
+    """A clock the test moves: ``clock[0] += 2.0``."""
+
+    def clock(self) -> Clock:
+        return Clock(now=lambda: self[0])
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    now = [1000.0]
-    monkeypatch.setattr(_limits.time, "monotonic", lambda: now[0])
-    return now
+def clock() -> Now:
+    return Now([1000.0])
 
 
-def test_bucket_allows_a_minute_then_paces(clock: list[float]) -> None:
-    bucket = TokenBucket(60)  # one per second
+def test_bucket_allows_a_minute_then_paces(clock: Now) -> None:
+    bucket = TokenBucket(60, clock.clock())  # one per second
     assert all(bucket.reserve(1) == 0 for _ in range(60))
     assert bucket.reserve(1) == pytest.approx(1.0)
     assert bucket.reserve(1) == pytest.approx(2.0)
@@ -24,14 +28,14 @@ def test_bucket_allows_a_minute_then_paces(clock: list[float]) -> None:
     assert bucket.reserve(1) == pytest.approx(1.0)
 
 
-def test_bucket_caps_a_huge_reservation(clock: list[float]) -> None:
-    bucket = TokenBucket(1000)
+def test_bucket_caps_a_huge_reservation(clock: Now) -> None:
+    bucket = TokenBucket(1000, clock.clock())
     assert bucket.reserve(10**9) == 0.0  # capped at one minute's allowance
     assert bucket.reserve(500) == pytest.approx(30.0)
 
 
-def test_bucket_adjust_corrects_estimates(clock: list[float]) -> None:
-    bucket = TokenBucket(600)
+def test_bucket_adjust_corrects_estimates(clock: Now) -> None:
+    bucket = TokenBucket(600, clock.clock())
     bucket.reserve(600)
     bucket.adjust(+300)  # used 300 fewer than reserved
     assert bucket.reserve(300) == 0.0

@@ -237,7 +237,10 @@ def always(outcome: Outcome) -> Callable[[Node], Outcome]:
     return lambda node: outcome
 
 
-def per_step(table: dict[str, Outcome], default: Outcome = Completed(1, "1")) -> Any:
+DONE = Completed(1, "1")
+
+
+def per_step(table: dict[str, Outcome], default: Outcome = DONE) -> Any:
     return lambda node: table.get(node.name, default)
 
 
