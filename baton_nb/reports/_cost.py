@@ -68,40 +68,10 @@ class Breakdown(Mapping[str, Totals]):
         ]
 
 
-class CostReport:
-    """What the LLM calls of one or more runs cost, per (run, step, model).
+class _RowTotals:
+    """Totals over a report's rows (``CostReport``'s own, kept apart for its size)."""
 
-    Build it with ``run.report()`` or ``await bn.report(db=...)``. Replayed calls
-    (answered from the store on a retry or resume) are counted apart in
-    ``replayed_calls`` and never add tokens or cost twice. Calls to models without a
-    known price make the affected costs ``None`` ("unknown") and ``complete`` False;
-    ``total`` then sums the calls that were priced (a lower bound).
-    """
-
-    def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
-        self.rows: list[CostRow] = list(rows)
-        self.fanout_children: list[FanoutChild] = list(fanout)
-
-    # ── building ──────────────────────────────────────────────────────────────
-
-    @classmethod
-    def from_runs(cls, runs: Iterable[Run]) -> CostReport:
-        """A report of runs held in memory (``run.report()``)."""
-        rows: list[CostRow] = []
-        children: list[FanoutChild] = []
-        for run in runs:
-            rows.extend(_rows_of_run(run))
-            children.extend(_children_of_run(run))
-        return cls(rows, children)
-
-    @classmethod
-    def from_aggregates(
-        cls, rows: Iterable[StatAggregate], children: Iterable[FanoutChild] = ()
-    ) -> CostReport:
-        """A report from ``RunStore.aggregate_stats`` and ``RunStore.fanout_children`` rows."""
-        return cls([CostRow.from_aggregate(r) for r in rows], list(children))
-
-    # ── totals ────────────────────────────────────────────────────────────────
+    rows: list[CostRow]
 
     @property
     def total(self) -> Decimal:
@@ -144,6 +114,40 @@ class CostReport:
         for row in self.rows:
             out.merge(row)
         return out
+
+
+class CostReport(_RowTotals):
+    """What the LLM calls of one or more runs cost, per (run, step, model).
+
+    Build it with ``run.report()`` or ``await bn.report(db=...)``. Replayed calls
+    (answered from the store on a retry or resume) are counted apart in
+    ``replayed_calls`` and never add tokens or cost twice. Calls to models without a
+    known price make the affected costs ``None`` ("unknown") and ``complete`` False;
+    ``total`` then sums the calls that were priced (a lower bound).
+    """
+
+    def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
+        self.rows: list[CostRow] = list(rows)
+        self.fanout_children: list[FanoutChild] = list(fanout)
+
+    # ── building ──────────────────────────────────────────────────────────────
+
+    @classmethod
+    def from_runs(cls, runs: Iterable[Run]) -> CostReport:
+        """A report of runs held in memory (``run.report()``)."""
+        rows: list[CostRow] = []
+        children: list[FanoutChild] = []
+        for run in runs:
+            rows.extend(_rows_of_run(run))
+            children.extend(_children_of_run(run))
+        return cls(rows, children)
+
+    @classmethod
+    def from_aggregates(
+        cls, rows: Iterable[StatAggregate], children: Iterable[FanoutChild] = ()
+    ) -> CostReport:
+        """A report from ``RunStore.aggregate_stats`` and ``RunStore.fanout_children`` rows."""
+        return cls([CostRow.from_aggregate(r) for r in rows], list(children))
 
     # ── breakdowns ────────────────────────────────────────────────────────────
 
