@@ -15,6 +15,7 @@ from .._money import fmt_money, plural
 from .._prune import prune
 from .._query import report, runs
 from .._run import Run
+from .._states import RunStatus
 from .._usage import Usage
 from ..reports import CostReport
 from ..store import ReadStore, Store
@@ -76,7 +77,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
     (run_id,) = await resolve_run_ids(args.db, [args.run_id])
     run = await Run.load(run_id, db=args.db)
     _out(render_run(run))
-    return 1 if run.status in ("failed", "cancelled") else 0
+    return 1 if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) else 0
 
 
 async def write_csv(rep: CostReport, path: str) -> str:

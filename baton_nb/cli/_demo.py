@@ -9,6 +9,7 @@ from typing import Any
 from .._builder import Workflow
 from .._errors import ConfigurationError
 from .._money import plural
+from .._states import RunStatus
 from ..store import resolve_url
 from ._commands import write_csv
 from ._output import out
@@ -76,7 +77,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     for prompt in DEMO_PROMPTS[: args.prompts]:
         run = await wf.run(params={"prompt": prompt}, display="text")
         run_ids.append(run.id)
-        failed += run.status != "completed"
+        failed += run.status != RunStatus.COMPLETED
     report = await _report(db, run_ids)
     out(f"\n{report}\n")
     path = await write_csv(report, args.csv)

@@ -89,7 +89,7 @@ def node_to_columns(node: NodeRow) -> dict[str, Any]:
         "run_id": node.run_id,
         "step": node.step,
         "parent": node.parent,
-        "kind": node.kind.value,
+        "kind": node.kind,  # a str enum: bound as its value, no .value lookup per row
         "worker": node.worker,
         "deps": _jsonutil.dumps(node.deps),
         "remaining_deps": node.remaining_deps,
@@ -98,7 +98,7 @@ def node_to_columns(node: NodeRow) -> dict[str, Any]:
         "max_attempts": node.max_attempts,
         "model": node.model,
         "item_index": node.item_index,
-        "state": node.state.value,
+        "state": node.state,
         "attempt": node.attempt,
         "error": node.error,
         "result": node.result,

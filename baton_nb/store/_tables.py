@@ -11,6 +11,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from .._states import State
+
 __all__ = [
     "ExactDecimal",
     "SchemaVersion",
@@ -120,7 +122,7 @@ class WorkflowNode(SQLModel, table=True):
     max_attempts: int = 1
     model: str | None = Field(default=None, max_length=200)
     item_index: int | None = None
-    state: str = Field(default="pending", max_length=12)
+    state: str = Field(default=State.PENDING.value, max_length=12)
     attempt: int = 0
     error: str | None = None
     result: str | None = None
