@@ -104,7 +104,9 @@ class GroupCommit:
 
     async def run(self, writer: BatchWriter) -> None:
         """The writer task: commit what is marked, batch after batch, until ``stop``."""
-        while True:
+        # ``stop`` may come while a batch is written (it set the events of that round):
+        # checked again before each wait, or the writer would wait for ever.
+        while not self._stopping:
             await self._dirt.wait()
             if self._stopping:
                 return
