@@ -12,8 +12,10 @@ client would send it:
   into the description (the answer is still validated against the full schema here).
 - Gemini (``gemini_schema``): google-genai's ``_transformers.process_schema`` — ``$defs``
   inlined, ``null`` unions as ``nullable``, upper-case types, string ``const`` as
-  ``enum``, ``propertyOrdering``; a keyword the Gemini ``Schema`` has no field for is an
-  error (the SDK's ``Schema`` model forbids extra fields too).
+  ``enum``, ``propertyOrdering``, ``additionalProperties: false`` dropped (Gemini emits
+  only declared properties; the Developer API refuses the keyword); a keyword the Gemini
+  ``Schema`` has no field for is an error (the SDK's ``Schema`` model forbids extra fields
+  too).
 """
 
 from __future__ import annotations
@@ -170,7 +172,6 @@ _GEMINI_KEYS = {
     "items",
     "minimum",
     "maximum",
-    "additionalProperties",
 }
 
 
@@ -212,6 +213,15 @@ def _gemini(
     kind = out.get("type")
     if isinstance(kind, str):
         out["type"] = kind.upper()
+    if out.get("additionalProperties") is False:
+        # Gemini generates only the declared properties; the Developer API takes no
+        # additionalProperties (google-genai refuses it outside Vertex AI)
+        out.pop("additionalProperties")
+    elif "additionalProperties" in out:
+        raise ConfigurationError(
+            f"{path}: gemini's Schema cannot allow additional properties (free-form maps); "
+            "declare the properties instead"
+        )
     unknown = sorted(set(out) - _GEMINI_KEYS)
     if unknown:
         raise ConfigurationError(
@@ -227,10 +237,6 @@ def _gemini(
             out["propertyOrdering"] = list(properties)
     if isinstance(out.get("items"), Mapping):
         out["items"] = _gemini(out["items"], defs, f"{path}[]", depth + 1)
-    if isinstance(out.get("additionalProperties"), Mapping):
-        out["additionalProperties"] = _gemini(
-            out["additionalProperties"], defs, f"{path}.*", depth + 1
-        )
     return out
 
 
