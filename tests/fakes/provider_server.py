@@ -723,7 +723,6 @@ class FakeProviderServer:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 
-
     async def _send_raw_sse(self, writer: asyncio.StreamWriter, reply: Reply, text: str) -> None:
         """A recorded stream, byte for byte, one chunk per event; ends the body cleanly."""
         head = _head(

@@ -66,7 +66,11 @@ TOOLS = [
 ]
 QUESTION = "What should I wear in Paris today? Here is the forecast chart."
 ARGS = '{"city": "Paris", "unit": "celsius"}'
-THINKING = {"type": "thinking", "thinking": "I need the weather first.", "signature": "EqQBCgIYAhIM"}
+THINKING = {
+    "type": "thinking",
+    "thinking": "I need the weather first.",
+    "signature": "EqQBCgIYAhIM",
+}
 MESSAGES = [
     {"role": "system", "content": "You are a travel assistant."},
     {
@@ -80,7 +84,11 @@ MESSAGES = [
         "role": "assistant",
         "content": None,
         "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ARGS}}
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ARGS},
+            }
         ],
         "thinking_blocks": [THINKING],
     },
@@ -223,7 +231,12 @@ async def test_responses_api_body(fake_providers: FakeProviderServer) -> None:
                     },
                 ],
             },
-            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": ARGS},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": ARGS,
+            },
             {"type": "function_call_output", "call_id": "call_1", "output": "18 C, light rain"},
         ],
         "tools": responses_tools,
@@ -296,8 +309,16 @@ async def test_anthropic_body(fake_providers: FakeProviderServer) -> None:
         "max_tokens": 4096 + 2048,  # the default answer budget on top of the thinking budget
         "thinking": {"type": "enabled", "budget_tokens": 2048},
         "tools": [
-            {"name": "get_weather", "description": "Current weather in a city.", "input_schema": WEATHER},
-            {"name": "get_local_time", "description": "Local time in a city.", "input_schema": TIME},
+            {
+                "name": "get_weather",
+                "description": "Current weather in a city.",
+                "input_schema": WEATHER,
+            },
+            {
+                "name": "get_local_time",
+                "description": "Local time in a city.",
+                "input_schema": TIME,
+            },
         ],
         "tool_choice": {"type": "auto"},
         "output_config": {"format": {"type": "json_schema", "schema": anthropic_outfit}},
@@ -314,9 +335,7 @@ async def test_gemini_body(fake_providers: FakeProviderServer) -> None:
     assert r.path == "/v1beta/models/gemini-3-flash-preview:generateContent"
 
     def upper(schema: dict[str, Any]) -> dict[str, Any]:
-        props = {
-            k: {**v, "type": v["type"].upper()} for k, v in schema["properties"].items()
-        }
+        props = {k: {**v, "type": v["type"].upper()} for k, v in schema["properties"].items()}
         out = {**schema, "type": "OBJECT", "properties": props}
         if len(props) > 1:
             out["propertyOrdering"] = list(props)
@@ -336,7 +355,12 @@ async def test_gemini_body(fake_providers: FakeProviderServer) -> None:
             {
                 "role": "model",
                 "parts": [
-                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris", "unit": "celsius"}}}
+                    {
+                        "functionCall": {
+                            "name": "get_weather",
+                            "args": {"city": "Paris", "unit": "celsius"},
+                        }
+                    }
                 ],
             },
             {
@@ -404,11 +428,14 @@ async def test_every_kind_streams_the_neutral_request(
 async def test_tool_choice_translations(fake_providers: FakeProviderServer) -> None:
     named = {"type": "function", "function": {"name": "get_local_time"}}
     for choice in ("none", "required", named):
-        for model in ("openai/gpt-5", "openai-responses/gpt-5", "anthropic/claude-haiku-4-5", "gemini/gemini-2.5-flash"):
+        for model in (
+            "openai/gpt-5",
+            "openai-responses/gpt-5",
+            "anthropic/claude-haiku-4-5",
+            "gemini/gemini-2.5-flash",
+        ):
             await complete(LLMRequest(model, MESSAGES[:2], tools=TOOLS, tool_choice=choice))
-    got = [
-        r.json.get("tool_choice", r.json.get("toolConfig")) for r in fake_providers.requests
-    ]
+    got = [r.json.get("tool_choice", r.json.get("toolConfig")) for r in fake_providers.requests]
     assert got == [
         "none",
         "none",
@@ -428,13 +455,34 @@ async def test_tool_choice_translations(fake_providers: FakeProviderServer) -> N
 @pytest.mark.anyio
 async def test_image_urls(fake_providers: FakeProviderServer) -> None:
     url = "https://upload.wikimedia.org/wikipedia/commons/a/a7/Camponotus_flavomarginatus_ant.jpg"
-    messages = [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": url}}]}]
-    for model in ("anthropic/claude-haiku-4-5", "gemini/gemini-2.5-flash", "openai-responses/gpt-5"):
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is it?"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ],
+        }
+    ]
+    for model in (
+        "anthropic/claude-haiku-4-5",
+        "gemini/gemini-2.5-flash",
+        "openai-responses/gpt-5",
+    ):
         await complete(LLMRequest(model, messages))
     anthropic, gemini, responses = (r.json for r in fake_providers.requests)
-    assert anthropic["messages"][0]["content"][1] == {"type": "image", "source": {"type": "url", "url": url}}
-    assert gemini["contents"][0]["parts"][1] == {"fileData": {"mimeType": "image/jpeg", "fileUri": url}}
-    assert responses["input"][0]["content"][1] == {"type": "input_image", "image_url": url, "detail": "auto"}
+    assert anthropic["messages"][0]["content"][1] == {
+        "type": "image",
+        "source": {"type": "url", "url": url},
+    }
+    assert gemini["contents"][0]["parts"][1] == {
+        "fileData": {"mimeType": "image/jpeg", "fileUri": url}
+    }
+    assert responses["input"][0]["content"][1] == {
+        "type": "input_image",
+        "image_url": url,
+        "detail": "auto",
+    }
 
 
 @pytest.mark.anyio
@@ -442,7 +490,13 @@ async def test_reasoning_effort_only_becomes_a_budget(fake_providers: FakeProvid
     for model in ("anthropic/claude-haiku-4-5", "gemini/gemini-2.5-flash"):
         await complete(LLMRequest(model, MESSAGES[:2], reasoning="high"))
     await complete(LLMRequest("gemini/gemini-2.5-flash", MESSAGES[:2], reasoning="none"))
-    await complete(LLMRequest("openai-responses/o4-mini", MESSAGES[:2], reasoning={"effort": "medium", "summary": "auto"}))
+    await complete(
+        LLMRequest(
+            "openai-responses/o4-mini",
+            MESSAGES[:2],
+            reasoning={"effort": "medium", "summary": "auto"},
+        )
+    )
     a, g, off, resp = (r.json for r in fake_providers.requests)
     assert a["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert a["max_tokens"] == 4096 + 4096
@@ -507,19 +561,38 @@ async def test_unsupported_features_fail_before_sending(
 async def test_bad_parts_fail_before_sending(fake_providers: FakeProviderServer) -> None:
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     with pytest.raises(UnsupportedFeature, match="content parts of type 'input_audio'"):
-        await complete(LLMRequest("anthropic/claude-haiku-4-5", [{"role": "user", "content": [audio]}]))
+        await complete(
+            LLMRequest("anthropic/claude-haiku-4-5", [{"role": "user", "content": [audio]}])
+        )
     detail = {"type": "image_url", "image_url": {"url": PNG, "detail": "high"}}
     with pytest.raises(UnsupportedFeature, match="image detail 'high'"):
-        await complete(LLMRequest("gemini/gemini-2.5-flash", [{"role": "user", "content": [detail]}]))
+        await complete(
+            LLMRequest("gemini/gemini-2.5-flash", [{"role": "user", "content": [detail]}])
+        )
     no_type = {"type": "image_url", "image_url": {"url": "https://example.com/chart"}}
     with pytest.raises(UnsupportedFeature, match="without a known type"):
-        await complete(LLMRequest("gemini/gemini-2.5-flash", [{"role": "user", "content": [no_type]}]))
+        await complete(
+            LLMRequest("gemini/gemini-2.5-flash", [{"role": "user", "content": [no_type]}])
+        )
     with pytest.raises(ConfigurationError, match="not PNG, JPEG, GIF or WebP"):
-        LLMRequest("openai/gpt-5", [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": b"%PDF-1.7"}}]}])
+        LLMRequest(
+            "openai/gpt-5",
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": b"%PDF-1.7"}}],
+                }
+            ],
+        )
     with pytest.raises(ConfigurationError, match="tool_call_id"):
         LLMRequest("openai/gpt-5", [{"role": "tool", "content": "x"}])
     with pytest.raises(ConfigurationError, match="not in tools"):
-        LLMRequest("openai/gpt-5", MESSAGES[:2], tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
+        LLMRequest(
+            "openai/gpt-5",
+            MESSAGES[:2],
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
     assert fake_providers.request_count == 0
 
 
@@ -534,8 +607,10 @@ async def test_gemini_schema_keywords_it_cannot_take_are_named(
 
 
 def test_responses_kind_can_be_configured() -> None:
-    configure(providers={"azure": {"kind": "responses", "base_url": "http://127.0.0.1:9/openai/v1"}})
-    from baton_nb.llm._config import resolve_endpoint, reset_configuration
+    configure(
+        providers={"azure": {"kind": "responses", "base_url": "http://127.0.0.1:9/openai/v1"}}
+    )
+    from baton_nb.llm._config import reset_configuration, resolve_endpoint
 
     try:
         assert resolve_endpoint("azure").kind == "responses"
