@@ -95,6 +95,7 @@ class _Values:
     def __init__(self, seed: str, source_text: str, defs: Mapping[str, Any]) -> None:
         self.seed = seed
         self.words = re.findall(r"[A-Za-z][\w'&.-]*[A-Za-z]|[A-Za-z]", source_text)
+        self.names = _proper_names(source_text)
         self.numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", source_text)]
         self.defs = defs
 
@@ -142,10 +143,28 @@ class _Values:
         return int(number) if integer else number
 
     def _string(self, path: str) -> str:
+        if self.names:
+            return self.names[self._pick(path, len(self.names))]
         if not self.words:
             return f"{path.rsplit('.', 1)[-1]}-{self._pick(path, 10_000)}"
         start = self._pick(path, len(self.words))
         return " ".join(self.words[start : start + 1 + self._pick(path + "+", 2)])
+
+
+def _proper_names(text: str) -> list[str]:
+    """Runs of capitalised words not at a sentence start ("Cafe Lumiere", "Lisbon")."""
+    names: list[str] = []
+    for sentence in re.split(r"(?<=[.!?:])\s+", text):
+        words = re.findall(r"[\w'&-]+", sentence)
+        run: list[str] = []
+        for i, word in enumerate([*words, ""]):
+            if i > 0 and word[:1].isupper() and len(word) > 2:
+                run.append(word)
+                continue
+            if run:
+                names.append(" ".join(run))
+            run = []
+    return list(dict.fromkeys(names))
 
 
 def _last_user_text(request: LLMRequest) -> str:
