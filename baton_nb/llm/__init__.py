@@ -9,9 +9,9 @@ from __future__ import annotations
 from ._client import aclose
 from ._complete import complete
 from ._config import configure, known_providers, reset_configuration
+from ._neutral import Reasoning, ResponseFormat, Tool, ToolChoice
 from ._redact import redact as redact_secrets
 from ._tokens import estimate_tokens
-from ._neutral import Reasoning, ResponseFormat, Tool, ToolChoice
 from ._types import (
     Completion,
     FinishReason,

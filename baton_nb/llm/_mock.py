@@ -152,16 +152,18 @@ class _Values:
 
 
 def _proper_names(text: str) -> list[str]:
-    """Runs of capitalised words not at a sentence start ("Cafe Lumiere", "Lisbon")."""
+    """Runs of capitalised words ("Cafe Lumiere", "Ada Lovelace"); a lone capitalised
+    word opening a sentence ("What", "Total") is not a name."""
     names: list[str] = []
     for sentence in re.split(r"(?<=[.!?:])\s+", text):
-        words = re.findall(r"[\w'&-]+", sentence)
         run: list[str] = []
-        for i, word in enumerate([*words, ""]):
-            if i > 0 and word[:1].isupper() and len(word) > 2:
+        start = 0
+        for i, word in enumerate([*re.findall(r"[\w'&-]+", sentence), ""]):
+            if word[:1].isupper() and len(word) > 2:
+                start = i if not run else start
                 run.append(word)
                 continue
-            if run:
+            if run and not (start == 0 and len(run) == 1):
                 names.append(" ".join(run))
             run = []
     return list(dict.fromkeys(names))

@@ -100,6 +100,19 @@ class LLMRequest:
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout!r}")
 
+    def neutral_params(self) -> dict[str, Any]:
+        """The tools, tool choice, output format and reasoning that are set, as JSON."""
+        params: dict[str, Any] = {}
+        if self.tools:
+            params["tools"] = [t.to_openai() for t in self.tools]
+        if self.tool_choice is not None:
+            params["tool_choice"] = self.tool_choice.to_openai()
+        if self.response_format is not None:
+            params["response_format"] = self.response_format.key()
+        if self.reasoning is not None:
+            params["reasoning"] = self.reasoning.key()
+        return params
+
     @property
     def provider(self) -> str:
         return split_model(self.model)[0]
@@ -124,15 +137,8 @@ def request_hash(request: LLMRequest) -> str:
         "max_tokens": request.max_tokens,
         "price_as": request.price_as,
         "extra": dict(request.extra),
+        **request.neutral_params(),
     }
-    if request.tools:
-        payload["tools"] = [t.to_openai() for t in request.tools]
-    if request.tool_choice is not None:
-        payload["tool_choice"] = request.tool_choice.to_openai()
-    if request.response_format is not None:
-        payload["response_format"] = request.response_format.key()
-    if request.reasoning is not None:
-        payload["reasoning"] = request.reasoning.key()
     try:
         text = json.dumps(
             payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

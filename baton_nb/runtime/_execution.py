@@ -813,6 +813,7 @@ class Execution:
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": request.stream,
+            **request.neutral_params(),
             **request.extra,
         }
         self.debug_log(node, "request", "", {"messages": list(request.messages), "params": params})
@@ -827,6 +828,9 @@ class Execution:
                 "usage": completion.usage.to_dict(),
                 "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
                 "replayed": completion.replayed,
+                "finish_reason": completion.finish_reason,
+                "tool_calls": [c.to_dict() for c in completion.tool_calls],
+                "refusal": completion.refusal,
             },
         )
 

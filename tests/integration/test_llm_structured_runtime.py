@@ -391,3 +391,28 @@ async def test_kill_after_a_structured_answer_then_resume_replays_it(
     assert fake_providers.request_count == 1  # answered and validated from the store
     assert [c.replayed for c in run.calls] == [False, True]
     assert sum(r.calls for r in run.report().rows) == 1
+
+
+async def test_debug_context_keeps_tools_and_tool_calls(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    fake_providers.script(Reply(body=_json("openai_chat_two_tool_calls.json")))
+    wf = bn.Workflow(f"debug-tools-{unique}", db=db_url, debug=True)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> int:
+        c = await ctx.complete(
+            model=MODEL, prompt="go", tools=[_weather_tool()], tool_choice="auto"
+        )
+        return len(c.tool_calls)
+
+    run = await wf.run(display=False)
+    loaded = await bn.Run.load(run.id, db=db_url)
+    request, response = loaded.context("ask")
+    assert request["data"]["params"]["tools"] == [_weather_tool()]
+    assert request["data"]["params"]["tool_choice"] == "auto"
+    assert response["data"]["finish_reason"] == "tool_calls"
+    assert [c["function"]["name"] for c in response["data"]["tool_calls"]] == [
+        "GetWeatherArgs",
+        "get_stock_price",
+    ]
