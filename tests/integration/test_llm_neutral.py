@@ -148,6 +148,14 @@ def _validator(name: str, root: str | None = None) -> jsonschema.Draft202012Vali
     return jsonschema.Draft202012Validator(schema)
 
 
+SCHEMAS = {
+    "openai": lambda: _validator("openai_request_schemas.json", "CreateChatCompletionRequest"),
+    "openai-responses": lambda: _validator("openai_request_schemas.json", "CreateResponse"),
+    "anthropic": lambda: _validator("anthropic_request_schema.json"),
+    "gemini": lambda: _validator("gemini_request_schema.json"),
+}
+
+
 def _assert_valid(validator: jsonschema.Draft202012Validator, body: Any) -> None:
     errors = [f"{list(e.absolute_path)}: {e.message[:300]}" for e in validator.iter_errors(body)]
     assert not errors, "\n".join(errors)
@@ -616,3 +624,27 @@ def test_responses_kind_can_be_configured() -> None:
         assert resolve_endpoint("azure").kind == "responses"
     finally:
         reset_configuration()
+
+
+def test_the_schemas_reject_openai_shaped_history() -> None:
+    """What baton_nb used to send (OpenAI-shaped tool calls, tool results and image parts
+    passed through) is invalid for Anthropic and Gemini: the schemas are strict enough to
+    catch it."""
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}
+    old_anthropic = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, image]},
+            {"role": "assistant", "content": None},
+            {"role": "tool", "content": "18 C"},
+        ],
+    }
+    old_gemini = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "hi"}, image]},
+            {"role": "user", "parts": [{"text": "18 C"}]},
+        ]
+    }
+    assert list(SCHEMAS["anthropic"]().iter_errors(old_anthropic))
+    assert list(SCHEMAS["gemini"]().iter_errors(old_gemini))

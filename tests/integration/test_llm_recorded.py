@@ -489,3 +489,48 @@ async def test_retry_after_header_wins_over_the_body(
     with caplog.at_level(logging.WARNING, logger="baton_nb.llm"):
         await complete(LLMRequest("gemini/gemini-2.5-flash", ASK))
     assert "retry 1/2 in 0.01 s" in caplog.text
+
+
+# ------------------------------------------------------------------ one shape for all
+
+TOOL_TURNS = [
+    ("openai/gpt-4o", Reply(body=_json("openai_chat_two_tool_calls.json")), False),
+    ("openai-responses/gpt-4.1", Reply(body=_json("responses_function_call.json")), False),
+    ("anthropic/claude-opus-4-5", Reply(body=_json("anthropic_tool_use.json")), False),
+    ("gemini/gemini-3-pro-preview", Reply(sse=_sse("gemini_stream_function_call.sse")), True),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("model", "reply", "stream"), TOOL_TURNS)
+async def test_every_provider_gives_the_same_tool_turn_and_takes_it_back(
+    fake_providers: FakeProviderServer, model: str, reply: Reply, stream: bool
+) -> None:
+    """Each provider's recorded tool call normalises to the same Completion shape, and its
+    ``message`` plus the tool results make a valid next request for that provider."""
+    from tests.integration.test_llm_neutral import SCHEMAS, _assert_valid
+
+    c = await _served(fake_providers, model, reply, stream=stream)
+    assert c.finish_reason == "tool_calls" and c.tool_calls
+    assert all(t.id and t.name and isinstance(t.arguments, dict) for t in c.tool_calls)
+    assert c.message["role"] == "assistant"
+    assert [call["id"] for call in c.message["tool_calls"]] == [t.id for t in c.tool_calls]
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+            },
+        }
+        for t in c.tool_calls
+    ]
+    history = [*ASK, dict(c.message)]
+    history += [
+        {"role": "tool", "tool_call_id": t.id, "content": f"{t.name}: ok"} for t in c.tool_calls
+    ]
+    fake_providers.reset()
+    await complete(LLMRequest(model, history, tools=tools))
+    [sent] = fake_providers.requests
+    _assert_valid(SCHEMAS[model.split("/")[0]](), sent.json)
