@@ -47,7 +47,9 @@ def _messages(i: int) -> tuple[dict[str, Any], ...]:
     return ({"role": "user", "content": f"Summarise document {i} in one sentence."},)
 
 
-async def complete_fanout(n: int, in_flight: int, keep: list[Completion] | None = None) -> float:
+async def complete_fanout(
+    n: int, in_flight: int, keep: list[Completion] | None = None
+) -> float:
     """``n`` calls through ``baton_nb.llm.complete``, ``in_flight`` at once: wall seconds."""
     limiter = anyio.CapacityLimiter(in_flight)
 
