@@ -77,10 +77,13 @@ class _Function:
         self.fn = fn
         self.tool = function_tool(fn)
         self.model = arguments_model(fn)
+        self.wants_ctx = "ctx" in inspect.signature(fn).parameters
 
-    async def __call__(self, arguments: dict[str, Any]) -> Any:
+    async def __call__(self, arguments: dict[str, Any], ctx: Context) -> Any:
         values = self.model.model_validate(arguments)
         kwargs = {name: getattr(values, name) for name in type(values).model_fields}
+        if self.wants_ctx:  # a tool may take the step's context (not shown to the model)
+            kwargs["ctx"] = ctx
         if inspect.iscoroutinefunction(self.fn):
             return await self.fn(**kwargs)
         # a plain function may block (files, HTTP): keep it off the event loop
@@ -110,7 +113,7 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-async def _run_call(functions: dict[str, _Function], call: Any) -> ToolResult:
+async def _run_call(functions: dict[str, _Function], call: Any, ctx: Context) -> ToolResult:
     """Run one call; a wrong name or wrong arguments go back to the model as an error
     it can correct. An exception inside the function fails the step (it is a bug or an
     outage of the tool, not the model's mistake)."""
@@ -130,7 +133,7 @@ async def _run_call(functions: dict[str, _Function], call: Any) -> ToolResult:
         message = f"error: arguments must be a JSON object, got {call.arguments_json[:200]!r}"
         return ToolResult(call.id, call.name, None, message, True)
     try:
-        output = await function(call.arguments)
+        output = await function(call.arguments, ctx)
     except ValidationError as exc:
         return ToolResult(
             call.id, call.name, call.arguments, f"error: invalid arguments: {exc}", True
@@ -173,7 +176,7 @@ async def run_tools(
         if not completion.tool_calls:
             break
         for call in completion.tool_calls:
-            result = await _run_call(functions, call)
+            result = await _run_call(functions, call, ctx)
             results.append(result)
             history.append({"role": "tool", "tool_call_id": call.id, "content": result.output})
     return ToolRun(completions[-1], history, completions, results)

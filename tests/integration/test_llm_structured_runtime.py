@@ -53,8 +53,9 @@ async def test_run_tools_two_tools_at_the_fake_server(
         seen.append(("weather", (city, country, units)))
         return "7 C, windy"
 
-    async def get_stock_price(ticker: str, exchange: str) -> dict[str, Any]:
+    async def get_stock_price(ctx: bn.Context, ticker: str, exchange: str) -> dict[str, Any]:
         """Last price of a stock."""
+        assert ctx.step == "ask"  # a tool may take the step's context; the model never sees it
         seen.append(("stock", (ticker, exchange)))
         return {"ticker": ticker, "price": 224.5}
 
