@@ -724,6 +724,7 @@ class Execution:
         return stored
 
     async def llm_call(self, node: Node, index: int, request: LLMRequest) -> Completion:
+        from .._errors import OutputValidationError
         from ..llm import Completion, complete, request_hash
 
         digest = request_hash(request)
@@ -742,6 +743,11 @@ class Execution:
             except Exception as exc:
                 if debug:
                     self.debug_log(node, "error", _describe(exc), {"model": request.model})
+                paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                if isinstance(paid, Completion):
+                    # paid for, so counted; not stored, so a retry asks again
+                    self._record_call(node, index, paid)
+                    await self._commit()
                 raise
             encoded = completion.to_json()
             node.completions.setdefault(index, {})[digest] = encoded
@@ -807,6 +813,7 @@ class Execution:
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": request.stream,
+            **request.neutral_params(),
             **request.extra,
         }
         self.debug_log(node, "request", "", {"messages": list(request.messages), "params": params})
@@ -821,6 +828,9 @@ class Execution:
                 "usage": completion.usage.to_dict(),
                 "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
                 "replayed": completion.replayed,
+                "finish_reason": completion.finish_reason,
+                "tool_calls": [c.to_dict() for c in completion.tool_calls],
+                "refusal": completion.refusal,
             },
         )
 
