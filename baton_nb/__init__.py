@@ -18,12 +18,14 @@ from ._errors import (
     BatonError,
     ConfigurationError,
     CycleError,
+    OutputValidationError,
     ProviderError,
     ResultNotSerializable,
     RunLocked,
     RunNotFound,
     SchemaVersionError,
     StorageError,
+    UnsupportedFeature,
     WorkflowFailed,
 )
 from ._outcomes import Discard, Snooze
@@ -41,7 +43,7 @@ from .events import (
     topic_workflow,
 )
 from .reports import CostReport, RunSummary
-from .runtime import Context
+from .runtime import Context, ToolRun
 
 if TYPE_CHECKING:
     from .llm import Completion, Limit
@@ -62,6 +64,7 @@ __all__ = [
     "Discard",
     "EventsDropped",
     "Limit",
+    "OutputValidationError",
     "ProviderError",
     "PruneResult",
     "ResultNotSerializable",
@@ -74,6 +77,8 @@ __all__ = [
     "StepInfo",
     "StepUpdated",
     "StorageError",
+    "ToolRun",
+    "UnsupportedFeature",
     "Usage",
     "Workflow",
     "WorkflowFailed",

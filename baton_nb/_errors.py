@@ -6,12 +6,14 @@ __all__ = [
     "BatonError",
     "ConfigurationError",
     "CycleError",
+    "OutputValidationError",
     "ProviderError",
     "ResultNotSerializable",
     "RunLocked",
     "RunNotFound",
     "SchemaVersionError",
     "StorageError",
+    "UnsupportedFeature",
     "WorkflowFailed",
     "describe_error",
 ]
@@ -88,3 +90,29 @@ class ProviderError(BatonError):
         self.retryable = retryable
         where = f"{provider} HTTP {status}" if status is not None else provider
         super().__init__(f"{where}: {message}")
+
+
+class UnsupportedFeature(ConfigurationError):
+    """A request asks a provider for something it cannot do; raised before anything is sent.
+
+    ``provider``, ``model`` and ``feature`` say what; the message says what to do instead.
+    """
+
+    def __init__(self, provider: str, model: str, feature: str, hint: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        self.feature = feature
+        message = f"{provider}/{model} does not support {feature}"
+        super().__init__(message + (f": {hint}" if hint else ""))
+
+
+class OutputValidationError(BatonError, ValueError):
+    """A structured answer (``response_format=``) is not valid JSON or fails its schema.
+
+    The call was made and paid for: ``completion`` is the answer as received (its usage
+    and cost are recorded); the step attempt fails and retries by the step's policy.
+    """
+
+    def __init__(self, message: str, completion: object) -> None:
+        self.completion = completion
+        super().__init__(message)

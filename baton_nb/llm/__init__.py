@@ -9,14 +9,29 @@ from __future__ import annotations
 from ._client import aclose
 from ._complete import complete
 from ._config import configure, known_providers, reset_configuration
+from ._neutral import Reasoning, ResponseFormat, Tool, ToolChoice
 from ._redact import redact as redact_secrets
 from ._tokens import estimate_tokens
-from ._types import Completion, Limit, LLMRequest, request_hash, split_model
+from ._types import (
+    Completion,
+    FinishReason,
+    Limit,
+    LLMRequest,
+    ToolCall,
+    request_hash,
+    split_model,
+)
 
 __all__ = [
     "Completion",
+    "FinishReason",
     "LLMRequest",
     "Limit",
+    "Reasoning",
+    "ResponseFormat",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
     "aclose",
     "complete",
     "configure",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from typing import Any
 
 from baton_nb._usage import Usage
 
@@ -14,20 +16,23 @@ from ._gemini import GeminiAdapter
 from ._limits import Permit, acquire, limit_for
 from ._mock import mock_complete
 from ._openai import OpenAIAdapter
-from ._redact import scrubber
+from ._output import with_parsed
+from ._redact import Scrubber, scrubber
+from ._responses import ResponsesAdapter
 from ._retry import with_retries
 from ._tokens import aestimate_tokens, aload_encoder
 from ._transport import send
-from ._types import Completion, LLMRequest, split_model
+from ._types import Completion, LLMRequest, ToolCall, split_model
 from ._wire import Adapter, Parsed
 
-__all__ = ["complete"]
+__all__ = ["complete", "complete_unparsed"]
 
 logger = logging.getLogger("baton_nb.llm")
 
 _UNLIMITED = Permit(None, 0)  # what acquire() yields for a provider without limits
 _ADAPTERS: dict[str, Adapter] = {
     "openai": OpenAIAdapter(),
+    "responses": ResponsesAdapter(),
     "anthropic": AnthropicAdapter(),
     "gemini": GeminiAdapter(),
 }
@@ -39,7 +44,7 @@ async def _call(endpoint: Endpoint, model: str, request: LLMRequest, permit: Per
         await permit.attempt()
         return await mock_complete(endpoint, model, request)
     adapter = _ADAPTERS[endpoint.kind]
-    call = adapter.build(endpoint, model, request)
+    call = adapter.build(endpoint, model, request)  # UnsupportedFeature before any network
     seconds = request.timeout or endpoint.timeout or default_timeout()
 
     async def attempt() -> Parsed:
@@ -70,6 +75,8 @@ async def _token_estimate(request: LLMRequest, tpm_limited: bool) -> int:
 def _pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
     if request.price_as:
         return request.price_as
+    if endpoint.price_provider:
+        return f"{endpoint.price_provider}/{model}"
     return model if endpoint.kind == "mock" else request.model
 
 
@@ -89,9 +96,18 @@ async def complete(request: LLMRequest) -> Completion:
     """Make one LLM call (retrying 429/5xx/timeouts inside) and return its Completion.
 
     Raises ``ConfigurationError`` before any network use for an unknown
-    provider or a missing key, and ``ProviderError`` when the provider refuses
-    (at once for 4xx, after the retries for 429/5xx/timeouts).
+    provider or a missing key, ``UnsupportedFeature`` for what the provider cannot
+    do, and ``ProviderError`` when the provider refuses (at once for 4xx, after the
+    retries for 429/5xx/timeouts and cut-off streams). With a JSON
+    ``response_format``, ``parsed`` holds the validated answer; an answer that fails
+    validation raises ``OutputValidationError`` (its ``completion`` is the paid call).
     """
+    return with_parsed(await complete_unparsed(request), request)
+
+
+async def complete_unparsed(request: LLMRequest) -> Completion:
+    """:func:`complete` without the ``response_format`` validation (``parsed`` is None):
+    the runtime records the paid call first, then validates."""
     if not isinstance(request, LLMRequest):
         raise TypeError(f"complete() takes an LLMRequest, got {type(request).__name__}")
     provider, model = split_model(request.model)
@@ -121,4 +137,18 @@ async def complete(request: LLMRequest) -> Completion:
         latency_ms=latency_ms,
         raw=scrub.json(parsed.raw),
         estimated=estimated,
+        tool_calls=tuple(ToolCall.from_dict(_keys(scrub, c.to_dict())) for c in parsed.tool_calls),
+        refusal=None if parsed.refusal is None else scrub.keys(parsed.refusal),
+        finish_reason=parsed.finish_reason,
+        reasoning=None if parsed.reasoning is None else scrub.keys(parsed.reasoning),
+        message=_keys(scrub, parsed.message),
     )
+
+
+def _keys(scrub: Scrubber, value: dict[str, Any]) -> dict[str, Any]:
+    """Model output (tool arguments, messages) with exact key values replaced, like
+    ``text``: secret-shaped content and opaque provider tokens (thought signatures)
+    stay as they are, or they could not go back to the provider."""
+    flat = json.dumps(value, ensure_ascii=False)
+    scrubbed = scrub.keys(flat)
+    return value if scrubbed == flat else dict(json.loads(scrubbed))

@@ -32,7 +32,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 4
-KINDS = ("openai", "anthropic", "gemini", "mock")
+KINDS = ("openai", "responses", "anthropic", "gemini", "mock")
 _AUTH_HEADER_NAMES = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 
 
@@ -54,6 +54,7 @@ class Endpoint:
     default_max_tokens: int = 4096
     anthropic_version: str = "2023-06-01"
     latency: float = 0.02
+    price_provider: str | None = None  # price `name/model` as `price_provider/model`
 
 
 def _builtin(name: str, kind: str, base_url: str, **kw: Any) -> Endpoint:
@@ -71,6 +72,15 @@ _BUILTINS: dict[str, Endpoint] = {
             base_url_env="OPENAI_BASE_URL",
             key_required=True,
             max_tokens_field="max_completion_tokens",
+        ),
+        _builtin(
+            "openai-responses",
+            "responses",
+            "https://api.openai.com/v1",
+            key_env="OPENAI_API_KEY",
+            base_url_env="OPENAI_BASE_URL",
+            key_required=True,
+            price_provider="openai",
         ),
         _builtin(
             "anthropic",
@@ -209,7 +219,7 @@ def _set_providers(providers: Mapping[str, Mapping[str, Any]]) -> None:
         if is_new and clean.get("kind", "openai") != "mock" and not clean.get("base_url"):
             raise ConfigurationError(
                 f"providers[{name!r}] is a new endpoint: give it a 'base_url' (and "
-                f"'kind': 'openai' | 'anthropic' | 'gemini'; default 'openai')"
+                f"'kind': 'openai' | 'responses' | 'anthropic' | 'gemini'; default 'openai')"
             )
         _state.providers.setdefault(name, {}).update(clean)
 
@@ -235,7 +245,7 @@ def configure(
     """Configure providers, per-provider limits, price overrides, timeout, retries, HTTP/2.
 
     Each call updates only what it names. ``providers`` options: ``kind``
-    (openai | anthropic | gemini | mock), ``base_url``, ``api_key``,
+    (openai | responses | anthropic | gemini | mock), ``base_url``, ``api_key``,
     ``api_key_env``, ``headers``, ``body_defaults``, ``timeout``,
     ``max_tokens_field``, ``default_max_tokens``, ``anthropic_version``,
     ``latency`` (mock). A new name is an endpoint used as ``name/<model>``.

@@ -8,8 +8,9 @@ from typing import Any
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
-from ._types import LLMRequest
-from ._wire import HttpCall, Parsed, as_int
+from ._neutral import OutputKind, unsupported
+from ._types import FinishReason, LLMRequest, ToolCall
+from ._wire import HttpCall, Parsed, as_int, cut_off
 
 __all__ = ["OpenAIAdapter", "parse_usage"]
 
@@ -56,13 +57,74 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+
+def finish_reason(reason: Any, refusal: str | None, tool_calls: bool) -> FinishReason | None:
+    """OpenAI's ``finish_reason``; a refusal is ``refusal`` whatever the raw reason says."""
+    if refusal:
+        return FinishReason.REFUSAL
+    if reason is None:
+        return FinishReason.TOOL_CALLS if tool_calls else None
+    return _FINISH.get(str(reason), FinishReason.STOP)
+
+
+def parse_tool_calls(calls: Any) -> tuple[ToolCall, ...]:
+    found = []
+    for call in calls or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and call.get("type", "function") == "function":
+            found.append(
+                ToolCall.from_arguments(
+                    str(call.get("id") or ""),
+                    str(function.get("name") or ""),
+                    function.get("arguments") or "",
+                    call.get("extra_content"),
+                )
+            )
+    return tuple(found)
+
+
+def parse_message(body: dict[str, Any]) -> Parsed:
+    """A chat.completion body: text, tool calls, refusal, reasoning, finish reason, usage."""
+    choices = body.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    usage = body.get("usage")
+    refusal = message.get("refusal") or None
+    tool_calls = parse_tool_calls(message.get("tool_calls"))
+    # DeepSeek and vLLM say reasoning_content; OpenRouter, Groq and Ollama say reasoning.
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return Parsed(
+        _content_text(message.get("content")),
+        parse_usage(usage),
+        body,
+        reported_cost(usage),
+        tool_calls=tool_calls,
+        refusal=refusal,
+        finish_reason=finish_reason(choices[0].get("finish_reason"), refusal, bool(tool_calls)),
+        reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
+    )
+
+
 class _OpenAIStream:
+    """Chunks assembled into the chat.completion body they stand for."""
+
     def __init__(self) -> None:
-        self.parts: list[str] = []
         self.first: dict[str, Any] = {}
-        self.finish_reason: Any = None
         self.role = "assistant"
+        self.text: list[str] = []
+        self.refusal: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: Any = None
         self.usage: Any = None
+        self.finished = False
 
     def feed(self, event: str | None, data: dict[str, Any]) -> None:
         if not self.first:
@@ -70,31 +132,106 @@ class _OpenAIStream:
         for choice in data.get("choices") or []:
             delta = choice.get("delta") or {}
             self.role = delta.get("role") or self.role
-            text = _content_text(delta.get("content"))
-            if text:
-                self.parts.append(text)
+            self.text.append(_content_text(delta.get("content")))
+            self.refusal.append(str(delta.get("refusal") or ""))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str):
+                self.reasoning.append(reasoning)
+            for call in delta.get("tool_calls") or ():
+                self._feed_call(call)
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
         if data.get("usage"):
             self.usage = data["usage"]
 
+    def _feed_call(self, call: dict[str, Any]) -> None:
+        slot = self.calls.setdefault(
+            int(call.get("index") or 0),
+            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        if call.get("id"):
+            slot["id"] = call["id"]
+        function = call.get("function") or {}
+        slot["function"]["name"] += str(function.get("name") or "")
+        slot["function"]["arguments"] += str(function.get("arguments") or "")
+        if call.get("extra_content"):
+            slot["extra_content"] = call["extra_content"]
+
+    def done(self) -> None:
+        self.finished = True
+
     def result(self) -> Parsed:
-        text = "".join(self.parts)
+        # [DONE] ends an OpenAI stream; a server that skips it has still finished once
+        # the finish reason and the final usage chunk (which comes after it) are in.
+        if not (self.finished or (self.finish_reason and self.usage is not None)):
+            raise cut_off("its finish reason, usage and [DONE]")
+        text = "".join(self.text)
+        message: dict[str, Any] = {"role": self.role, "content": text}
+        refusal = "".join(self.refusal)
+        if refusal:
+            message["refusal"] = refusal
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+            message["content"] = text or None
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
         raw: dict[str, Any] = {
             "id": self.first.get("id"),
             "object": "chat.completion",
             "created": self.first.get("created"),
             "model": self.first.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": self.role, "content": text},
-                    "finish_reason": self.finish_reason,
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
         }
         if self.usage is not None:
             raw["usage"] = self.usage
-        return Parsed(text, parse_usage(self.usage), raw, reported_cost(self.usage))
+        return parse_message(raw)
+
+
+def _message_out(message: dict[str, Any]) -> dict[str, Any]:
+    """A neutral message as the Chat Completions API takes it (our extension keys off)."""
+    out = {k: v for k, v in message.items() if k != "thinking_blocks"}
+    if "tool_calls" in out:
+        out["tool_calls"] = [
+            {k: v for k, v in call.items() if k != "extra_content"} for call in out["tool_calls"]
+        ]
+    return out
+
+
+def reasoning_effort(endpoint: Endpoint, model: str, request: LLMRequest) -> str | None:
+    """The ``reasoning_effort`` of a Chat Completions call; what it cannot carry is an error."""
+    reasoning = request.reasoning
+    if reasoning is None:
+        return None
+    if reasoning.summary is not None:
+        raise unsupported(
+            endpoint.name,
+            model,
+            "reasoning summaries over Chat Completions",
+            "use the Responses API (provider 'openai-responses') or drop summary=",
+        )
+    if reasoning.effort is None:
+        raise unsupported(
+            endpoint.name,
+            model,
+            "a reasoning token budget",
+            "Chat Completions takes an effort: reasoning='low' | 'medium' | 'high' "
+            "(or give both, effort for OpenAI and budget_tokens for Anthropic/Gemini)",
+        )
+    return reasoning.effort
+
+
+def response_format(request: LLMRequest) -> dict[str, Any] | None:
+    fmt = request.response_format
+    if fmt is None:
+        return None
+    if fmt.kind is not OutputKind.JSON_SCHEMA:
+        return {"type": fmt.kind.value}
+    spec: dict[str, Any] = {"name": fmt.name}
+    if fmt.description is not None:
+        spec["description"] = fmt.description
+    spec["schema"] = dict(fmt.schema or {})
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}
 
 
 class OpenAIAdapter:
@@ -105,11 +242,21 @@ class OpenAIAdapter:
         if endpoint.api_key:
             headers["authorization"] = f"Bearer {endpoint.api_key}"
         body: dict[str, Any] = {**endpoint.body_defaults, "model": model}
-        body["messages"] = [dict(m) for m in request.messages]
+        body["messages"] = [_message_out(m) for m in request.messages]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:
             body[endpoint.max_tokens_field] = request.max_tokens
+        if request.tools:
+            body["tools"] = [t.to_openai() for t in request.tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice.to_openai()
+        output = response_format(request)
+        if output is not None:
+            body["response_format"] = output
+        effort = reasoning_effort(endpoint, model, request)
+        if effort is not None:
+            body["reasoning_effort"] = effort
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -117,12 +264,7 @@ class OpenAIAdapter:
         return HttpCall(endpoint.base_url.rstrip("/") + "/chat/completions", headers, body)
 
     def parse(self, body: dict[str, Any]) -> Parsed:
-        choices = body.get("choices") or [{}]
-        message = choices[0].get("message") or {}
-        usage = body.get("usage")
-        return Parsed(
-            _content_text(message.get("content")), parse_usage(usage), body, reported_cost(usage)
-        )
+        return parse_message(body)
 
     def stream_state(self) -> _OpenAIStream:
         return _OpenAIStream()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -17,7 +19,13 @@ from ._config import RetrySettings
 from ._redact import redact
 from ._wire import RetryableFailure
 
-__all__ = ["RETRYABLE_STATUSES", "backoff_delay", "is_retryable_status", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "backoff_delay",
+    "is_retryable_status",
+    "parse_retry_after",
+    "retry_hint_from_body",
+]
 
 logger = logging.getLogger("baton_nb.llm")
 
@@ -53,6 +61,43 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def _duration(value: Any) -> float | None:
+    """A protobuf ``Duration``: ``"37s"``, ``"1.5s"`` (JSON) or ``{"seconds", "nanos"}``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        return float(match.group(1)) if match else None
+    if isinstance(value, dict) and ("seconds" in value or "nanos" in value):
+        try:
+            return float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def retry_hint_from_body(content: bytes) -> float | None:
+    """Seconds to wait from an error body: Google's ``google.rpc.RetryInfo.retryDelay``
+    in ``error.details`` (Gemini's 429 and 503 answers). ``None`` when there is none."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    if isinstance(data, list) and data:  # some Google endpoints wrap the error in a list
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith(
+            "google.rpc.RetryInfo"
+        ):
+            seconds = _duration(detail.get("retryDelay"))
+            if seconds is not None:
+                return max(0.0, seconds)
+    return None
 
 
 def backoff_delay(attempt: int, settings: RetrySettings) -> float:

@@ -20,7 +20,7 @@ from baton_nb._errors import ProviderError
 from ._client import get_client
 from ._config import Endpoint
 from ._redact import redact
-from ._retry import is_retryable_status, parse_retry_after
+from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 
 __all__ = ["error_message", "send"]
@@ -77,7 +77,10 @@ def _check_status(endpoint: Endpoint, response: httpx.Response, content: bytes) 
         return
     message = error_message(content, status)
     if is_retryable_status(status, response.headers):
-        raise RetryableFailure(status, message, parse_retry_after(response.headers))
+        wait = parse_retry_after(response.headers)
+        raise RetryableFailure(
+            status, message, wait if wait is not None else retry_hint_from_body(content)
+        )
     raise ProviderError(endpoint.name, status, message + _hint(endpoint, status), retryable=False)
 
 
@@ -92,10 +95,15 @@ def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
     return data
 
 
+_DONE: dict[str, Any] = {}  # stands for a `data: [DONE]` line
+
+
 def _decode(data: list[str]) -> dict[str, Any] | None:
     payload = "\n".join(data)
-    if not data or payload == "[DONE]":
+    if not data:
         return None
+    if payload == "[DONE]":
+        return _DONE
     try:
         parsed = json.loads(payload)
     except ValueError:
@@ -104,7 +112,8 @@ def _decode(data: list[str]) -> dict[str, Any] | None:
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
-    """Server-sent events as ``(event name, JSON data)``; ``[DONE]`` and comments skipped."""
+    """Server-sent events as ``(event name, JSON data)``; ``[DONE]`` is the ``_DONE``
+    object, comments are skipped."""
     event: str | None = None
     data: list[str] = []
     async for line in response.aiter_lines():
@@ -138,11 +147,14 @@ async def _send_stream(
             return adapter.parse(_json_body(endpoint, await response.aread()))
         state = adapter.stream_state()
         async for event, data in _events(response):
+            if data is _DONE:
+                state.done()
+                continue
             if event == "error" or data.get("type") == "error" or "error" in data:
                 message = _message_from_json(data) or "error event in stream"
                 raise RetryableFailure(None, f"stream failed: {redact(message)}")
             state.feed(event, data)
-        return state.result()
+        return state.result()  # a stream cut short raises RetryableFailure here
 
 
 async def _send_plain(

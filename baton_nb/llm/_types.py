@@ -7,13 +7,34 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
 from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
-__all__ = ["Completion", "LLMRequest", "Limit", "request_hash", "split_model"]
+from ._neutral import (
+    Reasoning,
+    ResponseFormat,
+    Tool,
+    ToolChoice,
+    freeze_messages,
+    to_reasoning,
+    to_response_format,
+    to_tool_choice,
+    to_tools,
+)
+
+__all__ = [
+    "Completion",
+    "FinishReason",
+    "LLMRequest",
+    "Limit",
+    "ToolCall",
+    "request_hash",
+    "split_model",
+]
 
 
 def split_model(model: str) -> tuple[str, str]:
@@ -33,29 +54,19 @@ def split_model(model: str) -> tuple[str, str]:
     return provider.strip().lower(), name.strip()
 
 
-def _freeze_messages(messages: Any) -> tuple[dict[str, Any], ...]:
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise ConfigurationError(
-            "messages must be a list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}"
-        )
-    frozen: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
-            raise ConfigurationError(
-                f"messages[{i}] must be a dict with 'role' and 'content', got {message!r:.80}"
-            )
-        frozen.append(dict(message))
-    return tuple(frozen)
-
-
 @dataclass(frozen=True)
 class LLMRequest:
-    """One chat-completion call, provider-neutral.
+    """One chat-completion call, provider-neutral (the OpenAI Chat Completions shape).
 
-    ``extra`` is merged as-is into the provider's JSON body (provider-native
-    names: ``top_p``, ``stop``, ``response_format``, Anthropic ``thinking``,
-    Gemini ``generationConfig`` …).
+    ``messages`` hold text and image parts (``image_url`` with an https URL, a data
+    URL, or bytes), assistant ``tool_calls`` and ``role: "tool"`` results; ``tools``
+    are JSON-Schema functions (dicts or Python functions), ``tool_choice`` is
+    ``auto | none | required | {"type": "function", ...}``, ``response_format`` a
+    pydantic model class, a JSON Schema or an OpenAI ``response_format`` dict,
+    ``reasoning`` an effort, a token budget or a dict. Each adapter translates them;
+    what a provider cannot do raises ``UnsupportedFeature`` before sending.
+    ``extra`` is merged as-is into the provider's JSON body (provider-native names:
+    ``top_p``, ``stop``, Gemini ``safetySettings`` …).
     """
 
     model: str
@@ -66,11 +77,20 @@ class LLMRequest:
     timeout: float | None = None
     price_as: str | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
 
     def __post_init__(self) -> None:
         split_model(self.model)
-        object.__setattr__(self, "messages", _freeze_messages(self.messages))
+        object.__setattr__(self, "messages", freeze_messages(self.messages))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra or {})))
+        tools = to_tools(self.tools or None)
+        object.__setattr__(self, "tools", tools)
+        object.__setattr__(self, "tool_choice", to_tool_choice(self.tool_choice, tools))
+        object.__setattr__(self, "response_format", to_response_format(self.response_format))
+        object.__setattr__(self, "reasoning", to_reasoning(self.reasoning))
         if self.temperature is not None:
             object.__setattr__(self, "temperature", float(self.temperature))
         if self.max_tokens is not None and (
@@ -79,6 +99,19 @@ class LLMRequest:
             raise ConfigurationError(f"max_tokens must be a positive int, got {self.max_tokens!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout!r}")
+
+    def neutral_params(self) -> dict[str, Any]:
+        """The tools, tool choice, output format and reasoning that are set, as JSON."""
+        params: dict[str, Any] = {}
+        if self.tools:
+            params["tools"] = [t.to_openai() for t in self.tools]
+        if self.tool_choice is not None:
+            params["tool_choice"] = self.tool_choice.to_openai()
+        if self.response_format is not None:
+            params["response_format"] = self.response_format.key()
+        if self.reasoning is not None:
+            params["reasoning"] = self.reasoning.key()
+        return params
 
     @property
     def provider(self) -> str:
@@ -92,16 +125,19 @@ class LLMRequest:
 def request_hash(request: LLMRequest) -> str:
     """sha256 hex of the canonical JSON of what determines the answer.
 
-    Covers model, messages, temperature, max_tokens, price_as and extra; not
-    ``stream`` nor ``timeout`` (they change how, not what, is asked).
+    Covers model, messages, temperature, max_tokens, price_as, extra, and the tools,
+    tool choice, output format and reasoning when set (absent ones leave the hash of
+    older requests unchanged); not ``stream`` nor ``timeout`` (they change how, not
+    what, is asked).
     """
-    payload = {
+    payload: dict[str, Any] = {
         "model": request.model,
         "messages": list(request.messages),
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
         "price_as": request.price_as,
         "extra": dict(request.extra),
+        **request.neutral_params(),
     }
     try:
         text = json.dumps(
@@ -137,6 +173,75 @@ class Limit:
                 )
 
 
+class FinishReason(str, Enum):
+    """Why the model stopped, the same words for every provider."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+    REFUSAL = "refusal"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for.
+
+    ``arguments`` is the parsed JSON object, ``None`` when the model's arguments are
+    not a JSON object (``arguments_json`` keeps them verbatim either way).
+    ``extra_content`` carries provider state that must go back with the call (Gemini's
+    ``thought_signature``, in the shape Google's OpenAI-compatible API uses).
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    arguments_json: str
+    extra_content: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_arguments(
+        cls,
+        id: str,
+        name: str,
+        arguments: Any,
+        extra_content: Mapping[str, Any] | None = None,
+    ) -> ToolCall:
+        """From a JSON string (OpenAI) or an already-parsed object (Anthropic, Gemini)."""
+        if isinstance(arguments, str):
+            text = arguments
+            try:
+                value = json.loads(arguments) if arguments.strip() else {}
+            except ValueError:
+                value = None
+        else:
+            value = {} if arguments is None else arguments
+            text = json.dumps(value, ensure_ascii=False)
+        parsed = value if isinstance(value, dict) else None
+        return cls(id, name, parsed, text, extra_content)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI-shaped tool call of an assistant message."""
+        call: dict[str, Any] = {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments_json},
+        }
+        if self.extra_content:
+            call["extra_content"] = dict(self.extra_content)
+        return call
+
+    @classmethod
+    def from_dict(cls, call: Mapping[str, Any]) -> ToolCall:
+        function = call.get("function") or {}
+        return cls.from_arguments(
+            str(call.get("id") or ""),
+            str(function.get("name") or ""),
+            function.get("arguments") or "",
+            call.get("extra_content"),
+        )
+
+
 @dataclass(frozen=True)
 class Completion:
     """The answer to one :class:`LLMRequest`.
@@ -146,6 +251,12 @@ class Completion:
     ``None`` when the model's price is unknown (never a silent 0).
     ``estimated`` means the provider reported no usage and tiktoken counted;
     ``replayed`` that the answer came from the replay store, not the network.
+    ``tool_calls`` are the functions the model asked for, ``parsed`` the validated
+    structured answer (for ``response_format=``), ``refusal`` the model's refusal,
+    ``finish_reason`` why it stopped, ``reasoning`` the reasoning summary (thinking
+    text) where the provider returns one. ``message`` is the assistant message to
+    append to ``messages`` for the next turn (tool calls and any provider state that
+    must go back with them included).
     """
 
     text: str
@@ -157,9 +268,23 @@ class Completion:
     raw: dict[str, Any] = field(repr=False)
     estimated: bool = False
     replayed: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
+    parsed: Any = None
+    refusal: str | None = None
+    finish_reason: FinishReason | None = None
+    reasoning: str | None = None
+    message: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.message:
+            object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
 
     def to_json(self) -> str:
-        """Serialise exactly (cost as a decimal string) for the replay store."""
+        """Serialise exactly (cost as a decimal string) for the replay store.
+
+        ``parsed`` is not stored: it is validated again from ``text`` (with the
+        request's ``response_format``) when the completion is replayed.
+        """
         return json.dumps(
             {
                 "text": self.text,
@@ -171,6 +296,11 @@ class Completion:
                 "raw": self.raw,
                 "estimated": self.estimated,
                 "replayed": self.replayed,
+                "tool_calls": [c.to_dict() for c in self.tool_calls],
+                "refusal": self.refusal,
+                "finish_reason": None if self.finish_reason is None else self.finish_reason.value,
+                "reasoning": self.reasoning,
+                "message": dict(self.message),
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -178,8 +308,10 @@ class Completion:
 
     @classmethod
     def from_json(cls, s: str) -> Completion:
+        """A stored completion; rows written before tool calls existed load with none."""
         data = json.loads(s)
         cost = data.get("cost")
+        finish = data.get("finish_reason")
         return cls(
             text=data["text"],
             model=data["model"],
@@ -190,4 +322,26 @@ class Completion:
             raw=data.get("raw") or {},
             estimated=bool(data.get("estimated", False)),
             replayed=bool(data.get("replayed", False)),
+            tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
+            refusal=data.get("refusal"),
+            finish_reason=None if finish is None else FinishReason(finish),
+            reasoning=data.get("reasoning"),
+            message=data.get("message") or {},
         )
+
+
+def assistant_message(
+    text: str,
+    tool_calls: Sequence[ToolCall] = (),
+    thinking_blocks: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The neutral assistant message for a reply (OpenAI shape; ``thinking_blocks`` is the
+    Anthropic thinking that must precede its tool calls when the history goes back)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        message["tool_calls"] = [c.to_dict() for c in tool_calls]
+    if thinking_blocks:
+        message["thinking_blocks"] = [dict(b) for b in thinking_blocks]
+    if message["content"] is None and not tool_calls:
+        message["content"] = ""
+    return message

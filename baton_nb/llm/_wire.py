@@ -9,9 +9,17 @@ from typing import Any, Protocol
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
-from ._types import LLMRequest
+from ._types import FinishReason, LLMRequest, ToolCall, assistant_message
 
-__all__ = ["Adapter", "HttpCall", "Parsed", "RetryableFailure", "StreamState", "as_int"]
+__all__ = [
+    "Adapter",
+    "HttpCall",
+    "Parsed",
+    "RetryableFailure",
+    "StreamState",
+    "as_int",
+    "cut_off",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,15 @@ class Parsed:
     raw: dict[str, Any]
     reported_cost: Decimal | None = None
     cache_write_ttl: str = "5m"
+    tool_calls: tuple[ToolCall, ...] = ()
+    refusal: str | None = None
+    finish_reason: FinishReason | None = None
+    reasoning: str | None = None
+    message: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.message:
+            object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
 
 
 class RetryableFailure(Exception):
@@ -45,9 +62,16 @@ class RetryableFailure(Exception):
 
 
 class StreamState(Protocol):
-    """Accumulates server-sent events into a :class:`Parsed`."""
+    """Accumulates server-sent events into a :class:`Parsed`.
+
+    ``done()`` is called for a ``data: [DONE]`` line. ``result()`` raises
+    :class:`RetryableFailure` (see :func:`cut_off`) when the stream ended without
+    its provider's end marker: a partial answer is never a completed call.
+    """
 
     def feed(self, event: str | None, data: dict[str, Any]) -> None: ...
+
+    def done(self) -> None: ...
 
     def result(self) -> Parsed: ...
 
@@ -68,3 +92,10 @@ def as_int(value: Any) -> int:
         return max(0, int(value or 0))
     except (TypeError, ValueError):
         return 0
+
+
+def cut_off(what: str) -> RetryableFailure:
+    """A stream that stopped before its end marker (a dropped connection, a proxy timeout)."""
+    return RetryableFailure(
+        None, f"stream ended before {what}: the answer is incomplete (retrying the call)"
+    )

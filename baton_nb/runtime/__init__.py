@@ -6,5 +6,14 @@ from ._context import Context
 from ._driver import active_run, active_runs
 from ._lease import DEFAULT_LEASE_TTL
 from ._start import execute_run
+from ._tools import ToolResult, ToolRun
 
-__all__ = ["DEFAULT_LEASE_TTL", "Context", "active_run", "active_runs", "execute_run"]
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "Context",
+    "ToolResult",
+    "ToolRun",
+    "active_run",
+    "active_runs",
+    "execute_run",
+]

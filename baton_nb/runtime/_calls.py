@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .. import _jsonutil
-from .._errors import describe_error
+from .._errors import OutputValidationError, describe_error
 from .._graph import GraphSpec
 from ..store import CallRecord, CompletionRow, ExecutionStore, LogRow, utcnow
 from ._announce import Announcer
@@ -63,6 +63,11 @@ class Calls:
             except Exception as exc:
                 if debug:
                     self.log(node, "error", describe_error(exc), {"model": request.model})
+                paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                if isinstance(paid, Completion):
+                    # paid for, so counted; not stored, so a retry asks again
+                    self._record(node, index, paid)
+                    await self.commit.commit()
                 raise
             encoded = completion.to_json()
             self._answers[node.name].setdefault(index, {})[digest] = encoded
@@ -113,6 +118,7 @@ class Calls:
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
             "stream": request.stream,
+            **request.neutral_params(),
             **request.extra,
         }
         self.log(node, "request", "", {"messages": list(request.messages), "params": params})
@@ -127,6 +133,9 @@ class Calls:
                 "usage": completion.usage.to_dict(),
                 "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
                 "replayed": completion.replayed,
+                "finish_reason": completion.finish_reason,
+                "tool_calls": [c.to_dict() for c in completion.tool_calls],
+                "refusal": completion.refusal,
             },
         )
 

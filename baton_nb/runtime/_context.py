@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ..llm import Completion
     from ._calls import Calls
     from ._node import Node
+    from ._tools import ToolRun
 
 __all__ = ["Context"]
 
@@ -58,10 +59,20 @@ class Context:
         stream: bool = False,
         timeout: float | None = None,
         price_as: str | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        reasoning: Any = None,
         **extra: Any,
     ) -> Completion:
-        """Call an LLM. Answered from the replay store if this call was already paid for."""
+        """Call an LLM. Answered from the replay store if this call was already paid for.
+
+        ``tools`` (JSON-Schema function dicts or Python functions), ``tool_choice``,
+        ``response_format`` (a pydantic model class or a JSON Schema; the validated
+        answer is ``.parsed``) and ``reasoning`` are translated for every provider.
+        """
         from ..llm import LLMRequest
+        from ..llm._output import with_parsed
 
         model = model or self.model
         if not model:
@@ -82,10 +93,36 @@ class Context:
             timeout=timeout,
             price_as=price_as,
             extra=dict(extra),
+            tools=tuple(tools or ()),
+            tool_choice=tool_choice,
+            response_format=response_format,
+            reasoning=reasoning,
         )
         index = self._call_index
         self._call_index += 1
-        return await self._calls.complete(self._node, index, request)
+        completion = await self._calls.complete(self._node, index, request)
+        # a fresh answer was validated by complete(); a replayed one is validated again
+        return with_parsed(completion, request) if completion.replayed else completion
+
+    async def run_tools(
+        self,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]],
+        prompt: str | None = None,
+        max_rounds: int = 8,
+        **kwargs: Any,
+    ) -> ToolRun:
+        """Run the model <-> tool loop: call the model with ``tools`` (Python functions),
+        run the ones it asks for, send their results back, until it answers (at most
+        ``max_rounds`` model calls; the last is asked with ``tool_choice="none"``).
+        Each model call is a recorded call: a resumed step replays the rounds already
+        paid for. ``kwargs`` go to :meth:`complete` (``model=``, ``response_format=``...)."""
+        from ._tools import run_tools
+
+        return await run_tools(
+            self, messages, tools=tools, prompt=prompt, max_rounds=max_rounds, **kwargs
+        )
 
     async def synthesize(
         self,

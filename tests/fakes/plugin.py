@@ -4,7 +4,7 @@ Enable with ``pytest_plugins = ["tests.fakes.plugin"]`` in the root conftest.
 
 - ``fake_provider``: the running server (one per session), reset around each test.
 - ``fake_providers``: the same, with baton_nb.llm configured so every provider
-  (openai, anthropic, gemini/google, openrouter, together, groq and a named
+  (openai, openai-responses, anthropic, gemini/google, openrouter, together, groq and a named
   ``local`` endpoint) points at it with the dummy keys of :data:`DUMMY_KEYS`,
   real key env vars hidden, fast retry backoff; configuration reset afterwards.
 """
@@ -67,6 +67,7 @@ def provider_config(base_url: str) -> dict[str, dict[str, str]]:
     v1 = f"{base_url}/v1"
     return {
         "openai": {"base_url": v1, "api_key": DUMMY_KEYS["openai"]},
+        "openai-responses": {"base_url": v1, "api_key": DUMMY_KEYS["openai"]},
         "anthropic": {"base_url": base_url, "api_key": DUMMY_KEYS["anthropic"]},
         "gemini": {"base_url": base_url, "api_key": DUMMY_KEYS["gemini"]},
         "openrouter": {"base_url": v1, "api_key": DUMMY_KEYS["openrouter"]},

@@ -1,6 +1,7 @@
-"""A fake LLM provider: a real HTTP/1.1 server on 127.0.0.1 speaking three wire formats.
+"""A fake LLM provider: a real HTTP/1.1 server on 127.0.0.1 speaking four wire formats.
 
-OpenAI ``POST …/chat/completions``, Anthropic ``POST …/v1/messages`` and Gemini
+OpenAI ``POST …/chat/completions``, the OpenAI Responses API ``POST …/responses``,
+Anthropic ``POST …/v1/messages`` and Gemini
 ``POST …/models/{model}:generateContent`` / ``:streamGenerateContent?alt=sse``,
 streaming (SSE over chunked encoding) and not, with keep-alive. It runs an
 asyncio server in a background thread with its own event loop, so hundreds
@@ -8,7 +9,8 @@ of concurrent connections with a per-request latency are cheap.
 
 Every request is recorded (method, path, query, headers, JSON body); tests
 script replies (status, headers such as Retry-After, body, delay, usage,
-text, dropped connections) in a FIFO queue, and read ``max_in_flight``.
+text, dropped connections, a recorded SSE stream served byte for byte) in a FIFO
+queue, and read ``max_in_flight``.
 
 Standalone (for subprocess tests and manual use)::
 
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import threading
 from collections import deque
@@ -82,7 +85,9 @@ class Reply:
     ``body`` (dict/list/str) is sent verbatim as JSON with ``status``;
     otherwise a provider-shaped success (status < 400) or error (``message``)
     is generated. ``drop`` closes the connection without answering.
-    ``events`` (streaming only) is sent as raw SSE ``(event, data)`` pairs.
+    ``events`` (streaming only) is sent as raw SSE ``(event, data)`` pairs;
+    ``sse`` is a recorded event stream sent verbatim (``text/event-stream``), whatever
+    the request asked, e.g. cut short to play a stream that stops mid-answer.
     """
 
     status: int = 200
@@ -95,6 +100,7 @@ class Reply:
     message: str | None = None
     drop: bool = False
     events: list[tuple[str | None, Any]] | None = None
+    sse: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -142,6 +148,8 @@ def _shape(path: str) -> tuple[str, str | None, bool]:
         return "openai", None, False
     if path.endswith("/messages"):
         return "anthropic", None, False
+    if path.endswith("/responses"):
+        return "responses", None, False
     if "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
         model, _, method = unquote(path.rsplit("/models/", 1)[1]).partition(":")
         if method in ("generateContent", "streamGenerateContent"):
@@ -182,6 +190,76 @@ def _gemini_usage(u: FakeUsage) -> dict[str, Any]:
     if u.reasoning:
         usage["thoughtsTokenCount"] = u.reasoning
     return usage
+
+
+def _responses_usage(u: FakeUsage) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "input_tokens": u.input,
+        "input_tokens_details": {"cached_tokens": u.cached},
+        "output_tokens": u.output,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning},
+        "total_tokens": u.input + u.output,
+    }
+    return usage
+
+
+def _responses_body(n: int, model: str, text: str, usage: FakeUsage | None) -> dict[str, Any]:
+    """A completed Response (the shape of the API reference's examples)."""
+    return {
+        "id": f"resp_fake_{n}",
+        "object": "response",
+        "created_at": 1741290958,
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": [
+            {
+                "id": f"msg_fake_{n}",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": None if usage is None else _responses_usage(usage),
+    }
+
+
+def _responses_events(
+    n: int, model: str, text: str, usage: FakeUsage | None
+) -> list[tuple[str | None, Any]]:
+    done = _responses_body(n, model, text, usage)
+    created = {**done, "status": "in_progress", "output": [], "usage": None}
+    item = done["output"][0]
+    events: list[tuple[str | None, Any]] = [
+        ("response.created", {"type": "response.created", "response": created}),
+        (
+            "response.output_item.added",
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**item, "status": "in_progress", "content": []},
+            },
+        ),
+    ]
+    for piece in _pieces(text):
+        delta = {
+            "type": "response.output_text.delta",
+            "item_id": item["id"],
+            "output_index": 0,
+            "content_index": 0,
+            "delta": piece,
+        }
+        events.append(("response.output_text.delta", delta))
+    events.append(
+        (
+            "response.output_item.done",
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+        )
+    )
+    events.append(("response.completed", {"type": "response.completed", "response": done}))
+    return events
 
 
 def _pieces(text: str) -> list[str]:
@@ -547,7 +625,12 @@ class FakeProviderServer:
     def _authorised(self, shape: str, headers: dict[str, str]) -> bool:
         if not self.require_auth:
             return True
-        header = {"openai": "authorization", "anthropic": "x-api-key", "gemini": "x-goog-api-key"}
+        header = {
+            "openai": "authorization",
+            "responses": "authorization",
+            "anthropic": "x-api-key",
+            "gemini": "x-goog-api-key",
+        }
         return bool(headers.get(header.get(shape, "authorization")))
 
     async def _answer(
@@ -565,6 +648,9 @@ class FakeProviderServer:
             return False
         if reply.body is not None:
             await _send_json(writer, reply.status, reply.body, reply.headers)
+            return True
+        if reply.sse is not None:
+            await self._send_raw_sse(writer, reply, reply.sse)
             return True
         if shape == "other":
             await _send_json(writer, 404, _error_body("openai", 404, "no such route"), {})
@@ -596,6 +682,8 @@ class FakeProviderServer:
         if not stream:
             if shape == "openai":
                 payload = _openai_body(n, model, text, usage)
+            elif shape == "responses":
+                payload = _responses_body(n, model, text, usage)
             elif shape == "anthropic":
                 payload = _anthropic_body(n, model, text, usage)
             else:
@@ -609,6 +697,8 @@ class FakeProviderServer:
             events = _openai_events(n, model, text, usage, include)
         elif shape == "anthropic":
             events = _anthropic_events(n, model, text, usage)
+        elif shape == "responses":
+            events = _responses_events(n, model, text, usage)
         else:
             events = _gemini_events(model, text, usage)
         await self._send_events(writer, reply, events)
@@ -630,6 +720,23 @@ class FakeProviderServer:
             await writer.drain()
             if self.chunk_delay > 0:
                 await asyncio.sleep(self.chunk_delay)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def _send_raw_sse(self, writer: asyncio.StreamWriter, reply: Reply, text: str) -> None:
+        """A recorded stream, byte for byte, one chunk per event; ends the body cleanly."""
+        head = _head(
+            reply.status,
+            {"content-type": "text/event-stream", "transfer-encoding": "chunked", **reply.headers},
+        )
+        writer.write(head)
+        pieces = re.split(r"(\r?\n\r?\n)", text)  # frames with their own separators
+        for i in range(0, len(pieces), 2):
+            raw = (pieces[i] + (pieces[i + 1] if i + 1 < len(pieces) else "")).encode("utf-8")
+            if not raw:
+                continue
+            writer.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+            await writer.drain()
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

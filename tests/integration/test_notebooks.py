@@ -141,11 +141,31 @@ def _check_resume(nb: Any, tmp_path: Path) -> None:
     assert replays == [("polish",)]
 
 
+def _check_structured(nb: Any, tmp_path: Path) -> None:
+    """One Receipt per provider, their costs side by side, and a two-tool loop each."""
+    _assert_dag_shown(_cell(nb, "run = await wf.run("), ["extract"])
+    parsed = _text(_cell(nb, 'pd.DataFrame(run.results["extract"])'))
+    costs = _text(_cell(nb, "by_model = run.report().by_model()"))
+    for model in MODELS:
+        assert model in parsed and model in costs
+    for field in ("merchant", "total", "currency", "items", "paid_by_card"):
+        assert field in parsed
+    loop = _cell(nb, 'pd.DataFrame(tool_run.results["plan"])').outputs[0].data["text/html"]
+    assert loop.count("get_weather(") == 3 and loop.count("get_local_time(") == 3
+    with closing(sqlite3.connect(tmp_path / "notebook_runs.db")) as con:
+        rows = con.execute(
+            "SELECT model, COUNT(*) FROM workflow_step_stats WHERE step LIKE 'plan%' "
+            "GROUP BY model ORDER BY model"
+        ).fetchall()
+    assert rows == [(m, 3) for m in sorted(MODELS)]  # three model calls per tool loop
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_multi_model.ipynb": _check_multi_model,
     "03_cost_report.ipynb": _check_cost_report,
     "04_resume.ipynb": _check_resume,
+    "05_structured.ipynb": _check_structured,
 }
 
 

@@ -135,3 +135,32 @@ def test_completion_repr_hides_raw() -> None:
 def test_limit_validation(field: str, value: object) -> None:
     with pytest.raises(ConfigurationError):
         Limit(**{field: value})  # type: ignore[arg-type]
+
+
+def test_request_hash_of_a_plain_request_is_unchanged_by_the_neutral_fields() -> None:
+    """Computed with the code before tools/response_format/reasoning existed: runs stored
+    then still replay their calls."""
+    request = LLMRequest(
+        "openai/gpt-4o-mini",
+        ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}),
+        temperature=0,
+        max_tokens=20,
+        extra={"top_p": 0.5},
+    )
+    assert request_hash(request) == (
+        "1d369a703be47b6b599ea58a3e157386afead151651f1fbcbfa9daf612f46cfc"
+    )
+
+
+def test_request_hash_covers_the_neutral_fields() -> None:
+    base = LLMRequest("openai/gpt-4o-mini", ({"role": "user", "content": "hi"},))
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    variants = [
+        LLMRequest(base.model, base.messages, tools=[tool]),
+        LLMRequest(base.model, base.messages, tools=[tool], tool_choice="required"),
+        LLMRequest(base.model, base.messages, response_format={"type": "json_object"}),
+        LLMRequest(base.model, base.messages, reasoning="low"),
+        LLMRequest(base.model, base.messages, reasoning=1024),
+    ]
+    hashes = {request_hash(r) for r in [base, *variants]}
+    assert len(hashes) == 6

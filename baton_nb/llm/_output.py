@@ -1,0 +1,41 @@
+"""``Completion.parsed``: the structured answer, validated against ``response_format``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from baton_nb._errors import OutputValidationError
+
+from ._neutral import OutputKind
+from ._schema import validate_json
+from ._types import Completion, FinishReason, LLMRequest
+
+__all__ = ["with_parsed"]
+
+
+def with_parsed(completion: Completion, request: LLMRequest) -> Completion:
+    """``completion`` with ``parsed`` set from its text, for a JSON ``response_format``.
+
+    A refusal or a tool-call turn has nothing to parse (``parsed`` stays ``None``).
+    An answer that is not valid JSON, or fails the schema or the pydantic model,
+    raises :class:`OutputValidationError` carrying the (paid) completion.
+    """
+    fmt = request.response_format
+    if fmt is None or fmt.kind is OutputKind.TEXT:
+        return completion
+    if completion.refusal is not None or completion.tool_calls:
+        return completion
+    try:
+        value = validate_json(completion.text, fmt.schema, fmt.model_class)
+    except ValueError as exc:
+        cut = (
+            " (the answer was cut off at max_tokens)"
+            if (completion.finish_reason is FinishReason.LENGTH)
+            else ""
+        )
+        what = fmt.model_class.__name__ if fmt.model_class is not None else f"schema {fmt.name!r}"
+        raise OutputValidationError(
+            f"{completion.model}: the structured answer does not match {what}{cut}: {exc}",
+            completion,
+        ) from None
+    return replace(completion, parsed=value)
