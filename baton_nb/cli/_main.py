@@ -135,9 +135,7 @@ def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
         help="cost per (run, step, model): table, CSV or JSON",
         description="Cost report over runs (all runs unless RUN_IDs or filters are given).",
     )
-    p.add_argument(
-        "run_ids", nargs="*", metavar="RUN_ID", help="run ids, or enough of their start"
-    )
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="run ids, or enough of their start")
     _filters(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="PATH", help="write the CSV to PATH")

@@ -12,6 +12,7 @@ from typing import Any
 
 from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
+from baton_nb.pricing._types import CallPricing
 
 __all__ = ["Completion", "LLMRequest", "Limit", "request_hash", "split_model"]
 
@@ -146,6 +147,9 @@ class Completion:
     ``None`` when the model's price is unknown (never a silent 0).
     ``estimated`` means the provider reported no usage and tiktoken counted;
     ``replayed`` that the answer came from the replay store, not the network.
+    ``pricing`` says how ``cost`` was found: the name priced, the price source
+    (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``, ``reported by
+    openrouter``), the matched price entry and the per-request fees within the cost.
     """
 
     text: str
@@ -157,6 +161,7 @@ class Completion:
     raw: dict[str, Any] = field(repr=False)
     estimated: bool = False
     replayed: bool = False
+    pricing: CallPricing | None = None
 
     def to_json(self) -> str:
         """Serialise exactly (cost as a decimal string) for the replay store."""
@@ -171,6 +176,7 @@ class Completion:
                 "raw": self.raw,
                 "estimated": self.estimated,
                 "replayed": self.replayed,
+                "pricing": None if self.pricing is None else self.pricing.to_dict(),
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -180,6 +186,7 @@ class Completion:
     def from_json(cls, s: str) -> Completion:
         data = json.loads(s)
         cost = data.get("cost")
+        pricing = data.get("pricing")  # absent from completions stored before it existed
         return cls(
             text=data["text"],
             model=data["model"],
@@ -190,4 +197,5 @@ class Completion:
             raw=data.get("raw") or {},
             estimated=bool(data.get("estimated", False)),
             replayed=bool(data.get("replayed", False)),
+            pricing=CallPricing.from_dict(pricing) if isinstance(pricing, dict) else None,
         )

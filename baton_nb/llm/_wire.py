@@ -31,7 +31,6 @@ class Parsed:
     usage: Usage | None
     raw: dict[str, Any]
     reported_cost: Decimal | None = None
-    cache_write_ttl: str = "5m"
 
 
 class RetryableFailure(Exception):

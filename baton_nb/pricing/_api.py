@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import warnings
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from .._usage import Usage
@@ -49,6 +49,7 @@ def lookup(model: str, *, at: datetime | None = None) -> ModelPrice | None:
 
 
 def _model_price(query: str, found: Found, when: datetime) -> ModelPrice:
+    valid_from: date | None
     if found.spec is not None:
         spec = found.spec
         index = 0
@@ -202,4 +203,3 @@ def _user_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return 2
-

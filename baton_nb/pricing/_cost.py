@@ -87,13 +87,12 @@ def _genai_usage(usage: Usage, cache_write_ttl: CacheTTL) -> Any:
     one_hour = usage.cache_write_1h_tokens
     if cache_write_ttl == "1h":
         one_hour = usage.cache_write_tokens
+    cached, written = usage.cached_input_tokens, usage.cache_write_tokens
     # A usage that claims more cached tokens than prompt tokens is a normalisation slip
-    # upstream; genai-prices would refuse it (a negative leaf), so charge what is certain.
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
-    one_hour = min(one_hour, written)
+    # upstream; genai-prices would refuse it (a negative leaf): charge the cache reads and
+    # writes reported, and no plain input, rather than a negative amount.
     return GenaiUsage(
-        input_tokens=usage.input_tokens,
+        input_tokens=max(usage.input_tokens, cached + written),
         cache_read_tokens=cached,
         cache_write_tokens=written,
         cache_write_5m_tokens=written - one_hour,

@@ -117,9 +117,7 @@ def provider_index(provider: Any) -> NameIndex[Any]:
     key = (id(_snapshot()), provider.id)
     found = _indexes.get(key)
     if found is None:
-        found = NameIndex(
-            ((m, m.id, model_names(m)) for m in provider.models), first_wins=True
-        )
+        found = NameIndex(((m, m.id, model_names(m)) for m in provider.models), first_wins=True)
         with _lock:
             if len(_indexes) > 256:  # a new snapshot (a user's updater): forget the old one
                 _indexes.clear()

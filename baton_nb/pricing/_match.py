@@ -20,12 +20,16 @@ MatchKind = Literal["exact", "alias", "snapshot"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "alias", "snapshot")
 
 # A dated snapshot of a model: `-2024-08-06`, `-20250514`, `@20250514` (Vertex AI),
-# `-0613` (a month and day, as `gpt-4-0613` or `grok-4-0709`) or a version `-001`
-# (Gemini). A 4-digit suffix must be a real month-day: `-2411` or `-2512` (Mistral's
-# year-month releases, which are different models) are not snapshots.
+# `-0613` (a month and day, as `gpt-4-0613` or `grok-4-0709`), `-06-17` or `-09-2025`
+# (Gemini previews: `gemini-2.5-flash-lite-preview-06-17`) or a version `-001` (Gemini).
+# Months and days must be real: `-2411` or `-2512` (Mistral's year-month releases, which
+# are different models) are not snapshots.
+_MONTH = r"(?:0[1-9]|1[0-2])"
+_DAY = r"(?:0[1-9]|[12]\d|3[01])"
 _SNAPSHOT = re.compile(
-    r"(?:[-@](?:\d{4}-\d{2}-\d{2}|20\d{6})"
-    r"|-(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+    rf"(?:[-@](?:20\d\d-{_MONTH}-{_DAY}|20\d\d{_MONTH}{_DAY})"
+    rf"|-{_MONTH}-?{_DAY}"
+    rf"|-{_MONTH}-20\d\d"
     r"|-0\d\d)$"
 )
 _PREFIXES = ("models/",)  # Gemini's REST API names models `models/gemini-2.5-pro`
@@ -63,7 +67,9 @@ class NameIndex(Generic[T]):
     ) -> None:
         self._ids: dict[str, T] = {}
         self._aliases: dict[str, T] = {}
+        self._spelled: dict[str, str] = {}  # normalised id -> as written
         for item, model_id, aliases in entries:
+            self._spelled.setdefault(normalise(model_id), model_id)
             self._put(self._ids, normalise(model_id), item, first_wins)
             for alias in aliases:
                 self._put(self._aliases, normalise(alias), item, first_wins)
@@ -85,4 +91,5 @@ class NameIndex(Generic[T]):
         return self._ids.get(base) or self._aliases.get(base)
 
     def ids(self) -> list[str]:
-        return list(self._ids)
+        """The model ids, as written."""
+        return list(self._spelled.values())

@@ -56,7 +56,7 @@ def one(frm: str = "2024-01-01", **rates: Any) -> dict[str, Any]:
 def test_shipped_files_are_found_in_the_source_tree() -> None:
     assert _registry.data_dir() == REPO / "pricing"
     names = {p.stem for p in SHIPPED}
-    assert {"openai", "anthropic", "google", "openrouter", "together", "groq"} <= names
+    assert {"openai", "anthropic", "google", "together"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
