@@ -6,12 +6,23 @@ import os
 import sys
 import threading
 import warnings
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
+from functools import lru_cache
+from typing import Any
 
 from .._usage import Usage
 from . import _genai, _registry
-from ._cost import CacheTTL, Cost, engine_cost, missing_rate, period_prices, rates_view
+from ._cost import (
+    CacheTTL,
+    Cost,
+    engine_cost,
+    missing_rate,
+    period_prices,
+    rates_view,
+    with_other_rates,
+)
 from ._cost import utc as _utc
 from ._parse import load_price_file
 from ._registry import Found
@@ -48,31 +59,63 @@ def lookup(model: str, *, at: datetime | None = None) -> ModelPrice | None:
     return None if found is None else _model_price(model, found, when)
 
 
-def _model_price(query: str, found: Found, when: datetime) -> ModelPrice:
+@dataclass(frozen=True, slots=True)
+class _Prices:
+    standard: Any  # genai-prices ModelPrice
+    batch: Any | None
     valid_from: date | None
+    valid_until: date | None
+    note: str | None
+
+
+def _prices(found: Found, when: datetime) -> _Prices:
+    """The prices of a price entry in force at ``when``; memoised per day unless they
+    depend on the time of day (DeepSeek's off-peak hours)."""
+    if found.info is not None and _genai.time_of_day(found.info):
+        return _prices_at(found, when)
+    return _prices_on(found, when.date())
+
+
+@lru_cache(maxsize=4096)
+def _prices_on(found: Found, day: date) -> _Prices:
+    return _prices_at(found, datetime.combine(day, time(12), timezone.utc))
+
+
+def _prices_at(found: Found, when: datetime) -> _Prices:
+    spec = found.spec
+    if spec is None:
+        at = _genai.prices_at(found.info, when)
+        note = _join(found.info.price_comments, at.note)
+        return _Prices(at.standard, at.batch, at.valid_from, at.valid_until, note)
+    index = 0
+    for i, period in enumerate(spec.periods):
+        if period.start <= when.date():
+            index = i
+    period = spec.periods[index]
+    following = spec.periods[index + 1].start if index + 1 < len(spec.periods) else spec.until
+    standard, batch = period_prices(period)
+    # A price file states token rates only: the per-request fees and the other units
+    # (web searches, audio tokens ...) of the same model come from genai-prices.
+    same = _genai.same_model(found.provider, spec.id)
+    if same is not None:
+        theirs = _genai.prices_at(same, when)
+        standard = with_other_rates(standard, theirs.standard)
+        if batch is not None:
+            batch = with_other_rates(batch, theirs.batch or theirs.standard)
+    return _Prices(standard, batch, period.start, following, spec.note)
+
+
+def _model_price(query: str, found: Found, when: datetime) -> ModelPrice:
+    prices = _prices(found, when)
     if found.spec is not None:
-        spec = found.spec
-        index = 0
-        for i, period in enumerate(spec.periods):
-            if period.start <= when.date():
-                index = i
-        period = spec.periods[index]
-        following = spec.periods[index + 1].start if index + 1 < len(spec.periods) else spec.until
-        standard, batch = period_prices(period)
-        valid_from, valid_until = period.start, following
-        name, note, aliases = spec.name, spec.note, spec.aliases
-        source = spec.source or (found.table.source if found.table else None)
+        name, aliases = found.spec.name, found.spec.aliases
+        source = found.spec.source or (found.table.source if found.table else None)
     else:
-        info = found.info
-        at = _genai.prices_at(info, when)
-        standard, batch = at.standard, at.batch
-        valid_from, valid_until = at.valid_from, at.valid_until
-        name, note, aliases = info.name, _join(info.price_comments, at.note), ()
-        source = None
-    rates, tiers, others = rates_view(standard)
+        name, aliases, source = found.info.name, (), None
+    rates, tiers, others = rates_view(prices.standard)
     batch_rates: Rates | None = None
-    if batch is not None:
-        batch_rates, batch_tiers, _ = rates_view(batch)
+    if prices.batch is not None:
+        batch_rates, batch_tiers, _ = rates_view(prices.batch)
         by_start = {t.above: t.rates for t in batch_tiers}
         tiers = tuple(Tier(t.above, t.rates, by_start.get(t.above, batch_rates)) for t in tiers)
     return ModelPrice(
@@ -80,18 +123,18 @@ def _model_price(query: str, found: Found, when: datetime) -> ModelPrice:
         provider=found.provider,
         model=found.model,
         matched=found.matched,
-        valid_from=valid_from,
-        valid_until=valid_until,
+        valid_from=prices.valid_from,
+        valid_until=prices.valid_until,
         rates=rates,
         batch=batch_rates,
         tiers=tiers,
         name=name,
-        note=note,
+        note=prices.note,
         source=source,
         aliases=aliases,
         price_source=found.source,
         other_rates=others,
-        engine=(standard, batch),
+        engine=(prices.standard, prices.batch),
     )
 
 
@@ -131,7 +174,9 @@ def price_call(
                          called_as=called_as)  # fmt: skip
     if cost is None or found is None:
         return None, CallPricing(priced_as=model)
-    return cost.total, CallPricing(model, found.price_source, found.model_ref, cost.fees)
+    return cost.total, CallPricing(
+        model, found.source, f"{found.provider}/{found.model}", cost.fees
+    )
 
 
 def _price(
@@ -142,18 +187,25 @@ def _price(
     batch: bool,
     cache_write_ttl: CacheTTL,
     called_as: str | None = None,
-) -> tuple[Cost | None, ModelPrice | None]:
+) -> tuple[Cost | None, Found | None]:
     if not isinstance(usage, Usage):
         raise TypeError(f"usage must be a baton_nb Usage, got {type(usage).__name__}")
-    found = lookup(model, at=at)
+    if not isinstance(model, str):
+        raise TypeError(
+            f"model must be a str like 'openai/gpt-4o-mini', got {type(model).__name__}"
+        )
+    when = _utc(at)
+    found = _registry.find(model, when.date())
     if found is None:
         _warn_unknown(model, called_as)
         return None, None
-    standard, batch_price = found.engine
-    engine = batch_price if batch and batch_price is not None else standard
+    prices = _prices(found, when)
+    engine = prices.batch if batch and prices.batch is not None else prices.standard
     missing = missing_rate(engine, usage)
     if missing is not None:
-        _warn_unknown(model, called_as, f"{found.model_ref} has no price for {missing}")
+        _warn_unknown(
+            model, called_as, f"{found.provider}/{found.model} has no price for {missing}"
+        )
         return None, found
     return engine_cost(engine, usage, cache_write_ttl), found
 

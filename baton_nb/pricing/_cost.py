@@ -11,6 +11,7 @@ genai-prices computes under the caller's ``decimal`` context (``prec=3`` would g
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation, localcontext
@@ -30,6 +31,7 @@ __all__ = [
     "rates_view",
     "tidy",
     "utc",
+    "with_other_rates",
 ]
 
 CacheTTL = Literal["5m", "1h"]
@@ -123,11 +125,78 @@ def engine_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL = "5m") -> C
     """USD of one call of ``usage`` under ``price`` (a genai-prices ``ModelPrice``), exact."""
     if cache_write_ttl not in ("5m", "1h"):
         raise ValueError(f"cache_write_ttl must be '5m' or '1h', got {cache_write_ttl!r}")
+    fast = _token_cost(price, usage, cache_write_ttl)
+    if fast is not None:
+        return fast
     with localcontext(_EXACT):
         result = price.calc_price(_genai_usage(usage, cache_write_ttl))
         total: Decimal = result["total_price"]
         fees = total - result["input_price"] - result["output_price"]
     return Cost(tidy(total), tidy(fees))
+
+
+# Price keys whose units baton_nb's Usage fills; any other key of a price is a unit the
+# usage never reports (audio, image, video tokens ...): its count is 0.
+_FAST_KEYS = frozenset(
+    {*TOKEN_KEYS, "output_reasoning_mtok", "web_searches_kcount", "requests_kcount"}
+)
+_ZERO_COUNT_MODALITIES = ("audio", "image", "video")
+
+
+def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | None:
+    """The same sum ``ModelPrice.calc_price`` makes, for the units a ``Usage`` has, without
+    genai-prices' per-call validation of its unit tree (0.6 ms a call, on the event loop).
+    ``None`` when the price has a unit this sum does not handle; then genai-prices computes.
+    ``tests/pricing_audit.py`` checks that both agree on every model genai-prices lists."""
+    values = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
+    if any(k not in _FAST_KEYS and not _zero_count(k) for k in values):
+        return None
+    n = usage.input_tokens
+
+    def rate(key: str, fallback: Decimal | None) -> Decimal:
+        value = values.get(key)
+        if value is None:
+            return fallback if fallback is not None else Decimal(0)
+        if isinstance(value, Decimal):
+            return value
+        found = value.base  # TieredPrices: the whole call at the tier its prompt reaches
+        for tier in value.tiers:
+            if n > tier.start:
+                found = tier.price
+        return found  # type: ignore[no-any-return]
+
+    cached, written = usage.cached_input_tokens, usage.cache_write_tokens
+    one_hour = written if cache_write_ttl == "1h" else usage.cache_write_1h_tokens
+    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    plain = max(n - cached - written, 0)
+    input_rate = rate("input_mtok", None)
+    write_rate = rate("cache_write_mtok", input_rate)
+    output_rate = rate("output_mtok", None)
+    dot = _EXACT.fma
+    tokens = Decimal(0)
+    inputs = (
+        (plain, input_rate),
+        (cached, rate("cache_read_mtok", input_rate)),
+        (written - one_hour, write_rate),
+        (one_hour, rate("cache_write_1h_mtok", write_rate)),
+    )
+    for count, value in inputs:
+        tokens = dot(Decimal(count), value, tokens)
+    outputs = (
+        (usage.output_tokens - reasoning, output_rate),
+        (reasoning, rate("output_reasoning_mtok", output_rate)),
+    )
+    for count, value in outputs:
+        tokens = dot(Decimal(count), value, tokens)
+    fees = dot(Decimal(usage.web_search_requests), rate("web_searches_kcount", None), Decimal(0))
+    fees = _EXACT.add(fees, rate("requests_kcount", None))  # one request
+    tokens = _EXACT.scaleb(tokens, -6)
+    fees = _EXACT.scaleb(fees, -3)
+    return Cost(tidy(_EXACT.add(tokens, fees)), tidy(fees))
+
+
+def _zero_count(key: str) -> bool:
+    return any(f"_{m}_" in f"_{key}_" for m in _ZERO_COUNT_MODALITIES)
 
 
 # ── baton_nb price files -> genai-prices ModelPrice ─────────────────────────────
@@ -164,6 +233,22 @@ def _model_price(base: PartialRates, tiers: list[tuple[int, PartialRates]]) -> A
         elif value is not None:
             prices[key] = value
     return ModelPrice(**prices)
+
+
+def with_other_rates(ours: Any, theirs: Any) -> Any:
+    """``ours`` (a price file's token rates) plus every rate of ``theirs`` that is not a
+    token rate a price file states (per-request fees, audio or image tokens ...)."""
+    extra = {
+        k: v
+        for k, v in vars(theirs).items()
+        if v is not None and not k.startswith("_") and k not in TOKEN_KEYS
+        and getattr(ours, k, None) is None
+    }  # fmt: skip
+    if not extra:
+        return ours
+    merged = copy(ours)
+    vars(merged).update(extra)
+    return merged
 
 
 # ── genai-prices ModelPrice -> the Rates shown by lookup() and `baton-nb price` ──

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from .._errors import ConfigurationError
-from ._match import NameIndex
+from ._match import NameIndex, normalise
 
 __all__ = [
     "GenaiPrices",
@@ -34,6 +34,7 @@ __all__ = [
     "module",
     "provider_index",
     "providers",
+    "same_model",
     "version",
 ]
 
@@ -123,6 +124,17 @@ def provider_index(provider: Any) -> NameIndex[Any]:
                 _indexes.clear()
             _indexes[key] = found
     return found
+
+
+def same_model(provider: str, model_id: str) -> Any | None:
+    """genai-prices' entry of the model a price file's ``model_id`` names (its id or one of
+    its aliases, not a snapshot), if genai-prices has the provider and the model."""
+    found = find_provider(provider)
+    if found is None:
+        return None
+    index = provider_index(found)
+    name = normalise(model_id)
+    return index.find(name, "exact") or index.find(name, "alias")
 
 
 def model_names(model: Any) -> list[str]:
@@ -216,6 +228,13 @@ def _period(model: Any, day: date) -> tuple[date | None, date | None]:
     valid_from = max((s for s in starts if s <= day), default=None)
     valid_until = min((s for s in starts if s > day), default=None)
     return valid_from, valid_until
+
+
+def time_of_day(model: Any) -> bool:
+    """Whether the model's prices depend on the time of day (DeepSeek's off-peak hours)."""
+    return isinstance(model.prices, list) and any(
+        c.constraint is not None and hasattr(c.constraint, "start_time") for c in model.prices
+    )
 
 
 def _time_of_day_note(model: Any) -> str | None:

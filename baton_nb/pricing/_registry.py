@@ -41,10 +41,11 @@ Layer = Literal["user", "override", "genai"]
 _MEMO_SIZE = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Found:
     """The price entry a name denotes: ``spec`` (a price file's model) or ``info`` (a
-    genai-prices ``ModelInfo``)."""
+    genai-prices ``ModelInfo``). Compared and hashed by identity: the catalog memoises
+    them, so prices computed from one can be memoised too."""
 
     provider: str
     model: str
@@ -54,6 +55,10 @@ class Found:
     spec: ModelSpec | None = None
     table: ProviderTable | None = None
     info: Any = None
+
+    @property
+    def model_ref(self) -> str:
+        return f"{self.provider}/{self.model}"
 
 
 def data_dir() -> Path:
