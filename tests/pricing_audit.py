@@ -185,14 +185,14 @@ def compare(pair: Pair) -> Outcome:
 
 def _cause(pair: Pair, matched: str | None) -> str:
     found = lookup(f"{pair.provider}/{pair.name}", at=pair.at)
-    if found is not None and found.price_source == OVERRIDE_SOURCE:
-        return f"override {found.model_ref}"
     if found is not None and ours(pair) is None:
         standard, batch = found.engine
         if missing_rate(
             batch if pair.batch and batch is not None else standard, SHAPES[pair.shape]
         ):
             return "a part of the usage has no rate"
+    if found is not None and found.price_source == OVERRIDE_SOURCE:
+        return f"override {found.model_ref}"
     if matched is not None and found is not None and matched.lower() != found.model.lower():
         return "genai-prices matches another model"
     if matched is None and found is not None:

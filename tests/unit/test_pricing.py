@@ -66,7 +66,13 @@ CASES: list[tuple[str, str, Usage, dict[str, Any], str]] = [
         "0.15",
     ),
     ("dated snapshot of gpt-4o", "openai/gpt-4o-2024-11-20", U(10**6, out=10**6), {}, "12.5"),
-    ("an exact snapshot id beats its model", "openai/gpt-4o-2024-05-13", U(10**6, out=10**6), {}, "20"),
+    (
+        "exact snapshot id beats its model",
+        "openai/gpt-4o-2024-05-13",
+        U(10**6, out=10**6),
+        {},
+        "20",
+    ),
     ("alias", "openai/o4-mini-high", U(10**6, out=10**6), {"at": NOW}, "5.5"),
     (
         "price period before the alias moved",
