@@ -148,8 +148,8 @@ class CostRow(Totals):
         return self.parent or self.step
 
     def as_record(self) -> dict[str, Any]:
-        """The CSV columns: ``cost_usd`` is a Decimal, or None when unknown."""
-        return {
+        """The CSV columns, in order: ``cost_usd`` is a Decimal, or None when unknown."""
+        values = {
             "run_id": self.run_id,
             "workflow": self.workflow,
             "step": self.step,
@@ -164,6 +164,7 @@ class CostRow(Totals):
             "price_source": self.price_source,
             "price_model": self.price_model,
         }
+        return {column: values[column] for column in CSV_COLUMNS}
 
     @classmethod
     def from_aggregate(cls, row: dict[str, Any]) -> CostRow:
