@@ -135,8 +135,8 @@ def test_completion_json_keeps_pricing_and_reads_old_rows() -> None:
         "anthropic/claude-haiku-4-5", "genai-prices 0.2.5", "anthropic/claude-haiku-4-5",
         Decimal("0.01"),
     )  # fmt: skip
-    c = replace(_completion(Decimal("0.0102871")), pricing=pricing,
-                usage=Usage(100, 20, 10, 50, 5, cache_write_1h_tokens=4, web_search_requests=1))  # fmt: skip
+    usage = Usage(100, 20, 10, 50, 5, cache_write_1h_tokens=4, web_search_requests=1)
+    c = replace(_completion(Decimal("0.0102871")), pricing=pricing, usage=usage)
     assert Completion.from_json(c.to_json()) == c
     # a completion stored before usage details and pricing existed
     old = json.loads(_completion(Decimal(1)).to_json())
