@@ -135,12 +135,12 @@ def engine_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL = "5m") -> C
     return Cost(tidy(total), tidy(fees))
 
 
-# Price keys whose units baton_nb's Usage fills; any other key of a price is a unit the
-# usage never reports (audio, image, video tokens ...): its count is 0.
-_FAST_KEYS = frozenset(
-    {*TOKEN_KEYS, "output_reasoning_mtok", "web_searches_kcount", "requests_kcount"}
-)
-_ZERO_COUNT_MODALITIES = ("audio", "image", "video")
+# _token_cost prices the units a Usage reports: tokens (input, cache reads, 5-minute and
+# 1-hour cache writes, output, reasoning), web searches and the request. Every other unit
+# genai-prices knows (audio, image, video or text-only tokens, tool tokens, characters,
+# seconds, pages, other tool calls) has a count of 0 for a Usage: genai-prices infers 0
+# for a unit nothing reported falls under, so those rates add nothing and take nothing
+# from the units above.
 
 
 def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | None:
@@ -149,8 +149,8 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
     ``None`` when the price has a unit this sum does not handle; then genai-prices computes.
     ``tests/pricing_audit.py`` checks that both agree on every model genai-prices lists."""
     values = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
-    if any(k not in _FAST_KEYS and not _zero_count(k) for k in values):
-        return None
+    if not set(values) <= _known_price_keys():
+        return None  # a key genai-prices' registry does not know: let it say what it makes of it
     n = usage.input_tokens
 
     def rate(key: str, fallback: Decimal | None) -> Decimal:
@@ -177,7 +177,7 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
     inputs = (
         (plain, input_rate),
         (cached, rate("cache_read_mtok", input_rate)),
-        (written - one_hour, write_rate),
+        (written - one_hour, rate("cache_write_5m_mtok", write_rate)),
         (one_hour, rate("cache_write_1h_mtok", write_rate)),
     )
     for count, value in inputs:
@@ -195,8 +195,11 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
     return Cost(tidy(_EXACT.add(tokens, fees)), tidy(fees))
 
 
-def _zero_count(key: str) -> bool:
-    return any(f"_{m}_" in f"_{key}_" for m in _ZERO_COUNT_MODALITIES)
+@lru_cache(maxsize=1)
+def _known_price_keys() -> frozenset[str]:
+    from genai_prices.units import _get_registry
+
+    return frozenset(_get_registry()._all_price_keys)
 
 
 # ── baton_nb price files -> genai-prices ModelPrice ─────────────────────────────

@@ -154,6 +154,38 @@ def test_each_override_differs_where_it_says_and_nowhere_else(audit: Audit) -> N
         assert not stray, f"{model} differs where it should not:\n{_show(stray)}"
 
 
+def test_the_fast_sum_equals_genai_prices_engine() -> None:
+    """``_token_cost`` (baton_nb's sum for the units a Usage has) against genai-prices'
+    ``ModelPrice.calc_price``, for every model of every provider genai-prices lists,
+    standard and batch."""
+    from decimal import localcontext
+
+    from baton_nb.pricing._cost import _EXACT, _genai_usage, _token_cost, tidy
+
+    # every shape is compared in scope by the audit (bn.price against calc_price); across
+    # every provider, the shapes that exercise every unit
+    names = ("plain", "mixed cache writes", "reasoning", "long 200k+1", "272k+1",
+             "1M+1 cached", "web searches and cache")  # fmt: skip
+    shapes = {n: SHAPES[n] for n in names}
+    compared = 0
+    for provider in pricing_audit.providers(everything=True):
+        for model in provider.models:
+            prices = _genai.prices_at(model, NOW)
+            for engine in (prices.standard, prices.batch):
+                for name, usage in [] if engine is None else shapes.items():
+                    fast = _token_cost(engine, usage, "5m")
+                    assert fast is not None, (provider.id, model.id)
+                    with localcontext(_EXACT):
+                        slow = engine.calc_price(_genai_usage(usage, "5m"))
+                    fees = slow["total_price"] - slow["input_price"] - slow["output_price"]
+                    assert (fast.total, fast.fees) == (
+                        tidy(slow["total_price"]),
+                        tidy(fees),
+                    ), (provider.id, model.id, name)
+                    compared += 1
+    assert compared > 15_000
+
+
 # Documented examples (docs/pricing.md, "Where baton_nb differs from genai-prices").
 def _genai_cost(model: str, provider: str, usage: Usage, at: datetime, batch: bool) -> Decimal:
     pair = pricing_audit.Pair(provider, model, model, "plain", batch, at, "example")
