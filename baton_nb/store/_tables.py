@@ -147,8 +147,9 @@ class WorkflowStepStat(SQLModel, table=True):
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_search_requests: int = 0
+    # added by migration 3 with DEFAULT 0 (writers that name the older columns only work)
+    cache_write_1h_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    web_search_requests: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
     fees_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
     priced_as: str | None = Field(default=None, max_length=200)
