@@ -483,3 +483,20 @@ def test_known_models() -> None:
     ):
         assert model in models
     assert len(models) >= 1000
+
+
+def test_genai_prices_is_imported_on_first_use_and_never_updates() -> None:
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, baton_nb as bn; bn.Usage(1); import baton_nb.pricing;"
+        "print('genai_prices' in sys.modules);"
+        "bn.price('openai/gpt-4o-mini', bn.Usage(1));"
+        "import genai_prices.update_prices as u;"
+        "print('genai_prices' in sys.modules, u._shared_updater.thread is None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["False", "True", "True"]
