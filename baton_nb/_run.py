@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from ._errors import RunNotFound, WorkflowFailed
 from ._money import fmt_money, normalize_money, plural
 from ._usage import Usage
 from .events import CallFinished
+from .pricing import CallPricing, price_call
 from .store import Store, loads_list
 
 if TYPE_CHECKING:
@@ -28,7 +29,12 @@ _NO_USAGE = Usage()
 
 @dataclass
 class CallRecord:
-    """One LLM call (one ``workflow_step_stats`` row)."""
+    """One LLM call (one ``workflow_step_stats`` row).
+
+    ``pricing`` says how ``cost`` was found (the name priced, the price source and the
+    matched price entry, the per-request fees within the cost); ``None`` for rows stored
+    before baton_nb recorded it.
+    """
 
     run_id: str
     step: str
@@ -42,9 +48,63 @@ class CallRecord:
     replayed: bool
     estimated: bool
     created_at: datetime
+    pricing: CallPricing | None = None
+
+    @classmethod
+    def from_completion(
+        cls, run_id: str, step: str, attempt: int, call_index: int, completion: Any,
+        created_at: datetime,
+    ) -> CallRecord:  # fmt: skip
+        """The record of one ``bn.Completion`` (``completion``) of a step."""
+        return cls(
+            run_id=run_id,
+            step=step,
+            model=completion.model,
+            provider=completion.provider,
+            attempt=attempt,
+            call_index=call_index,
+            usage=completion.usage,
+            cost=completion.cost,
+            latency_ms=completion.latency_ms,
+            replayed=completion.replayed,
+            estimated=completion.estimated,
+            created_at=created_at,
+            pricing=completion.pricing,
+        )
+
+    def stats_row(self) -> dict[str, Any]:
+        """The ``workflow_step_stats`` row of this call (the one place that builds it)."""
+        pricing = self.pricing
+        return {
+            "run_id": self.run_id,
+            "step": self.step,
+            "model": self.model,
+            "provider": self.provider,
+            "attempt": self.attempt,
+            "call_index": self.call_index,
+            **self.usage.to_dict(),
+            "cost_usd": self.cost,
+            "fees_usd": pricing.fees if pricing is not None else None,
+            "priced_as": pricing.priced_as if pricing is not None else None,
+            "price_source": pricing.source if pricing is not None else None,
+            "price_model": pricing.model if pricing is not None else None,
+            "latency_ms": self.latency_ms,
+            "replayed": self.replayed,
+            "estimated": self.estimated,
+            "created_at": self.created_at,
+        }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> CallRecord:
+        fees = row.get("fees_usd")
+        pricing = None
+        if row.get("priced_as") or row.get("price_source"):
+            pricing = CallPricing(
+                priced_as=row.get("priced_as") or row["model"],
+                source=row.get("price_source"),
+                model=row.get("price_model"),
+                fees=None if fees is None else normalize_money(fees),
+            )
         return cls(
             run_id=row["run_id"],
             step=row["step"],
@@ -58,7 +118,19 @@ class CallRecord:
             replayed=bool(row["replayed"]),
             estimated=bool(row["estimated"]),
             created_at=row["created_at"],
+            pricing=pricing,
         )
+
+    def repriced(self) -> CallRecord:
+        """This call priced again with today's tables at the day it was made (for models
+        that were unknown then, or a corrected price). A cost the provider reported
+        (OpenRouter) is what was billed and stays."""
+        source = self.pricing.source if self.pricing is not None else None
+        if source is not None and source.startswith("reported by"):
+            return self
+        name = self.pricing.priced_as if self.pricing is not None else self.model
+        cost, pricing = price_call(name, self.usage, called_as=self.model, at=self.created_at)
+        return replace(self, cost=cost, pricing=pricing)
 
     def event(self, workflow_label: str) -> CallFinished:
         """This call as the ``CallFinished`` event published on the run's topics."""
@@ -172,10 +244,13 @@ class Run:
     def done(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
 
-    def report(self) -> CostReport:
+    def report(self, *, reprice: bool = False) -> CostReport:
+        """Cost of the run's LLM calls. ``reprice=True`` prices every call again with
+        today's price tables at the time it was made (a model that was unknown then may
+        be known now); the stored costs are not changed."""
         from .reports import CostReport
 
-        return CostReport.from_runs([self])
+        return CostReport.from_runs([self], reprice=reprice)
 
     def raise_for_status(self) -> Run:
         """Raise ``bn.WorkflowFailed`` unless the run completed; returns the run otherwise."""

@@ -768,38 +768,12 @@ class Execution:
         return completion
 
     def _record_call(self, node: Node, index: int, completion: Completion) -> None:
-        call = CallRecord(
-            run_id=self.run.id,
-            step=node.name,
-            model=completion.model,
-            provider=completion.provider,
-            attempt=node.attempt,
-            call_index=index,
-            usage=completion.usage,
-            cost=completion.cost,
-            latency_ms=completion.latency_ms,
-            replayed=completion.replayed,
-            estimated=completion.estimated,
-            created_at=utcnow(),
+        call = CallRecord.from_completion(
+            self.run.id, node.name, node.attempt, index, completion, utcnow()
         )
         self.run.calls.append(call)
         node.info.add_call(call)
-        self._pending.stats.append(
-            {
-                "run_id": call.run_id,
-                "step": call.step,
-                "model": call.model,
-                "provider": call.provider,
-                "attempt": call.attempt,
-                "call_index": index,
-                **call.usage.to_dict(),
-                "cost_usd": call.cost,
-                "latency_ms": call.latency_ms,
-                "replayed": call.replayed,
-                "estimated": call.estimated,
-                "created_at": call.created_at,
-            }
-        )
+        self._pending.stats.append(call.stats_row())
         self._dirt.set()
         if has_subscribers(*self._topics):
             publish(call.event(self.graph.name), *self._topics)

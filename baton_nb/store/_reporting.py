@@ -113,12 +113,29 @@ def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.Co
         _paid_sum(STATS.c.output_tokens).label("output_tokens"),
         _paid_sum(STATS.c.reasoning_tokens).label("reasoning_tokens"),
         _money_sum(dialect, sa.case((_PAID, STATS.c.cost_usd), else_=sa.null())).label("cost"),
+        _money_sum(dialect, sa.case((_PAID, STATS.c.fees_usd), else_=sa.null())).label("fees"),
+        _paid_sum(STATS.c.cache_write_1h_tokens).label("cache_write_1h_tokens"),
+        _paid_sum(STATS.c.web_search_requests).label("web_search_requests"),
+        *_distinct_text(STATS.c.price_source, "price_source"),
+        *_distinct_text(STATS.c.price_model, "price_model"),
         _count_if(sa.and_(_PAID, STATS.c.cost_usd.is_(None))).label("unpriced_calls"),
         _count_if(sa.and_(_PAID, STATS.c.estimated)).label("estimated_calls"),
         _paid_sum(STATS.c.latency_ms).label("latency_ms"),
         _count_if(STATS.c.replayed).label("replayed_calls"),
     ]
     return [c for c in columns if only is None or c.name in only]
+
+
+def _distinct_text(column: sa.ColumnElement[Any], name: str) -> list[sa.ColumnElement[Any]]:
+    """Which values a text column takes over a group, portably (no string_agg in SQLite):
+    the least, the greatest and how many distinct (a report row names them all when there
+    are at most two, which is what one (run, step, model) has)."""
+    paid = sa.case((_PAID, column), else_=sa.null())
+    return [
+        sa.func.min(paid).label(f"{name}_min"),
+        sa.func.max(paid).label(f"{name}_max"),
+        sa.func.count(sa.distinct(paid)).label(f"{name}_count"),
+    ]
 
 
 def _runs_subquery(where: RunFilter) -> sa.Select[Any]:

@@ -133,7 +133,9 @@ def _notebook(path: Path, *sources: str) -> None:
     ]  # fmt: skip
     nb = {
         "cells": cells,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": KERNEL_NAME, "language": "python"}},
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": KERNEL_NAME, "language": "python"}
+        },
         "nbformat": 4,
         "nbformat_minor": 5,
     }
@@ -208,7 +210,9 @@ def _wait_for_server(base: str, token: str, proc: subprocess.Popen[bytes], log: 
         if proc.poll() is not None:
             raise AssertionError(f"JupyterLab exited:\n{log.read_text()[-3000:]}")
         try:
-            req = urllib.request.Request(f"{base}/api/status", headers={"Authorization": f"token {token}"})
+            req = urllib.request.Request(
+                f"{base}/api/status", headers={"Authorization": f"token {token}"}
+            )
             with urllib.request.urlopen(req, timeout=2) as resp:
                 if resp.status == 200:
                     return
@@ -288,18 +292,26 @@ def _start_kernel_if_asked(page: Any) -> None:
         if page.evaluate("() => !!document.querySelector('.jp-Dialog')"):
             page.locator(".jp-Dialog .jp-mod-accept").click()
             break
-        if page.evaluate("() => document.querySelector('.jp-KernelStatus, .jp-Toolbar-kernelStatus') !== null "
-                         "&& !!window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel"):
+        if page.evaluate(
+            "() => document.querySelector('.jp-KernelStatus, .jp-Toolbar-kernelStatus') !== null "
+            "&& !!window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel"
+        ):
             break
         time.sleep(0.1)
-    _wait(page, "() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'")
+    _wait(
+        page,
+        "() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+    )
 
 
 def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     page, errors = _open_and_run(browser, lab, "live.ipynb")
 
     # (a) nodes appear while the cell still runs
-    _wait(page, f"() => {{ const s = ({CELL_STATE})([0]); return s && Object.keys(s.nodes).length >= 4; }}")
+    _wait(
+        page,
+        f"() => {{ const s = ({CELL_STATE})([0]); return s && Object.keys(s.nodes).length >= 4; }}",
+    )
     first = _cell(page, 0)
     assert first["running"] and "STATUS" not in first["out"], first
     assert set(first["nodes"]) >= {"fetch", "answer", "summary", "report"}
@@ -319,8 +331,11 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
 
     # (c) the final header shows the outcome and a non-zero cost
     # When the run ends the live widget is replaced by its saved snapshot (same renderer).
-    _wait(page, """() => { const c = document.querySelectorAll('.jp-Cell')[0];
-        return c && c.innerText.includes('STATUS') && c.querySelector('.bn-snapshot .bn-dag[data-status=completed]'); }""")
+    _wait(
+        page,
+        """() => { const c = document.querySelectorAll('.jp-Cell')[0];
+        return c && c.innerText.includes('STATUS') && c.querySelector('.bn-snapshot .bn-dag[data-status=completed]'); }""",
+    )
     final = _cell(page, 0)
     assert final["status"] == "completed" and "STATUS completed" in final["out"], final
     assert final["cost"] and final["cost"] not in ("$0", "–"), final
@@ -331,20 +346,38 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     _shot(page, "widget_final_light", cell0)
 
     # (d) Cancel on a long run: the run ends cancelled and the cell goes on (no interrupt)
-    _wait(page, "() => { const b = document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-cancel'); return b && !b.hidden; }")
-    _wait(page, "() => document.querySelectorAll('.jp-Cell')[1].querySelector('.bn-node[data-state=executing]')")
+    _wait(
+        page,
+        "() => { const b = document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-cancel'); return b && !b.hidden; }",
+    )
+    _wait(
+        page,
+        "() => document.querySelectorAll('.jp-Cell')[1].querySelector('.bn-node[data-state=executing]')",
+    )
     _shot(page, "widget_cancel_before", page.locator(".jp-Cell").nth(1).locator(".bn-dag"))
     page.locator(".jp-Cell").nth(1).locator(".bn-cancel").click()
-    _wait(page, "() => document.querySelectorAll('.jp-Cell')[1].innerText.includes('CANCELLED-RUN')", timeout=20_000)
-    _wait(page, "() => document.querySelectorAll('.jp-Cell')[1].querySelector('.bn-snapshot .bn-dag[data-status=cancelled]')")
+    _wait(
+        page,
+        "() => document.querySelectorAll('.jp-Cell')[1].innerText.includes('CANCELLED-RUN')",
+        timeout=20_000,
+    )
+    _wait(
+        page,
+        "() => document.querySelectorAll('.jp-Cell')[1].querySelector('.bn-snapshot .bn-dag[data-status=cancelled]')",
+    )
     cancelled = _cell(page, 1)
     assert "CANCELLED-RUN cancelled" in cancelled["out"], cancelled
-    assert cancelled["nodes"] == {"slow": "cancelled", "after": "pending"} or cancelled["nodes"]["slow"] == "cancelled", cancelled
+    assert (
+        cancelled["nodes"] == {"slow": "cancelled", "after": "pending"}
+        or cancelled["nodes"]["slow"] == "cancelled"
+    ), cancelled
     assert "KeyboardInterrupt" not in cancelled["out"], "Cancel fell back to a kernel interrupt"
     _shot(page, "widget_cancelled", page.locator(".jp-Cell").nth(1).locator(".bn-dag"))
 
     # Dark theme: same view, JupyterLab's dark variables
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
+    )
     _wait(page, "() => document.body.dataset.jpThemeLight === 'false'")
     page.wait_for_timeout(500)
     _shot(page, "widget_final_dark", cell0)
@@ -354,7 +387,11 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     page.wait_for_timeout(1000)
     page.reload()
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=40_000)
-    _wait(page, "() => document.querySelector('.jp-Cell .bn-snapshot .bn-dag[data-status=completed]')", timeout=20_000)
+    _wait(
+        page,
+        "() => document.querySelector('.jp-Cell .bn-snapshot .bn-dag[data-status=completed]')",
+        timeout=20_000,
+    )
     reopened = _cell(page, 0)
     assert reopened["status"] == "completed" and reopened["cost"] == final["cost"], reopened
     _shot(page, "widget_reopened", page.locator(".jp-Cell").nth(0).locator(".bn-dag"))
@@ -367,9 +404,15 @@ def test_cancel_falls_back_to_kernel_interrupt(lab: tuple[str, str], browser: An
     _wait(page, "() => document.querySelector('.jp-Cell .bn-node[data-state=executing]')")
     started = time.monotonic()
     page.locator(".jp-Cell").nth(0).locator(".bn-cancel").click()
-    _wait(page, "() => document.querySelector('.jp-Cell .bn-snapshot .bn-dag[data-status=cancelled]')", timeout=20_000)
+    _wait(
+        page,
+        "() => document.querySelector('.jp-Cell .bn-snapshot .bn-dag[data-status=cancelled]')",
+        timeout=20_000,
+    )
     waited = time.monotonic() - started
-    _wait(page, "() => !document.querySelector('.jp-Cell .jp-InputPrompt').textContent.includes('*')")
+    _wait(
+        page, "() => !document.querySelector('.jp-Cell .jp-InputPrompt').textContent.includes('*')"
+    )
     state = _cell(page, 0)
     assert state["nodes"] == {"slow": "cancelled"}, state
     assert "KeyboardInterrupt" in state["out"] or "CancelledError" in state["out"], state

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from baton_nb.llm import Limit, LLMRequest, complete, configure
+from baton_nb.pricing import known_models
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage
 
 MSGS = ({"role": "user", "content": "hi"},)
@@ -64,6 +65,8 @@ async def test_limit_holds_across_event_loops_of_one_run(
 
 @pytest.mark.anyio
 async def test_rpm_paces_requests(fake_providers: FakeProviderServer) -> None:
+    # the first priced call imports genai-prices (~0.4 s, once per process): not the pacing
+    await anyio.to_thread.run_sync(known_models)
     configure(limits={"openai": Limit(rpm=120)})  # 2 per second after a burst of 120
     start = time.perf_counter()
     done = await _fan_out("openai/gpt-4o-mini", 122)

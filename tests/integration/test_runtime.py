@@ -623,9 +623,7 @@ async def test_resume_after_map_key_changed_settles_the_old_children(
     assert stored.steps["work[k_b]"].state == "completed"
 
 
-async def test_met_quorum_cancels_children_waiting_to_run_again(
-    db_url: str, unique: str
-) -> None:
+async def test_met_quorum_cancels_children_waiting_to_run_again(db_url: str, unique: str) -> None:
     runs: dict[str, int] = {}
     wf = bn.Workflow(f"quorum-waiting-{unique}", db=db_url)
 
