@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import anyio.to_thread
+
 from ._errors import ConfigurationError, RunNotFound
 from ._states import RunStatus
 from .reports import CostReport, RunList, RunSummary, as_time
-from .store import ReportStore, RunFilter, Store
+from .store import ReportStore, RunFilter, RunStore, Store
 
 __all__ = ["RUN_STATUSES", "report", "runs"]
 
@@ -28,8 +30,13 @@ async def report(
     workflow: str | None = None,
     since: When = None,
     until: When = None,
+    reprice: bool = False,
 ) -> CostReport:
     """Cost report over stored runs: one row per (run, step, model), summed in SQL.
+
+    ``reprice=True`` prices every stored call again with today's price tables (at the time
+    the call was made), for calls whose model was unknown when they ran or whose price
+    was wrong; the stored costs are not changed. It reads each call rather than sums.
 
     ``run_ids`` picks runs (an unknown id raises ``bn.RunNotFound``); ``workflow``
     filters by workflow name; ``since``/``until`` bound the run's creation time and take a
@@ -46,9 +53,21 @@ async def report(
     async with await Store.open(db) as store:
         if where.run_ids:
             await _check_exist(store, where.run_ids)
+        if reprice:
+            return await _repriced(store, where)
         rows = await store.aggregate_stats(where)
         children = await store.fanout_children(where)
     return CostReport.from_aggregates(rows, children)
+
+
+async def _repriced(store: RunStore, where: RunFilter) -> CostReport:
+    from ._run import Run
+
+    picked = await store.run_summaries(where, None)
+    ids = [r.id for r in sorted(picked, key=lambda r: (r.created_at, r.id))]
+    loaded = [await Run.from_store(store, run_id) for run_id in ids]
+    # pricing may read price files and import genai-prices the first time: off the loop
+    return await anyio.to_thread.run_sync(lambda: CostReport.from_runs(loaded, reprice=True))
 
 
 async def runs(

@@ -33,10 +33,13 @@ class Run(RunView):
 
     # ── what users ask ────────────────────────────────────────────────────────
 
-    def report(self) -> CostReport:
+    def report(self, *, reprice: bool = False) -> CostReport:
+        """Cost of the run's LLM calls. ``reprice=True`` prices every call again with
+        today's price tables at the time it was made (a model that was unknown then may
+        be known now); the stored costs are not changed."""
         from .reports import CostReport
 
-        return CostReport.from_runs([self])
+        return CostReport.from_runs([self], reprice=reprice)
 
     def raise_for_status(self) -> Run:
         """Raise ``bn.WorkflowFailed`` unless the run completed; returns the run otherwise."""

@@ -14,8 +14,15 @@ class Usage:
 
     ``input_tokens`` counts *all* prompt tokens, including the cached ones
     (``cached_input_tokens``) and the ones written to a prompt cache
-    (``cache_write_tokens``). ``reasoning_tokens`` are part of
-    ``output_tokens`` and never charged twice.
+    (``cache_write_tokens``). ``cache_write_1h_tokens`` are the part of the cache
+    writes made with Anthropic's 1-hour lifetime (the rest are 5-minute writes); each
+    part is charged at its own rate. ``reasoning_tokens`` are part of
+    ``output_tokens`` and never charged twice. ``web_search_requests`` counts the
+    server-side web searches of the call (Anthropic's ``server_tool_use``), which
+    providers charge per request on top of the tokens.
+
+    New fields come last and default to 0, so ``Usage(1000, 0, 0, 50)`` keeps its
+    meaning and rows stored before a field existed read it as 0.
     """
 
     input_tokens: int = 0
@@ -23,31 +30,40 @@ class Usage:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    web_search_requests: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"Usage.{f.name} must be a non-negative int, got {value!r}")
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError(
+                f"Usage.cache_write_1h_tokens ({self.cache_write_1h_tokens}) are part of "
+                f"cache_write_tokens ({self.cache_write_tokens}) and cannot exceed them"
+            )
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         return Usage(
-            self.input_tokens + other.input_tokens,
-            self.cached_input_tokens + other.cached_input_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-            self.output_tokens + other.output_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         )
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        """Cache writes with the default 5-minute lifetime."""
+        return self.cache_write_tokens - self.cache_write_1h_tokens
+
     def to_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
+        """From ``to_dict`` output or a stats row; a field the data lacks (an older row) is 0."""
         return cls(**{f.name: int(data.get(f.name, 0) or 0) for f in fields(cls)})

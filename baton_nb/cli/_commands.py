@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import anyio.to_thread
@@ -16,7 +15,6 @@ from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._states import RunStatus
-from .._usage import Usage
 from ..reports import CostReport
 from ..store import ReadStore, Store
 from ._output import out as _out
@@ -24,7 +22,6 @@ from ._show import render_run
 
 __all__ = [
     "check_prune",
-    "cmd_price",
     "cmd_prune",
     "cmd_report",
     "cmd_runs",
@@ -94,12 +91,15 @@ async def write_csv(rep: CostReport, path: str) -> str:
     return await anyio.to_thread.run_sync(write)
 
 
+_MONEY = ("cost_usd", "fees_usd")
+
+
 def report_json(rep: CostReport) -> dict[str, Any]:
     """A report as JSON-ready data: totals and one record per (run, step, model)."""
     rows = []
     for record in rep.to_records():
-        cost = record["cost_usd"]
-        rows.append({**record, "cost_usd": None if cost is None else fmt_money(cost)})
+        money = {k: None if record[k] is None else fmt_money(record[k]) for k in _MONEY}
+        rows.append({**record, **money})
     return {
         "total_cost_usd": fmt_money(rep.total),
         "complete": rep.complete,
@@ -118,6 +118,7 @@ async def cmd_report(args: argparse.Namespace) -> int:
         workflow=args.workflow,
         since=args.since,
         until=args.until,
+        reprice=args.reprice,
     )
     if args.json:
         _out(json.dumps(report_json(rep), indent=2))
@@ -158,58 +159,3 @@ async def cmd_prune(args: argparse.Namespace) -> int:
     )
     _out(str(result))
     return 0
-
-
-async def cmd_price(args: argparse.Namespace) -> int:
-    from ..pricing import lookup, price
-
-    model = args.model
-    found = lookup(model)
-    priced_as = model
-    if found is None and model.startswith("mock/"):
-        priced_as = model.split("/", 1)[1]
-        found = lookup(priced_as)
-    if found is None:
-        print(
-            f"baton-nb: error: no price known for {model!r}; the cost of its calls is reported "
-            "as unknown. Add it to a price file loaded with "
-            "bn.configure(pricing='my_prices.json') (format: docs/pricing.md)",
-            file=sys.stderr,
-        )
-        return 1
-    _out(_price_text(model, found))
-    if args.input_tokens is not None or args.output_tokens is not None:
-        usage = Usage(input_tokens=args.input_tokens or 0, output_tokens=args.output_tokens or 0)
-        cost = price(priced_as, usage)
-        shown = "unknown" if cost is None else f"${fmt_money(cost)}"
-        _out(f"a call of {usage.input_tokens} input + {usage.output_tokens} output tokens: {shown}")
-    return 0
-
-
-def _price_text(query: str, found: Any) -> str:
-    rates = found.rates
-    lines = [
-        f"{query}: {found.provider}/{found.model}"
-        + (f" ({found.name})" if found.name else "")
-        + f", matched by {found.matched}",
-        f"  valid from {found.valid_from}"
-        + (f" until {found.valid_until}" if found.valid_until else ""),
-        "  USD per 1M tokens:",
-        f"    input         {fmt_money(rates.input)}",
-        f"    output        {fmt_money(rates.output)}",
-        f"    cached input  {fmt_money(rates.cached_input)}",
-        f"    cache write   {fmt_money(rates.cache_write)}",
-    ]
-    if found.batch is not None:
-        lines.append(
-            f"    batch         input {fmt_money(found.batch.input)}, "
-            f"output {fmt_money(found.batch.output)}"
-        )
-    for tier in found.tiers:
-        lines.append(
-            f"    prompts over {tier.above:,} tokens: input {fmt_money(tier.rates.input)}, "
-            f"output {fmt_money(tier.rates.output)}"
-        )
-    if found.source:
-        lines.append(f"  source: {found.source}")
-    return "\n".join(lines)

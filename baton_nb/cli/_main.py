@@ -17,7 +17,7 @@ from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
 from .._states import RunStatus
 from ..reports import as_time, parse_duration
-from . import _commands, _demo
+from . import _commands, _demo, _price
 from ._output import OutputError, silence_stdout
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -142,6 +142,11 @@ def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
     out.add_argument("--csv", metavar="PATH", help="write the CSV to PATH")
     out.add_argument("--json", action="store_true", help="print JSON rows")
     p.add_argument("--by", choices=("step", "model", "run"), help="print totals per step/model/run")
+    p.add_argument(
+        "--reprice",
+        action="store_true",
+        help="price every call again with today's prices (for models unknown when they ran)",
+    )
     p.set_defaults(handler=_commands.cmd_report)
 
 
@@ -169,15 +174,13 @@ def _add_price(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "price",
         parents=[common],
-        help="the price of a model (USD per 1M tokens)",
-        description="Look a model up in the price tables (see docs/pricing.md).",
+        help="the price of a model: its source and every rate",
+        description="Look a model up in the prices (your price file, baton_nb's overrides, "
+        "genai-prices): where its price comes from, how the name matched, every rate "
+        "(see docs/pricing.md); with token counts, the cost of one call.",
     )
-    p.add_argument("model", metavar="MODEL", help="provider/model, e.g. openai/gpt-4o-mini")
-    p.add_argument(
-        "--input-tokens", type=_count, metavar="N", help="price a call of N input tokens"
-    )
-    p.add_argument("--output-tokens", type=_count, metavar="N", help="... and N output tokens")
-    p.set_defaults(handler=_commands.cmd_price)
+    _price.add_price_arguments(p, _count, _when)
+    p.set_defaults(handler=_price.cmd_price)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

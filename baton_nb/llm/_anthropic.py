@@ -18,26 +18,32 @@ __all__ = ["AnthropicAdapter", "parse_usage"]
 
 
 def parse_usage(usage: Any) -> Usage | None:
-    """Cache reads and writes are summed into ``input_tokens`` (DESIGN §6)."""
+    """Cache reads and writes are summed into ``input_tokens`` (DESIGN §6); the 1-hour part
+    of the cache writes (``cache_creation.ephemeral_1h_input_tokens``), the thinking tokens
+    (``output_tokens_details.thinking_tokens``, part of ``output_tokens``) and the web
+    searches (``server_tool_use.web_search_requests``) are kept, each charged at its rate."""
     if not isinstance(usage, dict) or not usage:
         return None
     cached = as_int(usage.get("cache_read_input_tokens"))
     written = as_int(usage.get("cache_creation_input_tokens"))
+    output = as_int(usage.get("output_tokens"))
+    # a stream's message_delta may update the total without its TTL breakdown: clamp
+    one_hour = as_int(_field(usage, "cache_creation", "ephemeral_1h_input_tokens"))
+    thinking = as_int(_field(usage, "output_tokens_details", "thinking_tokens"))
     return Usage(
         input_tokens=as_int(usage.get("input_tokens")) + cached + written,
         cached_input_tokens=cached,
         cache_write_tokens=written,
-        output_tokens=as_int(usage.get("output_tokens")),
+        output_tokens=output,
+        cache_write_1h_tokens=min(written, one_hour),
+        reasoning_tokens=min(output, thinking),
+        web_search_requests=as_int(_field(usage, "server_tool_use", "web_search_requests")),
     )
 
 
-def cache_write_ttl(usage: Any) -> str:
-    """``"1h"`` when most cache writes were 1-hour ones, else ``"5m"``."""
-    detail = usage.get("cache_creation") if isinstance(usage, dict) else None
-    if not isinstance(detail, dict):
-        return "5m"
-    one_hour = as_int(detail.get("ephemeral_1h_input_tokens"))
-    return "1h" if one_hour > as_int(detail.get("ephemeral_5m_input_tokens")) else "5m"
+def _field(usage: dict[str, Any], group: str, name: str) -> Any:
+    detail = usage.get(group)
+    return detail.get(name) if isinstance(detail, dict) else None
 
 
 def _text_of(blocks: Any) -> str:
@@ -86,7 +92,6 @@ def parse_message(body: dict[str, Any]) -> Parsed:
         parse_usage(usage),
         body,
         None,
-        cache_write_ttl(usage),
         tool_calls=calls,
         refusal=refusal,
         finish_reason=None if stop is None else _STOP.get(str(stop), FinishReason.STOP),

@@ -119,12 +119,14 @@ async def complete_unparsed(request: LLMRequest) -> Completion:
         estimate = await _token_estimate(request, bool(limit.tpm))
         async with acquire(endpoint.name, estimate) as permit:
             parsed, latency_ms, usage, estimated = await _measured(endpoint, model, request, permit)
-    cost = await compute_cost(
+    # price_as= always wins; else a cost the server reports, where it is trusted
+    trusted = endpoint.reported_cost and not request.price_as
+    cost, pricing = await compute_cost(
         _pricing_model(endpoint, model, request),
         usage,
-        reported=parsed.reported_cost,
-        cache_write_ttl=parsed.cache_write_ttl,
         called_as=request.model,
+        reported=parsed.reported_cost if trusted else None,
+        reported_by=endpoint.name,
     )
     logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
     scrub = scrubber()
@@ -142,6 +144,7 @@ async def complete_unparsed(request: LLMRequest) -> Completion:
         finish_reason=parsed.finish_reason,
         reasoning=None if parsed.reasoning is None else scrub.keys(parsed.reasoning),
         message=_keys(scrub, parsed.message),
+        pricing=pricing,
     )
 
 

@@ -55,6 +55,10 @@ class Endpoint:
     anthropic_version: str = "2023-06-01"
     latency: float = 0.02
     price_provider: str | None = None  # price `name/model` as `price_provider/model`
+    # Price calls with the cost the server reports (``usage.cost``) instead of the price
+    # tables: on for OpenRouter, which bills by it; off for any other server, whose figure
+    # (a LiteLLM proxy's estimate, a float) is not what the user is billed.
+    reported_cost: bool = False
 
 
 def _builtin(name: str, kind: str, base_url: str, **kw: Any) -> Endpoint:
@@ -106,6 +110,7 @@ _BUILTINS: dict[str, Endpoint] = {
             base_url_env="OPENROUTER_BASE_URL",
             key_required=True,
             body_defaults={"usage": {"include": True}},
+            reported_cost=True,
         ),
         _builtin(
             "together",
@@ -150,7 +155,9 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "default_max_tokens": (int,),
     "anthropic_version": (str,),
     "latency": (int, float),
+    "reported_cost": (bool,),
 }
+_BOOL_OPTIONS = frozenset({"reported_cost"})
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,8 @@ def _check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 f"providers[{name!r}]: unknown option {key!r}; "
                 f"valid options: {', '.join(sorted(_OPTION_TYPES))}"
             )
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+        wrong_bool = isinstance(value, bool) and key not in _BOOL_OPTIONS
+        if value is not None and (not isinstance(value, types) or wrong_bool):
             raise ConfigurationError(
                 f"providers[{name!r}][{key!r}] has the wrong type ({type(value).__name__})"
             )
@@ -248,7 +256,9 @@ def configure(
     (openai | responses | anthropic | gemini | mock), ``base_url``, ``api_key``,
     ``api_key_env``, ``headers``, ``body_defaults``, ``timeout``,
     ``max_tokens_field``, ``default_max_tokens``, ``anthropic_version``,
-    ``latency`` (mock). A new name is an endpoint used as ``name/<model>``.
+    ``latency`` (mock), ``reported_cost`` (price calls with the cost the server
+    reports in ``usage.cost``; on for OpenRouter only). A new name is an endpoint used
+    as ``name/<model>``.
     ``http2=True`` lets calls negotiate HTTP/2 (many calls multiplexed on one
     connection per provider; needs the ``h2`` package: ``pip install
     'baton-nb[http2]'``); the default is HTTP/1.1 over a pool of keep-alive connections.

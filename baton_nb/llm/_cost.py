@@ -1,8 +1,7 @@
-"""Cost of a call: the provider's own figure if it reports one, else the price tables."""
+"""Cost of a call: the price tables, or the cost a trusted server reports for it."""
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 from typing import Any
 
@@ -12,23 +11,13 @@ from baton_nb._usage import Usage
 
 __all__ = ["compute_cost"]
 
-logger = logging.getLogger("baton_nb.llm")
-
 _pricing: Any = None
-_unavailable = False
 
 
 def _load_pricing() -> Any:
-    global _pricing, _unavailable
-    try:
-        from baton_nb import pricing
-    except ImportError as exc:  # pragma: no cover - pricing ships with baton_nb
-        if not _unavailable:
-            logger.warning("baton_nb.pricing unavailable (%s); costs are unknown (None)", exc)
-        _unavailable = True
-        return None
-    pricing.known_models()  # loads the shipped tables once
-    _pricing = pricing
+    from baton_nb import pricing
+
+    pricing.known_models()  # reads the overrides and imports genai-prices, once
     return pricing
 
 
@@ -36,28 +25,25 @@ async def compute_cost(
     pricing_model: str,
     usage: Usage,
     *,
+    called_as: str,
     reported: Decimal | None = None,
-    cache_write_ttl: str = "5m",
-    called_as: str | None = None,
-) -> Decimal | None:
-    """USD cost; ``None`` when the model's price is unknown (never a silent 0).
+    reported_by: str | None = None,
+) -> tuple[Decimal | None, Any]:
+    """USD cost and how it was priced (a `baton_nb.pricing.CallPricing`); the cost is
+    ``None`` when the model's price is unknown (never a silent 0).
 
     ``pricing_model`` is the name looked up in the price tables; ``called_as`` the
-    ``provider/model`` of the call, which the unknown-price warning names.
+    ``provider/model`` of the call, which the unknown-price warning names. ``reported``
+    is a cost the caller decided to trust (OpenRouter's, or a server configured with
+    ``reported_cost=True``, and no ``price_as=``): it wins over the tables.
     """
-    if reported is not None:
-        return reported
+    global _pricing
     pricing = _pricing
     if pricing is None:
-        if _unavailable:
-            return None
-        pricing = await anyio.to_thread.run_sync(_load_pricing)
-        if pricing is None:
-            return None
-    cost: Decimal | None = pricing.price_call(
-        pricing_model,
-        usage,
-        called_as=called_as or pricing_model,
-        cache_write_ttl=cache_write_ttl,
-    )
-    return cost
+        # the first use reads files and imports a 1.6 MB module: not on the event loop
+        pricing = _pricing = await anyio.to_thread.run_sync(_load_pricing)
+    if reported is not None:
+        source = f"reported by {reported_by}" if reported_by else "reported by the provider"
+        return reported, pricing.CallPricing(pricing_model, source, None, None)
+    cost, how = pricing.price_call(pricing_model, usage, called_as=called_as)
+    return cost, how

@@ -35,16 +35,32 @@ def parse_usage(usage: Any) -> Usage | None:
 
 
 def reported_cost(usage: Any) -> Decimal | None:
-    """OpenRouter's ``usage.cost`` (USD) as an exact Decimal of its JSON text."""
+    """The cost a server reports in ``usage.cost`` (USD, OpenRouter's usage accounting) as
+    an exact Decimal of its JSON text (the shortest repr of the parsed float, never the
+    binary float's expansion). With OpenRouter BYOK (``is_byok``) ``cost`` is only
+    OpenRouter's fee: the user also paid ``cost_details.upstream_inference_cost`` to the
+    upstream provider, so both are added."""
     if not isinstance(usage, dict):
         return None
-    cost = usage.get("cost")
-    if cost is None or isinstance(cost, bool):
+    cost = _money(usage.get("cost"))
+    if cost is None:
+        return None
+    details = usage.get("cost_details")
+    upstream = _money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    byok = usage.get("is_byok")
+    if not isinstance(byok, bool):  # older responses: upstream is only reported for BYOK
+        byok = upstream is not None and upstream != cost
+    return cost + upstream if byok and upstream is not None else cost
+
+
+def _money(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
-        return Decimal(str(cost))
+        amount = Decimal(str(value))
     except InvalidOperation:
         return None
+    return amount if amount.is_finite() and amount >= 0 else None
 
 
 def _content_text(content: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
+from baton_nb.pricing._types import CallPricing
 
 from ._neutral import (
     Reasoning,
@@ -257,6 +258,9 @@ class Completion:
     text) where the provider returns one. ``message`` is the assistant message to
     append to ``messages`` for the next turn (tool calls and any provider state that
     must go back with them included).
+    ``pricing`` says how ``cost`` was found: the name priced, the price source
+    (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``, ``reported by
+    openrouter``), the matched price entry and the per-request fees within the cost.
     """
 
     text: str
@@ -278,6 +282,8 @@ class Completion:
     def __post_init__(self) -> None:
         if not self.message:
             object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
+
+    pricing: CallPricing | None = None
 
     def to_json(self) -> str:
         """Serialise exactly (cost as a decimal string) for the replay store.
@@ -301,6 +307,7 @@ class Completion:
                 "finish_reason": None if self.finish_reason is None else self.finish_reason.value,
                 "reasoning": self.reasoning,
                 "message": dict(self.message),
+                "pricing": None if self.pricing is None else self.pricing.to_dict(),
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -312,6 +319,7 @@ class Completion:
         data = json.loads(s)
         cost = data.get("cost")
         finish = data.get("finish_reason")
+        pricing = data.get("pricing")  # absent from completions stored before it existed
         return cls(
             text=data["text"],
             model=data["model"],
@@ -327,6 +335,7 @@ class Completion:
             finish_reason=None if finish is None else FinishReason(finish),
             reasoning=data.get("reasoning"),
             message=data.get("message") or {},
+            pricing=CallPricing.from_dict(pricing) if isinstance(pricing, dict) else None,
         )
 
 

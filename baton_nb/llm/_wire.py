@@ -39,7 +39,6 @@ class Parsed:
     usage: Usage | None
     raw: dict[str, Any]
     reported_cost: Decimal | None = None
-    cache_write_ttl: str = "5m"
     tool_calls: tuple[ToolCall, ...] = ()
     refusal: str | None = None
     finish_reason: FinishReason | None = None

@@ -1,7 +1,9 @@
-"""Price tables -> exact USD cost of LLM calls.
+"""Prices -> exact USD cost of LLM calls.
 
-The tables are the JSON files of the top-level ``pricing/`` folder (shipped in the wheel as
-``baton_nb/_pricing_data``); their format and matching rules are in docs/pricing.md.
+Prices come from the user's files (``bn.configure(pricing=...)``), then baton_nb's shipped
+overrides (the JSON files of the top-level ``pricing/`` folder, in the wheel as
+``baton_nb/_pricing_data``), then the genai-prices package. Formats and matching rules are
+in docs/pricing.md.
 
     >>> from baton_nb import Usage
     >>> from baton_nb.pricing import price
@@ -20,9 +22,10 @@ from ._api import (
     price_call,
 )
 from ._parse import load_price_file
-from ._types import ModelPrice, PriceFile, Rates, Tier
+from ._types import CallPricing, ModelPrice, PriceFile, Rates, Tier
 
 __all__ = [
+    "CallPricing",
     "ModelPrice",
     "PriceFile",
     "Rates",

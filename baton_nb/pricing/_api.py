@@ -6,14 +6,27 @@ import os
 import sys
 import threading
 import warnings
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
+from functools import lru_cache
+from typing import Any
 
 from .._usage import Usage
-from . import _registry
-from ._cost import CacheTTL, call_cost, day_of, model_price
+from . import _genai, _registry
+from ._cost import (
+    CacheTTL,
+    Cost,
+    engine_cost,
+    missing_rate,
+    period_prices,
+    rates_view,
+    with_other_rates,
+)
+from ._cost import utc as _utc
 from ._parse import load_price_file
-from ._types import ModelPrice
+from ._registry import Found
+from ._types import CallPricing, ModelPrice, Rates, Tier
 
 __all__ = [
     "UnknownPriceWarning",
@@ -41,11 +54,93 @@ def lookup(model: str, *, at: datetime | None = None) -> ModelPrice | None:
         raise TypeError(
             f"model must be a str like 'openai/gpt-4o-mini', got {type(model).__name__}"
         )
-    day = day_of(at)
-    found = _registry.find(model)
-    if found is None:
-        return None
-    return model_price(model, found.provider, found.model, found.matched, day)
+    when = _utc(at)
+    found = _registry.find(model, when.date())
+    return None if found is None else _model_price(model, found, when)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prices:
+    standard: Any  # genai-prices ModelPrice
+    batch: Any | None
+    valid_from: date | None
+    valid_until: date | None
+    note: str | None
+
+
+def _prices(found: Found, when: datetime) -> _Prices:
+    """The prices of a price entry in force at ``when``; memoised per day unless they
+    depend on the time of day (DeepSeek's off-peak hours)."""
+    if found.info is not None and _genai.time_of_day(found.info):
+        return _prices_at(found, when)
+    return _prices_on(found, when.date())
+
+
+@lru_cache(maxsize=4096)
+def _prices_on(found: Found, day: date) -> _Prices:
+    return _prices_at(found, datetime.combine(day, time(12), timezone.utc))
+
+
+def _prices_at(found: Found, when: datetime) -> _Prices:
+    spec = found.spec
+    if spec is None:
+        at = _genai.prices_at(found.info, when)
+        note = _join(found.info.price_comments, at.note)
+        return _Prices(at.standard, at.batch, at.valid_from, at.valid_until, note)
+    index = 0
+    for i, period in enumerate(spec.periods):
+        if period.start <= when.date():
+            index = i
+    period = spec.periods[index]
+    following = spec.periods[index + 1].start if index + 1 < len(spec.periods) else spec.until
+    standard, batch = period_prices(period)
+    # A price file states token rates only: the per-request fees and the other units
+    # (web searches, audio tokens ...) of the same model come from genai-prices.
+    same = _genai.same_model(found.provider, spec.id)
+    if same is not None:
+        theirs = _genai.prices_at(same, when)
+        standard = with_other_rates(standard, theirs.standard)
+        if batch is not None:
+            batch = with_other_rates(batch, theirs.batch or theirs.standard)
+    return _Prices(standard, batch, period.start, following, spec.note)
+
+
+def _model_price(query: str, found: Found, when: datetime) -> ModelPrice:
+    prices = _prices(found, when)
+    if found.spec is not None:
+        name, aliases = found.spec.name, found.spec.aliases
+        source = found.spec.source or (found.table.source if found.table else None)
+    else:
+        name, aliases, source = found.info.name, (), None
+    rates, tiers, others = rates_view(prices.standard)
+    batch_rates: Rates | None = None
+    if prices.batch is not None:
+        batch_rates, batch_tiers, _ = rates_view(prices.batch)
+        by_start = {t.above: t.rates for t in batch_tiers}
+        tiers = tuple(Tier(t.above, t.rates, by_start.get(t.above, batch_rates)) for t in tiers)
+    return ModelPrice(
+        query=query,
+        provider=found.provider,
+        model=found.model,
+        matched=found.matched,
+        valid_from=prices.valid_from,
+        valid_until=prices.valid_until,
+        rates=rates,
+        batch=batch_rates,
+        tiers=tiers,
+        name=name,
+        note=prices.note,
+        source=source,
+        aliases=aliases,
+        price_source=found.source,
+        other_rates=others,
+        engine=(prices.standard, prices.batch),
+    )
+
+
+def _join(*parts: str | None) -> str | None:
+    text = " ".join(p.strip() for p in parts if p and p.strip())
+    return text or None
 
 
 def price(
@@ -59,21 +154,29 @@ def price(
     """USD cost of one call of ``model`` that used ``usage``, exact.
 
     The prompt size (``usage.input_tokens``) picks the long-context tier, which then prices
-    the whole call; ``batch`` uses batch rates; ``cache_write_ttl`` picks Anthropic's 5-minute
-    or 1-hour cache-write rate. An unknown model returns ``None`` and warns
-    (`UnknownPriceWarning`) once per model per process.
+    the whole call; ``batch`` uses batch rates. Cache writes are charged at the 5-minute
+    rate, except ``usage.cache_write_1h_tokens`` at the 1-hour rate;
+    ``cache_write_ttl="1h"`` charges all of them at the 1-hour rate. An unknown model
+    returns ``None`` and warns (`UnknownPriceWarning`) once per model per process.
     """
-    return _price(model, usage, at=at, batch=batch, cache_write_ttl=cache_write_ttl)
+    cost, _ = _price(model, usage, at=at, batch=batch, cache_write_ttl=cache_write_ttl)
+    return None if cost is None else cost.total
 
 
 def price_call(
-    model: str, usage: Usage, *, called_as: str, cache_write_ttl: CacheTTL = "5m"
-) -> Decimal | None:
-    """`price` for the LLM layer: ``model`` is the name the price tables are asked for,
-    ``called_as`` the ``provider/model`` of the call (they differ for ``mock/...`` and
-    ``price_as=``); an unknown price warns naming both."""
-    return _price(model, usage, at=None, batch=False, cache_write_ttl=cache_write_ttl,
-                  called_as=called_as)  # fmt: skip
+    model: str, usage: Usage, *, called_as: str, at: datetime | None = None
+) -> tuple[Decimal | None, CallPricing]:
+    """`price` for the LLM layer and for re-pricing stored calls: ``model`` is the name the
+    price tables are asked for, ``called_as`` the ``provider/model`` of the call (they differ
+    for ``mock/...`` and ``price_as=``); an unknown price warns naming both. Returns the
+    cost and how it was priced (source, matched model, per-request fees)."""
+    cost, found = _price(model, usage, at=at, batch=False, cache_write_ttl="5m",
+                         called_as=called_as)  # fmt: skip
+    if cost is None or found is None:
+        return None, CallPricing(priced_as=model)
+    return cost.total, CallPricing(
+        model, found.source, f"{found.provider}/{found.model}", cost.fees
+    )
 
 
 def _price(
@@ -84,15 +187,27 @@ def _price(
     batch: bool,
     cache_write_ttl: CacheTTL,
     called_as: str | None = None,
-) -> Decimal | None:
+) -> tuple[Cost | None, Found | None]:
     if not isinstance(usage, Usage):
         raise TypeError(f"usage must be a baton_nb Usage, got {type(usage).__name__}")
-    found = lookup(model, at=at)
+    if not isinstance(model, str):
+        raise TypeError(
+            f"model must be a str like 'openai/gpt-4o-mini', got {type(model).__name__}"
+        )
+    when = _utc(at)
+    found = _registry.find(model, when.date())
     if found is None:
         _warn_unknown(model, called_as)
-        return None
-    rates = found.rates_for(usage.input_tokens, batch=batch)
-    return call_cost(rates, usage, cache_write_ttl)
+        return None, None
+    prices = _prices(found, when)
+    engine = prices.batch if batch and prices.batch is not None else prices.standard
+    missing = missing_rate(engine, usage)
+    if missing is not None:
+        _warn_unknown(
+            model, called_as, f"{found.provider}/{found.model} has no price for {missing}"
+        )
+        return None, found
+    return engine_cost(engine, usage, cache_write_ttl), found
 
 
 def configure_pricing(path: str | os.PathLike[str]) -> None:
@@ -103,23 +218,26 @@ def configure_pricing(path: str | os.PathLike[str]) -> None:
 
 
 def known_models() -> list[str]:
-    """Every priced model as ``provider/model``, sorted (aliases not listed)."""
-    return _registry.catalog().models()
+    """Every priced model as ``provider/model`` (user files, the shipped overrides and
+    genai-prices), sorted; aliases not listed."""
+    return _registry.known_models()
 
 
-def _warn_unknown(model: str, called_as: str | None = None) -> None:
-    key = model.strip().lower()
+def _warn_unknown(model: str, called_as: str | None = None, why: str | None = None) -> None:
+    key = f"{model.strip().lower()}|{why or ''}"
     with _warned_lock:
         if key in _warned:
             return
         _warned.add(key)
     named = repr(model)
-    if called_as is not None and called_as.strip().lower() != key:
+    if called_as is not None and called_as.strip().lower() != model.strip().lower():
         named = f"{called_as!r} (priced as {model!r})"
+    reason = f" ({why})" if why else ""
     warnings.warn(
-        f"no price known for model {named}: its cost is reported as unknown (None), not 0. "
-        f"Add it to a price file and load that with bn.configure(pricing='my_prices.json') "
-        f"(format: docs/pricing.md); `baton-nb price MODEL` shows what is known.",
+        f"no price known for model {named}{reason}: its cost is reported as unknown (None), "
+        f"not 0. Add it to a price file and load that with "
+        f"bn.configure(pricing='my_prices.json') (format: docs/pricing.md), or price the "
+        f"calls as a known model with price_as=; `baton-nb price MODEL` shows what is known.",
         UnknownPriceWarning,
         stacklevel=_user_stacklevel(),
     )

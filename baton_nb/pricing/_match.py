@@ -1,137 +1,95 @@
-"""Find a model in the price tables: exact id, then alias, then longest prefix."""
+"""How a model name finds its price: an exact id, an alias, or a dated snapshot of the same
+model — never another model of the family.
+
+``gpt-4o-2024-08-06`` may find ``gpt-4o`` (a date is a snapshot of the same model), but
+``gpt-5.5`` never finds ``gpt-5`` and ``claude-opus-4-7`` never finds ``claude-opus-4``:
+what follows the known name must be a snapshot suffix, not any text after a ``-`` or
+``.``. One matcher serves every price layer (user files, the shipped overrides and
+genai-prices), so the three cannot disagree on what a name means.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from typing import Generic, Literal, TypeVar
 
-from ._types import MatchKind, ModelSpec, ProviderTable
+__all__ = ["MATCH_KINDS", "MatchKind", "NameIndex", "normalise", "snapshot_base"]
 
-__all__ = ["Catalog", "Match"]
+MatchKind = Literal["exact", "alias", "snapshot"]
+MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "alias", "snapshot")
 
-# A prefix only matches where the rest of the name starts with one of these:
-# `gpt-4o` prices `gpt-4o-2024-08-06` and `claude-sonnet-4` prices `claude-sonnet-4@20250514`,
-# but `gpt-4` never prices `gpt-4o`.
-_BOUNDARIES = frozenset("-.:@")
-_STRIP = ("models/",)  # Gemini's REST API names models `models/gemini-2.5-pro`
-_MEMO_SIZE = 4096
+# A dated snapshot of a model: `-2024-08-06`, `-20250514`, `@20250514` (Vertex AI),
+# `-0613` (a month and day, as `gpt-4-0613` or `grok-4-0709`), `-06-17` or `-09-2025`
+# (Gemini previews: `gemini-2.5-flash-lite-preview-06-17`) or a version `-001` (Gemini).
+# Months and days must be real: `-2411` or `-2512` (Mistral's year-month releases, which
+# are different models) are not snapshots.
+_MONTH = r"(?:0[1-9]|1[0-2])"
+_DAY = r"(?:0[1-9]|[12]\d|3[01])"
+_SNAPSHOT = re.compile(
+    rf"(?:[-@](?:20\d\d-{_MONTH}-{_DAY}|20\d\d{_MONTH}{_DAY})"
+    rf"|-{_MONTH}-?{_DAY}"
+    rf"|-{_MONTH}-20\d\d"
+    r"|-0\d\d)$"
+)
+_PREFIXES = ("models/",)  # Gemini's REST API names models `models/gemini-2.5-pro`
 
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    provider: str
-    model: ModelSpec
-    matched: MatchKind
-
-
-class _ProviderIndex:
-    """The merged models of one provider, indexed for the three kinds of match."""
-
-    def __init__(self, provider: str, models: Sequence[ModelSpec]) -> None:
-        self.provider = provider
-        self.models: dict[str, ModelSpec] = {}
-        aliases: dict[str, str] = {}
-        for model in models:  # later models (user files) replace earlier ones
-            self.models[model.id.lower()] = model
-            for alias in model.aliases:
-                aliases[alias.lower()] = model.id.lower()
-        self.aliases = {a: mid for a, mid in aliases.items() if a not in self.models}
-        keys = list(self.models) + list(self.aliases)
-        self.prefixes = sorted(keys, key=len, reverse=True)
-
-    def exact(self, name: str) -> Match | None:
-        model = self.models.get(name)
-        return Match(self.provider, model, "exact") if model else None
-
-    def alias(self, name: str) -> Match | None:
-        target = self.aliases.get(name)
-        return Match(self.provider, self.models[target], "alias") if target else None
-
-    def prefix(self, name: str) -> tuple[int, Match] | None:
-        for key in self.prefixes:
-            if len(name) > len(key) and name.startswith(key) and name[len(key)] in _BOUNDARIES:
-                model = self.models.get(key) or self.models[self.aliases[key]]
-                return len(key), Match(self.provider, model, "prefix")
-        return None
-
-    def find(self, name: str) -> Match | None:
-        found = self.exact(name) or self.alias(name)
-        if found:
-            return found
-        hit = self.prefix(name)
-        return hit[1] if hit else None
+T = TypeVar("T")
 
 
-class Catalog:
-    """Every provider's merged table, searchable by ``provider/model`` or a bare model name."""
-
-    def __init__(self, tables: Iterable[ProviderTable]) -> None:
-        merged: dict[str, list[ModelSpec]] = {}
-        self._names: dict[str, str] = {}  # provider name or alias -> canonical provider
-        self._vendor_fallback: set[str] = set()
-        for table in tables:
-            provider = self._names.get(table.provider, table.provider)
-            self._names[provider] = provider
-            for alias in table.aliases:
-                self._names.setdefault(alias, provider)
-            if table.vendor_fallback:
-                self._vendor_fallback.add(provider)
-            merged.setdefault(provider, []).extend(table.models)
-        self._index = {p: _ProviderIndex(p, models) for p, models in merged.items()}
-        self._found: dict[str, Match | None] = {}
-
-    def models(self) -> list[str]:
-        """Every model as ``provider/model`` (ids as written, aliases left out)."""
-        return sorted(f"{p}/{m.id}" for p, idx in self._index.items() for m in idx.models.values())
-
-    def find(self, query: str) -> Match | None:
-        """Memoised: a run asks for the same few models over and over."""
-        try:
-            return self._found[query]
-        except KeyError:
-            if len(self._found) >= _MEMO_SIZE:
-                self._found.clear()
-            found = self._found[query] = self._find(query)
-            return found
-
-    def _find(self, query: str) -> Match | None:
-        name = query.strip().lower()
-        head, slash, rest = name.partition("/")
-        if slash and head in self._names:
-            return self._in_provider(self._names[head], _strip(rest))
-        return self._anywhere(_strip(name))
-
-    def _in_provider(self, provider: str, name: str) -> Match | None:
-        found = self._index[provider].find(name)
-        if found or provider not in self._vendor_fallback:
-            return found
-        # a router (OpenRouter) names first-party models `vendor/model`: price them as the vendor
-        vendor, slash, rest = name.partition("/")
-        target = self._names.get(vendor) if slash else None
-        if target is None or target == provider:
-            return None
-        return self._index[target].find(_strip(rest))
-
-    def _anywhere(self, name: str) -> Match | None:
-        indexes = list(self._index.values())
-        for idx in indexes:
-            found = idx.exact(name)
-            if found:
-                return found
-        for idx in indexes:
-            found = idx.alias(name)
-            if found:
-                return found
-        best: tuple[int, Match] | None = None
-        for idx in indexes:
-            hit = idx.prefix(name)
-            if hit and (best is None or hit[0] > best[0]):
-                best = hit
-        return best[1] if best else None
-
-
-def _strip(name: str) -> str:
-    for prefix in _STRIP:
+def normalise(name: str) -> str:
+    """Lower case, no surrounding blanks, no ``models/`` prefix."""
+    name = name.strip().lower()
+    for prefix in _PREFIXES:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
+
+
+def snapshot_base(name: str) -> str | None:
+    """The model a dated snapshot name belongs to (``gpt-4o-2024-08-06`` -> ``gpt-4o``),
+    or ``None`` if the name does not end with a snapshot suffix."""
+    found = _SNAPSHOT.search(name)
+    if found is None or found.start() == 0:
+        return None
+    return name[: found.start()]
+
+
+class NameIndex(Generic[T]):
+    """Names of the models of one price layer and provider: ids and aliases.
+
+    ``first_wins`` keeps the first model that claims a name (genai-prices' own order);
+    otherwise a later model replaces an earlier one (a later user file wins).
+    """
+
+    def __init__(
+        self, entries: Iterable[tuple[T, str, Iterable[str]]], *, first_wins: bool = False
+    ) -> None:
+        self._ids: dict[str, T] = {}
+        self._aliases: dict[str, T] = {}
+        self._spelled: dict[str, str] = {}  # normalised id -> as written
+        for item, model_id, aliases in entries:
+            self._spelled.setdefault(normalise(model_id), model_id)
+            self._put(self._ids, normalise(model_id), item, first_wins)
+            for alias in aliases:
+                self._put(self._aliases, normalise(alias), item, first_wins)
+
+    @staticmethod
+    def _put(names: dict[str, T], name: str, item: T, first_wins: bool) -> None:
+        if name and not (first_wins and name in names):
+            names[name] = item
+
+    def find(self, name: str, kind: MatchKind) -> T | None:
+        """The model ``name`` (already normalised) denotes with this ``kind`` of match."""
+        if kind == "exact":
+            return self._ids.get(name)
+        if kind == "alias":
+            return self._aliases.get(name) if name not in self._ids else None
+        base = snapshot_base(name)
+        if base is None:
+            return None
+        return self._ids.get(base) or self._aliases.get(base)
+
+    def ids(self) -> list[str]:
+        """The model ids, as written."""
+        return list(self._spelled.values())

@@ -32,7 +32,7 @@ _DOCS = "see docs/pricing.md for the price file format"
 
 _FILE_KEYS = frozenset({"provider", "models", "aliases", "vendor_fallback", "source", "note"})
 _FILE_REQUIRED = frozenset({"provider", "models"})
-_MODEL_KEYS = frozenset({"periods", "aliases", "name", "note", "source"})
+_MODEL_KEYS = frozenset({"periods", "aliases", "name", "note", "source", "until"})
 _PERIOD_KEYS = frozenset({"from", "batch", "tiers", *RATE_KEYS})
 _PERIOD_REQUIRED = frozenset({"from", "input", "output"})
 _TIER_KEYS = frozenset({"above", "batch", *RATE_KEYS})
@@ -148,6 +148,13 @@ def _model(model_id: str, data: object, where: _Where) -> ModelSpec:
             raise (where / "'periods'").error(
                 f"periods must be in increasing 'from' order; {later.start} follows {earlier.start}"
             )
+    until = None
+    if "until" in obj:
+        until = _date(obj["until"], where / "'until'")
+        if until <= periods[-1].start:
+            raise (where / "'until'").error(
+                f"must come after the last period's 'from' ({periods[-1].start}), got {until}"
+            )
     return ModelSpec(
         id=model_id,
         periods=periods,
@@ -155,6 +162,7 @@ def _model(model_id: str, data: object, where: _Where) -> ModelSpec:
         name=_opt_str(obj.get("name"), where / "'name'"),
         note=_opt_str(obj.get("note"), where / "'note'"),
         source=_opt_str(obj.get("source"), where / "'source'"),
+        until=until,
     )
 
 

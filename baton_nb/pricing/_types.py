@@ -6,10 +6,13 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any
+
+from ._match import MatchKind
 
 __all__ = [
     "RATE_KEYS",
+    "CallPricing",
     "MatchKind",
     "ModelPrice",
     "ModelSpec",
@@ -23,7 +26,6 @@ __all__ = [
 ]
 
 RATE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h")
-MatchKind = Literal["exact", "alias", "prefix"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +66,15 @@ class Rates:
 
     ``cached_input`` is the prompt-cache read rate, ``cache_write`` the 5-minute cache write
     rate and ``cache_write_1h`` the 1-hour one (Anthropic). A provider that has no such rate
-    charges those tokens as ordinary input, and so do these rates.
+    charges those tokens as ordinary input, and so do these rates. ``None``: the model is
+    not priced per token of that kind (an image or audio model).
     """
 
-    input: Decimal
-    output: Decimal
-    cached_input: Decimal
-    cache_write: Decimal
-    cache_write_1h: Decimal
+    input: Decimal | None
+    output: Decimal | None
+    cached_input: Decimal | None
+    cache_write: Decimal | None
+    cache_write_1h: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,10 @@ class ModelSpec:
     name: str | None = None
     note: str | None = None
     source: str | None = None
+    until: date | None = None  # from this UTC day on the entry no longer applies
+
+    def active(self, day: date) -> bool:
+        return self.until is None or day < self.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +154,21 @@ class ModelPrice:
     """The prices of one model in force at one moment, as returned by `lookup`.
 
     ``model`` is the id in the price table, ``query`` what was asked for, ``matched`` how
-    the one was found from the other. ``rates`` apply to prompts up to the first tier's
-    threshold, ``batch`` to batch calls (``None``: the table has no batch rates, so batch
-    calls are charged at the standard rates). ``valid_until`` is the day the next known
-    price period starts, if any.
+    the one was found from the other (``exact`` id, ``alias`` or dated ``snapshot``).
+    ``price_source`` says which table answered: the user's file, baton_nb's shipped
+    overrides or genai-prices (with its version). ``rates`` apply to prompts up to the
+    first tier's threshold, ``batch`` to batch calls (``None``: no batch rates, so batch
+    calls are charged at the standard rates). ``other_rates`` holds every further rate of
+    the model by genai-prices' key (``web_searches_kcount``: USD per 1,000 web searches,
+    ``input_audio_mtok`` ...). ``valid_from`` / ``valid_until`` bound the price period
+    when the table dates it.
     """
 
     query: str
     provider: str
     model: str
     matched: MatchKind
-    valid_from: date
+    valid_from: date | None
     valid_until: date | None
     rates: Rates
     batch: Rates | None = None
@@ -166,6 +177,14 @@ class ModelPrice:
     note: str | None = None
     source: str | None = None
     aliases: tuple[str, ...] = field(default=())
+    price_source: str = ""
+    other_rates: tuple[tuple[str, Decimal], ...] = ()
+    engine: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def model_ref(self) -> str:
+        """``provider/model`` of the matched price entry."""
+        return f"{self.provider}/{self.model}"
 
     def rates_for(self, input_tokens: int, *, batch: bool = False) -> Rates:
         """The rates charged for a call with ``input_tokens`` prompt tokens."""
@@ -176,3 +195,34 @@ class ModelPrice:
         if batch and batch_rates is not None:
             return batch_rates
         return rates
+
+
+@dataclass(frozen=True, slots=True)
+class CallPricing:
+    """How one LLM call was priced: the name the tables were asked for (``priced_as``:
+    the ``price_as=`` of the call, else its model), the source of the price (``None``
+    when no table knows the model), the matched ``provider/model`` and the part of the
+    cost that is per-request fees (web searches ...), never a binary float."""
+
+    priced_as: str
+    source: str | None = None
+    model: str | None = None
+    fees: Decimal | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "priced_as": self.priced_as,
+            "source": self.source,
+            "model": self.model,
+            "fees": None if self.fees is None else str(self.fees),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallPricing:
+        fees = data.get("fees")
+        return cls(
+            priced_as=str(data.get("priced_as") or ""),
+            source=data.get("source"),
+            model=data.get("model"),
+            fees=None if fees is None else Decimal(str(fees)),
+        )

@@ -133,12 +133,13 @@ class CostReport(_RowTotals):
     # ── building ──────────────────────────────────────────────────────────────
 
     @classmethod
-    def from_runs(cls, runs: Iterable[Run]) -> CostReport:
-        """A report of runs held in memory (``run.report()``)."""
+    def from_runs(cls, runs: Iterable[Run], *, reprice: bool = False) -> CostReport:
+        """A report of runs held in memory (``run.report()``); ``reprice=True`` prices each
+        call again with today's tables (`CallRecord.repriced`)."""
         rows: list[CostRow] = []
         children: list[FanoutChild] = []
         for run in runs:
-            rows.extend(_rows_of_run(run))
+            rows.extend(_rows_of_run(run, reprice))
             children.extend(_children_of_run(run))
         return cls(rows, children)
 
@@ -197,15 +198,21 @@ class CostReport(_RowTotals):
 
         Columns, in order: ``run_id, workflow, step, model, provider, calls,
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-        reasoning_tokens, cost_usd, latency_ms, replayed_calls``. ``cost_usd`` is a plain
-        decimal string (exact, no float rounding), empty when the price is unknown.
+        reasoning_tokens, cost_usd, latency_ms, replayed_calls``, then
+        ``cache_write_1h_tokens, web_search_requests, fees_usd, price_source,
+        price_model``. ``cost_usd`` (which includes ``fees_usd``, the per-request fees such
+        as web searches) is a plain decimal string (exact, no float rounding), empty when
+        the price is unknown. ``price_source`` says where the price came from
+        (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``, ``reported by
+        openrouter``), ``price_model`` which price entry the model matched.
         """
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for record in self.to_records():
-            cost = record["cost_usd"]
-            record["cost_usd"] = "" if cost is None else fmt_money(cost)
+            for money in ("cost_usd", "fees_usd"):
+                value = record[money]
+                record[money] = "" if value is None else fmt_money(value)
             writer.writerow([record[c] for c in CSV_COLUMNS])
         text = buf.getvalue()
         if path is not None:
@@ -243,9 +250,11 @@ class CostReport(_RowTotals):
         return report_html(self)
 
 
-def _rows_of_run(run: Run) -> list[CostRow]:
+def _rows_of_run(run: Run, reprice: bool = False) -> list[CostRow]:
     rows: dict[tuple[str, str], CostRow] = {}
     for call in run.calls:
+        if reprice and not call.replayed:
+            call = call.repriced()
         key = (call.step, call.model)
         if key not in rows:
             info = run.steps.get(call.step)

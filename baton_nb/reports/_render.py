@@ -47,6 +47,9 @@ def _headline(report: CostReport) -> str:
         plural(report.calls, "call"),
         f"{tokens.input_tokens:,} input + {tokens.output_tokens:,} output tokens",
     ]
+    fees = report.totals().fees
+    if fees:
+        parts.append(f"${fmt_money(fees)} of it per-request fees (web searches)")
     if report.replayed_calls:
         parts.append(f"{report.replayed_calls} replayed (not charged again)")
     return "Cost: " + _total_line(report) + " for " + ", ".join(parts)
@@ -91,12 +94,32 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int =
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
+def _price_rows(report: CostReport) -> list[tuple[str, str, str]]:
+    """(model, the price entry it matched, where the price came from), one per model."""
+    rows = []
+    for model, t in report.by_model().items():
+        if not t.calls:
+            continue
+        matched = t.price_model or ("unknown price" if t.unpriced_calls else "")
+        if t.price_models and t.unpriced_calls:
+            matched += f" (+{plural(t.unpriced_calls, 'call')} unknown)"
+        rows.append((model, matched, t.price_source))
+    return rows
+
+
+_PRICE_COLUMNS = ("model", "priced as", "price source")
+
+
 def report_text(report: CostReport) -> str:
     if not report.rows:
         return "Cost: no LLM calls."
     body = [[step, model, *_cells(t)] for step, model, t in _step_model_rows(report)]
     body.append(["total", "", *_cells(report.totals())])
     lines = [_headline(report), text_table(("step", "model", *_COLUMNS), body, left=2)]
+    prices = _price_rows(report)
+    if prices:
+        lines.append("\nprices:")
+        lines.append(text_table(_PRICE_COLUMNS, [list(r) for r in prices], left=3))
     for step, models in report.fanout().items():
         lines.append(f"\nfan-out {step!r}, models side by side:")
         lines.append(_comparison_text(models))
@@ -150,6 +173,11 @@ def report_html(report: CostReport) -> str:
         f'<div class="bn-cost">{_STYLE}<p><b>{html.escape(_headline(report))}</b></p>',
         _html_table(("step", "model", *_COLUMNS), rows, text_columns=2),
     ]
+    prices = _price_rows(report)
+    if prices:
+        cells = [f"<tr>{''.join(_td(c, 'l') for c in row)}</tr>" for row in prices]
+        parts.append("<p>Prices: the entry each model matched and its source</p>")
+        parts.append(_html_table(_PRICE_COLUMNS, cells, text_columns=3))
     for step, models in report.fanout().items():
         parts.append(f"<p>Fan-out <b>{html.escape(step)}</b>: models side by side</p>")
         parts.append(_comparison_html(models))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .._money import fmt_money
+from .._money import fmt_money, normalize_money
 from .._states import FAILED_STATES
 from .._usage import Usage
 from ..store import CallRecord, FanoutChild, StatAggregate
@@ -34,6 +34,12 @@ CSV_COLUMNS = (
     "cost_usd",
     "latency_ms",
     "replayed_calls",
+    # added after the columns of DESIGN §8, which keep their order
+    "cache_write_1h_tokens",
+    "web_search_requests",
+    "fees_usd",
+    "price_source",
+    "price_model",
 )
 
 
@@ -46,10 +52,14 @@ class Totals:
     calls: int = 0
     usage: Usage = field(default_factory=Usage)
     known_cost: Decimal = field(default_factory=Decimal)
+    fees: Decimal = field(default_factory=Decimal)
     unpriced_calls: int = 0
     estimated_calls: int = 0
     latency_ms: float = 0.0
     replayed_calls: int = 0
+    # where the prices came from and the price entries matched, in first-seen order
+    price_sources: dict[str, None] = field(default_factory=dict)
+    price_models: dict[str, None] = field(default_factory=dict)
 
     @property
     def cost(self) -> Decimal | None:
@@ -77,15 +87,36 @@ class Totals:
             self.unpriced_calls += 1
         else:
             self.known_cost += call.cost
+        pricing = call.pricing
+        if pricing is not None:
+            self.fees += pricing.fees or 0
+            if pricing.source:
+                self.price_sources[pricing.source] = None
+            if pricing.model:
+                self.price_models[pricing.model] = None
 
     def merge(self, other: Totals) -> None:
         self.calls += other.calls
         self.usage = self.usage + other.usage
         self.known_cost += other.known_cost
+        self.fees += other.fees
         self.unpriced_calls += other.unpriced_calls
         self.estimated_calls += other.estimated_calls
         self.latency_ms += other.latency_ms
         self.replayed_calls += other.replayed_calls
+        self.price_sources.update(other.price_sources)
+        self.price_models.update(other.price_models)
+
+    @property
+    def price_source(self) -> str:
+        """Where the prices came from (``genai-prices 0.2.5``, ``baton_nb override``,
+        ``user file …``, ``reported by openrouter``); ``; ``-separated if several."""
+        return "; ".join(self.price_sources)
+
+    @property
+    def price_model(self) -> str:
+        """The price entries matched (``openai/gpt-4o``); ``; ``-separated if several."""
+        return "; ".join(self.price_models)
 
     def cost_text(self) -> str:
         """``0.0123``, ``unknown``, or ``0.0123+?`` when some calls had no price."""
@@ -114,8 +145,8 @@ class CostRow(Totals):
         return self.parent or self.step
 
     def as_record(self) -> dict[str, Any]:
-        """The CSV columns: ``cost_usd`` is a Decimal, or None when unknown."""
-        return {
+        """The CSV columns, in order: ``cost_usd`` is a Decimal, or None when unknown."""
+        values = {
             "run_id": self.run_id,
             "workflow": self.workflow,
             "step": self.step,
@@ -126,7 +157,11 @@ class CostRow(Totals):
             "cost_usd": self.cost,
             "latency_ms": round(self.latency_ms, 3),
             "replayed_calls": self.replayed_calls,
+            "fees_usd": normalize_money(self.fees),
+            "price_source": self.price_source,
+            "price_model": self.price_model,
         }
+        return {column: values[column] for column in CSV_COLUMNS}
 
     @classmethod
     def from_aggregate(cls, row: StatAggregate) -> CostRow:
@@ -141,6 +176,9 @@ class CostRow(Totals):
             calls=row.calls,
             usage=row.usage,
             known_cost=row.cost if row.cost is not None else Decimal(0),
+            fees=row.fees if row.fees is not None else Decimal(0),
+            price_sources=dict.fromkeys(row.price_sources),
+            price_models=dict.fromkeys(row.price_models),
             unpriced_calls=row.unpriced_calls,
             estimated_calls=row.estimated_calls,
             latency_ms=row.latency_ms,

@@ -90,19 +90,8 @@ class Calls:
         return answers
 
     def _record(self, node: Node, index: int, completion: Completion) -> None:
-        call = CallRecord(
-            run_id=self.run_id,
-            step=node.name,
-            model=completion.model,
-            provider=completion.provider,
-            attempt=node.attempt,
-            call_index=index,
-            usage=completion.usage,
-            cost=completion.cost,
-            latency_ms=completion.latency_ms,
-            replayed=completion.replayed,
-            estimated=completion.estimated,
-            created_at=utcnow(),
+        call = CallRecord.from_completion(
+            self.run_id, node.name, node.attempt, index, completion, utcnow()
         )
         self.commit.add_rows(call=call)
         self.announce.call(call)

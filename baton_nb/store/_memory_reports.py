@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .._money import normalize_money
@@ -16,6 +16,7 @@ from ._rows import (
     RunRow,
     RunSummaryRow,
     StatAggregate,
+    distinct_values,
     utcnow,
 )
 
@@ -28,6 +29,8 @@ class _Sums:
 
     agg: StatAggregate
     first_id: int
+    sources: set[str] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
 
     def add(self, call: CallRecord) -> None:
         agg = self.agg
@@ -43,6 +46,25 @@ class _Sums:
             agg.unpriced_calls += 1
         else:
             agg.cost = call.cost if agg.cost is None else agg.cost + call.cost
+        pricing = call.pricing
+        if pricing is not None:
+            if pricing.fees is not None:
+                agg.fees = pricing.fees if agg.fees is None else agg.fees + pricing.fees
+            if pricing.source:
+                self.sources.add(pricing.source)
+            if pricing.model:
+                self.models.add(pricing.model)
+
+    def done(self) -> StatAggregate:
+        agg = self.agg
+        for name in ("cost", "fees"):
+            value = getattr(agg, name)
+            if value is not None:
+                setattr(agg, name, normalize_money(value))
+        for values, attr in ((self.sources, "price_sources"), (self.models, "price_models")):
+            least, greatest = (min(values), max(values)) if values else (None, None)
+            setattr(agg, attr, distinct_values(least, greatest, len(values)))
+        return agg
 
 
 class MemoryReports(MemoryReads):
@@ -74,13 +96,7 @@ class MemoryReports(MemoryReads):
             node_id = node.id or 0 if node is not None else 0
             return (runs[agg.run_id].created_at, agg.run_id, node_id, sums.first_id)
 
-        out = []
-        for sums in sorted(groups.values(), key=order):
-            agg = sums.agg
-            if agg.cost is not None:
-                agg.cost = normalize_money(agg.cost)
-            out.append(agg)
-        return out
+        return [sums.done() for sums in sorted(groups.values(), key=order)]
 
     async def fanout_children(self, where: RunFilter | None = None) -> list[FanoutChild]:
         runs = self._selected(where)

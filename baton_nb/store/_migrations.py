@@ -37,7 +37,34 @@ def _v2(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+# Columns of workflow_step_stats added by _v3 (tables made by _v1 today have them already).
+_V3_STATS_COLUMNS = (
+    ("cache_write_1h_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("web_search_requests", "INTEGER NOT NULL DEFAULT 0"),
+    ("fees_usd", "{money}"),
+    ("priced_as", "VARCHAR(200)"),
+    ("price_source", "VARCHAR(200)"),
+    ("price_model", "VARCHAR(300)"),
+)
+
+
+def _v3(conn: Connection) -> None:
+    """Prices: the 1-hour cache writes, web searches, per-request fees and where each
+    call's price came from; on Postgres, costs stored exactly (unconstrained NUMERIC:
+    NUMERIC(30, 12) rounded anything past 12 decimals; widening loses nothing)."""
+    postgres = conn.dialect.name == "postgresql"
+    money = "NUMERIC" if postgres else "VARCHAR(80)"
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_step_stats")}
+    for name, kind in _V3_STATS_COLUMNS:
+        if name not in have:
+            conn.exec_driver_sql(
+                f"ALTER TABLE workflow_step_stats ADD COLUMN {name} {kind.format(money=money)}"
+            )
+    if postgres:
+        conn.exec_driver_sql("ALTER TABLE workflow_step_stats ALTER COLUMN cost_usd TYPE NUMERIC")
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .._money import normalize_money
 from .._states import FINISHED_STATUSES, NodeKind, RunStatus, State
 from .._usage import Usage
-from ._rows import PRUNE_TABLES, FanoutChild, RunFilter, RunSummaryRow, StatAggregate
+from ._rows import (
+    PRUNE_TABLES,
+    FanoutChild,
+    RunFilter,
+    RunSummaryRow,
+    StatAggregate,
+    distinct_values,
+)
 from ._sql_rows import COMPLETIONS, LOGS, NODES, RUNS, STATS, loads_list
 from ._tables import ExactDecimal
 
@@ -80,12 +87,29 @@ def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.Co
         _paid_sum(STATS.c.output_tokens).label("output_tokens"),
         _paid_sum(STATS.c.reasoning_tokens).label("reasoning_tokens"),
         _money_sum(dialect, sa.case((_PAID, STATS.c.cost_usd), else_=sa.null())).label("cost"),
+        _money_sum(dialect, sa.case((_PAID, STATS.c.fees_usd), else_=sa.null())).label("fees"),
+        _paid_sum(STATS.c.cache_write_1h_tokens).label("cache_write_1h_tokens"),
+        _paid_sum(STATS.c.web_search_requests).label("web_search_requests"),
+        *_distinct_text(STATS.c.price_source, "price_source"),
+        *_distinct_text(STATS.c.price_model, "price_model"),
         _count_if(sa.and_(_PAID, STATS.c.cost_usd.is_(None))).label("unpriced_calls"),
         _count_if(sa.and_(_PAID, STATS.c.estimated)).label("estimated_calls"),
         _paid_sum(STATS.c.latency_ms).label("latency_ms"),
         _count_if(STATS.c.replayed).label("replayed_calls"),
     ]
     return [c for c in columns if only is None or c.name in only]
+
+
+def _distinct_text(column: sa.ColumnElement[Any], name: str) -> list[sa.ColumnElement[Any]]:
+    """Which values a text column takes over a group, portably (no string_agg in SQLite):
+    the least, the greatest and how many distinct (a report row names them all when there
+    are at most two, which is what one (run, step, model) has)."""
+    paid = sa.case((_PAID, column), else_=sa.null())
+    return [
+        sa.func.min(paid).label(f"{name}_min"),
+        sa.func.max(paid).label(f"{name}_max"),
+        sa.func.count(sa.distinct(paid)).label(f"{name}_count"),
+    ]
 
 
 def _runs_subquery(where: RunFilter) -> sa.Select[Any]:
@@ -130,6 +154,10 @@ def _money(value: Any) -> Decimal | None:
     return None if value is None else normalize_money(Decimal(value))
 
 
+def _distinct(row: Mapping[Any, Any], name: str) -> list[str]:
+    return distinct_values(row[f"{name}_min"], row[f"{name}_max"], _int(row[f"{name}_count"]))
+
+
 def _aggregate(row: Mapping[Any, Any]) -> StatAggregate:
     return StatAggregate(
         run_id=row["run_id"],
@@ -141,6 +169,9 @@ def _aggregate(row: Mapping[Any, Any]) -> StatAggregate:
         calls=_int(row["calls"]),
         usage=Usage.from_dict(dict(row)),
         cost=_money(row["cost"]),
+        fees=_money(row["fees"]),
+        price_sources=_distinct(row, "price_source"),
+        price_models=_distinct(row, "price_model"),
         unpriced_calls=_int(row["unpriced_calls"]),
         estimated_calls=_int(row["estimated_calls"]),
         latency_ms=float(row["latency_ms"] or 0.0),

@@ -8,7 +8,7 @@ step's result and a run's params stay JSON text (they are compared and decoded l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -17,6 +17,7 @@ from .. import _jsonutil
 from .._states import NodeKind, RunStatus, State
 from .._usage import Usage
 from ..events import CallFinished
+from ..pricing import CallPricing, price_call
 
 __all__ = [
     "NODE_UPDATE_FIELDS",
@@ -35,6 +36,7 @@ __all__ = [
     "RunUpdate",
     "StatAggregate",
     "WriteBatch",
+    "distinct_values",
     "utcnow",
 ]
 
@@ -127,7 +129,12 @@ NODE_UPDATE_FIELDS = (
 
 @dataclass
 class CallRecord:
-    """One LLM call (one ``workflow_step_stats`` row)."""
+    """One LLM call (one ``workflow_step_stats`` row).
+
+    ``pricing`` says how ``cost`` was found (the name priced, the price source and the
+    matched price entry, the per-request fees within the cost); ``None`` for rows stored
+    before baton_nb recorded it.
+    """
 
     run_id: str
     step: str
@@ -141,7 +148,41 @@ class CallRecord:
     replayed: bool
     estimated: bool
     created_at: datetime
+    pricing: CallPricing | None = None
     id: int | None = None  # the stored row's id (None until stored)
+
+    @classmethod
+    def from_completion(
+        cls, run_id: str, step: str, attempt: int, call_index: int, completion: Any,
+        created_at: datetime,
+    ) -> CallRecord:  # fmt: skip
+        """The record of one ``bn.Completion`` (``completion``) of a step."""
+        return cls(
+            run_id=run_id,
+            step=step,
+            model=completion.model,
+            provider=completion.provider,
+            attempt=attempt,
+            call_index=call_index,
+            usage=completion.usage,
+            cost=completion.cost,
+            latency_ms=completion.latency_ms,
+            replayed=completion.replayed,
+            estimated=completion.estimated,
+            created_at=created_at,
+            pricing=completion.pricing,
+        )
+
+    def repriced(self) -> CallRecord:
+        """This call priced again with today's tables at the day it was made (for models
+        that were unknown then, or a corrected price). A cost the provider reported
+        (OpenRouter) is what was billed and stays."""
+        source = self.pricing.source if self.pricing is not None else None
+        if source is not None and source.startswith("reported by"):
+            return self
+        name = self.pricing.priced_as if self.pricing is not None else self.model
+        cost, pricing = price_call(name, self.usage, called_as=self.model, at=self.created_at)
+        return replace(self, cost=cost, pricing=pricing)
 
     def event(self, workflow_label: str) -> CallFinished:
         """This call as the ``CallFinished`` event published on the run's topics."""
@@ -305,10 +346,23 @@ class StatAggregate:
     calls: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: Decimal | None = None  # sum of the priced calls; None when no call was priced
+    fees: Decimal | None = None  # per-request fees within ``cost``
     unpriced_calls: int = 0
     estimated_calls: int = 0
     latency_ms: float = 0.0
     replayed_calls: int = 0
+    price_sources: list[str] = field(default_factory=list)  # see ``distinct_values``
+    price_models: list[str] = field(default_factory=list)
+
+
+def distinct_values(least: str | None, greatest: str | None, count: int) -> list[str]:
+    """The distinct values of a text column over a group, as the stores report them: the
+    least and the greatest, and ``"N more"`` for the others (SQL has no portable
+    string_agg; one (run, step, model) has one or two)."""
+    values = [v for v in dict.fromkeys((least, greatest)) if v]
+    if count > len(values):
+        values.append(f"{count - len(values)} more")
+    return values
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from .. import _jsonutil
 from .._money import normalize_money
 from .._states import NodeKind, RunStatus, State
 from .._usage import Usage
+from ..pricing import CallPricing
 from ._rows import CallRecord, CompletionRow, LogRow, NodeRow, RunRow
 from ._tables import (
     WorkflowCompletion,
@@ -136,7 +137,8 @@ def node_from_columns(row: Columns) -> NodeRow:
 
 
 def call_to_columns(call: CallRecord) -> dict[str, Any]:
-    usage = call.usage
+    """The ``workflow_step_stats`` row of a call (the one place that builds it)."""
+    pricing = call.pricing
     return {
         "run_id": call.run_id,
         "step": call.step,
@@ -144,12 +146,12 @@ def call_to_columns(call: CallRecord) -> dict[str, Any]:
         "provider": call.provider,
         "attempt": call.attempt,
         "call_index": call.call_index,
-        "input_tokens": usage.input_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
+        **call.usage.to_dict(),
         "cost_usd": call.cost,
+        "fees_usd": pricing.fees if pricing is not None else None,
+        "priced_as": pricing.priced_as if pricing is not None else None,
+        "price_source": pricing.source if pricing is not None else None,
+        "price_model": pricing.model if pricing is not None else None,
         "latency_ms": call.latency_ms,
         "replayed": call.replayed,
         "estimated": call.estimated,
@@ -158,6 +160,15 @@ def call_to_columns(call: CallRecord) -> dict[str, Any]:
 
 
 def call_from_columns(row: Columns) -> CallRecord:
+    fees = row.get("fees_usd")
+    pricing = None
+    if row.get("priced_as") or row.get("price_source"):
+        pricing = CallPricing(
+            priced_as=row.get("priced_as") or row["model"],
+            source=row.get("price_source"),
+            model=row.get("price_model"),
+            fees=None if fees is None else normalize_money(fees),
+        )
     return CallRecord(
         run_id=row["run_id"],
         step=row["step"],
@@ -171,6 +182,7 @@ def call_from_columns(row: Columns) -> CallRecord:
         replayed=bool(row["replayed"]),
         estimated=bool(row["estimated"]),
         created_at=row["created_at"],
+        pricing=pricing,
         id=int(row["id"]),
     )
 

@@ -29,19 +29,22 @@ metadata = SQLModel.metadata
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """Money as an exact decimal: NUMERIC on Postgres, a decimal string on SQLite.
+    """Money as an exact decimal: unconstrained NUMERIC on Postgres, a decimal string on
+    SQLite.
 
+    Postgres keeps an unconstrained ``NUMERIC`` exactly as given, every digit (a
+    ``NUMERIC(30, 12)`` would round a price of 13 decimals or a provider-reported cost).
     SQLite has no exact decimal type (NUMERIC there is a float), so the text form keeps
     every digit; reports sum it with an exact aggregate registered on each connection.
     """
 
-    impl = sa.String(40)
+    impl = sa.String(80)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(sa.Numeric(30, 12))
-        return dialect.type_descriptor(sa.String(40))
+            return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+        return dialect.type_descriptor(sa.String(80))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
@@ -146,7 +149,14 @@ class WorkflowStepStat(SQLModel, table=True):
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    # added by migration 3 with DEFAULT 0 (writers that name the older columns only work)
+    cache_write_1h_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    web_search_requests: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    fees_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    priced_as: str | None = Field(default=None, max_length=200)
+    price_source: str | None = Field(default=None, max_length=200)
+    price_model: str | None = Field(default=None, max_length=300)
     latency_ms: float = 0.0
     replayed: bool = False
     estimated: bool = False

@@ -79,12 +79,16 @@ def test_event_shapes_match_the_seed() -> None:
 
 
 def test_usage_fields() -> None:
+    # DESIGN §6's five fields first, in order (positional Usage(...) keeps its meaning);
+    # fields added later come after them.
     assert [f.name for f in dataclasses.fields(bn.Usage)] == [
         "input_tokens",
         "cached_input_tokens",
         "cache_write_tokens",
         "output_tokens",
         "reasoning_tokens",
+        "cache_write_1h_tokens",
+        "web_search_requests",
     ]
 
 
@@ -122,6 +126,12 @@ def test_csv_columns_in_contract_order() -> None:
         "cost_usd",
         "latency_ms",
         "replayed_calls",
+        # added after DESIGN §8's columns, which keep their order
+        "cache_write_1h_tokens",
+        "web_search_requests",
+        "fees_usd",
+        "price_source",
+        "price_model",
     ]
 
 

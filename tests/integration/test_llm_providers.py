@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -267,8 +268,10 @@ async def test_anthropic_one_hour_cache_writes_are_priced_as_such(
     }
     fake_providers.script(Reply(body=body))
     c = await complete(_req("anthropic/claude-sonnet-4-5"))
+    assert c.usage.cache_write_1h_tokens == 2000 == c.usage.cache_write_tokens
     assert c.cost == price("anthropic/claude-sonnet-4-5", c.usage, cache_write_ttl="1h")
-    assert c.cost != price("anthropic/claude-sonnet-4-5", c.usage, cache_write_ttl="5m")
+    five_minutes = replace(c.usage, cache_write_1h_tokens=0)
+    assert c.cost != price("anthropic/claude-sonnet-4-5", five_minutes)
 
 
 @pytest.mark.anyio

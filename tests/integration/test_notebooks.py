@@ -28,7 +28,8 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 CSV_HEADER = (
     "run_id,workflow,step,model,provider,calls,input_tokens,cached_input_tokens,"
-    "cache_write_tokens,output_tokens,reasoning_tokens,cost_usd,latency_ms,replayed_calls"
+    "cache_write_tokens,output_tokens,reasoning_tokens,cost_usd,latency_ms,replayed_calls,"
+    "cache_write_1h_tokens,web_search_requests,fees_usd,price_source,price_model"
 )
 MODELS = ("mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.5-flash")
 
@@ -114,6 +115,11 @@ def _check_cost_report(nb: Any, tmp_path: Path) -> None:
     assert len({r["run_id"] for r in rows}) == 3
     assert len(rows) == 9  # 3 runs x (2 fan-out children + the summary)
     assert all(re.fullmatch(r"\d+\.\d+", r["cost_usd"]) for r in rows)
+    assert all(r["price_source"].startswith("genai-prices ") for r in rows)
+    sources = _text(_cell(nb, 'df[["model", "price_model", "price_source"]]'))
+    assert "openai/gpt-4o-mini" in sources and "genai-prices" in sources
+    repriced = _text(_cell(nb, "repriced = await bn.report("))
+    assert "priced as" in repriced and "openai/gpt-4o-mini" in repriced
     assert "<table" in _cell(nb, "report = batch[0].report()").outputs[0].data["text/html"]
 
 

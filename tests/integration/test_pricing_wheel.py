@@ -1,4 +1,5 @@
-"""The price tables ship inside the wheel: build it, install it in a fresh venv, price a call.
+"""The price overrides ship inside the wheel and genai-prices is found as a dependency:
+build the wheel, install it in a fresh venv, price a call from each source.
 
 The fresh venv sees the dev venv's third-party packages through a ``.pth`` line (baton_nb's
 own dependencies are not what is under test), but never the source tree: the check runs
@@ -30,6 +31,8 @@ print(json.dumps({
     "cost": str(pricing.price("openai/gpt-4o-mini", Usage(input_tokens=1000, output_tokens=100))),
     "tier": str(pricing.price("google/gemini-2.5-pro", Usage(input_tokens=300_000))),
     "models": len(pricing.known_models()),
+    "override": pricing.lookup("google/gemini-1.5-flash-8b").price_source,
+    "genai": pricing.lookup("openai/gpt-4o-mini").price_source,
     "sys_path": sys.path,
 }))
 """
@@ -67,5 +70,7 @@ def test_prices_from_an_installed_wheel(tmp_path: Path) -> None:
     assert Path(result["data_dir"]) == site / "baton_nb" / "_pricing_data"
     assert result["cost"] == "0.00021"
     assert result["tier"] == "0.75"  # 300k prompt tokens at the >200k rate of $2.50
-    assert result["models"] >= 100
+    assert result["models"] >= 1000
+    assert result["override"] == "baton_nb override"
+    assert result["genai"].startswith("genai-prices 0.2.")
     assert not any(Path(p) == REPO for p in result["sys_path"] if p)

@@ -19,6 +19,7 @@ import pytest
 
 from baton_nb._states import NodeKind, RunStatus, State
 from baton_nb._usage import Usage
+from baton_nb.pricing import CallPricing
 from baton_nb.store import (
     PRUNE_TABLES,
     CallRecord,
@@ -216,6 +217,9 @@ async def test_a_batch_commits_nodes_run_calls_completions_and_logs(store: RunSt
     assert await store.get_completions("run-1", "b") == {}
     [stat] = await store.get_stats(["run-1"])
     assert stat.id is not None and stat == call("run-1", "a", id=stat.id)
+    priced = CallPricing("mock/a", "genai-prices 0.0.1", "openai/gpt-4o", Decimal("0.25"))
+    await store.write(WriteBatch(stats=[call("run-1", "b", pricing=priced)]))
+    assert (await store.get_stats(["run-1"]))[1].pricing == priced
     [entry] = await store.get_debug_logs("run-1")
     assert entry.id is not None and (entry.message, entry.data) == ("hello", '{"k": 1}')
     assert await store.get_debug_logs("run-1", step="b") == []
@@ -348,9 +352,11 @@ async def test_notifications_from_commits(store: RunStore, store_url: str) -> No
 async def report_runs(store: RunStore) -> None:
     await a_run(store, "r1", created_at=T0)
     await a_run(store, "r2", created_at=T0 + timedelta(hours=1), workflow="other")
+    genai = CallPricing("mock/a", "genai-prices 0.0.1", "openai/gpt-4o", Decimal("0.0001"))
+    override = CallPricing("mock/a", "baton_nb override", "openai/gpt-4o-2", None)
     stats = [
-        call("r1", "a", cost=Decimal("0.001")),
-        call("r1", "a", cost=Decimal("0.002"), estimated=True),
+        call("r1", "a", cost=Decimal("0.001"), pricing=genai),
+        call("r1", "a", cost=Decimal("0.002"), estimated=True, pricing=override),
         call("r1", "a", replayed=True),  # paid once already: counted apart
         call("r1", "a", model="mock/u", cost=None),  # no known price
         call("r1", "fan[mock/x]", model="mock/x"),
@@ -373,7 +379,11 @@ async def test_stats_summed_per_run_step_model(store: RunStore) -> None:
     assert (a.calls, a.replayed_calls, a.estimated_calls, a.unpriced_calls) == (2, 1, 1, 0)
     assert a.cost == Decimal("0.003") and a.usage == Usage(input_tokens=20, output_tokens=10)
     assert a.latency_ms == 25.0 and a.workflow == "wf" and a.parent is None
+    assert a.fees == Decimal("0.0001")
+    assert a.price_sources == ["baton_nb override", "genai-prices 0.0.1"]
+    assert a.price_models == ["openai/gpt-4o", "openai/gpt-4o-2"]
     assert rows[1].cost is None and rows[1].unpriced_calls == 1
+    assert (rows[1].fees, rows[1].price_sources) == (None, [])
     assert rows[2].parent == "fan"
     only = await store.aggregate_stats(RunFilter(workflow="other"))
     assert [(r.run_id, r.cost) for r in only] == [("r2", Decimal("0.5"))]

@@ -68,6 +68,36 @@ def test_price_of_an_unknown_model_exits_1(capsys: pytest.CaptureFixture[str]) -
     assert main(["price", "nobody/nothing-9"]) == 1
     err = capsys.readouterr().err
     assert "no price known for 'nobody/nothing-9'" in err and "pricing.md" in err
+    assert "bn.configure(pricing=" in err
+
+
+def test_price_shows_source_match_and_every_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["price", "anthropic/claude-sonnet-4-20250514", "--input-tokens", "250000",
+            "--cached-tokens", "50000", "--cache-write-tokens", "11",
+            "--cache-write-1h-tokens", "13", "--output-tokens", "1000"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "anthropic/claude-sonnet-4-20250514: anthropic/claude-sonnet-4-0" in out
+    assert "matched by an alias" in out
+    assert "source: baton_nb override" in out
+    for line in ("cache write 5 m       3.75      1.875", "cache write 1 h          6          3"):
+        assert line in out
+    assert "prompts over 200,000 tokens (the whole call)" in out
+    assert "web searches, per 1,000: $10" in out
+    assert "note: Anthropic charges Claude Sonnet 4 prompts over 200k" in out
+    # 199,976 plain x 6 + 50,000 x 0.60 + 11 x 7.50 + 13 x 12 + 1,000 x 22.50, per 1M tokens
+    assert "11 cache writes 5 m, 13 cache writes 1 h) + 1,000 output tokens: $1.2525945" in out
+
+
+def test_price_at_a_date_and_in_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["price", "openai/gpt-4o", "--at", "2024-09-01", "--batch", "--input-tokens", "1000000"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "prices valid from 2024-05-13 until 2024-10-02" in out
+    assert "(batch): $2.5" in out
+    assert main(["price", "openai/gpt-5.5"]) == 0
+    out = capsys.readouterr().out
+    assert "matched by its own id" in out and "source: genai-prices 0." in out
 
 
 @pytest.fixture

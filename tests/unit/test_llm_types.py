@@ -126,6 +126,27 @@ def test_completion_json_round_trip(cost: Decimal | None) -> None:
     assert str(back.cost) == str(cost) if cost is not None else back.cost is None
 
 
+def test_completion_json_keeps_pricing_and_reads_old_rows() -> None:
+    from dataclasses import replace
+
+    from baton_nb.pricing import CallPricing
+
+    pricing = CallPricing(
+        "anthropic/claude-haiku-4-5", "genai-prices 0.2.5", "anthropic/claude-haiku-4-5",
+        Decimal("0.01"),
+    )  # fmt: skip
+    usage = Usage(100, 20, 10, 50, 5, cache_write_1h_tokens=4, web_search_requests=1)
+    c = replace(_completion(Decimal("0.0102871")), pricing=pricing, usage=usage)
+    assert Completion.from_json(c.to_json()) == c
+    # a completion stored before usage details and pricing existed
+    old = json.loads(_completion(Decimal(1)).to_json())
+    del old["pricing"]
+    for name in ("cache_write_1h_tokens", "web_search_requests"):
+        del old["usage"][name]
+    back = Completion.from_json(json.dumps(old))
+    assert back.pricing is None and back.usage == Usage(100, 20, 10, 50, 5)
+
+
 def test_completion_repr_hides_raw() -> None:
     assert "nested" not in repr(_completion(None))
 

@@ -1,8 +1,10 @@
-"""Cost of LLM calls from the shipped price tables: matching, tiers, variants, periods."""
+"""Cost of LLM calls: genai-prices under the shipped overrides; matching, tiers, variants,
+periods."""
 
 from __future__ import annotations
 
 import decimal
+import importlib.metadata
 import warnings
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
@@ -24,6 +26,7 @@ from baton_nb.pricing import (
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
+GENAI = importlib.metadata.version("genai-prices")
 
 
 @pytest.fixture(autouse=True)
@@ -56,15 +59,21 @@ CASES: list[tuple[str, str, Usage, dict[str, Any], str]] = [
     # 6000 plain x 0.15 + 4000 cached x 0.075 + 500 x 0.60
     ("openai cached input", "openai/gpt-4o-mini", U(10_000, cached=4000, out=500), {}, "0.0015"),
     (
-        "dated snapshot finds the longest prefix",
+        "dated snapshot of the same model",
         "openai/gpt-4o-mini-2024-07-18",
         U(10**6),
         {},
         "0.15",
     ),
     ("dated snapshot of gpt-4o", "openai/gpt-4o-2024-11-20", U(10**6, out=10**6), {}, "12.5"),
-    ("exact snapshot beats prefix", "openai/gpt-4o-2024-05-13", U(10**6, out=10**6), {}, "20"),
-    ("alias", "openai/gpt-4o-latest", U(10**6, out=10**6), {"at": NOW}, "12.5"),
+    (
+        "exact snapshot id beats its model",
+        "openai/gpt-4o-2024-05-13",
+        U(10**6, out=10**6),
+        {},
+        "20",
+    ),
+    ("alias", "openai/o4-mini-high", U(10**6, out=10**6), {"at": NOW}, "5.5"),
     (
         "price period before the alias moved",
         "gpt-4o",
@@ -315,11 +324,16 @@ async def test_unknown_warning_names_the_model_as_called_and_points_at_user_code
 
 
 def test_price_call_names_the_called_model_only_when_it_differs() -> None:
-    from baton_nb.pricing import price_call
+    from baton_nb.pricing import CallPricing, price_call
 
     with pytest.warns(UnknownPriceWarning, match=r"model 'openai/gpt-9002': its cost"):
-        assert price_call("openai/gpt-9002", U(1), called_as="openai/gpt-9002") is None
-    assert price_call("openai/gpt-4o-mini", U(1000), called_as="x/y") == Decimal("0.00015")
+        cost, how = price_call("openai/gpt-9002", U(1), called_as="openai/gpt-9002")
+    assert (cost, how) == (None, CallPricing("openai/gpt-9002"))
+    cost, how = price_call("openai/gpt-4o-mini", U(1000), called_as="x/y", at=NOW)
+    assert cost == Decimal("0.00015")
+    assert how == CallPricing(
+        "openai/gpt-4o-mini", f"genai-prices {GENAI}", "openai/gpt-4o-mini", Decimal(0)
+    )
 
 
 def test_unknown_warning_is_a_user_warning() -> None:
@@ -328,12 +342,13 @@ def test_unknown_warning_is_a_user_warning() -> None:
         assert price("no-such-provider/some-model", U(1)) is None
 
 
-def test_prefix_only_at_a_boundary() -> None:
+def test_only_a_dated_snapshot_extends_a_name() -> None:
     with pytest.warns(UnknownPriceWarning):
         assert price("openai/gpt-4ox", U(1000)) is None
     assert lookup("gpt-4") is not None
-    assert lookup("gpt-4o-turbo-ish") is not None  # `gpt-4o` + "-": a plausible snapshot
+    assert lookup("gpt-4o-turbo-ish") is None  # not a snapshot of gpt-4o: another model
     assert lookup("gpt-4xyz") is None
+    assert lookup("gpt-4o-2099-01-01") is not None  # a date is a snapshot of gpt-4o
 
 
 def test_unknown_provider_prefix_is_not_searched_elsewhere() -> None:
@@ -344,7 +359,8 @@ def test_unknown_provider_prefix_is_not_searched_elsewhere() -> None:
 def test_lookup_returns_rates_in_force() -> None:
     mp = lookup("openai/gpt-4o-2024-08-06", at=NOW)
     assert isinstance(mp, ModelPrice)
-    assert (mp.provider, mp.model, mp.matched) == ("openai", "gpt-4o-2024-08-06", "exact")
+    assert (mp.provider, mp.model, mp.matched) == ("openai", "gpt-4o", "alias")
+    assert mp.price_source == f"genai-prices {GENAI}"
     assert mp.rates.input == Decimal("2.5")
     assert mp.rates.cached_input == Decimal("1.25")
     assert mp.rates.cache_write == mp.rates.input  # OpenAI has no cache-write surcharge
@@ -355,14 +371,22 @@ def test_lookup_period_bounds() -> None:
     old = lookup("gpt-4o", at=at("2024-09-30"))
     new = lookup("gpt-4o", at=at("2024-10-02"))
     assert old is not None and new is not None
+    # the shipped override holds the launch price until the alias moved ...
     assert (old.valid_from, old.valid_until) == (date(2024, 5, 13), date(2024, 10, 2))
-    assert (new.valid_from, new.valid_until) == (date(2024, 10, 2), None)
+    assert old.price_source == "baton_nb override"
+    # ... then genai-prices, which dates no period for gpt-4o
+    assert (new.valid_from, new.valid_until) == (None, None)
+    assert new.price_source == f"genai-prices {GENAI}"
     assert old.rates.input == Decimal(5) and new.rates.input == Decimal("2.5")
+    # genai-prices' dated periods are reported too
+    o3 = lookup("openai/o3", at=NOW)
+    assert o3 is not None and o3.valid_from == date(2025, 6, 10) and o3.valid_until is None
 
 
 def test_before_the_first_period_uses_the_first_period() -> None:
-    mp = lookup("openai/gpt-4o-mini", at=at("2020-01-01"))
-    assert mp is not None and mp.valid_from == date(2024, 7, 18)
+    mp = lookup("openai/o3", at=at("2020-01-01"))
+    assert mp is not None and mp.valid_from == date(2025, 4, 16)
+    assert mp.price_source == "baton_nb override"
 
 
 def test_at_is_compared_in_utc() -> None:
@@ -384,12 +408,12 @@ def test_lookup_tiers_and_rates_for() -> None:
     assert mp.rates_for(10, batch=True).output == Decimal("7.5")
 
 
-def test_alias_and_prefix_reported() -> None:
+def test_alias_and_snapshot_reported() -> None:
     alias = lookup("anthropic/claude-3-5-sonnet-latest")
-    prefix = lookup("anthropic/claude-3-5-sonnet-20241022")
+    snapshot = lookup("anthropic/claude-3-5-sonnet-20241022")
     assert alias is not None and alias.matched == "alias"
-    assert prefix is not None and prefix.matched == "prefix"
-    assert alias.model == prefix.model == "claude-3-5-sonnet"
+    assert snapshot is not None and snapshot.matched == "snapshot"
+    assert alias.model == snapshot.model == "claude-3-5-sonnet"
 
 
 def test_bare_and_google_prefixes_agree() -> None:
@@ -416,7 +440,7 @@ def test_cost_is_exact_whatever_the_decimal_context() -> None:
 
 
 def test_more_cached_than_prompt_tokens_never_goes_negative() -> None:
-    cost = price("openai/gpt-4o-mini", U(10, cached=1000))
+    cost = price("openai/gpt-4o-mini", U(10, cached=1000), at=NOW)
     assert cost == Decimal("0.000075")
 
 
@@ -445,14 +469,34 @@ def test_known_models() -> None:
         "anthropic/claude-sonnet-4-5",
         "anthropic/claude-haiku-4-5",
         "anthropic/claude-opus-4-1",
-        "anthropic/claude-3-5-haiku",
+        "anthropic/claude-3-5-haiku-latest",
         "google/gemini-2.5-pro",
         "google/gemini-2.5-flash-lite",
         "google/gemini-2.0-flash",
         "google/gemini-1.5-pro",
         "openrouter/meta-llama/llama-3.3-70b-instruct",
         "groq/llama-3.3-70b-versatile",
-        "together/deepseek-ai/DeepSeek-V3",
+        "together/deepseek-ai/DeepSeek-V3",  # a shipped override: genai-prices lacks it
+        "openai/gpt-5.5",
+        "anthropic/claude-opus-4-7",
+        "x-ai/grok-4.3",
     ):
         assert model in models
-    assert len(models) >= 100
+    assert len(models) >= 1000
+
+
+def test_genai_prices_is_imported_on_first_use_and_never_updates() -> None:
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, baton_nb as bn; bn.Usage(1); import baton_nb.pricing;"
+        "print('genai_prices' in sys.modules);"
+        "bn.price('openai/gpt-4o-mini', bn.Usage(1));"
+        "import genai_prices.update_prices as u;"
+        "print('genai_prices' in sys.modules, u._shared_updater.thread is None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["False", "True", "True"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def one(frm: str = "2024-01-01", **rates: Any) -> dict[str, Any]:
 def test_shipped_files_are_found_in_the_source_tree() -> None:
     assert _registry.data_dir() == REPO / "pricing"
     names = {p.stem for p in SHIPPED}
-    assert {"openai", "anthropic", "google", "openrouter", "together", "groq"} <= names
+    assert {"openai", "anthropic", "google", "together"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -131,6 +132,35 @@ def test_user_file_with_a_new_provider_and_provider_alias(tmp_path: Path) -> Non
     # `gemini` is an alias of the shipped `google` provider: the user's price lands there
     assert price("google/gemini-2.5-flash", Usage(input_tokens=10**6)) == Decimal(9)
     assert price("google/gemini-2.5-pro", Usage(input_tokens=100_000)) == Decimal("0.125")
+
+
+def test_user_file_wins_over_overrides_and_genai_prices(tmp_path: Path) -> None:
+    data = {
+        "providers": [
+            provider({"gemini-1.5-flash-8b": one(input="5")}, name="google"),  # an override's
+            provider({"claude-opus-4-7": one(input="6")}, name="anthropic"),  # genai-prices'
+        ]
+    }
+    configure_pricing(write(tmp_path, data))
+    for name, rate in (
+        ("google/gemini-1.5-flash-8b", "5"),
+        ("anthropic/claude-opus-4-7", "6"),
+        ("anthropic/claude-opus-4.7", "6"),  # genai-prices' alias of the model replaced
+        ("anthropic/claude-opus-4-7-20260416", "6"),  # a dated snapshot of it
+    ):
+        found = lookup(name)
+        assert found is not None and found.price_source.startswith("user file"), name
+        assert price(name, Usage(input_tokens=10**6)) == Decimal(rate), name
+
+
+def test_until_hands_over_to_the_next_source(tmp_path: Path) -> None:
+    old_price = {"gpt-4o-mini": one("2024-07-18", input="9") | {"until": "2025-01-01"}}
+    configure_pricing(write(tmp_path, provider(old_price)))
+    before = lookup("openai/gpt-4o-mini", at=datetime(2024, 12, 31, tzinfo=timezone.utc))
+    after = lookup("openai/gpt-4o-mini", at=datetime(2025, 1, 1, tzinfo=timezone.utc))
+    assert before is not None and before.rates.input == Decimal(9)
+    assert before.valid_until == date(2025, 1, 1)
+    assert after is not None and after.price_source.startswith("genai-prices")
 
 
 def test_later_configure_wins(tmp_path: Path) -> None:
@@ -212,6 +242,12 @@ BAD: list[tuple[str, Any, tuple[str, ...]]] = [
         ("unknown field 'discount'",),
     ),
     ("not an object", ["openai"], ("JSON object",)),
+    (
+        "until before the last period",
+        provider({"m": one("2025-01-01") | {"until": "2024-06-01"}}),
+        ("'until'", "must come after"),
+    ),
+    ("until not a date", provider({"m": one() | {"until": "soon"}}), ("'until'", "YYYY-MM-DD")),
 ]
 
 

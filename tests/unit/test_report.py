@@ -13,6 +13,7 @@ import pytest
 
 import baton_nb as bn
 from baton_nb._errors import ConfigurationError
+from baton_nb.pricing import CallPricing
 from baton_nb.reports import (
     CSV_COLUMNS,
     as_duration,
@@ -50,6 +51,12 @@ def call(
         replayed=replayed,
         estimated=False,
         created_at=NOW,
+        pricing=CallPricing(
+            model,
+            None if cost is None else "genai-prices 0.2.5",
+            None if cost is None else model,
+            None if cost is None else Decimal(0),
+        ),
     )
 
 
@@ -135,9 +142,16 @@ def test_csv_has_contract_columns_and_exact_decimals(tmp_path: Path) -> None:
         "run_id", "workflow", "step", "model", "provider", "calls", "input_tokens",
         "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
         "cost_usd", "latency_ms", "replayed_calls",
+        # after DESIGN §8's columns
+        "cache_write_1h_tokens", "web_search_requests", "fees_usd", "price_source",
+        "price_model",
     ]  # fmt: skip
     records = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
     assert records[0]["cost_usd"] == "0.000123456789"
+    assert records[0]["price_source"] == "genai-prices 0.2.5"
+    assert records[0]["price_model"] == "openai/gpt-4o-mini"
+    assert records[0]["fees_usd"] == "0"
+    assert records[3]["price_source"] == "" and records[3]["price_model"] == ""
     assert records[0]["cached_input_tokens"] == "25"
     assert records[1]["replayed_calls"] == "1" and records[1]["calls"] == "1"
     assert records[3]["cost_usd"] == ""
