@@ -12,6 +12,7 @@ import operator
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import anyio
@@ -45,6 +46,13 @@ _INSERT_NODE = sa.insert(NODES)
 _INSERT_COMPLETION = sa.insert(COMPLETIONS)
 _INSERT_STAT = sa.insert(STATS)
 _UNSEEN: Any = object()
+# Parameters that hold a str enum (State, NodeKind): sqlite3 binds a str subclass through
+# its adaptation protocol, twice the cost of a str; the driver gets the plain value.
+_ENUM_PARAMS = frozenset({"state", "kind", "b_state"})
+
+
+def _enum_text(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
 
 
 def _one_shape(rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -86,6 +94,8 @@ class _DriverStatement:
         processors = []
         for position, name in enumerate(names):
             processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is None and name in _ENUM_PARAMS:
+                processor = _enum_text
             if processor is not None:
                 processors.append((position, processor))
         where = [list(keys).index(name) for name in names] if tuples else names
