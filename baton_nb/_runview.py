@@ -66,7 +66,7 @@ class StepInfo:
             job_id=row.id,
             kind=row.kind,
             parent=row.parent,
-            deps=list(row.deps),
+            deps=row.deps,  # shared with the row and the runtime's node: read, never changed
             worker=row.worker,
             state=row.state,
             attempt=row.attempt,

@@ -7,7 +7,7 @@ then admit the node again), or nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._states import RunStatus, State
@@ -72,19 +72,40 @@ class DepCallback(NamedTuple):
     reason: str
 
 
-@dataclass(slots=True)
+_NONE: list[Any] = []  # shared, never appended to: ``ready``/``callbacks`` until needed
+
+
 class Settled:
     """Nodes that became terminal together, and what follows once that is committed.
 
     ``changed`` (the terminal nodes and the dependents whose counters moved) must be
     committed before anything else happens; then ``nodes`` are announced, ``ready`` are
     admitted and ``callbacks`` run. The nodes count as settled only after all of that.
+    (``ready`` and ``callbacks`` are made on first use: most settlements have none, and
+    each list is one more object for the garbage collector to count, per step.)
     """
 
-    nodes: list[Node] = field(default_factory=list)
-    changed: list[Node] = field(default_factory=list)
-    ready: list[Node] = field(default_factory=list)
-    callbacks: list[DepCallback] = field(default_factory=list)
+    __slots__ = ("callbacks", "changed", "nodes", "ready")
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.changed: list[Node] = []
+        self.ready: list[Node] = _NONE
+        self.callbacks: list[DepCallback] = _NONE
+
+    def add_ready(self, node: Node) -> None:
+        if self.ready is _NONE:
+            self.ready = []
+        self.ready.append(node)
+
+    def add_callback(self, callback: DepCallback) -> None:
+        if self.callbacks is _NONE:
+            self.callbacks = []
+        self.callbacks.append(callback)
+
+    def __repr__(self) -> str:
+        names = [n.name for n in self.nodes]
+        return f"<Settled {names} ready={[n.name for n in self.ready]}>"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from ..store import NodeRow, NodeUpdate
 __all__ = ["Node", "build_nodes", "new_node_row", "reset_for_resume"]
 
 _UNSET: Any = object()
+_STORED = {state: state.value for state in State}  # a state as the store writes it
 
 
 def new_node_row(
@@ -127,7 +128,7 @@ class Node:
         """The columns that change while it runs, as the store writes them."""
         result = self.result_json
         return (
-            self.state,
+            _STORED[self.state],
             self.attempt,
             self.error,
             result,

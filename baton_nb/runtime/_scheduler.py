@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -111,7 +111,7 @@ class Scheduler:
             node.started_at = self.clock()
         return True
 
-    def release(self, node: Node) -> list[Node]:
+    def release(self, node: Node) -> Sequence[Node]:
         """``node``'s attempt ended (however): the nodes its slots pass to, to start now."""
         return self.slots.release(node)
 
@@ -156,14 +156,19 @@ class Scheduler:
         self._terminal(node, state, value, encoded, error, out)
         return out
 
-    def committed(self, settled: Settled) -> list[Node]:
-        """``settled`` is committed and announced: the ready nodes that start now."""
-        started = []
-        for node in settled.ready:
-            admitted = self.admit(node)
-            if admitted is not None:
-                started.append(admitted)
-        return started
+    def committed(self, settled: Settled) -> Sequence[Node]:
+        """``settled`` is committed and announced: the ready nodes that start now (the
+        ``ready`` list itself when all of them do, the usual case: no list made)."""
+        ready = settled.ready
+        started: list[Node] | None = None  # None: every ready node so far started
+        for index, node in enumerate(ready):
+            admitted = self.admit(node) is not None
+            if started is None:
+                if not admitted:
+                    started = ready[:index]
+            elif admitted:
+                started.append(node)
+        return ready if started is None else started
 
     def count_settled(self, count: int) -> bool:
         """``count`` more nodes settled (callbacks done too); True when every node has."""
@@ -215,10 +220,10 @@ class Scheduler:
                 dependent.remaining -= 1
                 out.changed.append(dependent)
                 if dependent.remaining == 0:
-                    out.ready.append(dependent)
+                    out.add_ready(dependent)
                 continue
             reason = f"dependency {node.name!r} was {state}" + (f": {error}" if error else "")
-            out.callbacks.append(DepCallback(dependent, state, reason))
+            out.add_callback(DepCallback(dependent, state, reason))
             self._terminal(dependent, CANCELLED, None, None, reason, out)
 
     # ── fan-out groups ────────────────────────────────────────────────────────

@@ -9,7 +9,7 @@ that would outlive the GC's young generations.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .._states import TERMINAL_STATES
 from ._node import Node
@@ -40,22 +40,23 @@ class Slots:
             self._key_free[key] = free - 1
         return self._take_run_slot(node)
 
-    def release(self, node: Node) -> list[Node]:
+    def release(self, node: Node) -> Sequence[Node]:
         """``node``'s attempt ended: its slots pass to the next waiting steps, FIFO; those
-        that may start now."""
-        started: list[Node] = []
+        that may start now (a list made only when there are some: one per attempt less
+        for the garbage collector to count)."""
+        started: list[Node] | None = None
         waiting = self.waiting
         while waiting:
             nxt = waiting.popleft()
             if nxt.state in TERMINAL_STATES:  # cancelled while it waited (e.g. a quorum met)
-                self._release_key(nxt, started)
+                started = self._release_key(nxt, started)
                 continue
-            started.append(nxt)  # the run slot passes to it
+            started = _add(started, nxt)  # the run slot passes to it
             break
         else:
             self.free += 1
-        self._release_key(node, started)
-        return started
+        started = self._release_key(node, started)
+        return () if started is None else started
 
     def running(self, concurrency: int) -> int:
         """Run slots held now (for checks: never more than ``concurrency``)."""
@@ -68,21 +69,27 @@ class Slots:
         self.waiting.append(node)
         return None
 
-    def _release_key(self, node: Node, started: list[Node]) -> None:
+    def _release_key(self, node: Node, started: list[Node] | None) -> list[Node] | None:
         key = node.spec.concurrency_key
         if key is None:
-            return
+            return started
         waiting = self._key_waiting.get(key)
         while waiting:
             nxt = waiting.popleft()
             if nxt.state not in TERMINAL_STATES:
                 got = self._take_run_slot(nxt)  # the key slot passes to it
-                if got is not None:
-                    started.append(got)
-                return
+                return started if got is None else _add(started, got)
         self._key_free[key] += 1
+        return started
 
     def key_held(self, key: str) -> int:
         """Slots of ``key`` held now (for checks: never more than its limit)."""
         limit = self._key_limits.get(key, 1)
         return limit - self._key_free.get(key, limit)
+
+
+def _add(started: list[Node] | None, node: Node) -> list[Node]:
+    if started is None:
+        return [node]
+    started.append(node)
+    return started

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from .._errors import StorageError
+from .._states import State
 from ._memory_reads import MemoryData, copy_node, copy_run
 from ._memory_reports import MemoryReports
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunRow, WriteBatch, utcnow
@@ -139,6 +140,7 @@ class MemoryStore(MemoryReports):
             node = data.nodes[update[-1]]
             for name, value in zip(NODE_UPDATE_FIELDS, update, strict=False):
                 setattr(node, name, value)
+            node.state = State(node.state)  # stored as its value, read back as the enum
         if batch.run is not None:
             _apply_run_update(data.runs[batch.run.id], batch)
         for key, completion in zip(keys, batch.completions, strict=True):

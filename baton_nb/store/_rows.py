@@ -103,7 +103,7 @@ class NodeRow:
 # The columns of a node that change while it runs, in this order, then the node's id: the
 # runtime's most frequent write, kept a plain tuple (made thousands of times a second).
 NodeUpdate = tuple[
-    State,  # state
+    str,  # state: a State's value (plain str: the drivers bind it fastest)
     int,  # attempt
     "str | None",  # error
     "str | None",  # result (JSON text)

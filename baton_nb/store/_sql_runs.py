@@ -30,7 +30,7 @@ class SqlRuns(SqlWrites):
         async with self.begin() as conn:
             await conn.execute(sa.insert(RUNS), [run_to_columns(run)])
             if nodes:
-                await self.insert_node_rows(conn, [node_to_columns(n) for n in nodes])
+                await self.insert_node_rows(conn, nodes)
             ids = await conn.execute(
                 sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id == run.id)
             )
@@ -42,12 +42,11 @@ class SqlRuns(SqlWrites):
         if not nodes:
             return {}
         run_ids = {n.run_id for n in nodes}
-        rows = [node_to_columns(n) for n in nodes]
         async with self.begin() as conn:
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
                 # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
-                await self.insert_node_rows(conn, rows)
+                await self.insert_node_rows(conn, nodes)
                 found = await conn.execute(
                     sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id.in_(run_ids))
                 )
@@ -57,6 +56,7 @@ class SqlRuns(SqlWrites):
                 stmt = sa.insert(NODES).returning(
                     NODES.c.step, NODES.c.id, sort_by_parameter_order=True
                 )
+                rows = [node_to_columns(n) for n in nodes]
                 ids = {step: int(node_id) for step, node_id in await conn.execute(stmt, rows)}
             await self.notify(conn, run_ids)
             return ids

@@ -9,10 +9,11 @@ wakes watchers sent in the same transaction.
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _jsonutil
-from ._rows import NODE_UPDATE_FIELDS, RunUpdate, WriteBatch
+from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunUpdate, WriteBatch
 from ._sql_base import SqlBase, driver_connection
 from ._sql_rows import (
     COMPLETIONS,
@@ -31,6 +32,7 @@ from ._sql_rows import (
     call_to_columns,
     completion_to_columns,
     log_to_columns,
+    node_to_columns,
 )
 
 __all__ = ["SqlWrites"]
@@ -49,6 +51,8 @@ _UNSEEN: Any = object()
 # Parameters that hold a str enum (State, NodeKind): sqlite3 binds a str subclass through
 # its adaptation protocol, twice the cost of a str; the driver gets the plain value.
 _ENUM_PARAMS = frozenset({"state", "kind", "b_state"})
+_JSON_ATTRS = frozenset({"deps"})  # NodeRow.deps: a list, stored as JSON text
+_NODE_COLUMNS = tuple(c.name for c in NODES.columns if c.name != "id")
 
 
 def _enum_text(value: Any) -> Any:
@@ -82,10 +86,12 @@ class _DriverStatement:
         dialect: sa.Dialect,
         keys: Sequence[str],
         *,
-        tuples: bool,
+        shape: str,
     ) -> _DriverStatement:
-        """``keys``: the parameters the rows have; ``tuples``: rows are tuples holding them
-        in that order (else mappings of those keys)."""
+        """``keys``: the parameters the rows have; ``shape``: ``tuple`` (rows hold them in
+        that order), ``mapping`` (rows are mappings of those keys) or ``attrs`` (rows are
+        objects with those attributes: typed rows, no dict made per row)."""
+        tuples = shape == "tuple"
         compiled = statement.compile(dialect=dialect, column_keys=None if tuples else list(keys))
         names = compiled.positiontup
         assert names is not None and len(names) > 1 and dialect.paramstyle == "qmark"
@@ -96,10 +102,17 @@ class _DriverStatement:
             processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             if processor is None and name in _ENUM_PARAMS:
                 processor = _enum_text
+            if shape == "attrs" and name in _JSON_ATTRS:  # lists of the typed row, as JSON
+                processor = _jsonutil.dumps
             if processor is not None:
                 processors.append((position, processor))
-        where = [list(keys).index(name) for name in names] if tuples else names
-        return cls(compiled.string, operator.itemgetter(*where), tuple(processors))
+        if shape == "attrs":
+            order: Callable[[Any], Any] = operator.attrgetter(*names)
+        else:
+            order = operator.itemgetter(
+                *([list(keys).index(n) for n in names] if tuples else names)
+            )
+        return cls(compiled.string, order, tuple(processors))
 
     def params(self, rows: Sequence[Any]) -> list[list[Any]]:
         order, processors = self.order, self.processors
@@ -128,11 +141,10 @@ class _ConnectionWriter:
     """A run's writer: one connection held for all its commits (no pool checkout each)."""
 
     def __init__(self, store: SqlWrites, conn: AsyncConnection) -> None:
-        self._store = store
-        self._conn = conn
-
-    async def write(self, batch: WriteBatch) -> None:
-        await self._store.write_on(self._conn, batch)
+        # ``write_on`` itself, bound: no coroutine of its own around each commit
+        self.write: Callable[[WriteBatch], Coroutine[Any, Any, None]] = partial(
+            store.write_on, conn
+        )
 
 
 def _run_values(update: RunUpdate) -> dict[str, Any]:
@@ -229,13 +241,13 @@ class SqlWrites(SqlBase):
         statement: sa.Insert | sa.Update,
         dialect: sa.Dialect,
         keys: Sequence[str],
-        tuples: bool,
+        shape: str,
     ) -> _DriverStatement:
         """``_DriverStatement.compile``, once per statement and row shape for this store."""
-        cache_key = (id(statement), tuple(keys), tuples)
+        cache_key = (id(statement), tuple(keys), shape)
         found = self._driver_statements.get(cache_key)
         if found is None:
-            found = _DriverStatement.compile(statement, dialect, keys, tuples=tuples)
+            found = _DriverStatement.compile(statement, dialect, keys, shape=shape)
             self._driver_statements[cache_key] = found
         return found
 
@@ -243,7 +255,7 @@ class SqlWrites(SqlBase):
         """``WriteBatch.nodes`` rows (tuples): on SQLite one executemany on the driver."""
         if self.dialect == "sqlite":
             names = _UPDATE_NODE_PARAMS
-            statement = self._driver_statement(_UPDATE_NODE, conn.dialect, names, True)
+            statement = self._driver_statement(_UPDATE_NODE, conn.dialect, names, "tuple")
             await statement.executemany(conn, rows)
             return
         params = [dict(zip(_UPDATE_NODE_PARAMS, row, strict=True)) for row in rows]
@@ -256,12 +268,16 @@ class SqlWrites(SqlBase):
         executemany on the driver (the values through SQLAlchemy's bind processors, as
         ``conn.execute`` sends them), without the statement machinery per commit and row."""
         if self.dialect == "sqlite" and _one_shape(rows):
-            statement = self._driver_statement(insert, conn.dialect, list(rows[0].keys()), False)
+            keys = list(rows[0].keys())
+            statement = self._driver_statement(insert, conn.dialect, keys, "mapping")
             await statement.executemany(conn, rows)
             return
         await conn.execute(insert, [dict(r) for r in rows])
 
-    async def insert_node_rows(
-        self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        await self.insert_rows(conn, _INSERT_NODE, rows)
+    async def insert_node_rows(self, conn: AsyncConnection, nodes: Sequence[NodeRow]) -> None:
+        """New nodes: on SQLite one executemany straight from the typed rows."""
+        if self.dialect == "sqlite":
+            statement = self._driver_statement(_INSERT_NODE, conn.dialect, _NODE_COLUMNS, "attrs")
+            await statement.executemany(conn, nodes)
+            return
+        await conn.execute(_INSERT_NODE, [node_to_columns(n) for n in nodes])

@@ -256,7 +256,7 @@ def test_a_dependent_starts_only_after_the_commit() -> None:
     nodes = make_nodes([spec("a"), spec("b", ["a"])])
     scheduler = Scheduler(nodes, concurrency=2, key_limits={}, clock=Clock())
     [a] = scheduler.initial()
-    assert scheduler.begin(a) and scheduler.release(a) == []
+    assert scheduler.begin(a) and not scheduler.release(a)
     settled = scheduler.conclude(a, Completed({"x": 1}, '{"x": 1}'))
     assert isinstance(settled, Settled)
     assert settled.ready == [nodes["b"]] and nodes["b"].state is P  # not started yet
@@ -310,7 +310,7 @@ def test_concurrency_slots_pass_on_fifo() -> None:
     assert [n.name for n in scheduler.release(nodes["s1"])] == ["s2"]
     nodes["s3"].state = X  # settled while it waited: skipped, its slot goes on
     assert [n.name for n in scheduler.release(nodes["s0"])] == ["s4"]
-    assert scheduler.release(nodes["s2"]) == [] and scheduler.slots.free == 1
+    assert not scheduler.release(nodes["s2"]) and scheduler.slots.free == 1
 
 
 def test_a_concurrency_key_holds_its_limit() -> None:
