@@ -22,6 +22,7 @@ const PAD = 18;
 const CELL = 10;
 const CELL_GAP = 2;
 const ROW_H = 22;
+const GROUP_EXTRA = 24; // a group card's extra height: the line of its children's states, its bar
 const GROUP_ROWS = 8; // visible child rows in an expanded group (then it scrolls)
 const AUTO_EXPAND = 8; // multi-model groups up to this size start expanded
 const CANCEL_FALLBACK_MS = 2500;
@@ -90,6 +91,11 @@ export function fmtSeconds(s) {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m}m ${String(Math.round(s % 60)).padStart(2, "0")}s`;
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+export function fmtLatency(ms) {
+  if (ms === null || ms === undefined || !isFinite(ms)) return "";
+  return ms < 1000 ? `${Math.round(ms)} ms` : fmtSeconds(ms / 1000);
 }
 
 export function fmtTokens(n) {
@@ -209,7 +215,7 @@ export function layout(graph, expanded) {
         const isGroup = byId.get(id).k === "group";
         const open = isGroup && kids.length > 0 && expanded(id, kids);
         const rows = open ? Math.min(kids.length, GROUP_ROWS) : 0;
-        const itemH = isGroup ? CARD_H + 8 + (open ? rows * ROW_H + 8 : 0) : CARD_H;
+        const itemH = isGroup ? CARD_H + GROUP_EXTRA + (open ? rows * ROW_H + 8 : 0) : CARD_H;
         const itemW = isGroup ? GROUP_W : CARD_W;
         items.push({ id, h: itemH, w: itemW, open });
         hgt += itemH + (items.length > 1 ? GAP_Y : 0);
@@ -412,7 +418,11 @@ class DagView {
     this.copyBtn = button("bn-copy", "copy", "Copy the run id");
     this.copyBtn.addEventListener("click", () => this.copyId());
     this.pill = h("span", "bn-pill");
-    title.append(this.dot, this.wfName, this.pill, this.runId, this.copyBtn);
+    const line1 = h("div", "bn-title-row");
+    line1.append(this.dot, this.wfName, this.pill);
+    const line2 = h("div", "bn-title-row bn-id-row");
+    line2.append(h("span", "bn-id-label", "run"), this.runId, this.copyBtn);
+    title.append(line1, line2);
     const stats = h("div", "bn-stats");
     this.stat = {};
     for (const [key, label] of [
@@ -625,6 +635,8 @@ class DagView {
       });
       parts.card.querySelector(".bn-r1").appendChild(toggle);
     }
+    parts.others = h("div", "bn-r2 bn-others");
+    parts.card.insertBefore(parts.others, parts.r3);
     parts.mini = h("div", "bn-mini");
     parts.card.appendChild(parts.mini);
     if (!box.open) return;
@@ -782,13 +794,21 @@ class DagView {
 
   groupLine(group, s) {
     if (!group.total) return `${s.s} · items not known yet`;
-    const c = group.counts;
-    const bits = [`${(c.completed || 0).toLocaleString()}/${group.total.toLocaleString()} completed`];
-    for (const k of SHOWN.slice(1, -1)) if (c[k]) bits.push(`${c[k].toLocaleString()} ${k}`);
-    return bits.join(" · ");
+    return `${(group.counts.completed || 0).toLocaleString()}/${group.total.toLocaleString()} completed`;
+  }
+
+  // The children in the other states (but pending): "1 discarded · 901 cancelled".
+  groupOthers(group) {
+    return SHOWN.slice(1, -1)
+      .filter((k) => group.counts[k])
+      .map((k) => `${group.counts[k].toLocaleString()} ${k}`)
+      .join(" · ");
   }
 
   paintGroup(parts, group) {
+    const others = this.groupOthers(group);
+    setText(parts.others, others);
+    parts.others.title = others;
     const segs = SHOWN.filter((k) => group.counts[k]).map((k) => `<i class="st-${k}" style="flex:${group.counts[k]}"></i>`);
     const html = segs.join("");
     if (parts.miniHtml !== html) {
@@ -891,7 +911,9 @@ class DagView {
 
   // The discarded steps, in graph order, with their errors: each opens its node.
   paintBanner() {
-    const failures = this.graph.filter((g) => this.st(g.id).s === "discarded");
+    // A group's failure is its children's: it is listed only when none of them is.
+    const failedChild = new Set(this.graph.filter((g) => g.k === "child" && this.st(g.id).s === "discarded").map((g) => g.p));
+    const failures = this.graph.filter((g) => this.st(g.id).s === "discarded" && !(g.k === "group" && failedChild.has(g.id)));
     this.errorLine.hidden = !failures.length;
     const key = failures.map((g) => `${g.id}\u0000${this.st(g.id).e || ""}`).join("\u0001");
     if (this.bannerKey === key) return;
@@ -899,7 +921,7 @@ class DagView {
     const box = this.errorLine;
     box.replaceChildren();
     if (!failures.length) return;
-    box.appendChild(h("span", "bn-failure-count", `✕ ${failures.length.toLocaleString()} discarded`));
+    box.appendChild(h("span", "bn-failure-count", "✕ discarded:"));
     for (const g of failures.slice(0, 3)) {
       const link = button("bn-failure-item", "", `Show ${g.id}`);
       link.dataset.id = g.id;
@@ -1113,7 +1135,7 @@ class DagView {
       c.a,
       fmtTokens(c.ti),
       fmtTokens(c.to),
-      fmtSeconds(c.l / 1000),
+      fmtLatency(c.l),
       c.c === null || c.c === undefined ? "unknown" : fmtCost(c.c),
     ]);
     return this.table("bn-t-calls", ["model", "try", "in", "out", "latency", "cost"], rows);
