@@ -773,9 +773,17 @@ class DagView {
     const cost = group ? group.c : s.c;
     const unpriced = group ? group.u : s.u || 0;
     const failed = Boolean(s.e) && FAILED.has(s.s);
-    let line = "";
-    if (failed) line = s.e;
-    else if (ti + to > 0 || (cost !== null && cost !== undefined) || unpriced) line = `${fmtTokens(ti + to)} tok · ${fmtCostKnown(cost, unpriced)}`;
+    let spent = "";
+    if (ti + to > 0 || (cost !== null && cost !== undefined) || unpriced) spent = `${fmtTokens(ti + to)} tok · ${fmtCostKnown(cost, unpriced)}`;
+    let line = failed ? s.e : spent;
+    if (group) {
+      // a group: its children in the other states on their own line, else what they spent
+      const others = this.groupOthers(group);
+      const second = others || (failed ? "" : spent);
+      setText(parts.others, second);
+      parts.others.title = second;
+      if (!failed) line = others ? spent : "";
+    }
     setText(r3, line);
     setClass(r3, `bn-r3${failed ? " bn-err" : ""}`);
     r3.title = s.e || "";
@@ -806,9 +814,6 @@ class DagView {
   }
 
   paintGroup(parts, group) {
-    const others = this.groupOthers(group);
-    setText(parts.others, others);
-    parts.others.title = others;
     const segs = SHOWN.filter((k) => group.counts[k]).map((k) => `<i class="st-${k}" style="flex:${group.counts[k]}"></i>`);
     const html = segs.join("");
     if (parts.miniHtml !== html) {

@@ -307,6 +307,18 @@ def _clipped(page: Any, cell: int) -> list[str]:
     return page.evaluate(CLIPPED, [cell])  # type: ignore[no-any-return]
 
 
+RECORD_SUMMARY = """() => {
+  window.__bnSeen = [];
+  const timer = setInterval(() => {
+    const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[0];
+    const node = c && c.querySelector('.bn-node[data-id=summary]');
+    const running = c.querySelector('.jp-InputPrompt').textContent.includes('*');
+    window.__bnSeen.push([node ? node.dataset.state : null, running]);
+    if (!running && window.__bnSeen.length > 1) clearInterval(timer);
+  }, 20);
+}"""
+
+
 def _cell(page: Any, index: int) -> dict[str, Any]:
     return page.evaluate(CELL_STATE, [index])  # type: ignore[no-any-return]
 
@@ -360,18 +372,14 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     assert first["running"] and "STATUS" not in first["out"], first
     assert set(first["nodes"]) >= {"fetch", "answer", "summary", "report"}
 
-    # (b) a node goes executing -> completed while the cell still runs
-    seen: list[tuple[str | None, bool]] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        state = _cell(page, 0)
-        seen.append((state["nodes"].get("summary"), state["running"]))
-        if state["nodes"].get("summary") == "executing":
-            _shot(page, "widget_live_running", page.locator(".jp-Cell").nth(0))
-        if state["nodes"].get("summary") == "completed" and state["running"]:
-            break
-        time.sleep(0.05)
-    assert ("executing", True) in seen and ("completed", True) in seen, seen[-20:]
+    # (b) a node goes executing -> completed while the cell still runs. Sampled in the
+    # page every 20 ms (a round trip from here can take longer than a step on a busy box).
+    page.evaluate(RECORD_SUMMARY)
+    _wait(page, "() => window.__bnSeen.some(([s, running]) => s === 'executing' && running)")
+    _shot(page, "widget_live_running", page.locator(".jp-Cell").nth(0))
+    _wait(page, "() => window.__bnSeen.some(([s, running]) => s === 'completed' && running)")
+    seen = page.evaluate("() => window.__bnSeen")
+    assert ["executing", True] in seen and ["completed", True] in seen, seen[-20:]
 
     # (c) the final header shows the outcome and a non-zero cost
     # When the run ends the live widget is replaced by its saved snapshot (same renderer).
@@ -462,6 +470,9 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     page.wait_for_selector(".jp-Cell .bn-panel .bn-ctx-request", timeout=10_000)
     assert again.locator(".bn-panel .bn-ctx-request .bn-pre").first.inner_text() == request
     _shot(page, "widget_reopened", page.locator(".jp-Cell").nth(0).locator(".bn-dag"))
+    # back to the light theme: the lab's settings are shared by the tests that follow
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    _wait(page, "() => document.body.dataset.jpThemeLight === 'true'")
     assert not errors, errors
 
 
@@ -582,6 +593,11 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     assert ten.locator(".bn-node[data-id=panel]").get_attribute("data-state") == "cancelled"
     assert "1 cancelled" in ten.locator(".bn-counts").text_content()
     assert ten.locator(".bn-node[data-id=fetch] .bn-state").text_content() == "20/20 completed"
+    # debug=True is on: the panel of a step that captured nothing does not suggest it
+    ten.locator(".bn-node[data-id=fact_check]").click()
+    hint = ten.locator(".bn-panel .bn-context").inner_text()
+    assert "made no LLM call" in hint and "debug=True" not in hint, hint
+    ten.locator(".bn-close").click()
     _shot(page, "widget_10_nodes", ten)
 
     # 200 nodes: wider than the view, it starts fitted to the width; zoom and Fit work
@@ -630,4 +646,8 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     assert page.evaluate(VISIBLE, [4, "work[17]"])
     assert "failed" not in mapped.locator(".bn-node[data-id=work] .bn-state").get_attribute("title")
     _shot(page, "widget_1000_map", mapped)
+    # debug is off and this child made a call: the panel says how to keep its prompts
+    mapped.locator('.bn-kid[data-child="work[18]"]').click()
+    hint = mapped.locator(".bn-panel .bn-context").inner_text()
+    assert "were not kept" in hint and "debug=True" in hint, hint
     assert not errors, errors

@@ -30,6 +30,7 @@ import baton_nb.widget as widget_pkg
 from baton_nb._run import TERMINAL_STATES, StepInfo
 from baton_nb.reports import fmt_money
 from baton_nb.widget import Attached, DagWidget, TextProgress, _state
+from baton_nb.widget._dag import WIDGET_MIME
 from baton_nb.widget._snapshot import snapshot_bundle
 
 pytestmark = pytest.mark.anyio
@@ -559,3 +560,67 @@ async def test_snapshot_has_the_fallback_table_and_escapes_script_tags(sqlite_ur
     assert page.count("</script>") == 1 and page.rstrip().endswith("</script>")
     assert "<!--" not in page
     assert r"<\/script><script>alert('x')<\/script><\!-- <b>bold<\/b>" in page
+
+
+# ── a Run as a cell's result ──────────────────────────────────────────────────
+
+
+async def test_a_run_shown_as_a_cells_result(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` as the last expression of a cell: the widget with the static view beside it
+    in one bundle while the run goes (front ends without widgets show the static view),
+    the saved snapshot once it finished; no widget (no comm) for a finished run."""
+    import IPython.display
+
+    shown: list[dict[str, Any]] = []
+
+    class Handle:
+        def update(self, bundle: dict[str, Any], raw: bool = False) -> None:
+            shown.append(bundle)
+
+    def display(obj: Any, raw: bool = False, display_id: Any = None) -> Handle:
+        assert raw
+        shown.append(obj)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr(widget_pkg, "in_kernel", lambda: True)
+    built: list[Any] = []
+    monkeypatch.setattr(DagWidget, "__init__", _recording_init(DagWidget.__init__, built))
+
+    wf = fanout_workflow("wshow", sqlite_url)
+    run = await wf.run(display=False)
+    run._ipython_display_()
+    [finished] = shown
+    assert WIDGET_MIME not in finished and not built
+    assert "bn-snapshot" in finished["text/html"] and finished["text/plain"] == repr(run)
+    assert run._repr_html_() in finished["text/html"]  # the static view, also _repr_html_
+
+    live = bn.Run(f"live-{uuid.uuid4().hex}", "wshow")
+    live.status = "running"
+    live.steps["a"] = StepInfo(name="a", job_id=1, state="executing", attempt=1)
+    shown.clear()
+    live._ipython_display_()
+    [bundle] = shown
+    assert set(bundle) == {"text/plain", "text/html", WIDGET_MIME} and len(built) == 1
+    assert bundle[WIDGET_MIME]["model_id"] == built[0].model_id
+    assert (
+        bundle["text/html"].startswith('<div class="bn-fallback">')
+        and live.id in bundle["text/html"]
+    )
+    assert "1 executing of 1 step" in bundle["text/html"]
+    built[0].close()
+
+    monkeypatch.setattr(widget_pkg, "in_kernel", lambda: False)
+    shown.clear()
+    run._ipython_display_()
+    assert shown == [{"text/plain": repr(run)}]
+
+
+def _recording_init(init: Any, built: list[Any]) -> Any:
+    def recording(self: DagWidget, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    return recording
