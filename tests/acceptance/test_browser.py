@@ -386,7 +386,8 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     _wait(
         page,
         """() => { const c = document.querySelectorAll('.jp-Cell')[0];
-        return c && c.innerText.includes('STATUS') && c.querySelector('.bn-snapshot .bn-dag[data-status=completed]'); }""",
+        const out = c && c.querySelector('.jp-OutputArea');
+        return out && out.innerText.includes('STATUS completed') && c.querySelector('.bn-snapshot .bn-dag[data-status=completed]'); }""",
     )
     final = _cell(page, 0)
     assert final["status"] == "completed" and "STATUS completed" in final["out"], final
@@ -571,6 +572,11 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     """Zoom and fit, jump to a failed node from the banner and from the count, edges that
     never cross a card; screenshots of a 10-, a 200- and a 1,000-node run."""
     page, errors = _open_and_run(browser, lab, "sizes.ipynb")
+    # While `topics` runs, the map over its result has no items yet: it must not say "0 …"
+    page.evaluate("""() => { window.__bnBadges = new Set(); const t = setInterval(() => {
+        const b = document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-node[data-id=fetch] .bn-badge');
+        if (b) window.__bnBadges.add(b.textContent);
+        if (document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-snapshot')) clearInterval(t); }, 20); }""")
     cells = page.locator(".jp-Cell")
     for index, marker in ((1, "RUN10"), (2, "RUN200"), (3, "RUN1000"), (4, "RUNMAP")):
         _wait(
@@ -585,6 +591,10 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
         dag.scroll_into_view_if_needed()
         page.wait_for_timeout(200)
         return dag
+
+    badges = page.evaluate("() => [...window.__bnBadges]")
+    assert "map over topics" in badges and "20 items" in badges, badges
+    assert not any(b.startswith("0 ") for b in badges), badges
 
     # 10 nodes: every edge clear of the cards (topics -> report crosses two columns)
     ten = show(1)
