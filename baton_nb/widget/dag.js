@@ -332,6 +332,93 @@ function routeEdges(lay) {
   return out;
 }
 
+// The zoom of the graph: − / + (and Ctrl + wheel), 1:1, Fit (to the width), the middle
+// of what is shown kept in the middle. A graph wider than the view starts fitted to it
+// (not below AUTO_FIT_MIN); a fitted graph follows the width of the widget (not the side
+// panel opening or closing: that would zoom under the user's click).
+class Zoom {
+  constructor(view) {
+    this.view = view;
+    this.level = 1;
+    this.fit = false; // the level follows the width, until the user zooms
+    this.sized = false;
+    this.outerWidth = 0;
+  }
+
+  set(z, keepFit) {
+    const v = this.view;
+    const level = clamp(z, MIN_ZOOM, MAX_ZOOM);
+    const sc = v.scroller;
+    const cx = (sc.scrollLeft + sc.clientWidth / 2) / this.level;
+    const cy = (sc.scrollTop + sc.clientHeight / 2) / this.level;
+    this.level = level;
+    if (!keepFit) this.fit = false;
+    this.apply();
+    sc.scrollLeft = cx * level - sc.clientWidth / 2;
+    sc.scrollTop = cy * level - sc.clientHeight / 2;
+    v.remember();
+  }
+
+  fitted() {
+    const v = this.view;
+    return Math.min(1, (v.scroller.clientWidth - 4) / v.lay.width);
+  }
+
+  fitWidth() {
+    if (!this.view.scroller.clientWidth) return;
+    this.fit = true;
+    this.set(this.fitted(), true);
+  }
+
+  apply() {
+    const v = this.view;
+    const z = this.level;
+    v.sizer.style.width = `${Math.ceil(v.lay.width * z)}px`;
+    v.sizer.style.height = `${Math.ceil(v.lay.height * z)}px`;
+    v.canvas.style.transform = z === 1 ? "" : `scale(${z})`;
+    setText(v.zoomLabel, `${Math.round(z * 100)}%`);
+    v.root.dataset.zoom = z.toFixed(3);
+  }
+
+  onWheel(ev) {
+    if (!(ev.ctrlKey || ev.metaKey)) return;
+    ev.preventDefault();
+    this.set(this.level * Math.exp(-ev.deltaY / 400));
+  }
+
+  // Called when the widget's size may have changed (and once it is first shown).
+  resized() {
+    const v = this.view;
+    const width = v.scroller.clientWidth;
+    const outer = v.root.clientWidth;
+    if (!width || !v.lay || outer === this.outerWidth) return;
+    this.outerWidth = outer;
+    if (!this.sized) {
+      this.sized = true;
+      if (v.restored) v.restoreScroll();
+      else if (v.lay.width > width) {
+        this.fit = true;
+        this.set(Math.max(AUTO_FIT_MIN, this.fitted()), true);
+      }
+    } else if (this.fit && Math.abs(this.fitted() - this.level) > 0.01) {
+      this.set(this.fitted(), true);
+    }
+  }
+
+  watch() {
+    const check = () => this.resized();
+    if (typeof ResizeObserver !== "undefined") {
+      this.observer = new ResizeObserver(check);
+      this.observer.observe(this.view.root);
+    }
+    requestAnimationFrame(check);
+  }
+
+  dispose() {
+    if (this.observer) this.observer.disconnect();
+  }
+}
+
 // ── the view ─────────────────────────────────────────────────────────────────
 
 class DagView {
@@ -344,8 +431,7 @@ class DagView {
     this.toggled = new Map(); // group id -> expanded (user's choice)
     this.offset = 0; // server clock - browser clock, seconds
     this.cancelAt = 0;
-    this.zoom = 1;
-    this.fit = false; // the zoom follows the width (Fit), until the user zooms
+    this.zoom = new Zoom(this);
     this.jumps = {}; // state -> index of the last node jumped to
     this.root = h("div", "bn-dag");
     el.appendChild(this.root);
@@ -353,7 +439,7 @@ class DagView {
     this.load();
     this.restore();
     this.rebuild();
-    this.watchSize();
+    this.zoom.watch();
   }
 
   // ── data ──
@@ -387,8 +473,8 @@ class DagView {
     const saved = this.uiKey() && UI.get(this.uiKey());
     this.restored = saved || null;
     if (!saved) return;
-    this.zoom = saved.zoom;
-    this.fit = saved.fit;
+    this.zoom.level = saved.zoom;
+    this.zoom.fit = saved.fit;
     this.toggled = new Map(saved.toggled);
     this.selected = saved.selected;
   }
@@ -397,8 +483,8 @@ class DagView {
     const key = this.uiKey();
     if (!key || this.restoring) return;
     UI.set(key, {
-      zoom: this.zoom,
-      fit: this.fit,
+      zoom: this.zoom.level,
+      fit: this.zoom.fit,
       toggled: [...this.toggled],
       selected: this.selected,
       scrollLeft: this.scroller.scrollLeft,
@@ -454,10 +540,10 @@ class DagView {
     this.zoomLabel = h("span", "bn-zoom-level");
     const fit = button("bn-zbtn bn-fit", "Fit", "Fit the graph to the width");
     const one = button("bn-zbtn bn-zoom-reset", "1:1", "Actual size");
-    out.addEventListener("click", () => this.setZoom(this.zoom / 1.25));
-    inn.addEventListener("click", () => this.setZoom(this.zoom * 1.25));
-    fit.addEventListener("click", () => this.fitWidth());
-    one.addEventListener("click", () => this.setZoom(1));
+    out.addEventListener("click", () => this.zoom.set(this.zoom.level / 1.25));
+    inn.addEventListener("click", () => this.zoom.set(this.zoom.level * 1.25));
+    fit.addEventListener("click", () => this.zoom.fitWidth());
+    one.addEventListener("click", () => this.zoom.set(1));
     zoom.append(out, this.zoomLabel, inn, fit, one);
     tools.append(this.chips, zoom);
 
@@ -478,80 +564,13 @@ class DagView {
     this.sizer.appendChild(this.canvas);
     this.scroller.appendChild(this.sizer);
     this.scroller.addEventListener("scroll", () => this.remember(), { passive: true });
-    this.scroller.addEventListener("wheel", (ev) => this.onWheel(ev), { passive: false });
+    this.scroller.addEventListener("wheel", (ev) => this.zoom.onWheel(ev), { passive: false });
     this.panel = h("div", "bn-panel");
     this.panel.hidden = true;
+    this.side = new SidePanel(this, this.panel);
     this.panel.addEventListener("scroll", () => this.remember(), { passive: true });
     this.body.append(this.scroller, this.panel);
     this.root.append(head, this.bar, tools, this.errorLine, this.body);
-  }
-
-  // ── zoom ──
-  setZoom(z, keepFit) {
-    const zoom = clamp(z, MIN_ZOOM, MAX_ZOOM);
-    const sc = this.scroller;
-    // keep the middle of what is shown in the middle
-    const cx = (sc.scrollLeft + sc.clientWidth / 2) / this.zoom;
-    const cy = (sc.scrollTop + sc.clientHeight / 2) / this.zoom;
-    this.zoom = zoom;
-    if (!keepFit) this.fit = false;
-    this.applyZoom();
-    sc.scrollLeft = cx * zoom - sc.clientWidth / 2;
-    sc.scrollTop = cy * zoom - sc.clientHeight / 2;
-    this.remember();
-  }
-
-  fitWidth() {
-    const width = this.scroller.clientWidth;
-    if (!width) return;
-    this.fit = true;
-    this.setZoom(Math.min(1, (width - 4) / this.lay.width), true);
-  }
-
-  applyZoom() {
-    const z = this.zoom;
-    this.sizer.style.width = `${Math.ceil(this.lay.width * z)}px`;
-    this.sizer.style.height = `${Math.ceil(this.lay.height * z)}px`;
-    this.canvas.style.transform = z === 1 ? "" : `scale(${z})`;
-    setText(this.zoomLabel, `${Math.round(z * 100)}%`);
-    this.root.dataset.zoom = z.toFixed(3);
-  }
-
-  onWheel(ev) {
-    if (!(ev.ctrlKey || ev.metaKey)) return;
-    ev.preventDefault();
-    this.setZoom(this.zoom * Math.exp(-ev.deltaY / 400));
-  }
-
-  watchSize() {
-    // The first width known: a graph wider than the view starts fitted to it (not below
-    // AUTO_FIT_MIN); a fitted graph follows the width of the widget (not the side panel
-    // opening or closing: that would zoom under the user's click).
-    const check = () => {
-      const width = this.scroller.clientWidth;
-      const outer = this.root.clientWidth;
-      if (!width || !this.lay || outer === this.outerWidth) return;
-      this.outerWidth = outer;
-      if (!this.sized) {
-        this.sized = true;
-        if (this.restored) {
-          this.restoreScroll();
-          return;
-        }
-        if (this.lay.width > width) {
-          this.fit = true;
-          this.setZoom(Math.max(AUTO_FIT_MIN, Math.min(1, (width - 4) / this.lay.width)), true);
-        }
-      } else if (this.fit) {
-        const z = Math.min(1, (width - 4) / this.lay.width);
-        if (Math.abs(z - this.zoom) > 0.01) this.setZoom(z, true);
-      }
-    };
-    if (typeof ResizeObserver !== "undefined") {
-      this.resizer = new ResizeObserver(check);
-      this.resizer.observe(this.root);
-    }
-    requestAnimationFrame(check);
   }
 
   restoreScroll() {
@@ -562,11 +581,11 @@ class DagView {
     this.scroller.scrollTop = saved.scrollTop;
     this.panel.scrollTop = saved.panelTop;
     this.restoring = false;
-    this.panelTop = saved.panelTop;
+    this.side.top = saved.panelTop;
   }
 
   dispose() {
-    if (this.resizer) this.resizer.disconnect();
+    this.zoom.dispose();
   }
 
   // ── structure: cards, dense columns, edges ──
@@ -587,7 +606,7 @@ class DagView {
       else for (const item of col.items) this.buildCard(item.id, lay.boxes.get(item.id));
     }
     this.buildEdges();
-    this.applyZoom();
+    this.zoom.apply();
     this.refresh();
   }
 
@@ -731,7 +750,7 @@ class DagView {
     this.panel.hidden = !this.selected;
     if (this.selected) {
       this.askDetail(this.selected);
-      this.paintPanel();
+      this.side.paint();
     }
   }
 
@@ -1011,7 +1030,7 @@ class DagView {
   }
 
   open(id) {
-    if (this.selected !== id) this.panelTop = 0;
+    if (this.selected !== id) this.side.top = 0;
     this.selected = id;
     this.askDetail(id);
     this.remember();
@@ -1032,136 +1051,8 @@ class DagView {
   onMessage(msg) {
     if (msg && msg.type === "detail") {
       this.detailsCache.set(msg.id, msg.detail);
-      if (msg.id === this.selected) this.paintPanel();
+      if (msg.id === this.selected) this.side.paint();
     }
-  }
-
-  paintPanel() {
-    const id = this.selected;
-    const entry = this.entries.get(id);
-    if (!entry) return;
-    const s = this.st(id);
-    const detail = this.detailsCache.get(id);
-    const key = JSON.stringify([id, s, !!detail, this.header.status]);
-    if (this.panelKey === key) return;
-    this.panelKey = key;
-    const panel = this.panel;
-    const top = this.panelTop ?? panel.scrollTop;
-    this.restoring = true;
-    panel.replaceChildren();
-    const head = h("div", "bn-panel-head");
-    const icon = h("span", `bn-icon st-${s.s}`, GLYPH[s.s] || "");
-    const title = h("span", "bn-panel-title", id);
-    title.title = id;
-    const close = button("bn-close", "×", "Close");
-    close.addEventListener("click", () => this.select(id));
-    head.append(icon, title, close);
-    panel.appendChild(head);
-    panel.appendChild(this.facts(entry, s));
-    if (s.e || (detail && detail.error)) {
-      panel.appendChild(this.section("Error", h("div", "bn-pre bn-pre-error", (detail && detail.error) || s.e)));
-    }
-    if (entry.k === "group") panel.appendChild(this.section("Children", this.childTable(id)));
-    if (!detail) {
-      panel.appendChild(h("div", "bn-muted bn-pad", this.live ? "Loading details…" : "Details were not saved with this snapshot."));
-    } else {
-      if (detail.result !== null && detail.result !== undefined) {
-        panel.appendChild(this.section("Result", h("div", "bn-pre", detail.result)));
-      }
-      if (detail.calls && detail.calls.length) panel.appendChild(this.section("LLM calls", this.callTable(detail.calls)));
-      if (entry.k !== "group") panel.appendChild(this.section("Captured context", this.contextList(detail.context || [], s)));
-    }
-    panel.scrollTop = top;
-    this.panelTop = null;
-    this.restoring = false;
-  }
-
-  facts(entry, s) {
-    const grid = h("div", "bn-facts");
-    const row = (k, v, hint) => {
-      if (v === "" || v === null || v === undefined) return;
-      const value = h("div", "bn-v", v);
-      if (hint) value.title = hint;
-      grid.append(h("div", "bn-k", k), value);
-    };
-    row("State", s.s);
-    if (entry.k !== "group") row("Attempts", `${s.a || 0} of ${entry.mx}`);
-    if (entry.m) row("Model", entry.m);
-    if (entry.i !== null && entry.i !== undefined) row("Item", `#${entry.i}`);
-    if (s.t0) row("Started", new Date(s.t0 * 1000).toLocaleTimeString());
-    row("Duration", this.durationOf(s), "Wall-clock, from the first start to the end (retries included)");
-    const agg = entry.k === "group" ? this.aggregate(entry.id) : s;
-    if ((agg.ti || 0) + (agg.to || 0)) row("Tokens", `${(agg.ti || 0).toLocaleString()} in · ${(agg.to || 0).toLocaleString()} out`);
-    if (agg.n || agg.u) {
-      const unpriced = agg.u ? ` (+ ${agg.u} call${agg.u > 1 ? "s" : ""} of unknown price)` : "";
-      row("Cost", `${fmtCostKnown(agg.c, agg.u)}${unpriced}`);
-    }
-    if (agg.n) row("LLM calls", `${agg.n}${agg.rp ? ` (${agg.rp} replayed)` : ""}`);
-    return grid;
-  }
-
-  section(title, content) {
-    const box = h("div", "bn-section");
-    box.append(h("div", "bn-section-title", title), content);
-    return box;
-  }
-
-  // One grid per table (rows are `display: contents`): every column is as wide as its
-  // widest cell, so numbers are never clipped; only the first column shrinks.
-  // Div grids, not <table>: notebook HTML styles (tables, pre) must not restyle the panel.
-  table(cls, headers, rows, onRow) {
-    const box = h("div", `bn-table ${cls}`);
-    const line = (cells, rowCls) => {
-      const tr = h("div", rowCls);
-      for (const x of cells) tr.appendChild(h("span", "", x));
-      box.appendChild(tr);
-      return tr;
-    };
-    line(headers, "bn-tr bn-th");
-    rows.forEach((r, i) => {
-      const tr = line(r, onRow ? "bn-tr bn-click" : "bn-tr");
-      if (onRow) tr.addEventListener("click", () => onRow(i));
-    });
-    return box;
-  }
-
-  childTable(id) {
-    const kids = (this.lay.children.get(id) || []).slice(0, 500);
-    const rows = kids.map((k) => {
-      const s = this.st(k.id);
-      return [childLabel(k), s.s, this.durationOf(s), fmtTokens((s.ti || 0) + (s.to || 0)), s.n ? fmtCostKnown(s.c, s.u) : ""];
-    });
-    return this.table("bn-t-kids", ["child", "state", "duration", "tokens", "cost"], rows, (i) => this.jumpTo(kids[i].id));
-  }
-
-  callTable(calls) {
-    const rows = calls.map((c) => [
-      shortModel(c.m) + (c.rp ? " (replayed)" : ""),
-      c.a,
-      fmtTokens(c.ti),
-      fmtTokens(c.to),
-      fmtLatency(c.l),
-      c.c === null || c.c === undefined ? "unknown" : fmtCost(c.c),
-    ]);
-    return this.table("bn-t-calls", ["model", "try", "in", "out", "latency", "cost"], rows);
-  }
-
-  contextList(entries, s) {
-    const box = h("div", "bn-context");
-    if (!entries.length) {
-      // Say what is known: debug=True records the request of every LLM call made.
-      const text = s.n
-        ? "Prompts and responses were not kept for this step: run it with debug=True (on the workflow or the step) to keep them."
-        : "Nothing captured: this step made no LLM call and logged nothing (ctx.log() lines show here).";
-      box.appendChild(h("div", "bn-muted", text));
-      return box;
-    }
-    for (const e of entries) {
-      const item = h("div", `bn-ctx bn-ctx-${e.k}`);
-      item.append(h("span", "bn-ctx-kind", `${e.k}${e.a ? ` · attempt ${e.a}` : ""}`), h("div", "bn-pre", e.t));
-      box.appendChild(item);
-    }
-    return box;
   }
 
   // ── the run id ──
@@ -1212,6 +1103,148 @@ class DagView {
   onValues() {
     this.load();
     this.refresh();
+  }
+}
+
+// The side panel of the selected node: facts, error, children, result, LLM calls and
+// captured context. Repainted when the node changes, keeping its scroll position.
+class SidePanel {
+  constructor(view, node) {
+    this.view = view;
+    this.node = node;
+    this.key = null; // what was painted last
+    this.top = null; // a scroll position to restore at the next paint
+  }
+
+  paint() {
+    const v = this.view;
+    const id = v.selected;
+    const entry = v.entries.get(id);
+    if (!entry) return;
+    const s = v.st(id);
+    const detail = v.detailsCache.get(id);
+    const key = JSON.stringify([id, s, !!detail, v.header.status]);
+    if (this.key === key) return;
+    this.key = key;
+    const panel = this.node;
+    const top = this.top ?? panel.scrollTop;
+    v.restoring = true;
+    panel.replaceChildren();
+    const head = h("div", "bn-panel-head");
+    const icon = h("span", `bn-icon st-${s.s}`, GLYPH[s.s] || "");
+    const title = h("span", "bn-panel-title", id);
+    title.title = id;
+    const close = button("bn-close", "×", "Close");
+    close.addEventListener("click", () => v.select(id));
+    head.append(icon, title, close);
+    panel.appendChild(head);
+    panel.appendChild(this.facts(entry, s));
+    if (s.e || (detail && detail.error)) {
+      panel.appendChild(this.section("Error", h("div", "bn-pre bn-pre-error", (detail && detail.error) || s.e)));
+    }
+    if (entry.k === "group") panel.appendChild(this.section("Children", this.childTable(id)));
+    if (!detail) {
+      panel.appendChild(h("div", "bn-muted bn-pad", v.live ? "Loading details…" : "Details were not saved with this snapshot."));
+    } else {
+      if (detail.result !== null && detail.result !== undefined) {
+        panel.appendChild(this.section("Result", h("div", "bn-pre", detail.result)));
+      }
+      if (detail.calls && detail.calls.length) panel.appendChild(this.section("LLM calls", this.callTable(detail.calls)));
+      if (entry.k !== "group") panel.appendChild(this.section("Captured context", this.contextList(detail.context || [], s)));
+    }
+    panel.scrollTop = top;
+    this.top = null;
+    v.restoring = false;
+  }
+
+  facts(entry, s) {
+    const v = this.view;
+    const grid = h("div", "bn-facts");
+    const row = (k, text, hint) => {
+      if (text === "" || text === null || text === undefined) return;
+      const value = h("div", "bn-v", text);
+      if (hint) value.title = hint;
+      grid.append(h("div", "bn-k", k), value);
+    };
+    row("State", s.s);
+    if (entry.k !== "group") row("Attempts", `${s.a || 0} of ${entry.mx}`);
+    if (entry.m) row("Model", entry.m);
+    if (entry.i !== null && entry.i !== undefined) row("Item", `#${entry.i}`);
+    if (s.t0) row("Started", new Date(s.t0 * 1000).toLocaleTimeString());
+    row("Duration", v.durationOf(s), "Wall-clock, from the first start to the end (retries included)");
+    const agg = entry.k === "group" ? v.aggregate(entry.id) : s;
+    if ((agg.ti || 0) + (agg.to || 0)) row("Tokens", `${(agg.ti || 0).toLocaleString()} in · ${(agg.to || 0).toLocaleString()} out`);
+    if (agg.n || agg.u) {
+      const unpriced = agg.u ? ` (+ ${agg.u} call${agg.u > 1 ? "s" : ""} of unknown price)` : "";
+      row("Cost", `${fmtCostKnown(agg.c, agg.u)}${unpriced}`);
+    }
+    if (agg.n) row("LLM calls", `${agg.n}${agg.rp ? ` (${agg.rp} replayed)` : ""}`);
+    return grid;
+  }
+
+  section(title, content) {
+    const box = h("div", "bn-section");
+    box.append(h("div", "bn-section-title", title), content);
+    return box;
+  }
+
+  // One grid per table (rows are `display: contents`): every column is as wide as its
+  // widest cell, so numbers are never clipped; only the first column shrinks.
+  // Div grids, not <table>: notebook HTML styles (tables, pre) must not restyle the panel.
+  table(cls, headers, rows, onRow) {
+    const box = h("div", `bn-table ${cls}`);
+    const line = (cells, rowCls) => {
+      const tr = h("div", rowCls);
+      for (const x of cells) tr.appendChild(h("span", "", x));
+      box.appendChild(tr);
+      return tr;
+    };
+    line(headers, "bn-tr bn-th");
+    rows.forEach((r, i) => {
+      const tr = line(r, onRow ? "bn-tr bn-click" : "bn-tr");
+      if (onRow) tr.addEventListener("click", () => onRow(i));
+    });
+    return box;
+  }
+
+  childTable(id) {
+    const v = this.view;
+    const kids = (v.lay.children.get(id) || []).slice(0, 500);
+    const rows = kids.map((k) => {
+      const s = v.st(k.id);
+      return [childLabel(k), s.s, v.durationOf(s), fmtTokens((s.ti || 0) + (s.to || 0)), s.n ? fmtCostKnown(s.c, s.u) : ""];
+    });
+    return this.table("bn-t-kids", ["child", "state", "duration", "tokens", "cost"], rows, (i) => v.jumpTo(kids[i].id));
+  }
+
+  callTable(calls) {
+    const rows = calls.map((c) => [
+      shortModel(c.m) + (c.rp ? " (replayed)" : ""),
+      c.a,
+      fmtTokens(c.ti),
+      fmtTokens(c.to),
+      fmtLatency(c.l),
+      c.c === null || c.c === undefined ? "unknown" : fmtCost(c.c),
+    ]);
+    return this.table("bn-t-calls", ["model", "try", "in", "out", "latency", "cost"], rows);
+  }
+
+  contextList(entries, s) {
+    const box = h("div", "bn-context");
+    if (!entries.length) {
+      // Say what is known: debug=True records the request of every LLM call made.
+      const text = s.n
+        ? "Prompts and responses were not kept for this step: run it with debug=True (on the workflow or the step) to keep them."
+        : "Nothing captured: this step made no LLM call and logged nothing (ctx.log() lines show here).";
+      box.appendChild(h("div", "bn-muted", text));
+      return box;
+    }
+    for (const e of entries) {
+      const item = h("div", `bn-ctx bn-ctx-${e.k}`);
+      item.append(h("span", "bn-ctx-kind", `${e.k}${e.a ? ` · attempt ${e.a}` : ""}`), h("div", "bn-pre", e.t));
+      box.appendChild(item);
+    }
+    return box;
   }
 }
 
