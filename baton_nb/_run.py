@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from . import _jsonutil
+from ._counts import StepCounts, count_steps
 from ._errors import RunNotFound, WorkflowFailed
-from ._money import fmt_money, normalize_money, plural
+from ._money import fmt_cost, normalize_money
 from ._usage import Usage
 from .events import CallFinished
 from .pricing import CallPricing, price_call
@@ -20,7 +21,7 @@ from .store import Store, loads_list
 if TYPE_CHECKING:
     from .reports import CostReport
 
-__all__ = ["TERMINAL_STATES", "CallRecord", "Run", "StepInfo"]
+__all__ = ["TERMINAL_STATES", "CallRecord", "NotebookView", "Run", "StepInfo"]
 
 TERMINAL_STATES = frozenset({"completed", "discarded", "cancelled"})
 FAILED_STATES = frozenset({"discarded", "cancelled"})
@@ -199,6 +200,8 @@ class StepInfo:
 class Run:
     """A workflow run: status, per-step state, results, LLM calls and cost."""
 
+    notebook_view: ClassVar[NotebookView | None] = None  # set by baton_nb.widget
+
     def __init__(self, run_id: str, workflow: str, *, params: dict[str, Any] | None = None) -> None:
         self.id = run_id
         self.workflow = workflow
@@ -219,11 +222,17 @@ class Run:
     # ── what users ask ────────────────────────────────────────────────────────
 
     @property
-    def cost(self) -> Decimal:
-        """USD of every LLM call of the run; replayed calls are not counted twice.
+    def cost(self) -> Decimal | None:
+        """USD of every LLM call of the run (replayed calls are not counted twice), or
+        ``None`` when a call's model has no known price: the total is then unknown, as
+        ``CallRecord.cost`` and a report row's ``cost`` are. ``known_cost`` is the sum of
+        the priced calls (a lower bound then) and ``unpriced_calls`` says how many are
+        missing from it."""
+        return None if self.unpriced_calls else self.known_cost
 
-        Calls to models without a known price add nothing here; see ``unpriced_calls``.
-        """
+    @property
+    def known_cost(self) -> Decimal:
+        """USD of the priced calls: ``cost`` when every call had a price, else a lower bound."""
         paid = (c.cost for c in self.calls if not c.replayed and c.cost is not None)
         return normalize_money(sum(paid, Decimal(0)))
 
@@ -231,6 +240,10 @@ class Run:
     def unpriced_calls(self) -> int:
         """Number of calls whose model has no known price (their cost is unknown, not 0)."""
         return sum(1 for c in self.calls if not c.replayed and c.cost is None)
+
+    def cost_text(self) -> str:
+        """The cost as every view shows it: ``$0.0123``, or with the unknown part named."""
+        return fmt_cost(self.known_cost, self.unpriced_calls)
 
     @property
     def tokens(self) -> Usage:
@@ -295,40 +308,45 @@ class Run:
 
     # ── display ───────────────────────────────────────────────────────────────
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for step in self.steps.values():
-            if step.kind != "group":
-                out[step.state] = out.get(step.state, 0) + 1
+    def counts(self) -> StepCounts:
+        """Steps and fan-out children per state (groups are not steps): what every view shows."""
+        return count_steps(self.steps.values())
+
+    def contexts(self) -> dict[str, list[dict[str, Any]]]:
+        """Captured context of every step, by step (see ``context``), in one pass."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for log in self.logs:
+            out.setdefault(log["step"], []).append(_decoded(log))
         return out
 
     def __repr__(self) -> str:
-        # Counted like bn.runs() and the widget: steps and fan-out children, not groups.
-        counts = self.counts()
-        failed = counts.get("discarded", 0) + counts.get("cancelled", 0)
-        steps = f"{counts.get('completed', 0)}/{sum(counts.values())} steps completed"
-        if failed:
-            steps += f", {failed} failed"
-        cost = f"cost ${fmt_money(self.cost)}"
-        if self.unpriced_calls:
-            cost += f" + {plural(self.unpriced_calls, 'call')} of unknown price"
-        return f"<Run {self.id} {self.workflow!r} {self.status}: {steps}, {cost}>"
+        steps = self.counts().text()
+        return f"<Run {self.id} {self.workflow!r} {self.status}: {steps}, cost {self.cost_text()}>"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(s.name)}</td><td>{s.state}</td><td>{s.attempt}</td>"
-            f"<td>{'' if s.duration is None else f'{s.duration:.2f}s'}</td>"
-            f"<td>{s.usage.total_tokens}</td><td>${fmt_money(s.cost)}</td>"
-            f"<td>{html.escape(s.error or '')}</td></tr>"
-            for s in self.steps.values()
-        )
-        return (
-            f"<div><b>Run {html.escape(self.id)}</b> ({html.escape(self.workflow)}): "
-            f"<b>{self.status}</b>, cost ${fmt_money(self.cost)}"
-            "<table><tr><th>step</th><th>state</th><th>attempt</th>"
-            "<th>duration</th><th>tokens</th><th>cost</th><th>error</th></tr>"
-            f"{rows}</table></div>"
-        )
+        """A static summary (counts, failures, costs); notebooks show the widget instead."""
+        if Run.notebook_view is not None:
+            return Run.notebook_view.static_html(self)
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the DAG widget (live while the run goes, a saved snapshot after);
+        front ends without widget support show the static summary that comes with it."""
+        if Run.notebook_view is not None:
+            Run.notebook_view.display(self)
+            return
+        from IPython.display import display
+
+        display({"text/plain": repr(self)}, raw=True)  # type: ignore[no-untyped-call]
+
+
+class NotebookView(Protocol):
+    """How a ``Run`` shows in a notebook. The widget package (a layer above this one)
+    provides it when imported: ``Run.notebook_view = ...``."""
+
+    def display(self, run: Run) -> None: ...
+
+    def static_html(self, run: Run) -> str: ...
 
 
 def _decoded(log: dict[str, Any]) -> dict[str, Any]:
