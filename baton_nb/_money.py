@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-__all__ = ["fmt_money", "normalize_money", "plural"]
+__all__ = ["fmt_cost", "fmt_money", "normalize_money", "plural"]
 
 
 def normalize_money(value: Decimal) -> Decimal:
@@ -36,3 +36,15 @@ def fmt_money(value: Decimal) -> str:
 def plural(count: int, word: str, words: str | None = None) -> str:
     """``1 call``, ``2 calls``, ``0 calls`` (``words`` for irregular plurals)."""
     return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
+def fmt_cost(known: Decimal, unpriced: int) -> str:
+    """A total that may miss calls of unknown price, never shown as a bare ``$0``:
+    ``$0.0123``; ``$0.0123 + 2 calls of unknown price``; ``unknown (1 call of unknown
+    price)`` when no call had a price."""
+    if not unpriced:
+        return f"${fmt_money(known)}"
+    missing = f"{plural(unpriced, 'call')} of unknown price"
+    if known == 0:
+        return f"unknown ({missing})"
+    return f"${fmt_money(known)} + {missing}"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._errors import RunNotFound, WorkflowFailed
-from ._money import fmt_money, plural
 from ._runview import RunView, StepInfo
 from ._states import FAILED_STATES, TERMINAL_STATES, RunStatus
 from .store import CallRecord, NodeRow, ReadStore, Store
@@ -15,7 +14,15 @@ from .store import CallRecord, NodeRow, ReadStore, Store
 if TYPE_CHECKING:
     from .reports import CostReport
 
-__all__ = ["FAILED_STATES", "TERMINAL_STATES", "CallRecord", "Run", "StepInfo", "load_run"]
+__all__ = [
+    "FAILED_STATES",
+    "TERMINAL_STATES",
+    "CallRecord",
+    "NotebookView",
+    "Run",
+    "StepInfo",
+    "load_run",
+]
 
 
 class Run(RunView):
@@ -25,6 +32,8 @@ class Run(RunView):
     this process it is kept current (``wf.last_run``); its state is a ``RunView``, the
     read model every view of a run shares.
     """
+
+    notebook_view: ClassVar[NotebookView | None] = None  # set by baton_nb.widget
 
     def __init__(self, run_id: str, workflow: str, *, params: dict[str, Any] | None = None) -> None:
         super().__init__(run_id, workflow, params=params)
@@ -66,6 +75,13 @@ class Run(RunView):
             raise KeyError(f"run {self.id} has no step {step!r}; steps: {', '.join(self.steps)}")
         return [log.entry() for log in self.logs if log.step == step]
 
+    def contexts(self) -> dict[str, list[dict[str, Any]]]:
+        """Captured context of every step, by step (see ``context``), in one pass."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for log in self.logs:
+            out.setdefault(log.step, []).append(log.entry())
+        return out
+
     # ── loading ───────────────────────────────────────────────────────────────
 
     @classmethod
@@ -85,30 +101,33 @@ class Run(RunView):
     # ── display ───────────────────────────────────────────────────────────────
 
     def __repr__(self) -> str:
-        counts = self.counts()
-        steps = f"{counts.completed}/{counts.total} steps completed"
-        if counts.failed:
-            steps += f", {counts.failed} failed"
-        cost = f"cost ${fmt_money(self.cost)}"
-        if self.unpriced_calls:
-            cost += f" + {plural(self.unpriced_calls, 'call')} of unknown price"
-        return f"<Run {self.id} {self.workflow!r} {self.status}: {steps}, {cost}>"
+        steps = self.counts().text()
+        return f"<Run {self.id} {self.workflow!r} {self.status}: {steps}, cost {self.cost_text()}>"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(s.name)}</td><td>{s.state}</td><td>{s.attempt}</td>"
-            f"<td>{'' if s.duration is None else f'{s.duration:.2f}s'}</td>"
-            f"<td>{s.usage.total_tokens}</td><td>${fmt_money(s.cost)}</td>"
-            f"<td>{html.escape(s.error or '')}</td></tr>"
-            for s in self.steps.values()
-        )
-        return (
-            f"<div><b>Run {html.escape(self.id)}</b> ({html.escape(self.workflow)}): "
-            f"<b>{self.status}</b>, cost ${fmt_money(self.cost)}"
-            "<table><tr><th>step</th><th>state</th><th>attempt</th>"
-            "<th>duration</th><th>tokens</th><th>cost</th><th>error</th></tr>"
-            f"{rows}</table></div>"
-        )
+        """A static summary (counts, failures, costs); notebooks show the widget instead."""
+        if Run.notebook_view is not None:
+            return Run.notebook_view.static_html(self)
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the DAG widget (live while the run goes, a saved snapshot after);
+        front ends without widget support show the static summary that comes with it."""
+        if Run.notebook_view is not None:
+            Run.notebook_view.display(self)
+            return
+        from IPython.display import display
+
+        display({"text/plain": repr(self)}, raw=True)  # type: ignore[no-untyped-call]
+
+
+class NotebookView(Protocol):
+    """How a ``Run`` shows in a notebook. The widget package (a layer above this one)
+    provides it when imported: ``Run.notebook_view = ...``."""
+
+    def display(self, run: Run) -> None: ...
+
+    def static_html(self, run: Run) -> str: ...
 
 
 async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:

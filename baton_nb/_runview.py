@@ -1,8 +1,8 @@
 """The read model of a run: what every view of a run shows, computed in one place.
 
 ``RunView`` holds a run's state (status, each step's state, results, calls, logs) and
-answers what the views ask: counts per state (one meaning each), costs and tokens, a
-step's totals with its fan-out children. ``bn.Run`` is a ``RunView`` with the user's
+answers what the views ask: counts per state (``_counts``: one vocabulary), costs and
+tokens, a step's totals with its fan-out children. ``bn.Run`` is a ``RunView`` with the user's
 actions on top; the DAG widget, the text progress line, ``Run.__repr__``, ``baton-nb
 show`` and cost reports all read it through these methods.
 
@@ -13,19 +13,19 @@ its fields.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from . import _jsonutil
-from ._money import normalize_money
-from ._states import FAILED_STATES, TERMINAL_STATES, NodeKind, RunStatus, State
+from ._counts import StepCounts, count_steps
+from ._money import fmt_cost, normalize_money
+from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
 from .store import CallRecord, LogRow, NodeRow, RunRow
 
-__all__ = ["RunView", "StepCounts", "StepInfo", "StepTotals"]
+__all__ = ["RunView", "StepInfo", "StepTotals"]
 
 _NO_USAGE = Usage()
 V = TypeVar("V", bound="RunView")
@@ -99,54 +99,6 @@ class StepInfo:
             self.cost += call.cost
 
 
-class StepCounts(Mapping[str, int]):
-    """A run's steps and fan-out children (never the groups) per state.
-
-    A mapping of state -> count (``counts["completed"]``), and the few sums the views
-    show, each with one meaning: ``total`` (every step and child), ``finished``
-    (terminal), ``completed``, ``failed`` (discarded or cancelled), ``running``
-    (executing). ``bn.runs()`` counts the same rows the same way.
-    """
-
-    def __init__(self, by_state: Mapping[State, int]) -> None:
-        self._by_state = {str(state): n for state, n in by_state.items() if n}
-
-    def __getitem__(self, state: str) -> int:
-        return self._by_state[state]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_state)
-
-    def __len__(self) -> int:
-        return len(self._by_state)
-
-    def __repr__(self) -> str:
-        return f"StepCounts({self._by_state})"
-
-    def _sum(self, states: frozenset[State]) -> int:
-        return sum(self._by_state.get(s, 0) for s in states)
-
-    @property
-    def total(self) -> int:
-        return sum(self._by_state.values())
-
-    @property
-    def finished(self) -> int:
-        return self._sum(TERMINAL_STATES)
-
-    @property
-    def completed(self) -> int:
-        return self._by_state.get(State.COMPLETED, 0)
-
-    @property
-    def failed(self) -> int:
-        return self._sum(FAILED_STATES)
-
-    @property
-    def running(self) -> int:
-        return self._by_state.get(State.EXECUTING, 0)
-
-
 @dataclass(frozen=True)
 class StepTotals:
     """A step's LLM calls with its fan-out children's: what ``baton-nb show`` lists."""
@@ -203,13 +155,23 @@ class RunView:
     # ── what views read ───────────────────────────────────────────────────────
 
     @property
-    def cost(self) -> Decimal:
-        """USD of every LLM call of the run; replayed calls are not counted twice.
+    def cost(self) -> Decimal | None:
+        """USD of every LLM call of the run (replayed calls are not counted twice), or
+        ``None`` when a call's model has no known price: the total is then unknown, as
+        ``CallRecord.cost`` and a report row's ``cost`` are. ``known_cost`` is the sum of
+        the priced calls (a lower bound then) and ``unpriced_calls`` says how many are
+        missing from it."""
+        return None if self.unpriced_calls else self.known_cost
 
-        Calls to models without a known price add nothing here; see ``unpriced_calls``.
-        """
+    @property
+    def known_cost(self) -> Decimal:
+        """USD of the priced calls: ``cost`` when every call had a price, else a lower bound."""
         paid = (c.cost for c in self.calls if not c.replayed and c.cost is not None)
         return normalize_money(sum(paid, Decimal(0)))
+
+    def cost_text(self) -> str:
+        """The cost as every view shows it: ``$0.0123``, or with the unknown part named."""
+        return fmt_cost(self.known_cost, self.unpriced_calls)
 
     @property
     def unpriced_calls(self) -> int:
@@ -229,12 +191,9 @@ class RunView:
         return self.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
     def counts(self) -> StepCounts:
-        """Steps and fan-out children per state (groups are not counted)."""
-        by_state: dict[State, int] = {}
-        for step in self.steps.values():
-            if step.kind != NodeKind.GROUP:
-                by_state[step.state] = by_state.get(step.state, 0) + 1
-        return StepCounts(by_state)
+        """Steps and fan-out children per state (groups are not steps): what every view
+        shows, in one vocabulary (``_counts``)."""
+        return count_steps(self.steps.values())
 
     def step_totals(self, name: str) -> StepTotals:
         """The calls of step ``name`` and of its fan-out children, summed."""

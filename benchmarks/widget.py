@@ -214,7 +214,7 @@ async def timed_run(wf: bn.Workflow, mode: str, published: Published, steps: int
         sample.redraws, sample.comm_msgs = widget.redraws, published.comm_msgs
         sample.kbytes = published.bytes / 1000
     elif mode == "text":
-        assert f"{steps + 2}/{steps + 2} steps" in sink.getvalue()
+        assert f"{steps + 2}/{steps + 2} completed" in sink.getvalue()
     return sample
 
 

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from .._builder import Workflow
+from .._dburl import DEFAULT_URL
 from .._errors import ConfigurationError
 from .._money import plural
 from .._states import RunStatus
@@ -24,7 +25,7 @@ __all__ = [
     "cmd_demo",
 ]
 
-DEFAULT_DB = "sqlite:///baton_demo.db"
+DEFAULT_DB = DEFAULT_URL  # the one every command reads: `baton-nb runs` finds the demo
 DEFAULT_CSV = "baton_demo_costs.csv"
 DEMO_MODELS = ("mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.5-flash")
 DEMO_PROMPTS = (
@@ -71,7 +72,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     wf = build_demo(db)
     out(
         f"baton-nb demo: {plural(args.prompts, 'prompt')}, each fanned out over "
-        f"{len(DEMO_MODELS)} mock models and synthesised; offline, stored in {resolve_url(db)}"
+        f"{len(DEMO_MODELS)} mock models and synthesised; offline, stored in {_where(db)}"
     )
     run_ids, failed = [], 0
     for prompt in DEMO_PROMPTS[: args.prompts]:
@@ -83,9 +84,24 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     path = await write_csv(report, args.csv)
     rows = plural(len(report.rows), "row")
     out(f"cost CSV ({rows}, one per run, step and model) written to {path}")
-    db_flag = "" if db == os.environ.get("BATON_NB_DB") else f" --db {db}"
-    out(f"next: baton-nb runs{db_flag}  |  baton-nb show {run_ids[-1]}{db_flag}")
+    # The exact next commands: with the default database (or $BATON_NB_DB) they need no --db.
+    default = os.environ.get("BATON_NB_DB") or DEFAULT_URL
+    db_flag = "" if db == default else f" --db {db}"
+    out("next:")
+    out(f"  baton-nb runs{db_flag}")
+    out(f"  baton-nb show {run_ids[-1]}{db_flag}")
+    out(f"  baton-nb report {run_ids[-1]}{db_flag}")
+    out(f"  in Python: await bn.runs({'' if db == default else f'db={db!r}'})")
     return 1 if failed else 0
+
+
+def _where(db: str) -> str:
+    """The database URL, and for a SQLite file given relative to the cwd, its full path."""
+    url = resolve_url(db)
+    path = url.split(":///", 1)[1] if url.startswith("sqlite") and ":///" in url else ""
+    if path and path != ":memory:" and not os.path.isabs(path):
+        return f"{url} ({os.path.abspath(path)})"
+    return url
 
 
 async def _report(db: str, run_ids: list[str]) -> Any:

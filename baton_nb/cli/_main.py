@@ -24,11 +24,9 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STATUSES = tuple(status.value for status in RunStatus)
-DB_HELP = (
-    "database URL (default: $BATON_NB_DB, else sqlite:///baton.db; "
-    "for demo: sqlite:///baton_demo.db)"
-)
-DEMO_DB_HELP = f"database URL (default: $BATON_NB_DB, else {_demo.DEFAULT_DB})"
+# One default database for every command, the demo included: `baton-nb runs` (and
+# `bn.runs()`) right after `baton-nb demo` list the demo's runs, no --db to guess.
+DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
 # Commands that only read (or delete from) an existing database: a missing SQLite file is an
 # error for them, never created empty (a typo in --db would otherwise "find" no runs).
 NEEDS_DATABASE = frozenset({"runs", "show", "report", "prune"})
@@ -81,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 run failed or unknown id, 2 bad arguments.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_demo(sub, _common(DEMO_DB_HELP))
+    _add_demo(sub, common)
     _add_runs(sub, common)
     _add_show(sub, common)
     _add_report(sub, common)
@@ -96,8 +94,8 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="offline demo: fan-out over 3 mock models + synthesis, cost table and CSV",
         description="Run an offline demo workflow (mock provider, no API key, no network) "
-        "on SQLite (default sqlite:///baton_demo.db unless --db or $BATON_NB_DB), print "
-        "its cost table and write the cost CSV.",
+        "on the default database (sqlite:///baton.db unless --db or $BATON_NB_DB, as for "
+        "every command), print its cost table, write the cost CSV and the next commands.",
     )
     p.add_argument(
         "--csv",

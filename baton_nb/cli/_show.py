@@ -64,14 +64,15 @@ def _row(run: Run, step: StepInfo, indent: str) -> list[str]:
 
 def render_run(run: Run) -> str:
     """``baton-nb show``: header, one line per step (children indented), then errors."""
-    cost = fmt_money(run.cost) + ("" if not run.unpriced_calls else " (+ unpriced calls)")
     duration = ""
     if run.started_at is not None and run.finished_at is not None and run.done:
         duration = f" in {(run.finished_at - run.started_at).total_seconds():.2f}s"
     head = (
         f"run {run.id}  workflow {run.workflow!r}  {run.status}{duration}\n"
         f"started {local_time(run.started_at or run.created_at)}  "
-        f"{plural(len([c for c in run.calls if not c.replayed]), 'call')}  cost ${cost}"
+        f"{plural(len([c for c in run.calls if not c.replayed]), 'call')}  "
+        f"cost {run.cost_text()}\n"
+        f"steps: {run.counts().text()}"
     )
     rows: list[list[str]] = []
     for level, names in enumerate(layers(run)):

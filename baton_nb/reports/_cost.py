@@ -267,8 +267,25 @@ def _rows_of_run(run: Run, reprice: bool = False) -> list[CostRow]:
                 parent=info.parent if info is not None else None,
             )
         rows[key].add_call(call)
-    order = {name: i for i, name in enumerate(run.steps)}
-    return sorted(rows.values(), key=lambda r: order.get(r.step, len(order)))
+    order = dag_order(run)
+    return sorted(rows.values(), key=lambda r: order.get(r.step, (len(order), 0)))
+
+
+def dag_order(run: Run) -> dict[str, tuple[int, int]]:
+    """Sort keys of a run's steps: DAG order (the order the run stored its steps), a fan-out
+    child at its group's place, map items in item order, models in the declared order.
+
+    Map children are stored when their items are known, after every step of the run: by
+    storage order alone they would come last. ``Store.stats_by_run_step_model`` sorts the
+    same way in SQL.
+    """
+    top = {name: i for i, name in enumerate(n for n, s in run.steps.items() if s.kind != "child")}
+    keys: dict[str, tuple[int, int]] = {name: (i, -1) for name, i in top.items()}
+    for position, (name, step) in enumerate(run.steps.items()):
+        if step.kind == "child" and step.parent in top:
+            ordinal = step.item_index if step.item_index is not None else position
+            keys[name] = (top[step.parent], ordinal)
+    return keys
 
 
 def _children_of_run(run: Run) -> list[FanoutChild]:

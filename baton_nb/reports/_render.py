@@ -212,7 +212,7 @@ _COMPARISON: tuple[tuple[str, Callable[[ModelComparison], str]], ...] = (
     ("output tokens", lambda m: f"{m.usage.output_tokens:,}"),
     ("latency / call", _latency),
     ("children", lambda m: str(m.children)),
-    ("failed", lambda m: str(m.failed)),
+    ("discarded/cancelled", lambda m: str(m.failed)),  # DESIGN §3 words, as everywhere
     ("retries", lambda m: str(m.retries)),
     ("last error", lambda m: m.errors[-1][:60] if m.errors else ""),
 )

@@ -118,7 +118,7 @@ class RunSummary:
         ]
 
 
-_HEADER = ("id", "workflow", "status", "started", "duration", "steps", "calls", "cost_usd")
+_HEADER = ("id", "workflow", "status", "started", "duration", "completed", "calls", "cost_usd")
 
 
 class RunList(list[RunSummary]):

@@ -90,11 +90,16 @@ class MemoryReports(MemoryReads):
                 groups[key] = _Sums(agg, call.id or 0)
             groups[key].add(call)
 
-        def order(sums: _Sums) -> tuple[datetime, str, int, int]:
+        def order(sums: _Sums) -> tuple[datetime, str, int, int, int, int]:
+            # DAG order, as the SQL store sorts: a fan-out child at its group's place, map
+            # items in item order, then the node, then the first call
             agg = sums.agg
             node = nodes.get((agg.run_id, agg.step))
-            node_id = node.id or 0 if node is not None else 0
-            return (runs[agg.run_id].created_at, agg.run_id, node_id, sums.first_id)
+            node_id = (node.id or 0) if node is not None else 0
+            group = nodes.get((agg.run_id, node.parent)) if node and node.parent else None
+            place = (group.id or 0) if group is not None else node_id
+            item = node.item_index if node is not None and node.item_index is not None else -1
+            return (runs[agg.run_id].created_at, agg.run_id, place, item, node_id, sums.first_id)
 
         return [sums.done() for sums in sorted(groups.values(), key=order)]
 

@@ -134,14 +134,26 @@ async def stats_by_run_step_model(
     if not where.empty:
         agg = agg.where(STATS.c.run_id.in_(_runs_subquery(where)))
     sub = agg.group_by(STATS.c.run_id, STATS.c.step, STATS.c.model).subquery("agg")
+    group = NODES.alias("group_node")
     query = (
         sa.select(sub, RUNS.c.workflow, NODES.c.parent)
         .select_from(
-            sub.join(RUNS, RUNS.c.id == sub.c.run_id).outerjoin(
-                NODES, sa.and_(NODES.c.run_id == sub.c.run_id, NODES.c.step == sub.c.step)
+            sub.join(RUNS, RUNS.c.id == sub.c.run_id)
+            .outerjoin(NODES, sa.and_(NODES.c.run_id == sub.c.run_id, NODES.c.step == sub.c.step))
+            .outerjoin(
+                group, sa.and_(group.c.run_id == NODES.c.run_id, group.c.step == NODES.c.parent)
             )
         )
-        .order_by(RUNS.c.created_at, sub.c.run_id, NODES.c.id, sub.c.first_id)
+        # DAG order (reports.dag_order): a fan-out child at its group's place, map items
+        # in item order (they are stored after every step of the run), models as declared.
+        .order_by(
+            RUNS.c.created_at,
+            sub.c.run_id,
+            sa.func.coalesce(group.c.id, NODES.c.id),
+            sa.func.coalesce(NODES.c.item_index, -1),
+            NODES.c.id,
+            sub.c.first_id,
+        )
     )
     return [_aggregate(r) for r in (await conn.execute(query)).mappings()]
 

@@ -8,6 +8,9 @@ from .._errors import ConfigurationError
 from .._run import Run
 from ._dag import DagWidget, in_kernel
 from ._progress import TextProgress
+from ._snapshot import snapshot_bundle
+from ._state import stored_state
+from ._static import static_html
 
 __all__ = ["Attached", "DagWidget", "TextProgress", "attach", "in_kernel"]
 
@@ -49,3 +52,24 @@ def _show_widget(run: Run) -> Attached:
     widget = DagWidget(run)
     display(widget)  # type: ignore[no-untyped-call]
     return Attached(widget)
+
+
+class _NotebookView:
+    """How a ``Run`` shows as a cell's result (``Run.notebook_view``): the live widget while
+    it runs, the saved snapshot once it finished; the static view where neither can run."""
+
+    def display(self, run: Run) -> None:
+        from IPython.display import display
+
+        if not in_kernel():
+            display({"text/plain": repr(run)}, raw=True)  # type: ignore[no-untyped-call]
+        elif run.done:  # nothing left to follow: no widget (and no comm) needed
+            display(snapshot_bundle(run, stored_state(run)), raw=True)  # type: ignore[no-untyped-call]
+        else:
+            DagWidget(run)._ipython_display_()
+
+    def static_html(self, run: Run) -> str:
+        return static_html(run)
+
+
+Run.notebook_view = _NotebookView()

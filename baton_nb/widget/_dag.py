@@ -9,6 +9,7 @@ always sent in full when the run ends.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ..events import CallFinished, StepUpdated, WorkflowFinished, add_listener, 
 from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
 from ._state import PENDING
+from ._static import static_html
 from ._throttle import Throttle
 
 __all__ = ["DagWidget", "in_kernel"]
@@ -170,8 +172,11 @@ class DagWidget(anywidget.AnyWidget):
         if self._finished and self._run is not None:
             display(snapshot_bundle(self._run, self._snapshot_state()), raw=True)  # type: ignore[no-untyped-call]
             return
+        # The static view rides along: front ends without widget support show it instead.
+        static = static_html(self._run) if self._run else f"<p>{html.escape(repr(self))}</p>"
         bundle = {
             "text/plain": repr(self),
+            "text/html": static,
             WIDGET_MIME: {"version_major": 2, "version_minor": 1, "model_id": self.model_id},
         }
         self._handles.append(display(bundle, raw=True, display_id=True))  # type: ignore[no-untyped-call]

@@ -1,6 +1,6 @@
 """Progress outside a kernel: one tqdm line on stderr, refreshed at most 10 times a second.
 
-``[ingest]  45%|████▌     | 18/40 steps [00:03]  2 running · 1 failed · 1.2k tok · $0.0123``
+``[ingest]  45%|████▌     | 18/40 completed [00:03]  1 discarded · 2 executing · 1.2k tok · $0.01``
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from .._money import fmt_money
 from .._run import Run
 from ..events import WorkflowFinished, add_listener, topic_workflow
 from ._throttle import Throttle
 
 __all__ = ["TextProgress"]
 
-_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} steps [{elapsed}]  {postfix}"
+_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} completed [{elapsed}]  {postfix}"
 
 
 def _tokens(n: int) -> str:
@@ -47,21 +46,19 @@ class TextProgress:
         self.refresh()
 
     def postfix(self) -> str:
-        counts = self.run.counts()
         parts = []
-        if counts.running:
-            parts.append(f"{counts.running} running")
-        if counts.failed:
-            parts.append(f"{counts.failed} failed")
+        others = self.run.counts().others()
+        if others:
+            parts.append(others)
         parts.append(f"{_tokens(self.run.tokens.total_tokens)} tok")
-        parts.append(f"${fmt_money(self.run.cost)}")
+        parts.append(self.run.cost_text())
         if self.run.done:
             parts.append(self.run.status)
         return " · ".join(parts)
 
     def _count(self) -> tuple[int, int]:
         counts = self.run.counts()
-        return counts.finished, counts.total
+        return counts.completed, counts.total
 
     def refresh(self) -> None:
         self.bar.n, self.bar.total = self._count()

@@ -2,24 +2,24 @@
 
 A live widget needs its kernel; a saved notebook does not have one. When a run ends, the
 widget's output is replaced by this snapshot: the same renderer (``dag.js``, inlined) over
-the final state, with each node's details embedded, so the reopened notebook shows the
-same graph, and clicking a node still opens its side panel. Where scripts do not run
-(GitHub, nbviewer, untrusted notebooks) a plain table stands in.
+the final state, with each node's details embedded (its captured context included), so the
+reopened notebook shows the same graph, and clicking a node still opens its side panel.
+Where scripts do not run (GitHub, nbviewer, untrusted notebooks) the static view of
+``_static`` stands in.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
-from .._money import fmt_money
 from .._run import CallRecord, Run
 from ._state import detail
+from ._static import static_html
 
-__all__ = ["CSS", "DETAILS_BUDGET", "ESM", "fallback_html", "snapshot_bundle", "snapshot_html"]
+__all__ = ["CSS", "DETAILS_BUDGET", "ESM", "snapshot_bundle"]
 
 _HERE = Path(__file__).parent
 ESM = (_HERE / "dag.js").read_text(encoding="utf-8")
@@ -42,9 +42,7 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
     calls: dict[str, list[CallRecord]] = {}
     for call in run.calls:
         calls.setdefault(call.step, []).append(call)
-    logs: dict[str, list[dict[str, Any]]] = {}
-    for entry in run.logs:
-        logs.setdefault(entry.step, []).append(entry.entry())
+    logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
 
     def one(name: str) -> dict[str, Any]:
         return detail(run, name, calls=calls.get(name, []), context=logs.get(name, []))
@@ -92,45 +90,10 @@ def _escape_script(text: str) -> str:
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def _script_json(value: Any) -> str:
-    return _escape_script(_json(value))
-
-
-def fallback_html(state: dict[str, Any]) -> str:
-    """A script-free summary: header line and one row per step."""
-    head = state.get("header", {})
-    nodes = state.get("nodes", {})
-    rows = []
-    for entry in state.get("graph", []):
-        node = nodes.get(entry["id"], {})
-        rows.append(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                html.escape(entry["id"]),
-                html.escape(str(node.get("s", ""))),
-                node.get("a", ""),
-                (node.get("ti", 0) or 0) + (node.get("to", 0) or 0),
-                html.escape("" if node.get("c") is None else f"${node['c']}"),
-            )
-        )
-    title = (
-        f"<b>{html.escape(str(head.get('wf', '')))}</b> run {html.escape(str(head.get('id', '')))}"
-        f": <b>{html.escape(str(head.get('status', '')))}</b>, cost ${head.get('cost', '0')}"
-    )
-    return (
-        f'<div class="bn-fallback"><p>{title}</p><table><tr><th>step</th><th>state</th>'
-        f"<th>attempts</th><th>tokens</th><th>cost</th></tr>{''.join(rows)}</table></div>"
-    )
-
-
-def snapshot_html(state: dict[str, Any]) -> str:
-    """The HTML of a snapshot: styles, the fallback, and the script that renders the view."""
-    return _snapshot_html(state, _script_json(state))
-
-
-def _snapshot_html(state: dict[str, Any], state_json: str) -> str:
+def _snapshot_html(fallback: str, state_json: str) -> str:
     uid = f"bn-snap-{uuid.uuid4().hex[:12]}"
     return (
-        f'<div class="bn-snapshot" id="{uid}"><style>{CSS}</style>{fallback_html(state)}</div>\n'
+        f'<div class="bn-snapshot" id="{uid}"><style>{CSS}</style>{fallback}</div>\n'
         f'<script type="module">\n{ESM}\n'
         f'const bnHost = document.getElementById("{uid}");\n'
         f"if (bnHost) renderStatic(bnHost, {state_json});\n"
@@ -145,5 +108,4 @@ def snapshot_bundle(run: Run, state: dict[str, Any]) -> dict[str, str]:
     details_json = _details(run, DETAILS_BUDGET)[1]
     comma = "," if len(head) > 2 else ""
     state_json = _escape_script(f'{head[:-1]}{comma}"details":{details_json}}}')
-    text = f"<Run {run.id} {run.workflow!r} {run.status}, cost ${fmt_money(run.cost)}>"
-    return {"text/html": _snapshot_html(state, state_json), "text/plain": text}
+    return {"text/html": _snapshot_html(static_html(run), state_json), "text/plain": repr(run)}

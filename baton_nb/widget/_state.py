@@ -23,6 +23,7 @@ __all__ = [
     "header",
     "node_state",
     "node_states",
+    "stored_state",
 ]
 
 ERROR_PREVIEW = 300
@@ -99,7 +100,7 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
         "t0": _ts(run.started_at or run.created_at),
         "t1": _ts(run.finished_at) if run.done else None,
         "now": round(time.time(), 3),
-        "cost": _money(run.cost),
+        "cost": _money(run.known_cost),  # with "unpriced": calls missing from it
         "unpriced": run.unpriced_calls,
         "ti": tokens.input_tokens,
         "to": tokens.output_tokens,
@@ -107,6 +108,15 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
         "cancellable": cancellable and not run.done,
         "cancelling": cancelling or run.cancel_requested,
         "source": source,
+    }
+
+
+def stored_state(run: Run) -> dict[str, Any]:
+    """What a snapshot of ``run`` draws, without a widget: graph, every node, header."""
+    return {
+        "graph": graph(run),
+        "nodes": node_states(run),
+        "header": header(run, cancellable=False, cancelling=False, source="stored"),
     }
 
 

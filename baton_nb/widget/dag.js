@@ -6,33 +6,36 @@
 //   patch  nodes changed since `nodes` was last sent in full (applied on top of it)
 //   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling}
 // Layout, aggregation and formatting live here and only here.
+//
+// Words: the step states of DESIGN §3, as they are (`discarded`, `cancelled`, `executing`…),
+// everywhere; "x/y completed" always counts completed steps. A fan-out group is not a step:
+// its children are. A duration is wall-clock, from a step's first start to its end
+// (retries and their waits included); call latency is only shown per LLM call.
 
 const DENSE_LIMIT = 40; // a column with more steps is drawn as a grid of cells
 const CARD_W = 216;
 const GROUP_W = 300;
 const CARD_H = 68;
-const GAP_X = 56;
-const GAP_Y = 12;
+const GAP_X = 64; // the gutter between columns: edges bend only here
+const GAP_Y = 16; // the gap between cards: edges crossing a column pass through it
 const PAD = 18;
 const CELL = 10;
 const CELL_GAP = 2;
 const ROW_H = 22;
+const GROUP_EXTRA = 24; // a group card's extra height: the line of its children's states, its bar
 const GROUP_ROWS = 8; // visible child rows in an expanded group (then it scrolls)
 const AUTO_EXPAND = 8; // multi-model groups up to this size start expanded
 const CANCEL_FALLBACK_MS = 2500;
+const MIN_ZOOM = 0.2;
+const MAX_ZOOM = 2;
+const AUTO_FIT_MIN = 0.5; // a wide graph starts fitted to the width, down to this zoom
+const LANE = 3; // px between edges that share a gap
 
 const TERMINAL = new Set(["completed", "discarded", "cancelled"]);
 const FAILED = new Set(["discarded", "cancelled"]);
-const ORDER = ["completed", "executing", "retryable", "snoozed", "discarded", "cancelled", "pending"];
-const LABEL = {
-  pending: "pending",
-  executing: "running",
-  snoozed: "snoozed",
-  retryable: "retrying",
-  completed: "completed",
-  discarded: "failed",
-  cancelled: "cancelled",
-};
+// Counts are listed in this order: the outcome first, then what is still going on.
+const SHOWN = ["completed", "discarded", "cancelled", "executing", "retryable", "snoozed", "pending"];
+const JUMPABLE = new Set(["discarded", "cancelled", "executing", "retryable", "snoozed"]);
 const GLYPH = {
   snoozed: "z",
   retryable: "↻",
@@ -41,6 +44,10 @@ const GLYPH = {
   cancelled: "–",
 };
 
+// What the user was looking at, per run: kept when the live view is replaced by the saved
+// snapshot at the end of the run (the open panel, its scroll, the zoom, the scroll).
+const UI = (globalThis.__baton_nb_ui = globalThis.__baton_nb_ui || new Map());
+
 // ── small helpers ────────────────────────────────────────────────────────────
 
 function h(tag, cls, text) {
@@ -48,6 +55,13 @@ function h(tag, cls, text) {
   if (cls) node.className = cls;
   if (text !== undefined && text !== null) node.textContent = String(text);
   return node;
+}
+
+function button(cls, text, title) {
+  const b = h("button", cls, text);
+  b.type = "button";
+  if (title) b.title = title;
+  return b;
 }
 
 function svg(tag, attrs) {
@@ -65,6 +79,10 @@ function setClass(node, cls) {
   if (node.className !== cls) node.className = cls;
 }
 
+function clamp(x, lo, hi) {
+  return Math.min(hi, Math.max(lo, x));
+}
+
 export function fmtSeconds(s) {
   if (s === null || s === undefined || !isFinite(s)) return "";
   if (s < 0) s = 0;
@@ -73,6 +91,11 @@ export function fmtSeconds(s) {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m}m ${String(Math.round(s % 60)).padStart(2, "0")}s`;
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+export function fmtLatency(ms) {
+  if (ms === null || ms === undefined || !isFinite(ms)) return "";
+  return ms < 1000 ? `${Math.round(ms)} ms` : fmtSeconds(ms / 1000);
 }
 
 export function fmtTokens(n) {
@@ -95,6 +118,13 @@ export function fmtCost(value) {
   return `$${n.toFixed(digits)}`;
 }
 
+// A cost that may miss calls of unknown price: never a bare "$0" for an unknown price.
+export function fmtCostKnown(known, unpriced) {
+  if (!unpriced) return fmtCost(known ?? 0);
+  if (!Number(known || 0)) return "unknown";
+  return `${fmtCost(known)} + ?`;
+}
+
 function addCost(a, b) {
   // Costs are decimal strings; summing a few in floating point is fine for display.
   if (b === null || b === undefined) return a;
@@ -111,6 +141,11 @@ function childLabel(entry) {
   if (entry.m) return shortModel(entry.m);
   const open = entry.id.lastIndexOf("[");
   return open >= 0 ? entry.id.slice(open) : entry.id;
+}
+
+export function countsText(counts, total) {
+  const bits = SHOWN.filter((k) => counts[k]).map((k) => `${counts[k].toLocaleString()} ${k}`);
+  return `${bits.join(" · ") || "nothing"} of ${total.toLocaleString()}`;
 }
 
 // ── layout: topological columns, fan-out children inside their group ───────
@@ -163,7 +198,7 @@ export function layout(graph, expanded) {
   const cols = [];
   let x = PAD;
   let maxH = 0;
-  for (const col of columns) {
+  columns.forEach((col, index) => {
     const dense = col.length > DENSE_LIMIT;
     let w = CARD_W;
     let hgt = 0;
@@ -178,41 +213,210 @@ export function layout(graph, expanded) {
       for (const id of col) {
         const kids = children.get(id) || [];
         const isGroup = byId.get(id).k === "group";
-        const open = isGroup && expanded(id, kids);
+        const open = isGroup && kids.length > 0 && expanded(id, kids);
         const rows = open ? Math.min(kids.length, GROUP_ROWS) : 0;
-        const itemH = isGroup ? CARD_H + 8 + (open ? rows * ROW_H + 8 : 0) : CARD_H;
+        const itemH = isGroup ? CARD_H + GROUP_EXTRA + (open ? rows * ROW_H + 8 : 0) : CARD_H;
         const itemW = isGroup ? GROUP_W : CARD_W;
         items.push({ id, h: itemH, w: itemW, open });
         hgt += itemH + (items.length > 1 ? GAP_Y : 0);
         w = Math.max(w, itemW);
       }
     }
-    cols.push({ ids: col, dense, gridCols, x, w, h: hgt, items });
+    cols.push({ index, ids: col, dense, gridCols, x, w, h: hgt, items });
     maxH = Math.max(maxH, hgt);
     x += w + GAP_X;
-  }
+  });
+  const height = maxH + PAD * 2;
   for (const c of cols) {
     const top = PAD + (maxH - c.h) / 2;
     c.y = top;
     if (c.dense) {
       for (const id of c.ids) boxes.set(id, { col: c, x: c.x, y: top, w: c.w, h: c.h, dense: true });
+      c.gaps = [
+        [0, top],
+        [top + c.h, height],
+      ];
       continue;
     }
     let y = top;
+    c.gaps = [];
+    let free = 0;
     for (const item of c.items) {
       boxes.set(item.id, { col: c, x: c.x, y, w: item.w, h: item.h, open: item.open, dense: false });
+      c.gaps.push([free, y]);
+      free = y + item.h;
       y += item.h + GAP_Y;
     }
+    c.gaps.push([free, height]);
   }
-  return {
-    units,
-    byId,
-    children,
-    columns: cols,
-    boxes,
-    width: Math.max(x - GAP_X + PAD, 320),
-    height: maxH + PAD * 2,
-  };
+  const width = Math.max(x - GAP_X + PAD, 320);
+  const lay = { units, byId, children, columns: cols, boxes, width, height };
+  lay.edges = routeEdges(lay);
+  return lay;
+}
+
+// ── edges: bends in the gutters between columns, straight through gaps between cards ──
+//
+// A dependency from column a to column b leaves its card to the right, crosses every
+// column between a and b through a free horizontal lane (a gap between two cards, or the
+// space above or below the column), and bends only in the gutters, where there are no
+// cards. So no edge is ever drawn across, or hidden behind, a card.
+
+function port(box) {
+  return box.y + (box.dense ? box.h / 2 : Math.min(CARD_H, box.h) / 2);
+}
+
+function pickLane(col, desired, used) {
+  let best = null;
+  let bestCost = Infinity;
+  col.gaps.forEach(([top, bottom], i) => {
+    if (bottom - top < 6) return;
+    const cost = desired < top ? top - desired : desired > bottom ? desired - bottom : 0;
+    if (cost < bestCost) {
+      bestCost = cost;
+      best = i;
+    }
+  });
+  if (best === null) return desired; // no gap at all (cannot happen: above and below are free)
+  const [top, bottom] = col.gaps[best];
+  const key = `${col.index}:${best}`;
+  const n = used.get(key) || 0;
+  used.set(key, n + 1);
+  const lo = top + 4;
+  const hi = bottom - 4;
+  if (bottom - top <= 4 * GAP_Y) {
+    // a gap between cards: lanes around its middle
+    const step = Math.ceil(n / 2) * LANE * (n % 2 ? 1 : -1);
+    return clamp((top + bottom) / 2 + step, lo, hi);
+  }
+  return clamp(clamp(desired, lo, hi) + n * LANE, lo, hi); // above or below the column
+}
+
+function bend(x0, y0, x1, y1) {
+  const dx = (x1 - x0) / 2;
+  return `C${x0 + dx},${y0} ${x1 - dx},${y1} ${x1},${y1}`;
+}
+
+function routeEdges(lay) {
+  const seen = new Set();
+  const used = new Map();
+  const out = [];
+  for (const u of lay.units) {
+    const to = lay.boxes.get(u.id);
+    for (const dep of u.d) {
+      const from = lay.boxes.get(dep);
+      if (!from || !to) continue;
+      const key = `${from.dense ? `col${from.col.index}` : dep}>${to.dense ? `col${to.col.index}` : u.id}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const sy = port(from);
+      const ty = port(to);
+      const tx = to.x;
+      let x = from.col.x + from.col.w;
+      let y = sy;
+      let d = `M${from.x + from.w},${sy} H${x}`;
+      const a = from.col.index;
+      const b = to.col.index;
+      for (let k = a + 1; k < b; k += 1) {
+        const col = lay.columns[k];
+        const desired = y + (ty - y) / (b - k + 1);
+        const lane = pickLane(col, desired, used);
+        d += ` ${bend(x, y, col.x, lane)} H${col.x + col.w}`;
+        x = col.x + col.w;
+        y = lane;
+      }
+      d += ` ${bend(x, y, tx - 6, ty)}`;
+      out.push({ d, tx, ty, from: from.dense ? null : dep, to: to.dense ? null : u.id });
+    }
+  }
+  return out;
+}
+
+// The zoom of the graph: − / + (and Ctrl + wheel), 1:1, Fit (to the width), the middle
+// of what is shown kept in the middle. A graph wider than the view starts fitted to it
+// (not below AUTO_FIT_MIN); a fitted graph follows the width of the widget (not the side
+// panel opening or closing: that would zoom under the user's click).
+class Zoom {
+  constructor(view) {
+    this.view = view;
+    this.level = 1;
+    this.fit = false; // the level follows the width, until the user zooms
+    this.sized = false;
+    this.outerWidth = 0;
+  }
+
+  set(z, keepFit) {
+    const v = this.view;
+    const level = clamp(z, MIN_ZOOM, MAX_ZOOM);
+    const sc = v.scroller;
+    const cx = (sc.scrollLeft + sc.clientWidth / 2) / this.level;
+    const cy = (sc.scrollTop + sc.clientHeight / 2) / this.level;
+    this.level = level;
+    if (!keepFit) this.fit = false;
+    this.apply();
+    sc.scrollLeft = cx * level - sc.clientWidth / 2;
+    sc.scrollTop = cy * level - sc.clientHeight / 2;
+    v.remember();
+  }
+
+  fitted() {
+    const v = this.view;
+    return Math.min(1, (v.scroller.clientWidth - 4) / v.lay.width);
+  }
+
+  fitWidth() {
+    if (!this.view.scroller.clientWidth) return;
+    this.fit = true;
+    this.set(this.fitted(), true);
+  }
+
+  apply() {
+    const v = this.view;
+    const z = this.level;
+    v.sizer.style.width = `${Math.ceil(v.lay.width * z)}px`;
+    v.sizer.style.height = `${Math.ceil(v.lay.height * z)}px`;
+    v.canvas.style.transform = z === 1 ? "" : `scale(${z})`;
+    setText(v.zoomLabel, `${Math.round(z * 100)}%`);
+    v.root.dataset.zoom = z.toFixed(3);
+  }
+
+  onWheel(ev) {
+    if (!(ev.ctrlKey || ev.metaKey)) return;
+    ev.preventDefault();
+    this.set(this.level * Math.exp(-ev.deltaY / 400));
+  }
+
+  // Called when the widget's size may have changed (and once it is first shown).
+  resized() {
+    const v = this.view;
+    const width = v.scroller.clientWidth;
+    const outer = v.root.clientWidth;
+    if (!width || !v.lay || outer === this.outerWidth) return;
+    this.outerWidth = outer;
+    if (!this.sized) {
+      this.sized = true;
+      if (v.restored) v.restoreScroll();
+      else if (v.lay.width > width) {
+        this.fit = true;
+        this.set(Math.max(AUTO_FIT_MIN, this.fitted()), true);
+      }
+    } else if (this.fit && Math.abs(this.fitted() - this.level) > 0.01) {
+      this.set(this.fitted(), true);
+    }
+  }
+
+  watch() {
+    const check = () => this.resized();
+    if (typeof ResizeObserver !== "undefined") {
+      this.observer = new ResizeObserver(check);
+      this.observer.observe(this.view.root);
+    }
+    requestAnimationFrame(check);
+  }
+
+  dispose() {
+    if (this.observer) this.observer.disconnect();
+  }
 }
 
 // ── the view ─────────────────────────────────────────────────────────────────
@@ -222,15 +426,20 @@ class DagView {
     this.model = model;
     this.live = options.live;
     this.detailsCache = new Map();
+    this.asked = new Map(); // node id -> its state when its details were asked for
     this.selected = null;
     this.toggled = new Map(); // group id -> expanded (user's choice)
     this.offset = 0; // server clock - browser clock, seconds
     this.cancelAt = 0;
+    this.zoom = new Zoom(this);
+    this.jumps = {}; // state -> index of the last node jumped to
     this.root = h("div", "bn-dag");
     el.appendChild(this.root);
     this.buildChrome();
     this.load();
+    this.restore();
     this.rebuild();
+    this.zoom.watch();
   }
 
   // ── data ──
@@ -239,6 +448,7 @@ class DagView {
     this.state = Object.assign({}, this.model.get("nodes") || {}, this.model.get("patch") || {});
     this.header = this.model.get("header") || {};
     if (this.header.now) this.offset = this.header.now - Date.now() / 1000;
+    this.entries = new Map(this.graph.map((g) => [g.id, g]));
   }
 
   now() {
@@ -254,19 +464,55 @@ class DagView {
     return kids.length > 0 && kids.length <= AUTO_EXPAND && kids.every((k) => k.m);
   }
 
-  // ── chrome: header, progress bar, body, side panel ──
+  // ── what the user looks at, kept across the live -> snapshot swap ──
+  uiKey() {
+    return this.header.id || null;
+  }
+
+  restore() {
+    const saved = this.uiKey() && UI.get(this.uiKey());
+    this.restored = saved || null;
+    if (!saved) return;
+    this.zoom.level = saved.zoom;
+    this.zoom.fit = saved.fit;
+    this.toggled = new Map(saved.toggled);
+    this.selected = saved.selected;
+  }
+
+  remember() {
+    const key = this.uiKey();
+    if (!key || this.restoring) return;
+    UI.set(key, {
+      zoom: this.zoom.level,
+      fit: this.zoom.fit,
+      toggled: [...this.toggled],
+      selected: this.selected,
+      scrollLeft: this.scroller.scrollLeft,
+      scrollTop: this.scroller.scrollTop,
+      panelTop: this.panel.scrollTop,
+    });
+  }
+
+  // ── chrome: header, progress bar, tools, banner, body, side panel ──
   buildChrome() {
     const head = h("div", "bn-head");
     const title = h("div", "bn-title");
     this.dot = h("span", "bn-dot");
     this.wfName = h("span", "bn-wf");
-    this.runId = h("span", "bn-runid");
+    this.runId = h("code", "bn-runid");
+    this.runId.title = "The run's id: resume it with wf.run(run_id=...)";
+    this.copyBtn = button("bn-copy", "copy", "Copy the run id");
+    this.copyBtn.addEventListener("click", () => this.copyId());
     this.pill = h("span", "bn-pill");
-    title.append(this.dot, this.wfName, this.runId, this.pill);
+    const line1 = h("div", "bn-title-row");
+    line1.append(this.dot, this.wfName, this.pill);
+    const line2 = h("div", "bn-title-row bn-id-row");
+    line2.append(h("span", "bn-id-label", "run"), this.runId, this.copyBtn);
+    title.append(line1, line2);
     const stats = h("div", "bn-stats");
     this.stat = {};
     for (const [key, label] of [
-      ["steps", "steps"],
+      ["steps", "steps completed"],
       ["elapsed", "elapsed"],
       ["tokens", "tokens"],
       ["cost", "cost"],
@@ -277,24 +523,69 @@ class DagView {
       stats.appendChild(box);
       this.stat[key] = value;
     }
-    this.cancelBtn = h("button", "bn-cancel", "Cancel");
-    this.cancelBtn.type = "button";
-    this.cancelBtn.title = "Cancel the run (it stays resumable with run_id=)";
+    this.cancelBtn = button("bn-cancel", "Cancel", "Cancel the run (it stays resumable with run_id=)");
     this.cancelBtn.addEventListener("click", () => this.cancel());
     head.append(title, stats, this.cancelBtn);
     this.bar = h("div", "bn-bar");
+
+    const tools = h("div", "bn-tools");
+    this.chips = h("div", "bn-counts");
+    this.chips.addEventListener("click", (ev) => {
+      const chip = ev.target.closest("[data-jump]");
+      if (chip) this.jumpToNext(chip.dataset.jump);
+    });
+    const zoom = h("div", "bn-zoom");
+    const out = button("bn-zbtn bn-zoom-out", "−", "Zoom out (Ctrl + wheel)");
+    const inn = button("bn-zbtn bn-zoom-in", "+", "Zoom in (Ctrl + wheel)");
+    this.zoomLabel = h("span", "bn-zoom-level");
+    const fit = button("bn-zbtn bn-fit", "Fit", "Fit the graph to the width");
+    const one = button("bn-zbtn bn-zoom-reset", "1:1", "Actual size");
+    out.addEventListener("click", () => this.zoom.set(this.zoom.level / 1.25));
+    inn.addEventListener("click", () => this.zoom.set(this.zoom.level * 1.25));
+    fit.addEventListener("click", () => this.zoom.fitWidth());
+    one.addEventListener("click", () => this.zoom.set(1));
+    zoom.append(out, this.zoomLabel, inn, fit, one);
+    tools.append(this.chips, zoom);
+
+    this.errorLine = h("div", "bn-failure");
+    this.errorLine.hidden = true;
+    this.errorLine.addEventListener("click", (ev) => {
+      const link = ev.target.closest("[data-id]");
+      if (link) this.jumpTo(link.dataset.id);
+      else if (ev.target.closest("[data-jump]")) this.jumpToNext("discarded");
+    });
+
     this.body = h("div", "bn-body");
     this.scroller = h("div", "bn-scroll");
+    this.sizer = h("div", "bn-sizer");
     this.canvas = h("div", "bn-canvas");
     this.edges = svg("svg", { class: "bn-edges" });
     this.canvas.appendChild(this.edges);
-    this.scroller.appendChild(this.canvas);
+    this.sizer.appendChild(this.canvas);
+    this.scroller.appendChild(this.sizer);
+    this.scroller.addEventListener("scroll", () => this.remember(), { passive: true });
+    this.scroller.addEventListener("wheel", (ev) => this.zoom.onWheel(ev), { passive: false });
     this.panel = h("div", "bn-panel");
     this.panel.hidden = true;
+    this.side = new SidePanel(this, this.panel);
+    this.panel.addEventListener("scroll", () => this.remember(), { passive: true });
     this.body.append(this.scroller, this.panel);
-    this.errorLine = h("div", "bn-failure");
-    this.errorLine.hidden = true;
-    this.root.append(head, this.bar, this.errorLine, this.body);
+    this.root.append(head, this.bar, tools, this.errorLine, this.body);
+  }
+
+  restoreScroll() {
+    const saved = this.restored;
+    if (!saved) return;
+    this.restoring = true;
+    this.scroller.scrollLeft = saved.scrollLeft;
+    this.scroller.scrollTop = saved.scrollTop;
+    this.panel.scrollTop = saved.panelTop;
+    this.restoring = false;
+    this.side.top = saved.panelTop;
+  }
+
+  dispose() {
+    this.zoom.dispose();
   }
 
   // ── structure: cards, dense columns, edges ──
@@ -309,11 +600,13 @@ class DagView {
     this.edges.setAttribute("height", lay.height);
     this.cards = new Map();
     this.cells = new Map();
+    this.rowOf = new Map(); // child id -> its row in an expanded group
     for (const col of lay.columns) {
       if (col.dense) this.buildDense(col);
       else for (const item of col.items) this.buildCard(item.id, lay.boxes.get(item.id));
     }
     this.buildEdges();
+    this.zoom.apply();
     this.refresh();
   }
 
@@ -352,19 +645,23 @@ class DagView {
 
   buildGroupParts(parts, box) {
     const kids = this.lay.children.get(parts.entry.id) || [];
-    const toggle = h("button", "bn-toggle", box.open ? "▾" : "▸");
-    toggle.type = "button";
-    toggle.title = box.open ? "Collapse" : `Show the ${kids.length} children`;
-    toggle.addEventListener("click", () => {
-      this.toggled.set(parts.entry.id, !box.open);
-      this.rebuild();
-    });
-    parts.card.querySelector(".bn-r1").appendChild(toggle);
+    if (kids.length) {
+      const toggle = button("bn-toggle", box.open ? "▾" : "▸", box.open ? "Collapse" : `Show the ${kids.length} children`);
+      toggle.addEventListener("click", () => {
+        this.toggled.set(parts.entry.id, !box.open);
+        this.remember();
+        this.rebuild();
+      });
+      parts.card.querySelector(".bn-r1").appendChild(toggle);
+    }
+    parts.others = h("div", "bn-r2 bn-others");
+    parts.card.insertBefore(parts.others, parts.r3);
     parts.mini = h("div", "bn-mini");
     parts.card.appendChild(parts.mini);
     if (!box.open) return;
     const table = h("div", "bn-kids");
     table.style.maxHeight = `${GROUP_ROWS * ROW_H}px`;
+    parts.kids = table;
     parts.rows = new Map();
     for (const kid of kids) {
       const row = h("div", "bn-kid");
@@ -373,13 +670,14 @@ class DagView {
       const cells = {
         icon: h("span", "bn-icon"),
         label: h("span", "bn-kid-label", childLabel(kid)),
-        lat: h("span", "bn-kid-num"),
+        dur: h("span", "bn-kid-num"),
         tok: h("span", "bn-kid-num"),
         cost: h("span", "bn-kid-num bn-kid-cost"),
       };
-      row.append(cells.icon, cells.label, cells.lat, cells.tok, cells.cost);
+      row.append(cells.icon, cells.label, cells.dur, cells.tok, cells.cost);
       table.appendChild(row);
       parts.rows.set(kid.id, { row, ...cells });
+      this.rowOf.set(kid.id, { row, table });
     }
     parts.card.appendChild(table);
   }
@@ -414,32 +712,15 @@ class DagView {
   }
 
   buildEdges() {
-    const lay = this.lay;
-    const seen = new Set();
     this.edgeList = [];
-    for (const u of lay.units) {
-      const to = lay.boxes.get(u.id);
-      for (const dep of u.d) {
-        const from = lay.boxes.get(dep);
-        if (!from || !to) continue;
-        const key = `${from.dense ? `col${from.col.x}` : dep}>${to.dense ? `col${to.col.x}` : u.id}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        const sx = from.x + from.w;
-        const sy = from.y + (from.dense ? from.h / 2 : CARD_H / 2);
-        const tx = to.x;
-        const ty = to.y + (to.dense ? to.h / 2 : CARD_H / 2);
-        const dx = Math.max(24, (tx - sx) / 2);
-        const path = svg("path", {
-          d: `M${sx},${sy} C${sx + dx},${sy} ${tx - dx},${ty} ${tx - 6},${ty}`,
-          class: "bn-edge",
-        });
-        const head = svg("path", { d: `M${tx - 7},${ty - 4} L${tx},${ty} L${tx - 7},${ty + 4}`, class: "bn-arrow" });
-        const g = svg("g", {});
-        g.append(path, head);
-        this.edges.appendChild(g);
-        this.edgeList.push({ g, from: from.dense ? null : dep, to: to.dense ? null : u.id });
-      }
+    for (const edge of this.lay.edges) {
+      const path = svg("path", { d: edge.d, class: "bn-edge" });
+      const { tx, ty } = edge;
+      const head = svg("path", { d: `M${tx - 7},${ty - 4} L${tx},${ty} L${tx - 7},${ty + 4}`, class: "bn-arrow" });
+      const g = svg("g", {});
+      g.append(path, head);
+      this.edges.appendChild(g);
+      this.edgeList.push({ g, from: edge.from, to: edge.to });
     }
   }
 
@@ -459,24 +740,30 @@ class DagView {
     for (const [id, cell] of this.cells) {
       const s = this.st(id);
       setClass(cell, `bn-cell st-${s.s}${id === this.selected ? " bn-sel" : ""}`);
-      const title = `${id} — ${LABEL[s.s] || s.s}${s.e ? `: ${s.e}` : ""}`;
+      const title = `${id} — ${s.s}${s.e ? `: ${s.e}` : ""}`;
       if (cell.title !== title) cell.title = title;
     }
     for (const col of this.lay.columns) if (col.dense) this.paintDenseSummary(col);
     for (const edge of this.edgeList) this.paintEdge(edge);
     this.paintHeader();
     this.tick();
-    if (this.selected) this.paintPanel();
+    this.panel.hidden = !this.selected;
+    if (this.selected) {
+      this.askDetail(this.selected);
+      this.side.paint();
+    }
   }
 
   aggregate(id) {
     const kids = this.lay.children.get(id) || [];
-    const agg = { ti: 0, to: 0, c: null, n: 0, counts: {}, l: 0 };
+    const agg = { ti: 0, to: 0, c: null, u: 0, n: 0, rp: 0, counts: {} };
     for (const kid of kids) {
       const s = this.st(kid.id);
       agg.ti += s.ti || 0;
       agg.to += s.to || 0;
       agg.n += s.n || 0;
+      agg.u += s.u || 0;
+      agg.rp += s.rp || 0;
       agg.c = addCost(agg.c, s.c);
       agg.counts[s.s] = (agg.counts[s.s] || 0) + 1;
     }
@@ -494,37 +781,59 @@ class DagView {
     setText(icon, GLYPH[s.s] || "");
     const group = entry.k === "group" ? this.aggregate(entry.id) : null;
     let badgeText = "";
-    if (group) badgeText = `${group.total} ${(this.lay.children.get(entry.id) || []).every((k) => k.m) ? "models" : "items"}`;
-    else if (s.s === "retryable" || (entry.mx > 1 && s.a > 1)) badgeText = `${s.s === "retryable" ? "retry " : "attempt "}${s.a}/${entry.mx}`;
+    if (group) badgeText = this.groupBadge(entry, group);
+    else if (s.s === "retryable" || (entry.mx > 1 && s.a > 1)) badgeText = `attempt ${s.a}/${entry.mx}`;
     setText(badge, badgeText);
-    setText(stateText, group ? this.groupLine(group, s) : LABEL[s.s] || s.s);
+    setText(stateText, group ? this.groupLine(group, s) : s.s);
+    stateText.title = stateText.textContent;
     setText(dur, this.durationOf(s));
     const ti = group ? group.ti : s.ti || 0;
     const to = group ? group.to : s.to || 0;
     const cost = group ? group.c : s.c;
+    const unpriced = group ? group.u : s.u || 0;
     const failed = Boolean(s.e) && FAILED.has(s.s);
-    let line = "";
-    if (failed) line = s.e;
-    else if (ti + to > 0 || (cost !== null && cost !== undefined)) line = `${fmtTokens(ti + to)} tok · ${fmtCost(cost ?? 0)}`;
+    let spent = "";
+    if (ti + to > 0 || (cost !== null && cost !== undefined) || unpriced) spent = `${fmtTokens(ti + to)} tok · ${fmtCostKnown(cost, unpriced)}`;
+    let line = failed ? s.e : spent;
+    if (group) {
+      // a group: its children in the other states on their own line, else what they spent
+      const others = this.groupOthers(group);
+      const second = others || (failed ? "" : spent);
+      setText(parts.others, second);
+      parts.others.title = second;
+      if (!failed) line = others ? spent : "";
+    }
     setText(r3, line);
     setClass(r3, `bn-r3${failed ? " bn-err" : ""}`);
-    if (s.e) r3.title = s.e;
+    r3.title = s.e || "";
     if (group) this.paintGroup(parts, group);
   }
 
+  groupBadge(entry, group) {
+    const kids = this.lay.children.get(entry.id) || [];
+    if (!kids.length) {
+      // a map whose items are not known yet (models are known from the start)
+      const source = entry.d.length === 1 ? entry.d[0] : null;
+      return source ? `map over ${source}` : "map";
+    }
+    return `${group.total.toLocaleString()} ${kids.every((k) => k.m) ? "models" : "items"}`;
+  }
+
   groupLine(group, s) {
-    const done = group.counts.completed || 0;
-    const running = group.counts.executing || 0;
-    const failed = (group.counts.discarded || 0) + (group.counts.cancelled || 0);
-    const bits = [`${done}/${group.total} done`];
-    if (running) bits.push(`${running} running`);
-    if (failed) bits.push(`${failed} failed`);
-    if (!group.total) bits[0] = LABEL[s.s];
-    return bits.join(" · ");
+    if (!group.total) return `${s.s} · items not known yet`;
+    return `${(group.counts.completed || 0).toLocaleString()}/${group.total.toLocaleString()} completed`;
+  }
+
+  // The children in the other states (but pending): "1 discarded · 901 cancelled".
+  groupOthers(group) {
+    return SHOWN.slice(1, -1)
+      .filter((k) => group.counts[k])
+      .map((k) => `${group.counts[k].toLocaleString()} ${k}`)
+      .join(" · ");
   }
 
   paintGroup(parts, group) {
-    const segs = ORDER.filter((k) => group.counts[k]).map((k) => `<i class="st-${k}" style="flex:${group.counts[k]}"></i>`);
+    const segs = SHOWN.filter((k) => group.counts[k]).map((k) => `<i class="st-${k}" style="flex:${group.counts[k]}"></i>`);
     const html = segs.join("");
     if (parts.miniHtml !== html) {
       parts.mini.innerHTML = html;
@@ -536,9 +845,9 @@ class DagView {
       setClass(cells.row, `bn-kid st-${s.s}${id === this.selected ? " bn-sel" : ""}`);
       setClass(cells.icon, `bn-icon st-${s.s}`);
       setText(cells.icon, GLYPH[s.s] || "");
-      setText(cells.lat, s.s === "executing" ? this.durationOf(s) : s.l ? fmtSeconds(s.l / 1000) : this.durationOf(s));
+      setText(cells.dur, this.durationOf(s));
       setText(cells.tok, s.ti || s.to ? fmtTokens((s.ti || 0) + (s.to || 0)) : "");
-      setText(cells.cost, s.c !== null && s.c !== undefined ? fmtCost(s.c) : s.e ? "error" : "");
+      setText(cells.cost, s.n ? fmtCostKnown(s.c, s.u) : s.e ? s.s : "");
     }
   }
 
@@ -548,8 +857,8 @@ class DagView {
       const s = this.st(id).s;
       c[s] = (c[s] || 0) + 1;
     }
-    const html = ORDER.filter((k) => c[k])
-      .map((k) => `<span class="bn-chip st-${k}"><i></i>${c[k].toLocaleString()} ${LABEL[k]}</span>`)
+    const html = SHOWN.filter((k) => c[k])
+      .map((k) => `<span class="bn-chip st-${k}"><i></i>${c[k].toLocaleString()} ${k}</span>`)
       .join("");
     if (col.summaryHtml !== html) {
       col.summary.innerHTML = html;
@@ -567,6 +876,7 @@ class DagView {
     if (edge.g.getAttribute("class") !== cls) edge.g.setAttribute("class", cls);
   }
 
+  // Wall-clock: from the first start to the end (or to now, while it goes).
   durationOf(s) {
     if (s.t0 && s.t1) return fmtSeconds(s.t1 - s.t0);
     if (s.t0 && !TERMINAL.has(s.s)) return fmtSeconds(this.now() - s.t0);
@@ -576,42 +886,76 @@ class DagView {
   paintHeader() {
     const hd = this.header;
     const status = hd.status || "loading";
-    const failed = this.counts.discarded || 0;
-    const cancelled = this.counts.cancelled || 0;
-    const done = ["completed", "discarded", "cancelled"].reduce((n, k) => n + (this.counts[k] || 0), 0);
     this.root.dataset.status = status;
     setClass(this.dot, `bn-dot run-${status}`);
     setText(this.wfName, hd.wf || "");
-    setText(this.runId, hd.id ? `run ${hd.id.slice(0, 8)}` : "");
-    this.runId.title = hd.id || "";
+    setText(this.runId, hd.id || "");
+    this.copyBtn.hidden = !hd.id;
     setClass(this.pill, `bn-pill run-${status}`);
-    setText(this.pill, status === "running" ? "running" : status);
-    const extra = `${failed ? ` · ${failed} failed` : ""}${cancelled ? ` · ${cancelled} cancelled` : ""}`;
-    setText(this.stat.steps, `${done}/${this.total}${extra}`);
+    setText(this.pill, status);
+    const done = this.counts.completed || 0;
+    setText(this.stat.steps, `${done.toLocaleString()}/${this.total.toLocaleString()}`);
+    this.stat.steps.parentNode.title = `${countsText(this.counts, this.total)} steps (a fan-out group is not a step: its children are)`;
     const ti = hd.ti || 0;
     const to = hd.to || 0;
     setText(this.stat.tokens, fmtTokens(ti + to));
     this.stat.tokens.parentNode.title = `${ti.toLocaleString()} in, ${to.toLocaleString()} out`;
-    const unpriced = hd.unpriced ? ` + ${hd.unpriced} unpriced` : "";
-    setText(this.stat.cost, `${fmtCost(hd.cost ?? "0")}${unpriced}`);
-    this.stat.cost.parentNode.title = hd.cost ? `$${hd.cost} (exact)` : "";
-    const segs = ORDER.filter((k) => this.counts[k]).map(
-      (k) => `<i class="st-${k}" style="flex:${this.counts[k]}" title="${this.counts[k]} ${LABEL[k]}"></i>`,
+    setText(this.stat.cost, fmtCostKnown(hd.cost ?? "0", hd.unpriced));
+    this.stat.cost.parentNode.title = hd.unpriced
+      ? `$${hd.cost || 0} for the priced calls, + ${hd.unpriced} call(s) of unknown price`
+      : hd.cost
+        ? `$${hd.cost} (exact)`
+        : "";
+    const segs = SHOWN.filter((k) => this.counts[k]).map(
+      (k) => `<i class="st-${k}" style="flex:${this.counts[k]}" title="${this.counts[k]} ${k}"></i>`,
     );
     const bar = segs.join("");
     if (this.barHtml !== bar) {
       this.bar.innerHTML = bar;
       this.barHtml = bar;
     }
+    const chips = SHOWN.filter((k) => this.counts[k])
+      .map((k) => {
+        const jump = JUMPABLE.has(k) ? ` data-jump="${k}" role="button" tabindex="0" title="Show the next ${k} step"` : "";
+        return `<span class="bn-chip st-${k}${jump ? " bn-jump" : ""}"${jump}><i></i>${this.counts[k].toLocaleString()} ${k}</span>`;
+      })
+      .join("");
+    const chipsHtml = `${chips}<span class="bn-of">of ${this.total.toLocaleString()} steps</span>`;
+    if (this.chipsHtml !== chipsHtml) {
+      this.chips.innerHTML = chipsHtml;
+      this.chipsHtml = chipsHtml;
+    }
     const running = status === "running" || status === "pending";
     this.cancelBtn.hidden = !(this.live && hd.cancellable && running);
     const cancelling = hd.cancelling || this.cancelAt > 0;
     this.cancelBtn.disabled = cancelling;
     setText(this.cancelBtn, cancelling ? "Cancelling…" : "Cancel");
-    const failures = (hd.failed || []).filter((n) => this.st(n).s === "discarded" && this.st(n).e).slice(0, 3);
-    this.errorLine.hidden = running || !failures.length;
-    if (failures.length) {
-      setText(this.errorLine, failures.map((n) => `${n}: ${this.st(n).e}`).join("   ·   "));
+    this.paintBanner();
+  }
+
+  // The discarded steps, in graph order, with their errors: each opens its node.
+  paintBanner() {
+    // A group's failure is its children's: it is listed only when none of them is.
+    const failedChild = new Set(this.graph.filter((g) => g.k === "child" && this.st(g.id).s === "discarded").map((g) => g.p));
+    const failures = this.graph.filter((g) => this.st(g.id).s === "discarded" && !(g.k === "group" && failedChild.has(g.id)));
+    this.errorLine.hidden = !failures.length;
+    const key = failures.map((g) => `${g.id}\u0000${this.st(g.id).e || ""}`).join("\u0001");
+    if (this.bannerKey === key) return;
+    this.bannerKey = key;
+    const box = this.errorLine;
+    box.replaceChildren();
+    if (!failures.length) return;
+    box.appendChild(h("span", "bn-failure-count", "✕ discarded:"));
+    for (const g of failures.slice(0, 3)) {
+      const link = button("bn-failure-item", "", `Show ${g.id}`);
+      link.dataset.id = g.id;
+      link.append(h("b", "", g.id), document.createTextNode(`: ${this.st(g.id).e || "no error recorded"}`));
+      box.appendChild(link);
+    }
+    if (failures.length > 3) {
+      const more = button("bn-failure-more", `+${(failures.length - 3).toLocaleString()} more`, "Show the next discarded step");
+      more.dataset.jump = "discarded";
+      box.appendChild(more);
     }
   }
 
@@ -628,138 +972,112 @@ class DagView {
     }
   }
 
+  // ── finding a node: the banner, the count chips ──
+  jumpToNext(state) {
+    const ids = this.graph.filter((g) => g.k !== "group" || state === "discarded").filter((g) => this.st(g.id).s === state).map((g) => g.id);
+    if (!ids.length) return;
+    const last = this.jumps[state] ?? -1;
+    const next = (last + 1) % ids.length;
+    this.jumps[state] = next;
+    this.jumpTo(ids[next]);
+  }
+
+  jumpTo(id) {
+    const entry = this.entries.get(id);
+    if (!entry) return;
+    if (entry.k === "child" && entry.p && this.cards.has(entry.p) && !this.rowOf.has(id)) {
+      this.toggled.set(entry.p, true); // open the group to show the child
+      this.rebuild();
+    }
+    this.open(id);
+    const target = this.elementOf(id);
+    if (!target) return;
+    const row = this.rowOf.get(id);
+    if (row) {
+      const { table } = row;
+      table.scrollTop = row.row.offsetTop - table.offsetTop - (table.clientHeight - row.row.offsetHeight) / 2;
+    }
+    const sc = this.scroller.getBoundingClientRect();
+    const r = target.getBoundingClientRect();
+    this.scroller.scrollLeft += r.left + r.width / 2 - (sc.left + sc.width / 2);
+    this.scroller.scrollTop += r.top + r.height / 2 - (sc.top + sc.height / 2);
+    target.classList.remove("bn-flash");
+    void target.offsetWidth; // restart the animation
+    target.classList.add("bn-flash");
+    this.remember();
+  }
+
+  elementOf(id) {
+    const row = this.rowOf.get(id);
+    if (row) return row.row;
+    if (this.cards.has(id)) return this.cards.get(id).card;
+    if (this.cells.has(id)) return this.cells.get(id);
+    const entry = this.entries.get(id);
+    if (entry && entry.p && this.cards.has(entry.p)) return this.cards.get(entry.p).card;
+    if (entry && entry.p && this.cells.has(entry.p)) return this.cells.get(entry.p);
+    return null;
+  }
+
   // ── side panel ──
   select(id) {
-    this.selected = this.selected === id ? null : id;
-    this.panel.hidden = !this.selected;
-    if (this.selected && !this.detailsCache.has(this.selected)) {
-      this.model.send({ type: "detail", id: this.selected });
+    if (this.selected === id) {
+      this.selected = null;
+      this.remember();
+      this.refresh();
+      return;
     }
+    this.open(id);
+  }
+
+  open(id) {
+    if (this.selected !== id) this.side.top = 0;
+    this.selected = id;
+    this.askDetail(id);
+    this.remember();
     this.refresh();
+  }
+
+  // Details come from the kernel (or the snapshot) once per change of the node: a step
+  // that finished since its panel opened gets its result, calls and context.
+  askDetail(id) {
+    const s = this.st(id);
+    const stamp = `${s.s}|${s.a}|${s.n}|${s.r}`;
+    if (this.asked.get(id) === stamp) return;
+    if (!this.live && this.asked.has(id)) return;
+    this.asked.set(id, stamp);
+    this.model.send({ type: "detail", id });
   }
 
   onMessage(msg) {
     if (msg && msg.type === "detail") {
       this.detailsCache.set(msg.id, msg.detail);
-      if (msg.id === this.selected) this.paintPanel();
+      if (msg.id === this.selected) this.side.paint();
     }
   }
 
-  paintPanel() {
-    const id = this.selected;
-    const entry = this.graph.find((g) => g.id === id);
-    if (!entry) return;
-    const s = this.st(id);
-    const detail = this.detailsCache.get(id);
-    const key = JSON.stringify([id, s, !!detail, this.header.status]);
-    if (this.panelKey === key) return;
-    this.panelKey = key;
-    const panel = this.panel;
-    panel.replaceChildren();
-    const head = h("div", "bn-panel-head");
-    const icon = h("span", `bn-icon st-${s.s}`, GLYPH[s.s] || "");
-    const title = h("span", "bn-panel-title", id);
-    title.title = id;
-    const close = h("button", "bn-close", "×");
-    close.type = "button";
-    close.title = "Close";
-    close.addEventListener("click", () => this.select(id));
-    head.append(icon, title, close);
-    panel.appendChild(head);
-    panel.appendChild(this.facts(entry, s));
-    if (s.e || (detail && detail.error)) {
-      panel.appendChild(this.section("Error", h("div", "bn-pre bn-pre-error", (detail && detail.error) || s.e)));
-    }
-    if (entry.k === "group") panel.appendChild(this.section("Children", this.childTable(id)));
-    if (!detail) {
-      panel.appendChild(h("div", "bn-muted bn-pad", this.live ? "Loading details…" : "Details were not saved with this snapshot."));
-      return;
-    }
-    if (detail.result !== null && detail.result !== undefined) {
-      panel.appendChild(this.section("Result", h("div", "bn-pre", detail.result)));
-    }
-    if (detail.calls && detail.calls.length) panel.appendChild(this.section("LLM calls", this.callTable(detail.calls)));
-    panel.appendChild(this.section("Captured context", this.contextList(detail.context || [])));
-  }
-
-  facts(entry, s) {
-    const grid = h("div", "bn-facts");
-    const row = (k, v) => {
-      if (v === "" || v === null || v === undefined) return;
-      grid.append(h("div", "bn-k", k), h("div", "bn-v", v));
+  // ── the run id ──
+  copyId() {
+    const id = this.header.id || "";
+    const done = () => {
+      setText(this.copyBtn, "copied ✓");
+      setTimeout(() => setText(this.copyBtn, "copy"), 1500);
     };
-    row("State", LABEL[s.s] || s.s);
-    if (entry.k !== "group") row("Attempts", `${s.a || 0} of ${entry.mx}`);
-    if (entry.m) row("Model", entry.m);
-    if (entry.i !== null && entry.i !== undefined) row("Item", `#${entry.i}`);
-    if (s.t0) row("Started", new Date(s.t0 * 1000).toLocaleTimeString());
-    row("Duration", this.durationOf(s));
-    const agg = entry.k === "group" ? this.aggregate(entry.id) : s;
-    if ((agg.ti || 0) + (agg.to || 0)) row("Tokens", `${(agg.ti || 0).toLocaleString()} in · ${(agg.to || 0).toLocaleString()} out`);
-    if (agg.c !== null && agg.c !== undefined) row("Cost", `${fmtCost(agg.c)}${s.u ? ` + ${s.u} unpriced` : ""}`);
-    if (agg.n) row("LLM calls", `${agg.n}${s.rp ? ` (${s.rp} replayed)` : ""}`);
-    return grid;
-  }
-
-  section(title, content) {
-    const box = h("div", "bn-section");
-    box.append(h("div", "bn-section-title", title), content);
-    return box;
-  }
-
-  // Tables are div grids: notebook HTML styles (tables, pre) must not restyle the panel.
-  table(headers, rows, template, onRow) {
-    const box = h("div", "bn-table");
-    const line = (cells, cls) => {
-      const tr = h("div", cls);
-      tr.style.gridTemplateColumns = template;
-      for (const x of cells) tr.appendChild(h("span", "", x));
-      box.appendChild(tr);
-      return tr;
+    const fallback = () => {
+      // Outside a secure context there is no clipboard API: select the id and copy it.
+      const range = document.createRange();
+      range.selectNodeContents(this.runId);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      try {
+        document.execCommand("copy");
+        done();
+      } catch (_) {
+        setText(this.copyBtn, "selected: Ctrl+C");
+      }
     };
-    line(headers, "bn-tr bn-th");
-    rows.forEach((r, i) => {
-      const tr = line(r, onRow ? "bn-tr bn-click" : "bn-tr");
-      if (onRow) tr.addEventListener("click", () => onRow(i));
-    });
-    return box;
-  }
-
-  childTable(id) {
-    const kids = (this.lay.children.get(id) || []).slice(0, 500);
-    const rows = kids.map((k) => {
-      const s = this.st(k.id);
-      const latency = s.l ? fmtSeconds(s.l / 1000) : this.durationOf(s);
-      return [childLabel(k), LABEL[s.s] || s.s, latency, fmtTokens((s.ti || 0) + (s.to || 0)), fmtCost(s.c)];
-    });
-    const template = "minmax(0, 1.7fr) 0.9fr 0.7fr 0.6fr 0.9fr";
-    return this.table(["child", "state", "latency", "tokens", "cost"], rows, template, (i) => this.select(kids[i].id));
-  }
-
-  callTable(calls) {
-    const rows = calls.map((c) => [
-      shortModel(c.m) + (c.rp ? " (replayed)" : ""),
-      c.a,
-      fmtTokens(c.ti),
-      fmtTokens(c.to),
-      fmtSeconds(c.l / 1000),
-      fmtCost(c.c),
-    ]);
-    return this.table(["model", "try", "in", "out", "latency", "cost"], rows, "minmax(0, 1.8fr) 0.4fr 0.5fr 0.5fr 0.7fr 1fr");
-  }
-
-  contextList(entries) {
-    const box = h("div", "bn-context");
-    if (!entries.length) {
-      box.appendChild(h("div", "bn-muted", "Nothing captured. Run with debug=True (workflow or step) to keep prompts and responses; ctx.log() lines show here too."));
-      return box;
-    }
-    for (const e of entries) {
-      const item = h("div", `bn-ctx bn-ctx-${e.k}`);
-      item.append(h("span", "bn-ctx-kind", `${e.k}${e.a ? ` · attempt ${e.a}` : ""}`), h("div", "bn-pre", e.t));
-      box.appendChild(item);
-    }
-    return box;
+    if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(id).then(done, fallback);
+    else fallback();
   }
 
   // ── cancel ──
@@ -785,6 +1103,148 @@ class DagView {
   onValues() {
     this.load();
     this.refresh();
+  }
+}
+
+// The side panel of the selected node: facts, error, children, result, LLM calls and
+// captured context. Repainted when the node changes, keeping its scroll position.
+class SidePanel {
+  constructor(view, node) {
+    this.view = view;
+    this.node = node;
+    this.key = null; // what was painted last
+    this.top = null; // a scroll position to restore at the next paint
+  }
+
+  paint() {
+    const v = this.view;
+    const id = v.selected;
+    const entry = v.entries.get(id);
+    if (!entry) return;
+    const s = v.st(id);
+    const detail = v.detailsCache.get(id);
+    const key = JSON.stringify([id, s, !!detail, v.header.status]);
+    if (this.key === key) return;
+    this.key = key;
+    const panel = this.node;
+    const top = this.top ?? panel.scrollTop;
+    v.restoring = true;
+    panel.replaceChildren();
+    const head = h("div", "bn-panel-head");
+    const icon = h("span", `bn-icon st-${s.s}`, GLYPH[s.s] || "");
+    const title = h("span", "bn-panel-title", id);
+    title.title = id;
+    const close = button("bn-close", "×", "Close");
+    close.addEventListener("click", () => v.select(id));
+    head.append(icon, title, close);
+    panel.appendChild(head);
+    panel.appendChild(this.facts(entry, s));
+    if (s.e || (detail && detail.error)) {
+      panel.appendChild(this.section("Error", h("div", "bn-pre bn-pre-error", (detail && detail.error) || s.e)));
+    }
+    if (entry.k === "group") panel.appendChild(this.section("Children", this.childTable(id)));
+    if (!detail) {
+      panel.appendChild(h("div", "bn-muted bn-pad", v.live ? "Loading details…" : "Details were not saved with this snapshot."));
+    } else {
+      if (detail.result !== null && detail.result !== undefined) {
+        panel.appendChild(this.section("Result", h("div", "bn-pre", detail.result)));
+      }
+      if (detail.calls && detail.calls.length) panel.appendChild(this.section("LLM calls", this.callTable(detail.calls)));
+      if (entry.k !== "group") panel.appendChild(this.section("Captured context", this.contextList(detail.context || [], s)));
+    }
+    panel.scrollTop = top;
+    this.top = null;
+    v.restoring = false;
+  }
+
+  facts(entry, s) {
+    const v = this.view;
+    const grid = h("div", "bn-facts");
+    const row = (k, text, hint) => {
+      if (text === "" || text === null || text === undefined) return;
+      const value = h("div", "bn-v", text);
+      if (hint) value.title = hint;
+      grid.append(h("div", "bn-k", k), value);
+    };
+    row("State", s.s);
+    if (entry.k !== "group") row("Attempts", `${s.a || 0} of ${entry.mx}`);
+    if (entry.m) row("Model", entry.m);
+    if (entry.i !== null && entry.i !== undefined) row("Item", `#${entry.i}`);
+    if (s.t0) row("Started", new Date(s.t0 * 1000).toLocaleTimeString());
+    row("Duration", v.durationOf(s), "Wall-clock, from the first start to the end (retries included)");
+    const agg = entry.k === "group" ? v.aggregate(entry.id) : s;
+    if ((agg.ti || 0) + (agg.to || 0)) row("Tokens", `${(agg.ti || 0).toLocaleString()} in · ${(agg.to || 0).toLocaleString()} out`);
+    if (agg.n || agg.u) {
+      const unpriced = agg.u ? ` (+ ${agg.u} call${agg.u > 1 ? "s" : ""} of unknown price)` : "";
+      row("Cost", `${fmtCostKnown(agg.c, agg.u)}${unpriced}`);
+    }
+    if (agg.n) row("LLM calls", `${agg.n}${agg.rp ? ` (${agg.rp} replayed)` : ""}`);
+    return grid;
+  }
+
+  section(title, content) {
+    const box = h("div", "bn-section");
+    box.append(h("div", "bn-section-title", title), content);
+    return box;
+  }
+
+  // One grid per table (rows are `display: contents`): every column is as wide as its
+  // widest cell, so numbers are never clipped; only the first column shrinks.
+  // Div grids, not <table>: notebook HTML styles (tables, pre) must not restyle the panel.
+  table(cls, headers, rows, onRow) {
+    const box = h("div", `bn-table ${cls}`);
+    const line = (cells, rowCls) => {
+      const tr = h("div", rowCls);
+      for (const x of cells) tr.appendChild(h("span", "", x));
+      box.appendChild(tr);
+      return tr;
+    };
+    line(headers, "bn-tr bn-th");
+    rows.forEach((r, i) => {
+      const tr = line(r, onRow ? "bn-tr bn-click" : "bn-tr");
+      if (onRow) tr.addEventListener("click", () => onRow(i));
+    });
+    return box;
+  }
+
+  childTable(id) {
+    const v = this.view;
+    const kids = (v.lay.children.get(id) || []).slice(0, 500);
+    const rows = kids.map((k) => {
+      const s = v.st(k.id);
+      return [childLabel(k), s.s, v.durationOf(s), fmtTokens((s.ti || 0) + (s.to || 0)), s.n ? fmtCostKnown(s.c, s.u) : ""];
+    });
+    return this.table("bn-t-kids", ["child", "state", "duration", "tokens", "cost"], rows, (i) => v.jumpTo(kids[i].id));
+  }
+
+  callTable(calls) {
+    const rows = calls.map((c) => [
+      shortModel(c.m) + (c.rp ? " (replayed)" : ""),
+      c.a,
+      fmtTokens(c.ti),
+      fmtTokens(c.to),
+      fmtLatency(c.l),
+      c.c === null || c.c === undefined ? "unknown" : fmtCost(c.c),
+    ]);
+    return this.table("bn-t-calls", ["model", "try", "in", "out", "latency", "cost"], rows);
+  }
+
+  contextList(entries, s) {
+    const box = h("div", "bn-context");
+    if (!entries.length) {
+      // Say what is known: debug=True records the request of every LLM call made.
+      const text = s.n
+        ? "Prompts and responses were not kept for this step: run it with debug=True (on the workflow or the step) to keep them."
+        : "Nothing captured: this step made no LLM call and logged nothing (ctx.log() lines show here).";
+      box.appendChild(h("div", "bn-muted", text));
+      return box;
+    }
+    for (const e of entries) {
+      const item = h("div", `bn-ctx bn-ctx-${e.k}`);
+      item.append(h("span", "bn-ctx-kind", `${e.k}${e.a ? ` · attempt ${e.a}` : ""}`), h("div", "bn-pre", e.t));
+      box.appendChild(item);
+    }
+    return box;
   }
 }
 
@@ -823,6 +1283,7 @@ function mount(model, el, live) {
   }, 500);
   return () => {
     clearInterval(timer);
+    view.dispose();
     model.off("change:graph", onGraph);
     model.off("change:nodes", onValues);
     model.off("change:patch", onValues);

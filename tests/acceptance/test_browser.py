@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from .widget_scenarios import MAP_1000, SETUP, TEN, THOUSAND, TWO_HUNDRED
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -67,7 +69,7 @@ async def report(ctx, summary):
     return {"words": len(summary.split())}
 
 run = await wf.run()
-print("STATUS", run.status, run.cost)
+print("STATUS", run.status, run.cost, "ID", run.id)
 """
 
 CANCEL_CELL = """\
@@ -122,6 +124,31 @@ async def slow(ctx):
     await anyio.sleep(60)
 
 run3 = await wf3.run()
+"""
+
+
+# A step with a long result that ends early, then a slow one: its panel is open (and
+# scrolled) when the run ends and the live widget is replaced by the saved snapshot.
+PANEL_CELL = """\
+import anyio
+import baton_nb as bn
+
+wfp = bn.Workflow("browser_panel", debug=True)
+
+@wfp.step()
+async def long_result(ctx):
+    for i in range(15):
+        ctx.log(f"checked source {i}", rows=100 + i)
+    reply = await ctx.complete(model="mock/gpt-4o-mini", prompt="Explain the long result")
+    return {"reply": reply.text, "lines": [f"line {i}: " + "x" * 40 for i in range(80)]}
+
+@wfp.step()
+async def slow(ctx, long_result):
+    await anyio.sleep(4)
+    return "done"
+
+runp = await wfp.run()
+print("PANEL-RUN", runp.status)
 """
 
 
@@ -180,6 +207,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     root.mkdir()
     _notebook(root / "live.ipynb", LIVE_CELL, CANCEL_CELL)
     _notebook(root / "fallback.ipynb", FALLBACK_CELL)
+    _notebook(root / "panel.ipynb", PANEL_CELL)
+    _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
     log = (tmp_path / "lab.log").open("w")
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -265,13 +294,40 @@ CELL_STATE = """([cell]) => {
 }"""
 
 
+CLIPPED = """([cell]) => {
+  const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[cell];
+  return [...c.querySelectorAll('.bn-panel .bn-table span')]
+    .filter(s => s !== s.parentNode.firstChild && s.scrollWidth > s.clientWidth + 1)
+    .map(s => s.textContent);
+}"""
+
+
+def _clipped(page: Any, cell: int) -> list[str]:
+    """Text of the panel's table cells (but the first column) that do not fit their cell."""
+    return page.evaluate(CLIPPED, [cell])  # type: ignore[no-any-return]
+
+
+RECORD_SUMMARY = """() => {
+  window.__bnSeen = [];
+  const timer = setInterval(() => {
+    const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[0];
+    const node = c && c.querySelector('.bn-node[data-id=summary]');
+    const running = c.querySelector('.jp-InputPrompt').textContent.includes('*');
+    window.__bnSeen.push([node ? node.dataset.state : null, running]);
+    if (!running && window.__bnSeen.length > 1) clearInterval(timer);
+  }, 20);
+}"""
+
+
 def _cell(page: Any, index: int) -> dict[str, Any]:
     return page.evaluate(CELL_STATE, [index])  # type: ignore[no-any-return]
 
 
 def _open_and_run(browser: Any, lab: tuple[str, str], notebook: str) -> tuple[Any, list[str]]:
     base, token = lab
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     workspace = notebook.removesuffix(".ipynb")  # one workspace per notebook: nothing else opens
@@ -316,33 +372,49 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     assert first["running"] and "STATUS" not in first["out"], first
     assert set(first["nodes"]) >= {"fetch", "answer", "summary", "report"}
 
-    # (b) a node goes executing -> completed while the cell still runs
-    seen: list[tuple[str | None, bool]] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        state = _cell(page, 0)
-        seen.append((state["nodes"].get("summary"), state["running"]))
-        if state["nodes"].get("summary") == "executing":
-            _shot(page, "widget_live_running", page.locator(".jp-Cell").nth(0))
-        if state["nodes"].get("summary") == "completed" and state["running"]:
-            break
-        time.sleep(0.05)
-    assert ("executing", True) in seen and ("completed", True) in seen, seen[-20:]
+    # (b) a node goes executing -> completed while the cell still runs. Sampled in the
+    # page every 20 ms (a round trip from here can take longer than a step on a busy box).
+    page.evaluate(RECORD_SUMMARY)
+    _wait(page, "() => window.__bnSeen.some(([s, running]) => s === 'executing' && running)")
+    _shot(page, "widget_live_running", page.locator(".jp-Cell").nth(0))
+    _wait(page, "() => window.__bnSeen.some(([s, running]) => s === 'completed' && running)")
+    seen = page.evaluate("() => window.__bnSeen")
+    assert ["executing", True] in seen and ["completed", True] in seen, seen[-20:]
 
     # (c) the final header shows the outcome and a non-zero cost
     # When the run ends the live widget is replaced by its saved snapshot (same renderer).
     _wait(
         page,
         """() => { const c = document.querySelectorAll('.jp-Cell')[0];
-        return c && c.innerText.includes('STATUS') && c.querySelector('.bn-snapshot .bn-dag[data-status=completed]'); }""",
+        const out = c && c.querySelector('.jp-OutputArea');
+        return out && out.innerText.includes('STATUS completed') && c.querySelector('.bn-snapshot .bn-dag[data-status=completed]'); }""",
     )
     final = _cell(page, 0)
     assert final["status"] == "completed" and "STATUS completed" in final["out"], final
     assert final["cost"] and final["cost"] not in ("$0", "–"), final
     assert set(final["nodes"].values()) == {"completed"}, final
     cell0 = page.locator(".jp-Cell").nth(0).locator(".bn-dag")
+
+    # The full run id, selectable, and a button that copies it
+    run_id = final["out"].split("ID ", 1)[1].split()[0]
+    assert len(run_id) == 32 and cell0.locator(".bn-runid").inner_text() == run_id
+    assert page.evaluate(
+        "() => getComputedStyle(document.querySelector('.jp-Cell .bn-runid')).userSelect"
+    ) in ("all", "text")
+    cell0.locator(".bn-copy").click()
+    _wait(
+        page, "() => document.querySelector('.jp-Cell .bn-copy').textContent.startsWith('copied')"
+    )
+    assert page.evaluate("() => navigator.clipboard.readText()") == run_id
+
+    # The saved snapshot's panel: the captured request (it used to be empty), the response,
+    # and the LLM calls table with its cost column and latency header unclipped.
     cell0.locator(".bn-kid").first.click()
     page.wait_for_selector(".jp-Cell .bn-panel .bn-ctx-response", timeout=10_000)
+    request = cell0.locator(".bn-panel .bn-ctx-request .bn-pre").first.inner_text()
+    assert request.startswith("[user] Explain durable execution"), request
+    assert _clipped(page, 0) == [], _clipped(page, 0)
+    assert cell0.locator(".bn-t-calls .bn-th span").nth(4).inner_text() == "latency"
     _shot(page, "widget_final_light", cell0)
 
     # (d) Cancel on a long run: the run ends cancelled and the cell goes on (no interrupt)
@@ -394,7 +466,16 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     )
     reopened = _cell(page, 0)
     assert reopened["status"] == "completed" and reopened["cost"] == final["cost"], reopened
+    again = page.locator(".jp-Cell").nth(0).locator(".bn-dag")
+    again.locator(".bn-kid").first.click()
+    page.wait_for_selector(".jp-Cell .bn-panel .bn-ctx-request", timeout=10_000)
+    assert again.locator(".bn-panel .bn-ctx-request .bn-pre").first.inner_text() == request
     _shot(page, "widget_reopened", page.locator(".jp-Cell").nth(0).locator(".bn-dag"))
+    # back to the light theme: the lab's settings are shared by the tests that follow
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
+    )
+    _wait(page, "() => document.body.dataset.jpThemeLight === 'true'")
     assert not errors, errors
 
 
@@ -418,4 +499,167 @@ def test_cancel_falls_back_to_kernel_interrupt(lab: tuple[str, str], browser: An
     assert "KeyboardInterrupt" in state["out"] or "CancelledError" in state["out"], state
     assert 2.0 < waited < 15, waited  # after the 2.5 s grace period, long before the 60 s step
     _shot(page, "widget_cancelled_by_interrupt", page.locator(".jp-Cell").nth(0))
+    assert not errors, errors
+
+
+def test_open_panel_survives_the_end_of_the_run(lab: tuple[str, str], browser: Any) -> None:
+    """The live widget becomes the saved snapshot when the run ends: the panel the user
+    was reading stays open, on the same node, scrolled to the same place."""
+    page, errors = _open_and_run(browser, lab, "panel.ipynb")
+    dag = page.locator(".jp-Cell").nth(0).locator(".bn-dag")
+    _wait(
+        page,
+        "() => document.querySelector('.jp-Cell .bn-node[data-id=long_result][data-state=completed]')",
+    )
+    assert _cell(page, 0)["running"]
+    dag.locator(".bn-node[data-id=long_result]").click()
+    page.wait_for_selector(".jp-Cell .bn-panel .bn-ctx-response", timeout=10_000)
+    top = page.evaluate("""() => { const p = document.querySelector('.jp-Cell .bn-panel');
+        p.scrollTop = 400; p.dispatchEvent(new Event('scroll')); return p.scrollTop; }""")
+    assert top > 300, top
+    assert not page.locator(".jp-Cell .bn-snapshot").count()  # still the live widget
+    _wait(
+        page,
+        "() => document.querySelector('.jp-Cell .bn-snapshot .bn-dag[data-status=completed]')",
+        timeout=20_000,
+    )
+    page.wait_for_selector(".jp-Cell .bn-snapshot .bn-panel .bn-ctx-response", timeout=10_000)
+    page.wait_for_timeout(300)
+    panel = page.evaluate("""() => { const p = document.querySelector('.jp-Cell .bn-snapshot .bn-panel');
+        return {hidden: p.hidden, title: p.querySelector('.bn-panel-title').textContent, top: p.scrollTop}; }""")
+    assert panel["hidden"] is False and panel["title"] == "long_result", panel
+    assert abs(panel["top"] - top) <= 2, (panel, top)
+    _shot(page, "widget_panel_after_end", dag)
+    assert not errors, errors
+
+
+VISIBLE = """([cell, id]) => {
+  const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[cell];
+  const sc = c.querySelector('.bn-scroll').getBoundingClientRect();
+  const el = c.querySelector(`.bn-node[data-id="${id}"], .bn-cell[data-id="${id}"], .bn-kid[data-child="${id}"]`);
+  if (!el) return false;
+  const r = el.getBoundingClientRect();
+  return r.left >= sc.left - 1 && r.right <= sc.right + 1 && r.top >= sc.top - 1 && r.bottom <= sc.bottom + 1;
+}"""
+
+EDGES_ACROSS_CARDS = """([cell]) => {
+  // Sample every edge path; a point inside a card (other than the edge's own ends) is a crossing.
+  const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[cell];
+  const canvas = c.querySelector('.bn-canvas');
+  const boxes = [...canvas.querySelectorAll('.bn-node, .bn-dense')].map(n => ({
+    x: n.offsetLeft, y: n.offsetTop, w: n.offsetWidth, h: n.offsetHeight }));
+  const bad = [];
+  for (const path of canvas.querySelectorAll('path.bn-edge')) {
+    const len = path.getTotalLength();
+    for (let d = 8; d < len - 8; d += 4) {
+      const p = path.getPointAtLength(d);
+      if (boxes.some(b => p.x > b.x + 1 && p.x < b.x + b.w - 1 && p.y > b.y + 1 && p.y < b.y + b.h - 1)) {
+        bad.push(path.getAttribute('d').slice(0, 40)); break; }
+    }
+  }
+  return bad;
+}"""
+
+
+def _zoom(page: Any, cell: int) -> float:
+    return float(
+        page.evaluate(
+            "([c]) => document.querySelectorAll('.jp-Notebook .jp-Cell')[c].querySelector('.bn-dag').dataset.zoom",
+            [cell],
+        )
+    )
+
+
+def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any) -> None:
+    """Zoom and fit, jump to a failed node from the banner and from the count, edges that
+    never cross a card; screenshots of a 10-, a 200- and a 1,000-node run."""
+    page, errors = _open_and_run(browser, lab, "sizes.ipynb")
+    # While `topics` runs, the map over its result has no items yet: it must not say "0 …"
+    page.evaluate("""() => { window.__bnBadges = new Set(); const t = setInterval(() => {
+        const b = document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-node[data-id=fetch] .bn-badge');
+        if (b) window.__bnBadges.add(b.textContent);
+        if (document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-snapshot')) clearInterval(t); }, 20); }""")
+    cells = page.locator(".jp-Cell")
+    for index, marker in ((1, "RUN10"), (2, "RUN200"), (3, "RUN1000"), (4, "RUNMAP")):
+        _wait(
+            page,
+            f"() => {{ const c = document.querySelectorAll('.jp-Cell')[{index}]; return c && c.innerText.includes('{marker}') && c.querySelector('.bn-snapshot .bn-dag'); }}",
+            timeout=60_000,
+        )
+
+    # JupyterLab does not lay out cells out of view (content-visibility): show each first.
+    def show(index: int) -> Any:
+        dag = cells.nth(index).locator(".bn-dag")
+        dag.scroll_into_view_if_needed()
+        page.wait_for_timeout(200)
+        return dag
+
+    badges = page.evaluate("() => [...window.__bnBadges]")
+    assert "map over topics" in badges and "20 items" in badges, badges
+    assert not any(b.startswith("0 ") for b in badges), badges
+
+    # 10 nodes: every edge clear of the cards (topics -> report crosses two columns)
+    ten = show(1)
+    assert page.evaluate(EDGES_ACROSS_CARDS, [1]) == []
+    assert ten.locator(".bn-node[data-id=fact_check]").get_attribute("data-state") == "discarded"
+    assert ten.locator(".bn-node[data-id=panel]").get_attribute("data-state") == "cancelled"
+    assert "1 cancelled" in ten.locator(".bn-counts").text_content()
+    assert ten.locator(".bn-node[data-id=fetch] .bn-state").text_content() == "20/20 completed"
+    # debug=True is on: the panel of a step that captured nothing does not suggest it
+    ten.locator(".bn-node[data-id=fact_check]").click()
+    hint = ten.locator(".bn-panel .bn-context").inner_text()
+    assert "made no LLM call" in hint and "debug=True" not in hint, hint
+    ten.locator(".bn-close").click()
+    _shot(page, "widget_10_nodes", ten)
+
+    # 200 nodes: wider than the view, it starts fitted to the width; zoom and Fit work
+    two = show(2)
+    assert page.evaluate(EDGES_ACROSS_CARDS, [2]) == []
+    fitted = _zoom(page, 2)
+    assert 0.4 <= fitted < 1, fitted
+    _shot(page, "widget_200_nodes", two)
+    two.locator(".bn-zoom-in").click()
+    assert _zoom(page, 2) > fitted
+    two.locator(".bn-zoom-reset").click()
+    assert _zoom(page, 2) == 1
+    assert not page.evaluate(VISIBLE, [2, "l3_11"])  # the failed node is off-screen at 1:1
+    # the banner names the failed step: a click scrolls to it and opens it
+    two.locator(".bn-failure-item").first.click()
+    assert page.evaluate(VISIBLE, [2, "l3_11"])
+    assert two.locator(".bn-panel-title").inner_text() == "l3_11"
+    assert "bad input row 17" in two.locator(".bn-panel .bn-pre-error").inner_text()
+    _shot(page, "widget_200_nodes_jump", two)
+    two.locator(".bn-fit").click()
+    assert _zoom(page, 2) < 1
+    # the count of cancelled steps finds them one after the other
+    two.locator(".bn-counts [data-jump=cancelled]").click()
+    first = two.locator(".bn-panel-title").inner_text()
+    two.locator(".bn-counts [data-jump=cancelled]").click()
+    second = two.locator(".bn-panel-title").inner_text()
+    assert first != second and {first, second} <= {"l4_00", "l4_01", "l4_02"} | set(
+        first.split()
+    ) | set(second.split())
+    assert page.evaluate(VISIBLE, [2, second])
+
+    # 1,000 steps side by side: the grid; the discarded count opens each failed cell
+    thousand = show(3)
+    assert page.evaluate(EDGES_ACROSS_CARDS, [3]) == []
+    _shot(page, "widget_1000_nodes", thousand)
+    assert thousand.locator(".bn-cell").count() == 1000
+    for expected in ("s017", "s512", "s901"):
+        thousand.locator(".bn-counts [data-jump=discarded]").click()
+        assert thousand.locator(".bn-panel-title").inner_text() == expected
+        assert page.evaluate(VISIBLE, [3, expected])
+
+    # a 1,000-item map: the failed child is opened inside its group
+    mapped = show(4)
+    mapped.locator('.bn-failure-item[data-id="work[17]"]').click()
+    assert mapped.locator(".bn-panel-title").inner_text() == "work[17]"
+    assert page.evaluate(VISIBLE, [4, "work[17]"])
+    assert "failed" not in mapped.locator(".bn-node[data-id=work] .bn-state").get_attribute("title")
+    _shot(page, "widget_1000_map", mapped)
+    # debug is off and this child made a call: the panel says how to keep its prompts
+    mapped.locator('.bn-kid[data-child="work[18]"]').click()
+    hint = mapped.locator(".bn-panel .bn-context").inner_text()
+    assert "were not kept" in hint and "debug=True" in hint, hint
     assert not errors, errors

@@ -31,7 +31,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-DEMO_DB = "sqlite:///baton_demo.db"
+DEMO_DB = "sqlite:///baton.db"  # the default database of every command, the demo's too
 
 
 def run_ids(capsys: pytest.CaptureFixture[str], *extra: str) -> list[str]:
@@ -44,7 +44,14 @@ def test_demo_then_every_command(workdir: Path, capsys: pytest.CaptureFixture[st
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     csv_path = workdir / "baton_demo_costs.csv"
-    assert (workdir / "baton_demo.db").exists() and csv_path.exists()
+    assert (workdir / "baton.db").exists() and csv_path.exists()
+    assert f"stored in sqlite:///baton.db ({workdir / 'baton.db'})" in out
+    # the next commands, exact: right after the demo they need no --db
+    last = out.split("baton-nb show ", 1)[1].split()[0]
+    assert len(last) == 32 and "\n  baton-nb runs\n" in out and f"baton-nb report {last}\n" in out
+    assert main(["runs"]) == 0 and capsys.readouterr().out.count("baton-demo") == 3
+    assert main(["show", last]) == 0 and last in capsys.readouterr().out
+    assert anyio.run(bn.runs)[0].id == last  # bn.runs() with no db= sees them too
     assert f"written to {csv_path}" in out
     assert "fan-out 'answer', models side by side" in out
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))

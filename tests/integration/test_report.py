@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -92,13 +93,16 @@ async def test_csv_sums_match_run_cost(db_url: str, unique: str) -> None:
     assert by_step["unpriced"]["cost_usd"] == "" and by_step["unpriced"]["model"] == UNPRICED
     assert not report.complete and report.unpriced_calls == 1
     priced = sum(Decimal(r["cost_usd"]) for r in rows if r["cost_usd"])
-    assert priced == report.total == run.cost == loaded.cost > 0
+    assert priced == report.total == run.known_cost == loaded.known_cost > 0
+    # a run with a call of unknown price has no known cost: None, never the priced part
+    assert run.cost is None and loaded.cost is None and run.unpriced_calls == 1
+    assert "+ 1 call of unknown price" in repr(run)
     assert sum(int(r["output_tokens"]) for r in rows) == run.tokens.output_tokens
     assert sum(int(r["calls"]) for r in rows) == sum(1 for c in run.calls if not c.replayed)
     # the same report read back with SQL aggregation
     stored = await bn.report(db_url, run_ids=[run.id])
     assert [key(r) for r in stored.to_records()] == [key(r) for r in report.to_records()]
-    assert stored.total == run.cost and not stored.complete
+    assert stored.total == run.known_cost and not stored.complete
     comparison = stored.fanout()["answer"]
     assert list(comparison) == [A, B, C]
     assert (comparison[C].failed, comparison[C].retries) == (1, 1)
@@ -219,3 +223,43 @@ async def test_empty_database_reports_nothing(sqlite_url: str) -> None:
     report = await bn.report(sqlite_url)
     assert report.rows == [] and report.total == 0
     assert await bn.runs(sqlite_url) == []
+
+
+async def test_rows_come_in_dag_order_items_in_item_order_models_as_declared(
+    db_url: str, unique: str
+) -> None:
+    """Map children are stored when their items are known, after every other step: rows
+    used to list them last (and ``step[10]`` before ``step[2]`` where sorted by name)."""
+    wf = bn.Workflow(f"order-{unique}", db=db_url)
+    models = [C, A, B]  # declared order, not alphabetical
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(12))
+
+    @wf.step(map_over="items")
+    async def work(ctx: bn.Context) -> str:
+        await anyio.sleep(0.001 * (12 - ctx.item))  # later items finish first
+        return (await ctx.complete(model=A, prompt=f"item {ctx.item}")).text
+
+    @wf.step(deps=["work"], models=models)
+    async def judge(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt="judge")).text
+
+    @wf.step(deps=["judge"])
+    async def summary(ctx: bn.Context) -> str:
+        return (await ctx.synthesize(ctx.results["judge"], model=B)).text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed"
+    expected = [
+        *(f"work[{i}]" for i in range(12)),
+        *(f"judge[{m}]" for m in models),
+        "summary",
+    ]
+    in_memory = run.report()
+    stored = await bn.report(db_url, run_ids=[run.id])
+    assert [r.step for r in in_memory.rows] == expected
+    assert [r.step for r in stored.rows] == expected
+    assert [r["step"] for r in parse_csv(stored.to_csv())] == expected
+    assert list(stored.by_model()) == [A, C, B]  # first seen, in DAG order

@@ -30,6 +30,7 @@ import baton_nb.widget as widget_pkg
 from baton_nb._run import TERMINAL_STATES, StepInfo
 from baton_nb.reports import fmt_money
 from baton_nb.widget import Attached, DagWidget, TextProgress, _state
+from baton_nb.widget._dag import WIDGET_MIME
 from baton_nb.widget._snapshot import snapshot_bundle
 
 pytestmark = pytest.mark.anyio
@@ -180,6 +181,33 @@ async def test_redraws_are_throttled_during_a_thousand_step_run(
     assert state == _state.node_states(run)
     assert widget.patch == {}  # the final send is a full one
     assert done_total(widget) == (1000, 1000) and widget.header["status"] == "completed"
+
+
+async def test_the_view_never_shows_more_steps_executing_than_the_concurrency(
+    shown: list[DagWidget], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's terminal state is announced after its commit, the next step's start at
+    once: the view used to keep the finished step "executing" meanwhile (101 executing at
+    concurrency=100). Every send must show at most ``concurrency`` executing."""
+    seen: list[int] = []
+    send_state = DagWidget.send_state
+
+    def recording(self: DagWidget, key: Any = None) -> None:
+        send_state(self, key)
+        seen.append(sum(1 for n in self.state().values() if n["s"] == "executing"))
+
+    monkeypatch.setattr(DagWidget, "send_state", recording)
+    wf = bn.Workflow("wconc", db=sqlite_url)
+
+    async def tick(ctx: bn.Context) -> int:
+        await anyio.sleep(0.002)
+        return 1
+
+    for i in range(300):
+        wf.add(f"s{i:03d}", tick)
+    run = await wf.run(display=True, concurrency=8)
+    assert run.status == "completed" and len(seen) > 3
+    assert max(seen) <= 8, seen
 
 
 async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
@@ -454,8 +482,8 @@ async def test_text_progress_line(
     run = await wf.run(display="text")
     [stream] = streams
     final = stream.getvalue().rstrip("\n").split("\r")[-1]
-    assert f"[{wf.name}]" in final and "4/4 steps" in final and "100%" in final
-    assert f"${run.cost}" in final and final.endswith("completed")
+    assert f"[{wf.name}]" in final and "4/4 completed" in final and "100%" in final
+    assert f" · ${run.cost} · " in final and final.endswith("completed")
     assert f"{run.tokens.total_tokens} tok" in final
     assert capsys.readouterr().err == ""  # the line went to the given stream only
     monkeypatch.undo()
@@ -466,7 +494,7 @@ async def test_text_progress_line(
     handle.close()
     handle.close()  # idempotent
     err = capsys.readouterr().err
-    assert "4/4 steps" in err and f"${run.cost}" in err and "completed" in err
+    assert "4/4 completed" in err and f"${run.cost}" in err and "completed" in err
 
 
 async def test_text_progress_of_a_failed_run(sqlite_url: str) -> None:
@@ -481,7 +509,8 @@ async def test_text_progress_of_a_failed_run(sqlite_url: str) -> None:
     progress = TextProgress(run, stream=stream)
     progress.close()
     line = stream.getvalue().rstrip("\n").split("\r")[-1]
-    assert "1/1 steps" in line and "1 failed" in line and line.endswith("failed")
+    # x/y counts completed steps; the others are named by their state (DESIGN §3)
+    assert "0/1 completed" in line and "1 discarded" in line and line.endswith("failed")
 
 
 async def test_auto_display_with_non_tty_stderr_prints_nothing(
@@ -526,13 +555,17 @@ async def test_snapshot_has_the_fallback_table_and_escapes_script_tags(sqlite_ur
     widget = DagWidget(run)
     bundle = snapshot_bundle(run, widget._snapshot_state())
     page = bundle["text/html"]
-    assert bundle["text/plain"] == f"<Run {run.id} 'wsnap' failed, cost $0>"
+    assert bundle["text/plain"] == repr(run)
+    assert (
+        repr(run) == f"<Run {run.id} 'wsnap' failed: 1 completed · 1 discarded of 2 steps, cost $0>"
+    )
 
-    # The fallback table: one row per step, state, status line.
+    # The static view: status line, counts, the failed step with its error, one row per step.
     assert '<div class="bn-fallback">' in page and "<th>step</th><th>state</th>" in page
-    assert "<tr><td>leak</td><td>completed</td><td>1</td>" in page
-    assert "<tr><td>fails</td><td>discarded</td><td>1</td>" in page
-    assert f"run {run.id}: <b>failed</b>" in page
+    assert "<tr><td><code>leak</code></td><td>completed</td><td>1/3</td>" in page
+    assert "<tr><td><code>fails</code></td><td>discarded</td><td>1/1</td>" in page
+    assert f"run <code>{run.id}</code>: <b>failed</b>" in page
+    assert "<code>fails</code> (attempt 1 of 1): RuntimeError: &lt;img src=x" in page
 
     # Results and errors are embedded as data, never as markup: the script element ends
     # only at its own closing tag, and no "<!--" can change how the parser reads it.
@@ -541,3 +574,67 @@ async def test_snapshot_has_the_fallback_table_and_escapes_script_tags(sqlite_ur
     assert page.count("</script>") == 1 and page.rstrip().endswith("</script>")
     assert "<!--" not in page
     assert r"<\/script><script>alert('x')<\/script><\!-- <b>bold<\/b>" in page
+
+
+# ── a Run as a cell's result ──────────────────────────────────────────────────
+
+
+async def test_a_run_shown_as_a_cells_result(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` as the last expression of a cell: the widget with the static view beside it
+    in one bundle while the run goes (front ends without widgets show the static view),
+    the saved snapshot once it finished; no widget (no comm) for a finished run."""
+    import IPython.display
+
+    shown: list[dict[str, Any]] = []
+
+    class Handle:
+        def update(self, bundle: dict[str, Any], raw: bool = False) -> None:
+            shown.append(bundle)
+
+    def display(obj: Any, raw: bool = False, display_id: Any = None) -> Handle:
+        assert raw
+        shown.append(obj)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr(widget_pkg, "in_kernel", lambda: True)
+    built: list[Any] = []
+    monkeypatch.setattr(DagWidget, "__init__", _recording_init(DagWidget.__init__, built))
+
+    wf = fanout_workflow("wshow", sqlite_url)
+    run = await wf.run(display=False)
+    run._ipython_display_()
+    [finished] = shown
+    assert WIDGET_MIME not in finished and not built
+    assert "bn-snapshot" in finished["text/html"] and finished["text/plain"] == repr(run)
+    assert run._repr_html_() in finished["text/html"]  # the static view, also _repr_html_
+
+    live = bn.Run(f"live-{uuid.uuid4().hex}", "wshow")
+    live.status = "running"
+    live.steps["a"] = StepInfo(name="a", job_id=1, state="executing", attempt=1)
+    shown.clear()
+    live._ipython_display_()
+    [bundle] = shown
+    assert set(bundle) == {"text/plain", "text/html", WIDGET_MIME} and len(built) == 1
+    assert bundle[WIDGET_MIME]["model_id"] == built[0].model_id
+    assert (
+        bundle["text/html"].startswith('<div class="bn-fallback">')
+        and live.id in bundle["text/html"]
+    )
+    assert "1 executing of 1 step" in bundle["text/html"]
+    built[0].close()
+
+    monkeypatch.setattr(widget_pkg, "in_kernel", lambda: False)
+    shown.clear()
+    run._ipython_display_()
+    assert shown == [{"text/plain": repr(run)}]
+
+
+def _recording_init(init: Any, built: list[Any]) -> Any:
+    def recording(self: DagWidget, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    return recording

@@ -9,7 +9,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "baton_nb"
 
 # Lowest first. A module may import modules of its own layer or lower ones.
 LAYERS: list[set[str]] = [
-    {"_usage", "_errors", "_jsonutil", "_outcomes", "_dburl", "_graph", "_money", "_states"},
+    {
+        "_usage",
+        "_errors",
+        "_jsonutil",
+        "_outcomes",
+        "_dburl",
+        "_graph",
+        "_money",
+        "_counts",
+        "_states",
+    },
     {"pricing"},
     {"llm"},
     {"events"},

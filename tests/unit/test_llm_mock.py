@@ -81,3 +81,36 @@ async def test_unknown_mock_model_costs_none_with_a_warning() -> None:
     with pytest.warns(UnknownPriceWarning):
         c = await complete(_req("mock/no-such-model-xyz"))
     assert c.cost is None
+
+
+@pytest.mark.anyio
+async def test_first_call_loads_the_encoding_off_the_loop_and_outside_its_latency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh process: the tiktoken encoding is loaded by the first mock call. It is loaded
+    in a worker thread, and the latency is the call's, not the load's (it used to read
+    191 ms for a 20 ms mock). The load advances an injected clock by 5 s."""
+    import threading
+
+    from baton_nb.llm import _complete, _tokens
+
+    clock = [100.0]
+    monkeypatch.setattr(_complete, "_clock", lambda: clock[0])
+    monkeypatch.setattr(_tokens, "_loaded", False)
+    monkeypatch.setattr(_tokens, "_encoder", None)
+    real_load = _tokens._load
+    loaded_on: list[threading.Thread] = []
+
+    def slow_load() -> object:
+        if not _tokens._loaded:
+            loaded_on.append(threading.current_thread())
+            clock[0] += 5.0
+        return real_load()
+
+    monkeypatch.setattr(_tokens, "_load", slow_load)
+    first = await complete(_req("mock/gpt-4o-mini"))
+    assert loaded_on and loaded_on[0] is not threading.main_thread()
+    assert first.latency_ms == 0.0  # the clock only moved during the load
+    assert first.usage.input_tokens == estimate_tokens(
+        [{"role": "user", "content": "Why is the sky blue?"}]
+    )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from decimal import Decimal
 
 import baton_nb as bn
+from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
+from baton_nb.store import LogRow
 from baton_nb.widget import _state
-from baton_nb.widget._snapshot import fallback_html
+from baton_nb.widget._snapshot import details, snapshot_bundle
+from baton_nb.widget._static import MAX_ROWS, static_html
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 T1 = datetime(2025, 1, 1, 12, 0, 2, 500_000, tzinfo=timezone.utc)
@@ -119,13 +123,122 @@ def test_detail_of_a_node() -> None:
     assert _state.detail(run, "nope") == {"id": "nope", "missing": True}
 
 
-def test_fallback_table_escapes_names_and_states() -> None:
-    state = {
-        "graph": [{"id": "<b>x</b>"}],
-        "nodes": {"<b>x</b>": {"s": "completed", "a": 1, "ti": 3, "to": 4, "c": "0.5"}},
-        "header": {"wf": "<i>wf</i>", "id": "r1", "status": "completed", "cost": "0.5"},
-    }
-    page = fallback_html(state)
-    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
-    assert "&lt;i&gt;wf&lt;/i&gt;" in page
-    assert "<td>completed</td><td>1</td><td>7</td><td>$0.5</td>" in page
+def _call(step: str, model: str, cost: str | None, tokens: int = 10) -> CallRecord:
+    return CallRecord(
+        run_id="r1",
+        step=step,
+        model=model,
+        provider="mock",
+        attempt=1,
+        call_index=0,
+        usage=bn.Usage(input_tokens=tokens, output_tokens=tokens),
+        cost=None if cost is None else Decimal(cost),
+        latency_ms=5.0,
+        replayed=False,
+        estimated=False,
+        created_at=T1,
+    )
+
+
+def _add(run: bn.Run, name: str, **fields: object) -> StepInfo:
+    step = StepInfo(name=name, job_id=len(run.steps) + 1, **fields)  # type: ignore[arg-type]
+    run.steps[name] = step
+    if step.parent is not None:
+        run.steps[step.parent].children.append(name)
+    return step
+
+
+def failed_run() -> bn.Run:
+    """A map of 1,000 items (3 discarded, 20 cancelled), a failed step and its cascade."""
+    run = bn.Run("0123456789abcdef0123456789abcdef", "<i>wf</i>")
+    run.status, run.created_at, run.started_at, run.finished_at = "failed", T0, T0, T1
+    _add(run, "items", state="completed", attempt=1)
+    _add(run, "work", kind="group", state="discarded", deps=["items"])
+    for i in range(1000):
+        state = "discarded" if i in (17, 512, 901) else "cancelled" if i >= 980 else "completed"
+        child = _add(run, f"work[{i}]", kind="child", parent="work", state=state, item_index=i)
+        child.attempt = 1
+        if state == "discarded":
+            child.error = f"RuntimeError: item {i}: <schema> mismatch"
+        if state == "completed":
+            call = _call(child.name, "mock/gpt-4o-mini", "0.00001")
+            run.calls.append(call)
+            child.add_call(call)
+    _add(run, "<b>check</b>", state="discarded", attempt=3, max_attempts=3, error="ValueError: no")
+    _add(run, "tally", state="cancelled", deps=["work"], error="dependency 'work' was discarded")
+    call = _call("<b>check</b>", "mock/unknown-model", None)
+    run.calls.append(call)
+    run.steps["<b>check</b>"].add_call(call)
+    return run
+
+
+def test_counts_use_the_state_words_and_leave_groups_out() -> None:
+    counts = count_steps(failed_run().steps.values())
+    assert counts.total == 1003 and counts.completed == 978  # "work" is a group: not counted
+    assert counts.text() == "978 completed · 4 discarded · 21 cancelled of 1,003 steps"
+    assert counts.others() == "4 discarded · 21 cancelled"
+
+
+def test_static_view_is_compact_and_says_what_failed_and_what_it_cost() -> None:
+    run = failed_run()
+    page = static_html(run)
+    # escaped throughout
+    assert "<b>check</b>" not in page and "&lt;b&gt;check&lt;/b&gt;" in page
+    assert "<i>wf</i>" not in page and "&lt;schema&gt;" in page
+    # the full run id, the counts per state, the cost with its unknown part named
+    assert run.id in page and "978 completed · 4 discarded · 21 cancelled" in page
+    assert "+ 1 call of unknown price" in page and "$0 " not in page
+    # failed steps with their errors, cancelled ones named
+    assert "RuntimeError: item 512: &lt;schema&gt; mismatch" in page
+    assert "(attempt 3 of 3): ValueError: no" in page
+    assert "<b>Cancelled</b>: <code>work[980]</code>" in page and "and 11 more" in page
+    # the map is one row: its children counted and their tokens and cost summed
+    row = page[page.index("<tr><td><code>work</code>") :].split("</tr>")[0]
+    assert "977 completed · 3 discarded · 20 cancelled of 1,000 steps" in row
+    assert f"{977 * 20:,}" in row and "$0.00977" in row
+    # cost per model; bounded: not one row per item
+    assert "<code>mock/gpt-4o-mini</code>" in page and "<code>mock/unknown-model</code>" in page
+    assert page.count("<tr>") < 12 and len(page) < 5_000
+
+
+def test_static_view_of_a_thousand_steps_lists_at_most_max_rows() -> None:
+    run = bn.Run("r2", "wide")
+    run.status = "completed"
+    for i in range(1000):
+        _add(run, f"s{i:03d}", state="completed", attempt=1)
+    page = static_html(run)
+    assert page.count("<tr>") == MAX_ROWS + 1  # + the header row
+    assert f"… {1000 - MAX_ROWS:,} more: {1000 - MAX_ROWS:,} completed of" in page
+
+
+def test_unknown_price_is_never_a_zero_cost() -> None:
+    run = failed_run()
+    assert run.cost is None and run.unpriced_calls == 1
+    assert run.known_cost == Decimal("0.00977")
+    assert run.cost_text() == "$0.00977 + 1 call of unknown price"
+    assert "cost $0.00977 + 1 call of unknown price>" in repr(run)
+    only_unpriced = bn.Run("r3", "wf")
+    only_unpriced.calls.append(_call("a", "mock/unknown-model", None))
+    assert only_unpriced.cost is None and only_unpriced.cost_text().startswith("unknown")
+    head = _state.header(run, cancellable=False, cancelling=False, source="stored")
+    assert (head["cost"], head["unpriced"]) == ("0.00977", 1)  # the view says "+ ?"
+
+
+def test_repr_and_snapshot_text_show_the_full_id_and_what_counts_mean() -> None:
+    run = failed_run()
+    text = repr(run)
+    assert text.startswith(f"<Run {run.id} '<i>wf</i>' failed: 978 completed · 4 discarded")
+    bundle = snapshot_bundle(run, _state.stored_state(run))
+    assert bundle["text/plain"] == text
+    assert run.id in bundle["text/html"]
+
+
+def test_snapshot_details_keep_the_captured_request() -> None:
+    """The runtime stores a log's data as JSON text: the snapshot decoded it too late and
+    its request box came out empty (the live panel had it)."""
+    run = small_run()
+    request = {"messages": [{"role": "user", "content": "Explain <tides>"}], "params": {}}
+    run.add_log(LogRow(run.id, "ask[mock/a]", 1, "request", "", json.dumps(request), T1))
+    saved = details(run)["ask[mock/a]"]["context"]
+    live = _state.detail(run, "ask[mock/a]")["context"]
+    assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]

@@ -1,0 +1,138 @@
+"""The static view of a run: HTML without scripts, for where the widget cannot run.
+
+GitHub's and nbviewer's notebook previews, untrusted notebooks (any notebook edited
+outside Jupyter), front ends without widget support (VS Code without the Jupyter
+extension) and ``Run._repr_html_``. Compact whatever the run's size: the run line, steps
+per state, the failed steps with their errors, one row per step (a fan-out group is one
+row, its children counted and summed) up to ``MAX_ROWS``, and the cost per model. Plain
+tables and lists: it reads the same where styles are stripped.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+
+from .._counts import count_steps
+from .._money import fmt_cost
+from .._run import Run, StepInfo
+from ..reports import Totals
+
+__all__ = ["MAX_ERRORS", "MAX_ROWS", "static_html"]
+
+MAX_ROWS = 30  # step rows; the rest are counted in one line
+MAX_ERRORS = 10  # failed steps listed with their error
+ERROR_CHARS = 300
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _tokens(n: int) -> str:
+    return f"{n:,}"
+
+
+def _seconds(step: StepInfo) -> str:
+    return "" if step.duration is None else f"{step.duration:.2f}s"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+def static_html(run: Run) -> str:
+    """The run as script-free HTML (escaped throughout)."""
+    report = run.report()
+    parts = [_title(run), f"<p>{_e(run.counts().text())}</p>"]
+    parts += _failures(run)
+    parts.append(_steps_table(run, dict(report.by_step())))
+    parts.append(_models_table(report.by_model()))
+    return f'<div class="bn-fallback">{"".join(p for p in parts if p)}</div>'
+
+
+def _title(run: Run) -> str:
+    bits = [f"<b>{_e(run.workflow)}</b> run <code>{_e(run.id)}</code>: <b>{_e(run.status)}</b>"]
+    if run.started_at is not None and run.finished_at is not None and run.done:
+        bits.append(f"{(run.finished_at - run.started_at).total_seconds():.2f}s")
+    bits.append(f"{_tokens(run.tokens.total_tokens)} tokens")
+    bits.append(f"cost {_e(run.cost_text())}")
+    return f"<p>{' · '.join(bits)}</p>"
+
+
+def _attempts(step: StepInfo) -> str:
+    if step.kind == "group":
+        return " (fan-out group)"
+    return f" (attempt {step.attempt} of {step.max_attempts})"
+
+
+def _failures(run: Run) -> list[str]:
+    discarded = [s for s in run.steps.values() if s.state == "discarded"]
+    cancelled = [s.name for s in run.steps.values() if s.state == "cancelled"]
+    out: list[str] = []
+    if discarded:
+        items = "".join(
+            f"<li><code>{_e(s.name)}</code>{_attempts(s)}: "
+            f"{_e(_cut(s.error or 'no error recorded'))}</li>"
+            for s in discarded[:MAX_ERRORS]
+        )
+        more = len(discarded) - MAX_ERRORS
+        if more > 0:
+            items += f"<li>… and {more:,} more discarded</li>"
+        out.append(f"<p><b>Discarded</b></p><ul>{items}</ul>")
+    if cancelled:
+        shown = ", ".join(f"<code>{_e(n)}</code>" for n in cancelled[:MAX_ERRORS])
+        more = len(cancelled) - MAX_ERRORS
+        out.append(f"<p><b>Cancelled</b>: {shown}{f' and {more:,} more' if more > 0 else ''}</p>")
+    return out
+
+
+def _row_cells(run: Run, step: StepInfo, costs: dict[str, Totals]) -> list[str]:
+    totals = costs.get(step.name, Totals())
+    if step.kind == "group":
+        children = [run.steps[c] for c in step.children if c in run.steps]
+        state = count_steps(children).text() if children else f"{step.state} (no items yet)"
+        attempts = ""
+    else:
+        state, attempts = step.state, f"{step.attempt}/{step.max_attempts}"
+    spent = totals.calls > 0 or totals.unpriced_calls > 0
+    return [
+        f"<code>{_e(step.name)}</code>",
+        _e(state),
+        attempts,
+        _seconds(step),
+        _tokens(totals.usage.total_tokens) if spent else "",
+        _e(fmt_cost(totals.known_cost, totals.unpriced_calls)) if spent else "",
+    ]
+
+
+def _table(header: Iterable[str], rows: Iterable[list[str]]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _steps_table(run: Run, costs: dict[str, Totals]) -> str:
+    top = [s for s in run.steps.values() if s.kind != "child"]
+    rows = [_row_cells(run, step, costs) for step in top[:MAX_ROWS]]
+    table = _table(("step", "state", "attempts", "duration", "tokens", "cost"), rows)
+    rest = top[MAX_ROWS:]
+    if not rest:
+        return table
+    rest_steps = [run.steps[c] for s in rest for c in (s.children or [s.name]) if c in run.steps]
+    return table + f"<p>… {len(rest):,} more: {_e(count_steps(rest_steps).text())}</p>"
+
+
+def _models_table(by_model: Mapping[str, Totals]) -> str:
+    if not by_model:
+        return ""
+    rows = [
+        [
+            f"<code>{_e(model)}</code>",
+            f"{t.calls:,}",
+            _tokens(t.usage.total_tokens),
+            _e(fmt_cost(t.known_cost, t.unpriced_calls)),
+        ]
+        for model, t in by_model.items()
+    ]
+    return _table(("model", "calls", "tokens", "cost"), rows)
