@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 __all__ = ["Workflow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Workflow names and run ids are keys of database indexes (run listings; every row of a
+# run): a Postgres btree entry holds at most 2704 bytes, so they are capped at 500
+# characters (2,000 bytes of UTF-8 at most), checked before anything is written. Step,
+# model and map-key names have no cap.
+MAX_KEY_LENGTH = 500
 _NAME = re.compile(r"^[^\[\]\s][^\[\]]*$")
 _STEP_OPTIONS = (
     "deps",
@@ -64,6 +69,7 @@ class Workflow:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"Workflow name must be a non-empty string, got {name!r}")
+        _check_key_length("Workflow name", name)
         self.name = name
         self.db = _check_db(db)
         self.debug = _check_bool("debug", debug)
@@ -241,8 +247,10 @@ class Workflow:
         for step in model_map:
             if step not in self._steps:
                 raise ValueError(f"models= names unknown step {step!r}")
-        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
-            raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+        if run_id is not None:
+            if not isinstance(run_id, str) or not run_id.strip():
+                raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+            _check_key_length("run_id", run_id)
         _check_display(display)  # before execute_run writes the run row
         run = await execute_run(
             graph,
@@ -346,6 +354,14 @@ def _parameters(fn: Callable[..., Any]) -> list[str]:
 def _is_context_annotated(fn: Callable[..., Any], param: str) -> bool:
     annotation = getattr(fn, "__annotations__", {}).get(param)
     return annotation is not None and "Context" in str(getattr(annotation, "__name__", annotation))
+
+
+def _check_key_length(what: str, value: str) -> None:
+    if len(value) > MAX_KEY_LENGTH:
+        raise ConfigurationError(
+            f"{what} is {len(value):,} characters long; at most {MAX_KEY_LENGTH} are allowed "
+            f"(it is a key of the database's indexes): shorten it ({value[:40]!r}...)"
+        )
 
 
 def _check_bool(option: str, value: Any) -> bool:

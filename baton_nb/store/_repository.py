@@ -17,12 +17,14 @@ from typing import Any, cast
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .._dburl import safe_url
 from .._errors import StorageError
 from . import _reporting
 from ._engine import is_memory_url, make_engine, resolve_url
+from ._failures import driver_errors, storage_error
 from ._migrations import ensure_schema
 from ._reporting import RunFilter
 from ._tables import (
@@ -174,11 +176,6 @@ class WriteBatch:
         return ids
 
 
-def _describe(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else repr(exc)
-
-
 class Store:
     """An open database. Use ``async with await Store.open(db) as store`` or ``close()``."""
 
@@ -201,15 +198,25 @@ class Store:
             yield
 
     @asynccontextmanager
+    async def _failures(self, doing: str) -> AsyncIterator[None]:
+        """Database failures in the block raise ``StorageError`` (no SQL text, advice)."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except driver_errors() as exc:
+            raise storage_error(exc, self.url, doing) from exc
+
+    @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (``async with store.connect() as conn``)."""
-        async with self._serialised(), self.engine.connect() as conn:
+        async with self._failures("read"), self._serialised(), self.engine.connect() as conn:
             yield conn
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed at the end of the block."""
-        async with self._serialised(), self.engine.begin() as conn:
+        async with self._failures("write to"), self._serialised(), self.engine.begin() as conn:
             yield conn
 
     @classmethod
@@ -220,19 +227,13 @@ class Store:
         store = cls(url, engine)
         try:
             async with engine.begin() as conn:
-                await conn.run_sync(ensure_schema, _safe_url(url))
-        except StorageError:
-            await engine.dispose()
+                await conn.run_sync(ensure_schema, safe_url(url))
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await engine.dispose()
+            if isinstance(exc, driver_errors()) and not isinstance(exc, StorageError):
+                raise storage_error(exc, url, "open") from exc
             raise
-        except (SQLAlchemyError, OSError) as exc:
-            await engine.dispose()
-            if store.dialect == "sqlite":
-                hint = "Check that the file path is right and writable (db= or BATON_NB_DB)."
-            else:
-                hint = "Check that the server is running and the URL is right (db= or BATON_NB_DB)."
-            raise StorageError(
-                f"cannot open database {_safe_url(url)!r}: {_describe(exc)}. {hint}"
-            ) from exc
         return store
 
     async def close(self) -> None:
@@ -385,7 +386,7 @@ class Store:
             async with self.begin() as fresh:
                 await self._write(fresh, batch)
             return
-        async with self._serialised():
+        async with self._failures("write to"), self._serialised():
             if self._driver_commit_fits(conn, batch):
                 await self._write_sqlite_driver(conn, batch)
                 return
@@ -422,9 +423,11 @@ class Store:
                 await driver.rollback()
             raise
 
-    def writer_connection(self) -> AsyncConnection:
+    @asynccontextmanager
+    async def writer_connection(self) -> AsyncIterator[AsyncConnection]:
         """A connection to hold for a run's writes: ``async with store.writer_connection()``."""
-        return self.engine.connect()  # its transactions are serialised in ``write``
+        async with self._failures("write to"), self.engine.connect() as conn:
+            yield conn  # its transactions are serialised in ``write``
 
     async def _write_step_rows(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """Node updates, stored completions and call stats: what most commits hold."""
@@ -493,13 +496,19 @@ class Store:
 
     # ── replay, stats, logs ───────────────────────────────────────────────────
 
+    def _step_is(self, column: sa.ColumnElement[str], step: str) -> sa.ColumnElement[bool]:
+        """``column == step``, in a form that uses the step indexes (md5 on Postgres)."""
+        if self.dialect == "postgresql":
+            return sa.and_(sa.func.md5(column) == sa.func.md5(step), column == step)
+        return column == step
+
     async def get_completions(self, run_id: str, step: str) -> dict[int, tuple[str, str]]:
         """Stored responses of a node: call_index -> (request_hash, response JSON)."""
         async with self.connect() as conn:
             rows = await conn.execute(
                 sa.select(
                     COMPLETIONS.c.call_index, COMPLETIONS.c.request_hash, COMPLETIONS.c.response
-                ).where(COMPLETIONS.c.run_id == run_id, COMPLETIONS.c.step == step)
+                ).where(COMPLETIONS.c.run_id == run_id, self._step_is(COMPLETIONS.c.step, step))
             )
             return {int(i): (h, r) for i, h, r in rows}
 
@@ -513,7 +522,7 @@ class Store:
     async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(LOGS).where(LOGS.c.run_id == run_id)
         if step is not None:
-            query = query.where(LOGS.c.step == step)
+            query = query.where(self._step_is(LOGS.c.step, step))
         async with self.connect() as conn:
             rows = await conn.execute(query.order_by(LOGS.c.id))
             return [dict(r) for r in rows.mappings()]
@@ -588,15 +597,6 @@ class Store:
         """Rows per table that pruning would delete now."""
         async with self.connect() as conn:
             return await _reporting.count_prunable(conn, cutoff, log_cutoff, utcnow())
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except Exception:
-        return url
-    return parsed.render_as_string(hide_password=True)
 
 
 def lease_owner_name(token: str) -> str:
