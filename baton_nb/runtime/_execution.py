@@ -42,7 +42,7 @@ from ..events import (
 )
 from ..store import Store, WriteBatch, utcnow
 from ._context import Context
-from ._node import Node, new_node_row
+from ._node import Node, child_info, gc_paused, new_child_rows
 
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
@@ -461,6 +461,8 @@ class Execution:
                 return
         todo = [c for c in group.children if c.state != "completed"]
         for child in todo:
+            if (child.remaining, child.state, child.attempt, child.error) == _READY_CHILD:
+                continue  # a map child just inserted ready: nothing to write again
             child.remaining = 0
             child.state, child.attempt, child.error = "pending", 0, None
             self._mark(child)
@@ -473,6 +475,8 @@ class Execution:
                 self._launch(child)
 
     async def _expand_map(self, group: Node) -> str | None:
+        """Create (or, on resume, match) one child per item of the ``map_over`` result;
+        an error message instead if the items cannot be mapped. Linear in the items."""
         spec = group.spec
         assert spec.map_over is not None
         source = self.nodes[spec.map_over]
@@ -481,63 +485,43 @@ class Execution:
         items = source.result
         if not isinstance(items, list):
             return f"map_over={spec.map_over!r} needs a list result, got {type(items).__name__}"
+        names = map_child_names(group.name, spec.map_over, spec.map_key, items)
+        if isinstance(names, str):
+            return names
         existing = {c.name: c for c in group.children}
-        names: list[str] = []
-        seen: set[str] = set()  # names so far: a list's ``in`` made 100k items take minutes
-        for index, item in enumerate(items):
-            key: Any = index
-            name = f"{group.name}[{index}]"
-            if spec.map_key is not None:
-                try:
-                    key = spec.map_key(item)
-                    _close_if_coroutine(key)
-                    if inspect.isawaitable(key):
-                        raise TypeError(
-                            f"it returned {type(key).__name__}; map_key must be a plain "
-                            "(not async) function"
-                        )
-                    name = f"{group.name}[{key}]"  # a key whose str() raises fails here
-                except Exception as exc:
-                    return (
-                        f"step {group.name!r}: map_key raised {_describe(exc)} "
-                        f"(item {index} of {spec.map_over!r})"
-                    )
-            if name in seen:
-                return f"map_key gave the key {key!r} twice; keys must be unique"
-            seen.add(name)
-            names.append(name)
-        new_rows = [
-            new_node_row(
-                self.run.id, group.spec, name, kind="child", parent=group.name, item_index=index
-            )
-            for index, name in enumerate(names)
-            if name not in existing
-        ]
+        new = [(i, name) for i, name in enumerate(names) if name not in existing]
+        with gc_paused():
+            new_rows = new_child_rows(self.run.id, spec, group.name, new)
         ids = await self.store.insert_nodes(new_rows)
-        from .._run import step_info_from_row
-
-        for row in new_rows:
-            row["id"] = ids[row["step"]]
-            info = step_info_from_row(row)
-            child = Node(row, group.spec, info)
-            child.parent = group
-            self.nodes[child.name] = child
-            self.run.steps[child.name] = info
-            existing[child.name] = child
-            self._unsettled += 1
-        for name, stale in existing.items():
-            if name not in seen and stale.state not in TERMINAL_STATES:
-                # A child of an earlier execution whose item's key is gone (map_key or the
-                # data changed before a resume): settled, so the run does not wait for it.
-                stale.state, stale.finished_at = "cancelled", utcnow()
-                stale.error = f"no longer an item of map_over={spec.map_over!r}"
-                self._unsettled -= 1
-                self._mark(stale)
+        with gc_paused():
+            for row in new_rows:
+                row["id"] = ids[row["step"]]
+                info = child_info(row)
+                child = Node(row, spec, info)
+                child.parent = group
+                self.nodes[child.name] = child
+                self.run.steps[child.name] = info
+                existing[child.name] = child
+        self._unsettled += len(new_rows)
+        if len(existing) > len(names):
+            self._cancel_stale_children(existing, set(names), spec.map_over)
         group.children = [existing[name] for name in names]
-        group.info.children = list(names)
+        group.info.children = names
         for index, child in enumerate(group.children):
             child.item, child.item_index = items[index], index
         return None
+
+    def _cancel_stale_children(
+        self, existing: dict[str, Node], names: set[str], source: str
+    ) -> None:
+        """Children of an earlier execution whose item's key is gone (map_key or the data
+        changed before a resume): settled, so the run does not wait for them."""
+        for name, stale in existing.items():
+            if name not in names and stale.state not in TERMINAL_STATES:
+                stale.state, stale.finished_at = "cancelled", utcnow()
+                stale.error = f"no longer an item of map_over={source!r}"
+                self._unsettled -= 1
+                self._mark(stale)
 
     def _group_verdict(self, group: Node) -> tuple[str, Any, str | None, str | None] | None:
         children = group.children
@@ -844,6 +828,7 @@ class Execution:
 
 
 _WAITING_STATES = frozenset({"pending", "snoozed", "retryable"})
+_READY_CHILD = (0, "pending", 0, None)  # (remaining, state, attempt, error) of a child to run
 
 
 def _describe(exc: BaseException) -> str:
@@ -856,6 +841,35 @@ def _close_if_coroutine(value: object) -> None:
     # Python does not warn "never awaited" on top of the clear error raised by the caller.
     if inspect.iscoroutine(value):
         value.close()
+
+
+def map_child_names(
+    group: str, source: str, map_key: Callable[[Any], Any] | None, items: list[Any]
+) -> list[str] | str:
+    """The child names ``group[key]`` of a map over ``items`` (key: the index, or
+    ``map_key(item)``), or an error message: a map_key that raises, is async, or gives
+    a key twice. A set keeps the duplicate check linear (100,000 items: milliseconds)."""
+    if map_key is None:
+        return [f"{group}[{index}]" for index in range(len(items))]
+    names: list[str] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        try:
+            key = map_key(item)
+            _close_if_coroutine(key)
+            if inspect.isawaitable(key):
+                raise TypeError(
+                    f"it returned {type(key).__name__}; map_key must be a plain "
+                    "(not async) function"
+                )
+            name = f"{group}[{key}]"  # a key whose str() raises fails here
+        except Exception as exc:
+            return f"step {group!r}: map_key raised {_describe(exc)} (item {index} of {source!r})"
+        if name in seen:
+            return f"map_key gave the key {key!r} twice; keys must be unique"
+        seen.add(name)
+        names.append(name)
+    return names
 
 
 def _backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:
