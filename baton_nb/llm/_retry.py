@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -14,10 +16,17 @@ import anyio
 from baton_nb._errors import ProviderError
 
 from ._config import RetrySettings
+from ._limits import cooldown_remaining, learn_retry_after, wait_for_cooldown
 from ._redact import redact
 from ._wire import RetryableFailure
 
-__all__ = ["RETRYABLE_STATUSES", "backoff_delay", "is_retryable_status", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "backoff_delay",
+    "is_retryable_status",
+    "parse_retry_after",
+    "parse_retry_hint",
+]
 
 logger = logging.getLogger("baton_nb.llm")
 
@@ -55,6 +64,31 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")  # google.protobuf.Duration in JSON
+
+
+def parse_retry_hint(body: bytes) -> float | None:
+    """Seconds to wait from a retry hint in an error body, when the headers have none.
+
+    Google APIs (Gemini) put a ``google.rpc.RetryInfo`` in ``error.details``, its
+    ``retryDelay`` a Duration in JSON form (``"58s"``, ``"0.5s"``).
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith(
+            "google.rpc.RetryInfo"
+        ):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
 def backoff_delay(attempt: int, settings: RetrySettings) -> float:
     """Exponential in ``attempt`` (0-based), capped, with up to 50 % jitter off."""
     ceiling = min(settings.backoff_cap, settings.backoff_base * 2.0**attempt)
@@ -66,19 +100,29 @@ async def with_retries(
     settings: RetrySettings,
     attempt_fn: Callable[[], Awaitable[T]],
 ) -> T:
-    """Run ``attempt_fn`` until it succeeds, fails for good, or retries run out."""
+    """Run ``attempt_fn`` until it succeeds, fails for good, or retries run out.
+
+    A Retry-After (header or body hint) is handed to the provider's limiter, so that no
+    request of any call goes to that provider before it has passed; this call waits for
+    it too, unless that is longer than ``max_wait``: then it stops at once with a
+    retryable ``ProviderError`` whose ``retry_after`` the step's next attempt waits out.
+    """
     attempts = settings.max_retries + 1
     last: RetryableFailure | None = None
     for attempt in range(attempts):
+        await _respect_retry_after(provider, settings, last)
         try:
             return await attempt_fn()
         except RetryableFailure as failure:
             last = failure
+            if failure.retry_after is not None:
+                learn_retry_after(provider, failure.retry_after)
         if attempt + 1 == attempts:
             break
-        delay = last.retry_after if last.retry_after is not None else None
-        delay = backoff_delay(attempt, settings) if delay is None else delay
-        delay = min(delay, settings.max_wait)
+        if last.retry_after is not None:
+            delay = cooldown_remaining(provider)  # waited in _respect_retry_after
+        else:
+            delay = min(backoff_delay(attempt, settings), settings.max_wait)
         logger.warning(
             "%s: %s; retry %d/%d in %.2f s",
             provider,
@@ -87,7 +131,28 @@ async def with_retries(
             settings.max_retries,
             delay,
         )
-        await anyio.sleep(delay)
+        if last.retry_after is None:
+            await anyio.sleep(delay)
     assert last is not None
     message = f"{redact(last.message)} (gave up after {attempts} attempt{'s' * (attempts > 1)})"
-    raise ProviderError(provider, last.status, message, retryable=True)
+    hint = cooldown_remaining(provider) if last.retry_after is not None else None
+    raise ProviderError(
+        provider, last.status, message, retryable=True, retry_after=hint or last.retry_after
+    )
+
+
+async def _respect_retry_after(
+    provider: str, settings: RetrySettings, last: RetryableFailure | None
+) -> None:
+    """Wait out the provider's Retry-After, or refuse to if it is longer than max_wait."""
+    remaining = cooldown_remaining(provider)
+    if remaining > settings.max_wait:
+        said = f": {redact(last.message)}" if last is not None else ""
+        raise ProviderError(
+            provider,
+            last.status if last is not None else 429,
+            f"asked to wait {remaining:.3g} s (Retry-After) before the next request{said}",
+            retryable=True,
+            retry_after=remaining,
+        )
+    await wait_for_cooldown(provider)

@@ -20,7 +20,7 @@ from baton_nb._errors import ProviderError
 from ._client import get_client
 from ._config import Endpoint
 from ._redact import redact
-from ._retry import is_retryable_status, parse_retry_after
+from ._retry import is_retryable_status, parse_retry_after, parse_retry_hint
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 
 __all__ = ["error_message", "send"]
@@ -77,7 +77,8 @@ def _check_status(endpoint: Endpoint, response: httpx.Response, content: bytes) 
         return
     message = error_message(content, status)
     if is_retryable_status(status, response.headers):
-        raise RetryableFailure(status, message, parse_retry_after(response.headers))
+        wait = parse_retry_after(response.headers)
+        raise RetryableFailure(status, message, parse_retry_hint(content) if wait is None else wait)
     raise ProviderError(endpoint.name, status, message + _hint(endpoint, status), retryable=False)
 
 

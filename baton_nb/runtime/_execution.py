@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import _jsonutil
-from .._errors import ResultNotSerializable, RunLocked, StorageError
+from .._errors import ProviderError, ResultNotSerializable, RunLocked, StorageError
 from .._graph import GraphSpec
 from .._outcomes import Discard, Snooze
 from .._run import FAILED_STATES, TERMINAL_STATES, CallRecord, Run
@@ -388,7 +388,8 @@ class Execution:
             self._launch(node)
             return
         if kind == "error" and node.attempt < node.max_attempts:
-            delay, problem = _backoff_delay(node, value)
+            delay, problem = next_attempt_delay(node, value, detail)
+            detail = None  # the exception and its frames: not kept through the wait
             if problem is not None:  # a broken backoff: no retry can be scheduled
                 self._settle(node, "discarded", error=problem)
                 return
@@ -422,10 +423,10 @@ class Execution:
             return ("discard", exc.reason, None)
         except TimeoutError as exc:
             if spec.timeout is not None and not str(exc):
-                return ("error", f"TimeoutError: attempt timed out after {spec.timeout:g}s", None)
-            return ("error", _describe(exc), None)
+                return ("error", f"TimeoutError: attempt timed out after {spec.timeout:g}s", exc)
+            return ("error", _describe(exc), exc)
         except Exception as exc:
-            return ("error", _describe(exc), None)
+            return ("error", _describe(exc), exc)  # the exception: its retry hint, if any
         if isinstance(value, Snooze):
             return ("snooze", value.seconds, None)
         if isinstance(value, Discard):
@@ -870,6 +871,38 @@ def map_child_names(
         seen.add(name)
         names.append(name)
     return names
+
+
+def next_attempt_delay(
+    node: Node, attempt_error: str, exc: BaseException | None
+) -> tuple[float, str | None]:
+    """Seconds before ``node``'s next attempt: its backoff, and at least the wait the
+    provider asked for when the attempt failed on a rate limit (``ProviderError``
+    ``retry_after``: after a 429 or 503 the call gave up on, re-sending sooner only meets
+    the same answer). Or an error naming the step if its backoff is broken."""
+    delay, problem = _backoff_delay(node, attempt_error)
+    if problem is None:
+        delay = max(delay, retry_hint(exc))
+    return delay, problem
+
+
+def retry_hint(exc: BaseException | None) -> float:
+    """The largest ``retry_after`` of a ``ProviderError`` in ``exc``, its causes and
+    contexts (a step may wrap the error it got) or its group's errors; 0 if none."""
+    found = 0.0
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen or len(seen) > 100:
+            continue
+        seen.add(id(current))
+        hint = current.retry_after if isinstance(current, ProviderError) else None
+        if hint is not None and math.isfinite(hint):
+            found = max(found, hint)
+        todo += [current.__cause__, current.__context__]
+        todo += getattr(current, "exceptions", ())
+    return found
 
 
 def _backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:
