@@ -155,13 +155,17 @@ async def _insert_nodes_unnest(
     selected: list[str] = []
     arrays: list[str] = []
     params: list[Any] = []
-    for name in nodes[0]:
+    names = list(nodes[0])
+    getter = operator.itemgetter(*names)
+    rows = map(getter, nodes) if len(names) > 1 else ((getter(row),) for row in nodes)
+    columns = zip(*rows, strict=True)  # rows -> columns
+    for name, column in zip(names, columns, strict=True):
         kind = NODES.c[name].type.dialect_impl(dialect)
         pg_type = kind.compile(dialect=dialect)
         process = kind.bind_processor(dialect)
-        values = [row[name] for row in nodes]
+        values = list(column)
         first = values[0]
-        if name != "step" and all(v is first or v == first for v in values):
+        if name != "step" and values.count(first) == len(values):
             params.append(first if process is None else process(first))
             selected.append(f"${len(params)}::{pg_type}")
             continue
