@@ -311,10 +311,13 @@ class LiveRun:
 
     def _add_node(self, info: StepInfo, at: datetime | None, *, announce: bool = True) -> None:
         run = self.run
+        known = info.name in run.steps
         run.steps[info.name] = info
         self._versions[info.name] = at
         parent = run.steps.get(info.parent) if info.parent else None
-        if parent is not None and info.name not in parent.children:
+        # A parent's children are steps of the run: a step new to the run is new to its
+        # parent (no scan of the children list: a 100,000-item map made that minutes).
+        if parent is not None and not known:
             parent.children.append(info.name)
         if announce:
             self._queue.append(self._step_update(info, at))

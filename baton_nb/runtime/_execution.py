@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import _jsonutil
-from .._errors import ResultNotSerializable, RunLocked, StorageError
+from .._errors import ProviderError, ResultNotSerializable, RunLocked, StorageError
 from .._graph import GraphSpec
 from .._outcomes import Discard, Snooze
 from .._run import FAILED_STATES, TERMINAL_STATES, CallRecord, Run
@@ -42,7 +42,7 @@ from ..events import (
 )
 from ..store import Store, WriteBatch, utcnow
 from ._context import Context
-from ._node import Node, new_node_row
+from ._node import Node, child_info, gc_paused, new_child_rows
 
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
@@ -388,7 +388,8 @@ class Execution:
             self._launch(node)
             return
         if kind == "error" and node.attempt < node.max_attempts:
-            delay, problem = _backoff_delay(node, value)
+            delay, problem = next_attempt_delay(node, value, detail)
+            detail = None  # the exception and its frames: not kept through the wait
             if problem is not None:  # a broken backoff: no retry can be scheduled
                 self._settle(node, "discarded", error=problem)
                 return
@@ -422,10 +423,10 @@ class Execution:
             return ("discard", exc.reason, None)
         except TimeoutError as exc:
             if spec.timeout is not None and not str(exc):
-                return ("error", f"TimeoutError: attempt timed out after {spec.timeout:g}s", None)
-            return ("error", _describe(exc), None)
+                return ("error", f"TimeoutError: attempt timed out after {spec.timeout:g}s", exc)
+            return ("error", _describe(exc), exc)
         except Exception as exc:
-            return ("error", _describe(exc), None)
+            return ("error", _describe(exc), exc)  # the exception: its retry hint, if any
         if isinstance(value, Snooze):
             return ("snooze", value.seconds, None)
         if isinstance(value, Discard):
@@ -461,6 +462,8 @@ class Execution:
                 return
         todo = [c for c in group.children if c.state != "completed"]
         for child in todo:
+            if (child.remaining, child.state, child.attempt, child.error) == _READY_CHILD:
+                continue  # a map child just inserted ready: nothing to write again
             child.remaining = 0
             child.state, child.attempt, child.error = "pending", 0, None
             self._mark(child)
@@ -473,6 +476,8 @@ class Execution:
                 self._launch(child)
 
     async def _expand_map(self, group: Node) -> str | None:
+        """Create (or, on resume, match) one child per item of the ``map_over`` result;
+        an error message instead if the items cannot be mapped. Linear in the items."""
         spec = group.spec
         assert spec.map_over is not None
         source = self.nodes[spec.map_over]
@@ -481,61 +486,43 @@ class Execution:
         items = source.result
         if not isinstance(items, list):
             return f"map_over={spec.map_over!r} needs a list result, got {type(items).__name__}"
+        names = map_child_names(group.name, spec.map_over, spec.map_key, items)
+        if isinstance(names, str):
+            return names
         existing = {c.name: c for c in group.children}
-        names: list[str] = []
-        for index, item in enumerate(items):
-            key: Any = index
-            name = f"{group.name}[{index}]"
-            if spec.map_key is not None:
-                try:
-                    key = spec.map_key(item)
-                    _close_if_coroutine(key)
-                    if inspect.isawaitable(key):
-                        raise TypeError(
-                            f"it returned {type(key).__name__}; map_key must be a plain "
-                            "(not async) function"
-                        )
-                    name = f"{group.name}[{key}]"  # a key whose str() raises fails here
-                except Exception as exc:
-                    return (
-                        f"step {group.name!r}: map_key raised {_describe(exc)} "
-                        f"(item {index} of {spec.map_over!r})"
-                    )
-            if name in names:
-                return f"map_key gave the key {key!r} twice; keys must be unique"
-            names.append(name)
-        new_rows = [
-            new_node_row(
-                self.run.id, group.spec, name, kind="child", parent=group.name, item_index=index
-            )
-            for index, name in enumerate(names)
-            if name not in existing
-        ]
+        new = [(i, name) for i, name in enumerate(names) if name not in existing]
+        with gc_paused():
+            new_rows = new_child_rows(self.run.id, spec, group.name, new)
         ids = await self.store.insert_nodes(new_rows)
-        from .._run import step_info_from_row
-
-        for row in new_rows:
-            row["id"] = ids[row["step"]]
-            info = step_info_from_row(row)
-            child = Node(row, group.spec, info)
-            child.parent = group
-            self.nodes[child.name] = child
-            self.run.steps[child.name] = info
-            existing[child.name] = child
-            self._unsettled += 1
-        for name, stale in existing.items():
-            if name not in names and stale.state not in TERMINAL_STATES:
-                # A child of an earlier execution whose item's key is gone (map_key or the
-                # data changed before a resume): settled, so the run does not wait for it.
-                stale.state, stale.finished_at = "cancelled", utcnow()
-                stale.error = f"no longer an item of map_over={spec.map_over!r}"
-                self._unsettled -= 1
-                self._mark(stale)
+        with gc_paused():
+            for row in new_rows:
+                row["id"] = ids[row["step"]]
+                info = child_info(row)
+                child = Node(row, spec, info)
+                child.parent = group
+                self.nodes[child.name] = child
+                self.run.steps[child.name] = info
+                existing[child.name] = child
+        self._unsettled += len(new_rows)
+        if len(existing) > len(names):
+            self._cancel_stale_children(existing, set(names), spec.map_over)
         group.children = [existing[name] for name in names]
-        group.info.children = list(names)
+        group.info.children = names
         for index, child in enumerate(group.children):
             child.item, child.item_index = items[index], index
         return None
+
+    def _cancel_stale_children(
+        self, existing: dict[str, Node], names: set[str], source: str
+    ) -> None:
+        """Children of an earlier execution whose item's key is gone (map_key or the data
+        changed before a resume): settled, so the run does not wait for them."""
+        for name, stale in existing.items():
+            if name not in names and stale.state not in TERMINAL_STATES:
+                stale.state, stale.finished_at = "cancelled", utcnow()
+                stale.error = f"no longer an item of map_over={source!r}"
+                self._unsettled -= 1
+                self._mark(stale)
 
     def _group_verdict(self, group: Node) -> tuple[str, Any, str | None, str | None] | None:
         children = group.children
@@ -826,6 +813,7 @@ class Execution:
 
 
 _WAITING_STATES = frozenset({"pending", "snoozed", "retryable"})
+_READY_CHILD = (0, "pending", 0, None)  # (remaining, state, attempt, error) of a child to run
 
 
 def _describe(exc: BaseException) -> str:
@@ -838,6 +826,67 @@ def _close_if_coroutine(value: object) -> None:
     # Python does not warn "never awaited" on top of the clear error raised by the caller.
     if inspect.iscoroutine(value):
         value.close()
+
+
+def map_child_names(
+    group: str, source: str, map_key: Callable[[Any], Any] | None, items: list[Any]
+) -> list[str] | str:
+    """The child names ``group[key]`` of a map over ``items`` (key: the index, or
+    ``map_key(item)``), or an error message: a map_key that raises, is async, or gives
+    a key twice. A set keeps the duplicate check linear (100,000 items: milliseconds)."""
+    if map_key is None:
+        return [f"{group}[{index}]" for index in range(len(items))]
+    names: list[str] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        try:
+            key = map_key(item)
+            _close_if_coroutine(key)
+            if inspect.isawaitable(key):
+                raise TypeError(
+                    f"it returned {type(key).__name__}; map_key must be a plain "
+                    "(not async) function"
+                )
+            name = f"{group}[{key}]"  # a key whose str() raises fails here
+        except Exception as exc:
+            return f"step {group!r}: map_key raised {_describe(exc)} (item {index} of {source!r})"
+        if name in seen:
+            return f"map_key gave the key {key!r} twice; keys must be unique"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def next_attempt_delay(
+    node: Node, attempt_error: str, exc: BaseException | None
+) -> tuple[float, str | None]:
+    """Seconds before ``node``'s next attempt: its backoff, and at least the wait the
+    provider asked for when the attempt failed on a rate limit (``ProviderError``
+    ``retry_after``: after a 429 or 503 the call gave up on, re-sending sooner only meets
+    the same answer). Or an error naming the step if its backoff is broken."""
+    delay, problem = _backoff_delay(node, attempt_error)
+    if problem is None:
+        delay = max(delay, retry_hint(exc))
+    return delay, problem
+
+
+def retry_hint(exc: BaseException | None) -> float:
+    """The largest ``retry_after`` of a ``ProviderError`` in ``exc``, its causes and
+    contexts (a step may wrap the error it got) or its group's errors; 0 if none."""
+    found = 0.0
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen or len(seen) > 100:
+            continue
+        seen.add(id(current))
+        hint = current.retry_after if isinstance(current, ProviderError) else None
+        if hint is not None and math.isfinite(hint):
+            found = max(found, hint)
+        todo += [current.__cause__, current.__context__]
+        todo += getattr(current, "exceptions", ())
+    return found
 
 
 def _backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +13,7 @@ from .._graph import StepSpec
 from .._run import StepInfo
 from ..store import utcnow
 
-__all__ = ["Node", "new_node_row"]
+__all__ = ["Node", "child_info", "gc_paused", "new_child_rows", "new_node_row"]
 
 _UNSET: Any = object()
 
@@ -39,7 +41,7 @@ def new_node_row(
         "parent": parent,
         "kind": kind,
         "worker": spec.worker,
-        "deps": _jsonutil.dumps(deps),
+        "deps": _jsonutil.dumps(deps) if deps else "[]",
         "remaining_deps": 1 if kind == "child" else len(deps),
         "ignore_cancelled": spec.ignore_cancelled,
         "ignore_discarded": spec.ignore_discarded,
@@ -55,6 +57,51 @@ def new_node_row(
         "finished_at": None,
         "updated_at": utcnow() if now is None else now,
     }
+
+
+def new_child_rows(
+    run_id: str, spec: StepSpec, parent: str, children: list[tuple[int, str]]
+) -> list[dict[str, Any]]:
+    """Pending rows of map children ``(item_index, name)``, made by their group as it runs:
+    nothing left to wait for (0 remaining). One template, copied per child (a 100,000-item
+    map builds its rows in a fraction of the time ``new_node_row`` takes)."""
+    template = new_node_row(run_id, spec, "", kind="child", parent=parent)
+    template["remaining_deps"] = 0
+    return [{**template, "step": name, "item_index": index} for index, name in children]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a synchronous block builds many objects.
+
+    Building the nodes of a 100,000-item map allocates half a million objects; the
+    collections that allocation triggers (each full one traversing the whole heap) took
+    two thirds of the time. Reference counting still frees garbage meanwhile; cycles made
+    in the block are collected by the next collection after it. Only around code that
+    does not await (no other task runs meanwhile).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def child_info(row: dict[str, Any]) -> StepInfo:
+    """The ``StepInfo`` of a new child row (no deps to decode, nothing run yet)."""
+    return StepInfo(
+        name=row["step"],
+        job_id=int(row["id"]),
+        kind="child",
+        parent=row["parent"],
+        worker=row["worker"],
+        max_attempts=row["max_attempts"],
+        model=row["model"],
+        item_index=row["item_index"],
+    )
 
 
 class Node:

@@ -7,7 +7,8 @@ streaming (SSE over chunked encoding) and not, with keep-alive. It runs an
 asyncio server in a background thread with its own event loop, so hundreds
 of concurrent connections with a per-request latency are cheap.
 
-Every request is recorded (method, path, query, headers, JSON body); tests
+Every request is recorded (method, path, query, headers, JSON body, arrival time on
+``server.clock``, which a test may point at a virtual clock); tests
 script replies (status, headers such as Retry-After, body, delay, usage,
 text, dropped connections, a recorded SSE stream served byte for byte) in a FIFO
 queue, and read ``max_in_flight``.
@@ -31,8 +32,9 @@ import json
 import re
 import signal
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -128,6 +130,7 @@ class RecordedRequest:
     shape: str
     model: str | None
     stream: bool
+    received_at: float = 0.0  # the server's ``clock()`` when the request had arrived
 
 
 @dataclass
@@ -137,6 +140,7 @@ class _Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    received_at: float = 0.0
 
 
 # ---------------------------------------------------------------- wire shapes
@@ -414,6 +418,9 @@ class FakeProviderServer:
         self.omit_usage = False
         self.require_auth = False
         self.record = True
+        # Arrival times of requests (RecordedRequest.received_at): monotonic seconds, or a
+        # test's virtual clock (a callable, read from the server's thread).
+        self.clock: Callable[[], float] = time.monotonic
         self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -463,6 +470,7 @@ class FakeProviderServer:
         self.omit_usage = False
         self.require_auth = False
         self.record = True
+        self.clock = time.monotonic
 
     def stats(self) -> dict[str, int]:
         return {
@@ -549,6 +557,8 @@ class FakeProviderServer:
         try:
             while True:
                 request = await _read_request(reader)
+                if request is not None:
+                    request.received_at = self.clock()
                 if request is None or not await self._dispatch(request, writer):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -618,6 +628,7 @@ class FakeProviderServer:
                         shape,
                         model,
                         stream,
+                        request.received_at,
                     )
                 )
         return body

@@ -1,14 +1,19 @@
-"""Per-provider limits, measured at the fake server."""
+"""Per-provider limits, measured at the fake server.
+
+rpm and tpm are checked on the server's own record of arrival times, on a virtual clock
+shared by the limits and the server: minutes pass without waiting them.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from baton_nb.llm import Limit, LLMRequest, complete, configure
-from baton_nb.pricing import known_models
+from baton_nb.llm import Limit, LLMRequest, _limits, complete, configure
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage
 
 MSGS = ({"role": "user", "content": "hi"},)
@@ -63,26 +68,71 @@ async def test_limit_holds_across_event_loops_of_one_run(
     assert fake_providers.max_in_flight == 3
 
 
-@pytest.mark.anyio
-async def test_rpm_paces_requests(fake_providers: FakeProviderServer) -> None:
-    # the first priced call imports genai-prices (~0.4 s, once per process): not the pacing
-    await anyio.to_thread.run_sync(known_models)
-    configure(limits={"openai": Limit(rpm=120)})  # 2 per second after a burst of 120
-    start = time.perf_counter()
-    done = await _fan_out("openai/gpt-4o-mini", 122)
-    elapsed = time.perf_counter() - start
-    assert 0.95 <= elapsed < 4.0  # the 121st at ~0.5 s, the 122nd at ~1.0 s
-    assert sorted(done)[119] - start < 0.5
+class VirtualClock:
+    """Limits' clock for these tests: sleeping moves time on at once (no real waiting).
+
+    Only one task may sleep at a time (the tests hold ``Limit(concurrency=1)``), so the
+    time a grant is made is the time its request reaches the server, which records
+    ``now()`` too.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.time = start
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.time += max(0.0, seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.fixture
+def virtual_clock(fake_providers: FakeProviderServer) -> Iterator[VirtualClock]:
+    clock = VirtualClock()
+    previous = _limits.set_clock(clock)
+    fake_providers.clock = clock.now
+    try:
+        yield clock
+    finally:
+        _limits.set_clock(previous)
+
+
+def per_window(times: list[float], weights: list[float] | None = None) -> float:
+    """The most requests (or tokens) the server saw in any 60 s window (t - 60, t]."""
+    weights = weights or [1.0] * len(times)
+    return max(
+        sum(w for u, w in zip(times, weights, strict=True) if t - 60.0 < u <= t) for t in times
+    )
 
 
 @pytest.mark.anyio
-async def test_tpm_paces_by_estimated_tokens(fake_providers: FakeProviderServer) -> None:
-    # 6000 tokens/min = 100/s; each call reserves its prompt estimate (7) + max_tokens (93)
-    configure(limits={"openai": Limit(tpm=6000)})
+async def test_no_minute_at_the_server_holds_more_than_rpm(
+    fake_providers: FakeProviderServer, virtual_clock: VirtualClock
+) -> None:
+    configure(limits={"openai": Limit(concurrency=1, rpm=10)})
+    await _fan_out("openai/gpt-4o-mini", 35)
+    times = [r.received_at for r in fake_providers.requests]
+    assert len(times) == 35
+    assert per_window(times) == 10  # a full bucket refilling let 20 through in a minute
+    # ... and no slower than that: a burst of 10 each minute (plus the margin)
+    start = times[0]
+    assert [round(t - start, 2) for t in times[::10]] == [0.0, 60.25, 120.5, 180.75]
+
+
+@pytest.mark.anyio
+async def test_no_minute_at_the_server_holds_more_than_tpm(
+    fake_providers: FakeProviderServer, virtual_clock: VirtualClock
+) -> None:
+    # each call reserves its prompt estimate (7) + max_tokens (93) = 100 tokens
+    configure(limits={"openai": Limit(concurrency=1, tpm=1000)})
     fake_providers.usage = FakeUsage(input=7, output=93)  # reported == estimated
-    start = time.perf_counter()
-    await _fan_out("openai/gpt-4o-mini", 61, max_tokens=93)
-    assert 0.8 <= time.perf_counter() - start < 2.5  # 60 at once, the 61st a second later
+    await _fan_out("openai/gpt-4o-mini", 25, max_tokens=93)
+    seen = fake_providers.requests
+    times = [r.received_at for r in seen]
+    assert len(times) == 25
+    assert per_window(times, [100.0] * len(times)) == 1000
+    assert round(times[-1] - times[0], 2) == 120.5  # 10, 10, then 5: two minutes later
 
 
 @pytest.mark.anyio
