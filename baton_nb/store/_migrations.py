@@ -99,7 +99,8 @@ def _v4_unbounded_names(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} {changes}")
     for stmt in (
         "ALTER TABLE workflow_nodes DROP CONSTRAINT IF EXISTS uq_workflow_nodes_run_step",
-        "CREATE UNIQUE INDEX IF NOT EXISTS uq_workflow_nodes_run_step ON workflow_nodes (run_id, md5(step))",
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_workflow_nodes_run_step "
+        "ON workflow_nodes (run_id, md5(step))",
         "ALTER TABLE workflow_completions DROP CONSTRAINT IF EXISTS uq_workflow_completions_call",
         "CREATE UNIQUE INDEX IF NOT EXISTS uq_workflow_completions_call "
         "ON workflow_completions (run_id, md5(step), call_index, request_hash)",
