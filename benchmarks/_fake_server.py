@@ -24,6 +24,8 @@ Floors printed beside baton_nb:
 - ``HttpxAiohttpFloor``: httpx-aiohttp alone, as a user writes it: one
   ``httpx_aiohttp.HttpxAiohttpClient`` with ``Limits(max_connections=in_flight)``, a
   semaphore; what baton_nb's default transport is built on, without baton_nb.
+- ``SharedClientFloor``: the same calls through baton_nb's shared client (its shipped
+  transport), without ``complete``.
 
 Each timed run can be :func:`sampled`: wall time, the process's CPU time
 (``time.process_time()``: the client alone, the server being another process) and the
@@ -61,7 +63,6 @@ __all__ = [
     "HttpxPerSlotFloor",
     "Sample",
     "SharedClientFloor",
-    "TransportFloor",
     "ideal_seconds",
     "interleaved",
     "median",
@@ -288,17 +289,6 @@ class SharedClientFloor(HttpxFloor):
 
     async def aclose(self) -> None:
         pass  # the shared client is baton_nb's (closed by baton_nb.llm.aclose)
-
-
-class TransportFloor(HttpxFloor):
-    """EVALUATION ONLY: a given transport under one ``httpx.AsyncClient``."""
-
-    def __init__(self, base_url: str, in_flight: int, transport: httpx.AsyncBaseTransport):
-        self.transport = transport
-        super().__init__(base_url, in_flight)
-
-    def _client(self, in_flight: int) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=self.transport)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ with the same concurrency through:
   stopped at 3x the ideal (httpcore's pool bookkeeping grows with its connections);
 - stock httpx, one ``AsyncClient`` per slot (httpx at its cheapest);
 - httpx-aiohttp alone (``HttpxAiohttpClient``, ``Limits(max_connections=in_flight)``);
-- ``baton_nb.llm.complete`` over the shared client (its default transport).
+- baton_nb's shared client alone (the shipped transport: the floor's calls, no
+  ``complete`` around them);
+- ``baton_nb.llm.complete`` over the shared client.
 
 Each row prints wall time as ratios to the ideal, to the raw floor and to httpx-aiohttp
 alone, the client's CPU per call (``time.process_time()`` over the run / calls: the
@@ -39,7 +41,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-import httpx
 from _fake_server import (  # benchmarks/_fake_server.py
     KEY,
     FakeServerProcess,
@@ -48,7 +49,6 @@ from _fake_server import (  # benchmarks/_fake_server.py
     HttpxPerSlotFloor,
     Sample,
     SharedClientFloor,
-    TransportFloor,
     ideal_seconds,
     interleaved,
     median,
@@ -58,7 +58,6 @@ from _fake_server import (  # benchmarks/_fake_server.py
 )
 
 from baton_nb.llm import Completion, LLMRequest, aclose, complete, configure, reset_configuration
-from baton_nb.llm._http11 import AsyncioHTTP11Transport
 
 MODEL = "openai/gpt-4o-mini"
 SCALES = ((200, 50), (5000, 200), (20000, 1000))
@@ -71,7 +70,6 @@ ROWS = {
     "httpx": "stock httpx, one pooled client",
     "per_slot": "stock httpx, one client per slot",
     "aiohttp": "httpx-aiohttp alone",
-    "h11": "EVAL: former h11 transport alone",
     "shared": "baton_nb's shared client alone",
     "baton": "baton_nb.llm.complete",
 }
@@ -176,11 +174,6 @@ async def client_rows(
         "httpx": HttpxFloor(server.base_url, in_flight, deadline),
         "per_slot": HttpxPerSlotFloor(server.base_url, in_flight),
         "aiohttp": HttpxAiohttpFloor(server.base_url, in_flight),
-        "h11": TransportFloor(
-            server.base_url,
-            in_flight,
-            AsyncioHTTP11Transport(httpx.create_ssl_context(), keepalive_expiry=30.0),
-        ),
         "shared": SharedClientFloor(server.base_url, in_flight),
     }
     try:
@@ -276,12 +269,13 @@ def report_scale(
     for name, label in ROWS.items():
         runs = samples[name]
         wall = walls[name]
-        cpu = median([s.cpu_ms_per_call for s in runs])
+        finished = [s.cpu_ms_per_call for s in runs if s.wall != float("inf")]
+        cpu = f"{median(finished):>12.3f}" if finished else f"{'-':>12}"  # of finished runs
         conns = "/".join(str(s.connections) for s in runs)
         spread = " ".join(_wall(s.wall).strip() for s in runs)
         print(
             f"{label:34}{_wall(wall)}{_ratio(wall, ideal)}{_ratio(wall, walls['raw'])}"
-            f"{_ratio(wall, walls['aiohttp']):>10}{cpu:>12.3f}{conns:>11}   {spread}"
+            f"{_ratio(wall, walls['aiohttp']):>10}{cpu}{conns:>11}   {spread}"
         )
     print(
         f"server: max {server_max_in_flight} requests in flight (expected {in_flight}); "
