@@ -335,6 +335,50 @@ async def test_server_closing_mid_body_is_a_protocol_error_and_not_reused() -> N
     assert server.connections == 2
 
 
+def _event_stream_head_and_first_event(conn: Conn) -> None:
+    conn.writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n7\r\ndata: 1\r\n"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_stream_cut_between_chunks_is_a_protocol_error() -> None:
+    async def cut(conn: Conn) -> None:
+        await conn.request()
+        _event_stream_head_and_first_event(conn)
+        await conn.writer.drain()  # then close: no terminating chunk
+
+    async with (
+        serving(cut) as server,
+        client() as c,
+        c.stream("POST", server.url(), json={}) as r,
+    ):
+        pieces = r.aiter_bytes()
+        assert await pieces.__anext__() == b"data: 1"
+        with pytest.raises(httpx.RemoteProtocolError):  # httpx-aiohttp alone: ReadError
+            await pieces.__anext__()
+
+
+@pytest.mark.anyio
+async def test_a_stream_stalling_between_chunks_is_a_read_timeout() -> None:
+    async def stall(conn: Conn) -> None:
+        await conn.request()
+        _event_stream_head_and_first_event(conn)
+        await conn.writer.drain()
+        await asyncio.sleep(10)
+
+    async with (
+        serving(stall) as server,
+        client() as c,
+        c.stream("POST", server.url(), json={}, timeout=0.2) as r,
+    ):
+        pieces = r.aiter_bytes()
+        assert await pieces.__anext__() == b"data: 1"
+        with pytest.raises(httpx.ReadTimeout):
+            await pieces.__anext__()
+
+
 @pytest.mark.anyio
 async def test_garbage_from_the_server_is_a_protocol_error() -> None:
     async def garbage(conn: Conn) -> None:
