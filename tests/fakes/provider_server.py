@@ -11,7 +11,8 @@ Every request is recorded (method, path, query, headers, JSON body, arrival time
 ``server.clock``, which a test may point at a virtual clock); tests
 script replies (status, headers such as Retry-After, body, delay, usage,
 text, dropped connections, a recorded SSE stream served byte for byte) in a FIFO
-queue, and read ``max_in_flight``.
+queue, and read ``max_in_flight`` and ``connections`` (connections opened that carried
+a provider request: what a client's connection reuse is judged by).
 
 Standalone (for subprocess tests and manual use)::
 
@@ -427,6 +428,7 @@ class FakeProviderServer:
         self._count = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0
         self._generation = 0  # requests from before a reset() stop counting as in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -463,6 +465,7 @@ class FakeProviderServer:
             self._generation += 1
             self.in_flight = 0
             self.max_in_flight = 0
+            self.connections = 0
         self.latency = 0.0
         self.chunk_delay = 0.0
         self.text = "Hello from the fake provider."
@@ -477,6 +480,7 @@ class FakeProviderServer:
             "requests": self._count,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "connections": self.connections,
         }
 
     # -- lifecycle
@@ -554,12 +558,18 @@ class FakeProviderServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        counted = False  # on its first provider request (control calls do not count)
         try:
             while True:
                 request = await _read_request(reader)
-                if request is not None:
-                    request.received_at = self.clock()
-                if request is None or not await self._dispatch(request, writer):
+                if request is None:
+                    break
+                request.received_at = self.clock()
+                if not counted and not request.path.startswith("/_fake/"):
+                    counted = True
+                    with self._lock:
+                        self.connections += 1
+                if not await self._dispatch(request, writer):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
