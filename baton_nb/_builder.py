@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["Workflow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Workflow names and run ids are keys of database indexes (run listings; every row of a
+# run): a Postgres btree entry holds at most 2704 bytes, so they are capped at 500
+# characters (2,000 bytes of UTF-8 at most), checked before anything is written. Step,
+# model and map-key names have no cap.
+MAX_KEY_LENGTH = 500
 _NAME = re.compile(r"^[^\[\]\s][^\[\]]*$")
 _STEP_OPTIONS = (
     "deps",
@@ -64,13 +70,15 @@ class Workflow:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"Workflow name must be a non-empty string, got {name!r}")
+        _check_key_length("Workflow name", name)
         self.name = name
+        where = f"Workflow {name!r}"
         self.db = _check_db(db)
-        self.debug = _check_bool("debug", debug)
-        self.ignore_cancelled = _check_bool("ignore_cancelled", ignore_cancelled)
-        self.ignore_discarded = _check_bool("ignore_discarded", ignore_discarded)
-        self.models = _check_models(models)
-        self.limits = _check_limits(limits)
+        self.debug = _check_bool(where, "debug", debug)
+        self.ignore_cancelled = _check_bool(where, "ignore_cancelled", ignore_cancelled)
+        self.ignore_discarded = _check_bool(where, "ignore_discarded", ignore_discarded)
+        self.models = _check_models(where, models)
+        self.limits = _check_limits(where, limits)
         self._steps: dict[str, StepSpec] = {}
         self.last_run: Run | None = None
 
@@ -141,7 +149,10 @@ class Workflow:
             A decorator that registers the function and returns it unchanged.
         """
         if callable(name):
-            raise ConfigurationError("use @wf.step() with parentheses")
+            raise ConfigurationError(
+                f"workflow {self.name!r}: use @wf.step() with parentheses (above "
+                f"{getattr(name, '__name__', name)!r})"
+            )
 
         def register(fn: F) -> F:
             self.add(name or _fn_name(fn), fn, **options)
@@ -199,9 +210,7 @@ class Workflow:
         for spec in self._steps.values():
             if spec.map_over is not None and spec.map_over not in spec.deps:
                 raise ValueError(f"step {spec.name!r}: map_over={spec.map_over!r} is not a dep")
-        for step in self.models:
-            if step not in self._steps:
-                raise ValueError(f"models= names unknown step {step!r}")
+        _check_model_steps(f"Workflow {self.name!r}", self.models, self._steps)
         return order
 
     def graph(self) -> GraphSpec:
@@ -235,14 +244,19 @@ class Workflow:
         from .runtime import execute_run
 
         graph = self.graph()
+        where = f"workflow {self.name!r}: run()"
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        model_map = _check_models(models)
-        for step in model_map:
-            if step not in self._steps:
-                raise ValueError(f"models= names unknown step {step!r}")
-        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
-            raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+            raise ConfigurationError(
+                f"{where}: concurrency must be an int >= 1, got {concurrency!r}"
+            )
+        model_map = _check_models(where, models)
+        _check_model_steps(where, model_map, self._steps)
+        if run_id is not None:
+            if not isinstance(run_id, str) or not run_id.strip():
+                raise ConfigurationError(
+                    f"{where}: run_id must be a non-empty string, got {run_id!r}"
+                )
+            _check_key_length("run_id", run_id)
         _check_display(display)  # before execute_run writes the run row
         shown: list[Any] = []
 
@@ -277,11 +291,15 @@ def _show_progress(run: Run, display: bool | str | None) -> Any:
 def _fn_name(fn: Callable[..., Any]) -> str:
     name = getattr(fn, "__name__", None)
     if not isinstance(name, str) or name == "<lambda>":
-        raise ConfigurationError("cannot name this step from its function; pass a name")
+        raise ConfigurationError(
+            f"cannot name a step after {fn!r}: give its name, @wf.step('name') or "
+            "wf.add('name', fn)"
+        )
     return name
 
 
 def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, Any]) -> StepSpec:
+    where = f"step {name!r}"
     params = _parameters(fn)
     wants_ctx = bool(params) and (params[0] == "ctx" or _is_context_annotated(fn, params[0]))
     dep_params = params[1:] if wants_ctx else params
@@ -298,11 +316,13 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
             f"step {name!r}: parameter(s) {unknown_params} are not deps; name them in deps= "
             "or give the function only (ctx) plus one parameter per dependency"
         )
-    models = tuple(_check_str_list(name, "models", opts.get("models") or ()))
+    models = tuple(_check_model_list(name, opts.get("models")))
     map_over = opts.get("map_over")
     if map_over is not None:
-        if not isinstance(map_over, str):
-            raise ConfigurationError(f"step {name!r}: map_over must be a step name (str)")
+        if not isinstance(map_over, str) or not map_over:
+            raise ConfigurationError(
+                f"step {name!r}: map_over must be a step name (str), got {map_over!r}"
+            )
         if models:
             raise ConfigurationError(f"step {name!r}: use models= or map_over=, not both")
         if map_over not in deps:
@@ -310,7 +330,8 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
     elif opts.get("map_key") is not None:
         raise ConfigurationError(f"step {name!r}: map_key needs map_over= (it names map children)")
     if name in deps:
-        raise ValueError(f"step {name!r} depends on itself")
+        option = "map_over" if map_over == name else "deps"
+        raise ValueError(f"step {name!r}: {option} names the step itself (it depends on itself)")
     return StepSpec(
         name=name,
         fn=fn,
@@ -322,10 +343,10 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         timeout=_check_timeout(name, opts.get("timeout")),
         backoff=_check_callable(name, "backoff", opts.get("backoff")) or default_backoff,
         ignore_cancelled=_check_bool(
-            "ignore_cancelled", opts.get("ignore_cancelled", wf.ignore_cancelled)
+            where, "ignore_cancelled", opts.get("ignore_cancelled", wf.ignore_cancelled)
         ),
         ignore_discarded=_check_bool(
-            "ignore_discarded", opts.get("ignore_discarded", wf.ignore_discarded)
+            where, "ignore_discarded", opts.get("ignore_discarded", wf.ignore_discarded)
         ),
         models=models,
         quorum=_check_quorum(name, opts.get("quorum"), models, map_over),
@@ -334,7 +355,7 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         on_dep_cancelled=_check_callback(name, "on_dep_cancelled", opts.get("on_dep_cancelled")),
         on_dep_discarded=_check_callback(name, "on_dep_discarded", opts.get("on_dep_discarded")),
         concurrency_key=_check_key(name, opts.get("concurrency_key")),
-        debug=None if opts.get("debug") is None else _check_bool("debug", opts["debug"]),
+        debug=None if opts.get("debug") is None else _check_bool(where, "debug", opts["debug"]),
     )
 
 
@@ -365,9 +386,18 @@ def _is_context_annotated(fn: Callable[..., Any], param: str) -> bool:
     return annotation is not None and "Context" in str(getattr(annotation, "__name__", annotation))
 
 
-def _check_bool(option: str, value: Any) -> bool:
+def _check_key_length(what: str, value: str) -> None:
+    if len(value) > MAX_KEY_LENGTH:
+        raise ConfigurationError(
+            f"{what} is {len(value):,} characters long; at most {MAX_KEY_LENGTH} are allowed "
+            f"(it is a key of the database's indexes): shorten it ({value[:40]!r}...)"
+        )
+
+
+def _check_bool(where: str, option: str, value: Any) -> bool:
+    """``where``: whose option it is (``step 'x'``, ``Workflow 'w'``), for the message."""
     if not isinstance(value, bool):
-        raise ConfigurationError(f"{option} must be True or False, got {value!r}")
+        raise ConfigurationError(f"{where}: {option} must be True or False, got {value!r}")
     return value
 
 
@@ -382,8 +412,16 @@ def _check_int(step: str, option: str, value: Any, *, minimum: int) -> int:
 def _check_timeout(step: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"step {step!r}: timeout must be seconds > 0, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)  # nan and inf: "no timeout" is timeout=None
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            f"step {step!r}: timeout must be seconds > 0 (a finite number; None for no "
+            f"limit), got {value!r}"
+        )
     return float(value)
 
 
@@ -442,27 +480,64 @@ def _check_db(db: Any) -> str | None:
     return resolve_url(db)
 
 
-def _check_models(models: Mapping[str, str] | None) -> dict[str, str]:
+def _check_models(where: str, models: Mapping[str, str] | None) -> dict[str, str]:
     if models is None:
         return {}
     if not isinstance(models, Mapping):
         raise ConfigurationError(
-            f"models must be a dict {{step: 'provider/model'}}, got {models!r}"
+            f"{where}: models must be a dict {{step: 'provider/model'}}, got {models!r}"
         )
     for step, model in models.items():
-        if not isinstance(step, str) or not isinstance(model, str) or "/" not in model:
+        if not isinstance(step, str) or not _is_model_name(model):
             raise ConfigurationError(
-                f"models must map step names to 'provider/model' strings, got {step!r}: {model!r}"
+                f"{where}: models must map step names to 'provider/model' strings, got "
+                f"{step!r}: {model!r}"
             )
     return dict(models)
 
 
-def _check_limits(limits: Mapping[str, int] | None) -> dict[str, int]:
+def _check_model_steps(where: str, models: Mapping[str, str], steps: Mapping[str, Any]) -> None:
+    for step in models:
+        if step not in steps:
+            raise ValueError(
+                f"{where}: models= names unknown step {step!r} (steps: {', '.join(steps)})"
+            )
+
+
+def _is_model_name(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    provider, _, model = value.partition("/")
+    return bool(provider) and bool(model)
+
+
+def _check_model_list(step: str, value: Any) -> list[str]:
+    """A step's ``models=``: 'provider/model' names, each once."""
+    if value is None:
+        return []
+    models = _check_str_list(step, "models", value)
+    for model in models:
+        if not _is_model_name(model):
+            raise ConfigurationError(
+                f"step {step!r}: models must hold 'provider/model' names, got {model!r}"
+            )
+    if len(set(models)) != len(models):
+        raise ConfigurationError(f"step {step!r}: models lists a model twice: {models}")
+    return models
+
+
+def _check_limits(where: str, limits: Mapping[str, int] | None) -> dict[str, int]:
     if limits is None:
         return {}
     if not isinstance(limits, Mapping):
-        raise ConfigurationError(f"limits must be a dict {{concurrency_key: int}}, got {limits!r}")
+        raise ConfigurationError(
+            f"{where}: limits must be a dict {{concurrency_key: int}}, got {limits!r}"
+        )
     for key, value in limits.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(
+                f"{where}: limits keys must be concurrency_key strings, got {key!r}"
+            )
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"limits[{key!r}] must be an int >= 1, got {value!r}")
+            raise ConfigurationError(f"{where}: limits[{key!r}] must be an int >= 1, got {value!r}")
     return dict(limits)

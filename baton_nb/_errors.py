@@ -78,16 +78,26 @@ class ProviderError(BatonError):
     """An LLM provider answered with an error (after in-call retries, if it was retryable).
 
     ``status`` is the HTTP status (``None`` for connection errors and timeouts);
-    ``retryable`` says whether a later attempt could succeed. The message carries the
+    ``retryable`` says whether a later attempt could succeed; ``retry_after`` is how many
+    seconds the provider asked to wait before the next request (its ``Retry-After``
+    header or the retry hint in its error body, as left when the error was raised), or
+    ``None``. A step's next attempt waits at least that long. The message carries the
     provider's own words and never a secret.
     """
 
     def __init__(
-        self, provider: str, status: int | None, message: str, *, retryable: bool = False
+        self,
+        provider: str,
+        status: int | None,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.provider = provider
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
         where = f"{provider} HTTP {status}" if status is not None else provider
         super().__init__(f"{where}: {message}")
 

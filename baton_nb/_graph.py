@@ -84,7 +84,10 @@ def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
         for d in ds:
             if d not in position:
                 known = ", ".join(deps) or "none"
-                raise ValueError(f"step {name!r} depends on unknown step {d!r} (steps: {known})")
+                raise ValueError(
+                    f"step {name!r}: deps names unknown step {d!r} (steps: {known}); add it "
+                    "first or fix the name"
+                )
     remaining = {name: len(set(ds)) for name, ds in deps.items()}
     dependents: dict[str, list[str]] = {name: [] for name in deps}
     for name, ds in deps.items():

@@ -109,6 +109,17 @@ class StepTotals:
     unpriced_calls: int
 
 
+@dataclass
+class _CallTotals:
+    """What a ``RunView`` has summed of its ``calls`` list so far (the first ``counted``)."""
+
+    calls: list[CallRecord] | None
+    counted: int = 0
+    cost: Decimal = Decimal(0)
+    unpriced: int = 0
+    tokens: Usage = _NO_USAGE
+
+
 class RunView:
     """A run's state and what views derive from it (see the module docstring)."""
 
@@ -126,6 +137,7 @@ class RunView:
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.db_url: str | None = None
+        self._totals = _CallTotals(None)
 
     @classmethod
     def from_rows(
@@ -166,8 +178,7 @@ class RunView:
     @property
     def known_cost(self) -> Decimal:
         """USD of the priced calls: ``cost`` when every call had a price, else a lower bound."""
-        paid = (c.cost for c in self.calls if not c.replayed and c.cost is not None)
-        return normalize_money(sum(paid, Decimal(0)))
+        return normalize_money(self._call_totals().cost)
 
     def cost_text(self) -> str:
         """The cost as every view shows it: ``$0.0123``, or with the unknown part named."""
@@ -176,15 +187,34 @@ class RunView:
     @property
     def unpriced_calls(self) -> int:
         """Number of calls whose model has no known price (their cost is unknown, not 0)."""
-        return sum(1 for c in self.calls if not c.replayed and c.cost is None)
+        return self._call_totals().unpriced
 
     @property
     def tokens(self) -> Usage:
-        total = Usage()
-        for call in self.calls:
-            if not call.replayed:
-                total = total + call.usage
-        return total
+        return self._call_totals().tokens
+
+    def _call_totals(self) -> _CallTotals:
+        """Sums over ``calls``, extended by the calls appended since the last look.
+
+        The widget's header asks for them up to 10 times a second while a run appends
+        calls: summing every call each time cost O(calls) per redraw (0.2 s at 100,000
+        calls). ``calls`` only grows while a run executes; a list replaced or shortened
+        is summed again from the start.
+        """
+        totals = self._totals
+        calls = self.calls
+        if totals.calls is not calls or totals.counted > len(calls):
+            totals = self._totals = _CallTotals(calls)
+        for call in calls[totals.counted :]:  # a copy of the new ones only
+            if call.replayed:
+                continue
+            if call.cost is None:
+                totals.unpriced += 1
+            else:
+                totals.cost += call.cost
+            totals.tokens = totals.tokens + call.usage
+        totals.counted = len(calls)
+        return totals
 
     @property
     def done(self) -> bool:
@@ -209,10 +239,14 @@ class RunView:
     # ── updates: the one path that changes a run ──────────────────────────────
 
     def add_step(self, info: StepInfo) -> None:
-        """A new step or fan-out child (a map's children appear mid-run)."""
+        """A new step or fan-out child (a map's children appear mid-run), or a step's
+        info replaced."""
+        known = info.name in self.steps
         self.steps[info.name] = info
         parent = self.steps.get(info.parent) if info.parent is not None else None
-        if parent is not None and info.name not in parent.children:
+        # A parent's children are steps of the run: a step new to the run is new to its
+        # parent (no scan of the children list: a 100,000-item map made that minutes).
+        if parent is not None and not known:
             parent.children.append(info.name)
 
     def sync_step(

@@ -21,6 +21,15 @@ Floors printed beside baton_nb:
 - ``HttpxPerSlotFloor``: stock httpx at its cheapest: one ``AsyncClient`` (one
   connection) per slot, so httpcore's pool never holds more than one connection (its
   bookkeeping grows with the connections it holds). What httpx itself costs per call.
+- ``HttpxAiohttpFloor``: httpx-aiohttp alone, as a user writes it: one
+  ``httpx_aiohttp.HttpxAiohttpClient`` with ``Limits(max_connections=in_flight)``, a
+  semaphore; what baton_nb's default transport is built on, without baton_nb.
+- ``SharedClientFloor``: the same calls through baton_nb's shared client (its shipped
+  transport), without ``complete``.
+
+Each timed run can be :func:`sampled`: wall time, the process's CPU time
+(``time.process_time()``: the client alone, the server being another process) and the
+new connections the server accepted during the run.
 """
 
 from __future__ import annotations
@@ -33,10 +42,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import httpx_aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -47,14 +58,20 @@ from tests.fakes.provider_server import RemoteFakeProvider  # noqa: E402
 __all__ = [
     "KEY",
     "FakeServerProcess",
+    "HttpxAiohttpFloor",
     "HttpxFloor",
     "HttpxPerSlotFloor",
+    "Sample",
+    "SharedClientFloor",
     "ideal_seconds",
     "interleaved",
     "median",
     "raw_floor",
     "rss_mb",
+    "sampled",
 ]
+
+T = TypeVar("T")
 
 KEY = "sk-bench-0123456789abcdef"
 
@@ -171,30 +188,61 @@ async def raw_floor(base_url: str, calls: int, in_flight: int) -> float:
 
 
 class HttpxFloor:
-    """asyncio + httpx as a user would write it; one client kept open across runs."""
+    """asyncio + httpx as a user would write it; one client kept open across runs.
 
-    def __init__(self, base_url: str, in_flight: int) -> None:
+    ``deadline`` (seconds) stops a run that takes longer (httpcore's pool bookkeeping
+    grows with the connections it holds: at 200 connections and more a run can take
+    minutes); ``done`` then says how many calls finished.
+    """
+
+    def __init__(self, base_url: str, in_flight: int, deadline: float | None = None) -> None:
         self.url = f"{base_url}/v1/chat/completions"
         self.in_flight = in_flight
+        self.deadline = deadline
+        self.done = 0
+        self.client = self._client(in_flight)
+
+    def _client(self, in_flight: int) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-        self.client = httpx.AsyncClient(limits=limits)
+        return httpx.AsyncClient(limits=limits)
 
     async def run(self, calls: int) -> float:
+        """Wall seconds; ``inf`` past the deadline or when a call failed."""
         semaphore = asyncio.Semaphore(self.in_flight)
         headers = {"authorization": f"Bearer {KEY}"}
+        self.done = 0
 
         async def one(i: int) -> None:
             async with semaphore:
                 response = await self.client.post(self.url, json=_body(i), headers=headers)
                 response.raise_for_status()
                 response.json()
+                self.done += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(calls)))
+        tasks = [asyncio.ensure_future(one(i)) for i in range(calls)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), self.deadline)
+        except (asyncio.TimeoutError, httpx.HTTPError):
+            return float("inf")  # past the deadline, or a call failed (e.g. a timeout)
+        finally:  # no call of a stopped run goes on into the next row's
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         return time.perf_counter() - start
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class HttpxAiohttpFloor(HttpxFloor):
+    """httpx-aiohttp alone: ``HttpxAiohttpClient``, connections kept 30 s as baton_nb's."""
+
+    def _client(self, in_flight: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(
+            max_connections=in_flight, max_keepalive_connections=in_flight, keepalive_expiry=30
+        )
+        return httpx_aiohttp.HttpxAiohttpClient(limits=limits)
 
 
 class HttpxPerSlotFloor:
@@ -202,7 +250,8 @@ class HttpxPerSlotFloor:
 
     def __init__(self, base_url: str, in_flight: int) -> None:
         self.url = f"{base_url}/v1/chat/completions"
-        self.clients = [httpx.AsyncClient() for _ in range(in_flight)]
+        verify = httpx.create_ssl_context()  # one for all: loading CA certificates is slow
+        self.clients = [httpx.AsyncClient(verify=verify) for _ in range(in_flight)]
 
     async def run(self, calls: int) -> float:
         todo = iter(range(calls))
@@ -223,11 +272,69 @@ class HttpxPerSlotFloor:
             await client.aclose()
 
 
+class SharedClientFloor(HttpxFloor):
+    """baton_nb's shared client (its shipped transport) alone: the floor's calls, no
+    ``complete`` around them."""
+
+    def _client(self, in_flight: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient()  # a placeholder: each run takes the shared one
+
+    async def run(self, calls: int) -> float:
+        from baton_nb.llm._client import get_client
+
+        if self.client is not (shared := await get_client()):
+            await self.client.aclose()
+            self.client = shared
+        return await super().run(calls)
+
+    async def aclose(self) -> None:
+        pass  # the shared client is baton_nb's (closed by baton_nb.llm.aclose)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run: wall seconds, client CPU seconds, new connections at the server."""
+
+    calls: int
+    wall: float
+    cpu: float
+    connections: int
+
+    @property
+    def cpu_ms_per_call(self) -> float:
+        return self.cpu / self.calls * 1000
+
+
+def sampled(
+    server: FakeServerProcess,
+    calls: int,
+    timer: Callable[[], Awaitable[float]],
+    warm: Callable[[], Awaitable[object]] | None = None,
+) -> Callable[[], Awaitable[Sample]]:
+    """``timer`` measured as a :class:`Sample` (the server's counters read around it).
+
+    ``warm`` runs first, untimed: one wave of calls, so the client starts with its
+    connections open whatever the rows before it did (an interleaved round can outlast
+    a keep-alive expiry; a connection opened during the run is then the client's doing).
+    """
+
+    async def run() -> Sample:
+        if warm is not None:
+            await warm()
+        opened = server.stats()["connections"]
+        cpu = time.process_time()
+        wall = await timer()
+        cpu = time.process_time() - cpu
+        return Sample(calls, wall, cpu, server.stats()["connections"] - opened)
+
+    return run
+
+
 async def interleaved(
-    repeat: int, timers: dict[str, Callable[[], Awaitable[float]]]
-) -> dict[str, list[float]]:
+    repeat: int, timers: dict[str, Callable[[], Awaitable[T]]]
+) -> dict[str, list[T]]:
     """Each timer ``repeat`` times, in turns, so drifts of a shared machine hit all alike."""
-    times: dict[str, list[float]] = {name: [] for name in timers}
+    times: dict[str, list[T]] = {name: [] for name in timers}
     for _ in range(repeat):
         for name, timer in timers.items():
             times[name].append(await timer())

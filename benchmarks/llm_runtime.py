@@ -6,12 +6,15 @@
 (a) 200 calls at 200 ms with 50 in flight, each a map child doing ``ctx.complete`` (its
 response and stats committed before the step sees it), ``wf.run(concurrency=50)`` on
 SQLite: wall time of the whole run (schema, run row, prompts step, 200 children, join)
-beside the ideal (calls / in_flight * latency = 0.8 s), two floors making the same
+beside the ideal (calls / in_flight * latency = 0.8 s), floors making the same
 requests with the same concurrency (raw asyncio streams: the server check; asyncio +
-httpx: one ``AsyncClient``, ``Limits(max_connections=50)``, a semaphore) and the same
-calls through ``baton_nb.llm.complete`` without the runtime, and the same run whose
+httpx: one ``AsyncClient``, ``Limits(max_connections=50)``, a semaphore; the same with
+httpx-aiohttp's ``HttpxAiohttpClient``, what baton_nb's transport is built on) and the
+same calls through ``baton_nb.llm.complete`` without the runtime, and the same run whose
 children sleep the latency instead of calling (what the runtime costs on its own).
-Medians of ``--repeat`` interleaved runs. Target: <= 1.10x ideal.
+Medians of ``--repeat`` interleaved runs, each with the client's CPU per call
+(``time.process_time()``; the server is another process) and the new connections the
+server accepted during the run. Target: <= 1.10x ideal.
 (b) 5,000 calls (5 ms latency, 50 in flight): peak RSS of this process. Target: < 300 MB.
 
 The fake provider (tests/fakes/provider_server.py, an asyncio server) runs in its own
@@ -30,12 +33,15 @@ from pathlib import Path
 from _fake_server import (  # benchmarks/_fake_server.py
     KEY,
     FakeServerProcess,
+    HttpxAiohttpFloor,
     HttpxFloor,
+    Sample,
     ideal_seconds,
     interleaved,
     median,
     raw_floor,
     rss_mb,
+    sampled,
 )
 from llm_fanout import complete_fanout  # benchmarks/llm_fanout.py
 
@@ -118,20 +124,25 @@ async def main(args: argparse.Namespace) -> None:
         reset_configuration()
         configure(providers={"openai": {"base_url": f"{server.base_url}/v1", "api_key": KEY}})
         floor = HttpxFloor(server.base_url, args.in_flight)
+        aiohttp_floor = HttpxAiohttpFloor(server.base_url, args.in_flight)
         try:
             # warm up: imports, tiktoken, prices, schema code, connections
             await runs.baton(args.in_flight, args.in_flight)
             await floor.run(args.in_flight)
+            await aiohttp_floor.run(args.in_flight)
             server.reset_stats(args.latency)
+            calls, in_flight = args.calls, args.in_flight
+            timers = {
+                "raw": lambda: raw_floor(server.base_url, calls, in_flight),
+                "httpx": lambda: floor.run(calls),
+                "aiohttp": lambda: aiohttp_floor.run(calls),
+                "complete": lambda: complete_fanout(calls, in_flight),
+                "sleep": lambda: runs.sleeping(calls, in_flight, args.latency),
+                "baton": lambda: runs.baton(calls, in_flight),
+            }
             times = await interleaved(
                 args.repeat,
-                {
-                    "raw": lambda: raw_floor(server.base_url, args.calls, args.in_flight),
-                    "httpx": lambda: floor.run(args.calls),
-                    "complete": lambda: complete_fanout(args.calls, args.in_flight),
-                    "sleep": lambda: runs.sleeping(args.calls, args.in_flight, args.latency),
-                    "baton": lambda: runs.baton(args.calls, args.in_flight),
-                },
+                {name: sampled(server, calls, timer) for name, timer in timers.items()},
             )
             stats = server.stats()
             server.reset_stats(BIG_LATENCY)
@@ -141,6 +152,7 @@ async def main(args: argparse.Namespace) -> None:
             big_stats = server.stats()
         finally:
             await floor.aclose()
+            await aiohttp_floor.aclose()
             await aclose()
             reset_configuration()
             runs.close()
@@ -149,7 +161,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def report(
     args: argparse.Namespace,
-    times: dict[str, list[float]],
+    times: dict[str, list[Sample]],
     server_max_in_flight: int,
     big: float,
     big_max_in_flight: int,
@@ -157,28 +169,40 @@ def report(
     peak: float,
 ) -> None:
     ideal = ideal_seconds(args.calls, args.in_flight, args.latency)
-    floor = median(times["httpx"])
+    walls = {name: median([s.wall for s in runs]) for name, runs in times.items()}
+    floor = walls["httpx"]
     print(
         f"LLM fan-out through the runtime: {args.calls} map children doing ctx.complete, "
         f"{args.latency * 1000:.0f} ms latency, {args.in_flight} in flight, SQLite (each "
         f"response stored before the step sees it); fake provider in its own process; "
         f"medians of {args.repeat} interleaved runs"
     )
-    print(f"{'':36}{'wall s':>8}{'x ideal':>9}{'x floor':>9}   runs")
+    print(
+        f"{'':36}{'wall s':>8}{'x ideal':>9}{'x floor':>9}{'CPU ms/call':>12}"
+        f"{'new conns':>11}   runs"
+    )
+    print(f"{'ideal':36}{ideal:>8.3f}")
     rows = [
-        ("ideal", ideal, None),
-        ("raw asyncio streams (server check)", median(times["raw"]), times["raw"]),
-        ("floor: asyncio + httpx", floor, times["httpx"]),
-        ("baton_nb.llm.complete, no runtime", median(times["complete"]), times["complete"]),
-        ("run, children sleep (no HTTP)", median(times["sleep"]), times["sleep"]),
-        ("baton_nb run (map + ctx.complete)", median(times["baton"]), times["baton"]),
+        ("raw asyncio streams (server check)", "raw"),
+        ("floor: asyncio + httpx", "httpx"),
+        ("httpx-aiohttp alone", "aiohttp"),
+        ("baton_nb.llm.complete, no runtime", "complete"),
+        ("run, children sleep (no HTTP)", "sleep"),
+        ("baton_nb run (map + ctx.complete)", "baton"),
     ]
-    for label, value, runs in rows:
-        spread = " ".join(f"{t:.3f}" for t in runs) if runs else ""
+    for label, name in rows:
+        runs = times[name]
+        value = walls[name]
+        spread = " ".join(f"{s.wall:.3f}" for s in runs)
+        cpu = median([s.cpu_ms_per_call for s in runs])
+        conns = "/".join(str(s.connections) for s in runs)
         x_ideal = f"{value / ideal:>9.2f}" if ideal > 0 else f"{'':>9}"
-        print(f"{label:36}{value:>8.3f}{x_ideal}{value / floor:>9.2f}   {spread}")
+        print(
+            f"{label:36}{value:>8.3f}{x_ideal}{value / floor:>9.2f}{cpu:>12.3f}{conns:>11}"
+            f"   {spread}"
+        )
     print(f"server: max {server_max_in_flight} requests in flight (expected {args.in_flight})")
-    raw, baton = median(times["raw"]), median(times["baton"])
+    raw, baton = walls["raw"], walls["baton"]
     if ideal > 0:
         fair = raw <= 1.05 * ideal and server_max_in_flight == args.in_flight
         print(

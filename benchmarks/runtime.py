@@ -2,6 +2,7 @@
 
     python benchmarks/runtime.py [--postgres URL | --no-postgres] [--repeat 5]
                                  [--peer-repeat N] [--no-peers] [--peer-defaults]
+                                 [--map-sizes 10000,100000 | --map-sizes ""]
 
 Prints steps/s for a 1,000-step fan-out + join and a 300-step chain, on SQLite and
 Postgres, beside a hand-written asyncio + aiosqlite floor doing the same durable writes
@@ -14,6 +15,12 @@ LangGraph (StateGraph + AsyncSqliteSaver) and DBOS (SQLite system database), dur
 SQLite in the same temp dir, interleaved with baton_nb's runs; the table gives each
 peer's steps/s and baton_nb / peer. They store different things per run (see
 benchmarks/_peers.py); the output prints what each stored, read back from its database.
+
+Scaling: a map step over 10,000 and 100,000 items (no-op children), on SQLite and
+Postgres: the whole run's seconds and items/s, and the map expansion's seconds (from the
+map step's start to its first child's start, read from the stored timestamps: the
+children's names, their node rows inserted, their in-memory nodes built and queued).
+Each cost grows linearly with the items: 10x the items should take about 10x the time.
 """
 
 from __future__ import annotations
@@ -161,6 +168,43 @@ def best(values: list[float]) -> float:
     return max(values)
 
 
+# ── scaling: one map step over many items ──
+
+
+async def time_map(db: str, items: int) -> tuple[float, float]:
+    """(run seconds, expansion seconds) of a run mapping ``items`` no-op children."""
+    wf = bn.Workflow(f"bench-map-{items}", db=db)
+
+    @wf.step()
+    async def source(ctx: bn.Context) -> list[int]:
+        return list(range(items))
+
+    @wf.step(map_over="source")
+    async def each(ctx: bn.Context) -> None:
+        return None
+
+    start = time.perf_counter()
+    run = await wf.run(display=False, concurrency=64)
+    elapsed = time.perf_counter() - start
+    assert run.status == "completed", run.failed_steps
+    group_started = run.steps["each"].started_at
+    first_child = min(
+        s.started_at for s in run.steps.values() if s.parent == "each" and s.started_at
+    )
+    assert group_started is not None
+    return elapsed, (first_child - group_started).total_seconds()
+
+
+async def map_rows(sizes: list[int], dbs: list[tuple[str, str]]) -> None:
+    print(f"\n{'map items':<12} {'db':<8} {'run s':>8} {'items/s':>9} {'expand s':>9}")
+    for items in sizes:
+        for label, db in dbs:
+            elapsed, expand = await time_map(db, items)
+            print(
+                f"{items:<12,} {label:<8} {elapsed:>8.2f} {items / elapsed:>9,.0f} {expand:>9.2f}"
+            )
+
+
 # ── peers (benchmarks/_peers.py): LangGraph and DBOS, where installed ──
 
 
@@ -216,6 +260,11 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--peer-repeat", type=int, help="runs per peer (default: --repeat)")
     parser.add_argument("--no-peers", action="store_true", help="skip LangGraph/DBOS")
+    parser.add_argument(
+        "--map-sizes",
+        default="10000,100000",
+        help="items of the map scaling rows, comma-separated ('' to skip)",
+    )
     parser.add_argument(
         "--peer-defaults",
         action="store_true",
@@ -302,11 +351,16 @@ async def main() -> None:
     for name in NAMES:
         if name in notes:
             print(f"  {name}: {notes[name]}")
-        else:
+        elif stored[name]:  # compared (--no-peers compares none)
             print(f"  {name} {version(name)}: {'; '.join(stored[name])}. {PEER_NOTES[name]}")
     sizes = [f"baton_nb {mb(tmp / 'bench.db')} for {1 + 2 * args.repeat} runs"]
     sizes += [f"{p.name} {mb(p.path)} for {1 + 2 * peer_repeat} runs" for p in compared]
     print(f"SQLite files at the end (incl. one warm-up chain): {', '.join(sizes)}.")
+    sizes_wanted = [int(n) for n in args.map_sizes.split(",") if n.strip()]
+    if sizes_wanted:
+        dbs = [("sqlite", f"sqlite:///{tmp / 'map.db'}")]
+        dbs += [] if args.no_postgres else [("postgres", args.postgres)]
+        await map_rows(sizes_wanted, dbs)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

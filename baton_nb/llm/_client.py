@@ -6,27 +6,39 @@ on first use. Under asyncio the client is also tied to an async generator
 that the loop finalises at shutdown (``asyncio.run`` calls
 ``shutdown_asyncgens``), so a forgotten :func:`aclose` still closes its
 sockets inside the right loop.
+
+Its transport: aiohttp through httpx-aiohttp (``_aiohttp.py``) on asyncio;
+stock httpx for HTTP/2 (``configure(http2=True)``), under another async
+library (trio), and when the environment names a proxy (given a transport,
+httpx would ignore ``HTTP(S)_PROXY``; stock httpx routes each URL: proxy or
+``NO_PROXY``). Every path has the same explicit bound on connections:
+:func:`connection_limit`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ssl
+import sys
 import threading
 import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 import httpx
 
-from ._config import http2_enabled
-from ._http11 import AsyncioHTTP11Transport
+from ._config import configured_limits, http2_enabled, limits_version
 
-__all__ = ["aclose", "get_client", "loop_key"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "aclose", "connection_limit", "get_client", "loop_key"]
 
+# Below the usual server keep-alive (60-75 s), so a server rarely closes one under us.
 _KEEPALIVE_EXPIRY = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
+_AIOHTTP_MODULE = "baton_nb.llm._aiohttp"
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
@@ -39,23 +51,63 @@ def _create_ssl_context() -> ssl.SSLContext:
         return _ssl_context
 
 
-async def _shared_ssl_context() -> ssl.SSLContext:
-    """One verified SSL context per process (loading CA certificates is slow: off the loop)."""
-    if _ssl_context is not None:
+def _prepare() -> ssl.SSLContext:
+    importlib.import_module(_AIOHTTP_MODULE)
+    return _create_ssl_context()
+
+
+async def _prepared_ssl_context() -> ssl.SSLContext:
+    """One verified SSL context per process, and aiohttp imported: each slow once
+    (loading CA certificates; ~0.2 s of imports), so done off the loop."""
+    if _ssl_context is not None and _AIOHTTP_MODULE in sys.modules:
         return _ssl_context
-    return await anyio.to_thread.run_sync(_create_ssl_context)
+    return await anyio.to_thread.run_sync(_prepare)
+
+
+def connection_limit() -> int:
+    """Connections the shared client keeps open to one provider (origin) at most.
+
+    :data:`DEFAULT_MAX_CONNECTIONS` (1,000), or the largest ``bn.Limit(concurrency=...)``
+    configured if that is higher: with HTTP/1.1 a call in flight holds a connection, so
+    calls up to this many at once never wait for one and no connection is closed and
+    reopened between them (idle ones are kept ``_KEEPALIVE_EXPIRY`` seconds). A call
+    beyond it waits for a free connection (counted in its timeout). Each connection is a
+    file descriptor: ``ulimit -n`` must allow them.
+    """
+    _, limits = configured_limits()
+    return max([DEFAULT_MAX_CONNECTIONS, *(limit.concurrency or 0 for limit in limits.values())])
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What a client is built with; a change makes the next call build a new one."""
+
+    http2: bool
+    max_connections: int
 
 
 class _LoopClient:
     def __init__(
-        self, client: httpx.AsyncClient, keeper: AsyncGenerator[None, None] | None, http2: bool
+        self,
+        client: httpx.AsyncClient,
+        keeper: AsyncGenerator[None, None] | None,
+        settings: _Settings,
     ):
         self.client = client
         self.keeper = keeper
-        self.http2 = http2
+        self.settings = settings
+        self.limits_version = limits_version()
 
-    def serves(self, http2: bool) -> bool:
-        return not self.client.is_closed and self.http2 == http2
+    def current(self) -> bool:
+        """Open and built with today's settings (limits recomputed only once they change)."""
+        if self.client.is_closed or self.settings.http2 != http2_enabled():
+            return False
+        version = limits_version()
+        if version != self.limits_version:
+            if connection_limit() != self.settings.max_connections:
+                return False
+            self.limits_version = version
+        return True
 
     async def aclose(self) -> None:
         if self.keeper is not None:
@@ -94,41 +146,46 @@ def _environment_proxies() -> bool:
 
 
 def _new_client(
-    context: ssl.SSLContext, on_asyncio: bool, http2: bool = False
+    context: ssl.SSLContext, on_asyncio: bool, settings: _Settings
 ) -> httpx.AsyncClient:
-    """Our asyncio HTTP/1.1 transport; stock httpx for HTTP/2, under another async
-    library, or when the environment names a proxy (httpx then routes each URL: proxy
-    or NO_PROXY)."""
     options: dict[str, Any] = {
         "timeout": httpx.Timeout(60.0),
         "follow_redirects": False,
         "headers": {"user-agent": "baton-nb"},
     }
-    if on_asyncio and not http2 and not _environment_proxies():
-        transport = AsyncioHTTP11Transport(context, keepalive_expiry=_KEEPALIVE_EXPIRY)
+    if on_asyncio and not settings.http2 and not _environment_proxies():
+        from ._aiohttp import AiohttpTransport  # imported off the loop by get_client
+
+        transport = AiohttpTransport(
+            context, max_connections=settings.max_connections, keepalive_expiry=_KEEPALIVE_EXPIRY
+        )
         return httpx.AsyncClient(transport=transport, **options)
-    limits = httpx.Limits(max_connections=None, keepalive_expiry=_KEEPALIVE_EXPIRY)
-    return httpx.AsyncClient(verify=context, limits=limits, http2=http2, **options)
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections,
+        keepalive_expiry=_KEEPALIVE_EXPIRY,
+    )
+    return httpx.AsyncClient(verify=context, limits=limits, http2=settings.http2, **options)
 
 
 async def get_client() -> httpx.AsyncClient:
     """The shared client of the running loop, created lazily."""
     key = loop_key()
-    http2 = http2_enabled()
     entry = _clients.get(key)
-    if entry is not None and entry.serves(http2):
+    if entry is not None and entry.current():
         return entry.client
-    client = _new_client(await _shared_ssl_context(), key is not _OTHER, http2)
+    settings = _Settings(http2_enabled(), connection_limit())
+    client = _new_client(await _prepared_ssl_context(), key is not _OTHER, settings)
     entry = _clients.get(key)  # another task may have made one while we waited
-    if entry is not None and entry.serves(http2):
+    if entry is not None and entry.current():
         await client.aclose()
         return entry.client
     keeper: AsyncGenerator[None, None] | None = None
     if key is not _OTHER:
         keeper = _keeper(client)
         await keeper.__anext__()
-    _clients[key] = _LoopClient(client, keeper, http2)
-    if entry is not None:  # made under the other http2 setting: calls now use the new one
+    _clients[key] = _LoopClient(client, keeper, settings)
+    if entry is not None:  # made under other settings: calls now use the new one
         await entry.aclose()
     return client
 

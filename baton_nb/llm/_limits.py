@@ -1,21 +1,27 @@
 """Per-provider limits shared by every run in the process.
 
-Concurrency is a semaphore (one per event loop, since loop-bound primitives
-cannot cross loops); requests/minute and tokens/minute are token buckets
-that do not depend on any loop. A bucket holds one minute's allowance and
-refills continuously; a caller reserves what it needs (the balance may go
-negative) and sleeps for the deficit, so waiters are served in arrival
-order without polling.
+Concurrency is a semaphore (one per event loop, since loop-bound primitives cannot cross
+loops). Requests/minute and tokens/minute are sliding windows that do not depend on any
+loop: no 60-second window ever holds more than the limit, which is what a provider that
+counts a strict minute checks (a token bucket that starts full and refills lets up to
+twice the limit through in a minute). A caller reserves what it needs and is given the
+earliest moment that keeps every window within the limit, in arrival order, then sleeps
+until then: no polling. A provider's Retry-After is learnt too: no request to it before
+the moment it asked for.
+
+Time comes from a ``LimiterClock`` (monotonic seconds and a sleep): tests inject one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -23,52 +29,118 @@ from ._client import loop_key
 from ._config import configured_limits, limits_version
 from ._types import Limit
 
-__all__ = ["CLOCK", "Clock", "Permit", "TokenBucket", "acquire", "limit_for"]
+__all__ = [
+    "MARGIN",
+    "WINDOW",
+    "Grant",
+    "LimiterClock",
+    "Permit",
+    "SlidingWindow",
+    "acquire",
+    "cooldown_remaining",
+    "learn_retry_after",
+    "limit_for",
+    "set_clock",
+    "wait_for_cooldown",
+]
+
+WINDOW = 60.0  # seconds: rpm and tpm are counted over any window this long
+# A grant counts a little longer than the window: the provider's clock sees requests a
+# network latency later, and that latency varies; two requests sent 60.0 s apart can
+# arrive 59.9 s apart and land in one of its windows.
+MARGIN = 0.25
+_HOLD = WINDOW + MARGIN
 
 
-@dataclass(frozen=True)
-class Clock:
-    """Where the limits read the time and wait: the real clock, or a test's."""
+class LimiterClock(Protocol):
+    """Where limits read the time and wait (monotonic seconds)."""
 
-    now: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    def now(self) -> float: ...
 
-
-CLOCK = Clock()  # limiters made after a change of this (tests) use the new one
+    async def sleep(self, seconds: float) -> None: ...
 
 
-class TokenBucket:
-    """A per-minute allowance refilled continuously; reservations may overdraw."""
+class _MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
 
-    def __init__(self, per_minute: int, clock: Clock | None = None) -> None:
-        self.clock = clock or CLOCK
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.level = self.capacity
-        self.stamp = self.clock.now()
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
 
-    def _refill(self) -> None:
-        now = self.clock.now()
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
 
-    def reserve(self, amount: float) -> float:
-        """Take ``amount`` (capped at one minute's allowance); return seconds to wait."""
-        self._refill()
-        self.level -= min(float(amount), self.capacity)
-        return 0.0 if self.level >= 0 else -self.level / self.rate
+_clock: LimiterClock = _MonotonicClock()
 
-    def adjust(self, delta: float) -> None:
-        """Give back (``delta`` > 0) or take more (``delta`` < 0) after the fact."""
-        self._refill()
-        self.level = min(self.capacity, self.level + delta)
+
+def set_clock(clock: LimiterClock | None) -> LimiterClock:
+    """Use ``clock`` for every limit (``None``: the monotonic clock); returns the previous.
+
+    For tests, which move a virtual clock instead of waiting minutes.
+    """
+    global _clock
+    previous = _clock
+    _clock = clock if clock is not None else _MonotonicClock()
+    return previous
+
+
+@dataclass(eq=False)
+class Grant:
+    """A reservation: ``amount`` counted at time ``at`` (``live`` while still counted)."""
+
+    at: float
+    amount: float
+    live: bool = True
+
+
+class SlidingWindow:
+    """At most ``limit`` units in any ``WINDOW`` seconds, granted in arrival order.
+
+    Grants are kept oldest first with their running total; each counts for ``WINDOW +
+    MARGIN`` seconds. A reservation of ``amount`` is granted at the earliest time ``t``
+    (not before the previous grant: arrival order) at which the grants still counting at
+    ``t`` plus ``amount`` fit in ``limit``. So any grants less than that apart were all
+    counted together, and no 60 s window holds more than ``limit``. A grant that stopped
+    counting is dropped for good: every later grant comes at ``t`` or after. Each grant
+    is added and dropped once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = float(limit)
+        self._grants: deque[Grant] = deque()
+        self._total = 0.0  # amounts of the grants kept
+        self._last = -math.inf  # time of the latest grant
+
+    def reserve(self, amount: float, now: float) -> Grant:
+        """Count ``amount`` (capped at ``limit``: more could never fit) at the earliest
+        time that keeps every window within the limit; ``grant.at - now`` is the wait."""
+        amount = min(float(amount), self.limit)
+        at = max(now, self._last)
+        grants = self._grants
+        while grants and (grants[0].at + _HOLD <= at or self._total + amount > self.limit):
+            oldest = grants.popleft()
+            oldest.live = False
+            self._total -= oldest.amount
+            at = max(at, oldest.at + _HOLD)  # no window ending at `at` holds it
+        if not grants:
+            self._total = 0.0  # no float drift left over from corrections
+        grant = Grant(at, amount)
+        grants.append(grant)
+        self._total += amount
+        self._last = at
+        return grant
+
+    def correct(self, grant: Grant, amount: float) -> None:
+        """The grant turned out to count ``amount`` (reported usage, or 0 if it was never
+        used). A grant already out of every future window changes nothing."""
+        if grant.live:
+            self._total += float(amount) - grant.amount
+            grant.amount = float(amount)
 
 
 class _ProviderLimiter:
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
-        self.rpm = TokenBucket(limit.rpm, CLOCK) if limit.rpm else None
-        self.tpm = TokenBucket(limit.tpm, CLOCK) if limit.tpm else None
+        self.rpm = SlidingWindow(limit.rpm) if limit.rpm else None
+        self.tpm = SlidingWindow(limit.tpm) if limit.tpm else None
         self._semaphores: weakref.WeakKeyDictionary[Any, anyio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -86,15 +158,23 @@ class _ProviderLimiter:
 
 _registry: dict[str, _ProviderLimiter] = {}
 _registry_version = -1
+# provider -> clock time before which no request goes to it (its last Retry-After); for
+# every provider, limited or not. Forgotten when the configuration changes.
+_cooldowns: dict[str, float] = {}
 
 
 def _limiter(provider: str) -> _ProviderLimiter | None:
+    _refresh()
+    return _registry.get(provider)
+
+
+def _refresh() -> None:
     global _registry, _registry_version
     if limits_version() != _registry_version:
         version, limits = configured_limits()
         _registry = {name: _ProviderLimiter(limit) for name, limit in limits.items()}
+        _cooldowns.clear()
         _registry_version = version
-    return _registry.get(provider)
 
 
 def limit_for(provider: str) -> Limit | None:
@@ -102,35 +182,74 @@ def limit_for(provider: str) -> Limit | None:
     return limiter.limit if limiter else None
 
 
-async def _take(bucket: TokenBucket | None, amount: float) -> None:
-    if bucket is None or amount <= 0:
+def learn_retry_after(provider: str, seconds: float) -> None:
+    """The provider asked for ``seconds`` of quiet (Retry-After): no request to it before
+    then, from any call of this process."""
+    if not (seconds > 0 and math.isfinite(seconds)):
         return
-    wait = bucket.reserve(amount)
+    _refresh()
+    until = _clock.now() + seconds
+    _cooldowns[provider] = max(until, _cooldowns.get(provider, -math.inf))
+
+
+def cooldown_remaining(provider: str) -> float:
+    """Seconds until ``provider``'s last Retry-After has passed (0 when it has)."""
+    _refresh()
+    until = _cooldowns.get(provider)
+    if until is None:
+        return 0.0
+    remaining = until - _clock.now()
+    if remaining <= 0:
+        del _cooldowns[provider]
+        return 0.0
+    return remaining
+
+
+async def wait_for_cooldown(provider: str) -> None:
+    """Sleep until ``provider``'s Retry-After has passed (at once if it has)."""
+    remaining = cooldown_remaining(provider)
+    while remaining > 0:  # a later Retry-After may have moved it while this one slept
+        await _clock.sleep(remaining)
+        remaining = cooldown_remaining(provider)
+
+
+async def _take(window: SlidingWindow | None, amount: float) -> Grant | None:
+    if window is None or amount <= 0:
+        return None
+    now = _clock.now()
+    grant = window.reserve(amount, now)
     try:
-        if wait > 0:
-            await bucket.clock.sleep(wait)
+        if grant.at > now:
+            await _clock.sleep(grant.at - now)
     except BaseException:
-        bucket.adjust(min(float(amount), bucket.capacity))
+        window.correct(grant, 0)  # cancelled while waiting: never sent
         raise
+    return grant
 
 
 class Permit:
-    """Held while a call runs: one rpm token per HTTP attempt, tpm corrected at the end."""
+    """Held while a call runs: one rpm grant per HTTP attempt, tpm corrected at the end."""
 
-    def __init__(self, limiter: _ProviderLimiter | None, estimated_tokens: int) -> None:
+    def __init__(
+        self,
+        limiter: _ProviderLimiter | None,
+        estimated_tokens: int,
+        tokens: Grant | None = None,
+    ) -> None:
         self._limiter = limiter
         self._estimated = estimated_tokens
+        self._tokens = tokens
 
     async def attempt(self) -> None:
-        """Wait for a request slot in the requests/minute bucket."""
+        """Wait for a request slot in the requests/minute window."""
         if self._limiter is not None:
             await _take(self._limiter.rpm, 1)
 
     def correct(self, actual_tokens: int) -> None:
         """Replace the token estimate with what the provider reported."""
-        if self._limiter is not None and self._limiter.tpm is not None:
-            reserved = min(float(self._estimated), self._limiter.tpm.capacity)
-            self._limiter.tpm.adjust(reserved - actual_tokens)
+        limiter = self._limiter
+        if limiter is not None and limiter.tpm is not None and self._tokens is not None:
+            limiter.tpm.correct(self._tokens, actual_tokens)
 
 
 @asynccontextmanager
@@ -142,9 +261,9 @@ async def acquire(provider: str, estimated_tokens: int) -> AsyncIterator[Permit]
         return
     semaphore = limiter.semaphore()
     if semaphore is None:
-        await _take(limiter.tpm, estimated_tokens)
-        yield Permit(limiter, estimated_tokens)
+        grant = await _take(limiter.tpm, estimated_tokens)
+        yield Permit(limiter, estimated_tokens, grant)
         return
     async with semaphore:
-        await _take(limiter.tpm, estimated_tokens)
-        yield Permit(limiter, estimated_tokens)
+        grant = await _take(limiter.tpm, estimated_tokens)
+        yield Permit(limiter, estimated_tokens, grant)

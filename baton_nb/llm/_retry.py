@@ -16,6 +16,7 @@ import anyio
 from baton_nb._errors import ProviderError
 
 from ._config import RetrySettings
+from ._limits import cooldown_remaining, learn_retry_after, wait_for_cooldown
 from ._redact import redact
 from ._wire import RetryableFailure
 
@@ -111,19 +112,29 @@ async def with_retries(
     settings: RetrySettings,
     attempt_fn: Callable[[], Awaitable[T]],
 ) -> T:
-    """Run ``attempt_fn`` until it succeeds, fails for good, or retries run out."""
+    """Run ``attempt_fn`` until it succeeds, fails for good, or retries run out.
+
+    A Retry-After (header or body hint) is handed to the provider's limiter, so that no
+    request of any call goes to that provider before it has passed; this call waits for
+    it too, unless that is longer than ``max_wait``: then it stops at once with a
+    retryable ``ProviderError`` whose ``retry_after`` the step's next attempt waits out.
+    """
     attempts = settings.max_retries + 1
     last: RetryableFailure | None = None
     for attempt in range(attempts):
+        await _respect_retry_after(provider, settings, last)
         try:
             return await attempt_fn()
         except RetryableFailure as failure:
             last = failure
+            if failure.retry_after is not None:
+                learn_retry_after(provider, failure.retry_after)
         if attempt + 1 == attempts:
             break
-        delay = last.retry_after if last.retry_after is not None else None
-        delay = backoff_delay(attempt, settings) if delay is None else delay
-        delay = min(delay, settings.max_wait)
+        if last.retry_after is not None:
+            delay = cooldown_remaining(provider)  # waited in _respect_retry_after
+        else:
+            delay = min(backoff_delay(attempt, settings), settings.max_wait)
         logger.warning(
             "%s: %s; retry %d/%d in %.2f s",
             provider,
@@ -132,7 +143,28 @@ async def with_retries(
             settings.max_retries,
             delay,
         )
-        await anyio.sleep(delay)
+        if last.retry_after is None:
+            await anyio.sleep(delay)
     assert last is not None
     message = f"{redact(last.message)} (gave up after {attempts} attempt{'s' * (attempts > 1)})"
-    raise ProviderError(provider, last.status, message, retryable=True)
+    hint = cooldown_remaining(provider) if last.retry_after is not None else None
+    raise ProviderError(
+        provider, last.status, message, retryable=True, retry_after=hint or last.retry_after
+    )
+
+
+async def _respect_retry_after(
+    provider: str, settings: RetrySettings, last: RetryableFailure | None
+) -> None:
+    """Wait out the provider's Retry-After, or refuse to if it is longer than max_wait."""
+    remaining = cooldown_remaining(provider)
+    if remaining > settings.max_wait:
+        said = f": {redact(last.message)}" if last is not None else ""
+        raise ProviderError(
+            provider,
+            last.status if last is not None else 429,
+            f"asked to wait {remaining:.3g} s (Retry-After) before the next request{said}",
+            retryable=True,
+            retry_after=remaining,
+        )
+    await wait_for_cooldown(provider)

@@ -3,6 +3,7 @@ and turn what happened into an ``Outcome``. No state changes here: the scheduler
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from functools import partial
@@ -11,13 +12,13 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
-from .._errors import ResultNotSerializable, describe_error
+from .._errors import ProviderError, ResultNotSerializable, describe_error
 from .._outcomes import Discard, Snooze
 from .._states import NodeKind, State
 from ._decisions import Completed, Discarded, Failed, Outcome, Snoozed
 from ._node import Node
 
-__all__ = ["dep_results", "model_for", "run_attempt"]
+__all__ = ["dep_results", "model_for", "retry_hint", "run_attempt"]
 
 _NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
 
@@ -38,10 +39,11 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
         return Discarded(exc.reason)
     except TimeoutError as exc:
         if spec.timeout is not None and not str(exc):
-            return Failed(f"TimeoutError: attempt timed out after {spec.timeout:g}s")
-        return Failed(describe_error(exc))
+            error = f"TimeoutError: attempt timed out after {spec.timeout:g}s"
+            return Failed(error, retry_hint(exc))
+        return Failed(describe_error(exc), retry_hint(exc))
     except Exception as exc:
-        return Failed(describe_error(exc))
+        return Failed(describe_error(exc), retry_hint(exc))
     if isinstance(value, Snooze):
         return Snoozed(value.seconds)
     if isinstance(value, Discard):
@@ -51,6 +53,29 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     except ResultNotSerializable as exc:
         return Discarded(f"ResultNotSerializable: {exc}")
     return Completed(value, encoded)
+
+
+def retry_hint(exc: BaseException | None) -> float:
+    """The largest ``retry_after`` of a ``ProviderError`` in ``exc``, its causes and
+    contexts (a step may wrap the error it got) or its group's errors; 0 if none.
+
+    After a 429 or 503 the call gave up on, re-sending sooner than the provider asked only
+    meets the same answer: the step's next attempt waits at least this long.
+    """
+    found = 0.0
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen or len(seen) > 100:
+            continue
+        seen.add(id(current))
+        hint = current.retry_after if isinstance(current, ProviderError) else None
+        if hint is not None and math.isfinite(hint):
+            found = max(found, hint)
+        todo += [current.__cause__, current.__context__]
+        todo += getattr(current, "exceptions", ())
+    return found
 
 
 def dep_results(node: Node, nodes: Mapping[str, Node]) -> dict[str, Any]:

@@ -39,9 +39,12 @@ class Completed:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """Raised (or timed out): retried while attempts are left."""
+    """Raised (or timed out): retried while attempts are left. ``retry_after``: seconds a
+    provider asked to wait (a ``ProviderError`` in what was raised, ``retry_hint``), the
+    least the next attempt waits; the exception itself is not kept."""
 
     error: str
+    retry_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +121,9 @@ class RetryAfter:
 
 @dataclass(frozen=True, slots=True)
 class GroupOpened:
-    """A fan-out group opened: children ``reset`` to pending, ``start`` now; ``settled`` if
-    the group's verdict is already known (e.g. every child completed before a resume)."""
+    """A fan-out group opened: children ``reset`` to pending (to write; a map child stored
+    ready to run is not among them), ``start`` now; ``settled`` if the group's verdict is
+    already known (e.g. every child completed before a resume)."""
 
     reset: list[Node]
     start: list[Node]

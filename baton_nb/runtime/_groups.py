@@ -8,6 +8,7 @@ scanned once, when the verdict is reached, to gather the group's value or error.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,14 @@ from .._errors import describe_error
 from .._states import FAILED_STATES, State
 from ._node import Node
 
-__all__ = ["MapPlan", "Verdict", "close_if_coroutine", "plan_map", "verdict"]
+__all__ = [
+    "MapPlan",
+    "Verdict",
+    "close_if_coroutine",
+    "map_child_names",
+    "plan_map",
+    "verdict",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,31 +90,42 @@ def plan_map(group: Node, source: Node) -> MapPlan | str:
     items = source.result
     if not isinstance(items, list):
         return f"map_over={spec.map_over!r} needs a list result, got {type(items).__name__}"
+    assert spec.map_over is not None
+    names = map_child_names(group.name, spec.map_over, spec.map_key, items)
+    if isinstance(names, str):
+        return names
+    return MapPlan(names, items)
+
+
+def map_child_names(
+    group: str, source: str, map_key: Callable[[Any], Any] | None, items: list[Any]
+) -> list[str] | str:
+    """The child names ``group[key]`` of a map over ``items`` (key: the index, or
+    ``map_key(item)``), or an error message: a map_key that raises, is async, or gives
+    a key twice. A set keeps the duplicate check linear (100,000 items: milliseconds)."""
+    if map_key is None:
+        return [f"{group}[{index}]" for index in range(len(items))]
     names: list[str] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        key: Any = index
-        name = f"{group.name}[{index}]"
-        if spec.map_key is not None:
-            try:
-                key = spec.map_key(item)
-                close_if_coroutine(key)
-                if inspect.isawaitable(key):
-                    raise TypeError(
-                        f"it returned {type(key).__name__}; map_key must be a plain "
-                        "(not async) function"
-                    )
-                name = f"{group.name}[{key}]"  # a key whose str() raises fails here
-            except Exception as exc:
-                return (
-                    f"step {group.name!r}: map_key raised {describe_error(exc)} "
-                    f"(item {index} of {spec.map_over!r})"
+        try:
+            key = map_key(item)
+            close_if_coroutine(key)
+            if inspect.isawaitable(key):
+                raise TypeError(
+                    f"it returned {type(key).__name__}; map_key must be a plain "
+                    "(not async) function"
                 )
+            name = f"{group}[{key}]"  # a key whose str() raises fails here
+        except Exception as exc:
+            return (
+                f"step {group!r}: map_key raised {describe_error(exc)} (item {index} of {source!r})"
+            )
         if name in seen:
             return f"map_key gave the key {key!r} twice; keys must be unique"
         seen.add(name)
         names.append(name)
-    return MapPlan(names, items)
+    return names
 
 
 def close_if_coroutine(value: object) -> None:

@@ -48,7 +48,7 @@ from ._groups import MapPlan, close_if_coroutine, verdict
 from ._node import Node
 from ._slots import Slots
 
-__all__ = ["Scheduler", "backoff_delay"]
+__all__ = ["Scheduler", "backoff_delay", "next_attempt_delay"]
 
 _SCALARS = (str, int, float, bool, type(None))
 # Enum members as module constants: read on every transition, faster than State.X here.
@@ -129,7 +129,7 @@ class Scheduler:
             node.state, node.error = SNOOZED, None
             return RetryAfter(node, outcome.seconds)
         if isinstance(outcome, Failed) and node.attempt < node.max_attempts:
-            delay, problem = backoff_delay(node, outcome.error)
+            delay, problem = next_attempt_delay(node, outcome)
             if problem is not None:  # a broken backoff: no retry can be scheduled
                 return self.settle(node, DISCARDED, error=problem)
             node.state, node.error = RETRYABLE, outcome.error
@@ -261,9 +261,13 @@ class Scheduler:
     def open_group(self, group: Node) -> GroupOpened:
         """Children not completed run (again) from scratch; the verdict may be known at once."""
         todo = [c for c in group.children if c.state is not COMPLETED]
+        reset = []
         for child in todo:
+            if _stored_ready(child):
+                continue  # a map child just stored ready to run: nothing to write again
             child.remaining = 0
             child.state, child.attempt, child.error = PENDING, 0, None
+            reset.append(child)
         group.tally = [len(group.children) - len(todo), 0]
         settled = None
         found = verdict(group)
@@ -277,7 +281,7 @@ class Scheduler:
                 admitted = self.admit(child)
                 if admitted is not None:
                     start.append(admitted)
-        return GroupOpened(todo, start, settled)
+        return GroupOpened(reset, start, settled)
 
     # ── the end ───────────────────────────────────────────────────────────────
 
@@ -306,10 +310,25 @@ class Scheduler:
         return RunEnd(stopped, status, failed)
 
 
+def _stored_ready(node: Node) -> bool:
+    """As a new map child is stored: pending, nothing to wait for, no attempt yet."""
+    return node.state is PENDING and not node.remaining and not node.attempt and node.error is None
+
+
 def _ignores(node: Node, dep_state: State) -> bool:
     if dep_state is DISCARDED:
         return node.spec.ignore_discarded
     return node.spec.ignore_cancelled
+
+
+def next_attempt_delay(node: Node, failed: Failed) -> tuple[float, str | None]:
+    """Seconds before ``node``'s next attempt: its backoff, and at least the wait the
+    provider asked for when the attempt failed on a rate limit (``Failed.retry_after``).
+    Or an error naming the step if its backoff is broken."""
+    delay, problem = backoff_delay(node, failed.error)
+    if problem is None:
+        delay = max(delay, failed.retry_after)
+    return delay, problem
 
 
 def backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from .._dburl import DEFAULT_URL, resolve_url
+from .._dburl import DEFAULT_URL, connect_timeout, resolve_url
 from .._errors import ConfigurationError
 
 __all__ = ["DEFAULT_URL", "is_memory_url", "make_engine", "resolve_url"]
@@ -38,7 +38,8 @@ def is_memory_url(url: str) -> bool:
 
 
 def _is_memory(url: str) -> bool:
-    return url.endswith(":memory:") or url.rstrip("/").endswith("sqlite:")
+    # Only sqlite:///:memory:; "sqlite://" and "sqlite:///" are refused by resolve_url.
+    return url.endswith(":memory:")
 
 
 def _memory_uri() -> str:
@@ -173,6 +174,11 @@ def make_engine(url: str) -> AsyncEngine:
             engine = create_async_engine(driver_url, pool_size=4, max_overflow=4)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
+    # connect_timeout is libpq's URL parameter; asyncpg takes it as the ``timeout`` argument.
+    server_url = sa.engine.make_url(driver_url).difference_update_query(["connect_timeout"])
     return create_async_engine(
-        driver_url, pool_size=5, max_overflow=10, connect_args={"timeout": 10}
+        server_url,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"timeout": connect_timeout(url)},
     )

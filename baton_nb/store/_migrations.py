@@ -42,9 +42,9 @@ _V3_STATS_COLUMNS = (
     ("cache_write_1h_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("web_search_requests", "INTEGER NOT NULL DEFAULT 0"),
     ("fees_usd", "{money}"),
-    ("priced_as", "VARCHAR(200)"),
-    ("price_source", "VARCHAR(200)"),
-    ("price_model", "VARCHAR(300)"),
+    ("priced_as", "TEXT"),
+    ("price_source", "TEXT"),
+    ("price_model", "TEXT"),
 )
 
 
@@ -64,7 +64,61 @@ def _v3(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE workflow_step_stats ALTER COLUMN cost_usd TYPE NUMERIC")
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+# Columns that were VARCHAR(n) on Postgres before migration 4 (SQLite never enforced n).
+_NAME_COLUMNS = {
+    "workflow_runs": ("id", "workflow", "status", "lease_owner"),
+    "workflow_nodes": ("run_id", "step", "parent", "kind", "worker", "model", "state"),
+    "workflow_step_stats": (
+        "run_id",
+        "step",
+        "model",
+        "provider",
+        "priced_as",
+        "price_source",
+        "price_model",
+    ),
+    "workflow_completions": ("run_id", "step", "request_hash"),
+    "workflow_debug_logs": ("run_id", "step", "kind"),
+}
+
+
+def _v4_unbounded_names(conn: Connection) -> None:
+    """Postgres: names as TEXT without a length cap, like SQLite; indexes over step and
+    model names on their md5.
+
+    A run with a step, model or map key longer than the old VARCHAR caps failed with
+    "value too long" (a map child's name only mid-run). A btree entry holds at most 2704
+    bytes, so an index over a long name fails the same way: the indexes that hold step or
+    model names index ``md5(name)`` instead (Postgres's own advice for long values); the
+    queries that look up one step say ``md5(step) = md5(:step)`` to use them.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for table, columns in _NAME_COLUMNS.items():
+        changes = ", ".join(f"ALTER COLUMN {column} TYPE TEXT" for column in columns)
+        conn.exec_driver_sql(f"ALTER TABLE {table} {changes}")
+    for stmt in (
+        "ALTER TABLE workflow_nodes DROP CONSTRAINT IF EXISTS uq_workflow_nodes_run_step",
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_workflow_nodes_run_step "
+        "ON workflow_nodes (run_id, md5(step))",
+        "ALTER TABLE workflow_completions DROP CONSTRAINT IF EXISTS uq_workflow_completions_call",
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_workflow_completions_call "
+        "ON workflow_completions (run_id, md5(step), call_index, request_hash)",
+        "DROP INDEX IF EXISTS ix_stats_run_step_model",
+        "CREATE INDEX IF NOT EXISTS ix_stats_run_step_model "
+        "ON workflow_step_stats (run_id, md5(step), md5(model))",
+        "DROP INDEX IF EXISTS ix_logs_run_step",
+        "CREATE INDEX IF NOT EXISTS ix_logs_run_step ON workflow_debug_logs (run_id, md5(step))",
+    ):
+        conn.exec_driver_sql(stmt)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1),
+    (2, _v2),
+    (3, _v3),
+    (4, _v4_unbounded_names),
+]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

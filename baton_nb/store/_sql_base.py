@@ -8,14 +8,15 @@ from typing import Any, TypeVar
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .._dburl import safe_url
 from .._errors import StorageError
 from ._engine import is_memory_url, make_engine
+from ._failures import driver_errors, storage_error
 from ._migrations import ensure_schema
 
-__all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection", "safe_url"]
+__all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
 
 # Postgres: each commit that changes a run notifies this channel with the run id, in the
 # same transaction, so ``bn.watch`` in other processes wakes at once (SQLite watchers poll).
@@ -29,20 +30,6 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
     return driver
-
-
-def safe_url(url: str) -> str:
-    """The URL without a password."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except Exception:
-        return url
-    return parsed.render_as_string(hide_password=True)
-
-
-def _describe(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else repr(exc)
 
 
 class SqlBase:
@@ -65,18 +52,12 @@ class SqlBase:
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(ensure_schema, safe_url(url))
-        except StorageError:
-            await engine.dispose()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await engine.dispose()
+            if isinstance(exc, driver_errors()) and not isinstance(exc, StorageError):
+                raise storage_error(exc, url, "open") from exc
             raise
-        except (SQLAlchemyError, OSError) as exc:
-            await engine.dispose()
-            if store.dialect == "sqlite":
-                hint = "Check that the file path is right and writable (db= or BATON_NB_DB)."
-            else:
-                hint = "Check that the server is running and the URL is right (db= or BATON_NB_DB)."
-            raise StorageError(
-                f"cannot open database {safe_url(url)!r}: {_describe(exc)}. {hint}"
-            ) from exc
         return store
 
     async def close(self) -> None:
@@ -98,16 +79,34 @@ class SqlBase:
             yield
 
     @asynccontextmanager
+    async def failures(self, doing: str) -> AsyncIterator[None]:
+        """Database failures in the block raise ``StorageError`` (no SQL text, advice):
+        ``cannot {doing} database URL: ...``."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except driver_errors() as exc:
+            raise storage_error(exc, self.url, doing) from exc
+
+    @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (``async with store.connect() as conn``)."""
-        async with self.serialised(), self.engine.connect() as conn:
+        async with self.failures("read"), self.serialised(), self.engine.connect() as conn:
             yield conn
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed at the end of the block."""
-        async with self.serialised(), self.engine.begin() as conn:
+        async with self.failures("write to"), self.serialised(), self.engine.begin() as conn:
             yield conn
+
+    def step_is(self, column: sa.ColumnElement[str], step: str) -> sa.ColumnElement[bool]:
+        """``column == step``, in a form that uses the step indexes: on Postgres they index
+        ``md5(step)`` (migration 4: a btree entry holds at most 2704 bytes)."""
+        if self.dialect == "postgresql":
+            return sa.and_(sa.func.md5(column) == sa.func.md5(step), column == step)
+        return column == step
 
     async def notify(self, conn: AsyncConnection, run_ids: set[str]) -> None:
         """Tell watchers (``notifications``) that these runs changed, at commit (Postgres)."""

@@ -52,7 +52,7 @@ class SqlReads(SqlBase):
     async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[LogRow]:
         query = sa.select(LOGS).where(LOGS.c.run_id == run_id)
         if step is not None:
-            query = query.where(LOGS.c.step == step)
+            query = query.where(self.step_is(LOGS.c.step, step))
         async with self.connect() as conn:
             rows = await conn.execute(query.order_by(LOGS.c.id))
             return [log_from_columns(r) for r in rows.mappings()]

@@ -31,6 +31,7 @@ __all__ = [
     "call_from_columns",
     "call_to_columns",
     "completion_to_columns",
+    "deps_text",
     "log_from_columns",
     "log_to_columns",
     "node_from_columns",
@@ -49,7 +50,14 @@ Columns = Mapping[Any, Any]  # a result row (sqlalchemy RowMapping)
 
 
 def loads_list(text: str | None) -> list[str]:
-    return list(json.loads(text)) if text else []
+    if not text or text == "[]":  # most nodes (every fan-out child) have no deps
+        return []
+    return list(json.loads(text))
+
+
+def deps_text(deps: list[str]) -> str:
+    """A node's deps as stored (JSON text); most nodes (every fan-out child) have none."""
+    return _jsonutil.dumps(deps) if deps else "[]"
 
 
 def run_to_columns(run: RunRow) -> dict[str, Any]:
@@ -92,7 +100,7 @@ def node_to_columns(node: NodeRow) -> dict[str, Any]:
         "parent": node.parent,
         "kind": node.kind,  # a str enum: bound as its value, no .value lookup per row
         "worker": node.worker,
-        "deps": _jsonutil.dumps(node.deps),
+        "deps": deps_text(node.deps),
         "remaining_deps": node.remaining_deps,
         "ignore_cancelled": node.ignore_cancelled,
         "ignore_discarded": node.ignore_discarded,

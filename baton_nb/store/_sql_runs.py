@@ -13,11 +13,10 @@ from ._sql_rows import (
     NODES,
     RUNS,
     node_from_columns,
-    node_to_columns,
     run_from_columns,
     run_to_columns,
 )
-from ._sql_write import SqlWrites
+from ._sql_write import SqlWrites, insert_nodes_unnest
 
 __all__ = ["SqlRuns"]
 
@@ -46,18 +45,18 @@ class SqlRuns(SqlWrites):
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
                 # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
+                # Only ids above the largest before the insert are read back: the new rows
+                # (a map of 100,000 items reads 100,000 rows, not the run's every node).
+                before = await conn.scalar(sa.select(sa.func.max(NODES.c.id)))
                 await self.insert_node_rows(conn, nodes)
                 found = await conn.execute(
-                    sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id.in_(run_ids))
+                    sa.select(NODES.c.step, NODES.c.id).where(
+                        NODES.c.run_id.in_(run_ids), NODES.c.id > (before or 0)
+                    )
                 )
-                steps = {n.step for n in nodes}
-                ids = {step: int(node_id) for step, node_id in found if step in steps}
+                ids = {step: int(node_id) for step, node_id in found.all()}
             else:
-                stmt = sa.insert(NODES).returning(
-                    NODES.c.step, NODES.c.id, sort_by_parameter_order=True
-                )
-                rows = [node_to_columns(n) for n in nodes]
-                ids = {step: int(node_id) for step, node_id in await conn.execute(stmt, rows)}
+                ids = await insert_nodes_unnest(conn, nodes)
             await self.notify(conn, run_ids)
             return ids
 
@@ -80,7 +79,7 @@ class SqlRuns(SqlWrites):
             rows = await conn.execute(
                 sa.select(
                     COMPLETIONS.c.call_index, COMPLETIONS.c.request_hash, COMPLETIONS.c.response
-                ).where(COMPLETIONS.c.run_id == run_id, COMPLETIONS.c.step == step)
+                ).where(COMPLETIONS.c.run_id == run_id, self.step_is(COMPLETIONS.c.step, step))
             )
             return {int(i): (h, r) for i, h, r in rows}
 

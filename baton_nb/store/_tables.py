@@ -14,6 +14,7 @@ from sqlmodel import Field, SQLModel
 from .._states import State
 
 __all__ = [
+    "NAME",
     "ExactDecimal",
     "SchemaVersion",
     "UtcDateTime",
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 metadata = SQLModel.metadata
+# Names (workflow, step, run id, model, fan-out child ``step[key]``) and the runtime's short
+# labels: TEXT, no length cap, on Postgres as on SQLite (which never enforced one). A map
+# child's name is only known mid-run, so a cap would fail runs half-way. Indexes over step
+# and model names are on their md5 on Postgres (migration 4): a btree entry holds at most
+# 2704 bytes there.
+NAME = sa.Text
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -96,16 +103,16 @@ class SchemaVersion(SQLModel, table=True):
 
 class WorkflowRun(SQLModel, table=True):
     __tablename__ = "workflow_runs"
-    id: str = Field(primary_key=True, max_length=64)
-    workflow: str = Field(index=True, max_length=200)
+    id: str = Field(primary_key=True, sa_type=NAME)
+    workflow: str = Field(index=True, sa_type=NAME)
     params: str = "{}"
-    status: str = Field(index=True, max_length=20)
+    status: str = Field(index=True, sa_type=NAME)
     created_at: datetime = _when(index=True)
     started_at: datetime | None = _when(optional=True)
     finished_at: datetime | None = _when(optional=True)
     failed_steps: str = "[]"
     executions: int = 0
-    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_owner: str | None = Field(default=None, sa_type=NAME)
     lease_expires_at: datetime | None = _when(optional=True)
 
 
@@ -113,19 +120,19 @@ class WorkflowNode(SQLModel, table=True):
     __tablename__ = "workflow_nodes"
     __table_args__ = (sa.UniqueConstraint("run_id", "step", name="uq_workflow_nodes_run_step"),)
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(max_length=64, index=True)
-    step: str = Field(max_length=400)
-    parent: str | None = Field(default=None, max_length=200)
-    kind: str = Field(default="step", max_length=10)  # step | group | child
-    worker: str = Field(default="", max_length=400)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
+    parent: str | None = Field(default=None, sa_type=NAME)
+    kind: str = Field(default="step", sa_type=NAME)  # step | group | child
+    worker: str = Field(default="", sa_type=NAME)
     deps: str = "[]"
     remaining_deps: int = 0
     ignore_cancelled: bool = False
     ignore_discarded: bool = False
     max_attempts: int = 1
-    model: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, sa_type=NAME)
     item_index: int | None = None
-    state: str = Field(default=State.PENDING.value, max_length=12)
+    state: str = Field(default=State.PENDING.value, sa_type=NAME)
     attempt: int = 0
     error: str | None = None
     result: str | None = None
@@ -138,10 +145,10 @@ class WorkflowNode(SQLModel, table=True):
 class WorkflowStepStat(SQLModel, table=True):
     __tablename__ = "workflow_step_stats"
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(max_length=64, index=True)
-    step: str = Field(max_length=400)
-    model: str = Field(max_length=200)
-    provider: str = Field(max_length=60)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
+    model: str = Field(sa_type=NAME)
+    provider: str = Field(sa_type=NAME)
     attempt: int = 1
     call_index: int = 0
     input_tokens: int = 0
@@ -154,9 +161,9 @@ class WorkflowStepStat(SQLModel, table=True):
     web_search_requests: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
     fees_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
-    priced_as: str | None = Field(default=None, max_length=200)
-    price_source: str | None = Field(default=None, max_length=200)
-    price_model: str | None = Field(default=None, max_length=300)
+    priced_as: str | None = Field(default=None, sa_type=NAME)
+    price_source: str | None = Field(default=None, sa_type=NAME)
+    price_model: str | None = Field(default=None, sa_type=NAME)
     latency_ms: float = 0.0
     replayed: bool = False
     estimated: bool = False
@@ -171,10 +178,10 @@ class WorkflowCompletion(SQLModel, table=True):
         ),
     )
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(max_length=64, index=True)
-    step: str = Field(max_length=400)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
     call_index: int
-    request_hash: str = Field(max_length=64)
+    request_hash: str = Field(sa_type=NAME)
     response: str
     created_at: datetime = _when()
 
@@ -182,10 +189,10 @@ class WorkflowCompletion(SQLModel, table=True):
 class WorkflowDebugLog(SQLModel, table=True):
     __tablename__ = "workflow_debug_logs"
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(max_length=64, index=True)
-    step: str = Field(max_length=400)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
     attempt: int = 0
-    kind: str = Field(max_length=20)  # log | request | response | error
+    kind: str = Field(sa_type=NAME)  # log | request | response | error
     message: str = ""
     data: str | None = None
     created_at: datetime = _when(index=True)

@@ -7,10 +7,12 @@ streaming (SSE over chunked encoding) and not, with keep-alive. It runs an
 asyncio server in a background thread with its own event loop, so hundreds
 of concurrent connections with a per-request latency are cheap.
 
-Every request is recorded (method, path, query, headers, JSON body); tests
+Every request is recorded (method, path, query, headers, JSON body, arrival time on
+``server.clock``, which a test may point at a virtual clock); tests
 script replies (status, headers such as Retry-After, body, delay, usage,
 text, dropped connections, a recorded SSE stream served byte for byte) in a FIFO
-queue, and read ``max_in_flight``.
+queue, and read ``max_in_flight`` and ``connections`` (connections opened that carried
+a provider request: what a client's connection reuse is judged by).
 
 Standalone (for subprocess tests and manual use)::
 
@@ -31,8 +33,9 @@ import json
 import re
 import signal
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -128,6 +131,7 @@ class RecordedRequest:
     shape: str
     model: str | None
     stream: bool
+    received_at: float = 0.0  # the server's ``clock()`` when the request had arrived
 
 
 @dataclass
@@ -137,6 +141,7 @@ class _Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    received_at: float = 0.0
 
 
 # ---------------------------------------------------------------- wire shapes
@@ -414,12 +419,16 @@ class FakeProviderServer:
         self.omit_usage = False
         self.require_auth = False
         self.record = True
+        # Arrival times of requests (RecordedRequest.received_at): monotonic seconds, or a
+        # test's virtual clock (a callable, read from the server's thread).
+        self.clock: Callable[[], float] = time.monotonic
         self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._count = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0
         self._generation = 0  # requests from before a reset() stop counting as in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -456,6 +465,7 @@ class FakeProviderServer:
             self._generation += 1
             self.in_flight = 0
             self.max_in_flight = 0
+            self.connections = 0
         self.latency = 0.0
         self.chunk_delay = 0.0
         self.text = "Hello from the fake provider."
@@ -463,12 +473,14 @@ class FakeProviderServer:
         self.omit_usage = False
         self.require_auth = False
         self.record = True
+        self.clock = time.monotonic
 
     def stats(self) -> dict[str, int]:
         return {
             "requests": self._count,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "connections": self.connections,
         }
 
     # -- lifecycle
@@ -546,10 +558,18 @@ class FakeProviderServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        counted = False  # on its first provider request (control calls do not count)
         try:
             while True:
                 request = await _read_request(reader)
-                if request is None or not await self._dispatch(request, writer):
+                if request is None:
+                    break
+                request.received_at = self.clock()
+                if not counted and not request.path.startswith("/_fake/"):
+                    counted = True
+                    with self._lock:
+                        self.connections += 1
+                if not await self._dispatch(request, writer):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
@@ -618,6 +638,7 @@ class FakeProviderServer:
                         shape,
                         model,
                         stream,
+                        request.received_at,
                     )
                 )
         return body

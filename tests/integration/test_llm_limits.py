@@ -1,8 +1,15 @@
-"""Per-provider limits, measured at the fake server."""
+"""Per-provider limits, measured at the fake server.
+
+rpm and tpm are checked on the server's own record of arrival times, on a virtual clock
+shared by the limits and the server: minutes pass without waiting them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import anyio
+import anyio.lowlevel
 import pytest
 
 from baton_nb.llm import Limit, LLMRequest, _limits, complete, configure
@@ -56,58 +63,84 @@ async def test_limit_holds_across_event_loops_of_one_run(
     assert fake_providers.max_in_flight == 3
 
 
-class VirtualTime:
-    """The limits' clock in a test: waits are recorded and pass at once (time jumps)."""
+class VirtualClock:
+    """Limits' clock for these tests: sleeping moves time on at once (no real waiting).
 
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
+    Only one task may sleep at a time (the tests hold ``Limit(concurrency=1)``), so the
+    time a grant is made is the time its request reaches the server, which records
+    ``now()`` too.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.time = start
+
+    def now(self) -> float:
+        return self.time
 
     async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
+        self.time += max(0.0, seconds)
         await anyio.lowlevel.checkpoint()
 
 
 @pytest.fixture
-def virtual_time(monkeypatch: pytest.MonkeyPatch) -> VirtualTime:
-    virtual = VirtualTime()
-    monkeypatch.setattr(_limits, "CLOCK", _limits.Clock(lambda: virtual.now, virtual.sleep))
-    return virtual
+def virtual_clock(fake_providers: FakeProviderServer) -> Iterator[VirtualClock]:
+    clock = VirtualClock()
+    previous = _limits.set_clock(clock)
+    fake_providers.clock = clock.now
+    try:
+        yield clock
+    finally:
+        _limits.set_clock(previous)
+
+
+def per_window(times: list[float], weights: list[float] | None = None) -> float:
+    """The most requests (or tokens) the server saw in any 60 s window (t - 60, t]."""
+    weights = weights or [1.0] * len(times)
+    return max(
+        sum(w for u, w in zip(times, weights, strict=True) if t - 60.0 < u <= t) for t in times
+    )
 
 
 @pytest.mark.anyio
-async def test_rpm_paces_requests(
-    fake_providers: FakeProviderServer, virtual_time: VirtualTime
+async def test_no_minute_at_the_server_holds_more_than_rpm(
+    fake_providers: FakeProviderServer, virtual_clock: VirtualClock
 ) -> None:
-    configure(limits={"openai": Limit(rpm=120)})  # 2 per second after a burst of 120
-    await _fan_out("openai/gpt-4o-mini", 122)
-    assert fake_providers.request_count == 122
-    # the first 120 at once; the 121st half a second later, the 122nd a second later
-    assert len(virtual_time.waits) == 2
-    assert virtual_time.now - 1000.0 == pytest.approx(1.0)
+    configure(limits={"openai": Limit(concurrency=1, rpm=10)})
+    await _fan_out("openai/gpt-4o-mini", 35)
+    times = [r.received_at for r in fake_providers.requests]
+    assert len(times) == 35
+    assert per_window(times) == 10  # a full bucket refilling let 20 through in a minute
+    # ... and no slower than that: a burst of 10 each minute (plus the margin)
+    start = times[0]
+    assert [round(t - start, 2) for t in times[::10]] == [0.0, 60.25, 120.5, 180.75]
 
 
 @pytest.mark.anyio
-async def test_tpm_paces_by_estimated_tokens(
-    fake_providers: FakeProviderServer, virtual_time: VirtualTime
+async def test_no_minute_at_the_server_holds_more_than_tpm(
+    fake_providers: FakeProviderServer, virtual_clock: VirtualClock
 ) -> None:
-    # 6000 tokens/min = 100/s; each call reserves its prompt estimate (7) + max_tokens (93)
-    configure(limits={"openai": Limit(tpm=6000)})
+    # each call reserves its prompt estimate (7) + max_tokens (93) = 100 tokens
+    configure(limits={"openai": Limit(concurrency=1, tpm=1000)})
     fake_providers.usage = FakeUsage(input=7, output=93)  # reported == estimated
-    await _fan_out("openai/gpt-4o-mini", 61, max_tokens=93)
-    assert virtual_time.waits == [pytest.approx(1.0)]  # 60 at once, the 61st a second later
-    assert virtual_time.now - 1000.0 == pytest.approx(1.0)
+    await _fan_out("openai/gpt-4o-mini", 25, max_tokens=93)
+    seen = fake_providers.requests
+    times = [r.received_at for r in seen]
+    assert len(times) == 25
+    assert per_window(times, [100.0] * len(times)) == 1000
+    assert round(times[-1] - times[0], 2) == 120.5  # 10, 10, then 5: two minutes later
 
 
 @pytest.mark.anyio
-async def test_tpm_is_corrected_by_reported_usage(fake_providers: FakeProviderServer) -> None:
+async def test_tpm_is_corrected_by_reported_usage(
+    fake_providers: FakeProviderServer, virtual_clock: VirtualClock
+) -> None:
     configure(limits={"openai": Limit(tpm=6000)})
     fake_providers.usage = FakeUsage(input=8, output=2)  # reported: 10 tokens, reserved 100
-    with anyio.fail_after(2):
-        await _fan_out("openai/gpt-4o-mini", 60, max_tokens=93)  # the minute's allowance
-        # 60 * 90 tokens came back: 50 more calls go at once instead of over 50 s
-        await _fan_out("openai/gpt-4o-mini", 50, max_tokens=93)
+    await _fan_out("openai/gpt-4o-mini", 60, max_tokens=93)  # the minute's allowance
+    # 60 * 90 tokens came back: 50 more calls go at once instead of over 50 s
+    await _fan_out("openai/gpt-4o-mini", 50, max_tokens=93)
+    assert fake_providers.request_count == 110
+    assert virtual_clock.time == 1000.0  # nobody waited
 
 
 @pytest.mark.anyio

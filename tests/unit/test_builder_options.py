@@ -30,3 +30,115 @@ def test_map_key_with_map_over_is_accepted() -> None:
 def test_quorum_without_fanout_is_refused_too() -> None:
     with pytest.raises(ValueError, match="quorum needs models= or map_over="):
         bn.Workflow("opts").add("a", noop, quorum=1)
+
+
+# ── every option error names the step (or workflow) and the option ────────────
+
+
+async def two(ctx: bn.Context) -> None:
+    return None
+
+
+BAD_STEP_OPTIONS = [
+    ("deps", "a"),
+    ("deps", [1]),
+    ("deps", ["a", "a"]),
+    ("deps", ["x"]),  # the step itself
+    ("max_attempts", 0),
+    ("max_attempts", True),
+    ("max_attempts", "3"),
+    ("timeout", -1),
+    ("timeout", float("nan")),
+    ("timeout", "10"),
+    ("backoff", 5),
+    ("ignore_cancelled", 1),
+    ("ignore_discarded", "yes"),
+    ("models", "openai/gpt-4o"),
+    ("models", ["gpt-4o"]),
+    ("models", ["mock/a", "mock/a"]),
+    ("quorum", 2),
+    ("quorum", 0),
+    ("map_over", 3),
+    ("map_over", "x"),  # the step itself
+    ("map_key", "str"),
+    ("on_dep_cancelled", "cb"),
+    ("on_dep_discarded", 1),
+    ("concurrency_key", 3),
+    ("concurrency_key", ""),
+    ("debug", 1),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), BAD_STEP_OPTIONS)
+def test_every_bad_step_option_names_the_step_and_the_option(option: str, value: object) -> None:
+    wf = bn.Workflow("opts")
+    extra: dict[str, object] = {}
+    if option == "quorum" and value == 0:
+        extra = {"models": ["mock/a", "mock/b"]}
+    with pytest.raises(ValueError) as info:
+        wf.add("x", two, **{option: value}, **extra)
+    message = str(info.value)
+    assert message.startswith("step 'x': "), message
+    assert option in message, message
+    assert wf.step_names() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"debug": 1}, "debug"),
+        ({"ignore_cancelled": 0}, "ignore_cancelled"),
+        ({"ignore_discarded": None}, "ignore_discarded"),
+        ({"models": ["a"]}, "models"),
+        ({"models": {"a": "gpt-4o"}}, "models"),
+        ({"limits": {"k": 0}}, "limits"),
+        ({"limits": [1]}, "limits"),
+        ({"limits": {3: 1}}, "limits"),
+    ],
+)
+def test_every_bad_workflow_option_names_the_workflow_and_the_option(
+    options: dict[str, object], option: str
+) -> None:
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w1", **options)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(f"Workflow 'w1': {option}"), message
+
+
+def test_unknown_deps_and_model_steps_are_named_at_validate() -> None:
+    wf = bn.Workflow("w2", models={"ghost": "mock/a"})
+    wf.add("a", two, deps=["nope"])
+    with pytest.raises(ValueError, match=r"^step 'a': deps names unknown step 'nope'"):
+        wf.validate()
+    wf = bn.Workflow("w3", models={"ghost": "mock/a"})
+    wf.add("a", two)
+    with pytest.raises(ValueError, match=r"^Workflow 'w3': models= names unknown step 'ghost'"):
+        wf.validate()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"models": {"zzz": "mock/a"}}, "models"),
+        ({"models": {"a": "nomodel"}}, "models"),
+        ({"run_id": ""}, "run_id"),
+    ],
+)
+async def test_bad_run_arguments_name_the_workflow_and_the_argument(
+    kwargs: dict[str, object], option: str
+) -> None:
+    wf = bn.Workflow("w4")
+    wf.add("a", two)
+    with pytest.raises(ValueError) as info:
+        await wf.run(display=False, **kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith("workflow 'w4': run(): "), message
+    assert option in message, message
+
+
+def test_step_decorator_without_parentheses_names_the_function() -> None:
+    wf = bn.Workflow("w5")
+    with pytest.raises(bn.ConfigurationError, match=r"use @wf.step\(\) with parentheses .*'two'"):
+        wf.step(two)  # type: ignore[arg-type]

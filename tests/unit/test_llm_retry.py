@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 
 import pytest
 
 from baton_nb.llm._config import RetrySettings
-from baton_nb.llm._retry import backoff_delay, is_retryable_status, parse_retry_after
+from baton_nb.llm._retry import (
+    backoff_delay,
+    is_retryable_status,
+    parse_retry_after,
+    retry_hint_from_body,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,24 @@ def test_retryable_statuses(status: int, retry: bool) -> None:
 def test_should_retry_header_overrides() -> None:
     assert is_retryable_status(500, {"x-should-retry": "false"}) is False
     assert is_retryable_status(400, {"x-should-retry": "true"}) is True
+
+
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        ({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "58s"}, 58.0),
+        ({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.5s"}, 0.5),
+        ({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}, None),
+        ({"@type": "type.googleapis.com/google.rpc.Help", "retryDelay": "5s"}, None),
+    ],
+)
+def test_retry_hint_from_body_from_a_google_error_body(
+    detail: dict[str, str], expected: float | None
+) -> None:
+    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [detail]}}
+    assert retry_hint_from_body(json.dumps(body).encode()) == expected
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"error": "x"}', b'{"error": {}}'])
+def test_retry_hint_from_body_without_one(body: bytes) -> None:
+    assert retry_hint_from_body(body) is None

@@ -8,6 +8,7 @@ rules of DESIGN §3-§4 after every move.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from baton_nb.runtime._decisions import (
     Snoozed,
 )
 from baton_nb.runtime._groups import MapPlan, plan_map
-from baton_nb.runtime._node import Node, build_nodes, new_node_row
+from baton_nb.runtime._node import Node, build_nodes, new_child_rows, new_node_row
 from baton_nb.runtime._scheduler import Scheduler
 from baton_nb.store import NodeRow
 
@@ -302,6 +303,27 @@ def test_a_broken_backoff_discards_instead_of_retrying() -> None:
     )
 
 
+def test_the_next_attempt_waits_at_least_what_the_provider_asked() -> None:
+    nodes = make_nodes([spec("a", max_attempts=3, backoff=lambda n: 2.0)])
+    scheduler = Scheduler(nodes, concurrency=1, key_limits={}, clock=Clock())
+    a = nodes["a"]
+    delays = []
+    for retry_after in (30.0, 0.5):  # a 429's Retry-After beyond the backoff, then within it
+        scheduler.begin(a)
+        decision = scheduler.conclude(a, Failed("ProviderError: 429", retry_after))
+        assert isinstance(decision, RetryAfter) and a.state is R
+        delays.append(decision.delay)
+    assert delays == [30.0, 2.0]
+
+
+def test_a_broken_backoff_is_not_saved_by_a_retry_after() -> None:
+    nodes = make_nodes([spec("a", max_attempts=2, backoff=lambda n: -math.inf)])
+    scheduler = Scheduler(nodes, concurrency=1, key_limits={}, clock=Clock())
+    scheduler.begin(nodes["a"])
+    settled = scheduler.conclude(nodes["a"], Failed("E: x", 5.0))
+    assert isinstance(settled, Settled) and nodes["a"].state is D
+
+
 def test_concurrency_slots_pass_on_fifo() -> None:
     specs = [spec(f"s{i}") for i in range(5)]
     nodes = make_nodes(specs)
@@ -391,6 +413,27 @@ def test_map_children_planned_and_adopted() -> None:
     assert plan_map(group, src) == "map_key gave the key 'x' twice; keys must be unique"
     src.set_result({"not": "a list"}, "")
     assert plan_map(group, src) == "map_over='src' needs a list result, got dict"
+
+
+def test_map_children_stored_ready_are_not_written_again_when_the_group_opens() -> None:
+    specs = [spec("src"), spec("m", ["src"], map_over="src")]
+    nodes = make_nodes(specs)
+    scheduler = Scheduler(nodes, concurrency=8, key_limits={}, clock=Clock())
+    src, group = nodes["src"], nodes["m"]
+    src.state = C
+    src.set_result(["a", "b", "c"], "")
+    plan = plan_map(group, src)
+    assert isinstance(plan, MapPlan)
+    rows = new_child_rows("r", group.spec, "m", list(enumerate(plan.names)), T0)
+    assert all(r.remaining_deps == 0 and r.state is P for r in rows)
+    for i, row in enumerate(rows, 100):
+        row.id = i
+    scheduler.begin_group(group)
+    scheduler.adopt(group, plan, [Node(row, group.spec) for row in rows])
+    group.children[1].remaining = 1  # as a resumed run has a child of an earlier execution
+    opened = scheduler.open_group(group)
+    assert [c.name for c in opened.reset] == ["m[1]"]  # only that one is written again
+    assert [c.name for c in opened.start] == ["m[0]", "m[1]", "m[2]"]
 
 
 # ── properties over random DAGs and outcomes ─────────────────────────────────

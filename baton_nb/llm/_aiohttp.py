@@ -1,0 +1,187 @@
+"""HTTP/1.1 for the shared ``httpx.AsyncClient`` on asyncio: aiohttp, through httpx-aiohttp.
+
+``httpx-aiohttp`` (by an httpx maintainer; the transport the OpenAI SDK offers as its
+``DefaultAioHttpClient``) sends httpx requests with an ``aiohttp.ClientSession``:
+aiohttp's C HTTP parser and connection pool cost 1.04-1.18x the CPU per call of the
+hand-written h11 transport it replaced, and its pool keeps every idle connection (no cap
+on idle ones), so a fan-out of 1,000 calls in flight reuses its connections instead of
+reopening hundreds per wave (docs/performance.md, "The transport", has the figures).
+
+What this module adds to httpx-aiohttp 0.2.0, each for a reason found reading its source
+(``httpx_aiohttp/transport.py``) and tested in tests/integration/test_transport.py:
+
+- **Errors.** Its map sends every ``aiohttp.ClientConnectionError`` to
+  ``httpx.ConnectTimeout`` and keeps that over the more specific entries (a refused
+  connection, a DNS failure, a certificate rejected, a server that hung up: all
+  "timeouts"), gives a truncated body as ``ReadError`` and lets a malformed response
+  (``ClientResponseError``) escape as an aiohttp exception. Callers here (``send`` in
+  ``_transport.py``) tell timeouts, network errors and protocol errors apart, so errors
+  are translated again from the aiohttp exception itself (the library keeps it as
+  ``__cause__``) into what httpx's own transport raises for the same event.
+- **The session.** We build it (the library's own caps the pool at 100 connections
+  when ``max_connections`` is None): our one verified SSL context; an explicit
+  per-origin connection limit; no idle cap; keep-alive expiry 30 s; no cookie jar of its
+  own (httpx keeps cookies; a second jar would send ones httpx dropped); response heads
+  up to 100 KiB per line as httpcore accepts (aiohttp's default is 8 KiB a header); no
+  environment proxies (given a transport, httpx ignores them too, so the shared client
+  uses stock httpx when the environment names a proxy: ``_client.py``).
+- **The request.** The wire carries httpx's headers only (aiohttp would add
+  ``Content-Type: application/octet-stream`` to a body without one), and a body over
+  1 MiB (a prompt with images) goes as a stream with its length: handed over as bytes,
+  aiohttp emits a ``ResourceWarning`` per request.
+
+What it does right and we keep: timeouts (httpx's ``connect`` is aiohttp's
+``sock_connect``, ``read`` its ``sock_read``, between any two reads, ``pool`` its
+``connect``: waiting for a pooled connection plus connecting; httpx's ``write`` has no
+aiohttp counterpart: ``send`` bounds a whole non-streaming call), streamed bodies in
+and out (aiohttp pauses reading a socket whose unread buffer is full, so a slow
+consumer makes the server wait), cancellation (aiohttp closes a connection whose
+exchange was interrupted), a response closed before its end discards its connection,
+``auto_decompress=False`` (httpx decodes), no redirects (httpx decides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+
+import aiohttp
+import httpx
+import httpx_aiohttp
+
+__all__ = ["AiohttpTransport", "translate_error"]
+
+_MAX_HEAD_LINE = 100 * 1024  # httpcore (h11) accepts response heads up to 100 KiB
+# aiohttp warns (ResourceWarning) when handed more bytes than this at once; such a body
+# (a prompt with images) is handed over as a stream with its content-length instead.
+_LARGE_BODY = 1024 * 1024
+# Headers aiohttp would add on its own: httpx already sends the first three (its client
+# defaults) and no content-type unless the caller gave one; the wire carries httpx's headers.
+_AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+# Most specific first: the first match wins.
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # connecting, or waiting for one
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),  # SocketTimeoutError: sock_read
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS, certificate
+    (aiohttp.ServerFingerprintMismatch, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # hung up, no answer
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut short or misframed
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # a head that is not HTTP
+    (aiohttp.UploadAbortedError, httpx.WriteError),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.ClientConnectionError, httpx.ReadError),  # reset, OS errors on a live socket
+    (TimeoutError, httpx.ReadTimeout),
+    (OSError, httpx.ReadError),
+    (aiohttp.ClientError, httpx.TransportError),
+)
+
+
+def translate_error(exc: Exception) -> httpx.TransportError | None:
+    """httpx's exception for an aiohttp failure (raw, or mis-mapped by httpx-aiohttp);
+    None for anything else."""
+    source: BaseException = exc
+    if isinstance(exc, httpx.TransportError):
+        if not isinstance(exc.__cause__, (aiohttp.ClientError, OSError)):
+            return None  # httpx's own (e.g. from reading the request stream)
+        source = exc.__cause__
+    for aiohttp_type, httpx_type in _ERRORS:
+        if isinstance(source, aiohttp_type):
+            message = str(source) or type(source).__name__
+            translated = httpx_type(message)
+            translated.__cause__ = source
+            return translated
+    return None
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        translated = translate_error(exc)
+        if translated is None:
+            raise
+        raise translated from translated.__cause__
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body, with errors met while reading or closing it translated."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for chunk in self._inner:
+                yield chunk
+
+    async def aclose(self) -> None:
+        with _httpx_errors():
+            await self._inner.aclose()
+
+
+def _session(
+    ssl_context: ssl.SSLContext, max_connections: int, keepalive_expiry: float
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context,
+        limit=0,  # no total cap: the cap is per origin (a provider)
+        limit_per_host=max_connections,
+        keepalive_timeout=keepalive_expiry,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=_AIOHTTP_AUTO_HEADERS,
+        trust_env=False,
+        auto_decompress=False,
+        max_line_size=_MAX_HEAD_LINE,
+        max_field_size=_MAX_HEAD_LINE,
+    )
+
+
+class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
+    """httpx-aiohttp's transport over a session of ours, with httpx's exception types.
+
+    ``max_connections`` bounds the connections open to one origin (a call beyond it
+    waits for one to be free, within the request's pool timeout); every idle connection
+    is kept until ``keepalive_expiry`` seconds unused.
+    """
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext, *, max_connections: int, keepalive_expiry: float
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+        )
+        # The session is made on the first request (it binds to the running loop).
+        factory = partial(_session, ssl_context, max_connections, keepalive_expiry)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits, client=factory)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            content = request.content
+        except httpx.RequestNotRead:  # a streamed upload: already a stream
+            content = b""
+        if len(content) > _LARGE_BODY:
+            request = httpx.Request(
+                request.method,
+                request.url,
+                headers=request.headers,  # with its content-length: not sent chunked
+                stream=httpx.ByteStream(content),
+                extensions=request.extensions,
+            )
+        with _httpx_errors():
+            response = await super().handle_async_request(request)
+        response.stream = _Body(response.stream)  # type: ignore[arg-type]
+        return response

@@ -1,0 +1,106 @@
+"""Database URLs are checked before anything is written: no file, bad port, bad timeout."""
+
+from __future__ import annotations
+
+import pytest
+
+import baton_nb as bn
+from baton_nb._dburl import connect_timeout, resolve_url, safe_url
+from baton_nb.cli import main as cli_main
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "sqlite+aiosqlite://", "sqlite:///?a=1"]
+)
+def test_sqlite_url_without_a_file_is_refused(url: str) -> None:
+    """SQLAlchemy makes these an in-memory database: the run would 'complete' and be gone."""
+    with pytest.raises(bn.ConfigurationError, match="names no database file") as info:
+        bn.Workflow("w", db=url)
+    assert "sqlite:///runs.db" in str(info.value) and "sqlite:///:memory:" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_sqlite_url_without_a_file_is_refused_by_run_and_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wf = bn.Workflow("w")
+
+    @wf.step()
+    async def a(ctx: bn.Context) -> int:
+        return 1
+
+    with pytest.raises(bn.ConfigurationError, match="names no database file"):
+        await wf.run(db="sqlite://", display=False)
+    with pytest.raises(bn.ConfigurationError, match="names no database file"):
+        await bn.runs(db="sqlite:///")
+    monkeypatch.setenv("BATON_NB_DB", "sqlite://")
+    with pytest.raises(bn.ConfigurationError, match="names no database file"):
+        await wf.run(display=False)
+
+
+def test_memory_url_is_still_in_memory() -> None:
+    assert resolve_url("sqlite:///:memory:") == "sqlite:///:memory:"
+
+
+def test_cli_refuses_a_sqlite_url_without_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["runs", "--db", "sqlite://"]) == 2
+    assert "names no database file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("postgresql://u:secret@h:notaport/db", "notaport"),
+        ("postgresql://u:secret@h:/db", ""),
+        ("postgresql://u:secret@h:70000/db", "70000"),
+        ("postgresql://u:secret@[::1]:x/db", "x"),
+        ("postgres://u:secret@h1:5432,h2:p2/db", "p2"),
+    ],
+)
+def test_bad_port_names_the_url_without_its_password(url: str, port: str) -> None:
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w", db=url)
+    message = str(info.value)
+    assert "secret" not in message and "u:***@" in message, message
+    assert f"port {port!r} is not a port number" in message, message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@h:5432/db",
+        "postgresql://u@[::1]:5432/db",
+        "postgresql://u@h/db",
+        "postgresql://u@h1:5432,h2:5433/db",
+    ],
+)
+def test_good_ports_pass(url: str) -> None:
+    assert resolve_url(url) == url
+
+
+def test_connect_timeout_from_the_url() -> None:
+    assert connect_timeout("postgresql://u@h/db") == 10.0
+    assert connect_timeout("postgresql://u@h/db?connect_timeout=2.5") == 2.5
+    for bad in ("0", "-1", "abc", "nan", "inf"):
+        with pytest.raises(bn.ConfigurationError, match="connect_timeout"):
+            resolve_url(f"postgresql://u:secret@h/db?connect_timeout={bad}")
+
+
+def test_safe_url_hides_the_password_even_when_unparseable() -> None:
+    assert safe_url("postgresql://u:pa:ss@h:x/db") == "postgresql://u:***@h:x/db"
+    assert safe_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory://docs", "memory://a:b", "memory://x?y"])
+def test_the_in_memory_store_takes_any_name(url: str) -> None:
+    """``memory://NAME`` names no host, port or file: none of their checks apply."""
+    assert resolve_url(url) == url
+
+
+def test_an_unknown_scheme_names_every_choice_without_the_password() -> None:
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w", db="mysql://u:secret@h/db")
+    message = str(info.value)
+    assert "secret" not in message and "mysql://u:***@h/db" in message
+    for choice in ("sqlite:///path.db", "postgresql://", "memory://NAME"):
+        assert choice in message
