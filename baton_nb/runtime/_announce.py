@@ -42,10 +42,9 @@ class Announcer:
             node.finished_at,
         )
 
-    def added(self, node: Node, row: NodeRow) -> None:
-        """A node made mid-run (a map's child)."""
+    def added(self, row: NodeRow) -> None:
+        """A node made mid-run (a map's child), as just stored: its node holds the same."""
         self.run.add_step(StepInfo.from_row(row))
-        self.sync(node)
 
     def children(self, group: Node) -> None:
         """A fan-out group's children, in order (a map's, once expanded)."""

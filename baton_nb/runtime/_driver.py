@@ -276,8 +276,8 @@ class Driver:
                 row.id = ids[row.step]
                 new.append(Node(row, group.spec))
             stale = self.scheduler.adopt(group, plan, new)
-            for node, row in zip(new, rows, strict=True):
-                self.announce.added(node, row)
+            for row in rows:
+                self.announce.added(row)
             for node in stale:
                 self.mark(node)
             self.announce.children(group)
