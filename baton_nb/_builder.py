@@ -258,17 +258,34 @@ class Workflow:
                 )
             _check_key_length("run_id", run_id)
         _check_display(display)  # before execute_run writes the run row
-        run = await execute_run(
-            graph,
-            params=params,
-            run_id=run_id,
-            db=_check_db(db) or self.db,
-            concurrency=concurrency,
-            models=model_map,
-            display=display,
-        )
+        shown: list[Any] = []
+
+        def started(run: Run) -> None:
+            shown.append(_show_progress(run, display))
+
+        try:
+            run = await execute_run(
+                graph,
+                params=params,
+                run_id=run_id,
+                db=_check_db(db) or self.db,
+                concurrency=concurrency,
+                models=model_map,
+                on_start=started,
+            )
+        finally:
+            for handle in shown:
+                if handle is not None:
+                    handle.close()
         self.last_run = run
         return run
+
+
+def _show_progress(run: Run, display: bool | str | None) -> Any:
+    """The widget in a kernel, a text line in a terminal (``display``); has ``close()``."""
+    from .widget import attach
+
+    return attach(run, display)
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

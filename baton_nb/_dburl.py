@@ -12,7 +12,7 @@ __all__ = ["CONNECT_TIMEOUT", "DEFAULT_URL", "connect_timeout", "resolve_url", "
 
 DEFAULT_URL = "sqlite:///baton.db"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a database server to answer a connection
-_SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg")
+_SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg", "memory")
 # ``scheme://user:password@`` -> ``scheme://user:***@`` (as SQLAlchemy renders it), done on
 # the text so that a URL too broken to parse is still shown without its password.
 _PASSWORD = re.compile(r"^([a-z0-9+]+://[^:/@?#]*):[^@/?#]*@", re.IGNORECASE)
@@ -28,7 +28,8 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
 
     Checked here, before any run writes: the scheme, a SQLite URL's file path (``sqlite://``
     and ``sqlite:///`` name no file: SQLAlchemy would make them an in-memory database that
-    is gone at exit) and a server URL's port.
+    is gone at exit) and a server URL's port and connect_timeout. ``memory://NAME`` (the
+    in-memory store) takes any NAME.
     """
     if db is None:
         db = os.environ.get("BATON_NB_DB") or DEFAULT_URL
@@ -42,12 +43,13 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
     scheme = db.split("://", 1)[0] if "://" in db else ""
     if scheme not in _SCHEMES:
         raise ConfigurationError(
-            f"unsupported db URL {safe_url(db)!r}: use 'sqlite:///path.db', 'sqlite:///:memory:' "
-            "or 'postgresql://user@host:5432/dbname'"
+            f"unsupported db URL {safe_url(db)!r}: use 'sqlite:///path.db', "
+            "'sqlite:///:memory:', 'postgresql://user@host:5432/dbname' or 'memory://NAME' "
+            "(in-memory, not durable)"
         )
     if scheme.startswith("sqlite"):
         _check_sqlite_path(db)
-    else:
+    elif scheme != "memory":  # memory://NAME: any NAME (no host, port or file)
         _check_port(db)
         connect_timeout(db)
     return db

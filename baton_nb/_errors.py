@@ -15,7 +15,14 @@ __all__ = [
     "StorageError",
     "UnsupportedFeature",
     "WorkflowFailed",
+    "describe_error",
 ]
+
+
+def describe_error(exc: BaseException) -> str:
+    """``TypeName: message`` (or the type's name alone): how a step's error is stored."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class BatonError(Exception):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from ._errors import ConfigurationError
 from ._money import plural
 from .reports import as_duration
-from .store import PRUNE_TABLES, Store
+from .store import PRUNE_TABLES, PruneStore, Store
 
 __all__ = ["PruneResult", "prune"]
 
@@ -86,7 +86,7 @@ async def prune(
 
 
 async def _delete(
-    store: Store, cutoff: datetime | None, log_cutoff: datetime | None, batch_size: int
+    store: PruneStore, cutoff: datetime | None, log_cutoff: datetime | None, batch_size: int
 ) -> dict[str, int]:
     counts = dict.fromkeys(PRUNE_TABLES, 0)
     while cutoff is not None:

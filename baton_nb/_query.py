@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 import anyio.to_thread
 
 from ._errors import ConfigurationError, RunNotFound
+from ._states import RunStatus
 from .reports import CostReport, RunList, RunSummary, as_time
-from .store import RunFilter, Store
+from .store import ReportStore, RunFilter, RunStore, Store
 
 __all__ = ["RUN_STATUSES", "report", "runs"]
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 When = datetime | timedelta | str | None
 
@@ -59,11 +60,11 @@ async def report(
     return CostReport.from_aggregates(rows, children)
 
 
-async def _repriced(store: Store, where: RunFilter) -> CostReport:
+async def _repriced(store: RunStore, where: RunFilter) -> CostReport:
     from ._run import Run
 
     picked = await store.run_summaries(where, None)
-    ids = [r["id"] for r in sorted(picked, key=lambda r: (r["created_at"], r["id"]))]
+    ids = [r.id for r in sorted(picked, key=lambda r: (r.created_at, r.id))]
     loaded = [await Run.from_store(store, run_id) for run_id in ids]
     # pricing may read price files and import genai-prices the first time: off the loop
     return await anyio.to_thread.run_sync(lambda: CostReport.from_runs(loaded, reprice=True))
@@ -109,7 +110,7 @@ def _ids(run_ids: Sequence[str] | str | None) -> list[str] | None:
     return ids
 
 
-async def _check_exist(store: Store, run_ids: Sequence[str]) -> None:
+async def _check_exist(store: ReportStore, run_ids: Sequence[str]) -> None:
     found = await store.existing_run_ids(run_ids)
     missing = [i for i in run_ids if i not in found]
     if missing:

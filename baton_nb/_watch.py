@@ -20,13 +20,14 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any
 
 import anyio
-import sqlalchemy as sa
 
 from . import _jsonutil
-from ._run import TERMINAL_STATES, CallRecord, Run, StepInfo, step_info_from_row
+from ._run import Run
+from ._runview import StepInfo
+from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from .events import (
     CallFinished,
     EventsDropped,
@@ -36,25 +37,20 @@ from .events import (
     subscribe,
     topic_workflow,
 )
-from .store import Store, WorkflowDebugLog, WorkflowNode, WorkflowRun, WorkflowStepStat, loads_list
+from .store import CallRecord, ChangeMarks, NodeRow, RunStore, Store
 
 __all__ = ["RUN_TERMINAL", "LiveRun", "Update", "is_newer", "watch"]
 
 Update = StepUpdated | CallFinished | WorkflowFinished
-RUN_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+RUN_TERMINAL = FINISHED_STATUSES
 # With notifications, polls are a safety net only; notified reads are coalesced to <= 10/s.
 LISTENING_POLL_FACTOR = 10
 NOTIFIED_MIN_GAP = 0.1
-_RANK = {"pending": 0, "executing": 1, "snoozed": 1, "retryable": 1}
-
-RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
-NODES = cast(sa.Table, WorkflowNode.__table__)  # type: ignore[attr-defined]
-STATS = cast(sa.Table, WorkflowStepStat.__table__)  # type: ignore[attr-defined]
-LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
+_RANK = {State.PENDING: 0, State.EXECUTING: 1, State.SNOOZED: 1, State.RETRYABLE: 1}
 
 
 def _rank(state: str) -> int:
-    return 2 if state in TERMINAL_STATES else _RANK.get(state, 0)
+    return 2 if state in TERMINAL_STATES else _RANK.get(State(state), 0)
 
 
 def is_newer(current: str, seen_at: datetime | None, state: str, at: datetime | None) -> bool:
@@ -90,29 +86,22 @@ class LiveRun:
         self.db = db
         self.poll_interval = poll_interval
         self.polls = 0
-        self._run: Run | None = None
+        self._apply: _Forward | None = None
         self._stack = AsyncExitStack()
         self._sub: Subscription | None = None
-        self._store: Store | None = None
-        self._queue: deque[Update] = deque()
-        self._versions: dict[str, datetime | None] = {}
-        self._seen_calls: set[tuple[str, str, datetime]] = set()
-        self._last_seen: datetime | None = None
-        self._last_stat = 0
-        self._last_log = 0
-        self._seen_logs: set[int] = set()
+        self._store: RunStore | None = None
+        self._marks = ChangeMarks()
         self._next_poll = 0.0
         self._last_poll = float("-inf")
-        self._finished = False
         self._listening = False
         self._notified = False
         self._wake: anyio.CancelScope | None = None
 
     @property
     def run(self) -> Run:
-        if self._run is None:
+        if self._apply is None:
             raise RuntimeError("use `async with bn.watch(...) as live` before reading live.run")
-        return self._run
+        return self._apply.run
 
     @property
     def listening(self) -> bool:
@@ -122,7 +111,7 @@ class LiveRun:
     @property
     def finished(self) -> bool:
         """True once the run reached a terminal status (completed, failed, cancelled)."""
-        return self._finished
+        return self._apply is not None and self._apply.finished
 
     async def __aenter__(self) -> LiveRun:
         try:
@@ -146,40 +135,23 @@ class LiveRun:
         return self
 
     async def __anext__(self) -> Update:
-        while not self._queue:
-            if self._finished:
+        assert self._apply is not None
+        queue = self._apply.queue
+        while not queue:
+            if self._apply.finished:
                 raise StopAsyncIteration
             await self._wait_for_updates()
-        return self._queue.popleft()
+        return queue.popleft()
 
     # ── snapshot ──────────────────────────────────────────────────────────────
 
-    async def _load_snapshot(self, store: Store) -> None:
-        async with store.connect() as conn:
-            marks = (
-                await conn.execute(
-                    sa.select(
-                        sa.select(sa.func.max(NODES.c.updated_at))
-                        .where(NODES.c.run_id == self.run_id)
-                        .scalar_subquery(),
-                        sa.select(sa.func.max(STATS.c.id))
-                        .where(STATS.c.run_id == self.run_id)
-                        .scalar_subquery(),
-                        sa.select(sa.func.max(LOGS.c.id))
-                        .where(LOGS.c.run_id == self.run_id)
-                        .scalar_subquery(),
-                    )
-                )
-            ).one()
+    async def _load_snapshot(self, store: RunStore) -> None:
+        marks = await store.change_marks(self.run_id)
         run = await Run.from_store(store, self.run_id)
-        self._run = run
-        self._last_seen = _aware(marks[0])
-        self._last_stat, self._last_log = int(marks[1] or 0), int(marks[2] or 0)
-        self._versions = dict.fromkeys(run.steps, self._last_seen)
-        self._seen_calls = {(c.step, c.model, c.created_at) for c in run.calls}
-        self._seen_logs = {int(log["id"]) for log in run.logs if "id" in log}
+        self._marks = marks
+        self._apply = _Forward(run, marks.nodes_at)
         if run.status in RUN_TERMINAL:
-            self._finish(run.status, run.failed_steps, run.finished_at)
+            self._apply.finish(run.status, run.failed_steps, run.finished_at)
 
     # ── waiting: in-process events, polls ─────────────────────────────────────
 
@@ -191,7 +163,7 @@ class LiveRun:
                 self._wake.cancel()
 
     async def _wait_for_updates(self) -> None:
-        assert self._sub is not None
+        assert self._sub is not None and self._apply is not None
         if self._notified:
             await anyio.sleep(max(0.0, self._last_poll + NOTIFIED_MIN_GAP - time.monotonic()))
             await self._poll()
@@ -212,15 +184,12 @@ class LiveRun:
         while (more := self._sub.get_nowait()) is not None:
             events.append(more)
         for event in events:
-            await self._apply_event(event)
-
-    async def _apply_event(self, event: Any) -> None:
-        if isinstance(event, StepUpdated):
-            self._apply_step_event(event)
-        elif isinstance(event, CallFinished):
-            self._apply_call(_call_from_event(event), event)
-        elif isinstance(event, (WorkflowFinished, EventsDropped)):
-            await self._poll()  # the database has everything, results included
+            if isinstance(event, StepUpdated):
+                self._apply.step_event(event)
+            elif isinstance(event, CallFinished):
+                self._apply.call(_call_from_event(event), event)
+            elif isinstance(event, (WorkflowFinished, EventsDropped)):
+                await self._poll()  # the database has everything, results included
 
     async def _poll(self) -> None:
         self.polls += 1
@@ -228,109 +197,173 @@ class LiveRun:
         self._last_poll = time.monotonic()
         factor = LISTENING_POLL_FACTOR if self._listening else 1
         self._next_poll = self._last_poll + self.poll_interval * factor
-        store = self._store
-        assert store is not None
-        async with store.connect() as conn:
-            run_row = (
-                (await conn.execute(sa.select(RUNS).where(RUNS.c.id == self.run_id)))
-                .mappings()
-                .first()
+        assert self._store is not None and self._apply is not None
+        apply = self._apply
+        changes = await self._store.changes_since(self.run_id, self._marks)
+        marks = self._marks
+        for row in changes.nodes:
+            apply.row(row)
+            # only once applied: an interrupted read loses nothing
+            if marks.nodes_at is None or row.updated_at > marks.nodes_at:
+                marks = ChangeMarks(row.updated_at, marks.last_stat_id, marks.last_log_id)
+        for call in changes.calls:
+            marks = ChangeMarks(
+                marks.nodes_at, max(marks.last_stat_id, call.id or 0), marks.last_log_id
             )
-            nodes = await self._changed_nodes(conn)
-            stats = await self._new_rows(conn, STATS, self._last_stat)
-            logs = await self._new_rows(conn, LOGS, self._last_log)
-        for row in nodes:
-            self._apply_row(row)
-            at = _aware(row["updated_at"])
-            if at is not None and (self._last_seen is None or at > self._last_seen):
-                self._last_seen = at  # only once applied: an interrupted read loses nothing
-        for row in stats:
-            self._last_stat = max(self._last_stat, int(row["id"]))
-            self._apply_call(CallRecord.from_row(row), None)
-        for row in logs:
-            self._last_log = max(self._last_log, int(row["id"]))
-            if int(row["id"]) not in self._seen_logs:
-                self._seen_logs.add(int(row["id"]))
-                self.run.logs.append(row)
-        if run_row is not None and run_row["status"] in RUN_TERMINAL:
-            failed = loads_list(run_row["failed_steps"])
-            self._finish(run_row["status"], failed, _aware(run_row["finished_at"]))
+            apply.call(call, None)
+        for log in changes.logs:
+            marks = ChangeMarks(
+                marks.nodes_at, marks.last_stat_id, max(marks.last_log_id, log.id or 0)
+            )
+            apply.log(log)
+        self._marks = marks
+        run_row = changes.run
+        if run_row is not None and run_row.status in RUN_TERMINAL:
+            apply.finish(run_row.status, run_row.failed_steps, run_row.finished_at)
 
-    async def _changed_nodes(self, conn: Any) -> list[dict[str, Any]]:
-        query = sa.select(NODES).where(NODES.c.run_id == self.run_id)
-        if self._last_seen is not None:
-            # >=: a row written in the same microsecond as the last one seen is not lost.
-            query = query.where(NODES.c.updated_at >= self._last_seen)
-        return [dict(r) for r in (await conn.execute(query.order_by(NODES.c.id))).mappings()]
 
-    async def _new_rows(self, conn: Any, table: sa.Table, after: int) -> list[dict[str, Any]]:
-        query = sa.select(table).where(table.c.run_id == self.run_id, table.c.id > after)
-        return [dict(r) for r in (await conn.execute(query.order_by(table.c.id))).mappings()]
+class _Forward:
+    """Applies what is seen of a run (rows, events) to its ``Run``, forward-only, and
+    queues the updates that changed something."""
 
-    # ── applying updates, forward-only ────────────────────────────────────────
+    def __init__(self, run: Run, seen_at: datetime | None) -> None:
+        self.run = run
+        self.queue: deque[Update] = deque()
+        self.finished = False
+        self._versions: dict[str, datetime | None] = dict.fromkeys(run.steps, seen_at)
+        self._seen_calls = {(c.step, c.model, c.created_at) for c in run.calls}
+        self._seen_logs = {log.id for log in run.logs if log.id is not None}
 
-    def _apply_row(self, row: dict[str, Any]) -> None:
+    def row(self, row: NodeRow) -> None:
         run = self.run
-        name = row["step"]
-        at = _aware(row["updated_at"])
+        name = row.step
+        at = row.updated_at
         info = run.steps.get(name)
         if info is None:
-            self._add_node(step_info_from_row(row), at)
-        elif is_newer(info.state, self._versions.get(name), row["state"], at):
+            self._add(StepInfo.from_row(row), at)
+        elif is_newer(info.state, self._versions.get(name), row.state, at):
             self._versions[name] = at
-            self._set_state(info, row["state"], row["attempt"], row["error"], at)
-            info.has_result = bool(row["has_result"])
-            info.started_at = _aware(row["started_at"]) or info.started_at
-            info.finished_at = _aware(row["finished_at"]) or info.finished_at
-        if row["state"] == "completed" and name not in run.results and row["result"] is not None:
-            run.results[name] = _jsonutil.loads(row["result"])
+            self._set(
+                info,
+                row.state,
+                row.attempt,
+                row.error,
+                at,
+                row.has_result,
+                row.started_at,
+                row.finished_at,
+            )
+        if row.state is State.COMPLETED and name not in run.results and row.result is not None:
+            run.set_result(name, _jsonutil.loads(row.result))
             info = run.steps[name]
-            info.has_result = bool(row["has_result"])
+            self._sync(
+                info,
+                info.state,
+                info.attempt,
+                info.error,
+                row.has_result,
+                info.started_at,
+                info.finished_at,
+            )
 
-    def _apply_step_event(self, event: StepUpdated) -> None:
+    def step_event(self, event: StepUpdated) -> None:
         info = self.run.steps.get(event.step_name)
         if info is None:
             info = StepInfo(
                 name=event.step_name,
                 job_id=event.job_id,
-                kind="child" if event.parent else "step",
+                kind=NodeKind.CHILD if event.parent else NodeKind.STEP,
                 parent=event.parent,
                 worker=event.worker,
                 max_attempts=event.max_attempts,
             )
-            self._add_node(info, None, announce=False)
+            self._add(info, None, announce=False)
         if not is_newer(info.state, self._versions.get(info.name), event.state, event.timestamp):
             return
         self._versions[info.name] = event.timestamp
-        info.has_result = event.has_result
-        if event.state == "executing" and info.started_at is None:
-            info.started_at = event.timestamp
-        if event.state in TERMINAL_STATES and info.finished_at is None:
-            info.finished_at = event.timestamp
-        self._set_state(info, event.state, event.attempt, event.error, event.timestamp)
+        started = info.started_at
+        if event.state == State.EXECUTING and started is None:
+            started = event.timestamp
+        finished = info.finished_at
+        if event.state in TERMINAL_STATES and finished is None:
+            finished = event.timestamp
+        self._set(
+            info,
+            State(event.state),
+            event.attempt,
+            event.error,
+            event.timestamp,
+            event.has_result,
+            started,
+            finished,
+        )
 
-    def _add_node(self, info: StepInfo, at: datetime | None, *, announce: bool = True) -> None:
+    def call(self, call: CallRecord, event: CallFinished | None) -> None:
+        key = (call.step, call.model, call.created_at)
+        if key in self._seen_calls:
+            return
+        self._seen_calls.add(key)
+        self.run.add_call(call)
+        self.queue.append(event or call.event(self.run.workflow))
+
+    def log(self, log: Any) -> None:
+        if log.id not in self._seen_logs:
+            self._seen_logs.add(log.id)
+            self.run.add_log(log)
+
+    def finish(self, status: RunStatus, failed: list[str], at: datetime | None) -> None:
+        if self.finished:
+            return
         run = self.run
-        known = info.name in run.steps
-        run.steps[info.name] = info
+        run.set_status(status, failed_steps=failed, finished_at=at)
+        self.finished = True
+        self.queue.append(
+            WorkflowFinished(run.id, run.workflow, status, list(failed), at or _now())
+        )
+
+    def _add(self, info: StepInfo, at: datetime | None, *, announce: bool = True) -> None:
+        self.run.add_step(info)
         self._versions[info.name] = at
-        parent = run.steps.get(info.parent) if info.parent else None
-        # A parent's children are steps of the run: a step new to the run is new to its
-        # parent (no scan of the children list: a 100,000-item map made that minutes).
-        if parent is not None and not known:
-            parent.children.append(info.name)
         if announce:
-            self._queue.append(self._step_update(info, at))
+            self.queue.append(self._update(info, at))
 
-    def _set_state(
-        self, info: StepInfo, state: str, attempt: int, error: str | None, at: datetime | None
+    def _set(
+        self,
+        info: StepInfo,
+        state: State,
+        attempt: int,
+        error: str | None,
+        at: datetime | None,
+        has_result: bool,
+        started_at: datetime | None,
+        finished_at: datetime | None,
     ) -> None:
-        if (info.state, info.attempt, info.error) == (state, attempt, error):
-            return  # same facts seen again (event and poll): not an update
-        info.state, info.attempt, info.error = state, attempt, error
-        self._queue.append(self._step_update(info, at))
+        same = (info.state, info.attempt, info.error) == (state, attempt, error)
+        self._sync(
+            info,
+            state,
+            attempt,
+            error,
+            has_result,
+            started_at or info.started_at,
+            finished_at or info.finished_at,
+        )
+        if not same:  # the same facts seen again (event and poll) are not an update
+            self.queue.append(self._update(info, at))
 
-    def _step_update(self, info: StepInfo, at: datetime | None) -> StepUpdated:
+    def _sync(
+        self,
+        info: StepInfo,
+        state: State,
+        attempt: int,
+        error: str | None,
+        has_result: bool,
+        started_at: datetime | None,
+        finished_at: datetime | None,
+    ) -> None:
+        self.run.sync_step(info.name, state, attempt, error, has_result, started_at, finished_at)
+
+    def _update(self, info: StepInfo, at: datetime | None) -> StepUpdated:
         run = self.run
         return StepUpdated(
             workflow_id=run.id,
@@ -345,28 +378,6 @@ class LiveRun:
             timestamp=at or _now(),
             parent=info.parent,
             max_attempts=info.max_attempts,
-        )
-
-    def _apply_call(self, call: CallRecord, event: CallFinished | None) -> None:
-        key = (call.step, call.model, call.created_at)
-        if key in self._seen_calls:
-            return
-        self._seen_calls.add(key)
-        run = self.run
-        run.calls.append(call)
-        if call.step in run.steps:
-            run.steps[call.step].add_call(call)
-        self._queue.append(event or call.event(run.workflow))
-
-    def _finish(self, status: str, failed: list[str], at: datetime | None) -> None:
-        if self._finished:
-            return
-        run = self.run
-        run.status, run.failed_steps = status, list(failed)
-        run.finished_at = at or run.finished_at
-        self._finished = True
-        self._queue.append(
-            WorkflowFinished(run.id, run.workflow, status, list(failed), at or _now())
         )
 
 
@@ -385,16 +396,6 @@ def _call_from_event(event: CallFinished) -> CallRecord:
         estimated=event.estimated,
         created_at=event.timestamp,
     )
-
-
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return cast(datetime, value.replace(tzinfo=timezone.utc))
-    return cast(datetime, value)
 
 
 def _now() -> datetime:

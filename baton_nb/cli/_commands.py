@@ -14,8 +14,9 @@ from .._money import fmt_money, plural
 from .._prune import prune
 from .._query import report, runs
 from .._run import Run
+from .._states import RunStatus
 from ..reports import CostReport
-from ..store import Store
+from ..store import ReadStore, Store
 from ._output import out as _out
 from ._show import render_run
 
@@ -59,7 +60,7 @@ async def resolve_run_ids(db: str | None, typed: list[str]) -> list[str]:
         await store.close()
 
 
-async def _resolve_one(store: Store, text: str) -> str:
+async def _resolve_one(store: ReadStore, text: str) -> str:
     found = await store.run_ids_starting_with(text, limit=4)
     if not found:
         raise RunNotFound(f"no run {text!r} in {store.url}; list runs with `baton-nb runs`")
@@ -73,7 +74,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
     (run_id,) = await resolve_run_ids(args.db, [args.run_id])
     run = await Run.load(run_id, db=args.db)
     _out(render_run(run))
-    return 1 if run.status in ("failed", "cancelled") else 0
+    return 1 if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) else 0
 
 
 async def write_csv(rep: CostReport, path: str) -> str:

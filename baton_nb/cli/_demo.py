@@ -10,6 +10,7 @@ from .._builder import Workflow
 from .._dburl import DEFAULT_URL
 from .._errors import ConfigurationError
 from .._money import plural
+from .._states import RunStatus
 from ..store import resolve_url
 from ._commands import write_csv
 from ._output import out
@@ -77,7 +78,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     for prompt in DEMO_PROMPTS[: args.prompts]:
         run = await wf.run(params={"prompt": prompt}, display="text")
         run_ids.append(run.id)
-        failed += run.status != "completed"
+        failed += run.status != RunStatus.COMPLETED
     report = await _report(db, run_ids)
     out(f"\n{report}\n")
     path = await write_csv(report, args.csv)

@@ -15,6 +15,7 @@ import anyio
 
 from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
+from .._states import RunStatus
 from ..reports import as_time, parse_duration
 from . import _commands, _demo, _price
 from ._output import OutputError, silence_stdout
@@ -22,7 +23,7 @@ from ._output import OutputError, silence_stdout
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+STATUSES = tuple(status.value for status in RunStatus)
 # One default database for every command, the demo included: `baton-nb runs` (and
 # `bn.runs()`) right after `baton-nb demo` list the demo's runs, no --db to guess.
 DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from .._money import fmt_money, plural
 from .._run import Run, StepInfo
+from .._states import NodeKind
 from ..reports import local_time, text_table
 
 __all__ = ["layers", "render_run"]
@@ -21,7 +22,7 @@ def layers(run: Run) -> list[list[str]]:
             depth[name] = 1 + max((depth_of(d, seen | {name}) for d in deps), default=-1)
         return depth[name]
 
-    top = [s.name for s in run.steps.values() if s.kind != "child"]
+    top = [s.name for s in run.steps.values() if s.kind != NodeKind.CHILD]
     out: list[list[str]] = []
     for name in top:
         level = depth_of(name)
@@ -32,27 +33,21 @@ def layers(run: Run) -> list[list[str]]:
 
 
 def _attempts(step: StepInfo) -> str:
-    if step.kind == "group":
+    if step.kind == NodeKind.GROUP:
         return ""
     return f"{step.attempt}/{step.max_attempts}"
 
 
 def _money(step: StepInfo, cost: Decimal, unpriced: int) -> str:
-    if not step.calls and step.kind != "group":
+    if not step.calls and step.kind != NodeKind.GROUP:
         return ""
     text = fmt_money(cost)
     return text + "+?" if unpriced else text
 
 
 def _row(run: Run, step: StepInfo, indent: str) -> list[str]:
-    cost, unpriced, calls, tokens = step.cost, step.unpriced_calls, step.calls, step.usage
-    for child in (run.steps[c] for c in step.children):
-        cost, unpriced, calls = (
-            cost + child.cost,
-            unpriced + child.unpriced_calls,
-            calls + child.calls,
-        )
-        tokens = tokens + child.usage
+    totals = run.step_totals(step.name)
+    cost, unpriced, calls, tokens = totals.cost, totals.unpriced_calls, totals.calls, totals.usage
     duration = "" if step.duration is None else f"{step.duration:.2f}s"
     deps = ", ".join(step.deps)
     return [

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from .._states import RunStatus, State
 from .._usage import Usage
 
 __all__ = [
@@ -37,7 +38,7 @@ class StepUpdated:
     workflow_label: str
     step_name: str
     worker: str
-    state: str
+    state: State
     job_id: int
     attempt: int
     has_result: bool
@@ -70,7 +71,7 @@ class WorkflowFinished:
 
     workflow_id: str
     workflow_label: str
-    outcome: str  # "completed" | "failed" | "cancelled"
+    outcome: RunStatus  # completed | failed | cancelled
     failed_steps: list[str]
     timestamp: datetime
 

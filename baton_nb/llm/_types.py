@@ -282,6 +282,7 @@ class Completion:
     def __post_init__(self) -> None:
         if not self.message:
             object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
+
     pricing: CallPricing | None = None
 
     def to_json(self) -> str:

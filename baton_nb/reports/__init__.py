@@ -4,9 +4,10 @@ Reads stored rows only: never imports the runtime.
 """
 
 from .._money import fmt_money, normalize_money, plural
+from ..store import FanoutChild
 from ._cost import Breakdown, CostReport
 from ._render import text_table
-from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals
+from ._rows import CSV_COLUMNS, CostRow, ModelComparison, Totals
 from ._runs import RunList, RunSummary, local_time
 from ._when import as_duration, as_time, parse_duration
 

@@ -10,9 +10,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._money import fmt_money, normalize_money, plural
+from .._states import NodeKind
 from .._usage import Usage
+from ..store import FanoutChild, StatAggregate
 from ._render import breakdown_html, breakdown_text, report_html, report_text
-from ._rows import CSV_COLUMNS, CostRow, FanoutChild, ModelComparison, Totals
+from ._rows import CSV_COLUMNS, CostRow, ModelComparison, Totals
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -66,44 +68,10 @@ class Breakdown(Mapping[str, Totals]):
         ]
 
 
-class CostReport:
-    """What the LLM calls of one or more runs cost, per (run, step, model).
+class _RowTotals:
+    """Totals over a report's rows (``CostReport``'s own, kept apart for its size)."""
 
-    Build it with ``run.report()`` or ``await bn.report(db=...)``. Replayed calls
-    (answered from the store on a retry or resume) are counted apart in
-    ``replayed_calls`` and never add tokens or cost twice. Calls to models without a
-    known price make the affected costs ``None`` ("unknown") and ``complete`` False;
-    ``total`` then sums the calls that were priced (a lower bound).
-    """
-
-    def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
-        self.rows: list[CostRow] = list(rows)
-        self.fanout_children: list[FanoutChild] = list(fanout)
-
-    # ── building ──────────────────────────────────────────────────────────────
-
-    @classmethod
-    def from_runs(cls, runs: Iterable[Run], *, reprice: bool = False) -> CostReport:
-        """A report of runs held in memory (``run.report()``); ``reprice=True`` prices each
-        call again with today's tables (`CallRecord.repriced`)."""
-        rows: list[CostRow] = []
-        children: list[FanoutChild] = []
-        for run in runs:
-            rows.extend(_rows_of_run(run, reprice))
-            children.extend(_children_of_run(run))
-        return cls(rows, children)
-
-    @classmethod
-    def from_aggregates(
-        cls, rows: Iterable[Mapping[str, Any]], children: Iterable[Mapping[str, Any]] = ()
-    ) -> CostReport:
-        """A report from ``Store.aggregate_stats`` and ``Store.fanout_children`` rows."""
-        return cls(
-            [CostRow.from_aggregate(dict(r)) for r in rows],
-            [_child_from_row(c) for c in children],
-        )
-
-    # ── totals ────────────────────────────────────────────────────────────────
+    rows: list[CostRow]
 
     @property
     def total(self) -> Decimal:
@@ -146,6 +114,41 @@ class CostReport:
         for row in self.rows:
             out.merge(row)
         return out
+
+
+class CostReport(_RowTotals):
+    """What the LLM calls of one or more runs cost, per (run, step, model).
+
+    Build it with ``run.report()`` or ``await bn.report(db=...)``. Replayed calls
+    (answered from the store on a retry or resume) are counted apart in
+    ``replayed_calls`` and never add tokens or cost twice. Calls to models without a
+    known price make the affected costs ``None`` ("unknown") and ``complete`` False;
+    ``total`` then sums the calls that were priced (a lower bound).
+    """
+
+    def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
+        self.rows: list[CostRow] = list(rows)
+        self.fanout_children: list[FanoutChild] = list(fanout)
+
+    # ── building ──────────────────────────────────────────────────────────────
+
+    @classmethod
+    def from_runs(cls, runs: Iterable[Run], *, reprice: bool = False) -> CostReport:
+        """A report of runs held in memory (``run.report()``); ``reprice=True`` prices each
+        call again with today's tables (`CallRecord.repriced`)."""
+        rows: list[CostRow] = []
+        children: list[FanoutChild] = []
+        for run in runs:
+            rows.extend(_rows_of_run(run, reprice))
+            children.extend(_children_of_run(run))
+        return cls(rows, children)
+
+    @classmethod
+    def from_aggregates(
+        cls, rows: Iterable[StatAggregate], children: Iterable[FanoutChild] = ()
+    ) -> CostReport:
+        """A report from ``RunStore.aggregate_stats`` and ``RunStore.fanout_children`` rows."""
+        return cls([CostRow.from_aggregate(r) for r in rows], list(children))
 
     # ── breakdowns ────────────────────────────────────────────────────────────
 
@@ -289,17 +292,5 @@ def _children_of_run(run: Run) -> list[FanoutChild]:
     return [
         FanoutChild(run.id, s.parent, s.name, s.model, s.state, s.attempt, s.error)
         for s in run.steps.values()
-        if s.kind == "child" and s.parent is not None and s.model is not None
+        if s.kind == NodeKind.CHILD and s.parent is not None and s.model is not None
     ]
-
-
-def _child_from_row(row: Mapping[str, Any]) -> FanoutChild:
-    return FanoutChild(
-        run_id=row["run_id"],
-        parent=row["parent"],
-        step=row["step"],
-        model=row["model"],
-        state=row["state"],
-        attempt=int(row["attempt"] or 0),
-        error=row["error"],
-    )

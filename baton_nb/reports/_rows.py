@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._money import fmt_money, normalize_money
+from .._states import FAILED_STATES
 from .._usage import Usage
-
-if TYPE_CHECKING:
-    from .._run import CallRecord
+from ..store import CallRecord, FanoutChild, StatAggregate
 
 __all__ = [
     "CSV_COLUMNS",
@@ -42,8 +41,6 @@ CSV_COLUMNS = (
     "price_source",
     "price_model",
 )
-
-FAILED_STATES = frozenset({"discarded", "cancelled"})
 
 
 @dataclass(kw_only=True)
@@ -167,50 +164,26 @@ class CostRow(Totals):
         return {column: values[column] for column in CSV_COLUMNS}
 
     @classmethod
-    def from_aggregate(cls, row: dict[str, Any]) -> CostRow:
-        """From one row of ``Store.aggregate_stats``."""
+    def from_aggregate(cls, row: StatAggregate) -> CostRow:
+        """From one row of ``RunStore.aggregate_stats``."""
         return cls(
-            run_id=row["run_id"],
-            workflow=row["workflow"],
-            step=row["step"],
-            model=row["model"],
-            provider=row["provider"],
-            parent=row.get("parent"),
-            calls=int(row["calls"] or 0),
-            usage=Usage.from_dict(row),
-            known_cost=normalize_money(row["cost"]) if row["cost"] is not None else Decimal(0),
-            fees=normalize_money(row["fees"]) if row.get("fees") is not None else Decimal(0),
-            price_sources=dict.fromkeys(_listed(row, "price_source")),
-            price_models=dict.fromkeys(_listed(row, "price_model")),
-            unpriced_calls=int(row["unpriced_calls"] or 0),
-            estimated_calls=int(row["estimated_calls"] or 0),
-            latency_ms=float(row["latency_ms"] or 0.0),
-            replayed_calls=int(row["replayed_calls"] or 0),
+            run_id=row.run_id,
+            workflow=row.workflow,
+            step=row.step,
+            model=row.model,
+            provider=row.provider,
+            parent=row.parent,
+            calls=row.calls,
+            usage=row.usage,
+            known_cost=row.cost if row.cost is not None else Decimal(0),
+            fees=row.fees if row.fees is not None else Decimal(0),
+            price_sources=dict.fromkeys(row.price_sources),
+            price_models=dict.fromkeys(row.price_models),
+            unpriced_calls=row.unpriced_calls,
+            estimated_calls=row.estimated_calls,
+            latency_ms=row.latency_ms,
+            replayed_calls=row.replayed_calls,
         )
-
-
-def _listed(row: dict[str, Any], name: str) -> list[str]:
-    """The distinct values of a text column over a group of stats rows, from its SQL
-    ``min``/``max``/``count(distinct)`` (``name_min``, ``name_max``, ``name_count``)."""
-    first, last = row.get(f"{name}_min"), row.get(f"{name}_max")
-    values = [v for v in dict.fromkeys((first, last)) if v]
-    more = int(row.get(f"{name}_count") or 0) - len(values)
-    if more > 0:
-        values.append(f"{more} more")
-    return values
-
-
-@dataclass(frozen=True)
-class FanoutChild:
-    """One child of a multi-model fan-out step: how it ended."""
-
-    run_id: str
-    parent: str
-    step: str
-    model: str
-    state: str
-    attempt: int
-    error: str | None = None
 
 
 @dataclass(kw_only=True)

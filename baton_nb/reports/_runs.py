@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .._money import fmt_money, normalize_money
+from .._money import fmt_money
+from .._states import RunStatus
+from ..store import RunSummaryRow
 from ._render import text_table
 
 __all__ = ["RunList", "RunSummary", "local_time"]
@@ -86,22 +87,22 @@ class RunSummary:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> RunSummary:
-        """From one row of ``Store.run_summaries``."""
+    def from_row(cls, row: RunSummaryRow) -> RunSummary:
+        """From one row of ``RunStore.run_summaries``."""
         return cls(
-            id=row["id"],
-            workflow=row["workflow"],
-            status=row["status"],
-            started=row["started_at"] or row["created_at"],
-            finished=row["finished_at"] if row["status"] != "running" else None,
-            steps=int(row["steps"] or 0),
-            steps_completed=int(row["steps_completed"] or 0),
-            failed_steps=list(json.loads(row["failed_steps"] or "[]")),
-            calls=int(row["calls"] or 0),
-            tokens=int(row["input_tokens"] or 0) + int(row["output_tokens"] or 0),
-            cost=normalize_money(row["cost"]) if row["cost"] is not None else Decimal(0),
-            unpriced_calls=int(row["unpriced_calls"] or 0),
-            replayed_calls=int(row["replayed_calls"] or 0),
+            id=row.id,
+            workflow=row.workflow,
+            status=row.status,
+            started=row.started_at or row.created_at,
+            finished=row.finished_at if row.status is not RunStatus.RUNNING else None,
+            steps=row.steps,
+            steps_completed=row.steps_completed,
+            failed_steps=list(row.failed_steps),
+            calls=row.calls,
+            tokens=row.input_tokens + row.output_tokens,
+            cost=row.cost if row.cost is not None else Decimal(0),
+            unpriced_calls=row.unpriced_calls,
+            replayed_calls=row.replayed_calls,
         )
 
     def cells(self) -> list[str]:

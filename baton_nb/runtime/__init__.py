@@ -1,9 +1,11 @@
-"""The scheduler: readiness counters, concurrency, retries, timeouts, snooze, cascade,
-resume, cancellation, replay of paid LLM calls."""
+"""The runtime: a pure scheduler (``_scheduler``) and the in-process driver (``_driver``)
+that applies its decisions: attempts (``_attempt``), LLM calls with replay (``_calls``),
+group commit (``_commit``), the run's lease (``_lease``), events (``_announce``)."""
 
 from ._context import Context
-from ._execution import active_run, active_runs
-from ._setup import DEFAULT_LEASE_TTL, execute_run
+from ._driver import active_run, active_runs
+from ._lease import DEFAULT_LEASE_TTL
+from ._start import execute_run
 from ._tools import ToolResult, ToolRun
 
 __all__ = [

@@ -9,7 +9,7 @@ from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..llm import Completion
-    from ._execution import Execution
+    from ._calls import Calls
     from ._node import Node
     from ._tools import ToolRun
 
@@ -27,19 +27,20 @@ class Context:
 
     def __init__(
         self,
-        execution: Execution,
+        calls: Calls,
         node: Node,
+        params: dict[str, Any],
         results: dict[str, Any],
         model: str | None,
     ) -> None:
-        self._execution = execution
+        self._calls = calls
         self._node = node
         self._call_index = 0
-        self.run_id: str = execution.run.id
-        self.workflow_name: str = execution.graph.name
+        self.run_id: str = calls.run_id
+        self.workflow_name: str = calls.graph.name
         self.step: str = node.name
         self.attempt: int = node.attempt
-        self.params: dict[str, Any] = execution.run.params
+        self.params: dict[str, Any] = params
         self.results: dict[str, Any] = results
         self.model: str | None = model
         self.item: Any = node.item
@@ -99,7 +100,7 @@ class Context:
         )
         index = self._call_index
         self._call_index += 1
-        completion = await self._execution.llm_call(self._node, index, request)
+        completion = await self._calls.complete(self._node, index, request)
         # a fresh answer was validated by complete(); a replayed one is validated again
         return with_parsed(completion, request) if completion.replayed else completion
 
@@ -147,7 +148,7 @@ class Context:
 
     def log(self, message: str, **data: Any) -> None:
         """Write a line to this step's captured context (``run.context(step)``)."""
-        self._execution.debug_log(self._node, "log", str(message), data or None)
+        self._calls.log(self._node, "log", str(message), data or None)
 
 
 def _text_of(value: Any) -> str:

@@ -1,21 +1,33 @@
-"""The runtime's in-memory node: the authoritative state of one step during a run."""
+"""The scheduler's node: the authoritative state of one step during an execution.
+
+Pure data and pure graph work (no I/O): nodes made from stored rows, linked into the
+graph (dependents, fan-out children), and reset for a resume.
+"""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from .. import _jsonutil
-from .._graph import StepSpec
-from .._run import StepInfo
-from ..store import utcnow
+from .._graph import GraphSpec, StepSpec
+from .._states import TERMINAL_STATES, NodeKind, State
+from ..store import NodeRow, NodeUpdate
 
-__all__ = ["Node", "child_info", "gc_paused", "new_child_rows", "new_node_row"]
+__all__ = [
+    "Node",
+    "build_nodes",
+    "gc_paused",
+    "new_child_rows",
+    "new_node_row",
+    "reset_for_resume",
+]
 
 _UNSET: Any = object()
+_STORED = {state: state.value for state in State}  # a state as the store writes it
 
 
 def new_node_row(
@@ -23,51 +35,59 @@ def new_node_row(
     spec: StepSpec,
     step: str,
     *,
-    kind: str,
+    kind: NodeKind,
+    now: datetime,
     parent: str | None = None,
     deps: list[str] | None = None,
     model: str | None = None,
     item_index: int | None = None,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """A pending ``workflow_nodes`` row. Fan-out children wait (1 remaining) for their group.
-
-    ``now`` (its ``updated_at``) may be given once for many rows.
-    """
+) -> NodeRow:
+    """A pending node row. Fan-out children wait (1 remaining) for their group to open."""
     deps = deps or []
-    return {
-        "run_id": run_id,
-        "step": step,
-        "parent": parent,
-        "kind": kind,
-        "worker": spec.worker,
-        "deps": _jsonutil.dumps(deps) if deps else "[]",
-        "remaining_deps": 1 if kind == "child" else len(deps),
-        "ignore_cancelled": spec.ignore_cancelled,
-        "ignore_discarded": spec.ignore_discarded,
-        "max_attempts": 1 if kind == "group" else spec.max_attempts,
-        "model": model,
-        "item_index": item_index,
-        "state": "pending",
-        "attempt": 0,
-        "error": None,
-        "result": None,
-        "has_result": False,
-        "started_at": None,
-        "finished_at": None,
-        "updated_at": utcnow() if now is None else now,
-    }
+    return NodeRow(
+        run_id=run_id,
+        step=step,
+        parent=parent,
+        kind=kind,
+        worker=spec.worker,
+        deps=deps,
+        remaining_deps=1 if kind is NodeKind.CHILD else len(deps),
+        ignore_cancelled=spec.ignore_cancelled,
+        ignore_discarded=spec.ignore_discarded,
+        max_attempts=1 if kind is NodeKind.GROUP else spec.max_attempts,
+        model=model,
+        item_index=item_index,
+        updated_at=now,
+    )
 
 
 def new_child_rows(
-    run_id: str, spec: StepSpec, parent: str, children: list[tuple[int, str]]
-) -> list[dict[str, Any]]:
-    """Pending rows of map children ``(item_index, name)``, made by their group as it runs:
-    nothing left to wait for (0 remaining). One template, copied per child (a 100,000-item
-    map builds its rows in a fraction of the time ``new_node_row`` takes)."""
-    template = new_node_row(run_id, spec, "", kind="child", parent=parent)
-    template["remaining_deps"] = 0
-    return [{**template, "step": name, "item_index": index} for index, name in children]
+    run_id: str, spec: StepSpec, parent: str, children: list[tuple[int, str]], now: datetime
+) -> list[NodeRow]:
+    """Rows of map children ``(item_index, name)``, made by their group as it opens: ready
+    to run (0 remaining), so opening the group writes none of them again. The values all
+    rows share are computed once (one empty deps list: the store encodes it once)."""
+    worker, max_attempts = spec.worker, spec.max_attempts
+    ignore_cancelled, ignore_discarded = spec.ignore_cancelled, spec.ignore_discarded
+    no_deps: list[str] = []
+    child = NodeKind.CHILD
+    return [
+        NodeRow(
+            run_id=run_id,
+            step=name,
+            kind=child,
+            worker=worker,
+            deps=no_deps,
+            remaining_deps=0,
+            max_attempts=max_attempts,
+            updated_at=now,
+            parent=parent,
+            ignore_cancelled=ignore_cancelled,
+            ignore_discarded=ignore_discarded,
+            item_index=index,
+        )
+        for index, name in children
+    ]
 
 
 @contextmanager
@@ -90,20 +110,6 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def child_info(row: dict[str, Any]) -> StepInfo:
-    """The ``StepInfo`` of a new child row (no deps to decode, nothing run yet)."""
-    return StepInfo(
-        name=row["step"],
-        job_id=int(row["id"]),
-        kind="child",
-        parent=row["parent"],
-        worker=row["worker"],
-        max_attempts=row["max_attempts"],
-        model=row["model"],
-        item_index=row["item_index"],
-    )
-
-
 class Node:
     """A step, a fan-out group, or one fan-out child."""
 
@@ -111,14 +117,11 @@ class Node:
         "_result",
         "attempt",
         "children",
-        "completions",
         "dependents",
         "deps",
         "error",
         "finished_at",
-        "history_loaded",
         "id",
-        "info",
         "item",
         "item_index",
         "kind",
@@ -134,34 +137,32 @@ class Node:
         "tally",
     )
 
-    def __init__(self, row: dict[str, Any], spec: StepSpec, info: StepInfo) -> None:
-        self.id: int = int(row["id"])
-        self.name: str = row["step"]
-        self.kind: str = row["kind"]
+    def __init__(self, row: NodeRow, spec: StepSpec) -> None:
+        assert row.id is not None, "a node is made from a stored row"
+        self.id: int = row.id
+        self.name: str = row.step
+        self.kind: NodeKind = row.kind
         self.spec = spec
-        self.info = info
-        self.deps: list[str] = info.deps
-        self.state: str = row["state"]
-        self.attempt: int = row["attempt"]
-        self.max_attempts: int = row["max_attempts"]
-        self.error: str | None = row["error"]
-        self.result_json: str | None = row["result"]
+        self.deps: list[str] = row.deps
+        self.state: State = row.state
+        self.attempt: int = row.attempt
+        self.max_attempts: int = row.max_attempts
+        self.error: str | None = row.error
+        self.result_json: str | None = row.result
         self._result: Any = _UNSET
-        self.remaining: int = row["remaining_deps"]
-        self.started_at: datetime | None = row["started_at"]
-        self.finished_at: datetime | None = row["finished_at"]
-        self.model: str | None = row["model"]
-        self.item_index: int | None = row["item_index"]
+        self.remaining: int = row.remaining_deps
+        self.started_at: datetime | None = row.started_at
+        self.finished_at: datetime | None = row.finished_at
+        self.model: str | None = row.model
+        self.item_index: int | None = row.item_index
         self.item: Any = None
         self.parent: Node | None = None
-        # A group's [completed, failed] children, counted as they settle (set when it runs).
+        # A group's [completed, failed] children, counted as they settle (set when it opens).
         self.tally: list[int] | None = None
         # Shared empty tuples until linked (most nodes have no children, many no dependents):
         # two containers less per node that would live, and be traced by the GC, all run long.
         self.children: Sequence[Node] = ()
         self.dependents: Sequence[Node] = ()
-        self.completions: dict[int, dict[str, str]] = {}
-        self.history_loaded = False
 
     @property
     def result(self) -> Any:
@@ -169,15 +170,23 @@ class Node:
             self._result = _jsonutil.loads(self.result_json)
         return self._result
 
+    @property
+    def has_result(self) -> bool:
+        result = self.result_json
+        return result is not None and result != "null"
+
     def set_result(self, value: Any, encoded: str) -> None:
         self.result_json = encoded
         self._result = value
 
-    def row(self, now: datetime) -> tuple[Any, ...]:
-        """The mutable columns as the store writes them: ``NODE_FIELDS`` values, then the id."""
+    def clear_result(self) -> None:
+        self.result_json, self._result = None, _UNSET
+
+    def update(self, now: datetime) -> NodeUpdate:
+        """The columns that change while it runs, as the store writes them."""
         result = self.result_json
         return (
-            self.state,
+            _STORED[self.state],
             self.attempt,
             self.error,
             result,
@@ -189,14 +198,55 @@ class Node:
             self.id,
         )
 
-    def sync_info(self) -> None:
-        info = self.info
-        info.state = self.state
-        info.attempt = self.attempt
-        info.error = self.error
-        info.has_result = self.result_json is not None and self.result_json != "null"
-        info.started_at = self.started_at
-        info.finished_at = self.finished_at
-
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.kind} {self.state} remaining={self.remaining}>"
+
+
+def build_nodes(graph: GraphSpec, rows: Sequence[NodeRow]) -> dict[str, Node]:
+    """The nodes of a run from its rows, linked: dependents, and fan-out children in order."""
+    nodes: dict[str, Node] = {}
+    for row in rows:
+        node = Node(row, graph.steps[row.parent or row.step])
+        nodes[node.name] = node
+    children: dict[str, list[Node]] = {}
+    dependents: dict[str, list[Node]] = {}
+    parents = {row.step: row.parent for row in rows}
+    for node in nodes.values():
+        parent_name = parents[node.name]
+        if node.kind is NodeKind.CHILD and parent_name is not None:
+            node.parent = nodes[parent_name]
+            children.setdefault(parent_name, []).append(node)
+        else:
+            for dep in node.deps:
+                dependents.setdefault(dep, []).append(node)
+    for name, found in dependents.items():
+        nodes[name].dependents = found
+    for name, found in children.items():
+        group = nodes[name]
+        order = {m: i for i, m in enumerate(group.spec.models)}
+        found.sort(key=lambda c: (order.get(c.model or "", 0), c.item_index or 0, c.id))
+        group.children = found
+    return nodes
+
+
+def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -> None:
+    """Everything not completed runs again with fresh attempts; counters recomputed."""
+    for node in nodes.values():
+        if node.state is State.COMPLETED:
+            continue
+        if node.parent is not None and node.parent.state is State.COMPLETED:
+            # A child left over from a group whose quorum was met; one still running when
+            # the process died is settled as a quorum settles it, or the run never would.
+            if node.state not in TERMINAL_STATES:
+                node.state = State.CANCELLED
+                node.error = f"not needed: quorum of {node.parent.name!r} met"
+                node.finished_at = node.finished_at or clock()
+            continue
+        node.state, node.attempt, node.error = State.PENDING, 0, None
+        node.clear_result()
+        node.started_at, node.finished_at = None, None
+    for node in nodes.values():
+        if node.kind is NodeKind.CHILD:
+            node.remaining = 0 if node.state in TERMINAL_STATES else 1
+        else:
+            node.remaining = sum(1 for d in node.deps if nodes[d].state is not State.COMPLETED)

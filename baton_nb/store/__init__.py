@@ -1,9 +1,41 @@
-"""Durable state: SQLModel tables, migrations, SQLite and Postgres engines, the repository."""
+"""Durable state behind one typed interface (``RunStore``): SQLite and Postgres through
+SQLModel (``SqlStore``), and an in-memory store (``MemoryStore``, ``db="memory://"``).
+
+SQL lives in this package only; everything else asks ``RunStore`` (``_interface``) for
+typed rows (``_rows``).
+"""
 
 from ._engine import DEFAULT_URL, resolve_url
+from ._interface import (
+    BatchWriter,
+    ExecutionStore,
+    PruneStore,
+    ReadStore,
+    ReportStore,
+    RunStore,
+)
+from ._memory import MemoryStore
 from ._migrations import SCHEMA_VERSION
-from ._reporting import FINISHED_STATUSES, PRUNE_TABLES, RunFilter
-from ._repository import NODE_FIELDS, Store, WriteBatch, lease_owner_name, loads_list, utcnow
+from ._open import SqlStore, Store
+from ._rows import (
+    NODE_UPDATE_FIELDS,
+    PRUNE_TABLES,
+    CallRecord,
+    ChangeMarks,
+    CompletionRow,
+    FanoutChild,
+    LogRow,
+    NodeRow,
+    NodeUpdate,
+    RunChanges,
+    RunFilter,
+    RunRow,
+    RunSummaryRow,
+    RunUpdate,
+    StatAggregate,
+    WriteBatch,
+    utcnow,
+)
 from ._tables import (
     SchemaVersion,
     WorkflowCompletion,
@@ -15,12 +47,31 @@ from ._tables import (
 
 __all__ = [
     "DEFAULT_URL",
-    "FINISHED_STATUSES",
-    "NODE_FIELDS",
+    "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
     "SCHEMA_VERSION",
+    "BatchWriter",
+    "CallRecord",
+    "ChangeMarks",
+    "CompletionRow",
+    "ExecutionStore",
+    "FanoutChild",
+    "LogRow",
+    "MemoryStore",
+    "NodeRow",
+    "NodeUpdate",
+    "PruneStore",
+    "ReadStore",
+    "ReportStore",
+    "RunChanges",
     "RunFilter",
+    "RunRow",
+    "RunStore",
+    "RunSummaryRow",
+    "RunUpdate",
     "SchemaVersion",
+    "SqlStore",
+    "StatAggregate",
     "Store",
     "WorkflowCompletion",
     "WorkflowDebugLog",
@@ -28,8 +79,6 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStepStat",
     "WriteBatch",
-    "lease_owner_name",
-    "loads_list",
     "resolve_url",
     "utcnow",
 ]

@@ -7,29 +7,31 @@ NUMERIC on Postgres, the ``decimal_sum`` aggregate over decimal strings on SQLit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ._tables import (
-    ExactDecimal,
-    WorkflowCompletion,
-    WorkflowDebugLog,
-    WorkflowNode,
-    WorkflowRun,
-    WorkflowStepStat,
+from .._money import normalize_money
+from .._states import FINISHED_STATUSES, NodeKind, RunStatus, State
+from .._usage import Usage
+from ._rows import (
+    PRUNE_TABLES,
+    FanoutChild,
+    RunFilter,
+    RunSummaryRow,
+    StatAggregate,
+    distinct_values,
 )
+from ._sql_rows import COMPLETIONS, LOGS, NODES, RUNS, STATS, loads_list
+from ._tables import ExactDecimal
 
 __all__ = [
-    "FINISHED_STATUSES",
-    "PRUNE_TABLES",
-    "RunFilter",
+    "clauses",
     "count_prunable",
-    "existing_run_ids",
     "fanout_children",
     "prune_debug_logs_batch",
     "prune_runs_batch",
@@ -37,51 +39,23 @@ __all__ = [
     "stats_by_run_step_model",
 ]
 
-RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
-NODES = cast(sa.Table, WorkflowNode.__table__)  # type: ignore[attr-defined]
-STATS = cast(sa.Table, WorkflowStepStat.__table__)  # type: ignore[attr-defined]
-COMPLETIONS = cast(sa.Table, WorkflowCompletion.__table__)  # type: ignore[attr-defined]
-LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
-
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
-# Every table that holds rows of a run, children first (the run row goes last in reports).
-PRUNE_TABLES = (
-    "workflow_runs",
-    "workflow_nodes",
-    "workflow_step_stats",
-    "workflow_completions",
-    "workflow_debug_logs",
-)
 _CHILD_TABLES = (NODES, STATS, COMPLETIONS, LOGS)
 
 
-@dataclass(frozen=True)
-class RunFilter:
-    """Which runs a query covers; ``None`` fields do not filter."""
-
-    run_ids: Sequence[str] | None = None
-    workflow: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    status: str | None = None
-
-    def clauses(self) -> list[sa.ColumnElement[bool]]:
-        out: list[sa.ColumnElement[bool]] = []
-        if self.run_ids is not None:
-            out.append(RUNS.c.id.in_(list(self.run_ids)))
-        if self.workflow is not None:
-            out.append(RUNS.c.workflow == self.workflow)
-        if self.since is not None:
-            out.append(RUNS.c.created_at >= self.since)
-        if self.until is not None:
-            out.append(RUNS.c.created_at < self.until)
-        if self.status is not None:
-            out.append(RUNS.c.status == self.status)
-        return out
-
-    @property
-    def empty(self) -> bool:
-        return not self.clauses()
+def clauses(where: RunFilter) -> list[sa.ColumnElement[bool]]:
+    """``where`` as WHERE clauses on ``workflow_runs``."""
+    out: list[sa.ColumnElement[bool]] = []
+    if where.run_ids is not None:
+        out.append(RUNS.c.id.in_(list(where.run_ids)))
+    if where.workflow is not None:
+        out.append(RUNS.c.workflow == where.workflow)
+    if where.since is not None:
+        out.append(RUNS.c.created_at >= where.since)
+    if where.until is not None:
+        out.append(RUNS.c.created_at < where.until)
+    if where.status is not None:
+        out.append(RUNS.c.status == where.status)
+    return out
 
 
 # ── aggregation helpers ──────────────────────────────────────────────────────
@@ -139,7 +113,7 @@ def _distinct_text(column: sa.ColumnElement[Any], name: str) -> list[sa.ColumnEl
 
 
 def _runs_subquery(where: RunFilter) -> sa.Select[Any]:
-    return sa.select(RUNS.c.id).where(*where.clauses())
+    return sa.select(RUNS.c.id).where(*clauses(where))
 
 
 # ── reports ──────────────────────────────────────────────────────────────────
@@ -147,7 +121,7 @@ def _runs_subquery(where: RunFilter) -> sa.Select[Any]:
 
 async def stats_by_run_step_model(
     conn: AsyncConnection, dialect: str, where: RunFilter
-) -> list[dict[str, Any]]:
+) -> list[StatAggregate]:
     """One row per (run, step, model) with sums, the run's workflow and the step's parent."""
     agg = sa.select(
         STATS.c.run_id,
@@ -181,28 +155,43 @@ async def stats_by_run_step_model(
             sub.c.first_id,
         )
     )
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [_aggregate(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def existing_run_ids(conn: AsyncConnection, run_ids: Sequence[str]) -> set[str]:
-    """Which of ``run_ids`` are in the database."""
-    query = sa.select(RUNS.c.id).where(RUNS.c.id.in_(list(run_ids)))
-    return set((await conn.execute(query)).scalars())
+def _int(value: Any) -> int:
+    return int(value or 0)
 
 
-async def run_ids_starting_with(conn: AsyncConnection, prefix: str, limit: int) -> list[str]:
-    """Up to ``limit`` run ids that begin with ``prefix`` (an exact id first)."""
-    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    query = (
-        sa.select(RUNS.c.id)
-        .where(RUNS.c.id.like(pattern, escape="\\"))
-        .order_by((RUNS.c.id == prefix).desc(), RUNS.c.id)
-        .limit(limit)
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else normalize_money(Decimal(value))
+
+
+def _distinct(row: Mapping[Any, Any], name: str) -> list[str]:
+    return distinct_values(row[f"{name}_min"], row[f"{name}_max"], _int(row[f"{name}_count"]))
+
+
+def _aggregate(row: Mapping[Any, Any]) -> StatAggregate:
+    return StatAggregate(
+        run_id=row["run_id"],
+        workflow=row["workflow"],
+        step=row["step"],
+        model=row["model"],
+        provider=row["provider"],
+        parent=row["parent"],
+        calls=_int(row["calls"]),
+        usage=Usage.from_dict(dict(row)),
+        cost=_money(row["cost"]),
+        fees=_money(row["fees"]),
+        price_sources=_distinct(row, "price_source"),
+        price_models=_distinct(row, "price_model"),
+        unpriced_calls=_int(row["unpriced_calls"]),
+        estimated_calls=_int(row["estimated_calls"]),
+        latency_ms=float(row["latency_ms"] or 0.0),
+        replayed_calls=_int(row["replayed_calls"]),
     )
-    return list((await conn.execute(query)).scalars())
 
 
-async def fanout_children(conn: AsyncConnection, where: RunFilter) -> list[dict[str, Any]]:
+async def fanout_children(conn: AsyncConnection, where: RunFilter) -> list[FanoutChild]:
     """Multi-model fan-out children (state, attempts, error) of the runs selected."""
     query = sa.select(
         NODES.c.run_id,
@@ -212,15 +201,27 @@ async def fanout_children(conn: AsyncConnection, where: RunFilter) -> list[dict[
         NODES.c.state,
         NODES.c.attempt,
         NODES.c.error,
-    ).where(NODES.c.kind == "child", NODES.c.model.is_not(None))
+    ).where(NODES.c.kind == NodeKind.CHILD.value, NODES.c.model.is_not(None))
     if not where.empty:
         query = query.where(NODES.c.run_id.in_(_runs_subquery(where)))
-    return [dict(r) for r in (await conn.execute(query.order_by(NODES.c.id))).mappings()]
+    rows = (await conn.execute(query.order_by(NODES.c.id))).mappings()
+    return [
+        FanoutChild(
+            r["run_id"],
+            r["parent"],
+            r["step"],
+            r["model"],
+            State(r["state"]),
+            _int(r["attempt"]),
+            r["error"],
+        )
+        for r in rows
+    ]
 
 
 async def run_summaries(
     conn: AsyncConnection, dialect: str, where: RunFilter, limit: int | None
-) -> list[dict[str, Any]]:
+) -> list[RunSummaryRow]:
     """Runs, newest first, each with its step counts, calls, tokens and cost."""
     picked = (
         sa.select(
@@ -232,7 +233,7 @@ async def run_summaries(
             RUNS.c.finished_at,
             RUNS.c.failed_steps,
         )
-        .where(*where.clauses())
+        .where(*clauses(where))
         .order_by(RUNS.c.created_at.desc(), RUNS.c.id)
     )
     if limit is not None:
@@ -243,9 +244,9 @@ async def run_summaries(
         sa.select(
             NODES.c.run_id,
             sa.func.count().label("steps"),
-            _count_if(NODES.c.state == "completed").label("steps_completed"),
+            _count_if(NODES.c.state == State.COMPLETED.value).label("steps_completed"),
         )
-        .where(NODES.c.kind != "group", NODES.c.run_id.in_(ids))
+        .where(NODES.c.kind != NodeKind.GROUP.value, NODES.c.run_id.in_(ids))
         .group_by(NODES.c.run_id)
         .subquery("steps")
     )
@@ -264,7 +265,27 @@ async def run_summaries(
         )
         .order_by(runs.c.created_at.desc(), runs.c.id)
     )
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [_summary(r) for r in (await conn.execute(query)).mappings()]
+
+
+def _summary(row: Mapping[Any, Any]) -> RunSummaryRow:
+    return RunSummaryRow(
+        id=row["id"],
+        workflow=row["workflow"],
+        status=RunStatus(row["status"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        failed_steps=loads_list(row["failed_steps"]),
+        steps=_int(row["steps"]),
+        steps_completed=_int(row["steps_completed"]),
+        calls=_int(row["calls"]),
+        input_tokens=_int(row["input_tokens"]),
+        output_tokens=_int(row["output_tokens"]),
+        cost=_money(row["cost"]),
+        unpriced_calls=_int(row["unpriced_calls"]),
+        replayed_calls=_int(row["replayed_calls"]),
+    )
 
 
 _SUMMARY_STATS = (
@@ -287,7 +308,7 @@ def _stats_out(stats: sa.Subquery) -> list[sa.ColumnElement[Any]]:
 def _prunable(cutoff: datetime, now: datetime) -> sa.ColumnElement[bool]:
     """Finished before ``cutoff`` and not leased by a live executor (a resume in progress)."""
     return sa.and_(
-        RUNS.c.status.in_(FINISHED_STATUSES),
+        RUNS.c.status.in_([s.value for s in FINISHED_STATUSES]),
         sa.or_(
             RUNS.c.finished_at < cutoff,
             sa.and_(RUNS.c.finished_at.is_(None), RUNS.c.created_at < cutoff),

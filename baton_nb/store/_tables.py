@@ -11,6 +11,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from .._states import State
+
 __all__ = [
     "NAME",
     "ExactDecimal",
@@ -130,7 +132,7 @@ class WorkflowNode(SQLModel, table=True):
     max_attempts: int = 1
     model: str | None = Field(default=None, sa_type=NAME)
     item_index: int | None = None
-    state: str = Field(default="pending", sa_type=NAME)
+    state: str = Field(default=State.PENDING.value, sa_type=NAME)
     attempt: int = 0
     error: str | None = None
     result: str | None = None

@@ -6,8 +6,17 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["Throttle"]
+__all__ = ["CallLater", "Throttle"]
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+# ``call_later(delay, fn)``: run ``fn`` after ``delay`` seconds (the loop's own, by default).
+CallLater = Callable[[float, Callable[[], None]], _Cancellable]
 
 
 class Throttle:
@@ -19,12 +28,22 @@ class Throttle:
     has passed, and ``flush()`` always calls it: the final state is never left stale.
     """
 
-    def __init__(self, fn: Callable[[], None], interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        fn: Callable[[], None],
+        interval: float = 0.1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: CallLater | None = None,
+    ) -> None:
+        """``clock`` and ``call_later``: the time and the timer (tests give their own)."""
         self.fn = fn
         self.interval = interval
+        self._clock = clock
+        self._call_later = call_later
         self.calls = 0
         self._last = float("-inf")
-        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._handle: _Cancellable | None = None
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -35,15 +54,20 @@ class Throttle:
         """Ask for a call soon; returns at once."""
         if self._handle is not None or self._closed:
             return
+        if self._call_later is not None:
+            with self._lock:
+                if self._handle is None:
+                    self._handle = self._call_later(self._delay(), self._fire)
+            return
         loop = self._loop_or_none()
         if loop is None:
-            if time.monotonic() - self._last >= self.interval:
+            if self._clock() - self._last >= self.interval:
                 self._fire()
             return
         with self._lock:
             if self._handle is not None:
                 return
-            delay = max(0.0, self._last + self.interval - time.monotonic())
+            delay = self._delay()
             if _on_loop_thread(loop):
                 self._handle = loop.call_later(delay, self._fire)
             else:
@@ -65,6 +89,10 @@ class Throttle:
         if handle is not None:
             handle.cancel()
 
+    def _delay(self) -> float:
+        """Seconds until the next call may happen (0 after a quiet period)."""
+        return max(0.0, self._last + self.interval - self._clock())
+
     def _schedule_from_loop(self, delay: float) -> None:
         assert self._loop is not None
         with self._lock:
@@ -74,7 +102,7 @@ class Throttle:
         self._handle = None
         if self._closed:
             return
-        self._last = time.monotonic()
+        self._last = self._clock()
         self.calls += 1
         self.fn()
 

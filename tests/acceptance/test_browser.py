@@ -472,7 +472,9 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     assert again.locator(".bn-panel .bn-ctx-request .bn-pre").first.inner_text() == request
     _shot(page, "widget_reopened", page.locator(".jp-Cell").nth(0).locator(".bn-dag"))
     # back to the light theme: the lab's settings are shared by the tests that follow
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
+    )
     _wait(page, "() => document.body.dataset.jpThemeLight === 'true'")
     assert not errors, errors
 

@@ -164,6 +164,7 @@ def test_env_db_and_failed_run(
     assert "no LLM calls" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a real subprocess
 def test_console_script_and_module(workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and k != "BATON_NB_DB"}
     script = Path(sys.executable).with_name("baton-nb")
@@ -192,6 +193,7 @@ def _baton_nb(workdir: Path, *argv: str, **kw: Any) -> subprocess.CompletedProce
     return done
 
 
+@pytest.mark.slow  # a real subprocess
 def test_bad_csv_path_in_a_real_process(workdir: Path) -> None:
     for path, reason in (("/nonexistent/x.csv", "does not exist"), ("/tmp", "is a directory")):
         done = _baton_nb(workdir, "demo", "--csv", path, capture_output=True)
@@ -202,6 +204,7 @@ def test_bad_csv_path_in_a_real_process(workdir: Path) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.slow  # a real subprocess
 def test_full_stdout_is_a_short_error_not_a_traceback(workdir: Path) -> None:
     assert main(["demo", "--prompts", "1"]) == 0
     with open("/dev/full", "w") as full:
@@ -212,6 +215,7 @@ def test_full_stdout_is_a_short_error_not_a_traceback(workdir: Path) -> None:
     )
 
 
+@pytest.mark.slow  # a real subprocess
 def test_closed_pipe_exits_quietly(workdir: Path) -> None:
     assert main(["demo", "--prompts", "1"]) == 0
     script = Path(sys.executable).with_name("baton-nb")

@@ -50,6 +50,7 @@ def test_every_page_is_in_the_nav() -> None:
     assert not missing, f"add these pages to the nav of mkdocs.yml: {missing}"
 
 
+@pytest.mark.slow  # a real subprocess
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or "mkdocs"
     done = subprocess.run(

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 import baton_nb as bn
-from baton_nb.store import Store, utcnow
+from baton_nb._states import RunStatus
+from baton_nb.store import RunUpdate, Store, WriteBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +80,7 @@ def _count(marks: Path, name: str) -> int:
     return len(path.read_text()) if path.exists() else 0
 
 
+@pytest.mark.slow  # a real subprocess
 async def test_sigkill_mid_step_then_resume_completes(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique: str
 ) -> None:
@@ -121,9 +123,9 @@ async def test_sigkill_mid_step_then_resume_completes(
             proc.stderr.close()
 
     async with await Store.open(db_url) as store:
-        nodes = {n["step"]: n for n in await store.get_nodes(run_id)}
-        assert nodes["first"]["state"] == "completed"
-        assert nodes["slow"]["state"] == "executing"  # left behind by the killed process
+        nodes = {n.step: n for n in await store.get_nodes(run_id)}
+        assert nodes["first"].state == "completed"
+        assert nodes["slow"].state == "executing"  # left behind by the killed process
 
     run = await wf.run(run_id=run_id, display=False)  # the dead holder's lease is taken over
     assert run.status == "completed"
@@ -134,7 +136,7 @@ async def test_sigkill_mid_step_then_resume_completes(
 
 
 async def _states(store: Store, run_id: str) -> dict[str, str]:
-    return {n["step"]: n["state"] for n in await store.get_nodes(run_id)}
+    return {n.step: n.state for n in await store.get_nodes(run_id)}
 
 
 async def test_concurrent_resumes_one_wins(db_url: str, unique: str) -> None:
@@ -378,6 +380,7 @@ FIRST_USE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a real subprocess
 async def test_processes_opening_a_new_database_at_once(fresh_db_url: str, tmp_path: Path) -> None:
     from baton_nb.store._migrations import SCHEMA_VERSION
 
@@ -443,8 +446,8 @@ async def test_lease_left_by_an_interrupted_start_in_this_process_is_taken_over(
 
     async with await Store.open(sqlite_url) as store:
         owner = f"{socket.gethostname()}:{os.getpid()}:deadbeef"
-        await store.update_run(run.id, status="running", lease_owner=owner)
-        await store.update_run(run.id, lease_expires_at=utcnow() + timedelta(minutes=5))
+        await store.write(WriteBatch(run=RunUpdate(run.id, RunStatus.RUNNING)))
+        assert await store.acquire_lease(run.id, owner, timedelta(minutes=5).total_seconds())
     resumed = await wf.run(run_id=run.id, display=False)
     assert resumed.status == "completed"
 

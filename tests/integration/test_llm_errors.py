@@ -139,10 +139,8 @@ async def test_timeout_is_retried_then_provider_error(
 ) -> None:
     configure(max_retries=1)
     fake_providers.latency = 1.0
-    start = time.perf_counter()
     with pytest.raises(ProviderError) as info:
         await complete(_req(timeout=0.2, stream=stream))
-    assert time.perf_counter() - start < 0.9
     err = info.value
     assert (err.status, err.retryable) == (None, True)
     assert "timed out after 0.2 s" in str(err) and "gave up after 2 attempts" in str(err)

@@ -15,6 +15,7 @@ from tests.fakes.plugin import provider_config
 from tests.fakes.provider_server import FakeUsage, RemoteFakeProvider, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # the server in a real subprocess
 
 
 @pytest.fixture

@@ -131,6 +131,7 @@ CRASHING_LLM_STEP = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a real subprocess
 async def test_kill_after_paid_call_then_resume_pays_once(
     fake_providers: FakeProviderServer, db_url: str, tmp_path: Path, unique: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import anyio
@@ -557,10 +558,10 @@ async def test_outer_cancellation_like_a_kernel_interrupt(db_url: str, unique: s
         tg.cancel_scope.cancel()  # what ipykernel does to the cell on interrupt
     async with await Store.open(db_url) as store:
         rows = await store.list_runs(workflow=wf.name)
-        assert [r["status"] for r in rows] == ["cancelled"]
-        assert rows[0]["lease_owner"] is None
-        nodes = await store.get_nodes(rows[0]["id"])
-        assert nodes[0]["state"] == "cancelled"
+        assert [r.status for r in rows] == ["cancelled"]
+        assert rows[0].lease_owner is None
+        nodes = await store.get_nodes(rows[0].id)
+        assert nodes[0].state == "cancelled"
 
 
 async def test_run_with_no_ready_work_left_finishes(sqlite_url: str) -> None:
@@ -643,3 +644,27 @@ async def test_met_quorum_cancels_children_waiting_to_run_again(db_url: str, uni
     for child in ("fan[mock/b]", "fan[mock/c]"):
         assert run.steps[child].state == "cancelled"
         assert "quorum" in (run.steps[child].error or "")
+
+
+async def test_a_callback_that_logs_as_the_run_settles_does_not_hang_it(db_url: str) -> None:
+    """The last settled step's callback writes a log row (a write nobody waits for) just
+    before the run ends: the writer must still stop (it used to wait for ever)."""
+    wf = bn.Workflow(f"log-on-cancel-{uuid.uuid4().hex[:8]}", db=db_url)
+
+    async def cancelled(reason: str, ctx: bn.Context) -> None:
+        ctx.log("told", reason=reason)
+
+    @wf.step(max_attempts=1)
+    async def broken(ctx: bn.Context) -> None:
+        raise RuntimeError("no")
+
+    @wf.step(deps=["broken"], on_dep_discarded=cancelled)
+    async def after(ctx: bn.Context) -> None:
+        return None
+
+    with anyio.fail_after(20):
+        run = await wf.run(display=False)
+    assert run.status == "failed"
+    assert [entry["message"] for entry in run.context("after")] == ["told"]
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert [entry["message"] for entry in stored.context("after")] == ["told"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -58,23 +57,21 @@ async def test_watch_follows_a_run_in_another_process(
         interval = 60.0 if db_url.startswith("postgresql") else 0.05
         seen: list[tuple[str, str]] = []
         finished = []
-        started = time.monotonic()
         async with bn.watch(run_id, db=db_url, poll_interval=interval) as live:
             assert live.listening == db_url.startswith("postgresql")
+            # Well under the 60 s poll interval: on Postgres, only NOTIFY can end it in time.
             with anyio.fail_after(30):
                 async for update in live:
                     if isinstance(update, bn.StepUpdated):
                         seen.append((update.step_name, update.state))
                     elif isinstance(update, bn.WorkflowFinished):
                         finished.append(update.outcome)
-        elapsed = time.monotonic() - started
     finally:
         assert child.wait(timeout=30) == 0
 
     assert finished == ["completed"]
     assert ("b", "executing") in seen, "live, not only the end state"
     assert live.run.results == {"a": 1, "b": 2}
-    assert elapsed < 10, "a notified watcher must not wait for its (60 s) poll interval"
     for step in ("a", "b"):
         states = [state for name, state in seen if name == step]
         assert states[-1] == "completed" and states.count("completed") == 1, seen

@@ -89,3 +89,18 @@ def test_connect_timeout_from_the_url() -> None:
 def test_safe_url_hides_the_password_even_when_unparseable() -> None:
     assert safe_url("postgresql://u:pa:ss@h:x/db") == "postgresql://u:***@h:x/db"
     assert safe_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory://docs", "memory://a:b", "memory://x?y"])
+def test_the_in_memory_store_takes_any_name(url: str) -> None:
+    """``memory://NAME`` names no host, port or file: none of their checks apply."""
+    assert resolve_url(url) == url
+
+
+def test_an_unknown_scheme_names_every_choice_without_the_password() -> None:
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w", db="mysql://u:secret@h/db")
+    message = str(info.value)
+    assert "secret" not in message and "mysql://u:***@h/db" in message
+    for choice in ("sqlite:///path.db", "postgresql://", "memory://NAME"):
+        assert choice in message

@@ -9,12 +9,22 @@ PACKAGE = Path(__file__).resolve().parents[2] / "baton_nb"
 
 # Lowest first. A module may import modules of its own layer or lower ones.
 LAYERS: list[set[str]] = [
-    {"_usage", "_errors", "_jsonutil", "_outcomes", "_dburl", "_graph", "_money", "_counts"},
+    {
+        "_usage",
+        "_errors",
+        "_jsonutil",
+        "_outcomes",
+        "_dburl",
+        "_graph",
+        "_money",
+        "_counts",
+        "_states",
+    },
     {"pricing"},
     {"llm"},
     {"events"},
     {"store"},
-    {"_run", "reports"},
+    {"_runview", "_run", "reports"},
     {"_watch", "_query", "_prune", "widget"},
     {"runtime"},
     {"_builder"},
@@ -27,6 +37,8 @@ RULES = {
     "widget": {"runtime", "_builder"},
     "reports": {"runtime", "widget", "_builder"},
     "_builder": {"store"},
+    # The runtime shows nothing itself: the front end (the builder) attaches the views.
+    "runtime": {"widget", "reports"},
 }
 
 
@@ -77,3 +89,63 @@ def test_imports_point_down() -> None:
             if target in RULES.get(mine, set()):
                 problems.append(f"{path.relative_to(PACKAGE)} must not import {target}")
     assert not problems, "\n".join(problems)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _module_imports(path: Path, modules: set[str]) -> set[str]:
+    """Modules of the package that ``path`` imports, at any depth (in functions too), but
+    not under ``if TYPE_CHECKING:`` (never run)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        found.update(t for t in targets if t in modules and t != name)
+    # importing a package runs its __init__, which may import its children: an edge, but
+    # a module importing one of its own parent packages is not a cycle of code
+    return {t for t in found if not name.startswith(t + ".")}
+
+
+def test_no_import_cycles() -> None:
+    """No module imports, directly or through others, a module that imports it back."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: _module_imports(path, set(paths)) for name, path in paths.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        stack.append(name)
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)

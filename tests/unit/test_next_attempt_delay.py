@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import baton_nb as bn
-from baton_nb.runtime._execution import retry_hint
+from baton_nb.runtime._attempt import retry_hint
 
 
 def rate_limited(seconds: float | None) -> bn.ProviderError:

@@ -12,9 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from baton_nb._run import CallRecord, Run, StepInfo
+from baton_nb._states import NodeKind
 from baton_nb._usage import Usage
-from baton_nb._watch import LiveRun
-from baton_nb.runtime._execution import map_child_names
+from baton_nb._watch import _Forward
+from baton_nb.runtime._groups import map_child_names
+from baton_nb.store import NodeRow
 from baton_nb.widget import _state
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -39,17 +41,32 @@ def test_map_child_names_are_checked_for_duplicates_in_one_pass() -> None:
     assert map_child_names("each", "items", None, [None] * 3) == ["each[0]", "each[1]", "each[2]"]
 
 
+def node_row(name: str, node_id: int, kind: NodeKind, parent: str | None = None) -> NodeRow:
+    return NodeRow(
+        run_id="r",
+        step=name,
+        kind=kind,
+        worker="",
+        deps=[],
+        remaining_deps=0,
+        max_attempts=1,
+        updated_at=NOW,
+        id=node_id,
+        parent=parent,
+    )
+
+
 def test_a_watcher_adds_children_without_scanning_the_group() -> None:
-    live = LiveRun("r", None, 0.5)
-    live._run = Run("r", "w")
-    live._add_node(StepInfo(name="each", job_id=0, kind="group"), None)
-    group = live.run.steps["each"]
+    watched = _Forward(Run("r", "w"), None)
+    watched.row(node_row("each", 1, NodeKind.GROUP))
+    group = watched.run.steps["each"]
     group.children = CountingList()
     CountingList.scans = 0
     for i in range(1000):
-        child = StepInfo(name=f"each[{i}]", job_id=i + 1, kind="child", parent="each")
-        live._add_node(child, None, announce=False)
-    live._add_node(StepInfo(name="each[3]", job_id=4, kind="child", parent="each"), None)
+        watched.row(node_row(f"each[{i}]", i + 2, NodeKind.CHILD, "each"))
+    watched.row(node_row("each[3]", 5, NodeKind.CHILD, "each"))  # seen again
+    # ... and from an event of the running process (a child not read yet)
+    watched.run.add_step(StepInfo(name="each[3]", job_id=5, kind=NodeKind.CHILD, parent="each"))
     assert CountingList.scans == 0
     assert list(group.children) == [f"each[{i}]" for i in range(1000)]  # each child once
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -35,20 +37,70 @@ async def test_a_burst_of_pokes_is_one_call() -> None:
     assert throttle.calls == 1  # nothing new was asked for
 
 
-async def test_steady_pokes_are_at_most_one_call_per_interval() -> None:
-    fn = Recorder()
+class FakeTimer:
+    """Time that moves when the test says, and the timer callbacks due by then."""
+
+    class Handle:
+        def __init__(self) -> None:
+            self.cancelled = False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.due: list[tuple[float, Callable[[], None], FakeTimer.Handle]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> FakeTimer.Handle:
+        handle = FakeTimer.Handle()
+        self.due.append((self.now + delay, fn, handle))
+        return handle
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            ready = [d for d in self.due if d[0] <= end]
+            if not ready:
+                break
+            when, fn, handle = min(ready, key=lambda d: d[0])
+            self.due.remove((when, fn, handle))
+            self.now = max(self.now, when)
+            if not handle.cancelled:
+                fn()
+        self.now = end
+
+
+def test_steady_pokes_are_at_most_one_call_per_interval() -> None:
+    timer = FakeTimer()
+    times: list[float] = []
     interval = 0.05
-    throttle = Throttle(fn, interval)
-    start = time.monotonic()
-    while time.monotonic() - start < 0.5:
+    throttle = Throttle(
+        lambda: times.append(timer.now), interval, clock=timer.clock, call_later=timer.call_later
+    )
+    for _ in range(500):  # 50 pokes every millisecond for half a second
         for _ in range(50):
             throttle.poke()
-        await anyio.sleep(0.001)
-    elapsed = time.monotonic() - start
-    await anyio.sleep(interval * 2)  # the last scheduled call, if any
-    assert 3 <= throttle.calls <= elapsed / interval + 2
-    gaps = [b - a for a, b in zip(fn.times, fn.times[1:], strict=False)]
-    assert min(gaps) >= interval * 0.9, gaps  # timer slack only
+        timer.advance(0.001)
+    timer.advance(interval)  # the last scheduled call, if any
+    assert times[0] == pytest.approx(100.0)  # the first poke after a quiet period: at once
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= interval - 1e-9 for gap in gaps), gaps
+    assert throttle.calls == len(times) == 11  # at 0, 0.05, ... 0.5 s
+
+
+def test_a_poke_after_a_quiet_period_is_called_at_once() -> None:
+    timer = FakeTimer()
+    throttle = Throttle(lambda: None, 0.1, clock=timer.clock, call_later=timer.call_later)
+    throttle.poke()
+    timer.advance(0)
+    timer.advance(1.0)
+    throttle.poke()
+    assert timer.due[-1][0] == timer.now  # due now, not an interval later
+    throttle.poke()  # already scheduled: nothing more
+    assert len([d for d in timer.due if not d[2].cancelled]) == 1
 
 
 async def test_flush_calls_now_and_replaces_the_scheduled_call() -> None:
@@ -82,34 +134,19 @@ async def test_pokes_from_other_threads_run_fn_on_the_loop() -> None:
     fn = Recorder()
     throttle = Throttle(fn, 0.05)  # made on the loop; the first poke comes from a thread
     loop_thread = threading.get_ident()
+    stop = threading.Event()
 
     def hammer() -> None:
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:
+        while not stop.is_set():
             throttle.poke()
 
-    start = time.monotonic()
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads):
-        await anyio.sleep(0.005)
-    elapsed = time.monotonic() - start
-    await anyio.sleep(0.1)
-    assert 2 <= throttle.calls <= elapsed / 0.05 + 3
+    with anyio.fail_after(10):
+        while throttle.calls < 3:
+            await anyio.sleep(0.005)
+    stop.set()
+    for t in threads:
+        t.join()
     assert set(fn.threads) == {loop_thread}
-
-
-def test_without_a_loop_pokes_call_directly_at_most_once_per_interval() -> None:
-    fn = Recorder()
-    throttle = Throttle(fn, 60)
-    throttle.poke()
-    assert throttle.calls == 1
-    for _ in range(100):
-        throttle.poke()
-    assert throttle.calls == 1  # within the interval: dropped
-    throttle.flush()  # the final state is never left stale
-    assert throttle.calls == 2
-    throttle.close()
-    throttle.flush()
-    assert throttle.calls == 2  # closed: nothing more

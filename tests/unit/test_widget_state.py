@@ -9,6 +9,7 @@ from decimal import Decimal
 import baton_nb as bn
 from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
+from baton_nb.store import LogRow
 from baton_nb.widget import _state
 from baton_nb.widget._snapshot import details, snapshot_bundle
 from baton_nb.widget._static import MAX_ROWS, static_html
@@ -237,16 +238,7 @@ def test_snapshot_details_keep_the_captured_request() -> None:
     its request box came out empty (the live panel had it)."""
     run = small_run()
     request = {"messages": [{"role": "user", "content": "Explain <tides>"}], "params": {}}
-    run.logs.append(
-        {
-            "step": "ask[mock/a]",
-            "attempt": 1,
-            "kind": "request",
-            "message": "",
-            "data": json.dumps(request),
-            "created_at": T1,
-        }
-    )
+    run.add_log(LogRow(run.id, "ask[mock/a]", 1, "request", "", json.dumps(request), T1))
     saved = details(run)["ask[mock/a]"]["context"]
     live = _state.detail(run, "ask[mock/a]")["context"]
     assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]

@@ -1,0 +1,305 @@
+"""The read model of a run: what every view of a run shows, computed in one place.
+
+``RunView`` holds a run's state (status, each step's state, results, calls, logs) and
+answers what the views ask: counts per state (``_counts``: one vocabulary), costs and
+tokens, a step's totals with its fan-out children. ``bn.Run`` is a ``RunView`` with the user's
+actions on top; the DAG widget, the text progress line, ``Run.__repr__``, ``baton-nb
+show`` and cost reports all read it through these methods.
+
+It changes through one narrow path only (the "updates" section): the in-process runtime
+calls it as steps change, ``bn.watch`` as rows and events arrive. Nothing else assigns
+its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from . import _jsonutil
+from ._counts import StepCounts, count_steps
+from ._money import fmt_cost, normalize_money
+from ._states import NodeKind, RunStatus, State
+from ._usage import Usage
+from .store import CallRecord, LogRow, NodeRow, RunRow
+
+__all__ = ["RunView", "StepInfo", "StepTotals"]
+
+_NO_USAGE = Usage()
+V = TypeVar("V", bound="RunView")
+
+
+@dataclass
+class StepInfo:
+    """The state of one step or fan-out child (``run.steps[name]``)."""
+
+    name: str
+    job_id: int
+    kind: NodeKind = NodeKind.STEP
+    parent: str | None = None
+    deps: list[str] = field(default_factory=list)
+    worker: str = ""
+    state: State = State.PENDING
+    attempt: int = 0
+    max_attempts: int = 1
+    error: str | None = None
+    has_result: bool = False
+    model: str | None = None
+    item_index: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    usage: Usage = _NO_USAGE  # frozen: one shared zero, replaced (not mutated) by add_call
+    cost: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+    calls: int = 0
+    replayed_calls: int = 0
+    latency_ms: float = 0.0
+    children: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: NodeRow) -> StepInfo:
+        assert row.id is not None
+        return cls(
+            name=row.step,
+            job_id=row.id,
+            kind=row.kind,
+            parent=row.parent,
+            deps=row.deps,  # shared with the row and the runtime's node: read, never changed
+            worker=row.worker,
+            state=row.state,
+            attempt=row.attempt,
+            max_attempts=row.max_attempts,
+            error=row.error,
+            has_result=row.has_result,
+            model=row.model,
+            item_index=row.item_index,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from first start to finish (None until both are known)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def add_call(self, call: CallRecord) -> None:
+        self.calls += 1
+        if call.replayed:
+            self.replayed_calls += 1
+            return
+        self.usage = self.usage + call.usage
+        self.latency_ms += call.latency_ms
+        if call.cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost += call.cost
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """A step's LLM calls with its fan-out children's: what ``baton-nb show`` lists."""
+
+    calls: int
+    usage: Usage
+    cost: Decimal
+    unpriced_calls: int
+
+
+@dataclass
+class _CallTotals:
+    """What a ``RunView`` has summed of its ``calls`` list so far (the first ``counted``)."""
+
+    calls: list[CallRecord] | None
+    counted: int = 0
+    cost: Decimal = Decimal(0)
+    unpriced: int = 0
+    tokens: Usage = _NO_USAGE
+
+
+class RunView:
+    """A run's state and what views derive from it (see the module docstring)."""
+
+    def __init__(self, run_id: str, workflow: str, *, params: dict[str, Any] | None = None) -> None:
+        self.id = run_id
+        self.workflow = workflow
+        self.params: dict[str, Any] = params or {}
+        self.status = RunStatus.PENDING
+        self.steps: dict[str, StepInfo] = {}
+        self.results: dict[str, Any] = {}
+        self.failed_steps: list[str] = []
+        self.calls: list[CallRecord] = []
+        self.logs: list[LogRow] = []
+        self.created_at: datetime | None = None
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.db_url: str | None = None
+        self._totals = _CallTotals(None)
+
+    @classmethod
+    def from_rows(
+        cls: type[V],
+        db_url: str,
+        row: RunRow,
+        nodes: list[NodeRow],
+        calls: list[CallRecord],
+        logs: list[LogRow],
+    ) -> V:
+        """A run from its stored rows (nodes in id order, calls and logs as stored)."""
+        view = cls(row.id, row.workflow, params=_jsonutil.loads(row.params))
+        view.db_url = db_url
+        view.status = row.status
+        view.created_at, view.started_at = row.created_at, row.started_at
+        view.finished_at = row.finished_at
+        view.failed_steps = list(row.failed_steps)
+        for node in nodes:
+            view.add_step(StepInfo.from_row(node))
+            if node.state is State.COMPLETED:
+                view.results[node.step] = _jsonutil.loads(node.result)
+        for call in calls:
+            view.add_call(call)
+        view.logs = list(logs)
+        return view
+
+    # ── what views read ───────────────────────────────────────────────────────
+
+    @property
+    def cost(self) -> Decimal | None:
+        """USD of every LLM call of the run (replayed calls are not counted twice), or
+        ``None`` when a call's model has no known price: the total is then unknown, as
+        ``CallRecord.cost`` and a report row's ``cost`` are. ``known_cost`` is the sum of
+        the priced calls (a lower bound then) and ``unpriced_calls`` says how many are
+        missing from it."""
+        return None if self.unpriced_calls else self.known_cost
+
+    @property
+    def known_cost(self) -> Decimal:
+        """USD of the priced calls: ``cost`` when every call had a price, else a lower bound."""
+        return normalize_money(self._call_totals().cost)
+
+    def cost_text(self) -> str:
+        """The cost as every view shows it: ``$0.0123``, or with the unknown part named."""
+        return fmt_cost(self.known_cost, self.unpriced_calls)
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Number of calls whose model has no known price (their cost is unknown, not 0)."""
+        return self._call_totals().unpriced
+
+    @property
+    def tokens(self) -> Usage:
+        return self._call_totals().tokens
+
+    def _call_totals(self) -> _CallTotals:
+        """Sums over ``calls``, extended by the calls appended since the last look.
+
+        The widget's header asks for them up to 10 times a second while a run appends
+        calls: summing every call each time cost O(calls) per redraw (0.2 s at 100,000
+        calls). ``calls`` only grows while a run executes; a list replaced or shortened
+        is summed again from the start.
+        """
+        totals = self._totals
+        calls = self.calls
+        if totals.calls is not calls or totals.counted > len(calls):
+            totals = self._totals = _CallTotals(calls)
+        for call in calls[totals.counted :]:  # a copy of the new ones only
+            if call.replayed:
+                continue
+            if call.cost is None:
+                totals.unpriced += 1
+            else:
+                totals.cost += call.cost
+            totals.tokens = totals.tokens + call.usage
+        totals.counted = len(calls)
+        return totals
+
+    @property
+    def done(self) -> bool:
+        return self.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    def counts(self) -> StepCounts:
+        """Steps and fan-out children per state (groups are not steps): what every view
+        shows, in one vocabulary (``_counts``)."""
+        return count_steps(self.steps.values())
+
+    def step_totals(self, name: str) -> StepTotals:
+        """The calls of step ``name`` and of its fan-out children, summed."""
+        step = self.steps[name]
+        calls, usage, cost, unpriced = step.calls, step.usage, step.cost, step.unpriced_calls
+        for child in (self.steps[c] for c in step.children):
+            calls += child.calls
+            usage = usage + child.usage
+            cost += child.cost
+            unpriced += child.unpriced_calls
+        return StepTotals(calls, usage, cost, unpriced)
+
+    # ── updates: the one path that changes a run ──────────────────────────────
+
+    def add_step(self, info: StepInfo) -> None:
+        """A new step or fan-out child (a map's children appear mid-run), or a step's
+        info replaced."""
+        known = info.name in self.steps
+        self.steps[info.name] = info
+        parent = self.steps.get(info.parent) if info.parent is not None else None
+        # A parent's children are steps of the run: a step new to the run is new to its
+        # parent (no scan of the children list: a 100,000-item map made that minutes).
+        if parent is not None and not known:
+            parent.children.append(info.name)
+
+    def sync_step(
+        self,
+        name: str,
+        state: State,
+        attempt: int,
+        error: str | None,
+        has_result: bool,
+        started_at: datetime | None,
+        finished_at: datetime | None,
+    ) -> None:
+        """A step's state as it is now."""
+        info = self.steps[name]
+        info.state = state
+        info.attempt = attempt
+        info.error = error
+        info.has_result = has_result
+        info.started_at = started_at
+        info.finished_at = finished_at
+
+    def set_children(self, name: str, children: list[str]) -> None:
+        """A fan-out group's children, in item order (a map's, once expanded)."""
+        self.steps[name].children = list(children)
+
+    def set_result(self, name: str, value: Any) -> None:
+        self.results[name] = value
+
+    def forget_result(self, name: str) -> None:
+        self.results.pop(name, None)
+
+    def add_call(self, call: CallRecord) -> None:
+        self.calls.append(call)
+        step = self.steps.get(call.step)
+        if step is not None:
+            step.add_call(call)
+
+    def add_log(self, log: LogRow) -> None:
+        self.logs.append(log)
+
+    def set_status(
+        self,
+        status: RunStatus,
+        *,
+        failed_steps: list[str] | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        """The run's status; the other fields change when given."""
+        self.status = status
+        if failed_steps is not None:
+            self.failed_steps = list(failed_steps)
+        if started_at is not None:
+            self.started_at = started_at
+        if finished_at is not None:
+            self.finished_at = finished_at

@@ -1,0 +1,91 @@
+"""What the runtime tells the world, in one place: the live ``Run`` (the read model, through
+its update methods) and the events on the run's topics (DESIGN §7)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .._run import Run
+from .._runview import StepInfo
+from .._states import RunStatus
+from ..events import (
+    StepUpdated,
+    WorkflowFinished,
+    has_subscribers,
+    publish,
+    topic_all,
+    topic_workflow,
+)
+from ..store import CallRecord, LogRow, NodeRow, utcnow
+from ._node import Node
+
+__all__ = ["Announcer"]
+
+
+class Announcer:
+    """Keeps a run's ``Run`` current and publishes its events."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.label = run.workflow
+        self.topics = (topic_all(), topic_workflow(run.id))
+
+    def sync(self, node: Node) -> None:
+        """The run's view of ``node`` as it is now (no event: see ``step``)."""
+        self.run.sync_step(
+            node.name,
+            node.state,
+            node.attempt,
+            node.error,
+            node.has_result,
+            node.started_at,
+            node.finished_at,
+        )
+
+    def added(self, row: NodeRow) -> None:
+        """A node made mid-run (a map's child), as just stored: its node holds the same."""
+        self.run.add_step(StepInfo.from_row(row))
+
+    def children(self, group: Node) -> None:
+        """A fan-out group's children, in order (a map's, once expanded)."""
+        self.run.set_children(group.name, [c.name for c in group.children])
+
+    def result(self, node: Node) -> None:
+        """``node`` completed: its result (as downstream steps see it) in ``run.results``."""
+        self.run.set_result(node.name, node.result)
+
+    def step(self, node: Node) -> None:
+        """``StepUpdated`` for ``node``'s state now (to subscribers, if any)."""
+        if not has_subscribers(*self.topics):
+            return
+        event = StepUpdated(
+            workflow_id=self.run.id,
+            workflow_label=self.label,
+            step_name=node.name,
+            worker=node.spec.worker,
+            state=node.state,
+            job_id=node.id,
+            attempt=node.attempt,
+            has_result=node.has_result,
+            error=node.error,
+            timestamp=utcnow(),
+            parent=node.parent.name if node.parent is not None else None,
+            max_attempts=node.max_attempts,
+        )
+        publish(event, *self.topics)
+
+    def call(self, call: CallRecord) -> None:
+        self.run.add_call(call)
+        if has_subscribers(*self.topics):
+            publish(call.event(self.label), *self.topics)
+
+    def log(self, log: LogRow) -> None:
+        self.run.add_log(log)
+
+    def ended(self, status: RunStatus, failed: list[str], at: datetime) -> None:
+        """The run ended: its status (announced by ``finished`` once stored)."""
+        self.run.set_status(status, failed_steps=failed, finished_at=at)
+
+    def finished(self, status: RunStatus, failed: list[str], at: datetime) -> None:
+        """``WorkflowFinished``, always published (subscribers or not)."""
+        publish(WorkflowFinished(self.run.id, self.label, status, list(failed), at), *self.topics)

@@ -1,0 +1,96 @@
+"""Running one attempt of a step: call its function (timeout, sync functions in a thread)
+and turn what happened into an ``Outcome``. No state changes here: the scheduler decides."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from functools import partial
+from typing import Any
+
+import anyio
+
+from .. import _jsonutil
+from .._errors import ProviderError, ResultNotSerializable, describe_error
+from .._outcomes import Discard, Snooze
+from .._states import NodeKind, State
+from ._decisions import Completed, Discarded, Failed, Outcome, Snoozed
+from ._node import Node
+
+__all__ = ["dep_results", "model_for", "retry_hint", "run_attempt"]
+
+_NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
+
+
+async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outcome:
+    """Call the step's function once with ``ctx`` and its deps' ``results``."""
+    spec = node.spec
+    kwargs = {d: results.get(d) for d in spec.kwarg_deps}
+    args = (ctx,) if spec.wants_ctx else ()
+    try:
+        with anyio.fail_after(spec.timeout) if spec.timeout else _NO_TIMEOUT:
+            if spec.is_async:
+                value = await spec.fn(*args, **kwargs)
+            else:
+                call = partial(spec.fn, *args, **kwargs)
+                value = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    except Discard as exc:
+        return Discarded(exc.reason)
+    except TimeoutError as exc:
+        if spec.timeout is not None and not str(exc):
+            error = f"TimeoutError: attempt timed out after {spec.timeout:g}s"
+            return Failed(error, retry_hint(exc))
+        return Failed(describe_error(exc), retry_hint(exc))
+    except Exception as exc:
+        return Failed(describe_error(exc), retry_hint(exc))
+    if isinstance(value, Snooze):
+        return Snoozed(value.seconds)
+    if isinstance(value, Discard):
+        return Discarded(value.reason)
+    try:
+        encoded = _jsonutil.dumps_result(node.name, value)
+    except ResultNotSerializable as exc:
+        return Discarded(f"ResultNotSerializable: {exc}")
+    return Completed(value, encoded)
+
+
+def retry_hint(exc: BaseException | None) -> float:
+    """The largest ``retry_after`` of a ``ProviderError`` in ``exc``, its causes and
+    contexts (a step may wrap the error it got) or its group's errors; 0 if none.
+
+    After a 429 or 503 the call gave up on, re-sending sooner than the provider asked only
+    meets the same answer: the step's next attempt waits at least this long.
+    """
+    found = 0.0
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen or len(seen) > 100:
+            continue
+        seen.add(id(current))
+        hint = current.retry_after if isinstance(current, ProviderError) else None
+        if hint is not None and math.isfinite(hint):
+            found = max(found, hint)
+        todo += [current.__cause__, current.__context__]
+        todo += getattr(current, "exceptions", ())
+    return found
+
+
+def dep_results(node: Node, nodes: Mapping[str, Node]) -> dict[str, Any]:
+    """The results of ``node``'s completed deps (a fan-out child sees its group's deps')."""
+    owner = node.parent if node.parent is not None else node
+    results = {}
+    for dep in owner.deps:
+        dep_node = nodes[dep]
+        if dep_node.state is State.COMPLETED:
+            results[dep] = dep_node.result
+    return results
+
+
+def model_for(node: Node, models: Mapping[str, str]) -> str | None:
+    """``ctx.model``: a multi-model child's model, else the run's model map for the step."""
+    if node.kind is NodeKind.CHILD and node.model:
+        return node.model
+    return models.get(node.spec.name) or node.model

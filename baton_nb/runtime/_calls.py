@@ -1,0 +1,145 @@
+"""A step's LLM calls (DESIGN §6): replay of stored answers, stats, captured context.
+
+Every answer is committed (stored completion and stats row, one transaction) before the
+step sees it; a call made again by a re-executed step (retry, crash rescue, resume) with
+the same index and request is answered from the store: no network, recorded as replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .. import _jsonutil
+from .._errors import OutputValidationError, describe_error
+from .._graph import GraphSpec
+from ..store import CallRecord, CompletionRow, ExecutionStore, LogRow, utcnow
+from ._announce import Announcer
+from ._commit import GroupCommit
+from ._node import Node
+
+if TYPE_CHECKING:
+    from ..llm import Completion, LLMRequest
+
+__all__ = ["Calls"]
+
+
+class Calls:
+    """The LLM calls and captured context of one execution's steps."""
+
+    def __init__(
+        self,
+        graph: GraphSpec,
+        run_id: str,
+        store: ExecutionStore,
+        commit: GroupCommit,
+        announce: Announcer,
+        *,
+        resumed: bool,
+    ) -> None:
+        self.graph = graph
+        self.run_id = run_id
+        self.store = store
+        self.commit = commit
+        self.announce = announce
+        self.resumed = resumed
+        # Answers stored for a node: call index -> request hash -> response JSON.
+        self._answers: dict[str, dict[int, dict[str, str]]] = {}
+
+    async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
+        """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
+        from ..llm import Completion, complete, request_hash
+
+        digest = request_hash(request)
+        stored = (await self._stored(node)).get(index, {}).get(digest)
+        debug = self.debug(node)
+        if debug:  # before the call: a call that fails keeps its request on record
+            self._capture_request(node, request)
+        if stored is not None:
+            completion = replace(Completion.from_json(stored), replayed=True)
+        else:
+            try:
+                completion = await complete(request)
+            except Exception as exc:
+                if debug:
+                    self.log(node, "error", describe_error(exc), {"model": request.model})
+                paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                if isinstance(paid, Completion):
+                    # paid for, so counted; not stored, so a retry asks again
+                    self._record(node, index, paid)
+                    await self.commit.commit()
+                raise
+            encoded = completion.to_json()
+            self._answers[node.name].setdefault(index, {})[digest] = encoded
+            row = CompletionRow(self.run_id, node.name, index, digest, encoded, utcnow())
+            self.commit.add_rows(completion=row)
+        self._record(node, index, completion)
+        if debug:
+            self._capture_response(node, completion)
+        await self.commit.commit()
+        return completion
+
+    async def _stored(self, node: Node) -> dict[int, dict[str, str]]:
+        answers = self._answers.get(node.name)
+        if answers is None:
+            answers = self._answers[node.name] = {}
+            if self.resumed:  # a new run has none stored: no read
+                rows = await self.store.get_completions(self.run_id, node.name)
+                for index, (digest, response) in rows.items():
+                    answers.setdefault(index, {})[digest] = response
+        return answers
+
+    def _record(self, node: Node, index: int, completion: Completion) -> None:
+        call = CallRecord.from_completion(
+            self.run_id, node.name, node.attempt, index, completion, utcnow()
+        )
+        self.commit.add_rows(call=call)
+        self.announce.call(call)
+
+    # ── captured context (debug=True) ─────────────────────────────────────────
+
+    def debug(self, node: Node) -> bool:
+        return node.spec.debug if node.spec.debug is not None else self.graph.debug
+
+    def _capture_request(self, node: Node, request: LLMRequest) -> None:
+        params = {
+            "model": request.model,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "stream": request.stream,
+            **request.neutral_params(),
+            **request.extra,
+        }
+        self.log(node, "request", "", {"messages": list(request.messages), "params": params})
+
+    def _capture_response(self, node: Node, completion: Completion) -> None:
+        self.log(
+            node,
+            "response",
+            completion.text,
+            {
+                "model": completion.model,
+                "usage": completion.usage.to_dict(),
+                "cost_usd": None if completion.cost is None else format(completion.cost, "f"),
+                "replayed": completion.replayed,
+                "finish_reason": completion.finish_reason,
+                "tool_calls": [c.to_dict() for c in completion.tool_calls],
+                "refusal": completion.refusal,
+            },
+        )
+
+    def log(self, node: Node, kind: str, message: str, data: Any) -> None:
+        """A captured-context row for ``node`` (secrets redacted), committed with the next batch."""
+        from ..llm import redact_secrets
+
+        row = LogRow(
+            run_id=self.run_id,
+            step=node.name,
+            attempt=node.attempt,
+            kind=kind,
+            message=redact_secrets(message),
+            data=None if data is None else redact_secrets(_jsonutil.dumps(data)),
+            created_at=utcnow(),
+        )
+        self.commit.add_rows(log=row)
+        self.announce.log(row)

@@ -1,0 +1,134 @@
+"""Group commit: a run's writes, gathered and committed by one writer task in batches.
+
+Every state change happens first in memory (the scheduler) and is marked here; the writer
+commits what is marked in one transaction, as soon as somebody waits for it (a settled
+step, an LLM answer) or after ``LAZY_FLUSH`` (a step that started: nobody waits for that
+row, it rides along with the next commit). A settled step's result, its state and its
+dependents' counters go out in one transaction, and what follows (announcing it, starting
+its dependents) happens only after that commit: a crash never leaves a dependent running
+on a result that is not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from .._errors import StorageError
+from ..store import BatchWriter, CallRecord, CompletionRow, LogRow, RunUpdate, WriteBatch, utcnow
+from ._decisions import Settled
+from ._node import Node
+
+__all__ = ["LAZY_FLUSH", "GroupCommit"]
+
+LAZY_FLUSH = 0.05  # seconds a write nobody waits for may wait for company
+
+
+class GroupCommit:
+    """What a run has to write, and the loop that writes it."""
+
+    def __init__(self, run_id: str, on_committed: Callable[[Settled], None]) -> None:
+        self.run_id = run_id
+        self._on_committed = on_committed
+        self._dirty: dict[int, Node] = {}
+        self._pending = WriteBatch()
+        # Settled nodes whose commit the writer has not done yet.
+        self._settling: list[Settled] = []
+        self._dirt = anyio.Event()  # something to write
+        self._urgent = anyio.Event()  # somebody waits for it to be committed
+        self._flush_done = anyio.Event()
+        self._stopping = False
+        self.error: BaseException | None = None  # the write that failed, if one did
+
+    # ── marking ───────────────────────────────────────────────────────────────
+
+    def mark(self, node: Node) -> None:
+        """``node`` changed: its row goes out with the next commit."""
+        self._dirty[node.id] = node
+        self._dirt.set()
+
+    def add_rows(
+        self,
+        *,
+        completion: CompletionRow | None = None,
+        call: CallRecord | None = None,
+        log: LogRow | None = None,
+    ) -> None:
+        """A stored completion, a call's stats row, a captured-context row to commit."""
+        pending = self._pending
+        if completion is not None:
+            pending.completions.append(completion)
+        if call is not None:
+            pending.stats.append(call)
+        if log is not None:
+            pending.logs.append(log)
+        self._dirt.set()
+
+    def set_run(self, update: RunUpdate) -> None:
+        self._pending.run = update
+        self._dirt.set()
+
+    def settle(self, settled: Settled) -> None:
+        """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after."""
+        self._settling.append(settled)
+        self._dirt.set()
+        self._urgent.set()
+
+    def take_batch(self) -> WriteBatch:
+        """Everything marked so far, as one batch (and a clean slate)."""
+        batch = self._pending
+        batch.run_id = self.run_id
+        now = utcnow()  # one updated_at for the rows that commit together
+        batch.nodes = [n.update(now) for n in self._dirty.values()]
+        self._dirty = {}
+        self._pending = WriteBatch()
+        return batch
+
+    # ── committing ────────────────────────────────────────────────────────────
+
+    async def commit(self) -> None:
+        """Wait until everything marked so far is committed."""
+        done = self._flush_done
+        self._dirt.set()
+        self._urgent.set()
+        await done.wait()
+        if self.error is not None:
+            raise StorageError(f"could not save run {self.run_id}: {self.error}")
+
+    def stop(self) -> None:
+        """Let ``run`` return (what is still marked is written by whoever ends the run)."""
+        self._stopping = True
+        self._dirt.set()
+        self._urgent.set()
+
+    async def run(self, writer: BatchWriter) -> None:
+        """The writer task: commit what is marked, batch after batch, until ``stop``."""
+        # ``stop`` may come while a batch is written (it set the events of that round):
+        # checked again before each wait, or the writer would wait for ever.
+        while not self._stopping:
+            await self._dirt.wait()
+            if self._stopping:
+                return
+            # Writes nobody waits for (a step started) ride along with the next commit
+            # somebody needs, or go out after LAZY_FLUSH: half the transactions in chains.
+            if self._urgent.is_set():
+                await anyio.lowlevel.checkpoint()  # what is ready now joins this commit
+            else:
+                with anyio.move_on_after(LAZY_FLUSH):
+                    await self._urgent.wait()
+            self._dirt, self._urgent = anyio.Event(), anyio.Event()
+            done, self._flush_done = self._flush_done, anyio.Event()
+            settling, self._settling = self._settling, []
+            batch = self.take_batch()
+            try:
+                with anyio.CancelScope(shield=True):
+                    if batch:
+                        await writer.write(batch)
+            except Exception as exc:
+                self.error = exc
+                done.set()
+                raise StorageError(f"could not save run {self.run_id}: {exc}") from exc
+            done.set()
+            for settled in settling:
+                self._on_committed(settled)

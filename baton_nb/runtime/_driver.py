@@ -1,0 +1,337 @@
+"""The in-process driver: executes one run in this process, applying the scheduler's
+decisions with anyio tasks against the store.
+
+One task per running attempt (started once it holds its slots), one writer task (group
+commit, ``_commit``), one heartbeat task (the run's lease, ``_lease``). The scheduler
+decides; this module runs attempts (``_attempt``), fan-out groups and callbacks, commits
+what changed, and acts on a ``Settled`` only after its commit. A second driver (worker
+processes claiming steps) reuses the scheduler, the attempt runner, the calls and the
+store the same way.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._graph import GraphSpec
+from .._run import Run
+from .._states import NodeKind, RunStatus, State
+from ..store import ExecutionStore, RunUpdate, utcnow
+from ._announce import Announcer
+from ._attempt import dep_results, model_for, run_attempt
+from ._calls import Calls
+from ._commit import GroupCommit
+from ._context import Context
+from ._decisions import DepCallback, RetryAfter, Settled
+from ._groups import plan_map
+from ._lease import Lease
+from ._node import Node, gc_paused, new_child_rows
+from ._scheduler import Scheduler
+
+__all__ = ["Driver", "active_run", "active_runs", "unwrap_group"]
+
+logger = logging.getLogger("baton_nb.runtime")
+_ACTIVE: dict[str, Run] = {}
+
+
+def active_run(run_id: str) -> Run | None:
+    """The live Run object of a run executing in this process, if any."""
+    return _ACTIVE.get(run_id)
+
+
+def active_runs() -> list[Run]:
+    """Runs executing in this process right now."""
+    return list(_ACTIVE.values())
+
+
+class Driver:
+    """Runs the nodes of one run to the end (or to cancellation)."""
+
+    def __init__(
+        self,
+        graph: GraphSpec,
+        store: ExecutionStore,
+        run: Run,
+        nodes: dict[str, Node],
+        *,
+        lease: Lease,
+        concurrency: int,
+        models: dict[str, str],
+        resumed: bool,
+    ) -> None:
+        self.graph = graph
+        self.store = store
+        self.run = run
+        self.lease = lease
+        self.models = models
+        self.scheduler = Scheduler(nodes, concurrency=concurrency, key_limits=graph.limits)
+        self.announce = Announcer(run)
+        self.commit = GroupCommit(run.id, self._committed)
+        self.calls = Calls(graph, run.id, store, self.commit, self.announce, resumed=resumed)
+        self._context = contextvars.copy_context()
+        self._settled = anyio.Event()
+        self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
+        self._helpers = 0  # writer and heartbeat not returned yet
+        self._helpers_done = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._cancelled = False
+        self._loop_thread = threading.get_ident()
+        self._token: Any = None
+
+    def mark(self, node: Node) -> None:
+        """``node`` changed: written with the next commit, shown in the live Run now."""
+        self.commit.mark(node)
+        result = node.result_json  # Announcer.sync, inline: the runtime's most frequent call
+        self.run.sync_step(
+            node.name,
+            node.state,
+            node.attempt,
+            node.error,
+            result is not None and result != "null",
+            node.started_at,
+            node.finished_at,
+        )
+
+    # ── the whole execution ───────────────────────────────────────────────────
+
+    async def execute(self) -> Run:
+        run = self.run
+        run.set_status(RunStatus.RUNNING, started_at=run.started_at or utcnow())
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._context = contextvars.copy_context()  # each step's task starts from a copy
+        run._canceller = self._request_cancel
+        _ACTIVE[run.id] = run
+        interrupted = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._helpers = 2
+                tg.start_soon(self._helper, self._write)
+                tg.start_soon(self._helper, self._heartbeat)
+                for node in self.scheduler.initial():
+                    self._start(node)
+                if self.scheduler.unsettled == 0:
+                    self._settled.set()
+                await self._settled.wait()
+                await self._stop_helpers()
+                tg.cancel_scope.cancel()  # steps still running that a quorum made unneeded
+        except BaseException as exc:
+            interrupted = True
+            real = unwrap_group(exc)
+            if real is not exc and not isinstance(real, anyio.get_cancelled_exc_class()):
+                raise real from None
+            raise
+        finally:
+            run._canceller = None
+            _ACTIVE.pop(run.id, None)
+            with anyio.CancelScope(shield=True):
+                await self._finish(cancelled=interrupted or self._cancelled)
+        return run
+
+    def _request_cancel(self) -> None:
+        """Cancel from the event loop's thread or any other (a widget button, a signal)."""
+        self._cancelled = True
+        tg = self._tg
+        if tg is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            tg.cancel_scope.cancel()
+        else:
+            anyio.from_thread.run_sync(tg.cancel_scope.cancel, token=self._token)
+
+    async def _finish(self, *, cancelled: bool) -> None:
+        end = self.scheduler.wind_down(cancelled=cancelled)
+        for node in end.cancelled:
+            self.mark(node)
+            self.announce.step(node)
+        now = utcnow()
+        self.announce.ended(end.status, end.failed_steps, now)
+        update = RunUpdate(self.run.id, end.status, end.failed_steps, now, release_lease=True)
+        self.commit.set_run(update)
+        if self.commit.error is None and not self.lease.lost:
+            await self.store.write(self.commit.take_batch())
+        self.announce.finished(end.status, end.failed_steps, now)
+
+    # ── helpers: the writer and the heartbeat ─────────────────────────────────
+
+    async def _helper(self, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await body()
+        finally:
+            self._helpers -= 1
+            if self._helpers == 0:
+                self._helpers_done.set()
+
+    async def _write(self) -> None:
+        async with self.store.writer() as writer:
+            await self.commit.run(writer)
+
+    async def _heartbeat(self) -> None:
+        await self.lease.keep(self.store, self.run.id, self._stopping)
+
+    async def _stop_helpers(self) -> None:
+        """Let the writer and the heartbeat return instead of cancelling them.
+
+        A cancelled task's CancelledError keeps its frames, and with them this execution
+        and every node, result and step spec of the run, in a reference cycle: garbage
+        that only a full (generation 2) collection frees, tens of ms on a big heap. What
+        is still marked is written by ``_finish``, as before.
+        """
+        self._stopping.set()
+        self.commit.stop()
+        if self._helpers:
+            await self._helpers_done.wait()
+
+    # ── starting nodes ────────────────────────────────────────────────────────
+
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
+        """Start ``fn(*args)`` in the run's task group, in a copy of the run's context."""
+        tg = self._tg
+        assert tg is not None
+        if tg.cancel_scope.cancel_called:
+            return  # the run is being cancelled: what has not started stays pending
+        self._context.run(partial(tg.start_soon, fn, *args, name=f"baton:{name}"))
+
+    def _start(self, node: Node) -> None:
+        """``node`` was admitted: run an attempt (it holds its slots), or open its group."""
+        body = self._open_group if node.kind is NodeKind.GROUP else self._run_step
+        self._spawn(body, node.name, node)
+
+    def _admit(self, node: Node) -> None:
+        admitted = self.scheduler.admit(node)
+        if admitted is not None:
+            self._start(admitted)
+
+    def _context_for(self, node: Node) -> Context:
+        results = dep_results(node, self.scheduler.nodes)
+        model = model_for(node, self.models)
+        return Context(self.calls, node, self.run.params, results, model)
+
+    # ── running ───────────────────────────────────────────────────────────────
+
+    async def _run_step(self, node: Node) -> None:
+        """One attempt of a step that holds its slots; a retry or snooze admits it again."""
+        scheduler = self.scheduler
+        try:
+            if not scheduler.begin(node):
+                return  # settled while it waited (e.g. a quorum was met)
+            self.mark(node)
+            self.announce.step(node)
+            ctx = self._context_for(node)
+            outcome = await run_attempt(node, ctx, ctx.results)
+        finally:
+            for nxt in scheduler.release(node):
+                self._start(nxt)
+        decision = scheduler.conclude(node, outcome)
+        if isinstance(decision, RetryAfter):
+            self.mark(node)
+            self.announce.step(node)
+            await anyio.sleep(decision.delay)
+            self._admit(node)
+        else:
+            self._settle(decision)
+
+    async def _open_group(self, group: Node) -> None:
+        scheduler = self.scheduler
+        scheduler.begin_group(group)
+        self.mark(group)
+        self.announce.step(group)
+        if group.spec.map_over is not None:
+            problem = await self._expand_map(group)
+            if problem is not None:
+                self._settle(scheduler.settle(group, State.DISCARDED, error=problem))
+                return
+        opened = scheduler.open_group(group)
+        for child in opened.reset:
+            self.mark(child)
+        self._settle(opened.settled)
+        for child in opened.start:
+            self._start(child)
+
+    async def _expand_map(self, group: Node) -> str | None:
+        """A map's children, one per item of its source's result: new ones stored (ready
+        to run). Linear in the items; the many objects built with the cyclic GC paused."""
+        assert group.spec.map_over is not None
+        plan = plan_map(group, self.scheduler.nodes[group.spec.map_over])
+        if isinstance(plan, str):
+            return plan
+        existing = {c.name for c in group.children}
+        todo = [(index, name) for index, name in enumerate(plan.names) if name not in existing]
+        with gc_paused():
+            rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
+        ids = await self.store.insert_nodes(rows)
+        with gc_paused():
+            new = []
+            for row in rows:
+                row.id = ids[row.step]
+                new.append(Node(row, group.spec))
+            stale = self.scheduler.adopt(group, plan, new)
+            for row in rows:
+                self.announce.added(row)
+            for node in stale:
+                self.mark(node)
+            self.announce.children(group)
+        return None
+
+    # ── settling ──────────────────────────────────────────────────────────────
+
+    def _settle(self, settled: Settled | None) -> None:
+        """Commit what settled; the rest follows the commit (``_committed``)."""
+        if settled is None:
+            return
+        for node in settled.changed:
+            self.mark(node)
+        for node in settled.nodes:
+            if node.state is State.COMPLETED:
+                self.announce.result(node)
+        self.commit.settle(settled)
+
+    def _committed(self, settled: Settled) -> None:
+        """Called by the writer: ``settled`` is stored. Announce it, start what it made
+        ready, run the callbacks; only then do its nodes count as settled."""
+        for node in settled.nodes:
+            self.announce.step(node)
+        for node in self.scheduler.committed(settled):
+            self._start(node)
+        if settled.callbacks:
+            self._spawn(self._run_callbacks, settled.nodes[0].name, settled)
+        elif self.scheduler.count_settled(len(settled.nodes)):
+            self._settled.set()
+
+    async def _run_callbacks(self, settled: Settled) -> None:
+        for callback in settled.callbacks:
+            await self._run_callback(callback)
+        if self.scheduler.count_settled(len(settled.nodes)):
+            self._settled.set()
+
+    async def _run_callback(self, callback: DepCallback) -> None:
+        node, dep_state, reason = callback
+        spec = node.spec
+        fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
+        if fn is None:
+            return
+        try:
+            result = fn(reason, self._context_for(node))
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The one real error inside (nested) exception groups, if there is exactly one."""
+    inner = getattr(exc, "exceptions", None)
+    while inner is not None and len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc

@@ -1,0 +1,98 @@
+"""The lease of a run: one executor at a time, taken over when its holder died.
+
+The holder renews it every third of its time to live; a holder that cannot (another
+process took the run over after the lease lapsed) stops executing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import anyio
+
+from .._errors import RunLocked
+from ..store import ExecutionStore
+
+__all__ = ["DEFAULT_LEASE_TTL", "Lease", "take_lease"]
+
+DEFAULT_LEASE_TTL = 30.0
+# Lease owners of executions alive in this process: a lease held by this process under
+# another owner name is left over from an interrupted start and can be taken over.
+_LIVE_OWNERS: set[str] = set()
+
+
+class Lease:
+    """This process's claim on runs: ``async with Lease() as lease`` for one execution."""
+
+    def __init__(self, ttl: float = DEFAULT_LEASE_TTL) -> None:
+        self.ttl = ttl
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lost = False
+
+    def __enter__(self) -> Lease:
+        _LIVE_OWNERS.add(self.owner)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _LIVE_OWNERS.discard(self.owner)
+
+    async def keep(self, store: ExecutionStore, run_id: str, stopping: anyio.Event) -> None:
+        """Renew the lease until ``stopping`` is set; raise ``RunLocked`` if it was lost."""
+        while True:
+            with anyio.move_on_after(self.ttl / 3):
+                await stopping.wait()
+            if stopping.is_set():
+                return
+            if not await store.renew_lease(run_id, self.owner, self.ttl):
+                self.lost = True
+                raise RunLocked(
+                    f"run {run_id} lost its lease (another process took it over); "
+                    "this execution stopped"
+                )
+
+
+async def take_lease(store: ExecutionStore, run_id: str, lease: Lease, holder: str | None) -> None:
+    """Take the run's lease, from a dead holder too; ``RunLocked`` if a live one has it."""
+    if await store.acquire_lease(run_id, lease.owner, lease.ttl):
+        return
+    if (
+        holder
+        and _holder_is_dead(holder)
+        and await store.acquire_lease(run_id, lease.owner, lease.ttl, steal_from=holder)
+    ):
+        return
+    row = await store.get_run(run_id)
+    holder = (row.lease_owner if row else None) or holder
+    until = row.lease_expires_at if row else None
+    raise RunLocked(
+        f"run {run_id} is being executed by {holder} (lease until {until}); wait for it to "
+        "finish, or for its lease to expire if that process died"
+    )
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True if the lease holder was a process on this host that no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return holder not in _LIVE_OWNERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False

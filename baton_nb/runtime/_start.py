@@ -1,0 +1,196 @@
+"""Start or resume a run: validate, create or load rows, take the lease, execute."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+
+from .. import _jsonutil
+from .._errors import ConfigurationError
+from .._graph import GraphSpec
+from .._run import Run, load_run
+from .._states import NodeKind, RunStatus, State
+from ..store import ExecutionStore, NodeRow, RunRow, RunStore, RunUpdate, Store, utcnow
+from ._driver import Driver
+from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
+from ._node import build_nodes, new_node_row, reset_for_resume
+
+__all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
+
+
+async def execute_run(
+    graph: GraphSpec,
+    *,
+    params: Mapping[str, Any] | None,
+    run_id: str | None,
+    db: str | None,
+    concurrency: int,
+    models: Mapping[str, str] | None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    on_start: Callable[[Run], None] | None = None,
+) -> Run:
+    """Run ``graph`` to the end (or resume ``run_id``) and return the Run.
+
+    ``on_start(run)`` is called with the live Run once it is about to execute (not for a
+    completed run, which is returned as stored): where the front end shows progress.
+    """
+    params_json = _encode_params(params)
+    model_map = {**graph.models, **dict(models or {})}
+    store = await Store.open(db)
+    try:
+        with Lease(lease_ttl) as lease:
+            existing = await store.get_run(run_id) if run_id is not None else None
+            created = None
+            if existing is not None:
+                _check_resumable(graph, existing, params, params_json)
+                if existing.status is RunStatus.COMPLETED:
+                    return await Run.from_store(store, existing.id)
+                await take_lease(store, existing.id, lease, existing.lease_owner)
+                run_id = existing.id
+            else:
+                run_id = run_id or uuid.uuid4().hex
+                created = await _create(store, graph, run_id, params_json, model_map, lease)
+            driver = await _prepare(store, graph, run_id, lease, concurrency, model_map, created)
+            created = None  # the rows: the nodes have what they need, free them before the run
+            if on_start is not None:
+                on_start(driver.run)
+            return await driver.execute()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+def _encode_params(params: Mapping[str, Any] | None) -> str:
+    if params is None:
+        return "{}"
+    if not isinstance(params, Mapping):
+        raise ConfigurationError(f"params must be a dict, got {type(params).__name__}")
+    try:
+        return _jsonutil.dumps(dict(params))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"params must be JSON-serialisable: {exc}") from exc
+
+
+def _check_resumable(
+    graph: GraphSpec, existing: RunRow, params: Mapping[str, Any] | None, params_json: str
+) -> None:
+    if existing.workflow != graph.name:
+        raise ConfigurationError(
+            f"run {existing.id} belongs to workflow {existing.workflow!r}, not {graph.name!r}"
+        )
+    if params is not None and params_json != existing.params:
+        raise ConfigurationError(
+            f"run {existing.id} was started with params {existing.params}; a resume "
+            "reuses them: call wf.run(run_id=...) without params= (or start a new run)"
+        )
+
+
+async def _create(
+    store: ExecutionStore,
+    graph: GraphSpec,
+    run_id: str,
+    params_json: str,
+    models: Mapping[str, str],
+    lease: Lease,
+) -> tuple[Run, list[NodeRow]]:
+    """Insert a new run and its nodes; the Run and node rows as they were committed.
+
+    The same values a read back would give (a new run has no stats or logs yet), without
+    reading back every node row: only their ids.
+    """
+    now = utcnow()
+    run_row = RunRow(
+        id=run_id,
+        workflow=graph.name,
+        params=params_json,
+        status=RunStatus.RUNNING,
+        created_at=now,
+        started_at=now,
+        executions=1,
+        lease_owner=lease.owner,
+        lease_expires_at=now + timedelta(seconds=lease.ttl),
+    )
+    rows = _node_rows(graph, run_id, models, now)
+    ids = await store.insert_run(run_row, rows)
+    for row in rows:
+        row.id = ids[row.step]
+    return Run.from_rows(store.url, run_row, rows, [], []), rows
+
+
+def _node_rows(
+    graph: GraphSpec, run_id: str, models: Mapping[str, str], now: datetime
+) -> list[NodeRow]:
+    rows: list[NodeRow] = []
+    for name in graph.order:
+        spec = graph.steps[name]
+        kind = NodeKind.GROUP if spec.is_fanout else NodeKind.STEP
+        model = None if spec.is_fanout else models.get(name)
+        rows.append(
+            new_node_row(run_id, spec, name, kind=kind, deps=list(spec.deps), model=model, now=now)
+        )
+        rows.extend(
+            new_node_row(
+                run_id, spec, f"{name}[{m}]", kind=NodeKind.CHILD, parent=name, model=m, now=now
+            )
+            for m in spec.models
+        )
+    return rows
+
+
+async def _prepare(
+    store: RunStore,
+    graph: GraphSpec,
+    run_id: str,
+    lease: Lease,
+    concurrency: int,
+    models: dict[str, str],
+    created: tuple[Run, list[NodeRow]] | None,
+) -> Driver:
+    """The driver of a run just created (``created``) or of a stored one to resume."""
+    resumed = created is None
+    run, rows = created if created is not None else await load_run(store, run_id)
+    _check_same_steps(graph, run_id, rows)
+    nodes = build_nodes(graph, rows)
+    for node in nodes.values():
+        if node.kind is NodeKind.GROUP:
+            run.set_children(node.name, [c.name for c in node.children])
+    if resumed:
+        reset_for_resume(nodes, utcnow)
+        for node in nodes.values():
+            if node.state is not State.COMPLETED:
+                run.forget_result(node.name)
+        run.set_status(RunStatus.RUNNING, failed_steps=[])
+    driver = Driver(
+        graph,
+        store,
+        run,
+        nodes,
+        lease=lease,
+        concurrency=concurrency,
+        models=models,
+        resumed=resumed,
+    )
+    if resumed:
+        for node in nodes.values():
+            driver.mark(node)
+        previous = await store.get_run(run_id)
+        executions = (previous.executions if previous else 0) + 1
+        driver.commit.set_run(RunUpdate(run_id, RunStatus.RUNNING, executions=executions))
+        await store.write(driver.commit.take_batch())
+    return driver
+
+
+def _check_same_steps(graph: GraphSpec, run_id: str, rows: list[NodeRow]) -> None:
+    stored = {r.step for r in rows if r.parent is None}
+    if stored != set(graph.steps):
+        missing = sorted(stored - set(graph.steps))
+        extra = sorted(set(graph.steps) - stored)
+        raise ConfigurationError(
+            f"run {run_id} was created with other steps than this workflow has "
+            f"(missing here: {missing}, new here: {extra}); resume it with the same workflow "
+            "or start a new run"
+        )

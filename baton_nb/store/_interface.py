@@ -1,0 +1,166 @@
+"""The repository interface (DESIGN §1): every operation the rest of baton_nb asks of storage.
+
+One protocol per kind of user, so that each depends on what it needs only:
+
+- ``ExecutionStore``: a driver executing a run (create, load, lease, group commit, replay);
+- ``ReadStore``: reading runs back (``bn.Run.load``, ``bn.watch``, the CLI);
+- ``ReportStore``: reports and listings, aggregated by the store;
+- ``PruneStore``: data retention.
+
+``RunStore`` is all four: what ``Store.open(db)`` returns. Implemented by the SQL store
+(SQLite and Postgres, ``_sql``) and by the in-memory store (``_memory``); one test suite
+(tests/integration/test_store.py) holds all of them to the same behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from ._rows import (
+    CallRecord,
+    ChangeMarks,
+    FanoutChild,
+    LogRow,
+    NodeRow,
+    RunChanges,
+    RunFilter,
+    RunRow,
+    RunSummaryRow,
+    StatAggregate,
+    WriteBatch,
+)
+
+__all__ = [
+    "BatchWriter",
+    "ExecutionStore",
+    "PruneStore",
+    "ReadStore",
+    "ReportStore",
+    "RunStore",
+]
+
+
+class BatchWriter(Protocol):
+    """A run's group-commit writer: holds what it needs (a connection) for many batches."""
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit ``batch`` in one transaction (all or nothing)."""
+
+
+class _Closable(Protocol):
+    url: str  # where the data lives (a URL without password)
+
+    async def close(self) -> None: ...
+
+
+class ExecutionStore(_Closable, Protocol):
+    """What a driver needs to execute a run."""
+
+    async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
+        """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
+
+    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
+        """Insert nodes of an existing run (a map's children); returns step name -> node id."""
+
+    async def get_run(self, run_id: str) -> RunRow | None: ...
+
+    async def get_nodes(self, run_id: str) -> list[NodeRow]:
+        """Every node of the run, in id order."""
+
+    async def get_completions(self, run_id: str, step: str) -> dict[int, tuple[str, str]]:
+        """Stored responses of a node: call_index -> (request_hash, response JSON)."""
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, steal_from: str | None = None
+    ) -> bool:
+        """Take the run's lease if free, expired, ours, or held by ``steal_from`` (dead)."""
+
+    async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Extend our lease; False if another owner holds it now."""
+
+    def writer(self) -> AbstractAsyncContextManager[BatchWriter]:
+        """``async with store.writer() as w: await w.write(batch)`` for a run's commits."""
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit one batch on its own (outside a run's writer)."""
+
+
+class ReadStore(_Closable, Protocol):
+    """Reading runs back: ``bn.Run.load``, ``bn.watch``, run-id lookups."""
+
+    async def get_run(self, run_id: str) -> RunRow | None: ...
+
+    async def get_nodes(self, run_id: str) -> list[NodeRow]: ...
+
+    async def get_stats(self, run_ids: Sequence[str]) -> list[CallRecord]:
+        """The LLM calls of these runs, in the order they were stored."""
+
+    async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[LogRow]: ...
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        """Runs, newest first."""
+
+    async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]: ...
+
+    async def run_ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
+        """Run ids beginning with ``prefix`` (an exact match first), at most ``limit``."""
+
+    async def change_marks(self, run_id: str) -> ChangeMarks:
+        """How far the stored rows of a run go now (read before a snapshot)."""
+
+    async def changes_since(self, run_id: str, marks: ChangeMarks) -> RunChanges:
+        """The run row, node rows updated at or after ``marks.nodes_at``, newer stats and logs."""
+
+    def notifications(self, on_change: Callable[[str], None]) -> AbstractAsyncContextManager[bool]:
+        """Call ``on_change(run_id)`` after each commit that changes a run, from any process,
+        for the block; yields False where the store has no such channel (callers poll)."""
+
+
+class ReportStore(_Closable, Protocol):
+    """Reports and run listings, aggregated by the store."""
+
+    async def aggregate_stats(self, where: RunFilter | None = None) -> list[StatAggregate]:
+        """Calls summed per (run, step, model), runs in creation order."""
+
+    async def fanout_children(self, where: RunFilter | None = None) -> list[FanoutChild]:
+        """Multi-model fan-out children of the runs selected."""
+
+    async def run_summaries(
+        self, where: RunFilter | None = None, limit: int | None = None
+    ) -> list[RunSummaryRow]:
+        """Runs newest first with step counts, calls, tokens and cost."""
+
+    async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]: ...
+
+
+class PruneStore(_Closable, Protocol):
+    """Data retention: finished, unleased runs and old debug logs."""
+
+    async def prune_runs_batch(self, cutoff: datetime, batch_size: int) -> dict[str, int]:
+        """Delete up to ``batch_size`` prunable runs with all their rows; table -> rows."""
+
+    async def prune_debug_logs_batch(self, cutoff: datetime, batch_size: int) -> int: ...
+
+    async def count_prunable(
+        self, cutoff: datetime | None, log_cutoff: datetime | None
+    ) -> dict[str, int]:
+        """What pruning would delete now, per table."""
+
+
+class RunStore(ExecutionStore, ReadStore, ReportStore, PruneStore, Protocol):
+    """Everything: what ``Store.open(db)`` returns."""
+
+    async def __aenter__(self) -> RunStore: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...

@@ -1,0 +1,119 @@
+"""The SQL store's foundation: opening the engine, connections, Postgres NOTIFY."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .._dburl import safe_url
+from .._errors import StorageError
+from ._engine import is_memory_url, make_engine
+from ._failures import driver_errors, storage_error
+from ._migrations import ensure_schema
+
+__all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
+
+# Postgres: each commit that changes a run notifies this channel with the run id, in the
+# same transaction, so ``bn.watch`` in other processes wakes at once (SQLite watchers poll).
+NOTIFY_CHANNEL = "baton_nb_runs"
+
+S = TypeVar("S", bound="SqlBase")
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection under ``conn`` (aiosqlite's, asyncpg's)."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
+
+
+class SqlBase:
+    """An open SQLite or Postgres database (SQLAlchemy async engine)."""
+
+    def __init__(self, url: str, engine: AsyncEngine) -> None:
+        self.url = url
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # sqlite:///:memory: is one connection shared by every checkout (StaticPool): two
+        # transactions must not interleave on it (a reader's close rolls back what the
+        # writer has open), so each transaction and each read takes this lock.
+        self._serial = anyio.Lock() if is_memory_url(url) else None
+
+    @classmethod
+    async def open(cls: type[S], url: str) -> S:
+        """Open (and create or upgrade the schema of) the database at a resolved ``url``."""
+        engine = make_engine(url)
+        store = cls(url, engine)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(ensure_schema, safe_url(url))
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await engine.dispose()
+            if isinstance(exc, driver_errors()) and not isinstance(exc, StorageError):
+                raise storage_error(exc, url, "open") from exc
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self: S) -> S:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def serialised(self) -> AsyncIterator[None]:
+        """Hold the shared in-memory SQLite connection (a no-op for other databases)."""
+        if self._serial is None:
+            yield
+            return
+        async with self._serial:
+            yield
+
+    @asynccontextmanager
+    async def failures(self, doing: str) -> AsyncIterator[None]:
+        """Database failures in the block raise ``StorageError`` (no SQL text, advice):
+        ``cannot {doing} database URL: ...``."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except driver_errors() as exc:
+            raise storage_error(exc, self.url, doing) from exc
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (``async with store.connect() as conn``)."""
+        async with self.failures("read"), self.serialised(), self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed at the end of the block."""
+        async with self.failures("write to"), self.serialised(), self.engine.begin() as conn:
+            yield conn
+
+    def step_is(self, column: sa.ColumnElement[str], step: str) -> sa.ColumnElement[bool]:
+        """``column == step``, in a form that uses the step indexes: on Postgres they index
+        ``md5(step)`` (migration 4: a btree entry holds at most 2704 bytes)."""
+        if self.dialect == "postgresql":
+            return sa.and_(sa.func.md5(column) == sa.func.md5(step), column == step)
+        return column == step
+
+    async def notify(self, conn: AsyncConnection, run_ids: set[str]) -> None:
+        """Tell watchers (``notifications``) that these runs changed, at commit (Postgres)."""
+        if self.dialect != "postgresql":
+            return
+        # On the driver's connection, inside this transaction: a round trip without
+        # SQLAlchemy's statement machinery (a third of a chain step's cost otherwise).
+        driver = await driver_connection(conn)
+        for run_id in run_ids:
+            await driver.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)

@@ -1,0 +1,116 @@
+"""The SQL store's runs and nodes: creating them, reading them, the lease of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from ._rows import NodeRow, RunRow, utcnow
+from ._sql_rows import (
+    COMPLETIONS,
+    NODES,
+    RUNS,
+    node_from_columns,
+    run_from_columns,
+    run_to_columns,
+)
+from ._sql_write import SqlWrites, insert_nodes_unnest
+
+__all__ = ["SqlRuns"]
+
+
+class SqlRuns(SqlWrites):
+    """What a driver executing a run reads and creates, and its lease."""
+
+    async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
+        """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
+        async with self.begin() as conn:
+            await conn.execute(sa.insert(RUNS), [run_to_columns(run)])
+            if nodes:
+                await self.insert_node_rows(conn, nodes)
+            ids = await conn.execute(
+                sa.select(NODES.c.step, NODES.c.id).where(NODES.c.run_id == run.id)
+            )
+            await self.notify(conn, {run.id})
+            return {step: int(node_id) for step, node_id in ids}
+
+    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
+        """Insert nodes of an existing run; returns step name -> node id."""
+        if not nodes:
+            return {}
+        run_ids = {n.run_id for n in nodes}
+        async with self.begin() as conn:
+            if self.dialect == "sqlite":
+                # SQLite would insert with RETURNING one row per statement (no sentinel for
+                # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
+                # Only ids above the largest before the insert are read back: the new rows
+                # (a map of 100,000 items reads 100,000 rows, not the run's every node).
+                before = await conn.scalar(sa.select(sa.func.max(NODES.c.id)))
+                await self.insert_node_rows(conn, nodes)
+                found = await conn.execute(
+                    sa.select(NODES.c.step, NODES.c.id).where(
+                        NODES.c.run_id.in_(run_ids), NODES.c.id > (before or 0)
+                    )
+                )
+                ids = {step: int(node_id) for step, node_id in found.all()}
+            else:
+                ids = await insert_nodes_unnest(conn, nodes)
+            await self.notify(conn, run_ids)
+            return ids
+
+    async def get_run(self, run_id: str) -> RunRow | None:
+        async with self.connect() as conn:
+            result = await conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id))
+            row = result.mappings().first()
+            return run_from_columns(row) if row else None
+
+    async def get_nodes(self, run_id: str) -> list[NodeRow]:
+        async with self.connect() as conn:
+            rows = await conn.execute(
+                sa.select(NODES).where(NODES.c.run_id == run_id).order_by(NODES.c.id)
+            )
+            return [node_from_columns(r) for r in rows.mappings()]
+
+    async def get_completions(self, run_id: str, step: str) -> dict[int, tuple[str, str]]:
+        """Stored responses of a node: call_index -> (request_hash, response JSON)."""
+        async with self.connect() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    COMPLETIONS.c.call_index, COMPLETIONS.c.request_hash, COMPLETIONS.c.response
+                ).where(COMPLETIONS.c.run_id == run_id, self.step_is(COMPLETIONS.c.step, step))
+            )
+            return {int(i): (h, r) for i, h, r in rows}
+
+    # ── lease: one executor per run ───────────────────────────────────────────
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, *, steal_from: str | None = None
+    ) -> bool:
+        """Take the run's lease if it is free, expired, or held by ``steal_from`` (a dead owner)."""
+        now = utcnow()
+        free = sa.or_(
+            RUNS.c.lease_owner.is_(None),
+            RUNS.c.lease_expires_at < now,
+            RUNS.c.lease_owner == owner,
+        )
+        if steal_from is not None:
+            free = sa.or_(free, RUNS.c.lease_owner == steal_from)
+        async with self.begin() as conn:
+            result = await conn.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == run_id, free)
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl))
+            )
+            return bool(result.rowcount == 1)
+
+    async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        expires = utcnow() + timedelta(seconds=ttl)
+        async with self.begin() as conn:
+            result = await conn.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
+                .values(lease_expires_at=expires)
+            )
+            return bool(result.rowcount == 1)

@@ -1,0 +1,441 @@
+"""The repository interface (``RunStore``): one suite, three stores.
+
+Every test runs on SQLite, on the real Postgres server (a scratch database, so counts are
+exact whatever else runs) and on the in-memory store: they must behave alike,
+the way procrastinate holds its connectors and its in-memory fake to one set of tests.
+On Postgres the module has a scratch database of its own, emptied before each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from baton_nb._states import NodeKind, RunStatus, State
+from baton_nb._usage import Usage
+from baton_nb.pricing import CallPricing
+from baton_nb.store import (
+    PRUNE_TABLES,
+    CallRecord,
+    ChangeMarks,
+    CompletionRow,
+    LogRow,
+    MemoryStore,
+    NodeRow,
+    RunFilter,
+    RunRow,
+    RunStore,
+    RunUpdate,
+    Store,
+    WriteBatch,
+)
+
+pytestmark = pytest.mark.anyio
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+T0 = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(PG_SERVER + "/postgres")
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+@pytest.fixture(scope="module")
+def scratch_postgres() -> Iterator[str]:
+    """A database of this module's own on the Postgres server (emptied before each test)."""
+    name = f"baton_store_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        pytest.fail(f"Postgres is not running on 127.0.0.1:5432: {exc}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    url: str = request.getfixturevalue("scratch_postgres")
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[RunStore]:
+    opened = await Store.open(store_url)
+    if store_url.startswith("postgresql"):  # exact counts: nothing of an earlier test
+        async with opened.begin() as conn:  # type: ignore[attr-defined]
+            await conn.exec_driver_sql(f"TRUNCATE {', '.join(PRUNE_TABLES)} RESTART IDENTITY")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def run_row(run_id: str, **changes: object) -> RunRow:
+    row = RunRow(
+        id=run_id,
+        workflow="wf",
+        params='{"topic": "x"}',
+        status=RunStatus.RUNNING,
+        created_at=T0,
+        started_at=T0,
+    )
+    for name, value in changes.items():
+        setattr(row, name, value)
+    return row
+
+
+def node_row(run_id: str, step: str, **changes: object) -> NodeRow:
+    row = NodeRow(
+        run_id=run_id,
+        step=step,
+        kind=NodeKind.STEP,
+        worker=f"mod.{step}",
+        deps=[],
+        remaining_deps=0,
+        max_attempts=3,
+        updated_at=T0,
+    )
+    for name, value in changes.items():
+        setattr(row, name, value)
+    return row
+
+
+def call(run_id: str, step: str, model: str = "mock/a", **changes: object) -> CallRecord:
+    record = CallRecord(
+        run_id=run_id,
+        step=step,
+        model=model,
+        provider="mock",
+        attempt=1,
+        call_index=0,
+        usage=Usage(input_tokens=10, output_tokens=5),
+        cost=Decimal("0.0015"),
+        latency_ms=12.5,
+        replayed=False,
+        estimated=False,
+        created_at=T0,
+    )
+    for name, value in changes.items():
+        setattr(record, name, value)
+    return record
+
+
+def log(run_id: str, step: str, message: str = "hello", at: datetime = T0) -> LogRow:
+    return LogRow(run_id, step, 1, "log", message, '{"k": 1}', at)
+
+
+async def a_run(store: RunStore, run_id: str = "run-1", **changes: object) -> dict[str, int]:
+    nodes = [
+        node_row(run_id, "a"),
+        node_row(run_id, "fan", kind=NodeKind.GROUP, deps=["a"], remaining_deps=1),
+        node_row(run_id, "fan[mock/x]", kind=NodeKind.CHILD, parent="fan", model="mock/x"),
+        node_row(run_id, "b", deps=["a", "fan"], remaining_deps=2),
+    ]
+    return await store.insert_run(run_row(run_id, **changes), nodes)
+
+
+# ── runs and nodes ───────────────────────────────────────────────────────────
+
+
+async def test_a_run_and_its_nodes_read_back_as_written(store: RunStore) -> None:
+    ids = await a_run(store)
+    assert set(ids) == {"a", "fan", "fan[mock/x]", "b"}
+    run = await store.get_run("run-1")
+    assert run == run_row("run-1")
+    assert isinstance(run.status, RunStatus)
+    nodes = await store.get_nodes("run-1")
+    assert [n.step for n in nodes] == ["a", "fan", "fan[mock/x]", "b"]  # id order
+    assert [n.id for n in nodes] == [ids[n.step] for n in nodes]
+    b = nodes[3]
+    assert (b.deps, b.remaining_deps, b.kind, b.state) == (["a", "fan"], 2, "step", "pending")
+    assert isinstance(b.state, State) and isinstance(b.kind, NodeKind)
+    assert nodes[2].parent == "fan" and nodes[2].model == "mock/x"
+    assert b.updated_at == T0
+    assert await store.get_run("nope") is None
+    assert await store.get_nodes("nope") == []
+
+
+async def test_a_run_id_is_taken_once_and_a_failed_insert_writes_nothing(store: RunStore) -> None:
+    await a_run(store)
+    with pytest.raises(Exception):  # noqa: B017 - each store raises its own kind
+        await store.insert_run(run_row("run-1"), [node_row("run-1", "z")])
+    assert [n.step for n in await store.get_nodes("run-1")] == ["a", "fan", "fan[mock/x]", "b"]
+    with pytest.raises(Exception):  # noqa: B017
+        await store.insert_run(run_row("run-2"), [node_row("run-2", "x"), node_row("run-2", "x")])
+    assert await store.get_run("run-2") is None
+
+
+async def test_nodes_added_to_a_run_get_ids(store: RunStore) -> None:
+    await a_run(store)
+    rows = [node_row("run-1", f"m[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(3)]
+    ids = await store.insert_nodes(rows)
+    assert sorted(ids) == ["m[0]", "m[1]", "m[2]"]
+    assert len(set(ids.values())) == 3
+    stored = {n.step: n.id for n in await store.get_nodes("run-1")}
+    assert all(stored[name] == node_id for name, node_id in ids.items())
+    assert await store.insert_nodes([]) == {}
+
+
+# ── a run's writes ───────────────────────────────────────────────────────────
+
+
+async def test_a_batch_commits_nodes_run_calls_completions_and_logs(store: RunStore) -> None:
+    ids = await a_run(store)
+    later = T0 + timedelta(seconds=3)
+    update = (State.COMPLETED, 1, None, '{"v": 1}', True, 0, T0, later, later, ids["a"])
+    batch = WriteBatch(
+        run_id="run-1",
+        nodes=[update],
+        completions=[CompletionRow("run-1", "a", 0, "h1", '{"text": "hi"}', later)],
+        stats=[call("run-1", "a")],
+        logs=[log("run-1", "a")],
+    )
+    async with store.writer() as writer:
+        await writer.write(batch)
+    a = (await store.get_nodes("run-1"))[0]
+    assert (a.state, a.attempt, a.result, a.has_result) == ("completed", 1, '{"v": 1}', True)
+    assert (a.started_at, a.finished_at, a.updated_at) == (T0, later, later)
+    assert await store.get_completions("run-1", "a") == {0: ("h1", '{"text": "hi"}')}
+    assert await store.get_completions("run-1", "b") == {}
+    [stat] = await store.get_stats(["run-1"])
+    assert stat.id is not None and stat == call("run-1", "a", id=stat.id)
+    priced = CallPricing("mock/a", "genai-prices 0.0.1", "openai/gpt-4o", Decimal("0.25"))
+    await store.write(WriteBatch(stats=[call("run-1", "b", pricing=priced)]))
+    assert (await store.get_stats(["run-1"]))[1].pricing == priced
+    [entry] = await store.get_debug_logs("run-1")
+    assert entry.id is not None and (entry.message, entry.data) == ("hello", '{"k": 1}')
+    assert await store.get_debug_logs("run-1", step="b") == []
+
+    end = RunUpdate("run-1", RunStatus.FAILED, ["b"], later, executions=2, release_lease=True)
+    await store.write(WriteBatch(run=end))
+    run = await store.get_run("run-1")
+    assert run is not None
+    assert (run.status, run.failed_steps, run.finished_at, run.executions) == (
+        "failed",
+        ["b"],
+        later,
+        2,
+    )
+
+
+async def test_a_failing_batch_writes_nothing(store: RunStore) -> None:
+    ids = await a_run(store)
+    row = CompletionRow("run-1", "a", 0, "h1", "{}", T0)
+    await store.write(WriteBatch(completions=[row]))
+    update = (State.EXECUTING, 1, None, None, False, 0, T0, None, T0, ids["a"])
+    bad = WriteBatch(run_id="run-1", nodes=[update], completions=[row], stats=[call("run-1", "a")])
+    for attempt in range(2):  # on its own, then through a run's writer
+        with pytest.raises(Exception):  # noqa: B017 - the same completion twice
+            if attempt == 0:
+                await store.write(bad)
+            else:
+                async with store.writer() as writer:
+                    await writer.write(bad)
+        assert (await store.get_nodes("run-1"))[0].state == "pending"
+        assert await store.get_stats(["run-1"]) == []
+    async with store.writer() as writer:  # the writer goes on after a failed batch
+        await writer.write(WriteBatch(run_id="run-1", nodes=[update]))
+    assert (await store.get_nodes("run-1"))[0].state == "executing"
+
+
+# ── the lease ────────────────────────────────────────────────────────────────
+
+
+async def test_one_lease_holder_at_a_time(store: RunStore) -> None:
+    await a_run(store)
+    assert await store.acquire_lease("run-1", "p1", 60)
+    assert await store.acquire_lease("run-1", "p1", 60)  # ours already
+    assert not await store.acquire_lease("run-1", "p2", 60)
+    assert not await store.renew_lease("run-1", "p2", 60)
+    assert await store.renew_lease("run-1", "p1", 60)
+    assert await store.acquire_lease("run-1", "p2", 60, steal_from="p1")  # p1 died
+    assert not await store.renew_lease("run-1", "p1", 60)
+    assert await store.acquire_lease("run-1", "p2", -1)  # expired at once
+    assert await store.acquire_lease("run-1", "p3", 60)
+    run = await store.get_run("run-1")
+    assert run is not None and run.lease_owner == "p3"
+    await store.write(WriteBatch(run=RunUpdate("run-1", RunStatus.COMPLETED, release_lease=True)))
+    assert await store.acquire_lease("run-1", "p4", 60)
+    assert not await store.acquire_lease("no-such-run", "p1", 60)
+
+
+# ── reading runs back ────────────────────────────────────────────────────────
+
+
+async def test_listing_and_finding_runs(store: RunStore) -> None:
+    for i, (run_id, workflow) in enumerate([("abc_1", "wf"), ("abc%2", "other"), ("abd", "wf")]):
+        created = T0 + timedelta(minutes=i)
+        await store.insert_run(run_row(run_id, workflow=workflow, created_at=created), [])
+    assert [r.id for r in await store.list_runs()] == ["abd", "abc%2", "abc_1"]  # newest first
+    assert [r.id for r in await store.list_runs(workflow="wf", limit=1)] == ["abd"]
+    since = T0 + timedelta(seconds=30)
+    assert [
+        r.id for r in await store.list_runs(since=since, until=since + timedelta(minutes=1))
+    ] == ["abc%2"]
+    assert await store.list_runs(status="completed") == []
+    assert await store.existing_run_ids(["abd", "zzz"]) == {"abd"}
+    assert await store.run_ids_starting_with("abc") == ["abc%2", "abc_1"]
+    assert await store.run_ids_starting_with("abc_") == ["abc_1"]  # _ and % are not patterns
+    assert await store.run_ids_starting_with("abc%") == ["abc%2"]
+    assert await store.run_ids_starting_with("ab", limit=1) == ["abc%2"]
+
+
+async def test_changes_since_marks(store: RunStore) -> None:
+    ids = await a_run(store)
+    assert await store.change_marks("run-1") == ChangeMarks(T0, 0, 0)
+    await store.write(WriteBatch(stats=[call("run-1", "a")], logs=[log("run-1", "a")]))
+    marks = await store.change_marks("run-1")
+    assert marks.nodes_at == T0 and marks.last_stat_id > 0 and marks.last_log_id > 0
+    changes = await store.changes_since("run-1", marks)
+    assert changes.run is not None and changes.run.id == "run-1"
+    assert len(changes.nodes) == 4  # updated at the mark itself: read again
+    assert changes.calls == [] and changes.logs == []
+
+    later = T0 + timedelta(seconds=1)
+    update = (State.EXECUTING, 1, None, None, False, 0, later, None, later, ids["b"])
+    batch = WriteBatch(
+        run_id="run-1",
+        nodes=[update],
+        stats=[call("run-1", "b", created_at=later)],
+        logs=[log("run-1", "b", "again", later)],
+    )
+    await store.write(batch)
+    changes = await store.changes_since(
+        "run-1", ChangeMarks(later, marks.last_stat_id, marks.last_log_id)
+    )
+    assert [n.step for n in changes.nodes] == ["b"]
+    assert [c.step for c in changes.calls] == ["b"] and [g.message for g in changes.logs] == [
+        "again"
+    ]
+    everything = await store.changes_since("run-1", ChangeMarks())
+    assert len(everything.nodes) == 4 and len(everything.calls) == 2 and len(everything.logs) == 2
+    assert (await store.change_marks("nope")) == ChangeMarks()
+
+
+async def test_notifications_from_commits(store: RunStore, store_url: str) -> None:
+    seen: list[str] = []
+    async with store.notifications(seen.append) as listening:
+        if store_url.startswith("sqlite"):
+            assert listening is False  # SQLite watchers poll
+            return
+        assert listening is True
+        await a_run(store)
+        await store.write(WriteBatch(stats=[call("run-1", "a")]))
+        for _ in range(100):
+            if seen.count("run-1") >= 2:
+                break
+            await asyncio.sleep(0.01)
+    assert seen.count("run-1") >= 2
+
+
+# ── reports ──────────────────────────────────────────────────────────────────
+
+
+async def report_runs(store: RunStore) -> None:
+    await a_run(store, "r1", created_at=T0)
+    await a_run(store, "r2", created_at=T0 + timedelta(hours=1), workflow="other")
+    genai = CallPricing("mock/a", "genai-prices 0.0.1", "openai/gpt-4o", Decimal("0.0001"))
+    override = CallPricing("mock/a", "baton_nb override", "openai/gpt-4o-2", None)
+    stats = [
+        call("r1", "a", cost=Decimal("0.001"), pricing=genai),
+        call("r1", "a", cost=Decimal("0.002"), estimated=True, pricing=override),
+        call("r1", "a", replayed=True),  # paid once already: counted apart
+        call("r1", "a", model="mock/u", cost=None),  # no known price
+        call("r1", "fan[mock/x]", model="mock/x"),
+        call("r2", "b", cost=Decimal("0.5")),
+    ]
+    await store.write(WriteBatch(stats=stats))
+
+
+async def test_stats_summed_per_run_step_model(store: RunStore) -> None:
+    await report_runs(store)
+    rows = await store.aggregate_stats()
+    keys = [(r.run_id, r.step, r.model) for r in rows]
+    assert keys == [
+        ("r1", "a", "mock/a"),
+        ("r1", "a", "mock/u"),
+        ("r1", "fan[mock/x]", "mock/x"),
+        ("r2", "b", "mock/a"),
+    ]
+    a = rows[0]
+    assert (a.calls, a.replayed_calls, a.estimated_calls, a.unpriced_calls) == (2, 1, 1, 0)
+    assert a.cost == Decimal("0.003") and a.usage == Usage(input_tokens=20, output_tokens=10)
+    assert a.latency_ms == 25.0 and a.workflow == "wf" and a.parent is None
+    assert a.fees == Decimal("0.0001")
+    assert a.price_sources == ["baton_nb override", "genai-prices 0.0.1"]
+    assert a.price_models == ["openai/gpt-4o", "openai/gpt-4o-2"]
+    assert rows[1].cost is None and rows[1].unpriced_calls == 1
+    assert (rows[1].fees, rows[1].price_sources) == (None, [])
+    assert rows[2].parent == "fan"
+    only = await store.aggregate_stats(RunFilter(workflow="other"))
+    assert [(r.run_id, r.cost) for r in only] == [("r2", Decimal("0.5"))]
+    assert await store.aggregate_stats(RunFilter(run_ids=["nope"])) == []
+
+
+async def test_fanout_children_and_run_summaries(store: RunStore) -> None:
+    await report_runs(store)
+    children = await store.fanout_children(RunFilter(run_ids=["r1"]))
+    assert [(c.run_id, c.parent, c.step, c.model, c.state) for c in children] == [
+        ("r1", "fan", "fan[mock/x]", "mock/x", "pending")
+    ]
+    summaries = await store.run_summaries()
+    assert [s.id for s in summaries] == ["r2", "r1"]
+    r1 = summaries[1]
+    assert (r1.steps, r1.steps_completed) == (3, 0)  # steps and children, not the group
+    assert (r1.calls, r1.replayed_calls, r1.unpriced_calls) == (4, 1, 1)
+    assert (r1.input_tokens, r1.output_tokens) == (40, 20)
+    assert r1.cost == Decimal("0.0045")
+    assert [s.id for s in await store.run_summaries(limit=1)] == ["r2"]
+    assert await store.run_summaries(RunFilter(status="failed")) == []
+
+
+# ── pruning ──────────────────────────────────────────────────────────────────
+
+
+async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> None:
+    old, now = T0, datetime.now(timezone.utc)
+    for run_id in ("done", "leased", "running", "young"):
+        await a_run(store, run_id, created_at=old if run_id != "young" else now)
+        await store.write(WriteBatch(stats=[call(run_id, "a")], logs=[log(run_id, "a")]))
+        await store.write(WriteBatch(completions=[CompletionRow(run_id, "a", 0, "h", "{}", old)]))
+    for run_id in ("done", "leased", "young"):
+        await store.write(WriteBatch(run=RunUpdate(run_id, RunStatus.COMPLETED, (), old)))
+    await store.write(WriteBatch(run=RunUpdate("young", RunStatus.COMPLETED, (), now)))
+    assert await store.acquire_lease("leased", "someone", 600)
+    cutoff = now - timedelta(days=1)
+    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1), strict=True))
+    assert await store.count_prunable(cutoff, None) == expected
+    assert await store.prune_runs_batch(cutoff, 10) == expected
+    assert await store.get_run("done") is None and await store.get_nodes("done") == []
+    assert {r.id for r in await store.list_runs()} == {"leased", "running", "young"}
+    assert await store.prune_runs_batch(cutoff, 10) == dict.fromkeys(PRUNE_TABLES, 0)
+
+    assert (await store.count_prunable(None, now))["workflow_debug_logs"] == 3
+    assert await store.prune_debug_logs_batch(now, 2) == 2
+    assert await store.prune_debug_logs_batch(now, 2) == 1
+    assert await store.get_debug_logs("leased") == []
+
+
+def test_memory_stores_share_data_by_name() -> None:
+    name = f"memory://{uuid.uuid4().hex}"
+    one, two, other = MemoryStore(name), MemoryStore(name), MemoryStore()
+    assert one.data is two.data and one.data is not other.data
+    assert one.url == name
