@@ -5,11 +5,13 @@ SQL lives in this package only; everything else asks ``RunStore`` (``_interface`
 typed rows (``_rows``).
 """
 
+from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._engine import DEFAULT_URL, resolve_url
 from ._interface import (
     BatchWriter,
     ExecutionStore,
     PruneStore,
+    ProviderBatchStore,
     ReadStore,
     ReportStore,
     RunStore,
@@ -50,6 +52,7 @@ __all__ = [
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
     "SCHEMA_VERSION",
+    "BatchRequestRow",
     "BatchWriter",
     "CallRecord",
     "ChangeMarks",
@@ -58,6 +61,8 @@ __all__ = [
     "FanoutChild",
     "LogRow",
     "MemoryStore",
+    "ProviderBatchRow",
+    "ProviderBatchStore",
     "NodeRow",
     "NodeUpdate",
     "PruneStore",
