@@ -2,7 +2,8 @@
 
 One protocol per kind of user, so that each depends on what it needs only:
 
-- ``ExecutionStore``: a driver executing a run (create, load, lease, group commit, replay);
+- ``ExecutionStore``: a driver executing a run (create, load, lease, group commit, replay,
+  provider batches);
 - ``ReadStore``: reading runs back (``bn.Run.load``, ``bn.watch``, the CLI);
 - ``ReportStore``: reports and listings, aggregated by the store;
 - ``PruneStore``: data retention;
@@ -23,8 +24,8 @@ from typing import Protocol
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
     CallRecord,
-    CompletionRow,
     ChangeMarks,
+    CompletionRow,
     FanoutChild,
     LogRow,
     NodeRow,
@@ -39,8 +40,8 @@ from ._rows import (
 __all__ = [
     "BatchWriter",
     "ExecutionStore",
-    "PruneStore",
     "ProviderBatchStore",
+    "PruneStore",
     "ReadStore",
     "ReportStore",
     "RunStore",
@@ -60,8 +61,36 @@ class _Closable(Protocol):
     async def close(self) -> None: ...
 
 
-class ExecutionStore(_Closable, Protocol):
-    """What a driver needs to execute a run."""
+class ProviderBatchStore(_Closable, Protocol):
+    """Provider batches (DESIGN §12): stored before submitting, updated as they go."""
+
+    async def insert_provider_batch(
+        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
+    ) -> None:
+        """A batch and its calls, all or nothing (before it is submitted). A call mapped
+        already (a missing answer asked again) moves to this batch: state, tries."""
+
+    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
+        """What changed on a stored batch: state, the provider's id and counts, costs."""
+
+    async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]: ...
+
+    async def get_batch_requests(self, run_id: str) -> list[BatchRequestRow]:
+        """Every call the run ever sent in a batch, with its batch and state."""
+
+    async def store_batch_results(
+        self,
+        batch: ProviderBatchRow,
+        requests: Sequence[BatchRequestRow],
+        completions: Sequence[CompletionRow],
+        calls: Sequence[CallRecord],
+    ) -> None:
+        """A batch's answers, one transaction: the batch row, its calls' states, the answers
+        as completions (a call's stored answer is kept, not doubled), the paid calls' stats."""
+
+
+class ExecutionStore(ProviderBatchStore, Protocol):
+    """What a driver needs to execute a run (its provider batches included)."""
 
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
@@ -165,35 +194,7 @@ class PruneStore(_Closable, Protocol):
         """What pruning would delete now, per table."""
 
 
-class ProviderBatchStore(_Closable, Protocol):
-    """Provider batches (DESIGN §12): stored before submitting, updated as they go."""
-
-    async def insert_provider_batch(
-        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
-    ) -> None:
-        """A batch and its calls, all or nothing (before it is submitted). A call mapped
-        already (a missing answer asked again) moves to this batch: state, tries."""
-
-    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
-        """What changed on a stored batch: state, the provider's id and counts, costs."""
-
-    async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]: ...
-
-    async def get_batch_requests(self, run_id: str) -> list[BatchRequestRow]:
-        """Every call the run ever sent in a batch, with its batch and state."""
-
-    async def store_batch_results(
-        self,
-        batch: ProviderBatchRow,
-        requests: Sequence[BatchRequestRow],
-        completions: Sequence[CompletionRow],
-        calls: Sequence[CallRecord],
-    ) -> None:
-        """A batch's answers, one transaction: the batch row, its calls' states, the answers
-        as completions (a call's stored answer is kept, not doubled), the paid calls' stats."""
-
-
-class RunStore(ExecutionStore, ReadStore, ReportStore, PruneStore, ProviderBatchStore, Protocol):
+class RunStore(ExecutionStore, ReadStore, ReportStore, PruneStore, Protocol):
     """Everything: what ``Store.open(db)`` returns."""
 
     async def __aenter__(self) -> RunStore: ...

@@ -64,7 +64,8 @@ class MemoryProviderBatches:
         stored = data.provider_batches.get(batch.key)
         if stored is None:
             raise StorageError(f"no provider batch {batch.key!r}")
-        missing = [r.custom_id for r in requests if (r.run_id, r.custom_id) not in data.batch_requests]
+        mapped = data.batch_requests
+        missing = [r.custom_id for r in requests if (r.run_id, r.custom_id) not in mapped]
         if missing:
             raise StorageError(f"no batch request {missing[0]!r} in run {batch.run_id!r}")
         _update(stored, batch)
@@ -73,9 +74,9 @@ class MemoryProviderBatches:
             known.batch_key, known.state = request.batch_key, request.state
             known.error, known.tries = request.error, request.tries
         for completion in completions:
-            key = (completion.run_id, completion.step, completion.call_index, completion.request_hash)
-            if key not in data.completions:
-                data.completions[key] = replace(completion)
+            c = completion
+            if (c.run_id, c.step, c.call_index, c.request_hash) not in data.completions:
+                data.completions[c.run_id, c.step, c.call_index, c.request_hash] = replace(c)
         for call in calls:
             data.stats.append(replace(call, id=next(data.ids)))
         data.changed({batch.run_id})

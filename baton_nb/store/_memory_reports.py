@@ -177,8 +177,8 @@ class MemoryReports(MemoryReads):
         counts["workflow_debug_logs"] = len(data.logs) - len(kept_logs)
         data.logs[:] = kept_logs
         batches = [k for k, b in data.provider_batches.items() if b.run_id in ids]
-        for key in batches:
-            del data.provider_batches[key]
+        for batch_key in batches:
+            del data.provider_batches[batch_key]
         counts["workflow_provider_batches"] = len(batches)
         requests = [k for k in data.batch_requests if k[0] in ids]
         for request in requests:
