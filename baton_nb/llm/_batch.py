@@ -109,6 +109,7 @@ class BatchApi(Protocol):
 
     max_requests: int | None
     max_bytes: int
+    polling: BatchPolling | None  # its own polling (the mock's is quick), else the configured
 
     def line(
         self, endpoint: Endpoint, model: str, request: LLMRequest, custom_id: str
@@ -130,9 +131,10 @@ class BatchApi(Protocol):
     async def status(self, endpoint: Endpoint, remote_id: str) -> RemoteStatus: ...
 
     async def results(
-        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus
+        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus, order: Sequence[str]
     ) -> list[ItemResult]:
-        """Every request's outcome once ``status.ended``."""
+        """Every request's outcome once ``status.ended``; ``order``: the custom ids as
+        submitted (Gemini answers inline requests in that order)."""
 
     async def cancel(self, endpoint: Endpoint, remote_id: str) -> None: ...
 

@@ -24,6 +24,7 @@ from baton_nb._states import BatchState
 from ._anthropic import AnthropicAdapter
 from ._batch import (
     BatchLine,
+    BatchPolling,
     ItemOutcome,
     ItemResult,
     RemoteStatus,
@@ -57,6 +58,7 @@ _ERROR_STATUS = {
 
 class AnthropicBatches:
     max_requests: int | None = 100_000
+    polling: BatchPolling | None = None
     max_bytes = 256_000_000
 
     def __init__(self) -> None:
@@ -125,7 +127,7 @@ class AnthropicBatches:
         return parse_status(await http_json(endpoint, "GET", url, _headers(endpoint)))
 
     async def results(
-        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus
+        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus, order: Sequence[str]
     ) -> list[ItemResult]:
         url = status.raw.get("results_url") or f"{_batches(endpoint)}/{remote_id}/results"
         text = await http_text(endpoint, str(url), _headers(endpoint))
@@ -163,8 +165,10 @@ def parse_status(body: dict[str, Any]) -> RemoteStatus:
     """A Message Batch: our state, its requests answered and failed (counted once ended)."""
     raw = str(body.get("processing_status") or "")
     counts = body.get("request_counts") or {}
-    if raw == "ended":
+    if raw == "ended":  # expired: its 24 hours passed before every request was answered
         state = BatchState.CANCELLED if body.get("cancel_initiated_at") else BatchState.ENDED
+        if state is BatchState.ENDED and int(counts.get("expired") or 0):
+            state = BatchState.EXPIRED
     elif raw == "canceling":
         state = BatchState.CANCELLING
     else:

@@ -25,6 +25,7 @@ from baton_nb._states import BatchState
 
 from ._batch import (
     BatchLine,
+    BatchPolling,
     ItemOutcome,
     ItemResult,
     RemoteStatus,
@@ -58,6 +59,7 @@ _RPC_STATUS = {4: 504, 8: 429, 13: 500, 14: 503}
 
 class GeminiBatches:
     max_requests: int | None = None
+    polling: BatchPolling | None = None
     max_bytes = 20_000_000
 
     def __init__(self) -> None:
@@ -115,12 +117,15 @@ class GeminiBatches:
         return parse_status(await http_json(endpoint, "GET", url, _headers(endpoint)))
 
     async def results(
-        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus
+        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus, order: Sequence[str]
     ) -> list[ItemResult]:
         output = _output(status.raw)
         inlined = (output.get("inlinedResponses") or {}).get("inlinedResponses")
-        if isinstance(inlined, list):
-            return [parse_result(item) for item in inlined]
+        if isinstance(inlined, list):  # in the order submitted; the key echoed, or not
+            return [
+                parse_result(item, order[n] if n < len(order) else "")
+                for n, item in enumerate(inlined)
+            ]
         file_name = output.get("responsesFile")
         if not file_name:
             return []
@@ -175,9 +180,10 @@ def parse_status(operation: dict[str, Any]) -> RemoteStatus:
     )
 
 
-def parse_result(item: dict[str, Any]) -> ItemResult:
-    """One inlined response (or a line of a responses file)."""
-    key = str((item.get("metadata") or {}).get("key") or item.get("key") or "")
+def parse_result(item: dict[str, Any], position_key: str = "") -> ItemResult:
+    """One inlined response (or a line of a responses file); ``position_key``: the custom id
+    of the request in its place, for a response that does not echo its metadata."""
+    key = str((item.get("metadata") or {}).get("key") or item.get("key") or position_key)
     response = item.get("response")
     if isinstance(response, dict) and response:
         return ItemResult(key, ItemOutcome.SUCCEEDED, body=response, status=200)

@@ -26,7 +26,14 @@ import anyio.to_thread
 from baton_nb._errors import ProviderError
 from baton_nb._states import BatchState
 
-from ._batch import BatchLine, ItemOutcome, ItemResult, RemoteStatus, encoded_size
+from ._batch import (
+    BatchLine,
+    BatchPolling,
+    ItemOutcome,
+    ItemResult,
+    RemoteStatus,
+    encoded_size,
+)
 from ._config import Endpoint
 from ._mock import check_request, mock_body
 from ._openai import parse_message
@@ -48,6 +55,7 @@ class MockBatches:
 
     max_requests: int | None = 100_000
     max_bytes = 256_000_000
+    polling: BatchPolling | None = BatchPolling(initial=0.05, maximum=1.0)  # ask often: local
 
     def line(
         self, endpoint: Endpoint, model: str, request: LLMRequest, custom_id: str
@@ -91,7 +99,7 @@ class MockBatches:
         return RemoteStatus(state, succeeded=done, raw={"id": remote_id, "done": done})
 
     async def results(
-        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus
+        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus, order: Sequence[str]
     ) -> list[ItemResult]:
         record = await anyio.to_thread.run_sync(_read, endpoint, remote_id)
         done = int(status.raw.get("done", len(record["order"])))

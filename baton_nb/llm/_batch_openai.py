@@ -22,6 +22,7 @@ from baton_nb._states import BatchState
 
 from ._batch import (
     BatchLine,
+    BatchPolling,
     ItemOutcome,
     ItemResult,
     RemoteStatus,
@@ -60,6 +61,7 @@ class OpenAIBatches:
     """The OpenAI Batch API (Chat Completions, or the Responses API with ``responses``)."""
 
     max_requests: int | None = 50_000
+    polling: BatchPolling | None = None
     max_bytes = 200_000_000
 
     def __init__(self, responses: bool = False) -> None:
@@ -136,7 +138,7 @@ class OpenAIBatches:
         return parse_status(body)
 
     async def results(
-        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus
+        self, endpoint: Endpoint, remote_id: str, status: RemoteStatus, order: Sequence[str]
     ) -> list[ItemResult]:
         base = endpoint.base_url.rstrip("/")
         found: list[ItemResult] = []

@@ -167,7 +167,7 @@ async def follow(batching: Batching, batch: LiveBatch) -> None:
     if row.remote_id is None and not await _attach(batching, batch, endpoint, name, api):
         return
     assert row.remote_id is not None
-    wait = batch_polling().delays()
+    wait = (api.polling or batch_polling()).delays()
     while True:
         try:
             status = await api.status(endpoint, row.remote_id)
@@ -247,7 +247,9 @@ async def ingest(
 
     row = batch.row
     assert row.remote_id is not None
-    results = {r.custom_id: r for r in await api.results(endpoint, row.remote_id, status)}
+    order = list(batch.requests)
+    found = await api.results(endpoint, row.remote_id, status, order)
+    results = {r.custom_id: r for r in found}
     now = utcnow()
     latency_ms = max(0.0, (now - (row.submitted_at or row.created_at)).total_seconds() * 1000)
     answers = _Answers(batching, row, latency_ms)

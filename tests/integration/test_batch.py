@@ -4,11 +4,11 @@ answered (paid) at the server."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
-import anyio
 import pytest
 
 import baton_nb as bn
@@ -80,3 +80,214 @@ async def test_a_batched_map_is_one_batch_at_batch_prices(
     [batch] = await batches_of(sqlite_url, run.id)
     assert (batch.state, batch.request_count, batch.succeeded) == (BatchState.DONE, 6, 6)
     assert batch.cost == expected and batch.saved == standard - expected
+
+
+def batch_requests(server: FakeProviderServer) -> list[Any]:
+    return [r for r in server.requests if r.shape == "batch"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_batches_are_sent_in_each_providers_format(
+    fake_providers: FakeProviderServer, sqlite_url: str, provider: str
+) -> None:
+    from tests.integration.test_llm_neutral import SCHEMAS, _assert_valid
+
+    run = await classify(f"format-{provider}", sqlite_url, MODELS[provider]).run(
+        params={"n": 3}, display=False
+    )
+    assert run.status == "completed"
+    [batch] = await batches_of(sqlite_url, run.id)
+    sent = batch_requests(fake_providers)
+    posts = [r for r in sent if r.method == "POST"]
+    if provider == "openai":
+        upload, create = posts
+        assert (
+            upload.path == "/v1/files" and "multipart/form-data" in upload.headers["content-type"]
+        )
+        assert create.path == "/v1/batches"
+        assert create.json["endpoint"] == "/v1/chat/completions"
+        assert create.json["completion_window"] == "24h"
+        assert create.json["metadata"] == {"baton_nb_batch": batch.key}  # found again by it
+        file_id = create.json["input_file_id"]
+        lines = [json.loads(x) for x in fake_providers.batches.files[file_id].splitlines()]
+        assert [set(x) for x in lines] == [{"custom_id", "method", "url", "body"}] * 3
+        for line in lines:
+            _assert_valid(SCHEMAS["openai"](), line["body"])
+        assert any(r.path.endswith("/content") for r in sent)
+        assert all(r.headers["authorization"].startswith("Bearer ") for r in sent)
+    elif provider == "anthropic":
+        [create] = posts
+        assert create.path == "/v1/messages/batches"
+        assert create.headers["anthropic-version"] and create.headers["x-api-key"]
+        for item in create.json["requests"]:
+            assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", item["custom_id"])
+            _assert_valid(SCHEMAS["anthropic"](), item["params"])
+        assert any(r.path.endswith("/results") for r in sent)
+    else:
+        [create] = posts
+        assert create.path == "/v1beta/models/gemini-2.5-flash:batchGenerateContent"
+        assert create.headers["x-goog-api-key"]
+        spec = create.json["batch"]
+        assert spec["displayName"] == batch.key  # found again by it
+        for item in spec["inputConfig"]["requests"]["requests"]:
+            _assert_valid(SCHEMAS["gemini"](), item["request"])
+            assert item["metadata"]["key"].startswith("bn-")
+    assert not any(r.shape != "batch" for r in fake_providers.requests)  # no direct call
+
+
+async def test_a_step_making_two_calls_gathers_each_round(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    wf = classify("two-rounds", sqlite_url, MODELS["openai"], calls=2)
+    run = await wf.run(params={"n": 5}, display=False)
+    assert run.status == "completed"
+    stats = fake_providers.batches.stats()
+    assert stats["creates"] == {"openai": 2} and stats["answered"] == {"openai": 10}
+    first, second = (set(ids) for _, ids in stats["submitted"])
+    assert len(first) == len(second) == 5 and not first & second
+    assert [run.steps[f"label[{i}]"].attempt for i in range(5)] == [1] * 5
+    paid = [c for c in run.calls if not c.replayed]
+    assert len(paid) == 10 and {c.call_index for c in paid} == {0, 1}
+    assert all(r.startswith("batch answer: Label batch answer:") for r in run.results["label"])
+
+
+async def test_a_models_fanout_sends_one_batch_per_model(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    wf = bn.Workflow("fanout", db=sqlite_url)
+
+    @wf.step(models=[MODELS["openai"], MODELS["anthropic"]], batch=True)
+    async def answer(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt="Name a colour")).text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed"
+    assert fake_providers.batches.stats()["creates"] == {"openai": 1, "anthropic": 1}
+    assert set(run.results["answer"]) == {MODELS["openai"], MODELS["anthropic"]}
+    assert {b.model for b in await batches_of(sqlite_url, run.id)} == set(run.results["answer"])
+
+
+async def test_big_maps_are_split_by_the_providers_limits(
+    fake_providers: FakeProviderServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from baton_nb.llm._batch_openai import OpenAIBatches
+
+    monkeypatch.setattr(OpenAIBatches, "max_requests", 4)
+    run = await classify("split", sqlite_url, MODELS["openai"]).run(params={"n": 10}, display=False)
+    assert run.status == "completed"
+    stats = fake_providers.batches.stats()
+    assert [len(ids) for _, ids in stats["submitted"]] == [4, 4, 2]
+    assert stats["answered"] == {"openai": 10}
+    assert len({i for _, ids in stats["submitted"] for i in ids}) == 10  # none twice
+
+
+async def test_refused_requests_fail_their_child_and_are_asked_again_by_its_next_attempt(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.fail_every = 3  # requests 3 and 6 of a batch: a 400
+    wf = classify("refused", sqlite_url, MODELS["openai"], max_attempts=2, backoff=lambda n: 0)
+    run = await wf.run(params={"n": 6}, display=False)
+    assert run.status == "completed"
+    stats = fake_providers.batches.stats()
+    assert stats["creates"] == {"openai": 2} and stats["answered"] == {"openai": 6}
+    refused = set(stats["submitted"][1][1])
+    assert len(refused) == 2 and refused < set(stats["submitted"][0][1])
+    assert sorted(s.attempt for n, s in run.steps.items() if n.startswith("label[")) == [
+        1, 1, 1, 1, 2, 2,
+    ]  # fmt: skip
+    paid = [c for c in run.calls if not c.replayed]
+    assert len(paid) == 6  # what was answered is what was paid
+    requests = await _requests_of(sqlite_url, run.id)
+    assert {r.state for r in requests} == {BatchRequestState.ANSWERED}
+    assert sorted(r.tries for r in requests) == [1, 1, 1, 1, 2, 2]
+
+
+async def test_a_refused_request_fails_its_child_alone(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.fail_every = 3
+    wf = classify("refused-once", sqlite_url, MODELS["anthropic"], max_attempts=1)
+    run = await wf.run(params={"n": 6}, display=False)
+    assert run.status == "failed"
+    assert run.steps["label[2]"].state == "discarded"
+    assert "invalid_request_error: bad request" in (run.steps["label[2]"].error or "")
+    # the answered siblings were not asked again (whether they finished before the map
+    # failed is the scheduler's business)
+    assert fake_providers.batches.stats()["creates"] == {"anthropic": 1}
+    assert len([c for c in run.calls if not c.replayed]) == 4
+
+
+async def test_requests_a_batch_could_not_answer_are_asked_again_alone(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.error_500_every = 3  # a 5xx inside the batch: worth asking again
+    run = await classify("retry-5xx", sqlite_url, MODELS["gemini"]).run(
+        params={"n": 6}, display=False
+    )
+    assert run.status == "completed"
+    stats = fake_providers.batches.stats()
+    first, second = stats["submitted"]
+    assert len(first[1]) == 6 and len(second[1]) == 2 and set(second[1]) < set(first[1])
+    assert stats["answered"] == {"gemini": 6}
+    assert all(s.attempt == 1 for n, s in run.steps.items() if n.startswith("label["))
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_an_expired_batch_resubmits_only_what_is_missing(
+    fake_providers: FakeProviderServer, sqlite_url: str, provider: str
+) -> None:
+    fake_providers.batches.expire_after = 4  # the 5th and 6th requests of a batch expire
+    run = await classify(f"expiry-{provider}", sqlite_url, MODELS[provider]).run(
+        params={"n": 6}, display=False
+    )
+    assert run.status == "completed"
+    stats = fake_providers.batches.stats()
+    assert [len(ids) for _, ids in stats["submitted"]] == [6, 2]
+    assert set(stats["submitted"][1][1]) == set(stats["submitted"][0][1][4:])
+    assert stats["answered"] == {provider: 6}
+    assert len([c for c in run.calls if not c.replayed]) == 6
+    expired, done = await batches_of(sqlite_url, run.id)
+    assert (expired.state, expired.succeeded, expired.failed) == (BatchState.EXPIRED, 4, 2)
+    assert (done.state, done.succeeded) == (BatchState.DONE, 2)
+
+
+async def test_a_slow_batch_is_polled_and_its_progress_announced(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.polls_to_finish = 5
+    seen: list[tuple[str, int]] = []
+    wf = classify("slow", sqlite_url, MODELS["openai"])
+
+    def listen(event: object) -> None:
+        if isinstance(event, bn.BatchUpdated):
+            seen.append((event.state, event.succeeded))
+
+    remove = bn.events.add_listener(bn.topic_all(), listen)
+    try:
+        run = await wf.run(params={"n": 4}, display=False)
+    finally:
+        remove()
+    assert run.status == "completed"
+    states = [state for state, _ in seen]
+    assert states[0] == "prepared" and states[-1] == "done"
+    assert "submitted" in states and "running" in states
+    assert seen[-1] == ("done", 4)
+    assert fake_providers.batches.stats()["polls"] >= 6
+
+
+async def test_a_create_whose_answer_was_lost_is_found_not_sent_again(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.drop_create = True  # made, but the answer never comes back
+    run = await classify("lost-answer", sqlite_url, MODELS["openai"]).run(
+        params={"n": 3}, display=False
+    )
+    assert run.status == "completed"
+    assert fake_providers.batches.stats()["creates"] == {"openai": 1}
+    [batch] = await batches_of(sqlite_url, run.id)
+    assert batch.remote_id in fake_providers.batches.stats()["batches"]
+
+
+async def _requests_of(db: str, run_id: str) -> list[Any]:
+    async with await Store.open(db) as store:
+        return await store.get_batch_requests(run_id)
