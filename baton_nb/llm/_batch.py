@@ -326,9 +326,11 @@ async def submit_once(
     if found is not None:
         return found
     raise ProviderError(
-        endpoint.name, last.status, f"creating the batch failed: {redact(last.message)}",
+        endpoint.name,
+        last.status,
+        f"creating the batch failed: {redact(last.message)}",
         retryable=True,
-    )  # fmt: skip
+    )
 
 
 # ── answers ───────────────────────────────────────────────────────────────────

@@ -80,9 +80,13 @@ class AnthropicBatches:
 
         async def create() -> str:
             created = await http_json(
-                endpoint, "POST", _batches(endpoint), _headers(endpoint), json_body=body,
+                endpoint,
+                "POST",
+                _batches(endpoint),
+                _headers(endpoint),
+                json_body=body,
                 retry=False,
-            )  # fmt: skip
+            )
             return str(created["id"])
 
         async def find() -> str | None:
@@ -174,8 +178,7 @@ def parse_status(body: dict[str, Any]) -> RemoteStatus:
     else:
         state = BatchState.RUNNING
     failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
-    return RemoteStatus(state, succeeded=int(counts.get("succeeded") or 0), failed=failed,
-                        raw=body)  # fmt: skip
+    return RemoteStatus(state, succeeded=int(counts.get("succeeded") or 0), failed=failed, raw=body)
 
 
 def parse_result(line: dict[str, Any]) -> ItemResult:
@@ -192,6 +195,11 @@ def parse_result(line: dict[str, Any]) -> ItemResult:
         error_type = str(inner.get("type") or "error")
         status = _ERROR_STATUS.get(error_type, 500)
         message = f"{error_type}: {inner.get('message') or 'error'}"
-        return ItemResult(cid, ItemOutcome.ERRORED, status=status, message=message,
-                          retryable=is_retryable_status(status))  # fmt: skip
+        return ItemResult(
+            cid,
+            ItemOutcome.ERRORED,
+            status=status,
+            message=message,
+            retryable=is_retryable_status(status),
+        )
     return ItemResult(cid, ItemOutcome.MISSING, message=str(kind or "no result"))

@@ -193,6 +193,11 @@ def parse_result(item: dict[str, Any], position_key: str = "") -> ItemResult:
         if status < 100:  # a google.rpc.Code, not an HTTP status
             status = _RPC_STATUS.get(status, 400)
         message = str(error.get("message") or error.get("status") or "error")
-        return ItemResult(key, ItemOutcome.ERRORED, status=status, message=message,
-                          retryable=is_retryable_status(status))  # fmt: skip
+        return ItemResult(
+            key,
+            ItemOutcome.ERRORED,
+            status=status,
+            message=message,
+            retryable=is_retryable_status(status),
+        )
     return ItemResult(key, ItemOutcome.MISSING, message="no answer in the results")

@@ -195,8 +195,9 @@ def parse_result(line: dict[str, Any]) -> ItemResult:
             return ItemResult(cid, ItemOutcome.SUCCEEDED, body=body, status=status)
         message = error_message(json.dumps(body).encode("utf-8"), status)
         retryable = is_retryable_status(status)
-        return ItemResult(cid, ItemOutcome.ERRORED, status=status, message=message,
-                          retryable=retryable)  # fmt: skip
+        return ItemResult(
+            cid, ItemOutcome.ERRORED, status=status, message=message, retryable=retryable
+        )
     if isinstance(error, dict):
         code = str(error.get("code") or "")
         message = str(error.get("message") or code or "error")

@@ -325,9 +325,13 @@ class _Answers:
             self._refuse(request, ProviderError(self.row.provider, None, describe_error(exc)))
             return
         record = CallRecord.from_completion(
-            self.row.run_id, request.step, request.attempt, request.call_index, completion,
+            self.row.run_id,
+            request.step,
+            request.attempt,
+            request.call_index,
+            completion,
             self.now,
-        )  # fmt: skip
+        )
         self.records.append(record)  # paid, whatever comes next
         if completion.cost is not None:
             self.cost = (self.cost or Decimal(0)) + completion.cost

@@ -216,5 +216,6 @@ class Batching:
                 try:
                     await cancel_batch(self, batch)
                 except Exception as exc:  # the run is cancelled either way; say what failed
-                    logger.warning("could not cancel batch %s: %s", batch.row.key,
-                                   describe_error(exc))  # fmt: skip
+                    logger.warning(
+                        "could not cancel batch %s: %s", batch.row.key, describe_error(exc)
+                    )

@@ -115,8 +115,9 @@ class FakeBatches:
 
     # ── routing ───────────────────────────────────────────────────────────────
 
-    def route(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
-              body: bytes) -> Route | None:  # fmt: skip
+    def route(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> Route | None:
         """The answer to a batch API request, or None for any other path."""
         host = "http://" + headers.get("host", "127.0.0.1")
         if path.endswith("/files") and method == "POST":
@@ -148,8 +149,15 @@ class FakeBatches:
 
     # ── shared: progress and outcomes ─────────────────────────────────────────
 
-    def _new_batch(self, provider: str, prefix: str, key: str | None, model: str,
-                   items: list[tuple[str, dict[str, Any]]], host: str) -> _Batch | Route:  # fmt: skip
+    def _new_batch(
+        self,
+        provider: str,
+        prefix: str,
+        key: str | None,
+        model: str,
+        items: list[tuple[str, dict[str, Any]]],
+        host: str,
+    ) -> _Batch | Route:
         if self.refuse_create is not None:
             return Route(self.refuse_create, _error(provider, self.refuse_create, "refused"))
         ids = [cid for cid, _ in items]
@@ -216,14 +224,27 @@ class FakeBatches:
         batches.sort(key=lambda b: b.id, reverse=True)  # newest first
         if provider == "openai":
             data = [self._openai_object(b) for b in batches]
-            return Route(200, {"object": "list", "data": data, "has_more": False,
-                               "first_id": data[0]["id"] if data else None,
-                               "last_id": data[-1]["id"] if data else None})  # fmt: skip
+            return Route(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                },
+            )
         if provider == "anthropic":
             data = [self._anthropic_object(b) for b in batches]
-            return Route(200, {"data": data, "has_more": False,
-                               "first_id": data[0]["id"] if data else None,
-                               "last_id": data[-1]["id"] if data else None})  # fmt: skip
+            return Route(
+                200,
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                },
+            )
         return Route(200, {"operations": [self._gemini_operation(b) for b in batches]})
 
     # ── OpenAI ────────────────────────────────────────────────────────────────
@@ -235,9 +256,18 @@ class FakeBatches:
         file_id = f"file-{next(self._ids):06d}"
         with self._lock:
             self.files[file_id] = parts["file"]
-        return Route(200, {"id": file_id, "object": "file", "bytes": len(parts["file"]),
-                           "created_at": int(time.time()), "filename": f"{file_id}.jsonl",
-                           "purpose": "batch", "status": "processed"})  # fmt: skip
+        return Route(
+            200,
+            {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(parts["file"]),
+                "created_at": int(time.time()),
+                "filename": f"{file_id}.jsonl",
+                "purpose": "batch",
+                "status": "processed",
+            },
+        )
 
     def _file(self, file_id: str) -> Route:
         content = self.files.get(file_id)
@@ -279,37 +309,61 @@ class FakeBatches:
         return Route(200, self._openai_object(batch))
 
     def _openai_object(self, batch: _Batch) -> dict[str, Any]:
-        status = {"submitted": "validating", "running": "in_progress", "cancelling": "cancelling",
-                  "cancelled": "cancelled"}.get(batch.state, "completed")  # fmt: skip
+        status = {
+            "submitted": "validating",
+            "running": "in_progress",
+            "cancelling": "cancelling",
+            "cancelled": "cancelled",
+        }.get(batch.state, "completed")
         if batch.state == "ended" and batch.expired:
             status = "expired"
         done, failed, _ = self._counts(batch)
         if batch.state in ("ended", "cancelled") and batch.files == (None, None):
             batch.files = self._openai_files(batch)
         return {
-            "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": None,
-            "input_file_id": "file-in", "completion_window": "24h", "status": status,
-            "output_file_id": batch.files[0], "error_file_id": batch.files[1],
-            "created_at": int(batch.created), "in_progress_at": None, "expires_at": None,
-            "finalizing_at": None, "completed_at": None, "failed_at": None, "expired_at": None,
-            "cancelling_at": None, "cancelled_at": None,
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": batch.endpoint,
+            "errors": None,
+            "input_file_id": "file-in",
+            "completion_window": "24h",
+            "status": status,
+            "output_file_id": batch.files[0],
+            "error_file_id": batch.files[1],
+            "created_at": int(batch.created),
+            "in_progress_at": None,
+            "expires_at": None,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
             "request_counts": {"total": len(batch.items), "completed": done, "failed": failed},
             "metadata": {"baton_nb_batch": batch.key} if batch.key else None,
-        }  # fmt: skip
+        }
 
     def _openai_files(self, batch: _Batch) -> tuple[str | None, str | None]:
         output, errors = [], []
         for n, (cid, (kind, data)) in enumerate(batch.outcomes.items()):
             line: dict[str, Any] = {"id": f"batch_req_{n}", "custom_id": cid}
             if kind == "ok":
-                line |= {"response": {"status_code": 200, "request_id": f"req_{n}",
-                                      "body": data}, "error": None}  # fmt: skip
+                line |= {
+                    "response": {"status_code": 200, "request_id": f"req_{n}", "body": data},
+                    "error": None,
+                }
                 output.append(line)
             elif kind == "error":
                 status, kind_name, message = data
                 error_body = {"error": {"message": message, "type": kind_name, "code": None}}
-                line |= {"response": {"status_code": status, "request_id": f"req_{n}",
-                                      "body": error_body}, "error": None}  # fmt: skip
+                line |= {
+                    "response": {
+                        "status_code": status,
+                        "request_id": f"req_{n}",
+                        "body": error_body,
+                    },
+                    "error": None,
+                }
                 errors.append(line)
             else:
                 code = "batch_expired" if kind == "expired" else "batch_cancelled"
@@ -354,29 +408,41 @@ class FakeBatches:
         if tail == "/results":
             if batch.state not in ("ended", "cancelled"):
                 return Route(400, _error("anthropic", 400, "batch has not ended"))
-            lines = [json.dumps({"custom_id": cid, "result": _anthropic_result(kind, data)})
-                     for cid, (kind, data) in batch.outcomes.items()]  # fmt: skip
+            lines = [
+                json.dumps({"custom_id": cid, "result": _anthropic_result(kind, data)})
+                for cid, (kind, data) in batch.outcomes.items()
+            ]
             return Route(200, "\n".join(lines) + "\n", {"content-type": "application/binary"})
         self._advance(batch)
         return Route(200, self._anthropic_object(batch))
 
     def _anthropic_object(self, batch: _Batch) -> dict[str, Any]:
         ended = batch.state in ("ended", "cancelled")
-        status = "ended" if ended else ("canceling" if batch.state == "cancelling" else
-                                         "in_progress")  # fmt: skip
+        status = (
+            "ended" if ended else ("canceling" if batch.state == "cancelling" else "in_progress")
+        )
         kinds = [kind for kind, _ in batch.outcomes.values()]
         created = datetime.fromtimestamp(batch.created, timezone.utc).isoformat()
         return {
-            "id": batch.id, "type": "message_batch", "processing_status": status,
-            "request_counts": {"processing": 0 if ended else len(batch.items),
-                               "succeeded": kinds.count("ok"), "errored": kinds.count("error"),
-                               "canceled": kinds.count("cancelled"),
-                               "expired": kinds.count("expired")},
-            "ended_at": created if ended else None, "created_at": created,
-            "expires_at": created, "archived_at": None,
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": {
+                "processing": 0 if ended else len(batch.items),
+                "succeeded": kinds.count("ok"),
+                "errored": kinds.count("error"),
+                "canceled": kinds.count("cancelled"),
+                "expired": kinds.count("expired"),
+            },
+            "ended_at": created if ended else None,
+            "created_at": created,
+            "expires_at": created,
+            "archived_at": None,
             "cancel_initiated_at": created if batch.state in ("cancelling", "cancelled") else None,
-            "results_url": f"{batch.host}/v1/messages/batches/{batch.id}/results" if ended else None,
-        }  # fmt: skip
+            "results_url": f"{batch.host}/v1/messages/batches/{batch.id}/results"
+            if ended
+            else None,
+        }
 
     # ── Gemini ────────────────────────────────────────────────────────────────
 
@@ -408,21 +474,30 @@ class FakeBatches:
         return Route(200, self._gemini_operation(batch))
 
     def _gemini_operation(self, batch: _Batch) -> dict[str, Any]:
-        state = {"submitted": "BATCH_STATE_PENDING", "running": "BATCH_STATE_RUNNING",
-                 "cancelling": "BATCH_STATE_RUNNING", "cancelled": "BATCH_STATE_CANCELLED",
-                 "ended": "BATCH_STATE_SUCCEEDED"}[batch.state]  # fmt: skip
+        state = {
+            "submitted": "BATCH_STATE_PENDING",
+            "running": "BATCH_STATE_RUNNING",
+            "cancelling": "BATCH_STATE_RUNNING",
+            "cancelled": "BATCH_STATE_CANCELLED",
+            "ended": "BATCH_STATE_SUCCEEDED",
+        }[batch.state]
         if batch.state == "ended" and batch.expired:
             state = "BATCH_STATE_EXPIRED"
         done, failed, todo = self._counts(batch)
         metadata = {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
-            "model": f"models/{batch.model}", "displayName": batch.key,
+            "model": f"models/{batch.model}",
+            "displayName": batch.key,
             "createTime": datetime.fromtimestamp(batch.created, timezone.utc).isoformat(),
-            "batchStats": {"requestCount": str(len(batch.items)),
-                           "successfulRequestCount": str(done),
-                           "failedRequestCount": str(failed), "pendingRequestCount": str(todo)},
-            "state": state, "name": f"batches/{batch.id}",
-        }  # fmt: skip
+            "batchStats": {
+                "requestCount": str(len(batch.items)),
+                "successfulRequestCount": str(done),
+                "failedRequestCount": str(failed),
+                "pendingRequestCount": str(todo),
+            },
+            "state": state,
+            "name": f"batches/{batch.id}",
+        }
         operation: dict[str, Any] = {"name": f"batches/{batch.id}", "metadata": metadata}
         if batch.state in ("ended", "cancelled"):
             inlined = []
@@ -431,11 +506,14 @@ class FakeBatches:
                     inlined.append({"response": data, "metadata": {"key": cid}})
                 elif kind == "error":
                     status, _, message = data
-                    inlined.append({"error": {"code": status, "message": message},
-                                    "metadata": {"key": cid}})  # fmt: skip
+                    inlined.append(
+                        {"error": {"code": status, "message": message}, "metadata": {"key": cid}}
+                    )
             output_type = "type.googleapis.com/google.ai.generativelanguage.v1main."
-            output = {"@type": output_type + "GenerateContentBatchOutput",
-                      "inlinedResponses": {"inlinedResponses": inlined}}  # fmt: skip
+            output = {
+                "@type": output_type + "GenerateContentBatchOutput",
+                "inlinedResponses": {"inlinedResponses": inlined},
+            }
             operation |= {"done": True, "response": output}
         return operation
 
@@ -476,8 +554,10 @@ def _anthropic_result(kind: str, data: Any) -> dict[str, Any]:
         return {"type": "succeeded", "message": data}
     if kind == "error":
         _, kind_name, message = data
-        return {"type": "errored",
-                "error": {"type": "error", "error": {"type": kind_name, "message": message}}}  # fmt: skip
+        return {
+            "type": "errored",
+            "error": {"type": "error", "error": {"type": kind_name, "message": message}},
+        }
     return {"type": "canceled" if kind == "cancelled" else "expired"}
 
 

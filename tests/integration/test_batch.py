@@ -193,8 +193,13 @@ async def test_refused_requests_fail_their_child_and_are_asked_again_by_its_next
     refused = set(stats["submitted"][1][1])
     assert len(refused) == 2 and refused < set(stats["submitted"][0][1])
     assert sorted(s.attempt for n, s in run.steps.items() if n.startswith("label[")) == [
-        1, 1, 1, 1, 2, 2,
-    ]  # fmt: skip
+        1,
+        1,
+        1,
+        1,
+        2,
+        2,
+    ]
     paid = [c for c in run.calls if not c.replayed]
     assert len(paid) == 6  # what was answered is what was paid
     requests = await _requests_of(sqlite_url, run.id)

@@ -47,8 +47,12 @@ def test_openai_batch_objects() -> None:
     assert done.ended and done.raw["output_file_id"] == "file-cvaTdG"
     listed = load("openai_batch_list.json")["data"]
     assert [openai_status(b).state for b in listed] == [BatchState.ENDED]
-    for raw, state in [("expired", BatchState.EXPIRED), ("cancelling", BatchState.CANCELLING),
-                       ("failed", BatchState.FAILED), ("finalizing", BatchState.RUNNING)]:  # fmt: skip
+    for raw, state in [
+        ("expired", BatchState.EXPIRED),
+        ("cancelling", BatchState.CANCELLING),
+        ("failed", BatchState.FAILED),
+        ("finalizing", BatchState.RUNNING),
+    ]:
         assert openai_status({"status": raw}).state is state
 
 
@@ -82,10 +86,16 @@ def test_openai_output_and_error_lines() -> None:
 def test_openai_line_is_a_chat_completions_request() -> None:
     from tests.integration.test_llm_neutral import SCHEMAS, _assert_valid
 
-    endpoint = Endpoint("openai", "openai", "https://api.openai.com/v1", api_key="k",
-                        max_tokens_field="max_completion_tokens")  # fmt: skip
-    request = LLMRequest("openai/gpt-4o-mini", ({"role": "user", "content": "hi"},),
-                         max_tokens=20, stream=True)  # fmt: skip
+    endpoint = Endpoint(
+        "openai",
+        "openai",
+        "https://api.openai.com/v1",
+        api_key="k",
+        max_tokens_field="max_completion_tokens",
+    )
+    request = LLMRequest(
+        "openai/gpt-4o-mini", ({"role": "user", "content": "hi"},), max_tokens=20, stream=True
+    )
     line = OpenAIBatches().line(endpoint, "gpt-4o-mini", request, "bn-1")
     assert line.path == "/v1/chat/completions"
     assert set(line.body) == {"custom_id", "method", "url", "body"}
@@ -130,8 +140,9 @@ def test_anthropic_line_is_a_messages_request() -> None:
     from tests.integration.test_llm_neutral import SCHEMAS, _assert_valid
 
     endpoint = Endpoint("anthropic", "anthropic", "https://api.anthropic.com", api_key="k")
-    request = LLMRequest("anthropic/claude-haiku-4-5", ({"role": "user", "content": "hi"},),
-                         stream=True)  # fmt: skip
+    request = LLMRequest(
+        "anthropic/claude-haiku-4-5", ({"role": "user", "content": "hi"},), stream=True
+    )
     line = AnthropicBatches().line(endpoint, "claude-haiku-4-5", request, custom_id("s", 0, "h"))
     assert set(line.body) == {"custom_id", "params"}
     assert "stream" not in line.body["params"] and line.body["params"]["max_tokens"] > 0
@@ -146,8 +157,9 @@ def test_gemini_operations_and_inlined_responses() -> None:
     assert pending.state is BatchState.SUBMITTED
     done = gemini_status(load("gemini_batch_succeeded.json"))
     assert (done.state, done.succeeded) == (BatchState.ENDED, 3)
-    failed = gemini_status({"metadata": {"state": "BATCH_STATE_RUNNING"},
-                            "error": {"code": 3, "message": "bad input"}})  # fmt: skip
+    failed = gemini_status(
+        {"metadata": {"state": "BATCH_STATE_RUNNING"}, "error": {"code": 3, "message": "bad input"}}
+    )
     assert (failed.state, failed.error) == (BatchState.FAILED, "bad input")
     inlined = load("gemini_batch_succeeded.json")["response"]["inlinedResponses"]
     order = ["a", "b", "c"]  # these responses echo no metadata: matched by their place
@@ -166,10 +178,12 @@ def test_gemini_operations_and_inlined_responses() -> None:
 def test_gemini_line_is_a_generate_content_request() -> None:
     from tests.integration.test_llm_neutral import SCHEMAS, _assert_valid
 
-    endpoint = Endpoint("gemini", "gemini", "https://generativelanguage.googleapis.com",
-                        api_key="k")  # fmt: skip
-    request = LLMRequest("gemini/gemini-2.5-flash", ({"role": "user", "content": "hi"},),
-                         max_tokens=9)  # fmt: skip
+    endpoint = Endpoint(
+        "gemini", "gemini", "https://generativelanguage.googleapis.com", api_key="k"
+    )
+    request = LLMRequest(
+        "gemini/gemini-2.5-flash", ({"role": "user", "content": "hi"},), max_tokens=9
+    )
     line = GeminiBatches().line(endpoint, "gemini-2.5-flash", request, "bn-7")
     assert line.body["metadata"] == {"key": "bn-7"}
     assert line.body["request"]["generationConfig"]["maxOutputTokens"] == 9
@@ -182,8 +196,11 @@ def test_gemini_line_is_a_generate_content_request() -> None:
 def test_custom_ids_are_stable_unique_and_fit_every_provider() -> None:
     first = custom_id("label[0]", 0, "a" * 64)
     assert first == custom_id("label[0]", 0, "a" * 64)
-    others = {custom_id("label[0]", 1, "a" * 64), custom_id("label[1]", 0, "a" * 64),
-              custom_id("label[0]", 0, "b" * 64)}  # fmt: skip
+    others = {
+        custom_id("label[0]", 1, "a" * 64),
+        custom_id("label[1]", 0, "a" * 64),
+        custom_id("label[0]", 0, "b" * 64),
+    }
     assert first not in others and len(others) == 3
     assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", first)  # Anthropic's rule, the strictest
 
