@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 import baton_nb as bn
@@ -296,3 +297,103 @@ async def test_a_create_whose_answer_was_lost_is_found_not_sent_again(
 async def _requests_of(db: str, run_id: str) -> list[Any]:
     async with await Store.open(db) as store:
         return await store.get_batch_requests(run_id)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_a_batch_submitted_whose_id_was_never_stored_is_found_on_resume(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    provider: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process dies between the provider's answer and storing the id (here: storing it
+    fails): the resumed run finds the batch by the key it was sent with, submits nothing."""
+    from baton_nb.store import SqlStore
+
+    real = SqlStore.update_provider_batch
+
+    async def dies_once(self: Any, batch: Any) -> None:
+        monkeypatch.setattr(SqlStore, "update_provider_batch", real)
+        raise bn.StorageError("the process died here")
+
+    monkeypatch.setattr(SqlStore, "update_provider_batch", dies_once)
+    wf = classify(f"lost-id-{provider}-{unique}", db_url, MODELS[provider])
+    run_id = f"lost-id-{provider}-{unique}"
+    with pytest.raises(bn.StorageError, match="died here"):
+        await wf.run(params={"n": 4}, run_id=run_id, display=False)
+    [batch] = await batches_of(db_url, run_id)
+    assert (batch.state, batch.remote_id) == (BatchState.PREPARED, None)
+    assert fake_providers.batches.stats()["creates"] == {provider: 1}
+
+    run = await wf.run(run_id=run_id, display=False)
+    assert run.status == "completed"
+    stats = fake_providers.batches.stats()
+    assert stats["creates"] == {provider: 1} and stats["answered"] == {provider: 4}
+    [batch] = await batches_of(db_url, run_id)
+    assert batch.state is BatchState.DONE
+    assert batch.remote_id.removeprefix("batches/") in stats["batches"]
+
+
+async def test_run_cancel_cancels_the_remote_batch_and_a_resume_asks_only_the_rest(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    from baton_nb.runtime import active_run
+
+    fake_providers.batches.hold = True  # a batch that takes hours
+    wf = classify("cancelled", sqlite_url, MODELS["openai"])
+    running: list[str] = []
+
+    def listen(event: object) -> None:
+        if isinstance(event, bn.BatchUpdated) and event.state == "running":
+            running.append(event.workflow_id)
+
+    remove = bn.events.add_listener(bn.topic_all(), listen)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: wf.run(params={"n": 6}, display=False))
+            with anyio.fail_after(20):
+                while not running:
+                    await anyio.sleep(0.01)
+            live = active_run(running[0])
+            assert live is not None
+            live.cancel()  # what the widget's button does
+    finally:
+        remove()
+    run = wf.last_run
+    assert run is not None and run.status == "cancelled"
+    cancels = [r for r in batch_requests(fake_providers) if r.path.endswith("/cancel")]
+    assert len(cancels) == 1
+    [batch] = await batches_of(sqlite_url, run.id)
+    assert batch.state is BatchState.CANCELLING
+
+    fake_providers.batches.hold = False
+    again = await wf.run(run_id=run.id, display=False)
+    assert again.status == "completed"
+    stats = fake_providers.batches.stats()
+    first, second = (ids for _, ids in stats["submitted"])
+    assert len(first) == 6 and set(second) == set(first[3:])  # a cancelled batch answers half
+    assert stats["answered"] == {"openai": 6}
+    assert len([c for c in again.calls if not c.replayed]) == 6
+    states = [b.state for b in await batches_of(sqlite_url, run.id)]
+    assert states == [BatchState.CANCELLED, BatchState.DONE]
+
+
+async def test_a_provider_without_a_batch_api_is_a_clear_error(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    run = await classify("no-batch-api", sqlite_url, "ollama/llama3.2", max_attempts=1).run(
+        params={"n": 2}, display=False
+    )
+    assert run.status == "failed"
+    error = run.steps["label[0]"].error or ""
+    assert "provider 'ollama' has no batch API" in error and "drop batch=True" in error
+    assert fake_providers.requests == []  # nothing was sent
+
+
+async def test_batch_true_needs_a_fanout() -> None:
+    wf = bn.Workflow("bad-batch")
+    with pytest.raises(bn.ConfigurationError, match="batch=True needs map_over= or models="):
+        wf.add("alone", lambda ctx: 1, batch=True)
+    with pytest.raises(bn.ConfigurationError, match="batch must be True or False"):
+        wf.add("odd", lambda ctx: 1, models=["mock/x"], batch="yes")
