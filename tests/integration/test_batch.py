@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -397,3 +398,54 @@ async def test_batch_true_needs_a_fanout() -> None:
         wf.add("alone", lambda ctx: 1, batch=True)
     with pytest.raises(bn.ConfigurationError, match="batch must be True or False"):
         wf.add("odd", lambda ctx: 1, models=["mock/x"], batch="yes")
+
+
+async def test_the_widget_shows_each_batch_live_and_after_a_reopen(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """The header's batch lines while the batch runs, and the same from the database the
+    next day (``bn.Run.load``, the saved snapshot)."""
+    from baton_nb.widget import DagWidget, _state
+    from baton_nb.widget._static import static_html
+
+    fake_providers.batches.polls_to_finish = 4
+    widgets: list[DagWidget] = []
+    lines: list[dict[str, Any]] = []
+
+    def listen(event: object) -> None:
+        if isinstance(event, bn.BatchUpdated) and widgets:
+            lines.extend(_state.header(widgets[0].run, cancellable=True, cancelling=False,
+                                       source="live")["batches"])  # fmt: skip
+
+    def on_run(event: object) -> None:
+        if isinstance(event, bn.StepUpdated) and not widgets:
+            from baton_nb.runtime import active_run
+
+            live = active_run(event.workflow_id)
+            if live is not None:
+                widgets.append(DagWidget(live))
+
+    remove = [bn.events.add_listener(bn.topic_all(), f) for f in (on_run, listen)]
+    try:
+        run = await classify("widget", sqlite_url, MODELS["openai"]).run(
+            params={"n": 4}, display=False
+        )
+    finally:
+        for r in remove:
+            r()
+    assert run.status == "completed"
+    states = [line["st"] for line in lines]
+    assert states[0] == "prepared" and "running" in states and states[-1] == "done"
+    running = next(line for line in lines if line["st"] == "running")
+    assert (running["n"], running["m"], running["d"]) == (4, MODELS["openai"], 0.5)
+    assert running["sv"] is None  # nothing answered yet: the discount is what it saves
+    live = widgets[0].header["batches"]
+    [done] = live
+    assert (done["st"], done["ok"], done["n"]) == ("done", 4, 4)
+    assert Decimal(done["sv"]) > 0 and Decimal(done["c"]) == run.cost
+
+    reopened = await bn.Run.load(run.id, db=sqlite_url)
+    header = _state.header(reopened, cancellable=False, cancelling=False, source="stored")
+    assert header["batches"] == live
+    html = static_html(reopened)
+    assert "provider batch" in html and "4 of 4" in html
