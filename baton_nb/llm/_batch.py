@@ -12,7 +12,6 @@ landed), the polling backoff and how an answer becomes a priced ``Completion``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,11 +22,19 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
-from baton_nb._errors import ConfigurationError, ProviderError
+from baton_nb._errors import ProviderError
 from baton_nb._states import BatchState
 
 from ._client import get_client
-from ._config import Endpoint, default_timeout, resolve_endpoint, retry_settings
+from ._config import (
+    BatchPolling,
+    Endpoint,
+    batch_polling,
+    default_timeout,
+    resolve_endpoint,
+    retry_settings,
+    set_batch_polling,
+)
 from ._redact import redact
 from ._retry import is_retryable_status, parse_retry_after, with_retries
 from ._transport import error_message
@@ -149,54 +156,6 @@ def custom_id(step: str, call_index: int, request_hash: str) -> str:
 
     digest = hashlib.sha256(f"{step}\x00{call_index}\x00{request_hash}".encode()).hexdigest()
     return "bn-" + digest[:40]
-
-
-# ── polling ───────────────────────────────────────────────────────────────────
-
-
-@dataclass(frozen=True)
-class BatchPolling:
-    """How often a running batch is asked for its status: ``initial`` seconds after it is
-    submitted, then each wait ``factor`` times the last, at most ``maximum``."""
-
-    initial: float = 5.0
-    maximum: float = 60.0
-    factor: float = 1.5
-
-    def __post_init__(self) -> None:
-        for name in ("initial", "maximum", "factor"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigurationError(f"batch polling {name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigurationError(f"batch polling {name} must be > 0, got {value!r}")
-        if self.maximum < self.initial:
-            raise ConfigurationError("batch polling maximum must be >= initial")
-
-    def delays(self) -> Callable[[], float]:
-        """Successive waits between polls of one batch."""
-        current = [self.initial / self.factor]
-
-        def next_delay() -> float:
-            current[0] = min(self.maximum, current[0] * self.factor)
-            return current[0]
-
-        return next_delay
-
-
-_polling = BatchPolling()
-
-
-def batch_polling() -> BatchPolling:
-    return _polling
-
-
-def set_batch_polling(polling: BatchPolling) -> None:
-    """How running batches are polled (``bn.configure(batch_poll=(initial, maximum))``)."""
-    global _polling
-    if not isinstance(polling, BatchPolling):
-        raise ConfigurationError(f"expected a BatchPolling, got {polling!r}")
-    _polling = polling
 
 
 # ── HTTP ──────────────────────────────────────────────────────────────────────

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 
 import baton_nb as bn
 from baton_nb._states import BatchRequestState, BatchState
-from baton_nb.llm._batch import BatchPolling, batch_polling, set_batch_polling
 from baton_nb.store import Store
 from tests.fakes.provider_server import FakeProviderServer
 
@@ -26,14 +24,6 @@ MODELS = {
     "anthropic": "anthropic/claude-haiku-4-5",
     "gemini": "gemini/gemini-2.5-flash",
 }
-
-
-@pytest.fixture(autouse=True)
-def fast_polling() -> Iterator[None]:
-    before = batch_polling()
-    set_batch_polling(BatchPolling(initial=0.01, maximum=0.05))
-    yield
-    set_batch_polling(before)
 
 
 def classify(name: str, db: str, model: str, *, calls: int = 1, **step: Any) -> bn.Workflow:
@@ -449,3 +439,20 @@ async def test_the_widget_shows_each_batch_live_and_after_a_reopen(
     assert header["batches"] == live
     html = static_html(reopened)
     assert "provider batch" in html and "4 of 4" in html
+
+
+def test_batch_polling_is_configured_in_seconds() -> None:
+    from baton_nb.llm._config import BatchPolling, batch_polling, reset_configuration
+
+    try:
+        bn.configure(batch_poll=(2, 30))
+        assert batch_polling() == BatchPolling(initial=2.0, maximum=30.0)
+        delays = batch_polling().delays()
+        assert [delays() for _ in range(4)] == [2.0, 3.0, 4.5, 6.75]
+        with pytest.raises(bn.ConfigurationError, match=r"batch_poll must be \(initial, maximum\)"):
+            bn.configure(batch_poll=5)  # type: ignore[arg-type]
+        with pytest.raises(bn.ConfigurationError, match="maximum must be >= initial"):
+            bn.configure(batch_poll=(10, 1))
+        assert batch_polling().initial == 2.0  # a refused value changes nothing
+    finally:
+        reset_configuration()

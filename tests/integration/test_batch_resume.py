@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import anyio
 import pytest
 
 from baton_nb._states import BatchState
-from baton_nb.llm._batch import BatchPolling, batch_polling, set_batch_polling
 from baton_nb.store import Store
 from tests.fakes.provider_server import FakeProviderServer
 
@@ -29,7 +27,6 @@ SCRIPT = textwrap.dedent(
     import sys
     import anyio
     import baton_nb as bn
-    from baton_nb.llm._batch import BatchPolling, set_batch_polling
 
     def build(db, model):
         wf = bn.Workflow("killed-while-polling", db=db)
@@ -51,21 +48,12 @@ SCRIPT = textwrap.dedent(
             "openai": {"base_url": v1, "api_key": "sk-test-openai-0123456789abcdef"},
             "anthropic": {"base_url": base_url, "api_key": "sk-ant-test-0123456789abcdef"},
             "gemini": {"base_url": base_url, "api_key": "AIzaTestGeminiKey0123456789"},
-        })
-        set_batch_polling(BatchPolling(initial=0.05, maximum=0.2))
+        }, batch_poll=(0.05, 0.2))
         wf = build(db, model)
         run = anyio.run(lambda: wf.run(params={"n": int(n)}, run_id=run_id, display=False))
         print(run.status)
     """
 )
-
-
-@pytest.fixture(autouse=True)
-def fast_polling() -> Iterator[None]:
-    before = batch_polling()
-    set_batch_polling(BatchPolling(initial=0.01, maximum=0.2))
-    yield
-    set_batch_polling(before)
 
 
 def _module(path: Path) -> Any:
