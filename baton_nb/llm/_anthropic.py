@@ -9,7 +9,7 @@ from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
-from ._neutral import EFFORT_BUDGETS, OutputKind, Tool, ToolChoiceMode, parse_data_url, unsupported
+from ._neutral import OutputKind, Tool, ToolChoiceMode, parse_data_url, unsupported
 from ._schema import anthropic_schema
 from ._types import FinishReason, LLMRequest, ToolCall, assistant_message
 from ._wire import HttpCall, Parsed, as_int, cut_off
@@ -266,9 +266,15 @@ def _thinking(request: LLMRequest, endpoint: Endpoint, model: str) -> dict[str, 
     reasoning = request.reasoning
     if reasoning is None:
         return None
-    budget = reasoning.budget_tokens
+    budget = reasoning.thinking_budget()
     if budget is None:
-        budget = 0 if reasoning.effort == "none" else EFFORT_BUDGETS[str(reasoning.effort)]
+        raise unsupported(
+            endpoint.name,
+            model,
+            "a reasoning summary without a thinking budget",
+            "Anthropic thinks only with a budget: give an effort or budget_tokens too, "
+            "e.g. reasoning={'effort': 'low', 'summary': 'auto'}",
+        )
     if budget == 0:
         return {"type": "disabled"}
     if budget < MIN_BUDGET:

@@ -10,7 +10,7 @@ from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
-from ._neutral import EFFORT_BUDGETS, OutputKind, ToolChoiceMode, parse_data_url, unsupported
+from ._neutral import OutputKind, ToolChoiceMode, parse_data_url, unsupported
 from ._schema import gemini_schema
 from ._types import FinishReason, LLMRequest, ToolCall
 from ._wire import HttpCall, Parsed, as_int, cut_off
@@ -279,10 +279,9 @@ def _generation_config(request: LLMRequest) -> dict[str, Any]:
             config["responseSchema"] = gemini_schema(fmt.schema or {})
     reasoning = request.reasoning
     if reasoning is not None:
-        budget = reasoning.budget_tokens
-        if budget is None:
-            budget = 0 if reasoning.effort == "none" else EFFORT_BUDGETS[str(reasoning.effort)]
-        thinking: dict[str, Any] = {"thinkingBudget": budget}
+        budget = reasoning.thinking_budget()
+        # a summary alone leaves the budget to the model (Gemini 2.5 thinks by default)
+        thinking: dict[str, Any] = {} if budget is None else {"thinkingBudget": budget}
         if reasoning.summary is not None:
             thinking["includeThoughts"] = True
         config["thinkingConfig"] = thinking

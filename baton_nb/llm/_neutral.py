@@ -433,6 +433,16 @@ class Reasoning:
     def key(self) -> dict[str, Any]:
         return {"effort": self.effort, "budget_tokens": self.budget_tokens, "summary": self.summary}
 
+    def thinking_budget(self) -> int | None:
+        """Tokens to think with, for providers that take a budget (Anthropic, Gemini):
+        ``budget_tokens``, else the effort's budget (0 for ``"none"``); ``None`` when
+        neither is set (a summary asked for alone)."""
+        if self.budget_tokens is not None:
+            return self.budget_tokens
+        if self.effort is None:
+            return None
+        return 0 if self.effort == "none" else EFFORT_BUDGETS[self.effort]
+
 
 def to_reasoning(value: Any) -> Reasoning | None:
     """``"low"`` (an effort), ``2048`` (a budget), or a dict / :class:`Reasoning`."""

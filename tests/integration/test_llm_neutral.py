@@ -514,6 +514,23 @@ async def test_reasoning_effort_only_becomes_a_budget(fake_providers: FakeProvid
 
 
 @pytest.mark.anyio
+async def test_a_reasoning_summary_alone(fake_providers: FakeProviderServer) -> None:
+    """A summary asked for without an effort or budget: Gemini shows its thoughts at the
+    model's own budget; Anthropic, which thinks only with a budget, refuses before sending
+    (both used to fail with KeyError: 'None')."""
+    summary = {"summary": "auto"}
+    await complete(LLMRequest("gemini/gemini-2.5-flash", MESSAGES[:2], reasoning=summary))
+    (sent,) = fake_providers.requests
+    assert sent.json["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}
+    _assert_valid(SCHEMAS["gemini"](), sent.json)
+    with pytest.raises(UnsupportedFeature, match="a reasoning summary without a thinking budget"):
+        await complete(LLMRequest("anthropic/claude-haiku-4-5", MESSAGES[:2], reasoning=summary))
+    with pytest.raises(UnsupportedFeature, match="a reasoning summary without a thinking budget"):
+        await complete(LLMRequest("mock/claude-haiku-4-5", MESSAGES[:2], reasoning=summary))
+    assert fake_providers.request_count == 1
+
+
+@pytest.mark.anyio
 async def test_json_object_mode(fake_providers: FakeProviderServer) -> None:
     fake_providers.text = '{"a": 1}'
     for model in ("openai/gpt-4o-mini", "openai-responses/gpt-4o-mini", "gemini/gemini-2.5-flash"):
