@@ -189,13 +189,13 @@ def _blocks(content: Any, endpoint: Endpoint, model: str) -> list[dict[str, Any]
     for part in content:
         if part["type"] == "text":
             block = {"type": "text", "text": str(part.get("text") or "")}
-            if "cache_control" in part:
-                block["cache_control"] = part["cache_control"]
-            blocks.append(block)
         elif part["type"] == "image_url":
-            blocks.append(_image_block(part, endpoint, model))
+            block = _image_block(part, endpoint, model)
         else:
             raise unsupported(endpoint.name, model, f"content parts of type {part['type']!r}")
+        if "cache_control" in part:  # a prompt-cache breakpoint, on any block
+            block["cache_control"] = part["cache_control"]
+        blocks.append(block)
     return blocks
 
 
@@ -225,25 +225,37 @@ def _tool_result(message: dict[str, Any], endpoint: Endpoint, model: str) -> dic
     return {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": result}
 
 
-def _system_text(content: Any, endpoint: Endpoint, model: str) -> str:
+def _system_blocks(content: Any, endpoint: Endpoint, model: str) -> list[dict[str, Any]]:
     if isinstance(content, str) or content is None:
-        return content or ""
+        return [{"type": "text", "text": content or ""}]
     blocks = _blocks(content, endpoint, model)
     if any(b["type"] != "text" for b in blocks):
         raise unsupported(endpoint.name, model, "images in system messages")
-    return "".join(b["text"] for b in blocks)
+    return blocks
+
+
+def _system(messages: list[list[dict[str, Any]]]) -> str | list[dict[str, Any]] | None:
+    """The system prompt: one text (each message's parts joined, messages apart), or the
+    text blocks themselves when one carries a ``cache_control`` breakpoint, which a text
+    would lose (the usual place to cache a long system prompt)."""
+    if not messages:
+        return None
+    blocks = [b for m in messages for b in m]
+    if any("cache_control" in b for b in blocks):
+        return [b for b in blocks if b["text"]]  # the API refuses empty text blocks
+    return "\n\n".join("".join(b["text"] for b in m) for m in messages)
 
 
 def _messages(
     request: LLMRequest, endpoint: Endpoint, model: str
-) -> tuple[str | None, list[dict[str, Any]]]:
-    """System text and messages; tool results go into user turns, first in them."""
-    system: list[str] = []
+) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """System prompt and messages; tool results go into user turns, first in them."""
+    system: list[list[dict[str, Any]]] = []
     out: list[dict[str, Any]] = []
     for message in request.messages:
         role = message["role"]
         if role in ("system", "developer"):
-            system.append(_system_text(message.get("content"), endpoint, model))
+            system.append(_system_blocks(message.get("content"), endpoint, model))
         elif role == "assistant":
             out.append(_assistant(message, endpoint, model))
         elif role == "tool":
@@ -259,7 +271,7 @@ def _messages(
             if not isinstance(content, str):
                 content = _blocks(content, endpoint, model)
             out.append({"role": "user", "content": content})
-    return ("\n\n".join(system) if system else None), out
+    return _system(system), out
 
 
 def _thinking(request: LLMRequest, endpoint: Endpoint, model: str) -> dict[str, Any] | None:

@@ -433,6 +433,41 @@ async def test_every_kind_streams_the_neutral_request(
 
 
 @pytest.mark.anyio
+async def test_anthropic_cache_breakpoints_are_kept(fake_providers: FakeProviderServer) -> None:
+    """``cache_control`` on a system part (the usual place to cache a long prompt) and on an
+    image part reach Anthropic; the system prompt was flattened to a string, which dropped
+    its breakpoint, so nothing was ever cached."""
+    ephemeral = {"type": "ephemeral"}
+    messages = [
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": "You are a travel assistant."},
+                {"type": "text", "text": "A long handbook ...", "cache_control": ephemeral},
+            ],
+        },
+        {"role": "developer", "content": "Answer in French."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": PNG}, "cache_control": ephemeral},
+                {"type": "text", "text": QUESTION},
+            ],
+        },
+    ]
+    await complete(LLMRequest("anthropic/claude-haiku-4-5", messages))
+    (sent,) = fake_providers.requests
+    _assert_valid(SCHEMAS["anthropic"](), sent.json)
+    assert sent.json["system"] == [
+        {"type": "text", "text": "You are a travel assistant."},
+        {"type": "text", "text": "A long handbook ...", "cache_control": ephemeral},
+        {"type": "text", "text": "Answer in French."},
+    ]
+    image = sent.json["messages"][0]["content"][0]
+    assert image["type"] == "image" and image["cache_control"] == ephemeral
+
+
+@pytest.mark.anyio
 async def test_tool_choice_translations(fake_providers: FakeProviderServer) -> None:
     named = {"type": "function", "function": {"name": "get_local_time"}}
     for choice in ("none", "required", named):
