@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from baton_nb._usage import Usage
@@ -13,6 +13,10 @@ from ._types import FinishReason, LLMRequest, ToolCall
 from ._wire import HttpCall, Parsed, as_int, cut_off
 
 __all__ = ["OpenAIAdapter", "parse_usage"]
+
+# Sums money under a context of its own: the caller's decimal.getcontext() (prec=3 …) must
+# not round a cost.
+_EXACT = Context(prec=60)
 
 
 def parse_usage(usage: Any) -> Usage | None:
@@ -50,7 +54,7 @@ def reported_cost(usage: Any) -> Decimal | None:
     byok = usage.get("is_byok")
     if not isinstance(byok, bool):  # older responses: upstream is only reported for BYOK
         byok = upstream is not None and upstream != cost
-    return cost + upstream if byok and upstream is not None else cost
+    return _EXACT.add(cost, upstream) if byok and upstream is not None else cost
 
 
 def _money(value: Any) -> Decimal | None:
