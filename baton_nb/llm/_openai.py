@@ -150,6 +150,8 @@ class _OpenAIStream:
         if not self.first:
             self.first = data
         for choice in data.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue  # n > 1: the answer is the first choice, as in a whole answer
             delta = choice.get("delta") or {}
             self.role = delta.get("role") or self.role
             self.text.append(_content_text(delta.get("content")))

@@ -138,6 +138,27 @@ async def test_openai_structured_answer(fake_providers: FakeProviderServer, stre
 
 
 @pytest.mark.anyio
+async def test_openai_stream_of_several_choices_is_the_first_choice(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """``n=3`` streamed: the answer is choice 0, as in a whole answer (``choices[0]``); the
+    three choices' deltas used to be interleaved into one text that was no JSON at all."""
+    reply = Reply(sse=_sse("openai_chat_stream_three_choices.sse"))
+    c = await _served(
+        fake_providers,
+        "openai/gpt-4o-2024-08-06",
+        reply,
+        stream=True,
+        response_format=Location,
+        extra={"n": 3},
+    )
+    assert c.text == '{"city":"San Francisco","temperature":65,"units":"f"}'
+    assert c.parsed == Location(city="San Francisco", temperature=65, units="f")
+    assert c.finish_reason == "stop" and c.usage == Usage(79, output_tokens=42)
+    assert c.raw["choices"][0]["message"]["content"] == c.text
+
+
+@pytest.mark.anyio
 async def test_structured_answer_cut_at_max_tokens_is_a_clear_error(
     fake_providers: FakeProviderServer,
 ) -> None:
