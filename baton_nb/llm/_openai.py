@@ -142,6 +142,7 @@ class _OpenAIStream:
         self.refusal: list[str] = []
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
+        self.last_call: int | None = None  # the slot the latest tool-call delta went to
         self.finish_reason: Any = None
         self.usage: Any = None
         self.finished = False
@@ -166,9 +167,12 @@ class _OpenAIStream:
             self.usage = data["usage"]
 
     def _feed_call(self, call: dict[str, Any]) -> None:
+        index = call.get("index")
+        if not isinstance(index, int):
+            index = self._unindexed(call.get("id"))
+        self.last_call = index
         slot = self.calls.setdefault(
-            int(call.get("index") or 0),
-            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
         )
         if call.get("id"):
             slot["id"] = call["id"]
@@ -177,6 +181,15 @@ class _OpenAIStream:
         slot["function"]["arguments"] += str(function.get("arguments") or "")
         if call.get("extra_content"):
             slot["extra_content"] = call["extra_content"]
+
+    def _unindexed(self, call_id: Any) -> int:
+        """The slot of a tool-call delta without an ``index`` (Gemini's OpenAI-compatible
+        API sends none, each parallel call in a chunk of its own): a delta with a new id
+        starts a call, one without an id continues the latest."""
+        last = self.last_call
+        if last is not None and (not call_id or self.calls[last]["id"] in ("", call_id)):
+            return last
+        return max(self.calls, default=-1) + 1
 
     def done(self) -> None:
         self.finished = True

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from baton_nb import ProviderError
 from baton_nb._errors import OutputValidationError
 from baton_nb._usage import Usage
-from baton_nb.llm import Completion, LLMRequest, complete
+from baton_nb.llm import Completion, LLMRequest, complete, configure
 from baton_nb.llm._config import RetrySettings, set_retry_settings
 from baton_nb.llm._retry import retry_hint_from_body
 from baton_nb.llm._types import ToolCall
@@ -101,6 +101,41 @@ async def test_openai_streamed_tool_calls(fake_providers: FakeProviderServer) ->
     assert c.tool_calls[0].id == "call_JMW1whyEaYG438VE1OIflxA2"
     assert c.finish_reason == "tool_calls"
     assert c.raw["choices"][0]["message"]["tool_calls"][1]["function"]["name"] == "get_stock_price"
+
+
+@pytest.mark.anyio
+async def test_streamed_tool_calls_without_an_index(fake_providers: FakeProviderServer) -> None:
+    """Gemini's OpenAI-compatible API streams tool calls without ``index``, each parallel
+    call in a chunk of its own: two calls, as in the whole answer. They used to merge into
+    one (``name`` 'readread', arguments '{...}{...}', the second id)."""
+    configure(providers={"gemini-compat": {"kind": "openai", "base_url": fake_providers.base_url}})
+    stream = _sse("gemini_openai_stream_parallel_calls.sse")
+    chunks = [json.loads(line[6:]) for line in stream.splitlines() if line[6:7] == "{"]
+    calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls", ())]
+    whole = {
+        "object": "chat.completion",
+        "model": "gemini-3.8-flash",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": chunks[-1]["usage"],
+    }
+    model, price_as = "gemini-compat/gemini-3.8-flash", "google/gemini-3.8-flash"
+    streamed = await _served(fake_providers, model, Reply(sse=stream), True, price_as=price_as)
+    plain = await _served(fake_providers, model, Reply(body=whole), price_as=price_as)
+    assert [(t.id, t.name, (t.arguments or {}).get("path")) for t in streamed.tool_calls] == [
+        ("call_297140", "read", "/app/skills/agent-runtime/stage-design/SKILL.md"),
+        ("call_297141", "read", "/app/skills/agent-runtime/lesson-plan/SKILL.md"),
+    ]
+    assert streamed.tool_calls == plain.tool_calls
+    signature = {"google": {"thought_signature": "EjQKMgFyyNp8"}}
+    assert streamed.tool_calls[0].extra_content == signature
+    assert streamed.tool_calls[1].extra_content is None
+    assert streamed.usage == plain.usage == Usage(1024, output_tokens=58)
 
 
 @pytest.mark.anyio
