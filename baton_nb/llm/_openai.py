@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from decimal import Context, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from baton_nb._usage import Usage
 
@@ -221,10 +223,24 @@ class _OpenAIStream:
         return parse_message(raw)
 
 
-def _message_out(message: dict[str, Any]) -> dict[str, Any]:
-    """A neutral message as the Chat Completions API takes it (our extension keys off)."""
+# Servers that refuse a field they do not know ("Unknown parameter"), such as a tool call's
+# ``extra_content``: Google's OpenAI-compatible API sends that field (Gemini 3's thought
+# signatures) and refuses the next turn without it ("Function call is missing a
+# thought_signature"), so every other server gets it back when a call has one.
+_STRICT_HOSTS = ("api.openai.com", "openai.azure.com", "api.groq.com")
+
+
+@lru_cache(maxsize=64)
+def _takes_extra_content(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    return not any(host == h or host.endswith("." + h) for h in _STRICT_HOSTS)
+
+
+def _message_out(message: dict[str, Any], extra_content: bool) -> dict[str, Any]:
+    """A neutral message as the Chat Completions API takes it: Anthropic's thinking blocks
+    off, tool calls' ``extra_content`` off unless the server takes it."""
     out = {k: v for k, v in message.items() if k != "thinking_blocks"}
-    if "tool_calls" in out:
+    if "tool_calls" in out and not extra_content:
         out["tool_calls"] = [
             {k: v for k, v in call.items() if k != "extra_content"} for call in out["tool_calls"]
         ]
@@ -277,7 +293,8 @@ class OpenAIAdapter:
         if endpoint.api_key:
             headers["authorization"] = f"Bearer {endpoint.api_key}"
         body: dict[str, Any] = {**endpoint.body_defaults, "model": model}
-        body["messages"] = [_message_out(m) for m in request.messages]
+        extra_content = _takes_extra_content(endpoint.base_url)
+        body["messages"] = [_message_out(m, extra_content) for m in request.messages]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:

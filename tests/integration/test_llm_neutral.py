@@ -467,6 +467,42 @@ async def test_anthropic_cache_breakpoints_are_kept(fake_providers: FakeProvider
     assert image["type"] == "image" and image["cache_control"] == ephemeral
 
 
+@pytest.mark.parametrize(
+    ("base_url", "kept"),
+    [
+        ("https://api.openai.com/v1", False),
+        ("https://my-resource.openai.azure.com/openai/v1", False),
+        ("https://api.groq.com/openai/v1", False),
+        ("https://generativelanguage.googleapis.com/v1beta/openai", True),
+        ("http://127.0.0.1:8000/v1", True),
+    ],
+)
+def test_a_tool_calls_extra_content_goes_only_where_it_is_taken(base_url: str, kept: bool) -> None:
+    """Gemini's thought signature rides on a tool call as ``extra_content`` (the shape of
+    Google's OpenAI-compatible API, which needs it back); OpenAI, Azure and Groq refuse a
+    field they do not know, so it is left out there."""
+    from baton_nb.llm._config import Endpoint
+    from baton_nb.llm._openai import OpenAIAdapter
+
+    signature = {"google": {"thought_signature": "EjQKMgFyyNp8"}}
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ARGS}}
+    history = [
+        MESSAGES[0],
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**call, "extra_content": signature}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "18 C"},
+    ]
+    endpoint = Endpoint("compat", "openai", base_url)
+    body = OpenAIAdapter().build(endpoint, "m", LLMRequest("compat/m", history)).body
+    sent = body["messages"][1]["tool_calls"][0]
+    assert sent == ({**call, "extra_content": signature} if kept else call)
+    if not kept:
+        _assert_valid(SCHEMAS["openai"](), body)
+
+
 @pytest.mark.anyio
 async def test_tool_choice_translations(fake_providers: FakeProviderServer) -> None:
     named = {"type": "function", "function": {"name": "get_local_time"}}

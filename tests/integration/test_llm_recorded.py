@@ -136,6 +136,16 @@ async def test_streamed_tool_calls_without_an_index(fake_providers: FakeProvider
     assert streamed.tool_calls[0].extra_content == signature
     assert streamed.tool_calls[1].extra_content is None
     assert streamed.usage == plain.usage == Usage(1024, output_tokens=58)
+    # the next turn gives the thought signature back, as Google's OpenAI-compatible API
+    # requires ("Function call is missing a thought_signature"); it used to be dropped
+    history = [
+        *ASK,
+        dict(streamed.message),
+        *({"role": "tool", "tool_call_id": t.id, "content": "..."} for t in streamed.tool_calls),
+    ]
+    await complete(LLMRequest(model, tuple(history), price_as=price_as))
+    sent = fake_providers.requests[-1].json["messages"][1]["tool_calls"]
+    assert sent[0]["extra_content"] == signature and "extra_content" not in sent[1]
 
 
 @pytest.mark.anyio
