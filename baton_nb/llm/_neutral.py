@@ -336,6 +336,18 @@ class ResponseFormat:
     description: str | None = None
     model_class: type[Any] | None = field(default=None, compare=False)
 
+    def json_schema(self) -> dict[str, Any]:
+        """OpenAI's ``json_schema`` object (``name``, ``description``?, ``schema``,
+        ``strict``?): nested in Chat Completions' ``response_format``, flat in the
+        Responses API's ``text.format``."""
+        spec: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            spec["description"] = self.description
+        spec["schema"] = dict(self.schema or {})
+        if self.strict is not None:
+            spec["strict"] = self.strict
+        return spec
+
     def key(self) -> dict[str, Any]:
         """What the request hash covers (the schema, not the class object)."""
         return {

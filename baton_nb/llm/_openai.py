@@ -276,13 +276,7 @@ def response_format(request: LLMRequest) -> dict[str, Any] | None:
         return None
     if fmt.kind is not OutputKind.JSON_SCHEMA:
         return {"type": fmt.kind.value}
-    spec: dict[str, Any] = {"name": fmt.name}
-    if fmt.description is not None:
-        spec["description"] = fmt.description
-    spec["schema"] = dict(fmt.schema or {})
-    if fmt.strict is not None:
-        spec["strict"] = fmt.strict
-    return {"type": "json_schema", "json_schema": spec}
+    return {"type": "json_schema", "json_schema": fmt.json_schema()}
 
 
 class OpenAIAdapter:
