@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
 from ._neutral import OutputKind, Tool, ToolChoiceMode, parse_data_url, unsupported
 from ._schema import anthropic_schema
 from ._types import FinishReason, LLMRequest, ToolCall, assistant_message
-from ._wire import HttpCall, Parsed, as_int, cut_off
+from ._wire import HttpCall, Parsed, as_int, auto_detail_only, cut_off, object_arguments
 
 __all__ = ["AnthropicAdapter", "parse_usage"]
 
@@ -165,9 +164,7 @@ class _AnthropicStream:
 
 def _image_block(part: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
     image = part["image_url"]
-    detail = image.get("detail")
-    if detail not in (None, "auto"):
-        raise unsupported(endpoint.name, model, f"image detail {detail!r}", "drop 'detail'")
+    auto_detail_only(image, endpoint, model)
     url = str(image["url"])
     data = parse_data_url(url)
     if data is None:
@@ -200,12 +197,7 @@ def _blocks(content: Any, endpoint: Endpoint, model: str) -> list[dict[str, Any]
 
 
 def _tool_use(call: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
-    parsed = ToolCall.from_dict(call)
-    if parsed.arguments is None:
-        raise ConfigurationError(
-            f"tool call {parsed.id!r} ({parsed.name}) has arguments that are not a JSON "
-            f"object; {endpoint.name}/{model} needs an object as tool_use input"
-        )
+    parsed = object_arguments(call, endpoint, model, "tool_use input")
     return {"type": "tool_use", "id": parsed.id, "name": parsed.name, "input": parsed.arguments}
 
 
