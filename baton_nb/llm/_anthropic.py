@@ -201,14 +201,18 @@ def _tool_use(call: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str,
     return {"type": "tool_use", "id": parsed.id, "name": parsed.name, "input": parsed.arguments}
 
 
-def _assistant(message: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
+def _assistant(message: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any] | None:
+    """The assistant turn; ``None`` for one with nothing in it (an empty answer), which the
+    API refuses ("all messages must have non-empty content except for the optional final
+    assistant message")."""
     calls = message.get("tool_calls") or []
     thinking = [dict(b) for b in message.get("thinking_blocks") or ()]
-    if not calls and not thinking and isinstance(message.get("content"), str):
-        return {"role": "assistant", "content": message["content"]}
-    blocks = thinking + _blocks(message.get("content"), endpoint, model)
+    content = message.get("content")
+    if not calls and not thinking and isinstance(content, str):
+        return {"role": "assistant", "content": content} if content else None
+    blocks = thinking + _blocks(content, endpoint, model)
     blocks += [_tool_use(call, endpoint, model) for call in calls]
-    return {"role": "assistant", "content": blocks}
+    return {"role": "assistant", "content": blocks} if blocks else None
 
 
 def _tool_result(message: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
@@ -249,7 +253,9 @@ def _messages(
         if role in ("system", "developer"):
             system.append(_system_blocks(message.get("content"), endpoint, model))
         elif role == "assistant":
-            out.append(_assistant(message, endpoint, model))
+            turn = _assistant(message, endpoint, model)
+            if turn is not None:
+                out.append(turn)
         elif role == "tool":
             result = _tool_result(message, endpoint, model)
             if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from baton_nb import ConfigurationError
 from baton_nb._errors import UnsupportedFeature
 from baton_nb.llm import LLMRequest, complete, configure
-from tests.fakes.provider_server import FakeProviderServer
+from tests.fakes.provider_server import FakeProviderServer, Reply
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "providers"
 PNG = base64.b64decode(
@@ -501,6 +501,38 @@ def test_a_tool_calls_extra_content_goes_only_where_it_is_taken(base_url: str, k
     assert sent == ({**call, "extra_content": signature} if kept else call)
     if not kept:
         _assert_valid(SCHEMAS["openai"](), body)
+
+
+@pytest.mark.anyio
+async def test_an_empty_answer_in_the_history_is_left_out_for_anthropic(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """Claude sometimes ends a turn with no content at all; that answer's message, sent back
+    as history, was an empty assistant turn, which the Messages API refuses ("all messages
+    must have non-empty content except for the optional final assistant message")."""
+    model = "anthropic/claude-haiku-4-5"
+    empty = {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": [],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    }
+    fake_providers.script(Reply(body=empty))
+    first = await complete(LLMRequest(model, MESSAGES[1:2]))
+    assert first.text == "" and first.message == {"role": "assistant", "content": ""}
+    again = {"role": "user", "content": "Are you there?"}
+    await complete(LLMRequest(model, (*MESSAGES[1:2], dict(first.message), again)))
+    sent = fake_providers.requests[-1].json
+    _assert_valid(SCHEMAS["anthropic"](), sent)
+    [turn] = sent["messages"]  # the two user messages are one user turn now
+    assert turn["role"] == "user" and turn["content"][-1] == {
+        "type": "text",
+        "text": again["content"],
+    }
 
 
 @pytest.mark.anyio
