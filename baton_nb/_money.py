@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Iterable
+from decimal import Context, Decimal
 
-__all__ = ["fmt_cost", "fmt_money", "normalize_money", "plural"]
+__all__ = ["add_money", "fmt_cost", "fmt_money", "normalize_money", "plural", "sum_money"]
+
+# Money is summed under a context of its own: the caller's decimal.getcontext() (a notebook
+# that set prec=3 for display) must not round a total.
+_EXACT = Context(prec=60)
+
+
+def add_money(a: Decimal, b: Decimal) -> Decimal:
+    """``a + b``, exact whatever the caller's decimal context."""
+    return _EXACT.add(a, b)
+
+
+def sum_money(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum of ``values`` (``Decimal(0)`` for none), whatever the decimal context."""
+    total = Decimal(0)
+    for value in values:
+        total = _EXACT.add(total, value)
+    return total
 
 
 def normalize_money(value: Decimal) -> Decimal:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
-from ._money import fmt_cost, normalize_money
+from ._money import add_money, fmt_cost, normalize_money
 from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
 from .store import CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
@@ -96,7 +96,7 @@ class StepInfo:
         if call.cost is None:
             self.unpriced_calls += 1
         else:
-            self.cost += call.cost
+            self.cost = add_money(self.cost, call.cost)
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class RunView:
             if call.cost is None:
                 totals.unpriced += 1
             else:
-                totals.cost += call.cost
+                totals.cost = add_money(totals.cost, call.cost)
             totals.tokens = totals.tokens + call.usage
         totals.counted = len(calls)
         return totals
@@ -234,7 +234,7 @@ class RunView:
         for child in (self.steps[c] for c in step.children):
             calls += child.calls
             usage = usage + child.usage
-            cost += child.cost
+            cost = add_money(cost, child.cost)
             unpriced += child.unpriced_calls
         return StepTotals(calls, usage, cost, unpriced)
 

@@ -16,7 +16,39 @@ import pytest
 
 pytest_plugins = ["tests.fakes.plugin"]
 
-POSTGRES_URL = os.environ.get("BATON_NB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# Each session gets a database of its own on the machine's Postgres (created at the start,
+# dropped at the end), so no run sees what an earlier one (or another branch's schema) left
+# in a shared database. BATON_NB_TEST_PG names a database to use instead, as it is.
+_OWN_DATABASE = "BATON_NB_TEST_PG" not in os.environ
+POSTGRES_URL = os.environ.get(
+    "BATON_NB_TEST_PG", f"{PG_SERVER}/baton_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+)
+
+
+def _admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        con = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
+    asyncio.run(run())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _OWN_DATABASE and (_postgres_up() or _start_postgres()):
+        _admin(f'CREATE DATABASE "{POSTGRES_URL.rsplit("/", 1)[1]}"')
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _OWN_DATABASE and _postgres_up():
+        _admin(f'DROP DATABASE IF EXISTS "{POSTGRES_URL.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture

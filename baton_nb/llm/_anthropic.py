@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
-from ._neutral import EFFORT_BUDGETS, OutputKind, Tool, ToolChoiceMode, parse_data_url, unsupported
+from ._neutral import OutputKind, Tool, ToolChoiceMode, parse_data_url, unsupported
 from ._schema import anthropic_schema
 from ._types import FinishReason, LLMRequest, ToolCall, assistant_message
-from ._wire import HttpCall, Parsed, as_int, cut_off
+from ._wire import HttpCall, Parsed, as_int, auto_detail_only, cut_off, object_arguments
 
 __all__ = ["AnthropicAdapter", "parse_usage"]
 
@@ -165,9 +164,7 @@ class _AnthropicStream:
 
 def _image_block(part: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
     image = part["image_url"]
-    detail = image.get("detail")
-    if detail not in (None, "auto"):
-        raise unsupported(endpoint.name, model, f"image detail {detail!r}", "drop 'detail'")
+    auto_detail_only(image, endpoint, model)
     url = str(image["url"])
     data = parse_data_url(url)
     if data is None:
@@ -189,34 +186,33 @@ def _blocks(content: Any, endpoint: Endpoint, model: str) -> list[dict[str, Any]
     for part in content:
         if part["type"] == "text":
             block = {"type": "text", "text": str(part.get("text") or "")}
-            if "cache_control" in part:
-                block["cache_control"] = part["cache_control"]
-            blocks.append(block)
         elif part["type"] == "image_url":
-            blocks.append(_image_block(part, endpoint, model))
+            block = _image_block(part, endpoint, model)
         else:
             raise unsupported(endpoint.name, model, f"content parts of type {part['type']!r}")
+        if "cache_control" in part:  # a prompt-cache breakpoint, on any block
+            block["cache_control"] = part["cache_control"]
+        blocks.append(block)
     return blocks
 
 
 def _tool_use(call: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
-    parsed = ToolCall.from_dict(call)
-    if parsed.arguments is None:
-        raise ConfigurationError(
-            f"tool call {parsed.id!r} ({parsed.name}) has arguments that are not a JSON "
-            f"object; {endpoint.name}/{model} needs an object as tool_use input"
-        )
+    parsed = object_arguments(call, endpoint, model, "tool_use input")
     return {"type": "tool_use", "id": parsed.id, "name": parsed.name, "input": parsed.arguments}
 
 
-def _assistant(message: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
+def _assistant(message: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any] | None:
+    """The assistant turn; ``None`` for one with nothing in it (an empty answer), which the
+    API refuses ("all messages must have non-empty content except for the optional final
+    assistant message")."""
     calls = message.get("tool_calls") or []
     thinking = [dict(b) for b in message.get("thinking_blocks") or ()]
-    if not calls and not thinking and isinstance(message.get("content"), str):
-        return {"role": "assistant", "content": message["content"]}
-    blocks = thinking + _blocks(message.get("content"), endpoint, model)
+    content = message.get("content")
+    if not calls and not thinking and isinstance(content, str):
+        return {"role": "assistant", "content": content} if content else None
+    blocks = thinking + _blocks(content, endpoint, model)
     blocks += [_tool_use(call, endpoint, model) for call in calls]
-    return {"role": "assistant", "content": blocks}
+    return {"role": "assistant", "content": blocks} if blocks else None
 
 
 def _tool_result(message: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
@@ -225,27 +221,41 @@ def _tool_result(message: dict[str, Any], endpoint: Endpoint, model: str) -> dic
     return {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": result}
 
 
-def _system_text(content: Any, endpoint: Endpoint, model: str) -> str:
+def _system_blocks(content: Any, endpoint: Endpoint, model: str) -> list[dict[str, Any]]:
     if isinstance(content, str) or content is None:
-        return content or ""
+        return [{"type": "text", "text": content or ""}]
     blocks = _blocks(content, endpoint, model)
     if any(b["type"] != "text" for b in blocks):
         raise unsupported(endpoint.name, model, "images in system messages")
-    return "".join(b["text"] for b in blocks)
+    return blocks
+
+
+def _system(messages: list[list[dict[str, Any]]]) -> str | list[dict[str, Any]] | None:
+    """The system prompt: one text (each message's parts joined, messages apart), or the
+    text blocks themselves when one carries a ``cache_control`` breakpoint, which a text
+    would lose (the usual place to cache a long system prompt)."""
+    if not messages:
+        return None
+    blocks = [b for m in messages for b in m]
+    if any("cache_control" in b for b in blocks):
+        return [b for b in blocks if b["text"]]  # the API refuses empty text blocks
+    return "\n\n".join("".join(b["text"] for b in m) for m in messages)
 
 
 def _messages(
     request: LLMRequest, endpoint: Endpoint, model: str
-) -> tuple[str | None, list[dict[str, Any]]]:
-    """System text and messages; tool results go into user turns, first in them."""
-    system: list[str] = []
+) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """System prompt and messages; tool results go into user turns, first in them."""
+    system: list[list[dict[str, Any]]] = []
     out: list[dict[str, Any]] = []
     for message in request.messages:
         role = message["role"]
         if role in ("system", "developer"):
-            system.append(_system_text(message.get("content"), endpoint, model))
+            system.append(_system_blocks(message.get("content"), endpoint, model))
         elif role == "assistant":
-            out.append(_assistant(message, endpoint, model))
+            turn = _assistant(message, endpoint, model)
+            if turn is not None:
+                out.append(turn)
         elif role == "tool":
             result = _tool_result(message, endpoint, model)
             if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
@@ -259,16 +269,22 @@ def _messages(
             if not isinstance(content, str):
                 content = _blocks(content, endpoint, model)
             out.append({"role": "user", "content": content})
-    return ("\n\n".join(system) if system else None), out
+    return _system(system), out
 
 
 def _thinking(request: LLMRequest, endpoint: Endpoint, model: str) -> dict[str, Any] | None:
     reasoning = request.reasoning
     if reasoning is None:
         return None
-    budget = reasoning.budget_tokens
+    budget = reasoning.thinking_budget()
     if budget is None:
-        budget = 0 if reasoning.effort == "none" else EFFORT_BUDGETS[str(reasoning.effort)]
+        raise unsupported(
+            endpoint.name,
+            model,
+            "a reasoning summary without a thinking budget",
+            "Anthropic thinks only with a budget: give an effort or budget_tokens too, "
+            "e.g. reasoning={'effort': 'low', 'summary': 'auto'}",
+        )
     if budget == 0:
         return {"type": "disabled"}
     if budget < MIN_BUDGET:

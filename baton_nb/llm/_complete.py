@@ -16,7 +16,7 @@ from ._gemini import GeminiAdapter
 from ._limits import Permit, acquire, limit_for
 from ._mock import mock_complete
 from ._openai import OpenAIAdapter
-from ._output import with_parsed
+from ._output import awith_parsed
 from ._redact import Scrubber, scrubber
 from ._responses import ResponsesAdapter
 from ._retry import with_retries
@@ -108,7 +108,7 @@ async def complete(request: LLMRequest) -> Completion:
     ``response_format``, ``parsed`` holds the validated answer; an answer that fails
     validation raises ``OutputValidationError`` (its ``completion`` is the paid call).
     """
-    return with_parsed(await complete_unparsed(request), request)
+    return await awith_parsed(await complete_unparsed(request), request)
 
 
 async def complete_unparsed(request: LLMRequest) -> Completion:

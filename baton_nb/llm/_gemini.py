@@ -10,10 +10,10 @@ from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
-from ._neutral import EFFORT_BUDGETS, OutputKind, ToolChoiceMode, parse_data_url, unsupported
+from ._neutral import OutputKind, ToolChoiceMode, parse_data_url, unsupported
 from ._schema import gemini_schema
 from ._types import FinishReason, LLMRequest, ToolCall
-from ._wire import HttpCall, Parsed, as_int, cut_off
+from ._wire import HttpCall, Parsed, as_int, auto_detail_only, cut_off, object_arguments
 
 __all__ = ["GeminiAdapter", "parse_usage"]
 
@@ -145,9 +145,7 @@ class _GeminiStream:
 
 def _image(part: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
     image = part["image_url"]
-    detail = image.get("detail")
-    if detail not in (None, "auto"):
-        raise unsupported(endpoint.name, model, f"image detail {detail!r}", "drop 'detail'")
+    auto_detail_only(image, endpoint, model)
     url = str(image["url"])
     data = parse_data_url(url)
     if data is not None:
@@ -181,12 +179,7 @@ def _parts(content: Any, endpoint: Endpoint, model: str) -> list[dict[str, Any]]
 
 
 def _function_call(call: dict[str, Any], endpoint: Endpoint, model: str) -> dict[str, Any]:
-    parsed = ToolCall.from_dict(call)
-    if parsed.arguments is None:
-        raise ConfigurationError(
-            f"tool call {parsed.id!r} ({parsed.name}) has arguments that are not a JSON "
-            f"object; {endpoint.name}/{model} needs an object as functionCall args"
-        )
+    parsed = object_arguments(call, endpoint, model, "functionCall args")
     part: dict[str, Any] = {"functionCall": {"name": parsed.name, "args": parsed.arguments}}
     signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
     if signature:
@@ -279,10 +272,9 @@ def _generation_config(request: LLMRequest) -> dict[str, Any]:
             config["responseSchema"] = gemini_schema(fmt.schema or {})
     reasoning = request.reasoning
     if reasoning is not None:
-        budget = reasoning.budget_tokens
-        if budget is None:
-            budget = 0 if reasoning.effort == "none" else EFFORT_BUDGETS[str(reasoning.effort)]
-        thinking: dict[str, Any] = {"thinkingBudget": budget}
+        budget = reasoning.thinking_budget()
+        # a summary alone leaves the budget to the model (Gemini 2.5 thinks by default)
+        thinking: dict[str, Any] = {} if budget is None else {"thinkingBudget": budget}
         if reasoning.summary is not None:
             thinking["includeThoughts"] = True
         config["thinkingConfig"] = thinking

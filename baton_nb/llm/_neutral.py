@@ -336,6 +336,18 @@ class ResponseFormat:
     description: str | None = None
     model_class: type[Any] | None = field(default=None, compare=False)
 
+    def json_schema(self) -> dict[str, Any]:
+        """OpenAI's ``json_schema`` object (``name``, ``description``?, ``schema``,
+        ``strict``?): nested in Chat Completions' ``response_format``, flat in the
+        Responses API's ``text.format``."""
+        spec: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            spec["description"] = self.description
+        spec["schema"] = dict(self.schema or {})
+        if self.strict is not None:
+            spec["strict"] = self.strict
+        return spec
+
     def key(self) -> dict[str, Any]:
         """What the request hash covers (the schema, not the class object)."""
         return {
@@ -432,6 +444,16 @@ class Reasoning:
 
     def key(self) -> dict[str, Any]:
         return {"effort": self.effort, "budget_tokens": self.budget_tokens, "summary": self.summary}
+
+    def thinking_budget(self) -> int | None:
+        """Tokens to think with, for providers that take a budget (Anthropic, Gemini):
+        ``budget_tokens``, else the effort's budget (0 for ``"none"``); ``None`` when
+        neither is set (a summary asked for alone)."""
+        if self.budget_tokens is not None:
+            return self.budget_tokens
+        if self.effort is None:
+            return None
+        return 0 if self.effort == "none" else EFFORT_BUDGETS[self.effort]
 
 
 def to_reasoning(value: Any) -> Reasoning | None:

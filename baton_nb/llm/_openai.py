@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from baton_nb._usage import Usage
 
@@ -13,6 +15,10 @@ from ._types import FinishReason, LLMRequest, ToolCall
 from ._wire import HttpCall, Parsed, as_int, cut_off
 
 __all__ = ["OpenAIAdapter", "parse_usage"]
+
+# Sums money under a context of its own: the caller's decimal.getcontext() (prec=3 …) must
+# not round a cost.
+_EXACT = Context(prec=60)
 
 
 def parse_usage(usage: Any) -> Usage | None:
@@ -50,7 +56,7 @@ def reported_cost(usage: Any) -> Decimal | None:
     byok = usage.get("is_byok")
     if not isinstance(byok, bool):  # older responses: upstream is only reported for BYOK
         byok = upstream is not None and upstream != cost
-    return cost + upstream if byok and upstream is not None else cost
+    return _EXACT.add(cost, upstream) if byok and upstream is not None else cost
 
 
 def _money(value: Any) -> Decimal | None:
@@ -138,6 +144,7 @@ class _OpenAIStream:
         self.refusal: list[str] = []
         self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
+        self.last_call: int | None = None  # the slot the latest tool-call delta went to
         self.finish_reason: Any = None
         self.usage: Any = None
         self.finished = False
@@ -146,6 +153,8 @@ class _OpenAIStream:
         if not self.first:
             self.first = data
         for choice in data.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue  # n > 1: the answer is the first choice, as in a whole answer
             delta = choice.get("delta") or {}
             self.role = delta.get("role") or self.role
             self.text.append(_content_text(delta.get("content")))
@@ -160,9 +169,12 @@ class _OpenAIStream:
             self.usage = data["usage"]
 
     def _feed_call(self, call: dict[str, Any]) -> None:
+        index = call.get("index")
+        if not isinstance(index, int):
+            index = self._unindexed(call.get("id"))
+        self.last_call = index
         slot = self.calls.setdefault(
-            int(call.get("index") or 0),
-            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
         )
         if call.get("id"):
             slot["id"] = call["id"]
@@ -171,6 +183,15 @@ class _OpenAIStream:
         slot["function"]["arguments"] += str(function.get("arguments") or "")
         if call.get("extra_content"):
             slot["extra_content"] = call["extra_content"]
+
+    def _unindexed(self, call_id: Any) -> int:
+        """The slot of a tool-call delta without an ``index`` (Gemini's OpenAI-compatible
+        API sends none, each parallel call in a chunk of its own): a delta with a new id
+        starts a call, one without an id continues the latest."""
+        last = self.last_call
+        if last is not None and (not call_id or self.calls[last]["id"] in ("", call_id)):
+            return last
+        return max(self.calls, default=-1) + 1
 
     def done(self) -> None:
         self.finished = True
@@ -202,10 +223,24 @@ class _OpenAIStream:
         return parse_message(raw)
 
 
-def _message_out(message: dict[str, Any]) -> dict[str, Any]:
-    """A neutral message as the Chat Completions API takes it (our extension keys off)."""
+# Servers that refuse a field they do not know ("Unknown parameter"), such as a tool call's
+# ``extra_content``: Google's OpenAI-compatible API sends that field (Gemini 3's thought
+# signatures) and refuses the next turn without it ("Function call is missing a
+# thought_signature"), so every other server gets it back when a call has one.
+_STRICT_HOSTS = ("api.openai.com", "openai.azure.com", "api.groq.com")
+
+
+@lru_cache(maxsize=64)
+def _takes_extra_content(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    return not any(host == h or host.endswith("." + h) for h in _STRICT_HOSTS)
+
+
+def _message_out(message: dict[str, Any], extra_content: bool) -> dict[str, Any]:
+    """A neutral message as the Chat Completions API takes it: Anthropic's thinking blocks
+    off, tool calls' ``extra_content`` off unless the server takes it."""
     out = {k: v for k, v in message.items() if k != "thinking_blocks"}
-    if "tool_calls" in out:
+    if "tool_calls" in out and not extra_content:
         out["tool_calls"] = [
             {k: v for k, v in call.items() if k != "extra_content"} for call in out["tool_calls"]
         ]
@@ -241,13 +276,7 @@ def response_format(request: LLMRequest) -> dict[str, Any] | None:
         return None
     if fmt.kind is not OutputKind.JSON_SCHEMA:
         return {"type": fmt.kind.value}
-    spec: dict[str, Any] = {"name": fmt.name}
-    if fmt.description is not None:
-        spec["description"] = fmt.description
-    spec["schema"] = dict(fmt.schema or {})
-    if fmt.strict is not None:
-        spec["strict"] = fmt.strict
-    return {"type": "json_schema", "json_schema": spec}
+    return {"type": "json_schema", "json_schema": fmt.json_schema()}
 
 
 class OpenAIAdapter:
@@ -258,7 +287,8 @@ class OpenAIAdapter:
         if endpoint.api_key:
             headers["authorization"] = f"Bearer {endpoint.api_key}"
         body: dict[str, Any] = {**endpoint.body_defaults, "model": model}
-        body["messages"] = [_message_out(m) for m in request.messages]
+        extra_content = _takes_extra_content(endpoint.base_url)
+        body["messages"] = [_message_out(m, extra_content) for m in request.messages]
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_tokens is not None:

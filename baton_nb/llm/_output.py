@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+
+import anyio.to_thread
 
 from baton_nb._errors import OutputValidationError
 
@@ -10,7 +13,7 @@ from ._neutral import OutputKind
 from ._schema import validate_json
 from ._types import Completion, FinishReason, LLMRequest
 
-__all__ = ["with_parsed"]
+__all__ = ["awith_parsed", "with_parsed"]
 
 
 def with_parsed(completion: Completion, request: LLMRequest) -> Completion:
@@ -39,3 +42,22 @@ def with_parsed(completion: Completion, request: LLMRequest) -> Completion:
             completion,
         ) from None
     return replace(completion, parsed=value)
+
+
+async def awith_parsed(completion: Completion, request: LLMRequest) -> Completion:
+    """:func:`with_parsed` on the event loop: the JSON Schema validator (``jsonschema``,
+    whose import builds an RFC 3987 grammar: seconds on a loaded machine) is imported in
+    a worker thread the first time a schema without a pydantic model is checked."""
+    fmt = request.response_format
+    if (
+        fmt is not None
+        and fmt.schema is not None
+        and fmt.model_class is None
+        and "jsonschema" not in sys.modules
+    ):
+        await anyio.to_thread.run_sync(_import_jsonschema)
+    return with_parsed(completion, request)
+
+
+def _import_jsonschema() -> None:
+    import jsonschema  # noqa: F401

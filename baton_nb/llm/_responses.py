@@ -198,13 +198,7 @@ def _text_format(request: LLMRequest) -> dict[str, Any] | None:
         return None
     if fmt.kind is not OutputKind.JSON_SCHEMA:
         return {"format": {"type": fmt.kind.value}}
-    spec: dict[str, Any] = {"type": "json_schema", "name": fmt.name}
-    if fmt.description is not None:
-        spec["description"] = fmt.description
-    spec["schema"] = dict(fmt.schema or {})
-    if fmt.strict is not None:
-        spec["strict"] = fmt.strict
-    return {"format": spec}
+    return {"format": {"type": "json_schema", **fmt.json_schema()}}
 
 
 def _reasoning(request: LLMRequest, endpoint: Endpoint, model: str) -> dict[str, Any] | None:

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from baton_nb._errors import ConfigurationError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
+from ._neutral import unsupported
 from ._types import FinishReason, LLMRequest, ToolCall, assistant_message
 
 __all__ = [
@@ -18,7 +20,9 @@ __all__ = [
     "RetryableFailure",
     "StreamState",
     "as_int",
+    "auto_detail_only",
     "cut_off",
+    "object_arguments",
 ]
 
 
@@ -98,3 +102,22 @@ def cut_off(what: str) -> RetryableFailure:
     return RetryableFailure(
         None, f"stream ended before {what}: the answer is incomplete (retrying the call)"
     )
+
+
+def object_arguments(call: dict[str, Any], endpoint: Endpoint, model: str, field: str) -> ToolCall:
+    """An assistant tool call for a provider that takes its arguments as a JSON object
+    (Anthropic's ``tool_use`` input, Gemini's ``functionCall`` args), not as text."""
+    parsed = ToolCall.from_dict(call)
+    if parsed.arguments is None:
+        raise ConfigurationError(
+            f"tool call {parsed.id!r} ({parsed.name}) has arguments that are not a JSON "
+            f"object; {endpoint.name}/{model} needs an object as {field}"
+        )
+    return parsed
+
+
+def auto_detail_only(image: dict[str, Any], endpoint: Endpoint, model: str) -> None:
+    """Refuse an image ``detail`` a provider has no setting for (Anthropic, Gemini)."""
+    detail = image.get("detail")
+    if detail not in (None, "auto"):
+        raise unsupported(endpoint.name, model, f"image detail {detail!r}", "drop 'detail'")

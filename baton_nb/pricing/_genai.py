@@ -191,9 +191,9 @@ def _batch_at(model: Any, at: datetime, standard: Any) -> Any | None:
     variants = [v for v in model.price_variants or () if v.when == _BATCH]
     if not variants:
         return None
-    if any(v.constraint is None or v.constraint.active(at) for v in variants):
+    first = batch_starts(model)
+    if first is None or any(v.constraint is None or v.constraint.active(at) for v in variants):
         return model.get_prices(at, _BATCH)
-    first = min(v.constraint.start_date for v in variants)
     resolved = copy(standard)
     overrides: dict[str, Any] = {}
     for variant in variants:

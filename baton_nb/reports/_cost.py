@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .._money import fmt_money, normalize_money, plural
+from .._money import fmt_money, normalize_money, plural, sum_money
 from .._states import NodeKind
 from .._usage import Usage
 from ..store import FanoutChild, StatAggregate
@@ -76,7 +76,7 @@ class _RowTotals:
     @property
     def total(self) -> Decimal:
         """USD of every priced call; a lower bound when ``complete`` is False."""
-        return normalize_money(sum((r.known_cost for r in self.rows), Decimal(0)))
+        return normalize_money(sum_money(r.known_cost for r in self.rows))
 
     @property
     def complete(self) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .._money import fmt_money, normalize_money
+from .._money import add_money, fmt_money, normalize_money
 from .._states import FAILED_STATES
 from .._usage import Usage
 from ..store import CallRecord, FanoutChild, StatAggregate
@@ -86,10 +86,10 @@ class Totals:
         if call.cost is None:
             self.unpriced_calls += 1
         else:
-            self.known_cost += call.cost
+            self.known_cost = add_money(self.known_cost, call.cost)
         pricing = call.pricing
         if pricing is not None:
-            self.fees += pricing.fees or 0
+            self.fees = add_money(self.fees, pricing.fees or Decimal(0))
             if pricing.source:
                 self.price_sources[pricing.source] = None
             if pricing.model:
@@ -98,8 +98,8 @@ class Totals:
     def merge(self, other: Totals) -> None:
         self.calls += other.calls
         self.usage = self.usage + other.usage
-        self.known_cost += other.known_cost
-        self.fees += other.fees
+        self.known_cost = add_money(self.known_cost, other.known_cost)
+        self.fees = add_money(self.fees, other.fees)
         self.unpriced_calls += other.unpriced_calls
         self.estimated_calls += other.estimated_calls
         self.latency_ms += other.latency_ms

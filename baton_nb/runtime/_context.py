@@ -72,7 +72,7 @@ class Context:
         answer is ``.parsed``) and ``reasoning`` are translated for every provider.
         """
         from ..llm import LLMRequest
-        from ..llm._output import with_parsed
+        from ..llm._output import awith_parsed
 
         model = model or self.model
         if not model:
@@ -102,7 +102,7 @@ class Context:
         self._call_index += 1
         completion = await self._calls.complete(self._node, index, request)
         # a fresh answer was validated by complete(); a replayed one is validated again
-        return with_parsed(completion, request) if completion.replayed else completion
+        return await awith_parsed(completion, request) if completion.replayed else completion
 
     async def run_tools(
         self,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from .._errors import ConfigurationError
+from .._money import sum_money
 
 if TYPE_CHECKING:
     from ..llm import Completion
@@ -67,7 +68,7 @@ class ToolRun:
         costs = [c.cost for c in self.completions]
         if any(c is None for c in costs):
             return None
-        return sum((c for c in costs if c is not None), Decimal(0))
+        return sum_money(c for c in costs if c is not None)
 
 
 class _Function:

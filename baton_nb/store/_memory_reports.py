@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .._money import normalize_money
+from .._money import add_money, normalize_money
 from .._states import FINISHED_STATUSES, NodeKind, State
 from ._memory_reads import MemoryReads
 from ._rows import (
@@ -45,11 +45,11 @@ class _Sums:
         if call.cost is None:
             agg.unpriced_calls += 1
         else:
-            agg.cost = call.cost if agg.cost is None else agg.cost + call.cost
+            agg.cost = call.cost if agg.cost is None else add_money(agg.cost, call.cost)
         pricing = call.pricing
         if pricing is not None:
             if pricing.fees is not None:
-                agg.fees = pricing.fees if agg.fees is None else agg.fees + pricing.fees
+                agg.fees = pricing.fees if agg.fees is None else add_money(agg.fees, pricing.fees)
             if pricing.source:
                 self.sources.add(pricing.source)
             if pricing.model:
@@ -224,4 +224,4 @@ def _add_to_summary(summary: RunSummaryRow, call: CallRecord) -> None:
     if call.cost is None:
         summary.unpriced_calls += 1
     else:
-        summary.cost = call.cost if summary.cost is None else summary.cost + call.cost
+        summary.cost = call.cost if summary.cost is None else add_money(summary.cost, call.cost)

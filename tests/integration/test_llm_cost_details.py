@@ -4,6 +4,7 @@ cost, a proxy's float cost, and how each call records where its price came from.
 
 from __future__ import annotations
 
+import decimal
 import importlib.metadata
 import json
 from decimal import Decimal
@@ -163,6 +164,27 @@ async def test_openrouter_cost_includes_the_upstream_cost_with_byok(
     c = await complete(LLMRequest("openrouter/openai/gpt-4o-mini", HI, stream=stream))
     assert c.cost == Decimal(expected)
     assert c.pricing == CallPricing("openrouter/openai/gpt-4o-mini", "reported by openrouter")
+
+
+# The usage example of OpenRouter's "Usage Accounting" page (a BYOK answer: no is_byok
+# field, an upstream cost that differs from `cost`).
+DOCS_BYOK = (
+    '{"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":0},"cost":0.95,'
+    '"cost_details":{"upstream_inference_cost":19},"prompt_tokens":194,'
+    '"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"total_tokens":196}'
+)
+
+
+@pytest.mark.anyio
+async def test_a_reported_byok_cost_is_summed_whatever_the_decimal_context(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """OpenRouter's fee plus the upstream cost, exactly, under a caller's prec=3 context
+    (it used to come out as 20.0)."""
+    fake_providers.script(Reply(body=_openai_body(DOCS_BYOK)))
+    with decimal.localcontext(decimal.Context(prec=3)):
+        c = await complete(LLMRequest("openrouter/openai/gpt-4o-mini", HI))
+    assert c.cost == Decimal("19.95") and str(c.cost) == "19.95"
 
 
 @pytest.mark.anyio

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from baton_nb import ConfigurationError
 from baton_nb._errors import UnsupportedFeature
 from baton_nb.llm import LLMRequest, complete, configure
-from tests.fakes.provider_server import FakeProviderServer
+from tests.fakes.provider_server import FakeProviderServer, Reply
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "providers"
 PNG = base64.b64decode(
@@ -433,6 +433,109 @@ async def test_every_kind_streams_the_neutral_request(
 
 
 @pytest.mark.anyio
+async def test_anthropic_cache_breakpoints_are_kept(fake_providers: FakeProviderServer) -> None:
+    """``cache_control`` on a system part (the usual place to cache a long prompt) and on an
+    image part reach Anthropic; the system prompt was flattened to a string, which dropped
+    its breakpoint, so nothing was ever cached."""
+    ephemeral = {"type": "ephemeral"}
+    messages = [
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": "You are a travel assistant."},
+                {"type": "text", "text": "A long handbook ...", "cache_control": ephemeral},
+            ],
+        },
+        {"role": "developer", "content": "Answer in French."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": PNG}, "cache_control": ephemeral},
+                {"type": "text", "text": QUESTION},
+            ],
+        },
+    ]
+    await complete(LLMRequest("anthropic/claude-haiku-4-5", messages))
+    (sent,) = fake_providers.requests
+    _assert_valid(SCHEMAS["anthropic"](), sent.json)
+    assert sent.json["system"] == [
+        {"type": "text", "text": "You are a travel assistant."},
+        {"type": "text", "text": "A long handbook ...", "cache_control": ephemeral},
+        {"type": "text", "text": "Answer in French."},
+    ]
+    image = sent.json["messages"][0]["content"][0]
+    assert image["type"] == "image" and image["cache_control"] == ephemeral
+
+
+@pytest.mark.parametrize(
+    ("base_url", "kept"),
+    [
+        ("https://api.openai.com/v1", False),
+        ("https://my-resource.openai.azure.com/openai/v1", False),
+        ("https://api.groq.com/openai/v1", False),
+        ("https://generativelanguage.googleapis.com/v1beta/openai", True),
+        ("http://127.0.0.1:8000/v1", True),
+    ],
+)
+def test_a_tool_calls_extra_content_goes_only_where_it_is_taken(base_url: str, kept: bool) -> None:
+    """Gemini's thought signature rides on a tool call as ``extra_content`` (the shape of
+    Google's OpenAI-compatible API, which needs it back); OpenAI, Azure and Groq refuse a
+    field they do not know, so it is left out there."""
+    from baton_nb.llm._config import Endpoint
+    from baton_nb.llm._openai import OpenAIAdapter
+
+    signature = {"google": {"thought_signature": "EjQKMgFyyNp8"}}
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ARGS}}
+    history = [
+        MESSAGES[0],
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**call, "extra_content": signature}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "18 C"},
+    ]
+    endpoint = Endpoint("compat", "openai", base_url)
+    body = OpenAIAdapter().build(endpoint, "m", LLMRequest("compat/m", history)).body
+    sent = body["messages"][1]["tool_calls"][0]
+    assert sent == ({**call, "extra_content": signature} if kept else call)
+    if not kept:
+        _assert_valid(SCHEMAS["openai"](), body)
+
+
+@pytest.mark.anyio
+async def test_an_empty_answer_in_the_history_is_left_out_for_anthropic(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """Claude sometimes ends a turn with no content at all; that answer's message, sent back
+    as history, was an empty assistant turn, which the Messages API refuses ("all messages
+    must have non-empty content except for the optional final assistant message")."""
+    model = "anthropic/claude-haiku-4-5"
+    empty = {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": [],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    }
+    fake_providers.script(Reply(body=empty))
+    first = await complete(LLMRequest(model, MESSAGES[1:2]))
+    assert first.text == "" and first.message == {"role": "assistant", "content": ""}
+    again = {"role": "user", "content": "Are you there?"}
+    await complete(LLMRequest(model, (*MESSAGES[1:2], dict(first.message), again)))
+    sent = fake_providers.requests[-1].json
+    _assert_valid(SCHEMAS["anthropic"](), sent)
+    [turn] = sent["messages"]  # the two user messages are one user turn now
+    assert turn["role"] == "user" and turn["content"][-1] == {
+        "type": "text",
+        "text": again["content"],
+    }
+
+
+@pytest.mark.anyio
 async def test_tool_choice_translations(fake_providers: FakeProviderServer) -> None:
     named = {"type": "function", "function": {"name": "get_local_time"}}
     for choice in ("none", "required", named):
@@ -511,6 +614,23 @@ async def test_reasoning_effort_only_becomes_a_budget(fake_providers: FakeProvid
     assert g["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 4096}
     assert off["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 0}
     assert resp["reasoning"] == {"effort": "medium", "summary": "auto"}
+
+
+@pytest.mark.anyio
+async def test_a_reasoning_summary_alone(fake_providers: FakeProviderServer) -> None:
+    """A summary asked for without an effort or budget: Gemini shows its thoughts at the
+    model's own budget; Anthropic, which thinks only with a budget, refuses before sending
+    (both used to fail with KeyError: 'None')."""
+    summary = {"summary": "auto"}
+    await complete(LLMRequest("gemini/gemini-2.5-flash", MESSAGES[:2], reasoning=summary))
+    (sent,) = fake_providers.requests
+    assert sent.json["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}
+    _assert_valid(SCHEMAS["gemini"](), sent.json)
+    with pytest.raises(UnsupportedFeature, match="a reasoning summary without a thinking budget"):
+        await complete(LLMRequest("anthropic/claude-haiku-4-5", MESSAGES[:2], reasoning=summary))
+    with pytest.raises(UnsupportedFeature, match="a reasoning summary without a thinking budget"):
+        await complete(LLMRequest("mock/claude-haiku-4-5", MESSAGES[:2], reasoning=summary))
+    assert fake_providers.request_count == 1
 
 
 @pytest.mark.anyio

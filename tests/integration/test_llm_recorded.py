@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from baton_nb import ProviderError
 from baton_nb._errors import OutputValidationError
 from baton_nb._usage import Usage
-from baton_nb.llm import Completion, LLMRequest, complete
+from baton_nb.llm import Completion, LLMRequest, complete, configure
 from baton_nb.llm._config import RetrySettings, set_retry_settings
 from baton_nb.llm._retry import retry_hint_from_body
 from baton_nb.llm._types import ToolCall
@@ -104,6 +104,51 @@ async def test_openai_streamed_tool_calls(fake_providers: FakeProviderServer) ->
 
 
 @pytest.mark.anyio
+async def test_streamed_tool_calls_without_an_index(fake_providers: FakeProviderServer) -> None:
+    """Gemini's OpenAI-compatible API streams tool calls without ``index``, each parallel
+    call in a chunk of its own: two calls, as in the whole answer. They used to merge into
+    one (``name`` 'readread', arguments '{...}{...}', the second id)."""
+    configure(providers={"gemini-compat": {"kind": "openai", "base_url": fake_providers.base_url}})
+    stream = _sse("gemini_openai_stream_parallel_calls.sse")
+    chunks = [json.loads(line[6:]) for line in stream.splitlines() if line[6:7] == "{"]
+    calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls", ())]
+    whole = {
+        "object": "chat.completion",
+        "model": "gemini-3.8-flash",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": chunks[-1]["usage"],
+    }
+    model, price_as = "gemini-compat/gemini-3.8-flash", "google/gemini-3.8-flash"
+    streamed = await _served(fake_providers, model, Reply(sse=stream), True, price_as=price_as)
+    plain = await _served(fake_providers, model, Reply(body=whole), price_as=price_as)
+    assert [(t.id, t.name, (t.arguments or {}).get("path")) for t in streamed.tool_calls] == [
+        ("call_297140", "read", "/app/skills/agent-runtime/stage-design/SKILL.md"),
+        ("call_297141", "read", "/app/skills/agent-runtime/lesson-plan/SKILL.md"),
+    ]
+    assert streamed.tool_calls == plain.tool_calls
+    signature = {"google": {"thought_signature": "EjQKMgFyyNp8"}}
+    assert streamed.tool_calls[0].extra_content == signature
+    assert streamed.tool_calls[1].extra_content is None
+    assert streamed.usage == plain.usage == Usage(1024, output_tokens=58)
+    # the next turn gives the thought signature back, as Google's OpenAI-compatible API
+    # requires ("Function call is missing a thought_signature"); it used to be dropped
+    history = [
+        *ASK,
+        dict(streamed.message),
+        *({"role": "tool", "tool_call_id": t.id, "content": "..."} for t in streamed.tool_calls),
+    ]
+    await complete(LLMRequest(model, tuple(history), price_as=price_as))
+    sent = fake_providers.requests[-1].json["messages"][1]["tool_calls"]
+    assert sent[0]["extra_content"] == signature and "extra_content" not in sent[1]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("stream", [False, True])
 async def test_openai_refusal(fake_providers: FakeProviderServer, stream: bool) -> None:
     reply = (
@@ -135,6 +180,27 @@ async def test_openai_structured_answer(fake_providers: FakeProviderServer, stre
     )
     assert isinstance(c.parsed, Location) and c.parsed.city == "San Francisco"
     assert c.parsed.units == "f" and c.finish_reason == "stop"
+
+
+@pytest.mark.anyio
+async def test_openai_stream_of_several_choices_is_the_first_choice(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """``n=3`` streamed: the answer is choice 0, as in a whole answer (``choices[0]``); the
+    three choices' deltas used to be interleaved into one text that was no JSON at all."""
+    reply = Reply(sse=_sse("openai_chat_stream_three_choices.sse"))
+    c = await _served(
+        fake_providers,
+        "openai/gpt-4o-2024-08-06",
+        reply,
+        stream=True,
+        response_format=Location,
+        extra={"n": 3},
+    )
+    assert c.text == '{"city":"San Francisco","temperature":65,"units":"f"}'
+    assert c.parsed == Location(city="San Francisco", temperature=65, units="f")
+    assert c.finish_reason == "stop" and c.usage == Usage(79, output_tokens=42)
+    assert c.raw["choices"][0]["message"]["content"] == c.text
 
 
 @pytest.mark.anyio

@@ -417,3 +417,61 @@ async def test_debug_context_keeps_tools_and_tool_calls(
         "GetWeatherArgs",
         "get_stock_price",
     ]
+
+
+SCHEMA_STEP = textwrap.dedent(
+    """
+    import os, sys, threading
+    import anyio
+    import baton_nb as bn
+
+    class Spy:  # says which thread imports jsonschema (the event loop runs on the main one)
+        def find_spec(self, name, path=None, target=None):
+            if name == "jsonschema":
+                main = threading.current_thread() is threading.main_thread()
+                print("jsonschema imported on", "the loop" if main else "a worker", flush=True)
+            return None
+
+    sys.meta_path.insert(0, Spy())
+    SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    wf = bn.Workflow("schema-off-the-loop", db=sys.argv[1])
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx):
+        c = await ctx.complete(
+            model="mock/gpt-4o-mini", prompt="Weather in Paris?", response_format=SCHEMA
+        )
+        if sys.argv[3] == "first":
+            raise RuntimeError("stopped after the paid call")
+        return c.parsed
+
+    run = anyio.run(lambda: wf.run(run_id=sys.argv[2], display=False))
+    print(run.status, [c.replayed for c in run.calls])
+    """
+)
+
+
+@pytest.mark.slow  # two fresh interpreters
+async def test_the_json_schema_validator_is_imported_off_the_loop(
+    sqlite_url: str, tmp_path: Path, unique: str
+) -> None:
+    """``import jsonschema`` takes seconds (it builds an RFC 3987 grammar); a structured
+    answer checked against a JSON Schema imported it on the event loop, stalling every
+    other call, both when answered and when replayed on resume."""
+    script = tmp_path / "schema_step.py"
+    script.write_text(SCHEMA_STEP)
+    run_id = f"schema-{unique}"
+
+    def run(mode: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, str(script), sqlite_url, run_id, mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.stdout.splitlines()
+
+    first = await anyio.to_thread.run_sync(run, "first")
+    assert first == ["jsonschema imported on a worker", "failed [False]"]
+    resumed = await anyio.to_thread.run_sync(run, "resume")
+    assert resumed == ["jsonschema imported on a worker", "completed [False, True]"]

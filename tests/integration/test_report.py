@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 from datetime import timedelta
 from decimal import Decimal
@@ -217,6 +218,36 @@ async def test_costs_read_back_carry_no_numeric_padding(db_url: str, unique: str
     assert all(_bare(r.known_cost) for r in report.rows), [r.known_cost for r in report.rows]
     assert report.total == run.cost and _bare(report.total)
     assert repr(report.total) == repr(run.report().total)
+
+
+@pytest.mark.parametrize("store", ["db", "memory"])
+async def test_totals_are_exact_whatever_the_decimal_context(
+    db_url: str, unique: str, store: str
+) -> None:
+    """Under a caller's decimal.getcontext().prec = 3 (a notebook rounding for display)
+    run.cost, the report's totals and the stored summaries were rounded to 3 digits
+    (0.00138 for 0.0013816); each call's cost was exact. Totals are exact sums now."""
+    url = db_url if store == "db" else f"memory://prec-{unique}"
+    name = f"prec-{unique}"
+    wf = bn.Workflow(name, db=url)
+
+    @wf.step(models=[A, "mock/claude-sonnet-4-5", "mock/gemini-2.5-pro"])
+    async def answer(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt="Explain the weather in Paris in detail")).text
+
+    with decimal.localcontext(decimal.Context(prec=3)):
+        run = await wf.run(display=False)
+        report = run.report()
+        stored = await bn.report(url, run_ids=[run.id])
+        loaded = await bn.Run.load(run.id, db=url)
+        (listed,) = await bn.runs(url, workflow=name)
+    costs = [c.cost for c in run.calls if c.cost is not None]
+    exact = sum(costs, Decimal(0))  # the default context: 28 digits
+    assert len(costs) == 3 and len(exact.as_tuple().digits) > 3, exact
+    assert run.cost == loaded.cost == listed.cost == exact
+    assert report.total == stored.total == report.by_step()["answer"].cost == exact
+    assert sum(t.cost or 0 for t in stored.by_model().values()) == exact
+    assert run.step_totals("answer").cost == exact
 
 
 async def test_empty_database_reports_nothing(sqlite_url: str) -> None:
