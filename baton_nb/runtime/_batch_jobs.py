@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._errors import ConfigurationError, OutputValidationError, ProviderError, describe_error
+from .._money import add_money
 from .._states import BatchRequestState, BatchState
 from ..store import BatchRequestRow, CallRecord, CompletionRow, ProviderBatchRow, utcnow
 from ._batch_calls import MAX_TRIES, LiveBatch, ParkedCall
@@ -315,7 +316,7 @@ class _Answers:
         self, request: BatchRequestRow, body: dict[str, object], api: BatchApi
     ) -> None:
         from ..llm._batch import batch_completion
-        from ..llm._output import with_parsed
+        from ..llm._output import awith_parsed
 
         call = self.batching.known.get(request.call_key)
         asked = call.request if call is not None else _stand_in(self.row.model, request.price_as)
@@ -333,13 +334,13 @@ class _Answers:
             self.now,
         )
         self.records.append(record)  # paid, whatever comes next
-        if completion.cost is not None:
-            self.cost = (self.cost or Decimal(0)) + completion.cost
+        if completion.cost is not None:  # exact whatever the caller's decimal context
+            self.cost = add_money(self.cost or Decimal(0), completion.cost)
             if standard is not None:
-                self.standard = (self.standard or Decimal(0)) + standard
+                self.standard = add_money(self.standard or Decimal(0), standard)
         if call is not None and asked.response_format is not None:
             try:
-                with_parsed(completion, asked)
+                await awith_parsed(completion, asked)  # jsonschema imported off the loop
             except OutputValidationError as exc:  # as a direct call: paid, not stored
                 self._refuse(request, exc)
                 return

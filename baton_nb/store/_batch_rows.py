@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from .._money import add_money
 from .._states import BATCH_LIVE_STATES, BatchRequestState, BatchState
 
 __all__ = ["BatchRequestRow", "ProviderBatchRow"]
@@ -58,7 +59,7 @@ class ProviderBatchRow:
         """What batch rates saved on the answers stored so far."""
         if self.cost is None or self.standard_cost is None:
             return None
-        return self.standard_cost - self.cost
+        return add_money(self.standard_cost, -self.cost)  # exact, whatever the decimal context
 
 
 @dataclass(slots=True)
