@@ -180,8 +180,18 @@ async def follow(batching: Batching, batch: LiveBatch) -> None:
             await anyio.sleep(wait())
             continue
         if status.ended:
-            await ingest(batching, batch, endpoint, api, status)
-            return
+            try:
+                await ingest(batching, batch, endpoint, api, status)
+                return
+            except ProviderError as exc:  # its results could not be read (yet)
+                if not exc.retryable:
+                    await _failed(batching, batch, exc)
+                    return
+                logger.warning(
+                    "batch %s: %s; reading its results again", row.key, describe_error(exc)
+                )
+                await anyio.sleep(wait())
+                continue
         if status.state is BatchState.FAILED:
             message = f"batch {row.remote_id} failed: {status.error or 'no reason given'}"
             await _failed(batching, batch, ProviderError(endpoint.name, None, message))

@@ -31,6 +31,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
+import anyio
+
 from .._errors import ProviderError, describe_error
 from .._states import BatchRequestState, BatchState
 from ..store import BatchRequestRow, ExecutionStore, ProviderBatchRow, utcnow
@@ -47,6 +49,7 @@ __all__ = ["Batching"]
 
 logger = logging.getLogger("baton_nb.runtime")
 Spawn = Callable[..., None]
+CANCEL_TIMEOUT = 30.0  # seconds run.cancel() waits for a provider to take a batch's cancel
 
 
 class Batching:
@@ -214,7 +217,8 @@ class Batching:
         for batch in list(self.batches.values()):
             if batch.row.state in (BatchState.PREPARED, BatchState.SUBMITTED, BatchState.RUNNING):
                 try:
-                    await cancel_batch(self, batch)
+                    with anyio.fail_after(CANCEL_TIMEOUT):  # an unreachable provider: give up
+                        await cancel_batch(self, batch)
                 except Exception as exc:  # the run is cancelled either way; say what failed
                     logger.warning(
                         "could not cancel batch %s: %s", batch.row.key, describe_error(exc)

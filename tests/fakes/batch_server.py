@@ -8,7 +8,8 @@ while ``hold`` is set: a batch that takes hours). When it ends, request ``i`` (0
 the order submitted) is expired if ``expire_after`` is set and ``i >= expire_after``,
 refused with a 400 if ``(i + 1) % fail_every == 0``, answered with a 500 if
 ``(i + 1) % error_500_every == 0``, else answered (a provider-shaped response whose text
-names the request's last user message, usage from the server's ``usage``). A cancelled
+names the request's last user message, or is ``answer_text``; usage from the server's
+``usage``). A cancelled
 batch answers its first ``len // 2`` requests. ``refuse_create`` answers a create with that
 status; ``drop_create`` creates the batch but drops the connection before answering (what
 a client sees as a timeout: it must find the batch, not create another).
@@ -74,6 +75,7 @@ class FakeBatches:
         "error_500_every",
         "refuse_create",
         "drop_create",
+        "answer_text",
     )
 
     def __init__(self, server: Any) -> None:
@@ -97,6 +99,7 @@ class FakeBatches:
         self.error_500_every: int | None = None
         self.refuse_create: int | None = None
         self.drop_create = False
+        self.answer_text: str | None = None  # every answer's text (else it names the prompt)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -205,7 +208,7 @@ class FakeBatches:
     def _answer(self, batch: _Batch, index: int, body: dict[str, Any]) -> dict[str, Any]:
         from tests.fakes.provider_server import _anthropic_body, _gemini_body, _openai_body
 
-        text = f"batch answer: {_last_user_text(batch.provider, body)}"
+        text = self.answer_text or f"batch answer: {_last_user_text(batch.provider, body)}"
         usage = self.server.usage
         if batch.provider == "anthropic":
             return _anthropic_body(index, batch.model, text, usage)

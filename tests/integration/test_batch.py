@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 import baton_nb as bn
 from baton_nb._states import BatchRequestState, BatchState
@@ -456,3 +457,69 @@ def test_batch_polling_is_configured_in_seconds() -> None:
         assert batch_polling().initial == 2.0  # a refused value changes nothing
     finally:
         reset_configuration()
+
+
+class Verdict(BaseModel):
+    label: str
+
+
+def structured(name: str, db: str, **step: Any) -> bn.Workflow:
+    wf = bn.Workflow(name, db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[str]:
+        return ["good", "bad"]
+
+    @wf.step(map_over="items", batch=True, **step)
+    async def judge(ctx: bn.Context) -> str:
+        answer = await ctx.complete(
+            model=MODELS["openai"], prompt=f"Judge {ctx.item}", response_format=Verdict
+        )
+        assert isinstance(answer.parsed, Verdict)
+        return answer.parsed.label
+
+    return wf
+
+
+async def test_structured_answers_come_back_parsed(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.answer_text = '{"label": "positive"}'
+    run = await structured("structured", sqlite_url).run(display=False)
+    assert run.status == "completed" and run.results["judge"] == ["positive", "positive"]
+    [create] = [r for r in batch_requests(fake_providers) if r.path == "/v1/batches"]
+    lines = fake_providers.batches.files[create.json["input_file_id"]].splitlines()
+    assert json.loads(lines[0])["body"]["response_format"]["type"] == "json_schema"
+
+
+async def test_an_answer_that_fails_its_schema_is_paid_not_stored_and_asked_again(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    fake_providers.batches.answer_text = "not JSON at all"
+    wf = structured("invalid", sqlite_url, max_attempts=2, backoff=lambda n: 0)
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    stats = fake_providers.batches.stats()
+    assert stats["creates"] == {"openai": 2} and stats["answered"] == {"openai": 4}
+    paid = [c for c in run.calls if not c.replayed]
+    assert len(paid) == 4  # each answer was paid for, as a direct call's would be
+    error = run.steps["judge[0]"].error or ""
+    assert "OutputValidationError" in error and run.steps["judge[0]"].attempt == 2
+    async with await Store.open(sqlite_url) as store:
+        assert await store.get_completions(run.id, "judge[0]") == {}  # not stored: asked again
+
+
+async def test_a_results_file_that_fails_to_download_once_is_read_again(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    from tests.fakes.provider_server import Reply
+
+    # upload, create, two status reads, then the output file: a 503 first
+    fake_providers.script(Reply(), Reply(), Reply(), Reply(), Reply(status=503))
+    run = await classify("download-503", sqlite_url, MODELS["openai"]).run(
+        params={"n": 1}, display=False
+    )
+    assert run.status == "completed"
+    contents = [r for r in batch_requests(fake_providers) if r.path.endswith("/content")]
+    assert len(contents) == 2
+    assert fake_providers.batches.stats()["creates"] == {"openai": 1}
