@@ -134,8 +134,11 @@ class Driver:
         finally:
             run._canceller = None
             _ACTIVE.pop(run.id, None)
+            # Once every node settled (and committed), a cancel or an interrupt that comes
+            # while the writer stops finds nothing to cancel: the run ended as its nodes did.
+            cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
             with anyio.CancelScope(shield=True):
-                await self._finish(cancelled=interrupted or self._cancelled)
+                await self._finish(cancelled=cancelled)
         return run
 
     def _request_cancel(self) -> None:

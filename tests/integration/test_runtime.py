@@ -542,6 +542,36 @@ async def test_cancel_leaves_a_resumable_run(db_url: str, unique: str) -> None:
     assert resumed.status == "completed" and resumed.results["final"] == "f"
 
 
+async def test_cancel_once_every_step_committed_leaves_the_run_completed(
+    db_url: str, unique: str
+) -> None:
+    """A cancel that arrives after the last step's commit (the widget's button clicked as
+    the run ends) finds nothing to cancel: the run is completed, not recorded cancelled."""
+    from baton_nb.runtime import active_run
+
+    wf = bn.Workflow(f"late-cancel-{unique}", db=db_url)
+    wf.add("only", _const)
+    result: list[bn.Run] = []
+    outcomes: list[str] = []
+
+    async def run_it() -> None:
+        result.append(await wf.run(display=False))
+
+    async with bn.events.subscribe(bn.topic_all()) as stream, anyio.create_task_group() as tg:
+        tg.start_soon(run_it)
+        async for event in stream:
+            if isinstance(event, bn.StepUpdated) and event.state == "completed":
+                live = active_run(event.workflow_id)
+                assert live is not None
+                live.cancel()  # the step is committed: nothing is executing any more
+            elif isinstance(event, bn.WorkflowFinished) and event.workflow_label == wf.name:
+                outcomes.append(event.outcome)
+                break
+    run = result[0]
+    assert outcomes == ["completed"] and run.status == "completed"
+    assert (await bn.Run.load(run.id, db=db_url)).status == "completed"
+
+
 async def test_outer_cancellation_like_a_kernel_interrupt(db_url: str, unique: str) -> None:
     wf = bn.Workflow(f"interrupt-{unique}", db=db_url)
     started = anyio.Event()
