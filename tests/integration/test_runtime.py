@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -205,6 +206,45 @@ async def test_timeout_is_a_retryable_error(db_url: str, unique: str) -> None:
     assert run.steps["slow"].state == "completed" and run.steps["slow"].attempt == 2
     assert run.steps["slow_sync"].state == "discarded"
     assert "timed out after 0.05s" in (run.steps["slow_sync"].error or "")
+
+
+async def test_cancelled_error_raised_by_a_step_fails_its_attempt(db_url: str, unique: str) -> None:
+    """A step whose own code raises CancelledError (it awaits a task it cancelled) failed
+    its attempt like any error; nobody cancelled the run, so its other steps go on (they
+    used to be cancelled, the run recorded failed with 'run cancelled' on each)."""
+    wf = bn.Workflow(f"own-cancel-{unique}", db=db_url)
+
+    async def awaits_a_cancelled_task() -> None:
+        helper = asyncio.create_task(asyncio.sleep(30))
+        await asyncio.sleep(0)
+        helper.cancel()
+        await helper  # raises CancelledError here; this task was not cancelled
+
+    @wf.step(max_attempts=2, **NO_WAIT)
+    async def retried(ctx: bn.Context) -> str:
+        if ctx.attempt == 1:
+            await awaits_a_cancelled_task()
+        return "second attempt"
+
+    @wf.step(max_attempts=1)
+    async def once(ctx: bn.Context) -> str:
+        await awaits_a_cancelled_task()
+        return "never"
+
+    @wf.step()
+    async def sibling(ctx: bn.Context) -> str:
+        await anyio.sleep(0.2)
+        return "sibling"
+
+    with anyio.fail_after(10):
+        run = await wf.run(display=False)
+    assert run.results == {"retried": "second attempt", "sibling": "sibling"}
+    assert run.steps["retried"].attempt == 2
+    assert run.status == "failed" and run.failed_steps == ["once"]
+    assert run.steps["once"].state == "discarded"
+    assert "CancelledError" in (run.steps["once"].error or "")
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.status == "failed" and stored.steps["sibling"].state == "completed"
 
 
 async def test_ignore_flags_let_dependents_run(db_url: str, unique: str) -> None:
