@@ -161,9 +161,11 @@ class Driver:
         self.announce.ended(end.status, end.failed_steps, now)
         update = RunUpdate(self.run.id, end.status, end.failed_steps, now, release_lease=True)
         self.commit.set_run(update)
-        if self.commit.error is None and not self.lease.lost:
-            await self.store.write(self.commit.take_batch())
-        self.announce.finished(end.status, end.failed_steps, now)
+        try:
+            if self.commit.error is None and not self.lease.lost:
+                await self.store.write(self.commit.take_batch())
+        finally:  # the execution ended, stored or not: its one WorkflowFinished
+            self.announce.finished(end.status, end.failed_steps, now)
 
     # ── helpers: the writer and the heartbeat ─────────────────────────────────
 
