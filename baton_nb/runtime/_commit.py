@@ -75,6 +75,12 @@ class GroupCommit:
         self._dirt.set()
         self._urgent.set()
 
+    def take_settling(self) -> list[Settled]:
+        """What settled but was not committed by the writer (it stopped first): written with
+        the run's end, which announces it (no dependents start, no callbacks run then)."""
+        settling, self._settling = self._settling, []
+        return settling
+
     def take_batch(self) -> WriteBatch:
         """Everything marked so far, as one batch (and a clean slate)."""
         batch = self._pending

@@ -161,9 +161,13 @@ class Driver:
         self.announce.ended(end.status, end.failed_steps, now)
         update = RunUpdate(self.run.id, end.status, end.failed_steps, now, release_lease=True)
         self.commit.set_run(update)
+        settling = self.commit.take_settling()
         try:
             if self.commit.error is None and not self.lease.lost:
                 await self.store.write(self.commit.take_batch())
+                for settled in settling:  # stored now: announced as the writer would have
+                    for node in settled.nodes:
+                        self.announce.step(node)
         finally:  # the execution ended, stored or not: its one WorkflowFinished
             self.announce.finished(end.status, end.failed_steps, now)
 
