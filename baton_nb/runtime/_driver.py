@@ -276,9 +276,11 @@ class Driver:
             return plan
         existing = {c.name for c in group.children}
         todo = [(index, name) for index, name in enumerate(plan.names) if name not in existing]
-        with gc_paused():
-            rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
-        ids = await self.store.insert_nodes(rows)
+        # Stamped and stored with the writer held: no row stamped later commits first.
+        async with self.commit.held():
+            with gc_paused():
+                rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
+            ids = await self.store.insert_nodes(rows)
         with gc_paused():
             new = []
             for row in rows:
