@@ -90,7 +90,7 @@ class Driver:
     def mark(self, node: Node) -> None:
         """``node`` changed: written with the next commit, shown in the live Run now."""
         self.commit.mark(node)
-        result = node.result_json  # Announcer.sync, inline: the runtime's most frequent call
+        result = node.result_json  # Node.has_result, inline: the runtime's most frequent call
         self.run.sync_step(
             node.name,
             node.state,
