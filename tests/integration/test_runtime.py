@@ -331,6 +331,44 @@ async def test_non_json_result_is_an_error_naming_the_step(db_url: str, unique: 
     assert "ResultNotSerializable" in (step.error or "") and "'weird'" in (step.error or "")
 
 
+async def test_result_that_fails_to_encode_otherwise_is_an_error_naming_the_step(
+    db_url: str, unique: str
+) -> None:
+    """A result whose encoding raises something other than TypeError/ValueError (nested
+    too deep: RecursionError; a model_dump that raises) fails its step like any result
+    that cannot be stored; it used to escape and end the whole run (its other steps
+    cancelled), again at every resume."""
+
+    class Broken:
+        def model_dump(self, mode: str) -> object:
+            raise KeyError("no such field")
+
+    wf = bn.Workflow(f"encode-fails-{unique}", db=db_url)
+
+    @wf.step()
+    async def deep(ctx: bn.Context) -> object:
+        nested: list[object] = []
+        for _ in range(100_000):
+            nested = [nested]
+        return nested
+
+    @wf.step()
+    async def broken(ctx: bn.Context) -> object:
+        return Broken()
+
+    @wf.step()
+    async def fine(ctx: bn.Context) -> str:
+        await anyio.sleep(0.1)
+        return "fine"
+
+    run = await wf.run(display=False)
+    assert run.status == "failed" and sorted(run.failed_steps) == ["broken", "deep"]
+    assert run.results == {"fine": "fine"}
+    for name, cause in (("deep", "RecursionError"), ("broken", "KeyError")):
+        error = run.steps[name].error or ""
+        assert "ResultNotSerializable" in error and f"'{name}'" in error and cause in error
+
+
 def _zero_then_divide(attempt: int) -> float:
     return 0.0 if attempt < 2 else attempt / 0
 
