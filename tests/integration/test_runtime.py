@@ -168,6 +168,28 @@ async def test_snooze_does_not_consume_an_attempt(db_url: str, unique: str) -> N
     assert run.steps["waiting"].attempt == 1
 
 
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf")])
+async def test_snooze_of_no_finite_time_fails_the_attempt(
+    db_url: str, unique: str, seconds: float
+) -> None:
+    """bn.Snooze(nan) is refused where the step makes it (a failed attempt, retried):
+    it used to reach the runtime's sleep, whose ValueError ended the whole run (inf: a
+    step that never woke and a run that never ended)."""
+    wf = bn.Workflow(f"snooze-nan-{unique}", db=db_url)
+
+    @wf.step(max_attempts=2, **NO_WAIT)
+    async def waiting(ctx: bn.Context) -> Any:
+        if ctx.attempt == 1:
+            return bn.Snooze(seconds)
+        return "ready"
+
+    with anyio.fail_after(10):
+        run = await wf.run(display=False)
+    assert run.status == "completed" and run.steps["waiting"].attempt == 2
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.results == {"waiting": "ready"}
+
+
 @pytest.mark.parametrize("how", ["return", "raise"])
 async def test_discard_does_not_retry(db_url: str, unique: str, how: str) -> None:
     wf = bn.Workflow(f"discard-{unique}", db=db_url)
