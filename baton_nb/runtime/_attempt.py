@@ -3,6 +3,7 @@ and turn what happened into an ``Outcome``. No state changes here: the scheduler
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -44,6 +45,12 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
         return Failed(describe_error(exc), retry_hint(exc))
     except Exception as exc:
         return Failed(describe_error(exc), retry_hint(exc))
+    except anyio.get_cancelled_exc_class() as exc:
+        if _cancel_requested():
+            raise  # the run is cancelled (or ends): the driver winds it down
+        # Raised by the step's own code (it awaited a task it had cancelled): an error
+        # like any other, not a cancellation of the whole run.
+        return Failed(describe_error(exc), retry_hint(exc))
     if isinstance(value, Snooze):
         return Snoozed(value.seconds)
     if isinstance(value, Discard):
@@ -53,6 +60,16 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     except ResultNotSerializable as exc:
         return Discarded(f"ResultNotSerializable: {exc}")
     return Completed(value, encoded)
+
+
+def _cancel_requested() -> bool:
+    """Whether this task is being cancelled: on asyncio, a cancel scope (the run's task
+    group) asked for it; elsewhere a CancelledError is always taken as a cancellation."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop (trio)
+        return True
+    return task is None or task.cancelling() > 0
 
 
 def retry_hint(exc: BaseException | None) -> float:
