@@ -12,10 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["SHOWN_ORDER", "STATES", "StepCounts", "count_steps"]
+__all__ = ["SHOWN_ORDER", "StepCounts", "count_steps"]
 
-# DESIGN §3, in the order a step moves through them.
-STATES = ("pending", "executing", "snoozed", "retryable", "completed", "discarded", "cancelled")
 # The order in which counts are listed: the outcome first, then what is still going on.
 SHOWN_ORDER = (
     "completed",

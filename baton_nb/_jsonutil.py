@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from ._errors import ResultNotSerializable
+from ._errors import ResultNotSerializable, describe_error
 
 __all__ = ["dumps", "dumps_result", "loads"]
 
@@ -30,9 +30,10 @@ def dumps_result(step: str, value: Any) -> str:
     """Encode a step's result, or raise ResultNotSerializable naming the step."""
     try:
         return dumps(value)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # also nested too deep (RecursionError), a model_dump raising
+        problem = str(exc) if isinstance(exc, (TypeError, ValueError)) else describe_error(exc)
         raise ResultNotSerializable(
-            f"step {step!r} returned a value that cannot be stored as JSON ({exc}); "
+            f"step {step!r} returned a value that cannot be stored as JSON ({problem}); "
             "return dicts, lists, str, int, float, bool, None or a pydantic model"
         ) from exc
 

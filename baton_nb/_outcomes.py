@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["Discard", "Snooze"]
 
 
@@ -14,8 +16,13 @@ class Snooze:
     __slots__ = ("seconds",)
 
     def __init__(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError(f"Snooze needs a number of seconds >= 0, got {seconds!r}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)  # nan: no time at all; inf: never wakes
+            or seconds < 0
+        ):
+            raise ValueError(f"Snooze needs a finite number of seconds >= 0, got {seconds!r}")
         self.seconds = float(seconds)
 
     def __repr__(self) -> str:

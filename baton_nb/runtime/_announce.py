@@ -31,18 +31,6 @@ class Announcer:
         self.label = run.workflow
         self.topics = (topic_all(), topic_workflow(run.id))
 
-    def sync(self, node: Node) -> None:
-        """The run's view of ``node`` as it is now (no event: see ``step``)."""
-        self.run.sync_step(
-            node.name,
-            node.state,
-            node.attempt,
-            node.error,
-            node.has_result,
-            node.started_at,
-            node.finished_at,
-        )
-
     def added(self, row: NodeRow) -> None:
         """A node made mid-run (a map's child), as just stored: its node holds the same."""
         self.run.add_step(StepInfo.from_row(row))

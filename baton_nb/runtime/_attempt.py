@@ -3,6 +3,7 @@ and turn what happened into an ``Outcome``. No state changes here: the scheduler
 
 from __future__ import annotations
 
+import asyncio
 import math
 from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
 from collections.abc import Mapping
@@ -52,6 +53,12 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
         if parked is None or (rest is not None and not isinstance(rest, Exception)):
             raise
         return PARKED if rest is None else Failed(describe_error(rest), retry_hint(rest))
+    except anyio.get_cancelled_exc_class() as exc:
+        if _cancel_requested():
+            raise  # the run is cancelled (or ends): the driver winds it down
+        # Raised by the step's own code (it awaited a task it had cancelled): an error
+        # like any other, not a cancellation of the whole run.
+        return Failed(describe_error(exc), retry_hint(exc))
     if isinstance(value, Snooze):
         return Snoozed(value.seconds)
     if isinstance(value, Discard):
@@ -61,6 +68,16 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     except ResultNotSerializable as exc:
         return Discarded(f"ResultNotSerializable: {exc}")
     return Completed(value, encoded)
+
+
+def _cancel_requested() -> bool:
+    """Whether this task is being cancelled: on asyncio, a cancel scope (the run's task
+    group) asked for it; elsewhere a CancelledError is always taken as a cancellation."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop (trio)
+        return True
+    return task is None or task.cancelling() > 0
 
 
 def retry_hint(exc: BaseException | None) -> float:

@@ -94,11 +94,15 @@ class Calls:
     async def _stored(self, node: Node) -> dict[int, dict[str, str]]:
         answers = self._answers.get(node.name)
         if answers is None:
-            answers = self._answers[node.name] = {}
+            loaded: dict[int, dict[str, str]] = {}
             if self.resumed:  # a new run has none stored: no read
                 rows = await self.store.get_completions(self.run_id, node.name)
                 for index, (digest, response) in rows.items():
-                    answers.setdefault(index, {})[digest] = response
+                    loaded.setdefault(index, {})[digest] = response
+            # Kept only once read: a call made meanwhile (a step gathering its calls) read
+            # them too, and the first one read is the one kept (what is stored later goes
+            # in it), never an empty dict that misses the paid answers.
+            answers = self._answers.setdefault(node.name, loaded)
         return answers
 
     def _record(self, node: Node, index: int, completion: Completion) -> None:

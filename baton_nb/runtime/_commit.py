@@ -11,7 +11,8 @@ on a result that is not stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -40,6 +41,8 @@ class GroupCommit:
         self._flush_done = anyio.Event()
         self._stopping = False
         self.error: BaseException | None = None  # the write that failed, if one did
+        self._held: anyio.Event | None = None  # set when a `held` block ends
+        self._writing: anyio.Event | None = None  # set when the commit under way ends
 
     # ── marking ───────────────────────────────────────────────────────────────
 
@@ -75,6 +78,12 @@ class GroupCommit:
         self._dirt.set()
         self._urgent.set()
 
+    def take_settling(self) -> list[Settled]:
+        """What settled but was not committed by the writer (it stopped first): written with
+        the run's end, which announces it (no dependents start, no callbacks run then)."""
+        settling, self._settling = self._settling, []
+        return settling
+
     def take_batch(self) -> WriteBatch:
         """Everything marked so far, as one batch (and a clean slate)."""
         batch = self._pending
@@ -86,6 +95,25 @@ class GroupCommit:
         return batch
 
     # ── committing ────────────────────────────────────────────────────────────
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """No commit of the writer during the block (one under way is let finish first).
+
+        For rows stored on another connection (a map's children) stamped with a time taken
+        in the block: no row stamped later is committed before them. ``bn.watch`` reads the
+        rows updated since the newest time it has seen, and would never see them otherwise.
+        """
+        while self._held is not None:  # another block (a second map expanding)
+            await self._held.wait()
+        held = self._held = anyio.Event()
+        try:
+            if self._writing is not None:
+                await self._writing.wait()
+            yield
+        finally:
+            self._held = None
+            held.set()
 
     async def commit(self) -> None:
         """Wait until everything marked so far is committed."""
@@ -117,18 +145,22 @@ class GroupCommit:
             else:
                 with anyio.move_on_after(LAZY_FLUSH):
                     await self._urgent.wait()
+            while self._held is not None:
+                await self._held.wait()
             self._dirt, self._urgent = anyio.Event(), anyio.Event()
             done, self._flush_done = self._flush_done, anyio.Event()
             settling, self._settling = self._settling, []
             batch = self.take_batch()
+            self._writing = done
             try:
                 with anyio.CancelScope(shield=True):
                     if batch:
                         await writer.write(batch)
             except Exception as exc:
                 self.error = exc
-                done.set()
                 raise StorageError(f"could not save run {self.run_id}: {exc}") from exc
-            done.set()
+            finally:
+                self._writing = None
+                done.set()
             for settled in settling:
                 self._on_committed(settled)

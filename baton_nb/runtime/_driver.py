@@ -98,7 +98,7 @@ class Driver:
     def mark(self, node: Node) -> None:
         """``node`` changed: written with the next commit, shown in the live Run now."""
         self.commit.mark(node)
-        result = node.result_json  # Announcer.sync, inline: the runtime's most frequent call
+        result = node.result_json  # Node.has_result, inline: the runtime's most frequent call
         self.run.sync_step(
             node.name,
             node.state,
@@ -144,8 +144,11 @@ class Driver:
         finally:
             run._canceller = None
             _ACTIVE.pop(run.id, None)
+            # Once every node settled (and committed), a cancel or an interrupt that comes
+            # while the writer stops finds nothing to cancel: the run ended as its nodes did.
+            cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
             with anyio.CancelScope(shield=True):
-                await self._finish(cancelled=interrupted or self._cancelled)
+                await self._finish(cancelled=cancelled)
         return run
 
     def _request_cancel(self) -> None:
@@ -170,9 +173,15 @@ class Driver:
         self.announce.ended(end.status, end.failed_steps, now)
         update = RunUpdate(self.run.id, end.status, end.failed_steps, now, release_lease=True)
         self.commit.set_run(update)
-        if self.commit.error is None and not self.lease.lost:
-            await self.store.write(self.commit.take_batch())
-        self.announce.finished(end.status, end.failed_steps, now)
+        settling = self.commit.take_settling()
+        try:
+            if self.commit.error is None and not self.lease.lost:
+                await self.store.write(self.commit.take_batch())
+                for settled in settling:  # stored now: announced as the writer would have
+                    for node in settled.nodes:
+                        self.announce.step(node)
+        finally:  # the execution ended, stored or not: its one WorkflowFinished
+            self.announce.finished(end.status, end.failed_steps, now)
 
     # ── helpers: the writer and the heartbeat ─────────────────────────────────
 
@@ -284,9 +293,11 @@ class Driver:
             return plan
         existing = {c.name for c in group.children}
         todo = [(index, name) for index, name in enumerate(plan.names) if name not in existing]
-        with gc_paused():
-            rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
-        ids = await self.store.insert_nodes(rows)
+        # Stamped and stored with the writer held: no row stamped later commits first.
+        async with self.commit.held():
+            with gc_paused():
+                rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
+            ids = await self.store.insert_nodes(rows)
         with gc_paused():
             new = []
             for row in rows:

@@ -75,7 +75,6 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.nodes = nodes
-        self.concurrency = concurrency
         self.slots = Slots(concurrency, key_limits)
         self.clock = clock
         # Nodes not settled yet: a node counts as settled once its terminal state is

@@ -58,10 +58,6 @@ class Slots:
         started = self._release_key(node, started)
         return () if started is None else started
 
-    def running(self, concurrency: int) -> int:
-        """Run slots held now (for checks: never more than ``concurrency``)."""
-        return concurrency - self.free
-
     def _take_run_slot(self, node: Node) -> Node | None:
         if self.free > 0:
             self.free -= 1
@@ -81,11 +77,6 @@ class Slots:
                 return started if got is None else _add(started, got)
         self._key_free[key] += 1
         return started
-
-    def key_held(self, key: str) -> int:
-        """Slots of ``key`` held now (for checks: never more than its limit)."""
-        limit = self._key_limits.get(key, 1)
-        return limit - self._key_free.get(key, limit)
 
 
 def _add(started: list[Node] | None, node: Node) -> list[Node]:

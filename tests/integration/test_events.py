@@ -76,6 +76,47 @@ async def test_every_transition_on_both_topics(db_url: str, unique: str) -> None
     del seen_run
 
 
+async def test_steps_settled_as_the_run_is_cancelled_are_published(
+    db_url: str, unique: str
+) -> None:
+    """A step that fails just as the run is cancelled (its settling not committed by the
+    writer yet): its terminal state and its dependent's are stored by the run's end and
+    published too, before WorkflowFinished (they were stored, never published)."""
+    from baton_nb.runtime import active_run
+
+    wf = bn.Workflow(f"settled-on-cancel-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def fails(ctx: bn.Context) -> None:
+        live = active_run(ctx.run_id)
+        assert live is not None
+        live.cancel()
+        raise RuntimeError("fails as the run is cancelled")
+
+    @wf.step()
+    async def after(ctx: bn.Context, fails: None) -> None:
+        return None
+
+    async with subscribe(bn.topic_all()) as stream:
+        run = await wf.run(display=False)
+        seen = []
+        while (event := stream.get_nowait()) is not None:
+            if getattr(event, "workflow_id", None) == run.id:
+                seen.append(event)
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert {n: s.state for n, s in stored.steps.items()} == {
+        "fails": "discarded",
+        "after": "cancelled",
+    }
+    published = [(e.step_name, e.state) for e in seen if isinstance(e, bn.StepUpdated)]
+    assert published == [
+        ("fails", "executing"),
+        ("fails", "discarded"),
+        ("after", "cancelled"),
+    ]
+    assert isinstance(seen[-1], bn.WorkflowFinished) and seen[-1].outcome == "cancelled"
+
+
 async def test_run_topic_carries_the_same_events(sqlite_url: str) -> None:
     wf = bn.Workflow("topics", db=sqlite_url)
     wf.add("a", _const)

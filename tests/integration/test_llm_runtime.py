@@ -5,6 +5,7 @@ Against the fake provider server on 127.0.0.1 (tests/fakes), never the network.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -48,6 +49,32 @@ async def test_retry_replays_the_paid_call(
     assert report.total == expected
     loaded = await bn.Run.load(run.id, db=db_url)
     assert loaded.cost == expected and len(loaded.calls) == 2
+
+
+async def test_resume_replays_calls_a_step_makes_at_once(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """A resumed step that makes its calls concurrently (asyncio.gather) gets every stored
+    answer: the second call used to miss them while the first one read them from the
+    store, was paid again, and its stored copy broke the commit (unique constraint)."""
+    fail = {"on": True}
+    wf = bn.Workflow(f"replay-gather-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> list[str]:
+        answers = await asyncio.gather(
+            ctx.complete(model=MODEL, prompt="one"), ctx.complete(model=MODEL, prompt="two")
+        )
+        if fail["on"]:
+            raise RuntimeError("fails after its paid calls")
+        return [a.text for a in answers]
+
+    first = await wf.run(display=False)
+    assert first.status == "failed" and fake_providers.request_count == 2
+    fail["on"] = False
+    run = await wf.run(run_id=first.id, display=False)
+    assert run.status == "completed" and fake_providers.request_count == 2
+    assert sorted(c.replayed for c in run.calls) == [False, False, True, True]
 
 
 async def test_changed_request_is_a_new_call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -167,6 +168,28 @@ async def test_snooze_does_not_consume_an_attempt(db_url: str, unique: str) -> N
     assert run.steps["waiting"].attempt == 1
 
 
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf")])
+async def test_snooze_of_no_finite_time_fails_the_attempt(
+    db_url: str, unique: str, seconds: float
+) -> None:
+    """bn.Snooze(nan) is refused where the step makes it (a failed attempt, retried):
+    it used to reach the runtime's sleep, whose ValueError ended the whole run (inf: a
+    step that never woke and a run that never ended)."""
+    wf = bn.Workflow(f"snooze-nan-{unique}", db=db_url)
+
+    @wf.step(max_attempts=2, **NO_WAIT)
+    async def waiting(ctx: bn.Context) -> Any:
+        if ctx.attempt == 1:
+            return bn.Snooze(seconds)
+        return "ready"
+
+    with anyio.fail_after(10):
+        run = await wf.run(display=False)
+    assert run.status == "completed" and run.steps["waiting"].attempt == 2
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.results == {"waiting": "ready"}
+
+
 @pytest.mark.parametrize("how", ["return", "raise"])
 async def test_discard_does_not_retry(db_url: str, unique: str, how: str) -> None:
     wf = bn.Workflow(f"discard-{unique}", db=db_url)
@@ -205,6 +228,45 @@ async def test_timeout_is_a_retryable_error(db_url: str, unique: str) -> None:
     assert run.steps["slow"].state == "completed" and run.steps["slow"].attempt == 2
     assert run.steps["slow_sync"].state == "discarded"
     assert "timed out after 0.05s" in (run.steps["slow_sync"].error or "")
+
+
+async def test_cancelled_error_raised_by_a_step_fails_its_attempt(db_url: str, unique: str) -> None:
+    """A step whose own code raises CancelledError (it awaits a task it cancelled) failed
+    its attempt like any error; nobody cancelled the run, so its other steps go on (they
+    used to be cancelled, the run recorded failed with 'run cancelled' on each)."""
+    wf = bn.Workflow(f"own-cancel-{unique}", db=db_url)
+
+    async def awaits_a_cancelled_task() -> None:
+        helper = asyncio.create_task(asyncio.sleep(30))
+        await asyncio.sleep(0)
+        helper.cancel()
+        await helper  # raises CancelledError here; this task was not cancelled
+
+    @wf.step(max_attempts=2, **NO_WAIT)
+    async def retried(ctx: bn.Context) -> str:
+        if ctx.attempt == 1:
+            await awaits_a_cancelled_task()
+        return "second attempt"
+
+    @wf.step(max_attempts=1)
+    async def once(ctx: bn.Context) -> str:
+        await awaits_a_cancelled_task()
+        return "never"
+
+    @wf.step()
+    async def sibling(ctx: bn.Context) -> str:
+        await anyio.sleep(0.2)
+        return "sibling"
+
+    with anyio.fail_after(10):
+        run = await wf.run(display=False)
+    assert run.results == {"retried": "second attempt", "sibling": "sibling"}
+    assert run.steps["retried"].attempt == 2
+    assert run.status == "failed" and run.failed_steps == ["once"]
+    assert run.steps["once"].state == "discarded"
+    assert "CancelledError" in (run.steps["once"].error or "")
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.status == "failed" and stored.steps["sibling"].state == "completed"
 
 
 async def test_ignore_flags_let_dependents_run(db_url: str, unique: str) -> None:
@@ -289,6 +351,44 @@ async def test_non_json_result_is_an_error_naming_the_step(db_url: str, unique: 
     step = run.steps["weird"]
     assert step.state == "discarded" and step.attempt == 1  # no pointless retries
     assert "ResultNotSerializable" in (step.error or "") and "'weird'" in (step.error or "")
+
+
+async def test_result_that_fails_to_encode_otherwise_is_an_error_naming_the_step(
+    db_url: str, unique: str
+) -> None:
+    """A result whose encoding raises something other than TypeError/ValueError (nested
+    too deep: RecursionError; a model_dump that raises) fails its step like any result
+    that cannot be stored; it used to escape and end the whole run (its other steps
+    cancelled), again at every resume."""
+
+    class Broken:
+        def model_dump(self, mode: str) -> object:
+            raise KeyError("no such field")
+
+    wf = bn.Workflow(f"encode-fails-{unique}", db=db_url)
+
+    @wf.step()
+    async def deep(ctx: bn.Context) -> object:
+        nested: list[object] = []
+        for _ in range(100_000):
+            nested = [nested]
+        return nested
+
+    @wf.step()
+    async def broken(ctx: bn.Context) -> object:
+        return Broken()
+
+    @wf.step()
+    async def fine(ctx: bn.Context) -> str:
+        await anyio.sleep(0.1)
+        return "fine"
+
+    run = await wf.run(display=False)
+    assert run.status == "failed" and sorted(run.failed_steps) == ["broken", "deep"]
+    assert run.results == {"fine": "fine"}
+    for name, cause in (("deep", "RecursionError"), ("broken", "KeyError")):
+        error = run.steps[name].error or ""
+        assert "ResultNotSerializable" in error and f"'{name}'" in error and cause in error
 
 
 def _zero_then_divide(attempt: int) -> float:
@@ -540,6 +640,36 @@ async def test_cancel_leaves_a_resumable_run(db_url: str, unique: str) -> None:
         await wf.run(run_id=run.id, params={"n": 2}, display=False)
     resumed = await wf.run(run_id=run.id, display=False)
     assert resumed.status == "completed" and resumed.results["final"] == "f"
+
+
+async def test_cancel_once_every_step_committed_leaves_the_run_completed(
+    db_url: str, unique: str
+) -> None:
+    """A cancel that arrives after the last step's commit (the widget's button clicked as
+    the run ends) finds nothing to cancel: the run is completed, not recorded cancelled."""
+    from baton_nb.runtime import active_run
+
+    wf = bn.Workflow(f"late-cancel-{unique}", db=db_url)
+    wf.add("only", _const)
+    result: list[bn.Run] = []
+    outcomes: list[str] = []
+
+    async def run_it() -> None:
+        result.append(await wf.run(display=False))
+
+    async with bn.events.subscribe(bn.topic_all()) as stream, anyio.create_task_group() as tg:
+        tg.start_soon(run_it)
+        async for event in stream:
+            if isinstance(event, bn.StepUpdated) and event.state == "completed":
+                live = active_run(event.workflow_id)
+                assert live is not None
+                live.cancel()  # the step is committed: nothing is executing any more
+            elif isinstance(event, bn.WorkflowFinished) and event.workflow_label == wf.name:
+                outcomes.append(event.outcome)
+                break
+    run = result[0]
+    assert outcomes == ["completed"] and run.status == "completed"
+    assert (await bn.Run.load(run.id, db=db_url)).status == "completed"
 
 
 async def test_outer_cancellation_like_a_kernel_interrupt(db_url: str, unique: str) -> None:

@@ -336,3 +336,65 @@ async def test_refused_connection_names_the_host() -> None:
         await bn.runs(db="postgresql://u:hunter2@127.0.0.1:1/db")
     message = str(info.value)
     assert "cannot connect to 127.0.0.1:1" in message and "hunter2" not in message, message
+
+
+# ── the run's last write ─────────────────────────────────────────────────────
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of this test's own (it renames a table of it), SQLite or Postgres."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'own.db'}"
+    url: str = request.getfixturevalue("scratch_pg")
+    return url
+
+
+async def _rename_table(db: str, old: str, new: str) -> None:
+    sql = f"ALTER TABLE {old} RENAME TO {new}"
+    if db.startswith("sqlite"):
+        con = sqlite3.connect(db.split(":///", 1)[1])
+        try:
+            con.execute(sql)
+            con.commit()
+        finally:
+            con.close()
+        return
+    import asyncpg
+
+    con = await asyncpg.connect(db)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+async def test_an_execution_whose_last_write_fails_still_publishes_workflow_finished(
+    own_db: str,
+) -> None:
+    """Every step committed, then the run row's final update fails: the StorageError is
+    raised and the execution still publishes its one WorkflowFinished (a widget or
+    bn.watch waited for ever); a resume finishes the run without running the step again."""
+    executed: list[str] = []
+    wf = bn.Workflow("last-write-fails", db=own_db)
+
+    @wf.step()
+    async def only(ctx: bn.Context) -> int:
+        executed.append(ctx.step)
+        if len(executed) == 1:
+            await _rename_table(own_db, "workflow_runs", "workflow_runs_away")
+        return 1
+
+    async with bn.events.subscribe(bn.topic_all()) as stream:
+        with pytest.raises(bn.StorageError) as info:
+            await wf.run(display=False, params={"p": SECRET_PARAM})
+        finished = []
+        while (event := stream.get_nowait()) is not None:
+            if isinstance(event, bn.WorkflowFinished):
+                finished.append(event)
+    _clean(str(info.value))
+    assert [e.workflow_label for e in finished] == [wf.name]
+    await _rename_table(own_db, "workflow_runs_away", "workflow_runs")
+    run = await wf.run(run_id=finished[0].workflow_id, display=False)
+    assert run.status == "completed" and run.results == {"only": 1}
+    assert executed == ["only"]

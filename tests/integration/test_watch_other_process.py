@@ -81,3 +81,49 @@ async def test_watch_follows_a_run_in_another_process(
     assert {n: s.state for n, s in stored.steps.items()} == {
         n: s.state for n, s in live.run.steps.items()
     }
+
+
+async def test_watch_sees_the_children_of_a_map_expanded_while_it_reads(
+    db_url: str, unique: str
+) -> None:
+    """bn.watch reads the rows updated since the newest ``updated_at`` it has seen. A big
+    map's children are inserted on a connection of their own; on Postgres the group's
+    ``executing`` row, stamped later, used to commit first: a watcher reading it in between
+    never saw the children that had not started (here: cancelled before they could).
+    The watcher runs in this process; one in another process reads the same rows."""
+    from baton_nb.runtime import active_run
+
+    items = 20_000
+    run_id = f"big-map-{unique}"
+    wf = bn.Workflow(f"watch-map-{unique}", db=db_url, limits={"one": 1})
+
+    @wf.step()
+    async def src(ctx: bn.Context) -> list[int]:
+        return list(range(items))
+
+    @wf.step(map_over="src", concurrency_key="one")
+    async def work(ctx: bn.Context) -> None:
+        await anyio.sleep(60)  # the first child runs until the run is cancelled
+
+    async def cancel_once_the_first_child_runs() -> None:
+        while True:
+            live = active_run(run_id)
+            child = live.steps.get("work[0]") if live is not None else None
+            if live is not None and child is not None and child.state == "executing":
+                await anyio.sleep(0.2)  # a few more polls
+                live.cancel()
+                return
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: wf.run(run_id=run_id, display=False))
+        await _wait_for_run(run_id, db_url)
+        async with bn.watch(run_id, db=db_url, poll_interval=0.01) as watched:
+            tg.start_soon(cancel_once_the_first_child_runs)
+            with anyio.fail_after(60):
+                async for _update in watched:
+                    pass
+    stored = await bn.Run.load(run_id, db=db_url)
+    assert stored.status == "cancelled"
+    assert watched.run.counts() == stored.counts()
+    assert len(watched.run.steps) == len(stored.steps) == items + 2
