@@ -35,6 +35,7 @@ from ._run import CallRecord, Run, StepInfo
 from ._usage import Usage
 from ._watch import watch
 from .events import (
+    BatchUpdated,
     CallFinished,
     EventsDropped,
     StepUpdated,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchUpdated",
     "BatonError",
     "CallFinished",
     "CallRecord",

@@ -38,6 +38,7 @@ _STEP_OPTIONS = (
     "on_dep_discarded",
     "concurrency_key",
     "debug",
+    "batch",
 )
 
 
@@ -144,6 +145,10 @@ class Workflow:
             debug (bool | None): Capture this step's context (LLM requests, responses,
                 ``ctx.log`` lines; never API keys) for ``run.context(step)``. Default: the
                 workflow's ``debug``.
+            batch (bool): With ``map_over`` or ``models``: the children's ``ctx.complete``
+                calls go to the providers' batch APIs (OpenAI Batch, Anthropic Message
+                Batches, Gemini batch mode; half price), gathered round by round, and the
+                children finish once their batch answers (docs/batch.md). Default ``False``.
 
         Returns:
             A decorator that registers the function and returns it unchanged.
@@ -174,7 +179,7 @@ class Workflow:
             **options: ``deps``, ``max_attempts`` (default 3), ``timeout``, ``backoff``,
                 ``ignore_cancelled``, ``ignore_discarded``, ``models``, ``quorum``,
                 ``map_over``, ``map_key``, ``on_dep_cancelled``, ``on_dep_discarded``,
-                ``concurrency_key``, ``debug``: the options of `Workflow.step`, with the
+                ``concurrency_key``, ``debug``, ``batch``: the options of `Workflow.step`, with the
                 same types, defaults and checks (described there).
 
         Returns:
@@ -356,6 +361,7 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         on_dep_discarded=_check_callback(name, "on_dep_discarded", opts.get("on_dep_discarded")),
         concurrency_key=_check_key(name, opts.get("concurrency_key")),
         debug=None if opts.get("debug") is None else _check_bool(where, "debug", opts["debug"]),
+        batch=_check_batch(name, opts.get("batch", False), models, map_over),
     )
 
 
@@ -446,6 +452,16 @@ def _check_quorum(step: str, value: Any, models: Sequence[str], map_over: Any) -
             f"step {step!r}: quorum={value} is more than the {len(models)} models"
         )
     return int(value)
+
+
+def _check_batch(step: str, value: Any, models: Sequence[str], map_over: Any) -> bool:
+    batch = _check_bool(f"step {step!r}", "batch", value)
+    if batch and not models and map_over is None:
+        raise ConfigurationError(
+            f"step {step!r}: batch=True needs map_over= or models= (a batch gathers the calls "
+            "of a fan-out's children)"
+        )
+    return batch
 
 
 def _check_callable(step: str, option: str, value: Any) -> Any:

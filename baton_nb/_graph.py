@@ -53,6 +53,7 @@ class StepSpec:
     on_dep_discarded: DepCallback | None = None
     concurrency_key: str | None = None
     debug: bool | None = None
+    batch: bool = False  # the children's LLM calls go to provider batches (DESIGN §12)
 
     @property
     def worker(self) -> str:

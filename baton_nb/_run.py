@@ -138,4 +138,7 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
     nodes = await store.get_nodes(run_id)
     calls = await store.get_stats([run_id])
     logs = await store.get_debug_logs(run_id)
-    return Run.from_rows(store.url, row, nodes, calls, logs), nodes
+    run = Run.from_rows(store.url, row, nodes, calls, logs)
+    for batch in await store.get_provider_batches(run_id):
+        run.sync_batch(batch)
+    return run, nodes

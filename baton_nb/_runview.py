@@ -13,7 +13,7 @@ its fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, normalize_money
 from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
-from .store import CallRecord, LogRow, NodeRow, RunRow
+from .store import CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
 __all__ = ["RunView", "StepInfo", "StepTotals"]
 
@@ -137,6 +137,8 @@ class RunView:
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.db_url: str | None = None
+        # provider batches (DESIGN §12) by key, in the order they were made
+        self.batches: dict[str, ProviderBatchRow] = {}
         self._totals = _CallTotals(None)
 
     @classmethod
@@ -286,6 +288,10 @@ class RunView:
 
     def add_log(self, log: LogRow) -> None:
         self.logs.append(log)
+
+    def sync_batch(self, batch: ProviderBatchRow) -> None:
+        """A provider batch as it is now (a copy: the runtime's row keeps changing)."""
+        self.batches[batch.key] = replace(batch)
 
     def set_status(
         self,

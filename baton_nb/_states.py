@@ -10,10 +10,13 @@ from enum import Enum
 
 __all__ = [
     "ACTIVE_STATES",
+    "BATCH_LIVE_STATES",
     "FAILED_STATES",
     "FINISHED_STATUSES",
     "TERMINAL_STATES",
     "WAITING_STATES",
+    "BatchRequestState",
+    "BatchState",
     "NodeKind",
     "RunStatus",
     "State",
@@ -70,3 +73,38 @@ class NodeKind(_StrEnum):
     STEP = "step"
     GROUP = "group"
     CHILD = "child"
+
+
+class BatchState(_StrEnum):
+    """Where a provider batch is (DESIGN §12): stored before submitting, then the provider's."""
+
+    PREPARED = "prepared"  # its requests are stored; not known to be submitted yet
+    SUBMITTED = "submitted"  # the provider has it (its id is stored): validating, queued
+    RUNNING = "running"  # the provider is answering its requests
+    CANCELLING = "cancelling"  # cancelled, the provider winds it down
+    ENDED = "ended"  # the provider finished it; its results are not stored yet
+    DONE = "done"  # terminal: its results are stored (failed items go to the next batch)
+    EXPIRED = "expired"  # terminal: the provider's window passed; what was missing goes again
+    CANCELLED = "cancelled"  # terminal: cancelled (run.cancel()); what it answered is stored
+    FAILED = "failed"  # terminal: the provider refused the whole batch
+
+
+# Not finished: a resumed run re-attaches to these (polls, or finds them by their metadata).
+BATCH_LIVE_STATES = frozenset(
+    {
+        BatchState.PREPARED,
+        BatchState.SUBMITTED,
+        BatchState.RUNNING,
+        BatchState.CANCELLING,
+        BatchState.ENDED,
+    }
+)
+
+
+class BatchRequestState(_StrEnum):
+    """One request of a provider batch: waiting, answered (its answer stored), failed."""
+
+    PENDING = "pending"  # in a batch that has not ended
+    ANSWERED = "answered"  # its answer is a stored completion
+    ERRORED = "errored"  # the provider refused it (4xx): the step's attempt fails with it
+    MISSING = "missing"  # not answered (expired, cancelled, a 5xx): asked again in a new batch

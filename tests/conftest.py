@@ -116,4 +116,6 @@ def unique() -> str:
 def _no_ambient_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     # Tests never write baton.db into the checkout: the default DB lives in tmp_path.
     monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")
+    # mock/ provider batches (kept on disk like a provider's): in the test's directory
+    monkeypatch.setenv("BATON_NB_MOCK_BATCHES", str(tmp_path / "mock_batches"))
     yield

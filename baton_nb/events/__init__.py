@@ -2,6 +2,7 @@
 
 from ._bus import DEFAULT_BUFFER, Subscription, add_listener, has_subscribers, publish, subscribe
 from ._types import (
+    BatchUpdated,
     CallFinished,
     Event,
     EventsDropped,
@@ -13,6 +14,7 @@ from ._types import (
 
 __all__ = [
     "DEFAULT_BUFFER",
+    "BatchUpdated",
     "CallFinished",
     "Event",
     "EventsDropped",

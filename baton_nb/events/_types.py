@@ -84,4 +84,28 @@ class EventsDropped:
     count: int
 
 
-Event = StepUpdated | CallFinished | WorkflowFinished | EventsDropped
+@dataclass(frozen=True, slots=True)
+class BatchUpdated:
+    """A provider batch of a run changed (DESIGN §12): stored, submitted, answered so far,
+    ended, its answers stored. ``key`` is baton_nb's id of the batch, ``remote_id`` the
+    provider's (``None`` until submitted); ``succeeded`` / ``failed`` the provider's counts;
+    ``cost`` what the stored answers cost at batch rates and ``saved`` what batch rates
+    took off (``None`` until known)."""
+
+    workflow_id: str
+    workflow_label: str
+    step_name: str
+    key: str
+    provider: str
+    model: str
+    state: str
+    remote_id: str | None
+    request_count: int
+    succeeded: int
+    failed: int
+    cost: Decimal | None
+    saved: Decimal | None
+    timestamp: datetime
+
+
+Event = StepUpdated | CallFinished | BatchUpdated | WorkflowFinished | EventsDropped

@@ -25,7 +25,7 @@ from ._transport import send
 from ._types import Completion, LLMRequest, ToolCall, split_model
 from ._wire import Adapter, Parsed
 
-__all__ = ["complete", "complete_unparsed"]
+__all__ = ["complete", "complete_unparsed", "completion_of", "pricing_model", "usage_of"]
 
 logger = logging.getLogger("baton_nb.llm")
 
@@ -54,7 +54,7 @@ async def _call(endpoint: Endpoint, model: str, request: LLMRequest, permit: Per
     return await with_retries(endpoint.name, retry_settings(), attempt)
 
 
-async def _usage_of(parsed: Parsed, request: LLMRequest) -> tuple[Usage, bool]:
+async def usage_of(parsed: Parsed, request: LLMRequest) -> tuple[Usage, bool]:
     """The reported usage, or a tiktoken estimate flagged ``estimated``."""
     if parsed.usage is not None:
         return parsed.usage, False
@@ -72,7 +72,8 @@ async def _token_estimate(request: LLMRequest, tpm_limited: bool) -> int:
     return await aestimate_tokens(request.messages) + (request.max_tokens or 0)
 
 
-def _pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
+def pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
+    """The name the price tables are asked for: ``price_as=``, else the model."""
     if request.price_as:
         return request.price_as
     if endpoint.price_provider:
@@ -92,7 +93,7 @@ async def _measured(
     started = _clock()
     parsed = await _call(endpoint, model, request, permit)
     latency_ms = (_clock() - started) * 1000.0
-    usage, estimated = await _usage_of(parsed, request)
+    usage, estimated = await usage_of(parsed, request)
     permit.correct(usage.total_tokens)
     return parsed, latency_ms, usage, estimated
 
@@ -124,16 +125,33 @@ async def complete_unparsed(request: LLMRequest) -> Completion:
         estimate = await _token_estimate(request, bool(limit.tpm))
         async with acquire(endpoint.name, estimate) as permit:
             parsed, latency_ms, usage, estimated = await _measured(endpoint, model, request, permit)
+    logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
+    return await completion_of(endpoint, model, request, parsed, latency_ms, usage, estimated)
+
+
+async def completion_of(
+    endpoint: Endpoint,
+    model: str,
+    request: LLMRequest,
+    parsed: Parsed,
+    latency_ms: float,
+    usage: Usage,
+    estimated: bool,
+    *,
+    batch: bool = False,
+) -> Completion:
+    """The ``Completion`` of a parsed answer: priced (at batch rates for a provider batch's
+    answer, ``batch=True``), secrets scrubbed. Shared by direct calls and provider batches."""
     # price_as= always wins; else a cost the server reports, where it is trusted
     trusted = endpoint.reported_cost and not request.price_as
     cost, pricing = await compute_cost(
-        _pricing_model(endpoint, model, request),
+        pricing_model(endpoint, model, request),
         usage,
         called_as=request.model,
         reported=parsed.reported_cost if trusted else None,
         reported_by=endpoint.name,
+        batch=batch,
     )
-    logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
     scrub = scrubber()
     return Completion(
         text=scrub.keys(parsed.text),

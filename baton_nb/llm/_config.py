@@ -7,8 +7,9 @@ exported after ``import baton_nb`` is seen.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,8 +20,10 @@ from ._types import Limit
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "BatchPolling",
     "Endpoint",
     "RetrySettings",
+    "batch_polling",
     "configure",
     "configured_limits",
     "known_providers",
@@ -28,6 +31,7 @@ __all__ = [
     "reset_configuration",
     "resolve_endpoint",
     "retry_settings",
+    "set_batch_polling",
 ]
 
 DEFAULT_TIMEOUT = 600.0
@@ -170,6 +174,36 @@ class RetrySettings:
     max_wait: float = 30.0
 
 
+@dataclass(frozen=True)
+class BatchPolling:
+    """How often a running batch is asked for its status: ``initial`` seconds after it is
+    submitted, then each wait ``factor`` times the last, at most ``maximum``."""
+
+    initial: float = 5.0
+    maximum: float = 60.0
+    factor: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "maximum", "factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(f"batch polling {name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"batch polling {name} must be > 0, got {value!r}")
+        if self.maximum < self.initial:
+            raise ConfigurationError("batch polling maximum must be >= initial")
+
+    def delays(self) -> Callable[[], float]:
+        """Successive waits between polls of one batch."""
+        current = [self.initial / self.factor]
+
+        def next_delay() -> float:
+            current[0] = min(self.maximum, current[0] * self.factor)
+            return current[0]
+
+        return next_delay
+
+
 @dataclass
 class _State:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -178,6 +212,7 @@ class _State:
     retry: RetrySettings = field(default_factory=RetrySettings)
     http2: bool = False
     version: int = 0
+    batch_polling: BatchPolling = field(default_factory=BatchPolling)
 
 
 _state = _State()
@@ -249,6 +284,7 @@ def configure(
     timeout: float | None = None,
     max_retries: int | None = None,
     http2: bool | None = None,
+    batch_poll: tuple[float, float] | None = None,
 ) -> None:
     """Configure providers, per-provider limits, price overrides, timeout, retries, HTTP/2.
 
@@ -262,6 +298,8 @@ def configure(
     ``http2=True`` lets calls negotiate HTTP/2 (many calls multiplexed on one
     connection per provider; needs the ``h2`` package: ``pip install
     'baton-nb[http2]'``); the default is HTTP/1.1 over a pool of keep-alive connections.
+    ``batch_poll=(initial, maximum)``: seconds between status polls of a running provider
+    batch (``batch=True`` steps), growing from ``initial`` to ``maximum`` (default (5, 60)).
     """
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
         raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
@@ -271,6 +309,7 @@ def configure(
         raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
     if http2 is not None:
         _check_http2(http2)
+    polling = _batch_poll(batch_poll) if batch_poll is not None else None
     if providers is not None:
         _set_providers(providers)
     if limits is not None:
@@ -282,10 +321,24 @@ def configure(
         _state.retry = replace(_state.retry, max_retries=max_retries)
     if http2 is not None:
         _state.http2 = http2
+    if polling is not None:
+        _state.batch_polling = polling
     if pricing is not None:
         from baton_nb import pricing as pricing_module
 
         pricing_module.configure_pricing(pricing)
+
+
+def _batch_poll(value: object) -> BatchPolling:
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ConfigurationError(
+            f"batch_poll must be (initial, maximum) seconds, e.g. (5, 60); got {value!r}"
+        )
+    return BatchPolling(initial=float(value[0]), maximum=float(value[1]))
 
 
 def _check_http2(http2: object) -> None:
@@ -295,6 +348,17 @@ def _check_http2(http2: object) -> None:
         raise ConfigurationError(
             "http2=True needs the h2 package: pip install 'baton-nb[http2]' (or 'h2')"
         )
+
+
+def batch_polling() -> BatchPolling:
+    """How running provider batches are polled (``configure(batch_poll=...)``)."""
+    return _state.batch_polling
+
+
+def set_batch_polling(polling: BatchPolling) -> None:
+    if not isinstance(polling, BatchPolling):
+        raise ConfigurationError(f"expected a BatchPolling, got {polling!r}")
+    _state.batch_polling = polling
 
 
 def http2_enabled() -> bool:

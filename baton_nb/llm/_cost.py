@@ -28,6 +28,7 @@ async def compute_cost(
     called_as: str,
     reported: Decimal | None = None,
     reported_by: str | None = None,
+    batch: bool = False,
 ) -> tuple[Decimal | None, Any]:
     """USD cost and how it was priced (a `baton_nb.pricing.CallPricing`); the cost is
     ``None`` when the model's price is unknown (never a silent 0).
@@ -35,7 +36,8 @@ async def compute_cost(
     ``pricing_model`` is the name looked up in the price tables; ``called_as`` the
     ``provider/model`` of the call, which the unknown-price warning names. ``reported``
     is a cost the caller decided to trust (OpenRouter's, or a server configured with
-    ``reported_cost=True``, and no ``price_as=``): it wins over the tables.
+    ``reported_cost=True``, and no ``price_as=``): it wins over the tables. ``batch``: a
+    provider batch call, priced at the model's batch rates.
     """
     global _pricing
     pricing = _pricing
@@ -45,5 +47,5 @@ async def compute_cost(
     if reported is not None:
         source = f"reported by {reported_by}" if reported_by else "reported by the provider"
         return reported, pricing.CallPricing(pricing_model, source, None, None)
-    cost, how = pricing.price_call(pricing_model, usage, called_as=called_as)
+    cost, how = pricing.price_call(pricing_model, usage, called_as=called_as, batch=batch)
     return cost, how

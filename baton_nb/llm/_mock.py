@@ -32,7 +32,7 @@ from ._tokens import estimate_tokens, message_text
 from ._types import LLMRequest
 from ._wire import Adapter, Parsed
 
-__all__ = ["mock_complete", "mock_text"]
+__all__ = ["check_request", "mock_body", "mock_complete", "mock_text"]
 
 IMAGE_TOKENS = 85  # what the mock charges per image part (OpenAI's low-detail figure)
 
@@ -257,9 +257,19 @@ def _input_tokens(request: LLMRequest) -> int:
 
 async def mock_complete(endpoint: Endpoint, model: str, request: LLMRequest) -> Parsed:
     """Answer after ``endpoint.latency`` seconds, without any network."""
-    _adapter_for(model).build(endpoint, model, request)  # fails as the real provider would
+    check_request(endpoint, model, request)
     if endpoint.latency > 0:
         await anyio.sleep(endpoint.latency)
+    return parse_message(mock_body(model, request))
+
+
+def check_request(endpoint: Endpoint, model: str, request: LLMRequest) -> None:
+    """Fail as the provider the model's name belongs to would (``UnsupportedFeature``)."""
+    _adapter_for(model).build(endpoint, model, request)
+
+
+def mock_body(model: str, request: LLMRequest) -> dict[str, Any]:
+    """The mock's answer as a chat.completion body (its tokenizer loaded: ``aload_encoder``)."""
     answer = _answer(model, request)
     message = answer["message"]
     produced = message.get("content") or json.dumps(message.get("tool_calls"))
@@ -276,4 +286,4 @@ async def mock_complete(endpoint: Endpoint, model: str, request: LLMRequest) -> 
             "total_tokens": usage.total_tokens,
         },
     }
-    return parse_message(raw)
+    return raw

@@ -164,18 +164,24 @@ def price(
 
 
 def price_call(
-    model: str, usage: Usage, *, called_as: str, at: datetime | None = None
+    model: str,
+    usage: Usage,
+    *,
+    called_as: str,
+    at: datetime | None = None,
+    batch: bool = False,
 ) -> tuple[Decimal | None, CallPricing]:
     """`price` for the LLM layer and for re-pricing stored calls: ``model`` is the name the
     price tables are asked for, ``called_as`` the ``provider/model`` of the call (they differ
-    for ``mock/...`` and ``price_as=``); an unknown price warns naming both. Returns the
-    cost and how it was priced (source, matched model, per-request fees)."""
-    cost, found = _price(model, usage, at=at, batch=False, cache_write_ttl="5m",
+    for ``mock/...`` and ``price_as=``); an unknown price warns naming both. ``batch``: a
+    provider batch call, at batch rates. Returns the cost and how it was priced (source,
+    matched model, per-request fees, batch)."""
+    cost, found = _price(model, usage, at=at, batch=batch, cache_write_ttl="5m",
                          called_as=called_as)  # fmt: skip
     if cost is None or found is None:
-        return None, CallPricing(priced_as=model)
+        return None, CallPricing(priced_as=model, batch=batch)
     return cost.total, CallPricing(
-        model, found.source, f"{found.provider}/{found.model}", cost.fees
+        model, found.source, f"{found.provider}/{found.model}", cost.fees, batch
     )
 
 

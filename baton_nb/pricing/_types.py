@@ -208,14 +208,18 @@ class CallPricing:
     source: str | None = None
     model: str | None = None
     fees: Decimal | None = None
+    batch: bool = False  # a provider batch call: priced at the model's batch rates
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {
+    def to_dict(self) -> dict[str, str | bool | None]:
+        data: dict[str, str | bool | None] = {
             "priced_as": self.priced_as,
             "source": self.source,
             "model": self.model,
             "fees": None if self.fees is None else str(self.fees),
         }
+        if self.batch:  # absent otherwise: completions stored before batches read the same
+            data["batch"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallPricing:
@@ -225,4 +229,5 @@ class CallPricing:
             source=data.get("source"),
             model=data.get("model"),
             fees=None if fees is None else Decimal(str(fees)),
+            batch=bool(data.get("batch", False)),
         )

@@ -9,6 +9,7 @@ from .._run import Run
 from .._runview import StepInfo
 from .._states import RunStatus
 from ..events import (
+    BatchUpdated,
     StepUpdated,
     WorkflowFinished,
     has_subscribers,
@@ -16,7 +17,7 @@ from ..events import (
     topic_all,
     topic_workflow,
 )
-from ..store import CallRecord, LogRow, NodeRow, utcnow
+from ..store import CallRecord, LogRow, NodeRow, ProviderBatchRow, utcnow
 from ._node import Node
 
 __all__ = ["Announcer"]
@@ -69,6 +70,28 @@ class Announcer:
 
     def log(self, log: LogRow) -> None:
         self.run.add_log(log)
+
+    def batch(self, batch: ProviderBatchRow) -> None:
+        """A provider batch as it is now: in the live Run, and ``BatchUpdated``."""
+        self.run.sync_batch(batch)
+        if has_subscribers(*self.topics):
+            event = BatchUpdated(
+                workflow_id=self.run.id,
+                workflow_label=self.label,
+                step_name=batch.step,
+                key=batch.key,
+                provider=batch.provider,
+                model=batch.model,
+                state=batch.state.value,
+                remote_id=batch.remote_id,
+                request_count=batch.request_count,
+                succeeded=batch.succeeded,
+                failed=batch.failed,
+                cost=batch.cost,
+                saved=batch.saved,
+                timestamp=utcnow(),
+            )
+            publish(event, *self.topics)
 
     def ended(self, status: RunStatus, failed: list[str], at: datetime) -> None:
         """The run ended: its status (announced by ``finished`` once stored)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
 from collections.abc import Mapping
 from contextlib import nullcontext
 from functools import partial
@@ -16,7 +17,7 @@ from .. import _jsonutil
 from .._errors import ProviderError, ResultNotSerializable, describe_error
 from .._outcomes import Discard, Snooze
 from .._states import NodeKind, State
-from ._decisions import Completed, Discarded, Failed, Outcome, Snoozed
+from ._decisions import PARKED, CallParked, Completed, Discarded, Failed, Outcome, Snoozed
 from ._node import Node
 
 __all__ = ["dep_results", "model_for", "retry_hint", "run_attempt"]
@@ -45,6 +46,13 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
         return Failed(describe_error(exc), retry_hint(exc))
     except Exception as exc:
         return Failed(describe_error(exc), retry_hint(exc))
+    except CallParked:
+        return PARKED  # a call went to a provider batch: the node waits for its answer
+    except BaseExceptionGroup as group:  # calls made together (a task group), some parked
+        parked, rest = group.split(CallParked)
+        if parked is None or (rest is not None and not isinstance(rest, Exception)):
+            raise
+        return PARKED if rest is None else Failed(describe_error(rest), retry_hint(rest))
     except anyio.get_cancelled_exc_class() as exc:
         if _cancel_requested():
             raise  # the run is cancelled (or ends): the driver winds it down

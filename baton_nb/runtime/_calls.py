@@ -20,6 +20,7 @@ from ._node import Node
 
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
+    from ._batching import Batching
 
 __all__ = ["Calls"]
 
@@ -45,6 +46,8 @@ class Calls:
         self.resumed = resumed
         # Answers stored for a node: call index -> request hash -> response JSON.
         self._answers: dict[str, dict[int, dict[str, str]]] = {}
+        # Provider batches (DESIGN §12): a batched step's calls park there (``_batching``).
+        self.batching: Batching | None = None
 
     async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
         """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
@@ -58,6 +61,8 @@ class Calls:
         if stored is not None:
             completion = replace(Completion.from_json(stored), replayed=True)
         else:
+            if self.batching is not None and self.batching.takes(node):
+                self.batching.park(node, index, request, digest)  # raises CallParked
             try:
                 completion = await complete(request)
             except Exception as exc:
@@ -78,6 +83,13 @@ class Calls:
             self._capture_response(node, completion)
         await self.commit.commit()
         return completion
+
+    def remember(self, step: str, index: int, digest: str, response: str) -> None:
+        """An answer stored by someone else (a provider batch) for a node whose stored
+        answers are loaded already; a node not loaded yet reads it from the store."""
+        answers = self._answers.get(step)
+        if answers is not None:
+            answers.setdefault(index, {})[digest] = response
 
     async def _stored(self, node: Node) -> dict[int, dict[str, str]]:
         answers = self._answers.get(node.name)

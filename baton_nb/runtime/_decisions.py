@@ -14,12 +14,15 @@ from .._states import RunStatus, State
 from ._node import Node
 
 __all__ = [
+    "PARKED",
+    "CallParked",
     "Completed",
     "DepCallback",
     "Discarded",
     "Failed",
     "GroupOpened",
     "Outcome",
+    "Parked",
     "RetryAfter",
     "RunEnd",
     "Settled",
@@ -61,7 +64,21 @@ class Snoozed:
     seconds: float
 
 
-Outcome = Completed | Failed | Discarded | Snoozed
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A call of the attempt went to a provider batch (DESIGN §12): the node waits for the
+    answer without using an attempt, then runs again and the call is answered by replay."""
+
+
+PARKED = Parked()
+
+Outcome = Completed | Failed | Discarded | Snoozed | Parked
+
+
+class CallParked(BaseException):
+    """Raised by ``ctx.complete()`` in a batched step once the call is handed to its batch:
+    the attempt ends there (``Parked``). A ``BaseException``, so that a step's own
+    ``except Exception`` does not take it for a failure of the call."""
 
 
 # ── decisions ─────────────────────────────────────────────────────────────────

@@ -28,10 +28,11 @@ from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, RunUpdate, utcnow
 from ._announce import Announcer
 from ._attempt import dep_results, model_for, run_attempt
+from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import DepCallback, RetryAfter, Settled
+from ._decisions import PARKED, DepCallback, RetryAfter, Settled
 from ._groups import plan_map
 from ._lease import Lease
 from ._node import Node, gc_paused, new_child_rows
@@ -77,6 +78,13 @@ class Driver:
         self.announce = Announcer(run)
         self.commit = GroupCommit(run.id, self._committed)
         self.calls = Calls(graph, run.id, store, self.commit, self.announce, resumed=resumed)
+        # Provider batches (DESIGN §12): only for a graph with a batched step.
+        self.batching: Batching | None = None
+        if any(spec.batch for spec in graph.steps.values()):
+            self.batching = Batching(
+                run.id, store, self.calls, self.announce, spawn=self._spawn, readmit=self._admit
+            )
+            self.calls.batching = self.batching
         self._context = contextvars.copy_context()
         self._settled = anyio.Event()
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
@@ -112,6 +120,8 @@ class Driver:
         run._canceller = self._request_cancel
         _ACTIVE[run.id] = run
         interrupted = False
+        if self.batching is not None and self.calls.resumed:
+            await self.batching.load()  # re-attach to the batches of earlier executions
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -153,6 +163,8 @@ class Driver:
             anyio.from_thread.run_sync(tg.cancel_scope.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
+        if self._cancelled and self.batching is not None:  # run.cancel(), not an interrupt
+            await self.batching.cancel_remote()
         end = self.scheduler.wind_down(cancelled=cancelled)
         for node in end.cancelled:
             self.mark(node)
@@ -245,10 +257,15 @@ class Driver:
         if isinstance(decision, RetryAfter):
             self.mark(node)
             self.announce.step(node)
+            if outcome is PARKED and self.batching is not None:
+                self.batching.parked(node)  # admitted again once its batch answers
+                return
             await anyio.sleep(decision.delay)
             self._admit(node)
         else:
             self._settle(decision)
+        if self.batching is not None and node.spec.batch:
+            self.batching.check(node.parent)  # a child settled: the round may be complete
 
     async def _open_group(self, group: Node) -> None:
         scheduler = self.scheduler

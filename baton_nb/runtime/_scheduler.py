@@ -39,6 +39,7 @@ from ._decisions import (
     Failed,
     GroupOpened,
     Outcome,
+    Parked,
     RetryAfter,
     RunEnd,
     Settled,
@@ -127,6 +128,10 @@ class Scheduler:
             node.attempt -= 1  # a snooze does not use an attempt
             node.state, node.error = SNOOZED, None
             return RetryAfter(node, outcome.seconds)
+        if isinstance(outcome, Parked):  # waits for its provider batch: no timer, no attempt
+            node.attempt -= 1
+            node.state, node.error = SNOOZED, None
+            return RetryAfter(node, math.inf)
         if isinstance(outcome, Failed) and node.attempt < node.max_attempts:
             delay, problem = next_attempt_delay(node, outcome)
             if problem is not None:  # a broken backoff: no retry can be scheduled

@@ -5,10 +5,12 @@ SQL lives in this package only; everything else asks ``RunStore`` (``_interface`
 typed rows (``_rows``).
 """
 
+from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._engine import DEFAULT_URL, resolve_url
 from ._interface import (
     BatchWriter,
     ExecutionStore,
+    ProviderBatchStore,
     PruneStore,
     ReadStore,
     ReportStore,
@@ -50,6 +52,7 @@ __all__ = [
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
     "SCHEMA_VERSION",
+    "BatchRequestRow",
     "BatchWriter",
     "CallRecord",
     "ChangeMarks",
@@ -60,6 +63,8 @@ __all__ = [
     "MemoryStore",
     "NodeRow",
     "NodeUpdate",
+    "ProviderBatchRow",
+    "ProviderBatchStore",
     "PruneStore",
     "ReadStore",
     "ReportStore",

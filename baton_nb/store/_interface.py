@@ -2,10 +2,12 @@
 
 One protocol per kind of user, so that each depends on what it needs only:
 
-- ``ExecutionStore``: a driver executing a run (create, load, lease, group commit, replay);
+- ``ExecutionStore``: a driver executing a run (create, load, lease, group commit, replay,
+  provider batches);
 - ``ReadStore``: reading runs back (``bn.Run.load``, ``bn.watch``, the CLI);
 - ``ReportStore``: reports and listings, aggregated by the store;
-- ``PruneStore``: data retention.
+- ``PruneStore``: data retention;
+- ``ProviderBatchStore``: provider batches and the calls each one asks (DESIGN §12).
 
 ``RunStore`` is all four: what ``Store.open(db)`` returns. Implemented by the SQL store
 (SQLite and Postgres, ``_sql``) and by the in-memory store (``_memory``); one test suite
@@ -19,9 +21,11 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
+from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
     CallRecord,
     ChangeMarks,
+    CompletionRow,
     FanoutChild,
     LogRow,
     NodeRow,
@@ -36,6 +40,7 @@ from ._rows import (
 __all__ = [
     "BatchWriter",
     "ExecutionStore",
+    "ProviderBatchStore",
     "PruneStore",
     "ReadStore",
     "ReportStore",
@@ -56,8 +61,36 @@ class _Closable(Protocol):
     async def close(self) -> None: ...
 
 
-class ExecutionStore(_Closable, Protocol):
-    """What a driver needs to execute a run."""
+class ProviderBatchStore(_Closable, Protocol):
+    """Provider batches (DESIGN §12): stored before submitting, updated as they go."""
+
+    async def insert_provider_batch(
+        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
+    ) -> None:
+        """A batch and its calls, all or nothing (before it is submitted). A call mapped
+        already (a missing answer asked again) moves to this batch: state, tries."""
+
+    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
+        """What changed on a stored batch: state, the provider's id and counts, costs."""
+
+    async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]: ...
+
+    async def get_batch_requests(self, run_id: str) -> list[BatchRequestRow]:
+        """Every call the run ever sent in a batch, with its batch and state."""
+
+    async def store_batch_results(
+        self,
+        batch: ProviderBatchRow,
+        requests: Sequence[BatchRequestRow],
+        completions: Sequence[CompletionRow],
+        calls: Sequence[CallRecord],
+    ) -> None:
+        """A batch's answers, one transaction: the batch row, its calls' states, the answers
+        as completions (a call's stored answer is kept, not doubled), the paid calls' stats."""
+
+
+class ExecutionStore(ProviderBatchStore, Protocol):
+    """What a driver needs to execute a run (its provider batches included)."""
 
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
@@ -125,6 +158,9 @@ class ReadStore(_Closable, Protocol):
     def notifications(self, on_change: Callable[[str], None]) -> AbstractAsyncContextManager[bool]:
         """Call ``on_change(run_id)`` after each commit that changes a run, from any process,
         for the block; yields False where the store has no such channel (callers poll)."""
+
+    async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]:
+        """The run's provider batches, in the order they were stored."""
 
 
 class ReportStore(_Closable, Protocol):

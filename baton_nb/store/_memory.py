@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from .._errors import StorageError
 from .._states import State
+from ._memory_batches import MemoryProviderBatches
 from ._memory_reads import MemoryData, copy_node, copy_run
 from ._memory_reports import MemoryReports
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunRow, WriteBatch, utcnow
@@ -38,7 +39,7 @@ class _Writer:
         await self._store.write(batch)
 
 
-class MemoryStore(MemoryReports):
+class MemoryStore(MemoryProviderBatches, MemoryReports):
     """``RunStore`` in memory; see the module docstring."""
 
     def __init__(self, url: str = MEMORY_SCHEME) -> None:

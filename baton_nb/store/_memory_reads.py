@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
     CallRecord,
     ChangeMarks,
@@ -32,6 +33,9 @@ class MemoryData:
     completions: dict[tuple[str, str, int, str], CompletionRow] = field(default_factory=dict)
     logs: list[LogRow] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # provider batches (migration 8): by key; their calls by (run id, custom id)
+    provider_batches: dict[str, ProviderBatchRow] = field(default_factory=dict)
+    batch_requests: dict[tuple[str, str], BatchRequestRow] = field(default_factory=dict)
     listeners: list[Callable[[str], None]] = field(default_factory=list)
 
     def node_steps(self) -> set[tuple[str, str]]:

@@ -176,6 +176,14 @@ class MemoryReports(MemoryReads):
         kept_logs = [log for log in data.logs if log.run_id not in ids]
         counts["workflow_debug_logs"] = len(data.logs) - len(kept_logs)
         data.logs[:] = kept_logs
+        batches = [k for k, b in data.provider_batches.items() if b.run_id in ids]
+        for batch_key in batches:
+            del data.provider_batches[batch_key]
+        counts["workflow_provider_batches"] = len(batches)
+        requests = [k for k in data.batch_requests if k[0] in ids]
+        for request in requests:
+            del data.batch_requests[request]
+        counts["workflow_batch_requests"] = len(requests)
         return counts
 
     async def prune_debug_logs_batch(self, cutoff: datetime, batch_size: int) -> int:
@@ -194,6 +202,10 @@ class MemoryReports(MemoryReads):
         counts["workflow_nodes"] = sum(1 for n in data.nodes.values() if n.run_id in ids)
         counts["workflow_step_stats"] = sum(1 for c in data.stats if c.run_id in ids)
         counts["workflow_completions"] = sum(1 for k in data.completions if k[0] in ids)
+        counts["workflow_provider_batches"] = sum(
+            1 for b in data.provider_batches.values() if b.run_id in ids
+        )
+        counts["workflow_batch_requests"] = sum(1 for k in data.batch_requests if k[0] in ids)
         counts["workflow_debug_logs"] = sum(
             1
             for log in data.logs

@@ -113,11 +113,27 @@ def _v4_unbounded_names(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
+def _v8_provider_batches(conn: Connection) -> None:
+    """Provider batches (DESIGN §12): the batches and the calls each one asks (stored before
+    submitting), and whether a stats row's call went through a batch (batch rates)."""
+    from ._tables import WorkflowBatchRequest, WorkflowProviderBatch
+
+    for table in (WorkflowProviderBatch.__table__, WorkflowBatchRequest.__table__):  # type: ignore[attr-defined]
+        table.create(conn, checkfirst=True)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_step_stats")}
+    if "batch" not in have:
+        conn.exec_driver_sql(
+            "ALTER TABLE workflow_step_stats ADD COLUMN batch BOOLEAN NOT NULL DEFAULT "
+            + ("false" if conn.dialect.name == "postgresql" else "0")
+        )
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4_unbounded_names),
+    (8, _v8_provider_batches),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

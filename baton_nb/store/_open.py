@@ -7,13 +7,14 @@ import os
 from ._engine import resolve_url
 from ._interface import RunStore
 from ._memory import MemoryStore, is_memory_store_url
+from ._sql_batches import SqlProviderBatches
 from ._sql_read import SqlReads
 from ._sql_runs import SqlRuns
 
 __all__ = ["SqlStore", "Store"]
 
 
-class SqlStore(SqlRuns, SqlReads):
+class SqlStore(SqlRuns, SqlReads, SqlProviderBatches):
     """The repository on SQLite (aiosqlite) or Postgres (asyncpg), through SQLAlchemy.
 
     One class for both; the dialect differences live in ``_engine`` and in the few

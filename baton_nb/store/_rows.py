@@ -48,6 +48,8 @@ PRUNE_TABLES = (
     "workflow_step_stats",
     "workflow_completions",
     "workflow_debug_logs",
+    "workflow_provider_batches",
+    "workflow_batch_requests",
 )
 
 
@@ -181,7 +183,10 @@ class CallRecord:
         if source is not None and source.startswith("reported by"):
             return self
         name = self.pricing.priced_as if self.pricing is not None else self.model
-        cost, pricing = price_call(name, self.usage, called_as=self.model, at=self.created_at)
+        batch = self.pricing is not None and self.pricing.batch
+        cost, pricing = price_call(
+            name, self.usage, called_as=self.model, at=self.created_at, batch=batch
+        )
         return replace(self, cost=cost, pricing=pricing)
 
     def event(self, workflow_label: str) -> CallFinished:

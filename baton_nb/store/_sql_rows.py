@@ -164,6 +164,7 @@ def call_to_columns(call: CallRecord) -> dict[str, Any]:
         "replayed": call.replayed,
         "estimated": call.estimated,
         "created_at": call.created_at,
+        "batch": pricing is not None and pricing.batch,
     }
 
 
@@ -176,6 +177,7 @@ def call_from_columns(row: Columns) -> CallRecord:
             source=row.get("price_source"),
             model=row.get("price_model"),
             fees=None if fees is None else normalize_money(fees),
+            batch=bool(row.get("batch", False)),
         )
     return CallRecord(
         run_id=row["run_id"],

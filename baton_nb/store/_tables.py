@@ -18,9 +18,11 @@ __all__ = [
     "ExactDecimal",
     "SchemaVersion",
     "UtcDateTime",
+    "WorkflowBatchRequest",
     "WorkflowCompletion",
     "WorkflowDebugLog",
     "WorkflowNode",
+    "WorkflowProviderBatch",
     "WorkflowRun",
     "WorkflowStepStat",
     "metadata",
@@ -168,6 +170,8 @@ class WorkflowStepStat(SQLModel, table=True):
     replayed: bool = False
     estimated: bool = False
     created_at: datetime = _when(index=True)
+    # added by migration 8: the call went through a provider batch (priced at batch rates)
+    batch: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class WorkflowCompletion(SQLModel, table=True):
@@ -196,3 +200,50 @@ class WorkflowDebugLog(SQLModel, table=True):
     message: str = ""
     data: str | None = None
     created_at: datetime = _when(index=True)
+
+
+class WorkflowProviderBatch(SQLModel, table=True):
+    """A provider batch (DESIGN §12), stored before it is submitted (migration 8)."""
+
+    __tablename__ = "workflow_provider_batches"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_type=NAME, unique=True)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
+    provider: str = Field(sa_type=NAME)
+    model: str = Field(sa_type=NAME)
+    state: str = Field(sa_type=NAME)
+    remote_id: str | None = Field(default=None, sa_type=NAME)
+    request_count: int = 0
+    size_bytes: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    standard_cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    discount: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    error: str | None = None
+    created_at: datetime = _when()
+    submitted_at: datetime | None = _when(optional=True)
+    ended_at: datetime | None = _when(optional=True)
+    updated_at: datetime = _when()
+
+
+class WorkflowBatchRequest(SQLModel, table=True):
+    """One call sent in a provider batch: custom id -> (run, step, call, request hash)."""
+
+    __tablename__ = "workflow_batch_requests"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "custom_id", name="uq_workflow_batch_requests_custom_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(sa_type=NAME)
+    batch_key: str = Field(sa_type=NAME, index=True)
+    custom_id: str = Field(sa_type=NAME)
+    step: str = Field(sa_type=NAME)
+    call_index: int
+    request_hash: str = Field(sa_type=NAME)
+    attempt: int = 1
+    price_as: str | None = Field(default=None, sa_type=NAME)
+    state: str = Field(sa_type=NAME)
+    error: str | None = None
+    tries: int = 1

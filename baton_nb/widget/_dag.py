@@ -21,7 +21,14 @@ import traitlets
 
 from .._run import Run
 from .._watch import watch
-from ..events import CallFinished, StepUpdated, WorkflowFinished, add_listener, topic_workflow
+from ..events import (
+    BatchUpdated,
+    CallFinished,
+    StepUpdated,
+    WorkflowFinished,
+    add_listener,
+    topic_workflow,
+)
 from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
 from ._state import PENDING
@@ -192,6 +199,8 @@ class DagWidget(anywidget.AnyWidget):
         """Listener: called inline by the runtime for every event, so it only marks."""
         if isinstance(event, (StepUpdated, CallFinished)):
             self._dirty.add(event.step_name)
+            self._throttle.poke()
+        elif isinstance(event, BatchUpdated):  # the header's batch lines
             self._throttle.poke()
         elif isinstance(event, WorkflowFinished):
             self.finish()

@@ -18,6 +18,7 @@ from .._run import CallRecord, Run, StepInfo
 __all__ = [
     "ERROR_PREVIEW",
     "PENDING",
+    "batches",
     "detail",
     "graph",
     "header",
@@ -108,7 +109,29 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
         "cancellable": cancellable and not run.done,
         "cancelling": cancelling or run.cancel_requested,
         "source": source,
+        "batches": batches(run),
     }
+
+
+def batches(run: Run) -> list[dict[str, Any]]:
+    """The run's provider batches (DESIGN §12), as the header's batch lines show them: the
+    step, model, state, requests answered of all, the discount and what was saved."""
+    return [
+        {
+            "k": b.key,
+            "step": b.step,
+            "m": b.model,
+            "st": b.state.value,
+            "n": b.request_count,
+            "ok": b.succeeded,
+            "f": b.failed,
+            "c": _money(b.cost),
+            "sv": _money(b.saved),
+            "d": None if b.discount is None else float(b.discount),
+            "rid": b.remote_id,
+        }
+        for b in run.batches.values()
+    ]
 
 
 def stored_state(run: Run) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def static_html(run: Run) -> str:
     report = run.report()
     parts = [_title(run), f"<p>{_e(run.counts().text())}</p>"]
     parts += _failures(run)
+    parts.append(_batches(run))
     parts.append(_steps_table(run, dict(report.by_step())))
     parts.append(_models_table(report.by_model()))
     return f'<div class="bn-fallback">{"".join(p for p in parts if p)}</div>'
@@ -85,6 +86,22 @@ def _failures(run: Run) -> list[str]:
         more = len(cancelled) - MAX_ERRORS
         out.append(f"<p><b>Cancelled</b>: {shown}{f' and {more:,} more' if more > 0 else ''}</p>")
     return out
+
+
+def _batches(run: Run) -> str:
+    """The run's provider batches (DESIGN §12): state, answered of all, what they saved."""
+    if not run.batches:
+        return ""
+    rows = [
+        [
+            f"<code>{_e(b.model)}</code>",
+            _e(b.state),
+            f"{b.succeeded:,} of {b.request_count:,}",
+            _e(fmt_cost(b.saved, 0)) if b.saved is not None else "",
+        ]
+        for b in run.batches.values()
+    ]
+    return _table(("provider batch", "state", "answered", "saved"), rows)
 
 
 def _row_cells(run: Run, step: StepInfo, costs: dict[str, Totals]) -> list[str]:

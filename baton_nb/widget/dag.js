@@ -4,7 +4,9 @@
 //   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}]
 //   nodes  {id: {s: state, a: attempt, t0, t1, ti, to, c: cost, u, n: calls, rp, l: latency, e, r}}
 //   patch  nodes changed since `nodes` was last sent in full (applied on top of it)
-//   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling}
+//   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling,
+//           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
+//                      c: cost, sv: saved, d: discount, rid: provider's id}]}
 // Layout, aggregation and formatting live here and only here.
 //
 // Words: the step states of DESIGN §3, as they are (`discarded`, `cancelled`, `executing`…),
@@ -103,6 +105,37 @@ export function fmtTokens(n) {
   if (n < 1000) return String(n);
   if (n < 1e6) return `${(n / 1000).toFixed(n < 1e4 ? 1 : 0)}k`;
   return `${(n / 1e6).toFixed(1)}M`;
+}
+
+const BATCH_WORDS = {
+  prepared: "stored, submitting",
+  submitted: "submitted",
+  running: "in progress",
+  cancelling: "cancelling",
+  ended: "ended, storing answers",
+  done: "done",
+  expired: "expired (the rest asked again)",
+  cancelled: "cancelled",
+  failed: "failed",
+};
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+// One batch as a line of the header: model, state, n of N done, and what it saves.
+export function batchLine(b) {
+  const done = `${(b.ok || 0).toLocaleString()} of ${(b.n || 0).toLocaleString()} done`;
+  const failed = b.f ? ` · ${b.f.toLocaleString()} not answered` : "";
+  let saving = "";
+  if (b.sv !== null && b.sv !== undefined) saving = ` · saved ${fmtCost(b.sv)} (paid ${fmtCost(b.c)})`;
+  else if (b.d) saving = ` · saves ${Math.round(b.d * 100)}%`;
+  const title = `batch ${b.k}${b.rid ? ` (provider id ${b.rid})` : ""} of step ${b.step}`;
+  return (
+    `<div class="bn-batch bt-${escapeHtml(b.st)}" title="${escapeHtml(title)}">` +
+    `<b>batch</b> ${escapeHtml(b.m)} · <span class="bn-batch-state">${escapeHtml(BATCH_WORDS[b.st] || b.st)}</span>` +
+    ` · ${done}${failed}${saving}</div>`
+  );
 }
 
 export function fmtCost(value) {
@@ -555,6 +588,10 @@ class DagView {
       else if (ev.target.closest("[data-jump]")) this.jumpToNext("discarded");
     });
 
+    // two costs on one line: "$" pairs that a notebook's math typesetting must leave alone
+    this.batchLines = h("div", "bn-batches tex2jax_ignore mathjax_ignore");
+    this.batchLines.hidden = true;
+
     this.body = h("div", "bn-body");
     this.scroller = h("div", "bn-scroll");
     this.sizer = h("div", "bn-sizer");
@@ -570,7 +607,7 @@ class DagView {
     this.side = new SidePanel(this, this.panel);
     this.panel.addEventListener("scroll", () => this.remember(), { passive: true });
     this.body.append(this.scroller, this.panel);
-    this.root.append(head, this.bar, tools, this.errorLine, this.body);
+    this.root.append(head, this.bar, tools, this.errorLine, this.batchLines, this.body);
   }
 
   restoreScroll() {
@@ -931,6 +968,17 @@ class DagView {
     this.cancelBtn.disabled = cancelling;
     setText(this.cancelBtn, cancelling ? "Cancelling…" : "Cancel");
     this.paintBanner();
+    this.paintBatches();
+  }
+
+  // Provider batches (DESIGN §12): one line each, what the provider says of it and the saving.
+  paintBatches() {
+    const batches = this.header.batches || [];
+    const html = batches.map(batchLine).join("");
+    if (this.batchesHtml === html) return;
+    this.batchesHtml = html;
+    this.batchLines.hidden = !batches.length;
+    this.batchLines.innerHTML = html;
   }
 
   // The discarded steps, in graph order, with their errors: each opens its node.

@@ -152,6 +152,29 @@ print("PANEL-RUN", runp.status)
 """
 
 
+BATCH_CELL = """\
+import baton_nb as bn
+
+bn.configure(providers={"mock": {"latency": 4}})  # a mock batch that takes 4 seconds
+wfb = bn.Workflow("browser_batch")
+
+@wfb.step()
+async def docs(ctx):
+    return [f"document {i}" for i in range(20)]
+
+@wfb.step(map_over="docs", batch=True)
+async def label(ctx):
+    return (await ctx.complete(model="mock/gpt-4o-mini", prompt=f"Label {ctx.item}")).text
+
+runb = await wfb.run()
+print("BATCH-RUN", runb.status, runb.id)
+"""
+
+BATCH_REOPEN_CELL = """\
+await bn.Run.load(runb.id)  # the next day: the same run, read back from the database
+"""
+
+
 def _notebook(path: Path, *sources: str) -> None:
     cells = [
         {"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None,
@@ -209,6 +232,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     _notebook(root / "fallback.ipynb", FALLBACK_CELL)
     _notebook(root / "panel.ipynb", PANEL_CELL)
     _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
+    _notebook(root / "batch.ipynb", BATCH_CELL, BATCH_REOPEN_CELL)
     log = (tmp_path / "lab.log").open("w")
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -662,4 +686,35 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     mapped.locator('.bn-kid[data-child="work[18]"]').click()
     hint = mapped.locator(".bn-panel .bn-context").inner_text()
     assert "were not kept" in hint and "debug=True" in hint, hint
+    assert not errors, errors
+
+
+BATCH_LINES = """([cell]) => {
+  const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[cell];
+  return c ? [...c.querySelectorAll('.bn-batch')].map(b => b.textContent) : [];
+}"""
+
+
+def test_a_batch_shows_its_progress_live_and_after_a_reopen(
+    lab: tuple[str, str], browser: Any
+) -> None:
+    """A batched map (DESIGN §12): the header's batch line goes from in progress (with what
+    the batch rates save) to done (with what was saved); the run read back shows the same."""
+    page, errors = _open_and_run(browser, lab, "batch.ipynb")
+    _wait(page, f"() => ({BATCH_LINES})([0]).some(t => t.includes('in progress'))", timeout=60_000)
+    [line] = page.evaluate(BATCH_LINES, [0])
+    assert "mock/gpt-4o-mini" in line and "of 20 done" in line and "saves 50%" in line, line
+    assert _cell(page, 0)["running"]
+    _shot(page, "widget_batch_running", page.locator(".jp-Cell").nth(0).locator(".bn-dag"))
+    _wait(
+        page,
+        "() => document.querySelectorAll('.jp-Cell')[0].innerText.includes('BATCH-RUN completed')",
+        timeout=60_000,
+    )
+    _wait(page, f"() => ({BATCH_LINES})([0]).some(t => t.includes('done'))")
+    [done] = page.evaluate(BATCH_LINES, [0])
+    assert "20 of 20 done" in done and "saved $" in done, done
+    _wait(page, f"() => ({BATCH_LINES})([1]).length > 0", timeout=30_000)
+    assert page.evaluate(BATCH_LINES, [1]) == [done]
+    _shot(page, "widget_batch_reopened", page.locator(".jp-Cell").nth(1).locator(".bn-dag"))
     assert not errors, errors

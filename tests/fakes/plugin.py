@@ -6,7 +6,8 @@ Enable with ``pytest_plugins = ["tests.fakes.plugin"]`` in the root conftest.
 - ``fake_providers``: the same, with baton_nb.llm configured so every provider
   (openai, openai-responses, anthropic, gemini/google, openrouter, together, groq and a named
   ``local`` endpoint) points at it with the dummy keys of :data:`DUMMY_KEYS`,
-  real key env vars hidden, fast retry backoff; configuration reset afterwards.
+  real key env vars hidden, fast retry backoff and batch polling; configuration reset
+  afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from collections.abc import Iterator
 import pytest
 
 from baton_nb.llm import configure, reset_configuration
-from baton_nb.llm._config import RetrySettings, set_retry_settings
+from baton_nb.llm._config import (
+    BatchPolling,
+    RetrySettings,
+    set_batch_polling,
+    set_retry_settings,
+)
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
 __all__ = ["DUMMY_KEYS", "FakeProviderServer", "FakeUsage", "Reply"]
@@ -43,6 +49,7 @@ KEY_ENV_VARS = (
     "GROQ_API_KEY",
 )
 FAST_RETRIES = RetrySettings(max_retries=4, backoff_base=0.01, backoff_cap=0.05, max_wait=2.0)
+FAST_BATCH_POLLING = BatchPolling(initial=0.01, maximum=0.05)  # provider batches (DESIGN §12)
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +94,7 @@ def fake_providers(
     reset_configuration()
     configure(providers=provider_config(fake_provider.base_url), timeout=10)
     set_retry_settings(FAST_RETRIES)
+    set_batch_polling(FAST_BATCH_POLLING)
     try:
         yield fake_provider
     finally:

@@ -3,7 +3,9 @@
 OpenAI ``POST …/chat/completions``, the OpenAI Responses API ``POST …/responses``,
 Anthropic ``POST …/v1/messages`` and Gemini
 ``POST …/models/{model}:generateContent`` / ``:streamGenerateContent?alt=sse``,
-streaming (SSE over chunked encoding) and not, with keep-alive. It runs an
+streaming (SSE over chunked encoding) and not, with keep-alive; and the three batch APIs
+(OpenAI Files + Batch, Anthropic Message Batches, Gemini batch mode: ``batch_server``,
+``server.batches``). It runs an
 asyncio server in a background thread with its own event loop, so hundreds
 of concurrent connections with a per-request latency are cheap.
 
@@ -39,6 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes.batch_server import FakeBatches
 
 __all__ = [
     "FakeProviderServer",
@@ -435,6 +439,7 @@ class FakeProviderServer:
         self._stopping: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.batches = FakeBatches(self)
 
     # -- control
 
@@ -474,6 +479,7 @@ class FakeProviderServer:
         self.require_auth = False
         self.record = True
         self.clock = time.monotonic
+        self.batches.reset()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -611,8 +617,11 @@ class FakeProviderServer:
             items = json.loads(request.body or b"[]")
             self.script(*(Reply.from_dict(item) for item in items))
             return 200, {"ok": True, "queued": len(items)}, {}
+        if request.path == "/_fake/batches":
+            return 200, self.batches.stats(), {}
         if request.path == "/_fake/config":
             config = json.loads(request.body or b"{}")
+            self.batches.configure(config.get("batches") or {})
             for key in ("latency", "chunk_delay", "text", "omit_usage", "require_auth", "record"):
                 if key in config:
                     setattr(self, key, config[key])
@@ -657,6 +666,21 @@ class FakeProviderServer:
     async def _answer(
         self, n: int, request: _Request, reply: Reply, writer: asyncio.StreamWriter
     ) -> bool:
+        route = self.batches.route(
+            request.method, request.path, request.query, request.headers, request.body
+        )
+        if route is not None:
+            self._record(request, "batch", None, False)
+            if reply.delay or self.latency:
+                await asyncio.sleep(self.latency if reply.delay is None else reply.delay)
+            if route.drop or reply.drop:
+                return False
+            if reply.status >= 400 and reply.body is None:  # a scripted failure of the API
+                error = _error_body("openai", reply.status, reply.message or "fake error")
+                await _send_json(writer, reply.status, error, reply.headers)
+                return True
+            await _send_json(writer, route.status, route.body, {**route.headers, **reply.headers})
+            return True
         shape, path_model, path_stream = _shape(request.path)
         body = self._record(request, shape, path_model, path_stream)
         body = body if isinstance(body, dict) else {}
@@ -839,13 +863,18 @@ class RemoteFakeProvider:
 
     def configure(self, **options: Any) -> None:
         """Set ``latency``, ``chunk_delay``, ``text``, ``omit_usage``, ``require_auth``,
-        ``record`` (keep each request: default true), ``usage`` on the remote server."""
+        ``record`` (keep each request: default true), ``usage``, ``batches`` (a dict of
+        ``FakeBatches.OPTIONS``) on the remote server."""
         if isinstance(options.get("usage"), FakeUsage):
             options["usage"] = asdict(options["usage"])
         self._call("config", options)
 
     def reset(self) -> None:
         self._call("reset", {})
+
+    def batch_stats(self) -> dict[str, Any]:
+        """What the batch APIs were asked (``FakeBatches.stats``)."""
+        return dict(self._call("batches"))
 
 
 @contextlib.contextmanager

@@ -347,7 +347,7 @@ async def _schema_versions(url: str) -> list[int]:
 
 
 async def test_concurrent_first_use_of_a_new_database(fresh_db_url: str) -> None:
-    from baton_nb.store._migrations import SCHEMA_VERSION
+    from baton_nb.store._migrations import MIGRATIONS
 
     wf = bn.Workflow("first-use", db=fresh_db_url)
     wf.add("a", _noop)
@@ -356,7 +356,7 @@ async def test_concurrent_first_use_of_a_new_database(fresh_db_url: str) -> None
     assert [r.status for r in runs] == ["completed"] * 3
     assert len({r.id for r in runs}) == 3
     # Each migration applied exactly once.
-    assert await _schema_versions(fresh_db_url) == list(range(1, SCHEMA_VERSION + 1))
+    assert await _schema_versions(fresh_db_url) == [v for v, _ in MIGRATIONS]
 
 
 FIRST_USE_SCRIPT = textwrap.dedent(
@@ -382,7 +382,7 @@ FIRST_USE_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # a real subprocess
 async def test_processes_opening_a_new_database_at_once(fresh_db_url: str, tmp_path: Path) -> None:
-    from baton_nb.store._migrations import SCHEMA_VERSION
+    from baton_nb.store._migrations import MIGRATIONS
 
     script = tmp_path / "first_use.py"
     script.write_text(FIRST_USE_SCRIPT)
@@ -401,7 +401,7 @@ async def test_processes_opening_a_new_database_at_once(fresh_db_url: str, tmp_p
         out, err = await anyio.to_thread.run_sync(lambda p=proc: p.communicate(timeout=60))
         outputs.append((proc.returncode, out.strip(), err.strip()[-2000:]))
     assert [o[:2] for o in outputs] == [(0, "completed")] * 3, outputs
-    assert await _schema_versions(fresh_db_url) == list(range(1, SCHEMA_VERSION + 1))
+    assert await _schema_versions(fresh_db_url) == [v for v, _ in MIGRATIONS]
 
 
 async def test_unreadable_sqlite_file_error_does_not_mention_a_server(tmp_path: Path) -> None:

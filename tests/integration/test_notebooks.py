@@ -47,10 +47,29 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         resources={"metadata": {"path": str(tmp_path)}},
     )
     try:
-        client.execute()
+        if any("restart-kernel" in c.metadata.get("tags", ()) for c in nb.cells):
+            _execute_with_restarts(client, nb)
+        else:
+            client.execute()
     finally:
         nbformat.write(nb, copy)  # the executed copy stays in tmp_path for a look on failure
     return nb
+
+
+def _execute_with_restarts(client: Any, nb: Any) -> None:
+    """Run every cell; after a cell tagged ``restart-kernel``, restart the kernel (what the
+    notebook asks its reader to do there: nothing of the cells above stays in memory)."""
+    import asyncio
+
+    async def run() -> None:
+        async with client.async_setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                await client.async_execute_cell(cell, index)
+                if "restart-kernel" in cell.metadata.get("tags", ()):
+                    await client.km.restart_kernel(now=True)
+                    await client.kc.wait_for_ready(timeout=60)
+
+    asyncio.run(run())
 
 
 def _cell(nb: Any, startswith: str) -> Any:
@@ -166,12 +185,38 @@ def _check_structured(nb: Any, tmp_path: Path) -> None:
     assert rows == [(m, 3) for m in sorted(MODELS)]  # three model calls per tool loop
 
 
+def _check_batch(nb: Any, tmp_path: Path) -> None:
+    """A batched map at half price; a kernel restart while a batch runs, then a resume that
+    re-attaches to it: one batch, each call paid once."""
+    _assert_dag_shown(_cell(nb, "import baton_nb as bn\nfrom batch_demo import DB, wf\n\nrun ="),
+                      ["reviews", "sentiment", "tally"])  # fmt: skip
+    saving = _text(_cell(nb, "[batch] = run.batches.values()"))
+    assert re.search(r"50 calls in one mock batch \(done\): paid \$0\.\d+, \$0\.\d+ less", saving)
+    assert "(50% off)" in saving
+    waiting = _text(_cell(nb, "import baton_nb as bn\nfrom batch_demo import DB, wf\n\n[last]"))
+    assert "waiting for: [('running', 200)]" in waiting or "('submitted', 200)" in waiting
+    _assert_dag_shown(_cell(nb, "resumed = await wf.run("), ["reviews", "sentiment", "tally"])
+    final = _text(_cell(nb, "batches = list(resumed.batches.values())"))
+    assert "1 batch, 200 of 200 answered, 200 calls paid (each once)" in final
+    with closing(sqlite3.connect(tmp_path / "notebook_runs.db")) as con:
+        rows = con.execute(
+            "SELECT run_id, COUNT(*) FROM workflow_provider_batches GROUP BY run_id"
+        ).fetchall()
+        paid = con.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT run_id || step || call_index) FROM "
+            "workflow_step_stats WHERE NOT replayed AND batch"
+        ).fetchone()
+    assert sorted(count for _, count in rows) == [1, 1]  # one batch per run, none twice
+    assert paid == (250, 250)
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_multi_model.ipynb": _check_multi_model,
     "03_cost_report.ipynb": _check_cost_report,
     "04_resume.ipynb": _check_resume,
     "05_structured.ipynb": _check_structured,
+    "08_batch.ipynb": _check_batch,
 }
 
 

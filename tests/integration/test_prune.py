@@ -54,7 +54,7 @@ def prune_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def workflow(db: str, name: str, *, fail: bool = False, gate: Any = None) -> bn.Workflow:
-    """Two steps with LLM calls and debug capture: rows in every table."""
+    """Steps with LLM calls (one batched map) and debug capture: rows in every table."""
     wf = bn.Workflow(name, db=db, debug=True)
 
     @wf.step()
@@ -71,6 +71,14 @@ def workflow(db: str, name: str, *, fail: bool = False, gate: Any = None) -> bn.
         if fail:
             raise RuntimeError("check failed")
         return text
+
+    @wf.step(deps=["ask"])
+    async def parts(ctx: bn.Context) -> list[str]:
+        return ["one", "two"]
+
+    @wf.step(map_over="parts", batch=True)  # a provider batch: its rows are the run's too
+    async def batched(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt=f"part {ctx.item}")).text
 
     return wf
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 import baton_nb as bn
 from baton_nb.store import Store
+from baton_nb.store._migrations import MIGRATIONS
 from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
@@ -183,7 +184,7 @@ async def test_migration_3_unbounds_names_and_keeps_indexes_working(v2_database:
                 ).all()
             )
             versions = await conn.execute(sa.text("SELECT version FROM baton_schema_version"))
-            assert sorted(v for (v,) in versions) == [1, 2, 3, 4]
+            assert sorted(v for (v,) in versions) == [v for v, _ in MIGRATIONS]
     finally:
         await store.close()
     assert "UNIQUE INDEX" in indexes["uq_workflow_nodes_run_step"]

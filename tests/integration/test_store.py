@@ -17,17 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from baton_nb._states import NodeKind, RunStatus, State
+from baton_nb._states import BatchRequestState, BatchState, NodeKind, RunStatus, State
 from baton_nb._usage import Usage
 from baton_nb.pricing import CallPricing
 from baton_nb.store import (
     PRUNE_TABLES,
+    BatchRequestRow,
     CallRecord,
     ChangeMarks,
     CompletionRow,
     LogRow,
     MemoryStore,
     NodeRow,
+    ProviderBatchRow,
     RunFilter,
     RunRow,
     RunStore,
@@ -416,12 +418,15 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
         await a_run(store, run_id, created_at=old if run_id != "young" else now)
         await store.write(WriteBatch(stats=[call(run_id, "a")], logs=[log(run_id, "a")]))
         await store.write(WriteBatch(completions=[CompletionRow(run_id, "a", 0, "h", "{}", old)]))
+        await store.insert_provider_batch(
+            provider_batch(run_id, f"k-{run_id}"), [batch_request(run_id, f"k-{run_id}", "c1")]
+        )
     for run_id in ("done", "leased", "young"):
         await store.write(WriteBatch(run=RunUpdate(run_id, RunStatus.COMPLETED, (), old)))
     await store.write(WriteBatch(run=RunUpdate("young", RunStatus.COMPLETED, (), now)))
     assert await store.acquire_lease("leased", "someone", 600)
     cutoff = now - timedelta(days=1)
-    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1), strict=True))
+    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1), strict=True))
     assert await store.count_prunable(cutoff, None) == expected
     assert await store.prune_runs_batch(cutoff, 10) == expected
     assert await store.get_run("done") is None and await store.get_nodes("done") == []
@@ -439,3 +444,140 @@ def test_memory_stores_share_data_by_name() -> None:
     one, two, other = MemoryStore(name), MemoryStore(name), MemoryStore()
     assert one.data is two.data and one.data is not other.data
     assert one.url == name
+
+
+# ── provider batches (DESIGN §12) ───────────────────────────────────────────
+
+
+def provider_batch(run_id: str, key: str, **changes: object) -> ProviderBatchRow:
+    row = ProviderBatchRow(
+        key=key,
+        run_id=run_id,
+        step="fan",
+        provider="openai",
+        model="openai/gpt-4o-mini",
+        state=BatchState.PREPARED,
+        request_count=2,
+        size_bytes=321,
+        created_at=T0,
+        updated_at=T0,
+        discount=Decimal("0.5"),
+    )
+    for name, value in changes.items():
+        setattr(row, name, value)
+    return row
+
+
+def batch_request(run_id: str, key: str, custom_id: str, step: str = "fan[0]") -> BatchRequestRow:
+    return BatchRequestRow(
+        run_id=run_id,
+        batch_key=key,
+        custom_id=custom_id,
+        step=step,
+        call_index=0,
+        request_hash="h-" + custom_id,
+        attempt=1,
+        price_as=None,
+    )
+
+
+async def test_provider_batch_is_stored_before_submitting_then_updated(store: RunStore) -> None:
+    await a_run(store, "r1")
+    requests = [batch_request("r1", "k1", "c1"), batch_request("r1", "k1", "c2", "fan[1]")]
+    await store.insert_provider_batch(provider_batch("r1", "k1"), requests)
+    [stored] = await store.get_provider_batches("r1")
+    assert (stored.key, stored.state, stored.remote_id, stored.discount) == (
+        "k1",
+        BatchState.PREPARED,
+        None,
+        Decimal("0.5"),
+    )
+    assert [(r.custom_id, r.step, r.state) for r in await store.get_batch_requests("r1")] == [
+        ("c1", "fan[0]", BatchRequestState.PENDING),
+        ("c2", "fan[1]", BatchRequestState.PENDING),
+    ]
+    stored.state, stored.remote_id, stored.submitted_at = BatchState.SUBMITTED, "batch_abc", T0
+    stored.succeeded, stored.updated_at = 1, T0 + timedelta(seconds=5)
+    await store.update_provider_batch(stored)
+    [again] = await store.get_provider_batches("r1")
+    assert (again.state, again.remote_id, again.succeeded, again.submitted_at) == (
+        BatchState.SUBMITTED,
+        "batch_abc",
+        1,
+        T0,
+    )
+    assert await store.get_provider_batches("other") == []
+
+
+async def test_provider_batch_insert_is_all_or_nothing(store: RunStore) -> None:
+    from baton_nb import StorageError
+
+    await a_run(store, "r1")
+    await store.insert_provider_batch(provider_batch("r1", "k1"), [batch_request("r1", "k1", "c1")])
+    with pytest.raises(StorageError):  # the same key twice
+        await store.insert_provider_batch(
+            provider_batch("r1", "k1"), [batch_request("r1", "k1", "c9")]
+        )
+    assert [b.key for b in await store.get_provider_batches("r1")] == ["k1"]
+    assert [r.custom_id for r in await store.get_batch_requests("r1")] == ["c1"]
+    with pytest.raises(StorageError):  # no such batch
+        await store.update_provider_batch(provider_batch("r1", "nope"))
+
+
+async def test_a_missing_call_asked_again_moves_to_the_new_batch(store: RunStore) -> None:
+    await a_run(store, "r1")
+    await store.insert_provider_batch(provider_batch("r1", "k1"), [batch_request("r1", "k1", "c1")])
+    again = batch_request("r1", "k2", "c1")
+    again.tries = 2
+    await store.insert_provider_batch(provider_batch("r1", "k2", request_count=1), [again])
+    [request] = await store.get_batch_requests("r1")
+    assert (request.batch_key, request.tries, request.state) == ("k2", 2, BatchRequestState.PENDING)
+
+
+async def test_batch_results_are_stored_in_one_transaction(store: RunStore) -> None:
+    await a_run(store, "r1")
+    requests = [batch_request("r1", "k1", "c1"), batch_request("r1", "k1", "c2", "fan[1]")]
+    batch = provider_batch("r1", "k1", state=BatchState.SUBMITTED, remote_id="b1")
+    await store.insert_provider_batch(batch, requests)
+    # an answer stored already for c1's call (e.g. by a step that called directly) is kept
+    kept = CompletionRow("r1", "fan[0]", 0, "h-c1", '{"kept": 1}', T0)
+    await store.write(WriteBatch(completions=[kept]))
+    requests[0].state = BatchRequestState.ANSWERED
+    requests[1].state, requests[1].error = BatchRequestState.ERRORED, "400: bad request"
+    batch.state, batch.cost, batch.standard_cost = BatchState.DONE, Decimal("1.5"), Decimal("3")
+    paid = CallRecord(
+        run_id="r1",
+        step="fan[0]",
+        model="openai/gpt-4o-mini",
+        provider="openai",
+        attempt=1,
+        call_index=0,
+        usage=Usage(input_tokens=10, output_tokens=5),
+        cost=Decimal("1.5"),
+        latency_ms=1000.0,
+        replayed=False,
+        estimated=False,
+        created_at=T0,
+        pricing=CallPricing("openai/gpt-4o-mini", "test", "openai/gpt-4o-mini", None, batch=True),
+    )
+    answers = [
+        CompletionRow("r1", "fan[0]", 0, "h-c1", '{"new": 1}', T0),
+        CompletionRow("r1", "fan[1]", 0, "h-other", '{"new": 2}', T0),
+    ]
+    await store.store_batch_results(batch, requests, answers, [paid])
+    [stored] = await store.get_provider_batches("r1")
+    assert (stored.state, stored.cost, stored.saved) == (
+        BatchState.DONE,
+        Decimal("1.5"),
+        Decimal("1.5"),
+    )
+    states = {r.custom_id: (r.state, r.error) for r in await store.get_batch_requests("r1")}
+    assert states == {
+        "c1": (BatchRequestState.ANSWERED, None),
+        "c2": (BatchRequestState.ERRORED, "400: bad request"),
+    }
+    assert await store.get_completions("r1", "fan[0]") == {0: ("h-c1", '{"kept": 1}')}
+    assert await store.get_completions("r1", "fan[1]") == {0: ("h-other", '{"new": 2}')}
+    [call_row] = await store.get_stats(["r1"])
+    assert call_row.pricing is not None and call_row.pricing.batch
+    assert call_row.repriced().pricing.batch  # type: ignore[union-attr]
