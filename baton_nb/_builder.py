@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import re
@@ -265,7 +266,11 @@ class Workflow:
         _check_display(display)  # before execute_run writes the run row
         shown: list[Any] = []
 
+        live: list[Run] = []
+
         def started(run: Run) -> None:
+            self.last_run = run  # the live Run from its start: wf.last_run.cancel() works
+            live.append(run)
             shown.append(_show_progress(run, display))
 
         try:
@@ -278,12 +283,50 @@ class Workflow:
                 models=model_map,
                 on_start=started,
             )
+        except BaseException as exc:
+            if live and _stopped(exc, live[0]):
+                _short_traceback(exc, live[0].resume_message(_name_in_notebook(self)))
+            raise
         finally:
             for handle in shown:
                 if handle is not None:
                     handle.close()
         self.last_run = run
+        if live and run.status == "cancelled" and display is not False:
+            print(run.resume_message(_name_in_notebook(self)))
         return run
+
+
+def _stopped(exc: BaseException, run: Run) -> bool:
+    """The run was stopped from outside (kernel interrupt, Ctrl-C, a cancelled task) and
+    stored as cancelled: a resumable run, not an error in the library."""
+    import asyncio
+
+    return isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) and run.status in (
+        "cancelled",
+        "failed",
+    )
+
+
+def _short_traceback(exc: BaseException, message: str) -> None:
+    """IPython shows an exception through its ``_render_traceback_``, when it has one: the
+    cell ends with ``message`` instead of frames through the library's internals."""
+    lines = message.splitlines()
+    with contextlib.suppress(AttributeError):  # no __dict__: the usual traceback then
+        exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
+
+
+def _name_in_notebook(wf: Workflow) -> str:
+    """The name the notebook's namespace gives ``wf`` (for the resume line), else ``wf``."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    namespace = getattr(shell, "user_ns", None) or {}
+    for name, value in list(namespace.items()):
+        if value is wf and name.isidentifier() and not name.startswith("_"):
+            return str(name)
+    return "wf"
 
 
 def _show_progress(run: Run, display: bool | str | None) -> Any:

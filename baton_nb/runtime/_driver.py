@@ -23,7 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._graph import GraphSpec
-from .._run import Run
+from .._run import LIVE_RUNS, Run, live_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, RunUpdate, utcnow
 from ._announce import Announcer
@@ -41,12 +41,12 @@ from ._scheduler import Scheduler
 __all__ = ["Driver", "active_run", "active_runs", "unwrap_group"]
 
 logger = logging.getLogger("baton_nb.runtime")
-_ACTIVE: dict[str, Run] = {}
+_ACTIVE = LIVE_RUNS  # the live Runs of this process, by id (kept in _run for the views)
 
 
 def active_run(run_id: str) -> Run | None:
     """The live Run object of a run executing in this process, if any."""
-    return _ACTIVE.get(run_id)
+    return live_run(run_id)
 
 
 def active_runs() -> list[Run]:

@@ -578,6 +578,63 @@ async def test_unknown_run_id_creates_a_run_with_that_id(sqlite_url: str) -> Non
         await bn.Run.load("nope", db=sqlite_url)
 
 
+async def test_run_id_prefix_resumes_this_workflows_run(db_url: str, unique: str) -> None:
+    """The id the widget shows, or a unique prefix of >= 6 characters of it, resumes the
+    run: nothing completed runs again (DESIGN §4)."""
+    wf = bn.Workflow(f"prefix-{unique}", db=db_url)
+    executions: list[str] = []
+    healthy = False
+
+    async def step(ctx: bn.Context) -> str:
+        executions.append(ctx.step)
+        if ctx.step == "b" and not healthy:
+            raise RuntimeError("b is down")
+        return ctx.step
+
+    wf.add("a", step)
+    wf.add("b", step, deps=["a"], max_attempts=1)
+    first = await wf.run(display=False)
+    assert first.status == "failed" and executions == ["a", "b"]
+    healthy = True
+    second = await wf.run(run_id=first.id[:8], display=False)
+    assert second.id == first.id and second.status == "completed"
+    assert executions == ["a", "b", "b"]
+    third = await wf.run(run_id=first.id[:6], display=False)  # completed: returned as stored
+    assert third.id == first.id and executions == ["a", "b", "b"]
+
+
+async def test_run_id_that_is_ambiguous_or_too_short_is_an_error(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"ambiguous-{unique}", db=db_url)
+    wf.add("a", _const)
+    one = await wf.run(run_id=f"{unique}-exp-1", display=False)
+    two = await wf.run(run_id=f"{unique}-exp-2", display=False)
+    with pytest.raises(bn.ConfigurationError, match="ambiguous") as caught:
+        await wf.run(run_id=f"{unique}-exp", display=False)
+    assert one.id in str(caught.value) and two.id in str(caught.value)
+    # Shorter than 6 characters: never taken as a prefix, nor as a new run's id that
+    # would hide the runs it begins.
+    with pytest.raises(bn.ConfigurationError, match="too short"):
+        await wf.run(run_id=unique[:4], display=False)
+    assert len(await _runs_of(db_url, wf.name)) == 2
+
+
+async def test_run_id_of_another_workflows_run_is_an_error(db_url: str, unique: str) -> None:
+    one = bn.Workflow(f"first-{unique}", db=db_url)
+    one.add("a", _const)
+    run = await one.run(display=False)
+    two = bn.Workflow(f"second-{unique}", db=db_url)
+    two.add("a", _const)
+    for typed in (run.id, run.id[:10]):  # the full id or a prefix: never a new run shadowing it
+        with pytest.raises(bn.ConfigurationError, match=f"belongs to workflow 'first-{unique}'"):
+            await two.run(run_id=typed, display=False)
+    assert await _runs_of(db_url, two.name) == []
+
+
+async def _runs_of(db_url: str, workflow: str) -> list[str]:
+    async with await Store.open(db_url) as store:
+        return [r.id for r in await store.list_runs(workflow=workflow)]
+
+
 async def test_resume_with_other_workflow_is_refused(sqlite_url: str) -> None:
     wf = bn.Workflow("one", db=sqlite_url)
     wf.add("a", _fail_once, max_attempts=1)
@@ -622,9 +679,9 @@ async def test_cancel_leaves_a_resumable_run(db_url: str, unique: str) -> None:
     async with bn.events.subscribe(bn.topic_all()) as stream, anyio.create_task_group() as tg:
         tg.start_soon(run_it)
         await started.wait()
-        assert wf.last_run is None
-        current = _active_run(stream)
-        (await current).cancel()
+        current = await _active_run(stream)
+        assert wf.last_run is current  # the live Run from its start (DESIGN §4)
+        wf.last_run.cancel()
         async for event in stream:
             if isinstance(event, bn.WorkflowFinished) and event.workflow_label == wf.name:
                 finished.append(event)
