@@ -321,7 +321,7 @@ def _name_in_notebook(wf: Workflow) -> str:
     import sys
 
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    shell = ipython.get_ipython() if ipython is not None else None
     namespace = getattr(shell, "user_ns", None) or {}
     for name, value in list(namespace.items()):
         if value is wf and name.isidentifier() and not name.startswith("_"):
