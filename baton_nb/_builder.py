@@ -40,6 +40,7 @@ _STEP_OPTIONS = (
     "concurrency_key",
     "debug",
     "batch",
+    "fail_fast",
 )
 
 
@@ -126,8 +127,9 @@ class Workflow:
                 ``ctx.model`` set; downstream steps see ``{model: result}``.
                 Default ``None``.
             quorum (int | None): With ``models`` or ``map_over``: the group completes as
-                soon as this many children completed (children that fail inside a met
-                quorum do not fail the run). Default ``None``: all children must complete.
+                soon as this many children completed (the children not finished then are
+                cancelled; children that fail inside a met quorum do not fail the run).
+                Default ``None``: all children must complete.
             map_over (str | None): Name of a dep whose result (a list) is mapped: one
                 child per item (``ctx.item``), named ``step[0]``, ``step[1]``, ...;
                 downstream steps see the list of results in item order. Added to ``deps``
@@ -150,6 +152,12 @@ class Workflow:
                 calls go to the providers' batch APIs (OpenAI Batch, Anthropic Message
                 Batches, Gemini batch mode; half price), gathered round by round, and the
                 children finish once their batch answers (docs/batch.md). Default ``False``.
+            fail_fast (bool): With ``map_over`` or ``models``: as soon as the group's
+                quorum cannot be met any more (a child failed for good), the children not
+                finished are cancelled and the group fails. Default ``False``: children fail
+                alone, the others run to their end and keep their results, and the group
+                settles once every child has, completing or failing by its quorum
+                (docs/fanout.md).
 
         Returns:
             A decorator that registers the function and returns it unchanged.
@@ -180,8 +188,8 @@ class Workflow:
             **options: ``deps``, ``max_attempts`` (default 3), ``timeout``, ``backoff``,
                 ``ignore_cancelled``, ``ignore_discarded``, ``models``, ``quorum``,
                 ``map_over``, ``map_key``, ``on_dep_cancelled``, ``on_dep_discarded``,
-                ``concurrency_key``, ``debug``, ``batch``: the options of `Workflow.step`, with the
-                same types, defaults and checks (described there).
+                ``concurrency_key``, ``debug``, ``batch``, ``fail_fast``: the options of
+                `Workflow.step`, with the same types, defaults and checks (described there).
 
         Returns:
             The workflow, for chaining: ``wf.add("a", f).add("b", g, deps=["a"])``.
@@ -405,6 +413,7 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         concurrency_key=_check_key(name, opts.get("concurrency_key")),
         debug=None if opts.get("debug") is None else _check_bool(where, "debug", opts["debug"]),
         batch=_check_batch(name, opts.get("batch", False), models, map_over),
+        fail_fast=_check_fail_fast(name, opts.get("fail_fast", False), models, map_over),
     )
 
 
@@ -505,6 +514,16 @@ def _check_batch(step: str, value: Any, models: Sequence[str], map_over: Any) ->
             "of a fan-out's children)"
         )
     return batch
+
+
+def _check_fail_fast(step: str, value: Any, models: Sequence[str], map_over: Any) -> bool:
+    fail_fast = _check_bool(f"step {step!r}", "fail_fast", value)
+    if fail_fast and not models and map_over is None:
+        raise ConfigurationError(
+            f"step {step!r}: fail_fast=True needs map_over= or models= (it says when a "
+            "fan-out's children stop once one fails)"
+        )
+    return fail_fast
 
 
 def _check_callable(step: str, option: str, value: Any) -> Any:

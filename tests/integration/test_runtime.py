@@ -855,3 +855,75 @@ async def test_a_callback_that_logs_as_the_run_settles_does_not_hang_it(db_url: 
     assert [entry["message"] for entry in run.context("after")] == ["told"]
     stored = await bn.Run.load(run.id, db=db_url)
     assert [entry["message"] for entry in stored.context("after")] == ["told"]
+
+
+def _map_workflow(name: str, db_url: str, bad: set[int], runs: list[int], **options: Any) -> Any:
+    wf = bn.Workflow(name, db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(12))
+
+    @wf.step(map_over="items", max_attempts=1, **options)
+    async def work(ctx: bn.Context) -> int:
+        runs.append(ctx.item)
+        if ctx.item in bad:
+            raise ValueError(f"bad item {ctx.item}")
+        return int(ctx.item) * 10
+
+    @wf.step()
+    async def total(ctx: bn.Context, work: list[int]) -> int:
+        return sum(work)
+
+    return wf
+
+
+async def test_map_items_fail_alone_and_resume_reruns_only_the_failed(
+    db_url: str, unique: str
+) -> None:
+    """DESIGN §4 Fan-out: a failed item never cancels its siblings (concurrency 2: ten wait
+    for a slot when item 1 fails); the group settles once all did, its error counts what
+    the database holds; a resume runs only the failed items."""
+    runs: list[int] = []
+    wf = _map_workflow(f"map-alone-{unique}", db_url, {1, 7}, runs)
+    run = await wf.run(display=False, concurrency=2)
+    assert run.status == "failed" and sorted(runs) == list(range(12))
+    states = {n: s.state for n, s in run.steps.items() if n.startswith("work[")}
+    assert sorted(n for n, s in states.items() if s != "completed") == ["work[1]", "work[7]"]
+    assert run.steps["work"].state == "discarded"
+    assert run.steps["work"].error.startswith("quorum not reached: 10 of 12 completed")
+    assert run.steps["total"].state == "cancelled"
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.counts().completed == run.counts().completed == 1 + 10
+    assert stored.counts()["discarded"] == 2
+    runs.clear()
+    fixed = _map_workflow(f"map-alone-{unique}", db_url, set(), runs)
+    again = await fixed.run(run_id=run.id, display=False, concurrency=2)
+    assert again.status == "completed" and sorted(runs) == [1, 7]
+    assert again.results["total"] == sum(range(12)) * 10
+
+
+async def test_map_fail_fast_cancels_the_siblings(db_url: str, unique: str) -> None:
+    runs: list[int] = []
+    wf = _map_workflow(f"map-fast-{unique}", db_url, {0}, runs, fail_fast=True)
+    run = await wf.run(display=False, concurrency=1)
+    assert run.status == "failed" and runs == [0]
+    assert all(run.steps[f"work[{i}]"].state == "cancelled" for i in range(1, 12))
+    assert run.steps["work"].error.startswith("quorum not reached: 0 of 12 completed")
+
+
+async def test_map_quorum_met_still_cancels_the_rest(db_url: str, unique: str) -> None:
+    runs: list[int] = []
+    wf = _map_workflow(f"map-quorum-{unique}", db_url, {0}, runs, quorum=3)
+    run = await wf.run(display=False, concurrency=1)
+    assert run.status == "completed" and runs == [0, 1, 2, 3]
+    assert run.results["total"] == 60
+    assert all(run.steps[f"work[{i}]"].state == "cancelled" for i in range(4, 12))
+
+
+def test_fail_fast_needs_a_fan_out() -> None:
+    wf = bn.Workflow("ff")
+    with pytest.raises(bn.ConfigurationError, match="fail_fast=True needs map_over= or models="):
+        wf.add("a", _const, fail_fast=True)
+    with pytest.raises(bn.ConfigurationError, match="fail_fast must be True or False"):
+        wf.add("b", _const, models=["mock/a"], fail_fast="yes")
