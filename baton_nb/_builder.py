@@ -181,8 +181,10 @@ class Workflow:
         decorating ``parse_fn`` with ``@wf.step("parse", deps=["fetch"], max_attempts=5)``.
 
         Args:
-            name: Step name, unique in the workflow (a duplicate raises ``ValueError``),
-                without ``[`` or ``]``.
+            name: Step name, unique in the workflow, without ``[`` or ``]``. Adding the
+                same function again (same module and qualified name: its notebook cell ran
+                again) replaces the step; another function under a taken name raises
+                ``ValueError``.
             fn: The step function (async or sync), called with ``ctx`` and, Hamilton
                 style, one argument per dep it names as a parameter.
             **options: ``deps``, ``max_attempts`` (default 3), ``timeout``, ``backoff``,
@@ -198,8 +200,6 @@ class Workflow:
             raise ConfigurationError(
                 f"step name must be a non-empty string without '[' or ']', got {name!r}"
             )
-        if name in self._steps:
-            raise ValueError(f"workflow {self.name!r} already has a step named {name!r}")
         if not callable(fn):
             raise ConfigurationError(f"step {name!r}: expected a function, got {fn!r}")
         unknown = sorted(set(options) - set(_STEP_OPTIONS))
@@ -208,7 +208,10 @@ class Workflow:
                 f"step {name!r}: unknown option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(_STEP_OPTIONS)}"
             )
-        self._steps[name] = _make_spec(self, name, fn, options)
+        spec = _make_spec(self, name, fn, options)
+        if name in self._steps:
+            _check_redefinition(self.name, self._steps[name], fn)
+        self._steps[name] = spec  # a redefinition keeps the step's place in the order
         return self
 
     def step_names(self) -> list[str]:
@@ -342,6 +345,27 @@ def _show_progress(run: Run, display: bool | str | None) -> Any:
     from .widget import attach
 
     return attach(run, display)
+
+
+def _identity(fn: Callable[..., Any]) -> tuple[str, str]:
+    """What makes a step function the same one when its cell runs again."""
+    module = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", "")
+    return str(module), str(qualname)
+
+
+def _check_redefinition(workflow: str, old: StepSpec, fn: Callable[..., Any]) -> None:
+    """A step added again under its name: the same function (same module and qualified
+    name: its cell ran again) replaces it; another function is refused (DESIGN §2)."""
+    if _identity(old.fn) == _identity(fn):
+        return
+    was, now = (".".join(part for part in _identity(f) if part) for f in (old.fn, fn))
+    raise ValueError(
+        f"workflow {workflow!r} already has a step named {old.name!r}, defined by {was}; "
+        f"{now} cannot take the same name. Give it another name (@wf.step('other_name') or "
+        f"wf.add('other_name', fn)), or rename the function; to drop the old step, create "
+        f"the workflow again (bn.Workflow({workflow!r}, ...)) and define its steps"
+    )
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:
