@@ -23,7 +23,7 @@ from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, normalize_money
 from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
-from .store import CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
+from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
 __all__ = ["RunView", "StepInfo", "StepTotals"]
 
@@ -57,6 +57,9 @@ class StepInfo:
     replayed_calls: int = 0
     latency_ms: float = 0.0
     children: list[str] = field(default_factory=list)
+    # Earlier attempts, kept: each one that failed (its error, when, how long) and the one
+    # that completed after them; empty for a step that completed at its first attempt.
+    attempts: list[AttemptRow] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: NodeRow) -> StepInfo:
@@ -269,6 +272,12 @@ class RunView:
         info.has_result = has_result
         info.started_at = started_at
         info.finished_at = finished_at
+
+    def add_attempt(self, attempt: AttemptRow) -> None:
+        """An attempt of a step ended (failed, or completed after failed ones)."""
+        info = self.steps.get(attempt.step)
+        if info is not None:
+            info.attempts.append(attempt)
 
     def set_children(self, name: str, children: list[str]) -> None:
         """A fan-out group's children, in item order (a map's, once expanded)."""

@@ -27,12 +27,12 @@ from .._run import LIVE_RUNS, Run, live_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, RunUpdate, utcnow
 from ._announce import Announcer
-from ._attempt import dep_results, model_for, run_attempt
+from ._attempt import dep_results, ended_attempt, model_for, run_attempt
 from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import PARKED, DepCallback, RetryAfter, Settled
+from ._decisions import PARKED, Completed, DepCallback, RetryAfter, Settled
 from ._groups import plan_map
 from ._lease import Lease
 from ._node import Node, gc_paused, new_child_rows
@@ -249,11 +249,17 @@ class Driver:
             self.mark(node)
             self.announce.step(node)
             ctx = self._context_for(node)
+            began = utcnow()
             outcome = await run_attempt(node, ctx, ctx.results)
         finally:
             for nxt in scheduler.release(node):
                 self._start(nxt)
         decision = scheduler.conclude(node, outcome)
+        if decision is not None and (node.attempt > 1 or not isinstance(outcome, Completed)):
+            ended = ended_attempt(self.run.id, node, outcome, began, utcnow())
+            if ended is not None:  # kept: run.steps[name].attempts, the widget, the CLI
+                self.commit.add_rows(attempt=ended)
+                self.run.add_attempt(ended)
         if isinstance(decision, RetryAfter):
             self.mark(node)
             self.announce.step(node)

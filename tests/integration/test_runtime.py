@@ -927,3 +927,45 @@ def test_fail_fast_needs_a_fan_out() -> None:
         wf.add("a", _const, fail_fast=True)
     with pytest.raises(bn.ConfigurationError, match="fail_fast must be True or False"):
         wf.add("b", _const, models=["mock/a"], fail_fast="yes")
+
+
+@pytest.mark.parametrize("where", ["db", "memory"])
+async def test_each_attempt_keeps_its_error_and_duration(
+    db_url: str, unique: str, where: str
+) -> None:
+    """Retry history (issue 12): the two failed attempts of a flaky step, then the one
+    that completed, on the live Run and read back (SQLite, Postgres, memory://)."""
+    db = db_url if where == "db" else f"memory://attempts-{unique}"
+    wf = bn.Workflow(f"attempts-{unique}", db=db)
+    tries = {"n": 0}
+
+    @wf.step(max_attempts=3, backoff=lambda attempt: 0.0)
+    async def flaky(ctx: bn.Context) -> str:
+        tries["n"] += 1
+        if tries["n"] < 3:
+            raise ConnectionError(f"try {tries['n']} failed")
+        return "ok"
+
+    @wf.step(max_attempts=2, backoff=lambda attempt: 0.0)
+    async def broken(ctx: bn.Context) -> str:
+        raise ValueError(f"broken at attempt {ctx.attempt}")
+
+    @wf.step()
+    async def fine(ctx: bn.Context) -> str:
+        return "fine"
+
+    run = await wf.run(display=False)
+    stored = await bn.Run.load(run.id, db=db)
+    for seen in (run, stored):
+        history = [(a.attempt, a.state, a.error) for a in seen.steps["flaky"].attempts]
+        assert history == [
+            (1, "retryable", "ConnectionError: try 1 failed"),
+            (2, "retryable", "ConnectionError: try 2 failed"),
+            (3, "completed", None),
+        ]
+        assert [(a.attempt, a.state, a.error) for a in seen.steps["broken"].attempts] == [
+            (1, "retryable", "ValueError: broken at attempt 1"),
+            (2, "discarded", "ValueError: broken at attempt 2"),
+        ]
+        assert seen.steps["fine"].attempts == []
+        assert all(a.duration >= 0 for a in seen.steps["flaky"].attempts)
