@@ -634,6 +634,13 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     hint = ten.locator(".bn-panel .bn-context").inner_text()
     assert "made no LLM call" in hint and "debug=True" not in hint, hint
     ten.locator(".bn-close").click()
+    # A retried step's panel lists its attempts: the two errors and the one that completed
+    ten.locator(".bn-node[data-id=flaky_fetch]").click()
+    page.wait_for_selector(".jp-Cell .bn-panel .bn-t-attempts", timeout=10_000)
+    attempts = ten.locator(".bn-panel .bn-t-attempts").inner_text()
+    assert "upstream timed out (call 1)" in attempts and "(call 2)" in attempts, attempts
+    assert "completed" in attempts, attempts
+    ten.locator(".bn-close").click()
     _shot(page, "widget_10_nodes", ten)
 
     # 200 nodes: wider than the view, it starts fitted to the width; zoom and Fit work
