@@ -99,7 +99,6 @@ def _history(run: Run) -> list[str]:
         for attempt in step.attempts:
             error = f"  {attempt.error}" if attempt.error else ""
             lines.append(
-                f"  {step.name} #{attempt.attempt}  {attempt.state}  "
-                f"{attempt.duration:.2f}s{error}"
+                f"  {step.name} #{attempt.attempt}  {attempt.state}  {attempt.duration:.2f}s{error}"
             )
     return lines
