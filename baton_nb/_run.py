@@ -163,7 +163,8 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
     logs = await store.get_debug_logs(run_id)
     run = Run.from_rows(store.url, row, nodes, calls, logs)
     for attempt in await store.get_attempts(run_id):
-        run.add_attempt(attempt)
+        if attempt.step in run.steps:
+            run.steps[attempt.step].add_attempt(attempt)
     for batch in await store.get_provider_batches(run_id):
         run.sync_batch(batch)
     return run, nodes

@@ -89,6 +89,10 @@ class StepInfo:
             return None
         return (self.finished_at - self.started_at).total_seconds()
 
+    def add_attempt(self, attempt: AttemptRow) -> None:
+        """An attempt of this step ended (failed, or completed after failed ones)."""
+        self.attempts.append(attempt)
+
     def add_call(self, call: CallRecord) -> None:
         self.calls += 1
         if call.replayed:
@@ -272,12 +276,6 @@ class RunView:
         info.has_result = has_result
         info.started_at = started_at
         info.finished_at = finished_at
-
-    def add_attempt(self, attempt: AttemptRow) -> None:
-        """An attempt of a step ended (failed, or completed after failed ones)."""
-        info = self.steps.get(attempt.step)
-        if info is not None:
-            info.attempts.append(attempt)
 
     def set_children(self, name: str, children: list[str]) -> None:
         """A fan-out group's children, in item order (a map's, once expanded)."""

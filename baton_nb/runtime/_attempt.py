@@ -17,8 +17,10 @@ import anyio
 from .. import _jsonutil
 from .._errors import ProviderError, ResultNotSerializable, describe_error
 from .._outcomes import Discard, Snooze
+from .._run import Run
 from .._states import NodeKind, State
-from ..store import AttemptRow
+from ..store import AttemptRow, utcnow
+from ._commit import GroupCommit
 from ._decisions import (
     PARKED,
     CallParked,
@@ -31,7 +33,14 @@ from ._decisions import (
 )
 from ._node import Node
 
-__all__ = ["dep_results", "ended_attempt", "model_for", "retry_hint", "run_attempt"]
+__all__ = [
+    "dep_results",
+    "ended_attempt",
+    "keep_attempt",
+    "model_for",
+    "retry_hint",
+    "run_attempt",
+]
 
 _NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
 
@@ -56,6 +65,17 @@ def ended_attempt(
     else:
         return None
     return AttemptRow(run_id, node.name, node.attempt, state.value, error, began, now)
+
+
+def keep_attempt(
+    commit: GroupCommit, run: Run, node: Node, outcome: Outcome, began: datetime
+) -> None:
+    """Keep a concluded attempt in the retry history, if it belongs there (``ended_attempt``):
+    stored with the next commit, on the live Run now (``run.steps[name].attempts``)."""
+    ended = ended_attempt(run.id, node, outcome, began, utcnow())
+    if ended is not None:
+        commit.add_rows(attempt=ended)
+        run.steps[node.name].add_attempt(ended)
 
 
 async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outcome:

@@ -27,7 +27,7 @@ from .._run import LIVE_RUNS, Run, live_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, RunUpdate, utcnow
 from ._announce import Announcer
-from ._attempt import dep_results, ended_attempt, model_for, run_attempt
+from ._attempt import dep_results, keep_attempt, model_for, run_attempt
 from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
@@ -256,10 +256,7 @@ class Driver:
                 self._start(nxt)
         decision = scheduler.conclude(node, outcome)
         if decision is not None and (node.attempt > 1 or not isinstance(outcome, Completed)):
-            ended = ended_attempt(self.run.id, node, outcome, began, utcnow())
-            if ended is not None:  # kept: run.steps[name].attempts, the widget, the CLI
-                self.commit.add_rows(attempt=ended)
-                self.run.add_attempt(ended)
+            keep_attempt(self.commit, self.run, node, outcome, began)  # retry history
         if isinstance(decision, RetryAfter):
             self.mark(node)
             self.announce.step(node)

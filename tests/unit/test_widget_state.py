@@ -248,8 +248,8 @@ def test_detail_lists_the_attempts_of_a_retried_step() -> None:
     from baton_nb.store import AttemptRow
 
     run = small_run()
-    run.add_attempt(AttemptRow("r1", "sum", 1, "retryable", "E: " + "x" * 500, T0, T1))
-    run.add_attempt(AttemptRow("r1", "sum", 2, "completed", None, T1, T1))
+    run.steps["sum"].add_attempt(AttemptRow("r1", "sum", 1, "retryable", "E: " + "x" * 500, T0, T1))
+    run.steps["sum"].add_attempt(AttemptRow("r1", "sum", 2, "completed", None, T1, T1))
     attempts = _state.detail(run, "sum")["attempts"]
     assert [(a["n"], a["s"], a["d"]) for a in attempts] == [
         (1, "retryable", 2.5),
