@@ -54,6 +54,7 @@ class StepSpec:
     concurrency_key: str | None = None
     debug: bool | None = None
     batch: bool = False  # the children's LLM calls go to provider batches (DESIGN §12)
+    fail_fast: bool = False  # a fan-out fails (siblings cancelled) once its quorum is lost
 
     @property
     def worker(self) -> str:

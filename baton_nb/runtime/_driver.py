@@ -25,17 +25,17 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .._graph import GraphSpec
-from .._run import Run
+from .._run import LIVE_RUNS, Run, live_run
 from .._runview import StepInfo
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, NodeRow, RunUpdate, utcnow
 from ._announce import Announcer
-from ._attempt import dep_results, model_for, run_attempt
+from ._attempt import dep_results, keep_attempt, model_for, run_attempt
 from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import PARKED, DepCallback, RetryAfter, Settled
+from ._decisions import PARKED, Completed, DepCallback, RetryAfter, Settled
 from ._groups import plan_map
 from ._lease import Lease
 from ._node import Node, gc_paused, new_child_rows
@@ -44,14 +44,14 @@ from ._scheduler import Scheduler
 __all__ = ["Driver", "active_run", "active_runs", "unwrap_group"]
 
 logger = logging.getLogger("baton_nb.runtime")
-_ACTIVE: dict[str, Run] = {}
+_ACTIVE = LIVE_RUNS  # the live Runs of this process, by id (kept in _run for the views)
 # A map's children are built this many at a time while the store inserts them.
 _BUILD_SLICE = 2_000
 
 
 def active_run(run_id: str) -> Run | None:
     """The live Run object of a run executing in this process, if any."""
-    return _ACTIVE.get(run_id)
+    return live_run(run_id)
 
 
 def active_runs() -> list[Run]:
@@ -254,11 +254,14 @@ class Driver:
             self.mark(node)
             self.announce.step(node)
             ctx = self._context_for(node)
+            began = utcnow()
             outcome = await run_attempt(node, ctx, ctx.results)
         finally:
             for nxt in scheduler.release(node):
                 self._start(nxt)
         decision = scheduler.conclude(node, outcome)
+        if decision is not None and (node.attempt > 1 or not isinstance(outcome, Completed)):
+            keep_attempt(self.commit, self.run, node, outcome, began)  # retry history
         if isinstance(decision, RetryAfter):
             self.mark(node)
             self.announce.step(node)

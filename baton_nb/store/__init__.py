@@ -22,6 +22,7 @@ from ._open import SqlStore, Store
 from ._rows import (
     NODE_UPDATE_FIELDS,
     PRUNE_TABLES,
+    AttemptRow,
     CallRecord,
     ChangeMarks,
     CompletionRow,
@@ -52,6 +53,7 @@ __all__ = [
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
     "SCHEMA_VERSION",
+    "AttemptRow",
     "BatchRequestRow",
     "BatchWriter",
     "CallRecord",

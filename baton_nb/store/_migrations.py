@@ -128,12 +128,20 @@ def _v8_provider_batches(conn: Connection) -> None:
         )
 
 
+def _v9_attempts(conn: Connection) -> None:
+    """Each ended attempt of a step, its error and duration (issue 12)."""
+    from ._tables import WorkflowAttempt
+
+    WorkflowAttempt.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4_unbounded_names),
     (8, _v8_provider_batches),
+    (9, _v9_attempts),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -26,11 +26,13 @@ from ._failures import driver_errors, storage_error
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunUpdate, WriteBatch
 from ._sql_base import SqlBase, driver_connection
 from ._sql_rows import (
+    ATTEMPTS,
     COMPLETIONS,
     LOGS,
     NODES,
     RUNS,
     STATS,
+    attempt_to_columns,
     call_to_columns,
     completion_to_columns,
     deps_text,
@@ -300,7 +302,7 @@ class SqlWrites(SqlBase):
         return (
             self.dialect == "sqlite"
             and bool(batch.nodes or batch.completions or batch.stats)
-            and not (batch.run or batch.logs)
+            and not (batch.run or batch.logs or batch.attempts)
             and not conn.in_transaction()
         )
 
@@ -339,6 +341,9 @@ class SqlWrites(SqlBase):
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run.id).values(values))
         if batch.logs:
             await conn.execute(sa.insert(LOGS), [log_to_columns(log) for log in batch.logs])
+        if batch.attempts:
+            rows = [attempt_to_columns(a) for a in batch.attempts]
+            await conn.execute(sa.insert(ATTEMPTS), rows)
         await self.notify(conn, batch.run_ids())
 
     def _driver_statement(

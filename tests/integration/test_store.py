@@ -22,6 +22,7 @@ from baton_nb._usage import Usage
 from baton_nb.pricing import CallPricing
 from baton_nb.store import (
     PRUNE_TABLES,
+    AttemptRow,
     BatchRequestRow,
     CallRecord,
     ChangeMarks,
@@ -451,6 +452,9 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
         await a_run(store, run_id, created_at=old if run_id != "young" else now)
         await store.write(WriteBatch(stats=[call(run_id, "a")], logs=[log(run_id, "a")]))
         await store.write(WriteBatch(completions=[CompletionRow(run_id, "a", 0, "h", "{}", old)]))
+        await store.write(
+            WriteBatch(attempts=[AttemptRow(run_id, "a", 1, "retryable", "E", old, old)])
+        )
         await store.insert_provider_batch(
             provider_batch(run_id, f"k-{run_id}"), [batch_request(run_id, f"k-{run_id}", "c1")]
         )
@@ -459,7 +463,7 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
     await store.write(WriteBatch(run=RunUpdate("young", RunStatus.COMPLETED, (), now)))
     assert await store.acquire_lease("leased", "someone", 600)
     cutoff = now - timedelta(days=1)
-    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1), strict=True))
+    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1, 1), strict=True))
     assert await store.count_prunable(cutoff, None) == expected
     assert await store.prune_runs_batch(cutoff, 10) == expected
     assert await store.get_run("done") is None and await store.get_nodes("done") == []
