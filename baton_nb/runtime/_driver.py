@@ -15,7 +15,6 @@ import contextvars
 import inspect
 import logging
 import threading
-from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -24,11 +23,11 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from .._errors import unwrap_group
 from .._graph import GraphSpec
 from .._run import LIVE_RUNS, Run, live_run
-from .._runview import StepInfo
 from .._states import NodeKind, RunStatus, State
-from ..store import ExecutionStore, NodeRow, RunUpdate, utcnow
+from ..store import ExecutionStore, RunUpdate, utcnow
 from ._announce import Announcer
 from ._attempt import dep_results, keep_attempt, model_for, run_attempt
 from ._batching import Batching
@@ -36,17 +35,15 @@ from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
 from ._decisions import PARKED, Completed, DepCallback, RetryAfter, Settled
-from ._groups import plan_map
+from ._expand import expand_map
 from ._lease import Lease
-from ._node import Node, gc_paused, new_child_rows
+from ._node import Node
 from ._scheduler import Scheduler
 
-__all__ = ["Driver", "active_run", "active_runs", "unwrap_group"]
+__all__ = ["Driver", "active_run", "active_runs"]
 
 logger = logging.getLogger("baton_nb.runtime")
 _ACTIVE = LIVE_RUNS  # the live Runs of this process, by id (kept in _run for the views)
-# A map's children are built this many at a time while the store inserts them.
-_BUILD_SLICE = 2_000
 
 
 def active_run(run_id: str) -> Run | None:
@@ -293,60 +290,15 @@ class Driver:
             self._start(child)
 
     async def _expand_map(self, group: Node) -> str | None:
-        """A map's children, one per item of its source's result: new ones stored (ready
-        to run). Linear in the items; the many objects built with the cyclic GC paused."""
-        assert group.spec.map_over is not None
-        plan = plan_map(group, self.scheduler.nodes[group.spec.map_over])
-        if isinstance(plan, str):
-            return plan
-        existing = {c.name for c in group.children}
-        todo = [(index, name) for index, name in enumerate(plan.names) if name not in existing]
-        # Stamped and stored with the writer held: no row stamped later commits first.
-        async with self.commit.held():
-            with gc_paused():
-                rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
-            new, infos, ids = await self._store_children(group, rows)
-        with gc_paused():
-            for node, info in zip(new, infos, strict=True):
-                node.id = info.job_id = ids[node.name]
-            stale = self.scheduler.adopt(group, plan, new)
-            self.announce.added(infos)
-            for node in stale:
-                self.mark(node)
-            self.announce.children(group)
+        """A map's children, one per item of its source's result (``_expand``)."""
+        expanded = await expand_map(
+            group, self.scheduler, self.store, self.commit, self.announce, self.run.id
+        )
+        if isinstance(expanded, str):
+            return expanded
+        for node in expanded:  # children of an earlier execution whose item is gone
+            self.mark(node)
         return None
-
-    async def _store_children(
-        self, group: Node, rows: list[NodeRow]
-    ) -> tuple[list[Node], list[StepInfo], dict[str, int]]:
-        """Insert a map's new child rows and, while the store works (SQLite's thread, the
-        Postgres server), build their nodes and infos on the loop, a slice at a time: a
-        100,000-item map spends about as long on each. The ids are the store's: set by the
-        caller once known (0 until then; nothing reads them before)."""
-        ids: dict[str, int] = {}
-
-        async def insert() -> None:
-            ids.update(await self.store.insert_nodes(rows))
-
-        new: list[Node] = []
-        infos: list[StepInfo] = []
-        try:
-            # the GC paused across the slices: a collection after each one cost a quarter
-            # of the building at 100,000 items; the insert meanwhile makes few objects
-            with gc_paused():
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(insert)
-                    for start in range(0, len(rows), _BUILD_SLICE):
-                        await anyio.lowlevel.checkpoint()  # the insert goes on between slices
-                        for row in rows[start : start + _BUILD_SLICE]:
-                            row.id = 0
-                            new.append(Node(row, group.spec))
-                            infos.append(StepInfo.from_row(row))
-        except BaseExceptionGroup as failed:
-            raise unwrap_group(failed) from None
-        for row in rows:
-            row.id = ids[row.step]
-        return new, infos, ids
 
     # ── settling ──────────────────────────────────────────────────────────────
 
@@ -391,12 +343,3 @@ class Driver:
                 await result
         except Exception:
             logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
-
-
-def unwrap_group(exc: BaseException) -> BaseException:
-    """The one real error inside (nested) exception groups, if there is exactly one."""
-    inner = getattr(exc, "exceptions", None)
-    while inner is not None and len(inner) == 1:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return exc
