@@ -33,7 +33,14 @@ import httpx
 
 from ._config import configured_limits, http2_enabled, limits_version
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "aclose", "connection_limit", "get_client", "loop_key"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "aclose",
+    "connection_limit",
+    "direct_transport",
+    "get_client",
+    "loop_key",
+]
 
 # Below the usual server keep-alive (60-75 s), so a server rarely closes one under us.
 _KEEPALIVE_EXPIRY = 30.0
@@ -122,6 +129,17 @@ class _OtherLoop:
 
 _OTHER = _OtherLoop()
 _clients: weakref.WeakKeyDictionary[Any, _LoopClient] = weakref.WeakKeyDictionary()
+# A shared client's transport when every request goes to it (aiohttp: no proxy mounts).
+_direct: weakref.WeakKeyDictionary[httpx.AsyncClient, httpx.AsyncBaseTransport] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def direct_transport(client: httpx.AsyncClient) -> httpx.AsyncBaseTransport | None:
+    """The transport every request of ``client`` goes to, if there is one (the aiohttp
+    transport): ``_transport.py`` hands it a built request, skipping the client's layers
+    (auth and redirect hooks, URL merging, a timer, cookies when there are none)."""
+    return _direct.get(client)
 
 
 def loop_key() -> Any:
@@ -159,7 +177,9 @@ def _new_client(
         transport = AiohttpTransport(
             context, max_connections=settings.max_connections, keepalive_expiry=_KEEPALIVE_EXPIRY
         )
-        return httpx.AsyncClient(transport=transport, **options)
+        client = httpx.AsyncClient(transport=transport, **options)
+        _direct[client] = transport
+        return client
     limits = httpx.Limits(
         max_connections=settings.max_connections,
         max_keepalive_connections=settings.max_connections,
