@@ -36,9 +36,12 @@ class Usage:
     def __post_init__(self) -> None:
         for name in _FIELDS:
             value = getattr(self, name)
-            if type(value) is not int or value < 0:  # fast path; subclasses of int below
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"Usage.{name} must be a non-negative int, got {value!r}")
+            # an int (or a subclass of int but bool), not negative; type() first: fastest
+            not_int = type(value) is not int and (
+                not isinstance(value, int) or isinstance(value, bool)
+            )
+            if not_int or value < 0:
+                raise ValueError(f"Usage.{name} must be a non-negative int, got {value!r}")
         if self.cache_write_1h_tokens > self.cache_write_tokens:
             raise ValueError(
                 f"Usage.cache_write_1h_tokens ({self.cache_write_1h_tokens}) are part of "

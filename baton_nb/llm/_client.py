@@ -26,12 +26,15 @@ import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx
 
 from ._config import configured_limits, http2_enabled, limits_version
+
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpTransport
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -129,16 +132,17 @@ class _OtherLoop:
 
 _OTHER = _OtherLoop()
 _clients: weakref.WeakKeyDictionary[Any, _LoopClient] = weakref.WeakKeyDictionary()
-# A shared client's transport when every request goes to it (aiohttp: no proxy mounts).
-_direct: weakref.WeakKeyDictionary[httpx.AsyncClient, httpx.AsyncBaseTransport] = (
+# A shared client's aiohttp transport (every request of that client goes to it).
+_direct: weakref.WeakKeyDictionary[httpx.AsyncClient, AiohttpTransport] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def direct_transport(client: httpx.AsyncClient) -> httpx.AsyncBaseTransport | None:
-    """The transport every request of ``client`` goes to, if there is one (the aiohttp
-    transport): ``_transport.py`` hands it a built request, skipping the client's layers
-    (auth and redirect hooks, URL merging, a timer, cookies when there are none)."""
+def direct_transport(client: httpx.AsyncClient) -> AiohttpTransport | None:
+    """The aiohttp transport every request of ``client`` goes to, if it has one:
+    ``_transport.py`` posts a call's JSON on it directly (``post_json``), skipping the
+    client's per-request layers (auth and redirect hooks, URL merging, a timer, the
+    cookie jar when empty) and httpx's request and stream objects."""
     return _direct.get(client)
 
 

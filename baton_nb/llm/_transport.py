@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,6 +23,9 @@ from ._config import Endpoint
 from ._redact import redact
 from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
+
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpTransport
 
 __all__ = ["error_message", "send"]
 
@@ -160,46 +162,31 @@ async def _send_stream(
         return state.result()  # a stream cut short raises RetryableFailure here
 
 
-@lru_cache(maxsize=256)
-def _url(url: str) -> httpx.URL:
-    """A provider URL parsed once (``httpx.URL`` is immutable; parsing one is ~20 µs)."""
-    return httpx.URL(url)
-
-
 async def _post_direct(
     client: httpx.AsyncClient,
-    transport: httpx.AsyncBaseTransport,
+    transport: AiohttpTransport,
     call: HttpCall,
     http_timeout: httpx.Timeout,
-) -> httpx.Response:
-    """``client.post(...)`` for a client with one transport and no cookies: the same
-    request (the client's headers, then the call's; the JSON body as httpx encodes it;
-    the timeouts), sent to the transport without the client's per-request layers, which
-    cost a third of the CPU of a call (benchmarks/llm_runtime.py). A cookie the provider
-    sets goes to the client's jar, so later calls take ``client.post`` and send it."""
+) -> httpx.Response | None:
+    """``client.post(...)`` for a client on the aiohttp transport with no cookies: the
+    same request (the client's headers, then the call's; the JSON body as httpx encodes
+    it; the timeouts) posted on the transport's session without the client's and httpx's
+    per-request layers, which cost half the CPU of a call (docs/performance.md). A
+    cookie the provider sets goes to the client's jar, so later calls take
+    ``client.post`` and send it back. ``None``: send it through the client."""
     headers = client.headers.copy()
     headers.update(call.headers)
-    request = httpx.Request(
-        "POST",
-        _url(call.url),
-        headers=headers,
-        json=call.body,
-        extensions={"timeout": http_timeout.as_dict()},
-    )
-    response = await transport.handle_async_request(request)
-    response.request = request
-    try:
-        await response.aread()
-    except BaseException:
-        await response.aclose()
-        raise
+    response = await transport.post_json(call.url, headers, call.body, http_timeout)
+    if response is None:
+        return None
     if "set-cookie" in response.headers:
+        response.request = httpx.Request("POST", call.url, headers=headers)
         client.cookies.extract_cookies(response)
     if _httpx_logger.isEnabledFor(logging.INFO):  # what httpx's client logs
         _httpx_logger.info(
             'HTTP Request: %s %s "%s %d %s"',
-            request.method,
-            request.url,
+            "POST",
+            httpx.URL(call.url),
             response.http_version,
             response.status_code,
             response.reason_phrase,
@@ -212,9 +199,10 @@ async def _send_plain(
 ) -> Parsed:
     client = await get_client()
     transport = direct_transport(client)
+    response = None
     if transport is not None and not client.cookies:
         response = await _post_direct(client, transport, call, http_timeout)
-    else:
+    if response is None:
         response = await client.post(
             call.url, headers=call.headers, json=call.body, timeout=http_timeout
         )
