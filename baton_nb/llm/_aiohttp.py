@@ -46,6 +46,7 @@ import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
@@ -53,7 +54,7 @@ import aiohttp
 import httpx
 import httpx_aiohttp
 
-__all__ = ["AiohttpTransport", "translate_error"]
+__all__ = ["AiohttpTransport", "Answer", "translate_error"]
 
 _MAX_HEAD_LINE = 100 * 1024  # httpcore (h11) accepts response heads up to 100 KiB
 # aiohttp warns (ResourceWarning) when handed more bytes than this at once; such a body
@@ -155,6 +156,22 @@ def _session(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer read whole by :meth:`AiohttpTransport.post_json`: what ``send`` reads of
+    an ``httpx.Response`` (status, case-insensitive headers, the decoded body)."""
+
+    status_code: int
+    reason_phrase: str
+    headers: Mapping[str, str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    content: bytes
+
+    def as_httpx(self, request: httpx.Request) -> httpx.Response:
+        """The same answer as an ``httpx.Response`` of ``request`` (for the cookie jar)."""
+        return httpx.Response(self.status_code, headers=self.raw_headers, request=request)
+
+
 class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
     """httpx-aiohttp's transport over a session of ours, with httpx's exception types.
 
@@ -188,12 +205,12 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         headers: Mapping[str, str],
         body: Any,
         timeout: httpx.Timeout,
-    ) -> httpx.Response | None:
+    ) -> Answer | None:
         """What httpx's client would send for ``post(url, headers=, json=body)`` (given
         the client's headers merged with the call's), sent on the session without
         building an ``httpx.Request`` and reading the answer without httpx's stream
-        layers; the answer read whole as an ``httpx.Response`` (decoded by httpx as
-        the client would: ``auto_decompress=False``). The same session, timeouts and
+        layers; the answer read whole (its body decoded by httpx as the client would:
+        ``auto_decompress=False``). The same session, timeouts and
         error types as :meth:`handle_async_request`; ``None`` for a body it does not
         take (over 1 MiB: the caller sends it through the client)."""
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -217,15 +234,11 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
                 ),
             ) as answer:
                 raw = await answer.read()
-                extensions = {"http_version": b"HTTP/1.1"}
-                if answer.reason:
-                    extensions["reason_phrase"] = answer.reason.encode()
-                return httpx.Response(
-                    status_code=answer.status,
-                    headers=answer.raw_headers,
-                    content=raw,  # decoded per its content-encoding, as httpx reads one
-                    extensions=extensions,
-                )
+                headers, raw_headers = answer.headers, answer.raw_headers
+                encoding = headers.get("content-encoding", "").strip().lower()
+                if encoding and encoding != "identity":  # decoded by httpx, as httpx reads it
+                    raw = httpx.Response(answer.status, headers=raw_headers, content=raw).content
+                return Answer(answer.status, answer.reason or "", headers, raw_headers, raw)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 
 if TYPE_CHECKING:
-    from ._aiohttp import AiohttpTransport
+    from ._aiohttp import AiohttpTransport, Answer
 
 __all__ = ["error_message", "send"]
 
@@ -76,13 +76,14 @@ def _hint(endpoint: Endpoint, status: int) -> str:
     return ""
 
 
-def _check_status(endpoint: Endpoint, response: httpx.Response, content: bytes) -> None:
-    status = response.status_code
+def _check_status(
+    endpoint: Endpoint, status: int, headers: Mapping[str, str], content: bytes
+) -> None:
     if 200 <= status < 300:
         return
     message = error_message(content, status)
-    if is_retryable_status(status, response.headers):
-        wait = parse_retry_after(response.headers)
+    if is_retryable_status(status, headers):
+        wait = parse_retry_after(headers)
         raise RetryableFailure(
             status, message, wait if wait is not None else retry_hint_from_body(content)
         )
@@ -147,7 +148,8 @@ async def _send_stream(
         "POST", call.url, headers=call.headers, json=call.body, timeout=http_timeout
     ) as response:
         if not 200 <= response.status_code < 300:
-            _check_status(endpoint, response, await response.aread())
+            content = await response.aread()
+            _check_status(endpoint, response.status_code, response.headers, content)
         if "text/event-stream" not in response.headers.get("content-type", ""):
             return adapter.parse(_json_body(endpoint, await response.aread()))
         state = adapter.stream_state()
@@ -167,27 +169,26 @@ async def _post_direct(
     transport: AiohttpTransport,
     call: HttpCall,
     http_timeout: httpx.Timeout,
-) -> httpx.Response | None:
+) -> Answer | None:
     """``client.post(...)`` for a client on the aiohttp transport with no cookies: the
     same request (the client's headers, then the call's; the JSON body as httpx encodes
     it; the timeouts) posted on the transport's session without the client's and httpx's
     per-request layers, which cost half the CPU of a call (docs/performance.md). A
     cookie the provider sets goes to the client's jar, so later calls take
     ``client.post`` and send it back. ``None``: send it through the client."""
-    headers = client.headers.copy()
-    headers.update(call.headers)
+    headers = dict(client.headers.items())  # lower-case names: a call's header replaces
+    headers.update((name.lower(), value) for name, value in call.headers.items())
     response = await transport.post_json(call.url, headers, call.body, http_timeout)
     if response is None:
         return None
     if "set-cookie" in response.headers:
-        response.request = httpx.Request("POST", call.url, headers=headers)
-        client.cookies.extract_cookies(response)
+        client.cookies.extract_cookies(response.as_httpx(httpx.Request("POST", call.url)))
     if _httpx_logger.isEnabledFor(logging.INFO):  # what httpx's client logs
         _httpx_logger.info(
             'HTTP Request: %s %s "%s %d %s"',
             "POST",
             httpx.URL(call.url),
-            response.http_version,
+            "HTTP/1.1",
             response.status_code,
             response.reason_phrase,
         )
@@ -199,15 +200,18 @@ async def _send_plain(
 ) -> Parsed:
     client = await get_client()
     transport = direct_transport(client)
-    response = None
+    answer = None
     if transport is not None and not client.cookies:
-        response = await _post_direct(client, transport, call, http_timeout)
-    if response is None:
+        answer = await _post_direct(client, transport, call, http_timeout)
+    if answer is not None:
+        status, headers, content = answer.status_code, answer.headers, answer.content
+    else:
         response = await client.post(
             call.url, headers=call.headers, json=call.body, timeout=http_timeout
         )
-    _check_status(endpoint, response, response.content)
-    return adapter.parse(_json_body(endpoint, response.content))
+        status, headers, content = response.status_code, response.headers, response.content
+    _check_status(endpoint, status, headers, content)
+    return adapter.parse(_json_body(endpoint, content))
 
 
 async def send(
