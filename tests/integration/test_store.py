@@ -196,6 +196,39 @@ async def test_nodes_added_to_a_run_get_ids(store: RunStore) -> None:
     assert await store.insert_nodes([]) == {}
 
 
+async def test_many_nodes_added_at_once_read_back_as_written(store: RunStore) -> None:
+    """A map's many children (SQLite: one statement reading them from JSON) store every
+    field as a few rows do: names that look like JSON or numbers, quotes, unicode, None."""
+    await a_run(store)
+    odd = ['m["x"]', "m[1e3]", "m[null]", "m[é ✓]", "m[\\]", "m['q']"]
+    names = odd + [f"m[{i}]" for i in range(400)]
+    rows = [
+        node_row(
+            "run-1",
+            name,
+            kind=NodeKind.CHILD,
+            parent="fan",
+            item_index=i,
+            model=None if i % 2 else f"mock/{i}",
+            error="boom" if i == 7 else None,
+            attempt=i % 3,
+            started_at=T0 if i % 5 == 0 else None,
+        )
+        for i, name in enumerate(names)
+    ]
+    few = [node_row("run-1", f"f[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(2)]
+    ids = await store.insert_nodes(rows)
+    await store.insert_nodes(few)
+    stored = {n.step: n for n in await store.get_nodes("run-1")}
+    for row in [*rows, *few]:
+        got = stored[row.step]
+        assert got.id is not None
+        row.id = got.id
+        assert got == row, row.step
+    ordered = [ids[name] for name in names]
+    assert ordered == sorted(ordered)  # ids in the rows' order
+
+
 # ── a run's writes ───────────────────────────────────────────────────────────
 
 
