@@ -327,7 +327,7 @@ def report_scale(
         f"interleaved runs"
     )
     print(
-        f"{'':36}{'wall s':>8}{'x ideal':>8}{'x raw':>8}{'CPU ms/call':>12}{'new conns':>11}"
+        f"{'':36}{'wall s':>8}{'x ideal':>8}{'x raw':>8}{'CPU ms/call':>12}{'new conns':>16}"
         f"   wall of each run"
     )
     print(f"{'ideal':36}{ideal:>8.3f}")
