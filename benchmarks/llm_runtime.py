@@ -1,21 +1,33 @@
-"""LLM fan-out through the durable runtime (DESIGN §9), against the local fake provider.
+"""LLM fan-out through the durable runtime (DESIGN §9, issue 16), against the local fake provider.
 
-    python benchmarks/llm_runtime.py [--calls 200] [--latency 0.2] [--in-flight 50]
-                                     [--repeat 5] [--memory-calls 5000]
+    python benchmarks/llm_runtime.py [--scales 200@50,5000@200,20000@1000] [--latency 0.2]
+                                     [--repeat 3] [--memory-calls 20000]
+                                     [--memory-in-flight 1000] [--rows ...] [--pg URL]
 
-(a) 200 calls at 200 ms with 50 in flight, each a map child doing ``ctx.complete`` (its
-response and stats committed before the step sees it), ``wf.run(concurrency=50)`` on
-SQLite: wall time of the whole run (schema, run row, prompts step, 200 children, join)
-beside the ideal (calls / in_flight * latency = 0.8 s), floors making the same
-requests with the same concurrency (raw asyncio streams: the server check; asyncio +
-httpx: one ``AsyncClient``, ``Limits(max_connections=50)``, a semaphore; the same with
-httpx-aiohttp's ``HttpxAiohttpClient``, what baton_nb's transport is built on) and the
-same calls through ``baton_nb.llm.complete`` without the runtime, and the same run whose
-children sleep the latency instead of calling (what the runtime costs on its own).
-Medians of ``--repeat`` interleaved runs, each with the client's CPU per call
-(``time.process_time()``; the server is another process) and the new connections the
-server accepted during the run. Target: <= 1.10x ideal.
-(b) 5,000 calls (5 ms latency, 50 in flight): peak RSS of this process. Target: < 300 MB.
+At each scale (calls @ in flight, 200 ms server latency), in one interleaved run (each row
+``--repeat`` times in turns, medians), the same requests with the same concurrency:
+
+- ``raw``: raw asyncio streams, HTTP/1.1 by hand (the floor: what the setup allows);
+- ``httpx``: stock httpx, one ``AsyncClient`` per slot (its pooled client does not finish
+  these scales: ``benchmarks/llm_fanout.py`` times it with a deadline);
+- ``aiohttp``: httpx-aiohttp alone (``HttpxAiohttpClient``, what the transport builds on);
+- ``complete``: ``baton_nb.llm.complete`` alone, no runtime;
+- ``sleep``: the run below with children that sleep the latency (no HTTP): the runtime alone;
+- ``sqlite``: ``await wf.run(concurrency=in_flight)`` on SQLite: prompts, a map child per
+  prompt doing ``ctx.complete`` (its answer and stats row committed before the step sees
+  it), a join;
+- ``postgres``: the same run on Postgres (``--pg``, a database made for the benchmark);
+- ``widget``: the SQLite run with the widget displayed (``display=None``) in an IPython
+  kernel started in this process (``benchmarks/widget.py``'s ``start_kernel``; messages
+  encoded and dropped as a real kernel hands them to zmq).
+
+Each row: wall time as ratios to the ideal and to the raw floor, the client's CPU per call
+(``time.process_time()`` over the run / calls: the server is another process; robust to a
+loaded machine, where wall ratios are not), the new connections the server accepted.
+First: peak RSS of this process over a run of ``--memory-calls`` through the runtime
+(SQLite, ``--memory-in-flight``, 5 ms latency). Targets (issue 16): runtime <= 0.25 ms of
+CPU a call at 20,000 @ 1,000; 200 @ 50 and 5,000 @ 200 <= 1.10x ideal; 20,000 @ 1,000
+<= 1.5x; peak RSS < 300 MB; widget <= 1.05x the SQLite run at 1,000 in flight.
 
 The fake provider (tests/fakes/provider_server.py, an asyncio server) runs in its own
 process (benchmarks/_fake_server.py), so it takes no CPU or GIL from the client measured.
@@ -25,16 +37,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.util
+import io
 import shutil
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from _fake_server import (  # benchmarks/_fake_server.py
     KEY,
     FakeServerProcess,
     HttpxAiohttpFloor,
-    HttpxFloor,
+    HttpxPerSlotFloor,
     Sample,
     ideal_seconds,
     interleaved,
@@ -43,13 +62,25 @@ from _fake_server import (  # benchmarks/_fake_server.py
     rss_mb,
     sampled,
 )
-from llm_fanout import complete_fanout  # benchmarks/llm_fanout.py
+from llm_fanout import _scales, complete_fanout  # benchmarks/llm_fanout.py
 
 import baton_nb as bn
 from baton_nb.llm import aclose, configure, reset_configuration
 
 MODEL = "openai/gpt-4o-mini"
-BIG_LATENCY = 0.005
+SCALES = ((200, 50), (5000, 200), (20000, 1000))
+MEMORY_LATENCY = 0.005
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+ROWS = {
+    "raw": "raw asyncio streams (floor)",
+    "httpx": "stock httpx, one client per slot",
+    "aiohttp": "httpx-aiohttp alone",
+    "complete": "baton_nb.llm.complete, no runtime",
+    "sleep": "run, children sleep (no HTTP)",
+    "sqlite": "run: map + ctx.complete, SQLite",
+    "postgres": "run: map + ctx.complete, Postgres",
+    "widget": "run, SQLite, widget in a kernel",
+}
 
 
 def workflow(db: str, calls: int, sleep: float | None = None) -> bn.Workflow:
@@ -77,160 +108,265 @@ def workflow(db: str, calls: int, sleep: float | None = None) -> bn.Workflow:
 
 
 class Runs:
-    """Each timed run gets a fresh SQLite file in one temp dir."""
+    """Each timed run gets a fresh database: a SQLite file in one temp dir, or a new run
+    in the benchmark's Postgres database."""
 
-    def __init__(self) -> None:
+    def __init__(self, pg: str | None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="baton-llm-bench-"))
         self.count = 0
+        self.pg = pg
 
-    def db(self) -> str:
+    def db(self, kind: str = "sqlite") -> str:
         self.count += 1
+        if kind == "postgres":
+            assert self.pg is not None
+            return self.pg
         return f"sqlite:///{self.tmp / f'run{self.count}.db'}"
 
-    async def baton(self, calls: int, in_flight: int) -> float:
-        wf = workflow(self.db(), calls)
-        start = time.perf_counter()
-        run = await wf.run(concurrency=in_flight, display=False)
-        elapsed = time.perf_counter() - start
+    async def run(
+        self,
+        calls: int,
+        in_flight: int,
+        kind: str = "sqlite",
+        sleep: float | None = None,
+        display: bool | None = False,
+    ) -> float:
+        wf = workflow(self.db(kind), calls, sleep)
+        sink = io.StringIO()
+        with contextlib.redirect_stderr(sink):
+            start = time.perf_counter()
+            run = await wf.run(concurrency=in_flight, display=display)
+            elapsed = time.perf_counter() - start
         assert run.status == "completed", run.failed_steps
-        assert len(run.calls) == calls, len(run.calls)
-        return elapsed
-
-    async def sleeping(self, calls: int, in_flight: int, latency: float) -> float:
-        wf = workflow(self.db(), calls, sleep=latency)
-        start = time.perf_counter()
-        run = await wf.run(concurrency=in_flight, display=False)
-        elapsed = time.perf_counter() - start
-        assert run.status == "completed", run.failed_steps
+        if sleep is None:
+            assert len(run.calls) == calls, len(run.calls)
         return elapsed
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+async def make_pg_database() -> str | None:
+    """A fresh database on the local Postgres, or None (with a note) if there is none."""
+    name = f"baton_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        print(f"postgres row skipped: no Postgres at {PG_SERVER} ({type(exc).__name__})")
+        return None
+    return f"{PG_SERVER}/{name}"
+
+
+def start_widget_kernel() -> bool:
+    """benchmarks/widget.py's in-process kernel; False (with a note) if it cannot start."""
+    if importlib.util.find_spec("ipykernel") is None:
+        print("widget row skipped: ipykernel not installed")
+        return False
+    from widget import start_kernel  # benchmarks/widget.py
+
+    from baton_nb.widget import in_kernel
+
+    start_kernel()
+    if not in_kernel():
+        print("widget row skipped: the in-process kernel is not visible")
+        return False
+    return True
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--in-flight", type=int, default=50)
-    parser.add_argument("--memory-calls", type=int, default=5000)
-    parser.add_argument("--repeat", type=int, default=5)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--scales",
+        type=_scales,
+        default=list(SCALES),
+        metavar="CALLS@IN_FLIGHT,...",
+        help="scales timed (default " + ",".join(f"{c}@{k}" for c, k in SCALES) + ")",
+    )
+    parser.add_argument("--latency", type=float, default=0.2, help="server latency, seconds")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each row")
+    parser.add_argument("--memory-calls", type=int, default=20000, help="0: no memory run")
+    parser.add_argument("--memory-in-flight", type=int, default=1000)
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help="rows timed, comma-separated (default all: " + ",".join(ROWS) + ")",
+    )
+    parser.add_argument(
+        "--pg", default=None, help="Postgres URL for the postgres row (default: a new database)"
+    )
+    args = parser.parse_args(argv)
+    args.rows = [r for r in args.rows.split(",") if r]
+    unknown = set(args.rows) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
+    return args
+
+
+async def scale_rows(
+    server: FakeServerProcess, runs: Runs, calls: int, in_flight: int, args: argparse.Namespace
+) -> dict[str, list[Sample]]:
+    """Every row at one scale, warmed, timed in turns."""
+    floors: dict[str, Any] = {}
+    if "httpx" in args.rows:
+        floors["httpx"] = HttpxPerSlotFloor(server.base_url, in_flight)
+    if "aiohttp" in args.rows:
+        floors["aiohttp"] = HttpxAiohttpFloor(server.base_url, in_flight)
+    run = runs.run
+    timers: dict[str, Callable[[], Awaitable[float]]] = {
+        "raw": lambda: raw_floor(server.base_url, calls, in_flight),
+        **{name: partial(floor.run, calls) for name, floor in floors.items()},
+        "complete": lambda: complete_fanout(calls, in_flight),
+        "sleep": lambda: run(calls, in_flight, sleep=args.latency),
+        "sqlite": lambda: run(calls, in_flight),
+        "postgres": lambda: run(calls, in_flight, "postgres"),
+        "widget": lambda: run(calls, in_flight, display=None),
+    }
+    warm: dict[str, Callable[[], Awaitable[object]] | None] = {
+        "raw": None,  # opens its connections before its clock starts
+        **{name: partial(floor.run, in_flight) for name, floor in floors.items()},
+        "complete": lambda: complete_fanout(in_flight, in_flight),
+    }
+    for name in ("sqlite", "postgres", "widget"):  # one wave through the shared client
+        warm[name] = warm["complete"]
+    chosen = {name: timers[name] for name in args.rows}
+    try:
+        return await interleaved(
+            args.repeat,
+            {name: sampled(server, calls, timer, warm.get(name)) for name, timer in chosen.items()},
+        )
+    finally:
+        for floor in floors.values():
+            await floor.aclose()
 
 
 async def main(args: argparse.Namespace) -> None:
-    runs = Runs()
-    with FakeServerProcess(args.latency) as server:
-        reset_configuration()
-        configure(providers={"openai": {"base_url": f"{server.base_url}/v1", "api_key": KEY}})
-        floor = HttpxFloor(server.base_url, args.in_flight)
-        aiohttp_floor = HttpxAiohttpFloor(server.base_url, args.in_flight)
-        try:
-            # warm up: imports, tiktoken, prices, schema code, connections
-            await runs.baton(args.in_flight, args.in_flight)
-            await floor.run(args.in_flight)
-            await aiohttp_floor.run(args.in_flight)
-            server.reset_stats(args.latency)
-            calls, in_flight = args.calls, args.in_flight
-            timers = {
-                "raw": lambda: raw_floor(server.base_url, calls, in_flight),
-                "httpx": lambda: floor.run(calls),
-                "aiohttp": lambda: aiohttp_floor.run(calls),
-                "complete": lambda: complete_fanout(calls, in_flight),
-                "sleep": lambda: runs.sleeping(calls, in_flight, args.latency),
-                "baton": lambda: runs.baton(calls, in_flight),
-            }
-            times = await interleaved(
-                args.repeat,
-                {name: sampled(server, calls, timer) for name, timer in timers.items()},
-            )
-            stats = server.stats()
-            server.reset_stats(BIG_LATENCY)
-            before = rss_mb()
-            big = await runs.baton(args.memory_calls, args.in_flight)
-            peak = rss_mb()
-            big_stats = server.stats()
-        finally:
-            await floor.aclose()
-            await aiohttp_floor.aclose()
-            await aclose()
+    if "postgres" in args.rows and args.pg is None:
+        args.pg = await make_pg_database()
+        made_pg = args.pg is not None
+    else:
+        made_pg = False
+    if args.pg is None and "postgres" in args.rows:
+        args.rows.remove("postgres")
+    if "widget" in args.rows and not start_widget_kernel():
+        args.rows.remove("widget")
+    runs = Runs(args.pg)
+    try:
+        with FakeServerProcess(args.latency) as server:
             reset_configuration()
-            runs.close()
-    report(args, times, stats["max_in_flight"], big, big_stats["max_in_flight"], before, peak)
+            configure(providers={"openai": {"base_url": f"{server.base_url}/v1", "api_key": KEY}})
+            try:
+                # warm up: imports, prices, schema code, connections
+                await runs.run(50, 50)
+                if args.pg is not None:
+                    await runs.run(50, 50, "postgres")
+                if args.memory_calls:
+                    server.reset_stats(MEMORY_LATENCY)
+                    before = rss_mb()
+                    wall = await runs.run(args.memory_calls, args.memory_in_flight)
+                    report_memory(args, wall, before, rss_mb(), server.stats()["max_in_flight"])
+                for calls, in_flight in args.scales:
+                    server.reset_stats(args.latency)
+                    samples = await scale_rows(server, runs, calls, in_flight, args)
+                    report_scale(calls, in_flight, args, samples, server.stats()["max_in_flight"])
+            finally:
+                await aclose()
+                reset_configuration()
+    finally:
+        runs.close()
+        if made_pg:
+            name = args.pg.rsplit("/", 1)[1]
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    installed = [p for p in ("langgraph", "pydantic_ai") if importlib.util.find_spec(p)]
+    print(
+        f"peers: {', '.join(installed)} installed but not timed here"
+        if installed
+        else "peers: neither LangGraph nor pydantic-ai is installed: no peer row"
+    )
+    print(
+        "Figures from one run on this machine; on a shared (loaded) machine read CPU ms/call "
+        "and compare rows with each other (interleaved), not wall times across runs."
+    )
 
 
-def report(
-    args: argparse.Namespace,
-    times: dict[str, list[Sample]],
-    server_max_in_flight: int,
-    big: float,
-    big_max_in_flight: int,
-    before: float,
-    peak: float,
+def report_memory(
+    args: argparse.Namespace, wall: float, before: float, peak: float, max_in_flight: int
 ) -> None:
-    ideal = ideal_seconds(args.calls, args.in_flight, args.latency)
-    walls = {name: median([s.wall for s in runs]) for name, runs in times.items()}
-    floor = walls["httpx"]
-    print(
-        f"LLM fan-out through the runtime: {args.calls} map children doing ctx.complete, "
-        f"{args.latency * 1000:.0f} ms latency, {args.in_flight} in flight, SQLite (each "
-        f"response stored before the step sees it); fake provider in its own process; "
-        f"medians of {args.repeat} interleaved runs"
-    )
-    print(
-        f"{'':36}{'wall s':>8}{'x ideal':>9}{'x floor':>9}{'CPU ms/call':>12}"
-        f"{'new conns':>11}   runs"
-    )
-    print(f"{'ideal':36}{ideal:>8.3f}")
-    rows = [
-        ("raw asyncio streams (server check)", "raw"),
-        ("floor: asyncio + httpx", "httpx"),
-        ("httpx-aiohttp alone", "aiohttp"),
-        ("baton_nb.llm.complete, no runtime", "complete"),
-        ("run, children sleep (no HTTP)", "sleep"),
-        ("baton_nb run (map + ctx.complete)", "baton"),
-    ]
-    for label, name in rows:
-        runs = times[name]
-        value = walls[name]
-        spread = " ".join(f"{s.wall:.3f}" for s in runs)
-        cpu = median([s.cpu_ms_per_call for s in runs])
-        conns = "/".join(str(s.connections) for s in runs)
-        x_ideal = f"{value / ideal:>9.2f}" if ideal > 0 else f"{'':>9}"
-        print(
-            f"{label:36}{value:>8.3f}{x_ideal}{value / floor:>9.2f}{cpu:>12.3f}{conns:>11}"
-            f"   {spread}"
-        )
-    print(f"server: max {server_max_in_flight} requests in flight (expected {args.in_flight})")
-    raw, baton = walls["raw"], walls["baton"]
-    if ideal > 0:
-        fair = raw <= 1.05 * ideal and server_max_in_flight == args.in_flight
-        print(
-            f"setup check, raw floor <= 1.05x ideal and {args.in_flight} in flight at the "
-            f"server: {'PASS' if fair else 'FAIL'}"
-        )
-        verdict = "PASS" if baton <= 1.10 * ideal else "FAIL"
-        print(f"target, baton_nb run <= 1.10x ideal: {verdict} ({baton / ideal:.2f}x)")
-    print()
     verdict = "PASS" if peak < 300 else "FAIL"
     print(
-        f"{args.memory_calls} calls ({BIG_LATENCY * 1000:.0f} ms latency, {args.in_flight} "
-        f"in flight, server saw max {big_max_in_flight}) in {big:.2f} s: peak RSS of this "
-        f"process {peak:.0f} MB (before the run: {before:.0f} MB); target < 300 MB: {verdict}"
+        f"{args.memory_calls:,} calls through the runtime (SQLite, {args.memory_in_flight:,} in "
+        f"flight, server saw max {max_in_flight}, {MEMORY_LATENCY * 1000:.0f} ms latency): "
+        f"{wall:.2f} s; peak RSS of this process {peak:.0f} MB (before the run: "
+        f"{before:.0f} MB); target < 300 MB: {verdict}"
     )
-    installed = _peers()
+    print()
+
+
+def report_scale(
+    calls: int,
+    in_flight: int,
+    args: argparse.Namespace,
+    samples: dict[str, list[Sample]],
+    server_max_in_flight: int,
+) -> None:
+    ideal = ideal_seconds(calls, in_flight, args.latency)
+    walls = {name: median([s.wall for s in runs]) for name, runs in samples.items()}
+    cpus = {name: median([s.cpu_ms_per_call for s in runs]) for name, runs in samples.items()}
     print(
-        f"peers: {installed} installed, not timed on LLM calls (benchmarks/runtime.py times "
-        "them on no-op steps)"
-        if installed
-        else "peers: LangGraph/DBOS not installed"
+        f"{calls:,} calls @ {in_flight:,} in flight, {args.latency * 1000:.0f} ms latency "
+        f"(ideal {ideal:.2f} s); fake provider in its own process; medians of {args.repeat} "
+        f"interleaved runs"
     )
-
-
-def _peers() -> str:
-    import importlib.util
-
-    return ", ".join(p for p in ("langgraph", "dbos") if importlib.util.find_spec(p))
+    print(
+        f"{'':36}{'wall s':>8}{'x ideal':>8}{'x raw':>8}{'CPU ms/call':>12}{'new conns':>16}"
+        f"   wall of each run"
+    )
+    print(f"{'ideal':36}{ideal:>8.3f}")
+    raw = walls.get("raw")
+    for name in samples:
+        runs, wall = samples[name], walls[name]
+        x_ideal = f"{wall / ideal:>8.2f}" if ideal > 0 else f"{'':>8}"
+        x_raw = f"{wall / raw:>8.2f}" if raw else f"{'':>8}"
+        conns = "/".join(str(s.connections) for s in runs)
+        spread = " ".join(f"{s.wall:.2f}" for s in runs)
+        print(
+            f"{ROWS[name]:36}{wall:>8.3f}{x_ideal}{x_raw}{cpus[name]:>12.3f}{conns:>11}   {spread}"
+        )
+    print(f"server: max {server_max_in_flight} requests in flight (expected {in_flight})")
+    if ideal > 0 and raw is not None:
+        fair = raw <= 1.05 * ideal and server_max_in_flight == in_flight
+        print(f"setup check, raw floor <= 1.05x ideal: {'PASS' if fair else 'FAIL (loaded?)'}")
+    if "sqlite" in walls and ideal > 0:
+        bound = 1.5 if in_flight >= 1000 else 1.10
+        ratio = walls["sqlite"] / ideal
+        print(
+            f"target, run <= {bound:.2f}x ideal: {'PASS' if ratio <= bound else 'FAIL'} "
+            f"({ratio:.2f}x)"
+        )
+        if (calls, in_flight) == (20000, 1000):
+            cpu = cpus["sqlite"]
+            print(
+                f"target, run <= 0.25 ms CPU a call: {'PASS' if cpu <= 0.25 else 'FAIL'} "
+                f"({cpu:.3f} ms)"
+            )
+        if "widget" in walls:
+            ratio = walls["widget"] / walls["sqlite"]
+            cpu = cpus["widget"] / cpus["sqlite"]
+            verdict = "PASS" if ratio <= 1.05 else "FAIL"
+            print(
+                f"widget: {ratio:.2f}x the run's wall, {cpu:.2f}x its CPU"
+                + (f"; target <= 1.05x at 1,000 in flight: {verdict}" if in_flight >= 1000 else "")
+            )
+    print()
 
 
 if __name__ == "__main__":

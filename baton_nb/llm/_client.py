@@ -26,14 +26,24 @@ import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx
 
 from ._config import configured_limits, http2_enabled, limits_version
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "aclose", "connection_limit", "get_client", "loop_key"]
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpTransport
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "aclose",
+    "connection_limit",
+    "direct_transport",
+    "get_client",
+    "loop_key",
+]
 
 # Below the usual server keep-alive (60-75 s), so a server rarely closes one under us.
 _KEEPALIVE_EXPIRY = 30.0
@@ -122,6 +132,18 @@ class _OtherLoop:
 
 _OTHER = _OtherLoop()
 _clients: weakref.WeakKeyDictionary[Any, _LoopClient] = weakref.WeakKeyDictionary()
+# A shared client's aiohttp transport (every request of that client goes to it).
+_direct: weakref.WeakKeyDictionary[httpx.AsyncClient, AiohttpTransport] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def direct_transport(client: httpx.AsyncClient) -> AiohttpTransport | None:
+    """The aiohttp transport every request of ``client`` goes to, if it has one:
+    ``_transport.py`` posts a call's JSON on it directly (``post_json``), skipping the
+    client's per-request layers (auth and redirect hooks, URL merging, a timer, the
+    cookie jar when empty) and httpx's request and stream objects."""
+    return _direct.get(client)
 
 
 def loop_key() -> Any:
@@ -159,7 +181,9 @@ def _new_client(
         transport = AiohttpTransport(
             context, max_connections=settings.max_connections, keepalive_expiry=_KEEPALIVE_EXPIRY
         )
-        return httpx.AsyncClient(transport=transport, **options)
+        client = httpx.AsyncClient(transport=transport, **options)
+        _direct[client] = transport
+        return client
     limits = httpx.Limits(
         max_connections=settings.max_connections,
         max_keepalive_connections=settings.max_connections,

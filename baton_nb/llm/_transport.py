@@ -8,8 +8,9 @@ headers or an httpx exception, so no key can leak through them.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -17,15 +18,19 @@ import httpx
 
 from baton_nb._errors import ProviderError
 
-from ._client import get_client
+from ._client import direct_transport, get_client
 from ._config import Endpoint
 from ._redact import redact
 from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpTransport, Answer
+
 __all__ = ["error_message", "send"]
 
 _MAX_MESSAGE = 500
+_httpx_logger = logging.getLogger("httpx")
 
 
 def _safe_origin(url: str) -> str:
@@ -71,13 +76,14 @@ def _hint(endpoint: Endpoint, status: int) -> str:
     return ""
 
 
-def _check_status(endpoint: Endpoint, response: httpx.Response, content: bytes) -> None:
-    status = response.status_code
+def _check_status(
+    endpoint: Endpoint, status: int, headers: Mapping[str, str], content: bytes
+) -> None:
     if 200 <= status < 300:
         return
     message = error_message(content, status)
-    if is_retryable_status(status, response.headers):
-        wait = parse_retry_after(response.headers)
+    if is_retryable_status(status, headers):
+        wait = parse_retry_after(headers)
         raise RetryableFailure(
             status, message, wait if wait is not None else retry_hint_from_body(content)
         )
@@ -142,7 +148,8 @@ async def _send_stream(
         "POST", call.url, headers=call.headers, json=call.body, timeout=http_timeout
     ) as response:
         if not 200 <= response.status_code < 300:
-            _check_status(endpoint, response, await response.aread())
+            content = await response.aread()
+            _check_status(endpoint, response.status_code, response.headers, content)
         if "text/event-stream" not in response.headers.get("content-type", ""):
             return adapter.parse(_json_body(endpoint, await response.aread()))
         state = adapter.stream_state()
@@ -157,15 +164,54 @@ async def _send_stream(
         return state.result()  # a stream cut short raises RetryableFailure here
 
 
+async def _post_direct(
+    client: httpx.AsyncClient,
+    transport: AiohttpTransport,
+    call: HttpCall,
+    http_timeout: httpx.Timeout,
+) -> Answer | None:
+    """``client.post(...)`` for a client on the aiohttp transport with no cookies: the
+    same request (the client's headers, then the call's; the JSON body as httpx encodes
+    it; the timeouts) posted on the transport's session without the client's and httpx's
+    per-request layers, which cost half the CPU of a call (docs/performance.md). A
+    cookie the provider sets goes to the client's jar, so later calls take
+    ``client.post`` and send it back. ``None``: send it through the client."""
+    headers = dict(client.headers.items())  # lower-case names: a call's header replaces
+    headers.update((name.lower(), value) for name, value in call.headers.items())
+    response = await transport.post_json(call.url, headers, call.body, http_timeout)
+    if response is None:
+        return None
+    if "set-cookie" in response.headers:
+        client.cookies.extract_cookies(response.as_httpx(httpx.Request("POST", call.url)))
+    if _httpx_logger.isEnabledFor(logging.INFO):  # what httpx's client logs
+        _httpx_logger.info(
+            'HTTP Request: %s %s "%s %d %s"',
+            "POST",
+            httpx.URL(call.url),
+            "HTTP/1.1",
+            response.status_code,
+            response.reason_phrase,
+        )
+    return response
+
+
 async def _send_plain(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, http_timeout: httpx.Timeout
 ) -> Parsed:
     client = await get_client()
-    response = await client.post(
-        call.url, headers=call.headers, json=call.body, timeout=http_timeout
-    )
-    _check_status(endpoint, response, response.content)
-    return adapter.parse(_json_body(endpoint, response.content))
+    transport = direct_transport(client)
+    answer = None
+    if transport is not None and not client.cookies:
+        answer = await _post_direct(client, transport, call, http_timeout)
+    if answer is not None:
+        status, headers, content = answer.status_code, answer.headers, answer.content
+    else:
+        response = await client.post(
+            call.url, headers=call.headers, json=call.body, timeout=http_timeout
+        )
+        status, headers, content = response.status_code, response.headers, response.content
+    _check_status(endpoint, status, headers, content)
+    return adapter.parse(_json_body(endpoint, content))
 
 
 async def send(

@@ -148,8 +148,8 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
     genai-prices' per-call validation of its unit tree (0.6 ms a call, on the event loop).
     ``None`` when the price has a unit this sum does not handle; then genai-prices computes.
     ``tests/pricing_audit.py`` checks that both agree on every model genai-prices lists."""
-    values = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
-    if not set(values) <= _known_price_keys():
+    values = _rates(price)
+    if values is None:
         return None  # a key genai-prices' registry does not know: let it say what it makes of it
     n = usage.input_tokens
 
@@ -193,6 +193,26 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
     tokens = _EXACT.scaleb(tokens, -6)
     fees = _EXACT.scaleb(fees, -3)
     return Cost(tidy(_EXACT.add(tokens, fees)), tidy(fees))
+
+
+# A price's set rates, by the price's id (the price kept alive with them, so the id is
+# not reused): read once per price, not once per call. genai-prices' prices are not
+# changed once loaded; a price file loaded later makes new price objects.
+_RATES: dict[int, tuple[Any, dict[str, Any] | None]] = {}
+_RATES_KEPT = 4096
+
+
+def _rates(price: Any) -> dict[str, Any] | None:
+    """The rates ``price`` sets, or ``None`` when it has one ``_token_cost`` does not know."""
+    kept = _RATES.get(id(price))
+    if kept is not None and kept[0] is price:
+        return kept[1]
+    values = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
+    rates = values if set(values) <= _known_price_keys() else None
+    if len(_RATES) >= _RATES_KEPT:
+        _RATES.clear()
+    _RATES[id(price)] = (price, rates)
+    return rates
 
 
 @lru_cache(maxsize=1)
