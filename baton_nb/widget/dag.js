@@ -3,7 +3,7 @@
 // The model carries plain JSON made by baton_nb/widget/_state.py:
 //   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}]
 //   nodes  {id: {s: state, a: attempt, t0, t1, ti, to, c: cost, u, n: calls, rp, l: latency, e, r}}
-//   patch  nodes changed since `nodes` was last sent in full (applied on top of it)
+//   patch  nodes changed since the last send (merged into the model's node states, below)
 //   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling,
 //           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
 //                      c: cost, sv: saved, d: discount, rid: provider's id}]}
@@ -478,7 +478,7 @@ class DagView {
   // ── data ──
   load() {
     this.graph = this.model.get("graph") || [];
-    this.state = Object.assign({}, this.model.get("nodes") || {}, this.model.get("patch") || {});
+    this.state = nodeStates(this.model);
     this.header = this.model.get("header") || {};
     if (this.header.now) this.offset = this.header.now - Date.now() / 1000;
     this.entries = new Map(this.graph.map((g) => [g.id, g]));
@@ -1321,6 +1321,25 @@ function interruptKernel(kernelId) {
   fetch(`${base}api/kernels/${kernelId}/interrupt`, { method: "POST", headers, credentials: "same-origin" }).catch(
     (err) => console.warn("baton_nb: could not interrupt the kernel", err),
   );
+}
+
+// The node states of a model, one object shared by its views: `nodes` (sent in full now and
+// then) with every `patch` since merged in. A patch holds only the nodes changed since the
+// previous send, so the kernel's cost per redraw follows what changed, not the run's size;
+// a view opened later starts from `nodes`, which the kernel keeps current (unsent) for it.
+const NODE_STATES = new WeakMap();
+
+function nodeStates(model) {
+  let states = NODE_STATES.get(model);
+  if (states === undefined) {
+    const merged = () => Object.assign({}, model.get("nodes") || {}, model.get("patch") || {});
+    states = merged();
+    NODE_STATES.set(model, states);
+    // registered before any view's listeners: the states are current when a view redraws
+    model.on("change:nodes", () => NODE_STATES.set(model, merged()));
+    model.on("change:patch", () => Object.assign(NODE_STATES.get(model), model.get("patch") || {}));
+  }
+  return states;
 }
 
 function mount(model, el, live) {

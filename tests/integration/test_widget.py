@@ -183,6 +183,45 @@ async def test_redraws_are_throttled_during_a_thousand_step_run(
     assert done_total(widget) == (1000, 1000) and widget.header["status"] == "completed"
 
 
+async def test_each_send_holds_only_what_changed_since_the_previous_one(
+    shown: list[DagWidget], sqlite_url: str
+) -> None:
+    """The patch used to hold every change since the last full send, re-encoded at each
+    redraw (at 20,000 calls the widget cost more CPU than the run); now only what changed
+    since the previous send, and ``nodes`` (kept current, unsent) plus it is the state."""
+    wf = bn.Workflow("wpatch", db=sqlite_url)
+
+    async def tick(ctx: bn.Context) -> int:
+        await anyio.sleep(0.005)
+        return 1
+
+    for i in range(600):
+        wf.add(f"s{i:04d}", tick)
+    patches: list[dict[str, Any]] = []
+    views: list[dict[str, Any]] = []
+
+    def observe(change: dict[str, Any]) -> None:
+        patches.append(dict(change["new"]))
+        widget = change["owner"]
+        views.append({**widget.nodes, **widget.patch})  # what a view opened now starts from
+        assert views[-1] == {k: v for k, v in widget._states.items() if v != _state.PENDING}
+
+    original_bind = DagWidget._bind
+
+    def bind_and_observe(self: DagWidget, *args: Any) -> None:
+        original_bind(self, *args)
+        self.observe(observe, names=["patch"])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DagWidget, "_bind", bind_and_observe)
+        run = await wf.run(display=True, concurrency=2)  # a few steps per redraw
+    assert run.status == "completed"
+    assert len([p for p in patches if p]) >= 3
+    for before, after in itertools.pairwise(patches):
+        assert all(before[name] != node for name, node in after.items() if name in before)
+    assert sum(len(p) for p in patches) <= 2 * 600
+
+
 async def test_the_view_never_shows_more_steps_executing_than_the_concurrency(
     shown: list[DagWidget], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
