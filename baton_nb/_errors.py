@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatonError",
+    "BudgetReached",
     "ConfigurationError",
     "CycleError",
     "OutputValidationError",
@@ -126,3 +127,9 @@ class OutputValidationError(BatonError, ValueError):
     def __init__(self, message: str, completion: object) -> None:
         self.completion = completion
         super().__init__(message)
+
+
+class BudgetReached(BatonError):
+    """A call was not sent: its worst-case cost would take a budget past its cap
+    (DESIGN §11). The run stops ``cancelled`` and resumable; ``wf.run(run_id=...,
+    budget=...)`` with a higher budget goes on without paying again for what was paid."""

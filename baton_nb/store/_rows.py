@@ -152,6 +152,8 @@ class CallRecord:
     created_at: datetime
     pricing: CallPricing | None = None
     id: int | None = None  # the stored row's id (None until stored)
+    cached: bool = False  # answered from the response cache: cost 0 (migration 11)
+    saved: Decimal | None = None  # what a cached call would have cost
 
     @classmethod
     def from_completion(
@@ -173,6 +175,8 @@ class CallRecord:
             estimated=completion.estimated,
             created_at=created_at,
             pricing=completion.pricing,
+            cached=completion.cached,
+            saved=completion.saved,
         )
 
     def repriced(self) -> CallRecord:
