@@ -7,8 +7,9 @@
    saved;
 2. the budgets (the run's, the step's): the call's worst case is reserved in the store,
    atomically against each cap (``SpendStore.reserve``), before anything is sent; a call
-   that would cross a cap is not sent: the run stops (``cancelled``, resumable) with
-   ``budget reached``;
+   that would cross a cap is not sent, nor is any call after it: once the calls in
+   flight have answered and their answers are stored (they are paid: never lost), the
+   run stops (``cancelled``, resumable) with ``budget reached``;
 3. the call; its reservation is settled to its real cost when it answers (or fails);
 4. its answer cached (when the cache is on).
 
@@ -36,6 +37,7 @@ from .._run import Run
 from .._runview import SpendState
 from .._usage import Usage
 from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, utcnow
+from ._commit import GroupCommit
 from ._node import Node
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ def spent_by_scope(run: Run) -> dict[str, Decimal]:
 
 
 async def open_spend(
-    graph: GraphSpec, store: ExecutionStore, run: Run, *, resumed: bool
+    graph: GraphSpec, store: ExecutionStore, run: Run, commit: GroupCommit, *, resumed: bool
 ) -> Spend | None:
     """The run's budgets and cache for this execution, or None when it has neither."""
     from ..llm._config import cache_default
@@ -73,7 +75,7 @@ async def open_spend(
         rows = await store.open_budgets(run.id, caps, spent_by_scope(run))
     if not rows and not cache:
         return None
-    return Spend(graph, store, run, rows, cache=cache)
+    return Spend(graph, store, run, commit, rows, cache=cache)
 
 
 class Spend:
@@ -84,6 +86,7 @@ class Spend:
         graph: GraphSpec,
         store: ExecutionStore,
         run: Run,
+        commit: GroupCommit,
         rows: list[BudgetRow],
         *,
         cache: bool,
@@ -91,7 +94,11 @@ class Spend:
         self.graph = graph
         self.store = store
         self.run = run
+        self.commit = commit
         self.cache = cache
+        self._in_flight = 0  # calls reserved and not settled yet
+        self._idle: anyio.Event | None = None  # set when they are none
+        self._stopped: str | None = None  # why no call is sent any more (a cap refused one)
         self.scopes = {row.scope for row in rows}
         run.spend = None
         for row in rows:
@@ -113,26 +120,38 @@ class Spend:
         scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
         held = await self._reserve(node, scopes, request) if scopes else None
         try:
-            completion = await complete(request)
-        except Exception as exc:
+            try:
+                completion = await complete(request)
+            except Exception as exc:
+                if held is not None:
+                    paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                    cost = paid.cost if isinstance(paid, Completion) else None
+                    await self._settle(scopes, held, cost)
+                raise
             if held is not None:
-                paid = exc.completion if isinstance(exc, OutputValidationError) else None
-                cost = paid.cost if isinstance(paid, Completion) else None
-                await self._settle(scopes, held, cost)
-            raise
-        if held is not None:
-            await self._settle(scopes, held, completion.cost)
-        if key is not None:
-            entry = CacheEntry(
-                key.digest,
-                request.model,
-                key.canonical,
-                completion.to_json(),
-                completion.cost,
-                utcnow(),
-            )
-            await self.store.cache_put(entry)
+                await self._settle(scopes, held, completion.cost)
+            if key is not None:
+                entry = CacheEntry(
+                    key.digest,
+                    request.model,
+                    key.canonical,
+                    completion.to_json(),
+                    completion.cost,
+                    utcnow(),
+                )
+                await self.store.cache_put(entry)
+        finally:
+            # No await after this: the caller records the answer before anyone waiting
+            # for the calls in flight (``_stop``) runs again.
+            if held is not None:
+                self._landed()
         return completion
+
+    def _landed(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     async def _hit(self, entry: CacheEntry, request: LLMRequest) -> Completion:
         from ..llm import Completion
@@ -153,16 +172,32 @@ class Spend:
     # ── budgets ───────────────────────────────────────────────────────────────
 
     async def _reserve(self, node: Node, scopes: list[str], request: LLMRequest) -> Decimal:
+        if self._stopped is not None:
+            await self._stop(self._stopped)
         worst = await self.worst_case(node, request)
         refused = await self.store.reserve(self.run.id, scopes, worst)
         if refused is None:
+            self._in_flight += 1
             if self.run.spend is not None and RUN_SCOPE in scopes:
                 self.run.spend.reserved = add_money(self.run.spend.reserved, worst)
             return worst
         reason = await self._refusal(node, refused, worst, request)
-        if self.run.spend is not None:
-            self.run.spend.reason = reason
-        self.on_reached()  # the run stops: cancelled, resumable
+        if self._stopped is None:
+            self._stopped = reason
+            if self.run.spend is not None:
+                self.run.spend.reason = reason
+        await self._stop(self._stopped)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stop(self, reason: str) -> None:
+        """No more calls: wait for those in flight to answer and be stored (they are paid),
+        then stop the run (cancelled, resumable). Raises."""
+        while self._in_flight:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+        await self.commit.commit()
+        self.on_reached()  # run.cancel(): the run stops, cancelled and resumable
         await anyio.lowlevel.checkpoint()  # the run's cancellation reaches this step here
         raise BudgetReached(reason)
 

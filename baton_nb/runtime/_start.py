@@ -175,7 +175,7 @@ async def _prepare(
         models=models,
         resumed=resumed,
     )
-    driver.calls.spend = await open_spend(graph, store, run, resumed=resumed)
+    driver.calls.spend = await open_spend(graph, store, run, driver.commit, resumed=resumed)
     if resumed:
         for node in nodes.values():
             driver.mark(node)
