@@ -238,10 +238,11 @@ class RunView:
         for call in calls[totals.counted :]:  # a copy of the new ones only
             if call.replayed:
                 continue
-            if call.cached:
+            if call.cached:  # cost 0, no tokens bought: counted apart
                 totals.cached += 1
                 if call.saved is not None:
                     totals.saved = add_money(totals.saved, call.saved)
+                continue
             if call.cost is None:
                 totals.unpriced += 1
             else:

@@ -126,6 +126,9 @@ class SpendStore(_Closable, Protocol):
     async def cache_clear(self, older_than: datetime | None = None) -> int:
         """Delete cached answers made before ``older_than`` (all for None); how many."""
 
+    async def count_cache(self, older_than: datetime | None = None) -> int:
+        """How many cached answers ``cache_clear(older_than)`` would delete."""
+
 
 class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     """What a driver needs to execute a run (its provider batches included)."""

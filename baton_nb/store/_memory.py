@@ -40,7 +40,7 @@ class _Writer:
         await self._store.write(batch)
 
 
-class MemoryStore(MemoryProviderBatches, MemoryReports, MemorySpend):
+class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
     """``RunStore`` in memory; see the module docstring."""
 
     def __init__(self, url: str = MEMORY_SCHEME) -> None:

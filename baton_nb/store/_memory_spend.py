@@ -93,6 +93,16 @@ class MemorySpend:
                 b.reserved -= to_units(reserved)
                 b.spent += to_units(cost)
 
+    def count_budgets(self, run_ids: set[str]) -> int:
+        budgets = self._spend.budgets
+        return sum(len(budgets.get(run_id, {})) for run_id in run_ids)
+
+    def forget_budgets(self, run_ids: set[str]) -> int:
+        count = self.count_budgets(run_ids)
+        for run_id in run_ids:
+            self._spend.budgets.pop(run_id, None)
+        return count
+
     async def cache_get(self, key: str) -> CacheEntry | None:
         entry = self._spend.cache.get(key)
         if entry is None:
@@ -120,3 +130,7 @@ class MemorySpend:
         for key in gone:
             del cache[key]
         return len(gone)
+
+    async def count_cache(self, older_than: datetime | None = None) -> int:
+        entries = self._spend.cache.values()
+        return sum(1 for e in entries if older_than is None or e.created_at < older_than)

@@ -50,6 +50,7 @@ PRUNE_TABLES = (
     "workflow_debug_logs",
     "workflow_provider_batches",
     "workflow_batch_requests",
+    "workflow_budgets",
 )
 
 
@@ -362,6 +363,8 @@ class StatAggregate:
     replayed_calls: int = 0
     price_sources: list[str] = field(default_factory=list)  # see ``distinct_values``
     price_models: list[str] = field(default_factory=list)
+    cached_calls: int = 0  # answered from the response cache (cost 0), not in ``calls``
+    saved: Decimal | None = None  # what the cached calls would have cost
 
 
 def distinct_values(least: str | None, greatest: str | None, count: int) -> list[str]:

@@ -211,3 +211,10 @@ class SqlSpend(SqlBase):
         async with self.begin() as conn:
             result = await conn.execute(stmt)
             return int(result.rowcount or 0)
+
+    async def count_cache(self, older_than: datetime | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(CACHE)
+        if older_than is not None:
+            query = query.where(CACHE.c.created_at < older_than)
+        async with self.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())

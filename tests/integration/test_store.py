@@ -426,7 +426,7 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
     await store.write(WriteBatch(run=RunUpdate("young", RunStatus.COMPLETED, (), now)))
     assert await store.acquire_lease("leased", "someone", 600)
     cutoff = now - timedelta(days=1)
-    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1), strict=True))
+    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1, 0), strict=True))
     assert await store.count_prunable(cutoff, None) == expected
     assert await store.prune_runs_batch(cutoff, 10) == expected
     assert await store.get_run("done") is None and await store.get_nodes("done") == []
