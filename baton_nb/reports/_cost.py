@@ -212,9 +212,9 @@ class CostReport(_RowTotals):
         ``cache_write_1h_tokens, web_search_requests, fees_usd, price_source,
         price_model, cached_calls, saved_usd``. ``cost_usd`` (which includes ``fees_usd``,
         the per-request fees such as web searches) is a plain decimal string (exact, no
-        float rounding), empty when the price is unknown. ``price_source`` says where the price came from
-        (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``, ``reported by
-        openrouter``), ``price_model`` which price entry the model matched.
+        float rounding), empty when the price is unknown. ``price_source`` says where the
+        price came from (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``,
+        ``reported by openrouter``), ``price_model`` which price entry the model matched.
         ``cached_calls`` were answered from the response cache (cost 0, not in ``calls``),
         ``saved_usd`` is what they would have cost.
         """
