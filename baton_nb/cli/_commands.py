@@ -139,10 +139,11 @@ async def cmd_report(args: argparse.Namespace) -> int:
 
 def check_prune(args: argparse.Namespace) -> None:
     """Usage errors of ``prune`` (exit 2), found before the database is touched."""
-    if args.older_than is None and args.debug_logs_older_than is None:
+    ages = (args.older_than, args.debug_logs_older_than, args.cache_older_than)
+    if all(age is None for age in ages):
         raise ConfigurationError(
-            "prune needs --older-than AGE (finished runs) and/or --debug-logs-older-than AGE, "
-            "e.g. baton-nb prune --older-than 7d"
+            "prune needs --older-than AGE (finished runs), --debug-logs-older-than AGE "
+            "and/or --cache-older-than AGE, e.g. baton-nb prune --older-than 7d"
         )
     if args.batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
@@ -156,6 +157,7 @@ async def cmd_prune(args: argparse.Namespace) -> int:
         debug_log_max_age=args.debug_logs_older_than,
         dry_run=args.dry_run,
         batch_size=args.batch_size,
+        cache_older_than=args.cache_older_than,
     )
     _out(str(result))
     return 0

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._money import fmt_money, normalize_money, plural, sum_money
+from .._runview import SpendState
 from .._states import NodeKind
 from .._usage import Usage
 from ..store import FanoutChild, StatAggregate
@@ -139,6 +140,8 @@ class CostReport(_RowTotals):
     def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
         self.rows: list[CostRow] = list(rows)
         self.fanout_children: list[FanoutChild] = list(fanout)
+        # run id -> its budget (DESIGN §11) as the run held it: reports of runs in memory
+        self.budgets: dict[str, SpendState] = {}
 
     # ── building ──────────────────────────────────────────────────────────────
 
@@ -148,10 +151,15 @@ class CostReport(_RowTotals):
         call again with today's tables (`CallRecord.repriced`)."""
         rows: list[CostRow] = []
         children: list[FanoutChild] = []
+        budgets: dict[str, SpendState] = {}
         for run in runs:
             rows.extend(_rows_of_run(run, reprice))
             children.extend(_children_of_run(run))
-        return cls(rows, children)
+            if run.spend is not None:
+                budgets[run.id] = run.spend
+        report = cls(rows, children)
+        report.budgets = budgets
+        return report
 
     @classmethod
     def from_aggregates(

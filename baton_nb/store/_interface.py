@@ -203,6 +203,9 @@ class ReadStore(_Closable, Protocol):
     async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]:
         """The run's provider batches, in the order they were stored."""
 
+    async def get_budgets(self, run_id: str) -> list[BudgetRow]:
+        """The run's budgets (DESIGN §11): its own (scope ``""``) and its steps'."""
+
 
 class ReportStore(_Closable, Protocol):
     """Reports and run listings, aggregated by the store."""
