@@ -7,9 +7,10 @@
    saved;
 2. the budgets (the run's, the step's): the call's worst case is reserved in the store,
    atomically against each cap (``SpendStore.reserve``), before anything is sent; a call
-   that would cross a cap is not sent, nor is any call after it: once the calls in
-   flight have answered and their answers are stored (they are paid: never lost), the
-   run stops (``cancelled``, resumable) with ``budget reached``;
+   that would cross a cap waits while calls of the run are in flight (their settlement
+   may free enough) and tries again; with none in flight it is not sent, nor is any
+   call after it, and the run stops (``cancelled``, resumable) with ``budget reached``
+   (the answers of calls in flight are stored first: they are paid, never lost);
 3. the call; its reservation is settled to its real cost when it answers (or fails);
 4. its answer cached (when the cache is on).
 
@@ -23,16 +24,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
 from .._errors import BudgetReached, ConfigurationError, OutputValidationError
 from .._graph import GraphSpec
-from .._money import add_money, fmt_money, sum_money
+from .._money import add_money, fmt_money, normalize_money, sum_money
 from .._run import Run
 from .._runview import SpendState
 from .._usage import Usage
@@ -43,7 +45,7 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
 
-__all__ = ["Spend", "open_spend", "spent_by_scope"]
+__all__ = ["InFlight", "Spend", "open_spend", "spent_by_scope"]
 
 PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
 
@@ -96,8 +98,7 @@ class Spend:
         self.run = run
         self.commit = commit
         self.cache = cache
-        self._in_flight = 0  # calls reserved and not settled yet
-        self._idle: anyio.Event | None = None  # set when they are none
+        self.flight = InFlight()
         self._stopped: str | None = None  # why no call is sent any more (a cap refused one)
         self.scopes = {row.scope for row in rows}
         run.spend = None
@@ -114,7 +115,8 @@ class Spend:
         key = None
         if self.cache if request.cache is None else request.cache:
             key = cache_key(request)
-            entry = await self.store.cache_get(key.digest)
+            with anyio.CancelScope(shield=True):
+                entry = await self.store.cache_get(key.digest)
             if entry is not None:
                 return await self._hit(entry, request)
         scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
@@ -139,19 +141,14 @@ class Spend:
                     completion.cost,
                     utcnow(),
                 )
-                await self.store.cache_put(entry)
+                with anyio.CancelScope(shield=True):  # a paid answer is kept
+                    await self.store.cache_put(entry)
         finally:
             # No await after this: the caller records the answer before anyone waiting
             # for the calls in flight (``_stop``) runs again.
             if held is not None:
-                self._landed()
+                self.flight.landed()
         return completion
-
-    def _landed(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0 and self._idle is not None:
-            self._idle.set()
-            self._idle = None
 
     async def _hit(self, entry: CacheEntry, request: LLMRequest) -> Completion:
         from ..llm import Completion
@@ -172,30 +169,47 @@ class Spend:
     # ── budgets ───────────────────────────────────────────────────────────────
 
     async def _reserve(self, node: Node, scopes: list[str], request: LLMRequest) -> Decimal:
-        if self._stopped is not None:
-            await self._stop(self._stopped)
+        """Reserve ``request``'s worst case in ``scopes``. Refused while calls of this
+        execution hold reservations, it waits for its turn (a call settling frees what it
+        did not spend) and tries again; refused with none held, the run stops."""
         worst = await self.worst_case(node, request)
-        refused = await self.store.reserve(self.run.id, scopes, worst)
-        if refused is None:
-            self._in_flight += 1
-            if self.run.spend is not None and RUN_SCOPE in scopes:
-                self.run.spend.reserved = add_money(self.run.spend.reserved, worst)
-            return worst
-        reason = await self._refusal(node, refused, worst, request)
+        flight = self.flight
+        while True:
+            if self._stopped is not None:
+                await self._stop(self._stopped)
+            landings = flight.landings
+            flight.reserving += 1  # reserved in the store before it counts as held
+            try:
+                with anyio.CancelScope(shield=True):  # a transaction is never cut halfway
+                    refused = await self.store.reserve(self.run.id, scopes, worst)
+            finally:
+                flight.reserving -= 1
+            if refused is None:
+                flight.holding += 1
+                flight.wake_one()  # there may be room for the next one waiting too
+                view = self.run.spend
+                if view is not None and RUN_SCOPE in scopes:
+                    view.reserved = normalize_money(add_money(view.reserved, worst))
+                return worst
+            if flight.landings != landings:
+                continue  # a call settled meanwhile: what it released may be enough
+            if not (flight.holding or flight.reserving):
+                break
+            await flight.turn()
         if self._stopped is None:
-            self._stopped = reason
-            if self.run.spend is not None:
-                self.run.spend.reason = reason
+            self._stopped = f"budget reached (step {node.name!r}, {request.model})"
+            try:  # the budget's figures in the reason; whatever happens, no call waits on
+                self._stopped = await self._refusal(node, refused, worst, request)
+            finally:
+                if self.run.spend is not None:
+                    self.run.spend.reason = self._stopped
+                flight.wake_all()
         await self._stop(self._stopped)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stop(self, reason: str) -> None:
+    async def _stop(self, reason: str) -> NoReturn:
         """No more calls: wait for those in flight to answer and be stored (they are paid),
-        then stop the run (cancelled, resumable). Raises."""
-        while self._in_flight:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
+        then stop the run (cancelled, resumable)."""
+        await self.flight.drained()
         await self.commit.commit()
         self.on_reached()  # run.cancel(): the run stops, cancelled and resumable
         await anyio.lowlevel.checkpoint()  # the run's cancellation reaches this step here
@@ -207,8 +221,8 @@ class Spend:
             await self.store.settle(self.run.id, scopes, held, paid)
         view = self.run.spend
         if view is not None and RUN_SCOPE in scopes:
-            view.reserved = add_money(view.reserved, -held)
-            view.spent = add_money(view.spent, paid)
+            view.reserved = normalize_money(add_money(view.reserved, -held))
+            view.spent = normalize_money(add_money(view.spent, paid))
 
     async def _refusal(self, node: Node, scope: str, worst: Decimal, request: LLMRequest) -> str:
         rows = {row.scope: row for row in await self.store.get_budgets(self.run.id)}
@@ -264,3 +278,51 @@ class Spend:
             f"price_as='provider/model', a price file (bn.configure(pricing=...)), or "
             f"allow it: bn.Workflow(..., allow_unpriced=True) (its calls then count as $0)"
         )
+
+
+class InFlight:
+    """An execution's calls that hold a reservation, and the calls waiting for room."""
+
+    def __init__(self) -> None:
+        self.holding = 0  # calls reserved and not settled yet
+        self.reserving = 0  # reservations asked of the store, not answered yet
+        self.landings = 0  # calls settled so far
+        self._waiting: deque[anyio.Event] = deque()
+        self._landed: anyio.Event | None = None  # set when a call settles
+
+    def landed(self) -> None:
+        """A call settled: the first call waiting for room tries again."""
+        self.holding -= 1
+        self.landings += 1
+        if self._landed is not None:
+            self._landed.set()
+            self._landed = None
+        self.wake_one()
+
+    def wake_one(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.is_set():
+                turn.set()
+                return
+
+    def wake_all(self) -> None:
+        while self._waiting:
+            self._waiting.popleft().set()
+
+    async def turn(self) -> None:
+        """Wait until ``wake_one`` picks this call (FIFO) or ``wake_all``."""
+        turn = anyio.Event()
+        self._waiting.append(turn)
+        try:
+            await turn.wait()
+        finally:
+            if not turn.is_set():  # cancelled while waiting: never picked
+                self._waiting.remove(turn)
+
+    async def drained(self) -> None:
+        """Until no call holds a reservation."""
+        while self.holding:
+            if self._landed is None:
+                self._landed = anyio.Event()
+            await self._landed.wait()
