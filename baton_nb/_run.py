@@ -143,5 +143,5 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
         run.sync_batch(batch)
     for budget in await store.get_budgets(run_id):  # DESIGN §11
         if budget.scope == RUN_SCOPE:
-            run.spend = SpendState(budget.cap, budget.spent, budget.reserved)
+            run.spend = SpendState(budget.cap, budget.spent, budget.reserved, budget.reason)
     return run, nodes

@@ -200,6 +200,8 @@ class Spend:
             self._stopped = f"budget reached (step {node.name!r}, {request.model})"
             try:  # the budget's figures in the reason; whatever happens, no call waits on
                 self._stopped = await self._refusal(node, refused, worst, request)
+                with anyio.CancelScope(shield=True):
+                    await self.store.budget_reached(self.run.id, refused, self._stopped)
             finally:
                 if self.run.spend is not None:
                     self.run.spend.reason = self._stopped

@@ -115,6 +115,9 @@ class SpendStore(_Closable, Protocol):
     ) -> None:
         """A call answered (or failed): its reservation released, its cost spent."""
 
+    async def budget_reached(self, run_id: str, scope: str, reason: str) -> None:
+        """Note why the run stopped on ``scope``'s budget (until the next ``open_budgets``)."""
+
     async def cache_get(self, key: str) -> CacheEntry | None:
         """The cached answer of ``key`` (its hit counted), or None."""
 

@@ -22,6 +22,7 @@ class _Budget:
     spent: int = 0
     reserved: int = 0
     refused: int = 0
+    reason: str | None = None
 
 
 @dataclass
@@ -46,7 +47,13 @@ class MemorySpend:
         budgets = self._spend.budgets.get(run_id, {})
         return [
             BudgetRow(
-                run_id, s, from_units(b.cap), from_units(b.spent), from_units(b.reserved), b.refused
+                run_id,
+                s,
+                from_units(b.cap),
+                from_units(b.spent),
+                from_units(b.reserved),
+                b.refused,
+                b.reason,
             )
             for s, b in budgets.items()
         ]
@@ -65,6 +72,7 @@ class MemorySpend:
                 stored.cap = to_units(cap)
             stored.spent = to_units(spent.get(scope, Decimal(0)))
             stored.reserved = 0
+            stored.reason = None
         return self._rows(run_id)
 
     async def get_budgets(self, run_id: str) -> list[BudgetRow]:
@@ -92,6 +100,11 @@ class MemorySpend:
             if b is not None:
                 b.reserved -= to_units(reserved)
                 b.spent += to_units(cost)
+
+    async def budget_reached(self, run_id: str, scope: str, reason: str) -> None:
+        b = self._spend.budgets.get(run_id, {}).get(scope)
+        if b is not None:
+            b.reason = reason
 
     def count_budgets(self, run_ids: set[str]) -> int:
         budgets = self._spend.budgets

@@ -45,6 +45,7 @@ class BudgetRow:
     spent: Decimal
     reserved: Decimal
     refused: int = 0  # calls not sent because they would have crossed the cap
+    reason: str | None = None  # ``budget reached: ...`` once the run stopped on it
 
 
 @dataclass(frozen=True)

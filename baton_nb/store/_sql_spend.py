@@ -45,6 +45,7 @@ def _budget(row: Any) -> BudgetRow:
         spent=from_units(int(row.spent_units)),
         reserved=from_units(int(row.reserved_units)),
         refused=int(row.refused),
+        reason=row.reason,
     )
 
 
@@ -77,7 +78,11 @@ class SqlSpend(SqlBase):
             for scope, cap in caps.items():
                 used = to_units(spent.get(scope, Decimal(0)))
                 if scope in stored:
-                    values: dict[str, Any] = {"spent_units": used, "reserved_units": 0}
+                    values: dict[str, Any] = {
+                        "spent_units": used,
+                        "reserved_units": 0,
+                        "reason": None,
+                    }
                     if cap is not None:
                         values["cap_units"] = to_units(cap)
                     await conn.execute(
@@ -148,6 +153,14 @@ class SqlSpend(SqlBase):
                     reserved_units=BUDGETS.c.reserved_units - held,
                     spent_units=BUDGETS.c.spent_units + paid,
                 )
+            )
+
+    async def budget_reached(self, run_id: str, scope: str, reason: str) -> None:
+        async with self.begin() as conn:
+            await conn.execute(
+                sa.update(BUDGETS)
+                .where(BUDGETS.c.run_id == run_id, self._scope_is([scope]))
+                .values(reason=reason, updated_at=utcnow())
             )
 
     # ── the response cache ────────────────────────────────────────────────────

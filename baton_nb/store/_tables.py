@@ -268,6 +268,7 @@ class WorkflowBudget(SQLModel, table=True):
     spent_units: int = Field(default=0, sa_type=sa.BigInteger)
     reserved_units: int = Field(default=0, sa_type=sa.BigInteger)
     refused: int = 0
+    reason: str | None = None  # why the run stopped when this budget refused a call
     updated_at: datetime = _when()
 
 

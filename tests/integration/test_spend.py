@@ -59,6 +59,9 @@ async def test_200_calls_in_flight_never_overshoot_and_resume_buys_nothing_twice
     assert Decimal("1.00") - per_call * sent < Decimal("0.0101")
     assert first.known_cost == per_call * sent  # every paid answer stored
     assert first.spend.spent == per_call * sent and first.spend.reserved == 0
+    loaded = await bn.Run.load(first.id, db=db_url)  # what stopped it is stored
+    assert loaded.spend is not None and loaded.spend.reason == first.spend.reason
+    assert loaded.spend.spent == first.spend.spent
 
     second = await wf.run(run_id=first.id, budget="5", concurrency=200, display=False)
     assert second.status == "completed", second.failed_steps
