@@ -91,7 +91,7 @@ async def write_csv(rep: CostReport, path: str) -> str:
     return await anyio.to_thread.run_sync(write)
 
 
-_MONEY = ("cost_usd", "fees_usd")
+_MONEY = ("cost_usd", "fees_usd", "saved_usd")
 
 
 def report_json(rep: CostReport) -> dict[str, Any]:
@@ -106,6 +106,8 @@ def report_json(rep: CostReport) -> dict[str, Any]:
         "unpriced_calls": rep.unpriced_calls,
         "calls": rep.calls,
         "replayed_calls": rep.replayed_calls,
+        "cached_calls": rep.cached_calls,
+        "saved_usd": fmt_money(rep.saved),
         "tokens": rep.tokens.to_dict(),
         "rows": rows,
     }
