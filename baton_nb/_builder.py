@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import re
@@ -42,6 +43,7 @@ _STEP_OPTIONS = (
     "concurrency_key",
     "debug",
     "batch",
+    "fail_fast",
     "budget",
 )
 
@@ -141,8 +143,9 @@ class Workflow:
                 ``ctx.model`` set; downstream steps see ``{model: result}``.
                 Default ``None``.
             quorum (int | None): With ``models`` or ``map_over``: the group completes as
-                soon as this many children completed (children that fail inside a met
-                quorum do not fail the run). Default ``None``: all children must complete.
+                soon as this many children completed (the children not finished then are
+                cancelled; children that fail inside a met quorum do not fail the run).
+                Default ``None``: all children must complete.
             map_over (str | None): Name of a dep whose result (a list) is mapped: one
                 child per item (``ctx.item``), named ``step[0]``, ``step[1]``, ...;
                 downstream steps see the list of results in item order. Added to ``deps``
@@ -165,6 +168,12 @@ class Workflow:
                 calls go to the providers' batch APIs (OpenAI Batch, Anthropic Message
                 Batches, Gemini batch mode; half price), gathered round by round, and the
                 children finish once their batch answers (docs/batch.md). Default ``False``.
+            fail_fast (bool): With ``map_over`` or ``models``: as soon as the group's
+                quorum cannot be met any more (a child failed for good), the children not
+                finished are cancelled and the group fails. Default ``False``: children fail
+                alone, the others run to their end and keep their results, and the group
+                settles once every child has, completing or failing by its quorum
+                (docs/fanout.md).
             budget (str | Decimal | None): USD cap on this step's calls (its children's
                 included), on top of the run's budget (docs/spend_less.md). Default ``None``.
 
@@ -190,15 +199,17 @@ class Workflow:
         decorating ``parse_fn`` with ``@wf.step("parse", deps=["fetch"], max_attempts=5)``.
 
         Args:
-            name: Step name, unique in the workflow (a duplicate raises ``ValueError``),
-                without ``[`` or ``]``.
+            name: Step name, unique in the workflow, without ``[`` or ``]``. Adding the
+                same function again (same module and qualified name: its notebook cell ran
+                again) replaces the step; another function under a taken name raises
+                ``ValueError``.
             fn: The step function (async or sync), called with ``ctx`` and, Hamilton
                 style, one argument per dep it names as a parameter.
             **options: ``deps``, ``max_attempts`` (default 3), ``timeout``, ``backoff``,
                 ``ignore_cancelled``, ``ignore_discarded``, ``models``, ``quorum``,
                 ``map_over``, ``map_key``, ``on_dep_cancelled``, ``on_dep_discarded``,
-                ``concurrency_key``, ``debug``, ``batch``: the options of `Workflow.step`, with the
-                same types, defaults and checks (described there).
+                ``concurrency_key``, ``debug``, ``batch``, ``fail_fast``: the options of
+                `Workflow.step`, with the same types, defaults and checks (described there).
 
         Returns:
             The workflow, for chaining: ``wf.add("a", f).add("b", g, deps=["a"])``.
@@ -207,8 +218,6 @@ class Workflow:
             raise ConfigurationError(
                 f"step name must be a non-empty string without '[' or ']', got {name!r}"
             )
-        if name in self._steps:
-            raise ValueError(f"workflow {self.name!r} already has a step named {name!r}")
         if not callable(fn):
             raise ConfigurationError(f"step {name!r}: expected a function, got {fn!r}")
         unknown = sorted(set(options) - set(_STEP_OPTIONS))
@@ -217,7 +226,10 @@ class Workflow:
                 f"step {name!r}: unknown option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(_STEP_OPTIONS)}"
             )
-        self._steps[name] = _make_spec(self, name, fn, options)
+        spec = _make_spec(self, name, fn, options)
+        if name in self._steps:
+            _check_redefinition(self.name, self._steps[name], fn)
+        self._steps[name] = spec  # a redefinition keeps the step's place in the order
         return self
 
     def step_names(self) -> list[str]:
@@ -292,7 +304,11 @@ class Workflow:
         _check_display(display)  # before execute_run writes the run row
         shown: list[Any] = []
 
+        live: list[Run] = []
+
         def started(run: Run) -> None:
+            self.last_run = run  # the live Run from its start: wf.last_run.cancel() works
+            live.append(run)
             shown.append(_show_progress(run, display))
 
         try:
@@ -305,12 +321,50 @@ class Workflow:
                 models=model_map,
                 on_start=started,
             )
+        except BaseException as exc:
+            if live and _stopped(exc, live[0]):
+                _short_traceback(exc, live[0].resume_message(_name_in_notebook(self)))
+            raise
         finally:
             for handle in shown:
                 if handle is not None:
                     handle.close()
         self.last_run = run
+        if live and run.status == "cancelled" and display is not False:
+            print(run.resume_message(_name_in_notebook(self)))
         return run
+
+
+def _stopped(exc: BaseException, run: Run) -> bool:
+    """The run was stopped from outside (kernel interrupt, Ctrl-C, a cancelled task) and
+    stored as cancelled: a resumable run, not an error in the library."""
+    import asyncio
+
+    return isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) and run.status in (
+        "cancelled",
+        "failed",
+    )
+
+
+def _short_traceback(exc: BaseException, message: str) -> None:
+    """IPython shows an exception through its ``_render_traceback_``, when it has one: the
+    cell ends with ``message`` instead of frames through the library's internals."""
+    lines = message.splitlines()
+    with contextlib.suppress(AttributeError):  # no __dict__: the usual traceback then
+        exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
+
+
+def _name_in_notebook(wf: Workflow) -> str:
+    """The name the notebook's namespace gives ``wf`` (for the resume line), else ``wf``."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    namespace = getattr(shell, "user_ns", None) or {}
+    for name, value in list(namespace.items()):
+        if value is wf and name.isidentifier() and not name.startswith("_"):
+            return str(name)
+    return "wf"
 
 
 def _show_progress(run: Run, display: bool | str | None) -> Any:
@@ -318,6 +372,27 @@ def _show_progress(run: Run, display: bool | str | None) -> Any:
     from .widget import attach
 
     return attach(run, display)
+
+
+def _identity(fn: Callable[..., Any]) -> tuple[str, str]:
+    """What makes a step function the same one when its cell runs again."""
+    module = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", "")
+    return str(module), str(qualname)
+
+
+def _check_redefinition(workflow: str, old: StepSpec, fn: Callable[..., Any]) -> None:
+    """A step added again under its name: the same function (same module and qualified
+    name: its cell ran again) replaces it; another function is refused (DESIGN §2)."""
+    if _identity(old.fn) == _identity(fn):
+        return
+    was, now = (".".join(part for part in _identity(f) if part) for f in (old.fn, fn))
+    raise ValueError(
+        f"workflow {workflow!r} already has a step named {old.name!r}, defined by {was}; "
+        f"{now} cannot take the same name. Give it another name (@wf.step('other_name') or "
+        f"wf.add('other_name', fn)), or rename the function; to drop the old step, create "
+        f"the workflow again (bn.Workflow({workflow!r}, ...)) and define its steps"
+    )
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:
@@ -389,6 +464,7 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         concurrency_key=_check_key(name, opts.get("concurrency_key")),
         debug=None if opts.get("debug") is None else _check_bool(where, "debug", opts["debug"]),
         batch=_check_batch(name, opts.get("batch", False), models, map_over),
+        fail_fast=_check_fail_fast(name, opts.get("fail_fast", False), models, map_over),
         budget=parse_budget(where, opts.get("budget")),
     )
 
@@ -490,6 +566,16 @@ def _check_batch(step: str, value: Any, models: Sequence[str], map_over: Any) ->
             "of a fan-out's children)"
         )
     return batch
+
+
+def _check_fail_fast(step: str, value: Any, models: Sequence[str], map_over: Any) -> bool:
+    fail_fast = _check_bool(f"step {step!r}", "fail_fast", value)
+    if fail_fast and not models and map_over is None:
+        raise ConfigurationError(
+            f"step {step!r}: fail_fast=True needs map_over= or models= (it says when a "
+            "fan-out's children stop once one fails)"
+        )
+    return fail_fast
 
 
 def _check_callable(step: str, option: str, value: Any) -> Any:

@@ -17,6 +17,7 @@ __all__ = [
     "UnsupportedFeature",
     "WorkflowFailed",
     "describe_error",
+    "unwrap_group",
 ]
 
 
@@ -127,6 +128,15 @@ class OutputValidationError(BatonError, ValueError):
     def __init__(self, message: str, completion: object) -> None:
         self.completion = completion
         super().__init__(message)
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The one real error inside (nested) exception groups, if there is exactly one."""
+    inner = getattr(exc, "exceptions", None)
+    while inner is not None and len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
 
 
 class BudgetReached(BatonError):

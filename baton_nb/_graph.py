@@ -55,6 +55,7 @@ class StepSpec:
     concurrency_key: str | None = None
     debug: bool | None = None
     batch: bool = False  # the children's LLM calls go to provider batches (DESIGN §12)
+    fail_fast: bool = False  # a fan-out fails (siblings cancelled) once its quorum is lost
     budget: Decimal | None = None  # USD cap on the step's calls (children included), §11
 
     @property

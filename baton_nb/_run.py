@@ -16,13 +16,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILED_STATES",
+    "LIVE_RUNS",
     "TERMINAL_STATES",
     "CallRecord",
     "NotebookView",
     "Run",
     "StepInfo",
+    "live_run",
     "load_run",
 ]
+
+# The Runs executing in this process, by id: the driver adds a run when it starts and
+# removes it when it ends. Here, below the runtime, so that every view of a run of this
+# process (``bn.DagWidget(run_id)``) gets the live Run, with its cancel.
+LIVE_RUNS: dict[str, Run] = {}
+
+
+def live_run(run_id: str) -> Run | None:
+    """The live Run of a run executing in this process, if any."""
+    return LIVE_RUNS.get(run_id)
 
 
 class Run(RunView):
@@ -62,6 +74,17 @@ class Run(RunView):
         self.cancel_requested = True
         if self._canceller is not None:
             self._canceller()
+
+    def resume_message(self, workflow_var: str = "wf") -> str:
+        """What a stopped run tells the user: its id, what finished, the line that resumes
+        it (``await wf.run(run_id="...")``, with ``workflow_var`` for ``wf``)."""
+        how = "interrupted" if not self.cancel_requested else "cancelled"
+        return (
+            f"Run {self.id} of workflow {self.workflow!r} {how}, stored and resumable: "
+            f"{self.counts().text()}.\n"
+            "Resume it (completed steps are not run again): "
+            f'await {workflow_var}.run(run_id="{self.id}")'
+        )
 
     def context(self, step: str) -> list[dict[str, Any]]:
         """Captured context of a step (debug=True), oldest first.
@@ -139,6 +162,9 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
     calls = await store.get_stats([run_id])
     logs = await store.get_debug_logs(run_id)
     run = Run.from_rows(store.url, row, nodes, calls, logs)
+    for attempt in await store.get_attempts(run_id):
+        if attempt.step in run.steps:
+            run.steps[attempt.step].add_attempt(attempt)
     for batch in await store.get_provider_batches(run_id):
         run.sync_batch(batch)
     for budget in await store.get_budgets(run_id):  # DESIGN §11

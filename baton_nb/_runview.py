@@ -23,7 +23,7 @@ from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, fmt_money, normalize_money
 from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
-from .store import CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
+from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
 __all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings"]
 
@@ -57,6 +57,9 @@ class StepInfo:
     replayed_calls: int = 0
     latency_ms: float = 0.0
     children: list[str] = field(default_factory=list)
+    # Earlier attempts, kept: each one that failed (its error, when, how long) and the one
+    # that completed after them; empty for a step that completed at its first attempt.
+    attempts: list[AttemptRow] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: NodeRow) -> StepInfo:
@@ -85,6 +88,10 @@ class StepInfo:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    def add_attempt(self, attempt: AttemptRow) -> None:
+        """An attempt of this step ended (failed, or completed after failed ones)."""
+        self.attempts.append(attempt)
 
     def add_call(self, call: CallRecord) -> None:
         self.calls += 1

@@ -86,4 +86,19 @@ def render_run(run: Run) -> str:
     parts = [head, "", table]
     if errors:
         parts += ["", "errors:", *errors]
+    history = _history(run)
+    if history:
+        parts += ["", "attempts (retried steps):", *history]
     return "\n".join(parts)
+
+
+def _history(run: Run) -> list[str]:
+    """Each retried step's attempts: number, how it ended, how long, its error."""
+    lines = []
+    for step in run.steps.values():
+        for attempt in step.attempts:
+            error = f"  {attempt.error}" if attempt.error else ""
+            lines.append(
+                f"  {step.name} #{attempt.attempt}  {attempt.state}  {attempt.duration:.2f}s{error}"
+            )
+    return lines

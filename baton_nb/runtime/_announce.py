@@ -17,7 +17,7 @@ from ..events import (
     topic_all,
     topic_workflow,
 )
-from ..store import CallRecord, LogRow, NodeRow, ProviderBatchRow, utcnow
+from ..store import CallRecord, LogRow, ProviderBatchRow, utcnow
 from ._node import Node
 
 __all__ = ["Announcer"]
@@ -31,9 +31,11 @@ class Announcer:
         self.label = run.workflow
         self.topics = (topic_all(), topic_workflow(run.id))
 
-    def added(self, row: NodeRow) -> None:
-        """A node made mid-run (a map's child), as just stored: its node holds the same."""
-        self.run.add_step(StepInfo.from_row(row))
+    def added(self, infos: list[StepInfo]) -> None:
+        """Nodes made mid-run (a map's children), as just stored: their nodes hold the same."""
+        add_step = self.run.add_step
+        for info in infos:
+            add_step(info)
 
     def children(self, group: Node) -> None:
         """A fan-out group's children, in order (a map's, once expanded)."""

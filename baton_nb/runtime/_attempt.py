@@ -8,6 +8,7 @@ import math
 from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
 from collections.abc import Mapping
 from contextlib import nullcontext
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -16,13 +17,65 @@ import anyio
 from .. import _jsonutil
 from .._errors import ProviderError, ResultNotSerializable, describe_error
 from .._outcomes import Discard, Snooze
+from .._run import Run
 from .._states import NodeKind, State
-from ._decisions import PARKED, CallParked, Completed, Discarded, Failed, Outcome, Snoozed
+from ..store import AttemptRow, utcnow
+from ._commit import GroupCommit
+from ._decisions import (
+    PARKED,
+    CallParked,
+    Completed,
+    Discarded,
+    Failed,
+    Outcome,
+    Parked,
+    Snoozed,
+)
 from ._node import Node
 
-__all__ = ["dep_results", "model_for", "retry_hint", "run_attempt"]
+__all__ = [
+    "dep_results",
+    "ended_attempt",
+    "keep_attempt",
+    "model_for",
+    "retry_hint",
+    "run_attempt",
+]
 
 _NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
+
+
+def ended_attempt(
+    run_id: str, node: Node, outcome: Outcome, began: datetime, now: datetime
+) -> AttemptRow | None:
+    """The history row of an attempt the scheduler concluded: one that failed (retryable,
+    discarded) or that completed after failed ones; None for a first-attempt success, a
+    snooze or a park (no attempt used) and a node settled meanwhile."""
+    if isinstance(outcome, (Snoozed, Parked)):
+        return None
+    state = node.state
+    if state is State.COMPLETED:
+        if node.attempt <= 1 or not isinstance(outcome, Completed):
+            return None
+        error = None
+    elif state is State.RETRYABLE or (
+        state is State.DISCARDED and isinstance(outcome, (Failed, Discarded))
+    ):
+        error = node.error
+    else:
+        return None
+    return AttemptRow(run_id, node.name, node.attempt, state.value, error, began, now)
+
+
+def keep_attempt(
+    commit: GroupCommit, run: Run, node: Node, outcome: Outcome, began: datetime
+) -> None:
+    """Keep a concluded attempt in the retry history, if it belongs there (``ended_attempt``):
+    stored with the next commit, on the live Run now (``run.steps[name].attempts``)."""
+    ended = ended_attempt(run.id, node, outcome, began, utcnow())
+    if ended is not None:
+        commit.add_rows(attempt=ended)
+        run.steps[node.name].add_attempt(ended)
 
 
 async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outcome:

@@ -17,7 +17,16 @@ from contextlib import asynccontextmanager
 import anyio
 
 from .._errors import StorageError
-from ..store import BatchWriter, CallRecord, CompletionRow, LogRow, RunUpdate, WriteBatch, utcnow
+from ..store import (
+    AttemptRow,
+    BatchWriter,
+    CallRecord,
+    CompletionRow,
+    LogRow,
+    RunUpdate,
+    WriteBatch,
+    utcnow,
+)
 from ._decisions import Settled
 from ._node import Node
 
@@ -57,8 +66,10 @@ class GroupCommit:
         completion: CompletionRow | None = None,
         call: CallRecord | None = None,
         log: LogRow | None = None,
+        attempt: AttemptRow | None = None,
     ) -> None:
-        """A stored completion, a call's stats row, a captured-context row to commit."""
+        """A stored completion, a call's stats row, a captured-context row, an ended
+        attempt to commit."""
         pending = self._pending
         if completion is not None:
             pending.completions.append(completion)
@@ -66,6 +77,8 @@ class GroupCommit:
             pending.stats.append(call)
         if log is not None:
             pending.logs.append(log)
+        if attempt is not None:
+            pending.attempts.append(attempt)
         self._dirt.set()
 
     def set_run(self, update: RunUpdate) -> None:

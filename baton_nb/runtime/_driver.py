@@ -20,33 +20,35 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from .._errors import unwrap_group
 from .._graph import GraphSpec
-from .._run import Run
+from .._run import LIVE_RUNS, Run, live_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, RunUpdate, utcnow
 from ._announce import Announcer
-from ._attempt import dep_results, model_for, run_attempt
+from ._attempt import dep_results, keep_attempt, model_for, run_attempt
 from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import PARKED, DepCallback, RetryAfter, Settled
-from ._groups import plan_map
+from ._decisions import PARKED, Completed, DepCallback, RetryAfter, Settled
+from ._expand import expand_map
 from ._lease import Lease
-from ._node import Node, gc_paused, new_child_rows
+from ._node import Node
 from ._scheduler import Scheduler
 
-__all__ = ["Driver", "active_run", "active_runs", "unwrap_group"]
+__all__ = ["Driver", "active_run", "active_runs"]
 
 logger = logging.getLogger("baton_nb.runtime")
-_ACTIVE: dict[str, Run] = {}
+_ACTIVE = LIVE_RUNS  # the live Runs of this process, by id (kept in _run for the views)
 
 
 def active_run(run_id: str) -> Run | None:
     """The live Run object of a run executing in this process, if any."""
-    return _ACTIVE.get(run_id)
+    return live_run(run_id)
 
 
 def active_runs() -> list[Run]:
@@ -249,11 +251,14 @@ class Driver:
             self.mark(node)
             self.announce.step(node)
             ctx = self._context_for(node)
+            began = utcnow()
             outcome = await run_attempt(node, ctx, ctx.results)
         finally:
             for nxt in scheduler.release(node):
                 self._start(nxt)
         decision = scheduler.conclude(node, outcome)
+        if decision is not None and (node.attempt > 1 or not isinstance(outcome, Completed)):
+            keep_attempt(self.commit, self.run, node, outcome, began)  # retry history
         if isinstance(decision, RetryAfter):
             self.mark(node)
             self.announce.step(node)
@@ -285,30 +290,14 @@ class Driver:
             self._start(child)
 
     async def _expand_map(self, group: Node) -> str | None:
-        """A map's children, one per item of its source's result: new ones stored (ready
-        to run). Linear in the items; the many objects built with the cyclic GC paused."""
-        assert group.spec.map_over is not None
-        plan = plan_map(group, self.scheduler.nodes[group.spec.map_over])
-        if isinstance(plan, str):
-            return plan
-        existing = {c.name for c in group.children}
-        todo = [(index, name) for index, name in enumerate(plan.names) if name not in existing]
-        # Stamped and stored with the writer held: no row stamped later commits first.
-        async with self.commit.held():
-            with gc_paused():
-                rows = new_child_rows(self.run.id, group.spec, group.name, todo, utcnow())
-            ids = await self.store.insert_nodes(rows)
-        with gc_paused():
-            new = []
-            for row in rows:
-                row.id = ids[row.step]
-                new.append(Node(row, group.spec))
-            stale = self.scheduler.adopt(group, plan, new)
-            for row in rows:
-                self.announce.added(row)
-            for node in stale:
-                self.mark(node)
-            self.announce.children(group)
+        """A map's children, one per item of its source's result (``_expand``)."""
+        expanded = await expand_map(
+            group, self.scheduler, self.store, self.commit, self.announce, self.run.id
+        )
+        if isinstance(expanded, str):
+            return expanded
+        for node in expanded:  # children of an earlier execution whose item is gone
+            self.mark(node)
         return None
 
     # ── settling ──────────────────────────────────────────────────────────────
@@ -354,12 +343,3 @@ class Driver:
                 await result
         except Exception:
             logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
-
-
-def unwrap_group(exc: BaseException) -> BaseException:
-    """The one real error inside (nested) exception groups, if there is exactly one."""
-    inner = getattr(exc, "exceptions", None)
-    while inner is not None and len(inner) == 1:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return exc

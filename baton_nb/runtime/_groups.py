@@ -38,13 +38,10 @@ class Verdict:
 
 
 def _fails_fast(group: Node) -> bool:
-    """Settle a group as failed as soon as its quorum cannot be met any more.
-
-    Today every group does (the remaining children are cancelled). DESIGN §4 makes children
-    fail alone, the group settling once every child has, with ``fail_fast=True`` on the step
-    as the opt-in: this line becomes ``return group.spec.fail_fast``.
-    """
-    return True
+    """Settle a group as failed as soon as its quorum cannot be met any more (the children
+    not settled yet are cancelled): ``fail_fast=True`` on the step. By default children
+    fail alone (DESIGN §4): the group settles once every child has."""
+    return group.spec.fail_fast
 
 
 def verdict(group: Node) -> Verdict | None:

@@ -97,8 +97,9 @@ def gc_paused() -> Iterator[None]:
     Building the nodes of a 100,000-item map allocates half a million objects; the
     collections that allocation triggers (each full one traversing the whole heap) took
     two thirds of the time. Reference counting still frees garbage meanwhile; cycles made
-    in the block are collected by the next collection after it. Only around code that
-    does not await (no other task runs meanwhile).
+    in the block are collected by the next collection after it. Around code that does not
+    await (no other task runs meanwhile), or a short, bounded block whose awaits let only
+    known work run (a map's insert while its nodes are built).
     """
     if not gc.isenabled():
         yield

@@ -16,6 +16,7 @@ from .._run import Run, load_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, NodeRow, RunRow, RunStore, RunUpdate, Store, utcnow
 from ._driver import Driver
+from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
 from ._spend import open_spend
@@ -44,7 +45,7 @@ async def execute_run(
     store = await Store.open(db)
     try:
         with Lease(lease_ttl) as lease:
-            existing = await store.get_run(run_id) if run_id is not None else None
+            existing = await resolve_run(store, graph.name, run_id) if run_id else None
             created = None
             if existing is not None:
                 _check_resumable(graph, existing, params, params_json)

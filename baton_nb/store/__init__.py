@@ -23,6 +23,7 @@ from ._open import SqlStore, Store
 from ._rows import (
     NODE_UPDATE_FIELDS,
     PRUNE_TABLES,
+    AttemptRow,
     CallRecord,
     ChangeMarks,
     CompletionRow,
@@ -56,6 +57,7 @@ __all__ = [
     "PRUNE_TABLES",
     "RUN_SCOPE",
     "SCHEMA_VERSION",
+    "AttemptRow",
     "BatchRequestRow",
     "BatchWriter",
     "BudgetRow",

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
+    AttemptRow,
     CallRecord,
     ChangeMarks,
     CompletionRow,
@@ -176,6 +177,10 @@ class ReadStore(_Closable, Protocol):
         """The LLM calls of these runs, in the order they were stored."""
 
     async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[LogRow]: ...
+
+    async def get_attempts(self, run_id: str) -> list[AttemptRow]:
+        """The run's ended attempts (those that failed, and the one completed after them),
+        in the order they were stored."""
 
     async def list_runs(
         self,

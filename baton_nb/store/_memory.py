@@ -151,6 +151,8 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
             data.stats.append(replace(call, id=next(data.ids)))
         for log in batch.logs:
             data.logs.append(replace(log, id=next(data.ids)))
+        for attempt in batch.attempts:
+            data.attempts.append(replace(attempt, id=next(data.ids)))
         data.changed(batch.run_ids())
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
+    AttemptRow,
     CallRecord,
     ChangeMarks,
     CompletionRow,
@@ -32,6 +33,7 @@ class MemoryData:
     stats: list[CallRecord] = field(default_factory=list)
     completions: dict[tuple[str, str, int, str], CompletionRow] = field(default_factory=dict)
     logs: list[LogRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # provider batches (migration 8): by key; their calls by (run id, custom id)
     provider_batches: dict[str, ProviderBatchRow] = field(default_factory=dict)
@@ -70,6 +72,9 @@ class MemoryReads:
     async def get_stats(self, run_ids: Sequence[str]) -> list[CallRecord]:
         wanted = set(run_ids)
         return [replace(c) for c in self.data.stats if c.run_id in wanted]
+
+    async def get_attempts(self, run_id: str) -> list[AttemptRow]:
+        return [a for a in self.data.attempts if a.run_id == run_id]  # frozen rows
 
     async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[LogRow]:
         return [

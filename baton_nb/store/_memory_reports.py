@@ -189,6 +189,9 @@ class MemoryReports(MemoryReads):
         for request in requests:
             del data.batch_requests[request]
         counts["workflow_batch_requests"] = len(requests)
+        kept_attempts = [a for a in data.attempts if a.run_id not in ids]
+        counts["workflow_attempts"] = len(data.attempts) - len(kept_attempts)
+        data.attempts[:] = kept_attempts
         counts["workflow_budgets"] = self.forget_budgets(ids)
         return counts
 
@@ -220,6 +223,7 @@ class MemoryReports(MemoryReads):
             1 for b in data.provider_batches.values() if b.run_id in ids
         )
         counts["workflow_batch_requests"] = sum(1 for k in data.batch_requests if k[0] in ids)
+        counts["workflow_attempts"] = sum(1 for a in data.attempts if a.run_id in ids)
         counts["workflow_budgets"] = self.count_budgets(ids)
         counts["workflow_debug_logs"] = sum(
             1

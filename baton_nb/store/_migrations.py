@@ -128,6 +128,13 @@ def _v8_provider_batches(conn: Connection) -> None:
         )
 
 
+def _v9_attempts(conn: Connection) -> None:
+    """Each ended attempt of a step, its error and duration (issue 12)."""
+    from ._tables import WorkflowAttempt
+
+    WorkflowAttempt.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 def _v11_budgets_and_cache(conn: Connection) -> None:
     """Budget caps and the response cache (DESIGN §11): the budgets of runs and steps, the
     cache, and whether a stats row's call was answered from the cache (and what it saved)."""
@@ -157,6 +164,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (3, _v3),
     (4, _v4_unbounded_names),
     (8, _v8_provider_batches),
+    (9, _v9_attempts),
     (11, _v11_budgets_and_cache),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -27,7 +27,7 @@ from ._rows import (
     distinct_values,
 )
 from ._sql_batches import BATCH_REQUESTS, PROVIDER_BATCHES
-from ._sql_rows import COMPLETIONS, LOGS, NODES, RUNS, STATS, loads_list
+from ._sql_rows import ATTEMPTS, COMPLETIONS, LOGS, NODES, RUNS, STATS, loads_list
 from ._sql_spend import BUDGETS
 from ._tables import ExactDecimal
 
@@ -41,7 +41,16 @@ __all__ = [
     "stats_by_run_step_model",
 ]
 
-_CHILD_TABLES = (NODES, STATS, COMPLETIONS, LOGS, PROVIDER_BATCHES, BATCH_REQUESTS, BUDGETS)
+_CHILD_TABLES = (
+    NODES,
+    STATS,
+    COMPLETIONS,
+    LOGS,
+    PROVIDER_BATCHES,
+    BATCH_REQUESTS,
+    ATTEMPTS,
+    BUDGETS,
+)
 
 
 def clauses(where: RunFilter) -> list[sa.ColumnElement[bool]]:
@@ -369,7 +378,16 @@ async def count_prunable(
     counts = dict.fromkeys(PRUNE_TABLES, 0)
     runs = sa.select(RUNS.c.id).where(_prunable(cutoff, now)) if cutoff is not None else None
     if runs is not None:
-        for table in (RUNS, NODES, STATS, COMPLETIONS, PROVIDER_BATCHES, BATCH_REQUESTS, BUDGETS):
+        for table in (
+            RUNS,
+            NODES,
+            STATS,
+            COMPLETIONS,
+            PROVIDER_BATCHES,
+            BATCH_REQUESTS,
+            ATTEMPTS,
+            BUDGETS,
+        ):
             column = table.c.id if table is RUNS else table.c.run_id
             counts[table.name] = await _count(conn, table, column.in_(runs))
     log_clauses: list[sa.ColumnElement[bool]] = []

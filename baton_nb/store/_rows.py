@@ -22,6 +22,7 @@ from ..pricing import CallPricing, price_call
 __all__ = [
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
+    "AttemptRow",
     "CallRecord",
     "ChangeMarks",
     "CompletionRow",
@@ -50,6 +51,7 @@ PRUNE_TABLES = (
     "workflow_debug_logs",
     "workflow_provider_batches",
     "workflow_batch_requests",
+    "workflow_attempts",
     "workflow_budgets",
 )
 
@@ -251,6 +253,26 @@ class LogRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One ended attempt of a step (``workflow_attempts``, ``run.steps[name].attempts``):
+    every attempt that failed, and the one that completed after failed ones."""
+
+    run_id: str
+    step: str
+    attempt: int
+    state: str  # where the attempt left the step: retryable, discarded or completed
+    error: str | None  # what it raised (None for the completed one)
+    started_at: datetime
+    finished_at: datetime
+    id: int | None = None  # None until stored
+
+    @property
+    def duration(self) -> float:
+        """Seconds the attempt took."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
 class RunUpdate:
     """A change of a run's row: its status, and the lease given back when it ends."""
 
@@ -272,13 +294,20 @@ class WriteBatch:
     completions: list[CompletionRow] = field(default_factory=list)
     stats: list[CallRecord] = field(default_factory=list)
     logs: list[LogRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.nodes or self.run or self.completions or self.stats or self.logs)
+        return bool(
+            self.nodes or self.run or self.completions or self.stats or self.logs or self.attempts
+        )
 
     def run_ids(self) -> set[str]:
         """Every run these writes touch."""
-        ids = {row.run_id for rows in (self.completions, self.stats, self.logs) for row in rows}
+        ids = {
+            row.run_id
+            for rows in (self.completions, self.stats, self.logs, self.attempts)
+            for row in rows
+        }
         if self.run is not None:
             ids.add(self.run.id)
         if self.run_id is not None and self.nodes:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _reporting
 from ._rows import (
+    AttemptRow,
     CallRecord,
     ChangeMarks,
     FanoutChild,
@@ -26,10 +27,12 @@ from ._rows import (
 )
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
 from ._sql_rows import (
+    ATTEMPTS,
     LOGS,
     NODES,
     RUNS,
     STATS,
+    attempt_from_columns,
     call_from_columns,
     log_from_columns,
     node_from_columns,
@@ -56,6 +59,11 @@ class SqlReads(SqlBase):
         async with self.connect() as conn:
             rows = await conn.execute(query.order_by(LOGS.c.id))
             return [log_from_columns(r) for r in rows.mappings()]
+
+    async def get_attempts(self, run_id: str) -> list[AttemptRow]:
+        query = sa.select(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id).order_by(ATTEMPTS.c.id)
+        async with self.connect() as conn:
+            return [attempt_from_columns(r) for r in (await conn.execute(query)).mappings()]
 
     async def list_runs(
         self,

@@ -13,8 +13,9 @@ from .._money import normalize_money
 from .._states import NodeKind, RunStatus, State
 from .._usage import Usage
 from ..pricing import CallPricing
-from ._rows import CallRecord, CompletionRow, LogRow, NodeRow, RunRow
+from ._rows import AttemptRow, CallRecord, CompletionRow, LogRow, NodeRow, RunRow
 from ._tables import (
+    WorkflowAttempt,
     WorkflowCompletion,
     WorkflowDebugLog,
     WorkflowNode,
@@ -23,11 +24,14 @@ from ._tables import (
 )
 
 __all__ = [
+    "ATTEMPTS",
     "COMPLETIONS",
     "LOGS",
     "NODES",
     "RUNS",
     "STATS",
+    "attempt_from_columns",
+    "attempt_to_columns",
     "call_from_columns",
     "call_to_columns",
     "completion_to_columns",
@@ -45,6 +49,7 @@ NODES = cast(sa.Table, WorkflowNode.__table__)  # type: ignore[attr-defined]
 STATS = cast(sa.Table, WorkflowStepStat.__table__)  # type: ignore[attr-defined]
 COMPLETIONS = cast(sa.Table, WorkflowCompletion.__table__)  # type: ignore[attr-defined]
 LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
+ATTEMPTS = cast(sa.Table, WorkflowAttempt.__table__)  # type: ignore[attr-defined]
 
 Columns = Mapping[Any, Any]  # a result row (sqlalchemy RowMapping)
 
@@ -234,4 +239,29 @@ def log_from_columns(row: Columns) -> LogRow:
         message=row["message"],
         data=row["data"],
         created_at=row["created_at"],
+    )
+
+
+def attempt_to_columns(attempt: AttemptRow) -> dict[str, Any]:
+    return {
+        "run_id": attempt.run_id,
+        "step": attempt.step,
+        "attempt": attempt.attempt,
+        "state": attempt.state,
+        "error": attempt.error,
+        "started_at": attempt.started_at,
+        "finished_at": attempt.finished_at,
+    }
+
+
+def attempt_from_columns(row: Columns) -> AttemptRow:
+    return AttemptRow(
+        id=int(row["id"]),
+        run_id=row["run_id"],
+        step=row["step"],
+        attempt=row["attempt"],
+        state=row["state"],
+        error=row["error"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
     )

@@ -207,6 +207,20 @@ class WorkflowDebugLog(SQLModel, table=True):
     created_at: datetime = _when(index=True)
 
 
+class WorkflowAttempt(SQLModel, table=True):
+    """One ended attempt of a step: its error and duration (migration 9)."""
+
+    __tablename__ = "workflow_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
+    attempt: int
+    state: str = Field(sa_type=NAME)
+    error: str | None = None
+    started_at: datetime = _when()
+    finished_at: datetime = _when()
+
+
 class WorkflowProviderBatch(SQLModel, table=True):
     """A provider batch (DESIGN §12), stored before it is submitted (migration 8)."""
 

@@ -19,7 +19,7 @@ import anyio
 import anywidget
 import traitlets
 
-from .._run import Run
+from .._run import Run, live_run
 from .._watch import watch
 from ..events import (
     BatchUpdated,
@@ -111,6 +111,11 @@ class DagWidget(anywidget.AnyWidget):
                 self._finished = True
             else:
                 self._remove = add_listener(topic_workflow(run.id), self._on_event)
+        elif isinstance(run, str) and live_run(run) is not None:
+            live = live_run(run)  # a run of this process: its live Run, Cancel included
+            assert live is not None
+            self._bind(live, "live")
+            self._remove = add_listener(topic_workflow(live.id), self._on_event)
         elif isinstance(run, str):
             self.header = {"id": run, "status": "loading", "source": "watch"}
             self._follow_elsewhere(run, db, poll_interval)

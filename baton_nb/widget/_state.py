@@ -188,7 +188,17 @@ def detail(
         "result": _result_text(run, step),
         "calls": _calls(calls),
         "context": _context(run.context(name) if context is None else context),
+        "attempts": [
+            {"n": a.attempt, "s": a.state, "e": _preview(a.error), "d": round(a.duration, 3)}
+            for a in step.attempts
+        ],
     }
+
+
+def _preview(error: str | None) -> str | None:
+    if error is not None and len(error) > ERROR_PREVIEW:
+        return error[: ERROR_PREVIEW - 1] + "…"
+    return error
 
 
 def _result_text(run: Run, step: StepInfo) -> str | None:

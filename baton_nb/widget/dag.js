@@ -1218,6 +1218,7 @@ class SidePanel {
       if (detail.result !== null && detail.result !== undefined) {
         panel.appendChild(this.section("Result", h("div", "bn-pre", detail.result)));
       }
+      if (detail.attempts && detail.attempts.length) panel.appendChild(this.section("Attempts", this.attemptTable(detail.attempts)));
       if (detail.calls && detail.calls.length) panel.appendChild(this.section("LLM calls", this.callTable(detail.calls)));
       if (entry.k !== "group") panel.appendChild(this.section("Captured context", this.contextList(detail.context || [], s)));
     }
@@ -1284,6 +1285,13 @@ class SidePanel {
       return [childLabel(k), s.s, v.durationOf(s), fmtTokens((s.ti || 0) + (s.to || 0)), s.n ? fmtCostKnown(s.c, s.u) : ""];
     });
     return this.table("bn-t-kids", ["child", "state", "duration", "tokens", "cost"], rows, (i) => v.jumpTo(kids[i].id));
+  }
+
+  // Each attempt that failed (and the one that completed after them): how it ended,
+  // how long it took, its error.
+  attemptTable(attempts) {
+    const rows = attempts.map((a) => [a.n, a.s, fmtLatency(a.d * 1000), a.e || ""]);
+    return this.table("bn-t-attempts", ["try", "ended", "time", "error"], rows);
   }
 
   callTable(calls) {

@@ -127,6 +127,28 @@ run3 = await wf3.run()
 """
 
 
+# Kernel › Interrupt during a run, then the line the cell printed resumes it.
+INTERRUPT_CELL = """\
+import anyio
+import baton_nb as bn
+
+HANG = True
+wf4 = bn.Workflow("browser_kernel_interrupt")
+
+@wf4.step()
+async def quick(ctx):
+    return 1
+
+@wf4.step()
+async def slow(ctx, quick):
+    if HANG:
+        await anyio.sleep(60)
+    return quick + 1
+
+run4 = await wf4.run()
+"""
+
+
 # A step with a long result that ends early, then a slow one: its panel is open (and
 # scrolled) when the run ends and the live widget is replaced by the saved snapshot.
 PANEL_CELL = """\
@@ -231,6 +253,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     _notebook(root / "live.ipynb", LIVE_CELL, CANCEL_CELL)
     _notebook(root / "fallback.ipynb", FALLBACK_CELL)
     _notebook(root / "panel.ipynb", PANEL_CELL)
+    _notebook(root / "interrupt.ipynb", INTERRUPT_CELL, "pass  # the resume line goes here")
     _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
     _notebook(root / "batch.ipynb", BATCH_CELL, BATCH_REOPEN_CELL)
     log = (tmp_path / "lab.log").open("w")
@@ -520,9 +543,48 @@ def test_cancel_falls_back_to_kernel_interrupt(lab: tuple[str, str], browser: An
     )
     state = _cell(page, 0)
     assert state["nodes"] == {"slow": "cancelled"}, state
-    assert "KeyboardInterrupt" in state["out"] or "CancelledError" in state["out"], state
+    assert "interrupted, stored and resumable" in state["out"], state
     assert 2.0 < waited < 15, waited  # after the 2.5 s grace period, long before the 60 s step
     _shot(page, "widget_cancelled_by_interrupt", page.locator(".jp-Cell").nth(0))
+    assert not errors, errors
+
+
+def test_kernel_interrupt_then_the_printed_line_resumes(lab: tuple[str, str], browser: Any) -> None:
+    """Kernel › Interrupt: the cell ends with one short message naming the run and the
+    line that resumes it (no traceback); that line, run in the next cell, resumes it."""
+    page, errors = _open_and_run(browser, lab, "interrupt.ipynb")
+    _wait(
+        page,
+        "() => document.querySelector('.jp-Cell .bn-node[data-id=slow][data-state=executing]')",
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
+    _wait(
+        page,
+        "() => document.querySelectorAll('.jp-Cell')[0].innerText.includes('stored and resumable')",
+        timeout=20_000,
+    )
+    out = _cell(page, 0)["out"]
+    assert "interrupted" in out and "1 completed" in out and "1 cancelled" in out, out
+    assert "Traceback" not in out and "CancelledError" not in out and "File " not in out, out
+    line = next(x for x in out.splitlines() if "await wf4.run(run_id=" in x)
+    resume = line[line.index("await wf4.run") :].strip()
+    _shot(page, "widget_interrupted", page.locator(".jp-Cell").nth(0))
+    source = f"HANG = False\nrun4 = {resume}\nprint('RESUMED', run4.status, run4.id)"
+    page.evaluate(
+        """(src) => { const nb = window.jupyterapp.shell.currentWidget.content;
+        nb.widgets[1].model.sharedModel.setSource(src); nb.activeCellIndex = 1;
+        window.jupyterapp.commands.execute('notebook:run-cell'); }""",
+        source,
+    )
+    _wait(
+        page,
+        "() => document.querySelectorAll('.jp-Cell')[1].querySelector('.jp-OutputArea')"
+        "?.innerText.includes('RESUMED')",
+        timeout=30_000,
+    )
+    resumed = _cell(page, 1)["out"]
+    run_id = resume.split('"')[1]
+    assert f"RESUMED completed {run_id}" in resumed, resumed
     assert not errors, errors
 
 
@@ -633,6 +695,13 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     ten.locator(".bn-node[data-id=fact_check]").click()
     hint = ten.locator(".bn-panel .bn-context").inner_text()
     assert "made no LLM call" in hint and "debug=True" not in hint, hint
+    ten.locator(".bn-close").click()
+    # A retried step's panel lists its attempts: the two errors and the one that completed
+    ten.locator(".bn-node[data-id=flaky_fetch]").click()
+    page.wait_for_selector(".jp-Cell .bn-panel .bn-t-attempts", timeout=10_000)
+    attempts = ten.locator(".bn-panel .bn-t-attempts").inner_text()
+    assert "upstream timed out (call 1)" in attempts and "(call 2)" in attempts, attempts
+    assert "completed" in attempts, attempts
     ten.locator(".bn-close").click()
     _shot(page, "widget_10_nodes", ten)
 

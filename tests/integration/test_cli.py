@@ -164,6 +164,27 @@ def test_env_db_and_failed_run(
     assert "no LLM calls" in capsys.readouterr().out
 
 
+def test_show_lists_the_attempts_of_retried_steps(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{workdir / 'retry.db'}"
+    wf = bn.Workflow("retries", db=db)
+
+    @wf.step(max_attempts=3, backoff=lambda attempt: 0.0)
+    async def flaky(ctx: bn.Context) -> str:
+        if ctx.attempt < 3:
+            raise ConnectionError(f"timeout on try {ctx.attempt}")
+        return "ok"
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert main(["show", run.id, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "attempts (retried steps):" in out
+    assert "flaky #1  retryable" in out and "ConnectionError: timeout on try 1" in out
+    assert "flaky #2  retryable" in out and "ConnectionError: timeout on try 2" in out
+    assert "flaky #3  completed" in out
+
+
 @pytest.mark.slow  # a real subprocess
 def test_console_script_and_module(workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and k != "BATON_NB_DB"}

@@ -217,11 +217,40 @@ def test_cycle_path_is_named_in_data_flow_order() -> None:
     assert isinstance(info.value, ValueError)
 
 
-def test_duplicate_step_name_fails_at_add() -> None:
+def test_duplicate_step_name_of_another_function_fails_at_add() -> None:
     wf = bn.Workflow("dup")
     wf.add("a", _noop)
-    with pytest.raises(ValueError, match="already has a step named 'a'"):
-        wf.add("a", _noop)
+
+    async def other(ctx: bn.Context) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="already has a step named 'a'") as caught:
+        wf.add("a", other)
+    message = str(caught.value)
+    assert "_noop" in message and "other" in message and "another name" in message
+    assert wf.graph().steps["a"].fn is _noop
+
+
+def test_a_step_defined_again_by_its_cell_replaces_it() -> None:
+    """Re-running a notebook cell defines the same function (same module and qualified
+    name) again: it replaces the step, its options included, keeping its place."""
+    wf = bn.Workflow("redefine")
+    cell = """
+@wf.step()
+async def a(ctx):
+    return {value}
+
+@wf.step(max_attempts={attempts})
+async def b(ctx, a):
+    return a + 1
+"""
+    namespace: dict[str, object] = {"wf": wf, "__name__": "__main__"}
+    exec(cell.format(value=1, attempts=3), namespace)
+    first = wf.graph().steps["a"].fn
+    exec(cell.format(value=2, attempts=5), namespace)  # the cell, edited and run again
+    graph = wf.graph()
+    assert wf.step_names() == ["a", "b"] and graph.steps["a"].fn is not first
+    assert graph.steps["b"].max_attempts == 5
 
 
 @pytest.mark.parametrize(

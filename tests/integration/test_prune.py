@@ -74,6 +74,12 @@ def workflow(db: str, name: str, *, fail: bool = False, gate: Any = None) -> bn.
             raise RuntimeError("check failed")
         return text
 
+    @wf.step(deps=["ask"], backoff=lambda attempt: 0.0)
+    async def retried(ctx: bn.Context) -> str:  # a failed attempt: a workflow_attempts row
+        if ctx.attempt == 1:
+            raise RuntimeError("the first attempt fails")
+        return "ok"
+
     @wf.step(deps=["ask"])
     async def parts(ctx: bn.Context) -> list[str]:
         return ["one", "two"]

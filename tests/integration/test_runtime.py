@@ -578,6 +578,63 @@ async def test_unknown_run_id_creates_a_run_with_that_id(sqlite_url: str) -> Non
         await bn.Run.load("nope", db=sqlite_url)
 
 
+async def test_run_id_prefix_resumes_this_workflows_run(db_url: str, unique: str) -> None:
+    """The id the widget shows, or a unique prefix of >= 6 characters of it, resumes the
+    run: nothing completed runs again (DESIGN §4)."""
+    wf = bn.Workflow(f"prefix-{unique}", db=db_url)
+    executions: list[str] = []
+    healthy = False
+
+    async def step(ctx: bn.Context) -> str:
+        executions.append(ctx.step)
+        if ctx.step == "b" and not healthy:
+            raise RuntimeError("b is down")
+        return ctx.step
+
+    wf.add("a", step)
+    wf.add("b", step, deps=["a"], max_attempts=1)
+    first = await wf.run(display=False)
+    assert first.status == "failed" and executions == ["a", "b"]
+    healthy = True
+    second = await wf.run(run_id=first.id[:8], display=False)
+    assert second.id == first.id and second.status == "completed"
+    assert executions == ["a", "b", "b"]
+    third = await wf.run(run_id=first.id[:6], display=False)  # completed: returned as stored
+    assert third.id == first.id and executions == ["a", "b", "b"]
+
+
+async def test_run_id_that_is_ambiguous_or_too_short_is_an_error(db_url: str, unique: str) -> None:
+    wf = bn.Workflow(f"ambiguous-{unique}", db=db_url)
+    wf.add("a", _const)
+    one = await wf.run(run_id=f"{unique}-exp-1", display=False)
+    two = await wf.run(run_id=f"{unique}-exp-2", display=False)
+    with pytest.raises(bn.ConfigurationError, match="ambiguous") as caught:
+        await wf.run(run_id=f"{unique}-exp", display=False)
+    assert one.id in str(caught.value) and two.id in str(caught.value)
+    # Shorter than 6 characters: never taken as a prefix, nor as a new run's id that
+    # would hide the runs it begins.
+    with pytest.raises(bn.ConfigurationError, match="too short"):
+        await wf.run(run_id=unique[:4], display=False)
+    assert len(await _runs_of(db_url, wf.name)) == 2
+
+
+async def test_run_id_of_another_workflows_run_is_an_error(db_url: str, unique: str) -> None:
+    one = bn.Workflow(f"first-{unique}", db=db_url)
+    one.add("a", _const)
+    run = await one.run(display=False)
+    two = bn.Workflow(f"second-{unique}", db=db_url)
+    two.add("a", _const)
+    for typed in (run.id, run.id[:10]):  # the full id or a prefix: never a new run shadowing it
+        with pytest.raises(bn.ConfigurationError, match=f"belongs to workflow 'first-{unique}'"):
+            await two.run(run_id=typed, display=False)
+    assert await _runs_of(db_url, two.name) == []
+
+
+async def _runs_of(db_url: str, workflow: str) -> list[str]:
+    async with await Store.open(db_url) as store:
+        return [r.id for r in await store.list_runs(workflow=workflow)]
+
+
 async def test_resume_with_other_workflow_is_refused(sqlite_url: str) -> None:
     wf = bn.Workflow("one", db=sqlite_url)
     wf.add("a", _fail_once, max_attempts=1)
@@ -622,9 +679,9 @@ async def test_cancel_leaves_a_resumable_run(db_url: str, unique: str) -> None:
     async with bn.events.subscribe(bn.topic_all()) as stream, anyio.create_task_group() as tg:
         tg.start_soon(run_it)
         await started.wait()
-        assert wf.last_run is None
-        current = _active_run(stream)
-        (await current).cancel()
+        current = await _active_run(stream)
+        assert wf.last_run is current  # the live Run from its start (DESIGN §4)
+        wf.last_run.cancel()
         async for event in stream:
             if isinstance(event, bn.WorkflowFinished) and event.workflow_label == wf.name:
                 finished.append(event)
@@ -798,3 +855,117 @@ async def test_a_callback_that_logs_as_the_run_settles_does_not_hang_it(db_url: 
     assert [entry["message"] for entry in run.context("after")] == ["told"]
     stored = await bn.Run.load(run.id, db=db_url)
     assert [entry["message"] for entry in stored.context("after")] == ["told"]
+
+
+def _map_workflow(name: str, db_url: str, bad: set[int], runs: list[int], **options: Any) -> Any:
+    wf = bn.Workflow(name, db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(12))
+
+    @wf.step(map_over="items", max_attempts=1, **options)
+    async def work(ctx: bn.Context) -> int:
+        runs.append(ctx.item)
+        if ctx.item in bad:
+            raise ValueError(f"bad item {ctx.item}")
+        return int(ctx.item) * 10
+
+    @wf.step()
+    async def total(ctx: bn.Context, work: list[int]) -> int:
+        return sum(work)
+
+    return wf
+
+
+async def test_map_items_fail_alone_and_resume_reruns_only_the_failed(
+    db_url: str, unique: str
+) -> None:
+    """DESIGN §4 Fan-out: a failed item never cancels its siblings (concurrency 2: ten wait
+    for a slot when item 1 fails); the group settles once all did, its error counts what
+    the database holds; a resume runs only the failed items."""
+    runs: list[int] = []
+    wf = _map_workflow(f"map-alone-{unique}", db_url, {1, 7}, runs)
+    run = await wf.run(display=False, concurrency=2)
+    assert run.status == "failed" and sorted(runs) == list(range(12))
+    states = {n: s.state for n, s in run.steps.items() if n.startswith("work[")}
+    assert sorted(n for n, s in states.items() if s != "completed") == ["work[1]", "work[7]"]
+    assert run.steps["work"].state == "discarded"
+    assert run.steps["work"].error.startswith("quorum not reached: 10 of 12 completed")
+    assert run.steps["total"].state == "cancelled"
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.counts().completed == run.counts().completed == 1 + 10
+    assert stored.counts()["discarded"] == 2
+    runs.clear()
+    fixed = _map_workflow(f"map-alone-{unique}", db_url, set(), runs)
+    again = await fixed.run(run_id=run.id, display=False, concurrency=2)
+    assert again.status == "completed" and sorted(runs) == [1, 7]
+    assert again.results["total"] == sum(range(12)) * 10
+
+
+async def test_map_fail_fast_cancels_the_siblings(db_url: str, unique: str) -> None:
+    runs: list[int] = []
+    wf = _map_workflow(f"map-fast-{unique}", db_url, {0}, runs, fail_fast=True)
+    run = await wf.run(display=False, concurrency=1)
+    assert run.status == "failed" and runs == [0]
+    assert all(run.steps[f"work[{i}]"].state == "cancelled" for i in range(1, 12))
+    assert run.steps["work"].error.startswith("quorum not reached: 0 of 12 completed")
+
+
+async def test_map_quorum_met_still_cancels_the_rest(db_url: str, unique: str) -> None:
+    runs: list[int] = []
+    wf = _map_workflow(f"map-quorum-{unique}", db_url, {0}, runs, quorum=3)
+    run = await wf.run(display=False, concurrency=1)
+    assert run.status == "completed" and runs == [0, 1, 2, 3]
+    assert run.results["total"] == 60
+    assert all(run.steps[f"work[{i}]"].state == "cancelled" for i in range(4, 12))
+
+
+def test_fail_fast_needs_a_fan_out() -> None:
+    wf = bn.Workflow("ff")
+    with pytest.raises(bn.ConfigurationError, match="fail_fast=True needs map_over= or models="):
+        wf.add("a", _const, fail_fast=True)
+    with pytest.raises(bn.ConfigurationError, match="fail_fast must be True or False"):
+        wf.add("b", _const, models=["mock/a"], fail_fast="yes")
+
+
+@pytest.mark.parametrize("where", ["db", "memory"])
+async def test_each_attempt_keeps_its_error_and_duration(
+    db_url: str, unique: str, where: str
+) -> None:
+    """Retry history (issue 12): the two failed attempts of a flaky step, then the one
+    that completed, on the live Run and read back (SQLite, Postgres, memory://)."""
+    db = db_url if where == "db" else f"memory://attempts-{unique}"
+    wf = bn.Workflow(f"attempts-{unique}", db=db)
+    tries = {"n": 0}
+
+    @wf.step(max_attempts=3, backoff=lambda attempt: 0.0)
+    async def flaky(ctx: bn.Context) -> str:
+        tries["n"] += 1
+        if tries["n"] < 3:
+            raise ConnectionError(f"try {tries['n']} failed")
+        return "ok"
+
+    @wf.step(max_attempts=2, backoff=lambda attempt: 0.0)
+    async def broken(ctx: bn.Context) -> str:
+        raise ValueError(f"broken at attempt {ctx.attempt}")
+
+    @wf.step()
+    async def fine(ctx: bn.Context) -> str:
+        return "fine"
+
+    run = await wf.run(display=False)
+    stored = await bn.Run.load(run.id, db=db)
+    for seen in (run, stored):
+        history = [(a.attempt, a.state, a.error) for a in seen.steps["flaky"].attempts]
+        assert history == [
+            (1, "retryable", "ConnectionError: try 1 failed"),
+            (2, "retryable", "ConnectionError: try 2 failed"),
+            (3, "completed", None),
+        ]
+        assert [(a.attempt, a.state, a.error) for a in seen.steps["broken"].attempts] == [
+            (1, "retryable", "ValueError: broken at attempt 1"),
+            (2, "discarded", "ValueError: broken at attempt 2"),
+        ]
+        assert seen.steps["fine"].attempts == []
+        assert all(a.duration >= 0 for a in seen.steps["flaky"].attempts)

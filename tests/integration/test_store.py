@@ -22,6 +22,7 @@ from baton_nb._usage import Usage
 from baton_nb.pricing import CallPricing
 from baton_nb.store import (
     PRUNE_TABLES,
+    AttemptRow,
     BatchRequestRow,
     CallRecord,
     ChangeMarks,
@@ -194,6 +195,39 @@ async def test_nodes_added_to_a_run_get_ids(store: RunStore) -> None:
     stored = {n.step: n.id for n in await store.get_nodes("run-1")}
     assert all(stored[name] == node_id for name, node_id in ids.items())
     assert await store.insert_nodes([]) == {}
+
+
+async def test_many_nodes_added_at_once_read_back_as_written(store: RunStore) -> None:
+    """A map's many children (SQLite: one statement reading them from JSON) store every
+    field as a few rows do: names that look like JSON or numbers, quotes, unicode, None."""
+    await a_run(store)
+    odd = ['m["x"]', "m[1e3]", "m[null]", "m[é ✓]", "m[\\]", "m['q']"]
+    names = odd + [f"m[{i}]" for i in range(400)]
+    rows = [
+        node_row(
+            "run-1",
+            name,
+            kind=NodeKind.CHILD,
+            parent="fan",
+            item_index=i,
+            model=None if i % 2 else f"mock/{i}",
+            error="boom" if i == 7 else None,
+            attempt=i % 3,
+            started_at=T0 if i % 5 == 0 else None,
+        )
+        for i, name in enumerate(names)
+    ]
+    few = [node_row("run-1", f"f[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(2)]
+    ids = await store.insert_nodes(rows)
+    await store.insert_nodes(few)
+    stored = {n.step: n for n in await store.get_nodes("run-1")}
+    for row in [*rows, *few]:
+        got = stored[row.step]
+        assert got.id is not None
+        row.id = got.id
+        assert got == row, row.step
+    ordered = [ids[name] for name in names]
+    assert ordered == sorted(ordered)  # ids in the rows' order
 
 
 # ── a run's writes ───────────────────────────────────────────────────────────
@@ -418,6 +452,9 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
         await a_run(store, run_id, created_at=old if run_id != "young" else now)
         await store.write(WriteBatch(stats=[call(run_id, "a")], logs=[log(run_id, "a")]))
         await store.write(WriteBatch(completions=[CompletionRow(run_id, "a", 0, "h", "{}", old)]))
+        await store.write(
+            WriteBatch(attempts=[AttemptRow(run_id, "a", 1, "retryable", "E", old, old)])
+        )
         await store.insert_provider_batch(
             provider_batch(run_id, f"k-{run_id}"), [batch_request(run_id, f"k-{run_id}", "c1")]
         )
@@ -426,7 +463,7 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
     await store.write(WriteBatch(run=RunUpdate("young", RunStatus.COMPLETED, (), now)))
     assert await store.acquire_lease("leased", "someone", 600)
     cutoff = now - timedelta(days=1)
-    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1, 0), strict=True))
+    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1, 1, 0), strict=True))
     assert await store.count_prunable(cutoff, None) == expected
     assert await store.prune_runs_batch(cutoff, 10) == expected
     assert await store.get_run("done") is None and await store.get_nodes("done") == []

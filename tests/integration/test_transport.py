@@ -798,7 +798,8 @@ async def test_no_connection_is_reopened_while_calls_stay_within_the_limit(
     """More calls in flight than the former transport kept idle connections (256): each
     connection is opened once, then reused by every wave."""
     in_flight, calls = 300, 1200
-    fake_providers.latency = 0.05
+    # long enough that the calls of a wave overlap at the server even on a loaded machine
+    fake_providers.latency = 0.4
     fake_providers.record = False
     limiter = anyio.CapacityLimiter(in_flight)
 
@@ -813,5 +814,6 @@ async def test_no_connection_is_reopened_while_calls_stay_within_the_limit(
     finally:
         await aclose()
     assert fake_providers.request_count == calls
-    assert fake_providers.max_in_flight == in_flight
+    # more in flight at once than the former transport's 256 idle connections
+    assert 256 < fake_providers.max_in_flight <= in_flight
     assert fake_providers.connections <= in_flight

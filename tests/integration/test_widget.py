@@ -304,6 +304,38 @@ async def test_cancel_message_cancels_the_run_and_it_resumes(
     assert resumed.results == {"quick": "q", "slow": "qs", "after": "qsa"}
 
 
+async def test_widget_by_id_of_a_run_of_this_process_cancels_it(db_url: str, unique: str) -> None:
+    """``bn.DagWidget(run_id)`` in the process that executes the run binds the live Run:
+    its Cancel shows and cancels (before, it watched the database and could not)."""
+    wf = bn.Workflow(f"wbyid-{unique}", db=db_url)
+    executing = anyio.Event()
+
+    @wf.step()
+    async def slow(ctx: bn.Context) -> str:
+        executing.set()
+        await anyio.sleep(30)
+        return "s"
+
+    runs: list[bn.Run] = []
+
+    async def go() -> None:
+        runs.append(await wf.run(display=False))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go)
+            await executing.wait()
+            assert wf.last_run is not None and wf.last_run.status == "running"
+            widget = DagWidget(wf.last_run.id, db=db_url)
+            assert widget.run is wf.last_run
+            assert widget.header["cancellable"] is True and widget.header["source"] == "live"
+            widget._on_msg(widget, {"type": "cancel"}, [])
+    [run] = runs
+    assert run.status == "cancelled" and run is wf.last_run
+    assert widget.header["status"] == "cancelled" and widget.header["cancellable"] is False
+    assert (await bn.Run.load(run.id, db=db_url)).status == "cancelled"
+
+
 # ── watching runs by id ───────────────────────────────────────────────────────
 
 

@@ -366,13 +366,24 @@ def test_a_quorum_met_cancels_children_still_waiting() -> None:
     assert not scheduler.begin(c)  # its task wakes to find it settled
 
 
-def test_a_group_fails_when_its_quorum_cannot_be_met() -> None:
-    specs = [spec("fan", models=("m/a", "m/b"), max_attempts=1)]
+def test_children_fail_alone_and_the_group_settles_when_all_have() -> None:
+    """DESIGN §4: a failed child never cancels its siblings; the group settles once every
+    child settled, and fails by its quorum with the final counts."""
+    specs = [spec("fan", models=("m/a", "m/b", "m/c"), max_attempts=1)]
+    sim = Sim(specs, per_step({"fan[m/a]": Failed("E: a")}), concurrency=1).run()
+    fan = sim.nodes["fan"]
+    assert fan.state is D
+    assert fan.error == "quorum not reached: 2 of 3 completed, 3 needed (failed: fan[m/a])"
+    assert sim.nodes["fan[m/b]"].state is C and sim.nodes["fan[m/c]"].state is C
+
+
+def test_fail_fast_cancels_the_rest_once_the_quorum_is_lost() -> None:
+    specs = [spec("fan", models=("m/a", "m/b"), max_attempts=1, fail_fast=True)]
     sim = Sim(specs, per_step({"fan[m/a]": Failed("E: a")}), concurrency=1).run()
     fan = sim.nodes["fan"]
     assert fan.state is D
     assert fan.error == "quorum not reached: 0 of 2 completed, 2 needed (failed: fan[m/a])"
-    assert sim.nodes["fan[m/b]"].error == "group 'fan' discarded"  # today: fails fast
+    assert sim.nodes["fan[m/b]"].error == "group 'fan' discarded"
 
 
 def test_the_run_end() -> None:

@@ -242,3 +242,18 @@ def test_snapshot_details_keep_the_captured_request() -> None:
     saved = details(run)["ask[mock/a]"]["context"]
     live = _state.detail(run, "ask[mock/a]")["context"]
     assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]
+
+
+def test_detail_lists_the_attempts_of_a_retried_step() -> None:
+    from baton_nb.store import AttemptRow
+
+    run = small_run()
+    run.steps["sum"].add_attempt(AttemptRow("r1", "sum", 1, "retryable", "E: " + "x" * 500, T0, T1))
+    run.steps["sum"].add_attempt(AttemptRow("r1", "sum", 2, "completed", None, T1, T1))
+    attempts = _state.detail(run, "sum")["attempts"]
+    assert [(a["n"], a["s"], a["d"]) for a in attempts] == [
+        (1, "retryable", 2.5),
+        (2, "completed", 0),
+    ]
+    assert len(attempts[0]["e"]) == _state.ERROR_PREVIEW and attempts[1]["e"] is None
+    assert _state.detail(run, "ask[mock/a]")["attempts"] == []
