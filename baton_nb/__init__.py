@@ -16,6 +16,7 @@ from . import events
 from ._builder import Workflow
 from ._errors import (
     BatonError,
+    BudgetReached,
     ConfigurationError,
     CycleError,
     OutputValidationError,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchUpdated",
     "BatonError",
+    "BudgetReached",
     "CallFinished",
     "CallRecord",
     "Completion",

@@ -7,10 +7,13 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ConfigurationError
 from ._graph import DepCallback, GraphSpec, StepSpec, default_backoff, topological_order
+from ._money import parse_budget
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -41,6 +44,7 @@ _STEP_OPTIONS = (
     "debug",
     "batch",
     "fail_fast",
+    "budget",
 )
 
 
@@ -58,6 +62,12 @@ class Workflow:
             (``wf.run(models=...)`` can override it per run).
         limits: ``{concurrency_key: n}``: at most ``n`` steps with that
             ``concurrency_key`` execute at once in a run; a key not listed here allows 1.
+        budget: USD cap on each run's LLM calls (``"2.50"``); ``wf.run(budget=...)``
+            overrides it (docs/spend_less.md).
+        allow_unpriced: Under a budget, send calls of models without a known price (they
+            count as $0). Default ``False``: refused before sending.
+        cache: Answer calls from the response cache (shared by the database's runs);
+            default: ``bn.configure(cache=...)``, else off.
     """
 
     def __init__(
@@ -70,6 +80,9 @@ class Workflow:
         ignore_discarded: bool = False,
         models: Mapping[str, str] | None = None,
         limits: Mapping[str, int] | None = None,
+        budget: str | float | Decimal | None = None,
+        allow_unpriced: bool = False,
+        cache: bool | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"Workflow name must be a non-empty string, got {name!r}")
@@ -82,6 +95,9 @@ class Workflow:
         self.ignore_discarded = _check_bool(where, "ignore_discarded", ignore_discarded)
         self.models = _check_models(where, models)
         self.limits = _check_limits(where, limits)
+        self.budget = parse_budget(where, budget)
+        self.allow_unpriced = _check_bool(where, "allow_unpriced", allow_unpriced)
+        self.cache = None if cache is None else _check_bool(where, "cache", cache)
         self._steps: dict[str, StepSpec] = {}
         self.last_run: Run | None = None
 
@@ -158,6 +174,8 @@ class Workflow:
                 alone, the others run to their end and keep their results, and the group
                 settles once every child has, completing or failing by its quorum
                 (docs/fanout.md).
+            budget (str | Decimal | None): USD cap on this step's calls (its children's
+                included), on top of the run's budget (docs/spend_less.md). Default ``None``.
 
         Returns:
             A decorator that registers the function and returns it unchanged.
@@ -239,6 +257,9 @@ class Workflow:
             debug=self.debug,
             models=dict(self.models),
             limits=dict(self.limits),
+            budget=self.budget,
+            allow_unpriced=self.allow_unpriced,
+            cache=self.cache,
         )
 
     # ── running ───────────────────────────────────────────────────────────────
@@ -252,15 +273,21 @@ class Workflow:
         concurrency: int = 32,
         models: Mapping[str, str] | None = None,
         display: bool | str | None = None,
+        budget: str | float | Decimal | None = None,
     ) -> Run:
         """Run the workflow (or resume ``run_id``) and return the finished ``bn.Run``.
 
         Everything is checked before anything is written: the graph, the options, the
-        database URL.
+        database URL. ``budget`` (USD) caps the run's LLM calls, over every execution of
+        the run (a resume may raise it); default: the workflow's ``budget``, or on a
+        resume the run's stored one (docs/spend_less.md).
         """
         from .runtime import execute_run
 
         graph = self.graph()
+        cap = parse_budget(f"workflow {self.name!r}: run()", budget)
+        if cap is not None:
+            graph = replace(graph, budget=cap)
         where = f"workflow {self.name!r}: run()"
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(
@@ -438,6 +465,7 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         debug=None if opts.get("debug") is None else _check_bool(where, "debug", opts["debug"]),
         batch=_check_batch(name, opts.get("batch", False), models, map_over),
         fail_fast=_check_fail_fast(name, opts.get("fail_fast", False), models, map_over),
+        budget=parse_budget(where, opts.get("budget")),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatonError",
+    "BudgetReached",
     "ConfigurationError",
     "CycleError",
     "OutputValidationError",
@@ -136,3 +137,9 @@ def unwrap_group(exc: BaseException) -> BaseException:
         exc = inner[0]
         inner = getattr(exc, "exceptions", None)
     return exc
+
+
+class BudgetReached(BatonError):
+    """A call was not sent: its worst-case cost would take a budget past its cap
+    (DESIGN §11). The run stops ``cancelled`` and resumable; ``wf.run(run_id=...,
+    budget=...)`` with a higher budget goes on without paying again for what was paid."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ._errors import CycleError
@@ -55,6 +56,7 @@ class StepSpec:
     debug: bool | None = None
     batch: bool = False  # the children's LLM calls go to provider batches (DESIGN §12)
     fail_fast: bool = False  # a fan-out fails (siblings cancelled) once its quorum is lost
+    budget: Decimal | None = None  # USD cap on the step's calls (children included), §11
 
     @property
     def worker(self) -> str:
@@ -77,6 +79,10 @@ class GraphSpec:
     debug: bool = False
     models: Mapping[str, str] = field(default_factory=dict)
     limits: Mapping[str, int] = field(default_factory=dict)
+    # DESIGN §11: the run's budget (USD), unpriced models allowed under it, response cache
+    budget: Decimal | None = None
+    allow_unpriced: bool = False
+    cache: bool | None = None  # None: bn.configure(cache=...)
 
 
 def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Context, Decimal
 
-__all__ = ["add_money", "fmt_cost", "fmt_money", "normalize_money", "plural", "sum_money"]
+__all__ = [
+    "MAX_BUDGET",
+    "add_money",
+    "fmt_cost",
+    "fmt_money",
+    "normalize_money",
+    "parse_budget",
+    "plural",
+    "sum_money",
+    "times_money",
+]
 
 # Money is summed under a context of its own: the caller's decimal.getcontext() (a notebook
 # that set prec=3 for display) must not round a total.
@@ -15,6 +25,38 @@ _EXACT = Context(prec=60)
 def add_money(a: Decimal, b: Decimal) -> Decimal:
     """``a + b``, exact whatever the caller's decimal context."""
     return _EXACT.add(a, b)
+
+
+MAX_BUDGET = Decimal("1000000")  # USD: budgets are stored in 10^-12 USD units (int64)
+
+
+def parse_budget(where: str, value: object) -> Decimal | None:
+    """A budget in USD from ``"2.50"``, ``Decimal("2.5")``, ``3`` or ``2.5`` (None: none),
+    or ``ConfigurationError`` naming what is wrong."""
+    from ._errors import ConfigurationError
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ConfigurationError(
+            f'{where}: budget must be USD as a string or a number, e.g. budget="2.50"; '
+            f"got {value!r}"
+        )
+    try:
+        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(str(value))
+    except ArithmeticError:
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount < 0 or amount > MAX_BUDGET:
+        raise ConfigurationError(
+            f'{where}: budget must be between 0 and {MAX_BUDGET} USD, e.g. budget="2.50"; '
+            f"got {value!r}"
+        )
+    return normalize_money(amount)
+
+
+def times_money(a: Decimal, n: int) -> Decimal:
+    """``a * n``, exact whatever the caller's decimal context."""
+    return _EXACT.multiply(a, Decimal(n))
 
 
 def sum_money(values: Iterable[Decimal]) -> Decimal:

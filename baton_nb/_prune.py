@@ -52,6 +52,7 @@ async def prune(
     debug_log_max_age: timedelta | str | None = None,
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH,
+    cache_older_than: timedelta | str | None = None,
 ) -> PruneResult:
     """Delete finished runs older than ``older_than`` and all their rows.
 
@@ -65,9 +66,15 @@ async def prune(
     ``debug_log_max_age`` (e.g. ``timedelta(hours=24)`` or ``"24h"``) also deletes older
     debug log rows of any run, finished or not. ``older_than=None`` prunes only debug
     logs. ``dry_run=True`` counts what would go and deletes nothing.
+
+    ``cache_older_than`` (e.g. ``"30d"``; ``"0s"``: all) also deletes the response cache's
+    answers stored longer ago than that (``deleted["workflow_cache"]``); the cache is
+    never emptied otherwise (docs/spend_less.md). Give it alone with ``older_than=None``.
     """
-    if older_than is None and debug_log_max_age is None:
-        raise ConfigurationError("nothing to prune: give older_than, debug_log_max_age or both")
+    if older_than is None and debug_log_max_age is None and cache_older_than is None:
+        raise ConfigurationError(
+            "nothing to prune: give older_than, debug_log_max_age, cache_older_than or several"
+        )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
     now = datetime.now(timezone.utc)
@@ -77,11 +84,22 @@ async def prune(
         if debug_log_max_age is None
         else now - as_duration(debug_log_max_age, "debug_log_max_age")
     )
+    cache_cutoff = (
+        None
+        if cache_older_than is None
+        else now - as_duration(cache_older_than, "cache_older_than")
+    )
     async with await Store.open(db) as store:
         if dry_run:
             counts = await store.count_prunable(cutoff, log_cutoff)
         else:
             counts = await _delete(store, cutoff, log_cutoff, batch_size)
+        if cache_cutoff is not None:
+            counts["workflow_cache"] = (
+                await store.count_cache(cache_cutoff)
+                if dry_run
+                else await store.cache_clear(cache_cutoff)
+            )
     return PruneResult(counts, dry_run, cutoff, log_cutoff)
 
 

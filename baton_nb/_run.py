@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._errors import RunNotFound, WorkflowFailed
-from ._runview import RunView, StepInfo
+from ._runview import RunView, SpendState, StepInfo
 from ._states import FAILED_STATES, TERMINAL_STATES, RunStatus
-from .store import CallRecord, NodeRow, ReadStore, Store
+from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, Store
 
 if TYPE_CHECKING:
     from .reports import CostReport
@@ -167,4 +167,7 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
             run.steps[attempt.step].add_attempt(attempt)
     for batch in await store.get_provider_batches(run_id):
         run.sync_batch(batch)
+    for budget in await store.get_budgets(run_id):  # DESIGN §11
+        if budget.scope == RUN_SCOPE:
+            run.spend = SpendState(budget.cap, budget.spent, budget.reserved, budget.reason)
     return run, nodes

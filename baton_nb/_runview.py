@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
-from ._money import add_money, fmt_cost, normalize_money
+from ._money import add_money, fmt_cost, fmt_money, normalize_money
 from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
-__all__ = ["RunView", "StepInfo", "StepTotals"]
+__all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings"]
 
 _NO_USAGE = Usage()
 V = TypeVar("V", bound="RunView")
@@ -125,6 +125,32 @@ class _CallTotals:
     cost: Decimal = Decimal(0)
     unpriced: int = 0
     tokens: Usage = _NO_USAGE
+    cached: int = 0  # calls answered from the response cache (DESIGN §11)
+    saved: Decimal = Decimal(0)  # what those would have cost
+
+
+@dataclass
+class SpendState:
+    """A run's budget (DESIGN §11) as the views show it: the cap, what its calls cost
+    (``spent``), what calls in flight hold (``reserved``), and why the run stopped if its
+    budget did it (``reason``, e.g. ``budget reached: ...``)."""
+
+    budget: Decimal
+    spent: Decimal = Decimal(0)
+    reserved: Decimal = Decimal(0)
+    reason: str | None = None
+
+    def text(self) -> str:
+        """``$0.42 spent of $2.50 ($0.01 reserved)``: the one way every view says it."""
+        held = f" (${fmt_money(self.reserved)} reserved)" if self.reserved else ""
+        return f"${fmt_money(self.spent)} spent of ${fmt_money(self.budget)}{held}"
+
+
+def cache_savings(view: RunView) -> tuple[int, Decimal]:
+    """Calls of ``view`` answered from the response cache (cost 0; DESIGN §11), and the USD
+    they would have cost (their price when they were paid)."""
+    totals = view._call_totals()
+    return totals.cached, normalize_money(totals.saved)
 
 
 class RunView:
@@ -146,6 +172,8 @@ class RunView:
         self.db_url: str | None = None
         # provider batches (DESIGN §12) by key, in the order they were made
         self.batches: dict[str, ProviderBatchRow] = {}
+        # the run's budget (DESIGN §11): None when it has none
+        self.spend: SpendState | None = None
         self._totals = _CallTotals(None)
 
     @classmethod
@@ -216,6 +244,11 @@ class RunView:
             totals = self._totals = _CallTotals(calls)
         for call in calls[totals.counted :]:  # a copy of the new ones only
             if call.replayed:
+                continue
+            if call.cached:  # cost 0, no tokens bought: counted apart
+                totals.cached += 1
+                if call.saved is not None:
+                    totals.saved = add_money(totals.saved, call.saved)
                 continue
             if call.cost is None:
                 totals.unpriced += 1

@@ -91,7 +91,7 @@ async def write_csv(rep: CostReport, path: str) -> str:
     return await anyio.to_thread.run_sync(write)
 
 
-_MONEY = ("cost_usd", "fees_usd")
+_MONEY = ("cost_usd", "fees_usd", "saved_usd")
 
 
 def report_json(rep: CostReport) -> dict[str, Any]:
@@ -106,6 +106,8 @@ def report_json(rep: CostReport) -> dict[str, Any]:
         "unpriced_calls": rep.unpriced_calls,
         "calls": rep.calls,
         "replayed_calls": rep.replayed_calls,
+        "cached_calls": rep.cached_calls,
+        "saved_usd": fmt_money(rep.saved),
         "tokens": rep.tokens.to_dict(),
         "rows": rows,
     }
@@ -139,10 +141,11 @@ async def cmd_report(args: argparse.Namespace) -> int:
 
 def check_prune(args: argparse.Namespace) -> None:
     """Usage errors of ``prune`` (exit 2), found before the database is touched."""
-    if args.older_than is None and args.debug_logs_older_than is None:
+    ages = (args.older_than, args.debug_logs_older_than, args.cache_older_than)
+    if all(age is None for age in ages):
         raise ConfigurationError(
-            "prune needs --older-than AGE (finished runs) and/or --debug-logs-older-than AGE, "
-            "e.g. baton-nb prune --older-than 7d"
+            "prune needs --older-than AGE (finished runs), --debug-logs-older-than AGE "
+            "and/or --cache-older-than AGE, e.g. baton-nb prune --older-than 7d"
         )
     if args.batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
@@ -156,6 +159,7 @@ async def cmd_prune(args: argparse.Namespace) -> int:
         debug_log_max_age=args.debug_logs_older_than,
         dry_run=args.dry_run,
         batch_size=args.batch_size,
+        cache_older_than=args.cache_older_than,
     )
     _out(str(result))
     return 0

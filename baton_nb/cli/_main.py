@@ -17,7 +17,7 @@ from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
 from .._states import RunStatus
 from ..reports import as_time, parse_duration
-from . import _commands, _demo, _price
+from . import _cache, _commands, _demo, _price
 from ._output import OutputError, silence_stdout
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -29,7 +29,7 @@ STATUSES = tuple(status.value for status in RunStatus)
 DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
 # Commands that only read (or delete from) an existing database: a missing SQLite file is an
 # error for them, never created empty (a typo in --db would otherwise "find" no runs).
-NEEDS_DATABASE = frozenset({"runs", "show", "report", "prune"})
+NEEDS_DATABASE = frozenset({"runs", "show", "report", "prune", "cache"})
 
 
 def _duration(text: str) -> timedelta:
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_show(sub, common)
     _add_report(sub, common)
     _add_prune(sub, common)
+    _add_cache(sub, common)
     _add_price(sub, common)
     return parser
 
@@ -161,11 +162,30 @@ def _add_prune(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--debug-logs-older-than", type=_duration, metavar="AGE", help="e.g. 24h (any run)"
     )
+    p.add_argument(
+        "--cache-older-than",
+        type=_duration,
+        metavar="AGE",
+        help="also delete response-cache answers cached longer ago (e.g. 30d)",
+    )
     p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     p.add_argument(
         "--batch-size", type=_count, default=500, metavar="N", help="runs per transaction"
     )
     p.set_defaults(handler=_commands.cmd_prune, check=_commands.check_prune)
+
+
+def _add_cache(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "cache",
+        parents=[common],
+        help="the response cache: size, hits, money saved; --clear",
+        description="The response cache of the database (Workflow(cache=True), "
+        "docs/spend_less.md): answers stored, their size, hits and the money they saved. "
+        "--clear deletes answers (all, or --older-than AGE); nothing is evicted otherwise.",
+    )
+    _cache.add_cache_arguments(p, _duration)
+    p.set_defaults(handler=_cache.cmd_cache)
 
 
 def _add_price(sub: Any, common: argparse.ArgumentParser) -> None:

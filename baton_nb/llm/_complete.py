@@ -25,7 +25,14 @@ from ._transport import send
 from ._types import Completion, LLMRequest, ToolCall, split_model
 from ._wire import Adapter, Parsed
 
-__all__ = ["complete", "complete_unparsed", "completion_of", "pricing_model", "usage_of"]
+__all__ = [
+    "adapter_for",
+    "complete",
+    "complete_unparsed",
+    "completion_of",
+    "pricing_model",
+    "usage_of",
+]
 
 logger = logging.getLogger("baton_nb.llm")
 
@@ -37,6 +44,11 @@ _ADAPTERS: dict[str, Adapter] = {
     "anthropic": AnthropicAdapter(),
     "gemini": GeminiAdapter(),
 }
+
+
+def adapter_for(endpoint: Endpoint) -> Adapter:
+    """The wire format of a (non-mock) endpoint."""
+    return _ADAPTERS[endpoint.kind]
 
 
 async def _call(endpoint: Endpoint, model: str, request: LLMRequest, permit: Permit) -> Parsed:

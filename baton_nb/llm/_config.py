@@ -213,6 +213,7 @@ class _State:
     http2: bool = False
     version: int = 0
     batch_polling: BatchPolling = field(default_factory=BatchPolling)
+    cache: bool = False  # the response cache for workflows that do not say (DESIGN §11)
 
 
 _state = _State()
@@ -285,6 +286,7 @@ def configure(
     max_retries: int | None = None,
     http2: bool | None = None,
     batch_poll: tuple[float, float] | None = None,
+    cache: bool | None = None,
 ) -> None:
     """Configure providers, per-provider limits, price overrides, timeout, retries, HTTP/2.
 
@@ -300,7 +302,11 @@ def configure(
     'baton-nb[http2]'``); the default is HTTP/1.1 over a pool of keep-alive connections.
     ``batch_poll=(initial, maximum)``: seconds between status polls of a running provider
     batch (``batch=True`` steps), growing from ``initial`` to ``maximum`` (default (5, 60)).
+    ``cache=True`` turns the response cache on for every workflow that does not set
+    ``Workflow(cache=...)`` (docs/spend_less.md).
     """
+    if cache is not None and not isinstance(cache, bool):
+        raise ConfigurationError(f"cache must be True or False, got {cache!r}")
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
         raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
     if max_retries is not None and (
@@ -323,6 +329,8 @@ def configure(
         _state.http2 = http2
     if polling is not None:
         _state.batch_polling = polling
+    if cache is not None:
+        _state.cache = cache
     if pricing is not None:
         from baton_nb import pricing as pricing_module
 
@@ -377,6 +385,11 @@ def set_retry_settings(settings: RetrySettings) -> None:
 
 def retry_settings() -> RetrySettings:
     return _state.retry
+
+
+def cache_default() -> bool:
+    """``configure(cache=...)``: whether workflows that do not say use the response cache."""
+    return _state.cache
 
 
 def default_timeout() -> float:

@@ -82,6 +82,10 @@ class LLMRequest:
     tool_choice: ToolChoice | None = None
     response_format: ResponseFormat | None = None
     reasoning: Reasoning | None = None
+    # the response cache (DESIGN §11): None follows the workflow's setting; a salt asks
+    # for a fresh answer (it is part of the cache key, never sent)
+    cache: bool | None = None
+    cache_salt: str | None = None
 
     def __post_init__(self) -> None:
         split_model(self.model)
@@ -284,6 +288,9 @@ class Completion:
             object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
 
     pricing: CallPricing | None = None
+    # answered from the response cache (DESIGN §11): cost 0, ``saved`` what it cost when paid
+    cached: bool = False
+    saved: Decimal | None = None
 
     def to_json(self) -> str:
         """Serialise exactly (cost as a decimal string) for the replay store.
@@ -308,6 +315,7 @@ class Completion:
                 "reasoning": self.reasoning,
                 "message": dict(self.message),
                 "pricing": None if self.pricing is None else self.pricing.to_dict(),
+                **({"cached": True, "saved": _money_text(self.saved)} if self.cached else {}),
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -336,7 +344,13 @@ class Completion:
             reasoning=data.get("reasoning"),
             message=data.get("message") or {},
             pricing=CallPricing.from_dict(pricing) if isinstance(pricing, dict) else None,
+            cached=bool(data.get("cached", False)),
+            saved=None if data.get("saved") is None else Decimal(data["saved"]),
         )
+
+
+def _money_text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def assistant_message(

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._money import fmt_money, normalize_money, plural, sum_money
+from .._runview import SpendState
 from .._states import NodeKind
 from .._usage import Usage
 from ..store import FanoutChild, StatAggregate
@@ -97,6 +98,16 @@ class _RowTotals:
         return sum(r.replayed_calls for r in self.rows)
 
     @property
+    def cached_calls(self) -> int:
+        """Calls answered from the response cache (cost 0; not in ``calls``)."""
+        return sum(r.cached_calls for r in self.rows)
+
+    @property
+    def saved(self) -> Decimal:
+        """USD the cached calls would have cost."""
+        return normalize_money(sum_money(r.saved for r in self.rows))
+
+    @property
     def tokens(self) -> Usage:
         """Token totals of the calls paid for (replayed calls not included)."""
         total = Usage()
@@ -129,6 +140,8 @@ class CostReport(_RowTotals):
     def __init__(self, rows: Sequence[CostRow], fanout: Sequence[FanoutChild] = ()) -> None:
         self.rows: list[CostRow] = list(rows)
         self.fanout_children: list[FanoutChild] = list(fanout)
+        # run id -> its budget (DESIGN §11) as the run held it: reports of runs in memory
+        self.budgets: dict[str, SpendState] = {}
 
     # ── building ──────────────────────────────────────────────────────────────
 
@@ -138,10 +151,15 @@ class CostReport(_RowTotals):
         call again with today's tables (`CallRecord.repriced`)."""
         rows: list[CostRow] = []
         children: list[FanoutChild] = []
+        budgets: dict[str, SpendState] = {}
         for run in runs:
             rows.extend(_rows_of_run(run, reprice))
             children.extend(_children_of_run(run))
-        return cls(rows, children)
+            if run.spend is not None:
+                budgets[run.id] = run.spend
+        report = cls(rows, children)
+        report.budgets = budgets
+        return report
 
     @classmethod
     def from_aggregates(
@@ -200,17 +218,19 @@ class CostReport(_RowTotals):
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
         reasoning_tokens, cost_usd, latency_ms, replayed_calls``, then
         ``cache_write_1h_tokens, web_search_requests, fees_usd, price_source,
-        price_model``. ``cost_usd`` (which includes ``fees_usd``, the per-request fees such
-        as web searches) is a plain decimal string (exact, no float rounding), empty when
-        the price is unknown. ``price_source`` says where the price came from
-        (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``, ``reported by
-        openrouter``), ``price_model`` which price entry the model matched.
+        price_model, cached_calls, saved_usd``. ``cost_usd`` (which includes ``fees_usd``,
+        the per-request fees such as web searches) is a plain decimal string (exact, no
+        float rounding), empty when the price is unknown. ``price_source`` says where the
+        price came from (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``,
+        ``reported by openrouter``), ``price_model`` which price entry the model matched.
+        ``cached_calls`` were answered from the response cache (cost 0, not in ``calls``),
+        ``saved_usd`` is what they would have cost.
         """
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for record in self.to_records():
-            for money in ("cost_usd", "fees_usd"):
+            for money in ("cost_usd", "fees_usd", "saved_usd"):
                 value = record[money]
                 record[money] = "" if value is None else fmt_money(value)
             writer.writerow([record[c] for c in CSV_COLUMNS])

@@ -52,7 +52,19 @@ def _headline(report: CostReport) -> str:
         parts.append(f"${fmt_money(fees)} of it per-request fees (web searches)")
     if report.replayed_calls:
         parts.append(f"{report.replayed_calls} replayed (not charged again)")
+    if report.cached_calls:
+        saved = fmt_money(report.saved)
+        parts.append(f"{report.cached_calls} answered from the cache (${saved} saved)")
     return "Cost: " + _total_line(report) + " for " + ", ".join(parts)
+
+
+def _budget_lines(report: CostReport) -> list[str]:
+    """``Budget of run abc: $0.42 spent of $2.50 (budget reached: ...)``, per run."""
+    lines = []
+    for run_id, spend in report.budgets.items():
+        reason = f" ({spend.reason})" if spend.reason else ""
+        lines.append(f"Budget of run {run_id}: {spend.text()}{reason}")
+    return lines
 
 
 def _step_model_rows(report: CostReport) -> list[tuple[str, str, Totals]]:
@@ -115,7 +127,11 @@ def report_text(report: CostReport) -> str:
         return "Cost: no LLM calls."
     body = [[step, model, *_cells(t)] for step, model, t in _step_model_rows(report)]
     body.append(["total", "", *_cells(report.totals())])
-    lines = [_headline(report), text_table(("step", "model", *_COLUMNS), body, left=2)]
+    lines = [
+        _headline(report),
+        *_budget_lines(report),
+        text_table(("step", "model", *_COLUMNS), body, left=2),
+    ]
     prices = _price_rows(report)
     if prices:
         lines.append("\nprices:")
@@ -171,6 +187,7 @@ def report_html(report: CostReport) -> str:
     )
     parts = [
         f'<div class="bn-cost">{_STYLE}<p><b>{html.escape(_headline(report))}</b></p>',
+        *(f"<p>{html.escape(line)}</p>" for line in _budget_lines(report)),
         _html_table(("step", "model", *_COLUMNS), rows, text_columns=2),
     ]
     prices = _price_rows(report)

@@ -40,6 +40,9 @@ CSV_COLUMNS = (
     "fees_usd",
     "price_source",
     "price_model",
+    # the response cache (DESIGN §11): calls answered from it, and what they would have cost
+    "cached_calls",
+    "saved_usd",
 )
 
 
@@ -57,6 +60,8 @@ class Totals:
     estimated_calls: int = 0
     latency_ms: float = 0.0
     replayed_calls: int = 0
+    cached_calls: int = 0  # answered from the response cache: cost 0, not in ``calls``
+    saved: Decimal = field(default_factory=Decimal)  # what they would have cost
     # where the prices came from and the price entries matched, in first-seen order
     price_sources: dict[str, None] = field(default_factory=dict)
     price_models: dict[str, None] = field(default_factory=dict)
@@ -78,6 +83,10 @@ class Totals:
     def add_call(self, call: CallRecord) -> None:
         if call.replayed:
             self.replayed_calls += 1
+            return
+        if call.cached:
+            self.cached_calls += 1
+            self.saved = add_money(self.saved, call.saved or Decimal(0))
             return
         self.calls += 1
         self.usage = self.usage + call.usage
@@ -104,6 +113,8 @@ class Totals:
         self.estimated_calls += other.estimated_calls
         self.latency_ms += other.latency_ms
         self.replayed_calls += other.replayed_calls
+        self.cached_calls += other.cached_calls
+        self.saved = add_money(self.saved, other.saved)
         self.price_sources.update(other.price_sources)
         self.price_models.update(other.price_models)
 
@@ -160,6 +171,8 @@ class CostRow(Totals):
             "fees_usd": normalize_money(self.fees),
             "price_source": self.price_source,
             "price_model": self.price_model,
+            "cached_calls": self.cached_calls,
+            "saved_usd": normalize_money(self.saved),
         }
         return {column: values[column] for column in CSV_COLUMNS}
 
@@ -183,6 +196,8 @@ class CostRow(Totals):
             estimated_calls=row.estimated_calls,
             latency_ms=row.latency_ms,
             replayed_calls=row.replayed_calls,
+            cached_calls=row.cached_calls,
+            saved=row.saved if row.saved is not None else Decimal(0),
         )
 
 

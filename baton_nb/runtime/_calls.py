@@ -21,6 +21,7 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
     from ._batching import Batching
+    from ._spend import Spend
 
 __all__ = ["Calls"]
 
@@ -48,6 +49,8 @@ class Calls:
         self._answers: dict[str, dict[int, dict[str, str]]] = {}
         # Provider batches (DESIGN §12): a batched step's calls park there (``_batching``).
         self.batching: Batching | None = None
+        # Budgets and the response cache (DESIGN §11, ``_spend``): None when the run has neither.
+        self.spend: Spend | None = None
 
     async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
         """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
@@ -64,7 +67,10 @@ class Calls:
             if self.batching is not None and self.batching.takes(node):
                 self.batching.park(node, index, request, digest)  # raises CallParked
             try:
-                completion = await complete(request)
+                spend = self.spend
+                completion = await (
+                    complete(request) if spend is None else spend.complete(node, request)
+                )
             except Exception as exc:
                 if debug:
                     self.log(node, "error", describe_error(exc), {"model": request.model})

@@ -63,9 +63,15 @@ class Context:
         tool_choice: Any = None,
         response_format: Any = None,
         reasoning: Any = None,
+        cache: bool | None = None,
+        cache_salt: str | None = None,
         **extra: Any,
     ) -> Completion:
         """Call an LLM. Answered from the replay store if this call was already paid for.
+
+        ``cache=False`` sends this call even when the workflow's response cache is on
+        (``cache=True`` uses it when the workflow's is off); ``cache_salt`` makes its cache
+        key another one (fresh samples), never sent (docs/spend_less.md).
 
         ``tools`` (JSON-Schema function dicts or Python functions), ``tool_choice``,
         ``response_format`` (a pydantic model class or a JSON Schema; the validated
@@ -97,6 +103,8 @@ class Context:
             tool_choice=tool_choice,
             response_format=response_format,
             reasoning=reasoning,
+            cache=_check_cache(self.step, cache),
+            cache_salt=_check_salt(self.step, cache_salt),
         )
         index = self._call_index
         self._call_index += 1
@@ -149,6 +157,22 @@ class Context:
     def log(self, message: str, **data: Any) -> None:
         """Write a line to this step's captured context (``run.context(step)``)."""
         self._calls.log(self._node, "log", str(message), data or None)
+
+
+def _check_cache(step: str, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(
+            f"step {step!r}: ctx.complete(cache=...) takes True, False or None, got {value!r}"
+        )
+    return value
+
+
+def _check_salt(step: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(
+            f"step {step!r}: ctx.complete(cache_salt=...) takes a string, got {value!r}"
+        )
+    return value
 
 
 def _text_of(value: Any) -> str:

@@ -19,6 +19,7 @@ from ._driver import Driver
 from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
+from ._spend import open_spend
 
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
@@ -175,6 +176,7 @@ async def _prepare(
         models=models,
         resumed=resumed,
     )
+    driver.calls.spend = await open_spend(graph, store, run, driver.commit, resumed=resumed)
     if resumed:
         for node in nodes.values():
             driver.mark(node)

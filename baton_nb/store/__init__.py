@@ -15,6 +15,7 @@ from ._interface import (
     ReadStore,
     ReportStore,
     RunStore,
+    SpendStore,
 )
 from ._memory import MemoryStore
 from ._migrations import SCHEMA_VERSION
@@ -39,6 +40,7 @@ from ._rows import (
     WriteBatch,
     utcnow,
 )
+from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
 from ._tables import (
     SchemaVersion,
     WorkflowCompletion,
@@ -50,12 +52,17 @@ from ._tables import (
 
 __all__ = [
     "DEFAULT_URL",
+    "MONEY_UNIT",
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
+    "RUN_SCOPE",
     "SCHEMA_VERSION",
     "AttemptRow",
     "BatchRequestRow",
     "BatchWriter",
+    "BudgetRow",
+    "CacheEntry",
+    "CacheStats",
     "CallRecord",
     "ChangeMarks",
     "CompletionRow",
@@ -77,6 +84,7 @@ __all__ = [
     "RunSummaryRow",
     "RunUpdate",
     "SchemaVersion",
+    "SpendStore",
     "SqlStore",
     "StatAggregate",
     "Store",

@@ -7,7 +7,8 @@ One protocol per kind of user, so that each depends on what it needs only:
 - ``ReadStore``: reading runs back (``bn.Run.load``, ``bn.watch``, the CLI);
 - ``ReportStore``: reports and listings, aggregated by the store;
 - ``PruneStore``: data retention;
-- ``ProviderBatchStore``: provider batches and the calls each one asks (DESIGN §12).
+- ``ProviderBatchStore``: provider batches and the calls each one asks (DESIGN §12);
+- ``SpendStore``: budgets (reserve, settle) and the response cache (DESIGN §11).
 
 ``RunStore`` is all four: what ``Store.open(db)`` returns. Implemented by the SQL store
 (SQLite and Postgres, ``_sql``) and by the in-memory store (``_memory``); one test suite
@@ -16,9 +17,10 @@ One protocol per kind of user, so that each depends on what it needs only:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
@@ -37,6 +39,7 @@ from ._rows import (
     StatAggregate,
     WriteBatch,
 )
+from ._spend_rows import BudgetRow, CacheEntry, CacheStats
 
 __all__ = [
     "BatchWriter",
@@ -46,6 +49,7 @@ __all__ = [
     "ReadStore",
     "ReportStore",
     "RunStore",
+    "SpendStore",
 ]
 
 
@@ -90,7 +94,47 @@ class ProviderBatchStore(_Closable, Protocol):
         as completions (a call's stored answer is kept, not doubled), the paid calls' stats."""
 
 
-class ExecutionStore(ProviderBatchStore, Protocol):
+class SpendStore(_Closable, Protocol):
+    """Budget caps and the response cache (DESIGN §11). Money in exact ``Decimal`` USD."""
+
+    async def open_budgets(
+        self, run_id: str, caps: Mapping[str, Decimal | None], spent: Mapping[str, Decimal]
+    ) -> list[BudgetRow]:
+        """Set the run's budgets (scope ``""``: the run; else a step) as an execution
+        starts: a cap given replaces the stored one (``None`` keeps it; no budget is made
+        for it), ``spent`` is what the run's calls cost so far, reservations start at 0
+        (those of an execution that died are gone). Returns every budget of the run."""
+
+    async def get_budgets(self, run_id: str) -> list[BudgetRow]: ...
+
+    async def reserve(self, run_id: str, scopes: Sequence[str], amount: Decimal) -> str | None:
+        """Reserve ``amount`` in every one of ``scopes``, atomically (all or none, across
+        processes): None if reserved, else the scope whose cap it would cross."""
+
+    async def settle(
+        self, run_id: str, scopes: Sequence[str], reserved: Decimal, cost: Decimal
+    ) -> None:
+        """A call answered (or failed): its reservation released, its cost spent."""
+
+    async def budget_reached(self, run_id: str, scope: str, reason: str) -> None:
+        """Note why the run stopped on ``scope``'s budget (until the next ``open_budgets``)."""
+
+    async def cache_get(self, key: str) -> CacheEntry | None:
+        """The cached answer of ``key`` (its hit counted), or None."""
+
+    async def cache_put(self, entry: CacheEntry) -> None:
+        """Cache an answer; a key cached already keeps its first answer."""
+
+    async def cache_stats(self) -> CacheStats: ...
+
+    async def cache_clear(self, older_than: datetime | None = None) -> int:
+        """Delete cached answers made before ``older_than`` (all for None); how many."""
+
+    async def count_cache(self, older_than: datetime | None = None) -> int:
+        """How many cached answers ``cache_clear(older_than)`` would delete."""
+
+
+class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     """What a driver needs to execute a run (its provider batches included)."""
 
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
@@ -167,6 +211,9 @@ class ReadStore(_Closable, Protocol):
     async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]:
         """The run's provider batches, in the order they were stored."""
 
+    async def get_budgets(self, run_id: str) -> list[BudgetRow]:
+        """The run's budgets (DESIGN §11): its own (scope ``""``) and its steps'."""
+
 
 class ReportStore(_Closable, Protocol):
     """Reports and run listings, aggregated by the store."""
@@ -199,7 +246,7 @@ class PruneStore(_Closable, Protocol):
         """What pruning would delete now, per table."""
 
 
-class RunStore(ExecutionStore, ReadStore, ReportStore, PruneStore, Protocol):
+class RunStore(ExecutionStore, ReadStore, ReportStore, PruneStore, SpendStore, Protocol):
     """Everything: what ``Store.open(db)`` returns."""
 
     async def __aenter__(self) -> RunStore: ...

@@ -19,6 +19,7 @@ from .._states import State
 from ._memory_batches import MemoryProviderBatches
 from ._memory_reads import MemoryData, copy_node, copy_run
 from ._memory_reports import MemoryReports
+from ._memory_spend import MemorySpend
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunRow, WriteBatch, utcnow
 
 __all__ = ["MEMORY_SCHEME", "MemoryStore", "is_memory_store_url"]
@@ -39,7 +40,7 @@ class _Writer:
         await self._store.write(batch)
 
 
-class MemoryStore(MemoryProviderBatches, MemoryReports):
+class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
     """``RunStore`` in memory; see the module docstring."""
 
     def __init__(self, url: str = MEMORY_SCHEME) -> None:

@@ -38,6 +38,11 @@ class _Sums:
         if call.replayed:
             agg.replayed_calls += 1
             return
+        if call.cached:
+            agg.cached_calls += 1
+            if call.saved is not None:
+                agg.saved = call.saved if agg.saved is None else add_money(agg.saved, call.saved)
+            return
         agg.calls += 1
         agg.usage = agg.usage + call.usage
         agg.latency_ms += call.latency_ms
@@ -57,7 +62,7 @@ class _Sums:
 
     def done(self) -> StatAggregate:
         agg = self.agg
-        for name in ("cost", "fees"):
+        for name in ("cost", "fees", "saved"):
             value = getattr(agg, name)
             if value is not None:
                 setattr(agg, name, normalize_money(value))
@@ -187,7 +192,16 @@ class MemoryReports(MemoryReads):
         kept_attempts = [a for a in data.attempts if a.run_id not in ids]
         counts["workflow_attempts"] = len(data.attempts) - len(kept_attempts)
         data.attempts[:] = kept_attempts
+        counts["workflow_budgets"] = self.forget_budgets(ids)
         return counts
+
+    def forget_budgets(self, run_ids: set[str]) -> int:
+        """Budgets of pruned runs (``MemorySpend``)."""
+        return 0
+
+    def count_budgets(self, run_ids: set[str]) -> int:
+        """Budgets of these runs (``MemorySpend``)."""
+        return 0
 
     async def prune_debug_logs_batch(self, cutoff: datetime, batch_size: int) -> int:
         old = [log for log in self.data.logs if log.created_at < cutoff][:batch_size]
@@ -210,6 +224,7 @@ class MemoryReports(MemoryReads):
         )
         counts["workflow_batch_requests"] = sum(1 for k in data.batch_requests if k[0] in ids)
         counts["workflow_attempts"] = sum(1 for a in data.attempts if a.run_id in ids)
+        counts["workflow_budgets"] = self.count_budgets(ids)
         counts["workflow_debug_logs"] = sum(
             1
             for log in data.logs

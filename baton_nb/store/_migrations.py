@@ -135,6 +135,29 @@ def _v9_attempts(conn: Connection) -> None:
     WorkflowAttempt.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _v11_budgets_and_cache(conn: Connection) -> None:
+    """Budget caps and the response cache (DESIGN §11): the budgets of runs and steps, the
+    cache, and whether a stats row's call was answered from the cache (and what it saved)."""
+    from ._tables import WorkflowBudget, WorkflowCache
+
+    for table in (WorkflowBudget.__table__, WorkflowCache.__table__):  # type: ignore[attr-defined]
+        table.create(conn, checkfirst=True)
+    postgres = conn.dialect.name == "postgresql"
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_step_stats")}
+    if "cached" not in have:
+        conn.exec_driver_sql(
+            "ALTER TABLE workflow_step_stats ADD COLUMN cached BOOLEAN NOT NULL DEFAULT "
+            + ("false" if postgres else "0")
+        )
+    if "saved_usd" not in have:
+        money = "NUMERIC" if postgres else "VARCHAR(80)"
+        conn.exec_driver_sql(f"ALTER TABLE workflow_step_stats ADD COLUMN saved_usd {money}")
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_budgets_run_scope ON workflow_budgets (run_id"
+        + (", md5(scope))" if postgres else ", scope)")
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
@@ -142,6 +165,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (4, _v4_unbounded_names),
     (8, _v8_provider_batches),
     (9, _v9_attempts),
+    (11, _v11_budgets_and_cache),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -10,11 +10,12 @@ from ._memory import MemoryStore, is_memory_store_url
 from ._sql_batches import SqlProviderBatches
 from ._sql_read import SqlReads
 from ._sql_runs import SqlRuns
+from ._sql_spend import SqlSpend
 
 __all__ = ["SqlStore", "Store"]
 
 
-class SqlStore(SqlRuns, SqlReads, SqlProviderBatches):
+class SqlStore(SqlRuns, SqlReads, SqlProviderBatches, SqlSpend):
     """The repository on SQLite (aiosqlite) or Postgres (asyncpg), through SQLAlchemy.
 
     One class for both; the dialect differences live in ``_engine`` and in the few

@@ -28,6 +28,7 @@ from ._rows import (
 )
 from ._sql_batches import BATCH_REQUESTS, PROVIDER_BATCHES
 from ._sql_rows import ATTEMPTS, COMPLETIONS, LOGS, NODES, RUNS, STATS, loads_list
+from ._sql_spend import BUDGETS
 from ._tables import ExactDecimal
 
 __all__ = [
@@ -40,7 +41,16 @@ __all__ = [
     "stats_by_run_step_model",
 ]
 
-_CHILD_TABLES = (NODES, STATS, COMPLETIONS, LOGS, PROVIDER_BATCHES, BATCH_REQUESTS, ATTEMPTS)
+_CHILD_TABLES = (
+    NODES,
+    STATS,
+    COMPLETIONS,
+    LOGS,
+    PROVIDER_BATCHES,
+    BATCH_REQUESTS,
+    ATTEMPTS,
+    BUDGETS,
+)
 
 
 def clauses(where: RunFilter) -> list[sa.ColumnElement[bool]]:
@@ -61,7 +71,9 @@ def clauses(where: RunFilter) -> list[sa.ColumnElement[bool]]:
 
 # ── aggregation helpers ──────────────────────────────────────────────────────
 
-_PAID = sa.not_(STATS.c.replayed)
+_PAID = sa.and_(sa.not_(STATS.c.replayed), sa.not_(STATS.c.cached))
+# answered from the response cache (DESIGN §11): cost 0, counted apart with what it saved
+_CACHED = sa.and_(sa.not_(STATS.c.replayed), STATS.c.cached)
 
 
 def _money_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -97,6 +109,8 @@ def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.Co
         _count_if(sa.and_(_PAID, STATS.c.estimated)).label("estimated_calls"),
         _paid_sum(STATS.c.latency_ms).label("latency_ms"),
         _count_if(STATS.c.replayed).label("replayed_calls"),
+        _count_if(_CACHED).label("cached_calls"),
+        _money_sum(dialect, sa.case((_CACHED, STATS.c.saved_usd), else_=sa.null())).label("saved"),
     ]
     return [c for c in columns if only is None or c.name in only]
 
@@ -189,6 +203,8 @@ def _aggregate(row: Mapping[Any, Any]) -> StatAggregate:
         estimated_calls=_int(row["estimated_calls"]),
         latency_ms=float(row["latency_ms"] or 0.0),
         replayed_calls=_int(row["replayed_calls"]),
+        cached_calls=_int(row["cached_calls"]),
+        saved=_money(row["saved"]),
     )
 
 
@@ -362,7 +378,16 @@ async def count_prunable(
     counts = dict.fromkeys(PRUNE_TABLES, 0)
     runs = sa.select(RUNS.c.id).where(_prunable(cutoff, now)) if cutoff is not None else None
     if runs is not None:
-        for table in (RUNS, NODES, STATS, COMPLETIONS, PROVIDER_BATCHES, BATCH_REQUESTS, ATTEMPTS):
+        for table in (
+            RUNS,
+            NODES,
+            STATS,
+            COMPLETIONS,
+            PROVIDER_BATCHES,
+            BATCH_REQUESTS,
+            ATTEMPTS,
+            BUDGETS,
+        ):
             column = table.c.id if table is RUNS else table.c.run_id
             counts[table.name] = await _count(conn, table, column.in_(runs))
     log_clauses: list[sa.ColumnElement[bool]] = []

@@ -52,6 +52,7 @@ PRUNE_TABLES = (
     "workflow_provider_batches",
     "workflow_batch_requests",
     "workflow_attempts",
+    "workflow_budgets",
 )
 
 
@@ -154,6 +155,8 @@ class CallRecord:
     created_at: datetime
     pricing: CallPricing | None = None
     id: int | None = None  # the stored row's id (None until stored)
+    cached: bool = False  # answered from the response cache: cost 0 (migration 11)
+    saved: Decimal | None = None  # what a cached call would have cost
 
     @classmethod
     def from_completion(
@@ -175,6 +178,8 @@ class CallRecord:
             estimated=completion.estimated,
             created_at=created_at,
             pricing=completion.pricing,
+            cached=completion.cached,
+            saved=completion.saved,
         )
 
     def repriced(self) -> CallRecord:
@@ -387,6 +392,8 @@ class StatAggregate:
     replayed_calls: int = 0
     price_sources: list[str] = field(default_factory=list)  # see ``distinct_values``
     price_models: list[str] = field(default_factory=list)
+    cached_calls: int = 0  # answered from the response cache (cost 0), not in ``calls``
+    saved: Decimal | None = None  # what the cached calls would have cost
 
 
 def distinct_values(least: str | None, greatest: str | None, count: int) -> list[str]:

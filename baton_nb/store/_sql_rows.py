@@ -170,6 +170,8 @@ def call_to_columns(call: CallRecord) -> dict[str, Any]:
         "estimated": call.estimated,
         "created_at": call.created_at,
         "batch": pricing is not None and pricing.batch,
+        "cached": call.cached,
+        "saved_usd": call.saved,
     }
 
 
@@ -199,6 +201,8 @@ def call_from_columns(row: Columns) -> CallRecord:
         created_at=row["created_at"],
         pricing=pricing,
         id=int(row["id"]),
+        cached=bool(row.get("cached", False)),
+        saved=None if row.get("saved_usd") is None else normalize_money(row["saved_usd"]),
     )
 
 

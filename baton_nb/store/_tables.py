@@ -19,6 +19,8 @@ __all__ = [
     "SchemaVersion",
     "UtcDateTime",
     "WorkflowBatchRequest",
+    "WorkflowBudget",
+    "WorkflowCache",
     "WorkflowCompletion",
     "WorkflowDebugLog",
     "WorkflowNode",
@@ -172,6 +174,9 @@ class WorkflowStepStat(SQLModel, table=True):
     created_at: datetime = _when(index=True)
     # added by migration 8: the call went through a provider batch (priced at batch rates)
     batch: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # added by migration 11: answered from the response cache (cost 0), and what it saved
+    cached: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    saved_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
 
 
 class WorkflowCompletion(SQLModel, table=True):
@@ -261,3 +266,36 @@ class WorkflowBatchRequest(SQLModel, table=True):
     state: str = Field(sa_type=NAME)
     error: str | None = None
     tries: int = 1
+
+
+class WorkflowBudget(SQLModel, table=True):
+    """A run's budget (scope ``""``) or one step's (scope = step name), migration 11.
+
+    Amounts are integers of ``MONEY_UNIT`` (10^-12 USD): one ``UPDATE ... WHERE spent +
+    reserved + x <= cap`` reserves atomically on SQLite and Postgres alike, exactly."""
+
+    __tablename__ = "workflow_budgets"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(sa_type=NAME, index=True)
+    scope: str = Field(sa_type=NAME)
+    cap_units: int = Field(sa_type=sa.BigInteger)
+    spent_units: int = Field(default=0, sa_type=sa.BigInteger)
+    reserved_units: int = Field(default=0, sa_type=sa.BigInteger)
+    refused: int = 0
+    reason: str | None = None  # why the run stopped when this budget refused a call
+    updated_at: datetime = _when()
+
+
+class WorkflowCache(SQLModel, table=True):
+    """The response cache (DESIGN §11), shared by every run of the database (migration 11)."""
+
+    __tablename__ = "workflow_cache"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_type=NAME, unique=True)
+    model: str = Field(sa_type=NAME)
+    request: str
+    response: str
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    hits: int = 0
+    created_at: datetime = _when(index=True)
+    last_hit_at: datetime | None = _when(optional=True)

@@ -10,13 +10,27 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .._money import fmt_money, plural
 from .._run import Run
+from .._runview import cache_savings
 from ..events import WorkflowFinished, add_listener, topic_workflow
 from ._throttle import Throttle
 
 __all__ = ["TextProgress"]
 
 _FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} completed [{elapsed}]  {postfix}"
+
+
+def spend_texts(run: Run) -> list[str]:
+    """The budget and the cache (DESIGN §11) in the text progress line."""
+    out = []
+    if run.spend is not None:
+        reached = " · budget reached" if run.spend.reason else ""
+        out.append(f"budget: {run.spend.text()}{reached}")
+    cached, saved = cache_savings(run)
+    if cached:
+        out.append(f"{plural(cached, 'call')} cached (${fmt_money(saved)} saved)")
+    return out
 
 
 def _tokens(n: int) -> str:
@@ -52,6 +66,7 @@ class TextProgress:
             parts.append(others)
         parts.append(f"{_tokens(self.run.tokens.total_tokens)} tok")
         parts.append(self.run.cost_text())
+        parts.extend(spend_texts(self.run))
         if self.run.done:
             parts.append(self.run.status)
         return " · ".join(parts)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._money import fmt_money
 from .._run import CallRecord, Run, StepInfo
+from .._runview import cache_savings
 
 __all__ = [
     "ERROR_PREVIEW",
@@ -110,6 +111,26 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
         "cancelling": cancelling or run.cancel_requested,
         "source": source,
         "batches": batches(run),
+        **spend(run),
+    }
+
+
+def spend(run: Run) -> dict[str, Any]:
+    """The run's budget and the response cache (DESIGN §11), as the header's spend line
+    shows them: spent, reserved and the budget, why the run stopped; calls cached, saved."""
+    state = run.spend
+    cached, saved = cache_savings(run)
+    return {
+        "spend": None
+        if state is None
+        else {
+            "b": _money(state.budget),
+            "s": _money(state.spent),
+            "r": _money(state.reserved),
+            "why": state.reason,
+        },
+        "cached": cached,
+        "saved": _money(saved),
     }
 
 

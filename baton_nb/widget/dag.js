@@ -6,7 +6,9 @@
 //   patch  nodes changed since the last send (merged into the model's node states, below)
 //   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling,
 //           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
-//                      c: cost, sv: saved, d: discount, rid: provider's id}]}
+//                      c: cost, sv: saved, d: discount, rid: provider's id}],
+//           spend: {b: budget, s: spent, r: reserved, why: reason} | null,
+//           cached: calls answered from the response cache, saved: what they saved}
 // Layout, aggregation and formatting live here and only here.
 //
 // Words: the step states of DESIGN §3, as they are (`discarded`, `cancelled`, `executing`…),
@@ -121,6 +123,25 @@ const BATCH_WORDS = {
 
 function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+// The run's budget and the response cache (DESIGN §11) as a line of the header: spent of
+// the budget (reserved: calls in flight), why the run stopped, calls cached and the saving.
+export function spendLine(hd) {
+  const parts = [];
+  const s = hd.spend;
+  if (s) {
+    const held = Number(s.r) ? ` (${fmtCost(s.r)} reserved)` : "";
+    const reached = s.why ? ` · <span class="bn-budget-reached">budget reached</span>` : "";
+    parts.push(`<b>budget</b> ${fmtCost(s.s)} spent of ${fmtCost(s.b)}${held}${reached}`);
+  }
+  if (hd.cached) {
+    const calls = `${hd.cached.toLocaleString()} call${hd.cached === 1 ? "" : "s"}`;
+    parts.push(`<b>cache</b> ${calls} answered from it · saved ${fmtCost(hd.saved || "0")}`);
+  }
+  if (!parts.length) return "";
+  const title = s && s.why ? ` title="${escapeHtml(s.why)}"` : "";
+  return `<div class="bn-batch bn-spend"${title}>${parts.join(" · ")}</div>`;
 }
 
 // One batch as a line of the header: model, state, n of N done, and what it saves.
@@ -974,10 +995,10 @@ class DagView {
   // Provider batches (DESIGN §12): one line each, what the provider says of it and the saving.
   paintBatches() {
     const batches = this.header.batches || [];
-    const html = batches.map(batchLine).join("");
+    const html = spendLine(this.header) + batches.map(batchLine).join("");
     if (this.batchesHtml === html) return;
     this.batchesHtml = html;
-    this.batchLines.hidden = !batches.length;
+    this.batchLines.hidden = !html;
     this.batchLines.innerHTML = html;
   }
 

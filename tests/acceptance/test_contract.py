@@ -132,6 +132,9 @@ def test_csv_columns_in_contract_order() -> None:
         "fees_usd",
         "price_source",
         "price_model",
+        # the response cache (DESIGN §11)
+        "cached_calls",
+        "saved_usd",
     ]
 
 

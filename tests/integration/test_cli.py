@@ -276,3 +276,30 @@ def test_run_ids_may_be_shortened(workdir: Path, capsys: pytest.CaptureFixture[s
     assert main(["show", "zz", "--db", db]) == 1
     assert "no run 'zz'" in capsys.readouterr().err
     assert main(["show", "a_c", "--db", db]) == 1  # LIKE wildcards are taken literally
+
+
+def test_cache_command(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``baton-nb cache``: size, hits and savings of the response cache; --clear."""
+    wf = bn.Workflow("cli-cache", db=DEMO_DB, cache=True)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model="mock/gpt-4o-mini", prompt="hi", temperature=0)).text
+
+    async def twice() -> None:
+        await wf.run(display=False)
+        await wf.run(display=False)
+
+    anyio.run(twice)
+    capsys.readouterr()
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cached answer, " in out and "1 hit, $0.0000" in out and "oldest " in out
+    assert main(["cache", "--clear", "--older-than", "7d"]) == 0
+    assert capsys.readouterr().out.strip() == "deleted 0 cached answers"
+    assert main(["prune", "--cache-older-than", "0s", "--dry-run"]) == 0
+    assert "workflow_cache 1" in capsys.readouterr().out
+    assert main(["cache", "--clear"]) == 0
+    assert capsys.readouterr().out.strip() == "deleted 1 cached answer"
+    assert main(["cache"]) == 0
+    assert capsys.readouterr().out.startswith("0 cached answers, ")

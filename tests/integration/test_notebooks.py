@@ -29,7 +29,8 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 CSV_HEADER = (
     "run_id,workflow,step,model,provider,calls,input_tokens,cached_input_tokens,"
     "cache_write_tokens,output_tokens,reasoning_tokens,cost_usd,latency_ms,replayed_calls,"
-    "cache_write_1h_tokens,web_search_requests,fees_usd,price_source,price_model"
+    "cache_write_1h_tokens,web_search_requests,fees_usd,price_source,price_model,"
+    "cached_calls,saved_usd"
 )
 MODELS = ("mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.5-flash")
 
@@ -210,12 +211,33 @@ def _check_batch(nb: Any, tmp_path: Path) -> None:
     assert paid == (250, 250)
 
 
+def _check_spend_less(nb: Any, tmp_path: Path) -> None:
+    """A budget stops the run under its cap, a resume pays nothing twice, a cached re-run
+    pays nothing."""
+    _assert_dag_shown(_cell(nb, 'run = await wf.run(budget="0.01")'), ["answer"], "cancelled")
+    stopped = _text(_cell(nb, "print(run.status)"))
+    assert "cancelled" in stopped and "budget reached" in stopped
+    resumed = _text(_cell(nb, "paid = [c for c in resumed.calls"))
+    assert re.search(r"40 calls paid in all \(each once\), \d+ replayed", resumed)
+    cached = _text(_cell(nb, "report = second.report()"))
+    assert "second run: 0 calls paid, 40 answered from the cache" in cached
+    with closing(sqlite3.connect(tmp_path / "notebook_runs.db")) as con:
+        paid = con.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT run_id || step || call_index) FROM "
+            "workflow_step_stats WHERE NOT replayed AND NOT cached"
+        ).fetchone()
+        hits = con.execute("SELECT SUM(hits) FROM workflow_cache").fetchone()
+    assert paid == (80, 80)  # the budgeted run's 40 and the first cached run's 40, once each
+    assert hits == (40,)
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_multi_model.ipynb": _check_multi_model,
     "03_cost_report.ipynb": _check_cost_report,
     "04_resume.ipynb": _check_resume,
     "05_structured.ipynb": _check_structured,
+    "07_spend_less.ipynb": _check_spend_less,
     "08_batch.ipynb": _check_batch,
 }
 
@@ -251,3 +273,38 @@ def test_notebook(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     check = CHECKS.get(path.name)
     if check is not None:
         check(nb, tmp_path)
+
+
+def test_notebook_02_rerun_with_the_cache_buys_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notebook 02 run twice with ``bn.configure(cache=True)`` (a cell put before it), in
+    one folder (one database): the second run buys nothing, its report says the saving."""
+    monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")
+    texts = []
+    for _ in range(2):
+        nb = nbformat.read(NOTEBOOKS_DIR / "02_multi_model.ipynb", as_version=4)
+        nb.cells.insert(
+            1, nbformat.v4.new_code_cell("import baton_nb as bn\nbn.configure(cache=True)")
+        )
+        nb.cells.append(nbformat.v4.new_code_cell("print(run.report())"))
+        client = nbclient.NotebookClient(
+            nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        )
+        client.execute()
+        texts.append(_text(nb.cells[-1]))
+    with closing(sqlite3.connect(tmp_path / "notebook_runs.db")) as con:
+        runs = [r for (r,) in con.execute("SELECT id FROM workflow_runs ORDER BY created_at")]
+        assert len(runs) == 2
+        first, second = (
+            con.execute(
+                "SELECT SUM(NOT cached), SUM(cached) FROM workflow_step_stats WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            for run_id in runs
+        )
+    assert first == (4, 0)  # three models and the synthesis, paid
+    assert second == (0, 4)  # the same four, answered from the cache: no provider call
+    assert re.search(
+        r"Cost: \$0 for 1 run, 0 calls, .*4 answered from the cache \(\$0\.\d+ saved\)", texts[1]
+    )

@@ -54,8 +54,9 @@ def prune_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def workflow(db: str, name: str, *, fail: bool = False, gate: Any = None) -> bn.Workflow:
-    """Steps with LLM calls (one batched map) and debug capture: rows in every table."""
-    wf = bn.Workflow(name, db=db, debug=True)
+    """Steps with LLM calls (one batched map), debug capture and a budget: rows in every
+    table."""
+    wf = bn.Workflow(name, db=db, debug=True, budget="100")
 
     @wf.step()
     async def ask(ctx: bn.Context) -> str:
@@ -63,11 +64,12 @@ def workflow(db: str, name: str, *, fail: bool = False, gate: Any = None) -> bn.
         if gate is not None:
             gate["started"].set()
             await gate["release"].wait()
-        return (await ctx.complete(model=MODEL, prompt=f"question of {ctx.run_id}")).text
+        question = f"question of {ctx.run_id}"
+        return (await ctx.complete(model=MODEL, prompt=question, max_tokens=100)).text
 
     @wf.step(deps=["ask"], max_attempts=1)
     async def check(ctx: bn.Context) -> str:
-        text = (await ctx.complete(model=MODEL, prompt="check it")).text
+        text = (await ctx.complete(model=MODEL, prompt="check it", max_tokens=100)).text
         if fail:
             raise RuntimeError("check failed")
         return text

@@ -463,7 +463,7 @@ async def test_prune_takes_old_finished_unleased_runs_only(store: RunStore) -> N
     await store.write(WriteBatch(run=RunUpdate("young", RunStatus.COMPLETED, (), now)))
     assert await store.acquire_lease("leased", "someone", 600)
     cutoff = now - timedelta(days=1)
-    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1, 1), strict=True))
+    expected = dict(zip(PRUNE_TABLES, (1, 4, 1, 1, 1, 1, 1, 1, 0), strict=True))
     assert await store.count_prunable(cutoff, None) == expected
     assert await store.prune_runs_batch(cutoff, 10) == expected
     assert await store.get_run("done") is None and await store.get_nodes("done") == []
@@ -618,3 +618,75 @@ async def test_batch_results_are_stored_in_one_transaction(store: RunStore) -> N
     [call_row] = await store.get_stats(["r1"])
     assert call_row.pricing is not None and call_row.pricing.batch
     assert call_row.repriced().pricing.batch  # type: ignore[union-attr]
+
+
+# ── budgets and the response cache (DESIGN §11, migration 11) ─────────────────
+
+
+async def test_budgets_reserve_all_or_none_and_settle(store: RunStore) -> None:
+    from baton_nb.store import RUN_SCOPE
+
+    rows = await store.open_budgets(
+        "b1", {RUN_SCOPE: Decimal(1), "s": Decimal("0.5")}, {RUN_SCOPE: Decimal("0.1")}
+    )
+    assert [(r.scope, r.cap, r.spent, r.reserved) for r in rows] == [
+        (RUN_SCOPE, Decimal(1), Decimal("0.1"), Decimal(0)),
+        ("s", Decimal("0.5"), Decimal(0), Decimal(0)),
+    ]
+    both = [RUN_SCOPE, "s"]
+    assert await store.reserve("b1", both, Decimal("0.3")) is None
+    assert await store.reserve("b1", both, Decimal("0.3")) == "s"  # the step's cap
+    assert await store.reserve("b1", [RUN_SCOPE], Decimal("0.6")) is None  # 0.1 + 0.3 + 0.6
+    assert await store.reserve("b1", [RUN_SCOPE], Decimal("1e-12")) == RUN_SCOPE
+    await store.settle("b1", both, Decimal("0.3"), Decimal("0.25"))
+    await store.settle("b1", [RUN_SCOPE], Decimal("0.6"), Decimal(0))
+    got = {r.scope: r for r in await store.get_budgets("b1")}
+    assert (got[RUN_SCOPE].spent, got[RUN_SCOPE].reserved) == (Decimal("0.35"), Decimal(0))
+    assert (got["s"].spent, got["s"].reserved, got["s"].refused) == (Decimal("0.25"), 0, 1)
+    assert got[RUN_SCOPE].refused == 1
+    # a resume: the cap kept (None) or raised, spent recomputed, reservations dropped
+    await store.reserve("b1", [RUN_SCOPE], Decimal("0.2"))
+    rows = await store.open_budgets(
+        "b1", {RUN_SCOPE: None, "s": Decimal(2)}, {RUN_SCOPE: Decimal("0.35")}
+    )
+    assert [(r.cap, r.spent, r.reserved) for r in rows] == [
+        (Decimal(1), Decimal("0.35"), Decimal(0)),
+        (Decimal(2), Decimal(0), Decimal(0)),
+    ]
+    assert await store.get_budgets("other") == []
+
+
+async def test_concurrent_reservations_never_pass_the_cap(store: RunStore) -> None:
+    from baton_nb.store import RUN_SCOPE
+
+    await store.open_budgets("b2", {RUN_SCOPE: Decimal(1)}, {})
+    results = await asyncio.gather(
+        *(store.reserve("b2", [RUN_SCOPE], Decimal("0.03")) for _ in range(50))
+    )
+    assert results.count(None) == 33
+    [row] = await store.get_budgets("b2")
+    assert row.reserved == Decimal("0.99") and row.refused == 17
+
+
+async def test_response_cache_rows(store: RunStore) -> None:
+    from baton_nb.store import CacheEntry
+
+    await store.cache_clear()
+    old = CacheEntry("k-old", "m", '{"r":1}', '{"a":1}', Decimal("0.5"), T0)
+    new = CacheEntry("k-new", "m", '{"r":2}', '{"a":2}', None, T0 + timedelta(days=10))
+    await store.cache_put(old)
+    await store.cache_put(new)
+    await store.cache_put(CacheEntry("k-old", "m", "{}", '{"a":"other"}', Decimal(9), T0))
+    assert await store.cache_get("missing") is None
+    hit = await store.cache_get("k-old")
+    assert hit is not None and (hit.response, hit.cost, hit.hits) == ('{"a":1}', Decimal("0.5"), 1)
+    await store.cache_get("k-old")
+    stats = await store.cache_stats()
+    assert (stats.entries, stats.hits, stats.saved) == (2, 2, Decimal(1))
+    assert stats.size_bytes == len('{"r":1}{"a":1}{"r":2}{"a":2}')
+    assert (stats.oldest, stats.newest) == (T0, T0 + timedelta(days=10))
+    cutoff = T0 + timedelta(days=1)
+    assert await store.count_cache(cutoff) == 1
+    assert await store.cache_clear(cutoff) == 1
+    assert await store.cache_get("k-old") is None and await store.count_cache() == 1
+    assert await store.cache_clear() == 1

@@ -146,6 +146,8 @@ def test_csv_has_contract_columns_and_exact_decimals(tmp_path: Path) -> None:
         # after DESIGN §8's columns
         "cache_write_1h_tokens", "web_search_requests", "fees_usd", "price_source",
         "price_model",
+        # the response cache (DESIGN §11)
+        "cached_calls", "saved_usd",
     ]  # fmt: skip
     records = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
     assert records[0]["cost_usd"] == "0.000123456789"

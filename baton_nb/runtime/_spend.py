@@ -1,0 +1,330 @@
+"""Spend less, never more (DESIGN §11): budget caps and the response cache around one call.
+
+``Calls.complete`` hands a call that is not replayed to :meth:`Spend.complete`:
+
+1. the response cache (opt-in): a request already answered in this database (same key:
+   ``llm/_cache_key.py``) is answered from it, at $0, recorded as cached with the cost it
+   saved;
+2. the budgets (the run's, the step's): the call's worst case is reserved in the store,
+   atomically against each cap (``SpendStore.reserve``), before anything is sent; a call
+   that would cross a cap waits while calls of the run are in flight (their settlement
+   may free enough) and tries again; with none in flight it is not sent, nor is any
+   call after it, and the run stops (``cancelled``, resumable) with ``budget reached``
+   (the answers of calls in flight are stored first: they are paid, never lost);
+3. the call; its reservation is settled to its real cost when it answers (or fails);
+4. its answer cached (when the cache is on).
+
+The worst case: the prompt's tokens (tiktoken, plus a 20 % margin for other tokenizers,
+tools and response format included) at the input rate, no cached-input discount, plus
+``max_tokens`` (Anthropic: the endpoint's default ``max_tokens`` when none is given) at
+the output rate, per-request fees included.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, NoReturn
+
+import anyio
+
+from .._errors import BudgetReached, ConfigurationError, OutputValidationError
+from .._graph import GraphSpec
+from .._money import add_money, fmt_money, normalize_money, sum_money
+from .._run import Run
+from .._runview import SpendState
+from .._usage import Usage
+from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, utcnow
+from ._commit import GroupCommit
+from ._node import Node
+
+if TYPE_CHECKING:
+    from ..llm import Completion, LLMRequest
+
+__all__ = ["InFlight", "Spend", "open_spend", "spent_by_scope"]
+
+PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
+
+
+def spent_by_scope(run: Run) -> dict[str, Decimal]:
+    """What the run's paid calls cost: the run's total (scope ``""``) and per step (a
+    fan-out child's calls count for its step)."""
+    totals: dict[str, list[Decimal]] = {}
+    for call in run.calls:
+        if call.replayed or call.cached or call.cost is None:
+            continue
+        step = call.step.split("[", 1)[0]
+        totals.setdefault(RUN_SCOPE, []).append(call.cost)
+        totals.setdefault(step, []).append(call.cost)
+    return {scope: sum_money(costs) for scope, costs in totals.items()}
+
+
+async def open_spend(
+    graph: GraphSpec, store: ExecutionStore, run: Run, commit: GroupCommit, *, resumed: bool
+) -> Spend | None:
+    """The run's budgets and cache for this execution, or None when it has neither."""
+    from ..llm._config import cache_default
+
+    cache = graph.cache if graph.cache is not None else cache_default()
+    caps: dict[str, Decimal | None] = {RUN_SCOPE: graph.budget}
+    caps.update({n: s.budget for n, s in graph.steps.items() if s.budget is not None})
+    rows: list[BudgetRow] = []
+    if resumed or any(cap is not None for cap in caps.values()):
+        rows = await store.open_budgets(run.id, caps, spent_by_scope(run))
+    if not rows and not cache:
+        return None
+    return Spend(graph, store, run, commit, rows, cache=cache)
+
+
+class Spend:
+    """The budgets and the response cache of one execution of a run."""
+
+    def __init__(
+        self,
+        graph: GraphSpec,
+        store: ExecutionStore,
+        run: Run,
+        commit: GroupCommit,
+        rows: list[BudgetRow],
+        *,
+        cache: bool,
+    ) -> None:
+        self.graph = graph
+        self.store = store
+        self.run = run
+        self.commit = commit
+        self.cache = cache
+        self.flight = InFlight()
+        self._stopped: str | None = None  # why no call is sent any more (a cap refused one)
+        self.scopes = {row.scope for row in rows}
+        run.spend = None
+        for row in rows:
+            if row.scope == RUN_SCOPE:
+                run.spend = SpendState(row.cap, row.spent, row.reserved)
+        self.on_reached: Callable[[], None] = run.cancel
+
+    async def complete(self, node: Node, request: LLMRequest) -> Completion:
+        """Answer ``request`` from the cache, or send it within the budgets."""
+        from ..llm import Completion, complete
+        from ..llm._cache_key import cache_key
+
+        key = None
+        if self.cache if request.cache is None else request.cache:
+            key = cache_key(request)
+            with anyio.CancelScope(shield=True):
+                entry = await self.store.cache_get(key.digest)
+            if entry is not None:
+                return await self._hit(entry, request)
+        scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
+        held = await self._reserve(node, scopes, request) if scopes else None
+        try:
+            try:
+                completion = await complete(request)
+            except Exception as exc:
+                if held is not None:
+                    paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                    cost = paid.cost if isinstance(paid, Completion) else None
+                    await self._settle(scopes, held, cost)
+                raise
+            if held is not None:
+                await self._settle(scopes, held, completion.cost)
+            if key is not None:
+                entry = CacheEntry(
+                    key.digest,
+                    request.model,
+                    key.canonical,
+                    completion.to_json(),
+                    completion.cost,
+                    utcnow(),
+                )
+                with anyio.CancelScope(shield=True):  # a paid answer is kept
+                    await self.store.cache_put(entry)
+        finally:
+            # No await after this: the caller records the answer before anyone waiting
+            # for the calls in flight (``_stop``) runs again.
+            if held is not None:
+                self.flight.landed()
+        return completion
+
+    async def _hit(self, entry: CacheEntry, request: LLMRequest) -> Completion:
+        from ..llm import Completion
+        from ..llm._output import awith_parsed
+
+        stored = Completion.from_json(entry.response)
+        completion = replace(
+            stored,
+            model=request.model,
+            cost=Decimal(0),
+            latency_ms=0.0,
+            replayed=False,
+            cached=True,
+            saved=entry.cost,
+        )
+        return await awith_parsed(completion, request)
+
+    # ── budgets ───────────────────────────────────────────────────────────────
+
+    async def _reserve(self, node: Node, scopes: list[str], request: LLMRequest) -> Decimal:
+        """Reserve ``request``'s worst case in ``scopes``. Refused while calls of this
+        execution hold reservations, it waits for its turn (a call settling frees what it
+        did not spend) and tries again; refused with none held, the run stops."""
+        worst = await self.worst_case(node, request)
+        flight = self.flight
+        while True:
+            if self._stopped is not None:
+                await self._stop(self._stopped)
+            landings = flight.landings
+            flight.reserving += 1  # reserved in the store before it counts as held
+            try:
+                with anyio.CancelScope(shield=True):  # a transaction is never cut halfway
+                    refused = await self.store.reserve(self.run.id, scopes, worst)
+            finally:
+                flight.reserving -= 1
+            if refused is None:
+                flight.holding += 1
+                flight.wake_one()  # there may be room for the next one waiting too
+                view = self.run.spend
+                if view is not None and RUN_SCOPE in scopes:
+                    view.reserved = normalize_money(add_money(view.reserved, worst))
+                return worst
+            if flight.landings != landings:
+                continue  # a call settled meanwhile: what it released may be enough
+            if not (flight.holding or flight.reserving):
+                break
+            await flight.turn()
+        if self._stopped is None:
+            self._stopped = f"budget reached (step {node.name!r}, {request.model})"
+            try:  # the budget's figures in the reason; whatever happens, no call waits on
+                self._stopped = await self._refusal(node, refused, worst, request)
+                with anyio.CancelScope(shield=True):
+                    await self.store.budget_reached(self.run.id, refused, self._stopped)
+            finally:
+                if self.run.spend is not None:
+                    self.run.spend.reason = self._stopped
+                flight.wake_all()
+        await self._stop(self._stopped)
+
+    async def _stop(self, reason: str) -> NoReturn:
+        """No more calls: wait for those in flight to answer and be stored (they are paid),
+        then stop the run (cancelled, resumable)."""
+        await self.flight.drained()
+        await self.commit.commit()
+        self.on_reached()  # run.cancel(): the run stops, cancelled and resumable
+        await anyio.lowlevel.checkpoint()  # the run's cancellation reaches this step here
+        raise BudgetReached(reason)
+
+    async def _settle(self, scopes: list[str], held: Decimal, cost: Decimal | None) -> None:
+        paid = cost if cost is not None else Decimal(0)
+        with anyio.CancelScope(shield=True):  # a reservation is never left behind
+            await self.store.settle(self.run.id, scopes, held, paid)
+        view = self.run.spend
+        if view is not None and RUN_SCOPE in scopes:
+            view.reserved = normalize_money(add_money(view.reserved, -held))
+            view.spent = normalize_money(add_money(view.spent, paid))
+
+    async def _refusal(self, node: Node, scope: str, worst: Decimal, request: LLMRequest) -> str:
+        rows = {row.scope: row for row in await self.store.get_budgets(self.run.id)}
+        row = rows.get(scope)
+        what = "the run's budget" if scope == RUN_SCOPE else f"step {scope!r}'s budget"
+        state = ""
+        if row is not None:
+            state = (
+                f" (${fmt_money(row.spent)} spent, ${fmt_money(row.reserved)} reserved "
+                f"of ${fmt_money(row.cap)})"
+            )
+        return (
+            f"budget reached: {what}{state} leaves no room for a call of {request.model} "
+            f"that may cost up to ${fmt_money(worst)} (step {node.name!r}); it was not sent. "
+            f"Resume with a higher budget: await wf.run(run_id={self.run.id!r}, budget=...)"
+        )
+
+    async def worst_case(self, node: Node, request: LLMRequest) -> Decimal:
+        """The most ``request`` can cost, or ``ConfigurationError`` when that is unknown."""
+        from ..llm._complete import pricing_model
+        from ..llm._config import resolve_endpoint
+        from ..llm._cost import compute_cost
+        from ..llm._tokens import aestimate_tokens, estimate_tokens
+        from ..llm._types import split_model
+
+        provider, model = split_model(request.model)
+        endpoint = resolve_endpoint(provider)
+        output = request.max_tokens
+        if output is None and endpoint.kind == "anthropic":
+            output = endpoint.default_max_tokens  # what the adapter sends without one
+        if output is None:
+            raise ConfigurationError(
+                f"step {node.name!r}: under a budget a call needs max_tokens= (its worst "
+                f"case is reserved before it is sent): ctx.complete(..., "
+                f"model={request.model!r}, max_tokens=...)"
+            )
+        prompt = await aestimate_tokens(request.messages)
+        extras = [m["tool_calls"] for m in request.messages if m.get("tool_calls")]
+        params = request.neutral_params()
+        if params or extras:  # tools, response format, assistant tool calls
+            prompt += estimate_tokens(json.dumps([params, extras], default=str))
+        prompt = math.ceil(prompt * PROMPT_MARGIN) + 8
+        usage = Usage(input_tokens=prompt, output_tokens=output)
+        name = pricing_model(endpoint, model, request)
+        cost, _ = await compute_cost(name, usage, called_as=request.model)
+        if cost is not None:
+            return cost
+        if self.graph.allow_unpriced:
+            return Decimal(0)
+        raise ConfigurationError(
+            f"step {node.name!r}: {request.model} has no known price, so under a budget "
+            f"its calls are refused before sending (its cost could not be counted). Give "
+            f"price_as='provider/model', a price file (bn.configure(pricing=...)), or "
+            f"allow it: bn.Workflow(..., allow_unpriced=True) (its calls then count as $0)"
+        )
+
+
+class InFlight:
+    """An execution's calls that hold a reservation, and the calls waiting for room."""
+
+    def __init__(self) -> None:
+        self.holding = 0  # calls reserved and not settled yet
+        self.reserving = 0  # reservations asked of the store, not answered yet
+        self.landings = 0  # calls settled so far
+        self._waiting: deque[anyio.Event] = deque()
+        self._landed: anyio.Event | None = None  # set when a call settles
+
+    def landed(self) -> None:
+        """A call settled: the first call waiting for room tries again."""
+        self.holding -= 1
+        self.landings += 1
+        if self._landed is not None:
+            self._landed.set()
+            self._landed = None
+        self.wake_one()
+
+    def wake_one(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.is_set():
+                turn.set()
+                return
+
+    def wake_all(self) -> None:
+        while self._waiting:
+            self._waiting.popleft().set()
+
+    async def turn(self) -> None:
+        """Wait until ``wake_one`` picks this call (FIFO) or ``wake_all``."""
+        turn = anyio.Event()
+        self._waiting.append(turn)
+        try:
+            await turn.wait()
+        finally:
+            if not turn.is_set():  # cancelled while waiting: never picked
+                self._waiting.remove(turn)
+
+    async def drained(self) -> None:
+        """Until no call holds a reservation."""
+        while self.holding:
+            if self._landed is None:
+                self._landed = anyio.Event()
+            await self._landed.wait()

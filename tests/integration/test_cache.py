@@ -1,0 +1,149 @@
+"""The response cache (DESIGN §11), against the fake provider server: what was sent and
+what the cache saved, on SQLite and Postgres (``db_url``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+import baton_nb as bn
+from baton_nb._runview import cache_savings
+from baton_nb.llm._config import configure
+from tests.fakes.provider_server import FakeProviderServer, FakeUsage
+
+pytestmark = pytest.mark.anyio
+MODEL = "openai/gpt-4o-mini"
+
+
+@pytest.fixture
+def priced(fake_providers: FakeProviderServer) -> Iterator[FakeProviderServer]:
+    fake_providers.usage = FakeUsage(input=1000, output=500)
+    yield fake_providers
+
+
+def _per_call() -> Decimal:
+    cost = bn.price(MODEL, bn.Usage(input_tokens=1000, output_tokens=500))
+    assert cost is not None and cost > 0
+    return cost
+
+
+def _workflow(name: str, db_url: str, *, stream: bool = False, **options: object) -> bn.Workflow:
+    """Three calls. The cache is shared by the database's runs (the Postgres database by
+    the whole test session): the prompts carry the test's unique suffix (``name``'s)."""
+    wf = bn.Workflow(name, db=db_url, **options)  # type: ignore[arg-type]
+    tag = name.rsplit("-", 1)[-1]
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> list[str]:
+        out = []
+        for q in ("one", "two", "three"):
+            prompt = f"{q} {tag}"
+            answer = await ctx.complete(model=MODEL, prompt=prompt, temperature=0, stream=stream)
+            out.append(answer.text)
+        return out
+
+    return wf
+
+
+async def test_a_rerun_is_answered_from_the_cache(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    first = await _workflow(f"cache-{unique}", db_url, cache=True).run(display=False)
+    assert first.status == "completed" and priced.request_count == 3
+    assert cache_savings(first) == (0, Decimal(0))
+
+    # another workflow (another run) with the same requests, streamed this time
+    second = await _workflow(f"cache-again-{unique}", db_url, stream=True, cache=True).run(
+        display=False
+    )
+    assert second.status == "completed"
+    assert priced.request_count == 3  # nothing sent
+    assert second.results["ask"] == first.results["ask"]
+    assert [c.cached for c in second.calls] == [True, True, True]
+    assert second.cost == 0
+    assert cache_savings(second) == (3, _per_call() * 3)
+    loaded = await bn.Run.load(second.id, db=db_url)
+    assert cache_savings(loaded) == (3, _per_call() * 3)
+    assert all(c.saved == _per_call() and c.cost == 0 for c in loaded.calls)
+
+    report = second.report()
+    assert report.total == 0
+    assert report.cached_calls == 3 and report.saved == _per_call() * 3
+    csv = report.to_csv().splitlines()
+    assert csv[0].endswith(",cached_calls,saved_usd")
+    assert csv[1].endswith(f",3,{_per_call() * 3}")
+
+
+async def test_cache_is_opt_in_and_per_call(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    await _workflow(f"off-{unique}", db_url).run(display=False)
+    await _workflow(f"off-{unique}", db_url).run(display=False)
+    assert priced.request_count == 6  # off by default: nothing cached, nothing read
+
+    wf = bn.Workflow(f"per-call-{unique}", db=db_url, cache=True)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> list[str]:
+        one = f"one {unique}"
+        kept = await ctx.complete(model=MODEL, prompt=one, temperature=0)
+        fresh = await ctx.complete(model=MODEL, prompt=one, temperature=0, cache=False)
+        salted = await ctx.complete(model=MODEL, prompt=one, temperature=0, cache_salt="b")
+        return [kept.text, fresh.text, salted.text]
+
+    await wf.run(display=False)
+    assert priced.request_count == 9  # the first call cached, the other two sent
+    again = await wf.run(display=False)
+    assert priced.request_count == 10  # only cache=False sent again
+    assert [c.cached for c in again.calls] == [True, False, True]
+
+
+async def test_configure_turns_the_cache_on(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    configure(cache=True)
+    await _workflow(f"configured-{unique}", db_url).run(display=False)
+    await _workflow(f"configured-{unique}", db_url).run(display=False)
+    assert priced.request_count == 3
+    off = await _workflow(f"configured-{unique}", db_url, cache=False).run(display=False)
+    assert priced.request_count == 6 and not any(c.cached for c in off.calls)
+
+
+async def test_cache_stats_prune_and_clear(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    wf = _workflow(f"stats-{unique}", db_url, cache=True)
+    await wf.run(display=False)
+    await wf.run(display=False)
+    store = await bn.store.Store.open(db_url)  # type: ignore[attr-defined]
+    try:
+        stats = await store.cache_stats()
+        assert stats.entries >= 3 and stats.hits >= 3 and stats.saved >= _per_call() * 3
+        assert stats.size_bytes > 0
+    finally:
+        await store.close()
+    dry = await bn.prune(db=db_url, older_than=None, cache_older_than="0s", dry_run=True)
+    assert dry.deleted["workflow_cache"] >= 3
+    result = await bn.prune(db=db_url, older_than=None, cache_older_than="0s")
+    assert result.deleted["workflow_cache"] >= 3
+    await wf.run(display=False)
+    assert priced.request_count == 6  # pruned: asked again
+
+
+async def test_budget_and_cache_together(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """A cached answer costs nothing: a re-run fits in a budget of $0 (nothing reserved)."""
+    wf = bn.Workflow(f"both-{unique}", db=db_url, cache=True)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt=f"q {unique}", max_tokens=500)).text
+
+    await wf.run(budget="1", display=False)
+    assert priced.request_count == 1
+    run = await wf.run(budget="0", display=False)
+    assert run.status == "completed" and priced.request_count == 1
+    assert run.spend is not None and run.spend.spent == 0

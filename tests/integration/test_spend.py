@@ -1,0 +1,153 @@
+"""Budget caps (DESIGN §11), against the fake provider server: what was sent and paid.
+
+Each test counts the requests the fake server answered and what they cost, on SQLite and
+Postgres (``db_url``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+import baton_nb as bn
+from tests.fakes.provider_server import FakeProviderServer, FakeUsage
+
+pytestmark = pytest.mark.anyio
+MODEL = "openai/gpt-4o"  # $2.50 / 1M input, $10 / 1M output
+OUT = 1000  # tokens each answer reports (= max_tokens: the worst case is reached)
+
+
+def _per_call() -> Decimal:
+    cost = bn.price(MODEL, bn.Usage(input_tokens=10, output_tokens=OUT))
+    assert cost is not None
+    return cost
+
+
+def _fan_out(name: str, db_url: str, items: int, **workflow: object) -> bn.Workflow:
+    wf = bn.Workflow(name, db=db_url, **workflow)  # type: ignore[arg-type]
+
+    @wf.step()
+    async def items_(ctx: bn.Context) -> list[int]:
+        return list(range(items))
+
+    @wf.step(map_over="items_", max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        answer = await ctx.complete(model=MODEL, prompt=f"item {ctx.item}", max_tokens=OUT)
+        return answer.text
+
+    return wf
+
+
+async def test_200_calls_in_flight_never_overshoot_and_resume_buys_nothing_twice(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    fake_providers.latency = 0.2  # every call is in flight when the cap is reached
+    per_call = _per_call()  # $0.010025
+    wf = _fan_out(f"budget-{unique}", db_url, 200)
+
+    first = await wf.run(budget="1.00", concurrency=200, display=False)
+    sent = fake_providers.request_count
+    assert first.status == "cancelled"
+    assert first.spend is not None and first.spend.reason is not None
+    assert first.spend.reason.startswith("budget reached")
+    assert 0 < sent < 200
+    assert per_call * sent <= Decimal("1.00")  # paid at the fake server
+    # a refused call waited for the calls in flight to settle: the budget is used up to
+    # less than one call's worst case (~$0.01005), not stopped at the first refusal
+    assert Decimal("1.00") - per_call * sent < Decimal("0.0101")
+    assert first.known_cost == per_call * sent  # every paid answer stored
+    assert first.spend.spent == per_call * sent and first.spend.reserved == 0
+    loaded = await bn.Run.load(first.id, db=db_url)  # what stopped it is stored
+    assert loaded.spend is not None and loaded.spend.reason == first.spend.reason
+    assert loaded.spend.spent == first.spend.spent
+
+    second = await wf.run(run_id=first.id, budget="5", concurrency=200, display=False)
+    assert second.status == "completed", second.failed_steps
+    assert fake_providers.request_count == 200  # nothing bought twice
+    assert second.known_cost == per_call * 200
+    assert second.spend is not None and second.spend.spent == per_call * 200
+    assert second.spend.budget == Decimal(5) and second.spend.reason is None
+
+
+async def test_step_budget_and_workflow_budget(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    per_call = _per_call()
+    wf = bn.Workflow(f"step-budget-{unique}", db=db_url, budget="100")
+
+    @wf.step(budget="0.025", max_attempts=1)  # room for two calls' worst case
+    async def ask(ctx: bn.Context) -> list[str]:
+        return [
+            (await ctx.complete(model=MODEL, prompt=f"q{i}", max_tokens=OUT)).text for i in range(5)
+        ]
+
+    run = await wf.run(display=False)
+    assert run.status == "cancelled"
+    assert fake_providers.request_count == 2
+    assert run.known_cost == per_call * 2
+    assert run.spend is not None and "step 'ask'" in (run.spend.reason or "")
+
+
+@pytest.mark.filterwarnings("ignore::baton_nb.pricing.UnknownPriceWarning")
+async def test_unpriced_model_refused_before_sending_unless_allowed(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    for allow in (False, True):
+        wf = bn.Workflow(f"unpriced-{allow}-{unique}", db=db_url, allow_unpriced=allow)
+
+        @wf.step(max_attempts=1)
+        async def ask(ctx: bn.Context) -> str:
+            answer = await ctx.complete(
+                model="openai/no-such-model-xyz", prompt="hi", max_tokens=10
+            )
+            return answer.text
+
+        run = await wf.run(budget="1", display=False)
+        if allow:
+            assert run.status == "completed" and fake_providers.request_count == 1
+        else:
+            assert run.status == "failed" and fake_providers.request_count == 0
+            error = run.steps["ask"].error or ""
+            assert "no known price" in error and "allow_unpriced=True" in error
+
+
+async def test_budget_needs_max_tokens(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    wf = bn.Workflow(f"no-max-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt="hi")).text
+
+    run = await wf.run(budget="1", display=False)
+    assert run.status == "failed" and fake_providers.request_count == 0
+    assert "max_tokens" in (run.steps["ask"].error or "")
+
+
+async def test_no_budget_no_rows(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    wf = bn.Workflow(f"free-{unique}", db=db_url)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt="hi")).text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed" and run.spend is None
+    store = await bn.store.Store.open(db_url)  # type: ignore[attr-defined]
+    try:
+        assert await store.get_budgets(run.id) == []
+    finally:
+        await store.close()
+
+
+def test_budget_values_are_checked() -> None:
+    for bad in ("-1", "abc", True, [1], "1e9", float("nan")):
+        with pytest.raises(bn.ConfigurationError, match="budget"):
+            bn.Workflow("bad", budget=bad)  # type: ignore[arg-type]
+    assert bn.Workflow("ok", budget=2.5).budget == Decimal("2.5")
