@@ -13,6 +13,7 @@ from ._graph import DepCallback, GraphSpec, StepSpec, default_backoff, topologic
 
 if TYPE_CHECKING:
     from ._run import Run
+    from .runtime import SubmittedRun
 
 __all__ = ["Workflow"]
 
@@ -240,13 +241,24 @@ class Workflow:
         concurrency: int = 32,
         models: Mapping[str, str] | None = None,
         display: bool | str | None = None,
+        workers: bool = False,
     ) -> Run:
         """Run the workflow (or resume ``run_id``) and return the finished ``bn.Run``.
 
         Everything is checked before anything is written: the graph, the options, the
-        database URL.
+        database URL. ``workers=True``: submit the run to the worker processes
+        (Postgres, ``wf.submit``), show it and wait for it; interrupting detaches.
         """
         from .runtime import execute_run
+
+        if _check_bool(f"workflow {self.name!r}: run()", "workers", workers):
+            from ._workers_front import run_on_workers
+
+            run = await run_on_workers(
+                self, params, db=db, concurrency=concurrency, models=models, display=display
+            )
+            self.last_run = run
+            return run
 
         graph = self.graph()
         where = f"workflow {self.name!r}: run()"
@@ -282,6 +294,42 @@ class Workflow:
             for handle in shown:
                 if handle is not None:
                     handle.close()
+        self.last_run = run
+        return run
+
+    async def submit(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        db: str | None = None,
+        concurrency: int = 32,
+        models: Mapping[str, str] | None = None,
+        by_value: bool | None = None,
+    ) -> SubmittedRun:
+        """Queue a run for the worker processes (``baton-nb worker``) and return at once.
+
+        Postgres only. A workflow importable from a module goes by import path and a hash
+        of its steps' code; one defined in a notebook goes by value (cloudpickle), or
+        always with ``by_value=True`` (docs/workers.md). ``await run.wait()``."""
+        from .runtime import submit_run
+
+        where = f"workflow {self.name!r}: submit()"
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(
+                f"{where}: concurrency must be an int >= 1, got {concurrency!r}"
+            )
+        model_map = _check_models(where, models)
+        _check_model_steps(where, model_map, self._steps)
+        if by_value is not None:
+            _check_bool(where, "by_value", by_value)
+        run = await submit_run(
+            self,
+            params=params,
+            db=_check_db(db) or self.db,
+            concurrency=concurrency,
+            models=model_map,
+            by_value=by_value,
+        )
         self.last_run = run
         return run
 

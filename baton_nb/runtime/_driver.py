@@ -32,7 +32,7 @@ from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import PARKED, DepCallback, RetryAfter, Settled
+from ._decisions import PARKED, DepCallback, Outcome, RetryAfter, Settled
 from ._groups import plan_map
 from ._lease import Lease
 from ._node import Node, gc_paused, new_child_rows
@@ -85,6 +85,8 @@ class Driver:
                 run.id, store, self.calls, self.announce, spawn=self._spawn, readmit=self._admit
             )
             self.calls.batching = self.batching
+        # Who runs an attempt: this process (None), or the workers' queue (``_remote``).
+        self.attempts: Callable[[Node, Context], Coroutine[Any, Any, Outcome]] | None = None
         self._context = contextvars.copy_context()
         self._settled = anyio.Event()
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
@@ -249,7 +251,10 @@ class Driver:
             self.mark(node)
             self.announce.step(node)
             ctx = self._context_for(node)
-            outcome = await run_attempt(node, ctx, ctx.results)
+            if self.attempts is None:
+                outcome = await run_attempt(node, ctx, ctx.results)
+            else:
+                outcome = await self.attempts(node, ctx)
         finally:
             for nxt in scheduler.release(node):
                 self._start(nxt)

@@ -38,6 +38,7 @@ from ._rows import (
     WriteBatch,
     utcnow,
 )
+from ._sql_workers import DONE_CHANNEL, TASKS_CHANNEL, SqlWorkers, open_worker_store
 from ._tables import (
     SchemaVersion,
     WorkflowCompletion,
@@ -46,21 +47,27 @@ from ._tables import (
     WorkflowRun,
     WorkflowStepStat,
 )
+from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
 
 __all__ = [
     "DEFAULT_URL",
+    "DONE_CHANNEL",
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
     "SCHEMA_VERSION",
+    "TASKS_CHANNEL",
     "BatchRequestRow",
     "BatchWriter",
     "CallRecord",
     "ChangeMarks",
+    "ClaimedTask",
     "CompletionRow",
+    "DoneTask",
     "ExecutionStore",
     "FanoutChild",
     "LogRow",
     "MemoryStore",
+    "NewTask",
     "NodeRow",
     "NodeUpdate",
     "ProviderBatchRow",
@@ -76,14 +83,18 @@ __all__ = [
     "RunUpdate",
     "SchemaVersion",
     "SqlStore",
+    "SqlWorkers",
     "StatAggregate",
     "Store",
+    "SubmissionRow",
+    "WorkerRow",
     "WorkflowCompletion",
     "WorkflowDebugLog",
     "WorkflowNode",
     "WorkflowRun",
     "WorkflowStepStat",
     "WriteBatch",
+    "open_worker_store",
     "resolve_url",
     "utcnow",
 ]

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from .._errors import SchemaVersionError
 from ._tables import SchemaVersion, metadata
+from ._worker_tables import WorkflowSubmission, WorkflowTask, WorkflowWorker
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
@@ -128,12 +129,23 @@ def _v8_provider_batches(conn: Connection) -> None:
         )
 
 
+def _v10_workers(conn: Connection) -> None:
+    """Workers (DESIGN §10): submitted runs, the queue of attempts handed to workers (a
+    lease and a fencing token each), the live workers."""
+    for table in (WorkflowSubmission.__table__, WorkflowTask.__table__, WorkflowWorker.__table__):  # type: ignore[attr-defined]
+        table.create(conn, checkfirst=True)
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_workflow_tasks_claim ON workflow_tasks (state, workflow, id)"
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4_unbounded_names),
     (8, _v8_provider_batches),
+    (10, _v10_workers),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
