@@ -101,7 +101,10 @@ async def _follow(
                     await anyio.sleep(POLL * 2)
                 driver.run.cancel()
                 return
+            # As if this worker had died, at once: nothing of the run's end is written
+            # (a lost lease writes nothing), the next coordinator resumes it.
             remote.handing_over = True
+            driver.lease.lost = True
             driver.run.cancel()
             return
         if await workers.cancel_requested(run_id):

@@ -55,7 +55,10 @@ class SubmittedRun(Run):
         async with watch(self.id, self.db) as live:
             async for _update in live:
                 pass
-        if live.run.status is RunStatus.FAILED:
+        # Read back whole: the watcher's view is forward-only, and a step a stopped
+        # coordinator left behind ran again elsewhere.
+        finished = await Run.load(self.id, self.db or None)
+        if finished.status is RunStatus.FAILED:
             workers = await open_worker_store(self.db)
             try:
                 submission = await workers.get_submission(self.id)
@@ -63,7 +66,7 @@ class SubmittedRun(Run):
                 await workers.close()
             if submission is not None and submission.refused:
                 raise RunRefused(submission.refused)
-        return live.run
+        return finished
 
     def cancel(self) -> None:
         """Cancel the run on every worker holding its steps (the run stays resumable).
