@@ -255,7 +255,13 @@ class Workflow:
             from ._workers_front import run_on_workers
 
             run = await run_on_workers(
-                self, params, db=db, concurrency=concurrency, models=models, display=display
+                self,
+                params,
+                db=db,
+                concurrency=concurrency,
+                models=models,
+                display=display,
+                show_progress=_show_progress,
             )
             self.last_run = run
             return run

@@ -5,7 +5,7 @@ again is printed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._dburl import safe_url
@@ -23,14 +23,13 @@ async def run_on_workers(
     concurrency: int,
     models: Mapping[str, str] | None,
     display: bool | str | None,
+    show_progress: Callable[[Run, bool | str | None], Any],
 ) -> Run:
-    from ._builder import _show_progress
-
     run = await wf.submit(params, db=db, concurrency=concurrency, models=models)
     detached = True
     try:
         async with watch(run.id, run.db or None) as live:
-            handle = _show_progress(live.run, display)
+            handle = show_progress(live.run, display)
             try:
                 async for _update in live:
                     pass
@@ -46,4 +45,5 @@ async def run_on_workers(
                 f"run = await bn.SubmittedRun.attach({run.id!r}{where}); await run.wait() "
                 f"(or bn.watch({run.id!r}{where}); run.cancel() cancels it)"
             )
-    return await run.wait()  # the run ended: raises bn.RunRefused if a worker refused it
+    finished: Run = await run.wait()
+    return finished  # the run ended: raises bn.RunRefused if a worker refused it

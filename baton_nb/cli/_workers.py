@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -11,12 +12,13 @@ from typing import Any
 
 import anyio
 
-from ..runtime._code import load_workflow
+from .._builder import Workflow
+from .._errors import ConfigurationError
 from ..runtime._worker import ServedWorkflow, Worker
 from ..store import open_worker_store
 from ._output import out as _out
 
-__all__ = ["add_worker_commands", "cmd_worker", "cmd_workers"]
+__all__ = ["add_worker_commands", "cmd_worker", "cmd_workers", "load_workflow"]
 
 
 def add_worker_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -39,9 +41,7 @@ def add_worker_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run submitted runs whose code hash differs from this worker's",
     )
-    p.add_argument(
-        "--refuse-by-value", action="store_true", help="never run code shipped by value"
-    )
+    p.add_argument("--refuse-by-value", action="store_true", help="never run code shipped by value")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.set_defaults(handler=cmd_worker)
     q = sub.add_parser("workers", parents=[common], help="list live workers (Postgres)")
@@ -117,7 +117,26 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     for r in rows:
         age = (now - r.heartbeat_at).total_seconds()
         state = " (stopping)" if r.stopping else ""
-        _out(
-            f"{r.id:<40} {r.host:<16} {r.pid:>7} {age:>5.1f}s {r.in_flight:>9} {r.done:>8}{state}"
-        )
+        _out(f"{r.id:<40} {r.host:<16} {r.pid:>7} {age:>5.1f}s {r.in_flight:>9} {r.done:>8}{state}")
     return 0
+
+
+def load_workflow(ref: str) -> Any:
+    """Import ``module:attribute`` (a ``bn.Workflow``); a clear error if it is not one."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(
+            f"{ref!r} is not MODULE:WORKFLOW; name the module and the workflow in it, "
+            "e.g. pipeline:wf"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import {module_name!r} for {ref!r}: {exc}; run the worker where the "
+            "module is importable (PYTHONPATH)"
+        ) from exc
+    workflow = getattr(module, attr, None)
+    if not isinstance(workflow, Workflow):
+        raise ConfigurationError(f"{ref!r} is not a bn.Workflow (got {type(workflow).__name__})")
+    return workflow

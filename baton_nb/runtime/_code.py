@@ -10,7 +10,6 @@ can therefore run code on the workers; ``--refuse-by-value`` turns by-value runs
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import sys
 from typing import Any
@@ -18,17 +17,17 @@ from typing import Any
 from .._errors import ConfigurationError
 from .._graph import GraphSpec
 
-__all__ = ["code_hash", "code_ref_of", "dumps_workflow", "load_workflow", "loads_workflow"]
+__all__ = ["code_hash", "code_ref_of", "dumps_workflow", "loads_workflow"]
 
 
 def _fn_code(fn: Any) -> str:
     try:
-        return inspect.getsource(fn)
+        return str(inspect.getsource(fn))
     except (OSError, TypeError):
         code = getattr(fn, "__code__", None)
         if code is None:
             return repr(fn)
-        return code.co_code.hex() + repr(code.co_consts)
+        return str(code.co_code.hex()) + repr(code.co_consts)
 
 
 def code_hash(graph: GraphSpec) -> str:
@@ -52,29 +51,6 @@ def code_ref_of(workflow: Any) -> str | None:
             if value is workflow:
                 return f"{module_name}:{attr}"
     return None
-
-
-def load_workflow(ref: str) -> Any:
-    """Import ``module:attribute`` (a ``bn.Workflow``); a clear error if it is not one."""
-    from .._builder import Workflow
-
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(
-            f"{ref!r} is not MODULE:WORKFLOW; name the module and the workflow in it, "
-            "e.g. pipeline:wf"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"cannot import {module_name!r} for {ref!r}: {exc}; run the worker where the "
-            "module is importable (PYTHONPATH)"
-        ) from exc
-    workflow = getattr(module, attr, None)
-    if not isinstance(workflow, Workflow):
-        raise ConfigurationError(f"{ref!r} is not a bn.Workflow (got {type(workflow).__name__})")
-    return workflow
 
 
 def dumps_workflow(workflow: Any) -> bytes:

@@ -82,6 +82,14 @@ async def coordinate(
                     await workers.drop_run_tasks(run_id)
 
 
+async def _cancel_requested(workers: SqlWorkers, run_id: str) -> None:
+    """Return once the run's user asked to cancel it."""
+    while True:
+        if await workers.cancel_requested(run_id):
+            return
+        await anyio.sleep(POLL * 2)
+
+
 async def _follow(
     workers: SqlWorkers,
     driver: Driver,
@@ -97,8 +105,7 @@ async def _follow(
             await stopping.wait()
         if stopping.is_set():
             with anyio.move_on_after(grace):
-                while not await workers.cancel_requested(run_id):
-                    await anyio.sleep(POLL * 2)
+                await _cancel_requested(workers, run_id)
                 driver.run.cancel()
                 return
             # As if this worker had died, at once: nothing of the run's end is written

@@ -85,8 +85,7 @@ class Driver:
                 run.id, store, self.calls, self.announce, spawn=self._spawn, readmit=self._admit
             )
             self.calls.batching = self.batching
-        # Who runs an attempt: this process (None), or the workers' queue (``_remote``).
-        self.attempts: Callable[[Node, Context], Coroutine[Any, Any, Outcome]] | None = None
+        self.attempts: AttemptRunner = run_locally  # or the workers' queue (``_remote``)
         self._context = contextvars.copy_context()
         self._settled = anyio.Event()
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
@@ -251,10 +250,7 @@ class Driver:
             self.mark(node)
             self.announce.step(node)
             ctx = self._context_for(node)
-            if self.attempts is None:
-                outcome = await run_attempt(node, ctx, ctx.results)
-            else:
-                outcome = await self.attempts(node, ctx)
+            outcome = await self.attempts(node, ctx)
         finally:
             for nxt in scheduler.release(node):
                 self._start(nxt)
@@ -359,6 +355,14 @@ class Driver:
                 await result
         except Exception:
             logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+
+
+AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]
+
+
+async def run_locally(node: Node, ctx: Context) -> Outcome:
+    """An attempt run in this process (the in-process driver's way)."""
+    return await run_attempt(node, ctx, ctx.results)
 
 
 def unwrap_group(exc: BaseException) -> BaseException:

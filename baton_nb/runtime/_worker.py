@@ -91,6 +91,7 @@ class Worker:
         self._wake_runs = anyio.Event()
         self._coordinators: dict[str, RemoteAttempts] = {}  # by run, for NOTIFY wake-ups
         self._coordinating: set[str] = set()
+        self._coordinated = anyio.Event()  # set when the last coordinated run ends
         self._graphs: dict[str, tuple[GraphSpec, dict[str, Any]] | None] = {}
         self._skip: set[str] = set()  # runs this worker cannot run (other code)
         self._store: RunStore | None = None
@@ -138,8 +139,9 @@ class Worker:
         if tasks.running:
             logger.info("releasing %d task(s) to the other workers", len(tasks.running))
             await tasks.release_all()
-        while self._coordinating:  # they hand their runs over after the grace period
-            await anyio.sleep(POLL / 5)
+        if self._coordinating:  # they hand their runs over after the grace period
+            self._coordinated = anyio.Event()
+            await self._coordinated.wait()
 
     def _row(self) -> WorkerRow:
         tasks = self._tasks
@@ -206,6 +208,8 @@ class Worker:
             logger.exception("coordinating run %s failed", submission.run_id)
         finally:
             self._coordinating.discard(submission.run_id)
+            if not self._coordinating:
+                self._coordinated.set()
 
     async def _coordinated_graph(self, submission: SubmissionRow) -> GraphSpec | None:
         """The graph to drive ``submission`` with; None (and the run refused with the

@@ -25,7 +25,10 @@ __all__ = ["DONE_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
 TASKS_CHANNEL = "baton_nb_tasks"  # new tasks or runs for workers (payload: workflow)
 DONE_CHANNEL = "baton_nb_tasks_done"  # a task finished (payload: run id)
 
-_TASK_COLUMNS = "t.id, t.run_id, t.workflow, t.step, t.spec, t.attempt, t.item, t.model, t.replay, t.token, t.by_value"
+_TASK_COLUMNS = (
+    "t.id, t.run_id, t.workflow, t.step, t.spec, t.attempt, t.item, t.model, t.replay, "
+    "t.token, t.by_value"
+)
 
 
 async def open_worker_store(db: str | os.PathLike[str] | None) -> SqlWorkers:
@@ -71,8 +74,8 @@ def _submission(row: Any) -> SubmissionRow:
     )
 
 
-class SqlWorkers(SqlBase):
-    """Submitted runs, the task queue and the live workers (Postgres)."""
+class _SqlQueue(SqlBase):
+    """The task queue (Postgres): queued by coordinators, claimed by workers."""
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Any]:
@@ -83,78 +86,6 @@ class SqlWorkers(SqlBase):
     async def _read(self) -> AsyncIterator[Any]:
         async with self.connect() as conn:
             yield await driver_connection(conn)
-
-    # ── submitted runs ────────────────────────────────────────────────────────
-
-    async def insert_submission(self, row: SubmissionRow) -> None:
-        """Hand a stored run to the workers (and wake them)."""
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO workflow_submissions (run_id, workflow, code_ref, code_hash, "
-                "code_blob, concurrency, models, cancel_requested, refused, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, false, NULL, $8)",
-                row.run_id,
-                row.workflow,
-                row.code_ref,
-                row.code_hash,
-                row.code_blob,
-                row.concurrency,
-                row.models,
-                row.created_at,
-            )
-            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, row.workflow)
-
-    async def get_submission(self, run_id: str) -> SubmissionRow | None:
-        async with self._read() as db:
-            row = await db.fetchrow("SELECT * FROM workflow_submissions WHERE run_id = $1", run_id)
-        return None if row is None else _submission(row)
-
-    async def claimable_runs(
-        self, workflows: Sequence[str], by_value: bool, limit: int = 10
-    ) -> list[SubmissionRow]:
-        """Submitted runs not finished whose lease is free or lapsed (no coordinator)."""
-        async with self._read() as db:
-            rows = await db.fetch(
-                "SELECT s.* FROM workflow_submissions s JOIN workflow_runs r ON r.id = s.run_id "
-                "WHERE r.status IN ('pending', 'running') AND s.refused IS NULL "
-                "AND (r.lease_owner IS NULL OR r.lease_expires_at < now()) "
-                "AND (s.workflow = ANY($1::text[]) OR ($2 AND s.code_blob IS NOT NULL)) "
-                "ORDER BY s.created_at LIMIT $3",
-                list(workflows),
-                by_value,
-                limit,
-            )
-        return [_submission(r) for r in rows]
-
-    async def refuse_run(self, run_id: str, reason: str) -> None:
-        """A worker cannot run this run's code: the run fails with ``reason`` on it."""
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE workflow_submissions SET refused = $2 WHERE run_id = $1", run_id, reason
-            )
-            await db.execute(
-                "UPDATE workflow_runs SET status = 'failed', finished_at = now(), "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 "
-                "AND status IN ('pending', 'running')",
-                run_id,
-            )
-            await db.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)
-
-    async def request_cancel(self, run_id: str) -> None:
-        """``run.cancel()`` of a submitted run: its coordinator cancels it on every worker."""
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE workflow_submissions SET cancel_requested = true WHERE run_id = $1",
-                run_id,
-            )
-            await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, run_id)
-
-    async def cancel_requested(self, run_id: str) -> bool:
-        async with self._read() as db:
-            value = await db.fetchval(
-                "SELECT cancel_requested FROM workflow_submissions WHERE run_id = $1", run_id
-            )
-        return bool(value)
 
     # ── the task queue: the coordinator's side ───────────────────────────────
 
@@ -309,7 +240,7 @@ class SqlWorkers(SqlBase):
                 worker,
                 outcome,
             )
-            done = status.endswith(" 1")
+            done = str(status).endswith(" 1")
             if done:
                 await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, task.run_id)
         return done
@@ -328,6 +259,82 @@ class SqlWorkers(SqlBase):
                 list(ids),
             )
             await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, "")
+
+
+class SqlWorkers(_SqlQueue):
+    """Submitted runs, the task queue and the live workers (Postgres)."""
+
+    # ── submitted runs ────────────────────────────────────────────────────────
+
+    async def insert_submission(self, row: SubmissionRow) -> None:
+        """Hand a stored run to the workers (and wake them)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO workflow_submissions (run_id, workflow, code_ref, code_hash, "
+                "code_blob, concurrency, models, cancel_requested, refused, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, false, NULL, $8)",
+                row.run_id,
+                row.workflow,
+                row.code_ref,
+                row.code_hash,
+                row.code_blob,
+                row.concurrency,
+                row.models,
+                row.created_at,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, row.workflow)
+
+    async def get_submission(self, run_id: str) -> SubmissionRow | None:
+        async with self._read() as db:
+            row = await db.fetchrow("SELECT * FROM workflow_submissions WHERE run_id = $1", run_id)
+        return None if row is None else _submission(row)
+
+    async def claimable_runs(
+        self, workflows: Sequence[str], by_value: bool, limit: int = 10
+    ) -> list[SubmissionRow]:
+        """Submitted runs not finished whose lease is free or lapsed (no coordinator)."""
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT s.* FROM workflow_submissions s JOIN workflow_runs r ON r.id = s.run_id "
+                "WHERE r.status IN ('pending', 'running') AND s.refused IS NULL "
+                "AND (r.lease_owner IS NULL OR r.lease_expires_at < now()) "
+                "AND (s.workflow = ANY($1::text[]) OR ($2 AND s.code_blob IS NOT NULL)) "
+                "ORDER BY s.created_at LIMIT $3",
+                list(workflows),
+                by_value,
+                limit,
+            )
+        return [_submission(r) for r in rows]
+
+    async def refuse_run(self, run_id: str, reason: str) -> None:
+        """A worker cannot run this run's code: the run fails with ``reason`` on it."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE workflow_submissions SET refused = $2 WHERE run_id = $1", run_id, reason
+            )
+            await db.execute(
+                "UPDATE workflow_runs SET status = 'failed', finished_at = now(), "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 "
+                "AND status IN ('pending', 'running')",
+                run_id,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)
+
+    async def request_cancel(self, run_id: str) -> None:
+        """``run.cancel()`` of a submitted run: its coordinator cancels it on every worker."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE workflow_submissions SET cancel_requested = true WHERE run_id = $1",
+                run_id,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, run_id)
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        async with self._read() as db:
+            value = await db.fetchval(
+                "SELECT cancel_requested FROM workflow_submissions WHERE run_id = $1", run_id
+            )
+        return bool(value)
 
     # ── live workers ──────────────────────────────────────────────────────────
 
