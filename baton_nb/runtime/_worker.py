@@ -112,6 +112,7 @@ class Worker:
                 workers.listen([TASKS_CHANNEL, DONE_CHANNEL], self._notified),
             ):
                 tg.start_soon(self._heartbeat)
+                tg.start_soon(tasks.finisher)
                 tg.start_soon(self._claim_runs, tg)
                 tg.start_soon(self._claim_tasks, tg)
                 logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
@@ -170,6 +171,7 @@ class Worker:
         assert self._workers is not None and self._tasks is not None
         while True:
             await self._tasks.renew(self.lease_ttl)
+            self._tasks.close_idle(self.lease_ttl)
             await self._workers.beat(self._row())
             await anyio.sleep(self.lease_ttl / 3)
 

@@ -39,6 +39,17 @@ class _QuietAnnouncer(Announcer):
         pass
 
 
+class _Finished:
+    __slots__ = ("done", "error", "outcome", "stored", "task")
+
+    def __init__(self, task: ClaimedTask, outcome: str) -> None:
+        self.task = task
+        self.outcome = outcome
+        self.stored = False
+        self.error: Exception | None = None
+        self.done = anyio.Event()
+
+
 class RunSide:
     """What a worker holds for one run while it runs tasks of it: the graph, params, the
     deps' results read once, and a group commit (its writer task) for the calls."""
@@ -49,9 +60,11 @@ class RunSide:
         self.graph = graph
         self.params = params
         self.results: dict[str, Any] = {}
+        self.reading = anyio.Lock()  # one read of the deps' results at a time
         self.commit = GroupCommit(run_id, lambda _settled: None)
         self.announce = _QuietAnnouncer(Run(run_id, graph.name, params=params))
         self.in_flight = 0
+        self.used = anyio.current_time()  # when its last task ended
         self.stopped = anyio.Event()
 
     async def write(self) -> None:
@@ -88,6 +101,8 @@ class TaskRunner:
         self.released: set[int] = set()
         self.idle = anyio.Event()
         self.slot_freed = anyio.Event()
+        self._finishing: list[_Finished] = []
+        self._finish_wake = anyio.Event()
 
     async def execute(self, tg: TaskGroup, task: ClaimedTask) -> None:
         scope = anyio.CancelScope()
@@ -104,7 +119,7 @@ class TaskRunner:
                 outcome = await self._attempt(side, task)
             if scope.cancelled_caught or task.id in self.released:
                 return  # lost (dropped, taken over) or released: not ours to commit
-            stored = await self.workers.finish(self.worker_id, task, encode_outcome(outcome))
+            stored = await self._finish(task, encode_outcome(outcome))
             if stored:
                 self.done += 1
             else:
@@ -120,9 +135,7 @@ class TaskRunner:
             self.released.discard(task.id)
             if side is not None:
                 side.in_flight -= 1
-                if side.in_flight == 0:
-                    self.sides.pop(side.run_id, None)
-                    side.commit.stop()
+                side.used = anyio.current_time()
             self.slot_freed.set()
             if not self.running:
                 self.idle.set()
@@ -163,11 +176,51 @@ class TaskRunner:
         return await run_attempt(node, ctx, results)
 
     async def _dep_results(self, side: RunSide, deps: tuple[str, ...]) -> dict[str, Any]:
-        missing = [d for d in deps if d not in side.results]
-        if missing:
-            for step, text in (await self.workers.dep_results(side.run_id, missing)).items():
-                side.results[step] = _jsonutil.loads(text)
+        if any(d not in side.results for d in deps):
+            async with side.reading:  # tasks starting together: one read for them all
+                missing = [d for d in deps if d not in side.results]
+                if missing:
+                    found = await self.workers.dep_results(side.run_id, missing)
+                    for step, text in found.items():
+                        side.results[step] = _jsonutil.loads(text)
         return {d: side.results[d] for d in deps if d in side.results}
+
+    async def _finish(self, task: ClaimedTask, outcome: str) -> bool:
+        """Store an outcome with the others ready now: one round trip for them all."""
+        waiter = _Finished(task, outcome)
+        self._finishing.append(waiter)
+        self._finish_wake.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.stored
+
+    async def finisher(self) -> None:
+        """The task storing outcomes, batch after batch (run in the worker's task group)."""
+        while True:
+            await self._finish_wake.wait()
+            self._finish_wake = anyio.Event()
+            batch, self._finishing = self._finishing, []
+            try:
+                stored = await self.workers.finish_many(
+                    self.worker_id, [(w.task, w.outcome) for w in batch]
+                )
+            except Exception as exc:
+                for waiter in batch:
+                    waiter.error = exc
+                    waiter.done.set()
+                continue
+            for waiter in batch:
+                waiter.stored = waiter.task.id in stored
+                waiter.done.set()
+
+    def close_idle(self, idle: float) -> None:
+        """Stop the writers of runs with no task running for ``idle`` seconds."""
+        now = anyio.current_time()
+        for run_id, side in list(self.sides.items()):
+            if side.in_flight == 0 and now - side.used >= idle:
+                del self.sides[run_id]
+                side.commit.stop()
 
     async def renew(self, ttl: float) -> None:
         """Extend the leases of the running tasks; stop those no longer ours."""

@@ -51,7 +51,6 @@ async def test_concurrent_claims_never_overlap(queue: SqlWorkers, unique: str) -
             tg.start_soon(claimer, name)
     every = [i for got in claimed.values() for i in got]
     assert sorted(every) == sorted(ids.values())  # each task claimed exactly once
-    assert all(claimed[name] for name in claimed)  # and spread over the claimers
 
 
 async def test_lapsed_lease_is_taken_over_and_the_late_commit_refused(
