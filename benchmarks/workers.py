@@ -76,26 +76,10 @@ def _peak_rss_mb(pid: int) -> float:
 class Workers:
     def __init__(self, url: str, ref: str, n: int, concurrency: int, env: dict[str, str]):
         self.url = url
+        command = [sys.executable, "-m", "baton_nb.cli", "worker", ref, "--db", url]
+        command += ["--concurrency", str(concurrency), "--quiet", "--grace", "5"]
         self.procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "baton_nb.cli",
-                    "worker",
-                    ref,
-                    "--db",
-                    url,
-                    "--concurrency",
-                    str(concurrency),
-                    "--quiet",
-                    "--grace",
-                    "5",
-                ],
-                cwd=ROOT,
-                env={**os.environ, **env},
-            )  # fmt: skip
-            for _ in range(n)
+            subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}) for _ in range(n)
         ]
 
     async def ready(self) -> None:
