@@ -113,11 +113,18 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     if not rows:
         _out("no live workers")
         return 0
-    _out(f"{'worker':<40} {'host':<16} {'pid':>7} {'beat':>6} {'in flight':>9} {'done':>8}")
+    _out(
+        f"{'worker':<28} {'host':<16} {'pid':>7} {'beat':>6} {'in flight':>9} {'done':>8}  "
+        "workflows"
+    )
     for r in rows:
         age = (now - r.heartbeat_at).total_seconds()
         state = " (stopping)" if r.stopping else ""
-        _out(f"{r.id:<40} {r.host:<16} {r.pid:>7} {age:>5.1f}s {r.in_flight:>9} {r.done:>8}{state}")
+        served = ", ".join(r.workflows) or "(by value only)"
+        _out(
+            f"{r.id:<28} {r.host:<16} {r.pid:>7} {age:>5.1f}s {r.in_flight:>9} {r.done:>8}  "
+            f"{served}{state}"
+        )
     return 0
 
 
