@@ -134,9 +134,15 @@ def _v10_workers(conn: Connection) -> None:
     lease and a fencing token each), the live workers."""
     for table in (WorkflowSubmission.__table__, WorkflowTask.__table__, WorkflowWorker.__table__):  # type: ignore[attr-defined]
         table.create(conn, checkfirst=True)
-    conn.exec_driver_sql(
-        "CREATE INDEX IF NOT EXISTS ix_workflow_tasks_claim ON workflow_tasks (state, workflow, id)"
-    )
+    # Claims read queued tasks in id order and lapsed leases: partial indexes, scanned in
+    # order (a plain index scan skips the rows of tasks taken since, a bitmap would not).
+    for stmt in (
+        "CREATE INDEX IF NOT EXISTS ix_workflow_tasks_queued ON workflow_tasks (id) "
+        "WHERE state = 'queued'",
+        "CREATE INDEX IF NOT EXISTS ix_workflow_tasks_leased ON workflow_tasks (lease_until) "
+        "WHERE state = 'claimed'",
+    ):
+        conn.exec_driver_sql(stmt)
 
 
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [

@@ -79,8 +79,13 @@ class _SqlQueue(SqlBase):
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Any]:
+        """asyncpg's connection in a transaction of its own: SQLAlchemy begins one only
+        before its own first statement, so without this each statement would commit alone
+        (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement)."""
         async with self.begin() as conn:
-            yield await driver_connection(conn)
+            driver = await driver_connection(conn)
+            async with driver.transaction():
+                yield driver
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Any]:
@@ -193,22 +198,42 @@ class _SqlQueue(SqlBase):
         raises the task's fencing token."""
         if limit <= 0:
             return []
+        served = (
+            "AND (workflow = ANY($1::text[]) OR ($2 AND by_value)) "
+            "AND NOT (run_id = ANY($3::text[])) "
+        )
+        args = (list(workflows), by_value, list(skip_runs))
         async with self._tx() as db:
+            # Lapsed leases first (their holder died), then queued tasks, oldest first.
+            ids = [
+                r["id"]
+                for r in await db.fetch(
+                    "SELECT id FROM workflow_tasks WHERE state = 'claimed' "
+                    f"AND lease_until < now() {served}"
+                    "ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED",
+                    *args,
+                    limit,
+                )
+            ]
+            if len(ids) < limit:
+                ids += [
+                    r["id"]
+                    for r in await db.fetch(
+                        f"SELECT id FROM workflow_tasks WHERE state = 'queued' {served}"
+                        "ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED",
+                        *args,
+                        limit - len(ids),
+                    )
+                ]
+            if not ids:
+                return []
             rows = await db.fetch(
                 "UPDATE workflow_tasks t SET state = 'claimed', claimed_by = $1, "
                 "lease_until = now() + make_interval(secs => $2), token = t.token + 1 "
-                "FROM (SELECT id FROM workflow_tasks WHERE "
-                "(state = 'queued' OR (state = 'claimed' AND lease_until < now())) "
-                "AND (workflow = ANY($3::text[]) OR ($4 AND by_value)) "
-                "AND NOT (run_id = ANY($6::text[])) "
-                "ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) c "
-                f"WHERE t.id = c.id RETURNING {_TASK_COLUMNS}",
+                f"WHERE t.id = ANY($3::bigint[]) RETURNING {_TASK_COLUMNS}",
                 worker,
                 ttl,
-                list(workflows),
-                by_value,
-                limit,
-                list(skip_runs),
+                ids,
             )
         return sorted((_claimed(r) for r in rows), key=lambda t: t.id)
 

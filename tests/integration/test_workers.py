@@ -129,17 +129,18 @@ async def _llm_map_survives(
     env = _llm_env(server)
     args = ("--concurrency", str(concurrency))
     procs = [workers.start("tests.workers_app:llm_map", args=args, **env) for _ in range(3)]
-    await _until(lambda: server.request_count >= n // 5)
+    patience = 60 + n * 0.1  # seconds: a loaded machine is slow
+    await _until(lambda: server.request_count >= n // 5, patience)
     # The worker coordinating the run is lost mid-run (kill -9): its leases lapse, another
     # worker takes the run over and the others its steps.
     killed = await _coordinator(workers, run.id, procs)
     killed.send_signal(signal.SIGKILL)
-    await _until(lambda: server.request_count >= n // 2)
+    await _until(lambda: server.request_count >= n // 2, patience)
     # The new coordinator is stopped (SIGTERM): it finishes or releases its steps, hands
     # the run over and exits; the last worker ends the run.
     stopped = await _coordinator(workers, run.id, [p for p in procs if p is not killed])
     stopped.send_signal(signal.SIGTERM)
-    done = await _wait(run, workers)
+    done = await _wait(run, workers, 120 + n * 0.2)
     assert stopped.wait(timeout=30) == 0, workers.logs()
 
     assert done.status == "completed", workers.logs()
@@ -165,6 +166,7 @@ async def test_three_workers_llm_map_survive_kill9_and_sigterm(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_three_workers_5000_call_map_survive_kill9_and_sigterm(
     workers: WorkerProcs, fake_provider: FakeProviderServer
 ) -> None:
