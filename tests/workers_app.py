@@ -80,3 +80,28 @@ async def double(ctx: bn.Context) -> int:
 @noop_map.step()
 async def summed(ctx: bn.Context, double: list[int]) -> int:
     return sum(double)
+
+
+flaky = bn.Workflow("workers-flaky")
+
+
+@flaky.step()
+async def numbers(ctx: bn.Context) -> list[int]:
+    return list(range(6))
+
+
+@flaky.step(map_over="numbers", max_attempts=3, backoff=lambda attempt: 0.01)
+async def shaky(ctx: bn.Context) -> int | bn.Snooze:
+    """Even items fail their first attempt (retried by the run's coordinator on any
+    worker); item 5 snoozes once (no attempt used)."""
+    if ctx.item % 2 == 0 and ctx.attempt == 1:
+        raise RuntimeError(f"item {ctx.item}: first attempt fails")
+    if ctx.item == 5 and not os.path.exists(os.path.join(os.environ["MARKS"], "snoozed")):
+        _mark("snoozed", "5")
+        return bn.Snooze(0.05)
+    return int(ctx.item) * 10
+
+
+@flaky.step()
+async def shaky_total(ctx: bn.Context, shaky: list[int]) -> int:
+    return sum(shaky)

@@ -146,8 +146,21 @@ class TaskRunner:
         side = self.sides.get(run_id)
         if side is None:
             side = self.sides[run_id] = RunSide(self.store, run_id, graph, params)
-            tg.start_soon(side.write, name=f"baton:writer:{run_id}")
+            tg.start_soon(self._write, side, name=f"baton:writer:{run_id}")
         return side
+
+    async def _write(self, side: RunSide) -> None:
+        """A run's writer; if a commit fails, the run's tasks here stop (not stored: their
+        leases lapse and other workers run them again, replaying what was stored)."""
+        try:
+            await side.write()
+        except Exception:
+            logger.exception("storing the calls of run %s failed", side.run_id)
+            if self.sides.get(side.run_id) is side:
+                del self.sides[side.run_id]
+            for task, scope in list(self.running.values()):
+                if task.run_id == side.run_id:
+                    scope.cancel()
 
     async def _attempt(self, side: RunSide, task: ClaimedTask) -> Any:
         spec = side.graph.steps[task.spec]

@@ -127,7 +127,9 @@ async def _llm_map_survives(
     server.latency = 0.01
     run = await app.llm_map.submit({"n": n}, db=workers.db, concurrency=200)
     env = _llm_env(server)
-    args = ("--concurrency", str(concurrency))
+    # A longer lease than the other tests': a loaded machine may stall a live worker's
+    # heartbeat past 2 s, and its steps would then run twice (both paying their call).
+    args = ("--concurrency", str(concurrency), "--lease-ttl", "5")
     procs = [workers.start("tests.workers_app:llm_map", args=args, **env) for _ in range(3)]
     patience = 60 + n * 0.1  # seconds: a loaded machine is slow
     await _until(lambda: server.request_count >= n // 5, patience)
@@ -273,3 +275,17 @@ async def test_run_with_workers_true_submits_watches_and_waits(workers: WorkerPr
 async def test_submit_needs_postgres(sqlite_url: str) -> None:
     with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
         await app.noop_map.submit({"n": 1}, db=sqlite_url)
+
+
+async def test_retries_and_snoozes_decided_by_the_coordinator_run_on_workers(
+    workers: WorkerProcs,
+) -> None:
+    run = await app.flaky.submit(db=workers.db)
+    for _ in range(2):
+        workers.start("tests.workers_app:flaky")
+    done = await _wait(run, workers, 60)
+    assert done.status == "completed", workers.logs()
+    assert done.results["shaky_total"] == 10 * sum(range(6))
+    attempts = {i: done.steps[f"shaky[{i}]"].attempt for i in range(6)}
+    assert attempts == {0: 2, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1}  # a snooze uses no attempt
+    assert workers.marked("snoozed") == {"5": 1}
