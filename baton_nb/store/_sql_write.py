@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _jsonutil
@@ -50,9 +49,6 @@ _UPDATE_NODE = (
 _UPDATE_NODE_PARAMS = tuple(f"b_{name}" for name in (*NODE_UPDATE_FIELDS, "id"))
 _INSERT_NODE = sa.insert(NODES)
 _INSERT_COMPLETION = sa.insert(COMPLETIONS)
-# Postgres (workers, DESIGN §10): a step whose lease lapsed while its worker was only slow
-# may run twice at once; both pay their call, the first stored answer is the one kept.
-_INSERT_COMPLETION_PG = postgresql.insert(COMPLETIONS).on_conflict_do_nothing()
 _INSERT_STAT = sa.insert(STATS)
 _UNSEEN: Any = object()
 # Parameters that hold a str enum (State, NodeKind): sqlite3 binds a str subclass through
@@ -290,9 +286,7 @@ class SqlWrites(SqlBase):
             await self._update_nodes(conn, batch.nodes)
         if batch.completions:
             rows = [completion_to_columns(c) for c in batch.completions]
-            postgres = self.dialect == "postgresql"
-            insert = _INSERT_COMPLETION_PG if postgres else _INSERT_COMPLETION
-            await self.insert_rows(conn, insert, rows)
+            await self.insert_rows(conn, _INSERT_COMPLETION, rows)
         if batch.stats:
             await self.insert_rows(conn, _INSERT_STAT, [call_to_columns(c) for c in batch.stats])
 
