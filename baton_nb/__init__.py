@@ -24,6 +24,7 @@ from ._errors import (
     ResultNotSerializable,
     RunLocked,
     RunNotFound,
+    RunRefused,
     SchemaVersionError,
     StorageError,
     UnsupportedFeature,
@@ -45,7 +46,7 @@ from .events import (
     topic_workflow,
 )
 from .reports import CostReport, RunSummary
-from .runtime import Context, ToolRun
+from .runtime import Context, SubmittedRun, ToolRun
 
 if TYPE_CHECKING:
     from .llm import Completion, Limit
@@ -75,12 +76,14 @@ __all__ = [
     "Run",
     "RunLocked",
     "RunNotFound",
+    "RunRefused",
     "RunSummary",
     "SchemaVersionError",
     "Snooze",
     "StepInfo",
     "StepUpdated",
     "StorageError",
+    "SubmittedRun",
     "ToolRun",
     "UnsupportedFeature",
     "Usage",

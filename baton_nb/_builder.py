@@ -17,6 +17,7 @@ from ._money import parse_budget
 
 if TYPE_CHECKING:
     from ._run import Run
+    from .runtime import SubmittedRun
 
 __all__ = ["Workflow"]
 
@@ -274,27 +275,32 @@ class Workflow:
         models: Mapping[str, str] | None = None,
         display: bool | str | None = None,
         budget: str | float | Decimal | None = None,
+        workers: bool = False,
     ) -> Run:
         """Run the workflow (or resume ``run_id``) and return the finished ``bn.Run``.
 
         Everything is checked before anything is written: the graph, the options, the
         database URL. ``budget`` (USD) caps the run's LLM calls, over every execution of
         the run (a resume may raise it); default: the workflow's ``budget``, or on a
-        resume the run's stored one (docs/spend_less.md).
+        resume the run's stored one (docs/spend_less.md). ``workers=True``: submit the run
+        to the worker processes (Postgres, ``wf.submit``), show it and wait for it;
+        interrupting detaches.
         """
-        from .runtime import execute_run
+
+        if _check_bool(f"workflow {self.name!r}: run()", "workers", workers):
+            from ._workers_front import run_on_workers
+
+            self.last_run = await run_on_workers(
+                self, params, run_id, budget, db, concurrency, models, display, _show_progress
+            )
+            return self.last_run
 
         graph = self.graph()
         cap = parse_budget(f"workflow {self.name!r}: run()", budget)
         if cap is not None:
             graph = replace(graph, budget=cap)
         where = f"workflow {self.name!r}: run()"
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(
-                f"{where}: concurrency must be an int >= 1, got {concurrency!r}"
-            )
-        model_map = _check_models(where, models)
-        _check_model_steps(where, model_map, self._steps)
+        model_map = check_run_options(self, where, concurrency, models)
         if run_id is not None:
             if not isinstance(run_id, str) or not run_id.strip():
                 raise ConfigurationError(
@@ -302,37 +308,89 @@ class Workflow:
                 )
             _check_key_length("run_id", run_id)
         _check_display(display)  # before execute_run writes the run row
-        shown: list[Any] = []
+        db = _check_db(db) or self.db
+        return await _run_here(self, graph, params, run_id, db, concurrency, model_map, display)
 
-        live: list[Run] = []
+    async def submit(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        db: str | None = None,
+        concurrency: int = 32,
+        models: Mapping[str, str] | None = None,
+        by_value: bool | None = None,
+    ) -> SubmittedRun:
+        """Queue a run for the worker processes (``baton-nb worker``) and return at once.
 
-        def started(run: Run) -> None:
-            self.last_run = run  # the live Run from its start: wf.last_run.cancel() works
-            live.append(run)
-            shown.append(_show_progress(run, display))
+        Postgres only. A workflow importable from a module goes by import path and a hash
+        of its steps' code; one defined in a notebook goes by value (cloudpickle), or
+        always with ``by_value=True`` (docs/workers.md). ``await run.wait()``."""
+        from ._workers_front import submit
 
-        try:
-            run = await execute_run(
-                graph,
-                params=params,
-                run_id=run_id,
-                db=_check_db(db) or self.db,
-                concurrency=concurrency,
-                models=model_map,
-                on_start=started,
-            )
-        except BaseException as exc:
-            if live and _stopped(exc, live[0]):
-                _short_traceback(exc, live[0].resume_message(_name_in_notebook(self)))
-            raise
-        finally:
-            for handle in shown:
-                if handle is not None:
-                    handle.close()
-        self.last_run = run
-        if live and run.status == "cancelled" and display is not False:
-            print(run.resume_message(_name_in_notebook(self)))
-        return run
+        where = f"workflow {self.name!r}: submit()"
+        model_map = check_run_options(self, where, concurrency, models)
+        if by_value is not None:
+            _check_bool(where, "by_value", by_value)
+        db = _check_db(db) or self.db
+        self.last_run = await submit(self, params, db, concurrency, model_map, by_value)
+        return self.last_run
+
+
+def check_run_options(
+    wf: Workflow, where: str, concurrency: Any, models: Mapping[str, str] | None
+) -> dict[str, str]:
+    """``concurrency`` and the ``models`` map of ``run()`` / ``submit()``, checked."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"{where}: concurrency must be an int >= 1, got {concurrency!r}")
+    model_map = _check_models(where, models)
+    _check_model_steps(where, model_map, wf._steps)
+    return model_map
+
+
+async def _run_here(
+    wf: Workflow,
+    graph: GraphSpec,
+    params: Mapping[str, Any] | None,
+    run_id: str | None,
+    db: str | None,
+    concurrency: int,
+    model_map: dict[str, str],
+    display: bool | str | None,
+) -> Run:
+    """``wf.run()`` in this process, its options checked: progress shown from the start,
+    ``wf.last_run`` live, an interrupt ending in the short resume message."""
+    from .runtime import execute_run
+
+    shown: list[Any] = []
+    live: list[Run] = []
+
+    def started(run: Run) -> None:
+        wf.last_run = run  # the live Run from its start: wf.last_run.cancel() works
+        live.append(run)
+        shown.append(_show_progress(run, display))
+
+    try:
+        run = await execute_run(
+            graph,
+            params=params,
+            run_id=run_id,
+            db=db,
+            concurrency=concurrency,
+            models=model_map,
+            on_start=started,
+        )
+    except BaseException as exc:
+        if live and _stopped(exc, live[0]):
+            _short_traceback(exc, live[0].resume_message(_name_in_notebook(wf)))
+        raise
+    finally:
+        for handle in shown:
+            if handle is not None:
+                handle.close()
+    wf.last_run = run
+    if live and run.status == "cancelled" and display is not False:
+        print(run.resume_message(_name_in_notebook(wf)))
+    return run
 
 
 def _stopped(exc: BaseException, run: Run) -> bool:

@@ -12,6 +12,7 @@ __all__ = [
     "ResultNotSerializable",
     "RunLocked",
     "RunNotFound",
+    "RunRefused",
     "SchemaVersionError",
     "StorageError",
     "UnsupportedFeature",
@@ -57,6 +58,11 @@ class RunNotFound(BatonError, LookupError):
 
 class RunLocked(BatonError):
     """Another process holds the lease on this run and is executing it."""
+
+
+class RunRefused(BatonError):
+    """A worker refused a submitted run (its code differs from the worker's, or it was
+    shipped by value to workers that refuse that); the message says why and what to do."""
 
 
 class ResultNotSerializable(BatonError, TypeError):

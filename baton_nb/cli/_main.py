@@ -19,6 +19,7 @@ from .._states import RunStatus
 from ..reports import as_time, parse_duration
 from . import _cache, _commands, _demo, _price
 from ._output import OutputError, silence_stdout
+from ._workers import add_worker_commands
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune(sub, common)
     _add_cache(sub, common)
     _add_price(sub, common)
+    add_worker_commands(sub, common)
     return parser
 
 

@@ -6,14 +6,17 @@ from ._context import Context
 from ._driver import active_run, active_runs
 from ._lease import DEFAULT_LEASE_TTL
 from ._start import execute_run
+from ._submit import SubmittedRun, submit_run
 from ._tools import ToolResult, ToolRun
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
     "Context",
+    "SubmittedRun",
     "ToolResult",
     "ToolRun",
     "active_run",
     "active_runs",
     "execute_run",
+    "submit_run",
 ]

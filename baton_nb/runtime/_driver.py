@@ -34,7 +34,7 @@ from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import PARKED, Completed, DepCallback, RetryAfter, Settled
+from ._decisions import PARKED, Completed, DepCallback, Outcome, RetryAfter, Settled
 from ._expand import expand_map
 from ._lease import Lease
 from ._node import Node
@@ -87,6 +87,7 @@ class Driver:
                 run.id, store, self.calls, self.announce, spawn=self._spawn, readmit=self._admit
             )
             self.calls.batching = self.batching
+        self.attempts: AttemptRunner = run_locally  # or the workers' queue (``_remote``)
         self._context = contextvars.copy_context()
         self._settled = anyio.Event()
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
@@ -252,7 +253,7 @@ class Driver:
             self.announce.step(node)
             ctx = self._context_for(node)
             began = utcnow()
-            outcome = await run_attempt(node, ctx, ctx.results)
+            outcome = await self.attempts(node, ctx)
         finally:
             for nxt in scheduler.release(node):
                 self._start(nxt)
@@ -343,3 +344,11 @@ class Driver:
                 await result
         except Exception:
             logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+
+
+AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]
+
+
+async def run_locally(node: Node, ctx: Context) -> Outcome:
+    """An attempt run in this process (the in-process driver's way)."""
+    return await run_attempt(node, ctx, ctx.results)

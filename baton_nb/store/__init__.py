@@ -41,6 +41,7 @@ from ._rows import (
     utcnow,
 )
 from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
+from ._sql_workers import DONE_CHANNEL, TASKS_CHANNEL, SqlWorkers, open_worker_store
 from ._tables import (
     SchemaVersion,
     WorkflowCompletion,
@@ -49,14 +50,17 @@ from ._tables import (
     WorkflowRun,
     WorkflowStepStat,
 )
+from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
 
 __all__ = [
     "DEFAULT_URL",
+    "DONE_CHANNEL",
     "MONEY_UNIT",
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
     "RUN_SCOPE",
     "SCHEMA_VERSION",
+    "TASKS_CHANNEL",
     "AttemptRow",
     "BatchRequestRow",
     "BatchWriter",
@@ -65,11 +69,14 @@ __all__ = [
     "CacheStats",
     "CallRecord",
     "ChangeMarks",
+    "ClaimedTask",
     "CompletionRow",
+    "DoneTask",
     "ExecutionStore",
     "FanoutChild",
     "LogRow",
     "MemoryStore",
+    "NewTask",
     "NodeRow",
     "NodeUpdate",
     "ProviderBatchRow",
@@ -86,14 +93,18 @@ __all__ = [
     "SchemaVersion",
     "SpendStore",
     "SqlStore",
+    "SqlWorkers",
     "StatAggregate",
     "Store",
+    "SubmissionRow",
+    "WorkerRow",
     "WorkflowCompletion",
     "WorkflowDebugLog",
     "WorkflowNode",
     "WorkflowRun",
     "WorkflowStepStat",
     "WriteBatch",
+    "open_worker_store",
     "resolve_url",
     "utcnow",
 ]

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from .._errors import SchemaVersionError
 from ._tables import SchemaVersion, metadata
+from ._worker_tables import WorkflowSubmission, WorkflowTask, WorkflowWorker
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
@@ -135,6 +136,22 @@ def _v9_attempts(conn: Connection) -> None:
     WorkflowAttempt.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _v10_workers(conn: Connection) -> None:
+    """Workers (DESIGN §10): submitted runs, the queue of attempts handed to workers (a
+    lease and a fencing token each), the live workers."""
+    for table in (WorkflowSubmission.__table__, WorkflowTask.__table__, WorkflowWorker.__table__):  # type: ignore[attr-defined]
+        table.create(conn, checkfirst=True)
+    # Claims read queued tasks in id order and lapsed leases: partial indexes, scanned in
+    # order (a plain index scan skips the rows of tasks taken since, a bitmap would not).
+    for stmt in (
+        "CREATE INDEX IF NOT EXISTS ix_workflow_tasks_queued ON workflow_tasks (id) "
+        "WHERE state = 'queued'",
+        "CREATE INDEX IF NOT EXISTS ix_workflow_tasks_leased ON workflow_tasks (lease_until) "
+        "WHERE state = 'claimed'",
+    ):
+        conn.exec_driver_sql(stmt)
+
+
 def _v11_budgets_and_cache(conn: Connection) -> None:
     """Budget caps and the response cache (DESIGN §11): the budgets of runs and steps, the
     cache, and whether a stats row's call was answered from the cache (and what it saved)."""
@@ -165,16 +182,17 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (4, _v4_unbounded_names),
     (8, _v8_provider_batches),
     (9, _v9_attempts),
+    (10, _v10_workers),
     (11, _v11_budgets_and_cache),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-def _current_version(conn: Connection) -> int:
+def _applied_versions(conn: Connection) -> set[int]:
     if not sa.inspect(conn).has_table(SchemaVersion.__tablename__):
-        return 0
-    value = conn.execute(sa.text("SELECT MAX(version) FROM baton_schema_version")).scalar()
-    return int(value or 0)
+        return set()
+    rows = conn.execute(sa.text("SELECT version FROM baton_schema_version")).scalars()
+    return {int(v) for v in rows}
 
 
 def _sqlite_write_lock(conn: Connection) -> None:
@@ -200,7 +218,8 @@ def ensure_schema(conn: Connection, url: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(7261530201)"))
     elif conn.dialect.name == "sqlite":
         _sqlite_write_lock(conn)
-    current = _current_version(conn)
+    applied = _applied_versions(conn)
+    current = max(applied, default=0)
     if current > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"database {url!r} has baton_nb schema version {current}, but this baton_nb "
@@ -209,7 +228,9 @@ def ensure_schema(conn: Connection, url: str) -> None:
         )
     table = SchemaVersion.__table__  # type: ignore[attr-defined]
     for version, migrate in MIGRATIONS:
-        if version > current:
+        # each version not yet applied, not only those above the newest: versions made on
+        # parallel branches land out of order (a database at 11 may lack 10)
+        if version not in applied:
             migrate(conn)
             now = datetime.now(timezone.utc)
             conn.execute(sa.insert(table).values(version=version, applied_at=now))

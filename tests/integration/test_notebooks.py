@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import POSTGRES_URL
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -40,6 +42,7 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     copy = tmp_path / name
     shutil.copyfile(NOTEBOOKS_DIR / name, copy)
     monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")  # the kernel inherits
+    monkeypatch.setenv("BATON_NB_WORKERS_DB", POSTGRES_URL)  # 06_workers: the test database
     nb = nbformat.read(copy, as_version=4)
     client = nbclient.NotebookClient(
         nb,
@@ -231,12 +234,22 @@ def _check_spend_less(nb: Any, tmp_path: Path) -> None:
     assert hits == (40,)
 
 
+def _check_workers(nb: Any, tmp_path: Path) -> None:
+    """A run submitted to two worker subprocesses completes; workers=True shows the DAG."""
+    assert "completed {'cities': 40, 'words':" in _text(_cell(nb, "done = await run.wait()"))
+    assert "workers-demo" in _text(_cell(nb, "print(subprocess.run("))
+    _assert_dag_shown(_cell(nb, "run = await wf.run("), ["cities", "describe", "tally"])
+    assert "'completed', {'cities': 20" in _text(_cell(nb, "run.status, run.results"))
+    assert "[0, 0]" in _text(_cell(nb, "for worker in workers:"))
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_multi_model.ipynb": _check_multi_model,
     "03_cost_report.ipynb": _check_cost_report,
     "04_resume.ipynb": _check_resume,
     "05_structured.ipynb": _check_structured,
+    "06_workers.ipynb": _check_workers,
     "07_spend_less.ipynb": _check_spend_less,
     "08_batch.ipynb": _check_batch,
 }

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"_runview", "_run", "reports"},
     {"_watch", "_query", "_prune", "widget"},
     {"runtime"},
-    {"_builder"},
+    {"_builder", "_workers_front"},
     {"cli", "__init__", "__main__"},
 ]
 RULES = {

@@ -1,0 +1,77 @@
+"""``wf.run(..., workers=True)``: submit to the workers, show the run live, wait for it.
+
+Interrupting the cell detaches: the run goes on on the workers, and how to follow it
+again is printed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._dburl import safe_url
+from ._errors import ConfigurationError
+from ._run import Run
+from ._watch import watch
+
+if TYPE_CHECKING:
+    from .runtime import SubmittedRun
+
+__all__ = ["run_on_workers", "submit"]
+
+
+async def submit(
+    wf: Any,
+    params: Mapping[str, Any] | None,
+    db: str | None,
+    concurrency: int,
+    models: dict[str, str],
+    by_value: bool | None,
+) -> SubmittedRun:
+    """``wf.submit(...)`` with its options checked: the run queued (``runtime.submit_run``)."""
+    from .runtime import submit_run
+
+    return await submit_run(
+        wf, params=params, db=db, concurrency=concurrency, models=models, by_value=by_value
+    )
+
+
+async def run_on_workers(
+    wf: Any,
+    params: Mapping[str, Any] | None,
+    run_id: str | None,
+    budget: object,
+    db: str | None,
+    concurrency: int,
+    models: Mapping[str, str] | None,
+    display: bool | str | None,
+    show_progress: Callable[[Run, bool | str | None], Any],
+) -> Run:
+    """``wf.run(..., workers=True)``: submit, show the run live, wait for it."""
+    if budget is not None or run_id is not None:
+        raise ConfigurationError(
+            f"workflow {wf.name!r}: run(workers=True) takes neither budget= nor run_id= yet: "
+            "set Workflow(budget=...) for a cap, and re-attach to a submitted run with "
+            "bn.SubmittedRun.attach (docs/workers.md)"
+        )
+    run = await wf.submit(params, db=db, concurrency=concurrency, models=models)
+    detached = True
+    try:
+        async with watch(run.id, run.db or None) as live:
+            handle = show_progress(live.run, display)
+            try:
+                async for _update in live:
+                    pass
+            finally:
+                if handle is not None:
+                    handle.close()
+        detached = False
+    finally:
+        if detached:
+            where = f", db={safe_url(run.db)!r}" if run.db else ""
+            print(
+                f"detached from run {run.id}: it goes on on the workers. Follow it again with "
+                f"run = await bn.SubmittedRun.attach({run.id!r}{where}); await run.wait() "
+                f"(or bn.watch({run.id!r}{where}); run.cancel() cancels it)"
+            )
+    finished: Run = await run.wait()
+    return finished  # the run ended: raises bn.RunRefused if a worker refused it

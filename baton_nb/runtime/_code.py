@@ -1,0 +1,72 @@
+"""Which code a worker runs for a submitted run (DESIGN §10).
+
+A workflow defined in an importable module is referenced by import path
+(``module:attribute``) and a hash of its steps' code: a worker whose module has other code
+refuses the run. A workflow defined in a notebook (``__main__``) travels by value:
+cloudpickled into the database, unpickled by the worker. Whoever can write the database
+can therefore run code on the workers; ``--refuse-by-value`` turns by-value runs away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from typing import Any
+
+from .._errors import ConfigurationError
+from .._graph import GraphSpec
+
+__all__ = ["code_hash", "code_ref_of", "dumps_workflow", "loads_workflow"]
+
+
+def _fn_code(fn: Any) -> str:
+    try:
+        return str(inspect.getsource(fn))
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return repr(fn)
+        return str(code.co_code.hex()) + repr(code.co_consts)
+
+
+def code_hash(graph: GraphSpec) -> str:
+    """A hash of the steps' code and shape: equal on two machines iff they run the same."""
+    digest = hashlib.sha256(graph.name.encode())
+    for name in sorted(graph.steps):
+        spec = graph.steps[name]
+        digest.update(f"\0{name}\0{sorted(spec.deps)}\0{spec.map_over}\0".encode())
+        digest.update(_fn_code(spec.fn).encode())
+    return digest.hexdigest()[:16]
+
+
+def code_ref_of(workflow: Any) -> str | None:
+    """``module:attribute`` of an importable module that holds ``workflow``; None for a
+    workflow defined in a notebook or a script (``__main__``): it goes by value."""
+    for module_name in {getattr(s.fn, "__module__", None) for s in workflow._steps.values()}:
+        if not module_name or module_name == "__main__":
+            continue
+        module = sys.modules.get(module_name)
+        for attr, value in vars(module or object()).items():
+            if value is workflow:
+                return f"{module_name}:{attr}"
+    return None
+
+
+def dumps_workflow(workflow: Any) -> bytes:
+    """The workflow by value (cloudpickle), for workers that do not have its code."""
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(workflow))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"workflow {workflow.name!r} cannot be shipped to workers by value: {exc}; "
+            "define it in an importable module and start the workers with MODULE:WORKFLOW"
+        ) from exc
+
+
+def loads_workflow(blob: bytes) -> Any:
+    import cloudpickle
+
+    return cloudpickle.loads(blob)

@@ -1,0 +1,119 @@
+"""A worker coordinating one submitted run (DESIGN §10, docs/workers.md).
+
+The worker that takes a submitted run's lease drives it with the usual ``Driver`` (every
+scheduling decision in one place, as in process); its attempts go to the task queue
+(``RemoteAttempts``) for any worker to run. A coordinator that dies (kill -9) stops
+renewing the run's lease: once it lapses another worker takes the run over, resumes it
+(what completed stays completed) and adopts the tasks already queued or done, so no step
+that finished is run again. One that stops (SIGTERM) hands the run over at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import anyio
+
+from .._errors import RunLocked
+from .._graph import GraphSpec
+from .._states import FINISHED_STATUSES
+from ..store import RunStore, SqlWorkers, SubmissionRow
+from ._driver import Driver
+from ._lease import Lease, take_lease
+from ._remote import POLL, RemoteAttempts
+from ._start import _prepare
+
+__all__ = ["coordinate"]
+
+logger = logging.getLogger("baton_nb.workers")
+
+
+async def coordinate(
+    store: RunStore,
+    workers: SqlWorkers,
+    submission: SubmissionRow,
+    graph: GraphSpec,
+    *,
+    registry: dict[str, RemoteAttempts],
+    lease_ttl: float,
+    stopping: anyio.Event,
+    grace: float,
+) -> None:
+    """Drive ``submission``'s run to its end (or hand it over when ``stopping``)."""
+    run_id = submission.run_id
+    row = await store.get_run(run_id)
+    if row is None or row.status in FINISHED_STATUSES:
+        return
+    with Lease(lease_ttl) as lease:
+        try:
+            await take_lease(store, run_id, lease, row.lease_owner)
+        except RunLocked:
+            return  # another worker was quicker
+        adopt = await workers.run_tasks(run_id)
+        models = {**graph.models, **json.loads(submission.models)}
+        driver = await _prepare(store, graph, run_id, lease, submission.concurrency, models, None)
+        remote = RemoteAttempts(
+            workers,
+            run_id,
+            submission.workflow,
+            by_value=submission.code_blob is not None,
+            replay=row.executions > 0,
+            adopt=adopt,
+        )
+        driver.attempts = remote
+        registry[run_id] = remote
+        logger.info("coordinating run %s (%s)", run_id, submission.workflow)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(remote.serve)
+                tg.start_soon(_follow, workers, driver, remote, stopping, grace)
+                await driver.execute()
+                tg.cancel_scope.cancel()
+        except RunLocked as exc:
+            logger.warning("%s", exc)
+        finally:
+            registry.pop(run_id, None)
+            with anyio.CancelScope(shield=True):
+                if remote.handing_over:
+                    await workers.requeue_run(run_id)
+                    logger.info("run %s handed over to the other workers", run_id)
+                elif not lease.lost:
+                    await workers.drop_run_tasks(run_id)
+
+
+async def _cancel_requested(workers: SqlWorkers, run_id: str) -> None:
+    """Return once the run's user asked to cancel it."""
+    while True:
+        if await workers.cancel_requested(run_id):
+            return
+        await anyio.sleep(POLL * 2)
+
+
+async def _follow(
+    workers: SqlWorkers,
+    driver: Driver,
+    remote: RemoteAttempts,
+    stopping: anyio.Event,
+    grace: float,
+) -> None:
+    """Cancel the run when its user asks (``run.cancel()`` anywhere); hand it over when
+    this worker stops and the run has not ended within the grace period."""
+    run_id = driver.run.id
+    while True:
+        with anyio.move_on_after(POLL * 2):
+            await stopping.wait()
+        if stopping.is_set():
+            with anyio.move_on_after(grace):
+                await _cancel_requested(workers, run_id)
+                driver.run.cancel()
+                return
+            # As if this worker had died, at once: nothing of the run's end is written
+            # (a lost lease writes nothing), the next coordinator resumes it.
+            remote.handing_over = True
+            driver.lease.lost = True
+            driver.run.cancel()
+            return
+        if await workers.cancel_requested(run_id):
+            driver.run.cancel()
+            return

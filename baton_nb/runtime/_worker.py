@@ -1,0 +1,292 @@
+"""``baton-nb worker``: a long-running process serving submitted runs (DESIGN §10).
+
+It does two jobs, both claimed through Postgres: it coordinates runs whose lease is free
+(``_coordinator``: the run's scheduler, in one process per run) and it runs tasks, the
+attempts any coordinator queued (``_worker_tasks``), claimed in batches with ``FOR UPDATE
+SKIP LOCKED`` under a lease renewed by its heartbeat. Woken by LISTEN/NOTIFY, with a short
+poll as the safety net. SIGTERM (``stop``): no more claims; tasks running get ``grace``
+seconds to finish, then go back to the queue (same attempt); runs it coordinates are
+handed to the other workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from .._errors import ConfigurationError
+from .._graph import GraphSpec
+from ..store import (
+    DONE_CHANNEL,
+    TASKS_CHANNEL,
+    ClaimedTask,
+    RunStore,
+    SqlWorkers,
+    Store,
+    SubmissionRow,
+    WorkerRow,
+    open_worker_store,
+    utcnow,
+)
+from ._code import code_hash, loads_workflow
+from ._coordinator import coordinate
+from ._remote import POLL, RemoteAttempts
+from ._worker_tasks import TaskRunner
+
+__all__ = ["ServedWorkflow", "Worker"]
+
+logger = logging.getLogger("baton_nb.workers")
+CLAIM_BATCH = 64  # tasks claimed in one round trip at most
+
+
+@dataclass(frozen=True)
+class ServedWorkflow:
+    """A workflow this worker has the code of: its graph, code hash and import path."""
+
+    graph: GraphSpec
+    code_hash: str
+    ref: str
+
+    @classmethod
+    def of(cls, workflow: Any, ref: str) -> ServedWorkflow:
+        graph = workflow.graph()
+        return cls(graph, code_hash(graph), ref)
+
+
+class Worker:
+    """One worker process (``await Worker(...).serve(stop)``)."""
+
+    def __init__(
+        self,
+        db: str,
+        served: Sequence[ServedWorkflow],
+        *,
+        concurrency: int = 100,
+        accept_other_code: bool = False,
+        refuse_by_value: bool = False,
+        lease_ttl: float = 30.0,
+        grace: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"worker concurrency must be >= 1, got {concurrency}")
+        self.db = db
+        self.served = {s.graph.name: s for s in served}
+        self.concurrency = concurrency
+        self.accept_other_code = accept_other_code
+        self.refuse_by_value = refuse_by_value
+        self.lease_ttl = lease_ttl
+        self.grace = grace
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.started_at = utcnow()
+        self.stopping = anyio.Event()
+        self._wake_tasks = anyio.Event()
+        self._wake_runs = anyio.Event()
+        self._coordinators: dict[str, RemoteAttempts] = {}  # by run, for NOTIFY wake-ups
+        self._coordinating: set[str] = set()
+        self._coordinated = anyio.Event()  # set when the last coordinated run ends
+        self._graphs: dict[str, tuple[GraphSpec, dict[str, Any]] | None] = {}
+        self._skip: set[str] = set()  # runs this worker cannot run (other code)
+        self._store: RunStore | None = None
+        self._workers: SqlWorkers | None = None
+        self._tasks: TaskRunner | None = None
+
+    # ── the process ───────────────────────────────────────────────────────────
+
+    async def serve(self, stop: anyio.Event) -> None:
+        """Serve until ``stop`` is set, then stop gracefully (see the module's doc)."""
+        workers = self._workers = await open_worker_store(self.db)
+        store = self._store = await Store.open(self.db)
+        tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for)
+        try:
+            await workers.beat(self._row())
+            async with (
+                anyio.create_task_group() as tg,
+                workers.listen([TASKS_CHANNEL, DONE_CHANNEL], self._notified),
+            ):
+                tg.start_soon(self._heartbeat)
+                tg.start_soon(tasks.finisher)
+                tg.start_soon(self._claim_runs, tg)
+                tg.start_soon(self._claim_tasks, tg)
+                logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
+                await stop.wait()
+                self.stopping.set()
+                self._wake_tasks.set()
+                self._wake_runs.set()
+                await self._drain(tasks)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await workers.remove_worker(self.id)
+                finally:
+                    await store.close()
+                    await workers.close()
+
+    async def _drain(self, tasks: TaskRunner) -> None:
+        """Stopping: running tasks finish within the grace period or go back to the
+        queue; coordinated runs end or are handed over (``_coordinator``)."""
+        if tasks.running:
+            tasks.idle = anyio.Event()
+            with anyio.move_on_after(self.grace):
+                await tasks.idle.wait()
+        if tasks.running:
+            logger.info("releasing %d task(s) to the other workers", len(tasks.running))
+            await tasks.release_all()
+        if self._coordinating:  # they hand their runs over after the grace period
+            self._coordinated = anyio.Event()
+            await self._coordinated.wait()
+
+    def _row(self) -> WorkerRow:
+        tasks = self._tasks
+        return WorkerRow(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            workflows=sorted(self.served),
+            started_at=self.started_at,
+            heartbeat_at=utcnow(),
+            in_flight=len(tasks.running) if tasks else 0,
+            done=tasks.done if tasks else 0,
+            stopping=self.stopping.is_set(),
+        )
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == DONE_CHANNEL:
+            remote = self._coordinators.get(payload)
+            if remote is not None:
+                remote.wake()
+            return
+        self._wake_tasks.set()
+        self._wake_runs.set()
+
+    async def _heartbeat(self) -> None:
+        assert self._workers is not None and self._tasks is not None
+        while True:
+            await self._tasks.renew(self.lease_ttl)
+            self._tasks.close_idle(self.lease_ttl)
+            await self._workers.beat(self._row())
+            await anyio.sleep(self.lease_ttl / 3)
+
+    # ── coordinating runs ─────────────────────────────────────────────────────
+
+    async def _claim_runs(self, tg: Any) -> None:
+        workers = self._workers
+        assert workers is not None
+        while not self.stopping.is_set():
+            self._wake_runs = anyio.Event()
+            found = await workers.claimable_runs(list(self.served), not self.refuse_by_value)
+            for submission in found:
+                if submission.run_id in self._coordinating:
+                    continue
+                graph = await self._coordinated_graph(submission)
+                if graph is not None:
+                    self._coordinating.add(submission.run_id)
+                    tg.start_soon(self._coordinate, submission, graph)
+            with anyio.move_on_after(POLL * 2):
+                await self._wake_runs.wait()
+
+    async def _coordinate(self, submission: SubmissionRow, graph: GraphSpec) -> None:
+        assert self._store is not None and self._workers is not None
+        try:
+            await coordinate(
+                self._store,
+                self._workers,
+                submission,
+                graph,
+                registry=self._coordinators,
+                lease_ttl=self.lease_ttl,
+                stopping=self.stopping,
+                grace=self.grace,
+            )
+        except Exception:
+            logger.exception("coordinating run %s failed", submission.run_id)
+        finally:
+            self._coordinating.discard(submission.run_id)
+            if not self._coordinating:
+                self._coordinated.set()
+
+    async def _coordinated_graph(self, submission: SubmissionRow) -> GraphSpec | None:
+        """The graph to drive ``submission`` with; None (and the run refused with the
+        reason on it, when no worker should take it) if this worker cannot."""
+        assert self._workers is not None
+        if submission.code_blob is not None:
+            if self.refuse_by_value:
+                return None
+            return loads_workflow(submission.code_blob).graph()  # type: ignore[no-any-return]
+        served = self.served.get(submission.workflow)
+        if served is None:
+            return None
+        if served.code_hash != submission.code_hash and not self.accept_other_code:
+            await self._workers.refuse_run(submission.run_id, self._other_code(submission, served))
+            return None
+        return served.graph
+
+    def _other_code(self, submission: SubmissionRow, served: ServedWorkflow) -> str:
+        return (
+            f"worker {self.id} refused run {submission.run_id}: it was submitted with code "
+            f"{submission.code_hash} of workflow {submission.workflow!r} "
+            f"({submission.code_ref or 'by value'}), and this worker has code "
+            f"{served.code_hash} ({served.ref}); deploy the same code to the workers and "
+            "submit again, or start the worker with --accept-other-code"
+        )
+
+    # ── running tasks ─────────────────────────────────────────────────────────
+
+    async def _claim_tasks(self, tg: Any) -> None:
+        workers, tasks = self._workers, self._tasks
+        assert workers is not None and tasks is not None
+        by_value = not self.refuse_by_value
+        while not self.stopping.is_set():
+            self._wake_tasks = anyio.Event()
+            tasks.slot_freed = anyio.Event()
+            free = min(self.concurrency - len(tasks.running), CLAIM_BATCH)
+            claimed: list[ClaimedTask] = []
+            if free > 0:
+                claimed = await workers.claim(
+                    self.id, list(self.served), by_value, free, self.lease_ttl, self._skip
+                )
+                for task in claimed:
+                    tasks.running[task.id] = (task, anyio.CancelScope())
+                    tg.start_soon(tasks.execute, tg, task)
+            if free > 0 and len(claimed) == free:
+                continue  # more may be waiting
+            with anyio.move_on_after(POLL):
+                if free > 0:
+                    await self._wake_tasks.wait()
+                else:
+                    await tasks.slot_freed.wait()
+
+    async def _graph_for(self, task: ClaimedTask) -> tuple[GraphSpec, dict[str, Any]] | None:
+        """The graph and params of a task's run (read once per run), None if this worker
+        does not have its code."""
+        if task.run_id in self._graphs:
+            return self._graphs[task.run_id]
+        assert self._workers is not None and self._store is not None
+        submission = await self._workers.get_submission(task.run_id)
+        run = await self._store.get_run(task.run_id)
+        found: tuple[GraphSpec, dict[str, Any]] | None = None
+        if submission is not None and run is not None:
+            params = json.loads(run.params)
+            if submission.code_blob is not None:
+                if not self.refuse_by_value:
+                    found = loads_workflow(submission.code_blob).graph(), params
+            else:
+                served = self.served.get(submission.workflow)
+                if served is not None and (
+                    served.code_hash == submission.code_hash or self.accept_other_code
+                ):
+                    found = served.graph, params
+        if len(self._graphs) > 1000:
+            self._graphs.clear()
+        self._graphs[task.run_id] = found
+        if found is None:
+            self._skip.add(task.run_id)  # not claimed again by this worker
+        return found

@@ -1,0 +1,256 @@
+"""A worker running claimed tasks (DESIGN §10): one attempt each, with the in-process
+attempt runner and calls (replay, stats), its outcome stored under the claim's fencing
+token (a worker whose lease was taken over has its commit refused)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .. import _jsonutil
+from .._graph import GraphSpec
+from .._run import Run
+from .._states import NodeKind
+from ..store import CallRecord, ClaimedTask, LogRow, NodeRow, RunStore, SqlWorkers, utcnow
+from ._announce import Announcer
+from ._attempt import run_attempt
+from ._calls import Calls
+from ._commit import GroupCommit
+from ._context import Context
+from ._node import Node
+from ._remote import encode_outcome
+
+__all__ = ["RunSide", "TaskRunner"]
+
+logger = logging.getLogger("baton_nb.workers")
+
+
+class _QuietAnnouncer(Announcer):
+    """A worker keeps no live Run of the runs it helps: the store is the record."""
+
+    def call(self, call: CallRecord) -> None:
+        pass
+
+    def log(self, log: LogRow) -> None:
+        pass
+
+
+class _Finished:
+    __slots__ = ("done", "error", "outcome", "stored", "task")
+
+    def __init__(self, task: ClaimedTask, outcome: str) -> None:
+        self.task = task
+        self.outcome = outcome
+        self.stored = False
+        self.error: Exception | None = None
+        self.done = anyio.Event()
+
+
+class RunSide:
+    """What a worker holds for one run while it runs tasks of it: the graph, params, the
+    deps' results read once, and a group commit (its writer task) for the calls."""
+
+    def __init__(self, store: RunStore, run_id: str, graph: GraphSpec, params: dict[str, Any]):
+        self.store = store
+        self.run_id = run_id
+        self.graph = graph
+        self.params = params
+        self.results: dict[str, Any] = {}
+        self.reading = anyio.Lock()  # one read of the deps' results at a time
+        self.commit = GroupCommit(run_id, lambda _settled: None)
+        self.announce = _QuietAnnouncer(Run(run_id, graph.name, params=params))
+        self.in_flight = 0
+        self.used = anyio.current_time()  # when its last task ended
+        self.stopped = anyio.Event()
+
+    async def write(self) -> None:
+        """The writer task: until ``stop``, then what is left (a failed call's log)."""
+        try:
+            async with self.store.writer() as writer:
+                await self.commit.run(writer)
+            batch = self.commit.take_batch()
+            if batch:
+                with anyio.CancelScope(shield=True):
+                    await self.store.write(batch)
+        finally:
+            self.stopped.set()
+
+
+class TaskRunner:
+    """Runs claimed tasks; the worker process (``_worker``) claims and feeds them."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        store: RunStore,
+        workers: SqlWorkers,
+        graph_for: Callable[[ClaimedTask], Any],
+    ) -> None:
+        self.worker_id = worker_id
+        self.store = store
+        self.workers = workers
+        self.graph_for = graph_for  # async: (graph, params) of a task's run, or None
+        self.running: dict[int, tuple[ClaimedTask, anyio.CancelScope]] = {}
+        self.sides: dict[str, RunSide] = {}
+        self.done = 0
+        self.refused_commits = 0
+        self.released: set[int] = set()
+        self.idle = anyio.Event()
+        self.slot_freed = anyio.Event()
+        self._finishing: list[_Finished] = []
+        self._finish_wake = anyio.Event()
+
+    async def execute(self, tg: TaskGroup, task: ClaimedTask) -> None:
+        scope = anyio.CancelScope()
+        self.running[task.id] = (task, scope)
+        side: RunSide | None = None
+        try:
+            found = await self.graph_for(task)
+            if found is None:  # this worker cannot run it (other code): give it back
+                await self.workers.release(self.worker_id, [task.id])
+                return
+            side = self._side(tg, task.run_id, *found)
+            side.in_flight += 1
+            with scope:
+                outcome = await self._attempt(side, task)
+            if scope.cancelled_caught or task.id in self.released:
+                return  # lost (dropped, taken over) or released: not ours to commit
+            stored = await self._finish(task, encode_outcome(outcome))
+            if stored:
+                self.done += 1
+            else:
+                self.refused_commits += 1
+                logger.warning(
+                    "task %s (%s of run %s) was taken over: its outcome was not stored",
+                    task.id,
+                    task.step,
+                    task.run_id,
+                )
+        finally:
+            self.running.pop(task.id, None)
+            self.released.discard(task.id)
+            if side is not None:
+                side.in_flight -= 1
+                side.used = anyio.current_time()
+            self.slot_freed.set()
+            if not self.running:
+                self.idle.set()
+
+    def _side(
+        self, tg: TaskGroup, run_id: str, graph: GraphSpec, params: dict[str, Any]
+    ) -> RunSide:
+        side = self.sides.get(run_id)
+        if side is None:
+            side = self.sides[run_id] = RunSide(self.store, run_id, graph, params)
+            tg.start_soon(self._write, side, name=f"baton:writer:{run_id}")
+        return side
+
+    async def _write(self, side: RunSide) -> None:
+        """A run's writer; if a commit fails, the run's tasks here stop (not stored: their
+        leases lapse and other workers run them again, replaying what was stored)."""
+        try:
+            await side.write()
+        except Exception:
+            logger.exception("storing the calls of run %s failed", side.run_id)
+            if self.sides.get(side.run_id) is side:
+                del self.sides[side.run_id]
+            for task, scope in list(self.running.values()):
+                if task.run_id == side.run_id:
+                    scope.cancel()
+
+    async def _attempt(self, side: RunSide, task: ClaimedTask) -> Any:
+        spec = side.graph.steps[task.spec]
+        row = NodeRow(
+            run_id=task.run_id,
+            step=task.step,
+            kind=NodeKind.CHILD if task.step != task.spec else NodeKind.STEP,
+            worker=spec.worker,
+            deps=[],
+            remaining_deps=0,
+            max_attempts=spec.max_attempts,
+            updated_at=utcnow(),
+            id=task.id,
+            model=task.model,
+            attempt=task.attempt,
+        )
+        node = Node(row, spec)
+        if task.item is not None:
+            node.item = _jsonutil.loads(task.item)
+        results = await self._dep_results(side, spec.deps)
+        replay = task.replay or task.token > 1 or task.attempt > 1
+        calls = Calls(
+            side.graph, task.run_id, self.store, side.commit, side.announce, resumed=replay
+        )
+        ctx = Context(calls, node, side.params, results, task.model)
+        return await run_attempt(node, ctx, results)
+
+    async def _dep_results(self, side: RunSide, deps: tuple[str, ...]) -> dict[str, Any]:
+        if any(d not in side.results for d in deps):
+            async with side.reading:  # tasks starting together: one read for them all
+                missing = [d for d in deps if d not in side.results]
+                if missing:
+                    found = await self.workers.dep_results(side.run_id, missing)
+                    for step, text in found.items():
+                        side.results[step] = _jsonutil.loads(text)
+        return {d: side.results[d] for d in deps if d in side.results}
+
+    async def _finish(self, task: ClaimedTask, outcome: str) -> bool:
+        """Store an outcome with the others ready now: one round trip for them all."""
+        waiter = _Finished(task, outcome)
+        self._finishing.append(waiter)
+        self._finish_wake.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.stored
+
+    async def finisher(self) -> None:
+        """The task storing outcomes, batch after batch (run in the worker's task group)."""
+        while True:
+            await self._finish_wake.wait()
+            self._finish_wake = anyio.Event()
+            batch, self._finishing = self._finishing, []
+            try:
+                stored = await self.workers.finish_many(
+                    self.worker_id, [(w.task, w.outcome) for w in batch]
+                )
+            except Exception as exc:
+                for waiter in batch:
+                    waiter.error = exc
+                    waiter.done.set()
+                continue
+            for waiter in batch:
+                waiter.stored = waiter.task.id in stored
+                waiter.done.set()
+
+    def close_idle(self, idle: float) -> None:
+        """Stop the writers of runs with no task running for ``idle`` seconds."""
+        now = anyio.current_time()
+        for run_id, side in list(self.sides.items()):
+            if side.in_flight == 0 and now - side.used >= idle:
+                del self.sides[run_id]
+                side.commit.stop()
+
+    async def renew(self, ttl: float) -> None:
+        """Extend the leases of the running tasks; stop those no longer ours."""
+        ids = list(self.running)
+        if not ids:
+            return
+        alive = await self.workers.renew(self.worker_id, ids, ttl)
+        for task_id in ids:
+            if task_id not in alive and task_id in self.running:
+                self.running[task_id][1].cancel()
+
+    async def release_all(self) -> None:
+        """Give the running tasks back to the queue (the same attempt) and stop them."""
+        ids = list(self.running)
+        self.released.update(ids)
+        await self.workers.release(self.worker_id, ids)
+        for task_id in ids:
+            entry = self.running.get(task_id)
+            if entry is not None:
+                entry[1].cancel()

@@ -1,0 +1,453 @@
+"""The worker tables on Postgres (DESIGN §10): submitted runs, the task queue claimed with
+``FOR UPDATE SKIP LOCKED`` under leases with fencing tokens, the live workers.
+
+Statements go to asyncpg's own connection (``$1`` parameters, arrays for batches): the
+queue's hot paths are one round trip each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from .._dburl import safe_url
+from .._errors import ConfigurationError
+from ._engine import resolve_url
+from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
+from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
+
+__all__ = ["DONE_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
+
+TASKS_CHANNEL = "baton_nb_tasks"  # new tasks or runs for workers (payload: workflow)
+DONE_CHANNEL = "baton_nb_tasks_done"  # a task finished (payload: run id)
+
+_TASK_COLUMNS = (
+    "t.id, t.run_id, t.workflow, t.step, t.spec, t.attempt, t.item, t.model, t.replay, "
+    "t.token, t.by_value"
+)
+
+
+async def open_worker_store(db: str | os.PathLike[str] | None) -> SqlWorkers:
+    """The worker tables at ``db``; a clear error unless it is Postgres."""
+    url = resolve_url(db)
+    if not url.startswith("postgresql"):
+        raise ConfigurationError(
+            f"workers need Postgres, and {safe_url(url)!r} is not: submit runs and start "
+            "workers with db='postgresql://user@host/dbname' (run in-process with wf.run() "
+            "on SQLite)"
+        )
+    return await SqlWorkers.open(url)
+
+
+def _claimed(row: Any) -> ClaimedTask:
+    return ClaimedTask(
+        id=row["id"],
+        run_id=row["run_id"],
+        workflow=row["workflow"],
+        step=row["step"],
+        spec=row["spec"],
+        attempt=row["attempt"],
+        item=row["item"],
+        model=row["model"],
+        replay=row["replay"],
+        token=row["token"],
+        by_value=row["by_value"],
+    )
+
+
+def _submission(row: Any) -> SubmissionRow:
+    return SubmissionRow(
+        run_id=row["run_id"],
+        workflow=row["workflow"],
+        code_hash=row["code_hash"],
+        created_at=row["created_at"],
+        code_ref=row["code_ref"],
+        code_blob=row["code_blob"],
+        concurrency=row["concurrency"],
+        models=row["models"],
+        cancel_requested=row["cancel_requested"],
+        refused=row["refused"],
+    )
+
+
+class _SqlQueue(SqlBase):
+    """The task queue (Postgres): queued by coordinators, claimed by workers."""
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Any]:
+        """asyncpg's connection in a transaction of its own: SQLAlchemy begins one only
+        before its own first statement, so without this each statement would commit alone
+        (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement)."""
+        async with self.begin() as conn:
+            driver = await driver_connection(conn)
+            async with driver.transaction():
+                yield driver
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[Any]:
+        async with self.connect() as conn:
+            yield await driver_connection(conn)
+
+    # ── the task queue: the coordinator's side ───────────────────────────────
+
+    async def enqueue(self, tasks: Sequence[NewTask]) -> dict[tuple[str, str], int]:
+        """Queue attempts for the workers (one round trip): their ids by (run, step)."""
+        if not tasks:
+            return {}
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "INSERT INTO workflow_tasks (run_id, workflow, step, spec, attempt, item, model, "
+                "replay, by_value, state, token, created_at) "
+                "SELECT r, w, s, f, a, i, m, p, b, 'queued', 0, now() FROM unnest("
+                "$1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], "
+                "$7::text[], $8::bool[], $9::bool[]) "
+                "WITH ORDINALITY AS v(r, w, s, f, a, i, m, p, b, n) "
+                "ORDER BY n RETURNING id, run_id, step",
+                [t.run_id for t in tasks],
+                [t.workflow for t in tasks],
+                [t.step for t in tasks],
+                [t.spec for t in tasks],
+                [t.attempt for t in tasks],
+                [t.item for t in tasks],
+                [t.model for t in tasks],
+                [t.replay for t in tasks],
+                [t.by_value for t in tasks],
+            )
+            for workflow in {t.workflow for t in tasks}:
+                await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, workflow)
+        return {(r["run_id"], r["step"]): r["id"] for r in rows}
+
+    async def take_done(self, run_id: str) -> list[DoneTask]:
+        """The finished tasks of a run, removed from the queue (the coordinator's)."""
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "DELETE FROM workflow_tasks WHERE run_id = $1 AND state = 'done' "
+                "RETURNING id, step, attempt, outcome, claimed_by",
+                run_id,
+            )
+        return [
+            DoneTask(r["id"], r["step"], r["attempt"], r["outcome"], r["claimed_by"] or "")
+            for r in rows
+        ]
+
+    async def drop_tasks(self, ids: Sequence[int]) -> None:
+        """Tasks no longer wanted (their run is cancelled, a quorum was met): a worker
+        running one finds its lease gone at the next renewal and stops it."""
+        if ids:
+            async with self._tx() as db:
+                await db.execute("DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[])", ids)
+
+    async def drop_run_tasks(self, run_id: str) -> int:
+        """Every task of a run (a new coordinator starts afresh: late commits are refused)."""
+        async with self._tx() as db:
+            status = await db.execute("DELETE FROM workflow_tasks WHERE run_id = $1", run_id)
+        return int(status.split()[-1])
+
+    async def run_tasks(self, run_id: str) -> dict[str, tuple[int, str, str | None, str | None]]:
+        """A run's tasks by step: (id, state, outcome, worker), for a coordinator taking
+        the run over to adopt (the newest per step)."""
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT id, step, state, outcome, claimed_by FROM workflow_tasks "
+                "WHERE run_id = $1 ORDER BY id",
+                run_id,
+            )
+        return {r["step"]: (r["id"], r["state"], r["outcome"], r["claimed_by"]) for r in rows}
+
+    async def requeue_run(self, run_id: str) -> None:
+        """A coordinator that stops (SIGTERM) hands its run to the next worker: running
+        again, lease free, unless the user cancelled it."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE workflow_runs SET status = 'running', finished_at = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND NOT EXISTS "
+                "(SELECT 1 FROM workflow_submissions s WHERE s.run_id = $1 "
+                "AND s.cancel_requested)",
+                run_id,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, "")
+
+    async def dep_results(self, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
+        """The stored results (JSON) of the completed steps among ``steps``."""
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT step, result FROM workflow_nodes WHERE run_id = $1 "
+                "AND step = ANY($2::text[]) AND state = 'completed'",
+                run_id,
+                list(steps),
+            )
+        return {r["step"]: r["result"] for r in rows}
+
+    # ── the task queue: the workers' side ────────────────────────────────────
+
+    async def claim(
+        self,
+        worker: str,
+        workflows: Sequence[str],
+        by_value: bool,
+        limit: int,
+        ttl: float,
+        skip_runs: Collection[str] = (),
+    ) -> list[ClaimedTask]:
+        """Claim up to ``limit`` queued tasks (or ones whose lease lapsed): ``FOR UPDATE
+        SKIP LOCKED``, so workers claiming together never get the same task; each claim
+        raises the task's fencing token."""
+        if limit <= 0:
+            return []
+        served = (
+            "AND (workflow = ANY($1::text[]) OR ($2 AND by_value)) "
+            "AND NOT (run_id = ANY($3::text[])) "
+        )
+        args = (list(workflows), by_value, list(skip_runs))
+        async with self._tx() as db:
+            # Lapsed leases first (their holder died), then queued tasks, oldest first.
+            ids = [
+                r["id"]
+                for r in await db.fetch(
+                    "SELECT id FROM workflow_tasks WHERE state = 'claimed' "
+                    f"AND lease_until < now() {served}"
+                    "ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED",
+                    *args,
+                    limit,
+                )
+            ]
+            if len(ids) < limit:
+                ids += [
+                    r["id"]
+                    for r in await db.fetch(
+                        f"SELECT id FROM workflow_tasks WHERE state = 'queued' {served}"
+                        "ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED",
+                        *args,
+                        limit - len(ids),
+                    )
+                ]
+            if not ids:
+                return []
+            rows = await db.fetch(
+                "UPDATE workflow_tasks t SET state = 'claimed', claimed_by = $1, "
+                "lease_until = now() + make_interval(secs => $2), token = t.token + 1 "
+                f"WHERE t.id = ANY($3::bigint[]) RETURNING {_TASK_COLUMNS}",
+                worker,
+                ttl,
+                ids,
+            )
+        return sorted((_claimed(r) for r in rows), key=lambda t: t.id)
+
+    async def renew(self, worker: str, ids: Sequence[int], ttl: float) -> set[int]:
+        """Extend the leases of ``worker``'s tasks; the ids still its own (a task dropped
+        or taken over is not: its attempt should stop)."""
+        if not ids:
+            return set()
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE workflow_tasks SET lease_until = now() + make_interval(secs => $3) "
+                "WHERE id = ANY($2::bigint[]) AND claimed_by = $1 AND state = 'claimed' "
+                "RETURNING id",
+                worker,
+                list(ids),
+                ttl,
+            )
+        return {r["id"] for r in rows}
+
+    async def finish(self, worker: str, task: ClaimedTask, outcome: str) -> bool:
+        """Store a task's outcome under its fencing token: False (nothing stored) if the
+        lease was lost and the task claimed again or dropped meanwhile."""
+        async with self._tx() as db:
+            status = await db.execute(
+                "UPDATE workflow_tasks SET state = 'done', outcome = $4 "
+                "WHERE id = $1 AND token = $2 AND claimed_by = $3 AND state = 'claimed'",
+                task.id,
+                task.token,
+                worker,
+                outcome,
+            )
+            done = str(status).endswith(" 1")
+            if done:
+                await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, task.run_id)
+        return done
+
+    async def finish_many(self, worker: str, done: Sequence[tuple[ClaimedTask, str]]) -> set[int]:
+        """``finish`` for many tasks in one round trip: the ids whose outcome was stored
+        (the others' tokens were stale)."""
+        if not done:
+            return set()
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE workflow_tasks t SET state = 'done', outcome = v.outcome "
+                "FROM unnest($2::bigint[], $3::int[], $4::text[]) AS v(id, token, outcome) "
+                "WHERE t.id = v.id AND t.token = v.token AND t.claimed_by = $1 "
+                "AND t.state = 'claimed' RETURNING t.id, t.run_id",
+                worker,
+                [task.id for task, _ in done],
+                [task.token for task, _ in done],
+                [outcome for _, outcome in done],
+            )
+            for run_id in {r["run_id"] for r in rows}:
+                await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, run_id)
+        return {r["id"] for r in rows}
+
+    async def release(self, worker: str, ids: Sequence[int]) -> None:
+        """Give tasks back to the queue (a worker stopping): the same attempt, run again
+        by another worker (its paid calls replayed)."""
+        if not ids:
+            return
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE workflow_tasks SET state = 'queued', claimed_by = NULL, "
+                "lease_until = NULL, replay = true "
+                "WHERE id = ANY($2::bigint[]) AND claimed_by = $1 AND state = 'claimed'",
+                worker,
+                list(ids),
+            )
+            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, "")
+
+
+class SqlWorkers(_SqlQueue):
+    """Submitted runs, the task queue and the live workers (Postgres)."""
+
+    # ── submitted runs ────────────────────────────────────────────────────────
+
+    async def insert_submission(self, row: SubmissionRow) -> None:
+        """Hand a stored run to the workers (and wake them)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO workflow_submissions (run_id, workflow, code_ref, code_hash, "
+                "code_blob, concurrency, models, cancel_requested, refused, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, false, NULL, $8)",
+                row.run_id,
+                row.workflow,
+                row.code_ref,
+                row.code_hash,
+                row.code_blob,
+                row.concurrency,
+                row.models,
+                row.created_at,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, row.workflow)
+
+    async def get_submission(self, run_id: str) -> SubmissionRow | None:
+        async with self._read() as db:
+            row = await db.fetchrow("SELECT * FROM workflow_submissions WHERE run_id = $1", run_id)
+        return None if row is None else _submission(row)
+
+    async def claimable_runs(
+        self, workflows: Sequence[str], by_value: bool, limit: int = 10
+    ) -> list[SubmissionRow]:
+        """Submitted runs not finished whose lease is free or lapsed (no coordinator)."""
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT s.* FROM workflow_submissions s JOIN workflow_runs r ON r.id = s.run_id "
+                "WHERE r.status IN ('pending', 'running') AND s.refused IS NULL "
+                "AND (r.lease_owner IS NULL OR r.lease_expires_at < now()) "
+                "AND (s.workflow = ANY($1::text[]) OR ($2 AND s.code_blob IS NOT NULL)) "
+                "ORDER BY s.created_at LIMIT $3",
+                list(workflows),
+                by_value,
+                limit,
+            )
+        return [_submission(r) for r in rows]
+
+    async def refuse_run(self, run_id: str, reason: str) -> None:
+        """A worker cannot run this run's code: the run fails with ``reason`` on it."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE workflow_submissions SET refused = $2 WHERE run_id = $1", run_id, reason
+            )
+            await db.execute(
+                "UPDATE workflow_runs SET status = 'failed', finished_at = now(), "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 "
+                "AND status IN ('pending', 'running')",
+                run_id,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)
+
+    async def request_cancel(self, run_id: str) -> None:
+        """``run.cancel()`` of a submitted run: its coordinator cancels it on every worker."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE workflow_submissions SET cancel_requested = true WHERE run_id = $1",
+                run_id,
+            )
+            await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, run_id)
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        async with self._read() as db:
+            value = await db.fetchval(
+                "SELECT cancel_requested FROM workflow_submissions WHERE run_id = $1", run_id
+            )
+        return bool(value)
+
+    # ── live workers ──────────────────────────────────────────────────────────
+
+    async def beat(self, row: WorkerRow) -> None:
+        """Insert or refresh a worker's row (its heartbeat)."""
+        import json
+
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO workflow_workers (id, host, pid, workflows, started_at, "
+                "heartbeat_at, in_flight, done, stopping) VALUES ($1, $2, $3, $4, $5, now(), "
+                "$6, $7, $8) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), "
+                "in_flight = $6, done = $7, stopping = $8",
+                row.id,
+                row.host,
+                row.pid,
+                json.dumps(row.workflows),
+                row.started_at,
+                row.in_flight,
+                row.done,
+                row.stopping,
+            )
+
+    async def remove_worker(self, worker: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM workflow_workers WHERE id = $1", worker)
+
+    async def workers(self, max_age: float = 60.0) -> list[WorkerRow]:
+        """Workers with a heartbeat in the last ``max_age`` seconds, oldest first."""
+        import json
+
+        async with self._read() as db:
+            rows = await db.fetch(
+                "SELECT * FROM workflow_workers WHERE heartbeat_at > now() - "
+                "make_interval(secs => $1) ORDER BY started_at, id",
+                max_age,
+            )
+        return [
+            WorkerRow(
+                id=r["id"],
+                host=r["host"],
+                pid=r["pid"],
+                workflows=json.loads(r["workflows"]),
+                started_at=r["started_at"],
+                heartbeat_at=r["heartbeat_at"],
+                in_flight=r["in_flight"],
+                done=r["done"],
+                stopping=r["stopping"],
+            )
+            for r in rows
+        ]
+
+    @asynccontextmanager
+    async def listen(
+        self, channels: Sequence[str], on_notify: Callable[[str, str], None]
+    ) -> AsyncIterator[None]:
+        """``on_notify(channel, payload)`` for each NOTIFY on ``channels`` during the block."""
+
+        def deliver(_conn: object, _pid: int, channel: str, payload: str) -> None:
+            on_notify(channel, payload)
+
+        async with self.connect() as conn:
+            driver = await driver_connection(conn)
+            for channel in channels:
+                await driver.add_listener(channel, deliver)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for channel in channels:
+                        await driver.remove_listener(channel, deliver)

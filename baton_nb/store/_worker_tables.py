@@ -1,0 +1,74 @@
+"""Tables of the worker processes (DESIGN §10, migration 10): submitted runs, the queue of
+attempts handed to workers, and the live workers. Postgres only in use (SQLite has them,
+empty: ``FOR UPDATE SKIP LOCKED`` and LISTEN/NOTIFY are what workers need)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from ._tables import NAME, UtcDateTime
+
+__all__ = ["WorkflowSubmission", "WorkflowTask", "WorkflowWorker"]
+
+
+def _when(*, optional: bool = False) -> datetime:
+    if optional:
+        return Field(default=None, sa_type=UtcDateTime)  # type: ignore[no-any-return]
+    return Field(sa_type=UtcDateTime)  # type: ignore[no-any-return]
+
+
+class WorkflowSubmission(SQLModel, table=True):
+    """A run submitted to workers (``wf.submit``): how a worker finds its code."""
+
+    __tablename__ = "workflow_submissions"
+    run_id: str = Field(primary_key=True, sa_type=NAME)
+    workflow: str = Field(sa_type=NAME, index=True)
+    code_ref: str | None = Field(default=None, sa_type=NAME)  # "module:attribute"
+    code_hash: str = Field(sa_type=NAME)
+    code_blob: bytes | None = Field(default=None, sa_type=sa.LargeBinary)  # cloudpickle
+    concurrency: int = 100
+    models: str = "{}"
+    cancel_requested: bool = False
+    refused: str | None = None  # why a worker refused the run (other code, by value)
+    created_at: datetime = _when()
+
+
+class WorkflowTask(SQLModel, table=True):
+    """One attempt of one step handed to the workers: queued, claimed (a lease with a
+    fencing token), done (its outcome, for the run's coordinator to take)."""
+
+    __tablename__ = "workflow_tasks"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(sa_type=NAME, index=True)
+    workflow: str = Field(sa_type=NAME)
+    step: str = Field(sa_type=NAME)  # the node: a step, or a fan-out child "step[key]"
+    spec: str = Field(sa_type=NAME)  # the workflow's step the node runs
+    attempt: int = 1
+    item: str | None = None  # JSON: a map child's item
+    model: str | None = Field(default=None, sa_type=NAME)
+    replay: bool = False  # stored answers may exist: read them before calling
+    by_value: bool = False  # the run's code is shipped by value (cloudpickle)
+    state: str = Field(default="queued", sa_type=NAME)  # queued | claimed | done
+    claimed_by: str | None = Field(default=None, sa_type=NAME)
+    lease_until: datetime | None = _when(optional=True)
+    token: int = 0
+    outcome: str | None = None  # JSON
+    created_at: datetime = _when()
+
+
+class WorkflowWorker(SQLModel, table=True):
+    """A live worker process (``baton-nb workers``)."""
+
+    __tablename__ = "workflow_workers"
+    id: str = Field(primary_key=True, sa_type=NAME)
+    host: str = Field(sa_type=NAME)
+    pid: int
+    workflows: str = "[]"
+    started_at: datetime = _when()
+    heartbeat_at: datetime = _when()
+    in_flight: int = 0
+    done: int = 0
+    stopping: bool = False

@@ -1,0 +1,110 @@
+"""The workers' task queue on Postgres (store/_sql_workers.py): claims with FOR UPDATE
+SKIP LOCKED never overlap, a lapsed lease is taken over with a new fencing token, a
+commit under a stale token is refused, a released task keeps its attempt."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb.store import NewTask, SqlWorkers, open_worker_store
+from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def queue(unique: str) -> SqlWorkers:
+    if not _postgres_up() and not _start_postgres():
+        pytest.fail("Postgres is not running on 127.0.0.1:5432")
+    store = await open_worker_store(POSTGRES_URL)
+    try:
+        yield store  # type: ignore[misc]
+    finally:
+        await store.close()
+
+
+def _tasks(run_id: str, workflow: str, n: int, attempt: int = 1) -> list[NewTask]:
+    return [
+        NewTask(run_id, workflow, f"s[{i}]", "s", attempt, str(i), None, replay=False)
+        for i in range(n)
+    ]
+
+
+async def test_concurrent_claims_never_overlap(queue: SqlWorkers, unique: str) -> None:
+    wf = f"q-{unique}"
+    ids = await queue.enqueue(_tasks(f"r-{unique}", wf, 200))
+    assert len(ids) == 200
+    claimed: dict[str, list[int]] = {}
+
+    async def claimer(name: str) -> None:
+        got = claimed.setdefault(name, [])
+        while True:
+            batch = await queue.claim(name, [wf], False, 7, 30.0)
+            if not batch:
+                return
+            got += [t.id for t in batch]
+
+    async with anyio.create_task_group() as tg:
+        for name in ("a", "b", "c", "d"):
+            tg.start_soon(claimer, name)
+    every = [i for got in claimed.values() for i in got]
+    assert sorted(every) == sorted(ids.values())  # each task claimed exactly once
+
+
+async def test_lapsed_lease_is_taken_over_and_the_late_commit_refused(
+    queue: SqlWorkers, unique: str
+) -> None:
+    wf = f"q-{unique}"
+    await queue.enqueue(_tasks(f"r-{unique}", wf, 1))
+    (first,) = await queue.claim("old", [wf], False, 10, 0.05)
+    assert first.token == 1
+    assert await queue.claim("new", [wf], False, 10, 30.0) == []  # leased: not claimable
+    await anyio.sleep(0.2)  # the lease lapses (its holder died)
+    (second,) = await queue.claim("new", [wf], False, 10, 30.0)
+    assert (second.id, second.token, second.attempt) == (first.id, 2, first.attempt)
+    assert await queue.renew("old", [first.id], 30.0) == set()  # old holder: no longer its
+    assert not await queue.finish("old", first, '{"kind":"completed","result":1}')
+    assert await queue.finish("new", second, '{"kind":"completed","result":2}')
+    (done,) = await queue.take_done(f"r-{unique}")
+    assert (done.outcome, done.worker) == ('{"kind":"completed","result":2}', "new")
+
+
+async def test_released_task_keeps_its_attempt_and_replays(queue: SqlWorkers, unique: str) -> None:
+    wf = f"q-{unique}"
+    await queue.enqueue(_tasks(f"r-{unique}", wf, 1, attempt=2))
+    (task,) = await queue.claim("stopping", [wf], False, 10, 30.0)
+    await queue.release("stopping", [task.id])
+    (again,) = await queue.claim("other", [wf], False, 10, 30.0)
+    assert (again.id, again.attempt, again.replay) == (task.id, 2, True)
+
+
+async def test_dropped_task_cannot_be_committed(queue: SqlWorkers, unique: str) -> None:
+    wf = f"q-{unique}"
+    await queue.enqueue(_tasks(f"r-{unique}", wf, 1))
+    (task,) = await queue.claim("w", [wf], False, 10, 30.0)
+    await queue.drop_tasks([task.id])  # the run was cancelled meanwhile
+    assert await queue.renew("w", [task.id], 30.0) == set()
+    assert not await queue.finish("w", task, '{"kind":"completed","result":1}')
+
+
+async def test_claims_only_served_workflows_and_by_value_when_allowed(
+    queue: SqlWorkers, unique: str
+) -> None:
+    await queue.enqueue(_tasks(f"r-{unique}", f"mine-{unique}", 1))
+    shipped = _tasks(f"v-{unique}", f"other-{unique}", 1)
+    shipped[0].by_value = True
+    await queue.enqueue(shipped)
+    assert await queue.claim("w", [f"nope-{unique}"], False, 10, 30.0) == []
+    (mine,) = await queue.claim("w", [f"mine-{unique}"], False, 10, 30.0)
+    assert mine.workflow == f"mine-{unique}"
+    (by_value,) = await queue.claim("w", [], True, 10, 30.0)
+    assert by_value.by_value
+
+
+async def test_worker_store_needs_postgres(sqlite_url: str) -> None:
+    with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
+        await open_worker_store(sqlite_url)
+    with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
+        await open_worker_store("memory://x")

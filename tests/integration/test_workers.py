@@ -1,0 +1,291 @@
+"""Workers through Postgres (DESIGN §10), with REAL worker subprocesses on the local
+Postgres: ``baton-nb worker tests.workers_app:... --db postgresql://...``.
+
+Every worker started here is killed in the fixture's teardown. Sizes are scaled for the
+suite (500 calls); the 5,000-call version is marked slow.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb.store import Store, open_worker_store
+from tests import workers_app as app
+from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
+from tests.fakes.plugin import DUMMY_KEYS
+from tests.fakes.provider_server import FakeProviderServer
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pg() -> str:
+    if not _postgres_up() and not _start_postgres():
+        pytest.fail("Postgres is not running on 127.0.0.1:5432")
+    return POSTGRES_URL
+
+
+class WorkerProcs:
+    """Worker subprocesses; all killed at teardown."""
+
+    def __init__(self, db: str, tmp: Path) -> None:
+        self.db = db
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.marks = tmp / "marks"
+        self.marks.mkdir()
+        self.env: dict[str, str] = {**os.environ, "MARKS": str(self.marks)}
+
+    def start(self, *refs: str, args: tuple[str, ...] = (), **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "baton_nb.cli", "worker", *refs, "--db", self.db,
+             "--lease-ttl", "2", "--grace", "2", *args],
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.tmp.glob("worker*.log")))
+
+    def marked(self, name: str) -> collections.Counter[str]:
+        path = self.marks / name
+        lines = path.read_text().split() if path.exists() else []
+        return collections.Counter(lines)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def workers(pg: str, tmp_path: Path) -> Iterator[WorkerProcs]:
+    procs = WorkerProcs(pg, tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def _llm_env(server: FakeProviderServer) -> dict[str, str]:
+    return {"OPENAI_BASE_URL": f"{server.base_url}/v1", "OPENAI_API_KEY": DUMMY_KEYS["openai"]}
+
+
+async def _wait(run: bn.SubmittedRun, procs: WorkerProcs, seconds: float = 120) -> bn.Run:
+    try:
+        with anyio.fail_after(seconds):
+            return await run.wait()
+    except TimeoutError:
+        pytest.fail(f"run {run.id} did not end in {seconds}s; worker logs:\n{procs.logs()}")
+
+
+async def _until(predicate: object, seconds: float = 60) -> None:
+    with anyio.fail_after(seconds):
+        while not predicate():  # type: ignore[operator]
+            await anyio.sleep(0.05)
+
+
+async def _coordinator(
+    workers: WorkerProcs, run_id: str, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """The worker process holding the run's lease (its coordinator), once one does."""
+    by_pid = {p.pid: p for p in procs}
+    async with await Store.open(workers.db) as store:
+        with anyio.fail_after(60):
+            while True:
+                row = await store.get_run(run_id)
+                owner = row.lease_owner if row else None
+                pid = int(owner.split(":")[1]) if owner else 0
+                if pid in by_pid:
+                    return by_pid[pid]
+                await anyio.sleep(0.05)
+
+
+async def _llm_map_survives(
+    workers: WorkerProcs, server: FakeProviderServer, n: int, concurrency: int
+) -> None:
+    server.latency = 0.01
+    run = await app.llm_map.submit({"n": n}, db=workers.db, concurrency=200)
+    env = _llm_env(server)
+    # A longer lease than the other tests': a loaded machine may stall a live worker's
+    # heartbeat past 2 s, and its steps would then run twice (both paying their call).
+    args = ("--concurrency", str(concurrency), "--lease-ttl", "5")
+    procs = [workers.start("tests.workers_app:llm_map", args=args, **env) for _ in range(3)]
+    patience = 60 + n * 0.1  # seconds: a loaded machine is slow
+    await _until(lambda: server.request_count >= n // 5, patience)
+    # The worker coordinating the run is lost mid-run (kill -9): its leases lapse, another
+    # worker takes the run over and the others its steps.
+    killed = await _coordinator(workers, run.id, procs)
+    killed.send_signal(signal.SIGKILL)
+    await _until(lambda: server.request_count >= n // 2, patience)
+    # The new coordinator is stopped (SIGTERM): it finishes or releases its steps, hands
+    # the run over and exits; the last worker ends the run.
+    stopped = await _coordinator(workers, run.id, [p for p in procs if p is not killed])
+    stopped.send_signal(signal.SIGTERM)
+    done = await _wait(run, workers, 120 + n * 0.2)
+    assert stopped.wait(timeout=30) == 0, workers.logs()
+
+    assert done.status == "completed", workers.logs()
+    assert done.results["total"] == n  # 0 results lost
+    children = [s for s in done.steps.values() if s.name.startswith("ask[")]
+    assert len(children) == n and all(s.state == "completed" for s in children)
+    async with await Store.open(workers.db) as store:
+        stats = await store.get_stats([run.id])
+    paid = collections.Counter(c.step for c in stats if not c.replayed)
+    assert sum(paid.values()) == n and set(paid.values()) == {1}  # no committed call twice
+    sent = collections.Counter(r.json["messages"][0]["content"] for r in server.requests)
+    assert len(sent) == n
+    # Calls sent again: only those in flight, not committed, when a worker was killed.
+    assert sum(sent.values()) - n <= concurrency, sent.most_common(3)
+    async with await open_worker_store(workers.db) as queue:
+        assert await queue.run_tasks(run.id) == {}  # the queue is left empty
+
+
+async def test_three_workers_llm_map_survive_kill9_and_sigterm(
+    workers: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    await _llm_map_survives(workers, fake_provider, 500, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_three_workers_5000_call_map_survive_kill9_and_sigterm(
+    workers: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    await _llm_map_survives(workers, fake_provider, 5000, 100)
+
+
+async def test_two_workers_racing_never_run_one_step_twice(workers: WorkerProcs) -> None:
+    run = await app.noop_map.submit({"n": 300}, db=workers.db)
+    for _ in range(2):
+        workers.start("tests.workers_app:noop_map", "--concurrency", "50")
+    done = await _wait(run, workers)
+    assert done.status == "completed"
+    assert done.results["summed"] == sum(2 * i for i in range(300))
+    marks = workers.marked("noop")
+    assert len(marks) == 300 and set(marks.values()) == {1}, marks.most_common(3)
+    async with await open_worker_store(workers.db) as queue:
+        listed = await queue.workers()
+    assert len({w.pid for w in listed} & {p.pid for p in workers.procs}) == 2
+
+
+SUBMITTER = textwrap.dedent(
+    """
+    import sys, anyio
+    import baton_nb as bn
+
+    wf = bn.Workflow(sys.argv[2])  # defined in __main__: shipped by value
+
+    @wf.step()
+    async def base(ctx: bn.Context) -> int:
+        return int(ctx.params["x"])
+
+    @wf.step()
+    async def plus(ctx: bn.Context, base: int) -> int:
+        return base + 1
+
+    async def main() -> None:
+        run = await wf.submit({"x": 41}, db=sys.argv[1])
+        print(run.id, flush=True)
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_submit_from_one_process_watch_from_another(
+    workers: WorkerProcs, tmp_path: Path, unique: str
+) -> None:
+    script = tmp_path / "submit.py"
+    script.write_text(SUBMITTER)
+    out = subprocess.run(
+        [sys.executable, str(script), workers.db, f"by-value-{unique}"],
+        cwd=ROOT, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    run_id = out.stdout.decode().strip()
+    workers.start()  # no workflow of its own: by-value runs only
+    seen = []
+    with anyio.fail_after(60):
+        async with bn.watch(run_id, db=workers.db) as live:
+            async for update in live:
+                seen.append(type(update).__name__)
+    assert live.run.status == "completed", workers.logs()
+    assert live.run.results == {"base": 41, "plus": 42}
+    assert seen[-1] == "WorkflowFinished"
+    again = await bn.SubmittedRun.attach(run_id, db=workers.db)
+    assert (await again.wait()).results["plus"] == 42
+
+
+async def test_worker_with_other_code_refuses_the_run(workers: WorkerProcs) -> None:
+    run = await app.noop_map.submit({"n": 3}, db=workers.db)
+    workers.start("tests.workers_app:noop_map", CODE_VARIANT="1")
+    with pytest.raises(bn.RunRefused, match="--accept-other-code"):
+        await _wait(run, workers)
+    again = await bn.Run.load(run.id, db=workers.db)
+    assert again.status == "failed"
+    assert not workers.marked("noop")  # nothing ran
+
+
+async def test_worker_started_to_accept_other_code_runs_it(workers: WorkerProcs) -> None:
+    run = await app.noop_map.submit({"n": 3}, db=workers.db)
+    workers.start("tests.workers_app:noop_map", "--accept-other-code", CODE_VARIANT="1")
+    done = await _wait(run, workers)
+    assert done.status == "completed"
+    assert done.results["summed"] == 2 * (0 + 1 + 2 + 3)  # the worker's code ran
+
+
+async def test_cancel_reaches_the_workers(workers: WorkerProcs) -> None:
+    run = await app.noop_map.submit({"n": 40}, db=workers.db, concurrency=4)
+    workers.start("tests.workers_app:noop_map", STEP_DELAY="0.5")
+    await _until(lambda: len(workers.marked("noop")) >= 2)
+    run.cancel()
+    done = await _wait(run, workers, 60)
+    assert done.status == "cancelled"
+    assert len(workers.marked("noop")) < 40
+    async with await open_worker_store(workers.db) as queue:
+        assert await queue.run_tasks(run.id) == {}
+
+
+async def test_run_with_workers_true_submits_watches_and_waits(workers: WorkerProcs) -> None:
+    workers.start("tests.workers_app:noop_map")
+    run = await app.noop_map.run({"n": 5}, db=workers.db, workers=True, display=False)
+    assert run.status == "completed" and run.results["summed"] == 20
+
+
+async def test_submit_needs_postgres(sqlite_url: str) -> None:
+    with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
+        await app.noop_map.submit({"n": 1}, db=sqlite_url)
+
+
+async def test_retries_and_snoozes_decided_by_the_coordinator_run_on_workers(
+    workers: WorkerProcs,
+) -> None:
+    run = await app.flaky.submit(db=workers.db)
+    for _ in range(2):
+        workers.start("tests.workers_app:flaky")
+    done = await _wait(run, workers, 60)
+    assert done.status == "completed", workers.logs()
+    assert done.results["shaky_total"] == 10 * sum(range(6))
+    attempts = {i: done.steps[f"shaky[{i}]"].attempt for i in range(6)}
+    assert attempts == {0: 2, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1}  # a snooze uses no attempt
+    assert workers.marked("snoozed") == {"5": 1}

@@ -1,0 +1,107 @@
+"""Workflows served by the worker subprocesses of tests/integration/test_workers.py
+(``baton-nb worker tests.workers_app:llm_map ...``, run from the checkout's root).
+
+Each step execution appends its name to ``$MARKS/<workflow>`` (one short line, O_APPEND:
+atomic between processes), so a test counts how often a step ran across all workers.
+``$STEP_DELAY`` (seconds) slows each map item down; ``$CODE_VARIANT`` changes the code of
+``noop_map`` (a worker "with other code").
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+
+import baton_nb as bn
+
+MODEL = "openai/gpt-4o-mini"
+
+
+def _mark(workflow: str, step: str) -> None:
+    folder = os.environ.get("MARKS")
+    if folder:
+        fd = os.open(os.path.join(folder, workflow), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, f"{step}\n".encode())
+        finally:
+            os.close(fd)
+
+
+llm_map = bn.Workflow("workers-llm-map")
+
+
+@llm_map.step()
+async def items(ctx: bn.Context) -> list[int]:
+    _mark("llm", "items")
+    return list(range(int(ctx.params["n"])))
+
+
+@llm_map.step(map_over="items", max_attempts=3)
+async def ask(ctx: bn.Context) -> str:
+    _mark("llm", ctx.step)
+    delay = float(os.environ.get("STEP_DELAY", "0"))
+    if delay:
+        await anyio.sleep(delay)
+    answer = await ctx.complete(prompt=f"item {ctx.item}", model=MODEL)
+    return f"{ctx.item}:{answer.text}"
+
+
+@llm_map.step()
+async def total(ctx: bn.Context, ask: list[str]) -> int:
+    _mark("llm", "total")
+    return len(ask)
+
+
+noop_map = bn.Workflow("workers-noop-map")
+
+if os.environ.get("CODE_VARIANT"):
+
+    @noop_map.step()
+    async def source(ctx: bn.Context) -> list[int]:
+        return list(range(int(ctx.params["n"]) + 1))  # other code
+
+else:
+
+    @noop_map.step()
+    async def source(ctx: bn.Context) -> list[int]:
+        return list(range(int(ctx.params["n"])))
+
+
+@noop_map.step(map_over="source")
+async def double(ctx: bn.Context) -> int:
+    _mark("noop", ctx.step)
+    delay = float(os.environ.get("STEP_DELAY", "0"))
+    if delay:
+        await anyio.sleep(delay)
+    return int(ctx.item) * 2
+
+
+@noop_map.step()
+async def summed(ctx: bn.Context, double: list[int]) -> int:
+    return sum(double)
+
+
+flaky = bn.Workflow("workers-flaky")
+
+
+@flaky.step()
+async def numbers(ctx: bn.Context) -> list[int]:
+    return list(range(6))
+
+
+@flaky.step(map_over="numbers", max_attempts=3, backoff=lambda attempt: 0.01)
+async def shaky(ctx: bn.Context) -> int | bn.Snooze:
+    """Even items fail their first attempt (retried by the run's coordinator on any
+    worker); item 5 snoozes once (no attempt used)."""
+    if ctx.item % 2 == 0 and ctx.attempt == 1:
+        raise RuntimeError(f"item {ctx.item}: first attempt fails")
+    if ctx.item == 5 and not os.path.exists(os.path.join(os.environ["MARKS"], "snoozed")):
+        _mark("snoozed", "5")
+        return bn.Snooze(0.05)
+    return int(ctx.item) * 10
+
+
+@flaky.step()
+async def shaky_total(ctx: bn.Context, shaky: list[int]) -> int:
+    return sum(shaky)
