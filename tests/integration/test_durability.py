@@ -388,6 +388,29 @@ async def test_concurrent_first_use_of_a_new_database(fresh_db_url: str) -> None
     assert await _schema_versions(fresh_db_url) == [v for v, _ in MIGRATIONS]
 
 
+async def test_a_migration_missing_below_the_newest_is_applied(fresh_db_url: str) -> None:
+    """Versions made on parallel branches land out of order: a database that has 11 but
+    not 10 (the workers' tables) gets 10 when it is opened, and runs."""
+    from sqlalchemy import text
+
+    from baton_nb.store._engine import make_engine
+    from baton_nb.store._migrations import MIGRATIONS
+
+    await (await Store.open(fresh_db_url)).close()
+    engine = make_engine(fresh_db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM baton_schema_version WHERE version = 10"))
+            for table in ("workflow_tasks", "workflow_submissions", "workflow_workers"):
+                await conn.execute(text(f"DROP TABLE {table}"))
+    finally:
+        await engine.dispose()
+    assert 10 not in await _schema_versions(fresh_db_url)
+    await (await Store.open(fresh_db_url)).close()
+    assert await _schema_versions(fresh_db_url) == sorted(v for v, _ in MIGRATIONS)
+    assert await _scalar(fresh_db_url, "SELECT COUNT(*) FROM workflow_tasks") == 0
+
+
 FIRST_USE_SCRIPT = textwrap.dedent(
     """
     import sys, time
