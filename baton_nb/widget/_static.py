@@ -97,6 +97,8 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
                 target.unpriced_calls += 1
             else:
                 target.known_cost = add_money(target.known_cost, call.cost)
+    if len(by_model) < 2:
+        return by_step, by_model
     # The report's order: its rows sorted by the steps' DAG order, then first seen.
     order = dag_order(run)
     last = (len(order), 0)
