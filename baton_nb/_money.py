@@ -89,8 +89,14 @@ def normalize_money(value: Decimal) -> Decimal:
 
 def fmt_money(value: Decimal) -> str:
     """Plain decimal string, no exponent, no trailing zeros, exact: ``0.00079630`` ->
-    ``0.0007963``. The one format for money in every text baton_nb shows."""
-    return format(normalize_money(value), "f")
+    ``0.0007963``. The one format for money in every text baton_nb shows.
+
+    ``format(normalize_money(value), "f")``, without building a second Decimal (the widget
+    formats a cost per node it redraws)."""
+    if value.is_zero():
+        return "0"
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:

@@ -51,7 +51,18 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in _FIELDS})
+        # Sums of valid counts are valid: built without ``__post_init__``'s checks (this runs
+        # for every LLM call, and for the views' running totals).
+        out = object.__new__(Usage)
+        put = object.__setattr__
+        put(out, "input_tokens", self.input_tokens + other.input_tokens)
+        put(out, "cached_input_tokens", self.cached_input_tokens + other.cached_input_tokens)
+        put(out, "cache_write_tokens", self.cache_write_tokens + other.cache_write_tokens)
+        put(out, "output_tokens", self.output_tokens + other.output_tokens)
+        put(out, "reasoning_tokens", self.reasoning_tokens + other.reasoning_tokens)
+        put(out, "cache_write_1h_tokens", self.cache_write_1h_tokens + other.cache_write_1h_tokens)
+        put(out, "web_search_requests", self.web_search_requests + other.web_search_requests)
+        return out
 
     @property
     def total_tokens(self) -> int:

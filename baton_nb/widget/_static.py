@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 
 from .._counts import count_steps
-from .._money import fmt_cost
+from .._money import add_money, fmt_cost
 from .._run import Run, StepInfo
-from ..reports import Totals
+from ..reports._cost import dag_order
 
-__all__ = ["MAX_ERRORS", "MAX_ROWS", "static_html"]
+__all__ = ["MAX_ERRORS", "MAX_ROWS", "Sums", "static_html", "sums"]
 
 MAX_ROWS = 30  # step rows; the rest are counted in one line
 MAX_ERRORS = 10  # failed steps listed with their error
@@ -43,13 +45,69 @@ def _cut(text: str) -> str:
 
 def static_html(run: Run) -> str:
     """The run as script-free HTML (escaped throughout)."""
-    report = run.report()
+    by_step, by_model = sums(run)
     parts = [_title(run), f"<p>{_e(run.counts().text())}</p>"]
     parts += _failures(run)
     parts.append(_batches(run))
-    parts.append(_steps_table(run, dict(report.by_step())))
-    parts.append(_models_table(report.by_model()))
+    parts.append(_steps_table(run, by_step))
+    parts.append(_models_table(by_model))
     return f'<div class="bn-fallback">{"".join(p for p in parts if p)}</div>'
+
+
+@dataclass
+class Sums:
+    """What the static view shows of some calls: ``run.report()``'s ``Totals`` cut to the
+    columns it draws (calls, tokens, priced cost, unpriced calls), same rules: replayed and
+    cached calls add nothing."""
+
+    calls: int = 0
+    tokens: int = 0
+    known_cost: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+
+
+def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
+    """The run's calls summed per step (fan-out children into their step, as
+    ``report.by_step()``) and per model (in ``report.by_model()``'s order), in one pass.
+
+    ``run.report()`` made a row per (step, model), then grouped the rows twice: at 5,000
+    map children, most of the time the end-of-run snapshot took.
+    """
+    steps = run.steps
+    by_step: dict[str, Sums] = {}
+    by_model: dict[str, Sums] = {}
+    # (step, model) -> the sums its calls go to; its position is when it was first seen
+    into: dict[tuple[str, str], tuple[Sums, Sums]] = {}
+    for call in run.calls:
+        pair = into.get((call.step, call.model))
+        if pair is None:
+            info = steps.get(call.step)
+            base = (info.parent if info is not None else None) or call.step
+            pair = into[call.step, call.model] = (
+                by_step.setdefault(base, Sums()),
+                by_model.setdefault(call.model, Sums()),
+            )
+        if call.replayed or call.cached:
+            continue
+        tokens = call.usage.input_tokens + call.usage.output_tokens
+        for target in pair:
+            target.calls += 1
+            target.tokens += tokens
+            if call.cost is None:
+                target.unpriced_calls += 1
+            else:
+                target.known_cost = add_money(target.known_cost, call.cost)
+    if len(by_model) < 2:
+        return by_step, by_model
+    # The report's order: its rows sorted by the steps' DAG order, then first seen.
+    order = dag_order(run)
+    last = (len(order), 0)
+    rank: dict[str, tuple[tuple[int, int], int]] = {}
+    for seen, (step, model) in enumerate(into):
+        key = (order.get(step, last), seen)
+        if model not in rank or key < rank[model]:
+            rank[model] = key
+    return by_step, {model: by_model[model] for model in sorted(rank, key=rank.__getitem__)}
 
 
 def _title(run: Run) -> str:
@@ -104,8 +162,8 @@ def _batches(run: Run) -> str:
     return _table(("provider batch", "state", "answered", "saved"), rows)
 
 
-def _row_cells(run: Run, step: StepInfo, costs: dict[str, Totals]) -> list[str]:
-    totals = costs.get(step.name, Totals())
+def _row_cells(run: Run, step: StepInfo, costs: dict[str, Sums]) -> list[str]:
+    totals = costs.get(step.name, Sums())
     if step.kind == "group":
         children = [run.steps[c] for c in step.children if c in run.steps]
         state = count_steps(children).text() if children else f"{step.state} (no items yet)"
@@ -118,7 +176,7 @@ def _row_cells(run: Run, step: StepInfo, costs: dict[str, Totals]) -> list[str]:
         _e(state),
         attempts,
         _seconds(step),
-        _tokens(totals.usage.total_tokens) if spent else "",
+        _tokens(totals.tokens) if spent else "",
         _e(fmt_cost(totals.known_cost, totals.unpriced_calls)) if spent else "",
     ]
 
@@ -129,7 +187,7 @@ def _table(header: Iterable[str], rows: Iterable[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _steps_table(run: Run, costs: dict[str, Totals]) -> str:
+def _steps_table(run: Run, costs: dict[str, Sums]) -> str:
     top = [s for s in run.steps.values() if s.kind != "child"]
     rows = [_row_cells(run, step, costs) for step in top[:MAX_ROWS]]
     table = _table(("step", "state", "attempts", "duration", "tokens", "cost"), rows)
@@ -140,14 +198,14 @@ def _steps_table(run: Run, costs: dict[str, Totals]) -> str:
     return table + f"<p>… {len(rest):,} more: {_e(count_steps(rest_steps).text())}</p>"
 
 
-def _models_table(by_model: Mapping[str, Totals]) -> str:
+def _models_table(by_model: Mapping[str, Sums]) -> str:
     if not by_model:
         return ""
     rows = [
         [
             f"<code>{_e(model)}</code>",
             f"{t.calls:,}",
-            _tokens(t.usage.total_tokens),
+            _tokens(t.tokens),
             _e(fmt_cost(t.known_cost, t.unpriced_calls)),
         ]
         for model, t in by_model.items()

@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import baton_nb as bn
 from baton_nb._errors import ConfigurationError
@@ -242,6 +244,23 @@ def test_fmt_money() -> None:
     # exact beyond the 28 digits of the default decimal context (NUMERIC(30,12) fits 30)
     big = "123456789012345678.123456789012"
     assert fmt_money(Decimal(big + "000")) == big
+    assert fmt_money(Decimal("-0.000")) == "0" and fmt_money(Decimal("1.2E+3")) == "1200"
+    assert fmt_money(Decimal("-12.50")) == "-12.5" and fmt_money(Decimal("7.000")) == "7"
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None))
+def test_fmt_money_is_the_normalised_amount_in_plain_digits(value: Decimal) -> None:
+    assert fmt_money(value) == format(normalize_money(value), "f")
+    assert Decimal(fmt_money(value)) == value
+
+
+def test_usage_sum_adds_every_field() -> None:
+    from baton_nb._usage import _FIELDS
+
+    a = bn.Usage(**{name: 100 - i for i, name in enumerate(_FIELDS)})  # distinct, valid
+    b = bn.Usage(**{name: 10 * (100 - i) for i, name in enumerate(_FIELDS)})
+    assert (a + b).to_dict() == {name: 11 * (100 - i) for i, name in enumerate(_FIELDS)}
+    assert a + b == bn.Usage(**(a + b).to_dict()) and hash(a + b) == hash(b + a)
 
 
 def test_normalize_money_drops_trailing_zeros_exactly() -> None:

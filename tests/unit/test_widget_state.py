@@ -257,3 +257,36 @@ def test_detail_lists_the_attempts_of_a_retried_step() -> None:
     ]
     assert len(attempts[0]["e"]) == _state.ERROR_PREVIEW and attempts[1]["e"] is None
     assert _state.detail(run, "ask[mock/a]")["attempts"] == []
+
+
+def test_static_sums_are_the_reports_totals_in_its_order_without_building_a_report() -> None:
+    """The static view sums the calls in one pass: the same figures, models in the same
+    order as ``run.report()`` (DAG order, not call order), replayed and cached calls adding
+    nothing; and a snapshot of a run builds no report at all."""
+    from dataclasses import replace
+
+    from baton_nb.widget._static import sums
+
+    run = failed_run()
+    _add(run, "late", state="completed", attempt=1, deps=["work"])
+    # called first, but "late" comes after "work" in the DAG: the report lists its model last
+    first = _call("late", "mock/z-first-called", "0.5", tokens=3)
+    run.calls.insert(0, first)
+    run.calls.append(replace(first, replayed=True))
+    run.calls.append(replace(first, model="mock/cached", cached=True, saved=Decimal("1")))
+    report = run.report()
+    by_step, by_model = sums(run)
+    assert list(by_model) == list(report.by_model())
+    for mine, theirs in ((by_step, report.by_step()), (by_model, report.by_model())):
+        assert set(mine) == set(theirs)
+        for name, t in theirs.items():
+            got = mine[name]
+            expected = (t.calls, t.usage.total_tokens, t.known_cost, t.unpriced_calls)
+            assert (got.calls, got.tokens, got.known_cost, got.unpriced_calls) == expected
+
+    def no_report(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the snapshot built a cost report")
+
+    run.report = no_report  # type: ignore[method-assign]
+    bundle = snapshot_bundle(run, _state.stored_state(run))
+    assert "<code>mock/z-first-called</code>" in bundle["text/html"]
