@@ -69,6 +69,7 @@ class RunSide:
         self.stopped = anyio.Event()
         self.spend: Spend | None = None  # the run's budgets and cache (``spend_for``)
         self.spend_read = False
+        self.halted = False  # a budget refused a call here: the run's cancel was asked
         self.spend_lock = anyio.Lock()
 
     async def spend_for(self, workers: SqlWorkers) -> Spend | None:
@@ -78,7 +79,11 @@ class RunSide:
 
                 async def halt() -> None:
                     # The run's coordinator cancels it; this task is cancelled with it.
-                    await workers.request_cancel(self.run_id)
+                    # Asked once per worker: the other calls refused here just wait.
+                    if not self.halted:
+                        self.halted = True
+                        with anyio.CancelScope(shield=True):  # never cut halfway
+                            await workers.request_cancel(self.run_id)
                     await anyio.sleep_forever()
 
                 run = self.announce.run
