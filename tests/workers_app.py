@@ -105,3 +105,21 @@ async def shaky(ctx: bn.Context) -> int | bn.Snooze:
 @flaky.step()
 async def shaky_total(ctx: bn.Context, shaky: list[int]) -> int:
     return sum(shaky)
+
+
+# Budget and response cache on the workers (DESIGN §11 with §10): the workflow's own cap
+# ($0.05: five calls of gpt-4o at 10 input + 1,000 output tokens) and cache.
+spend_map = bn.Workflow("workers-spend-map", budget="0.05", cache=True)
+
+
+@spend_map.step()
+async def prompts(ctx: bn.Context) -> list[int]:
+    return list(range(int(ctx.params["n"])))
+
+
+@spend_map.step(map_over="prompts", max_attempts=1)
+async def priced(ctx: bn.Context) -> str:
+    answer = await ctx.complete(
+        prompt=f"priced {ctx.params['tag']} {ctx.item}", model="openai/gpt-4o", max_tokens=1000
+    )
+    return answer.text

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, NoReturn
@@ -45,7 +45,7 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
 
-__all__ = ["InFlight", "Spend", "open_spend", "spent_by_scope"]
+__all__ = ["InFlight", "Spend", "join_spend", "open_spend", "spent_by_scope"]
 
 PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
 
@@ -80,6 +80,28 @@ async def open_spend(
     return Spend(graph, store, run, commit, rows, cache=cache)
 
 
+async def join_spend(
+    graph: GraphSpec,
+    store: ExecutionStore,
+    run: Run,
+    commit: GroupCommit,
+    halt: Callable[[], Awaitable[None]],
+) -> Spend | None:
+    """A worker's share of a submitted run's budgets and cache (DESIGN §10): the budget
+    rows the run's coordinator opened (read, never reset here: other workers hold
+    reservations in them). ``halt`` stops the run when a cap refuses a call."""
+    from ..llm._config import cache_default
+
+    cache = graph.cache if graph.cache is not None else cache_default()
+    rows = await store.get_budgets(run.id)
+    if not rows and not cache:
+        return None
+    spend = Spend(graph, store, run, commit, rows, cache=cache)
+    spend.on_reached = lambda: None
+    spend.halt = halt
+    return spend
+
+
 class Spend:
     """The budgets and the response cache of one execution of a run."""
 
@@ -106,6 +128,8 @@ class Spend:
             if row.scope == RUN_SCOPE:
                 run.spend = SpendState(row.cap, row.spent, row.reserved)
         self.on_reached: Callable[[], None] = run.cancel
+        # On a worker: ask the run's coordinator to cancel the run, and wait for it.
+        self.halt: Callable[[], Awaitable[None]] | None = None
 
     async def complete(self, node: Node, request: LLMRequest) -> Completion:
         """Answer ``request`` from the cache, or send it within the budgets."""
@@ -214,6 +238,8 @@ class Spend:
         await self.flight.drained()
         await self.commit.commit()
         self.on_reached()  # run.cancel(): the run stops, cancelled and resumable
+        if self.halt is not None:
+            await self.halt()
         await anyio.lowlevel.checkpoint()  # the run's cancellation reaches this step here
         raise BudgetReached(reason)
 

@@ -23,6 +23,7 @@ from ._commit import GroupCommit
 from ._context import Context
 from ._node import Node
 from ._remote import encode_outcome
+from ._spend import Spend, join_spend
 
 __all__ = ["RunSide", "TaskRunner"]
 
@@ -66,6 +67,29 @@ class RunSide:
         self.in_flight = 0
         self.used = anyio.current_time()  # when its last task ended
         self.stopped = anyio.Event()
+        self.spend: Spend | None = None  # the run's budgets and cache (``spend_for``)
+        self.spend_read = False
+        self.halted = False  # a budget refused a call here: the run's cancel was asked
+        self.spend_lock = anyio.Lock()
+
+    async def spend_for(self, workers: SqlWorkers) -> Spend | None:
+        """The run's budgets and response cache here, read once (``join_spend``)."""
+        async with self.spend_lock:
+            if not self.spend_read:
+
+                async def halt() -> None:
+                    # The run's coordinator cancels it; this task is cancelled with it.
+                    # Asked once per worker: the other calls refused here just wait.
+                    if not self.halted:
+                        self.halted = True
+                        with anyio.CancelScope(shield=True):  # never cut halfway
+                            await workers.request_cancel(self.run_id)
+                    await anyio.sleep_forever()
+
+                run = self.announce.run
+                self.spend = await join_spend(self.graph, self.store, run, self.commit, halt)
+                self.spend_read = True
+        return self.spend
 
     async def write(self) -> None:
         """The writer task: until ``stop``, then what is left (a failed call's log)."""
@@ -185,6 +209,7 @@ class TaskRunner:
         calls = Calls(
             side.graph, task.run_id, self.store, side.commit, side.announce, resumed=replay
         )
+        calls.spend = await side.spend_for(self.workers)
         ctx = Context(calls, node, side.params, results, task.model)
         return await run_attempt(node, ctx, results)
 

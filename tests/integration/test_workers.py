@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -24,7 +25,7 @@ from baton_nb.store import Store, open_worker_store
 from tests import workers_app as app
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.fakes.plugin import DUMMY_KEYS
-from tests.fakes.provider_server import FakeProviderServer
+from tests.fakes.provider_server import FakeProviderServer, FakeUsage
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -289,3 +290,39 @@ async def test_retries_and_snoozes_decided_by_the_coordinator_run_on_workers(
     attempts = {i: done.steps[f"shaky[{i}]"].attempt for i in range(6)}
     assert attempts == {0: 2, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1}  # a snooze uses no attempt
     assert workers.marked("snoozed") == {"5": 1}
+
+
+async def test_workflow_budget_holds_on_the_workers(
+    workers: WorkerProcs, fake_provider: FakeProviderServer, unique: str
+) -> None:
+    fake_provider.usage = FakeUsage(input=10, output=1000)
+    per_call = bn.price("openai/gpt-4o", bn.Usage(input_tokens=10, output_tokens=1000))
+    assert per_call is not None
+    run = await app.spend_map.submit({"n": 20, "tag": unique}, db=workers.db, concurrency=20)
+    for _ in range(2):
+        workers.start("tests.workers_app:spend_map", **_llm_env(fake_provider))
+    done = await _wait(run, workers, 120)
+    sent = fake_provider.request_count
+    assert 0 < sent < 20, workers.logs()
+    assert per_call * sent <= Decimal("0.05")  # paid at the fake server: never past the cap
+    assert done.status == "cancelled", workers.logs()
+    assert done.known_cost == per_call * sent  # every paid answer stored
+
+
+async def test_response_cache_answers_on_the_workers(
+    workers: WorkerProcs, fake_provider: FakeProviderServer, unique: str
+) -> None:
+    fake_provider.usage = FakeUsage(input=10, output=10)
+    workers.start("tests.workers_app:spend_map", **_llm_env(fake_provider))
+    first = await _wait(
+        await app.spend_map.submit({"n": 3, "tag": unique}, db=workers.db), workers, 60
+    )
+    assert first.status == "completed", workers.logs()
+    sent = fake_provider.request_count
+    assert sent == 3
+    second = await _wait(
+        await app.spend_map.submit({"n": 3, "tag": unique}, db=workers.db), workers, 60
+    )
+    assert second.status == "completed", workers.logs()
+    assert fake_provider.request_count == sent  # all three answered from the cache
+    assert [c.cached for c in second.calls] == [True] * 3
