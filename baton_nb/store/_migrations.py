@@ -177,10 +177,15 @@ def _v11_budgets_and_cache(conn: Connection) -> None:
 
 def _v12_shared_limits(conn: Connection) -> None:
     """``bn.Limit`` held across all workers (issue 17): the requests and token estimates
-    admitted to each provider in its sliding window, and the concurrency slots held."""
-    from ._worker_tables import WorkflowLimitGrant, WorkflowLimitSlot
+    admitted to each provider in its sliding window, and the concurrency slots held; which
+    worker ran each attempt of a step."""
+    from ._worker_tables import WorkflowLimitGrant, WorkflowLimitSlot, WorkflowStepWorker
 
-    for table in (WorkflowLimitGrant.__table__, WorkflowLimitSlot.__table__):  # type: ignore[attr-defined]
+    for table in (
+        WorkflowLimitGrant.__table__,  # type: ignore[attr-defined]
+        WorkflowLimitSlot.__table__,  # type: ignore[attr-defined]
+        WorkflowStepWorker.__table__,  # type: ignore[attr-defined]
+    ):
         table.create(conn, checkfirst=True)
     for stmt in (
         "CREATE INDEX IF NOT EXISTS ix_limit_grants_provider "

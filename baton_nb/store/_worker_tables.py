@@ -14,6 +14,7 @@ from ._tables import NAME, UtcDateTime
 __all__ = [
     "WorkflowLimitGrant",
     "WorkflowLimitSlot",
+    "WorkflowStepWorker",
     "WorkflowSubmission",
     "WorkflowTask",
     "WorkflowWorker",
@@ -102,3 +103,16 @@ class WorkflowLimitSlot(SQLModel, table=True):
     provider: str = Field(sa_type=NAME)
     worker: str = Field(sa_type=NAME)
     expires_at: float
+
+
+class WorkflowStepWorker(SQLModel, table=True):
+    """Which worker ran an attempt of a step: written with the outcome it stored under its
+    lease (``baton-nb show``, ``run.steps[name].ran_on``; migration 12)."""
+
+    __tablename__ = "workflow_step_workers"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
+    attempt: int
+    worker: str = Field(sa_type=NAME)
+    finished_at: datetime = _when()

@@ -199,6 +199,35 @@ async def test_limits_hold_across_three_workers(
     assert fake_provider.max_in_flight <= concurrency
 
 
+async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
+    workers: WorkerProcs,
+) -> None:
+    """A run on 2 workers: ``run.steps[name].ran_on`` and ``baton-nb show`` name the worker
+    (host:pid:tag) that ran each step, and both workers appear."""
+    run = await app.noop_map.submit({"n": 40}, db=workers.db)
+    procs = [
+        workers.start("tests.workers_app:noop_map", args=("--concurrency", "4"), STEP_DELAY="0.05")
+        for _ in range(2)
+    ]
+    done = await _wait(run, workers)
+    assert done.status == "completed", workers.logs()
+    pids = {p.pid for p in procs}
+    ran_on = {name: s.ran_on for name, s in done.steps.items() if s.kind != "group"}
+    assert all(ran_on.values()), ran_on  # every step, the map's children included
+    assert {int(w.split(":")[1]) for w in ran_on.values()} == pids  # both workers ran some
+
+    shown = await anyio.run_process(
+        [sys.executable, "-m", "baton_nb.cli", "show", run.id, "--db", workers.db], cwd=ROOT
+    )
+    text = shown.stdout.decode()
+    assert "ran_on" in text
+    for name, worker in ran_on.items():
+        line = next(ln for ln in text.splitlines() if f" {name} " in ln)
+        assert line.rstrip().endswith(worker), line
+    async with await Store.open(workers.db) as store:
+        assert await store.get_ran_on(run.id) == ran_on
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_three_workers_5000_call_map_survive_kill9_and_sigterm(
