@@ -1,4 +1,5 @@
-"""Per-provider limits shared by every run in the process.
+"""Per-provider limits shared by every run in the process (a worker process shares them
+with all workers instead: ``share_limits``, ``runtime/_shared_limits.py``).
 
 Concurrency is a semaphore (one per event loop, since loop-bound primitives cannot cross
 loops). Requests/minute and tokens/minute are sliding windows that do not depend on any

@@ -61,12 +61,15 @@ class WorkerLimits:
 
     async def take_slot(self, provider: str, limit: int) -> int:
         delay = _POLL[0]
-        while (
-            slot := await self.store.take_slot(provider, self.worker, limit, self.slot_ttl)
-        ) is None:
+        while True:
+            # shielded: a slot taken in the database is always handed back to be freed
+            # (else this worker's heartbeat would renew a slot nobody frees)
+            with anyio.CancelScope(shield=True):
+                slot = await self.store.take_slot(provider, self.worker, limit, self.slot_ttl)
+            if slot is not None:
+                return slot
             await anyio.sleep(delay)
             delay = min(delay * 1.5, _POLL[1])
-        return slot
 
     async def free_slot(self, slot: int) -> None:
         await self.store.free_slot(slot)
