@@ -79,7 +79,5 @@ class WorkerLimits:
         await self.store.renew_slots(self.worker, self.slot_ttl)
 
     async def close(self) -> None:
-        try:
-            await self.store.drop_slots(self.worker)
-        finally:
-            await self.store.close()
+        """The worker stops: its slots go at once (its store is closed by its owner)."""
+        await self.store.drop_slots(self.worker)

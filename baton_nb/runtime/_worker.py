@@ -110,8 +110,9 @@ class Worker:
         store = self._store = await Store.open(self.db)
         tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for)
         # bn.Limit held across all workers (slots outlive a missed heartbeat or two)
+        # on the worker store's connections (no pool more per worker)
         limits = self._limits = WorkerLimits(
-            await SqlLimits.open(self.db), self.id, 3 * self.lease_ttl
+            SqlLimits(workers.url, workers.engine), self.id, 3 * self.lease_ttl
         )
         previous_limits = share_limits(limits)
         try:
