@@ -165,6 +165,9 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
     for attempt in await store.get_attempts(run_id):
         if attempt.step in run.steps:
             run.steps[attempt.step].add_attempt(attempt)
+    for step, worker in (await store.get_ran_on(run_id)).items():  # DESIGN §10
+        if step in run.steps:
+            run.steps[step].ran_on = worker
     for batch in await store.get_provider_batches(run_id):
         run.sync_batch(batch)
     for budget in await store.get_budgets(run_id):  # DESIGN §11

@@ -60,6 +60,8 @@ class StepInfo:
     # Earlier attempts, kept: each one that failed (its error, when, how long) and the one
     # that completed after them; empty for a step that completed at its first attempt.
     attempts: list[AttemptRow] = field(default_factory=list)
+    # The worker that ran it (``host:pid:tag``) when the run was submitted to workers.
+    ran_on: str = ""
 
     @classmethod
     def from_row(cls, row: NodeRow) -> StepInfo:

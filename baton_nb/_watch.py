@@ -219,6 +219,9 @@ class LiveRun:
         self._marks = marks
         run_row = changes.run
         if run_row is not None and run_row.status in RUN_TERMINAL:
+            for step, worker in (await self._store.get_ran_on(self.run_id)).items():
+                if step in apply.run.steps:  # which worker ran each step (DESIGN §10)
+                    apply.run.steps[step].ran_on = worker
             apply.finish(run_row.status, run_row.failed_steps, run_row.finished_at)
 
 

@@ -4,7 +4,8 @@
 Each step execution appends its name to ``$MARKS/<workflow>`` (one short line, O_APPEND:
 atomic between processes), so a test counts how often a step ran across all workers.
 ``$STEP_DELAY`` (seconds) slows each map item down; ``$CODE_VARIANT`` changes the code of
-``noop_map`` (a worker "with other code").
+``noop_map`` (a worker "with other code"); ``$LIMIT_RPM`` and ``$LIMIT_CONCURRENCY`` set a
+``bn.Limit`` on the openai provider (held across the workers).
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ import anyio
 import baton_nb as bn
 
 MODEL = "openai/gpt-4o-mini"
+
+if os.environ.get("LIMIT_RPM"):
+    bn.configure(
+        limits={
+            "openai": bn.Limit(
+                concurrency=int(os.environ["LIMIT_CONCURRENCY"]), rpm=int(os.environ["LIMIT_RPM"])
+            )
+        }
+    )
 
 
 def _mark(workflow: str, step: str) -> None:

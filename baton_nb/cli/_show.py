@@ -59,7 +59,14 @@ def _row(run: Run, step: StepInfo, indent: str) -> list[str]:
         str(calls) if calls else "",
         f"{tokens.total_tokens:,}" if calls else "",
         _money(step, cost, unpriced) if calls else "",
+        step.ran_on,
     ]
+
+
+def _columns(row: list[str], layer: str, workers: bool) -> list[str]:
+    """A step's columns, its layer, then (runs on workers) the worker that ran it."""
+    *shown, ran_on = row
+    return [*shown, layer, ran_on] if workers else [*shown, layer]
 
 
 def render_run(run: Run) -> str:
@@ -75,12 +82,17 @@ def render_run(run: Run) -> str:
         f"steps: {run.counts().text()}"
     )
     rows: list[list[str]] = []
+    workers = any(s.ran_on for s in run.steps.values())
     for level, names in enumerate(layers(run)):
         for name in names:
             step = run.steps[name]
-            rows.append([*_row(run, step, ""), str(level)])
-            rows.extend([*_row(run, run.steps[c], "  "), ""] for c in step.children)
-    header = ("state", "step", "deps", "attempt", "time", "calls", "tokens", "cost_usd", "layer")
+            rows.append(_columns(_row(run, step, ""), str(level), workers))
+            rows.extend(_columns(_row(run, run.steps[c], "  "), "", workers) for c in step.children)
+    header: tuple[str, ...] = (
+        "state", "step", "deps", "attempt", "time", "calls", "tokens", "cost_usd", "layer",
+    )  # fmt: skip
+    if workers:  # a run submitted to workers: which one ran each step, last
+        header = (*header, "ran_on")
     table = text_table(header, rows, left=3)
     errors = [f"  {s.name}: {s.error}" for s in run.steps.values() if s.error]
     parts = [head, "", table]

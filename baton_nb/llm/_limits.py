@@ -1,4 +1,5 @@
-"""Per-provider limits shared by every run in the process.
+"""Per-provider limits shared by every run in the process (a worker process shares them
+with all workers instead: ``share_limits``, ``runtime/_shared_limits.py``).
 
 Concurrency is a semaphore (one per event loop, since loop-bound primitives cannot cross
 loops). Requests/minute and tokens/minute are sliding windows that do not depend on any
@@ -18,7 +19,7 @@ import math
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,12 +36,14 @@ __all__ = [
     "Grant",
     "LimiterClock",
     "Permit",
+    "SharedLimits",
     "SlidingWindow",
     "acquire",
     "cooldown_remaining",
     "learn_retry_after",
     "limit_for",
     "set_clock",
+    "share_limits",
     "wait_for_cooldown",
 ]
 
@@ -103,11 +106,31 @@ class SlidingWindow:
     is added and dropped once.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, hold: float = _HOLD) -> None:
         self.limit = float(limit)
+        self.hold = hold
         self._grants: deque[Grant] = deque()
         self._total = 0.0  # amounts of the grants kept
         self._last = -math.inf  # time of the latest grant
+
+    @classmethod
+    def plan(
+        cls,
+        limit: int,
+        hold: float,
+        grants: Sequence[tuple[float, float]],
+        now: float,
+        amount: float,
+    ) -> tuple[float, float]:
+        """The same rule over stored grants (the workers' shared limits): given the grants
+        still counting as (at, amount), oldest first, the (at, amount) of the next one."""
+        window = cls(limit, hold)
+        for at, counted in grants:
+            window._grants.append(Grant(at, counted))
+            window._total += counted
+            window._last = max(window._last, at)
+        grant = window.reserve(amount, now)
+        return grant.at, grant.amount
 
     def reserve(self, amount: float, now: float) -> Grant:
         """Count ``amount`` (capped at ``limit``: more could never fit) at the earliest
@@ -115,11 +138,11 @@ class SlidingWindow:
         amount = min(float(amount), self.limit)
         at = max(now, self._last)
         grants = self._grants
-        while grants and (grants[0].at + _HOLD <= at or self._total + amount > self.limit):
+        while grants and (grants[0].at + self.hold <= at or self._total + amount > self.limit):
             oldest = grants.popleft()
             oldest.live = False
             self._total -= oldest.amount
-            at = max(at, oldest.at + _HOLD)  # no window ending at `at` holds it
+            at = max(at, oldest.at + self.hold)  # no window ending at `at` holds it
         if not grants:
             self._total = 0.0  # no float drift left over from corrections
         grant = Grant(at, amount)
@@ -252,12 +275,103 @@ class Permit:
             limiter.tpm.correct(self._tokens, actual_tokens)
 
 
+class SharedLimits(Protocol):
+    """Limits held by every process together (the workers, through Postgres): a worker
+    sets one with ``share_limits``; in-process runs keep the limiter above."""
+
+    async def reserve(
+        self, provider: str, kind: str, limit: int, amount: float
+    ) -> tuple[int, float]:
+        """Admit ``amount`` to ``provider``'s ``kind`` ('rpm' | 'tpm') sliding window: the
+        grant's id and the seconds to wait before using it."""
+        ...
+
+    async def correct(self, grant: int, amount: float) -> None: ...
+
+    async def take_slot(self, provider: str, limit: int) -> int:
+        """Wait for one of ``limit`` concurrency slots of ``provider``: its id."""
+        ...
+
+    async def free_slot(self, slot: int) -> None: ...
+
+
+_shared: SharedLimits | None = None
+
+
+def share_limits(shared: SharedLimits | None) -> SharedLimits | None:
+    """Hold every ``bn.Limit`` through ``shared`` (``None``: in this process); returns the
+    previous. A worker process calls it while it serves."""
+    global _shared
+    previous = _shared
+    _shared = shared
+    return previous
+
+
+async def _take_shared(
+    shared: SharedLimits, provider: str, kind: str, limit: int, amount: float
+) -> int:
+    grant, wait = await shared.reserve(provider, kind, limit, amount)
+    try:
+        if wait > 0:
+            await anyio.sleep(wait)  # the database's clock: real seconds
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await shared.correct(grant, 0)  # cancelled while waiting: never sent
+        raise
+    return grant
+
+
+class _SharedPermit(Permit):
+    """A permit of the shared limits: one rpm grant per HTTP attempt; the tpm correction
+    is kept and written when the call lets go of its permit."""
+
+    def __init__(self, shared: SharedLimits, provider: str, limit: Limit) -> None:
+        super().__init__(None, 0)
+        self._shared = shared
+        self._provider = provider
+        self._limit = limit
+        self.actual_tokens: int | None = None
+
+    async def attempt(self) -> None:
+        if self._limit.rpm:
+            await _take_shared(self._shared, self._provider, "rpm", self._limit.rpm, 1)
+
+    def correct(self, actual_tokens: int) -> None:
+        self.actual_tokens = actual_tokens
+
+
+@asynccontextmanager
+async def _acquire_shared(
+    shared: SharedLimits, provider: str, limit: Limit, estimated_tokens: int
+) -> AsyncIterator[Permit]:
+    slot = await shared.take_slot(provider, limit.concurrency) if limit.concurrency else None
+    try:
+        tokens = None
+        if limit.tpm and estimated_tokens > 0:
+            tokens = await _take_shared(shared, provider, "tpm", limit.tpm, estimated_tokens)
+        permit = _SharedPermit(shared, provider, limit)
+        try:
+            yield permit
+        finally:
+            if tokens is not None and permit.actual_tokens is not None:
+                with anyio.CancelScope(shield=True):
+                    await shared.correct(tokens, permit.actual_tokens)
+    finally:
+        if slot is not None:
+            with anyio.CancelScope(shield=True):
+                await shared.free_slot(slot)
+
+
 @asynccontextmanager
 async def acquire(provider: str, estimated_tokens: int) -> AsyncIterator[Permit]:
     """Hold a concurrency slot and reserve ``estimated_tokens`` for ``provider``."""
     limiter = _limiter(provider)
     if limiter is None:
         yield Permit(None, 0)
+        return
+    if _shared is not None:
+        async with _acquire_shared(_shared, provider, limiter.limit, estimated_tokens) as permit:
+            yield permit
         return
     semaphore = limiter.semaphore()
     if semaphore is None:

@@ -157,7 +157,8 @@ def request_hash(request: LLMRequest) -> str:
 
 @dataclass(frozen=True)
 class Limit:
-    """Per-provider limits, shared by every run in the process.
+    """Per-provider limits, shared by every run in the process (and by all workers
+    together, through Postgres, for runs submitted to workers: docs/workers.md).
 
     ``concurrency``: requests in flight; ``rpm``: requests per minute;
     ``tpm``: tokens per minute (estimated before the call, corrected after).

@@ -24,11 +24,13 @@ import anyio
 
 from .._errors import ConfigurationError
 from .._graph import GraphSpec
+from ..llm._limits import share_limits
 from ..store import (
     DONE_CHANNEL,
     TASKS_CHANNEL,
     ClaimedTask,
     RunStore,
+    SqlLimits,
     SqlWorkers,
     Store,
     SubmissionRow,
@@ -39,6 +41,7 @@ from ..store import (
 from ._code import code_hash, loads_workflow
 from ._coordinator import coordinate
 from ._remote import POLL, RemoteAttempts
+from ._shared_limits import WorkerLimits
 from ._worker_tasks import TaskRunner
 
 __all__ = ["ServedWorkflow", "Worker"]
@@ -97,6 +100,7 @@ class Worker:
         self._store: RunStore | None = None
         self._workers: SqlWorkers | None = None
         self._tasks: TaskRunner | None = None
+        self._limits: WorkerLimits | None = None
 
     # ── the process ───────────────────────────────────────────────────────────
 
@@ -105,6 +109,12 @@ class Worker:
         workers = self._workers = await open_worker_store(self.db)
         store = self._store = await Store.open(self.db)
         tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for)
+        # bn.Limit held across all workers (slots outlive a missed heartbeat or two)
+        # on the worker store's connections (no pool more per worker)
+        limits = self._limits = WorkerLimits(
+            SqlLimits(workers.url, workers.engine), self.id, 3 * self.lease_ttl
+        )
+        previous_limits = share_limits(limits)
         try:
             await workers.beat(self._row())
             async with (
@@ -125,6 +135,8 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 try:
+                    share_limits(previous_limits)
+                    await limits.close()
                     await workers.remove_worker(self.id)
                 finally:
                     await store.close()
@@ -173,6 +185,8 @@ class Worker:
             await self._tasks.renew(self.lease_ttl)
             self._tasks.close_idle(self.lease_ttl)
             await self._workers.beat(self._row())
+            if self._limits is not None:
+                await self._limits.renew()
             await anyio.sleep(self.lease_ttl / 3)
 
     # ── coordinating runs ─────────────────────────────────────────────────────

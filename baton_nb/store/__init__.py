@@ -41,6 +41,7 @@ from ._rows import (
     utcnow,
 )
 from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
+from ._sql_limits import SqlLimits
 from ._sql_workers import DONE_CHANNEL, TASKS_CHANNEL, SqlWorkers, open_worker_store
 from ._tables import (
     SchemaVersion,
@@ -92,6 +93,7 @@ __all__ = [
     "RunUpdate",
     "SchemaVersion",
     "SpendStore",
+    "SqlLimits",
     "SqlStore",
     "SqlWorkers",
     "StatAggregate",

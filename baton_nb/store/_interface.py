@@ -182,6 +182,10 @@ class ReadStore(_Closable, Protocol):
         """The run's ended attempts (those that failed, and the one completed after them),
         in the order they were stored."""
 
+    async def get_ran_on(self, run_id: str) -> dict[str, str]:
+        """Which worker ran each step of a run submitted to workers (its latest attempt
+        that stored an outcome): step -> worker id ``host:pid:tag``; empty in-process."""
+
     async def list_runs(
         self,
         *,

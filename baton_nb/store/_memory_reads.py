@@ -76,6 +76,9 @@ class MemoryReads:
     async def get_attempts(self, run_id: str) -> list[AttemptRow]:
         return [a for a in self.data.attempts if a.run_id == run_id]  # frozen rows
 
+    async def get_ran_on(self, run_id: str) -> dict[str, str]:
+        return {}  # workers need Postgres: in-process runs only here
+
     async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[LogRow]:
         return [
             replace(log)

@@ -175,6 +175,27 @@ def _v11_budgets_and_cache(conn: Connection) -> None:
     )
 
 
+def _v12_shared_limits(conn: Connection) -> None:
+    """``bn.Limit`` held across all workers (issue 17): the requests and token estimates
+    admitted to each provider in its sliding window, and the concurrency slots held; which
+    worker ran each attempt of a step."""
+    from ._worker_tables import WorkflowLimitGrant, WorkflowLimitSlot, WorkflowStepWorker
+
+    for table in (
+        WorkflowLimitGrant.__table__,  # type: ignore[attr-defined]
+        WorkflowLimitSlot.__table__,  # type: ignore[attr-defined]
+        WorkflowStepWorker.__table__,  # type: ignore[attr-defined]
+    ):
+        table.create(conn, checkfirst=True)
+    for stmt in (
+        "CREATE INDEX IF NOT EXISTS ix_limit_grants_provider "
+        "ON workflow_limit_grants (provider, kind, at)",
+        "CREATE INDEX IF NOT EXISTS ix_limit_slots_provider "
+        "ON workflow_limit_slots (provider, expires_at)",
+    ):
+        conn.exec_driver_sql(stmt)
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
@@ -184,6 +205,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (9, _v9_attempts),
     (10, _v10_workers),
     (11, _v11_budgets_and_cache),
+    (12, _v12_shared_limits),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

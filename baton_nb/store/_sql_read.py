@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import sqlalchemy as sa
@@ -38,6 +38,7 @@ from ._sql_rows import (
     node_from_columns,
     run_from_columns,
 )
+from ._worker_tables import WorkflowStepWorker
 
 __all__ = ["SqlReads"]
 
@@ -51,6 +52,13 @@ class SqlReads(SqlBase):
                 sa.select(STATS).where(STATS.c.run_id.in_(list(run_ids))).order_by(STATS.c.id)
             )
             return [call_from_columns(r) for r in rows.mappings()]
+
+    async def get_ran_on(self, run_id: str) -> dict[str, str]:
+        table = cast(sa.Table, WorkflowStepWorker.__table__)  # type: ignore[attr-defined]
+        query = sa.select(table.c.step, table.c.worker).where(table.c.run_id == run_id)
+        async with self.connect() as conn:
+            rows = await conn.execute(query.order_by(table.c.attempt, table.c.id))
+            return {str(r.step): str(r.worker) for r in rows}  # the latest attempt last
 
     async def get_debug_logs(self, run_id: str, step: str | None = None) -> list[LogRow]:
         query = sa.select(LOGS).where(LOGS.c.run_id == run_id)

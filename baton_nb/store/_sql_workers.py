@@ -30,6 +30,13 @@ _TASK_COLUMNS = (
     "t.token, t.by_value"
 )
 
+# Which worker ran each attempt (workflow_step_workers), in the statement that stores its
+# outcome (``done``: the tasks just finished; ``$3``/``$1``: the worker): no round trip more.
+_RAN_ON = (
+    "INSERT INTO workflow_step_workers (run_id, step, attempt, worker, finished_at) "
+    "SELECT run_id, step, attempt, {worker}, now() FROM done"
+)
+
 
 async def open_worker_store(db: str | os.PathLike[str] | None) -> SqlWorkers:
     """The worker tables at ``db``; a clear error unless it is Postgres."""
@@ -258,8 +265,9 @@ class _SqlQueue(SqlBase):
         lease was lost and the task claimed again or dropped meanwhile."""
         async with self._tx() as db:
             status = await db.execute(
-                "UPDATE workflow_tasks SET state = 'done', outcome = $4 "
-                "WHERE id = $1 AND token = $2 AND claimed_by = $3 AND state = 'claimed'",
+                "WITH done AS (UPDATE workflow_tasks SET state = 'done', outcome = $4 "
+                "WHERE id = $1 AND token = $2 AND claimed_by = $3 AND state = 'claimed' "
+                "RETURNING run_id, step, attempt) " + _RAN_ON.format(worker="$3"),
                 task.id,
                 task.token,
                 worker,
@@ -277,10 +285,11 @@ class _SqlQueue(SqlBase):
             return set()
         async with self._tx() as db:
             rows = await db.fetch(
-                "UPDATE workflow_tasks t SET state = 'done', outcome = v.outcome "
+                "WITH done AS (UPDATE workflow_tasks t SET state = 'done', outcome = v.outcome "
                 "FROM unnest($2::bigint[], $3::int[], $4::text[]) AS v(id, token, outcome) "
                 "WHERE t.id = v.id AND t.token = v.token AND t.claimed_by = $1 "
-                "AND t.state = 'claimed' RETURNING t.id, t.run_id",
+                "AND t.state = 'claimed' RETURNING t.id, t.run_id, t.step, t.attempt), "
+                "ran AS (" + _RAN_ON.format(worker="$1") + ") SELECT id, run_id FROM done",
                 worker,
                 [task.id for task, _ in done],
                 [task.token for task, _ in done],

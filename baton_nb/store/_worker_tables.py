@@ -11,7 +11,14 @@ from sqlmodel import Field, SQLModel
 
 from ._tables import NAME, UtcDateTime
 
-__all__ = ["WorkflowSubmission", "WorkflowTask", "WorkflowWorker"]
+__all__ = [
+    "WorkflowLimitGrant",
+    "WorkflowLimitSlot",
+    "WorkflowStepWorker",
+    "WorkflowSubmission",
+    "WorkflowTask",
+    "WorkflowWorker",
+]
 
 
 def _when(*, optional: bool = False) -> datetime:
@@ -72,3 +79,40 @@ class WorkflowWorker(SQLModel, table=True):
     in_flight: int = 0
     done: int = 0
     stopping: bool = False
+
+
+class WorkflowLimitGrant(SQLModel, table=True):
+    """A request (``kind`` 'rpm') or token estimate ('tpm') admitted to a provider by a
+    worker, at ``at`` (the database's epoch seconds): the sliding windows of ``bn.Limit``
+    held across all workers (migration 12)."""
+
+    __tablename__ = "workflow_limit_grants"
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(sa_type=NAME)
+    kind: str = Field(sa_type=NAME)  # rpm | tpm
+    at: float
+    amount: float
+
+
+class WorkflowLimitSlot(SQLModel, table=True):
+    """A concurrency slot of a provider held by a worker's call until ``expires_at`` (epoch
+    seconds, renewed by the worker's heartbeat): a killed worker's slots lapse."""
+
+    __tablename__ = "workflow_limit_slots"
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(sa_type=NAME)
+    worker: str = Field(sa_type=NAME)
+    expires_at: float
+
+
+class WorkflowStepWorker(SQLModel, table=True):
+    """Which worker ran an attempt of a step: written with the outcome it stored under its
+    lease (``baton-nb show``, ``run.steps[name].ran_on``; migration 12)."""
+
+    __tablename__ = "workflow_step_workers"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(sa_type=NAME, index=True)
+    step: str = Field(sa_type=NAME)
+    attempt: int
+    worker: str = Field(sa_type=NAME)
+    finished_at: datetime = _when()

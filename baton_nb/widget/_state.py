@@ -184,6 +184,7 @@ def detail(
     return {
         "id": name,
         "worker": step.worker,
+        "ran_on": step.ran_on,
         "error": step.error,
         "result": _result_text(run, step),
         "calls": _calls(calls),

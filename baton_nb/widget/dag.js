@@ -1215,6 +1215,7 @@ class SidePanel {
     if (!detail) {
       panel.appendChild(h("div", "bn-muted bn-pad", v.live ? "Loading details…" : "Details were not saved with this snapshot."));
     } else {
+      if (detail.ran_on) panel.appendChild(this.section("Ran on worker", h("div", "bn-pre", detail.ran_on)));
       if (detail.result !== null && detail.result !== undefined) {
         panel.appendChild(this.section("Result", h("div", "bn-pre", detail.result)));
       }

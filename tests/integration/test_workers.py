@@ -7,6 +7,7 @@ suite (500 calls); the 5,000-call version is marked slow.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import signal
@@ -166,6 +167,66 @@ async def test_three_workers_llm_map_survive_kill9_and_sigterm(
     workers: WorkerProcs, fake_provider: FakeProviderServer
 ) -> None:
     await _llm_map_survives(workers, fake_provider, 500, 20)
+
+
+async def test_limits_hold_across_three_workers(
+    workers: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    """``bn.Limit(concurrency=2, rpm=6)`` on the provider, 3 workers with room for 10 calls
+    each: counted at the server, no window holds more than 6 requests and no more than 2
+    are ever in flight. The window is shortened to 2 s (BATON_NB_LIMIT_WINDOW)."""
+    window, rpm, concurrency, n = 2.0, 6, 2, 18
+    fake_provider.latency = 1.0  # 6 requests at once would be 6 in flight without the cap
+    run = await app.llm_map.submit({"n": n}, db=workers.db, concurrency=200)
+    env = {
+        **_llm_env(fake_provider),
+        "BATON_NB_LIMIT_WINDOW": str(window),
+        "LIMIT_RPM": str(rpm),
+        "LIMIT_CONCURRENCY": str(concurrency),
+    }
+    args = ("--concurrency", "10", "--lease-ttl", "5")
+    for _ in range(3):
+        workers.start("tests.workers_app:llm_map", args=args, **env)
+    done = await _wait(run, workers, 240)
+    assert done.status == "completed", workers.logs()
+    assert done.results["total"] == n
+
+    times = sorted(r.received_at for r in fake_provider.requests)
+    assert len(times) == n
+    busiest = max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times))
+    assert busiest <= rpm, times
+    # throttled: n requests at rpm per window cannot all arrive sooner than this
+    assert times[-1] - times[0] >= (n // rpm - 1) * window, times
+    assert fake_provider.max_in_flight <= concurrency
+
+
+async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
+    workers: WorkerProcs,
+) -> None:
+    """A run on 2 workers: ``run.steps[name].ran_on`` and ``baton-nb show`` name the worker
+    (host:pid:tag) that ran each step, and both workers appear."""
+    run = await app.noop_map.submit({"n": 40}, db=workers.db)
+    procs = [
+        workers.start("tests.workers_app:noop_map", args=("--concurrency", "4"), STEP_DELAY="0.05")
+        for _ in range(2)
+    ]
+    done = await _wait(run, workers)
+    assert done.status == "completed", workers.logs()
+    pids = {p.pid for p in procs}
+    ran_on = {name: s.ran_on for name, s in done.steps.items() if s.kind != "group"}
+    assert all(ran_on.values()), ran_on  # every step, the map's children included
+    assert {int(w.split(":")[1]) for w in ran_on.values()} == pids  # both workers ran some
+
+    shown = await anyio.run_process(
+        [sys.executable, "-m", "baton_nb.cli", "show", run.id, "--db", workers.db], cwd=ROOT
+    )
+    text = shown.stdout.decode()
+    assert "ran_on" in text
+    for name, worker in ran_on.items():
+        line = next(ln for ln in text.splitlines() if f" {name} " in ln)
+        assert line.rstrip().endswith(worker), line
+    async with await Store.open(workers.db) as store:
+        assert await store.get_ran_on(run.id) == ran_on
 
 
 @pytest.mark.slow
