@@ -9,12 +9,12 @@ wakes watchers sent in the same transaction.
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import sqlalchemy as sa
@@ -143,6 +143,36 @@ class _DriverStatement:
         await (await driver_connection(conn)).executemany(self.sql, self.params(rows))
 
 
+class _NodeColumn(NamedTuple):
+    """A node column's values for one bulk insert, through its bind processor: one value if
+    every row holds the same (``constant``), else one per row."""
+
+    name: str
+    kind: Any  # the column's type for the dialect
+    constant: bool
+    value: Any
+
+
+def _node_columns(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> Iterator[_NodeColumn]:
+    """The columns of new node rows for the two bulk inserts (unnest, json_each). ``step``
+    is never constant: its values make the rows (a single row is still one row)."""
+    for name in _NODE_COLUMNS:
+        # one column at a time: 5x faster than transposing rows of 20 values with zip
+        values = list(map(operator.attrgetter(name), nodes))
+        kind = NODES.c[name].type.dialect_impl(dialect)
+        process: Callable[[Any], Any] | None = kind.bind_processor(dialect)
+        if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
+            process = deps_text
+        elif name in _ENUM_PARAMS:
+            process = _enum_text
+        first = values[0]
+        if name != "step" and values.count(first) == len(values):
+            yield _NodeColumn(name, kind, True, first if process is None else process(first))
+        else:
+            processed = values if process is None else _processed(values, process)
+            yield _NodeColumn(name, kind, False, processed)
+
+
 async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -> dict[str, int]:
     """Postgres: new node rows as one ``INSERT ... SELECT ... FROM unnest(...)`` on the
     driver, in ``conn``'s transaction; returns step name -> node id.
@@ -156,24 +186,14 @@ async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -
     selected: list[str] = []
     arrays: list[str] = []
     params: list[Any] = []
-    for name in _NODE_COLUMNS:
-        # one column at a time: 5x faster than transposing rows of 20 values with zip
-        values = list(map(operator.attrgetter(name), nodes))
-        kind = NODES.c[name].type.dialect_impl(dialect)
-        pg_type = kind.compile(dialect=dialect)
-        process: Callable[[Any], Any] | None = kind.bind_processor(dialect)
-        if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
-            process = deps_text
-        elif name in _ENUM_PARAMS:
-            process = _enum_text
-        first = values[0]
-        if name != "step" and values.count(first) == len(values):
-            params.append(first if process is None else process(first))
+    for column in _node_columns(dialect, nodes):
+        pg_type = column.kind.compile(dialect=dialect)
+        params.append(column.value)
+        if column.constant:
             selected.append(f"${len(params)}::{pg_type}")
-            continue
-        params.append(values if process is None else _processed(values, process))
-        arrays.append(f"${len(params)}::{pg_type}[]")
-        selected.append(f"u.c{len(arrays)}")
+        else:
+            arrays.append(f"${len(params)}::{pg_type}[]")
+            selected.append(f"u.c{len(arrays)}")
     aliases = ", ".join(f"c{i + 1}" for i in range(len(arrays)))
     sql = (
         f"INSERT INTO {NODES.name} ({', '.join(_NODE_COLUMNS)}) SELECT {', '.join(selected)} "
@@ -197,26 +217,16 @@ async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]
     array of rows that SQLite reads itself, through the same bind processors; ids are given
     in the array's order, as with the executemany.
     """
-    dialect = conn.dialect
     selected: list[str] = []
     constants: list[Any] = []
     varying: list[list[Any]] = []
-    for name in _NODE_COLUMNS:
-        values = list(map(operator.attrgetter(name), nodes))
-        process: Callable[[Any], Any] | None = (
-            NODES.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        )
-        if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
-            process = deps_text
-        elif name in _ENUM_PARAMS:
-            process = _enum_text
-        first = values[0]
-        if values.count(first) == len(values):
-            constants.append(first if process is None else process(first))
+    for column in _node_columns(conn.dialect, nodes):
+        if column.constant:
+            constants.append(column.value)
             selected.append("?")
-            continue
-        selected.append(f"json_extract(value, '$[{len(varying)}]')")
-        varying.append(values if process is None else _processed(values, process))
+        else:
+            selected.append(f"json_extract(value, '$[{len(varying)}]')")
+            varying.append(column.value)
     document = _jsonutil.dumps(list(zip(*varying, strict=True)))
     sql = (
         f"INSERT INTO {NODES.name} ({', '.join(_NODE_COLUMNS)}) "
