@@ -47,8 +47,8 @@ async def expand_map(
             rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
         new, infos, ids = await _store_children(group, rows, store)
     with gc_paused():
-        for node, info in zip(new, infos, strict=True):
-            node.id = info.job_id = ids[node.name]
+        for row, node, info in zip(rows, new, infos, strict=True):
+            row.id = node.id = info.job_id = ids[row.step]
         stale = scheduler.adopt(group, plan, new)
         announce.added(infos)
         announce.children(group)
@@ -60,8 +60,8 @@ async def _store_children(
 ) -> tuple[list[Node], list[StepInfo], dict[str, int]]:
     """Insert a map's new child rows and, while the store works (SQLite's thread, the
     Postgres server), build their nodes and infos on the loop, a slice at a time: a
-    100,000-item map spends about as long on each. The ids are the store's: set by the
-    caller once known (0 until then; nothing reads them before)."""
+    100,000-item map spends about as long on each. The ids are the store's: set on rows,
+    nodes and infos by the caller (0 until then; nothing reads them before)."""
     ids: dict[str, int] = {}
 
     async def insert() -> None:
@@ -83,6 +83,4 @@ async def _store_children(
                         infos.append(StepInfo.from_row(row))
     except BaseExceptionGroup as failed:
         raise unwrap_group(failed) from None
-    for row in rows:
-        row.id = ids[row.step]
     return new, infos, ids
