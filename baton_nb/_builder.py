@@ -300,7 +300,7 @@ class Workflow:
         if cap is not None:
             graph = replace(graph, budget=cap)
         where = f"workflow {self.name!r}: run()"
-        model_map = check_run_options(self, where, concurrency, models)
+        model_map = _check_run_options(self, where, concurrency, models)
         if run_id is not None:
             if not isinstance(run_id, str) or not run_id.strip():
                 raise ConfigurationError(
@@ -328,7 +328,7 @@ class Workflow:
         from ._workers_front import submit
 
         where = f"workflow {self.name!r}: submit()"
-        model_map = check_run_options(self, where, concurrency, models)
+        model_map = _check_run_options(self, where, concurrency, models)
         if by_value is not None:
             _check_bool(where, "by_value", by_value)
         db = _check_db(db) or self.db
@@ -336,7 +336,7 @@ class Workflow:
         return self.last_run
 
 
-def check_run_options(
+def _check_run_options(
     wf: Workflow, where: str, concurrency: Any, models: Mapping[str, str] | None
 ) -> dict[str, str]:
     """``concurrency`` and the ``models`` map of ``run()`` / ``submit()``, checked."""
