@@ -145,7 +145,7 @@ class Batching:
         """Submit the group's round once every child still open is parked."""
         if group is None or group.tally is None:
             return
-        still_open = len(group.children) - group.tally[0] - group.tally[1]
+        still_open = group.size - group.tally[0] - group.tally[1]
         if still_open > self._parked_in.get(group.name, 0):
             return
         self._flush(group.name)

@@ -34,8 +34,16 @@ from ._batching import Batching
 from ._calls import Calls
 from ._commit import GroupCommit
 from ._context import Context
-from ._decisions import PARKED, Completed, DepCallback, Outcome, RetryAfter, Settled
-from ._expand import expand_map
+from ._decisions import (
+    PARKED,
+    Completed,
+    DepCallback,
+    GroupOpened,
+    Outcome,
+    RetryAfter,
+    Settled,
+)
+from ._expand import CHUNKS, expand_map
 from ._lease import Lease
 from ._node import Node
 from ._scheduler import Scheduler
@@ -88,6 +96,7 @@ class Driver:
             )
             self.calls.batching = self.batching
         self.attempts: AttemptRunner = run_locally  # or the workers' queue (``_remote``)
+        self.map_chunks = CHUNKS  # a map's children stored per chunk: first, most
         self._context = contextvars.copy_context()
         self._settled = anyio.Event()
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
@@ -279,27 +288,35 @@ class Driver:
         self.mark(group)
         self.announce.step(group)
         if group.spec.map_over is not None:
-            problem = await self._expand_map(group)
-            if problem is not None:
-                self._settle(scheduler.settle(group, State.DISCARDED, error=problem))
-                return
-        opened = scheduler.open_group(group)
+            await self._expand_map(group)
+            return
+        self._opened(scheduler.open_group(group))
+
+    def _opened(self, opened: GroupOpened) -> None:
+        """A group's children to write and to start, and its verdict if known already."""
         for child in opened.reset:
             self.mark(child)
         self._settle(opened.settled)
         for child in opened.start:
             self._start(child)
 
-    async def _expand_map(self, group: Node) -> str | None:
-        """A map's children, one per item of its source's result (``_expand``)."""
-        expanded = await expand_map(
-            group, self.scheduler, self.store, self.commit, self.announce, self.run.id
+    async def _expand_map(self, group: Node) -> None:
+        """A map's children, one per item of its source's result, stored and started a
+        chunk at a time (``_expand``)."""
+        problem = await expand_map(
+            group,
+            self.scheduler,
+            self.store,
+            self.commit,
+            self.announce,
+            self.run.id,
+            self._opened,
+            chunks=self.map_chunks,
         )
-        if isinstance(expanded, str):
-            return expanded
-        for node in expanded:  # children of an earlier execution whose item is gone
-            self.mark(node)
-        return None
+        if problem is not None:
+            self._settle(self.scheduler.settle(group, State.DISCARDED, error=problem))
+        elif self.scheduler.count_settled(1):  # the expansion itself (``plan_children``)
+            self._settled.set()
 
     # ── settling ──────────────────────────────────────────────────────────────
 

@@ -1,26 +1,40 @@
 """A map step's children, made as its group opens: one per item of its source's result,
-stored ready to run, then handed to the scheduler. Linear in the items: a 100,000-item map
-builds its nodes on the loop while the store inserts their rows."""
+stored and started a chunk at a time, so the first children run while the later ones are
+stored (a 100,000-item map starts its first child in milliseconds, not in a second).
+
+Each chunk is stored in its own transaction, ready to run, before any of its children
+starts; a process killed in between leaves the chunks stored so far, and the resume stores
+the missing children (it reads every stored one first: each item gets exactly one child,
+the unique ``(run_id, step)`` index holding it). The group is judged on all its items from
+the first chunk on (``Scheduler.plan_children``): it never completes on its first children,
+and a chunk stored after it settled (a quorum met, a fail-fast) is stored cancelled.
+"""
 
 from __future__ import annotations
 
 from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
+from collections.abc import Callable, Iterator
 
 import anyio
 import anyio.lowlevel
 
 from .._errors import unwrap_group
 from .._runview import StepInfo
+from .._states import TERMINAL_STATES, State
 from ..store import ExecutionStore, NodeRow, utcnow
 from ._announce import Announcer
 from ._commit import GroupCommit
+from ._decisions import GroupOpened
 from ._groups import plan_map
 from ._node import Node, gc_paused, new_child_rows
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, cancelled_child_reason
 
-__all__ = ["expand_map"]
+__all__ = ["CHUNKS", "expand_map"]
 
-# A map's children are built this many at a time while the store inserts them.
+# Children stored per chunk: a small first one (its children start at once), then each
+# twice the last (fewer transactions) up to the most (the writer waits while one is stored).
+CHUNKS = (1_000, 16_000)
+# A chunk's nodes are built this many at a time while the store inserts them.
 _BUILD_SLICE = 2_000
 
 
@@ -31,37 +45,67 @@ async def expand_map(
     commit: GroupCommit,
     announce: Announcer,
     run_id: str,
-) -> list[Node] | str:
-    """The map's new children stored (ready to run) and adopted by the scheduler; returns
-    the children of an earlier execution whose item is gone (settled: to be written), or
-    why the map cannot expand."""
+    opened: Callable[[GroupOpened], None],
+    *,
+    chunks: tuple[int, int] = CHUNKS,
+) -> str | None:
+    """Store the map's children chunk by chunk, each chunk adopted by the scheduler and
+    handed to ``opened`` (children to write, to start, the group's verdict) as soon as it
+    is stored; or why the map cannot expand. Returns once every child is stored: the
+    caller then counts the expansion settled (``Scheduler.plan_children``)."""
     assert group.spec.map_over is not None
     plan = plan_map(group, scheduler.nodes[group.spec.map_over])
     if isinstance(plan, str):
         return plan
-    existing = {c.name for c in group.children}
-    todo = [(index, name) for index, name in enumerate(plan.names) if name not in existing]
-    # Stamped and stored with the writer held: no row stamped later commits first.
-    async with commit.held():
-        with gc_paused():
-            rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
-        new, infos, ids = await _store_children(group, rows, store)
-    with gc_paused():
-        for row, node, info in zip(rows, new, infos, strict=True):
-            row.id = node.id = info.job_id = ids[row.step]
-        stale = scheduler.adopt(group, plan, new)
-        announce.added(infos)
-        announce.children(group)
-    return stale
+    existing = {c.name: c for c in group.children}
+    stale = scheduler.plan_children(group, plan)
+    if stale:
+        opened(GroupOpened(stale, [], None))
+    for start, end in _chunk_bounds(len(plan.names), *chunks):
+        names = plan.names[start:end]
+        todo = [(i, name) for i, name in enumerate(names, start) if name not in existing]
+        await anyio.lowlevel.checkpoint()  # a cancel stops here: a resume stores the rest
+        # A chunk stored is a chunk adopted: a cancel waits for both, or the run would end
+        # without knowing rows it stored.
+        with anyio.CancelScope(shield=True):
+            # Stamped and stored with the writer held: no row stamped later commits first.
+            async with commit.held():
+                with gc_paused():
+                    rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
+                    if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
+                        _cancelled(rows, cancelled_child_reason(group))
+                new, infos = await _store_children(group, rows, store)
+            with gc_paused():
+                announce.added(infos)
+                fresh = iter(new)
+                chunk = [existing.get(name) or next(fresh) for name in names]
+                opened(scheduler.adopt(group, plan, chunk))
+    if not plan.names:  # no items: the verdict (completed, no value) all the same
+        opened(scheduler.adopt(group, plan, []))
+    announce.children(group)
+    return None
+
+
+def _chunk_bounds(total: int, first: int, most: int) -> Iterator[tuple[int, int]]:
+    start, size = 0, first
+    while start < total:
+        yield start, min(start + size, total)
+        start += size
+        size = min(size * 2, most)
+
+
+def _cancelled(rows: list[NodeRow], reason: str) -> None:
+    now = utcnow()
+    for row in rows:
+        row.state, row.error, row.finished_at = State.CANCELLED, reason, now
 
 
 async def _store_children(
     group: Node, rows: list[NodeRow], store: ExecutionStore
-) -> tuple[list[Node], list[StepInfo], dict[str, int]]:
-    """Insert a map's new child rows and, while the store works (SQLite's thread, the
-    Postgres server), build their nodes and infos on the loop, a slice at a time: a
-    100,000-item map spends about as long on each. The ids are the store's: set on rows,
-    nodes and infos by the caller (0 until then; nothing reads them before)."""
+) -> tuple[list[Node], list[StepInfo]]:
+    """Insert a chunk's new child rows and, while the store works (SQLite's thread, the
+    Postgres server), build their nodes and infos on the loop, a slice at a time; the
+    store's ids set on rows, nodes and infos once it answers (nothing reads them before)."""
     ids: dict[str, int] = {}
 
     async def insert() -> None:
@@ -69,6 +113,8 @@ async def _store_children(
 
     new: list[Node] = []
     infos: list[StepInfo] = []
+    if not rows:
+        return new, infos
     try:
         # the GC paused across the slices: a collection after each one cost a quarter
         # of the building at 100,000 items; the insert meanwhile makes few objects
@@ -81,6 +127,8 @@ async def _store_children(
                         row.id = 0
                         new.append(Node(row, group.spec))
                         infos.append(StepInfo.from_row(row))
+            for row, node, info in zip(rows, new, infos, strict=True):
+                row.id = node.id = info.job_id = ids[row.step]
     except BaseExceptionGroup as failed:
         raise unwrap_group(failed) from None
-    return new, infos, ids
+    return new, infos

@@ -45,10 +45,14 @@ def _fails_fast(group: Node) -> bool:
 
 
 def verdict(group: Node) -> Verdict | None:
-    """The group's end if its children decide it now, else None. Needs ``group.tally``."""
+    """The group's end if its children decide it now, else None. Needs ``group.tally``.
+
+    ``group.size`` children count, known or not yet: a map whose later children are still
+    being stored is judged on all its items (its tally counts only the children it has),
+    so it never completes on its first ones, and fails fast on them as it would on all."""
     assert group.tally is not None, "a group's verdict is asked once it opened"
     children = group.children
-    total = len(children)
+    total = group.size
     quorum = min(group.spec.quorum or total, total)
     done_count, failed_count = group.tally
     if done_count < quorum:

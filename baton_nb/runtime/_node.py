@@ -132,6 +132,7 @@ class Node:
         "parent",
         "remaining",
         "result_json",
+        "size",
         "spec",
         "started_at",
         "state",
@@ -160,6 +161,9 @@ class Node:
         self.parent: Node | None = None
         # A group's [completed, failed] children, counted as they settle (set when it opens).
         self.tally: list[int] | None = None
+        # A group's number of children, known as it opens (a map's: its items, before the
+        # last of them are stored); its verdict counts on it.
+        self.size = 0
         # Shared empty tuples until linked (most nodes have no children, many no dependents):
         # two containers less per node that would live, and be traced by the GC, all run long.
         self.children: Sequence[Node] = ()

@@ -49,7 +49,7 @@ from ._groups import MapPlan, close_if_coroutine, verdict
 from ._node import Node
 from ._slots import Slots
 
-__all__ = ["Scheduler", "backoff_delay", "next_attempt_delay"]
+__all__ = ["Scheduler", "backoff_delay", "cancelled_child_reason", "next_attempt_delay"]
 
 _SCALARS = (str, int, float, bool, type(None))
 # Enum members as module constants: read on every transition, faster than State.X here.
@@ -207,11 +207,7 @@ class Scheduler:
                 # Not started, or waiting out a snooze or a retry backoff: not needed any
                 # more (a waiting child wakes to find itself settled and does nothing).
                 if child.state in WAITING_STATES:
-                    reason = (
-                        f"not needed: quorum of {node.name!r} met"
-                        if state is COMPLETED
-                        else f"group {node.name!r} {state}"
-                    )
+                    reason = cancelled_child_reason(node)
                     self._terminal(child, CANCELLED, None, None, reason, out)
         if parent is not None and parent.state not in TERMINAL_STATES:
             found = verdict(parent)
@@ -238,29 +234,76 @@ class Scheduler:
         if group.started_at is None:
             group.started_at = self.clock()
 
-    def adopt(self, group: Node, plan: MapPlan, new: list[Node]) -> list[Node]:
-        """A map's children per ``plan``: ``new`` ones just stored, earlier ones kept. Those
-        of an earlier execution whose item is gone are settled (cancelled): returned."""
-        existing = {c.name: c for c in group.children}
-        for child in new:
-            child.parent = group
-            self.nodes[child.name] = child
-            existing[child.name] = child
-        self.unsettled += len(new)
+    def plan_children(self, group: Node, plan: MapPlan) -> list[Node]:
+        """A map's children per ``plan``, to be taken a chunk at a time (``adopt``) as they
+        are stored: the group is judged on all of its items from the first chunk on, and
+        counts as unsettled until the last one is taken (``count_settled(1)`` then). The
+        children of an earlier execution whose item is gone are settled (cancelled):
+        returned, to write."""
         wanted = set(plan.names)
         stale = []
-        for name, child in existing.items():
-            if name not in wanted and child.state not in TERMINAL_STATES:
+        for child in group.children:
+            if child.name not in wanted and child.state not in TERMINAL_STATES:
                 # A child of an earlier execution whose item's key is gone (map_key or the
                 # data changed before a resume): settled, so the run does not wait for it.
                 child.state, child.finished_at = CANCELLED, self.clock()
                 child.error = f"no longer an item of map_over={group.spec.map_over!r}"
                 self.unsettled -= 1
                 stale.append(child)
-        group.children = [existing[name] for name in plan.names]
-        for index, child in enumerate(group.children):
-            child.item, child.item_index = plan.items[index], index
+        group.children = []
+        group.size = len(plan.names)
+        group.tally = [0, 0]
+        self.unsettled += 1  # the expansion: the run does not end before it does
         return stale
+
+    def adopt(self, group: Node, plan: MapPlan, chunk: Sequence[Node]) -> GroupOpened:
+        """The map's next children, in item order (``plan_children`` first): new ones just
+        stored (ready to run, or cancelled if the group had settled), or of an earlier
+        execution (run again from scratch unless completed). Those to write, those to start
+        now, and the group's verdict if this chunk decides it."""
+        nodes, items = self.nodes, plan.items
+        children = group.children
+        assert isinstance(children, list) and group.tally is not None
+        closed = cancelled_child_reason(group) if group.state in TERMINAL_STATES else None
+        reset: list[Node] = []
+        waiting: list[Node] = []
+        for child in chunk:
+            child.parent = group
+            child.item_index = index = len(children)
+            child.item = items[index]
+            children.append(child)
+            if child.name not in nodes:  # new: stored as it is now
+                nodes[child.name] = child
+                if child.state in TERMINAL_STATES:
+                    continue
+                self.unsettled += 1
+            elif child.state is COMPLETED:
+                group.tally[0] += 1
+                continue
+            if closed is not None:  # the group settled while this chunk was stored
+                child.state, child.error, child.finished_at = CANCELLED, closed, self.clock()
+                self.unsettled -= 1
+                reset.append(child)
+                continue
+            if not _stored_ready(child):  # an earlier execution's: from scratch
+                child.remaining = 0
+                child.state, child.attempt, child.error = PENDING, 0, None
+                reset.append(child)
+            waiting.append(child)
+        settled = None
+        if closed is None:
+            found = verdict(group)
+            if found is not None:
+                settled = self.settle(
+                    group, found.state, value=found.value, encoded=found.encoded, error=found.error
+                )
+        start = []
+        for child in waiting:
+            if child.state is PENDING:
+                admitted = self.admit(child)
+                if admitted is not None:
+                    start.append(admitted)
+        return GroupOpened(reset, start, settled)
 
     def open_group(self, group: Node) -> GroupOpened:
         """Children not completed run (again) from scratch; the verdict may be known at once."""
@@ -272,7 +315,8 @@ class Scheduler:
             child.remaining = 0
             child.state, child.attempt, child.error = PENDING, 0, None
             reset.append(child)
-        group.tally = [len(group.children) - len(todo), 0]
+        group.size = len(group.children)
+        group.tally = [group.size - len(todo), 0]
         settled = None
         found = verdict(group)
         if found is not None:
@@ -312,6 +356,13 @@ class Scheduler:
         else:
             status = RunStatus.COMPLETED
         return RunEnd(stopped, status, failed)
+
+
+def cancelled_child_reason(group: Node) -> str:
+    """Why a settled group's children that had not run are cancelled."""
+    if group.state is COMPLETED:
+        return f"not needed: quorum of {group.name!r} met"
+    return f"group {group.name!r} {group.state}"
 
 
 def _stored_ready(node: Node) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._rows import NodeRow, RunRow, utcnow
 from ._sql_base import driver_connection
@@ -20,6 +21,19 @@ from ._sql_rows import (
 from ._sql_write import SqlWrites, insert_nodes_unnest
 
 __all__ = ["SqlRuns"]
+
+
+async def _read_new_ids(conn: AsyncConnection, run_ids: set[str], before: int) -> dict[str, int]:
+    """SQLite: the ids of the nodes of ``run_ids`` above ``before`` (those just inserted),
+    read on the driver (SQLAlchemy's result rows cost 2 us each, 100,000 for a big map)."""
+    marks = ", ".join("?" * len(run_ids))
+    cursor = await (await driver_connection(conn)).execute(
+        f"SELECT step, id FROM {NODES.name} WHERE run_id IN ({marks}) AND id > ?",
+        (*run_ids, before),
+    )
+    ids = {step: int(node_id) for step, node_id in await cursor.fetchall()}
+    await cursor.close()
+    return ids
 
 
 class SqlRuns(SqlWrites):
@@ -45,19 +59,17 @@ class SqlRuns(SqlWrites):
         async with self.begin() as conn:
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
-                # sort_by_parameter_order): one executemany, then the ids, is ~10x faster.
-                # Only ids above the largest before the insert are read back: the new rows
-                # (a map of 100,000 items reads 100,000 rows, not the run's every node).
-                before = await conn.scalar(sa.select(sa.func.max(NODES.c.id)))
+                # sort_by_parameter_order): one statement (or executemany), then the ids.
+                before = await conn.scalar(sa.select(sa.func.max(NODES.c.id))) or 0
                 await self.insert_node_rows(conn, nodes)
-                # read on the driver: SQLAlchemy's result rows cost 2 us each (100,000 here)
-                marks = ", ".join("?" * len(run_ids))
-                cursor = await (await driver_connection(conn)).execute(
-                    f"SELECT step, id FROM {NODES.name} WHERE run_id IN ({marks}) AND id > ?",
-                    (*run_ids, before or 0),
-                )
-                ids = {step: int(node_id) for step, node_id in await cursor.fetchall()}
-                await cursor.close()
+                after = await conn.scalar(sa.select(sa.func.max(NODES.c.id))) or 0
+                if after == before + len(nodes):
+                    # Each row took the largest id + 1, in the rows' order (the transaction
+                    # holds the write lock since the insert; nobody inserted between the
+                    # two reads, or the largest would be further): computed, not read.
+                    ids = {n.step: before + i for i, n in enumerate(nodes, 1)}
+                else:
+                    ids = await _read_new_ids(conn, run_ids, before)
             else:
                 ids = await insert_nodes_unnest(conn, nodes)
             await self.notify(conn, run_ids)

@@ -197,6 +197,30 @@ async def test_nodes_added_to_a_run_get_ids(store: RunStore) -> None:
     assert await store.insert_nodes([]) == {}
 
 
+async def test_nodes_added_to_runs_in_turns_get_their_own_ids(store: RunStore) -> None:
+    """The ids of new nodes are computed when the insert took consecutive ones in the rows'
+    order (checked by the store), never assumed: inserts of two runs in turns, small and
+    large (SQLite's two statements), each read back as returned."""
+    await a_run(store, "run-1")
+    await a_run(store, "run-2")
+    returned: dict[tuple[str, str], int] = {}
+    for turn, size in enumerate([3, 300, 1, 700, 2]):
+        for run_id in ("run-1", "run-2"):
+            rows = [
+                node_row(run_id, f"m{turn}[{i}]", kind=NodeKind.CHILD, parent="fan", item_index=i)
+                for i in range(size)
+            ]
+            ids = await store.insert_nodes(rows)
+            assert list(ids) == [r.step for r in rows]
+            assert list(ids.values()) == sorted(ids.values())
+            returned.update({(run_id, step): node_id for step, node_id in ids.items()})
+    for run_id in ("run-1", "run-2"):
+        for node in await store.get_nodes(run_id):
+            if (run_id, node.step) in returned:
+                assert returned.pop((run_id, node.step)) == node.id, node.step
+    assert returned == {}
+
+
 async def test_many_nodes_added_at_once_read_back_as_written(store: RunStore) -> None:
     """A map's many children (SQLite: one statement reading them from JSON) store every
     field as a few rows do: names that look like JSON or numbers, quotes, unicode, None."""

@@ -406,16 +406,17 @@ def test_map_children_planned_and_adopted() -> None:
     src.set_result([{"k": "x"}, {"k": "y"}], "")
     plan = plan_map(group, src)
     assert isinstance(plan, MapPlan) and plan.names == ["m[x]", "m[y]"]
-    rows = [
-        new_node_row("r", group.spec, name, kind=NodeKind.CHILD, parent="m", now=T0)
-        for name in plan.names
-    ]
+    rows = new_child_rows("r", group.spec, "m", list(enumerate(plan.names)), T0)
     for i, row in enumerate(rows, 100):
         row.id = i
     new = [Node(row, group.spec) for row in rows]
     before = scheduler.unsettled
-    assert scheduler.adopt(group, plan, new) == []
-    assert scheduler.unsettled == before + 2
+    scheduler.begin_group(group)
+    assert scheduler.plan_children(group, plan) == []
+    assert scheduler.unsettled == before + 1  # the expansion itself
+    opened = scheduler.adopt(group, plan, new)
+    assert opened.reset == [] and opened.start == new and opened.settled is None
+    assert scheduler.unsettled == before + 3
     assert [(c.name, c.item, c.item_index) for c in group.children] == [
         ("m[x]", {"k": "x"}, 0),
         ("m[y]", {"k": "y"}, 1),
@@ -426,25 +427,115 @@ def test_map_children_planned_and_adopted() -> None:
     assert plan_map(group, src) == "map_over='src' needs a list result, got dict"
 
 
-def test_map_children_stored_ready_are_not_written_again_when_the_group_opens() -> None:
-    specs = [spec("src"), spec("m", ["src"], map_over="src")]
+def _map(size: int, **options: Any) -> tuple[Scheduler, Node, MapPlan, list[Node]]:
+    """A map over ``size`` items opened (planned), and its children as stored (not adopted)."""
+    specs = [spec("src"), spec("m", ["src"], map_over="src", **options)]
     nodes = make_nodes(specs)
-    scheduler = Scheduler(nodes, concurrency=8, key_limits={}, clock=Clock())
+    scheduler = Scheduler(nodes, concurrency=1_000, key_limits={}, clock=Clock())
     src, group = nodes["src"], nodes["m"]
     src.state = C
-    src.set_result(["a", "b", "c"], "")
+    src.set_result(list(range(size)), "")
     plan = plan_map(group, src)
     assert isinstance(plan, MapPlan)
     rows = new_child_rows("r", group.spec, "m", list(enumerate(plan.names)), T0)
-    assert all(r.remaining_deps == 0 and r.state is P for r in rows)
     for i, row in enumerate(rows, 100):
         row.id = i
     scheduler.begin_group(group)
-    scheduler.adopt(group, plan, [Node(row, group.spec) for row in rows])
-    group.children[1].remaining = 1  # as a resumed run has a child of an earlier execution
-    opened = scheduler.open_group(group)
-    assert [c.name for c in opened.reset] == ["m[1]"]  # only that one is written again
-    assert [c.name for c in opened.start] == ["m[0]", "m[1]", "m[2]"]
+    assert scheduler.plan_children(group, plan) == []
+    return scheduler, group, plan, [Node(row, group.spec) for row in rows]
+
+
+def _finish(scheduler: Scheduler, child: Node, outcome: Outcome) -> Settled | None:
+    assert scheduler.begin(child)
+    decided = scheduler.conclude(child, outcome)
+    assert not isinstance(decided, RetryAfter)
+    return decided
+
+
+def test_map_adopted_in_chunks_completes_only_once_every_child_did() -> None:
+    scheduler, group, plan, children = _map(5)
+    opened = scheduler.adopt(group, plan, children[:2])
+    assert opened.start == children[:2] and opened.settled is None
+    for child in children[:2]:  # every child it has so far completes
+        settled = _finish(scheduler, child, Completed(None, "1"))
+        assert settled is not None and settled.nodes == [child]
+    assert group.state is E  # not complete on its first chunk: 3 items to go
+    opened = scheduler.adopt(group, plan, children[2:])
+    assert opened.start == children[2:] and opened.settled is None
+    for child in children[2:4]:
+        _finish(scheduler, child, Completed(None, "1"))
+    assert group.state is E
+    settled = _finish(scheduler, children[4], Completed(None, "1"))
+    assert settled is not None and group in settled.nodes and group.state is C
+    assert [c.item_index for c in group.children] == [0, 1, 2, 3, 4]
+
+
+def test_map_quorum_met_in_the_first_chunk_cancels_the_children_stored_later() -> None:
+    scheduler, group, plan, children = _map(6, quorum=2)
+    scheduler.adopt(group, plan, children[:3])
+    _finish(scheduler, children[0], Completed(0, "0"))
+    settled = _finish(scheduler, children[1], Completed(1, "1"))
+    assert settled is not None and group.state is C and group.result == [0, 1]
+    assert children[2].state is X  # waiting in the first chunk: not needed
+    # the next chunk was being stored as the group settled: cancelled, written again
+    opened = scheduler.adopt(group, plan, children[3:])
+    assert opened.start == [] and opened.settled is None and opened.reset == children[3:]
+    assert all(c.state is X and "quorum of 'm' met" in (c.error or "") for c in children[3:])
+    assert len(group.children) == 6
+
+
+def test_map_fail_fast_in_the_first_chunk_while_later_ones_are_stored() -> None:
+    scheduler, group, plan, children = _map(6, fail_fast=True, max_attempts=1)
+    scheduler.adopt(group, plan, children[:2])
+    settled = _finish(scheduler, children[0], Failed("E: boom"))
+    # quorum (all 6) can no longer be met: the group fails now, not after its last chunk
+    assert settled is not None and group in settled.nodes and group.state is D
+    assert children[1].state is X
+    opened = scheduler.adopt(group, plan, children[2:])
+    assert opened.start == [] and all(c.state is X for c in children[2:])
+    # children stored after it settled were stored cancelled already: nothing to write
+    scheduler2, group2, plan2, children2 = _map(4, fail_fast=True, max_attempts=1)
+    scheduler2.adopt(group2, plan2, children2[:2])
+    _finish(scheduler2, children2[0], Failed("E: boom"))
+    for child in children2[2:]:
+        child.state, child.error = X, "group 'm' discarded"
+    before = scheduler2.unsettled
+    opened = scheduler2.adopt(group2, plan2, children2[2:])
+    assert opened.reset == [] and opened.start == [] and scheduler2.unsettled == before
+
+
+def test_map_without_fail_fast_waits_for_every_chunk_after_a_failure() -> None:
+    scheduler, group, plan, children = _map(3, max_attempts=1)
+    scheduler.adopt(group, plan, children[:1])
+    assert _finish(scheduler, children[0], Failed("E: boom")) is not None
+    assert group.state is E  # children fail alone: the others still run
+    opened = scheduler.adopt(group, plan, children[1:])
+    assert opened.start == children[1:]
+    _finish(scheduler, children[1], Completed(None, "1"))
+    settled = _finish(scheduler, children[2], Completed(None, "2"))
+    assert settled is not None and group.state is D
+
+
+def test_map_resumed_mixes_stored_children_with_new_ones_in_item_order() -> None:
+    scheduler, group, plan, children = _map(4)
+    done, earlier = children[0], children[2]
+    done.state = C
+    done.set_result(0, "0")
+    earlier.remaining = 1  # as a resumed run has a child of an earlier execution
+    scheduler.nodes.update({done.name: done, earlier.name: earlier})  # stored before
+    scheduler.unsettled += 1  # the earlier one, pending as the execution began
+    before = scheduler.unsettled
+    opened = scheduler.adopt(group, plan, children)
+    assert scheduler.unsettled == before + 2  # the two new ones
+    assert opened.reset == [earlier]  # only that one is written again
+    assert opened.start == [children[1], earlier, children[3]]
+    assert group.tally == [1, 0] and [c.item_index for c in group.children] == [0, 1, 2, 3]
+
+
+def test_map_over_no_items_completes_on_its_empty_chunk() -> None:
+    scheduler, group, plan, _ = _map(0)
+    opened = scheduler.adopt(group, plan, [])
+    assert opened.settled is not None and group.state is C and group.result == []
 
 
 # ── properties over random DAGs and outcomes ─────────────────────────────────
