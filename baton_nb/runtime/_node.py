@@ -234,8 +234,11 @@ def build_nodes(graph: GraphSpec, rows: Sequence[NodeRow]) -> dict[str, Node]:
     return nodes
 
 
-def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -> None:
-    """Everything not completed runs again with fresh attempts; counters recomputed."""
+def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -> list[Node]:
+    """Everything not completed runs again with fresh attempts; counters recomputed.
+    Returns the nodes it changed, to write: not the completed ones (a resumed map of
+    100,000 completed children wrote them all again, a second of writes)."""
+    changed: dict[str, Node] = {}
     for node in nodes.values():
         if node.state is State.COMPLETED:
             continue
@@ -246,12 +249,18 @@ def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -
                 node.state = State.CANCELLED
                 node.error = f"not needed: quorum of {node.parent.name!r} met"
                 node.finished_at = node.finished_at or clock()
+                changed[node.name] = node
             continue
         node.state, node.attempt, node.error = State.PENDING, 0, None
         node.clear_result()
         node.started_at, node.finished_at = None, None
+        changed[node.name] = node
     for node in nodes.values():
         if node.kind is NodeKind.CHILD:
-            node.remaining = 0 if node.state in TERMINAL_STATES else 1
+            remaining = 0 if node.state in TERMINAL_STATES else 1
         else:
-            node.remaining = sum(1 for d in node.deps if nodes[d].state is not State.COMPLETED)
+            remaining = sum(1 for d in node.deps if nodes[d].state is not State.COMPLETED)
+        if remaining != node.remaining:
+            node.remaining = remaining
+            changed[node.name] = node
+    return list(changed.values())

@@ -160,8 +160,9 @@ async def _prepare(
     for node in nodes.values():
         if node.kind is NodeKind.GROUP:
             run.set_children(node.name, [c.name for c in node.children])
+    changed = []
     if resumed:
-        reset_for_resume(nodes, utcnow)
+        changed = reset_for_resume(nodes, utcnow)
         for node in nodes.values():
             if node.state is not State.COMPLETED:
                 run.forget_result(node.name)
@@ -178,7 +179,7 @@ async def _prepare(
     )
     driver.calls.spend = await open_spend(graph, store, run, driver.commit, resumed=resumed)
     if resumed:
-        for node in nodes.values():
+        for node in changed:
             driver.mark(node)
         previous = await store.get_run(run_id)
         executions = (previous.executions if previous else 0) + 1

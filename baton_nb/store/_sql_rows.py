@@ -123,13 +123,19 @@ def node_to_columns(node: NodeRow) -> dict[str, Any]:
     }
 
 
+# A stored state or kind to its enum member: a dict lookup, not an Enum call (a tenth of the
+# cost; a resumed 100,000-item map reads 100,000 of each).
+_STATE = {state.value: state for state in State}
+_KIND = {kind.value: kind for kind in NodeKind}
+
+
 def node_from_columns(row: Columns) -> NodeRow:
     return NodeRow(
         id=int(row["id"]),
         run_id=row["run_id"],
         step=row["step"],
         parent=row["parent"],
-        kind=NodeKind(row["kind"]),
+        kind=_KIND.get(row["kind"]) or NodeKind(row["kind"]),
         worker=row["worker"],
         deps=loads_list(row["deps"]),
         remaining_deps=row["remaining_deps"],
@@ -138,7 +144,7 @@ def node_from_columns(row: Columns) -> NodeRow:
         max_attempts=row["max_attempts"],
         model=row["model"],
         item_index=row["item_index"],
-        state=State(row["state"]),
+        state=_STATE.get(row["state"]) or State(row["state"]),
         attempt=row["attempt"],
         error=row["error"],
         result=row["result"],
