@@ -287,25 +287,14 @@ class Driver:
         scheduler.begin_group(group)
         self.mark(group)
         self.announce.step(group)
-        if group.spec.map_over is not None:
-            await self._expand_map(group)
+        if group.spec.map_over is None:
+            self._opened(scheduler.open_group(group))
             return
-        self._opened(scheduler.open_group(group))
-
-    def _opened(self, opened: GroupOpened) -> None:
-        """A group's children to write and to start, and its verdict if known already."""
-        for child in opened.reset:
-            self.mark(child)
-        self._settle(opened.settled)
-        for child in opened.start:
-            self._start(child)
-
-    async def _expand_map(self, group: Node) -> None:
-        """A map's children, one per item of its source's result, stored and started a
-        chunk at a time (``_expand``)."""
+        # A map's children, one per item of its source's result, stored and started a
+        # chunk at a time (``_expand``).
         problem = await expand_map(
             group,
-            self.scheduler,
+            scheduler,
             self.store,
             self.commit,
             self.announce,
@@ -314,9 +303,17 @@ class Driver:
             chunks=self.map_chunks,
         )
         if problem is not None:
-            self._settle(self.scheduler.settle(group, State.DISCARDED, error=problem))
-        elif self.scheduler.count_settled(1):  # the expansion itself (``plan_children``)
+            self._settle(scheduler.settle(group, State.DISCARDED, error=problem))
+        elif scheduler.count_settled(1):  # the expansion itself (``plan_children``)
             self._settled.set()
+
+    def _opened(self, opened: GroupOpened) -> None:
+        """A group's children to write and to start, and its verdict if known already."""
+        for child in opened.reset:
+            self.mark(child)
+        self._settle(opened.settled)
+        for child in opened.start:
+            self._start(child)
 
     # ── settling ──────────────────────────────────────────────────────────────
 

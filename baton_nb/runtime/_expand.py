@@ -77,8 +77,10 @@ async def expand_map(
                 new, infos = await _store_children(group, rows, store)
             with gc_paused():
                 announce.added(infos)
-                fresh = iter(new)
-                chunk = [existing.get(name) or next(fresh) for name in names]
+                chunk = new
+                if existing:  # a resume: stored children and new ones, in item order
+                    fresh = iter(new)
+                    chunk = [existing.get(name) or next(fresh) for name in names]
                 opened(scheduler.adopt(group, plan, chunk))
     if not plan.names:  # no items: the verdict (completed, no value) all the same
         opened(scheduler.adopt(group, plan, []))
@@ -117,7 +119,8 @@ async def _store_children(
         return new, infos
     try:
         # the GC paused across the slices: a collection after each one cost a quarter
-        # of the building at 100,000 items; the insert meanwhile makes few objects
+        # of the building at 100,000 items (the insert meanwhile makes few objects; the
+        # children already started may run between slices, for this chunk's time only)
         with gc_paused():
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(insert)

@@ -98,8 +98,9 @@ def gc_paused() -> Iterator[None]:
     collections that allocation triggers (each full one traversing the whole heap) took
     two thirds of the time. Reference counting still frees garbage meanwhile; cycles made
     in the block are collected by the next collection after it. Around code that does not
-    await (no other task runs meanwhile), or a short, bounded block whose awaits let only
-    known work run (a map's insert while its nodes are built).
+    await (no other task runs meanwhile), or a short, bounded block (one chunk of a map's
+    children inserted while their nodes are built: the map's children started already may
+    run meanwhile, a tenth of a second at most).
     """
     if not gc.isenabled():
         yield

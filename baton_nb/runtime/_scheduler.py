@@ -267,22 +267,24 @@ class Scheduler:
         closed = cancelled_child_reason(group) if group.state in TERMINAL_STATES else None
         reset: list[Node] = []
         waiting: list[Node] = []
-        for child in chunk:
+        unsettled = 0  # counted once for the chunk
+        first = len(children)
+        children.extend(chunk)
+        for index, child in enumerate(chunk, first):
             child.parent = group
-            child.item_index = index = len(children)
+            child.item_index = index
             child.item = items[index]
-            children.append(child)
             if child.name not in nodes:  # new: stored as it is now
                 nodes[child.name] = child
                 if child.state in TERMINAL_STATES:
                     continue
-                self.unsettled += 1
+                unsettled += 1
             elif child.state is COMPLETED:
                 group.tally[0] += 1
                 continue
             if closed is not None:  # the group settled while this chunk was stored
                 child.state, child.error, child.finished_at = CANCELLED, closed, self.clock()
-                self.unsettled -= 1
+                unsettled -= 1
                 reset.append(child)
                 continue
             if not _stored_ready(child):  # an earlier execution's: from scratch
@@ -290,6 +292,7 @@ class Scheduler:
                 child.state, child.attempt, child.error = PENDING, 0, None
                 reset.append(child)
             waiting.append(child)
+        self.unsettled += unsettled
         settled = None
         if closed is None:
             found = verdict(group)
