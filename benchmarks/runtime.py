@@ -19,7 +19,8 @@ benchmarks/_peers.py); the output prints what each stored, read back from its da
 Scaling: a map step over 10,000 and 100,000 items (no-op children), on SQLite and
 Postgres: the whole run's seconds and items/s, and the map expansion's seconds (from the
 map step's start to its first child's start, read from the stored timestamps: the
-children's names, their node rows inserted, their in-memory nodes built and queued).
+children's names, the first chunk of their node rows inserted, its in-memory nodes built
+and queued; the later chunks are stored while the first children run).
 Each cost grows linearly with the items: 10x the items should take about 10x the time.
 """
 
