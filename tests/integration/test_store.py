@@ -39,6 +39,7 @@ from baton_nb.store import (
     Store,
     WriteBatch,
 )
+from baton_nb.store import _sql_write as sql_write
 from baton_nb.store._sql_base import driver_connection
 
 pytestmark = pytest.mark.anyio
@@ -332,6 +333,36 @@ async def test_a_big_commit_reads_back_as_written(store: RunStore) -> None:
     if traced:
         writes = [sql for sql in traced if sql.split()[0] in ("INSERT", "UPDATE", "WITH")]
         assert len(writes) <= 8, len(writes)  # before: 1,800 (one per row)
+
+
+async def test_node_updates_without_update_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.33 has no ``UPDATE ... FROM``: a commit's node updates go out as
+    one executemany, in the same transaction as the rest."""
+    monkeypatch.setattr(sql_write, "_UPDATE_FROM", False)
+    store = await Store.open(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        ids = await a_run(store)
+        update = (State.EXECUTING, 1, None, None, False, 0, T0, None, T0, ids["a"])
+        done = (State.COMPLETED, 0, None, '"x"', True, 1, T0, T0, T0, ids["b"])
+        async with store.writer() as writer:
+            await writer.write(WriteBatch(run_id="run-1", nodes=[update, done]))
+            bad = WriteBatch(
+                run_id="run-1",
+                nodes=[(State.DISCARDED, *update[1:])],
+                completions=[CompletionRow("run-1", "a", 0, "h", "{}", T0)] * 2,
+            )
+            with pytest.raises(Exception):  # noqa: B017 - the same completion twice
+                await writer.write(bad)
+        nodes = {n.step: n for n in await store.get_nodes("run-1")}
+        assert (nodes["a"].state, nodes["b"].state, nodes["b"].result) == (
+            "executing",
+            "completed",
+            '"x"',
+        )
+    finally:
+        await store.close()
 
 
 # ── the lease ────────────────────────────────────────────────────────────────
