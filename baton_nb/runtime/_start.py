@@ -16,6 +16,7 @@ from .._run import Run, load_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, NodeRow, RunRow, RunStore, RunUpdate, Store, utcnow
 from ._driver import Driver
+from ._gc import fewer_collections
 from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
@@ -60,7 +61,8 @@ async def execute_run(
             created = None  # the rows: the nodes have what they need, free them before the run
             if on_start is not None:
                 on_start(driver.run)
-            return await driver.execute()
+            with fewer_collections():
+                return await driver.execute()
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()

@@ -8,7 +8,9 @@ wakes watchers sent in the same transaction.
 
 from __future__ import annotations
 
+import itertools
 import operator
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -83,6 +85,9 @@ class _DriverStatement:
     sql: str
     order: Callable[[Any], Any]  # row -> its values in the statement's parameter order
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # The same statement for many rows at once: ``head + ", ".join([row] * n) + tail``
+    # (``_multi_row``); None where SQLite cannot (UPDATE ... FROM before 3.33).
+    multi: tuple[str, str, str] | None = None
 
     @classmethod
     def compile(
@@ -118,7 +123,9 @@ class _DriverStatement:
             order = operator.itemgetter(
                 *([list(keys).index(n) for n in names] if tuples else names)
             )
-        return cls(compiled.string, order, tuple(processors))
+        return cls(
+            compiled.string, order, tuple(processors), _multi_sql(statement, compiled.string, names)
+        )
 
     def params(self, rows: Sequence[Any]) -> list[list[Any]]:
         order, processors = self.order, self.processors
@@ -141,6 +148,72 @@ class _DriverStatement:
         """In ``conn``'s transaction: sqlite3 begins it before the first write, and the
         transaction's commit or rollback ends it."""
         await (await driver_connection(conn)).executemany(self.sql, self.params(rows))
+
+
+# Parameters in one multi-row statement (SQLite's default SQLITE_MAX_VARIABLE_NUMBER since
+# 3.32, else 999), and rows in one (a VALUES list is not bound by the compound-select limit
+# since 3.8.8; kept well below it anyway).
+_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+_MAX_ROWS = 500
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
+
+# (sql, parameters, executemany?): what one commit runs on aiosqlite's thread
+_Statement = tuple[str, list[Any], bool]
+
+
+def _multi_sql(
+    statement: sa.Insert | sa.Update, sql: str, names: Sequence[str]
+) -> tuple[str, str, str] | None:
+    """``head``, ``row`` and ``tail`` of ``statement`` (compiled: ``sql``, its parameters
+    ``names`` in order) for many rows: an INSERT's VALUES list, or an UPDATE of nodes by
+    id (``b_`` parameters) from a VALUES list."""
+    row = "(" + ", ".join("?" * len(names)) + ")"
+    if isinstance(statement, sa.Insert):
+        head, values, one = sql.partition(" VALUES ")
+        assert values and one == row, sql
+        return head + values, row, ""
+    if not _UPDATE_FROM:
+        return None
+    table = statement.table
+    aliases = [f"c{i}" for i in range(len(names))]
+    pairs = zip(names, aliases, strict=True)
+    sets = ", ".join(f"{table.c[n[2:]].name} = v.{a}" for n, a in pairs if n != "b_id")
+    where = aliases[list(names).index("b_id")]
+    head = f"WITH v({', '.join(aliases)}) AS (VALUES "
+    name = table.name  # type: ignore[union-attr]
+    return head, row, f") UPDATE {name} SET {sets} FROM v WHERE {name}.id = v.{where}"
+
+
+def _multi_row(statement: _DriverStatement, rows: Sequence[Any]) -> list[_Statement]:
+    """``statement`` for ``rows``: a few multi-row statements (one step each), or one
+    executemany where SQLite has no multi-row form of it."""
+    params = statement.params(rows)
+    if statement.multi is None:
+        return [(statement.sql, params, True)]
+    head, row, tail = statement.multi
+    width = len(params[0])
+    size = max(1, min(_MAX_ROWS, _MAX_PARAMS // width))
+    out: list[_Statement] = []
+    for start in range(0, len(params), size):
+        chunk = params[start : start + size]
+        sql = head + ", ".join([row] * len(chunk)) + tail
+        out.append((sql, list(itertools.chain.from_iterable(chunk)), False))
+    return out
+
+
+def _execute_and_commit(connection: sqlite3.Connection, statements: Sequence[_Statement]) -> None:
+    """On aiosqlite's thread: the statements and the commit, in one transaction (a
+    failure leaves it open: the caller rolls it back). Begun here: sqlite3 begins one by
+    itself only before a statement that starts with INSERT, UPDATE, DELETE or REPLACE,
+    not before ``WITH ... UPDATE``, which would commit on its own."""
+    if not connection.in_transaction:
+        connection.execute("BEGIN")
+    for sql, params, many in statements:
+        if many:
+            connection.executemany(sql, params)
+        else:
+            connection.execute(sql, params)
+    connection.commit()
 
 
 class _NodeColumn(NamedTuple):
@@ -321,22 +394,61 @@ class SqlWrites(SqlBase):
         )
 
     async def _write_sqlite_driver(self, conn: AsyncConnection, batch: WriteBatch) -> None:
-        """Most runtime commits, on aiosqlite directly.
+        """Most runtime commits, on aiosqlite directly, in one round trip to its thread.
 
         sqlite3 begins the transaction before the first statement; committed (or rolled
-        back) here on the driver, where SQLAlchemy, which has no transaction open on
-        ``conn``, would only forward the same call: a chain step's commit, or an LLM
-        answer with its stats, in a few round trips to aiosqlite's thread with no
-        statement or transaction machinery around them.
+        back) there, where SQLAlchemy, which has no transaction open on ``conn``, would
+        only forward the same call: a chain step's commit, or LLM answers with their
+        stats, as one multi-row statement per table (``_multi_row``) and the commit.
+
+        Why one round trip and few statements (docs/performance.md, issue 16): sqlite3
+        releases the GIL around every row's step, and aiosqlite's thread gets it back only
+        when the event loop lets go of it (at the latest after the 5 ms switch interval).
+        With the loop busy (1,000 calls in flight), an executemany per table waited ~5 ms
+        per row, and each round trip a loop iteration: commits took tens of ms, and an
+        LLM call's slot is held until its answer is committed.
         """
         driver = await driver_connection(conn)
+        statements = [
+            *self._update_nodes_sqlite(conn, batch.nodes),
+            *self._insert_sqlite(
+                conn, _INSERT_COMPLETION, [completion_to_columns(c) for c in batch.completions]
+            ),
+            *self._insert_sqlite(conn, _INSERT_STAT, [call_to_columns(c) for c in batch.stats]),
+        ]
         try:
-            await self._write_step_rows(conn, batch)
-            await driver.commit()
+            await driver._execute(_execute_and_commit, driver._conn, statements)
         except BaseException:
             with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
                 await driver.rollback()
             raise
+
+    def _update_nodes_sqlite(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[_Statement]:
+        """``WriteBatch.nodes`` rows (tuples) as multi-row UPDATE statements."""
+        if not rows:
+            return []
+        names = _UPDATE_NODE_PARAMS
+        statement = self._driver_statement(_UPDATE_NODE, conn.dialect, names, "tuple")
+        return _multi_row(statement, rows)
+
+    def _insert_sqlite(
+        self, conn: AsyncConnection, insert: sa.Insert, rows: Sequence[Mapping[str, Any]]
+    ) -> list[_Statement]:
+        """Rows of one shape as multi-row INSERT statements (their values through the same
+        bind processors as ``insert_rows``)."""
+        if not rows:
+            return []
+        if not _one_shape(rows):
+            return [
+                stmt
+                for row in rows
+                for stmt in _multi_row(
+                    self._driver_statement(insert, conn.dialect, list(row.keys()), "mapping"),
+                    [row],
+                )
+            ]
+        statement = self._driver_statement(insert, conn.dialect, list(rows[0].keys()), "mapping")
+        return _multi_row(statement, rows)
 
     async def _write_step_rows(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """Node updates, stored completions and call stats: what most commits hold."""

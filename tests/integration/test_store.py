@@ -35,9 +35,12 @@ from baton_nb.store import (
     RunRow,
     RunStore,
     RunUpdate,
+    SqlStore,
     Store,
     WriteBatch,
 )
+from baton_nb.store import _sql_write as sql_write
+from baton_nb.store._sql_base import driver_connection
 
 pytestmark = pytest.mark.anyio
 
@@ -314,6 +317,76 @@ async def test_a_failing_batch_writes_nothing(store: RunStore) -> None:
     async with store.writer() as writer:  # the writer goes on after a failed batch
         await writer.write(WriteBatch(run_id="run-1", nodes=[update]))
     assert (await store.get_nodes("run-1"))[0].state == "executing"
+
+
+async def test_a_big_commit_reads_back_as_written(store: RunStore) -> None:
+    """A run's writer commits many node updates, stored answers and stats together (on
+    SQLite as one multi-row statement per table: ``_write_sqlite_driver``); every row
+    reads back as given, and on SQLite the commit runs a handful of statements, not one
+    per row (each row's step waited for the GIL while the event loop was busy)."""
+    ids = await a_run(store)
+    rows = [node_row("run-1", f"fan[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(600)]
+    ids.update(await store.insert_nodes(rows))
+    later = T0 + timedelta(seconds=5)
+    updates = [
+        (State.COMPLETED, 0, None, f'"r{i}"', True, 1, T0, later, later, ids[f"fan[{i}]"])
+        for i in range(600)
+    ]
+    completions = [CompletionRow("run-1", f"fan[{i}]", 0, f"h{i}", "{}", T0) for i in range(600)]
+    stats = [call("run-1", f"fan[{i}]") for i in range(600)]
+    batch = WriteBatch(run_id="run-1", nodes=updates, completions=completions, stats=stats)
+    traced: list[str] = []
+    async with store.writer() as writer:
+        if isinstance(store, SqlStore) and store.dialect == "sqlite":
+            driver = await driver_connection(writer.write.args[0])  # type: ignore[attr-defined]
+            await driver._execute(driver._conn.set_trace_callback, traced.append)
+        await writer.write(batch)
+    nodes = {n.step: n for n in await store.get_nodes("run-1")}
+    for i in range(600):
+        node = nodes[f"fan[{i}]"]
+        assert (node.state, node.result, node.has_result, node.finished_at) == (
+            "completed",
+            f'"r{i}"',
+            True,
+            later,
+        )
+    assert nodes["a"].state == "pending"  # not in the batch: unchanged
+    stored = await store.get_stats(["run-1"])
+    assert sorted(s.step for s in stored) == sorted(f"fan[{i}]" for i in range(600))
+    assert (await store.get_completions("run-1", "fan[599]"))[0] == ("h599", "{}")
+    if traced:
+        writes = [sql for sql in traced if sql.split()[0] in ("INSERT", "UPDATE", "WITH")]
+        assert len(writes) <= 8, len(writes)  # before: 1,800 (one per row)
+
+
+async def test_node_updates_without_update_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.33 has no ``UPDATE ... FROM``: a commit's node updates go out as
+    one executemany, in the same transaction as the rest."""
+    monkeypatch.setattr(sql_write, "_UPDATE_FROM", False)
+    store = await Store.open(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        ids = await a_run(store)
+        update = (State.EXECUTING, 1, None, None, False, 0, T0, None, T0, ids["a"])
+        done = (State.COMPLETED, 0, None, '"x"', True, 1, T0, T0, T0, ids["b"])
+        async with store.writer() as writer:
+            await writer.write(WriteBatch(run_id="run-1", nodes=[update, done]))
+            bad = WriteBatch(
+                run_id="run-1",
+                nodes=[(State.DISCARDED, *update[1:])],
+                completions=[CompletionRow("run-1", "a", 0, "h", "{}", T0)] * 2,
+            )
+            with pytest.raises(Exception):  # noqa: B017 - the same completion twice
+                await writer.write(bad)
+        nodes = {n.step: n for n in await store.get_nodes("run-1")}
+        assert (nodes["a"].state, nodes["b"].state, nodes["b"].result) == (
+            "executing",
+            "completed",
+            '"x"',
+        )
+    finally:
+        await store.close()
 
 
 # ── the lease ────────────────────────────────────────────────────────────────

@@ -1,0 +1,67 @@
+"""The garbage collector's young threshold while a run executes (issue 16, runtime/_gc.py)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+import baton_nb as bn
+from baton_nb.runtime._gc import RUN_THRESHOLD, fewer_collections
+
+
+@pytest.fixture(autouse=True)
+def default_threshold() -> Iterator[None]:
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+
+
+def test_raised_in_the_block_and_restored() -> None:
+    with fewer_collections():
+        assert gc.get_threshold() == (RUN_THRESHOLD, 10, 10)
+        with fewer_collections():  # a second run at the same time
+            assert gc.get_threshold() == (RUN_THRESHOLD, 10, 10)
+        assert gc.get_threshold() == (RUN_THRESHOLD, 10, 10)  # the first still runs
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_restored_when_the_block_raises() -> None:
+    with pytest.raises(RuntimeError), fewer_collections():
+        raise RuntimeError("step failed")
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.parametrize("threshold", [(0, 10, 10), (100_000, 5, 5)])
+def test_a_threshold_of_the_user_is_left_alone(threshold: tuple[int, int, int]) -> None:
+    """Collection disabled by threshold 0, or a higher threshold: not touched."""
+    gc.set_threshold(*threshold)
+    with fewer_collections():
+        assert gc.get_threshold() == threshold
+    assert gc.get_threshold() == threshold
+
+
+def test_a_change_made_during_the_block_is_kept() -> None:
+    with fewer_collections():
+        gc.set_threshold(2000, 10, 10)
+    assert gc.get_threshold() == (2000, 10, 10)
+
+
+@pytest.mark.anyio
+async def test_a_run_executes_with_rarer_young_collections() -> None:
+    wf = bn.Workflow("gc-threshold", db="memory://gc-threshold")
+    seen: list[int] = []
+
+    @wf.step()
+    async def look(ctx: bn.Context) -> int:
+        seen.append(gc.get_threshold()[0])
+        return 1
+
+    run = await wf.run(display=False)
+    assert run.status == "completed"
+    assert seen == [RUN_THRESHOLD]
+    assert gc.get_threshold() == (700, 10, 10)
