@@ -13,6 +13,7 @@ import baton_nb as bn
 import baton_nb.runtime._driver as driver_module
 from baton_nb.runtime import active_run
 from baton_nb.store import Store
+from baton_nb.widget._state import node_state
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +111,8 @@ async def test_cancelled_mid_expansion_then_resumed(
     stored = await _children(db_url, run_id, "each")
     assert 0 < len(stored) < items
     completed = {n for n, s in stored.items() if s == "completed"}
+    cancelled_load = await bn.Run.load(run_id, db=db_url)
+    assert cancelled_load.counts() == run.counts()  # the unstored items not counted after
     gate["cancel"] = False
     before = list(ran)
     resumed = await wf.run(run_id=run_id, display=False)
@@ -126,11 +129,6 @@ async def test_cancelled_mid_expansion_then_resumed(
     assert loaded.counts() == resumed.counts()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review-10 defect, not fixed: a map's children are counted as their chunks are "
-    "stored, so counts().total (progress bar, widget) grows chunk by chunk",
-)
 async def test_progress_total_is_the_maps_size_from_its_first_chunk(
     unique: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -141,6 +139,7 @@ async def test_progress_total_is_the_maps_size_from_its_first_chunk(
     run_id = f"prog-{unique}"
     wf = bn.Workflow(f"prog-{unique}", db=db)
     totals: list[int] = []
+    widget_totals: list[int] = []
 
     @wf.step()
     async def src(ctx: bn.Context) -> list[int]:
@@ -151,9 +150,14 @@ async def test_progress_total_is_the_maps_size_from_its_first_chunk(
         live = active_run(run_id)
         assert live is not None
         totals.append(live.counts().total)
+        group = node_state(live.steps["each"])  # the widget's count (dag.js: refresh)
+        widget_totals.append(len(live.steps) - 2 + group.get("x", 0))
         await anyio.sleep(0.01)
         return int(ctx.item)
 
     run = await wf.run(run_id=run_id, display=False)
     assert run.status == "completed"
     assert set(totals) == {31}, totals
+    assert set(widget_totals) == {30}, widget_totals  # the children, stored or not yet
+    assert "x" not in node_state(run.steps["each"])
+    assert run.counts().total == 31
