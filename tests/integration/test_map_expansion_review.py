@@ -14,6 +14,7 @@ import baton_nb.runtime._driver as driver_module
 from baton_nb.runtime import active_run
 from baton_nb.store import Store
 from baton_nb.widget._state import node_state
+from tests.fakes.provider_server import FakeProviderServer
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +162,43 @@ async def test_progress_total_is_the_maps_size_from_its_first_chunk(
     assert set(widget_totals) == {30}, widget_totals  # the children, stored or not yet
     assert "x" not in node_state(run.steps["each"])
     assert run.counts().total == 31
+
+
+@pytest.mark.parametrize("items", [30, 3000])
+async def test_a_resumed_batched_map_whose_open_children_are_in_its_first_chunk(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    items: int,
+) -> None:
+    """A batched map's round is sent once every open child is parked. Resumed, its first
+    chunk's children run again (they failed) while the later chunks' children are
+    completed: the round must go once the last chunk is taken, whether the children
+    parked before or after."""
+    monkeypatch.setattr(driver_module, "CHUNKS", (3, 6))
+    failing = {"on": True}
+    wf = bn.Workflow(f"bresume-{unique}", db=db_url)
+
+    @wf.step()
+    async def src(ctx: bn.Context) -> list[int]:
+        return list(range(items))
+
+    @wf.step(map_over="src", batch=True, max_attempts=1)
+    async def label(ctx: bn.Context) -> str:
+        if failing["on"] and ctx.item < 3:
+            raise RuntimeError("fails the first time")
+        answer = await ctx.complete(
+            model="openai/gpt-4o-mini", prompt=f"Label {ctx.item}", max_tokens=50
+        )
+        return answer.text
+
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    failing["on"] = False
+    with anyio.fail_after(30):
+        resumed = await wf.run(run_id=run.id, display=False)
+    assert resumed.status == "completed"
+    assert len(resumed.results["label"]) == items
+    stats = fake_providers.batches.stats()
+    assert stats["answered"] == {"openai": items}  # nothing paid twice
