@@ -33,6 +33,9 @@ class _HasState(Protocol):
     @property
     def state(self) -> str: ...
 
+    @property
+    def unstored(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class StepCounts:
@@ -61,11 +64,15 @@ class StepCounts:
 
 
 def count_steps(steps: Iterable[_HasState]) -> StepCounts:
-    """Count ``steps`` (``run.steps.values()``) per state, leaving fan-out groups out."""
+    """Count ``steps`` (``run.steps.values()``) per state, leaving fan-out groups out (a
+    map's items whose children are not stored yet count as pending children)."""
     by_state: dict[str, int] = {}
     total = 0
     for step in steps:
         if step.kind == "group":
+            if step.unstored:
+                by_state["pending"] = by_state.get("pending", 0) + step.unstored
+                total += step.unstored
             continue
         by_state[step.state] = by_state.get(step.state, 0) + 1
         total += 1

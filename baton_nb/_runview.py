@@ -62,6 +62,10 @@ class StepInfo:
     attempts: list[AttemptRow] = field(default_factory=list)
     # The worker that ran it (``host:pid:tag``) when the run was submitted to workers.
     ran_on: str = ""
+    # A map's items whose children are not stored yet, while its expansion stores them a
+    # chunk at a time (``runtime/_expand``): counted pending, so totals are right from the
+    # start. Known to the executing process only; 0 once the expansion ends.
+    unstored: int = 0
 
     @classmethod
     def from_row(cls, row: NodeRow) -> StepInfo:

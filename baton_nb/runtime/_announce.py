@@ -37,6 +37,10 @@ class Announcer:
         for info in infos:
             add_step(info)
 
+    def unstored(self, group: Node, count: int) -> None:
+        """``count`` of a map's items have no stored child yet (counted pending meanwhile)."""
+        self.run.steps[group.name].unstored = count
+
     def children(self, group: Node) -> None:
         """A fan-out group's children, in order (a map's, once expanded)."""
         self.run.set_children(group.name, [c.name for c in group.children])

@@ -304,7 +304,13 @@ class Driver:
         )
         if problem is not None:
             self._settle(scheduler.settle(group, State.DISCARDED, error=problem))
-        elif scheduler.count_settled(1):  # the expansion itself (``plan_children``)
+            return
+        if self.batching is not None and group.spec.batch:
+            # Every child taken now: a batched round is complete once every open child is
+            # parked, and they may all have parked before the last chunk was taken (a
+            # resume whose later chunks had completed): no park or settle comes to say so.
+            self.batching.check(group)
+        if scheduler.count_settled(1):  # the expansion itself (``plan_children``)
             self._settled.set()
 
     def _opened(self, opened: GroupOpened) -> None:

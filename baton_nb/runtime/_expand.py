@@ -61,27 +61,35 @@ async def expand_map(
     stale = scheduler.plan_children(group, plan)
     if stale:
         opened(GroupOpened(stale, [], None))
-    for start, end in _chunk_bounds(len(plan.names), *chunks):
-        names = plan.names[start:end]
-        todo = [(i, name) for i, name in enumerate(names, start) if name not in existing]
-        await anyio.lowlevel.checkpoint()  # a cancel stops here: a resume stores the rest
-        # A chunk stored is a chunk adopted: a cancel waits for both, or the run would end
-        # without knowing rows it stored.
-        with anyio.CancelScope(shield=True):
-            # Stamped and stored with the writer held: no row stamped later commits first.
-            async with commit.held():
+    # Every item counted from the start (totals, progress), stored or not yet.
+    unstored = sum(1 for name in plan.names if name not in existing)
+    announce.unstored(group, unstored)
+    try:
+        for start, end in _chunk_bounds(len(plan.names), *chunks):
+            names = plan.names[start:end]
+            todo = [(i, name) for i, name in enumerate(names, start) if name not in existing]
+            await anyio.lowlevel.checkpoint()  # a cancel stops here: a resume stores the rest
+            # A chunk stored is a chunk adopted: a cancel waits for both, or the run would end
+            # without knowing rows it stored.
+            with anyio.CancelScope(shield=True):
+                # Stamped and stored with the writer held: no row stamped later commits first.
+                async with commit.held():
+                    with gc_paused():
+                        rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
+                        if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
+                            _cancelled(rows, cancelled_child_reason(group))
+                    new, infos = await _store_children(group, rows, store)
                 with gc_paused():
-                    rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
-                    if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
-                        _cancelled(rows, cancelled_child_reason(group))
-                new, infos = await _store_children(group, rows, store)
-            with gc_paused():
-                announce.added(infos)
-                chunk = new
-                if existing:  # a resume: stored children and new ones, in item order
-                    fresh = iter(new)
-                    chunk = [existing.get(name) or next(fresh) for name in names]
-                opened(scheduler.adopt(group, plan, chunk))
+                    unstored -= len(infos)
+                    announce.unstored(group, unstored)
+                    announce.added(infos)
+                    chunk = new
+                    if existing:  # a resume: stored children and new ones, in item order
+                        fresh = iter(new)
+                        chunk = [existing.get(name) or next(fresh) for name in names]
+                    opened(scheduler.adopt(group, plan, chunk))
+    finally:
+        announce.unstored(group, 0)  # stored, or a cancel: a resume stores the rest
     if not plan.names:  # no items: the verdict (completed, no value) all the same
         opened(scheduler.adopt(group, plan, []))
     announce.children(group)

@@ -64,7 +64,7 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     error = step.error
     if error is not None and len(error) > ERROR_PREVIEW:
         error = error[: ERROR_PREVIEW - 1] + "…"
-    return {
+    state = {
         "s": step.state,
         "a": step.attempt,
         "t0": _ts(step.started_at),
@@ -79,6 +79,9 @@ def node_state(step: StepInfo) -> dict[str, Any]:
         "e": error,
         "r": step.has_result,
     }
+    if step.unstored:  # a map's items with no child stored yet: counted pending
+        state["x"] = step.unstored
+    return state
 
 
 # A step not started yet (the view draws a node missing from ``nodes`` this way).

@@ -2,7 +2,8 @@
 //
 // The model carries plain JSON made by baton_nb/widget/_state.py:
 //   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}]
-//   nodes  {id: {s: state, a: attempt, t0, t1, ti, to, c: cost, u, n: calls, rp, l: latency, e, r}}
+//   nodes  {id: {s: state, a: attempt, t0, t1, ti, to, c: cost, u, n: calls, rp, l: latency, e, r,
+//          x: a map group's items with no child stored yet (counted pending), if any}}
 //   patch  nodes changed since the last send (merged into the model's node states, below)
 //   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling,
 //           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
@@ -787,7 +788,14 @@ class DagView {
     const counts = {};
     let total = 0;
     for (const g of this.graph) {
-      if (g.k === "group") continue;
+      if (g.k === "group") {
+        const x = this.st(g.id).x || 0; // a map's items with no child stored yet: pending
+        if (x) {
+          counts.pending = (counts.pending || 0) + x;
+          total += x;
+        }
+        continue;
+      }
       const s = this.st(g.id).s;
       counts[s] = (counts[s] || 0) + 1;
       total += 1;
@@ -825,7 +833,9 @@ class DagView {
       agg.c = addCost(agg.c, s.c);
       agg.counts[s.s] = (agg.counts[s.s] || 0) + 1;
     }
-    agg.total = kids.length;
+    const x = this.st(id).x || 0; // a map's items with no child stored yet: pending
+    if (x) agg.counts.pending = (agg.counts.pending || 0) + x;
+    agg.total = kids.length + x;
     return agg;
   }
 
