@@ -16,23 +16,24 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, StorageError
 from .._graph import GraphSpec
 from ..llm._limits import share_limits
 from ..store import (
     DONE_CHANNEL,
+    SLOTS_CHANNEL,
     TASKS_CHANNEL,
     ClaimedTask,
     RunStore,
     SqlLimits,
+    SqlStore,
     SqlWorkers,
-    Store,
     SubmissionRow,
     WorkerRow,
     open_worker_store,
@@ -48,6 +49,22 @@ __all__ = ["ServedWorkflow", "Worker"]
 
 logger = logging.getLogger("baton_nb.workers")
 CLAIM_BATCH = 64  # tasks claimed in one round trip at most
+RETRY = (0.1, 5.0)  # seconds before a loop tries again after a database error: first, most
+
+
+async def _steadily(doing: str, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Run one of the worker's loops; a database error (the server restarting, out of
+    connections) is logged and the loop started again after a backoff, so a worker outlives
+    what its leases would not (its leases lapse meanwhile and the others take its work)."""
+    delay = RETRY[0]
+    while True:
+        try:
+            await loop(*args)
+            return
+        except StorageError as exc:
+            logger.warning("%s failed, trying again in %.1fs: %s", doing, delay, exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY[1])
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,9 @@ class Worker:
     async def serve(self, stop: anyio.Event) -> None:
         """Serve until ``stop`` is set, then stop gracefully (see the module's doc)."""
         workers = self._workers = await open_worker_store(self.db)
-        store = self._store = await Store.open(self.db)
+        # The runs' store on the worker store's pool: one pool per worker process (two
+        # held up to 30 connections each: three workers and a loaded server ran out).
+        store = self._store = SqlStore(workers.url, workers.engine)
         tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for)
         # bn.Limit held across all workers (slots outlive a missed heartbeat or two)
         # on the worker store's connections (no pool more per worker)
@@ -119,12 +138,12 @@ class Worker:
             await workers.beat(self._row())
             async with (
                 anyio.create_task_group() as tg,
-                workers.listen([TASKS_CHANNEL, DONE_CHANNEL], self._notified),
+                workers.listen([TASKS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified),
             ):
-                tg.start_soon(self._heartbeat)
+                tg.start_soon(_steadily, "heartbeat", self._heartbeat)
                 tg.start_soon(tasks.finisher)
-                tg.start_soon(self._claim_runs, tg)
-                tg.start_soon(self._claim_tasks, tg)
+                tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
+                tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
                 logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
                 await stop.wait()
                 self.stopping.set()
@@ -139,8 +158,7 @@ class Worker:
                     await limits.close()
                     await workers.remove_worker(self.id)
                 finally:
-                    await store.close()
-                    await workers.close()
+                    await workers.close()  # the store's pool too
 
     async def _drain(self, tasks: TaskRunner) -> None:
         """Stopping: running tasks finish within the grace period or go back to the
@@ -171,6 +189,10 @@ class Worker:
         )
 
     def _notified(self, channel: str, payload: str) -> None:
+        if channel == SLOTS_CHANNEL:
+            if self._limits is not None:
+                self._limits.released(payload)
+            return
         if channel == DONE_CHANNEL:
             remote = self._coordinators.get(payload)
             if remote is not None:

@@ -41,7 +41,7 @@ from ._rows import (
     utcnow,
 )
 from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
-from ._sql_limits import SqlLimits
+from ._sql_limits import SLOTS_CHANNEL, SqlLimits
 from ._sql_workers import DONE_CHANNEL, TASKS_CHANNEL, SqlWorkers, open_worker_store
 from ._tables import (
     SchemaVersion,
@@ -61,6 +61,7 @@ __all__ = [
     "PRUNE_TABLES",
     "RUN_SCOPE",
     "SCHEMA_VERSION",
+    "SLOTS_CHANNEL",
     "TASKS_CHANNEL",
     "AttemptRow",
     "BatchRequestRow",

@@ -24,6 +24,7 @@ __all__ = ["DONE_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
 
 TASKS_CHANNEL = "baton_nb_tasks"  # new tasks or runs for workers (payload: workflow)
 DONE_CHANNEL = "baton_nb_tasks_done"  # a task finished (payload: run id)
+TX_SHIELD = 30.0  # seconds a queue transaction may outlive the cancellation of its task
 
 _TASK_COLUMNS = (
     "t.id, t.run_id, t.workflow, t.step, t.spec, t.attempt, t.item, t.model, t.replay, "
@@ -88,11 +89,16 @@ class _SqlQueue(SqlBase):
     async def _tx(self) -> AsyncIterator[Any]:
         """asyncpg's connection in a transaction of its own: SQLAlchemy begins one only
         before its own first statement, so without this each statement would commit alone
-        (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement)."""
-        async with self.begin() as conn:
-            driver = await driver_connection(conn)
-            async with driver.transaction():
-                yield driver
+        (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement).
+
+        Shielded (for at most ``TX_SHIELD`` seconds): a task cancelled meanwhile (its lease
+        lost, the worker stopping) lets the transaction commit or roll back first, and never
+        hands its connection back to the pool halfway through one."""
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + TX_SHIELD):
+            async with self.begin() as conn:
+                driver = await driver_connection(conn)
+                async with driver.transaction():
+                    yield driver
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Any]:

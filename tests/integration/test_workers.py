@@ -200,6 +200,31 @@ async def test_limits_hold_across_three_workers(
     assert fake_provider.max_in_flight <= concurrency
 
 
+async def test_a_shared_slot_let_go_wakes_the_workers_waiting_for_one(
+    workers: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    """``bn.Limit(concurrency=2)`` across 3 workers whose slot waiters poll only every hour
+    (BATON_NB_SLOT_POLL): the run still ends, each call let through by a slot let go on
+    some worker (NOTIFY), and never more than 2 in flight at the server."""
+    n = 16
+    fake_provider.latency = 0.2
+    run = await app.llm_map.submit({"n": n}, db=workers.db, concurrency=200)
+    env = {
+        **_llm_env(fake_provider),
+        "BATON_NB_SLOT_POLL": "3600",
+        "LIMIT_RPM": "100000",
+        "LIMIT_CONCURRENCY": "2",
+    }
+    args = ("--concurrency", "10", "--lease-ttl", "5")
+    for _ in range(3):
+        workers.start("tests.workers_app:llm_map", args=args, **env)
+    done = await _wait(run, workers, 180)
+    assert done.status == "completed", workers.logs()
+    assert done.results["total"] == n
+    assert len(fake_provider.requests) == n
+    assert fake_provider.max_in_flight <= 2
+
+
 async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
     workers: WorkerProcs,
 ) -> None:
