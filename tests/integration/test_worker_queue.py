@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import baton_nb as bn
-from baton_nb.store import NewTask, SqlWorkers, open_worker_store
+from baton_nb.store import NewTask, SqlStore, SqlWorkers, open_worker_store
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 
 pytestmark = pytest.mark.anyio
@@ -108,3 +108,25 @@ async def test_worker_store_needs_postgres(sqlite_url: str) -> None:
         await open_worker_store(sqlite_url)
     with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
         await open_worker_store("memory://x")
+
+
+async def test_a_stored_outcome_names_its_worker_in_the_changes_read(
+    queue: SqlWorkers, unique: str
+) -> None:
+    """What ``bn.watch`` reads as a run goes (``changes_since``) carries which worker ran
+    each step, from the marks on (``last_ran_on_id``): the widget shows it live."""
+    run_id, wf = f"r-{unique}", f"q-{unique}"
+    store = SqlStore(queue.url, queue.engine)
+    marks = await store.change_marks(run_id)
+    await queue.enqueue(_tasks(run_id, wf, 2))
+    first, second = await queue.claim("w1", [wf], False, 1, 30.0) + await queue.claim(
+        "w2", [wf], False, 1, 30.0
+    )
+    assert await queue.finish_many("w1", [(first, '{"kind":"completed","result":1}')])
+    changes = await store.changes_since(run_id, marks)
+    assert [(r.step, r.worker) for r in changes.ran_on] == [(first.step, "w1")]
+    marks = await store.change_marks(run_id)
+    assert marks.last_ran_on_id == changes.ran_on[0].id
+    assert await queue.finish_many("w2", [(second, '{"kind":"completed","result":2}')])
+    later = await store.changes_since(run_id, marks)
+    assert [(r.step, r.worker) for r in later.ran_on] == [(second.step, "w2")]

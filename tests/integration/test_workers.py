@@ -23,6 +23,7 @@ import pytest
 
 import baton_nb as bn
 from baton_nb.store import Store, open_worker_store
+from baton_nb.widget._state import detail
 from tests import workers_app as app
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.fakes.plugin import DUMMY_KEYS
@@ -252,6 +253,32 @@ async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
         assert line.rstrip().endswith(worker), line
     async with await Store.open(workers.db) as store:
         assert await store.get_ran_on(run.id) == ran_on
+
+
+async def test_a_watcher_sees_which_worker_ran_each_step_as_it_ends(
+    workers: WorkerProcs,
+) -> None:
+    """Watched from another process while it runs (``bn.watch``, what the widget follows):
+    each step that ends on a worker names that worker at once, in ``run.steps`` and in the
+    widget's side panel, not only once the run has ended."""
+    run = await app.noop_map.submit({"n": 40}, db=workers.db)
+    seen: dict[str, str] = {}  # step -> ran_on when its end was seen, before the run's end
+    async with bn.watch(run.id, db=workers.db) as live:
+        assert live.listening
+        procs = [
+            workers.start(
+                "tests.workers_app:noop_map", args=("--concurrency", "4"), STEP_DELAY="0.05"
+            )
+            for _ in range(2)
+        ]
+        with anyio.fail_after(120):
+            async for update in live:
+                if isinstance(update, bn.StepUpdated) and update.state == "completed":
+                    seen[update.step_name] = detail(live.run, update.step_name)["ran_on"]
+    assert live.run.status == "completed", workers.logs()
+    children = {name: w for name, w in seen.items() if name.startswith("double[")}
+    assert len(children) == 40 and all(children.values()), seen
+    assert {int(w.split(":")[1]) for w in children.values()} <= {p.pid for p in procs}
 
 
 @pytest.mark.slow
