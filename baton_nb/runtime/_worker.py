@@ -27,6 +27,7 @@ from .._graph import GraphSpec
 from ..llm._limits import share_limits
 from ..store import (
     DONE_CHANNEL,
+    RUNS_CHANNEL,
     SLOTS_CHANNEL,
     TASKS_CHANNEL,
     ClaimedTask,
@@ -138,7 +139,9 @@ class Worker:
             await workers.beat(self._row())
             async with (
                 anyio.create_task_group() as tg,
-                workers.listen([TASKS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified),
+                workers.listen(
+                    [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
+                ),
             ):
                 tg.start_soon(_steadily, "heartbeat", self._heartbeat)
                 tg.start_soon(tasks.finisher)
@@ -198,8 +201,10 @@ class Worker:
             if remote is not None:
                 remote.wake()
             return
+        if channel == RUNS_CHANNEL:
+            self._wake_runs.set()
+            return
         self._wake_tasks.set()
-        self._wake_runs.set()
 
     async def _heartbeat(self) -> None:
         assert self._workers is not None and self._tasks is not None

@@ -43,7 +43,13 @@ from ._rows import (
 )
 from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
 from ._sql_limits import SLOTS_CHANNEL, SqlLimits
-from ._sql_workers import DONE_CHANNEL, TASKS_CHANNEL, SqlWorkers, open_worker_store
+from ._sql_workers import (
+    DONE_CHANNEL,
+    RUNS_CHANNEL,
+    TASKS_CHANNEL,
+    SqlWorkers,
+    open_worker_store,
+)
 from ._tables import (
     SchemaVersion,
     WorkflowCompletion,
@@ -60,6 +66,7 @@ __all__ = [
     "MONEY_UNIT",
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
+    "RUNS_CHANNEL",
     "RUN_SCOPE",
     "SCHEMA_VERSION",
     "SLOTS_CHANNEL",

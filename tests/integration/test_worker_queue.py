@@ -8,7 +8,14 @@ import anyio
 import pytest
 
 import baton_nb as bn
-from baton_nb.store import NewTask, SqlStore, SqlWorkers, open_worker_store
+from baton_nb.store import (
+    DONE_CHANNEL,
+    TASKS_CHANNEL,
+    NewTask,
+    SqlStore,
+    SqlWorkers,
+    open_worker_store,
+)
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 
 pytestmark = pytest.mark.anyio
@@ -130,3 +137,34 @@ async def test_a_stored_outcome_names_its_worker_in_the_changes_read(
     assert await queue.finish_many("w2", [(second, '{"kind":"completed","result":2}')])
     later = await store.changes_since(run_id, marks)
     assert [(r.step, r.worker) for r in later.ran_on] == [(second.step, "w2")]
+
+
+async def test_queue_statements_notify_in_one_round_trip(queue: SqlWorkers, unique: str) -> None:
+    """Queueing tasks NOTIFYs the workers (payload: workflow) and storing outcomes NOTIFYs
+    the coordinators (payload: run id), once per workflow or run, from the same statement
+    (no transaction of four round trips around it)."""
+    run_a, run_b, wf = f"a-{unique}", f"b-{unique}", f"q-{unique}"
+    heard: list[tuple[str, str]] = []
+
+    def on_notify(channel: str, payload: str) -> None:
+        if unique in payload:
+            heard.append((channel, payload))
+
+    async def until(count: int) -> None:
+        with anyio.fail_after(10):
+            while len(heard) < count:
+                await anyio.sleep(0.01)
+
+    async with queue.listen([TASKS_CHANNEL, DONE_CHANNEL], on_notify):
+        ids = await queue.enqueue(_tasks(run_a, wf, 3) + _tasks(run_b, wf, 2))
+        assert len(ids) == 5
+        await until(1)
+        claimed = await queue.claim("w", [wf], False, 10, 30.0)
+        assert len(claimed) == 5
+        stored = await queue.finish_many("w", [(t, '{"kind":"parked"}') for t in claimed])
+        assert stored == set(ids.values())
+        await until(3)
+        assert not await queue.finish_many("w", [(claimed[0], '{"kind":"parked"}')])
+        await anyio.sleep(0.2)
+    assert heard[0] == (TASKS_CHANNEL, wf)
+    assert sorted(heard[1:]) == [(DONE_CHANNEL, run_a), (DONE_CHANNEL, run_b)]  # nothing more
