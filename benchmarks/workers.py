@@ -1,8 +1,12 @@
 """Workers through Postgres (DESIGN §10): the same runs in process and on 1, 2, 4 worker
 processes.
 
-    python benchmarks/workers.py [--postgres URL] [--noop 10000] [--llm 5000]
+    python benchmarks/workers.py [--postgres URL] [--noop 10000] [--llm 20000]
                                  [--latency 0.2] [--workers 1,2,4] [--concurrency 200]
+                                 [--tree DIR]
+
+``--tree`` runs another checkout's code (its ``baton_nb`` first on ``sys.path``, its
+workers started in it): an A/B of two trees by the same script, in turns.
 
 Two workloads (tests/workers_app.py): a map of N no-op children (``noop_map``) and a map
 of N children each doing one ``ctx.complete`` against the fake provider at 200 ms
@@ -29,8 +33,9 @@ import asyncpg
 from _fake_server import KEY, FakeServerProcess  # benchmarks/_fake_server.py
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if "--tree" in sys.argv:  # before baton_nb is imported: that checkout's code throughout
+    ROOT = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+sys.path.insert(0, str(ROOT))
 
 import baton_nb as bn  # noqa: E402
 from baton_nb.store import open_worker_store  # noqa: E402
@@ -151,15 +156,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=f"{SERVER}/baton_bench_workers")
     parser.add_argument("--noop", type=int, default=10_000)
-    parser.add_argument("--llm", type=int, default=5_000)
+    parser.add_argument("--llm", type=int, default=20_000)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--tree", default=str(ROOT), help="the checkout whose code runs")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",") if x]
     url = args.postgres
     await _fresh_database(url)
-    print(f"Postgres {url}; {os.cpu_count()} CPUs; worker --concurrency {args.concurrency}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"code {ROOT}; Postgres {url}; {os.cpu_count()} CPUs; load average {load}")
+    print(f"worker --concurrency {args.concurrency} (in process: the same)")
     if args.noop:
         rows = await bench(
             url, app.noop_map, "tests.workers_app:noop_map", {"n": args.noop}, args.noop + 2,
