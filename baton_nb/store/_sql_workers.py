@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from .._dburl import safe_url
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, StorageError
 from ._engine import resolve_url
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
 from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
@@ -103,16 +103,9 @@ class _SqlQueue(SqlBase):
     async def _tx(self) -> AsyncIterator[Any]:
         """asyncpg's connection in a transaction of its own: SQLAlchemy begins one only
         before its own first statement, so without this each statement would commit alone
-        (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement).
-
-        Shielded (for at most ``TX_SHIELD`` seconds): a task cancelled meanwhile (its lease
-        lost, the worker stopping) lets the transaction commit or roll back first, and never
-        hands its connection back to the pool halfway through one."""
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + TX_SHIELD):
-            async with self.begin() as conn:
-                driver = await driver_connection(conn)
-                async with driver.transaction():
-                    yield driver
+        (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement)."""
+        async with self._driver(transaction=True) as driver:
+            yield driver
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Any]:
@@ -123,10 +116,38 @@ class _SqlQueue(SqlBase):
     async def _one(self) -> AsyncIterator[Any]:
         """asyncpg's connection for ONE statement, its own transaction (autocommit): the
         queue's hot paths are one statement each, NOTIFY included (``_notifying``), so one
-        round trip instead of four (BEGIN, statement, NOTIFY, COMMIT). Shielded as ``_tx``."""
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + TX_SHIELD):
+        round trip instead of four (BEGIN, statement, NOTIFY, COMMIT)."""
+        async with self._driver(transaction=False) as driver:
+            yield driver
+
+    @asynccontextmanager
+    async def _driver(self, *, transaction: bool) -> AsyncIterator[Any]:
+        """asyncpg's connection for a write, shielded from outside cancellation for
+        ``TX_SHIELD`` seconds: a task cancelled meanwhile (its lease lost, the worker
+        stopping) lets the write commit or fail first. Past them the write is cut and
+        ``StorageError`` raised. A connection whose write failed or was cut is discarded,
+        never handed back to the pool inside an aborted transaction (asyncpg's rollback,
+        itself cancelled, would not have run: the next user got "current transaction is
+        aborted")."""
+        scope = anyio.CancelScope(shield=True, deadline=anyio.current_time() + TX_SHIELD)
+        with scope:
             async with self.begin() as conn:
-                yield await driver_connection(conn)
+                driver = await driver_connection(conn)
+                try:
+                    if transaction:
+                        async with driver.transaction():
+                            yield driver
+                    else:
+                        yield driver
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await conn.invalidate()
+                    raise
+        if scope.cancelled_caught:
+            raise StorageError(
+                f"database {safe_url(self.url)!r} did not answer within {TX_SHIELD:.0f}s; "
+                "check that the server is up and not overloaded"
+            )
 
     # ── the task queue: the coordinator's side ───────────────────────────────
 

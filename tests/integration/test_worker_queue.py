@@ -14,6 +14,7 @@ from baton_nb.store import (
     NewTask,
     SqlStore,
     SqlWorkers,
+    _sql_workers,
     open_worker_store,
 )
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
@@ -168,3 +169,18 @@ async def test_queue_statements_notify_in_one_round_trip(queue: SqlWorkers, uniq
         await anyio.sleep(0.2)
     assert heard[0] == (TASKS_CHANNEL, wf)
     assert sorted(heard[1:]) == [(DONE_CHANNEL, run_a), (DONE_CHANNEL, run_b)]  # nothing more
+
+
+async def test_a_queue_statement_past_its_shield_raises_storage_error(
+    queue: SqlWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queue statements are shielded from cancellation for a while; a statement still
+    running past that is cut with a clear ``StorageError``, never left half done."""
+    monkeypatch.setattr(_sql_workers, "TX_SHIELD", 0.2)
+    with pytest.raises(bn.StorageError, match="did not answer within"):
+        async with queue._one() as db:
+            await db.execute("SELECT pg_sleep(5)")
+    with pytest.raises(bn.StorageError, match="did not answer within"):
+        async with queue._tx() as db:
+            await db.execute("SELECT pg_sleep(5)")
+    assert await queue.claim("w", ["nothing"], False, 1, 1.0) == []  # the pool still works
