@@ -156,10 +156,12 @@ class Worker:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    share_limits(previous_limits)
+                share_limits(previous_limits)
+                try:  # best effort: its slots and its row lapse anyway
                     await limits.close()
                     await workers.remove_worker(self.id)
+                except StorageError as exc:
+                    logger.warning("could not sign off (its slots lapse): %s", exc)
                 finally:
                     await workers.close()  # the store's pool too
 
