@@ -14,8 +14,10 @@ latency (``llm_map``; the server in its own process, benchmarks/_fake_server.py)
 runs in process (``await wf.run()`` on Postgres, the run's concurrency the same as one
 worker's) and then submitted to 1, 2 and 4 ``baton-nb worker`` processes started
 beforehand (warm). Printed: wall seconds from submit to the run's end, steps/s, the
-speed-up over one worker, Postgres transactions per step (``pg_stat_database``, every
-process together) and each worker's peak RSS (VmHWM).
+speed-up over one worker, claims/s (claims of the task queue that returned tasks, and the
+tasks per claim), Postgres round trips per step (every process together: this one
+and each worker, counted by benchmarks/_roundtrips.py, which the workers are started
+through) and each worker's peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -24,13 +26,19 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _roundtrips  # benchmarks/_roundtrips.py
 import anyio
 import asyncpg
 from _fake_server import KEY, FakeServerProcess  # benchmarks/_fake_server.py
+
+BENCHMARKS = Path(__file__).resolve().parent
+COUNTS = tempfile.mkdtemp(prefix="baton-bench-roundtrips-")  # one file per process
 
 ROOT = Path(__file__).resolve().parents[1]
 if "--tree" in sys.argv:  # before baton_nb is imported: that checkout's code throughout
@@ -54,19 +62,6 @@ async def _fresh_database(url: str) -> None:
         await con.close()
 
 
-async def _commits(url: str) -> int:
-    name = url.rsplit("/", 1)[1]
-    con = await asyncpg.connect(url)
-    try:
-        await con.execute("SELECT pg_stat_clear_snapshot()")
-        value = await con.fetchval(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name
-        )
-    finally:
-        await con.close()
-    return int(value or 0)
-
-
 def _peak_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
@@ -81,7 +76,9 @@ def _peak_rss_mb(pid: int) -> float:
 class Workers:
     def __init__(self, url: str, ref: str, n: int, concurrency: int, env: dict[str, str]):
         self.url = url
-        command = [sys.executable, "-m", "baton_nb.cli", "worker", ref, "--db", url]
+        # Started through benchmarks/_roundtrips.py: their round trips counted too.
+        command = [sys.executable, str(BENCHMARKS / "_roundtrips.py"), COUNTS, "baton_nb.cli"]
+        command += ["worker", ref, "--db", url]
         command += ["--concurrency", str(concurrency), "--quiet", "--grace", "5"]
         self.procs = [
             subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}) for _ in range(n)
@@ -106,25 +103,40 @@ class Workers:
         return rss
 
 
-async def _timed(url: str, coro: Any) -> tuple[float, int, Any]:
-    before = await _commits(url)
+@dataclass
+class Row:
+    name: str
+    wall: float
+    steps: int
+    round_trips: int
+    claims: int
+    claimed: int
+    rss: str
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.wall
+
+
+async def _timed(name: str, steps: int, coro: Any) -> tuple[Row, Any]:
+    trips, claims, claimed = _roundtrips.read(COUNTS)
     start = time.perf_counter()
     run = await coro
     wall = time.perf_counter() - start
-    await anyio.sleep(0.6)  # pg_stat_database is updated at most every 500 ms
-    return wall, await _commits(url) - before, run
+    after = _roundtrips.read(COUNTS)
+    assert run.status == "completed", run.status
+    row = Row(name, wall, steps, after[0] - trips, after[1] - claims, after[2] - claimed, "-")
+    return row, run
 
 
 async def bench(
     url: str, wf: Any, ref: str, params: dict[str, Any], steps: int, counts: list[int],
     concurrency: int, env: dict[str, str],
-) -> list[tuple[str, float, float, float, str]]:  # fmt: skip
-    rows = []
-    wall, xacts, run = await _timed(
-        url, wf.run(params, db=url, concurrency=concurrency, display=False)
+) -> list[Row]:  # fmt: skip
+    row, _ = await _timed(
+        "in process", steps, wf.run(params, db=url, concurrency=concurrency, display=False)
     )
-    assert run.status == "completed", run.status
-    rows.append(("in process", wall, steps / wall, xacts / steps, "-"))
+    rows = [row]
     for n in counts:
         workers = Workers(url, ref, n, concurrency, env)
         try:
@@ -134,22 +146,29 @@ async def bench(
             async def go(submitted: Any = submitted) -> bn.Run:
                 return await (await submitted).wait()
 
-            wall, xacts, run = await _timed(url, go())
+            row, _ = await _timed(f"{n} worker{'s' if n > 1 else ''}", steps, go())
         finally:
             rss = workers.stop()
-        assert run.status == "completed", run.status
-        peak = "/".join(f"{r:.0f}" for r in rss)
-        rows.append((f"{n} worker{'s' if n > 1 else ''}", wall, steps / wall, xacts / steps, peak))
+        row.rss = "/".join(f"{r:.0f}" for r in rss)
+        rows.append(row)
     return rows
 
 
-def _print(title: str, rows: list[tuple[str, float, float, float, str]]) -> None:
+def _print(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    print(f"{'':<12} {'wall s':>8} {'steps/s':>9} {'x 1 worker':>10} {'xact/step':>9}  peak RSS MB")
-    one = next((r[2] for r in rows if r[0] == "1 worker"), None)
-    for name, wall, rate, xacts, rss in rows:
-        ratio = f"{rate / one:.2f}" if one else "-"
-        print(f"{name:<12} {wall:>8.2f} {rate:>9.0f} {ratio:>10} {xacts:>9.2f}  {rss}")
+    print(
+        f"{'':<12} {'wall s':>8} {'steps/s':>9} {'x 1 worker':>10} {'claims/s':>9} "
+        f"{'tasks/claim':>11} {'trips/step':>10}  peak RSS MB"
+    )
+    one = next((r.rate for r in rows if r.name == "1 worker"), None)
+    for r in rows:
+        ratio = f"{r.rate / one:.2f}" if one else "-"
+        claims = f"{r.claims / r.wall:.0f}" if r.claims else "-"
+        per = f"{r.claimed / r.claims:.1f}" if r.claims else "-"
+        print(
+            f"{r.name:<12} {r.wall:>8.2f} {r.rate:>9.0f} {ratio:>10} {claims:>9} {per:>11} "
+            f"{r.round_trips / r.steps:>10.3f}  {r.rss}"
+        )
 
 
 async def main() -> None:
@@ -163,6 +182,7 @@ async def main() -> None:
     parser.add_argument("--tree", default=str(ROOT), help="the checkout whose code runs")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",") if x]
+    _roundtrips.install(COUNTS)  # this process's round trips (in process: all of them)
     url = args.postgres
     await _fresh_database(url)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
