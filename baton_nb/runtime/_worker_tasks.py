@@ -75,6 +75,8 @@ class RunSide:
 
     async def spend_for(self, workers: SqlWorkers) -> Spend | None:
         """The run's budgets and response cache here, read once (``join_spend``)."""
+        if self.spend_read:  # every task after the first: no lock to take
+            return self.spend
         async with self.spend_lock:
             if not self.spend_read:
 
@@ -130,7 +132,10 @@ class TaskRunner:
         self._finish_wake = anyio.Event()
 
     async def execute(self, tg: TaskGroup, task: ClaimedTask) -> None:
-        scope = anyio.CancelScope()
+        # The scope the claim loop registered (a lease lost before this task started
+        # cancelled it already), or a new one.
+        entry = self.running.get(task.id)
+        scope = anyio.CancelScope() if entry is None else entry[1]
         self.running[task.id] = (task, scope)
         side: RunSide | None = None
         try:
