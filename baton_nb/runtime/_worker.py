@@ -49,7 +49,10 @@ from ._worker_tasks import TaskRunner
 __all__ = ["ServedWorkflow", "Worker"]
 
 logger = logging.getLogger("baton_nb.workers")
-CLAIM_BATCH = 64  # tasks claimed in one round trip at most
+# Tasks claimed in one round trip at most. A worker claims up to its free slots anyway
+# (a full batch is followed at once by the next claim): 64 took ~50 per claim on the no-op
+# map at 200 in flight, 256 took ~150 (round trips per step 0.155 -> 0.10).
+CLAIM_BATCH = 256
 RETRY = (0.1, 5.0)  # seconds before a loop tries again after a database error: first, most
 
 
