@@ -17,7 +17,9 @@ beforehand (warm). Printed: wall seconds from submit to the run's end, steps/s, 
 speed-up over one worker, claims/s (claims of the task queue that returned tasks, and the
 tasks per claim), Postgres round trips per step (every process together: this one
 and each worker, counted by benchmarks/_roundtrips.py, which the workers are started
-through) and each worker's peak RSS (VmHWM).
+through), CPU per step (user + system of this process and the workers together, from
+/proc; Postgres's not included: its backends come and go with the pools) and each
+worker's peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -103,6 +105,19 @@ class Workers:
         return rss
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of this process and ``pids`` (/proc, clock ticks)."""
+    total = time.process_time()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
 @dataclass
 class Row:
     name: str
@@ -111,6 +126,7 @@ class Row:
     round_trips: int
     claims: int
     claimed: int
+    cpu: float  # seconds: this process and the workers (not Postgres)
     rss: str
 
     @property
@@ -118,15 +134,17 @@ class Row:
         return self.steps / self.wall
 
 
-async def _timed(name: str, steps: int, coro: Any) -> tuple[Row, Any]:
+async def _timed(name: str, steps: int, coro: Any, pids: list[int]) -> tuple[Row, Any]:
     trips, claims, claimed = _roundtrips.read(COUNTS)
+    cpu = _cpu_seconds(pids)
     start = time.perf_counter()
     run = await coro
     wall = time.perf_counter() - start
+    cpu = _cpu_seconds(pids) - cpu
     after = _roundtrips.read(COUNTS)
     assert run.status == "completed", run.status
-    row = Row(name, wall, steps, after[0] - trips, after[1] - claims, after[2] - claimed, "-")
-    return row, run
+    done = (after[0] - trips, after[1] - claims, after[2] - claimed)
+    return Row(name, wall, steps, *done, cpu, "-"), run
 
 
 async def bench(
@@ -134,7 +152,7 @@ async def bench(
     concurrency: int, env: dict[str, str],
 ) -> list[Row]:  # fmt: skip
     row, _ = await _timed(
-        "in process", steps, wf.run(params, db=url, concurrency=concurrency, display=False)
+        "in process", steps, wf.run(params, db=url, concurrency=concurrency, display=False), []
     )
     rows = [row]
     for n in counts:
@@ -146,7 +164,8 @@ async def bench(
             async def go(submitted: Any = submitted) -> bn.Run:
                 return await (await submitted).wait()
 
-            row, _ = await _timed(f"{n} worker{'s' if n > 1 else ''}", steps, go())
+            pids = [p.pid for p in workers.procs]
+            row, _ = await _timed(f"{n} worker{'s' if n > 1 else ''}", steps, go(), pids)
         finally:
             rss = workers.stop()
         row.rss = "/".join(f"{r:.0f}" for r in rss)
@@ -158,7 +177,7 @@ def _print(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
     print(
         f"{'':<12} {'wall s':>8} {'steps/s':>9} {'x 1 worker':>10} {'claims/s':>9} "
-        f"{'tasks/claim':>11} {'trips/step':>10}  peak RSS MB"
+        f"{'tasks/claim':>11} {'trips/step':>10} {'CPU us/step':>11}  peak RSS MB"
     )
     one = next((r.rate for r in rows if r.name == "1 worker"), None)
     for r in rows:
@@ -167,7 +186,7 @@ def _print(title: str, rows: list[Row]) -> None:
         per = f"{r.claimed / r.claims:.1f}" if r.claims else "-"
         print(
             f"{r.name:<12} {r.wall:>8.2f} {r.rate:>9.0f} {ratio:>10} {claims:>9} {per:>11} "
-            f"{r.round_trips / r.steps:>10.3f}  {r.rss}"
+            f"{r.round_trips / r.steps:>10.3f} {r.cpu / r.steps * 1e6:>11.0f}  {r.rss}"
         )
 
 

@@ -11,6 +11,7 @@ handed to the other workers.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -98,6 +99,7 @@ class Worker:
         refuse_by_value: bool = False,
         lease_ttl: float = 30.0,
         grace: float = 30.0,
+        freeze_heap: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -108,6 +110,11 @@ class Worker:
         self.refuse_by_value = refuse_by_value
         self.lease_ttl = lease_ttl
         self.grace = grace
+        # The process is this worker's alone (``baton-nb worker``): what it holds once
+        # started (modules, served workflows, the stores) lives as long as the process and
+        # is kept out of cyclic collections (``gc.freeze``), whose full ones otherwise
+        # traverse all of it again and again while tasks run.
+        self.freeze_heap = freeze_heap
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.started_at = utcnow()
         self.stopping = anyio.Event()
@@ -140,6 +147,9 @@ class Worker:
         previous_limits = share_limits(limits)
         try:
             await workers.beat(self._row())
+            if self.freeze_heap:
+                gc.collect()
+                gc.freeze()
             async with (
                 anyio.create_task_group() as tg,
                 workers.listen(
