@@ -17,9 +17,11 @@ beforehand (warm). Printed: wall seconds from submit to the run's end, steps/s, 
 speed-up over one worker, claims/s (claims of the task queue that returned tasks, and the
 tasks per claim), Postgres round trips per step (every process together: this one
 and each worker, counted by benchmarks/_roundtrips.py, which the workers are started
-through), CPU per step (user + system of this process and the workers together, from
-/proc; Postgres's not included: its backends come and go with the pools) and each
-worker's peak RSS (VmHWM).
+through), CPU per step (user + system, from /proc: of this process for the run in
+process, of the workers together for a submitted run; Postgres's not included, its
+backends come and go with the pools), the CPU this process spent meanwhile waiting for
+and watching the submitted run (``run.wait()`` follows its changes), and each worker's
+peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -106,8 +108,8 @@ class Workers:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of this process and ``pids`` (/proc, clock ticks)."""
-    total = time.process_time()
+    """User + system CPU of ``pids`` (/proc, clock ticks)."""
+    total = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
@@ -126,7 +128,8 @@ class Row:
     round_trips: int
     claims: int
     claimed: int
-    cpu: float  # seconds: this process and the workers (not Postgres)
+    cpu: float  # seconds: the run's own process (in process) or the workers together
+    watch_cpu: float  # seconds: this process while it waited for the workers' run
     rss: str
 
     @property
@@ -136,15 +139,17 @@ class Row:
 
 async def _timed(name: str, steps: int, coro: Any, pids: list[int]) -> tuple[Row, Any]:
     trips, claims, claimed = _roundtrips.read(COUNTS)
-    cpu = _cpu_seconds(pids)
+    cpu, mine = _cpu_seconds(pids), time.process_time()
     start = time.perf_counter()
     run = await coro
     wall = time.perf_counter() - start
-    cpu = _cpu_seconds(pids) - cpu
+    cpu, mine = _cpu_seconds(pids) - cpu, time.process_time() - mine
     after = _roundtrips.read(COUNTS)
     assert run.status == "completed", run.status
     done = (after[0] - trips, after[1] - claims, after[2] - claimed)
-    return Row(name, wall, steps, *done, cpu, "-"), run
+    if not pids:  # in process: the run is this process's work
+        return Row(name, wall, steps, *done, mine, 0.0, "-"), run
+    return Row(name, wall, steps, *done, cpu, mine, "-"), run
 
 
 async def bench(
@@ -177,7 +182,8 @@ def _print(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
     print(
         f"{'':<12} {'wall s':>8} {'steps/s':>9} {'x 1 worker':>10} {'claims/s':>9} "
-        f"{'tasks/claim':>11} {'trips/step':>10} {'CPU us/step':>11}  peak RSS MB"
+        f"{'tasks/claim':>11} {'trips/step':>10} {'CPU us/step':>11} {'watch us/step':>13}"
+        "  peak RSS MB"
     )
     one = next((r.rate for r in rows if r.name == "1 worker"), None)
     for r in rows:
@@ -186,7 +192,8 @@ def _print(title: str, rows: list[Row]) -> None:
         per = f"{r.claimed / r.claims:.1f}" if r.claims else "-"
         print(
             f"{r.name:<12} {r.wall:>8.2f} {r.rate:>9.0f} {ratio:>10} {claims:>9} {per:>11} "
-            f"{r.round_trips / r.steps:>10.3f} {r.cpu / r.steps * 1e6:>11.0f}  {r.rss}"
+            f"{r.round_trips / r.steps:>10.3f} {r.cpu / r.steps * 1e6:>11.0f} "
+            f"{r.watch_cpu / r.steps * 1e6 if r.watch_cpu else float('nan'):>13.0f}  {r.rss}"
         )
 
 
