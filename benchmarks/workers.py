@@ -27,7 +27,9 @@ peak RSS (VmHWM).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,7 @@ from _fake_server import KEY, FakeServerProcess  # benchmarks/_fake_server.py
 
 BENCHMARKS = Path(__file__).resolve().parent
 COUNTS = tempfile.mkdtemp(prefix="baton-bench-roundtrips-")  # one file per process
+atexit.register(shutil.rmtree, COUNTS, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 if "--tree" in sys.argv:  # before baton_nb is imported: that checkout's code throughout
