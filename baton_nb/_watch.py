@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -205,23 +206,21 @@ class LiveRun:
             apply.row(row)
             # only once applied: an interrupted read loses nothing
             if marks.nodes_at is None or row.updated_at > marks.nodes_at:
-                marks = ChangeMarks(row.updated_at, marks.last_stat_id, marks.last_log_id)
+                marks = replace(marks, nodes_at=row.updated_at)
         for call in changes.calls:
-            marks = ChangeMarks(
-                marks.nodes_at, max(marks.last_stat_id, call.id or 0), marks.last_log_id
-            )
+            marks = replace(marks, last_stat_id=max(marks.last_stat_id, call.id or 0))
             apply.call(call, None)
         for log in changes.logs:
-            marks = ChangeMarks(
-                marks.nodes_at, marks.last_stat_id, max(marks.last_log_id, log.id or 0)
-            )
+            marks = replace(marks, last_log_id=max(marks.last_log_id, log.id or 0))
             apply.log(log)
+        # Which worker ran each step (DESIGN §10), as the steps end: stored with the
+        # outcome, before the step's own row, so it is here when the step shows as ended.
+        for ran in changes.ran_on:
+            marks = replace(marks, last_ran_on_id=max(marks.last_ran_on_id, ran.id))
+            apply.ran_on(ran.step, ran.worker)
         self._marks = marks
         run_row = changes.run
         if run_row is not None and run_row.status in RUN_TERMINAL:
-            for step, worker in (await self._store.get_ran_on(self.run_id)).items():
-                if step in apply.run.steps:  # which worker ran each step (DESIGN §10)
-                    apply.run.steps[step].ran_on = worker
             apply.finish(run_row.status, run_row.failed_steps, run_row.finished_at)
 
 
@@ -308,6 +307,11 @@ class _Forward:
         self._seen_calls.add(key)
         self.run.add_call(call)
         self.queue.append(event or call.event(self.run.workflow))
+
+    def ran_on(self, step: str, worker: str) -> None:
+        info = self.run.steps.get(step)
+        if info is not None:
+            info.ran_on = worker
 
     def log(self, log: Any) -> None:
         if log.id not in self._seen_logs:

@@ -1,8 +1,12 @@
 """Workers through Postgres (DESIGN §10): the same runs in process and on 1, 2, 4 worker
 processes.
 
-    python benchmarks/workers.py [--postgres URL] [--noop 10000] [--llm 5000]
+    python benchmarks/workers.py [--postgres URL] [--noop 10000] [--llm 20000]
                                  [--latency 0.2] [--workers 1,2,4] [--concurrency 200]
+                                 [--tree DIR]
+
+``--tree`` runs another checkout's code (its ``baton_nb`` first on ``sys.path``, its
+workers started in it): an A/B of two trees by the same script, in turns.
 
 Two workloads (tests/workers_app.py): a map of N no-op children (``noop_map``) and a map
 of N children each doing one ``ctx.complete`` against the fake provider at 200 ms
@@ -10,27 +14,43 @@ latency (``llm_map``; the server in its own process, benchmarks/_fake_server.py)
 runs in process (``await wf.run()`` on Postgres, the run's concurrency the same as one
 worker's) and then submitted to 1, 2 and 4 ``baton-nb worker`` processes started
 beforehand (warm). Printed: wall seconds from submit to the run's end, steps/s, the
-speed-up over one worker, Postgres transactions per step (``pg_stat_database``, every
-process together) and each worker's peak RSS (VmHWM).
+speed-up over one worker, claims/s (claims of the task queue that returned tasks, and the
+tasks per claim), Postgres round trips per step (every process together: this one
+and each worker, counted by benchmarks/_roundtrips.py, which the workers are started
+through), CPU per step (user + system, from /proc: of this process for the run in
+process, of the workers together for a submitted run; Postgres's not included, its
+backends come and go with the pools), the CPU this process spent meanwhile waiting for
+and watching the submitted run (``run.wait()`` follows its changes), and each worker's
+peak RSS (VmHWM).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _roundtrips  # benchmarks/_roundtrips.py
 import anyio
 import asyncpg
 from _fake_server import KEY, FakeServerProcess  # benchmarks/_fake_server.py
 
+BENCHMARKS = Path(__file__).resolve().parent
+COUNTS = tempfile.mkdtemp(prefix="baton-bench-roundtrips-")  # one file per process
+atexit.register(shutil.rmtree, COUNTS, ignore_errors=True)
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if "--tree" in sys.argv:  # before baton_nb is imported: that checkout's code throughout
+    ROOT = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+sys.path.insert(0, str(ROOT))
 
 import baton_nb as bn  # noqa: E402
 from baton_nb.store import open_worker_store  # noqa: E402
@@ -49,19 +69,6 @@ async def _fresh_database(url: str) -> None:
         await con.close()
 
 
-async def _commits(url: str) -> int:
-    name = url.rsplit("/", 1)[1]
-    con = await asyncpg.connect(url)
-    try:
-        await con.execute("SELECT pg_stat_clear_snapshot()")
-        value = await con.fetchval(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name
-        )
-    finally:
-        await con.close()
-    return int(value or 0)
-
-
 def _peak_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
@@ -76,7 +83,9 @@ def _peak_rss_mb(pid: int) -> float:
 class Workers:
     def __init__(self, url: str, ref: str, n: int, concurrency: int, env: dict[str, str]):
         self.url = url
-        command = [sys.executable, "-m", "baton_nb.cli", "worker", ref, "--db", url]
+        # Started through benchmarks/_roundtrips.py: their round trips counted too.
+        command = [sys.executable, str(BENCHMARKS / "_roundtrips.py"), COUNTS, "baton_nb.cli"]
+        command += ["worker", ref, "--db", url]
         command += ["--concurrency", str(concurrency), "--quiet", "--grace", "5"]
         self.procs = [
             subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}) for _ in range(n)
@@ -101,25 +110,59 @@ class Workers:
         return rss
 
 
-async def _timed(url: str, coro: Any) -> tuple[float, int, Any]:
-    before = await _commits(url)
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of ``pids`` (/proc, clock ticks)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
+@dataclass
+class Row:
+    name: str
+    wall: float
+    steps: int
+    round_trips: int
+    claims: int
+    claimed: int
+    cpu: float  # seconds: the run's own process (in process) or the workers together
+    watch_cpu: float  # seconds: this process while it waited for the workers' run
+    rss: str
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.wall
+
+
+async def _timed(name: str, steps: int, coro: Any, pids: list[int]) -> tuple[Row, Any]:
+    trips, claims, claimed = _roundtrips.read(COUNTS)
+    cpu, mine = _cpu_seconds(pids), time.process_time()
     start = time.perf_counter()
     run = await coro
     wall = time.perf_counter() - start
-    await anyio.sleep(0.6)  # pg_stat_database is updated at most every 500 ms
-    return wall, await _commits(url) - before, run
+    cpu, mine = _cpu_seconds(pids) - cpu, time.process_time() - mine
+    after = _roundtrips.read(COUNTS)
+    assert run.status == "completed", run.status
+    done = (after[0] - trips, after[1] - claims, after[2] - claimed)
+    if not pids:  # in process: the run is this process's work
+        return Row(name, wall, steps, *done, mine, 0.0, "-"), run
+    return Row(name, wall, steps, *done, cpu, mine, "-"), run
 
 
 async def bench(
     url: str, wf: Any, ref: str, params: dict[str, Any], steps: int, counts: list[int],
     concurrency: int, env: dict[str, str],
-) -> list[tuple[str, float, float, float, str]]:  # fmt: skip
-    rows = []
-    wall, xacts, run = await _timed(
-        url, wf.run(params, db=url, concurrency=concurrency, display=False)
+) -> list[Row]:  # fmt: skip
+    row, _ = await _timed(
+        "in process", steps, wf.run(params, db=url, concurrency=concurrency, display=False), []
     )
-    assert run.status == "completed", run.status
-    rows.append(("in process", wall, steps / wall, xacts / steps, "-"))
+    rows = [row]
     for n in counts:
         workers = Workers(url, ref, n, concurrency, env)
         try:
@@ -129,37 +172,51 @@ async def bench(
             async def go(submitted: Any = submitted) -> bn.Run:
                 return await (await submitted).wait()
 
-            wall, xacts, run = await _timed(url, go())
+            pids = [p.pid for p in workers.procs]
+            row, _ = await _timed(f"{n} worker{'s' if n > 1 else ''}", steps, go(), pids)
         finally:
             rss = workers.stop()
-        assert run.status == "completed", run.status
-        peak = "/".join(f"{r:.0f}" for r in rss)
-        rows.append((f"{n} worker{'s' if n > 1 else ''}", wall, steps / wall, xacts / steps, peak))
+        row.rss = "/".join(f"{r:.0f}" for r in rss)
+        rows.append(row)
     return rows
 
 
-def _print(title: str, rows: list[tuple[str, float, float, float, str]]) -> None:
+def _print(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    print(f"{'':<12} {'wall s':>8} {'steps/s':>9} {'x 1 worker':>10} {'xact/step':>9}  peak RSS MB")
-    one = next((r[2] for r in rows if r[0] == "1 worker"), None)
-    for name, wall, rate, xacts, rss in rows:
-        ratio = f"{rate / one:.2f}" if one else "-"
-        print(f"{name:<12} {wall:>8.2f} {rate:>9.0f} {ratio:>10} {xacts:>9.2f}  {rss}")
+    print(
+        f"{'':<12} {'wall s':>8} {'steps/s':>9} {'x 1 worker':>10} {'claims/s':>9} "
+        f"{'tasks/claim':>11} {'trips/step':>10} {'CPU us/step':>11} {'watch us/step':>13}"
+        "  peak RSS MB"
+    )
+    one = next((r.rate for r in rows if r.name == "1 worker"), None)
+    for r in rows:
+        ratio = f"{r.rate / one:.2f}" if one else "-"
+        claims = f"{r.claims / r.wall:.0f}" if r.claims else "-"
+        per = f"{r.claimed / r.claims:.1f}" if r.claims else "-"
+        print(
+            f"{r.name:<12} {r.wall:>8.2f} {r.rate:>9.0f} {ratio:>10} {claims:>9} {per:>11} "
+            f"{r.round_trips / r.steps:>10.3f} {r.cpu / r.steps * 1e6:>11.0f} "
+            f"{r.watch_cpu / r.steps * 1e6 if r.watch_cpu else float('nan'):>13.0f}  {r.rss}"
+        )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=f"{SERVER}/baton_bench_workers")
     parser.add_argument("--noop", type=int, default=10_000)
-    parser.add_argument("--llm", type=int, default=5_000)
+    parser.add_argument("--llm", type=int, default=20_000)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--tree", default=str(ROOT), help="the checkout whose code runs")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",") if x]
+    _roundtrips.install(COUNTS)  # this process's round trips (in process: all of them)
     url = args.postgres
     await _fresh_database(url)
-    print(f"Postgres {url}; {os.cpu_count()} CPUs; worker --concurrency {args.concurrency}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"code {ROOT}; Postgres {url}; {os.cpu_count()} CPUs; load average {load}")
+    print(f"worker --concurrency {args.concurrency} (in process: the same)")
     if args.noop:
         rows = await bench(
             url, app.noop_map, "tests.workers_app:noop_map", {"n": args.noop}, args.noop + 2,

@@ -64,6 +64,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         refuse_by_value=args.refuse_by_value,
         lease_ttl=args.lease_ttl,
         grace=args.grace,
+        freeze_heap=True,  # this process is the worker's alone
     )
     if worker.db is None or not str(worker.db).startswith("postgresql"):
         await open_worker_store(args.db)  # the clear "workers need Postgres" error

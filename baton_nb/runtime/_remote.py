@@ -28,10 +28,13 @@ logger = logging.getLogger("baton_nb.workers")
 POLL = 0.5  # seconds: the safety net when a NOTIFY is missed
 
 
+_COMPLETED = '{"kind":"completed","result":'
+
+
 def encode_outcome(outcome: Outcome) -> str:
     """An attempt's outcome as JSON text (a completed value as its stored JSON)."""
     if isinstance(outcome, Completed):
-        return '{"kind":"completed","result":' + outcome.encoded + "}"
+        return _COMPLETED + outcome.encoded + "}"
     if isinstance(outcome, Failed):
         return _jsonutil.dumps(
             {"kind": "failed", "error": outcome.error, "retry_after": outcome.retry_after}
@@ -44,6 +47,9 @@ def encode_outcome(outcome: Outcome) -> str:
 
 
 def decode_outcome(text: str) -> Outcome:
+    if text.startswith(_COMPLETED):  # the stored JSON is the text between: kept as is
+        encoded = text[len(_COMPLETED) : -1]
+        return Completed(_jsonutil.loads(encoded), encoded)
     data = _jsonutil.loads(text)
     kind = data["kind"]
     if kind == "completed":

@@ -3,6 +3,10 @@
 concurrency slots leased there, renewed by the worker's heartbeat so that a killed
 worker's slots lapse.
 
+A worker waiting for a slot is woken when one of its provider's slots is let go anywhere
+(``SLOTS_CHANNEL``, LISTENed to by the worker: ``released``); it polls only as the safety
+net (a slot that lapsed, a NOTIFY missed), every ``BATON_NB_SLOT_POLL`` seconds (default 1).
+
 ``BATON_NB_LIMIT_WINDOW`` (seconds, default 60) shortens the window for tests: rpm and tpm
 then count per that many seconds.
 """
@@ -18,23 +22,32 @@ from .._errors import ConfigurationError
 from ..llm._limits import MARGIN, WINDOW, SlidingWindow
 from ..store import SqlLimits
 
-__all__ = ["WorkerLimits", "limit_window"]
+__all__ = ["WorkerLimits", "limit_window", "slot_poll"]
 
-_POLL = (0.01, 0.25)  # seconds between tries for a concurrency slot: first, longest
+SLOT_POLL = 1.0  # seconds between tries for a slot when no release wakes the waiter
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be seconds > 0, got {raw!r}")
+    return value
 
 
 def limit_window() -> float:
     """The seconds rpm and tpm count over (``BATON_NB_LIMIT_WINDOW``, default 60)."""
-    raw = os.environ.get("BATON_NB_LIMIT_WINDOW")
-    if not raw:
-        return WINDOW
-    try:
-        window = float(raw)
-    except ValueError:
-        window = 0.0
-    if not window > 0:
-        raise ConfigurationError(f"BATON_NB_LIMIT_WINDOW must be seconds > 0, got {raw!r}")
-    return window
+    return _seconds("BATON_NB_LIMIT_WINDOW", WINDOW)
+
+
+def slot_poll() -> float:
+    """The safety-net poll of a slot waiter (``BATON_NB_SLOT_POLL``, default 1 s)."""
+    return _seconds("BATON_NB_SLOT_POLL", SLOT_POLL)
 
 
 class WorkerLimits:
@@ -45,6 +58,8 @@ class WorkerLimits:
         self.worker = worker
         self.slot_ttl = slot_ttl
         self.hold = limit_window() + MARGIN
+        self.poll = slot_poll()
+        self._freed: dict[str, anyio.Event] = {}  # by provider: set when a slot is let go
 
     async def reserve(
         self, provider: str, kind: str, limit: int, amount: float
@@ -60,16 +75,27 @@ class WorkerLimits:
         await self.store.correct(grant, amount)
 
     async def take_slot(self, provider: str, limit: int) -> int:
-        delay = _POLL[0]
         while True:
+            # Waited on if every slot is held: made before the try, so a release between
+            # the try and the wait still wakes it.
+            freed = self._freed.get(provider)
+            if freed is None:
+                freed = self._freed[provider] = anyio.Event()
             # shielded: a slot taken in the database is always handed back to be freed
             # (else this worker's heartbeat would renew a slot nobody frees)
             with anyio.CancelScope(shield=True):
                 slot = await self.store.take_slot(provider, self.worker, limit, self.slot_ttl)
             if slot is not None:
                 return slot
-            await anyio.sleep(delay)
-            delay = min(delay * 1.5, _POLL[1])
+            with anyio.move_on_after(self.poll):
+                await freed.wait()
+
+    def released(self, provider: str) -> None:
+        """A slot of ``provider`` was let go (a NOTIFY on ``SLOTS_CHANNEL``): its waiters
+        here try again."""
+        freed = self._freed.pop(provider, None)
+        if freed is not None:
+            freed.set()
 
     async def free_slot(self, slot: int) -> None:
         await self.store.free_slot(slot)

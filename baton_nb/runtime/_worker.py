@@ -11,28 +11,31 @@ handed to the other workers.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, StorageError
 from .._graph import GraphSpec
 from ..llm._limits import share_limits
 from ..store import (
     DONE_CHANNEL,
+    RUNS_CHANNEL,
+    SLOTS_CHANNEL,
     TASKS_CHANNEL,
     ClaimedTask,
     RunStore,
     SqlLimits,
+    SqlStore,
     SqlWorkers,
-    Store,
     SubmissionRow,
     WorkerRow,
     open_worker_store,
@@ -47,7 +50,26 @@ from ._worker_tasks import TaskRunner
 __all__ = ["ServedWorkflow", "Worker"]
 
 logger = logging.getLogger("baton_nb.workers")
-CLAIM_BATCH = 64  # tasks claimed in one round trip at most
+# Tasks claimed in one round trip at most. A worker claims up to its free slots anyway
+# (a full batch is followed at once by the next claim): 64 took ~50 per claim on the no-op
+# map at 200 in flight, 256 took ~150 (round trips per step 0.155 -> 0.10).
+CLAIM_BATCH = 256
+RETRY = (0.1, 5.0)  # seconds before a loop tries again after a database error: first, most
+
+
+async def _steadily(doing: str, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Run one of the worker's loops; a database error (the server restarting, out of
+    connections) is logged and the loop started again after a backoff, so a worker outlives
+    what its leases would not (its leases lapse meanwhile and the others take its work)."""
+    delay = RETRY[0]
+    while True:
+        try:
+            await loop(*args)
+            return
+        except StorageError as exc:
+            logger.warning("%s failed, trying again in %.1fs: %s", doing, delay, exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY[1])
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class Worker:
         refuse_by_value: bool = False,
         lease_ttl: float = 30.0,
         grace: float = 30.0,
+        freeze_heap: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -87,6 +110,11 @@ class Worker:
         self.refuse_by_value = refuse_by_value
         self.lease_ttl = lease_ttl
         self.grace = grace
+        # The process is this worker's alone (``baton-nb worker``): what it holds once
+        # started (modules, served workflows, the stores) lives as long as the process and
+        # is kept out of cyclic collections (``gc.freeze``), whose full ones otherwise
+        # traverse all of it again and again while tasks run.
+        self.freeze_heap = freeze_heap
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.started_at = utcnow()
         self.stopping = anyio.Event()
@@ -107,7 +135,9 @@ class Worker:
     async def serve(self, stop: anyio.Event) -> None:
         """Serve until ``stop`` is set, then stop gracefully (see the module's doc)."""
         workers = self._workers = await open_worker_store(self.db)
-        store = self._store = await Store.open(self.db)
+        # The runs' store on the worker store's pool: one pool per worker process (two
+        # held up to 30 connections each: three workers and a loaded server ran out).
+        store = self._store = SqlStore(workers.url, workers.engine)
         tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for)
         # bn.Limit held across all workers (slots outlive a missed heartbeat or two)
         # on the worker store's connections (no pool more per worker)
@@ -117,14 +147,19 @@ class Worker:
         previous_limits = share_limits(limits)
         try:
             await workers.beat(self._row())
+            if self.freeze_heap:
+                gc.collect()
+                gc.freeze()
             async with (
                 anyio.create_task_group() as tg,
-                workers.listen([TASKS_CHANNEL, DONE_CHANNEL], self._notified),
+                workers.listen(
+                    [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
+                ),
             ):
-                tg.start_soon(self._heartbeat)
+                tg.start_soon(_steadily, "heartbeat", self._heartbeat)
                 tg.start_soon(tasks.finisher)
-                tg.start_soon(self._claim_runs, tg)
-                tg.start_soon(self._claim_tasks, tg)
+                tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
+                tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
                 logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
                 await stop.wait()
                 self.stopping.set()
@@ -134,13 +169,14 @@ class Worker:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    share_limits(previous_limits)
+                share_limits(previous_limits)
+                try:  # best effort: its slots and its row lapse anyway
                     await limits.close()
                     await workers.remove_worker(self.id)
+                except StorageError as exc:
+                    logger.warning("could not sign off (its slots lapse): %s", exc)
                 finally:
-                    await store.close()
-                    await workers.close()
+                    await workers.close()  # the store's pool too
 
     async def _drain(self, tasks: TaskRunner) -> None:
         """Stopping: running tasks finish within the grace period or go back to the
@@ -171,13 +207,19 @@ class Worker:
         )
 
     def _notified(self, channel: str, payload: str) -> None:
+        if channel == SLOTS_CHANNEL:
+            if self._limits is not None:
+                self._limits.released(payload)
+            return
         if channel == DONE_CHANNEL:
             remote = self._coordinators.get(payload)
             if remote is not None:
                 remote.wake()
             return
+        if channel == RUNS_CHANNEL:
+            self._wake_runs.set()
+            return
         self._wake_tasks.set()
-        self._wake_runs.set()
 
     async def _heartbeat(self) -> None:
         assert self._workers is not None and self._tasks is not None

@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import _jsonutil
+from .._errors import StorageError
 from .._graph import GraphSpec
 from .._run import Run
 from .._states import NodeKind
@@ -74,6 +75,8 @@ class RunSide:
 
     async def spend_for(self, workers: SqlWorkers) -> Spend | None:
         """The run's budgets and response cache here, read once (``join_spend``)."""
+        if self.spend_read:  # every task after the first: no lock to take
+            return self.spend
         async with self.spend_lock:
             if not self.spend_read:
 
@@ -129,7 +132,10 @@ class TaskRunner:
         self._finish_wake = anyio.Event()
 
     async def execute(self, tg: TaskGroup, task: ClaimedTask) -> None:
-        scope = anyio.CancelScope()
+        # The scope the claim loop registered (a lease lost before this task started
+        # cancelled it already), or a new one.
+        entry = self.running.get(task.id)
+        scope = anyio.CancelScope() if entry is None else entry[1]
         self.running[task.id] = (task, scope)
         side: RunSide | None = None
         try:
@@ -144,6 +150,14 @@ class TaskRunner:
             if scope.cancelled_caught or task.id in self.released:
                 return  # lost (dropped, taken over) or released: not ours to commit
             stored = await self._finish(task, encode_outcome(outcome))
+        except StorageError as exc:
+            # The database failed under this task (out of connections, restarting): the
+            # worker goes on; the task goes back to the queue (its paid calls replayed),
+            # or, if even that fails, its lease lapses and it is claimed again.
+            logger.warning("task %s (%s of run %s) given back: %s", task.id, task.step,
+                           task.run_id, exc)  # fmt: skip
+            await self._give_back(task)
+        else:
             if stored:
                 self.done += 1
             else:
@@ -163,6 +177,13 @@ class TaskRunner:
             self.slot_freed.set()
             if not self.running:
                 self.idle.set()
+
+    async def _give_back(self, task: ClaimedTask) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await self.workers.release(self.worker_id, [task.id])
+            except StorageError as exc:
+                logger.warning("task %s left to its lease: %s", task.id, exc)
 
     def _side(
         self, tg: TaskGroup, run_id: str, graph: GraphSpec, params: dict[str, Any]

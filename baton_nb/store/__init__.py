@@ -31,6 +31,7 @@ from ._rows import (
     LogRow,
     NodeRow,
     NodeUpdate,
+    RanOn,
     RunChanges,
     RunFilter,
     RunRow,
@@ -41,8 +42,14 @@ from ._rows import (
     utcnow,
 )
 from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
-from ._sql_limits import SqlLimits
-from ._sql_workers import DONE_CHANNEL, TASKS_CHANNEL, SqlWorkers, open_worker_store
+from ._sql_limits import SLOTS_CHANNEL, SqlLimits
+from ._sql_workers import (
+    DONE_CHANNEL,
+    RUNS_CHANNEL,
+    TASKS_CHANNEL,
+    SqlWorkers,
+    open_worker_store,
+)
 from ._tables import (
     SchemaVersion,
     WorkflowCompletion,
@@ -59,8 +66,10 @@ __all__ = [
     "MONEY_UNIT",
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
+    "RUNS_CHANNEL",
     "RUN_SCOPE",
     "SCHEMA_VERSION",
+    "SLOTS_CHANNEL",
     "TASKS_CHANNEL",
     "AttemptRow",
     "BatchRequestRow",
@@ -83,6 +92,7 @@ __all__ = [
     "ProviderBatchRow",
     "ProviderBatchStore",
     "PruneStore",
+    "RanOn",
     "ReadStore",
     "ReportStore",
     "RunChanges",

@@ -30,6 +30,7 @@ __all__ = [
     "LogRow",
     "NodeRow",
     "NodeUpdate",
+    "RanOn",
     "RunChanges",
     "RunFilter",
     "RunRow",
@@ -326,6 +327,16 @@ class ChangeMarks:
     nodes_at: datetime | None = None
     last_stat_id: int = 0
     last_log_id: int = 0
+    last_ran_on_id: int = 0  # which worker ran a step (workers, DESIGN §10): rows up to it
+
+
+@dataclass(frozen=True, slots=True)
+class RanOn:
+    """A worker stored the outcome of an attempt of ``step`` (runs on workers)."""
+
+    id: int
+    step: str
+    worker: str
 
 
 @dataclass(slots=True)
@@ -336,6 +347,7 @@ class RunChanges:
     nodes: list[NodeRow]
     calls: list[CallRecord]
     logs: list[LogRow]
+    ran_on: list[RanOn] = field(default_factory=list)  # oldest first
 
 
 # ── reports, listings ────────────────────────────────────────────────────────

@@ -14,7 +14,11 @@ import sqlalchemy as sa
 
 from ._sql_base import SqlBase
 
-__all__ = ["Plan", "SqlLimits"]
+__all__ = ["SLOTS_CHANNEL", "Plan", "SqlLimits"]
+
+# A concurrency slot was let go (payload: the provider): workers waiting for one of that
+# provider's slots try again at once (their poll is only the safety net).
+SLOTS_CHANNEL = "baton_nb_slots"
 
 # (the grants still counting as (at, amount), oldest first; now) -> (at, amount) of the new one
 Plan = Callable[[Sequence[tuple[float, float]], float], tuple[float, float]]
@@ -88,9 +92,15 @@ class SqlLimits(SqlBase):
             return int(slot.scalar_one())
 
     async def free_slot(self, slot: int) -> None:
+        """Let a slot go and wake the workers waiting for one of its provider's slots
+        (NOTIFY, sent at commit)."""
         async with self.begin() as conn:
             await conn.execute(
-                sa.text("DELETE FROM workflow_limit_slots WHERE id = :id"), {"id": slot}
+                sa.text(
+                    "WITH freed AS (DELETE FROM workflow_limit_slots WHERE id = :id "
+                    "RETURNING provider) SELECT pg_notify(:channel, provider) FROM freed"
+                ),
+                {"id": slot, "channel": SLOTS_CHANNEL},
             )
 
     async def renew_slots(self, worker: str, ttl: float) -> None:
@@ -103,8 +113,13 @@ class SqlLimits(SqlBase):
                 ),
                 {"w": worker, "ttl": ttl},
             )
-            await conn.execute(
-                sa.text(f"DELETE FROM workflow_limit_slots WHERE expires_at <= {_NOW}")
+            await conn.execute(  # a killed worker's slots: their waiters are woken too
+                sa.text(
+                    "WITH lapsed AS (DELETE FROM workflow_limit_slots WHERE expires_at <= "
+                    f"{_NOW} RETURNING provider) SELECT pg_notify(:channel, provider) "
+                    "FROM (SELECT DISTINCT provider FROM lapsed) p"
+                ),
+                {"channel": SLOTS_CHANNEL},
             )
 
     async def drop_slots(self, worker: str) -> None:

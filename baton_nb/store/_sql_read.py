@@ -18,6 +18,7 @@ from ._rows import (
     ChangeMarks,
     FanoutChild,
     LogRow,
+    RanOn,
     RunChanges,
     RunFilter,
     RunRow,
@@ -42,6 +43,8 @@ from ._worker_tables import WorkflowStepWorker
 
 __all__ = ["SqlReads"]
 
+_RAN_ON = cast(sa.Table, WorkflowStepWorker.__table__)  # type: ignore[attr-defined]
+
 
 class SqlReads(SqlBase):
     """Reading runs back, following them, reports and retention."""
@@ -54,7 +57,7 @@ class SqlReads(SqlBase):
             return [call_from_columns(r) for r in rows.mappings()]
 
     async def get_ran_on(self, run_id: str) -> dict[str, str]:
-        table = cast(sa.Table, WorkflowStepWorker.__table__)  # type: ignore[attr-defined]
+        table = _RAN_ON
         query = sa.select(table.c.step, table.c.worker).where(table.c.run_id == run_id)
         async with self.connect() as conn:
             rows = await conn.execute(query.order_by(table.c.attempt, table.c.id))
@@ -115,11 +118,14 @@ class SqlReads(SqlBase):
             return sa.select(sa.func.max(column)).where(table.c.run_id == run_id).scalar_subquery()
 
         query = sa.select(
-            newest(NODES.c.updated_at, NODES), newest(STATS.c.id, STATS), newest(LOGS.c.id, LOGS)
+            newest(NODES.c.updated_at, NODES),
+            newest(STATS.c.id, STATS),
+            newest(LOGS.c.id, LOGS),
+            newest(_RAN_ON.c.id, _RAN_ON),
         )
         async with self.connect() as conn:
-            nodes_at, stat, log = (await conn.execute(query)).one()
-        return ChangeMarks(_aware(nodes_at), int(stat or 0), int(log or 0))
+            nodes_at, stat, log, ran = (await conn.execute(query)).one()
+        return ChangeMarks(_aware(nodes_at), int(stat or 0), int(log or 0), int(ran or 0))
 
     async def changes_since(self, run_id: str, marks: ChangeMarks) -> RunChanges:
         nodes = sa.select(NODES).where(NODES.c.run_id == run_id)
@@ -133,7 +139,12 @@ class SqlReads(SqlBase):
             changed = [node_from_columns(r) for r in node_rows]
             calls = [call_from_columns(r) for r in await _after(conn, STATS, run_id, marks)]
             logs = [log_from_columns(r) for r in await _after(conn, LOGS, run_id, marks)]
-        return RunChanges(run_from_columns(run_row) if run_row else None, changed, calls, logs)
+            ran = [
+                RanOn(r["id"], r["step"], r["worker"])
+                for r in await _after(conn, _RAN_ON, run_id, marks)
+            ]
+        found = run_from_columns(run_row) if run_row else None
+        return RunChanges(found, changed, calls, logs, ran)
 
     @asynccontextmanager
     async def notifications(self, on_change: Callable[[str], None]) -> AsyncIterator[bool]:
@@ -197,7 +208,7 @@ class SqlReads(SqlBase):
 
 
 async def _after(conn: AsyncConnection, table: sa.Table, run_id: str, marks: ChangeMarks) -> Any:
-    after = marks.last_stat_id if table is STATS else marks.last_log_id
+    after = {STATS: marks.last_stat_id, LOGS: marks.last_log_id}.get(table, marks.last_ran_on_id)
     query = sa.select(table).where(table.c.run_id == run_id, table.c.id > after)
     return (await conn.execute(query.order_by(table.c.id))).mappings()
 

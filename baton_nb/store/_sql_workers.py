@@ -15,15 +15,19 @@ from typing import Any
 import anyio
 
 from .._dburl import safe_url
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, StorageError
 from ._engine import resolve_url
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
 from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
 
-__all__ = ["DONE_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
+__all__ = ["DONE_CHANNEL", "RUNS_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
 
-TASKS_CHANNEL = "baton_nb_tasks"  # new tasks or runs for workers (payload: workflow)
+TASKS_CHANNEL = "baton_nb_tasks"  # new tasks for workers (payload: workflow)
+# A run for a coordinator (submitted, or handed over; payload: workflow): its own channel,
+# so the tasks queued all along do not send every worker to look for runs too.
+RUNS_CHANNEL = "baton_nb_runs_queued"
 DONE_CHANNEL = "baton_nb_tasks_done"  # a task finished (payload: run id)
+TX_SHIELD = 30.0  # seconds a queue transaction may outlive the cancellation of its task
 
 _TASK_COLUMNS = (
     "t.id, t.run_id, t.workflow, t.step, t.spec, t.attempt, t.item, t.model, t.replay, "
@@ -48,6 +52,17 @@ async def open_worker_store(db: str | os.PathLike[str] | None) -> SqlWorkers:
             "on SQLite)"
         )
     return await SqlWorkers.open(url)
+
+
+def _notifying(rows: str, column: str, channel: str) -> str:
+    """The tail of a ``SELECT ... FROM rows``: NOTIFY ``channel`` once per distinct
+    ``column`` of ``rows`` (a CTE), in the same statement. The notifications are joined in
+    as one aggregate row, so Postgres evaluates them (an unreferenced CTE is not run) and
+    keeps every row of ``rows``."""
+    return (
+        f" CROSS JOIN (SELECT count(*) FROM (SELECT pg_notify({channel}, k) FROM "
+        f"(SELECT DISTINCT {column} AS k FROM {rows}) d) n) notified"
+    )
 
 
 def _claimed(row: Any) -> ClaimedTask:
@@ -89,15 +104,50 @@ class _SqlQueue(SqlBase):
         """asyncpg's connection in a transaction of its own: SQLAlchemy begins one only
         before its own first statement, so without this each statement would commit alone
         (and a ``SELECT ... FOR UPDATE`` would hold its locks for no later statement)."""
-        async with self.begin() as conn:
-            driver = await driver_connection(conn)
-            async with driver.transaction():
-                yield driver
+        async with self._driver(transaction=True) as driver:
+            yield driver
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Any]:
         async with self.connect() as conn:
             yield await driver_connection(conn)
+
+    @asynccontextmanager
+    async def _one(self) -> AsyncIterator[Any]:
+        """asyncpg's connection for ONE statement, its own transaction (autocommit): the
+        queue's hot paths are one statement each, NOTIFY included (``_notifying``), so one
+        round trip instead of four (BEGIN, statement, NOTIFY, COMMIT)."""
+        async with self._driver(transaction=False) as driver:
+            yield driver
+
+    @asynccontextmanager
+    async def _driver(self, *, transaction: bool) -> AsyncIterator[Any]:
+        """asyncpg's connection for a write, shielded from outside cancellation for
+        ``TX_SHIELD`` seconds: a task cancelled meanwhile (its lease lost, the worker
+        stopping) lets the write commit or fail first. Past them the write is cut and
+        ``StorageError`` raised. A connection whose write failed or was cut is discarded,
+        never handed back to the pool inside an aborted transaction (asyncpg's rollback,
+        itself cancelled, would not have run: the next user got "current transaction is
+        aborted")."""
+        scope = anyio.CancelScope(shield=True, deadline=anyio.current_time() + TX_SHIELD)
+        with scope:
+            async with self.begin() as conn:
+                driver = await driver_connection(conn)
+                try:
+                    if transaction:
+                        async with driver.transaction():
+                            yield driver
+                    else:
+                        yield driver
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await conn.invalidate()
+                    raise
+        if scope.cancelled_caught:
+            raise StorageError(
+                f"database {safe_url(self.url)!r} did not answer within {TX_SHIELD:.0f}s; "
+                "check that the server is up and not overloaded"
+            )
 
     # ── the task queue: the coordinator's side ───────────────────────────────
 
@@ -105,15 +155,16 @@ class _SqlQueue(SqlBase):
         """Queue attempts for the workers (one round trip): their ids by (run, step)."""
         if not tasks:
             return {}
-        async with self._tx() as db:
+        async with self._one() as db:
             rows = await db.fetch(
-                "INSERT INTO workflow_tasks (run_id, workflow, step, spec, attempt, item, model, "
-                "replay, by_value, state, token, created_at) "
+                "WITH ins AS (INSERT INTO workflow_tasks (run_id, workflow, step, spec, attempt, "
+                "item, model, replay, by_value, state, token, created_at) "
                 "SELECT r, w, s, f, a, i, m, p, b, 'queued', 0, now() FROM unnest("
                 "$1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], "
                 "$7::text[], $8::bool[], $9::bool[]) "
                 "WITH ORDINALITY AS v(r, w, s, f, a, i, m, p, b, n) "
-                "ORDER BY n RETURNING id, run_id, step",
+                "ORDER BY n RETURNING id, run_id, step, workflow) "
+                "SELECT id, run_id, step FROM ins" + _notifying("ins", "workflow", "$10"),
                 [t.run_id for t in tasks],
                 [t.workflow for t in tasks],
                 [t.step for t in tasks],
@@ -123,14 +174,13 @@ class _SqlQueue(SqlBase):
                 [t.model for t in tasks],
                 [t.replay for t in tasks],
                 [t.by_value for t in tasks],
+                TASKS_CHANNEL,
             )
-            for workflow in {t.workflow for t in tasks}:
-                await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, workflow)
         return {(r["run_id"], r["step"]): r["id"] for r in rows}
 
     async def take_done(self, run_id: str) -> list[DoneTask]:
         """The finished tasks of a run, removed from the queue (the coordinator's)."""
-        async with self._tx() as db:
+        async with self._one() as db:
             rows = await db.fetch(
                 "DELETE FROM workflow_tasks WHERE run_id = $1 AND state = 'done' "
                 "RETURNING id, step, attempt, outcome, claimed_by",
@@ -145,7 +195,7 @@ class _SqlQueue(SqlBase):
         """Tasks no longer wanted (their run is cancelled, a quorum was met): a worker
         running one finds its lease gone at the next renewal and stops it."""
         if ids:
-            async with self._tx() as db:
+            async with self._one() as db:
                 await db.execute("DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[])", ids)
 
     async def drop_run_tasks(self, run_id: str) -> int:
@@ -176,7 +226,7 @@ class _SqlQueue(SqlBase):
                 "AND s.cancel_requested)",
                 run_id,
             )
-            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, "")
+            await db.execute("SELECT pg_notify($1, $2)", RUNS_CHANNEL, "")
 
     async def dep_results(self, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
         """The stored results (JSON) of the completed steps among ``steps``."""
@@ -209,38 +259,27 @@ class _SqlQueue(SqlBase):
             "AND (workflow = ANY($1::text[]) OR ($2 AND by_value)) "
             "AND NOT (run_id = ANY($3::text[])) "
         )
-        args = (list(workflows), by_value, list(skip_runs))
-        async with self._tx() as db:
-            # Lapsed leases first (their holder died), then queued tasks, oldest first.
-            ids = [
-                r["id"]
-                for r in await db.fetch(
-                    "SELECT id FROM workflow_tasks WHERE state = 'claimed' "
-                    f"AND lease_until < now() {served}"
-                    "ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED",
-                    *args,
-                    limit,
-                )
-            ]
-            if len(ids) < limit:
-                ids += [
-                    r["id"]
-                    for r in await db.fetch(
-                        f"SELECT id FROM workflow_tasks WHERE state = 'queued' {served}"
-                        "ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED",
-                        *args,
-                        limit - len(ids),
-                    )
-                ]
-            if not ids:
-                return []
+        # One statement: lapsed leases first (their holder died), then queued tasks, oldest
+        # first; two ordered scans of partial indexes (an OR over both read every task ever
+        # queued), each locking with SKIP LOCKED, then the claim with a new fencing token.
+        async with self._one() as db:
             rows = await db.fetch(
-                "UPDATE workflow_tasks t SET state = 'claimed', claimed_by = $1, "
-                "lease_until = now() + make_interval(secs => $2), token = t.token + 1 "
-                f"WHERE t.id = ANY($3::bigint[]) RETURNING {_TASK_COLUMNS}",
+                "WITH lapsed AS (SELECT id FROM workflow_tasks WHERE state = 'claimed' "
+                f"AND lease_until < now() {served}"
+                "ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED), "
+                f"queued AS (SELECT id FROM workflow_tasks WHERE state = 'queued' {served}"
+                "ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED), "
+                "picked AS (SELECT id FROM (SELECT id, 0 AS o FROM lapsed UNION ALL "
+                "SELECT id, 1 FROM queued) p ORDER BY o, id LIMIT $4) "
+                "UPDATE workflow_tasks t SET state = 'claimed', claimed_by = $5, "
+                "lease_until = now() + make_interval(secs => $6), token = t.token + 1 "
+                f"FROM picked WHERE t.id = picked.id RETURNING {_TASK_COLUMNS}",
+                list(workflows),
+                by_value,
+                list(skip_runs),
+                limit,
                 worker,
                 ttl,
-                ids,
             )
         return sorted((_claimed(r) for r in rows), key=lambda t: t.id)
 
@@ -249,7 +288,7 @@ class _SqlQueue(SqlBase):
         or taken over is not: its attempt should stop)."""
         if not ids:
             return set()
-        async with self._tx() as db:
+        async with self._one() as db:
             rows = await db.fetch(
                 "UPDATE workflow_tasks SET lease_until = now() + make_interval(secs => $3) "
                 "WHERE id = ANY($2::bigint[]) AND claimed_by = $1 AND state = 'claimed' "
@@ -263,40 +302,29 @@ class _SqlQueue(SqlBase):
     async def finish(self, worker: str, task: ClaimedTask, outcome: str) -> bool:
         """Store a task's outcome under its fencing token: False (nothing stored) if the
         lease was lost and the task claimed again or dropped meanwhile."""
-        async with self._tx() as db:
-            status = await db.execute(
-                "WITH done AS (UPDATE workflow_tasks SET state = 'done', outcome = $4 "
-                "WHERE id = $1 AND token = $2 AND claimed_by = $3 AND state = 'claimed' "
-                "RETURNING run_id, step, attempt) " + _RAN_ON.format(worker="$3"),
-                task.id,
-                task.token,
-                worker,
-                outcome,
-            )
-            done = str(status).endswith(" 1")
-            if done:
-                await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, task.run_id)
-        return done
+        return task.id in await self.finish_many(worker, [(task, outcome)])
 
     async def finish_many(self, worker: str, done: Sequence[tuple[ClaimedTask, str]]) -> set[int]:
-        """``finish`` for many tasks in one round trip: the ids whose outcome was stored
-        (the others' tokens were stale)."""
+        """``finish`` for many tasks in one statement (one round trip, the coordinators'
+        NOTIFY included): the ids whose outcome was stored (the others' tokens were stale)."""
         if not done:
             return set()
-        async with self._tx() as db:
+        async with self._one() as db:
             rows = await db.fetch(
                 "WITH done AS (UPDATE workflow_tasks t SET state = 'done', outcome = v.outcome "
                 "FROM unnest($2::bigint[], $3::int[], $4::text[]) AS v(id, token, outcome) "
                 "WHERE t.id = v.id AND t.token = v.token AND t.claimed_by = $1 "
                 "AND t.state = 'claimed' RETURNING t.id, t.run_id, t.step, t.attempt), "
-                "ran AS (" + _RAN_ON.format(worker="$1") + ") SELECT id, run_id FROM done",
+                "ran AS ("
+                + _RAN_ON.format(worker="$1")
+                + ") SELECT id FROM done"
+                + _notifying("done", "run_id", "$5"),
                 worker,
                 [task.id for task, _ in done],
                 [task.token for task, _ in done],
                 [outcome for _, outcome in done],
+                DONE_CHANNEL,
             )
-            for run_id in {r["run_id"] for r in rows}:
-                await db.execute("SELECT pg_notify($1, $2)", DONE_CHANNEL, run_id)
         return {r["id"] for r in rows}
 
     async def release(self, worker: str, ids: Sequence[int]) -> None:
@@ -336,7 +364,7 @@ class SqlWorkers(_SqlQueue):
                 row.models,
                 row.created_at,
             )
-            await db.execute("SELECT pg_notify($1, $2)", TASKS_CHANNEL, row.workflow)
+            await db.execute("SELECT pg_notify($1, $2)", RUNS_CHANNEL, row.workflow)
 
     async def get_submission(self, run_id: str) -> SubmissionRow | None:
         async with self._read() as db:

@@ -8,7 +8,15 @@ import anyio
 import pytest
 
 import baton_nb as bn
-from baton_nb.store import NewTask, SqlWorkers, open_worker_store
+from baton_nb.store import (
+    DONE_CHANNEL,
+    TASKS_CHANNEL,
+    NewTask,
+    SqlStore,
+    SqlWorkers,
+    _sql_workers,
+    open_worker_store,
+)
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 
 pytestmark = pytest.mark.anyio
@@ -108,3 +116,71 @@ async def test_worker_store_needs_postgres(sqlite_url: str) -> None:
         await open_worker_store(sqlite_url)
     with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
         await open_worker_store("memory://x")
+
+
+async def test_a_stored_outcome_names_its_worker_in_the_changes_read(
+    queue: SqlWorkers, unique: str
+) -> None:
+    """What ``bn.watch`` reads as a run goes (``changes_since``) carries which worker ran
+    each step, from the marks on (``last_ran_on_id``): the widget shows it live."""
+    run_id, wf = f"r-{unique}", f"q-{unique}"
+    store = SqlStore(queue.url, queue.engine)
+    marks = await store.change_marks(run_id)
+    await queue.enqueue(_tasks(run_id, wf, 2))
+    first, second = await queue.claim("w1", [wf], False, 1, 30.0) + await queue.claim(
+        "w2", [wf], False, 1, 30.0
+    )
+    assert await queue.finish_many("w1", [(first, '{"kind":"completed","result":1}')])
+    changes = await store.changes_since(run_id, marks)
+    assert [(r.step, r.worker) for r in changes.ran_on] == [(first.step, "w1")]
+    marks = await store.change_marks(run_id)
+    assert marks.last_ran_on_id == changes.ran_on[0].id
+    assert await queue.finish_many("w2", [(second, '{"kind":"completed","result":2}')])
+    later = await store.changes_since(run_id, marks)
+    assert [(r.step, r.worker) for r in later.ran_on] == [(second.step, "w2")]
+
+
+async def test_queue_statements_notify_in_one_round_trip(queue: SqlWorkers, unique: str) -> None:
+    """Queueing tasks NOTIFYs the workers (payload: workflow) and storing outcomes NOTIFYs
+    the coordinators (payload: run id), once per workflow or run, from the same statement
+    (no transaction of four round trips around it)."""
+    run_a, run_b, wf = f"a-{unique}", f"b-{unique}", f"q-{unique}"
+    heard: list[tuple[str, str]] = []
+
+    def on_notify(channel: str, payload: str) -> None:
+        if unique in payload:
+            heard.append((channel, payload))
+
+    async def until(count: int) -> None:
+        with anyio.fail_after(10):
+            while len(heard) < count:
+                await anyio.sleep(0.01)
+
+    async with queue.listen([TASKS_CHANNEL, DONE_CHANNEL], on_notify):
+        ids = await queue.enqueue(_tasks(run_a, wf, 3) + _tasks(run_b, wf, 2))
+        assert len(ids) == 5
+        await until(1)
+        claimed = await queue.claim("w", [wf], False, 10, 30.0)
+        assert len(claimed) == 5
+        stored = await queue.finish_many("w", [(t, '{"kind":"parked"}') for t in claimed])
+        assert stored == set(ids.values())
+        await until(3)
+        assert not await queue.finish_many("w", [(claimed[0], '{"kind":"parked"}')])
+        await anyio.sleep(0.2)
+    assert heard[0] == (TASKS_CHANNEL, wf)
+    assert sorted(heard[1:]) == [(DONE_CHANNEL, run_a), (DONE_CHANNEL, run_b)]  # nothing more
+
+
+async def test_a_queue_statement_past_its_shield_raises_storage_error(
+    queue: SqlWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queue statements are shielded from cancellation for a while; a statement still
+    running past that is cut with a clear ``StorageError``, never left half done."""
+    monkeypatch.setattr(_sql_workers, "TX_SHIELD", 0.2)
+    with pytest.raises(bn.StorageError, match="did not answer within"):
+        async with queue._one() as db:
+            await db.execute("SELECT pg_sleep(5)")
+    with pytest.raises(bn.StorageError, match="did not answer within"):
+        async with queue._tx() as db:
+            await db.execute("SELECT pg_sleep(5)")
+    assert await queue.claim("w", ["nothing"], False, 1, 1.0) == []  # the pool still works

@@ -23,6 +23,7 @@ import pytest
 
 import baton_nb as bn
 from baton_nb.store import Store, open_worker_store
+from baton_nb.widget._state import detail
 from tests import workers_app as app
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.fakes.plugin import DUMMY_KEYS
@@ -200,6 +201,31 @@ async def test_limits_hold_across_three_workers(
     assert fake_provider.max_in_flight <= concurrency
 
 
+async def test_a_shared_slot_let_go_wakes_the_workers_waiting_for_one(
+    workers: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    """``bn.Limit(concurrency=2)`` across 3 workers whose slot waiters poll only every hour
+    (BATON_NB_SLOT_POLL): the run still ends, each call let through by a slot let go on
+    some worker (NOTIFY), and never more than 2 in flight at the server."""
+    n = 16
+    fake_provider.latency = 0.2
+    run = await app.llm_map.submit({"n": n}, db=workers.db, concurrency=200)
+    env = {
+        **_llm_env(fake_provider),
+        "BATON_NB_SLOT_POLL": "3600",
+        "LIMIT_RPM": "100000",
+        "LIMIT_CONCURRENCY": "2",
+    }
+    args = ("--concurrency", "10", "--lease-ttl", "5")
+    for _ in range(3):
+        workers.start("tests.workers_app:llm_map", args=args, **env)
+    done = await _wait(run, workers, 180)
+    assert done.status == "completed", workers.logs()
+    assert done.results["total"] == n
+    assert len(fake_provider.requests) == n
+    assert fake_provider.max_in_flight <= 2
+
+
 async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
     workers: WorkerProcs,
 ) -> None:
@@ -227,6 +253,32 @@ async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
         assert line.rstrip().endswith(worker), line
     async with await Store.open(workers.db) as store:
         assert await store.get_ran_on(run.id) == ran_on
+
+
+async def test_a_watcher_sees_which_worker_ran_each_step_as_it_ends(
+    workers: WorkerProcs,
+) -> None:
+    """Watched from another process while it runs (``bn.watch``, what the widget follows):
+    each step that ends on a worker names that worker at once, in ``run.steps`` and in the
+    widget's side panel, not only once the run has ended."""
+    run = await app.noop_map.submit({"n": 40}, db=workers.db)
+    seen: dict[str, str] = {}  # step -> ran_on when its end was seen, before the run's end
+    async with bn.watch(run.id, db=workers.db) as live:
+        assert live.listening
+        procs = [
+            workers.start(
+                "tests.workers_app:noop_map", args=("--concurrency", "4"), STEP_DELAY="0.05"
+            )
+            for _ in range(2)
+        ]
+        with anyio.fail_after(120):
+            async for update in live:
+                if isinstance(update, bn.StepUpdated) and update.state == "completed":
+                    seen[update.step_name] = detail(live.run, update.step_name)["ran_on"]
+    assert live.run.status == "completed", workers.logs()
+    children = {name: w for name, w in seen.items() if name.startswith("double[")}
+    assert len(children) == 40 and all(children.values()), seen
+    assert {int(w.split(":")[1]) for w in children.values()} <= {p.pid for p in procs}
 
 
 @pytest.mark.slow
