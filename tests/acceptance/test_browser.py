@@ -702,6 +702,13 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     attempts = ten.locator(".bn-panel .bn-t-attempts").inner_text()
     assert "upstream timed out (call 1)" in attempts and "(call 2)" in attempts, attempts
     assert "completed" in attempts, attempts
+    # laid out as a table: a row's four cells side by side on one line (a grid without its
+    # columns stacked every cell on a line of its own)
+    tops = page.evaluate(
+        "() => [...document.querySelectorAll('.jp-Cell .bn-panel .bn-t-attempts .bn-th span')]"
+        ".map((s) => Math.round(s.getBoundingClientRect().top))"
+    )
+    assert len(tops) == 4 and len(set(tops)) == 1, tops
     ten.locator(".bn-close").click()
     _shot(page, "widget_10_nodes", ten)
 
