@@ -64,7 +64,7 @@ class StepInfo:
     ran_on: str = ""
     # A map's items whose children are not stored yet, while its expansion stores them a
     # chunk at a time (``runtime/_expand``): counted pending, so totals are right from the
-    # start. Known to the executing process only; 0 once the expansion ends.
+    # start. In another process, from the map's stored item count (``count_unstored``).
     unstored: int = 0
 
     @classmethod
@@ -202,10 +202,19 @@ class RunView:
             view.add_step(StepInfo.from_row(node))
             if node.state is State.COMPLETED:
                 view.results[node.step] = _jsonutil.loads(node.result)
+        for node in nodes:
+            if node.map_items is not None:
+                view.count_unstored(node.step, node.map_items)
         for call in calls:
             view.add_call(call)
         view.logs = list(logs)
         return view
+
+    def count_unstored(self, group: str, items: int) -> None:
+        """A map's items with no child stored yet, from its stored item count (a reader
+        in another process than the one expanding it): counted pending."""
+        stored = sum(1 for step in self.steps.values() if step.parent == group)
+        self.steps[group].unstored = max(0, items - stored)
 
     # ── what views read ───────────────────────────────────────────────────────
 

@@ -267,6 +267,8 @@ class _Forward:
                 info.started_at,
                 info.finished_at,
             )
+        if row.map_items is not None:  # a map expanding: its items not stored yet pending
+            run.count_unstored(name, row.map_items)
 
     def step_event(self, event: StepUpdated) -> None:
         info = self.run.steps.get(event.step_name)
@@ -330,6 +332,9 @@ class _Forward:
 
     def _add(self, info: StepInfo, at: datetime | None, *, announce: bool = True) -> None:
         self.run.add_step(info)
+        parent = self.run.steps.get(info.parent) if info.parent is not None else None
+        if parent is not None and parent.unstored:  # one of its items stored
+            parent.unstored -= 1
         self._versions[info.name] = at
         if announce:
             self.queue.append(self._update(info, at))

@@ -78,6 +78,8 @@ async def expand_map(
             with anyio.CancelScope(shield=True):
                 # Stamped and stored with the writer held: no row stamped later commits first.
                 async with commit.held():
+                    if start == 0:  # readers elsewhere count the unstored items from it
+                        await store.set_map_items(group.id, len(plan.names))
                     with gc_paused():
                         rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
                         if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
