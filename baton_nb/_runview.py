@@ -13,6 +13,7 @@ its fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -25,7 +26,7 @@ from ._states import NodeKind, RunStatus, State
 from ._usage import Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
-__all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings"]
+__all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings", "count_unstored"]
 
 _NO_USAGE = Usage()
 V = TypeVar("V", bound="RunView")
@@ -204,17 +205,11 @@ class RunView:
                 view.results[node.step] = _jsonutil.loads(node.result)
         for node in nodes:
             if node.map_items is not None:
-                view.count_unstored(node.step, node.map_items)
+                count_unstored(view.steps, node.step, node.map_items)
         for call in calls:
             view.add_call(call)
         view.logs = list(logs)
         return view
-
-    def count_unstored(self, group: str, items: int) -> None:
-        """A map's items with no child stored yet, from its stored item count (a reader
-        in another process than the one expanding it): counted pending."""
-        stored = sum(1 for step in self.steps.values() if step.parent == group)
-        self.steps[group].unstored = max(0, items - stored)
 
     # ── what views read ───────────────────────────────────────────────────────
 
@@ -364,3 +359,10 @@ class RunView:
             self.started_at = started_at
         if finished_at is not None:
             self.finished_at = finished_at
+
+
+def count_unstored(steps: Mapping[str, StepInfo], group: str, items: int) -> None:
+    """A map's items with no child stored yet, from its stored item count (a reader in
+    another process than the one expanding it): counted pending (``StepInfo.unstored``)."""
+    stored = sum(1 for step in steps.values() if step.parent == group)
+    steps[group].unstored = max(0, items - stored)

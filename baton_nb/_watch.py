@@ -27,7 +27,7 @@ import anyio
 
 from . import _jsonutil
 from ._run import Run
-from ._runview import StepInfo
+from ._runview import StepInfo, count_unstored
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from .events import (
     CallFinished,
@@ -268,7 +268,7 @@ class _Forward:
                 info.finished_at,
             )
         if row.map_items is not None:  # a map expanding: its items not stored yet pending
-            run.count_unstored(name, row.map_items)
+            count_unstored(run.steps, name, row.map_items)
 
     def step_event(self, event: StepUpdated) -> None:
         info = self.run.steps.get(event.step_name)
