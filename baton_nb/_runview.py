@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, fmt_money, normalize_money
-from ._states import NodeKind, RunStatus, State
+from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from ._usage import Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
@@ -204,7 +204,7 @@ class RunView:
             if node.state is State.COMPLETED:
                 view.results[node.step] = _jsonutil.loads(node.result)
         for node in nodes:
-            if node.map_items is not None:
+            if node.map_items is not None and view.status not in FINISHED_STATUSES:
                 count_unstored(view.steps, node.step, node.map_items)
         for call in calls:
             view.add_call(call)
@@ -364,5 +364,9 @@ class RunView:
 def count_unstored(steps: Mapping[str, StepInfo], group: str, items: int) -> None:
     """A map's items with no child stored yet, from its stored item count (a reader in
     another process than the one expanding it): counted pending (``StepInfo.unstored``)."""
+    info = steps[group]
+    if info.state in TERMINAL_STATES:  # settled: its items not stored are not pending
+        info.unstored = 0
+        return
     stored = sum(1 for step in steps.values() if step.parent == group)
-    steps[group].unstored = max(0, items - stored)
+    info.unstored = max(0, items - stored)

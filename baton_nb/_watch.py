@@ -325,6 +325,8 @@ class _Forward:
             return
         run = self.run
         run.set_status(status, failed_steps=failed, finished_at=at)
+        for info in run.steps.values():  # a map's items not stored by now never will be
+            info.unstored = 0
         self.finished = True
         self.queue.append(
             WorkflowFinished(run.id, run.workflow, status, list(failed), at or _now())

@@ -60,6 +60,7 @@ async def expand_map(
     assert group.spec.map_over is not None
     plan = plan_map(group, scheduler.nodes[group.spec.map_over])
     if isinstance(plan, str):
+        announce.unstored(group, 0)  # none to store (a resume read its stored item count)
         return plan
     existing = {c.name: c for c in group.children}
     stale = scheduler.plan_children(group, plan)
@@ -132,6 +133,7 @@ async def store_settled_rest(
         for info in infos:
             run.add_step(info)
         run.set_children(group.name, plan.names)
+        run.steps[group.name].unstored = 0  # every item stored now
 
 
 def _chunk_bounds(total: int, first: int, most: int) -> Iterator[tuple[int, int]]:
