@@ -13,6 +13,7 @@ its fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -21,11 +22,11 @@ from typing import Any, TypeVar
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, fmt_money, normalize_money
-from ._states import NodeKind, RunStatus, State
+from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from ._usage import Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
-__all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings"]
+__all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings", "count_unstored"]
 
 _NO_USAGE = Usage()
 V = TypeVar("V", bound="RunView")
@@ -64,7 +65,7 @@ class StepInfo:
     ran_on: str = ""
     # A map's items whose children are not stored yet, while its expansion stores them a
     # chunk at a time (``runtime/_expand``): counted pending, so totals are right from the
-    # start. Known to the executing process only; 0 once the expansion ends.
+    # start. In another process, from the map's stored item count (``count_unstored``).
     unstored: int = 0
 
     @classmethod
@@ -202,6 +203,9 @@ class RunView:
             view.add_step(StepInfo.from_row(node))
             if node.state is State.COMPLETED:
                 view.results[node.step] = _jsonutil.loads(node.result)
+        for node in nodes:
+            if node.map_items is not None and view.status not in FINISHED_STATUSES:
+                count_unstored(view.steps, node.step, node.map_items)
         for call in calls:
             view.add_call(call)
         view.logs = list(logs)
@@ -355,3 +359,14 @@ class RunView:
             self.started_at = started_at
         if finished_at is not None:
             self.finished_at = finished_at
+
+
+def count_unstored(steps: Mapping[str, StepInfo], group: str, items: int) -> None:
+    """A map's items with no child stored yet, from its stored item count (a reader in
+    another process than the one expanding it): counted pending (``StepInfo.unstored``)."""
+    info = steps[group]
+    if info.state in TERMINAL_STATES:  # settled: its items not stored are not pending
+        info.unstored = 0
+        return
+    stored = sum(1 for step in steps.values() if step.parent == group)
+    info.unstored = max(0, items - stored)

@@ -27,7 +27,7 @@ import anyio
 
 from . import _jsonutil
 from ._run import Run
-from ._runview import StepInfo
+from ._runview import StepInfo, count_unstored
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from .events import (
     CallFinished,
@@ -267,6 +267,8 @@ class _Forward:
                 info.started_at,
                 info.finished_at,
             )
+        if row.map_items is not None:  # a map expanding: its items not stored yet pending
+            count_unstored(run.steps, name, row.map_items)
 
     def step_event(self, event: StepUpdated) -> None:
         info = self.run.steps.get(event.step_name)
@@ -323,6 +325,8 @@ class _Forward:
             return
         run = self.run
         run.set_status(status, failed_steps=failed, finished_at=at)
+        for info in run.steps.values():  # a map's items not stored by now never will be
+            info.unstored = 0
         self.finished = True
         self.queue.append(
             WorkflowFinished(run.id, run.workflow, status, list(failed), at or _now())
@@ -330,6 +334,9 @@ class _Forward:
 
     def _add(self, info: StepInfo, at: datetime | None, *, announce: bool = True) -> None:
         self.run.add_step(info)
+        parent = self.run.steps.get(info.parent) if info.parent is not None else None
+        if parent is not None and parent.unstored:  # one of its items stored
+            parent.unstored -= 1
         self._versions[info.name] = at
         if announce:
             self.queue.append(self._update(info, at))

@@ -7,7 +7,10 @@ starts; a process killed in between leaves the chunks stored so far, and the res
 the missing children (it reads every stored one first: each item gets exactly one child,
 the unique ``(run_id, step)`` index holding it). The group is judged on all its items from
 the first chunk on (``Scheduler.plan_children``): it never completes on its first children,
-and a chunk stored after it settled (a quorum met, a fail-fast) is stored cancelled.
+and a chunk stored after it settled (a quorum met, a fail-fast) is stored cancelled. A
+process killed after its map completed early (a quorum met) and before its last chunks were
+stored leaves a settled group that no resume opens again: the resume stores those children
+cancelled (``store_settled_rest``), so every item has its row.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import anyio
 import anyio.lowlevel
 
 from .._errors import unwrap_group
+from .._run import Run
 from .._runview import StepInfo
-from .._states import TERMINAL_STATES, State
+from .._states import TERMINAL_STATES, NodeKind, State
 from ..store import ExecutionStore, NodeRow, utcnow
 from ._announce import Announcer
 from ._commit import GroupCommit
@@ -29,7 +33,7 @@ from ._groups import plan_map
 from ._node import Node, gc_paused, new_child_rows
 from ._scheduler import Scheduler, cancelled_child_reason
 
-__all__ = ["CHUNKS", "expand_map"]
+__all__ = ["CHUNKS", "expand_map", "store_settled_rest"]
 
 # Children stored per chunk: a small first one (its children start at once), then each
 # twice the last (fewer transactions) up to the most (the writer waits while one is stored).
@@ -56,6 +60,7 @@ async def expand_map(
     assert group.spec.map_over is not None
     plan = plan_map(group, scheduler.nodes[group.spec.map_over])
     if isinstance(plan, str):
+        announce.unstored(group, 0)  # none to store (a resume read its stored item count)
         return plan
     existing = {c.name: c for c in group.children}
     stale = scheduler.plan_children(group, plan)
@@ -74,6 +79,8 @@ async def expand_map(
             with anyio.CancelScope(shield=True):
                 # Stamped and stored with the writer held: no row stamped later commits first.
                 async with commit.held():
+                    if start == 0:  # readers elsewhere count the unstored items from it
+                        await store.set_map_items(group.id, len(plan.names))
                     with gc_paused():
                         rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
                         if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
@@ -94,6 +101,39 @@ async def expand_map(
         opened(scheduler.adopt(group, plan, []))
     announce.children(group)
     return None
+
+
+async def store_settled_rest(
+    nodes: dict[str, Node], store: ExecutionStore, run: Run, run_id: str
+) -> None:
+    """On a resume, before the scheduler is made: a map that settled (a quorum met) before
+    its last chunks were stored gets its missing children stored cancelled, as a chunk
+    stored after it settled would have been (nothing settled changes, nothing runs again);
+    they join ``nodes``, the group's children (in item order) and ``run``."""
+    for group in [n for n in nodes.values() if n.kind is NodeKind.GROUP]:
+        source = group.spec.map_over
+        if source is None or group.state not in TERMINAL_STATES:
+            continue  # a map not settled opens again, and stores its missing children then
+        plan = plan_map(group, nodes[source])
+        if isinstance(plan, str) or len(group.children) >= len(plan.names):
+            continue
+        existing = {c.name: c for c in group.children}
+        todo = [(i, name) for i, name in enumerate(plan.names) if name not in existing]
+        if not todo or len(existing) + len(todo) != len(plan.names):
+            continue  # every item stored, or children of another plan: left as they are
+        with gc_paused():
+            rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
+            _cancelled(rows, cancelled_child_reason(group))
+        new, infos = await _store_children(group, rows, store)
+        fresh = {node.name: node for node in new}
+        for node in new:
+            node.parent = group
+            nodes[node.name] = node
+        group.children = [existing.get(name) or fresh[name] for name in plan.names]
+        for info in infos:
+            run.add_step(info)
+        run.set_children(group.name, plan.names)
+        run.steps[group.name].unstored = 0  # every item stored now
 
 
 def _chunk_bounds(total: int, first: int, most: int) -> Iterator[tuple[int, int]]:

@@ -16,6 +16,7 @@ from .._run import Run, load_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, NodeRow, RunRow, RunStore, RunUpdate, Store, utcnow
 from ._driver import Driver
+from ._expand import store_settled_rest
 from ._gc import fewer_collections
 from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
@@ -159,6 +160,8 @@ async def _prepare(
     run, rows = created if created is not None else await load_run(store, run_id)
     _check_same_steps(graph, run_id, rows)
     nodes = build_nodes(graph, rows)
+    if resumed:  # a map settled early whose last chunks were not stored: stored cancelled
+        await store_settled_rest(nodes, store, run, run_id)
     for node in nodes.values():
         if node.kind is NodeKind.GROUP:
             run.set_children(node.name, [c.name for c in node.children])

@@ -143,6 +143,10 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert nodes of an existing run (a map's children); returns step name -> node id."""
 
+    async def set_map_items(self, node_id: int, items: int) -> None:
+        """A map group's number of items, as its expansion begins (readers elsewhere count
+        those with no child stored yet as pending)."""
+
     async def get_run(self, run_id: str) -> RunRow | None: ...
 
     async def get_nodes(self, run_id: str) -> list[NodeRow]:

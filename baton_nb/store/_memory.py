@@ -67,6 +67,12 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         self.data.changed({run.id})
         return ids
 
+    async def set_map_items(self, node_id: int, items: int) -> None:
+        node = self.data.nodes.get(node_id)
+        if node is not None:
+            node.map_items, node.updated_at = items, utcnow()
+            self.data.changed({node.run_id})
+
     async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
         if not nodes:
             return {}

@@ -196,6 +196,14 @@ def _v12_shared_limits(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
+def _v13_map_items(conn: Connection) -> None:
+    """A map group's number of items, stored as its expansion begins (readers in other
+    processes count the items with no child stored yet as pending)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_nodes")}
+    if "map_items" not in have:
+        conn.exec_driver_sql("ALTER TABLE workflow_nodes ADD COLUMN map_items INTEGER")
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
@@ -206,6 +214,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (10, _v10_workers),
     (11, _v11_budgets_and_cache),
     (12, _v12_shared_limits),
+    (13, _v13_map_items),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

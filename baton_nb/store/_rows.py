@@ -104,6 +104,7 @@ class NodeRow:
     has_result: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    map_items: int | None = None  # a map group's items, once its expansion began
 
 
 # The columns of a node that change while it runs, in this order, then the node's id: the

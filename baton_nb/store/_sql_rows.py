@@ -120,6 +120,7 @@ def node_to_columns(node: NodeRow) -> dict[str, Any]:
         "started_at": node.started_at,
         "finished_at": node.finished_at,
         "updated_at": node.updated_at,
+        "map_items": node.map_items,
     }
 
 
@@ -152,6 +153,7 @@ def node_from_columns(row: Columns) -> NodeRow:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         updated_at=row["updated_at"],
+        map_items=row["map_items"],
     )
 
 

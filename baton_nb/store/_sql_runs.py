@@ -51,6 +51,17 @@ class SqlRuns(SqlWrites):
             await self.notify(conn, {run.id})
             return {step: int(node_id) for step, node_id in ids}
 
+    async def set_map_items(self, node_id: int, items: int) -> None:
+        update = (
+            sa.update(NODES)
+            .where(NODES.c.id == node_id)
+            .values(map_items=items, updated_at=utcnow())
+            .returning(NODES.c.run_id)
+        )
+        async with self.begin() as conn:
+            run_ids = set((await conn.execute(update)).scalars())
+            await self.notify(conn, run_ids)
+
     async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert nodes of an existing run; returns step name -> node id."""
         if not nodes:

@@ -136,6 +136,9 @@ class WorkflowNode(SQLModel, table=True):
     max_attempts: int = 1
     model: str | None = Field(default=None, sa_type=NAME)
     item_index: int | None = None
+    # A map group's number of items, stored as its expansion begins (migration 13): a
+    # reader counts the items with no child stored yet as pending (``RunView.from_rows``).
+    map_items: int | None = None
     state: str = Field(default=State.PENDING.value, sa_type=NAME)
     attempt: int = 0
     error: str | None = None
