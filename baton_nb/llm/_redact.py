@@ -96,7 +96,7 @@ def _scrubber(secrets: frozenset[str]) -> Scrubber:
 
 def scrubber() -> Scrubber:
     """The scrubber for the keys configured or present in the environment right now."""
-    return _scrubber(frozenset(known_secrets()))
+    return _scrubber(known_secrets())
 
 
 def redact(text: str) -> str:
