@@ -165,14 +165,15 @@ async def completion_of(
         batch=batch,
     )
     scrub = scrubber()
-    return Completion(
+    raw, raw_json = scrub.json_encoded(parsed.raw)
+    completion = Completion(
         text=scrub.keys(parsed.text),
         model=request.model,
         provider=endpoint.name,
         usage=usage,
         cost=cost,
         latency_ms=latency_ms,
-        raw=scrub.json(parsed.raw),
+        raw=raw,
         estimated=estimated,
         tool_calls=tuple(ToolCall.from_dict(_keys(scrub, c.to_dict())) for c in parsed.tool_calls),
         refusal=None if parsed.refusal is None else scrub.keys(parsed.refusal),
@@ -181,12 +182,17 @@ async def completion_of(
         message=_keys(scrub, parsed.message),
         pricing=pricing,
     )
+    if raw_json is not None:
+        completion.keep_raw_json(raw_json)
+    return completion
 
 
 def _keys(scrub: Scrubber, value: dict[str, Any]) -> dict[str, Any]:
     """Model output (tool arguments, messages) with exact key values replaced, like
     ``text``: secret-shaped content and opaque provider tokens (thought signatures)
     stay as they are, or they could not go back to the provider."""
+    if not scrub.has_secrets:  # no key known: nothing to replace
+        return value
     flat = json.dumps(value, ensure_ascii=False)
     scrubbed = scrub.keys(flat)
     return value if scrubbed == flat else dict(json.loads(scrubbed))

@@ -214,6 +214,10 @@ class _State:
     version: int = 0
     batch_polling: BatchPolling = field(default_factory=BatchPolling)
     cache: bool = False  # the response cache for workflows that do not say (DESIGN §11)
+    # resolve_endpoint / known_secrets per call, kept until the providers change (a new
+    # _State on reset) and checked against the environment variables they read
+    endpoints: dict[str, tuple[tuple[str | None, ...], Endpoint]] = field(default_factory=dict)
+    secrets: tuple[tuple[str, ...], tuple[str | None, ...], frozenset[str]] | None = None
 
 
 _state = _State()
@@ -266,6 +270,8 @@ def _set_providers(providers: Mapping[str, Mapping[str, Any]]) -> None:
                 f"'kind': 'openai' | 'responses' | 'anthropic' | 'gemini'; default 'openai')"
             )
         _state.providers.setdefault(name, {}).update(clean)
+        _state.endpoints.clear()
+        _state.secrets = None
 
 
 def _set_limits(limits: Mapping[str, Limit]) -> None:
@@ -434,10 +440,36 @@ def _endpoint_template(name: str) -> Endpoint:
     return Endpoint(name=name, kind=str(options.get("kind") or "openai"), base_url="")
 
 
+def _endpoint_env(endpoint: Endpoint) -> tuple[str, ...]:
+    """The environment variables ``endpoint``'s resolution reads."""
+    names = [endpoint.base_url_env or "", endpoint.key_env or ""]
+    if endpoint.kind == "gemini":
+        names.append("GOOGLE_API_KEY")
+    return tuple(name for name in names if name)
+
+
+def _env_values(names: tuple[str, ...]) -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) for name in names)
+
+
 def resolve_endpoint(provider: str) -> Endpoint:
-    """The endpoint for ``provider`` with its key, or a ConfigurationError saying what to set."""
+    """The endpoint for ``provider`` with its key, or a ConfigurationError saying what to set.
+
+    Kept per provider until ``configure(providers=...)`` or ``reset_configuration()``
+    changes the providers or an environment variable it read changes (every call checks
+    them: a key exported between calls is used by the next one)."""
     name = canonical_provider(provider)
-    endpoint = _endpoint_template(name)
+    template = _endpoint_template(name)
+    kept = _state.endpoints.get(name)
+    env = _env_values(_endpoint_env(template))
+    if kept is not None and kept[0] == env:
+        return kept[1]
+    endpoint = _resolve(name, template)
+    _state.endpoints[name] = (env, endpoint)
+    return endpoint
+
+
+def _resolve(name: str, endpoint: Endpoint) -> Endpoint:
     options = _state.providers.get(name, {})
     env_base = os.environ.get(endpoint.base_url_env) if endpoint.base_url_env else None
     if env_base and "base_url" not in options:
@@ -462,18 +494,29 @@ def _secret_header_values(headers: Mapping[str, Any]) -> list[str]:
     return [str(v) for k, v in headers.items() if str(k).lower() in _AUTH_HEADER_NAMES and v]
 
 
-def known_secrets() -> set[str]:
-    """Every API key and auth-header value currently configured or present in the env."""
-    secrets: set[str] = set()
-    env_names = {e.key_env for e in _BUILTINS.values() if e.key_env} | {"GOOGLE_API_KEY"}
+def _secret_env_names() -> tuple[str, ...]:
+    names = {e.key_env for e in _BUILTINS.values() if e.key_env} | {"GOOGLE_API_KEY"}
+    names.update(
+        str(options["api_key_env"])
+        for options in _state.providers.values()
+        if options.get("api_key_env")
+    )
+    return tuple(sorted(names))
+
+
+def known_secrets() -> frozenset[str]:
+    """Every API key and auth-header value currently configured or present in the env
+    (kept until the providers or one of the environment variables read change)."""
+    kept = _state.secrets
+    names = _secret_env_names() if kept is None else kept[0]
+    env = _env_values(names)
+    if kept is not None and kept[1] == env:
+        return kept[2]
+    secrets: set[str] = {value for value in env if value}
     for options in _state.providers.values():
         if options.get("api_key"):
             secrets.add(str(options["api_key"]))
-        if options.get("api_key_env"):
-            env_names.add(str(options["api_key_env"]))
         secrets.update(_secret_header_values(options.get("headers") or {}))
-    for env_name in env_names:
-        value = os.environ.get(env_name)
-        if value:
-            secrets.add(value)
-    return {s for s in secrets if len(s) >= 4}
+    found = frozenset(s for s in secrets if len(s) >= 4)
+    _state.secrets = (names, env, found)
+    return found

@@ -54,6 +54,11 @@ class Scrubber:
         ordered = sorted(secrets, key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
+    @property
+    def has_secrets(self) -> bool:
+        """Whether any key value is known (else :meth:`keys` changes nothing)."""
+        return self._secrets is not None
+
     def keys(self, text: str) -> str:
         """Only the known key values replaced (for model output, where an ``api_key=...``
         in a code sample is content, not a secret)."""
@@ -73,11 +78,23 @@ class Scrubber:
     def json(self, value: Any) -> Any:
         """A JSON value with :meth:`text` applied to every string (keys too); returned as
         is when nothing in it needs redacting (the common case), else a copy."""
-        flat = json.dumps(value, ensure_ascii=False, default=str)
-        has_secret = self._secrets is not None and self._secrets.search(flat) is not None
-        if not has_secret and not _has_shape(flat):
-            return value
-        return self._walk(value)
+        return self.json_encoded(value)[0]
+
+    def json_encoded(self, value: Any) -> tuple[Any, str | None]:
+        """:meth:`json`, and the value's compact JSON (``ensure_ascii=False``, separators
+        ``(",", ":")``, as the replay store writes it) when it is returned as is: the
+        check's encoding, for the caller to store instead of encoding it again. ``None``
+        when the value was redacted or is not plain JSON."""
+        try:
+            flat: str | None = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            text = flat
+        except (TypeError, ValueError):
+            flat, text = None, json.dumps(value, ensure_ascii=False, default=str)
+        assert text is not None
+        has_secret = self._secrets is not None and self._secrets.search(text) is not None
+        if not has_secret and not _has_shape(text):
+            return value, flat
+        return self._walk(value), None
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -96,7 +113,7 @@ def _scrubber(secrets: frozenset[str]) -> Scrubber:
 
 def scrubber() -> Scrubber:
     """The scrubber for the keys configured or present in the environment right now."""
-    return _scrubber(frozenset(known_secrets()))
+    return _scrubber(known_secrets())
 
 
 def redact(text: str) -> str:

@@ -7,6 +7,7 @@ headers or an httpx exception, so no key can leak through them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -214,6 +215,14 @@ async def _send_plain(
     return adapter.parse(_json_body(endpoint, content))
 
 
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # another async library (trio)
+        return False
+    return True
+
+
 async def send(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, *, stream: bool, seconds: float
 ) -> Parsed:
@@ -225,6 +234,9 @@ async def send(
     try:
         if stream:
             return await _send_stream(endpoint, adapter, call, limits)
+        if _on_asyncio():  # the same deadline, one timer handle instead of a cancel scope
+            async with asyncio.timeout(seconds):
+                return await _send_plain(endpoint, adapter, call, limits)
         with anyio.fail_after(seconds):
             return await _send_plain(endpoint, adapter, call, limits)
     except (httpx.TimeoutException, TimeoutError):

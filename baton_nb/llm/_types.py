@@ -293,34 +293,43 @@ class Completion:
     cached: bool = False
     saved: Decimal | None = None
 
+    def keep_raw_json(self, encoded: str) -> None:
+        """``raw``'s compact JSON, encoded already (by the secrets check): :meth:`to_json`
+        writes it instead of encoding ``raw`` again, while ``raw`` is still that object
+        (a ``replace()`` makes a completion without it)."""
+        object.__setattr__(self, "_raw_json", (self.raw, encoded))
+
     def to_json(self) -> str:
         """Serialise exactly (cost as a decimal string) for the replay store.
 
         ``parsed`` is not stored: it is validated again from ``text`` (with the
         request's ``response_format``) when the completion is replayed.
         """
-        return json.dumps(
-            {
-                "text": self.text,
-                "model": self.model,
-                "provider": self.provider,
-                "usage": self.usage.to_dict(),
-                "cost": None if self.cost is None else str(self.cost),
-                "latency_ms": self.latency_ms,
-                "raw": self.raw,
-                "estimated": self.estimated,
-                "replayed": self.replayed,
-                "tool_calls": [c.to_dict() for c in self.tool_calls],
-                "refusal": self.refusal,
-                "finish_reason": None if self.finish_reason is None else self.finish_reason.value,
-                "reasoning": self.reasoning,
-                "message": dict(self.message),
-                "pricing": None if self.pricing is None else self.pricing.to_dict(),
-                **({"cached": True, "saved": _money_text(self.saved)} if self.cached else {}),
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        head = {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "usage": self.usage.to_dict(),
+            "cost": None if self.cost is None else str(self.cost),
+            "latency_ms": self.latency_ms,
+        }
+        tail = {
+            "estimated": self.estimated,
+            "replayed": self.replayed,
+            "tool_calls": [c.to_dict() for c in self.tool_calls],
+            "refusal": self.refusal,
+            "finish_reason": None if self.finish_reason is None else self.finish_reason.value,
+            "reasoning": self.reasoning,
+            "message": dict(self.message),
+            "pricing": None if self.pricing is None else self.pricing.to_dict(),
+            **({"cached": True, "saved": _money_text(self.saved)} if self.cached else {}),
+        }
+        kept = self.__dict__.get("_raw_json")
+        if kept is None or kept[0] is not self.raw:
+            return json.dumps({**head, "raw": self.raw, **tail}, **_COMPACT)
+        # the same text as one dumps of the whole: head's "}" and tail's "{" joined by raw
+        before, after = json.dumps(head, **_COMPACT), json.dumps(tail, **_COMPACT)
+        return f'{before[:-1]},"raw":{kept[1]},{after[1:]}'
 
     @classmethod
     def from_json(cls, s: str) -> Completion:
@@ -348,6 +357,9 @@ class Completion:
             cached=bool(data.get("cached", False)),
             saved=None if data.get("saved") is None else Decimal(data["saved"]),
         )
+
+
+_COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
 
 
 def _money_text(value: Decimal | None) -> str | None:

@@ -171,3 +171,22 @@ async def test_garbage_body_is_a_clear_error(fake_providers: FakeProviderServer)
     fake_providers.script(Reply(body="<html>oops</html>"))
     with pytest.raises(ProviderError, match="not a JSON object"):
         await complete(_req())
+
+
+@pytest.mark.anyio
+async def test_a_cancel_from_outside_is_not_the_calls_timeout(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """The call's own deadline (asyncio.timeout on asyncio) is a retried timeout; a caller's
+    deadline or cancel around it ends the call at once, never turned into a retry."""
+    import anyio
+
+    configure(max_retries=3)
+    fake_providers.latency = 1.0
+    with pytest.raises(TimeoutError):
+        with anyio.fail_after(0.2):
+            await complete(_req(timeout=5.0))
+    assert fake_providers.request_count == 1
+    with anyio.move_on_after(0.2) as scope:
+        await complete(_req(timeout=5.0))
+    assert scope.cancelled_caught and fake_providers.request_count == 2
