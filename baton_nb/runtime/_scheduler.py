@@ -293,20 +293,7 @@ class Scheduler:
                 reset.append(child)
             waiting.append(child)
         self.unsettled += unsettled
-        settled = None
-        if closed is None:
-            found = verdict(group)
-            if found is not None:
-                settled = self.settle(
-                    group, found.state, value=found.value, encoded=found.encoded, error=found.error
-                )
-        start = []
-        for child in waiting:
-            if child.state is PENDING:
-                admitted = self.admit(child)
-                if admitted is not None:
-                    start.append(admitted)
-        return GroupOpened(reset, start, settled)
+        return self._opened(group, reset, waiting, judge=closed is None)
 
     def open_group(self, group: Node) -> GroupOpened:
         """Children not completed run (again) from scratch; the verdict may be known at once."""
@@ -320,14 +307,22 @@ class Scheduler:
             reset.append(child)
         group.size = len(group.children)
         group.tally = [group.size - len(todo), 0]
+        return self._opened(group, reset, todo, judge=True)
+
+    def _opened(
+        self, group: Node, reset: list[Node], children: Sequence[Node], *, judge: bool
+    ) -> GroupOpened:
+        """The group's verdict if ``judge`` and it is known now, then those of ``children``
+        still pending that start now (after the verdict: a settled group cancels them)."""
         settled = None
-        found = verdict(group)
-        if found is not None:
-            settled = self.settle(
-                group, found.state, value=found.value, encoded=found.encoded, error=found.error
-            )
+        if judge:
+            found = verdict(group)
+            if found is not None:
+                settled = self.settle(
+                    group, found.state, value=found.value, encoded=found.encoded, error=found.error
+                )
         start = []
-        for child in todo:
+        for child in children:
             if child.state is PENDING:
                 admitted = self.admit(child)
                 if admitted is not None:
