@@ -368,5 +368,5 @@ def count_unstored(steps: Mapping[str, StepInfo], group: str, items: int) -> Non
     if info.state in TERMINAL_STATES:  # settled: its items not stored are not pending
         info.unstored = 0
         return
-    stored = sum(1 for step in steps.values() if step.parent == group)
-    info.unstored = max(0, items - stored)
+    # its stored children are listed on it (``add_step``): no scan of every step of the run
+    info.unstored = max(0, items - len(info.children))
