@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import baton_nb as bn
 from baton_nb._states import RunStatus
 from baton_nb.store import RunUpdate, Store, WriteBatch
+from tests.integration._process import load_module
 
 pytestmark = pytest.mark.anyio
 
@@ -65,16 +66,6 @@ WORKFLOW_MODULE = textwrap.dedent(
 )
 
 
-def _load_module(path: Path) -> object:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("crashy_workflow", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _count(marks: Path, name: str) -> int:
     path = marks / name
     return len(path.read_text()) if path.exists() else 0
@@ -106,8 +97,7 @@ async def test_sigkill_mid_step_then_resume_completes(
                 while (await _states(store, run_id)).get("slow") != "executing":
                     await anyio.sleep(0.02)
         monkeypatch.setenv("MARKS", str(marks))
-        module = _load_module(script)
-        wf = module.build(db_url)  # type: ignore[attr-defined]
+        wf = load_module(script, "crashy_workflow").build(db_url)
         # While the other process is alive it holds the lease: a second executor is refused.
         with pytest.raises(bn.RunLocked, match=f"run {run_id} is being executed by"):
             await wf.run(run_id=run_id, display=False)

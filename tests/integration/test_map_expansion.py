@@ -5,9 +5,6 @@ runs again; the group is judged on all its items, whatever chunk its children ar
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +20,7 @@ from baton_nb.runtime._groups import MapPlan
 from baton_nb.runtime._node import Node
 from baton_nb.runtime._scheduler import Scheduler
 from baton_nb.store import Store
+from tests.integration._process import kill9, load_module, wait_for_file, workflow_process
 
 pytestmark = pytest.mark.anyio
 
@@ -91,16 +89,6 @@ MAP_MODULE = textwrap.dedent(
 )
 
 
-def _load_module(path: Path) -> object:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("chunky_workflow", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 async def _children(store: Store, run_id: str) -> dict[str, str]:
     return {n.step: n.state for n in await store.get_nodes(run_id) if n.parent == "each"}
 
@@ -120,29 +108,13 @@ async def test_killed_mid_expansion_then_resumed_each_item_runs_once(
     script.write_text(MAP_MODULE)
     run_id = f"chunky-{unique}"
     env = {**os.environ, "MARKS": str(marks), "ITEMS": str(ITEMS)}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), db_url, run_id, where],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    async with workflow_process(script, db_url, run_id, where, env=env) as proc:
         with anyio.fail_after(30):
-            while not (marks / "stalled").exists():
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                await anyio.sleep(0.05)
+            await wait_for_file(proc, marks / "stalled")
             async with await Store.open(db_url) as store:  # the first two chunks committed
                 while Counter((await _children(store, run_id)).values())["completed"] < 20:
                     await anyio.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        kill9(proc)
 
     async with await Store.open(db_url) as store:
         children = await _children(store, run_id)
@@ -156,7 +128,7 @@ async def test_killed_mid_expansion_then_resumed_each_item_runs_once(
 
     monkeypatch.setenv("MARKS", str(marks))
     monkeypatch.setenv("ITEMS", str(ITEMS))
-    wf = _load_module(script).build(db_url)  # type: ignore[attr-defined]
+    wf = load_module(script, "chunky_workflow").build(db_url)
     run = await wf.run(run_id=run_id, display=False)  # the dead holder's lease taken over
     assert run.status == "completed", run.failed_steps
     assert run.results["each"] == [i * 2 for i in range(ITEMS)]

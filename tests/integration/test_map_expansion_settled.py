@@ -6,9 +6,6 @@ changes and nothing runs again."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +14,8 @@ import pytest
 
 import baton_nb as bn
 from baton_nb.store import Store
-from tests.integration.test_map_expansion import MAP_MODULE, _load_module
+from tests.integration._process import kill9, load_module, wait_for_file, workflow_process
+from tests.integration.test_map_expansion import MAP_MODULE
 
 pytestmark = pytest.mark.anyio
 
@@ -36,32 +34,17 @@ async def test_killed_after_a_quorum_before_the_last_chunks_every_item_gets_its_
     script.write_text(QUORUM_MODULE)
     run_id = f"quorum-{unique}"
     env = {**os.environ, "MARKS": str(marks), "ITEMS": str(ITEMS)}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), db_url, run_id, "before"],  # stalls before chunk 3
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    # "before": it stalls before storing chunk 3
+    async with workflow_process(script, db_url, run_id, "before", env=env) as proc:
         with anyio.fail_after(30):
-            while not (marks / "stalled").exists():
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                await anyio.sleep(0.05)
+            await wait_for_file(proc, marks / "stalled")
             async with await Store.open(db_url) as store:  # the quorum met and committed
                 while True:
                     group = {n.step: n for n in await store.get_nodes(run_id)}["each"]
                     if group.state == "completed":
                         break
                     await anyio.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        kill9(proc)
 
     async with await Store.open(db_url) as store:
         before = {n.step: n for n in await store.get_nodes(run_id)}
@@ -71,7 +54,7 @@ async def test_killed_after_a_quorum_before_the_last_chunks_every_item_gets_its_
 
     monkeypatch.setenv("MARKS", str(marks))
     monkeypatch.setenv("ITEMS", str(ITEMS))
-    wf = _load_module(script).build(db_url)  # type: ignore[attr-defined]
+    wf = load_module(script, "quorum_workflow").build(db_url)
     run = await wf.run(run_id=run_id, display=False)  # the dead holder's lease taken over
     assert run.status == "completed", run.failed_steps
     assert Counter((marks / "ran").read_text().split()) == ran_before  # nothing ran again

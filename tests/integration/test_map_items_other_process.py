@@ -5,9 +5,6 @@ child stored yet as pending, so the map's total is its size from the first chunk
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -17,6 +14,7 @@ import sqlalchemy as sa
 import baton_nb as bn
 from baton_nb.store import Store
 from baton_nb.store._engine import make_engine
+from tests.integration._process import kill9, wait_for_file, workflow_process
 from tests.integration.test_map_expansion import MAP_MODULE
 
 pytestmark = pytest.mark.anyio
@@ -42,13 +40,8 @@ async def test_a_watcher_elsewhere_counts_a_maps_unstored_items_pending(
     script.write_text(GATED_MODULE)
     run_id = f"gated-{unique}"
     env = {**os.environ, "MARKS": str(marks), "ITEMS": str(ITEMS)}
-    proc = subprocess.Popen(  # stalls before its third chunk: 20 of 50 children stored
-        [sys.executable, str(script), db_url, run_id, "before"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    # it stalls before its third chunk: 20 of 50 children stored
+    async with workflow_process(script, db_url, run_id, "before", env=env) as proc:
         with anyio.fail_after(30):
             while True:
                 try:
@@ -60,9 +53,7 @@ async def test_a_watcher_elsewhere_counts_a_maps_unstored_items_pending(
             async with bn.watch(run_id, db=db_url, poll_interval=0.05) as live:
                 assert live.run.steps["each"].unstored == 0  # not expanding yet
                 (marks / "go").write_text("1")
-                while not (marks / "stalled").exists():
-                    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                    await anyio.sleep(0.05)
+                await wait_for_file(proc, marks / "stalled")
                 seen_totals = set()
                 async for _ in live:  # every update read; the map's total its size meanwhile
                     if live.run.steps["each"].unstored:
@@ -77,15 +68,7 @@ async def test_a_watcher_elsewhere_counts_a_maps_unstored_items_pending(
             loaded = await bn.Run.load(run_id, db=db_url)  # a fresh read: the same
             assert loaded.steps["each"].unstored == ITEMS - 20
             assert loaded.counts() == counts
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        kill9(proc)
 
 
 async def test_migration_13_adds_the_map_items_column_to_an_older_database(
