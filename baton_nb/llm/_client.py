@@ -43,6 +43,7 @@ __all__ = [
     "direct_transport",
     "get_client",
     "loop_key",
+    "on_asyncio",
 ]
 
 # Below the usual server keep-alive (60-75 s), so a server rarely closes one under us.
@@ -152,6 +153,11 @@ def loop_key() -> Any:
         return asyncio.get_running_loop()
     except RuntimeError:
         return _OTHER
+
+
+def on_asyncio() -> bool:
+    """Whether the running async library is asyncio (else trio, through anyio)."""
+    return loop_key() is not _OTHER
 
 
 async def _keeper(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

@@ -19,7 +19,7 @@ import httpx
 
 from baton_nb._errors import ProviderError
 
-from ._client import direct_transport, get_client
+from ._client import direct_transport, get_client, on_asyncio
 from ._config import Endpoint
 from ._redact import redact
 from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
@@ -215,14 +215,6 @@ async def _send_plain(
     return adapter.parse(_json_body(endpoint, content))
 
 
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # another async library (trio)
-        return False
-    return True
-
-
 async def send(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, *, stream: bool, seconds: float
 ) -> Parsed:
@@ -234,7 +226,7 @@ async def send(
     try:
         if stream:
             return await _send_stream(endpoint, adapter, call, limits)
-        if _on_asyncio():  # the same deadline, one timer handle instead of a cancel scope
+        if on_asyncio():  # the same deadline, one timer handle instead of a cancel scope
             async with asyncio.timeout(seconds):
                 return await _send_plain(endpoint, adapter, call, limits)
         with anyio.fail_after(seconds):
