@@ -4,6 +4,7 @@ and cache keys, endpoint and secrets resolution, scrubbing, the stored completio
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -82,6 +83,18 @@ def test_the_endpoint_follows_configure_the_environment_and_reset(
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(Exception, match="no API key"):
         resolve_endpoint("openai")
+
+
+def test_the_endpoint_follows_an_environment_replaced_by_a_plain_mapping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The change check reads os.environ's raw values; a mapping without them is read as is.
+    environ = {**os.environ, "OPENAI_API_KEY": "sk-test-4444444444444444444444"}
+    monkeypatch.setattr(os, "environ", environ)
+    assert resolve_endpoint("openai").api_key == "sk-test-4444444444444444444444"
+    environ["OPENAI_API_KEY"] = "sk-test-5555555555555555555555"
+    assert resolve_endpoint("openai").api_key == "sk-test-5555555555555555555555"
+    assert "sk-test-5555555555555555555555" in known_secrets()
 
 
 def test_known_secrets_follow_configure_and_the_environment(
