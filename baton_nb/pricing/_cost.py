@@ -11,6 +11,7 @@ genai-prices computes under the caller's ``decimal`` context (``prec=3`` would g
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from copy import copy
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -110,7 +111,7 @@ def missing_rate(price: Any, usage: Usage) -> str | None:
     anything: then the cost is unknown, not the sum of the parts that happen to be priced.
     A price with no rate at all is genai-prices' way of saying "free" (OpenRouter's
     ``:free`` variants, Gemma on the Gemini API): nothing is missing there."""
-    if not any(v is not None for k, v in vars(price).items() if not k.startswith("_")):
+    if not _plan(price).any_rate:
         return None
     if usage.input_tokens and price.input_mtok is None:
         return "input tokens"
@@ -147,11 +148,79 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
     """The same sum ``ModelPrice.calc_price`` makes, for the units a ``Usage`` has, without
     genai-prices' per-call validation of its unit tree (0.6 ms a call, on the event loop).
     ``None`` when the price has a unit this sum does not handle; then genai-prices computes.
-    ``tests/pricing_audit.py`` checks that both agree on every model genai-prices lists."""
-    values = _rates(price)
-    if values is None:
+    ``tests/pricing_audit.py`` checks that both agree on every model genai-prices lists.
+
+    Exact: each rate is an integer times a power of ten (a ``_Level``, made once per price
+    and tier), so the sum is made in integers and becomes a ``Decimal`` once, instead of
+    eight ``Decimal`` products per call (a third of the CPU the LLM layer adds to a call)."""
+    plan = _plan(price)
+    if plan.values is None:
         return None  # a key genai-prices' registry does not know: let it say what it makes of it
     n = usage.input_tokens
+    level = bisect_left(plan.starts, n) if plan.starts else 0  # tier starts below the prompt
+    rates = plan.levels.get(level)
+    if rates is None:
+        rates = plan.levels[level] = _level(plan.values, n)
+    cached, written = usage.cached_input_tokens, usage.cache_write_tokens
+    one_hour = written if cache_write_ttl == "1h" else usage.cache_write_1h_tokens
+    output = usage.output_tokens
+    reasoning = min(usage.reasoning_tokens, output)
+    plain, read, write_5m, write_1h, out, think, search, request = rates.token_units
+    tokens = (
+        max(n - cached - written, 0) * plain
+        + cached * read
+        + (written - one_hour) * write_5m
+        + one_hour * write_1h
+        + (output - reasoning) * out
+        + reasoning * think
+    )
+    fees = usage.web_search_requests * search + request  # one request
+    exponent = rates.exponent
+    return Cost(_tidy(tokens + fees, exponent), _tidy(fees, exponent))
+
+
+_LONGEST = 10**_EXACT.prec  # more digits than this: rounded as ``tidy`` rounds them
+
+
+def _tidy(value: int, exponent: int) -> Decimal:
+    """``tidy(value * 10**exponent)``, made from the integer's digits (no context rounds
+    it): trailing zeros dropped, a positive exponent written out."""
+    if not value:
+        return Decimal(0)
+    while not value % 10:
+        value //= 10
+        exponent += 1
+    if exponent > 0:
+        value, exponent = value * 10**exponent, 0
+    exact = Decimal(f"{value}E{exponent}")
+    return exact if -_LONGEST < value < _LONGEST else tidy(exact)
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """A price's rates for prompts in one tier range, as integers at one power of ten:
+    the per-token units (USD per million), the per-search and per-request fees (USD per
+    thousand), all scaled so that ``count * unit`` sums to USD * 10**-exponent."""
+
+    token_units: tuple[int, ...]
+    exponent: int
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What ``_token_cost`` needs of one price, read once: its set rates (``values``;
+    ``None`` when one is a unit it does not handle), whether it has any rate at all, the
+    prompt sizes where a long-context tier starts, and the rates of each tier reached."""
+
+    values: dict[str, Any] | None
+    any_rate: bool
+    starts: list[int]
+    levels: dict[int, _Level]
+
+
+def _level(values: dict[str, Any], n: int) -> _Level:
+    """The rates for a prompt of ``n`` tokens (each tiered rate at the tier ``n`` reaches:
+    it prices the whole call), in the order ``_token_cost`` multiplies them."""
 
     def rate(key: str, fallback: Decimal | None) -> Decimal:
         value = values.get(key)
@@ -165,54 +234,64 @@ def _token_cost(price: Any, usage: Usage, cache_write_ttl: CacheTTL) -> Cost | N
                 found = tier.price
         return found  # type: ignore[no-any-return]
 
-    cached, written = usage.cached_input_tokens, usage.cache_write_tokens
-    one_hour = written if cache_write_ttl == "1h" else usage.cache_write_1h_tokens
-    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    plain = max(n - cached - written, 0)
     input_rate = rate("input_mtok", None)
     write_rate = rate("cache_write_mtok", input_rate)
     output_rate = rate("output_mtok", None)
-    dot = _EXACT.fma
-    tokens = Decimal(0)
-    inputs = (
-        (plain, input_rate),
-        (cached, rate("cache_read_mtok", input_rate)),
-        (written - one_hour, rate("cache_write_5m_mtok", write_rate)),
-        (one_hour, rate("cache_write_1h_mtok", write_rate)),
+    per_token = (
+        input_rate,
+        rate("cache_read_mtok", input_rate),
+        rate("cache_write_5m_mtok", write_rate),
+        rate("cache_write_1h_mtok", write_rate),
+        output_rate,
+        rate("output_reasoning_mtok", output_rate),
     )
-    for count, value in inputs:
-        tokens = dot(Decimal(count), value, tokens)
-    outputs = (
-        (usage.output_tokens - reasoning, output_rate),
-        (reasoning, rate("output_reasoning_mtok", output_rate)),
-    )
-    for count, value in outputs:
-        tokens = dot(Decimal(count), value, tokens)
-    fees = dot(Decimal(usage.web_search_requests), rate("web_searches_kcount", None), Decimal(0))
-    fees = _EXACT.add(fees, rate("requests_kcount", None))  # one request
-    tokens = _EXACT.scaleb(tokens, -6)
-    fees = _EXACT.scaleb(fees, -3)
-    return Cost(tidy(_EXACT.add(tokens, fees)), tidy(fees))
+    per_thousand = (rate("web_searches_kcount", None), rate("requests_kcount", None))
+    # token rates are per million (10**-6), fees per thousand (10**-3)
+    scaled = [(*_integer(r), 6) for r in per_token] + [(*_integer(r), 3) for r in per_thousand]
+    exponent = min(e - shift for _, e, shift in scaled)
+    units = tuple(m * 10 ** (e - shift - exponent) for m, e, shift in scaled)
+    return _Level(units, exponent)
 
 
-# A price's set rates, by the price's id (the price kept alive with them, so the id is
-# not reused): read once per price, not once per call. genai-prices' prices are not
-# changed once loaded; a price file loaded later makes new price objects.
-_RATES: dict[int, tuple[Any, dict[str, Any] | None]] = {}
-_RATES_KEPT = 4096
+def _finite(rates: dict[str, Any]) -> bool:
+    """Whether every rate (and tier of a tiered rate) is a finite number: the integer sum
+    has no NaN; genai-prices says what it makes of one."""
+    for value in rates.values():
+        tiers = getattr(value, "tiers", None)
+        parts = [value] if tiers is None else [value.base, *(t.price for t in tiers)]
+        if not all(isinstance(p, Decimal) and p.is_finite() for p in parts):
+            return False
+    return True
 
 
-def _rates(price: Any) -> dict[str, Any] | None:
-    """The rates ``price`` sets, or ``None`` when it has one ``_token_cost`` does not know."""
-    kept = _RATES.get(id(price))
+def _integer(rate: Decimal) -> tuple[int, int]:
+    """``rate`` as (integer, exponent): ``rate == integer * 10**exponent``."""
+    sign, digits, exponent = rate.as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError(f"price rate is not a finite number: {rate}")
+    value = int("".join(map(str, digits)) or "0")
+    return (-value if sign else value), exponent
+
+
+# Each price's plan, by the price's id (the price kept alive with it, so the id is not
+# reused): read once per price, not once per call. genai-prices' prices are not changed
+# once loaded; a price file loaded later makes new price objects.
+_PLANS: dict[int, tuple[Any, _Plan]] = {}
+_PLANS_KEPT = 4096
+
+
+def _plan(price: Any) -> _Plan:
+    kept = _PLANS.get(id(price))
     if kept is not None and kept[0] is price:
         return kept[1]
-    values = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
-    rates = values if set(values) <= _known_price_keys() else None
-    if len(_RATES) >= _RATES_KEPT:
-        _RATES.clear()
-    _RATES[id(price)] = (price, rates)
-    return rates
+    rated = {k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")}
+    values = rated if set(rated) <= _known_price_keys() and _finite(rated) else None
+    starts = sorted({t.start for v in (values or {}).values() for t in getattr(v, "tiers", ())})
+    plan = _Plan(values, bool(rated), starts, {})
+    if len(_PLANS) >= _PLANS_KEPT:
+        _PLANS.clear()
+    _PLANS[id(price)] = (price, plan)
+    return plan
 
 
 @lru_cache(maxsize=1)

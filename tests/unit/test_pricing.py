@@ -500,3 +500,26 @@ def test_genai_prices_is_imported_on_first_use_and_never_updates() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.split() == ["False", "True", "True"]
+
+
+def test_each_tier_prices_the_whole_call_in_any_order_of_calls() -> None:
+    # The rates of each tier reached are kept per price: a call below the tier after one
+    # above it (and back) is priced at its own tier, the same as genai-prices computes.
+    from genai_prices.types import ModelPrice as GenaiPrice
+    from genai_prices.types import Tier as GenaiTier
+    from genai_prices.types import TieredPrices
+
+    from baton_nb.pricing._cost import _genai_usage, engine_cost, tidy
+
+    tiered = GenaiPrice(
+        input_mtok=TieredPrices(Decimal("1.25"), [GenaiTier(200_000, Decimal("2.5"))]),
+        cache_read_mtok=TieredPrices(Decimal("0.125"), [GenaiTier(200_000, Decimal("0.25"))]),
+        output_mtok=TieredPrices(Decimal("10"), [GenaiTier(200_000, Decimal("15"))]),
+        requests_kcount=Decimal("0.35"),
+    )
+    for prompt in (1_000, 250_000, 200_000, 200_001, 5):
+        usage = U(prompt, cached=prompt // 3, out=777)
+        expected = tiered.calc_price(_genai_usage(usage, "5m"))
+        cost = engine_cost(tiered, usage)
+        assert cost.total == tidy(expected["total_price"]), prompt
+        assert cost.fees == Decimal("0.00035")
