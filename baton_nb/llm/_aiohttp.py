@@ -53,6 +53,7 @@ from typing import Any
 import aiohttp
 import httpx
 import httpx_aiohttp
+from multidict import CIMultiDict
 
 __all__ = ["AiohttpTransport", "Answer", "translate_error"]
 
@@ -63,6 +64,10 @@ _LARGE_BODY = 1024 * 1024
 # Headers aiohttp would add on its own: httpx already sends the first three (its client
 # defaults) and no content-type unless the caller gave one; the wire carries httpx's headers.
 _AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_WIRE_HEADERS_KEPT = 64  # distinct call headers (endpoints and keys) kept by wire_headers
+# A request body as httpx encodes json= (compact, UTF-8, no NaN); one encoder, not one
+# per call as json.dumps with options makes.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 # Most specific first: the first match wins.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -129,6 +134,15 @@ class _Body(httpx.AsyncByteStream):
             await self._inner.aclose()
 
 
+@lru_cache(maxsize=64)
+def _client_timeout(
+    connect: float | None, read: float | None, pool: float | None
+) -> aiohttp.ClientTimeout:
+    """httpx's timeouts as aiohttp's (see the module's docstring), one object per set
+    (aiohttp only reads it)."""
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
+
+
 @lru_cache(maxsize=256)
 def _wire_url(url: str) -> str:
     """``url`` as httpx puts it on the wire (what ``handle_async_request`` hands aiohttp:
@@ -193,52 +207,76 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         # The session is made on the first request (it binds to the running loop).
         factory = partial(_session, ssl_context, max_connections, keepalive_expiry)
         super().__init__(verify=ssl_context, trust_env=False, limits=limits, client=factory)
+        self._client_headers: dict[str, str] | None = None
+        self._wire_headers: dict[tuple[tuple[str, str], ...], CIMultiDict[str]] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         return self.client
 
+    def wire_headers(
+        self, client_headers: httpx.Headers, call_headers: Mapping[str, str]
+    ) -> CIMultiDict[str]:
+        """The headers httpx's client would send for ``post(url, headers=call_headers,
+        json=...)``: the client's (lower-case names), then the call's (a call's header
+        replaces the client's), and the content type ``json=`` adds unless the call gave
+        one. Made once per distinct call headers (an endpoint's, with its key) and reused:
+        ``post_json`` hands aiohttp a ``CIMultiDict``, which it copies without converting.
+        The client's headers are read on the first use: the transport belongs to one
+        client (``_client._new_client``), whose headers are set when it is made."""
+        key = tuple(call_headers.items())
+        wire = self._wire_headers.get(key)
+        if wire is None:
+            if self._client_headers is None:
+                self._client_headers = dict(client_headers.items())
+            merged = dict(self._client_headers)
+            merged.update((name.lower(), value) for name, value in call_headers.items())
+            merged.setdefault("content-type", "application/json")
+            wire = CIMultiDict(merged)
+            if len(self._wire_headers) >= _WIRE_HEADERS_KEPT:
+                self._wire_headers.clear()
+            self._wire_headers[key] = wire
+        return wire
+
     async def post_json(
         self,
         url: str,
-        headers: Mapping[str, str],
+        headers: CIMultiDict[str],
         body: Any,
         timeout: httpx.Timeout,
     ) -> Answer | None:
         """What httpx's client would send for ``post(url, headers=, json=body)`` (given
-        the client's headers merged with the call's), sent on the session without
-        building an ``httpx.Request`` and reading the answer without httpx's stream
-        layers; the answer read whole (its body decoded by httpx as the client would:
-        ``auto_decompress=False``). The same session, timeouts and
-        error types as :meth:`handle_async_request`; ``None`` for a body it does not
-        take (over 1 MiB: the caller sends it through the client)."""
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        data = content.encode("utf-8")
+        :meth:`wire_headers`), sent on the session without building an ``httpx.Request``
+        and reading the answer without httpx's stream layers; the answer read whole (its
+        body decoded by httpx as the client would: ``auto_decompress=False``). The same
+        session, timeouts and error types as :meth:`handle_async_request`; ``None`` for a
+        body it does not take (over 1 MiB: the caller sends it through the client)."""
+        data = _JSON.encode(body).encode("utf-8")
         if len(data) > _LARGE_BODY:
             return None
-        wire = dict(headers)
-        if not any(name.lower() == "content-type" for name in wire):
-            wire["content-type"] = "application/json"  # what httpx adds for json=
-        with _httpx_errors():
+        try:  # not _httpx_errors(): a generator context manager costs ~1.5 us a call
             async with self._session().request(
                 "POST",
                 _wire_url(url),
-                headers=wire,
+                headers=headers,
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
                 compress=False,
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
-                ),
+                timeout=_client_timeout(timeout.connect, timeout.read, timeout.pool),
             ) as answer:
                 raw = await answer.read()
-                headers, raw_headers = answer.headers, answer.raw_headers
-                encoding = headers.get("content-encoding", "").strip().lower()
+                headers_in, raw_headers = answer.headers, answer.raw_headers
+                encoding = headers_in.get("content-encoding", "").strip().lower()
                 if encoding and encoding != "identity":  # decoded by httpx, as httpx reads it
                     raw = httpx.Response(answer.status, headers=raw_headers, content=raw).content
-                return Answer(answer.status, answer.reason or "", headers, raw_headers, raw)
+                return Answer(answer.status, answer.reason or "", headers_in, raw_headers, raw)
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from translated.__cause__
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -177,8 +178,7 @@ async def _post_direct(
     per-request layers, which cost half the CPU of a call (docs/performance.md). A
     cookie the provider sets goes to the client's jar, so later calls take
     ``client.post`` and send it back. ``None``: send it through the client."""
-    headers = dict(client.headers.items())  # lower-case names: a call's header replaces
-    headers.update((name.lower(), value) for name, value in call.headers.items())
+    headers = transport.wire_headers(client.headers, call.headers)
     response = await transport.post_json(call.url, headers, call.body, http_timeout)
     if response is None:
         return None
@@ -215,12 +215,19 @@ async def _send_plain(
     return adapter.parse(_json_body(endpoint, content))
 
 
+@lru_cache(maxsize=64)
+def _timeouts(seconds: float) -> httpx.Timeout:
+    """A call's httpx timeouts: ``seconds`` for each wait, connecting at most 10 s (one
+    object per value: the transports only read it)."""
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0))
+
+
 async def send(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, *, stream: bool, seconds: float
 ) -> Parsed:
     """One attempt. Non-streaming calls get ``seconds`` as a whole-request deadline;
     streaming calls get it for connecting and between chunks."""
-    limits = httpx.Timeout(seconds, connect=min(seconds, 10.0))
+    limits = _timeouts(seconds)
     failure: RetryableFailure | None = None
     fatal: ProviderError | None = None
     try:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -46,6 +47,12 @@ def split_model(model: str) -> tuple[str, str]:
     """
     if not isinstance(model, str):
         raise ConfigurationError(f"model must be a string like 'openai/gpt-4o-mini', got {model!r}")
+    return _split_model(model)
+
+
+@lru_cache(maxsize=1024)
+def _split_model(model: str) -> tuple[str, str]:
+    """:func:`split_model` of a string, once per model name (two or three times a call)."""
     provider, sep, name = model.partition("/")
     if not sep or not provider.strip() or not name.strip():
         raise ConfigurationError(
