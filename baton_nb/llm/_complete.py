@@ -187,12 +187,15 @@ async def completion_of(
     return completion
 
 
+_KEYS_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder, not one per call
+
+
 def _keys(scrub: Scrubber, value: dict[str, Any]) -> dict[str, Any]:
     """Model output (tool arguments, messages) with exact key values replaced, like
     ``text``: secret-shaped content and opaque provider tokens (thought signatures)
     stay as they are, or they could not go back to the provider."""
     if not scrub.has_secrets:  # no key known: nothing to replace
         return value
-    flat = json.dumps(value, ensure_ascii=False)
+    flat = _KEYS_JSON.encode(value)
     scrubbed = scrub.keys(flat)
     return value if scrubbed == flat else dict(json.loads(scrubbed))

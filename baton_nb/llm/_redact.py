@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from ._config import known_secrets
+from ._types import COMPACT_JSON
 
 __all__ = ["REDACTED", "Scrubber", "redact", "redact_json", "redact_keys", "scrubber"]
 
@@ -86,7 +87,7 @@ class Scrubber:
         check's encoding, for the caller to store instead of encoding it again. ``None``
         when the value was redacted or is not plain JSON."""
         try:
-            flat: str | None = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            flat: str | None = COMPACT_JSON.encode(value)
             text = flat
         except (TypeError, ValueError):
             flat, text = None, json.dumps(value, ensure_ascii=False, default=str)

@@ -29,6 +29,7 @@ from ._neutral import (
 )
 
 __all__ = [
+    "COMPACT_JSON",
     "Completion",
     "FinishReason",
     "LLMRequest",
@@ -134,6 +135,11 @@ class LLMRequest:
         return split_model(self.model)[1]
 
 
+_HASH_JSON = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def request_hash(request: LLMRequest) -> str:
     """sha256 hex of the canonical JSON of what determines the answer.
 
@@ -152,9 +158,7 @@ def request_hash(request: LLMRequest) -> str:
         **request.neutral_params(),
     }
     try:
-        text = json.dumps(
-            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _HASH_JSON.encode(payload)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(
             f"LLMRequest messages and extra must be JSON-serialisable: {exc}"
@@ -333,9 +337,9 @@ class Completion:
         }
         kept = self.__dict__.get("_raw_json")
         if kept is None or kept[0] is not self.raw:
-            return json.dumps({**head, "raw": self.raw, **tail}, **_COMPACT)
+            return COMPACT_JSON.encode({**head, "raw": self.raw, **tail})
         # the same text as one dumps of the whole: head's "}" and tail's "{" joined by raw
-        before, after = json.dumps(head, **_COMPACT), json.dumps(tail, **_COMPACT)
+        before, after = COMPACT_JSON.encode(head), COMPACT_JSON.encode(tail)
         return f'{before[:-1]},"raw":{kept[1]},{after[1:]}'
 
     @classmethod
@@ -366,7 +370,9 @@ class Completion:
         )
 
 
-_COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
+# The replay store's JSON: compact, UTF-8. One encoder object (json.dumps with options
+# makes one per call).
+COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _money_text(value: Decimal | None) -> str | None:
