@@ -122,7 +122,8 @@ async def with_retries(
     attempts = settings.max_retries + 1
     last: RetryableFailure | None = None
     for attempt in range(attempts):
-        await _respect_retry_after(provider, settings, last)
+        if cooldown_remaining(provider) > 0:  # else nothing to wait for: no coroutine
+            await _respect_retry_after(provider, settings, last)
         try:
             return await attempt_fn()
         except RetryableFailure as failure:

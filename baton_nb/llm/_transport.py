@@ -216,9 +216,16 @@ async def _send_plain(
 
 
 @lru_cache(maxsize=64)
-def _timeouts(seconds: float) -> httpx.Timeout:
-    """A call's httpx timeouts: ``seconds`` for each wait, connecting at most 10 s (one
-    object per value: the transports only read it)."""
+def _timeouts(seconds: float, deadline: bool) -> httpx.Timeout:
+    """A call's httpx timeouts (one object per value: the transports only read it).
+
+    Streaming: ``seconds`` for each wait (between chunks too), connecting at most 10 s.
+    Under a whole-call deadline of ``seconds`` (``deadline``) the other waits need no
+    timer of their own: each starts after the deadline and is as long, so the deadline
+    always ends first; only connecting keeps its shorter bound. That spares aiohttp's
+    pool-wait timer and its read timer (rescheduled at every chunk read) on every call."""
+    if deadline:
+        return httpx.Timeout(None, connect=min(seconds, 10.0))
     return httpx.Timeout(seconds, connect=min(seconds, 10.0))
 
 
@@ -227,7 +234,7 @@ async def send(
 ) -> Parsed:
     """One attempt. Non-streaming calls get ``seconds`` as a whole-request deadline;
     streaming calls get it for connecting and between chunks."""
-    limits = _timeouts(seconds)
+    limits = _timeouts(seconds, not stream)
     failure: RetryableFailure | None = None
     fatal: ProviderError | None = None
     try:
