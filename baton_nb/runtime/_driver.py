@@ -47,6 +47,7 @@ from ._expand import CHUNKS, expand_map
 from ._lease import Lease
 from ._node import Node
 from ._scheduler import Scheduler
+from ._steptasks import StepTasks
 
 __all__ = ["Driver", "active_run", "active_runs"]
 
@@ -103,6 +104,7 @@ class Driver:
         self._helpers = 0  # writer and heartbeat not returned yet
         self._helpers_done = anyio.Event()
         self._tg: TaskGroup | None = None
+        self._steps: StepTasks | None = None  # on asyncio: the steps' tasks (``_spawn``)
         self._cancelled = False
         self._loop_thread = threading.get_ident()
         self._token: Any = None
@@ -137,6 +139,7 @@ class Driver:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._steps = StepTasks.here(self._context, tg.cancel_scope.cancel)
                 self._helpers = 2
                 tg.start_soon(self._helper, self._write)
                 tg.start_soon(self._helper, self._heartbeat)
@@ -146,7 +149,9 @@ class Driver:
                     self._settled.set()
                 await self._settled.wait()
                 await self._stop_helpers()
-                tg.cancel_scope.cancel()  # steps still running that a quorum made unneeded
+                self._cancel_steps()  # steps still running that a quorum made unneeded
+            if self._steps is not None and self._steps.error is not None:
+                raise self._steps.error  # a step's task failed (not its step: the driver)
         except BaseException as exc:
             interrupted = True
             real = unwrap_group(exc)
@@ -160,19 +165,29 @@ class Driver:
             # while the writer stops finds nothing to cancel: the run ended as its nodes did.
             cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
             with anyio.CancelScope(shield=True):
+                if self._steps is not None:  # as the task group does for its own tasks
+                    self._steps.cancel()
+                    await self._steps.wait()
                 await self._finish(cancelled=cancelled)
         return run
 
     def _request_cancel(self) -> None:
         """Cancel from the event loop's thread or any other (a widget button, a signal)."""
         self._cancelled = True
-        tg = self._tg
-        if tg is None:
+        if self._tg is None:
             return
         if threading.get_ident() == self._loop_thread:
-            tg.cancel_scope.cancel()
+            self._cancel_steps()
         else:
-            anyio.from_thread.run_sync(tg.cancel_scope.cancel, token=self._token)
+            anyio.from_thread.run_sync(self._cancel_steps, token=self._token)
+
+    def _cancel_steps(self) -> None:
+        """Cancel the task group (the writer and heartbeat return on their own) and the
+        steps' tasks."""
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        if self._steps is not None:
+            self._steps.cancel()
 
     async def _finish(self, *, cancelled: bool) -> None:
         if self._cancelled and self.batching is not None:  # run.cancel(), not an interrupt
@@ -228,12 +243,16 @@ class Driver:
     # ── starting nodes ────────────────────────────────────────────────────────
 
     def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
-        """Start ``fn(*args)`` in the run's task group, in a copy of the run's context."""
+        """Start ``fn(*args)`` in a copy of the run's context: among the steps' tasks on
+        asyncio (``_steptasks``), else in the run's task group."""
         tg = self._tg
         assert tg is not None
         if tg.cancel_scope.cancel_called:
             return  # the run is being cancelled: what has not started stays pending
-        self._context.run(partial(tg.start_soon, fn, *args, name=f"baton:{name}"))
+        if self._steps is not None:
+            self._steps.spawn(fn, f"baton:{name}", *args)
+        else:
+            self._context.run(partial(tg.start_soon, fn, *args, name=f"baton:{name}"))
 
     def _start(self, node: Node) -> None:
         """``node`` was admitted: run an attempt (it holds its slots), or open its group."""
