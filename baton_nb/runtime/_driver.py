@@ -388,6 +388,7 @@ class Driver:
 AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]
 
 
-async def run_locally(node: Node, ctx: Context) -> Outcome:
-    """An attempt run in this process (the in-process driver's way)."""
-    return await run_attempt(node, ctx, ctx.results)
+def run_locally(node: Node, ctx: Context) -> Coroutine[Any, Any, Outcome]:
+    """An attempt run in this process (the in-process driver's way): ``run_attempt``'s
+    own coroutine, awaited by the step's task (no coroutine of its own around it)."""
+    return run_attempt(node, ctx, ctx.results)
