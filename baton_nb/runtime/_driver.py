@@ -21,7 +21,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 
 from .._errors import unwrap_group
 from .._graph import GraphSpec
@@ -47,7 +46,7 @@ from ._expand import CHUNKS, expand_map
 from ._lease import Lease
 from ._node import Node
 from ._scheduler import Scheduler
-from ._steptasks import StepTasks
+from ._steptasks import RunTasks
 
 __all__ = ["Driver", "active_run", "active_runs"]
 
@@ -103,8 +102,7 @@ class Driver:
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
         self._helpers = 0  # writer and heartbeat not returned yet
         self._helpers_done = anyio.Event()
-        self._tg: TaskGroup | None = None
-        self._steps: StepTasks | None = None  # on asyncio: the steps' tasks (``_spawn``)
+        self._tasks: RunTasks | None = None  # where steps run (``_spawn``)
         self._cancelled = False
         self._loop_thread = threading.get_ident()
         self._token: Any = None
@@ -138,20 +136,19 @@ class Driver:
             await self.batching.load()  # re-attach to the batches of earlier executions
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
-                self._steps = StepTasks.here(self._context, tg.cancel_scope.cancel)
+                tasks = self._tasks = RunTasks(tg, self._context)
                 self._helpers = 2
                 tg.start_soon(self._helper, self._write)
-                tg.start_soon(self._helper, self._heartbeat)
+                keep = partial(self.lease.keep, self.store, self.run.id, self._stopping)
+                tg.start_soon(self._helper, keep)
                 for node in self.scheduler.initial():
                     self._start(node)
                 if self.scheduler.unsettled == 0:
                     self._settled.set()
                 await self._settled.wait()
                 await self._stop_helpers()
-                self._cancel_steps()  # steps still running that a quorum made unneeded
-            if self._steps is not None and self._steps.error is not None:
-                raise self._steps.error  # a step's task failed (not its step: the driver)
+                tasks.cancel()  # steps still running that a quorum made unneeded
+            tasks.raise_failure()
         except BaseException as exc:
             interrupted = True
             real = unwrap_group(exc)
@@ -164,30 +161,22 @@ class Driver:
             # Once every node settled (and committed), a cancel or an interrupt that comes
             # while the writer stops finds nothing to cancel: the run ended as its nodes did.
             cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
+            if self._tasks is not None:
+                await self._tasks.stop()
             with anyio.CancelScope(shield=True):
-                if self._steps is not None:  # as the task group does for its own tasks
-                    self._steps.cancel()
-                    await self._steps.wait()
                 await self._finish(cancelled=cancelled)
         return run
 
     def _request_cancel(self) -> None:
         """Cancel from the event loop's thread or any other (a widget button, a signal)."""
         self._cancelled = True
-        if self._tg is None:
+        tasks = self._tasks
+        if tasks is None:
             return
         if threading.get_ident() == self._loop_thread:
-            self._cancel_steps()
+            tasks.cancel()
         else:
-            anyio.from_thread.run_sync(self._cancel_steps, token=self._token)
-
-    def _cancel_steps(self) -> None:
-        """Cancel the task group (the writer and heartbeat return on their own) and the
-        steps' tasks."""
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        if self._steps is not None:
-            self._steps.cancel()
+            anyio.from_thread.run_sync(tasks.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
         if self._cancelled and self.batching is not None:  # run.cancel(), not an interrupt
@@ -224,9 +213,6 @@ class Driver:
         async with self.store.writer() as writer:
             await self.commit.run(writer)
 
-    async def _heartbeat(self) -> None:
-        await self.lease.keep(self.store, self.run.id, self._stopping)
-
     async def _stop_helpers(self) -> None:
         """Let the writer and the heartbeat return instead of cancelling them.
 
@@ -243,16 +229,9 @@ class Driver:
     # ── starting nodes ────────────────────────────────────────────────────────
 
     def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
-        """Start ``fn(*args)`` in a copy of the run's context: among the steps' tasks on
-        asyncio (``_steptasks``), else in the run's task group."""
-        tg = self._tg
-        assert tg is not None
-        if tg.cancel_scope.cancel_called:
-            return  # the run is being cancelled: what has not started stays pending
-        if self._steps is not None:
-            self._steps.spawn(fn, f"baton:{name}", *args)
-        else:
-            self._context.run(partial(tg.start_soon, fn, *args, name=f"baton:{name}"))
+        """Start ``fn(*args)`` in a copy of the run's context (``RunTasks.spawn``)."""
+        assert self._tasks is not None
+        self._tasks.spawn(fn, f"baton:{name}", *args)
 
     def _start(self, node: Node) -> None:
         """``node`` was admitted: run an attempt (it holds its slots), or open its group."""

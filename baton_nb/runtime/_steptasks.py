@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import anyio
 import sniffio
+from anyio.abc import TaskGroup
 
-__all__ = ["StepTasks"]
+__all__ = ["RunTasks", "StepTasks"]
 
 
 class StepTasks:
@@ -86,3 +88,43 @@ class StepTasks:
         while self._tasks:
             self._idle = asyncio.Event()
             await self._idle.wait()
+
+
+class RunTasks:
+    """Where a run's steps, groups and callbacks run: ``StepTasks`` on asyncio, else the
+    run's task group (which also holds the writer and the heartbeat)."""
+
+    def __init__(self, group: TaskGroup, context: contextvars.Context) -> None:
+        self.group = group
+        self._context = context
+        self.steps = StepTasks.here(context, group.cancel_scope.cancel)
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
+        """Start ``fn(*args)`` in a copy of the run's context, unless the run is being
+        cancelled (what has not started then stays pending)."""
+        if self.group.cancel_scope.cancel_called:
+            return
+        if self.steps is not None:
+            self.steps.spawn(fn, name, *args)
+        else:
+            self._context.run(partial(self.group.start_soon, fn, *args, name=name))
+
+    def cancel(self) -> None:
+        """Cancel the task group (its writer and heartbeat) and the steps' tasks."""
+        self.group.cancel_scope.cancel()
+        if self.steps is not None:
+            self.steps.cancel()
+
+    async def stop(self) -> None:
+        """Once the task group has returned: cancel the steps' tasks still running and wait
+        for them (as the task group does for its own), shielded."""
+        if self.steps is not None:
+            with anyio.CancelScope(shield=True):
+                self.steps.cancel()
+                await self.steps.wait()
+
+    def raise_failure(self) -> None:
+        """A step's task that raised (the driver's code, not a step's error: those are
+        outcomes) ends the run with its error."""
+        if self.steps is not None and self.steps.error is not None:
+            raise self.steps.error
