@@ -22,8 +22,13 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time, which
+# cost more than encoding a small step result (docs/performance.md, "Fourth round").
+_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def dumps_result(step: str, value: Any) -> str:

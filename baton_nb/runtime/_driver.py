@@ -21,7 +21,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 
 from .._errors import unwrap_group
 from .._graph import GraphSpec
@@ -47,6 +46,7 @@ from ._expand import CHUNKS, expand_map
 from ._lease import Lease
 from ._node import Node
 from ._scheduler import Scheduler
+from ._steptasks import RunTasks
 
 __all__ = ["Driver", "active_run", "active_runs"]
 
@@ -102,7 +102,7 @@ class Driver:
         self._stopping = anyio.Event()  # the run settled: writer and heartbeat return
         self._helpers = 0  # writer and heartbeat not returned yet
         self._helpers_done = anyio.Event()
-        self._tg: TaskGroup | None = None
+        self._tasks: RunTasks | None = None  # where steps run (``_spawn``)
         self._cancelled = False
         self._loop_thread = threading.get_ident()
         self._token: Any = None
@@ -136,17 +136,19 @@ class Driver:
             await self.batching.load()  # re-attach to the batches of earlier executions
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                tasks = self._tasks = RunTasks(tg, self._context)
                 self._helpers = 2
                 tg.start_soon(self._helper, self._write)
-                tg.start_soon(self._helper, self._heartbeat)
+                keep = partial(self.lease.keep, self.store, self.run.id, self._stopping)
+                tg.start_soon(self._helper, keep)
                 for node in self.scheduler.initial():
                     self._start(node)
                 if self.scheduler.unsettled == 0:
                     self._settled.set()
                 await self._settled.wait()
                 await self._stop_helpers()
-                tg.cancel_scope.cancel()  # steps still running that a quorum made unneeded
+                tasks.cancel()  # steps still running that a quorum made unneeded
+            tasks.raise_failure()
         except BaseException as exc:
             interrupted = True
             real = unwrap_group(exc)
@@ -159,6 +161,8 @@ class Driver:
             # Once every node settled (and committed), a cancel or an interrupt that comes
             # while the writer stops finds nothing to cancel: the run ended as its nodes did.
             cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
+            if self._tasks is not None:
+                await self._tasks.stop()
             with anyio.CancelScope(shield=True):
                 await self._finish(cancelled=cancelled)
         return run
@@ -166,13 +170,13 @@ class Driver:
     def _request_cancel(self) -> None:
         """Cancel from the event loop's thread or any other (a widget button, a signal)."""
         self._cancelled = True
-        tg = self._tg
-        if tg is None:
+        tasks = self._tasks
+        if tasks is None:
             return
         if threading.get_ident() == self._loop_thread:
-            tg.cancel_scope.cancel()
+            tasks.cancel()
         else:
-            anyio.from_thread.run_sync(tg.cancel_scope.cancel, token=self._token)
+            anyio.from_thread.run_sync(tasks.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
         if self._cancelled and self.batching is not None:  # run.cancel(), not an interrupt
@@ -209,9 +213,6 @@ class Driver:
         async with self.store.writer() as writer:
             await self.commit.run(writer)
 
-    async def _heartbeat(self) -> None:
-        await self.lease.keep(self.store, self.run.id, self._stopping)
-
     async def _stop_helpers(self) -> None:
         """Let the writer and the heartbeat return instead of cancelling them.
 
@@ -228,12 +229,9 @@ class Driver:
     # ── starting nodes ────────────────────────────────────────────────────────
 
     def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
-        """Start ``fn(*args)`` in the run's task group, in a copy of the run's context."""
-        tg = self._tg
-        assert tg is not None
-        if tg.cancel_scope.cancel_called:
-            return  # the run is being cancelled: what has not started stays pending
-        self._context.run(partial(tg.start_soon, fn, *args, name=f"baton:{name}"))
+        """Start ``fn(*args)`` in a copy of the run's context (``RunTasks.spawn``)."""
+        assert self._tasks is not None
+        self._tasks.spawn(fn, f"baton:{name}", *args)
 
     def _start(self, node: Node) -> None:
         """``node`` was admitted: run an attempt (it holds its slots), or open its group."""
@@ -369,6 +367,7 @@ class Driver:
 AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]
 
 
-async def run_locally(node: Node, ctx: Context) -> Outcome:
-    """An attempt run in this process (the in-process driver's way)."""
-    return await run_attempt(node, ctx, ctx.results)
+def run_locally(node: Node, ctx: Context) -> Coroutine[Any, Any, Outcome]:
+    """An attempt run in this process (the in-process driver's way): ``run_attempt``'s
+    own coroutine, awaited by the step's task (no coroutine of its own around it)."""
+    return run_attempt(node, ctx, ctx.results)

@@ -1,0 +1,47 @@
+"""Timestamps bound for SQLite: the fast processor sends what SQLAlchemy's generic path
+(``process_bind_param``, then SQLite's DATETIME processor) sends."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from baton_nb.store._tables import UtcDateTime
+
+DIALECT = sqlite.dialect()
+UTC = timezone.utc
+
+
+def generic(value: datetime | None) -> Any:
+    """The value through the decorator's own step and the SQLite DATETIME processor."""
+    decorated = UtcDateTime().process_bind_param(value, DIALECT)
+    processor = sa.DateTime(timezone=True).dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    return processor(decorated)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        datetime(2026, 12, 6, 8, 50, 4, 123456, tzinfo=UTC),
+        datetime(2026, 12, 6, 8, 50, 4, tzinfo=UTC),  # no microseconds: still written
+        datetime(2026, 1, 1, 0, 30, 0, 7, tzinfo=timezone(timedelta(hours=2))),  # the day before
+        datetime(987, 3, 4, 5, 6, 7, 8, tzinfo=UTC),  # a year of three digits
+        datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    ],
+)
+def test_sqlite_timestamp_text_as_sqlalchemy_writes_it(value: datetime | None) -> None:
+    processor = UtcDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    assert processor(value) == generic(value)
+
+
+def test_naive_timestamp_refused() -> None:
+    processor = UtcDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    with pytest.raises(ValueError, match="aware datetimes only"):
+        processor(datetime(2026, 12, 6, 8, 50))
