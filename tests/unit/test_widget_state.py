@@ -69,8 +69,8 @@ def test_node_state_carries_tokens_cost_and_times() -> None:
     assert node["s"] == "completed" and node["a"] == 1
     assert (node["ti"], node["to"], node["n"], node["u"]) == (10, 5, 1, 0)
     assert node["c"] == "0.00012"  # a plain decimal string, no float
-    assert node["t1"] - node["t0"] == 2.5
-    assert node["l"] == 12.3
+    assert node["t1"] - node["t0"] == 2500  # ms, ints: cheaper to encode than floats
+    assert isinstance(node["t0"], int) and "l" not in node  # latency: per call (detail)
     pending = _state.node_state(run.steps["sum"])
     assert pending["c"] is None and pending["t0"] is None and pending["n"] == 0
 
