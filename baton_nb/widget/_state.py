@@ -107,6 +107,8 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     (``old``; ``PENDING`` for a node it never got): a child's start is its state, attempt and
     start time, its end its state, end time, tokens, cost and calls.
     """
+    if len(old) == len(new):  # the same fields, in node_state's order (only ``x`` is optional)
+        return {k: v for k, v, was in zip(new, new.values(), old.values(), strict=True) if v != was}
     diff = {key: value for key, value in new.items() if old.get(key, _ABSENT) != value}
     for key in old.keys() - new.keys():  # only ``x``, once a map's children are all stored
         diff[key] = None

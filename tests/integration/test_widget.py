@@ -28,6 +28,7 @@ import pytest
 import baton_nb as bn
 import baton_nb.widget as widget_pkg
 from baton_nb._run import TERMINAL_STATES, StepInfo
+from baton_nb._runview import NodeKind
 from baton_nb.reports import fmt_money
 from baton_nb.widget import Attached, DagWidget, TextProgress, _state
 from baton_nb.widget._dag import WIDGET_MIME
@@ -314,6 +315,35 @@ async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
     bn.events.publish(event, topic)  # after the end: the listener is gone
     await anyio.sleep(0.01)
     assert widget.redraws == redraws
+
+
+async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
+    """A map's children appear a chunk at a time: each chunk used to resend and recompute
+    every node; now the graph grows, and the patch holds the new nodes shown (not pending),
+    their group (its count of unstored items) and the nodes events touched."""
+    run = bn.Run(f"grow-{uuid.uuid4().hex[:8]}", "grow")
+    run.status = "running"
+    run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
+    run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=6))
+    widget = DagWidget(run)
+    sent: list[str] = []
+    widget.observe(lambda change: sent.append(change["name"]), names=["nodes", "patch"])
+    computed: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        node_state = _state.node_state
+        mp.setattr(_state, "node_state", lambda s: computed.append(s.name) or node_state(s))
+        for i in range(3):  # a chunk of 3: one already running when the view redraws
+            child = StepInfo(name=f"m[{i}]", job_id=i + 2, kind=NodeKind.CHILD, parent="m")
+            run.add_step(child)
+        run.steps["m"].unstored = 3
+        run.steps["m[0]"].state, run.steps["m[0]"].attempt = "executing", 1
+        widget._redraw()
+    assert sorted(computed) == ["m", "m[0]", "m[1]", "m[2]"]  # not ``root`` again
+    assert [g["id"] for g in widget.graph] == ["root", "m", "m[0]", "m[1]", "m[2]"]
+    assert sent == ["patch"]  # ``nodes`` not sent again
+    assert widget.patch == {"m": {"x": 3}, "m[0]": {"s": "executing", "a": 1}}
+    assert widget.state() == _state.node_states(run)
+    widget.finish()
 
 
 # ── cancel ────────────────────────────────────────────────────────────────────
