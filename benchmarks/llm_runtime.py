@@ -19,7 +19,10 @@ At each scale (calls @ in flight, 200 ms server latency), in one interleaved run
 - ``postgres``: the same run on Postgres (``--pg``, a database made for the benchmark);
 - ``widget``: the SQLite run with the widget displayed (``display=None``) in an IPython
   kernel started in this process (``benchmarks/widget.py``'s ``start_kernel``; messages
-  encoded and dropped as a real kernel hands them to zmq).
+  encoded and dropped as a real kernel hands them to zmq);
+- ``langgraph``: the peer, LangGraph's map-reduce (``Send``) doing the same fan-out, each
+  task a call through httpx-aiohttp, checkpointed on SQLite (``benchmarks/_llm_peer.py``;
+  without LangGraph installed the row is left out, saying why).
 
 Each row: wall time as ratios to the ideal and to the raw floor, the client's CPU per call
 (``time.process_time()`` over the run / calls: the server is another process; robust to a
@@ -62,6 +65,7 @@ from _fake_server import (  # benchmarks/_fake_server.py
     rss_mb,
     sampled,
 )
+from _llm_peer import LangGraphFanout, missing  # benchmarks/_llm_peer.py
 from llm_fanout import _scales, complete_fanout  # benchmarks/llm_fanout.py
 
 import baton_nb as bn
@@ -80,6 +84,7 @@ ROWS = {
     "sqlite": "run: map + ctx.complete, SQLite",
     "postgres": "run: map + ctx.complete, Postgres",
     "widget": "run, SQLite, widget in a kernel",
+    "langgraph": "peer: LangGraph Send, SQLite",
 }
 
 
@@ -221,6 +226,8 @@ async def scale_rows(
         floors["httpx"] = HttpxPerSlotFloor(server.base_url, in_flight)
     if "aiohttp" in args.rows:
         floors["aiohttp"] = HttpxAiohttpFloor(server.base_url, in_flight)
+    if "langgraph" in args.rows:
+        floors["langgraph"] = LangGraphFanout(server.base_url, in_flight, runs.tmp)
     run = runs.run
     timers: dict[str, Callable[[], Awaitable[float]]] = {
         "raw": lambda: raw_floor(server.base_url, calls, in_flight),
@@ -259,6 +266,9 @@ async def main(args: argparse.Namespace) -> None:
         args.rows.remove("postgres")
     if "widget" in args.rows and not start_widget_kernel():
         args.rows.remove("widget")
+    if "langgraph" in args.rows and (why := missing()) is not None:
+        print(f"langgraph row skipped: {why}")
+        args.rows.remove("langgraph")
     runs = Runs(args.pg)
     try:
         with FakeServerProcess(args.latency) as server:
@@ -286,12 +296,6 @@ async def main(args: argparse.Namespace) -> None:
         if made_pg:
             name = args.pg.rsplit("/", 1)[1]
             await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    installed = [p for p in ("langgraph", "pydantic_ai") if importlib.util.find_spec(p)]
-    print(
-        f"peers: {', '.join(installed)} installed but not timed here"
-        if installed
-        else "peers: neither LangGraph nor pydantic-ai is installed: no peer row"
-    )
     print(
         "Figures from one run on this machine; on a shared (loaded) machine read CPU ms/call "
         "and compare rows with each other (interleaved), not wall times across runs."
@@ -340,6 +344,11 @@ def report_scale(
         spread = " ".join(f"{s.wall:.2f}" for s in runs)
         print(
             f"{ROWS[name]:36}{wall:>8.3f}{x_ideal}{x_raw}{cpus[name]:>12.3f}{conns:>11}   {spread}"
+        )
+    if "langgraph" in walls and "sqlite" in walls:
+        print(
+            f"peer: LangGraph {walls['langgraph'] / walls['sqlite']:.2f}x the SQLite run's wall, "
+            f"{cpus['langgraph'] / cpus['sqlite']:.2f}x its CPU"
         )
     print(f"server: max {server_max_in_flight} requests in flight (expected {in_flight})")
     if ideal > 0 and raw is not None:

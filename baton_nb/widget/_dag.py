@@ -2,9 +2,10 @@
 
 Python only projects the run to JSON (``_state``) and ships changes, coalesced: events mark
 nodes dirty (O(1), inline in the runtime) and a throttle sends at most ~10 updates a second
-(``patch``: the nodes changed since the last send, merged by the view; ``nodes`` is kept
-current in place, unsent, for a view opened later and the saved state). The final state
-is always sent in full when the run ends.
+(``patch``: for each node changed since the last send, the fields that changed, merged by
+the view; ``nodes`` is kept current in place, unsent, for a view opened later and the saved
+state). When the run ends, the last changes go out the same way and the saved snapshot
+replaces the displayed widget.
 """
 
 from __future__ import annotations
@@ -131,13 +132,13 @@ class DagWidget(anywidget.AnyWidget):
         return self._run
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """Every node's state as the view has it (``nodes`` with ``patch`` applied).
+        """Every node's state as the view has it (``nodes``, every ``patch`` merged in).
 
         ``nodes`` leaves out the steps still in their initial pending state (the view draws
         a missing node as pending): they are filled in here.
         """
-        pending = {entry["id"]: dict(PENDING) for entry in self.graph}
-        return {**pending, **self.nodes, **self.patch}
+        nodes = self.nodes
+        return {entry["id"]: nodes.get(entry["id"]) or dict(PENDING) for entry in self.graph}
 
     async def wait(self) -> Run:
         """Wait until a watched run finished (and the view got its final state)."""
@@ -165,7 +166,10 @@ class DagWidget(anywidget.AnyWidget):
         self._throttle.close()
         if self._run is None or self._finished:
             return  # nothing to send again: the final state went out with the first call
-        self._full_sync()
+        # Every node's state computed again, once: what the saved snapshot keeps must not
+        # miss a change no event announced. Only the changes are sent.
+        self._dirty.update(self._run.steps)
+        self._redraw()
         self._finished = True
         if self._handles:
             bundle = snapshot_bundle(self._run, self._snapshot_state())
@@ -246,18 +250,14 @@ class DagWidget(anywidget.AnyWidget):
             source=self._source,
         )
 
-    def _full_sync(self, names: set[str] | None = None) -> None:
-        """Send every node; recompute the states of ``names`` only (None: of every step)."""
+    def _full_sync(self) -> None:
+        """Send the graph and every node in full (the first send), each state computed."""
         run = self._run
         assert run is not None
         self._dirty.clear()
-        if names is None or len(self._states) != len(run.steps):
-            self._states = _state.node_states(run)
-        else:
-            self._states.update(_state.node_states(run, list(names)))
+        self._states = _state.node_states(run)
         with self.hold_sync():
-            if len(self.graph) != len(run.steps):
-                self.graph = _state.graph(run)
+            self.graph = _state.graph(run)
             # Untouched pending steps are not sent: a new run's first send is its graph only.
             self.nodes = {name: s for name, s in self._states.items() if s != PENDING}
             self.patch = {}
@@ -265,28 +265,48 @@ class DagWidget(anywidget.AnyWidget):
         self.redraws += 1
 
     def _redraw(self) -> None:
+        """Send what changed since the last send: the graph when steps were added, the
+        changed fields of the nodes whose state changed, the header."""
         run = self._run
         if run is None:
             return
-        names, self._dirty = self._dirty, set()
-        if len(run.steps) != len(self.graph):
-            self._full_sync()
-            return
-        states = self._states
-        changed = {
-            name: node
-            for name, node in _state.node_states(run, list(names)).items()
-            if states.get(name) != node  # an event that changed nothing shown sends nothing
-        }
-        states.update(changed)
-        # Only what changed is sent (a patch that grew with the run cost more CPU than the
-        # run itself at 20,000 calls); ``nodes`` takes it in place, without a send: what a
-        # view opened later, and the saved state, start from.
-        self.nodes.update(changed)
+        patch = self._changed()
         with self.hold_sync():
-            self.patch = changed
+            if len(self.graph) != len(run.steps):  # a map's children (a chunk at a time)
+                self.graph = _state.graph(run)
+            self.patch = patch
             self.header = self._header()
         self.redraws += 1
+
+    def _changed(self) -> dict[str, dict[str, Any]]:
+        """The changes to send, for each node whose state changed: the node's state is
+        computed again only where an event touched it, for steps new since the last send and
+        for their groups (whose count of unstored items moves with them, without an event).
+
+        ``nodes`` takes each new state in place, without a send: what a view opened later,
+        and the saved state, start from.
+        """
+        run = self._run
+        assert run is not None
+        steps, states, nodes = run.steps, self._states, self.nodes
+        names, self._dirty = self._dirty, set()
+        if len(steps) != len(states):
+            added = [name for name in steps if name not in states]
+            names.update(added)
+            names.update(p for p in {steps[name].parent for name in added} if p is not None)
+        node_state, changes = _state.node_state, _state.changes
+        patch: dict[str, dict[str, Any]] = {}
+        for name in names:
+            step = steps.get(name)
+            if step is None:
+                continue
+            node = node_state(step)
+            old = states.get(name, PENDING)
+            states[name] = node
+            if node != old:  # an event that changed nothing shown sends nothing
+                patch[name] = changes(old, node)
+                nodes[name] = node
+        return patch
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers.

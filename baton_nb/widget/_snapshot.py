@@ -10,13 +10,12 @@ Where scripts do not run (GitHub, nbviewer, untrusted notebooks) the static view
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .._run import CallRecord, Run
-from ._state import detail
+from ._state import compact_json, detail
 from ._static import static_html
 
 __all__ = ["CSS", "DETAILS_BUDGET", "ESM", "snapshot_bundle"]
@@ -78,11 +77,7 @@ def _size_hint(item: dict[str, Any]) -> int:
     return size + 120 * len(item.get("calls", ()))
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _json(value: Any) -> str:
-    return _ENCODER.encode(value)
+_json = compact_json(str)
 
 
 def _escape_script(text: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,8 @@ __all__ = [
     "ERROR_PREVIEW",
     "PENDING",
     "batches",
+    "changes",
+    "compact_json",
     "detail",
     "graph",
     "header",
@@ -35,6 +38,12 @@ CONTEXT_LIMIT = 8_000
 
 def _ts(value: datetime | None) -> float | None:
     return None if value is None else round(value.timestamp(), 3)
+
+
+def _ms(value: datetime | None) -> int | None:
+    # Whole milliseconds: an int is encoded several times faster than a float's shortest repr,
+    # and a node's times are encoded at every redraw that touches it.
+    return None if value is None else int(value.timestamp() * 1000)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -59,7 +68,11 @@ def graph(run: Run) -> list[dict[str, Any]]:
 
 
 def node_state(step: StepInfo) -> dict[str, Any]:
-    """The changing part of one node, compact (sent up to 10 times a second)."""
+    """The changing part of one node, compact (sent up to 10 times a second).
+
+    Times (``t0``, ``t1``) in milliseconds since the epoch. A step's total call latency is
+    not here: the view shows latency per call only (``detail``).
+    """
     usage = step.usage
     error = step.error
     if error is not None and len(error) > ERROR_PREVIEW:
@@ -67,15 +80,14 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     state = {
         "s": step.state,
         "a": step.attempt,
-        "t0": _ts(step.started_at),
-        "t1": _ts(step.finished_at),
+        "t0": _ms(step.started_at),
+        "t1": _ms(step.finished_at),
         "ti": usage.input_tokens,
         "to": usage.output_tokens,
         "c": _money(step.cost) if step.calls else None,
         "u": step.unpriced_calls,
         "n": step.calls,
         "rp": step.replayed_calls,
-        "l": round(step.latency_ms, 1),
         "e": error,
         "r": step.has_result,
     }
@@ -86,6 +98,24 @@ def node_state(step: StepInfo) -> dict[str, Any]:
 
 # A step not started yet (the view draws a node missing from ``nodes`` this way).
 PENDING: dict[str, Any] = node_state(StepInfo(name="", job_id=0))
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``new`` that differ from ``old`` (a field ``new`` no longer has: None).
+
+    What a patch carries for a node, the view merging it into the node's state as it has it
+    (``old``; ``PENDING`` for a node it never got): a child's start is its state, attempt and
+    start time, its end its state, end time, tokens, cost and calls.
+    """
+    if len(old) == len(new):  # the same fields, in node_state's order (only ``x`` is optional)
+        return {k: v for k, v, was in zip(new, new.values(), old.values(), strict=True) if v != was}
+    diff = {key: value for key, value in new.items() if old.get(key, _ABSENT) != value}
+    for key in old.keys() - new.keys():  # only ``x``, once a map's children are all stored
+        diff[key] = None
+    return diff
+
+
+_ABSENT = object()
 
 
 def node_states(run: Run, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -212,8 +242,8 @@ def _result_text(run: Run, step: StepInfo) -> str | None:
     # indent changes nothing for a scalar, and it forces json's slow pure-Python encoder
     scalar = value is None or isinstance(value, (str, int, float))
     try:
-        text = (_SCALAR if scalar else _INDENTED).encode(value)
-    except (TypeError, ValueError):
+        text = _scalar_json(value) if scalar else _INDENTED.encode(value)
+    except (TypeError, ValueError, RecursionError):
         text = repr(value)
     if len(text) > RESULT_LIMIT:
         text = text[:RESULT_LIMIT] + f"\n… ({len(text) - RESULT_LIMIT:,} more characters)"
@@ -271,6 +301,18 @@ def _plain(value: Any) -> Any:
     return dump(mode="json") if callable(dump) else str(value)
 
 
+def compact_json(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """``json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode``
+    without its cost per call: ``encode`` makes json's C encoder anew each time, which for a
+    node's detail or a scalar result costs more than encoding it. Made once here, without
+    json's check for cycles (values here come from JSON or are built by this package)."""
+    make = getattr(json.encoder, "c_make_encoder", None)  # private: the C accelerator
+    if make is None:  # no C accelerator (another Python implementation)
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode
+    encode = make(None, default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    return lambda value: "".join(encode(value, 0))
+
+
 # json.dumps(value, indent=..., ensure_ascii=False, default=_plain), made once
-_SCALAR = json.JSONEncoder(ensure_ascii=False, default=_plain)
+_scalar_json = compact_json(_plain)
 _INDENTED = json.JSONEncoder(indent=2, ensure_ascii=False, default=_plain)

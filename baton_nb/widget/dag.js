@@ -2,9 +2,11 @@
 //
 // The model carries plain JSON made by baton_nb/widget/_state.py:
 //   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}]
-//   nodes  {id: {s: state, a: attempt, t0, t1, ti, to, c: cost, u, n: calls, rp, l: latency, e, r,
-//          x: a map group's items with no child stored yet (counted pending), if any}}
-//   patch  nodes changed since the last send (merged into the model's node states, below)
+//   nodes  {id: {s: state, a: attempt, t0, t1: start and end in ms since the epoch, ti, to,
+//          c: cost, u, n: calls, rp, e, r, x: a map group's items with no child stored yet
+//          (counted pending), if any}}
+//   patch  {id: the fields of the node changed since the last send (null: a field gone)},
+//          merged into the model's node states (below); a node never sent is pending
 //   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling,
 //           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
 //                      c: cost, sv: saved, d: discount, rid: provider's id}],
@@ -946,8 +948,8 @@ class DagView {
 
   // Wall-clock: from the first start to the end (or to now, while it goes).
   durationOf(s) {
-    if (s.t0 && s.t1) return fmtSeconds(s.t1 - s.t0);
-    if (s.t0 && !TERMINAL.has(s.s)) return fmtSeconds(this.now() - s.t0);
+    if (s.t0 && s.t1) return fmtSeconds((s.t1 - s.t0) / 1000);
+    if (s.t0 && !TERMINAL.has(s.s)) return fmtSeconds(this.now() - s.t0 / 1000);
     return "";
   }
 
@@ -1251,7 +1253,7 @@ class SidePanel {
     if (entry.k !== "group") row("Attempts", `${s.a || 0} of ${entry.mx}`);
     if (entry.m) row("Model", entry.m);
     if (entry.i !== null && entry.i !== undefined) row("Item", `#${entry.i}`);
-    if (s.t0) row("Started", new Date(s.t0 * 1000).toLocaleTimeString());
+    if (s.t0) row("Started", new Date(s.t0).toLocaleTimeString());
     row("Duration", v.durationOf(s), "Wall-clock, from the first start to the end (retries included)");
     const agg = entry.k === "group" ? v.aggregate(entry.id) : s;
     if ((agg.ti || 0) + (agg.to || 0)) row("Tokens", `${(agg.ti || 0).toLocaleString()} in · ${(agg.to || 0).toLocaleString()} out`);
@@ -1355,21 +1357,27 @@ function interruptKernel(kernelId) {
   );
 }
 
-// The node states of a model, one object shared by its views: `nodes` (sent in full now and
-// then) with every `patch` since merged in. A patch holds only the nodes changed since the
-// previous send, so the kernel's cost per redraw follows what changed, not the run's size;
-// a view opened later starts from `nodes`, which the kernel keeps current (unsent) for it.
+// The node states of a model, one object shared by its views: `nodes` (sent in full at first)
+// with every `patch` since merged in. A patch holds, for each node changed since the previous
+// send, only the fields that changed, so the kernel's cost per redraw follows what changed,
+// not the run's size; a view opened later starts from `nodes`, which the kernel keeps current
+// (unsent) for it, and the last patch (already in it: merging it again changes nothing).
 const NODE_STATES = new WeakMap();
+
+function mergePatch(states, patch) {
+  for (const id in patch) states[id] = Object.assign({}, states[id], patch[id]);
+  return states;
+}
 
 function nodeStates(model) {
   let states = NODE_STATES.get(model);
   if (states === undefined) {
-    const merged = () => Object.assign({}, model.get("nodes") || {}, model.get("patch") || {});
+    const merged = () => mergePatch(Object.assign({}, model.get("nodes") || {}), model.get("patch") || {});
     states = merged();
     NODE_STATES.set(model, states);
     // registered before any view's listeners: the states are current when a view redraws
     model.on("change:nodes", () => NODE_STATES.set(model, merged()));
-    model.on("change:patch", () => Object.assign(NODE_STATES.get(model), model.get("patch") || {}));
+    model.on("change:patch", () => mergePatch(NODE_STATES.get(model), model.get("patch") || {}));
   }
   return states;
 }

@@ -28,6 +28,7 @@ import pytest
 import baton_nb as bn
 import baton_nb.widget as widget_pkg
 from baton_nb._run import TERMINAL_STATES, StepInfo
+from baton_nb._runview import NodeKind
 from baton_nb.reports import fmt_money
 from baton_nb.widget import Attached, DagWidget, TextProgress, _state
 from baton_nb.widget._dag import WIDGET_MIME
@@ -179,16 +180,29 @@ async def test_redraws_are_throttled_during_a_thousand_step_run(
     assert len(state) == len(widget.graph) == 1000
     assert all(n["s"] == "completed" and n["a"] == 1 for n in state.values())
     assert state == _state.node_states(run)
-    assert widget.patch == {}  # the final send is a full one
     assert done_total(widget) == (1000, 1000) and widget.header["status"] == "completed"
+
+
+def merge_patch(states: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """What dag.js (``mergePatch``) does with a patch: each node's changed fields merged in
+    (into a node never sent, whose fields the view reads as pending's: 0 or null)."""
+    for name, fields in patch.items():
+        states[name] = {**states.get(name, _state.PENDING), **fields}
+    return states
+
+
+def shown_as(node: dict[str, Any]) -> dict[str, Any]:
+    """A node as the view reads it: ``x`` sent as null (no item left unstored) reads as 0."""
+    return {key: value for key, value in node.items() if not (key == "x" and value is None)}
 
 
 async def test_each_send_holds_only_what_changed_since_the_previous_one(
     shown: list[DagWidget], sqlite_url: str
 ) -> None:
     """The patch used to hold every change since the last full send, re-encoded at each
-    redraw (at 20,000 calls the widget cost more CPU than the run); now only what changed
-    since the previous send, and ``nodes`` (kept current, unsent) plus it is the state."""
+    redraw (at 20,000 calls the widget cost more CPU than the run), then every node changed
+    since the previous send, in full; now only the fields of a node that changed. The view
+    merges them into what it has, and ends with what Python has."""
     wf = bn.Workflow("wpatch", db=sqlite_url)
 
     async def tick(ctx: bn.Context) -> int:
@@ -198,13 +212,18 @@ async def test_each_send_holds_only_what_changed_since_the_previous_one(
     for i in range(600):
         wf.add(f"s{i:04d}", tick)
     patches: list[dict[str, Any]] = []
-    views: list[dict[str, Any]] = []
+    views: list[dict[str, Any]] = []  # what the view has after each send (one view, live)
 
     def observe(change: dict[str, Any]) -> None:
         patches.append(dict(change["new"]))
         widget = change["owner"]
-        views.append({**widget.nodes, **widget.patch})  # what a view opened now starts from
-        assert views[-1] == {k: v for k, v in widget._states.items() if v != _state.PENDING}
+        views.append(merge_patch(dict(views[-1] if views else widget.nodes), change["new"]))
+        current = {k: v for k, v in widget._states.items() if v != _state.PENDING}
+        assert {k: shown_as(v) for k, v in views[-1].items()} == {
+            k: shown_as(v) for k, v in current.items()
+        }
+        # A view opened now starts from ``nodes`` and the last patch: the same.
+        assert merge_patch(dict(widget.nodes), widget.patch) == widget.nodes == current
 
     original_bind = DagWidget._bind
 
@@ -220,6 +239,12 @@ async def test_each_send_holds_only_what_changed_since_the_previous_one(
     for before, after in itertools.pairwise(patches):
         assert all(before[name] != node for name, node in after.items() if name in before)
     assert sum(len(p) for p in patches) <= 2 * 600
+    # Only changed fields: a start is (state, attempt, start time), an end no more than
+    # (state, end time, result), nothing unchanged (the attempt, the start time) again.
+    sent = [fields for p in patches for fields in p.values()]
+    assert all(set(fields) <= {"s", "a", "t0", "t1", "r"} for fields in sent), sent[:5]
+    assert any(set(fields) == {"s", "t1", "r"} for fields in sent)
+    assert views[-1] == {name: _state.node_state(step) for name, step in run.steps.items()}
 
 
 async def test_the_view_never_shows_more_steps_executing_than_the_concurrency(
@@ -290,6 +315,35 @@ async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
     bn.events.publish(event, topic)  # after the end: the listener is gone
     await anyio.sleep(0.01)
     assert widget.redraws == redraws
+
+
+async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
+    """A map's children appear a chunk at a time: each chunk used to resend and recompute
+    every node; now the graph grows, and the patch holds the new nodes shown (not pending),
+    their group (its count of unstored items) and the nodes events touched."""
+    run = bn.Run(f"grow-{uuid.uuid4().hex[:8]}", "grow")
+    run.status = "running"
+    run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
+    run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=6))
+    widget = DagWidget(run)
+    sent: list[str] = []
+    widget.observe(lambda change: sent.append(change["name"]), names=["nodes", "patch"])
+    computed: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        node_state = _state.node_state
+        mp.setattr(_state, "node_state", lambda s: computed.append(s.name) or node_state(s))
+        for i in range(3):  # a chunk of 3: one already running when the view redraws
+            child = StepInfo(name=f"m[{i}]", job_id=i + 2, kind=NodeKind.CHILD, parent="m")
+            run.add_step(child)
+        run.steps["m"].unstored = 3
+        run.steps["m[0]"].state, run.steps["m[0]"].attempt = "executing", 1
+        widget._redraw()
+    assert sorted(computed) == ["m", "m[0]", "m[1]", "m[2]"]  # not ``root`` again
+    assert [g["id"] for g in widget.graph] == ["root", "m", "m[0]", "m[1]", "m[2]"]
+    assert sent == ["patch"]  # ``nodes`` not sent again
+    assert widget.patch == {"m": {"x": 3}, "m[0]": {"s": "executing", "a": 1}}
+    assert widget.state() == _state.node_states(run)
+    widget.finish()
 
 
 # ── cancel ────────────────────────────────────────────────────────────────────

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
+
+import pytest
 
 import baton_nb as bn
 from baton_nb._counts import count_steps
@@ -69,8 +72,8 @@ def test_node_state_carries_tokens_cost_and_times() -> None:
     assert node["s"] == "completed" and node["a"] == 1
     assert (node["ti"], node["to"], node["n"], node["u"]) == (10, 5, 1, 0)
     assert node["c"] == "0.00012"  # a plain decimal string, no float
-    assert node["t1"] - node["t0"] == 2.5
-    assert node["l"] == 12.3
+    assert node["t1"] - node["t0"] == 2500  # ms, ints: cheaper to encode than floats
+    assert isinstance(node["t0"], int) and "l" not in node  # latency: per call (detail)
     pending = _state.node_state(run.steps["sum"])
     assert pending["c"] is None and pending["t0"] is None and pending["n"] == 0
 
@@ -290,3 +293,33 @@ def test_static_sums_are_the_reports_totals_in_its_order_without_building_a_repo
     run.report = no_report  # type: ignore[method-assign]
     bundle = snapshot_bundle(run, _state.stored_state(run))
     assert "<code>mock/z-first-called</code>" in bundle["text/html"]
+
+
+def test_changes_hold_only_the_fields_that_changed() -> None:
+    """What a patch carries for a node: its changed fields; a field gone (``x``) as None."""
+    step = StepInfo(name="c", job_id=1, state="executing", attempt=1, started_at=T0)
+    started = _state.node_state(step)
+    assert _state.changes(_state.PENDING, started) == {
+        "s": "executing",
+        "a": 1,
+        "t0": started["t0"],
+    }
+    step.state, step.finished_at, step.has_result = "completed", T1, True
+    done = _state.node_state(step)
+    assert _state.changes(started, done) == {"s": "completed", "t1": done["t1"], "r": True}
+    assert _state.changes(done, done) == {}
+    group = StepInfo(name="g", job_id=2, unstored=3)
+    counting = _state.node_state(group)
+    group.unstored = 0
+    assert _state.changes(_state.node_state(group), counting) == {"x": 3}
+    assert _state.changes(counting, _state.node_state(group)) == {"x": None}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -7, 2**70, 1.5, float("nan"), True, None, 'é"</\n', [1, {"a": None}], {"k": [1.0]}],
+)
+def test_compact_json_is_json_dumps(value: Any) -> None:
+    encode = _state.compact_json(str)
+    assert encode(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert encode(Decimal("1.5")) == '"1.5"'  # through ``default``
