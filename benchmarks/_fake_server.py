@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import httpx_aiohttp
 
@@ -57,6 +58,7 @@ from tests.fakes.provider_server import RemoteFakeProvider  # noqa: E402
 
 __all__ = [
     "KEY",
+    "BareAiohttpFloor",
     "FakeServerProcess",
     "HttpxAiohttpFloor",
     "HttpxFloor",
@@ -243,6 +245,41 @@ class HttpxAiohttpFloor(HttpxFloor):
             max_connections=in_flight, max_keepalive_connections=in_flight, keepalive_expiry=30
         )
         return httpx_aiohttp.HttpxAiohttpClient(limits=limits)
+
+
+class BareAiohttpFloor:
+    """aiohttp's ``ClientSession.post`` alone, one session, a slot per call in flight: what
+    the shipped transport costs with nothing of httpx or baton_nb around it (the bound on
+    what a call through ``complete`` can cost, docs/performance.md "The transport's own
+    cost")."""
+
+    def __init__(self, base_url: str, in_flight: int) -> None:
+        self.url = f"{base_url}/v1/chat/completions"
+        self.in_flight = in_flight
+        self.session: aiohttp.ClientSession | None = None
+
+    async def run(self, calls: int) -> float:
+        if self.session is None:  # made on the running loop, kept across runs as a client is
+            connector = aiohttp.TCPConnector(limit=self.in_flight, limit_per_host=self.in_flight)
+            self.session = aiohttp.ClientSession(connector=connector)
+        session = self.session
+        todo = iter(range(calls))
+        headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+
+        async def slot() -> None:
+            for i in todo:
+                body = json.dumps(_body(i)).encode()
+                async with session.post(self.url, data=body, headers=headers) as response:
+                    response.raise_for_status()
+                    json.loads(await response.read())
+
+        start = time.perf_counter()
+        await asyncio.gather(*(slot() for _ in range(self.in_flight)))
+        return time.perf_counter() - start
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
 
 class HttpxPerSlotFloor:

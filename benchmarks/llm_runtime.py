@@ -11,6 +11,8 @@ At each scale (calls @ in flight, 200 ms server latency), in one interleaved run
 - ``httpx``: stock httpx, one ``AsyncClient`` per slot (its pooled client does not finish
   these scales: ``benchmarks/llm_fanout.py`` times it with a deadline);
 - ``aiohttp``: httpx-aiohttp alone (``HttpxAiohttpClient``, what the transport builds on);
+- ``bare_aiohttp``: aiohttp's ``ClientSession.post`` alone, no httpx, a slot per call in
+  flight: the shipped transport's own cost, the bound on a call through ``complete``;
 - ``complete``: ``baton_nb.llm.complete`` alone, no runtime;
 - ``sleep``: the run below with children that sleep the latency (no HTTP): the runtime alone;
 - ``sqlite``: ``await wf.run(concurrency=in_flight)`` on SQLite: prompts, a map child per
@@ -54,6 +56,7 @@ from typing import Any
 
 from _fake_server import (  # benchmarks/_fake_server.py
     KEY,
+    BareAiohttpFloor,
     FakeServerProcess,
     HttpxAiohttpFloor,
     HttpxPerSlotFloor,
@@ -79,6 +82,7 @@ ROWS = {
     "raw": "raw asyncio streams (floor)",
     "httpx": "stock httpx, one client per slot",
     "aiohttp": "httpx-aiohttp alone",
+    "bare_aiohttp": "aiohttp ClientSession alone",
     "complete": "baton_nb.llm.complete, no runtime",
     "sleep": "run, children sleep (no HTTP)",
     "sqlite": "run: map + ctx.complete, SQLite",
@@ -226,6 +230,8 @@ async def scale_rows(
         floors["httpx"] = HttpxPerSlotFloor(server.base_url, in_flight)
     if "aiohttp" in args.rows:
         floors["aiohttp"] = HttpxAiohttpFloor(server.base_url, in_flight)
+    if "bare_aiohttp" in args.rows:
+        floors["bare_aiohttp"] = BareAiohttpFloor(server.base_url, in_flight)
     if "langgraph" in args.rows:
         floors["langgraph"] = LangGraphFanout(server.base_url, in_flight, runs.tmp)
     run = runs.run
