@@ -133,3 +133,31 @@ async def priced(ctx: bn.Context) -> str:
         prompt=f"priced {ctx.params['tag']} {ctx.item}", model="openai/gpt-4o", max_tokens=1000
     )
     return answer.text
+
+
+# A coordinator's own attempts (run in its process, no task row) caught in flight: each
+# item pays its call (stored at once), then items from $HOLD_FROM on wait until the file
+# $MARKS/release exists before they end. Marks: "held" (started) and "held-done" (ended).
+held_map = bn.Workflow("workers-held-map")
+
+
+@held_map.step()
+async def held_items(ctx: bn.Context) -> list[int]:
+    return list(range(int(ctx.params["n"])))
+
+
+@held_map.step(map_over="held_items")
+async def held(ctx: bn.Context) -> str:
+    _mark("held", ctx.step)
+    answer = await ctx.complete(prompt=f"held {ctx.item}", model=MODEL)
+    if ctx.item >= int(os.environ.get("HOLD_FROM", "0")):
+        release = os.path.join(os.environ["MARKS"], "release")
+        while not os.path.exists(release):
+            await anyio.sleep(0.02)
+    _mark("held-done", ctx.step)
+    return f"{ctx.item}:{answer.text}"
+
+
+@held_map.step()
+async def held_total(ctx: bn.Context, held: list[str]) -> int:
+    return len(held)

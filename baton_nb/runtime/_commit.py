@@ -24,6 +24,7 @@ from ..store import (
     CompletionRow,
     LogRow,
     RunUpdate,
+    StepWorkerRow,
     WriteBatch,
     utcnow,
 )
@@ -67,9 +68,10 @@ class GroupCommit:
         call: CallRecord | None = None,
         log: LogRow | None = None,
         attempt: AttemptRow | None = None,
+        ran_on: StepWorkerRow | None = None,
     ) -> None:
         """A stored completion, a call's stats row, a captured-context row, an ended
-        attempt to commit."""
+        attempt, the worker that ran an attempt (a coordinator's own) to commit."""
         pending = self._pending
         if completion is not None:
             pending.completions.append(completion)
@@ -79,6 +81,8 @@ class GroupCommit:
             pending.logs.append(log)
         if attempt is not None:
             pending.attempts.append(attempt)
+        if ran_on is not None:
+            pending.ran_on.append(ran_on)
         self._dirt.set()
 
     def set_run(self, update: RunUpdate) -> None:
