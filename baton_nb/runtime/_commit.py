@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from .._errors import StorageError
+from .._errors import RunLocked, StorageError
 from ..store import (
     AttemptRow,
     BatchWriter,
@@ -53,6 +53,9 @@ class GroupCommit:
         self.error: BaseException | None = None  # the write that failed, if one did
         self._held: anyio.Event | None = None  # set when a `held` block ends
         self._writing: anyio.Event | None = None  # set when the commit under way ends
+        # Asked before each commit (a worker coordinating the run: its lease still held,
+        # ``Lease.held``): False, and nothing more is committed, the writer raises RunLocked.
+        self.fence: Callable[[], bool] | None = None
 
     # ── marking ───────────────────────────────────────────────────────────────
 
@@ -168,6 +171,10 @@ class GroupCommit:
             done, self._flush_done = self._flush_done, anyio.Event()
             settling, self._settling = self._settling, []
             batch = self.take_batch()
+            if self.fence is not None and not self.fence():
+                self.error = RunLocked(f"run {self.run_id}: its lease lapsed, not committed")
+                done.set()
+                raise self.error
             self._writing = done
             try:
                 with anyio.CancelScope(shield=True):

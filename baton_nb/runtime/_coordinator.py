@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import anyio
 
@@ -62,6 +63,7 @@ async def coordinate(
         # none (``Calls.resumed``); retries and a run taken over read them (``LocalAttempts``).
         replay = row.executions > 0
         driver.calls.resumed = replay
+        driver.commit.fence = partial(_fence, lease)
         local = None
         if slots is not None:
             local = LocalAttempts(slots, driver, worker_id, replay=replay)
@@ -93,6 +95,16 @@ async def coordinate(
                     logger.info("run %s handed over to the other workers", run_id)
                 elif not lease.lost:
                     await workers.drop_run_tasks(run_id)
+
+
+def _fence(lease: Lease) -> bool:
+    """Whether the run's lease is surely still held: the attempts this coordinator ran
+    itself are committed only then (``GroupCommit.fence``); once not, nothing of the run
+    is written here again (``lost``), as when the heartbeat finds the lease taken."""
+    if lease.held():
+        return True
+    lease.lost = True
+    return False
 
 
 async def _cancel_requested(workers: SqlWorkers, run_id: str) -> None:

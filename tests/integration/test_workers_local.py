@@ -190,3 +190,36 @@ async def test_concurrency_bounds_claimed_tasks_and_own_attempts_together(
     assert fake_provider.max_in_flight == 4  # the bound, and reached
     assert 0 < queued <= n - 4  # the rest went through the queue
     assert {_pid(s.ran_on) for s in done.steps.values() if s.kind != "group"} == {proc.pid}
+
+
+async def test_coordinator_stalled_past_its_lease_commits_nothing_after(
+    procs: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    """The coordinator is paused (SIGSTOP) with its own attempts holding, long enough for
+    its lease to lapse and another worker to take the run over and end it; resumed, its
+    attempts end too, and nothing of them is committed (``Lease.held``, checked before
+    each commit): every step ran on the new coordinator has its row and ``ran_on`` from it."""
+    fake_provider.latency = 0.01
+    run = await app.held_map.submit({"n": N}, db=procs.db, concurrency=200)
+    first = _start(procs, fake_provider)
+    await _holding(procs, fake_provider, run.id)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        (procs.marks / "release").touch()
+        second = _start(procs, fake_provider)
+        done = await _wait(run, procs, 120)
+        assert done.status == "completed", procs.logs()
+    finally:
+        first.send_signal(signal.SIGCONT)
+    # Its held attempts see the release and end (marked), then try to commit.
+    await _until(lambda: sum(procs.marked("held-done").values()) == 2 * N - HOLD)
+    await anyio.sleep(1.0)  # what it would have committed, it would have by now
+    async with await Store.open(procs.db) as store:
+        ran_on = await store.get_ran_on(run.id)
+        after = await bn.Run.load(run.id, db=procs.db)
+    assert {s: _pid(w) for s, w in ran_on.items() if s.startswith("held[")} == {
+        f"held[{i}]": first.pid if i < HOLD else second.pid for i in range(N)
+    }
+    assert after.status == "completed" and after.results["held_total"] == N
+    assert fake_provider.request_count == N  # paid calls replayed by the new coordinator
+    assert "its lease lapsed" in procs.logs()
