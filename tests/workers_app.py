@@ -3,13 +3,15 @@
 
 Each step execution appends its name to ``$MARKS/<workflow>`` (one short line, O_APPEND:
 atomic between processes), so a test counts how often a step ran across all workers.
-``$STEP_DELAY`` (seconds) slows each map item down; ``$CODE_VARIANT`` changes the code of
+``$STEP_DELAY`` (seconds) slows each map item down; ``$MARK_GC`` marks the collector's
+young threshold while ``noop_map``'s items run; ``$CODE_VARIANT`` changes the code of
 ``noop_map`` (a worker "with other code"); ``$LIMIT_RPM`` and ``$LIMIT_CONCURRENCY`` set a
 ``bn.Limit`` on the openai provider (held across the workers).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 
 import anyio
@@ -81,6 +83,8 @@ else:
 @noop_map.step(map_over="source")
 async def double(ctx: bn.Context) -> int:
     _mark("noop", ctx.step)
+    if os.environ.get("MARK_GC"):  # the collector's young threshold while a step runs
+        _mark("gc", str(gc.get_threshold()[0]))
     delay = float(os.environ.get("STEP_DELAY", "0"))
     if delay:
         await anyio.sleep(delay)

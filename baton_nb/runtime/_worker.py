@@ -43,6 +43,7 @@ from ..store import (
 )
 from ._code import code_hash, loads_workflow
 from ._coordinator import coordinate
+from ._gc import fewer_collections
 from ._remote import POLL, RemoteAttempts
 from ._shared_limits import WorkerLimits
 from ._worker_tasks import TaskRunner
@@ -150,24 +151,27 @@ class Worker:
             if self.freeze_heap:
                 gc.collect()
                 gc.freeze()
-            async with (
-                anyio.create_task_group() as tg,
-                workers.listen(
-                    [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
-                ),
-            ):
-                tg.start_soon(_steadily, "heartbeat", self._heartbeat)
-                tg.start_soon(tasks.finisher)
-                tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
-                tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
-                logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
-                await stop.wait()
-                self.stopping.set()
-                tasks.stopping = True
-                self._wake_tasks.set()
-                self._wake_runs.set()
-                await self._drain(tasks)
-                tg.cancel_scope.cancel()
+            # A worker runs steps all along (its coordinators' and its tasks'): young
+            # collections rarer throughout, as while a run executes in process (``_gc``).
+            with fewer_collections():
+                async with (
+                    anyio.create_task_group() as tg,
+                    workers.listen(
+                        [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
+                    ),
+                ):
+                    tg.start_soon(_steadily, "heartbeat", self._heartbeat)
+                    tg.start_soon(tasks.finisher)
+                    tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
+                    tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
+                    logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
+                    await stop.wait()
+                    self.stopping.set()
+                    tasks.stopping = True
+                    self._wake_tasks.set()
+                    self._wake_runs.set()
+                    await self._drain(tasks)
+                    tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 share_limits(previous_limits)

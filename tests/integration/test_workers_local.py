@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb.runtime._gc import RUN_THRESHOLD
 from baton_nb.store import Store, open_worker_store
 from tests import workers_app as app
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
@@ -223,3 +224,13 @@ async def test_coordinator_stalled_past_its_lease_commits_nothing_after(
     assert after.status == "completed" and after.results["held_total"] == N
     assert fake_provider.request_count == N  # paid calls replayed by the new coordinator
     assert "its lease lapsed" in procs.logs()
+
+
+async def test_steps_run_on_a_worker_with_rarer_young_collections(procs: WorkerProcs) -> None:
+    """A worker runs steps all along (its coordinator's and its tasks'): the collector's
+    young threshold is the one a run executing in process has (``_gc``)."""
+    run = await app.noop_map.submit({"n": 5}, db=procs.db)
+    procs.start("tests.workers_app:noop_map", MARK_GC="1")
+    done = await _wait(run, procs, 60)
+    assert done.status == "completed", procs.logs()
+    assert procs.marked("gc") == {str(RUN_THRESHOLD): 5}
