@@ -78,7 +78,7 @@ class LocalSlots(Protocol):
     """The worker's slots (``TaskRunner``): one count for claimed tasks and the attempts
     its coordinators run themselves, so ``--concurrency`` bounds both together."""
 
-    def take_local(self) -> bool:
+    async def take_local(self) -> bool:
         """A slot for an attempt run here, if one is free (and the worker not stopping)."""
         ...
 
@@ -103,7 +103,7 @@ class LocalAttempts:
 
     async def __call__(self, node: Node, ctx: Context) -> Outcome | None:
         """The attempt's outcome, or None (nothing run) when the worker has no free slot."""
-        if not self.slots.take_local():
+        if not await self.slots.take_local():
             return None
         try:
             if self.replay or node.attempt > 1:

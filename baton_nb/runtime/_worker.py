@@ -319,12 +319,15 @@ class Worker:
                 # an attempt itself meanwhile would otherwise take a slot counted here.
                 tasks.claiming = free
                 tasks.wanted = False  # a NOTIFY from now on sets it again
+                ended = tasks.claim_ended = anyio.Event()
                 try:
                     claimed = await workers.claim(
                         self.id, list(self.served), by_value, free, self.lease_ttl, self._skip
                     )
                 finally:
                     tasks.claiming = 0
+                    tasks.claim_ended = None
+                    ended.set()
                 for task in claimed:
                     tasks.running[task.id] = (task, anyio.CancelScope())
                     tg.start_soon(tasks.execute, tg, task)

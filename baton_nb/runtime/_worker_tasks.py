@@ -124,6 +124,7 @@ class TaskRunner:
         self.concurrency = concurrency
         self.local = 0  # attempts run by this worker's coordinators, no task row
         self.claiming = 0  # slots held for a claim under way (its tasks not counted yet)
+        self.claim_ended: anyio.Event | None = None  # set when the claim under way returns
         self.stopping = False  # no local attempt starts once the worker stops
         # Tasks were queued since the last claim (a NOTIFY): a local attempt's end then
         # wakes the claim loop of a full worker; otherwise it does not (each step of a
@@ -152,11 +153,18 @@ class TaskRunner:
     def in_flight(self) -> int:
         return len(self.running) + self.local
 
-    def take_local(self) -> bool:
-        if self.stopping or self.free() <= 0:
-            return False  # queued instead, for the other workers (or this one, later)
-        self.local += 1
-        return True
+    async def take_local(self) -> bool:
+        while not self.stopping:
+            if self.free() > 0:
+                self.local += 1
+                return True
+            if self.claim_ended is None:
+                break
+            # The slots are held for a claim under way (often one that finds nothing to
+            # claim): what it leaves free is known in one round trip, cheaper for the
+            # attempt than going through the queue.
+            await self.claim_ended.wait()
+        return False  # queued instead, for the other workers (or this one, later)
 
     def end_local(self) -> None:
         self.local -= 1
