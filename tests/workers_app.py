@@ -3,13 +3,15 @@
 
 Each step execution appends its name to ``$MARKS/<workflow>`` (one short line, O_APPEND:
 atomic between processes), so a test counts how often a step ran across all workers.
-``$STEP_DELAY`` (seconds) slows each map item down; ``$CODE_VARIANT`` changes the code of
+``$STEP_DELAY`` (seconds) slows each map item down; ``$MARK_GC`` marks the collector's
+young threshold while ``noop_map``'s items run; ``$CODE_VARIANT`` changes the code of
 ``noop_map`` (a worker "with other code"); ``$LIMIT_RPM`` and ``$LIMIT_CONCURRENCY`` set a
 ``bn.Limit`` on the openai provider (held across the workers).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 
 import anyio
@@ -81,6 +83,8 @@ else:
 @noop_map.step(map_over="source")
 async def double(ctx: bn.Context) -> int:
     _mark("noop", ctx.step)
+    if os.environ.get("MARK_GC"):  # the collector's young threshold while a step runs
+        _mark("gc", str(gc.get_threshold()[0]))
     delay = float(os.environ.get("STEP_DELAY", "0"))
     if delay:
         await anyio.sleep(delay)
@@ -133,3 +137,31 @@ async def priced(ctx: bn.Context) -> str:
         prompt=f"priced {ctx.params['tag']} {ctx.item}", model="openai/gpt-4o", max_tokens=1000
     )
     return answer.text
+
+
+# A coordinator's own attempts (run in its process, no task row) caught in flight: each
+# item pays its call (stored at once), then items from $HOLD_FROM on wait until the file
+# $MARKS/release exists before they end. Marks: "held" (started) and "held-done" (ended).
+held_map = bn.Workflow("workers-held-map")
+
+
+@held_map.step()
+async def held_items(ctx: bn.Context) -> list[int]:
+    return list(range(int(ctx.params["n"])))
+
+
+@held_map.step(map_over="held_items")
+async def held(ctx: bn.Context) -> str:
+    _mark("held", ctx.step)
+    answer = await ctx.complete(prompt=f"held {ctx.item}", model=MODEL)
+    if ctx.item >= int(os.environ.get("HOLD_FROM", "0")):
+        release = os.path.join(os.environ["MARKS"], "release")
+        while not os.path.exists(release):
+            await anyio.sleep(0.02)
+    _mark("held-done", ctx.step)
+    return f"{ctx.item}:{answer.text}"
+
+
+@held_map.step()
+async def held_total(ctx: bn.Context, held: list[str]) -> int:
+    return len(held)

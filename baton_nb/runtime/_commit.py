@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from .._errors import StorageError
+from .._errors import RunLocked, StorageError
 from ..store import (
     AttemptRow,
     BatchWriter,
@@ -24,6 +24,7 @@ from ..store import (
     CompletionRow,
     LogRow,
     RunUpdate,
+    StepWorkerRow,
     WriteBatch,
     utcnow,
 )
@@ -52,6 +53,9 @@ class GroupCommit:
         self.error: BaseException | None = None  # the write that failed, if one did
         self._held: anyio.Event | None = None  # set when a `held` block ends
         self._writing: anyio.Event | None = None  # set when the commit under way ends
+        # Asked before each commit (a worker coordinating the run: its lease still held,
+        # ``Lease.held``): False, and nothing more is committed, the writer raises RunLocked.
+        self.fence: Callable[[], bool] | None = None
 
     # ── marking ───────────────────────────────────────────────────────────────
 
@@ -67,9 +71,10 @@ class GroupCommit:
         call: CallRecord | None = None,
         log: LogRow | None = None,
         attempt: AttemptRow | None = None,
+        ran_on: StepWorkerRow | None = None,
     ) -> None:
         """A stored completion, a call's stats row, a captured-context row, an ended
-        attempt to commit."""
+        attempt, the worker that ran an attempt (a coordinator's own) to commit."""
         pending = self._pending
         if completion is not None:
             pending.completions.append(completion)
@@ -79,6 +84,8 @@ class GroupCommit:
             pending.logs.append(log)
         if attempt is not None:
             pending.attempts.append(attempt)
+        if ran_on is not None:
+            pending.ran_on.append(ran_on)
         self._dirt.set()
 
     def set_run(self, update: RunUpdate) -> None:
@@ -164,6 +171,10 @@ class GroupCommit:
             done, self._flush_done = self._flush_done, anyio.Event()
             settling, self._settling = self._settling, []
             batch = self.take_batch()
+            if self.fence is not None and not self.fence():
+                self.error = RunLocked(f"run {self.run_id}: its lease lapsed, not committed")
+                done.set()
+                raise self.error
             self._writing = done
             try:
                 with anyio.CancelScope(shield=True):

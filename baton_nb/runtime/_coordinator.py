@@ -1,17 +1,21 @@
 """A worker coordinating one submitted run (DESIGN §10, docs/workers.md).
 
 The worker that takes a submitted run's lease drives it with the usual ``Driver`` (every
-scheduling decision in one place, as in process); its attempts go to the task queue
+scheduling decision in one place, as in process); an attempt runs in this process when the
+worker has a free slot (``LocalAttempts``), else it goes to the task queue
 (``RemoteAttempts``) for any worker to run. A coordinator that dies (kill -9) stops
-renewing the run's lease: once it lapses another worker takes the run over, resumes it
-(what completed stays completed) and adopts the tasks already queued or done, so no step
-that finished is run again. One that stops (SIGTERM) hands the run over at once.
+renewing the run's lease, and its own attempts die with it: once the lease lapses another
+worker takes the run over, resumes it (what completed stays completed: those attempts'
+steps run again, their paid calls replayed) and adopts the tasks already queued or done,
+so no step that finished is run again. One that stops (SIGTERM) lets its attempts run for
+the grace period, then hands the run over.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import anyio
 
@@ -21,7 +25,7 @@ from .._states import FINISHED_STATUSES
 from ..store import RunStore, SqlWorkers, SubmissionRow
 from ._driver import Driver
 from ._lease import Lease, take_lease
-from ._remote import POLL, RemoteAttempts
+from ._remote import POLL, LocalAttempts, LocalSlots, RemoteAttempts
 from ._start import _prepare
 
 __all__ = ["coordinate"]
@@ -35,6 +39,8 @@ async def coordinate(
     submission: SubmissionRow,
     graph: GraphSpec,
     *,
+    slots: LocalSlots | None,
+    worker_id: str,
     registry: dict[str, RemoteAttempts],
     lease_ttl: float,
     stopping: anyio.Event,
@@ -53,13 +59,22 @@ async def coordinate(
         adopt = await workers.run_tasks(run_id)
         models = {**graph.models, **json.loads(submission.models)}
         driver = await _prepare(store, graph, run_id, lease, submission.concurrency, models, None)
+        # A run no coordinator executed before has no call stored: its first attempts read
+        # none (``Calls.resumed``); retries and a run taken over read them (``LocalAttempts``).
+        replay = row.executions > 0
+        driver.calls.resumed = replay
+        driver.commit.fence = partial(_fence, lease)
+        local = None
+        if slots is not None:
+            local = LocalAttempts(slots, driver, worker_id, replay=replay)
         remote = RemoteAttempts(
             workers,
             run_id,
             submission.workflow,
             by_value=submission.code_blob is not None,
-            replay=row.executions > 0,
+            replay=replay,
             adopt=adopt,
+            local=local,
         )
         driver.attempts = remote
         registry[run_id] = remote
@@ -80,6 +95,16 @@ async def coordinate(
                     logger.info("run %s handed over to the other workers", run_id)
                 elif not lease.lost:
                     await workers.drop_run_tasks(run_id)
+
+
+def _fence(lease: Lease) -> bool:
+    """Whether the run's lease is surely still held: the attempts this coordinator ran
+    itself are committed only then (``GroupCommit.fence``); once not, nothing of the run
+    is written here again (``lost``), as when the heartbeat finds the lease taken."""
+    if lease.held():
+        return True
+    lease.lost = True
+    return False
 
 
 async def _cancel_requested(workers: SqlWorkers, run_id: str) -> None:

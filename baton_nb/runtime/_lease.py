@@ -1,11 +1,16 @@
 """The lease of a run: one executor at a time, taken over when its holder died.
 
 The holder renews it every third of its time to live; a holder that cannot (another
-process took the run over after the lease lapsed) stops executing.
+process took the run over after the lease lapsed) stops executing. ``Lease.held`` says
+whether the lease is surely still this process's by its own clock (taken or renewed less
+than its time to live ago): a run's coordinator on a worker commits nothing once it is not
+(``GroupCommit.fence``), so one that was stalled past its lease (paused, swapped out) and
+taken over meanwhile cannot commit before its heartbeat finds out.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
@@ -30,6 +35,14 @@ class Lease:
         self.ttl = ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lost = False
+        # When the lease lapses, on the event loop's clock: from the start of the round
+        # trip that took or renewed it (the stored expiry was computed before it was sent).
+        self.valid_until = math.inf
+
+    def held(self) -> bool:
+        """Still this process's lease, with a tenth of its time to live to spare for a
+        commit under way; False once ``lost``."""
+        return not self.lost and anyio.current_time() < self.valid_until - self.ttl / 10
 
     def __enter__(self) -> Lease:
         _LIVE_OWNERS.add(self.owner)
@@ -45,7 +58,10 @@ class Lease:
                 await stopping.wait()
             if stopping.is_set():
                 return
-            if not await store.renew_lease(run_id, self.owner, self.ttl):
+            sent = anyio.current_time()
+            if await store.renew_lease(run_id, self.owner, self.ttl):
+                self.valid_until = sent + self.ttl
+            else:
                 self.lost = True
                 raise RunLocked(
                     f"run {run_id} lost its lease (another process took it over); "
@@ -55,13 +71,17 @@ class Lease:
 
 async def take_lease(store: ExecutionStore, run_id: str, lease: Lease, holder: str | None) -> None:
     """Take the run's lease, from a dead holder too; ``RunLocked`` if a live one has it."""
+    sent = anyio.current_time()
     if await store.acquire_lease(run_id, lease.owner, lease.ttl):
+        lease.valid_until = sent + lease.ttl
         return
+    sent = anyio.current_time()
     if (
         holder
         and _holder_is_dead(holder)
         and await store.acquire_lease(run_id, lease.owner, lease.ttl, steal_from=holder)
     ):
+        lease.valid_until = sent + lease.ttl
         return
     row = await store.get_run(run_id)
     holder = (row.lease_owner if row else None) or holder

@@ -2,27 +2,35 @@
 
 A run submitted to workers is driven by one of them, its coordinator: the run's lease
 holder, running the usual ``Driver`` and ``Scheduler`` (readiness, cascade, groups,
-retries, slots, the run's end), with one difference: an attempt is not run in this
-process but queued (``workflow_tasks``), claimed by any worker, and its outcome comes back
-through the queue (``RemoteAttempts``). Every decision is taken in one place, as in
-process; the steps' work is spread over all the workers.
+retries, slots, the run's end). An attempt runs in this process when the worker has a
+free slot (``LocalAttempts``: as in process, its outcome committed with the node's row by
+the run's group commit, under the run's lease), or is queued (``workflow_tasks``), claimed
+by any worker, and its outcome comes back through the queue (``RemoteAttempts``). Every
+decision is taken in one place, as in process; the steps' work is spread over all the
+workers.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from .. import _jsonutil
 from .._errors import ConfigurationError
-from ..store import NewTask, SqlWorkers
+from ..store import NewTask, SqlWorkers, StepWorkerRow, utcnow
 from ._attempt import run_attempt
+from ._calls import Calls
+from ._context import Context
 from ._decisions import PARKED, Completed, Discarded, Failed, Outcome, Snoozed
 from ._node import Node
 
-__all__ = ["POLL", "RemoteAttempts", "decode_outcome", "encode_outcome"]
+if TYPE_CHECKING:
+    from ._driver import Driver
+
+__all__ = ["POLL", "LocalAttempts", "LocalSlots", "RemoteAttempts", "decode_outcome",
+           "encode_outcome"]  # fmt: skip
 
 logger = logging.getLogger("baton_nb.workers")
 POLL = 0.5  # seconds: the safety net when a NOTIFY is missed
@@ -66,6 +74,61 @@ def decode_outcome(text: str) -> Outcome:
     raise ConfigurationError(f"unknown task outcome {kind!r}")
 
 
+class LocalSlots(Protocol):
+    """The worker's slots (``TaskRunner``): one count for claimed tasks and the attempts
+    its coordinators run themselves, so ``--concurrency`` bounds both together."""
+
+    async def take_local(self) -> bool:
+        """A slot for an attempt run here, if one is free (and the worker not stopping)."""
+        ...
+
+    def end_local(self) -> None:
+        """That attempt ended: its slot is free again."""
+        ...
+
+
+class LocalAttempts:
+    """A coordinator running an attempt itself, as ``Driver`` does in process: the
+    driver's context, calls and group commit, so its outcome, its calls and which worker
+    ran it (``ran_on``) are committed with the node's row under the run's lease (a
+    coordinator whose lease was lost commits nothing: the next one runs the step again,
+    replaying its paid calls). No task row, no second life of the step."""
+
+    def __init__(self, slots: LocalSlots, driver: Driver, worker: str, *, replay: bool) -> None:
+        self.slots = slots
+        self.driver = driver
+        self.worker = worker
+        # A run taken over from another coordinator: its steps' paid calls are replayed.
+        self.replay = replay
+
+    async def __call__(self, node: Node, ctx: Context) -> Outcome | None:
+        """The attempt's outcome, or None (nothing run) when the worker has no free slot."""
+        if not await self.slots.take_local():
+            return None
+        try:
+            if self.replay or node.attempt > 1:
+                ctx = self._replaying(node, ctx)
+            outcome = await run_attempt(node, ctx, ctx.results)
+        finally:
+            self.slots.end_local()
+        # Committed with the outcome: the driver settles it before its next await.
+        row = StepWorkerRow(ctx.run_id, node.name, node.attempt, self.worker, utcnow())
+        self.driver.commit.add_rows(ran_on=row)
+        return outcome
+
+    def _replaying(self, node: Node, ctx: Context) -> Context:
+        """A context whose calls read what earlier attempts stored (on whichever worker
+        they ran) before calling: new calls each time, as a claimed task's, since an
+        earlier attempt may have run elsewhere after this process last read them."""
+        driver = self.driver
+        calls = Calls(
+            driver.graph, driver.run.id, driver.store, driver.commit, driver.announce,
+            resumed=True,
+        )  # fmt: skip
+        calls.spend = driver.calls.spend
+        return Context(calls, node, ctx.params, ctx.results, ctx.model)
+
+
 class _Waiter:
     __slots__ = ("done", "dropped", "id", "outcome", "task", "worker")
 
@@ -90,8 +153,10 @@ class RemoteAttempts:
         by_value: bool,
         replay: bool,
         adopt: dict[str, tuple[int, str, str | None, str | None]] | None = None,
+        local: LocalAttempts | None = None,
     ) -> None:
         self.workers = workers
+        self.local = local  # attempts run here when the worker has room
         self.run_id = run_id
         self.workflow = workflow
         self.by_value = by_value
@@ -104,7 +169,6 @@ class RemoteAttempts:
         self._drop: list[int] = []
         self._wake = anyio.Event()
         self.handing_over = False  # this worker stops: leave queued tasks to the next one
-        self.ran_by: dict[str, str] = {}  # step -> the worker whose outcome was taken
 
     def wake(self) -> None:
         self._wake.set()
@@ -112,7 +176,12 @@ class RemoteAttempts:
     async def __call__(self, node: Node, ctx: Any) -> Outcome:
         if node.spec.batch:  # provider batches are followed by the coordinator itself
             return await run_attempt(node, ctx, ctx.results)
-        waiter = self._adopted(node) or self._queued(node, getattr(ctx, "model", None))
+        waiter = self._adopted(node)
+        if waiter is None and self.local is not None:
+            outcome = await self.local(node, ctx)
+            if outcome is not None:
+                return outcome
+        waiter = waiter or self._queued(node, getattr(ctx, "model", None))
         try:
             await waiter.done.wait()
         except BaseException:
@@ -126,7 +195,6 @@ class RemoteAttempts:
             if waiter.id is not None:
                 self._by_id.pop(waiter.id, None)
         assert waiter.outcome is not None
-        self.ran_by[node.name] = waiter.worker
         return decode_outcome(waiter.outcome)
 
     def _adopted(self, node: Node) -> _Waiter | None:

@@ -43,6 +43,7 @@ from ..store import (
 )
 from ._code import code_hash, loads_workflow
 from ._coordinator import coordinate
+from ._gc import fewer_collections
 from ._remote import POLL, RemoteAttempts
 from ._shared_limits import WorkerLimits
 from ._worker_tasks import TaskRunner
@@ -138,7 +139,7 @@ class Worker:
         # The runs' store on the worker store's pool: one pool per worker process (two
         # held up to 30 connections each: three workers and a loaded server ran out).
         store = self._store = SqlStore(workers.url, workers.engine)
-        tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for)
+        tasks = self._tasks = TaskRunner(self.id, store, workers, self._graph_for, self.concurrency)
         # bn.Limit held across all workers (slots outlive a missed heartbeat or two)
         # on the worker store's connections (no pool more per worker)
         limits = self._limits = WorkerLimits(
@@ -150,23 +151,27 @@ class Worker:
             if self.freeze_heap:
                 gc.collect()
                 gc.freeze()
-            async with (
-                anyio.create_task_group() as tg,
-                workers.listen(
-                    [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
-                ),
-            ):
-                tg.start_soon(_steadily, "heartbeat", self._heartbeat)
-                tg.start_soon(tasks.finisher)
-                tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
-                tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
-                logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
-                await stop.wait()
-                self.stopping.set()
-                self._wake_tasks.set()
-                self._wake_runs.set()
-                await self._drain(tasks)
-                tg.cancel_scope.cancel()
+            # A worker runs steps all along (its coordinators' and its tasks'): young
+            # collections rarer throughout, as while a run executes in process (``_gc``).
+            with fewer_collections():
+                async with (
+                    anyio.create_task_group() as tg,
+                    workers.listen(
+                        [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
+                    ),
+                ):
+                    tg.start_soon(_steadily, "heartbeat", self._heartbeat)
+                    tg.start_soon(tasks.finisher)
+                    tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
+                    tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
+                    logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
+                    await stop.wait()
+                    self.stopping.set()
+                    tasks.stopping = True
+                    self._wake_tasks.set()
+                    self._wake_runs.set()
+                    await self._drain(tasks)
+                    tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 share_limits(previous_limits)
@@ -201,7 +206,7 @@ class Worker:
             workflows=sorted(self.served),
             started_at=self.started_at,
             heartbeat_at=utcnow(),
-            in_flight=len(tasks.running) if tasks else 0,
+            in_flight=tasks.in_flight if tasks else 0,
             done=tasks.done if tasks else 0,
             stopping=self.stopping.is_set(),
         )
@@ -220,6 +225,8 @@ class Worker:
             self._wake_runs.set()
             return
         self._wake_tasks.set()
+        if self._tasks is not None:
+            self._tasks.wanted = True
 
     async def _heartbeat(self) -> None:
         assert self._workers is not None and self._tasks is not None
@@ -257,6 +264,8 @@ class Worker:
                 self._workers,
                 submission,
                 graph,
+                slots=self._tasks,
+                worker_id=self.id,
                 registry=self._coordinators,
                 lease_ttl=self.lease_ttl,
                 stopping=self.stopping,
@@ -303,12 +312,22 @@ class Worker:
         while not self.stopping.is_set():
             self._wake_tasks = anyio.Event()
             tasks.slot_freed = anyio.Event()
-            free = min(self.concurrency - len(tasks.running), CLAIM_BATCH)
+            free = min(tasks.free(), CLAIM_BATCH)
             claimed: list[ClaimedTask] = []
             if free > 0:
-                claimed = await workers.claim(
-                    self.id, list(self.served), by_value, free, self.lease_ttl, self._skip
-                )
+                # Held while the claim is under way: a coordinator of this worker running
+                # an attempt itself meanwhile would otherwise take a slot counted here.
+                tasks.claiming = free
+                tasks.wanted = False  # a NOTIFY from now on sets it again
+                ended = tasks.claim_ended = anyio.Event()
+                try:
+                    claimed = await workers.claim(
+                        self.id, list(self.served), by_value, free, self.lease_ttl, self._skip
+                    )
+                finally:
+                    tasks.claiming = 0
+                    tasks.claim_ended = None
+                    ended.set()
                 for task in claimed:
                     tasks.running[task.id] = (task, anyio.CancelScope())
                     tg.start_soon(tasks.execute, tg, task)

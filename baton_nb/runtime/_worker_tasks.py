@@ -108,7 +108,9 @@ class RunSide:
 
 
 class TaskRunner:
-    """Runs claimed tasks; the worker process (``_worker``) claims and feeds them."""
+    """Runs claimed tasks; the worker process (``_worker``) claims and feeds them. Keeps
+    the worker's slots: claimed tasks and the attempts its coordinators run themselves
+    (``_remote.LocalAttempts``) count together against ``concurrency``."""
 
     def __init__(
         self,
@@ -116,8 +118,18 @@ class TaskRunner:
         store: RunStore,
         workers: SqlWorkers,
         graph_for: Callable[[ClaimedTask], Any],
+        concurrency: int,
     ) -> None:
         self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.local = 0  # attempts run by this worker's coordinators, no task row
+        self.claiming = 0  # slots held for a claim under way (its tasks not counted yet)
+        self.claim_ended: anyio.Event | None = None  # set when the claim under way returns
+        self.stopping = False  # no local attempt starts once the worker stops
+        # Tasks were queued since the last claim (a NOTIFY): a local attempt's end then
+        # wakes the claim loop of a full worker; otherwise it does not (each step of a
+        # coordinator running its own attempts would cost a claim's round trip).
+        self.wanted = False
         self.store = store
         self.workers = workers
         self.graph_for = graph_for  # async: (graph, params) of a task's run, or None
@@ -130,6 +142,37 @@ class TaskRunner:
         self.slot_freed = anyio.Event()
         self._finishing: list[_Finished] = []
         self._finish_wake = anyio.Event()
+
+    # ── slots ─────────────────────────────────────────────────────────────────
+
+    def free(self) -> int:
+        """Slots free for a claim or a local attempt."""
+        return self.concurrency - len(self.running) - self.local - self.claiming
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running) + self.local
+
+    async def take_local(self) -> bool:
+        while not self.stopping:
+            if self.free() > 0:
+                self.local += 1
+                return True
+            if self.claim_ended is None:
+                break
+            # The slots are held for a claim under way (often one that finds nothing to
+            # claim): what it leaves free is known in one round trip, cheaper for the
+            # attempt than going through the queue.
+            await self.claim_ended.wait()
+        return False  # queued instead, for the other workers (or this one, later)
+
+    def end_local(self) -> None:
+        self.local -= 1
+        self.done += 1
+        if self.wanted:
+            self.slot_freed.set()
+
+    # ── tasks ─────────────────────────────────────────────────────────────────
 
     async def execute(self, tg: TaskGroup, task: ClaimedTask) -> None:
         # The scope the claim loop registered (a lease lost before this task started

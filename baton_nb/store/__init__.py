@@ -38,6 +38,7 @@ from ._rows import (
     RunSummaryRow,
     RunUpdate,
     StatAggregate,
+    StepWorkerRow,
     WriteBatch,
     utcnow,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "SqlStore",
     "SqlWorkers",
     "StatAggregate",
+    "StepWorkerRow",
     "Store",
     "SubmissionRow",
     "WorkerRow",

@@ -37,6 +37,7 @@ __all__ = [
     "RunSummaryRow",
     "RunUpdate",
     "StatAggregate",
+    "StepWorkerRow",
     "WriteBatch",
     "distinct_values",
     "utcnow",
@@ -286,6 +287,19 @@ class RunUpdate:
     release_lease: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StepWorkerRow:
+    """Which worker ran an attempt of ``step`` (``workflow_step_workers``): written with the
+    attempt's outcome, by the worker that stored it (a task) or by the run's coordinator
+    (an attempt it ran itself, in its group commit)."""
+
+    run_id: str
+    step: str
+    attempt: int
+    worker: str
+    finished_at: datetime
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Writes that commit together, in one transaction."""
@@ -297,17 +311,24 @@ class WriteBatch:
     stats: list[CallRecord] = field(default_factory=list)
     logs: list[LogRow] = field(default_factory=list)
     attempts: list[AttemptRow] = field(default_factory=list)
+    ran_on: list[StepWorkerRow] = field(default_factory=list)  # runs on workers only
 
     def __bool__(self) -> bool:
         return bool(
-            self.nodes or self.run or self.completions or self.stats or self.logs or self.attempts
+            self.nodes
+            or self.run
+            or self.completions
+            or self.stats
+            or self.logs
+            or self.attempts
+            or self.ran_on
         )
 
     def run_ids(self) -> set[str]:
         """Every run these writes touch."""
         ids = {
             row.run_id
-            for rows in (self.completions, self.stats, self.logs, self.attempts)
+            for rows in (self.completions, self.stats, self.logs, self.attempts, self.ran_on)
             for row in rows
         }
         if self.run is not None:

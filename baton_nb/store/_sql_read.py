@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import sqlalchemy as sa
@@ -33,17 +33,17 @@ from ._sql_rows import (
     NODES,
     RUNS,
     STATS,
+    STEP_WORKERS,
     attempt_from_columns,
     call_from_columns,
     log_from_columns,
     node_from_columns,
     run_from_columns,
 )
-from ._worker_tables import WorkflowStepWorker
 
 __all__ = ["SqlReads"]
 
-_RAN_ON = cast(sa.Table, WorkflowStepWorker.__table__)  # type: ignore[attr-defined]
+_RAN_ON = STEP_WORKERS
 
 
 class SqlReads(SqlBase):

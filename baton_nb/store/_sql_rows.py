@@ -13,7 +13,7 @@ from .._money import normalize_money
 from .._states import NodeKind, RunStatus, State
 from .._usage import Usage
 from ..pricing import CallPricing
-from ._rows import AttemptRow, CallRecord, CompletionRow, LogRow, NodeRow, RunRow
+from ._rows import AttemptRow, CallRecord, CompletionRow, LogRow, NodeRow, RunRow, StepWorkerRow
 from ._tables import (
     WorkflowAttempt,
     WorkflowCompletion,
@@ -22,6 +22,7 @@ from ._tables import (
     WorkflowRun,
     WorkflowStepStat,
 )
+from ._worker_tables import WorkflowStepWorker
 
 __all__ = [
     "ATTEMPTS",
@@ -30,6 +31,7 @@ __all__ = [
     "NODES",
     "RUNS",
     "STATS",
+    "STEP_WORKERS",
     "attempt_from_columns",
     "attempt_to_columns",
     "call_from_columns",
@@ -42,6 +44,7 @@ __all__ = [
     "node_to_columns",
     "run_from_columns",
     "run_to_columns",
+    "step_worker_to_columns",
 ]
 
 RUNS = cast(sa.Table, WorkflowRun.__table__)  # type: ignore[attr-defined]
@@ -50,6 +53,7 @@ STATS = cast(sa.Table, WorkflowStepStat.__table__)  # type: ignore[attr-defined]
 COMPLETIONS = cast(sa.Table, WorkflowCompletion.__table__)  # type: ignore[attr-defined]
 LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
 ATTEMPTS = cast(sa.Table, WorkflowAttempt.__table__)  # type: ignore[attr-defined]
+STEP_WORKERS = cast(sa.Table, WorkflowStepWorker.__table__)  # type: ignore[attr-defined]
 
 Columns = Mapping[Any, Any]  # a result row (sqlalchemy RowMapping)
 
@@ -259,6 +263,16 @@ def attempt_to_columns(attempt: AttemptRow) -> dict[str, Any]:
         "error": attempt.error,
         "started_at": attempt.started_at,
         "finished_at": attempt.finished_at,
+    }
+
+
+def step_worker_to_columns(row: StepWorkerRow) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "step": row.step,
+        "attempt": row.attempt,
+        "worker": row.worker,
+        "finished_at": row.finished_at,
     }
 
 

@@ -34,12 +34,14 @@ from ._sql_rows import (
     NODES,
     RUNS,
     STATS,
+    STEP_WORKERS,
     attempt_to_columns,
     call_to_columns,
     completion_to_columns,
     deps_text,
     log_to_columns,
     node_to_columns,
+    step_worker_to_columns,
 )
 
 __all__ = ["SqlWrites", "insert_nodes_json_each", "insert_nodes_unnest"]
@@ -423,16 +425,17 @@ class SqlWrites(SqlBase):
         return (
             self.dialect == "sqlite"
             and bool(batch.nodes or batch.completions or batch.stats)
-            and not (batch.run or batch.logs or batch.attempts)
+            and not (batch.run or batch.logs or batch.attempts or batch.ran_on)
             and not conn.in_transaction()
         )
 
     def _pg_statement_fits(self, conn: AsyncConnection, batch: WriteBatch) -> bool:
-        """The runtime's usual Postgres batch (node updates, stored completions, call stats:
-        a coordinator's commits, a worker's calls), no transaction open."""
+        """The runtime's usual Postgres batch (node updates, stored completions, call stats,
+        which worker ran the attempts a coordinator ran itself: a coordinator's commits, a
+        worker's calls), no transaction open."""
         return (
             self.dialect == "postgresql"
-            and bool(batch.nodes or batch.completions or batch.stats)
+            and bool(batch.nodes or batch.completions or batch.stats or batch.ran_on)
             and not (batch.run or batch.logs or batch.attempts)
             and not conn.in_transaction()
         )
@@ -453,6 +456,9 @@ class SqlWrites(SqlBase):
         if batch.stats:
             rows = [call_to_columns(c) for c in batch.stats]
             parts.append(_unnest_insert(dialect, STATS, rows, params))
+        if batch.ran_on:
+            rows = [step_worker_to_columns(r) for r in batch.ran_on]
+            parts.append(_unnest_insert(dialect, STEP_WORKERS, rows, params))
         ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
         params += [NOTIFY_CHANNEL, sorted(batch.run_ids())]
         n = len(params)
@@ -536,6 +542,9 @@ class SqlWrites(SqlBase):
         if batch.attempts:
             rows = [attempt_to_columns(a) for a in batch.attempts]
             await conn.execute(sa.insert(ATTEMPTS), rows)
+        if batch.ran_on:
+            rows = [step_worker_to_columns(r) for r in batch.ran_on]
+            await conn.execute(sa.insert(STEP_WORKERS), rows)
         await self.notify(conn, batch.run_ids())
 
     def _driver_statement(
