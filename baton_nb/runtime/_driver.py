@@ -135,12 +135,12 @@ class Driver:
         if self.batching is not None and self.calls.resumed:
             await self.batching.load()  # re-attach to the batches of earlier executions
         try:
-            async with anyio.create_task_group() as tg:
-                tasks = self._tasks = RunTasks(tg, self._context)
+            async with RunTasks.open(self._context) as tasks:
+                self._tasks = tasks
                 self._helpers = 2
-                tg.start_soon(self._helper, self._write)
+                tasks.group.start_soon(self._helper, self._write)
                 keep = partial(self.lease.keep, self.store, self.run.id, self._stopping)
-                tg.start_soon(self._helper, keep)
+                tasks.group.start_soon(self._helper, keep)
                 for node in self.scheduler.initial():
                     self._start(node)
                 if self.scheduler.unsettled == 0:
@@ -148,7 +148,6 @@ class Driver:
                 await self._settled.wait()
                 await self._stop_helpers()
                 tasks.cancel()  # steps still running that a quorum made unneeded
-            tasks.raise_failure()
         except BaseException as exc:
             interrupted = True
             real = unwrap_group(exc)
@@ -161,8 +160,6 @@ class Driver:
             # Once every node settled (and committed), a cancel or an interrupt that comes
             # while the writer stops finds nothing to cancel: the run ended as its nodes did.
             cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
-            if self._tasks is not None:
-                await self._tasks.stop()
             with anyio.CancelScope(shield=True):
                 await self._finish(cancelled=cancelled)
         return run

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -98,6 +99,30 @@ class RunTasks:
         self.group = group
         self._context = context
         self.steps = StepTasks.here(context, group.cancel_scope.cancel)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, context: contextvars.Context) -> AsyncIterator[RunTasks]:
+        """The run's task group with its step tasks, ended as the task group ends its own:
+        an outer cancel or a helper's failure (the writer's) cancels the step tasks at once,
+        not only once the task group has returned; on the way out every step task is
+        stopped and waited for, and a step task's error, even one raised while stopping
+        (a cancelled step failing in a shielded section), is raised unless another error
+        is already on its way out."""
+        tasks: RunTasks | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                tasks = cls(group, context)
+                try:
+                    yield tasks
+                except BaseException:
+                    tasks.cancel()
+                    raise
+        finally:
+            if tasks is not None:
+                await tasks.stop()
+        assert tasks is not None  # the task group opened: nothing is on its way out
+        tasks.raise_failure()
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
         """Start ``fn(*args)`` in a copy of the run's context, unless the run is being

@@ -10,7 +10,7 @@ import contextvars
 import anyio
 import pytest
 
-from baton_nb.runtime._steptasks import StepTasks
+from baton_nb.runtime._steptasks import RunTasks, StepTasks
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +92,49 @@ async def test_a_task_spawned_after_cancel_is_cancelled_at_its_first_checkpoint(
     with anyio.fail_after(5):
         await tasks.wait()
     assert reached == ["started"] and tasks.error is None
+
+
+async def test_a_step_error_raised_while_the_run_stops_is_raised() -> None:
+    """A step still running when the run settles (a quorum) is cancelled; if it then fails
+    in a shielded section (a chunk being stored), the run ends with that error."""
+    inside = anyio.Event()
+
+    async def step() -> None:
+        with anyio.CancelScope(shield=True):  # as a map's chunk is stored
+            inside.set()
+            await anyio.sleep(0.01)
+            raise RuntimeError("storage failed")
+
+    with pytest.raises(RuntimeError, match="storage failed"), anyio.fail_after(5):
+        async with RunTasks.open(contextvars.copy_context()) as tasks:
+            tasks.spawn(step, "s")
+            await inside.wait()
+            tasks.cancel()  # the run settled: the step is no longer needed
+
+
+async def test_a_helper_failure_cancels_the_step_tasks_at_once() -> None:
+    """The writer failing cancels the run's task group, and the steps with it: before the
+    task group returns, not only once its other helpers have."""
+    step_cancelled = anyio.Event()
+
+    async def step() -> None:
+        try:
+            await anyio.sleep(10)
+        finally:
+            step_cancelled.set()
+
+    async def writer() -> None:
+        await anyio.sleep(0)
+        raise RuntimeError("writer failed")
+
+    async def heartbeat() -> None:
+        with anyio.CancelScope(shield=True), anyio.fail_after(5):
+            await step_cancelled.wait()  # returns only once the steps were cancelled
+
+    with pytest.raises(BaseException) as raised, anyio.fail_after(10):
+        async with RunTasks.open(contextvars.copy_context()) as tasks:
+            tasks.spawn(step, "s")
+            tasks.group.start_soon(heartbeat)
+            tasks.group.start_soon(writer)
+            await anyio.sleep_forever()
+    assert "writer failed" in repr(raised.value) and "TimeoutError" not in repr(raised.value)
