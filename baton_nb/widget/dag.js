@@ -19,6 +19,11 @@
 // its children are. A duration is wall-clock, from a step's first start to its end
 // (retries and their waits included); call latency is only shown per LLM call.
 
+// A node the view was never sent: what Python's PENDING shows (its other fields read as 0 or
+// null). Both what a node shows and what its first patch is merged into: that patch holds only
+// what changed from PENDING, maybe not its state.
+const NEVER_SENT = Object.freeze({ s: "pending", a: 0 });
+
 const DENSE_LIMIT = 40; // a column with more steps is drawn as a grid of cells
 const CARD_W = 216;
 const GROUP_W = 300;
@@ -513,7 +518,7 @@ class DagView {
   }
 
   st(id) {
-    return this.state[id] || { s: "pending", a: 0 };
+    return this.state[id] || NEVER_SENT;
   }
 
   expanded(id, kids) {
@@ -1364,8 +1369,8 @@ function interruptKernel(kernelId) {
 // (unsent) for it, and the last patch (already in it: merging it again changes nothing).
 const NODE_STATES = new WeakMap();
 
-function mergePatch(states, patch) {
-  for (const id in patch) states[id] = Object.assign({}, states[id], patch[id]);
+export function mergePatch(states, patch) {
+  for (const id in patch) states[id] = Object.assign({}, states[id] || NEVER_SENT, patch[id]);
   return states;
 }
 

@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -343,6 +344,37 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     assert sent == ["patch"]  # ``nodes`` not sent again
     assert widget.patch == {"m": {"x": 3}, "m[0]": {"s": "executing", "a": 1}}
     assert widget.state() == _state.node_states(run)
+    widget.finish()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_path: Path) -> None:
+    """A node's patch holds what changed from PENDING; for a node the view never got, that
+    may leave its state out (a map's count of unstored items). dag.js merged it into an
+    empty node: state undefined, drawn as ``st-undefined``; now into pending."""
+    run = bn.Run(f"first-{uuid.uuid4().hex[:8]}", "first")
+    run.status = "running"
+    run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
+    run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP))
+    widget = DagWidget(run)
+    view = dict(widget.nodes)  # what the view was sent
+    assert "m" not in view
+    run.add_step(StepInfo(name="m[0]", job_id=2, kind=NodeKind.CHILD, parent="m"))
+    run.steps["m"].unstored = 3  # its first chunk stored, the group still pending
+    widget._redraw()
+    assert widget.patch == {"m": {"x": 3}}
+    module = tmp_path / "dag.mjs"  # node loads a .js file as CommonJS
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ mergePatch }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify(mergePatch({json.dumps(view)}, {json.dumps(widget.patch)})))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    merged = json.loads(out.stdout)
+    assert merged["m"] == {"s": "pending", "a": 0, "x": 3}
+    assert merged["root"] == widget.nodes["root"]
     widget.finish()
 
 
