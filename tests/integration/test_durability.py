@@ -568,3 +568,42 @@ async def test_in_memory_resume_keeps_every_write(unique: str) -> None:
     }
     assert len(stored.results) == 300
     assert sum(not c.replayed for c in stored.calls) == 150
+
+
+async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
+    db_url: str, unique: str
+) -> None:
+    """The run's lease is taken by another owner while a step runs (this process stalled
+    past its lease, as another saw it): the run's end is not written over the new
+    holder's run, whose lease it would release (``RunUpdate.owner``, checked in the
+    commit): ``RunLocked``, the row still the new holder's and running."""
+    gate = anyio.Event()
+    entered = anyio.Event()
+
+    async def step(ctx: bn.Context) -> str:
+        entered.set()
+        await gate.wait()
+        return "done"
+
+    wf = bn.Workflow(f"taken-{unique}", db=db_url)
+    wf.add("a", step, max_attempts=1)
+    outcomes: list[object] = []
+
+    async def run() -> None:
+        try:
+            outcomes.append(await wf.run(display=False))
+        except bn.RunLocked as exc:
+            outcomes.append(exc)
+
+    async with await Store.open(db_url) as store:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await entered.wait()
+            [row] = await store.list_runs(workflow=f"taken-{unique}")
+            assert row.lease_owner is not None
+            assert await store.acquire_lease(row.id, "other", 600, steal_from=row.lease_owner)
+            gate.set()
+        after = await store.get_run(row.id)
+    assert isinstance(outcomes[0], bn.RunLocked) and "no longer held" in str(outcomes[0])
+    assert after is not None and after.lease_owner == "other"
+    assert after.status == RunStatus.RUNNING and after.finished_at is None
