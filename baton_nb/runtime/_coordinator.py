@@ -94,10 +94,11 @@ async def coordinate(
             logger.warning("%s", exc)
         finally:
             registry.pop(run_id, None)
+            taken = lease.lost  # taken over (or lapsed) meanwhile: left to the next worker
             if remote.handing_over:
                 lease.lost = True  # as if this worker had died: nothing more written here
             with anyio.CancelScope(shield=True):
-                if remote.handing_over:
+                if remote.handing_over and not taken:
                     await workers.requeue_run(run_id)
                     logger.info("run %s handed over to the other workers", run_id)
                 elif not lease.lost:
