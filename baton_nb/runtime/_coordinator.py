@@ -56,6 +56,11 @@ async def coordinate(
             await take_lease(store, run_id, lease, row.lease_owner)
         except RunLocked:
             return  # another worker was quicker
+        # Read again under the lease: the row read before may be stale (this worker
+        # stalled, another one executed the run meanwhile and died).
+        row = await store.get_run(run_id)
+        if row is None or row.status in FINISHED_STATUSES:
+            return
         adopt = await workers.run_tasks(run_id)
         models = {**graph.models, **json.loads(submission.models)}
         driver = await _prepare(store, graph, run_id, lease, submission.concurrency, models, None)
@@ -89,8 +94,11 @@ async def coordinate(
             logger.warning("%s", exc)
         finally:
             registry.pop(run_id, None)
+            taken = lease.lost  # taken over (or lapsed) meanwhile: left to the next worker
+            if remote.handing_over:
+                lease.lost = True  # as if this worker had died: nothing more written here
             with anyio.CancelScope(shield=True):
-                if remote.handing_over:
+                if remote.handing_over and not taken:
                     await workers.requeue_run(run_id)
                     logger.info("run %s handed over to the other workers", run_id)
                 elif not lease.lost:
@@ -133,10 +141,10 @@ async def _follow(
                 await _cancel_requested(workers, run_id)
                 driver.run.cancel()
                 return
-            # As if this worker had died, at once: nothing of the run's end is written
-            # (a lost lease writes nothing), the next coordinator resumes it.
-            remote.handing_over = True
-            driver.lease.lost = True
+            # As if this worker had died, at once, but for what its own attempts stored
+            # (paid answers): committed, the run's end not (``Driver.handing_over``); the
+            # next coordinator resumes it.
+            remote.handing_over = driver.handing_over = True
             driver.run.cancel()
             return
         if await workers.cancel_requested(run_id):

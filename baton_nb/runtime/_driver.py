@@ -16,17 +16,18 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 
-from .._errors import unwrap_group
+from .._errors import RunLocked, unwrap_group
 from .._graph import GraphSpec
 from .._run import LIVE_RUNS, Run, live_run
 from .._states import NodeKind, RunStatus, State
-from ..store import ExecutionStore, RunUpdate, utcnow
+from ..store import ExecutionStore, RunUpdate, WriteBatch, utcnow
 from ._announce import Announcer
 from ._attempt import dep_results, keep_attempt, model_for, run_attempt
 from ._batching import Batching
@@ -104,6 +105,7 @@ class Driver:
         self._helpers_done = anyio.Event()
         self._tasks: RunTasks | None = None  # where steps run (``_spawn``)
         self._cancelled = False
+        self.handing_over = False  # a coordinator stopping (``_handed_over``)
         self._loop_thread = threading.get_ident()
         self._token: Any = None
 
@@ -176,23 +178,24 @@ class Driver:
             anyio.from_thread.run_sync(tasks.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
-        if self._cancelled and self.batching is not None:  # run.cancel(), not an interrupt
-            await self.batching.cancel_remote()
+        # Handing over: what its own attempts stored is committed, not the run's end
+        # (no status, no step stored cancelled, provider batches left running).
+        handed = _handed_over(self.commit, self.lease) if self.handing_over else None
+        if handed is None and self._cancelled and self.batching is not None:
+            await self.batching.cancel_remote()  # run.cancel(), not an interrupt
         end = self.scheduler.wind_down(cancelled=cancelled)
         for node in end.cancelled:
             self.mark(node)
             self.announce.step(node)
         now = utcnow()
         self.announce.ended(end.status, end.failed_steps, now)
-        update = RunUpdate(self.run.id, end.status, end.failed_steps, now, release_lease=True)
-        self.commit.set_run(update)
-        settling = self.commit.take_settling()
+        # Only while the lease is held: by the clock (``fence``), in the commit (``owner``).
+        end_run = RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True)
+        self.commit.set_run(replace(end_run, owner=self.lease.owner))
+        last = handed or (self.commit.take_batch(), self.commit.take_settling())
         try:
-            if self.commit.error is None and not self.lease.lost:
-                await self.store.write(self.commit.take_batch())
-                for settled in settling:  # stored now: announced as the writer would have
-                    for node in settled.nodes:
-                        self.announce.step(node)
+            if _may_commit(self.commit, self.lease):
+                await _write_last(self.store, self.lease, self.announce, *last)
         finally:  # the execution ended, stored or not: its one WorkflowFinished
             self.announce.finished(end.status, end.failed_steps, now)
 
@@ -368,3 +371,42 @@ def run_locally(node: Node, ctx: Context) -> Coroutine[Any, Any, Outcome]:
     """An attempt run in this process (the in-process driver's way): ``run_attempt``'s
     own coroutine, awaited by the step's task (no coroutine of its own around it)."""
     return run_attempt(node, ctx, ctx.results)
+
+
+def _may_commit(commit: GroupCommit, lease: Lease) -> bool:
+    """Whether the run's last commit may be written: no commit failed, the lease is
+    held (by this process's clock too: ``GroupCommit.fence``, a worker's coordinator)."""
+    fence = commit.fence
+    return commit.error is None and not lease.lost and (fence is None or fence())
+
+
+def _handed_over(commit: GroupCommit, lease: Lease) -> tuple[WriteBatch, list[Settled]]:
+    """What is still to commit when the run is handed over, taken before the end marks
+    steps cancelled; its run row written only while this execution holds the lease
+    (``RunUpdate.owner``)."""
+    settling = commit.take_settling()
+    batch = commit.take_batch()
+    run = batch.run
+    batch.run = RunUpdate(commit.run_id, RunStatus.RUNNING, owner=lease.owner)
+    if run is not None:
+        batch.run = replace(run, owner=lease.owner)
+    return batch, settling
+
+
+async def _write_last(
+    store: ExecutionStore,
+    lease: Lease,
+    announce: Announcer,
+    batch: WriteBatch,
+    settling: list[Settled],
+) -> None:
+    """The execution's last commit; ``RunLocked`` (the run taken over meanwhile): the
+    lease is lost, nothing of the batch was written."""
+    try:
+        await store.write(batch)
+    except RunLocked:
+        lease.lost = True
+        raise
+    for settled in settling:  # stored now: announced as the writer would have
+        for node in settled.nodes:
+            announce.step(node)

@@ -4,8 +4,12 @@ The holder renews it every third of its time to live; a holder that cannot (anot
 process took the run over after the lease lapsed) stops executing. ``Lease.held`` says
 whether the lease is surely still this process's by its own clock (taken or renewed less
 than its time to live ago): a run's coordinator on a worker commits nothing once it is not
-(``GroupCommit.fence``), so one that was stalled past its lease (paused, swapped out) and
-taken over meanwhile cannot commit before its heartbeat finds out.
+(``GroupCommit.fence``), so one that was stalled past its lease (paused, swapped out, the
+machine suspended: ``lease_clock`` counts suspend where it can) and taken over meanwhile
+does not commit before its heartbeat finds out. This is a check before the commit, not in
+it: a stall between the check and the commit (longer than a tenth of the time to live) is
+not covered. The run's last commit (its end, or a hand-over) is also checked in its own
+transaction (``RunUpdate.owner``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
+import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 
 import anyio
 
@@ -28,21 +36,39 @@ DEFAULT_LEASE_TTL = 30.0
 _LIVE_OWNERS: set[str] = set()
 
 
+def lease_clock() -> Callable[[], float]:
+    """Seconds on a clock that also runs while the machine is suspended (a laptop asleep, a
+    VM suspended): the event loop's (CLOCK_MONOTONIC on Linux) stops then, and a lease
+    that lapsed during the sleep would look held on waking. Linux: CLOCK_BOOTTIME; macOS:
+    clock_gettime(CLOCK_MONOTONIC), which counts sleep there; elsewhere ``time.monotonic``
+    (whether it counts suspend is up to the platform)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return partial(time.clock_gettime, boottime)
+    if sys.platform == "darwin":
+        return partial(time.clock_gettime, time.CLOCK_MONOTONIC)
+    return time.monotonic
+
+
 class Lease:
     """This process's claim on runs: ``async with Lease() as lease`` for one execution."""
 
-    def __init__(self, ttl: float = DEFAULT_LEASE_TTL) -> None:
+    def __init__(
+        self, ttl: float = DEFAULT_LEASE_TTL, *, clock: Callable[[], float] | None = None
+    ) -> None:
         self.ttl = ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lost = False
-        # When the lease lapses, on the event loop's clock: from the start of the round
-        # trip that took or renewed it (the stored expiry was computed before it was sent).
+        self.clock = clock or lease_clock()
+        # When the lease lapses, on ``clock``: from the start of the round trip that took
+        # or renewed it (the stored expiry was computed before it was sent).
         self.valid_until = math.inf
 
     def held(self) -> bool:
-        """Still this process's lease, with a tenth of its time to live to spare for a
-        commit under way; False once ``lost``."""
-        return not self.lost and anyio.current_time() < self.valid_until - self.ttl / 10
+        """Still this process's lease by its clock, with a tenth of its time to live to
+        spare for a commit under way; False once ``lost``. A check before a commit, not in
+        it (the module's docstring says what it covers)."""
+        return not self.lost and self.clock() < self.valid_until - self.ttl / 10
 
     def __enter__(self) -> Lease:
         _LIVE_OWNERS.add(self.owner)
@@ -58,7 +84,7 @@ class Lease:
                 await stopping.wait()
             if stopping.is_set():
                 return
-            sent = anyio.current_time()
+            sent = self.clock()
             if await store.renew_lease(run_id, self.owner, self.ttl):
                 self.valid_until = sent + self.ttl
             else:
@@ -71,11 +97,11 @@ class Lease:
 
 async def take_lease(store: ExecutionStore, run_id: str, lease: Lease, holder: str | None) -> None:
     """Take the run's lease, from a dead holder too; ``RunLocked`` if a live one has it."""
-    sent = anyio.current_time()
+    sent = lease.clock()
     if await store.acquire_lease(run_id, lease.owner, lease.ttl):
         lease.valid_until = sent + lease.ttl
         return
-    sent = anyio.current_time()
+    sent = lease.clock()
     if (
         holder
         and _holder_is_dead(holder)

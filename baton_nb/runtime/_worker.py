@@ -332,7 +332,10 @@ class Worker:
                     tasks.running[task.id] = (task, anyio.CancelScope())
                     tg.start_soon(tasks.execute, tg, task)
             if free > 0 and len(claimed) == free:
-                continue  # more may be waiting
+                # More may be waiting; first let a coordinator's attempt woken by the claim's
+                # end (``take_local``) take a free slot, or back-to-back claims keep it out.
+                await anyio.lowlevel.checkpoint()
+                continue
             with anyio.move_on_after(POLL):
                 if free > 0:
                     await self._wake_tasks.wait()

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _jsonutil
-from .._errors import StorageError
+from .._errors import RunLocked, StorageError
 from ._failures import driver_errors, storage_error
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunUpdate, WriteBatch
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
@@ -381,6 +381,20 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
     return values
 
 
+async def _update_run(conn: AsyncConnection, update: RunUpdate) -> None:
+    """The run's row; with ``update.owner``, only while that owner holds the lease (in the
+    batch's transaction: ``RunLocked`` rolls the whole batch back)."""
+    where = RUNS.c.id == update.id
+    if update.owner is not None:
+        where = sa.and_(where, RUNS.c.lease_owner == update.owner)
+    result = await conn.execute(sa.update(RUNS).where(where).values(_run_values(update)))
+    if update.owner is not None and result.rowcount == 0:
+        raise RunLocked(
+            f"run {update.id}: its lease is no longer held by {update.owner} (another "
+            "process took it over); nothing of this commit was written"
+        )
+
+
 class SqlWrites(SqlBase):
     """Group commits and bulk inserts."""
 
@@ -535,8 +549,7 @@ class SqlWrites(SqlBase):
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         await self._write_step_rows(conn, batch)
         if batch.run is not None:
-            values = _run_values(batch.run)
-            await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run.id).values(values))
+            await _update_run(conn, batch.run)
         if batch.logs:
             await conn.execute(sa.insert(LOGS), [log_to_columns(log) for log in batch.logs])
         if batch.attempts:

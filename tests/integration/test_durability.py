@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 import baton_nb as bn
 from baton_nb._states import RunStatus
+from baton_nb.runtime._lease import Lease, take_lease
+from baton_nb.runtime._start import _prepare
 from baton_nb.store import RunUpdate, Store, WriteBatch
 from tests.integration._process import load_module
 
@@ -568,3 +570,82 @@ async def test_in_memory_resume_keeps_every_write(unique: str) -> None:
     }
     assert len(stored.results) == 300
     assert sum(not c.replayed for c in stored.calls) == 150
+
+
+async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
+    db_url: str, unique: str
+) -> None:
+    """The run's lease is taken by another owner while a step runs (this process stalled
+    past its lease, as another saw it): the run's end is not written over the new
+    holder's run, whose lease it would release (``RunUpdate.owner``, checked in the
+    commit): ``RunLocked``, the row still the new holder's and running."""
+    gate = anyio.Event()
+    entered = anyio.Event()
+
+    async def step(ctx: bn.Context) -> str:
+        entered.set()
+        await gate.wait()
+        return "done"
+
+    wf = bn.Workflow(f"taken-{unique}", db=db_url)
+    wf.add("a", step, max_attempts=1)
+    outcomes: list[object] = []
+
+    async def run() -> None:
+        try:
+            outcomes.append(await wf.run(display=False))
+        except bn.RunLocked as exc:
+            outcomes.append(exc)
+
+    async with await Store.open(db_url) as store:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await entered.wait()
+            [row] = await store.list_runs(workflow=f"taken-{unique}")
+            assert row.lease_owner is not None
+            assert await store.acquire_lease(row.id, "other", 600, steal_from=row.lease_owner)
+            gate.set()
+        after = await store.get_run(row.id)
+    assert isinstance(outcomes[0], bn.RunLocked) and "no longer held" in str(outcomes[0])
+    assert after is not None and after.lease_owner == "other"
+    assert after.status == RunStatus.RUNNING and after.finished_at is None
+
+
+async def test_a_hand_over_commits_what_its_attempts_stored_not_the_runs_end(
+    db_url: str, unique: str
+) -> None:
+    """A worker's coordinator stopping hands the run over (``Driver.handing_over``): rows
+    its attempts left for the writer (here a captured log, committed lazily) are committed;
+    the run does not end (still running, no step stored cancelled); the lease stays this
+    execution's until the coordinator requeues the run."""
+    healthy = False
+    entered = anyio.Event()
+
+    async def step(ctx: bn.Context) -> None:
+        if not healthy:
+            raise RuntimeError("down")
+        ctx.log("paid")
+        entered.set()
+        await anyio.Event().wait()  # until the hand-over stops it
+
+    wf = bn.Workflow(f"handover-{unique}", db=db_url)
+    wf.add("a", step, max_attempts=1)
+    failed = await wf.run(display=False)
+    healthy = True
+    graph = wf.graph()
+    async with await Store.open(db_url) as store:
+        with Lease(30) as lease:
+            await take_lease(store, failed.id, lease, None)
+            driver = await _prepare(store, graph, failed.id, lease, 4, dict(graph.models), None)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(driver.execute)
+                await entered.wait()
+                driver.handing_over = True
+                driver.run.cancel()
+        logs = await store.get_debug_logs(failed.id)
+        row = await store.get_run(failed.id)
+        nodes = {n.step: n.state for n in await store.get_nodes(failed.id)}
+    assert [entry.message for entry in logs] == ["paid"]
+    assert row is not None and row.status == RunStatus.RUNNING and row.finished_at is None
+    assert row.lease_owner == lease.owner
+    assert nodes["a"] != "cancelled"
