@@ -566,6 +566,8 @@ async def test_watching_a_run_of_another_process(db_url: str, unique: str, tmp_p
 
             def seen(change: dict[str, Any]) -> None:
                 for name, node in change["new"].items():
+                    if "s" not in node:  # a patch of other fields only: the state is as it was
+                        continue
                     states = widget_states.setdefault(name, [])
                     if not states or states[-1] != node["s"]:
                         states.append(node["s"])
