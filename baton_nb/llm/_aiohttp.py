@@ -25,6 +25,10 @@ What this module adds to httpx-aiohttp 0.2.0, each for a reason found reading it
   up to 100 KiB per line as httpcore accepts (aiohttp's default is 8 KiB a header); no
   environment proxies (given a transport, httpx ignores them too, so the shared client
   uses stock httpx when the environment names a proxy: ``_client.py``).
+  ``post_json`` posts on a second session over the same connector (one pool, one limit)
+  that skips no auto headers: the headers it sends carry each of them, and a session
+  given headers to skip makes aiohttp build a mapping of them and copy the request's
+  headers on every request.
 - **The request.** The wire carries httpx's headers only (aiohttp would add
   ``Content-Type: application/octet-stream`` to a body without one), and a body over
   1 MiB (a prompt with images) goes as a stream with its length: handed over as bytes,
