@@ -25,6 +25,10 @@ What this module adds to httpx-aiohttp 0.2.0, each for a reason found reading it
   up to 100 KiB per line as httpcore accepts (aiohttp's default is 8 KiB a header); no
   environment proxies (given a transport, httpx ignores them too, so the shared client
   uses stock httpx when the environment names a proxy: ``_client.py``).
+  ``post_json`` posts on a second session over the same connector (one pool, one limit)
+  that skips no auto headers: the headers it sends carry each of them, and a session
+  given headers to skip makes aiohttp build a mapping of them and copy the request's
+  headers on every request.
 - **The request.** The wire carries httpx's headers only (aiohttp would add
   ``Content-Type: application/octet-stream`` to a body without one), and a body over
   1 MiB (a prompt with images) goes as a stream with its length: handed over as bytes,
@@ -53,7 +57,8 @@ from typing import Any
 import aiohttp
 import httpx
 import httpx_aiohttp
-from multidict import CIMultiDict
+import yarl
+from multidict import CIMultiDict, istr
 
 __all__ = ["AiohttpTransport", "Answer", "translate_error"]
 
@@ -64,6 +69,7 @@ _LARGE_BODY = 1024 * 1024
 # Headers aiohttp would add on its own: httpx already sends the first three (its client
 # defaults) and no content-type unless the caller gave one; the wire carries httpx's headers.
 _AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_ACCEPT, _ACCEPT_ENCODING, _USER_AGENT, _CONTENT_TYPE = map(istr, _AIOHTTP_AUTO_HEADERS)
 _WIRE_HEADERS_KEPT = 64  # distinct call headers (endpoints and keys) kept by wire_headers
 # A request body as httpx encodes json= (compact, UTF-8, no NaN); one encoder, not one
 # per call as json.dumps with options makes.
@@ -144,10 +150,21 @@ def _client_timeout(
 
 
 @lru_cache(maxsize=256)
-def _wire_url(url: str) -> str:
+def _wire_url(url: str) -> yarl.URL:
     """``url`` as httpx puts it on the wire (what ``handle_async_request`` hands aiohttp:
-    ``str(request.url)``), parsed once per URL (~20 µs a parse)."""
-    return str(httpx.URL(url))
+    ``str(request.url)``), parsed by httpx (~20 µs) and by aiohttp's ``yarl.URL`` once per
+    URL: aiohttp takes a ``yarl.URL`` as it is."""
+    return yarl.URL(str(httpx.URL(url)))
+
+
+def _has_auto_headers(headers: CIMultiDict[str]) -> bool:
+    """Whether ``headers`` carry each header aiohttp would add to a request lacking it."""
+    return (
+        _ACCEPT in headers
+        and _ACCEPT_ENCODING in headers
+        and _USER_AGENT in headers
+        and _CONTENT_TYPE in headers
+    )
 
 
 def _session(
@@ -159,10 +176,17 @@ def _session(
         limit_per_host=max_connections,
         keepalive_timeout=keepalive_expiry,
     )
+    return _session_on(connector, owner=True, skip_auto_headers=_AIOHTTP_AUTO_HEADERS)
+
+
+def _session_on(
+    connector: aiohttp.BaseConnector, *, owner: bool, skip_auto_headers: tuple[str, ...] | None
+) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
+        connector_owner=owner,
         cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=_AIOHTTP_AUTO_HEADERS,
+        skip_auto_headers=skip_auto_headers,
         trust_env=False,
         auto_decompress=False,
         max_line_size=_MAX_HEAD_LINE,
@@ -209,11 +233,30 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         super().__init__(verify=ssl_context, trust_env=False, limits=limits, client=factory)
         self._client_headers: dict[str, str] | None = None
         self._wire_headers: dict[tuple[tuple[str, str], ...], CIMultiDict[str]] = {}
+        self._direct: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         return self.client
+
+    def _direct_session(self) -> aiohttp.ClientSession:
+        """A second session on the same connector (the same pool, limits and TLS), without
+        ``skip_auto_headers``: given a set to skip, aiohttp builds a header mapping of it and
+        copies the request's headers on every request (``update_auto_headers``), which
+        ``post_json`` needs not, its headers carrying every header aiohttp would add."""
+        session = self._session()
+        if self._direct is None or self._direct.connector is not session.connector:
+            connector = session.connector
+            assert connector is not None
+            self._direct = _session_on(connector, owner=False, skip_auto_headers=None)
+        return self._direct
+
+    async def aclose(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await direct.close()  # not its connector's owner: only marks it closed
+        await super().aclose()
 
     def wire_headers(
         self, client_headers: httpx.Headers, call_headers: Mapping[str, str]
@@ -255,8 +298,10 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         data = _JSON.encode(body).encode("utf-8")
         if len(data) > _LARGE_BODY:
             return None
+        # headers from wire_headers carry aiohttp's auto headers unless the client's lack one
+        session = self._direct_session() if _has_auto_headers(headers) else self._session()
         try:  # not _httpx_errors(): a generator context manager costs ~1.5 us a call
-            async with self._session().request(
+            async with session.request(
                 "POST",
                 _wire_url(url),
                 headers=headers,

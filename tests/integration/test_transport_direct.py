@@ -86,6 +86,51 @@ async def test_the_wire_carries_what_the_client_path_sends() -> None:
 
 
 @pytest.mark.anyio
+async def test_without_the_client_default_headers_the_wire_is_still_the_client_paths() -> None:
+    """A client without httpx's default Accept, Accept-Encoding or User-Agent: aiohttp must
+    not add its own on the direct path either (the path's second session skips nothing)."""
+    heads: list[list[bytes]] = []
+
+    async def record(conn: Conn) -> None:
+        while (request := await conn.request()) is not None:
+            line, headers, _ = request
+            heads.append([line.encode(), *sorted(f"{k}: {v}".encode() for k, v in headers.items())])
+            await conn.respond(b"{}")
+
+    body = {"model": "m"}
+    async with serving(record) as server:
+        chosen = transport()
+        async with httpx.AsyncClient(transport=chosen) as c:
+            for name in ("accept", "accept-encoding", "user-agent"):
+                del c.headers[name]
+            await c.post(server.url(), headers={"X-Key": "k"}, json=body, timeout=TIMEOUT)
+            call = HttpCall(server.url(), {"X-Key": "k"}, body)
+            assert await _post_direct(c, chosen, call, TIMEOUT) is not None
+    assert len(heads) == 2 and heads[1] == heads[0]
+    names = {h.split(b":")[0] for h in heads[0][1:]}
+    assert not names & {b"accept", b"accept-encoding", b"user-agent"}
+
+
+@pytest.mark.anyio
+async def test_the_direct_path_and_the_client_share_one_pool() -> None:
+    async with serving(keep_alive(body=b"{}")) as server, direct() as (c, chosen):
+        for _ in range(3):
+            assert (await post(c, chosen, server.url())).content == b"{}"
+            response = await c.post(server.url(), json={"a": 1}, timeout=TIMEOUT)
+            assert response.content == b"{}"
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_closing_the_client_closes_the_direct_session() -> None:
+    async with serving(keep_alive(body=b"{}")) as server:
+        async with direct() as (c, chosen):
+            await post(c, chosen, server.url())
+            sessions = (chosen._session(), chosen._direct_session())
+        assert all(session.closed for session in sessions)
+
+
+@pytest.mark.anyio
 async def test_a_compressed_answer_is_decoded() -> None:
     async def zipped(conn: Conn) -> None:
         while await conn.request() is not None:

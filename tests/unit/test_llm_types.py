@@ -29,6 +29,30 @@ def test_split_model_rejects_bad_names(bad: str) -> None:
         split_model(bad)
 
 
+def test_a_request_left_at_its_defaults_holds_the_checked_forms() -> None:
+    """Defaults are not converted again (a request is built per call); what a caller gives
+    in another form still is: empty tools as a list, extra as None or a dict kept by the
+    caller."""
+    plain = LLMRequest("openai/gpt-4o", MSGS)
+    assert plain.tools == () and plain.tool_choice is None and dict(plain.extra) == {}
+    with pytest.raises(TypeError):
+        plain.extra["top_p"] = 1  # type: ignore[index]
+    assert LLMRequest("openai/gpt-4o", MSGS).extra is not None
+    given = LLMRequest("openai/gpt-4o", MSGS, tools=[], extra=None)  # type: ignore[arg-type]
+    assert given.tools == () and type(given.tools) is tuple and dict(given.extra) == {}
+    caller_extra = {"top_p": 1}
+    kept = LLMRequest("openai/gpt-4o", MSGS, extra=caller_extra)
+    caller_extra["top_p"] = 2
+    assert dict(kept.extra) == {"top_p": 1}
+    assert kept == LLMRequest("openai/gpt-4o", MSGS, extra={"top_p": 1})
+    assert plain == given and request_hash(plain) == request_hash(given)
+    chosen = LLMRequest("openai/gpt-4o", MSGS, tool_choice="none", reasoning="low")
+    assert chosen.tool_choice is not None and chosen.tool_choice.to_openai() == "none"
+    assert chosen.reasoning is not None and chosen.reasoning.effort == "low"
+    with pytest.raises(ConfigurationError, match="needs tools"):
+        LLMRequest("openai/gpt-4o", MSGS, tool_choice="auto")
+
+
 def test_request_normalises_messages_and_extra() -> None:
     req = LLMRequest("openai/gpt-4o", [{"role": "user", "content": "x"}], extra={"top_p": 1})  # type: ignore[arg-type]
     assert isinstance(req.messages, tuple)
