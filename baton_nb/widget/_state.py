@@ -77,16 +77,19 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     error = step.error
     if error is not None and len(error) > ERROR_PREVIEW:
         error = error[: ERROR_PREVIEW - 1] + "…"
+    # _ms and _money inlined: this runs for every node an event touched, at every redraw
+    start, end, calls = step.started_at, step.finished_at, step.calls
+    cost = step.cost if calls else None
     state = {
         "s": step.state,
         "a": step.attempt,
-        "t0": _ms(step.started_at),
-        "t1": _ms(step.finished_at),
+        "t0": None if start is None else int(start.timestamp() * 1000),
+        "t1": None if end is None else int(end.timestamp() * 1000),
         "ti": usage.input_tokens,
         "to": usage.output_tokens,
-        "c": _money(step.cost) if step.calls else None,
+        "c": None if cost is None else fmt_money(cost),
         "u": step.unpriced_calls,
-        "n": step.calls,
+        "n": calls,
         "rp": step.replayed_calls,
         "e": error,
         "r": step.has_result,
