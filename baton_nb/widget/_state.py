@@ -26,6 +26,7 @@ __all__ = [
     "detail",
     "graph",
     "header",
+    "is_pending",
     "node_state",
     "node_states",
     "stored_state",
@@ -101,6 +102,29 @@ def node_state(step: StepInfo) -> dict[str, Any]:
 
 # A step not started yet (the view draws a node missing from ``nodes`` this way).
 PENDING: dict[str, Any] = node_state(StepInfo(name="", job_id=0))
+
+
+_PENDING_STATE, _PENDING_ATTEMPT = PENDING["s"], PENDING["a"]
+
+
+def is_pending(step: StepInfo) -> bool:
+    """``node_state(step) == PENDING``, read off the step without building its state: a map's
+    children are added a chunk at a time (thousands), almost all of them untouched yet."""
+    usage = step.usage
+    return (
+        step.state == _PENDING_STATE
+        and step.attempt == _PENDING_ATTEMPT
+        and step.started_at is None
+        and step.finished_at is None
+        and not step.calls
+        and step.error is None
+        and not step.has_result
+        and not step.unpriced_calls
+        and not step.replayed_calls
+        and not usage.input_tokens
+        and not usage.output_tokens
+        and not step.unstored
+    )
 
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
