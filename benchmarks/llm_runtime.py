@@ -185,7 +185,7 @@ def start_widget_kernel() -> bool:
 
     from baton_nb.widget import in_kernel
 
-    start_kernel()
+    start_kernel(phases=False)  # the run's CPU only: no timing wrapper around each event
     if not in_kernel():
         print("widget row skipped: the in-process kernel is not visible")
         return False

@@ -85,8 +85,11 @@ class Published:
         self.widgets.clear()
 
 
-def start_kernel() -> Published:
-    """An in-process IPython kernel: ``get_ipython().kernel`` is set and comms are real."""
+def start_kernel(phases: bool = True) -> Published:
+    """An in-process IPython kernel: ``get_ipython().kernel`` is set and comms are real.
+
+    ``phases``: time the widget's phases (a wrapper around its listener, called for every
+    event: the harness's own cost, left out where only the run's CPU is measured)."""
     from ipykernel.inprocess.manager import InProcessKernelManager
     from ipykernel.kernelbase import Kernel
     from ipywidgets import Widget
@@ -127,7 +130,8 @@ def start_kernel() -> Published:
 
     kernel.session.serialize = counting_serialize
     Widget.on_widget_constructed(published.widgets.append)
-    _time_phases(published.phases)
+    if phases:
+        _time_phases(published.phases)
     return published
 
 

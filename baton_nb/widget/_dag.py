@@ -40,6 +40,11 @@ from ._throttle import Throttle
 __all__ = ["DagWidget", "in_kernel"]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# The redraws take at most this share of the time: past ~10 a second of a few nodes each,
+# they come less often (at least once a second), each carrying more (a child's start and
+# end in one patch, computed once). The run's own work keeps the rest of the core.
+REDRAW_SHARE = 0.02
+_NODE_EVENTS = (StepUpdated, CallFinished)
 
 
 def in_kernel() -> bool:
@@ -97,7 +102,7 @@ class DagWidget(anywidget.AnyWidget):
         self._states: dict[str, dict[str, Any]] = {}  # node_state of every step, as last sent
         self._source = "live"
         self._dirty: set[str] = set()
-        self._throttle = Throttle(self._redraw, interval)
+        self._throttle = Throttle(self._redraw, interval, share=REDRAW_SHARE)
         self._remove: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -207,7 +212,8 @@ class DagWidget(anywidget.AnyWidget):
 
     def _on_event(self, event: Any) -> None:
         """Listener: called inline by the runtime for every event, so it only marks."""
-        if isinstance(event, (StepUpdated, CallFinished)):
+        kind = type(event)
+        if kind is StepUpdated or kind is CallFinished or isinstance(event, _NODE_EVENTS):
             self._dirty.add(event.step_name)
             self._throttle.poke()
         elif isinstance(event, BatchUpdated):  # the header's batch lines
@@ -292,7 +298,14 @@ class DagWidget(anywidget.AnyWidget):
         names, self._dirty = self._dirty, set()
         if len(steps) != len(states):
             added = [name for name in steps if name not in states]
-            names.update(added)
+            is_pending = _state.is_pending
+            for name in added:
+                # a new step still pending is as the view draws a node it never got: only
+                # remembered (its state as sent); the others computed below
+                if name not in names and is_pending(steps[name]):
+                    states[name] = PENDING
+                else:
+                    names.add(name)
             names.update(p for p in {steps[name].parent for name in added} if p is not None)
         node_state, changes = _state.node_state, _state.changes
         patch: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,7 @@ __all__ = [
     "detail",
     "graph",
     "header",
+    "is_pending",
     "node_state",
     "node_states",
     "stored_state",
@@ -77,16 +78,19 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     error = step.error
     if error is not None and len(error) > ERROR_PREVIEW:
         error = error[: ERROR_PREVIEW - 1] + "…"
+    # _ms and _money inlined: this runs for every node an event touched, at every redraw
+    start, end, calls = step.started_at, step.finished_at, step.calls
+    cost = step.cost if calls else None
     state = {
         "s": step.state,
         "a": step.attempt,
-        "t0": _ms(step.started_at),
-        "t1": _ms(step.finished_at),
+        "t0": None if start is None else int(start.timestamp() * 1000),
+        "t1": None if end is None else int(end.timestamp() * 1000),
         "ti": usage.input_tokens,
         "to": usage.output_tokens,
-        "c": _money(step.cost) if step.calls else None,
+        "c": None if cost is None else fmt_money(cost),
         "u": step.unpriced_calls,
-        "n": step.calls,
+        "n": calls,
         "rp": step.replayed_calls,
         "e": error,
         "r": step.has_result,
@@ -98,6 +102,29 @@ def node_state(step: StepInfo) -> dict[str, Any]:
 
 # A step not started yet (the view draws a node missing from ``nodes`` this way).
 PENDING: dict[str, Any] = node_state(StepInfo(name="", job_id=0))
+
+
+_PENDING_STATE, _PENDING_ATTEMPT = PENDING["s"], PENDING["a"]
+
+
+def is_pending(step: StepInfo) -> bool:
+    """``node_state(step) == PENDING``, read off the step without building its state: a map's
+    children are added a chunk at a time (thousands), almost all of them untouched yet."""
+    usage = step.usage
+    return (
+        step.state == _PENDING_STATE
+        and step.attempt == _PENDING_ATTEMPT
+        and step.started_at is None
+        and step.finished_at is None
+        and not step.calls
+        and step.error is None
+        and not step.has_result
+        and not step.unpriced_calls
+        and not step.replayed_calls
+        and not usage.input_tokens
+        and not usage.output_tokens
+        and not step.unstored
+    )
 
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

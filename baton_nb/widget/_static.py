@@ -80,13 +80,16 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     into: dict[tuple[str, str], tuple[Sums, Sums]] = {}
     for call in run.calls:
         pair = into.get((call.step, call.model))
-        if pair is None:
+        if pair is None:  # (a map child's first call: once per child)
             info = steps.get(call.step)
             base = (info.parent if info is not None else None) or call.step
-            pair = into[call.step, call.model] = (
-                by_step.setdefault(base, Sums()),
-                by_model.setdefault(call.model, Sums()),
-            )
+            step_sums = by_step.get(base)
+            if step_sums is None:
+                step_sums = by_step[base] = Sums()
+            model_sums = by_model.get(call.model)
+            if model_sums is None:
+                model_sums = by_model[call.model] = Sums()
+            pair = into[call.step, call.model] = (step_sums, model_sums)
         if call.replayed or call.cached:
             continue
         tokens = call.usage.input_tokens + call.usage.output_tokens

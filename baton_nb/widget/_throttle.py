@@ -22,6 +22,12 @@ CallLater = Callable[[float, Callable[[], None]], _Cancellable]
 class Throttle:
     """Call ``fn`` at most once per ``interval`` seconds, however often ``poke()`` is called.
 
+    Given ``share`` (a fraction of the time, e.g. 0.02), calls are also spaced so that ``fn``
+    takes at most that share: a call that took ``d`` seconds is followed by the next no sooner
+    than ``d / share`` later (``max_interval`` at most). A cheap ``fn`` keeps the interval; an
+    expensive one (a redraw of thousands of changed nodes) is called less often, and more of
+    what it does is coalesced into each call.
+
     ``poke()`` is O(1) and safe from any thread: it only schedules a timer on the event loop
     (the first poke after a quiet period fires on the next loop iteration, later ones wait
     for the interval). Without a running loop each poke calls ``fn`` directly if the interval
@@ -35,10 +41,15 @@ class Throttle:
         *,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
+        share: float | None = None,
+        max_interval: float = 1.0,
     ) -> None:
         """``clock`` and ``call_later``: the time and the timer (tests give their own)."""
         self.fn = fn
         self.interval = interval
+        self.share = share
+        self.max_interval = max(interval, max_interval)
+        self._gap = interval  # the wait after the last call: interval, or its cost / share
         self._clock = clock
         self._call_later = call_later
         self.calls = 0
@@ -61,7 +72,7 @@ class Throttle:
             return
         loop = self._loop_or_none()
         if loop is None:
-            if self._clock() - self._last >= self.interval:
+            if self._clock() - self._last >= self._gap:
                 self._fire()
             return
         with self._lock:
@@ -91,7 +102,7 @@ class Throttle:
 
     def _delay(self) -> float:
         """Seconds until the next call may happen (0 after a quiet period)."""
-        return max(0.0, self._last + self.interval - self._clock())
+        return max(0.0, self._last + self._gap - self._clock())
 
     def _schedule_from_loop(self, delay: float) -> None:
         assert self._loop is not None
@@ -102,9 +113,14 @@ class Throttle:
         self._handle = None
         if self._closed:
             return
-        self._last = self._clock()
+        self._last = start = self._clock()
         self.calls += 1
-        self.fn()
+        try:
+            self.fn()
+        finally:
+            if self.share is not None:
+                spent = self._clock() - start
+                self._gap = min(self.max_interval, max(self.interval, spent / self.share))
 
     def _loop_or_none(self) -> asyncio.AbstractEventLoop | None:
         try:

@@ -150,3 +150,32 @@ async def test_pokes_from_other_threads_run_fn_on_the_loop() -> None:
     for t in threads:
         t.join()
     assert set(fn.threads) == {loop_thread}
+
+
+def test_an_expensive_call_is_followed_by_a_longer_wait() -> None:
+    """With ``share``, a call that took d seconds is followed no sooner than d / share
+    later (at most ``max_interval``); a cheap one keeps the interval."""
+    timer = FakeTimer()
+    times: list[float] = []
+    cost = {"seconds": 0.0}
+
+    def fn() -> None:
+        times.append(timer.now)
+        timer.now += cost["seconds"]  # the call takes that long on the throttle's clock
+
+    throttle = Throttle(
+        fn, 0.1, clock=timer.clock, call_later=timer.call_later, share=0.02, max_interval=1.0
+    )
+
+    def gap(seconds: float) -> float:
+        """A call taking ``seconds`` after a quiet period, and the wait until the next."""
+        cost["seconds"] = seconds
+        throttle.poke()
+        timer.advance(0)  # the first poke after a quiet period: called at once
+        throttle.poke()
+        timer.advance(2.0)
+        return times[-1] - times[-2]
+
+    assert gap(0.01) == pytest.approx(0.5)  # 0.01 s at 2 %: 0.5 s apart
+    assert gap(0.1) == pytest.approx(1.0)  # 5 s at 2 %: at most a second apart
+    assert gap(0.0) == pytest.approx(0.1)  # cheap again: the interval

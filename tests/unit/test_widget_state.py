@@ -323,3 +323,43 @@ def test_compact_json_is_json_dumps(value: Any) -> None:
     encode = _state.compact_json(str)
     assert encode(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     assert encode(Decimal("1.5")) == '"1.5"'  # through ``default``
+
+
+def _touched(field: str) -> StepInfo:
+    """A new pending step with one field of its state moved off the initial value."""
+    step = StepInfo(name="c", job_id=1, kind="child", parent="g")
+    if field == "usage":
+        step.usage = bn.Usage(input_tokens=0, output_tokens=3)
+    elif field in ("started_at", "finished_at"):
+        setattr(step, field, T0)
+    elif field in ("state", "error"):
+        setattr(step, field, "executing" if field == "state" else "boom")
+    elif field == "has_result":
+        step.has_result = True
+    elif field != "none":
+        setattr(step, field, 1)
+    return step
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "none",
+        "state",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "calls",
+        "error",
+        "has_result",
+        "unpriced_calls",
+        "replayed_calls",
+        "usage",
+        "unstored",
+    ],
+)
+def test_is_pending_is_node_state_equal_to_pending(field: str) -> None:
+    """The check made for every step added mid-run, instead of building its state."""
+    step = _touched(field)
+    assert _state.is_pending(step) == (_state.node_state(step) == _state.PENDING)
+    assert _state.is_pending(step) == (field == "none")
