@@ -80,13 +80,14 @@ async def coordinate(
             replay=replay,
             adopt=adopt,
             local=local,
+            owner=lease.owner,
         )
         driver.attempts = remote
         registry[run_id] = remote
         logger.info("coordinating run %s (%s)", run_id, submission.workflow)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(remote.serve)
+                tg.start_soon(_serve, remote, lease)
                 tg.start_soon(_follow, workers, driver, remote, stopping, grace)
                 await driver.execute()
                 tg.cancel_scope.cancel()
@@ -99,10 +100,20 @@ async def coordinate(
                 lease.lost = True  # as if this worker had died: nothing more written here
             with anyio.CancelScope(shield=True):
                 if remote.handing_over and not taken:
-                    await workers.requeue_run(run_id)
+                    await workers.requeue_run(run_id, lease.owner)
                     logger.info("run %s handed over to the other workers", run_id)
                 elif not lease.lost:
                     await workers.drop_run_tasks(run_id)
+
+
+async def _serve(remote: RemoteAttempts, lease: Lease) -> None:
+    """``remote.serve``; a change of the task queue that found the run taken over (each is
+    checked in its statement) stops the execution, as a refused commit does."""
+    try:
+        await remote.serve()
+    except RunLocked:
+        lease.lost = True
+        raise
 
 
 def _fence(lease: Lease) -> bool:

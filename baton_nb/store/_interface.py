@@ -140,12 +140,15 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
 
-    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
-        """Insert nodes of an existing run (a map's children); returns step name -> node id."""
+    async def insert_nodes(
+        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+    ) -> dict[str, int]:
+        """Insert nodes of an existing run (a map's children); returns step name -> node id.
+        ``owner``: only while it holds the run's lease (as ``WriteBatch.owner``)."""
 
-    async def set_map_items(self, node_id: int, items: int) -> None:
+    async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         """A map group's number of items, as its expansion begins (readers elsewhere count
-        those with no child stored yet as pending)."""
+        those with no child stored yet as pending). ``owner``: as for ``insert_nodes``."""
 
     async def get_run(self, run_id: str) -> RunRow | None: ...
 

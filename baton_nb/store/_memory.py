@@ -67,18 +67,24 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         self.data.changed({run.id})
         return ids
 
-    async def set_map_items(self, node_id: int, items: int) -> None:
+    async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         node = self.data.nodes.get(node_id)
+        if node is not None:
+            self._guard_lease(node.run_id, owner)
         if node is not None:
             node.map_items, node.updated_at = items, utcnow()
             self.data.changed({node.run_id})
 
-    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
+    async def insert_nodes(
+        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+    ) -> dict[str, int]:
         if not nodes:
             return {}
         missing = {n.run_id for n in nodes} - set(self.data.runs)
         if missing:
             raise StorageError(f"no run {sorted(missing)} for these nodes")
+        for run_id in {n.run_id for n in nodes}:
+            self._guard_lease(run_id, owner)
         ids = self._insert_nodes(nodes)
         self.data.changed({n.run_id for n in nodes})
         return ids
@@ -129,6 +135,16 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         run.lease_expires_at = utcnow() + timedelta(seconds=ttl)
         return True
 
+    def _guard_lease(self, run_id: str | None, owner: str | None) -> None:
+        """``RunLocked`` unless ``owner`` holds ``run_id``'s lease (``WriteBatch.owner``):
+        checked before anything is applied, in the same step (no await between)."""
+        run = self.data.runs.get(run_id) if run_id is not None else None
+        if owner is not None and (run is None or run.lease_owner != owner):
+            raise RunLocked(
+                f"run {run_id}: its lease is no longer held by {owner}; nothing of this "
+                "commit was written"
+            )
+
     @asynccontextmanager
     async def writer(self) -> AsyncIterator[_Writer]:
         yield _Writer(self)
@@ -136,6 +152,8 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
     async def write(self, batch: WriteBatch) -> None:
         """All or nothing: every row is checked before any is applied."""
         data = self.data
+        if batch.owner is not None:
+            self._guard_lease(batch.run_id, batch.owner)
         for update in batch.nodes:
             if update[-1] not in data.nodes:
                 raise StorageError(f"no node with id {update[-1]}")
