@@ -19,7 +19,7 @@ from functools import partial
 
 import anyio
 
-from .._errors import RunLocked
+from .._errors import RunLocked, unwrap_group
 from .._graph import GraphSpec
 from .._states import FINISHED_STATUSES
 from ..store import RunStore, SqlWorkers, SubmissionRow
@@ -91,8 +91,13 @@ async def coordinate(
                 tg.start_soon(_follow, workers, driver, remote, stopping, grace)
                 await driver.execute()
                 tg.cancel_scope.cancel()
-        except RunLocked as exc:
-            logger.warning("%s", exc)
+        except BaseException as exc:  # the task group's: RunLocked inside a group
+            real = unwrap_group(exc)
+            if not isinstance(real, RunLocked):
+                raise
+            # Taken over (found by the heartbeat, a commit or a queue change): this worker
+            # stops coordinating the run, nothing more of it written here.
+            logger.warning("stopped coordinating run %s: %s", run_id, real)
         finally:
             registry.pop(run_id, None)
             taken = lease.lost  # taken over (or lapsed) meanwhile: left to the next worker
