@@ -67,15 +67,22 @@ class _Closable(Protocol):
 
 
 class ProviderBatchStore(_Closable, Protocol):
-    """Provider batches (DESIGN §12): stored before submitting, updated as they go."""
+    """Provider batches (DESIGN §12): stored before submitting, updated as they go. Each
+    write with ``owner``: only while it holds the run's lease (as ``WriteBatch.owner``)."""
 
     async def insert_provider_batch(
-        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
+        self,
+        batch: ProviderBatchRow,
+        requests: Sequence[BatchRequestRow],
+        *,
+        owner: str | None = None,
     ) -> None:
         """A batch and its calls, all or nothing (before it is submitted). A call mapped
         already (a missing answer asked again) moves to this batch: state, tries."""
 
-    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
+    async def update_provider_batch(
+        self, batch: ProviderBatchRow, *, owner: str | None = None
+    ) -> None:
         """What changed on a stored batch: state, the provider's id and counts, costs."""
 
     async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]: ...
@@ -89,6 +96,8 @@ class ProviderBatchStore(_Closable, Protocol):
         requests: Sequence[BatchRequestRow],
         completions: Sequence[CompletionRow],
         calls: Sequence[CallRecord],
+        *,
+        owner: str | None = None,
     ) -> None:
         """A batch's answers, one transaction: the batch row, its calls' states, the answers
         as completions (a call's stored answer is kept, not doubled), the paid calls' stats."""

@@ -17,7 +17,7 @@ from datetime import timedelta
 from .._errors import RunLocked, StorageError
 from .._states import State
 from ._memory_batches import MemoryProviderBatches
-from ._memory_reads import MemoryData, copy_node, copy_run
+from ._memory_reads import MemoryData, copy_node, copy_run, guard_lease
 from ._memory_reports import MemoryReports
 from ._memory_spend import MemorySpend
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunRow, WriteBatch, utcnow
@@ -70,7 +70,7 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
     async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         node = self.data.nodes.get(node_id)
         if node is not None:
-            self._guard_lease(node.run_id, owner)
+            guard_lease(self.data, node.run_id, owner)
         if node is not None:
             node.map_items, node.updated_at = items, utcnow()
             self.data.changed({node.run_id})
@@ -84,7 +84,7 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         if missing:
             raise StorageError(f"no run {sorted(missing)} for these nodes")
         for run_id in {n.run_id for n in nodes}:
-            self._guard_lease(run_id, owner)
+            guard_lease(self.data, run_id, owner)
         ids = self._insert_nodes(nodes)
         self.data.changed({n.run_id for n in nodes})
         return ids
@@ -135,16 +135,6 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         run.lease_expires_at = utcnow() + timedelta(seconds=ttl)
         return True
 
-    def _guard_lease(self, run_id: str | None, owner: str | None) -> None:
-        """``RunLocked`` unless ``owner`` holds ``run_id``'s lease (``WriteBatch.owner``):
-        checked before anything is applied, in the same step (no await between)."""
-        run = self.data.runs.get(run_id) if run_id is not None else None
-        if owner is not None and (run is None or run.lease_owner != owner):
-            raise RunLocked(
-                f"run {run_id}: its lease is no longer held by {owner}; nothing of this "
-                "commit was written"
-            )
-
     @asynccontextmanager
     async def writer(self) -> AsyncIterator[_Writer]:
         yield _Writer(self)
@@ -153,7 +143,7 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         """All or nothing: every row is checked before any is applied."""
         data = self.data
         if batch.owner is not None:
-            self._guard_lease(batch.run_id, batch.owner)
+            guard_lease(data, batch.run_id, batch.owner)
         for update in batch.nodes:
             if update[-1] not in data.nodes:
                 raise StorageError(f"no node with id {update[-1]}")

@@ -31,7 +31,15 @@ from baton_nb.store import (
 )
 from baton_nb.store._sql_base import driver_connection
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
-from tests.integration.test_store import T0, a_run, call, log, node_row
+from tests.integration.test_store import (
+    T0,
+    a_run,
+    batch_request,
+    call,
+    log,
+    node_row,
+    provider_batch,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -172,6 +180,40 @@ async def test_map_children_of_an_owner_that_lost_the_lease_are_not_stored(
     assert set(await store.insert_nodes(rows, owner="p2")) == {f"fan[{i}]" for i in range(3)}
     await store.set_map_items(ids["fan"], 3, owner="p2")
     assert {n.step: n for n in await store.get_nodes(run_id)}["fan"].map_items == 3
+
+
+async def test_provider_batch_rows_of_an_owner_that_lost_the_lease_are_not_stored(
+    store: RunStore, run_id: str
+) -> None:
+    """A provider batch stored before it is submitted, its updates, its answers and their
+    stats: refused too (a late coordinator neither submits paid work nor stores stats of
+    answers the new one stores as well)."""
+    await a_run(store, run_id)
+    assert await store.acquire_lease(run_id, "p1", 60)
+    requests = [batch_request(run_id, "k1", "c1")]
+    await store.insert_provider_batch(provider_batch(run_id, "k1"), requests, owner="p1")
+    assert await store.acquire_lease(run_id, "p2", 60, steal_from="p1")
+    with pytest.raises(RunLocked):
+        await store.insert_provider_batch(
+            provider_batch(run_id, "k2"), [batch_request(run_id, "k2", "c2")], owner="p1"
+        )
+    [stored] = await store.get_provider_batches(run_id)
+    stored.remote_id = "b1"
+    with pytest.raises(RunLocked):
+        await store.update_provider_batch(stored, owner="p1")
+    answer = CompletionRow(run_id, "fan[0]", 0, "h-c1", "{}", T0)
+    with pytest.raises(RunLocked):
+        await store.store_batch_results(
+            stored, requests, [answer], [call(run_id, "fan[0]")], owner="p1"
+        )
+    [again] = await store.get_provider_batches(run_id)
+    assert again.key == "k1" and again.remote_id is None
+    assert await store.get_stats([run_id]) == []
+    assert await store.get_completions(run_id, "fan[0]") == {}
+    await store.store_batch_results(
+        stored, requests, [answer], [call(run_id, "fan[0]")], owner="p2"
+    )
+    assert len(await store.get_stats([run_id])) == 1
 
 
 # ── Postgres: a takeover and a commit, serialised ───────────────────────────
