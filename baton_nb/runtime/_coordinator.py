@@ -122,9 +122,10 @@ async def _serve(remote: RemoteAttempts, lease: Lease) -> None:
 
 
 def _fence(lease: Lease) -> bool:
-    """Whether the run's lease is surely still held: the attempts this coordinator ran
-    itself are committed only then (``GroupCommit.fence``); once not, nothing of the run
-    is written here again (``lost``), as when the heartbeat finds the lease taken."""
+    """Whether the run's lease is surely still held by this process's clock: a cheap
+    early exit before each commit (``GroupCommit.fence``; the commit itself is checked in
+    the database, ``WriteBatch.owner``); once not, nothing of the run is written here
+    again (``lost``), as when the heartbeat finds the lease taken."""
     if lease.held():
         return True
     lease.lost = True
