@@ -232,10 +232,11 @@ def _execute_and_commit(
     failure leaves it open: the caller rolls it back). Begun here: sqlite3 begins one by
     itself only before a statement that starts with INSERT, UPDATE, DELETE or REPLACE,
     not before ``WITH ... UPDATE``, which would commit on its own. ``guard`` (run id,
-    lease owner): first the lease guard (``_GUARD_SQLITE``); not held, ``_NotHeld``."""
+    lease owner): begun IMMEDIATE, then the lease guard (``_GUARD_SQLITE``); not held,
+    ``_NotHeld``."""
     if not connection.in_transaction:
-        connection.execute("BEGIN")
-    if guard is not None and connection.execute(_GUARD_SQLITE, guard).rowcount == 0:
+        connection.execute("BEGIN" if guard is None else "BEGIN IMMEDIATE")
+    if guard is not None and connection.execute(_GUARD_SQLITE, guard).fetchone() is None:
         raise _NotHeld
     for sql, params, many in statements:
         if many:
@@ -424,14 +425,12 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
 
 
 # The lease guard of a commit (``WriteBatch.owner``), the first statement of its
-# transaction. SQLite: a no-op UPDATE of the run's row, which takes the database's write
-# lock at once (a SELECT would take a snapshot only, and a takeover committed after it
-# would go unseen); Postgres: FOR SHARE, which makes a takeover's UPDATE of the row wait
-# for this commit, and which re-reads the row (READ COMMITTED) when a takeover committed
-# while it waited (no row then: not held).
-_GUARD_SQLITE = (
-    "UPDATE workflow_runs SET lease_owner = lease_owner WHERE id = ? AND lease_owner = ?"
-)
+# transaction. SQLite: the transaction begun IMMEDIATE (it takes the database's write
+# lock at once: no takeover commits between the check and the writes, and the read is
+# of the newest data) and the run's row read; Postgres: FOR SHARE, which makes a
+# takeover's UPDATE of the row wait for this commit, and which re-reads the row (READ
+# COMMITTED) when a takeover committed while it waited (no row then: not held).
+_GUARD_SQLITE = "SELECT 1 FROM workflow_runs WHERE id = ? AND lease_owner = ?"
 _GUARD_PG = "SELECT 1 FROM workflow_runs WHERE id = $1 AND lease_owner = $2 FOR SHARE"
 
 
@@ -450,9 +449,11 @@ async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | No
         return
     driver = await driver_connection(conn)
     if conn.dialect.name == "sqlite":
-        cursor = await driver.execute(_GUARD_SQLITE, (run_id, owner))
-        held = cursor.rowcount > 0
-        await cursor.close()
+        # sqlite3 has begun no transaction yet (it does so before the first write): begun
+        # here, IMMEDIATE; SQLAlchemy's commit or rollback ends it as it would have.
+        if not driver.in_transaction:
+            await driver.execute("BEGIN IMMEDIATE")
+        held = bool(await driver.execute_fetchall(_GUARD_SQLITE, (run_id, owner)))
     else:
         held = await driver.fetchval(_GUARD_PG, run_id, owner) is not None
     if not held:

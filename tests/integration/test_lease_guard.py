@@ -143,9 +143,9 @@ async def test_a_batch_of_a_lease_given_back_writes_nothing(store: RunStore, run
 
 
 async def test_the_sqlite_driver_commit_checks_the_lease_first(tmp_path: Path, run_id: str) -> None:
-    """On aiosqlite's thread, the guard is the transaction's first statement (it takes
-    the write lock): refused, no row of the batch was even sent, and the connection goes
-    on (rolled back, no transaction left open)."""
+    """On aiosqlite's thread, the transaction begins IMMEDIATE (the write lock taken) and
+    the guard reads the run's row first: refused, no row of the batch was even sent, and
+    the connection goes on (rolled back, no transaction left open)."""
     async with await Store.open(f"sqlite:///{tmp_path / 'trace.db'}") as store:
         ids = await a_run(store, run_id)
         assert await store.acquire_lease(run_id, "p2", 60)
@@ -157,7 +157,9 @@ async def test_the_sqlite_driver_commit_checks_the_lease_first(tmp_path: Path, r
             with pytest.raises(RunLocked):
                 await writer.write(_batch(store, run_id, ids, "one-statement", "p1"))
             writes = [sql for sql in traced if sql.split()[0] in ("INSERT", "UPDATE", "WITH")]
-            assert len(writes) == 1 and writes[0].startswith("UPDATE workflow_runs SET lease_owner")
+            assert writes == []
+            assert traced[0] == "BEGIN IMMEDIATE", traced
+            assert traced[1].startswith("SELECT 1 FROM workflow_runs WHERE id = "), traced
             assert "ROLLBACK" in traced
             await writer.write(_batch(store, run_id, ids, "one-statement", "p2"))
         assert len(await store.get_stats([run_id])) == 1
