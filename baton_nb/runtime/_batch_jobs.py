@@ -120,7 +120,7 @@ async def _submit(
         )
     # Stored before anything is sent: a process that dies from here on leaves a batch
     # that a resumed run finds (by its key) or submits, never one submitted twice.
-    await batching.store.insert_provider_batch(row, list(requests.values()))
+    await batching.store.insert_provider_batch(row, list(requests.values()), owner=batching.owner)
     batch = LiveBatch(row, requests)
     batch.followed = True
     batching.register(batch)
@@ -144,7 +144,7 @@ async def _failed(
     pending = [r for r in batch.requests.values() if r.state is PENDING]
     for request in pending:
         request.state, request.error = MISSING, row.error
-    await batching.store.store_batch_results(row, pending, [], [])
+    await batching.store.store_batch_results(row, pending, [], [], owner=batching.owner)
     batching.announce.batch(row)
     known = [batching.known[r.call_key] for r in pending if r.call_key in batching.known]
     batching.fail(known, error)
@@ -277,7 +277,7 @@ async def ingest(
     row.cost, row.standard_cost = answers.cost, answers.standard
     row.ended_at = row.updated_at = now
     await batching.store.store_batch_results(
-        row, answers.changed, answers.completions, answers.records
+        row, answers.changed, answers.completions, answers.records, owner=batching.owner
     )
     answers.announce()
     batching.announce.batch(row)

@@ -194,6 +194,11 @@ class Batching:
         """A call its batch did not answer goes to the group's next round."""
         self._pending.setdefault(call.group, {})[call.key] = call
 
+    @property
+    def owner(self) -> str | None:
+        """The run's lease owner: batch rows are written only while it holds the lease."""
+        return self.calls.commit.owner
+
     def register(self, batch: LiveBatch) -> None:
         """A batch just stored: its calls now map to it."""
         self.batches[batch.row.key] = batch
@@ -203,7 +208,7 @@ class Batching:
 
     async def save(self, batch: ProviderBatchRow) -> None:
         batch.updated_at = utcnow()
-        await self.store.update_provider_batch(batch)
+        await self.store.update_provider_batch(batch, owner=self.owner)
         self.announce.batch(batch)
 
     # ── cancellation ──────────────────────────────────────────────────────────

@@ -55,7 +55,12 @@ class GroupCommit:
         self._writing: anyio.Event | None = None  # set when the commit under way ends
         # Asked before each commit (a worker coordinating the run: its lease still held,
         # ``Lease.held``): False, and nothing more is committed, the writer raises RunLocked.
+        # A cheap early exit only: what makes a late commit impossible is ``owner``.
         self.fence: Callable[[], bool] | None = None
+        # The run's lease owner (its executor): every batch is committed only while it
+        # holds the lease, checked in the commit's transaction (``WriteBatch.owner``); a
+        # refused commit raises RunLocked from the writer, nothing of it written.
+        self.owner: str | None = None
 
     # ── marking ───────────────────────────────────────────────────────────────
 
@@ -108,6 +113,7 @@ class GroupCommit:
         """Everything marked so far, as one batch (and a clean slate)."""
         batch = self._pending
         batch.run_id = self.run_id
+        batch.owner = self.owner
         now = utcnow()  # one updated_at for the rows that commit together
         batch.nodes = [n.update(now) for n in self._dirty.values()]
         self._dirty = {}
@@ -180,6 +186,9 @@ class GroupCommit:
                 with anyio.CancelScope(shield=True):
                     if batch:
                         await writer.write(batch)
+            except RunLocked as exc:  # taken over: this execution stops, nothing written
+                self.error = exc
+                raise
             except Exception as exc:
                 self.error = exc
                 raise StorageError(f"could not save run {self.run_id}: {exc}") from exc

@@ -19,7 +19,7 @@ from functools import partial
 
 import anyio
 
-from .._errors import RunLocked
+from .._errors import RunLocked, unwrap_group
 from .._graph import GraphSpec
 from .._states import FINISHED_STATUSES
 from ..store import RunStore, SqlWorkers, SubmissionRow
@@ -80,18 +80,24 @@ async def coordinate(
             replay=replay,
             adopt=adopt,
             local=local,
+            owner=lease.owner,
         )
         driver.attempts = remote
         registry[run_id] = remote
         logger.info("coordinating run %s (%s)", run_id, submission.workflow)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(remote.serve)
+                tg.start_soon(_serve, remote, lease)
                 tg.start_soon(_follow, workers, driver, remote, stopping, grace)
                 await driver.execute()
                 tg.cancel_scope.cancel()
-        except RunLocked as exc:
-            logger.warning("%s", exc)
+        except BaseException as exc:  # the task group's: RunLocked inside a group
+            real = unwrap_group(exc)
+            if not isinstance(real, RunLocked):
+                raise
+            # Taken over (found by the heartbeat, a commit or a queue change): this worker
+            # stops coordinating the run, nothing more of it written here.
+            logger.warning("stopped coordinating run %s: %s", run_id, real)
         finally:
             registry.pop(run_id, None)
             taken = lease.lost  # taken over (or lapsed) meanwhile: left to the next worker
@@ -99,16 +105,27 @@ async def coordinate(
                 lease.lost = True  # as if this worker had died: nothing more written here
             with anyio.CancelScope(shield=True):
                 if remote.handing_over and not taken:
-                    await workers.requeue_run(run_id)
+                    await workers.requeue_run(run_id, lease.owner)
                     logger.info("run %s handed over to the other workers", run_id)
                 elif not lease.lost:
                     await workers.drop_run_tasks(run_id)
 
 
+async def _serve(remote: RemoteAttempts, lease: Lease) -> None:
+    """``remote.serve``; a change of the task queue that found the run taken over (each is
+    checked in its statement) stops the execution, as a refused commit does."""
+    try:
+        await remote.serve()
+    except RunLocked:
+        lease.lost = True
+        raise
+
+
 def _fence(lease: Lease) -> bool:
-    """Whether the run's lease is surely still held: the attempts this coordinator ran
-    itself are committed only then (``GroupCommit.fence``); once not, nothing of the run
-    is written here again (``lost``), as when the heartbeat finds the lease taken."""
+    """Whether the run's lease is surely still held by this process's clock: a cheap
+    early exit before each commit (``GroupCommit.fence``; the commit itself is checked in
+    the database, ``WriteBatch.owner``); once not, nothing of the run is written here
+    again (``lost``), as when the heartbeat finds the lease taken."""
     if lease.held():
         return True
     lease.lost = True

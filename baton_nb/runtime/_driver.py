@@ -88,6 +88,7 @@ class Driver:
         self.scheduler = Scheduler(nodes, concurrency=concurrency, key_limits=graph.limits)
         self.announce = Announcer(run)
         self.commit = GroupCommit(run.id, self._committed)
+        self.commit.owner = lease.owner  # every commit only while the lease is held
         self.calls = Calls(graph, run.id, store, self.commit, self.announce, resumed=resumed)
         # Provider batches (DESIGN §12): only for a graph with a batched step.
         self.batching: Batching | None = None
@@ -153,6 +154,8 @@ class Driver:
         except BaseException as exc:
             interrupted = True
             real = unwrap_group(exc)
+            # a commit found the run taken over: nothing more is written by this execution
+            self.lease.lost = self.lease.lost or isinstance(real, RunLocked)
             if real is not exc and not isinstance(real, anyio.get_cancelled_exc_class()):
                 raise real from None
             raise
@@ -209,7 +212,7 @@ class Driver:
             if self._helpers == 0:
                 self._helpers_done.set()
 
-    async def _write(self) -> None:
+    async def _write(self) -> None:  # RunLocked (run taken over): ``execute`` stops
         async with self.store.writer() as writer:
             await self.commit.run(writer)
 

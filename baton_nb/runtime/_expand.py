@@ -80,12 +80,12 @@ async def expand_map(
                 # Stamped and stored with the writer held: no row stamped later commits first.
                 async with commit.held():
                     if start == 0:  # readers elsewhere count the unstored items from it
-                        await store.set_map_items(group.id, len(plan.names))
+                        await store.set_map_items(group.id, len(plan.names), owner=commit.owner)
                     with gc_paused():
                         rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
                         if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
                             _cancelled(rows, cancelled_child_reason(group))
-                    new, infos = await _store_children(group, rows, store)
+                    new, infos = await _store_children(group, rows, store, commit.owner)
                 with gc_paused():
                     unstored -= len(infos)
                     announce.unstored(group, unstored)
@@ -104,7 +104,7 @@ async def expand_map(
 
 
 async def store_settled_rest(
-    nodes: dict[str, Node], store: ExecutionStore, run: Run, run_id: str
+    nodes: dict[str, Node], store: ExecutionStore, run: Run, run_id: str, owner: str
 ) -> None:
     """On a resume, before the scheduler is made: a map that settled (a quorum met) before
     its last chunks were stored gets its missing children stored cancelled, as a chunk
@@ -124,7 +124,7 @@ async def store_settled_rest(
         with gc_paused():
             rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
             _cancelled(rows, cancelled_child_reason(group))
-        new, infos = await _store_children(group, rows, store)
+        new, infos = await _store_children(group, rows, store, owner)
         fresh = {node.name: node for node in new}
         for node in new:
             node.parent = group
@@ -151,7 +151,7 @@ def _cancelled(rows: list[NodeRow], reason: str) -> None:
 
 
 async def _store_children(
-    group: Node, rows: list[NodeRow], store: ExecutionStore
+    group: Node, rows: list[NodeRow], store: ExecutionStore, owner: str | None
 ) -> tuple[list[Node], list[StepInfo]]:
     """Insert a chunk's new child rows and, while the store works (SQLite's thread, the
     Postgres server), build their nodes and infos on the loop, a slice at a time; the
@@ -159,7 +159,7 @@ async def _store_children(
     ids: dict[str, int] = {}
 
     async def insert() -> None:
-        ids.update(await store.insert_nodes(rows))
+        ids.update(await store.insert_nodes(rows, owner=owner))  # under the run's lease
 
     new: list[Node] = []
     infos: list[StepInfo] = []

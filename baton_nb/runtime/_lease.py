@@ -4,12 +4,13 @@ The holder renews it every third of its time to live; a holder that cannot (anot
 process took the run over after the lease lapsed) stops executing. ``Lease.held`` says
 whether the lease is surely still this process's by its own clock (taken or renewed less
 than its time to live ago): a run's coordinator on a worker commits nothing once it is not
-(``GroupCommit.fence``), so one that was stalled past its lease (paused, swapped out, the
-machine suspended: ``lease_clock`` counts suspend where it can) and taken over meanwhile
-does not commit before its heartbeat finds out. This is a check before the commit, not in
-it: a stall between the check and the commit (longer than a tenth of the time to live) is
-not covered. The run's last commit (its end, or a hand-over) is also checked in its own
-transaction (``RunUpdate.owner``).
+(``GroupCommit.fence``), a cheap early exit for one that was stalled past its lease
+(paused, swapped out, the machine suspended: ``lease_clock`` counts suspend where it can).
+What makes a late commit impossible is in the database: every commit of the run carries
+the lease owner (``WriteBatch.owner``, set by ``GroupCommit``) and is written only while
+the run's row names it, checked in the commit's own transaction and serialised against a
+takeover (docs/workers.md "Failures"); a stall between the clock check and the commit
+is covered by that.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class Lease:
 
     def held(self) -> bool:
         """Still this process's lease by its clock, with a tenth of its time to live to
-        spare for a commit under way; False once ``lost``. A check before a commit, not in
-        it (the module's docstring says what it covers)."""
+        spare for a commit under way; False once ``lost``. An early exit before a commit;
+        the commit itself is checked in the database (``WriteBatch.owner``)."""
         return not self.lost and self.clock() < self.valid_until - self.ttl / 10
 
     def __enter__(self) -> Lease:

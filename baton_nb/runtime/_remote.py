@@ -154,8 +154,12 @@ class RemoteAttempts:
         replay: bool,
         adopt: dict[str, tuple[int, str, str | None, str | None]] | None = None,
         local: LocalAttempts | None = None,
+        owner: str | None = None,
     ) -> None:
         self.workers = workers
+        # The run's lease owner (this coordinator): the queue is changed only while it holds
+        # the lease (checked in each statement; else RunLocked and nothing changed).
+        self.owner = owner
         self.local = local  # attempts run here when the worker has room
         self.run_id = run_id
         self.workflow = workflow
@@ -244,7 +248,7 @@ class RemoteAttempts:
         queue = [w for w in queue if not w.dropped]
         if queue:
             tasks = [w.task for w in queue if w.task is not None]
-            ids = await self.workers.enqueue(tasks)
+            ids = await self.workers.enqueue(tasks, owner=self.owner)
             for waiter in queue:
                 assert waiter.task is not None
                 task_id = waiter.id = ids[waiter.task.run_id, waiter.task.step]
@@ -253,7 +257,7 @@ class RemoteAttempts:
                 else:
                     self._by_id[task_id] = waiter
         if self._by_id or self._adopt:
-            for done in await self.workers.take_done(self.run_id):
+            for done in await self.workers.take_done(self.run_id, owner=self.owner):
                 found = self._by_id.pop(done.id, None)
                 if found is not None:
                     found.outcome, found.worker = done.outcome, done.worker
@@ -264,4 +268,4 @@ class RemoteAttempts:
                         self._adopt[step] = (done.id, "done", done.outcome, done.worker)
         if self._drop:
             drop, self._drop = self._drop, []
-            await self.workers.drop_tasks(drop)
+            await self.workers.drop_tasks(drop, run_id=self.run_id, owner=self.owner)

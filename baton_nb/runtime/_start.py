@@ -161,7 +161,7 @@ async def _prepare(
     _check_same_steps(graph, run_id, rows)
     nodes = build_nodes(graph, rows)
     if resumed:  # a map settled early whose last chunks were not stored: stored cancelled
-        await store_settled_rest(nodes, store, run, run_id)
+        await store_settled_rest(nodes, store, run, run_id, lease.owner)
     for node in nodes.values():
         if node.kind is NodeKind.GROUP:
             run.set_children(node.name, [c.name for c in node.children])

@@ -67,15 +67,22 @@ class _Closable(Protocol):
 
 
 class ProviderBatchStore(_Closable, Protocol):
-    """Provider batches (DESIGN §12): stored before submitting, updated as they go."""
+    """Provider batches (DESIGN §12): stored before submitting, updated as they go. Each
+    write with ``owner``: only while it holds the run's lease (as ``WriteBatch.owner``)."""
 
     async def insert_provider_batch(
-        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
+        self,
+        batch: ProviderBatchRow,
+        requests: Sequence[BatchRequestRow],
+        *,
+        owner: str | None = None,
     ) -> None:
         """A batch and its calls, all or nothing (before it is submitted). A call mapped
         already (a missing answer asked again) moves to this batch: state, tries."""
 
-    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
+    async def update_provider_batch(
+        self, batch: ProviderBatchRow, *, owner: str | None = None
+    ) -> None:
         """What changed on a stored batch: state, the provider's id and counts, costs."""
 
     async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]: ...
@@ -89,6 +96,8 @@ class ProviderBatchStore(_Closable, Protocol):
         requests: Sequence[BatchRequestRow],
         completions: Sequence[CompletionRow],
         calls: Sequence[CallRecord],
+        *,
+        owner: str | None = None,
     ) -> None:
         """A batch's answers, one transaction: the batch row, its calls' states, the answers
         as completions (a call's stored answer is kept, not doubled), the paid calls' stats."""
@@ -140,12 +149,15 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
 
-    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
-        """Insert nodes of an existing run (a map's children); returns step name -> node id."""
+    async def insert_nodes(
+        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+    ) -> dict[str, int]:
+        """Insert nodes of an existing run (a map's children); returns step name -> node id.
+        ``owner``: only while it holds the run's lease (as ``WriteBatch.owner``)."""
 
-    async def set_map_items(self, node_id: int, items: int) -> None:
+    async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         """A map group's number of items, as its expansion begins (readers elsewhere count
-        those with no child stored yet as pending)."""
+        those with no child stored yet as pending). ``owner``: as for ``insert_nodes``."""
 
     async def get_run(self, run_id: str) -> RunRow | None: ...
 

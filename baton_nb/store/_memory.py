@@ -17,7 +17,7 @@ from datetime import timedelta
 from .._errors import RunLocked, StorageError
 from .._states import State
 from ._memory_batches import MemoryProviderBatches
-from ._memory_reads import MemoryData, copy_node, copy_run
+from ._memory_reads import MemoryData, copy_node, copy_run, guard_lease
 from ._memory_reports import MemoryReports
 from ._memory_spend import MemorySpend
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunRow, WriteBatch, utcnow
@@ -67,18 +67,24 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         self.data.changed({run.id})
         return ids
 
-    async def set_map_items(self, node_id: int, items: int) -> None:
+    async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         node = self.data.nodes.get(node_id)
+        if node is not None:
+            guard_lease(self.data, node.run_id, owner)
         if node is not None:
             node.map_items, node.updated_at = items, utcnow()
             self.data.changed({node.run_id})
 
-    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
+    async def insert_nodes(
+        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+    ) -> dict[str, int]:
         if not nodes:
             return {}
         missing = {n.run_id for n in nodes} - set(self.data.runs)
         if missing:
             raise StorageError(f"no run {sorted(missing)} for these nodes")
+        for run_id in {n.run_id for n in nodes}:
+            guard_lease(self.data, run_id, owner)
         ids = self._insert_nodes(nodes)
         self.data.changed({n.run_id for n in nodes})
         return ids
@@ -136,6 +142,8 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
     async def write(self, batch: WriteBatch) -> None:
         """All or nothing: every row is checked before any is applied."""
         data = self.data
+        if batch.owner is not None:
+            guard_lease(data, batch.run_id, batch.owner)
         for update in batch.nodes:
             if update[-1] not in data.nodes:
                 raise StorageError(f"no node with id {update[-1]}")

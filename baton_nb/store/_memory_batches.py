@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from .._errors import StorageError
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
-from ._memory_reads import MemoryData
+from ._memory_reads import MemoryData, guard_lease
 from ._rows import CallRecord, CompletionRow
 
 __all__ = ["MemoryProviderBatches"]
@@ -19,9 +19,14 @@ class MemoryProviderBatches:
     data: MemoryData
 
     async def insert_provider_batch(
-        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
+        self,
+        batch: ProviderBatchRow,
+        requests: Sequence[BatchRequestRow],
+        *,
+        owner: str | None = None,
     ) -> None:
         data = self.data
+        guard_lease(data, batch.run_id, owner)
         if batch.run_id not in data.runs:
             raise StorageError(f"no run {batch.run_id!r} for provider batch {batch.key!r}")
         if batch.key in data.provider_batches:
@@ -40,7 +45,10 @@ class MemoryProviderBatches:
                 known.error, known.tries = request.error, request.tries
         data.changed({batch.run_id})
 
-    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
+    async def update_provider_batch(
+        self, batch: ProviderBatchRow, *, owner: str | None = None
+    ) -> None:
+        guard_lease(self.data, batch.run_id, owner)
         stored = self.data.provider_batches.get(batch.key)
         if stored is None:
             raise StorageError(f"no provider batch {batch.key!r}")
@@ -59,8 +67,11 @@ class MemoryProviderBatches:
         requests: Sequence[BatchRequestRow],
         completions: Sequence[CompletionRow],
         calls: Sequence[CallRecord],
+        *,
+        owner: str | None = None,
     ) -> None:
         data = self.data
+        guard_lease(data, batch.run_id, owner)
         stored = data.provider_batches.get(batch.key)
         if stored is None:
             raise StorageError(f"no provider batch {batch.key!r}")

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from .._errors import RunLocked
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
     AttemptRow,
@@ -21,7 +22,18 @@ from ._rows import (
     RunRow,
 )
 
-__all__ = ["MemoryData", "MemoryReads", "copy_node", "copy_run"]
+__all__ = ["MemoryData", "MemoryReads", "copy_node", "copy_run", "guard_lease"]
+
+
+def guard_lease(data: MemoryData, run_id: str | None, owner: str | None) -> None:
+    """``RunLocked`` unless ``owner`` holds ``run_id``'s lease (``WriteBatch.owner``): called
+    before a write applies anything, in the same step (no await between)."""
+    run = data.runs.get(run_id) if run_id is not None else None
+    if owner is not None and (run is None or run.lease_owner != owner):
+        raise RunLocked(
+            f"run {run_id}: its lease is no longer held by {owner}; nothing of this "
+            "commit was written"
+        )
 
 
 @dataclass

@@ -316,6 +316,11 @@ class WriteBatch:
     logs: list[LogRow] = field(default_factory=list)
     attempts: list[AttemptRow] = field(default_factory=list)
     ran_on: list[StepWorkerRow] = field(default_factory=list)  # runs on workers only
+    # The lease owner this batch must be committed under (``run_id``'s executor): checked in
+    # the commit's own transaction, serialised against a takeover; another owner holds the
+    # run's lease (or none does) and nothing of the batch is written, the write raises
+    # ``RunLocked``. None: written whoever holds it (a worker's task outcomes).
+    owner: str | None = None
 
     def __bool__(self) -> bool:
         return bool(

@@ -15,6 +15,7 @@ from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import CallRecord, CompletionRow
 from ._sql_base import SqlBase
 from ._sql_rows import COMPLETIONS, STATS, call_to_columns, completion_to_columns
+from ._sql_write import guard_lease
 from ._tables import WorkflowBatchRequest, WorkflowProviderBatch
 
 __all__ = ["BATCH_REQUESTS", "PROVIDER_BATCHES", "SqlProviderBatches"]
@@ -161,11 +162,16 @@ class SqlProviderBatches(SqlBase):
     """``ProviderBatchStore`` on SQLite and Postgres."""
 
     async def insert_provider_batch(
-        self, batch: ProviderBatchRow, requests: Sequence[BatchRequestRow]
+        self,
+        batch: ProviderBatchRow,
+        requests: Sequence[BatchRequestRow],
+        *,
+        owner: str | None = None,
     ) -> None:
         """A batch and its calls, all or nothing, before it is submitted. A call already
         mapped (a missing answer asked again) moves to this batch with ``tries`` + 1."""
         async with self.begin() as conn:
+            await guard_lease(conn, batch.run_id, owner)
             await conn.execute(sa.insert(PROVIDER_BATCHES), [batch_to_columns(batch)])
             known = await _known_custom_ids(conn, batch.run_id, [r.custom_id for r in requests])
             new = [request_to_columns(r) for r in requests if r.custom_id not in known]
@@ -176,9 +182,12 @@ class SqlProviderBatches(SqlBase):
                 await conn.execute(_UPDATE_REQUEST, again)
             await self.notify(conn, {batch.run_id})
 
-    async def update_provider_batch(self, batch: ProviderBatchRow) -> None:
+    async def update_provider_batch(
+        self, batch: ProviderBatchRow, *, owner: str | None = None
+    ) -> None:
         """Store what changed on ``batch`` (state, the provider's id and counts, costs)."""
         async with self.begin() as conn:
+            await guard_lease(conn, batch.run_id, owner)
             result = await conn.execute(_UPDATE_BATCH, [_batch_params(batch)])
             if result.rowcount == 0:
                 raise StorageError(f"no provider batch {batch.key!r} in {self.url}")
@@ -208,11 +217,14 @@ class SqlProviderBatches(SqlBase):
         requests: Sequence[BatchRequestRow],
         completions: Sequence[CompletionRow],
         calls: Sequence[CallRecord],
+        *,
+        owner: str | None = None,
     ) -> None:
         """A batch's answers in one transaction: the batch row, its calls' states, the
         answers as completions (one already stored for a call is kept, not doubled) and
         the paid calls' stats rows."""
         async with self.begin() as conn:
+            await guard_lease(conn, batch.run_id, owner)
             result = await conn.execute(_UPDATE_BATCH, [_batch_params(batch)])
             if result.rowcount == 0:
                 raise StorageError(f"no provider batch {batch.key!r} in {self.url}")

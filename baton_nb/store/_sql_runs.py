@@ -18,7 +18,7 @@ from ._sql_rows import (
     run_from_columns,
     run_to_columns,
 )
-from ._sql_write import SqlWrites, insert_nodes_unnest
+from ._sql_write import SqlWrites, guard_lease, insert_nodes_unnest
 
 __all__ = ["SqlRuns"]
 
@@ -51,7 +51,7 @@ class SqlRuns(SqlWrites):
             await self.notify(conn, {run.id})
             return {step: int(node_id) for step, node_id in ids}
 
-    async def set_map_items(self, node_id: int, items: int) -> None:
+    async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         update = (
             sa.update(NODES)
             .where(NODES.c.id == node_id)
@@ -59,15 +59,23 @@ class SqlRuns(SqlWrites):
             .returning(NODES.c.run_id)
         )
         async with self.begin() as conn:
+            if owner is not None:
+                run_id = await conn.scalar(sa.select(NODES.c.run_id).where(NODES.c.id == node_id))
+                await guard_lease(conn, run_id, owner)
             run_ids = set((await conn.execute(update)).scalars())
             await self.notify(conn, run_ids)
 
-    async def insert_nodes(self, nodes: Sequence[NodeRow]) -> dict[str, int]:
-        """Insert nodes of an existing run; returns step name -> node id."""
+    async def insert_nodes(
+        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+    ) -> dict[str, int]:
+        """Insert nodes of an existing run; returns step name -> node id. ``owner``: only
+        while it holds the run's lease (``guard_lease``, in the insert's transaction)."""
         if not nodes:
             return {}
         run_ids = {n.run_id for n in nodes}
         async with self.begin() as conn:
+            for run_id in sorted(run_ids) if owner is not None else ():
+                await guard_lease(conn, run_id, owner)
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
                 # sort_by_parameter_order): one statement (or executemany), then the ids.

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from .._dburl import safe_url
-from .._errors import ConfigurationError, StorageError
+from .._errors import ConfigurationError, RunLocked, StorageError
 from ._engine import resolve_url
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
 from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
@@ -62,6 +62,23 @@ def _notifying(rows: str, column: str, channel: str) -> str:
     return (
         f" CROSS JOIN (SELECT count(*) FROM (SELECT pg_notify({channel}, k) FROM "
         f"(SELECT DISTINCT {column} AS k FROM {rows}) d) n) notified"
+    )
+
+
+def _lease_cte(run_id: str, owner: str) -> str:
+    """A CTE ``lease``: the run's row while ``owner`` holds its lease, locked FOR SHARE
+    (a takeover waits for the statement's transaction; one committed while it waited is
+    seen). A coordinator's queue writes depend on it (``WriteBatch.owner``'s twin)."""
+    return (
+        f"lease AS (SELECT 1 FROM workflow_runs WHERE id = {run_id} "
+        f"AND lease_owner = {owner} FOR SHARE)"
+    )
+
+
+def _not_held(run_id: str | None, owner: str) -> RunLocked:
+    return RunLocked(
+        f"run {run_id}: its lease is no longer held by {owner} (another worker took it "
+        "over); nothing of this change to the task queue was made"
     )
 
 
@@ -151,19 +168,28 @@ class _SqlQueue(SqlBase):
 
     # ── the task queue: the coordinator's side ───────────────────────────────
 
-    async def enqueue(self, tasks: Sequence[NewTask]) -> dict[tuple[str, str], int]:
-        """Queue attempts for the workers (one round trip): their ids by (run, step)."""
+    async def enqueue(
+        self, tasks: Sequence[NewTask], *, owner: str | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Queue attempts for the workers (one round trip): their ids by (run, step).
+        ``owner``: only while it holds the lease of the tasks' run (one run then; else
+        ``RunLocked``, nothing queued): a coordinator that lost its run queues nothing."""
         if not tasks:
             return {}
+        guard = ""
+        if owner is not None:
+            assert len({t.run_id for t in tasks}) == 1
+            guard = f"{_lease_cte('$11', '$12')}, "
         async with self._one() as db:
             rows = await db.fetch(
-                "WITH ins AS (INSERT INTO workflow_tasks (run_id, workflow, step, spec, attempt, "
-                "item, model, replay, by_value, state, token, created_at) "
+                f"WITH {guard}ins AS (INSERT INTO workflow_tasks (run_id, workflow, step, spec, "
+                "attempt, item, model, replay, by_value, state, token, created_at) "
                 "SELECT r, w, s, f, a, i, m, p, b, 'queued', 0, now() FROM unnest("
                 "$1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], "
                 "$7::text[], $8::bool[], $9::bool[]) "
                 "WITH ORDINALITY AS v(r, w, s, f, a, i, m, p, b, n) "
-                "ORDER BY n RETURNING id, run_id, step, workflow) "
+                + ("WHERE EXISTS (SELECT 1 FROM lease) " if guard else "")
+                + "ORDER BY n RETURNING id, run_id, step, workflow) "
                 "SELECT id, run_id, step FROM ins" + _notifying("ins", "workflow", "$10"),
                 [t.run_id for t in tasks],
                 [t.workflow for t in tasks],
@@ -175,28 +201,63 @@ class _SqlQueue(SqlBase):
                 [t.replay for t in tasks],
                 [t.by_value for t in tasks],
                 TASKS_CHANNEL,
+                *(() if owner is None else (tasks[0].run_id, owner)),
             )
+        if owner is not None and not rows:
+            raise _not_held(tasks[0].run_id, owner)
         return {(r["run_id"], r["step"]): r["id"] for r in rows}
 
-    async def take_done(self, run_id: str) -> list[DoneTask]:
-        """The finished tasks of a run, removed from the queue (the coordinator's)."""
+    async def take_done(self, run_id: str, *, owner: str | None = None) -> list[DoneTask]:
+        """The finished tasks of a run, removed from the queue (the coordinator's).
+        ``owner``: only while it holds the run's lease (else ``RunLocked``, none taken: a
+        coordinator that lost the run does not take the outcomes from the new one)."""
         async with self._one() as db:
-            rows = await db.fetch(
-                "DELETE FROM workflow_tasks WHERE run_id = $1 AND state = 'done' "
-                "RETURNING id, step, attempt, outcome, claimed_by",
-                run_id,
-            )
+            if owner is None:
+                rows = await db.fetch(
+                    "DELETE FROM workflow_tasks WHERE run_id = $1 AND state = 'done' "
+                    "RETURNING id, step, attempt, outcome, claimed_by",
+                    run_id,
+                )
+            else:
+                rows = await db.fetch(
+                    f"WITH {_lease_cte('$1', '$2')}, d AS (DELETE FROM workflow_tasks "
+                    "WHERE run_id = $1 AND state = 'done' AND EXISTS (SELECT 1 FROM lease) "
+                    "RETURNING id, step, attempt, outcome, claimed_by) "
+                    "SELECT EXISTS (SELECT 1 FROM lease) AS held, d.* FROM (SELECT 1) one "
+                    "LEFT JOIN d ON true",
+                    run_id,
+                    owner,
+                )
+                if not rows[0]["held"]:
+                    raise _not_held(run_id, owner)
+                rows = [r for r in rows if r["id"] is not None]
         return [
             DoneTask(r["id"], r["step"], r["attempt"], r["outcome"], r["claimed_by"] or "")
             for r in rows
         ]
 
-    async def drop_tasks(self, ids: Sequence[int]) -> None:
+    async def drop_tasks(
+        self, ids: Sequence[int], *, run_id: str | None = None, owner: str | None = None
+    ) -> None:
         """Tasks no longer wanted (their run is cancelled, a quorum was met): a worker
-        running one finds its lease gone at the next renewal and stops it."""
-        if ids:
-            async with self._one() as db:
+        running one finds its lease gone at the next renewal and stops it. ``owner``: only
+        while it holds ``run_id``'s lease (else ``RunLocked``, none dropped)."""
+        if not ids:
+            return
+        async with self._one() as db:
+            if owner is None:
                 await db.execute("DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[])", ids)
+                return
+            held = await db.fetchval(
+                f"WITH {_lease_cte('$2', '$3')}, d AS (DELETE FROM workflow_tasks "
+                "WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT 1 FROM lease)) "
+                "SELECT EXISTS (SELECT 1 FROM lease)",
+                ids,
+                run_id,
+                owner,
+            )
+        if not held:
+            raise _not_held(run_id, owner)
 
     async def drop_run_tasks(self, run_id: str) -> int:
         """Every task of a run (a new coordinator starts afresh: late commits are refused)."""
@@ -215,18 +276,23 @@ class _SqlQueue(SqlBase):
             )
         return {r["step"]: (r["id"], r["state"], r["outcome"], r["claimed_by"]) for r in rows}
 
-    async def requeue_run(self, run_id: str) -> None:
+    async def requeue_run(self, run_id: str, owner: str) -> bool:
         """A coordinator that stops (SIGTERM) hands its run to the next worker: running
-        again, lease free, unless the user cancelled it."""
+        again, lease free, unless the user cancelled it. Only by the lease's ``owner`` (in
+        the UPDATE: a coordinator that lost the run meanwhile frees nobody's lease); False
+        when nothing was changed."""
         async with self._tx() as db:
-            await db.execute(
+            status = await db.execute(
                 "UPDATE workflow_runs SET status = 'running', finished_at = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND NOT EXISTS "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 "
+                "AND lease_owner = $2 AND NOT EXISTS "
                 "(SELECT 1 FROM workflow_submissions s WHERE s.run_id = $1 "
                 "AND s.cancel_requested)",
                 run_id,
+                owner,
             )
             await db.execute("SELECT pg_notify($1, $2)", RUNS_CHANNEL, "")
+        return str(status).split()[-1] != "0"
 
     async def dep_results(self, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
         """The stored results (JSON) of the completed steps among ``steps``."""
@@ -389,16 +455,23 @@ class SqlWorkers(_SqlQueue):
         return [_submission(r) for r in rows]
 
     async def refuse_run(self, run_id: str, reason: str) -> None:
-        """A worker cannot run this run's code: the run fails with ``reason`` on it."""
+        """A worker cannot run this run's code: the run fails with ``reason`` on it;
+        not a run whose lease a live coordinator holds (another worker took it meanwhile:
+        its lease is not this worker's to free)."""
         async with self._tx() as db:
-            await db.execute(
-                "UPDATE workflow_submissions SET refused = $2 WHERE run_id = $1", run_id, reason
-            )
             await db.execute(
                 "UPDATE workflow_runs SET status = 'failed', finished_at = now(), "
                 "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 "
-                "AND status IN ('pending', 'running')",
+                "AND status IN ('pending', 'running') "
+                "AND (lease_owner IS NULL OR lease_expires_at < now())",
                 run_id,
+            )
+            await db.execute(
+                "UPDATE workflow_submissions SET refused = $2 WHERE run_id = $1 AND NOT EXISTS "
+                "(SELECT 1 FROM workflow_runs r WHERE r.id = $1 AND r.lease_owner IS NOT NULL "
+                "AND r.lease_expires_at >= now())",
+                run_id,
+                reason,
             )
             await db.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, run_id)
 

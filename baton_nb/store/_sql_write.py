@@ -44,7 +44,13 @@ from ._sql_rows import (
     step_worker_to_columns,
 )
 
-__all__ = ["SqlWrites", "insert_nodes_json_each", "insert_nodes_unnest"]
+__all__ = [
+    "SqlWrites",
+    "guard_lease",
+    "insert_nodes_json_each",
+    "insert_nodes_unnest",
+    "run_locked",
+]
 
 _UPDATE_NODE = (
     sa.update(NODES)
@@ -213,13 +219,25 @@ def _multi_row(statement: _DriverStatement, rows: Sequence[Any]) -> list[_Statem
     return out
 
 
-def _execute_and_commit(connection: sqlite3.Connection, statements: Sequence[_Statement]) -> None:
+class _NotHeld(Exception):
+    """The lease guard of a commit on aiosqlite's thread found the lease not held."""
+
+
+def _execute_and_commit(
+    connection: sqlite3.Connection,
+    statements: Sequence[_Statement],
+    guard: tuple[str | None, str] | None = None,
+) -> None:
     """On aiosqlite's thread: the statements and the commit, in one transaction (a
     failure leaves it open: the caller rolls it back). Begun here: sqlite3 begins one by
     itself only before a statement that starts with INSERT, UPDATE, DELETE or REPLACE,
-    not before ``WITH ... UPDATE``, which would commit on its own."""
+    not before ``WITH ... UPDATE``, which would commit on its own. ``guard`` (run id,
+    lease owner): begun IMMEDIATE, then the lease guard (``_GUARD_SQLITE``); not held,
+    ``_NotHeld``."""
     if not connection.in_transaction:
-        connection.execute("BEGIN")
+        connection.execute("BEGIN" if guard is None else "BEGIN IMMEDIATE")
+    if guard is not None and connection.execute(_GUARD_SQLITE, guard).fetchone() is None:
+        raise _NotHeld
     for sql, params, many in statements:
         if many:
             connection.executemany(sql, params)
@@ -357,6 +375,31 @@ def _processed(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
     return out
 
 
+def _guarded_statement(parts: Sequence[str], n: int) -> str:
+    """``_write_pg_statement``'s statement under the lease guard (parameters ``$n-3``,
+    ``$n-2``: run id and owner; ``$n-1``, ``$n``: the NOTIFY's), still one round trip.
+
+    The ``lease`` CTE locks the run's row FOR SHARE while ``owner`` holds its lease (a
+    takeover's UPDATE waits for this statement's transaction; one that committed while
+    this waited is seen: the row re-checked, no row). Every write depends on it (a
+    data-modifying CTE always runs, referenced or not): nothing is written, nor notified,
+    without it, and the statement returns whether it held."""
+    held = "EXISTS (SELECT 1 FROM lease)"
+    lease = (
+        f"lease AS (SELECT 1 FROM workflow_runs WHERE id = ${n - 3} "
+        f"AND lease_owner = ${n - 2} FOR SHARE)"
+    )
+    guarded = []
+    for i, part in enumerate(parts):
+        # _UPDATE_NODES_PG ends in its WHERE; _unnest_insert in ``FROM unnest(...) AS u(...)``
+        joiner = "AND" if part.startswith("UPDATE") else "WHERE"
+        guarded.append(f"w{i} AS ({part} {joiner} {held})")
+    return (
+        f"WITH {lease}, {', '.join(guarded)} SELECT {held} AS held, (SELECT count(pg_notify("
+        f"${n - 1}, k)) FROM unnest(${n}::text[]) AS k WHERE {held}) AS notified"
+    )
+
+
 class _ConnectionWriter:
     """A run's writer: one connection held for all its commits (no pool checkout each)."""
 
@@ -379,6 +422,42 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
         values["lease_owner"] = None
         values["lease_expires_at"] = None
     return values
+
+
+# The lease guard of a commit (``WriteBatch.owner``), the first statement of its
+# transaction. SQLite: the transaction begun IMMEDIATE (it takes the database's write
+# lock at once: no takeover commits between the check and the writes, and the read is
+# of the newest data) and the run's row read; Postgres: FOR SHARE, which makes a
+# takeover's UPDATE of the row wait for this commit, and which re-reads the row (READ
+# COMMITTED) when a takeover committed while it waited (no row then: not held).
+_GUARD_SQLITE = "SELECT 1 FROM workflow_runs WHERE id = ? AND lease_owner = ?"
+_GUARD_PG = "SELECT 1 FROM workflow_runs WHERE id = $1 AND lease_owner = $2 FOR SHARE"
+
+
+def run_locked(run_id: str | None, owner: str) -> RunLocked:
+    return RunLocked(
+        f"run {run_id}: its lease is no longer held by {owner} (another process took it "
+        "over, or it was given back); nothing of this commit was written"
+    )
+
+
+async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | None) -> None:
+    """In ``conn``'s transaction, before its writes: ``RunLocked`` unless ``owner`` holds
+    ``run_id``'s lease (the transaction is then rolled back: nothing of it written). Held
+    until the transaction ends: a takeover waits for it."""
+    if owner is None:
+        return
+    driver = await driver_connection(conn)
+    if conn.dialect.name == "sqlite":
+        # sqlite3 has begun no transaction yet (it does so before the first write): begun
+        # here, IMMEDIATE; SQLAlchemy's commit or rollback ends it as it would have.
+        if not driver.in_transaction:
+            await driver.execute("BEGIN IMMEDIATE")
+        held = bool(await driver.execute_fetchall(_GUARD_SQLITE, (run_id, owner)))
+    else:
+        held = await driver.fetchval(_GUARD_PG, run_id, owner) is not None
+    if not held:
+        raise run_locked(run_id, owner)
 
 
 async def _update_run(conn: AsyncConnection, update: RunUpdate) -> None:
@@ -473,11 +552,17 @@ class SqlWrites(SqlBase):
         if batch.ran_on:
             rows = [step_worker_to_columns(r) for r in batch.ran_on]
             parts.append(_unnest_insert(dialect, STEP_WORKERS, rows, params))
-        ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
-        params += [NOTIFY_CHANNEL, sorted(batch.run_ids())]
-        n = len(params)
-        sql = f"WITH {ctes} SELECT pg_notify(${n - 1}, k) FROM unnest(${n}::text[]) AS k"
-        await (await driver_connection(conn)).execute(sql, *params)
+        notify = [NOTIFY_CHANNEL, sorted(batch.run_ids())]
+        driver = await driver_connection(conn)
+        if batch.owner is None:
+            ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
+            n = len(params) + 2
+            sql = f"WITH {ctes} SELECT pg_notify(${n - 1}, k) FROM unnest(${n}::text[]) AS k"
+            await driver.execute(sql, *params, *notify)
+            return
+        params += [batch.run_id, batch.owner, *notify]
+        if not await driver.fetchval(_guarded_statement(parts, len(params)), *params):
+            raise run_locked(batch.run_id, batch.owner)
 
     async def _write_sqlite_driver(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """Most runtime commits, on aiosqlite directly, in one round trip to its thread.
@@ -502,11 +587,14 @@ class SqlWrites(SqlBase):
             ),
             *self._insert_sqlite(conn, _INSERT_STAT, [call_to_columns(c) for c in batch.stats]),
         ]
+        guard = None if batch.owner is None else (batch.run_id, batch.owner)
         try:
-            await driver._execute(_execute_and_commit, driver._conn, statements)
-        except BaseException:
+            await driver._execute(_execute_and_commit, driver._conn, statements, guard)
+        except BaseException as exc:
             with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
                 await driver.rollback()
+            if isinstance(exc, _NotHeld) and batch.owner is not None:
+                raise run_locked(batch.run_id, batch.owner) from None
             raise
 
     def _update_nodes_sqlite(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[_Statement]:
@@ -547,6 +635,7 @@ class SqlWrites(SqlBase):
             await self.insert_rows(conn, _INSERT_STAT, [call_to_columns(c) for c in batch.stats])
 
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
+        await guard_lease(conn, batch.run_id, batch.owner)
         await self._write_step_rows(conn, batch)
         if batch.run is not None:
             await _update_run(conn, batch.run)

@@ -305,7 +305,7 @@ async def test_a_batch_submitted_whose_id_was_never_stored_is_found_on_resume(
 
     real = SqlStore.update_provider_batch
 
-    async def dies_once(self: Any, batch: Any) -> None:
+    async def dies_once(self: Any, batch: Any, **kwargs: Any) -> None:
         monkeypatch.setattr(SqlStore, "update_provider_batch", real)
         raise bn.StorageError("the process died here")
 

@@ -234,3 +234,50 @@ async def test_steps_run_on_a_worker_with_rarer_young_collections(procs: WorkerP
     done = await _wait(run, procs, 60)
     assert done.status == "completed", procs.logs()
     assert procs.marked("gc") == {str(RUN_THRESHOLD): 5}
+
+
+async def test_coordinator_whose_clock_says_held_commits_nothing_once_its_run_was_taken(
+    procs: WorkerProcs, fake_provider: FakeProviderServer
+) -> None:
+    """The run's lease is taken in the database while the coordinator's own attempts are
+    in flight, its lease long (600 s): its clock says "held" and its heartbeat (every
+    200 s) does not come. Their ends are refused in the commit itself (``WriteBatch.owner``)
+    and it stops coordinating, nothing more committed; a second worker takes the run over
+    and completes it, every call paid once at the server."""
+    fake_provider.latency = 0.01
+    run = await app.held_map.submit({"n": N}, db=procs.db, concurrency=200)
+    first = _start(procs, fake_provider, "--lease-ttl", "600")
+    await _holding(procs, fake_provider, run.id)
+    async with await Store.open(procs.db) as store:
+        row = await store.get_run(run.id)
+        assert row is not None and row.lease_owner is not None
+        assert await store.acquire_lease(run.id, "intruder", 600, steal_from=row.lease_owner)
+        # Its held attempts end; the first to commit is refused and the execution stops
+        # (the others cancelled, if they had not ended yet).
+        (procs.marks / "release").touch()
+        await _until(lambda: "no longer held by" in procs.logs())
+        nodes = {n.step: n.state for n in await store.get_nodes(run.id)}
+        ran_on = await store.get_ran_on(run.id)
+        stats = await store.get_stats([run.id])
+    assert all(nodes[f"held[{i}]"] == "completed" for i in range(HOLD))
+    assert all(nodes[f"held[{i}]"] == "executing" for i in range(HOLD, N)), nodes
+    assert sorted(s for s in ran_on if s.startswith("held[")) == [f"held[{i}]" for i in range(HOLD)]
+    assert len(stats) == N  # the paid calls, committed before the takeover
+    assert first.poll() is None  # the worker lives on: it stopped coordinating this run
+    first.kill()  # (it would take the run again once its lease lapses)
+    first.wait()
+    async with await Store.open(procs.db) as store:
+        assert await store.acquire_lease(run.id, "intruder", -1)  # lapses: the next takes it
+    second = _start(procs, fake_provider)
+    done = await _wait(run, procs, 120)
+    assert done.status == "completed", procs.logs()
+    assert done.results["held_total"] == N
+    assert fake_provider.request_count == N  # no paid call sent again
+    async with await Store.open(procs.db) as store:
+        stats = await store.get_stats([run.id])
+        ran_on = await store.get_ran_on(run.id)
+    paid = collections.Counter(c.step for c in stats if not c.replayed)
+    assert len(paid) == N and set(paid.values()) == {1}
+    assert {s: _pid(w) for s, w in ran_on.items() if s.startswith("held[")} == {
+        f"held[{i}]": first.pid if i < HOLD else second.pid for i in range(N)
+    }
