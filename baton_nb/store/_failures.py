@@ -70,7 +70,8 @@ _POSTGRES_ADVICE = {
     "42501": "Grant this user the rights it needs on the database.",
     "53": "The server is out of resources (disk, memory or connections); free some, then "
     "try again.",
-    "57": "The server is shutting down or restarting; try again when it is back.",
+    "57": "The server ended the connection (shutting down, restarting, or an administrator "
+    "ended it); check that it is running, then try again.",
     "25006": "The server accepts no writes (a read-only standby?); point the URL at the primary.",
 }
 _GENERIC_ADVICE = (
