@@ -46,6 +46,7 @@ class GroupCommit:
         self._pending = WriteBatch()
         # Settled nodes whose commit the writer has not done yet.
         self._settling: list[Settled] = []
+        self.settling_nodes = 0  # their nodes, counted
         self._dirt = anyio.Event()  # something to write
         self._urgent = anyio.Event()  # somebody waits for it to be committed
         self._flush_done = anyio.Event()
@@ -92,16 +93,31 @@ class GroupCommit:
         self._pending.run = update
         self._dirt.set()
 
-    def settle(self, settled: Settled) -> None:
-        """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after."""
+    def settle(self, settled: Settled, *, urgent: bool = True) -> None:
+        """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after.
+
+        Not ``urgent``: nothing waits for this commit (no dependent starts, no callback
+        runs, the run does not end on it): it rides along with the next commit somebody
+        needs, or goes out after ``LAZY_FLUSH``, as a step's start does. A wide map's
+        children settle a few at a time; committing each few on its own cost a transaction
+        (a round trip to the database's thread, the pages rewritten) per handful of
+        children (docs/performance.md, "Fifth round")."""
         self._settling.append(settled)
+        self.settling_nodes += len(settled.nodes)
         self._dirt.set()
-        self._urgent.set()
+        if urgent:
+            self._urgent.set()
+
+    def hurry(self) -> None:
+        """Commit what settled now (somebody waits for it after all: the run's end)."""
+        if self._settling:
+            self._urgent.set()
 
     def take_settling(self) -> list[Settled]:
         """What settled but was not committed by the writer (it stopped first): written with
         the run's end, which announces it (no dependents start, no callbacks run then)."""
         settling, self._settling = self._settling, []
+        self.settling_nodes = 0
         return settling
 
     def take_batch(self) -> WriteBatch:
@@ -169,7 +185,7 @@ class GroupCommit:
                 await self._held.wait()
             self._dirt, self._urgent = anyio.Event(), anyio.Event()
             done, self._flush_done = self._flush_done, anyio.Event()
-            settling, self._settling = self._settling, []
+            settling = self.take_settling()
             batch = self.take_batch()
             if self.fence is not None and not self.fence():
                 self.error = RunLocked(f"run {self.run_id}: its lease lapsed, not committed")

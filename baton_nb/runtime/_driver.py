@@ -308,8 +308,7 @@ class Driver:
             # parked, and they may all have parked before the last chunk was taken (a
             # resume whose later chunks had completed): no park or settle comes to say so.
             self.batching.check(group)
-        if scheduler.count_settled(1):  # the expansion itself (``plan_children``)
-            self._settled.set()
+        self._count_settled(1)  # the expansion itself (``plan_children``)
 
     def _opened(self, opened: GroupOpened) -> None:
         """A group's children to write and to start, and its verdict if known already."""
@@ -330,7 +329,15 @@ class Driver:
         for node in settled.nodes:
             if node.state is State.COMPLETED:
                 self.announce.result(node)
-        self.commit.settle(settled)
+        commit = self.commit
+        # Somebody waits for this commit if it starts a node or runs a callback, or if it
+        # may end the run: every node not settled yet is in it or in a commit to come.
+        urgent = bool(
+            settled.ready
+            or settled.callbacks
+            or self.scheduler.unsettled - commit.settling_nodes <= len(settled.nodes)
+        )
+        commit.settle(settled, urgent=urgent)
 
     def _committed(self, settled: Settled) -> None:
         """Called by the writer: ``settled`` is stored. Announce it, start what it made
@@ -341,14 +348,22 @@ class Driver:
             self._start(node)
         if settled.callbacks:
             self._spawn(self._run_callbacks, settled.nodes[0].name, settled)
-        elif self.scheduler.count_settled(len(settled.nodes)):
-            self._settled.set()
+        else:
+            self._count_settled(len(settled.nodes))
 
     async def _run_callbacks(self, settled: Settled) -> None:
         for callback in settled.callbacks:
             await self._run_callback(callback)
-        if self.scheduler.count_settled(len(settled.nodes)):
+        self._count_settled(len(settled.nodes))
+
+    def _count_settled(self, count: int) -> None:
+        """``count`` more nodes settled: the run ends once every node has; if all that is
+        left waits for a commit nobody hurried (``_settle``), it is committed now."""
+        scheduler = self.scheduler
+        if scheduler.count_settled(count):
             self._settled.set()
+        elif scheduler.unsettled <= self.commit.settling_nodes:
+            self.commit.hurry()
 
     async def _run_callback(self, callback: DepCallback) -> None:
         node, dep_state, reason = callback
