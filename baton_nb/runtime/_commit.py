@@ -34,6 +34,10 @@ from ._node import Node
 __all__ = ["LAZY_FLUSH", "GroupCommit"]
 
 LAZY_FLUSH = 0.05  # seconds a write nobody waits for may wait for company
+# Settled nodes nobody waits for, gathered at most before they are committed all the same:
+# a burst of short steps (a fan-out of no-op steps) commits as it goes, not in one
+# transaction at the end that the run would wait for.
+LAZY_MOST = 500
 
 
 class GroupCommit:
@@ -105,7 +109,7 @@ class GroupCommit:
         self._settling.append(settled)
         self.settling_nodes += len(settled.nodes)
         self._dirt.set()
-        if urgent:
+        if urgent or self.settling_nodes >= LAZY_MOST:
             self._urgent.set()
 
     def hurry(self) -> None:
