@@ -97,24 +97,30 @@ class GroupCommit:
         self._pending.run = update
         self._dirt.set()
 
-    def settle(self, settled: Settled, *, urgent: bool = True) -> None:
+    def settle(self, settled: Settled, unsettled: int) -> None:
         """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after.
+        ``unsettled``: the run's nodes not counted settled yet (``Scheduler.unsettled``).
 
-        Not ``urgent``: nothing waits for this commit (no dependent starts, no callback
-        runs, the run does not end on it): it rides along with the next commit somebody
-        needs, or goes out after ``LAZY_FLUSH``, as a step's start does. A wide map's
-        children settle a few at a time; committing each few on its own cost a transaction
-        (a round trip to the database's thread, the pages rewritten) per handful of
-        children (docs/performance.md, "Fifth round")."""
+        Somebody waits for this commit if it starts a node, runs a callback, or may end
+        the run (every node not settled is in it or in a commit to come): then it goes
+        out at once. Else it rides along with the next commit somebody needs, or goes
+        out after ``LAZY_FLUSH``, as a step's start does: a wide map's children settle a
+        few at a time, and committing each few on its own cost a transaction (a round
+        trip to the database's thread, the pages rewritten) per handful of children
+        (docs/performance.md, "Fifth round")."""
+        waited_for = bool(settled.ready or settled.callbacks)
+        if not waited_for and unsettled - self.settling_nodes <= len(settled.nodes):
+            waited_for = True  # it may end the run
         self._settling.append(settled)
         self.settling_nodes += len(settled.nodes)
         self._dirt.set()
-        if urgent or self.settling_nodes >= LAZY_MOST:
+        if waited_for or self.settling_nodes >= LAZY_MOST:
             self._urgent.set()
 
-    def hurry(self) -> None:
-        """Commit what settled now (somebody waits for it after all: the run's end)."""
-        if self._settling:
+    def hurry(self, unsettled: int) -> None:
+        """Commit what settled now if every node not settled (``unsettled``) is in it:
+        the run's end waits for it (the last to settle was a callback, an expansion)."""
+        if self._settling and unsettled <= self.settling_nodes:
             self._urgent.set()
 
     def take_settling(self) -> list[Settled]:

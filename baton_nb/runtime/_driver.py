@@ -37,7 +37,6 @@ from ._context import Context
 from ._decisions import (
     PARKED,
     Completed,
-    DepCallback,
     GroupOpened,
     Outcome,
     RetryAfter,
@@ -329,15 +328,7 @@ class Driver:
         for node in settled.nodes:
             if node.state is State.COMPLETED:
                 self.announce.result(node)
-        commit = self.commit
-        # Somebody waits for this commit if it starts a node or runs a callback, or if it
-        # may end the run: every node not settled yet is in it or in a commit to come.
-        urgent = bool(
-            settled.ready
-            or settled.callbacks
-            or self.scheduler.unsettled - commit.settling_nodes <= len(settled.nodes)
-        )
-        commit.settle(settled, urgent=urgent)
+        self.commit.settle(settled, self.scheduler.unsettled)
 
     def _committed(self, settled: Settled) -> None:
         """Called by the writer: ``settled`` is stored. Announce it, start what it made
@@ -352,31 +343,26 @@ class Driver:
             self._count_settled(len(settled.nodes))
 
     async def _run_callbacks(self, settled: Settled) -> None:
-        for callback in settled.callbacks:
-            await self._run_callback(callback)
+        for node, dep_state, reason in settled.callbacks:
+            spec = node.spec
+            fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
+            if fn is None:
+                continue
+            try:
+                result = fn(reason, self._context_for(node))
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
         self._count_settled(len(settled.nodes))
 
     def _count_settled(self, count: int) -> None:
-        """``count`` more nodes settled: the run ends once every node has; if all that is
-        left waits for a commit nobody hurried (``_settle``), it is committed now."""
-        scheduler = self.scheduler
-        if scheduler.count_settled(count):
+        """``count`` more nodes settled: the run ends once every node has (or once the
+        commit that all the others wait for is done: hurried)."""
+        if self.scheduler.count_settled(count):
             self._settled.set()
-        elif scheduler.unsettled <= self.commit.settling_nodes:
-            self.commit.hurry()
-
-    async def _run_callback(self, callback: DepCallback) -> None:
-        node, dep_state, reason = callback
-        spec = node.spec
-        fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
-        if fn is None:
-            return
-        try:
-            result = fn(reason, self._context_for(node))
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+        else:
+            self.commit.hurry(self.scheduler.unsettled)
 
 
 AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]

@@ -1,6 +1,6 @@
 """A settled step nobody waits for (no dependent starts, no callback runs, the run does not
 end on it) rides with the next commit instead of a commit of its own (``GroupCommit.settle``
-with ``urgent=False``); whatever waits for it hurries it. Here the lazy commit's delay
+when nothing waits for it); whatever waits for it hurries it. Here the lazy commit's delay
 (``LAZY_FLUSH``) is a minute: a run that waited for it would hit the test's timeout."""
 
 from __future__ import annotations
@@ -41,18 +41,18 @@ async def test_a_lazy_settle_waits_for_the_next_commit_somebody_needs() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(write)
             lazy, urgent, later = Settled(), Settled(), Settled()
-            commit.settle(lazy, urgent=False)
+            commit.settle(lazy, 10)
             await _turns()
             assert committed == []  # waits for company
-            commit.settle(urgent)
+            commit.settle(urgent, 0)  # nothing else to settle: the run ends on it
             with anyio.fail_after(10):
                 while len(committed) < 2:
                     await anyio.lowlevel.checkpoint()
             assert committed == [lazy, urgent]  # one commit, in order
-            commit.settle(later, urgent=False)
+            commit.settle(later, 10)
             await _turns()
             assert committed == [lazy, urgent]
-            commit.hurry()  # the run's end waits for it after all
+            commit.hurry(0)  # the run's end waits for it after all
             with anyio.fail_after(10):
                 while len(committed) < 3:
                     await anyio.lowlevel.checkpoint()
@@ -76,7 +76,7 @@ async def test_many_lazy_settles_commit_without_waiting(monkeypatch: pytest.Monk
         async with anyio.create_task_group() as tg:
             tg.start_soon(write)
             lazy = Settled()
-            commit.settle(lazy, urgent=False)
+            commit.settle(lazy, 10)
             with anyio.fail_after(10):
                 while not committed:
                     await anyio.lowlevel.checkpoint()
