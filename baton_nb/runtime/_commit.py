@@ -1,9 +1,10 @@
 """Group commit: a run's writes, gathered and committed by one writer task in batches.
 
 Every state change happens first in memory (the scheduler) and is marked here; the writer
-commits what is marked in one transaction, as soon as somebody waits for it (a settled
-step, an LLM answer) or after ``LAZY_FLUSH`` (a step that started: nobody waits for that
-row, it rides along with the next commit). A settled step's result, its state and its
+commits what is marked in one transaction, as soon as somebody waits for it (an LLM
+answer; a settled step whose commit starts a dependent, runs a callback or may end the run)
+or after ``LAZY_FLUSH`` (a step that started, a map child that settled: nobody waits for
+that row, it rides along with the next commit). A settled step's result, its state and its
 dependents' counters go out in one transaction, and what follows (announcing it, starting
 its dependents) happens only after that commit: a crash never leaves a dependent running
 on a result that is not stored.
