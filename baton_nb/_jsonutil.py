@@ -28,6 +28,8 @@ _ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, allow_nan=Fals
 
 
 def dumps(value: Any) -> str:
+    if type(value) is int:  # a common step result: the encoder writes int's repr
+        return int.__repr__(value)
     return _ENCODER.encode(value)
 
 

@@ -1,9 +1,10 @@
 """Group commit: a run's writes, gathered and committed by one writer task in batches.
 
 Every state change happens first in memory (the scheduler) and is marked here; the writer
-commits what is marked in one transaction, as soon as somebody waits for it (a settled
-step, an LLM answer) or after ``LAZY_FLUSH`` (a step that started: nobody waits for that
-row, it rides along with the next commit). A settled step's result, its state and its
+commits what is marked in one transaction, as soon as somebody waits for it (an LLM
+answer; a settled step whose commit starts a dependent, runs a callback or may end the run)
+or after ``LAZY_FLUSH`` (a step that started, a map child that settled: nobody waits for
+that row, it rides along with the next commit). A settled step's result, its state and its
 dependents' counters go out in one transaction, and what follows (announcing it, starting
 its dependents) happens only after that commit: a crash never leaves a dependent running
 on a result that is not stored.
@@ -34,6 +35,10 @@ from ._node import Node
 __all__ = ["LAZY_FLUSH", "GroupCommit"]
 
 LAZY_FLUSH = 0.05  # seconds a write nobody waits for may wait for company
+# Settled nodes nobody waits for, gathered at most before they are committed all the same:
+# a burst of short steps (a fan-out of no-op steps) commits as it goes, not in one
+# transaction at the end that the run would wait for.
+LAZY_MOST = 500
 
 
 class GroupCommit:
@@ -46,6 +51,7 @@ class GroupCommit:
         self._pending = WriteBatch()
         # Settled nodes whose commit the writer has not done yet.
         self._settling: list[Settled] = []
+        self.settling_nodes = 0  # their nodes, counted
         self._dirt = anyio.Event()  # something to write
         self._urgent = anyio.Event()  # somebody waits for it to be committed
         self._flush_done = anyio.Event()
@@ -97,16 +103,37 @@ class GroupCommit:
         self._pending.run = update
         self._dirt.set()
 
-    def settle(self, settled: Settled) -> None:
-        """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after."""
+    def settle(self, settled: Settled, unsettled: int) -> None:
+        """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after.
+        ``unsettled``: the run's nodes not counted settled yet (``Scheduler.unsettled``).
+
+        Somebody waits for this commit if it starts a node, runs a callback, or may end
+        the run (every node not settled is in it or in a commit to come): then it goes
+        out at once. Else it rides along with the next commit somebody needs, or goes
+        out after ``LAZY_FLUSH``, as a step's start does: a wide map's children settle a
+        few at a time, and committing each few on its own cost a transaction (a round
+        trip to the database's thread, the pages rewritten) per handful of children
+        (docs/performance.md, "Fifth round")."""
+        waited_for = bool(settled.ready or settled.callbacks)
+        if not waited_for and unsettled - self.settling_nodes <= len(settled.nodes):
+            waited_for = True  # it may end the run
         self._settling.append(settled)
+        self.settling_nodes += len(settled.nodes)
         self._dirt.set()
-        self._urgent.set()
+        if waited_for or self.settling_nodes >= LAZY_MOST:
+            self._urgent.set()
+
+    def hurry(self, unsettled: int) -> None:
+        """Commit what settled now if every node not settled (``unsettled``) is in it:
+        the run's end waits for it (the last to settle was a callback, an expansion)."""
+        if self._settling and unsettled <= self.settling_nodes:
+            self._urgent.set()
 
     def take_settling(self) -> list[Settled]:
         """What settled but was not committed by the writer (it stopped first): written with
         the run's end, which announces it (no dependents start, no callbacks run then)."""
         settling, self._settling = self._settling, []
+        self.settling_nodes = 0
         return settling
 
     def take_batch(self) -> WriteBatch:
@@ -175,7 +202,7 @@ class GroupCommit:
                 await self._held.wait()
             self._dirt, self._urgent = anyio.Event(), anyio.Event()
             done, self._flush_done = self._flush_done, anyio.Event()
-            settling, self._settling = self._settling, []
+            settling = self.take_settling()
             batch = self.take_batch()
             if self.fence is not None and not self.fence():
                 self.error = RunLocked(f"run {self.run_id}: its lease lapsed, not committed")

@@ -37,7 +37,6 @@ from ._context import Context
 from ._decisions import (
     PARKED,
     Completed,
-    DepCallback,
     GroupOpened,
     Outcome,
     RetryAfter,
@@ -311,8 +310,7 @@ class Driver:
             # parked, and they may all have parked before the last chunk was taken (a
             # resume whose later chunks had completed): no park or settle comes to say so.
             self.batching.check(group)
-        if scheduler.count_settled(1):  # the expansion itself (``plan_children``)
-            self._settled.set()
+        self._count_settled(1)  # the expansion itself (``plan_children``)
 
     def _opened(self, opened: GroupOpened) -> None:
         """A group's children to write and to start, and its verdict if known already."""
@@ -333,7 +331,7 @@ class Driver:
         for node in settled.nodes:
             if node.state is State.COMPLETED:
                 self.announce.result(node)
-        self.commit.settle(settled)
+        self.commit.settle(settled, self.scheduler.unsettled)
 
     def _committed(self, settled: Settled) -> None:
         """Called by the writer: ``settled`` is stored. Announce it, start what it made
@@ -344,27 +342,30 @@ class Driver:
             self._start(node)
         if settled.callbacks:
             self._spawn(self._run_callbacks, settled.nodes[0].name, settled)
-        elif self.scheduler.count_settled(len(settled.nodes)):
-            self._settled.set()
+        else:
+            self._count_settled(len(settled.nodes))
 
     async def _run_callbacks(self, settled: Settled) -> None:
-        for callback in settled.callbacks:
-            await self._run_callback(callback)
-        if self.scheduler.count_settled(len(settled.nodes)):
-            self._settled.set()
+        for node, dep_state, reason in settled.callbacks:
+            spec = node.spec
+            fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
+            if fn is None:
+                continue
+            try:
+                result = fn(reason, self._context_for(node))
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+        self._count_settled(len(settled.nodes))
 
-    async def _run_callback(self, callback: DepCallback) -> None:
-        node, dep_state, reason = callback
-        spec = node.spec
-        fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
-        if fn is None:
-            return
-        try:
-            result = fn(reason, self._context_for(node))
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+    def _count_settled(self, count: int) -> None:
+        """``count`` more nodes settled: the run ends once every node has (or once the
+        commit that all the others wait for is done: hurried)."""
+        if self.scheduler.count_settled(count):
+            self._settled.set()
+        else:
+            self.commit.hurry(self.scheduler.unsettled)
 
 
 AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]

@@ -39,6 +39,10 @@ class StepTasks:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scopes: set[anyio.CancelScope] = set()
         self._idle: asyncio.Event | None = None
+        # asyncio's cancel scope class: ``anyio.CancelScope()`` looks the running async
+        # library up on every call (sniffio), 3 µs of a task's start; the class itself is
+        # what that lookup returns on this loop, made directly in 0.6 µs.
+        self._scope_class = type(anyio.CancelScope())
         self.cancelled = False
         self.error: BaseException | None = None
 
@@ -53,30 +57,41 @@ class StepTasks:
         """Start ``fn(*args)`` in a copy of the run's context (``create_task`` copies the
         context it is called in)."""
         task = self._context.run(self._loop.create_task, self._scoped(fn, args), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        if not task.done():  # (an eager task factory may have run it to its end already)
+            self._tasks.add(task)
 
     async def _scoped(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
-        with anyio.CancelScope() as scope:
-            if self.cancelled:
-                scope.cancel()
-            self._scopes.add(scope)
-            try:
-                await fn(*args)
-            finally:
-                self._scopes.discard(scope)
+        # The task's end is handled here, not by a done callback: one callback less to
+        # register and to schedule on the loop per step.
+        try:
+            with self._scope_class() as scope:
+                if self.cancelled:
+                    scope.cancel()
+                self._scopes.add(scope)
+                try:
+                    await fn(*args)
+                finally:
+                    self._scopes.discard(scope)
+        except asyncio.CancelledError:
+            # Cancelled natively: only if the loop is closing or its code cancelled itself
+            # (its scope's cancellation ends it normally: the scope absorbs it).
+            raise
+        except BaseException as exc:
+            self._failed(exc)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: on their way out of the loop
+        finally:
+            tasks = self._tasks
+            tasks.discard(asyncio.current_task())
+            if not tasks and self._idle is not None:
+                self._idle.set()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        # A task is cancelled natively only if the loop is closing or its code cancelled
-        # itself; its scope's cancellation ends it normally (the scope absorbs it).
-        error = None if task.cancelled() else task.exception()
-        if error is not None and self.error is None:
+    def _failed(self, error: BaseException) -> None:
+        """A task raised: its error is kept (the first one), every task cancelled."""
+        if self.error is None:
             self.error = error
             self.cancel()
             self._on_failure()
-        if not self._tasks and self._idle is not None:
-            self._idle.set()
 
     def cancel(self) -> None:
         """Cancel every task (and those started from now on, at their first checkpoint)."""
