@@ -216,13 +216,9 @@ class Driver:
             await self.commit.run(writer)
 
     async def _stop_helpers(self) -> None:
-        """Let the writer and the heartbeat return instead of cancelling them.
-
-        A cancelled task's CancelledError keeps its frames, and with them this execution
-        and every node, result and step spec of the run, in a reference cycle: garbage
-        that only a full (generation 2) collection frees, tens of ms on a big heap. What
-        is still marked is written by ``_finish``, as before.
-        """
+        """Let the writer and the heartbeat return instead of cancelling them: a cancelled
+        task's CancelledError keeps its frames (this execution, every node and result) in a
+        cycle only a full collection frees. What is still marked ``_finish`` writes."""
         self._stopping.set()
         self.commit.stop()
         if self._helpers:
