@@ -103,9 +103,10 @@ class GroupCommit:
         self._pending.run = update
         self._dirt.set()
 
-    def settle(self, settled: Settled, unsettled: int) -> None:
+    def settle(self, settled: Settled, unsettled: int, *, urgent: bool = False) -> None:
         """Commit soon (its nodes are marked); ``on_committed(settled)`` runs right after.
-        ``unsettled``: the run's nodes not counted settled yet (``Scheduler.unsettled``).
+        ``unsettled``: the run's nodes not counted settled yet (``Scheduler.unsettled``);
+        ``urgent``: committed at once whatever follows it.
 
         Somebody waits for this commit if it starts a node, runs a callback, or may end
         the run (every node not settled is in it or in a commit to come): then it goes
@@ -114,7 +115,7 @@ class GroupCommit:
         few at a time, and committing each few on its own cost a transaction (a round
         trip to the database's thread, the pages rewritten) per handful of children
         (docs/performance.md, "Fifth round")."""
-        waited_for = bool(settled.ready or settled.callbacks)
+        waited_for = urgent or bool(settled.ready or settled.callbacks)
         if not waited_for and unsettled - self.settling_nodes <= len(settled.nodes):
             waited_for = True  # it may end the run
         self._settling.append(settled)

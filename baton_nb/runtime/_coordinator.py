@@ -107,8 +107,10 @@ async def coordinate(
                 if remote.handing_over and not taken:
                     await workers.requeue_run(run_id, lease.owner)
                     logger.info("run %s handed over to the other workers", run_id)
-                elif not lease.lost:
-                    await workers.drop_run_tasks(run_id)
+                elif not remote.handing_over:
+                    # In SQL: only while this worker holds the run, or once it is finished
+                    # (a queue change racing the run's end was refused: ``_serve``).
+                    await workers.drop_run_tasks(run_id, lease.owner)
 
 
 async def _serve(remote: RemoteAttempts, lease: Lease) -> None:

@@ -180,11 +180,12 @@ class Driver:
             anyio.from_thread.run_sync(tasks.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
-        # Handing over: what its own attempts stored is committed, not the run's end
-        # (no status, no step stored cancelled, provider batches left running).
+        # Handing over: what its own attempts stored is committed, not the run's end.
         handed = _handed_over(self.commit, self.lease) if self.handing_over else None
-        if handed is None and self._cancelled and self.batching is not None:
-            await self.batching.cancel_remote()  # run.cancel(), not an interrupt
+        # run.cancel(), not an interrupt; while the lease is held (not a new owner's batches)
+        batching = self.batching if handed is None and self._cancelled else None
+        if batching is not None and _may_commit(self.commit, self.lease):
+            await batching.cancel_remote()
         end = self.scheduler.wind_down(cancelled=cancelled)
         for node in end.cancelled:
             self.mark(node)
@@ -327,11 +328,12 @@ class Driver:
         for node in settled.nodes:
             if node.state is State.COMPLETED:
                 self.announce.result(node)
-        self.commit.settle(settled, self.scheduler.unsettled)
+        # A worker's outcome was taken off the queue: committed at once (kill -9 would lose it)
+        remote = self.attempts is not run_locally
+        self.commit.settle(settled, self.scheduler.unsettled, urgent=remote)
 
     def _committed(self, settled: Settled) -> None:
-        """Called by the writer: ``settled`` is stored. Announce it, start what it made
-        ready, run the callbacks; only then do its nodes count as settled."""
+        """``settled`` stored: announce it, start what it readied, run callbacks, count it."""
         for node in settled.nodes:
             self.announce.step(node)
         for node in self.scheduler.committed(settled):

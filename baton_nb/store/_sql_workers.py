@@ -65,14 +65,16 @@ def _notifying(rows: str, column: str, channel: str) -> str:
     )
 
 
-def _lease_cte(run_id: str, owner: str) -> str:
+def _lease_cte(run_id: str, owner: str, *, or_finished: bool = False) -> str:
     """A CTE ``lease``: the run's row while ``owner`` holds its lease, locked FOR SHARE
     (a takeover waits for the statement's transaction; one committed while it waited is
-    seen). A coordinator's queue writes depend on it (``WriteBatch.owner``'s twin)."""
-    return (
-        f"lease AS (SELECT 1 FROM workflow_runs WHERE id = {run_id} "
-        f"AND lease_owner = {owner} FOR SHARE)"
-    )
+    seen). A coordinator's queue writes depend on it (``WriteBatch.owner``'s twin).
+    ``or_finished``: also once the run is finished (its end frees the lease; dropping its
+    tasks then races nobody, and tasks left queued would be run, and paid, for nobody)."""
+    held = f"lease_owner = {owner}"
+    if or_finished:
+        held = f"({held} OR (lease_owner IS NULL AND status NOT IN ('pending', 'running')))"
+    return f"lease AS (SELECT 1 FROM workflow_runs WHERE id = {run_id} AND {held} FOR SHARE)"
 
 
 def _not_held(run_id: str | None, owner: str) -> RunLocked:
@@ -249,8 +251,9 @@ class _SqlQueue(SqlBase):
                 await db.execute("DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[])", ids)
                 return
             held = await db.fetchval(
-                f"WITH {_lease_cte('$2', '$3')}, d AS (DELETE FROM workflow_tasks "
-                "WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT 1 FROM lease)) "
+                f"WITH {_lease_cte('$2', '$3', or_finished=True)}, "
+                "d AS (DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[]) "
+                "AND EXISTS (SELECT 1 FROM lease)) "
                 "SELECT EXISTS (SELECT 1 FROM lease)",
                 ids,
                 run_id,
@@ -259,10 +262,15 @@ class _SqlQueue(SqlBase):
         if not held:
             raise _not_held(run_id, owner)
 
-    async def drop_run_tasks(self, run_id: str) -> int:
-        """Every task of a run (a new coordinator starts afresh: late commits are refused)."""
+    async def drop_run_tasks(self, run_id: str, owner: str) -> int:
+        """A run's tasks, its coordinator ``owner`` done with it (``_lease_cte``, or finished)."""
         async with self._tx() as db:
-            status = await db.execute("DELETE FROM workflow_tasks WHERE run_id = $1", run_id)
+            status = await db.execute(
+                f"WITH {_lease_cte('$1', '$2', or_finished=True)} DELETE FROM workflow_tasks "
+                "WHERE run_id = $1 AND EXISTS (SELECT 1 FROM lease)",
+                run_id,
+                owner,
+            )
         return int(status.split()[-1])
 
     async def run_tasks(self, run_id: str) -> dict[str, tuple[int, str, str | None, str | None]]:

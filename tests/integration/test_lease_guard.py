@@ -22,6 +22,7 @@ from baton_nb.store import (
     CompletionRow,
     NewTask,
     RunStore,
+    RunUpdate,
     SqlStore,
     SqlWorkers,
     StepWorkerRow,
@@ -383,3 +384,27 @@ async def test_queue_changes_of_a_coordinator_that_lost_the_run_change_nothing(
     [done] = await queue.take_done(run_id, owner="p2")
     assert done.id == task_id
     assert await queue.take_done(run_id, owner="p2") == []
+
+
+async def test_tasks_left_queued_when_the_run_ended_are_dropped_by_its_coordinator(
+    pg_store: SqlStore, queue: SqlWorkers, run_id: str
+) -> None:
+    """The run's end frees its lease: a drop of the coordinator's racing it (a cancel, a
+    quorum met) still goes through, or the tasks left queued would be claimed and run
+    (paid calls) for a run nobody follows; while another coordinator holds the run its
+    tasks are left to it."""
+    await a_run(pg_store, run_id)
+    assert await pg_store.acquire_lease(run_id, "p1", 60)
+    tasks = [NewTask(run_id, run_id, f"s[{i}]", "s", 1, str(i), None, replay=False) for i in (0, 1)]
+    ids = await queue.enqueue(tasks, owner="p1")
+    assert await pg_store.acquire_lease(run_id, "p2", 60, steal_from="p1")
+    assert await queue.drop_run_tasks(run_id, "p1") == 0  # p2's now: it adopts them
+    assert await pg_store.acquire_lease(run_id, "p1", 60, steal_from="p2")
+    end = RunUpdate(run_id, RunStatus.CANCELLED, (), T0, None, True, owner="p1")
+    await pg_store.write(WriteBatch(run_id=run_id, run=end, owner="p1"))
+    ended = await pg_store.get_run(run_id)
+    assert ended is not None and ended.lease_owner is None
+    await queue.drop_tasks([ids[run_id, "s[0]"]], run_id=run_id, owner="p1")  # no RunLocked
+    assert list(await queue.run_tasks(run_id)) == ["s[1]"]
+    assert await queue.drop_run_tasks(run_id, "p1") == 1
+    assert await queue.claim("w1", [run_id], False, 10, 60) == []
