@@ -18,6 +18,7 @@ __all__ = [
     "UnsupportedFeature",
     "WorkflowFailed",
     "describe_error",
+    "lease_not_held",
     "unwrap_group",
 ]
 
@@ -58,6 +59,15 @@ class RunNotFound(BatonError, LookupError):
 
 class RunLocked(BatonError):
     """Another process holds the lease on this run and is executing it."""
+
+
+def lease_not_held(run_id: str | None, owner: str, unwritten: str = "this commit") -> RunLocked:
+    """A write refused because ``owner`` no longer holds ``run_id``'s lease (every store,
+    every guarded write: one message)."""
+    return RunLocked(
+        f"run {run_id}: its lease is no longer held by {owner} (another process took it "
+        f"over, or it was given back); nothing of {unwritten} was written"
+    )
 
 
 class RunRefused(BatonError):

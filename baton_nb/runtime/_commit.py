@@ -137,6 +137,10 @@ class GroupCommit:
         self.settling_nodes = 0
         return settling
 
+    def take_all(self) -> tuple[WriteBatch, list[Settled]]:
+        """``take_batch`` and ``take_settling``: what a last commit writes and announces."""
+        return self.take_batch(), self.take_settling()
+
     def take_batch(self) -> WriteBatch:
         """Everything marked so far, as one batch (and a clean slate)."""
         batch = self._pending
@@ -203,8 +207,7 @@ class GroupCommit:
                 await self._held.wait()
             self._dirt, self._urgent = anyio.Event(), anyio.Event()
             done, self._flush_done = self._flush_done, anyio.Event()
-            settling = self.take_settling()
-            batch = self.take_batch()
+            batch, settling = self.take_all()
             if self.fence is not None and not self.fence():
                 self.error = RunLocked(f"run {self.run_id}: its lease lapsed, not committed")
                 done.set()

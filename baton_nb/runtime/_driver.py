@@ -16,7 +16,6 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -105,7 +104,7 @@ class Driver:
         self._helpers_done = anyio.Event()
         self._tasks: RunTasks | None = None  # where steps run (``_spawn``)
         self._cancelled = False
-        self.handing_over = False  # a coordinator stopping (``_handed_over``)
+        self.handing_over = False  # a coordinator stopping: its run's end not written
         self._loop_thread = threading.get_ident()
         self._token: Any = None
 
@@ -180,8 +179,9 @@ class Driver:
             anyio.from_thread.run_sync(tasks.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
-        # Handing over: what its own attempts stored is committed, not the run's end.
-        handed = _handed_over(self.commit, self.lease) if self.handing_over else None
+        # Handing over: what its own attempts stored is committed (taken before the end
+        # marks steps cancelled), not the run's end; under the lease as every batch.
+        handed = self.commit.take_all() if self.handing_over else None
         # run.cancel(), not an interrupt; while the lease is held (not a new owner's batches)
         batching = self.batching if handed is None and self._cancelled else None
         if batching is not None and _may_commit(self.commit, self.lease):
@@ -193,9 +193,8 @@ class Driver:
         now = utcnow()
         self.announce.ended(end.status, end.failed_steps, now)
         # Only while the lease is held: by the clock (``fence``), in the commit (``owner``).
-        end_run = RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True)
-        self.commit.set_run(replace(end_run, owner=self.lease.owner))
-        last = handed or (self.commit.take_batch(), self.commit.take_settling())
+        self.commit.set_run(RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True))
+        last = handed or self.commit.take_all()
         try:
             if _may_commit(self.commit, self.lease):
                 await _write_last(self.store, self.lease, self.announce, *last)
@@ -380,19 +379,6 @@ def _may_commit(commit: GroupCommit, lease: Lease) -> bool:
     held (by this process's clock too: ``GroupCommit.fence``, a worker's coordinator)."""
     fence = commit.fence
     return commit.error is None and not lease.lost and (fence is None or fence())
-
-
-def _handed_over(commit: GroupCommit, lease: Lease) -> tuple[WriteBatch, list[Settled]]:
-    """What is still to commit when the run is handed over, taken before the end marks
-    steps cancelled; its run row written only while this execution holds the lease
-    (``RunUpdate.owner``)."""
-    settling = commit.take_settling()
-    batch = commit.take_batch()
-    run = batch.run
-    batch.run = RunUpdate(commit.run_id, RunStatus.RUNNING, owner=lease.owner)
-    if run is not None:
-        batch.run = replace(run, owner=lease.owner)
-    return batch, settling
 
 
 async def _write_last(

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 
-from .._errors import RunLocked, StorageError
+from .._errors import StorageError
 from .._states import State
 from ._memory_batches import MemoryProviderBatches
 from ._memory_reads import MemoryData, copy_node, copy_run, guard_lease
@@ -150,8 +150,6 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         run = batch.run
         if run is not None and run.id not in data.runs:
             raise StorageError(f"no run {run.id!r}")
-        if run is not None and run.owner not in (None, data.runs[run.id].lease_owner):
-            raise RunLocked(f"run {run.id}: its lease is no longer held by {run.owner}")
         keys = [(c.run_id, c.step, c.call_index, c.request_hash) for c in batch.completions]
         if len(set(keys)) != len(keys) or any(k in data.completions for k in keys):
             raise StorageError("a stored completion with this run, step, call and hash exists")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .._errors import RunLocked
+from .._errors import lease_not_held
 from ._batch_rows import BatchRequestRow, ProviderBatchRow
 from ._rows import (
     AttemptRow,
@@ -30,10 +30,7 @@ def guard_lease(data: MemoryData, run_id: str | None, owner: str | None) -> None
     before a write applies anything, in the same step (no await between)."""
     run = data.runs.get(run_id) if run_id is not None else None
     if owner is not None and (run is None or run.lease_owner != owner):
-        raise RunLocked(
-            f"run {run_id}: its lease is no longer held by {owner}; nothing of this "
-            "commit was written"
-        )
+        raise lease_not_held(run_id, owner)
 
 
 @dataclass

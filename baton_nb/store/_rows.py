@@ -285,10 +285,6 @@ class RunUpdate:
     finished_at: datetime | None = None
     executions: int | None = None  # unchanged when None
     release_lease: bool = False
-    # Applied only while this owner holds the run's lease, checked in the commit's own
-    # transaction: another owner (the run taken over) and nothing of the batch is
-    # committed, the write raises ``RunLocked``. None: written whoever holds it.
-    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

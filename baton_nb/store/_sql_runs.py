@@ -74,7 +74,7 @@ class SqlRuns(SqlWrites):
             return {}
         run_ids = {n.run_id for n in nodes}
         async with self.begin() as conn:
-            for run_id in sorted(run_ids) if owner is not None else ():
+            for run_id in sorted(run_ids):
                 await guard_lease(conn, run_id, owner)
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for

@@ -15,9 +15,10 @@ from typing import Any
 import anyio
 
 from .._dburl import safe_url
-from .._errors import ConfigurationError, RunLocked, StorageError
+from .._errors import ConfigurationError, StorageError, lease_not_held
 from ._engine import resolve_url
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
+from ._sql_write import lease_cte
 from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
 
 __all__ = ["DONE_CHANNEL", "RUNS_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
@@ -65,23 +66,7 @@ def _notifying(rows: str, column: str, channel: str) -> str:
     )
 
 
-def _lease_cte(run_id: str, owner: str, *, or_finished: bool = False) -> str:
-    """A CTE ``lease``: the run's row while ``owner`` holds its lease, locked FOR SHARE
-    (a takeover waits for the statement's transaction; one committed while it waited is
-    seen). A coordinator's queue writes depend on it (``WriteBatch.owner``'s twin).
-    ``or_finished``: also once the run is finished (its end frees the lease; dropping its
-    tasks then races nobody, and tasks left queued would be run, and paid, for nobody)."""
-    held = f"lease_owner = {owner}"
-    if or_finished:
-        held = f"({held} OR (lease_owner IS NULL AND status NOT IN ('pending', 'running')))"
-    return f"lease AS (SELECT 1 FROM workflow_runs WHERE id = {run_id} AND {held} FOR SHARE)"
-
-
-def _not_held(run_id: str | None, owner: str) -> RunLocked:
-    return RunLocked(
-        f"run {run_id}: its lease is no longer held by {owner} (another worker took it "
-        "over); nothing of this change to the task queue was made"
-    )
+_QUEUE_CHANGE = "this change to the task queue"  # what a refused queue write did not write
 
 
 def _claimed(row: Any) -> ClaimedTask:
@@ -181,7 +166,7 @@ class _SqlQueue(SqlBase):
         guard = ""
         if owner is not None:
             assert len({t.run_id for t in tasks}) == 1
-            guard = f"{_lease_cte('$11', '$12')}, "
+            guard = f"{lease_cte('$11', '$12')}, "
         async with self._one() as db:
             rows = await db.fetch(
                 f"WITH {guard}ins AS (INSERT INTO workflow_tasks (run_id, workflow, step, spec, "
@@ -206,7 +191,7 @@ class _SqlQueue(SqlBase):
                 *(() if owner is None else (tasks[0].run_id, owner)),
             )
         if owner is not None and not rows:
-            raise _not_held(tasks[0].run_id, owner)
+            raise lease_not_held(tasks[0].run_id, owner, _QUEUE_CHANGE)
         return {(r["run_id"], r["step"]): r["id"] for r in rows}
 
     async def take_done(self, run_id: str, *, owner: str | None = None) -> list[DoneTask]:
@@ -222,7 +207,7 @@ class _SqlQueue(SqlBase):
                 )
             else:
                 rows = await db.fetch(
-                    f"WITH {_lease_cte('$1', '$2')}, d AS (DELETE FROM workflow_tasks "
+                    f"WITH {lease_cte('$1', '$2')}, d AS (DELETE FROM workflow_tasks "
                     "WHERE run_id = $1 AND state = 'done' AND EXISTS (SELECT 1 FROM lease) "
                     "RETURNING id, step, attempt, outcome, claimed_by) "
                     "SELECT EXISTS (SELECT 1 FROM lease) AS held, d.* FROM (SELECT 1) one "
@@ -231,7 +216,7 @@ class _SqlQueue(SqlBase):
                     owner,
                 )
                 if not rows[0]["held"]:
-                    raise _not_held(run_id, owner)
+                    raise lease_not_held(run_id, owner, _QUEUE_CHANGE)
                 rows = [r for r in rows if r["id"] is not None]
         return [
             DoneTask(r["id"], r["step"], r["attempt"], r["outcome"], r["claimed_by"] or "")
@@ -251,7 +236,7 @@ class _SqlQueue(SqlBase):
                 await db.execute("DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[])", ids)
                 return
             held = await db.fetchval(
-                f"WITH {_lease_cte('$2', '$3', or_finished=True)}, "
+                f"WITH {lease_cte('$2', '$3', or_finished=True)}, "
                 "d AS (DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[]) "
                 "AND EXISTS (SELECT 1 FROM lease)) "
                 "SELECT EXISTS (SELECT 1 FROM lease)",
@@ -260,13 +245,13 @@ class _SqlQueue(SqlBase):
                 owner,
             )
         if not held:
-            raise _not_held(run_id, owner)
+            raise lease_not_held(run_id, owner, _QUEUE_CHANGE)
 
     async def drop_run_tasks(self, run_id: str, owner: str) -> int:
         """A run's tasks, its coordinator ``owner`` done with it (``_lease_cte``, or finished)."""
         async with self._tx() as db:
             status = await db.execute(
-                f"WITH {_lease_cte('$1', '$2', or_finished=True)} DELETE FROM workflow_tasks "
+                f"WITH {lease_cte('$1', '$2', or_finished=True)} DELETE FROM workflow_tasks "
                 "WHERE run_id = $1 AND EXISTS (SELECT 1 FROM lease)",
                 run_id,
                 owner,

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _jsonutil
-from .._errors import RunLocked, StorageError
+from .._errors import StorageError, lease_not_held
 from ._failures import driver_errors, storage_error
 from ._rows import NODE_UPDATE_FIELDS, NodeRow, RunUpdate, WriteBatch
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
@@ -49,7 +49,7 @@ __all__ = [
     "guard_lease",
     "insert_nodes_json_each",
     "insert_nodes_unnest",
-    "run_locked",
+    "lease_cte",
 ]
 
 _UPDATE_NODE = (
@@ -385,10 +385,7 @@ def _guarded_statement(parts: Sequence[str], n: int) -> str:
     data-modifying CTE always runs, referenced or not): nothing is written, nor notified,
     without it, and the statement returns whether it held."""
     held = "EXISTS (SELECT 1 FROM lease)"
-    lease = (
-        f"lease AS (SELECT 1 FROM workflow_runs WHERE id = ${n - 3} "
-        f"AND lease_owner = ${n - 2} FOR SHARE)"
-    )
+    lease = lease_cte(f"${n - 3}", f"${n - 2}")
     guarded = []
     for i, part in enumerate(parts):
         # _UPDATE_NODES_PG ends in its WHERE; _unnest_insert in ``FROM unnest(...) AS u(...)``
@@ -430,15 +427,23 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
 # of the newest data) and the run's row read; Postgres: FOR SHARE, which makes a
 # takeover's UPDATE of the row wait for this commit, and which re-reads the row (READ
 # COMMITTED) when a takeover committed while it waited (no row then: not held).
-_GUARD_SQLITE = "SELECT 1 FROM workflow_runs WHERE id = ? AND lease_owner = ?"
-_GUARD_PG = "SELECT 1 FROM workflow_runs WHERE id = $1 AND lease_owner = $2 FOR SHARE"
+def _lease_row(run_id: str, owner: str, *, or_finished: bool = False) -> str:
+    """The run's row while ``owner`` holds its lease (``or_finished``: or once the run is
+    finished, its end having given the lease back), with these parameter markers."""
+    held = f"lease_owner = {owner}"
+    if or_finished:
+        held = f"({held} OR (lease_owner IS NULL AND status NOT IN ('pending', 'running')))"
+    return f"SELECT 1 FROM workflow_runs WHERE id = {run_id} AND {held}"
 
 
-def run_locked(run_id: str | None, owner: str) -> RunLocked:
-    return RunLocked(
-        f"run {run_id}: its lease is no longer held by {owner} (another process took it "
-        "over, or it was given back); nothing of this commit was written"
-    )
+def lease_cte(run_id: str, owner: str, *, or_finished: bool = False) -> str:
+    """A Postgres CTE ``lease``: ``_lease_row`` locked FOR SHARE, which a statement's writes
+    depend on (``_guarded_statement``, the workers' queue changes)."""
+    return f"lease AS ({_lease_row(run_id, owner, or_finished=or_finished)} FOR SHARE)"
+
+
+_GUARD_SQLITE = _lease_row("?", "?")
+_GUARD_PG = f"{_lease_row('$1', '$2')} FOR SHARE"
 
 
 async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | None) -> None:
@@ -457,21 +462,7 @@ async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | No
     else:
         held = await driver.fetchval(_GUARD_PG, run_id, owner) is not None
     if not held:
-        raise run_locked(run_id, owner)
-
-
-async def _update_run(conn: AsyncConnection, update: RunUpdate) -> None:
-    """The run's row; with ``update.owner``, only while that owner holds the lease (in the
-    batch's transaction: ``RunLocked`` rolls the whole batch back)."""
-    where = RUNS.c.id == update.id
-    if update.owner is not None:
-        where = sa.and_(where, RUNS.c.lease_owner == update.owner)
-    result = await conn.execute(sa.update(RUNS).where(where).values(_run_values(update)))
-    if update.owner is not None and result.rowcount == 0:
-        raise RunLocked(
-            f"run {update.id}: its lease is no longer held by {update.owner} (another "
-            "process took it over); nothing of this commit was written"
-        )
+        raise lease_not_held(run_id, owner)
 
 
 class SqlWrites(SqlBase):
@@ -562,7 +553,7 @@ class SqlWrites(SqlBase):
             return
         params += [batch.run_id, batch.owner, *notify]
         if not await driver.fetchval(_guarded_statement(parts, len(params)), *params):
-            raise run_locked(batch.run_id, batch.owner)
+            raise lease_not_held(batch.run_id, batch.owner)
 
     async def _write_sqlite_driver(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """Most runtime commits, on aiosqlite directly, in one round trip to its thread.
@@ -594,7 +585,7 @@ class SqlWrites(SqlBase):
             with anyio.CancelScope(shield=True), suppress(Exception):  # keep the first error
                 await driver.rollback()
             if isinstance(exc, _NotHeld) and batch.owner is not None:
-                raise run_locked(batch.run_id, batch.owner) from None
+                raise lease_not_held(batch.run_id, batch.owner) from None
             raise
 
     def _update_nodes_sqlite(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[_Statement]:
@@ -637,8 +628,9 @@ class SqlWrites(SqlBase):
     async def _write(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         await guard_lease(conn, batch.run_id, batch.owner)
         await self._write_step_rows(conn, batch)
-        if batch.run is not None:
-            await _update_run(conn, batch.run)
+        if batch.run is not None:  # under the batch's lease guard (``guard_lease``) above
+            values = _run_values(batch.run)
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == batch.run.id).values(values))
         if batch.logs:
             await conn.execute(sa.insert(LOGS), [log_to_columns(log) for log in batch.logs])
         if batch.attempts:

@@ -577,7 +577,7 @@ async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
 ) -> None:
     """The run's lease is taken by another owner while a step runs (this process stalled
     past its lease, as another saw it): the run's end is not written over the new
-    holder's run, whose lease it would release (``RunUpdate.owner``, checked in the
+    holder's run, whose lease it would release (``WriteBatch.owner``, checked in the
     commit): ``RunLocked``, the row still the new holder's and running."""
     gate = anyio.Event()
     entered = anyio.Event()

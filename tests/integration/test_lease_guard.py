@@ -400,7 +400,7 @@ async def test_tasks_left_queued_when_the_run_ended_are_dropped_by_its_coordinat
     assert await pg_store.acquire_lease(run_id, "p2", 60, steal_from="p1")
     assert await queue.drop_run_tasks(run_id, "p1") == 0  # p2's now: it adopts them
     assert await pg_store.acquire_lease(run_id, "p1", 60, steal_from="p2")
-    end = RunUpdate(run_id, RunStatus.CANCELLED, (), T0, None, True, owner="p1")
+    end = RunUpdate(run_id, RunStatus.CANCELLED, (), T0, None, True)
     await pg_store.write(WriteBatch(run_id=run_id, run=end, owner="p1"))
     ended = await pg_store.get_run(run_id)
     assert ended is not None and ended.lease_owner is None

@@ -414,23 +414,25 @@ async def test_one_lease_holder_at_a_time(store: RunStore) -> None:
 async def test_a_run_update_of_an_owner_that_lost_the_lease_writes_nothing(
     store: RunStore,
 ) -> None:
-    """``RunUpdate.owner``: checked in the batch's own transaction; another owner holds the
-    lease, and nothing of the batch is committed (``RunLocked``)."""
+    """``WriteBatch.owner``: checked in the batch's own transaction; another owner holds the
+    lease, and nothing of the batch, its run's end included, is committed (``RunLocked``)."""
     ids = await a_run(store)
     assert await store.acquire_lease("run-1", "p1", 60)
     assert await store.acquire_lease("run-1", "p2", 60, steal_from="p1")  # p1 stalled
     later = T0 + timedelta(seconds=5)
     update = (State.COMPLETED, 1, None, '{"v": 1}', True, 0, T0, later, later, ids["a"])
-    end = RunUpdate("run-1", RunStatus.CANCELLED, (), later, release_lease=True, owner="p1")
-    batch = WriteBatch(run_id="run-1", nodes=[update], run=end, stats=[call("run-1", "a")])
+    end = RunUpdate("run-1", RunStatus.CANCELLED, (), later, release_lease=True)
+    batch = WriteBatch(
+        run_id="run-1", nodes=[update], run=end, stats=[call("run-1", "a")], owner="p1"
+    )
     with pytest.raises(RunLocked, match="no longer held by p1"):
         await store.write(batch)
     run = await store.get_run("run-1")
     assert run is not None and run.lease_owner == "p2" and run.status is RunStatus.RUNNING
     assert await store.get_stats(["run-1"]) == []
     assert {n.step: n.state for n in await store.get_nodes("run-1")}["a"] is State.PENDING
-    end = RunUpdate("run-1", RunStatus.COMPLETED, (), later, release_lease=True, owner="p2")
-    await store.write(WriteBatch(run=end))
+    end = RunUpdate("run-1", RunStatus.COMPLETED, (), later, release_lease=True)
+    await store.write(WriteBatch(run_id="run-1", run=end, owner="p2"))
     run = await store.get_run("run-1")
     assert run is not None and run.lease_owner is None and run.status is RunStatus.COMPLETED
 
