@@ -382,6 +382,8 @@ async def _run_here(
     except BaseException as exc:
         if live and _stopped(exc, live[0]):
             _short_traceback(exc, live[0].resume_message(_name_in_notebook(wf)))
+        elif live and live[0].status == "taken_over":  # RunLocked: who has it, how to follow
+            _short_traceback(exc, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         for handle in shown:
