@@ -58,16 +58,13 @@ def _message(run: Run, row: RunRow | None, owner: str | None, ttl: float) -> str
         f"for longer than the lease's {ttl:g} s)"
     )
     stopped = "this execution stopped, nothing more of it is written here"
-    where = f", db={run.db_url!r}" if run.db_url else ""
+    args = f"{run.id!r}, db={run.db_url!r}" if run.db_url else repr(run.id)
     if row is not None and row.status in FINISHED_STATUSES:
         return (
             f"{head} was taken over by another process, which ended it ({row.status}): "
-            f"{why}; {stopped}. Read it with await bn.Run.load({run.id!r}{where})"
+            f"{why}; {stopped}. Read it with await bn.Run.load({args})"
         )
-    follow = (
-        f"Follow it with bn.DagWidget({run.id!r}{where}) in a notebook, or "
-        f"bn.watch({run.id!r}{where}); read it with await bn.Run.load({run.id!r}{where})"
-    )
+    follow = f"Follow it with bn.DagWidget({args}) in a notebook, or bn.watch({args})"
     if owner is not None:
         return (
             f"{head} is being continued by {owner}, which took it over: {why}; {stopped}. {follow}"

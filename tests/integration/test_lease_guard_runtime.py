@@ -1,7 +1,8 @@
 """A driver whose clock says its lease is held, while the database says another owner
 took the run over: its next commit is refused in the database (``WriteBatch.owner``), it
-commits nothing more and stops; the run then completes under the new owner, every paid
-call made once at the fake provider server (docs/workers.md "Failures")."""
+commits nothing more and stops, saying the run was taken over by that owner (not
+cancelled); the run then completes under the new owner, every paid call made once at the
+fake provider server (docs/workers.md "Failures")."""
 
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ async def test_a_driver_whose_clock_says_held_commits_nothing_once_the_run_was_t
             driver = await _prepare(store, graph, failed.id, lease, 4, dict(graph.models), None)
             driver.commit.fence = partial(_fence, lease)
             outcome: list[BaseException] = []
+            events: list[object] = []
+            remove = bn.events.add_listener(bn.topic_workflow(failed.id), events.append)
 
             async def execute() -> None:
                 try:
@@ -86,8 +89,20 @@ async def test_a_driver_whose_clock_says_held_commits_nothing_once_the_run_was_t
                 assert await store.acquire_lease(failed.id, "other", -1, steal_from=lease.owner)
                 assert lease.held()  # by the clock
                 gate.set()
-        assert len(outcome) == 1 and "no longer held by" in str(outcome[0]), outcome
+            remove()
+        [error] = outcome
+        assert isinstance(error, bn.RunLocked) and error.owner == "other", outcome
+        assert f"run {failed.id} of workflow {wf.name!r} is being continued by other" in str(error)
         assert lease.lost
+        # What this execution tells: taken over by the new owner, no step cancelled (its
+        # step's end was refused; its dependent never started here).
+        live = driver.run
+        assert (live.status, live.taken_over_by) == ("taken_over", "other")
+        assert live.steps["after"].state == "pending"
+        assert "cancelled" not in {s.state for s in live.steps.values()}
+        ends = [e for e in events if isinstance(e, bn.WorkflowFinished)]
+        assert [(e.outcome, e.taken_over_by) for e in ends] == [("taken_over", "other")]
+        assert not [e for e in events if isinstance(e, bn.StepUpdated) and e.state == "cancelled"]
         nodes = {n.step: n for n in await store.get_nodes(failed.id)}
         row = await store.get_run(failed.id)
         stats = await store.get_stats([failed.id])
