@@ -224,6 +224,11 @@ async def test_coordinator_stalled_past_its_lease_commits_nothing_after(
     assert after.status == "completed" and after.results["held_total"] == N
     assert fake_provider.request_count == N  # paid calls replayed by the new coordinator
     assert "its lease lapsed" in procs.logs()
+    # It says the run was taken over and ended elsewhere (read from the run's row), not
+    # that it was cancelled.
+    await _until(lambda: "which ended it (completed)" in procs.logs())
+    [stopped] = [line for line in procs.logs().splitlines() if "stopped coordinating" in line]
+    assert f"run {run.id} of workflow" in stopped and "was taken over by" in stopped, stopped
 
 
 async def test_steps_run_on_a_worker_with_rarer_young_collections(procs: WorkerProcs) -> None:
