@@ -31,17 +31,16 @@ async def taken_over_run(db: str, name: str, owner: str = "other", **run: object
         except bn.RunLocked as exc:
             raised.append(exc)
 
-    async with await Store.open(db) as store:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(execute)
-            await entered.wait()
-            [row] = await store.list_runs(workflow=name)
-            with anyio.fail_after(10):  # its start committed (lazily): then taken
-                while {n.step: n.state for n in await store.get_nodes(row.id)}["a"] != "executing":
-                    await anyio.sleep(0.01)
-            assert row.lease_owner is not None
-            assert await store.acquire_lease(row.id, owner, 600, steal_from=row.lease_owner)
-            gate.set()
+    async with await Store.open(db) as store, anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await entered.wait()
+        [row] = await store.list_runs(workflow=name)
+        with anyio.fail_after(10):  # its start committed (lazily): then taken
+            while (await store.get_nodes(row.id))[0].state != "executing":
+                await anyio.sleep(0.01)
+        assert row.lease_owner is not None
+        assert await store.acquire_lease(row.id, owner, 600, steal_from=row.lease_owner)
+        gate.set()
     assert len(raised) == 1 and raised[0].owner == owner, raised
     live = wf.last_run
     assert live is not None and live.status == "taken_over"

@@ -699,10 +699,9 @@ async def test_a_run_taken_over_and_ended_elsewhere_says_so(db_url: str, unique:
     [error] = outcomes
     assert isinstance(error, bn.RunLocked), error
     assert error.owner is None
-    assert f"run {row.id} of workflow {wf.name!r} was taken over by another process, " in str(
-        error
-    )
-    assert "which ended it (completed)" in str(error)
+    text = str(error)
+    assert f"run {row.id} of workflow {wf.name!r} was taken over by another process, " in text
+    assert "which ended it (completed)" in text
     assert first_run is not None and first_run.status == "taken_over"
     assert first_run.taken_over_by is None and repr(first_run).count("taken over") == 1
     assert stored is not None and stored.status == RunStatus.COMPLETED

@@ -450,9 +450,8 @@ async def test_a_run_taken_over_shows_who_took_it_not_cancelled(
     assert state["a"]["s"] != "cancelled" and state["b"]["s"] == "pending"
     bundle = snapshot_bundle(run, widget._snapshot_state())
     assert '"status":"taken_over","by":"host-b:77:c0ffee00"' in bundle["text/html"]
-    assert f"run <code>{run.id}</code>: <b>taken over by host-b:77:c0ffee00</b>" in (
-        bundle["text/html"]
-    )
+    title = f"run <code>{run.id}</code>: <b>taken over by host-b:77:c0ffee00</b>"
+    assert title in bundle["text/html"]
     assert "Cancelled" not in bundle["text/html"]  # the static view's cancelled steps line
     assert "taken over by host-b:77:c0ffee00" in bundle["text/plain"]
     assert render_run(run).startswith(
