@@ -639,6 +639,8 @@ async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
     text = str(error)
     assert f"run {row.id} of workflow {wf.name!r} is being continued by other" in text
     assert f"bn.watch({row.id!r}" in text and "cancelled" not in text
+    # In a notebook the cell ends with that message, no traceback through the library.
+    assert error._render_traceback_() == [f"RunLocked: {text}"]  # type: ignore[attr-defined]
     live = wf.last_run
     assert live is not None and live.id == row.id
     assert live.status == "taken_over" and live.taken_over_by == "other" and live.done

@@ -118,3 +118,61 @@ async def test_a_driver_whose_clock_says_held_commits_nothing_once_the_run_was_t
     assert done.status == "completed" and done.results["after"] == done.results["ask"].upper()
     assert fake_providers.request_count == 1  # the paid call replayed, not sent again
     assert ran == ["ask", "ask", "after"]
+
+
+async def test_a_coordinator_whose_clock_says_its_lease_lapsed_leaves_the_run(
+    url: str, unique: str
+) -> None:
+    """A coordinator's clock says its lease lapsed (it stalled past it) before anybody
+    took the run over: it commits nothing more and stops, its live Run ``taken_over`` by
+    nobody known yet; its ``RunLocked`` says the run is left for another process to take
+    over. The run's row is untouched: still running, the lease still naming it (lapsed
+    for the next one to take)."""
+    healthy = False
+    entered, gate = anyio.Event(), anyio.Event()
+
+    async def step(ctx: bn.Context) -> str:
+        if not healthy:
+            raise RuntimeError("down")
+        entered.set()
+        await gate.wait()
+        return "done"
+
+    wf = bn.Workflow(f"lapsed-{unique}", db=url)
+    wf.add("a", step, max_attempts=1)
+    failed = await wf.run(display=False)
+    healthy = True
+    graph = wf.graph()
+    now = [0.0]
+    async with await Store.open(url) as store:
+        with Lease(600, clock=lambda: now[0]) as lease:
+            await take_lease(store, failed.id, lease, None)
+            driver = await _prepare(store, graph, failed.id, lease, 4, dict(graph.models), None)
+            driver.commit.fence = partial(_fence, lease)
+            outcome: list[BaseException] = []
+
+            async def execute() -> None:
+                try:
+                    await driver.execute()
+                except bn.RunLocked as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(execute)
+                await entered.wait()
+                now[0] = 601.0  # the lease's time to live passed, by its clock
+                gate.set()
+        row = await store.get_run(failed.id)
+        nodes = {n.step: n.state for n in await store.get_nodes(failed.id)}
+    [error] = outcome
+    assert isinstance(error, bn.RunLocked) and error.owner is None
+    assert "is left for another process to take over: its lease lapsed here" in str(error)
+    assert f"bn.watch({failed.id!r}" in str(error)
+    live = driver.run
+    assert (live.status, live.taken_over_by, repr(live).count("taken over")) == (
+        "taken_over",
+        None,
+        1,
+    )
+    assert row is not None and row.status is RunStatus.RUNNING and row.lease_owner == lease.owner
+    assert nodes["a"] != "completed"
