@@ -11,7 +11,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, RunLocked
 from ._graph import DepCallback, GraphSpec, StepSpec, default_backoff, topological_order
 from ._money import parse_budget
 
@@ -382,6 +382,8 @@ async def _run_here(
     except BaseException as exc:
         if live and _stopped(exc, live[0]):
             _short_traceback(exc, live[0].resume_message(_name_in_notebook(wf)))
+        elif live and isinstance(exc, RunLocked) and live[0].status == "taken_over":
+            _short_traceback(exc, f"RunLocked: {exc}")  # who has the run, how to follow it
         raise
     finally:
         for handle in shown:

@@ -58,7 +58,18 @@ class RunNotFound(BatonError, LookupError):
 
 
 class RunLocked(BatonError):
-    """Another process holds the lease on this run and is executing it."""
+    """Another process holds the lease on this run and is executing it.
+
+    Raised when an execution cannot take the run's lease, and when an execution loses it
+    (taken over by another process, its live Run then ``taken_over``): ``run_id`` and
+    ``owner`` (the lease's holder now, when known) say which run and who has it."""
+
+    def __init__(
+        self, message: str, *, run_id: str | None = None, owner: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.owner = owner
 
 
 def lease_not_held(run_id: str | None, owner: str, unwritten: str = "this commit") -> RunLocked:

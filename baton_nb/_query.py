@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 import anyio.to_thread
 
 from ._errors import ConfigurationError, RunNotFound
-from ._states import RunStatus
+from ._states import STORED_STATUSES
 from .reports import CostReport, RunList, RunSummary, as_time
 from .store import ReportStore, RunFilter, RunStore, Store
 
 __all__ = ["RUN_STATUSES", "report", "runs"]
 
-RUN_STATUSES = tuple(s.value for s in RunStatus)
+RUN_STATUSES = tuple(s.value for s in STORED_STATUSES)
 
 When = datetime | timedelta | str | None
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._errors import RunNotFound, WorkflowFailed
-from ._runview import RunView, SpendState, StepInfo
+from ._runview import RunView, SpendState, StepInfo, status_text
 from ._states import FAILED_STATES, TERMINAL_STATES, RunStatus
 from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, Store
 
@@ -125,7 +125,8 @@ class Run(RunView):
 
     def __repr__(self) -> str:
         steps = self.counts().text()
-        return f"<Run {self.id} {self.workflow!r} {self.status}: {steps}, cost {self.cost_text()}>"
+        status = status_text(self)
+        return f"<Run {self.id} {self.workflow!r} {status}: {steps}, cost {self.cost_text()}>"
 
     def _repr_html_(self) -> str:
         """A static summary (counts, failures, costs); notebooks show the widget instead."""

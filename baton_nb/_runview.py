@@ -26,7 +26,15 @@ from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, St
 from ._usage import Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
-__all__ = ["RunView", "SpendState", "StepInfo", "StepTotals", "cache_savings", "count_unstored"]
+__all__ = [
+    "RunView",
+    "SpendState",
+    "StepInfo",
+    "StepTotals",
+    "cache_savings",
+    "count_unstored",
+    "status_text",
+]
 
 _NO_USAGE = Usage()
 V = TypeVar("V", bound="RunView")
@@ -160,6 +168,15 @@ def cache_savings(view: RunView) -> tuple[int, Decimal]:
     return totals.cached, normalize_money(totals.saved)
 
 
+def status_text(view: RunView) -> str:
+    """The run's status as every view says it: ``completed``, or ``taken over by
+    host:pid:tag`` (this execution lost the run's lease; the run goes on there)."""
+    if view.status is RunStatus.TAKEN_OVER:
+        by = view.taken_over_by
+        return f"taken over by {by}" if by else "taken over"
+    return str(view.status)
+
+
 class RunView:
     """A run's state and what views derive from it (see the module docstring)."""
 
@@ -168,6 +185,8 @@ class RunView:
         self.workflow = workflow
         self.params: dict[str, Any] = params or {}
         self.status = RunStatus.PENDING
+        # ``taken_over``: the lease's holder that goes on with the run, when known
+        self.taken_over_by: str | None = None
         self.steps: dict[str, StepInfo] = {}
         self.results: dict[str, Any] = {}
         self.failed_steps: list[str] = []
@@ -270,7 +289,9 @@ class RunView:
 
     @property
     def done(self) -> bool:
-        return self.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        """Nothing more changes this view: the run finished, or (a live Run) its execution
+        here was taken over by another process (follow the run there: ``bn.watch``)."""
+        return self.status in FINISHED_STATUSES or self.status is RunStatus.TAKEN_OVER
 
     def counts(self) -> StepCounts:
         """Steps and fan-out children per state (groups are not steps): what every view
@@ -350,9 +371,12 @@ class RunView:
         failed_steps: list[str] | None = None,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
+        taken_over_by: str | None = None,
     ) -> None:
-        """The run's status; the other fields change when given."""
+        """The run's status; the other fields change when given (``taken_over_by`` goes
+        with ``taken_over`` only)."""
         self.status = status
+        self.taken_over_by = taken_over_by if status is RunStatus.TAKEN_OVER else None
         if failed_steps is not None:
             self.failed_steps = list(failed_steps)
         if started_at is not None:

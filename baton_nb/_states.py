@@ -13,6 +13,7 @@ __all__ = [
     "BATCH_LIVE_STATES",
     "FAILED_STATES",
     "FINISHED_STATUSES",
+    "STORED_STATUSES",
     "TERMINAL_STATES",
     "WAITING_STATES",
     "BatchRequestState",
@@ -62,9 +63,15 @@ class RunStatus(_StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # An execution's end, never stored: its lease was taken over by another process (this
+    # one stalled past it), which goes on with the run and writes its truth; this
+    # execution stopped, writing nothing more (docs/workers.md "Failures").
+    TAKEN_OVER = "taken_over"
 
 
 FINISHED_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+# What the database holds (``TAKEN_OVER`` is only a live Run's and its events').
+STORED_STATUSES = tuple(s for s in RunStatus if s is not RunStatus.TAKEN_OVER)
 
 
 class NodeKind(_StrEnum):

@@ -15,7 +15,7 @@ import anyio
 
 from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
-from .._states import RunStatus
+from .._states import STORED_STATUSES
 from ..reports import as_time, parse_duration
 from . import _cache, _commands, _demo, _price
 from ._output import OutputError, silence_stdout
@@ -24,7 +24,7 @@ from ._workers import add_worker_commands
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-STATUSES = tuple(status.value for status in RunStatus)
+STATUSES = tuple(status.value for status in STORED_STATUSES)
 # One default database for every command, the demo included: `baton-nb runs` (and
 # `bn.runs()`) right after `baton-nb demo` list the demo's runs, no --db to guess.
 DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from .._money import fmt_money, plural
 from .._run import Run, StepInfo
+from .._runview import status_text
 from .._states import NodeKind
 from ..reports import local_time, text_table
 
@@ -75,7 +76,7 @@ def render_run(run: Run) -> str:
     if run.started_at is not None and run.finished_at is not None and run.done:
         duration = f" in {(run.finished_at - run.started_at).total_seconds():.2f}s"
     head = (
-        f"run {run.id}  workflow {run.workflow!r}  {run.status}{duration}\n"
+        f"run {run.id}  workflow {run.workflow!r}  {status_text(run)}{duration}\n"
         f"started {local_time(run.started_at or run.created_at)}  "
         f"{plural(len([c for c in run.calls if not c.replayed]), 'call')}  "
         f"cost {run.cost_text()}\n"

@@ -67,13 +67,16 @@ class CallFinished:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowFinished:
-    """A run settled; sent exactly once per execution of a run."""
+    """A run settled; sent exactly once per execution of a run. ``taken_over`` (the
+    execution lost the run's lease: another process goes on with it, ``taken_over_by``
+    when known) is an execution's end, not the run's."""
 
     workflow_id: str
     workflow_label: str
-    outcome: RunStatus  # completed | failed | cancelled
+    outcome: RunStatus  # completed | failed | cancelled | taken_over
     failed_steps: list[str]
     timestamp: datetime
+    taken_over_by: str | None = None  # the lease's holder now (``taken_over``), if known
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,3 +106,13 @@ class Announcer:
     def finished(self, status: RunStatus, failed: list[str], at: datetime) -> None:
         """``WorkflowFinished``, always published (subscribers or not)."""
         publish(WorkflowFinished(self.run.id, self.label, status, list(failed), at), *self.topics)
+
+    def taken_over(self, owner: str | None, at: datetime) -> None:
+        """This execution lost the run's lease (to ``owner``, when known): the live Run
+        says ``taken_over``, and the execution's one ``WorkflowFinished`` does; no step is
+        announced cancelled (they go on there)."""
+        run = self.run
+        run.set_status(RunStatus.TAKEN_OVER, taken_over_by=owner)
+        failed = list(run.failed_steps)
+        event = WorkflowFinished(run.id, self.label, RunStatus.TAKEN_OVER, failed, at, owner)
+        publish(event, *self.topics)

@@ -96,8 +96,9 @@ async def coordinate(
             if not isinstance(real, RunLocked):
                 raise
             # Taken over (found by the heartbeat, a commit or a queue change): this worker
-            # stops coordinating the run, nothing more of it written here.
-            logger.warning("stopped coordinating run %s: %s", run_id, real)
+            # stops coordinating the run, nothing more of it written here; the driver says
+            # who took it (``_takeover``), even when a queue change found it first.
+            logger.warning("stopped coordinating run %s: %s", run_id, driver.taken or real)
         finally:
             registry.pop(run_id, None)
             taken = lease.lost  # taken over (or lapsed) meanwhile: left to the next worker

@@ -46,6 +46,7 @@ from ._lease import Lease
 from ._node import Node
 from ._scheduler import Scheduler
 from ._steptasks import RunTasks
+from ._takeover import taken_over
 
 __all__ = ["Driver", "active_run", "active_runs"]
 
@@ -105,6 +106,7 @@ class Driver:
         self._tasks: RunTasks | None = None  # where steps run (``_spawn``)
         self._cancelled = False
         self.handing_over = False  # a coordinator stopping: its run's end not written
+        self.taken: RunLocked | None = None  # the run taken over: what the caller is told
         self._loop_thread = threading.get_ident()
         self._token: Any = None
 
@@ -133,6 +135,7 @@ class Driver:
         run._canceller = self._request_cancel
         _ACTIVE[run.id] = run
         interrupted = False
+        stopped_by: BaseException | None = None
         if self.batching is not None and self.calls.resumed:
             await self.batching.load()  # re-attach to the batches of earlier executions
         try:
@@ -151,7 +154,7 @@ class Driver:
                 tasks.cancel()  # steps still running that a quorum made unneeded
         except BaseException as exc:
             interrupted = True
-            real = unwrap_group(exc)
+            real = stopped_by = unwrap_group(exc)
             # a commit found the run taken over: nothing more is written by this execution
             self.lease.lost = self.lease.lost or isinstance(real, RunLocked)
             if real is not exc and not isinstance(real, anyio.get_cancelled_exc_class()):
@@ -165,6 +168,9 @@ class Driver:
             cancelled = (interrupted or self._cancelled) and not self._settled.is_set()
             with anyio.CancelScope(shield=True):
                 await self._finish(cancelled=cancelled)
+            # Taken over: the caller is told who has the run now; another stop as it came.
+            if self.taken is not None and (stopped_by is None or isinstance(stopped_by, RunLocked)):
+                raise self.taken from None
         return run
 
     def _request_cancel(self) -> None:
@@ -179,6 +185,13 @@ class Driver:
             anyio.from_thread.run_sync(tasks.cancel, token=self._token)
 
     async def _finish(self, *, cancelled: bool) -> None:
+        if not _lost(self.commit, self.lease):
+            await self._end(cancelled=cancelled)
+        if self.lease.lost:  # taken over: nothing of its end written nor told (``_takeover``)
+            self.taken = await taken_over(self.store, self.run, self.lease, self.announce)
+
+    async def _end(self, *, cancelled: bool) -> None:
+        """The run's end, committed under the lease (not if it was taken over meanwhile)."""
         # Handing over: what its own attempts stored is committed (taken before the end
         # marks steps cancelled), not the run's end; under the lease as every batch.
         handed = self.commit.take_all() if self.handing_over else None
@@ -196,10 +209,11 @@ class Driver:
         self.commit.set_run(RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True))
         last = handed or self.commit.take_all()
         try:
-            if _may_commit(self.commit, self.lease):
+            if _may_commit(self.commit, self.lease):  # refused (taken over): ``lease.lost``
                 await _write_last(self.store, self.lease, self.announce, *last)
         finally:  # the execution ended, stored or not: its one WorkflowFinished
-            self.announce.finished(end.status, end.failed_steps, now)
+            if not self.lease.lost:
+                self.announce.finished(end.status, end.failed_steps, now)
 
     # ── helpers: the writer and the heartbeat ─────────────────────────────────
 
@@ -338,23 +352,10 @@ class Driver:
         for node in self.scheduler.committed(settled):
             self._start(node)
         if settled.callbacks:
-            self._spawn(self._run_callbacks, settled.nodes[0].name, settled)
+            name = settled.nodes[0].name
+            self._spawn(_run_callbacks, name, settled, self._context_for, self._count_settled)
         else:
             self._count_settled(len(settled.nodes))
-
-    async def _run_callbacks(self, settled: Settled) -> None:
-        for node, dep_state, reason in settled.callbacks:
-            spec = node.spec
-            fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
-            if fn is None:
-                continue
-            try:
-                result = fn(reason, self._context_for(node))
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
-        self._count_settled(len(settled.nodes))
 
     def _count_settled(self, count: int) -> None:
         """``count`` more nodes settled: the run ends once every node has (or once the
@@ -368,10 +369,34 @@ class Driver:
 AttemptRunner = Callable[[Node, Context], Coroutine[Any, Any, Outcome]]
 
 
+async def _run_callbacks(
+    settled: Settled, context_for: Callable[[Node], Context], count: Callable[[int], None]
+) -> None:
+    """The ``on_dep_*`` callbacks of the nodes ``settled`` cancelled, then counted settled."""
+    for node, dep_state, reason in settled.callbacks:
+        spec = node.spec
+        fn = spec.on_dep_discarded if dep_state is State.DISCARDED else spec.on_dep_cancelled
+        if fn is None:
+            continue
+        try:
+            result = fn(reason, context_for(node))
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("on_dep_%s callback of step %r raised", dep_state, node.name)
+    count(len(settled.nodes))
+
+
 def run_locally(node: Node, ctx: Context) -> Coroutine[Any, Any, Outcome]:
     """An attempt run in this process (the in-process driver's way): ``run_attempt``'s
     own coroutine, awaited by the step's task (no coroutine of its own around it)."""
     return run_attempt(node, ctx, ctx.results)
+
+
+def _lost(commit: GroupCommit, lease: Lease) -> bool:
+    """Whether the run's lease is lost: found taken, or lapsed by a coordinator's clock
+    (``GroupCommit.fence``, which then marks it ``lost``)."""
+    return lease.lost or (commit.fence is not None and not commit.fence())
 
 
 def _may_commit(commit: GroupCommit, lease: Lease) -> bool:
@@ -388,13 +413,13 @@ async def _write_last(
     batch: WriteBatch,
     settling: list[Settled],
 ) -> None:
-    """The execution's last commit; ``RunLocked`` (the run taken over meanwhile): the
-    lease is lost, nothing of the batch was written."""
+    """The execution's last commit; refused (the run taken over meanwhile: ``RunLocked``),
+    the lease is lost, nothing of the batch was written."""
     try:
         await store.write(batch)
     except RunLocked:
         lease.lost = True
-        raise
+        return
     for settled in settling:  # stored now: announced as the writer would have
         for node in settled.nodes:
             announce.step(node)

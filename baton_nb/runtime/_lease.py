@@ -115,7 +115,9 @@ async def take_lease(store: ExecutionStore, run_id: str, lease: Lease, holder: s
     until = row.lease_expires_at if row else None
     raise RunLocked(
         f"run {run_id} is being executed by {holder} (lease until {until}); wait for it to "
-        "finish, or for its lease to expire if that process died"
+        "finish, or for its lease to expire if that process died",
+        run_id=run_id,
+        owner=holder,
     )
 
 

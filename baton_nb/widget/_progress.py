@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .._money import fmt_money, plural
 from .._run import Run
-from .._runview import cache_savings
+from .._runview import cache_savings, status_text
 from ..events import WorkflowFinished, add_listener, topic_workflow
 from ._throttle import Throttle
 
@@ -68,7 +68,7 @@ class TextProgress:
         parts.append(self.run.cost_text())
         parts.extend(spend_texts(self.run))
         if self.run.done:
-            parts.append(self.run.status)
+            parts.append(status_text(self.run))
         return " · ".join(parts)
 
     def _count(self) -> tuple[int, int]:

@@ -159,6 +159,7 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
         "wf": run.workflow,
         "id": run.id,
         "status": run.status,
+        "by": run.taken_over_by,  # ``taken_over``: the lease's holder now, when known
         "t0": _ts(run.started_at or run.created_at),
         "t1": _ts(run.finished_at) if run.done else None,
         "now": round(time.time(), 3),

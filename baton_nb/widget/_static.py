@@ -18,6 +18,7 @@ from decimal import Decimal
 from .._counts import count_steps
 from .._money import add_money, fmt_cost
 from .._run import Run, StepInfo
+from .._runview import status_text
 from ..reports._cost import dag_order
 
 __all__ = ["MAX_ERRORS", "MAX_ROWS", "Sums", "static_html", "sums"]
@@ -114,7 +115,9 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
 
 
 def _title(run: Run) -> str:
-    bits = [f"<b>{_e(run.workflow)}</b> run <code>{_e(run.id)}</code>: <b>{_e(run.status)}</b>"]
+    bits = [
+        f"<b>{_e(run.workflow)}</b> run <code>{_e(run.id)}</code>: <b>{_e(status_text(run))}</b>"
+    ]
     if run.started_at is not None and run.finished_at is not None and run.done:
         bits.append(f"{(run.finished_at - run.started_at).total_seconds():.2f}s")
     bits.append(f"{_tokens(run.tokens.total_tokens)} tokens")

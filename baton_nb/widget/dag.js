@@ -7,7 +7,9 @@
 //          (counted pending), if any}}
 //   patch  {id: the fields of the node changed since the last send (null: a field gone)},
 //          merged into the model's node states (below); a node never sent is pending
-//   header {wf, id, status, t0, t1, now, cost, unpriced, ti, to, failed, cancellable, cancelling,
+//   header {wf, id, status, by: the lease's holder when status is taken_over (this execution
+//           lost the run's lease: the run goes on there), t0, t1, now, cost, unpriced, ti, to,
+//           failed, cancellable, cancelling,
 //           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
 //                      c: cost, sv: saved, d: discount, rid: provider's id}],
 //           spend: {b: budget, s: spent, r: reserved, why: reason} | null,
@@ -150,6 +152,17 @@ export function spendLine(hd) {
   if (!parts.length) return "";
   const title = s && s.why ? ` title="${escapeHtml(s.why)}"` : "";
   return `<div class="bn-batch bn-spend"${title}>${parts.join(" · ")}</div>`;
+}
+
+// This execution lost the run's lease: who goes on with the run, and how to follow it there.
+export function takenLine(hd) {
+  if (hd.status !== "taken_over") return "";
+  const by = hd.by ? ` by <code>${escapeHtml(hd.by)}</code>` : "";
+  const follow = `bn.DagWidget(${escapeHtml(JSON.stringify(hd.id || ""))}, db=...)`;
+  return (
+    `<div class="bn-batch bn-taken"><b>taken over</b>${by}: the run goes on there, nothing more ` +
+    `of it is written here · follow it with <code>${follow}</code></div>`
+  );
 }
 
 // One batch as a line of the header: model, state, n of N done, and what it saves.
@@ -967,7 +980,7 @@ class DagView {
     setText(this.runId, hd.id || "");
     this.copyBtn.hidden = !hd.id;
     setClass(this.pill, `bn-pill run-${status}`);
-    setText(this.pill, status);
+    setText(this.pill, status === "taken_over" ? "taken over" : status);
     const done = this.counts.completed || 0;
     setText(this.stat.steps, `${done.toLocaleString()}/${this.total.toLocaleString()}`);
     this.stat.steps.parentNode.title = `${countsText(this.counts, this.total)} steps (a fan-out group is not a step: its children are)`;
@@ -1012,7 +1025,7 @@ class DagView {
   // Provider batches (DESIGN §12): one line each, what the provider says of it and the saving.
   paintBatches() {
     const batches = this.header.batches || [];
-    const html = spendLine(this.header) + batches.map(batchLine).join("");
+    const html = takenLine(this.header) + spendLine(this.header) + batches.map(batchLine).join("");
     if (this.batchesHtml === html) return;
     this.batchesHtml = html;
     this.batchLines.hidden = !html;

@@ -794,3 +794,43 @@ def test_a_batch_shows_its_progress_live_and_after_a_reopen(
     assert page.evaluate(BATCH_LINES, [1]) == [done]
     _shot(page, "widget_batch_reopened", page.locator(".jp-Cell").nth(1).locator(".bn-dag"))
     assert not errors, errors
+
+
+def test_a_taken_over_run_says_who_took_it(browser: Any, tmp_path: Path) -> None:
+    """The saved snapshot of a run whose execution here was taken over by another lease
+    owner (docs/workers.md "Failures"), in Chromium: the status pill says "taken over",
+    the header names who continues the run and how to follow it, no step is drawn
+    cancelled. (The live widget and the snapshot share the renderer: no kernel needed.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio
+
+    from baton_nb.widget import DagWidget
+    from baton_nb.widget._snapshot import snapshot_bundle
+    from tests.integration._takeover import taken_over_run
+
+    db = f"sqlite:///{tmp_path / 'taken.db'}"
+    # In a thread of its own: Playwright's sync API runs an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(
+            anyio.run, lambda: taken_over_run(db, "browser_taken", "host-b:77:c0ffee00")
+        ).result(timeout=60)
+    bundle = snapshot_bundle(run, DagWidget(run)._snapshot_state())
+    context = browser.new_context(viewport={"width": 1200, "height": 700})
+    try:
+        page = context.new_page()
+        page.set_content(f"<!doctype html><meta charset=utf-8><body>{bundle['text/html']}</body>")
+        _wait(page, "() => document.querySelector('.bn-snapshot .bn-dag[data-status=taken_over]')")
+        seen = page.evaluate(
+            """() => { const root = document.querySelector('.bn-snapshot .bn-dag');
+                return { pill: root.querySelector('.bn-pill').textContent,
+                         taken: root.querySelector('.bn-taken')?.textContent || '',
+                         cancelled: root.querySelectorAll('.st-cancelled').length }; }"""
+        )
+        _shot(page, "taken_over_snapshot")
+    finally:
+        context.close()
+    assert seen["pill"] == "taken over"
+    assert "taken over by host-b:77:c0ffee00" in seen["taken"]
+    assert f'bn.DagWidget("{run.id}", db=...)' in seen["taken"]
+    assert seen["cancelled"] == 0

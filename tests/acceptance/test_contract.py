@@ -68,13 +68,17 @@ def test_event_shapes_match_the_seed() -> None:
         "error",
         "timestamp",
     ]
+    # The seed's fields first, in its order (as StepUpdated's); then, with a default, who
+    # took the run over when an execution ends ``taken_over`` (docs/workers.md "Failures").
     assert [f.name for f in dataclasses.fields(bn.WorkflowFinished)] == [
         "workflow_id",
         "workflow_label",
         "outcome",
         "failed_steps",
         "timestamp",
+        "taken_over_by",
     ]
+    assert bn.WorkflowFinished("r", "w", "completed", [], None).taken_over_by is None  # type: ignore[arg-type]
     assert bn.topic_all() == "workflow:all" and bn.topic_workflow("x") == "workflow:x"
 
 

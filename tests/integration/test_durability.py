@@ -572,13 +572,28 @@ async def test_in_memory_resume_keeps_every_write(unique: str) -> None:
     assert sum(not c.replayed for c in stored.calls) == 150
 
 
+async def _stored_executing(store: Store, run_id: str, step: str) -> None:
+    """Wait until ``step``'s start is committed (lazily, ``LAZY_FLUSH``): a takeover
+    before that would find the execution at that commit, not at the step's end."""
+    with anyio.fail_after(10):
+        while True:
+            nodes = {n.step: n.state for n in await store.get_nodes(run_id)}
+            if nodes.get(step) == "executing":
+                return
+            await anyio.sleep(0.01)
+
+
 async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
-    db_url: str, unique: str
+    db_url: str, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The run's lease is taken by another owner while a step runs (this process stalled
     past its lease, as another saw it): the run's end is not written over the new
     holder's run, whose lease it would release (``WriteBatch.owner``, checked in the
-    commit): ``RunLocked``, the row still the new holder's and running."""
+    commit), and nothing says the run was cancelled: ``wf.run()`` raises ``RunLocked``
+    naming who continues it and how to follow it, the live Run (``wf.last_run``), the
+    text progress line and the execution's one ``WorkflowFinished`` say ``taken_over``
+    by that owner, no step is announced cancelled; the row is still the new holder's and
+    running (docs/workers.md "Failures")."""
     gate = anyio.Event()
     entered = anyio.Event()
 
@@ -589,9 +604,81 @@ async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
 
     wf = bn.Workflow(f"taken-{unique}", db=db_url)
     wf.add("a", step, max_attempts=1)
+    wf.add("b", step, deps=["a"])
     outcomes: list[object] = []
+    events: list[object] = []
+
+    def seen(event: object) -> None:
+        if getattr(event, "workflow_label", None) == wf.name:
+            events.append(event)
 
     async def run() -> None:
+        try:
+            outcomes.append(await wf.run(display="text"))
+        except bn.RunLocked as exc:
+            outcomes.append(exc)
+
+    remove = bn.events.add_listener(bn.topic_all(), seen)
+    try:
+        async with await Store.open(db_url) as store:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                await entered.wait()
+                [row] = await store.list_runs(workflow=f"taken-{unique}")
+                assert row.lease_owner is not None
+                await _stored_executing(store, row.id, "a")
+                assert await store.acquire_lease(row.id, "other", 600, steal_from=row.lease_owner)
+                gate.set()
+            after = await store.get_run(row.id)
+            nodes = {n.step: n.state for n in await store.get_nodes(row.id)}
+    finally:
+        remove()
+    [error] = outcomes
+    assert isinstance(error, bn.RunLocked), error
+    assert (error.run_id, error.owner) == (row.id, "other")
+    text = str(error)
+    assert f"run {row.id} of workflow {wf.name!r} is being continued by other" in text
+    assert f"bn.watch({row.id!r}" in text and "cancelled" not in text
+    # In a notebook the cell ends with that message, no traceback through the library.
+    assert error._render_traceback_() == [f"RunLocked: {text}"]  # type: ignore[attr-defined]
+    live = wf.last_run
+    assert live is not None and live.id == row.id
+    assert live.status == "taken_over" and live.taken_over_by == "other" and live.done
+    assert "cancelled" not in {s.state for s in live.steps.values()}
+    assert live.steps["b"].state == "pending"  # not run here, not cancelled: it runs there
+    assert "taken over by other" in repr(live)
+    finished = [e for e in events if isinstance(e, bn.WorkflowFinished)]
+    assert [(e.outcome, e.taken_over_by) for e in finished] == [("taken_over", "other")]
+    assert not [e for e in events if isinstance(e, bn.StepUpdated) and e.state == "cancelled"]
+    line = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert line.endswith("taken over by other") and "cancelled" not in line, line
+    # Nothing of it in the store: the new holder's run, running, its steps not ended here.
+    assert after is not None and after.lease_owner == "other"
+    assert after.status == RunStatus.RUNNING and after.finished_at is None
+    assert nodes == {"a": "executing", "b": "pending"}
+
+
+async def test_a_run_taken_over_and_ended_elsewhere_says_so(db_url: str, unique: str) -> None:
+    """The run is taken over while this execution's step holds, and the new holder (here
+    a resume in this process) runs it to its end before this execution commits again: its
+    refused commit ends it ``taken_over``, its ``RunLocked`` says the run was ended there
+    (the lease is free again: nobody holds it), the stored run stays completed."""
+    gate = anyio.Event()
+    entered = anyio.Event()
+    calls: list[int] = []
+
+    async def step(ctx: bn.Context) -> str:
+        calls.append(1)
+        if len(calls) == 1:  # the first execution's attempt holds until the second ended
+            entered.set()
+            await gate.wait()
+        return "done"
+
+    wf = bn.Workflow(f"taken-ended-{unique}", db=db_url)
+    wf.add("a", step, max_attempts=1)
+    outcomes: list[object] = []
+
+    async def first() -> None:
         try:
             outcomes.append(await wf.run(display=False))
         except bn.RunLocked as exc:
@@ -599,16 +686,28 @@ async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
 
     async with await Store.open(db_url) as store:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
+            tg.start_soon(first)
             await entered.wait()
-            [row] = await store.list_runs(workflow=f"taken-{unique}")
+            [row] = await store.list_runs(workflow=wf.name)
             assert row.lease_owner is not None
-            assert await store.acquire_lease(row.id, "other", 600, steal_from=row.lease_owner)
+            await _stored_executing(store, row.id, "a")
+            # Taken by another owner whose lease lapsed at once: the resume below takes it.
+            assert await store.acquire_lease(row.id, "other", -1, steal_from=row.lease_owner)
+            first_run = wf.last_run
+            done = await wf.run(run_id=row.id, display=False)
+            assert done.status == "completed"
             gate.set()
-        after = await store.get_run(row.id)
-    assert isinstance(outcomes[0], bn.RunLocked) and "no longer held" in str(outcomes[0])
-    assert after is not None and after.lease_owner == "other"
-    assert after.status == RunStatus.RUNNING and after.finished_at is None
+        stored = await store.get_run(row.id)
+    [error] = outcomes
+    assert isinstance(error, bn.RunLocked), error
+    assert error.owner is None
+    text = str(error)
+    assert f"run {row.id} of workflow {wf.name!r} was taken over by another process, " in text
+    assert "which ended it (completed)" in text
+    assert first_run is not None and first_run.status == "taken_over"
+    assert first_run.taken_over_by is None and repr(first_run).count("taken over") == 1
+    assert stored is not None and stored.status == RunStatus.COMPLETED
+    assert len(calls) == 2
 
 
 async def test_a_hand_over_commits_what_its_attempts_stored_not_the_runs_end(

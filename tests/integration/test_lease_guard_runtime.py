@@ -1,7 +1,8 @@
 """A driver whose clock says its lease is held, while the database says another owner
 took the run over: its next commit is refused in the database (``WriteBatch.owner``), it
-commits nothing more and stops; the run then completes under the new owner, every paid
-call made once at the fake provider server (docs/workers.md "Failures")."""
+commits nothing more and stops, saying the run was taken over by that owner (not
+cancelled); the run then completes under the new owner, every paid call made once at the
+fake provider server (docs/workers.md "Failures")."""
 
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ async def test_a_driver_whose_clock_says_held_commits_nothing_once_the_run_was_t
             driver = await _prepare(store, graph, failed.id, lease, 4, dict(graph.models), None)
             driver.commit.fence = partial(_fence, lease)
             outcome: list[BaseException] = []
+            events: list[object] = []
+            remove = bn.events.add_listener(bn.topic_workflow(failed.id), events.append)
 
             async def execute() -> None:
                 try:
@@ -86,8 +89,20 @@ async def test_a_driver_whose_clock_says_held_commits_nothing_once_the_run_was_t
                 assert await store.acquire_lease(failed.id, "other", -1, steal_from=lease.owner)
                 assert lease.held()  # by the clock
                 gate.set()
-        assert len(outcome) == 1 and "no longer held by" in str(outcome[0]), outcome
+            remove()
+        [error] = outcome
+        assert isinstance(error, bn.RunLocked) and error.owner == "other", outcome
+        assert f"run {failed.id} of workflow {wf.name!r} is being continued by other" in str(error)
         assert lease.lost
+        # What this execution tells: taken over by the new owner, no step cancelled (its
+        # step's end was refused; its dependent never started here).
+        live = driver.run
+        assert (live.status, live.taken_over_by) == ("taken_over", "other")
+        assert live.steps["after"].state == "pending"
+        assert "cancelled" not in {s.state for s in live.steps.values()}
+        ends = [e for e in events if isinstance(e, bn.WorkflowFinished)]
+        assert [(e.outcome, e.taken_over_by) for e in ends] == [("taken_over", "other")]
+        assert not [e for e in events if isinstance(e, bn.StepUpdated) and e.state == "cancelled"]
         nodes = {n.step: n for n in await store.get_nodes(failed.id)}
         row = await store.get_run(failed.id)
         stats = await store.get_stats([failed.id])
@@ -103,3 +118,61 @@ async def test_a_driver_whose_clock_says_held_commits_nothing_once_the_run_was_t
     assert done.status == "completed" and done.results["after"] == done.results["ask"].upper()
     assert fake_providers.request_count == 1  # the paid call replayed, not sent again
     assert ran == ["ask", "ask", "after"]
+
+
+async def test_a_coordinator_whose_clock_says_its_lease_lapsed_leaves_the_run(
+    url: str, unique: str
+) -> None:
+    """A coordinator's clock says its lease lapsed (it stalled past it) before anybody
+    took the run over: it commits nothing more and stops, its live Run ``taken_over`` by
+    nobody known yet; its ``RunLocked`` says the run is left for another process to take
+    over. The run's row is untouched: still running, the lease still naming it (lapsed
+    for the next one to take)."""
+    healthy = False
+    entered, gate = anyio.Event(), anyio.Event()
+
+    async def step(ctx: bn.Context) -> str:
+        if not healthy:
+            raise RuntimeError("down")
+        entered.set()
+        await gate.wait()
+        return "done"
+
+    wf = bn.Workflow(f"lapsed-{unique}", db=url)
+    wf.add("a", step, max_attempts=1)
+    failed = await wf.run(display=False)
+    healthy = True
+    graph = wf.graph()
+    now = [0.0]
+    async with await Store.open(url) as store:
+        with Lease(600, clock=lambda: now[0]) as lease:
+            await take_lease(store, failed.id, lease, None)
+            driver = await _prepare(store, graph, failed.id, lease, 4, dict(graph.models), None)
+            driver.commit.fence = partial(_fence, lease)
+            outcome: list[BaseException] = []
+
+            async def execute() -> None:
+                try:
+                    await driver.execute()
+                except bn.RunLocked as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(execute)
+                await entered.wait()
+                now[0] = 601.0  # the lease's time to live passed, by its clock
+                gate.set()
+        row = await store.get_run(failed.id)
+        nodes = {n.step: n.state for n in await store.get_nodes(failed.id)}
+    [error] = outcome
+    assert isinstance(error, bn.RunLocked) and error.owner is None
+    assert "is left for another process to take over: its lease lapsed here" in str(error)
+    assert f"bn.watch({failed.id!r}" in str(error)
+    live = driver.run
+    assert (live.status, live.taken_over_by, repr(live).count("taken over")) == (
+        "taken_over",
+        None,
+        1,
+    )
+    assert row is not None and row.status is RunStatus.RUNNING and row.lease_owner == lease.owner
+    assert nodes["a"] != "completed"

@@ -431,6 +431,38 @@ async def test_cancel_message_cancels_the_run_and_it_resumes(
     assert resumed.results == {"quick": "q", "slow": "qs", "after": "qsa"}
 
 
+async def test_a_run_taken_over_shows_who_took_it_not_cancelled(
+    shown: list[DagWidget], db_url: str, unique: str
+) -> None:
+    """The run's lease taken by another owner mid-step (docs/workers.md "Failures"): the
+    widget shown by ``wf.run()`` ends ``taken_over`` by that owner (the header's ``by``),
+    no Cancel button, no step drawn cancelled; its saved snapshot and static view say so
+    too, as do ``baton-nb show``'s renderer and the run's repr."""
+    from baton_nb.cli._show import render_run
+    from tests.integration._takeover import taken_over_run
+
+    run = await taken_over_run(db_url, f"wtaken-{unique}", "host-b:77:c0ffee00", display=True)
+    [widget] = shown
+    header = widget.header
+    assert (header["status"], header["by"]) == ("taken_over", "host-b:77:c0ffee00")
+    assert header["cancellable"] is False
+    state = widget.state()
+    assert state["a"]["s"] != "cancelled" and state["b"]["s"] == "pending"
+    bundle = snapshot_bundle(run, widget._snapshot_state())
+    assert '"status":"taken_over","by":"host-b:77:c0ffee00"' in bundle["text/html"]
+    title = f"run <code>{run.id}</code>: <b>taken over by host-b:77:c0ffee00</b>"
+    assert title in bundle["text/html"]
+    assert "Cancelled" not in bundle["text/html"]  # the static view's cancelled steps line
+    assert "taken over by host-b:77:c0ffee00" in bundle["text/plain"]
+    assert render_run(run).startswith(
+        f"run {run.id}  workflow {run.workflow!r}  taken over by host-b:77:c0ffee00\n"
+    )
+    # The stored run is the new owner's, running: read back it says so, nothing cancelled.
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert stored.status == "running" and stored.taken_over_by is None
+    assert {s.state for s in stored.steps.values()} == {"executing", "pending"}
+
+
 async def test_widget_by_id_of_a_run_of_this_process_cancels_it(db_url: str, unique: str) -> None:
     """``bn.DagWidget(run_id)`` in the process that executes the run binds the live Run:
     its Cancel shows and cancels (before, it watched the database and could not)."""

@@ -224,6 +224,11 @@ async def test_coordinator_stalled_past_its_lease_commits_nothing_after(
     assert after.status == "completed" and after.results["held_total"] == N
     assert fake_provider.request_count == N  # paid calls replayed by the new coordinator
     assert "its lease lapsed" in procs.logs()
+    # It says the run was taken over and ended elsewhere (read from the run's row), not
+    # that it was cancelled.
+    await _until(lambda: "which ended it (completed)" in procs.logs())
+    [stopped] = [line for line in procs.logs().splitlines() if "stopped coordinating" in line]
+    assert f"run {run.id} of workflow" in stopped and "was taken over by" in stopped, stopped
 
 
 async def test_steps_run_on_a_worker_with_rarer_young_collections(procs: WorkerProcs) -> None:
@@ -255,7 +260,9 @@ async def test_coordinator_whose_clock_says_held_commits_nothing_once_its_run_wa
         # Its held attempts end; the first to commit is refused and the execution stops
         # (the others cancelled, if they had not ended yet).
         (procs.marks / "release").touch()
-        await _until(lambda: "no longer held by" in procs.logs())
+        # It says who took the run over (the lease's holder, read from the run's row),
+        # not that the run was cancelled.
+        await _until(lambda: "is being continued by intruder" in procs.logs())
         nodes = {n.step: n.state for n in await store.get_nodes(run.id)}
         ran_on = await store.get_ran_on(run.id)
         stats = await store.get_stats([run.id])
@@ -264,6 +271,8 @@ async def test_coordinator_whose_clock_says_held_commits_nothing_once_its_run_wa
     assert sorted(s for s in ran_on if s.startswith("held[")) == [f"held[{i}]" for i in range(HOLD)]
     assert len(stats) == N  # the paid calls, committed before the takeover
     assert first.poll() is None  # the worker lives on: it stopped coordinating this run
+    [stopped] = [line for line in procs.logs().splitlines() if "stopped coordinating" in line]
+    assert f"run {run.id} of workflow" in stopped and "cancelled" not in stopped, stopped
     first.kill()  # (it would take the run again once its lease lapses)
     first.wait()
     async with await Store.open(procs.db) as store:
