@@ -131,7 +131,7 @@ def _prepare_sqlite(conn: sqlite3.Connection) -> bool:
     cursor = conn.execute("PRAGMA journal_mode")
     mode = cursor.fetchone()
     cursor.close()
-    conn.create_aggregate("decimal_sum", 1, _DecimalSum)
+    conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]  # any value
     if not mode or str(mode[0]).lower() == "memory":
         return True
     deadline = time.monotonic() + _WAL_WAIT

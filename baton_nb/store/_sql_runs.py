@@ -66,16 +66,28 @@ class SqlRuns(SqlWrites):
             await self.notify(conn, run_ids)
 
     async def insert_nodes(
-        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+        self,
+        nodes: Sequence[NodeRow],
+        *,
+        owner: str | None = None,
+        map_items: tuple[int, int] | None = None,
     ) -> dict[str, int]:
         """Insert nodes of an existing run; returns step name -> node id. ``owner``: only
-        while it holds the run's lease (``guard_lease``, in the insert's transaction)."""
+        while it holds the run's lease (``guard_lease``, in the insert's transaction);
+        ``map_items``: the group's ``set_map_items`` in the same transaction."""
         if not nodes:
             return {}
         run_ids = {n.run_id for n in nodes}
         async with self.begin() as conn:
             for run_id in sorted(run_ids):
                 await guard_lease(conn, run_id, owner)
+            if map_items is not None:
+                group, items = map_items
+                await conn.execute(
+                    sa.update(NODES)
+                    .where(NODES.c.id == group)
+                    .values(map_items=items, updated_at=utcnow())
+                )
             if self.dialect == "sqlite":
                 # SQLite would insert with RETURNING one row per statement (no sentinel for
                 # sort_by_parameter_order): one statement (or executemany), then the ids.

@@ -178,11 +178,17 @@ async def test_map_children_of_an_owner_that_lost_the_lease_are_not_stored(
         await store.insert_nodes(rows, owner="p1")
     with pytest.raises(RunLocked):
         await store.set_map_items(ids["fan"], 3, owner="p1")
+    with pytest.raises(RunLocked):  # the count with the first chunk (``map_items``)
+        await store.insert_nodes(rows, owner="p1", map_items=(ids["fan"], 3))
     nodes = {n.step: n for n in await store.get_nodes(run_id)}
     assert len(nodes) == 4 and nodes["fan"].map_items is None
-    assert set(await store.insert_nodes(rows, owner="p2")) == {f"fan[{i}]" for i in range(3)}
-    await store.set_map_items(ids["fan"], 3, owner="p2")
+    assert set(await store.insert_nodes(rows[:1], owner="p2", map_items=(ids["fan"], 3))) == {
+        "fan[0]"
+    }
     assert {n.step: n for n in await store.get_nodes(run_id)}["fan"].map_items == 3
+    assert set(await store.insert_nodes(rows[1:], owner="p2")) == {"fan[1]", "fan[2]"}
+    await store.set_map_items(ids["fan"], 4, owner="p2")
+    assert {n.step: n for n in await store.get_nodes(run_id)}["fan"].map_items == 4
 
 
 async def test_provider_batch_rows_of_an_owner_that_lost_the_lease_are_not_stored(
