@@ -47,9 +47,10 @@ from ._sql_rows import (
 __all__ = [
     "SqlWrites",
     "guard_lease",
-    "insert_nodes_json_each",
     "insert_nodes_unnest",
+    "json_each_insert",
     "lease_cte",
+    "sqlite_lease_held",
 ]
 
 _UPDATE_NODE = (
@@ -223,6 +224,12 @@ class _NotHeld(Exception):
     """The lease guard of a commit on aiosqlite's thread found the lease not held."""
 
 
+def sqlite_lease_held(connection: sqlite3.Connection, run_id: str | None, owner: str) -> bool:
+    """On aiosqlite's thread, in a transaction begun IMMEDIATE: whether ``owner`` holds
+    ``run_id``'s lease (``guard_lease``'s check, there)."""
+    return connection.execute(_GUARD_SQLITE, (run_id, owner)).fetchone() is not None
+
+
 def _execute_and_commit(
     connection: sqlite3.Connection,
     statements: Sequence[_Statement],
@@ -236,7 +243,7 @@ def _execute_and_commit(
     ``_NotHeld``."""
     if not connection.in_transaction:
         connection.execute("BEGIN" if guard is None else "BEGIN IMMEDIATE")
-    if guard is not None and connection.execute(_GUARD_SQLITE, guard).fetchone() is None:
+    if guard is not None and not sqlite_lease_held(connection, *guard):
         raise _NotHeld
     for sql, params, many in statements:
         if many:
@@ -314,9 +321,9 @@ async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -
 _JSON_EACH_FROM = 256
 
 
-async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]) -> None:
-    """SQLite: many new node rows as one ``INSERT ... SELECT ... FROM json_each(?)`` on the
-    driver, in ``conn``'s transaction (the twin of ``insert_nodes_unnest``).
+def json_each_insert(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> tuple[str, list[Any]]:
+    """SQLite: many new node rows as one ``INSERT ... SELECT ... FROM json_each(?)``, and
+    its parameters (the twin of ``insert_nodes_unnest``).
 
     An executemany binds every column of every row from Python (0.6 s of CPU for a
     100,000-item map, before SQLite's own work). Here a column whose rows all hold the same
@@ -327,7 +334,7 @@ async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]
     selected: list[str] = []
     constants: list[Any] = []
     varying: list[list[Any]] = []
-    for column in _node_columns(conn.dialect, nodes):
+    for column in _node_columns(dialect, nodes):
         if column.constant:
             constants.append(column.value)
             selected.append("?")
@@ -339,7 +346,7 @@ async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]
         f"INSERT INTO {NODES.name} ({', '.join(_NODE_COLUMNS)}) "
         f"SELECT {', '.join(selected)} FROM json_each(?) ORDER BY key"
     )
-    await (await driver_connection(conn)).execute(sql, (*constants, document))
+    return sql, [*constants, document]
 
 
 def _unnest_insert(
@@ -681,12 +688,18 @@ class SqlWrites(SqlBase):
 
     async def insert_node_rows(self, conn: AsyncConnection, nodes: Sequence[NodeRow]) -> None:
         """New nodes: on SQLite one executemany straight from the typed rows (a map's many
-        children: one statement reading them from JSON)."""
-        if self.dialect == "sqlite" and len(nodes) >= _JSON_EACH_FROM:
-            await insert_nodes_json_each(conn, nodes)
-            return
+        children: one statement reading them from JSON: ``sqlite_node_insert``)."""
         if self.dialect == "sqlite":
-            statement = self._driver_statement(_INSERT_NODE, conn.dialect, _NODE_COLUMNS, "attrs")
-            await statement.executemany(conn, nodes)
+            sql, params, many = self.sqlite_node_insert(conn.dialect, nodes)
+            driver = await driver_connection(conn)
+            await (driver.executemany(sql, params) if many else driver.execute(sql, params))
             return
         await conn.execute(_INSERT_NODE, [node_to_columns(n) for n in nodes])
+
+    def sqlite_node_insert(self, dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> _Statement:
+        """SQLite: new node rows as one statement (sql, parameters, executemany or not)."""
+        if len(nodes) >= _JSON_EACH_FROM:
+            sql, params = json_each_insert(dialect, nodes)
+            return sql, params, False
+        statement = self._driver_statement(_INSERT_NODE, dialect, _NODE_COLUMNS, "attrs")
+        return statement.sql, statement.params(nodes), True
