@@ -25,20 +25,23 @@ from ._tables import sqlite_text
 
 __all__ = ["SqlRuns"]
 
+_INSERT_RUN = sa.insert(RUNS)
+_SET_MAP_ITEMS = f"UPDATE {NODES.name} SET map_items = ?, updated_at = ? WHERE id = ?"
+
 
 def _insert_nodes_sqlite(
     connection: sqlite3.Connection,
     run_ids: Sequence[str],
     owner: str | None,
-    map_update: tuple[int, str, int] | None,
+    first: Sequence[tuple[str, Sequence[Any]]],
     insert: tuple[str, list[Any], bool],
     steps: Sequence[str],
 ) -> dict[str, int]:
-    """On aiosqlite's thread, in one round trip (there were ~13 through SQLAlchemy, as a
-    map opens: docs/performance.md, "Sixth round"): the transaction begun IMMEDIATE, the
-    lease guard of each run (``owner``), the group's item count (``map_update``: items,
-    updated_at, node id), the nodes' ``insert``; step name -> node id. Committed or rolled
-    back by the caller's ``begin()``.
+    """On aiosqlite's thread, in one round trip (there were ~10 through SQLAlchemy for a
+    run's rows, ~13 for a map's chunk: docs/performance.md, "Sixth round"): the transaction
+    begun IMMEDIATE, the lease guard of each run (``owner``), the statements ``first`` (a
+    new run's row, a group's item count), the nodes' ``insert``; step name -> node id.
+    Committed or rolled back by the caller's ``begin()``.
 
     SQLite would insert with RETURNING one row per statement (no sentinel for
     sort_by_parameter_order): one statement (or executemany), then the ids: each row took
@@ -51,10 +54,8 @@ def _insert_nodes_sqlite(
         for run_id in run_ids:
             if not sqlite_lease_held(connection, run_id, owner):
                 raise lease_not_held(run_id, owner)
-    if map_update is not None:
-        connection.execute(
-            f"UPDATE {NODES.name} SET map_items = ?, updated_at = ? WHERE id = ?", map_update
-        )
+    for sql, params in first:
+        connection.execute(sql, params)
     largest = f"SELECT max(id) FROM {NODES.name}"
     before = connection.execute(largest).fetchone()[0] or 0
     sql, params, many = insert
@@ -79,7 +80,19 @@ class SqlRuns(SqlWrites):
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
         async with self.begin() as conn:
-            await conn.execute(sa.insert(RUNS), [run_to_columns(run)])
+            if self.dialect == "sqlite" and nodes:
+                driver = await driver_connection(conn)
+                columns = run_to_columns(run)
+                statement = self._driver_statement(
+                    _INSERT_RUN, conn.dialect, list(columns), "mapping"
+                )
+                first = [(statement.sql, statement.params([columns])[0])]
+                insert = self.sqlite_node_insert(conn.dialect, nodes)
+                steps = [n.step for n in nodes]
+                return await driver._execute(  # type: ignore[no-any-return]
+                    _insert_nodes_sqlite, driver._conn, [run.id], None, first, insert, steps
+                )
+            await conn.execute(_INSERT_RUN, [run_to_columns(run)])
             if nodes:
                 await self.insert_node_rows(conn, nodes)
             ids = await conn.execute(
@@ -119,12 +132,13 @@ class SqlRuns(SqlWrites):
             if self.dialect == "sqlite":
                 driver = await driver_connection(conn)
                 insert = self.sqlite_node_insert(conn.dialect, nodes)
-                map_update = None
+                first = []
                 if map_items is not None:
-                    map_update = (map_items[1], sqlite_text(utcnow()), map_items[0])
+                    update = (map_items[1], sqlite_text(utcnow()), map_items[0])
+                    first.append((_SET_MAP_ITEMS, update))
                 steps = [n.step for n in nodes]
                 return await driver._execute(  # type: ignore[no-any-return]
-                    _insert_nodes_sqlite, driver._conn, run_ids, owner, map_update, insert, steps
+                    _insert_nodes_sqlite, driver._conn, run_ids, owner, first, insert, steps
                 )
             for run_id in run_ids:
                 await guard_lease(conn, run_id, owner)
