@@ -414,6 +414,20 @@ class _ConnectionWriter:
         )
 
 
+# The run row's UPDATE on the driver (``_write_sqlite_driver``), per set of parameters
+# (``b_id`` and ``b_`` + each column of ``_run_values``): made once each.
+_RUN_UPDATES: dict[tuple[str, ...], sa.Update] = {}
+
+
+def _run_update(names: tuple[str, ...]) -> sa.Update:
+    found = _RUN_UPDATES.get(names)
+    if found is None:
+        values: dict[str, Any] = {name[2:]: sa.bindparam(name) for name in names if name != "b_id"}
+        found = sa.update(RUNS).where(RUNS.c.id == sa.bindparam("b_id")).values(values)
+        _RUN_UPDATES[names] = found
+    return found
+
+
 def _run_values(update: RunUpdate) -> dict[str, Any]:
     values: dict[str, Any] = {
         "status": update.status.value,
@@ -487,9 +501,11 @@ class SqlWrites(SqlBase):
             yield _ConnectionWriter(self, conn)
 
     async def write(self, batch: WriteBatch) -> None:
-        """Commit node updates, run status, stored completions, stats and logs together."""
-        async with self.begin() as conn:
-            await self._write(conn, batch)
+        """Commit node updates, run status, stored completions, stats and logs together
+        (as a writer's ``write_on``: SQLite's usual batch in one round trip, a run's end
+        included)."""
+        async with self.failures("write to"), self.engine.connect() as conn:
+            await self.write_on(conn, batch)
 
     async def write_on(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """``write`` on a connection held for many writes (``writer``). A database failure
@@ -511,12 +527,12 @@ class SqlWrites(SqlBase):
             raise storage_error(exc, self.url, "write to") from exc
 
     def _driver_commit_fits(self, conn: AsyncConnection, batch: WriteBatch) -> bool:
-        """The runtime's usual SQLite batch: node updates, stored completions and call
-        stats; no run row, no logs, no transaction open."""
+        """The runtime's usual SQLite batch: node updates, stored completions, call stats,
+        the run's row (its end); no logs, no transaction open."""
         return (
             self.dialect == "sqlite"
-            and bool(batch.nodes or batch.completions or batch.stats)
-            and not (batch.run or batch.logs or batch.attempts or batch.ran_on)
+            and bool(batch.nodes or batch.completions or batch.stats or batch.run)
+            and not (batch.logs or batch.attempts or batch.ran_on)
             and not conn.in_transaction()
         )
 
@@ -585,6 +601,12 @@ class SqlWrites(SqlBase):
             ),
             *self._insert_sqlite(conn, _INSERT_STAT, [call_to_columns(c) for c in batch.stats]),
         ]
+        if batch.run is not None:  # under the batch's lease guard, as in ``_write``
+            values = {f"b_{k}": v for k, v in _run_values(batch.run).items()}
+            values["b_id"] = batch.run.id
+            update = _run_update(tuple(values))
+            statement = self._driver_statement(update, conn.dialect, list(values), "mapping")
+            statements.append((statement.sql, statement.params([values])[0], False))
         guard = None if batch.owner is None else (batch.run_id, batch.owner)
         try:
             await driver._execute(_execute_and_commit, driver._conn, statements, guard)
