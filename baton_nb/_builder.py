@@ -428,7 +428,17 @@ def _name_in_notebook(wf: Workflow) -> str:
 
 
 def _show_progress(run: Run, display: bool | str | None) -> Any:
-    """The widget in a kernel, a text line in a terminal (``display``); has ``close()``."""
+    """The widget in a kernel, a text line in a terminal (``display``); has ``close()``.
+
+    Nothing to show and no IPython in this process (a script's run with ``display=False``,
+    or with the default and no terminal on stderr): None, without importing the widget
+    package (ipywidgets, anywidget, IPython: ~0.25 s of a process's first run,
+    docs/performance.md "Sixth round"), as ``widget.attach`` would answer."""
+    import sys
+
+    quiet = display is False or (display is None and not sys.stderr.isatty())
+    if quiet and "IPython" not in sys.modules:
+        return None
     from .widget import attach
 
     return attach(run, display)

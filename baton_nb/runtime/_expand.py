@@ -79,13 +79,16 @@ async def expand_map(
             with anyio.CancelScope(shield=True):
                 # Stamped and stored with the writer held: no row stamped later commits first.
                 async with commit.held():
-                    if start == 0:  # readers elsewhere count the unstored items from it
-                        await store.set_map_items(group.id, len(plan.names), owner=commit.owner)
+                    # the item count, with the first chunk: readers elsewhere count the
+                    # items not stored yet from it
+                    items = (group.id, len(plan.names)) if start == 0 else None
+                    if items is not None and not todo:  # a resume: the chunk was stored
+                        await store.set_map_items(*items, owner=commit.owner)
                     with gc_paused():
                         rows = new_child_rows(run_id, group.spec, group.name, todo, utcnow())
                         if group.state in TERMINAL_STATES:  # settled meanwhile: stored cancelled
                             _cancelled(rows, cancelled_child_reason(group))
-                    new, infos = await _store_children(group, rows, store, commit.owner)
+                    new, infos = await _store_children(group, rows, store, commit.owner, items)
                 with gc_paused():
                     unstored -= len(infos)
                     announce.unstored(group, unstored)
@@ -151,15 +154,20 @@ def _cancelled(rows: list[NodeRow], reason: str) -> None:
 
 
 async def _store_children(
-    group: Node, rows: list[NodeRow], store: ExecutionStore, owner: str | None
+    group: Node,
+    rows: list[NodeRow],
+    store: ExecutionStore,
+    owner: str | None,
+    map_items: tuple[int, int] | None = None,
 ) -> tuple[list[Node], list[StepInfo]]:
-    """Insert a chunk's new child rows and, while the store works (SQLite's thread, the
-    Postgres server), build their nodes and infos on the loop, a slice at a time; the
-    store's ids set on rows, nodes and infos once it answers (nothing reads them before)."""
+    """Insert a chunk's new child rows (and ``map_items``, the group's item count) and,
+    while the store works (SQLite's thread, the Postgres server), build their nodes and
+    infos on the loop, a slice at a time; the store's ids set on rows, nodes and infos
+    once it answers (nothing reads them before)."""
     ids: dict[str, int] = {}
 
-    async def insert() -> None:
-        ids.update(await store.insert_nodes(rows, owner=owner))  # under the run's lease
+    async def insert() -> None:  # under the run's lease
+        ids.update(await store.insert_nodes(rows, owner=owner, map_items=map_items))
 
     new: list[Node] = []
     infos: list[StepInfo] = []

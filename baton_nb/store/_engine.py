@@ -6,10 +6,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
-import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -17,7 +17,15 @@ from sqlalchemy.pool import StaticPool
 from .._dburl import DEFAULT_URL, connect_timeout, resolve_url
 from .._errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "is_memory_url", "make_engine", "resolve_url"]
+__all__ = [
+    "DEFAULT_URL",
+    "is_memory_url",
+    "make_engine",
+    "on_sqlite_thread",
+    "resolve_url",
+]
+
+T = TypeVar("T")
 
 _MEMORY_URI = "file:baton_nb_memory_{pid}?mode=memory&cache=shared"
 _memory_keeper: dict[int, sqlite3.Connection] = {}
@@ -73,17 +81,28 @@ class _DecimalSum:
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode")
-        mode = cursor.fetchone()
-    finally:
-        cursor.close()
-    if mode and str(mode[0]).lower() != "memory":
-        _set_wal(dbapi_conn)
-    _register_decimal_sum(dbapi_conn)
+    """A new SQLite connection's settings, in one call on its own thread (aiosqlite's: a
+    round trip to that thread per statement and per cursor was ~20 of them per connection,
+    a run opening two; docs/performance.md, "Sixth round")."""
+    switched = on_sqlite_thread(dbapi_conn, _prepare_sqlite)
+    if not switched:  # WAL could not be switched on in time: SQLAlchemy's usual error
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(_WAL)  # raises the error, wrapped like any other
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+
+def on_sqlite_thread(dbapi_conn: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(connection)`` on a DBAPI connection's own ``sqlite3.Connection``: plain sqlite3
+    at once; SQLAlchemy's aiosqlite adapter (``dbapi_connection`` of a pooled connection)
+    on the connection's thread, in one round trip, from SQLAlchemy's greenlet (a connect
+    event, a ``run_sync`` body)."""
+    if isinstance(dbapi_conn, sqlite3.Connection):  # plain sqlite3
+        return fn(dbapi_conn)
+    result: T = dbapi_conn.run_async(lambda conn: conn._execute(fn, conn._conn))
+    return result
 
 
 # WAL + NORMAL survives a killed process (kill -9); only an OS crash can lose the last
@@ -97,59 +116,36 @@ def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
 
 
-def _set_wal(dbapi_conn: Any) -> None:
-    """Switch a file database to WAL, waiting while another connection holds it.
+def _prepare_sqlite(conn: sqlite3.Connection) -> bool:
+    """On the connection's thread: busy timeout, foreign keys, WAL and NORMAL sync for a
+    file database, the ``decimal_sum`` aggregate. False: WAL could not be switched on.
 
-    Switching needs the database to itself, and SQLite answers "database is locked" at
-    once, without its busy handler, while another connection uses it: several runs or
-    processes opening a new file together would fail here. Retry for up to ``_WAL_WAIT``
-    seconds (once one connection switched, the mode is stored in the file); a last try
-    through the DBAPI cursor then raises SQLAlchemy's usual error if it still fails.
+    Switching to WAL needs the database to itself, and SQLite answers "database is locked"
+    at once, without its busy handler, while another connection uses it: several runs or
+    processes opening a new file together would fail here. Retried for up to ``_WAL_WAIT``
+    seconds (once one connection switched, the mode is stored in the file), sleeping on
+    this connection's own thread (the event loop goes on).
     """
-    if getattr(dbapi_conn, "create_aggregate", None) is not None:  # plain sqlite3
-        deadline = time.monotonic() + _WAL_WAIT
-        while True:
-            try:
-                dbapi_conn.execute(_WAL).close()
-                switched = True
-            except sqlite3.Error as exc:
-                if _is_locked(exc) and time.monotonic() < deadline:
-                    time.sleep(_WAL_PAUSE)
-                    continue
-                switched = False
-            break
-    else:
-
-        async def switch(conn: Any) -> bool:  # aiosqlite: wait without blocking the loop
-            deadline = time.monotonic() + _WAL_WAIT
-            while True:
-                try:
-                    await (await conn.execute(_WAL)).close()
-                    return True
-                except sqlite3.Error as exc:
-                    if not _is_locked(exc) or time.monotonic() >= deadline:
-                        return False
-                await anyio.sleep(_WAL_PAUSE)
-
-        switched = bool(dbapi_conn.run_async(switch))
-    cursor = dbapi_conn.cursor()
-    try:
-        if not switched:
-            cursor.execute(_WAL)  # raises the error, wrapped like any other
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
-
-
-def _register_decimal_sum(dbapi_conn: Any) -> None:
-    create = getattr(dbapi_conn, "create_aggregate", None)
-    if create is not None:  # plain sqlite3
-        create("decimal_sum", 1, _DecimalSum)
-        return
-    # SQLAlchemy's aiosqlite adapter: run on the connection's own thread.
-    dbapi_conn.run_async(
-        lambda conn: conn._execute(conn._conn.create_aggregate, "decimal_sum", 1, _DecimalSum)
-    )
+    conn.execute("PRAGMA busy_timeout=10000").close()
+    conn.execute("PRAGMA foreign_keys=ON").close()
+    cursor = conn.execute("PRAGMA journal_mode")
+    mode = cursor.fetchone()
+    cursor.close()
+    conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]  # any value
+    if not mode or str(mode[0]).lower() == "memory":
+        return True
+    deadline = time.monotonic() + _WAL_WAIT
+    while True:
+        try:
+            conn.execute(_WAL).close()
+        except sqlite3.Error as exc:
+            if _is_locked(exc) and time.monotonic() < deadline:
+                time.sleep(_WAL_PAUSE)
+                continue
+            return False
+        break
+    conn.execute("PRAGMA synchronous=NORMAL").close()
+    return True
 
 
 def make_engine(url: str) -> AsyncEngine:

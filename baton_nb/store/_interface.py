@@ -150,10 +150,16 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
 
     async def insert_nodes(
-        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+        self,
+        nodes: Sequence[NodeRow],
+        *,
+        owner: str | None = None,
+        map_items: tuple[int, int] | None = None,
     ) -> dict[str, int]:
         """Insert nodes of an existing run (a map's children); returns step name -> node id.
-        ``owner``: only while it holds the run's lease (as ``WriteBatch.owner``)."""
+        ``owner``: only while it holds the run's lease (as ``WriteBatch.owner``).
+        ``map_items``: ``(group node id, items)``, the group's ``set_map_items`` in the same
+        transaction (a map's first chunk: one transaction less as a map opens)."""
 
     async def set_map_items(self, node_id: int, items: int, *, owner: str | None = None) -> None:
         """A map group's number of items, as its expansion begins (readers elsewhere count

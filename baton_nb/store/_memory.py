@@ -76,7 +76,11 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
             self.data.changed({node.run_id})
 
     async def insert_nodes(
-        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+        self,
+        nodes: Sequence[NodeRow],
+        *,
+        owner: str | None = None,
+        map_items: tuple[int, int] | None = None,
     ) -> dict[str, int]:
         if not nodes:
             return {}
@@ -86,6 +90,8 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         for run_id in {n.run_id for n in nodes}:
             guard_lease(self.data, run_id, owner)
         ids = self._insert_nodes(nodes)
+        if map_items is not None:
+            await self.set_map_items(*map_items, owner=owner)
         self.data.changed({n.run_id for n in nodes})
         return ids
 

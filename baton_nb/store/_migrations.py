@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -9,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._errors import SchemaVersionError
-from ._tables import SchemaVersion, metadata
+from ._engine import on_sqlite_thread
+from ._tables import SchemaVersion, metadata, sqlite_text
 from ._worker_tables import WorkflowSubmission, WorkflowTask, WorkflowWorker
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
@@ -226,8 +229,10 @@ def _applied_versions(conn: Connection) -> set[int]:
     return {int(v) for v in rows}
 
 
-def _sqlite_write_lock(conn: Connection) -> None:
-    """Take SQLite's write lock before reading the version (serialises first use).
+def _sqlite_state(driver: sqlite3.Connection) -> tuple[bool, set[int]]:
+    """On the connection's thread: SQLite's write lock taken before anything is read
+    (serialises first use), then whether the database holds no table at all, and the
+    schema versions applied.
 
     pysqlite (and aiosqlite over it) begins a transaction implicitly only before DML, so
     the version check and the CREATE TABLEs would otherwise run in autocommit, and two
@@ -235,28 +240,52 @@ def _sqlite_write_lock(conn: Connection) -> None:
     tables. ``BEGIN IMMEDIATE`` waits (busy_timeout) for any other writer; the rest of the
     migration then runs in this one transaction, committed by the caller's ``begin()``.
     """
-    dbapi_conn = conn.connection.dbapi_connection
-    driver = getattr(dbapi_conn, "driver_connection", dbapi_conn)
-    if getattr(driver, "in_transaction", False):  # already in a transaction: nothing to do
-        return
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if not driver.in_transaction:
+        driver.execute("BEGIN IMMEDIATE").close()
+    cursor = driver.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {name for (name,) in cursor.fetchall()}
+    cursor.close()
+    if SchemaVersion.__tablename__ not in tables:
+        return not tables, set()
+    cursor = driver.execute("SELECT version FROM baton_schema_version")
+    versions = {int(v) for (v,) in cursor.fetchall()}
+    cursor.close()
+    return False, versions
 
 
-def ensure_schema(conn: Connection, url: str) -> None:
-    """Create or upgrade the schema in the caller's transaction; refuse a newer one."""
-    if conn.dialect.name == "postgresql":
-        # Serialise concurrent first use by several processes.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7261530201)"))
-    elif conn.dialect.name == "sqlite":
-        _sqlite_write_lock(conn)
-    applied = _applied_versions(conn)
-    current = max(applied, default=0)
-    if current > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"database {url!r} has baton_nb schema version {current}, but this baton_nb "
-            f"knows versions up to {SCHEMA_VERSION}; upgrade baton_nb (pip install -U baton-nb) "
-            "or use another database"
-        )
+@functools.cache
+def _sqlite_schema() -> tuple[str, ...]:
+    """The statements that make today's schema in an empty SQLite database: what every
+    migration made in a private in-memory database, read back from its ``sqlite_master``
+    in the order it was made (tables before their indexes). Built once per process."""
+    engine = sa.create_engine("sqlite://")
+    try:
+        with engine.begin() as conn:
+            _migrate(conn, set())
+            rows = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            )
+            return tuple(str(sql) for (sql,) in rows)
+    finally:
+        engine.dispose()
+
+
+def _create_sqlite_schema(driver: sqlite3.Connection) -> None:
+    """On the connection's thread, in its transaction: today's schema in an empty database,
+    every version recorded, as the migrations one by one would leave it (one round trip to
+    the thread; the migrations through SQLAlchemy took ~400 on a new file, a tenth of a
+    second of a short run: docs/performance.md, "Sixth round")."""
+    for statement in _sqlite_schema():
+        driver.execute(statement).close()
+    now = sqlite_text(datetime.now(timezone.utc))
+    driver.executemany(
+        "INSERT INTO baton_schema_version (version, applied_at) VALUES (?, ?)",
+        [(version, now) for version, _ in MIGRATIONS],
+    ).close()
+
+
+def _migrate(conn: Connection, applied: set[int]) -> None:
     table = SchemaVersion.__table__  # type: ignore[attr-defined]
     for version, migrate in MIGRATIONS:
         # each version not yet applied, not only those above the newest: versions made on
@@ -265,3 +294,30 @@ def ensure_schema(conn: Connection, url: str) -> None:
             migrate(conn)
             now = datetime.now(timezone.utc)
             conn.execute(sa.insert(table).values(version=version, applied_at=now))
+
+
+def ensure_schema(conn: Connection, url: str) -> None:
+    """Create or upgrade the schema in the caller's transaction; refuse a newer one.
+
+    A SQLite database with no table at all (a new file) gets today's schema at once
+    (``_create_sqlite_schema``); any other goes through the migrations it lacks."""
+    if conn.dialect.name == "sqlite":
+        dbapi_conn = conn.connection.dbapi_connection
+        empty, applied = on_sqlite_thread(dbapi_conn, _sqlite_state)
+        if empty:
+            _sqlite_schema()  # built here, before the thread is asked (SQLAlchemy's greenlet)
+            on_sqlite_thread(dbapi_conn, _create_sqlite_schema)
+            return
+    else:
+        if conn.dialect.name == "postgresql":
+            # Serialise concurrent first use by several processes.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7261530201)"))
+        applied = _applied_versions(conn)
+    current = max(applied, default=0)
+    if current > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database {url!r} has baton_nb schema version {current}, but this baton_nb "
+            f"knows versions up to {SCHEMA_VERSION}; upgrade baton_nb (pip install -U baton-nb) "
+            "or use another database"
+        )
+    _migrate(conn, applied)

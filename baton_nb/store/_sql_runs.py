@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .._errors import lease_not_held
 from ._rows import NodeRow, RunRow, utcnow
 from ._sql_base import driver_connection
 from ._sql_rows import (
@@ -18,22 +20,58 @@ from ._sql_rows import (
     run_from_columns,
     run_to_columns,
 )
-from ._sql_write import SqlWrites, guard_lease, insert_nodes_unnest
+from ._sql_write import SqlWrites, guard_lease, insert_nodes_unnest, sqlite_lease_held
+from ._tables import sqlite_text
 
 __all__ = ["SqlRuns"]
 
+_INSERT_RUN = sa.insert(RUNS)
+_SET_MAP_ITEMS = f"UPDATE {NODES.name} SET map_items = ?, updated_at = ? WHERE id = ?"
 
-async def _read_new_ids(conn: AsyncConnection, run_ids: set[str], before: int) -> dict[str, int]:
-    """SQLite: the ids of the nodes of ``run_ids`` above ``before`` (those just inserted),
-    read on the driver (SQLAlchemy's result rows cost 2 us each, 100,000 for a big map)."""
+
+def _insert_nodes_sqlite(
+    connection: sqlite3.Connection,
+    run_ids: Sequence[str],
+    owner: str | None,
+    first: Sequence[tuple[str, Sequence[Any]]],
+    insert: tuple[str, list[Any], bool],
+    steps: Sequence[str],
+) -> dict[str, int]:
+    """On aiosqlite's thread, in one round trip (there were ~10 through SQLAlchemy for a
+    run's rows, ~13 for a map's chunk: docs/performance.md, "Sixth round"): the transaction
+    begun IMMEDIATE, the lease guard of each run (``owner``), the statements ``first`` (a
+    new run's row, a group's item count), the nodes' ``insert``; step name -> node id.
+    Committed or rolled back by the caller's ``begin()``.
+
+    SQLite would insert with RETURNING one row per statement (no sentinel for
+    sort_by_parameter_order): one statement (or executemany), then the ids: each row took
+    the largest id + 1, in the rows' order, unless somebody inserted between the two reads
+    of the largest (it would be further then): computed, else read.
+    """
+    if not connection.in_transaction:
+        connection.execute("BEGIN IMMEDIATE")
+    if owner is not None:
+        for run_id in run_ids:
+            if not sqlite_lease_held(connection, run_id, owner):
+                raise lease_not_held(run_id, owner)
+    for sql, params in first:
+        connection.execute(sql, params)
+    largest = f"SELECT max(id) FROM {NODES.name}"
+    before = connection.execute(largest).fetchone()[0] or 0
+    sql, params, many = insert
+    if many:
+        connection.executemany(sql, params)
+    else:
+        connection.execute(sql, params)
+    after = connection.execute(largest).fetchone()[0] or 0
+    if after == before + len(steps):
+        return {step: before + i for i, step in enumerate(steps, 1)}
     marks = ", ".join("?" * len(run_ids))
-    cursor = await (await driver_connection(conn)).execute(
+    rows = connection.execute(
         f"SELECT step, id FROM {NODES.name} WHERE run_id IN ({marks}) AND id > ?",
         (*run_ids, before),
     )
-    ids = {step: int(node_id) for step, node_id in await cursor.fetchall()}
-    await cursor.close()
-    return ids
+    return {step: int(node_id) for step, node_id in rows}
 
 
 class SqlRuns(SqlWrites):
@@ -42,7 +80,19 @@ class SqlRuns(SqlWrites):
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
         async with self.begin() as conn:
-            await conn.execute(sa.insert(RUNS), [run_to_columns(run)])
+            if self.dialect == "sqlite" and nodes:
+                driver = await driver_connection(conn)
+                columns = run_to_columns(run)
+                statement = self._driver_statement(
+                    _INSERT_RUN, conn.dialect, list(columns), "mapping"
+                )
+                first = [(statement.sql, statement.params([columns])[0])]
+                insert = self.sqlite_node_insert(conn.dialect, nodes)
+                steps = [n.step for n in nodes]
+                return await driver._execute(  # type: ignore[no-any-return]
+                    _insert_nodes_sqlite, driver._conn, [run.id], None, first, insert, steps
+                )
+            await conn.execute(_INSERT_RUN, [run_to_columns(run)])
             if nodes:
                 await self.insert_node_rows(conn, nodes)
             ids = await conn.execute(
@@ -66,32 +116,41 @@ class SqlRuns(SqlWrites):
             await self.notify(conn, run_ids)
 
     async def insert_nodes(
-        self, nodes: Sequence[NodeRow], *, owner: str | None = None
+        self,
+        nodes: Sequence[NodeRow],
+        *,
+        owner: str | None = None,
+        map_items: tuple[int, int] | None = None,
     ) -> dict[str, int]:
         """Insert nodes of an existing run; returns step name -> node id. ``owner``: only
-        while it holds the run's lease (``guard_lease``, in the insert's transaction)."""
+        while it holds the run's lease (``guard_lease``, in the insert's transaction);
+        ``map_items``: the group's ``set_map_items`` in the same transaction."""
         if not nodes:
             return {}
-        run_ids = {n.run_id for n in nodes}
+        run_ids = sorted({n.run_id for n in nodes})
         async with self.begin() as conn:
-            for run_id in sorted(run_ids):
-                await guard_lease(conn, run_id, owner)
             if self.dialect == "sqlite":
-                # SQLite would insert with RETURNING one row per statement (no sentinel for
-                # sort_by_parameter_order): one statement (or executemany), then the ids.
-                before = await conn.scalar(sa.select(sa.func.max(NODES.c.id))) or 0
-                await self.insert_node_rows(conn, nodes)
-                after = await conn.scalar(sa.select(sa.func.max(NODES.c.id))) or 0
-                if after == before + len(nodes):
-                    # Each row took the largest id + 1, in the rows' order (the transaction
-                    # holds the write lock since the insert; nobody inserted between the
-                    # two reads, or the largest would be further): computed, not read.
-                    ids = {n.step: before + i for i, n in enumerate(nodes, 1)}
-                else:
-                    ids = await _read_new_ids(conn, run_ids, before)
-            else:
-                ids = await insert_nodes_unnest(conn, nodes)
-            await self.notify(conn, run_ids)
+                driver = await driver_connection(conn)
+                insert = self.sqlite_node_insert(conn.dialect, nodes)
+                first = []
+                if map_items is not None:
+                    update = (map_items[1], sqlite_text(utcnow()), map_items[0])
+                    first.append((_SET_MAP_ITEMS, update))
+                steps = [n.step for n in nodes]
+                return await driver._execute(  # type: ignore[no-any-return]
+                    _insert_nodes_sqlite, driver._conn, run_ids, owner, first, insert, steps
+                )
+            for run_id in run_ids:
+                await guard_lease(conn, run_id, owner)
+            if map_items is not None:
+                group, items = map_items
+                await conn.execute(
+                    sa.update(NODES)
+                    .where(NODES.c.id == group)
+                    .values(map_items=items, updated_at=utcnow())
+                )
+            ids = await insert_nodes_unnest(conn, nodes)
+            await self.notify(conn, set(run_ids))
             return ids
 
     async def get_run(self, run_id: str) -> RunRow | None:

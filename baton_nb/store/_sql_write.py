@@ -47,9 +47,10 @@ from ._sql_rows import (
 __all__ = [
     "SqlWrites",
     "guard_lease",
-    "insert_nodes_json_each",
     "insert_nodes_unnest",
+    "json_each_insert",
     "lease_cte",
+    "sqlite_lease_held",
 ]
 
 _UPDATE_NODE = (
@@ -223,6 +224,12 @@ class _NotHeld(Exception):
     """The lease guard of a commit on aiosqlite's thread found the lease not held."""
 
 
+def sqlite_lease_held(connection: sqlite3.Connection, run_id: str | None, owner: str) -> bool:
+    """On aiosqlite's thread, in a transaction begun IMMEDIATE: whether ``owner`` holds
+    ``run_id``'s lease (``guard_lease``'s check, there)."""
+    return connection.execute(_GUARD_SQLITE, (run_id, owner)).fetchone() is not None
+
+
 def _execute_and_commit(
     connection: sqlite3.Connection,
     statements: Sequence[_Statement],
@@ -236,7 +243,7 @@ def _execute_and_commit(
     ``_NotHeld``."""
     if not connection.in_transaction:
         connection.execute("BEGIN" if guard is None else "BEGIN IMMEDIATE")
-    if guard is not None and connection.execute(_GUARD_SQLITE, guard).fetchone() is None:
+    if guard is not None and not sqlite_lease_held(connection, *guard):
         raise _NotHeld
     for sql, params, many in statements:
         if many:
@@ -314,9 +321,9 @@ async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -
 _JSON_EACH_FROM = 256
 
 
-async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]) -> None:
-    """SQLite: many new node rows as one ``INSERT ... SELECT ... FROM json_each(?)`` on the
-    driver, in ``conn``'s transaction (the twin of ``insert_nodes_unnest``).
+def json_each_insert(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> tuple[str, list[Any]]:
+    """SQLite: many new node rows as one ``INSERT ... SELECT ... FROM json_each(?)``, and
+    its parameters (the twin of ``insert_nodes_unnest``).
 
     An executemany binds every column of every row from Python (0.6 s of CPU for a
     100,000-item map, before SQLite's own work). Here a column whose rows all hold the same
@@ -327,7 +334,7 @@ async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]
     selected: list[str] = []
     constants: list[Any] = []
     varying: list[list[Any]] = []
-    for column in _node_columns(conn.dialect, nodes):
+    for column in _node_columns(dialect, nodes):
         if column.constant:
             constants.append(column.value)
             selected.append("?")
@@ -339,7 +346,7 @@ async def insert_nodes_json_each(conn: AsyncConnection, nodes: Sequence[NodeRow]
         f"INSERT INTO {NODES.name} ({', '.join(_NODE_COLUMNS)}) "
         f"SELECT {', '.join(selected)} FROM json_each(?) ORDER BY key"
     )
-    await (await driver_connection(conn)).execute(sql, (*constants, document))
+    return sql, [*constants, document]
 
 
 def _unnest_insert(
@@ -405,6 +412,20 @@ class _ConnectionWriter:
         self.write: Callable[[WriteBatch], Coroutine[Any, Any, None]] = partial(
             store.write_on, conn
         )
+
+
+# The run row's UPDATE on the driver (``_write_sqlite_driver``), per set of parameters
+# (``b_id`` and ``b_`` + each column of ``_run_values``): made once each.
+_RUN_UPDATES: dict[tuple[str, ...], sa.Update] = {}
+
+
+def _run_update(names: tuple[str, ...]) -> sa.Update:
+    found = _RUN_UPDATES.get(names)
+    if found is None:
+        values: dict[str, Any] = {name[2:]: sa.bindparam(name) for name in names if name != "b_id"}
+        found = sa.update(RUNS).where(RUNS.c.id == sa.bindparam("b_id")).values(values)
+        _RUN_UPDATES[names] = found
+    return found
 
 
 def _run_values(update: RunUpdate) -> dict[str, Any]:
@@ -480,9 +501,11 @@ class SqlWrites(SqlBase):
             yield _ConnectionWriter(self, conn)
 
     async def write(self, batch: WriteBatch) -> None:
-        """Commit node updates, run status, stored completions, stats and logs together."""
-        async with self.begin() as conn:
-            await self._write(conn, batch)
+        """Commit node updates, run status, stored completions, stats and logs together
+        (as a writer's ``write_on``: SQLite's usual batch in one round trip, a run's end
+        included)."""
+        async with self.failures("write to"), self.engine.connect() as conn:
+            await self.write_on(conn, batch)
 
     async def write_on(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """``write`` on a connection held for many writes (``writer``). A database failure
@@ -504,12 +527,12 @@ class SqlWrites(SqlBase):
             raise storage_error(exc, self.url, "write to") from exc
 
     def _driver_commit_fits(self, conn: AsyncConnection, batch: WriteBatch) -> bool:
-        """The runtime's usual SQLite batch: node updates, stored completions and call
-        stats; no run row, no logs, no transaction open."""
+        """The runtime's usual SQLite batch: node updates, stored completions, call stats,
+        the run's row (its end); no logs, no transaction open."""
         return (
             self.dialect == "sqlite"
-            and bool(batch.nodes or batch.completions or batch.stats)
-            and not (batch.run or batch.logs or batch.attempts or batch.ran_on)
+            and bool(batch.nodes or batch.completions or batch.stats or batch.run)
+            and not (batch.logs or batch.attempts or batch.ran_on)
             and not conn.in_transaction()
         )
 
@@ -578,6 +601,12 @@ class SqlWrites(SqlBase):
             ),
             *self._insert_sqlite(conn, _INSERT_STAT, [call_to_columns(c) for c in batch.stats]),
         ]
+        if batch.run is not None:  # under the batch's lease guard, as in ``_write``
+            values = {f"b_{k}": v for k, v in _run_values(batch.run).items()}
+            values["b_id"] = batch.run.id
+            update = _run_update(tuple(values))
+            statement = self._driver_statement(update, conn.dialect, list(values), "mapping")
+            statements.append((statement.sql, statement.params([values])[0], False))
         guard = None if batch.owner is None else (batch.run_id, batch.owner)
         try:
             await driver._execute(_execute_and_commit, driver._conn, statements, guard)
@@ -681,12 +710,18 @@ class SqlWrites(SqlBase):
 
     async def insert_node_rows(self, conn: AsyncConnection, nodes: Sequence[NodeRow]) -> None:
         """New nodes: on SQLite one executemany straight from the typed rows (a map's many
-        children: one statement reading them from JSON)."""
-        if self.dialect == "sqlite" and len(nodes) >= _JSON_EACH_FROM:
-            await insert_nodes_json_each(conn, nodes)
-            return
+        children: one statement reading them from JSON: ``sqlite_node_insert``)."""
         if self.dialect == "sqlite":
-            statement = self._driver_statement(_INSERT_NODE, conn.dialect, _NODE_COLUMNS, "attrs")
-            await statement.executemany(conn, nodes)
+            sql, params, many = self.sqlite_node_insert(conn.dialect, nodes)
+            driver = await driver_connection(conn)
+            await (driver.executemany(sql, params) if many else driver.execute(sql, params))
             return
         await conn.execute(_INSERT_NODE, [node_to_columns(n) for n in nodes])
+
+    def sqlite_node_insert(self, dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> _Statement:
+        """SQLite: new node rows as one statement (sql, parameters, executemany or not)."""
+        if len(nodes) >= _JSON_EACH_FROM:
+            sql, params = json_each_insert(dialect, nodes)
+            return sql, params, False
+        statement = self._driver_statement(_INSERT_NODE, dialect, _NODE_COLUMNS, "attrs")
+        return statement.sql, statement.params(nodes), True

@@ -28,6 +28,7 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStepStat",
     "metadata",
+    "sqlite_text",
 ]
 
 metadata = SQLModel.metadata
@@ -81,7 +82,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         # one C call: a run writes two or three timestamps per step (docs/performance.md,
         # "Fourth round"); the generic path was a tenth of the runtime's CPU per step.
         if dialect.name == "sqlite":
-            return _sqlite_text
+            return sqlite_text
         return super().bind_processor(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -107,7 +108,7 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _sqlite_text(value: datetime | None) -> str | None:
+def sqlite_text(value: datetime | None) -> str | None:
     """``value`` in UTC as SQLAlchemy's SQLite DATETIME stores it (``2026-12-06
     08:50:04.000000``: microseconds always, no offset)."""
     if value is None:

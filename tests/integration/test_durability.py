@@ -403,6 +403,49 @@ async def test_a_migration_missing_below_the_newest_is_applied(fresh_db_url: str
     assert await _scalar(fresh_db_url, "SELECT COUNT(*) FROM workflow_tasks") == 0
 
 
+def _sqlite_schema_of(path: Path) -> list[tuple[str, str, str, str]]:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master "
+            "WHERE tbl_name NOT IN ('user_notes', 'sqlite_sequence') ORDER BY type, name"
+        ).fetchall()
+        versions = con.execute("SELECT version FROM baton_schema_version ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    return [*rows, ("versions", str(versions), "", "")]
+
+
+async def test_a_new_sqlite_file_gets_the_schema_the_migrations_make(tmp_path: Path) -> None:
+    """A SQLite file with no table gets today's schema at once (one script, not the
+    migrations one by one: docs/performance.md, "Sixth round"); a file that holds a table
+    of its own goes through every migration. Both end with the same tables, columns,
+    indexes and versions, and a run works on each."""
+    import sqlite3
+
+    from baton_nb.store._migrations import MIGRATIONS
+
+    new, shared = tmp_path / "new.db", tmp_path / "shared.db"
+    con = sqlite3.connect(shared)
+    con.execute("CREATE TABLE user_notes (id INTEGER PRIMARY KEY, note TEXT UNIQUE)")
+    con.commit()
+    con.close()
+    for path in (new, shared):
+        await (await Store.open(f"sqlite:///{path}")).close()
+    made, migrated = _sqlite_schema_of(new), _sqlite_schema_of(shared)
+    assert made == migrated
+    assert made[-1][1] == str([(v,) for v, _ in MIGRATIONS])
+    assert {r[1] for r in made} >= {"workflow_runs", "workflow_nodes", "ix_runs_status_created"}
+    for path in (new, shared):
+        wf = bn.Workflow("schema-paths", db=f"sqlite:///{path}")
+        wf.add("a", _noop)
+        assert (await wf.run(display=False)).status == "completed"
+        await (await Store.open(f"sqlite:///{path}")).close()  # opened again: nothing to do
+    assert _sqlite_schema_of(new) == made
+
+
 FIRST_USE_SCRIPT = textwrap.dedent(
     """
     import sys, time

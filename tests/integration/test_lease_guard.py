@@ -166,6 +166,35 @@ async def test_the_sqlite_driver_commit_checks_the_lease_first(tmp_path: Path, r
         assert len(await store.get_stats([run_id])) == 1
 
 
+async def test_the_run_end_of_an_owner_that_lost_the_lease_is_not_stored(
+    store: RunStore, run_id: str
+) -> None:
+    """A run's end (its status, the lease given back) with the last node updates, as an
+    execution's last commit writes it (``store.write``; on SQLite in one round trip):
+    refused whole for an owner that lost the lease, stored for the one holding it."""
+    ids = await a_run(store, run_id)
+    assert await store.acquire_lease(run_id, "p1", 60)
+    assert await store.acquire_lease(run_id, "p2", 60, steal_from="p1")
+    later = T0 + timedelta(seconds=3)
+    update = (State.COMPLETED, 1, None, '{"v": 1}', True, 0, T0, later, later, ids["a"])
+    end = RunUpdate(run_id, RunStatus.COMPLETED, (), later, 2, True)
+    with pytest.raises(RunLocked):
+        await store.write(WriteBatch(run_id=run_id, nodes=[update], run=end, owner="p1"))
+    run = await store.get_run(run_id)
+    assert run is not None and (run.status, run.lease_owner) == ("running", "p2")
+    await _nothing_written(store, run_id)
+    await store.write(WriteBatch(run_id=run_id, nodes=[update], run=end, owner="p2"))
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.finished_at, run.executions, run.lease_owner) == (
+        "completed",
+        later,
+        2,
+        None,
+    )
+    assert {n.step: n for n in await store.get_nodes(run_id)}["a"].state is State.COMPLETED
+
+
 async def test_map_children_of_an_owner_that_lost_the_lease_are_not_stored(
     store: RunStore, run_id: str
 ) -> None:
@@ -178,11 +207,17 @@ async def test_map_children_of_an_owner_that_lost_the_lease_are_not_stored(
         await store.insert_nodes(rows, owner="p1")
     with pytest.raises(RunLocked):
         await store.set_map_items(ids["fan"], 3, owner="p1")
+    with pytest.raises(RunLocked):  # the count with the first chunk (``map_items``)
+        await store.insert_nodes(rows, owner="p1", map_items=(ids["fan"], 3))
     nodes = {n.step: n for n in await store.get_nodes(run_id)}
     assert len(nodes) == 4 and nodes["fan"].map_items is None
-    assert set(await store.insert_nodes(rows, owner="p2")) == {f"fan[{i}]" for i in range(3)}
-    await store.set_map_items(ids["fan"], 3, owner="p2")
+    assert set(await store.insert_nodes(rows[:1], owner="p2", map_items=(ids["fan"], 3))) == {
+        "fan[0]"
+    }
     assert {n.step: n for n in await store.get_nodes(run_id)}["fan"].map_items == 3
+    assert set(await store.insert_nodes(rows[1:], owner="p2")) == {"fan[1]", "fan[2]"}
+    await store.set_map_items(ids["fan"], 4, owner="p2")
+    assert {n.step: n for n in await store.get_nodes(run_id)}["fan"].map_items == 4
 
 
 async def test_provider_batch_rows_of_an_owner_that_lost_the_lease_are_not_stored(
