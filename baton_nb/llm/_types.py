@@ -413,17 +413,28 @@ def _usage_json(usage: Usage) -> str:
 def _message_json(message: Mapping[str, Any]) -> str:
     """``COMPACT_JSON.encode(dict(message))``; a plain answer's ``{"role": ..., "content":
     ...}`` written here."""
-    if len(message) == 2:
-        role, content = message.get("role"), message.get("content", _STR)
-        if type(role) is str and content is not _STR and tuple(message) == ("role", "content"):
-            return f'{{"role":{_STR(role)},"content":{_json(content)}}}'
+    if len(message) == 2 and tuple(message) == ("role", "content"):
+        role = message["role"]
+        if type(role) is str:
+            return f'{{"role":{_STR(role)},"content":{_json(message["content"])}}}'
     return COMPACT_JSON.encode(dict(message))
 
 
-@lru_cache(maxsize=256)
+_PRICING_JSON: dict[tuple[Any, ...], str] = {}  # a few pricings per model: cleared at 256
+
+
 def _pricing_json(pricing: CallPricing) -> str:
-    """``COMPACT_JSON.encode(pricing.to_dict())``, once per pricing (a few per model)."""
-    return COMPACT_JSON.encode(pricing.to_dict())
+    """``COMPACT_JSON.encode(pricing.to_dict())``, once per pricing. Keyed by the fees' text,
+    not by the pricing (its ``Decimal`` fees compare equal as numbers: ``0`` and ``0.0``)."""
+    fees = pricing.fees
+    text_of_fees = None if fees is None else str(fees)
+    key = (pricing.priced_as, pricing.source, pricing.model, text_of_fees, pricing.batch)
+    text = _PRICING_JSON.get(key)
+    if text is None:
+        if len(_PRICING_JSON) >= 256:
+            _PRICING_JSON.clear()
+        text = _PRICING_JSON[key] = COMPACT_JSON.encode(pricing.to_dict())
+    return text
 
 
 def _money_text(value: Decimal | None) -> str | None:

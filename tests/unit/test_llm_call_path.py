@@ -243,3 +243,10 @@ def test_the_stored_completion_is_the_text_one_encoding_wrote(kw: dict[str, Any]
     if kw.get("latency_ms") == 3 or "message" in kw:  # readable: what replay loads
         again = Completion.from_json(completion.to_json())
         assert again.text == completion.text and again.cost == completion.cost
+
+
+def test_pricings_equal_as_numbers_are_stored_as_their_own_text() -> None:
+    """Fees of 0 and 0.0 compare equal; each completion stores its own pricing's text."""
+    for fees in (Decimal("0"), Decimal("0.0"), None, Decimal("0"), Decimal("1E-9")):
+        completion = _completion(pricing=CallPricing("openai/x", "genai-prices", "x", fees))
+        assert completion.to_json() == _stored_as_before(completion)
