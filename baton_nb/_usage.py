@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Usage"]
+__all__ = ["USAGE_FIELDS", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +85,4 @@ class Usage:
 # The field names, in order: dataclasses.fields() builds a tuple on each call (per call
 # of a fan-out, several times).
 _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+USAGE_FIELDS = _FIELDS  # for the replay store's writer (llm/_types.py)

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from baton_nb._gc import fewer_collections_begin, fewer_collections_end
 from baton_nb._usage import Usage
 
 from ._anthropic import AnthropicAdapter
@@ -119,26 +120,40 @@ async def complete(request: LLMRequest) -> Completion:
     retries for 429/5xx/timeouts and cut-off streams). With a JSON
     ``response_format``, ``parsed`` holds the validated answer; an answer that fails
     validation raises ``OutputValidationError`` (its ``completion`` is the paid call).
+
+    While any call is in flight (as while a run executes) the process's garbage collector
+    makes young collections every 50,000 allocations instead of 700 (its threshold comes
+    back when the last call ends; a threshold set higher, or a disabled collector, is left
+    alone): at the default, a fan-out of calls spends a third of its CPU collecting.
     """
     return await awith_parsed(await complete_unparsed(request), request)
 
 
 async def complete_unparsed(request: LLMRequest) -> Completion:
     """:func:`complete` without the ``response_format`` validation (``parsed`` is None):
-    the runtime records the paid call first, then validates."""
+    the runtime records the paid call first, then validates.
+
+    While a call is in flight the collector's young threshold is raised, as while a run
+    executes (``baton_nb/_gc.py``: ~0.12-0.15 ms a call of the collector's at 200 in
+    flight otherwise), and restored when the last call in flight ends."""
     if not isinstance(request, LLMRequest):
         raise TypeError(f"complete() takes an LLMRequest, got {type(request).__name__}")
-    provider, model = split_model(request.model)
-    endpoint = resolve_endpoint(provider)
-    limit = limit_for(endpoint.name)
-    if limit is None:  # nothing to hold or reserve: no context manager per call
-        parsed, latency_ms, usage, estimated = await _measured(endpoint, model, request, _UNLIMITED)
-    else:
-        estimate = await _token_estimate(request, bool(limit.tpm))
-        async with acquire(endpoint.name, estimate) as permit:
-            parsed, latency_ms, usage, estimated = await _measured(endpoint, model, request, permit)
-    logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
-    return await completion_of(endpoint, model, request, parsed, latency_ms, usage, estimated)
+    fewer_collections_begin()
+    try:
+        provider, model = split_model(request.model)
+        endpoint = resolve_endpoint(provider)
+        limit = limit_for(endpoint.name)
+        if limit is None:  # nothing to hold or reserve: no context manager per call
+            measured = await _measured(endpoint, model, request, _UNLIMITED)
+        else:
+            estimate = await _token_estimate(request, bool(limit.tpm))
+            async with acquire(endpoint.name, estimate) as permit:
+                measured = await _measured(endpoint, model, request, permit)
+        parsed, latency_ms, usage, estimated = measured
+        logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
+        return await completion_of(endpoint, model, request, parsed, latency_ms, usage, estimated)
+    finally:
+        fewer_collections_end()
 
 
 async def completion_of(

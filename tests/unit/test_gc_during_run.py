@@ -1,14 +1,18 @@
-"""The garbage collector's young threshold while a run executes (issue 16, runtime/_gc.py)."""
+"""The garbage collector's young threshold while a run executes or LLM calls are in flight
+(issue 16, baton_nb/_gc.py)."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb.llm import LLMRequest, complete
 from baton_nb.runtime._gc import RUN_THRESHOLD, fewer_collections
+from tests.fakes.provider_server import FakeProviderServer, Reply
 
 
 @pytest.fixture(autouse=True)
@@ -64,4 +68,26 @@ async def test_a_run_executes_with_rarer_young_collections() -> None:
     run = await wf.run(display=False)
     assert run.status == "completed"
     assert seen == [RUN_THRESHOLD]
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.anyio
+async def test_complete_raises_it_while_calls_are_in_flight(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """``llm.complete`` alone (no run) raises it while a call is in flight, as a run does,
+    and the last call to end restores it, a call that failed too."""
+    fake_providers.script(Reply(delay=0.3), Reply(delay=0.3), Reply(status=400))
+    request = LLMRequest("openai/gpt-4o-mini", ({"role": "user", "content": "hi"},))
+    seen: list[tuple[int, int, int]] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(complete, request)
+        tg.start_soon(complete, request)
+        while len(fake_providers.requests) < 2:  # both at the server: both in flight
+            await anyio.sleep(0.01)
+        seen.append(gc.get_threshold())
+    assert seen == [(RUN_THRESHOLD, 10, 10)]
+    assert gc.get_threshold() == (700, 10, 10)
+    with pytest.raises(bn.ProviderError):
+        await complete(request)
     assert gc.get_threshold() == (700, 10, 10)

@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
         "_money",
         "_counts",
         "_states",
+        "_gc",
     },
     {"pricing"},
     {"llm"},

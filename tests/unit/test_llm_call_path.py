@@ -18,8 +18,9 @@ from baton_nb.llm._cache_key import cache_key
 from baton_nb.llm._complete import completion_of
 from baton_nb.llm._config import known_secrets, resolve_endpoint
 from baton_nb.llm._redact import REDACTED, scrubber
-from baton_nb.llm._types import ToolCall
+from baton_nb.llm._types import FinishReason, ToolCall
 from baton_nb.llm._wire import Parsed
+from baton_nb.pricing import CallPricing
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +182,71 @@ async def test_completion_of_scrubs_and_stores_as_before(anyio_backend: str) -> 
         assert key not in stored
         assert stored == replace(completion).to_json()  # encoded afresh: the same text
         assert completion.text == f"answer {REDACTED}"
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _stored_as_before(c: Completion) -> str:
+    """``Completion.to_json`` as it was written before the sixth round: one encoding of
+    the whole dict (the stored text must not change: old code reads new rows)."""
+    data = {
+        "text": c.text,
+        "model": c.model,
+        "provider": c.provider,
+        "usage": c.usage.to_dict(),
+        "cost": None if c.cost is None else str(c.cost),
+        "latency_ms": c.latency_ms,
+        "raw": c.raw,
+        "estimated": c.estimated,
+        "replayed": c.replayed,
+        "tool_calls": [t.to_dict() for t in c.tool_calls],
+        "refusal": c.refusal,
+        "finish_reason": None if c.finish_reason is None else c.finish_reason.value,
+        "reasoning": c.reasoning,
+        "message": dict(c.message),
+        "pricing": None if c.pricing is None else c.pricing.to_dict(),
+        **({"cached": True, "saved": _text(c.saved)} if c.cached else {}),
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"cost": None, "pricing": None, "tool_calls": ()},
+        {"cached": True, "saved": None},
+        {"text": '\x00\x1f\t\n\\"/ \ud800 😀 \u2028\u2029', "refusal": "\x7f", "reasoning": "r"},
+        {"latency_ms": float("nan")},
+        {"latency_ms": float("inf"), "estimated": 1, "replayed": True},
+        {"latency_ms": 1e16},
+        {"latency_ms": 3, "cost": Decimal("1E+3")},
+        {"finish_reason": FinishReason.TOOL_CALLS},
+        {"message": {"role": "assistant", "content": None, 1: "int key", "n": [1, {"x": 2.5}]}},
+        {"message": {"role": "assistant", "content": "", "extra": {"deep": {"a": [True, None]}}}},
+        {"raw": {"big": 10**40, "neg": -0.0, "e": 1e-7, "list": [[], {}], "t": (1, 2)}},
+        {"pricing": CallPricing("openai/x", "genai-prices", "x", Decimal("0.01"), batch=True)},
+        {"usage": Usage(input_tokens=10**12, output_tokens=7, reasoning_tokens=2)},
+    ],
+)
+def test_the_stored_completion_is_the_text_one_encoding_wrote(kw: dict[str, Any]) -> None:
+    """The stored JSON, written field by field, is byte for byte what encoding the whole
+    dict wrote (odd strings, non-finite floats, int keys, nested values, tuples)."""
+    completion = _completion(**kw)
+    assert completion.to_json() == _stored_as_before(completion)
+    _, encoded = scrubber().json_encoded(completion.raw)
+    if encoded is not None:
+        completion.keep_raw_json(encoded)
+        assert completion.to_json() == _stored_as_before(completion)
+    if kw.get("latency_ms") == 3 or "message" in kw:  # readable: what replay loads
+        again = Completion.from_json(completion.to_json())
+        assert again.text == completion.text and again.cost == completion.cost
+
+
+def test_pricings_equal_as_numbers_are_stored_as_their_own_text() -> None:
+    """Fees of 0 and 0.0 compare equal; each completion stores its own pricing's text."""
+    for fees in (Decimal("0"), Decimal("0.0"), None, Decimal("0"), Decimal("1E-9")):
+        completion = _completion(pricing=CallPricing("openai/x", "genai-prices", "x", fees))
+        assert completion.to_json() == _stored_as_before(completion)
