@@ -1,7 +1,8 @@
 """``bn.DagWidget``: the live DAG of a run (anywidget; the view itself is ``dag.js``).
 
-Python only projects the run to JSON (``_state``) and ships changes, coalesced: events mark
-nodes dirty (O(1), inline in the runtime) and a throttle sends at most ~10 updates a second
+Python only projects the run to JSON (``_state``) and ships changes, coalesced: the runtime
+marks nodes dirty (``Run.follow``: O(1), inline, no event built; a watched run's events do
+the same) and a throttle sends at most ~10 updates a second
 (``patch``: for each node changed since the last send, the fields that changed, merged by
 the view; ``nodes`` is kept current in place, unsent, for a view opened later and the saved
 state). When the run ends, the last changes go out the same way and the saved snapshot
@@ -28,8 +29,6 @@ from ..events import (
     CallFinished,
     StepUpdated,
     WorkflowFinished,
-    add_listener,
-    topic_workflow,
 )
 from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
@@ -117,12 +116,12 @@ class DagWidget(anywidget.AnyWidget):
             if run.done:
                 self._finished = True
             else:
-                self._remove = add_listener(topic_workflow(run.id), self._on_event)
+                self._remove = run.follow(self._mark, self.finish)
         elif isinstance(run, str) and live_run(run) is not None:
             live = live_run(run)  # a run of this process: its live Run, Cancel included
             assert live is not None
             self._bind(live, "live")
-            self._remove = add_listener(topic_workflow(live.id), self._on_event)
+            self._remove = live.follow(self._mark, self.finish)
         elif isinstance(run, str):
             self.header = {"id": run, "status": "loading", "source": "watch"}
             self._follow_elsewhere(run, db, poll_interval)
@@ -210,8 +209,14 @@ class DagWidget(anywidget.AnyWidget):
         self._source = source
         self._full_sync()
 
+    def _mark(self, name: str) -> None:
+        """A run of this process changed step ``name`` (``Run.follow``: called inline by the
+        runtime, no event built), so it only marks."""
+        self._dirty.add(name)
+        self._throttle.poke()
+
     def _on_event(self, event: Any) -> None:
-        """Listener: called inline by the runtime for every event, so it only marks."""
+        """A watched run's update (``bn.watch``): marks, as ``_mark`` does."""
         kind = type(event)
         if kind is StepUpdated or kind is CallFinished or isinstance(event, _NODE_EVENTS):
             self._dirty.add(event.step_name)

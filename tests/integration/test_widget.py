@@ -18,7 +18,6 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -275,8 +274,10 @@ async def test_the_view_never_shows_more_steps_executing_than_the_concurrency(
     assert max(seen) <= 8, seen
 
 
-async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
-    """1,000 StepUpdated published through the real bus for a live run: one redraw."""
+async def test_a_burst_of_a_thousand_step_changes_is_one_redraw() -> None:
+    """2,000 step changes of a live run, told as the runtime tells them (``Run.step_changed``):
+    one redraw. The widget follows the Run, not the bus: nothing subscribes to the run's
+    topics, so the runtime builds no event for it."""
     run = bn.Run(f"burst-{uuid.uuid4().hex[:8]}", "burst")
     run.status = "running"
     for i in range(1000):
@@ -284,38 +285,24 @@ async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
     widget = DagWidget(run)
     assert widget.redraws == 1  # the first full send
     topic = bn.topic_workflow(run.id)
-    now = datetime.now(timezone.utc)
+    assert not bn.events.has_subscribers(topic, bn.topic_all())
     for state in ("executing", "completed"):
-        for i, step in enumerate(run.steps.values()):
+        for step in run.steps.values():
             step.state, step.attempt = state, 1
-            event = bn.StepUpdated(
-                run.id,
-                run.workflow,
-                step.name,
-                "tick",
-                state,
-                i,
-                1,
-                state == "completed",
-                None,
-                now,
-            )
-            bn.events.publish(event, topic, bn.topic_all())
-    assert widget.redraws == 1  # listeners only mark dirty; nothing is sent inline
+            run.step_changed(step.name)
+    assert widget.redraws == 1  # followers only mark dirty; nothing is sent inline
     await anyio.sleep(0.01)
     assert widget.redraws == 2 and widget._throttle.calls == 1
     assert all(n["s"] == "completed" for n in widget.state().values())
 
-    run.steps["s7"].state = "cancelled"  # a late change, then the end of the run
+    run.steps["s7"].state = "cancelled"  # a late change no one told, then the end of the run
     run.status = "failed"
-    bn.events.publish(
-        bn.WorkflowFinished(run.id, run.workflow, "failed", ["s7"], now), topic, bn.topic_all()
-    )
+    run.run_ended()
     assert widget.state()["s7"]["s"] == "cancelled" and widget.header["status"] == "failed"
     redraws = widget.redraws
-    bn.events.publish(event, topic)  # after the end: the listener is gone
+    run.step_changed("s8")  # after the end: the widget no longer follows
     await anyio.sleep(0.01)
-    assert widget.redraws == redraws
+    assert widget.redraws == redraws and not run.followers
 
 
 async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
