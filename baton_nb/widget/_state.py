@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from .._money import fmt_money
@@ -52,8 +53,10 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else fmt_money(value)
 
 
-def graph(run: Run) -> list[dict[str, Any]]:
-    """One entry per step, group and child, in a stable order (the run's)."""
+def graph(run: Run, start: int = 0) -> list[dict[str, Any]]:
+    """One entry per step, group and child, in a stable order (the run's); from the
+    ``start``-th step on (steps are only ever added, at the end: a map's children)."""
+    steps = run.steps.values()
     return [
         {
             "id": s.name,
@@ -64,7 +67,7 @@ def graph(run: Run) -> list[dict[str, Any]]:
             "i": s.item_index,
             "mx": s.max_attempts,
         }
-        for s in run.steps.values()
+        for s in (steps if start == 0 else islice(steps, start, None))
     ]
 
 

@@ -316,7 +316,9 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=6))
     widget = DagWidget(run)
     sent: list[str] = []
-    widget.observe(lambda change: sent.append(change["name"]), names=["nodes", "patch"])
+    widget.observe(
+        lambda change: sent.append(change["name"]), names=["graph", "grown", "nodes", "patch"]
+    )
     computed: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         node_state = _state.node_state
@@ -330,7 +332,8 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     # not ``root`` again, nor the new children still pending (checked, not computed)
     assert sorted(computed) == ["m", "m[0]"]
     assert [g["id"] for g in widget.graph] == ["root", "m", "m[0]", "m[1]", "m[2]"]
-    assert sent == ["patch"]  # ``nodes`` not sent again
+    assert sent == ["grown", "patch"]  # neither ``nodes`` nor ``graph`` sent again
+    assert widget.grown == {"at": 2, "add": _state.graph(run)[2:]}  # the new entries only
     assert widget.patch == {"m": {"x": 3}, "m[0]": {"s": "executing", "a": 1}}
     assert widget.state() == _state.node_states(run)
     widget.finish()
@@ -365,6 +368,29 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     assert merged["m"] == {"s": "pending", "a": 0, "x": 3}
     assert merged["root"] == widget.nodes["root"]
     widget.finish()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_the_graph_grows_by_the_entries_sent_once(tmp_path: Path) -> None:
+    """``grown`` carries the entries of the steps added since the graph had ``at`` of them:
+    dag.js appends them where they follow; a view opened later, whose ``graph`` (kept current
+    by the kernel) already holds them, does not add them twice."""
+    entry = [
+        {"id": f"m[{i}]", "k": "child", "p": "m", "d": [], "m": None, "i": i} for i in range(4)
+    ]
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    grown = {"at": 2, "add": entry[2:]}
+    script = (
+        f"import {{ growGraph }} from {json.dumps(module.as_uri())};"
+        f"const grown = {json.dumps(grown)};"
+        f"console.log(JSON.stringify([growGraph({json.dumps(entry[:2])}, grown),"
+        f" growGraph({json.dumps(entry)}, grown), growGraph({json.dumps(entry[:2])}, {{}})]))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [entry, entry, entry[:2]]
 
 
 # ── cancel ────────────────────────────────────────────────────────────────────
