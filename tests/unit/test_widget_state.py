@@ -14,7 +14,7 @@ from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
 from baton_nb.store import LogRow
 from baton_nb.widget import _state
-from baton_nb.widget._snapshot import details, snapshot_bundle
+from baton_nb.widget._snapshot import CHUNK, _details, details, snapshot_bundle
 from baton_nb.widget._static import MAX_ROWS, static_html
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -245,6 +245,29 @@ def test_snapshot_details_keep_the_captured_request() -> None:
     saved = details(run)["ask[mock/a]"]["context"]
     live = _state.detail(run, "ask[mock/a]")["context"]
     assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]
+
+
+@pytest.mark.parametrize("budget", [2, 500, 40_000, 10**9])
+def test_snapshot_details_are_the_first_nodes_that_fit_in_the_budget(budget: int) -> None:
+    """The details are encoded a chunk of nodes at a time: the same JSON as node by node,
+    the nodes in the run's order while the JSON fits in the budget, none cut in two."""
+    run = small_run()
+    for i in range(CHUNK * 2 + 7):  # more than two chunks, the last one partial
+        name = f"ask[{i}]"
+        run.add_step(StepInfo(name=name, job_id=10 + i, kind="child", parent="ask"))
+        run.set_result(name, "x" * (i % 50))
+    kept, text = _details(run, budget)
+    names = list(run.steps)
+    assert list(kept) == names[: len(kept)]  # a prefix, in order
+    assert json.loads(text) == kept and len(text) <= budget
+    whole = {name: _state.detail(run, name) for name in names}
+    assert kept == {name: whole[name] for name in kept}
+    if len(kept) < len(names):  # the next node would not have fitted
+        one_more = {**kept, names[len(kept)]: whole[names[len(kept)]]}
+        assert len(json.dumps(one_more, ensure_ascii=False, separators=(",", ":"))) > budget
+    else:
+        assert budget == 10**9
+    assert budget < 40_000 or len(kept) > CHUNK  # whole chunks, and part of the next
 
 
 def test_detail_lists_the_attempts_of_a_retried_step() -> None:
