@@ -109,7 +109,7 @@ async def test_widget_state_after_a_fanout_run(
     assert graph["answer"]["k"] == "group"
     assert all(graph[c]["k"] == "child" and graph[c]["p"] == "answer" for c in children)
     assert [graph[c]["m"] for c in children] == MODELS
-    assert graph["summary"]["d"] == ["answer"]
+    assert list(graph["summary"]["d"]) == ["answer"]
 
     state = widget.state()
     assert set(state) == set(graph)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 import baton_nb as bn
 from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
+from baton_nb._states import State
 from baton_nb.store import LogRow
 from baton_nb.widget import _state
 from baton_nb.widget._snapshot import CHUNK, _details, details, snapshot_bundle
@@ -58,12 +60,17 @@ def test_graph_lists_every_node_in_run_order() -> None:
         "id": "ask[mock/a]",
         "k": "child",
         "p": "ask",
-        "d": [],
+        "d": (),  # a JSON array
         "m": "mock/a",
         "i": None,
         "mx": 3,
     }
-    assert graph[2]["d"] == ["ask"]
+    assert list(graph[2]["d"]) == ["ask"]
+    # plain values only: the garbage collector does not track a child's entry or its state
+    run = small_run()
+    run.steps["ask[mock/a]"].state = State.COMPLETED
+    assert not gc.is_tracked(graph[1])
+    assert not gc.is_tracked(_state.node_state(run.steps["ask[mock/a]"]))
 
 
 def test_node_state_carries_tokens_cost_and_times() -> None:
