@@ -21,6 +21,7 @@ from .._runview import cache_savings
 __all__ = [
     "ERROR_PREVIEW",
     "PENDING",
+    "as_sent",
     "batches",
     "changes",
     "compact_json",
@@ -131,6 +132,30 @@ def is_pending(step: StepInfo) -> bool:
         and not usage.input_tokens
         and not usage.output_tokens
         and not step.unstored
+    )
+
+
+def as_sent(step: StepInfo, sent: dict[str, Any]) -> bool:
+    """``node_state(step) == sent``, read off the step's fields without building its state:
+    the end of a run checks every node this way, and computes again only those that moved.
+
+    Times and cost are compared by whether they are set: a step's times move only with its
+    state or attempt, its cost only with its calls, which are compared."""
+    usage = step.usage
+    error = step.error
+    return (
+        step.state == sent["s"]
+        and step.attempt == sent["a"]
+        and step.calls == sent["n"]
+        and step.has_result == sent["r"]
+        and (error == sent["e"] if error is None or len(error) <= ERROR_PREVIEW else False)
+        and step.unpriced_calls == sent["u"]
+        and step.replayed_calls == sent["rp"]
+        and usage.input_tokens == sent["ti"]
+        and usage.output_tokens == sent["to"]
+        and (step.started_at is None) == (sent["t0"] is None)
+        and (step.finished_at is None) == (sent["t1"] is None)
+        and step.unstored == sent.get("x", 0)
     )
 
 

@@ -393,3 +393,37 @@ def test_is_pending_is_node_state_equal_to_pending(field: str) -> None:
     step = _touched(field)
     assert _state.is_pending(step) == (_state.node_state(step) == _state.PENDING)
     assert _state.is_pending(step) == (field == "none")
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "none",
+        "state",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "calls",
+        "error",
+        "has_result",
+        "unpriced_calls",
+        "replayed_calls",
+        "usage",
+        "unstored",
+    ],
+)
+def test_as_sent_is_node_state_equal_to_the_state_sent(field: str) -> None:
+    """The end of a run's check of every node, instead of building its state: from a
+    pending node and from a completed one, each field moved in turn."""
+    step = _touched(field)
+    assert _state.as_sent(step, _state.PENDING) == (_state.node_state(step) == _state.PENDING)
+    assert _state.as_sent(step, _state.PENDING) == (field == "none")
+    done = small_run().steps["ask[mock/a]"]
+    sent = _state.node_state(done)
+    assert _state.as_sent(done, sent)
+    if field in ("state", "attempt", "error", "has_result", "calls", "unstored"):
+        moved = {"state": "cancelled", "attempt": 2, "calls": 2}.get(field, getattr(step, field))
+        setattr(done, field, moved)
+        assert _state.node_state(done) != sent and not _state.as_sent(done, sent)
+    long_error = StepInfo(name="e", job_id=1, error="x" * (_state.ERROR_PREVIEW + 1))
+    assert not _state.as_sent(long_error, _state.node_state(long_error))  # computed again
