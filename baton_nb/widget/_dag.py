@@ -172,15 +172,8 @@ class DagWidget(anywidget.AnyWidget):
         if self._run is None or self._finished:
             return  # nothing to send again: the final state went out with the first call
         # Every node checked once more: what the saved snapshot keeps must not miss a change
-        # nobody announced. Its state is computed again only where a field moved (``as_sent``
-        # reads the step's fields; computing all 20,000 states cost more). Only the changes
-        # are sent.
-        states, as_sent = self._states, _state.as_sent
-        self._dirty.update(
-            name
-            for name, step in self._run.steps.items()
-            if name not in states or not as_sent(step, states[name])
-        )
+        # nobody announced. Only the changes are sent.
+        self._dirty.update(_state.moved(self._run, self._states))
         self._redraw()
         self._finished = True
         if self._handles:
