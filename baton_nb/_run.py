@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -25,6 +26,8 @@ __all__ = [
     "live_run",
     "load_run",
 ]
+
+logger = logging.getLogger("baton_nb.events")
 
 # The Runs executing in this process, by id: the driver adds a run when it starts and
 # removes it when it ends. Here, below the runtime, so that every view of a run of this
@@ -51,6 +54,9 @@ class Run(RunView):
         super().__init__(run_id, workflow, params=params)
         self._canceller: Callable[[], None] | None = None
         self.cancel_requested = False
+        # In-process views that follow this run as it executes (the DAG widget, the text
+        # line): (told a step's name when it changed, told when the run ended).
+        self.followers: list[tuple[Callable[[str], None], Callable[[], None]]] = []
 
     # ── what users ask ────────────────────────────────────────────────────────
 
@@ -104,6 +110,50 @@ class Run(RunView):
         for log in self.logs:
             out.setdefault(log.step, []).append(log.entry())
         return out
+
+    # ── followers: views of this process, told what changed without events ─────
+
+    def follow(
+        self, changed: Callable[[str], None], ended: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Call ``changed(step_name)`` inline whenever the runtime changes a step of this run
+        (its state, a call of it, its provider batch), and ``ended()`` once the run's end is
+        stored (when ``WorkflowFinished`` is published); returns a function that stops it.
+
+        What the DAG widget and the text line use instead of event listeners: no event is
+        built for them (a ``StepUpdated`` costs a few µs, three events a call), and they
+        only need to know which steps to look at again. Like listeners, both must be cheap
+        and must not block; one that raises is removed and logged, and the run goes on.
+        """
+        pair = (changed, ended)
+        self.followers.append(pair)
+
+        def remove() -> None:
+            if pair in self.followers:
+                self.followers.remove(pair)
+
+        return remove
+
+    def step_changed(self, name: str) -> None:
+        """Tell the followers that step ``name`` changed (called by the runtime)."""
+        for pair in self.followers:
+            try:
+                pair[0](name)
+            except Exception:
+                self._drop(pair)
+
+    def run_ended(self) -> None:
+        """Tell the followers that the run ended, its end stored (called by the runtime)."""
+        for pair in list(self.followers):
+            try:
+                pair[1]()
+            except Exception:
+                self._drop(pair)
+
+    def _drop(self, pair: tuple[Callable[[str], None], Callable[[], None]]) -> None:
+        logger.exception("run follower %r raised; it was removed", pair[0])
+        if pair in self.followers:
+            self.followers.remove(pair)
 
     # ── loading ───────────────────────────────────────────────────────────────
 

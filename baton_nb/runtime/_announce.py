@@ -51,6 +51,8 @@ class Announcer:
 
     def step(self, node: Node) -> None:
         """``StepUpdated`` for ``node``'s state now (to subscribers, if any)."""
+        if self.run.followers:
+            self.run.step_changed(node.name)
         if not has_subscribers(*self.topics):
             return
         event = StepUpdated(
@@ -71,6 +73,8 @@ class Announcer:
 
     def call(self, call: CallRecord) -> None:
         self.run.add_call(call)
+        if self.run.followers:
+            self.run.step_changed(call.step)
         if has_subscribers(*self.topics):
             publish(call.event(self.label), *self.topics)
 
@@ -80,6 +84,8 @@ class Announcer:
     def batch(self, batch: ProviderBatchRow) -> None:
         """A provider batch as it is now: in the live Run, and ``BatchUpdated``."""
         self.run.sync_batch(batch)
+        if self.run.followers:
+            self.run.step_changed(batch.step)
         if has_subscribers(*self.topics):
             event = BatchUpdated(
                 workflow_id=self.run.id,
@@ -104,15 +110,18 @@ class Announcer:
         self.run.set_status(status, failed_steps=failed, finished_at=at)
 
     def finished(self, status: RunStatus, failed: list[str], at: datetime) -> None:
-        """``WorkflowFinished``, always published (subscribers or not)."""
+        """``WorkflowFinished``, always published (subscribers or not); the run's followers
+        told."""
+        self.run.run_ended()
         publish(WorkflowFinished(self.run.id, self.label, status, list(failed), at), *self.topics)
 
     def taken_over(self, owner: str | None, at: datetime) -> None:
         """This execution lost the run's lease (to ``owner``, when known): the live Run
         says ``taken_over``, and the execution's one ``WorkflowFinished`` does; no step is
-        announced cancelled (they go on there)."""
+        announced cancelled (they go on there); the run's followers told its end here."""
         run = self.run
         run.set_status(RunStatus.TAKEN_OVER, taken_over_by=owner)
+        run.run_ended()
         failed = list(run.failed_steps)
         event = WorkflowFinished(run.id, self.label, RunStatus.TAKEN_OVER, failed, at, owner)
         publish(event, *self.topics)

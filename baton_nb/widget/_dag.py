@@ -1,11 +1,12 @@
 """``bn.DagWidget``: the live DAG of a run (anywidget; the view itself is ``dag.js``).
 
-Python only projects the run to JSON (``_state``) and ships changes, coalesced: events mark
-nodes dirty (O(1), inline in the runtime) and a throttle sends at most ~10 updates a second
-(``patch``: for each node changed since the last send, the fields that changed, merged by
-the view; ``nodes`` is kept current in place, unsent, for a view opened later and the saved
-state). When the run ends, the last changes go out the same way and the saved snapshot
-replaces the displayed widget.
+Python only projects the run to JSON (``_state``) and ships changes, coalesced: the runtime
+marks nodes dirty (``Run.follow``: O(1), inline, no event built; a watched run's events do
+the same) and a throttle sends at most ~10 updates a second (``patch``: for each node
+changed since the last send, the fields that changed, merged by the view; ``grown``: the
+graph's new entries, appended by the view; ``nodes`` and ``graph`` are kept current in
+place, unsent, for a view opened later and the saved state). When the run ends, the last
+changes go out the same way and the saved snapshot replaces the displayed widget.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from ..events import (
     CallFinished,
     StepUpdated,
     WorkflowFinished,
-    add_listener,
-    topic_workflow,
 )
 from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
@@ -85,6 +84,7 @@ class DagWidget(anywidget.AnyWidget):
     graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
     nodes = traitlets.Dict().tag(sync=True)
     patch = traitlets.Dict().tag(sync=True)
+    grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
     header = traitlets.Dict().tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
 
@@ -117,12 +117,12 @@ class DagWidget(anywidget.AnyWidget):
             if run.done:
                 self._finished = True
             else:
-                self._remove = add_listener(topic_workflow(run.id), self._on_event)
+                self._remove = run.follow(self._mark, self.finish)
         elif isinstance(run, str) and live_run(run) is not None:
             live = live_run(run)  # a run of this process: its live Run, Cancel included
             assert live is not None
             self._bind(live, "live")
-            self._remove = add_listener(topic_workflow(live.id), self._on_event)
+            self._remove = live.follow(self._mark, self.finish)
         elif isinstance(run, str):
             self.header = {"id": run, "status": "loading", "source": "watch"}
             self._follow_elsewhere(run, db, poll_interval)
@@ -171,9 +171,9 @@ class DagWidget(anywidget.AnyWidget):
         self._throttle.close()
         if self._run is None or self._finished:
             return  # nothing to send again: the final state went out with the first call
-        # Every node's state computed again, once: what the saved snapshot keeps must not
-        # miss a change no event announced. Only the changes are sent.
-        self._dirty.update(self._run.steps)
+        # Every node checked once more: what the saved snapshot keeps must not miss a change
+        # nobody announced. Only the changes are sent.
+        self._dirty.update(_state.moved(self._run, self._states))
         self._redraw()
         self._finished = True
         if self._handles:
@@ -210,8 +210,14 @@ class DagWidget(anywidget.AnyWidget):
         self._source = source
         self._full_sync()
 
+    def _mark(self, name: str) -> None:
+        """A run of this process changed step ``name`` (``Run.follow``: called inline by the
+        runtime, no event built), so it only marks."""
+        self._dirty.add(name)
+        self._throttle.poke()
+
     def _on_event(self, event: Any) -> None:
-        """Listener: called inline by the runtime for every event, so it only marks."""
+        """A watched run's update (``bn.watch``): marks, as ``_mark`` does."""
         kind = type(event)
         if kind is StepUpdated or kind is CallFinished or isinstance(event, _NODE_EVENTS):
             self._dirty.add(event.step_name)
@@ -267,6 +273,7 @@ class DagWidget(anywidget.AnyWidget):
             # Untouched pending steps are not sent: a new run's first send is its graph only.
             self.nodes = {name: s for name, s in self._states.items() if s != PENDING}
             self.patch = {}
+            self.grown = {}
             self.header = self._header()
         self.redraws += 1
 
@@ -278,8 +285,14 @@ class DagWidget(anywidget.AnyWidget):
             return
         patch = self._changed()
         with self.hold_sync():
-            if len(self.graph) != len(run.steps):  # a map's children (a chunk at a time)
-                self.graph = _state.graph(run)
+            graph = self.graph
+            if len(graph) != len(run.steps):  # a map's children (a chunk at a time)
+                # Only the new entries are sent; ``graph`` is kept current in place, unsent,
+                # for a view opened later (as ``nodes`` is): each chunk resent the whole
+                # graph (46,000 entries encoded in all for a map of 20,000).
+                added = _state.graph(run, start=len(graph))
+                self.grown = {"at": len(graph), "add": added}
+                graph.extend(added)
             self.patch = patch
             self.header = self._header()
         self.redraws += 1

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from tqdm import tqdm
 
 from .._money import fmt_money, plural
 from .._run import Run
 from .._runview import cache_savings, status_text
-from ..events import WorkflowFinished, add_listener, topic_workflow
 from ._throttle import Throttle
 
 __all__ = ["TextProgress"]
@@ -55,7 +54,7 @@ class TextProgress:
             leave=True,
         )
         self._throttle = Throttle(self.refresh, interval)
-        self._remove = add_listener(topic_workflow(run.id), self._on_event)
+        self._remove = run.follow(self._on_step, self.close)  # no event built for it
         self._closed = False
         self.refresh()
 
@@ -81,11 +80,8 @@ class TextProgress:
         self.bar.bar_format = _FORMAT.replace("{postfix}", extra)
         self.bar.refresh()
 
-    def _on_event(self, event: Any) -> None:
-        if isinstance(event, WorkflowFinished):
-            self.close()
-        else:
-            self._throttle.poke()
+    def _on_step(self, _name: str) -> None:
+        self._throttle.poke()
 
     def close(self) -> None:
         if self._closed:

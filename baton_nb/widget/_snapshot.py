@@ -24,6 +24,7 @@ _HERE = Path(__file__).parent
 ESM = (_HERE / "dag.js").read_text(encoding="utf-8")
 CSS = (_HERE / "dag.css").read_text(encoding="utf-8")
 DETAILS_BUDGET = 1_000_000  # characters of embedded details per snapshot
+CHUNK = 256  # nodes whose details are encoded in one call
 
 
 def details(run: Run, budget: int = DETAILS_BUDGET) -> dict[str, Any]:
@@ -32,49 +33,42 @@ def details(run: Run, budget: int = DETAILS_BUDGET) -> dict[str, Any]:
 
 
 def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
-    """The side-panel details of every node while they fit in ``budget``, and their JSON.
+    """The side-panel details of the nodes, in the run's order, while their JSON fits in
+    ``budget`` characters, and that JSON.
 
-    Calls and log entries are grouped by step once, not scanned once per node. When all the
-    details fit (the usual case) their JSON is made in one pass; otherwise node by node,
-    until the budget is spent.
+    Calls and log entries are grouped by step once, not scanned once per node. The JSON is
+    made a chunk of nodes at a time (one call of the encoder for ``CHUNK`` nodes: two per
+    node cost more than encoding them), node by node only in the chunk where the budget
+    runs out.
     """
     calls: dict[str, list[CallRecord]] = {}
     for call in run.calls:
         calls.setdefault(call.step, []).append(call)
     logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
-
-    def one(name: str) -> dict[str, Any]:
-        return detail(run, name, calls=calls.get(name, []), context=logs.get(name, []))
-
-    out: dict[str, Any] = {}
-    estimate = 0
-    for name in run.steps:
-        out[name] = item = one(name)
-        estimate += _size_hint(item)
-        if estimate > budget:
-            break
-    else:
-        text = _json(out)
-        if len(text) <= budget:
-            return out, text
+    names = list(run.steps)
     kept: dict[str, Any] = {}
     parts: list[str] = []
-    for name in run.steps:
-        item = out[name] if name in out else one(name)
-        part = f"{_json(name)}:{_json(item)}"
-        if len(part) > budget:
-            break
-        budget -= len(part)
-        kept[name] = item
-        parts.append(part)
+    used = 2  # the braces
+    for start in range(0, len(names), CHUNK):
+        chunk = {
+            name: detail(run, name, calls=calls.get(name, []), context=logs.get(name, []))
+            for name in names[start : start + CHUNK]
+        }
+        text = _json(chunk)[1:-1]  # "id":{...},"id":{...}
+        if used + (1 if parts else 0) + len(text) <= budget:
+            used += (1 if parts else 0) + len(text)
+            kept.update(chunk)
+            parts.append(text)
+            continue
+        for name, item in chunk.items():  # the chunk that does not fit: what does, in order
+            part = _json({name: item})[1:-1]
+            if used + (1 if parts else 0) + len(part) > budget:
+                break
+            used += (1 if parts else 0) + len(part)
+            kept[name] = item
+            parts.append(part)
+        break
     return kept, "{" + ",".join(parts) + "}"
-
-
-def _size_hint(item: dict[str, Any]) -> int:
-    """About the length of ``item``'s JSON (a lower bound, but for escapes)."""
-    size = 100 + len(item.get("result") or "") + len(item.get("error") or "")
-    size += sum(40 + len(entry["t"]) for entry in item.get("context", ()))
-    return size + 120 * len(item.get("calls", ()))
 
 
 _json = compact_json(str)

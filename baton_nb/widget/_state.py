@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from .._money import fmt_money
@@ -20,6 +21,7 @@ from .._runview import cache_savings
 __all__ = [
     "ERROR_PREVIEW",
     "PENDING",
+    "as_sent",
     "batches",
     "changes",
     "compact_json",
@@ -27,6 +29,7 @@ __all__ = [
     "graph",
     "header",
     "is_pending",
+    "moved",
     "node_state",
     "node_states",
     "stored_state",
@@ -52,19 +55,21 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else fmt_money(value)
 
 
-def graph(run: Run) -> list[dict[str, Any]]:
-    """One entry per step, group and child, in a stable order (the run's)."""
+def graph(run: Run, start: int = 0) -> list[dict[str, Any]]:
+    """One entry per step, group and child, in a stable order (the run's); from the
+    ``start``-th step on (steps are only ever added, at the end: a map's children)."""
+    steps = run.steps.values()
     return [
         {
             "id": s.name,
-            "k": s.kind,
+            "k": str(s.kind),
             "p": s.parent,
-            "d": list(s.deps),
+            "d": tuple(s.deps),  # see node_state: a tuple, no list, keeps it untracked
             "m": s.model,
             "i": s.item_index,
             "mx": s.max_attempts,
         }
-        for s in run.steps.values()
+        for s in (steps if start == 0 else islice(steps, start, None))
     ]
 
 
@@ -81,8 +86,12 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     # _ms and _money inlined: this runs for every node an event touched, at every redraw
     start, end, calls = step.started_at, step.finished_at, step.calls
     cost = step.cost if calls else None
+    # Only plain values (str, not the State enum; in ``graph``, a tuple for the deps): the
+    # garbage collector then does not track the dict. The widget keeps a state and an
+    # entry per node all run long (40,000 tracked objects at 20,000 children otherwise,
+    # walked by every full collection and hastening them).
     state = {
-        "s": step.state,
+        "s": str(step.state),
         "a": step.attempt,
         "t0": None if start is None else int(start.timestamp() * 1000),
         "t1": None if end is None else int(end.timestamp() * 1000),
@@ -125,6 +134,40 @@ def is_pending(step: StepInfo) -> bool:
         and not usage.output_tokens
         and not step.unstored
     )
+
+
+def as_sent(step: StepInfo, sent: dict[str, Any]) -> bool:
+    """``node_state(step) == sent``, read off the step's fields without building its state:
+    the end of a run checks every node this way, and computes again only those that moved.
+
+    Times and cost are compared by whether they are set: a step's times move only with its
+    state or attempt, its cost only with its calls, which are compared."""
+    usage = step.usage
+    error = step.error
+    return (
+        step.state == sent["s"]
+        and step.attempt == sent["a"]
+        and step.calls == sent["n"]
+        and step.has_result == sent["r"]
+        and (error == sent["e"] if error is None or len(error) <= ERROR_PREVIEW else False)
+        and step.unpriced_calls == sent["u"]
+        and step.replayed_calls == sent["rp"]
+        and usage.input_tokens == sent["ti"]
+        and usage.output_tokens == sent["to"]
+        and (step.started_at is None) == (sent["t0"] is None)
+        and (step.finished_at is None) == (sent["t1"] is None)
+        and step.unstored == sent.get("x", 0)
+    )
+
+
+def moved(run: Run, sent: dict[str, dict[str, Any]]) -> list[str]:
+    """The steps whose state is not the one ``sent`` (or that have none), checked with
+    ``as_sent``: computing every state again cost more (20,000 at the end of a big map)."""
+    return [
+        name
+        for name, step in run.steps.items()
+        if name not in sent or not as_sent(step, sent[name])
+    ]
 
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

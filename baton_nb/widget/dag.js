@@ -7,6 +7,8 @@
 //          (counted pending), if any}}
 //   patch  {id: the fields of the node changed since the last send (null: a field gone)},
 //          merged into the model's node states (below); a node never sent is pending
+//   grown  {at, add}: the graph's entries of the steps added since it had `at` entries (a
+//          map's children, a chunk at a time), appended to the model's graph (below)
 //   header {wf, id, status, by: the lease's holder when status is taken_over (this execution
 //           lost the run's lease: the run goes on there), t0, t1, now, cost, unpriced, ti, to,
 //           failed, cancellable, cancelling,
@@ -519,7 +521,7 @@ class DagView {
 
   // ── data ──
   load() {
-    this.graph = this.model.get("graph") || [];
+    this.graph = modelGraph(this.model);
     this.state = nodeStates(this.model);
     this.header = this.model.get("header") || {};
     if (this.header.now) this.offset = this.header.now - Date.now() / 1000;
@@ -1400,12 +1402,36 @@ function nodeStates(model) {
   return states;
 }
 
+// The graph of a model, one array shared by its views: `graph` (sent in full at first) with
+// every `grown` since appended. The kernel keeps `graph` current (unsent) for a view opened
+// later, whose `graph` then already holds the last `grown`: appended only where it follows.
+const GRAPHS = new WeakMap();
+
+export function growGraph(graph, grown) {
+  if (grown && grown.add && grown.at === graph.length) for (const g of grown.add) graph.push(g);
+  return graph;
+}
+
+function modelGraph(model) {
+  let graph = GRAPHS.get(model);
+  if (graph === undefined) {
+    const full = () => growGraph((model.get("graph") || []).slice(), model.get("grown"));
+    graph = full();
+    GRAPHS.set(model, graph);
+    // registered before any view's listeners: the graph is current when a view redraws
+    model.on("change:graph", () => GRAPHS.set(model, full()));
+    model.on("change:grown", () => growGraph(GRAPHS.get(model), model.get("grown")));
+  }
+  return graph;
+}
+
 function mount(model, el, live) {
   const view = new DagView(model, el, { live });
   const onGraph = () => view.onGraph();
   const onValues = () => view.onValues();
   const onMsg = (msg) => view.onMessage(msg);
   model.on("change:graph", onGraph);
+  model.on("change:grown", onGraph);
   model.on("change:nodes", onValues);
   model.on("change:patch", onValues);
   model.on("change:header", onValues);
@@ -1418,6 +1444,7 @@ function mount(model, el, live) {
     clearInterval(timer);
     view.dispose();
     model.off("change:graph", onGraph);
+    model.off("change:grown", onGraph);
     model.off("change:nodes", onValues);
     model.off("change:patch", onValues);
     model.off("change:header", onValues);

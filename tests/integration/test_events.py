@@ -226,3 +226,41 @@ async def test_publish_without_subscribers_is_a_no_op() -> None:
 
 async def _const(ctx: bn.Context) -> str:
     return "x"
+
+
+async def test_followers_of_a_live_run_are_told_its_changes_without_events(
+    db_url: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Run.follow`` (the widget's and the text line's way): each changed step's name, then
+    the end once stored; no event is built for a follower; one that raises is dropped and
+    logged, and the run goes on."""
+    from baton_nb._run import live_run
+
+    wf = bn.Workflow(f"follow-{unique}", db=db_url)
+    changed: list[str] = []
+    ended: list[str] = []
+    built: list[bool] = []
+
+    def bad(name: str) -> None:
+        raise RuntimeError("a follower's bug")
+
+    @wf.step()
+    async def first(ctx: bn.Context) -> int:
+        live = live_run(ctx.run_id)
+        assert live is not None
+        live.follow(changed.append, lambda: ended.append(live.status))
+        live.follow(bad, lambda: None)
+        return 1
+
+    @wf.step(max_attempts=1)
+    async def second(ctx: bn.Context, first: int) -> int:
+        built.append(bn.events.has_subscribers(bn.topic_workflow(ctx.run_id), bn.topic_all()))
+        return first + 1
+
+    with caplog.at_level(logging.ERROR, logger="baton_nb.events"):
+        run = await wf.run(display=False)
+    assert run.status == "completed" and ended == ["completed"]
+    assert changed[0] == "first" and "second" in changed  # first's end, second's start and end
+    assert built == [False]  # nobody listens on the bus: no event was built
+    assert len(run.followers) == 1  # the one that raised was removed
+    assert "run follower" in caplog.text and "a follower's bug" in caplog.text

@@ -18,7 +18,6 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -110,7 +109,7 @@ async def test_widget_state_after_a_fanout_run(
     assert graph["answer"]["k"] == "group"
     assert all(graph[c]["k"] == "child" and graph[c]["p"] == "answer" for c in children)
     assert [graph[c]["m"] for c in children] == MODELS
-    assert graph["summary"]["d"] == ["answer"]
+    assert list(graph["summary"]["d"]) == ["answer"]
 
     state = widget.state()
     assert set(state) == set(graph)
@@ -275,8 +274,10 @@ async def test_the_view_never_shows_more_steps_executing_than_the_concurrency(
     assert max(seen) <= 8, seen
 
 
-async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
-    """1,000 StepUpdated published through the real bus for a live run: one redraw."""
+async def test_a_burst_of_a_thousand_step_changes_is_one_redraw() -> None:
+    """2,000 step changes of a live run, told as the runtime tells them (``Run.step_changed``):
+    one redraw. The widget follows the Run, not the bus: nothing subscribes to the run's
+    topics, so the runtime builds no event for it."""
     run = bn.Run(f"burst-{uuid.uuid4().hex[:8]}", "burst")
     run.status = "running"
     for i in range(1000):
@@ -284,38 +285,24 @@ async def test_a_burst_of_a_thousand_bus_events_is_one_redraw() -> None:
     widget = DagWidget(run)
     assert widget.redraws == 1  # the first full send
     topic = bn.topic_workflow(run.id)
-    now = datetime.now(timezone.utc)
+    assert not bn.events.has_subscribers(topic, bn.topic_all())
     for state in ("executing", "completed"):
-        for i, step in enumerate(run.steps.values()):
+        for step in run.steps.values():
             step.state, step.attempt = state, 1
-            event = bn.StepUpdated(
-                run.id,
-                run.workflow,
-                step.name,
-                "tick",
-                state,
-                i,
-                1,
-                state == "completed",
-                None,
-                now,
-            )
-            bn.events.publish(event, topic, bn.topic_all())
-    assert widget.redraws == 1  # listeners only mark dirty; nothing is sent inline
+            run.step_changed(step.name)
+    assert widget.redraws == 1  # followers only mark dirty; nothing is sent inline
     await anyio.sleep(0.01)
     assert widget.redraws == 2 and widget._throttle.calls == 1
     assert all(n["s"] == "completed" for n in widget.state().values())
 
-    run.steps["s7"].state = "cancelled"  # a late change, then the end of the run
+    run.steps["s7"].state = "cancelled"  # a late change no one told, then the end of the run
     run.status = "failed"
-    bn.events.publish(
-        bn.WorkflowFinished(run.id, run.workflow, "failed", ["s7"], now), topic, bn.topic_all()
-    )
+    run.run_ended()
     assert widget.state()["s7"]["s"] == "cancelled" and widget.header["status"] == "failed"
     redraws = widget.redraws
-    bn.events.publish(event, topic)  # after the end: the listener is gone
+    run.step_changed("s8")  # after the end: the widget no longer follows
     await anyio.sleep(0.01)
-    assert widget.redraws == redraws
+    assert widget.redraws == redraws and not run.followers
 
 
 async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
@@ -329,7 +316,9 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=6))
     widget = DagWidget(run)
     sent: list[str] = []
-    widget.observe(lambda change: sent.append(change["name"]), names=["nodes", "patch"])
+    widget.observe(
+        lambda change: sent.append(change["name"]), names=["graph", "grown", "nodes", "patch"]
+    )
     computed: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         node_state = _state.node_state
@@ -343,7 +332,8 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     # not ``root`` again, nor the new children still pending (checked, not computed)
     assert sorted(computed) == ["m", "m[0]"]
     assert [g["id"] for g in widget.graph] == ["root", "m", "m[0]", "m[1]", "m[2]"]
-    assert sent == ["patch"]  # ``nodes`` not sent again
+    assert sent == ["grown", "patch"]  # neither ``nodes`` nor ``graph`` sent again
+    assert widget.grown == {"at": 2, "add": _state.graph(run)[2:]}  # the new entries only
     assert widget.patch == {"m": {"x": 3}, "m[0]": {"s": "executing", "a": 1}}
     assert widget.state() == _state.node_states(run)
     widget.finish()
@@ -378,6 +368,29 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     assert merged["m"] == {"s": "pending", "a": 0, "x": 3}
     assert merged["root"] == widget.nodes["root"]
     widget.finish()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_the_graph_grows_by_the_entries_sent_once(tmp_path: Path) -> None:
+    """``grown`` carries the entries of the steps added since the graph had ``at`` of them:
+    dag.js appends them where they follow; a view opened later, whose ``graph`` (kept current
+    by the kernel) already holds them, does not add them twice."""
+    entry = [
+        {"id": f"m[{i}]", "k": "child", "p": "m", "d": [], "m": None, "i": i} for i in range(4)
+    ]
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    grown = {"at": 2, "add": entry[2:]}
+    script = (
+        f"import {{ growGraph }} from {json.dumps(module.as_uri())};"
+        f"const grown = {json.dumps(grown)};"
+        f"console.log(JSON.stringify([growGraph({json.dumps(entry[:2])}, grown),"
+        f" growGraph({json.dumps(entry)}, grown), growGraph({json.dumps(entry[:2])}, {{}})]))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [entry, entry, entry[:2]]
 
 
 # ── cancel ────────────────────────────────────────────────────────────────────

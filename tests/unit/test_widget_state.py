@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -12,9 +13,10 @@ import pytest
 import baton_nb as bn
 from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
+from baton_nb._states import State
 from baton_nb.store import LogRow
 from baton_nb.widget import _state
-from baton_nb.widget._snapshot import details, snapshot_bundle
+from baton_nb.widget._snapshot import CHUNK, _details, details, snapshot_bundle
 from baton_nb.widget._static import MAX_ROWS, static_html
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -58,12 +60,17 @@ def test_graph_lists_every_node_in_run_order() -> None:
         "id": "ask[mock/a]",
         "k": "child",
         "p": "ask",
-        "d": [],
+        "d": (),  # a JSON array
         "m": "mock/a",
         "i": None,
         "mx": 3,
     }
-    assert graph[2]["d"] == ["ask"]
+    assert list(graph[2]["d"]) == ["ask"]
+    # plain values only: the garbage collector does not track a child's entry or its state
+    run = small_run()
+    run.steps["ask[mock/a]"].state = State.COMPLETED
+    assert not gc.is_tracked(graph[1])
+    assert not gc.is_tracked(_state.node_state(run.steps["ask[mock/a]"]))
 
 
 def test_node_state_carries_tokens_cost_and_times() -> None:
@@ -247,6 +254,29 @@ def test_snapshot_details_keep_the_captured_request() -> None:
     assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]
 
 
+@pytest.mark.parametrize("budget", [2, 500, 40_000, 10**9])
+def test_snapshot_details_are_the_first_nodes_that_fit_in_the_budget(budget: int) -> None:
+    """The details are encoded a chunk of nodes at a time: the same JSON as node by node,
+    the nodes in the run's order while the JSON fits in the budget, none cut in two."""
+    run = small_run()
+    for i in range(CHUNK * 2 + 7):  # more than two chunks, the last one partial
+        name = f"ask[{i}]"
+        run.add_step(StepInfo(name=name, job_id=10 + i, kind="child", parent="ask"))
+        run.set_result(name, "x" * (i % 50))
+    kept, text = _details(run, budget)
+    names = list(run.steps)
+    assert list(kept) == names[: len(kept)]  # a prefix, in order
+    assert json.loads(text) == kept and len(text) <= budget
+    whole = {name: _state.detail(run, name) for name in names}
+    assert kept == {name: whole[name] for name in kept}
+    if len(kept) < len(names):  # the next node would not have fitted
+        one_more = {**kept, names[len(kept)]: whole[names[len(kept)]]}
+        assert len(json.dumps(one_more, ensure_ascii=False, separators=(",", ":"))) > budget
+    else:
+        assert budget == 10**9
+    assert budget < 40_000 or len(kept) > CHUNK  # whole chunks, and part of the next
+
+
 def test_detail_lists_the_attempts_of_a_retried_step() -> None:
     from baton_nb.store import AttemptRow
 
@@ -363,3 +393,37 @@ def test_is_pending_is_node_state_equal_to_pending(field: str) -> None:
     step = _touched(field)
     assert _state.is_pending(step) == (_state.node_state(step) == _state.PENDING)
     assert _state.is_pending(step) == (field == "none")
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "none",
+        "state",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "calls",
+        "error",
+        "has_result",
+        "unpriced_calls",
+        "replayed_calls",
+        "usage",
+        "unstored",
+    ],
+)
+def test_as_sent_is_node_state_equal_to_the_state_sent(field: str) -> None:
+    """The end of a run's check of every node, instead of building its state: from a
+    pending node and from a completed one, each field moved in turn."""
+    step = _touched(field)
+    assert _state.as_sent(step, _state.PENDING) == (_state.node_state(step) == _state.PENDING)
+    assert _state.as_sent(step, _state.PENDING) == (field == "none")
+    done = small_run().steps["ask[mock/a]"]
+    sent = _state.node_state(done)
+    assert _state.as_sent(done, sent)
+    if field in ("state", "attempt", "error", "has_result", "calls", "unstored"):
+        moved = {"state": "cancelled", "attempt": 2, "calls": 2}.get(field, getattr(step, field))
+        setattr(done, field, moved)
+        assert _state.node_state(done) != sent and not _state.as_sent(done, sent)
+    long_error = StepInfo(name="e", job_id=1, error="x" * (_state.ERROR_PREVIEW + 1))
+    assert not _state.as_sent(long_error, _state.node_state(long_error))  # computed again
