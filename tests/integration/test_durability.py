@@ -637,10 +637,16 @@ async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
     text progress line and the execution's one ``WorkflowFinished`` say ``taken_over``
     by that owner, no step is announced cancelled; the row is still the new holder's and
     running (docs/workers.md "Failures")."""
+    from baton_nb._run import live_run
+
     gate = anyio.Event()
     entered = anyio.Event()
+    followers_told: list[str] = []  # the widget's and the text line's way (Run.follow)
 
     async def step(ctx: bn.Context) -> str:
+        live = live_run(ctx.run_id)
+        assert live is not None
+        live.follow(lambda _name: None, lambda: followers_told.append(live.status))
         entered.set()
         await gate.wait()
         return "done"
@@ -687,6 +693,7 @@ async def test_a_run_taken_over_meanwhile_does_not_end_it_for_the_new_holder(
     live = wf.last_run
     assert live is not None and live.id == row.id
     assert live.status == "taken_over" and live.taken_over_by == "other" and live.done
+    assert followers_told == ["taken_over"]  # the widget and the text line told it ended
     assert "cancelled" not in {s.state for s in live.steps.values()}
     assert live.steps["b"].state == "pending"  # not run here, not cancelled: it runs there
     assert "taken over by other" in repr(live)
