@@ -199,7 +199,7 @@ class Driver:
         batching = self.batching if handed is None and self._cancelled else None
         if batching is not None and _may_commit(self.commit, self.lease):
             await batching.cancel_remote()
-        end = self.scheduler.wind_down(cancelled=cancelled)
+        end = self.scheduler.wind_down(cancelled=cancelled, why=self.run.budget_stop)
         for node in end.cancelled:
             self.mark(node)
             self.announce.step(node)

@@ -36,7 +36,7 @@ from .._errors import BudgetReached, ConfigurationError, OutputValidationError
 from .._graph import GraphSpec
 from .._money import add_money, fmt_money, normalize_money, sum_money
 from .._run import Run
-from .._runview import SpendState
+from .._runview import SpendState, budget_resume_line
 from .._usage import Usage
 from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, utcnow
 from ._commit import GroupCommit
@@ -124,6 +124,7 @@ class Spend:
         self._stopped: str | None = None  # why no call is sent any more (a cap refused one)
         self.scopes = {row.scope for row in rows}
         run.spend = None
+        run.budget_stop = None  # this execution's budgets (as opened: no reason yet)
         for row in rows:
             if row.scope == RUN_SCOPE:
                 run.spend = SpendState(row.cap, row.spent, row.reserved)
@@ -227,6 +228,7 @@ class Spend:
                 with anyio.CancelScope(shield=True):
                     await self.store.budget_reached(self.run.id, refused, self._stopped)
             finally:
+                self.run.budget_stop = self._stopped
                 if self.run.spend is not None:
                     self.run.spend.reason = self._stopped
                 flight.wake_all()
@@ -265,7 +267,7 @@ class Spend:
         return (
             f"budget reached: {what}{state} leaves no room for a call of {request.model} "
             f"that may cost up to ${fmt_money(worst)} (step {node.name!r}); it was not sent. "
-            f"Resume with a higher budget: await wf.run(run_id={self.run.id!r}, budget=...)"
+            + budget_resume_line(self.run.id, None if scope == RUN_SCOPE else scope)
         )
 
     async def worst_case(self, node: Node, request: LLMRequest) -> Decimal:
