@@ -78,7 +78,8 @@ class Context:
         answer is ``.parsed``) and ``reasoning`` are translated for every provider.
         """
         from ..llm import LLMRequest
-        from ..llm._output import awith_parsed
+        from ..llm._neutral import prompt_messages
+        from ..llm._output import aimport_validator, awith_parsed
 
         model = model or self.model
         if not model:
@@ -86,10 +87,8 @@ class Context:
                 f"step {self.step!r}: no model for ctx.complete(); pass model='provider/name' "
                 "or set models={step: model} on the Workflow or wf.run()"
             )
-        if messages is None:
-            if prompt is None:
-                raise ConfigurationError("ctx.complete() needs messages=[...] or prompt='...'")
-            messages = [{"role": "user", "content": prompt}]
+        messages = prompt_messages("ctx.complete()", prompt, messages)
+        await aimport_validator(response_format)  # the schema is checked in LLMRequest
         request = LLMRequest(
             model=model,
             messages=tuple(dict(m) for m in messages),
