@@ -42,6 +42,14 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         },
         "response_format json_schema.schema: the JSON Schema is invalid at 'required'",
     ),
+    "misspelt option": (
+        {"temprature": 0},
+        "ctx.complete() got temprature=, which is not one of its options; did you mean "
+        "temperature=? (To send 'temprature' to the provider as it is, pass "
+        "extra={'temprature': ...}.)",
+    ),
+    "misspelt option among provider fields": ({"top_p": 0.5, "max_token": 5}, "max_tokens=?"),
+    "extra not a dict": ({"extra": [("top_p", 1)]}, "takes a dict of provider fields"),
     "prompt and messages": (
         {"messages": [{"role": "user", "content": "x"}]},
         "ctx.complete() takes prompt= or messages=, not both",
@@ -141,3 +149,23 @@ async def test_run_tools_takes_prompt_or_messages_not_both(
     run = await wf.run(display=False)
     assert run.steps["ask"].attempt == 1 and fake_providers.request_count == 0
     assert "ctx.run_tools() takes prompt= or messages=, not both" in (run.steps["ask"].error or "")
+
+
+async def test_provider_fields_are_sent_as_they_are(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """Keyword arguments that are not near misses, and ``extra={...}`` (also for a name
+    that is one), go into the provider's body unchanged."""
+    wf = bn.Workflow("setup-extra", db=sqlite_url)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        answer = await ctx.complete(
+            model=MODEL, prompt="hi", max_tokens=5, top_p=0.5, extra={"temprature": 0}
+        )
+        return answer.text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.steps["ask"].error
+    body = fake_providers.requests[0].json
+    assert body["top_p"] == 0.5 and body["temprature"] == 0 and "extra" not in body
