@@ -45,7 +45,7 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
 
-__all__ = ["InFlight", "Spend", "join_spend", "open_spend", "spent_by_scope"]
+__all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
 
 PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
 
@@ -61,6 +61,22 @@ def spent_by_scope(run: Run) -> dict[str, Decimal]:
         totals.setdefault(RUN_SCOPE, []).append(call.cost)
         totals.setdefault(step, []).append(call.cost)
     return {scope: sum_money(costs) for scope, costs in totals.items()}
+
+
+async def budget_stop(spend: Spend | None) -> str | None:
+    """Why a budget stopped the run (``run.budget_stop``): this process's refusal, or (a
+    run on workers, where a worker's call was refused) the reason its budget's row keeps,
+    read when the run was cancelled."""
+    if spend is None:
+        return None
+    run = spend.run
+    if run.budget_stop is None and run.cancel_requested:
+        try:
+            rows = await spend.store.get_budgets(run.id)
+        except Exception:  # only words for the messages: the run's end is written anyway
+            return None
+        run.budget_stop = next((row.reason for row in rows if row.reason), None)
+    return run.budget_stop
 
 
 async def open_spend(
