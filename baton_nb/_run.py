@@ -83,7 +83,14 @@ class Run(RunView):
 
     def resume_message(self, workflow_var: str = "wf") -> str:
         """What a stopped run tells the user: its id, what finished, the line that resumes
-        it (``await wf.run(run_id="...")``, with ``workflow_var`` for ``wf``)."""
+        it (``await wf.run(run_id="...")``, with ``workflow_var`` for ``wf``). Stopped by
+        a budget: why (the budget's reason) and the line with ``budget=``."""
+        if self.budget_stop:  # its reason ends with the line that resumes it
+            why = self.budget_stop.replace("await wf.run(", f"await {workflow_var}.run(")
+            return (
+                f"Run {self.id} of workflow {self.workflow!r} stopped by a budget, stored "
+                f"and resumable: {self.counts().text()}.\n{why}"
+            )
         how = "interrupted" if not self.cancel_requested else "cancelled"
         return (
             f"Run {self.id} of workflow {self.workflow!r} {how}, stored and resumable: "
@@ -224,4 +231,6 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
     for budget in await store.get_budgets(run_id):  # DESIGN §11
         if budget.scope == RUN_SCOPE:
             run.spend = SpendState(budget.cap, budget.spent, budget.reserved, budget.reason)
+        if budget.reason and run.status == RunStatus.CANCELLED:
+            run.budget_stop = run.budget_stop or budget.reason
     return run, nodes

@@ -31,6 +31,7 @@ __all__ = [
     "SpendState",
     "StepInfo",
     "StepTotals",
+    "budget_resume_line",
     "cache_savings",
     "count_unstored",
     "status_text",
@@ -169,12 +170,29 @@ def cache_savings(view: RunView) -> tuple[int, Decimal]:
 
 
 def status_text(view: RunView) -> str:
-    """The run's status as every view says it: ``completed``, or ``taken over by
-    host:pid:tag`` (this execution lost the run's lease; the run goes on there)."""
+    """The run's status as every view says it: ``completed``, ``cancelled (budget
+    reached)`` (a budget stopped it), or ``taken over by host:pid:tag`` (this execution
+    lost the run's lease; the run goes on there)."""
     if view.status is RunStatus.TAKEN_OVER:
         by = view.taken_over_by
         return f"taken over by {by}" if by else "taken over"
+    if view.status is RunStatus.CANCELLED and view.budget_stop:
+        return f"{view.status} (budget reached)"
     return str(view.status)
+
+
+def budget_resume_line(run_id: str, step: str | None = None) -> str:
+    """The line that resumes a run a budget stopped (DESIGN §11), the run's or ``step``'s:
+    the same budget would stop it again at once, so it says how to raise it. It ends the
+    budget's reason, which the resume message, the repr and the cancelled steps' errors
+    all give (``await wf.run(``: ``Run.resume_message`` names the notebook's variable)."""
+    kept = "completed steps and paid calls are not run again"
+    if step is None:
+        return f'Resume with a higher budget ({kept}): await wf.run(run_id="{run_id}", budget=...)'
+    return (
+        f"Raise step {step!r}'s budget (@wf.step(budget=...) or wf.add(..., budget=...)) "
+        f'and resume ({kept}): await wf.run(run_id="{run_id}")'
+    )
 
 
 class RunView:
@@ -200,6 +218,9 @@ class RunView:
         self.batches: dict[str, ProviderBatchRow] = {}
         # the run's budget (DESIGN §11): None when it has none
         self.spend: SpendState | None = None
+        # why a budget (the run's or a step's) stopped the run, ending with
+        # ``budget_resume_line``; None when no budget stopped it
+        self.budget_stop: str | None = None
         self._totals = _CallTotals(None)
 
     @classmethod

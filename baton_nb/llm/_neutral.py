@@ -16,6 +16,8 @@ from typing import Any
 
 from baton_nb._errors import ConfigurationError, UnsupportedFeature
 
+from ._schema import check_schema
+
 __all__ = [
     "EFFORT_BUDGETS",
     "DataURL",
@@ -29,6 +31,7 @@ __all__ = [
     "freeze_messages",
     "function_tool",
     "parse_data_url",
+    "prompt_messages",
     "to_reasoning",
     "to_response_format",
     "to_tool_choice",
@@ -187,6 +190,22 @@ def freeze_messages(messages: Any) -> tuple[dict[str, Any], ...]:
             f"got {type(messages).__name__}"
         )
     return tuple([_message(message, i) for i, message in enumerate(messages)])
+
+
+def prompt_messages(where: str, prompt: Any, messages: Any) -> Any:
+    """The messages of a call given ``prompt=`` (one user message) or ``messages=``;
+    both, or neither, is an error (one would be silently dropped)."""
+    if messages is None:
+        if prompt is None:
+            raise ConfigurationError(f"{where} needs messages=[...] or prompt='...'")
+        return [{"role": "user", "content": prompt}]
+    if prompt is not None:
+        raise ConfigurationError(
+            f"{where} takes prompt= or messages=, not both (prompt= would be dropped): "
+            "pass prompt='...' alone, or add it to messages=[..., {'role': 'user', "
+            "'content': ...}]"
+        )
+    return messages
 
 
 # ------------------------------------------------------------------ tools
@@ -404,6 +423,7 @@ def to_response_format(value: Any) -> ResponseFormat | None:
                 "response_format {'type': 'json_schema'} needs "
                 "'json_schema': {'name': ..., 'schema': {...}}"
             )
+        check_schema(spec["schema"], "response_format json_schema.schema")
         strict = spec.get("strict")
         return ResponseFormat(
             OutputKind.JSON_SCHEMA,
@@ -413,6 +433,7 @@ def to_response_format(value: Any) -> ResponseFormat | None:
             description=spec.get("description"),
         )
     if "properties" in value or kind in ("object", "array") or "$defs" in value:
+        check_schema(value)
         return ResponseFormat(OutputKind.JSON_SCHEMA, schema=dict(value))
     raise ConfigurationError(
         f"response_format type {kind!r} is unknown; use a pydantic model, a JSON Schema, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 
 import anyio.to_thread
@@ -13,7 +14,7 @@ from ._neutral import OutputKind
 from ._schema import validate_json
 from ._types import Completion, FinishReason, LLMRequest
 
-__all__ = ["awith_parsed", "with_parsed"]
+__all__ = ["aimport_validator", "awith_parsed", "with_parsed"]
 
 
 def with_parsed(completion: Completion, request: LLMRequest) -> Completion:
@@ -57,6 +58,14 @@ async def awith_parsed(completion: Completion, request: LLMRequest) -> Completio
     ):
         await anyio.to_thread.run_sync(_import_jsonschema)
     return with_parsed(completion, request)
+
+
+async def aimport_validator(response_format: object) -> None:
+    """Before a request with a JSON Schema dict is built on the event loop (its schema is
+    checked then, ``check_schema``): ``jsonschema`` imported in a worker thread, if it is
+    not yet (as :func:`awith_parsed` does)."""
+    if isinstance(response_format, Mapping) and "jsonschema" not in sys.modules:
+        await anyio.to_thread.run_sync(_import_jsonschema)
 
 
 def _import_jsonschema() -> None:

@@ -27,7 +27,13 @@ from typing import Any
 
 from baton_nb._errors import ConfigurationError
 
-__all__ = ["anthropic_schema", "gemini_schema", "openai_strict_schema", "validate_json"]
+__all__ = [
+    "anthropic_schema",
+    "check_schema",
+    "gemini_schema",
+    "openai_strict_schema",
+    "validate_json",
+]
 
 # ---------------------------------------------------------------- OpenAI strict
 
@@ -247,6 +253,41 @@ def gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- validation
+
+
+_CHECKED: dict[str, None] = {}  # schemas found valid (their canonical JSON), newest last
+_CHECKED_MAX = 256
+_JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
+
+
+def check_schema(schema: Mapping[str, Any], where: str = "response_format") -> None:
+    """``ConfigurationError`` naming the bad part, unless ``schema`` is a valid JSON Schema
+    (of the draft its ``$schema`` names, else the latest). Checked once per schema: a
+    request built again with the same schema is not checked again."""
+    try:
+        key = json.dumps(schema, sort_keys=True, default=repr)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{where}: the JSON Schema is not JSON ({exc})") from None
+    if key in _CHECKED:
+        return
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path)
+        part = f"at {path!r}" if path else "at its root"
+        if exc.absolute_path and exc.absolute_path[-1] == "type":
+            part += f" (a type is one of: {', '.join(_JSON_TYPES)})"
+        raise ConfigurationError(
+            f"{where}: the JSON Schema is invalid {part}: {exc.message}. Fix that part "
+            f"(the schema must be valid {validator.__name__.removesuffix('Validator')} "
+            "JSON Schema), or pass a pydantic model class instead"
+        ) from None
+    if len(_CHECKED) >= _CHECKED_MAX:
+        del _CHECKED[next(iter(_CHECKED))]
+    _CHECKED[key] = None
 
 
 def validate_json(

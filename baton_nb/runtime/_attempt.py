@@ -15,7 +15,13 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
-from .._errors import ProviderError, ResultNotSerializable, describe_error
+from .._errors import (
+    ConfigurationError,
+    ProviderError,
+    ResultNotSerializable,
+    describe_error,
+    unwrap_group,
+)
 from .._outcomes import Discard, Snooze
 from .._run import Run
 from .._states import NodeKind, State
@@ -98,14 +104,14 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
             return Failed(error, retry_hint(exc))
         return Failed(describe_error(exc), retry_hint(exc))
     except Exception as exc:
-        return Failed(describe_error(exc), retry_hint(exc))
+        return _failed(exc)
     except CallParked:
         return PARKED  # a call went to a provider batch: the node waits for its answer
     except BaseExceptionGroup as group:  # calls made together (a task group), some parked
         parked, rest = group.split(CallParked)
         if parked is None or (rest is not None and not isinstance(rest, Exception)):
             raise
-        return PARKED if rest is None else Failed(describe_error(rest), retry_hint(rest))
+        return PARKED if rest is None else _failed(rest)
     except anyio.get_cancelled_exc_class() as exc:
         if _cancel_requested():
             raise  # the run is cancelled (or ends): the driver winds it down
@@ -121,6 +127,16 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     except ResultNotSerializable as exc:
         return Discarded(f"ResultNotSerializable: {exc}")
     return Completed(value, encoded)
+
+
+def _failed(exc: BaseException) -> Failed | Discarded:
+    """A raised error: retried by the step's policy, except a ``ConfigurationError`` (a
+    bad model name, option, message or schema: the same request fails the same way every
+    time), which fails the step at once with its message."""
+    real = unwrap_group(exc)
+    if isinstance(real, ConfigurationError):
+        return Discarded(describe_error(real))
+    return Failed(describe_error(exc), retry_hint(exc))
 
 
 def _cancel_requested() -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
@@ -65,7 +68,8 @@ class Context:
         reasoning: Any = None,
         cache: bool | None = None,
         cache_salt: str | None = None,
-        **extra: Any,
+        extra: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> Completion:
         """Call an LLM. Answered from the replay store if this call was already paid for.
 
@@ -76,9 +80,15 @@ class Context:
         ``tools`` (JSON-Schema function dicts or Python functions), ``tool_choice``,
         ``response_format`` (a pydantic model class or a JSON Schema; the validated
         answer is ``.parsed``) and ``reasoning`` are translated for every provider.
+
+        Other keyword arguments, and ``extra={...}``, are merged as they are into the
+        provider's JSON body (its own names: ``top_p``, ``stop``...). A keyword argument
+        that is a near miss of one of the options above (``temprature=``) is an error
+        saying which one was meant; ``extra={"temprature": 0}`` sends it on purpose.
         """
         from ..llm import LLMRequest
-        from ..llm._output import awith_parsed
+        from ..llm._neutral import prompt_messages
+        from ..llm._output import aimport_validator, awith_parsed
 
         model = model or self.model
         if not model:
@@ -86,10 +96,8 @@ class Context:
                 f"step {self.step!r}: no model for ctx.complete(); pass model='provider/name' "
                 "or set models={step: model} on the Workflow or wf.run()"
             )
-        if messages is None:
-            if prompt is None:
-                raise ConfigurationError("ctx.complete() needs messages=[...] or prompt='...'")
-            messages = [{"role": "user", "content": prompt}]
+        messages = prompt_messages("ctx.complete()", prompt, messages)
+        await aimport_validator(response_format)  # the schema is checked in LLMRequest
         request = LLMRequest(
             model=model,
             messages=tuple(dict(m) for m in messages),
@@ -98,7 +106,7 @@ class Context:
             stream=stream,
             timeout=timeout,
             price_as=price_as,
-            extra=dict(extra),
+            extra=_provider_extras(self.step, options, extra),
             tools=tuple(tools or ()),
             tool_choice=tool_choice,
             response_format=response_format,
@@ -182,3 +190,32 @@ def _text_of(value: Any) -> str:
     if isinstance(value, Mapping) and isinstance(value.get("text"), str):
         return str(value["text"])
     return str(value)
+
+
+@cache
+def _complete_options() -> tuple[str, ...]:
+    """The named options of ``ctx.complete`` (from its signature: never out of date)."""
+    parameters = inspect.signature(Context.complete).parameters.values()
+    return tuple(p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD)
+
+
+def _provider_extras(
+    step: str, options: Mapping[str, Any], extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What goes into the provider's body as it is: ``extra=`` and the other keyword
+    arguments, those not a near miss of a named option (``temprature``: a typo, which
+    would be sent and ignored or refused by the provider, not a setting)."""
+    for name in options:
+        close = difflib.get_close_matches(name, _complete_options(), n=1, cutoff=0.8)
+        if close:
+            raise ConfigurationError(
+                f"step {step!r}: ctx.complete() got {name}=, which is not one of its options; "
+                f"did you mean {close[0]}=? (To send {name!r} to the provider as it is, pass "
+                f"extra={{{name!r}: ...}}.)"
+            )
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ConfigurationError(
+            f"step {step!r}: ctx.complete(extra=...) takes a dict of provider fields, "
+            f"got {type(extra).__name__}"
+        )
+    return {**options, **extra} if extra else dict(options)

@@ -45,6 +45,7 @@ from ._expand import CHUNKS, expand_map
 from ._lease import Lease
 from ._node import Node
 from ._scheduler import Scheduler
+from ._spend import budget_stop
 from ._steptasks import RunTasks
 from ._takeover import taken_over
 
@@ -199,7 +200,7 @@ class Driver:
         batching = self.batching if handed is None and self._cancelled else None
         if batching is not None and _may_commit(self.commit, self.lease):
             await batching.cancel_remote()
-        end = self.scheduler.wind_down(cancelled=cancelled)
+        end = self.scheduler.wind_down(cancelled=cancelled, why=await budget_stop(self.calls.spend))
         for node in end.cancelled:
             self.mark(node)
             self.announce.step(node)

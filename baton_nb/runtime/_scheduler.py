@@ -331,15 +331,17 @@ class Scheduler:
 
     # ── the end ───────────────────────────────────────────────────────────────
 
-    def wind_down(self, *, cancelled: bool) -> RunEnd:
+    def wind_down(self, *, cancelled: bool, why: str | None = None) -> RunEnd:
         """The run ends (settled, cancelled or interrupted): nodes still started are
-        cancelled; the status and the failed steps (a child failed inside a met quorum
-        does not fail the run)."""
+        cancelled (their error: ``run cancelled``, and ``why`` when a budget stopped the
+        run); the status and the failed steps (a child failed inside a met quorum does
+        not fail the run)."""
         now = self.clock()
         stopped = []
+        error = f"run cancelled: {why}" if why else "run cancelled"
         for node in self.nodes.values():
             if node.state in ACTIVE_STATES:
-                node.state, node.error, node.finished_at = CANCELLED, "run cancelled", now
+                node.state, node.error, node.finished_at = CANCELLED, error, now
                 stopped.append(node)
         failed = [
             n.name

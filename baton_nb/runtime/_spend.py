@@ -36,7 +36,7 @@ from .._errors import BudgetReached, ConfigurationError, OutputValidationError
 from .._graph import GraphSpec
 from .._money import add_money, fmt_money, normalize_money, sum_money
 from .._run import Run
-from .._runview import SpendState
+from .._runview import SpendState, budget_resume_line
 from .._usage import Usage
 from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, utcnow
 from ._commit import GroupCommit
@@ -45,7 +45,7 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
 
-__all__ = ["InFlight", "Spend", "join_spend", "open_spend", "spent_by_scope"]
+__all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
 
 PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
 
@@ -61,6 +61,22 @@ def spent_by_scope(run: Run) -> dict[str, Decimal]:
         totals.setdefault(RUN_SCOPE, []).append(call.cost)
         totals.setdefault(step, []).append(call.cost)
     return {scope: sum_money(costs) for scope, costs in totals.items()}
+
+
+async def budget_stop(spend: Spend | None) -> str | None:
+    """Why a budget stopped the run (``run.budget_stop``): this process's refusal, or (a
+    run on workers, where a worker's call was refused) the reason its budget's row keeps,
+    read when the run was cancelled."""
+    if spend is None:
+        return None
+    run = spend.run
+    if run.budget_stop is None and run.cancel_requested:
+        try:
+            rows = await spend.store.get_budgets(run.id)
+        except Exception:  # only words for the messages: the run's end is written anyway
+            return None
+        run.budget_stop = next((row.reason for row in rows if row.reason), None)
+    return run.budget_stop
 
 
 async def open_spend(
@@ -124,6 +140,7 @@ class Spend:
         self._stopped: str | None = None  # why no call is sent any more (a cap refused one)
         self.scopes = {row.scope for row in rows}
         run.spend = None
+        run.budget_stop = None  # this execution's budgets (as opened: no reason yet)
         for row in rows:
             if row.scope == RUN_SCOPE:
                 run.spend = SpendState(row.cap, row.spent, row.reserved)
@@ -227,6 +244,7 @@ class Spend:
                 with anyio.CancelScope(shield=True):
                     await self.store.budget_reached(self.run.id, refused, self._stopped)
             finally:
+                self.run.budget_stop = self._stopped
                 if self.run.spend is not None:
                     self.run.spend.reason = self._stopped
                 flight.wake_all()
@@ -265,7 +283,7 @@ class Spend:
         return (
             f"budget reached: {what}{state} leaves no room for a call of {request.model} "
             f"that may cost up to ${fmt_money(worst)} (step {node.name!r}); it was not sent. "
-            f"Resume with a higher budget: await wf.run(run_id={self.run.id!r}, budget=...)"
+            + budget_resume_line(self.run.id, None if scope == RUN_SCOPE else scope)
         )
 
     async def worst_case(self, node: Node, request: LLMRequest) -> Decimal:

@@ -154,17 +154,15 @@ async def run_tools(
     """Call the model with ``tools``, run the functions it asks for, send back their
     results, and repeat until it answers without calling a tool. The last allowed round
     is asked with ``tool_choice="none"``, so the loop ends with an answer."""
+    from ..llm._neutral import prompt_messages
+
     if not isinstance(max_rounds, int) or isinstance(max_rounds, bool) or max_rounds < 1:
         raise ConfigurationError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
     if "tool_choice" in kwargs and kwargs["tool_choice"] == "none":
         raise ConfigurationError("run_tools with tool_choice='none' would never call a tool")
     functions = _functions(tools)
     schemas = [f.tool for f in functions.values()]
-    if messages is None:
-        if prompt is None:
-            raise ConfigurationError("run_tools() needs messages=[...] or prompt='...'")
-        messages = [{"role": "user", "content": prompt}]
-    history = [dict(m) for m in messages]
+    history = [dict(m) for m in prompt_messages("ctx.run_tools()", prompt, messages)]
     completions: list[Completion] = []
     results: list[ToolResult] = []
     for round_ in range(max_rounds):

@@ -151,3 +151,64 @@ def test_budget_values_are_checked() -> None:
         with pytest.raises(bn.ConfigurationError, match="budget"):
             bn.Workflow("bad", budget=bad)  # type: ignore[arg-type]
     assert bn.Workflow("ok", budget=2.5).budget == Decimal("2.5")
+
+
+@pytest.mark.parametrize("scope", ["run", "step"])
+async def test_a_budget_stop_says_so_and_resumes_with_budget(
+    fake_providers: FakeProviderServer, db_url: str, unique: str, scope: str
+) -> None:
+    """Stopped by a budget (the run's or a step's): the resume message, the repr, the
+    cancelled steps' errors and the stored run say the budget did it, and the line they
+    give says budget= (resuming without it stops again at once, saying so again)."""
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    wf = bn.Workflow(f"budget-says-{scope}-{unique}", db=db_url)
+
+    @wf.step(budget="0.025" if scope == "step" else None, max_attempts=1)
+    async def ask(ctx: bn.Context) -> list[str]:
+        return [
+            (await ctx.complete(model=MODEL, prompt=f"q{i}", max_tokens=OUT)).text for i in range(5)
+        ]
+
+    @wf.step()
+    async def after(ctx: bn.Context, ask: list[str]) -> int:
+        return len(ask)
+
+    budget = "0.025" if scope == "run" else None
+    first = await wf.run(budget=budget, display=False)
+    assert first.status == "cancelled" and fake_providers.request_count == 2
+    why = first.budget_stop or ""
+    if scope == "run":
+        assert first.spend is not None and first.spend.reason == why
+        line = f'await wf.run(run_id="{first.id}", budget=...)'
+    else:
+        assert "Raise step 'ask''s budget (@wf.step(budget=...)" in why
+        line = f'await wf.run(run_id="{first.id}")'
+    assert why.startswith("budget reached") and why.endswith(line)
+    message = first.resume_message("flow")
+    assert "stopped by a budget" in message and "Resume it" not in message
+    assert message.endswith(why.replace("await wf.run(", "await flow.run("))
+    assert "cancelled (budget reached)" in repr(first)
+    assert first.steps["ask"].error == f"run cancelled: {why}"
+    loaded = await bn.Run.load(first.id, db=db_url)  # the same, read back
+    assert loaded.budget_stop == why and loaded.steps["ask"].error == f"run cancelled: {why}"
+    assert "cancelled (budget reached)" in repr(loaded)
+
+    again = await wf.run(run_id=first.id, display=False)  # the same budget: stops at once
+    assert again.status == "cancelled" and fake_providers.request_count == 2
+    assert again.budget_stop and again.budget_stop.endswith(line)
+    assert "budget reached" in (again.steps["ask"].error or "")
+
+    if scope == "run":
+        done = await wf.run(run_id=first.id, budget="1", display=False)
+    else:
+
+        @wf.step(budget="1", max_attempts=1)  # the step redefined with a higher budget
+        async def ask(ctx: bn.Context) -> list[str]:
+            return [
+                (await ctx.complete(model=MODEL, prompt=f"q{i}", max_tokens=OUT)).text
+                for i in range(5)
+            ]
+
+        done = await wf.run(run_id=first.id, display=False)
+    assert done.status == "completed" and done.budget_stop is None
+    assert "budget reached" not in repr(done)

@@ -420,6 +420,11 @@ async def test_workflow_budget_holds_on_the_workers(
     assert per_call * sent <= Decimal("0.05")  # paid at the fake server: never past the cap
     assert done.status == "cancelled", workers.logs()
     assert done.known_cost == per_call * sent  # every paid answer stored
+    why = done.budget_stop or ""  # a worker's call was refused: the run says so
+    assert why.startswith("budget reached") and why.endswith(f'run_id="{done.id}", budget=...)')
+    assert "cancelled (budget reached)" in repr(done)
+    cancelled = [s for s in done.steps.values() if s.state == "cancelled"]
+    assert cancelled and all(s.error == f"run cancelled: {why}" for s in cancelled)
 
 
 async def test_response_cache_answers_on_the_workers(

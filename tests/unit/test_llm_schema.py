@@ -15,6 +15,7 @@ from baton_nb.llm._config import resolve_endpoint
 from baton_nb.llm._mock import mock_complete
 from baton_nb.llm._schema import (
     anthropic_schema,
+    check_schema,
     gemini_schema,
     openai_strict_schema,
     validate_json,
@@ -173,3 +174,27 @@ def test_mock_refuses_what_the_named_provider_refuses() -> None:
         UnsupportedFeature, match="mock/claude-haiku-4-5 does not support JSON mode"
     ):
         _mock(request)
+
+
+def test_a_broken_schema_is_refused_when_the_request_is_built() -> None:
+    """Checked once against its draft's meta-schema: the error names the bad part."""
+    good = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    check_schema(good)
+    LLMRequest(model="mock/x", messages=({"role": "user", "content": "hi"},), response_format=good)
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
+    check_schema(draft7)
+    bad7 = {**draft7, "properties": {"a": {"minLength": "2"}}}
+    with pytest.raises(
+        ConfigurationError, match=r"at 'properties/a/minLength'.*Draft7 JSON Schema"
+    ):
+        check_schema(bad7)
+    with pytest.raises(ConfigurationError, match=r"at 'properties': 'a' is not of type 'object'"):
+        LLMRequest(
+            model="mock/x",
+            messages=({"role": "user", "content": "hi"},),
+            response_format={"type": "object", "properties": "a"},
+        )
+    with pytest.raises(ConfigurationError, match=r"at 'minProperties': -1 is less than"):
+        check_schema({"type": "object", "minProperties": -1})
+    with pytest.raises(ConfigurationError, match="not JSON"):
+        check_schema({"type": "object", 1: {}})

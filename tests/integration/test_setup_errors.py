@@ -1,0 +1,171 @@
+"""Setup mistakes in a step's calls (bad model name, role, option, schema; prompt= and
+messages= both) fail the step at its first attempt with the library's message: the same
+request would fail the same way at every retry, after a backoff for nothing.
+
+Against the fake provider server on 127.0.0.1 (tests/fakes), never the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from tests.fakes.provider_server import FakeProviderServer
+
+pytestmark = pytest.mark.anyio
+MODEL = "openai/gpt-4o-mini"
+
+CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "no provider prefix": ({"model": "gpt-4o-mini"}, "'provider/model'"),
+    "bad role": (
+        {"prompt": None, "messages": [{"role": "bot", "content": "x"}]},
+        "role must be one of",
+    ),
+    "bad reasoning": ({"reasoning": "extreme"}, "reasoning effort must be one of"),
+    "broken schema": (
+        {"response_format": {"type": "object", "properties": "a"}},
+        "the JSON Schema is invalid at 'properties': 'a' is not of type 'object'",
+    ),
+    "misspelt type": (
+        {"response_format": {"type": "object", "properties": {"a": {"type": "strin"}}}},
+        "invalid at 'properties/a/type' (a type is one of: string, number,",
+    ),
+    "broken schema in json_schema": (
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "required": "a"}},
+            }
+        },
+        "response_format json_schema.schema: the JSON Schema is invalid at 'required'",
+    ),
+    "misspelt option": (
+        {"temprature": 0},
+        "ctx.complete() got temprature=, which is not one of its options; did you mean "
+        "temperature=? (To send 'temprature' to the provider as it is, pass "
+        "extra={'temprature': ...}.)",
+    ),
+    "misspelt option among provider fields": ({"top_p": 0.5, "max_token": 5}, "max_tokens=?"),
+    "extra not a dict": ({"extra": [("top_p", 1)]}, "takes a dict of provider fields"),
+    "prompt and messages": (
+        {"messages": [{"role": "user", "content": "x"}]},
+        "ctx.complete() takes prompt= or messages=, not both",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_a_setup_mistake_fails_the_step_at_once(
+    fake_providers: FakeProviderServer, sqlite_url: str, case: str
+) -> None:
+    options, expected = CASES[case]
+    wf = bn.Workflow("setup", db=sqlite_url)
+
+    @wf.step(max_attempts=3)  # the default backoff: a retry would wait ~1 s
+    async def ask(ctx: bn.Context) -> str:
+        call = {"model": MODEL, "prompt": "hi", "max_tokens": 5, **options}
+        return (await ctx.complete(**call)).text
+
+    run = await wf.run(display=False)
+    step = run.steps["ask"]
+    assert run.status == "failed" and step.state == "discarded"
+    assert step.attempt == 1 and fake_providers.request_count == 0
+    assert (step.error or "").startswith("ConfigurationError: ") and expected in (step.error or "")
+    loaded = await bn.Run.load(run.id, db=sqlite_url)  # the message kept, one attempt
+    assert loaded.steps["ask"].error == step.error and loaded.steps["ask"].attempt == 1
+    assert [a.error for a in loaded.steps["ask"].attempts] == [step.error]
+
+
+async def test_missing_max_tokens_under_a_budget_is_not_retried(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    wf = bn.Workflow(f"setup-budget-{unique}", db=db_url)
+
+    @wf.step(max_attempts=3)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt="hi")).text
+
+    run = await wf.run(budget="1", display=False)
+    assert run.status == "failed" and run.steps["ask"].attempt == 1
+    assert "under a budget a call needs max_tokens=" in (run.steps["ask"].error or "")
+    assert fake_providers.request_count == 0
+
+
+async def test_a_setup_mistake_among_calls_made_together_is_not_retried(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """Calls made in a task group: the group's one ConfigurationError is what is kept."""
+    wf = bn.Workflow("setup-group", db=sqlite_url)
+
+    @wf.step(max_attempts=3)
+    async def ask(ctx: bn.Context) -> list[str]:
+        out: list[str] = []
+
+        async def one(model: str) -> None:
+            out.append((await ctx.complete(model=model, prompt="hi", max_tokens=5)).text)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(one, "gpt-4o-mini")
+        return out
+
+    run = await wf.run(display=False)
+    assert run.steps["ask"].attempt == 1 and run.steps["ask"].state == "discarded"
+    assert "'provider/model'" in (run.steps["ask"].error or "")
+
+
+async def test_other_errors_are_still_retried(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    wf = bn.Workflow("setup-other", db=sqlite_url)
+
+    @wf.step(max_attempts=2, backoff=lambda a: 0.0)
+    async def ask(ctx: bn.Context) -> str:
+        if ctx.attempt == 1:
+            raise ValueError("not a setup mistake")
+        return (await ctx.complete(model=MODEL, prompt="hi", max_tokens=5)).text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed" and run.steps["ask"].attempt == 2
+
+
+async def test_run_tools_takes_prompt_or_messages_not_both(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    wf = bn.Workflow("setup-tools", db=sqlite_url)
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    @wf.step(max_attempts=3)
+    async def ask(ctx: bn.Context) -> str:
+        messages = [{"role": "user", "content": "x"}]
+        run = await ctx.run_tools(messages, prompt="hi", tools=[add], model=MODEL, max_tokens=5)
+        return run.text
+
+    run = await wf.run(display=False)
+    assert run.steps["ask"].attempt == 1 and fake_providers.request_count == 0
+    assert "ctx.run_tools() takes prompt= or messages=, not both" in (run.steps["ask"].error or "")
+
+
+async def test_provider_fields_are_sent_as_they_are(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """Keyword arguments that are not near misses, and ``extra={...}`` (also for a name
+    that is one), go into the provider's body unchanged."""
+    wf = bn.Workflow("setup-extra", db=sqlite_url)
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        answer = await ctx.complete(
+            model=MODEL, prompt="hi", max_tokens=5, top_p=0.5, extra={"temprature": 0}
+        )
+        return answer.text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.steps["ask"].error
+    body = fake_providers.requests[0].json
+    assert body["top_p"] == 0.5 and body["temprature"] == 0 and "extra" not in body
