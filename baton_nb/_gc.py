@@ -13,7 +13,10 @@ collection every 50,000 allocations; cyclic garbage waits a little longer for it
 without cycles are freed at once, as always). The previous threshold comes back when the
 last run or call ends, unless somebody else changed it meanwhile; a threshold set higher,
 or collection disabled (``gc.disable()``, threshold 0), is left alone. Threads share the
-count (the collector is the process's).
+count (the collector is the process's). A call abandoned while in flight (its event loop
+stopped with the call pending, its coroutine never closed) never ends: the raised
+threshold then stays for the process's life. That costs only when cyclic garbage is
+collected (rarer young collections), never correctness; a cancelled call ends normally.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class Run(RunView):
 
     def step_changed(self, name: str) -> None:
         """Tell the followers that step ``name`` changed (called by the runtime)."""
-        for pair in self.followers:
+        for pair in tuple(self.followers):  # one that raises is dropped: the next still told
             try:
                 pair[0](name)
             except Exception:

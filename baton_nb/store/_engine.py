@@ -157,6 +157,10 @@ def make_engine(url: str) -> AsyncEngine:
                 "sqlite+aiosqlite:///" + _memory_uri() + "&uri=true",
                 connect_args={"check_same_thread": False},
                 poolclass=StaticPool,
+                # The one connection is every checkout's: the pool's rollback when one is
+                # given back (after the store's lock is released) would undo another
+                # task's open transaction. Each Connection rolls back its own on close.
+                pool_reset_on_return=None,
             )
         else:
             path = driver_url.split(":///", 1)[1] if ":///" in driver_url else ""

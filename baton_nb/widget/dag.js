@@ -1476,4 +1476,13 @@ function render({ model, el }) {
   return mount(model, el, true);
 }
 
-export default { render };
+// Once per model, when the kernel's widget reaches the page (before any view, which may
+// come much later: a widget displayed after its run grew, an output drawn late): the
+// graph and the node states follow every `grown` and `patch` from then on, so a view
+// opened at any time draws them whole.
+export function initialize({ model }) {
+  modelGraph(model);
+  nodeStates(model);
+}
+
+export default { initialize, render };

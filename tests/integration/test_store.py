@@ -814,3 +814,37 @@ async def test_response_cache_rows(store: RunStore) -> None:
     assert await store.cache_clear(cutoff) == 1
     assert await store.cache_get("k-old") is None and await store.count_cache() == 1
     assert await store.cache_clear() == 1
+
+
+async def test_one_in_memory_sqlite_store_used_by_two_tasks_loses_no_commit() -> None:
+    """``sqlite:///:memory:`` is one connection shared by every checkout: a batch written
+    by one task (``write``) must not roll back another task's transaction (``insert_run``)
+    when its connection goes back to the pool after the store's lock is released."""
+    store = await Store.open("sqlite:///:memory:")
+    try:
+        now = datetime.now(timezone.utc)
+        await store.insert_run(
+            RunRow("base", "wf", "{}", RunStatus.RUNNING, now),
+            [NodeRow("base", "a", NodeKind.STEP, "w", [], 0, 1, now)],
+        )
+        inserted: list[str] = []
+
+        async def insert() -> None:
+            for i in range(100):
+                run = RunRow(f"r{i}", "wf", "{}", RunStatus.RUNNING, now)
+                await store.insert_run(
+                    run, [NodeRow(f"r{i}", "s", NodeKind.STEP, "w", [], 0, 1, now)]
+                )
+                inserted.append(f"r{i}")
+
+        async def write() -> None:
+            update = RunUpdate("base", RunStatus.RUNNING, (), None)
+            for _ in range(500):
+                await store.write(WriteBatch(run_id="base", run=update))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(insert(), write())
+        missing = [run_id for run_id in inserted if await store.get_run(run_id) is None]
+        assert len(inserted) == 100 and missing == []
+    finally:
+        await store.close()

@@ -393,6 +393,64 @@ def test_the_graph_grows_by_the_entries_sent_once(tmp_path: Path) -> None:
     assert json.loads(out.stdout) == [entry, entry, entry[:2]]
 
 
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_a_view_opened_after_the_map_grew_draws_every_node(tmp_path: Path) -> None:
+    """The page's model gets ``grown`` and ``patch`` before any view exists (a widget
+    displayed after its run grew, an output drawn late): dag.js follows them from the
+    model's creation (``initialize``), so the view opened later draws the kernel's whole
+    graph and every node's state, not the first send plus the last change."""
+    import copy
+
+    run = bn.Run(f"late-{uuid.uuid4().hex[:6]}", "late")
+    run.status = "running"
+    run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
+    run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=9))
+    w = DagWidget(run)
+    names = ("graph", "grown", "nodes", "patch")
+    opened = {k: copy.deepcopy(getattr(w, k)) for k in names}  # the state the page opens with
+    updates: list[dict[str, Any]] = []
+    w.observe(lambda ch: updates.append({ch["name"]: copy.deepcopy(ch["new"])}), names=names)
+    job = 2
+    for chunk in range(3):
+        for i in range(3):
+            name = f"m[{chunk * 3 + i}]"
+            run.add_step(StepInfo(name=name, job_id=job, kind=NodeKind.CHILD, parent="m"))
+            job += 1
+        run.steps[f"m[{chunk * 3}]"].state = "executing"
+        run.steps[f"m[{chunk * 3}]"].attempt = 1
+        w._redraw()
+    module = tmp_path / "dag.mjs"
+    source = (ROOT / "baton_nb" / "widget" / "dag.js").read_text()
+    module.write_text(source + "\nexport { modelGraph, nodeStates };\n")
+    script = f"""
+import {{ initialize, modelGraph, nodeStates }} from {json.dumps(module.as_uri())};
+class Model {{
+  constructor(s) {{ this.s = s; this.h = {{}}; }}
+  get(k) {{ return this.s[k]; }}
+  on(ev, f) {{ (this.h[ev] ||= []).push(f); }}
+  set(d) {{
+    Object.assign(this.s, d);
+    for (const k in d) for (const f of this.h["change:" + k] || []) f();
+  }}
+}}
+const model = new Model({json.dumps(opened)});
+initialize({{ model }});
+for (const u of {json.dumps(updates)}) model.set(u);
+const states = nodeStates(model);
+console.log(JSON.stringify({{
+  graph: modelGraph(model).map((g) => g.id),
+  moving: Object.keys(states).filter((id) => states[id].s === "executing").sort(),
+}}));
+"""
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    seen = json.loads(out.stdout)
+    assert seen["graph"] == [g["id"] for g in w.graph] and len(seen["graph"]) == 11
+    assert seen["moving"] == ["m[0]", "m[3]", "m[6]"]
+    w.finish()
+
+
 # ── cancel ────────────────────────────────────────────────────────────────────
 
 
