@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _jsonutil
 from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -176,9 +177,17 @@ def _check_salt(step: str, value: Any) -> str | None:
 
 
 def _text_of(value: Any) -> str:
+    """An answer as the synthesis prompt shows it: a completion's or a string's text as it
+    is; a structured answer (dict, list, number, pydantic model) as JSON, as the step's
+    result is stored (``{"ok": true}``, never Python's ``{'ok': True}``)."""
     text = getattr(value, "text", None)
     if isinstance(text, str):
         return text
     if isinstance(value, Mapping) and isinstance(value.get("text"), str):
         return str(value["text"])
-    return str(value)
+    if isinstance(value, str):
+        return value
+    try:
+        return _jsonutil.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # not JSON (a set...): shown as Python does
+        return str(value)
