@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import _jsonutil
 from .._errors import ConfigurationError
+from .._jsonutil import dumps as json_text
 
 if TYPE_CHECKING:
     from ..llm import Completion
@@ -188,6 +188,6 @@ def _text_of(value: Any) -> str:
     if isinstance(value, str):
         return value
     try:
-        return _jsonutil.dumps(value)
+        return json_text(value)
     except (TypeError, ValueError, RecursionError):  # not JSON (a set...): shown as Python does
         return str(value)
