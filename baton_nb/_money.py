@@ -7,9 +7,11 @@ from decimal import Context, Decimal
 
 __all__ = [
     "MAX_BUDGET",
+    "NO_MATH_CLASSES",
     "add_money",
     "fmt_cost",
     "fmt_money",
+    "no_math_html",
     "normalize_money",
     "parse_budget",
     "plural",
@@ -114,3 +116,16 @@ def fmt_cost(known: Decimal, unpriced: int) -> str:
     if known == 0:
         return f"unknown ({missing})"
     return f"${fmt_money(known)} + {missing}"
+
+
+# MathJax 2 (``tex2jax_ignore``) and 3 (``mathjax_ignore``) leave elements of these classes
+# alone. A notebook typesets HTML outputs: two ``$`` amounts in one output (``$0.0017 spent
+# of $1``) would be read as a formula. The widget's header lines carry them too (dag.js).
+NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
+
+
+def no_math_html(body: str) -> str:
+    """``body`` (HTML that shows amounts in ``$``) in a ``<div>`` that a notebook's math
+    typesetting leaves alone: the one way baton_nb's HTML outputs keep their ``$`` as
+    text."""
+    return f'<div class="{NO_MATH_CLASSES}">{body}</div>'

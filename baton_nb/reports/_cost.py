@@ -7,7 +7,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .._money import fmt_money, normalize_money, plural, sum_money
 from .._runview import SpendState
@@ -211,8 +211,16 @@ class CostReport(_RowTotals):
         ``Decimal``, or ``None`` when a price was unknown."""
         return [r.as_record() for r in self.rows]
 
-    def to_csv(self, path: str | os.PathLike[str] | None = None) -> str:
-        """Write the CSV to ``path`` (UTF-8, header row) and return its text.
+    @overload
+    def to_csv(self, path: None = None) -> str: ...
+
+    @overload
+    def to_csv(self, path: str | os.PathLike[str]) -> None: ...
+
+    def to_csv(self, path: str | os.PathLike[str] | None = None) -> str | None:
+        """Write the CSV to ``path`` (UTF-8, header row) and return None, as pandas does
+        (a cell ending in ``report.to_csv("costs.csv")`` shows nothing); with no path,
+        return the CSV's text.
 
         Columns, in order: ``run_id, workflow, step, model, provider, calls,
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
@@ -235,10 +243,11 @@ class CostReport(_RowTotals):
                 record[money] = "" if value is None else fmt_money(value)
             writer.writerow([record[c] for c in CSV_COLUMNS])
         text = buf.getvalue()
-        if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-        return text
+        if path is None:
+            return text
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        return None
 
     def to_pandas(self) -> Any:
         """The rows as a ``pandas.DataFrame`` (CSV columns; ``cost_usd`` holds Decimals)."""

@@ -6,13 +6,20 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .._money import fmt_money, plural
+from .._money import fmt_money, no_math_html, plural
 from ._rows import ModelComparison, Totals
 
 if TYPE_CHECKING:
     from ._cost import CostReport
 
-__all__ = ["breakdown_html", "breakdown_text", "report_html", "report_text", "text_table"]
+__all__ = [
+    "MAX_HTML_ROWS",
+    "breakdown_html",
+    "breakdown_text",
+    "report_html",
+    "report_text",
+    "text_table",
+]
 
 _STYLE = (
     "<style>.bn-cost table{border-collapse:collapse;font-size:12px;margin:4px 0 10px}"
@@ -21,6 +28,11 @@ _STYLE = (
     ".bn-cost tr.total td{font-weight:bold;border-top:2px solid #888}"
     ".bn-cost .unknown{color:#b35c00}.bn-cost .note{color:#666;font-size:11px}</style>"
 )
+
+
+# Rows of a table shown in a notebook (``_repr_html_``); the rest are counted in a line. The
+# text, CSV, records and DataFrame keep every row.
+MAX_HTML_ROWS = 50
 
 
 # ── shared bits ───────────────────────────────────────────────────────────────
@@ -177,10 +189,11 @@ def _html_table(header: Sequence[str], rows: Sequence[str], *, text_columns: int
 
 def report_html(report: CostReport) -> str:
     if not report.rows:
-        return f'<div class="bn-cost">{_STYLE}<p>Cost: no LLM calls.</p></div>'
+        return no_math_html(f'<div class="bn-cost">{_STYLE}<p>Cost: no LLM calls.</p></div>')
+    step_rows = _step_model_rows(report)
     rows = [
         f"<tr>{_td(step, 'l')}{_td(model, 'l')}{_html_cells(t)}</tr>"
-        for step, model, t in _step_model_rows(report)
+        for step, model, t in step_rows[:MAX_HTML_ROWS]
     ]
     rows.append(
         f'<tr class="total">{_td("total", "l")}{_td("")}{_html_cells(report.totals())}</tr>'
@@ -189,6 +202,13 @@ def report_html(report: CostReport) -> str:
         f'<div class="bn-cost">{_STYLE}<p><b>{html.escape(_headline(report))}</b></p>',
         *(f"<p>{html.escape(line)}</p>" for line in _budget_lines(report)),
         _html_table(("step", "model", *_COLUMNS), rows, text_columns=2),
+        _more_rows(
+            len(step_rows),
+            "(step, model) rows",
+            "<code>report.by_step()</code> sums map and fan-out children into their step; "
+            "<code>report.to_csv(path)</code>, <code>report.to_pandas()</code> and "
+            "<code>report.to_records()</code> hold every row",
+        ),
     ]
     prices = _price_rows(report)
     if prices:
@@ -204,7 +224,19 @@ def report_html(report: CostReport) -> str:
             "their tokens and cost are counted once, by the call they replay.</p>"
         )
     parts.append("</div>")
-    return "".join(parts)
+    return no_math_html("".join(parts))
+
+
+def _more_rows(count: int, what: str, where: str) -> str:
+    """The line under a table cut to ``MAX_HTML_ROWS``: how many rows are not shown, and
+    where to see them ('' when none was cut)."""
+    if count <= MAX_HTML_ROWS:
+        return ""
+    hidden = count - MAX_HTML_ROWS
+    return (
+        f'<p class="note">{hidden:,} more {what} not shown (the first {MAX_HTML_ROWS} of '
+        f"{count:,}): {where}.</p>"
+    )
 
 
 def _comparison_html(models: Mapping[str, ModelComparison]) -> str:
@@ -216,8 +248,16 @@ def _comparison_html(models: Mapping[str, ModelComparison]) -> str:
 
 
 def breakdown_html(key: str, items: Mapping[str, Totals]) -> str:
-    rows = [f"<tr>{_td(name, 'l')}{_html_cells(t)}</tr>" for name, t in items.items()]
-    return f'<div class="bn-cost">{_STYLE}{_html_table((key, *_COLUMNS), rows)}</div>'
+    shown = list(items.items())[:MAX_HTML_ROWS]
+    rows = [f"<tr>{_td(name, 'l')}{_html_cells(t)}</tr>" for name, t in shown]
+    more = _more_rows(
+        len(items),
+        "rows",
+        "<code>.to_records()</code> holds every row, <code>print()</code> shows them",
+    )
+    return no_math_html(
+        f'<div class="bn-cost">{_STYLE}{_html_table((key, *_COLUMNS), rows)}{more}</div>'
+    )
 
 
 # ── fan-out comparison ────────────────────────────────────────────────────────

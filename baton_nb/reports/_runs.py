@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .._money import fmt_money
+from .._money import fmt_money, no_math_html
 from .._states import RunStatus
 from ..store import RunSummaryRow
 from ._render import text_table
@@ -131,13 +131,13 @@ class RunList(list[RunSummary]):
 
     def _repr_html_(self) -> str:
         if not self:
-            return "<p>no runs</p>"
+            return no_math_html("<p>no runs</p>")
         head = "".join(f"<th>{h}</th>" for h in _HEADER)
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r.cells()) + "</tr>"
             for r in self
         )
-        return f"<table><tr>{head}</tr>{rows}</table>"
+        return no_math_html(f"<table><tr>{head}</tr>{rows}</table>")
 
     def to_records(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]

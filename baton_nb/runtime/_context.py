@@ -9,6 +9,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
+from .._jsonutil import dumps as json_text
 
 if TYPE_CHECKING:
     from ..llm import Completion
@@ -183,12 +184,27 @@ def _check_salt(step: str, value: Any) -> str | None:
     return value
 
 
+def _as_json(value: Any) -> str | None:
+    """``value`` as JSON (as a step's result is stored), or None if it is not JSON (a set)."""
+    try:
+        return json_text(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 def _text_of(value: Any) -> str:
+    """An answer as the synthesis prompt shows it: a completion's or a string's text as it
+    is; a structured answer (dict, list, number, pydantic model) as JSON, as the step's
+    result is stored (``{"ok": true}``, never Python's ``{'ok': True}``)."""
     text = getattr(value, "text", None)
     if isinstance(text, str):
         return text
     if isinstance(value, Mapping) and isinstance(value.get("text"), str):
         return str(value["text"])
+    if not isinstance(value, str):
+        encoded = _as_json(value)
+        if encoded is not None:
+            return encoded
     return str(value)
 
 

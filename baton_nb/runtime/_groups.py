@@ -68,11 +68,23 @@ def verdict(group: Node) -> Verdict | None:
         return Verdict(State.COMPLETED, value, _jsonutil.dumps(value))
     failed = [c for c in children if c.state in FAILED_STATES]
     state = State.DISCARDED if any(c.state is State.DISCARDED for c in failed) else State.CANCELLED
-    error = (
-        f"quorum not reached: {len(done)} of {total} completed, {quorum} needed "
-        f"(failed: {', '.join(c.name for c in failed)})"
-    )
-    return Verdict(state, error=error)
+    return Verdict(state, error=_failure(group, len(done), failed))
+
+
+def _failure(group: Node, done: int, failed: list[Node]) -> str:
+    """Why the group failed. With ``quorum=k``: ``quorum not reached: 7 of 10 completed, 8
+    needed (failed: …)``; with none (all needed): ``1 of 994 failed: map[17]``, plus, under
+    ``fail_fast``, that the children not settled are cancelled."""
+    total = group.size
+    names = ", ".join(c.name for c in failed)
+    if group.spec.quorum is not None:
+        quorum = min(group.spec.quorum, total)
+        return f"quorum not reached: {done} of {total} completed, {quorum} needed (failed: {names})"
+    error = f"{len(failed)} of {total} failed: {names}"
+    unsettled = total - done - len(failed)
+    if unsettled > 0:  # fail_fast: the others are cancelled next
+        error += f" (fail_fast: the {unsettled} not finished are cancelled)"
+    return error
 
 
 @dataclass(frozen=True, slots=True)

@@ -475,3 +475,41 @@ async def test_the_json_schema_validator_is_imported_off_the_loop(
     assert first == ["jsonschema imported on a worker", "failed [False]"]
     resumed = await anyio.to_thread.run_sync(run, "resume")
     assert resumed == ["jsonschema imported on a worker", "completed [False, True]"]
+
+
+# ------------------------------------------------------------------ synthesize
+
+
+async def test_synthesize_sends_structured_answers_as_json(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """Dict, list and pydantic answers go to the model as JSON (``{"ok": true}``), never as
+    Python's repr (``{'ok': True}``); text answers go as they are."""
+    wf = bn.Workflow("synth-json", db=sqlite_url)
+
+    @wf.step(models=["mock/gpt-4o-mini", "mock/claude-haiku-4-5"])
+    async def facts(ctx: bn.Context) -> dict[str, Any]:
+        return {"fact": "tides", "ok": True, "n": None, "where": ["Brest", "Saint-Malo"]}
+
+    @wf.step()
+    async def merged(ctx: bn.Context, facts: dict[str, Any]) -> str:
+        answers = [
+            facts["mock/gpt-4o-mini"],
+            ["é", 1.5, False],
+            Location(city="Paris", temperature=7.5, units="C"),
+            "It's 'quoted' text: {'kept': True}",
+        ]
+        return (await ctx.synthesize(answers, model=MODEL, max_tokens=50)).text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.steps["merged"].error
+    (request,) = fake_providers.requests  # the fan-out's models are mock: no request
+    assert request.json["model"] == "gpt-4o"
+    prompt = request.json["messages"][-1]["content"]
+    assert prompt == (
+        "### Answer 1 (0)\n"
+        '{"fact": "tides", "ok": true, "n": null, "where": ["Brest", "Saint-Malo"]}\n\n'
+        '### Answer 2 (1)\n["é", 1.5, false]\n\n'
+        '### Answer 3 (2)\n{"city": "Paris", "temperature": 7.5, "units": "C"}\n\n'
+        "### Answer 4 (3)\nIt's 'quoted' text: {'kept': True}"
+    )

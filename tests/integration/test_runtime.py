@@ -891,7 +891,7 @@ async def test_map_items_fail_alone_and_resume_reruns_only_the_failed(
     states = {n: s.state for n, s in run.steps.items() if n.startswith("work[")}
     assert sorted(n for n, s in states.items() if s != "completed") == ["work[1]", "work[7]"]
     assert run.steps["work"].state == "discarded"
-    assert run.steps["work"].error.startswith("quorum not reached: 10 of 12 completed")
+    assert run.steps["work"].error == "2 of 12 failed: work[1], work[7]"
     assert run.steps["total"].state == "cancelled"
     stored = await bn.Run.load(run.id, db=db_url)
     assert stored.counts().completed == run.counts().completed == 1 + 10
@@ -909,7 +909,9 @@ async def test_map_fail_fast_cancels_the_siblings(db_url: str, unique: str) -> N
     run = await wf.run(display=False, concurrency=1)
     assert run.status == "failed" and runs == [0]
     assert all(run.steps[f"work[{i}]"].state == "cancelled" for i in range(1, 12))
-    assert run.steps["work"].error.startswith("quorum not reached: 0 of 12 completed")
+    assert run.steps["work"].error == (
+        "1 of 12 failed: work[0] (fail_fast: the 11 not finished are cancelled)"
+    )
 
 
 async def test_map_quorum_met_still_cancels_the_rest(db_url: str, unique: str) -> None:

@@ -7,6 +7,7 @@ import io
 import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,12 @@ from hypothesis import strategies as st
 
 import baton_nb as bn
 from baton_nb._errors import ConfigurationError
+from baton_nb._runview import SpendState
 from baton_nb.pricing import CallPricing
 from baton_nb.reports import (
     CSV_COLUMNS,
+    RunList,
+    RunSummary,
     as_duration,
     as_time,
     fmt_money,
@@ -137,8 +141,10 @@ def test_partially_priced_row_shows_known_part() -> None:
 
 def test_csv_has_contract_columns_and_exact_decimals(tmp_path: Path) -> None:
     path = tmp_path / "costs é.csv"
-    text = make_run().report().to_csv(path)
-    assert path.read_text(encoding="utf-8") == text
+    report = make_run().report()
+    assert report.to_csv(path) is None  # as pandas: a cell ending in it shows nothing
+    text = path.read_text(encoding="utf-8")
+    assert text == report.to_csv()
     rows = list(csv.reader(io.StringIO(text)))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[0] == [
@@ -304,3 +310,85 @@ def test_durations_and_times() -> None:
     assert as_time(None, "since") is None
     with pytest.raises(ConfigurationError, match="invalid since"):
         as_time("yesterday", "since")
+
+
+class _DollarsOutsideNoMath(HTMLParser):
+    """The text with a ``$`` that no element of MathJax 2's and 3's ignore classes holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ignored: list[bool] = []  # per open element: inside an ignored one
+        self.exposed: list[str] = []
+        self.shown: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        inside = bool(self.ignored and self.ignored[-1])
+        self.ignored.append(inside or {"tex2jax_ignore", "mathjax_ignore"} <= set(classes))
+
+    def handle_endtag(self, tag: str) -> None:
+        self.ignored.pop()
+
+    def handle_data(self, data: str) -> None:
+        if "$" in data:
+            self.shown.append(data)
+            if not (self.ignored and self.ignored[-1]):
+                self.exposed.append(data)
+
+
+def _exposed_dollars(html_text: str) -> list[str]:
+    parser = _DollarsOutsideNoMath()
+    parser.feed(html_text)
+    parser.close()
+    assert parser.shown, "the HTML shows no amount in $ to check"
+    return parser.exposed
+
+
+def test_html_amounts_are_kept_from_notebook_math() -> None:
+    """Two ``$`` in one output (``$0.0017 spent of $1``) make a MathJax formula in
+    JupyterLab: every HTML the reports draw sits in MathJax's ignore classes."""
+    run = make_run()
+    run.spend = SpendState(Decimal(1), Decimal("0.00171655"), Decimal(0), None)
+    report = run.report()
+    html_text = report._repr_html_()
+    assert "Budget of run r1: $0.00171655 spent of $1" in html_text
+    assert _exposed_dollars(html_text) == []
+    step = bn.Run("r", "wf")
+    step.calls = [call("$x$", A, "1")]  # a name with $ signs
+    assert _exposed_dollars(step.report().by_step()._repr_html_()) == []
+    listing = RunList([RunSummary("r$1", "wf$", "completed", NOW, NOW, cost=Decimal("0.5"))])
+    assert _exposed_dollars(listing._repr_html_()) == []
+    assert "tex2jax_ignore mathjax_ignore" in bn.Run("r", "wf").report()._repr_html_()
+
+
+def _map_run(items: int) -> bn.Run:
+    """A map of ``items`` children, one call each: one report row per child."""
+    run = bn.Run("r", "wf")
+    steps = [bn.StepInfo("each", 1, kind="group", state="completed")]
+    for i in range(items):
+        steps.append(bn.StepInfo(f"each[{i}]", 2 + i, kind="child", parent="each", item_index=i))
+    run.steps = {s.name: s for s in steps}
+    run.calls = [call(f"each[{i}]", A, "0.001") for i in range(items)]
+    return run
+
+
+def test_notebook_table_shows_the_first_rows_and_says_how_to_see_the_rest() -> None:
+    """1,000 map children: the HTML table stops at MAX_HTML_ROWS and says how many more and
+    where they are; text, CSV, records and the DataFrame keep every row."""
+    from baton_nb.reports._render import MAX_HTML_ROWS
+
+    report = _map_run(1000).report()
+    html_text = report._repr_html_()
+    assert html_text.count("<td>each[") + html_text.count('<td class="l">each[') == MAX_HTML_ROWS
+    assert '<td class="l">each[49]</td>' in html_text and "each[50]<" not in html_text
+    assert "950 more (step, model) rows not shown (the first 50 of 1,000)" in html_text
+    for method in ("report.by_step()", "report.to_csv(path)", "report.to_pandas()"):
+        assert f"<code>{method}</code>" in html_text
+    assert '<tr class="total"><td class="l">total</td><td></td><td>1000</td>' in html_text
+    assert len(report.to_records()) == 1000 and len(report.to_csv().splitlines()) == 1001
+    assert str(report).count("each[") == 1000
+    children = report.by_step(fanout_children=True)
+    assert "950 more rows not shown" in children._repr_html_() and len(children) == 1000
+    assert "more" not in report.by_step()._repr_html_()  # one row: "each"
+    few = _map_run(MAX_HTML_ROWS).report()._repr_html_()
+    assert "not shown" not in few and f"each[{MAX_HTML_ROWS - 1}]" in few

@@ -373,7 +373,7 @@ def test_children_fail_alone_and_the_group_settles_when_all_have() -> None:
     sim = Sim(specs, per_step({"fan[m/a]": Failed("E: a")}), concurrency=1).run()
     fan = sim.nodes["fan"]
     assert fan.state is D
-    assert fan.error == "quorum not reached: 2 of 3 completed, 3 needed (failed: fan[m/a])"
+    assert fan.error == "1 of 3 failed: fan[m/a]"  # no quorum set: no word of one
     assert sim.nodes["fan[m/b]"].state is C and sim.nodes["fan[m/c]"].state is C
 
 
@@ -382,7 +382,7 @@ def test_fail_fast_cancels_the_rest_once_the_quorum_is_lost() -> None:
     sim = Sim(specs, per_step({"fan[m/a]": Failed("E: a")}), concurrency=1).run()
     fan = sim.nodes["fan"]
     assert fan.state is D
-    assert fan.error == "quorum not reached: 0 of 2 completed, 2 needed (failed: fan[m/a])"
+    assert fan.error == "1 of 2 failed: fan[m/a] (fail_fast: the 1 not finished are cancelled)"
     assert sim.nodes["fan[m/b]"].error == "group 'fan' discarded"
 
 
