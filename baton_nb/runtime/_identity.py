@@ -1,6 +1,6 @@
 """Which run ``wf.run(run_id=...)`` names (DESIGN §4): an existing run of this workflow by
 its full id or a unique prefix of at least ``MIN_PREFIX`` characters, or a new id that
-shadows no stored run."""
+shadows no stored run and is not a stored run's id mistyped (a new run would pay again)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ async def resolve_run(store: ReadStore, workflow: str, run_id: str) -> RunRow | 
     workflow, or an id that would shadow a stored run."""
     found = await store.run_ids_starting_with(run_id, limit=_SHOWN + 1)
     if not found:
+        typo = await _near_miss(store, workflow, run_id)
+        if typo is not None:
+            raise ConfigurationError(
+                f"run_id {run_id!r} names no stored run, but run {typo} of workflow "
+                f"{workflow!r} differs from it by a character or two: a typo would start a "
+                f"new run and pay for its calls again. To resume it: run_id={typo!r}; for a "
+                "new run, call wf.run() without run_id (or choose an id of your own)"
+            )
         return None
     if found[0] == run_id:
         row = await store.get_run(run_id)
@@ -42,6 +50,29 @@ async def resolve_run(store: ReadStore, workflow: str, run_id: str) -> RunRow | 
     row = await store.get_run(found[0])
     assert row is not None
     return _of_this_workflow(row, workflow, run_id)
+
+
+_HEX = frozenset("0123456789abcdef")
+_NEAR_RUNS = 1_000  # the newest runs of the workflow compared
+
+
+async def _near_miss(store: ReadStore, workflow: str, run_id: str) -> str | None:
+    """A stored run of ``workflow`` whose id (or its prefix of the same length) differs
+    from ``run_id`` in one place (two for 16+ characters), when ``run_id`` looks like an
+    id baton_nb makes (hex, as ``uuid4().hex``): a mistyped id to resume, never an id a
+    user would choose for a new run."""
+    if len(run_id) < MIN_PREFIX or not set(run_id) <= _HEX:
+        return None
+    allowed = 1 if len(run_id) < 16 else 2
+    for row in await store.list_runs(workflow=workflow, limit=_NEAR_RUNS):
+        stored = row.id[: len(run_id)]
+        if len(stored) == len(run_id) and _apart(stored, run_id) <= allowed:
+            return row.id
+    return None
+
+
+def _apart(one: str, other: str) -> int:
+    return sum(a != b for a, b in zip(one, other, strict=True))
 
 
 def _of_this_workflow(row: RunRow, workflow: str, typed: str) -> RunRow:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from .._counts import count_steps
-from .._money import add_money, fmt_cost
+from .._money import NO_MATH_CLASSES, add_money, fmt_cost
 from .._run import Run, StepInfo
 from .._runview import status_text
 from ..reports._cost import dag_order
@@ -52,7 +52,8 @@ def static_html(run: Run) -> str:
     parts.append(_batches(run))
     parts.append(_steps_table(run, by_step))
     parts.append(_models_table(by_model))
-    return f'<div class="bn-fallback">{"".join(p for p in parts if p)}</div>'
+    # amounts in $: a notebook's math typesetting must leave them as text
+    return f'<div class="bn-fallback {NO_MATH_CLASSES}">{"".join(p for p in parts if p)}</div>'
 
 
 @dataclass

@@ -618,6 +618,31 @@ async def test_run_id_that_is_ambiguous_or_too_short_is_an_error(db_url: str, un
     assert len(await _runs_of(db_url, wf.name)) == 2
 
 
+async def test_a_mistyped_run_id_is_refused_not_started_as_a_new_run(
+    db_url: str, unique: str
+) -> None:
+    """An id of the shape baton_nb makes that misses a stored run of the workflow by a
+    character or two (the full id or a prefix) is a typo: refused, naming the run, so no
+    new run pays for its calls again; an id chosen for a new run still starts one."""
+    wf = bn.Workflow(f"typo-{unique}", db=db_url)
+    wf.add("a", _const)
+    run = await wf.run(display=False)
+
+    def flipped(text: str, *at: int) -> str:
+        chars = list(text)
+        for i in at:
+            chars[i] = "0" if chars[i] != "0" else "1"
+        return "".join(chars)
+
+    for typed in (flipped(run.id, 31), flipped(run.id, 3, 20), flipped(run.id[:8], 7)):
+        with pytest.raises(bn.ConfigurationError, match=f"run_id={run.id!r}"):
+            await wf.run(run_id=typed, display=False)
+    assert await _runs_of(db_url, wf.name) == [run.id]
+    chosen = await wf.run(run_id=f"{unique}-exp-1", display=False)  # not hex: a new run
+    other = await wf.run(run_id=flipped(run.id, 1, 2, 3), display=False)  # three apart: new
+    assert sorted(await _runs_of(db_url, wf.name)) == sorted([run.id, chosen.id, other.id])
+
+
 async def test_run_id_of_another_workflows_run_is_an_error(db_url: str, unique: str) -> None:
     one = bn.Workflow(f"first-{unique}", db=db_url)
     one.add("a", _const)

@@ -825,7 +825,10 @@ async def test_snapshot_has_the_fallback_table_and_escapes_script_tags(sqlite_ur
     )
 
     # The static view: status line, counts, the failed step with its error, one row per step.
-    assert '<div class="bn-fallback">' in page and "<th>step</th><th>state</th>" in page
+    assert (
+        '<div class="bn-fallback tex2jax_ignore mathjax_ignore">' in page
+        and "<th>step</th><th>state</th>" in page
+    )
     assert "<tr><td><code>leak</code></td><td>completed</td><td>1/3</td>" in page
     assert "<tr><td><code>fails</code></td><td>discarded</td><td>1/1</td>" in page
     assert f"run <code>{run.id}</code>: <b>failed</b>" in page
@@ -884,7 +887,7 @@ async def test_a_run_shown_as_a_cells_result(
     assert set(bundle) == {"text/plain", "text/html", WIDGET_MIME} and len(built) == 1
     assert bundle[WIDGET_MIME]["model_id"] == built[0].model_id
     assert (
-        bundle["text/html"].startswith('<div class="bn-fallback">')
+        bundle["text/html"].startswith('<div class="bn-fallback tex2jax_ignore mathjax_ignore">')
         and live.id in bundle["text/html"]
     )
     assert "1 executing of 1 step" in bundle["text/html"]
