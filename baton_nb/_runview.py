@@ -190,7 +190,7 @@ def budget_resume_line(run_id: str, step: str | None = None) -> str:
     if step is None:
         return f'Resume with a higher budget ({kept}): await wf.run(run_id="{run_id}", budget=...)'
     return (
-        f"Raise step {step!r}'s budget (@wf.step(budget=...) or wf.add(..., budget=...)) "
+        f"Raise the budget of step {step!r} (@wf.step(budget=...) or wf.add(..., budget=...)) "
         f'and resume ({kept}): await wf.run(run_id="{run_id}")'
     )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -257,6 +258,7 @@ def gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 _CHECKED: dict[str, None] = {}  # schemas found valid (their canonical JSON), newest last
 _CHECKED_MAX = 256
+_CHECKED_LOCK = threading.Lock()  # requests may be built in threads
 _JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
 
 
@@ -285,9 +287,10 @@ def check_schema(schema: Mapping[str, Any], where: str = "response_format") -> N
             f"(the schema must be valid {validator.__name__.removesuffix('Validator')} "
             "JSON Schema), or pass a pydantic model class instead"
         ) from None
-    if len(_CHECKED) >= _CHECKED_MAX:
-        del _CHECKED[next(iter(_CHECKED))]
-    _CHECKED[key] = None
+    with _CHECKED_LOCK:
+        if len(_CHECKED) >= _CHECKED_MAX:  # the oldest out
+            del _CHECKED[next(iter(_CHECKED))]
+        _CHECKED[key] = None
 
 
 def validate_json(

@@ -54,19 +54,20 @@ async def resolve_run(store: ReadStore, workflow: str, run_id: str) -> RunRow | 
 
 _HEX = frozenset("0123456789abcdef")
 _NEAR_RUNS = 1_000  # the newest runs of the workflow compared
+_MADE_LENGTH = 32  # the ids baton_nb makes: uuid4().hex
 
 
 async def _near_miss(store: ReadStore, workflow: str, run_id: str) -> str | None:
-    """A stored run of ``workflow`` whose id (or its prefix of the same length) differs
-    from ``run_id`` in one place (two for 16+ characters), when ``run_id`` looks like an
-    id baton_nb makes (hex, as ``uuid4().hex``): a mistyped id to resume, never an id a
-    user would choose for a new run."""
-    if len(run_id) < MIN_PREFIX or not set(run_id) <= _HEX:
+    """A stored run of ``workflow`` with an id baton_nb made (``uuid4().hex``) whose
+    prefix of ``run_id``'s length differs from it in one place (two for 16+ characters):
+    a mistyped id to resume. Ids users choose for their runs are never compared."""
+    if not MIN_PREFIX <= len(run_id) <= _MADE_LENGTH or not set(run_id) <= _HEX:
         return None
     allowed = 1 if len(run_id) < 16 else 2
     for row in await store.list_runs(workflow=workflow, limit=_NEAR_RUNS):
-        stored = row.id[: len(run_id)]
-        if len(stored) == len(run_id) and _apart(stored, run_id) <= allowed:
+        if len(row.id) != _MADE_LENGTH or not set(row.id) <= _HEX:
+            continue  # an id chosen by a user ("20261205"): the next one is no typo of it
+        if _apart(row.id[: len(run_id)], run_id) <= allowed:
             return row.id
     return None
 

@@ -178,9 +178,7 @@ class DagWidget(anywidget.AnyWidget):
         # The page's copies of ``graph`` and ``nodes`` are the first send plus the changes
         # since: sent whole once, so a saved widget state, or a view opened after the run
         # on a page that missed them, holds every node.
-        with self.hold_sync():
-            self.nodes = {name: s for name, s in self._states.items() if s != PENDING}
-            self.send_state(["graph"])
+        self.send_state(["graph", "nodes"])  # both kept current in place, so sent by name
         self._finished = True
         if self._handles:
             bundle = snapshot_bundle(self._run, self._snapshot_state())

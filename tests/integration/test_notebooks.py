@@ -103,7 +103,12 @@ def _assert_dag_shown(cell: Any, steps: list[str], status: str = "completed") ->
     data = shown[0].data
     if WIDGET_MIME in data:
         return
-    assert f"' {status}: " in data.get("text/plain", ""), f"the snapshot does not say {status!r}"
+    said = data.get(
+        "text/plain", ""
+    )  # "... cancelled: ..." or "... cancelled (budget reached): ..."
+    assert f"' {status}: " in said or f"' {status} (" in said, (
+        f"the snapshot does not say {status!r}"
+    )
     # The part shown where scripts do not run (GitHub, nbviewer): no CSS, no dag.js.
     static = re.sub(r"<(style|script)\b.*?</\1>", "", data.get("text/html", ""), flags=re.S)
     for step in steps:

@@ -640,7 +640,12 @@ async def test_a_mistyped_run_id_is_refused_not_started_as_a_new_run(
     assert await _runs_of(db_url, wf.name) == [run.id]
     chosen = await wf.run(run_id=f"{unique}-exp-1", display=False)  # not hex: a new run
     other = await wf.run(run_id=flipped(run.id, 1, 2, 3), display=False)  # three apart: new
-    assert sorted(await _runs_of(db_url, wf.name)) == sorted([run.id, chosen.id, other.id])
+    # Ids a user chose (a date, a counter) are never taken for a typo of each other.
+    day = await wf.run(run_id=f"{unique[:4]}1205", display=False)
+    next_day = await wf.run(run_id=day.id[:-1] + "6", display=False)
+    assert sorted(await _runs_of(db_url, wf.name)) == sorted(
+        [run.id, chosen.id, other.id, day.id, next_day.id]
+    )
 
 
 async def test_run_id_of_another_workflows_run_is_an_error(db_url: str, unique: str) -> None:

@@ -181,7 +181,7 @@ async def test_a_budget_stop_says_so_and_resumes_with_budget(
         assert first.spend is not None and first.spend.reason == why
         line = f'await wf.run(run_id="{first.id}", budget=...)'
     else:
-        assert "Raise step 'ask''s budget (@wf.step(budget=...)" in why
+        assert "Raise the budget of step 'ask' (@wf.step(budget=...)" in why
         line = f'await wf.run(run_id="{first.id}")'
     assert why.startswith("budget reached") and why.endswith(line)
     message = first.resume_message("flow")

@@ -448,7 +448,13 @@ console.log(JSON.stringify({{
     seen = json.loads(out.stdout)
     assert seen["graph"] == [g["id"] for g in w.graph] and len(seen["graph"]) == 11
     assert seen["moving"] == ["m[0]", "m[3]", "m[6]"]
+    # At the end the page's graph and nodes are sent whole (kept current in place in the
+    # kernel, so sent by name): a saved widget state holds every node.
+    sent: list[Any] = []
+    send_state = w.send_state
+    w.send_state = lambda key=None: (sent.append(key), send_state(key))[1]  # type: ignore[method-assign]
     w.finish()
+    assert ["graph", "nodes"] in sent
 
 
 # ── cancel ────────────────────────────────────────────────────────────────────
