@@ -79,8 +79,9 @@ def _failure(group: Node, done: int, failed: list[Node]) -> str:
     names = ", ".join(c.name for c in failed)
     if group.spec.quorum is not None:
         quorum = min(group.spec.quorum, total)
-        return f"quorum not reached: {done} of {total} completed, {quorum} needed (failed: {names})"
-    error = f"{len(failed)} of {total} failed: {names}"
+        reached = f"{done:,} of {total:,} completed, {quorum:,} needed"
+        return f"quorum not reached: {reached} (failed: {names})"
+    error = f"{len(failed):,} of {total:,} failed: {names}"
     unsettled = total - done - len(failed)
     if unsettled > 0:  # fail_fast: the others are cancelled next
         error += f" (fail_fast: the {unsettled} not finished are cancelled)"
