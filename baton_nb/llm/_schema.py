@@ -266,6 +266,7 @@ def check_schema(schema: Mapping[str, Any], where: str = "response_format") -> N
     """``ConfigurationError`` naming the bad part, unless ``schema`` is a valid JSON Schema
     (of the draft its ``$schema`` names, else the latest). Checked once per schema: a
     request built again with the same schema is not checked again."""
+    schema = dict(schema)  # any Mapping at the top, as the request keeps it (a dict)
     try:
         key = json.dumps(schema, sort_keys=True, default=repr)
     except (TypeError, ValueError) as exc:

@@ -3,6 +3,7 @@ deterministic tools and JSON answers."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Literal
 
 import anyio
@@ -181,6 +182,7 @@ def test_a_broken_schema_is_refused_when_the_request_is_built() -> None:
     good = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     check_schema(good)
     LLMRequest(model="mock/x", messages=({"role": "user", "content": "hi"},), response_format=good)
+    check_schema(MappingProxyType(good))  # any Mapping at the top, as the request takes it
     draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
     check_schema(draft7)
     bad7 = {**draft7, "properties": {"a": {"minLength": "2"}}}
