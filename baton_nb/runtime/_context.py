@@ -215,6 +215,14 @@ def _complete_options() -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD)
 
 
+@cache
+def _near_option(name: str) -> str | None:
+    """The named option ``name`` nearly spells, if any: once per name (difflib costs tens
+    of µs a name, and a provider field such as ``top_p`` comes with every call)."""
+    close = difflib.get_close_matches(name, _complete_options(), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def _provider_extras(
     step: str, options: Mapping[str, Any], extra: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -222,11 +230,11 @@ def _provider_extras(
     arguments, those not a near miss of a named option (``temprature``: a typo, which
     would be sent and ignored or refused by the provider, not a setting)."""
     for name in options:
-        close = difflib.get_close_matches(name, _complete_options(), n=1, cutoff=0.8)
-        if close:
+        close = _near_option(name)
+        if close is not None:
             raise ConfigurationError(
                 f"step {step!r}: ctx.complete() got {name}=, which is not one of its options; "
-                f"did you mean {close[0]}=? (To send {name!r} to the provider as it is, pass "
+                f"did you mean {close}=? (To send {name!r} to the provider as it is, pass "
                 f"extra={{{name!r}: ...}}.)"
             )
     if extra is not None and not isinstance(extra, Mapping):

@@ -23,6 +23,7 @@ the output rate, per-request fees included.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
 
 __all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
+
+logger = logging.getLogger("baton_nb.runtime")
 
 PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
 
@@ -74,6 +77,7 @@ async def budget_stop(spend: Spend | None) -> str | None:
         try:
             rows = await spend.store.get_budgets(run.id)
         except Exception:  # only words for the messages: the run's end is written anyway
+            logger.debug("run %s: could not read its budgets' reasons", run.id, exc_info=True)
             return None
         run.budget_stop = next((row.reason for row in rows if row.reason), None)
     return run.budget_stop

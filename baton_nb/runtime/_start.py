@@ -11,13 +11,13 @@ import anyio
 
 from .. import _jsonutil
 from .._errors import ConfigurationError
+from .._gc import fewer_collections
 from .._graph import GraphSpec
 from .._run import Run, load_run
 from .._states import NodeKind, RunStatus, State
 from ..store import ExecutionStore, NodeRow, RunRow, RunStore, RunUpdate, Store, utcnow
 from ._driver import Driver
 from ._expand import store_settled_rest
-from ._gc import fewer_collections
 from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from .._errors import ConfigurationError, StorageError
+from .._gc import fewer_collections
 from .._graph import GraphSpec
 from ..llm._limits import share_limits
 from ..store import (
@@ -43,7 +44,6 @@ from ..store import (
 )
 from ._code import code_hash, loads_workflow
 from ._coordinator import coordinate
-from ._gc import fewer_collections
 from ._remote import POLL, RemoteAttempts
 from ._shared_limits import WorkerLimits
 from ._worker_tasks import TaskRunner

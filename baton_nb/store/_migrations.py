@@ -247,7 +247,7 @@ def _sqlite_state(driver: sqlite3.Connection) -> tuple[bool, set[int]]:
     cursor.close()
     if SchemaVersion.__tablename__ not in tables:
         return not tables, set()
-    cursor = driver.execute("SELECT version FROM baton_schema_version")
+    cursor = driver.execute(f"SELECT version FROM {SchemaVersion.__tablename__}")
     versions = {int(v) for (v,) in cursor.fetchall()}
     cursor.close()
     return False, versions
@@ -280,7 +280,7 @@ def _create_sqlite_schema(driver: sqlite3.Connection) -> None:
         driver.execute(statement).close()
     now = sqlite_text(datetime.now(timezone.utc))
     driver.executemany(
-        "INSERT INTO baton_schema_version (version, applied_at) VALUES (?, ?)",
+        f"INSERT INTO {SchemaVersion.__tablename__} (version, applied_at) VALUES (?, ?)",
         [(version, now) for version, _ in MIGRATIONS],
     ).close()
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._errors import lease_not_held
 from ._rows import NodeRow, RunRow, utcnow
@@ -81,17 +82,12 @@ class SqlRuns(SqlWrites):
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
         async with self.begin() as conn:
             if self.dialect == "sqlite" and nodes:
-                driver = await driver_connection(conn)
                 columns = run_to_columns(run)
                 statement = self._driver_statement(
                     _INSERT_RUN, conn.dialect, list(columns), "mapping"
                 )
                 first = [(statement.sql, statement.params([columns])[0])]
-                insert = self.sqlite_node_insert(conn.dialect, nodes)
-                steps = [n.step for n in nodes]
-                return await driver._execute(  # type: ignore[no-any-return]
-                    _insert_nodes_sqlite, driver._conn, [run.id], None, first, insert, steps
-                )
+                return await self._insert_on_driver(conn, nodes, [run.id], None, first)
             await conn.execute(_INSERT_RUN, [run_to_columns(run)])
             if nodes:
                 await self.insert_node_rows(conn, nodes)
@@ -130,16 +126,11 @@ class SqlRuns(SqlWrites):
         run_ids = sorted({n.run_id for n in nodes})
         async with self.begin() as conn:
             if self.dialect == "sqlite":
-                driver = await driver_connection(conn)
-                insert = self.sqlite_node_insert(conn.dialect, nodes)
                 first = []
                 if map_items is not None:
                     update = (map_items[1], sqlite_text(utcnow()), map_items[0])
                     first.append((_SET_MAP_ITEMS, update))
-                steps = [n.step for n in nodes]
-                return await driver._execute(  # type: ignore[no-any-return]
-                    _insert_nodes_sqlite, driver._conn, run_ids, owner, first, insert, steps
-                )
+                return await self._insert_on_driver(conn, nodes, run_ids, owner, first)
             for run_id in run_ids:
                 await guard_lease(conn, run_id, owner)
             if map_items is not None:
@@ -152,6 +143,23 @@ class SqlRuns(SqlWrites):
             ids = await insert_nodes_unnest(conn, nodes)
             await self.notify(conn, set(run_ids))
             return ids
+
+    async def _insert_on_driver(
+        self,
+        conn: AsyncConnection,
+        nodes: Sequence[NodeRow],
+        run_ids: Sequence[str],
+        owner: str | None,
+        first: Sequence[tuple[str, Sequence[Any]]],
+    ) -> dict[str, int]:
+        """SQLite: ``_insert_nodes_sqlite`` on aiosqlite's thread, in ``conn``'s transaction
+        (a new run's rows, a map's chunk); step name -> node id."""
+        driver = await driver_connection(conn)
+        insert = self.sqlite_node_insert(conn.dialect, nodes)
+        steps = [n.step for n in nodes]
+        return await driver._execute(  # type: ignore[no-any-return]
+            _insert_nodes_sqlite, driver._conn, run_ids, owner, first, insert, steps
+        )
 
     async def get_run(self, run_id: str) -> RunRow | None:
         async with self.connect() as conn:

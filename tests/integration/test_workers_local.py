@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import baton_nb as bn
-from baton_nb.runtime._gc import RUN_THRESHOLD
+from baton_nb._gc import RUN_THRESHOLD
 from baton_nb.store import Store, open_worker_store
 from tests import workers_app as app
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb._gc import RUN_THRESHOLD, fewer_collections
 from baton_nb.llm import LLMRequest, complete
-from baton_nb.runtime._gc import RUN_THRESHOLD, fewer_collections
 from tests.fakes.provider_server import FakeProviderServer, Reply
 
 
