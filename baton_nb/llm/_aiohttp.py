@@ -25,10 +25,11 @@ What this module adds to httpx-aiohttp 0.2.0, each for a reason found reading it
   up to 100 KiB per line as httpcore accepts (aiohttp's default is 8 KiB a header); no
   environment proxies (given a transport, httpx ignores them too, so the shared client
   uses stock httpx when the environment names a proxy: ``_client.py``).
-  ``post_json`` posts on a second session over the same connector (one pool, one limit)
-  that skips no auto headers: the headers it sends carry each of them, and a session
-  given headers to skip makes aiohttp build a mapping of them and copy the request's
-  headers on every request.
+- **The direct path.** ``post_json`` (a plain call's JSON post, ``_transport._post_direct``)
+  does not go through aiohttp: its own keep-alive pool (``_h1.py``, httptools' parser)
+  costs a quarter of aiohttp's CPU per call. Its pool is not aiohttp's: each bounds the
+  connections to one origin at ``max_connections``, so calls streamed and plain at once
+  can hold up to twice that many.
 - **The request.** The wire carries httpx's headers only (aiohttp would add
   ``Content-Type: application/octet-stream`` to a body without one), and a body over
   1 MiB (a prompt with images) goes as a stream with its length: handed over as bytes,
@@ -51,14 +52,15 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import aiohttp
 import httpx
 import httpx_aiohttp
-import yarl
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict
+
+from ._h1 import H1Pools, Target, target
 
 __all__ = ["AiohttpTransport", "Answer", "translate_error"]
 
@@ -69,8 +71,8 @@ _LARGE_BODY = 1024 * 1024
 # Headers aiohttp would add on its own: httpx already sends the first three (its client
 # defaults) and no content-type unless the caller gave one; the wire carries httpx's headers.
 _AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-_ACCEPT, _ACCEPT_ENCODING, _USER_AGENT, _CONTENT_TYPE = map(istr, _AIOHTTP_AUTO_HEADERS)
-_WIRE_HEADERS_KEPT = 64  # distinct call headers (endpoints and keys) kept by wire_headers
+_TARGETS_KEPT = 256  # distinct (URL, call headers) pairs kept by post_json (endpoints, keys)
+_UNSET: Any = object()
 # A request body as httpx encodes json= (compact, UTF-8, no NaN); one encoder, not one
 # per call as json.dumps with options makes.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -140,33 +142,6 @@ class _Body(httpx.AsyncByteStream):
             await self._inner.aclose()
 
 
-@lru_cache(maxsize=64)
-def _client_timeout(
-    connect: float | None, read: float | None, pool: float | None
-) -> aiohttp.ClientTimeout:
-    """httpx's timeouts as aiohttp's (see the module's docstring), one object per set
-    (aiohttp only reads it)."""
-    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
-
-
-@lru_cache(maxsize=256)
-def _wire_url(url: str) -> yarl.URL:
-    """``url`` as httpx puts it on the wire (what ``handle_async_request`` hands aiohttp:
-    ``str(request.url)``), parsed by httpx (~20 µs) and by aiohttp's ``yarl.URL`` once per
-    URL: aiohttp takes a ``yarl.URL`` as it is."""
-    return yarl.URL(str(httpx.URL(url)))
-
-
-def _has_auto_headers(headers: CIMultiDict[str]) -> bool:
-    """Whether ``headers`` carry each header aiohttp would add to a request lacking it."""
-    return (
-        _ACCEPT in headers
-        and _ACCEPT_ENCODING in headers
-        and _USER_AGENT in headers
-        and _CONTENT_TYPE in headers
-    )
-
-
 def _session(
     ssl_context: ssl.SSLContext, max_connections: int, keepalive_expiry: float
 ) -> aiohttp.ClientSession:
@@ -176,17 +151,10 @@ def _session(
         limit_per_host=max_connections,
         keepalive_timeout=keepalive_expiry,
     )
-    return _session_on(connector, owner=True, skip_auto_headers=_AIOHTTP_AUTO_HEADERS)
-
-
-def _session_on(
-    connector: aiohttp.BaseConnector, *, owner: bool, skip_auto_headers: tuple[str, ...] | None
-) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
-        connector_owner=owner,
         cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=skip_auto_headers,
+        skip_auto_headers=_AIOHTTP_AUTO_HEADERS,
         trust_env=False,
         auto_decompress=False,
         max_line_size=_MAX_HEAD_LINE,
@@ -231,97 +199,88 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         # The session is made on the first request (it binds to the running loop).
         factory = partial(_session, ssl_context, max_connections, keepalive_expiry)
         super().__init__(verify=ssl_context, trust_env=False, limits=limits, client=factory)
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
         self._client_headers: dict[str, str] | None = None
-        self._wire_headers: dict[tuple[tuple[str, str], ...], CIMultiDict[str]] = {}
-        self._direct: aiohttp.ClientSession | None = None
+        self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], Target | None] = {}
+        self._h1: H1Pools | None = None
+        self._closed = False
 
     def _session(self) -> aiohttp.ClientSession:
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         return self.client
 
-    def _direct_session(self) -> aiohttp.ClientSession:
-        """A second session on the same connector (the same pool, limits and TLS), without
-        ``skip_auto_headers``: given a set to skip, aiohttp builds a header mapping of it and
-        copies the request's headers on every request (``update_auto_headers``), which
-        ``post_json`` needs not, its headers carrying every header aiohttp would add."""
-        session = self._session()
-        if self._direct is None or self._direct.connector is not session.connector:
-            connector = session.connector
-            assert connector is not None
-            self._direct = _session_on(connector, owner=False, skip_auto_headers=None)
-        return self._direct
-
     async def aclose(self) -> None:
-        direct, self._direct = self._direct, None
-        if direct is not None:
-            await direct.close()  # not its connector's owner: only marks it closed
+        self._closed = True
+        h1, self._h1 = self._h1, None
+        if h1 is not None:
+            h1.close()
         await super().aclose()
 
-    def wire_headers(
-        self, client_headers: httpx.Headers, call_headers: Mapping[str, str]
-    ) -> CIMultiDict[str]:
-        """The headers httpx's client would send for ``post(url, headers=call_headers,
-        json=...)``: the client's (lower-case names), then the call's (a call's header
-        replaces the client's), and the content type ``json=`` adds unless the call gave
-        one. Made once per distinct call headers (an endpoint's, with its key) and reused:
-        ``post_json`` hands aiohttp a ``CIMultiDict``, which it copies without converting.
-        The client's headers are read on the first use: the transport belongs to one
-        client (``_client._new_client``), whose headers are set when it is made."""
-        key = tuple(call_headers.items())
-        wire = self._wire_headers.get(key)
-        if wire is None:
+    def _target(
+        self, client_headers: httpx.Headers, url: str, call_headers: Mapping[str, str]
+    ) -> Target | None:
+        """Where and with which head httpx's client would send ``post(url,
+        headers=call_headers, json=...)``: the client's headers (lower-case names), then
+        the call's (a call's header replaces the client's), and the content type ``json=``
+        adds unless the call gave one. Made once per URL and call headers (an endpoint's,
+        with its key). The client's headers are read on the first use: the transport
+        belongs to one client (``_client._new_client``), whose headers are set when it is
+        made."""
+        key = (url, tuple(call_headers.items()))
+        found = self._targets.get(key, _UNSET)
+        if found is _UNSET:
             if self._client_headers is None:
                 self._client_headers = dict(client_headers.items())
             merged = dict(self._client_headers)
             merged.update((name.lower(), value) for name, value in call_headers.items())
             merged.setdefault("content-type", "application/json")
-            wire = CIMultiDict(merged)
-            if len(self._wire_headers) >= _WIRE_HEADERS_KEPT:
-                self._wire_headers.clear()
-            self._wire_headers[key] = wire
-        return wire
+            found = target(url, merged)
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[key] = found
+        return found  # type: ignore[no-any-return]
 
     async def post_json(
         self,
+        client_headers: httpx.Headers,
         url: str,
-        headers: CIMultiDict[str],
+        call_headers: Mapping[str, str],
         body: Any,
         timeout: httpx.Timeout,
     ) -> Answer | None:
-        """What httpx's client would send for ``post(url, headers=, json=body)`` (given
-        :meth:`wire_headers`), sent on the session without building an ``httpx.Request``
-        and reading the answer without httpx's stream layers; the answer read whole (its
-        body decoded by httpx as the client would: ``auto_decompress=False``). The same
-        session, timeouts and error types as :meth:`handle_async_request`; ``None`` for a
-        body it does not take (over 1 MiB: the caller sends it through the client)."""
+        """What httpx's client would send for ``post(url, headers=call_headers,
+        json=body)``, posted on the direct path's own pool (``_h1.py``) without building
+        an ``httpx.Request``, the answer read whole (its body decoded by httpx as the
+        client would). The same timeouts and error types as :meth:`handle_async_request`;
+        ``None`` for a call it does not take (a body over 1 MiB, a URL or header the
+        path does not write: the caller sends it through the client)."""
         data = _JSON.encode(body).encode("utf-8")
         if len(data) > _LARGE_BODY:
             return None
-        # headers from wire_headers carry aiohttp's auto headers unless the client's lack one
-        session = self._direct_session() if _has_auto_headers(headers) else self._session()
-        try:  # not _httpx_errors(): a generator context manager costs ~1.5 us a call
-            async with session.request(
-                "POST",
-                _wire_url(url),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=_client_timeout(timeout.connect, timeout.read, timeout.pool),
-            ) as answer:
-                raw = await answer.read()
-                headers_in, raw_headers = answer.headers, answer.raw_headers
-                encoding = headers_in.get("content-encoding", "").strip().lower()
-                if encoding and encoding != "identity":  # decoded by httpx, as httpx reads it
-                    raw = httpx.Response(answer.status, headers=raw_headers, content=raw).content
-                return Answer(answer.status, answer.reason or "", headers_in, raw_headers, raw)
-        except Exception as exc:
-            translated = translate_error(exc)
-            if translated is None:
-                raise
-            raise translated from translated.__cause__
+        where = self._target(client_headers, url, call_headers)
+        if where is None:
+            return None
+        pools = self._h1
+        if pools is None:
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            pools = self._h1 = H1Pools(
+                self._ssl_context,
+                max_connections=self._max_connections,
+                keepalive_expiry=self._keepalive_expiry,
+            )
+        status, reason, raw_headers, raw = await pools.post(where, data, timeout)
+        headers = CIMultiDict(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            for name, value in raw_headers
+        )
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding and encoding != "identity":  # decoded by httpx, as httpx reads it
+            raw = httpx.Response(status, headers=raw_headers, content=raw).content
+        return Answer(status, reason, headers, raw_headers, raw)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -174,12 +174,14 @@ async def _post_direct(
 ) -> Answer | None:
     """``client.post(...)`` for a client on the aiohttp transport with no cookies: the
     same request (the client's headers, then the call's; the JSON body as httpx encodes
-    it; the timeouts) posted on the transport's session without the client's and httpx's
-    per-request layers, which cost half the CPU of a call (docs/performance.md). A
+    it; the timeouts) posted on the transport's own HTTP/1.1 pool (``_h1.py``) without
+    the client's and httpx's per-request layers, which cost half the CPU of a call, nor
+    aiohttp's (docs/performance.md). A
     cookie the provider sets goes to the client's jar, so later calls take
     ``client.post`` and send it back. ``None``: send it through the client."""
-    headers = transport.wire_headers(client.headers, call.headers)
-    response = await transport.post_json(call.url, headers, call.body, http_timeout)
+    response = await transport.post_json(
+        client.headers, call.url, call.headers, call.body, http_timeout
+    )
     if response is None:
         return None
     if "set-cookie" in response.headers:

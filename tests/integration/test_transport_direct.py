@@ -112,22 +112,32 @@ async def test_without_the_client_default_headers_the_wire_is_still_the_client_p
 
 
 @pytest.mark.anyio
-async def test_the_direct_path_and_the_client_share_one_pool() -> None:
+async def test_the_direct_path_and_the_client_each_reuse_their_own_pool() -> None:
+    """The direct path's pool (``_h1.py``) is not aiohttp's: one connection each."""
     async with serving(keep_alive(body=b"{}")) as server, direct() as (c, chosen):
         for _ in range(3):
             assert (await post(c, chosen, server.url())).content == b"{}"
             response = await c.post(server.url(), json={"a": 1}, timeout=TIMEOUT)
             assert response.content == b"{}"
-    assert server.connections == 1
+    assert server.connections == 2
 
 
 @pytest.mark.anyio
-async def test_closing_the_client_closes_the_direct_session() -> None:
-    async with serving(keep_alive(body=b"{}")) as server:
+async def test_closing_the_client_closes_the_direct_paths_connections() -> None:
+    closed = asyncio.Event()
+
+    async def handle(conn: Conn) -> None:
+        while await conn.request() is not None:
+            await conn.respond(b"{}")
+        closed.set()
+
+    async with serving(handle) as server:
         async with direct() as (c, chosen):
             await post(c, chosen, server.url())
-            sessions = (chosen._session(), chosen._direct_session())
-        assert all(session.closed for session in sessions)
+        with anyio.fail_after(5):
+            await closed.wait()
+        with pytest.raises(RuntimeError, match="closed"):
+            await post(c, chosen, server.url())
 
 
 @pytest.mark.anyio
