@@ -59,6 +59,7 @@ from tests.fakes.provider_server import RemoteFakeProvider  # noqa: E402
 __all__ = [
     "KEY",
     "BareAiohttpFloor",
+    "DirectPathFloor",
     "FakeServerProcess",
     "HttpxAiohttpFloor",
     "HttpxFloor",
@@ -280,6 +281,44 @@ class BareAiohttpFloor:
     async def aclose(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+
+class DirectPathFloor:
+    """baton_nb's direct path alone (``AiohttpTransport.post_json``: the request head
+    written once, its own keep-alive pool, httptools' parser), a slot per call in flight:
+    what a plain call through ``complete`` costs on the wire, without ``complete``."""
+
+    def __init__(self, base_url: str, in_flight: int) -> None:
+        self.url = f"{base_url}/v1/chat/completions"
+        self.in_flight = in_flight
+        self.transport: Any = None
+
+    async def run(self, calls: int) -> float:
+        from baton_nb.llm._aiohttp import AiohttpTransport
+
+        if self.transport is None:  # made on the running loop, kept across runs
+            self.transport = AiohttpTransport(
+                httpx.create_ssl_context(), max_connections=self.in_flight, keepalive_expiry=30
+            )
+        post = self.transport.post_json
+        client_headers = httpx.Headers({"user-agent": "baton-nb"})
+        headers = {"authorization": f"Bearer {KEY}"}
+        timeout = httpx.Timeout(None, connect=10.0)
+        todo = iter(range(calls))
+
+        async def slot() -> None:
+            for i in todo:
+                answer = await post(client_headers, self.url, headers, _body(i), timeout)
+                assert answer.status_code == 200, answer.status_code
+                json.loads(answer.content)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(slot() for _ in range(self.in_flight)))
+        return time.perf_counter() - start
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            await self.transport.aclose()
 
 
 class HttpxPerSlotFloor:

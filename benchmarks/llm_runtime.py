@@ -12,7 +12,10 @@ At each scale (calls @ in flight, 200 ms server latency), in one interleaved run
   these scales: ``benchmarks/llm_fanout.py`` times it with a deadline);
 - ``aiohttp``: httpx-aiohttp alone (``HttpxAiohttpClient``, what the transport builds on);
 - ``bare_aiohttp``: aiohttp's ``ClientSession.post`` alone, no httpx, a slot per call in
-  flight: the shipped transport's own cost, the bound on a call through ``complete``;
+  flight: aiohttp's own cost (the shipped transport's for streamed calls);
+- ``direct``: the path plain calls take (``AiohttpTransport.post_json``: its own HTTP/1.1
+  pool, httptools' parser), a slot per call in flight: the bound on a call through
+  ``complete``;
 - ``complete``: ``baton_nb.llm.complete`` alone, no runtime;
 - ``sleep``: the run below with children that sleep the latency (no HTTP): the runtime alone;
 - ``sqlite``: ``await wf.run(concurrency=in_flight)`` on SQLite: prompts, a map child per
@@ -57,6 +60,7 @@ from typing import Any
 from _fake_server import (  # benchmarks/_fake_server.py
     KEY,
     BareAiohttpFloor,
+    DirectPathFloor,
     FakeServerProcess,
     HttpxAiohttpFloor,
     HttpxPerSlotFloor,
@@ -83,6 +87,7 @@ ROWS = {
     "httpx": "stock httpx, one client per slot",
     "aiohttp": "httpx-aiohttp alone",
     "bare_aiohttp": "aiohttp ClientSession alone",
+    "direct": "baton_nb's direct path alone",
     "complete": "baton_nb.llm.complete, no runtime",
     "sleep": "run, children sleep (no HTTP)",
     "sqlite": "run: map + ctx.complete, SQLite",
@@ -232,6 +237,8 @@ async def scale_rows(
         floors["aiohttp"] = HttpxAiohttpFloor(server.base_url, in_flight)
     if "bare_aiohttp" in args.rows:
         floors["bare_aiohttp"] = BareAiohttpFloor(server.base_url, in_flight)
+    if "direct" in args.rows:
+        floors["direct"] = DirectPathFloor(server.base_url, in_flight)
     if "langgraph" in args.rows:
         floors["langgraph"] = LangGraphFanout(server.base_url, in_flight, runs.tmp)
     run = runs.run

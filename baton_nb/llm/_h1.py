@@ -35,6 +35,7 @@ import collections
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+
 import httptools
 import httpx
 
@@ -125,9 +126,7 @@ class _Connection(asyncio.Protocol):
                 self.complete = True  # an answer read to the end of the connection
                 waiter.set_result(None)
             elif self.status:
-                waiter.set_exception(
-                    httpx.RemoteProtocolError("Response payload is not completed")
-                )
+                waiter.set_exception(httpx.RemoteProtocolError("Response payload is not completed"))
             else:
                 waiter.set_exception(httpx.RemoteProtocolError("Server disconnected"))
         self.pool.lost(self)
@@ -284,10 +283,10 @@ class _Pool:
         self.waiters.append(waiter)
         try:
             if timeout.pool is None:
-                conn = await waiter
+                given = await waiter
             else:
                 async with asyncio.timeout(timeout.pool):
-                    conn = await waiter
+                    given = await waiter
         except BaseException as exc:
             if not waiter.done():
                 waiter.cancel()
@@ -301,9 +300,9 @@ class _Pool:
             if isinstance(exc, TimeoutError):
                 raise httpx.PoolTimeout("timed out waiting for a connection") from None
             raise
-        if conn is None:  # a freed place: open a connection in it
+        if given is None:  # a freed place: open a connection in it
             return await self._connect(timeout.connect)
-        return conn
+        return given
 
     async def _connect(self, seconds: float | None) -> _Connection:
         """A new connection in a place already counted in ``opened``."""
