@@ -198,6 +198,10 @@ class _Connection(asyncio.Protocol):
 
     # the exchange
 
+    def is_closing(self) -> bool:
+        """Closing or closed by either side (the end of the stream read, not yet lost)."""
+        return self.transport is None or self.transport.is_closing()
+
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None and not self.closed:
@@ -271,7 +275,7 @@ class _Pool:
         now = self.loop.time()
         while idle:
             conn, _ = idle.popitem()
-            if conn.closed or now - conn.idle_since > self.expiry:
+            if conn.closed or conn.is_closing() or now - conn.idle_since > self.expiry:
                 self._discard(conn)
                 continue
             self.busy.add(conn)
