@@ -97,7 +97,32 @@ async def open_spend(
         rows = await store.open_budgets(run.id, caps, spent_by_scope(run))
     if not rows and not cache:
         return None
+    warn_batch_bypass(graph, cache=cache, budgets=bool(rows))
     return Spend(graph, store, run, commit, rows, cache=cache)
+
+
+def warn_batch_bypass(graph: GraphSpec, *, cache: bool, budgets: bool) -> None:
+    """One line as the run starts for each ``batch=True`` step of a run with the response
+    cache or a budget on: its calls go to provider batches, which neither (docs/spend_less.md
+    "Limits"); said, not left for the user to find on the bill of a second run."""
+    if not cache and not budgets:
+        return
+    bypassed = " nor ".join(
+        what
+        for what, on in (("answered from the response cache", cache), ("held to the budget", budgets))
+        if on
+    )
+    for name, step in graph.steps.items():
+        if step.batch:
+            again = "; an identical run pays them again" if cache else ""
+            logger.warning(
+                "workflow %r: step %r is batch=True: its calls are not %s%s "
+                "(docs/spend_less.md, Limits)",
+                graph.name,
+                name,
+                bypassed,
+                again,
+            )
 
 
 async def join_spend(

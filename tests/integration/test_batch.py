@@ -523,3 +523,43 @@ async def test_a_results_file_that_fails_to_download_once_is_read_again(
     contents = [r for r in batch_requests(fake_providers) if r.path.endswith("/content")]
     assert len(contents) == 2
     assert fake_providers.batches.stats()["creates"] == {"openai": 1}
+
+
+async def test_a_batched_step_under_the_cache_or_a_budget_is_said_at_run_start(
+    fake_providers: FakeProviderServer, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Provider batches bypass the response cache and the budgets (docs/spend_less.md,
+    Limits): a run with either on says so for each batched step as it starts, and a run
+    with neither says nothing."""
+    model = MODELS["openai"]
+
+    def workflow(name: str, **options: Any) -> bn.Workflow:
+        wf = bn.Workflow(name, db=sqlite_url, **options)
+
+        @wf.step()
+        async def items(ctx: bn.Context) -> list[str]:
+            return ["a", "b"]
+
+        @wf.step(map_over="items", batch=True)
+        async def label(ctx: bn.Context) -> str:
+            return (await ctx.complete(model=model, prompt=f"Label {ctx.item}")).text
+
+        return wf
+
+    with caplog.at_level("WARNING", logger="baton_nb.runtime"):
+        run = await workflow("cached-batch", cache=True).run(display=False)
+    assert run.status == "completed"
+    said = [r.getMessage() for r in caplog.records if "batch=True" in r.getMessage()]
+    assert said == [
+        "workflow 'cached-batch': step 'label' is batch=True: its calls are not answered "
+        "from the response cache; an identical run pays them again (docs/spend_less.md, Limits)"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="baton_nb.runtime"):
+        await workflow("budget-batch", budget="5").run(display=False)
+        await workflow("plain-batch").run(display=False)
+    said = [r.getMessage() for r in caplog.records if "batch=True" in r.getMessage()]
+    assert said == [
+        "workflow 'budget-batch': step 'label' is batch=True: its calls are not held to "
+        "the budget (docs/spend_less.md, Limits)"
+    ]
