@@ -48,7 +48,9 @@ def _total_line(report: CostReport) -> str:
     if report.complete:
         return total
     unpriced = plural(report.unpriced_calls, "call")
-    return f"at least {total} ({unpriced} with unknown price: incomplete)"
+    models = list(dict.fromkeys(r.model for r in report.rows if r.unpriced_calls))
+    named = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+    return f"at least {total} ({unpriced} with unknown price: {named}; incomplete)"
 
 
 def _headline(report: CostReport) -> str:

@@ -109,7 +109,10 @@ def warn_batch_bypass(graph: GraphSpec, *, cache: bool, budgets: bool) -> None:
         return
     bypassed = " nor ".join(
         what
-        for what, on in (("answered from the response cache", cache), ("held to the budget", budgets))
+        for what, on in (
+            ("answered from the response cache", cache),
+            ("held to the budget", budgets),
+        )
         if on
     )
     for name, step in graph.steps.items():
