@@ -563,3 +563,29 @@ async def test_a_batched_step_under_the_cache_or_a_budget_is_said_at_run_start(
         "workflow 'budget-batch': step 'label' is batch=True: its calls are not held to "
         "the budget (docs/spend_less.md, Limits)"
     ]
+
+
+async def test_reports_say_batched_calls_were_paid_at_batch_rates_and_read_back(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Each batched child's row reads calls 1, replayed 1 (the CSV keeps its columns and
+    values): the headline and the note under the table say what that is, a call paid once
+    in a provider batch and its answer read back by the step, the same from the run's
+    calls and from the database's aggregates (SQLite and Postgres)."""
+    model = MODELS["openai"]
+    run = await classify(f"batch-words-{unique}", db_url, model).run(params={"n": 4}, display=False)
+    assert run.status == "completed", run.steps
+    stored = await bn.report(db=db_url, run_ids=[run.id])
+    for report in (run.report(), stored):
+        assert (report.calls, report.replayed_calls) == (4, 4)
+        head, *rest = str(report).splitlines()
+        assert "4 calls (4 of them in provider batches, at batch rates)" in head, head
+        assert "4 batch answers read back by their steps (paid once, in the calls)" in head
+        assert "replayed (not charged again)" not in head  # no other replays
+        assert (
+            "replayed: answers read from the store, never charged again; among them, 4 batch "
+            "answers read back by their steps (each paid once, in calls, at batch rates)"
+        ) in rest
+        assert "4 batch answers read back by their steps are among them" in report._repr_html_()
+        rows = report.to_records()
+        assert [(r["calls"], r["replayed_calls"]) for r in rows] == [(1, 1)] * 4
