@@ -111,7 +111,7 @@ class LowerBound(Decimal):
             "not counted)"
         )
 
-    def __reduce__(self) -> tuple[type[LowerBound], tuple[str, int]]:
+    def __reduce__(self) -> tuple[type[LowerBound], tuple[str, int]]:  # type: ignore[override]
         return type(self), (str(self), self.unpriced_calls)
 
     def __copy__(self) -> LowerBound:

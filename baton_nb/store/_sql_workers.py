@@ -289,29 +289,10 @@ class _SqlQueue(SqlBase):
         return str(status).split()[-1] != "0"
 
     async def dep_results(self, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
-        """The stored results (JSON) of the completed steps among ``steps``."""
+        """The stored results (JSON) of the completed steps among ``steps``, and the
+        partial values of the failed fan-out groups among them (``_partial_values``)."""
         async with self._read() as db:
-            rows = await db.fetch(
-                "SELECT step, result FROM workflow_nodes WHERE run_id = $1 "
-                "AND step = ANY($2::text[]) AND state = 'completed'",
-                run_id,
-                list(steps),
-            )
-            found: dict[str, str | None] = {r["step"]: r["result"] for r in rows}
-            missing = [s for s in steps if s not in found]
-            if missing:  # a failed fan-out group, run after by an ignore flag
-                children = await db.fetch(
-                    "SELECT c.parent, c.model, c.item_index, c.state, c.result "
-                    "FROM workflow_nodes c JOIN workflow_nodes g "
-                    "ON g.run_id = c.run_id AND g.step = c.parent "
-                    "WHERE c.run_id = $1 AND c.parent = ANY($2::text[]) AND g.kind = 'group' "
-                    "AND g.state IN ('discarded', 'cancelled') "
-                    "ORDER BY c.parent, c.item_index, c.id",
-                    run_id,
-                    missing,
-                )
-                found.update(_partial_values(children))
-        return found
+            return await _dep_results(db, run_id, steps)
 
     # ── the task queue: the workers' side ────────────────────────────────────
 
@@ -569,6 +550,31 @@ class SqlWorkers(_SqlQueue):
                 with anyio.CancelScope(shield=True):
                     for channel in channels:
                         await driver.remove_listener(channel, deliver)
+
+
+async def _dep_results(db: Any, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
+    rows = await db.fetch(
+        "SELECT step, result FROM workflow_nodes WHERE run_id = $1 "
+        "AND step = ANY($2::text[]) AND state = 'completed'",
+        run_id,
+        list(steps),
+    )
+    found: dict[str, str | None] = {r["step"]: r["result"] for r in rows}
+    missing = [s for s in steps if s not in found]
+    if missing:  # a failed fan-out group, run after by an ignore flag
+        found.update(_partial_values(await db.fetch(_FAILED_CHILDREN, run_id, missing)))
+    return found
+
+
+# The children of failed fan-out groups among $2, in order (for ``_partial_values``).
+_FAILED_CHILDREN = (
+    "SELECT c.parent, c.model, c.item_index, c.state, c.result "
+    "FROM workflow_nodes c JOIN workflow_nodes g "
+    "ON g.run_id = c.run_id AND g.step = c.parent "
+    "WHERE c.run_id = $1 AND c.parent = ANY($2::text[]) AND g.kind = 'group' "
+    "AND g.state IN ('discarded', 'cancelled') "
+    "ORDER BY c.parent, c.item_index, c.id"
+)
 
 
 def _partial_values(children: Sequence[Any]) -> dict[str, str]:

@@ -218,6 +218,6 @@ async def test_dep_results_give_a_failed_groups_survivors(queue: SqlWorkers, uni
     assert run.status == "failed"
     found = await queue.dep_results(run.id, ["items", "work", "ask", "never"])
     assert set(found) == {"items", "work", "ask"}
-    work = [None if i in (1, 10) else {"n": i} for i in range(12)]
-    assert _jsonutil.loads(found["work"]) == work
+    expected = [None if i in (1, 10) else {"n": i} for i in range(12)]
+    assert _jsonutil.loads(found["work"]) == expected
     assert _jsonutil.loads(found["ask"]) == {"mock/a": "from a"}
