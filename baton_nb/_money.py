@@ -8,6 +8,7 @@ from decimal import Context, Decimal
 __all__ = [
     "MAX_BUDGET",
     "NO_MATH_CLASSES",
+    "LowerBound",
     "add_money",
     "fmt_cost",
     "fmt_money",
@@ -87,6 +88,37 @@ def normalize_money(value: Decimal) -> Decimal:
         kept.pop()
         exponent += 1
     return Decimal((sign, tuple(kept), exponent))
+
+
+class LowerBound(Decimal):
+    """A total that misses ``unpriced_calls`` calls of unknown price (``report.total`` then):
+    a ``Decimal`` like any other (arithmetic gives plain ``Decimal``s, ``str()`` and
+    formatting the bare number, so it writes to a CSV or a JSON unchanged), whose ``repr``
+    (what a notebook cell shows) says it is a lower bound, never a silent amount."""
+
+    __slots__ = ("unpriced_calls",)
+
+    unpriced_calls: int
+
+    def __new__(cls, value: Decimal | str, unpriced_calls: int) -> LowerBound:
+        self = super().__new__(cls, value)
+        self.unpriced_calls = unpriced_calls
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"LowerBound('{self}', {plural(self.unpriced_calls, 'call')} of unknown price "
+            "not counted)"
+        )
+
+    def __reduce__(self) -> tuple[type[LowerBound], tuple[str, int]]:  # type: ignore[override]
+        return type(self), (str(self), self.unpriced_calls)
+
+    def __copy__(self) -> LowerBound:
+        return self
+
+    def __deepcopy__(self, memo: object) -> LowerBound:
+        return self
 
 
 def fmt_money(value: Decimal) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import threading
@@ -239,14 +240,36 @@ def _warn_unknown(model: str, called_as: str | None = None, why: str | None = No
     if called_as is not None and called_as.strip().lower() != model.strip().lower():
         named = f"{called_as!r} (priced as {model!r})"
     reason = f" ({why})" if why else ""
+    near = None if why else _near_priced(model, called_as)
+    hint = f" Did you mean {near!r}? (a typo in a model name is priced as nothing)" if near else ""
     warnings.warn(
         f"no price known for model {named}{reason}: its cost is reported as unknown (None), "
-        f"not 0. Add it to a price file and load that with "
+        f"not 0.{hint} Add it to a price file and load that with "
         f"bn.configure(pricing='my_prices.json') (format: docs/pricing.md), or price the "
         f"calls as a known model with price_as=; `baton-nb price MODEL` shows what is known.",
         UnknownPriceWarning,
         stacklevel=_user_stacklevel(),
     )
+
+
+def _near_priced(model: str, called_as: str | None) -> str | None:
+    """A priced model whose name is a near miss of ``model``'s (``gpt-4o-mnii`` for
+    ``gpt-4o-mini``), as the user would write it: ``called_as`` with its name corrected
+    (``mock/gpt-4o-mini``), or the corrected ``price_as=`` name. None if none is close.
+    Run once per unknown model (its warning is given once)."""
+    prefix, _, name = model.rpartition("/")
+    names = {known.rpartition("/")[2] for known in _registry.known_models()}
+    found = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.85)
+    if not found or found[0] == name.lower():
+        return None
+    priced = f"{prefix}/{found[0]}" if prefix else found[0]
+    if lookup(priced) is None:  # another provider's name: not priced under this one
+        return None
+    if called_as is not None:
+        called_prefix, _, called_name = called_as.strip().rpartition("/")
+        if called_name.lower() == name.lower():  # mock/NAME priced as NAME: fix NAME
+            return f"{called_prefix}/{found[0]}" if called_prefix else found[0]
+    return priced
 
 
 def _user_stacklevel() -> int:

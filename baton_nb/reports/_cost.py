@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
 
-from .._money import fmt_money, normalize_money, plural, sum_money
+from .._money import LowerBound, fmt_money, normalize_money, plural, sum_money
 from .._runview import SpendState
 from .._states import NodeKind
 from .._usage import Usage
@@ -76,8 +76,11 @@ class _RowTotals:
 
     @property
     def total(self) -> Decimal:
-        """USD of every priced call; a lower bound when ``complete`` is False."""
-        return normalize_money(sum_money(r.known_cost for r in self.rows))
+        """USD of every priced call; a lower bound when ``complete`` is False, then a
+        ``LowerBound`` (a ``Decimal`` whose repr says how many calls it misses)."""
+        total = normalize_money(sum_money(r.known_cost for r in self.rows))
+        unpriced = self.unpriced_calls
+        return total if unpriced == 0 else LowerBound(total, unpriced)
 
     @property
     def complete(self) -> bool:

@@ -48,26 +48,50 @@ def _total_line(report: CostReport) -> str:
     if report.complete:
         return total
     unpriced = plural(report.unpriced_calls, "call")
-    return f"at least {total} ({unpriced} with unknown price: incomplete)"
+    models = list(dict.fromkeys(r.model for r in report.rows if r.unpriced_calls))
+    named = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+    return f"at least {total} ({unpriced} with unknown price: {named}; incomplete)"
 
 
 def _headline(report: CostReport) -> str:
     runs = len(report.run_ids)
     tokens = report.tokens
+    totals = report.totals()
+    calls = plural(report.calls, "call")
+    if totals.batch_calls:
+        calls += f" ({totals.batch_calls:,} of them in provider batches, at batch rates)"
     parts = [
         plural(runs, "run"),
-        plural(report.calls, "call"),
+        calls,
         f"{tokens.input_tokens:,} input + {tokens.output_tokens:,} output tokens",
     ]
-    fees = report.totals().fees
-    if fees:
-        parts.append(f"${fmt_money(fees)} of it per-request fees (web searches)")
-    if report.replayed_calls:
-        parts.append(f"{report.replayed_calls} replayed (not charged again)")
+    if totals.fees:
+        parts.append(f"${fmt_money(totals.fees)} of it per-request fees (web searches)")
+    if totals.batch_replays:
+        parts.append(f"{_batch_reads(totals.batch_replays)} (paid once, in the calls)")
+    replays = report.replayed_calls - totals.batch_replays
+    if replays:
+        parts.append(f"{replays} replayed (not charged again)")
     if report.cached_calls:
         saved = fmt_money(report.saved)
         parts.append(f"{report.cached_calls} answered from the cache (${saved} saved)")
     return "Cost: " + _total_line(report) + " for " + ", ".join(parts)
+
+
+def _batch_reads(count: int) -> str:
+    return f"{count:,} batch {'answer' if count == 1 else 'answers'} read back by their steps"
+
+
+def _replayed_note(report: CostReport) -> str | None:
+    """What the ``replayed`` column counts, when it holds batch answers: a batched call is
+    paid once (in ``calls``, at batch rates) and replayed by its step as it reads it."""
+    reads = report.totals().batch_replays
+    if not reads:
+        return None
+    return (
+        "replayed: answers read from the store, never charged again; among them, "
+        f"{_batch_reads(reads)} (each paid once, in calls, at batch rates)"
+    )
 
 
 def _budget_lines(report: CostReport) -> list[str]:
@@ -144,6 +168,9 @@ def report_text(report: CostReport) -> str:
         *_budget_lines(report),
         text_table(("step", "model", *_COLUMNS), body, left=2),
     ]
+    note = _replayed_note(report)
+    if note:
+        lines.append(note)
     prices = _price_rows(report)
     if prices:
         lines.append("\nprices:")
@@ -219,9 +246,17 @@ def report_html(report: CostReport) -> str:
         parts.append(f"<p>Fan-out <b>{html.escape(step)}</b>: models side by side</p>")
         parts.append(_comparison_html(models))
     if report.replayed_calls:
+        reads = report.totals().batch_replays
+        batch = (
+            f" {html.escape(_batch_reads(reads))} are among them: each batched call is paid "
+            "once (in calls, at batch rates) and replayed by its step as it reads the answer."
+            if reads
+            else ""
+        )
         parts.append(
-            '<p class="note">Replayed calls were answered from the store (retry or resume): '
-            "their tokens and cost are counted once, by the call they replay.</p>"
+            '<p class="note">Replayed calls were answered from the store (retry, resume or a '
+            "provider batch's answer): their tokens and cost are counted once, by the call "
+            f"they replay.{batch}</p>"
         )
     parts.append("</div>")
     return no_math_html("".join(parts))

@@ -62,6 +62,10 @@ class Totals:
     replayed_calls: int = 0
     cached_calls: int = 0  # answered from the response cache: cost 0, not in ``calls``
     saved: Decimal = field(default_factory=Decimal)  # what they would have cost
+    # provider batches: paid calls sent in one (within ``calls``, at batch rates), and
+    # replayed calls that are their steps reading the answers back (within ``replayed_calls``)
+    batch_calls: int = 0
+    batch_replays: int = 0
     # where the prices came from and the price entries matched, in first-seen order
     price_sources: dict[str, None] = field(default_factory=dict)
     price_models: dict[str, None] = field(default_factory=dict)
@@ -81,14 +85,18 @@ class Totals:
         return self.latency_ms / self.calls if self.calls else None
 
     def add_call(self, call: CallRecord) -> None:
+        pricing = call.pricing
+        batch = pricing is not None and pricing.batch
         if call.replayed:
             self.replayed_calls += 1
+            self.batch_replays += batch
             return
         if call.cached:
             self.cached_calls += 1
             self.saved = add_money(self.saved, call.saved or Decimal(0))
             return
         self.calls += 1
+        self.batch_calls += batch
         self.usage = self.usage + call.usage
         self.latency_ms += call.latency_ms
         self.estimated_calls += int(call.estimated)
@@ -96,7 +104,6 @@ class Totals:
             self.unpriced_calls += 1
         else:
             self.known_cost = add_money(self.known_cost, call.cost)
-        pricing = call.pricing
         if pricing is not None:
             self.fees = add_money(self.fees, pricing.fees or Decimal(0))
             if pricing.source:
@@ -113,6 +120,8 @@ class Totals:
         self.estimated_calls += other.estimated_calls
         self.latency_ms += other.latency_ms
         self.replayed_calls += other.replayed_calls
+        self.batch_calls += other.batch_calls
+        self.batch_replays += other.batch_replays
         self.cached_calls += other.cached_calls
         self.saved = add_money(self.saved, other.saved)
         self.price_sources.update(other.price_sources)
@@ -198,6 +207,8 @@ class CostRow(Totals):
             replayed_calls=row.replayed_calls,
             cached_calls=row.cached_calls,
             saved=row.saved if row.saved is not None else Decimal(0),
+            batch_calls=row.batch_calls,
+            batch_replays=row.batch_replays,
         )
 
 

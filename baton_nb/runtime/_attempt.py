@@ -24,7 +24,7 @@ from .._errors import (
 )
 from .._outcomes import Discard, Snooze
 from .._run import Run
-from .._states import NodeKind, State
+from .._states import FAILED_STATES, NodeKind, State
 from ..store import AttemptRow, utcnow
 from ._commit import GroupCommit
 from ._decisions import (
@@ -37,6 +37,7 @@ from ._decisions import (
     Parked,
     Snoozed,
 )
+from ._groups import partial_value
 from ._node import Node
 
 __all__ = [
@@ -173,13 +174,21 @@ def retry_hint(exc: BaseException | None) -> float:
 
 
 def dep_results(node: Node, nodes: Mapping[str, Node]) -> dict[str, Any]:
-    """The results of ``node``'s completed deps (a fan-out child sees its group's deps')."""
+    """The results of ``node``'s completed deps (a fan-out child sees its group's deps').
+
+    A fan-out group that failed, which ``node`` runs after by an ignore flag, gives what
+    its completed children returned (``partial_value``: None for the others), so the
+    survivors of a map where a few items failed reach the next step."""
     owner = node.parent if node.parent is not None else node
     results = {}
     for dep in owner.deps:
         dep_node = nodes[dep]
         if dep_node.state is State.COMPLETED:
             results[dep] = dep_node.result
+        elif dep_node.kind is NodeKind.GROUP and dep_node.state in FAILED_STATES:
+            value = partial_value(dep_node)
+            if value is not None:
+                results[dep] = value
     return results
 
 

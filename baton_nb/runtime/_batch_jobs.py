@@ -20,7 +20,7 @@ from ..store import BatchRequestRow, CallRecord, CompletionRow, ProviderBatchRow
 from ._batch_calls import MAX_TRIES, LiveBatch, ParkedCall
 
 if TYPE_CHECKING:
-    from ..llm import LLMRequest
+    from ..llm import Completion, LLMRequest
     from ..llm._batch import BatchApi, BatchLine, ItemResult, RemoteStatus
     from ..llm._config import Endpoint
     from ._batching import Batching
@@ -279,6 +279,10 @@ async def ingest(
     await batching.store.store_batch_results(
         row, answers.changed, answers.completions, answers.records, owner=batching.owner
     )
+    spend = batching.calls.spend
+    if spend is not None:  # the answers of cached requests go to the response cache too
+        for asked, completion in answers.paid:
+            await spend.keep(asked, completion)
     answers.announce()
     batching.announce.batch(row)
     answers.wake()
@@ -296,6 +300,8 @@ class _Answers:
         self.completions: list[CompletionRow] = []
         self.records: list[CallRecord] = []
         self.answered: list[tuple[BatchRequestRow, str]] = []
+        # the answers whose request this process knows (it parked them): for the cache
+        self.paid: list[tuple[LLMRequest, Completion]] = []
         self.refused: list[tuple[BatchRequestRow, Exception]] = []
         self.again: list[BatchRequestRow] = []
         self.cost: Decimal | None = row.cost
@@ -360,6 +366,8 @@ class _Answers:
             row.run_id, request.step, request.call_index, request.request_hash, encoded, self.now
         )
         self.completions.append(answer)
+        if call is not None:
+            self.paid.append((asked, completion))
         request.state, request.error = ANSWERED, None
         self.answered.append((request, encoded))
 

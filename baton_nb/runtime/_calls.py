@@ -64,13 +64,20 @@ class Calls:
         if stored is not None:
             completion = replace(Completion.from_json(stored), replayed=True)
         else:
-            if self.batching is not None and self.batching.takes(node):
+            spend = self.spend
+            batched = self.batching is not None and self.batching.takes(node)
+            hit = await spend.cached(request) if batched and spend is not None else None
+            if batched and hit is None:
+                # Not in the response cache (or no cache): the call goes to a batch.
+                assert self.batching is not None
                 self.batching.park(node, index, request, digest)  # raises CallParked
             try:
-                spend = self.spend
-                completion = await (
-                    complete(request) if spend is None else spend.complete(node, request)
-                )
+                if hit is not None:
+                    completion = hit
+                elif spend is None:
+                    completion = await complete(request)
+                else:
+                    completion = await spend.complete(node, request)
             except Exception as exc:
                 if debug:
                     self.log(node, "error", describe_error(exc), {"model": request.model})

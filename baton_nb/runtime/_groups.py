@@ -22,6 +22,7 @@ __all__ = [
     "Verdict",
     "close_if_coroutine",
     "map_child_names",
+    "partial_value",
     "plan_map",
     "verdict",
 ]
@@ -69,6 +70,19 @@ def verdict(group: Node) -> Verdict | None:
     failed = [c for c in children if c.state in FAILED_STATES]
     state = State.DISCARDED if any(c.state is State.DISCARDED for c in failed) else State.CANCELLED
     return Verdict(state, error=_failure(group, len(done), failed))
+
+
+def partial_value(group: Node) -> Any:
+    """What a dependent that ignores the failed ``group`` gets for it: the value the group
+    would have had, with ``None`` for each child that did not complete (a map's list keeps
+    its item order; a multi-model group's dict holds the models that completed). None when
+    no child completed (nothing to go on with: as for any failed dep)."""
+    children = group.children
+    if not any(c.state is State.COMPLETED for c in children):
+        return None
+    if group.spec.models:
+        return {c.model: c.result for c in children if c.state is State.COMPLETED}
+    return [c.result if c.state is State.COMPLETED else None for c in children]
 
 
 def _failure(group: Node, done: int, failed: list[Node]) -> str:

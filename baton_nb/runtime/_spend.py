@@ -45,6 +45,7 @@ from ._node import Node
 
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
+    from ..llm._cache_key import CacheKey
 
 __all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
 
@@ -97,7 +98,24 @@ async def open_spend(
         rows = await store.open_budgets(run.id, caps, spent_by_scope(run))
     if not rows and not cache:
         return None
+    warn_batch_bypass(graph, budgets=bool(rows))
     return Spend(graph, store, run, commit, rows, cache=cache)
+
+
+def warn_batch_bypass(graph: GraphSpec, *, budgets: bool) -> None:
+    """One line as the run starts for each ``batch=True`` step of a run with a budget: its
+    calls go to provider batches, which the budgets do not hold (docs/spend_less.md
+    "Limits"); said, not left for the user to find on the bill."""
+    if not budgets:
+        return
+    for name, step in graph.steps.items():
+        if step.batch:
+            logger.warning(
+                "workflow %r: step %r is batch=True: its calls are not held to the budget "
+                "(docs/spend_less.md, Limits)",
+                graph.name,
+                name,
+            )
 
 
 async def join_spend(
@@ -158,7 +176,7 @@ class Spend:
         from ..llm._cache_key import cache_key
 
         key = None
-        if self.cache if request.cache is None else request.cache:
+        if self.caches(request):
             key = cache_key(request)
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
@@ -178,22 +196,49 @@ class Spend:
             if held is not None:
                 await self._settle(scopes, held, completion.cost)
             if key is not None:
-                entry = CacheEntry(
-                    key.digest,
-                    request.model,
-                    key.canonical,
-                    completion.to_json(),
-                    completion.cost,
-                    utcnow(),
-                )
-                with anyio.CancelScope(shield=True):  # a paid answer is kept
-                    await self.store.cache_put(entry)
+                await self._put(key, request, completion)
         finally:
             # No await after this: the caller records the answer before anyone waiting
             # for the calls in flight (``_stop``) runs again.
             if held is not None:
                 self.flight.landed()
         return completion
+
+    def caches(self, request: LLMRequest) -> bool:
+        """Whether ``request`` is answered from (and kept in) the response cache."""
+        return self.cache if request.cache is None else request.cache
+
+    async def cached(self, request: LLMRequest) -> Completion | None:
+        """``request``'s answer from the response cache ($0), or None: a call of a
+        ``batch=True`` step asks before it goes to a provider batch."""
+        from ..llm._cache_key import cache_key
+
+        if not self.caches(request):
+            return None
+        key = cache_key(request)
+        with anyio.CancelScope(shield=True):
+            entry = await self.store.cache_get(key.digest)
+        return None if entry is None else await self._hit(entry, request)
+
+    async def keep(self, request: LLMRequest, completion: Completion) -> None:
+        """Keep a paid answer that did not come through ``complete`` (a provider batch's)
+        in the response cache, if ``request`` is cached."""
+        from ..llm._cache_key import cache_key
+
+        if self.caches(request):
+            await self._put(cache_key(request), request, completion)
+
+    async def _put(self, key: CacheKey, request: LLMRequest, completion: Completion) -> None:
+        entry = CacheEntry(
+            key.digest,
+            request.model,
+            key.canonical,
+            completion.to_json(),
+            completion.cost,
+            utcnow(),
+        )
+        with anyio.CancelScope(shield=True):  # a paid answer is kept
+            await self.store.cache_put(entry)
 
     async def _hit(self, entry: CacheEntry, request: LLMRequest) -> Completion:
         from ..llm import Completion

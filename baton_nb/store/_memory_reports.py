@@ -35,8 +35,10 @@ class _Sums:
     def add(self, call: CallRecord) -> None:
         agg = self.agg
         agg.provider = max(agg.provider, call.provider)
+        batch = call.pricing is not None and call.pricing.batch
         if call.replayed:
             agg.replayed_calls += 1
+            agg.batch_replays += batch
             return
         if call.cached:
             agg.cached_calls += 1
@@ -44,6 +46,7 @@ class _Sums:
                 agg.saved = call.saved if agg.saved is None else add_money(agg.saved, call.saved)
             return
         agg.calls += 1
+        agg.batch_calls += batch
         agg.usage = agg.usage + call.usage
         agg.latency_ms += call.latency_ms
         agg.estimated_calls += int(call.estimated)

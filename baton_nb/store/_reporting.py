@@ -109,6 +109,8 @@ def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.Co
         _count_if(sa.and_(_PAID, STATS.c.estimated)).label("estimated_calls"),
         _paid_sum(STATS.c.latency_ms).label("latency_ms"),
         _count_if(STATS.c.replayed).label("replayed_calls"),
+        _count_if(sa.and_(_PAID, STATS.c.batch)).label("batch_calls"),
+        _count_if(sa.and_(STATS.c.replayed, STATS.c.batch)).label("batch_replays"),
         _count_if(_CACHED).label("cached_calls"),
         _money_sum(dialect, sa.case((_CACHED, STATS.c.saved_usd), else_=sa.null())).label("saved"),
     ]
@@ -205,6 +207,8 @@ def _aggregate(row: Mapping[Any, Any]) -> StatAggregate:
         replayed_calls=_int(row["replayed_calls"]),
         cached_calls=_int(row["cached_calls"]),
         saved=_money(row["saved"]),
+        batch_calls=_int(row["batch_calls"]),
+        batch_replays=_int(row["batch_replays"]),
     )
 
 

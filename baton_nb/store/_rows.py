@@ -433,6 +433,10 @@ class StatAggregate:
     price_models: list[str] = field(default_factory=list)
     cached_calls: int = 0  # answered from the response cache (cost 0), not in ``calls``
     saved: Decimal | None = None  # what the cached calls would have cost
+    # provider batches (DESIGN §12): paid calls sent in one (within ``calls``), and the
+    # replayed calls that are their steps reading the answers back (within ``replayed_calls``)
+    batch_calls: int = 0
+    batch_replays: int = 0
 
 
 def distinct_values(least: str | None, greatest: str | None, count: int) -> list[str]:

@@ -7,6 +7,7 @@ queue's hot paths are one round trip each.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -288,15 +289,10 @@ class _SqlQueue(SqlBase):
         return str(status).split()[-1] != "0"
 
     async def dep_results(self, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
-        """The stored results (JSON) of the completed steps among ``steps``."""
+        """The stored results (JSON) of the completed steps among ``steps``, and the
+        partial values of the failed fan-out groups among them (``_partial_values``)."""
         async with self._read() as db:
-            rows = await db.fetch(
-                "SELECT step, result FROM workflow_nodes WHERE run_id = $1 "
-                "AND step = ANY($2::text[]) AND state = 'completed'",
-                run_id,
-                list(steps),
-            )
-        return {r["step"]: r["result"] for r in rows}
+            return await _dep_results(db, run_id, steps)
 
     # ── the task queue: the workers' side ────────────────────────────────────
 
@@ -554,3 +550,50 @@ class SqlWorkers(_SqlQueue):
                 with anyio.CancelScope(shield=True):
                     for channel in channels:
                         await driver.remove_listener(channel, deliver)
+
+
+async def _dep_results(db: Any, run_id: str, steps: Sequence[str]) -> dict[str, str | None]:
+    rows = await db.fetch(
+        "SELECT step, result FROM workflow_nodes WHERE run_id = $1 "
+        "AND step = ANY($2::text[]) AND state = 'completed'",
+        run_id,
+        list(steps),
+    )
+    found: dict[str, str | None] = {r["step"]: r["result"] for r in rows}
+    missing = [s for s in steps if s not in found]
+    if missing:  # a failed fan-out group, run after by an ignore flag
+        found.update(_partial_values(await db.fetch(_FAILED_CHILDREN, run_id, missing)))
+    return found
+
+
+# The children of failed fan-out groups among $2, in order (for ``_partial_values``).
+_FAILED_CHILDREN = (
+    "SELECT c.parent, c.model, c.item_index, c.state, c.result "
+    "FROM workflow_nodes c JOIN workflow_nodes g "
+    "ON g.run_id = c.run_id AND g.step = c.parent "
+    "WHERE c.run_id = $1 AND c.parent = ANY($2::text[]) AND g.kind = 'group' "
+    "AND g.state IN ('discarded', 'cancelled') "
+    "ORDER BY c.parent, c.item_index, c.id"
+)
+
+
+def _partial_values(children: Sequence[Any]) -> dict[str, str]:
+    """The value (JSON) a failed fan-out group gives a dependent that ignores its failure,
+    from its children's rows in order: as ``runtime._groups.partial_value`` makes it (a
+    map's list with null for each child not completed, a multi-model group's dict of the
+    models that completed; none when no child completed)."""
+    by_group: dict[str, list[Any]] = {}
+    for row in children:
+        by_group.setdefault(row["parent"], []).append(row)
+    values: dict[str, str] = {}
+    for group, rows in by_group.items():
+        done = [r for r in rows if r["state"] == "completed"]
+        if not done:
+            continue
+        if any(r["item_index"] is not None for r in rows):  # a map: item order
+            parts = [(r["result"] or "null") if r["state"] == "completed" else "null" for r in rows]
+            values[group] = "[" + ",".join(parts) + "]"
+        else:
+            pairs = [f"{json.dumps(r['model'])}:{r['result'] or 'null'}" for r in done]
+            values[group] = "{" + ",".join(pairs) + "}"
+    return values

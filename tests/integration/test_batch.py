@@ -523,3 +523,100 @@ async def test_a_results_file_that_fails_to_download_once_is_read_again(
     contents = [r for r in batch_requests(fake_providers) if r.path.endswith("/content")]
     assert len(contents) == 2
     assert fake_providers.batches.stats()["creates"] == {"openai": 1}
+
+
+async def test_a_batched_step_under_the_cache_pays_only_what_the_cache_does_not_answer(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Workflow(cache=True) with a batch=True map: the batch's answers go to the response
+    cache as they are stored, and the next run's calls ask the cache before parking: the
+    items answered before cost $0 (cached, with what they saved), only the new ones go to
+    a batch (SQLite and Postgres)."""
+    model = MODELS["openai"]
+
+    def workflow(name: str) -> bn.Workflow:
+        wf = bn.Workflow(name, db=db_url, cache=True)
+
+        @wf.step()
+        async def items(ctx: bn.Context) -> list[str]:
+            return [f"document {i}" for i in range(int(ctx.params["n"]))]
+
+        @wf.step(map_over="items", batch=True)
+        async def label(ctx: bn.Context) -> str:
+            return (await ctx.complete(model=model, prompt=f"Label {ctx.item}", max_tokens=50)).text
+
+        return wf
+
+    first = await workflow(f"cached-batch-{unique}").run(params={"n": 4}, display=False)
+    assert first.status == "completed", first.steps
+    stats = fake_providers.batches.stats()
+    assert [len(ids) for _, ids in stats["submitted"]] == [4]
+    second = await workflow(f"cached-batch-again-{unique}").run(params={"n": 6}, display=False)
+    assert second.status == "completed", second.steps
+    assert second.results["label"][:4] == first.results["label"]
+    stats = fake_providers.batches.stats()
+    assert [len(ids) for _, ids in stats["submitted"]] == [4, 2]  # only the 2 new items
+    report = second.report()
+    assert (report.cached_calls, report.calls) == (4, 2)
+    assert report.saved == first.cost and second.cost == report.total
+    assert report.total == sum(c.cost for c in second.calls if not c.replayed and not c.cached)
+    third = await workflow(f"cached-batch-third-{unique}").run(params={"n": 6}, display=False)
+    assert third.status == "completed" and third.cost == 0
+    assert len(fake_providers.batches.stats()["submitted"]) == 2  # no batch at all
+
+
+async def test_a_batched_step_under_a_budget_is_said_at_run_start(
+    fake_providers: FakeProviderServer, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Provider batches bypass the budgets (docs/spend_less.md, Limits): a run with a
+    budget says so for each batched step as it starts; one without, or with the cache
+    only (batched calls are answered from it), says nothing."""
+
+    def workflow(name: str, **options: Any) -> bn.Workflow:
+        wf = bn.Workflow(name, db=sqlite_url, **options)
+
+        @wf.step()
+        async def items(ctx: bn.Context) -> list[str]:
+            return ["a", "b"]
+
+        @wf.step(map_over="items", batch=True)
+        async def label(ctx: bn.Context) -> str:
+            return (await ctx.complete(model=MODELS["openai"], prompt=f"Label {ctx.item}")).text
+
+        return wf
+
+    with caplog.at_level("WARNING", logger="baton_nb.runtime"):
+        await workflow("budget-batch", budget="5").run(display=False)
+        await workflow("cached-batch", cache=True).run(display=False)
+        await workflow("plain-batch").run(display=False)
+    said = [r.getMessage() for r in caplog.records if "batch=True" in r.getMessage()]
+    assert said == [
+        "workflow 'budget-batch': step 'label' is batch=True: its calls are not held to "
+        "the budget (docs/spend_less.md, Limits)"
+    ]
+
+
+async def test_reports_say_batched_calls_were_paid_at_batch_rates_and_read_back(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Each batched child's row reads calls 1, replayed 1 (the CSV keeps its columns and
+    values): the headline and the note under the table say what that is, a call paid once
+    in a provider batch and its answer read back by the step, the same from the run's
+    calls and from the database's aggregates (SQLite and Postgres)."""
+    model = MODELS["openai"]
+    run = await classify(f"batch-words-{unique}", db_url, model).run(params={"n": 4}, display=False)
+    assert run.status == "completed", run.steps
+    stored = await bn.report(db=db_url, run_ids=[run.id])
+    for report in (run.report(), stored):
+        assert (report.calls, report.replayed_calls) == (4, 4)
+        head, *rest = str(report).splitlines()
+        assert "4 calls (4 of them in provider batches, at batch rates)" in head, head
+        assert "4 batch answers read back by their steps (paid once, in the calls)" in head
+        assert "replayed (not charged again)" not in head  # no other replays
+        assert (
+            "replayed: answers read from the store, never charged again; among them, 4 batch "
+            "answers read back by their steps (each paid once, in calls, at batch rates)"
+        ) in rest
+        assert "4 batch answers read back by their steps are among them" in report._repr_html_()
+        rows = report.to_records()
+        assert [(r["calls"], r["replayed_calls"]) for r in rows] == [(1, 1)] * 4

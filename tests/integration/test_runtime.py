@@ -296,6 +296,56 @@ async def test_ignore_flags_let_dependents_run(db_url: str, unique: str) -> None
     assert sorted(run.failed_steps) == ["broken", "strict"]
 
 
+async def test_ignore_discarded_after_a_failed_map_gets_its_survivors(
+    db_url: str, unique: str
+) -> None:
+    """A tolerant step after a map where a few items failed gets the map's list, in item
+    order, with None for each failed item (docs/fanout.md); after a multi-model group,
+    the dict of the models that completed; after a group none of whose children
+    completed, nothing (None: as for any failed dep). The group stays discarded."""
+    wf = bn.Workflow(f"partial-{unique}", db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(6))
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def work(ctx: bn.Context) -> int:
+        if ctx.item in (1, 4):
+            raise ValueError(f"item {ctx.item} is malformed")
+        return ctx.item * 10
+
+    @wf.step(models=["mock/a", "mock/b"], max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        if ctx.model == "mock/b":
+            raise ValueError("b is down")
+        return "from a"
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def never(ctx: bn.Context) -> int:
+        raise ValueError("always")
+
+    @wf.step(ignore_discarded=True)
+    async def total(ctx: bn.Context, work: list[int | None], ask: dict[str, str]) -> dict:
+        return {"work": work, "ask": ask, "seen": sorted(ctx.results)}
+
+    @wf.step(ignore_discarded=True)
+    async def nothing(ctx: bn.Context, never: list[int] | None) -> str:
+        return f"never={never!r} in results: {'never' in ctx.results}"
+
+    run = await wf.run(display=False)
+    assert run.steps["work"].state == "discarded" and run.steps["ask"].state == "discarded"
+    assert run.results["total"] == {
+        "work": [0, None, 20, 30, None, 50],
+        "ask": {"mock/a": "from a"},
+        "seen": ["ask", "work"],
+    }
+    assert run.results["nothing"] == "never=None in results: False"
+    assert "work" not in run.results  # the failed group has no result of its own
+    assert sorted(run.failed_steps)[:3] == ["ask", "ask[mock/b]", "never"]
+    assert run.status == "failed"
+
+
 async def test_dep_callbacks_are_called_with_reason_and_ctx(db_url: str, unique: str) -> None:
     seen: list[tuple[str, str, str]] = []
 

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb import _jsonutil
 from baton_nb.store import (
     DONE_CHANNEL,
     TASKS_CHANNEL,
@@ -184,3 +185,39 @@ async def test_a_queue_statement_past_its_shield_raises_storage_error(
         async with queue._tx() as db:
             await db.execute("SELECT pg_sleep(5)")
     assert await queue.claim("w", ["nothing"], False, 1, 1.0) == []  # the pool still works
+
+
+async def test_dep_results_give_a_failed_groups_survivors(queue: SqlWorkers, unique: str) -> None:
+    """A worker running a step that ignores a failed fan-out group reads what its
+    completed children returned, as the in-process runtime gives it: a map's list in item
+    order with null for the failed items, a multi-model group's dict of the models that
+    completed, nothing for a group none of whose children completed."""
+    wf = bn.Workflow(f"partial-{unique}", db=POSTGRES_URL)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(12))
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def work(ctx: bn.Context) -> dict[str, int]:
+        if ctx.item in (1, 10):
+            raise ValueError("malformed")
+        return {"n": ctx.item}
+
+    @wf.step(models=["mock/a", "mock/b"], max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        if ctx.model == "mock/b":
+            raise ValueError("b is down")
+        return "from a"
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def never(ctx: bn.Context) -> int:
+        raise ValueError("always")
+
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    found = await queue.dep_results(run.id, ["items", "work", "ask", "never"])
+    assert set(found) == {"items", "work", "ask"}
+    expected = [None if i in (1, 10) else {"n": i} for i in range(12)]
+    assert _jsonutil.loads(found["work"]) == expected
+    assert _jsonutil.loads(found["ask"]) == {"mock/a": "from a"}

@@ -323,6 +323,27 @@ async def test_unknown_warning_names_the_model_as_called_and_points_at_user_code
     assert caught[0].filename == __file__  # not baton_nb/llm/_cost.py
 
 
+@pytest.mark.anyio
+async def test_a_near_miss_of_a_priced_model_says_did_you_mean() -> None:
+    """A typo in a model name completes on mock/ (any name answers) with an unknown cost:
+    the warning names the priced model it is close to, as the user would write it."""
+    from baton_nb.llm import LLMRequest, complete, configure, reset_configuration
+
+    reset_configuration()
+    configure(providers={"mock": {"latency": 0.0}})
+    try:
+        with pytest.warns(UnknownPriceWarning) as caught:
+            await complete(LLMRequest("mock/gpt-4o-mnii", ({"role": "user", "content": "hi"},)))
+    finally:
+        reset_configuration()
+    assert "Did you mean 'mock/gpt-4o-mini'?" in str(caught[0].message)
+    with pytest.warns(UnknownPriceWarning, match=r"Did you mean 'openai/gpt-4o-mini'\?"):
+        price("openai/gpt-4o-mnii", U(1))
+    with pytest.warns(UnknownPriceWarning) as caught:  # nothing close: no guess
+        price("openai/zz-no-such-model-at-all", U(1))
+    assert "Did you mean" not in str(caught[0].message)
+
+
 def test_price_call_names_the_called_model_only_when_it_differs() -> None:
     from baton_nb.pricing import CallPricing, price_call
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import pickle
 import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -281,10 +282,21 @@ def test_normalize_money_drops_trailing_zeros_exactly() -> None:
 def test_counts_in_text_are_singular_or_plural() -> None:
     report = make_run().report()  # one unpriced call, one run
     head = str(report).splitlines()[0]
-    assert "(1 call with unknown price: incomplete)" in head and "for 1 run, 4 calls" in head
+    assert "(1 call with unknown price: mock/secret-model; incomplete)" in head
+    assert "for 1 run, 4 calls" in head
     assert repr(report) == (
         "<CostReport 1 run, 4 rows, 4 calls, $0.100323456789 (+1 unpriced call)>"
     )
+    # report.total alone says it is a lower bound (a notebook cell shows its repr); as a
+    # Decimal it stays the bare number (str, format, arithmetic, pickling)
+    total = report.total
+    assert isinstance(total, Decimal) and total == Decimal("0.100323456789")
+    assert repr(total) == "LowerBound('0.100323456789', 1 call of unknown price not counted)"
+    assert str(total) == f"{total}" == "0.100323456789" and type(total + 0) is Decimal
+    assert repr(pickle.loads(pickle.dumps(total))) == repr(total)
+    priced = bn.Run("r", "wf")
+    priced.calls = [call("s", A, "0.0005")]
+    assert repr(priced.report().total) == "Decimal('0.0005')"  # complete: a plain Decimal
     single = bn.Run("r", "wf")
     single.calls = [call("s", A, "0.0005")]
     assert "for 1 run, 1 call," in str(single.report())
