@@ -5,6 +5,7 @@ started where its module is: REAL worker subprocesses on the local Postgres."""
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import pytest
 import baton_nb as bn
 from baton_nb._workers_front import run_on_workers
 from baton_nb.store import Store, open_worker_store
+from baton_nb.widget import DagWidget
+from baton_nb.widget._progress import TextProgress
 from tests import workers_app as app
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.integration._process import kill9
@@ -74,6 +77,13 @@ async def test_no_live_worker_is_said_at_once_and_goes_when_one_starts(
             f"`baton-nb worker tests.workers_app:noop_map --db {workers.db}` "
             "(docs/workers.md); the run waits in the queue"
         )
+        # the widget's header and the text line carry it
+        widget = DagWidget(shown.runs[0])
+        assert widget.header["notice"] == shown.notice()
+        widget.finish()
+        text = TextProgress(shown.runs[0], stream=io.StringIO())
+        assert text.postfix().endswith(shown.notice())
+        text.close()
         workers.start("tests.workers_app:noop_map")
     [finished] = done
     assert finished.status == "completed" and finished.results["summed"] == 6
