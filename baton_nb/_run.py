@@ -149,6 +149,14 @@ class Run(RunView):
             except Exception:
                 self._drop(pair)
 
+    def set_notice(self, text: str | None) -> None:
+        """Show ``text`` (None: nothing) in the views following the run: a line of the
+        widget's header and of the text line. The followers are told as of a step whose
+        name is no step's (``""``): they look at the header again."""
+        if text != self.notice:
+            self.notice = text
+            self.step_changed("")
+
     def run_ended(self) -> None:
         """Tell the followers that the run ended, its end stored (called by the runtime)."""
         for pair in list(self.followers):

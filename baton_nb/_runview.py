@@ -205,6 +205,9 @@ class RunView:
         self.status = RunStatus.PENDING
         # ``taken_over``: the lease's holder that goes on with the run, when known
         self.taken_over_by: str | None = None
+        # What the views say of the run besides its steps, set by who follows it (the
+        # front of ``wf.run(workers=True)``: no live worker, a coordinator lost)
+        self.notice: str | None = None
         self.steps: dict[str, StepInfo] = {}
         self.results: dict[str, Any] = {}
         self.failed_steps: list[str] = []

@@ -5,6 +5,9 @@ again is printed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,25 +56,54 @@ async def run_on_workers(
             "set Workflow(budget=...) for a cap, and re-attach to a submitted run with "
             "bn.SubmittedRun.attach (docs/workers.md)"
         )
+    from .runtime import WorkersNotice, keep_workers_notice
+
     run = await wf.submit(params, db=db, concurrency=concurrency, models=models)
-    detached = True
     try:
         async with watch(run.id, run.db or None) as live:
             handle = show_progress(live.run, display)
+            # what the workers do for the run, told in the widget: no live worker, a lost
+            # coordinator (a task of its own: nothing of it reaches the cell but the line)
+            said = WorkersNotice(live.run.workflow)
+            notice = asyncio.get_running_loop().create_task(
+                keep_workers_notice(live.run, run.db or None, said)
+            )
             try:
                 async for _update in live:
                     pass
             finally:
+                notice.cancel()
+                if live.run.done:  # what stays said of it: by whom it was taken over
+                    live.run.set_notice(said.ended(live.run))
                 if handle is not None:
                     handle.close()
-        detached = False
-    finally:
-        if detached:
-            where = f", db={safe_url(run.db)!r}" if run.db else ""
-            print(
-                f"detached from run {run.id}: it goes on on the workers. Follow it again with "
-                f"run = await bn.SubmittedRun.attach({run.id!r}{where}); await run.wait() "
-                f"(or bn.watch({run.id!r}{where}); run.cancel() cancels it)"
-            )
+        await asyncio.wait([notice])
+    except BaseException as exc:
+        _detached(run, exc)
+        raise
     finished: Run = await run.wait()
     return finished  # the run ended: raises bn.RunRefused if a worker refused it
+
+
+def _detached(run: SubmittedRun, exc: BaseException) -> None:
+    """The cell stopped before the run ended: the run goes on on the workers; say how to
+    follow it again. An interrupt (DESIGN §4) ends a notebook cell with that message alone,
+    no traceback through the library (IPython shows ``_render_traceback_``)."""
+    where = f", db={safe_url(run.db)!r}" if run.db else ""
+    message = (
+        f"detached from run {run.id}: it goes on on the workers. Follow it again with "
+        f"run = await bn.SubmittedRun.attach({run.id!r}{where}); await run.wait() "
+        f"(or bn.watch({run.id!r}{where}); run.cancel() cancels it)"
+    )
+    stopped: BaseException = exc
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) and _in_ipython():
+        with contextlib.suppress(AttributeError):  # no __dict__: the message printed
+            stopped._render_traceback_ = lambda: [message]  # type: ignore[attr-defined]
+            return
+    print(message)
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    return get_ipython is not None and get_ipython() is not None

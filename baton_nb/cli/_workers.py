@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -27,8 +28,9 @@ def add_worker_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="serve submitted runs of these workflows (Postgres; stop with SIGTERM)",
         description="A long-running worker: coordinates submitted runs and runs their steps, "
-        "claimed from Postgres (docs/workers.md). SIGTERM or Ctrl-C: stop claiming, let "
-        "running steps finish within --grace seconds, give the rest back.",
+        "claimed from Postgres (docs/workers.md). Modules are imported from the working "
+        "directory first (as python -m does), then PYTHONPATH. SIGTERM or Ctrl-C: stop "
+        "claiming, let running steps finish within --grace seconds, give the rest back.",
     )
     p.add_argument("workflows", nargs="*", metavar="MODULE:WORKFLOW", help="workflows served")
     p.add_argument("--concurrency", type=int, default=100, metavar="N", help="steps at once")
@@ -55,6 +57,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    importable_here()
     served = [ServedWorkflow.of(load_workflow(ref), ref) for ref in args.workflows]
     worker = Worker(
         args.db,
@@ -129,6 +132,15 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def importable_here() -> None:
+    """The working directory on ``sys.path``, first, as ``python -m`` puts it: a worker
+    started where ``pipeline.py`` is imports ``pipeline:wf`` (a console script gets its
+    own folder there instead)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def load_workflow(ref: str) -> Any:
     """Import ``module:attribute`` (a ``bn.Workflow``); a clear error if it is not one."""
     module_name, sep, attr = ref.partition(":")
@@ -141,8 +153,8 @@ def load_workflow(ref: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(
-            f"cannot import {module_name!r} for {ref!r}: {exc}; run the worker where the "
-            "module is importable (PYTHONPATH)"
+            f"cannot import {module_name!r} for {ref!r}: {exc}; run the worker in the folder "
+            "that holds the module, or where it is importable (PYTHONPATH)"
         ) from exc
     workflow = getattr(module, attr, None)
     if not isinstance(workflow, Workflow):

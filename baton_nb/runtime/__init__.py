@@ -8,6 +8,7 @@ from ._lease import DEFAULT_LEASE_TTL
 from ._start import execute_run
 from ._submit import SubmittedRun, submit_run
 from ._tools import ToolResult, ToolRun
+from ._workers_notice import WorkersNotice, keep_workers_notice
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -15,8 +16,10 @@ __all__ = [
     "SubmittedRun",
     "ToolResult",
     "ToolRun",
+    "WorkersNotice",
     "active_run",
     "active_runs",
     "execute_run",
+    "keep_workers_notice",
     "submit_run",
 ]

@@ -130,6 +130,14 @@ def _holder_is_dead(holder: str) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         return holder not in _LIVE_OWNERS
+    return process_gone(host, pid)
+
+
+def process_gone(host: str, pid: int) -> bool:
+    """True if ``pid`` on ``host`` surely no longer runs: a process of this host (not this
+    one) that does not exist, or a zombie; False when it cannot be known (another host)."""
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -59,7 +59,15 @@ from ._tables import (
     WorkflowRun,
     WorkflowStepStat,
 )
-from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
+from ._worker_rows import (
+    ClaimedTask,
+    Coordination,
+    DoneTask,
+    NewTask,
+    SubmissionRow,
+    WorkerBeat,
+    WorkerRow,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -82,6 +90,7 @@ __all__ = [
     "ChangeMarks",
     "ClaimedTask",
     "CompletionRow",
+    "Coordination",
     "DoneTask",
     "ExecutionStore",
     "FanoutChild",
@@ -111,6 +120,7 @@ __all__ = [
     "StepWorkerRow",
     "Store",
     "SubmissionRow",
+    "WorkerBeat",
     "WorkerRow",
     "WorkflowCompletion",
     "WorkflowDebugLog",

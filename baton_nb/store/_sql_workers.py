@@ -20,7 +20,15 @@ from .._errors import ConfigurationError, StorageError, lease_not_held
 from ._engine import resolve_url
 from ._sql_base import NOTIFY_CHANNEL, SqlBase, driver_connection
 from ._sql_write import lease_cte
-from ._worker_rows import ClaimedTask, DoneTask, NewTask, SubmissionRow, WorkerRow
+from ._worker_rows import (
+    ClaimedTask,
+    Coordination,
+    DoneTask,
+    NewTask,
+    SubmissionRow,
+    WorkerBeat,
+    WorkerRow,
+)
 
 __all__ = ["DONE_CHANNEL", "RUNS_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
 
@@ -530,6 +538,39 @@ class SqlWorkers(_SqlQueue):
             )
             for r in rows
         ]
+
+    async def coordination(self, run_id: str) -> Coordination:
+        """Who holds the run's lease and for how long still, and every worker's last
+        heartbeat, ages by the database's clock: what ``wf.run(workers=True)`` tells of
+        the workers while it waits (no live worker, a coordinator that stopped answering)."""
+        import json
+
+        async with self._read() as db:
+            lease = await db.fetchrow(
+                "SELECT lease_owner, "
+                "extract(epoch FROM lease_expires_at - now())::float8 AS lease_left "
+                "FROM workflow_runs WHERE id = $1",
+                run_id,
+            )
+            rows = await db.fetch(
+                "SELECT id, host, pid, workflows, stopping, "
+                "extract(epoch FROM now() - heartbeat_at)::float8 AS age "
+                "FROM workflow_workers ORDER BY started_at, id"
+            )
+        beats = [
+            WorkerBeat(
+                id=r["id"],
+                host=r["host"],
+                pid=r["pid"],
+                workflows=json.loads(r["workflows"]),
+                age=r["age"],
+                stopping=r["stopping"],
+            )
+            for r in rows
+        ]
+        if lease is None:
+            return Coordination(None, None, beats)
+        return Coordination(lease["lease_owner"], lease["lease_left"], beats)
 
     @asynccontextmanager
     async def listen(

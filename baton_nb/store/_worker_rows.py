@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["ClaimedTask", "DoneTask", "NewTask", "SubmissionRow", "WorkerRow"]
+__all__ = [
+    "ClaimedTask",
+    "Coordination",
+    "DoneTask",
+    "NewTask",
+    "SubmissionRow",
+    "WorkerBeat",
+    "WorkerRow",
+]
 
 
 @dataclass(slots=True)
@@ -80,3 +88,26 @@ class WorkerRow:
     in_flight: int = 0
     done: int = 0
     stopping: bool = False
+
+
+@dataclass(slots=True)
+class WorkerBeat:
+    """A worker's row as the front of ``wf.run(workers=True)`` reads it: its last
+    heartbeat ``age`` in seconds, by the database's clock."""
+
+    id: str
+    host: str
+    pid: int
+    workflows: list[str]
+    age: float
+    stopping: bool = False
+
+
+@dataclass(slots=True)
+class Coordination:
+    """Who coordinates a submitted run: its lease's holder and the seconds its lease has
+    left (negative: lapsed; by the database's clock), and every worker's heartbeat."""
+
+    owner: str | None
+    lease_left: float | None
+    workers: list[WorkerBeat]

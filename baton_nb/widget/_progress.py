@@ -66,6 +66,8 @@ class TextProgress:
         parts.append(f"{_tokens(self.run.tokens.total_tokens)} tok")
         parts.append(self.run.cost_text())
         parts.extend(spend_texts(self.run))
+        if self.run.notice:
+            parts.append(self.run.notice)
         if self.run.done:
             parts.append(status_text(self.run))
         return " · ".join(parts)

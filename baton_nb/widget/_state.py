@@ -203,6 +203,7 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
         "id": run.id,
         "status": run.status,
         "by": run.taken_over_by,  # ``taken_over``: the lease's holder now, when known
+        "notice": run.notice,  # a line about the run's workers (``wf.run(workers=True)``)
         "t0": _ts(run.started_at or run.created_at),
         "t1": _ts(run.finished_at) if run.done else None,
         "now": round(time.time(), 3),

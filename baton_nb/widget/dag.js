@@ -167,6 +167,14 @@ export function takenLine(hd) {
   );
 }
 
+// What the notebook's end of a run tells of its workers (no live worker, a coordinator
+// that stopped answering, taken over): one line; `...` in it is code.
+export function noticeLine(hd) {
+  if (!hd.notice) return "";
+  const text = escapeHtml(hd.notice).replace(/`([^`]+)`/g, "<code>$1</code>");
+  return `<div class="bn-batch bn-notice" title="${escapeHtml(hd.notice)}">${text}</div>`;
+}
+
 // One batch as a line of the header: model, state, n of N done, and what it saves.
 export function batchLine(b) {
   const done = `${(b.ok || 0).toLocaleString()} of ${(b.n || 0).toLocaleString()} done`;
@@ -1027,7 +1035,7 @@ class DagView {
   // Provider batches (DESIGN §12): one line each, what the provider says of it and the saving.
   paintBatches() {
     const batches = this.header.batches || [];
-    const html = takenLine(this.header) + spendLine(this.header) + batches.map(batchLine).join("");
+    const html = takenLine(this.header) + noticeLine(this.header) + spendLine(this.header) + batches.map(batchLine).join("");
     if (this.batchesHtml === html) return;
     this.batchesHtml = html;
     this.batchLines.hidden = !html;
