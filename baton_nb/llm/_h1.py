@@ -73,12 +73,16 @@ def target(url: str, headers: Mapping[str, str]) -> Target | None:
     if not all(_clean(name) and _clean(value) for name, value in headers.items()):
         return None
     port = parsed.port or (443 if scheme == "https" else 80)
+    # the host as httpx connects to it: an internationalised name in its IDNA 2008 ASCII
+    # form (``parsed.host`` is the Unicode form, which socket and ssl encode by IDNA 2003
+    # rules: ``faß.de`` would reach ``fass.de``)
+    host = parsed.raw_host.decode("ascii")
     lines = [b"POST " + parsed.raw_path + b" HTTP/1.1"]
     if "host" not in headers:
         lines.append(b"host: " + parsed.netloc)
     lines += [f"{name}: {value}".encode("ascii") for name, value in headers.items()]
     head = b"\r\n".join(lines) + b"\r\ncontent-length: "
-    return Target((scheme, parsed.host, port), head)
+    return Target((scheme, host, port), head)
 
 
 class _Failure(Exception):
@@ -92,6 +96,12 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        # What aiohttp's parser accepted on the former path: a bare LF ending a line, and
+        # header values llhttp's strict checks refuse (obsolete line folding). A client
+        # reading its own request's answer has no request to smuggle.
+        self.parser.set_dangerous_leniencies(
+            lenient_optional_cr_before_lf=True, lenient_headers=True
+        )
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.reusable = False
@@ -147,6 +157,11 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             self._fail(exc.__cause__ or exc.__context__ or exc)
+        except httptools.HttpParserUpgrade:  # 101 or an upgrade: no longer HTTP/1.1 here
+            if self.complete:
+                self.close()
+            else:
+                self._fail(httpx.RemoteProtocolError("the server switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"))
 
@@ -168,6 +183,8 @@ class _Connection(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:  # a chunked answer's trailer: not a header of the answer
+            return
         if len(name) + len(value) > _MAX_LINE:
             raise _Failure("response header line over 100 KiB")
         self.raw_headers.append((name, value))

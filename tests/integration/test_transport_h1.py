@@ -307,3 +307,63 @@ async def test_https_verified_with_the_clients_context(certificate_authority: tr
         async with direct() as (c, chosen):  # the system's CAs only
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await post(c, chosen, server.url(scheme="https"))
+
+
+@pytest.mark.anyio
+async def test_lenient_line_ends_and_folded_headers_as_the_former_path_read_them() -> None:
+    """aiohttp's parser read a bare LF ending a line and an obsolete folded header; the
+    direct path reads them too (the first review of _h1.py)."""
+
+    async def sloppy(conn: Conn) -> None:
+        while await conn.request() is not None:
+            conn.writer.write(b"HTTP/1.1 200 OK\ncontent-length: 2\nx-folded: a\r\n b\r\n\r\n{}")
+            await conn.writer.drain()
+
+    async with serving(sloppy) as server, direct() as (c, chosen):
+        for _ in range(2):
+            assert (await post(c, chosen, server.url())).content == b"{}"
+    assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_a_chunked_answers_trailer_is_not_one_of_its_headers() -> None:
+    async def trailer(conn: Conn) -> None:
+        while await conn.request() is not None:
+            conn.writer.write(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
+                b"trailer: content-encoding\r\n\r\n"
+                b"2\r\n{}\r\n0\r\ncontent-encoding: gzip\r\nset-cookie: a=b\r\n\r\n"
+            )
+            await conn.writer.drain()
+
+    async with serving(trailer) as server, direct() as (c, chosen):
+        answer = await post(c, chosen, server.url())
+    assert answer.content == b"{}"
+    assert "content-encoding" not in answer.headers and "set-cookie" not in answer.headers
+
+
+@pytest.mark.anyio
+async def test_switching_protocols_ends_the_connection_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def upgrade(conn: Conn) -> None:
+        while await conn.request() is not None:
+            conn.writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n"
+            )
+            await conn.writer.drain()
+
+    async with serving(upgrade) as server, direct() as (c, chosen):
+        for _ in range(2):
+            assert (await post(c, chosen, server.url())).status_code == 101
+    assert server.connections == 2
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
+
+
+def test_an_internationalised_host_is_reached_by_its_idna_2008_name() -> None:
+    from baton_nb.llm._h1 import target
+
+    found = target("https://fa\u00df.de/v1/chat", {"content-type": "application/json"})
+    assert found is not None
+    assert found.origin == ("https", "xn--fa-hia.de", 443)  # not fass.de (IDNA 2003)
+    assert b"host: xn--fa-hia.de" in found.head
