@@ -8,6 +8,7 @@ the same index and request is answered from the store: no network, recorded as r
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .. import _jsonutil
@@ -54,8 +55,7 @@ class Calls:
 
     async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
         """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
-        from ..llm import Completion, complete, request_hash
-
+        Completion, complete, request_hash = _llm_api()
         digest = request_hash(request)
         stored = (await self._stored(node)).get(index, {}).get(digest)
         debug = self.debug(node)
@@ -165,3 +165,13 @@ class Calls:
         )
         self.commit.add_rows(log=row)
         self.announce.log(row)
+
+
+@cache
+def _llm_api() -> tuple[type[Completion], Any, Any]:
+    """``baton_nb.llm``'s names a call needs: imported at the first call, as before (this
+    module imports no ``llm`` at its top), then kept (an import statement naming a package
+    runs importlib's ``_handle_fromlist`` each time: ~0.6 us a call)."""
+    from ..llm import Completion, complete, request_hash
+
+    return Completion, complete, request_hash
