@@ -8,6 +8,7 @@ the same index and request is answered from the store: no network, recorded as r
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,7 @@ class Calls:
             self._capture_request(node, request)
         if stored is not None:
             completion = replace(Completion.from_json(stored), replayed=True)
+            self._record(node, index, completion)
         else:
             if self.batching is not None and self.batching.takes(node):
                 self.batching.park(node, index, request, digest)  # raises CallParked
@@ -82,9 +84,10 @@ class Calls:
                 raise
             encoded = completion.to_json()
             self._answers[node.name].setdefault(index, {})[digest] = encoded
-            row = CompletionRow(self.run_id, node.name, index, digest, encoded, utcnow())
+            now = utcnow()  # the answer's and its stats row's time: one value, one text
+            row = CompletionRow(self.run_id, node.name, index, digest, encoded, now)
             self.commit.add_rows(completion=row)
-        self._record(node, index, completion)
+            self._record(node, index, completion, now)
         if debug:
             self._capture_response(node, completion)
         await self.commit.commit()
@@ -111,9 +114,11 @@ class Calls:
             answers = self._answers.setdefault(node.name, loaded)
         return answers
 
-    def _record(self, node: Node, index: int, completion: Completion) -> None:
+    def _record(
+        self, node: Node, index: int, completion: Completion, now: datetime | None = None
+    ) -> None:
         call = CallRecord.from_completion(
-            self.run_id, node.name, node.attempt, index, completion, utcnow()
+            self.run_id, node.name, node.attempt, index, completion, now or utcnow()
         )
         self.commit.add_rows(call=call)
         self.announce.call(call)
