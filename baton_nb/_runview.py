@@ -114,7 +114,10 @@ class StepInfo:
         if call.replayed:
             self.replayed_calls += 1
             return
-        self.usage = self.usage + call.usage
+        # A step's first call (a map child's only one, usually): its usage itself (frozen),
+        # not a sum with zero made and kept per child.
+        usage = self.usage
+        self.usage = call.usage if usage is _NO_USAGE else usage + call.usage
         self.latency_ms += call.latency_ms
         if call.cost is None:
             self.unpriced_calls += 1

@@ -8,6 +8,8 @@ the same index and request is answered from the store: no network, recorded as r
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .. import _jsonutil
@@ -54,8 +56,7 @@ class Calls:
 
     async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
         """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
-        from ..llm import Completion, complete, request_hash
-
+        Completion, complete, request_hash = _llm_api()
         digest = request_hash(request)
         stored = (await self._stored(node)).get(index, {}).get(digest)
         debug = self.debug(node)
@@ -63,6 +64,7 @@ class Calls:
             self._capture_request(node, request)
         if stored is not None:
             completion = replace(Completion.from_json(stored), replayed=True)
+            self._record(node, index, completion)
         else:
             spend = self.spend
             batched = self.batching is not None and self.batching.takes(node)
@@ -89,9 +91,10 @@ class Calls:
                 raise
             encoded = completion.to_json()
             self._answers[node.name].setdefault(index, {})[digest] = encoded
-            row = CompletionRow(self.run_id, node.name, index, digest, encoded, utcnow())
+            now = utcnow()  # the answer's and its stats row's time: one value, one text
+            row = CompletionRow(self.run_id, node.name, index, digest, encoded, now)
             self.commit.add_rows(completion=row)
-        self._record(node, index, completion)
+            self._record(node, index, completion, now)
         if debug:
             self._capture_response(node, completion)
         await self.commit.commit()
@@ -118,9 +121,11 @@ class Calls:
             answers = self._answers.setdefault(node.name, loaded)
         return answers
 
-    def _record(self, node: Node, index: int, completion: Completion) -> None:
+    def _record(
+        self, node: Node, index: int, completion: Completion, now: datetime | None = None
+    ) -> None:
         call = CallRecord.from_completion(
-            self.run_id, node.name, node.attempt, index, completion, utcnow()
+            self.run_id, node.name, node.attempt, index, completion, now or utcnow()
         )
         self.commit.add_rows(call=call)
         self.announce.call(call)
@@ -172,3 +177,13 @@ class Calls:
         )
         self.commit.add_rows(log=row)
         self.announce.log(row)
+
+
+@cache
+def _llm_api() -> tuple[type[Completion], Any, Any]:
+    """``baton_nb.llm``'s names a call needs: imported at the first call, as before (this
+    module imports no ``llm`` at its top), then kept (an import statement naming a package
+    runs importlib's ``_handle_fromlist`` each time: ~0.6 us a call)."""
+    from ..llm import Completion, complete, request_hash
+
+    return Completion, complete, request_hash

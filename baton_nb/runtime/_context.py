@@ -12,7 +12,7 @@ from .._errors import ConfigurationError
 from .._jsonutil import dumps as json_text
 
 if TYPE_CHECKING:
-    from ..llm import Completion
+    from ..llm import Completion, LLMRequest
     from ._calls import Calls
     from ._node import Node
     from ._tools import ToolRun
@@ -87,10 +87,7 @@ class Context:
         that is a near miss of one of the options above (``temprature=``) is an error
         saying which one was meant; ``extra={"temprature": 0}`` sends it on purpose.
         """
-        from ..llm import LLMRequest
-        from ..llm._neutral import prompt_messages
-        from ..llm._output import aimport_validator, awith_parsed
-
+        LLMRequest, prompt_messages, aimport_validator, awith_parsed = _llm_api()
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -98,7 +95,8 @@ class Context:
                 "or set models={step: model} on the Workflow or wf.run()"
             )
         messages = prompt_messages("ctx.complete()", prompt, messages)
-        await aimport_validator(response_format)  # the schema is checked in LLMRequest
+        if response_format is not None:  # (no coroutine made per call for nothing)
+            await aimport_validator(response_format)  # the schema is checked in LLMRequest
         request = LLMRequest(
             model=model,
             messages=tuple(dict(m) for m in messages),
@@ -166,6 +164,18 @@ class Context:
     def log(self, message: str, **data: Any) -> None:
         """Write a line to this step's captured context (``run.context(step)``)."""
         self._calls.log(self._node, "log", str(message), data or None)
+
+
+@cache
+def _llm_api() -> tuple[type[LLMRequest], Any, Any, Any]:
+    """``baton_nb.llm``'s names ``Context.complete`` needs: imported at the first call, as
+    before (this module imports no ``llm`` at its top), then kept. Import statements in the
+    method cost ~1.8 us a call (importlib's ``_handle_fromlist`` for a package, each time)."""
+    from ..llm import LLMRequest
+    from ..llm._neutral import prompt_messages
+    from ..llm._output import aimport_validator, awith_parsed
+
+    return LLMRequest, prompt_messages, aimport_validator, awith_parsed
 
 
 def _check_cache(step: str, value: Any) -> bool | None:

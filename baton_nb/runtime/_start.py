@@ -44,29 +44,33 @@ async def execute_run(
     """
     params_json = _encode_params(params)
     model_map = {**graph.models, **dict(models or {})}
-    store = await Store.open(db)
-    try:
-        with Lease(lease_ttl) as lease:
-            existing = await resolve_run(store, graph.name, run_id) if run_id else None
-            created = None
-            if existing is not None:
-                _check_resumable(graph, existing, params, params_json)
-                if existing.status is RunStatus.COMPLETED:
-                    return await Run.from_store(store, existing.id)
-                await take_lease(store, existing.id, lease, existing.lease_owner)
-                run_id = existing.id
-            else:
-                run_id = run_id or uuid.uuid4().hex
-                created = await _create(store, graph, run_id, params_json, model_map, lease)
-            driver = await _prepare(store, graph, run_id, lease, concurrency, model_map, created)
-            created = None  # the rows: the nodes have what they need, free them before the run
-            if on_start is not None:
-                on_start(driver.run)
-            with fewer_collections():
+    # Collections rarer from the store's opening to its closing (``_gc``): a full
+    # collection that fell due before the run waits for its end, not for its first wave.
+    with fewer_collections():
+        store = await Store.open(db)
+        try:
+            with Lease(lease_ttl) as lease:
+                existing = await resolve_run(store, graph.name, run_id) if run_id else None
+                created = None
+                if existing is not None:
+                    _check_resumable(graph, existing, params, params_json)
+                    if existing.status is RunStatus.COMPLETED:
+                        return await Run.from_store(store, existing.id)
+                    await take_lease(store, existing.id, lease, existing.lease_owner)
+                    run_id = existing.id
+                else:
+                    run_id = run_id or uuid.uuid4().hex
+                    created = await _create(store, graph, run_id, params_json, model_map, lease)
+                driver = await _prepare(
+                    store, graph, run_id, lease, concurrency, model_map, created
+                )
+                created = None  # the rows: the nodes have what they need, free them before the run
+                if on_start is not None:
+                    on_start(driver.run)
                 return await driver.execute()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.close()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.close()
 
 
 def _encode_params(params: Mapping[str, Any] | None) -> str:

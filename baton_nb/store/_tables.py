@@ -108,12 +108,27 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+# Texts of the timestamps written lately (``sqlite_text``): a node's ``started_at`` goes out
+# in its ``executing`` row and again in its ``completed`` one, a call's time in its stored
+# answer and its stats row. Equal keys are the same instant (aware datetimes compare in UTC),
+# so the same text; emptied when full (a commit's worth of rows is far fewer).
+_TEXTS: dict[datetime, str] = {}
+_TEXTS_MOST = 16_384
+
+
 def sqlite_text(value: datetime | None) -> str | None:
     """``value`` in UTC as SQLAlchemy's SQLite DATETIME stores it (``2026-12-06
-    08:50:04.000000``: microseconds always, no offset)."""
+    08:50:04.000000``: microseconds always, no offset). A value written lately is looked up
+    (0.2 us), not formatted again (1-2 us: the runtime binds ~5 a call)."""
     if value is None:
         return None
-    return _utc(value).isoformat(" ", "microseconds")[:26]
+    text = _TEXTS.get(value)
+    if text is None:
+        text = _utc(value).isoformat(" ", "microseconds")[:26]
+        if len(_TEXTS) >= _TEXTS_MOST:
+            _TEXTS.clear()
+        _TEXTS[value] = text
+    return text
 
 
 def _when(*, index: bool = False, optional: bool = False) -> Any:

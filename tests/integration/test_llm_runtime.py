@@ -420,3 +420,33 @@ async def test_debug_keeps_the_request_of_a_failed_call(
         assert "why did this fail?" in str(entries[0]["data"])
         assert "model overloaded" in entries[1]["message"]
         assert DUMMY_KEYS["openai"] not in repr(entries)
+
+
+async def test_an_answer_and_its_stats_row_are_stored_at_one_time(
+    fake_providers: FakeProviderServer, sqlite_url: str, unique: str
+) -> None:
+    """A paid answer's stored completion and its stats row carry the same ``created_at``
+    (one clock reading for both), as written on SQLite."""
+    import sqlite3
+
+    wf = bn.Workflow(f"one-time-{unique}", db=sqlite_url)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        first = await ctx.complete(model=MODEL, prompt="one")
+        second = await ctx.complete(model=MODEL, prompt="two")
+        return first.text + second.text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed"
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as con:
+        answers = con.execute(
+            "SELECT call_index, created_at FROM workflow_completions ORDER BY call_index"
+        ).fetchall()
+        stats = con.execute(
+            "SELECT call_index, created_at FROM workflow_step_stats ORDER BY call_index"
+        ).fetchall()
+    con.close()
+    assert len(answers) == 2 and answers == stats
+    assert answers[0][1] < answers[1][1]

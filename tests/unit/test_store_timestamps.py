@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from baton_nb.store import _tables
 from baton_nb.store._tables import UtcDateTime
 
 DIALECT = sqlite.dialect()
@@ -43,5 +44,30 @@ def test_sqlite_timestamp_text_as_sqlalchemy_writes_it(value: datetime | None) -
 
 def test_naive_timestamp_refused() -> None:
     processor = UtcDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    with pytest.raises(ValueError, match="aware datetimes only"):
+        processor(datetime(2026, 12, 6, 8, 50))
+
+
+def test_a_timestamp_written_again_gets_the_same_text() -> None:
+    """Texts are kept for values written lately (a node's start goes out twice): asked
+    again, in another offset for the same instant, or after many other values."""
+    processor = UtcDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    value = datetime(2026, 12, 6, 8, 50, 4, 654321, tzinfo=UTC)
+    first = processor(value)
+    assert processor(value) == first == "2026-12-06 08:50:04.654321"
+    shifted = value.astimezone(timezone(timedelta(hours=9)))
+    assert processor(shifted) == first == generic(shifted)
+    for i in range(_tables._TEXTS_MOST + 10):  # more than are kept: the cache is emptied
+        other = value + timedelta(microseconds=i + 1)
+        assert processor(other) == generic(other)
+    assert len(_tables._TEXTS) <= _tables._TEXTS_MOST
+    assert processor(value) == first
+
+
+def test_naive_timestamp_refused_after_the_same_aware_one() -> None:
+    processor = UtcDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    processor(datetime(2026, 12, 6, 8, 50, tzinfo=UTC))
     with pytest.raises(ValueError, match="aware datetimes only"):
         processor(datetime(2026, 12, 6, 8, 50))
