@@ -7,7 +7,6 @@ headers or an httpx exception, so no key can leak through them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -22,6 +21,7 @@ from baton_nb._errors import ProviderError
 
 from ._client import direct_transport, get_client, on_asyncio
 from ._config import Endpoint
+from ._deadline import start_deadline
 from ._redact import redact
 from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
@@ -240,9 +240,15 @@ async def send(
     try:
         if stream:
             return await _send_stream(endpoint, adapter, call, limits)
-        if on_asyncio():  # the same deadline, one timer handle instead of a cancel scope
-            async with asyncio.timeout(seconds):
-                return await _send_plain(endpoint, adapter, call, limits)
+        if on_asyncio():  # asyncio.timeout's deadline without a timer per call (_deadline)
+            deadline = start_deadline(seconds)
+            try:
+                parsed = await _send_plain(endpoint, adapter, call, limits)
+            except BaseException as exc:
+                deadline.end(exc)  # the CancelledError of its expiry: TimeoutError
+                raise
+            deadline.end(None)
+            return parsed
         with anyio.fail_after(seconds):
             return await _send_plain(endpoint, adapter, call, limits)
     except (httpx.TimeoutException, TimeoutError):
