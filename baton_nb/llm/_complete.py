@@ -25,7 +25,7 @@ from ._responses import ResponsesAdapter
 from ._retry import with_retries
 from ._tokens import aestimate_tokens, aload_encoder
 from ._transport import send
-from ._types import Completion, LLMRequest, ToolCall, split_model
+from ._types import Completion, LLMRequest, ToolCall, new_completion, split_model
 from ._wire import Adapter, Parsed
 
 __all__ = [
@@ -187,23 +187,21 @@ async def completion_of(
     raw, raw_json = scrub.json_encoded(parsed.raw)
     text = scrub.keys(parsed.text)
     calls = parsed.tool_calls
-    completion = Completion(
-        text=text,
-        model=request.model,
-        provider=endpoint.name,
-        usage=usage,
-        cost=cost,
-        latency_ms=latency_ms,
-        raw=raw,
-        estimated=estimated,
-        tool_calls=tuple(ToolCall.from_dict(_keys(scrub, c.to_dict())) for c in calls)
-        if calls
-        else (),
-        refusal=None if parsed.refusal is None else scrub.keys(parsed.refusal),
-        finish_reason=parsed.finish_reason,
-        reasoning=None if parsed.reasoning is None else scrub.keys(parsed.reasoning),
-        message=_message_keys(scrub, parsed.message, parsed.text, text),
-        pricing=pricing,
+    completion = new_completion(  # Completion(...) of these fields, without its __init__
+        text,
+        request.model,
+        endpoint.name,
+        usage,
+        cost,
+        latency_ms,
+        raw,
+        estimated,
+        tuple(ToolCall.from_dict(_keys(scrub, c.to_dict())) for c in calls) if calls else (),
+        None if parsed.refusal is None else scrub.keys(parsed.refusal),
+        parsed.finish_reason,
+        None if parsed.reasoning is None else scrub.keys(parsed.reasoning),
+        _message_keys(scrub, parsed.message, parsed.text, text),
+        pricing,
     )
     if raw_json is not None:
         completion.keep_raw_json(raw_json)

@@ -19,7 +19,7 @@ import httpx
 
 from baton_nb._errors import ProviderError
 
-from ._client import direct_transport, get_client, on_asyncio
+from ._client import direct_transport, get_client, on_asyncio, shared_now
 from ._config import Endpoint
 from ._deadline import start_deadline
 from ._redact import redact
@@ -199,8 +199,12 @@ async def _post_direct(
 async def _send_plain(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, http_timeout: httpx.Timeout
 ) -> Parsed:
-    client = await get_client()
-    transport = direct_transport(client)
+    shared = shared_now()  # the loop's client, without a coroutine once it is made
+    if shared is not None:
+        client, transport = shared.client, shared.direct
+    else:
+        client = await get_client()
+        transport = direct_transport(client)
     answer = None
     if transport is not None and not client.cookies:
         answer = await _post_direct(client, transport, call, http_timeout)

@@ -40,6 +40,7 @@ __all__ = [
     "Limit",
     "ToolCall",
     "compact_json",
+    "new_completion",
     "request_hash",
     "split_model",
 ]
@@ -378,6 +379,54 @@ class Completion:
             saved=None if data.get("saved") is None else Decimal(data["saved"]),
         )
 
+
+def new_completion(
+    text: str,
+    model: str,
+    provider: str,
+    usage: Usage,
+    cost: Decimal | None,
+    latency_ms: float,
+    raw: dict[str, Any],
+    estimated: bool,
+    tool_calls: tuple[ToolCall, ...],
+    refusal: str | None,
+    finish_reason: FinishReason | None,
+    reasoning: str | None,
+    message: Mapping[str, Any],
+    pricing: CallPricing | None,
+) -> Completion:
+    """``Completion(...)`` of a call's answer (not replayed, not parsed, not cached), made
+    by filling its ``__dict__`` in field order: a frozen dataclass's ``__init__`` sets each
+    of its 18 fields with ``object.__setattr__`` (~2.5 µs a call, a third of that here).
+    The same object (a test compares every field and their order with the constructor's)."""
+    completion = _new_object(Completion)
+    completion.__dict__.update(
+        {
+            "text": text,
+            "model": model,
+            "provider": provider,
+            "usage": usage,
+            "cost": cost,
+            "latency_ms": latency_ms,
+            "raw": raw,
+            "estimated": estimated,
+            "replayed": False,
+            "tool_calls": tool_calls,
+            "parsed": None,
+            "refusal": refusal,
+            "finish_reason": finish_reason,
+            "reasoning": reasoning,
+            "message": message or assistant_message(text, tool_calls),  # __post_init__'s
+            "pricing": pricing,
+            "cached": False,
+            "saved": None,
+        }
+    )
+    return completion
+
+
+_new_object = object.__new__
 
 # The replay store's JSON: compact, UTF-8. One encoder object (json.dumps with options
 # makes one per call).

@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import fields
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from baton_nb._usage import Usage
+from baton_nb.llm import Completion
 from baton_nb.llm._complete import _keys, _message_keys
 from baton_nb.llm._deadline import start_deadline
 from baton_nb.llm._jsonenc import one_shot
 from baton_nb.llm._redact import REDACTED, Scrubber
-from baton_nb.llm._types import COMPACT_JSON, _HASH_JSON
+from baton_nb.llm._types import _HASH_JSON, COMPACT_JSON, FinishReason, ToolCall, new_completion
+from baton_nb.pricing import CallPricing
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +36,7 @@ _ODD: list[Any] = [
     1e-7,
     10**40,
     -(10**30),
-    "\x00\x1f\t\n\\\"/ \ud800 \udfff 😀 \u2028\u2029 é",
+    '\x00\x1f\t\n\\"/ \ud800 \udfff 😀 \u2028\u2029 é',
     {"b": 1, "a": [1, 2.5, None, False, "x"], 3: "int key", 2.5: "float key", True: "bool"},
     {"z": {"y": {"x": [[], {}, (1, 2), ["deep", {"k": "\x7f"}]]}}},
     ("tuple", 1),
@@ -219,3 +224,40 @@ async def test_a_later_call_after_the_first_ended_still_times_out() -> None:
     with pytest.raises(TimeoutError):
         await _ends_after(0.05, 0.5, log, "second")
     assert log == ["first done", "second timed out"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"message": {}},
+        {"message": {}, "text": "", "tool_calls": (ToolCall.from_arguments("c1", "f", "{}"),)},
+        {"cost": None, "pricing": None, "refusal": "no", "reasoning": "r", "estimated": True},
+        {"finish_reason": FinishReason.LENGTH, "latency_ms": float("nan")},
+    ],
+)
+def test_new_completion_is_the_constructors_completion(kw: dict[str, Any]) -> None:
+    values: dict[str, Any] = {
+        "text": "hi",
+        "model": "openai/gpt-4o-mini",
+        "provider": "openai",
+        "usage": Usage(input_tokens=3, output_tokens=2),
+        "cost": Decimal("0.000001"),
+        "latency_ms": 12.5,
+        "raw": {"id": "x"},
+        "estimated": False,
+        "tool_calls": (),
+        "refusal": None,
+        "finish_reason": FinishReason.STOP,
+        "reasoning": None,
+        "message": {"role": "assistant", "content": "hi"},
+        "pricing": CallPricing("openai/gpt-4o-mini", "genai-prices", "openai/gpt-4o-mini", None),
+        **kw,
+    }
+    made = new_completion(**values)
+    expected = Completion(**values)
+    assert list(vars(made)) == list(vars(expected)) == [f.name for f in fields(Completion)]
+    for name in vars(expected):
+        a, b = getattr(made, name), getattr(expected, name)
+        assert a == b or (a != a and b != b), name  # NaN
+    assert made.to_json() == expected.to_json()
