@@ -92,9 +92,16 @@ def _check_status(
     raise ProviderError(endpoint.name, status, message + _hint(endpoint, status), retryable=False)
 
 
+_DECODER = json.JSONDecoder()  # json.loads' own decoder (no options)
+
+
 def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(content)
+        # json.loads, without guessing the encoding of an object's UTF-8 ('{' then not 0)
+        if content[:1] == b"{" and content[1:2] != b"\x00":
+            data = _DECODER.decode(content.decode("utf-8", "surrogatepass"))
+        else:
+            data = json.loads(content)
     except ValueError:
         data = None
     if not isinstance(data, dict):

@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 
-from baton_nb._usage import Usage
+from baton_nb._errors import ProviderError
+from baton_nb._usage import USAGE_FIELDS, Usage
 from baton_nb.llm import Completion
 from baton_nb.llm._complete import _keys, _message_keys
+from baton_nb.llm._config import resolve_endpoint
 from baton_nb.llm._deadline import start_deadline
 from baton_nb.llm._jsonenc import one_shot
 from baton_nb.llm._redact import REDACTED, Scrubber
+from baton_nb.llm._transport import _json_body
 from baton_nb.llm._types import _HASH_JSON, COMPACT_JSON, FinishReason, ToolCall, new_completion
+from baton_nb.llm._wire import as_int
 from baton_nb.pricing import CallPricing
 
 pytestmark = pytest.mark.anyio
@@ -261,3 +265,66 @@ def test_new_completion_is_the_constructors_completion(kw: dict[str, Any]) -> No
         a, b = getattr(made, name), getattr(expected, name)
         assert a == b or (a != a and b != b), name  # NaN
     assert made.to_json() == expected.to_json()
+
+
+class _Count(int):
+    pass
+
+
+_COUNTS: list[Any] = [0, 1, 7, 10**30, -1, True, False, _Count(3), _Count(-2), 1.0, "3", None]
+
+
+def _as_int_before(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def test_as_int_is_what_it_was() -> None:
+    for value in [*_COUNTS, -0.5, 2.7, "x", [], {}, float("nan"), "-4"]:
+        try:
+            expected: Any = _as_int_before(value)
+        except OverflowError:
+            expected = OverflowError
+        got = as_int(value)
+        assert got == expected and type(got) is type(expected), value
+
+
+def _usage_checked_before(values: tuple[Any, ...]) -> str | None:
+    """The error the field-by-field check raised, if any."""
+    for name, value in zip(USAGE_FIELDS, values, strict=True):
+        not_int = type(value) is not int and (not isinstance(value, int) or isinstance(value, bool))
+        if not_int or value < 0:
+            return f"Usage.{name} must be a non-negative int, got {value!r}"
+    if values[5] > values[2]:
+        return "cannot exceed"
+    return None
+
+
+def test_usage_accepts_and_refuses_what_it_did() -> None:
+    import itertools
+
+    odd = [0, 5, -1, True, _Count(2), 1.5, None]
+    for i, j in itertools.product(range(len(USAGE_FIELDS)), range(len(odd))):
+        for write, one_hour in ((3, 0), (3, 3), (2, 3)):
+            values: list[Any] = [1, 0, write, 1, 0, one_hour, 0]
+            values[i] = odd[j]
+            expected = _usage_checked_before(tuple(values))
+            if expected is None:
+                Usage(*values)
+            else:
+                with pytest.raises(ValueError, match=expected.split(",")[0].replace(".", r"\.")):
+                    Usage(*values)
+
+
+def test_the_answers_body_is_decoded_as_json_loads_does() -> None:
+    endpoint = resolve_endpoint("mock")
+    bodies = [b'{"a": "\xc3\xa9 \\ud800"}', b'{"x":1}', b"{}", b'{"s": "\xed\xa0\x80"}']
+    bodies += [text.encode(codec) for text in ('{"k": "v"}',) for codec in ("utf-16-le", "utf-16")]
+    bodies += ['{"k": 1}'.encode("utf-8-sig"), '{"k": 1}'.encode("utf-32-le")]
+    for body in bodies:
+        assert _json_body(endpoint, body) == json.loads(body)
+    for bad in (b"{", b'{"a": \xff}', b"{\x00", b"[1]", b"", b"null"):
+        with pytest.raises(ProviderError):
+            _json_body(endpoint, bad)
