@@ -55,10 +55,14 @@ class _Queue:
     """The deadlines of one timeout length on one loop, in start order (so in deadline
     order), and the one timer armed for the first."""
 
-    __slots__ = ("__weakref__", "entries", "handle", "loop")
+    __slots__ = ("entries", "handle", "loop", "owner", "seconds")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, owner: dict[float, _Queue], seconds: float
+    ) -> None:
         self.loop = loop
+        self.owner = owner  # the loop's queues, by length: this one leaves when it is idle
+        self.seconds = seconds
         self.entries: deque[Deadline] = deque()
         self.handle: asyncio.TimerHandle | None = None
 
@@ -92,6 +96,9 @@ class _Queue:
             entries.popleft()
             first.task.cancel()
             first.state = _EXPIRING
+        # idle: not kept (timeouts computed per call would otherwise pile up queues)
+        if self.owner.get(self.seconds) is self:
+            del self.owner[self.seconds]
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Queue]] = (
@@ -116,5 +123,5 @@ def start_deadline(seconds: float) -> Deadline:
         _last = (loop, found)
     queue = queues.get(seconds)
     if queue is None:
-        queue = queues[seconds] = _Queue(loop)
+        queue = queues[seconds] = _Queue(loop, queues, seconds)
     return queue.add(seconds)

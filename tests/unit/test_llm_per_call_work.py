@@ -18,7 +18,7 @@ from baton_nb._usage import USAGE_FIELDS, Usage
 from baton_nb.llm import Completion
 from baton_nb.llm._complete import _keys, _message_keys
 from baton_nb.llm._config import resolve_endpoint
-from baton_nb.llm._deadline import start_deadline
+from baton_nb.llm._deadline import _queues, start_deadline
 from baton_nb.llm._jsonenc import one_shot
 from baton_nb.llm._redact import REDACTED, Scrubber
 from baton_nb.llm._transport import _json_body
@@ -328,3 +328,15 @@ def test_the_answers_body_is_decoded_as_json_loads_does() -> None:
     for bad in (b"{", b'{"a": \xff}', b"{\x00", b"[1]", b"", b"null"):
         with pytest.raises(ProviderError):
             _json_body(endpoint, bad)
+
+
+async def test_no_queue_is_kept_for_timeouts_no_call_uses_any_more() -> None:
+    """Timeouts computed per call (each a length of its own) leave nothing behind."""
+    log: list[str] = []
+    for i in range(50):
+        await _ends_after(0.01 + i / 10_000, 0.0, log, f"call {i}")
+    assert len(_queues[asyncio.get_running_loop()]) == 50
+    await asyncio.sleep(0.05)
+    assert not _queues[asyncio.get_running_loop()]
+    with pytest.raises(TimeoutError):  # and a length used again gets a queue again
+        await _ends_after(0.01, 0.5, log, "again")
