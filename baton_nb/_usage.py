@@ -34,6 +34,22 @@ class Usage:
     web_search_requests: int = 0
 
     def __post_init__(self) -> None:
+        if (  # the usual case, every count a plain int >= 0, in one expression (~4x faster)
+            type(self.input_tokens) is int
+            and type(self.cached_input_tokens) is int
+            and type(self.cache_write_tokens) is int
+            and type(self.output_tokens) is int
+            and type(self.reasoning_tokens) is int
+            and type(self.cache_write_1h_tokens) is int
+            and type(self.web_search_requests) is int
+            and self.input_tokens >= 0
+            and self.cached_input_tokens >= 0
+            and self.output_tokens >= 0
+            and self.reasoning_tokens >= 0
+            and self.web_search_requests >= 0
+            and 0 <= self.cache_write_1h_tokens <= self.cache_write_tokens
+        ):
+            return
         for name in _FIELDS:
             value = getattr(self, name)
             # an int (or a subclass of int but bool), not negative; type() first: fastest

@@ -44,6 +44,7 @@ __all__ = [
     "get_client",
     "loop_key",
     "on_asyncio",
+    "shared_now",
 ]
 
 # Below the usual server keep-alive (60-75 s), so a server rarely closes one under us.
@@ -108,6 +109,7 @@ class _LoopClient:
         self.keeper = keeper
         self.settings = settings
         self.limits_version = limits_version()
+        self.direct = _direct.get(client)  # direct_transport(client), looked up once
 
     def current(self) -> bool:
         """Open and built with today's settings (limits recomputed only once they change)."""
@@ -198,11 +200,28 @@ def _new_client(
     return httpx.AsyncClient(verify=context, limits=limits, http2=settings.http2, **options)
 
 
+# The running loop's entry, last found by get_client (per call: no weak-dictionary lookup)
+_last: tuple[Any, _LoopClient | None] = (None, None)
+
+
+def shared_now() -> _LoopClient | None:
+    """The running asyncio loop's shared client (``.client``) and its direct transport
+    (``.direct``), if made and current: :func:`get_client` without a coroutine. ``None``:
+    ``await get_client()``."""
+    loop, entry = _last
+    if entry is not None and loop is asyncio._get_running_loop() and entry.current():
+        return entry
+    return None
+
+
 async def get_client() -> httpx.AsyncClient:
     """The shared client of the running loop, created lazily."""
+    global _last
     key = loop_key()
     entry = _clients.get(key)
     if entry is not None and entry.current():
+        if key is not _OTHER:
+            _last = (key, entry)
         return entry.client
     settings = _Settings(http2_enabled(), connection_limit())
     client = _new_client(await _prepared_ssl_context(), key is not _OTHER, settings)
@@ -214,7 +233,9 @@ async def get_client() -> httpx.AsyncClient:
     if key is not _OTHER:
         keeper = _keeper(client)
         await keeper.__anext__()
-    _clients[key] = _LoopClient(client, keeper, settings)
+    made = _clients[key] = _LoopClient(client, keeper, settings)
+    if key is not _OTHER:
+        _last = (key, made)
     if entry is not None:  # made under other settings: calls now use the new one
         await entry.aclose()
     return client
@@ -222,6 +243,9 @@ async def get_client() -> httpx.AsyncClient:
 
 async def aclose() -> None:
     """Close the shared client of the running loop (a new one is made on next use)."""
+    global _last
     entry = _clients.pop(loop_key(), None)
+    if entry is not None and _last[1] is entry:
+        _last = (None, None)
     if entry is not None:
         await entry.aclose()

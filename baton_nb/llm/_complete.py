@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from json.encoder import encode_basestring as _JSON_STR
 from typing import Any
 
 from baton_nb._gc import fewer_collections_begin, fewer_collections_end
@@ -12,8 +13,9 @@ from baton_nb._usage import Usage
 
 from ._anthropic import AnthropicAdapter
 from ._config import Endpoint, default_timeout, resolve_endpoint, retry_settings
-from ._cost import compute_cost
+from ._cost import cost_now, load_pricing, pricing_loaded
 from ._gemini import GeminiAdapter
+from ._jsonenc import one_shot
 from ._limits import Permit, acquire, limit_for
 from ._mock import mock_complete
 from ._openai import OpenAIAdapter
@@ -23,7 +25,7 @@ from ._responses import ResponsesAdapter
 from ._retry import with_retries
 from ._tokens import aestimate_tokens, aload_encoder
 from ._transport import send
-from ._types import Completion, LLMRequest, ToolCall, split_model
+from ._types import Completion, LLMRequest, ToolCall, new_completion, split_model
 from ._wire import Adapter, Parsed
 
 __all__ = [
@@ -50,21 +52,6 @@ _ADAPTERS: dict[str, Adapter] = {
 def adapter_for(endpoint: Endpoint) -> Adapter:
     """The wire format of a (non-mock) endpoint."""
     return _ADAPTERS[endpoint.kind]
-
-
-async def _call(endpoint: Endpoint, model: str, request: LLMRequest, permit: Permit) -> Parsed:
-    if endpoint.kind == "mock":
-        await permit.attempt()
-        return await mock_complete(endpoint, model, request)
-    adapter = _ADAPTERS[endpoint.kind]
-    call = adapter.build(endpoint, model, request)  # UnsupportedFeature before any network
-    seconds = request.timeout or endpoint.timeout or default_timeout()
-
-    async def attempt() -> Parsed:
-        await permit.attempt()
-        return await send(endpoint, adapter, call, stream=request.stream, seconds=seconds)
-
-    return await with_retries(endpoint.name, retry_settings(), attempt)
 
 
 async def usage_of(parsed: Parsed, request: LLMRequest) -> tuple[Usage, bool]:
@@ -104,7 +91,19 @@ async def _measured(
         # call's, not the process's warm-up.
         await aload_encoder()
     started = _clock()
-    parsed = await _call(endpoint, model, request, permit)
+    if endpoint.kind == "mock":
+        await permit.attempt()
+        parsed = await mock_complete(endpoint, model, request)
+    else:  # _call, without a coroutine level of its own
+        adapter = _ADAPTERS[endpoint.kind]
+        call = adapter.build(endpoint, model, request)  # UnsupportedFeature before any network
+        seconds = request.timeout or endpoint.timeout or default_timeout()
+
+        async def attempt() -> Parsed:
+            await permit.attempt()
+            return await send(endpoint, adapter, call, stream=request.stream, seconds=seconds)
+
+        parsed = await with_retries(endpoint.name, retry_settings(), attempt)
     latency_ms = (_clock() - started) * 1000.0
     usage, estimated = await usage_of(parsed, request)
     permit.correct(usage.total_tokens)
@@ -126,7 +125,10 @@ async def complete(request: LLMRequest) -> Completion:
     back when the last call ends; a threshold set higher, or a disabled collector, is left
     alone): at the default, a fan-out of calls spends a third of its CPU collecting.
     """
-    return await awith_parsed(await complete_unparsed(request), request)
+    completion = await complete_unparsed(request)
+    if request.response_format is None:  # nothing to validate: no coroutine for it
+        return completion
+    return await awith_parsed(completion, request)
 
 
 async def complete_unparsed(request: LLMRequest) -> Completion:
@@ -171,7 +173,9 @@ async def completion_of(
     answer, ``batch=True``), secrets scrubbed. Shared by direct calls and provider batches."""
     # price_as= always wins; else a cost the server reports, where it is trusted
     trusted = endpoint.reported_cost and not request.price_as
-    cost, pricing = await compute_cost(
+    if not pricing_loaded():  # once: then no coroutine per call
+        await load_pricing()
+    cost, pricing = cost_now(
         pricing_model(endpoint, model, request),
         usage,
         called_as=request.model,
@@ -181,28 +185,53 @@ async def completion_of(
     )
     scrub = scrubber()
     raw, raw_json = scrub.json_encoded(parsed.raw)
-    completion = Completion(
-        text=scrub.keys(parsed.text),
-        model=request.model,
-        provider=endpoint.name,
-        usage=usage,
-        cost=cost,
-        latency_ms=latency_ms,
-        raw=raw,
-        estimated=estimated,
-        tool_calls=tuple(ToolCall.from_dict(_keys(scrub, c.to_dict())) for c in parsed.tool_calls),
-        refusal=None if parsed.refusal is None else scrub.keys(parsed.refusal),
-        finish_reason=parsed.finish_reason,
-        reasoning=None if parsed.reasoning is None else scrub.keys(parsed.reasoning),
-        message=_keys(scrub, parsed.message),
-        pricing=pricing,
+    text = scrub.keys(parsed.text)
+    calls = parsed.tool_calls
+    completion = new_completion(  # Completion(...) of these fields, without its __init__
+        text,
+        request.model,
+        endpoint.name,
+        usage,
+        cost,
+        latency_ms,
+        raw,
+        estimated,
+        tuple(ToolCall.from_dict(_keys(scrub, c.to_dict())) for c in calls) if calls else (),
+        None if parsed.refusal is None else scrub.keys(parsed.refusal),
+        parsed.finish_reason,
+        None if parsed.reasoning is None else scrub.keys(parsed.reasoning),
+        _message_keys(scrub, parsed.message, parsed.text, text),
+        pricing,
     )
     if raw_json is not None:
         completion.keep_raw_json(raw_json)
     return completion
 
 
-_KEYS_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder, not one per call
+_KEYS_JSON = one_shot(json.JSONEncoder(ensure_ascii=False))  # its set-up made once
+
+
+def _message_keys(scrub: Scrubber, message: dict[str, Any], text: str, scrubbed: str) -> Any:
+    """:func:`_keys` of the assistant message, ``scrubbed`` being ``scrub.keys(text)``.
+    A plain answer, ``{"role": "assistant", "content": s}`` with nothing in ``s`` that JSON
+    escapes, is scrubbed without encoding it: its encoding is then ``s`` itself between
+    fixed text, where no known key can match (``Scrubber.plain_keys``), so the keys
+    replaced in the encoding are the ones replaced in ``s``, and nothing else."""
+    if not scrub.has_secrets:
+        return message
+    content = message.get("content")
+    if (
+        scrub.plain_keys
+        and type(content) is str
+        and len(message) == 2
+        and tuple(message) == ("role", "content")  # in this order
+        and message["role"] == "assistant"
+        and type(message["role"]) is str
+        and len(_JSON_STR(content)) == len(content) + 2  # no escapes: written as it is
+    ):
+        done = scrubbed if content is text else scrub.keys(content)
+        return message if done == content else {"role": "assistant", "content": done}
+    return _keys(scrub, message)
 
 
 def _keys(scrub: Scrubber, value: dict[str, Any]) -> dict[str, Any]:
@@ -211,6 +240,6 @@ def _keys(scrub: Scrubber, value: dict[str, Any]) -> dict[str, Any]:
     stay as they are, or they could not go back to the provider."""
     if not scrub.has_secrets:  # no key known: nothing to replace
         return value
-    flat = _KEYS_JSON.encode(value)
+    flat = _KEYS_JSON(value)
     scrubbed = scrub.keys(flat)
     return value if scrubbed == flat else dict(json.loads(scrubbed))

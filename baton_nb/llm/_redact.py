@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from ._config import known_secrets
-from ._types import COMPACT_JSON
+from ._types import compact_json
 
 __all__ = ["REDACTED", "Scrubber", "redact", "redact_json", "redact_keys", "scrubber"]
 
@@ -47,6 +47,10 @@ def _has_shape(text: str) -> bool:
     return False
 
 
+# The text between the '"' of a plain answer's encoding, {"role":"assistant","content":""}.
+_MESSAGE_PIECES = ("{", "role", ":", "assistant", ",", "content", ":", "}")
+
+
 def _keep_prefix(match: re.Match[str]) -> str:
     return match.group(1) + REDACTED
 
@@ -57,6 +61,12 @@ class Scrubber:
     def __init__(self, secrets: frozenset[str]) -> None:
         ordered = sorted(secrets, key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        # No key has a '"' (so none spans two JSON strings), and none is found in the fixed
+        # text of a plain answer's message, ``{"role":"assistant","content":"..."}``: its
+        # keys are the ones in its content (``_complete._message_keys``).
+        self.plain_keys = all('"' not in s for s in ordered) and not any(
+            s in piece for s in ordered for piece in _MESSAGE_PIECES
+        )
 
     @property
     def has_secrets(self) -> bool:
@@ -90,7 +100,7 @@ class Scrubber:
         check's encoding, for the caller to store instead of encoding it again. ``None``
         when the value was redacted or is not plain JSON."""
         try:
-            flat: str | None = COMPACT_JSON.encode(value)
+            flat: str | None = compact_json(value)
             text = flat
         except (TypeError, ValueError):
             flat, text = None, json.dumps(value, ensure_ascii=False, default=str)

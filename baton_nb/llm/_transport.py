@@ -7,7 +7,6 @@ headers or an httpx exception, so no key can leak through them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -20,8 +19,9 @@ import httpx
 
 from baton_nb._errors import ProviderError
 
-from ._client import direct_transport, get_client, on_asyncio
+from ._client import direct_transport, get_client, on_asyncio, shared_now
 from ._config import Endpoint
+from ._deadline import start_deadline
 from ._redact import redact
 from ._retry import is_retryable_status, parse_retry_after, retry_hint_from_body
 from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
@@ -92,9 +92,16 @@ def _check_status(
     raise ProviderError(endpoint.name, status, message + _hint(endpoint, status), retryable=False)
 
 
+_DECODER = json.JSONDecoder()  # json.loads' own decoder (no options)
+
+
 def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(content)
+        # json.loads, without guessing the encoding of an object's UTF-8 ('{' then not 0)
+        if content[:1] == b"{" and content[1:2] != b"\x00":
+            data = _DECODER.decode(content.decode("utf-8", "surrogatepass"))
+        else:
+            data = json.loads(content)
     except ValueError:
         data = None
     if not isinstance(data, dict):
@@ -201,8 +208,12 @@ async def _post_direct(
 async def _send_plain(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, http_timeout: httpx.Timeout
 ) -> Parsed:
-    client = await get_client()
-    transport = direct_transport(client)
+    shared = shared_now()  # the loop's client, without a coroutine once it is made
+    if shared is not None:
+        client, transport = shared.client, shared.direct
+    else:
+        client = await get_client()
+        transport = direct_transport(client)
     answer = None
     if transport is not None and not client.cookies:
         answer = await _post_direct(client, transport, call, http_timeout)
@@ -242,9 +253,15 @@ async def send(
     try:
         if stream:
             return await _send_stream(endpoint, adapter, call, limits)
-        if on_asyncio():  # the same deadline, one timer handle instead of a cancel scope
-            async with asyncio.timeout(seconds):
-                return await _send_plain(endpoint, adapter, call, limits)
+        if on_asyncio():  # asyncio.timeout's deadline without a timer per call (_deadline)
+            deadline = start_deadline(seconds)
+            try:
+                parsed = await _send_plain(endpoint, adapter, call, limits)
+            except BaseException as exc:
+                deadline.end(exc)  # the CancelledError of its expiry: TimeoutError
+                raise
+            deadline.end(None)
+            return parsed
         with anyio.fail_after(seconds):
             return await _send_plain(endpoint, adapter, call, limits)
     except (httpx.TimeoutException, TimeoutError):

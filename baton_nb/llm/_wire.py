@@ -91,6 +91,8 @@ class Adapter(Protocol):
 
 def as_int(value: Any) -> int:
     """A token count from JSON (``None``, floats and strings tolerated) as a non-negative int."""
+    if type(value) is int:  # the usual case, without int() and max()
+        return value if value > 0 else 0
     try:
         return max(0, int(value or 0))
     except (TypeError, ValueError):

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import h2.config
@@ -39,7 +40,9 @@ from baton_nb.llm._client import (
     _new_client,
     _Settings,
     connection_limit,
+    direct_transport,
     get_client,
+    shared_now,
 )
 from tests.fakes.provider_server import FakeProviderServer
 
@@ -788,6 +791,47 @@ async def test_the_shared_client_is_rebuilt_when_a_limit_needs_more_connections(
         assert second._transport.limits.max_connections == 3000  # type: ignore[attr-defined]
     finally:
         await aclose()
+        reset_configuration()
+
+
+@pytest.mark.anyio
+async def test_the_per_call_shortcut_to_the_shared_client_follows_get_client() -> None:
+    """``shared_now`` (what a call uses instead of awaiting ``get_client``) is the running
+    loop's current client, and nothing once it is closed or must be rebuilt."""
+    reset_configuration()
+    try:
+        first = await get_client()
+        shared = shared_now()
+        assert shared is not None and shared.client is first
+        assert shared.direct is direct_transport(first)
+        configure(limits={"openai": Limit(concurrency=3000)})  # needs a new client
+        assert shared_now() is None
+        second = await get_client()
+        assert (now := shared_now()) is not None and now.client is second is not first
+        await aclose()
+        assert shared_now() is None
+        third = await get_client()
+        assert (now := shared_now()) is not None and now.client is third is not second
+    finally:
+        await aclose()
+        reset_configuration()
+
+
+def test_the_per_call_shortcut_is_the_running_loops() -> None:
+    async def made() -> Any:
+        await get_client()
+        return shared_now()
+
+    async def other() -> Any:
+        try:
+            return shared_now()
+        finally:
+            await aclose()
+
+    try:
+        assert asyncio.run(made()) is not None
+        assert asyncio.run(other()) is None  # another loop: not the first loop's client
+    finally:
         reset_configuration()
 
 
