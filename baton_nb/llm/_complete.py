@@ -121,9 +121,10 @@ async def complete(request: LLMRequest) -> Completion:
     validation raises ``OutputValidationError`` (its ``completion`` is the paid call).
 
     While any call is in flight (as while a run executes) the process's garbage collector
-    makes young collections every 50,000 allocations instead of 700 (its threshold comes
-    back when the last call ends; a threshold set higher, or a disabled collector, is left
-    alone): at the default, a fan-out of calls spends a third of its CPU collecting.
+    makes young collections every 200,000 allocations instead of 700, and full ones after
+    1,000 middle ones instead of 10 (``baton_nb/_gc.py``; the thresholds come back when
+    the last call ends; a threshold set higher, or a disabled collector, is left alone):
+    at the defaults, a fan-out of calls spends a third of its CPU collecting.
     """
     completion = await complete_unparsed(request)
     if request.response_format is None:  # nothing to validate: no coroutine for it
