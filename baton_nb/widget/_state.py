@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
@@ -20,10 +20,12 @@ from .._runview import cache_savings
 
 __all__ = [
     "ERROR_PREVIEW",
+    "GRAPH_KEYS",
+    "NODE_KEYS",
     "PENDING",
     "as_sent",
     "batches",
-    "changes",
+    "columns",
     "compact_json",
     "detail",
     "graph",
@@ -170,22 +172,34 @@ def moved(run: Run, sent: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``new`` that differ from ``old`` (a field ``new`` no longer has: None).
+GRAPH_KEYS = ("id", "k", "p", "d", "m", "i", "mx")  # a graph entry's fields
+NODE_KEYS = ("id", *PENDING, "x")  # a node's fields, its id first (``x`` only on groups)
 
-    What a patch carries for a node, the view merging it into the node's state as it has it
-    (``old``; ``PENDING`` for a node it never got): a child's start is its state, attempt and
-    start time, its end its state, end time, tokens, cost and calls.
+
+def columns(
+    entries: Iterable[Mapping[str, Any]], keys: Iterable[str], *, ids: list[str] | None = None
+) -> dict[str, Any]:
+    """``entries`` as columns, what ``dag.js`` ``fromColumns`` reads back: for each key, the
+    list of the entries' values (None where one has none), or ``{"all": value}`` when every
+    entry has that one (a map's children share their kind, parent, deps, model...).
+
+    ``ids``: the ``id`` column, given apart (the entries then have none): always a list.
+    At 20,000 nodes the JSON is about a fifth of a dict per entry, encoded 4 times faster.
+    Values of one key are of one type here (no ``True`` beside a ``1``, which ``==`` mixes).
     """
-    if len(old) == len(new):  # the same fields, in node_state's order (only ``x`` is optional)
-        return {k: v for k, v, was in zip(new, new.values(), old.values(), strict=True) if v != was}
-    diff = {key: value for key, value in new.items() if old.get(key, _ABSENT) != value}
-    for key in old.keys() - new.keys():  # only ``x``, once a map's children are all stored
-        diff[key] = None
-    return diff
-
-
-_ABSENT = object()
+    rows = entries if isinstance(entries, list) else list(entries)
+    out: dict[str, Any] = {}
+    for key in keys:
+        if key == "id" and ids is not None:
+            out[key] = ids
+            continue
+        column = [entry.get(key) for entry in rows]
+        first = column[0] if column else None
+        if key != "id" and column and column.count(first) == len(column):
+            out[key] = {"all": first}
+        else:
+            out[key] = column
+    return out
 
 
 def node_states(run: Run, names: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -325,26 +325,6 @@ def test_static_sums_are_the_reports_totals_in_its_order_without_building_a_repo
     assert "<code>mock/z-first-called</code>" in bundle["text/html"]
 
 
-def test_changes_hold_only_the_fields_that_changed() -> None:
-    """What a patch carries for a node: its changed fields; a field gone (``x``) as None."""
-    step = StepInfo(name="c", job_id=1, state="executing", attempt=1, started_at=T0)
-    started = _state.node_state(step)
-    assert _state.changes(_state.PENDING, started) == {
-        "s": "executing",
-        "a": 1,
-        "t0": started["t0"],
-    }
-    step.state, step.finished_at, step.has_result = "completed", T1, True
-    done = _state.node_state(step)
-    assert _state.changes(started, done) == {"s": "completed", "t1": done["t1"], "r": True}
-    assert _state.changes(done, done) == {}
-    group = StepInfo(name="g", job_id=2, unstored=3)
-    counting = _state.node_state(group)
-    group.unstored = 0
-    assert _state.changes(_state.node_state(group), counting) == {"x": 3}
-    assert _state.changes(counting, _state.node_state(group)) == {"x": None}
-
-
 @pytest.mark.parametrize(
     "value",
     [0, -7, 2**70, 1.5, float("nan"), True, None, 'é"</\n', [1, {"a": None}], {"k": [1.0]}],
