@@ -82,7 +82,7 @@ def _saved(state: dict[str, Any]) -> dict[str, Any]:
         if key == "graph":
             out[key] = columns(value, GRAPH_KEYS)
         elif key == "nodes":
-            out["states"] = columns(value.values(), NODE_KEYS, ids=list(value))
+            out["states"] = columns(value.values(), NODE_KEYS, optional=("x",), ids=list(value))
         elif key != "details":
             out[key] = value
     return out
