@@ -343,7 +343,7 @@ class DagWidget(anywidget.AnyWidget):
             if step is None:
                 continue
             node = node_state(step)
-            if node != states.get(name, PENDING):  # an event that changed nothing shown sends nothing
+            if node != states.get(name, PENDING):  # a change of nothing shown sends nothing
                 states[name] = nodes[name] = node
                 ids.append(name)
                 sent.append(node)

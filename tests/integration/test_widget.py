@@ -757,7 +757,8 @@ async def test_watching_a_run_of_another_process(db_url: str, unique: str, tmp_p
 
             def seen(change: dict[str, Any]) -> None:
                 new = change["new"]
-                nodes = new if change["name"] == "nodes" else {n["id"]: n for n in from_columns(new)}
+                shown = from_columns(new) if change["name"] == "changed" else []
+                nodes = {n["id"]: n for n in shown} if shown else new
                 for name, node in nodes.items():
                     states = widget_states.setdefault(name, [])
                     if not states or states[-1] != node["s"]:
