@@ -55,7 +55,7 @@ def _ms(value: datetime | None) -> int | None:
 
 def _money(value: Decimal | None) -> str | None:
     # Normalised: Postgres NUMERIC(30, 12) loads 0.00037735 as 0.000377350000.
-    return None if value is None else fmt_money(value)
+    return None if value is None else (_COST_TEXT.get(value) or _cost_text(value))
 
 
 def graph(run: Run, start: int = 0) -> list[dict[str, Any]]:
@@ -100,7 +100,7 @@ def node_state(step: StepInfo) -> dict[str, Any]:
         "t1": None if end is None else int(end.timestamp() * 1000),
         "ti": usage.input_tokens,
         "to": usage.output_tokens,
-        "c": None if cost is None else fmt_money(cost),
+        "c": None if cost is None else (_COST_TEXT.get(cost) or _cost_text(cost)),
         "u": step.unpriced_calls,
         "n": calls,
         "rp": step.replayed_calls,
@@ -110,6 +110,18 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     if step.unstored:  # a map's items with no child stored yet: counted pending
         state["x"] = step.unstored
     return state
+
+
+# A cost's text by its amount: a fan-out's calls cost a few distinct amounts, and formatting
+# one (``fmt_money``) costs more than looking it up. Equal amounts have the same text.
+_COST_TEXT: dict[Decimal, str] = {}
+
+
+def _cost_text(cost: Decimal) -> str:
+    if len(_COST_TEXT) >= 4096:  # bounded: amounts that all differ only cycle through it
+        _COST_TEXT.clear()
+    text = _COST_TEXT[cost] = fmt_money(cost)
+    return text
 
 
 # A step not started yet (the view draws a node missing from ``nodes`` this way).

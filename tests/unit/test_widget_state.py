@@ -407,3 +407,19 @@ def test_as_sent_is_node_state_equal_to_the_state_sent(field: str) -> None:
         assert _state.node_state(done) != sent and not _state.as_sent(done, sent)
     long_error = StepInfo(name="e", job_id=1, error="x" * (_state.ERROR_PREVIEW + 1))
     assert not _state.as_sent(long_error, _state.node_state(long_error))  # computed again
+
+
+def test_a_cost_text_is_looked_up_by_its_amount() -> None:
+    """Node states format a cost once per distinct amount (a fan-out's calls cost a few):
+    the text is ``fmt_money``'s, the same for equal amounts written differently, and the
+    lookup stays bounded however many amounts there are."""
+    from baton_nb._money import fmt_money
+
+    step = StepInfo(name="c", job_id=1, state="completed", attempt=1, calls=1)
+    for text in ("0.000006", "0.0000060", "0.000377350000", "12.000", "0", "1E-7"):
+        step.cost = Decimal(text)
+        assert _state.node_state(step)["c"] == fmt_money(Decimal(text))
+    for i in range(5000):
+        step.cost = Decimal(i) / 7
+        assert _state.node_state(step)["c"] == fmt_money(Decimal(i) / 7)
+    assert len(_state._COST_TEXT) <= 4096
