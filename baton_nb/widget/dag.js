@@ -1396,11 +1396,10 @@ export function mergePatch(states, patch) {
 
 // `changed`: each node's state in full, as columns; it replaces the node's.
 export function mergeChanged(states, changed) {
-  if (changed && changed.id)
-    for (const node of fromColumns(changed)) {
-      states[node.id] = node;
-      delete node.id;
-    }
+  if (changed && changed.id) {
+    const nodes = fromColumns(changed, "id");
+    changed.id.forEach((id, i) => (states[id] = nodes[i]));
+  }
   return states;
 }
 
@@ -1435,16 +1434,16 @@ export function growGraph(graph, grown) {
 // Entries sent as columns (_state.columns): {key: [the value of each entry] | {all: the value
 // of every entry}}, `id` always a list. A map's children share most fields: a fifth of the
 // JSON of an object per entry. Entries as an array (older kernels, saved states) pass as is.
-export function fromColumns(cols) {
+// `without`: a key left out of the entries (the ids of node states, which key them).
+export function fromColumns(cols, without) {
   const ids = cols.id || [];
-  const keys = Object.keys(cols);
+  const keys = Object.keys(cols).filter((key) => key !== without);
+  const lists = keys.map((key) => (Array.isArray(cols[key]) ? cols[key] : null));
+  const same = keys.map((key) => (Array.isArray(cols[key]) ? undefined : cols[key].all));
   const out = new Array(ids.length);
   for (let i = 0; i < ids.length; i++) {
     const entry = {};
-    for (const key of keys) {
-      const col = cols[key];
-      entry[key] = Array.isArray(col) ? col[i] : col.all;
-    }
+    for (let k = 0; k < keys.length; k++) entry[keys[k]] = lists[k] ? lists[k][i] : same[k];
     out[i] = entry;
   }
   return out;
@@ -1516,12 +1515,7 @@ function staticModel(state) {
 export function savedState(state) {
   const out = Object.assign({}, state, { graph: entries(state.graph) });
   if (state.states) {
-    const nodes = {};
-    for (const node of fromColumns(state.states)) {
-      nodes[node.id] = node;
-      delete node.id;
-    }
-    out.nodes = nodes;
+    out.nodes = mergeChanged({}, state.states);
     delete out.states;
   }
   return out;
