@@ -83,9 +83,7 @@ class DagWidget(anywidget.AnyWidget):
     _css = CSS
     graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
     nodes = traitlets.Dict().tag(sync=True)
-    # the nodes whose state changed since the last send, each one's state in full, as
-    # columns (``_state.columns``; the view replaces its states with them)
-    changed = traitlets.Dict().tag(sync=True)
+    changed = traitlets.Dict().tag(sync=True)  # the nodes changed since the last send, as columns
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
     header = traitlets.Dict().tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
@@ -111,9 +109,7 @@ class DagWidget(anywidget.AnyWidget):
         self._handles: list[Any] = []
         self._finished = False
         self._cancelling = False
-        # Closed right after its run ends (``attach``: the saved snapshot replaces it): the
-        # page's model then goes with it, so the end does not resend ``graph`` and ``nodes``.
-        self.closes_at_end = False
+        self.closes_at_end = False  # ``attach``'s: closed once its snapshot replaced it
         self.on_msg(self._on_msg)
         if in_kernel():
             self.kernel_id = _kernel_id()
@@ -180,10 +176,9 @@ class DagWidget(anywidget.AnyWidget):
         # nobody announced. Only the changes are sent.
         self._dirty.update(_state.moved(self._run, self._states))
         self._redraw()
-        # The page's copies of ``graph`` and ``nodes`` are the first send plus the changes
-        # since: sent whole once, so a saved widget state, or a view opened after the run
-        # on a page that missed them, holds every node. Not for a widget closed at once
-        # (``attach``'s): at 20,000 nodes, 5 MB encoded for a model about to be dropped.
+        # The page's ``graph`` and ``nodes`` are the first send plus the changes since: sent
+        # whole once, for a saved widget state or a view opened late; not for a widget closed
+        # at once (``attach``'s: 5 MB at 20,000 nodes, encoded for a model being dropped).
         if not self.closes_at_end:
             self.send_state(["graph", "nodes"])  # both kept current in place, sent by name
         self._finished = True
@@ -302,8 +297,7 @@ class DagWidget(anywidget.AnyWidget):
                 # for a view opened later (as ``nodes`` is): each chunk resent the whole
                 # graph (46,000 entries encoded in all for a map of 20,000).
                 added = _state.graph(run, start=len(graph))
-                # as columns: a map's children share all but their id and index
-                add = _state.columns(added, _state.GRAPH_KEYS)
+                add = _state.columns(added, _state.GRAPH_KEYS)  # children share most fields
                 self.grown = {"at": len(graph), "add": add}
                 graph.extend(added)
             self.changed = changed
@@ -315,10 +309,9 @@ class DagWidget(anywidget.AnyWidget):
         computed again only where an event touched it, for steps new since the last send and
         for their groups (whose count of unstored items moves with them, without an event).
 
-        Each in full: the columns of a map's children are short (most are one value for
-        all: ``{"all": v}``), and a diff of each node against what was sent (``changes``)
-        cost about as much again as computing it. ``nodes`` takes each new state in place,
-        without a send: what a view opened later, and the saved state, start from.
+        Each in full (most columns of a map's children are one value for all; a diff of each
+        node against what was sent cost as much again as computing it). ``nodes`` takes each
+        new state in place, unsent: what a view opened later, and the saved state, start from.
         """
         run = self._run
         assert run is not None
@@ -335,9 +328,7 @@ class DagWidget(anywidget.AnyWidget):
                 else:
                     names.add(name)
             names.update(p for p in {steps[name].parent for name in added} if p is not None)
-        node_state = _state.node_state
-        ids: list[str] = []
-        sent: list[dict[str, Any]] = []
+        node_state, ids, sent = _state.node_state, [], []
         for name in names:
             step = steps.get(name)
             if step is None:
