@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from itertools import islice
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -190,7 +190,7 @@ NODE_KEYS = tuple(PENDING)  # a node's fields but its optional ``x`` (a group's)
 
 
 def columns(
-    entries: Iterable[Mapping[str, Any]],
+    entries: Iterable[dict[str, Any]],
     keys: tuple[str, ...],
     *,
     optional: tuple[str, ...] = (),
@@ -202,27 +202,23 @@ def columns(
 
     Every entry has each of ``keys``; an entry without one of ``optional`` reads as None.
     ``ids``: the ``id`` column, given apart (the entries then have none); ``id`` is always a
-    list. At 20,000 nodes the JSON is about a fifth of a dict per entry, encoded 4 times
-    faster; the columns are cut out in C (``itemgetter``, ``zip``), not key by key.
+    list. At 20,000 nodes the JSON is under half of a dict per entry, encoded in ~70 % of
+    the time. Each column is cut out in C (``map`` of an ``itemgetter``), not key by key in
+    Python, and without a tuple per entry: 20,000 of them woke the garbage collector.
     Values of one key are of one type here (no ``True`` beside a ``1``, which ``==`` mixes).
     """
     rows = entries if isinstance(entries, list) else list(entries)
     out: dict[str, Any] = {} if ids is None else {"id": ids}
-    if not rows:
-        return {**out, **{key: [] for key in (*keys, *optional) if key not in out}}
-    if len(keys) == 1:
-        got: Iterable[tuple[Any, ...]] = [tuple(entry[keys[0]] for entry in rows)]
-    else:
-        got = zip(*map(itemgetter(*keys), rows), strict=True)
-    for key, column in zip(keys, got, strict=True):
-        first = column[0]
-        if key != "id" and column.count(first) == len(column):
-            out[key] = {"all": first}
+    for key in keys:
+        column = list(map(itemgetter(key), rows))
+        if key != "id" and column and column.count(column[0]) == len(column):
+            out[key] = {"all": column[0]}
         else:
-            out[key] = list(column)
+            out[key] = column
     for key in optional:
-        values = [entry.get(key) for entry in rows]
-        out[key] = {"all": values[0]} if values.count(values[0]) == len(values) else values
+        column = list(map(dict.get, rows, repeat(key)))
+        same = column and column.count(column[0]) == len(column)
+        out[key] = {"all": column[0]} if same else column
     return out
 
 
