@@ -1432,7 +1432,7 @@ export function growGraph(graph, grown) {
 }
 
 // Entries sent as columns (_state.columns): {key: [the value of each entry] | {all: the value
-// of every entry}}, `id` always a list. A map's children share most fields: a fifth of the
+// of every entry}}, `id` always a list. A map's children share most fields: under half the
 // JSON of an object per entry. Entries as an array (older kernels, saved states) pass as is.
 // `without`: a key left out of the entries (the ids of node states, which key them).
 export function fromColumns(cols, without) {
