@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, fmt_money, normalize_money
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
-from ._usage import Usage
+from ._usage import USAGE_FIELDS, Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 _NO_USAGE = Usage()
+_usage_fields = attrgetter(*USAGE_FIELDS)  # a Usage's counts, in its fields' order
 V = TypeVar("V", bound="RunView")
 
 
@@ -298,6 +300,7 @@ class RunView:
         calls = self.calls
         if totals.calls is not calls or totals.counted > len(calls):
             totals = self._totals = _CallTotals(calls)
+        usages: list[Usage] = []
         for call in calls[totals.counted :]:  # a copy of the new ones only
             if call.replayed:
                 continue
@@ -310,7 +313,10 @@ class RunView:
                 totals.unpriced += 1
             else:
                 totals.cost = add_money(totals.cost, call.cost)
-            totals.tokens = totals.tokens + call.usage
+            usages.append(call.usage)
+        if usages:  # summed field by field at once: a Usage built per call cost ~1 us each
+            counts = zip(_usage_fields(totals.tokens), *map(_usage_fields, usages), strict=True)
+            totals.tokens = Usage(*map(sum, counts))
         totals.counted = len(calls)
         return totals
 

@@ -20,6 +20,7 @@ class Attached:
 
     def __init__(self, widget: DagWidget) -> None:
         self.widget = widget
+        widget.closes_at_end = True  # its final state is the snapshot: no resend of every node
 
     def close(self) -> None:
         self.widget.finish()

@@ -2,9 +2,9 @@
 
 Python only projects the run to JSON (``_state``) and ships changes, coalesced: the runtime
 marks nodes dirty (``Run.follow``: O(1), inline, no event built; a watched run's events do
-the same) and a throttle sends at most ~10 updates a second (``patch``: for each node
-changed since the last send, the fields that changed, merged by the view; ``grown``: the
-graph's new entries, appended by the view; ``nodes`` and ``graph`` are kept current in
+the same) and a throttle sends at most ~10 updates a second (``changed``: the state of each
+node changed since the last send, as columns, replacing the view's; ``grown``: the graph's
+new entries, appended by the view; ``nodes`` and ``graph`` are kept current in
 place, unsent, for a view opened later and the saved state). When the run ends, the last
 changes go out the same way and the saved snapshot replaces the displayed widget.
 """
@@ -83,7 +83,7 @@ class DagWidget(anywidget.AnyWidget):
     _css = CSS
     graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
     nodes = traitlets.Dict().tag(sync=True)
-    patch = traitlets.Dict().tag(sync=True)
+    changed = traitlets.Dict().tag(sync=True)  # the nodes changed since the last send, as columns
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
     header = traitlets.Dict().tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
@@ -109,6 +109,7 @@ class DagWidget(anywidget.AnyWidget):
         self._handles: list[Any] = []
         self._finished = False
         self._cancelling = False
+        self.closes_at_end = False  # ``attach``'s: closed once its snapshot replaced it
         self.on_msg(self._on_msg)
         if in_kernel():
             self.kernel_id = _kernel_id()
@@ -137,7 +138,7 @@ class DagWidget(anywidget.AnyWidget):
         return self._run
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """Every node's state as the view has it (``nodes``, every ``patch`` merged in).
+        """Every node's state as the view has it (``nodes``, every ``changed`` merged in).
 
         ``nodes`` leaves out the steps still in their initial pending state (the view draws
         a missing node as pending): they are filled in here.
@@ -175,10 +176,11 @@ class DagWidget(anywidget.AnyWidget):
         # nobody announced. Only the changes are sent.
         self._dirty.update(_state.moved(self._run, self._states))
         self._redraw()
-        # The page's copies of ``graph`` and ``nodes`` are the first send plus the changes
-        # since: sent whole once, so a saved widget state, or a view opened after the run
-        # on a page that missed them, holds every node.
-        self.send_state(["graph", "nodes"])  # both kept current in place, so sent by name
+        # The page's ``graph`` and ``nodes`` are the first send plus the changes since: sent
+        # whole once, for a saved widget state or a view opened late; not for a widget closed
+        # at once (``attach``'s: 5 MB at 20,000 nodes, encoded for a model being dropped).
+        if not self.closes_at_end:
+            self.send_state(["graph", "nodes"])  # both kept current in place, sent by name
         self._finished = True
         if self._handles:
             bundle = snapshot_bundle(self._run, self._snapshot_state())
@@ -276,7 +278,7 @@ class DagWidget(anywidget.AnyWidget):
             self.graph = _state.graph(run)
             # Untouched pending steps are not sent: a new run's first send is its graph only.
             self.nodes = {name: s for name, s in self._states.items() if s != PENDING}
-            self.patch = {}
+            self.changed = {}
             self.grown = {}
             self.header = self._header()
         self.redraws += 1
@@ -287,7 +289,7 @@ class DagWidget(anywidget.AnyWidget):
         run = self._run
         if run is None:
             return
-        patch = self._changed()
+        changed = self._changed()
         with self.hold_sync():
             graph = self.graph
             if len(graph) != len(run.steps):  # a map's children (a chunk at a time)
@@ -295,19 +297,21 @@ class DagWidget(anywidget.AnyWidget):
                 # for a view opened later (as ``nodes`` is): each chunk resent the whole
                 # graph (46,000 entries encoded in all for a map of 20,000).
                 added = _state.graph(run, start=len(graph))
-                self.grown = {"at": len(graph), "add": added}
+                add = _state.columns(added, _state.GRAPH_KEYS)  # children share most fields
+                self.grown = {"at": len(graph), "add": add}
                 graph.extend(added)
-            self.patch = patch
+            self.changed = changed
             self.header = self._header()
         self.redraws += 1
 
-    def _changed(self) -> dict[str, dict[str, Any]]:
-        """The changes to send, for each node whose state changed: the node's state is
+    def _changed(self) -> dict[str, Any]:
+        """The nodes whose state changed, as columns (``_state.columns``): the node's state is
         computed again only where an event touched it, for steps new since the last send and
         for their groups (whose count of unstored items moves with them, without an event).
 
-        ``nodes`` takes each new state in place, without a send: what a view opened later,
-        and the saved state, start from.
+        Each in full (most columns of a map's children are one value for all; a diff of each
+        node against what was sent cost as much again as computing it). ``nodes`` takes each
+        new state in place, unsent: what a view opened later, and the saved state, start from.
         """
         run = self._run
         assert run is not None
@@ -324,19 +328,17 @@ class DagWidget(anywidget.AnyWidget):
                 else:
                     names.add(name)
             names.update(p for p in {steps[name].parent for name in added} if p is not None)
-        node_state, changes = _state.node_state, _state.changes
-        patch: dict[str, dict[str, Any]] = {}
+        node_state, ids, sent = _state.node_state, [], []
         for name in names:
             step = steps.get(name)
             if step is None:
                 continue
             node = node_state(step)
-            old = states.get(name, PENDING)
-            states[name] = node
-            if node != old:  # an event that changed nothing shown sends nothing
-                patch[name] = changes(old, node)
-                nodes[name] = node
-        return patch
+            if node != states.get(name, PENDING):  # a change of nothing shown sends nothing
+                states[name] = nodes[name] = node
+                ids.append(name)
+                sent.append(node)
+        return _state.columns(sent, _state.NODE_KEYS, optional=("x",), ids=ids) if ids else {}
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers.

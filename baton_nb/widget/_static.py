@@ -94,14 +94,19 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
             pair = into[call.step, call.model] = (step_sums, model_sums)
         if call.replayed or call.cached:
             continue
-        tokens = call.usage.input_tokens + call.usage.output_tokens
-        for target in pair:
-            target.calls += 1
-            target.tokens += tokens
-            if call.cost is None:
-                target.unpriced_calls += 1
-            else:
-                target.known_cost = add_money(target.known_cost, call.cost)
+        usage, cost = call.usage, call.cost
+        tokens = usage.input_tokens + usage.output_tokens
+        step_sums, model_sums = pair  # unrolled: this runs for every call of the run
+        step_sums.calls += 1
+        model_sums.calls += 1
+        step_sums.tokens += tokens
+        model_sums.tokens += tokens
+        if cost is None:
+            step_sums.unpriced_calls += 1
+            model_sums.unpriced_calls += 1
+        else:
+            step_sums.known_cost = add_money(step_sums.known_cost, cost)
+            model_sums.known_cost = add_money(model_sums.known_cost, cost)
     if len(by_model) < 2:
         return by_step, by_model
     # The report's order: its rows sorted by the steps' DAG order, then first seen.

@@ -5,10 +5,14 @@
 //   nodes  {id: {s: state, a: attempt, t0, t1: start and end in ms since the epoch, ti, to,
 //          c: cost, u, n: calls, rp, e, r, x: a map group's items with no child stored yet
 //          (counted pending), if any}}
-//   patch  {id: the fields of the node changed since the last send (null: a field gone)},
-//          merged into the model's node states (below); a node never sent is pending
+//   changed  the state of each node changed since the last send, as columns (`fromColumns`:
+//          {id: [ids], s: [...] | {all: value}, ...}), replacing the model's (below)
+//   patch  (kernels before `changed`, saved widget states) {id: the fields of the node
+//          changed since the last send (null: a field gone)}, merged into the model's node
+//          states (below); a node never sent is pending
 //   grown  {at, add}: the graph's entries of the steps added since it had `at` entries (a
-//          map's children, a chunk at a time), appended to the model's graph (below)
+//          map's children, a chunk at a time; as columns, `fromColumns`), appended to the
+//          model's graph (below)
 //   header {wf, id, status, by: the lease's holder when status is taken_over (this execution
 //           lost the run's lease: the run goes on there), t0, t1, now, cost, unpriced, ti, to,
 //           failed, cancellable, cancelling,
@@ -1386,10 +1390,11 @@ function interruptKernel(kernelId) {
 }
 
 // The node states of a model, one object shared by its views: `nodes` (sent in full at first)
-// with every `patch` since merged in. A patch holds, for each node changed since the previous
-// send, only the fields that changed, so the kernel's cost per redraw follows what changed,
-// not the run's size; a view opened later starts from `nodes`, which the kernel keeps current
-// (unsent) for it, and the last patch (already in it: merging it again changes nothing).
+// with every `changed` since merged in. It holds the nodes changed since the previous send
+// only, so the kernel's cost per redraw follows what changed, not the run's size; a view
+// opened later starts from `nodes`, which the kernel keeps current (unsent) for it, and the
+// last `changed` (already in it: merging it again changes nothing). `patch` (older kernels:
+// only the fields that changed) is merged the same way.
 const NODE_STATES = new WeakMap();
 
 export function mergePatch(states, patch) {
@@ -1397,15 +1402,29 @@ export function mergePatch(states, patch) {
   return states;
 }
 
+// `changed`: each node's state in full, as columns; it replaces the node's.
+export function mergeChanged(states, changed) {
+  if (changed && changed.id) {
+    const nodes = fromColumns(changed, "id");
+    changed.id.forEach((id, i) => (states[id] = nodes[i]));
+  }
+  return states;
+}
+
 function nodeStates(model) {
   let states = NODE_STATES.get(model);
   if (states === undefined) {
-    const merged = () => mergePatch(Object.assign({}, model.get("nodes") || {}), model.get("patch") || {});
+    const merged = () =>
+      mergeChanged(
+        mergePatch(Object.assign({}, model.get("nodes") || {}), model.get("patch") || {}),
+        model.get("changed"),
+      );
     states = merged();
     NODE_STATES.set(model, states);
     // registered before any view's listeners: the states are current when a view redraws
     model.on("change:nodes", () => NODE_STATES.set(model, merged()));
     model.on("change:patch", () => mergePatch(NODE_STATES.get(model), model.get("patch") || {}));
+    model.on("change:changed", () => mergeChanged(NODE_STATES.get(model), model.get("changed")));
   }
   return states;
 }
@@ -1416,8 +1435,30 @@ function nodeStates(model) {
 const GRAPHS = new WeakMap();
 
 export function growGraph(graph, grown) {
-  if (grown && grown.add && grown.at === graph.length) for (const g of grown.add) graph.push(g);
+  if (grown && grown.add && grown.at === graph.length) for (const g of entries(grown.add)) graph.push(g);
   return graph;
+}
+
+// Entries sent as columns (_state.columns): {key: [the value of each entry] | {all: the value
+// of every entry}}, `id` always a list. A map's children share most fields: under half the
+// JSON of an object per entry. Entries as an array (older kernels, saved states) pass as is.
+// `without`: a key left out of the entries (the ids of node states, which key them).
+export function fromColumns(cols, without) {
+  const ids = cols.id || [];
+  const keys = Object.keys(cols).filter((key) => key !== without);
+  const lists = keys.map((key) => (Array.isArray(cols[key]) ? cols[key] : null));
+  const same = keys.map((key) => (Array.isArray(cols[key]) ? undefined : cols[key].all));
+  const out = new Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const entry = {};
+    for (let k = 0; k < keys.length; k++) entry[keys[k]] = lists[k] ? lists[k][i] : same[k];
+    out[i] = entry;
+  }
+  return out;
+}
+
+function entries(list) {
+  return Array.isArray(list) ? list : fromColumns(list || {});
 }
 
 function modelGraph(model) {
@@ -1442,6 +1483,7 @@ function mount(model, el, live) {
   model.on("change:grown", onGraph);
   model.on("change:nodes", onValues);
   model.on("change:patch", onValues);
+  model.on("change:changed", onValues);
   model.on("change:header", onValues);
   model.on("msg:custom", onMsg);
   const timer = setInterval(() => {
@@ -1455,6 +1497,7 @@ function mount(model, el, live) {
     model.off("change:grown", onGraph);
     model.off("change:nodes", onValues);
     model.off("change:patch", onValues);
+    model.off("change:changed", onValues);
     model.off("change:header", onValues);
     model.off("msg:custom", onMsg);
   };
@@ -1475,9 +1518,20 @@ function staticModel(state) {
   };
 }
 
+// A saved snapshot's state: its graph as columns or an array of entries, its node states as
+// columns (`states`) or, in older snapshots, an object of node states (`nodes`).
+export function savedState(state) {
+  const out = Object.assign({}, state, { graph: entries(state.graph) });
+  if (state.states) {
+    out.nodes = mergeChanged({}, state.states);
+    delete out.states;
+  }
+  return out;
+}
+
 export function renderStatic(el, state) {
   el.querySelectorAll(".bn-fallback").forEach((node) => node.remove());
-  return mount(staticModel(state), el, false);
+  return mount(staticModel(savedState(state)), el, false);
 }
 
 function render({ model, el }) {
@@ -1486,7 +1540,7 @@ function render({ model, el }) {
 
 // Once per model, when the kernel's widget reaches the page (before any view, which may
 // come much later: a widget displayed after its run grew, an output drawn late): the
-// graph and the node states follow every `grown` and `patch` from then on, so a view
+// graph and the node states follow every `grown` and `changed` from then on, so a view
 // opened at any time draws them whole.
 export function initialize({ model }) {
   modelGraph(model);

@@ -183,12 +183,43 @@ async def test_redraws_are_throttled_during_a_thousand_step_run(
     assert done_total(widget) == (1000, 1000) and widget.header["status"] == "completed"
 
 
-def merge_patch(states: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """What dag.js (``mergePatch``) does with a patch: each node's changed fields merged in
-    (into a node never sent, whose fields the view reads as pending's: 0 or null)."""
-    for name, fields in patch.items():
-        states[name] = {**states.get(name, _state.PENDING), **fields}
+def from_columns(cols: dict[str, Any]) -> list[dict[str, Any]]:
+    """What dag.js (``fromColumns``) reads of entries sent as columns (``_state.columns``)."""
+    return [
+        {key: col[i] if isinstance(col, list) else col["all"] for key, col in cols.items()}
+        for i in range(len(cols.get("id", [])))
+    ]
+
+
+def merge_changed(states: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+    """What dag.js (``mergeChanged``) does with ``changed``: each node's state replaced."""
+    for node in from_columns(changed):
+        states[node.pop("id")] = node
     return states
+
+
+def test_columns_are_read_back_as_the_entries() -> None:
+    """A column is a list of the entries' values, or one value for all (``{"all": v}``);
+    ``id`` always a list; a field an entry lacks reads as None."""
+    entries = [{"k": "child", "d": (), "i": i, "x": 3} for i in range(3)]
+    entries[1].pop("x")
+    cols = _state.columns(entries, ("k", "d", "i"), optional=("x",), ids=["a", "b", "c"])
+    assert cols == {
+        "id": ["a", "b", "c"],
+        "k": {"all": "child"},
+        "d": {"all": ()},
+        "i": [0, 1, 2],
+        "x": [3, None, 3],
+    }
+    back = from_columns(json.loads(json.dumps(cols)))
+    assert back == [
+        {"id": name, "k": "child", "d": [], "i": i, "x": None if i == 1 else 3}
+        for i, name in enumerate("abc")
+    ]
+    one = _state.columns([{"id": "a", "k": "step"}], ("id", "k"))
+    assert one == {"id": ["a"], "k": {"all": "step"}}  # an id stays a list
+    assert _state.columns([{"k": "step"}], ("k",)) == {"k": {"all": "step"}}
+    assert _state.columns([], ("id", "k"), optional=("x",)) == {"id": [], "k": [], "x": []}
 
 
 def shown_as(node: dict[str, Any]) -> dict[str, Any]:
@@ -200,9 +231,9 @@ async def test_each_send_holds_only_what_changed_since_the_previous_one(
     shown: list[DagWidget], sqlite_url: str
 ) -> None:
     """The patch used to hold every change since the last full send, re-encoded at each
-    redraw (at 20,000 calls the widget cost more CPU than the run), then every node changed
-    since the previous send, in full; now only the fields of a node that changed. The view
-    merges them into what it has, and ends with what Python has."""
+    redraw (at 20,000 calls the widget cost more CPU than the run); now ``changed`` holds
+    the nodes changed since the previous send, each in full, as columns. The view replaces
+    its states with them, and ends with what Python has."""
     wf = bn.Workflow("wpatch", db=sqlite_url)
 
     async def tick(ctx: bn.Context) -> int:
@@ -217,34 +248,35 @@ async def test_each_send_holds_only_what_changed_since_the_previous_one(
     def observe(change: dict[str, Any]) -> None:
         patches.append(dict(change["new"]))
         widget = change["owner"]
-        views.append(merge_patch(dict(views[-1] if views else widget.nodes), change["new"]))
+        views.append(merge_changed(dict(views[-1] if views else widget.nodes), change["new"]))
         current = {k: v for k, v in widget._states.items() if v != _state.PENDING}
         assert {k: shown_as(v) for k, v in views[-1].items()} == {
             k: shown_as(v) for k, v in current.items()
         }
-        # A view opened now starts from ``nodes`` and the last patch: the same.
-        assert merge_patch(dict(widget.nodes), widget.patch) == widget.nodes == current
+        # A view opened now starts from ``nodes`` and the last ``changed``: the same.
+        again = merge_changed(dict(widget.nodes), widget.changed)
+        assert {k: shown_as(v) for k, v in again.items()} == widget.nodes == current
 
     original_bind = DagWidget._bind
 
     def bind_and_observe(self: DagWidget, *args: Any) -> None:
         original_bind(self, *args)
-        self.observe(observe, names=["patch"])
+        self.observe(observe, names=["changed"])
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(DagWidget, "_bind", bind_and_observe)
         run = await wf.run(display=True, concurrency=2)  # a few steps per redraw
     assert run.status == "completed"
-    assert len([p for p in patches if p]) >= 3
-    for before, after in itertools.pairwise(patches):
+    sends = [{n.pop("id"): n for n in from_columns(p)} for p in patches]
+    assert len([p for p in sends if p]) >= 3
+    for before, after in itertools.pairwise(sends):  # a node again only once it changed
         assert all(before[name] != node for name, node in after.items() if name in before)
-    assert sum(len(p) for p in patches) <= 2 * 600
-    # Only changed fields: a start is (state, attempt, start time), an end no more than
-    # (state, end time, result), nothing unchanged (the attempt, the start time) again.
-    sent = [fields for p in patches for fields in p.values()]
-    assert all(set(fields) <= {"s", "a", "t0", "t1", "r"} for fields in sent), sent[:5]
-    assert any(set(fields) == {"s", "t1", "r"} for fields in sent)
-    assert views[-1] == {name: _state.node_state(step) for name, step in run.steps.items()}
+    assert sum(len(p) for p in sends) <= 2 * 600
+    # The fields every node of a send shares go once (the attempt, the counts: 0 or 1)
+    assert any(p["a"] == {"all": 1} and p["e"] == {"all": None} for p in patches if p)
+    assert {n: shown_as(v) for n, v in views[-1].items()} == {
+        name: _state.node_state(step) for name, step in run.steps.items()
+    }
 
 
 async def test_the_view_never_shows_more_steps_executing_than_the_concurrency(
@@ -307,7 +339,7 @@ async def test_a_burst_of_a_thousand_step_changes_is_one_redraw() -> None:
 
 async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
     """A map's children appear a chunk at a time: each chunk used to resend and recompute
-    every node; now the graph grows, and the patch holds the new nodes shown (not pending),
+    every node; now the graph grows, and ``changed`` holds the new nodes shown (not pending),
     their group (its count of unstored items) and the nodes events touched. A new node
     still pending gets no state computed (``is_pending``): at 20,000 children, most of them."""
     run = bn.Run(f"grow-{uuid.uuid4().hex[:8]}", "grow")
@@ -317,7 +349,7 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     widget = DagWidget(run)
     sent: list[str] = []
     widget.observe(
-        lambda change: sent.append(change["name"]), names=["graph", "grown", "nodes", "patch"]
+        lambda change: sent.append(change["name"]), names=["graph", "grown", "nodes", "changed"]
     )
     computed: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
@@ -332,18 +364,22 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     # not ``root`` again, nor the new children still pending (checked, not computed)
     assert sorted(computed) == ["m", "m[0]"]
     assert [g["id"] for g in widget.graph] == ["root", "m", "m[0]", "m[1]", "m[2]"]
-    assert sent == ["grown", "patch"]  # neither ``nodes`` nor ``graph`` sent again
-    assert widget.grown == {"at": 2, "add": _state.graph(run)[2:]}  # the new entries only
-    assert widget.patch == {"m": {"x": 3}, "m[0]": {"s": "executing", "a": 1}}
+    assert sent == ["grown", "changed"]  # neither ``nodes`` nor ``graph`` sent again
+    # the new entries only, as columns
+    added = _state.columns(_state.graph(run)[2:], _state.GRAPH_KEYS)
+    assert widget.grown == {"at": 2, "add": added}
+    changed = {n.pop("id"): shown_as(n) for n in from_columns(widget.changed)}
+    assert changed == {name: _state.node_states(run)[name] for name in ("m", "m[0]")}
     assert widget.state() == _state.node_states(run)
     widget.finish()
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
 async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_path: Path) -> None:
-    """A node's patch holds what changed from PENDING; for a node the view never got, that
-    may leave its state out (a map's count of unstored items). dag.js merged it into an
-    empty node: state undefined, drawn as ``st-undefined``; now into pending."""
+    """A node's patch (an older kernel's, or a saved widget state's) holds what changed from
+    PENDING; for a node the view never got, that may leave its state out (a map's count of
+    unstored items). dag.js merged it into an empty node: state undefined, drawn as
+    ``st-undefined``; now into pending. ``changed`` (this kernel's) replaces it whole."""
     run = bn.Run(f"first-{uuid.uuid4().hex[:8]}", "first")
     run.status = "running"
     run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
@@ -354,19 +390,21 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     run.add_step(StepInfo(name="m[0]", job_id=2, kind=NodeKind.CHILD, parent="m"))
     run.steps["m"].unstored = 3  # its first chunk stored, the group still pending
     widget._redraw()
-    assert widget.patch == {"m": {"x": 3}}
+    patch = {"m": {"x": 3}}  # what an older kernel sent
     module = tmp_path / "dag.mjs"  # node loads a .js file as CommonJS
     module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
     script = (
-        f"import {{ mergePatch }} from {json.dumps(module.as_uri())};"
-        f"console.log(JSON.stringify(mergePatch({json.dumps(view)}, {json.dumps(widget.patch)})))"
+        f"import {{ mergePatch, mergeChanged }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify([mergePatch({json.dumps(view)}, {json.dumps(patch)}),"
+        f" mergeChanged({json.dumps(view)}, {json.dumps(widget.changed)})]))"
     )
     out = subprocess.run(
         ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
-    merged = json.loads(out.stdout)
+    merged, changed = json.loads(out.stdout)
     assert merged["m"] == {"s": "pending", "a": 0, "x": 3}
-    assert merged["root"] == widget.nodes["root"]
+    assert changed["m"] == {**_state.PENDING, "x": 3} == widget.nodes["m"]
+    assert merged["root"] == changed["root"] == widget.nodes["root"]
     widget.finish()
 
 
@@ -376,26 +414,68 @@ def test_the_graph_grows_by_the_entries_sent_once(tmp_path: Path) -> None:
     dag.js appends them where they follow; a view opened later, whose ``graph`` (kept current
     by the kernel) already holds them, does not add them twice."""
     entry = [
-        {"id": f"m[{i}]", "k": "child", "p": "m", "d": [], "m": None, "i": i} for i in range(4)
+        {"id": f"m[{i}]", "k": "child", "p": "m", "d": [], "m": None, "i": i, "mx": 3}
+        for i in range(4)
     ]
     module = tmp_path / "dag.mjs"
     module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
-    grown = {"at": 2, "add": entry[2:]}
+    grown = {"at": 2, "add": _state.columns(entry[2:], _state.GRAPH_KEYS)}
+    listed = {"at": 2, "add": entry[2:]}  # an older kernel's (or a saved state's): a list
     script = (
         f"import {{ growGraph }} from {json.dumps(module.as_uri())};"
         f"const grown = {json.dumps(grown)};"
         f"console.log(JSON.stringify([growGraph({json.dumps(entry[:2])}, grown),"
-        f" growGraph({json.dumps(entry)}, grown), growGraph({json.dumps(entry[:2])}, {{}})]))"
+        f" growGraph({json.dumps(entry)}, grown), growGraph({json.dumps(entry[:2])}, {{}}),"
+        f" growGraph({json.dumps(entry[:2])}, {json.dumps(listed)})]))"
     )
     out = subprocess.run(
         ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
-    assert json.loads(out.stdout) == [entry, entry, entry[:2]]
+    assert json.loads(out.stdout) == [entry, entry, entry[:2], entry]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+async def test_a_saved_snapshot_of_either_form_is_read_as_the_same_state(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The snapshot saves the graph and the node states as columns (a fifth of the JSON at
+    20,000 nodes); notebooks saved before hold a list of entries and a dict of states:
+    ``renderStatic`` reads both as the same state."""
+    from baton_nb.widget._snapshot import _saved
+
+    wf = bn.Workflow("wsaved", db=sqlite_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [1, 2, 3]
+
+    @wf.step(map_over="items")
+    async def double(ctx: bn.Context) -> int:
+        return 2 * ctx.item
+
+    run = await wf.run(display=False)
+    old = _state.stored_state(run)
+    new = _saved(old)
+    assert "nodes" not in new and set(new["states"]["id"]) == set(old["nodes"])
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ savedState }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify([savedState({json.dumps(old)}),"
+        f" savedState({json.dumps(new)})]))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    from_old, from_new = json.loads(out.stdout)
+    assert from_old == json.loads(json.dumps(old))
+    assert from_new["graph"] == from_old["graph"] and from_new["header"] == from_old["header"]
+    assert {name: shown_as(node) for name, node in from_new["nodes"].items()} == from_old["nodes"]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
 def test_a_view_opened_after_the_map_grew_draws_every_node(tmp_path: Path) -> None:
-    """The page's model gets ``grown`` and ``patch`` before any view exists (a widget
+    """The page's model gets ``grown`` and ``changed`` before any view exists (a widget
     displayed after its run grew, an output drawn late): dag.js follows them from the
     model's creation (``initialize``), so the view opened later draws the kernel's whole
     graph and every node's state, not the first send plus the last change."""
@@ -406,7 +486,7 @@ def test_a_view_opened_after_the_map_grew_draws_every_node(tmp_path: Path) -> No
     run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
     run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=9))
     w = DagWidget(run)
-    names = ("graph", "grown", "nodes", "patch")
+    names = ("graph", "grown", "nodes", "changed")
     opened = {k: copy.deepcopy(getattr(w, k)) for k in names}  # the state the page opens with
     updates: list[dict[str, Any]] = []
     w.observe(lambda ch: updates.append({ch["name"]: copy.deepcopy(ch["new"])}), names=names)
@@ -676,14 +756,15 @@ async def test_watching_a_run_of_another_process(db_url: str, unique: str, tmp_p
             widget_states: dict[str, list[str]] = {}
 
             def seen(change: dict[str, Any]) -> None:
-                for name, node in change["new"].items():
-                    if "s" not in node:  # a patch of other fields only: the state is as it was
-                        continue
+                new = change["new"]
+                shown = from_columns(new) if change["name"] == "changed" else []
+                nodes = {n["id"]: n for n in shown} if shown else new
+                for name, node in nodes.items():
                     states = widget_states.setdefault(name, [])
                     if not states or states[-1] != node["s"]:
                         states.append(node["s"])
 
-            widget.observe(seen, names=["nodes", "patch"])
+            widget.observe(seen, names=["nodes", "changed"])
             async with bn.watch(run_id, db=db_url, poll_interval=0.05) as live:
                 first = {name: s.state for name, s in live.run.steps.items()}
                 updates = [u async for u in live]

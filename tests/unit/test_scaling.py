@@ -7,6 +7,7 @@ watched child, and every call summed again at every widget redraw.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -113,3 +114,8 @@ def test_run_totals_sum_each_call_once_across_redraws() -> None:
     assert run.tokens == Usage(input_tokens=10_020, output_tokens=5_010)
     run.calls = run.calls[:10]  # a list replaced: summed again from the start
     assert run.cost == Decimal("0.1") and run.unpriced_calls == 0
+    # the new calls' usages are summed field by field at once: every field, as ``+`` does
+    full, other = Usage(100, 10, 20, 50, 5, 3, 2), Usage(7, 1, 2, 3, 1, 1, 1)
+    run.calls.append(replace(call("0.1"), usage=full))
+    run.calls.append(replace(call("0.1"), usage=other))
+    assert run.tokens == Usage(input_tokens=100, output_tokens=50) + full + other

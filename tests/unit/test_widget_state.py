@@ -325,26 +325,6 @@ def test_static_sums_are_the_reports_totals_in_its_order_without_building_a_repo
     assert "<code>mock/z-first-called</code>" in bundle["text/html"]
 
 
-def test_changes_hold_only_the_fields_that_changed() -> None:
-    """What a patch carries for a node: its changed fields; a field gone (``x``) as None."""
-    step = StepInfo(name="c", job_id=1, state="executing", attempt=1, started_at=T0)
-    started = _state.node_state(step)
-    assert _state.changes(_state.PENDING, started) == {
-        "s": "executing",
-        "a": 1,
-        "t0": started["t0"],
-    }
-    step.state, step.finished_at, step.has_result = "completed", T1, True
-    done = _state.node_state(step)
-    assert _state.changes(started, done) == {"s": "completed", "t1": done["t1"], "r": True}
-    assert _state.changes(done, done) == {}
-    group = StepInfo(name="g", job_id=2, unstored=3)
-    counting = _state.node_state(group)
-    group.unstored = 0
-    assert _state.changes(_state.node_state(group), counting) == {"x": 3}
-    assert _state.changes(counting, _state.node_state(group)) == {"x": None}
-
-
 @pytest.mark.parametrize(
     "value",
     [0, -7, 2**70, 1.5, float("nan"), True, None, 'é"</\n', [1, {"a": None}], {"k": [1.0]}],
@@ -427,3 +407,19 @@ def test_as_sent_is_node_state_equal_to_the_state_sent(field: str) -> None:
         assert _state.node_state(done) != sent and not _state.as_sent(done, sent)
     long_error = StepInfo(name="e", job_id=1, error="x" * (_state.ERROR_PREVIEW + 1))
     assert not _state.as_sent(long_error, _state.node_state(long_error))  # computed again
+
+
+def test_a_cost_text_is_looked_up_by_its_amount() -> None:
+    """Node states format a cost once per distinct amount (a fan-out's calls cost a few):
+    the text is ``fmt_money``'s, the same for equal amounts written differently, and the
+    lookup stays bounded however many amounts there are."""
+    from baton_nb._money import fmt_money
+
+    step = StepInfo(name="c", job_id=1, state="completed", attempt=1, calls=1)
+    for text in ("0.000006", "0.0000060", "0.000377350000", "12.000", "0", "1E-7"):
+        step.cost = Decimal(text)
+        assert _state.node_state(step)["c"] == fmt_money(Decimal(text))
+    for i in range(5000):
+        step.cost = Decimal(i) / 7
+        assert _state.node_state(step)["c"] == fmt_money(Decimal(i) / 7)
+    assert len(_state._COST_TEXT) <= 4096
