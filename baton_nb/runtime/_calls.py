@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import _jsonutil
 from .._errors import OutputValidationError, describe_error
@@ -56,14 +57,15 @@ class Calls:
 
     async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
         """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
-        Completion, complete, request_hash = _llm_api()
-        digest = request_hash(request)
+        llm = _llm()
+        completion_type: type[Completion] = llm.Completion
+        digest = llm.request_hash(request)
         stored = (await self._stored(node)).get(index, {}).get(digest)
         debug = self.debug(node)
         if debug:  # before the call: a call that fails keeps its request on record
             self._capture_request(node, request)
         if stored is not None:
-            completion = replace(Completion.from_json(stored), replayed=True)
+            completion = replace(completion_type.from_json(stored), replayed=True)
             self._record(node, index, completion)
         else:
             spend = self.spend
@@ -77,14 +79,14 @@ class Calls:
                 if hit is not None:
                     completion = hit
                 elif spend is None:
-                    completion = await complete(request)
+                    completion = cast("Completion", await llm.complete(request))
                 else:
                     completion = await spend.complete(node, request)
             except Exception as exc:
                 if debug:
                     self.log(node, "error", describe_error(exc), {"model": request.model})
                 paid = exc.completion if isinstance(exc, OutputValidationError) else None
-                if isinstance(paid, Completion):
+                if isinstance(paid, completion_type):
                     # paid for, so counted; not stored, so a retry asks again
                     self._record(node, index, paid)
                     await self.commit.commit()
@@ -180,10 +182,12 @@ class Calls:
 
 
 @cache
-def _llm_api() -> tuple[type[Completion], Any, Any]:
-    """``baton_nb.llm``'s names a call needs: imported at the first call, as before (this
-    module imports no ``llm`` at its top), then kept (an import statement naming a package
-    runs importlib's ``_handle_fromlist`` each time: ~0.6 us a call)."""
-    from ..llm import Completion, complete, request_hash
+def _llm() -> ModuleType:
+    """The ``baton_nb.llm`` package, imported at the first call (this module imports no
+    ``llm`` at its top), then kept: an import statement naming a package runs importlib's
+    ``_handle_fromlist`` each time (~0.6 us a call). Its names are read from it at each
+    call, as the import did, so a test's ``monkeypatch.setattr(baton_nb.llm, "complete",
+    ...)`` applies, and stops applying when undone."""
+    from .. import llm
 
-    return Completion, complete, request_hash
+    return llm

@@ -6,6 +6,7 @@ Against the fake provider server on 127.0.0.1 (tests/fakes), never the network.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -450,3 +451,35 @@ async def test_an_answer_and_its_stats_row_are_stored_at_one_time(
     con.close()
     assert len(answers) == 2 and answers == stats
     assert answers[0][1] < answers[1][1]
+
+
+async def test_a_replaced_llm_complete_applies_at_each_call_and_stops_when_undone(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user's test replacing ``baton_nb.llm.complete`` (pytest's monkeypatch) is used by
+    ``ctx.complete`` from its next call, and the real one again once undone: the runtime
+    reads the name at each call (it once kept the first one it saw, the review found)."""
+    import baton_nb.llm as llm
+
+    real = llm.complete
+
+    async def fake(request: Any) -> Any:
+        return dataclasses.replace(await real(request), text="FAKE")
+
+    async def answer(name: str) -> str:
+        wf = bn.Workflow(f"{name}-{unique}", db=db_url)
+
+        @wf.step()
+        async def ask(ctx: bn.Context) -> str:
+            return (await ctx.complete(model=MODEL, prompt="hello")).text
+
+        return str((await wf.run(display=False)).results["ask"])
+
+    first = await answer("real-first")
+    monkeypatch.setattr(llm, "complete", fake)
+    assert await answer("faked") == "FAKE"
+    monkeypatch.undo()
+    assert await answer("real-again") == first
