@@ -163,9 +163,14 @@ def on_asyncio() -> bool:
 
 
 async def _keeper(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    global _last
     try:
         yield
     finally:
+        # the loop ends (asyncio.run finalises its async generators): ``_last`` lets go of
+        # it, its client and its connections' pools
+        if _last[1] is not None and _last[1].client is client:
+            _last = (None, None)
         await client.aclose()
 
 

@@ -34,7 +34,7 @@ class Deadline:
 
     def __init__(self, queue: _Queue, task: asyncio.Task[object], when: float) -> None:
         self.queue = queue
-        self.task = task
+        self.task: asyncio.Task[object] | None = task
         self.when = when
         self.state = _ENTERED
         self.cancelling = task.cancelling()
@@ -44,9 +44,12 @@ class Deadline:
         from the ``CancelledError`` of its expiry, as ``asyncio.timeout``'s exit does."""
         state = self.state
         self.state = _EXITED
-        self.queue.drop_ended()
+        task, self.task = self.task, None  # an ended call's task (and its result) not kept
+        self.queue.drop_ended()  # (only the queue's front leaves: one slow call keeps the rest)
         if state == _EXPIRING and (
-            self.task.uncancel() <= self.cancelling and type(error) is asyncio.CancelledError
+            task is not None
+            and task.uncancel() <= self.cancelling
+            and type(error) is asyncio.CancelledError
         ):
             raise TimeoutError from error
 
@@ -73,7 +76,7 @@ class _Queue:
         deadline = Deadline(self, task, self.loop.time() + seconds)
         self.entries.append(deadline)
         if self.handle is None:
-            self.handle = self.loop.call_at(deadline.when, self._expire)
+            self.handle = self.loop.call_at(deadline.when, self._expire, deadline.when)
         return deadline
 
     def drop_ended(self) -> None:
@@ -81,9 +84,12 @@ class _Queue:
         while entries and entries[0].state == _EXITED:
             entries.popleft()
 
-    def _expire(self) -> None:
+    def _expire(self, armed_for: float = float("-inf")) -> None:
         self.handle = None
-        due = self.loop.time() + _RESOLUTION
+        # Due: within the clock's resolution, or the deadline this timer was armed for (a
+        # loop may fire a timer early by its clock's step: uvloop's is a millisecond, and
+        # re-arming for a time not yet reached would spin).
+        due = max(self.loop.time() + _RESOLUTION, armed_for)
         entries = self.entries
         while entries:
             first = entries[0]
@@ -91,9 +97,10 @@ class _Queue:
                 entries.popleft()
                 continue
             if first.when > due:
-                self.handle = self.loop.call_at(first.when, self._expire)
+                self.handle = self.loop.call_at(first.when, self._expire, first.when)
                 return
             entries.popleft()
+            assert first.task is not None  # (only an ended deadline has none)
             first.task.cancel()
             first.state = _EXPIRING
         # idle: not kept (timeouts computed per call would otherwise pile up queues)
@@ -104,7 +111,9 @@ class _Queue:
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Queue]] = (
     weakref.WeakKeyDictionary()
 )
-_last: tuple[asyncio.AbstractEventLoop | None, dict[float, _Queue]] = (None, {})
+# The loop last seen and its queues (no weak-dictionary lookup per call); the loop held
+# weakly, so a loop that ended (``asyncio.run`` returned) is freed with its queues.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop] | None, dict[float, _Queue]] = (None, {})
 _lock = threading.Lock()  # loops of other threads (a loop's own queues: its thread only)
 
 
@@ -114,13 +123,13 @@ def start_deadline(seconds: float) -> Deadline:
     global _last
     loop = asyncio.get_running_loop()
     last_loop, queues = _last
-    if loop is not last_loop:
+    if last_loop is None or last_loop() is not loop:
         with _lock:
             found = _queues.get(loop)
             if found is None:
                 found = _queues[loop] = {}
         queues = found
-        _last = (loop, found)
+        _last = (weakref.ref(loop), found)
     queue = queues.get(seconds)
     if queue is None:
         queue = queues[seconds] = _Queue(loop, queues, seconds)

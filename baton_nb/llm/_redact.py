@@ -47,8 +47,9 @@ def _has_shape(text: str) -> bool:
     return False
 
 
-# The text between the '"' of a plain answer's encoding, {"role":"assistant","content":""}.
-_MESSAGE_PIECES = ("{", "role", ":", "assistant", ",", "content", ":", "}")
+# The text between the '"' of a plain answer's encoding as the key scrub encodes it
+# (``json.dumps``' default separators): {"role": "assistant", "content": ""}.
+_MESSAGE_PIECES = ("{", "role", ": ", "assistant", ", ", "content", ": ", "}")
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
@@ -62,7 +63,7 @@ class Scrubber:
         ordered = sorted(secrets, key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         # No key has a '"' (so none spans two JSON strings), and none is found in the fixed
-        # text of a plain answer's message, ``{"role":"assistant","content":"..."}``: its
+        # text of a plain answer's message, ``{"role": "assistant", "content": "..."}``: its
         # keys are the ones in its content (``_complete._message_keys``).
         self.plain_keys = all('"' not in s for s in ordered) and not any(
             s in piece for s in ordered for piece in _MESSAGE_PIECES

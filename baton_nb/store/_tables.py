@@ -110,8 +110,8 @@ def _utc(value: datetime) -> datetime:
 
 # Texts of the timestamps written lately (``sqlite_text``): a node's ``started_at`` goes out
 # in its ``executing`` row and again in its ``completed`` one, a call's time in its stored
-# answer and its stats row. Equal keys are the same instant (aware datetimes compare in UTC),
-# so the same text; emptied when full (a commit's worth of rows is far fewer).
+# answer and its stats row. Only UTC values are kept: equal UTC datetimes are the same
+# instant, so the same text; emptied when full (a commit's worth of rows is far fewer).
 _TEXTS: dict[datetime, str] = {}
 _TEXTS_MOST = 16_384
 
@@ -122,9 +122,13 @@ def sqlite_text(value: datetime | None) -> str | None:
     (0.2 us), not formatted again (1-2 us: the runtime binds ~5 a call)."""
     if value is None:
         return None
+    if value.tzinfo is not timezone.utc:  # (the runtime's own times are UTC)
+        # not looked up: two local times that differ only in ``fold`` (an hour repeated
+        # when clocks go back) compare equal but are different instants
+        return _utc(value).isoformat(" ", "microseconds")[:26]
     text = _TEXTS.get(value)
     if text is None:
-        text = _utc(value).isoformat(" ", "microseconds")[:26]
+        text = value.isoformat(" ", "microseconds")[:26]
         if len(_TEXTS) >= _TEXTS_MOST:
             _TEXTS.clear()
         _TEXTS[value] = text

@@ -340,3 +340,53 @@ async def test_no_queue_is_kept_for_timeouts_no_call_uses_any_more() -> None:
     assert not _queues[asyncio.get_running_loop()]
     with pytest.raises(TimeoutError):  # and a length used again gets a queue again
         await _ends_after(0.01, 0.5, log, "again")
+
+
+async def test_an_ended_calls_task_is_not_kept_while_a_slower_one_runs() -> None:
+    """A deadline leaves its queue only from the front: one slow call of the same length
+    kept every later call's task (and its result) until it ended (the review's finding)."""
+    import gc
+    import weakref
+
+    log: list[str] = []
+    slow = asyncio.create_task(_ends_after(30.0, 30.0, log, "slow"))
+    await asyncio.sleep(0)
+    fast = asyncio.create_task(_ends_after(30.0, 0.0, log, "fast"))
+    await fast
+    await asyncio.sleep(0)  # (the loop's handle that woke this task holds ``fast`` till then)
+    ended = weakref.ref(fast)
+    del fast
+    gc.collect()
+    assert ended() is None
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+
+
+async def test_a_timer_fired_early_expires_the_deadline_it_was_armed_for() -> None:
+    """A loop whose clock steps by a millisecond (uvloop) fires a timer up to a step early:
+    the deadline it was armed for expires then, instead of the timer re-arming for a time
+    not yet reached, again and again (the review's finding)."""
+    from baton_nb.llm._deadline import Deadline
+
+    made: list[Deadline] = []
+
+    async def call() -> None:
+        deadline = start_deadline(30.0)
+        made.append(deadline)
+        try:
+            await asyncio.sleep(60)
+        except BaseException as exc:
+            deadline.end(exc)
+            raise
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    deadline = made[0]
+    queue = deadline.queue
+    assert queue.handle is not None
+    queue.handle.cancel()
+    queue._expire(deadline.when)  # fired early: the loop's clock is before deadline.when
+    assert queue.handle is None
+    with pytest.raises(TimeoutError):
+        await task

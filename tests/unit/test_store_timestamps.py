@@ -71,3 +71,20 @@ def test_naive_timestamp_refused_after_the_same_aware_one() -> None:
     processor(datetime(2026, 12, 6, 8, 50, tzinfo=UTC))
     with pytest.raises(ValueError, match="aware datetimes only"):
         processor(datetime(2026, 12, 6, 8, 50))
+
+
+def test_a_repeated_local_hour_is_written_as_its_own_instant() -> None:
+    """01:30 on the night clocks go back happens twice (``fold`` 0 and 1): the two compare
+    equal but are an hour apart, and each is written as its own UTC time (the text cache
+    once returned the first one's text for the second; the review's finding)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from baton_nb.store._tables import sqlite_text
+
+    zone = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=zone)
+    second = first.replace(fold=1)
+    assert first == second
+    assert sqlite_text(first) == "2026-11-01 05:30:00.000000"
+    assert sqlite_text(second) == "2026-11-01 06:30:00.000000"
