@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .._owners import owner_gone
 from .._states import NodeKind, RunStatus, State
 from ..store import RunRow, RunStore, utcnow
-from ._lease import _holder_is_dead
 
-__all__ = ["Unfinished", "find_unfinished", "owner_gone"]
+__all__ = ["Unfinished", "find_unfinished"]
 
 _LOOKED_AT = 20  # the newest running runs of the workflow looked at
 
@@ -42,24 +42,18 @@ class Unfinished:
         )
 
 
-def owner_gone(row: RunRow) -> bool:
-    """A ``running`` run whose executing process is gone: on this host a pid that no
-    longer exists (known at once), anywhere a lease that expired (its holder stopped
-    renewing it). A run that no process ever held (submitted, pending) is not."""
-    if row.status is not RunStatus.RUNNING or not row.lease_owner:
-        return False
-    if row.lease_expires_at is not None and row.lease_expires_at < utcnow():
-        return True
-    return _holder_is_dead(row.lease_owner)
-
-
 async def find_unfinished(
     store: RunStore, workflow: str, params_json: str, models: Mapping[str, str], steps: set[str]
 ) -> Unfinished | None:
     """The newest run of ``workflow`` left unfinished by a process that is gone, with
     these params (as stored), this model map and these steps; None if there is none."""
     rows = await store.list_runs(workflow=workflow, status=RunStatus.RUNNING, limit=_LOOKED_AT)
-    rows = [r for r in rows if r.params == params_json and owner_gone(r)]
+    now = utcnow()
+    rows = [
+        r
+        for r in rows
+        if r.params == params_json and owner_gone(r.status, r.lease_owner, r.lease_expires_at, now)
+    ]
     if not rows:
         return None
     submitted = await store.submitted_run_ids([r.id for r in rows])

@@ -114,6 +114,8 @@ async def test_running_again_after_sigkill_resumes_and_pays_nothing_twice(
         script, db_url, fake_providers.base_url, name, str(N), env=env
     ) as proc:
         crashed, paid_before = await _wait_hung(proc, fake_providers, db_url, name, marks)
+        [alive] = await bn.runs(db_url, workflow=name)
+        assert alive.id == crashed and not alive.abandoned  # its process is alive
         # Another notebook runs the same workflow meanwhile: its owner is alive, so this
         # is a second run of its own, not a resume.
         other = await wf.run(params={"n": N}, display=False)
@@ -124,6 +126,10 @@ async def test_running_again_after_sigkill_resumes_and_pays_nothing_twice(
     async with await Store.open(db_url) as store:
         row = await store.get_run(crashed)
         assert row is not None and row.status == "running"  # as the kill left it
+    [listed] = [r for r in await bn.runs(db_url, workflow=name) if r.id == crashed]
+    assert listed.abandoned and listed.status == "running"  # the owner's pid is gone
+    assert listed.to_dict()["abandoned"] is True
+    assert f"{crashed}  {name}  abandoned" in str(await bn.runs(db_url, workflow=name))
 
     resumed = await wf.run(params={"n": N}, display=False)  # what a re-run cell does
     assert resumed.id == crashed and resumed.status == "completed"
@@ -247,6 +253,8 @@ async def test_runs_never_resumed(db_url: str, unique: str, case: str) -> None:
     elif case == "owner-alive-here":
         owner = f"{socket.gethostname()}:{os.getppid()}:cafebabe"
     await _left_unfinished(db_url, first.id, status=status, owner=owner, expired=expired)
+    [listed] = await bn.runs(db_url, workflow=wf.name)
+    assert listed.abandoned is (status == "running" and "alive" not in case)
     if case == "submitted":
         async with await Store.open(db_url) as store, store.engine.begin() as conn:
             await conn.execute(
