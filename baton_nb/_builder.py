@@ -286,7 +286,7 @@ class Workflow:
 
         Without ``run_id`` it resumes this workflow's newest run with the same params and
         models that a process that is gone (a killed kernel) left unfinished, and says so;
-        ``resume=False`` starts a new run instead (docs/concepts.md "Durability").
+        ``resume=False`` starts a new run instead (docs/concepts.md "After a crash").
 
         Everything is checked before anything is written: the graph, the options, the
         database URL. ``budget`` (USD) caps the run's LLM calls, over every execution of
