@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 import baton_nb as bn
 from baton_nb.store import Store, utcnow
+from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
 from tests.integration._process import kill9, load_module, workflow_process
 
@@ -187,7 +188,7 @@ async def _left_unfinished(
 ) -> None:
     """The run as a process killed in ``second`` leaves it (``status`` and the lease's
     owner and expiry as given)."""
-    expires = utcnow() + timedelta(seconds=-60 if expired else 60)
+    expires = utcnow() + timedelta(seconds=-3600 if expired else 3600)
     async with await Store.open(db) as store, store.engine.begin() as conn:
         await conn.execute(
             sa.text(
@@ -196,12 +197,10 @@ async def _left_unfinished(
             ),
             {"run": run_id},
         )
-        await conn.execute(
-            sa.text(
-                "UPDATE workflow_runs SET status = :status, finished_at = NULL, "
-                "lease_owner = :owner, lease_expires_at = :expires WHERE id = :run"
-            ),
-            {"run": run_id, "status": status, "owner": owner, "expires": expires},
+        await conn.execute(  # typed: stored as the store stores times
+            sa.update(RUNS)
+            .where(RUNS.c.id == run_id)
+            .values(status=status, finished_at=None, lease_owner=owner, lease_expires_at=expires)
         )
 
 
