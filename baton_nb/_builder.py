@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,8 +19,11 @@ from ._money import parse_budget
 if TYPE_CHECKING:
     from ._run import Run
     from .runtime import SubmittedRun
+    from .runtime._unfinished import Unfinished
 
 __all__ = ["Workflow"]
+
+logger = logging.getLogger("baton_nb")
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Workflow names and run ids are keys of database indexes (run listings; every row of a
@@ -276,8 +280,13 @@ class Workflow:
         display: bool | str | None = None,
         budget: str | float | Decimal | None = None,
         workers: bool = False,
+        resume: bool = True,
     ) -> Run:
         """Run the workflow (or resume ``run_id``) and return the finished ``bn.Run``.
+
+        Without ``run_id`` it resumes this workflow's newest run with the same params and
+        models that a process that is gone (a killed kernel) left unfinished, and says so;
+        ``resume=False`` starts a new run instead (docs/concepts.md "After a crash").
 
         Everything is checked before anything is written: the graph, the options, the
         database URL. ``budget`` (USD) caps the run's LLM calls, over every execution of
@@ -287,6 +296,7 @@ class Workflow:
         interrupting detaches.
         """
 
+        resume = _check_bool(f"workflow {self.name!r}: run()", "resume", resume)
         if _check_bool(f"workflow {self.name!r}: run()", "workers", workers):
             from ._workers_front import run_on_workers
 
@@ -307,9 +317,16 @@ class Workflow:
                     f"{where}: run_id must be a non-empty string, got {run_id!r}"
                 )
             _check_key_length("run_id", run_id)
+            if not resume:
+                raise ConfigurationError(
+                    f"{where}: run_id={run_id!r} resumes that run (or names a new one), "
+                    "resume=False asks for a new run: give one of the two"
+                )
         _check_display(display)  # before execute_run writes the run row
         db = _check_db(db) or self.db
-        return await _run_here(self, graph, params, run_id, db, concurrency, model_map, display)
+        return await _run_here(
+            self, graph, params, run_id, db, concurrency, model_map, display, resume
+        )
 
     async def submit(
         self,
@@ -356,9 +373,11 @@ async def _run_here(
     concurrency: int,
     model_map: dict[str, str],
     display: bool | str | None,
+    resume: bool = True,
 ) -> Run:
     """``wf.run()`` in this process, its options checked: progress shown from the start,
-    ``wf.last_run`` live, an interrupt ending in the short resume message."""
+    ``wf.last_run`` live, an interrupt ending in the short resume message, the run a
+    dead process left unfinished resumed (``resume``) with one line saying so."""
     from .runtime import execute_run
 
     shown: list[Any] = []
@@ -369,6 +388,12 @@ async def _run_here(
         live.append(run)
         shown.append(_show_progress(run, display))
 
+    def resuming(found: Unfinished) -> None:
+        line = found.message(wf.name, f"await {_name_in_notebook(wf)}.run(..., resume=False)")
+        logger.info("%s", line)
+        if display is not False:
+            print(line)
+
     try:
         run = await execute_run(
             graph,
@@ -378,6 +403,8 @@ async def _run_here(
             concurrency=concurrency,
             models=model_map,
             on_start=started,
+            resume_unfinished=resume,
+            on_resume=resuming,
         )
     except BaseException as exc:
         if live and _stopped(exc, live[0]):

@@ -9,8 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 from .._money import fmt_money, no_math_html
+from .._owners import owner_gone
 from .._states import RunStatus
-from ..store import RunSummaryRow
+from ..store import RunSummaryRow, utcnow
 from ._render import text_table
 
 __all__ = ["RunList", "RunSummary", "local_time"]
@@ -37,6 +38,9 @@ class RunSummary:
 
     ``cost`` sums the priced calls (replayed calls not counted twice); when
     ``unpriced_calls`` > 0 some prices were unknown and ``cost`` is a lower bound.
+    ``abandoned``: stored ``running``, but the process executing it is gone (killed: its
+    pid no longer exists on this host, or its lease expired); the listing shows it as
+    ``abandoned``, and running the workflow again with the same params resumes it.
     """
 
     id: str
@@ -52,6 +56,7 @@ class RunSummary:
     cost: Decimal = field(default_factory=Decimal)
     unpriced_calls: int = 0
     replayed_calls: int = 0
+    abandoned: bool = False
 
     @property
     def duration(self) -> float | None:
@@ -73,6 +78,7 @@ class RunSummary:
             "id": self.id,
             "workflow": self.workflow,
             "status": self.status,
+            "abandoned": self.abandoned,
             "started": None if self.started is None else self.started.isoformat(),
             "finished": None if self.finished is None else self.finished.isoformat(),
             "duration_s": self.duration,
@@ -103,13 +109,14 @@ class RunSummary:
             cost=row.cost if row.cost is not None else Decimal(0),
             unpriced_calls=row.unpriced_calls,
             replayed_calls=row.replayed_calls,
+            abandoned=owner_gone(row.status, row.lease_owner, row.lease_expires_at, utcnow()),
         )
 
     def cells(self) -> list[str]:
         return [
             self.id,
             self.workflow,
-            self.status,
+            "abandoned" if self.abandoned else self.status,
             local_time(self.started),
             _duration(self.duration),
             f"{self.steps_completed}/{self.steps}",

@@ -27,14 +27,15 @@ from functools import partial
 import anyio
 
 from .._errors import RunLocked
+from .._owners import LIVE_OWNERS
+from .._owners import holder_is_dead as _holder_is_dead
 from ..store import ExecutionStore
 
 __all__ = ["DEFAULT_LEASE_TTL", "Lease", "take_lease"]
 
 DEFAULT_LEASE_TTL = 30.0
-# Lease owners of executions alive in this process: a lease held by this process under
-# another owner name is left over from an interrupted start and can be taken over.
-_LIVE_OWNERS: set[str] = set()
+# Lease owners of executions alive in this process (``_owners``).
+_LIVE_OWNERS = LIVE_OWNERS
 
 
 def lease_clock() -> Callable[[], float]:
@@ -119,37 +120,3 @@ async def take_lease(store: ExecutionStore, run_id: str, lease: Lease, holder: s
         run_id=run_id,
         owner=holder,
     )
-
-
-def _holder_is_dead(holder: str) -> bool:
-    """True if the lease holder was a process on this host that no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return holder not in _LIVE_OWNERS
-    return process_gone(host, pid)
-
-
-def process_gone(host: str, pid: int) -> bool:
-    """True if ``pid`` on ``host`` surely no longer runs: a process of this host (not this
-    one) that does not exist, or a zombie; False when it cannot be known (another host)."""
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return False

@@ -22,6 +22,7 @@ from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
 from ._spend import open_spend
+from ._unfinished import Unfinished, find_unfinished
 
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
@@ -36,11 +37,16 @@ async def execute_run(
     models: Mapping[str, str] | None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
     on_start: Callable[[Run], None] | None = None,
+    resume_unfinished: bool = False,
+    on_resume: Callable[[Unfinished], None] | None = None,
 ) -> Run:
     """Run ``graph`` to the end (or resume ``run_id``) and return the Run.
 
     ``on_start(run)`` is called with the live Run once it is about to execute (not for a
     completed run, which is returned as stored): where the front end shows progress.
+    ``resume_unfinished`` (without ``run_id``): resume the newest run of this workflow
+    with these params and models that a process that is gone left unfinished
+    (``_unfinished``), after telling ``on_resume``; else a new run.
     """
     params_json = _encode_params(params)
     model_map = {**graph.models, **dict(models or {})}
@@ -51,6 +57,12 @@ async def execute_run(
         try:
             with Lease(lease_ttl) as lease:
                 existing = await resolve_run(store, graph.name, run_id) if run_id else None
+                found = None
+                if run_id is None and resume_unfinished:
+                    found = await find_unfinished(
+                        store, graph.name, params_json, model_map, set(graph.steps)
+                    )
+                    existing = found.row if found is not None else None
                 created = None
                 if existing is not None:
                     _check_resumable(graph, existing, params, params_json)
@@ -58,6 +70,8 @@ async def execute_run(
                         return await Run.from_store(store, existing.id)
                     await take_lease(store, existing.id, lease, existing.lease_owner)
                     run_id = existing.id
+                    if found is not None and on_resume is not None:
+                        on_resume(found)
                 else:
                     run_id = run_id or uuid.uuid4().hex
                     created = await _create(store, graph, run_id, params_json, model_map, lease)

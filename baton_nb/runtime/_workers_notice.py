@@ -13,9 +13,10 @@ import math
 import anyio
 
 from .._dburl import safe_url
+from .._owners import process_gone
 from .._run import Run
 from ..store import Coordination, SubmissionRow, WorkerBeat, open_worker_store
-from ._lease import DEFAULT_LEASE_TTL, process_gone
+from ._lease import DEFAULT_LEASE_TTL
 
 __all__ = ["STALE_BEAT", "WorkersNotice", "keep_workers_notice"]
 

@@ -221,6 +221,9 @@ class ReadStore(_Closable, Protocol):
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]: ...
 
+    async def submitted_run_ids(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` were submitted to workers (``wf.submit``): theirs to run."""
+
     async def run_ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
         """Run ids beginning with ``prefix`` (an exact match first), at most ``limit``."""
 

@@ -111,6 +111,9 @@ class MemoryReads:
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         return {i for i in run_ids if i in self.data.runs}
 
+    async def submitted_run_ids(self, run_ids: Sequence[str]) -> set[str]:
+        return set()  # workers need Postgres: nothing is submitted to a memory store
+
     async def run_ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
         found = sorted(i for i in self.data.runs if i.startswith(prefix))
         found.sort(key=lambda i: i != prefix)  # an exact match first

@@ -138,6 +138,8 @@ class MemoryReports(MemoryReads):
                 run.started_at,
                 run.finished_at,
                 list(run.failed_steps),
+                lease_owner=run.lease_owner,
+                lease_expires_at=run.lease_expires_at,
             )
             for node in self.data.nodes.values():
                 if node.run_id == run.id and node.kind != NodeKind.GROUP:

@@ -253,6 +253,8 @@ async def run_summaries(
             RUNS.c.started_at,
             RUNS.c.finished_at,
             RUNS.c.failed_steps,
+            RUNS.c.lease_owner,
+            RUNS.c.lease_expires_at,
         )
         .where(*clauses(where))
         .order_by(RUNS.c.created_at.desc(), RUNS.c.id)
@@ -298,6 +300,8 @@ def _summary(row: Mapping[Any, Any]) -> RunSummaryRow:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         failed_steps=loads_list(row["failed_steps"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
         steps=_int(row["steps"]),
         steps_completed=_int(row["steps_completed"]),
         calls=_int(row["calls"]),

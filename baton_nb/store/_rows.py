@@ -481,3 +481,5 @@ class RunSummaryRow:
     cost: Decimal | None = None
     unpriced_calls: int = 0
     replayed_calls: int = 0
+    lease_owner: str | None = None  # who executes it (a running run): abandoned if gone
+    lease_expires_at: datetime | None = None

@@ -34,6 +34,7 @@ from ._sql_rows import (
     RUNS,
     STATS,
     STEP_WORKERS,
+    SUBMISSIONS,
     attempt_from_columns,
     call_from_columns,
     log_from_columns,
@@ -96,6 +97,12 @@ class SqlReads(SqlBase):
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of ``run_ids`` exist."""
         query = sa.select(RUNS.c.id).where(RUNS.c.id.in_(list(run_ids)))
+        async with self.connect() as conn:
+            return set((await conn.execute(query)).scalars())
+
+    async def submitted_run_ids(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` were submitted to workers (``wf.submit``)."""
+        query = sa.select(SUBMISSIONS.c.run_id).where(SUBMISSIONS.c.run_id.in_(list(run_ids)))
         async with self.connect() as conn:
             return set((await conn.execute(query)).scalars())
 

@@ -22,7 +22,7 @@ from ._tables import (
     WorkflowRun,
     WorkflowStepStat,
 )
-from ._worker_tables import WorkflowStepWorker
+from ._worker_tables import WorkflowStepWorker, WorkflowSubmission
 
 __all__ = [
     "ATTEMPTS",
@@ -32,6 +32,7 @@ __all__ = [
     "RUNS",
     "STATS",
     "STEP_WORKERS",
+    "SUBMISSIONS",
     "attempt_from_columns",
     "attempt_to_columns",
     "call_from_columns",
@@ -54,6 +55,7 @@ COMPLETIONS = cast(sa.Table, WorkflowCompletion.__table__)  # type: ignore[attr-
 LOGS = cast(sa.Table, WorkflowDebugLog.__table__)  # type: ignore[attr-defined]
 ATTEMPTS = cast(sa.Table, WorkflowAttempt.__table__)  # type: ignore[attr-defined]
 STEP_WORKERS = cast(sa.Table, WorkflowStepWorker.__table__)  # type: ignore[attr-defined]
+SUBMISSIONS = cast(sa.Table, WorkflowSubmission.__table__)  # type: ignore[attr-defined]
 
 Columns = Mapping[Any, Any]  # a result row (sqlalchemy RowMapping)
 

@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
         "_counts",
         "_states",
         "_gc",
+        "_owners",
     },
     {"pricing"},
     {"llm"},

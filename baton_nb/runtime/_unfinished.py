@@ -1,0 +1,72 @@
+"""``wf.run()`` after a crash: the run a dead process left unfinished, to resume (DESIGN §4).
+
+A process killed mid-run (kill -9, a kernel that died, a machine that rebooted) leaves its
+run ``running`` with a lease nobody renews. Running the workflow again with the same
+params and model map resumes that run instead of starting a new one that pays every call
+again. Only such a run: one the user stopped (interrupt, ``run.cancel()``), one a budget
+stopped (both stored ``cancelled``, with the line that resumes them), a finished one, one
+whose owner is alive (another notebook running the same workflow: two runs are
+legitimate), one of other params or models, and one submitted to workers (theirs to run)
+are never picked. ``wf.run(resume=False)`` asks for a new run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .._owners import owner_gone
+from .._states import NodeKind, RunStatus, State
+from ..store import RunRow, RunStore, utcnow
+
+__all__ = ["Unfinished", "find_unfinished"]
+
+_LOOKED_AT = 20  # the newest running runs of the workflow looked at
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A run to resume: its row, and how far it got (steps completed of all known)."""
+
+    row: RunRow
+    done: int
+    total: int
+
+    def message(self, wf_name: str, new_run_line: str) -> str:
+        """The one line the cell shows when it resumes the run."""
+        owner = self.row.lease_owner or "a process that is gone"
+        return (
+            f"resuming run {self.row.id} of {self.row.workflow!r}, left unfinished by "
+            f"{owner} ({self.done} of {self.total} steps done); for a new run instead: "
+            f"{new_run_line.format(wf=wf_name)}"
+        )
+
+
+async def find_unfinished(
+    store: RunStore, workflow: str, params_json: str, models: Mapping[str, str], steps: set[str]
+) -> Unfinished | None:
+    """The newest run of ``workflow`` left unfinished by a process that is gone, with
+    these params (as stored), this model map and these steps; None if there is none."""
+    rows = await store.list_runs(workflow=workflow, status=RunStatus.RUNNING, limit=_LOOKED_AT)
+    now = utcnow()
+    rows = [
+        r
+        for r in rows
+        if r.params == params_json and owner_gone(r.status, r.lease_owner, r.lease_expires_at, now)
+    ]
+    if not rows:
+        return None
+    submitted = await store.submitted_run_ids([r.id for r in rows])
+    for row in rows:
+        if row.id in submitted:
+            continue
+        nodes = await store.get_nodes(row.id)
+        top = {n.step: n for n in nodes if n.parent is None}
+        if set(top) != steps:
+            continue  # the workflow's steps changed since: a new run
+        if any(n.kind is NodeKind.STEP and n.model != models.get(name) for name, n in top.items()):
+            continue  # another model map: another run
+        counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
+        done = sum(n.state is State.COMPLETED for n in counted)
+        return Unfinished(row, done, len(counted))
+    return None
