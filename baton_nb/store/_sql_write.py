@@ -529,15 +529,19 @@ async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | No
     until the transaction ends: a takeover waits for it."""
     if owner is None:
         return
-    driver = await driver_connection(conn)
     if conn.dialect.name == "sqlite":
+        driver = await driver_connection(conn)
         # sqlite3 has begun no transaction yet (it does so before the first write): begun
         # here, IMMEDIATE; SQLAlchemy's commit or rollback ends it as it would have.
         if not driver.in_transaction:
             await driver.execute("BEGIN IMMEDIATE")
         held = bool(await driver.execute_fetchall(_GUARD_SQLITE, (run_id, owner)))
     else:
-        held = await driver.fetchval(_GUARD_PG, run_id, owner) is not None
+        # Through SQLAlchemy, which sends BEGIN before its first statement: on the driver's
+        # own connection the check ran before that BEGIN, in a transaction of its own, and
+        # its row lock ended before the writes it guards.
+        result = await conn.exec_driver_sql(_GUARD_PG, (run_id, owner))
+        held = result.first() is not None
     if not held:
         raise lease_not_held(run_id, owner)
 

@@ -31,6 +31,7 @@ from baton_nb.store import (
     open_worker_store,
 )
 from baton_nb.store._sql_base import driver_connection
+from baton_nb.store._sql_write import guard_lease
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.integration.test_store import (
     T0,
@@ -443,3 +444,29 @@ async def test_tasks_left_queued_when_the_run_ended_are_dropped_by_its_coordinat
     assert list(await queue.run_tasks(run_id)) == ["s[1]"]
     assert await queue.drop_run_tasks(run_id, "p1") == 1
     assert await queue.claim("w1", [run_id], False, 10, 60) == []
+
+
+async def test_the_guard_of_a_transaction_holds_its_row_lock_until_the_end(
+    pg_store: SqlStore, run_id: str
+) -> None:
+    """``guard_lease`` in a transaction (``store.begin()``: a provider batch's rows, a map's
+    item count, a commit holding logs) locks the run's row in THAT transaction: a takeover
+    waits until the block ends. (It ran on the driver before SQLAlchemy's BEGIN, in a
+    transaction of its own whose lock was gone before the writes.)"""
+    await a_run(pg_store, run_id)
+    assert await pg_store.acquire_lease(run_id, "p1", 60)
+    taker = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await taker.execute("SET lock_timeout = '200ms'")
+        async with pg_store.begin() as conn:
+            await guard_lease(conn, run_id, "p1")
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await taker.execute(
+                    "UPDATE workflow_runs SET lease_owner = 'p2' WHERE id = $1", run_id
+                )
+        assert (
+            await taker.execute("UPDATE workflow_runs SET lease_owner = 'p2' WHERE id = $1", run_id)
+            == "UPDATE 1"
+        )
+    finally:
+        await taker.close()
