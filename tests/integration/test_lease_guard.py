@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
@@ -30,7 +31,7 @@ from baton_nb.store import (
     WriteBatch,
     open_worker_store,
 )
-from baton_nb.store._sql_base import driver_connection
+from baton_nb.store._sql_base import NOTIFY_CHANNEL, driver_connection
 from baton_nb.store._sql_write import guard_lease
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.integration.test_store import (
@@ -470,3 +471,50 @@ async def test_the_guard_of_a_transaction_holds_its_row_lock_until_the_end(
         )
     finally:
         await taker.close()
+
+
+async def test_a_run_s_rows_map_chunk_and_end_are_one_statement_each_on_postgres(
+    pg_store: SqlStore, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's rows with its nodes, a map's chunk under the lease with the group's item
+    count, and the run's end under the lease: one statement each (BEGIN, the guard, each
+    table, NOTIFY and COMMIT were a round trip each), and each notifies watchers."""
+    from asyncpg.protocol import Protocol
+
+    await a_run(pg_store, f"{run_id}-warm")  # the connection's types and statements
+    notified: list[str] = []
+    listener = await asyncpg.connect(POSTGRES_URL)
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args[-1]))
+    sent: list[str] = []
+    for name in ("bind_execute", "bind_execute_many", "query"):  # not prepare: cached
+
+        def counting(original: Any, name: str = name) -> Any:
+            async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+                sent.append(name)
+                return await original(self, *args, **kwargs)
+
+            return method
+
+        monkeypatch.setattr(Protocol, name, counting(getattr(Protocol, name)))
+    try:
+        ids = await a_run(pg_store, run_id)
+        assert len(sent) == 1, sent
+        assert await pg_store.acquire_lease(run_id, "p1", 60)
+        sent.clear()
+        rows = [node_row(run_id, f"fan[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(3)]
+        found = await pg_store.insert_nodes(rows, owner="p1", map_items=(ids["fan"], 3))
+        assert set(found) == {"fan[0]", "fan[1]", "fan[2]"} and len(sent) == 1, sent
+        sent.clear()
+        end = RunUpdate(run_id, RunStatus.COMPLETED, (), T0, 1, True)
+        await pg_store.write(WriteBatch(run_id=run_id, run=end, owner="p1"))
+        assert len(sent) == 1, sent
+        with anyio.fail_after(10):
+            while notified.count(run_id) < 3:
+                await anyio.sleep(0.01)
+    finally:
+        monkeypatch.undo()
+        await listener.close()
+    nodes = {n.step: n for n in await pg_store.get_nodes(run_id)}
+    assert nodes["fan"].map_items == 3 and found["fan[2]"] == nodes["fan[2]"].id
+    run = await pg_store.get_run(run_id)
+    assert run is not None and (run.status, run.lease_owner) == ("completed", None)
