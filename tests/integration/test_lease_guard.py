@@ -22,6 +22,7 @@ from baton_nb.store import (
     AttemptRow,
     CompletionRow,
     NewTask,
+    RunRow,
     RunStore,
     RunUpdate,
     SqlStore,
@@ -518,3 +519,38 @@ async def test_a_run_s_rows_map_chunk_and_end_are_one_statement_each_on_postgres
     assert nodes["fan"].map_items == 3 and found["fan[2]"] == nodes["fan[2]"].id
     run = await pg_store.get_run(run_id)
     assert run is not None and (run.status, run.lease_owner) == ("completed", None)
+
+
+async def _a_run_with_a_map_chunk_and_its_end(store: RunStore, run_id: str) -> RunRow | None:
+    ids = await a_run(store, run_id)
+    assert await store.acquire_lease(run_id, "p1", 60)
+    rows = [node_row(run_id, f"fan[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(2)]
+    await store.insert_nodes(rows, owner="p1", map_items=(ids["fan"], 2))
+    later = T0 + timedelta(seconds=3)
+    update = (State.COMPLETED, 1, None, '{"v": 1}', True, 0, T0, later, later, ids["a"])
+    end = RunUpdate(run_id, RunStatus.COMPLETED, (), later, 1, True)
+    await store.write(WriteBatch(run_id=run_id, nodes=[update], run=end, owner="p1"))
+    return await store.get_run(run_id)
+
+
+async def test_built_in_types_are_looked_up_once_per_process_on_postgres(
+    run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg looks up the array types it has no codec for (``int[]``, ``bool[]``,
+    ``timestamptz[]``: the store's statements) on each new connection; the store's
+    connections remember them for the process: a store opened later (a new engine, new
+    connections) stores a run, its map's chunk and its end without looking them up."""
+    async with await Store.open(_postgres()) as first:
+        await _a_run_with_a_map_chunk_and_its_end(first, f"{run_id}-first")
+    looked_up: list[frozenset[int]] = []
+    original = asyncpg.Connection._introspect_types
+
+    async def counting(self: Any, typeoids: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(frozenset(typeoids))
+        return await original(self, typeoids, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "_introspect_types", counting)
+    async with await Store.open(_postgres()) as store:
+        run = await _a_run_with_a_map_chunk_and_its_end(store, run_id)
+    assert run is not None and run.status == "completed"
+    assert looked_up == []
