@@ -180,5 +180,46 @@ def make_engine(url: str) -> AsyncEngine:
         server_url,
         pool_size=5,
         max_overflow=10,
-        connect_args={"timeout": connect_timeout(url)},
+        connect_args={"timeout": connect_timeout(url), "connection_class": _pg_connection_class()},
     )
+
+
+# Postgres's own types have the same oids on every server (user types start here).
+_FIRST_USER_OID = 16384
+_pg_class: list[type] = []
+
+
+def _pg_connection_class() -> type:
+    """asyncpg's connection, which looks up the built-in types it has no codec for (arrays
+    of int, bool, timestamptz: the store's ``unnest`` statements) once per process and
+    server version, not once per connection: that lookup (a recursive catalog query, with
+    ``jit`` switched off and on around it) cost ~7 ms of wall on each of the two
+    connections every run opens (docs/performance.md, "Seventh round: the run on
+    Postgres"). Types of the database's own (oid 16384 up) are looked up as before."""
+    if _pg_class:
+        return _pg_class[0]
+    import asyncpg
+
+    known: dict[Any, dict[int, Any]] = {}  # server version -> oid -> its row
+
+    class _Cached:
+        name = "baton_nb_known_types"  # not anonymous: asyncpg re-prepares nothing for it
+
+    class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+        __slots__ = ()
+
+        async def _introspect_types(self, typeoids: Any, *args: Any, **kwargs: Any) -> Any:
+            oids = {int(oid) for oid in typeoids}
+            if not oids or max(oids) >= _FIRST_USER_OID:
+                return await super()._introspect_types(typeoids, *args, **kwargs)
+            rows = known.setdefault(self.get_server_version()[:2], {})
+            if oids <= rows.keys():
+                # every type seen so far (those asked for, the types they are made of)
+                return list(rows.values()), _Cached()
+            result = await super()._introspect_types(typeoids, *args, **kwargs)
+            if isinstance(result, tuple) and len(result) == 2:
+                rows.update((int(row["oid"]), row) for row in result[0])
+            return result
+
+    _pg_class.append(Connection)
+    return Connection

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._errors import lease_not_held
 from ._rows import NodeRow, RunRow, utcnow
-from ._sql_base import driver_connection
+from ._sql_base import NOTIFY_CHANNEL, driver_connection
 from ._sql_rows import (
     COMPLETIONS,
     NODES,
@@ -21,7 +21,15 @@ from ._sql_rows import (
     run_from_columns,
     run_to_columns,
 )
-from ._sql_write import SqlWrites, guard_lease, insert_nodes_unnest, sqlite_lease_held
+from ._sql_write import (
+    SqlWrites,
+    guard_lease,
+    insert_nodes_unnest,
+    lease_cte,
+    nodes_unnest,
+    pg_param,
+    sqlite_lease_held,
+)
 from ._tables import sqlite_text
 
 __all__ = ["SqlRuns"]
@@ -80,6 +88,8 @@ class SqlRuns(SqlWrites):
 
     async def insert_run(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
         """Insert a run with all its nodes, all or nothing; returns step name -> node id."""
+        if self.dialect == "postgresql" and nodes:
+            return await self._insert_run_pg(run, nodes)
         async with self.begin() as conn:
             if self.dialect == "sqlite" and nodes:
                 columns = run_to_columns(run)
@@ -124,6 +134,8 @@ class SqlRuns(SqlWrites):
         if not nodes:
             return {}
         run_ids = sorted({n.run_id for n in nodes})
+        if self.dialect == "postgresql" and len(run_ids) == 1:
+            return await self._insert_nodes_pg(nodes, run_ids[0], owner, map_items)
         async with self.begin() as conn:
             if self.dialect == "sqlite":
                 first = []
@@ -143,6 +155,72 @@ class SqlRuns(SqlWrites):
             ids = await insert_nodes_unnest(conn, nodes)
             await self.notify(conn, set(run_ids))
             return ids
+
+    async def _insert_run_pg(self, run: RunRow, nodes: Sequence[NodeRow]) -> dict[str, int]:
+        """Postgres: ``insert_run`` as ONE statement on asyncpg (its own transaction): the
+        run's row, its nodes (``nodes_unnest``) and the NOTIFY; it took six round trips
+        (BEGIN, the run, the nodes, their ids, NOTIFY, COMMIT). The nodes' foreign key to
+        the run is checked at the statement's end, once both rows are in."""
+        async with self.failures("write to"), self.engine.connect() as conn:
+            dialect = conn.dialect
+            params: list[Any] = []
+            insert = nodes_unnest(dialect, nodes, params)
+            columns = run_to_columns(run)
+            values = ", ".join(pg_param(dialect, RUNS.c[k], v, params) for k, v in columns.items())
+            params += [NOTIFY_CHANNEL, run.id]
+            n = len(params)
+            sql = (
+                f"WITH r AS (INSERT INTO {RUNS.name} ({', '.join(columns)}) VALUES ({values})), "
+                f"ins AS ({insert} RETURNING step, id), "
+                f"n AS (SELECT pg_notify(${n - 1}, ${n}) AS k) "
+                "SELECT ins.step, ins.id FROM ins, n"
+            )
+            found = await (await driver_connection(conn)).fetch(sql, *params)
+        return {step: int(node_id) for step, node_id in found}
+
+    async def _insert_nodes_pg(
+        self,
+        nodes: Sequence[NodeRow],
+        run_id: str,
+        owner: str | None,
+        map_items: tuple[int, int] | None,
+    ) -> dict[str, int]:
+        """Postgres: ``insert_nodes`` of one run as ONE statement on asyncpg (its own
+        transaction): the lease guard (``lease_cte``, which every part depends on), the
+        group's item count, the nodes and the NOTIFY; it took six round trips or more
+        (BEGIN, the guard, the count, the nodes, NOTIFY, COMMIT)."""
+        held = "EXISTS (SELECT 1 FROM lease)"
+        async with self.failures("write to"), self.engine.connect() as conn:
+            dialect = conn.dialect
+            params: list[Any] = []
+            insert = nodes_unnest(dialect, nodes, params)
+            ctes = []
+            if owner is not None:
+                params += [run_id, owner]
+                ctes.append(lease_cte(f"${len(params) - 1}", f"${len(params)}"))
+                insert += f" WHERE {held}"
+            if map_items is not None:
+                group, items = map_items
+                sets = (
+                    f"map_items = {pg_param(dialect, NODES.c.map_items, items, params)}, "
+                    f"updated_at = {pg_param(dialect, NODES.c.updated_at, utcnow(), params)}"
+                )
+                where = f"id = {pg_param(dialect, NODES.c.id, group, params)}"
+                if owner is not None:
+                    where += f" AND {held}"
+                ctes.append(f"m AS (UPDATE {NODES.name} SET {sets} WHERE {where})")
+            ctes.append(f"ins AS ({insert} RETURNING step, id)")
+            params += [NOTIFY_CHANNEL, run_id]
+            n = len(params)
+            notify = f"SELECT pg_notify(${n - 1}, ${n}) AS k"
+            if owner is not None:
+                notify += f" WHERE {held}"
+            ctes.append(f"n AS ({notify})")
+            sql = f"WITH {', '.join(ctes)} SELECT ins.step, ins.id FROM ins, n"
+            found = await (await driver_connection(conn)).fetch(sql, *params)
+        if not found and owner is not None:  # nodes were given: none written, not held
+            raise lease_not_held(run_id, owner)
+        return {step: int(node_id) for step, node_id in found}
 
     async def _insert_on_driver(
         self,

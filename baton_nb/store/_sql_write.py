@@ -50,6 +50,8 @@ __all__ = [
     "insert_nodes_unnest",
     "json_each_insert",
     "lease_cte",
+    "nodes_unnest",
+    "pg_param",
     "sqlite_lease_held",
 ]
 
@@ -285,17 +287,25 @@ def _node_columns(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> Iterator[_No
 
 async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -> dict[str, int]:
     """Postgres: new node rows as one ``INSERT ... SELECT ... FROM unnest(...)`` on the
-    driver, in ``conn``'s transaction; returns step name -> node id.
+    driver (``nodes_unnest``), in ``conn``'s transaction; returns step name -> node id."""
+    params: list[Any] = []
+    sql = nodes_unnest(conn.dialect, nodes, params) + " RETURNING step, id"
+    found = await (await driver_connection(conn)).fetch(sql, *params)
+    return {step: int(node_id) for step, node_id in found}
+
+
+def nodes_unnest(dialect: sa.Dialect, nodes: Sequence[NodeRow], params: list[Any]) -> str:
+    """Postgres: new node rows as one ``INSERT ... SELECT ... FROM unnest(...) AS u(...)``
+    (no RETURNING: the caller adds it, or a condition first), its parameters appended to
+    ``params``.
 
     SQLAlchemy's insertmanyvalues builds parameters row by row in Python (1.7 s of CPU and
     100 round trips for a 100,000-item map). Here: one statement, one round trip; a column
     whose rows all hold the same value is one parameter, the others one array each (map
     children differ only in step and item_index), through the same bind processors.
     """
-    dialect = conn.dialect
     selected: list[str] = []
     arrays: list[str] = []
-    params: list[Any] = []
     for column in _node_columns(dialect, nodes):
         pg_type = column.kind.compile(dialect=dialect)
         params.append(column.value)
@@ -309,12 +319,19 @@ async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -
     # the rows took consecutive ids in their order (a join of the rows with the names'
     # array), cost the server more than the client saved decoding them (16,000 rows:
     # 0.21-0.32 s against 0.13-0.21 s, measured 2026-12-06).
-    sql = (
+    return (
         f"INSERT INTO {NODES.name} ({', '.join(_NODE_COLUMNS)}) SELECT {', '.join(selected)} "
-        f"FROM unnest({', '.join(arrays)}) AS u({aliases}) RETURNING step, id"
+        f"FROM unnest({', '.join(arrays)}) AS u({aliases})"
     )
-    found = await (await driver_connection(conn)).fetch(sql, *params)
-    return {step: int(node_id) for step, node_id in found}
+
+
+def pg_param(dialect: sa.Dialect, column: sa.Column[Any], value: Any, params: list[Any]) -> str:
+    """Postgres: ``value`` for ``column`` appended to ``params`` through the column's bind
+    processor; its typed parameter marker (``$n::type``)."""
+    kind = column.type.dialect_impl(dialect)
+    process = kind.bind_processor(dialect)
+    params.append(value if process is None else process(value))
+    return f"${len(params)}::{kind.compile(dialect=dialect)}"
 
 
 # Below this many rows an executemany costs less than building one JSON document.
@@ -354,20 +371,59 @@ def _unnest_insert(
 ) -> str:
     """Postgres: ``rows`` (column -> value) as one ``INSERT ... SELECT ... FROM unnest``,
     one array parameter per column (appended to ``params``), through the bind processors."""
-    keys = list(rows[0])
-    arrays = []
-    for key in keys:
+    keys = tuple(rows[0])
+    shape = _unnest_shape(dialect, table, keys)
+    first = len(params) + 1
+    for key, process in zip(keys, shape.processors, strict=True):
         values = [row.get(key) for row in rows]
-        kind = table.c[key].type.dialect_impl(dialect)
-        process: Callable[[Any], Any] | None = kind.bind_processor(dialect)
         params.append(values if process is None else _processed(values, process))
-        arrays.append(f"${len(params)}::{kind.compile(dialect=dialect)}[]")
+    return shape.sql.format(*range(first, first + len(keys)))
+
+
+class _UnnestShape(NamedTuple):
+    """A table's ``_unnest_insert`` for one set of columns: its SQL with the parameter
+    numbers left to fill in (``str.format``), and each column's bind processor."""
+
+    sql: str
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+# (dialect, table, columns) -> shape: the column types compiled and their bind processors
+# made once, not on every commit (~0.06 ms a commit of three tables otherwise).
+_UNNEST_SHAPES: dict[tuple[str, str, tuple[str, ...]], _UnnestShape] = {}
+
+
+def _unnest_shape(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> _UnnestShape:
+    cache_key = (dialect.name, table.name, keys)
+    found = _UNNEST_SHAPES.get(cache_key)
+    if found is not None:
+        return found
+    arrays = []
+    processors = []
+    for i, key in enumerate(keys):
+        kind = table.c[key].type.dialect_impl(dialect)
+        processors.append(kind.bind_processor(dialect))
+        arrays.append("${" + str(i) + "}::" + kind.compile(dialect=dialect) + "[]")
     columns = ", ".join(keys)
     aliases = ", ".join(f"c{i}" for i in range(len(keys)))
-    return (
+    sql = (
         f"INSERT INTO {table.name} ({columns}) SELECT {aliases} "
         f"FROM unnest({', '.join(arrays)}) AS u({aliases})"
     )
+    found = _UnnestShape(sql, tuple(processors))  # names and types hold no braces
+    _UNNEST_SHAPES[cache_key] = found
+    return found
+
+
+def _update_run_pg(dialect: sa.Dialect, update: RunUpdate, params: list[Any]) -> str:
+    """Postgres: the run row's UPDATE for ``update`` (``_run_values``), its parameters
+    appended to ``params`` through the columns' bind processors; ends in its WHERE."""
+    sets = ", ".join(
+        f"{name} = {pg_param(dialect, RUNS.c[name], value, params)}"
+        for name, value in _run_values(update).items()
+    )
+    params.append(update.id)
+    return f"UPDATE {RUNS.name} SET {sets} WHERE id = ${len(params)}"
 
 
 def _processed(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
@@ -473,15 +529,19 @@ async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | No
     until the transaction ends: a takeover waits for it."""
     if owner is None:
         return
-    driver = await driver_connection(conn)
     if conn.dialect.name == "sqlite":
+        driver = await driver_connection(conn)
         # sqlite3 has begun no transaction yet (it does so before the first write): begun
         # here, IMMEDIATE; SQLAlchemy's commit or rollback ends it as it would have.
         if not driver.in_transaction:
             await driver.execute("BEGIN IMMEDIATE")
         held = bool(await driver.execute_fetchall(_GUARD_SQLITE, (run_id, owner)))
     else:
-        held = await driver.fetchval(_GUARD_PG, run_id, owner) is not None
+        # Through SQLAlchemy, which sends BEGIN before its first statement: on the driver's
+        # own connection the check ran before that BEGIN, in a transaction of its own, and
+        # its row lock ended before the writes it guards.
+        result = await conn.exec_driver_sql(_GUARD_PG, (run_id, owner))
+        held = result.first() is not None
     if not held:
         raise lease_not_held(run_id, owner)
 
@@ -539,18 +599,19 @@ class SqlWrites(SqlBase):
     def _pg_statement_fits(self, conn: AsyncConnection, batch: WriteBatch) -> bool:
         """The runtime's usual Postgres batch (node updates, stored completions, call stats,
         which worker ran the attempts a coordinator ran itself: a coordinator's commits, a
-        worker's calls), no transaction open."""
+        worker's calls; the run's row: its end), no transaction open."""
         return (
             self.dialect == "postgresql"
-            and bool(batch.nodes or batch.completions or batch.stats or batch.ran_on)
-            and not (batch.run or batch.logs or batch.attempts)
+            and bool(batch.nodes or batch.completions or batch.stats or batch.ran_on or batch.run)
+            and not (batch.logs or batch.attempts)
             and not conn.in_transaction()
         )
 
     async def _write_pg_statement(self, conn: AsyncConnection, batch: WriteBatch) -> None:
         """Such a batch and its NOTIFY in ONE statement on asyncpg (its own transaction):
         one round trip where BEGIN, each table's statement, NOTIFY and COMMIT took four to
-        six (a round trip costs more CPU than the rows in it on a loaded machine)."""
+        six (a round trip costs more CPU than the rows in it on a loaded machine); a run's
+        end too (it took BEGIN, the guard, the update, NOTIFY and COMMIT)."""
         dialect = conn.dialect
         params: list[Any] = []
         parts: list[str] = []
@@ -566,6 +627,8 @@ class SqlWrites(SqlBase):
         if batch.ran_on:
             rows = [step_worker_to_columns(r) for r in batch.ran_on]
             parts.append(_unnest_insert(dialect, STEP_WORKERS, rows, params))
+        if batch.run is not None:  # the run's end, under the batch's lease guard
+            parts.append(_update_run_pg(dialect, batch.run, params))
         notify = [NOTIFY_CHANNEL, sorted(batch.run_ids())]
         driver = await driver_connection(conn)
         if batch.owner is None:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
@@ -21,6 +22,7 @@ from baton_nb.store import (
     AttemptRow,
     CompletionRow,
     NewTask,
+    RunRow,
     RunStore,
     RunUpdate,
     SqlStore,
@@ -30,7 +32,8 @@ from baton_nb.store import (
     WriteBatch,
     open_worker_store,
 )
-from baton_nb.store._sql_base import driver_connection
+from baton_nb.store._sql_base import NOTIFY_CHANNEL, driver_connection
+from baton_nb.store._sql_write import guard_lease
 from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.integration.test_store import (
     T0,
@@ -443,3 +446,111 @@ async def test_tasks_left_queued_when_the_run_ended_are_dropped_by_its_coordinat
     assert list(await queue.run_tasks(run_id)) == ["s[1]"]
     assert await queue.drop_run_tasks(run_id, "p1") == 1
     assert await queue.claim("w1", [run_id], False, 10, 60) == []
+
+
+async def test_the_guard_of_a_transaction_holds_its_row_lock_until_the_end(
+    pg_store: SqlStore, run_id: str
+) -> None:
+    """``guard_lease`` in a transaction (``store.begin()``: a provider batch's rows, a map's
+    item count, a commit holding logs) locks the run's row in THAT transaction: a takeover
+    waits until the block ends. (It ran on the driver before SQLAlchemy's BEGIN, in a
+    transaction of its own whose lock was gone before the writes.)"""
+    await a_run(pg_store, run_id)
+    assert await pg_store.acquire_lease(run_id, "p1", 60)
+    taker = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await taker.execute("SET lock_timeout = '200ms'")
+        async with pg_store.begin() as conn:
+            await guard_lease(conn, run_id, "p1")
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await taker.execute(
+                    "UPDATE workflow_runs SET lease_owner = 'p2' WHERE id = $1", run_id
+                )
+        assert (
+            await taker.execute("UPDATE workflow_runs SET lease_owner = 'p2' WHERE id = $1", run_id)
+            == "UPDATE 1"
+        )
+    finally:
+        await taker.close()
+
+
+async def test_a_run_s_rows_map_chunk_and_end_are_one_statement_each_on_postgres(
+    pg_store: SqlStore, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's rows with its nodes, a map's chunk under the lease with the group's item
+    count, and the run's end under the lease: one statement each (BEGIN, the guard, each
+    table, NOTIFY and COMMIT were a round trip each), and each notifies watchers."""
+    from asyncpg.protocol import Protocol
+
+    await a_run(pg_store, f"{run_id}-warm")  # the connection's types and statements
+    notified: list[str] = []
+    listener = await asyncpg.connect(POSTGRES_URL)
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args[-1]))
+    sent: list[str] = []
+    for name in ("bind_execute", "bind_execute_many", "query"):  # not prepare: cached
+
+        def counting(original: Any, name: str = name) -> Any:
+            async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+                sent.append(name)
+                return await original(self, *args, **kwargs)
+
+            return method
+
+        monkeypatch.setattr(Protocol, name, counting(getattr(Protocol, name)))
+    try:
+        ids = await a_run(pg_store, run_id)
+        assert len(sent) == 1, sent
+        assert await pg_store.acquire_lease(run_id, "p1", 60)
+        sent.clear()
+        rows = [node_row(run_id, f"fan[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(3)]
+        found = await pg_store.insert_nodes(rows, owner="p1", map_items=(ids["fan"], 3))
+        assert set(found) == {"fan[0]", "fan[1]", "fan[2]"} and len(sent) == 1, sent
+        sent.clear()
+        end = RunUpdate(run_id, RunStatus.COMPLETED, (), T0, 1, True)
+        await pg_store.write(WriteBatch(run_id=run_id, run=end, owner="p1"))
+        assert len(sent) == 1, sent
+        with anyio.fail_after(10):
+            while notified.count(run_id) < 3:
+                await anyio.sleep(0.01)
+    finally:
+        monkeypatch.undo()
+        await listener.close()
+    nodes = {n.step: n for n in await pg_store.get_nodes(run_id)}
+    assert nodes["fan"].map_items == 3 and found["fan[2]"] == nodes["fan[2]"].id
+    run = await pg_store.get_run(run_id)
+    assert run is not None and (run.status, run.lease_owner) == ("completed", None)
+
+
+async def _a_run_with_a_map_chunk_and_its_end(store: RunStore, run_id: str) -> RunRow | None:
+    ids = await a_run(store, run_id)
+    assert await store.acquire_lease(run_id, "p1", 60)
+    rows = [node_row(run_id, f"fan[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(2)]
+    await store.insert_nodes(rows, owner="p1", map_items=(ids["fan"], 2))
+    later = T0 + timedelta(seconds=3)
+    update = (State.COMPLETED, 1, None, '{"v": 1}', True, 0, T0, later, later, ids["a"])
+    end = RunUpdate(run_id, RunStatus.COMPLETED, (), later, 1, True)
+    await store.write(WriteBatch(run_id=run_id, nodes=[update], run=end, owner="p1"))
+    return await store.get_run(run_id)
+
+
+async def test_built_in_types_are_looked_up_once_per_process_on_postgres(
+    run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg looks up the array types it has no codec for (``int[]``, ``bool[]``,
+    ``timestamptz[]``: the store's statements) on each new connection; the store's
+    connections remember them for the process: a store opened later (a new engine, new
+    connections) stores a run, its map's chunk and its end without looking them up."""
+    async with await Store.open(_postgres()) as first:
+        await _a_run_with_a_map_chunk_and_its_end(first, f"{run_id}-first")
+    looked_up: list[frozenset[int]] = []
+    original = asyncpg.Connection._introspect_types
+
+    async def counting(self: Any, typeoids: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(frozenset(typeoids))
+        return await original(self, typeoids, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "_introspect_types", counting)
+    async with await Store.open(_postgres()) as store:
+        run = await _a_run_with_a_map_chunk_and_its_end(store, run_id)
+    assert run is not None and run.status == "completed"
+    assert looked_up == []
