@@ -238,8 +238,17 @@ def build_nodes(graph: GraphSpec, rows: Sequence[NodeRow]) -> dict[str, Node]:
 def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -> list[Node]:
     """Everything not completed runs again with fresh attempts; counters recomputed.
     Returns the nodes it changed, to write: not the completed ones (a resumed map of
-    100,000 completed children wrote them all again, a second of writes)."""
+    100,000 completed children wrote them all again, a second of writes).
+
+    A completed step that ran without one of its deps (``ignore_discarded`` or
+    ``ignore_cancelled``: that dep is not completed now) computed from partial data: it
+    runs again as that dep does, and so does every completed step downstream of it (and a
+    map's children, whose items may change); their LLM calls replay from the store when
+    the request is the same."""
     changed: dict[str, Node] = {}
+    for node in _ran_without_deps(nodes):
+        node.state = State.PENDING
+        changed[node.name] = node
     for node in nodes.values():
         if node.state is State.COMPLETED:
             continue
@@ -265,3 +274,26 @@ def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -
             node.remaining = remaining
             changed[node.name] = node
     return list(changed.values())
+
+
+def _ran_without_deps(nodes: Mapping[str, Node]) -> list[Node]:
+    """The completed nodes to run again on a resume: those that completed while a dep had
+    not (it is not completed now, and runs again), everything completed downstream of
+    them, and the children of the groups among them."""
+    completed = State.COMPLETED
+    stack = [
+        node
+        for node in nodes.values()
+        if node.state is completed
+        and node.kind is not NodeKind.CHILD
+        and any(nodes[d].state is not completed for d in node.deps)
+    ]
+    found: dict[str, Node] = {}
+    while stack:
+        node = stack.pop()
+        if node.name in found:
+            continue
+        found[node.name] = node
+        stack.extend(d for d in node.dependents if d.state is completed)
+        stack.extend(c for c in node.children if c.state is completed)
+    return list(found.values())

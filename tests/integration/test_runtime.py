@@ -346,6 +346,74 @@ async def test_ignore_discarded_after_a_failed_map_gets_its_survivors(
     assert run.status == "failed"
 
 
+async def test_a_step_computed_from_survivors_runs_again_when_a_resume_completes_the_group(
+    db_url: str, unique: str
+) -> None:
+    """A tolerant step that got a failed map's survivors, and what follows it, run again on
+    a resume that completes the map: the run does not complete on partial data. The rest
+    is reused: the source and the children that completed do not run again, the tolerant
+    step's LLM call with the same request replays, one with a new request is made; a
+    map over the tolerant step's value runs all its children again (items may change)."""
+    wf = bn.Workflow(f"survivors-resume-{unique}", db=db_url)
+    broken = {"on": True}
+    ran: list[str] = []
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        ran.append("items")
+        return [1, 2, 3, 4]
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def work(ctx: bn.Context) -> int:
+        ran.append(f"work:{ctx.item}")
+        if ctx.item == 3 and broken["on"]:
+            raise ValueError("boom")
+        return ctx.item * 10
+
+    @wf.step(ignore_discarded=True)
+    async def total(ctx: bn.Context, work: list[int | None]) -> int:
+        ran.append("total")
+        await ctx.complete(model="mock/gpt-4o-mini", prompt="same", max_tokens=5)
+        survivors = [r for r in work if r is not None]
+        await ctx.complete(model="mock/gpt-4o-mini", prompt=str(survivors), max_tokens=5)
+        return sum(survivors)
+
+    @wf.step()
+    async def report(ctx: bn.Context, total: int) -> str:
+        ran.append("report")
+        return f"total {total}"
+
+    @wf.step()
+    async def parts(ctx: bn.Context, total: int) -> list[int]:
+        return [total, total + 1]
+
+    @wf.step(map_over="parts")
+    async def halves(ctx: bn.Context) -> int:
+        ran.append(f"halves:{ctx.item}")
+        return ctx.item // 2
+
+    @wf.step()
+    async def unrelated(ctx: bn.Context, items: list[int]) -> int:
+        ran.append("unrelated")
+        return len(items)
+
+    first = await wf.run(display=False)
+    assert first.status == "failed" and first.results["total"] == 70
+    assert first.results["report"] == "total 70" and first.results["halves"] == [35, 35]
+    broken["on"] = False
+    ran.clear()
+    run = await wf.run(run_id=first.id, display=False)
+    assert run.status == "completed"
+    assert run.results["work"] == [10, 20, 30, 40]
+    assert run.results["total"] == 100 and run.results["report"] == "total 100"
+    assert run.results["halves"] == [50, 50]
+    assert sorted(ran) == ["halves:100", "halves:101", "report", "total", "work:3"]
+    stored = await bn.Run.load(first.id, db=db_url)
+    assert stored.status == "completed" and stored.results["total"] == 100
+    total_calls = [c for c in stored.calls if c.step == "total"]
+    assert sorted(c.replayed for c in total_calls) == [False, False, False, True]
+
+
 async def test_dep_callbacks_are_called_with_reason_and_ctx(db_url: str, unique: str) -> None:
     seen: list[tuple[str, str, str]] = []
 
