@@ -133,12 +133,13 @@ async def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def importable_here() -> None:
-    """The working directory on ``sys.path``, first, as ``python -m`` puts it: a worker
-    started where ``pipeline.py`` is imports ``pipeline:wf`` (a console script gets its
-    own folder there instead)."""
+    """The working directory on ``sys.path``, last: a worker started where ``pipeline.py``
+    is imports ``pipeline:wf`` (a console script gets its own folder there instead). Last,
+    after the standard library and the installed packages: a local ``getpass.py`` or
+    ``configparser.py`` shadows nothing (asyncpg imports those late, as it connects)."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)
 
 
 def load_workflow(ref: str) -> Any:

@@ -166,3 +166,28 @@ def test_demo_help_names_the_common_default_database(capsys: pytest.CaptureFixtu
 )
 def test_sqlite_file_of_a_url(url: str, path: str | None) -> None:
     assert sqlite_file(url) == path
+
+
+def test_the_worker_imports_from_its_working_directory_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker finds ``pipeline.py`` where it was started, but a local ``getpass.py`` or
+    ``configparser.py`` there does not shadow the standard library (asyncpg imports them
+    late: the worker crashed as it connected)."""
+    import importlib.machinery
+    import sys
+
+    from baton_nb.cli._workers import importable_here
+
+    for name in ("pipeline", "getpass", "configparser"):
+        (tmp_path / f"{name}.py").write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    importable_here()
+    assert sys.path[-1] == str(tmp_path)
+    found = importlib.machinery.PathFinder.find_spec("pipeline", sys.path)
+    assert found is not None and found.origin == str(tmp_path / "pipeline.py")
+    for name in ("getpass", "configparser"):
+        spec = importlib.machinery.PathFinder.find_spec(name, sys.path)
+        assert spec is not None and spec.origin is not None
+        assert not spec.origin.startswith(str(tmp_path))
