@@ -414,6 +414,8 @@ async def test_a_second_rerun_at_once_raises_run_locked_naming_the_run(
         f"process that is gone, which another process ({winner}) just resumed: follow it with"
     )
     assert str(raised.value).endswith("or start a new run with wf.run(..., resume=False)")
+    shown = raised.value._render_traceback_()  # type: ignore[attr-defined]
+    assert shown == [f"RunLocked: {raised.value}"]  # in a notebook: this line, no frames
     assert ran == [] and [r.id for r in await bn.runs(db_url, workflow=wf.name)] == [first.id]
     async with await Store.open(db_url) as store:
         row = await store.get_run(first.id)
