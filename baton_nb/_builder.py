@@ -411,6 +411,8 @@ async def _run_here(
             _short_traceback(exc, live[0].resume_message(_name_in_notebook(wf)))
         elif live and isinstance(exc, RunLocked) and live[0].status == "taken_over":
             _short_traceback(exc, f"RunLocked: {exc}")  # who has the run, how to follow it
+        elif not live and isinstance(exc, RunLocked) and run_id is None:
+            _short_traceback(exc, f"RunLocked: {exc}")  # a second re-run: whose run, what next
         raise
     finally:
         for handle in shown:

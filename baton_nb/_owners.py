@@ -59,10 +59,19 @@ def owner_gone(
     status: RunStatus, owner: str | None, expires: datetime | None, now: datetime
 ) -> bool:
     """A ``running`` run whose executing process is gone: on this host a pid that no
-    longer exists, anywhere a lease that expired before ``now``. A run no process ever
-    held (submitted and pending, or without an owner) is not."""
+    longer exists (a live pid is alive, even stalled by SIGSTOP or a debugger with its
+    lease expired), on another host a lease that expired before ``now``. A run no process
+    ever held (submitted and pending, or without an owner) is not."""
     if status is not RunStatus.RUNNING or not owner:
         return False
-    if expires is not None and expires < now:
+    if holder_is_dead(owner):
         return True
-    return holder_is_dead(owner)
+    if _on_this_host(owner):
+        return False
+    return expires is not None and expires < now
+
+
+def _on_this_host(holder: str) -> bool:
+    """A ``host:pid:tag`` holder of this host whose pid is known (alive, or this process)."""
+    host, _, rest = holder.partition(":")
+    return host == socket.gethostname() and rest.partition(":")[0].isdigit()

@@ -97,17 +97,27 @@ class Lease:
                 )
 
 
-async def take_lease(store: ExecutionStore, run_id: str, lease: Lease, holder: str | None) -> None:
-    """Take the run's lease, from a dead holder too; ``RunLocked`` if a live one has it."""
+async def take_lease(
+    store: ExecutionStore,
+    run_id: str,
+    lease: Lease,
+    holder: str | None,
+    *,
+    count_execution: bool = False,
+) -> None:
+    """Take the run's lease, from a dead holder too; ``RunLocked`` if a live one has it.
+    ``count_execution``: count this execution in the run's row as the lease is taken."""
     sent = lease.clock()
-    if await store.acquire_lease(run_id, lease.owner, lease.ttl):
+    if await store.acquire_lease(run_id, lease.owner, lease.ttl, count_execution=count_execution):
         lease.valid_until = sent + lease.ttl
         return
     sent = lease.clock()
     if (
         holder
         and _holder_is_dead(holder)
-        and await store.acquire_lease(run_id, lease.owner, lease.ttl, steal_from=holder)
+        and await store.acquire_lease(
+            run_id, lease.owner, lease.ttl, steal_from=holder, count_execution=count_execution
+        )
     ):
         lease.valid_until = sent + lease.ttl
         return

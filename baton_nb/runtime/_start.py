@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, RunLocked
 from .._gc import fewer_collections
 from .._graph import GraphSpec
 from .._run import Run, load_run
@@ -22,7 +22,7 @@ from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
 from ._spend import open_spend
-from ._unfinished import Unfinished, find_unfinished
+from ._unfinished import Unfinished, find_unfinished, resume_key
 
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
@@ -50,6 +50,7 @@ async def execute_run(
     """
     params_json = _encode_params(params)
     model_map = {**graph.models, **dict(models or {})}
+    key = resume_key(graph, model_map)
     # Collections rarer from the store's opening to its closing (``_gc``): a full
     # collection that fell due before the run waits for its end, not for its first wave.
     with fewer_collections():
@@ -60,7 +61,7 @@ async def execute_run(
                 found = None
                 if run_id is None and resume_unfinished:
                     found = await find_unfinished(
-                        store, graph.name, params_json, model_map, set(graph.steps)
+                        store, graph.name, params_json, model_map, set(graph.steps), key
                     )
                     existing = found.row if found is not None else None
                 created = None
@@ -68,15 +69,20 @@ async def execute_run(
                     _check_resumable(graph, existing, params, params_json)
                     if existing.status is RunStatus.COMPLETED:
                         return await Run.from_store(store, existing.id)
-                    await take_lease(store, existing.id, lease, existing.lease_owner)
+                    if found is None:
+                        await take_lease(store, existing.id, lease, existing.lease_owner)
+                    else:
+                        await _take_unfinished(store, found, lease)
                     run_id = existing.id
                     if found is not None and on_resume is not None:
                         on_resume(found)
                 else:
                     run_id = run_id or uuid.uuid4().hex
-                    created = await _create(store, graph, run_id, params_json, model_map, lease)
+                    created = await _create(
+                        store, graph, run_id, params_json, model_map, lease, key
+                    )
                 driver = await _prepare(
-                    store, graph, run_id, lease, concurrency, model_map, created
+                    store, graph, run_id, lease, concurrency, model_map, created, found is not None
                 )
                 created = None  # the rows: the nodes have what they need, free them before the run
                 if on_start is not None:
@@ -85,6 +91,29 @@ async def execute_run(
         finally:
             with anyio.CancelScope(shield=True):
                 await store.close()
+
+
+async def _take_unfinished(store: ExecutionStore, found: Unfinished, lease: Lease) -> None:
+    """The lease of the unfinished run this call would resume; ``RunLocked`` naming that
+    run when another process (a second re-run at the same moment) resumed it first."""
+    row = found.row
+    try:
+        if found.resumed_by is None:
+            await take_lease(store, row.id, lease, row.lease_owner, count_execution=True)
+            return
+        owner: str | None = found.resumed_by
+        cause: RunLocked | None = None
+    except RunLocked as exc:
+        owner, cause = exc.owner, exc
+    args = f"{row.id!r}, db={store.url!r}"
+    raise RunLocked(
+        f"this call would have resumed run {row.id} of {row.workflow!r}, left unfinished by a "
+        f"process that is gone, which another process ({owner}) just resumed: follow it with "
+        f"bn.DagWidget({args}) in a notebook or bn.watch({args}), or start a new run with "
+        "wf.run(..., resume=False)",
+        run_id=row.id,
+        owner=owner,
+    ) from cause
 
 
 def _encode_params(params: Mapping[str, Any] | None) -> str:
@@ -119,6 +148,7 @@ async def _create(
     params_json: str,
     models: Mapping[str, str],
     lease: Lease,
+    key: str | None = None,
 ) -> tuple[Run, list[NodeRow]]:
     """Insert a new run and its nodes; the Run and node rows as they were committed.
 
@@ -136,6 +166,7 @@ async def _create(
         executions=1,
         lease_owner=lease.owner,
         lease_expires_at=now + timedelta(seconds=lease.ttl),
+        resume_key=key,
     )
     rows = _node_rows(graph, run_id, models, now)
     ids = await store.insert_run(run_row, rows)
@@ -172,8 +203,10 @@ async def _prepare(
     concurrency: int,
     models: dict[str, str],
     created: tuple[Run, list[NodeRow]] | None,
+    counted: bool = False,
 ) -> Driver:
-    """The driver of a run just created (``created``) or of a stored one to resume."""
+    """The driver of a run just created (``created``) or of a stored one to resume
+    (``counted``: its lease's taking counted this execution already)."""
     resumed = created is None
     run, rows = created if created is not None else await load_run(store, run_id)
     _check_same_steps(graph, run_id, rows)
@@ -205,7 +238,7 @@ async def _prepare(
         for node in changed:
             driver.mark(node)
         previous = await store.get_run(run_id)
-        executions = (previous.executions if previous else 0) + 1
+        executions = (previous.executions if previous else 0) + (0 if counted else 1)
         driver.commit.set_run(RunUpdate(run_id, RunStatus.RUNNING, executions=executions))
         await store.write(driver.commit.take_batch())
     return driver

@@ -6,20 +6,25 @@ params and model map resumes that run instead of starting a new one that pays ev
 again. Only such a run: one the user stopped (interrupt, ``run.cancel()``), one a budget
 stopped (both stored ``cancelled``, with the line that resumes them), a finished one, one
 whose owner is alive (another notebook running the same workflow: two runs are
-legitimate), one of other params or models, and one submitted to workers (theirs to run)
+legitimate), one of other params, models (the whole map) or step code, one stored before
+schema 14 (which knows neither), and one submitted to workers (theirs to run)
 are never picked. ``wf.run(resume=False)`` asks for a new run.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .. import _jsonutil
+from .._graph import GraphSpec
 from .._owners import owner_gone
 from .._states import NodeKind, RunStatus, State
 from ..store import RunRow, RunStore, utcnow
+from ._code import code_hash
 
-__all__ = ["Unfinished", "find_unfinished"]
+__all__ = ["Unfinished", "find_unfinished", "resume_key"]
 
 _LOOKED_AT = 20  # the newest running runs of the workflow looked at
 
@@ -31,6 +36,7 @@ class Unfinished:
     row: RunRow
     done: int
     total: int
+    resumed_by: str | None = None  # a live process that resumed it already (find_unfinished)
 
     def message(self, wf_name: str, new_run_line: str) -> str:
         """The one line the cell shows when it resumes the run."""
@@ -42,24 +48,41 @@ class Unfinished:
         )
 
 
+def resume_key(graph: GraphSpec, models: Mapping[str, str]) -> str:
+    """A hash of the whole model map (a map step's children take theirs from it) and of
+    the steps' code (``code_hash``): stored on a new run, compared before resuming it."""
+    text = _jsonutil.dumps({"models": dict(sorted(models.items())), "code": code_hash(graph)})
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 async def find_unfinished(
-    store: RunStore, workflow: str, params_json: str, models: Mapping[str, str], steps: set[str]
+    store: RunStore,
+    workflow: str,
+    params_json: str,
+    models: Mapping[str, str],
+    steps: set[str],
+    key: str,
 ) -> Unfinished | None:
     """The newest run of ``workflow`` left unfinished by a process that is gone, with
-    these params (as stored), this model map and these steps; None if there is none."""
+    these params (as stored), this model map, these steps and this code (``key``, from
+    ``resume_key``: a run stored without one is never picked); None if there is none.
+
+    A run of the same kind that another live process resumed (its ``executions`` > 1)
+    and that is newer than any to resume is returned with ``resumed_by`` set: a second
+    re-run at the same moment as the first, which must not start a new paid run unasked.
+    """
     rows = await store.list_runs(workflow=workflow, status=RunStatus.RUNNING, limit=_LOOKED_AT)
     now = utcnow()
-    rows = [
-        r
-        for r in rows
-        if r.params == params_json and owner_gone(r.status, r.lease_owner, r.lease_expires_at, now)
-    ]
+    rows = [r for r in rows if r.params == params_json and r.resume_key == key]
     if not rows:
         return None
     submitted = await store.submitted_run_ids([r.id for r in rows])
     for row in rows:
         if row.id in submitted:
             continue
+        gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
+        if not gone and row.executions <= 1:
+            continue  # another notebook's own run of the same workflow: two runs
         nodes = await store.get_nodes(row.id)
         top = {n.step: n for n in nodes if n.parent is None}
         if set(top) != steps:
@@ -68,5 +91,5 @@ async def find_unfinished(
             continue  # another model map: another run
         counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
         done = sum(n.state is State.COMPLETED for n in counted)
-        return Unfinished(row, done, len(counted))
+        return Unfinished(row, done, len(counted), None if gone else row.lease_owner)
     return None

@@ -174,9 +174,17 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
         """Stored responses of a node: call_index -> (request_hash, response JSON)."""
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, *, steal_from: str | None = None
+        self,
+        run_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        steal_from: str | None = None,
+        count_execution: bool = False,
     ) -> bool:
-        """Take the run's lease if free, expired, ours, or held by ``steal_from`` (dead)."""
+        """Take the run's lease if free, expired, ours, or held by ``steal_from`` (dead);
+        ``count_execution``: add one to the run's ``executions`` in the same write (a
+        re-run that resumes it: any other sees at once that it was resumed)."""
 
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         """Extend our lease; False if another owner holds it now."""

@@ -117,7 +117,13 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         }
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, *, steal_from: str | None = None
+        self,
+        run_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        steal_from: str | None = None,
+        count_execution: bool = False,
     ) -> bool:
         run = self.data.runs.get(run_id)
         now = utcnow()
@@ -132,6 +138,7 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
         )
         if free:
             run.lease_owner, run.lease_expires_at = owner, now + timedelta(seconds=ttl)
+            run.executions += count_execution
         return free
 
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:

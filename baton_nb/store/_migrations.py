@@ -207,6 +207,14 @@ def _v13_map_items(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE workflow_nodes ADD COLUMN map_items INTEGER")
 
 
+def _v14_resume_key(conn: Connection) -> None:
+    """A run's model map and steps' code, hashed (``wf.run()`` resumes an unfinished run
+    only when both are the same); runs stored before have none and are never resumed so."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_runs")}
+    if "resume_key" not in have:
+        conn.exec_driver_sql("ALTER TABLE workflow_runs ADD COLUMN resume_key TEXT")
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
@@ -218,6 +226,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (11, _v11_budgets_and_cache),
     (12, _v12_shared_limits),
     (13, _v13_map_items),
+    (14, _v14_resume_key),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

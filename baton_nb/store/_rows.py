@@ -78,6 +78,9 @@ class RunRow:
     executions: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    # A hash of the model map and the steps' code the run was started with: ``wf.run()``
+    # resumes an unfinished run only when both are the same (None: not known, never).
+    resume_key: str | None = None
 
 
 @dataclass(slots=True)

@@ -84,6 +84,7 @@ def run_to_columns(run: RunRow) -> dict[str, Any]:
         "executions": run.executions,
         "lease_owner": run.lease_owner,
         "lease_expires_at": run.lease_expires_at,
+        "resume_key": run.resume_key,
     }
 
 
@@ -100,6 +101,7 @@ def run_from_columns(row: Columns) -> RunRow:
         executions=int(row["executions"] or 0),
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
+        resume_key=row["resume_key"],
     )
 
 

@@ -265,7 +265,13 @@ class SqlRuns(SqlWrites):
     # ── lease: one executor per run ───────────────────────────────────────────
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, *, steal_from: str | None = None
+        self,
+        run_id: str,
+        owner: str,
+        ttl: float,
+        *,
+        steal_from: str | None = None,
+        count_execution: bool = False,
     ) -> bool:
         """Take the run's lease if it is free, expired, or held by ``steal_from`` (a dead owner)."""
         now = utcnow()
@@ -276,11 +282,15 @@ class SqlRuns(SqlWrites):
         )
         if steal_from is not None:
             free = sa.or_(free, RUNS.c.lease_owner == steal_from)
+        values: dict[str, Any] = {
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=ttl),
+        }
+        if count_execution:
+            values["executions"] = RUNS.c.executions + 1
         async with self.begin() as conn:
             result = await conn.execute(
-                sa.update(RUNS)
-                .where(RUNS.c.id == run_id, free)
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl))
+                sa.update(RUNS).where(RUNS.c.id == run_id, free).values(**values)
             )
             return bool(result.rowcount == 1)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -280,3 +281,182 @@ async def test_resume_false_with_a_run_id_is_refused(sqlite_url: str) -> None:
         await wf.run(run_id="abcdef", resume=False, display=False)
     with pytest.raises(bn.ConfigurationError, match="resume must be True or False"):
         await wf.run(resume="no", display=False)  # type: ignore[arg-type]
+
+
+# ── the same model map and code, or no resume; two re-runs at once; a stalled owner ──
+
+
+def _map_steps(db: str, name: str, suffix: str = "") -> bn.Workflow:
+    wf = bn.Workflow(name, db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [0, 1]
+
+    if suffix:
+
+        @wf.step(map_over="items")
+        async def ask(ctx: bn.Context) -> str:
+            return f"{ctx.model} {ctx.item} edited"
+
+    else:
+
+        @wf.step(map_over="items")
+        async def ask(ctx: bn.Context) -> str:
+            return f"{ctx.model} {ctx.item}"
+
+    return wf
+
+
+async def _left_running(db: str, run_id: str, owner: str, *, expired: bool = False) -> None:
+    expires = utcnow() + timedelta(seconds=-3600 if expired else 3600)
+    async with await Store.open(db) as store, store.engine.begin() as conn:
+        await conn.execute(
+            sa.update(RUNS)
+            .where(RUNS.c.id == run_id)
+            .values(status="running", finished_at=None, lease_owner=owner, lease_expires_at=expires)
+        )
+
+
+@pytest.mark.parametrize("case", ["same", "map-models", "code", "stored-without-key"])
+async def test_resumed_only_with_the_same_model_map_and_code(
+    db_url: str, unique: str, case: str
+) -> None:
+    """A map step's node stores no model (its children take theirs from the call's map),
+    and nothing on the nodes says which code ran: the run's ``resume_key`` does; a run
+    stored before it existed (NULL) is never resumed unasked."""
+    name = f"key-{unique}"
+    first = await _map_steps(db_url, name).run(models={"ask": "mock/a"}, display=False)
+    await _left_running(db_url, first.id, _dead_owner())
+    if case == "stored-without-key":
+        async with await Store.open(db_url) as store, store.engine.begin() as conn:
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == first.id).values(resume_key=None))
+    wf = _map_steps(db_url, name, suffix="edited" if case == "code" else "")
+    models = {"ask": "mock/b" if case == "map-models" else "mock/a"}
+    run = await wf.run(models=models, display=False)
+    assert (run.id == first.id) is (case == "same")
+    assert run.status == "completed"
+    if case != "same":
+        async with await Store.open(db_url) as store:
+            row = await store.get_run(first.id)
+            assert row is not None and row.status == "running"  # left as it was
+    if case == "map-models":
+        assert run.results["ask"] == ["mock/b 0", "mock/b 1"]
+
+
+@pytest.mark.slow  # a real process, stopped
+async def test_a_stalled_process_of_this_host_is_alive_even_with_its_lease_expired(
+    db_url: str, unique: str
+) -> None:
+    """SIGSTOP (or a debugger) stops the lease's renewals, not the process: on this host
+    its pid decides, so a re-run starts a run of its own instead of taking it over."""
+    ran: list[str] = []
+    wf = _two_steps(db_url, f"stalled-{unique}", ran)
+    first = await wf.run(params={"k": 1}, display=False)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        owner = f"{socket.gethostname()}:{proc.pid}:cafebabe"
+        await _left_unfinished(db_url, first.id, owner=owner, expired=True)
+        [listed] = await bn.runs(db_url, workflow=wf.name)
+        assert not listed.abandoned
+        ran.clear()
+        run = await wf.run(params={"k": 1}, display=False)
+        assert run.id != first.id and ran == ["first", "second"]
+    finally:
+        proc.kill()
+        proc.wait()
+    [gone] = [r for r in await bn.runs(db_url, workflow=wf.name) if r.id == first.id]
+    assert gone.abandoned  # its pid no longer exists: resumable now
+    resumed = await wf.run(params={"k": 1}, display=False)
+    assert resumed.id == first.id and resumed.status == "completed"
+
+
+@pytest.mark.parametrize("when", ["before-the-look", "between-the-look-and-the-lease"])
+async def test_a_second_rerun_at_once_raises_run_locked_naming_the_run(
+    db_url: str, unique: str, when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two notebooks re-run the crashed workflow at the same moment: one resumes the run,
+    the other neither starts a new paid run unasked nor names a run it never asked for."""
+    ran: list[str] = []
+    wf = _two_steps(db_url, f"twice-{unique}", ran)
+    first = await wf.run(params={"k": 1}, display=False)
+    dead = _dead_owner()
+    await _left_unfinished(db_url, first.id, owner=dead, expired=False)
+    winner = f"{socket.gethostname()}:{os.getppid()}:cafebabe"  # alive, renewing its lease
+
+    async def the_other_resumes() -> None:
+        async with await Store.open(db_url) as store:
+            took = await store.acquire_lease(
+                first.id, winner, 600, steal_from=dead, count_execution=True
+            )
+            assert took
+
+    if when == "before-the-look":
+        await the_other_resumes()
+    else:
+        from baton_nb.runtime import _start
+
+        looked = _start.find_unfinished
+
+        async def look_then_lose(*args: object, **kwargs: object) -> object:
+            found = await looked(*args, **kwargs)  # type: ignore[arg-type]
+            await the_other_resumes()
+            return found
+
+        monkeypatch.setattr(_start, "find_unfinished", look_then_lose)
+    ran.clear()
+    with pytest.raises(bn.RunLocked) as raised:
+        await wf.run(params={"k": 1}, display=False)
+    assert raised.value.run_id == first.id and raised.value.owner == winner
+    assert str(raised.value).startswith(
+        f"this call would have resumed run {first.id} of {wf.name!r}, left unfinished by a "
+        f"process that is gone, which another process ({winner}) just resumed: follow it with"
+    )
+    assert str(raised.value).endswith("or start a new run with wf.run(..., resume=False)")
+    shown = raised.value._render_traceback_()  # type: ignore[attr-defined]
+    assert shown == [f"RunLocked: {raised.value}"]  # in a notebook: this line, no frames
+    assert ran == [] and [r.id for r in await bn.runs(db_url, workflow=wf.name)] == [first.id]
+    async with await Store.open(db_url) as store:
+        row = await store.get_run(first.id)
+        assert row is not None and row.executions == 2 and row.lease_owner == winner
+    monkeypatch.undo()
+    fresh = await wf.run(params={"k": 1}, display=False, resume=False)  # what it advises
+    assert fresh.id != first.id and fresh.status == "completed"
+
+
+@pytest.mark.slow  # real subprocesses
+async def test_two_processes_rerun_at_once_one_resumes_the_other_is_told(
+    fake_providers: FakeProviderServer, db_url: str, tmp_path: Path, unique: str
+) -> None:
+    """Run All in two notebooks after a crash: one resumes the run (it hangs again in
+    the items the crash left, so it is still running when the other has decided), the
+    other raises ``RunLocked`` naming that run; no second run is created."""
+    name = f"twice-{unique}"
+    script = tmp_path / "rerun.py"
+    script.write_text(SCRIPT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "HANG_MARKS": str(marks), "HANG_FROM": str(HANG_FROM)}
+    args = (db_url, fake_providers.base_url, name, str(N))
+    async with workflow_process(script, *args, env=env) as proc:
+        crashed, _ = await _wait_hung(proc, fake_providers, db_url, name, marks)
+        kill9(proc)
+    async with (
+        workflow_process(script, *args, env=env) as one,
+        workflow_process(script, *args, env=env) as two,
+    ):
+        with anyio.fail_after(60):
+            while one.poll() is None and two.poll() is None:
+                await anyio.sleep(0.05)
+        loser, winner = (one, two) if one.poll() is not None else (two, one)
+        assert winner.poll() is None  # resuming, hung in the items left
+        assert loser.returncode != 0 and loser.stderr is not None
+        err = loser.stderr.read().decode()
+        assert f"RunLocked: this call would have resumed run {crashed} of {name!r}" in err
+        assert f"which another process ({socket.gethostname()}:{winner.pid}:" in err
+        assert [r.id for r in await bn.runs(db_url, workflow=name)] == [crashed]
+        async with await Store.open(db_url) as store:
+            row = await store.get_run(crashed)
+            assert row is not None and row.executions == 2
+            assert (row.lease_owner or "").startswith(f"{socket.gethostname()}:{winner.pid}:")
