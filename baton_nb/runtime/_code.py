@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import sys
+import types
 from typing import Any
 
 from .._errors import ConfigurationError
@@ -27,7 +28,23 @@ def _fn_code(fn: Any) -> str:
         code = getattr(fn, "__code__", None)
         if code is None:
             return repr(fn)
-        return str(code.co_code.hex()) + repr(code.co_consts)
+        return _code_text(code)
+
+
+def _code_text(code: types.CodeType) -> str:
+    """A function's code without its source (a REPL, ``exec``, ``python -c``), the same in
+    every process: its bytecode, names and constants, nested code (a comprehension, an
+    inner function) by the same text, not by ``repr`` (which holds a memory address), and
+    a frozenset's members sorted (their order follows the process's string hashing)."""
+    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            parts.append(_code_text(const))
+        elif isinstance(const, frozenset):
+            parts.append(repr(sorted(map(repr, const))))
+        else:
+            parts.append(repr(const))
+    return "\0".join(parts)
 
 
 def code_hash(graph: GraphSpec) -> str:

@@ -107,10 +107,10 @@ async def _take_unfinished(store: ExecutionStore, found: Unfinished, lease: Leas
         owner, cause = exc.owner, exc
     args = f"{row.id!r}, db={store.url!r}"
     raise RunLocked(
-        f"this call would have resumed run {row.id} of {row.workflow!r}, left unfinished by a "
-        f"process that is gone, which another process ({owner}) just resumed: follow it with "
-        f"bn.DagWidget({args}) in a notebook or bn.watch({args}), or start a new run with "
-        "wf.run(..., resume=False)",
+        f"this call would have resumed run {row.id} of {row.workflow!r} (the same params, "
+        f"models and code), which another process ({owner}) resumed and is executing: "
+        f"follow it with bn.DagWidget({args}) in a notebook or bn.watch({args}), or start a "
+        "new run with wf.run(..., resume=False)",
         run_id=row.id,
         owner=owner,
     ) from cause

@@ -14,6 +14,8 @@ are never picked. ``wf.run(resume=False)`` asks for a new run.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -67,9 +69,11 @@ async def find_unfinished(
     these params (as stored), this model map, these steps and this code (``key``, from
     ``resume_key``: a run stored without one is never picked); None if there is none.
 
-    A run of the same kind that another live process resumed (its ``executions`` > 1)
-    and that is newer than any to resume is returned with ``resumed_by`` set: a second
-    re-run at the same moment as the first, which must not start a new paid run unasked.
+    A run of the same kind that another live process executes after a resume (its
+    ``executions`` > 1) and that is newer than any to resume is returned with
+    ``resumed_by`` set: most often a second re-run at the same moment as the first (two
+    notebooks after a crash), which must not start a second paid run of the same work
+    unasked; the caller says so and how to start one (``resume=False``).
     """
     rows = await store.list_runs(workflow=workflow, status=RunStatus.RUNNING, limit=_LOOKED_AT)
     now = utcnow()
@@ -81,8 +85,10 @@ async def find_unfinished(
         if row.id in submitted:
             continue
         gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
-        if not gone and row.executions <= 1:
-            continue  # another notebook's own run of the same workflow: two runs
+        if not gone and (row.executions <= 1 or _this_process(row.lease_owner)):
+            # another notebook's own run of the same workflow, or one this process runs
+            # (a second wf.run() in this kernel): two runs
+            continue
         nodes = await store.get_nodes(row.id)
         top = {n.step: n for n in nodes if n.parent is None}
         if set(top) != steps:
@@ -93,3 +99,9 @@ async def find_unfinished(
         done = sum(n.state is State.COMPLETED for n in counted)
         return Unfinished(row, done, len(counted), None if gone else row.lease_owner)
     return None
+
+
+def _this_process(owner: str | None) -> bool:
+    """Whether the lease ``owner`` (``host:pid:tag``) is a process of this host with this pid."""
+    host, _, rest = (owner or "").partition(":")
+    return host == socket.gethostname() and rest.partition(":")[0] == str(os.getpid())

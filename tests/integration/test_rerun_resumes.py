@@ -410,8 +410,8 @@ async def test_a_second_rerun_at_once_raises_run_locked_naming_the_run(
         await wf.run(params={"k": 1}, display=False)
     assert raised.value.run_id == first.id and raised.value.owner == winner
     assert str(raised.value).startswith(
-        f"this call would have resumed run {first.id} of {wf.name!r}, left unfinished by a "
-        f"process that is gone, which another process ({winner}) just resumed: follow it with"
+        f"this call would have resumed run {first.id} of {wf.name!r} (the same params, "
+        f"models and code), which another process ({winner}) resumed and is executing: follow"
     )
     assert str(raised.value).endswith("or start a new run with wf.run(..., resume=False)")
     shown = raised.value._render_traceback_()  # type: ignore[attr-defined]
@@ -460,3 +460,34 @@ async def test_two_processes_rerun_at_once_one_resumes_the_other_is_told(
             row = await store.get_run(crashed)
             assert row is not None and row.executions == 2
             assert (row.lease_owner or "").startswith(f"{socket.gethostname()}:{winner.pid}:")
+
+
+async def test_a_run_this_process_resumed_and_executes_does_not_refuse_a_second_run(
+    db_url: str, unique: str
+) -> None:
+    """A failed run resumed by its id in this kernel, still executing: a second
+    ``wf.run()`` of the same params here starts its own run (the review found it refused
+    with RunLocked naming this same process as 'another process')."""
+    release = anyio.Event()
+    started = anyio.Event()
+    attempts: dict[str, int] = {}
+    wf = bn.Workflow(f"mine-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def slow(ctx: bn.Context) -> int:
+        attempts[ctx.run_id] = attempts.get(ctx.run_id, 0) + 1
+        if attempts[ctx.run_id] == 1 and len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+        if len(attempts) == 1:
+            started.set()
+            await release.wait()
+        return 1
+
+    failed = await wf.run(params={"k": 1}, display=False)
+    assert failed.status == "failed"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: wf.run(run_id=failed.id, display=False))
+        await started.wait()
+        second = await wf.run(params={"k": 1}, display=False)
+        assert second.id != failed.id and second.status == "completed"
+        release.set()
