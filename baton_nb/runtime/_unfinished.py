@@ -84,11 +84,14 @@ async def find_unfinished(
     for row in rows:
         if row.id in submitted:
             continue
-        gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
-        if not gone and (row.executions <= 1 or _this_process(row.lease_owner)):
-            # another notebook's own run of the same workflow, or one this process runs
-            # (a second wf.run() in this kernel): two runs
+        if _this_process(row.lease_owner):
+            # a run this process executes or executed (a second wf.run() in this kernel:
+            # two runs). Never "gone": read as running just before it ended, its lease
+            # already let go, it would look abandoned (three runs at once became two).
             continue
+        gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
+        if not gone and row.executions <= 1:
+            continue  # another notebook's own run of the same workflow: two runs
         nodes = await store.get_nodes(row.id)
         top = {n.step: n for n in nodes if n.parent is None}
         if set(top) != steps:
