@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import sys
 import types
+from functools import lru_cache
 from typing import Any
 
 from .._errors import ConfigurationError
@@ -22,6 +23,22 @@ __all__ = ["code_hash", "code_ref_of", "dumps_workflow", "loads_workflow"]
 
 
 def _fn_code(fn: Any) -> str:
+    """A step function's code as text, once per function object: ``inspect.getsource``
+    costs ~50 µs, and a fan-out of 1,000 steps of one function hashed it per step on every
+    ``wf.run()`` (``resume_key``: 50 ms a run). A function redefined in a notebook cell is
+    a new object, so a new entry."""
+    try:
+        return _fn_code_cached(fn)
+    except TypeError:  # an unhashable callable
+        return _fn_code_of(fn)
+
+
+@lru_cache(maxsize=4096)
+def _fn_code_cached(fn: Any) -> str:
+    return _fn_code_of(fn)
+
+
+def _fn_code_of(fn: Any) -> str:
     try:
         return str(inspect.getsource(fn))
     except (OSError, TypeError):

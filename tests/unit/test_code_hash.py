@@ -35,3 +35,33 @@ def test_the_hash_of_code_without_source_is_the_same_in_two_processes() -> None:
         for seed in (1, 2)
     }
     assert len(hashes) == 1 and len(next(iter(hashes))) == 16
+
+
+def test_a_function_shared_by_many_steps_is_read_once(monkeypatch: object) -> None:
+    """A fan-out of 1,000 steps of one function read its source per step on every
+    ``wf.run()`` (``resume_key``): 50 ms a run, the fan-out benchmark at half speed."""
+    import inspect
+
+    import pytest
+
+    import baton_nb as bn
+    from baton_nb.runtime._code import code_hash
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    reads: list[object] = []
+    real = inspect.getsource
+
+    def counting(obj: object) -> str:
+        reads.append(obj)
+        return real(obj)  # type: ignore[arg-type]
+
+    async def shared(ctx: bn.Context) -> None:
+        return None
+
+    wf = bn.Workflow("many", db="sqlite:///:memory:")
+    for i in range(1000):
+        wf.add(f"s{i}", shared)
+    monkeypatch.setattr(inspect, "getsource", counting)
+    first = code_hash(wf.graph())
+    assert code_hash(wf.graph()) == first
+    assert len(reads) <= 1
