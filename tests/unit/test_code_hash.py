@@ -3,8 +3,14 @@ the same in every process, so a re-run there resumes its run and a worker accept
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
+
+import pytest
+
+import baton_nb as bn
+from baton_nb.runtime._code import code_hash
 
 SCRIPT = """
 import baton_nb as bn
@@ -37,17 +43,9 @@ def test_the_hash_of_code_without_source_is_the_same_in_two_processes() -> None:
     assert len(hashes) == 1 and len(next(iter(hashes))) == 16
 
 
-def test_a_function_shared_by_many_steps_is_read_once(monkeypatch: object) -> None:
+def test_a_function_shared_by_many_steps_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fan-out of 1,000 steps of one function read its source per step on every
     ``wf.run()`` (``resume_key``): 50 ms a run, the fan-out benchmark at half speed."""
-    import inspect
-
-    import pytest
-
-    import baton_nb as bn
-    from baton_nb.runtime._code import code_hash
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     reads: list[object] = []
     real = inspect.getsource
 
