@@ -14,20 +14,39 @@ from datetime import datetime
 
 from ._states import RunStatus
 
-__all__ = ["LIVE_OWNERS", "holder_is_dead", "owner_gone", "process_gone"]
+__all__ = [
+    "LIVE_OWNERS",
+    "held_by_this_process",
+    "holder_is_dead",
+    "holder_where",
+    "owner_gone",
+    "process_gone",
+]
 
 # Lease owners of executions alive in this process: a lease held by this process under
 # another owner name is left over from an interrupted start and can be taken over.
 LIVE_OWNERS: set[str] = set()
 
 
+def holder_where(holder: str) -> tuple[str, int | None]:
+    """The host and pid of a lease holder or worker id (``host:pid:tag``); the pid None
+    when it is not a number."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return host, int(pid) if pid.isdigit() else None
+
+
+def held_by_this_process(holder: str | None) -> bool:
+    """Whether ``holder`` (``host:pid:tag``) is a process of this host with this pid."""
+    host, pid = holder_where(holder or "")
+    return host == socket.gethostname() and pid == os.getpid()
+
+
 def holder_is_dead(holder: str) -> bool:
     """True if the lease holder was a process on this host that no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    host, pid = holder_where(holder)
+    if host != socket.gethostname() or pid is None:
         return False
-    pid = int(pid_text)
     if pid == os.getpid():
         return holder not in LIVE_OWNERS
     return process_gone(host, pid)
@@ -73,5 +92,5 @@ def owner_gone(
 
 def _on_this_host(holder: str) -> bool:
     """A ``host:pid:tag`` holder of this host whose pid is known (alive, or this process)."""
-    host, _, rest = holder.partition(":")
-    return host == socket.gethostname() and rest.partition(":")[0].isdigit()
+    host, pid = holder_where(holder)
+    return host == socket.gethostname() and pid is not None

@@ -14,14 +14,12 @@ are never picked. ``wf.run(resume=False)`` asks for a new run.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import _jsonutil
 from .._graph import GraphSpec
-from .._owners import owner_gone
+from .._owners import held_by_this_process, owner_gone
 from .._states import NodeKind, RunStatus, State
 from ..store import RunRow, RunStore, utcnow
 from ._code import code_hash
@@ -84,7 +82,7 @@ async def find_unfinished(
     for row in rows:
         if row.id in submitted:
             continue
-        if _this_process(row.lease_owner):
+        if held_by_this_process(row.lease_owner):
             # a run this process executes or executed (a second wf.run() in this kernel:
             # two runs). Never "gone": read as running just before it ended, its lease
             # already let go, it would look abandoned (three runs at once became two).
@@ -102,9 +100,3 @@ async def find_unfinished(
         done = sum(n.state is State.COMPLETED for n in counted)
         return Unfinished(row, done, len(counted), None if gone else row.lease_owner)
     return None
-
-
-def _this_process(owner: str | None) -> bool:
-    """Whether the lease ``owner`` (``host:pid:tag``) is a process of this host with this pid."""
-    host, _, rest = (owner or "").partition(":")
-    return host == socket.gethostname() and rest.partition(":")[0] == str(os.getpid())

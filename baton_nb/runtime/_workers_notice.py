@@ -13,7 +13,7 @@ import math
 import anyio
 
 from .._dburl import safe_url
-from .._owners import process_gone
+from .._owners import holder_where, process_gone
 from .._run import Run
 from ..store import Coordination, SubmissionRow, WorkerBeat, open_worker_store
 from ._lease import DEFAULT_LEASE_TTL
@@ -26,13 +26,6 @@ logger = logging.getLogger(__name__)
 # and it is taken as not answering. A process of this host that is gone is seen at once.
 STALE_BEAT = 2 * DEFAULT_LEASE_TTL / 3
 CHECK_EVERY = 1.0  # seconds between two reads of the worker tables
-
-
-def _where(holder: str) -> tuple[str, int | None]:
-    """``host:pid`` of a lease holder or a worker id (``host:pid:tag``)."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    return host, int(pid) if pid.isdigit() else None
 
 
 class WorkersNotice:
@@ -68,7 +61,7 @@ class WorkersNotice:
                     "takes the run over"
                 )
             return self.taken
-        host, pid = _where(owner)
+        host, pid = holder_where(owner)
         who = f"{host}:{pid}"
         if not self._answering(seen.workers, host, pid):
             self.lost = who
@@ -97,7 +90,7 @@ class WorkersNotice:
         last = max(ran, key=lambda s: s.finished_at or 0, default=None)
         by = ""
         if last is not None and last.ran_on is not None:
-            host, pid = _where(last.ran_on)
+            host, pid = holder_where(last.ran_on)
             by = f" by {host}:{pid}" if f"{host}:{pid}" != self.lost else ""
         return f"worker {self.lost} stopped answering; the run was taken over{by}"
 
