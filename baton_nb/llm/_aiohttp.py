@@ -61,6 +61,7 @@ import httpx_aiohttp
 from multidict import CIMultiDict
 
 from ._h1 import H1Pools, Target, target
+from ._jsonenc import one_shot
 
 __all__ = ["AiohttpTransport", "Answer", "translate_error"]
 
@@ -73,9 +74,9 @@ _LARGE_BODY = 1024 * 1024
 _AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _TARGETS_KEPT = 256  # distinct (URL, call headers) pairs kept by post_json (endpoints, keys)
 _UNSET: Any = object()
-# A request body as httpx encodes json= (compact, UTF-8, no NaN); one encoder, not one
-# per call as json.dumps with options makes.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# A request body as httpx encodes json= (compact, UTF-8, no NaN); its C encoder set up
+# once (``one_shot``, as complete's other encoders), not per call as ``encode`` does.
+_JSON = one_shot(json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 # Most specific first: the first match wins.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -257,7 +258,7 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
         client would). The same timeouts and error types as :meth:`handle_async_request`;
         ``None`` for a call it does not take (a body over 1 MiB, a URL or header the
         path does not write: the caller sends it through the client)."""
-        data = _JSON.encode(body).encode("utf-8")
+        data = _JSON(body).encode("utf-8")
         if len(data) > _LARGE_BODY:
             return None
         where = self._target(client_headers, url, call_headers)
