@@ -15,9 +15,11 @@
 4. its answer cached (when the cache is on).
 
 The worst case: the prompt's tokens (tiktoken, plus a 20 % margin for other tokenizers,
-tools and response format included) at the input rate, no cached-input discount, plus
-``max_tokens`` (Anthropic: the endpoint's default ``max_tokens`` when none is given) at
-the output rate, per-request fees included.
+tools and response format included; each image at the most its provider documents for
+one) at the input rate, no cached-input discount, plus the output cap of the body the
+adapter sends (Anthropic: its default ``max_tokens`` plus a thinking budget when none is
+given) times the choices asked for (``n``, ``candidateCount``) at the output rate,
+per-request fees included (``llm/_ceiling.py``).
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ class Spend:
         """Reserve ``request``'s worst case in ``scopes``. Refused while calls of this
         execution hold reservations, it waits for its turn (a call settling frees what it
         did not spend) and tries again; refused with none held, the run stops."""
-        worst = await self.worst_case(node, request)
+        worst, counted = await self.worst_case(node, request)
         flight = self.flight
         while True:
             if self._stopped is not None:
@@ -289,7 +291,7 @@ class Spend:
         if self._stopped is None:
             self._stopped = f"budget reached (step {node.name!r}, {request.model})"
             try:  # the budget's figures in the reason; whatever happens, no call waits on
-                self._stopped = await self._refusal(node, refused, worst, request)
+                self._stopped = await self._refusal(node, refused, worst, request, counted)
                 with anyio.CancelScope(shield=True):
                     await self.store.budget_reached(self.run.id, refused, self._stopped)
             finally:
@@ -319,7 +321,9 @@ class Spend:
             view.reserved = normalize_money(add_money(view.reserved, -held))
             view.spent = normalize_money(add_money(view.spent, paid))
 
-    async def _refusal(self, node: Node, scope: str, worst: Decimal, request: LLMRequest) -> str:
+    async def _refusal(
+        self, node: Node, scope: str, worst: Decimal, request: LLMRequest, counted: str
+    ) -> str:
         rows = {row.scope: row for row in await self.store.get_budgets(self.run.id)}
         row = rows.get(scope)
         what = "the run's budget" if scope == RUN_SCOPE else f"step {scope!r}'s budget"
@@ -331,12 +335,16 @@ class Spend:
             )
         return (
             f"budget reached: {what}{state} leaves no room for a call of {request.model} "
-            f"that may cost up to ${fmt_money(worst)} (step {node.name!r}); it was not sent. "
+            f"that may cost up to ${fmt_money(worst)} ({counted}; step {node.name!r}); it "
+            f"was not sent. "
             + budget_resume_line(self.run.id, None if scope == RUN_SCOPE else scope)
         )
 
-    async def worst_case(self, node: Node, request: LLMRequest) -> Decimal:
-        """The most ``request`` can cost, or ``ConfigurationError`` when that is unknown."""
+    async def worst_case(self, node: Node, request: LLMRequest) -> tuple[Decimal, str]:
+        """The most ``request`` can cost and what it counted (for the refusal's words), or
+        ``ConfigurationError`` when that is unknown. Its output side is read from the body
+        the adapter builds: what is sent is what is reserved."""
+        from ..llm._ceiling import ceiling
         from ..llm._complete import pricing_model
         from ..llm._config import resolve_endpoint
         from ..llm._cost import compute_cost
@@ -345,28 +353,28 @@ class Spend:
 
         provider, model = split_model(request.model)
         endpoint = resolve_endpoint(provider)
-        output = request.max_tokens
-        if output is None and endpoint.kind == "anthropic":
-            output = endpoint.default_max_tokens  # what the adapter sends without one
+        name = pricing_model(endpoint, model, request)
+        most = ceiling(endpoint, model, request, name)  # from the body that will be sent
+        output = most.total_output
         if output is None:
             raise ConfigurationError(
                 f"step {node.name!r}: under a budget a call needs max_tokens= (its worst "
                 f"case is reserved before it is sent): ctx.complete(..., "
                 f"model={request.model!r}, max_tokens=...)"
             )
-        prompt = await aestimate_tokens(request.messages)
+        prompt = await aestimate_tokens(request.messages) + most.image_tokens
         extras = [m["tool_calls"] for m in request.messages if m.get("tool_calls")]
         params = request.neutral_params()
         if params or extras:  # tools, response format, assistant tool calls
             prompt += estimate_tokens(json.dumps([params, extras], default=str))
         prompt = math.ceil(prompt * PROMPT_MARGIN) + 8
         usage = Usage(input_tokens=prompt, output_tokens=output)
-        name = pricing_model(endpoint, model, request)
         cost, _ = await compute_cost(name, usage, called_as=request.model)
+        counted = f"{prompt:,} input tokens, {most.describe()}"
         if cost is not None:
-            return cost
+            return cost, counted
         if self.graph.allow_unpriced:
-            return Decimal(0)
+            return Decimal(0), counted
         raise ConfigurationError(
             f"step {node.name!r}: {request.model} has no known price, so under a budget "
             f"its calls are refused before sending (its cost could not be counted). Give "
