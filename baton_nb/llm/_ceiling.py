@@ -155,8 +155,9 @@ def _output_of(endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[int | None,
         if output is not None and budget:
             output += budget
         return output, _count(config.get("candidateCount"), 1) or 1
-    # OpenAI chat completions: max_completion_tokens (max_tokens) includes reasoning
-    output = _count(body.get(endpoint.max_tokens_field), None)
-    if output is None:
-        output = _count(body.get("max_completion_tokens", body.get("max_tokens")), None)
+    # OpenAI chat completions: max_completion_tokens (or the older max_tokens, the field
+    # some compatible servers take) includes the reasoning tokens; both sent: the larger
+    fields = {endpoint.max_tokens_field, "max_completion_tokens", "max_tokens"}
+    caps = [_count(body.get(f), None) for f in fields]
+    output = max((c for c in caps if c is not None), default=None)
     return output, _count(body.get("n"), 1) or 1
