@@ -84,7 +84,9 @@ def message_text(content: Any) -> str:
 
 
 def estimate_tokens(text_or_messages: str | Sequence[Mapping[str, Any]]) -> int:
-    """Estimate tokens of a text, or of chat messages including their framing."""
+    """Estimate tokens of a text, or of chat messages including their framing. Only text
+    is counted: an image part's tokens depend on its provider (a budget's worst case
+    adds them: ``_ceiling.image_tokens``)."""
     if isinstance(text_or_messages, str):
         return _count(text_or_messages)
     total = 0
