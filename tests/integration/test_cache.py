@@ -193,3 +193,25 @@ async def test_a_failed_leader_shares_no_error(
     states = sorted(str(s.state) for name, s in run.steps.items() if name.startswith("ask["))
     assert states == ["completed", "completed", "discarded"]
     assert cache_savings(run) == (0, Decimal(0))
+
+
+@pytest.mark.parametrize("memory", [False, True])
+async def test_a_cached_run_says_so_in_its_repr_and_the_listing(
+    priced: FakeProviderServer, db_url: str, unique: str, memory: bool
+) -> None:
+    """A run answered from the cache costs $0 with no paid call: its repr and the run
+    listing (``bn.runs``, ``baton-nb runs``) say how many calls the cache answered."""
+    db = f"memory://listing-{unique}" if memory else db_url
+    first = await _workflow(f"listed-{unique}", db, cache=True).run(display=False)
+    second = await _workflow(f"listed-again-{unique}", db, cache=True).run(display=False)
+    assert priced.request_count == 3
+    assert repr(first).endswith(f"cost {first.cost_text()}>")
+    assert repr(second).endswith("cost $0, 3 calls from the cache>")
+    listed = {r.id: r for r in await bn.runs(db=db, limit=None)}
+    assert (listed[first.id].calls, listed[first.id].cached_calls) == (3, 0)
+    assert (listed[second.id].calls, listed[second.id].cached_calls) == (0, 3)
+    assert listed[second.id].to_dict()["cached_calls"] == 3
+    table = str(await bn.runs(db=db, workflow=f"listed-again-{unique}"))
+    header, row = table.splitlines()
+    assert header.split()[-3:] == ["calls", "cached", "cost_usd"]
+    assert row.split()[-3:] == ["0", "3", "0"]
