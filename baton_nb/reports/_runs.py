@@ -130,7 +130,17 @@ class RunSummary:
         ]
 
 
-_HEADER = ("id", "workflow", "status", "started", "duration", "completed", "calls", "cached", "cost_usd")
+_HEADER = (
+    "id",
+    "workflow",
+    "status",
+    "started",
+    "duration",
+    "completed",
+    "calls",
+    "cached",
+    "cost_usd",
+)
 
 
 class RunList(list[RunSummary]):
