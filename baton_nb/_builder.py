@@ -745,6 +745,11 @@ def _check_model_list(step: str, value: Any) -> list[str]:
     if value is None:
         return []
     models = _check_str_list(step, "models", value)
+    if not models:
+        raise ConfigurationError(
+            f"step {step!r}: models=[] names no model; list at least one 'provider/model', "
+            "or leave models= out for a single call"
+        )
     for model in models:
         if not _is_model_name(model):
             raise ConfigurationError(

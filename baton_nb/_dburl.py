@@ -31,8 +31,16 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
     is gone at exit) and a server URL's port and connect_timeout. ``memory://NAME`` (the
     in-memory store) takes any NAME.
     """
+    if db is None and os.environ.get("BATON_NB_DB"):
+        try:
+            return resolve_url(os.environ["BATON_NB_DB"])
+        except ConfigurationError as e:  # the user wrote no db=: say where the URL came from
+            raise ConfigurationError(
+                f"{e} (the URL is the environment variable BATON_NB_DB: fix or unset it, "
+                "or pass db=)"
+            ) from None
     if db is None:
-        db = os.environ.get("BATON_NB_DB") or DEFAULT_URL
+        db = DEFAULT_URL
     if isinstance(db, os.PathLike):
         return "sqlite:///" + os.fspath(db)
     if not isinstance(db, str) or not db.strip():

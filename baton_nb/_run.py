@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._errors import RunNotFound, WorkflowFailed
-from ._runview import RunView, SpendState, StepInfo, status_text
+from ._runview import RunView, SpendState, StepInfo, cache_savings, status_text
 from ._states import FAILED_STATES, TERMINAL_STATES, RunStatus
 from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, Store
 
@@ -191,7 +191,9 @@ class Run(RunView):
     def __repr__(self) -> str:
         steps = self.counts().text()
         status = status_text(self)
-        return f"<Run {self.id} {self.workflow!r} {status}: {steps}, cost {self.cost_text()}>"
+        cached, _ = cache_savings(self)
+        hits = f", {cached} call{'' if cached == 1 else 's'} from the cache" if cached else ""
+        return f"<Run {self.id} {self.workflow!r} {status}: {steps}, cost {self.cost_text()}{hits}>"
 
     def _repr_html_(self) -> str:
         """A static summary (counts, failures, costs); notebooks show the widget instead."""

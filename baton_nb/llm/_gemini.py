@@ -281,6 +281,25 @@ def _generation_config(request: LLMRequest) -> dict[str, Any]:
     return config
 
 
+def _check_thinking_room(endpoint: Endpoint, model: str, config: dict[str, Any]) -> None:
+    """Gemini counts the thinking in ``maxOutputTokens`` (its thoughts are billed as output
+    and end the answer with MAX_TOKENS when they reach the cap), as Anthropic counts it in
+    ``max_tokens``: a cap at or under the thinking budget leaves the answer no room. Refused
+    before sending, as Anthropic refuses it."""
+    cap = config.get("maxOutputTokens")
+    thinking = config.get("thinkingConfig")
+    budget = thinking.get("thinkingBudget") if isinstance(thinking, dict) else None
+    if not (isinstance(cap, int) and isinstance(budget, int)) or budget <= 0 or cap > budget:
+        return
+    raise unsupported(
+        endpoint.name,
+        model,
+        f"max_tokens={cap} with a thinking budget of {budget}",
+        "max_tokens must be larger than the budget (Gemini counts the thinking in "
+        "maxOutputTokens): raise max_tokens or give a smaller reasoning=",
+    )
+
+
 class GeminiAdapter:
     """``POST {base_url}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``."""
 
@@ -300,6 +319,7 @@ class GeminiAdapter:
         config = _generation_config(request)
         extra = dict(request.extra)
         config.update(extra.pop("generationConfig", None) or {})
+        _check_thinking_room(endpoint, model, config)
         if config:
             body["generationConfig"] = config
         body.update(extra)

@@ -253,7 +253,10 @@ class CostReport(_RowTotals):
         return None
 
     def to_pandas(self) -> Any:
-        """The rows as a ``pandas.DataFrame`` (CSV columns; ``cost_usd`` holds Decimals)."""
+        """The rows as a ``pandas.DataFrame`` (CSV columns; ``cost_usd`` holds Decimals, and
+        ``None`` for a call of unknown price, which pandas' ``sum()`` skips by default: use
+        ``sum(skipna=False)``). ``frame.attrs`` carries ``complete`` and ``unpriced_calls``
+        (as the report's), so a frame passed on still says that its costs miss some."""
         try:
             import pandas as pd
         except ImportError as exc:
@@ -261,7 +264,9 @@ class CostReport(_RowTotals):
                 "CostReport.to_pandas() needs pandas, which is optional: "
                 "pip install 'baton-nb[pandas]'"
             ) from exc
-        return pd.DataFrame(self.to_records(), columns=list(CSV_COLUMNS))
+        frame = pd.DataFrame(self.to_records(), columns=list(CSV_COLUMNS))
+        frame.attrs.update(complete=self.complete, unpriced_calls=self.unpriced_calls)
+        return frame
 
     # ── display ───────────────────────────────────────────────────────────────
 

@@ -38,6 +38,7 @@ class RunSummary:
 
     ``cost`` sums the priced calls (replayed calls not counted twice); when
     ``unpriced_calls`` > 0 some prices were unknown and ``cost`` is a lower bound.
+    ``cached_calls``: calls answered from the response cache (cost 0, not in ``calls``).
     ``abandoned``: stored ``running``, but the process executing it is gone (killed: its
     pid no longer exists on this host, or its lease expired); the listing shows it as
     ``abandoned``, and running the workflow again with the same params resumes it.
@@ -57,6 +58,7 @@ class RunSummary:
     unpriced_calls: int = 0
     replayed_calls: int = 0
     abandoned: bool = False
+    cached_calls: int = 0  # answered from the response cache: $0, not in ``calls``
 
     @property
     def duration(self) -> float | None:
@@ -90,6 +92,7 @@ class RunSummary:
             "cost_usd": fmt_money(self.cost),
             "cost_complete": self.cost_complete,
             "replayed_calls": self.replayed_calls,
+            "cached_calls": self.cached_calls,
         }
 
     @classmethod
@@ -109,6 +112,7 @@ class RunSummary:
             cost=row.cost if row.cost is not None else Decimal(0),
             unpriced_calls=row.unpriced_calls,
             replayed_calls=row.replayed_calls,
+            cached_calls=row.cached_calls,
             abandoned=owner_gone(row.status, row.lease_owner, row.lease_expires_at, utcnow()),
         )
 
@@ -121,11 +125,22 @@ class RunSummary:
             _duration(self.duration),
             f"{self.steps_completed}/{self.steps}",
             str(self.calls),
+            str(self.cached_calls),
             self.cost_text(),
         ]
 
 
-_HEADER = ("id", "workflow", "status", "started", "duration", "completed", "calls", "cost_usd")
+_HEADER = (
+    "id",
+    "workflow",
+    "status",
+    "started",
+    "duration",
+    "completed",
+    "calls",
+    "cached",
+    "cost_usd",
+)
 
 
 class RunList(list[RunSummary]):

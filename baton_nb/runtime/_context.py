@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
     from ._node import Node
     from ._tools import ToolRun
 
-__all__ = ["Context"]
+__all__ = ["CALLED_AS", "Context"]
+
+# The method the step called ("ctx.synthesize"...), for messages about the call it makes.
+CALLED_AS: ContextVar[str] = ContextVar("baton_nb_called_as", default="ctx.complete")
 
 DEFAULT_SYNTHESIS_INSTRUCTION = (
     "You are given answers to the same task from several sources. Merge them into one "
@@ -135,9 +139,13 @@ class Context:
         paid for. ``kwargs`` go to :meth:`complete` (``model=``, ``response_format=``...)."""
         from ._tools import run_tools
 
-        return await run_tools(
-            self, messages, tools=tools, prompt=prompt, max_rounds=max_rounds, **kwargs
-        )
+        token = CALLED_AS.set("ctx.run_tools")
+        try:
+            return await run_tools(
+                self, messages, tools=tools, prompt=prompt, max_rounds=max_rounds, **kwargs
+            )
+        finally:
+            CALLED_AS.reset(token)
 
     async def synthesize(
         self,
@@ -159,7 +167,11 @@ class Context:
             {"role": "system", "content": instruction or DEFAULT_SYNTHESIS_INSTRUCTION},
             {"role": "user", "content": prompt},
         ]
-        return await self.complete(messages, model=model, **kwargs)
+        token = CALLED_AS.set("ctx.synthesize")
+        try:
+            return await self.complete(messages, model=model, **kwargs)
+        finally:
+            CALLED_AS.reset(token)
 
     def log(self, message: str, **data: Any) -> None:
         """Write a line to this step's captured context (``run.context(step)``)."""

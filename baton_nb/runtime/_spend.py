@@ -174,16 +174,23 @@ class Spend:
 
     async def complete(self, node: Node, request: LLMRequest) -> Completion:
         """Answer ``request`` from the cache, or send it within the budgets."""
-        from ..llm import Completion, complete
+        from ..llm._cache_flight import single_flight
         from ..llm._cache_key import cache_key
 
-        key = None
-        if self.caches(request):
-            key = cache_key(request)
+        if not self.caches(request):
+            return await self._send(node, request, None)
+        key = cache_key(request)
+        async with single_flight(self.store.url, key.digest):  # identical calls: paid once
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
             if entry is not None:
                 return await self._hit(entry, request)
+            return await self._send(node, request, key)
+
+    async def _send(self, node: Node, request: LLMRequest, key: CacheKey | None) -> Completion:
+        """Send ``request`` within the budgets; keep its answer under ``key`` (if any)."""
+        from ..llm import Completion, complete
+
         scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
         held = await self._reserve(node, scopes, request) if scopes else None
         try:
@@ -326,7 +333,7 @@ class Spend:
     ) -> str:
         rows = {row.scope: row for row in await self.store.get_budgets(self.run.id)}
         row = rows.get(scope)
-        what = "the run's budget" if scope == RUN_SCOPE else f"step {scope!r}'s budget"
+        what = "the run's budget" if scope == RUN_SCOPE else f"the budget of step {scope!r}"
         state = ""
         if row is not None:
             state = (
@@ -350,6 +357,7 @@ class Spend:
         from ..llm._cost import compute_cost
         from ..llm._tokens import aestimate_tokens, estimate_tokens
         from ..llm._types import split_model
+        from ._context import CALLED_AS
 
         provider, model = split_model(request.model)
         endpoint = resolve_endpoint(provider)
@@ -359,7 +367,7 @@ class Spend:
         if output is None:
             raise ConfigurationError(
                 f"step {node.name!r}: under a budget a call needs max_tokens= (its worst "
-                f"case is reserved before it is sent): ctx.complete(..., "
+                f"case is reserved before it is sent): {CALLED_AS.get()}(..., "
                 f"model={request.model!r}, max_tokens=...)"
             )
         prompt = await aestimate_tokens(request.messages) + most.image_tokens

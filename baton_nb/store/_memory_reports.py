@@ -242,6 +242,9 @@ def _add_to_summary(summary: RunSummaryRow, call: CallRecord) -> None:
     if call.replayed:
         summary.replayed_calls += 1
         return
+    if call.cached:  # answered from the response cache: counted apart, as in SQL
+        summary.cached_calls += 1
+        return
     summary.calls += 1
     summary.input_tokens += call.usage.input_tokens
     summary.output_tokens += call.usage.output_tokens

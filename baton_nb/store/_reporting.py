@@ -310,6 +310,7 @@ def _summary(row: Mapping[Any, Any]) -> RunSummaryRow:
         cost=_money(row["cost"]),
         unpriced_calls=_int(row["unpriced_calls"]),
         replayed_calls=_int(row["replayed_calls"]),
+        cached_calls=_int(row["cached_calls"]),
     )
 
 
@@ -320,6 +321,7 @@ _SUMMARY_STATS = (
     "cost",
     "unpriced_calls",
     "replayed_calls",
+    "cached_calls",
 )
 
 

@@ -484,5 +484,6 @@ class RunSummaryRow:
     cost: Decimal | None = None
     unpriced_calls: int = 0
     replayed_calls: int = 0
+    cached_calls: int = 0  # answered from the response cache (not in calls)
     lease_owner: str | None = None  # who executes it (a running run): abandoned if gone
     lease_expires_at: datetime | None = None

@@ -11,7 +11,7 @@ import pytest
 import baton_nb as bn
 from baton_nb._runview import cache_savings
 from baton_nb.llm._config import configure
-from tests.fakes.provider_server import FakeProviderServer, FakeUsage
+from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
 pytestmark = pytest.mark.anyio
 MODEL = "openai/gpt-4o-mini"
@@ -147,3 +147,71 @@ async def test_budget_and_cache_together(
     run = await wf.run(budget="0", display=False)
     assert run.status == "completed" and priced.request_count == 1
     assert run.spend is not None and run.spend.spent == 0
+
+
+def _dupes(name: str, db_url: str, prompt: str, n: int) -> bn.Workflow:
+    """A map over ``n`` identical prompts: identical cacheable calls in flight together."""
+    wf = bn.Workflow(name, db=db_url, cache=True)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[str]:
+        return [prompt] * n
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt=ctx.item, temperature=0)).text
+
+    return wf
+
+
+async def test_identical_calls_in_flight_are_paid_once(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Single-flight: while a cacheable call is in flight, identical ones wait for its
+    answer and are answered from the cache (cost 0, counted as cached, recorded)."""
+    priced.latency = 0.2  # the five calls are in flight together
+    wf = _dupes(f"dupes-{unique}", db_url, f"same {unique}", 5)
+    run = await wf.run(display=False)
+    assert run.status == "completed" and priced.request_count == 1
+    assert cache_savings(run) == (4, _per_call() * 4)
+    report = run.report()
+    assert report.calls == 1 and report.cached_calls == 4 and report.total == _per_call()
+    loaded = await bn.Run.load(run.id, db=db_url)
+    assert sorted(c.cached for c in loaded.calls) == [False, True, True, True, True]
+    resumed = await wf.run(run_id=run.id, display=False)  # every call replayed: nothing paid
+    assert resumed.status == "completed" and priced.request_count == 1
+
+
+async def test_a_failed_leader_shares_no_error(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """The first of identical calls fails: the ones waiting for it are sent on their own."""
+    priced.latency = 0.2
+    priced.script(Reply(status=400, message="bad luck"))
+    run = await _dupes(f"dupes-fail-{unique}", db_url, f"fail {unique}", 3).run(display=False)
+    assert priced.request_count == 3
+    states = sorted(str(s.state) for name, s in run.steps.items() if name.startswith("ask["))
+    assert states == ["completed", "completed", "discarded"]
+    assert cache_savings(run) == (0, Decimal(0))
+
+
+@pytest.mark.parametrize("memory", [False, True])
+async def test_a_cached_run_says_so_in_its_repr_and_the_listing(
+    priced: FakeProviderServer, db_url: str, unique: str, memory: bool
+) -> None:
+    """A run answered from the cache costs $0 with no paid call: its repr and the run
+    listing (``bn.runs``, ``baton-nb runs``) say how many calls the cache answered."""
+    db = f"memory://listing-{unique}" if memory else db_url
+    first = await _workflow(f"listed-{unique}", db, cache=True).run(display=False)
+    second = await _workflow(f"listed-again-{unique}", db, cache=True).run(display=False)
+    assert priced.request_count == 3
+    assert repr(first).endswith(f"cost {first.cost_text()}>")
+    assert repr(second).endswith("cost $0, 3 calls from the cache>")
+    listed = {r.id: r for r in await bn.runs(db=db, limit=None)}
+    assert (listed[first.id].calls, listed[first.id].cached_calls) == (3, 0)
+    assert (listed[second.id].calls, listed[second.id].cached_calls) == (0, 3)
+    assert listed[second.id].to_dict()["cached_calls"] == 3
+    table = str(await bn.runs(db=db, workflow=f"listed-again-{unique}"))
+    header, row = table.splitlines()
+    assert header.split()[-3:] == ["calls", "cached", "cost_usd"]
+    assert row.split()[-3:] == ["0", "3", "0"]

@@ -664,6 +664,9 @@ UNSUPPORTED = [
     ("anthropic/claude-haiku-4-5", {"reasoning": 512}, "a thinking budget of 512 tokens"),
     ("anthropic/claude-haiku-4-5", {"reasoning": "high", "max_tokens": 1000}, "max_tokens=1000"),
     ("anthropic/claude-haiku-4-5", {"reasoning": "low", "temperature": 0.2}, "temperature=0.2"),
+    # Gemini counts the thinking in maxOutputTokens too: refused as Anthropic refuses it
+    ("gemini/gemini-2.5-flash", {"reasoning": "high", "max_tokens": 1000}, "max_tokens=1000"),
+    ("gemini/gemini-2.5-flash", {"reasoning": 2048, "max_tokens": 2048}, "budget of 2048"),
     (
         "gemini/gemini-2.5-flash",
         {"tools": [{"type": "function", "function": {**TOOLS[0]["function"], "strict": True}}]},

@@ -94,6 +94,36 @@ async def test_missing_max_tokens_under_a_budget_is_not_retried(
     assert fake_providers.request_count == 0
 
 
+def _weather(city: str) -> str:
+    """The weather in ``city``."""
+    return "18 C"
+
+
+async def test_missing_max_tokens_names_the_call_the_step_made(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """ctx.synthesize / ctx.run_tools without max_tokens: the error names that call."""
+    wf = bn.Workflow("setup-budget-names", db=sqlite_url)
+
+    @wf.step(max_attempts=1)
+    async def synth(ctx: bn.Context) -> str:
+        return (await ctx.synthesize(["a", "b"], model=MODEL)).text
+
+    @wf.step(max_attempts=1)
+    async def tools(ctx: bn.Context) -> str:
+        return (await ctx.run_tools(model=MODEL, prompt="weather?", tools=[_weather])).text
+
+    @wf.step(max_attempts=1)
+    async def plain(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, prompt="hi")).text
+
+    run = await wf.run(budget="1", display=False)
+    for step, call in (("synth", "synthesize"), ("tools", "run_tools"), ("plain", "complete")):
+        error = run.steps[step].error or ""
+        assert f"ctx.{call}(..., model='{MODEL}', max_tokens=...)" in error, error
+    assert fake_providers.request_count == 0
+
+
 async def test_a_setup_mistake_among_calls_made_together_is_not_retried(
     fake_providers: FakeProviderServer, sqlite_url: str
 ) -> None:

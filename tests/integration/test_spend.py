@@ -182,6 +182,8 @@ async def test_a_budget_stop_says_so_and_resumes_with_budget(
         line = f'await wf.run(run_id="{first.id}", budget=...)'
     else:
         assert "Raise the budget of step 'ask' (@wf.step(budget=...)" in why
+        assert why.startswith("budget reached: the budget of step 'ask' ($")  # not 'ask''s
+        assert first.spend is None  # the run has no budget of its own (docs/spend_less.md)
         line = f'await wf.run(run_id="{first.id}")'
     assert why.startswith("budget reached") and why.endswith(line)
     message = first.resume_message("flow")

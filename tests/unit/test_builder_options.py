@@ -32,6 +32,14 @@ def test_quorum_without_fanout_is_refused_too() -> None:
         bn.Workflow("opts").add("a", noop, quorum=1)
 
 
+def test_an_empty_models_list_is_refused_like_a_duplicate() -> None:
+    """models=[] would run the step once with no model, failing at its first call."""
+    wf = bn.Workflow("opts")
+    with pytest.raises(bn.ConfigurationError, match=r"step 'a': models=\[\] names no model"):
+        wf.add("a", noop, models=[])
+    assert wf.step_names() == []
+
+
 # ── every option error names the step (or workflow) and the option ────────────
 
 

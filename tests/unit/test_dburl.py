@@ -38,6 +38,20 @@ async def test_sqlite_url_without_a_file_is_refused_by_run_and_reads(
         await wf.run(display=False)
 
 
+def test_a_bad_url_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATON_NB_DB", "mysql://localhost/x")
+    with pytest.raises(bn.ConfigurationError, match="unsupported db URL") as info:
+        resolve_url(None)
+    assert "environment variable BATON_NB_DB" in str(info.value)
+    with pytest.raises(bn.ConfigurationError) as given:  # given as db=: no word of it
+        resolve_url("mysql://localhost/x")
+    assert "BATON_NB_DB" not in str(given.value)
+    monkeypatch.setenv("BATON_NB_DB", "sqlite:///runs.db")
+    assert resolve_url(None) == "sqlite:///runs.db"
+
+
 def test_memory_url_is_still_in_memory() -> None:
     assert resolve_url("sqlite:///:memory:") == "sqlite:///:memory:"
 

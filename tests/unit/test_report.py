@@ -235,6 +235,10 @@ def test_records_and_pandas() -> None:
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns) == list(CSV_COLUMNS)
     assert len(frame) == 4
+    # a call of unknown price: the frame says so, and a sum that does not skip it is NaN
+    assert not report.complete and report.unpriced_calls == 1
+    assert frame.attrs == {"complete": False, "unpriced_calls": 1}
+    assert frame["cost_usd"].isna().sum() == 1 and pd.isna(frame["cost_usd"].sum(skipna=False))
 
 
 def test_pandas_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

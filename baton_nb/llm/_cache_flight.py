@@ -1,0 +1,43 @@
+"""Single-flight for the response cache (DESIGN §11): identical cacheable calls in flight
+together in this process are paid once.
+
+The first call of a cache key (in one database) leads: it looks the key up and, on a miss,
+is sent. An identical call that comes while it is in flight waits for it to end, then
+looks the cache up again: the leader's answer is there (a hit: cost 0, recorded as cached
+with what it saved). If the leader failed or was cancelled, nothing was stored and each
+waiting call is sent on its own (an error is never shared).
+
+Per process and per thread (an event loop): calls of other processes (workers) on the
+same database are not waited for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+__all__ = ["single_flight"]
+
+# (thread, database URL, cache key) -> set when the call that leads it has ended
+_FLIGHTS: dict[tuple[int, str, str], anyio.Event] = {}
+
+
+@asynccontextmanager
+async def single_flight(db_url: str, digest: str) -> AsyncIterator[None]:
+    """Enter once no identical call (same ``digest`` in the database ``db_url``) is in
+    flight here: the body looks the cache up, then sends on a miss."""
+    slot = (threading.get_ident(), db_url, digest)
+    leader = _FLIGHTS.get(slot)
+    if leader is not None:  # wait for it, then look up the answer it stored (or send)
+        await leader.wait()
+        yield
+        return
+    done = _FLIGHTS[slot] = anyio.Event()
+    try:
+        yield
+    finally:
+        del _FLIGHTS[slot]
+        done.set()
