@@ -104,9 +104,9 @@ async def test_anthropic_thinking_without_max_tokens_reserves_what_is_sent(
         ),
         (
             "gemini/gemini-2.5-flash",
-            {"reasoning": {"budget_tokens": 2000}},
-            1000 + 2000,
-            " 3,000 output tokens",
+            {"reasoning": {"budget_tokens": 500}},
+            1000 + 500,
+            " 1,500 output tokens",
         ),
     ],
     ids=["openai-n", "gemini-candidates", "gemini-thinking"],

@@ -59,11 +59,11 @@ def test_the_output_cap_and_choices_are_read_from_the_body_sent() -> None:
     gemini = Endpoint("gemini", "gemini", "https://x")
     request = _request(
         "gemini/gemini-2.5-pro",
-        max_tokens=100,
+        max_tokens=2000,
         reasoning={"budget_tokens": 1024},
         extra={"generationConfig": {"candidateCount": 3}},
     )
-    assert ceiling(gemini, "gemini-2.5-pro", request, "x").total_output == 3 * (100 + 1024)
+    assert ceiling(gemini, "gemini-2.5-pro", request, "x").total_output == 3 * (2000 + 1024)
 
     mock = Endpoint("mock", "mock", "")
     request = _request("mock/gpt-4o", 3, max_tokens=20, extra={"n": 3})
