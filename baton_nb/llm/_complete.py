@@ -73,12 +73,13 @@ async def _token_estimate(request: LLMRequest, tpm_limited: bool) -> int:
 
 
 def pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
-    """The name the price tables are asked for: ``price_as=``, else the model."""
+    """The name the price tables are asked for: ``price_as=``, else the model (``mock/NAME``
+    as it is: the tables price it as bn.price does, a price file's mock entry first)."""
     if request.price_as:
         return request.price_as
     if endpoint.price_provider:
         return f"{endpoint.price_provider}/{model}"
-    return model if endpoint.kind == "mock" else request.model
+    return f"mock/{model}" if endpoint.kind == "mock" else request.model
 
 
 async def _measured(
