@@ -12,6 +12,7 @@ from baton_nb._gc import fewer_collections_begin, fewer_collections_end
 from baton_nb._usage import Usage
 
 from ._anthropic import AnthropicAdapter
+from ._client import get_client, shared_now
 from ._config import Endpoint, default_timeout, resolve_endpoint, retry_settings
 from ._cost import cost_now, load_pricing, pricing_loaded
 from ._gemini import GeminiAdapter
@@ -91,14 +92,19 @@ async def _measured(
         # time) is loaded in a worker thread, before the clock starts. The latency is the
         # call's, not the process's warm-up.
         await aload_encoder()
-    started = _clock()
-    if endpoint.kind == "mock":
+        started = _clock()
         await permit.attempt()
         parsed = await mock_complete(endpoint, model, request)
     else:  # _call, without a coroutine level of its own
         adapter = _ADAPTERS[endpoint.kind]
         call = adapter.build(endpoint, model, request)  # UnsupportedFeature before any network
         seconds = request.timeout or endpoint.timeout or default_timeout()
+        if shared_now() is None:
+            # The process's first call makes the shared client (aiohttp imported, the SSL
+            # context loaded: 0.1-0.6 s) before the clock starts: the latency is the
+            # provider's, not the process's warm-up.
+            await get_client()
+        started = _clock()
 
         async def attempt() -> Parsed:
             await permit.attempt()
