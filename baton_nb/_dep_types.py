@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 import types
 import typing
@@ -57,7 +58,7 @@ def validate_deps(step: str, kwargs: dict[str, Any], annotated: Sequence[tuple[s
         if value is None:
             continue
         try:
-            kwargs[name] = _adapter(annotation).validate_python(value)
+            kwargs[name] = _adapter_of(annotation).validate_python(value)
         except ValidationError as exc:
             first = exc.errors()[0]  # a ValidationError has at least one
             where = ".".join(str(p) for p in first["loc"]) or "the value"
@@ -68,6 +69,13 @@ def validate_deps(step: str, kwargs: dict[str, Any], annotated: Sequence[tuple[s
                 f"parameter with the type step {name!r} returns, or with dict (no "
                 "validation), and read it with Model.model_validate(...)"
             ) from None
+
+
+def _adapter_of(annotation: Any) -> Any:
+    try:
+        return _adapter(annotation)
+    except TypeError:  # an unhashable annotation (Annotated[..., {...}]): not memoised
+        return _adapter.__wrapped__(annotation)
 
 
 @functools.lru_cache(maxsize=256)
@@ -115,7 +123,9 @@ def _none_allowed(tp: Any) -> Any:
     if _is_model(tp):
         return tp | None
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is None or not args or origin is typing.Annotated:
+    if origin is typing.Annotated:  # Annotated[list[Model], ...]: the type, its metadata kept
+        return typing.Annotated[(_none_allowed(tp.__origin__), *tp.__metadata__)]
+    if origin is None or not args:
         return tp
     new = tuple(_none_allowed(a) if _involves_model(a) else a for a in args)
     if new == args:
@@ -130,4 +140,4 @@ def _none_allowed(tp: Any) -> Any:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
-    return repr(tp).replace("typing.", "")
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", repr(tp))  # list[Verdict], not list[mod.Verdict]
