@@ -12,6 +12,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._dep_types import model_annotations
 from ._errors import ConfigurationError, RunLocked
 from ._graph import DepCallback, GraphSpec, StepSpec, default_backoff, topological_order
 from ._money import parse_budget
@@ -543,6 +544,7 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         fn=fn,
         deps=deps,
         kwarg_deps=tuple(dep_params),
+        dep_types=model_annotations(fn, dep_params),
         wants_ctx=wants_ctx,
         is_async=_is_async(fn),
         max_attempts=_check_int(name, "max_attempts", opts.get("max_attempts", 3), minimum=1),

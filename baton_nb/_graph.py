@@ -57,6 +57,8 @@ class StepSpec:
     batch: bool = False  # the children's LLM calls go to provider batches (DESIGN §12)
     fail_fast: bool = False  # a fan-out fails (siblings cancelled) once its quorum is lost
     budget: Decimal | None = None  # USD cap on the step's calls (children included), §11
+    # (param, annotation) of the kwarg deps annotated with a pydantic model (_dep_types)
+    dep_types: tuple[tuple[str, Any], ...] = ()
 
     @property
     def worker(self) -> str:

@@ -75,16 +75,21 @@ def _price(args: argparse.Namespace) -> int:
     from ..pricing import lookup, price
 
     model, at = args.model, args.at
-    found = lookup(model, at=at)
-    priced_as = model
-    if found is None and model.startswith("mock/"):  # mock/... is priced as the model it names
-        priced_as = model.split("/", 1)[1]
-        found = lookup(priced_as, at=at)
+    found = lookup(model, at=at)  # mock/NAME: a price file's mock entry, else NAME
     if found is None:
+        if model.startswith("mock/"):
+            name = model.split("/", 1)[1]
+            advice = (
+                f"Price its calls as a known model with ctx.complete(..., price_as="
+                f"'openai/gpt-4o-mini'), or add {name!r} under provider 'mock' to a price file"
+            )
+        else:
+            advice = (
+                "Name it as provider/model (openai/..., anthropic/...), or add it to a price file"
+            )
         print(
             f"baton-nb: error: no price known for {model!r}: its calls cost unknown (None), "
-            "not 0. Name it as provider/model (openai/..., anthropic/...), or add it to a "
-            "price file loaded with bn.configure(pricing='my_prices.json') "
+            f"not 0. {advice} loaded with bn.configure(pricing='my_prices.json') "
             "(format: docs/pricing.md)",
             file=sys.stderr,
         )
@@ -94,7 +99,7 @@ def _price(args: argparse.Namespace) -> int:
     if usage is not None:
         with warnings.catch_warnings():  # the line below says it
             warnings.simplefilter("ignore")
-            cost = price(priced_as, usage, at=at, batch=args.batch)
+            cost = price(model, usage, at=at, batch=args.batch)
         shown = f"${fmt_money(cost)}" if cost is not None else "unknown (a part has no rate)"
         _out(f"a call of {_describe(usage)}{' (batch)' if args.batch else ''}: {shown}")
     return 0

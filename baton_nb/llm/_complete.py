@@ -12,6 +12,7 @@ from baton_nb._gc import fewer_collections_begin, fewer_collections_end
 from baton_nb._usage import Usage
 
 from ._anthropic import AnthropicAdapter
+from ._client import get_client, shared_now
 from ._config import Endpoint, default_timeout, resolve_endpoint, retry_settings
 from ._cost import cost_now, load_pricing, pricing_loaded
 from ._gemini import GeminiAdapter
@@ -73,12 +74,13 @@ async def _token_estimate(request: LLMRequest, tpm_limited: bool) -> int:
 
 
 def pricing_model(endpoint: Endpoint, model: str, request: LLMRequest) -> str:
-    """The name the price tables are asked for: ``price_as=``, else the model."""
+    """The name the price tables are asked for: ``price_as=``, else the model (``mock/NAME``
+    as it is: the tables price it as bn.price does, a price file's mock entry first)."""
     if request.price_as:
         return request.price_as
     if endpoint.price_provider:
         return f"{endpoint.price_provider}/{model}"
-    return model if endpoint.kind == "mock" else request.model
+    return f"mock/{model}" if endpoint.kind == "mock" else request.model
 
 
 async def _measured(
@@ -90,14 +92,19 @@ async def _measured(
         # time) is loaded in a worker thread, before the clock starts. The latency is the
         # call's, not the process's warm-up.
         await aload_encoder()
-    started = _clock()
-    if endpoint.kind == "mock":
+        started = _clock()
         await permit.attempt()
         parsed = await mock_complete(endpoint, model, request)
     else:  # _call, without a coroutine level of its own
         adapter = _ADAPTERS[endpoint.kind]
         call = adapter.build(endpoint, model, request)  # UnsupportedFeature before any network
         seconds = request.timeout or endpoint.timeout or default_timeout()
+        if shared_now() is None:
+            # The process's first call makes the shared client (aiohttp imported, the SSL
+            # context loaded: 0.1-0.6 s) before the clock starts: the latency is the
+            # provider's, not the process's warm-up.
+            await get_client()
+        started = _clock()
 
         async def attempt() -> Parsed:
             await permit.attempt()

@@ -6,6 +6,7 @@ exported after ``import baton_nb`` is seen.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
@@ -414,8 +415,11 @@ def configured_limits() -> tuple[int, dict[str, Limit]]:
 
 
 def _unknown_provider(provider: str) -> ConfigurationError:
+    known = known_providers()
+    near = difflib.get_close_matches(provider.lower(), known, n=1, cutoff=0.75)
+    hint = f"Did you mean {near[0]!r}? " if near else ""
     return ConfigurationError(
-        f"unknown provider {provider!r}; known providers: {', '.join(known_providers())}. "
+        f"unknown provider {provider!r}; known providers: {', '.join(known)}. {hint}"
         f"Add an OpenAI-compatible endpoint with "
         f"configure(providers={{{provider!r}: {{'kind': 'openai', 'base_url': ...}}}})"
     )

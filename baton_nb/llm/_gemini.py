@@ -238,7 +238,13 @@ def _tools(request: LLMRequest, endpoint: Endpoint, model: str) -> list[dict[str
     declarations = []
     for tool in request.tools:
         if tool.strict:
-            raise unsupported(endpoint.name, model, f"strict tool schemas ({tool.name})")
+            raise unsupported(
+                endpoint.name,
+                model,
+                f"strict tool schemas ({tool.name})",
+                "drop 'strict' from the tool (Gemini has no strict mode; check the arguments "
+                "the model sends), or call a provider that has it (OpenAI, Anthropic)",
+            )
         declaration: dict[str, Any] = {"name": tool.name}
         if tool.description is not None:
             declaration["description"] = tool.description

@@ -177,6 +177,8 @@ def price_call(
     for ``mock/...`` and ``price_as=``); an unknown price warns naming both. ``batch``: a
     provider batch call, at batch rates. Returns the cost and how it was priced (source,
     matched model, per-request fees, batch)."""
+    if called_as.lower() == f"{_registry.MOCK}/{model}".lower():
+        model = called_as  # a mock call stored priced as its bare NAME: mock/NAME's lookup
     cost, found = _price(model, usage, at=at, batch=batch, cache_write_ttl="5m",
                          called_as=called_as)  # fmt: skip
     if cost is None or found is None:

@@ -39,6 +39,7 @@ _PKG = Path(__file__).resolve().parent.parent  # .../baton_nb
 OVERRIDE_SOURCE = "baton_nb override"
 Layer = Literal["user", "override", "genai"]
 _MEMO_SIZE = 4096
+MOCK = "mock"  # the offline provider: its models are priced as the model they name
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -145,6 +146,8 @@ class _Catalog:
     def _find(self, query: str, day: date) -> Found | None:
         name = normalise(query)
         head, slash, rest = name.partition("/")
+        if slash and head == MOCK:
+            return self._mock(normalise(rest), day)
         provider = self.provider(head) if slash else None
         if provider is not None:
             return self._in_provider(provider, normalise(rest), day, fallback=True)
@@ -154,6 +157,17 @@ class _Catalog:
         if maker is None:
             return None
         return self._in_provider(str(maker.id), name, day, fallback=False)
+
+    def _mock(self, name: str, day: date) -> Found | None:
+        """``mock/NAME``: a price file's ``mock`` entry for NAME, else NAME as its maker's
+        (``mock/gpt-4o-mini`` costs what ``gpt-4o-mini`` costs). The one lookup of a mock
+        model, for ``bn.price``, ``lookup``, the mock's calls and ``reprice`` alike."""
+        provider = self.provider(MOCK)
+        if provider is not None:
+            found = self._in_provider(provider, name, day, fallback=False)
+            if found is not None:
+                return found
+        return self._find(name, day)
 
     def _in_provider(self, provider: str, name: str, day: date, *, fallback: bool) -> Found | None:
         genai_provider = _genai.find_provider(provider)

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
+from .._dep_types import validate_deps
 from .._errors import (
     ConfigurationError,
     ProviderError,
@@ -91,6 +92,8 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     kwargs = {d: results.get(d) for d in spec.kwarg_deps}
     args = (ctx,) if spec.wants_ctx else ()
     try:
+        if spec.dep_types:  # deps annotated with a pydantic model get instances of it
+            validate_deps(spec.name, kwargs, spec.dep_types)
         with anyio.fail_after(spec.timeout) if spec.timeout else _NO_TIMEOUT:
             if spec.is_async:
                 value = await spec.fn(*args, **kwargs)

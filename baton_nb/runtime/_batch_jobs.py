@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._errors import ConfigurationError, OutputValidationError, ProviderError, describe_error
-from .._money import add_money
+from .._money import add_money, normalize_money
 from .._states import BatchRequestState, BatchState
 from ..store import BatchRequestRow, CallRecord, CompletionRow, ProviderBatchRow, utcnow
 from ._batch_calls import MAX_TRIES, LiveBatch, ParkedCall
@@ -274,7 +274,10 @@ async def ingest(
     row.state = _FINAL.get(status.state, BatchState.DONE)
     row.succeeded = sum(1 for r in batch.requests.values() if r.state is ANSWERED)
     row.failed = len(batch.requests) - row.succeeded
-    row.cost, row.standard_cost = answers.cost, answers.standard
+    # without trailing zeros (0.007, not 0.00700), as a batch loaded from the store and
+    # every cost the report shows
+    row.cost = None if answers.cost is None else normalize_money(answers.cost)
+    row.standard_cost = None if answers.standard is None else normalize_money(answers.standard)
     row.ended_at = row.updated_at = now
     await batching.store.store_batch_results(
         row, answers.changed, answers.completions, answers.records, owner=batching.owner

@@ -156,6 +156,8 @@ class Context:
         **kwargs: Any,
     ) -> Completion:
         """One call that merges a fan-out's answers (``{model: answer}`` or a list)."""
+        if answers is None:  # a tolerant step's dep whose children all failed
+            raise ConfigurationError(_no_answers(self.step, self._node.spec.deps, self.results))
         items = list(answers.items()) if isinstance(answers, Mapping) else list(enumerate(answers))
         if not items:
             raise ValueError(f"step {self.step!r}: ctx.synthesize() got no answers to merge")
@@ -265,3 +267,16 @@ def _provider_extras(
             f"got {type(extra).__name__}"
         )
     return {**options, **extra} if extra else dict(options)
+
+
+def _no_answers(step: str, deps: Sequence[str], results: Mapping[str, Any]) -> str:
+    """Why ``ctx.synthesize(None)`` has nothing to merge, naming the deps that gave None."""
+    missing = [d for d in deps if results.get(d) is None]
+    why = ""
+    if missing:
+        names = ", ".join(repr(d) for d in missing)
+        why = f" (no child of {names} completed: a step that ignores a failed dep gets None)"
+    return (
+        f"step {step!r}: ctx.synthesize() got None: no answers to synthesise{why}. Check for "
+        "None before synthesising (return a fallback, or raise bn.Discard(...))"
+    )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from .._money import add_money
+from .._money import add_money, normalize_money
 from .._states import BATCH_LIVE_STATES, BatchRequestState, BatchState
 
 __all__ = ["BatchRequestRow", "ProviderBatchRow"]
@@ -59,7 +59,8 @@ class ProviderBatchRow:
         """What batch rates saved on the answers stored so far."""
         if self.cost is None or self.standard_cost is None:
             return None
-        return add_money(self.standard_cost, -self.cost)  # exact, whatever the decimal context
+        # exact, whatever the decimal context; without trailing zeros, as every cost shown
+        return normalize_money(add_money(self.standard_cost, -self.cost))
 
 
 @dataclass(slots=True)

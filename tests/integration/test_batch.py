@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 import baton_nb as bn
+from baton_nb._money import fmt_money
 from baton_nb._states import BatchRequestState, BatchState
 from baton_nb.store import Store
 from tests.fakes.provider_server import FakeProviderServer
@@ -73,6 +74,11 @@ async def test_a_batched_map_is_one_batch_at_batch_prices(
     [batch] = await batches_of(sqlite_url, run.id)
     assert (batch.state, batch.request_count, batch.succeeded) == (BatchState.DONE, 6, 6)
     assert batch.cost == expected and batch.saved == standard - expected
+    # the live run's batch shows its costs as the report does (0.007, never 0.00700)
+    [live] = run.batches.values()
+    for amount in (live.cost, live.standard_cost, live.saved, batch.saved):
+        assert amount is not None and format(amount, "f") == fmt_money(amount), amount
+    assert (live.cost, live.standard_cost) == (batch.cost, batch.standard_cost)
 
 
 def batch_requests(server: FakeProviderServer) -> list[Any]:

@@ -685,6 +685,8 @@ async def test_unsupported_features_fail_before_sending(
     provider, name = model.split("/", 1)
     assert (info.value.provider, info.value.model) == (provider, name)
     assert feature in str(info.value) and f"{model} does not support" in str(info.value)
+    # and says what to do instead (docs/providers.md)
+    assert str(info.value) != f"{model} does not support {info.value.feature}", str(info.value)
     assert fake_providers.request_count == 0
 
 

@@ -85,7 +85,7 @@ async def test_each_call_stores_its_price_source_and_model(
     bn.configure(pricing=str(_price_file(tmp_path, {"exact-model": "1"})))
     run = await _workflow(db_url, f"source-{unique}", "acme/exact-model").run(display=False)
     expected = {
-        "ask": CallPricing("gpt-4o-mini", GENAI, "openai/gpt-4o-mini", Decimal(0)),
+        "ask": CallPricing("mock/gpt-4o-mini", GENAI, "openai/gpt-4o-mini", Decimal(0)),
         "exotic": CallPricing(
             "acme/exact-model", "user file my_prices.json", "acme/exact-model", Decimal(0)
         ),
@@ -228,3 +228,43 @@ async def test_migration_adds_price_columns_and_stores_costs_exactly(
     finally:
         await store.close()
     assert version == SCHEMA_VERSION
+
+
+async def test_a_mock_entry_of_a_price_file_prices_runs_and_reprice_as_bn_price_does(
+    db_url: str, unique: str, tmp_path: Path
+) -> None:
+    """``mock/NAME`` has one lookup: bn.price, a run's calls and reprice=True (of calls
+    stored before, priced as the bare NAME then) all find the file's mock entry."""
+    wf = bn.Workflow(f"mock-entry-{unique}", db=db_url)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model="mock/brand-new-model", prompt="hi")).text
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unknown = await wf.run(display=False)
+    assert unknown.cost is None
+    path = tmp_path / "mock_prices.json"
+    rates = {"periods": [{"from": "2020-01-01", "input": "1", "output": "2"}]}
+    path.write_text(json.dumps({"provider": "mock", "models": {"brand-new-model": rates}}))
+    bn.configure(pricing=str(path))
+    [call] = unknown.calls
+    expected = bn.price("mock/brand-new-model", call.usage)
+    assert expected is not None and expected > 0
+    repriced = await bn.report(db=db_url, run_ids=[unknown.id], reprice=True)
+    assert repriced.complete and repriced.total == expected
+    assert repriced.rows[0].price_source == "user file mock_prices.json"
+    store = await Store.open(db_url)
+    try:  # a call stored before this lookup: priced as the bare name
+        async with store.connect() as conn:
+            await conn.execute(
+                sa.text("UPDATE workflow_step_stats SET priced_as = 'brand-new-model' "
+                        "WHERE run_id = :r"), {"r": unknown.id},
+            )  # fmt: skip
+    finally:
+        await store.close()
+    again = await bn.report(db=db_url, run_ids=[unknown.id], reprice=True)
+    assert again.complete and again.total == expected
+    fresh = await wf.run(display=False, params={"n": 2})
+    assert fresh.cost == bn.price("mock/brand-new-model", fresh.calls[0].usage) == expected

@@ -71,6 +71,16 @@ def test_price_of_an_unknown_model_exits_1(capsys: pytest.CaptureFixture[str]) -
     assert "bn.configure(pricing=" in err
 
 
+def test_price_of_an_unknown_mock_model_advises_price_as(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["price", "mock/my-private-model"]) == 1
+    err = capsys.readouterr().err
+    assert "price_as='openai/gpt-4o-mini'" in err
+    assert "add 'my-private-model' under provider 'mock' to a price file" in err
+    assert "Name it as provider/model" not in err
+
+
 def test_price_shows_source_match_and_every_rate(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["price", "anthropic/claude-sonnet-4-20250514", "--input-tokens", "250000",
             "--cached-tokens", "50000", "--cache-write-tokens", "11",

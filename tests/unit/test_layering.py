@@ -16,6 +16,7 @@ LAYERS: list[set[str]] = [
         "_outcomes",
         "_dburl",
         "_graph",
+        "_dep_types",
         "_money",
         "_counts",
         "_states",

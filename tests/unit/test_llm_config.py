@@ -61,6 +61,17 @@ async def test_missing_key_names_the_env_var(
 async def test_unknown_provider_lists_known_ones() -> None:
     with pytest.raises(ConfigurationError, match=r"unknown provider 'nope'.*anthropic.*openai"):
         await complete(LLMRequest("nope/x", MSGS))
+    with pytest.raises(ConfigurationError) as info:
+        await complete(LLMRequest("nope/x", MSGS))
+    assert "Did you mean" not in str(info.value)  # nothing close
+
+
+@pytest.mark.anyio
+async def test_a_near_miss_of_a_provider_says_did_you_mean() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"unknown provider 'opnai'.*Did you mean 'openai'\?"
+    ):
+        await complete(LLMRequest("opnai/gpt-5", MSGS))
 
 
 def test_env_vars_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -319,7 +319,7 @@ async def test_unknown_warning_names_the_model_as_called_and_points_at_user_code
         reset_configuration()
     assert c.cost is None
     message = str(caught[0].message)
-    assert "'mock/no-such-model-9' (priced as 'no-such-model-9')" in message, message
+    assert "model 'mock/no-such-model-9': " in message, message  # priced as it was called
     assert caught[0].filename == __file__  # not baton_nb/llm/_cost.py
 
 
