@@ -28,8 +28,9 @@ ITEMS = 3
 HANG = 60  # seconds: a run not over by then waits forever (a failure, not a timing)
 
 
-def gathering(name: str, db: str, models: list[str], *, cache: bool) -> bn.Workflow:
-    """A batched map whose children each gather one call per entry of ``models``."""
+def gathering(name: str, db: str, models: list[str], *, cache: bool, salt: str) -> bn.Workflow:
+    """A batched map whose children each gather one call per entry of ``models`` (their
+    prompts end with ``salt``: no other test's cached answer is theirs)."""
     wf = bn.Workflow(name, db=db, cache=cache)
 
     @wf.step()
@@ -40,7 +41,9 @@ def gathering(name: str, db: str, models: list[str], *, cache: bool) -> bn.Workf
     async def label(ctx: bn.Context) -> list[str]:
         answers = await asyncio.gather(
             *[
-                ctx.complete(model=m, prompt=f"Sentiment of {ctx.item}? ({i})", max_tokens=50)
+                ctx.complete(
+                    model=m, prompt=f"Sentiment of {ctx.item}? ({i}) {salt}", max_tokens=50
+                )
                 for i, m in enumerate(models)
             ]
         )
@@ -58,12 +61,14 @@ async def run_within(wf: bn.Workflow) -> bn.Run:
 @pytest.mark.parametrize("same", [True, False], ids=["same-model", "other-models"])
 @pytest.mark.parametrize("calls", [1, 2, 3, 4])
 async def test_gathered_calls_go_in_one_round_first_run_and_second(
-    fake_providers: FakeProviderServer, sqlite_url: str, calls: int, same: bool, cache: bool
+    fake_providers: FakeProviderServer, db_url: str, calls: int, same: bool, cache: bool
 ) -> None:
     models = [OTHERS[0]] * calls if same else OTHERS[:calls]
     per_model = Counter(models)
     unique = uuid.uuid4().hex[:8]
-    first = await run_within(gathering(f"gather-{unique}", sqlite_url, models, cache=cache))
+    first = await run_within(
+        gathering(f"gather-{unique}", db_url, models, cache=cache, salt=unique)
+    )
     assert first.status == "completed", first.steps
     stats = fake_providers.batches.stats()
     # one round: one batch per model, holding every child's calls to it
@@ -81,7 +86,9 @@ async def test_gathered_calls_go_in_one_round_first_run_and_second(
     assert all(len(r) == calls for r in first.results["label"])
 
     # the same calls in a new run: all from the cache (no batch), or all batched again
-    second = await run_within(gathering(f"gather2-{unique}", sqlite_url, models, cache=cache))
+    second = await run_within(
+        gathering(f"gather2-{unique}", db_url, models, cache=cache, salt=unique)
+    )
     assert second.status == "completed", second.steps
     assert second.results["label"] == first.results["label"]
     after = fake_providers.batches.stats()
@@ -91,3 +98,43 @@ async def test_gathered_calls_go_in_one_round_first_run_and_second(
     else:
         assert len(after["submitted"]) == 2 * len(per_model)
         assert len([c for c in second.calls if not c.replayed]) == ITEMS * calls
+
+
+async def test_gathered_calls_of_a_resumed_run_go_in_one_round(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """A resumed run reads each child's stored answers before its calls park (a read per
+    call gathered): cancelled while its batches run, resumed, it completes and asks the
+    calls the cancelled batches did not answer in one round."""
+    from baton_nb.runtime import active_run
+
+    fake_providers.batches.hold = True  # batches that take hours
+    unique = uuid.uuid4().hex[:8]
+    wf = gathering(f"gather-resume-{unique}", sqlite_url, OTHERS[:3], cache=False, salt=unique)
+    running: list[str] = []
+
+    def listen(event: object) -> None:
+        if isinstance(event, bn.BatchUpdated) and event.state == "running":
+            running.append(event.workflow_id)
+
+    remove = bn.events.add_listener(bn.topic_all(), listen)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: wf.run(display=False))
+            with anyio.fail_after(HANG):
+                while len(running) < 3:
+                    await anyio.sleep(0.01)
+            live = active_run(running[0])
+            assert live is not None
+            live.cancel()
+    finally:
+        remove()
+    run = wf.last_run
+    assert run is not None and run.status == "cancelled"
+    fake_providers.batches.hold = False
+    with anyio.fail_after(HANG):
+        again = await wf.run(run_id=run.id, display=False)
+    assert again.status == "completed", again.steps
+    stats = fake_providers.batches.stats()
+    assert len(stats["submitted"]) == 6  # 3 cancelled, then one round of 3 for the rest
+    assert all(len(r) == 3 for r in again.results["label"])
