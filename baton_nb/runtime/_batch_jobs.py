@@ -131,7 +131,7 @@ async def _submit(
         return
     row.remote_id, row.state, row.submitted_at = remote_id, BatchState.SUBMITTED, utcnow()
     await batching.save(row)  # the provider's id, right after
-    batching.spawn(follow, f"batch {key}", batching, batch)
+    batching.launch(follow, f"batch {key}", batching, batch)
 
 
 async def _failed(

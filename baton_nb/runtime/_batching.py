@@ -27,13 +27,14 @@ call the provider refused (4xx) fails the child's attempt with the provider's me
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 
-from .._errors import ProviderError, describe_error
+from .._errors import BatonError, ProviderError, describe_error
 from .._states import BatchRequestState, BatchState
 from ..store import BatchRequestRow, ExecutionStore, ProviderBatchRow, utcnow
 from ._batch_calls import CallKey, LiveBatch, ParkedCall
@@ -49,6 +50,7 @@ __all__ = ["Batching"]
 
 logger = logging.getLogger("baton_nb.runtime")
 Spawn = Callable[..., None]
+T = TypeVar("T")
 CANCEL_TIMEOUT = 30.0  # seconds run.cancel() waits for a provider to take a batch's cancel
 
 
@@ -79,6 +81,9 @@ class Batching:
         self._waits: dict[str, set[CallKey]] = {}  # per node: its calls not answered yet
         self._parked: dict[str, Node] = {}  # nodes waiting (snoozed) for their batches
         self._parked_in: dict[str, int] = {}  # per group: how many of its children
+        self._calling: dict[str, int] = {}  # per node: its calls not parked or answered yet
+        self._ending: dict[str, Node] = {}  # nodes parked while some of their calls were not
+        self._busy = 0  # batch tasks (a round being submitted, a batch followed) running
         self.stopping = False  # run.cancel(): no new batch is submitted
 
     # ── a resumed run: what earlier executions stored ─────────────────────────
@@ -106,6 +111,27 @@ class Batching:
         """Whether ``node``'s calls go to provider batches: a child of a batched step."""
         return node.spec.batch and node.parent is not None
 
+    async def calling(self, node: Node, call: Coroutine[Any, Any, T]) -> T:
+        """``node``'s call ``call``, counted until it parks or is answered.
+
+        Calls a step gathers (``asyncio.gather``) may reach their park in different loop
+        turns (each asks the response cache, or reads the stored answers, first); the first
+        ``CallParked`` ends the attempt while the others are still on their way. The node
+        counts as parked in its round only once none of its calls is (``parked``), so the
+        round takes all of them (docs/batch.md)."""
+        self._calling[node.name] = self._calling.get(node.name, 0) + 1
+        try:
+            return await call
+        finally:
+            left = self._calling[node.name] - 1
+            if left:
+                self._calling[node.name] = left
+            else:
+                del self._calling[node.name]
+                ending = self._ending.pop(node.name, None)
+                if ending is not None:
+                    self.parked(ending)  # its attempt ended parked before this call did
+
     def park(self, node: Node, index: int, request: LLMRequest, digest: str) -> NoReturn:
         """Hand call ``index`` of ``node``'s attempt to a batch, and end the attempt.
 
@@ -127,11 +153,16 @@ class Batching:
             pass  # in a batch that has not answered yet (a resumed run): wait for it
         else:
             self._pending.setdefault(call.group, {})[key] = call
+            if node.name in self._parked:  # a call made after its attempt ended: next round
+                self.check(node.parent)
         raise CallParked()
 
     def parked(self, node: Node) -> None:
         """``node``'s attempt ended parked (it is ``snoozed``, its slot given back): admitted
         again once its calls are answered; the round may be complete now."""
+        if node.name in self._calling:  # some of its calls have not parked yet: once they have
+            self._ending[node.name] = node
+            return
         if not self._waits.get(node.name):
             self.readmit(node)  # answered while the attempt was ending
             return
@@ -142,13 +173,53 @@ class Batching:
         self.check(node.parent)
 
     def check(self, group: Node | None) -> None:
-        """Submit the group's round once every child still open is parked."""
+        """Submit the group's round once every child still open is parked.
+
+        Children parked with no call to submit and no batch running for them would wait
+        forever: their calls fail instead (``_stuck``), never a silent hang."""
         if group is None or group.tally is None:
             return
         still_open = group.size - group.tally[0] - group.tally[1]
-        if still_open > self._parked_in.get(group.name, 0):
+        waiting = self._parked_in.get(group.name, 0)
+        if still_open > waiting:
             return
         self._flush(group.name)
+        if waiting and not self._busy and not self.stopping and not _cancelling():
+            self._stuck(group.name)
+
+    def _stuck(self, group: str) -> None:
+        """The group's parked children wait for calls that no batch will answer (a bug):
+        each one's attempt fails, saying so, rather than the run waiting forever."""
+        for node in [n for n in self._parked.values() if _group_of(n) == group]:
+            keys = list(self._waits.get(node.name, ()))
+            logger.error("step %r: parked for %d call(s) no batch holds", node.name, len(keys))
+            error = BatonError(
+                f"step {node.name!r}: {len(keys)} batched call(s) waiting for a provider batch, "
+                "but no batch is pending or running for them (a baton_nb bug: please report "
+                "it); the attempt fails rather than waiting forever"
+            )
+            for key in keys:
+                self.failures[key] = error
+                self.resolve(key)  # the node runs again; the call raises ``error``
+            if self._parked.pop(node.name, None) is not None:  # it waited for no call at all
+                self._parked_in[group] -= 1
+                self.readmit(node)
+
+    def launch(self, fn: Callable[..., Coroutine[Any, Any, None]], name: str, *args: Any) -> None:
+        """Start a batch task (``submit_round``, ``follow``), counted while it runs: once
+        none runs, every group with parked children is checked again (``check``)."""
+        self._busy += 1
+        self.spawn(self._counted, name, fn, args)
+
+    async def _counted(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._busy -= 1
+        if not self._busy:  # (not when cancelled: the run is ending)
+            groups = {_group_of(n): n.parent for n in self._parked.values()}
+            for group in groups.values():
+                self.check(group)
 
     def _flush(self, group: str) -> None:
         from ._batch_jobs import follow, submit_round
@@ -159,10 +230,10 @@ class Batching:
                 continue
             if any(r.call_key in self.known for r in batch.requests.values()):
                 batch.followed = True  # a resumed run: its children wait for it
-                self.spawn(follow, f"batch {row.key}", self, batch)
+                self.launch(follow, f"batch {row.key}", self, batch)
         calls = self._pending.pop(group, None)
         if calls and not self.stopping:
-            self.spawn(submit_round, f"batch round {group}", self, list(calls.values()))
+            self.launch(submit_round, f"batch round {group}", self, list(calls.values()))
 
     # ── answers ───────────────────────────────────────────────────────────────
 
@@ -228,3 +299,16 @@ class Batching:
                     logger.warning(
                         "could not cancel batch %s: %s", batch.row.key, describe_error(exc)
                     )
+
+
+def _group_of(node: Node) -> str:
+    return node.parent.name if node.parent is not None else node.name
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled (the run is ending: a parked child is not stuck)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop
+        return False
+    return task is not None and task.cancelling() > 0

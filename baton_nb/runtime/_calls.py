@@ -7,6 +7,7 @@ the same index and request is answered from the store: no network, recorded as r
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime
 from functools import cache
@@ -55,8 +56,20 @@ class Calls:
         # Budgets and the response cache (DESIGN §11, ``_spend``): None when the run has neither.
         self.spend: Spend | None = None
 
-    async def complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
-        """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored."""
+    def complete(
+        self, node: Node, index: int, request: LLMRequest
+    ) -> Coroutine[Any, Any, Completion]:
+        """Call ``index`` of ``node``'s attempt: replayed if stored, else sent and stored.
+
+        A batched step's call is counted by ``Batching`` from here until it parks or is
+        answered: calls gathered together may park in different loop turns (a cache or
+        store read first), and the round waits for all of them (``Batching.calling``)."""
+        batching = self.batching
+        if batching is not None and batching.takes(node):
+            return batching.calling(node, self._complete(node, index, request))
+        return self._complete(node, index, request)
+
+    async def _complete(self, node: Node, index: int, request: LLMRequest) -> Completion:
         llm = _llm()
         completion_type: type[Completion] = llm.Completion
         digest = llm.request_hash(request)
