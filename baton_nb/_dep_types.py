@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import re
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import ConfigurationError
-
-__all__ = ["model_annotations", "validate_deps"]
+__all__ = ["DependencyTypeWarning", "model_annotations", "validate_deps"]
 
 
 def model_annotations(fn: Callable[..., Any], params: Sequence[str]) -> tuple[tuple[str, Any], ...]:
     """``(param, annotation)`` for each of ``params`` whose annotation involves a pydantic
     model. Annotations written as strings (``from __future__ import annotations``) are
-    resolved in the function's module and closure; one that cannot be is left alone."""
+    resolved in the function's module and closure; one that cannot be yet (a model of a
+    later notebook cell) is kept as its text, resolved again when the step runs."""
     if not params or "pydantic" not in sys.modules:
         return ()  # no pydantic model can be named without pydantic imported
     try:
@@ -43,32 +44,93 @@ def model_annotations(fn: Callable[..., Any], params: Sequence[str]) -> tuple[tu
         if parameter is None or parameter.annotation is parameter.empty:
             continue
         annotation = _resolved(fn, parameter.annotation)
-        if annotation is not None and _involves_model(annotation):
+        if annotation is None and isinstance(parameter.annotation, str):
+            found.append((name, parameter.annotation))  # resolved at the step's attempts
+        elif annotation is not None and _involves_model(annotation):
             found.append((name, annotation))
     return tuple(found)
 
 
-def validate_deps(step: str, kwargs: dict[str, Any], annotated: Sequence[tuple[str, Any]]) -> None:
-    """Validate in place the deps of ``kwargs`` named in ``annotated`` into their types.
-    Raises ConfigurationError naming the step, the parameter and what to do."""
-    from pydantic import ValidationError
+class DependencyTypeWarning(UserWarning):
+    """A dep's result could not be read as the model its parameter names: the dependent
+    gets the stored JSON (a dict), as a parameter without the annotation would."""
 
+
+def validate_deps(
+    step: str, fn: Callable[..., Any], kwargs: dict[str, Any], annotated: Sequence[tuple[str, Any]]
+) -> None:
+    """Replace in ``kwargs`` the deps named in ``annotated`` by instances of their types.
+
+    The stored JSON is read in pydantic's JSON mode, by field name as well as alias,
+    without the model's computed fields: what ``model_dump(mode="json")`` wrote reads back
+    even for strict models (dates, UUIDs, enums, tuples as JSON gives them), aliased fields
+    and ``extra="forbid"``. The shared value is never changed (other dependents and
+    ``run.results`` see the JSON). A result that still does not fit, or a model pydantic
+    cannot build an adapter for, leaves the dependent the JSON, with a
+    :class:`DependencyTypeWarning` naming the step, the parameter and the reason: a run that
+    worked before the annotation was honoured is never failed by it."""
     for name, annotation in annotated:
         value = kwargs.get(name)
         if value is None:
             continue
+        if isinstance(annotation, str):  # not resolved when the step was defined: a model
+            annotation = _resolved(fn, annotation)  # of a later cell; tried again now
+            if annotation is None or not _involves_model(annotation):
+                continue
         try:
-            kwargs[name] = _adapter_of(annotation).validate_python(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]  # a ValidationError has at least one
-            where = ".".join(str(p) for p in first["loc"]) or "the value"
-            raise ConfigurationError(
-                f"step {step!r}: the result of {name!r} does not fit the annotation of its "
-                f"parameter {name}: {_type_name(annotation)} ({where}: {first['msg']}; "
-                f"{exc.error_count()} error(s)). Annotate the "
-                f"parameter with the type step {name!r} returns, or with dict (no "
-                "validation), and read it with Model.model_validate(...)"
-            ) from None
+            adapter = _adapter_of(annotation)
+            kwargs[name] = adapter.validate_json(
+                json.dumps(_without_computed(value, annotation)), **_by_name()
+            )
+        except Exception as exc:  # pydantic's errors (validation, an undefined model): warned
+            warnings.warn(
+                DependencyTypeWarning(
+                    f"step {step!r}: the result of {name!r} is passed as stored (JSON), not "
+                    f"as {_type_name(annotation)}: {_reason(exc)}. Annotate the parameter "
+                    f"with the type step {name!r} returns, or with dict, and read it with "
+                    "Model.model_validate(...)"
+                ),
+                stacklevel=2,
+            )
+
+
+@functools.cache
+def _by_name() -> dict[str, Any]:
+    """Read aliased fields by their names too (pydantic >= 2.11; model_dump writes names)."""
+    from pydantic import VERSION
+
+    return {"by_name": True} if tuple(map(int, VERSION.split(".")[:2])) >= (2, 11) else {}
+
+
+def _reason(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]  # a ValidationError has at least one
+        where = ".".join(str(p) for p in first["loc"]) or "the value"
+        return f"{where}: {first['msg']} ({exc.error_count()} error(s))"
+    hint = "if the model refers to one defined later, call its model_rebuild()"
+    return f"{type(exc).__name__}: {exc} ({hint})"
+
+
+def _without_computed(value: Any, tp: Any) -> Any:
+    """``value`` without the keys of the computed fields ``model_dump`` added (a model's,
+    or each model's of a list / dict of models): a copy, the stored value is shared."""
+    if _is_model(tp):
+        computed = tp.model_computed_fields
+        if computed and isinstance(value, dict):
+            return {k: v for k, v in value.items() if k not in computed}
+        return value
+    args = [a for a in typing.get_args(tp) if _is_model(a)]
+    if len(args) != 1:
+        return value
+    if isinstance(value, list):
+        return [_without_computed(v, args[0]) for v in value]
+    if isinstance(value, dict) and typing.get_origin(tp) in (dict, typing.Union, types.UnionType):
+        if typing.get_origin(tp) is dict:
+            return {k: _without_computed(v, args[0]) for k, v in value.items()}
+        return _without_computed(value, args[0])  # Model | None
+    return value
 
 
 def _adapter_of(annotation: Any) -> Any:
@@ -101,9 +163,12 @@ def _resolved(fn: Callable[..., Any], annotation: Any) -> Any:
             except ValueError:  # an empty cell
                 continue
     try:
-        return eval(annotation, namespace)  # the function's own annotation, as typing does
-    except Exception:  # a name defined elsewhere or later: not resolved, left alone (no
-        return None  # validation), as an annotation naming no model
+        value = eval(annotation, namespace)  # the function's own annotation, as typing does
+        if isinstance(value, str):  # "'Later'": quoted under `from __future__ import annotations`
+            value = eval(value, namespace)
+        return value
+    except Exception:  # a name defined elsewhere or later: not resolved yet
+        return None
 
 
 def _is_model(tp: Any) -> bool:

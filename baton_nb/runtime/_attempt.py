@@ -93,7 +93,7 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     args = (ctx,) if spec.wants_ctx else ()
     try:
         if spec.dep_types:  # deps annotated with a pydantic model get instances of it
-            validate_deps(spec.name, kwargs, spec.dep_types)
+            validate_deps(spec.name, spec.fn, kwargs, spec.dep_types)
         with anyio.fail_after(spec.timeout) if spec.timeout else _NO_TIMEOUT:
             if spec.is_async:
                 value = await spec.fn(*args, **kwargs)

@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 import baton_nb as bn
+from baton_nb._dep_types import DependencyTypeWarning
 from tests.fakes.provider_server import FakeProviderServer, Reply
 
 pytestmark = pytest.mark.anyio
@@ -88,7 +89,7 @@ async def test_a_tolerant_map_list_keeps_none_for_the_failed_items(sqlite_url: s
     assert run.results["gather"] == ["1", None, "3"]
 
 
-async def test_a_result_that_does_not_fit_the_model_names_step_and_parameter(
+async def test_a_result_that_does_not_fit_the_model_is_passed_as_stored_with_a_warning(
     sqlite_url: str,
 ) -> None:
     wf = bn.Workflow("typed-bad", db=sqlite_url)
@@ -99,16 +100,12 @@ async def test_a_result_that_does_not_fit_the_model_names_step_and_parameter(
 
     @wf.step()
     async def use(ctx: bn.Context, one: Verdict) -> str:
-        return one.answer
+        return type(one).__name__
 
-    run = await wf.run(display=False)
-    step = run.steps["use"]
-    assert step.state == "discarded"
-    assert step.attempt == 1  # the same result fails the same way: not retried
-    assert step.error is not None
-    assert step.error.startswith("ConfigurationError: step 'use': the result of 'one' ")
-    assert "parameter one: Verdict (confidence:" in step.error
-    assert "Annotate the parameter with the type step 'one' returns" in step.error
+    with pytest.warns(DependencyTypeWarning, match=r"step 'use': the result of 'one' is passed"):
+        run = await wf.run(display=False)
+    assert run.steps["use"].state == "completed"  # as without the annotation
+    assert run.results["use"] == "dict"
 
 
 async def test_other_annotations_are_left_alone(sqlite_url: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
+import uuid
 from typing import Annotated, Any, Optional
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from baton_nb._dep_types import model_annotations, validate_deps
-from baton_nb._errors import ConfigurationError
+from baton_nb._dep_types import DependencyTypeWarning, model_annotations, validate_deps
 
 
 class V(BaseModel):
@@ -37,17 +39,74 @@ def test_only_annotations_naming_a_model_are_kept() -> None:
 )
 def test_shapes_are_validated_and_none_passes(annotation: Any, value: Any, expected: Any) -> None:
     kwargs = {"x": value, "other": {"a": "untouched"}}
-    validate_deps("s", kwargs, [("x", annotation)])
+    validate_deps("s", step, kwargs, [("x", annotation)])
     assert kwargs == {"x": expected, "other": {"a": "untouched"}}
     none = {"x": None}
-    validate_deps("s", none, [("x", annotation)])
+    validate_deps("s", step, none, [("x", annotation)])
     assert none == {"x": None}
 
 
-def test_a_misfit_names_the_step_the_parameter_and_what_to_do() -> None:
-    with pytest.raises(ConfigurationError) as info:
-        validate_deps("use", {"judge": [{"a": "x"}]}, [("judge", list[V])])
-    message = str(info.value)
-    assert message.startswith("step 'use': the result of 'judge' does not fit the annotation")
-    assert "parameter judge: list[V] (0.a: Input should be a valid integer" in message
-    assert "or with dict (no validation)" in message
+def test_a_misfit_keeps_the_json_and_warns_naming_the_step_the_parameter_and_what_to_do() -> None:
+    kwargs = {"judge": [{"a": "x"}]}
+    with pytest.warns(DependencyTypeWarning) as caught:
+        validate_deps("use", step, kwargs, [("judge", list[V])])
+    assert kwargs == {"judge": [{"a": "x"}]}  # what a parameter without the annotation gets
+    message = str(caught[0].message)
+    assert message.startswith("step 'use': the result of 'judge' is passed as stored (JSON)")
+    assert "not as list[V]: 0.a: Input should be a valid integer" in message
+    assert "or with dict, and read it with Model.model_validate" in message
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    at: datetime.datetime
+    id: uuid.UUID
+    colour: Colour
+    pair: tuple[int, int]
+    answer: str = Field(alias="Answer")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def twice(self) -> str:
+        return self.answer * 2
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+Strict.model_rebuild()
+
+
+def test_a_models_own_json_dump_reads_back_and_the_shared_value_is_not_changed() -> None:
+    """Strict types, an alias without populate_by_name, extra="forbid" with a computed
+    field: each rejects its own model_dump(mode="json") in python mode."""
+    made = Strict(
+        at=datetime.datetime(2024, 1, 1),
+        id=uuid.uuid4(),
+        colour=Colour.RED,
+        pair=(1, 2),
+        Answer="x",
+    )
+    stored = made.model_dump(mode="json")
+    shared = {"one": stored, "many": [stored, None]}
+    kwargs = dict(shared)
+    validate_deps("s", step, kwargs, [("one", Strict), ("many", list[Strict])])
+    assert kwargs["one"] == made
+    assert kwargs["many"] == [made, None]
+    assert shared["one"] == made.model_dump(mode="json")  # untouched for other dependents
+
+
+def test_an_annotation_naming_a_later_model_is_resolved_when_the_step_runs() -> None:
+    namespace: dict[str, Any] = {}
+    exec("def later(ctx, one: 'Later'): pass", namespace)
+    found = model_annotations(namespace["later"], ["one"])
+    assert [name for name, _ in found] == ["one"]  # kept as text: resolved when it runs
+
+    class Later(BaseModel):
+        a: int
+
+    namespace["Later"] = Later
+    kwargs = {"one": {"a": 1}}
+    validate_deps("s", namespace["later"], kwargs, found)
+    assert kwargs == {"one": Later(a=1)}
