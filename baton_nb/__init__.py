@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import events
 from ._builder import Workflow
+from ._dep_types import DependencyTypeWarning
 from ._errors import (
     BatonError,
     BudgetReached,
@@ -66,6 +67,7 @@ __all__ = [
     "CostReport",
     "CycleError",
     "DagWidget",
+    "DependencyTypeWarning",
     "Discard",
     "EventsDropped",
     "Limit",

@@ -171,14 +171,17 @@ def price_call(
     called_as: str,
     at: datetime | None = None,
     batch: bool = False,
+    stored: bool = False,
 ) -> tuple[Decimal | None, CallPricing]:
     """`price` for the LLM layer and for re-pricing stored calls: ``model`` is the name the
     price tables are asked for, ``called_as`` the ``provider/model`` of the call (they differ
     for ``mock/...`` and ``price_as=``); an unknown price warns naming both. ``batch``: a
-    provider batch call, at batch rates. Returns the cost and how it was priced (source,
-    matched model, per-request fees, batch)."""
-    if called_as.lower() == f"{_registry.MOCK}/{model}".lower():
-        model = called_as  # a mock call stored priced as its bare NAME: mock/NAME's lookup
+    provider batch call, at batch rates. ``stored``: re-pricing a stored call. Returns the
+    cost and how it was priced (source, matched model, per-request fees, batch)."""
+    if stored and called_as.lower() == f"{_registry.MOCK}/{model}".lower():
+        # A mock call stored before mock/NAME had one lookup recorded its bare NAME: priced
+        # as mock/NAME is now (a live call's explicit price_as=NAME is priced as NAME).
+        model = called_as
     cost, found = _price(model, usage, at=at, batch=batch, cache_write_ttl="5m",
                          called_as=called_as)  # fmt: skip
     if cost is None or found is None:

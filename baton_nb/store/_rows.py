@@ -198,7 +198,7 @@ class CallRecord:
         name = self.pricing.priced_as if self.pricing is not None else self.model
         batch = self.pricing is not None and self.pricing.batch
         cost, pricing = price_call(
-            name, self.usage, called_as=self.model, at=self.created_at, batch=batch
+            name, self.usage, called_as=self.model, at=self.created_at, batch=batch, stored=True
         )
         return replace(self, cost=cost, pricing=pricing)
 

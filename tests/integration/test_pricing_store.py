@@ -268,3 +268,27 @@ async def test_a_mock_entry_of_a_price_file_prices_runs_and_reprice_as_bn_price_
     assert again.complete and again.total == expected
     fresh = await wf.run(display=False, params={"n": 2})
     assert fresh.cost == bn.price("mock/brand-new-model", fresh.calls[0].usage) == expected
+
+
+async def test_an_explicit_price_as_is_not_replaced_by_a_mock_entry_of_the_same_name(
+    db_url: str, unique: str, tmp_path: Path
+) -> None:
+    """``mock/gpt-4o`` called with ``price_as="gpt-4o"`` is priced as OpenAI's gpt-4o, not
+    as a price file's ``mock`` entry for gpt-4o (as ``mock/other`` with the same price_as)."""
+    path = tmp_path / "free_mock.json"
+    rates = {"periods": [{"from": "2020-01-01", "input": "0", "output": "0"}]}
+    path.write_text(json.dumps({"provider": "mock", "models": {"gpt-4o": rates}}))
+    bn.configure(pricing=str(path))
+    wf = bn.Workflow(f"price-as-{unique}", db=db_url)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> list[str]:
+        named = await ctx.complete(model="mock/gpt-4o", prompt="hi", price_as="gpt-4o")
+        plain = await ctx.complete(model="mock/gpt-4o", prompt="hi")
+        return [str(named.cost), str(plain.cost)]
+
+    run = await wf.run(display=False)
+    named_cost, plain_cost = run.results["ask"]
+    named_call = next(c for c in run.calls if c.pricing and c.pricing.priced_as == "gpt-4o")
+    assert named_cost == str(bn.price("openai/gpt-4o", named_call.usage)) != "0"
+    assert plain_cost == "0"  # mock/gpt-4o without price_as: the file's mock entry
