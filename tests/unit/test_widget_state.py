@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import baton_nb as bn
 from baton_nb._counts import count_steps
@@ -423,3 +425,89 @@ def test_a_cost_text_is_looked_up_by_its_amount() -> None:
         step.cost = Decimal(i) / 7
         assert _state.node_state(step)["c"] == fmt_money(Decimal(i) / 7)
     assert len(_state._COST_TEXT) <= 4096
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=6)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_indented_size_is_the_indented_texts_length(value: Any) -> None:
+    """The length of a result's indented JSON, counted from its one-line form: exactly
+    ``len(json.dumps(value, indent=2, ensure_ascii=False))``."""
+    size = _state._indented_size(value)
+    expected = len(json.dumps(value, indent=2, ensure_ascii=False))
+    assert size == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [f"Summarise document {i} in one sentence." for i in range(20_000)],
+        {f"k{i}": [i, {"é": [None, 1.5, True]}, []] for i in range(3_000)},
+        [[[["x" * 50] * 40] * 10]] * 8,
+    ],
+    ids=["prompts", "nested", "deep"],
+)
+def test_a_long_result_is_cut_as_the_whole_text_was(value: Any) -> None:
+    """A result longer than the limit: its first ``RESULT_LIMIT`` characters and the count
+    of the rest, as when the whole indented text was made and cut (only the head is)."""
+    run = bn.Run("r1", "wf")
+    run.steps["items"] = StepInfo(name="items", job_id=1, has_result=True)
+    run.results["items"] = value
+    whole = json.dumps(value, indent=2, ensure_ascii=False)
+    assert len(whole) > _state.RESULT_LIMIT
+    expected = (
+        whole[: _state.RESULT_LIMIT] + f"\n… ({len(whole) - _state.RESULT_LIMIT:,} more characters)"
+    )
+    assert _state.detail(run, "items")["result"] == expected
+
+
+class _Point:
+    def model_dump(self, mode: str) -> dict[str, Any]:
+        return {"x": [1, 2], "mode": mode}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [_Point()] * 3_000,  # through ``default``: encoded whole, as before
+        [Decimal("1.5")] * 5_000,
+        {1: "x" * 30_000},  # a key json turns into a string
+    ],
+    ids=["model", "decimal", "int-key"],
+)
+def test_a_long_result_with_other_types_is_encoded_whole(value: Any) -> None:
+    assert _state._indented_size(value) is None
+    run = bn.Run("r1", "wf")
+    run.steps["items"] = StepInfo(name="items", job_id=1, has_result=True)
+    run.results["items"] = value
+    whole = _state._INDENTED.encode(value)
+    expected = (
+        whole[: _state.RESULT_LIMIT] + f"\n… ({len(whole) - _state.RESULT_LIMIT:,} more characters)"
+    )
+    assert _state.detail(run, "items")["result"] == expected
+
+
+def test_a_result_that_holds_itself_is_shown_by_its_repr() -> None:
+    loop: list[Any] = ["x" * 30_000]
+    loop.append(loop)
+    run = bn.Run("r1", "wf")
+    run.steps["items"] = StepInfo(name="items", job_id=1, has_result=True)
+    run.results["items"] = loop
+    text = repr(loop)
+    assert _state.detail(run, "items")["result"] == text[: _state.RESULT_LIMIT] + (
+        f"\n… ({len(text) - _state.RESULT_LIMIT:,} more characters)"
+    )
