@@ -348,79 +348,12 @@ def _result_text(run: Run, step: StepInfo) -> str | None:
     # indent changes nothing for a scalar, and it forces json's slow pure-Python encoder
     scalar = value is None or isinstance(value, (str, int, float))
     try:
-        if scalar:
-            text = _scalar_json(value)
-        else:
-            size = _indented_size(value)
-            if size is not None and size > RESULT_LIMIT:  # only the part kept is indented
-                return _indented_head(value) + f"\n… ({size - RESULT_LIMIT:,} more characters)"
-            text = _INDENTED.encode(value)
+        text = _scalar_json(value) if scalar else _INDENTED.encode(value)
     except (TypeError, ValueError, RecursionError):
         text = repr(value)
     if len(text) > RESULT_LIMIT:
         text = text[:RESULT_LIMIT] + f"\n… ({len(text) - RESULT_LIMIT:,} more characters)"
     return text
-
-
-# What ``_INDENTED`` (``indent=2``) puts between JSON values, compared with the one-line
-# form made with the same separators: a newline and the indentation before each entry of a
-# non-empty list or object, and before its closing bracket.
-_LEAVES = frozenset({str, int, float, bool, type(None)})
-
-
-def _indented_size(value: Any) -> int | None:
-    """``len(_INDENTED.encode(value))``, without the indenting encoder (json's pure-Python
-    one: ~25 ms for the 20,000 prompts a map's items step returns, whose text is then cut
-    to ``RESULT_LIMIT``): the one-line encoding by json's C encoder with the same separators,
-    plus the indentation, counted. None when ``value`` holds anything but JSON's own types
-    (lists, tuples, dicts with ``str`` keys, strings, numbers, booleans, None, subclasses
-    of ``str``, ``int`` and ``float`` excluded): ``default`` would then change what is
-    indented, and the caller encodes it whole."""
-    if _one_line is None:
-        return None
-    extra = 0
-    todo: list[tuple[Any, int]] = [(value, 0)]
-    seen = 0
-    while todo:
-        item, depth = todo.pop()
-        kind = type(item)
-        if kind is list or kind is tuple:
-            items = item
-        elif kind is dict:
-            if any(type(key) is not str for key in item):
-                return None
-            items = item.values()
-        elif kind in _LEAVES:
-            continue
-        else:
-            return None
-        if item:
-            seen += 1
-            if seen > 100_000:  # deep or wide nesting: left to the encoder (and its checks)
-                return None
-            # each entry: "\n" + 2 spaces a level; then "\n" and the closing bracket's
-            extra += len(item) * (1 + 2 * (depth + 1)) + 1 + 2 * depth
-            todo.extend((child, depth + 1) for child in items if type(child) in _CONTAINERS)
-            if any(type(child) not in _LEAVES_OR_CONTAINERS for child in items):
-                return None
-    return len(_one_line(value)) + extra
-
-
-_CONTAINERS = frozenset({list, tuple, dict})
-_LEAVES_OR_CONTAINERS = _LEAVES | _CONTAINERS
-
-
-def _indented_head(value: Any) -> str:
-    """The first ``RESULT_LIMIT`` characters of ``_INDENTED.encode(value)``, encoding only
-    about that much (json's pure-Python encoder yields its text piece by piece)."""
-    parts: list[str] = []
-    size = 0
-    for part in _INDENTED.iterencode(value):
-        parts.append(part)
-        size += len(part)
-        if size >= RESULT_LIMIT:
-            break
-    return "".join(parts)[:RESULT_LIMIT]
 
 
 def _calls(calls: list[CallRecord]) -> list[dict[str, Any]]:
@@ -489,22 +422,3 @@ def compact_json(default: Callable[[Any], Any]) -> Callable[[Any], str]:
 # json.dumps(value, indent=..., ensure_ascii=False, default=_plain), made once
 _scalar_json = compact_json(_plain)
 _INDENTED = json.JSONEncoder(indent=2, ensure_ascii=False, default=_plain)
-
-
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _one_line_encoder() -> Callable[[Any], str] | None:
-    """``_INDENTED``'s text without its newlines and indentation (its separators, ``,`` and
-    ``: ``), by json's C encoder; None without it."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    encode = make(
-        None, _no_default, json.encoder.encode_basestring, None, ": ", ",", False, False, True
-    )
-    return lambda value: "".join(encode(value, 0))
-
-
-_one_line = _one_line_encoder()

@@ -9,8 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import baton_nb as bn
 from baton_nb._counts import count_steps
@@ -427,87 +425,30 @@ def test_a_cost_text_is_looked_up_by_its_amount() -> None:
     assert len(_state._COST_TEXT) <= 4096
 
 
-_json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30),
-    lambda inner: (
-        st.lists(inner, max_size=6)
-        | st.tuples(inner, inner)
-        | st.dictionaries(st.text(max_size=8), inner, max_size=6)
-    ),
-    max_leaves=40,
-)
+def test_static_sums_of_a_map_with_mixed_amounts_are_exact() -> None:
+    """A fan-out whose calls cost a few amounts (added once per amount, times its count),
+    some unpriced, some replayed, over two models: the report's exact totals."""
+    from dataclasses import replace
 
+    from baton_nb.widget._static import sums
 
-@settings(max_examples=300, deadline=None)
-@given(_json_values)
-def test_indented_size_is_the_indented_texts_length(value: Any) -> None:
-    """The length of a result's indented JSON, counted from its one-line form: exactly
-    ``len(json.dumps(value, indent=2, ensure_ascii=False))``."""
-    size = _state._indented_size(value)
-    expected = len(json.dumps(value, indent=2, ensure_ascii=False))
-    assert size == expected
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        [f"Summarise document {i} in one sentence." for i in range(20_000)],
-        {f"k{i}": [i, {"é": [None, 1.5, True]}, []] for i in range(3_000)},
-        [[[["x" * 50] * 40] * 10]] * 8,
-    ],
-    ids=["prompts", "nested", "deep"],
-)
-def test_a_long_result_is_cut_as_the_whole_text_was(value: Any) -> None:
-    """A result longer than the limit: its first ``RESULT_LIMIT`` characters and the count
-    of the rest, as when the whole indented text was made and cut (only the head is)."""
-    run = bn.Run("r1", "wf")
-    run.steps["items"] = StepInfo(name="items", job_id=1, has_result=True)
-    run.results["items"] = value
-    whole = json.dumps(value, indent=2, ensure_ascii=False)
-    assert len(whole) > _state.RESULT_LIMIT
-    expected = (
-        whole[: _state.RESULT_LIMIT] + f"\n… ({len(whole) - _state.RESULT_LIMIT:,} more characters)"
-    )
-    assert _state.detail(run, "items")["result"] == expected
-
-
-class _Point:
-    def model_dump(self, mode: str) -> dict[str, Any]:
-        return {"x": [1, 2], "mode": mode}
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        [_Point()] * 3_000,  # through ``default``: encoded whole, as before
-        [Decimal("1.5")] * 5_000,
-        {1: "x" * 30_000},  # a key json turns into a string
-    ],
-    ids=["model", "decimal", "int-key"],
-)
-def test_a_long_result_with_other_types_is_encoded_whole(value: Any) -> None:
-    assert _state._indented_size(value) is None
-    run = bn.Run("r1", "wf")
-    run.steps["items"] = StepInfo(name="items", job_id=1, has_result=True)
-    run.results["items"] = value
-    whole = _state._INDENTED.encode(value)
-    expected = (
-        whole[: _state.RESULT_LIMIT] + f"\n… ({len(whole) - _state.RESULT_LIMIT:,} more characters)"
-    )
-    assert _state.detail(run, "items")["result"] == expected
-
-
-def test_a_result_that_holds_itself_is_shown_by_its_repr() -> None:
-    loop: list[Any] = ["x" * 30_000]
-    loop.append(loop)
-    run = bn.Run("r1", "wf")
-    run.steps["items"] = StepInfo(name="items", job_id=1, has_result=True)
-    run.results["items"] = loop
-    text = repr(loop)
-    assert _state.detail(run, "items")["result"] == text[: _state.RESULT_LIMIT] + (
-        f"\n… ({len(text) - _state.RESULT_LIMIT:,} more characters)"
-    )
+    run = failed_run()
+    amounts = ("0.0000072", "0.000007200", "0.1", "123.456789012345", None)
+    _add(run, "more", kind="group", state="completed", deps=["items"])
+    for i in range(300):
+        child = _add(run, f"more[{i}]", kind="child", parent="more", state="completed")
+        model = "mock/a" if i % 3 else "mock/b"
+        call = _call(child.name, model, amounts[i % len(amounts)], tokens=i)
+        if i % 7 == 0:
+            call = replace(call, replayed=True)
+        run.calls.append(call)
+        child.add_call(call)
+    report = run.report()
+    by_step, by_model = sums(run)
+    assert list(by_model) == list(report.by_model())
+    for mine, theirs in ((by_step, report.by_step()), (by_model, report.by_model())):
+        assert set(mine) == set(theirs)
+        for name, t in theirs.items():
+            got = mine[name]
+            expected = (t.calls, t.usage.total_tokens, t.known_cost, t.unpriced_calls)
+            assert (got.calls, got.tokens, got.known_cost, got.unpriced_calls) == expected
