@@ -452,3 +452,12 @@ def test_static_sums_of_a_map_with_mixed_amounts_are_exact() -> None:
             got = mine[name]
             expected = (t.calls, t.usage.total_tokens, t.known_cost, t.unpriced_calls)
             assert (got.calls, got.tokens, got.known_cost, got.unpriced_calls) == expected
+
+
+@pytest.mark.parametrize("value", [0, -7, 2**70, 10**4000, True, False, 1.5, "x", None])
+def test_a_scalar_result_is_its_json(value: Any) -> None:
+    """An ``int`` result (a map child's usual one) is shown by its repr: its JSON."""
+    run = bn.Run("r1", "wf")
+    run.steps["s"] = StepInfo(name="s", job_id=1, has_result=True)
+    run.results["s"] = value
+    assert _state.detail(run, "s")["result"] == json.dumps(value, ensure_ascii=False)
