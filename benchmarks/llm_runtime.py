@@ -26,9 +26,9 @@ At each scale (calls @ in flight, 200 ms server latency), in one interleaved run
   kernel started in this process (``benchmarks/widget.py``'s ``start_kernel``; messages
   encoded and dropped as a real kernel hands them to zmq). Timed in ``--widget-pairs``
   pairs, not in the rounds: each pair a SQLite run and a widget run back to back, in
-  alternating order, each followed inside its own sample by a full collection of its
-  garbage (after a ``gc.freeze()`` of what was there before: the collection walks only
-  what runs made); judged on the median of the pairs' CPU ratios (below);
+  alternating order, each started on a collected heap and followed by a full collection
+  of its garbage, timed apart (after a ``gc.freeze()`` of what was there before: it walks
+  only what runs made); judged on the median of the pairs' CPU ratios (below);
 - ``langgraph``: the peer, LangGraph's map-reduce (``Send``) doing the same fan-out, each
   task a call through httpx-aiohttp, checkpointed on SQLite (``benchmarks/_llm_peer.py``;
   without LangGraph installed the row is left out, saying why).
@@ -48,11 +48,13 @@ the widget at 1,000 in flight"): the wall of a run on a shared 2-core machine mo
 load by more than that, and a collection of the garbage earlier runs left (a full one walks
 the whole heap: 0.2-0.5 s, ~5 % of a 20,000-call run) fell in whichever run came next. A
 pair's two runs share the machine's state of the moment, their order alternates (a drift or
-an order effect hits both sides), each run collects its own garbage inside its sample (the
-widget's included: nothing it leaves is paid outside what is measured, and no run pays for
-another's), and the median of the pairs' ratios of ``time.process_time()`` (all threads of
-this process: the kernel's too; the fake provider is another process) leaves out a pair
-that a burst of load hit. The wall ratio is printed beside it.
+an order effect hits both sides), each run starts on a collected heap and the collection of
+its own garbage after it is timed and counted to it (the widget's included: nothing it
+leaves is paid outside what is measured, and no run pays for another's), and the median of
+the pairs' ratios of ``time.process_time()`` (all threads of this process: the kernel's
+too; the fake provider is another process) leaves out a pair that a burst of load hit. The
+wall ratio is printed beside it. (The harness also kept every widget, and so its run, alive:
+the heap grew with each widget run.)
 
 The fake provider (tests/fakes/provider_server.py, an asyncio server) runs in its own
 process (benchmarks/_fake_server.py), so it takes no CPU or GIL from the client measured.
@@ -63,6 +65,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import importlib.util
 import io
@@ -210,7 +213,10 @@ def start_widget_kernel() -> bool:
 
     from baton_nb.widget import in_kernel
 
-    start_kernel(phases=False)  # the run's CPU only: no timing wrapper around each event
+    # The run's CPU only: no timing wrapper around each event. No widget kept either: each
+    # kept its run alive (20,000 steps and calls), so the heap grew with every widget run and
+    # each full collection after it walked all of them.
+    start_kernel(phases=False, keep_widgets=False)
     if not in_kernel():
         print("widget row skipped: the in-process kernel is not visible")
         return False
@@ -294,47 +300,59 @@ async def scale_rows(
         for floor in floors.values():
             await floor.aclose()
     if "widget" in args.rows:
-        pairs = await widget_pairs(
-            args.widget_pairs,
-            sampled(server, calls, collected(timers["sqlite"]), warm["sqlite"]),
-            sampled(server, calls, collected(timers["widget"]), warm["widget"]),
+        samples.update(
+            await widget_pairs(
+                args.widget_pairs,
+                collected(server, calls, timers["sqlite"], warm["sqlite"]),
+                collected(server, calls, timers["widget"], warm["widget"]),
+            )
         )
-        samples["widget"] = [widget for _, widget in pairs]
-        samples["paired"] = [run for run, _ in pairs]
     return samples
 
 
-def collected(timer: Callable[[], Awaitable[float]]) -> Callable[[], Awaitable[float]]:
-    """``timer`` followed by a full collection of the garbage it left, the collection in
-    its CPU (``sampled`` reads the CPU around this) but not in its wall."""
+def collected(
+    server: FakeServerProcess,
+    calls: int,
+    timer: Callable[[], Awaitable[float]],
+    warm: Callable[[], Awaitable[object]] | None,
+) -> Callable[[], Awaitable[Sample]]:
+    """``sampled(...)`` started on a collected heap (not timed: what earlier runs and the
+    warm-up left), then a full collection of what the run left, its CPU kept apart in the
+    sample's ``collect``: the run's own garbage, the widget's included."""
+    measured = sampled(server, calls, timer)
 
-    async def run() -> float:
-        gc.collect()  # not timed: what earlier runs and the warm-up left
-        wall = await timer()
+    async def run() -> Sample:
+        if warm is not None:
+            await warm()
         gc.collect()
-        return wall
+        sample = await measured()
+        cpu = time.process_time()
+        gc.collect()
+        return dataclasses.replace(sample, collect=time.process_time() - cpu)
 
     return run
 
 
 async def widget_pairs(
     count: int, run: Callable[[], Awaitable[Sample]], widget: Callable[[], Awaitable[Sample]]
-) -> list[tuple[Sample, Sample]]:
+) -> dict[str, list[Sample]]:
     """``count`` pairs of a run without and a run with the widget, back to back, the order
-    alternating. What existed before is frozen out of the collector (``gc.freeze``), so the
-    full collection each run ends with walks what the runs made, not the whole heap."""
+    alternating: ``{"paired": [runs], "widget": [widget runs]}``. What existed before is
+    frozen out of the collector (``gc.freeze``): the full collection after each run walks
+    what the runs made, not the whole heap (imports, prices: 0.2-0.5 s)."""
     gc.collect()
     gc.freeze()
     try:
-        pairs: list[tuple[Sample, Sample]] = []
+        runs: list[Sample] = []
+        widgets: list[Sample] = []
         for i in range(count):
             if i % 2 == 0:
-                first = await run()
-                pairs.append((first, await widget()))
+                runs.append(await run())
+                widgets.append(await widget())
             else:
-                first = await widget()
-                pairs.append((await run(), first))
-        return pairs
+                widgets.append(await widget())
+                runs.append(await run())
+        return {"paired": runs, "widget": widgets}
     finally:
         gc.unfreeze()
 
@@ -457,28 +475,33 @@ def report_scale(
 
 
 def report_pairs(runs: list[Sample], widgets: list[Sample], in_flight: int) -> None:
-    """Each pair's CPU and wall ratios (widget run / run without it), and the verdict on the
-    median of the CPU ratios."""
+    """Each pair's CPU and wall ratios, and the verdict on the median of the CPU ratios.
+
+    A pair's CPU ratio is 1 + what the widget run took more than the run without it (each
+    with the collection of its garbage) over the run's own CPU (without it, as the rows
+    above read it): all the widget adds, its garbage included, and a denominator that a
+    collection after the run does not dilute."""
     print(
         f"widget, {len(runs)} pairs (a SQLite run and a widget run back to back, order "
-        f"alternating; each run's full collection of its garbage in its CPU):"
+        "alternating; CPU ms a call, + the collection of its garbage after it):"
     )
-    cpu_ratios, wall_ratios = [], []
+    cpu_ratios, wall_ratios, extras = [], [], []
     for i, (run, widget) in enumerate(zip(runs, widgets, strict=True), 1):
-        cpu, wall = widget.cpu / run.cpu, widget.wall / run.wall
+        extra = (widget.cpu + widget.collect) - (run.cpu + run.collect)
+        cpu, wall = 1 + extra / run.cpu, widget.wall / run.wall
         cpu_ratios.append(cpu)
         wall_ratios.append(wall)
+        extras.append(extra / run.calls * 1000)
         print(
-            f"  pair {i}: CPU ms a call {run.cpu_ms_per_call:.3f} -> {widget.cpu_ms_per_call:.3f}"
-            f" ({cpu:.3f}x), wall {run.wall:.2f} -> {widget.wall:.2f} s ({wall:.2f}x)"
+            f"  pair {i}: {run.cpu_ms_per_call:.3f} + {run.collect / run.calls * 1000:.3f} -> "
+            f"{widget.cpu_ms_per_call:.3f} + {widget.collect / widget.calls * 1000:.3f} "
+            f"({cpu:.3f}x), wall {run.wall:.2f} -> {widget.wall:.2f} s ({wall:.2f}x)"
         )
     cpu, wall = median(cpu_ratios), median(wall_ratios)
-    pairs = zip(runs, widgets, strict=True)
-    extra = median([w.cpu_ms_per_call - r.cpu_ms_per_call for r, w in pairs])
     verdict = "PASS" if cpu <= 1.05 else "FAIL"
     print(
         f"widget: {cpu:.3f}x the run's CPU (median of the pairs; {min(cpu_ratios):.3f}-"
-        f"{max(cpu_ratios):.3f}), {extra:+.3f} ms a call; {wall:.2f}x its wall"
+        f"{max(cpu_ratios):.3f}), {median(extras):+.3f} ms a call; {wall:.2f}x its wall"
         + (f"; target <= 1.05x CPU at 1,000 in flight: {verdict}" if in_flight >= 1000 else "")
     )
 
