@@ -375,6 +375,7 @@ class Sample:
     wall: float
     cpu: float
     connections: int
+    collect: float = 0.0  # CPU of a full collection after the run (when one was made)
 
     @property
     def cpu_ms_per_call(self) -> float:

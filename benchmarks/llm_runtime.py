@@ -24,7 +24,11 @@ At each scale (calls @ in flight, 200 ms server latency), in one interleaved run
 - ``postgres``: the same run on Postgres (``--pg``, a database made for the benchmark);
 - ``widget``: the SQLite run with the widget displayed (``display=None``) in an IPython
   kernel started in this process (``benchmarks/widget.py``'s ``start_kernel``; messages
-  encoded and dropped as a real kernel hands them to zmq);
+  encoded and dropped as a real kernel hands them to zmq). Timed in ``--widget-pairs``
+  pairs, not in the rounds: each pair a SQLite run and a widget run back to back, in
+  alternating order, each started on a collected heap and followed by a full collection
+  of its garbage, timed apart (after a ``gc.freeze()`` of what was there before: it walks
+  only what runs made); judged on the median of the pairs' CPU ratios (below);
 - ``langgraph``: the peer, LangGraph's map-reduce (``Send``) doing the same fan-out, each
   task a call through httpx-aiohttp, checkpointed on SQLite (``benchmarks/_llm_peer.py``;
   without LangGraph installed the row is left out, saying why).
@@ -35,7 +39,22 @@ loaded machine, where wall ratios are not), the new connections the server accep
 First: peak RSS of this process over a run of ``--memory-calls`` through the runtime
 (SQLite, ``--memory-in-flight``, 5 ms latency). Targets (issue 16): runtime <= 0.25 ms of
 CPU a call at 20,000 @ 1,000; 200 @ 50 and 5,000 @ 200 <= 1.10x ideal; 20,000 @ 1,000
-<= 1.5x; peak RSS < 300 MB; widget <= 1.05x the SQLite run at 1,000 in flight.
+<= 1.5x; peak RSS < 300 MB; widget <= 1.05x the SQLite run's CPU at 1,000 in flight.
+
+Why the widget is judged on pairs and CPU: the widget's cost is a few percent of the run's,
+and two invocations of one tree read the ``widget`` row's ratio ±0.07 apart when it was a
+median of 3 rounds against the ``sqlite`` row's median (docs/performance.md, "Seventh round:
+the widget at 1,000 in flight"): the wall of a run on a shared 2-core machine moves with the
+load by more than that, and a collection of the garbage earlier runs left (a full one walks
+the whole heap: 0.2-0.5 s, ~5 % of a 20,000-call run) fell in whichever run came next. A
+pair's two runs share the machine's state of the moment, their order alternates (a drift or
+an order effect hits both sides), each run starts on a collected heap and the collection of
+its own garbage after it is timed and counted to it (the widget's included: nothing it
+leaves is paid outside what is measured, and no run pays for another's), and the median of
+the pairs' ratios of ``time.process_time()`` (all threads of this process: the kernel's
+too; the fake provider is another process) leaves out a pair that a burst of load hit. The
+wall ratio is printed beside it. (The harness also kept every widget, and so its run, alive:
+the heap grew with each widget run.)
 
 The fake provider (tests/fakes/provider_server.py, an asyncio server) runs in its own
 process (benchmarks/_fake_server.py), so it takes no CPU or GIL from the client measured.
@@ -46,6 +65,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import importlib.util
 import io
 import shutil
@@ -95,6 +116,8 @@ ROWS = {
     "widget": "run, SQLite, widget in a kernel",
     "langgraph": "peer: LangGraph Send, SQLite",
 }
+# rows printed that are not asked for by name: the widget's pairs' runs without it
+LABELS = {**ROWS, "widget": "run, SQLite, widget (pairs)", "paired": "run, SQLite (its pairs)"}
 
 
 def workflow(db: str, calls: int, sleep: float | None = None) -> bn.Workflow:
@@ -190,7 +213,10 @@ def start_widget_kernel() -> bool:
 
     from baton_nb.widget import in_kernel
 
-    start_kernel(phases=False)  # the run's CPU only: no timing wrapper around each event
+    # The run's CPU only: no timing wrapper around each event. No widget kept either: each
+    # kept its run alive (20,000 steps and calls), so the heap grew with every widget run and
+    # each full collection after it walked all of them.
+    start_kernel(phases=False, keep_widgets=False)
     if not in_kernel():
         print("widget row skipped: the in-process kernel is not visible")
         return False
@@ -214,6 +240,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rows",
         default=",".join(ROWS),
         help="rows timed, comma-separated (default all: " + ",".join(ROWS) + ")",
+    )
+    parser.add_argument(
+        "--widget-pairs",
+        type=int,
+        default=5,
+        help="pairs (SQLite run, widget run) timed for the widget row (default 5)",
     )
     parser.add_argument(
         "--pg", default=None, help="Postgres URL for the postgres row (default: a new database)"
@@ -258,15 +290,71 @@ async def scale_rows(
     }
     for name in ("sqlite", "postgres", "widget"):  # one wave through the shared client
         warm[name] = warm["complete"]
-    chosen = {name: timers[name] for name in args.rows}
+    chosen = {name: timers[name] for name in args.rows if name != "widget"}
     try:
-        return await interleaved(
+        samples = await interleaved(
             args.repeat,
             {name: sampled(server, calls, timer, warm.get(name)) for name, timer in chosen.items()},
         )
     finally:
         for floor in floors.values():
             await floor.aclose()
+    if "widget" in args.rows:
+        samples.update(
+            await widget_pairs(
+                args.widget_pairs,
+                collected(server, calls, timers["sqlite"], warm["sqlite"]),
+                collected(server, calls, timers["widget"], warm["widget"]),
+            )
+        )
+    return samples
+
+
+def collected(
+    server: FakeServerProcess,
+    calls: int,
+    timer: Callable[[], Awaitable[float]],
+    warm: Callable[[], Awaitable[object]] | None,
+) -> Callable[[], Awaitable[Sample]]:
+    """``sampled(...)`` started on a collected heap (not timed: what earlier runs and the
+    warm-up left), then a full collection of what the run left, its CPU kept apart in the
+    sample's ``collect``: the run's own garbage, the widget's included."""
+    measured = sampled(server, calls, timer)
+
+    async def run() -> Sample:
+        if warm is not None:
+            await warm()
+        gc.collect()
+        sample = await measured()
+        cpu = time.process_time()
+        gc.collect()
+        return dataclasses.replace(sample, collect=time.process_time() - cpu)
+
+    return run
+
+
+async def widget_pairs(
+    count: int, run: Callable[[], Awaitable[Sample]], widget: Callable[[], Awaitable[Sample]]
+) -> dict[str, list[Sample]]:
+    """``count`` pairs of a run without and a run with the widget, back to back, the order
+    alternating: ``{"paired": [runs], "widget": [widget runs]}``. What existed before is
+    frozen out of the collector (``gc.freeze``): the full collection after each run walks
+    what the runs made, not the whole heap (imports, prices: 0.2-0.5 s)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        runs: list[Sample] = []
+        widgets: list[Sample] = []
+        for i in range(count):
+            if i % 2 == 0:
+                runs.append(await run())
+                widgets.append(await widget())
+            else:
+                widgets.append(await widget())
+                runs.append(await run())
+        return {"paired": runs, "widget": widgets}
+    finally:
+        gc.unfreeze()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -355,9 +443,8 @@ def report_scale(
         x_raw = f"{wall / raw:>8.2f}" if raw else f"{'':>8}"
         conns = "/".join(str(s.connections) for s in runs)
         spread = " ".join(f"{s.wall:.2f}" for s in runs)
-        print(
-            f"{ROWS[name]:36}{wall:>8.3f}{x_ideal}{x_raw}{cpus[name]:>12.3f}{conns:>11}   {spread}"
-        )
+        cpu = cpus[name]
+        print(f"{LABELS[name]:36}{wall:>8.3f}{x_ideal}{x_raw}{cpu:>12.3f}{conns:>11}   {spread}")
     if "langgraph" in walls and "sqlite" in walls:
         print(
             f"peer: LangGraph {walls['langgraph'] / walls['sqlite']:.2f}x the SQLite run's wall, "
@@ -382,15 +469,41 @@ def report_scale(
                 f"target, run on {store} <= 0.25 ms CPU a call: "
                 f"{'PASS' if cpu <= 0.25 else 'FAIL'} ({cpu:.3f} ms)"
             )
-    if "sqlite" in walls and ideal > 0 and "widget" in walls:
-        ratio = walls["widget"] / walls["sqlite"]
-        cpu = cpus["widget"] / cpus["sqlite"]
-        verdict = "PASS" if ratio <= 1.05 else "FAIL"
-        print(
-            f"widget: {ratio:.2f}x the run's wall, {cpu:.2f}x its CPU"
-            + (f"; target <= 1.05x at 1,000 in flight: {verdict}" if in_flight >= 1000 else "")
-        )
+    if "widget" in samples:
+        report_pairs(samples["paired"], samples["widget"], in_flight)
     print()
+
+
+def report_pairs(runs: list[Sample], widgets: list[Sample], in_flight: int) -> None:
+    """Each pair's CPU and wall ratios, and the verdict on the median of the CPU ratios.
+
+    A pair's CPU ratio is 1 + what the widget run took more than the run without it (each
+    with the collection of its garbage) over the run's own CPU (without it, as the rows
+    above read it): all the widget adds, its garbage included, and a denominator that a
+    collection after the run does not dilute."""
+    print(
+        f"widget, {len(runs)} pairs (a SQLite run and a widget run back to back, order "
+        "alternating; CPU ms a call, + the collection of its garbage after it):"
+    )
+    cpu_ratios, wall_ratios, extras = [], [], []
+    for i, (run, widget) in enumerate(zip(runs, widgets, strict=True), 1):
+        extra = (widget.cpu + widget.collect) - (run.cpu + run.collect)
+        cpu, wall = 1 + extra / run.cpu, widget.wall / run.wall
+        cpu_ratios.append(cpu)
+        wall_ratios.append(wall)
+        extras.append(extra / run.calls * 1000)
+        print(
+            f"  pair {i}: {run.cpu_ms_per_call:.3f} + {run.collect / run.calls * 1000:.3f} -> "
+            f"{widget.cpu_ms_per_call:.3f} + {widget.collect / widget.calls * 1000:.3f} "
+            f"({cpu:.3f}x), wall {run.wall:.2f} -> {widget.wall:.2f} s ({wall:.2f}x)"
+        )
+    cpu, wall = median(cpu_ratios), median(wall_ratios)
+    verdict = "PASS" if cpu <= 1.05 else "FAIL"
+    print(
+        f"widget: {cpu:.3f}x the run's CPU (median of the pairs; {min(cpu_ratios):.3f}-"
+        f"{max(cpu_ratios):.3f}), {median(extras):+.3f} ms a call; {wall:.2f}x its wall"
+        + (f"; target <= 1.05x CPU at 1,000 in flight: {verdict}" if in_flight >= 1000 else "")
+    )
 
 
 if __name__ == "__main__":

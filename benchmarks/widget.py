@@ -85,11 +85,13 @@ class Published:
         self.widgets.clear()
 
 
-def start_kernel(phases: bool = True) -> Published:
+def start_kernel(phases: bool = True, keep_widgets: bool = True) -> Published:
     """An in-process IPython kernel: ``get_ipython().kernel`` is set and comms are real.
 
     ``phases``: time the widget's phases (a wrapper around its listener, called for every
-    event: the harness's own cost, left out where only the run's CPU is measured)."""
+    event: the harness's own cost, left out where only the run's CPU is measured).
+    ``keep_widgets``: every widget constructed is kept in ``Published.widgets`` (until
+    ``reset``), and with it the run it shows; without it, none is kept."""
     from ipykernel.inprocess.manager import InProcessKernelManager
     from ipykernel.kernelbase import Kernel
     from ipywidgets import Widget
@@ -129,7 +131,8 @@ def start_kernel(phases: bool = True) -> Published:
         return parts
 
     kernel.session.serialize = counting_serialize
-    Widget.on_widget_constructed(published.widgets.append)
+    if keep_widgets:
+        Widget.on_widget_constructed(published.widgets.append)
     if phases:
         _time_phases(published.phases)
     return published

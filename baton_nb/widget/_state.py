@@ -345,6 +345,8 @@ def _result_text(run: Run, step: StepInfo) -> str | None:
     if step.name not in run.results:
         return None
     value = run.results[step.name]
+    if type(value) is int:  # a map child's usual result: its JSON is its repr (~1.5 µs less)
+        return int.__repr__(value)  # (past the int's digit limit this raises, as json does)
     # indent changes nothing for a scalar, and it forces json's slow pure-Python encoder
     scalar = value is None or isinstance(value, (str, int, float))
     try:

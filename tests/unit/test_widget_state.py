@@ -423,3 +423,41 @@ def test_a_cost_text_is_looked_up_by_its_amount() -> None:
         step.cost = Decimal(i) / 7
         assert _state.node_state(step)["c"] == fmt_money(Decimal(i) / 7)
     assert len(_state._COST_TEXT) <= 4096
+
+
+def test_static_sums_of_a_map_with_mixed_amounts_are_exact() -> None:
+    """A fan-out whose calls cost a few amounts (added once per amount, times its count),
+    some unpriced, some replayed, over two models: the report's exact totals."""
+    from dataclasses import replace
+
+    from baton_nb.widget._static import sums
+
+    run = failed_run()
+    amounts = ("0.0000072", "0.000007200", "0.1", "123.456789012345", None)
+    _add(run, "more", kind="group", state="completed", deps=["items"])
+    for i in range(300):
+        child = _add(run, f"more[{i}]", kind="child", parent="more", state="completed")
+        model = "mock/a" if i % 3 else "mock/b"
+        call = _call(child.name, model, amounts[i % len(amounts)], tokens=i)
+        if i % 7 == 0:
+            call = replace(call, replayed=True)
+        run.calls.append(call)
+        child.add_call(call)
+    report = run.report()
+    by_step, by_model = sums(run)
+    assert list(by_model) == list(report.by_model())
+    for mine, theirs in ((by_step, report.by_step()), (by_model, report.by_model())):
+        assert set(mine) == set(theirs)
+        for name, t in theirs.items():
+            got = mine[name]
+            expected = (t.calls, t.usage.total_tokens, t.known_cost, t.unpriced_calls)
+            assert (got.calls, got.tokens, got.known_cost, got.unpriced_calls) == expected
+
+
+@pytest.mark.parametrize("value", [0, -7, 2**70, 10**4000, True, False, 1.5, "x", None])
+def test_a_scalar_result_is_its_json(value: Any) -> None:
+    """An ``int`` result (a map child's usual one) is shown by its repr: its JSON."""
+    run = bn.Run("r1", "wf")
+    run.steps["s"] = StepInfo(name="s", job_id=1, has_result=True)
+    run.results["s"] = value
+    assert _state.detail(run, "s")["result"] == json.dumps(value, ensure_ascii=False)
