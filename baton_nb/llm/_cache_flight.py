@@ -15,7 +15,7 @@ same database are not waited for.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -27,19 +27,21 @@ _FLIGHTS: dict[tuple[int, str, str], anyio.Event] = {}
 
 
 @asynccontextmanager
-async def single_flight(db_url: str, digest: str, wait: float) -> AsyncIterator[None]:
+async def single_flight(db_url: str, digest: str, wait: Callable[[], float]) -> AsyncIterator[None]:
     """Enter once no identical call (same ``digest`` in the database ``db_url``) is in
     flight here, leading it: the body looks the cache up, then sends on a miss. A call
-    waits at most ``wait`` seconds (its request's timeout), then enters on its own."""
+    waits at most ``wait()`` seconds (its request's timeout), then enters on its own."""
     slot = (threading.get_ident(), db_url, digest)
-    with anyio.move_on_after(wait):
-        # The leader ended: answered (the next leader finds its answer stored), or failed
-        # or cancelled: the first waiter to run leads the next try, the rest wait again.
-        while (flight := _FLIGHTS.get(slot)) is not None:
-            await flight.wait()
-    if slot in _FLIGHTS:  # waited its timeout: sent on its own, leading nobody
-        yield
-        return
+    if slot in _FLIGHTS:  # an identical call is in flight (the timeout read only then)
+        with anyio.move_on_after(wait()):
+            # The leader ended: answered (the next leader finds its answer stored), or
+            # failed or was cancelled: the first waiter to run leads the next try, the
+            # others wait again.
+            while (flight := _FLIGHTS.get(slot)) is not None:
+                await flight.wait()
+        if slot in _FLIGHTS:  # waited its timeout: sent on its own, leading nobody
+            yield
+            return
     done = _FLIGHTS[slot] = anyio.Event()
     try:
         yield

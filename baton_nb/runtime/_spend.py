@@ -21,9 +21,10 @@ media removed: system parts, tools, response format and ``extra=`` fields includ
 20 % margin for other tokenizers; each image at the most its provider documents for one;
 a PDF, audio, video or content stored at the provider refused, as unbounded) at the input
 rate, no cached-input discount (at the cache-write rate when the body asks Anthropic for a
-cache write), plus the output cap of the body the adapter sends (Anthropic: its default ``max_tokens`` plus a thinking budget when none is
-given) times the choices asked for (``n``, ``candidateCount``) at the output rate,
-per-request fees included (``llm/_ceiling.py``).
+cache write), plus the output cap of the body the adapter sends (Anthropic: its default
+``max_tokens`` plus a thinking budget when none is given) times the choices asked for
+(``n``, ``candidateCount``) at the output rate, per-request fees included
+(``llm/_ceiling.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -183,7 +185,8 @@ class Spend:
         if not self.caches(request):
             return await self._send(node, request, None)
         key = cache_key(request)
-        async with single_flight(self.store.url, key.digest, _wait_limit(request)):
+        wait = partial(_wait_limit, request)  # identical calls in flight: paid once
+        async with single_flight(self.store.url, key.digest, wait):
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
             if entry is not None:
@@ -427,7 +430,10 @@ def _wait_limit(request: LLMRequest) -> float:
 
     if request.timeout:
         return request.timeout
-    endpoint = resolve_endpoint(split_model(request.model)[0])
+    try:
+        endpoint = resolve_endpoint(split_model(request.model)[0])
+    except ConfigurationError:  # said when it is sent (if it is)
+        return default_timeout()
     return endpoint.timeout or default_timeout()
 
 
