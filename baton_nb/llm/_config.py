@@ -256,6 +256,12 @@ def _check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 f"providers[{name!r}][{key!r}] has the wrong type ({type(value).__name__})"
             )
         clean[key] = dict(value) if isinstance(value, Mapping) else value
+    image = clean.get("image_tokens")
+    if image is not None and image <= 0:
+        raise ConfigurationError(
+            f"providers[{name!r}]['image_tokens'] must be the most one image is billed, in "
+            f"tokens (> 0), got {image}"
+        )
     kind = clean.get("kind")
     if kind is not None and kind not in KINDS:
         raise ConfigurationError(
