@@ -100,6 +100,8 @@ def image_tokens(kind: str, price_name: str, configured: int | None = None) -> i
 
 _DOTTED = re.compile(r"^(gpt-\d+)\.\d+")  # gpt-5.1-mini -> gpt-5-mini
 GPT5_PATCH_MAX = math.ceil(1536 * 1.2)
+# detail "original" (newer GPT-5 models): up to 10,000 patches x 1.2, whatever the model
+ORIGINAL_DETAIL_MAX = 12_000
 
 
 def _openai_image_max(name: str) -> int | None:
@@ -139,6 +141,7 @@ _UNBOUNDED_KEYS = {  # top-level fields that bring in content stored at the prov
 @dataclass
 class _Found:
     images: int = 0
+    originals: int = 0  # of which asked at detail "original"
     unbounded: list[str] = field(default_factory=list)
     cache_write: str | None = None  # None, "5m" or "1h": the longest lifetime asked
 
@@ -156,6 +159,10 @@ def _strip(value: Any, found: _Found) -> Any:
     kind = value.get("type")
     if (kind == "image_url" and "image_url" in value) or kind == "input_image":
         found.images += 1  # OpenAI chat, Responses
+        image = value.get("image_url")
+        detail = image.get("detail") if isinstance(image, Mapping) else value.get("detail")
+        if detail == "original":
+            found.originals += 1
         return {}
     if kind == "image" and "source" in value:  # Anthropic
         found.images += 1
@@ -233,7 +240,7 @@ def ceiling(endpoint: Endpoint, model: str, request: LLMRequest, price_name: str
     text, found = prompt_of(body)
     return Ceiling(
         found.images,
-        found.images * per_image,
+        found.images * per_image + found.originals * max(0, ORIGINAL_DETAIL_MAX - per_image),
         output,
         choices,
         text,

@@ -110,3 +110,10 @@ def test_the_prompt_is_the_body_sent_without_its_media() -> None:
     request = LLMRequest("gemini/gemini-2.5-pro", [{"role": "user", "content": [audio]}])
     most = ceiling(gemini, "gemini-2.5-pro", request, "x")
     assert most.unbounded == ("a Gemini inlineData part of type 'audio/wav'",)
+
+
+def test_an_image_at_original_detail_counts_at_its_larger_bound() -> None:
+    openai = Endpoint("openai", "openai", "https://x")
+    image = {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "original"}}
+    request = LLMRequest("openai/gpt-5.2", [{"role": "user", "content": [image]}], max_tokens=9)
+    assert ceiling(openai, "gpt-5.2", request, "openai/gpt-5.2").image_tokens == 12_000
