@@ -1,7 +1,10 @@
 """A budget's worst case is what the request sent can be billed for (``llm/_ceiling.py``),
 against the fake provider server answering at that worst: images (each at its provider's
 documented maximum), Anthropic's default ``max_tokens`` with a thinking budget, several
-choices (``n``, ``candidateCount``) and Gemini's thinking budget. The cap holds."""
+choices (``n``, ``candidateCount``) and Gemini's thinking budget. The cap holds. The
+prompt is the body sent (``extra=`` system prompts and tools count), an Anthropic cache
+write is reserved at its rate, and parts of no known bound (a PDF, audio, video, content
+stored at the provider) are refused before sending."""
 
 from __future__ import annotations
 
