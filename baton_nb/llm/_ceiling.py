@@ -4,15 +4,21 @@ A budget reserves a call's worst case before sending it (``runtime/_spend.py``).
 side is taken from the body the provider's adapter builds, the one ``complete()`` sends,
 so it cannot drift from the adapters: the output cap as sent (Anthropic's default
 ``max_tokens`` plus a thinking budget included) times the number of choices asked for
-(OpenAI's ``n``, Gemini's ``candidateCount``, from ``extra=``). The prompt side counts each
-image part at the most its provider documents for one image (tiktoken sees none of it).
+(OpenAI's ``n``, Gemini's ``candidateCount``, from ``extra=``). The prompt side is that
+body's text, media payloads removed (system parts, tools and ``extra=`` fields included: a
+safe upper bound), each image part at the most its provider documents for one image, and
+the parts no bound is known for before sending (a PDF, audio, video, content stored at the
+provider) named, for the budget to refuse the call. A ``cache_control`` breakpoint notes
+the prompt-cache write Anthropic bills at a higher rate. Budgeted calls only.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._config import Endpoint
@@ -63,10 +69,13 @@ ANTHROPIC_IMAGE_MAX = 1600
 GEMINI_IMAGE_MAX = 9 * 258
 
 
-def image_tokens(kind: str, price_name: str) -> int:
+def image_tokens(kind: str, price_name: str, configured: int | None = None) -> int:
     """The most one image costs in prompt tokens, for an endpoint of ``kind`` calling the
     model priced as ``price_name`` (an OpenAI-compatible router's ``anthropic/claude-...``
-    counts as Anthropic's). A model of no known accounting counts at the largest figure."""
+    counts as Anthropic's). ``configured``: the endpoint's own figure (``image_tokens=``).
+    A model of no known accounting counts at the largest figure."""
+    if configured is not None:
+        return configured
     if kind == "mock":
         return MOCK_IMAGE_TOKENS
     name = price_name.rsplit("/", 1)[-1].lower()
@@ -74,10 +83,32 @@ def image_tokens(kind: str, price_name: str) -> int:
         return ANTHROPIC_IMAGE_MAX
     if kind == "gemini" or name.startswith("gemini"):
         return GEMINI_IMAGE_MAX
+    if name.startswith("chatgpt-4o"):  # ChatGPT's GPT-4o
+        name = "gpt-4o" + name.removeprefix("chatgpt-4o")
+    figure = _openai_image_max(name)
+    if figure is None:
+        # A dotted version (gpt-5.1, gpt-5.2-mini) counts as its family (gpt-5, gpt-5-mini),
+        # and never under the patch accounting of the newer GPT-5 models (at most 1,536
+        # patches x 1.2, "Images and vision", Calculating costs): whichever is larger.
+        family = _DOTTED.sub(r"\1", name)
+        known = _openai_image_max(family) if family != name else None
+        if known is not None:
+            return max(known, GPT5_PATCH_MAX)
+        return max(ANTHROPIC_IMAGE_MAX, GEMINI_IMAGE_MAX, *OPENAI_IMAGE_MAX.values())
+    return figure
+
+
+_DOTTED = re.compile(r"^(gpt-\d+)\.\d+")  # gpt-5.1-mini -> gpt-5-mini
+GPT5_PATCH_MAX = math.ceil(1536 * 1.2)
+# detail "original" (newer GPT-5 models): up to 10,000 patches x 1.2, whatever the model
+ORIGINAL_DETAIL_MAX = 12_000
+
+
+def _openai_image_max(name: str) -> int | None:
     known = [m for m in OPENAI_IMAGE_MAX if name == m or name.startswith(m + "-")]
     if known:  # the longest: gpt-4o-mini-2024-07-18 is gpt-4o-mini's, not gpt-4o's
         return OPENAI_IMAGE_MAX[max(known, key=len)]
-    return max(ANTHROPIC_IMAGE_MAX, GEMINI_IMAGE_MAX, *OPENAI_IMAGE_MAX.values())
+    return None
 
 
 def image_parts(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -91,14 +122,91 @@ def image_parts(messages: Sequence[Mapping[str, Any]]) -> int:
     )
 
 
+# Request parts whose prompt tokens no bound is documented for before sending (a PDF's
+# pages, audio or video by their length, content stored at the provider): refused under
+# a budget, named by what the body calls them.
+_UNBOUNDED_TYPES = {
+    "file": "a file part (OpenAI 'file': a PDF's pages)",
+    "input_file": "a file part (Responses 'input_file')",
+    "input_audio": "an audio part ('input_audio')",
+    "document": "a document block (Anthropic 'document': a PDF's pages)",
+}
+_UNBOUNDED_KEYS = {  # top-level fields that bring in content stored at the provider
+    "cachedContent": "Gemini 'cachedContent' (content cached at Google)",
+    "previous_response_id": "Responses 'previous_response_id' (an earlier conversation)",
+    "conversation": "Responses 'conversation' (a stored conversation)",
+}
+
+
+@dataclass
+class _Found:
+    images: int = 0
+    originals: int = 0  # of which asked at detail "original"
+    unbounded: list[str] = field(default_factory=list)
+    cache_write: str | None = None  # None, "5m" or "1h": the longest lifetime asked
+
+
+def _strip(value: Any, found: _Found) -> Any:
+    """``value`` without its media payloads: image parts counted, parts whose cost is
+    unbounded named, the prompt-cache breakpoints' lifetimes noted."""
+    if isinstance(value, list):
+        return [_strip(v, found) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    control = value.get("cache_control")
+    if isinstance(control, Mapping) and found.cache_write != "1h":  # Anthropic's
+        found.cache_write = "1h" if control.get("ttl") == "1h" else "5m"
+    kind = value.get("type")
+    if (kind == "image_url" and "image_url" in value) or kind == "input_image":
+        found.images += 1  # OpenAI chat, Responses
+        image = value.get("image_url")
+        detail = image.get("detail") if isinstance(image, Mapping) else value.get("detail")
+        if detail == "original":
+            found.originals += 1
+        return {}
+    if kind == "image" and "source" in value:  # Anthropic
+        found.images += 1
+        return {}
+    if isinstance(kind, str) and kind in _UNBOUNDED_TYPES:
+        found.unbounded.append(_UNBOUNDED_TYPES[kind])
+        return {}
+    for media in ("inlineData", "fileData"):  # Gemini
+        data = value.get(media)
+        if isinstance(data, Mapping):
+            mime = str(data.get("mimeType") or "")
+            if mime.startswith("image/"):
+                found.images += 1
+            else:
+                found.unbounded.append(f"a Gemini {media} part of type {mime or 'unknown'!r}")
+            return {}
+    return {k: _strip(v, found) for k, v in value.items()}
+
+
+def prompt_of(body: Mapping[str, Any]) -> tuple[str, _Found]:
+    """The text of a request body to count tokens of (all of it, JSON included: a safe
+    upper bound of the prompt's text, its tools and system parts), what it holds besides."""
+    found = _Found()
+    stripped = _strip(body, found)
+    for key, what in _UNBOUNDED_KEYS.items():
+        if body.get(key):
+            found.unbounded.append(what)
+    text = json.dumps(stripped, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text, found
+
+
 @dataclass(frozen=True)
 class Ceiling:
-    """A request's billable maximum, but its text prompt (counted by the caller)."""
+    """A request's billable maximum: its output cap, its images, the text to count."""
 
     images: int  # image parts
     image_tokens: int  # their prompt tokens, at most
     output_tokens: int | None  # per choice, as sent; None: the request sets no cap
     choices: int  # answers billed (n / candidateCount)
+    # The body's text (media removed) to count the prompt's tokens of; None: count the
+    # messages (the mock, which bills their text).
+    text: str | None = None
+    unbounded: tuple[str, ...] = ()  # parts whose cost cannot be bounded before sending
+    cache_write: str | None = None  # a prompt-cache write asked ("5m" / "1h")
 
     @property
     def total_output(self) -> int | None:
@@ -112,21 +220,33 @@ class Ceiling:
         if self.images:
             each = self.image_tokens // self.images
             out += f", {self.images} image{'s' if self.images > 1 else ''} at {each:,} tokens"
+        if self.cache_write:
+            out += f", the prompt at the {self.cache_write} cache-write rate"
         return out
 
 
 def ceiling(endpoint: Endpoint, model: str, request: LLMRequest, price_name: str) -> Ceiling:
     """The output cap and choices of the body ``complete()`` sends for ``request``
-    (``UnsupportedFeature`` as sending would), and its images at their documented most."""
-    images = image_parts(request.messages)
-    per_image = image_tokens(endpoint.kind, price_name)
+    (``UnsupportedFeature`` as sending would), its text and its images at their documented
+    most."""
+    per_image = image_tokens(endpoint.kind, price_name, endpoint.image_tokens)
     if endpoint.kind == "mock":  # answers once, cut at max_tokens
+        images = image_parts(request.messages)
         return Ceiling(images, images * per_image, request.max_tokens, 1)
     from ._complete import adapter_for
 
     body = adapter_for(endpoint).build(endpoint, model, request).body
     output, choices = _output_of(endpoint, body)
-    return Ceiling(images, images * per_image, output, choices)
+    text, found = prompt_of(body)
+    return Ceiling(
+        found.images,
+        found.images * per_image + found.originals * max(0, ORIGINAL_DETAIL_MAX - per_image),
+        output,
+        choices,
+        text,
+        tuple(found.unbounded),
+        found.cache_write,
+    )
 
 
 def _count(value: Any, default: int | None) -> int | None:
@@ -146,14 +266,9 @@ def _output_of(endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[int | None,
         config = body.get("generationConfig")
         config = config if isinstance(config, Mapping) else {}
         output = _count(config.get("maxOutputTokens"), None)
-        thinking = config.get("thinkingConfig")
-        budget = _count(thinking.get("thinkingBudget"), 0) if isinstance(thinking, Mapping) else 0
-        # Thinking is billed as output (Gemini pricing: "output price, including thinking
-        # tokens"). The API reference calls maxOutputTokens the cap of a candidate; whether
-        # it holds the thoughts too is not stated (observed so on Gemini 2.5/3:
-        # googleapis/python-genai#2062), so an explicit thinking budget counts on top.
-        if output is not None and budget:
-            output += budget
+        # maxOutputTokens holds the thinking too (the adapter refuses a cap at or under
+        # a thinking budget; docs/providers.md): the cap alone bounds a candidate, dynamic
+        # thinking (-1) included. None sent: no bound (refused under a budget).
         return output, _count(config.get("candidateCount"), 1) or 1
     # OpenAI chat completions: max_completion_tokens (or the older max_tokens, the field
     # some compatible servers take) includes the reasoning tokens; both sent: the larger

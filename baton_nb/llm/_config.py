@@ -65,6 +65,10 @@ class Endpoint:
     # tables: on for OpenRouter, which bills by it; off for any other server, whose figure
     # (a LiteLLM proxy's estimate, a float) is not what the user is billed.
     reported_cost: bool = False
+    # The most one image of this endpoint's models is billed, in prompt tokens, when the
+    # provider documents a figure the library does not know (a vision model behind an
+    # OpenAI-compatible server): what a budget reserves per image (llm/_ceiling.py).
+    image_tokens: int | None = None
 
 
 def _builtin(name: str, kind: str, base_url: str, **kw: Any) -> Endpoint:
@@ -162,6 +166,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "anthropic_version": (str,),
     "latency": (int, float),
     "reported_cost": (bool,),
+    "image_tokens": (int,),
 }
 _BOOL_OPTIONS = frozenset({"reported_cost"})
 
@@ -251,6 +256,12 @@ def _check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 f"providers[{name!r}][{key!r}] has the wrong type ({type(value).__name__})"
             )
         clean[key] = dict(value) if isinstance(value, Mapping) else value
+    image = clean.get("image_tokens")
+    if image is not None and image <= 0:
+        raise ConfigurationError(
+            f"providers[{name!r}]['image_tokens'] must be the most one image is billed, in "
+            f"tokens (> 0), got {image}"
+        )
     kind = clean.get("kind")
     if kind is not None and kind not in KINDS:
         raise ConfigurationError(
@@ -303,7 +314,9 @@ def configure(
     ``api_key_env``, ``headers``, ``body_defaults``, ``timeout``,
     ``max_tokens_field``, ``default_max_tokens``, ``anthropic_version``,
     ``latency`` (mock), ``reported_cost`` (price calls with the cost the server
-    reports in ``usage.cost``; on for OpenRouter only). A new name is an endpoint used
+    reports in ``usage.cost``; on for OpenRouter only), ``image_tokens`` (the most one
+    image is billed, in prompt tokens, as the server's model documents: what a budget
+    reserves per image; docs/spend_less.md). A new name is an endpoint used
     as ``name/<model>``.
     ``http2=True`` lets calls negotiate HTTP/2 (many calls multiplexed on one
     connection per provider; needs the ``h2`` package: ``pip install

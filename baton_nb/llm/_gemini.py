@@ -324,8 +324,10 @@ class GeminiAdapter:
             body["toolConfig"] = tool_config
         config = _generation_config(request)
         extra = dict(request.extra)
-        config.update(extra.pop("generationConfig", None) or {})
-        _check_thinking_room(endpoint, model, config)
+        raw = extra.pop("generationConfig", None) or {}
+        config.update(raw)
+        if "thinkingConfig" not in raw:  # the library's reasoning= budget; extra= is sent as is
+            _check_thinking_room(endpoint, model, config)
         if config:
             body["generationConfig"] = config
         body.update(extra)

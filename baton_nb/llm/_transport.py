@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -29,7 +30,11 @@ from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpTransport, Answer
 
-__all__ = ["error_message", "send"]
+__all__ = ["SENDING", "error_message", "send"]
+
+# A budgeted call's marker (runtime/_spend.py): appended to as an attempt starts, from
+# when its request may have reached the provider (a call cancelled before was not sent).
+SENDING: ContextVar[list[bool] | None] = ContextVar("baton_nb_sending", default=None)
 
 _MAX_MESSAGE = 500
 _httpx_logger = logging.getLogger("httpx")
@@ -247,6 +252,9 @@ async def send(
 ) -> Parsed:
     """One attempt. Non-streaming calls get ``seconds`` as a whole-request deadline;
     streaming calls get it for connecting and between chunks."""
+    sending = SENDING.get()
+    if sending is not None:
+        sending.append(True)
     limits = _timeouts(seconds, not stream)
     failure: RetryableFailure | None = None
     fatal: ProviderError | None = None

@@ -11,26 +11,31 @@
    may free enough) and tries again; with none in flight it is not sent, nor is any
    call after it, and the run stops (``cancelled``, resumable) with ``budget reached``
    (the answers of calls in flight are stored first: they are paid, never lost);
-3. the call; its reservation is settled to its real cost when it answers (or fails);
+3. the call; its reservation is settled to its real cost when it answers (or fails); a
+   call cancelled on its way (a step's own timeout, a quorum met) is settled too: its
+   worst case counted as spent if its request may have gone out, released if it never did;
 4. its answer cached (when the cache is on).
 
-The worst case: the prompt's tokens (tiktoken, plus a 20 % margin for other tokenizers,
-tools and response format included; each image at the most its provider documents for
-one) at the input rate, no cached-input discount, plus the output cap of the body the
-adapter sends (Anthropic: its default ``max_tokens`` plus a thinking budget when none is
-given) times the choices asked for (``n``, ``candidateCount``) at the output rate,
-per-request fees included (``llm/_ceiling.py``).
+The worst case: the prompt's tokens (tiktoken over the text of the body the adapter sends,
+media removed: system parts, tools, response format and ``extra=`` fields included, plus a
+20 % margin for other tokenizers; each image at the most its provider documents for one;
+a PDF, audio, video or content stored at the provider refused, as unbounded) at the input
+rate, no cached-input discount (at the cache-write rate when the body asks Anthropic for a
+cache write), plus the output cap of the body the adapter sends (Anthropic: its default
+``max_tokens`` plus a thinking budget when none is given) times the choices asked for
+(``n``, ``candidateCount``) at the output rate, per-request fees included
+(``llm/_ceiling.py``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -180,7 +185,8 @@ class Spend:
         if not self.caches(request):
             return await self._send(node, request, None)
         key = cache_key(request)
-        async with single_flight(self.store.url, key.digest):  # identical calls: paid once
+        wait = partial(_wait_limit, request)  # identical calls in flight: paid once
+        async with single_flight(self.store.url, key.digest, wait):
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
             if entry is not None:
@@ -192,8 +198,12 @@ class Spend:
         from ..llm import Completion, complete
 
         scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
+        from ..llm._transport import SENDING
+
         held = await self._reserve(node, scopes, request) if scopes else None
+        sent: list[bool] = []  # appended to once the request may have gone out
         try:
+            marker = SENDING.set(sent) if held is not None else None
             try:
                 completion = await complete(request)
             except Exception as exc:
@@ -202,6 +212,13 @@ class Spend:
                     cost = paid.cost if isinstance(paid, Completion) else None
                     await self._settle(scopes, held, cost)
                 raise
+            except BaseException:  # cancelled: never left reserved (_settle is shielded)
+                if held is not None:  # released if never sent, else paid at its worst
+                    await self._settle(scopes, held, held if sent else None)
+                raise
+            finally:
+                if marker is not None:
+                    SENDING.reset(marker)
             if held is not None:
                 await self._settle(scopes, held, completion.cost)
             if key is not None:
@@ -355,7 +372,7 @@ class Spend:
         from ..llm._complete import pricing_model
         from ..llm._config import resolve_endpoint
         from ..llm._cost import compute_cost
-        from ..llm._tokens import aestimate_tokens, estimate_tokens
+        from ..llm._tokens import aestimate_tokens
         from ..llm._types import split_model
         from ._context import CALLED_AS
 
@@ -370,13 +387,28 @@ class Spend:
                 f"case is reserved before it is sent): {CALLED_AS.get()}(..., "
                 f"model={request.model!r}, max_tokens=...)"
             )
-        prompt = await aestimate_tokens(request.messages) + most.image_tokens
-        extras = [m["tool_calls"] for m in request.messages if m.get("tool_calls")]
-        params = request.neutral_params()
-        if params or extras:  # tools, response format, assistant tool calls
-            prompt += estimate_tokens(json.dumps([params, extras], default=str))
+        if most.unbounded:
+            raise ConfigurationError(
+                f"step {node.name!r}: under a budget a call's worst case is reserved before "
+                f"it is sent, and this call of {request.model} holds "
+                f"{', '.join(dict.fromkeys(most.unbounded))}, whose cost has no bound known "
+                f"before sending: it was not sent. Run it in a workflow without a budget, "
+                f"or send what it holds as text or images (a PDF's pages as images, the "
+                f"content inline instead of stored at the provider)"
+            )
+        # The body that will be sent, media removed: its text (the system parts, tools and
+        # extra= fields included); the images at their documented most.
+        counted_text = most.text if most.text is not None else request.messages
+        prompt = await aestimate_tokens(counted_text) + most.image_tokens
         prompt = math.ceil(prompt * PROMPT_MARGIN) + 8
-        usage = Usage(input_tokens=prompt, output_tokens=output)
+        # A prompt-cache write (Anthropic cache_control) bills the prompt at the write rate
+        written = prompt if most.cache_write else 0
+        usage = Usage(
+            input_tokens=prompt,
+            output_tokens=output,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=written if most.cache_write == "1h" else 0,
+        )
         cost, _ = await compute_cost(name, usage, called_as=request.model)
         counted = f"{prompt:,} input tokens, {most.describe()}"
         if cost is not None:
@@ -389,6 +421,20 @@ class Spend:
             f"price_as='provider/model', a price file (bn.configure(pricing=...)), or "
             f"allow it: bn.Workflow(..., allow_unpriced=True) (its calls then count as $0)"
         )
+
+
+def _wait_limit(request: LLMRequest) -> float:
+    """How long a call waits for an identical one in flight: its own timeout."""
+    from ..llm._config import default_timeout, resolve_endpoint
+    from ..llm._types import split_model
+
+    if request.timeout:
+        return request.timeout
+    try:
+        endpoint = resolve_endpoint(split_model(request.model)[0])
+    except ConfigurationError:  # said when it is sent (if it is)
+        return default_timeout()
+    return endpoint.timeout or default_timeout()
 
 
 class InFlight:

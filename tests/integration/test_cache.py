@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
+import anyio
 import pytest
 
 import baton_nb as bn
@@ -185,14 +186,53 @@ async def test_identical_calls_in_flight_are_paid_once(
 async def test_a_failed_leader_shares_no_error(
     priced: FakeProviderServer, db_url: str, unique: str
 ) -> None:
-    """The first of identical calls fails: the ones waiting for it are sent on their own."""
+    """The first of identical calls fails: its error is not shared; one of the calls
+    waiting for it leads the next try, the others wait for that one (not a herd)."""
     priced.latency = 0.2
     priced.script(Reply(status=400, message="bad luck"))
-    run = await _dupes(f"dupes-fail-{unique}", db_url, f"fail {unique}", 3).run(display=False)
-    assert priced.request_count == 3
+    run = await _dupes(f"dupes-fail-{unique}", db_url, f"fail {unique}", 5).run(display=False)
+    assert priced.request_count == 2
     states = sorted(str(s.state) for name, s in run.steps.items() if name.startswith("ask["))
-    assert states == ["completed", "completed", "discarded"]
-    assert cache_savings(run) == (0, Decimal(0))
+    assert states == ["completed"] * 4 + ["discarded"]
+    assert cache_savings(run) == (3, _per_call() * 3)
+
+
+async def test_a_waiting_call_waits_at_most_its_own_timeout(
+    priced: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """An identical call waits for the one in flight at most its own ``timeout=``, then
+    is sent on its own (it does not wait out a slower call's longer timeout)."""
+    priced.script(Reply(delay=5.0))  # the first call: slower than the second's timeout
+    wf = bn.Workflow(f"dupes-timeout-{unique}", db=db_url, cache=True)
+    prompt = f"same {unique}"
+    quick_done = anyio.Event()
+
+    @wf.step(max_attempts=1)
+    async def slow(ctx: bn.Context) -> str:
+        with anyio.move_on_after(30):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_cancel_when, quick_done, scope)
+                    await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=30)
+        return "slow"
+
+    @wf.step(max_attempts=1)
+    async def quick(ctx: bn.Context) -> bool:
+        while priced.request_count < 1:  # the slow call is in flight
+            await anyio.sleep(0.01)
+        answer = await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=0.5)
+        quick_done.set()
+        return answer.cached
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.failed_steps
+    assert run.results["quick"] is False  # sent on its own, not the slow one's answer
+    assert priced.request_count == 2
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 @pytest.mark.parametrize("memory", [False, True])

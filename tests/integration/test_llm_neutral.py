@@ -773,3 +773,17 @@ def test_the_schemas_reject_openai_shaped_history() -> None:
     }
     assert list(SCHEMAS["anthropic"]().iter_errors(old_anthropic))
     assert list(SCHEMAS["gemini"]().iter_errors(old_gemini))
+
+
+@pytest.mark.anyio
+async def test_gemini_raw_generation_config_is_sent_as_given(
+    fake_providers: FakeProviderServer,
+) -> None:
+    """The refusal of a cap at or under the thinking budget is for the library's own
+    ``reasoning=``; a raw ``extra={"generationConfig": ...}`` is passed through."""
+    config = {"maxOutputTokens": 1024, "thinkingConfig": {"thinkingBudget": 1024}}
+    request = LLMRequest(
+        "gemini/gemini-2.5-flash", MESSAGES[:2], extra={"generationConfig": config}
+    )
+    await complete(request)
+    assert fake_providers.requests[0].json["generationConfig"] == config

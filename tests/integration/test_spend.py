@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import anyio
 import pytest
 
 import baton_nb as bn
-from tests.fakes.provider_server import FakeProviderServer, FakeUsage
+from baton_nb.llm import Limit, configure
+from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
 pytestmark = pytest.mark.anyio
 MODEL = "openai/gpt-4o"  # $2.50 / 1M input, $10 / 1M output
@@ -214,3 +216,43 @@ async def test_a_budget_stop_says_so_and_resumes_with_budget(
         done = await wf.run(run_id=first.id, display=False)
     assert done.status == "completed" and done.budget_stop is None
     assert "budget reached" not in repr(done)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+async def test_a_call_cancelled_in_flight_leaves_no_reservation(
+    fake_providers: FakeProviderServer, db_url: str, unique: str, cache: bool
+) -> None:
+    """A call the step gives up on (its own timeout) is settled: paid at its worst case if
+    its request went out (the provider may bill it), released if it never left (here:
+    waiting for the provider's concurrency limit). Nothing stays reserved."""
+    fake_providers.usage = FakeUsage(input=10, output=10)
+    fake_providers.script(Reply(delay=3.0), Reply(delay=3.0))
+    configure(limits={"openai": Limit(concurrency=1)})
+    wf = bn.Workflow(f"cancelled-{unique}", db=db_url, cache=cache)
+    slow_scope: list[anyio.CancelScope] = []
+
+    @wf.step(max_attempts=1)
+    async def slow(ctx: bn.Context) -> str:
+        with anyio.CancelScope() as scope:  # sent, then given up on (below)
+            slow_scope.append(scope)
+            await ctx.complete(model=MODEL, prompt=f"slow {unique}", max_tokens=OUT)
+        return "gave up"
+
+    @wf.step(max_attempts=1)
+    async def queued(ctx: bn.Context) -> str:
+        while fake_providers.request_count < 1:  # slow's call holds the provider's one slot
+            await anyio.sleep(0.01)
+        with anyio.move_on_after(0.2):  # never sent: still waiting for the slot
+            await ctx.complete(model=MODEL, prompt=f"queued {unique}", max_tokens=OUT)
+        slow_scope[0].cancel()
+        return "gave up"
+
+    run = await wf.run(budget="1", display=False)
+    assert run.status == "completed", run.failed_steps
+    assert fake_providers.request_count == 1  # slow's; queued's never left
+    assert run.spend is not None and run.spend.reserved == 0
+    worst = bn.price(MODEL, bn.Usage(input_tokens=0, output_tokens=OUT))
+    assert worst is not None and run.spend.spent > worst  # slow's worst case, not 0
+    rows = await bn.Run.load(run.id, db=db_url)
+    assert rows.spend is not None and rows.spend.reserved == 0
+    assert rows.spend.spent == run.spend.spent

@@ -1,7 +1,10 @@
 """A budget's worst case is what the request sent can be billed for (``llm/_ceiling.py``),
 against the fake provider server answering at that worst: images (each at its provider's
 documented maximum), Anthropic's default ``max_tokens`` with a thinking budget, several
-choices (``n``, ``candidateCount``) and Gemini's thinking budget. The cap holds."""
+choices (``n``, ``candidateCount``) and Gemini's thinking budget. The cap holds. The
+prompt is the body sent (``extra=`` system prompts and tools count), an Anthropic cache
+write is reserved at its rate, and parts of no known bound (a PDF, audio, video, content
+stored at the provider) are refused before sending."""
 
 from __future__ import annotations
 
@@ -102,14 +105,8 @@ async def test_anthropic_thinking_without_max_tokens_reserves_what_is_sent(
             2 * 1000,
             "2 choices x 1,000 output tokens",
         ),
-        (
-            "gemini/gemini-2.5-flash",
-            {"reasoning": {"budget_tokens": 500}},
-            1000 + 500,
-            " 1,500 output tokens",
-        ),
     ],
-    ids=["openai-n", "gemini-candidates", "gemini-thinking"],
+    ids=["openai-n", "gemini-candidates"],
 )
 async def test_choices_and_thinking_multiply_the_output_reserved(
     fake_providers: FakeProviderServer,
@@ -135,3 +132,160 @@ async def test_choices_and_thinking_multiply_the_output_reserved(
     assert paid.status == "completed", paid.failed_steps
     assert fake_providers.request_count == 1
     assert paid.spend is not None and paid.spend.spent == worst <= budget
+
+
+async def test_gemini_thinking_is_held_in_its_output_cap(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Gemini's maxOutputTokens holds the thinking (the adapter refuses a cap at or under
+    the thinking budget): the cap is reserved once, the budget not added on top."""
+    model = "gemini/gemini-2.5-flash"
+    fake_providers.usage = FakeUsage(input=10, output=1000, reasoning=500)
+    wf = _one_call(
+        f"gthink-{unique}",
+        db_url,
+        model,
+        prompt="Think.",
+        max_tokens=1000,
+        reasoning={"budget_tokens": 500},
+    )
+    short = bn.price(model, bn.Usage(input_tokens=10, output_tokens=999))
+    assert short is not None
+    refused = await wf.run(budget=str(short), display=False)
+    assert refused.status == "cancelled" and fake_providers.request_count == 0
+    assert " 1,000 output tokens" in _reason(refused)
+    budget = bn.price(model, bn.Usage(input_tokens=200, output_tokens=1000))
+    assert budget is not None
+    paid = await wf.run(budget=str(budget), display=False, params={"again": 1})
+    assert paid.status == "completed", paid.failed_steps
+    sent = fake_providers.requests[0].json["generationConfig"]
+    assert sent["maxOutputTokens"] == 1000 and sent["thinkingConfig"]["thinkingBudget"] == 500
+
+
+BIG = "lorem ipsum dolor sit amet " * 8000  # ~40,000 tokens
+TOOL = {"type": "function", "function": {"name": "f", "description": BIG, "parameters": {}}}
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs"),
+    [
+        ("anthropic/claude-sonnet-4-5", {"extra": {"system": BIG}}),
+        ("gemini/gemini-2.5-pro", {"extra": {"systemInstruction": {"parts": [{"text": BIG}]}}}),
+        ("openai/gpt-4o", {"extra": {"tools": [TOOL]}}),
+        ("openai/gpt-4o", {"tools": [TOOL]}),
+    ],
+    ids=["anthropic-extra-system", "gemini-extra-system", "openai-extra-tools", "tools"],
+)
+async def test_the_whole_body_sent_is_counted(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    model: str,
+    kwargs: dict[str, Any],
+) -> None:
+    """The prompt is counted from the body that will be sent: a system prompt or tools
+    given through ``extra=`` (or ``tools=``) count as the messages do."""
+    fake_providers.usage = FakeUsage(input=40_000, output=100)  # what the provider bills
+    billed = bn.price(model, bn.Usage(input_tokens=40_000, output_tokens=100))
+    assert billed is not None
+    budget = billed / 2  # no room for it
+    wf = _one_call(f"body-{unique}", db_url, model, prompt="hi", max_tokens=100, **kwargs)
+    run = await wf.run(budget=str(budget), display=False)
+    assert run.status == "cancelled" and fake_providers.request_count == 0
+    assert run.spend is not None and run.spend.spent == 0
+    reason = _reason(run)
+    counted = int(reason.split(" input tokens")[0].rsplit("(", 1)[-1].replace(",", ""))
+    assert counted >= 40_000, reason
+
+
+PDF = "data:application/pdf;base64,JVBERi0xLjQK"
+
+
+@pytest.mark.parametrize(
+    ("model", "content", "extra", "named"),
+    [
+        (
+            "openai/gpt-4o",
+            [{"type": "file", "file": {"filename": "a.pdf", "file_data": PDF}}],
+            {},
+            "a file part (OpenAI 'file'",
+        ),
+        (
+            "openai/gpt-4o-audio-preview",
+            [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}],
+            {},
+            "an audio part ('input_audio')",
+        ),
+        (
+            "gemini/gemini-2.5-pro",
+            [
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "https://example.com/v.mp4", "media_type": "video/mp4"},
+                }
+            ],
+            {},
+            "a Gemini fileData part of type 'video/mp4'",
+        ),
+        ("gemini/gemini-2.5-pro", [], {"cachedContent": "cachedContents/x"}, "cachedContent"),
+    ],
+    ids=["openai-file", "openai-audio", "gemini-video", "gemini-cached-content"],
+)
+async def test_parts_of_no_known_bound_are_refused_under_a_budget(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    model: str,
+    content: list[dict[str, Any]],
+    extra: dict[str, Any],
+    named: str,
+) -> None:
+    """A PDF, audio, a video or content stored at the provider: billed by what it holds,
+    which nothing bounds before sending. Under a budget such a call is not sent, and the
+    error names the part and what to do."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "summarise"}, *content]}]
+    wf = _one_call(
+        f"unbounded-{unique}", db_url, model, messages=messages, max_tokens=100, extra=extra
+    )
+    run = await wf.run(budget="5", display=False)
+    assert run.status == "failed" and fake_providers.request_count == 0
+    error = str(run.steps["ask"].error)
+    assert named in error and "without a budget" in error, error
+
+
+async def test_an_anthropic_cache_write_is_reserved_at_the_write_rate(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """A ``cache_control`` breakpoint makes Anthropic bill the prompt it caches at the
+    write rate (1.25x the input rate for 5 minutes, 2x for ``ttl: "1h"``): reserved so."""
+    model = "anthropic/claude-sonnet-4-5"
+    system = {"type": "text", "text": BIG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    messages = [{"role": "system", "content": [system]}, {"role": "user", "content": "hi"}]
+    fake_providers.usage = FakeUsage(input=40_000, cache_write=40_000, output=100)
+    plain = bn.price(model, bn.Usage(input_tokens=48_000, output_tokens=100))
+    assert plain is not None
+    wf = _one_call(f"write-{unique}", db_url, model, messages=messages, max_tokens=100)
+    refused = await wf.run(budget=str(plain * Decimal("1.2")), display=False)
+    assert refused.status == "cancelled" and fake_providers.request_count == 0
+    assert "the prompt at the 1h cache-write rate" in _reason(refused)
+    budget = plain * 3
+    paid = await wf.run(budget=str(budget), display=False, params={"again": 1})
+    assert paid.status == "completed", paid.failed_steps
+    assert paid.spend is not None and 0 < paid.spend.spent <= budget
+
+
+async def test_a_dotted_openai_version_counts_its_images_as_its_family(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """gpt-5.1 is a GPT-5: an image counts at GPT-5's figure (or the newer GPT-5 patch
+    accounting's, the larger), not at the largest figure of any model (48,169 tokens)."""
+    fake_providers.usage = FakeUsage(input=100, output=100)
+    content = [
+        {"type": "text", "text": "caption"},
+        {"type": "image_url", "image_url": {"url": PNG}},
+    ]
+    messages = [{"role": "user", "content": content}]
+    wf = _one_call(f"dotted-{unique}", db_url, "openai/gpt-5.1", messages=messages, max_tokens=100)
+    run = await wf.run(budget="0.05", display=False)
+    assert run.status == "completed", run.failed_steps
+    assert fake_providers.request_count == 1

@@ -32,6 +32,13 @@ def _request(model: str, images: int = 0, **kwargs: Any) -> LLMRequest:
         ("gemini", "gemini/gemini-2.5-pro", 9 * 258),
         ("mock", "claude-sonnet-4-5", 85),  # what the mock bills
         ("openai", "gpt-unknown-9", 2833 + 8 * 5667),  # not known: the largest figure
+        # a dotted version: its family's figure, or the newer GPT-5 patch accounting's
+        # (1,536 patches x 1.2), whichever is larger
+        ("openai", "gpt-5.1", 1844),
+        ("openai", "openai/gpt-5.2-2025-12-11", 1844),
+        ("openai", "gpt-5.1-mini", 2489),
+        ("openai", "gpt-4.1", 85 + 8 * 170),  # a model of its own, not gpt-4's
+        ("openai", "chatgpt-4o-latest", 85 + 8 * 170),  # ChatGPT's GPT-4o
     ],
 )
 def test_an_image_counts_at_its_providers_documented_maximum(
@@ -63,9 +70,50 @@ def test_the_output_cap_and_choices_are_read_from_the_body_sent() -> None:
         reasoning={"budget_tokens": 1024},
         extra={"generationConfig": {"candidateCount": 3}},
     )
-    assert ceiling(gemini, "gemini-2.5-pro", request, "x").total_output == 3 * (2000 + 1024)
+    # maxOutputTokens holds the thinking (docs/providers.md): not counted twice
+    assert ceiling(gemini, "gemini-2.5-pro", request, "x").total_output == 3 * 2000
 
     mock = Endpoint("mock", "mock", "")
     request = _request("mock/gpt-4o", 3, max_tokens=20, extra={"n": 3})
     most = ceiling(mock, "gpt-4o", request, "gpt-4o")  # the mock answers once
     assert (most.total_output, most.image_tokens) == (20, 3 * 85)
+
+
+def test_an_endpoint_can_give_its_own_image_figure() -> None:
+    """A vision model behind an OpenAI-compatible server: its provider's figure, given as
+    the endpoint's ``image_tokens``, is what a budget reserves per image."""
+    assert image_tokens("openai", "llava-v1.6", 2880) == 2880
+    local = Endpoint("local", "openai", "http://x", image_tokens=2880)
+    most = ceiling(local, "llava-v1.6", _request("local/llava-v1.6", 2, max_tokens=9), "x")
+    assert (most.images, most.image_tokens) == (2, 2 * 2880)
+
+
+def test_the_prompt_is_the_body_sent_without_its_media() -> None:
+    """Every text of the body counts (extra= fields included); base64 and file URIs do
+    not: images count by their figure, parts of no known bound are named."""
+    anthropic = Endpoint("anthropic", "anthropic", "https://x")
+    data = "data:image/png;base64," + "A" * 10_000
+    image = {"type": "image_url", "image_url": {"url": data}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "look"}, image]}]
+    request = LLMRequest(
+        "anthropic/claude-sonnet-4-5",
+        messages,
+        max_tokens=9,
+        extra={"system": [{"type": "text", "text": "RULES", "cache_control": {"ttl": "1h"}}]},
+    )
+    most = ceiling(anthropic, "claude-sonnet-4-5", request, "claude-sonnet-4-5")
+    assert most.text is not None and "RULES" in most.text and "AAAA" not in most.text
+    assert most.images == 1 and most.unbounded == () and most.cache_write == "1h"
+
+    gemini = Endpoint("gemini", "gemini", "https://x")
+    audio = {"type": "image_url", "image_url": {"url": "data:audio/wav;base64,UklGRg=="}}
+    request = LLMRequest("gemini/gemini-2.5-pro", [{"role": "user", "content": [audio]}])
+    most = ceiling(gemini, "gemini-2.5-pro", request, "x")
+    assert most.unbounded == ("a Gemini inlineData part of type 'audio/wav'",)
+
+
+def test_an_image_at_original_detail_counts_at_its_larger_bound() -> None:
+    openai = Endpoint("openai", "openai", "https://x")
+    image = {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "original"}}
+    request = LLMRequest("openai/gpt-5.2", [{"role": "user", "content": [image]}], max_tokens=9)
+    assert ceiling(openai, "gpt-5.2", request, "openai/gpt-5.2").image_tokens == 12_000

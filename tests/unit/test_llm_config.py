@@ -103,6 +103,11 @@ def test_named_endpoint_needs_no_key() -> None:
     assert (ep.kind, ep.api_key, ep.name) == ("openai", None, "local")
 
 
+def test_an_endpoint_takes_its_models_image_figure() -> None:
+    configure(providers={"local": {"kind": "openai", "base_url": "http://x", "image_tokens": 2880}})
+    assert resolve_endpoint("local").image_tokens == 2880
+
+
 def test_named_endpoint_needs_a_base_url() -> None:
     with pytest.raises(ConfigurationError, match="base_url"):
         configure(providers={"mine": {"kind": "anthropic"}})
@@ -110,7 +115,13 @@ def test_named_endpoint_needs_a_base_url() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"bogus": 1}, {"kind": "cohere", "base_url": "http://x"}, {"timeout": "10"}],
+    [
+        {"bogus": 1},
+        {"kind": "cohere", "base_url": "http://x"},
+        {"timeout": "10"},
+        {"image_tokens": 0},  # no bound under what is billed
+        {"image_tokens": 1.5},
+    ],
 )
 def test_bad_provider_options(options: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
