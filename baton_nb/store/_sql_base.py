@@ -14,7 +14,7 @@ from .._dburl import safe_url
 from .._errors import StorageError
 from ._engine import is_memory_url, make_engine
 from ._failures import driver_errors, storage_error
-from ._migrations import MIGRATIONS, SCHEMA_VERSION, ensure_schema
+from ._migrations import MIGRATIONS, SCHEMA_VERSION, create_new_sqlite_schema, ensure_schema
 
 __all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
 
@@ -73,7 +73,7 @@ class SqlBase:
     @classmethod
     async def open(cls: type[S], url: str) -> S:
         """Open (and create or upgrade the schema of) the database at a resolved ``url``."""
-        engine = make_engine(url)
+        engine = make_engine(url, new_sqlite_file=create_new_sqlite_schema)
         store = cls(url, engine)
         try:
             if store.dialect != "postgresql" or not await _pg_schema_is_current(engine):
