@@ -1,0 +1,103 @@
+"""The runs of an event loop share one engine per Postgres database (``_shared_engines``):
+no new connection after the first run, every connection closed as the loop ends, a
+connection the server closed between runs replaced; SQLite keeps an engine per store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+import baton_nb as bn
+from baton_nb.store import Store
+from tests.conftest import PG_SERVER, _admin, _postgres_up, _start_postgres
+
+
+async def _noop(ctx: bn.Context) -> int:
+    return 1
+
+
+@pytest.fixture
+def scratch_pg() -> Iterator[str]:
+    """A database of its own (the test ends its connections), dropped at the end."""
+    if not _postgres_up() and not _start_postgres():
+        pytest.fail("Postgres is not running on 127.0.0.1:5432")
+    name = f"baton_test_shared_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _workflow(db: str) -> bn.Workflow:
+    wf = bn.Workflow("shared-engine", db=db)
+    wf.add("a", _noop)
+    wf.add("b", _noop, deps=["a"])
+    return wf
+
+
+def test_runs_of_a_loop_share_one_engine_closed_as_the_loop_ends(
+    scratch_pg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Any] = []
+    connect = asyncpg.connect
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        conn = await connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(asyncpg, "connect", counting)
+    after_first: list[int] = []
+
+    async def main() -> None:
+        wf = _workflow(scratch_pg)
+        for i in range(3):
+            run = await wf.run(display=False, resume=False)
+            assert run.status == "completed"
+            assert run.results["b"] == 1
+            if i == 0:
+                after_first.append(len(opened))
+
+    asyncio.run(main())
+    assert after_first[0] >= 1
+    assert len(opened) == after_first[0]  # the second and third runs connected nothing
+    assert all(conn.is_closed() for conn in opened)  # disposed of as asyncio.run ended
+
+
+@pytest.mark.anyio
+async def test_a_pooled_connection_the_server_closed_is_replaced(scratch_pg: str) -> None:
+    wf = _workflow(scratch_pg)
+    assert (await wf.run(display=False, resume=False)).status == "completed"
+    admin = await asyncpg.connect(scratch_pg)
+    try:  # the server ends every other connection to the database (a restart, an admin)
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert ended >= 1
+    await anyio.sleep(0.2)  # the clients see their connections end
+    run = await wf.run(display=False, resume=False)
+    assert run.status == "completed"
+    assert run.results["b"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_sqlite_store_keeps_an_engine_of_its_own(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    first, second = await Store.open(url, shared=True), await Store.open(url, shared=True)
+    try:
+        assert first.owns_engine and second.owns_engine  # type: ignore[attr-defined]
+        assert first.engine is not second.engine  # type: ignore[attr-defined]
+    finally:
+        await first.close()
+        await second.close()
