@@ -60,7 +60,7 @@ async def shared_engine(url: str) -> AsyncEngine | None:
         engines.keeper = keeper
     engine = engines.by_url.get(url)
     if engine is None:
-        engine = engines.by_url[url] = make_engine(url)
+        engine = engines.by_url[url] = make_engine(url, shared=True)
         sa.event.listen(engine.sync_engine, "checkout", _alive)
     return engine
 

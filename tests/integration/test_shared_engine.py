@@ -92,6 +92,44 @@ async def test_a_pooled_connection_the_server_closed_is_replaced(scratch_pg: str
 
 
 @pytest.mark.anyio
+async def test_many_runs_at_once_on_one_shared_engine(scratch_pg: str) -> None:
+    """Sixteen runs at once, each holding its writer's connection and taking another for
+    its map's children and its end: the shared engine's pool is not capped (a pool of 15
+    would have them wait on each other until its timeout)."""
+    wf = bn.Workflow("shared-engine-many", db=scratch_pg)
+    started = {"runs": 0, "wait": False}
+    everyone = anyio.Event()
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        started["runs"] += 1
+        if started["runs"] == 16:
+            everyone.set()
+        if started["wait"]:  # every run holds its writer's connection before any goes on
+            await everyone.wait()
+        return [1, 2, 3]
+
+    @wf.step(map_over="items")
+    async def double(ctx: bn.Context) -> int:
+        await anyio.sleep(0.3)  # every run holds its connections at the same time
+        return 2 * int(ctx.item)
+
+    assert (await wf.run(display=False)).status == "completed"  # the schema made first
+    started.update(runs=0, wait=True)
+    runs: list[bn.Run] = []
+
+    async def one() -> None:
+        runs.append(await wf.run(display=False, resume=False))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(one)
+    assert [r.status for r in runs] == ["completed"] * 16
+    assert all(r.results["double"] == [2, 4, 6] for r in runs)
+
+
+@pytest.mark.anyio
 async def test_a_sqlite_store_keeps_an_engine_of_its_own(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'own.db'}"
     first, second = await Store.open(url, shared=True), await Store.open(url, shared=True)
