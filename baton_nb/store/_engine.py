@@ -179,17 +179,11 @@ def _page_count(conn: sqlite3.Connection) -> int:
 
 
 def make_engine(
-    url: str,
-    new_sqlite_file: Callable[[sqlite3.Connection], None] | None = None,
-    *,
-    shared: bool = False,
+    url: str, new_sqlite_file: Callable[[sqlite3.Connection], None] | None = None
 ) -> AsyncEngine:
     """An AsyncEngine for a resolved URL (see ``resolve_url``); ``new_sqlite_file``: what a
     SQLite file with no page yet is given as its first connection opens it
-    (``_prepare_sqlite``). ``shared``: a Postgres engine the runs of an event loop share
-    (``_shared_engines``): no cap on its connections beyond the 5 it keeps (each run holds
-    one for its writes and takes another at times; runs of their own engines had 15
-    each: many runs at once on a capped shared pool would wait on each other)."""
+    (``_prepare_sqlite``)."""
     driver_url = _driver_url(url)
     if driver_url.startswith("sqlite+aiosqlite"):
         if _is_memory(url):
@@ -224,7 +218,7 @@ def make_engine(
     return create_async_engine(
         server_url,
         pool_size=5,
-        max_overflow=-1 if shared else 10,
+        max_overflow=10,
         connect_args={"timeout": connect_timeout(url), "connection_class": _pg_connection_class()},
     )
 

@@ -12,6 +12,13 @@ the loop shuts its async generators down (``asyncio.run``, ``asyncio.Runner`` an
 anyio's runner do as they end), through a generator kept suspended for that; a kernel's
 loop never ends. A pooled connection the server closed meanwhile (a restart, a dropped
 database) is replaced at its checkout, without a round trip (``_alive``).
+
+One run at a time has it: a run that starts while another of the loop uses it gets an
+engine of its own, disposed of at its end, as every run had before. Each engine keeps
+its cap of connections (15): a run's calls take connections at once (a budget's
+reservations, one per call), and the server's own cap (``max_connections``, 100 by
+default) is not something many runs of one shared engine may reach together; nor may
+runs that each hold a connection for their writes wait on each other for a second.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._engine import make_engine
 
-__all__ = ["shared_engine"]
+__all__ = ["release", "shared_engine"]
 
 
 class _Engines:
@@ -34,6 +41,7 @@ class _Engines:
 
     def __init__(self) -> None:
         self.by_url: dict[str, AsyncEngine] = {}
+        self.busy: set[str] = set()  # the URLs whose engine a run has (``release``)
         self.keeper: AsyncGenerator[None, None] | None = None
 
 
@@ -42,8 +50,9 @@ _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Engines] = weakref
 
 async def shared_engine(url: str) -> AsyncEngine | None:
     """The running loop's engine for the Postgres database at ``url`` (a resolved URL),
-    made at its first use; None for any other database (SQLite: a file can be deleted or
-    replaced between runs, and a connection kept open would hold it) or outside asyncio."""
+    made at its first use, for the caller alone until ``release``; None while another
+    has it, for any other database (SQLite: a file can be deleted or replaced between
+    runs, and a connection kept open would hold it) or outside asyncio."""
     if not url.startswith("postgresql"):
         return None
     try:
@@ -58,11 +67,24 @@ async def shared_engine(url: str) -> AsyncEngine | None:
         # loop's shutdown_asyncgens() closes it, and its ``finally`` disposes.
         await keeper.asend(None)
         engines.keeper = keeper
+    if url in engines.busy:
+        return None
     engine = engines.by_url.get(url)
     if engine is None:
-        engine = engines.by_url[url] = make_engine(url, shared=True)
+        engine = engines.by_url[url] = make_engine(url)
         sa.event.listen(engine.sync_engine, "checkout", _alive)
+    engines.busy.add(url)
     return engine
+
+
+def release(url: str) -> None:
+    """The run that had the running loop's engine for ``url`` ended (``SqlBase.close``)."""
+    try:
+        engines = _LOOPS.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return
+    if engines is not None:
+        engines.busy.discard(url)
 
 
 async def _dispose_at_shutdown(engines: _Engines) -> AsyncGenerator[None, None]:

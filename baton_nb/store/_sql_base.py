@@ -15,7 +15,7 @@ from .._errors import StorageError
 from ._engine import is_memory_url, make_engine
 from ._failures import driver_errors, storage_error
 from ._migrations import MIGRATIONS, SCHEMA_VERSION, create_new_sqlite_schema, ensure_schema
-from ._shared_engines import shared_engine
+from ._shared_engines import release, shared_engine
 
 __all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
 
@@ -76,9 +76,9 @@ class SqlBase:
     async def open(cls: type[S], url: str, *, shared: bool = False) -> S:
         """Open (and create or upgrade the schema of) the database at a resolved ``url``.
 
-        ``shared``: on Postgres, through the running loop's engine for ``url``
-        (``_shared_engines``: its connections kept for the next run), which ``close``
-        leaves open; the schema checked all the same."""
+        ``shared``: on Postgres, through the running loop's engine for ``url`` unless
+        another store has it (``_shared_engines``: its connections kept for the next
+        run), which ``close`` leaves open; the schema checked all the same."""
         engine = await shared_engine(url) if shared else None
         owned = engine is None
         if engine is None:
@@ -93,6 +93,8 @@ class SqlBase:
             if owned:
                 with anyio.CancelScope(shield=True):
                     await engine.dispose()
+            else:
+                release(url)
             if isinstance(exc, driver_errors()) and not isinstance(exc, StorageError):
                 raise storage_error(exc, url, "open") from exc
             raise
@@ -101,6 +103,8 @@ class SqlBase:
     async def close(self) -> None:
         if self.owns_engine:
             await self.engine.dispose()
+        else:  # the loop's shared engine: the next run has it
+            release(self.url)
 
     async def __aenter__(self: S) -> S:
         return self

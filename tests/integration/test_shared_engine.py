@@ -94,8 +94,8 @@ async def test_a_pooled_connection_the_server_closed_is_replaced(scratch_pg: str
 @pytest.mark.anyio
 async def test_many_runs_at_once_on_one_shared_engine(scratch_pg: str) -> None:
     """Sixteen runs at once, each holding its writer's connection and taking another for
-    its map's children and its end: the shared engine's pool is not capped (a pool of 15
-    would have them wait on each other until its timeout)."""
+    its map's children and its end: one run has the shared engine, the others engines of
+    their own (on one pool of 15 they waited on each other until its timeout)."""
     wf = bn.Workflow("shared-engine-many", db=scratch_pg)
     started = {"runs": 0, "wait": False}
     everyone = anyio.Event()
@@ -127,6 +127,24 @@ async def test_many_runs_at_once_on_one_shared_engine(scratch_pg: str) -> None:
                 tg.start_soon(one)
     assert [r.status for r in runs] == ["completed"] * 16
     assert all(r.results["double"] == [2, 4, 6] for r in runs)
+
+
+@pytest.mark.anyio
+async def test_one_store_at_a_time_has_the_shared_engine(scratch_pg: str) -> None:
+    first = await Store.open(scratch_pg, shared=True)
+    second = await Store.open(scratch_pg, shared=True)
+    try:
+        assert not first.owns_engine  # type: ignore[attr-defined]
+        assert second.owns_engine  # type: ignore[attr-defined]  # first has the shared one
+    finally:
+        await second.close()
+        await first.close()
+    third = await Store.open(scratch_pg, shared=True)  # released: the shared one again
+    try:
+        assert not third.owns_engine  # type: ignore[attr-defined]
+        assert third.engine is first.engine  # type: ignore[attr-defined]
+    finally:
+        await third.close()
 
 
 @pytest.mark.anyio
