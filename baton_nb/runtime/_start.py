@@ -54,7 +54,7 @@ async def execute_run(
     # Collections rarer from the store's opening to its closing (``_gc``): a full
     # collection that fell due before the run waits for its end, not for its first wave.
     with fewer_collections():
-        store = await Store.open(db)
+        store = await Store.open(db, shared=True)
         try:
             with Lease(lease_ttl) as lease:
                 existing = await resolve_run(store, graph.name, run_id) if run_id else None

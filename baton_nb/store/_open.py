@@ -27,10 +27,12 @@ class Store:
     """``await Store.open(db)``: the store at a database URL (a ``RunStore``)."""
 
     @staticmethod
-    async def open(db: str | os.PathLike[str] | None = None) -> RunStore:
+    async def open(db: str | os.PathLike[str] | None = None, *, shared: bool = False) -> RunStore:
         """Open ``db`` (default: env ``BATON_NB_DB``, else ``sqlite:///baton.db``), creating
-        or upgrading its schema. ``memory://NAME`` is the in-memory store."""
+        or upgrading its schema. ``memory://NAME`` is the in-memory store. ``shared``: a
+        Postgres database through the running loop's engine for it (a run's store:
+        ``_shared_engines``)."""
         url = resolve_url(db)
         if is_memory_store_url(url):
             return MemoryStore(url)
-        return await SqlStore.open(url)
+        return await SqlStore.open(url, shared=shared)

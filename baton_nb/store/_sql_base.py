@@ -14,7 +14,8 @@ from .._dburl import safe_url
 from .._errors import StorageError
 from ._engine import is_memory_url, make_engine
 from ._failures import driver_errors, storage_error
-from ._migrations import MIGRATIONS, SCHEMA_VERSION, ensure_schema
+from ._migrations import MIGRATIONS, SCHEMA_VERSION, create_new_sqlite_schema, ensure_schema
+from ._shared_engines import release, shared_engine
 
 __all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
 
@@ -64,6 +65,7 @@ class SqlBase:
     def __init__(self, url: str, engine: AsyncEngine) -> None:
         self.url = url
         self.engine = engine
+        self.owns_engine = True  # ``close`` disposes of it (not a shared one: ``open``)
         self.dialect = engine.dialect.name
         # sqlite:///:memory: is one connection shared by every checkout (StaticPool): two
         # transactions must not interleave on it (a reader's close rolls back what the
@@ -71,24 +73,38 @@ class SqlBase:
         self._serial = anyio.Lock() if is_memory_url(url) else None
 
     @classmethod
-    async def open(cls: type[S], url: str) -> S:
-        """Open (and create or upgrade the schema of) the database at a resolved ``url``."""
-        engine = make_engine(url)
+    async def open(cls: type[S], url: str, *, shared: bool = False) -> S:
+        """Open (and create or upgrade the schema of) the database at a resolved ``url``.
+
+        ``shared``: on Postgres, through the running loop's engine for ``url`` unless
+        another store has it (``_shared_engines``: its connections kept for the next
+        run), which ``close`` leaves open; the schema checked all the same."""
+        engine = await shared_engine(url) if shared else None
+        owned = engine is None
+        if engine is None:
+            engine = make_engine(url, new_sqlite_file=create_new_sqlite_schema)
         store = cls(url, engine)
+        store.owns_engine = owned
         try:
             if store.dialect != "postgresql" or not await _pg_schema_is_current(engine):
                 async with engine.begin() as conn:
                     await conn.run_sync(ensure_schema, safe_url(url))
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await engine.dispose()
+            if owned:
+                with anyio.CancelScope(shield=True):
+                    await engine.dispose()
+            else:
+                release(url)
             if isinstance(exc, driver_errors()) and not isinstance(exc, StorageError):
                 raise storage_error(exc, url, "open") from exc
             raise
         return store
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self.owns_engine:
+            await self.engine.dispose()
+        else:  # the loop's shared engine: the next run has it
+            release(self.url)
 
     async def __aenter__(self: S) -> S:
         return self

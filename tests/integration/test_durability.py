@@ -446,6 +446,73 @@ async def test_a_new_sqlite_file_gets_the_schema_the_migrations_make(tmp_path: P
     assert _sqlite_schema_of(new) == made
 
 
+def test_a_new_sqlite_file_is_made_unsynced_then_every_connection_is_normal(
+    tmp_path: Path,
+) -> None:
+    """A file with no page is switched to WAL and given its schema with
+    ``synchronous=OFF`` (no fsync for a file that holds nothing yet: docs/performance.md,
+    "Eighth round: the fixed cost of a small run"), then set to NORMAL whatever happened;
+    a file that holds pages is never given it."""
+    import sqlite3
+
+    from baton_nb.store._engine import _prepare_sqlite
+
+    seen: list[tuple[int, str]] = []
+
+    def new_file(conn: sqlite3.Connection) -> None:
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+        seen.append((sync, conn.execute("PRAGMA journal_mode").fetchone()[0]))
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.commit()
+
+    def failing(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    con = sqlite3.connect(tmp_path / "new.db")
+    assert _prepare_sqlite(con, new_file)
+    assert seen == [(0, "wal")]  # OFF while it was made, already WAL
+    assert con.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL afterwards
+    con.close()
+    con = sqlite3.connect(tmp_path / "new.db")  # it holds a page now: not new
+    assert _prepare_sqlite(con, new_file)
+    assert len(seen) == 1
+    assert con.execute("PRAGMA synchronous").fetchone()[0] == 1
+    con.close()
+    con = sqlite3.connect(tmp_path / "failing.db")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _prepare_sqlite(con, failing)
+    assert con.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL all the same
+    con.close()
+
+
+async def test_the_store_of_a_new_sqlite_file_writes_with_normal_sync(tmp_path: Path) -> None:
+    """Through the store: every connection of a new file's engine (the one that made the
+    schema among them) is WAL with NORMAL sync, and a run on it works."""
+    from baton_nb.store._engine import on_sqlite_thread
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    store = await Store.open(url)
+    try:
+        engine = store.engine  # type: ignore[attr-defined]
+
+        def settings(conn: sa.Connection) -> tuple[int, str]:
+            def read(driver: object) -> tuple[int, str]:
+                sync = driver.execute("PRAGMA synchronous").fetchone()[0]  # type: ignore[attr-defined]
+                mode = driver.execute("PRAGMA journal_mode").fetchone()[0]  # type: ignore[attr-defined]
+                return sync, mode
+
+            return on_sqlite_thread(conn.connection.dbapi_connection, read)
+
+        async with engine.connect() as first, engine.connect() as second:
+            assert await first.run_sync(settings) == (1, "wal")
+            assert await second.run_sync(settings) == (1, "wal")
+    finally:
+        await store.close()
+    wf = bn.Workflow("fresh-sync", db=url)
+    wf.add("a", _noop)
+    assert (await wf.run(display=False)).status == "completed"
+
+
 FIRST_USE_SCRIPT = textwrap.dedent(
     """
     import sys, time
