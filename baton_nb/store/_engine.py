@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -81,14 +80,11 @@ class _DecimalSum:
         return None if self.total is None else format(self.total, "f")
 
 
-def _sqlite_on_connect(
-    dbapi_conn: Any, _record: Any, new_file: Callable[[sqlite3.Connection], None] | None = None
-) -> None:
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     """A new SQLite connection's settings, in one call on its own thread (aiosqlite's: a
     round trip to that thread per statement and per cursor was ~20 of them per connection,
-    a run opening two; docs/performance.md, "Sixth round"); ``new_file`` as
-    ``_prepare_sqlite`` says."""
-    switched = on_sqlite_thread(dbapi_conn, partial(_prepare_sqlite, new_file=new_file))
+    a run opening two; docs/performance.md, "Sixth round")."""
+    switched = on_sqlite_thread(dbapi_conn, _prepare_sqlite)
     if not switched:  # WAL could not be switched on in time: SQLAlchemy's usual error
         cursor = dbapi_conn.cursor()
         try:
@@ -120,21 +116,9 @@ def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
 
 
-def _prepare_sqlite(
-    conn: sqlite3.Connection, new_file: Callable[[sqlite3.Connection], None] | None = None
-) -> bool:
+def _prepare_sqlite(conn: sqlite3.Connection) -> bool:
     """On the connection's thread: busy timeout, foreign keys, WAL and NORMAL sync for a
     file database, the ``decimal_sum`` aggregate. False: WAL could not be switched on.
-
-    A file with no page yet (new, or empty) is switched to WAL and given ``new_file(conn)``
-    (the store's schema, committed) with ``synchronous=OFF``, then NORMAL like any other:
-    switching a new file to WAL goes through a rollback journal (its file, the journal's,
-    the folder's and the database's fsyncs) and the schema's commit starts the WAL (its
-    header and folder fsynced): ~8 fsyncs, 15-40 ms on a busy disk, for a file that holds
-    nothing yet. A killed process loses none of it (the writes are the OS's either way);
-    an OS crash in those milliseconds can lose what the file was given, the empty schema,
-    which the next open makes again. The schema is on disk (fsynced) at the first
-    checkpoint, as every later commit is with NORMAL.
 
     Switching to WAL needs the database to itself, and SQLite answers "database is locked"
     at once, without its busy handler, while another connection uses it: several runs or
@@ -150,40 +134,22 @@ def _prepare_sqlite(
     conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]  # any value
     if not mode or str(mode[0]).lower() == "memory":
         return True
-    new = new_file is not None and _page_count(conn) == 0
-    if new:
-        conn.execute("PRAGMA synchronous=OFF").close()
-    try:
-        deadline = time.monotonic() + _WAL_WAIT
-        while True:
-            try:
-                conn.execute(_WAL).close()
-            except sqlite3.Error as exc:
-                if _is_locked(exc) and time.monotonic() < deadline:
-                    time.sleep(_WAL_PAUSE)
-                    continue
-                return False
-            break
-        if new and new_file is not None:
-            new_file(conn)
-    finally:  # whatever happened: NORMAL before the connection is used
-        conn.execute("PRAGMA synchronous=NORMAL").close()
+    deadline = time.monotonic() + _WAL_WAIT
+    while True:
+        try:
+            conn.execute(_WAL).close()
+        except sqlite3.Error as exc:
+            if _is_locked(exc) and time.monotonic() < deadline:
+                time.sleep(_WAL_PAUSE)
+                continue
+            return False
+        break
+    conn.execute("PRAGMA synchronous=NORMAL").close()
     return True
 
 
-def _page_count(conn: sqlite3.Connection) -> int:
-    cursor = conn.execute("PRAGMA page_count")
-    row = cursor.fetchone()
-    cursor.close()
-    return int(row[0]) if row else 0
-
-
-def make_engine(
-    url: str, new_sqlite_file: Callable[[sqlite3.Connection], None] | None = None
-) -> AsyncEngine:
-    """An AsyncEngine for a resolved URL (see ``resolve_url``); ``new_sqlite_file``: what a
-    SQLite file with no page yet is given as its first connection opens it
-    (``_prepare_sqlite``)."""
+def make_engine(url: str) -> AsyncEngine:
+    """An AsyncEngine for a resolved URL (see ``resolve_url``)."""
     driver_url = _driver_url(url)
     if driver_url.startswith("sqlite+aiosqlite"):
         if _is_memory(url):
@@ -206,12 +172,7 @@ def make_engine(
                     f"cannot open {url!r}: folder {parent!r} does not exist; create it first"
                 )
             engine = create_async_engine(driver_url, pool_size=4, max_overflow=4)
-        new_file = None if _is_memory(url) else new_sqlite_file
-
-        def on_connect(dbapi_conn: Any, record: Any) -> None:
-            _sqlite_on_connect(dbapi_conn, record, new_file)
-
-        sa.event.listen(engine.sync_engine, "connect", on_connect)
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
     # connect_timeout is libpq's URL parameter; asyncpg takes it as the ``timeout`` argument.
     server_url = sa.engine.make_url(driver_url).difference_update_query(["connect_timeout"])

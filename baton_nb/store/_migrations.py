@@ -15,7 +15,7 @@ from ._engine import on_sqlite_thread
 from ._tables import SchemaVersion, metadata, sqlite_text
 from ._worker_tables import WorkflowSubmission, WorkflowTask, WorkflowWorker
 
-__all__ = ["SCHEMA_VERSION", "create_new_sqlite_schema", "ensure_schema"]
+__all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 
 def _v1(conn: Connection) -> None:
@@ -292,22 +292,6 @@ def _create_sqlite_schema(driver: sqlite3.Connection) -> None:
         f"INSERT INTO {SchemaVersion.__tablename__} (version, applied_at) VALUES (?, ?)",
         [(version, now) for version, _ in MIGRATIONS],
     ).close()
-
-
-def create_new_sqlite_schema(driver: sqlite3.Connection) -> None:
-    """On a new connection's thread, as it opens a SQLite file that held no page
-    (``make_engine``'s ``new_sqlite_file``): today's schema, committed, unless another
-    connection (another process opening the same new file) made it first; the write lock
-    taken before anything is read (``_sqlite_state``). Any other database is left to
-    ``ensure_schema``."""
-    try:
-        empty, _ = _sqlite_state(driver)
-        if empty:
-            _create_sqlite_schema(driver)
-        driver.commit()
-    except BaseException:
-        driver.rollback()
-        raise
 
 
 def _migrate(conn: Connection, applied: set[int]) -> None:

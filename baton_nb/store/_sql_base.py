@@ -14,7 +14,7 @@ from .._dburl import safe_url
 from .._errors import StorageError
 from ._engine import is_memory_url, make_engine
 from ._failures import driver_errors, storage_error
-from ._migrations import MIGRATIONS, SCHEMA_VERSION, create_new_sqlite_schema, ensure_schema
+from ._migrations import MIGRATIONS, SCHEMA_VERSION, ensure_schema
 from ._shared_engines import release, shared_engine
 
 __all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
@@ -82,7 +82,7 @@ class SqlBase:
         engine = await shared_engine(url) if shared else None
         owned = engine is None
         if engine is None:
-            engine = make_engine(url, new_sqlite_file=create_new_sqlite_schema)
+            engine = make_engine(url)
         store = cls(url, engine)
         store.owns_engine = owned
         try:
