@@ -94,6 +94,34 @@ class Context:
                 f"step {self.step!r}: no model for ctx.complete(); pass model='provider/name' "
                 "or set models={step: model} on the Workflow or wf.run()"
             )
+        if (
+            prompt is not None
+            and messages is None
+            and not options
+            and extra is None
+            and not tools
+            and tool_choice is None
+            and response_format is None
+            and reasoning is None
+        ):
+            # The usual call (a prompt, no provider fields, tools, output format nor
+            # reasoning): the same request, made without the frozen dataclass's __init__
+            # nor copying the one message built here twice (``LLMRequest.plain``).
+            request = LLMRequest.plain(
+                model,
+                ({"role": "user", "content": prompt},),
+                temperature,
+                max_tokens,
+                stream,
+                timeout,
+                price_as,
+                _check_cache(self.step, cache),
+                _check_salt(self.step, cache_salt),
+            )
+            index = self._call_index
+            self._call_index += 1
+            completion = await self._calls.complete(self._node, index, request)
+            return await awith_parsed(completion, request) if completion.replayed else completion
         messages = prompt_messages("ctx.complete()", prompt, messages)
         if response_format is not None:  # (no coroutine made per call for nothing)
             await aimport_validator(response_format)  # the schema is checked in LLMRequest

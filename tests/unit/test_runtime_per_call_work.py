@@ -1,0 +1,113 @@
+"""What the runtime does per LLM call, done with less work (issue 16, branch 16s), with the
+same results: ``ctx.complete(prompt=...)``'s request made by ``LLMRequest.plain``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from baton_nb._errors import ConfigurationError
+from baton_nb.llm import LLMRequest
+from baton_nb.runtime._context import Context
+
+pytestmark = pytest.mark.anyio
+
+_PLAIN_CASES: list[dict[str, Any]] = [
+    {"model": "openai/gpt-4o-mini", "prompt": "hi"},
+    {"model": "openai/gpt-4o-mini", "prompt": "hi", "temperature": 0, "max_tokens": 64},
+    {"model": " OpenAI / gpt-4o ", "prompt": "", "temperature": 1.5, "stream": True},
+    {"model": "mock/x", "prompt": "é\n\u2028", "timeout": 3, "price_as": "openai/gpt-4o"},
+    {"model": "mock/x", "prompt": "p", "cache": False, "cache_salt": "s"},
+    {"model": "mock/x", "prompt": "p", "cache": True},
+    {"model": "mock/x", "prompt": [{"type": "text", "text": "parts"}]},
+    # errors: the same, raised in the same order
+    {"model": "no-slash", "prompt": "p"},
+    {"model": "mock/x", "prompt": "p", "max_tokens": 0},
+    {"model": "mock/x", "prompt": "p", "max_tokens": 1.5},
+    {"model": "mock/x", "prompt": "p", "timeout": 0},
+    {"model": "mock/x", "prompt": "p", "temperature": "warm"},
+    {"model": "mock/x", "prompt": "p", "cache": "yes"},
+    {"model": "mock/x", "prompt": "p", "cache_salt": 3},
+    {"model": "no-slash", "prompt": "p", "cache": "yes", "max_tokens": 0},
+    {"model": "mock/x", "prompt": 3},
+    {"model": "mock/x", "prompt": [{"type": "nonsense"}]},
+]
+
+
+def _constructor(kwargs: dict[str, Any]) -> LLMRequest:
+    """The request as ``ctx.complete`` made it before (the constructor's path)."""
+    from baton_nb.runtime._context import _check_cache, _check_salt
+
+    options = dict(kwargs)
+    prompt = options.pop("prompt")
+    cache = _check_cache("s", options.pop("cache", None))
+    salt = _check_salt("s", options.pop("cache_salt", None))
+    return LLMRequest(
+        messages=tuple(dict(m) for m in [{"role": "user", "content": prompt}]),
+        extra={},
+        tools=(),
+        cache=cache,
+        cache_salt=salt,
+        **options,
+    )
+
+
+class _Calls:
+    run_id = "r"
+    graph = SimpleNamespace(name="g")
+
+    def __init__(self) -> None:
+        self.requests: list[LLMRequest] = []
+
+    async def complete(self, node: Any, index: int, request: LLMRequest) -> Any:
+        self.requests.append(request)
+        return SimpleNamespace(replayed=False)
+
+
+def _outcome(make: Any) -> tuple[str, Any]:
+    try:
+        return "ok", make()
+    except Exception as exc:  # compared below: the same type and message
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("kwargs", _PLAIN_CASES)
+async def test_a_prompt_call_makes_the_request_the_constructor_makes(
+    kwargs: dict[str, Any],
+) -> None:
+    calls = _Calls()
+    ctx = Context(calls, SimpleNamespace(name="s", attempt=1, item=None), {}, {}, None)  # type: ignore[arg-type]
+    expected = _outcome(lambda: _constructor(kwargs))
+    try:
+        await ctx.complete(**kwargs)
+        got: tuple[str, Any] = ("ok", calls.requests[-1])
+    except Exception as exc:
+        got = (type(exc).__name__, str(exc))
+    assert got[0] == expected[0]
+    if got[0] != "ok":
+        assert got[1] == expected[1]
+        return
+    made, want = got[1], expected[1]
+    assert made == want
+    assert list(vars(made)) == list(vars(want))  # the fields, in their order
+    for name, value in vars(want).items():
+        assert type(vars(made)[name]) is type(value), name
+    with pytest.raises(AttributeError):
+        made.model = "x"  # still frozen
+
+
+async def test_other_calls_take_the_constructor() -> None:
+    """Provider fields, tools, messages=: the constructor's path (its own checks)."""
+    calls = _Calls()
+    ctx = Context(calls, SimpleNamespace(name="s", attempt=1, item=None), {}, {}, None)  # type: ignore[arg-type]
+    await ctx.complete(model="mock/x", prompt="p", top_p=0.5)
+    assert dict(calls.requests[-1].extra) == {"top_p": 0.5}
+    await ctx.complete(model="mock/x", messages=[{"role": "user", "content": "m"}])
+    assert calls.requests[-1].messages == ({"role": "user", "content": "m"},)
+    with pytest.raises(ConfigurationError, match="extra"):
+        await ctx.complete(model="mock/x", prompt="p", extra=[])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="temperature"):
+        await ctx.complete(model="mock/x", prompt="p", temprature=0)
+    assert [r.model for r in calls.requests] == ["mock/x", "mock/x"]
