@@ -3,6 +3,7 @@ same results: ``ctx.complete(prompt=...)``'s request made by ``LLMRequest.plain`
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -111,3 +112,85 @@ async def test_other_calls_take_the_constructor() -> None:
     with pytest.raises(ConfigurationError, match="temperature"):
         await ctx.complete(model="mock/x", prompt="p", temprature=0)
     assert [r.model for r in calls.requests] == ["mock/x", "mock/x"]
+
+
+_HASH_TEXTS = [
+    "",
+    "plain",
+    'quote " and \\ backslash',
+    "é ü 中文 \u2028 \U0001f600",
+    "\n\t\x00\x1f",
+    "\ud800",
+]
+
+
+def _req(content: Any, **kwargs: Any) -> LLMRequest:
+    message = {"role": "user", "content": content, **kwargs.pop("message", {})}
+    return LLMRequest(model=kwargs.pop("model", "mock/x"), messages=(message,), **kwargs)
+
+
+def _slow_hash_text(request: LLMRequest) -> str:
+    from baton_nb.llm._types import _hash_json
+
+    payload = {
+        "model": request.model,
+        "messages": list(request.messages),
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "price_as": request.price_as,
+        "extra": dict(request.extra),
+        **request.neutral_params(),
+    }
+    return _hash_json(payload)
+
+
+@pytest.mark.parametrize("text", _HASH_TEXTS)
+def test_a_plain_requests_hash_text_is_the_encoders(text: str) -> None:
+    """``request_hash``'s text written for a plain request is the encoder's, byte for byte
+    (so every replay key stored so far is found again)."""
+    from baton_nb.llm._types import _plain_hash_text
+
+    requests = [
+        LLMRequest(model="openai/gpt-4o-mini", messages=({"role": "user", "content": text},)),
+        LLMRequest(
+            model=f"mock/{text or 'x'}",
+            messages=(
+                {"role": "system", "content": text},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": text + "a"},
+            ),
+            temperature=0,
+            max_tokens=64,
+            price_as=f"openai/{text}",
+        ),
+        _req(text, temperature=1e16),
+        _req(text, temperature=-0.0),
+        _req(text, max_tokens=10**30),
+    ]
+    for request in requests:
+        written = _plain_hash_text(request)
+        assert written is not None
+        assert written == _slow_hash_text(request)
+
+
+def test_other_requests_are_hashed_by_the_encoder() -> None:
+    from baton_nb.llm._types import _plain_hash_text, request_hash
+
+    others = [
+        _req("p", extra={"a": 1}),
+        _req([{"type": "text", "text": "t"}]),
+        _req(None),
+        _req("p", message={"name": "n"}),
+        _req("p", max_tokens=True),
+        _req("p", tool_choice="none"),
+        _req("p", reasoning="low"),
+    ]
+    for request in others:
+        assert _plain_hash_text(request) is None
+        request_hash(request)  # still hashed (by the encoder)
+    nan = _req("p", temperature=math.nan)
+    assert _plain_hash_text(nan) is None
+    with pytest.raises(ConfigurationError, match="JSON-serialisable"):
+        request_hash(nan)
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate: as before, on both paths
+        request_hash(_req("\ud800"))
