@@ -194,3 +194,24 @@ def test_other_requests_are_hashed_by_the_encoder() -> None:
         request_hash(nan)
     with pytest.raises(UnicodeEncodeError):  # a lone surrogate: as before, on both paths
         request_hash(_req("\ud800"))
+
+
+@pytest.mark.parametrize("tool_calls", [(), "one"])
+def test_new_parsed_is_the_constructors(tool_calls: Any) -> None:
+    from decimal import Decimal
+
+    from baton_nb._usage import Usage
+    from baton_nb.llm._types import FinishReason, ToolCall
+    from baton_nb.llm._wire import Parsed, new_parsed
+
+    calls = (ToolCall("c1", "f", {"a": 1}, "{\"a\": 1}"),) if tool_calls == "one" else ()
+    args = ("é", Usage(input_tokens=3), {"raw": [1]}, Decimal("0.5"), calls, None)
+    made = new_parsed(*args, FinishReason.STOP, "why")
+    want = Parsed(
+        *args[:4], tool_calls=calls, refusal=None, finish_reason=FinishReason.STOP, reasoning="why"
+    )
+    assert made == want
+    assert list(vars(made)) == list(vars(want))
+    assert made.message == want.message
+    with pytest.raises(AttributeError):
+        made.text = "x"  # type: ignore[misc]
