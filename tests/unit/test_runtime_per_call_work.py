@@ -204,7 +204,7 @@ def test_new_parsed_is_the_constructors(tool_calls: Any) -> None:
     from baton_nb.llm._types import FinishReason, ToolCall
     from baton_nb.llm._wire import Parsed, new_parsed
 
-    calls = (ToolCall("c1", "f", {"a": 1}, "{\"a\": 1}"),) if tool_calls == "one" else ()
+    calls = (ToolCall("c1", "f", {"a": 1}, '{"a": 1}'),) if tool_calls == "one" else ()
     args = ("é", Usage(input_tokens=3), {"raw": [1]}, Decimal("0.5"), calls, None)
     made = new_parsed(*args, FinishReason.STOP, "why")
     want = Parsed(
@@ -215,3 +215,29 @@ def test_new_parsed_is_the_constructors(tool_calls: Any) -> None:
     assert made.message == want.message
     with pytest.raises(AttributeError):
         made.text = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        [(b"Content-Type", b"application/json"), (b"content-length", b"2")],
+        [(b"CONTENT-ENCODING", b" GZip "), (b"Content-Encoding", b"br")],
+        [(b"set-cookie", b""), (b"X-A", b"\xff\xfe")],
+        [("Set-\u212aookie".encode(), b"k"), (b"content-encoding", b"identity")],  # not ASCII
+        [(b"x-\xe9", b"v"), (b"Set-Cookie", b"a=b")],
+    ],
+)
+def test_an_answers_first_header_is_its_headers_get(raw: list[tuple[bytes, bytes]]) -> None:
+    """``Answer.first`` reads the raw headers as ``headers.get`` reads the decoded ones (the
+    case-insensitive ``CIMultiDict``), which a successful call no longer makes."""
+    from baton_nb.llm._aiohttp import Answer
+
+    for name in ("content-encoding", "set-cookie", "content-type", "x-a", "missing"):
+        lazy = Answer(200, "OK", tuple(raw), b"{}")
+        got = lazy.first(name)
+        assert got == Answer(200, "OK", tuple(raw), b"{}").headers.get(name)
+    assert lazy._headers is None or not all(k.isascii() for k, _ in raw)
+    assert list(lazy.headers.items()) == [
+        (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in raw
+    ]
