@@ -241,3 +241,41 @@ def test_an_answers_first_header_is_its_headers_get(raw: list[tuple[bytes, bytes
     assert list(lazy.headers.items()) == [
         (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in raw
     ]
+
+
+async def test_the_writers_loop_event_behaves_as_an_anyio_event() -> None:
+    """``_LoopEvent`` (the writer's events on asyncio): every waiter wakes on ``set``, a
+    cancelled waiter is skipped, a wait after ``set`` returns at once (a checkpoint)."""
+    import asyncio
+
+    from baton_nb.runtime._commit import _loop_event, _LoopEvent
+
+    event = _loop_event()
+    assert isinstance(event, _LoopEvent)
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await event.wait()
+        woken.append(i)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    tasks[2].cancel()
+    await asyncio.sleep(0)
+    assert not event.is_set() and woken == []
+    event.set()
+    event.set()  # again: nothing more
+    assert event.is_set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sorted(woken) == [0, 1, 3, 4]
+    assert isinstance(results[2], asyncio.CancelledError)
+    await event.wait()  # set already: returns
+    await asyncio.wait_for(event.wait(), 1)
+
+
+def test_the_writers_event_outside_a_loop_is_anyios() -> None:
+    import anyio
+
+    from baton_nb.runtime._commit import _loop_event
+
+    assert isinstance(_loop_event(), anyio.Event)
