@@ -128,54 +128,6 @@ class LLMRequest:
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout!r}")
 
-    @classmethod
-    def plain(
-        cls,
-        model: str,
-        messages: Any,
-        temperature: float | None,
-        max_tokens: int | None,
-        stream: bool,
-        timeout: float | None,
-        price_as: str | None,
-        cache: bool | None,
-        cache_salt: str | None,
-    ) -> LLMRequest:
-        """``LLMRequest(...)`` of a call with no ``extra``, tools, tool choice, output
-        format nor reasoning (``ctx.complete(prompt=...)``'s usual call): the checks and
-        conversions of ``__post_init__``, in its order, then the fields filled in their
-        order, without the frozen ``__init__``'s ``object.__setattr__`` per field and the
-        defaults' checks (~2-3 us a call). The same object (a test compares it, and the
-        errors, with the constructor's)."""
-        split_model(model)
-        frozen = freeze_messages(messages)
-        if temperature is not None:
-            temperature = float(temperature)
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
-            raise ConfigurationError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if timeout is not None and not timeout > 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
-        request = _new_object(cls)
-        request.__dict__.update(
-            {
-                "model": model,
-                "messages": frozen,
-                "temperature": temperature,
-                "max_tokens": max_tokens,
-                "stream": stream,
-                "timeout": timeout,
-                "price_as": price_as,
-                "extra": _NO_EXTRA,
-                "tools": (),
-                "tool_choice": None,
-                "response_format": None,
-                "reasoning": None,
-                "cache": cache,
-                "cache_salt": cache_salt,
-            }
-        )
-        return request
-
     def neutral_params(self) -> dict[str, Any]:
         """The tools, tool choice, output format and reasoning that are set, as JSON."""
         params: dict[str, Any] = {}
@@ -196,6 +148,53 @@ class LLMRequest:
     @property
     def model_name(self) -> str:
         return split_model(self.model)[1]
+
+
+def plain_request(
+    model: str,
+    messages: Any,
+    temperature: float | None,
+    max_tokens: int | None,
+    stream: bool,
+    timeout: float | None,
+    price_as: str | None,
+    cache: bool | None,
+    cache_salt: str | None,
+) -> LLMRequest:
+    """``LLMRequest(...)`` of a call with no ``extra``, tools, tool choice, output
+    format nor reasoning (``ctx.complete(prompt=...)``'s usual call): the checks and
+    conversions of ``__post_init__``, in its order, then the fields filled in their
+    order, without the frozen ``__init__``'s ``object.__setattr__`` per field and the
+    defaults' checks (~2-3 us a call). The same object (a test compares it, and the
+    errors, with the constructor's)."""
+    split_model(model)
+    frozen = freeze_messages(messages)
+    if temperature is not None:
+        temperature = float(temperature)
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
+        raise ConfigurationError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if timeout is not None and not timeout > 0:
+        raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
+    request = _new_object(LLMRequest)
+    request.__dict__.update(
+        {
+            "model": model,
+            "messages": frozen,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "stream": stream,
+            "timeout": timeout,
+            "price_as": price_as,
+            "extra": _NO_EXTRA,
+            "tools": (),
+            "tool_choice": None,
+            "response_format": None,
+            "reasoning": None,
+            "cache": cache,
+            "cache_salt": cache_salt,
+        }
+    )
+    return request
 
 
 _HASH_JSON = json.JSONEncoder(

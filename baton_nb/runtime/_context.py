@@ -87,7 +87,7 @@ class Context:
         that is a near miss of one of the options above (``temprature=``) is an error
         saying which one was meant; ``extra={"temprature": 0}`` sends it on purpose.
         """
-        LLMRequest, prompt_messages, aimport_validator, awith_parsed = _llm_api()
+        LLMRequest, plain_request, prompt_messages, aimport_validator, awith_parsed = _llm_api()
         model = model or self.model
         if not model:
             raise ConfigurationError(
@@ -106,8 +106,8 @@ class Context:
         ):
             # The usual call (a prompt, no provider fields, tools, output format nor
             # reasoning): the same request, made without the frozen dataclass's __init__
-            # nor copying the one message built here twice (``LLMRequest.plain``).
-            request = LLMRequest.plain(
+            # nor copying the one message built here twice (``plain_request``).
+            request = plain_request(
                 model,
                 ({"role": "user", "content": prompt},),
                 temperature,
@@ -195,15 +195,16 @@ class Context:
 
 
 @cache
-def _llm_api() -> tuple[type[LLMRequest], Any, Any, Any]:
+def _llm_api() -> tuple[type[LLMRequest], Any, Any, Any, Any]:
     """``baton_nb.llm``'s names ``Context.complete`` needs: imported at the first call, as
     before (this module imports no ``llm`` at its top), then kept. Import statements in the
     method cost ~1.8 us a call (importlib's ``_handle_fromlist`` for a package, each time)."""
     from ..llm import LLMRequest
     from ..llm._neutral import prompt_messages
     from ..llm._output import aimport_validator, awith_parsed
+    from ..llm._types import plain_request
 
-    return LLMRequest, prompt_messages, aimport_validator, awith_parsed
+    return LLMRequest, plain_request, prompt_messages, aimport_validator, awith_parsed
 
 
 def _check_cache(step: str, value: Any) -> bool | None:

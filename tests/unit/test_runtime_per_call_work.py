@@ -1,5 +1,5 @@
 """What the runtime does per LLM call, done with less work (issue 16, branch 16s), with the
-same results: ``ctx.complete(prompt=...)``'s request made by ``LLMRequest.plain``."""
+same results: ``ctx.complete(prompt=...)``'s request made by ``plain_request``."""
 
 from __future__ import annotations
 
