@@ -112,7 +112,10 @@ async def _measured(
 
         parsed = await with_retries(endpoint.name, retry_settings(), attempt)
     latency_ms = (_clock() - started) * 1000.0
-    usage, estimated = await usage_of(parsed, request)
+    if parsed.usage is not None:  # usage_of's reported usage, without a coroutine
+        usage, estimated = parsed.usage, False
+    else:
+        usage, estimated = await usage_of(parsed, request)
     permit.correct(usage.total_tokens)
     return parsed, latency_ms, usage, estimated
 
@@ -161,6 +164,8 @@ async def complete_unparsed(request: LLMRequest) -> Completion:
                 measured = await _measured(endpoint, model, request, permit)
         parsed, latency_ms, usage, estimated = measured
         logger.debug("%s: %d tokens in %.0f ms", request.model, usage.total_tokens, latency_ms)
+        if pricing_loaded():  # completion_of without a coroutine (the tables are loaded)
+            return completion_now(endpoint, model, request, parsed, latency_ms, usage, estimated)
         return await completion_of(endpoint, model, request, parsed, latency_ms, usage, estimated)
     finally:
         fewer_collections_end()
@@ -179,10 +184,27 @@ async def completion_of(
 ) -> Completion:
     """The ``Completion`` of a parsed answer: priced (at batch rates for a provider batch's
     answer, ``batch=True``), secrets scrubbed. Shared by direct calls and provider batches."""
-    # price_as= always wins; else a cost the server reports, where it is trusted
-    trusted = endpoint.reported_cost and not request.price_as
     if not pricing_loaded():  # once: then no coroutine per call
         await load_pricing()
+    return completion_now(
+        endpoint, model, request, parsed, latency_ms, usage, estimated, batch=batch
+    )
+
+
+def completion_now(
+    endpoint: Endpoint,
+    model: str,
+    request: LLMRequest,
+    parsed: Parsed,
+    latency_ms: float,
+    usage: Usage,
+    estimated: bool,
+    *,
+    batch: bool = False,
+) -> Completion:
+    """:func:`completion_of` once the price tables are loaded (``pricing_loaded``)."""
+    # price_as= always wins; else a cost the server reports, where it is trusted
+    trusted = endpoint.reported_cost and not request.price_as
     cost, pricing = cost_now(
         pricing_model(endpoint, model, request),
         usage,

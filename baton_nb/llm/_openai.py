@@ -12,7 +12,7 @@ from baton_nb._usage import Usage
 from ._config import Endpoint
 from ._neutral import OutputKind, unsupported
 from ._types import FinishReason, LLMRequest, ToolCall
-from ._wire import HttpCall, Parsed, as_int, cut_off
+from ._wire import HttpCall, Parsed, as_int, cut_off, new_parsed
 
 __all__ = ["OpenAIAdapter", "parse_usage"]
 
@@ -122,15 +122,15 @@ def parse_message(body: dict[str, Any]) -> Parsed:
     tool_calls = parse_tool_calls(message.get("tool_calls"))
     # DeepSeek and vLLM say reasoning_content; OpenRouter, Groq and Ollama say reasoning.
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    return Parsed(
+    return new_parsed(  # Parsed(...) of these fields, without its frozen __init__
         _content_text(message.get("content")),
         parse_usage(usage),
         body,
         reported_cost(usage),
-        tool_calls=tool_calls,
-        refusal=refusal,
-        finish_reason=finish_reason(choices[0].get("finish_reason"), refusal, bool(tool_calls)),
-        reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
+        tool_calls,
+        refusal,
+        finish_reason(choices[0].get("finish_reason"), refusal, bool(tool_calls)),
+        reasoning if isinstance(reasoning, str) and reasoning else None,
     )
 
 

@@ -196,7 +196,7 @@ async def _post_direct(
     )
     if response is None:
         return None
-    if "set-cookie" in response.headers:
+    if response.first("set-cookie") is not None:
         client.cookies.extract_cookies(response.as_httpx(httpx.Request("POST", call.url)))
     if _httpx_logger.isEnabledFor(logging.INFO):  # what httpx's client logs
         _httpx_logger.info(
@@ -223,7 +223,10 @@ async def _send_plain(
     if transport is not None and not client.cookies:
         answer = await _post_direct(client, transport, call, http_timeout)
     if answer is not None:
-        status, headers, content = answer.status_code, answer.headers, answer.content
+        status, content = answer.status_code, answer.content
+        if 200 <= status < 300:  # _check_status reads no header of a success
+            return adapter.parse(_json_body(endpoint, content))
+        headers = answer.headers
     else:
         response = await client.post(
             call.url, headers=call.headers, json=call.body, timeout=http_timeout

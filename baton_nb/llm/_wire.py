@@ -54,6 +54,40 @@ class Parsed:
             object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
 
 
+def new_parsed(
+    text: str,
+    usage: Usage | None,
+    raw: dict[str, Any],
+    reported_cost: Decimal | None,
+    tool_calls: tuple[ToolCall, ...],
+    refusal: str | None,
+    finish_reason: FinishReason | None,
+    reasoning: str | None,
+) -> Parsed:
+    """``Parsed(...)`` of these fields (its message made from them, as ``__post_init__``
+    does), made by filling its ``__dict__`` in field order: a frozen dataclass's
+    ``__init__`` sets each field with ``object.__setattr__`` (an adapter parses one per
+    call). The same object (a test compares it with the constructor's)."""
+    parsed = _new_object(Parsed)
+    parsed.__dict__.update(
+        {
+            "text": text,
+            "usage": usage,
+            "raw": raw,
+            "reported_cost": reported_cost,
+            "tool_calls": tool_calls,
+            "refusal": refusal,
+            "finish_reason": finish_reason,
+            "reasoning": reasoning,
+            "message": assistant_message(text, tool_calls),
+        }
+    )
+    return parsed
+
+
+_new_object = object.__new__
+
+
 class RetryableFailure(Exception):
     """An attempt failed in a way a later attempt may not (429, 5xx, timeouts, resets)."""
 

@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 _NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
+_NO_KWARGS: dict[str, Any] = {}  # never changed: ``**`` copies it into the call
 
 
 def ended_attempt(
@@ -89,7 +90,7 @@ def keep_attempt(
 async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outcome:
     """Call the step's function once with ``ctx`` and its deps' ``results``."""
     spec = node.spec
-    kwargs = {d: results.get(d) for d in spec.kwarg_deps}
+    kwargs = {d: results.get(d) for d in spec.kwarg_deps} if spec.kwarg_deps else _NO_KWARGS
     args = (ctx,) if spec.wants_ctx else ()
     try:
         if spec.dep_types:  # deps annotated with a pydantic model get instances of it

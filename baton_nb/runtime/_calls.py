@@ -73,8 +73,12 @@ class Calls:
         llm = _llm()
         completion_type: type[Completion] = llm.Completion
         digest = llm.request_hash(request)
-        stored = (await self._stored(node)).get(index, {}).get(digest)
-        debug = self.debug(node)
+        answers = self._answers.get(node.name)  # loaded already: no coroutine made
+        if answers is None:
+            answers = await self._stored(node)
+        stored = answers[index].get(digest) if index in answers else None
+        spec_debug = node.spec.debug
+        debug = spec_debug if spec_debug is not None else self.graph.debug
         if debug:  # before the call: a call that fails keeps its request on record
             self._capture_request(node, request)
         if stored is not None:

@@ -12,8 +12,10 @@ on a result that is not stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 
@@ -41,6 +43,56 @@ LAZY_FLUSH = 0.05  # seconds a write nobody waits for may wait for company
 LAZY_MOST = 500
 
 
+class _LoopEvent:
+    """``anyio.Event``'s ``set``, ``is_set`` and ``wait`` (the ones used here) on asyncio,
+    for the writer's events: a commit's end, which every LLM answer's step waits for, and
+    "something to write" / "somebody waits", set several times a call (a mark, the rows, a
+    settlement, a commit) and nearly always set already. Each waiter awaits a future of
+    its own, set with the others; a cancelled waiter's is skipped. Against
+    ``anyio.Event`` (its ``wait``, then asyncio's ``Event.wait``: two coroutines, a deque
+    entry added and removed per waiter; its ``set``, two calls) two coroutine levels
+    fewer to make and to pass through when the waiters wake, and a ``set`` of a set event
+    one attribute read (docs/performance.md, issue 16, branch 16s)."""
+
+    __slots__ = ("_futures", "_loop", "_set")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._futures: list[asyncio.Future[None]] = []
+        self._set = False
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():  # (cancelled)
+                future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self) -> Awaitable[Any]:
+        """What to await (no coroutine of its own): the waiter's future, or a checkpoint
+        once set (as ``anyio.Event.wait``)."""
+        if self._set:
+            return anyio.lowlevel.checkpoint()
+        future = self._loop.create_future()
+        self._futures.append(future)
+        return future
+
+
+def _loop_event() -> anyio.Event | _LoopEvent:
+    """One of the writer's events: ``_LoopEvent`` on an asyncio loop, else (trio, or no
+    loop running) ``anyio.Event``."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.Event()
+    return _LoopEvent(loop)
+
+
 class GroupCommit:
     """What a run has to write, and the loop that writes it."""
 
@@ -52,13 +104,13 @@ class GroupCommit:
         # Settled nodes whose commit the writer has not done yet.
         self._settling: list[Settled] = []
         self.settling_nodes = 0  # their nodes, counted
-        self._dirt = anyio.Event()  # something to write
-        self._urgent = anyio.Event()  # somebody waits for it to be committed
-        self._flush_done = anyio.Event()
+        self._dirt = _loop_event()  # something to write
+        self._urgent = _loop_event()  # somebody waits for it to be committed
+        self._flush_done = _loop_event()
         self._stopping = False
         self.error: BaseException | None = None  # the write that failed, if one did
         self._held: anyio.Event | None = None  # set when a `held` block ends
-        self._writing: anyio.Event | None = None  # set when the commit under way ends
+        self._writing: anyio.Event | _LoopEvent | None = None  # set when the commit under way ends
         # Asked before each commit (a worker coordinating the run: its lease still held,
         # ``Lease.held``): False, and nothing more is committed, the writer raises RunLocked.
         # A cheap early exit only: what makes a late commit impossible is ``owner``.
@@ -205,8 +257,8 @@ class GroupCommit:
                     await self._urgent.wait()
             while self._held is not None:
                 await self._held.wait()
-            self._dirt, self._urgent = anyio.Event(), anyio.Event()
-            done, self._flush_done = self._flush_done, anyio.Event()
+            self._dirt, self._urgent = _loop_event(), _loop_event()
+            done, self._flush_done = self._flush_done, _loop_event()
             batch, settling = self.take_all()
             if self.fence is not None and not self.fence():
                 self.error = RunLocked(f"run {self.run_id}: its lease lapsed, not committed")

@@ -91,13 +91,41 @@ class Context:
         that is a near miss of one of the options above (``temprature=``) is an error
         saying which one was meant; ``extra={"temprature": 0}`` sends it on purpose.
         """
-        LLMRequest, prompt_messages, aimport_validator, awith_parsed = _llm_api()
+        LLMRequest, plain_request, prompt_messages, aimport_validator, awith_parsed = _llm_api()
         model = model or self.model
         if not model:
             raise ConfigurationError(
                 f"step {self.step!r}: no model for ctx.complete(); pass model='provider/name' "
                 "or set models={step: model} on the Workflow or wf.run()"
             )
+        if (
+            prompt is not None
+            and messages is None
+            and not options
+            and extra is None
+            and not tools
+            and tool_choice is None
+            and response_format is None
+            and reasoning is None
+        ):
+            # The usual call (a prompt, no provider fields, tools, output format nor
+            # reasoning): the same request, made without the frozen dataclass's __init__
+            # nor copying the one message built here twice (``plain_request``).
+            request = plain_request(
+                model,
+                ({"role": "user", "content": prompt},),
+                temperature,
+                max_tokens,
+                stream,
+                timeout,
+                price_as,
+                _check_cache(self.step, cache),
+                _check_salt(self.step, cache_salt),
+            )
+            index = self._call_index
+            self._call_index += 1
+            completion = await self._calls.complete(self._node, index, request)
+            return await awith_parsed(completion, request) if completion.replayed else completion
         messages = prompt_messages("ctx.complete()", prompt, messages)
         if response_format is not None:  # (no coroutine made per call for nothing)
             await aimport_validator(response_format)  # the schema is checked in LLMRequest
@@ -181,15 +209,16 @@ class Context:
 
 
 @cache
-def _llm_api() -> tuple[type[LLMRequest], Any, Any, Any]:
+def _llm_api() -> tuple[type[LLMRequest], Any, Any, Any, Any]:
     """``baton_nb.llm``'s names ``Context.complete`` needs: imported at the first call, as
     before (this module imports no ``llm`` at its top), then kept. Import statements in the
     method cost ~1.8 us a call (importlib's ``_handle_fromlist`` for a package, each time)."""
     from ..llm import LLMRequest
     from ..llm._neutral import prompt_messages
     from ..llm._output import aimport_validator, awith_parsed
+    from ..llm._types import plain_request
 
-    return LLMRequest, prompt_messages, aimport_validator, awith_parsed
+    return LLMRequest, plain_request, prompt_messages, aimport_validator, awith_parsed
 
 
 def _check_cache(step: str, value: Any) -> bool | None:
