@@ -11,9 +11,11 @@
    may free enough) and tries again; with none in flight it is not sent, nor is any
    call after it, and the run stops (``cancelled``, resumable) with ``budget reached``
    (the answers of calls in flight are stored first: they are paid, never lost);
-3. the call; its reservation is settled to its real cost when it answers (or fails); a
-   call cancelled on its way (a step's own timeout, a quorum met) is settled too: its
-   worst case counted as spent if its request may have gone out, released if it never did;
+3. the call; its reservation is settled to its real cost when it answers (or fails), plus
+   its worst case for each attempt that reached the provider with no answer saying what it
+   cost (timed out, connection dropped, stream cut: ``llm/_transport.py``'s ``SENDING``);
+   a call cancelled on its way (a step's own timeout, a quorum met) is settled too: at its
+   worst case for each attempt that may have gone out, released if none did;
 4. its answer cached (when the cache is on).
 
 The worst case: the prompt's tokens (tiktoken over the text of the body the adapter sends,
@@ -35,7 +37,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
-from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -185,8 +186,7 @@ class Spend:
         if not self.caches(request):
             return await self._send(node, request, None)
         key = cache_key(request)
-        wait = partial(_wait_limit, request)  # identical calls in flight: paid once
-        async with single_flight(self.store.url, key.digest, wait):
+        async with single_flight(self.store.url, key.digest):  # identical calls: paid once
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
             if entry is not None:
@@ -198,36 +198,42 @@ class Spend:
         from ..llm import Completion, complete
 
         scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
+        if not scopes:  # no budget: nothing reserved, marked or settled
+            completion = await complete(request)
+            if key is not None:
+                await self._put(key, request, completion)
+            return completion
         from ..llm._transport import SENDING
 
-        held = await self._reserve(node, scopes, request) if scopes else None
-        sent: list[bool] = []  # appended to once the request may have gone out
+        held = await self._reserve(node, scopes, request)
+        # One entry per attempt that may have reached the provider: True while its bill is
+        # unknown (in flight, timed out, connection dropped, stream cut), False once the
+        # provider answered it (with an answer, counted at its cost, or an error status).
+        sent: list[bool] = []
         try:
-            marker = SENDING.set(sent) if held is not None else None
+            marker = SENDING.set(sent)
             try:
                 completion = await complete(request)
             except Exception as exc:
-                if held is not None:
-                    paid = exc.completion if isinstance(exc, OutputValidationError) else None
-                    cost = paid.cost if isinstance(paid, Completion) else None
-                    await self._settle(scopes, held, cost)
+                paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                cost = paid.cost if isinstance(paid, Completion) else None
+                await self._settle(scopes, held, _with_unknown(cost, held, sent.count(True)))
                 raise
             except BaseException:  # cancelled: never left reserved (_settle is shielded)
-                if held is not None:  # released if never sent, else paid at its worst
-                    await self._settle(scopes, held, held if sent else None)
+                # released if never sent, else each attempt that went out paid at its worst
+                unknown = max(sent.count(True), 1) if sent else 0
+                await self._settle(scopes, held, _with_unknown(None, held, unknown))
                 raise
             finally:
-                if marker is not None:
-                    SENDING.reset(marker)
-            if held is not None:
-                await self._settle(scopes, held, completion.cost)
+                SENDING.reset(marker)
+            cost = _with_unknown(completion.cost, held, sent.count(True))
+            await self._settle(scopes, held, cost)
             if key is not None:
                 await self._put(key, request, completion)
         finally:
             # No await after this: the caller records the answer before anyone waiting
             # for the calls in flight (``_stop``) runs again.
-            if held is not None:
-                self.flight.landed()
+            self.flight.landed()
         return completion
 
     def caches(self, request: LLMRequest) -> bool:
@@ -423,18 +429,12 @@ class Spend:
         )
 
 
-def _wait_limit(request: LLMRequest) -> float:
-    """How long a call waits for an identical one in flight: its own timeout."""
-    from ..llm._config import default_timeout, resolve_endpoint
-    from ..llm._types import split_model
-
-    if request.timeout:
-        return request.timeout
-    try:
-        endpoint = resolve_endpoint(split_model(request.model)[0])
-    except ConfigurationError:  # said when it is sent (if it is)
-        return default_timeout()
-    return endpoint.timeout or default_timeout()
+def _with_unknown(cost: Decimal | None, worst: Decimal, unknown: int) -> Decimal | None:
+    """A call's spend: its known ``cost`` plus ``worst`` for each of its ``unknown``
+    attempts (they reached the provider, which may bill them, and no answer said what)."""
+    if not unknown:
+        return cost
+    return normalize_money(add_money(cost or Decimal(0), worst * unknown))
 
 
 class InFlight:
