@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
     from ..llm._cache_key import CacheKey
 
+# Records what a call's attempts without an answer count at: (node, call index, model, cost)
+Unanswered = Callable[[Node, int, str, Decimal], None]
+
 __all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
 
 logger = logging.getLogger("baton_nb.runtime")
@@ -178,22 +181,33 @@ class Spend:
         # On a worker: ask the run's coordinator to cancel the run, and wait for it.
         self.halt: Callable[[], Awaitable[None]] | None = None
 
-    async def complete(self, node: Node, request: LLMRequest) -> Completion:
-        """Answer ``request`` from the cache, or send it within the budgets."""
+    async def complete(
+        self, node: Node, request: LLMRequest, index: int, unanswered: Unanswered
+    ) -> Completion:
+        """Answer ``request`` (call ``index`` of ``node``) from the cache, or send it within
+        the budgets. What its attempts without an answer are counted at goes to
+        ``unanswered`` (to be recorded: a resume's budget counts it again)."""
         from ..llm._cache_flight import single_flight
         from ..llm._cache_key import cache_key
 
         if not self.caches(request):
-            return await self._send(node, request, None)
+            return await self._send(node, request, None, index, unanswered)
         key = cache_key(request)
         async with single_flight(self.store.url, key.digest):  # identical calls: paid once
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
             if entry is not None:
                 return await self._hit(entry, request)
-            return await self._send(node, request, key)
+            return await self._send(node, request, key, index, unanswered)
 
-    async def _send(self, node: Node, request: LLMRequest, key: CacheKey | None) -> Completion:
+    async def _send(
+        self,
+        node: Node,
+        request: LLMRequest,
+        key: CacheKey | None,
+        index: int,
+        unanswered: Unanswered,
+    ) -> Completion:
         """Send ``request`` within the budgets; keep its answer under ``key`` (if any)."""
         from ..llm import Completion, complete
 
@@ -217,17 +231,19 @@ class Spend:
             except Exception as exc:
                 paid = exc.completion if isinstance(exc, OutputValidationError) else None
                 cost = paid.cost if isinstance(paid, Completion) else None
-                await self._settle(scopes, held, _with_unknown(cost, held, sent.count(True)))
+                lost = _unanswered(node, index, request, held, sent.count(True), unanswered)
+                await self._settle(scopes, held, cost, lost)
                 raise
             except BaseException:  # cancelled: never left reserved (_settle is shielded)
                 # released if never sent, else each attempt that went out paid at its worst
-                unknown = max(sent.count(True), 1) if sent else 0
-                await self._settle(scopes, held, _with_unknown(None, held, unknown))
+                attempts = max(sent.count(True), 1) if sent else 0
+                lost = _unanswered(node, index, request, held, attempts, unanswered)
+                await self._settle(scopes, held, None, lost)
                 raise
             finally:
                 SENDING.reset(marker)
-            cost = _with_unknown(completion.cost, held, sent.count(True))
-            await self._settle(scopes, held, cost)
+            lost = _unanswered(node, index, request, held, sent.count(True), unanswered)
+            await self._settle(scopes, held, completion.cost, lost)
             if key is not None:
                 await self._put(key, request, completion)
         finally:
@@ -342,8 +358,13 @@ class Spend:
         await anyio.lowlevel.checkpoint()  # the run's cancellation reaches this step here
         raise BudgetReached(reason)
 
-    async def _settle(self, scopes: list[str], held: Decimal, cost: Decimal | None) -> None:
-        paid = cost if cost is not None else Decimal(0)
+    async def _settle(
+        self, scopes: list[str], held: Decimal, cost: Decimal | None, lost: Decimal
+    ) -> None:
+        """Release ``held``; spend ``cost`` (a known answer's) and ``lost`` (attempts with no
+        answer, at their worst)."""
+        paid = add_money(cost if cost is not None else Decimal(0), lost) if lost else cost
+        paid = paid if paid is not None else Decimal(0)
         with anyio.CancelScope(shield=True):  # a reservation is never left behind
             await self.store.settle(self.run.id, scopes, held, paid)
         view = self.run.spend
@@ -429,12 +450,23 @@ class Spend:
         )
 
 
-def _with_unknown(cost: Decimal | None, worst: Decimal, unknown: int) -> Decimal | None:
-    """A call's spend: its known ``cost`` plus ``worst`` for each of its ``unknown``
-    attempts (they reached the provider, which may bill them, and no answer said what)."""
-    if not unknown:
-        return cost
-    return normalize_money(add_money(cost or Decimal(0), worst * unknown))
+def _unanswered(
+    node: Node,
+    index: int,
+    request: LLMRequest,
+    worst: Decimal,
+    attempts: int,
+    unanswered: Unanswered,
+) -> Decimal:
+    """What a call's ``attempts`` that reached the provider with no answer saying what they
+    cost are counted at (``worst`` each: the provider may bill them), handed to
+    ``unanswered`` to be recorded with the run's calls (a resume counts it again)."""
+    if not attempts:
+        return Decimal(0)
+    cost = normalize_money(worst * attempts)
+    if cost:
+        unanswered(node, index, request.model, cost)
+    return cost
 
 
 class InFlight:

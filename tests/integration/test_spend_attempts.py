@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import anyio
 import pytest
 
 import baton_nb as bn
@@ -65,11 +66,45 @@ async def test_an_answer_after_timeouts_counts_them_too(
     run = await _one_call(f"late-{unique}", db_url, 0.2).run(budget="1", display=False)
     assert run.status == "completed", run.failed_steps
     assert fake_providers.request_count == 3
-    (call,) = run.calls
-    assert call.cost is not None
-    assert run.spend is not None
-    assert run.spend.spent > call.cost + 2 * _output_worst()  # the answer + 2 worst cases
+    lost, call = sorted(run.calls, key=lambda c: not c.estimated)
+    assert call.cost is not None and not call.estimated
+    # the 2 timed-out attempts: recorded at their worst, 0 tokens, estimated
+    assert lost.estimated and lost.usage.total_tokens == 0 and lost.cost is not None
+    assert lost.cost > 2 * _output_worst()
+    assert run.spend is not None and run.spend.spent == call.cost + lost.cost
     assert await _stored_spent(run.id, db_url) == run.spend.spent
+    stored = await bn.Run.load(run.id, db=db_url)
+    assert sorted(c.cost for c in stored.calls if c.cost) == sorted([call.cost, lost.cost])
+
+
+async def test_a_resume_counts_what_calls_given_up_on_were_counted_at(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Step a gives up on its call in flight (counted at its worst, $0.04); b's call does
+    not fit the $0.05 left: the run stops. Resumed with the same budget, the $0.04 is
+    still counted (recorded with the run's calls): b's call is still refused, unsent."""
+    fake_providers.usage = FakeUsage(input=10, output=4000)
+    fake_providers.script(Reply(delay=3.0))
+    wf = bn.Workflow(f"resume-lost-{unique}", db=db_url)
+
+    @wf.step(max_attempts=1)
+    async def a(ctx: bn.Context) -> str:
+        with anyio.move_on_after(0.5):
+            await ctx.complete(model=MODEL, prompt="x", max_tokens=4000)
+        return "gave up"
+
+    @wf.step(max_attempts=1)
+    async def b(ctx: bn.Context, a: str) -> str:
+        return (await ctx.complete(model=MODEL, prompt="y", max_tokens=4000)).text
+
+    first = await wf.run(budget="0.05", display=False)
+    assert first.status == "cancelled" and first.spend is not None
+    spent = first.spend.spent
+    assert spent > Decimal("0.04")
+    second = await wf.run(run_id=first.id, budget="0.05", display=False)
+    assert second.status == "cancelled", second.failed_steps
+    assert second.spend is not None and second.spend.spent == spent
+    assert fake_providers.request_count == 1  # b's call never sent
 
 
 async def test_an_error_status_is_not_billed(
@@ -81,7 +116,7 @@ async def test_an_error_status_is_not_billed(
     run = await _one_call(f"status-{unique}", db_url, 5).run(budget="1", display=False)
     assert run.status == "completed", run.failed_steps
     assert fake_providers.request_count == 2
-    (call,) = run.calls
+    (call,) = run.calls  # no record of the 500: nothing counted for it
     assert run.spend is not None and run.spend.spent == call.cost
 
 
