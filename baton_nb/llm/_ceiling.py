@@ -130,11 +130,23 @@ _UNBOUNDED_TYPES = {
     "input_file": "a file part (Responses 'input_file')",
     "input_audio": "an audio part ('input_audio')",
     "document": "a document block (Anthropic 'document': a PDF's pages)",
+    "video_url": "a video part ('video_url')",
+    "audio_url": "an audio part ('audio_url')",
+    "input_video": "a video part ('input_video')",
 }
+# A data: URL of any type but an image (a video, audio, a PDF): its length is not a bound
+_DATA_URL = re.compile(r"data:(?!image/)[\w.+-]+/[\w.+-]+[;,]", re.IGNORECASE)
+# Tools the request may hold: plain function tools (their definitions are text, counted);
+# any other (a server-side tool: web search, code execution, file search...) adds per-use
+# fees and result tokens no bound is known for before sending.
+_PLAIN_TOOL_TYPES = {None, "function", "custom"}
+_PLAIN_GEMINI_TOOL_KEYS = {"functionDeclarations", "function_declarations"}
 _UNBOUNDED_KEYS = {  # top-level fields that bring in content stored at the provider
     "cachedContent": "Gemini 'cachedContent' (content cached at Google)",
     "previous_response_id": "Responses 'previous_response_id' (an earlier conversation)",
     "conversation": "Responses 'conversation' (a stored conversation)",
+    "web_search_options": "OpenAI 'web_search_options' (a search run by the provider: "
+    "per-use fees and result tokens)",
 }
 
 
@@ -152,6 +164,9 @@ def _strip(value: Any, found: _Found) -> Any:
     if isinstance(value, list):
         return [_strip(v, found) for v in value]
     if not isinstance(value, Mapping):
+        if isinstance(value, str) and value[:5].lower() == "data:" and _DATA_URL.match(value):
+            found.unbounded.append(f"a data: URL of type {value[5:].split(';')[0][:60]!r}")
+            return ""
         return value
     control = value.get("cache_control")
     if isinstance(control, Mapping) and found.cache_write != "1h":  # Anthropic's
@@ -160,6 +175,11 @@ def _strip(value: Any, found: _Found) -> Any:
     if (kind == "image_url" and "image_url" in value) or kind == "input_image":
         found.images += 1  # OpenAI chat, Responses
         image = value.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else value.get("image_url")
+        if isinstance(url, str) and _DATA_URL.match(url):  # not an image, whatever its part
+            found.images -= 1
+            _strip(url, found)
+            return {}
         detail = image.get("detail") if isinstance(image, Mapping) else value.get("detail")
         if detail == "original":
             found.originals += 1
@@ -188,10 +208,31 @@ def prompt_of(body: Mapping[str, Any]) -> tuple[str, _Found]:
     found = _Found()
     stripped = _strip(body, found)
     for key, what in _UNBOUNDED_KEYS.items():
-        if body.get(key):
+        value = body.get(key)
+        if value or isinstance(value, Mapping):  # web_search_options={} asks a search
             found.unbounded.append(what)
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        server_tool = _server_tool(tool)
+        if server_tool is not None:
+            found.unbounded.append(server_tool)
     text = json.dumps(stripped, ensure_ascii=False, separators=(",", ":"), default=str)
     return text, found
+
+
+def _server_tool(tool: Any) -> str | None:
+    """How a tool entry that is not a plain function tool is named (None for one that
+    is): OpenAI / Responses / Anthropic by ``type``, Gemini by its key."""
+    if not isinstance(tool, Mapping):
+        return None
+    kind = tool.get("type")
+    if "type" in tool and kind not in _PLAIN_TOOL_TYPES:
+        return f"a server-side tool ({str(kind)[:60]!r}: per-use fees and result tokens)"
+    if "type" not in tool and "name" not in tool and "function" not in tool:  # Gemini's
+        other = sorted(str(k) for k in tool if k not in _PLAIN_GEMINI_TOOL_KEYS)
+        if other:
+            return f"a server-side tool ({other[0][:60]!r}: per-use fees and result tokens)"
+    return None
 
 
 @dataclass(frozen=True)

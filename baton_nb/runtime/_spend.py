@@ -21,7 +21,8 @@
 The worst case: the prompt's tokens (tiktoken over the text of the body the adapter sends,
 media removed: system parts, tools, response format and ``extra=`` fields included, plus a
 20 % margin for other tokenizers; each image at the most its provider documents for one;
-a PDF, audio, video or content stored at the provider refused, as unbounded) at the input
+a PDF, audio, video, a non-image data: URL, a server-side tool or content stored at the
+provider refused, as unbounded) at the input
 rate, no cached-input discount (at the cache-write rate when the body asks Anthropic for a
 cache write), plus the output cap of the body the adapter sends (Anthropic: its default
 ``max_tokens`` plus a thinking budget when none is given) times the choices asked for
@@ -421,7 +422,8 @@ class Spend:
                 f"{', '.join(dict.fromkeys(most.unbounded))}, whose cost has no bound known "
                 f"before sending: it was not sent. Run it in a workflow without a budget, "
                 f"or send what it holds as text or images (a PDF's pages as images, the "
-                f"content inline instead of stored at the provider)"
+                f"content inline instead of stored at the provider, only function tools: "
+                f"a search made by your own code, its results sent as text)"
             )
         # The body that will be sent, media removed: its text (the system parts, tools and
         # extra= fields included); the images at their documented most.
