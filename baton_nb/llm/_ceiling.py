@@ -72,10 +72,20 @@ GEMINI_IMAGE_MAX = 9 * 258
 def image_tokens(kind: str, price_name: str, configured: int | None = None) -> int:
     """The most one image costs in prompt tokens, for an endpoint of ``kind`` calling the
     model priced as ``price_name`` (an OpenAI-compatible router's ``anthropic/claude-...``
-    counts as Anthropic's). ``configured``: the endpoint's own figure (``image_tokens=``).
-    A model of no known accounting counts at the largest figure."""
+    counts as Anthropic's). ``configured``: the endpoint's own figure (``image_tokens=``),
+    for a model of no known accounting; for a known model the larger of it and the
+    documented figure (a configured figure never lowers a documented one). A model of no
+    known accounting, none configured, counts at the largest figure."""
+    known = _known_image_tokens(kind, price_name)
     if configured is not None:
-        return configured
+        return configured if known is None else max(configured, known)
+    if known is not None:
+        return known
+    return max(ANTHROPIC_IMAGE_MAX, GEMINI_IMAGE_MAX, *OPENAI_IMAGE_MAX.values())
+
+
+def _known_image_tokens(kind: str, price_name: str) -> int | None:
+    """The documented most of one image for the model, None for a model not known."""
     if kind == "mock":
         return MOCK_IMAGE_TOKENS
     name = price_name.rsplit("/", 1)[-1].lower()
@@ -94,7 +104,6 @@ def image_tokens(kind: str, price_name: str, configured: int | None = None) -> i
         known = _openai_image_max(family) if family != name else None
         if known is not None:
             return max(known, GPT5_PATCH_MAX)
-        return max(ANTHROPIC_IMAGE_MAX, GEMINI_IMAGE_MAX, *OPENAI_IMAGE_MAX.values())
     return figure
 
 
@@ -104,11 +113,25 @@ GPT5_PATCH_MAX = math.ceil(1536 * 1.2)
 ORIGINAL_DETAIL_MAX = 12_000
 
 
+_SIZE = re.compile(r"-(mini|nano)(?=-|$)")
+
+
 def _openai_image_max(name: str) -> int | None:
     known = [m for m in OPENAI_IMAGE_MAX if name == m or name.startswith(m + "-")]
-    if known:  # the longest: gpt-4o-mini-2024-07-18 is gpt-4o-mini's, not gpt-4o's
-        return OPENAI_IMAGE_MAX[max(known, key=len)]
-    return None
+    if not known:
+        return None
+    best = max(known, key=len)  # the longest: gpt-4o-mini-2024-07-18 is gpt-4o-mini's
+    figure = OPENAI_IMAGE_MAX[best]
+    size = _SIZE.search(name, len(best))
+    if size is not None:
+        # A -mini / -nano variant not listed (gpt-5-codex-mini) counts as its family's
+        # patch model of that size (gpt-5-mini), else the largest of that size: the
+        # small models use patches, at a multiplier above the tile figure's equivalent.
+        suffix = "-" + size.group(1)
+        sized = [m for m in _OPENAI_PATCHES if m.endswith(suffix)]
+        family = [m for m in sized if m.startswith(best + "-")]
+        figure = max(figure, *(OPENAI_IMAGE_MAX[m] for m in family or sized))
+    return figure
 
 
 def image_parts(messages: Sequence[Mapping[str, Any]]) -> int:
