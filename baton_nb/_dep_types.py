@@ -21,6 +21,7 @@ import sys
 import types
 import typing
 import warnings
+from collections import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -113,23 +114,40 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc} ({hint})"
 
 
+_SEQUENCES = {list, set, frozenset, abc.Sequence, abc.MutableSequence, abc.Set, abc.Iterable}
+_MAPPINGS = {dict, abc.Mapping, abc.MutableMapping}
+
+
 def _without_computed(value: Any, tp: Any) -> Any:
-    """``value`` without the keys of the computed fields ``model_dump`` added (a model's,
-    or each model's of a list / dict of models): a copy, the stored value is shared."""
+    """``value`` without the keys of the computed fields ``model_dump`` added, at any depth
+    of ``tp`` (a model, a list / tuple / dict of them, ``X | None``, ``Annotated`` and
+    nested ones: ``list[M] | None``, ``dict[str, list[M]]``): a copy, the stored value is
+    shared. A union of several non-None types is left as it is (which one is meant is
+    pydantic's to pick)."""
     if _is_model(tp):
         computed = tp.model_computed_fields
         if computed and isinstance(value, dict):
             return {k: v for k, v in value.items() if k not in computed}
         return value
-    args = [a for a in typing.get_args(tp) if _is_model(a)]
-    if len(args) != 1:
+    args = typing.get_args(tp)
+    if not args:
         return value
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _without_computed(value, args[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _without_computed(value, options[0]) if len(options) == 1 else value
     if isinstance(value, list):
-        return [_without_computed(v, args[0]) for v in value]
-    if isinstance(value, dict) and typing.get_origin(tp) in (dict, typing.Union, types.UnionType):
-        if typing.get_origin(tp) is dict:
-            return {k: _without_computed(v, args[0]) for k, v in value.items()}
-        return _without_computed(value, args[0])  # Model | None
+        if origin is tuple:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return [_without_computed(v, args[0]) for v in value]
+            pairs = zip(value, args, strict=False)  # tuple[M, N]: by position
+            return [_without_computed(v, a) for v, a in pairs] + value[len(args) :]
+        if origin in _SEQUENCES:
+            return [_without_computed(v, args[0]) for v in value]
+    if isinstance(value, dict) and origin in _MAPPINGS and len(args) == 2:
+        return {k: _without_computed(v, args[1]) for k, v in value.items()}
     return value
 
 

@@ -6,7 +6,10 @@ is sent. An identical call that comes while it is in flight waits for it to end,
 looks the cache up again: the leader's answer is there (a hit: cost 0, recorded as cached
 with what it saved). If the leader failed or was cancelled, nothing was stored: one
 waiting call leads the next try (an error is never shared), the others wait for it. A
-call waits at most its request's timeout, then is sent on its own.
+call waits as long as the leader works, with no cap of its own: a leader may rightly take
+longer than its request's timeout (retries, a stream whose timeout bounds each chunk, a
+wait for budget room), and a waiter that stopped waiting would pay for the same answer
+again. A waiter cancelled (its step's timeout, the run's end) stops waiting at once.
 
 Per process and per thread (an event loop): calls of other processes (workers) on the
 same database are not waited for.
@@ -15,7 +18,7 @@ same database are not waited for.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
@@ -27,21 +30,15 @@ _FLIGHTS: dict[tuple[int, str, str], anyio.Event] = {}
 
 
 @asynccontextmanager
-async def single_flight(db_url: str, digest: str, wait: Callable[[], float]) -> AsyncIterator[None]:
+async def single_flight(db_url: str, digest: str) -> AsyncIterator[None]:
     """Enter once no identical call (same ``digest`` in the database ``db_url``) is in
     flight here, leading it: the body looks the cache up, then sends on a miss. A call
-    waits at most ``wait()`` seconds (its request's timeout), then enters on its own."""
+    waits for the leader to end, however long it takes (cancelling it stops the wait)."""
     slot = (threading.get_ident(), db_url, digest)
-    if slot in _FLIGHTS:  # an identical call is in flight (the timeout read only then)
-        with anyio.move_on_after(wait()):
-            # The leader ended: answered (the next leader finds its answer stored), or
-            # failed or was cancelled: the first waiter to run leads the next try, the
-            # others wait again.
-            while (flight := _FLIGHTS.get(slot)) is not None:
-                await flight.wait()
-        if slot in _FLIGHTS:  # waited its timeout: sent on its own, leading nobody
-            yield
-            return
+    # The leader ended: answered (the next leader finds its answer stored), or failed or
+    # was cancelled: the first waiter to run leads the next try, the others wait again.
+    while (flight := _FLIGHTS.get(slot)) is not None:
+        await flight.wait()
     done = _FLIGHTS[slot] = anyio.Event()
     try:
         yield

@@ -72,10 +72,20 @@ GEMINI_IMAGE_MAX = 9 * 258
 def image_tokens(kind: str, price_name: str, configured: int | None = None) -> int:
     """The most one image costs in prompt tokens, for an endpoint of ``kind`` calling the
     model priced as ``price_name`` (an OpenAI-compatible router's ``anthropic/claude-...``
-    counts as Anthropic's). ``configured``: the endpoint's own figure (``image_tokens=``).
-    A model of no known accounting counts at the largest figure."""
+    counts as Anthropic's). ``configured``: the endpoint's own figure (``image_tokens=``),
+    for a model of no known accounting; for a known model the larger of it and the
+    documented figure (a configured figure never lowers a documented one). A model of no
+    known accounting, none configured, counts at the largest figure."""
+    known = _known_image_tokens(kind, price_name)
     if configured is not None:
-        return configured
+        return configured if known is None else max(configured, known)
+    if known is not None:
+        return known
+    return max(ANTHROPIC_IMAGE_MAX, GEMINI_IMAGE_MAX, *OPENAI_IMAGE_MAX.values())
+
+
+def _known_image_tokens(kind: str, price_name: str) -> int | None:
+    """The documented most of one image for the model, None for a model not known."""
     if kind == "mock":
         return MOCK_IMAGE_TOKENS
     name = price_name.rsplit("/", 1)[-1].lower()
@@ -94,7 +104,6 @@ def image_tokens(kind: str, price_name: str, configured: int | None = None) -> i
         known = _openai_image_max(family) if family != name else None
         if known is not None:
             return max(known, GPT5_PATCH_MAX)
-        return max(ANTHROPIC_IMAGE_MAX, GEMINI_IMAGE_MAX, *OPENAI_IMAGE_MAX.values())
     return figure
 
 
@@ -104,11 +113,25 @@ GPT5_PATCH_MAX = math.ceil(1536 * 1.2)
 ORIGINAL_DETAIL_MAX = 12_000
 
 
+_SIZE = re.compile(r"-(mini|nano)(?=-|$)")
+
+
 def _openai_image_max(name: str) -> int | None:
     known = [m for m in OPENAI_IMAGE_MAX if name == m or name.startswith(m + "-")]
-    if known:  # the longest: gpt-4o-mini-2024-07-18 is gpt-4o-mini's, not gpt-4o's
-        return OPENAI_IMAGE_MAX[max(known, key=len)]
-    return None
+    if not known:
+        return None
+    best = max(known, key=len)  # the longest: gpt-4o-mini-2024-07-18 is gpt-4o-mini's
+    figure = OPENAI_IMAGE_MAX[best]
+    size = _SIZE.search(name, len(best))
+    if size is not None:
+        # A -mini / -nano variant not listed (gpt-5-codex-mini) counts as its family's
+        # patch model of that size (gpt-5-mini), else the largest of that size: the
+        # small models use patches, at a multiplier above the tile figure's equivalent.
+        suffix = "-" + size.group(1)
+        sized = [m for m in _OPENAI_PATCHES if m.endswith(suffix)]
+        family = [m for m in sized if m.startswith(best + "-")]
+        figure = max(figure, *(OPENAI_IMAGE_MAX[m] for m in family or sized))
+    return figure
 
 
 def image_parts(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -130,11 +153,23 @@ _UNBOUNDED_TYPES = {
     "input_file": "a file part (Responses 'input_file')",
     "input_audio": "an audio part ('input_audio')",
     "document": "a document block (Anthropic 'document': a PDF's pages)",
+    "video_url": "a video part ('video_url')",
+    "audio_url": "an audio part ('audio_url')",
+    "input_video": "a video part ('input_video')",
 }
+# A data: URL of any type but an image (a video, audio, a PDF): its length is not a bound
+_DATA_URL = re.compile(r"data:(?!image/)[\w.+-]+/[\w.+-]+[;,]", re.IGNORECASE)
+# Tools the request may hold: plain function tools (their definitions are text, counted);
+# any other (a server-side tool: web search, code execution, file search...) adds per-use
+# fees and result tokens no bound is known for before sending.
+_PLAIN_TOOL_TYPES = {None, "function", "custom"}
+_PLAIN_GEMINI_TOOL_KEYS = {"functionDeclarations", "function_declarations"}
 _UNBOUNDED_KEYS = {  # top-level fields that bring in content stored at the provider
     "cachedContent": "Gemini 'cachedContent' (content cached at Google)",
     "previous_response_id": "Responses 'previous_response_id' (an earlier conversation)",
     "conversation": "Responses 'conversation' (a stored conversation)",
+    "web_search_options": "OpenAI 'web_search_options' (a search run by the provider: "
+    "per-use fees and result tokens)",
 }
 
 
@@ -152,6 +187,9 @@ def _strip(value: Any, found: _Found) -> Any:
     if isinstance(value, list):
         return [_strip(v, found) for v in value]
     if not isinstance(value, Mapping):
+        if isinstance(value, str) and value[:5].lower() == "data:" and _DATA_URL.match(value):
+            found.unbounded.append(f"a data: URL of type {value[5:].split(';')[0][:60]!r}")
+            return ""
         return value
     control = value.get("cache_control")
     if isinstance(control, Mapping) and found.cache_write != "1h":  # Anthropic's
@@ -160,6 +198,11 @@ def _strip(value: Any, found: _Found) -> Any:
     if (kind == "image_url" and "image_url" in value) or kind == "input_image":
         found.images += 1  # OpenAI chat, Responses
         image = value.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else value.get("image_url")
+        if isinstance(url, str) and _DATA_URL.match(url):  # not an image, whatever its part
+            found.images -= 1
+            _strip(url, found)
+            return {}
         detail = image.get("detail") if isinstance(image, Mapping) else value.get("detail")
         if detail == "original":
             found.originals += 1
@@ -188,10 +231,31 @@ def prompt_of(body: Mapping[str, Any]) -> tuple[str, _Found]:
     found = _Found()
     stripped = _strip(body, found)
     for key, what in _UNBOUNDED_KEYS.items():
-        if body.get(key):
+        value = body.get(key)
+        if value or isinstance(value, Mapping):  # web_search_options={} asks a search
             found.unbounded.append(what)
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        server_tool = _server_tool(tool)
+        if server_tool is not None:
+            found.unbounded.append(server_tool)
     text = json.dumps(stripped, ensure_ascii=False, separators=(",", ":"), default=str)
     return text, found
+
+
+def _server_tool(tool: Any) -> str | None:
+    """How a tool entry that is not a plain function tool is named (None for one that
+    is): OpenAI / Responses / Anthropic by ``type``, Gemini by its key."""
+    if not isinstance(tool, Mapping):
+        return None
+    kind = tool.get("type")
+    if "type" in tool and kind not in _PLAIN_TOOL_TYPES:
+        return f"a server-side tool ({str(kind)[:60]!r}: per-use fees and result tokens)"
+    if "type" not in tool and "name" not in tool and "function" not in tool:  # Gemini's
+        other = sorted(str(k) for k in tool if k not in _PLAIN_GEMINI_TOOL_KEYS)
+        if other:
+            return f"a server-side tool ({other[0][:60]!r}: per-use fees and result tokens)"
+    return None
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SENDING", "error_message", "send"]
 
-# A budgeted call's marker (runtime/_spend.py): appended to as an attempt starts, from
-# when its request may have reached the provider (a call cancelled before was not sent).
+# A budgeted call's marker (runtime/_spend.py): True appended as an attempt starts, from
+# when its request may have reached the provider (a call cancelled before was not sent);
+# set to False when the provider answers it (an answer, or an error status: not billed).
+# What stays True (a timeout, a dropped connection, a cut stream) is counted at its worst.
 SENDING: ContextVar[list[bool] | None] = ContextVar("baton_nb_sending", default=None)
 
 _MAX_MESSAGE = 500
@@ -256,8 +258,23 @@ async def send(
     """One attempt. Non-streaming calls get ``seconds`` as a whole-request deadline;
     streaming calls get it for connecting and between chunks."""
     sending = SENDING.get()
-    if sending is not None:
-        sending.append(True)
+    if sending is None:
+        return await _attempt(endpoint, adapter, call, stream=stream, seconds=seconds)
+    at = len(sending)
+    sending.append(True)  # may reach the provider from here: billed, at an unknown cost
+    try:
+        parsed = await _attempt(endpoint, adapter, call, stream=stream, seconds=seconds)
+    except (RetryableFailure, ProviderError) as exc:
+        if exc.status is not None:  # the provider answered with an error status: unbilled
+            sending[at] = False
+        raise
+    sending[at] = False  # answered: the call's cost counts it
+    return parsed
+
+
+async def _attempt(
+    endpoint: Endpoint, adapter: Adapter, call: HttpCall, *, stream: bool, seconds: float
+) -> Parsed:
     limits = _timeouts(seconds, not stream)
     failure: RetryableFailure | None = None
     fatal: ProviderError | None = None

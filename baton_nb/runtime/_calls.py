@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import _jsonutil
 from .._errors import OutputValidationError, describe_error
 from .._graph import GraphSpec
+from .._usage import Usage
 from ..store import CallRecord, CompletionRow, ExecutionStore, LogRow, utcnow
 from ._announce import Announcer
 from ._commit import GroupCommit
@@ -98,7 +100,7 @@ class Calls:
                 elif spend is None:
                     completion = cast("Completion", await llm.complete(request))
                 else:
-                    completion = await spend.complete(node, request)
+                    completion = await spend.complete(node, request, index, self.unanswered)
             except Exception as exc:
                 if debug:
                     self.log(node, "error", describe_error(exc), {"model": request.model})
@@ -145,6 +147,28 @@ class Calls:
     ) -> None:
         call = CallRecord.from_completion(
             self.run_id, node.name, node.attempt, index, completion, now or utcnow()
+        )
+        self.commit.add_rows(call=call)
+        self.announce.call(call)
+
+    def unanswered(self, node: Node, index: int, model: str, cost: Decimal) -> None:
+        """The attempts of call ``index`` that reached the provider with no answer saying
+        what they cost (timed out, cut, cancelled), counted by a budget at their worst case
+        (``Spend``): one record of 0 tokens at that cost, ``estimated``, so the run's cost
+        says it and a resume's budget counts it again (it is never replayed: no answer)."""
+        call = CallRecord(
+            run_id=self.run_id,
+            step=node.name,
+            model=model,
+            provider=_llm().split_model(model)[0],
+            attempt=node.attempt,
+            call_index=index,
+            usage=Usage(),
+            cost=cost,
+            latency_ms=0.0,
+            replayed=False,
+            estimated=True,
+            created_at=utcnow(),
         )
         self.commit.add_rows(call=call)
         self.announce.call(call)

@@ -11,15 +11,18 @@
    may free enough) and tries again; with none in flight it is not sent, nor is any
    call after it, and the run stops (``cancelled``, resumable) with ``budget reached``
    (the answers of calls in flight are stored first: they are paid, never lost);
-3. the call; its reservation is settled to its real cost when it answers (or fails); a
-   call cancelled on its way (a step's own timeout, a quorum met) is settled too: its
-   worst case counted as spent if its request may have gone out, released if it never did;
+3. the call; its reservation is settled to its real cost when it answers (or fails), plus
+   its worst case for each attempt that reached the provider with no answer saying what it
+   cost (timed out, connection dropped, stream cut: ``llm/_transport.py``'s ``SENDING``);
+   a call cancelled on its way (a step's own timeout, a quorum met) is settled too: at its
+   worst case for each attempt that may have gone out, released if none did;
 4. its answer cached (when the cache is on).
 
 The worst case: the prompt's tokens (tiktoken over the text of the body the adapter sends,
 media removed: system parts, tools, response format and ``extra=`` fields included, plus a
 20 % margin for other tokenizers; each image at the most its provider documents for one;
-a PDF, audio, video or content stored at the provider refused, as unbounded) at the input
+a PDF, audio, video, a non-image data: URL, a server-side tool or content stored at the
+provider refused, as unbounded) at the input
 rate, no cached-input discount (at the cache-write rate when the body asks Anthropic for a
 cache write), plus the output cap of the body the adapter sends (Anthropic: its default
 ``max_tokens`` plus a thinking budget when none is given) times the choices asked for
@@ -35,7 +38,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
-from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
@@ -53,6 +55,9 @@ from ._node import Node
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
     from ..llm._cache_key import CacheKey
+
+# Records what a call's attempts without an answer count at: (node, call index, model, cost)
+Unanswered = Callable[[Node, int, str, Decimal], None]
 
 __all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
 
@@ -177,57 +182,75 @@ class Spend:
         # On a worker: ask the run's coordinator to cancel the run, and wait for it.
         self.halt: Callable[[], Awaitable[None]] | None = None
 
-    async def complete(self, node: Node, request: LLMRequest) -> Completion:
-        """Answer ``request`` from the cache, or send it within the budgets."""
+    async def complete(
+        self, node: Node, request: LLMRequest, index: int, unanswered: Unanswered
+    ) -> Completion:
+        """Answer ``request`` (call ``index`` of ``node``) from the cache, or send it within
+        the budgets. What its attempts without an answer are counted at goes to
+        ``unanswered`` (to be recorded: a resume's budget counts it again)."""
         from ..llm._cache_flight import single_flight
         from ..llm._cache_key import cache_key
 
         if not self.caches(request):
-            return await self._send(node, request, None)
+            return await self._send(node, request, None, index, unanswered)
         key = cache_key(request)
-        wait = partial(_wait_limit, request)  # identical calls in flight: paid once
-        async with single_flight(self.store.url, key.digest, wait):
+        async with single_flight(self.store.url, key.digest):  # identical calls: paid once
             with anyio.CancelScope(shield=True):
                 entry = await self.store.cache_get(key.digest)
             if entry is not None:
                 return await self._hit(entry, request)
-            return await self._send(node, request, key)
+            return await self._send(node, request, key, index, unanswered)
 
-    async def _send(self, node: Node, request: LLMRequest, key: CacheKey | None) -> Completion:
+    async def _send(
+        self,
+        node: Node,
+        request: LLMRequest,
+        key: CacheKey | None,
+        index: int,
+        unanswered: Unanswered,
+    ) -> Completion:
         """Send ``request`` within the budgets; keep its answer under ``key`` (if any)."""
         from ..llm import Completion, complete
 
         scopes = [s for s in (RUN_SCOPE, node.spec.name) if s in self.scopes]
+        if not scopes:  # no budget: nothing reserved, marked or settled
+            completion = await complete(request)
+            if key is not None:
+                await self._put(key, request, completion)
+            return completion
         from ..llm._transport import SENDING
 
-        held = await self._reserve(node, scopes, request) if scopes else None
-        sent: list[bool] = []  # appended to once the request may have gone out
+        held = await self._reserve(node, scopes, request)
+        # One entry per attempt that may have reached the provider: True while its bill is
+        # unknown (in flight, timed out, connection dropped, stream cut), False once the
+        # provider answered it (with an answer, counted at its cost, or an error status).
+        sent: list[bool] = []
         try:
-            marker = SENDING.set(sent) if held is not None else None
+            marker = SENDING.set(sent)
             try:
                 completion = await complete(request)
             except Exception as exc:
-                if held is not None:
-                    paid = exc.completion if isinstance(exc, OutputValidationError) else None
-                    cost = paid.cost if isinstance(paid, Completion) else None
-                    await self._settle(scopes, held, cost)
+                paid = exc.completion if isinstance(exc, OutputValidationError) else None
+                cost = paid.cost if isinstance(paid, Completion) else None
+                lost = _unanswered(node, index, request, held, sent.count(True), unanswered)
+                await self._settle(scopes, held, cost, lost)
                 raise
             except BaseException:  # cancelled: never left reserved (_settle is shielded)
-                if held is not None:  # released if never sent, else paid at its worst
-                    await self._settle(scopes, held, held if sent else None)
+                # released if never sent, else each attempt that went out paid at its worst
+                attempts = max(sent.count(True), 1) if sent else 0
+                lost = _unanswered(node, index, request, held, attempts, unanswered)
+                await self._settle(scopes, held, None, lost)
                 raise
             finally:
-                if marker is not None:
-                    SENDING.reset(marker)
-            if held is not None:
-                await self._settle(scopes, held, completion.cost)
+                SENDING.reset(marker)
+            lost = _unanswered(node, index, request, held, sent.count(True), unanswered)
+            await self._settle(scopes, held, completion.cost, lost)
             if key is not None:
                 await self._put(key, request, completion)
         finally:
             # No await after this: the caller records the answer before anyone waiting
             # for the calls in flight (``_stop``) runs again.
-            if held is not None:
-                self.flight.landed()
+            self.flight.landed()
         return completion
 
     def caches(self, request: LLMRequest) -> bool:
@@ -336,8 +359,13 @@ class Spend:
         await anyio.lowlevel.checkpoint()  # the run's cancellation reaches this step here
         raise BudgetReached(reason)
 
-    async def _settle(self, scopes: list[str], held: Decimal, cost: Decimal | None) -> None:
-        paid = cost if cost is not None else Decimal(0)
+    async def _settle(
+        self, scopes: list[str], held: Decimal, cost: Decimal | None, lost: Decimal
+    ) -> None:
+        """Release ``held``; spend ``cost`` (a known answer's) and ``lost`` (attempts with no
+        answer, at their worst)."""
+        paid = add_money(cost if cost is not None else Decimal(0), lost) if lost else cost
+        paid = paid if paid is not None else Decimal(0)
         with anyio.CancelScope(shield=True):  # a reservation is never left behind
             await self.store.settle(self.run.id, scopes, held, paid)
         view = self.run.spend
@@ -394,7 +422,8 @@ class Spend:
                 f"{', '.join(dict.fromkeys(most.unbounded))}, whose cost has no bound known "
                 f"before sending: it was not sent. Run it in a workflow without a budget, "
                 f"or send what it holds as text or images (a PDF's pages as images, the "
-                f"content inline instead of stored at the provider)"
+                f"content inline instead of stored at the provider, only function tools: "
+                f"a search made by your own code, its results sent as text)"
             )
         # The body that will be sent, media removed: its text (the system parts, tools and
         # extra= fields included); the images at their documented most.
@@ -423,18 +452,23 @@ class Spend:
         )
 
 
-def _wait_limit(request: LLMRequest) -> float:
-    """How long a call waits for an identical one in flight: its own timeout."""
-    from ..llm._config import default_timeout, resolve_endpoint
-    from ..llm._types import split_model
-
-    if request.timeout:
-        return request.timeout
-    try:
-        endpoint = resolve_endpoint(split_model(request.model)[0])
-    except ConfigurationError:  # said when it is sent (if it is)
-        return default_timeout()
-    return endpoint.timeout or default_timeout()
+def _unanswered(
+    node: Node,
+    index: int,
+    request: LLMRequest,
+    worst: Decimal,
+    attempts: int,
+    unanswered: Unanswered,
+) -> Decimal:
+    """What a call's ``attempts`` that reached the provider with no answer saying what they
+    cost are counted at (``worst`` each: the provider may bill them), handed to
+    ``unanswered`` to be recorded with the run's calls (a resume counts it again)."""
+    if not attempts:
+        return Decimal(0)
+    cost = normalize_money(worst * attempts)
+    if cost:
+        unanswered(node, index, request.model, cost)
+    return cost
 
 
 class InFlight:

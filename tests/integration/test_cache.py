@@ -197,42 +197,43 @@ async def test_a_failed_leader_shares_no_error(
     assert cache_savings(run) == (3, _per_call() * 3)
 
 
-async def test_a_waiting_call_waits_at_most_its_own_timeout(
+async def test_a_waiting_call_waits_past_its_own_timeout_until_cancelled(
     priced: FakeProviderServer, db_url: str, unique: str
 ) -> None:
-    """An identical call waits for the one in flight at most its own ``timeout=``, then
-    is sent on its own (it does not wait out a slower call's longer timeout)."""
-    priced.script(Reply(delay=5.0))  # the first call: slower than the second's timeout
+    """An identical call waits for the one in flight as long as it works, past its own
+    ``timeout=`` (sent on its own it would pay for the same answer again); a waiting call
+    cancelled (its step's own timeout) stops waiting at once, sending nothing."""
+    priced.script(Reply(delay=1.0))  # the first call: slower than the others' timeout
     wf = bn.Workflow(f"dupes-timeout-{unique}", db=db_url, cache=True)
     prompt = f"same {unique}"
-    quick_done = anyio.Event()
 
     @wf.step(max_attempts=1)
-    async def slow(ctx: bn.Context) -> str:
-        with anyio.move_on_after(30):
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_cancel_when, quick_done, scope)
-                    await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=30)
-        return "slow"
+    async def slow(ctx: bn.Context) -> bool:
+        answer = await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=30)
+        return answer.cached
 
     @wf.step(max_attempts=1)
-    async def quick(ctx: bn.Context) -> bool:
+    async def patient(ctx: bn.Context) -> bool:
         while priced.request_count < 1:  # the slow call is in flight
             await anyio.sleep(0.01)
-        answer = await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=0.5)
-        quick_done.set()
+        answer = await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=0.3)
         return answer.cached
+
+    @wf.step(max_attempts=1)
+    async def gives_up(ctx: bn.Context) -> str:
+        while priced.request_count < 1:
+            await anyio.sleep(0.01)
+        with anyio.move_on_after(0.2):
+            await ctx.complete(model=MODEL, prompt=prompt, temperature=0, timeout=0.3)
+            return "answered"
+        return "gave up"
 
     run = await wf.run(display=False)
     assert run.status == "completed", run.failed_steps
-    assert run.results["quick"] is False  # sent on its own, not the slow one's answer
-    assert priced.request_count == 2
-
-
-async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
+    assert run.results["slow"] is False
+    assert run.results["patient"] is True  # the slow call's answer, from the cache
+    assert run.results["gives_up"] == "gave up"
+    assert priced.request_count == 1
 
 
 @pytest.mark.parametrize("memory", [False, True])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import baton_nb as bn
+from baton_nb.llm import configure
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage
 
 pytestmark = pytest.mark.anyio
@@ -228,8 +229,57 @@ PDF = "data:application/pdf;base64,JVBERi0xLjQK"
             "a Gemini fileData part of type 'video/mp4'",
         ),
         ("gemini/gemini-2.5-pro", [], {"cachedContent": "cachedContents/x"}, "cachedContent"),
+        (
+            "local/qwen2-vl",
+            [{"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}],
+            {},
+            "a video part ('video_url')",
+        ),
+        (
+            "local/qwen2-audio",
+            [{"type": "audio_url", "audio_url": {"url": "https://example.com/a.wav"}}],
+            {},
+            "an audio part ('audio_url')",
+        ),
+        (
+            "openai/gpt-4o",
+            [{"type": "image_url", "image_url": {"url": PDF}}],
+            {},
+            "a data: URL of type 'application/pdf'",
+        ),
+        (
+            "anthropic/claude-sonnet-4-5",
+            [],
+            {"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]},
+            "a server-side tool ('web_search_20250305'",
+        ),
+        (
+            "openai-responses/gpt-4o",
+            [],
+            {"tools": [{"type": "web_search"}]},
+            "a server-side tool ('web_search'",
+        ),
+        ("openai/gpt-4o-search-preview", [], {"web_search_options": {}}, "web_search_options"),
+        (
+            "gemini/gemini-2.5-pro",
+            [],
+            {"tools": [{"googleSearch": {}}]},
+            "a server-side tool ('googleSearch'",
+        ),
     ],
-    ids=["openai-file", "openai-audio", "gemini-video", "gemini-cached-content"],
+    ids=[
+        "openai-file",
+        "openai-audio",
+        "gemini-video",
+        "gemini-cached-content",
+        "video-url",
+        "audio-url",
+        "pdf-data-url",
+        "anthropic-web-search",
+        "responses-web-search",
+        "openai-web-search-options",
+        "gemini-google-search",
+    ],
 )
 async def test_parts_of_no_known_bound_are_refused_under_a_budget(
     fake_providers: FakeProviderServer,
@@ -289,3 +339,38 @@ async def test_a_dotted_openai_version_counts_its_images_as_its_family(
     run = await wf.run(budget="0.05", display=False)
     assert run.status == "completed", run.failed_steps
     assert fake_providers.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "endpoint", "figure"),
+    [
+        # a -mini variant not listed: its family's patch figure (gpt-5-mini), not gpt-5's
+        ("openai/gpt-5.1-codex-mini", None, "2,489"),
+        # an endpoint's image_tokens= under the documented figure of a known model: the
+        # documented one is kept
+        ("local/gpt-4o", {"kind": "openai", "image_tokens": 10}, "1,445"),
+    ],
+    ids=["codex-mini", "configured-below-documented"],
+)
+async def test_an_image_is_never_counted_under_its_documented_figure(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    model: str,
+    endpoint: dict[str, Any] | None,
+    figure: str,
+) -> None:
+    if endpoint is not None:
+        configure(providers={"local": {**endpoint, "base_url": f"{fake_providers.base_url}/v1"}})
+    content = [
+        {"type": "text", "text": "caption"},
+        {"type": "image_url", "image_url": {"url": PNG}},
+    ]
+    messages = [{"role": "user", "content": content}]
+    price_as = "openai/gpt-4o" if model.startswith("local/") else None
+    wf = _one_call(
+        f"figure-{unique}", db_url, model, messages=messages, max_tokens=10, price_as=price_as
+    )
+    run = await wf.run(budget="0.000001", display=False)
+    assert run.status == "cancelled" and fake_providers.request_count == 0
+    assert f"1 image at {figure} tokens" in _reason(run)

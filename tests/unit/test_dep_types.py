@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import uuid
+import warnings
 from typing import Annotated, Any, Optional
 
 import pytest
@@ -95,6 +97,48 @@ def test_a_models_own_json_dump_reads_back_and_the_shared_value_is_not_changed()
     assert kwargs["one"] == made
     assert kwargs["many"] == [made, None]
     assert shared["one"] == made.model_dump(mode="json")  # untouched for other dependents
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        list[Strict] | None,
+        Optional[list[Strict]],  # noqa: UP045
+        dict[str, list[Strict]],
+        list[dict[str, Strict]] | None,
+        tuple[Strict, ...],
+        Annotated[list[Strict] | None, Field(description="d")],
+    ],
+)
+def test_computed_fields_are_dropped_at_any_depth(shape: Any) -> None:
+    """A computed field's key (extra="forbid") is dropped inside every wrapper."""
+    made = Strict(
+        at=datetime.datetime(2024, 1, 1),
+        id=uuid.uuid4(),
+        colour=Colour.RED,
+        pair=(1, 2),
+        Answer="x",
+    )
+    stored = made.model_dump(mode="json")
+    values = {
+        list[Strict] | None: [stored],
+        Optional[list[Strict]]: [stored],  # noqa: UP045
+        dict[str, list[Strict]]: {"k": [stored]},
+        list[dict[str, Strict]] | None: [{"k": stored}],
+        tuple[Strict, ...]: [stored],
+    }
+    value = values.get(shape, [stored])
+    expected = {
+        dict[str, list[Strict]]: {"k": [made]},
+        list[dict[str, Strict]] | None: [{"k": made}],
+        tuple[Strict, ...]: (made,),
+    }.get(shape, [made])
+    kwargs: dict[str, Any] = {"x": value}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DependencyTypeWarning: validated
+        validate_deps("s", step, kwargs, [("x", shape)])
+    assert kwargs["x"] == expected
+    assert "twice" in json.dumps(value)  # the stored value is untouched
 
 
 def test_an_annotation_naming_a_later_model_is_resolved_when_the_step_runs() -> None:

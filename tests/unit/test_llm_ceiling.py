@@ -39,6 +39,11 @@ def _request(model: str, images: int = 0, **kwargs: Any) -> LLMRequest:
         ("openai", "gpt-5.1-mini", 2489),
         ("openai", "gpt-4.1", 85 + 8 * 170),  # a model of its own, not gpt-4's
         ("openai", "chatgpt-4o-latest", 85 + 8 * 170),  # ChatGPT's GPT-4o
+        # a -mini / -nano variant not listed: its family's patch model of that size
+        ("openai", "gpt-5-codex-mini", 2489),
+        ("openai", "gpt-5.1-codex-mini", 2489),
+        ("openai", "gpt-5-codex-nano", 3779),
+        ("openai", "o3-mini", 2642),  # no o3 patch model: the largest -mini figure
     ],
 )
 def test_an_image_counts_at_its_providers_documented_maximum(
@@ -83,6 +88,9 @@ def test_an_endpoint_can_give_its_own_image_figure() -> None:
     """A vision model behind an OpenAI-compatible server: its provider's figure, given as
     the endpoint's ``image_tokens``, is what a budget reserves per image."""
     assert image_tokens("openai", "llava-v1.6", 2880) == 2880
+    # a known model: never under its documented figure, above it if configured so
+    assert image_tokens("openai", "gpt-4o", 10) == 1445
+    assert image_tokens("openai", "gpt-4o", 5000) == 5000
     local = Endpoint("local", "openai", "http://x", image_tokens=2880)
     most = ceiling(local, "llava-v1.6", _request("local/llava-v1.6", 2, max_tokens=9), "x")
     assert (most.images, most.image_tokens) == (2, 2 * 2880)
