@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +83,29 @@ def test_node_state_carries_tokens_cost_and_times() -> None:
     assert isinstance(node["t0"], int) and "l" not in node  # latency: per call (detail)
     pending = _state.node_state(run.steps["sum"])
     assert pending["c"] is None and pending["t0"] is None and pending["n"] == 0
+
+
+def test_node_times_are_whole_milliseconds_since_the_epoch() -> None:
+    """Integer arithmetic, not ``timestamp()``: the same milliseconds, floored exactly; an
+    aware time in another zone and a naive one (read as local, as ``timestamp`` does) too."""
+    east = timezone(timedelta(hours=5, minutes=30))
+    times = [
+        T0,
+        T1,
+        datetime(2026, 12, 6, 21, 40, 1, 999_999, tzinfo=timezone.utc),
+        datetime(2026, 12, 6, 21, 40, 1, 999, tzinfo=east),
+        datetime(1970, 1, 1, 0, 0, 0, 1_000, tzinfo=timezone.utc),
+    ]
+    step = StepInfo(name="s", job_id=1, state=State.COMPLETED)
+    for at in times:
+        exact = (at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+        step.started_at = step.finished_at = at
+        node = _state.node_state(step)
+        assert node["t0"] == node["t1"] == exact == _state._ms(at) == int(at.timestamp() * 1000)
+    naive = datetime(2026, 12, 6, 21, 40, 1, 250_000)
+    step.started_at, step.finished_at = naive, None
+    node = _state.node_state(step)
+    assert node["t0"] == _state._ms(naive) == int(naive.timestamp() * 1000) and node["t1"] is None
 
 
 def test_long_errors_are_cut_for_the_node_but_whole_in_the_detail() -> None:
