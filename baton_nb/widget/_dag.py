@@ -329,12 +329,13 @@ class DagWidget(anywidget.AnyWidget):
                     names.add(name)
             names.update(p for p in {steps[name].parent for name in added} if p is not None)
         node_state, ids, sent = _state.node_state, [], []
+        step_of, sent_state = steps.get, states.get
         for name in names:
-            step = steps.get(name)
+            step = step_of(name)
             if step is None:
                 continue
             node = node_state(step)
-            if node != states.get(name, PENDING):  # a change of nothing shown sends nothing
+            if node != sent_state(name, PENDING):  # a change of nothing shown sends nothing
                 states[name] = nodes[name] = node
                 ids.append(name)
                 sent.append(node)

@@ -235,7 +235,13 @@ def columns(
     out: dict[str, Any] = {} if ids is None else {"id": ids}
     for key in keys:
         column = list(map(itemgetter(key), rows))
-        if key != "id" and column and column.count(column[0]) == len(column):
+        # (a column whose ends differ is not one value: not counted, e.g. the times)
+        if (
+            key != "id"
+            and column
+            and column[-1] == column[0]
+            and column.count(column[0]) == len(column)
+        ):
             out[key] = {"all": column[0]}
         else:
             out[key] = column
