@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -275,6 +276,23 @@ def test_snapshot_details_keep_the_captured_request() -> None:
     saved = details(run)["ask[mock/a]"]["context"]
     live = _state.detail(run, "ask[mock/a]")["context"]
     assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]
+
+
+def test_snapshot_details_list_each_steps_calls_in_order() -> None:
+    """The snapshot groups the calls by step once (a list only for a step with more than one):
+    each node's calls as the live panel lists them, in the run's order; none for a step
+    without calls."""
+    run = small_run()
+    (first,) = run.calls
+    for i in (1, 2):  # the same step again, then another step between them
+        run.calls.append(replace(first, call_index=i, latency_ms=float(i)))
+        run.calls.append(replace(first, step="sum", call_index=i, latency_ms=10.0 + i))
+    saved = details(run)
+    for name in run.steps:
+        assert saved[name]["calls"] == _state.detail(run, name)["calls"]
+    assert [c["l"] for c in saved["ask[mock/a]"]["calls"]] == [12.3, 1.0, 2.0]
+    assert [c["l"] for c in saved["sum"]["calls"]] == [11.0, 12.0]
+    assert saved["ask"]["calls"] == []
 
 
 @pytest.mark.parametrize("budget", [2, 500, 40_000, 10**9])
