@@ -329,13 +329,12 @@ class DagWidget(anywidget.AnyWidget):
                     names.add(name)
             names.update(p for p in {steps[name].parent for name in added} if p is not None)
         node_state, ids, sent = _state.node_state, [], []
-        step_of, sent_state = steps.get, states.get
         for name in names:
-            step = step_of(name)
+            step = steps.get(name)
             if step is None:
                 continue
             node = node_state(step)
-            if node != sent_state(name, PENDING):  # a change of nothing shown sends nothing
+            if node != states.get(name, PENDING):  # a change of nothing shown sends nothing
                 states[name] = nodes[name] = node
                 ids.append(name)
                 sent.append(node)
