@@ -41,9 +41,18 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
     node cost more than encoding them), node by node only in the chunk where the budget
     runs out.
     """
+    # A step's first call, and the list of its calls only for a step with more than one (a
+    # map child makes one call: no list made for each of 20,000 steps, most never kept)
+    first: dict[str, CallRecord] = {}
     calls: dict[str, list[CallRecord]] = {}
     for call in run.calls:
-        calls.setdefault(call.step, []).append(call)
+        step = call.step
+        if first.setdefault(step, call) is not call:
+            more = calls.get(step)
+            if more is None:
+                calls[step] = [first[step], call]
+            else:
+                more.append(call)
     logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
     names = list(run.steps)
     kept: dict[str, Any] = {}
@@ -51,7 +60,12 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
     used = 2  # the braces
     for start in range(0, len(names), CHUNK):
         chunk = {
-            name: detail(run, name, calls=calls.get(name, []), context=logs.get(name, []))
+            name: detail(
+                run,
+                name,
+                calls=calls.get(name) or ([first[name]] if name in first else []),
+                context=logs.get(name, []),
+            )
             for name in names[start : start + CHUNK]
         }
         text = _json(chunk)[1:-1]  # "id":{...},"id":{...}

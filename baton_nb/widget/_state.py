@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from itertools import islice, repeat
 from operator import itemgetter
@@ -47,10 +47,23 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else round(value.timestamp(), 3)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _ms(value: datetime | None) -> int | None:
-    # Whole milliseconds: an int is encoded several times faster than a float's shortest repr,
-    # and a node's times are encoded at every redraw that touches it.
-    return None if value is None else int(value.timestamp() * 1000)
+    """Whole milliseconds since the epoch: an int is encoded several times faster than a
+    float's shortest repr, and a node's times are encoded at every redraw that touches it.
+
+    Exact integer arithmetic on the difference from the epoch (a third of the time of
+    ``datetime.timestamp()``, whose float could also round a millisecond down); a naive
+    time (none in this package: its times are aware UTC) as ``timestamp()`` reads it."""
+    if value is None:
+        return None
+    try:
+        since = value - _EPOCH
+    except TypeError:  # naive: local time
+        return int(value.timestamp() * 1000)
+    return since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -87,7 +100,18 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     if error is not None and len(error) > ERROR_PREVIEW:
         error = error[: ERROR_PREVIEW - 1] + "…"
     # _ms and _money inlined: this runs for every node an event touched, at every redraw
+    # (_ms but for a naive time: a map child's end computes both)
     start, end, calls = step.started_at, step.finished_at, step.calls
+    t0 = t1 = None
+    try:
+        if start is not None:
+            since = start - _EPOCH
+            t0 = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+        if end is not None:
+            since = end - _EPOCH
+            t1 = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+    except TypeError:
+        t0, t1 = _ms(start), _ms(end)
     cost = step.cost if calls else None
     # Only plain values (str, not the State enum; in ``graph``, a tuple for the deps): the
     # garbage collector then does not track the dict. The widget keeps a state and an
@@ -96,8 +120,8 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     state = {
         "s": str(step.state),
         "a": step.attempt,
-        "t0": None if start is None else int(start.timestamp() * 1000),
-        "t1": None if end is None else int(end.timestamp() * 1000),
+        "t0": t0,
+        "t1": t1,
         "ti": usage.input_tokens,
         "to": usage.output_tokens,
         "c": None if cost is None else (_COST_TEXT.get(cost) or _cost_text(cost)),
@@ -211,7 +235,13 @@ def columns(
     out: dict[str, Any] = {} if ids is None else {"id": ids}
     for key in keys:
         column = list(map(itemgetter(key), rows))
-        if key != "id" and column and column.count(column[0]) == len(column):
+        # (a column whose ends differ is not one value: not counted, e.g. the times)
+        if (
+            key != "id"
+            and column
+            and column[-1] == column[0]
+            and column.count(column[0]) == len(column)
+        ):
             out[key] = {"all": column[0]}
         else:
             out[key] = column

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +84,29 @@ def test_node_state_carries_tokens_cost_and_times() -> None:
     assert isinstance(node["t0"], int) and "l" not in node  # latency: per call (detail)
     pending = _state.node_state(run.steps["sum"])
     assert pending["c"] is None and pending["t0"] is None and pending["n"] == 0
+
+
+def test_node_times_are_whole_milliseconds_since_the_epoch() -> None:
+    """Integer arithmetic, not ``timestamp()``: the same milliseconds, floored exactly; an
+    aware time in another zone and a naive one (read as local, as ``timestamp`` does) too."""
+    east = timezone(timedelta(hours=5, minutes=30))
+    times = [
+        T0,
+        T1,
+        datetime(2026, 12, 6, 21, 40, 1, 999_999, tzinfo=timezone.utc),
+        datetime(2026, 12, 6, 21, 40, 1, 999, tzinfo=east),
+        datetime(1970, 1, 1, 0, 0, 0, 1_000, tzinfo=timezone.utc),
+    ]
+    step = StepInfo(name="s", job_id=1, state=State.COMPLETED)
+    for at in times:
+        exact = (at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+        step.started_at = step.finished_at = at
+        node = _state.node_state(step)
+        assert node["t0"] == node["t1"] == exact == _state._ms(at) == int(at.timestamp() * 1000)
+    naive = datetime(2026, 12, 6, 21, 40, 1, 250_000)
+    step.started_at, step.finished_at = naive, None
+    node = _state.node_state(step)
+    assert node["t0"] == _state._ms(naive) == int(naive.timestamp() * 1000) and node["t1"] is None
 
 
 def test_long_errors_are_cut_for_the_node_but_whole_in_the_detail() -> None:
@@ -252,6 +276,23 @@ def test_snapshot_details_keep_the_captured_request() -> None:
     saved = details(run)["ask[mock/a]"]["context"]
     live = _state.detail(run, "ask[mock/a]")["context"]
     assert saved == live == [{"k": "request", "a": 1, "t": "[user] Explain <tides>"}]
+
+
+def test_snapshot_details_list_each_steps_calls_in_order() -> None:
+    """The snapshot groups the calls by step once (a list only for a step with more than one):
+    each node's calls as the live panel lists them, in the run's order; none for a step
+    without calls."""
+    run = small_run()
+    (first,) = run.calls
+    for i in (1, 2):  # the same step again, then another step between them
+        run.calls.append(replace(first, call_index=i, latency_ms=float(i)))
+        run.calls.append(replace(first, step="sum", call_index=i, latency_ms=10.0 + i))
+    saved = details(run)
+    for name in run.steps:
+        assert saved[name]["calls"] == _state.detail(run, name)["calls"]
+    assert [c["l"] for c in saved["ask[mock/a]"]["calls"]] == [12.3, 1.0, 2.0]
+    assert [c["l"] for c in saved["sum"]["calls"]] == [11.0, 12.0]
+    assert saved["ask"]["calls"] == []
 
 
 @pytest.mark.parametrize("budget", [2, 500, 40_000, 10**9])
