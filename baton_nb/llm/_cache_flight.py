@@ -11,22 +11,26 @@ longer than its request's timeout (retries, a stream whose timeout bounds each c
 wait for budget room), and a waiter that stopped waiting would pay for the same answer
 again. A waiter cancelled (its step's timeout, the run's end) stops waiting at once.
 
-Per process and per thread (an event loop): calls of other processes (workers) on the
-same database are not waited for.
+Per process and per event loop: calls of other processes (workers) on the same database
+are not waited for, nor a leader left in another loop (one abandoned unclosed, after a
+KeyboardInterrupt out of ``run_until_complete``: its call will never end), which a new
+loop of the same thread would otherwise wait for for ever.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["single_flight"]
 
-# (thread, database URL, cache key) -> set when the call that leads it has ended
-_FLIGHTS: dict[tuple[int, str, str], anyio.Event] = {}
+# (event loop, database URL, cache key) -> set when the call that leads it has ended. The
+# key holds the loop itself (asyncio's loop, trio's token), not its id: an id is reused
+# once its loop is gone, and a new loop would then find the old one's flights.
+_FLIGHTS: dict[tuple[object, str, str], anyio.Event] = {}
 
 
 @asynccontextmanager
@@ -34,7 +38,7 @@ async def single_flight(db_url: str, digest: str) -> AsyncIterator[None]:
     """Enter once no identical call (same ``digest`` in the database ``db_url``) is in
     flight here, leading it: the body looks the cache up, then sends on a miss. A call
     waits for the leader to end, however long it takes (cancelling it stops the wait)."""
-    slot = (threading.get_ident(), db_url, digest)
+    slot = (anyio.lowlevel.current_token().native_token, db_url, digest)
     # The leader ended: answered (the next leader finds its answer stored), or failed or
     # was cancelled: the first waiter to run leads the next try, the others wait again.
     while (flight := _FLIGHTS.get(slot)) is not None:
