@@ -114,7 +114,16 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc} ({hint})"
 
 
-_SEQUENCES = {list, set, frozenset, abc.Sequence, abc.MutableSequence, abc.Set, abc.Iterable}
+_SEQUENCES = {
+    list,
+    set,
+    frozenset,
+    abc.Sequence,
+    abc.MutableSequence,
+    abc.Set,
+    abc.Collection,
+    abc.Iterable,
+}
 _MAPPINGS = {dict, abc.Mapping, abc.MutableMapping}
 
 
@@ -122,8 +131,9 @@ def _without_computed(value: Any, tp: Any) -> Any:
     """``value`` without the keys of the computed fields ``model_dump`` added, at any depth
     of ``tp`` (a model, a list / tuple / dict of them, ``X | None``, ``Annotated`` and
     nested ones: ``list[M] | None``, ``dict[str, list[M]]``): a copy, the stored value is
-    shared. A union of several non-None types is left as it is (which one is meant is
-    pydantic's to pick)."""
+    shared. In a union, the one option that involves a model is followed (``M | str``,
+    ``list[M] | int | None``); a union of several options with a model is left as it is
+    (which one is meant is pydantic's to pick)."""
     if _is_model(tp):
         computed = tp.model_computed_fields
         if computed and isinstance(value, dict):
@@ -136,8 +146,8 @@ def _without_computed(value: Any, tp: Any) -> Any:
     if origin is typing.Annotated:
         return _without_computed(value, args[0])
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        return _without_computed(value, options[0]) if len(options) == 1 else value
+        with_model = [a for a in args if _involves_model(a)]
+        return _without_computed(value, with_model[0]) if len(with_model) == 1 else value
     if isinstance(value, list):
         if origin is tuple:
             if len(args) == 2 and args[1] is Ellipsis:

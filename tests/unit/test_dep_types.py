@@ -7,6 +7,7 @@ import enum
 import json
 import uuid
 import warnings
+from collections import abc
 from typing import Annotated, Any, Optional
 
 import pytest
@@ -108,6 +109,9 @@ def test_a_models_own_json_dump_reads_back_and_the_shared_value_is_not_changed()
         list[dict[str, Strict]] | None,
         tuple[Strict, ...],
         Annotated[list[Strict] | None, Field(description="d")],
+        Strict | str,
+        list[Strict] | int | None,
+        abc.Sequence[Strict],
     ],
 )
 def test_computed_fields_are_dropped_at_any_depth(shape: Any) -> None:
@@ -126,12 +130,14 @@ def test_computed_fields_are_dropped_at_any_depth(shape: Any) -> None:
         dict[str, list[Strict]]: {"k": [stored]},
         list[dict[str, Strict]] | None: [{"k": stored}],
         tuple[Strict, ...]: [stored],
+        Strict | str: stored,
     }
     value = values.get(shape, [stored])
     expected = {
         dict[str, list[Strict]]: {"k": [made]},
         list[dict[str, Strict]] | None: [{"k": made}],
         tuple[Strict, ...]: (made,),
+        Strict | str: made,
     }.get(shape, [made])
     kwargs: dict[str, Any] = {"x": value}
     with warnings.catch_warnings():
