@@ -93,6 +93,25 @@ def driver_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection it ran on had ended (the server ended it, the
+    network cut it): another connection may well work. Not a refused connect."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    exc = _driver_exception(exc)
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return True
+    asyncpg: Any = sys.modules.get("asyncpg")
+    return asyncpg is not None and isinstance(
+        exc,
+        # a client-side error: asyncpg's protocol left mid-operation by the loss
+        asyncpg.InterfaceError
+        | asyncpg.InternalClientError
+        | asyncpg.ConnectionDoesNotExistError
+        | asyncpg.AdminShutdownError,
+    )
+
+
 def storage_error(exc: BaseException, url: str, doing: str) -> StorageError:
     """A ``StorageError`` for ``exc``: ``"cannot {doing} database URL: problem. advice"``."""
     problem, advice = _explain(_driver_exception(exc), url)

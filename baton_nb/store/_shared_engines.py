@@ -11,7 +11,10 @@ The engine lives as long as its loop: it is disposed of (its connections closed)
 the loop shuts its async generators down (``asyncio.run``, ``asyncio.Runner`` and
 anyio's runner do as they end), through a generator kept suspended for that; a kernel's
 loop never ends. A pooled connection the server closed meanwhile (a restart, a dropped
-database) is replaced at its checkout, without a round trip (``_alive``).
+database) is replaced at its checkout, without a round trip (``_alive``); one whose end
+the driver has not seen (a NAT dropping an idle kernel's connection, a kill not read yet)
+fails the store's first statement as a disconnect, and the store opens again once on a
+new engine (``renew``, ``SqlBase.open``): no round trip on the way of every run.
 
 One run at a time has it: a run that starts while another of the loop uses it gets an
 engine of its own, disposed of at its end, as every run had before. Each engine keeps
@@ -33,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._engine import make_engine
 
-__all__ = ["release", "shared_engine"]
+__all__ = ["release", "renew", "shared_engine"]
 
 
 class _Engines:
@@ -74,6 +77,19 @@ async def shared_engine(url: str) -> AsyncEngine | None:
         engine = engines.by_url[url] = make_engine(url)
         sa.event.listen(engine.sync_engine, "checkout", _alive)
     engines.busy.add(url)
+    return engine
+
+
+async def renew(url: str, old: AsyncEngine) -> AsyncEngine:
+    """The caller's shared engine ``old`` for ``url`` had a connection the server ended:
+    disposed of (every pooled connection may be as dead), and a new one made in its
+    place, the caller's still (until ``release``)."""
+    engines = _LOOPS.get(asyncio.get_running_loop())
+    engine = make_engine(url)
+    sa.event.listen(engine.sync_engine, "checkout", _alive)
+    if engines is not None and engines.by_url.get(url) is old:
+        engines.by_url[url] = engine
+    await old.dispose()
     return engine
 
 

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .._dburl import safe_url
 from .._errors import StorageError
 from ._engine import is_memory_url, make_engine
-from ._failures import driver_errors, storage_error
+from ._failures import connection_lost, driver_errors, storage_error
 from ._migrations import MIGRATIONS, SCHEMA_VERSION, ensure_schema
-from ._shared_engines import release, shared_engine
+from ._shared_engines import release, renew, shared_engine
 
 __all__ = ["NOTIFY_CHANNEL", "SqlBase", "driver_connection"]
 
@@ -86,9 +86,15 @@ class SqlBase:
         store = cls(url, engine)
         store.owns_engine = owned
         try:
-            if store.dialect != "postgresql" or not await _pg_schema_is_current(engine):
-                async with engine.begin() as conn:
-                    await conn.run_sync(ensure_schema, safe_url(url))
+            try:
+                await store._check_schema()
+            except driver_errors() as exc:
+                # A pooled connection of the shared engine the server ended unseen by the
+                # driver (``_shared_engines``): once more, on a new engine.
+                if owned or not connection_lost(exc):
+                    raise
+                store.engine = engine = await renew(url, engine)
+                await store._check_schema()
         except BaseException as exc:
             if owned:
                 with anyio.CancelScope(shield=True):
@@ -99,6 +105,11 @@ class SqlBase:
                 raise storage_error(exc, url, "open") from exc
             raise
         return store
+
+    async def _check_schema(self) -> None:
+        if self.dialect != "postgresql" or not await _pg_schema_is_current(self.engine):
+            async with self.engine.begin() as conn:
+                await conn.run_sync(ensure_schema, safe_url(self.url))
 
     async def close(self) -> None:
         if self.owns_engine:

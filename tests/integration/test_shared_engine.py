@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 import baton_nb as bn
-from baton_nb.store import Store
+from baton_nb.store import Store, _shared_engines
 from tests.conftest import PG_SERVER, _admin, _postgres_up, _start_postgres
 
 
@@ -89,6 +89,37 @@ async def test_a_pooled_connection_the_server_closed_is_replaced(scratch_pg: str
     run = await wf.run(display=False, resume=False)
     assert run.status == "completed"
     assert run.results["b"] == 1
+
+
+def test_a_dead_pooled_connection_unseen_by_the_driver_is_replaced_at_open(
+    scratch_pg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection the server ended with the driver not knowing yet (a NAT dropping an
+    idle kernel's connection; a kill not yet read): the run's first statement fails as a
+    disconnect, and the store opens again once on a new shared engine."""
+    # The checkout's check (the driver saw the connection close) finds nothing.
+    monkeypatch.setattr(_shared_engines, "_alive", lambda *args: None)
+
+    async def main() -> list[str]:
+        wf = _workflow(scratch_pg)
+        statuses = [(await wf.run(display=False, resume=False)).status]
+        admin = await asyncpg.connect(scratch_pg)
+        try:
+            ended = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert ended >= 1
+        await anyio.sleep(0.2)
+        for _ in range(2):
+            run = await wf.run(display=False, resume=False)
+            statuses.append(run.status)
+            assert run.results["b"] == 1
+        return statuses
+
+    assert asyncio.run(main()) == ["completed"] * 3
 
 
 @pytest.mark.anyio
