@@ -9,12 +9,14 @@ engine per database URL, its idle connections kept in its pool between runs.
 
 The engine lives as long as its loop: it is disposed of (its connections closed) when
 the loop shuts its async generators down (``asyncio.run``, ``asyncio.Runner`` and
-anyio's runner do as they end), through a generator kept suspended for that; a kernel's
-loop never ends. A pooled connection the server closed meanwhile (a restart, a dropped
-database) is replaced at its checkout, without a round trip (``_alive``); one whose end
-the driver has not seen (a NAT dropping an idle kernel's connection, a kill not read yet)
-fails the store's first statement as a disconnect, and the store opens again once on a
-new engine (``renew``, ``SqlBase.open``): no round trip on the way of every run.
+anyio's runner do as they end), through a generator kept suspended for that, or as the
+loop closes (``loop.close()`` without ``shutdown_asyncgens``: code driving its own loop
+with ``run_until_complete``; ``_dispose_at_close``); a kernel's loop never ends. A
+pooled connection the server closed meanwhile (a restart, a dropped database) is
+replaced at its checkout, without a round trip (``_alive``); one whose end the driver
+has not seen (a NAT dropping an idle kernel's connection, a kill not read yet) fails the
+store's first statement as a disconnect, and the store opens again once on a new engine
+(``renew``, ``SqlBase.open``): no round trip on the way of every run.
 
 One run at a time has it: a run that starts while another of the loop uses it gets an
 engine of its own, disposed of at its end, as every run had before. Each engine keeps
@@ -27,6 +29,7 @@ runs that each hold a connection for their writes wait on each other for a secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -70,6 +73,7 @@ async def shared_engine(url: str) -> AsyncEngine | None:
         # loop's shutdown_asyncgens() closes it, and its ``finally`` disposes.
         await keeper.asend(None)
         engines.keeper = keeper
+        _dispose_at_close(loop, engines)
     if url in engines.busy:
         return None
     engine = engines.by_url.get(url)
@@ -111,6 +115,26 @@ async def _dispose_at_shutdown(engines: _Engines) -> AsyncGenerator[None, None]:
         engines.by_url.clear()
         for engine in found:
             await engine.dispose()
+
+
+def _dispose_at_close(loop: asyncio.AbstractEventLoop, engines: _Engines) -> None:
+    """``loop.close()`` first disposes of the loop's engines if its async generators were
+    not shut down (a loop of the caller's own, closed after ``run_until_complete``):
+    their connections closed on the loop they belong to, not left open (ResourceWarning,
+    and a connection the server keeps until the process ends)."""
+    close = loop.close
+
+    def closing() -> None:
+        keeper = engines.keeper
+        if keeper is not None and engines.by_url and not loop.is_running() and not loop.is_closed():
+            engines.keeper = None
+            loop.run_until_complete(keeper.aclose())
+        close()
+
+    # A loop without instance attributes (uvloop's) is not hooked: its engines are
+    # disposed of at shutdown_asyncgens only (asyncio.run, a runner).
+    with contextlib.suppress(AttributeError):
+        loop.close = closing  # type: ignore[method-assign]
 
 
 def _alive(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:

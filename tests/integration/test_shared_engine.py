@@ -72,6 +72,33 @@ def test_runs_of_a_loop_share_one_engine_closed_as_the_loop_ends(
     assert all(conn.is_closed() for conn in opened)  # disposed of as asyncio.run ended
 
 
+def test_a_loop_closed_without_shutting_its_generators_down_closes_the_engine(
+    scratch_pg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop of the caller's own (run_until_complete, then close(), no
+    shutdown_asyncgens): the shared engine's connections are closed as it closes."""
+    opened: list[Any] = []
+    connect = asyncpg.connect
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        conn = await connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(asyncpg, "connect", counting)
+    loop = asyncio.new_event_loop()
+    try:
+        wf = _workflow(scratch_pg)
+        for _ in range(2):
+            run = loop.run_until_complete(wf.run(display=False, resume=False))
+            assert run.status == "completed"
+        assert opened
+        assert not any(conn.is_closed() for conn in opened)  # kept between runs
+    finally:
+        loop.close()
+    assert all(conn.is_closed() for conn in opened)
+
+
 @pytest.mark.anyio
 async def test_a_pooled_connection_the_server_closed_is_replaced(scratch_pg: str) -> None:
     wf = _workflow(scratch_pg)
