@@ -45,6 +45,12 @@ class _Sums:
             if call.saved is not None:
                 agg.saved = call.saved if agg.saved is None else add_money(agg.saved, call.saved)
             return
+        if call.is_unanswered and call.cost is not None:  # a charge, not a call
+            agg.cost = call.cost if agg.cost is None else add_money(agg.cost, call.cost)
+            agg.unanswered = (
+                call.cost if agg.unanswered is None else add_money(agg.unanswered, call.cost)
+            )
+            return
         agg.calls += 1
         agg.batch_calls += batch
         agg.usage = agg.usage + call.usage
@@ -65,7 +71,7 @@ class _Sums:
 
     def done(self) -> StatAggregate:
         agg = self.agg
-        for name in ("cost", "fees", "saved"):
+        for name in ("cost", "fees", "saved", "unanswered"):
             value = getattr(agg, name)
             if value is not None:
                 setattr(agg, name, normalize_money(value))
