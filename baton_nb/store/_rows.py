@@ -22,6 +22,7 @@ from ..pricing import CallPricing, price_call
 __all__ = [
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
+    "UNANSWERED",
     "AttemptRow",
     "CallRecord",
     "ChangeMarks",
@@ -38,7 +39,6 @@ __all__ = [
     "RunUpdate",
     "StatAggregate",
     "StepWorkerRow",
-    "UNANSWERED",
     "WriteBatch",
     "distinct_values",
     "utcnow",
@@ -251,6 +251,7 @@ class CallRecord:
             self.replayed,
             self.estimated,
             self.created_at,
+            self.is_unanswered,
         )
 
 
