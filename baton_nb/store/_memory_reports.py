@@ -251,7 +251,7 @@ def _add_to_summary(summary: RunSummaryRow, call: CallRecord) -> None:
     if call.cached:  # answered from the response cache: counted apart, as in SQL
         summary.cached_calls += 1
         return
-    summary.calls += 1
+    summary.calls += not call.is_unanswered  # a charge with no answer: cost only, as in SQL
     summary.input_tokens += call.usage.input_tokens
     summary.output_tokens += call.usage.output_tokens
     if call.cost is None:

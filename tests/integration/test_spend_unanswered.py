@@ -36,6 +36,16 @@ async def test_an_attempt_with_no_answer_is_a_charge_not_a_call(
     """A timed-out attempt, then an answer: the timed-out one is charged at its worst
     case, on a line of its own. Repricing keeps that charge (it has no tokens to price
     again); it is no call: not in the calls, their latency or their estimates."""
+    await _charge_not_call(fake_providers, db_url, unique)
+
+
+async def test_an_attempt_with_no_answer_is_a_charge_not_a_call_in_memory(
+    fake_providers: FakeProviderServer, unique: str
+) -> None:
+    await _charge_not_call(fake_providers, f"memory://lost-{unique}", unique)
+
+
+async def _charge_not_call(fake_providers: FakeProviderServer, db_url: str, unique: str) -> None:
     fake_providers.usage = FakeUsage(input=10, output=OUT)
     fake_providers.script(Reply(delay=0.6), Reply(delay=0))
     wf = _one_call(f"lost-{unique}", db_url, prompt="hi", timeout=0.2)
@@ -67,6 +77,8 @@ async def test_an_attempt_with_no_answer_is_a_charge_not_a_call(
         assert record["unanswered_usd"] == lost.cost
         assert UNANSWERED not in record["price_source"]
         assert "no answer, counted at the worst case" in str(report)
+    (listed,) = await bn.runs(db=db_url, workflow=wf.name)
+    assert listed.calls == 1 and listed.cost == total
 
 
 async def test_a_cancel_after_an_error_status_is_charged_nothing(
@@ -143,9 +155,7 @@ async def test_text_that_starts_with_data_is_text(
     ``data:text/csv,`` is text, counted and sent under a budget."""
     fake_providers.usage = FakeUsage(input=20, output=10)
     messages = [{"role": "user", "content": "data:text/csv,a,b\n1,2"}]
-    run = await _one_call(f"csv-{unique}", db_url, messages=messages).run(
-        budget="1", display=False
-    )
+    run = await _one_call(f"csv-{unique}", db_url, messages=messages).run(budget="1", display=False)
     assert run.status == "completed", run.failed_steps
     assert fake_providers.request_count == 1
     pdf = "data:application/pdf;base64,JVBERi0xLjQK"
@@ -156,4 +166,3 @@ async def test_text_that_starts_with_data_is_text(
     ).run(budget="1", display=False)
     assert refused.status == "failed" and fake_providers.request_count == 1
     assert "a data: URL of type 'application/pdf'" in str(refused.steps["ask"].error)
-
