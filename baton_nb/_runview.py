@@ -112,6 +112,9 @@ class StepInfo:
         self.attempts.append(attempt)
 
     def add_call(self, call: CallRecord) -> None:
+        if call.is_unanswered and call.cost is not None:  # a charge, not a call
+            self.cost = add_money(self.cost, call.cost)
+            return
         self.calls += 1
         if call.replayed:
             self.replayed_calls += 1

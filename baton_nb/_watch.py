@@ -396,6 +396,11 @@ class _Forward:
 
 
 def _call_from_event(event: CallFinished) -> CallRecord:
+    if event.unanswered and event.cost is not None:
+        return CallRecord.unanswered(
+            event.workflow_id, event.step_name, 0, -1, event.model, event.provider,
+            event.cost, event.timestamp,
+        )  # fmt: skip
     return CallRecord(
         run_id=event.workflow_id,
         step=event.step_name,

@@ -63,6 +63,9 @@ class CallFinished:
     replayed: bool
     estimated: bool
     timestamp: datetime
+    # attempts that reached the provider with no answer, counted by a budget at their worst
+    # case (0 tokens, no latency): a charge in the step's cost, not a call
+    unanswered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,12 +157,24 @@ _UNBOUNDED_TYPES = {
     "audio_url": "an audio part ('audio_url')",
     "input_video": "a video part ('input_video')",
 }
-# A data: URL of any type but an image (a video, audio, a PDF): its length is not a bound
+# A data: URL of any type but an image (a video, audio, a PDF): its length is not a bound.
+# Looked for in the fields that hold a URL or a part's data only: message text may start
+# with "data:" and is text, counted.
 _DATA_URL = re.compile(r"data:(?!image/)[\w.+-]+/[\w.+-]+[;,]", re.IGNORECASE)
+_URL_KEYS = {
+    "url", "image_url", "file_url", "audio_url", "video_url", "file_data", "uri", "fileUri",
+}  # fmt: skip
 # Tools the request may hold: plain function tools (their definitions are text, counted);
 # any other (a server-side tool: web search, code execution, file search...) adds per-use
 # fees and result tokens no bound is known for before sending.
 _PLAIN_TOOL_TYPES = {None, "function", "custom"}
+# Anthropic's client tools (run by the caller, as a function tool is: no per-use fee, no
+# result the provider adds), by versioned type: the input tokens their definition adds,
+# documented by Anthropic (platform.claude.com/docs, "Bash tool": 245 input tokens; "Text
+# editor tool": 700; "Computer use tool": 735 per tool definition plus a system prompt
+# overhead of 466-499, counted at 499). The body's text counts the short entry sent only.
+_CLIENT_TOOLS = re.compile(r"(bash|text_editor|computer)_\d{8}")
+CLIENT_TOOL_TOKENS = {"bash": 245, "text_editor": 700, "computer": 735 + 499}
 _PLAIN_GEMINI_TOOL_KEYS = {"functionDeclarations", "function_declarations"}
 _UNBOUNDED_KEYS = {  # top-level fields that bring in content stored at the provider
     "cachedContent": "Gemini 'cachedContent' (content cached at Google)",
@@ -179,6 +191,7 @@ class _Found:
     originals: int = 0  # of which asked at detail "original"
     unbounded: list[str] = field(default_factory=list)
     cache_write: str | None = None  # None, "5m" or "1h": the longest lifetime asked
+    tool_tokens: int = 0  # the documented overhead of Anthropic's client tools
 
 
 def _strip(value: Any, found: _Found) -> Any:
@@ -187,9 +200,6 @@ def _strip(value: Any, found: _Found) -> Any:
     if isinstance(value, list):
         return [_strip(v, found) for v in value]
     if not isinstance(value, Mapping):
-        if isinstance(value, str) and value[:5].lower() == "data:" and _DATA_URL.match(value):
-            found.unbounded.append(f"a data: URL of type {value[5:].split(';')[0][:60]!r}")
-            return ""
         return value
     control = value.get("cache_control")
     if isinstance(control, Mapping) and found.cache_write != "1h":  # Anthropic's
@@ -199,9 +209,8 @@ def _strip(value: Any, found: _Found) -> Any:
         found.images += 1  # OpenAI chat, Responses
         image = value.get("image_url")
         url = image.get("url") if isinstance(image, Mapping) else value.get("image_url")
-        if isinstance(url, str) and _DATA_URL.match(url):  # not an image, whatever its part
+        if isinstance(url, str) and _data_url(url, found):  # not an image, whatever its part
             found.images -= 1
-            _strip(url, found)
             return {}
         detail = image.get("detail") if isinstance(image, Mapping) else value.get("detail")
         if detail == "original":
@@ -222,7 +231,18 @@ def _strip(value: Any, found: _Found) -> Any:
             else:
                 found.unbounded.append(f"a Gemini {media} part of type {mime or 'unknown'!r}")
             return {}
-    return {k: _strip(v, found) for k, v in value.items()}
+    return {
+        k: "" if k in _URL_KEYS and isinstance(v, str) and _data_url(v, found) else _strip(v, found)
+        for k, v in value.items()
+    }
+
+
+def _data_url(value: str, found: _Found) -> bool:
+    """Whether ``value`` (a URL field's) is a data: URL that is not an image (named)."""
+    if value[:5].lower() != "data:" or not _DATA_URL.match(value):
+        return False
+    found.unbounded.append(f"a data: URL of type {value[5:].split(';')[0][:60]!r}")
+    return True
 
 
 def prompt_of(body: Mapping[str, Any]) -> tuple[str, _Found]:
@@ -236,6 +256,11 @@ def prompt_of(body: Mapping[str, Any]) -> tuple[str, _Found]:
             found.unbounded.append(what)
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, Mapping) else None
+        client = _CLIENT_TOOLS.fullmatch(kind) if isinstance(kind, str) else None
+        if client is not None:  # run by the caller: its documented definition tokens
+            found.tool_tokens += CLIENT_TOOL_TOKENS[client.group(1)]
+            continue
         server_tool = _server_tool(tool)
         if server_tool is not None:
             found.unbounded.append(server_tool)
@@ -271,6 +296,7 @@ class Ceiling:
     text: str | None = None
     unbounded: tuple[str, ...] = ()  # parts whose cost cannot be bounded before sending
     cache_write: str | None = None  # a prompt-cache write asked ("5m" / "1h")
+    tool_tokens: int = 0  # Anthropic's client tools' documented definition tokens
 
     @property
     def total_output(self) -> int | None:
@@ -310,6 +336,7 @@ def ceiling(endpoint: Endpoint, model: str, request: LLMRequest, price_name: str
         text,
         tuple(found.unbounded),
         found.cache_write,
+        found.tool_tokens,
     )
 
 

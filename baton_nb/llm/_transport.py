@@ -30,13 +30,15 @@ from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpTransport, Answer
 
-__all__ = ["SENDING", "error_message", "send"]
+__all__ = ["ANSWERED", "OUT", "REFUSED", "SENDING", "error_message", "send"]
 
-# A budgeted call's marker (runtime/_spend.py): True appended as an attempt starts, from
+# A budgeted call's marker (runtime/_spend.py): OUT appended as an attempt starts, from
 # when its request may have reached the provider (a call cancelled before was not sent);
-# set to False when the provider answers it (an answer, or an error status: not billed).
-# What stays True (a timeout, a dropped connection, a cut stream) is counted at its worst.
-SENDING: ContextVar[list[bool] | None] = ContextVar("baton_nb_sending", default=None)
+# set to REFUSED when the provider answers it with an error status (not billed), to
+# ANSWERED when it answers (billed: the call's cost counts it once the call returns).
+# What stays OUT (a timeout, a dropped connection, a cut stream) is counted at its worst.
+OUT, REFUSED, ANSWERED = "out", "refused", "answered"
+SENDING: ContextVar[list[str] | None] = ContextVar("baton_nb_sending", default=None)
 
 _MAX_MESSAGE = 500
 _httpx_logger = logging.getLogger("httpx")
@@ -261,14 +263,14 @@ async def send(
     if sending is None:
         return await _attempt(endpoint, adapter, call, stream=stream, seconds=seconds)
     at = len(sending)
-    sending.append(True)  # may reach the provider from here: billed, at an unknown cost
+    sending.append(OUT)  # may reach the provider from here: billed, at an unknown cost
     try:
         parsed = await _attempt(endpoint, adapter, call, stream=stream, seconds=seconds)
     except (RetryableFailure, ProviderError) as exc:
         if exc.status is not None:  # the provider answered with an error status: unbilled
-            sending[at] = False
+            sending[at] = REFUSED
         raise
-    sending[at] = False  # answered: the call's cost counts it
+    sending[at] = ANSWERED  # billed: the call's cost counts it (once the call returns)
     return parsed
 
 

@@ -229,19 +229,21 @@ class CostReport(_RowTotals):
         input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
         reasoning_tokens, cost_usd, latency_ms, replayed_calls``, then
         ``cache_write_1h_tokens, web_search_requests, fees_usd, price_source,
-        price_model, cached_calls, saved_usd``. ``cost_usd`` (which includes ``fees_usd``,
-        the per-request fees such as web searches) is a plain decimal string (exact, no
-        float rounding), empty when the price is unknown. ``price_source`` says where the
-        price came from (``genai-prices 0.2.5``, ``baton_nb override``, ``user file …``,
-        ``reported by openrouter``), ``price_model`` which price entry the model matched.
-        ``cached_calls`` were answered from the response cache (cost 0, not in ``calls``),
-        ``saved_usd`` is what they would have cost.
+        price_model, cached_calls, saved_usd, unanswered_usd``. ``cost_usd`` (which
+        includes ``fees_usd``, the per-request fees such as web searches) is a plain
+        decimal string (exact, no float rounding), empty when the price is unknown.
+        ``price_source`` says where the price came from (``genai-prices 0.2.5``,
+        ``baton_nb override``, ``user file …``, ``reported by openrouter``),
+        ``price_model`` which price entry the model matched. ``cached_calls`` were
+        answered from the response cache (cost 0, not in ``calls``), ``saved_usd`` is what
+        they would have cost. ``unanswered_usd`` is the part of ``cost_usd`` charged for
+        attempts with no answer, at the call's worst case.
         """
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for record in self.to_records():
-            for money in ("cost_usd", "fees_usd", "saved_usd"):
+            for money in ("cost_usd", "fees_usd", "saved_usd", "unanswered_usd"):
                 value = record[money]
                 record[money] = "" if value is None else fmt_money(value)
             writer.writerow([record[c] for c in CSV_COLUMNS])

@@ -67,6 +67,11 @@ def _headline(report: CostReport) -> str:
     ]
     if totals.fees:
         parts.append(f"${fmt_money(totals.fees)} of it per-request fees (web searches)")
+    if totals.unanswered:
+        parts.append(
+            f"${fmt_money(totals.unanswered)} of it no answer, counted at the worst case "
+            "(attempts timed out, cut or cancelled in flight; not in the calls)"
+        )
     if totals.batch_replays:
         parts.append(f"{_batch_reads(totals.batch_replays)} (paid once, in the calls)")
     replays = report.replayed_calls - totals.batch_replays

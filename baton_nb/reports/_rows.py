@@ -43,6 +43,9 @@ CSV_COLUMNS = (
     # the response cache (DESIGN §11): calls answered from it, and what they would have cost
     "cached_calls",
     "saved_usd",
+    # attempts that reached the provider with no answer (timed out, cut, cancelled), counted
+    # by a budget at their worst case: within cost_usd, not in calls or latency_ms
+    "unanswered_usd",
 )
 
 
@@ -69,6 +72,8 @@ class Totals:
     # where the prices came from and the price entries matched, in first-seen order
     price_sources: dict[str, None] = field(default_factory=dict)
     price_models: dict[str, None] = field(default_factory=dict)
+    # attempts with no answer, counted at their worst case: within the cost, not a call
+    unanswered: Decimal = field(default_factory=Decimal)
 
     @property
     def cost(self) -> Decimal | None:
@@ -94,6 +99,10 @@ class Totals:
         if call.cached:
             self.cached_calls += 1
             self.saved = add_money(self.saved, call.saved or Decimal(0))
+            return
+        if call.is_unanswered and call.cost is not None:  # a charge, not a call
+            self.known_cost = add_money(self.known_cost, call.cost)
+            self.unanswered = add_money(self.unanswered, call.cost)
             return
         self.calls += 1
         self.batch_calls += batch
@@ -124,6 +133,7 @@ class Totals:
         self.batch_replays += other.batch_replays
         self.cached_calls += other.cached_calls
         self.saved = add_money(self.saved, other.saved)
+        self.unanswered = add_money(self.unanswered, other.unanswered)
         self.price_sources.update(other.price_sources)
         self.price_models.update(other.price_models)
 
@@ -182,6 +192,7 @@ class CostRow(Totals):
             "price_model": self.price_model,
             "cached_calls": self.cached_calls,
             "saved_usd": normalize_money(self.saved),
+            "unanswered_usd": normalize_money(self.unanswered),
         }
         return {column: values[column] for column in CSV_COLUMNS}
 
@@ -209,6 +220,7 @@ class CostRow(Totals):
             saved=row.saved if row.saved is not None else Decimal(0),
             batch_calls=row.batch_calls,
             batch_replays=row.batch_replays,
+            unanswered=row.unanswered if row.unanswered is not None else Decimal(0),
         )
 
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import _jsonutil
 from .._errors import OutputValidationError, describe_error
 from .._graph import GraphSpec
-from .._usage import Usage
 from ..store import CallRecord, CompletionRow, ExecutionStore, LogRow, utcnow
 from ._announce import Announcer
 from ._commit import GroupCommit
@@ -154,22 +153,12 @@ class Calls:
     def unanswered(self, node: Node, index: int, model: str, cost: Decimal) -> None:
         """The attempts of call ``index`` that reached the provider with no answer saying
         what they cost (timed out, cut, cancelled), counted by a budget at their worst case
-        (``Spend``): one record of 0 tokens at that cost, ``estimated``, so the run's cost
-        says it and a resume's budget counts it again (it is never replayed: no answer)."""
-        call = CallRecord(
-            run_id=self.run_id,
-            step=node.name,
-            model=model,
-            provider=_llm().split_model(model)[0],
-            attempt=node.attempt,
-            call_index=index,
-            usage=Usage(),
-            cost=cost,
-            latency_ms=0.0,
-            replayed=False,
-            estimated=True,
-            created_at=utcnow(),
-        )
+        (``Spend``): one record of 0 tokens at that cost (``CallRecord.unanswered``), so
+        the run's cost says it and a resume's budget counts it again (never replayed)."""
+        call = CallRecord.unanswered(
+            self.run_id, node.name, node.attempt, index, model,
+            _llm().split_model(model)[0], cost, utcnow(),
+        )  # fmt: skip
         self.commit.add_rows(call=call)
         self.announce.call(call)
 

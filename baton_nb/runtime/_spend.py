@@ -218,13 +218,13 @@ class Spend:
             if key is not None:
                 await self._put(key, request, completion)
             return completion
-        from ..llm._transport import SENDING
+        from ..llm._transport import ANSWERED, OUT, SENDING
 
         held = await self._reserve(node, scopes, request)
-        # One entry per attempt that may have reached the provider: True while its bill is
-        # unknown (in flight, timed out, connection dropped, stream cut), False once the
-        # provider answered it (with an answer, counted at its cost, or an error status).
-        sent: list[bool] = []
+        # One entry per attempt that may have reached the provider: OUT while its bill is
+        # unknown (in flight, timed out, connection dropped, stream cut), ANSWERED once the
+        # provider answered it (counted at the call's cost), REFUSED for an error status.
+        sent: list[str] = []
         try:
             marker = SENDING.set(sent)
             try:
@@ -232,18 +232,19 @@ class Spend:
             except Exception as exc:
                 paid = exc.completion if isinstance(exc, OutputValidationError) else None
                 cost = paid.cost if isinstance(paid, Completion) else None
-                lost = _unanswered(node, index, request, held, sent.count(True), unanswered)
+                lost = _unanswered(node, index, request, held, sent.count(OUT), unanswered)
                 await self._settle(scopes, held, cost, lost)
                 raise
             except BaseException:  # cancelled: never left reserved (_settle is shielded)
-                # released if never sent, else each attempt that went out paid at its worst
-                attempts = max(sent.count(True), 1) if sent else 0
+                # each attempt that went out with no answer paid at its worst, and an answer
+                # the cancel lost before its cost was counted; an error status is unbilled
+                attempts = sent.count(OUT) + (bool(sent) and sent[-1] == ANSWERED)
                 lost = _unanswered(node, index, request, held, attempts, unanswered)
                 await self._settle(scopes, held, None, lost)
                 raise
             finally:
                 SENDING.reset(marker)
-            lost = _unanswered(node, index, request, held, sent.count(True), unanswered)
+            lost = _unanswered(node, index, request, held, sent.count(OUT), unanswered)
             await self._settle(scopes, held, completion.cost, lost)
             if key is not None:
                 await self._put(key, request, completion)
@@ -428,7 +429,7 @@ class Spend:
         # The body that will be sent, media removed: its text (the system parts, tools and
         # extra= fields included); the images at their documented most.
         counted_text = most.text if most.text is not None else request.messages
-        prompt = await aestimate_tokens(counted_text) + most.image_tokens
+        prompt = await aestimate_tokens(counted_text) + most.image_tokens + most.tool_tokens
         prompt = math.ceil(prompt * PROMPT_MARGIN) + 8
         # A prompt-cache write (Anthropic cache_control) bills the prompt at the write rate
         written = prompt if most.cache_write else 0

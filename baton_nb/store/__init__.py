@@ -23,6 +23,7 @@ from ._open import SqlStore, Store
 from ._rows import (
     NODE_UPDATE_FIELDS,
     PRUNE_TABLES,
+    UNANSWERED,
     AttemptRow,
     CallRecord,
     ChangeMarks,
@@ -80,6 +81,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SLOTS_CHANNEL",
     "TASKS_CHANNEL",
+    "UNANSWERED",
     "AttemptRow",
     "BatchRequestRow",
     "BatchWriter",

@@ -45,6 +45,12 @@ class _Sums:
             if call.saved is not None:
                 agg.saved = call.saved if agg.saved is None else add_money(agg.saved, call.saved)
             return
+        if call.is_unanswered and call.cost is not None:  # a charge, not a call
+            agg.cost = call.cost if agg.cost is None else add_money(agg.cost, call.cost)
+            agg.unanswered = (
+                call.cost if agg.unanswered is None else add_money(agg.unanswered, call.cost)
+            )
+            return
         agg.calls += 1
         agg.batch_calls += batch
         agg.usage = agg.usage + call.usage
@@ -65,7 +71,7 @@ class _Sums:
 
     def done(self) -> StatAggregate:
         agg = self.agg
-        for name in ("cost", "fees", "saved"):
+        for name in ("cost", "fees", "saved", "unanswered"):
             value = getattr(agg, name)
             if value is not None:
                 setattr(agg, name, normalize_money(value))
@@ -245,7 +251,7 @@ def _add_to_summary(summary: RunSummaryRow, call: CallRecord) -> None:
     if call.cached:  # answered from the response cache: counted apart, as in SQL
         summary.cached_calls += 1
         return
-    summary.calls += 1
+    summary.calls += not call.is_unanswered  # a charge with no answer: cost only, as in SQL
     summary.input_tokens += call.usage.input_tokens
     summary.output_tokens += call.usage.output_tokens
     if call.cost is None:

@@ -20,6 +20,7 @@ from .._states import FINISHED_STATUSES, NodeKind, RunStatus, State
 from .._usage import Usage
 from ._rows import (
     PRUNE_TABLES,
+    UNANSWERED,
     FanoutChild,
     RunFilter,
     RunSummaryRow,
@@ -74,6 +75,10 @@ def clauses(where: RunFilter) -> list[sa.ColumnElement[bool]]:
 _PAID = sa.and_(sa.not_(STATS.c.replayed), sa.not_(STATS.c.cached))
 # answered from the response cache (DESIGN §11): cost 0, counted apart with what it saved
 _CACHED = sa.and_(sa.not_(STATS.c.replayed), STATS.c.cached)
+# attempts with no answer counted at their worst case (CallRecord.unanswered): in the cost,
+# apart from the calls (no call count, latency or estimate of their own)
+_LOST = sa.and_(_PAID, STATS.c.price_source == UNANSWERED)
+_CALL = sa.and_(_PAID, sa.func.coalesce(STATS.c.price_source, "") != UNANSWERED)
 
 
 def _money_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -83,7 +88,7 @@ def _money_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[
 
 
 def _paid_sum(column: Any) -> sa.ColumnElement[Any]:
-    return sa.func.sum(sa.case((_PAID, column), else_=0))
+    return sa.func.sum(sa.case((_CALL, column), else_=0))
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -93,7 +98,7 @@ def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
 def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.ColumnElement[Any]]:
     """Sums over one group of stats rows; replayed calls counted apart, never summed in."""
     columns = [
-        _count_if(_PAID).label("calls"),
+        _count_if(_CALL).label("calls"),
         _paid_sum(STATS.c.input_tokens).label("input_tokens"),
         _paid_sum(STATS.c.cached_input_tokens).label("cached_input_tokens"),
         _paid_sum(STATS.c.cache_write_tokens).label("cache_write_tokens"),
@@ -101,15 +106,18 @@ def _stat_columns(dialect: str, only: Sequence[str] | None = None) -> list[sa.Co
         _paid_sum(STATS.c.reasoning_tokens).label("reasoning_tokens"),
         _money_sum(dialect, sa.case((_PAID, STATS.c.cost_usd), else_=sa.null())).label("cost"),
         _money_sum(dialect, sa.case((_PAID, STATS.c.fees_usd), else_=sa.null())).label("fees"),
+        _money_sum(dialect, sa.case((_LOST, STATS.c.cost_usd), else_=sa.null())).label(
+            "unanswered"
+        ),
         _paid_sum(STATS.c.cache_write_1h_tokens).label("cache_write_1h_tokens"),
         _paid_sum(STATS.c.web_search_requests).label("web_search_requests"),
         *_distinct_text(STATS.c.price_source, "price_source"),
         *_distinct_text(STATS.c.price_model, "price_model"),
-        _count_if(sa.and_(_PAID, STATS.c.cost_usd.is_(None))).label("unpriced_calls"),
-        _count_if(sa.and_(_PAID, STATS.c.estimated)).label("estimated_calls"),
+        _count_if(sa.and_(_CALL, STATS.c.cost_usd.is_(None))).label("unpriced_calls"),
+        _count_if(sa.and_(_CALL, STATS.c.estimated)).label("estimated_calls"),
         _paid_sum(STATS.c.latency_ms).label("latency_ms"),
         _count_if(STATS.c.replayed).label("replayed_calls"),
-        _count_if(sa.and_(_PAID, STATS.c.batch)).label("batch_calls"),
+        _count_if(sa.and_(_CALL, STATS.c.batch)).label("batch_calls"),
         _count_if(sa.and_(STATS.c.replayed, STATS.c.batch)).label("batch_replays"),
         _count_if(_CACHED).label("cached_calls"),
         _money_sum(dialect, sa.case((_CACHED, STATS.c.saved_usd), else_=sa.null())).label("saved"),
@@ -121,7 +129,7 @@ def _distinct_text(column: sa.ColumnElement[Any], name: str) -> list[sa.ColumnEl
     """Which values a text column takes over a group, portably (no string_agg in SQLite):
     the least, the greatest and how many distinct (a report row names them all when there
     are at most two, which is what one (run, step, model) has)."""
-    paid = sa.case((_PAID, column), else_=sa.null())
+    paid = sa.case((_CALL, column), else_=sa.null())
     return [
         sa.func.min(paid).label(f"{name}_min"),
         sa.func.max(paid).label(f"{name}_max"),
@@ -209,6 +217,7 @@ def _aggregate(row: Mapping[Any, Any]) -> StatAggregate:
         saved=_money(row["saved"]),
         batch_calls=_int(row["batch_calls"]),
         batch_replays=_int(row["batch_replays"]),
+        unanswered=_money(row["unanswered"]),
     )
 
 

@@ -22,6 +22,7 @@ from ..pricing import CallPricing, price_call
 __all__ = [
     "NODE_UPDATE_FIELDS",
     "PRUNE_TABLES",
+    "UNANSWERED",
     "AttemptRow",
     "CallRecord",
     "ChangeMarks",
@@ -43,6 +44,9 @@ __all__ = [
     "utcnow",
 ]
 
+# The price source (stored ``price_source``) of the worst-case charge of a call's attempts
+# that reached the provider with no answer (``CallRecord.unanswered``).
+UNANSWERED = "no answer, counted at the worst case"
 
 # Every table that holds rows of a run: what pruning counts and deletes, in this order.
 PRUNE_TABLES = (
@@ -188,12 +192,43 @@ class CallRecord:
             saved=completion.saved,
         )
 
+    @classmethod
+    def unanswered(
+        cls, run_id: str, step: str, attempt: int, call_index: int, model: str,
+        provider: str, cost: Decimal, created_at: datetime,
+    ) -> CallRecord:  # fmt: skip
+        """The attempts of a call that reached the provider with no answer saying what they
+        cost, counted by a budget at their worst case (``cost``): 0 tokens, no latency,
+        priced by ``UNANSWERED`` (the stored ``price_source``: no migration), which
+        reports show on a line of their own and ``repriced`` keeps."""
+        return cls(
+            run_id=run_id,
+            step=step,
+            model=model,
+            provider=provider,
+            attempt=attempt,
+            call_index=call_index,
+            usage=Usage(),
+            cost=cost,
+            latency_ms=0.0,
+            replayed=False,
+            estimated=True,
+            created_at=created_at,
+            pricing=CallPricing(priced_as=model, source=UNANSWERED),
+        )
+
+    @property
+    def is_unanswered(self) -> bool:
+        """Whether this is the worst-case charge of attempts with no answer (``unanswered``)."""
+        return self.pricing is not None and self.pricing.source == UNANSWERED
+
     def repriced(self) -> CallRecord:
         """This call priced again with today's tables at the day it was made (for models
         that were unknown then, or a corrected price). A cost the provider reported
-        (OpenRouter) is what was billed and stays."""
+        (OpenRouter) is what was billed and stays, and so does the worst case of attempts
+        with no answer (no tokens to price again)."""
         source = self.pricing.source if self.pricing is not None else None
-        if source is not None and source.startswith("reported by"):
+        if source is not None and (source.startswith("reported by") or source == UNANSWERED):
             return self
         name = self.pricing.priced_as if self.pricing is not None else self.model
         batch = self.pricing is not None and self.pricing.batch
@@ -216,6 +251,7 @@ class CallRecord:
             self.replayed,
             self.estimated,
             self.created_at,
+            self.is_unanswered,
         )
 
 
@@ -440,6 +476,9 @@ class StatAggregate:
     # replayed calls that are their steps reading the answers back (within ``replayed_calls``)
     batch_calls: int = 0
     batch_replays: int = 0
+    # attempts with no answer, counted at their worst case (``CallRecord.unanswered``):
+    # within ``cost``, never in ``calls``, ``estimated_calls`` or ``latency_ms``
+    unanswered: Decimal | None = None
 
 
 def distinct_values(least: str | None, greatest: str | None, count: int) -> list[str]:

@@ -112,7 +112,7 @@ def node_state(step: StepInfo) -> dict[str, Any]:
             t1 = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
     except TypeError:
         t0, t1 = _ms(start), _ms(end)
-    cost = step.cost if calls else None
+    cost = step.cost if calls or step.cost else None  # (attempts with no answer: cost only)
     # Only plain values (str, not the State enum; in ``graph``, a tuple for the deps): the
     # garbage collector then does not track the dict. The widget keeps a state and an
     # entry per node all run long (40,000 tracked objects at 20,000 children otherwise,
@@ -399,6 +399,7 @@ def _calls(calls: list[CallRecord]) -> list[dict[str, Any]]:
             "l": round(c.latency_ms, 1),
             "rp": c.replayed,
             "est": c.estimated,
+            "na": c.is_unanswered,
         }
         for c in calls[:200]
     ]

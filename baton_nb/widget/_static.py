@@ -113,6 +113,9 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
         if call.replayed or call.cached:
             continue
         usage, cost = call.usage, call.cost
+        if call.is_unanswered and cost is not None:  # a charge, not a call
+            costs[k].append(cost)
+            continue
         calls[k] += 1
         tokens[k] += usage.input_tokens + usage.output_tokens
         if cost is None:

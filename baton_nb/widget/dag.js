@@ -1341,11 +1341,11 @@ class SidePanel {
 
   callTable(calls) {
     const rows = calls.map((c) => [
-      shortModel(c.m) + (c.rp ? " (replayed)" : ""),
+      shortModel(c.m) + (c.rp ? " (replayed)" : c.na ? " (no answer, counted at worst case)" : ""),
       c.a,
       fmtTokens(c.ti),
       fmtTokens(c.to),
-      fmtLatency(c.l),
+      c.na ? "" : fmtLatency(c.l),
       c.c === null || c.c === undefined ? "unknown" : fmtCost(c.c),
     ]);
     return this.table("bn-t-calls", ["model", "try", "in", "out", "latency", "cost"], rows);

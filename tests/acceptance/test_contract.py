@@ -139,6 +139,8 @@ def test_csv_columns_in_contract_order() -> None:
         # the response cache (DESIGN §11)
         "cached_calls",
         "saved_usd",
+        # attempts with no answer, at their worst case (a budget's)
+        "unanswered_usd",
     ]
 
 

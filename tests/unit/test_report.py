@@ -157,6 +157,8 @@ def test_csv_has_contract_columns_and_exact_decimals(tmp_path: Path) -> None:
         "price_model",
         # the response cache (DESIGN §11)
         "cached_calls", "saved_usd",
+        # attempts with no answer, at their worst case (a budget's)
+        "unanswered_usd",
     ]  # fmt: skip
     records = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
     assert records[0]["cost_usd"] == "0.000123456789"

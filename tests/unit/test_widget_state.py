@@ -151,10 +151,27 @@ def test_detail_of_a_node() -> None:
             "l": 12.3,
             "rp": False,
             "est": False,
+            "na": False,
         }
     ]
     assert _state.detail(run, "sum")["result"] is None
     assert _state.detail(run, "nope") == {"id": "nope", "missing": True}
+
+
+def test_an_attempt_with_no_answer_is_a_labelled_charge_not_a_call() -> None:
+    """A budget's worst-case charge for attempts with no answer: in the step's cost, no
+    call of its own; its row in the call list says what it is."""
+    run = small_run()
+    lost = CallRecord.unanswered(
+        "r1", "ask[mock/a]", 1, 0, "mock/a", "mock", Decimal("0.5"), T1
+    )  # fmt: skip
+    run.calls.append(lost)
+    child = run.steps["ask[mock/a]"]
+    child.add_call(lost)
+    assert child.calls == 1 and child.cost == Decimal("0.50012")
+    assert child.latency_ms == pytest.approx(12.34)
+    item = _state.detail(run, "ask[mock/a]")
+    assert [c["na"] for c in item["calls"]] == [False, True]
 
 
 def _call(step: str, model: str, cost: str | None, tokens: int = 10) -> CallRecord:
