@@ -38,7 +38,9 @@ async def single_flight(db_url: str, digest: str) -> AsyncIterator[None]:
     """Enter once no identical call (same ``digest`` in the database ``db_url``) is in
     flight here, leading it: the body looks the cache up, then sends on a miss. A call
     waits for the leader to end, however long it takes (cancelling it stops the wait)."""
-    slot = (anyio.lowlevel.current_token().native_token, db_url, digest)
+    token = anyio.lowlevel.current_token()
+    # anyio >= 4.11 wraps the loop in an EventLoopToken; earlier ones return the loop itself
+    slot = (getattr(token, "native_token", token), db_url, digest)
     # The leader ended: answered (the next leader finds its answer stored), or failed or
     # was cancelled: the first waiter to run leads the next try, the others wait again.
     while (flight := _FLIGHTS.get(slot)) is not None:

@@ -102,7 +102,9 @@ def connection_lost(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return True
     asyncpg: Any = sys.modules.get("asyncpg")
-    return asyncpg is not None and isinstance(
+    if asyncpg is None or isinstance(exc, asyncpg.ClientConfigurationError):
+        return False  # a bad URL or option (an InterfaceError too): another try fails alike
+    return isinstance(
         exc,
         # a client-side error: asyncpg's protocol left mid-operation by the loss
         asyncpg.InterfaceError

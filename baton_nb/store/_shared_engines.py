@@ -126,10 +126,20 @@ def _dispose_at_close(loop: asyncio.AbstractEventLoop, engines: _Engines) -> Non
 
     def closing() -> None:
         keeper = engines.keeper
-        if keeper is not None and engines.by_url and not loop.is_running() and not loop.is_closed():
-            engines.keeper = None
-            loop.run_until_complete(keeper.aclose())
-        close()
+        try:
+            # Only on a loop with no task left: running it again would wake the tasks an
+            # interrupted run_until_complete left behind (a run that could send calls).
+            if (
+                keeper is not None
+                and engines.by_url
+                and not loop.is_running()
+                and not loop.is_closed()
+                and not asyncio.all_tasks(loop)
+            ):
+                engines.keeper = None
+                loop.run_until_complete(keeper.aclose())
+        finally:  # the loop is closed whatever the dispose met (a server gone)
+            close()
 
     # A loop without instance attributes (uvloop's) is not hooked: its engines are
     # disposed of at shutdown_asyncgens only (asyncio.run, a runner).

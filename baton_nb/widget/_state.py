@@ -179,8 +179,9 @@ def as_sent(step: StepInfo, sent: dict[str, Any]) -> bool:
     """``node_state(step) == sent``, read off the step's fields without building its state:
     the end of a run checks every node this way, and computes again only those that moved.
 
-    Times and cost are compared by whether they are set: a step's times move only with its
-    state or attempt, its cost only with its calls, which are compared."""
+    Times are compared by whether they are set: a step's times move only with its state or
+    attempt. Its cost is compared by its text (a charge for attempts with no answer moves
+    it without a call)."""
     usage = step.usage
     error = step.error
     return (
@@ -196,7 +197,17 @@ def as_sent(step: StepInfo, sent: dict[str, Any]) -> bool:
         and (step.started_at is None) == (sent["t0"] is None)
         and (step.finished_at is None) == (sent["t1"] is None)
         and step.unstored == sent.get("x", 0)
+        and _cost_unmoved(step, sent["c"])
     )
+
+
+def _cost_unmoved(step: StepInfo, sent: str | None) -> bool:
+    """Whether the cost sent is the step's: it moves with its calls (compared above) but
+    also alone, by a charge for attempts with no answer."""
+    cost = step.cost if step.calls or step.cost else None
+    if cost is None:
+        return sent is None
+    return sent is not None and (_COST_TEXT.get(cost) or _cost_text(cost)) == sent
 
 
 def moved(run: Run, sent: dict[str, dict[str, Any]]) -> list[str]:

@@ -519,3 +519,16 @@ def test_a_scalar_result_is_its_json(value: Any) -> None:
     run.steps["s"] = StepInfo(name="s", job_id=1, has_result=True)
     run.results["s"] = value
     assert _state.detail(run, "s")["result"] == json.dumps(value, ensure_ascii=False)
+
+
+def test_a_charge_for_attempts_with_no_answer_moves_the_node_at_the_end() -> None:
+    """The end-of-run check (``as_sent``) sees a cost that moved without a call."""
+    run = small_run()
+    child = run.steps["ask[mock/a]"]
+    sent = _state.node_state(child)
+    assert _state.as_sent(child, sent)
+    lost = CallRecord.unanswered("r1", "ask[mock/a]", 1, 0, "mock/a", "mock", Decimal("0.5"), T1)
+    run.calls.append(lost)
+    child.add_call(lost)
+    assert _state.node_state(child) != sent
+    assert not _state.as_sent(child, sent)
