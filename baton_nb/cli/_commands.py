@@ -91,7 +91,7 @@ async def write_csv(rep: CostReport, path: str) -> str:
     return await anyio.to_thread.run_sync(write)
 
 
-_MONEY = ("cost_usd", "fees_usd", "saved_usd")
+_MONEY = ("cost_usd", "fees_usd", "saved_usd", "unanswered_usd")
 
 
 def report_json(rep: CostReport) -> dict[str, Any]:
