@@ -204,10 +204,7 @@ def as_sent(step: StepInfo, sent: dict[str, Any]) -> bool:
 def _cost_unmoved(step: StepInfo, sent: str | None) -> bool:
     """Whether the cost sent is the step's: it moves with its calls (compared above) but
     also alone, by a charge for attempts with no answer."""
-    cost = step.cost if step.calls or step.cost else None
-    if cost is None:
-        return sent is None
-    return sent is not None and (_COST_TEXT.get(cost) or _cost_text(cost)) == sent
+    return _money(step.cost if step.calls or step.cost else None) == sent  # as node_state
 
 
 def moved(run: Run, sent: dict[str, dict[str, Any]]) -> list[str]:
