@@ -355,9 +355,15 @@ class Spend:
                 return worst
             if flight.landings != landings:
                 continue  # a call settled meanwhile: what it released may be enough
-            if not (flight.holding - mine or flight.reserving):
+            # Calls that may still land and free room: those holding, less those waiting
+            # for a retry's room themselves (two of them could wait for each other).
+            if not (flight.holding - flight.retrying - mine or flight.reserving):
                 break
-            await flight.turn()
+            flight.retrying += mine
+            try:
+                await flight.turn()
+            finally:
+                flight.retrying -= mine
         if self._stopped is None:
             self._stopped = f"budget reached (step {node.name!r}, {request.model})"
             try:  # the budget's figures in the reason; whatever happens, no call waits on
@@ -463,6 +469,7 @@ class InFlight:
     def __init__(self) -> None:
         self.holding = 0  # calls reserved and not settled yet
         self.reserving = 0  # reservations asked of the store, not answered yet
+        self.retrying = 0  # of those holding: waiting for room for a retry
         self.landings = 0  # calls settled so far
         self._waiting: deque[anyio.Event] = deque()
         self._landed: anyio.Event | None = None  # set when a call settles
