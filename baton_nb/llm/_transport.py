@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from ._wire import Adapter, HttpCall, Parsed, RetryableFailure
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpTransport, Answer
 
-__all__ = ["ANSWERED", "OUT", "REFUSED", "SENDING", "error_message", "send"]
+__all__ = ["ANSWERED", "OUT", "REFUSED", "SENDING", "Attempts", "error_message", "send"]
 
 # A budgeted call's marker (runtime/_spend.py): OUT appended as an attempt starts, from
 # when its request may have reached the provider (a call cancelled before was not sent);
@@ -38,7 +38,22 @@ __all__ = ["ANSWERED", "OUT", "REFUSED", "SENDING", "error_message", "send"]
 # ANSWERED when it answers (billed: the call's cost counts it once the call returns).
 # What stays OUT (a timeout, a dropped connection, a cut stream) is counted at its worst.
 OUT, REFUSED, ANSWERED = "out", "refused", "answered"
-SENDING: ContextVar[list[str] | None] = ContextVar("baton_nb_sending", default=None)
+
+
+class Attempts:
+    """A budgeted call's attempts: a mark each (``OUT``, ``REFUSED``, ``ANSWERED``), and
+    what covers the next one before it goes while an earlier one stays ``OUT`` (each may
+    be billed at the call's worst case, so the budget must hold one more: ``cover`` is
+    awaited with the number of attempts to hold; it raises to stop the call unsent)."""
+
+    __slots__ = ("cover", "marks")
+
+    def __init__(self, cover: Callable[[int], Awaitable[None]]) -> None:
+        self.marks: list[str] = []
+        self.cover = cover
+
+
+SENDING: ContextVar[Attempts | None] = ContextVar("baton_nb_sending", default=None)
 
 _MAX_MESSAGE = 500
 _httpx_logger = logging.getLogger("httpx")
@@ -259,9 +274,12 @@ async def send(
 ) -> Parsed:
     """One attempt. Non-streaming calls get ``seconds`` as a whole-request deadline;
     streaming calls get it for connecting and between chunks."""
-    sending = SENDING.get()
-    if sending is None:
+    attempts = SENDING.get()
+    if attempts is None:
         return await _attempt(endpoint, adapter, call, stream=stream, seconds=seconds)
+    sending = attempts.marks
+    if OUT in sending:  # a retry after an attempt that may be billed: covered first
+        await attempts.cover(sending.count(OUT) + 1)
     at = len(sending)
     sending.append(OUT)  # may reach the provider from here: billed, at an unknown cost
     try:

@@ -33,7 +33,6 @@ cache write), plus the output cap of the body the adapter sends (Anthropic: its 
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -42,15 +41,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
-from .._errors import BudgetReached, ConfigurationError, OutputValidationError
+from .._errors import BudgetReached, OutputValidationError
 from .._graph import GraphSpec
 from .._money import add_money, fmt_money, normalize_money, sum_money
 from .._run import Run
 from .._runview import SpendState, budget_resume_line
-from .._usage import Usage
 from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, utcnow
 from ._commit import GroupCommit
 from ._node import Node
+from ._worst_case import worst_case
 
 if TYPE_CHECKING:
     from ..llm import Completion, LLMRequest
@@ -62,8 +61,6 @@ Unanswered = Callable[[Node, int, str, Decimal], None]
 __all__ = ["InFlight", "Spend", "budget_stop", "join_spend", "open_spend", "spent_by_scope"]
 
 logger = logging.getLogger("baton_nb.runtime")
-
-PROMPT_MARGIN = 1.2  # tokenizers other than tiktoken's count up to ~20 % more
 
 
 def spent_by_scope(run: Run) -> dict[str, Decimal]:
@@ -218,40 +215,58 @@ class Spend:
             if key is not None:
                 await self._put(key, request, completion)
             return completion
-        from ..llm._transport import ANSWERED, OUT, SENDING
+        from ..llm._transport import ANSWERED, OUT, SENDING, Attempts
 
-        held = await self._reserve(node, scopes, request)
-        # One entry per attempt that may have reached the provider: OUT while its bill is
+        worst = await self._reserve(node, scopes, request)
+        held = worst  # one worst case for each attempt that may be billed
+
+        async def cover(attempts: int) -> None:
+            # A retry after attempts that stayed OUT (each counts at its worst): one more
+            # worst case reserved before it goes, or it is not sent and the run stops.
+            nonlocal held
+            while held < worst * attempts:
+                held += await self._reserve(node, scopes, request, retry=True)
+
+        # One mark per attempt that may have reached the provider: OUT while its bill is
         # unknown (in flight, timed out, connection dropped, stream cut), ANSWERED once the
         # provider answered it (counted at the call's cost), REFUSED for an error status.
-        sent: list[str] = []
+        attempts = Attempts(cover)
+        sent = attempts.marks
+        not_covered: str | None = None
         try:
-            marker = SENDING.set(sent)
+            marker = SENDING.set(attempts)
             try:
                 completion = await complete(request)
+            except _RetryNotCovered as exc:  # settled below; the run stops once landed
+                not_covered = exc.reason
+                lost = _unanswered(node, index, request, worst, sent.count(OUT), unanswered)
+                await self._settle(scopes, held, None, lost)
             except Exception as exc:
                 paid = exc.completion if isinstance(exc, OutputValidationError) else None
                 cost = paid.cost if isinstance(paid, Completion) else None
-                lost = _unanswered(node, index, request, held, sent.count(OUT), unanswered)
+                lost = _unanswered(node, index, request, worst, sent.count(OUT), unanswered)
                 await self._settle(scopes, held, cost, lost)
                 raise
             except BaseException:  # cancelled: never left reserved (_settle is shielded)
                 # each attempt that went out with no answer paid at its worst, and an answer
                 # the cancel lost before its cost was counted; an error status is unbilled
-                attempts = sent.count(OUT) + (bool(sent) and sent[-1] == ANSWERED)
-                lost = _unanswered(node, index, request, held, attempts, unanswered)
+                gone = sent.count(OUT) + (bool(sent) and sent[-1] == ANSWERED)
+                lost = _unanswered(node, index, request, worst, gone, unanswered)
                 await self._settle(scopes, held, None, lost)
                 raise
             finally:
                 SENDING.reset(marker)
-            lost = _unanswered(node, index, request, held, sent.count(OUT), unanswered)
-            await self._settle(scopes, held, completion.cost, lost)
-            if key is not None:
-                await self._put(key, request, completion)
+            if not_covered is None:
+                lost = _unanswered(node, index, request, worst, sent.count(OUT), unanswered)
+                await self._settle(scopes, held, completion.cost, lost)
+                if key is not None:
+                    await self._put(key, request, completion)
         finally:
             # No await after this: the caller records the answer before anyone waiting
             # for the calls in flight (``_stop``) runs again.
             self.flight.landed()
+        if not_covered is not None:
+            await self._stop(not_covered)  # after landing: it waits for the others
         return completion
 
     def caches(self, request: LLMRequest) -> bool:
@@ -308,14 +323,21 @@ class Spend:
 
     # ── budgets ───────────────────────────────────────────────────────────────
 
-    async def _reserve(self, node: Node, scopes: list[str], request: LLMRequest) -> Decimal:
-        """Reserve ``request``'s worst case in ``scopes``. Refused while calls of this
+    async def _reserve(
+        self, node: Node, scopes: list[str], request: LLMRequest, *, retry: bool = False
+    ) -> Decimal:
+        """Reserve ``request``'s worst case in ``scopes``. Refused while other calls of this
         execution hold reservations, it waits for its turn (a call settling frees what it
-        did not spend) and tries again; refused with none held, the run stops."""
-        worst, counted = await self.worst_case(node, request)
+        did not spend) and tries again; refused with none held, the run stops. A ``retry``
+        (one more worst case for a call that holds some already) raises
+        ``_RetryNotCovered`` instead of stopping: the call is settled first."""
+        worst, counted = await worst_case(node, request, self.graph.allow_unpriced)
         flight = self.flight
+        mine = 1 if retry else 0  # this call's own reservation, held while it waits
         while True:
             if self._stopped is not None:
+                if retry:
+                    raise _RetryNotCovered(self._stopped)
                 await self._stop(self._stopped)
             landings = flight.landings
             flight.reserving += 1  # reserved in the store before it counts as held
@@ -325,7 +347,7 @@ class Spend:
             finally:
                 flight.reserving -= 1
             if refused is None:
-                flight.holding += 1
+                flight.holding += 1 - mine  # a call holds once, however many worst cases
                 flight.wake_one()  # there may be room for the next one waiting too
                 view = self.run.spend
                 if view is not None and RUN_SCOPE in scopes:
@@ -333,13 +355,21 @@ class Spend:
                 return worst
             if flight.landings != landings:
                 continue  # a call settled meanwhile: what it released may be enough
-            if not (flight.holding or flight.reserving):
+            # Calls that may still land and free room: those holding, less those waiting
+            # for a retry's room themselves (two of them could wait for each other).
+            if not (flight.holding - flight.retrying - mine or flight.reserving):
                 break
-            await flight.turn()
+            flight.retrying += mine
+            try:
+                await flight.turn()
+            finally:
+                flight.retrying -= mine
         if self._stopped is None:
             self._stopped = f"budget reached (step {node.name!r}, {request.model})"
             try:  # the budget's figures in the reason; whatever happens, no call waits on
-                self._stopped = await self._refusal(node, refused, worst, request, counted)
+                self._stopped = await self._refusal(
+                    node, refused, worst, request, counted, retry=retry
+                )
                 with anyio.CancelScope(shield=True):
                     await self.store.budget_reached(self.run.id, refused, self._stopped)
             finally:
@@ -347,6 +377,8 @@ class Spend:
                 if self.run.spend is not None:
                     self.run.spend.reason = self._stopped
                 flight.wake_all()
+        if retry:
+            raise _RetryNotCovered(self._stopped)
         await self._stop(self._stopped)
 
     async def _stop(self, reason: str) -> NoReturn:
@@ -375,7 +407,14 @@ class Spend:
             view.spent = normalize_money(add_money(view.spent, paid))
 
     async def _refusal(
-        self, node: Node, scope: str, worst: Decimal, request: LLMRequest, counted: str
+        self,
+        node: Node,
+        scope: str,
+        worst: Decimal,
+        request: LLMRequest,
+        counted: str,
+        *,
+        retry: bool = False,
     ) -> str:
         rows = {row.scope: row for row in await self.store.get_budgets(self.run.id)}
         row = rows.get(scope)
@@ -386,71 +425,23 @@ class Spend:
                 f" (${fmt_money(row.spent)} spent, ${fmt_money(row.reserved)} reserved "
                 f"of ${fmt_money(row.cap)})"
             )
+        call = "a retry of a call" if retry else "a call"
+        why = " (an earlier attempt got no answer: it counts at its worst)" if retry else ""
         return (
-            f"budget reached: {what}{state} leaves no room for a call of {request.model} "
+            f"budget reached: {what}{state} leaves no room for {call} of {request.model} "
             f"that may cost up to ${fmt_money(worst)} ({counted}; step {node.name!r}); it "
-            f"was not sent. "
+            f"was not sent{why}. "
             + budget_resume_line(self.run.id, None if scope == RUN_SCOPE else scope)
         )
 
-    async def worst_case(self, node: Node, request: LLMRequest) -> tuple[Decimal, str]:
-        """The most ``request`` can cost and what it counted (for the refusal's words), or
-        ``ConfigurationError`` when that is unknown. Its output side is read from the body
-        the adapter builds: what is sent is what is reserved."""
-        from ..llm._ceiling import ceiling
-        from ..llm._complete import pricing_model
-        from ..llm._config import resolve_endpoint
-        from ..llm._cost import compute_cost
-        from ..llm._tokens import aestimate_tokens
-        from ..llm._types import split_model
-        from ._context import CALLED_AS
 
-        provider, model = split_model(request.model)
-        endpoint = resolve_endpoint(provider)
-        name = pricing_model(endpoint, model, request)
-        most = ceiling(endpoint, model, request, name)  # from the body that will be sent
-        output = most.total_output
-        if output is None:
-            raise ConfigurationError(
-                f"step {node.name!r}: under a budget a call needs max_tokens= (its worst "
-                f"case is reserved before it is sent): {CALLED_AS.get()}(..., "
-                f"model={request.model!r}, max_tokens=...)"
-            )
-        if most.unbounded:
-            raise ConfigurationError(
-                f"step {node.name!r}: under a budget a call's worst case is reserved before "
-                f"it is sent, and this call of {request.model} holds "
-                f"{', '.join(dict.fromkeys(most.unbounded))}, whose cost has no bound known "
-                f"before sending: it was not sent. Run it in a workflow without a budget, "
-                f"or send what it holds as text or images (a PDF's pages as images, the "
-                f"content inline instead of stored at the provider, only function tools: "
-                f"a search made by your own code, its results sent as text)"
-            )
-        # The body that will be sent, media removed: its text (the system parts, tools and
-        # extra= fields included); the images at their documented most.
-        counted_text = most.text if most.text is not None else request.messages
-        prompt = await aestimate_tokens(counted_text) + most.image_tokens + most.tool_tokens
-        prompt = math.ceil(prompt * PROMPT_MARGIN) + 8
-        # A prompt-cache write (Anthropic cache_control) bills the prompt at the write rate
-        written = prompt if most.cache_write else 0
-        usage = Usage(
-            input_tokens=prompt,
-            output_tokens=output,
-            cache_write_tokens=written,
-            cache_write_1h_tokens=written if most.cache_write == "1h" else 0,
-        )
-        cost, _ = await compute_cost(name, usage, called_as=request.model)
-        counted = f"{prompt:,} input tokens, {most.describe()}"
-        if cost is not None:
-            return cost, counted
-        if self.graph.allow_unpriced:
-            return Decimal(0), counted
-        raise ConfigurationError(
-            f"step {node.name!r}: {request.model} has no known price, so under a budget "
-            f"its calls are refused before sending (its cost could not be counted). Give "
-            f"price_as='provider/model', a price file (bn.configure(pricing=...)), or "
-            f"allow it: bn.Workflow(..., allow_unpriced=True) (its calls then count as $0)"
-        )
+class _RetryNotCovered(Exception):
+    """A retry's worst case did not fit the budget: the call stops unsent, settled, and
+    then the run stops (``Spend._send``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _unanswered(
@@ -478,6 +469,7 @@ class InFlight:
     def __init__(self) -> None:
         self.holding = 0  # calls reserved and not settled yet
         self.reserving = 0  # reservations asked of the store, not answered yet
+        self.retrying = 0  # of those holding: waiting for room for a retry
         self.landings = 0  # calls settled so far
         self._waiting: deque[anyio.Event] = deque()
         self._landed: anyio.Event | None = None  # set when a call settles

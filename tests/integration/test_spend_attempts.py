@@ -77,6 +77,65 @@ async def test_an_answer_after_timeouts_counts_them_too(
     assert sorted(c.cost for c in stored.calls if c.cost) == sorted([call.cost, lost.cost])
 
 
+async def test_a_retry_the_budget_cannot_cover_is_not_sent(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """The first attempt timed out: it may be billed at its worst (~$0.010), so a retry
+    needs a second worst case reserved; $0.015 holds one: the retry is not sent, the run
+    stops (cancelled, resumable) and the cap holds."""
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    fake_providers.script(Reply(delay=0.6), Reply(delay=0))
+    run = await _one_call(f"uncovered-{unique}", db_url, 0.2).run(budget="0.015", display=False)
+    assert run.status == "cancelled", run.failed_steps
+    assert fake_providers.request_count == 1  # the retry never went out
+    assert run.spend is not None and run.spend.reserved == 0
+    assert _output_worst() < run.spend.spent <= Decimal("0.015")
+    assert run.budget_stop is not None and "retry" in run.budget_stop
+    assert await _stored_spent(run.id, db_url) == run.spend.spent
+
+
+async def test_retries_after_timeouts_stay_within_the_budget(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Two attempts timed out ($0.020 counted): a third would need $0.030 held; with a
+    $0.025 cap it is not sent, and what is counted never passes the cap."""
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    fake_providers.script(Reply(delay=0.6), Reply(delay=0.6), Reply(delay=0))
+    run = await _one_call(f"within-{unique}", db_url, 0.2).run(budget="0.025", display=False)
+    assert run.status == "cancelled", run.failed_steps
+    assert fake_providers.request_count == 2
+    assert run.spend is not None and run.spend.reserved == 0
+    assert 2 * _output_worst() < run.spend.spent <= Decimal("0.025")
+    assert await _stored_spent(run.id, db_url) == run.spend.spent
+
+
+async def test_two_retries_waiting_for_room_do_not_wait_for_each_other(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """Two calls in flight hold a worst case each and both time out: each retry needs one
+    more, the $0.025 cap has room for neither. Each would wait for the other to settle;
+    the second to ask sees nobody else who could free room: both stop unsent."""
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    fake_providers.script(Reply(delay=0.6), Reply(delay=0.6), Reply(), Reply())
+    wf = bn.Workflow(f"two-retries-{unique}", db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [0, 1]
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        answer = await ctx.complete(model=MODEL, prompt="hi", max_tokens=OUT, timeout=0.2)
+        return answer.text
+
+    with anyio.fail_after(30):
+        run = await wf.run(budget="0.025", display=False)
+    assert run.status == "cancelled", run.failed_steps
+    assert fake_providers.request_count == 2
+    assert run.spend is not None and run.spend.reserved == 0
+    assert 2 * _output_worst() < run.spend.spent <= Decimal("0.025")
+
+
 async def test_a_resume_counts_what_calls_given_up_on_were_counted_at(
     fake_providers: FakeProviderServer, db_url: str, unique: str
 ) -> None:
