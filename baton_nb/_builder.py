@@ -384,9 +384,13 @@ async def _run_here(
 
     def resuming(found: Unfinished) -> None:
         line = found.message(wf.name, f"await {_name_in_notebook(wf)}.run(..., resume=False)")
+        if display is False:
+            # Nothing is shown, yet picking up an old run must not go unnoticed: a warning
+            # of the baton_nb logger, which Python prints on stderr when logging is not set up.
+            logger.warning("%s", line)
+            return
         logger.info("%s", line)
-        if display is not False:
-            print(line)
+        print(line)
 
     try:
         run = await execute_run(

@@ -228,6 +228,28 @@ async def test_a_run_whose_owner_is_gone_is_resumed(
     ) in out
 
 
+async def test_a_resume_with_display_false_is_a_logged_warning(
+    db_url: str,
+    unique: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing is printed with display=False, yet a script must learn that an old run was
+    picked up: a WARNING of the ``baton_nb`` logger (on stderr when logging is not set up)."""
+    ran: list[str] = []
+    wf = _two_steps(db_url, f"quiet-{unique}", ran)
+    first = await wf.run(display=False)
+    await _left_unfinished(db_url, first.id, owner=_dead_owner(), expired=False)
+    caplog.set_level(logging.INFO, logger="baton_nb")
+    run = await wf.run(display=False)
+    assert run.id == first.id and run.status == "completed"
+    assert capsys.readouterr().out == ""
+    [record] = [r for r in caplog.records if "resuming run" in r.getMessage()]
+    assert record.name == "baton_nb" and record.levelno == logging.WARNING
+    assert record.getMessage().startswith(f"resuming run {first.id} of 'quiet-{unique}'")
+    assert record.getMessage().endswith("await wf.run(..., resume=False)")
+
+
 @pytest.mark.parametrize(
     "case",
     [
