@@ -42,7 +42,9 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     copy = tmp_path / name
     shutil.copyfile(NOTEBOOKS_DIR / name, copy)
     monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")  # the kernel inherits
-    monkeypatch.setenv("BATON_NB_WORKERS_DB", POSTGRES_URL)  # 06_workers: the test database
+    # 06_workers: a database of its own on the test server, created and dropped by it
+    monkeypatch.delenv("BATON_NB_WORKERS_DB", raising=False)
+    monkeypatch.setenv("BATON_NB_PG_SERVER", POSTGRES_URL.rsplit("/", 1)[0])
     nb = nbformat.read(copy, as_version=4)
     client = nbclient.NotebookClient(
         nb,
@@ -240,12 +242,33 @@ def _check_spend_less(nb: Any, tmp_path: Path) -> None:
 
 
 def _check_workers(nb: Any, tmp_path: Path) -> None:
-    """A run submitted to two worker subprocesses completes; workers=True shows the DAG."""
+    """A run submitted to two worker subprocesses completes; workers=True shows the DAG.
+    The runs went to a database the notebook created, dropped at its end (never into the
+    server's ``postgres`` database)."""
     assert "completed {'cities': 40, 'words':" in _text(_cell(nb, "done = await run.wait()"))
     assert "workers-demo" in _text(_cell(nb, "print(subprocess.run("))
     _assert_dag_shown(_cell(nb, "run = await wf.run("), ["cities", "describe", "tally"])
     assert "'completed', {'cities': 20" in _text(_cell(nb, "run.status, run.results"))
-    assert "[0, 0]" in _text(_cell(nb, "for worker in workers:"))
+    stopped = _text(_cell(nb, "for worker in workers:"))
+    assert "[0, 0]" in stopped
+    dropped = re.search(r"dropped database (baton_workers_demo_\d+)", stopped)
+    assert dropped is not None, stopped
+    assert not _database_exists(dropped.group(1))
+
+
+def _database_exists(name: str) -> bool:
+    import asyncio
+
+    import asyncpg
+
+    async def exists() -> bool:
+        con = await asyncpg.connect(POSTGRES_URL.rsplit("/", 1)[0] + "/postgres", timeout=10)
+        try:
+            return bool(await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+        finally:
+            await con.close()
+
+    return asyncio.run(exists())
 
 
 CHECKS = {
