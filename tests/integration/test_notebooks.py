@@ -117,6 +117,28 @@ def _assert_dag_shown(cell: Any, steps: list[str], status: str = "completed") ->
         assert step in static, f"step {step!r} missing from the DAG snapshot"
 
 
+def _not_ignored(files: list[Path], folder: Path) -> list[str]:
+    """The files a notebook wrote in ``folder``, as they would be in notebooks/, that the
+    checkout's .gitignore does not ignore (a user running it there would see them in
+    ``git status``). Nothing to check outside a git checkout."""
+    import subprocess
+
+    repo = NOTEBOOKS_DIR.parent
+    if not (repo / ".git").exists():
+        return []
+    names = [f"notebooks/{p.relative_to(folder).as_posix()}" for p in files]
+    out = subprocess.run(
+        ["git", "-C", str(repo), "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(names),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode in (0, 1), out.stderr  # 1: none of them is ignored
+    ignored = set(out.stdout.split("\n"))
+    return [n for n in names if n not in ignored]
+
+
 def _check_quickstart(nb: Any, tmp_path: Path) -> None:
     _assert_dag_shown(_cell(nb, "run = await wf.run("), ["topic", "facts", "summary"])
     assert "completed" in _text(_cell(nb, "run.status"))
@@ -311,6 +333,13 @@ def test_notebook(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                 f"{cell.source!r} wrote to stderr: {out.text}"
             )
     assert sorted(NOTEBOOKS_DIR.iterdir()) == checkout_before, "the notebook wrote into notebooks/"
+    batches = tmp_path / "mock_batches"  # the tests' BATON_NB_MOCK_BATCHES (a user's: a temp dir)
+    written = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.name != path.name and batches not in p.parents
+    ]
+    assert _not_ignored(written, tmp_path) == [], "run in notebooks/, these show in git status"
     check = CHECKS.get(path.name)
     if check is not None:
         check(nb, tmp_path)
