@@ -243,16 +243,9 @@ class Workflow:
         return list(self._steps)
 
     def validate(self) -> list[str]:
-        """Check the graph; return the topological order. Raises CycleError/ValueError."""
-        if not self._steps:
-            raise ValueError(f"workflow {self.name!r} has no steps; add some with @wf.step()")
-        deps = {name: list(spec.deps) for name, spec in self._steps.items()}
-        order = topological_order(deps)
-        for spec in self._steps.values():
-            if spec.map_over is not None and spec.map_over not in spec.deps:
-                raise ValueError(f"step {spec.name!r}: map_over={spec.map_over!r} is not a dep")
-        _check_model_steps(f"Workflow {self.name!r}", self.models, self._steps)
-        return order
+        """Check the graph; return the topological order. Raises CycleError, or
+        ConfigurationError (a ValueError) naming what is wrong."""
+        return _checked_order(self.name, self._steps, self.models)
 
     def graph(self) -> GraphSpec:
         order = self.validate()
@@ -391,9 +384,13 @@ async def _run_here(
 
     def resuming(found: Unfinished) -> None:
         line = found.message(wf.name, f"await {_name_in_notebook(wf)}.run(..., resume=False)")
+        if display is False:
+            # Nothing is shown, yet picking up an old run must not go unnoticed: a warning
+            # of the baton_nb logger, which Python prints on stderr when logging is not set up.
+            logger.warning("%s", line)
+            return
         logger.info("%s", line)
-        if display is not False:
-            print(line)
+        print(line)
 
     try:
         run = await execute_run(
@@ -505,6 +502,36 @@ def _fn_name(fn: Callable[..., Any]) -> str:
     return name
 
 
+def _checked_order(
+    workflow: str, steps: Mapping[str, StepSpec], models: Mapping[str, str]
+) -> list[str]:
+    """``Workflow.validate``: the steps in topological order, or the error to fix."""
+    if not steps:
+        raise ConfigurationError(f"workflow {workflow!r} has no steps; add some with @wf.step()")
+    _check_map_params(steps)
+    order = topological_order({name: list(spec.deps) for name, spec in steps.items()})
+    for spec in steps.values():
+        if spec.map_over is not None and spec.map_over not in spec.deps:
+            raise ConfigurationError(f"step {spec.name!r}: map_over={spec.map_over!r} is not a dep")
+    _check_model_steps(f"Workflow {workflow!r}", models, steps)
+    return order
+
+
+def _check_map_params(steps: Mapping[str, StepSpec]) -> None:
+    """A map step's parameter that names no step is most often the item: say ctx.item."""
+    for spec in steps.values():
+        if spec.map_over is None:
+            continue
+        stray = [p for p in spec.kwarg_deps if p not in steps]
+        if stray:
+            raise ConfigurationError(
+                f"step {spec.name!r}: parameter {stray[0]!r} names no step (steps: "
+                f"{', '.join(steps)}); a map child gets its item as ctx.item, not as a "
+                f"parameter: write `async def {spec.name}(ctx)` and read ctx.item (the "
+                "other parameters name deps)"
+            )
+
+
 def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, Any]) -> StepSpec:
     where = f"step {name!r}"
     params = _parameters(fn)
@@ -538,7 +565,9 @@ def _make_spec(wf: Workflow, name: str, fn: Callable[..., Any], opts: dict[str, 
         raise ConfigurationError(f"step {name!r}: map_key needs map_over= (it names map children)")
     if name in deps:
         option = "map_over" if map_over == name else "deps"
-        raise ValueError(f"step {name!r}: {option} names the step itself (it depends on itself)")
+        raise ConfigurationError(
+            f"step {name!r}: {option} names the step itself (it depends on itself)"
+        )
     return StepSpec(
         name=name,
         fn=fn,

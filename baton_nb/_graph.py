@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ._errors import CycleError
+from ._errors import ConfigurationError, CycleError
 
 __all__ = ["DepCallback", "GraphSpec", "StepSpec", "default_backoff", "topological_order"]
 
@@ -88,13 +88,16 @@ class GraphSpec:
 
 
 def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
-    """Kahn's algorithm; ties broken by insertion order. Raises CycleError or ValueError."""
+    """Kahn's algorithm; ties broken by insertion order.
+
+    Raises CycleError, or ConfigurationError (a ValueError) for an unknown dep.
+    """
     position = {name: i for i, name in enumerate(deps)}
     for name, ds in deps.items():
         for d in ds:
             if d not in position:
                 known = ", ".join(deps) or "none"
-                raise ValueError(
+                raise ConfigurationError(
                     f"step {name!r}: deps names unknown step {d!r} (steps: {known}); add it "
                     "first or fix the name"
                 )

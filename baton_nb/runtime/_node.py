@@ -236,7 +236,8 @@ def build_nodes(graph: GraphSpec, rows: Sequence[NodeRow]) -> dict[str, Node]:
 
 
 def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -> list[Node]:
-    """Everything not completed runs again with fresh attempts; counters recomputed.
+    """Everything not completed runs again with fresh attempts (its first start kept);
+    counters recomputed.
     Returns the nodes it changed, to write: not the completed ones (a resumed map of
     100,000 completed children wrote them all again, a second of writes).
 
@@ -263,7 +264,9 @@ def reset_for_resume(nodes: Mapping[str, Node], clock: Callable[[], datetime]) -
             continue
         node.state, node.attempt, node.error = State.PENDING, 0, None
         node.clear_result()
-        node.started_at, node.finished_at = None, None
+        # started_at is kept: a step's (and a group's) duration counts from its first
+        # start, in an earlier execution too (docs/widget.md, "Durations")
+        node.finished_at = None
         changed[node.name] = node
     for node in nodes.values():
         if node.kind is NodeKind.CHILD:

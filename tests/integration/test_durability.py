@@ -277,7 +277,7 @@ async def test_bad_run_arguments_are_named(sqlite_url: str) -> None:
         await wf.run(display="fancy")
     with pytest.raises(bn.ConfigurationError, match="unsupported db URL"):
         bn.Workflow("w", db="mysql://nope")
-    with pytest.raises(ValueError, match="has no steps"):
+    with pytest.raises(bn.ConfigurationError, match="has no steps"):
         await bn.Workflow("empty", db=sqlite_url).run()
 
 

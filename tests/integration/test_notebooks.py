@@ -42,7 +42,9 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     copy = tmp_path / name
     shutil.copyfile(NOTEBOOKS_DIR / name, copy)
     monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")  # the kernel inherits
-    monkeypatch.setenv("BATON_NB_WORKERS_DB", POSTGRES_URL)  # 06_workers: the test database
+    # 06_workers: a database of its own on the test server, created and dropped by it
+    monkeypatch.delenv("BATON_NB_WORKERS_DB", raising=False)
+    monkeypatch.setenv("BATON_NB_PG_SERVER", POSTGRES_URL.rsplit("/", 1)[0])
     nb = nbformat.read(copy, as_version=4)
     client = nbclient.NotebookClient(
         nb,
@@ -113,6 +115,28 @@ def _assert_dag_shown(cell: Any, steps: list[str], status: str = "completed") ->
     static = re.sub(r"<(style|script)\b.*?</\1>", "", data.get("text/html", ""), flags=re.S)
     for step in steps:
         assert step in static, f"step {step!r} missing from the DAG snapshot"
+
+
+def _not_ignored(files: list[Path], folder: Path) -> list[str]:
+    """The files a notebook wrote in ``folder``, as they would be in notebooks/, that the
+    checkout's .gitignore does not ignore (a user running it there would see them in
+    ``git status``). Nothing to check outside a git checkout."""
+    import subprocess
+
+    repo = NOTEBOOKS_DIR.parent
+    if not (repo / ".git").exists():
+        return []
+    names = [f"notebooks/{p.relative_to(folder).as_posix()}" for p in files]
+    out = subprocess.run(
+        ["git", "-C", str(repo), "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(names),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode in (0, 1), out.stderr  # 1: none of them is ignored
+    ignored = set(out.stdout.split("\n"))
+    return [n for n in names if n not in ignored]
 
 
 def _check_quickstart(nb: Any, tmp_path: Path) -> None:
@@ -240,12 +264,33 @@ def _check_spend_less(nb: Any, tmp_path: Path) -> None:
 
 
 def _check_workers(nb: Any, tmp_path: Path) -> None:
-    """A run submitted to two worker subprocesses completes; workers=True shows the DAG."""
+    """A run submitted to two worker subprocesses completes; workers=True shows the DAG.
+    The runs went to a database the notebook created, dropped at its end (never into the
+    server's ``postgres`` database)."""
     assert "completed {'cities': 40, 'words':" in _text(_cell(nb, "done = await run.wait()"))
     assert "workers-demo" in _text(_cell(nb, "print(subprocess.run("))
     _assert_dag_shown(_cell(nb, "run = await wf.run("), ["cities", "describe", "tally"])
     assert "'completed', {'cities': 20" in _text(_cell(nb, "run.status, run.results"))
-    assert "[0, 0]" in _text(_cell(nb, "for worker in workers:"))
+    stopped = _text(_cell(nb, "for worker in workers:"))
+    assert "[0, 0]" in stopped
+    dropped = re.search(r"dropped database (baton_workers_demo_\d+)", stopped)
+    assert dropped is not None, stopped
+    assert not _database_exists(dropped.group(1))
+
+
+def _database_exists(name: str) -> bool:
+    import asyncio
+
+    import asyncpg
+
+    async def exists() -> bool:
+        con = await asyncpg.connect(POSTGRES_URL.rsplit("/", 1)[0] + "/postgres", timeout=10)
+        try:
+            return bool(await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+        finally:
+            await con.close()
+
+    return asyncio.run(exists())
 
 
 CHECKS = {
@@ -288,6 +333,13 @@ def test_notebook(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                 f"{cell.source!r} wrote to stderr: {out.text}"
             )
     assert sorted(NOTEBOOKS_DIR.iterdir()) == checkout_before, "the notebook wrote into notebooks/"
+    batches = tmp_path / "mock_batches"  # the tests' BATON_NB_MOCK_BATCHES (a user's: a temp dir)
+    written = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.name != path.name and batches not in p.parents
+    ]
+    assert _not_ignored(written, tmp_path) == [], "run in notebooks/, these show in git status"
     check = CHECKS.get(path.name)
     if check is not None:
         check(nb, tmp_path)

@@ -228,6 +228,81 @@ async def test_a_run_whose_owner_is_gone_is_resumed(
     ) in out
 
 
+async def test_a_resumed_step_and_group_keep_their_first_start(db_url: str, unique: str) -> None:
+    """Durations count from a step's first start (docs/widget.md): a step, a map group and
+    a child that were executing when their process died keep the start it stored."""
+    wf = bn.Workflow(f"first-start-{unique}", db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [0, 1, 2]
+
+    @wf.step(map_over="items")
+    async def work(ctx: bn.Context) -> int:
+        return ctx.item * 2
+
+    @wf.step()
+    async def total(ctx: bn.Context, work: list[int]) -> int:
+        return sum(work)
+
+    first = await wf.run(display=False)
+    cut = ("work", "work[1]", "total")
+    expires = utcnow() + timedelta(seconds=3600)
+    async with await Store.open(db_url) as store, store.engine.begin() as conn:
+        await conn.execute(  # as a kill while work[1] and then total ran leaves them
+            sa.text(
+                "UPDATE workflow_nodes SET state = 'executing', result = NULL, "
+                "has_result = false, finished_at = NULL WHERE run_id = :run AND step IN "
+                "('work', 'work[1]', 'total')"
+            ),
+            {"run": first.id},
+        )
+        await conn.execute(
+            sa.update(RUNS)
+            .where(RUNS.c.id == first.id)
+            .values(
+                status="running", finished_at=None, lease_owner=_dead_owner(),
+                lease_expires_at=expires,
+            )
+        )  # fmt: skip
+    stored = await bn.Run.load(first.id, db=db_url)
+    starts = {name: stored.steps[name].started_at for name in cut}
+    assert all(start is not None for start in starts.values())
+
+    resumed = await wf.run(display=False)
+    assert resumed.id == first.id and resumed.status == "completed"
+    assert resumed.results["total"] == 6
+    again = await bn.Run.load(first.id, db=db_url)
+    for run in (resumed, again):  # the live run, and what show and the widget read
+        for name in cut:
+            step = run.steps[name]
+            assert step.started_at == starts[name], name
+            assert step.finished_at is not None and step.finished_at >= starts[name]
+    assert again.steps["work[0]"].started_at == stored.steps["work[0]"].started_at  # untouched
+
+
+async def test_a_resume_with_display_false_is_a_logged_warning(
+    db_url: str,
+    unique: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing is printed with display=False, yet a script must learn that an old run was
+    picked up: a WARNING of the ``baton_nb`` logger (on stderr when logging is not set up)."""
+    ran: list[str] = []
+    wf = _two_steps(db_url, f"quiet-{unique}", ran)
+    first = await wf.run(display=False)
+    await _left_unfinished(db_url, first.id, owner=_dead_owner(), expired=False)
+    caplog.set_level(logging.INFO, logger="baton_nb")
+    run = await wf.run(display=False)
+    assert run.id == first.id and run.status == "completed"
+    assert capsys.readouterr().out == ""
+    [record] = [r for r in caplog.records if "resuming run" in r.getMessage()]
+    assert record.name == "baton_nb" and record.levelno == logging.WARNING
+    assert record.getMessage().startswith(f"resuming run {first.id} of 'quiet-{unique}'")
+    assert record.getMessage().endswith("await wf.run(..., resume=False)")
+
+
 @pytest.mark.parametrize(
     "case",
     [

@@ -116,12 +116,36 @@ def test_every_bad_workflow_option_names_the_workflow_and_the_option(
 def test_unknown_deps_and_model_steps_are_named_at_validate() -> None:
     wf = bn.Workflow("w2", models={"ghost": "mock/a"})
     wf.add("a", two, deps=["nope"])
-    with pytest.raises(ValueError, match=r"^step 'a': deps names unknown step 'nope'"):
+    with pytest.raises(bn.ConfigurationError, match=r"^step 'a': deps names unknown step 'nope'"):
         wf.validate()
     wf = bn.Workflow("w3", models={"ghost": "mock/a"})
     wf.add("a", two)
     with pytest.raises(ValueError, match=r"^Workflow 'w3': models= names unknown step 'ghost'"):
         wf.validate()
+
+
+def test_a_map_step_taking_the_item_as_a_parameter_is_told_about_ctx_item() -> None:
+    wf = bn.Workflow("w4")
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [1, 2]
+
+    @wf.step(map_over="items")
+    async def work(ctx: bn.Context, item: int) -> int:
+        return item
+
+    with pytest.raises(bn.ConfigurationError) as info:
+        wf.validate()
+    message = str(info.value)
+    assert message.startswith("step 'work': parameter 'item' names no step"), message
+    assert "ctx.item" in message and "async def work(ctx)" in message
+    assert isinstance(info.value, ValueError)  # old `except ValueError` clauses still catch it
+
+
+def test_a_workflow_without_steps_is_a_configuration_error() -> None:
+    with pytest.raises(bn.ConfigurationError, match=r"^workflow 'w5' has no steps; add some"):
+        bn.Workflow("w5").validate()
 
 
 @pytest.mark.anyio
