@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb.pricing import _registry
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
 pytestmark = pytest.mark.anyio
@@ -170,7 +171,11 @@ async def test_a_retry_holding_the_provider_slot_does_not_wait_for_room(
 
 
 async def test_a_covered_retry_leaves_nothing_reserved(
-    fake_providers: FakeProviderServer, db_url: str, unique: str, tmp_path: Path
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A worst case with digits past the budget's unit (10^-12 USD: a price file's
     $0.1234561 a million input tokens), reserved twice (the retry's) and released at once:
@@ -181,6 +186,7 @@ async def test_a_covered_retry_leaves_nothing_reserved(
         json.dumps({"providers": [{"provider": "openai", "models": {"gpt-4o": model}}]})
     )
     bn.configure(pricing=str(path))
+    request.addfinalizer(_registry.reset)  # the price file is the process's, not the next test's
     fake_providers.usage = FakeUsage(input=10, output=10)
     fake_providers.script(Reply(delay=0.6), Reply())
     run = await _one_call(f"units-{unique}", db_url, 0.2).run(budget="1", display=False)
