@@ -16,6 +16,7 @@ __all__ = [
     "normalize_money",
     "parse_budget",
     "plural",
+    "scale_money",
     "sum_money",
     "times_money",
 ]
@@ -60,6 +61,11 @@ def parse_budget(where: str, value: object) -> Decimal | None:
 def times_money(a: Decimal, n: int) -> Decimal:
     """``a * n``, exact whatever the caller's decimal context."""
     return _EXACT.multiply(a, Decimal(n))
+
+
+def scale_money(a: Decimal, digits: int) -> Decimal:
+    """``a * 10 ** digits``, exact whatever the caller's decimal context."""
+    return _EXACT.scaleb(a, Decimal(digits))
 
 
 def sum_money(values: Iterable[Decimal]) -> Decimal:

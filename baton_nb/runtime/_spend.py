@@ -43,10 +43,10 @@ import anyio
 
 from .._errors import BudgetReached, OutputValidationError
 from .._graph import GraphSpec
-from .._money import add_money, fmt_money, normalize_money, sum_money
+from .._money import add_money, fmt_money, normalize_money, sum_money, times_money
 from .._run import Run
 from .._runview import SpendState, budget_resume_line
-from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, utcnow
+from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, as_held, utcnow
 from ._commit import GroupCommit
 from ._node import Node
 from ._worst_case import worst_case
@@ -224,8 +224,8 @@ class Spend:
             # A retry after attempts that stayed OUT (each counts at its worst): one more
             # worst case reserved before it goes, or it is not sent and the run stops.
             nonlocal held
-            while held < worst * attempts:
-                held += await self._reserve(node, scopes, request, retry=True)
+            while held < times_money(worst, attempts):
+                held = add_money(held, await self._reserve(node, scopes, request, retry=True))
 
         # One mark per attempt that may have reached the provider: OUT while its bill is
         # unknown (in flight, timed out, connection dropped, stream cut), ANSWERED once the
@@ -326,14 +326,20 @@ class Spend:
     async def _reserve(
         self, node: Node, scopes: list[str], request: LLMRequest, *, retry: bool = False
     ) -> Decimal:
-        """Reserve ``request``'s worst case in ``scopes``. Refused while other calls of this
-        execution hold reservations, it waits for its turn (a call settling frees what it
-        did not spend) and tries again; refused with none held, the run stops. A ``retry``
-        (one more worst case for a call that holds some already) raises
-        ``_RetryNotCovered`` instead of stopping: the call is settled first."""
+        """Reserve ``request``'s worst case in ``scopes``: the amount held, as the store
+        holds it (rounded up to its unit: what is reserved and released adds up exactly).
+        Refused while other calls of this execution hold reservations, it waits for its
+        turn (a call settling frees what it did not spend) and tries again; refused with
+        none held, the run stops.
+
+        A ``retry`` (one more worst case for a call that holds one already, before an
+        attempt after one that got no answer) never waits: it holds the provider's
+        concurrency slot (``llm.Limit``) and the calls it would wait for may be waiting for
+        that slot. Refused, it raises ``_RetryNotCovered`` (the call settles, then the run
+        stops, resumable) unless a call settled meanwhile (then it asks again)."""
         worst, counted = await worst_case(node, request, self.graph.allow_unpriced)
+        worst = as_held(worst)
         flight = self.flight
-        mine = 1 if retry else 0  # this call's own reservation, held while it waits
         while True:
             if self._stopped is not None:
                 if retry:
@@ -347,7 +353,7 @@ class Spend:
             finally:
                 flight.reserving -= 1
             if refused is None:
-                flight.holding += 1 - mine  # a call holds once, however many worst cases
+                flight.holding += not retry  # a call holds once, however many worst cases
                 flight.wake_one()  # there may be room for the next one waiting too
                 view = self.run.spend
                 if view is not None and RUN_SCOPE in scopes:
@@ -355,15 +361,9 @@ class Spend:
                 return worst
             if flight.landings != landings:
                 continue  # a call settled meanwhile: what it released may be enough
-            # Calls that may still land and free room: those holding, less those waiting
-            # for a retry's room themselves (two of them could wait for each other).
-            if not (flight.holding - flight.retrying - mine or flight.reserving):
+            if retry or not (flight.holding or flight.reserving):
                 break
-            flight.retrying += mine
-            try:
-                await flight.turn()
-            finally:
-                flight.retrying -= mine
+            await flight.turn()
         if self._stopped is None:
             self._stopped = f"budget reached (step {node.name!r}, {request.model})"
             try:  # the budget's figures in the reason; whatever happens, no call waits on
@@ -403,7 +403,7 @@ class Spend:
             await self.store.settle(self.run.id, scopes, held, paid)
         view = self.run.spend
         if view is not None and RUN_SCOPE in scopes:
-            view.reserved = normalize_money(add_money(view.reserved, -held))
+            view.reserved = normalize_money(add_money(view.reserved, held.copy_negate()))
             view.spent = normalize_money(add_money(view.spent, paid))
 
     async def _refusal(
@@ -457,7 +457,7 @@ def _unanswered(
     ``unanswered`` to be recorded with the run's calls (a resume counts it again)."""
     if not attempts:
         return Decimal(0)
-    cost = normalize_money(worst * attempts)
+    cost = normalize_money(times_money(worst, attempts))
     if cost:
         unanswered(node, index, request.model, cost)
     return cost
@@ -469,7 +469,6 @@ class InFlight:
     def __init__(self) -> None:
         self.holding = 0  # calls reserved and not settled yet
         self.reserving = 0  # reservations asked of the store, not answered yet
-        self.retrying = 0  # of those holding: waiting for room for a retry
         self.landings = 0  # calls settled so far
         self._waiting: deque[anyio.Event] = deque()
         self._landed: anyio.Event | None = None  # set when a call settles

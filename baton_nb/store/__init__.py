@@ -43,7 +43,7 @@ from ._rows import (
     WriteBatch,
     utcnow,
 )
-from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats
+from ._spend_rows import MONEY_UNIT, RUN_SCOPE, BudgetRow, CacheEntry, CacheStats, as_held
 from ._sql_limits import SLOTS_CHANNEL, SqlLimits
 from ._sql_workers import (
     DONE_CHANNEL,
@@ -130,6 +130,7 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStepStat",
     "WriteBatch",
+    "as_held",
     "open_worker_store",
     "resolve_url",
     "utcnow",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 
-from .._money import MAX_BUDGET, normalize_money
+from .._money import MAX_BUDGET, normalize_money, scale_money
 
 __all__ = [
     "MAX_BUDGET",
@@ -15,6 +15,7 @@ __all__ = [
     "BudgetRow",
     "CacheEntry",
     "CacheStats",
+    "as_held",
     "from_units",
     "to_units",
 ]
@@ -23,16 +24,23 @@ __all__ = [
 # UPDATE on SQLite as on Postgres. A reservation or a cost is rounded up to the unit, so
 # what is counted is never less than what is spent.
 MONEY_UNIT = Decimal("1e-12")
+_UNIT_DIGITS = 12  # MONEY_UNIT = 10 ** -_UNIT_DIGITS
 RUN_SCOPE = ""  # the scope of the run's own budget (a step's is its name)
 
 
 def to_units(amount: Decimal) -> int:
-    """``amount`` USD in units, rounded up."""
-    return int((amount / MONEY_UNIT).to_integral_value(rounding=ROUND_CEILING))
+    """``amount`` USD in units, rounded up (exact whatever the caller's decimal context)."""
+    return int(scale_money(amount, _UNIT_DIGITS).to_integral_value(rounding=ROUND_CEILING))
 
 
 def from_units(units: int) -> Decimal:
-    return normalize_money(Decimal(units) * MONEY_UNIT)
+    return normalize_money(scale_money(Decimal(units), -_UNIT_DIGITS))
+
+
+def as_held(amount: Decimal) -> Decimal:
+    """``amount`` as a budget holds it: rounded up to ``MONEY_UNIT``, so that amounts
+    reserved one by one and released together add up to the same units."""
+    return from_units(to_units(amount))
 
 
 @dataclass(frozen=True)

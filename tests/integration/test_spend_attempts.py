@@ -4,12 +4,16 @@ the fake provider server, on SQLite and Postgres (``db_url``)."""
 
 from __future__ import annotations
 
+import decimal
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb.pricing import _registry
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
 pytestmark = pytest.mark.anyio
@@ -134,6 +138,81 @@ async def test_two_retries_waiting_for_room_do_not_wait_for_each_other(
     assert fake_providers.request_count == 2
     assert run.spend is not None and run.spend.reserved == 0
     assert 2 * _output_worst() < run.spend.spent <= Decimal("0.025")
+
+
+async def test_a_retry_holding_the_provider_slot_does_not_wait_for_room(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """bn.Limit(concurrency=1): call A holds the only slot and times out; its retry does
+    not fit the $0.025 cap beside call B's reservation, and B waits for A's slot. Waiting
+    for room there would wait forever: the retry is refused at once, the run stops."""
+    bn.configure(limits={"openai": bn.Limit(concurrency=1)})
+    fake_providers.usage = FakeUsage(input=10, output=OUT)
+    fake_providers.script(Reply(delay=0.6), Reply(), Reply(), Reply())
+    wf = bn.Workflow(f"slot-{unique}", db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [0, 1]
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        answer = await ctx.complete(model=MODEL, prompt="hi", max_tokens=OUT, timeout=0.2)
+        return answer.text
+
+    with anyio.fail_after(30):
+        run = await wf.run(budget="0.025", display=False)
+    assert run.status == "cancelled", run.failed_steps
+    assert run.budget_stop is not None and "retry" in run.budget_stop
+    assert fake_providers.request_count == 2  # A's attempt, then B's call (reserved before)
+    assert run.spend is not None and run.spend.reserved == 0
+    assert run.spend.spent <= Decimal("0.025")
+    assert await _stored_spent(run.id, db_url) == run.spend.spent
+
+
+async def test_a_covered_retry_leaves_nothing_reserved(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A worst case with digits past the budget's unit (10^-12 USD: a price file's
+    $0.1234561 a million input tokens), reserved twice (the retry's) and released at once:
+    what is released is what was reserved, to the unit."""
+    path = tmp_path / "prices.json"
+    model = {"periods": [{"from": "2020-01-01", "input": "0.1234561", "output": "10"}]}
+    path.write_text(
+        json.dumps({"providers": [{"provider": "openai", "models": {"gpt-4o": model}}]})
+    )
+    bn.configure(pricing=str(path))
+    request.addfinalizer(_registry.reset)  # the price file is the process's, not the next test's
+    fake_providers.usage = FakeUsage(input=10, output=10)
+    fake_providers.script(Reply(delay=0.6), Reply())
+    run = await _one_call(f"units-{unique}", db_url, 0.2).run(budget="1", display=False)
+    assert run.status == "completed", run.failed_steps
+    assert fake_providers.request_count == 2
+    assert run.spend is not None and run.spend.reserved == 0
+    await _stored_spent(run.id, db_url)  # asserts nothing stays reserved
+
+
+async def test_budgets_add_up_under_a_notebooks_decimal_precision(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """A notebook set decimal's precision to 3 digits for display: the reservations, the
+    retry's included, are still summed and released exactly."""
+    fake_providers.usage = FakeUsage(input=10, output=10)
+    fake_providers.script(Reply(delay=0.6), Reply())
+    wf = _one_call(f"prec-{unique}", db_url, 0.2)
+    with decimal.localcontext() as context:
+        context.prec = 3
+        run = await wf.run(budget="1", display=False)
+    assert run.status == "completed", run.failed_steps
+    assert run.spend is not None and run.spend.reserved == 0
+    lost, call = sorted(run.calls, key=lambda c: not c.is_unanswered)
+    assert lost.cost is not None and call.cost is not None
+    assert run.spend.spent == call.cost + lost.cost
+    assert await _stored_spent(run.id, db_url) == run.spend.spent
 
 
 async def test_a_resume_counts_what_calls_given_up_on_were_counted_at(
