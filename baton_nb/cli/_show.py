@@ -7,6 +7,7 @@ from .._run import Run, StepInfo
 from .._runview import status_text
 from .._states import NodeKind
 from ..reports import Totals, local_time, text_table
+from ..store import LogRow
 
 __all__ = ["layers", "render_run"]
 
@@ -141,17 +142,37 @@ def render_run(run: Run) -> str:
     errors = [f"  {s.name}: {s.error}" for s in run.steps.values() if s.error]
     parts = [head, "", table]
     if errors:
-        parts += ["", "errors:", *errors]
+        parts += ["", "errors:", *errors, _tracebacks(run)]
     history = _history(run)
     if history:
         parts += ["", "attempts (retried steps):", *history]
     return "\n".join(parts)
 
 
+def _tracebacks(run: Run) -> str:
+    """Where the failed steps' tracebacks are: only their errors' messages are stored,
+    unless the step ran with ``debug=True`` (its captured context keeps each traceback)."""
+    kept = sorted({log.step for log in run.logs if _is_traceback(log)})
+    where = f'run = await bn.Run.load("{run.id}", db=...)'
+    if kept:
+        return f"  tracebacks of {', '.join(kept)}: run.context(step) in Python ({where})"
+    return (
+        "  (messages only: a step run with debug=True keeps each failed attempt's traceback,\n"
+        f"   read with run.context(step) in Python, {where})"
+    )
+
+
+def _is_traceback(log: LogRow) -> bool:
+    return log.kind == "error" and '"traceback"' in (log.data or "")
+
+
 def _history(run: Run) -> list[str]:
-    """Each retried step's attempts: number, how it ended, how long, its error."""
+    """Each retried step's attempts: number, how it ended, how long, its error. A step that
+    ended at its first attempt is not retried: its error is under ``errors:`` already."""
     lines = []
     for step in run.steps.values():
+        if not any(attempt.state == "retryable" for attempt in step.attempts):
+            continue
         for attempt in step.attempts:
             error = f"  {attempt.error}" if attempt.error else ""
             lines.append(

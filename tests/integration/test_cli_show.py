@@ -112,3 +112,48 @@ def test_show_without_replays_has_no_replayed_column(
     header = out.split("\n\n", 2)[1].splitlines()[0].split()
     assert header == ["state", "step", "deps", "attempt", "time", "calls", "tokens", "cost_usd",
                       "layer"]  # fmt: skip
+
+
+def test_show_lists_only_retried_steps_and_says_where_tracebacks_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A step that failed at its only attempt is not "retried"; its error is under errors:
+    with where its traceback can be read (kept under debug=True, in run.context)."""
+    db = f"sqlite:///{tmp_path / 'boom.db'}"
+    wf = bn.Workflow("boom", db=db)
+
+    @wf.step(max_attempts=1)
+    async def bad(ctx: bn.Context) -> None:
+        raise RuntimeError("kaboom in my step")
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert main(["show", run.id, "--db", db]) == 1
+    out = capsys.readouterr().out
+    assert "bad: RuntimeError: kaboom in my step" in out
+    assert "attempts (retried steps)" not in out
+    assert "a step run with debug=True keeps each failed attempt's traceback" in out
+    assert f'bn.Run.load("{run.id}", db=...)' in out
+
+    debug_db = f"sqlite:///{tmp_path / 'debug.db'}"
+    traced = bn.Workflow("traced", db=debug_db, debug=True)
+
+    @traced.step(max_attempts=2, backoff=lambda attempt: 0.0)
+    async def deep(ctx: bn.Context) -> None:
+        raise RuntimeError(f"kaboom #{ctx.attempt}")
+
+    run = anyio.run(lambda: traced.run(display=False))
+    errors = [e for e in run.context("deep") if e["kind"] == "error"]
+    assert [(e["attempt"], e["message"]) for e in errors] == [
+        (1, "RuntimeError: kaboom #1"),
+        (2, "RuntimeError: kaboom #2"),
+    ]
+    trace = errors[0]["data"]["traceback"]
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "in deep" in trace and trace.rstrip().endswith("RuntimeError: kaboom #1")
+    loaded = anyio.run(lambda: bn.Run.load(run.id, db=debug_db))
+    stored = [(e["kind"], e["data"]) for e in loaded.context("deep")]
+    assert stored == [(e["kind"], e["data"]) for e in run.context("deep")]  # not only in memory
+    assert main(["show", run.id, "--db", debug_db]) == 1
+    out = capsys.readouterr().out
+    assert "attempts (retried steps):\n  deep #1  retryable" in out
+    assert "tracebacks of deep: run.context(step) in Python" in out
