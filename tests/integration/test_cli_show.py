@@ -38,7 +38,9 @@ def _table_rows(out: str) -> dict[str, dict[str, str]]:
     edges = [header.index(f" {n}") + 1 + len(n) for n in names[1:]]  # names are unique
     rows = {}
     for line in lines:
-        cells = {n: line[a:b].strip() for n, a, b in zip(names[4:], edges[2:], edges[3:])}
+        cells = {
+            n: line[a:b].strip() for n, a, b in zip(names[4:], edges[2:-1], edges[3:], strict=True)
+        }
         rows[line.split()[1]] = cells
     return rows
 
