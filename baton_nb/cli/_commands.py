@@ -142,11 +142,10 @@ async def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_GROUP_OF = {
-    "step": lambda row: row.base_step,  # fan-out children summed into their step, as printed
-    "model": lambda row: row.model,
-    "run": lambda row: row.run_id,
-}
+def _group_name(row: CostRow, by: str) -> str:
+    if by == "step":
+        return row.base_step  # fan-out children summed into their step, as printed
+    return row.model if by == "model" else row.run_id
 
 
 def grouped(rep: CostReport, by: str) -> CostReport:
@@ -155,14 +154,17 @@ def grouped(rep: CostReport, by: str) -> CostReport:
     (run_id, workflow, step, model, provider) is filled when every row summed into the
     group has the same value there, and left empty when they differ."""
     groups: dict[str, list[CostRow]] = {}
-    name_of = _GROUP_OF[by]
     for row in rep.rows:
-        groups.setdefault(name_of(row), []).append(row)
+        groups.setdefault(_group_name(row, by), []).append(row)
     out = []
     for name, rows in groups.items():
-        keys = {k: _same(rows, k) for k in ("run_id", "workflow", "step", "model", "provider")}
-        keys[{"run": "run_id"}.get(by, by)] = name
-        total = CostRow(**keys)
+        total = CostRow(
+            run_id=name if by == "run" else _same(rows, "run_id"),
+            workflow=_same(rows, "workflow"),
+            step=name if by == "step" else _same(rows, "step"),
+            model=name if by == "model" else _same(rows, "model"),
+            provider=_same(rows, "provider"),
+        )
         for row in rows:
             total.merge(row)
         out.append(total)
