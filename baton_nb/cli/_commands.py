@@ -15,7 +15,7 @@ from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._states import RunStatus
-from ..reports import CostReport
+from ..reports import CostReport, CostRow
 from ..store import ReadStore, Store
 from ._output import out as _out
 from ._show import render_run
@@ -26,6 +26,7 @@ __all__ = [
     "cmd_report",
     "cmd_runs",
     "cmd_show",
+    "grouped",
     "report_json",
     "write_csv",
 ]
@@ -134,9 +135,45 @@ async def cmd_report(args: argparse.Namespace) -> int:
     else:
         _out(str(rep))
     if args.csv:
-        path = await write_csv(rep, args.csv)
-        _out(f"wrote {plural(len(rep.rows), 'row')} to {path}")
+        written = grouped(rep, args.by) if args.by else rep
+        path = await write_csv(written, args.csv)
+        grain = f"one per {args.by}" if args.by else "one per run, step and model"
+        _out(f"wrote {plural(len(written.rows), 'row')} ({grain}) to {path}")
     return 0
+
+
+def _group_name(row: CostRow, by: str) -> str:
+    if by == "step":
+        return row.base_step  # fan-out children summed into their step, as printed
+    return row.model if by == "model" else row.run_id
+
+
+def grouped(rep: CostReport, by: str) -> CostReport:
+    """The report's rows summed per step, model or run (what ``report --by`` prints), in the
+    CSV's columns: the column grouped by holds the group's name; each other key column
+    (run_id, workflow, step, model, provider) is filled when every row summed into the
+    group has the same value there, and left empty when they differ."""
+    groups: dict[str, list[CostRow]] = {}
+    for row in rep.rows:
+        groups.setdefault(_group_name(row, by), []).append(row)
+    out = []
+    for name, rows in groups.items():
+        total = CostRow(
+            run_id=name if by == "run" else _same(rows, "run_id"),
+            workflow=_same(rows, "workflow"),
+            step=name if by == "step" else _same(rows, "step"),
+            model=name if by == "model" else _same(rows, "model"),
+            provider=_same(rows, "provider"),
+        )
+        for row in rows:
+            total.merge(row)
+        out.append(total)
+    return CostReport(out)
+
+
+def _same(rows: list[CostRow], key: str) -> str:
+    values = {getattr(row, key) for row in rows}
+    return values.pop() if len(values) == 1 else ""
 
 
 def check_prune(args: argparse.Namespace) -> None:

@@ -140,9 +140,17 @@ def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="run ids, or enough of their start")
     _filters(p)
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--csv", metavar="PATH", help="write the CSV to PATH")
-    out.add_argument("--json", action="store_true", help="print JSON rows")
-    p.add_argument("--by", choices=("step", "model", "run"), help="print totals per step/model/run")
+    out.add_argument(
+        "--csv",
+        metavar="PATH",
+        help="write the CSV to PATH: a row per (run, step, model), or per group with --by",
+    )
+    out.add_argument("--json", action="store_true", help="print JSON rows per (run, step, model)")
+    p.add_argument(
+        "--by",
+        choices=("step", "model", "run"),
+        help="totals per step/model/run, printed (and in the CSV with --csv)",
+    )
     p.add_argument(
         "--reprice",
         action="store_true",

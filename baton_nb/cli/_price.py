@@ -72,11 +72,13 @@ async def cmd_price(args: argparse.Namespace) -> int:
 
 
 def _price(args: argparse.Namespace) -> int:
-    from ..pricing import lookup, price
+    from ..pricing import lookup, near_priced, price
 
     model, at = args.model, args.at
     found = lookup(model, at=at)  # mock/NAME: a price file's mock entry, else NAME
     if found is None:
+        near = near_priced(model)
+        hint = f"Did you mean {near!r}? " if near else ""
         if model.startswith("mock/"):
             name = model.split("/", 1)[1]
             advice = (
@@ -89,7 +91,7 @@ def _price(args: argparse.Namespace) -> int:
             )
         print(
             f"baton-nb: error: no price known for {model!r}: its calls cost unknown (None), "
-            f"not 0. {advice} loaded with bn.configure(pricing='my_prices.json') "
+            f"not 0. {hint}{advice} loaded with bn.configure(pricing='my_prices.json') "
             "(format: docs/pricing.md)",
             file=sys.stderr,
         )

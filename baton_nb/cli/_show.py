@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from .._money import fmt_money, plural
 from .._run import Run, StepInfo
 from .._runview import status_text
 from .._states import NodeKind
-from ..reports import local_time, text_table
+from ..reports import Totals, local_time, text_table
+from ..store import LogRow
 
 __all__ = ["layers", "render_run"]
 
@@ -39,16 +38,33 @@ def _attempts(step: StepInfo) -> str:
     return f"{step.attempt}/{step.max_attempts}"
 
 
-def _money(step: StepInfo, cost: Decimal, unpriced: int) -> str:
-    if not step.calls and step.kind != NodeKind.GROUP:
+def _money(totals: Totals) -> str:
+    """The step's cost: its paid calls' and the charges of attempts with no answer."""
+    if not totals.calls and not totals.known_cost:
         return ""
-    text = fmt_money(cost)
-    return text + "+?" if unpriced else text
+    text = fmt_money(totals.known_cost)
+    return text + "+?" if totals.unpriced_calls else text
 
 
-def _row(run: Run, step: StepInfo, indent: str) -> list[str]:
-    totals = run.step_totals(step.name)
-    cost, unpriced, calls, tokens = totals.cost, totals.unpriced_calls, totals.calls, totals.usage
+def step_call_totals(run: Run) -> dict[str, Totals]:
+    """Each step's calls, counted as ``report`` counts them (``reports.Totals``): ``calls``
+    the paid ones; replayed calls (answers read back from the store by a retry or a
+    resume) and answers from the response cache apart, never in the tokens or the cost.
+    A step's row adds its fan-out children's (``_row``)."""
+    by_step: dict[str, Totals] = {}
+    for call in run.calls:
+        totals = by_step.get(call.step)
+        if totals is None:
+            totals = by_step[call.step] = Totals()
+        totals.add_call(call)
+    return by_step
+
+
+def _row(run: Run, step: StepInfo, indent: str, calls: dict[str, Totals]) -> list[str]:
+    totals = Totals()
+    for name in (step.name, *step.children):
+        if name in calls:
+            totals.merge(calls[name])
     duration = "" if step.duration is None else f"{step.duration:.2f}s"
     deps = ", ".join(step.deps)
     return [
@@ -57,17 +73,37 @@ def _row(run: Run, step: StepInfo, indent: str) -> list[str]:
         deps,
         _attempts(step),
         duration,
-        str(calls) if calls else "",
-        f"{tokens.total_tokens:,}" if calls else "",
-        _money(step, cost, unpriced) if calls else "",
+        str(totals.calls) if totals.calls else "",
+        str(totals.replayed_calls) if totals.replayed_calls else "",
+        str(totals.cached_calls) if totals.cached_calls else "",
+        f"{totals.usage.total_tokens:,}" if totals.calls else "",
+        _money(totals),
         step.ran_on,
     ]
 
 
-def _columns(row: list[str], layer: str, workers: bool) -> list[str]:
-    """A step's columns, its layer, then (runs on workers) the worker that ran it."""
-    *shown, ran_on = row
-    return [*shown, layer, ran_on] if workers else [*shown, layer]
+_HEADER = (
+    "state", "step", "deps", "attempt", "time", "calls", "replayed", "cached", "tokens",
+    "cost_usd", "layer", "ran_on",
+)  # fmt: skip
+
+
+def _columns(row: list[str], layer: str, shown: tuple[str, ...]) -> list[str]:
+    """A step's columns named in ``shown`` (its layer among them)."""
+    *cells, ran_on = row
+    values = dict(zip(_HEADER, [*cells, layer, ran_on], strict=True))
+    return [values[name] for name in shown]
+
+
+def _calls_text(totals: Totals) -> str:
+    """The run's calls as ``report`` says them: paid ones, then replayed and cached apart."""
+    apart = []
+    if totals.replayed_calls:
+        apart.append(f"{totals.replayed_calls} replayed, not charged again")
+    if totals.cached_calls:
+        apart.append(f"{totals.cached_calls} answered from the cache")
+    text = plural(totals.calls, "call")
+    return f"{text} ({'; '.join(apart)})" if apart else text
 
 
 def render_run(run: Run) -> str:
@@ -75,40 +111,68 @@ def render_run(run: Run) -> str:
     duration = ""
     if run.started_at is not None and run.finished_at is not None and run.done:
         duration = f" in {(run.finished_at - run.started_at).total_seconds():.2f}s"
+    calls = step_call_totals(run)
+    everything = Totals()
+    for totals in calls.values():
+        everything.merge(totals)
     head = (
         f"run {run.id}  workflow {run.workflow!r}  {status_text(run)}{duration}\n"
         f"started {local_time(run.started_at or run.created_at)}  "
-        f"{plural(len([c for c in run.calls if not c.replayed]), 'call')}  "
+        f"{_calls_text(everything)}  "
         f"cost {run.cost_text()}\n"
         f"steps: {run.counts().text()}"
     )
+    # Columns only some runs need: replayed and cached calls when there are some, and the
+    # worker that ran each step for a run submitted to workers (last).
+    hidden = {
+        "replayed": not everything.replayed_calls,
+        "cached": not everything.cached_calls,
+        "ran_on": not any(s.ran_on for s in run.steps.values()),
+    }
+    header = tuple(name for name in _HEADER if not hidden.get(name, False))
     rows: list[list[str]] = []
-    workers = any(s.ran_on for s in run.steps.values())
     for level, names in enumerate(layers(run)):
         for name in names:
             step = run.steps[name]
-            rows.append(_columns(_row(run, step, ""), str(level), workers))
-            rows.extend(_columns(_row(run, run.steps[c], "  "), "", workers) for c in step.children)
-    header: tuple[str, ...] = (
-        "state", "step", "deps", "attempt", "time", "calls", "tokens", "cost_usd", "layer",
-    )  # fmt: skip
-    if workers:  # a run submitted to workers: which one ran each step, last
-        header = (*header, "ran_on")
+            rows.append(_columns(_row(run, step, "", calls), str(level), header))
+            rows.extend(
+                _columns(_row(run, run.steps[c], "  ", calls), "", header) for c in step.children
+            )
     table = text_table(header, rows, left=3)
     errors = [f"  {s.name}: {s.error}" for s in run.steps.values() if s.error]
     parts = [head, "", table]
     if errors:
-        parts += ["", "errors:", *errors]
+        parts += ["", "errors:", *errors, _tracebacks(run)]
     history = _history(run)
     if history:
         parts += ["", "attempts (retried steps):", *history]
     return "\n".join(parts)
 
 
+def _tracebacks(run: Run) -> str:
+    """Where the failed steps' tracebacks are: only their errors' messages are stored,
+    unless the step ran with ``debug=True`` (its captured context keeps each traceback)."""
+    kept = sorted({log.step for log in run.logs if _is_traceback(log)})
+    where = f'run = await bn.Run.load("{run.id}", db=...)'
+    if kept:
+        return f"  tracebacks of {', '.join(kept)}: run.context(step) in Python ({where})"
+    return (
+        "  (messages only: a step run with debug=True keeps each failed attempt's traceback,\n"
+        f"   read with run.context(step) in Python, {where})"
+    )
+
+
+def _is_traceback(log: LogRow) -> bool:
+    return log.kind == "error" and '"traceback"' in (log.data or "")
+
+
 def _history(run: Run) -> list[str]:
-    """Each retried step's attempts: number, how it ended, how long, its error."""
+    """Each retried step's attempts: number, how it ended, how long, its error. A step that
+    ended at its first attempt is not retried: its error is under ``errors:`` already."""
     lines = []
     for step in run.steps.values():
+        if not any(attempt.state == "retryable" for attempt in step.attempts):
+            continue
         for attempt in step.attempts:
             error = f"  {attempt.error}" if attempt.error else ""
             lines.append(

@@ -21,6 +21,8 @@ from ._output import out as _out
 
 __all__ = ["add_worker_commands", "cmd_worker", "cmd_workers", "load_workflow"]
 
+logger = logging.getLogger(__name__)
+
 
 def add_worker_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -75,7 +77,9 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
     async def signals() -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
-            async for _signum in received:
+            async for signum in received:
+                if not stop.is_set():
+                    logger.info("%s received: stopping", signal.Signals(signum).name)
                 stop.set()
 
     async with anyio.create_task_group() as tg:

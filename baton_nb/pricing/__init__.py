@@ -18,6 +18,7 @@ from ._api import (
     configure_pricing,
     known_models,
     lookup,
+    near_priced,
     price,
     price_call,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "known_models",
     "load_price_file",
     "lookup",
+    "near_priced",
     "price",
     "price_call",
 ]

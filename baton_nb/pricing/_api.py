@@ -34,6 +34,7 @@ __all__ = [
     "configure_pricing",
     "known_models",
     "lookup",
+    "near_priced",
     "price",
     "price_call",
 ]
@@ -247,6 +248,15 @@ def _warn_unknown(model: str, called_as: str | None = None, why: str | None = No
     reason = f" ({why})" if why else ""
     near = None if why else _near_priced(model, called_as)
     hint = f" Did you mean {near!r}? (a typo in a model name is priced as nothing)" if near else ""
+    if _is_mock(called_as or model) and not why:
+        # The mock answers any name, priced as the model it names: say so, and what is near.
+        how = "the mock provider answers any model name, priced as the model it names"
+        hint = (
+            f" Did you mean {near!r}? ({how}: mock/gpt-4o-mini as gpt-4o-mini)"
+            if near
+            else f" {how[0].upper()}{how[1:]} (mock/gpt-4o-mini as gpt-4o-mini): "
+            "name a priced one, e.g. 'mock/gpt-4o-mini'."
+        )
     warnings.warn(
         f"no price known for model {named}{reason}: its cost is reported as unknown (None), "
         f"not 0.{hint} Add it to a price file and load that with "
@@ -264,7 +274,9 @@ def _near_priced(model: str, called_as: str | None) -> str | None:
     Run once per unknown model (its warning is given once)."""
     prefix, _, name = model.rpartition("/")
     names = {known.rpartition("/")[2] for known in _registry.known_models()}
-    found = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.85)
+    # A mock model's name is made up more freely (``mock/gpt-9000``): a looser match there.
+    cutoff = 0.6 if _is_mock(called_as or model) else 0.85
+    found = difflib.get_close_matches(name.lower(), names, n=1, cutoff=cutoff)
     if not found or found[0] == name.lower():
         return None
     priced = f"{prefix}/{found[0]}" if prefix else found[0]
@@ -275,6 +287,16 @@ def _near_priced(model: str, called_as: str | None) -> str | None:
         if called_name.lower() == name.lower():  # mock/NAME priced as NAME: fix NAME
             return f"{called_prefix}/{found[0]}" if called_prefix else found[0]
     return priced
+
+
+def near_priced(model: str) -> str | None:
+    """A priced model whose name is close to ``model``'s, written as ``model`` is (its
+    provider kept: ``mock/gpt-4o-mini`` for ``mock/gpt-4o-mnii``); None if none is close."""
+    return _near_priced(model, None)
+
+
+def _is_mock(model: str) -> bool:
+    return model.strip().lower().startswith(f"{_registry.MOCK}/")
 
 
 def _user_stacklevel() -> int:

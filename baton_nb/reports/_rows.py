@@ -49,7 +49,7 @@ CSV_COLUMNS = (
 )
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, repr=False)
 class Totals:
     """Sums over LLM calls. Replayed calls (answered from the store) are counted in
     ``replayed_calls`` only: their tokens, cost and latency were paid once, by the call
@@ -156,8 +156,32 @@ class Totals:
             return "unknown"
         return fmt_money(self.known_cost) + "+?"
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(self._repr_fields())})"
 
-@dataclass(kw_only=True)
+    def _repr_fields(self) -> list[str]:
+        """The fields, readable: calls and cost always; tokens, latency and the other counts
+        when not zero; money as text; the price sources and entries as lists."""
+        usage = ", ".join(f"{k}={v}" for k, v in self.usage.to_dict().items() if v)
+        fields = [f"calls={self.calls}", f"cost={self.cost_text()}"]
+        if usage:
+            fields.append(f"usage=Usage({usage})")
+        if self.latency_ms:
+            fields.append(f"latency_ms={self.latency_ms:,.1f}")
+        counts = ("unpriced_calls", "estimated_calls", "replayed_calls", "cached_calls",
+                  "batch_calls", "batch_replays")  # fmt: skip
+        fields += [f"{name}={getattr(self, name)}" for name in counts if getattr(self, name)]
+        money = ("fees", "saved", "unanswered")
+        fields += [
+            f"{name}={fmt_money(getattr(self, name))}" for name in money if getattr(self, name)
+        ]
+        for name in ("price_sources", "price_models"):
+            if getattr(self, name):
+                fields.append(f"{name}={list(getattr(self, name))!r}")
+        return fields
+
+
+@dataclass(kw_only=True, repr=False)
 class CostRow(Totals):
     """Totals of one (run, step, model): one CSV row. ``parent`` names the fan-out step
     of a child step such as ``answer[openai/gpt-4o-mini]``."""
@@ -168,6 +192,11 @@ class CostRow(Totals):
     model: str
     provider: str
     parent: str | None = None
+
+    def _repr_fields(self) -> list[str]:
+        keys = [f"run_id={self.run_id!r}", f"workflow={self.workflow!r}", f"step={self.step!r}",
+                f"model={self.model!r}"]  # fmt: skip
+        return keys + super()._repr_fields()
 
     @property
     def base_step(self) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, describe_error
 from .._jsonutil import dumps as json_text
 
 if TYPE_CHECKING:
@@ -206,6 +207,14 @@ class Context:
     def log(self, message: str, **data: Any) -> None:
         """Write a line to this step's captured context (``run.context(step)``)."""
         self._calls.log(self._node, "log", str(message), data or None)
+
+    def _keep_traceback(self, exc: BaseException) -> None:
+        """Under ``debug=True``, what the step's attempt raised, with its traceback, goes to
+        its captured context (an ``error`` entry of ``run.context(step)``, the traceback in
+        its ``data``); otherwise only the error's message is stored (``step.error``)."""
+        if self._calls.debug(self._node):
+            trace = "".join(traceback.format_exception(exc))
+            self._calls.log(self._node, "error", describe_error(exc), {"traceback": trace})
 
 
 @cache

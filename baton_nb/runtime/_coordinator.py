@@ -21,6 +21,7 @@ import anyio
 
 from .._errors import RunLocked, unwrap_group
 from .._graph import GraphSpec
+from .._runview import status_text
 from .._states import FINISHED_STATUSES
 from ..store import RunStore, SqlWorkers, SubmissionRow
 from ._driver import Driver
@@ -91,6 +92,12 @@ async def coordinate(
                 tg.start_soon(_follow, workers, driver, remote, stopping, grace)
                 await driver.execute()
                 tg.cancel_scope.cancel()
+            run = driver.run
+            if run.status in FINISHED_STATUSES and not remote.handing_over:  # it ended here
+                logger.info(
+                    "run %s (%s) %s: %s", run_id, submission.workflow, status_text(run),
+                    run.counts().text(),
+                )  # fmt: skip
         except BaseException as exc:  # the task group's: RunLocked inside a group
             real = unwrap_group(exc)
             if not isinstance(real, RunLocked):

@@ -26,6 +26,7 @@ import anyio
 from .._errors import ConfigurationError, StorageError
 from .._gc import fewer_collections
 from .._graph import GraphSpec
+from .._money import plural
 from ..llm._limits import share_limits
 from ..store import (
     DONE_CHANNEL,
@@ -166,12 +167,18 @@ class Worker:
                     tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
                     logger.info("worker %s serving %s", self.id, ", ".join(self.served) or "-")
                     await stop.wait()
+                    logger.info(
+                        "worker %s stopping: %s in flight, coordinating %s; grace %gs",
+                        self.id, plural(tasks.in_flight, "task"),
+                        plural(len(self._coordinating), "run"), self.grace,
+                    )  # fmt: skip
                     self.stopping.set()
                     tasks.stopping = True
                     self._wake_tasks.set()
                     self._wake_runs.set()
                     await self._drain(tasks)
                     tg.cancel_scope.cancel()
+                logger.info("worker %s stopped (%s done)", self.id, plural(tasks.done, "task"))
         finally:
             with anyio.CancelScope(shield=True):
                 share_limits(previous_limits)

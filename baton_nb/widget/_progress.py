@@ -1,10 +1,15 @@
 """Progress outside a kernel: one tqdm line on stderr, refreshed at most 10 times a second.
 
 ``[ingest]  45%|████▌     | 18/40 completed [00:03]  1 discarded · 2 executing · 1.2k tok · $0.01``
+
+On a stream that is not a terminal (a log file, a pipe) a line rewritten in place with
+carriage returns would pile up on one line: there the same line is written whole, once per
+tenth of the steps completed, and the final one once when the run ends.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from typing import TextIO
 
@@ -43,11 +48,15 @@ class TextProgress:
 
     def __init__(self, run: Run, stream: TextIO | None = None, interval: float = 0.1) -> None:
         self.run = run
+        self.stream = stream or sys.stderr
+        # Not a terminal: whole lines (``_line``), the bar itself drawn nowhere.
+        self.lines = not _is_terminal(self.stream)
+        self._tenths = 0  # of the steps completed, the last written as a line
         self.bar = tqdm(
             total=self._count()[1],
             desc=f"[{run.workflow}]",
             unit="step",
-            file=stream or sys.stderr,
+            file=io.StringIO() if self.lines else self.stream,
             bar_format=_FORMAT,
             dynamic_ncols=True,
             mininterval=0,
@@ -80,7 +89,20 @@ class TextProgress:
         self.bar.n, self.bar.total = self._count()
         extra = self.postfix().replace("{", "{{").replace("}", "}}")
         self.bar.bar_format = _FORMAT.replace("{postfix}", extra)
-        self.bar.refresh()
+        if self.lines:
+            self._line()
+        else:
+            self.bar.refresh()
+
+    def _line(self) -> None:
+        """A whole line when a new tenth of the steps has completed, and when the run ends
+        (once: ``close`` refreshes once)."""
+        done, total = self.bar.n, self.bar.total
+        tenths = done * 10 // total if total else 0
+        if self._closed or (self._tenths < tenths < 10 and not self.run.done):
+            self._tenths = tenths
+            self.stream.write(f"{self.bar}\n")
+            self.stream.flush()
 
     def _on_step(self, _name: str) -> None:
         self._throttle.poke()
@@ -93,3 +115,10 @@ class TextProgress:
         self._throttle.close()
         self.refresh()
         self.bar.close()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False

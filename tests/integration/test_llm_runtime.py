@@ -417,9 +417,12 @@ async def test_debug_keeps_the_request_of_a_failed_call(
     loaded = await bn.Run.load(run.id, db=db_url)
     for source in (run, loaded):
         entries = source.context("ask")
-        assert [e["kind"] for e in entries] == ["request", "error"], entries
+        # the call's error, then the step's (what the attempt raised, with its traceback)
+        assert [e["kind"] for e in entries] == ["request", "error", "error"], entries
         assert "why did this fail?" in str(entries[0]["data"])
         assert "model overloaded" in entries[1]["message"]
+        assert "model overloaded" in entries[2]["message"]
+        assert "in ask" in entries[2]["data"]["traceback"]
         assert DUMMY_KEYS["openai"] not in repr(entries)
 
 

@@ -444,3 +444,39 @@ async def test_response_cache_answers_on_the_workers(
     assert second.status == "completed", workers.logs()
     assert fake_provider.request_count == sent  # all three answered from the cache
     assert [c.cached for c in second.calls] == [True] * 3
+
+
+async def test_the_worker_log_says_when_a_run_ends_and_when_it_stops(
+    workers: WorkerProcs,
+) -> None:
+    """The log of ``baton-nb worker``: each run it coordinated to its end, with its status;
+    on SIGTERM, what was in flight as it stopped, then that it stopped."""
+    import re
+
+    proc = workers.start("tests.workers_app:noop_map")
+    run = await app.noop_map.submit({"n": 3}, db=workers.db)
+    done = await _wait(run, workers, 60)
+    assert done.status == "completed"
+    await _until(lambda: f"run {run.id} (workers-noop-map) completed" in workers.logs())
+    assert re.search(
+        rf"run {run.id} \(workers-noop-map\) completed: 5 completed of 5 steps", workers.logs()
+    ), workers.logs()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    log = workers.logs()
+    assert "SIGTERM received: stopping" in log
+    assert re.search(r"worker \S+ stopping: 0 tasks in flight, coordinating 0 runs; grace 2s", log)
+    assert re.search(r"worker \S+ stopped \(\d+ tasks? done\)", log), log
+
+    # Stopped with a step running: it says so, releases it and hands the run over.
+    before = sum(workers.marked("noop").values())
+    slow = workers.start("tests.workers_app:noop_map", STEP_DELAY="600")
+    held = await app.noop_map.submit({"n": 2}, db=workers.db)
+    await _until(lambda: sum(workers.marked("noop").values()) >= before + 2)  # both started
+    slow.send_signal(signal.SIGTERM)
+    assert slow.wait(timeout=60) == 0
+    log = workers.logs().split("SIGTERM received: stopping")[-1]
+    assert re.search(r"stopping: 2 tasks in flight, coordinating 1 run; grace 2s", log), log
+    assert f"run {held.id} handed over to the other workers" in log
+    assert f"run {held.id} (workers-noop-map) cancelled" not in log  # handed over, not ended
+    assert re.search(r"worker \S+ stopped \(\d+ tasks? done\)", log), log

@@ -1,0 +1,68 @@
+"""``baton-nb report --by GROUP --csv PATH`` writes the grouping asked for, in the CSV's
+columns; without ``--by`` a row per (run, step, model), and the output says which."""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from pathlib import Path
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb.cli import main
+from baton_nb.reports import CSV_COLUMNS
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and tuple(rows[0]) == CSV_COLUMNS
+    return rows
+
+
+def test_report_by_writes_the_grouping_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BATON_NB_DB", raising=False)
+    assert main(["demo", "--prompts", "2"]) == 0  # 2 runs x (3 models + synthesis)
+    capsys.readouterr()
+    report = anyio.run(lambda: bn.report("sqlite:///baton.db"))
+    run_ids = report.run_ids
+
+    assert main(["report", "--csv", "all.csv"]) == 0
+    assert f"wrote 8 rows (one per run, step and model) to {tmp_path / 'all.csv'}" in (
+        capsys.readouterr().out
+    )
+    assert len(_rows(tmp_path / "all.csv")) == 8
+
+    assert main(["report", "--by", "model", "--csv", "models.csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote 3 rows (one per model) to {tmp_path / 'models.csv'}" in out
+    by_model = {r["model"]: r for r in _rows(tmp_path / "models.csv")}
+    assert list(by_model) == list(report.by_model())
+    for model, totals in report.by_model().items():
+        row = by_model[model]
+        assert (int(row["calls"]), Decimal(row["cost_usd"])) == (totals.calls, totals.cost)
+        assert int(row["output_tokens"]) == totals.usage.output_tokens
+        # one workflow and provider for all: kept; several runs: the run column is empty
+        assert (row["workflow"], row["provider"], row["run_id"]) == ("baton-demo", "mock", "")
+    # mock/gpt-4o-mini answers and synthesises: two steps, so no step named
+    assert by_model["mock/gpt-4o-mini"]["step"] == ""
+    assert by_model["mock/claude-haiku-4-5"]["step"] == "answer[mock/claude-haiku-4-5]"
+
+    assert main(["report", "--by", "step", "--csv", "steps.csv"]) == 0
+    assert "wrote 2 rows (one per step)" in capsys.readouterr().out
+    steps = {r["step"]: r for r in _rows(tmp_path / "steps.csv")}
+    assert list(steps) == ["answer", "synthesis"]  # fan-out children summed, as printed
+    assert (steps["answer"]["model"], steps["synthesis"]["model"]) == ("", "mock/gpt-4o-mini")
+    assert int(steps["answer"]["calls"]) == report.by_step()["answer"].calls == 6
+
+    assert main(["report", *run_ids, "--by", "run", "--csv", "runs.csv"]) == 0
+    assert "wrote 2 rows (one per run)" in capsys.readouterr().out
+    runs = _rows(tmp_path / "runs.csv")
+    assert sorted(r["run_id"] for r in runs) == sorted(run_ids)
+    assert sum(Decimal(r["cost_usd"]) for r in runs) == report.total
+    assert all(r["step"] == "" and r["model"] == "" for r in runs)

@@ -1,0 +1,161 @@
+"""``baton-nb show``: its calls agree with ``runs`` and ``report`` (paid calls; replayed
+ones apart), and its attempts list only the steps that were retried."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+import baton_nb as bn
+from baton_nb._money import fmt_money
+from baton_nb.cli import main
+
+
+def _flaky_run(db: str) -> bn.Run:
+    """A step that pays for one call, then raises twice: its retries replay the call."""
+    wf = bn.Workflow("flaky", db=db)
+
+    @wf.step(max_attempts=3, backoff=lambda attempt: 0.0)
+    async def a(ctx: bn.Context) -> str:
+        answer = await ctx.complete(prompt="hi", model="mock/gpt-4o-mini", max_tokens=20)
+        if ctx.attempt < 3:
+            raise ConnectionError(f"flaky #{ctx.attempt}")
+        return str(answer.text)
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert run.status == "completed"
+    return run
+
+
+def _table_rows(out: str) -> dict[str, dict[str, str]]:
+    """The step table of ``show``: each step's right-aligned cells (from ``time`` on), by
+    column name, read between the right edges of the header's names."""
+    header, *lines = out.split("\n\n", 2)[1].splitlines()
+    names = header.split()
+    edges = [header.index(f" {n}") + 1 + len(n) for n in names[1:]]  # names are unique
+    rows = {}
+    for line in lines:
+        cells = {
+            n: line[a:b].strip() for n, a, b in zip(names[4:], edges[2:-1], edges[3:], strict=True)
+        }
+        rows[line.split()[1]] = cells
+    return rows
+
+
+def test_show_counts_paid_calls_as_runs_and_report_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'flaky.db'}"
+    run = _flaky_run(db)
+    totals = run.report().totals()
+    assert (totals.calls, totals.replayed_calls) == (1, 2)
+
+    assert main(["show", run.id, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "  1 call (2 replayed, not charged again)  " in out
+    row = _table_rows(out)["a"]
+    assert (row["calls"], row["replayed"], row["layer"]) == ("1", "2", "0")
+    assert row["cost_usd"] == fmt_money(totals.known_cost)  # the paid call's, once
+
+    assert main(["runs", "--json", "--db", db]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["calls"], listed["replayed_calls"]) == (1, 2)
+    assert main(["report", run.id, "--json", "--db", db]) == 0
+    assert json.loads(capsys.readouterr().out)["calls"] == 1
+
+
+def test_show_sums_a_maps_paid_calls_and_keeps_replayed_ones_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A map whose second child replays its call once: the map's row counts the paid calls
+    of its children (as the header does), the replayed one in its own column."""
+    db = f"sqlite:///{tmp_path / 'map.db'}"
+    wf = bn.Workflow("mapped", db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [0, 1, 2]
+
+    @wf.step(map_over="items", max_attempts=2, backoff=lambda attempt: 0.0)
+    async def work(ctx: bn.Context) -> str:
+        answer = await ctx.complete(prompt=f"item {ctx.item}", model="mock/gpt-4o-mini")
+        if ctx.item == 1 and ctx.attempt == 1:
+            raise ConnectionError("lost the answer")
+        return str(answer.text)
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert run.status == "completed"
+    assert main(["show", run.id, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "  3 calls (1 replayed, not charged again)  " in out
+    rows = _table_rows(out)
+    assert (rows["work"]["calls"], rows["work"]["replayed"]) == ("3", "1")
+    assert rows["work[1]"]["calls"] == "1"
+    assert rows["work[0]"]["replayed"] == "" and rows["work[1]"]["replayed"] == "1"
+
+
+def test_show_without_replays_has_no_replayed_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'plain.db'}"
+    wf = bn.Workflow("plain", db=db)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        return str((await ctx.complete(prompt="hi", model="mock/gpt-4o-mini")).text)
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert main(["show", run.id, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "  1 call  cost $" in out
+    header = out.split("\n\n", 2)[1].splitlines()[0].split()
+    assert header == ["state", "step", "deps", "attempt", "time", "calls", "tokens", "cost_usd",
+                      "layer"]  # fmt: skip
+
+
+def test_show_lists_only_retried_steps_and_says_where_tracebacks_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A step that failed at its only attempt is not "retried"; its error is under errors:
+    with where its traceback can be read (kept under debug=True, in run.context)."""
+    db = f"sqlite:///{tmp_path / 'boom.db'}"
+    wf = bn.Workflow("boom", db=db)
+
+    @wf.step(max_attempts=1)
+    async def bad(ctx: bn.Context) -> None:
+        raise RuntimeError("kaboom in my step")
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert main(["show", run.id, "--db", db]) == 1
+    out = capsys.readouterr().out
+    assert "bad: RuntimeError: kaboom in my step" in out
+    assert "attempts (retried steps)" not in out
+    assert "a step run with debug=True keeps each failed attempt's traceback" in out
+    assert f'bn.Run.load("{run.id}", db=...)' in out
+
+    debug_db = f"sqlite:///{tmp_path / 'debug.db'}"
+    traced = bn.Workflow("traced", db=debug_db, debug=True)
+
+    @traced.step(max_attempts=2, backoff=lambda attempt: 0.0)
+    async def deep(ctx: bn.Context) -> None:
+        raise RuntimeError(f"kaboom #{ctx.attempt}")
+
+    run = anyio.run(lambda: traced.run(display=False))
+    errors = [e for e in run.context("deep") if e["kind"] == "error"]
+    assert [(e["attempt"], e["message"]) for e in errors] == [
+        (1, "RuntimeError: kaboom #1"),
+        (2, "RuntimeError: kaboom #2"),
+    ]
+    trace = errors[0]["data"]["traceback"]
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "in deep" in trace and trace.rstrip().endswith("RuntimeError: kaboom #1")
+    loaded = anyio.run(lambda: bn.Run.load(run.id, db=debug_db))
+    stored = [(e["kind"], e["data"]) for e in loaded.context("deep")]
+    assert stored == [(e["kind"], e["data"]) for e in run.context("deep")]  # not only in memory
+    assert main(["show", run.id, "--db", debug_db]) == 1
+    out = capsys.readouterr().out
+    assert "attempts (retried steps):\n  deep #1  retryable" in out
+    assert "tracebacks of deep: run.context(step) in Python" in out
