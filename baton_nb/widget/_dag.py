@@ -87,6 +87,7 @@ class DagWidget(anywidget.AnyWidget):
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
     header = traitlets.Dict().tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
+    _unsent = False  # while True, trait changes are kept here, not sent (``finish``)
 
     def __init__(
         self,
@@ -175,7 +176,17 @@ class DagWidget(anywidget.AnyWidget):
         # Every node checked once more: what the saved snapshot keeps must not miss a change
         # nobody announced. Only the changes are sent.
         self._dirty.update(_state.moved(self._run, self._states))
-        self._redraw()
+        if self.closes_at_end and self._handles:
+            # ``attach``'s widget: its snapshot replaces the view below, so the last changes
+            # only go into the traits the snapshot is made from; a message (at 20,000 nodes
+            # the columns of the last wave) encoded for a view about to go costs for nothing.
+            self._unsent = True
+            try:
+                self._redraw()
+            finally:
+                self._unsent = False
+        else:
+            self._redraw()
         # The page's ``graph`` and ``nodes`` are the first send plus the changes since: sent
         # whole once, for a saved widget state or a view opened late; not for a widget closed
         # at once (``attach``'s: 5 MB at 20,000 nodes, encoded for a model being dropped).
@@ -347,6 +358,8 @@ class DagWidget(anywidget.AnyWidget):
         ``nodes`` and ``graph`` looking for bytes on each send, which costs about as much as
         encoding them.
         """
+        if self._unsent:
+            return
         state = self.get_state(key=key)
         if not state:
             return
