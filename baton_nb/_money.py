@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from decimal import Context, Decimal
 
@@ -16,6 +17,7 @@ __all__ = [
     "normalize_money",
     "parse_budget",
     "plural",
+    "sum_amounts",
     "sum_money",
     "times_money",
 ]
@@ -68,6 +70,13 @@ def sum_money(values: Iterable[Decimal]) -> Decimal:
     for value in values:
         total = _EXACT.add(total, value)
     return total
+
+
+def sum_amounts(values: Iterable[Decimal]) -> Decimal:
+    """``sum_money(values)``, each distinct amount multiplied by how often it occurs: a
+    fan-out's calls cost a few distinct amounts, and one multiplication per amount costs
+    less than one exact addition per value (the same exact sum)."""
+    return sum_money(times_money(value, n) for value, n in Counter(values).items())
 
 
 def normalize_money(value: Decimal) -> Decimal:
