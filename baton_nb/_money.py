@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from decimal import Context, Decimal
 
@@ -17,6 +18,7 @@ __all__ = [
     "parse_budget",
     "plural",
     "scale_money",
+    "sum_amounts",
     "sum_money",
     "times_money",
 ]
@@ -74,6 +76,13 @@ def sum_money(values: Iterable[Decimal]) -> Decimal:
     for value in values:
         total = _EXACT.add(total, value)
     return total
+
+
+def sum_amounts(values: Iterable[Decimal]) -> Decimal:
+    """``sum_money(values)``, each distinct amount multiplied by how often it occurs: a
+    fan-out's calls cost a few distinct amounts, and one multiplication per amount costs
+    less than one exact addition per value (the same exact sum)."""
+    return sum_money(times_money(value, n) for value, n in Counter(values).items())
 
 
 def normalize_money(value: Decimal) -> Decimal:

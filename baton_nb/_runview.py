@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
-from ._money import add_money, fmt_cost, fmt_money, normalize_money
+from ._money import add_money, fmt_cost, fmt_money, normalize_money, sum_amounts
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from ._usage import USAGE_FIELDS, Usage
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
@@ -304,19 +304,27 @@ class RunView:
         if totals.calls is not calls or totals.counted > len(calls):
             totals = self._totals = _CallTotals(calls)
         usages: list[Usage] = []
+        costs: list[Decimal] = []
+        saved: list[Decimal] = []
         for call in calls[totals.counted :]:  # a copy of the new ones only
             if call.replayed:
                 continue
             if call.cached:  # cost 0, no tokens bought: counted apart
                 totals.cached += 1
                 if call.saved is not None:
-                    totals.saved = add_money(totals.saved, call.saved)
+                    saved.append(call.saved)
                 continue
-            if call.cost is None:
+            cost = call.cost
+            if cost is None:
                 totals.unpriced += 1
             else:
-                totals.cost = add_money(totals.cost, call.cost)
+                costs.append(cost)
             usages.append(call.usage)
+        # added once per distinct amount (``sum_amounts``), not once per call
+        if costs:
+            totals.cost = add_money(totals.cost, sum_amounts(costs))
+        if saved:
+            totals.saved = add_money(totals.saved, sum_amounts(saved))
         if usages:  # summed field by field at once: a Usage built per call cost ~1 us each
             counts = zip(_usage_fields(totals.tokens), *map(_usage_fields, usages), strict=True)
             totals.tokens = Usage(*map(sum, counts))

@@ -87,6 +87,7 @@ class DagWidget(anywidget.AnyWidget):
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
     header = traitlets.Dict().tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
+    _unsent = False  # while True, trait changes are kept here, not sent (``finish``)
 
     def __init__(
         self,
@@ -172,10 +173,15 @@ class DagWidget(anywidget.AnyWidget):
         self._throttle.close()
         if self._run is None or self._finished:
             return  # nothing to send again: the final state went out with the first call
-        # Every node checked once more: what the saved snapshot keeps must not miss a change
-        # nobody announced. Only the changes are sent.
+        # Every node checked once more: the saved snapshot must not miss a change nobody
+        # announced. Only the changes are sent; not at all for ``attach``'s widget, replaced
+        # by its snapshot below (they go into the traits the snapshot is made from).
         self._dirty.update(_state.moved(self._run, self._states))
-        self._redraw()
+        self._unsent = self.closes_at_end and bool(self._handles)
+        try:
+            self._redraw()
+        finally:
+            self._unsent = False
         # The page's ``graph`` and ``nodes`` are the first send plus the changes since: sent
         # whole once, for a saved widget state or a view opened late; not for a widget closed
         # at once (``attach``'s: 5 MB at 20,000 nodes, encoded for a model being dropped).
@@ -293,9 +299,8 @@ class DagWidget(anywidget.AnyWidget):
         with self.hold_sync():
             graph = self.graph
             if len(graph) != len(run.steps):  # a map's children (a chunk at a time)
-                # Only the new entries are sent; ``graph`` is kept current in place, unsent,
-                # for a view opened later (as ``nodes`` is): each chunk resent the whole
-                # graph (46,000 entries encoded in all for a map of 20,000).
+                # Only the new entries are sent (not the whole graph at each chunk); ``graph``
+                # is kept current in place, unsent, for a view opened later (as ``nodes`` is).
                 added = _state.graph(run, start=len(graph))
                 add = _state.columns(added, _state.GRAPH_KEYS)  # children share most fields
                 self.grown = {"at": len(graph), "add": add}
@@ -305,14 +310,11 @@ class DagWidget(anywidget.AnyWidget):
         self.redraws += 1
 
     def _changed(self) -> dict[str, Any]:
-        """The nodes whose state changed, as columns (``_state.columns``): the node's state is
-        computed again only where an event touched it, for steps new since the last send and
-        for their groups (whose count of unstored items moves with them, without an event).
-
-        Each in full (most columns of a map's children are one value for all; a diff of each
-        node against what was sent cost as much again as computing it). ``nodes`` takes each
-        new state in place, unsent: what a view opened later, and the saved state, start from.
-        """
+        """The nodes whose state changed, as columns (``_state.columns``), each in full (a
+        diff per node cost as much again): computed again only where an event touched it, for
+        steps new since the last send and their groups (whose count of unstored items moves
+        without an event). ``nodes`` takes each new state in place, unsent (for a view opened
+        later and the saved state)."""
         run = self._run
         assert run is not None
         steps, states, nodes = run.steps, self._states, self.nodes
@@ -341,12 +343,10 @@ class DagWidget(anywidget.AnyWidget):
         return _state.columns(sent, _state.NODE_KEYS, optional=("x",), ids=ids) if ids else {}
 
     def send_state(self, key: Any = None) -> None:
-        """Send state to the view: ipywidgets' own, minus its search for binary buffers.
-
-        Every synced trait here is plain JSON; ipywidgets would walk every node dict of
-        ``nodes`` and ``graph`` looking for bytes on each send, which costs about as much as
-        encoding them.
-        """
+        """Send state to the view: ipywidgets' own, minus its search for binary buffers
+        (every synced trait here is plain JSON; that walk cost about as much as encoding)."""
+        if self._unsent:
+            return
         state = self.get_state(key=key)
         if not state:
             return

@@ -11,13 +11,12 @@ tables and lists: it reads the same where styles are stripped.
 from __future__ import annotations
 
 import html
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from .._counts import count_steps
-from .._money import NO_MATH_CLASSES, add_money, fmt_cost, sum_money, times_money
+from .._money import NO_MATH_CLASSES, add_money, fmt_cost, sum_amounts
 from .._run import Run, StepInfo
 from .._runview import status_text
 from ..reports._cost import dag_order
@@ -123,7 +122,7 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
         else:
             costs[k].append(cost)
     for k, (step_sums, model_sums) in enumerate(slots):
-        total = sum_money(times_money(cost, n) for cost, n in Counter(costs[k]).items())
+        total = sum_amounts(costs[k])
         for into_sums in (step_sums, model_sums):
             into_sums.calls += calls[k]
             into_sums.tokens += tokens[k]

@@ -337,6 +337,54 @@ async def test_a_burst_of_a_thousand_step_changes_is_one_redraw() -> None:
     assert widget.redraws == redraws and not run.followers
 
 
+@pytest.mark.parametrize("attached", [True, False])
+async def test_the_last_changes_of_an_attached_widget_go_into_its_snapshot_unsent(
+    attached: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``attach``'s widget is replaced by its snapshot the moment the run ends: its last
+    changes (and the end-of-run check's) go into the snapshot, not into a message for a view
+    about to go. A widget displayed by hand (not closed at the end) still gets them sent."""
+    import IPython.display
+
+    updates: list[dict[str, Any]] = []
+
+    class Handle:
+        def update(self, bundle: dict[str, Any], raw: bool = False) -> None:
+            updates.append(bundle)
+
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: Handle())
+    monkeypatch.setattr(widget_pkg, "in_kernel", lambda: True)
+    run = bn.Run(f"last-{uuid.uuid4().hex[:8]}", "last")
+    run.status = "running"
+    for i in range(3):
+        run.steps[f"s{i}"] = StepInfo(name=f"s{i}", job_id=i, state="executing", attempt=1)
+    widget = DagWidget(run)
+    widget._ipython_display_()
+    if attached:
+        Attached(widget)
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(widget, "_send", lambda msg, buffers=None: sent.append(msg))
+    for step in run.steps.values():
+        step.state = "completed"
+        run.step_changed(step.name)  # marked; the run ends before the throttle's redraw
+    run.steps["s2"].error = "told nobody"  # a change only the end-of-run check sees
+    run.status = "completed"
+    run.run_ended()
+    states = widget.state()
+    assert all(n["s"] == "completed" for n in states.values()) and states["s2"]["e"]
+    assert widget.header["status"] == "completed"
+    [bundle] = updates
+    page = bundle["text/html"]
+    assert '"s":{"all":"completed"}' in page and '"told nobody"' in page
+    if attached:
+        assert sent == []
+    else:
+        [message] = [m for m in sent if "changed" in m["state"]]
+        assert set(message["state"]["changed"]["id"]) == {"s0", "s1", "s2"}
+        assert message["state"]["header"]["status"] == "completed"
+    widget.close()
+
+
 async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
     """A map's children appear a chunk at a time: each chunk used to resend and recompute
     every node; now the graph grows, and ``changed`` holds the new nodes shown (not pending),

@@ -267,6 +267,27 @@ def test_fmt_money_is_the_normalised_amount_in_plain_digits(value: Decimal) -> N
     assert Decimal(fmt_money(value)) == value
 
 
+@given(
+    st.lists(
+        st.sampled_from(
+            ["0.0003", "0.00030", "0E-12", "1.25", "-0.5", "123456789012.000000000001"]
+        ),
+        max_size=40,
+    )
+)
+def test_sum_amounts_is_the_exact_sum_one_by_one(texts: list[str]) -> None:
+    """Each distinct amount times its count (``sum_amounts``, the run's totals and the static
+    view's sums) is the sum of the amounts added one by one, exactly. (Equal amounts written
+    with other trailing zeros count as one: the digits may differ, never the value or what
+    is shown, which is normalised.)"""
+    from baton_nb._money import sum_amounts, sum_money
+
+    values = [Decimal(t) for t in texts]
+    total = sum_amounts(values)
+    assert total == sum_money(values)
+    assert normalize_money(total) == normalize_money(sum_money(values))
+
+
 def test_usage_sum_adds_every_field() -> None:
     from baton_nb._usage import _FIELDS
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from baton_nb import _runview
 from baton_nb._run import CallRecord, Run, StepInfo
 from baton_nb._states import NodeKind
 from baton_nb._usage import Usage
@@ -119,3 +120,12 @@ def test_run_totals_sum_each_call_once_across_redraws() -> None:
     run.calls.append(replace(call("0.1"), usage=full))
     run.calls.append(replace(call("0.1"), usage=other))
     assert run.tokens == Usage(input_tokens=100, output_tokens=50) + full + other
+    # cached calls: no cost, no tokens; what they would have cost summed apart
+    cached = [replace(call("0"), cached=True, saved=Decimal(s)) for s in ("0.25", "0.25", "1")]
+    cost = run.known_cost
+    run.calls.extend(cached)
+    assert (
+        run.known_cost == cost
+        and run.tokens == Usage(input_tokens=100, output_tokens=50) + full + other
+    )
+    assert _runview.cache_savings(run) == (3, Decimal("1.5"))
