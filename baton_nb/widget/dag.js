@@ -1293,7 +1293,8 @@ class SidePanel {
       const unpriced = agg.u ? ` (+ ${agg.u} call${agg.u > 1 ? "s" : ""} of unknown price)` : "";
       row("Cost", `${fmtCostKnown(agg.c, agg.u)}${unpriced}`);
     }
-    if (agg.n) row("LLM calls", `${agg.n}${agg.rp ? ` (${agg.rp} replayed)` : ""}`);
+    // paid calls, as show, runs and report count them; replays (not charged again) apart
+    if (agg.n) row("LLM calls", `${agg.n - (agg.rp || 0)}${agg.rp ? ` (+ ${agg.rp} replayed, not charged again)` : ""}`);
     return grid;
   }
 
