@@ -367,27 +367,31 @@ def _update_nodes_pg(rows: Sequence[Any], params: list[Any]) -> str:
     parameters appended to ``params`` (a column every row holds the same value in: one
     parameter, ``_fold``); ends in its WHERE."""
     columns = list(zip(*rows, strict=True))
+    first = len(params) + 1
     folded = _fold(columns, params, keep=len(columns) - 1)  # id: the rows' join key
-    first = len(params) - len(columns) + 1
     sql = _UPDATE_NODES_SQL.get(folded)
     if sql is None:
-        names = (*NODE_UPDATE_FIELDS, "id")
-        sets, arrays, aliases = [], [], []
-        for i, (name, kind) in enumerate(zip(names, _UPDATE_NODES_PG_TYPES, strict=True)):
-            marker = "${" + str(i) + "}::" + kind
-            if folded[i]:
-                sets.append(f"{name} = {marker}")
-                continue
-            arrays.append(marker + "[]")
-            aliases.append(name)
-            if name != "id":
-                sets.append(f"{name} = v.{name}")
-        sql = (
-            f"UPDATE {NODES.name} n SET {', '.join(sets)} FROM unnest({', '.join(arrays)}) "
-            f"AS v({', '.join(aliases)}) WHERE n.id = v.id"
-        )
+        values, source = _unnest_source(_UPDATE_NODES_PG_TYPES, folded)
+        sets = ", ".join(f"{n} = {v}" for n, v in zip(NODE_UPDATE_FIELDS, values[:-1], strict=True))
+        sql = f"UPDATE {NODES.name} n SET {sets} FROM {source} WHERE n.id = {values[-1]}"
         _UPDATE_NODES_SQL[folded] = sql
     return sql.format(*range(first, first + len(columns)))
+
+
+def _unnest_source(types: Sequence[str], folded: tuple[bool, ...]) -> tuple[list[str], str]:
+    """Each column's value in a statement over many rows (``_fold``'s parameters numbered
+    from 0, for ``str.format``): ``$n::type`` if folded, else ``u.cN`` read from the
+    ``unnest(...) AS u(...)`` of the arrays, which is returned too."""
+    values, arrays, aliases = [], [], []
+    for i, (kind, one) in enumerate(zip(types, folded, strict=True)):
+        marker = "${" + str(i) + "}::" + kind  # names and types hold no braces
+        if one:
+            values.append(marker)
+        else:
+            arrays.append(marker + "[]")
+            aliases.append(f"c{i}")
+            values.append(f"u.c{i}")
+    return values, f"unnest({', '.join(arrays)}) AS u({', '.join(aliases)})"
 
 
 # which columns of ``_update_nodes_pg`` are folded -> its SQL (parameter numbers to fill in)
@@ -441,19 +445,9 @@ def _unnest_insert(
     folded = _fold(columns, params, keep=shape.keep)
     sql = shape.sql.get(folded)
     if sql is None:
-        selected, arrays, aliases = [], [], []
-        for i, kind in enumerate(shape.types):
-            marker = "${" + str(i) + "}::" + kind
-            if folded[i]:
-                selected.append(marker)
-            else:
-                arrays.append(marker + "[]")
-                aliases.append(f"c{i}")
-                selected.append(f"u.c{i}")
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {', '.join(selected)} "
-            f"FROM unnest({', '.join(arrays)}) AS u({', '.join(aliases)})"
-        )  # names and types hold no braces
+        selected, source = _unnest_source(shape.types, folded)
+        sql = f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {', '.join(selected)} "
+        sql += f"FROM {source}"
         shape.sql[folded] = sql
     return sql.format(*range(first, first + len(keys)))
 
