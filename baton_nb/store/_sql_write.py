@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from functools import partial
 from typing import Any, NamedTuple
@@ -63,15 +64,10 @@ _UPDATE_NODE = (
 # WriteBatch.nodes rows are tuples in this order; these are their _UPDATE_NODE parameters.
 _UPDATE_NODE_PARAMS = tuple(f"b_{name}" for name in (*NODE_UPDATE_FIELDS, "id"))
 # The same update for many nodes in one Postgres statement (``_write_pg_statement``, its
-# first part: parameters $1..$10 are the columns of ``WriteBatch.nodes``).
-_UPDATE_NODES_PG = (
-    "UPDATE workflow_nodes n SET "
-    + ", ".join(f"{name} = v.{name}" for name in NODE_UPDATE_FIELDS)
-    + " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bool[], $6::int[], "
-    "$7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::int[]) AS v("
-    + ", ".join((*NODE_UPDATE_FIELDS, "id"))
-    + ") WHERE n.id = v.id"
-)
+# first part): the columns of ``WriteBatch.nodes`` with their types; ``_update_nodes_pg``.
+_UPDATE_NODES_PG_TYPES = (
+    "text", "int", "text", "text", "bool", "int", "timestamptz", "timestamptz", "timestamptz", "int"
+)  # fmt: skip
 _INSERT_NODE = sa.insert(NODES)
 _INSERT_COMPLETION = sa.insert(COMPLETIONS)
 _INSERT_STAT = sa.insert(STATS)
@@ -366,26 +362,105 @@ def json_each_insert(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> tuple[str
     return sql, [*constants, document]
 
 
+def _update_nodes_pg(rows: Sequence[Any], params: list[Any]) -> str:
+    """Postgres: ``WriteBatch.nodes`` rows as one ``UPDATE ... FROM unnest(...)``, its
+    parameters appended to ``params`` (a column every row holds the same value in: one
+    parameter, ``_fold``); ends in its WHERE."""
+    columns = list(zip(*rows, strict=True))
+    first = len(params) + 1
+    folded = _fold(columns, params, keep=len(columns) - 1)  # id: the rows' join key
+    sql = _UPDATE_NODES_SQL.get(folded)
+    if sql is None:
+        values, source = _unnest_source(_UPDATE_NODES_PG_TYPES, folded)
+        sets = ", ".join(f"{n} = {v}" for n, v in zip(NODE_UPDATE_FIELDS, values[:-1], strict=True))
+        sql = f"UPDATE {NODES.name} n SET {sets} FROM {source} WHERE n.id = {values[-1]}"
+        _UPDATE_NODES_SQL[folded] = sql
+    return sql.format(*range(first, first + len(columns)))
+
+
+def _unnest_source(types: Sequence[str], folded: tuple[bool, ...]) -> tuple[list[str], str]:
+    """Each column's value in a statement over many rows (``_fold``'s parameters numbered
+    from 0, for ``str.format``): ``$n::type`` if folded, else ``u.cN`` read from the
+    ``unnest(...) AS u(...)`` of the arrays, which is returned too."""
+    values, arrays, aliases = [], [], []
+    for i, (kind, one) in enumerate(zip(types, folded, strict=True)):
+        marker = "${" + str(i) + "}::" + kind  # names and types hold no braces
+        if one:
+            values.append(marker)
+        else:
+            arrays.append(marker + "[]")
+            aliases.append(f"c{i}")
+            values.append(f"u.c{i}")
+    return values, f"unnest({', '.join(arrays)}) AS u({', '.join(aliases)})"
+
+
+# which columns of ``_update_nodes_pg`` are folded -> its SQL (parameter numbers to fill in)
+_UPDATE_NODES_SQL: dict[tuple[bool, ...], str] = {}
+# Values that compare equal but are stored differently (Decimal 0.0 and 0.00, float 0.0 and
+# -0.0): folded only when the rows hold the same object.
+_INEXACT = (float, Decimal)
+
+
+def _fold(columns: Sequence[Sequence[Any]], params: list[Any], keep: int) -> tuple[bool, ...]:
+    """Each column's parameter appended to ``params``: its one value if every row holds the
+    same (folded: sent once, not once per row), else its values as an array; which were
+    folded. Column ``keep`` is never folded: the statement makes one row per element of
+    its array (identical rows are still so many rows).
+
+    Why: asyncpg encodes an array element by element in Python (each checked against
+    ``collections.abc``, docs/performance.md, "Eighth round: the run on Postgres") and the
+    server parses each; most columns of an answer's stats row, and some of its node
+    update's, hold the same value in every row of a commit (the run, the model, the
+    prices, zero token counts)."""
+    folded = []
+    for i, values in enumerate(columns):
+        first = values[0]
+        same = (
+            i != keep
+            and values.count(first) == len(values)
+            and (
+                all(v is first for v in values)
+                if isinstance(first, _INEXACT)
+                else len(set(map(type, values))) == 1
+            )
+        )
+        params.append(first if same else values)
+        folded.append(same)
+    return tuple(folded)
+
+
 def _unnest_insert(
     dialect: sa.Dialect, table: sa.Table, rows: Sequence[Mapping[str, Any]], params: list[Any]
 ) -> str:
     """Postgres: ``rows`` (column -> value) as one ``INSERT ... SELECT ... FROM unnest``,
-    one array parameter per column (appended to ``params``), through the bind processors."""
+    through the bind processors: one array parameter per column, or one value for a column
+    every row holds the same value in (``_fold``), appended to ``params``."""
     keys = tuple(rows[0])
     shape = _unnest_shape(dialect, table, keys)
-    first = len(params) + 1
+    columns = []
     for key, process in zip(keys, shape.processors, strict=True):
         values = [row.get(key) for row in rows]
-        params.append(values if process is None else _processed(values, process))
-    return shape.sql.format(*range(first, first + len(keys)))
+        columns.append(values if process is None else _processed(values, process))
+    first = len(params) + 1
+    folded = _fold(columns, params, keep=shape.keep)
+    sql = shape.sql.get(folded)
+    if sql is None:
+        selected, source = _unnest_source(shape.types, folded)
+        sql = f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {', '.join(selected)} "
+        sql += f"FROM {source}"
+        shape.sql[folded] = sql
+    return sql.format(*range(first, first + len(keys)))
 
 
 class _UnnestShape(NamedTuple):
-    """A table's ``_unnest_insert`` for one set of columns: its SQL with the parameter
-    numbers left to fill in (``str.format``), and each column's bind processor."""
+    """A table's ``_unnest_insert`` for one set of columns: each column's SQL type and bind
+    processor, the column never folded (``_fold``: one that varies most), and its SQL per
+    set of folded columns, with the parameter numbers left to fill in (``str.format``)."""
 
-    sql: str
+    types: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
+    keep: int
+    sql: dict[tuple[bool, ...], str]
 
 
 # (dialect, table, columns) -> shape: the column types compiled and their bind processors
@@ -398,19 +473,14 @@ def _unnest_shape(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -
     found = _UNNEST_SHAPES.get(cache_key)
     if found is not None:
         return found
-    arrays = []
+    types = []
     processors = []
-    for i, key in enumerate(keys):
+    for key in keys:
         kind = table.c[key].type.dialect_impl(dialect)
         processors.append(kind.bind_processor(dialect))
-        arrays.append("${" + str(i) + "}::" + kind.compile(dialect=dialect) + "[]")
-    columns = ", ".join(keys)
-    aliases = ", ".join(f"c{i}" for i in range(len(keys)))
-    sql = (
-        f"INSERT INTO {table.name} ({columns}) SELECT {aliases} "
-        f"FROM unnest({', '.join(arrays)}) AS u({aliases})"
-    )
-    found = _UnnestShape(sql, tuple(processors))  # names and types hold no braces
+        types.append(kind.compile(dialect=dialect))
+    keep = keys.index("step") if "step" in keys else 0
+    found = _UnnestShape(tuple(types), tuple(processors), keep, {})
     _UNNEST_SHAPES[cache_key] = found
     return found
 
@@ -451,7 +521,7 @@ def _guarded_statement(parts: Sequence[str], n: int) -> str:
     lease = lease_cte(f"${n - 3}", f"${n - 2}")
     guarded = []
     for i, part in enumerate(parts):
-        # _UPDATE_NODES_PG ends in its WHERE; _unnest_insert in ``FROM unnest(...) AS u(...)``
+        # _update_nodes_pg ends in its WHERE; _unnest_insert in ``FROM unnest(...) AS u(...)``
         joiner = "AND" if part.startswith("UPDATE") else "WHERE"
         guarded.append(f"w{i} AS ({part} {joiner} {held})")
     return (
@@ -616,8 +686,7 @@ class SqlWrites(SqlBase):
         params: list[Any] = []
         parts: list[str] = []
         if batch.nodes:
-            params += zip(*batch.nodes, strict=True)
-            parts.append(_UPDATE_NODES_PG)
+            parts.append(_update_nodes_pg(batch.nodes, params))
         if batch.completions:
             rows = [completion_to_columns(c) for c in batch.completions]
             parts.append(_unnest_insert(dialect, COMPLETIONS, rows, params))

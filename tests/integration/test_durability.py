@@ -403,6 +403,68 @@ async def test_a_migration_missing_below_the_newest_is_applied(fresh_db_url: str
     assert await _scalar(fresh_db_url, "SELECT COUNT(*) FROM workflow_tasks") == 0
 
 
+_RUN_ID_INDEXES = {
+    "ix_workflow_nodes_run_id",
+    "ix_workflow_completions_run_id",
+    "ix_workflow_step_stats_run_id",
+}
+
+
+async def _answer_tables_schema(url: str) -> tuple[set[str], object]:
+    """The indexes of the tables an answer writes, and workflow_nodes' storage options
+    (None on SQLite)."""
+    tables = "('workflow_nodes', 'workflow_completions', 'workflow_step_stats')"
+    if url.startswith("sqlite"):
+        listed = f"SELECT group_concat(name) FROM sqlite_master WHERE tbl_name IN {tables}"
+        options = None
+    else:
+        listed = f"SELECT string_agg(indexname, ',') FROM pg_indexes WHERE tablename IN {tables}"
+        options = await _scalar(
+            url, "SELECT reloptions FROM pg_class WHERE relname = 'workflow_nodes'"
+        )
+    return set(str(await _scalar(url, listed)).split(",")), options
+
+
+async def test_migration_15_writes_fewer_index_entries_per_answer_on_postgres(
+    fresh_db_url: str, unique: str
+) -> None:
+    """Migration 15 (docs/performance.md, "Ninth round: the Postgres server's share"): on
+    Postgres the run_id indexes that a longer index of the same table begins with are gone
+    and workflow_nodes' pages are filled to half (HOT updates), on a new database and on
+    one made before it; SQLite is unchanged. Runs made before and after load as before
+    (a run's rows are found by run_id through the longer indexes)."""
+    from sqlalchemy import text
+
+    from baton_nb.store._engine import make_engine
+    from baton_nb.store._migrations import MIGRATIONS
+
+    postgres = not fresh_db_url.startswith("sqlite")
+    wf = bn.Workflow(f"m15-{unique}", db=fresh_db_url)
+    wf.add("a", _noop)
+    first = await wf.run(display=False)
+    indexes, options = await _answer_tables_schema(fresh_db_url)
+    assert indexes.isdisjoint(_RUN_ID_INDEXES) if postgres else indexes >= _RUN_ID_INDEXES
+    assert options == (["fillfactor=50"] if postgres else None)
+    if postgres:  # a database made before 15: its indexes and full pages, the version gone
+        engine = make_engine(fresh_db_url)
+        try:
+            async with engine.begin() as conn:
+                for index in sorted(_RUN_ID_INDEXES):
+                    table = index.removeprefix("ix_").removesuffix("_run_id")
+                    await conn.execute(text(f"CREATE INDEX {index} ON {table} (run_id)"))
+                await conn.execute(text("ALTER TABLE workflow_nodes RESET (fillfactor)"))
+                await conn.execute(text("DELETE FROM baton_schema_version WHERE version = 15"))
+        finally:
+            await engine.dispose()
+        assert (await _answer_tables_schema(fresh_db_url))[0] >= _RUN_ID_INDEXES
+    second = await wf.run(display=False)  # migrates a database made before 15
+    assert await _schema_versions(fresh_db_url) == sorted(v for v, _ in MIGRATIONS)
+    assert await _answer_tables_schema(fresh_db_url) == (indexes, options)
+    for run in (first, second):
+        loaded = await bn.Run.load(run.id, db=fresh_db_url)
+        assert loaded.status == "completed" and set(loaded.steps) == {"a"}
+
+
 def _sqlite_schema_of(path: Path) -> list[tuple[str, str, str, str]]:
     import sqlite3
 

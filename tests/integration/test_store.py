@@ -360,6 +360,51 @@ async def test_a_big_commit_reads_back_as_written(store: RunStore) -> None:
         assert len(writes) <= 8, len(writes)  # before: 1,800 (one per row)
 
 
+async def test_columns_every_row_shares_are_stored_as_given(store: RunStore) -> None:
+    """On Postgres a column that every row of a commit holds the same value in is sent
+    once (``_fold``): rows read back as given, whatever varies and whatever does not.
+    Costs of another scale (0.0015 and 0.00150) and -0.0 are sent as given; two identical stats
+    rows stay two; a one-row commit, a commit where only the ids differ, and one where
+    only the state differs, each read back as written."""
+    ids = await a_run(store)
+    rows = [node_row("run-1", f"fan[{i}]", kind=NodeKind.CHILD, parent="fan") for i in range(4)]
+    ids.update(await store.insert_nodes(rows))
+    later = T0 + timedelta(seconds=5)
+    fan = [ids[f"fan[{i}]"] for i in range(4)]
+    same = [(State.EXECUTING, 1, None, None, False, 0, T0, None, T0, node) for node in fan]
+    mixed = [
+        (State.COMPLETED, 1, None, '"r"', True, 0, T0, later, later, fan[0]),
+        (State.DISCARDED, 2, "boom", None, False, 0, T0, later, later, fan[1]),
+    ]
+    costs = [Decimal("0.0015"), Decimal("0.00150"), Decimal("0.0015"), None]
+    stats = [call("run-1", "fan[0]", cost=cost) for cost in costs]
+    stats.append(call("run-1", "fan[0]", cost=costs[0]))  # identical to the first
+    completions = [CompletionRow("run-1", f"fan[{i}]", 0, "h", "{}", T0) for i in range(2)]
+    async with store.writer() as writer:
+        await writer.write(WriteBatch(run_id="run-1", nodes=same))
+        await writer.write(WriteBatch(run_id="run-1", nodes=mixed, stats=stats))
+        await writer.write(WriteBatch(run_id="run-1", completions=completions))
+        one = call("run-1", "fan[2]", model="mock/b", latency_ms=-0.0)
+        await writer.write(WriteBatch(run_id="run-1", nodes=[same[2]], stats=[one]))
+    nodes = {n.step: n for n in await store.get_nodes("run-1")}
+    assert [(n.state, n.attempt, n.error, n.result, n.finished_at) for n in (
+        nodes[f"fan[{i}]"] for i in range(4)
+    )] == [
+        ("completed", 1, None, '"r"', later),
+        ("discarded", 2, "boom", None, later),
+        ("executing", 1, None, None, None),
+        ("executing", 1, None, None, None),
+    ]  # fmt: skip
+    stored = sorted(await store.get_stats(["run-1"]), key=lambda s: s.id or 0)
+    assert [(s.step, s.model, s.cost) for s in stored] == [
+        *(("fan[0]", "mock/a", cost) for cost in (*costs, costs[0])),
+        ("fan[2]", "mock/b", Decimal("0.0015")),
+    ]
+    assert stored[-1].latency_ms == 0.0 and stored[0].latency_ms == 12.5
+    for i in range(2):
+        assert await store.get_completions("run-1", f"fan[{i}]") == {0: ("h", "{}")}
+
+
 async def test_node_updates_without_update_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
