@@ -67,6 +67,9 @@ class StepInfo:
     unpriced_calls: int = 0
     calls: int = 0
     replayed_calls: int = 0
+    # answered from the response cache (DESIGN §11): in ``calls``, like replays, but no
+    # tokens, latency or cost added (nothing bought)
+    cached_calls: int = 0
     latency_ms: float = 0.0
     children: list[str] = field(default_factory=list)
     # Earlier attempts, kept: each one that failed (its error, when, how long) and the one
@@ -118,6 +121,9 @@ class StepInfo:
         self.calls += 1
         if call.replayed:
             self.replayed_calls += 1
+            return
+        if call.cached:
+            self.cached_calls += 1
             return
         # A step's first call (a map child's only one, usually): its usage itself (frozen),
         # not a sum with zero made and kept per child.

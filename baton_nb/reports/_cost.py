@@ -256,7 +256,7 @@ class CostReport(_RowTotals):
 
     def to_pandas(self) -> Any:
         """The rows as a ``pandas.DataFrame`` (CSV columns; ``cost_usd`` holds Decimals, and
-        ``None`` for a call of unknown price, which pandas' ``sum()`` skips by default: use
+        ``None`` for a row with no priced call, which pandas' ``sum()`` skips by default: use
         ``sum(skipna=False)``). ``frame.attrs`` carries ``complete`` and ``unpriced_calls``
         (as the report's), so a frame passed on still says that its costs miss some."""
         try:

@@ -46,6 +46,8 @@ CSV_COLUMNS = (
     # attempts that reached the provider with no answer (timed out, cut, cancelled), counted
     # by a budget at their worst case: within cost_usd, not in calls or latency_ms
     "unanswered_usd",
+    # calls of unknown price: not in cost_usd (empty when none of the row's calls was priced)
+    "unpriced_calls",
 )
 
 
@@ -199,12 +201,23 @@ class CostRow(Totals):
         return keys + super()._repr_fields()
 
     @property
+    def csv_cost(self) -> Decimal | None:
+        """The CSV's ``cost_usd``: the known cost, so that the rows sum to the report's
+        known total (a row summing priced and unpriced calls keeps its priced part);
+        None when nothing in the row was priced."""
+        if self.unpriced_calls and not self.known_cost:
+            return None
+        return self.known_cost
+
+    @property
     def base_step(self) -> str:
         """The step as the user wrote it: the fan-out parent of a child, else the step."""
         return self.parent or self.step
 
     def as_record(self) -> dict[str, Any]:
-        """The CSV columns, in order: ``cost_usd`` is a Decimal, or None when unknown."""
+        """The CSV columns, in order: ``cost_usd`` is the cost of the priced calls (a
+        Decimal), or None when none of the row's calls was priced; ``unpriced_calls`` counts
+        the calls it leaves out."""
         values = {
             "run_id": self.run_id,
             "workflow": self.workflow,
@@ -213,7 +226,7 @@ class CostRow(Totals):
             "provider": self.provider,
             "calls": self.calls,
             **self.usage.to_dict(),
-            "cost_usd": self.cost,
+            "cost_usd": self.csv_cost,
             "latency_ms": round(self.latency_ms, 3),
             "replayed_calls": self.replayed_calls,
             "fees_usd": normalize_money(self.fees),
@@ -222,6 +235,7 @@ class CostRow(Totals):
             "cached_calls": self.cached_calls,
             "saved_usd": normalize_money(self.saved),
             "unanswered_usd": normalize_money(self.unanswered),
+            "unpriced_calls": self.unpriced_calls,
         }
         return {column: values[column] for column in CSV_COLUMNS}
 

@@ -102,49 +102,58 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
                 call = partial(spec.fn, *args, **kwargs)
                 value = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
     except Discard as exc:
-        return Discarded(exc.reason)
+        return Discarded(_redacted(exc.reason))
     except TimeoutError as exc:
         if spec.timeout is not None and not str(exc):
             error = f"TimeoutError: attempt timed out after {spec.timeout:g}s"
-            return Failed(error, retry_hint(exc))
-        return Failed(describe_error(exc), retry_hint(exc))
+            return _failed(ctx, exc, error)
+        return _failed(ctx, exc)
     except Exception as exc:
-        keep_traceback = getattr(ctx, "_keep_traceback", None)  # a Context (tests pass others)
-        if keep_traceback is not None:
-            keep_traceback(exc)
-        return _failed(exc)
+        return _failed(ctx, exc)
     except CallParked:
         return PARKED  # a call went to a provider batch: the node waits for its answer
     except BaseExceptionGroup as group:  # calls made together (a task group), some parked
         parked, rest = group.split(CallParked)
         if parked is None or (rest is not None and not isinstance(rest, Exception)):
             raise
-        return PARKED if rest is None else _failed(rest)
+        return PARKED if rest is None else _failed(ctx, rest)
     except anyio.get_cancelled_exc_class() as exc:
         if _cancel_requested():
             raise  # the run is cancelled (or ends): the driver winds it down
         # Raised by the step's own code (it awaited a task it had cancelled): an error
         # like any other, not a cancellation of the whole run.
-        return Failed(describe_error(exc), retry_hint(exc))
+        return _failed(ctx, exc)
     if isinstance(value, Snooze):
         return Snoozed(value.seconds)
     if isinstance(value, Discard):
-        return Discarded(value.reason)
+        return Discarded(_redacted(value.reason))
     try:
         encoded = _jsonutil.dumps_result(node.name, value)
     except ResultNotSerializable as exc:
-        return Discarded(f"ResultNotSerializable: {exc}")
+        return Discarded(_redacted(f"ResultNotSerializable: {exc}"))
     return Completed(value, encoded)
 
 
-def _failed(exc: BaseException) -> Failed | Discarded:
+def _failed(ctx: Any, exc: BaseException, error: str | None = None) -> Failed | Discarded:
     """A raised error: retried by the step's policy, except a ``ConfigurationError`` (a
     bad model name, option, message or schema: the same request fails the same way every
-    time), which fails the step at once with its message."""
+    time), which fails the step at once with its message. Every failure returns through
+    here, so that under ``debug=True`` each keeps its traceback (``Context._keep_traceback``)."""
+    keep_traceback = getattr(ctx, "_keep_traceback", None)  # a Context (tests pass others)
+    if keep_traceback is not None:
+        keep_traceback(exc)
     real = unwrap_group(exc)
     if isinstance(real, ConfigurationError):
-        return Discarded(describe_error(real))
-    return Failed(describe_error(exc), retry_hint(exc))
+        return Discarded(_redacted(describe_error(real)))
+    return Failed(_redacted(error or describe_error(exc)), retry_hint(exc))
+
+
+def _redacted(error: str) -> str:
+    """A step's error text as stored and shown (``step.error``, show, the widget, report):
+    API keys and secret-shaped tokens replaced, as in the captured tracebacks."""
+    from ..llm import redact_secrets  # on a failure only: ``llm`` is imported lazily
+
+    return redact_secrets(error)
 
 
 def _cancel_requested() -> bool:

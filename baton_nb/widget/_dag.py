@@ -340,7 +340,11 @@ class DagWidget(anywidget.AnyWidget):
                 states[name] = nodes[name] = node
                 ids.append(name)
                 sent.append(node)
-        return _state.columns(sent, _state.NODE_KEYS, optional=("x",), ids=ids) if ids else {}
+        return (
+            _state.columns(sent, _state.NODE_KEYS, optional=_state.OPTIONAL_NODE_KEYS, ids=ids)
+            if ids
+            else {}
+        )
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers

@@ -4,7 +4,9 @@
 
 On a stream that is not a terminal (a log file, a pipe) a line rewritten in place with
 carriage returns would pile up on one line: there the same line is written whole, once per
-tenth of the steps completed, and the final one once when the run ends.
+tenth of the steps completed, and the final one once when the run ends. A Jupyter kernel's
+own output streams are no terminal either (``isatty()`` is False) but the notebook renders
+carriage returns: there (``display="text"`` in a notebook) the line is rewritten in place.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class TextProgress:
     def __init__(self, run: Run, stream: TextIO | None = None, interval: float = 0.1) -> None:
         self.run = run
         self.stream = stream or sys.stderr
-        # Not a terminal: whole lines (``_line``), the bar itself drawn nowhere.
-        self.lines = not _is_terminal(self.stream)
+        # Not a terminal nor a kernel's output: whole lines (``_line``), the bar drawn nowhere.
+        self.lines = not (_is_terminal(self.stream) or _is_kernel_stream(self.stream))
         self._tenths = 0  # of the steps completed, the last written as a line
         self.bar = tqdm(
             total=self._count()[1],
@@ -115,6 +117,14 @@ class TextProgress:
         self._throttle.close()
         self.refresh()
         self.bar.close()
+
+
+def _is_kernel_stream(stream: TextIO) -> bool:
+    """A Jupyter kernel's stdout or stderr (ipykernel's ``OutStream``), whose carriage
+    returns the notebook renders as a line rewritten in place; never imported for it."""
+    iostream = sys.modules.get("ipykernel.iostream")
+    out_stream = getattr(iostream, "OutStream", None)
+    return isinstance(out_stream, type) and isinstance(stream, out_stream)
 
 
 def _is_terminal(stream: TextIO) -> bool:

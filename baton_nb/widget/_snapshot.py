@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._run import CallRecord, Run
-from ._state import GRAPH_KEYS, NODE_KEYS, columns, compact_json, detail
+from ._state import GRAPH_KEYS, NODE_KEYS, OPTIONAL_NODE_KEYS, columns, compact_json, detail
 from ._static import static_html
 
 __all__ = ["CSS", "DETAILS_BUDGET", "ESM", "snapshot_bundle"]
@@ -96,7 +96,9 @@ def _saved(state: dict[str, Any]) -> dict[str, Any]:
         if key == "graph":
             out[key] = columns(value, GRAPH_KEYS)
         elif key == "nodes":
-            out["states"] = columns(value.values(), NODE_KEYS, optional=("x",), ids=list(value))
+            out["states"] = columns(
+                value.values(), NODE_KEYS, optional=OPTIONAL_NODE_KEYS, ids=list(value)
+            )
         elif key != "details":
             out[key] = value
     return out

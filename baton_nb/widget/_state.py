@@ -23,6 +23,7 @@ __all__ = [
     "ERROR_PREVIEW",
     "GRAPH_KEYS",
     "NODE_KEYS",
+    "OPTIONAL_NODE_KEYS",
     "PENDING",
     "as_sent",
     "batches",
@@ -133,6 +134,8 @@ def node_state(step: StepInfo) -> dict[str, Any]:
     }
     if step.unstored:  # a map's items with no child stored yet: counted pending
         state["x"] = step.unstored
+    if step.cached_calls:  # answered from the response cache: within ``n``, not paid
+        state["ch"] = step.cached_calls
     return state
 
 
@@ -169,6 +172,7 @@ def is_pending(step: StepInfo) -> bool:
         and not step.has_result
         and not step.unpriced_calls
         and not step.replayed_calls
+        and not step.cached_calls
         and not usage.input_tokens
         and not usage.output_tokens
         and not step.unstored
@@ -197,6 +201,7 @@ def as_sent(step: StepInfo, sent: dict[str, Any]) -> bool:
         and (step.started_at is None) == (sent["t0"] is None)
         and (step.finished_at is None) == (sent["t1"] is None)
         and step.unstored == sent.get("x", 0)
+        and step.cached_calls == sent.get("ch", 0)
         and _cost_unmoved(step, sent["c"])
     )
 
@@ -218,7 +223,9 @@ def moved(run: Run, sent: dict[str, dict[str, Any]]) -> list[str]:
 
 
 GRAPH_KEYS = ("id", "k", "p", "d", "m", "i", "mx")  # a graph entry's fields
-NODE_KEYS = tuple(PENDING)  # a node's fields but its optional ``x`` (a group's)
+NODE_KEYS = tuple(PENDING)  # a node's fields but its optional ones:
+# ``x`` (a group's items not stored yet) and ``ch`` (calls answered from the cache)
+OPTIONAL_NODE_KEYS = ("x", "ch")
 
 
 def columns(
@@ -406,6 +413,7 @@ def _calls(calls: list[CallRecord]) -> list[dict[str, Any]]:
             "c": _money(c.cost),
             "l": round(c.latency_ms, 1),
             "rp": c.replayed,
+            "ch": c.cached,
             "est": c.estimated,
             "na": c.is_unanswered,
         }

@@ -3,8 +3,9 @@
 // The model carries plain JSON made by baton_nb/widget/_state.py:
 //   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}]
 //   nodes  {id: {s: state, a: attempt, t0, t1: start and end in ms since the epoch, ti, to,
-//          c: cost, u, n: calls, rp, e, r, x: a map group's items with no child stored yet
-//          (counted pending), if any}}
+//          c: cost, u, n: calls (paid, replayed and cached), rp: replayed calls, e, r,
+//          x: a map group's items with no child stored yet (counted pending), if any,
+//          ch: calls answered from the response cache (no tokens, no cost), if any}}
 //   changed  the state of each node changed since the last send, as columns (`fromColumns`:
 //          {id: [ids], s: [...] | {all: value}, ...}), replacing the model's (below)
 //   patch  (kernels before `changed`, saved widget states) {id: the fields of the node
@@ -856,7 +857,7 @@ class DagView {
 
   aggregate(id) {
     const kids = this.lay.children.get(id) || [];
-    const agg = { ti: 0, to: 0, c: null, u: 0, n: 0, rp: 0, counts: {} };
+    const agg = { ti: 0, to: 0, c: null, u: 0, n: 0, rp: 0, ch: 0, counts: {} };
     for (const kid of kids) {
       const s = this.st(kid.id);
       agg.ti += s.ti || 0;
@@ -864,6 +865,7 @@ class DagView {
       agg.n += s.n || 0;
       agg.u += s.u || 0;
       agg.rp += s.rp || 0;
+      agg.ch += s.ch || 0;
       agg.c = addCost(agg.c, s.c);
       agg.counts[s.s] = (agg.counts[s.s] || 0) + 1;
     }
@@ -1293,8 +1295,15 @@ class SidePanel {
       const unpriced = agg.u ? ` (+ ${agg.u} call${agg.u > 1 ? "s" : ""} of unknown price)` : "";
       row("Cost", `${fmtCostKnown(agg.c, agg.u)}${unpriced}`);
     }
-    // paid calls, as show, runs and report count them; replays (not charged again) apart
-    if (agg.n) row("LLM calls", `${agg.n - (agg.rp || 0)}${agg.rp ? ` (+ ${agg.rp} replayed, not charged again)` : ""}`);
+    // paid calls, as show, runs and report count them; replays (not charged again) and
+    // answers from the response cache (nothing bought) apart
+    if (agg.n) {
+      const rp = agg.rp || 0;
+      const ch = agg.ch || 0;
+      const apart = [rp ? `+ ${rp} replayed, not charged again` : "", ch ? `+ ${ch} from the cache` : ""];
+      const more = apart.filter(Boolean).join(", ");
+      row("LLM calls", `${agg.n - rp - ch}${more ? ` (${more})` : ""}`);
+    }
     return grid;
   }
 
@@ -1342,7 +1351,7 @@ class SidePanel {
 
   callTable(calls) {
     const rows = calls.map((c) => [
-      shortModel(c.m) + (c.rp ? " (replayed)" : c.na ? " (no answer, counted at worst case)" : ""),
+      shortModel(c.m) + (c.rp ? " (replayed)" : c.ch ? " (from the cache)" : c.na ? " (no answer, counted at worst case)" : ""),
       c.a,
       fmtTokens(c.ti),
       fmtTokens(c.to),

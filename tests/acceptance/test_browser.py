@@ -836,3 +836,59 @@ def test_a_taken_over_run_says_who_took_it(browser: Any, tmp_path: Path) -> None
     assert "taken over by host-b:77:c0ffee00" in seen["taken"]
     assert f'bn.DagWidget("{run.id}", db=...)' in seen["taken"]
     assert seen["cancelled"] == 0
+
+
+def test_the_panel_counts_cache_hits_apart(browser: Any, tmp_path: Path) -> None:
+    """A step whose calls were answered from the response cache, in the saved snapshot
+    (the live widget's renderer): its panel shows the paid calls, then "+ N from the
+    cache", and the tokens of the paid call only; the calls table marks the hits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio
+
+    import baton_nb as bn
+    from baton_nb.widget import DagWidget
+    from baton_nb.widget._snapshot import snapshot_bundle
+
+    db = f"sqlite:///{tmp_path / 'cached.db'}"
+
+    def workflow(prompts: tuple[str, ...]) -> bn.Workflow:
+        wf = bn.Workflow("browser_cached", db=db, cache=True)
+
+        @wf.step()
+        async def ask(ctx: bn.Context) -> str:
+            for p in prompts:
+                await ctx.complete(prompt=p, model="mock/gpt-4o-mini", max_tokens=20)
+            return "done"
+
+        return wf
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs a loop in this thread
+        pool.submit(anyio.run, lambda: workflow(("x", "y")).run(display=False)).result(60)
+        again = workflow(("x", "y", "z"))
+        run = pool.submit(anyio.run, lambda: again.run(display=False)).result(timeout=60)
+    totals = run.report().by_step()["ask"]
+    bundle = snapshot_bundle(run, DagWidget(run)._snapshot_state())
+    context = browser.new_context(viewport={"width": 1200, "height": 700})
+    try:
+        page = context.new_page()
+        page.set_content(f"<!doctype html><meta charset=utf-8><body>{bundle['text/html']}</body>")
+        _wait(page, "() => document.querySelector('.bn-snapshot .bn-node[data-id=ask]')")
+        page.locator(".bn-snapshot .bn-node[data-id=ask]").click()
+        _wait(page, "() => document.querySelector('.bn-snapshot .bn-panel .bn-t-calls')")
+        facts = page.evaluate(
+            """() => { const out = {};
+                for (const k of document.querySelectorAll('.bn-panel .bn-k'))
+                    out[k.textContent] = k.nextElementSibling.textContent;
+                return out; }"""
+        )
+        models = page.evaluate(
+            """() => [...document.querySelectorAll('.bn-panel .bn-t-calls .bn-tr:not(.bn-th)')]
+                .map(r => r.firstElementChild.textContent)"""
+        )
+    finally:
+        context.close()
+    assert facts["LLM calls"] == "1 (+ 2 from the cache)", facts
+    tokens = f"{totals.usage.input_tokens:,} in · {totals.usage.output_tokens:,} out"
+    assert facts["Tokens"] == tokens, facts
+    assert [m.endswith("(from the cache)") for m in models] == [True, True, False], models

@@ -73,8 +73,8 @@ async def test_a_rerun_is_answered_from_the_cache(
     assert report.total == 0
     assert report.cached_calls == 3 and report.saved == _per_call() * 3
     csv = report.to_csv().splitlines()
-    assert csv[0].endswith(",cached_calls,saved_usd,unanswered_usd")
-    assert csv[1].endswith(f",3,{_per_call() * 3},0")
+    assert csv[0].endswith(",cached_calls,saved_usd,unanswered_usd,unpriced_calls")
+    assert csv[1].endswith(f",3,{_per_call() * 3},0,0")
 
 
 async def test_cache_is_opt_in_and_per_call(

@@ -66,3 +66,40 @@ def test_report_by_writes_the_grouping_asked_for(
     assert sorted(r["run_id"] for r in runs) == sorted(run_ids)
     assert sum(Decimal(r["cost_usd"]) for r in runs) == report.total
     assert all(r["step"] == "" and r["model"] == "" for r in runs)
+
+
+def test_report_by_csv_keeps_a_groups_known_cost_beside_its_unpriced_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group summing a priced and an unpriced model writes the priced model's cost (the
+    table's ``0.0123+?``) and counts the unpriced call: every CSV sums to the known total."""
+    db = f"sqlite:///{tmp_path / 'mix.db'}"
+    wf = bn.Workflow("mix", db=db)
+
+    @wf.step()
+    async def both(ctx: bn.Context) -> str:
+        a = await ctx.complete(prompt="x", model="mock/gpt-4o-mini", max_tokens=20)
+        b = await ctx.complete(prompt="y", model="mock/zzqq-unpriced", max_tokens=20)
+        return str(a.text) + str(b.text)
+
+    with pytest.warns(UserWarning, match="no price known"):
+        anyio.run(lambda: wf.run(display=False))
+    report = anyio.run(lambda: bn.report(db))
+    assert report.unpriced_calls == 1 and report.total > 0
+    for by in (None, "step", "run", "model"):
+        path = tmp_path / f"{by}.csv"
+        assert main(["report", "--db", db, "--csv", str(path), *(["--by", by] if by else [])]) == 0
+        printed = capsys.readouterr().out
+        rows = _rows(path)
+        known = sum((Decimal(r["cost_usd"]) for r in rows if r["cost_usd"]), Decimal(0))
+        assert known == report.total, by
+        assert sum(int(r["unpriced_calls"]) for r in rows) == 1, by
+        if by in ("step", "run"):  # one row: both models summed
+            (row,) = rows
+            assert (Decimal(row["cost_usd"]), row["unpriced_calls"]) == (report.total, "1")
+            assert f"{row['cost_usd']}+?" in printed.replace("$", "") or "+?" in printed
+    # a row whose calls were all unpriced keeps an empty cost, never 0
+    by_model = {r["model"]: r for r in _rows(tmp_path / "model.csv")}
+    assert by_model["mock/zzqq-unpriced"]["cost_usd"] == ""
+    assert by_model["mock/zzqq-unpriced"]["unpriced_calls"] == "1"
+    assert by_model["mock/gpt-4o-mini"]["unpriced_calls"] == "0"

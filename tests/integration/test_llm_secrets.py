@@ -199,3 +199,29 @@ async def test_debug_capture_and_no_secret_on_disk(
         logs = await store.get_debug_logs(run.id)
     assert len(logs) >= 3 * len(MODELS)  # log, request, response of each ask child
     _assert_clean(repr(logs))
+
+
+def test_a_steps_error_text_holds_no_key(
+    fake_providers: FakeProviderServer, tmp_path: Path, db_url: str
+) -> None:
+    """``step.error`` (shown by show, the widget and report) is redacted before it is stored
+    or published, with ``debug=False`` too: live, loaded back, and in the attempts' history."""
+    import anyio
+
+    wf = bn.Workflow("leaky", db=db_url)
+    key = DUMMY_KEYS["together"]
+
+    @wf.step(max_attempts=2, backoff=lambda attempt: 0.0)
+    async def leak(ctx: bn.Context) -> None:
+        raise RuntimeError(f"bad key {key}")
+
+    @wf.step()
+    async def drop(ctx: bn.Context) -> None:
+        raise bn.Discard(f"gave up: Authorization: Bearer {key}")
+
+    run = anyio.run(lambda: wf.run(display=False))
+    loaded = anyio.run(lambda: bn.Run.load(run.id, db=db_url))
+    for r in (run, loaded):
+        assert r.steps["leak"].error == "RuntimeError: bad key [REDACTED]"
+        assert r.steps["drop"].error is not None and "[REDACTED]" in r.steps["drop"].error
+        _assert_clean(repr(r.steps) + str([a.error for a in r.steps["leak"].attempts]))

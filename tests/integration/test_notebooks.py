@@ -32,7 +32,7 @@ CSV_HEADER = (
     "run_id,workflow,step,model,provider,calls,input_tokens,cached_input_tokens,"
     "cache_write_tokens,output_tokens,reasoning_tokens,cost_usd,latency_ms,replayed_calls,"
     "cache_write_1h_tokens,web_search_requests,fees_usd,price_source,price_model,"
-    "cached_calls,saved_usd,unanswered_usd"
+    "cached_calls,saved_usd,unanswered_usd,unpriced_calls"
 )
 MODELS = ("mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.5-flash")
 

@@ -223,8 +223,10 @@ def test_columns_are_read_back_as_the_entries() -> None:
 
 
 def shown_as(node: dict[str, Any]) -> dict[str, Any]:
-    """A node as the view reads it: ``x`` sent as null (no item left unstored) reads as 0."""
-    return {key: value for key, value in node.items() if not (key == "x" and value is None)}
+    """A node as the view reads it: an optional field sent as null reads as 0 (``x``: no
+    item left unstored; ``ch``: no call answered from the cache)."""
+    optional = _state.OPTIONAL_NODE_KEYS
+    return {key: value for key, value in node.items() if not (key in optional and value is None)}
 
 
 async def test_each_send_holds_only_what_changed_since_the_previous_one(
@@ -451,7 +453,7 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     )
     merged, changed = json.loads(out.stdout)
     assert merged["m"] == {"s": "pending", "a": 0, "x": 3}
-    assert changed["m"] == {**_state.PENDING, "x": 3} == widget.nodes["m"]
+    assert shown_as(changed["m"]) == {**_state.PENDING, "x": 3} == widget.nodes["m"]
     assert merged["root"] == changed["root"] == widget.nodes["root"]
     widget.finish()
 
@@ -1040,3 +1042,44 @@ def _recording_init(init: Any, built: list[Any]) -> Any:
         built.append(self)
 
     return recording
+
+
+def _cached_workflow(db: str, prompts: tuple[str, ...]) -> bn.Workflow:
+    wf = bn.Workflow("cachedpanel", db=db, cache=True)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        texts = [
+            (await ctx.complete(prompt=p, model="mock/gpt-4o-mini", max_tokens=20)).text
+            for p in prompts
+        ]
+        return " ".join(str(t) for t in texts)
+
+    return wf
+
+
+def test_a_steps_cache_hits_are_counted_apart_from_its_paid_calls(tmp_path: Path) -> None:
+    """Calls answered from the response cache are in a step's ``n`` but sent apart (``ch``),
+    with no tokens: the panel's paid calls and tokens are the report's, live and in the
+    saved snapshot alike."""
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    anyio.run(lambda: _cached_workflow(db, ("x", "y")).run(display=False))
+    again = anyio.run(lambda: _cached_workflow(db, ("x", "y", "z")).run(display=False))
+    totals = again.report().by_step()["ask"]
+    assert (totals.calls, totals.cached_calls) == (1, 2)
+    step = again.steps["ask"]
+    assert (step.calls, step.cached_calls, step.replayed_calls) == (3, 2, 0)
+    state = _state.node_state(step)
+    # dag.js: LLM calls = n - rp - ch, "+ 2 from the cache"; tokens ti + to
+    assert state["n"] - state["rp"] - state["ch"] == totals.calls
+    assert state["ti"] + state["to"] == totals.usage.total_tokens
+    assert state["c"] == fmt_money(totals.known_cost)
+    assert _state.as_sent(step, state)
+    # the saved snapshot carries the same state (its nodes as columns, ``ch`` optional)
+    w = DagWidget(again)
+    snap = w._snapshot_state()
+    assert snap["nodes"]["ask"] == state
+    bundle = snapshot_bundle(again, snap)
+    assert '"ch":{"all":2}' in bundle["text/html"].replace(" ", "")
+    detail = _state.detail(again, "ask")
+    assert [c["ch"] for c in detail["calls"]] == [True, True, False]

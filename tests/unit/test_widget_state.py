@@ -150,6 +150,7 @@ def test_detail_of_a_node() -> None:
             "c": "0.00012",
             "l": 12.3,
             "rp": False,
+            "ch": False,
             "est": False,
             "na": False,
         }
@@ -422,6 +423,7 @@ def _touched(field: str) -> StepInfo:
         "has_result",
         "unpriced_calls",
         "replayed_calls",
+        "cached_calls",
         "usage",
         "unstored",
     ],
@@ -446,6 +448,7 @@ def test_is_pending_is_node_state_equal_to_pending(field: str) -> None:
         "has_result",
         "unpriced_calls",
         "replayed_calls",
+        "cached_calls",
         "usage",
         "unstored",
     ],
