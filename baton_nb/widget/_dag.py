@@ -267,11 +267,9 @@ class DagWidget(anywidget.AnyWidget):
 
     def _header(self) -> dict[str, Any]:
         assert self._run is not None
+        live, cancelling = self._source == "live", self._cancelling
         return _state.header(
-            self._run,
-            cancellable=self._source == "live",
-            cancelling=self._cancelling,
-            source=self._source,
+            self._run, cancellable=live, cancelling=cancelling, source=self._source
         )
 
     def _full_sync(self) -> None:
@@ -313,8 +311,8 @@ class DagWidget(anywidget.AnyWidget):
         """The nodes whose state changed, as columns (``_state.columns``), each in full (a
         diff per node cost as much again): computed again only where an event touched it, for
         steps new since the last send and their groups (whose count of unstored items moves
-        without an event). ``nodes`` takes each new state in place, unsent (for a view opened
-        later and the saved state)."""
+        without an event). ``nodes`` takes each new state in place, unsent (for a later view
+        and the saved state)."""
         run = self._run
         assert run is not None
         steps, states, nodes = run.steps, self._states, self.nodes
@@ -340,11 +338,9 @@ class DagWidget(anywidget.AnyWidget):
                 states[name] = nodes[name] = node
                 ids.append(name)
                 sent.append(node)
-        return (
-            _state.columns(sent, _state.NODE_KEYS, optional=_state.OPTIONAL_NODE_KEYS, ids=ids)
-            if ids
-            else {}
-        )
+        if not ids:
+            return {}
+        return _state.columns(sent, _state.NODE_KEYS, optional=_state.OPTIONAL_NODE_KEYS, ids=ids)
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers
