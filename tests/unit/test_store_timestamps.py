@@ -1,9 +1,10 @@
-"""Timestamps bound for SQLite: the fast processor sends what SQLAlchemy's generic path
+"""Timestamps and money bound for SQLite: the fast processors send what SQLAlchemy's generic path
 (``process_bind_param``, then SQLite's DATETIME processor) sends."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -116,3 +117,37 @@ def test_utc_text_over_many_seconds_and_microseconds() -> None:
         value = start + timedelta(seconds=i * 7, microseconds=(i * 7919) % 1_000_000)
         assert _tables._utc_text(value) == value.isoformat(" ", "microseconds")[:26]
     assert len(_tables._SECONDS) <= _tables._SECONDS_MOST
+
+
+def _generic_decimal(value: Any, dialect: Any) -> Any:
+    """ExactDecimal's own step, then its String impl's processor (none on SQLite)."""
+    from baton_nb.store._tables import ExactDecimal
+
+    decorated = ExactDecimal().process_bind_param(value, dialect)
+    processor = sa.String(80).dialect_impl(dialect).bind_processor(dialect)
+    return decorated if processor is None else processor(decorated)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, Decimal("0"), Decimal("0.000123"), Decimal("1E-12"), Decimal("-5.50"), Decimal("1E+3")],
+)
+def test_sqlite_money_text_as_the_decorator_writes_it(value: Decimal | None) -> None:
+    """The money processor on SQLite (one call) sends what TypeDecorator's path sends."""
+    from baton_nb.store._tables import ExactDecimal
+
+    processor = ExactDecimal().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    assert processor(value) == _generic_decimal(value, DIALECT)
+
+
+def test_sqlite_money_refuses_what_is_not_a_decimal() -> None:
+    from baton_nb.store._tables import ExactDecimal
+
+    processor = ExactDecimal().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert processor is not None
+    for bad in (1.5, "1.5", 2):
+        with pytest.raises(TypeError, match="cost must be a Decimal"):
+            processor(bad)
+        with pytest.raises(TypeError, match="cost must be a Decimal"):
+            _generic_decimal(bad, DIALECT)
