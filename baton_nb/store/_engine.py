@@ -153,10 +153,11 @@ def _prepare_sqlite(conn: sqlite3.Connection) -> bool:
 # ``__adapt__`` attribute, and the AttributeError it makes (its message formatted) and
 # drops costs ~2,000 instructions a None; the runtime binds 5 a call (docs/performance.md,
 # "Ninth round: instructions a call"). An adapter registered for NoneType answers first,
-# with the same None (bound as NULL, as before). ``{}.get`` returns None for any value, as
-# a C function (no Python frame). Registered once, process-wide (sqlite3's adapters are),
-# and only where nobody registered one for NoneType already.
-_NONE_ADAPTER: Callable[[None], None] = {}.get
+# with the same None (bound as NULL, as before). An empty dict's ``get`` returns None for
+# any value, as a C function (no Python frame). Registered once, process-wide (sqlite3's
+# adapters are), and only where nobody registered one for NoneType already.
+_NO_VALUES: dict[object, None] = {}
+_NONE_ADAPTER = _NO_VALUES.get
 
 
 def _adapt_none_cheaply() -> None:
