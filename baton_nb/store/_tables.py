@@ -58,17 +58,36 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return dialect.type_descriptor(sa.Numeric(asdecimal=True))
         return dialect.type_descriptor(sa.String(80))
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        # On SQLite, what process_bind_param sends (its String impl has no processor), in
+        # one call instead of TypeDecorator's wrapper around it: a call's stats row binds
+        # three (docs/performance.md, "Ninth round: instructions a call").
+        if dialect.name == "sqlite":
+            return _decimal_text
+        return super().bind_processor(dialect)
+
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"cost must be a Decimal, got {type(value).__name__}")
-        return value if dialect.name == "postgresql" else format(value, "f")
+        if dialect.name == "postgresql":
+            return _checked_decimal(value)
+        return _decimal_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
         return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _checked_decimal(value: Decimal | None) -> Decimal | None:
+    if value is not None and not isinstance(value, Decimal):
+        raise TypeError(f"cost must be a Decimal, got {type(value).__name__}")
+    return value
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    """A Decimal as SQLite keeps it: its exact text, every digit."""
+    if value is None:
+        return None
+    return format(_checked_decimal(value), "f")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -119,20 +138,44 @@ _TEXTS_MOST = 16_384
 def sqlite_text(value: datetime | None) -> str | None:
     """``value`` in UTC as SQLAlchemy's SQLite DATETIME stores it (``2026-12-06
     08:50:04.000000``: microseconds always, no offset). A value written lately is looked up
-    (0.2 us), not formatted again (1-2 us: the runtime binds ~5 a call)."""
+    (0.2 us), not formatted again (the runtime binds ~5 a call, 3 of them new)."""
     if value is None:
         return None
     if value.tzinfo is not timezone.utc:  # (the runtime's own times are UTC)
         # not looked up: two local times that differ only in ``fold`` (an hour repeated
         # when clocks go back) compare equal but are different instants
-        return _utc(value).isoformat(" ", "microseconds")[:26]
+        return _utc_text(_utc(value))
     text = _TEXTS.get(value)
     if text is None:
-        text = value.isoformat(" ", "microseconds")[:26]
+        text = _utc_text(value)
         if len(_TEXTS) >= _TEXTS_MOST:
             _TEXTS.clear()
         _TEXTS[value] = text
     return text
+
+
+# The text of a timestamp up to its second, per second seen lately (``_utc_text``), and the
+# texts of 0-999 for its microseconds: ``isoformat`` costs ~13,000 instructions a value (it
+# formats the ``+00:00`` offset too, through a ``utcoffset`` call and a ``timedelta``, to be
+# cut off), ``%``-formatting the seven fields ~10,000, this ~4,500 (docs/performance.md,
+# "Ninth round: instructions a call").
+_SECONDS: dict[tuple[int, int, int, int, int, int], str] = {}
+_SECONDS_MOST = 4_096
+_THREE = tuple(f"{i:03d}" for i in range(1000))
+
+
+def _utc_text(value: datetime) -> str:
+    """A UTC ``value``'s text: what ``value.isoformat(" ", "microseconds")[:26]`` gives."""
+    second = (value.year, value.month, value.day, value.hour, value.minute, value.second)
+    head = _SECONDS.get(second)
+    if head is None:
+        year, month, day, hour, minute, sec = second
+        head = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{sec:02d}."
+        if len(_SECONDS) >= _SECONDS_MOST:
+            _SECONDS.clear()
+        _SECONDS[second] = head
+    micro = value.microsecond
+    return head + _THREE[micro // 1000] + _THREE[micro % 1000]
 
 
 def _when(*, index: bool = False, optional: bool = False) -> Any:
