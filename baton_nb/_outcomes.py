@@ -36,5 +36,6 @@ class Discard(Exception):
     """
 
     def __init__(self, reason: str = "discarded") -> None:
+        reason = str(reason)  # ``Discard(exc)`` from an except clause: its text
         super().__init__(reason)
         self.reason = reason

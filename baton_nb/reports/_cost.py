@@ -210,8 +210,9 @@ class CostReport(_RowTotals):
     # ── export ────────────────────────────────────────────────────────────────
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One dict per (run, step, model) with the CSV columns; ``cost_usd`` is a
-        ``Decimal``, or ``None`` when a price was unknown."""
+        """One dict per (run, step, model) with the CSV columns; ``cost_usd`` is the
+        row's known cost (a ``Decimal``), ``None`` only when none of its calls was priced;
+        ``unpriced_calls`` counts the calls it leaves out."""
         return [r.as_record() for r in self.rows]
 
     @overload

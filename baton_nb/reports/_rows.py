@@ -204,8 +204,8 @@ class CostRow(Totals):
     def csv_cost(self) -> Decimal | None:
         """The CSV's ``cost_usd``: the known cost, so that the rows sum to the report's
         known total (a row summing priced and unpriced calls keeps its priced part);
-        None when nothing in the row was priced."""
-        if self.unpriced_calls and not self.known_cost:
+        None when nothing in the row was priced (its calls all unpriced, no charge)."""
+        if self.unpriced_calls and self.unpriced_calls >= self.calls and not self.known_cost:
             return None
         return self.known_cost
 

@@ -39,7 +39,7 @@ from ._decisions import (
     Snoozed,
 )
 from ._groups import partial_value
-from ._node import Node
+from ._node import Node, redacted_error
 
 __all__ = [
     "dep_results",
@@ -102,7 +102,7 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
                 call = partial(spec.fn, *args, **kwargs)
                 value = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
     except Discard as exc:
-        return Discarded(_redacted(exc.reason))
+        return Discarded(redacted_error(exc.reason))
     except TimeoutError as exc:
         if spec.timeout is not None and not str(exc):
             error = f"TimeoutError: attempt timed out after {spec.timeout:g}s"
@@ -126,11 +126,11 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     if isinstance(value, Snooze):
         return Snoozed(value.seconds)
     if isinstance(value, Discard):
-        return Discarded(_redacted(value.reason))
+        return Discarded(redacted_error(value.reason))
     try:
         encoded = _jsonutil.dumps_result(node.name, value)
     except ResultNotSerializable as exc:
-        return Discarded(_redacted(f"ResultNotSerializable: {exc}"))
+        return Discarded(redacted_error(f"ResultNotSerializable: {exc}"))
     return Completed(value, encoded)
 
 
@@ -144,16 +144,8 @@ def _failed(ctx: Any, exc: BaseException, error: str | None = None) -> Failed | 
         keep_traceback(exc)
     real = unwrap_group(exc)
     if isinstance(real, ConfigurationError):
-        return Discarded(_redacted(describe_error(real)))
-    return Failed(_redacted(error or describe_error(exc)), retry_hint(exc))
-
-
-def _redacted(error: str) -> str:
-    """A step's error text as stored and shown (``step.error``, show, the widget, report):
-    API keys and secret-shaped tokens replaced, as in the captured tracebacks."""
-    from ..llm import redact_secrets  # on a failure only: ``llm`` is imported lazily
-
-    return redact_secrets(error)
+        return Discarded(redacted_error(describe_error(real)))
+    return Failed(redacted_error(error or describe_error(exc)), retry_hint(exc))
 
 
 def _cancel_requested() -> bool:

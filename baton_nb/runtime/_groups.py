@@ -15,7 +15,7 @@ from typing import Any
 from .. import _jsonutil
 from .._errors import describe_error
 from .._states import FAILED_STATES, State
-from ._node import Node
+from ._node import Node, redacted_error
 
 __all__ = [
     "MapPlan",
@@ -146,9 +146,8 @@ def map_child_names(
                 )
             name = f"{group}[{key}]"  # a key whose str() raises fails here
         except Exception as exc:
-            return (
-                f"step {group!r}: map_key raised {describe_error(exc)} (item {index} of {source!r})"
-            )
+            raised = redacted_error(describe_error(exc))
+            return f"step {group!r}: map_key raised {raised} (item {index} of {source!r})"
         if name in seen:
             return f"map_key gave the key {key!r} twice; keys must be unique"
         seen.add(name)

@@ -30,6 +30,14 @@ _UNSET: Any = object()
 _STORED = {state: state.value for state in State}  # a state as the store writes it
 
 
+def redacted_error(error: str) -> str:
+    """A step's error text as stored and shown (``step.error``, show, the widget, report):
+    API keys and secret-shaped tokens replaced, as in the captured tracebacks."""
+    from ..llm import redact_secrets  # on a failure only: ``llm`` is imported lazily
+
+    return redact_secrets(error)
+
+
 def new_node_row(
     run_id: str,
     spec: StepSpec,

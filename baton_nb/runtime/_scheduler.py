@@ -46,7 +46,7 @@ from ._decisions import (
     Snoozed,
 )
 from ._groups import MapPlan, close_if_coroutine, verdict
-from ._node import Node
+from ._node import Node, redacted_error
 from ._slots import Slots
 
 __all__ = ["Scheduler", "backoff_delay", "cancelled_child_reason", "next_attempt_delay"]
@@ -399,7 +399,7 @@ def backoff_delay(node: Node, attempt_error: str) -> tuple[float, str | None]:
     try:
         raw = node.spec.backoff(attempt)
     except Exception as exc:
-        problem = f"backoff({attempt}) raised {describe_error(exc)}"
+        problem = f"backoff({attempt}) raised {redacted_error(describe_error(exc))}"
     else:
         close_if_coroutine(raw)
         if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, Decimal)):

@@ -225,3 +225,37 @@ def test_a_steps_error_text_holds_no_key(
         assert r.steps["leak"].error == "RuntimeError: bad key [REDACTED]"
         assert r.steps["drop"].error is not None and "[REDACTED]" in r.steps["drop"].error
         _assert_clean(repr(r.steps) + str([a.error for a in r.steps["leak"].attempts]))
+
+
+@pytest.mark.parametrize("where", ["map_key", "backoff"])
+def test_errors_of_map_key_and_backoff_hold_no_key(
+    fake_providers: FakeProviderServer, tmp_path: Path, where: str
+) -> None:
+    """The step errors the scheduler writes itself (a ``map_key`` or ``backoff`` that
+    raised) are redacted as the step's own are."""
+    import anyio
+
+    key = DUMMY_KEYS["together"]
+
+    def boom(*_: object) -> float:
+        raise RuntimeError(f"bad key {key}")
+
+    wf = bn.Workflow(f"leak-{where}", db=f"sqlite:///{tmp_path / 'r.db'}")
+    if where == "map_key":
+
+        @wf.step()
+        async def items(ctx: bn.Context) -> list[str]:
+            return ["a"]
+
+        @wf.step(map_over="items", map_key=boom)
+        async def s(ctx: bn.Context) -> int:
+            return 1
+    else:
+
+        @wf.step(max_attempts=2, backoff=boom)
+        async def s(ctx: bn.Context) -> int:
+            raise ValueError("first")
+
+    run = anyio.run(lambda: wf.run(display=False))
+    error = run.steps["s"].error
+    assert error is not None and "[REDACTED]" in error and key not in error, error

@@ -209,6 +209,23 @@ async def test_discard_does_not_retry(db_url: str, unique: str, how: str) -> Non
     assert run.steps["give_up"].error == "bad input"
 
 
+async def test_discard_of_an_exception_keeps_its_text(db_url: str, unique: str) -> None:
+    """``except KeyError as e: raise bn.Discard(e)``: the step is discarded with the
+    exception's text (it crashed the run while the reason was redacted as a str)."""
+    wf = bn.Workflow(f"discard-exc-{unique}", db=db_url)
+
+    @wf.step()
+    async def give_up(ctx: bn.Context) -> None:
+        try:
+            raise KeyError("missing")
+        except KeyError as exc:
+            raise bn.Discard(exc) from exc  # type: ignore[arg-type]
+
+    run = await wf.run(display=False)
+    assert run.steps["give_up"].state == "discarded"
+    assert run.steps["give_up"].error == "'missing'"
+
+
 async def test_timeout_is_a_retryable_error(db_url: str, unique: str) -> None:
     wf = bn.Workflow(f"timeout-{unique}", db=db_url)
 

@@ -433,3 +433,15 @@ def test_notebook_table_shows_the_first_rows_and_says_how_to_see_the_rest() -> N
     assert "more" not in report.by_step()._repr_html_()  # one row: "each"
     few = _map_run(MAX_HTML_ROWS).report()._repr_html_()
     assert "not shown" not in few and f"each[{MAX_HTML_ROWS - 1}]" in few
+
+
+def test_a_rows_calls_priced_at_zero_write_zero_not_empty() -> None:
+    """``cost_usd`` is empty only when nothing in the row was priced: two calls priced at
+    $0 beside an unpriced one write 0 (the unpriced call counted apart)."""
+    from baton_nb.reports._rows import CostRow
+
+    row = CostRow(run_id="r", workflow="w", step="s", model="mock/m", provider="mock")
+    row.calls, row.unpriced_calls = 3, 1
+    assert row.csv_cost == Decimal(0)
+    row.calls = 1
+    assert row.csv_cost is None
