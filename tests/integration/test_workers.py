@@ -480,3 +480,6 @@ async def test_the_worker_log_says_when_a_run_ends_and_when_it_stops(
     assert f"run {held.id} handed over to the other workers" in log
     assert f"run {held.id} (workers-noop-map) cancelled" not in log  # handed over, not ended
     assert re.search(r"worker \S+ stopped \(\d+ tasks? done\)", log), log
+    # The handed-over run finished here: none is left for other tests' workers of noop_map
+    workers.start("tests.workers_app:noop_map")
+    assert (await _wait(held, workers, 60)).status == "completed", workers.logs()
