@@ -39,6 +39,22 @@ def _one_call(name: str, db_url: str, timeout: float) -> bn.Workflow:
     return wf
 
 
+def _two_calls(name: str, db_url: str) -> bn.Workflow:
+    """A map of two calls, each with a 0.2 s timeout and one step attempt."""
+    wf = bn.Workflow(name, db=db_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return [0, 1]
+
+    @wf.step(map_over="items", max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        answer = await ctx.complete(model=MODEL, prompt="hi", max_tokens=OUT, timeout=0.2)
+        return answer.text
+
+    return wf
+
+
 async def _stored_spent(run_id: str, db_url: str) -> Decimal:
     stored = await bn.Run.load(run_id, db=db_url)
     assert stored.spend is not None and stored.spend.reserved == 0
@@ -117,21 +133,11 @@ async def test_two_retries_waiting_for_room_do_not_wait_for_each_other(
     fake_providers: FakeProviderServer, db_url: str, unique: str
 ) -> None:
     """Two calls in flight hold a worst case each and both time out: each retry needs one
-    more, the $0.025 cap has room for neither. Each would wait for the other to settle;
-    the second to ask sees nobody else who could free room: both stop unsent."""
+    more, the $0.025 cap has room for neither. A retry never waits for room (the other
+    could be waiting for it): both are refused at once, unsent, and the run stops."""
     fake_providers.usage = FakeUsage(input=10, output=OUT)
     fake_providers.script(Reply(delay=0.6), Reply(delay=0.6), Reply(), Reply())
-    wf = bn.Workflow(f"two-retries-{unique}", db=db_url)
-
-    @wf.step()
-    async def items(ctx: bn.Context) -> list[int]:
-        return [0, 1]
-
-    @wf.step(map_over="items", max_attempts=1)
-    async def ask(ctx: bn.Context) -> str:
-        answer = await ctx.complete(model=MODEL, prompt="hi", max_tokens=OUT, timeout=0.2)
-        return answer.text
-
+    wf = _two_calls(f"two-retries-{unique}", db_url)
     with anyio.fail_after(30):
         run = await wf.run(budget="0.025", display=False)
     assert run.status == "cancelled", run.failed_steps
@@ -149,17 +155,7 @@ async def test_a_retry_holding_the_provider_slot_does_not_wait_for_room(
     bn.configure(limits={"openai": bn.Limit(concurrency=1)})
     fake_providers.usage = FakeUsage(input=10, output=OUT)
     fake_providers.script(Reply(delay=0.6), Reply(), Reply(), Reply())
-    wf = bn.Workflow(f"slot-{unique}", db=db_url)
-
-    @wf.step()
-    async def items(ctx: bn.Context) -> list[int]:
-        return [0, 1]
-
-    @wf.step(map_over="items", max_attempts=1)
-    async def ask(ctx: bn.Context) -> str:
-        answer = await ctx.complete(model=MODEL, prompt="hi", max_tokens=OUT, timeout=0.2)
-        return answer.text
-
+    wf = _two_calls(f"slot-{unique}", db_url)
     with anyio.fail_after(30):
         run = await wf.run(budget="0.025", display=False)
     assert run.status == "cancelled", run.failed_steps
