@@ -755,6 +755,7 @@ class DagView {
     if (!box.open) return;
     const table = h("div", "bn-kids");
     table.style.maxHeight = `${GROUP_ROWS * ROW_H}px`;
+    if (kids.length > GROUP_ROWS) table.title = `${kids.length.toLocaleString()} children: scroll to see them all`;
     parts.kids = table;
     parts.rows = new Map();
     for (const kid of kids) {
