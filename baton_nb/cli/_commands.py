@@ -15,7 +15,7 @@ from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._states import RunStatus
-from ..reports import CostReport, CostRow
+from ..reports import GROUP_KEYS, CostReport, CostRow
 from ..store import ReadStore, Store
 from ._output import out as _out
 from ._show import render_run
@@ -142,20 +142,15 @@ async def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _group_name(row: CostRow, by: str) -> str:
-    if by == "step":
-        return row.base_step  # fan-out children summed into their step, as printed
-    return row.model if by == "model" else row.run_id
-
-
 def grouped(rep: CostReport, by: str) -> CostReport:
     """The report's rows summed per step, model or run (what ``report --by`` prints), in the
     CSV's columns: the column grouped by holds the group's name; each other key column
     (run_id, workflow, step, model, provider) is filled when every row summed into the
     group has the same value there, and left empty when they differ."""
+    name_of = GROUP_KEYS[by]  # as the printed table groups them
     groups: dict[str, list[CostRow]] = {}
     for row in rep.rows:
-        groups.setdefault(_group_name(row, by), []).append(row)
+        groups.setdefault(name_of(row), []).append(row)
     out = []
     for name, rows in groups.items():
         total = CostRow(

@@ -5,7 +5,7 @@ Reads stored rows only: never imports the runtime.
 
 from .._money import fmt_money, normalize_money, plural
 from ..store import FanoutChild
-from ._cost import Breakdown, CostReport
+from ._cost import GROUP_KEYS, Breakdown, CostReport
 from ._render import text_table
 from ._rows import CSV_COLUMNS, CostRow, ModelComparison, Totals
 from ._runs import RunList, RunSummary, local_time
@@ -13,6 +13,7 @@ from ._when import as_duration, as_time, parse_duration
 
 __all__ = [
     "CSV_COLUMNS",
+    "GROUP_KEYS",
     "Breakdown",
     "CostReport",
     "CostRow",

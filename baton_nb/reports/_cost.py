@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
 
@@ -20,7 +20,15 @@ from ._rows import CSV_COLUMNS, CostRow, ModelComparison, Totals
 if TYPE_CHECKING:
     from .._run import Run
 
-__all__ = ["Breakdown", "CostReport"]
+__all__ = ["GROUP_KEYS", "Breakdown", "CostReport"]
+
+# What a row is summed under per grouping: ``by_step`` (fan-out children into their step),
+# ``by_model``, ``by_run``, and the CLI's ``report --by ... --csv``.
+GROUP_KEYS: dict[str, Callable[[CostRow], str]] = {
+    "step": lambda r: r.base_step,
+    "model": lambda r: r.model,
+    "run": lambda r: r.run_id,
+}
 
 
 class Breakdown(Mapping[str, Totals]):
@@ -176,15 +184,15 @@ class CostReport(_RowTotals):
     def by_step(self, *, fanout_children: bool = False) -> Breakdown:
         """Totals per step. Fan-out children (``answer[model]``) are summed into their step
         (``answer``) unless ``fanout_children=True``."""
-        return self._group("step", lambda r: r.step if fanout_children else r.base_step)
+        return self._group("step", (lambda r: r.step) if fanout_children else GROUP_KEYS["step"])
 
     def by_model(self) -> Breakdown:
         """Totals per model (``provider/model``)."""
-        return self._group("model", lambda r: r.model)
+        return self._group("model", GROUP_KEYS["model"])
 
     def by_run(self) -> Breakdown:
         """Totals per run id."""
-        return self._group("run", lambda r: r.run_id)
+        return self._group("run", GROUP_KEYS["run"])
 
     def _group(self, key: str, name_of: Any) -> Breakdown:
         out: dict[str, Totals] = {}
