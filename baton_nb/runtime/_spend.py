@@ -237,16 +237,14 @@ class Spend:
             marker = SENDING.set(attempts)
             try:
                 completion = await complete(request)
-            except _RetryNotCovered as exc:  # settled below; the run stops once landed
-                not_covered = exc.reason
-                lost = _unanswered(node, index, request, worst, sent.count(OUT), unanswered)
-                await self._settle(scopes, held, None, lost)
             except Exception as exc:
                 paid = exc.completion if isinstance(exc, OutputValidationError) else None
                 cost = paid.cost if isinstance(paid, Completion) else None
                 lost = _unanswered(node, index, request, worst, sent.count(OUT), unanswered)
                 await self._settle(scopes, held, cost, lost)
-                raise
+                if not isinstance(exc, _RetryNotCovered):
+                    raise
+                not_covered = exc.reason  # a retry refused: the run stops once this landed
             except BaseException:  # cancelled: never left reserved (_settle is shielded)
                 # each attempt that went out with no answer paid at its worst, and an answer
                 # the cancel lost before its cost was counted; an error status is unbilled

@@ -24,7 +24,7 @@ __all__ = [
 # UPDATE on SQLite as on Postgres. A reservation or a cost is rounded up to the unit, so
 # what is counted is never less than what is spent.
 MONEY_UNIT = Decimal("1e-12")
-_UNIT_DIGITS = 12  # MONEY_UNIT = 10 ** -_UNIT_DIGITS
+_UNIT_DIGITS = -int(MONEY_UNIT.as_tuple().exponent)  # MONEY_UNIT = 10 ** -_UNIT_DIGITS
 RUN_SCOPE = ""  # the scope of the run's own budget (a step's is its name)
 
 
