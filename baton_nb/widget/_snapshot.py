@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .._run import CallRecord, Run
-from ._state import GRAPH_KEYS, NODE_KEYS, OPTIONAL_NODE_KEYS, columns, compact_json, detail
+from ._state import (
+    GRAPH_KEYS,
+    NODE_KEYS,
+    OPTIONAL_NODE_KEYS,
+    columns,
+    compact_json,
+    detail,
+    row_columns,
+)
 from ._static import static_html
 
 __all__ = ["CSS", "DETAILS_BUDGET", "ESM", "snapshot_bundle"]
@@ -89,16 +97,19 @@ _json = compact_json(str)
 
 
 def _saved(state: dict[str, Any]) -> dict[str, Any]:
-    """The state as the snapshot saves it: the graph's entries as columns, the nodes as
-    columns under ``states`` (``nodes``, a dict per node, is the form of older snapshots)."""
+    """The state as the snapshot saves it: the graph's entries as columns, the nodes (given
+    as ``nodes``, a dict each, or ``rows``) as columns under ``states`` (``nodes``, a dict
+    per node, is the form of older snapshots)."""
     out: dict[str, Any] = {}
     for key, value in state.items():
         if key == "graph":
             out[key] = columns(value, GRAPH_KEYS)
-        elif key == "nodes":
+        elif key == "nodes":  # each node's dict (``stored_state``)
             out["states"] = columns(
                 value.values(), NODE_KEYS, optional=OPTIONAL_NODE_KEYS, ids=list(value)
             )
+        elif key == "rows":  # each node's row (``DagWidget``: none of them a dict)
+            out["states"] = row_columns(list(value.values()), list(value))
         elif key != "details":
             out[key] = value
     return out

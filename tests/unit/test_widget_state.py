@@ -118,9 +118,32 @@ def test_long_errors_are_cut_for_the_node_but_whole_in_the_detail() -> None:
     assert _state.detail(run, "sum")["error"] == "x" * 1000
 
 
-def test_node_states_of_some_names_skip_unknown_ones() -> None:
-    states = _state.node_states(small_run(), ["sum", "gone"])
-    assert list(states) == ["sum"]
+def test_a_nodes_row_is_its_state_as_a_tuple() -> None:
+    """``node_row`` (what the widget keeps per node) read as a dict is ``node_state``; the
+    optional fields only when not 0, in a row always (0 when none)."""
+    run = small_run()
+    run.steps["sum"].unstored = 3
+    rows, states = _state.node_rows(run), _state.node_states(run)
+    assert list(rows) == list(states) == list(run.steps)
+    assert {name: _state.row_dict(row) for name, row in rows.items()} == states
+    assert states["sum"]["x"] == 3 and "ch" not in states["sum"]
+    assert rows["ask[mock/a]"][len(_state.NODE_KEYS) :] == (0, 0)
+    assert _state.row_dict(_state.PENDING_ROW) == _state.PENDING
+    assert len(_state.PENDING_ROW) == len(_state.ROW_KEYS)
+
+
+def test_rows_as_columns_read_back_as_the_rows() -> None:
+    """``row_columns``: a list per field, or ``{"all": v}`` when every row has that one."""
+    run = small_run()
+    rows = _state.node_rows(run)
+    cols = _state.row_columns(list(rows.values()), list(rows))
+    assert cols["id"] == list(rows)
+    for i, key in enumerate(_state.ROW_KEYS):
+        column = cols[key]
+        values = [column["all"]] * len(rows) if isinstance(column, dict) else column
+        assert values == [row[i] for row in rows.values()], key
+    assert cols["x"] == {"all": 0}
+    assert _state.row_columns([], []) == {"id": [], **{k: [] for k in _state.ROW_KEYS}}
 
 
 def test_header_totals() -> None:
@@ -453,21 +476,21 @@ def test_is_pending_is_node_state_equal_to_pending(field: str) -> None:
         "unstored",
     ],
 )
-def test_as_sent_is_node_state_equal_to_the_state_sent(field: str) -> None:
-    """The end of a run's check of every node, instead of building its state: from a
-    pending node and from a completed one, each field moved in turn."""
+def test_the_end_check_finds_every_field_that_moved(field: str) -> None:
+    """The end of a run's check of every node (``moved``): from a pending node and from a
+    completed one, each field moved in turn."""
     step = _touched(field)
-    assert _state.as_sent(step, _state.PENDING) == (_state.node_state(step) == _state.PENDING)
-    assert _state.as_sent(step, _state.PENDING) == (field == "none")
-    done = small_run().steps["ask[mock/a]"]
-    sent = _state.node_state(done)
-    assert _state.as_sent(done, sent)
+    assert (_state.node_row(step) == _state.PENDING_ROW) == (field == "none")
+    run = small_run()
+    sent = _state.node_rows(run)
+    assert _state.moved(run, sent) == []
     if field in ("state", "attempt", "error", "has_result", "calls", "unstored"):
+        done = run.steps["ask[mock/a]"]
         moved = {"state": "cancelled", "attempt": 2, "calls": 2}.get(field, getattr(step, field))
         setattr(done, field, moved)
-        assert _state.node_state(done) != sent and not _state.as_sent(done, sent)
-    long_error = StepInfo(name="e", job_id=1, error="x" * (_state.ERROR_PREVIEW + 1))
-    assert not _state.as_sent(long_error, _state.node_state(long_error))  # computed again
+        assert _state.moved(run, sent) == ["ask[mock/a]"]
+    del sent["sum"]
+    assert "sum" in _state.moved(run, sent)  # a step never sent
 
 
 def test_a_cost_text_is_looked_up_by_its_amount() -> None:
@@ -525,13 +548,12 @@ def test_a_scalar_result_is_its_json(value: Any) -> None:
 
 
 def test_a_charge_for_attempts_with_no_answer_moves_the_node_at_the_end() -> None:
-    """The end-of-run check (``as_sent``) sees a cost that moved without a call."""
+    """The end-of-run check (``moved``) sees a cost that moved without a call."""
     run = small_run()
     child = run.steps["ask[mock/a]"]
-    sent = _state.node_state(child)
-    assert _state.as_sent(child, sent)
+    sent = _state.node_rows(run)
+    assert _state.moved(run, sent) == []
     lost = CallRecord.unanswered("r1", "ask[mock/a]", 1, 0, "mock/a", "mock", Decimal("0.5"), T1)
     run.calls.append(lost)
     child.add_call(lost)
-    assert _state.node_state(child) != sent
-    assert not _state.as_sent(child, sent)
+    assert _state.moved(run, sent) == ["ask[mock/a]"]
