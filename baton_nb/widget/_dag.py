@@ -185,7 +185,7 @@ class DagWidget(anywidget.AnyWidget):
         # Every node checked once more: the saved snapshot must not miss a change nobody
         # announced. Only the changes are sent; not at all for ``attach``'s widget, replaced
         # by its snapshot below (they go into the traits the snapshot is made from).
-        self._dirty.update(_state.moved(self._run, self._rows))
+        self._dirty.update(_state.moved(self._run, self._rows, self._dirty))
         self._unsent = self.closes_at_end and bool(self._handles)
         try:
             self._redraw()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timezone
 from decimal import Decimal
 from itertools import islice, repeat
@@ -17,6 +18,7 @@ from typing import Any
 
 from .._money import fmt_money
 from .._run import CallRecord, Run, StepInfo
+from .._states import State
 from .._runview import cache_savings
 
 __all__ = [
@@ -209,10 +211,29 @@ def is_pending(step: StepInfo) -> bool:
     )
 
 
-def moved(run: Run, sent: dict[str, tuple[Any, ...]]) -> list[str]:
-    """The steps whose row is not the one ``sent`` (or that have none)."""
+_COMPLETED = str(State.COMPLETED)
+
+
+def moved(
+    run: Run, sent: dict[str, tuple[Any, ...]], known: AbstractSet[str] = frozenset()
+) -> list[str]:
+    """The steps whose row is not the one ``sent`` (or that have none): a run's end checks
+    every node for a change nobody announced (a group's count of unstored items).
+
+    Not computed again: the steps in ``known`` (to be computed anyway), and those sent as
+    completed: a completed step is final within an execution (its result stored; a
+    resume is another execution, followed by another ``Run``), and what it still gets is
+    announced (a charge for one of its attempts that had no answer is a call). At 20,000
+    children that check cost ~30 ms at every run's end; skipped, ~2 ms."""
     get = sent.get
-    return [name for name, step in run.steps.items() if get(name) != node_row(step)]
+    out = []
+    for name, step in run.steps.items():
+        if name in known:
+            continue
+        row = get(name)
+        if row is None or (row[0] != _COMPLETED and row != node_row(step)):
+            out.append(name)
+    return out
 
 
 GRAPH_KEYS = ("id", "k", "p", "d", "m", "i", "mx")  # a graph entry's fields

@@ -482,6 +482,7 @@ def test_the_end_check_finds_every_field_that_moved(field: str) -> None:
     step = _touched(field)
     assert (_state.node_row(step) == _state.PENDING_ROW) == (field == "none")
     run = small_run()
+    run.steps["ask[mock/a]"].state = State.EXECUTING  # (one sent as completed is skipped)
     sent = _state.node_rows(run)
     assert _state.moved(run, sent) == []
     if field in ("state", "attempt", "error", "has_result", "calls", "unstored"):
@@ -491,6 +492,22 @@ def test_the_end_check_finds_every_field_that_moved(field: str) -> None:
         assert _state.moved(run, sent) == ["ask[mock/a]"]
     del sent["sum"]
     assert "sum" in _state.moved(run, sent)  # a step never sent
+    assert "sum" not in _state.moved(run, sent, {"sum"})  # to be computed anyway
+
+
+def test_the_end_check_skips_steps_sent_as_completed() -> None:
+    """A completed step is final within an execution: the end check does not compute its
+    row again (what it still gets, a charge for an attempt with no answer, is announced)."""
+    run = small_run()
+    sent = _state.node_rows(run)
+    done = run.steps["ask[mock/a]"]
+    assert done.state == State.COMPLETED
+    done.error = "changed, not announced"
+    assert "ask[mock/a]" not in _state.moved(run, sent)
+    done.state = State.RETRYABLE
+    sent = _state.node_rows(run)
+    done.error = "changed again, not announced"
+    assert _state.moved(run, sent) == ["ask[mock/a]"]
 
 
 def test_a_cost_text_is_looked_up_by_its_amount() -> None:
@@ -548,9 +565,11 @@ def test_a_scalar_result_is_its_json(value: Any) -> None:
 
 
 def test_a_charge_for_attempts_with_no_answer_moves_the_node_at_the_end() -> None:
-    """The end-of-run check (``moved``) sees a cost that moved without a call."""
+    """The end-of-run check (``moved``) sees a cost that moved without a call (a step not
+    completed: what a completed step gets is announced, and the check skips it)."""
     run = small_run()
     child = run.steps["ask[mock/a]"]
+    child.state = State.RETRYABLE
     sent = _state.node_rows(run)
     assert _state.moved(run, sent) == []
     lost = CallRecord.unanswered("r1", "ask[mock/a]", 1, 0, "mock/a", "mock", Decimal("0.5"), T1)
