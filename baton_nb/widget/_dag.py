@@ -89,8 +89,7 @@ class DagWidget(anywidget.AnyWidget):
     _css = CSS
     graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
     # Every node's row (``_state.node_row``) as last sent, kept current in place; sent as
-    # each node's dict (``_state.row_dict``), the steps still pending left out (the view
-    # draws a missing node as pending).
+    # dicts, the pending ones left out (the view draws a missing node as pending).
     nodes = traitlets.Dict().tag(sync=True, to_json=lambda rows, _: _nodes_json(rows))
     changed = traitlets.Dict().tag(sync=True)  # the nodes changed since the last send, as columns
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
@@ -233,9 +232,8 @@ class DagWidget(anywidget.AnyWidget):
 
     def _mark(self, name: str) -> None:
         """A run of this process changed step ``name`` (``Run.follow``: called inline by the
-        runtime, no event built), so it only marks. The throttle is poked by the first mark
-        since the last send only: its call is already due for the next ones (three marks a
-        call; the redraw takes the set whole and leaves an empty one)."""
+        runtime, no event built): marks, and pokes the throttle at the first mark since the
+        last send only (its call is due for the next ones; three marks a call)."""
         dirty = self._dirty
         if not dirty:
             self._throttle.poke()
@@ -321,39 +319,11 @@ class DagWidget(anywidget.AnyWidget):
         self.redraws += 1
 
     def _changed(self) -> dict[str, Any]:
-        """The nodes whose state changed, as columns (``_state.columns``), each in full (a
-        diff per node cost as much again): computed again only where an event touched it, for
-        steps new since the last send and their groups (whose count of unstored items moves
-        without an event). ``nodes`` takes each new state in place, unsent (for a later view
-        and the saved state)."""
-        run = self._run
-        assert run is not None
-        steps, rows = run.steps, self._rows
+        """The nodes whose state changed since the last send, as columns (``_state.changed``),
+        taken into ``nodes`` in place, unsent (for a later view and the saved state)."""
+        assert self._run is not None
         names, self._dirty = self._dirty, set()
-        if len(steps) != len(rows):
-            added = [name for name in steps if name not in rows]
-            is_pending = _state.is_pending
-            for name in added:
-                # a new step still pending is as the view draws a node it never got: only
-                # remembered (its state as sent); the others computed below
-                if name not in names and is_pending(steps[name]):
-                    rows[name] = PENDING_ROW
-                else:
-                    names.add(name)
-            names.update(p for p in {steps[name].parent for name in added} if p is not None)
-        node_row, get, ids, sent = _state.node_row, rows.get, [], []
-        for name in names:
-            step = steps.get(name)
-            if step is None:
-                continue
-            row = node_row(step)
-            if row != get(name, PENDING_ROW):  # a change of nothing shown sends nothing
-                rows[name] = row
-                ids.append(name)
-                sent.append(row)
-        if not ids:
-            return {}
-        return _state.row_columns(sent, ids)
+        return _state.changed(self._run, self._rows, names)
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers
@@ -370,11 +340,9 @@ class DagWidget(anywidget.AnyWidget):
         self._send({"method": "update", "state": state, "buffer_paths": []}, buffers=[])
 
     def _snapshot_state(self) -> dict[str, Any]:
-        """What the saved snapshot draws: the graph, every node's row in the graph's order
-        (pending for a node never sent), the header."""
-        rows = self._rows
-        nodes = {e["id"]: rows.get(e["id"], PENDING_ROW) for e in self.graph}
-        return {"graph": self.graph, "rows": nodes, "header": self.header}
+        """The saved snapshot's graph, header and every node's row, in the graph's order."""
+        rows = {e["id"]: self._rows.get(e["id"], PENDING_ROW) for e in self.graph}
+        return {"graph": self.graph, "rows": rows, "header": self.header}
 
     # ── messages from the view ────────────────────────────────────────────────
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._run import CallRecord, Run
+from .._states import FAILED_STATES, NodeKind
 from ._state import (
     GRAPH_KEYS,
     NODE_KEYS,
@@ -26,12 +27,12 @@ from ._state import (
 )
 from ._static import static_html
 
-__all__ = ["CSS", "DETAILS_BUDGET", "ESM", "snapshot_bundle"]
+__all__ = ["CSS", "DETAILS_BUDGET", "ESM", "in_detail_order", "snapshot_bundle"]
 
 _HERE = Path(__file__).parent
 ESM = (_HERE / "dag.js").read_text(encoding="utf-8")
 CSS = (_HERE / "dag.css").read_text(encoding="utf-8")
-DETAILS_BUDGET = 1_000_000  # characters of embedded details per snapshot
+DETAILS_BUDGET = 500_000  # characters of embedded details per snapshot (see ``_details``)
 CHUNK = 256  # nodes whose details are encoded in one call
 
 
@@ -40,9 +41,22 @@ def details(run: Run, budget: int = DETAILS_BUDGET) -> dict[str, Any]:
     return _details(run, budget)[0]
 
 
+def in_detail_order(run: Run) -> list[str]:
+    """The nodes whose details a snapshot keeps first: the steps that are not fan-out
+    children (a run's few named steps: its prompts, its synthesis...), then the children
+    that failed (the ones a reader opens), then the other children, each in the run's order.
+    """
+    steps = run.steps.values()
+    kept = [s.name for s in steps if s.kind != NodeKind.CHILD]
+    failed = [s.name for s in steps if s.kind == NodeKind.CHILD and s.state in FAILED_STATES]
+    rest = [s.name for s in steps if s.kind == NodeKind.CHILD and s.state not in FAILED_STATES]
+    return kept + failed + rest
+
+
 def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
-    """The side-panel details of the nodes, in the run's order, while their JSON fits in
-    ``budget`` characters, and that JSON.
+    """The side-panel details of the nodes, in ``in_detail_order``, while their JSON fits in
+    ``budget`` characters, and that JSON. (Half a megabyte: a saved notebook carries it; at
+    20,000 children, the details of the run's steps, its failures and ~2,000 children.)
 
     Calls and log entries are grouped by step once, not scanned once per node. The JSON is
     made a chunk of nodes at a time (one call of the encoder for ``CHUNK`` nodes: two per
@@ -62,7 +76,7 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
             else:
                 more.append(call)
     logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
-    names = list(run.steps)
+    names = in_detail_order(run)
     kept: dict[str, Any] = {}
     parts: list[str] = []
     used = 2  # the braces

@@ -18,8 +18,8 @@ from typing import Any
 
 from .._money import fmt_money
 from .._run import CallRecord, Run, StepInfo
-from .._states import State
 from .._runview import cache_savings
+from .._states import State
 
 __all__ = [
     "ERROR_PREVIEW",
@@ -30,6 +30,7 @@ __all__ = [
     "PENDING_ROW",
     "ROW_KEYS",
     "batches",
+    "changed",
     "columns",
     "compact_json",
     "detail",
@@ -156,7 +157,7 @@ def node_state(step: StepInfo) -> dict[str, Any]:
 def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     """A node's row (``node_row``) as the view reads a node: a dict of ``NODE_KEYS``, with
     ``OPTIONAL_NODE_KEYS`` only when not 0."""
-    state = dict(zip(NODE_KEYS, row))
+    state = dict(zip(NODE_KEYS, row[:_X], strict=True))
     x, ch = row[_X:]
     if x:  # a map's items with no child stored yet: counted pending
         state["x"] = x
@@ -236,6 +237,38 @@ def moved(
     return out
 
 
+def changed(run: Run, rows: dict[str, tuple[Any, ...]], names: set[str]) -> dict[str, Any]:
+    """The nodes whose row is not the one in ``rows`` (each node's as last sent), as
+    columns (``row_columns``), each in full (a diff per node cost as much again); ``rows``
+    takes each new row in place.
+
+    Computed again only for ``names`` (the steps an event touched), the steps new since
+    ``rows`` was last brought up to date, and their groups (whose count of unstored items
+    moves without an event). ``names`` is consumed."""
+    steps = run.steps
+    if len(steps) != len(rows):
+        added = [name for name in steps if name not in rows]
+        for name in added:
+            # a new step still pending is as the view draws a node it never got: only
+            # remembered (its row as sent); the others computed below
+            if name not in names and is_pending(steps[name]):
+                rows[name] = PENDING_ROW
+            else:
+                names.add(name)
+        names.update(p for p in {steps[name].parent for name in added} if p is not None)
+    get, ids, sent = rows.get, [], []
+    for name in names:
+        step = steps.get(name)
+        if step is None:
+            continue
+        row = node_row(step)
+        if row != get(name, PENDING_ROW):  # a change of nothing shown sends nothing
+            rows[name] = row
+            ids.append(name)
+            sent.append(row)
+    return row_columns(sent, ids) if ids else {}
+
+
 GRAPH_KEYS = ("id", "k", "p", "d", "m", "i", "mx")  # a graph entry's fields
 
 
@@ -246,7 +279,7 @@ def row_columns(rows: list[tuple[Any, ...]], ids: list[str] | None = None) -> di
     out: dict[str, Any] = {} if ids is None else {"id": ids}
     if not rows:
         return {**out, **{key: [] for key in ROW_KEYS}}
-    for key, column in zip(ROW_KEYS, zip(*rows)):
+    for key, column in zip(ROW_KEYS, zip(*rows, strict=True), strict=True):
         first = column[0]
         # (a column whose ends differ is not one value: not counted, e.g. the times)
         if column[-1] == first and column.count(first) == len(column):

@@ -14,10 +14,16 @@ import pytest
 import baton_nb as bn
 from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
-from baton_nb._states import State
+from baton_nb._states import NodeKind, State
 from baton_nb.store import LogRow
 from baton_nb.widget import _state
-from baton_nb.widget._snapshot import CHUNK, _details, details, snapshot_bundle
+from baton_nb.widget._snapshot import (
+    CHUNK,
+    _details,
+    details,
+    in_detail_order,
+    snapshot_bundle,
+)
 from baton_nb.widget._static import MAX_ROWS, static_html
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -346,7 +352,7 @@ def test_snapshot_details_are_the_first_nodes_that_fit_in_the_budget(budget: int
         run.add_step(StepInfo(name=name, job_id=10 + i, kind="child", parent="ask"))
         run.set_result(name, "x" * (i % 50))
     kept, text = _details(run, budget)
-    names = list(run.steps)
+    names = in_detail_order(run)
     assert list(kept) == names[: len(kept)]  # a prefix, in order
     assert json.loads(text) == kept and len(text) <= budget
     whole = {name: _state.detail(run, name) for name in names}
@@ -357,6 +363,30 @@ def test_snapshot_details_are_the_first_nodes_that_fit_in_the_budget(budget: int
     else:
         assert budget == 10**9
     assert budget < 40_000 or len(kept) > CHUNK  # whole chunks, and part of the next
+
+
+def test_snapshot_details_keep_the_named_steps_then_the_failures_first() -> None:
+    """With more nodes than fit, a snapshot keeps the details a reader opens: the run's own
+    steps, then the children that failed, then the other children in the run's order."""
+    run = bn.Run("r-order", "order")
+    run.add_step(StepInfo(name="items", job_id=0, state="completed"))
+    run.add_step(StepInfo(name="each", job_id=1, kind=NodeKind.GROUP, state="completed"))
+    for i in range(6):
+        state = "discarded" if i in (2, 4) else "completed"
+        child = StepInfo(name=f"each[{i}]", job_id=2 + i, kind=NodeKind.CHILD, parent="each")
+        child.state = State(state)
+        run.add_step(child)
+    run.add_step(StepInfo(name="join", job_id=9, deps=["each"], state="completed"))
+    order = in_detail_order(run)
+    assert order == [
+        "items", "each", "join", "each[2]", "each[4]", "each[0]", "each[1]", "each[3]", "each[5]"
+    ]  # fmt: skip
+    one = len(_snapshot_json({n: _state.detail(run, n) for n in order[:5]}))
+    assert list(_details(run, one)[0]) == order[:5]
+
+
+def _snapshot_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def test_detail_lists_the_attempts_of_a_retried_step() -> None:
