@@ -523,20 +523,30 @@ async def test_a_saved_snapshot_of_either_form_is_read_as_the_same_state(
     old = _state.stored_state(run)
     new = _saved(old)
     assert "nodes" not in new and set(new["states"]["id"]) == set(old["nodes"])
+    # the widget's form: every node's row in the graph's order, no ids (the graph's read)
+    order = [entry["id"] for entry in old["graph"]]
+    rows = {"graph": old["graph"], "rows": _state.node_rows(run), "header": old["header"]}
+    newest = _saved({**rows, "rows": {name: rows["rows"][name] for name in order}})
+    assert "id" not in newest["states"]
+    shuffled = _saved({**rows, "rows": dict(reversed(rows["rows"].items()))})
+    assert shuffled["states"]["id"] == order[::-1]  # not the graph's order: ids kept
     module = tmp_path / "dag.mjs"
     module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
     script = (
         f"import {{ savedState }} from {json.dumps(module.as_uri())};"
         f"console.log(JSON.stringify([savedState({json.dumps(old)}),"
-        f" savedState({json.dumps(new)})]))"
+        f" savedState({json.dumps(new)}), savedState({json.dumps(newest)}),"
+        f" savedState({json.dumps(shuffled)})]))"
     )
     out = subprocess.run(
         ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
-    from_old, from_new = json.loads(out.stdout)
+    from_old, *others = json.loads(out.stdout)
     assert from_old == json.loads(json.dumps(old))
-    assert from_new["graph"] == from_old["graph"] and from_new["header"] == from_old["header"]
-    assert {name: shown_as(node) for name, node in from_new["nodes"].items()} == from_old["nodes"]
+    for from_new in others:
+        assert from_new["graph"] == from_old["graph"] and from_new["header"] == from_old["header"]
+        nodes = {name: shown_as(node) for name, node in from_new["nodes"].items()}
+        assert nodes == from_old["nodes"]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
