@@ -46,11 +46,17 @@ def in_detail_order(run: Run) -> list[str]:
     children (a run's few named steps: its prompts, its synthesis...), then the children
     that failed (the ones a reader opens), then the other children, each in the run's order.
     """
-    steps = run.steps.values()
-    kept = [s.name for s in steps if s.kind != NodeKind.CHILD]
-    failed = [s.name for s in steps if s.kind == NodeKind.CHILD and s.state in FAILED_STATES]
-    rest = [s.name for s in steps if s.kind == NodeKind.CHILD and s.state not in FAILED_STATES]
-    return kept + failed + rest
+    named: list[str] = []
+    failed: list[str] = []
+    rest: list[str] = []
+    for name, step in run.steps.items():
+        if step.kind != NodeKind.CHILD:
+            named.append(name)
+        elif step.state in FAILED_STATES:
+            failed.append(name)
+        else:
+            rest.append(name)
+    return named + failed + rest
 
 
 def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
