@@ -32,7 +32,7 @@ from ..events import (
 )
 from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
-from ._state import PENDING
+from ._state import PENDING_ROW
 from ._static import static_html
 from ._throttle import Throttle
 
@@ -44,6 +44,12 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # end in one patch, computed once). The run's own work keeps the rest of the core.
 REDRAW_SHARE = 0.02
 _NODE_EVENTS = (StepUpdated, CallFinished)
+
+
+def _nodes_json(rows: dict[str, tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    """``nodes`` as sent: each node's dict, the nodes still pending left out."""
+    row_dict = _state.row_dict
+    return {name: row_dict(row) for name, row in rows.items() if row != PENDING_ROW}
 
 
 def in_kernel() -> bool:
@@ -82,7 +88,9 @@ class DagWidget(anywidget.AnyWidget):
     _esm = ESM
     _css = CSS
     graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
-    nodes = traitlets.Dict().tag(sync=True)
+    # Every node's row (``_state.node_row``) as last sent, kept current in place; sent as
+    # dicts, the pending ones left out (the view draws a missing node as pending).
+    nodes = traitlets.Dict().tag(sync=True, to_json=lambda rows, _: _nodes_json(rows))
     changed = traitlets.Dict().tag(sync=True)  # the nodes changed since the last send, as columns
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
     header = traitlets.Dict().tag(sync=True)
@@ -97,10 +105,10 @@ class DagWidget(anywidget.AnyWidget):
         interval: float = 0.1,
         poll_interval: float = 0.5,
     ) -> None:
+        self._rows: dict[str, tuple[Any, ...]] = {}  # node_row of every step, as last sent
         super().__init__()
         self.redraws = 0
         self._run: Run | None = None
-        self._states: dict[str, dict[str, Any]] = {}  # node_state of every step, as last sent
         self._source = "live"
         self._dirty: set[str] = set()
         self._throttle = Throttle(self._redraw, interval, share=REDRAW_SHARE)
@@ -144,8 +152,8 @@ class DagWidget(anywidget.AnyWidget):
         ``nodes`` leaves out the steps still in their initial pending state (the view draws
         a missing node as pending): they are filled in here.
         """
-        nodes = self.nodes
-        return {entry["id"]: nodes.get(entry["id"]) or dict(PENDING) for entry in self.graph}
+        rows, row_dict = self._rows, _state.row_dict
+        return {e["id"]: row_dict(rows.get(e["id"], PENDING_ROW)) for e in self.graph}
 
     async def wait(self) -> Run:
         """Wait until a watched run finished (and the view got its final state)."""
@@ -176,7 +184,7 @@ class DagWidget(anywidget.AnyWidget):
         # Every node checked once more: the saved snapshot must not miss a change nobody
         # announced. Only the changes are sent; not at all for ``attach``'s widget, replaced
         # by its snapshot below (they go into the traits the snapshot is made from).
-        self._dirty.update(_state.moved(self._run, self._states))
+        self._dirty.update(_state.moved(self._run, self._rows, self._dirty))
         self._unsent = self.closes_at_end and bool(self._handles)
         try:
             self._redraw()
@@ -224,9 +232,12 @@ class DagWidget(anywidget.AnyWidget):
 
     def _mark(self, name: str) -> None:
         """A run of this process changed step ``name`` (``Run.follow``: called inline by the
-        runtime, no event built), so it only marks."""
-        self._dirty.add(name)
-        self._throttle.poke()
+        runtime, no event built): marks, and pokes the throttle at the first mark since the
+        last send only (its call is due for the next ones; three marks a call)."""
+        dirty = self._dirty
+        if not dirty:
+            self._throttle.poke()
+        dirty.add(name)
 
     def _on_event(self, event: Any) -> None:
         """A watched run's update (``bn.watch``): marks, as ``_mark`` does."""
@@ -277,11 +288,11 @@ class DagWidget(anywidget.AnyWidget):
         run = self._run
         assert run is not None
         self._dirty.clear()
-        self._states = _state.node_states(run)
+        self._rows = _state.node_rows(run)
         with self.hold_sync():
             self.graph = _state.graph(run)
             # Untouched pending steps are not sent: a new run's first send is its graph only.
-            self.nodes = {name: s for name, s in self._states.items() if s != PENDING}
+            self.nodes = self._rows  # the same dict: kept current in place
             self.changed = {}
             self.grown = {}
             self.header = self._header()
@@ -308,39 +319,11 @@ class DagWidget(anywidget.AnyWidget):
         self.redraws += 1
 
     def _changed(self) -> dict[str, Any]:
-        """The nodes whose state changed, as columns (``_state.columns``), each in full (a
-        diff per node cost as much again): computed again only where an event touched it, for
-        steps new since the last send and their groups (whose count of unstored items moves
-        without an event). ``nodes`` takes each new state in place, unsent (for a later view
-        and the saved state)."""
-        run = self._run
-        assert run is not None
-        steps, states, nodes = run.steps, self._states, self.nodes
+        """The nodes whose state changed since the last send, as columns (``_state.changed``),
+        taken into ``nodes`` in place, unsent (for a later view and the saved state)."""
+        assert self._run is not None
         names, self._dirty = self._dirty, set()
-        if len(steps) != len(states):
-            added = [name for name in steps if name not in states]
-            is_pending = _state.is_pending
-            for name in added:
-                # a new step still pending is as the view draws a node it never got: only
-                # remembered (its state as sent); the others computed below
-                if name not in names and is_pending(steps[name]):
-                    states[name] = PENDING
-                else:
-                    names.add(name)
-            names.update(p for p in {steps[name].parent for name in added} if p is not None)
-        node_state, ids, sent = _state.node_state, [], []
-        for name in names:
-            step = steps.get(name)
-            if step is None:
-                continue
-            node = node_state(step)
-            if node != states.get(name, PENDING):  # a change of nothing shown sends nothing
-                states[name] = nodes[name] = node
-                ids.append(name)
-                sent.append(node)
-        if not ids:
-            return {}
-        return _state.columns(sent, _state.NODE_KEYS, optional=_state.OPTIONAL_NODE_KEYS, ids=ids)
+        return _state.changed(self._run, self._rows, names)
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers
@@ -357,7 +340,9 @@ class DagWidget(anywidget.AnyWidget):
         self._send({"method": "update", "state": state, "buffer_paths": []}, buffers=[])
 
     def _snapshot_state(self) -> dict[str, Any]:
-        return {"graph": self.graph, "nodes": self.state(), "header": self.header}
+        """The saved snapshot's graph, header and every node's row, in the graph's order."""
+        rows = {e["id"]: self._rows.get(e["id"], PENDING_ROW) for e in self.graph}
+        return {"graph": self.graph, "rows": rows, "header": self.header}
 
     # ── messages from the view ────────────────────────────────────────────────
 

@@ -15,15 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from .._run import CallRecord, Run
-from ._state import GRAPH_KEYS, NODE_KEYS, OPTIONAL_NODE_KEYS, columns, compact_json, detail
+from .._states import FAILED_STATES, NodeKind
+from ._state import (
+    GRAPH_KEYS,
+    NODE_KEYS,
+    OPTIONAL_NODE_KEYS,
+    columns,
+    compact_json,
+    detail,
+    row_columns,
+)
 from ._static import static_html
 
-__all__ = ["CSS", "DETAILS_BUDGET", "ESM", "snapshot_bundle"]
+__all__ = ["CSS", "DETAILS_BUDGET", "ESM", "in_detail_order", "snapshot_bundle"]
 
 _HERE = Path(__file__).parent
 ESM = (_HERE / "dag.js").read_text(encoding="utf-8")
 CSS = (_HERE / "dag.css").read_text(encoding="utf-8")
-DETAILS_BUDGET = 1_000_000  # characters of embedded details per snapshot
+DETAILS_BUDGET = 500_000  # characters of embedded details per snapshot (see ``_details``)
 CHUNK = 256  # nodes whose details are encoded in one call
 
 
@@ -32,9 +41,28 @@ def details(run: Run, budget: int = DETAILS_BUDGET) -> dict[str, Any]:
     return _details(run, budget)[0]
 
 
+def in_detail_order(run: Run) -> list[str]:
+    """The nodes whose details a snapshot keeps first: the steps that are not fan-out
+    children (a run's few named steps: its prompts, its synthesis...), then the children
+    that failed (the ones a reader opens), then the other children, each in the run's order.
+    """
+    named: list[str] = []
+    failed: list[str] = []
+    rest: list[str] = []
+    for name, step in run.steps.items():
+        if step.kind != NodeKind.CHILD:
+            named.append(name)
+        elif step.state in FAILED_STATES:
+            failed.append(name)
+        else:
+            rest.append(name)
+    return named + failed + rest
+
+
 def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
-    """The side-panel details of the nodes, in the run's order, while their JSON fits in
-    ``budget`` characters, and that JSON.
+    """The side-panel details of the nodes, in ``in_detail_order``, while their JSON fits in
+    ``budget`` characters, and that JSON. (Half a megabyte: a saved notebook carries it; at
+    20,000 children, the details of the run's steps, its failures and ~2,000 children.)
 
     Calls and log entries are grouped by step once, not scanned once per node. The JSON is
     made a chunk of nodes at a time (one call of the encoder for ``CHUNK`` nodes: two per
@@ -54,7 +82,7 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
             else:
                 more.append(call)
     logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
-    names = list(run.steps)
+    names = in_detail_order(run)
     kept: dict[str, Any] = {}
     parts: list[str] = []
     used = 2  # the braces
@@ -89,16 +117,23 @@ _json = compact_json(str)
 
 
 def _saved(state: dict[str, Any]) -> dict[str, Any]:
-    """The state as the snapshot saves it: the graph's entries as columns, the nodes as
-    columns under ``states`` (``nodes``, a dict per node, is the form of older snapshots)."""
+    """The state as the snapshot saves it: the graph's entries as columns, the nodes (given
+    as ``nodes``, a dict each, or ``rows``) as columns under ``states`` (``nodes``, a dict
+    per node, is the form of older snapshots)."""
     out: dict[str, Any] = {}
     for key, value in state.items():
         if key == "graph":
             out[key] = columns(value, GRAPH_KEYS)
-        elif key == "nodes":
+        elif key == "nodes":  # each node's dict (``stored_state``)
             out["states"] = columns(
                 value.values(), NODE_KEYS, optional=OPTIONAL_NODE_KEYS, ids=list(value)
             )
+        elif key == "rows":  # each node's row (``DagWidget``'s)
+            # In the graph's order, no ``id`` column: the view reads the graph's (320 KB
+            # less at 20,000 nodes).
+            ids = list(value)
+            in_order = ids == [entry["id"] for entry in state.get("graph", ())]
+            out["states"] = row_columns(list(value.values()), None if in_order else ids)
         elif key != "details":
             out[key] = value
     return out

@@ -78,11 +78,11 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     the end, each distinct amount once times its count (a fan-out's calls cost a few
     distinct amounts): exact sums, as adding them one by one, in a fraction of the time.
     """
-    steps = run.steps
     by_step: dict[str, Sums] = {}
     by_model: dict[str, Sums] = {}
-    # (step, model) -> its slot; its position is when it was first seen
-    into: dict[tuple[str, str], int] = {}
+    # a step's fan-out (its parent) or itself: the steps' names made once, each a lookup
+    # in the pass (a map's children each make their first call there)
+    base_of = {name: info.parent or name for name, info in run.steps.items()}
     slots: list[tuple[Sums, Sums]] = []  # a (step or fan-out, model)'s sums
     slot_of: dict[tuple[str, str], int] = {}
     calls: list[int] = []
@@ -90,29 +90,26 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     unpriced: list[int] = []
     costs: list[list[Decimal]] = []
     for call in run.calls:
-        k = into.get((call.step, call.model))
-        if k is None:  # (a map child's first call: once per child)
-            info = steps.get(call.step)
-            base = (info.parent if info is not None else None) or call.step
-            k = slot_of.get((base, call.model))
-            if k is None:
-                step_sums = by_step.get(base)
-                if step_sums is None:
-                    step_sums = by_step[base] = Sums()
-                model_sums = by_model.get(call.model)
-                if model_sums is None:
-                    model_sums = by_model[call.model] = Sums()
-                k = slot_of[base, call.model] = len(slots)
-                slots.append((step_sums, model_sums))
-                calls.append(0)
-                tokens.append(0)
-                unpriced.append(0)
-                costs.append([])
-            into[call.step, call.model] = k
+        step, model = call.step, call.model
+        k = slot_of.get((base_of.get(step, step), model))
+        if k is None:  # a (step or fan-out, model) first seen
+            base = base_of.get(step, step)
+            step_sums = by_step.get(base)
+            if step_sums is None:
+                step_sums = by_step[base] = Sums()
+            model_sums = by_model.get(model)
+            if model_sums is None:
+                model_sums = by_model[model] = Sums()
+            k = slot_of[base, model] = len(slots)
+            slots.append((step_sums, model_sums))
+            calls.append(0)
+            tokens.append(0)
+            unpriced.append(0)
+            costs.append([])
         if call.replayed or call.cached:
             continue
         usage, cost = call.usage, call.cost
-        if call.is_unanswered and cost is not None:  # a charge, not a call
+        if cost is not None and call.is_unanswered:  # a charge, not a call
             costs[k].append(cost)
             continue
         calls[k] += 1
@@ -130,14 +127,17 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
             into_sums.known_cost = add_money(into_sums.known_cost, total)
     if len(by_model) < 2:
         return by_step, by_model
-    # The report's order: its rows sorted by the steps' DAG order, then first seen.
+    # The report's order: its rows sorted by the steps' DAG order, then first seen. A
+    # model's first (step, model) in that order: its call with the least (step's order,
+    # position); the first call of a (step, model) is the one first seen.
     order = dag_order(run)
     last = (len(order), 0)
     rank: dict[str, tuple[tuple[int, int], int]] = {}
-    for seen, (step, model) in enumerate(into):
-        key = (order.get(step, last), seen)
-        if model not in rank or key < rank[model]:
-            rank[model] = key
+    for seen, call in enumerate(run.calls):
+        key = (order.get(call.step, last), seen)
+        now = rank.get(call.model)
+        if now is None or key < now:
+            rank[call.model] = key
     return by_step, {model: by_model[model] for model in sorted(rank, key=rank.__getitem__)}
 
 

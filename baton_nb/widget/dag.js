@@ -1534,7 +1534,9 @@ function staticModel(state) {
 export function savedState(state) {
   const out = Object.assign({}, state, { graph: entries(state.graph) });
   if (state.states) {
-    out.nodes = mergeChanged({}, state.states);
+    // no ids: the states are the graph's nodes, in its order (the widget's snapshots)
+    const ids = state.states.id || out.graph.map((entry) => entry.id);
+    out.nodes = mergeChanged({}, Object.assign({}, state.states, { id: ids }));
     delete out.states;
   }
   return out;

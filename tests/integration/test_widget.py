@@ -223,10 +223,21 @@ def test_columns_are_read_back_as_the_entries() -> None:
 
 
 def shown_as(node: dict[str, Any]) -> dict[str, Any]:
-    """A node as the view reads it: an optional field sent as null reads as 0 (``x``: no
-    item left unstored; ``ch``: no call answered from the cache)."""
+    """A node as the view reads it: an optional field sent as null or 0 reads as 0 (``x``:
+    no item left unstored; ``ch``: no call answered from the cache)."""
     optional = _state.OPTIONAL_NODE_KEYS
-    return {key: value for key, value in node.items() if not (key in optional and value is None)}
+    return {key: value for key, value in node.items() if not (key in optional and not value)}
+
+
+def _as_dicts(nodes: dict[str, Any]) -> dict[str, Any]:
+    """``nodes`` (each node's row) as each node's dict."""
+    return {name: _state.row_dict(row) for name, row in nodes.items()}
+
+
+def sent_nodes(widget: DagWidget) -> dict[str, Any]:
+    """``nodes`` as a view opened now gets it (its JSON: each node's dict)."""
+    nodes: dict[str, Any] = widget.get_state(["nodes"])["nodes"]
+    return nodes
 
 
 async def test_each_send_holds_only_what_changed_since_the_previous_one(
@@ -250,14 +261,16 @@ async def test_each_send_holds_only_what_changed_since_the_previous_one(
     def observe(change: dict[str, Any]) -> None:
         patches.append(dict(change["new"]))
         widget = change["owner"]
-        views.append(merge_changed(dict(views[-1] if views else widget.nodes), change["new"]))
-        current = {k: v for k, v in widget._states.items() if v != _state.PENDING}
+        views.append(merge_changed(dict(views[-1] if views else sent_nodes(widget)), change["new"]))
+        current = {
+            k: _state.row_dict(v) for k, v in widget._rows.items() if v != _state.PENDING_ROW
+        }
         assert {k: shown_as(v) for k, v in views[-1].items()} == {
             k: shown_as(v) for k, v in current.items()
         }
         # A view opened now starts from ``nodes`` and the last ``changed``: the same.
-        again = merge_changed(dict(widget.nodes), widget.changed)
-        assert {k: shown_as(v) for k, v in again.items()} == widget.nodes == current
+        again = merge_changed(dict(sent_nodes(widget)), widget.changed)
+        assert {k: shown_as(v) for k, v in again.items()} == sent_nodes(widget) == current
 
     original_bind = DagWidget._bind
 
@@ -322,12 +335,15 @@ async def test_a_burst_of_a_thousand_step_changes_is_one_redraw() -> None:
     assert not bn.events.has_subscribers(topic, bn.topic_all())
     for state in ("executing", "completed"):
         for step in run.steps.values():
-            step.state, step.attempt = state, 1
-            run.step_changed(step.name)
+            if step.name != "s7" or state == "executing":  # s7 left executing
+                step.state, step.attempt = state, 1
+                run.step_changed(step.name)
     assert widget.redraws == 1  # followers only mark dirty; nothing is sent inline
     await anyio.sleep(0.01)
     assert widget.redraws == 2 and widget._throttle.calls == 1
-    assert all(n["s"] == "completed" for n in widget.state().values())
+    shown = widget.state()
+    assert shown.pop("s7")["s"] == "executing"
+    assert all(n["s"] == "completed" for n in shown.values())
 
     run.steps["s7"].state = "cancelled"  # a late change no one told, then the end of the run
     run.status = "failed"
@@ -403,8 +419,8 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
     )
     computed: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        node_state = _state.node_state
-        mp.setattr(_state, "node_state", lambda s: computed.append(s.name) or node_state(s))
+        node_row = _state.node_row
+        mp.setattr(_state, "node_row", lambda s: computed.append(s.name) or node_row(s))
         for i in range(3):  # a chunk of 3: one already running when the view redraws
             child = StepInfo(name=f"m[{i}]", job_id=i + 2, kind=NodeKind.CHILD, parent="m")
             run.add_step(child)
@@ -435,7 +451,7 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
     run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP))
     widget = DagWidget(run)
-    view = dict(widget.nodes)  # what the view was sent
+    view = sent_nodes(widget)  # what the view was sent
     assert "m" not in view
     run.add_step(StepInfo(name="m[0]", job_id=2, kind=NodeKind.CHILD, parent="m"))
     run.steps["m"].unstored = 3  # its first chunk stored, the group still pending
@@ -453,8 +469,8 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     )
     merged, changed = json.loads(out.stdout)
     assert merged["m"] == {"s": "pending", "a": 0, "x": 3}
-    assert shown_as(changed["m"]) == {**_state.PENDING, "x": 3} == widget.nodes["m"]
-    assert merged["root"] == changed["root"] == widget.nodes["root"]
+    assert shown_as(changed["m"]) == {**_state.PENDING, "x": 3} == sent_nodes(widget)["m"]
+    assert merged["root"] == changed["root"] == sent_nodes(widget)["root"]
     widget.finish()
 
 
@@ -507,20 +523,30 @@ async def test_a_saved_snapshot_of_either_form_is_read_as_the_same_state(
     old = _state.stored_state(run)
     new = _saved(old)
     assert "nodes" not in new and set(new["states"]["id"]) == set(old["nodes"])
+    # the widget's form: every node's row in the graph's order, no ids (the graph's read)
+    order = [entry["id"] for entry in old["graph"]]
+    rows = {"graph": old["graph"], "rows": _state.node_rows(run), "header": old["header"]}
+    newest = _saved({**rows, "rows": {name: rows["rows"][name] for name in order}})
+    assert "id" not in newest["states"]
+    shuffled = _saved({**rows, "rows": dict(reversed(rows["rows"].items()))})
+    assert shuffled["states"]["id"] == order[::-1]  # not the graph's order: ids kept
     module = tmp_path / "dag.mjs"
     module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
     script = (
         f"import {{ savedState }} from {json.dumps(module.as_uri())};"
         f"console.log(JSON.stringify([savedState({json.dumps(old)}),"
-        f" savedState({json.dumps(new)})]))"
+        f" savedState({json.dumps(new)}), savedState({json.dumps(newest)}),"
+        f" savedState({json.dumps(shuffled)})]))"
     )
     out = subprocess.run(
         ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
-    from_old, from_new = json.loads(out.stdout)
+    from_old, *others = json.loads(out.stdout)
     assert from_old == json.loads(json.dumps(old))
-    assert from_new["graph"] == from_old["graph"] and from_new["header"] == from_old["header"]
-    assert {name: shown_as(node) for name, node in from_new["nodes"].items()} == from_old["nodes"]
+    for from_new in others:
+        assert from_new["graph"] == from_old["graph"] and from_new["header"] == from_old["header"]
+        nodes = {name: shown_as(node) for name, node in from_new["nodes"].items()}
+        assert nodes == from_old["nodes"]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
@@ -808,7 +834,7 @@ async def test_watching_a_run_of_another_process(db_url: str, unique: str, tmp_p
             def seen(change: dict[str, Any]) -> None:
                 new = change["new"]
                 shown = from_columns(new) if change["name"] == "changed" else []
-                nodes = {n["id"]: n for n in shown} if shown else new
+                nodes = {n["id"]: n for n in shown} if shown else _as_dicts(new)
                 for name, node in nodes.items():
                     states = widget_states.setdefault(name, [])
                     if not states or states[-1] != node["s"]:
@@ -1074,11 +1100,11 @@ def test_a_steps_cache_hits_are_counted_apart_from_its_paid_calls(tmp_path: Path
     assert state["n"] - state["rp"] - state["ch"] == totals.calls
     assert state["ti"] + state["to"] == totals.usage.total_tokens
     assert state["c"] == fmt_money(totals.known_cost)
-    assert _state.as_sent(step, state)
+    assert _state.row_dict(_state.node_row(step)) == state
     # the saved snapshot carries the same state (its nodes as columns, ``ch`` optional)
     w = DagWidget(again)
     snap = w._snapshot_state()
-    assert snap["nodes"]["ask"] == state
+    assert _state.row_dict(snap["rows"]["ask"]) == state
     bundle = snapshot_bundle(again, snap)
     assert '"ch":{"all":2}' in bundle["text/html"].replace(" ", "")
     detail = _state.detail(again, "ask")

@@ -14,10 +14,16 @@ import pytest
 import baton_nb as bn
 from baton_nb._counts import count_steps
 from baton_nb._run import CallRecord, StepInfo
-from baton_nb._states import State
+from baton_nb._states import NodeKind, State
 from baton_nb.store import LogRow
 from baton_nb.widget import _state
-from baton_nb.widget._snapshot import CHUNK, _details, details, snapshot_bundle
+from baton_nb.widget._snapshot import (
+    CHUNK,
+    _details,
+    details,
+    in_detail_order,
+    snapshot_bundle,
+)
 from baton_nb.widget._static import MAX_ROWS, static_html
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -118,9 +124,32 @@ def test_long_errors_are_cut_for_the_node_but_whole_in_the_detail() -> None:
     assert _state.detail(run, "sum")["error"] == "x" * 1000
 
 
-def test_node_states_of_some_names_skip_unknown_ones() -> None:
-    states = _state.node_states(small_run(), ["sum", "gone"])
-    assert list(states) == ["sum"]
+def test_a_nodes_row_is_its_state_as_a_tuple() -> None:
+    """``node_row`` (what the widget keeps per node) read as a dict is ``node_state``; the
+    optional fields only when not 0, in a row always (0 when none)."""
+    run = small_run()
+    run.steps["sum"].unstored = 3
+    rows, states = _state.node_rows(run), _state.node_states(run)
+    assert list(rows) == list(states) == list(run.steps)
+    assert {name: _state.row_dict(row) for name, row in rows.items()} == states
+    assert states["sum"]["x"] == 3 and "ch" not in states["sum"]
+    assert rows["ask[mock/a]"][len(_state.NODE_KEYS) :] == (0, 0)
+    assert _state.row_dict(_state.PENDING_ROW) == _state.PENDING
+    assert len(_state.PENDING_ROW) == len(_state.ROW_KEYS)
+
+
+def test_rows_as_columns_read_back_as_the_rows() -> None:
+    """``row_columns``: a list per field, or ``{"all": v}`` when every row has that one."""
+    run = small_run()
+    rows = _state.node_rows(run)
+    cols = _state.row_columns(list(rows.values()), list(rows))
+    assert cols["id"] == list(rows)
+    for i, key in enumerate(_state.ROW_KEYS):
+        column = cols[key]
+        values = [column["all"]] * len(rows) if isinstance(column, dict) else column
+        assert values == [row[i] for row in rows.values()], key
+    assert cols["x"] == {"all": 0}
+    assert _state.row_columns([], []) == {"id": [], **{k: [] for k in _state.ROW_KEYS}}
 
 
 def test_header_totals() -> None:
@@ -323,7 +352,7 @@ def test_snapshot_details_are_the_first_nodes_that_fit_in_the_budget(budget: int
         run.add_step(StepInfo(name=name, job_id=10 + i, kind="child", parent="ask"))
         run.set_result(name, "x" * (i % 50))
     kept, text = _details(run, budget)
-    names = list(run.steps)
+    names = in_detail_order(run)
     assert list(kept) == names[: len(kept)]  # a prefix, in order
     assert json.loads(text) == kept and len(text) <= budget
     whole = {name: _state.detail(run, name) for name in names}
@@ -334,6 +363,30 @@ def test_snapshot_details_are_the_first_nodes_that_fit_in_the_budget(budget: int
     else:
         assert budget == 10**9
     assert budget < 40_000 or len(kept) > CHUNK  # whole chunks, and part of the next
+
+
+def test_snapshot_details_keep_the_named_steps_then_the_failures_first() -> None:
+    """With more nodes than fit, a snapshot keeps the details a reader opens: the run's own
+    steps, then the children that failed, then the other children in the run's order."""
+    run = bn.Run("r-order", "order")
+    run.add_step(StepInfo(name="items", job_id=0, state="completed"))
+    run.add_step(StepInfo(name="each", job_id=1, kind=NodeKind.GROUP, state="completed"))
+    for i in range(6):
+        state = "discarded" if i in (2, 4) else "completed"
+        child = StepInfo(name=f"each[{i}]", job_id=2 + i, kind=NodeKind.CHILD, parent="each")
+        child.state = State(state)
+        run.add_step(child)
+    run.add_step(StepInfo(name="join", job_id=9, deps=["each"], state="completed"))
+    order = in_detail_order(run)
+    assert order == [
+        "items", "each", "join", "each[2]", "each[4]", "each[0]", "each[1]", "each[3]", "each[5]"
+    ]  # fmt: skip
+    one = len(_snapshot_json({n: _state.detail(run, n) for n in order[:5]}))
+    assert list(_details(run, one)[0]) == order[:5]
+
+
+def _snapshot_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def test_detail_lists_the_attempts_of_a_retried_step() -> None:
@@ -453,21 +506,38 @@ def test_is_pending_is_node_state_equal_to_pending(field: str) -> None:
         "unstored",
     ],
 )
-def test_as_sent_is_node_state_equal_to_the_state_sent(field: str) -> None:
-    """The end of a run's check of every node, instead of building its state: from a
-    pending node and from a completed one, each field moved in turn."""
+def test_the_end_check_finds_every_field_that_moved(field: str) -> None:
+    """The end of a run's check of every node (``moved``): from a pending node and from a
+    completed one, each field moved in turn."""
     step = _touched(field)
-    assert _state.as_sent(step, _state.PENDING) == (_state.node_state(step) == _state.PENDING)
-    assert _state.as_sent(step, _state.PENDING) == (field == "none")
-    done = small_run().steps["ask[mock/a]"]
-    sent = _state.node_state(done)
-    assert _state.as_sent(done, sent)
+    assert (_state.node_row(step) == _state.PENDING_ROW) == (field == "none")
+    run = small_run()
+    run.steps["ask[mock/a]"].state = State.EXECUTING  # (one sent as completed is skipped)
+    sent = _state.node_rows(run)
+    assert _state.moved(run, sent) == []
     if field in ("state", "attempt", "error", "has_result", "calls", "unstored"):
+        done = run.steps["ask[mock/a]"]
         moved = {"state": "cancelled", "attempt": 2, "calls": 2}.get(field, getattr(step, field))
         setattr(done, field, moved)
-        assert _state.node_state(done) != sent and not _state.as_sent(done, sent)
-    long_error = StepInfo(name="e", job_id=1, error="x" * (_state.ERROR_PREVIEW + 1))
-    assert not _state.as_sent(long_error, _state.node_state(long_error))  # computed again
+        assert _state.moved(run, sent) == ["ask[mock/a]"]
+    del sent["sum"]
+    assert "sum" in _state.moved(run, sent)  # a step never sent
+    assert "sum" not in _state.moved(run, sent, {"sum"})  # to be computed anyway
+
+
+def test_the_end_check_skips_steps_sent_as_completed() -> None:
+    """A completed step is final within an execution: the end check does not compute its
+    row again (what it still gets, a charge for an attempt with no answer, is announced)."""
+    run = small_run()
+    sent = _state.node_rows(run)
+    done = run.steps["ask[mock/a]"]
+    assert done.state == State.COMPLETED
+    done.error = "changed, not announced"
+    assert "ask[mock/a]" not in _state.moved(run, sent)
+    done.state = State.RETRYABLE
+    sent = _state.node_rows(run)
+    done.error = "changed again, not announced"
+    assert _state.moved(run, sent) == ["ask[mock/a]"]
 
 
 def test_a_cost_text_is_looked_up_by_its_amount() -> None:
@@ -504,6 +574,7 @@ def test_static_sums_of_a_map_with_mixed_amounts_are_exact() -> None:
             call = replace(call, replayed=True)
         run.calls.append(call)
         child.add_call(call)
+    run.calls.reverse()  # answered out of the items' order: the models in the report's
     report = run.report()
     by_step, by_model = sums(run)
     assert list(by_model) == list(report.by_model())
@@ -525,13 +596,14 @@ def test_a_scalar_result_is_its_json(value: Any) -> None:
 
 
 def test_a_charge_for_attempts_with_no_answer_moves_the_node_at_the_end() -> None:
-    """The end-of-run check (``as_sent``) sees a cost that moved without a call."""
+    """The end-of-run check (``moved``) sees a cost that moved without a call (a step not
+    completed: what a completed step gets is announced, and the check skips it)."""
     run = small_run()
     child = run.steps["ask[mock/a]"]
-    sent = _state.node_state(child)
-    assert _state.as_sent(child, sent)
+    child.state = State.RETRYABLE
+    sent = _state.node_rows(run)
+    assert _state.moved(run, sent) == []
     lost = CallRecord.unanswered("r1", "ask[mock/a]", 1, 0, "mock/a", "mock", Decimal("0.5"), T1)
     run.calls.append(lost)
     child.add_call(lost)
-    assert _state.node_state(child) != sent
-    assert not _state.as_sent(child, sent)
+    assert _state.moved(run, sent) == ["ask[mock/a]"]
