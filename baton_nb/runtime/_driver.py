@@ -200,14 +200,22 @@ class Driver:
         batching = self.batching if handed is None and self._cancelled else None
         if batching is not None and _may_commit(self.commit, self.lease):
             await batching.cancel_remote()
-        end = self.scheduler.wind_down(cancelled=cancelled, why=await budget_stop(self.calls.spend))
+        why = await budget_stop(self.calls.spend)
+        end = self.scheduler.wind_down(cancelled=cancelled, why=why)
+        # Stopped by an interrupt or an outside cancellation (a kernel restart interrupts
+        # first): who stopped it, so a re-run once this process is gone resumes it
+        # (``_unfinished``); not run.cancel() nor a budget (which cancel the run).
+        stopped = cancelled and not self._cancelled and why is None and handed is None
+        stopped_by = self.lease.owner if stopped and end.status is RunStatus.CANCELLED else None
         for node in end.cancelled:
             self.mark(node)
             self.announce.step(node)
         now = utcnow()
         self.announce.ended(end.status, end.failed_steps, now)
         # Only while the lease is held: by the clock (``fence``), in the commit (``owner``).
-        self.commit.set_run(RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True))
+        self.commit.set_run(
+            RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True, stopped_by)
+        )
         last = handed or self.commit.take_all()
         try:
             if _may_commit(self.commit, self.lease):  # refused (taken over): ``lease.lost``
