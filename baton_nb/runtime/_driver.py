@@ -16,6 +16,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -39,6 +40,7 @@ from ._decisions import (
     GroupOpened,
     Outcome,
     RetryAfter,
+    RunEnd,
     Settled,
 )
 from ._expand import CHUNKS, expand_map
@@ -207,7 +209,7 @@ class Driver:
         now = utcnow()
         self.announce.ended(end.status, end.failed_steps, now)
         # Only while the lease is held: by the clock (``fence``), in the commit (``owner``).
-        self.commit.set_run(RunUpdate(self.run.id, end.status, end.failed_steps, now, None, True))
+        self.commit.set_run(_run_end(self, end, now, stopped=cancelled and handed is None))
         last = handed or self.commit.take_all()
         try:
             if _may_commit(self.commit, self.lease):  # refused (taken over): ``lease.lost``
@@ -392,6 +394,16 @@ def run_locally(node: Node, ctx: Context) -> Coroutine[Any, Any, Outcome]:
     """An attempt run in this process (the in-process driver's way): ``run_attempt``'s
     own coroutine, awaited by the step's task (no coroutine of its own around it)."""
     return run_attempt(node, ctx, ctx.results)
+
+
+def _run_end(driver: Driver, end: RunEnd, now: datetime, *, stopped: bool) -> RunUpdate:
+    """The run's end, its lease given back. ``stopped`` by an interrupt or an outside
+    cancellation (a kernel restart interrupts first), not by ``run.cancel()`` nor a budget
+    (which cancel the run): the execution's lease owner stored as ``stopped_by``, so that
+    a re-run once this process is gone resumes the run (``_unfinished``)."""
+    interrupted = stopped and not driver._cancelled and not driver.run.budget_stop
+    owner = driver.lease.owner if interrupted and end.status is RunStatus.CANCELLED else None
+    return RunUpdate(driver.run.id, end.status, end.failed_steps, now, None, True, owner)
 
 
 def _lost(commit: GroupCommit, lease: Lease) -> bool:

@@ -3,12 +3,16 @@
 A process killed mid-run (kill -9, a kernel that died, a machine that rebooted) leaves its
 run ``running`` with a lease nobody renews. Running the workflow again with the same
 params and model map resumes that run instead of starting a new one that pays every call
-again. Only such a run: one the user stopped (interrupt, ``run.cancel()``), one a budget
-stopped (both stored ``cancelled``, with the line that resumes them), a finished one, one
-whose owner is alive (another notebook running the same workflow: two runs are
-legitimate), one of other params, models (the whole map) or step code, one stored before
-schema 14 (which knows neither), and one submitted to workers (theirs to run)
-are never picked. ``wf.run(resume=False)`` asks for a new run.
+again. A kernel restart interrupts the kernel first: the run may end ``cancelled`` before
+the process dies, stored with who stopped it (``stopped_by``, the execution's lease
+owner); once that process is gone it is resumed the same way, if it is still the newest
+run of its kind (a run the same process started after the interrupt came after it).
+Never picked: one the user stopped in a process still alive (an interrupt; the cell
+prints the line that resumes it), one ``run.cancel()`` or a budget stopped (stored
+``cancelled`` without ``stopped_by``), a finished one, one whose owner is alive (another
+notebook running the same workflow: two runs are legitimate), one of other params, models
+(the whole map) or step code, one stored before schema 14 (which knows neither), and one
+submitted to workers (theirs to run). ``wf.run(resume=False)`` asks for a new run.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 from .. import _jsonutil
 from .._graph import GraphSpec
-from .._owners import held_by_this_process, owner_gone
+from .._owners import held_by_this_process, holder_is_dead, owner_gone
 from .._states import NodeKind, RunStatus, State
 from ..store import RunRow, RunStore, utcnow
 from ._code import code_hash
@@ -40,9 +44,10 @@ class Unfinished:
 
     def message(self, wf_name: str, new_run_line: str) -> str:
         """The one line the cell shows when it resumes the run."""
-        owner = self.row.lease_owner or "a process that is gone"
+        row = self.row
+        owner = row.lease_owner or row.stopped_by or "a process that is gone"
         return (
-            f"resuming run {self.row.id} of {self.row.workflow!r}, left unfinished by "
+            f"resuming run {row.id} of {row.workflow!r}, left unfinished by "
             f"{owner} ({self.done} of {self.total} steps done); for a new run instead: "
             f"{new_run_line.format(wf=wf_name)}"
         )
@@ -76,6 +81,9 @@ async def find_unfinished(
     rows = await store.list_runs(workflow=workflow, status=RunStatus.RUNNING, limit=_LOOKED_AT)
     now = utcnow()
     rows = [r for r in rows if r.params == params_json and r.resume_key == key]
+    stopped = await _stopped_here_before(store, workflow, params_json, key)
+    if stopped is not None:  # newest first, as listed
+        rows = sorted([*rows, stopped], key=lambda r: r.created_at, reverse=True)
     if not rows:
         return None
     submitted = await store.submitted_run_ids([r.id for r in rows])
@@ -87,9 +95,12 @@ async def find_unfinished(
             # two runs). Never "gone": read as running just before it ended, its lease
             # already let go, it would look abandoned (three runs at once became two).
             continue
-        gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
-        if not gone and row.executions <= 1:
-            continue  # another notebook's own run of the same workflow: two runs
+        if row.status is RunStatus.RUNNING:
+            gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
+            if not gone and row.executions <= 1:
+                continue  # another notebook's own run of the same workflow: two runs
+        else:  # stopped by a process that is gone; its lease taken since: being resumed
+            gone = row.lease_owner is None or holder_is_dead(row.lease_owner)
         nodes = await store.get_nodes(row.id)
         top = {n.step: n for n in nodes if n.parent is None}
         if set(top) != steps:
@@ -100,3 +111,21 @@ async def find_unfinished(
         done = sum(n.state is State.COMPLETED for n in counted)
         return Unfinished(row, done, len(counted), None if gone else row.lease_owner)
     return None
+
+
+async def _stopped_here_before(
+    store: RunStore, workflow: str, params_json: str, key: str
+) -> RunRow | None:
+    """The newest run of this kind (params and ``key``) if an interrupt stopped it in a
+    process of this host that is gone (a kernel restart interrupts before it shuts the
+    kernel down): resumable as if that process had died mid-run. Not when a newer run of
+    the kind exists (the same kernel ran the cell again after the interrupt), nor when
+    the stopper is this process (an interrupt and a re-run in the same kernel: a new run,
+    as the printed resume line says) or alive (another notebook interrupted it)."""
+    rows = await store.list_runs(workflow=workflow, limit=_LOOKED_AT)
+    newest = next((r for r in rows if r.params == params_json and r.resume_key == key), None)
+    if newest is None or newest.status is not RunStatus.CANCELLED or not newest.stopped_by:
+        return None
+    if held_by_this_process(newest.stopped_by) or not holder_is_dead(newest.stopped_by):
+        return None
+    return newest

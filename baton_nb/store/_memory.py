@@ -189,6 +189,7 @@ def _apply_run_update(run: RunRow, batch: WriteBatch) -> None:
     assert update is not None
     run.status, run.failed_steps = update.status, list(update.failed_steps)
     run.finished_at = update.finished_at
+    run.stopped_by = update.stopped_by
     if update.executions is not None:
         run.executions = update.executions
     if update.release_lease:

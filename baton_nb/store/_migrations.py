@@ -215,6 +215,15 @@ def _v14_resume_key(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE workflow_runs ADD COLUMN resume_key TEXT")
 
 
+def _v16_stopped_by(conn: Connection) -> None:
+    """Who an interrupt stopped a run in (the lease owner of that execution): ``wf.run()``
+    resumes such a ``cancelled`` run once that process is gone (a kernel restart); runs
+    stored before have none and are resumed only by their run_id, as before."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_runs")}
+    if "stopped_by" not in have:
+        conn.exec_driver_sql("ALTER TABLE workflow_runs ADD COLUMN stopped_by TEXT")
+
+
 # The run_id indexes that another index of the same table begins with (its unique key, or
 # its report index): the longer one serves every lookup by run_id, so each was one more
 # btree entry written per row for nothing. Dropped on Postgres by migration 15; SQLite keeps
@@ -255,6 +264,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (13, _v13_map_items),
     (14, _v14_resume_key),
     (15, _v15_lighter_answer_writes),
+    (16, _v16_stopped_by),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -85,6 +85,10 @@ class RunRow:
     # A hash of the model map and the steps' code the run was started with: ``wf.run()``
     # resumes an unfinished run only when both are the same (None: not known, never).
     resume_key: str | None = None
+    # The lease owner (``host:pid:tag``) of the execution an interrupt or an outside
+    # cancellation stopped (not ``run.cancel()`` nor a budget): a ``cancelled`` run that
+    # ``wf.run()`` resumes once that process is gone (a restarted kernel); else None.
+    stopped_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -324,6 +328,7 @@ class RunUpdate:
     finished_at: datetime | None = None
     executions: int | None = None  # unchanged when None
     release_lease: bool = False
+    stopped_by: str | None = None  # written with every status (``RunRow.stopped_by``)
 
 
 @dataclass(frozen=True, slots=True)

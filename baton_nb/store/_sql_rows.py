@@ -85,6 +85,7 @@ def run_to_columns(run: RunRow) -> dict[str, Any]:
         "lease_owner": run.lease_owner,
         "lease_expires_at": run.lease_expires_at,
         "resume_key": run.resume_key,
+        "stopped_by": run.stopped_by,
     }
 
 
@@ -102,6 +103,7 @@ def run_from_columns(row: Columns) -> RunRow:
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
         resume_key=row["resume_key"],
+        stopped_by=row["stopped_by"],
     )
 
 

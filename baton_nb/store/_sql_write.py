@@ -559,6 +559,7 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
         "status": update.status.value,
         "failed_steps": _jsonutil.dumps(list(update.failed_steps)),
         "finished_at": update.finished_at,
+        "stopped_by": update.stopped_by,
     }
     if update.executions is not None:
         values["executions"] = update.executions

@@ -204,6 +204,7 @@ class WorkflowRun(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, sa_type=NAME)
     lease_expires_at: datetime | None = _when(optional=True)
     resume_key: str | None = Field(default=None, sa_type=NAME)
+    stopped_by: str | None = Field(default=None, sa_type=NAME)
 
 
 class WorkflowNode(SQLModel, table=True):
