@@ -616,6 +616,29 @@ async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | No
         raise lease_not_held(run_id, owner)
 
 
+# ``_DriverStatement``s of the process, by statement, row shape and SQLite dialect: each
+# store has an engine of its own on SQLite (``_shared_engines``), so a per-store cache
+# compiled the runtime's ~6 statements again on every run, ~3 ms of CPU of a run's fixed
+# cost (docs/performance.md, "Tenth round: the fixed cost of a run"). Every SQLite engine
+# is made alike (``make_engine``: no dialect options) on the one sqlite3 library of the
+# process, so a statement compiles to the same SQL and bind processors on any of them:
+# the key holds the dialect's class, parameter style and library version, and the
+# statement itself (the module's statements, kept for the process: its id is not reused).
+_COMPILED: dict[tuple[Any, ...], tuple[sa.Insert | sa.Update, _DriverStatement]] = {}
+
+
+def _driver_statement_of(
+    statement: sa.Insert | sa.Update, dialect: sa.Dialect, keys: tuple[str, ...], shape: str
+) -> _DriverStatement:
+    signature = (type(dialect), dialect.paramstyle, dialect.server_version_info)
+    cache_key = (id(statement), keys, shape, signature)
+    found = _COMPILED.get(cache_key)
+    if found is None or found[0] is not statement:
+        found = (statement, _DriverStatement.compile(statement, dialect, keys, shape=shape))
+        _COMPILED[cache_key] = found
+    return found[1]
+
+
 class SqlWrites(SqlBase):
     """Group commits and bulk inserts."""
 
@@ -809,12 +832,14 @@ class SqlWrites(SqlBase):
         keys: Sequence[str],
         shape: str,
     ) -> _DriverStatement:
-        """``_DriverStatement.compile``, once per statement and row shape for this store."""
+        """``_DriverStatement.compile``, once per statement and row shape for this store,
+        and once per process for the SQLite dialect (``_driver_statement_of``)."""
         cache_key = (id(statement), tuple(keys), shape)
         found = self._driver_statements.get(cache_key)
         if found is None:
-            found = _DriverStatement.compile(statement, dialect, keys, shape=shape)
-            self._driver_statements[cache_key] = found
+            found = self._driver_statements[cache_key] = _driver_statement_of(
+                statement, dialect, tuple(keys), shape
+            )
         return found
 
     async def _update_nodes(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
