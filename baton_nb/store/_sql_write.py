@@ -340,10 +340,20 @@ def nodes_unnest(dialect: sa.Dialect, nodes: Sequence[NodeRow], params: list[Any
 def pg_param(dialect: sa.Dialect, column: sa.Column[Any], value: Any, params: list[Any]) -> str:
     """Postgres: ``value`` for ``column`` appended to ``params`` through the column's bind
     processor; its typed parameter marker (``$n::type``)."""
-    kind = column.type.dialect_impl(dialect)
-    process = kind.bind_processor(dialect)
+    cache_key = (id(column), dialect.name)  # a Column's == makes SQL, not a bool
+    found = _PG_PARAMS.get(cache_key)
+    if found is None:
+        kind = column.type.dialect_impl(dialect)
+        found = _PG_PARAMS[cache_key] = (kind.bind_processor(dialect), kind.compile(dialect=dialect))
+    process, type_sql = found
     params.append(value if process is None else process(value))
-    return f"${len(params)}::{kind.compile(dialect=dialect)}"
+    return f"${len(params)}::{type_sql}"
+
+
+# ``pg_param``'s bind processor and SQL type per column (of the module's tables, kept for
+# the process: an id is not reused) and dialect: a run's rows and its end (~20 columns
+# each) looked them up at every statement.
+_PG_PARAMS: dict[tuple[int, str], tuple[Callable[[Any], Any] | None, str]] = {}
 
 
 # Below this many rows an executemany costs less than building one JSON document.
