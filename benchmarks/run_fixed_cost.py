@@ -11,7 +11,8 @@ database made for this script (dropped at the end); after a warm-up run of each 
 same process. Prints, per store and scale, the median CPU ms of a whole run (all threads of
 this process: aiosqlite's too; the fake provider is another process) and its spread. The
 1-call run's figure is almost all fixed cost; 200 @ 50 minus 200 x (the per-call figure) is
-its fixed part too. ``--profile FILE`` writes a cProfile of the timed 1-call runs (of every store given).
+its fixed part too. ``--profile FILE`` writes a cProfile of the timed 1-call runs (of every
+store given).
 """
 
 from __future__ import annotations

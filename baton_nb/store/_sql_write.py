@@ -344,7 +344,10 @@ def pg_param(dialect: sa.Dialect, column: sa.Column[Any], value: Any, params: li
     found = _PG_PARAMS.get(cache_key)
     if found is None:
         kind = column.type.dialect_impl(dialect)
-        found = _PG_PARAMS[cache_key] = (kind.bind_processor(dialect), kind.compile(dialect=dialect))
+        found = _PG_PARAMS[cache_key] = (
+            kind.bind_processor(dialect),
+            kind.compile(dialect=dialect),
+        )
     process, type_sql = found
     params.append(value if process is None else process(value))
     return f"${len(params)}::{type_sql}"
