@@ -59,7 +59,7 @@ async def main(args: argparse.Namespace) -> None:
                         cpus = []
                         for _ in range(args.repeat):
                             gc.collect()
-                            prof = profile if calls == 1 else None
+                            prof = profile if calls == args.profile_calls else None
                             cpu = time.process_time()
                             if prof is not None:
                                 prof.enable()
@@ -93,6 +93,7 @@ if __name__ == "__main__":
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--scales", type=_scales, default=[(1, 1), (200, 50)])
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--profile-calls", type=int, default=1, help="the scale profiled")
     args = parser.parse_args()
     args.stores = [s for s in args.stores.split(",") if s]
     asyncio.run(main(args))
