@@ -23,17 +23,35 @@ __all__ = ["code_hash", "code_ref_of", "dumps_workflow", "loads_workflow"]
 
 
 def _fn_code(fn: Any) -> str:
-    """A step function's code as text, once per function object: ``inspect.getsource``
-    costs ~50 µs, and a fan-out of 1,000 steps of one function hashed it per step on every
-    ``wf.run()`` (``resume_key``: 50 ms a run). A function redefined in a notebook cell is
-    a new object, so a new entry."""
+    """A step function's code as text, once per code object (a plain function) or function
+    object: ``inspect.getsource`` costs ~50 µs (~0.3 ms of a run of three steps), and a
+    fan-out of 1,000 steps of one function hashed it per step on every ``wf.run()``
+    (``resume_key``: 50 ms a run). A plain function's text is that of its code object
+    (``getsource`` reads the lines its code says), which every function made by one
+    ``def`` shares: the steps of a workflow built by a function, called again for each
+    run, are read once (docs/performance.md, "Tenth round"). A function redefined in a
+    notebook cell has a new code object, so a new entry."""
+    if type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__"):
+        code = fn.__code__
+        # equal code objects of two files are equal keys (their file is not compared)
+        key = (code, code.co_filename)
+        found = _BY_CODE.get(key)
+        if found is None:
+            if len(_BY_CODE) >= _CACHED:
+                _BY_CODE.clear()
+            found = _BY_CODE[key] = _fn_code_of(fn)
+        return found
     try:
         return _fn_code_cached(fn)
     except TypeError:  # an unhashable callable
         return _fn_code_of(fn)
 
 
-@lru_cache(maxsize=4096)
+_CACHED = 4096
+_BY_CODE: dict[tuple[types.CodeType, str], str] = {}
+
+
+@lru_cache(maxsize=_CACHED)
 def _fn_code_cached(fn: Any) -> str:
     return _fn_code_of(fn)
 

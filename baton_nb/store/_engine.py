@@ -165,8 +165,51 @@ def _adapt_none_cheaply() -> None:
         sqlite3.register_adapter(type(None), _NONE_ADAPTER)
 
 
+class _SqliteCompiled(dict[Any, Any]):
+    """SQLAlchemy's cache of compiled statements, one for every SQLite engine of the
+    process. An engine's own cache keys each statement by the engine's dialect object, so
+    each run's store (an engine of its own on SQLite: ``_shared_engines``) compiled every
+    statement it ran again (~1 ms of a run's fixed CPU; docs/performance.md, "Tenth
+    round"). Every SQLite engine is made alike here (``make_engine``: no dialect options)
+    on the one sqlite3 library of the process, so a statement compiles the same on any of
+    them: the key's dialect object is replaced by its class, parameter style and library
+    version. Bounded as an engine's own (``query_cache_size``, 500): emptied when full."""
+
+    _SIZE = 500
+
+    @staticmethod
+    def _key(key: Any) -> Any:
+        dialect = key[0]
+        signature = (type(dialect), dialect.paramstyle, dialect.server_version_info)
+        return (signature, *key[1:])
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._key(key), default)
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if len(self) >= self._SIZE:
+            self.clear()
+        super().__setitem__(self._key(key), value)
+
+
+_SQLITE_COMPILED = _SqliteCompiled()
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An AsyncEngine for a resolved URL (see ``resolve_url``)."""
+    engine = _make_engine(url)
+    if engine.dialect.name == "sqlite":
+        engine.sync_engine._compiled_cache = _SQLITE_COMPILED
+    return engine
+
+
+def _make_engine(url: str) -> AsyncEngine:
     driver_url = _driver_url(url)
     if driver_url.startswith("sqlite+aiosqlite"):
         _adapt_none_cheaply()

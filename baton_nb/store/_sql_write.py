@@ -256,29 +256,45 @@ class _NodeColumn(NamedTuple):
     every row holds the same (``constant``), else one per row."""
 
     name: str
-    kind: Any  # the column's type for the dialect
+    type_sql: str  # the column's type for the dialect, as SQL
     constant: bool
     value: Any
+
+
+# Per dialect (as ``_UNNEST_SHAPES``): each node column's bind processor and type as SQL,
+# which took ~0.3 ms of every map's chunk and new run on Postgres to look up again.
+_NODE_KINDS: dict[str, tuple[tuple[str, Callable[[Any], Any] | None, str], ...]] = {}
+
+
+def _node_kinds(dialect: sa.Dialect) -> tuple[tuple[str, Callable[[Any], Any] | None, str], ...]:
+    found = _NODE_KINDS.get(dialect.name)
+    if found is None:
+        kinds = []
+        for name in _NODE_COLUMNS:
+            kind = NODES.c[name].type.dialect_impl(dialect)
+            process: Callable[[Any], Any] | None = kind.bind_processor(dialect)
+            if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
+                process = deps_text
+            elif name in _ENUM_PARAMS:
+                process = _enum_text
+            kinds.append((name, process, kind.compile(dialect=dialect)))
+        found = _NODE_KINDS[dialect.name] = tuple(kinds)
+    return found
 
 
 def _node_columns(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> Iterator[_NodeColumn]:
     """The columns of new node rows for the two bulk inserts (unnest, json_each). ``step``
     is never constant: its values make the rows (a single row is still one row)."""
-    for name in _NODE_COLUMNS:
+    for name, process, type_sql in _node_kinds(dialect):
         # one column at a time: 5x faster than transposing rows of 20 values with zip
         values = list(map(operator.attrgetter(name), nodes))
-        kind = NODES.c[name].type.dialect_impl(dialect)
-        process: Callable[[Any], Any] | None = kind.bind_processor(dialect)
-        if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
-            process = deps_text
-        elif name in _ENUM_PARAMS:
-            process = _enum_text
         first = values[0]
         if name != "step" and values.count(first) == len(values):
-            yield _NodeColumn(name, kind, True, first if process is None else process(first))
+            value = first if process is None else process(first)
+            yield _NodeColumn(name, type_sql, True, value)
         else:
             processed = values if process is None else _processed(values, process)
-            yield _NodeColumn(name, kind, False, processed)
+            yield _NodeColumn(name, type_sql, False, processed)
 
 
 async def insert_nodes_unnest(conn: AsyncConnection, nodes: Sequence[NodeRow]) -> dict[str, int]:
@@ -303,7 +319,7 @@ def nodes_unnest(dialect: sa.Dialect, nodes: Sequence[NodeRow], params: list[Any
     selected: list[str] = []
     arrays: list[str] = []
     for column in _node_columns(dialect, nodes):
-        pg_type = column.kind.compile(dialect=dialect)
+        pg_type = column.type_sql
         params.append(column.value)
         if column.constant:
             selected.append(f"${len(params)}::{pg_type}")
@@ -324,10 +340,23 @@ def nodes_unnest(dialect: sa.Dialect, nodes: Sequence[NodeRow], params: list[Any
 def pg_param(dialect: sa.Dialect, column: sa.Column[Any], value: Any, params: list[Any]) -> str:
     """Postgres: ``value`` for ``column`` appended to ``params`` through the column's bind
     processor; its typed parameter marker (``$n::type``)."""
-    kind = column.type.dialect_impl(dialect)
-    process = kind.bind_processor(dialect)
+    cache_key = (id(column), dialect.name)  # a Column's == makes SQL, not a bool
+    found = _PG_PARAMS.get(cache_key)
+    if found is None:
+        kind = column.type.dialect_impl(dialect)
+        found = _PG_PARAMS[cache_key] = (
+            kind.bind_processor(dialect),
+            kind.compile(dialect=dialect),
+        )
+    process, type_sql = found
     params.append(value if process is None else process(value))
-    return f"${len(params)}::{kind.compile(dialect=dialect)}"
+    return f"${len(params)}::{type_sql}"
+
+
+# ``pg_param``'s bind processor and SQL type per column (of the module's tables, kept for
+# the process: an id is not reused) and dialect: a run's rows and its end (~20 columns
+# each) looked them up at every statement.
+_PG_PARAMS: dict[tuple[int, str], tuple[Callable[[Any], Any] | None, str]] = {}
 
 
 # Below this many rows an executemany costs less than building one JSON document.
@@ -617,6 +646,29 @@ async def guard_lease(conn: AsyncConnection, run_id: str | None, owner: str | No
         raise lease_not_held(run_id, owner)
 
 
+# ``_DriverStatement``s of the process, by statement, row shape and SQLite dialect: each
+# store has an engine of its own on SQLite (``_shared_engines``), so a per-store cache
+# compiled the runtime's ~6 statements again on every run, ~3 ms of CPU of a run's fixed
+# cost (docs/performance.md, "Tenth round: the fixed cost of a run"). Every SQLite engine
+# is made alike (``make_engine``: no dialect options) on the one sqlite3 library of the
+# process, so a statement compiles to the same SQL and bind processors on any of them:
+# the key holds the dialect's class, parameter style and library version, and the
+# statement itself (the module's statements, kept for the process: its id is not reused).
+_COMPILED: dict[tuple[Any, ...], tuple[sa.Insert | sa.Update, _DriverStatement]] = {}
+
+
+def _driver_statement_of(
+    statement: sa.Insert | sa.Update, dialect: sa.Dialect, keys: tuple[str, ...], shape: str
+) -> _DriverStatement:
+    signature = (type(dialect), dialect.paramstyle, dialect.server_version_info)
+    cache_key = (id(statement), keys, shape, signature)
+    found = _COMPILED.get(cache_key)
+    if found is None or found[0] is not statement:
+        found = (statement, _DriverStatement.compile(statement, dialect, keys, shape=shape))
+        _COMPILED[cache_key] = found
+    return found[1]
+
+
 class SqlWrites(SqlBase):
     """Group commits and bulk inserts."""
 
@@ -810,12 +862,14 @@ class SqlWrites(SqlBase):
         keys: Sequence[str],
         shape: str,
     ) -> _DriverStatement:
-        """``_DriverStatement.compile``, once per statement and row shape for this store."""
+        """``_DriverStatement.compile``, once per statement and row shape for this store,
+        and once per process for the SQLite dialect (``_driver_statement_of``)."""
         cache_key = (id(statement), tuple(keys), shape)
         found = self._driver_statements.get(cache_key)
         if found is None:
-            found = _DriverStatement.compile(statement, dialect, keys, shape=shape)
-            self._driver_statements[cache_key] = found
+            found = self._driver_statements[cache_key] = _driver_statement_of(
+                statement, dialect, tuple(keys), shape
+            )
         return found
 
     async def _update_nodes(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:

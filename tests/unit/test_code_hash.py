@@ -63,3 +63,46 @@ def test_a_function_shared_by_many_steps_is_read_once(monkeypatch: pytest.Monkey
     first = code_hash(wf.graph())
     assert code_hash(wf.graph()) == first
     assert len(reads) <= 1
+
+
+def test_the_steps_of_a_workflow_built_again_are_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A workflow made by a function for each run: its steps are new function objects of
+    the same code objects, read once (the source of one ``def`` is the same), and hashed
+    the same; a step of other code is read and hashed apart."""
+    reads: list[object] = []
+    real = inspect.getsource
+
+    def counting(obj: object) -> str:
+        reads.append(obj)
+        return real(obj)  # type: ignore[arg-type]
+
+    def build(plus: int) -> bn.Workflow:
+        wf = bn.Workflow("built", db="sqlite:///:memory:")
+
+        @wf.step()
+        async def a(ctx: bn.Context) -> int:
+            return 1
+
+        if plus:
+
+            @wf.step()
+            async def b(ctx: bn.Context, a: int) -> int:
+                return a + 1
+
+        else:
+
+            @wf.step()  # the same name, other code
+            async def b(ctx: bn.Context, a: int) -> int:  # type: ignore[no-redef]
+                return a - 1
+
+        return wf
+
+    monkeypatch.setattr(inspect, "getsource", counting)
+    first = code_hash(build(1).graph())
+    assert len(reads) == 2
+    assert code_hash(build(1).graph()) == first
+    assert len(reads) == 2
+    assert code_hash(build(0).graph()) != first
+    assert len(reads) == 3
