@@ -147,11 +147,9 @@ class DagWidget(anywidget.AnyWidget):
         return self._run
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """Every node's state as the view has it (``nodes``, every ``changed`` merged in).
-
-        ``nodes`` leaves out the steps still in their initial pending state (the view draws
-        a missing node as pending): they are filled in here.
-        """
+        """Every node's state as the view has it, a dict each (``nodes``, the synced trait,
+        holds each node's row, a tuple: it is sent as these dicts, the pending ones left
+        out; read node states here)."""
         rows, row_dict = self._rows, _state.row_dict
         return {e["id"]: row_dict(rows.get(e["id"], PENDING_ROW)) for e in self.graph}
 
@@ -235,9 +233,10 @@ class DagWidget(anywidget.AnyWidget):
         runtime, no event built): marks, and pokes the throttle at the first mark since the
         last send only (its call is due for the next ones; three marks a call)."""
         dirty = self._dirty
-        if not dirty:
+        first = not dirty
+        dirty.add(name)  # before the poke: with no loop running, it may redraw at once
+        if first:
             self._throttle.poke()
-        dirty.add(name)
 
     def _on_event(self, event: Any) -> None:
         """A watched run's update (``bn.watch``): marks, as ``_mark`` does."""

@@ -222,17 +222,19 @@ def moved(
     every node for a change nobody announced (a group's count of unstored items).
 
     Not computed again: the steps in ``known`` (to be computed anyway), and those sent as
-    completed: a completed step is final within an execution (its result stored; a
-    resume is another execution, followed by another ``Run``), and what it still gets is
-    announced (a charge for one of its attempts that had no answer is a call). At 20,000
-    children that check cost ~30 ms at every run's end; skipped, ~2 ms."""
+    completed with no item left unstored: a completed step is final within an execution
+    (its result stored; a resume is another execution, followed by another ``Run``), and
+    what it still gets is announced (a charge for one of its attempts that had no answer
+    is a call). A completed map group sent with items unstored is checked: its count
+    drops with no event (a quorum met while chunks were stored). At 20,000 children that
+    check cost ~30 ms at every run's end; skipped, ~2 ms."""
     get = sent.get
     out = []
     for name, step in run.steps.items():
         if name in known:
             continue
         row = get(name)
-        if row is None or (row[0] != _COMPLETED and row != node_row(step)):
+        if row is None or ((row[0] != _COMPLETED or row[_X]) and row != node_row(step)):
             out.append(name)
     return out
 

@@ -355,6 +355,20 @@ async def test_a_burst_of_a_thousand_step_changes_is_one_redraw() -> None:
     assert widget.redraws == redraws and not run.followers
 
 
+def test_a_change_marked_with_no_event_loop_running_is_drawn() -> None:
+    """With no event loop running the throttle redraws inline at a mark: the step marked
+    is in that redraw (it was added to the set the redraw had already taken)."""
+    run = bn.Run(f"noloop-{uuid.uuid4().hex[:8]}", "noloop")
+    run.status = "running"
+    run.add_step(StepInfo(name="a", job_id=0))
+    widget = DagWidget(run)
+    run.steps["a"].state, run.steps["a"].attempt = "executing", 1
+    widget._mark("a")
+    assert widget.redraws == 2
+    assert widget.state()["a"]["s"] == "executing"
+    assert sent_nodes(widget)["a"]["s"] == "executing"
+
+
 @pytest.mark.parametrize("attached", [True, False])
 async def test_the_last_changes_of_an_attached_widget_go_into_its_snapshot_unsent(
     attached: bool, monkeypatch: pytest.MonkeyPatch

@@ -525,6 +525,17 @@ def test_the_end_check_finds_every_field_that_moved(field: str) -> None:
     assert "sum" not in _state.moved(run, sent, {"sum"})  # to be computed anyway
 
 
+def test_the_end_check_sees_a_completed_groups_items_stored_since() -> None:
+    """A map group sent as completed with items unstored (a quorum met while chunks were
+    stored) is checked at the end: its count drops with no event."""
+    run = small_run()
+    group = run.steps["ask"]
+    group.state, group.unstored = State.COMPLETED, 3
+    sent = _state.node_rows(run)
+    group.unstored = 0  # not announced
+    assert _state.moved(run, sent) == ["ask"]
+
+
 def test_the_end_check_skips_steps_sent_as_completed() -> None:
     """A completed step is final within an execution: the end check does not compute its
     row again (what it still gets, a charge for an attempt with no answer, is announced)."""
