@@ -174,6 +174,25 @@ print("PANEL-RUN", runp.status)
 """
 
 
+# A run still going when the kernel restarts: its widget must stop looking live.
+RESTART_CELL = """\
+import anyio
+import baton_nb as bn
+
+wfr = bn.Workflow("browser_restart")
+
+@wfr.step()
+async def items(ctx):
+    return [1, 2, 3]
+
+@wfr.step(map_over="items")
+async def slow(ctx):
+    await anyio.sleep(60)
+
+runr = await wfr.run()
+"""
+
+
 BATCH_CELL = """\
 import baton_nb as bn
 
@@ -256,6 +275,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     _notebook(root / "interrupt.ipynb", INTERRUPT_CELL, "pass  # the resume line goes here")
     _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
     _notebook(root / "batch.ipynb", BATCH_CELL, BATCH_REOPEN_CELL)
+    _notebook(root / "restart.ipynb", RESTART_CELL)
     log = (tmp_path / "lab.log").open("w")
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -585,6 +605,33 @@ def test_kernel_interrupt_then_the_printed_line_resumes(lab: tuple[str, str], br
     resumed = _cell(page, 1)["out"]
     run_id = resume.split('"')[1]
     assert f"RESUMED completed {run_id}" in resumed, resumed
+    assert not errors, errors
+
+
+def test_a_kernel_restart_stops_the_live_widget(lab: tuple[str, str], browser: Any) -> None:
+    """Kernel › Restart mid-run: the old widget says its kernel is gone, its clock stops and
+    its Cancel button goes (it would reach nothing), instead of looking like a live run."""
+    page, errors = _open_and_run(browser, lab, "restart.ipynb")
+    dag = page.locator(".jp-Cell").nth(0).locator(".bn-dag")
+    _wait(
+        page, "() => document.querySelector('.jp-Cell .bn-dag')?.innerText.includes('3 executing')"
+    )
+    assert dag.locator(".bn-cancel").is_visible()
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()"
+    )
+    _wait(page, "() => document.querySelector('.jp-Cell .bn-dag[data-disconnected]')")
+    elapsed = dag.locator(".bn-stat-elapsed .bn-stat-value").text_content()
+    line = dag.locator(".bn-gone").text_content()
+    assert line == (
+        "kernel restarted or disconnected: this view stopped updating; "
+        "run the cell again to resume the run"
+    ), line
+    assert dag.locator(".bn-pill").text_content() == "disconnected"
+    assert not dag.locator(".bn-cancel").is_visible()
+    page.wait_for_timeout(1500)  # the clock ticks every 0.5 s while a run is live
+    assert dag.locator(".bn-stat-elapsed .bn-stat-value").text_content() == elapsed
+    _shot(page, "widget_kernel_restarted", page.locator(".jp-Cell").nth(0))
     assert not errors, errors
 
 
