@@ -183,10 +183,15 @@ def test_show_prints_an_error_shared_by_many_steps_once(
     assert run.status == "cancelled" and run.budget_stop is not None
     cancelled = [s for s in run.steps.values() if s.error and "budget" in s.error]
     assert len(cancelled) > 3
-    main(["show", run.id, "--db", db])
+    assert main(["show", run.id, "--db", db]) == 1  # a cancelled run, as its help says
     out = capsys.readouterr().out
     errors = out.split("\nerrors:\n", 1)[1]
     message = cancelled[0].error
     assert errors.count(message) == 1, errors
     assert f"({len(cancelled)} steps)" in errors, errors
     assert f"and {len(cancelled) - 3} more" in errors, errors
+
+
+def test_show_help_says_what_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "--help"]) == 0
+    assert "Exits 1 if the run failed or was cancelled." in capsys.readouterr().out
