@@ -963,7 +963,7 @@ class DagView {
       setClass(cells.icon, `bn-icon st-${s.s}`);
       setText(cells.icon, GLYPH[s.s] || "");
       setText(cells.dur, this.durationOf(s));
-      setText(cells.tok, s.ti || s.to ? fmtTokens((s.ti || 0) + (s.to || 0)) : "");
+      setText(cells.tok, s.ti || s.to ? `${fmtTokens((s.ti || 0) + (s.to || 0))} tok` : "");
       setText(cells.cost, s.n ? fmtCostKnown(s.c, s.u) : s.e ? s.s : "");
     }
   }

@@ -474,6 +474,11 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     )
     assert page.evaluate("() => navigator.clipboard.readText()") == run_id
 
+    # A fan-out card's model rows give their tokens with the unit, as the card itself does
+    kid_tokens = cell0.locator(".bn-kid").first.locator(".bn-kid-num").nth(1).inner_text()
+    assert kid_tokens.endswith(" tok") and kid_tokens[:-4].replace(",", "").isdigit(), kid_tokens
+    assert " tok · " in cell0.locator('.bn-node[data-id="answer"]').inner_text()
+
     # The saved snapshot's panel: the captured request (it used to be empty), the response,
     # and the LLM calls table with its cost column and latency header unclipped.
     cell0.locator(".bn-kid").first.click()
