@@ -417,6 +417,9 @@ async def _run_here(
             if handle is not None:
                 handle.close()
     wf.last_run = run
+    if run.budget_stop:  # it ends with the line that resumes the run: named as printed
+        name = _name_in_notebook(wf)
+        run.budget_stop = run.budget_stop.replace("await wf.run(", f"await {name}.run(")
     if live and run.status == "cancelled" and display is not False:
         print(run.resume_message(_name_in_notebook(wf)))
     return run
