@@ -417,6 +417,9 @@ async def _run_here(
             if handle is not None:
                 handle.close()
     wf.last_run = run
+    if run.budget_stop:  # it ends with the line that resumes the run: named as printed
+        name = _name_in_notebook(wf)
+        run.budget_stop = run.budget_stop.replace("await wf.run(", f"await {name}.run(")
     if live and run.status == "cancelled" and display is not False:
         print(run.resume_message(_name_in_notebook(wf)))
     return run
@@ -508,7 +511,7 @@ def _checked_order(
     """``Workflow.validate``: the steps in topological order, or the error to fix."""
     if not steps:
         raise ConfigurationError(f"workflow {workflow!r} has no steps; add some with @wf.step()")
-    _check_map_params(steps)
+    _check_params(steps)
     order = topological_order({name: list(spec.deps) for name, spec in steps.items()})
     for spec in steps.values():
         if spec.map_over is not None and spec.map_over not in spec.deps:
@@ -517,12 +520,26 @@ def _checked_order(
     return order
 
 
-def _check_map_params(steps: Mapping[str, StepSpec]) -> None:
-    """A map step's parameter that names no step is most often the item: say ctx.item."""
+def _check_params(steps: Mapping[str, StepSpec]) -> None:
+    """A step's parameter (read as a dep) or map_over= that names no step: said as what the
+    user wrote, not as a ``deps`` they never wrote. In a map step, the parameter is most
+    often the item: say ctx.item."""
+    known = ", ".join(steps)
     for spec in steps.values():
-        if spec.map_over is None:
-            continue
+        if spec.map_over is not None and spec.map_over not in steps:
+            raise ConfigurationError(
+                f"step {spec.name!r}: map_over={spec.map_over!r} names no step (steps: "
+                f"{known}); name the step whose list it maps over, added before it"
+            )
         stray = [p for p in spec.kwarg_deps if p not in steps]
+        if stray and spec.map_over is None:
+            raise ConfigurationError(
+                f"step {spec.name!r}: parameter {stray[0]!r} names no step (steps: {known}); "
+                "each parameter after ctx is read as a dependency and gets the result of "
+                f"the step it names: rename it to one of the steps, add a step {stray[0]!r}, "
+                f"or give it a default value ({stray[0]}=None: a parameter with a default "
+                "is not a dependency)"
+            )
         if stray:
             raise ConfigurationError(
                 f"step {spec.name!r}: parameter {stray[0]!r} names no step (steps: "

@@ -12,13 +12,15 @@ from datetime import datetime, timedelta
 import anyio.to_thread
 
 from ._errors import ConfigurationError, RunNotFound
-from ._states import STORED_STATUSES
+from ._states import STORED_STATUSES, RunStatus
 from .reports import CostReport, RunList, RunSummary, as_time
 from .store import ReportStore, RunFilter, RunStore, Store
 
-__all__ = ["RUN_STATUSES", "report", "runs"]
+__all__ = ["RUN_STATUSES", "RUN_STATUS_FILTERS", "report", "runs"]
 
 RUN_STATUSES = tuple(s.value for s in STORED_STATUSES)
+ABANDONED = "abandoned"  # not stored: a running run whose process is gone (RunSummary.abandoned)
+RUN_STATUS_FILTERS = (*RUN_STATUSES, ABANDONED)
 
 When = datetime | timedelta | str | None
 
@@ -82,21 +84,30 @@ async def runs(
     """Stored runs, newest first: id, workflow, status, started, duration, steps, cost.
 
     Filters as for ``bn.report``; ``status`` is one of pending, running, completed,
-    failed, cancelled; ``limit`` caps the number of runs. The list shows as a table.
+    failed, cancelled, or abandoned (the running runs whose process is gone, listed as
+    ``abandoned``; ``running`` selects them too); ``limit`` caps the number of runs. The
+    list shows as a table.
     """
-    if status is not None and status not in RUN_STATUSES:
-        raise ConfigurationError(f"unknown status {status!r}: use one of {', '.join(RUN_STATUSES)}")
+    if status is not None and status not in RUN_STATUS_FILTERS:
+        raise ConfigurationError(
+            f"unknown status {status!r}: use one of {', '.join(RUN_STATUS_FILTERS)}"
+        )
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ConfigurationError(f"limit must be a non-negative int, got {limit!r}")
     where = RunFilter(
         workflow=workflow,
         since=as_time(since, "since"),
         until=as_time(until, "until"),
-        status=status,
+        status=RunStatus.RUNNING.value if status == ABANDONED else status,
     )
-    async with await Store.open(db) as store:
-        rows = await store.run_summaries(where, limit)
-    return RunList(RunSummary.from_row(r) for r in rows)
+    if status != ABANDONED:
+        async with await Store.open(db) as store:
+            rows = await store.run_summaries(where, limit)
+        return RunList(RunSummary.from_row(r) for r in rows)
+    async with await Store.open(db) as store:  # the running runs (few), then the gone ones
+        rows = await store.run_summaries(where, None)
+    gone = [summary for summary in map(RunSummary.from_row, rows) if summary.abandoned]
+    return RunList(gone[:limit] if limit else gone)
 
 
 def _ids(run_ids: Sequence[str] | str | None) -> list[str] | None:

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._errors import RunNotFound, WorkflowFailed
+from ._owners import owner_gone
 from ._runview import RunView, SpendState, StepInfo, cache_savings, status_text
 from ._states import FAILED_STATES, TERMINAL_STATES, RunStatus
-from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, Store
+from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, Store, utcnow
 
 if TYPE_CHECKING:
     from .reports import CostReport
@@ -184,6 +185,9 @@ class Run(RunView):
     @classmethod
     async def from_store(cls, store: ReadStore, run_id: str) -> Run:
         run, _nodes = await load_run(store, run_id)
+        row = await store.get_run(run_id) if run.status is RunStatus.RUNNING else None
+        if row is not None:  # as bn.runs() says it: abandoned when its process is gone
+            run.abandoned = owner_gone(row.status, row.lease_owner, row.lease_expires_at, utcnow())
         return run
 
     # ── display ───────────────────────────────────────────────────────────────

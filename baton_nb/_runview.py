@@ -185,8 +185,11 @@ def cache_savings(view: RunView) -> tuple[int, Decimal]:
 
 def status_text(view: RunView) -> str:
     """The run's status as every view says it: ``completed``, ``cancelled (budget
-    reached)`` (a budget stopped it), or ``taken over by host:pid:tag`` (this execution
-    lost the run's lease; the run goes on there)."""
+    reached)`` (a budget stopped it), ``taken over by host:pid:tag`` (this execution
+    lost the run's lease; the run goes on there), or ``abandoned`` (stored ``running``,
+    its process gone: as ``bn.runs()`` and ``baton-nb runs`` say it)."""
+    if view.status is RunStatus.RUNNING and view.abandoned:
+        return "abandoned"
     if view.status is RunStatus.TAKEN_OVER:
         by = view.taken_over_by
         return f"taken over by {by}" if by else "taken over"
@@ -219,6 +222,8 @@ class RunView:
         self.status = RunStatus.PENDING
         # ``taken_over``: the lease's holder that goes on with the run, when known
         self.taken_over_by: str | None = None
+        # read back (``Run.load``) stored ``running``, its executing process gone (killed)
+        self.abandoned = False
         # What the views say of the run besides its steps, set by who follows it (the
         # front of ``wf.run(workers=True)``: no live worker, a coordinator lost)
         self.notice: str | None = None

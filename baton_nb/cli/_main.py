@@ -15,7 +15,7 @@ import anyio
 
 from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
-from .._states import STORED_STATUSES
+from .._query import RUN_STATUS_FILTERS
 from ..reports import as_time, parse_duration
 from . import _cache, _commands, _demo, _price
 from ._output import OutputError, silence_stdout
@@ -24,7 +24,7 @@ from ._workers import add_worker_commands
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-STATUSES = tuple(status.value for status in STORED_STATUSES)
+STATUSES = RUN_STATUS_FILTERS  # the stored ones, and abandoned (running, its process gone)
 # One default database for every command, the demo included: `baton-nb runs` (and
 # `bn.runs()`) right after `baton-nb demo` list the demo's runs, no --db to guess.
 DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Durable DAG runs for LLM fan-out: run the demo, list and inspect runs, "
         "export costs, prune old runs, look up model prices.",
-        epilog="Exit codes: 0 ok, 1 run failed or unknown id, 2 bad arguments.",
+        epilog="Exit codes: 0 ok, 1 run failed or cancelled (show) or unknown id, 2 bad arguments.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub, common)
@@ -124,7 +124,8 @@ def _add_show(sub: Any, common: argparse.ArgumentParser) -> None:
         "show",
         parents=[common],
         help="one run as a DAG: states, attempts, errors, cost",
-        description="Show a run's steps layer by layer. Exits 1 if the run failed.",
+        description="Show a run's steps layer by layer. Exits 1 if the run failed or was "
+        "cancelled.",
     )
     p.add_argument("run_id", metavar="RUN_ID", help="a run id, or enough of its start")
     p.set_defaults(handler=_commands.cmd_show)

@@ -139,7 +139,7 @@ def render_run(run: Run) -> str:
                 _columns(_row(run, run.steps[c], "  ", calls), "", header) for c in step.children
             )
     table = text_table(header, rows, left=3)
-    errors = [f"  {s.name}: {s.error}" for s in run.steps.values() if s.error]
+    errors = _errors(run)
     parts = [head, "", table]
     if errors:
         parts += ["", "errors:", *errors, _tracebacks(run)]
@@ -147,6 +147,27 @@ def render_run(run: Run) -> str:
     if history:
         parts += ["", "attempts (retried steps):", *history]
     return "\n".join(parts)
+
+
+_NAMED = 3  # steps named before "and N more" when several share an error
+
+
+def _errors(run: Run) -> list[str]:
+    """One line per distinct error, naming the steps that ended with it: a budget stop or a
+    cancel gives every step it cancelled the same long message, said once here."""
+    steps: dict[str, list[str]] = {}
+    for step in run.steps.values():
+        if step.error:
+            steps.setdefault(step.error, []).append(step.name)
+    lines = []
+    for error, names in steps.items():
+        if len(names) == 1:
+            lines.append(f"  {names[0]}: {error}")
+            continue
+        shown = ", ".join(names[:_NAMED])
+        more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+        lines.append(f"  {shown}{more} ({len(names)} steps): {error}")
+    return lines
 
 
 def _tracebacks(run: Run) -> str:

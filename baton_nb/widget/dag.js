@@ -174,6 +174,17 @@ export function takenLine(hd) {
 
 // What the notebook's end of a run tells of its workers (no live worker, a coordinator
 // that stopped answering, taken over): one line; `...` in it is code.
+// The kernel this view spoke to is gone (restarted, shut down): nothing more reaches it.
+export const GONE_TEXT =
+  "kernel restarted or disconnected: this view stopped updating; run the cell again to resume the run";
+
+export function goneLine(gone, hd) {
+  if (!gone) return "";
+  const live = hd.status === "running" || hd.status === "pending";
+  const text = live ? GONE_TEXT : "kernel restarted or disconnected: this view stopped updating";
+  return `<div class="bn-batch bn-notice bn-gone" title="${escapeHtml(text)}">${escapeHtml(text)}</div>`;
+}
+
 export function noticeLine(hd) {
   if (!hd.notice) return "";
   const text = escapeHtml(hd.notice).replace(/`([^`]+)`/g, "<code>$1</code>");
@@ -521,6 +532,7 @@ class DagView {
     this.toggled = new Map(); // group id -> expanded (user's choice)
     this.offset = 0; // server clock - browser clock, seconds
     this.cancelAt = 0;
+    this.goneAt = 0; // server-clock time the kernel connection was lost (0: connected)
     this.zoom = new Zoom(this);
     this.jumps = {}; // state -> index of the last node jumped to
     this.root = h("div", "bn-dag");
@@ -542,7 +554,7 @@ class DagView {
   }
 
   now() {
-    return Date.now() / 1000 + this.offset;
+    return this.goneAt || Date.now() / 1000 + this.offset;
   }
 
   st(id) {
@@ -951,7 +963,7 @@ class DagView {
       setClass(cells.icon, `bn-icon st-${s.s}`);
       setText(cells.icon, GLYPH[s.s] || "");
       setText(cells.dur, this.durationOf(s));
-      setText(cells.tok, s.ti || s.to ? fmtTokens((s.ti || 0) + (s.to || 0)) : "");
+      setText(cells.tok, s.ti || s.to ? `${fmtTokens((s.ti || 0) + (s.to || 0))} tok` : "");
       setText(cells.cost, s.n ? fmtCostKnown(s.c, s.u) : s.e ? s.s : "");
     }
   }
@@ -998,6 +1010,15 @@ class DagView {
     this.copyBtn.hidden = !hd.id;
     setClass(this.pill, `bn-pill run-${status}`);
     setText(this.pill, status === "taken_over" ? "taken over" : status);
+    const gone = this.goneAt > 0;
+    if (gone) {
+      this.root.dataset.disconnected = "1";
+      if (status === "running" || status === "pending") {
+        setClass(this.dot, "bn-dot run-disconnected");
+        setClass(this.pill, "bn-pill run-disconnected");
+        setText(this.pill, "disconnected");
+      }
+    }
     const done = this.counts.completed || 0;
     setText(this.stat.steps, `${done.toLocaleString()}/${this.total.toLocaleString()}`);
     this.stat.steps.parentNode.title = `${countsText(this.counts, this.total)} steps (a fan-out group is not a step: its children are)`;
@@ -1031,7 +1052,7 @@ class DagView {
       this.chipsHtml = chipsHtml;
     }
     const running = status === "running" || status === "pending";
-    this.cancelBtn.hidden = !(this.live && hd.cancellable && running);
+    this.cancelBtn.hidden = !(this.live && hd.cancellable && running && !gone);
     const cancelling = hd.cancelling || this.cancelAt > 0;
     this.cancelBtn.disabled = cancelling;
     setText(this.cancelBtn, cancelling ? "Cancelling…" : "Cancel");
@@ -1042,7 +1063,7 @@ class DagView {
   // Provider batches (DESIGN §12): one line each, what the provider says of it and the saving.
   paintBatches() {
     const batches = this.header.batches || [];
-    const html = takenLine(this.header) + noticeLine(this.header) + spendLine(this.header) + batches.map(batchLine).join("");
+    const html = goneLine(this.goneAt > 0, this.header) + takenLine(this.header) + noticeLine(this.header) + spendLine(this.header) + batches.map(batchLine).join("");
     if (this.batchesHtml === html) return;
     this.batchesHtml = html;
     this.batchLines.hidden = !html;
@@ -1218,6 +1239,16 @@ class DagView {
 
   onValues() {
     this.load();
+    this.refresh();
+  }
+
+  // The widget's kernel connection is gone (ipywidgets sets the model's comm_live to false
+  // on a kernel restart): the run no longer reports here, so the clock stops, Cancel goes
+  // and a line says what to do.
+  onConnection(live) {
+    if (live || this.goneAt) return;
+    this.tick();
+    this.goneAt = this.now();
     this.refresh();
   }
 }
@@ -1490,6 +1521,9 @@ function mount(model, el, live) {
   const onGraph = () => view.onGraph();
   const onValues = () => view.onValues();
   const onMsg = (msg) => view.onMessage(msg);
+  // anywidget's model proxy has no comm_live: the event alone says the comm went down (it is
+  // only ever set back to true when a model is made); a host passing the model itself is read.
+  const onLive = () => view.onConnection(model.comm_live === true);
   model.on("change:graph", onGraph);
   model.on("change:grown", onGraph);
   model.on("change:nodes", onValues);
@@ -1497,9 +1531,10 @@ function mount(model, el, live) {
   model.on("change:changed", onValues);
   model.on("change:header", onValues);
   model.on("msg:custom", onMsg);
+  model.on("comm_live_update", onLive);
   const timer = setInterval(() => {
     const status = view.header.status;
-    if (view.root.isConnected && (status === "running" || status === "pending")) view.tick();
+    if (view.root.isConnected && !view.goneAt && (status === "running" || status === "pending")) view.tick();
   }, 500);
   return () => {
     clearInterval(timer);
@@ -1511,6 +1546,7 @@ function mount(model, el, live) {
     model.off("change:changed", onValues);
     model.off("change:header", onValues);
     model.off("msg:custom", onMsg);
+    model.off("comm_live_update", onLive);
   };
 }
 

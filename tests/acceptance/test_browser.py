@@ -174,6 +174,25 @@ print("PANEL-RUN", runp.status)
 """
 
 
+# A run still going when the kernel restarts: its widget must stop looking live.
+RESTART_CELL = """\
+import anyio
+import baton_nb as bn
+
+wfr = bn.Workflow("browser_restart")
+
+@wfr.step()
+async def items(ctx):
+    return [1, 2, 3]
+
+@wfr.step(map_over="items")
+async def slow(ctx):
+    await anyio.sleep(60)
+
+runr = await wfr.run()
+"""
+
+
 BATCH_CELL = """\
 import baton_nb as bn
 
@@ -256,6 +275,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     _notebook(root / "interrupt.ipynb", INTERRUPT_CELL, "pass  # the resume line goes here")
     _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
     _notebook(root / "batch.ipynb", BATCH_CELL, BATCH_REOPEN_CELL)
+    _notebook(root / "restart.ipynb", RESTART_CELL)
     log = (tmp_path / "lab.log").open("w")
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -454,6 +474,11 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     )
     assert page.evaluate("() => navigator.clipboard.readText()") == run_id
 
+    # A fan-out card's model rows give their tokens with the unit, as the card itself does
+    kid_tokens = cell0.locator(".bn-kid").first.locator(".bn-kid-num").nth(1).inner_text()
+    assert kid_tokens.endswith(" tok") and kid_tokens[:-4].replace(",", "").isdigit(), kid_tokens
+    assert " tok · " in cell0.locator('.bn-node[data-id="answer"]').inner_text()
+
     # The saved snapshot's panel: the captured request (it used to be empty), the response,
     # and the LLM calls table with its cost column and latency header unclipped.
     cell0.locator(".bn-kid").first.click()
@@ -585,6 +610,33 @@ def test_kernel_interrupt_then_the_printed_line_resumes(lab: tuple[str, str], br
     resumed = _cell(page, 1)["out"]
     run_id = resume.split('"')[1]
     assert f"RESUMED completed {run_id}" in resumed, resumed
+    assert not errors, errors
+
+
+def test_a_kernel_restart_stops_the_live_widget(lab: tuple[str, str], browser: Any) -> None:
+    """Kernel › Restart mid-run: the old widget says its kernel is gone, its clock stops and
+    its Cancel button goes (it would reach nothing), instead of looking like a live run."""
+    page, errors = _open_and_run(browser, lab, "restart.ipynb")
+    dag = page.locator(".jp-Cell").nth(0).locator(".bn-dag")
+    _wait(
+        page, "() => document.querySelector('.jp-Cell .bn-dag')?.innerText.includes('3 executing')"
+    )
+    assert dag.locator(".bn-cancel").is_visible()
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()"
+    )
+    _wait(page, "() => document.querySelector('.jp-Cell .bn-dag[data-disconnected]')")
+    elapsed = dag.locator(".bn-stat-elapsed .bn-stat-value").text_content()
+    line = dag.locator(".bn-gone").text_content()
+    assert line == (
+        "kernel restarted or disconnected: this view stopped updating; "
+        "run the cell again to resume the run"
+    ), line
+    assert dag.locator(".bn-pill").text_content() == "disconnected"
+    assert not dag.locator(".bn-cancel").is_visible()
+    page.wait_for_timeout(1500)  # the clock ticks every 0.5 s while a run is live
+    assert dag.locator(".bn-stat-elapsed .bn-stat-value").text_content() == elapsed
+    _shot(page, "widget_kernel_restarted", page.locator(".jp-Cell").nth(0))
     assert not errors, errors
 
 
@@ -732,12 +784,15 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     assert "bad input row 17" in two.locator(".bn-panel .bn-pre-error").inner_text()
     _shot(page, "widget_200_nodes_jump", two)
     two.locator(".bn-fit").click()
-    assert _zoom(page, 2) < 1
-    # the count of cancelled steps finds them one after the other
+    fitted = _zoom(page, 2)
+    assert fitted < 1
+    # the count of cancelled steps finds them one after the other, at the same zoom (a
+    # jump scrolls, it does not zoom: docs/widget.md)
     two.locator(".bn-counts [data-jump=cancelled]").click()
     first = two.locator(".bn-panel-title").inner_text()
     two.locator(".bn-counts [data-jump=cancelled]").click()
     second = two.locator(".bn-panel-title").inner_text()
+    assert _zoom(page, 2) == fitted
     assert first != second and {first, second} <= {"l4_00", "l4_01", "l4_02"} | set(
         first.split()
     ) | set(second.split())

@@ -159,3 +159,39 @@ def test_show_lists_only_retried_steps_and_says_where_tracebacks_are(
     out = capsys.readouterr().out
     assert "attempts (retried steps):\n  deep #1  retryable" in out
     assert "tracebacks of deep: run.context(step) in Python" in out
+
+
+def test_show_prints_an_error_shared_by_many_steps_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget stop cancels every step left with the same long message: ``errors:`` says
+    it once, naming the steps (the first few and how many more), not once per step."""
+    db = f"sqlite:///{tmp_path / 'budget.db'}"
+    wf = bn.Workflow("bud", db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(12))
+
+    @wf.step(map_over="items")
+    async def ask(ctx: bn.Context) -> str:
+        await anyio.sleep(0.05 * ctx.item)
+        reply = await ctx.complete(prompt=f"item {ctx.item}", model="mock/gpt-4o", max_tokens=50)
+        return str(reply.text)
+
+    run = anyio.run(lambda: wf.run(budget="0.001", concurrency=12, display=False))
+    assert run.status == "cancelled" and run.budget_stop is not None
+    cancelled = [s for s in run.steps.values() if s.error and "budget" in s.error]
+    assert len(cancelled) > 3
+    assert main(["show", run.id, "--db", db]) == 1  # a cancelled run, as its help says
+    out = capsys.readouterr().out
+    errors = out.split("\nerrors:\n", 1)[1]
+    message = cancelled[0].error
+    assert errors.count(message) == 1, errors
+    assert f"({len(cancelled)} steps)" in errors, errors
+    assert f"and {len(cancelled) - 3} more" in errors, errors
+
+
+def test_show_help_says_what_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "--help"]) == 0
+    assert "Exits 1 if the run failed or was cancelled." in capsys.readouterr().out

@@ -860,3 +860,52 @@ async def test_a_hand_over_commits_what_its_attempts_stored_not_the_runs_end(
     assert row is not None and row.status == RunStatus.RUNNING and row.finished_at is None
     assert row.lease_owner == lease.owner
     assert nodes["a"] != "cancelled"
+
+
+async def test_a_resume_runs_at_the_concurrency_it_is_given_not_the_first_runs(
+    sqlite_url: str, unique: str
+) -> None:
+    """``concurrency=`` is not stored with the run: a resume runs at its own (default 32),
+    as docs/concepts.md "Concurrency" says. First execution: 2 at once, then stopped."""
+    wf = bn.Workflow(f"resume-concurrency-{unique}", db=sqlite_url)
+    running = 0
+    peak = 0
+    two_started = anyio.Event()
+    all_started = anyio.Event()
+    hold = True
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(6))
+
+    @wf.step(map_over="items")
+    async def work(ctx: bn.Context) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 2:
+            two_started.set()
+        if running == 6:
+            all_started.set()
+        try:
+            if hold:
+                await anyio.sleep_forever()
+            with anyio.move_on_after(10):  # a guard: at concurrency 2 they never all start
+                await all_started.wait()
+            return int(ctx.item)
+        finally:
+            running -= 1
+
+    run_id = f"conc-{unique}"
+    async with anyio.create_task_group() as tg:
+
+        async def first() -> None:
+            await wf.run(run_id=run_id, concurrency=2, display=False)
+
+        tg.start_soon(first)
+        await two_started.wait()
+        tg.cancel_scope.cancel()  # the cell interrupted: the run is stored, resumable
+    assert peak == 2
+    hold, peak = False, 0
+    run = await wf.run(run_id=run_id, display=False)  # no concurrency=: the default, 32
+    assert run.status == "completed" and peak == 6

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 import baton_nb as bn
+from baton_nb.cli import main as cli_main
 from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
@@ -103,6 +104,7 @@ async def test_running_again_after_sigkill_resumes_and_pays_nothing_twice(
     tmp_path: Path,
     unique: str,
     caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"rerun-{unique}"
     script = tmp_path / "rerun.py"
@@ -132,6 +134,17 @@ async def test_running_again_after_sigkill_resumes_and_pays_nothing_twice(
     assert listed.abandoned and listed.status == "running"  # the owner's pid is gone
     assert listed.to_dict()["abandoned"] is True
     assert f"{crashed}  {name}  abandoned" in str(await bn.runs(db_url, workflow=name))
+    # the word the listing shows selects it, and show and Run.load call it the same
+    assert [r.id for r in await bn.runs(db_url, workflow=name, status="abandoned")] == [crashed]
+    assert crashed in [r.id for r in await bn.runs(db_url, workflow=name, status="running")]
+    loaded = await bn.Run.load(crashed, db=db_url)
+    assert loaded.abandoned and f"{name!r} abandoned:" in repr(loaded)
+    capsys.readouterr()
+    argv = ["runs", "--status", "abandoned", "--workflow", name, "--db", db_url]
+    assert await anyio.to_thread.run_sync(cli_main, argv) == 0
+    assert f"{crashed}  {name}  abandoned" in capsys.readouterr().out
+    assert await anyio.to_thread.run_sync(cli_main, ["show", crashed, "--db", db_url]) == 0
+    assert f"workflow {name!r}  abandoned\n" in capsys.readouterr().out
 
     resumed = await wf.run(params={"n": N}, display=False)  # what a re-run cell does
     assert resumed.id == crashed and resumed.status == "completed"

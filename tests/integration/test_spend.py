@@ -6,7 +6,9 @@ Postgres (``db_url``).
 
 from __future__ import annotations
 
+import types
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -256,3 +258,26 @@ async def test_a_call_cancelled_in_flight_leaves_no_reservation(
     rows = await bn.Run.load(run.id, db=db_url)
     assert rows.spend is not None and rows.spend.reserved == 0
     assert rows.spend.spent == run.spend.spent
+
+
+async def test_budget_stop_names_the_notebooks_variable_as_the_printed_line_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a notebook whose workflow is `bud`, the printed message and ``run.budget_stop``
+    give the same resume line: ``await bud.run(...)``, not ``await wf.run(...)`` in one."""
+    bud = bn.Workflow("bud-named", db=f"sqlite:///{tmp_path / 'bud.db'}")
+
+    @bud.step()
+    async def ask(ctx: bn.Context) -> str:
+        reply = await ctx.complete(prompt="hi", model="mock/gpt-4o", max_tokens=50)
+        return str(reply.text)
+
+    import IPython
+
+    shell = types.SimpleNamespace(user_ns={"bud": bud})  # the notebook's namespace
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    run = await bud.run(budget="0.0001", display=False)
+    assert run.status == "cancelled" and run.budget_stop is not None
+    assert run.budget_stop.endswith(f'await bud.run(run_id="{run.id}", budget=...)')
+    assert "await wf.run(" not in run.budget_stop
+    assert run.resume_message("bud").endswith(run.budget_stop)

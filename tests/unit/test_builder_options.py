@@ -143,6 +143,28 @@ def test_a_map_step_taking_the_item_as_a_parameter_is_told_about_ctx_item() -> N
     assert isinstance(info.value, ValueError)  # old `except ValueError` clauses still catch it
 
 
+def test_a_parameter_naming_no_step_is_named_as_the_parameter_not_as_deps() -> None:
+    """The user wrote no deps=: the message names the parameter, its step, and the fixes."""
+    wf = bn.Workflow("w6")
+
+    @wf.step()
+    async def a(ctx: bn.Context, nonexist: int) -> int:
+        return nonexist
+
+    with pytest.raises(bn.ConfigurationError) as info:
+        wf.validate()
+    message = str(info.value)
+    assert message.startswith("step 'a': parameter 'nonexist' names no step (steps: a)"), message
+    assert "deps names" not in message
+    assert "add a step 'nonexist'" in message and "nonexist=None" in message
+
+    wf = bn.Workflow("w7")
+    wf.add("b", two, map_over="ghost")
+    with pytest.raises(bn.ConfigurationError) as info:
+        wf.validate()
+    assert str(info.value).startswith("step 'b': map_over='ghost' names no step (steps: b)")
+
+
 def test_a_workflow_without_steps_is_a_configuration_error() -> None:
     with pytest.raises(bn.ConfigurationError, match=r"^workflow 'w5' has no steps; add some"):
         bn.Workflow("w5").validate()
