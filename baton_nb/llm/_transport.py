@@ -120,10 +120,18 @@ _DECODER = json.JSONDecoder()  # json.loads' own decoder (no options)
 
 
 def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
+    return _json_body_text(endpoint, content)[0]
+
+
+def _json_body_text(endpoint: Endpoint, content: bytes) -> tuple[dict[str, Any], str | None]:
+    """The body's JSON object, and the text it was decoded from when that text is the
+    whole JSON value (an object's UTF-8 starting with '{'), else None."""
+    text = None
     try:
         # json.loads, without guessing the encoding of an object's UTF-8 ('{' then not 0)
         if content[:1] == b"{" and content[1:2] != b"\x00":
-            data = _DECODER.decode(content.decode("utf-8", "surrogatepass"))
+            text = content.decode("utf-8", "surrogatepass")
+            data = _DECODER.decode(text)
         else:
             data = json.loads(content)
     except ValueError:
@@ -131,7 +139,18 @@ def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         snippet = redact(content[:200].decode("utf-8", "replace"))
         raise ProviderError(endpoint.name, None, f"response is not a JSON object: {snippet!r}")
-    return data
+    return data, text
+
+
+def _parse_body(endpoint: Endpoint, adapter: Adapter, content: bytes) -> Parsed:
+    """``adapter.parse`` of the body's JSON; the body's text kept on the result when its
+    ``raw`` is the object decoded (``Parsed.keep_raw_text``: checked and stored as
+    received, not encoded again)."""
+    data, text = _json_body_text(endpoint, content)
+    parsed = adapter.parse(data)
+    if text is not None and parsed.raw is data:
+        parsed.keep_raw_text(text)
+    return parsed
 
 
 _DONE: dict[str, Any] = {}  # stands for a `data: [DONE]` line
@@ -184,7 +203,7 @@ async def _send_stream(
             content = await response.aread()
             _check_status(endpoint, response.status_code, response.headers, content)
         if "text/event-stream" not in response.headers.get("content-type", ""):
-            return adapter.parse(_json_body(endpoint, await response.aread()))
+            return _parse_body(endpoint, adapter, await response.aread())
         state = adapter.stream_state()
         async for event, data in _events(response):
             if data is _DONE:
@@ -244,7 +263,7 @@ async def _send_plain(
     if answer is not None:
         status, content = answer.status_code, answer.content
         if 200 <= status < 300:  # _check_status reads no header of a success
-            return adapter.parse(_json_body(endpoint, content))
+            return _parse_body(endpoint, adapter, content)
         headers = answer.headers
     else:
         response = await client.post(
@@ -252,7 +271,7 @@ async def _send_plain(
         )
         status, headers, content = response.status_code, response.headers, response.content
     _check_status(endpoint, status, headers, content)
-    return adapter.parse(_json_body(endpoint, content))
+    return _parse_body(endpoint, adapter, content)
 
 
 @lru_cache(maxsize=64)
