@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
@@ -117,6 +118,9 @@ def _check_status(
 
 
 _DECODER = json.JSONDecoder()  # json.loads' own decoder (no options)
+# Its scanner, and the whitespace its ``decode`` allows after the value (``_json_body_text``)
+_SCAN = _DECODER.scan_once
+_TRAILING = re.compile(r"[ \t\n\r]*\Z")
 
 
 def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
@@ -130,8 +134,15 @@ def _json_body_text(endpoint: Endpoint, content: bytes) -> tuple[dict[str, Any],
     try:
         # json.loads, without guessing the encoding of an object's UTF-8 ('{' then not 0)
         if content[:1] == b"{" and content[1:2] != b"\x00":
+            # _DECODER.decode(text) without its two frames and its leading whitespace match
+            # (none: the text starts with '{'): the same value, or a ValueError
             text = content.decode("utf-8", "surrogatepass")
-            data = _DECODER.decode(text)
+            try:
+                data, end = _SCAN(text, 0)
+            except StopIteration as exc:  # what raw_decode turns into a JSONDecodeError
+                raise ValueError("Expecting value") from exc
+            if end != len(text) and _TRAILING.match(text, end) is None:
+                raise ValueError("Extra data")
         else:
             data = json.loads(content)
     except ValueError:

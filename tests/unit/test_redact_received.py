@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -100,3 +101,49 @@ def test_random_bodies_give_the_same_verdict() -> None:
             assert (after[1] is None) == (before[1] is None)
             if after[1] is not None:
                 assert json.loads(after[1]) == json.loads(before[1]) == decoded
+
+
+def _nine_searches(text: str) -> bool:
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
+
+
+def test_the_trigger_search_finds_what_nine_searches_find() -> None:
+    from baton_nb.llm._redact import _SEARCHED, _has_shape
+
+    assert {t for s, ts in _SEARCHED for t in (ts or (s,))} == set(_TRIGGERS)
+    assert all(s in t for s, ts in _SEARCHED for t in ts)
+    rng = random.Random(7)
+    pieces = ["k-", "K-", "s", "R", "p", "=", "key", "KEY", "access_token", "auth", "orization",
+              "BEARER", "Aiza", "api-", "Key", "\u212a-", "İ", " ", "x"]  # fmt: skip
+    texts = [*_TRIGGERS, "", "plain", "sk", "k=", "token="]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randrange(8))) for _ in range(5000)]
+    for text in texts:
+        assert _has_shape(text) is _nine_searches(text), text
+
+
+_ENDPOINT: Any = SimpleNamespace(name="openai")  # all the body's decoding reads of it
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"a": 1}', b'{"a": 1} \n\t\r', b'{"a": [1, {"b": "\\u00e9"}]}\n', b'{"a": "\xc3\xa9"}'],
+)
+def test_a_body_decodes_as_json_loads_decodes_it(content: bytes) -> None:
+    from baton_nb.llm._transport import _json_body_text
+
+    data, text = _json_body_text(_ENDPOINT, content)
+    assert data == json.loads(content) and text == content.decode()
+
+
+@pytest.mark.parametrize(
+    "content", [b"{", b'{"a": 1} x', b'{"a": 1}{}', b'{"a": }', b"{}\x00", b'{"a": 1}\x0b']
+)
+def test_a_body_that_is_not_one_json_object_is_refused(content: bytes) -> None:
+    from baton_nb._errors import ProviderError
+    from baton_nb.llm._transport import _json_body_text
+
+    with pytest.raises(ValueError):
+        json.loads(content)
+    with pytest.raises(ProviderError, match="not a JSON object"):
+        _json_body_text(_ENDPOINT, content)
