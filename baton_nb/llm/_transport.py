@@ -119,7 +119,7 @@ def _check_status(
 
 _DECODER = json.JSONDecoder()  # json.loads' own decoder (no options)
 # Its scanner, and the whitespace its ``decode`` allows after the value (``_json_body_text``)
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # set by its __init__
 _TRAILING = re.compile(r"[ \t\n\r]*\Z")
 
 
