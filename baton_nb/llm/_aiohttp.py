@@ -170,7 +170,7 @@ class Answer:
     read: a successful call reads none of them, and making it cost ~2 us a call for a
     handful of headers (a provider sends twenty); ``first`` finds one in the raw ones."""
 
-    __slots__ = ("_headers", "content", "raw_headers", "reason_phrase", "status_code")
+    __slots__ = ("_headers", "_names", "content", "raw_headers", "reason_phrase", "status_code")
 
     def __init__(
         self,
@@ -184,6 +184,9 @@ class Answer:
         self.raw_headers = raw_headers
         self.content = content
         self._headers: CIMultiDict[str] | None = None
+        # each name in lower case -> its first value, when every name is ASCII (else
+        # False), made by the first ``first``: one pass over the raw headers per answer
+        self._names: dict[bytes, bytes] | bool | None = None
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -196,18 +199,29 @@ class Answer:
         """``headers.get(name)`` (``name`` in lower case, ASCII), read from the raw headers
         without making ``headers`` when every name is ASCII (where bytes' ``lower`` is the
         same case-insensitive match)."""
-        raw = self.raw_headers
-        if self._headers is None and all(key.isascii() for key, _ in raw):
-            wanted = name.encode("ascii")
-            for key, value in raw:
-                if key.lower() == wanted:
-                    return value.decode("utf-8", "surrogateescape")
-            return None
+        names = self._names
+        if names is None:
+            names = self._names = _first_values(self.raw_headers)
+        if names is not False and self._headers is None:
+            assert isinstance(names, dict)
+            value = names.get(name.encode("ascii"))
+            return None if value is None else value.decode("utf-8", "surrogateescape")
         return self.headers.get(name)
 
     def as_httpx(self, request: httpx.Request) -> httpx.Response:
         """The same answer as an ``httpx.Response`` of ``request`` (for the cookie jar)."""
         return httpx.Response(self.status_code, headers=self.raw_headers, request=request)
+
+
+def _first_values(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes] | bool:
+    """Each header name in lower case with its first value; False if a name is not ASCII
+    (bytes' ``lower`` is then not the case-insensitive match of the decoded name)."""
+    found: dict[bytes, bytes] = {}
+    for key, value in raw_headers:
+        if not key.isascii():
+            return False
+        found.setdefault(key.lower(), value)
+    return found
 
 
 def _decoded_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:

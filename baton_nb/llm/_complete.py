@@ -214,7 +214,7 @@ def completion_now(
         batch=batch,
     )
     scrub = scrubber()
-    raw, raw_json = scrub.json_encoded(parsed.raw)
+    raw, raw_json = scrub.json_encoded(parsed.raw, parsed.raw_text())
     text = scrub.keys(parsed.text)
     calls = parsed.tool_calls
     completion = new_completion(  # Completion(...) of these fields, without its __init__

@@ -39,17 +39,50 @@ _TRIGGERS = (
 )
 
 
+# The triggers searched for in one pass each: "k-" stands for "sk-", "rk-" and "pk-", "="
+# (a search for one character, the fastest) for "key=" and "access_token="; each is looked
+# for only where its stand-in was found. A text has a trigger exactly when ``_has_shape``
+# says so (every trigger holds its stand-in): ~1.3 us less a call for a 450-character
+# answer than nine searches (tested against them).
+_SEARCHED = (
+    ("authorization", ()),
+    ("bearer", ()),
+    ("aiza", ()),
+    ("api-key", ()),
+    ("k-", ("sk-", "rk-", "pk-")),
+    ("=", ("key=", "access_token=")),
+)
+
+
 def _has_shape(text: str) -> bool:
     lowered = text.lower()
-    for trigger in _TRIGGERS:  # noqa: SIM110 (any() over a generator: ~1.5 us more a call)
-        if trigger in lowered:
-            return True
+    for searched, triggers in _SEARCHED:
+        if searched in lowered:
+            if not triggers:
+                return True
+            for trigger in triggers:
+                if trigger in lowered:
+                    return True
     return False
 
 
 # The text between the '"' of a plain answer's encoding as the key scrub encodes it
 # (``json.dumps``' default separators): {"role": "assistant", "content": ""}.
 _MESSAGE_PIECES = ("{", "role", ": ", "assistant", ", ", "content", ": ", "}")
+
+
+# Every character the compact encoding writes outside a JSON string: numbers (digits, sign,
+# point, exponent; NaN, Infinity), true, false, null and the punctuation.
+_OUTSIDE_STRINGS = frozenset("0123456789+-.eEInfinityNaNtruefalsenull{}[],:")
+# Each trigger has a character that no text outside a string has, lower-cased, and no '"':
+# a trigger found in an encoding lies inside one of its strings (tested).
+
+
+def _inside_strings(secret: str) -> bool:
+    """Whether every match of ``secret`` in a JSON encoding lies inside one string's
+    encoded characters: it has no '"' or '\\' and a character that no text outside a
+    string has."""
+    return '"' not in secret and "\\" not in secret and not set(secret) <= _OUTSIDE_STRINGS
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
@@ -68,6 +101,9 @@ class Scrubber:
         self.plain_keys = all('"' not in s for s in ordered) and not any(
             s in piece for s in ordered for piece in _MESSAGE_PIECES
         )
+        # Whether a JSON text as received may be checked instead of the value's compact
+        # encoding (``json_encoded``'s ``received``).
+        self._received_ok = all(map(_inside_strings, ordered))
 
     @property
     def has_secrets(self) -> bool:
@@ -95,11 +131,31 @@ class Scrubber:
         is when nothing in it needs redacting (the common case), else a copy."""
         return self.json_encoded(value)[0]
 
-    def json_encoded(self, value: Any) -> tuple[Any, str | None]:
+    def json_encoded(self, value: Any, received: str | None = None) -> tuple[Any, str | None]:
         """:meth:`json`, and the value's compact JSON (``ensure_ascii=False``, separators
         ``(",", ":")``, as the replay store writes it) when it is returned as is: the
         check's encoding, for the caller to store instead of encoding it again. ``None``
-        when the value was redacted or is not plain JSON."""
+        when the value was redacted or is not plain JSON.
+
+        ``received``: the JSON text ``value`` was decoded from (a response body), checked
+        and returned instead of encoding ``value`` when it has no backslash: then no string
+        in it is escaped, so every string of the value, keys too, is written in it exactly
+        as the compact encoding writes it (that encoding escapes only '"', '\\' and control
+        characters, which a string decoded from text without escapes cannot hold). A known
+        key (``_inside_strings``) or a trigger found in the compact encoding lies inside
+        one of its strings, so it is found in ``received`` too; nothing found there, the
+        compact encoding's check would find nothing either, and the value is returned as
+        is, with ``received``, which decodes to the same value. Anything found: the check
+        of the compact encoding, as without it. Tested in tests/unit/test_redact_received.py.
+        """
+        if (
+            received is not None
+            and self._received_ok
+            and "\\" not in received
+            and (self._secrets is None or self._secrets.search(received) is None)
+            and not _has_shape(received)
+        ):
+            return value, received
         try:
             flat: str | None = compact_json(value)
             text = flat

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
@@ -117,13 +118,31 @@ def _check_status(
 
 
 _DECODER = json.JSONDecoder()  # json.loads' own decoder (no options)
+# Its scanner, and the whitespace its ``decode`` allows after the value (``_json_body_text``)
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # set by its __init__
+_TRAILING = re.compile(r"[ \t\n\r]*\Z")
 
 
 def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
+    return _json_body_text(endpoint, content)[0]
+
+
+def _json_body_text(endpoint: Endpoint, content: bytes) -> tuple[dict[str, Any], str | None]:
+    """The body's JSON object, and the text it was decoded from when that text is the
+    whole JSON value (an object's UTF-8 starting with '{'), else None."""
+    text = None
     try:
         # json.loads, without guessing the encoding of an object's UTF-8 ('{' then not 0)
         if content[:1] == b"{" and content[1:2] != b"\x00":
-            data = _DECODER.decode(content.decode("utf-8", "surrogatepass"))
+            # _DECODER.decode(text) without its two frames and its leading whitespace match
+            # (none: the text starts with '{'): the same value, or a ValueError
+            text = content.decode("utf-8", "surrogatepass")
+            try:
+                data, end = _SCAN(text, 0)
+            except StopIteration as exc:  # what raw_decode turns into a JSONDecodeError
+                raise ValueError("Expecting value") from exc
+            if end != len(text) and _TRAILING.match(text, end) is None:
+                raise ValueError("Extra data")
         else:
             data = json.loads(content)
     except ValueError:
@@ -131,7 +150,18 @@ def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         snippet = redact(content[:200].decode("utf-8", "replace"))
         raise ProviderError(endpoint.name, None, f"response is not a JSON object: {snippet!r}")
-    return data
+    return data, text
+
+
+def _parse_body(endpoint: Endpoint, adapter: Adapter, content: bytes) -> Parsed:
+    """``adapter.parse`` of the body's JSON; the body's text kept on the result when its
+    ``raw`` is the object decoded (``Parsed.keep_raw_text``: checked and stored as
+    received, not encoded again)."""
+    data, text = _json_body_text(endpoint, content)
+    parsed = adapter.parse(data)
+    if text is not None and parsed.raw is data:
+        parsed.keep_raw_text(text)
+    return parsed
 
 
 _DONE: dict[str, Any] = {}  # stands for a `data: [DONE]` line
@@ -184,7 +214,7 @@ async def _send_stream(
             content = await response.aread()
             _check_status(endpoint, response.status_code, response.headers, content)
         if "text/event-stream" not in response.headers.get("content-type", ""):
-            return adapter.parse(_json_body(endpoint, await response.aread()))
+            return _parse_body(endpoint, adapter, await response.aread())
         state = adapter.stream_state()
         async for event, data in _events(response):
             if data is _DONE:
@@ -229,6 +259,15 @@ async def _post_direct(
     return response
 
 
+def _has_cookies(client: httpx.AsyncClient) -> bool:
+    """Whether the client may hold cookies: its jar's own dict of them is not empty
+    (``bool(client.cookies)`` counts them through three frames and a generator, ~0.3 us a
+    call). A jar emptied by ``clear`` may keep empty dicts per domain: then True, and the
+    call goes through the client, as with cookies (never the other way round)."""
+    cookies = getattr(client.cookies.jar, "_cookies", None)
+    return bool(cookies) if isinstance(cookies, dict) else bool(client.cookies)
+
+
 async def _send_plain(
     endpoint: Endpoint, adapter: Adapter, call: HttpCall, http_timeout: httpx.Timeout
 ) -> Parsed:
@@ -239,12 +278,12 @@ async def _send_plain(
         client = await get_client()
         transport = direct_transport(client)
     answer = None
-    if transport is not None and not client.cookies:
+    if transport is not None and not _has_cookies(client):
         answer = await _post_direct(client, transport, call, http_timeout)
     if answer is not None:
         status, content = answer.status_code, answer.content
         if 200 <= status < 300:  # _check_status reads no header of a success
-            return adapter.parse(_json_body(endpoint, content))
+            return _parse_body(endpoint, adapter, content)
         headers = answer.headers
     else:
         response = await client.post(
@@ -252,7 +291,7 @@ async def _send_plain(
         )
         status, headers, content = response.status_code, response.headers, response.content
     _check_status(endpoint, status, headers, content)
-    return adapter.parse(_json_body(endpoint, content))
+    return _parse_body(endpoint, adapter, content)
 
 
 @lru_cache(maxsize=64)

@@ -443,15 +443,17 @@ class Completion:
         calls = self.tool_calls
         tool_calls = compact_json([c.to_dict() for c in calls]) if calls else "[]"
         tail = f',"cached":true,"saved":{_json(_money_text(self.saved))}' if self.cached else ""
+        text = _STR(self.text) if type(self.text) is str else _json(self.text)
+        message = _message_json(self.message, self.text, text)
         return (
-            f'{{"text":{_json(self.text)},"model":{_json(self.model)},'
+            f'{{"text":{text},"model":{_json(self.model)},'
             f'"provider":{_json(self.provider)},"usage":{_usage_json(self.usage)},'
             f'"cost":{"null" if cost is None else _json(str(cost))},'
             f'"latency_ms":{_json(self.latency_ms)},"raw":{raw},'
             f'"estimated":{_json(self.estimated)},"replayed":{_json(self.replayed)},'
             f'"tool_calls":{tool_calls},"refusal":{_json(self.refusal)},'
             f'"finish_reason":{"null" if finish is None else _json(finish.value)},'
-            f'"reasoning":{_json(self.reasoning)},"message":{_message_json(self.message)},'
+            f'"reasoning":{_json(self.reasoning)},"message":{message},'
             f'"pricing":{"null" if pricing is None else _pricing_json(pricing)}{tail}}}'
         )
 
@@ -566,13 +568,16 @@ def _usage_json(usage: Usage) -> str:
     return _USAGE_JSON % _usage_values(usage)
 
 
-def _message_json(message: Mapping[str, Any]) -> str:
+def _message_json(message: Mapping[str, Any], text: Any = None, text_json: str = "") -> str:
     """``COMPACT_JSON.encode(dict(message))``; a plain answer's ``{"role": ..., "content":
-    ...}`` written here."""
+    ...}`` written here (its content's encoding ``text_json`` when the content is ``text``,
+    the completion's text, encoded already)."""
     if len(message) == 2 and tuple(message) == ("role", "content"):
         role = message["role"]
         if type(role) is str:
-            return f'{{"role":{_STR(role)},"content":{_json(message["content"])}}}'
+            content = message["content"]
+            encoded = text_json if content is text and text_json else _json(content)
+            return f'{{"role":{_STR(role)},"content":{encoded}}}'
     return compact_json(dict(message))
 
 

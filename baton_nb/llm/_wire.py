@@ -53,6 +53,17 @@ class Parsed:
         if not self.message:
             object.__setattr__(self, "message", assistant_message(self.text, self.tool_calls))
 
+    def keep_raw_text(self, text: str) -> None:
+        """The JSON text ``raw`` was decoded from (the response body as received), kept for
+        the secrets check and the replay store (``Scrubber.json_encoded``) while ``raw`` is
+        still that object. Not a field: equality and ``replace()`` do not see it."""
+        object.__setattr__(self, "_raw_text", (self.raw, text))
+
+    def raw_text(self) -> str | None:
+        """The text kept by :meth:`keep_raw_text`, if ``raw`` is still the object decoded."""
+        kept = self.__dict__.get("_raw_text")
+        return kept[1] if kept is not None and kept[0] is self.raw else None
+
 
 def new_parsed(
     text: str,

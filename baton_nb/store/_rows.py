@@ -178,22 +178,23 @@ class CallRecord:
         created_at: datetime,
     ) -> CallRecord:  # fmt: skip
         """The record of one ``bn.Completion`` (``completion``) of a step."""
-        return cls(
-            run_id=run_id,
-            step=step,
-            model=completion.model,
-            provider=completion.provider,
-            attempt=attempt,
-            call_index=call_index,
-            usage=completion.usage,
-            cost=completion.cost,
-            latency_ms=completion.latency_ms,
-            replayed=completion.replayed,
-            estimated=completion.estimated,
-            created_at=created_at,
-            pricing=completion.pricing,
-            cached=completion.cached,
-            saved=completion.saved,
+        return cls(  # positional, in field order (no keyword matching: once a call)
+            run_id,
+            step,
+            completion.model,
+            completion.provider,
+            attempt,
+            call_index,
+            completion.usage,
+            completion.cost,
+            completion.latency_ms,
+            completion.replayed,
+            completion.estimated,
+            created_at,
+            completion.pricing,
+            None,  # id
+            completion.cached,
+            completion.saved,
         )
 
     @classmethod

@@ -229,6 +229,11 @@ def _stored_as_before(c: Completion) -> str:
         {"raw": {"big": 10**40, "neg": -0.0, "e": 1e-7, "list": [[], {}], "t": (1, 2)}},
         {"pricing": CallPricing("openai/x", "genai-prices", "x", Decimal("0.01"), batch=True)},
         {"usage": Usage(input_tokens=10**12, output_tokens=7, reasoning_tokens=2)},
+        # a plain message whose content is the text (its encoding written once, reused)
+        {"tool_calls": ()},
+        {"tool_calls": (), "text": '\x00"\\ é \u2028'},
+        {"tool_calls": (), "message": {"role": "assistant", "content": "not the text"}},
+        {"tool_calls": (), "text": "", "message": {"role": "assistant", "content": ""}},
     ],
 )
 def test_the_stored_completion_is_the_text_one_encoding_wrote(kw: dict[str, Any]) -> None:
