@@ -138,20 +138,24 @@ class Scrubber:
         when the value was redacted or is not plain JSON.
 
         ``received``: the JSON text ``value`` was decoded from (a response body), checked
-        and returned instead of encoding ``value`` when it has no backslash: then no string
-        in it is escaped, so every string of the value, keys too, is written in it exactly
-        as the compact encoding writes it (that encoding escapes only '"', '\\' and control
-        characters, which a string decoded from text without escapes cannot hold). A known
-        key (``_inside_strings``) or a trigger found in the compact encoding lies inside
-        one of its strings, so it is found in ``received`` too; nothing found there, the
-        compact encoding's check would find nothing either, and the value is returned as
-        is, with ``received``, which decodes to the same value. Anything found: the check
-        of the compact encoding, as without it. Tested in tests/unit/test_redact_received.py.
+        and returned instead of encoding ``value`` when it has no ``\\u`` and no ``\\/``
+        escape: then every string of the value, keys too, is written in it exactly as the
+        compact encoding writes it. That encoding writes a character as is but for '"',
+        '\\' and the control characters, and escapes those as JSON's short escapes
+        (``\\"``, ``\\\\``, ``\\n``, ``\\t``...) where it has one, else as ``\\u``;
+        a text without ``\\u`` nor ``\\/`` can write them no other way (an answer's
+        newlines are the common case). A known key (``_inside_strings``) or a trigger found
+        in the compact encoding lies inside one of its strings, so it is found in
+        ``received`` too; nothing found there, the compact encoding's check would find
+        nothing either, and the value is returned as is, with ``received``, which decodes
+        to the same value. Anything found: the check of the compact encoding, as without
+        it. Tested in tests/unit/test_redact_received.py.
         """
         if (
             received is not None
             and self._received_ok
-            and "\\" not in received
+            and "\\u" not in received
+            and "\\/" not in received
             and (self._secrets is None or self._secrets.search(received) is None)
             and not _has_shape(received)
         ):
