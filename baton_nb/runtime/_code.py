@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 import types
 from functools import lru_cache
@@ -22,7 +23,7 @@ from .._graph import GraphSpec
 __all__ = ["code_hash", "code_ref_of", "dumps_workflow", "loads_workflow"]
 
 
-def _fn_code(fn: Any) -> str:
+def _fn_code(fn: Any, files: dict[str, tuple[int, int] | None]) -> str:
     """A step function's code as text, once per code object (a plain function) or function
     object: ``inspect.getsource`` costs ~50 µs (~0.3 ms of a run of three steps), and a
     fan-out of 1,000 steps of one function hashed it per step on every ``wf.run()``
@@ -30,11 +31,17 @@ def _fn_code(fn: Any) -> str:
     (``getsource`` reads the lines its code says), which every function made by one
     ``def`` shares: the steps of a workflow built by a function, called again for each
     run, are read once (docs/performance.md, "Tenth round"). A function redefined in a
-    notebook cell has a new code object, so a new entry."""
+    notebook cell has a new code object, so a new entry. A file's modification time and
+    size are part of the key (``files``: looked at once per ``code_hash``): code objects
+    compare equal when only a default value, a decorator line or a comment differs, and
+    ``getsource`` reads those, so a module edited and reloaded is read again."""
     if type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__"):
         code = fn.__code__
+        path = code.co_filename
+        if path not in files:
+            files[path] = _file_version(path)
         # equal code objects of two files are equal keys (their file is not compared)
-        key = (code, code.co_filename)
+        key = (code, path, files[path])
         found = _BY_CODE.get(key)
         if found is None:
             if len(_BY_CODE) >= _CACHED:
@@ -48,7 +55,17 @@ def _fn_code(fn: Any) -> str:
 
 
 _CACHED = 4096
-_BY_CODE: dict[tuple[types.CodeType, str], str] = {}
+_BY_CODE: dict[tuple[types.CodeType, str, tuple[int, int] | None], str] = {}
+
+
+def _file_version(path: str) -> tuple[int, int] | None:
+    """A source file's modification time and size; None for code with no file on disk (a
+    notebook cell: its name holds a hash of its text)."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 @lru_cache(maxsize=_CACHED)
@@ -85,10 +102,11 @@ def _code_text(code: types.CodeType) -> str:
 def code_hash(graph: GraphSpec) -> str:
     """A hash of the steps' code and shape: equal on two machines iff they run the same."""
     digest = hashlib.sha256(graph.name.encode())
+    files: dict[str, tuple[int, int] | None] = {}  # each source file looked at once
     for name in sorted(graph.steps):
         spec = graph.steps[name]
         digest.update(f"\0{name}\0{sorted(spec.deps)}\0{spec.map_over}\0".encode())
-        digest.update(_fn_code(spec.fn).encode())
+        digest.update(_fn_code(spec.fn, files).encode())
     return digest.hexdigest()[:16]
 
 

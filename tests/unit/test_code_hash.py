@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,34 @@ def test_the_steps_of_a_workflow_built_again_are_read_once(
     assert len(reads) == 2
     assert code_hash(build(0).graph()) != first
     assert len(reads) == 3
+
+
+def test_a_module_edited_and_reloaded_is_hashed_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's code object is equal when only a default value changed (defaults live on
+    the function): the source read per code object is kept per file version too, so an
+    edited module reloaded (``importlib.reload``, ``%autoreload``) is read and hashed again
+    (else a worker runs its old code, a resume keeps the old code's steps)."""
+    import importlib
+    import os
+
+    source = """import baton_nb as bn
+wf = bn.Workflow("reloaded", db="sqlite:///:memory:")
+
+@wf.step()
+async def draft(ctx: bn.Context, temperature: float = {t}) -> float:
+    return temperature
+"""
+    module = tmp_path / "reloaded_steps.py"
+    module.write_text(source.format(t=0.2))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "reloaded_steps", raising=False)
+    loaded = importlib.import_module("reloaded_steps")
+    before = code_hash(loaded.wf.graph())
+    module.write_text(source.format(t=0.9))  # the same size: the time tells the edit
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again = importlib.reload(loaded)
+    assert code_hash(again.wf.graph()) != before
+    monkeypatch.delitem(sys.modules, "reloaded_steps", raising=False)
