@@ -11,7 +11,7 @@ from ._errors import RunNotFound, WorkflowFailed
 from ._owners import owner_gone
 from ._runview import RunView, SpendState, StepInfo, cache_savings, status_text
 from ._states import FAILED_STATES, TERMINAL_STATES, RunStatus
-from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, Store, utcnow
+from .store import RUN_SCOPE, CallRecord, NodeRow, ReadStore, RunRow, Store, utcnow
 
 if TYPE_CHECKING:
     from .reports import CostReport
@@ -184,10 +184,7 @@ class Run(RunView):
 
     @classmethod
     async def from_store(cls, store: ReadStore, run_id: str) -> Run:
-        run, _nodes = await load_run(store, run_id)
-        row = await store.get_run(run_id) if run.status is RunStatus.RUNNING else None
-        if row is not None:  # as bn.runs() says it: abandoned when its process is gone
-            run.abandoned = owner_gone(row.status, row.lease_owner, row.lease_expires_at, utcnow())
+        run, _nodes = await load_run(store, run_id, viewed=True)
         return run
 
     # ── display ───────────────────────────────────────────────────────────────
@@ -225,8 +222,19 @@ class NotebookView(Protocol):
     def static_html(self, run: Run) -> str: ...
 
 
-async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
-    """A stored run, and the node rows it was built from (the runtime's nodes use them too)."""
+def run_abandoned(row: RunRow) -> bool:
+    """Whether a stored run is ``abandoned``, as ``bn.runs()`` says it: stored running, its
+    process gone (its lease's owner dead on this host, or its lease expired)."""
+    return owner_gone(row.status, row.lease_owner, row.lease_expires_at, utcnow())
+
+
+async def load_run(
+    store: ReadStore, run_id: str, *, viewed: bool = False
+) -> tuple[Run, list[NodeRow]]:
+    """A stored run, and the node rows it was built from (the runtime's nodes use them too).
+
+    ``viewed``: read to be shown (``Run.load``, ``bn.watch``), so ``abandoned`` is set from
+    the row read; not for a run about to be resumed (it would say so while it executes)."""
     row = await store.get_run(run_id)
     if row is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
@@ -234,6 +242,7 @@ async def load_run(store: ReadStore, run_id: str) -> tuple[Run, list[NodeRow]]:
     calls = await store.get_stats([run_id])
     logs = await store.get_debug_logs(run_id)
     run = Run.from_rows(store.url, row, nodes, calls, logs)
+    run.abandoned = viewed and row.status == RunStatus.RUNNING and run_abandoned(row)
     for attempt in await store.get_attempts(run_id):
         if attempt.step in run.steps:
             run.steps[attempt.step].add_attempt(attempt)

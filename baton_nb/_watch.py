@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 
 from . import _jsonutil
-from ._run import Run
+from ._run import Run, run_abandoned
 from ._runview import StepInfo, count_unstored
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from .events import (
@@ -220,6 +220,9 @@ class LiveRun:
             apply.ran_on(ran.step, ran.worker)
         self._marks = marks
         run_row = changes.run
+        if run_row is not None and run_row.status == RunStatus.RUNNING:
+            # abandoned as bn.runs() says it, now: a resume elsewhere takes the lease again
+            apply.run.abandoned = run_abandoned(run_row)
         if run_row is not None and run_row.status in RUN_TERMINAL:
             apply.finish(run_row.status, run_row.failed_steps, run_row.finished_at)
 

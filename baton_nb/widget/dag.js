@@ -179,9 +179,9 @@ export const GONE_TEXT =
   "kernel restarted or disconnected: this view stopped updating; run the cell again to resume the run";
 
 export function goneLine(gone, hd) {
-  if (!gone) return "";
-  const live = hd.status === "running" || hd.status === "pending";
-  const text = live ? GONE_TEXT : "kernel restarted or disconnected: this view stopped updating";
+  // a finished run's view is whole: nothing is missing from it, nothing to say
+  if (!gone || !(hd.status === "running" || hd.status === "pending")) return "";
+  const text = GONE_TEXT;
   return `<div class="bn-batch bn-notice bn-gone" title="${escapeHtml(text)}">${escapeHtml(text)}</div>`;
 }
 
@@ -1011,6 +1011,7 @@ class DagView {
     setClass(this.pill, `bn-pill run-${status}`);
     setText(this.pill, status === "taken_over" ? "taken over" : status);
     const gone = this.goneAt > 0;
+    if (!gone) delete this.root.dataset.disconnected;
     if (gone) {
       this.root.dataset.disconnected = "1";
       if (status === "running" || status === "pending") {
@@ -1233,11 +1234,13 @@ class DagView {
 
   // ── model events ──
   onGraph() {
+    this.goneAt = 0; // (as onValues)
     this.load();
     this.rebuild();
   }
 
   onValues() {
+    this.goneAt = 0; // updates arrive: the kernel is there (a comm_live_update was not a loss)
     this.load();
     this.refresh();
   }

@@ -579,3 +579,29 @@ async def test_a_run_this_process_resumed_and_executes_does_not_refuse_a_second_
         second = await wf.run(params={"k": 1}, display=False)
         assert second.id != failed.id and second.status == "completed"
         release.set()
+
+
+async def test_a_watch_of_an_abandoned_run_sees_it_resumed(db_url: str, unique: str) -> None:
+    """``bn.watch`` says ``abandoned`` as ``bn.runs()`` does, and no more once a process
+    takes the run's lease again (a resume elsewhere): read from the run's row at each
+    poll, not once at the snapshot. ``Run.load`` reads the run's row once."""
+    wf = _two_steps(db_url, f"watched-{unique}", [])
+    first = await wf.run(params={"k": 1}, display=False)
+    dead = _dead_owner()
+    await _left_unfinished(db_url, first.id, owner=dead, expired=False)
+    loaded = await bn.Run.load(first.id, db=db_url)
+    assert loaded.abandoned and "abandoned" in repr(loaded)
+    async with bn.watch(first.id, db_url, poll_interval=0.05) as live:
+        assert live.run.abandoned
+        async with await Store.open(db_url) as store:
+            alive = f"{socket.gethostname()}:{os.getppid()}:resumer"  # a live process
+            assert await store.acquire_lease(first.id, alive, 60, steal_from=dead)
+            await live._poll()
+            assert not live.run.abandoned
+            assert "abandoned" not in repr(live.run)
+    async with await Store.open(db_url) as store, store.engine.begin() as conn:
+        await conn.execute(  # not left running in the shared database
+            sa.update(RUNS)
+            .where(RUNS.c.id == first.id)
+            .values(status="cancelled", lease_owner=None, lease_expires_at=None)
+        )

@@ -1123,3 +1123,21 @@ def test_a_steps_cache_hits_are_counted_apart_from_its_paid_calls(tmp_path: Path
     assert '"ch":{"all":2}' in bundle["text/html"].replace(" ", "")
     detail = _state.detail(again, "ask")
     assert [c["ch"] for c in detail["calls"]] == [True, True, False]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_the_gone_line_is_for_a_run_still_going(tmp_path: Path) -> None:
+    """After a kernel restart, a view of a run still going says so; a finished run's view
+    is whole and says nothing (every finished widget of the notebook said it)."""
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ goneLine, GONE_TEXT }} from {json.dumps(module.as_uri())};"
+        "console.log(JSON.stringify(['running', 'pending', 'completed', 'cancelled']"
+        ".map((s) => [goneLine(true, {status: s}).includes(GONE_TEXT),"
+        " goneLine(false, {status: s})])))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [[True, ""], [True, ""], [False, ""], [False, ""]]
