@@ -74,19 +74,34 @@ async def execute_run(
                     else:
                         await _take_unfinished(store, found, lease)
                     run_id = existing.id
-                    if found is not None and on_resume is not None:
-                        on_resume(found)
                 else:
                     run_id = run_id or uuid.uuid4().hex
                     created = await _create(
                         store, graph, run_id, params_json, model_map, lease, key
                     )
-                driver = await _prepare(
-                    store, graph, run_id, lease, concurrency, model_map, created, found is not None
-                )
-                created = None  # the rows: the nodes have what they need, free them before the run
-                if on_start is not None:
-                    on_start(driver.run)
+                # The lease is this call's from here: given back if anything fails before
+                # the run executes (steps changed since, an interrupt), not left to block
+                # the run until it expires or this process exits (a stopped run's resume).
+                try:
+                    if found is not None and on_resume is not None:
+                        on_resume(found)
+                    driver = await _prepare(
+                        store,
+                        graph,
+                        run_id,
+                        lease,
+                        concurrency,
+                        model_map,
+                        created,
+                        found is not None,
+                    )
+                    created = None  # the rows: the nodes have them, free them before the run
+                    if on_start is not None:
+                        on_start(driver.run)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await store.release_lease(run_id, lease.owner)
+                    raise
                 return await driver.execute()
         finally:
             with anyio.CancelScope(shield=True):

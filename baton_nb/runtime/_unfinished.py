@@ -45,7 +45,8 @@ class Unfinished:
     def message(self, wf_name: str, new_run_line: str) -> str:
         """The one line the cell shows when it resumes the run."""
         row = self.row
-        owner = row.lease_owner or row.stopped_by or "a process that is gone"
+        stopper = row.stopped_by if row.status is not RunStatus.RUNNING else None
+        owner = stopper or row.lease_owner or row.stopped_by or "a process that is gone"
         return (
             f"resuming run {row.id} of {row.workflow!r}, left unfinished by "
             f"{owner} ({self.done} of {self.total} steps done); for a new run instead: "
@@ -95,12 +96,15 @@ async def find_unfinished(
             # two runs). Never "gone": read as running just before it ended, its lease
             # already let go, it would look abandoned (three runs at once became two).
             continue
-        if row.status is RunStatus.RUNNING:
-            gone = owner_gone(row.status, row.lease_owner, row.lease_expires_at, now)
-            if not gone and row.executions <= 1:
-                continue  # another notebook's own run of the same workflow: two runs
-        else:  # stopped by a process that is gone; its lease taken since: being resumed
-            gone = row.lease_owner is None or holder_is_dead(row.lease_owner)
+        # Its lease's holder is gone (dead here, or its lease expired on another host), or
+        # none holds it. A stopped run (an interrupt in a process that is gone) is judged
+        # by the same rule: its lease held since is a resume under way, one left behind
+        # by a holder gone (or given back: ``execute_run``) does not keep it.
+        gone = not row.lease_owner or owner_gone(
+            RunStatus.RUNNING, row.lease_owner, row.lease_expires_at, now
+        )
+        if row.status is RunStatus.RUNNING and not gone and row.executions <= 1:
+            continue  # another notebook's own run of the same workflow: two runs
         nodes = await store.get_nodes(row.id)
         top = {n.step: n for n in nodes if n.parent is None}
         if set(top) != steps:
@@ -122,10 +126,9 @@ async def _stopped_here_before(
     the kind exists (the same kernel ran the cell again after the interrupt), nor when
     the stopper is this process (an interrupt and a re-run in the same kernel: a new run,
     as the printed resume line says) or alive (another notebook interrupted it)."""
-    rows = await store.list_runs(workflow=workflow, limit=_LOOKED_AT)
-    newest = next((r for r in rows if r.params == params_json and r.resume_key == key), None)
+    newest = await store.newest_of_kind(workflow, params_json, key)
     if newest is None or newest.status is not RunStatus.CANCELLED or not newest.stopped_by:
         return None
     if held_by_this_process(newest.stopped_by) or not holder_is_dead(newest.stopped_by):
         return None
-    return newest
+    return await store.get_run(newest.id)

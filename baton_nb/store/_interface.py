@@ -35,6 +35,7 @@ from ._rows import (
     RunChanges,
     RunFilter,
     RunRow,
+    RunStopped,
     RunSummaryRow,
     StatAggregate,
     WriteBatch,
@@ -189,6 +190,10 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         """Extend our lease; False if another owner holds it now."""
 
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the run's lease back (no owner, no expiry) if ``owner`` still holds it:
+        an execution that failed before it began (``execute_run``), the row unchanged."""
+
     def writer(self) -> AbstractAsyncContextManager[BatchWriter]:
         """``async with store.writer() as w: await w.write(batch)`` for a run's commits."""
 
@@ -226,6 +231,11 @@ class ReadStore(_Closable, Protocol):
         limit: int | None = None,
     ) -> list[RunRow]:
         """Runs, newest first."""
+
+    async def newest_of_kind(self, workflow: str, params: str, key: str) -> RunStopped | None:
+        """The newest run of ``workflow`` with these params (as stored) and resume key,
+        whatever its status (of two created at the same instant: either); None if there
+        is none (``wf.run()`` after a kernel restart)."""
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]: ...
 

@@ -141,6 +141,11 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
             run.executions += count_execution
         return free
 
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        run = self.data.runs.get(run_id)
+        if run is not None and run.lease_owner == owner:
+            run.lease_owner = run.lease_expires_at = None
+
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         run = self.data.runs.get(run_id)
         if run is None or run.lease_owner != owner:

@@ -20,6 +20,7 @@ from ._rows import (
     RunChanges,
     RunFilter,
     RunRow,
+    RunStopped,
 )
 
 __all__ = ["MemoryData", "MemoryReads", "copy_node", "copy_run", "guard_lease"]
@@ -107,6 +108,12 @@ class MemoryReads:
         where = RunFilter(workflow=workflow, since=since, until=until, status=status)
         runs = [copy_run(r) for r in self.newest_first(where)]
         return runs if limit is None else runs[:limit]
+
+    async def newest_of_kind(self, workflow: str, params: str, key: str) -> RunStopped | None:
+        for run in self.newest_first(RunFilter(workflow=workflow)):
+            if run.params == params and run.resume_key == key:
+                return RunStopped(run.id, run.status, run.stopped_by)
+        return None
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         return {i for i in run_ids if i in self.data.runs}

@@ -35,6 +35,7 @@ __all__ = [
     "RunChanges",
     "RunFilter",
     "RunRow",
+    "RunStopped",
     "RunSummaryRow",
     "RunUpdate",
     "StatAggregate",
@@ -317,6 +318,16 @@ class AttemptRow:
     def duration(self) -> float:
         """Seconds the attempt took."""
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopped:
+    """The newest run of a kind (workflow, params and resume key: ``newest_of_kind``),
+    only what tells whether an interrupt stopped it: its status and ``stopped_by``."""
+
+    id: str
+    status: RunStatus
+    stopped_by: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .._states import RunStatus
 from . import _reporting
 from ._rows import (
     AttemptRow,
@@ -22,6 +23,7 @@ from ._rows import (
     RunChanges,
     RunFilter,
     RunRow,
+    RunStopped,
     RunSummaryRow,
     StatAggregate,
     utcnow,
@@ -93,6 +95,19 @@ class SqlReads(SqlBase):
             query = query.limit(limit)
         async with self.connect() as conn:
             return [run_from_columns(r) for r in (await conn.execute(query)).mappings()]
+
+    async def newest_of_kind(self, workflow: str, params: str, key: str) -> RunStopped | None:
+        """The newest run of this workflow, params and resume key: three columns of one row
+        (not the params read back, which can be large)."""
+        query = (
+            sa.select(RUNS.c.id, RUNS.c.status, RUNS.c.stopped_by)
+            .where(RUNS.c.workflow == workflow, RUNS.c.params == params, RUNS.c.resume_key == key)
+            .order_by(RUNS.c.created_at.desc())  # the index's order: the first match ends it
+            .limit(1)
+        )
+        async with self.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else RunStopped(row.id, RunStatus(row.status), row.stopped_by)
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of ``run_ids`` exist."""

@@ -294,6 +294,15 @@ class SqlRuns(SqlWrites):
             )
             return bool(result.rowcount == 1)
 
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease back if ``owner`` still holds it; the rest of the row unchanged."""
+        async with self.begin() as conn:
+            await conn.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         expires = utcnow() + timedelta(seconds=ttl)
         async with self.begin() as conn:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 import baton_nb as bn
 from baton_nb.runtime._driver import active_run
-from baton_nb.store import Store
+from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
 
@@ -236,3 +237,61 @@ async def test_the_stopped_by_column_is_added_to_a_database_of_schema_15(tmp_pat
     versions = {v for (v,) in con.execute("SELECT version FROM baton_schema_version")}
     con.close()
     assert "stopped_by" in columns and 16 in versions
+
+
+async def test_a_resume_that_fails_before_executing_gives_the_lease_back(
+    fake_providers: FakeProviderServer, db_url: str, unique: str
+) -> None:
+    """A resume by run id of the stopped run with an edited workflow (one step more) fails
+    (other steps) after taking the lease: the lease is given back, and the original cell,
+    run again in this same live process, resumes the run (it was held by this process
+    before, so never picked: a new run every time until this process exits)."""
+    hang = Hang()
+    wf = _workflow(db_url, f"edited-{unique}", hang)
+    stopped = await _interrupted(wf, hang)
+    await _set_stopped_by(db_url, stopped, _dead_owner())
+    edited = _workflow(db_url, wf.name, hang)
+
+    @edited.step(deps=["ask"])
+    async def extra(ctx: bn.Context) -> int:
+        return 0
+
+    with pytest.raises(bn.ConfigurationError, match="other steps than this workflow has"):
+        await edited.run(run_id=stopped, display=False)
+    status, _, lease = await _row(db_url, stopped)
+    assert (status, lease) == ("cancelled", None)  # given back, the row as it was
+    hang.on = False
+    run = await wf.run(params={"n": N}, display=False)
+    assert run.id == stopped and run.status == "completed"
+    assert (await _row(db_url, stopped))[2] is None
+
+
+async def test_a_stopped_run_whose_resumer_on_another_host_let_its_lease_expire_is_resumed(
+    fake_providers: FakeProviderServer,
+    db_url: str,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resumer on another host took the stopped run's lease and vanished before it wrote
+    anything: once its lease expired, the run is resumed as a ``running`` one would be
+    (that holder can never be known dead from here); while it holds it, ``RunLocked``."""
+    hang = Hang()
+    wf = _workflow(db_url, f"lapsed-{unique}", hang)
+    stopped = await _interrupted(wf, hang)
+    dead = _dead_owner()
+    await _set_stopped_by(db_url, stopped, dead)
+    elsewhere = "otherhost:4242:cafebabe"
+    for expires, locked in ((timedelta(minutes=10), True), (-timedelta(hours=1), False)):
+        async with await Store.open(db_url) as store, store.engine.begin() as conn:
+            lease = {"lease_owner": elsewhere, "lease_expires_at": utcnow() + expires}
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == stopped).values(**lease))
+        if locked:
+            with pytest.raises(bn.RunLocked, match=f"would have resumed run {stopped}") as info:
+                await wf.run(params={"n": N}, display=False)
+            assert info.value.owner == elsewhere
+    hang.on = False
+    caplog.set_level(logging.INFO, logger="baton_nb")
+    run = await wf.run(params={"n": N}, display=False)
+    assert run.id == stopped and run.status == "completed"
+    assert f"left unfinished by {dead} (" in caplog.text  # who stopped it, not the resumer
+    assert _paid_by_run(fake_providers) == {stopped: Counter({f"item {i}": 1 for i in range(N)})}

@@ -456,6 +456,24 @@ async def test_one_lease_holder_at_a_time(store: RunStore) -> None:
     assert not await store.acquire_lease("no-such-run", "p1", 60)
 
 
+async def test_a_lease_given_back_frees_the_run_and_leaves_the_row_as_it_was(
+    store: RunStore,
+) -> None:
+    """``release_lease``: an execution that failed before it began gives its lease back,
+    the status and the rest of the row unchanged; only while it still holds it."""
+    await a_run(store, status=RunStatus.CANCELLED, stopped_by="gone:1:x", executions=1)
+    assert await store.acquire_lease("run-1", "p1", 600, count_execution=True)
+    await store.release_lease("run-1", "p2")  # not its lease: nothing changes
+    run = await store.get_run("run-1")
+    assert run is not None and run.lease_owner == "p1" and run.lease_expires_at is not None
+    await store.release_lease("run-1", "p1")
+    run = await store.get_run("run-1")
+    assert run is not None and (run.lease_owner, run.lease_expires_at) == (None, None)
+    assert (run.status, run.stopped_by, run.executions) == (RunStatus.CANCELLED, "gone:1:x", 2)
+    assert await store.acquire_lease("run-1", "p3", 600)  # free at once, not in 10 minutes
+    await store.release_lease("no-such-run", "p1")
+
+
 async def test_a_run_update_of_an_owner_that_lost_the_lease_writes_nothing(
     store: RunStore,
 ) -> None:
@@ -501,6 +519,40 @@ async def test_listing_and_finding_runs(store: RunStore) -> None:
     assert await store.run_ids_starting_with("abc_") == ["abc_1"]  # _ and % are not patterns
     assert await store.run_ids_starting_with("abc%") == ["abc%2"]
     assert await store.run_ids_starting_with("ab", limit=1) == ["abc%2"]
+
+
+async def test_the_newest_run_of_a_kind(store: RunStore) -> None:
+    """``newest_of_kind``: the newest run of a workflow with these params and resume key,
+    however many runs of other params came after it; its status and ``stopped_by``."""
+    big = '{"text": "%s"}' % ("x" * 100_000)
+    kind = {"params": big, "resume_key": "k1"}
+    await store.insert_run(run_row("old", created_at=T0, **kind), [])
+    stopped = {"status": RunStatus.CANCELLED, "stopped_by": "host:1:tag"}
+    await store.insert_run(
+        run_row("mine", created_at=T0 + timedelta(minutes=1), **kind, **stopped), []
+    )
+    others = [
+        ("params", {"params": '{"text": "y"}', "resume_key": "k1"}),
+        ("key", {"params": big, "resume_key": "k2"}),
+        ("nokey", {"params": big}),
+        ("workflow", {"workflow": "other", **kind}),
+    ]
+    for i, (run_id, changes) in enumerate(others * 6):
+        created = T0 + timedelta(minutes=2 + i)
+        await store.insert_run(run_row(f"{run_id}-{i}", created_at=created, **changes), [])
+    found = await store.newest_of_kind("wf", big, "k1")
+    assert found is not None
+    assert (found.id, found.status, found.stopped_by) == ("mine", RunStatus.CANCELLED, "host:1:tag")
+    assert await store.newest_of_kind("wf", big, "k3") is None
+    assert await store.newest_of_kind("nope", big, "k1") is None
+    newer = run_row("newer", created_at=T0 + timedelta(hours=1), **kind)
+    await store.insert_run(newer, [])
+    found = await store.newest_of_kind("wf", big, "k1")
+    assert found is not None and (found.id, found.status, found.stopped_by) == (
+        "newer",
+        RunStatus.RUNNING,
+        None,
+    )
 
 
 async def test_changes_since_marks(store: RunStore) -> None:
