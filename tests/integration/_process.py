@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -57,3 +58,14 @@ async def wait_for_file(proc: subprocess.Popen[bytes], path: Path) -> None:
 def kill9(proc: subprocess.Popen[bytes]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def dead_owner() -> str:
+    """A lease owner (``host:pid:tag``) of this host whose process is gone."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return f"{socket.gethostname()}:{int(proc.stdout)}:deadbeef"

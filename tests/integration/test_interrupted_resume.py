@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
-import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +23,7 @@ from baton_nb.runtime._driver import active_run
 from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
+from tests.integration._process import dead_owner
 
 pytestmark = pytest.mark.anyio
 
@@ -32,16 +31,6 @@ N = 8
 HANG_FROM = 4  # items from this one pay their call, then wait until cancelled
 CONCURRENCY = 4
 MODEL = "openai/gpt-4o-mini"
-
-
-def _dead_owner() -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return f"{socket.gethostname()}:{int(proc.stdout)}:deadbeef"
 
 
 def _paid_by_run(server: FakeProviderServer) -> dict[str, Counter[str]]:
@@ -127,7 +116,7 @@ async def test_an_interrupted_run_whose_process_is_gone_is_resumed_paying_nothin
     paid_before = _paid_by_run(fake_providers)[stopped]
     assert sum(paid_before.values()) == N  # every item paid once, 4 of them left hanging
 
-    dead = _dead_owner()  # as if this process were the kernel that was restarted
+    dead = dead_owner()  # as if this process were the kernel that was restarted
     await _set_stopped_by(db_url, stopped, dead)
     hang.on = False
     run = await wf.run(params={"n": N}, display="text")
@@ -161,7 +150,7 @@ async def test_an_interrupted_run_is_not_resumed_in_the_process_that_stopped_it(
     assert second.id != stopped and second.status == "completed"
     assert "resuming run" not in caplog.text
 
-    await _set_stopped_by(db_url, stopped, _dead_owner())  # that kernel restarted since
+    await _set_stopped_by(db_url, stopped, dead_owner())  # that kernel restarted since
     third = await wf.run(params={"n": N}, display=False)
     assert third.id not in (stopped, second.id) and "resuming run" not in caplog.text
     assert (await _row(db_url, stopped))[0] == "cancelled"
@@ -203,7 +192,7 @@ async def test_a_stopped_run_being_resumed_elsewhere_raises_run_locked(
     hang = Hang()
     wf = _workflow(db_url, f"twice-{unique}", hang)
     stopped = await _interrupted(wf, hang)
-    await _set_stopped_by(db_url, stopped, _dead_owner())
+    await _set_stopped_by(db_url, stopped, dead_owner())
     alive = f"{socket.gethostname()}:{os.getppid()}:cafebabe"
     async with await Store.open(db_url) as store, store.engine.begin() as conn:
         await conn.execute(sa.update(RUNS).where(RUNS.c.id == stopped).values(lease_owner=alive))
@@ -249,7 +238,7 @@ async def test_a_resume_that_fails_before_executing_gives_the_lease_back(
     hang = Hang()
     wf = _workflow(db_url, f"edited-{unique}", hang)
     stopped = await _interrupted(wf, hang)
-    await _set_stopped_by(db_url, stopped, _dead_owner())
+    await _set_stopped_by(db_url, stopped, dead_owner())
     edited = _workflow(db_url, wf.name, hang)
 
     @edited.step(deps=["ask"])
@@ -278,7 +267,7 @@ async def test_a_stopped_run_whose_resumer_on_another_host_let_its_lease_expire_
     hang = Hang()
     wf = _workflow(db_url, f"lapsed-{unique}", hang)
     stopped = await _interrupted(wf, hang)
-    dead = _dead_owner()
+    dead = dead_owner()
     await _set_stopped_by(db_url, stopped, dead)
     elsewhere = "otherhost:4242:cafebabe"
     for expires, locked in ((timedelta(minutes=10), True), (-timedelta(hours=1), False)):

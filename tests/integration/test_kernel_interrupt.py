@@ -4,13 +4,14 @@ run, what finished and the line that resumes it — no traceback through the lib
 
 from __future__ import annotations
 
-import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration._kernel import iopub_of, started_kernel
 
 jupyter_client = pytest.importorskip("jupyter_client")
 
@@ -45,33 +46,11 @@ async def last(ctx, slow):
 
 @pytest.fixture
 def kernel() -> Iterator[Any]:
-    manager = jupyter_client.KernelManager(kernel_name="python3")
-    manager.start_kernel()
-    client = manager.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    try:
-        yield manager, client
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+    with started_kernel() as started:
+        yield started
 
 
-def _outputs(client: Any, msg_id: str, timeout: float = 60) -> list[dict[str, Any]]:
-    """The iopub messages of one execution, until the kernel is idle again."""
-    out = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = client.get_iopub_msg(timeout=1)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return out
-        out.append(msg)
-    raise AssertionError(f"execution {msg_id} did not end; got {out}")
+_outputs = iopub_of
 
 
 def _run(client: Any, code: str) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ end was written — and no call is paid twice (counted at the fake provider)."""
 
 from __future__ import annotations
 
-import queue
 import socket
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ import pytest
 
 from baton_nb.store import Store
 from tests.fakes.provider_server import FakeProviderServer
+from tests.integration._kernel import iopub_of, started_kernel
 
 jupyter_client = pytest.importorskip("jupyter_client")
 
@@ -53,37 +53,20 @@ print("DONE", run.id, run.status)
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Any]:
-    manager = jupyter_client.KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(tmp_path))
-    client = manager.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    try:
-        yield manager, client
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+    with started_kernel(cwd=str(tmp_path)) as started:
+        yield started
 
 
 def _outputs(client: Any, msg_id: str, timeout: float = 60) -> str:
-    """The text one execution printed, once the kernel is idle again."""
+    """The text one execution printed (its errors' tracebacks too)."""
     out = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = client.get_iopub_msg(timeout=1)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
+    for msg in iopub_of(client, msg_id, timeout):
         kind, content = msg["msg_type"], msg["content"]
-        if kind == "status" and content["execution_state"] == "idle":
-            return "".join(out)
         if kind == "stream":
             out.append(content["text"])
         elif kind == "error":
             out.append("\n".join(content["traceback"]))
-    raise AssertionError(f"execution {msg_id} did not end; printed {''.join(out)!r}")
+    return "".join(out)
 
 
 async def _progress(db: str) -> tuple[str, int, int]:

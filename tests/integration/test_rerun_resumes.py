@@ -25,7 +25,7 @@ from baton_nb.cli import main as cli_main
 from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
-from tests.integration._process import kill9, load_module, workflow_process
+from tests.integration._process import dead_owner, kill9, load_module, workflow_process
 
 pytestmark = pytest.mark.anyio
 
@@ -171,16 +171,6 @@ async def test_running_again_after_sigkill_resumes_and_pays_nothing_twice(
 # ── the runs never resumed: a run left as a kill leaves it, then changed ─────────
 
 
-def _dead_owner() -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return f"{socket.gethostname()}:{int(proc.stdout)}:deadbeef"
-
-
 def _two_steps(db: str, name: str, ran: list[str]) -> bn.Workflow:
     wf = bn.Workflow(name, db=db)
 
@@ -229,7 +219,7 @@ async def test_a_run_whose_owner_is_gone_is_resumed(
     ran: list[str] = []
     wf = _two_steps(db_url, f"gone-{unique}", ran)
     first = await wf.run(params={"k": 1}, display=False)
-    holder = _dead_owner() if owner == "dead-pid" else owner
+    holder = dead_owner() if owner == "dead-pid" else owner
     await _left_unfinished(db_url, first.id, owner=holder, expired=expired)
     ran.clear()
     run = await wf.run(params={"k": 1}, display="text")
@@ -274,7 +264,7 @@ async def test_a_resumed_step_and_group_keep_their_first_start(db_url: str, uniq
             sa.update(RUNS)
             .where(RUNS.c.id == first.id)
             .values(
-                status="running", finished_at=None, lease_owner=_dead_owner(),
+                status="running", finished_at=None, lease_owner=dead_owner(),
                 lease_expires_at=expires,
             )
         )  # fmt: skip
@@ -305,7 +295,7 @@ async def test_a_resume_with_display_false_is_a_logged_warning(
     ran: list[str] = []
     wf = _two_steps(db_url, f"quiet-{unique}", ran)
     first = await wf.run(display=False)
-    await _left_unfinished(db_url, first.id, owner=_dead_owner(), expired=False)
+    await _left_unfinished(db_url, first.id, owner=dead_owner(), expired=False)
     caplog.set_level(logging.INFO, logger="baton_nb")
     run = await wf.run(display=False)
     assert run.id == first.id and run.status == "completed"
@@ -335,7 +325,7 @@ async def test_runs_never_resumed(db_url: str, unique: str, case: str) -> None:
     wf = _two_steps(db_url, f"never-{unique}", ran)
     first = await wf.run(params={"k": 1}, display=False)
     status = case if case in ("cancelled", "failed", "completed") else "running"
-    owner, expired = _dead_owner(), False
+    owner, expired = dead_owner(), False
     if case == "owner-alive-elsewhere":
         owner = "elsewhere:4242:cafebabe"  # its lease is being renewed
     elif case == "owner-alive-here":
@@ -415,7 +405,7 @@ async def test_resumed_only_with_the_same_model_map_and_code(
     stored before it existed (NULL) is never resumed unasked."""
     name = f"key-{unique}"
     first = await _map_steps(db_url, name).run(models={"ask": "mock/a"}, display=False)
-    await _left_running(db_url, first.id, _dead_owner())
+    await _left_running(db_url, first.id, dead_owner())
     if case == "stored-without-key":
         async with await Store.open(db_url) as store, store.engine.begin() as conn:
             await conn.execute(sa.update(RUNS).where(RUNS.c.id == first.id).values(resume_key=None))
@@ -469,7 +459,7 @@ async def test_a_second_rerun_at_once_raises_run_locked_naming_the_run(
     ran: list[str] = []
     wf = _two_steps(db_url, f"twice-{unique}", ran)
     first = await wf.run(params={"k": 1}, display=False)
-    dead = _dead_owner()
+    dead = dead_owner()
     await _left_unfinished(db_url, first.id, owner=dead, expired=False)
     winner = f"{socket.gethostname()}:{os.getppid()}:cafebabe"  # alive, renewing its lease
 
@@ -587,7 +577,7 @@ async def test_a_watch_of_an_abandoned_run_sees_it_resumed(db_url: str, unique: 
     poll, not once at the snapshot. ``Run.load`` reads the run's row once."""
     wf = _two_steps(db_url, f"watched-{unique}", [])
     first = await wf.run(params={"k": 1}, display=False)
-    dead = _dead_owner()
+    dead = dead_owner()
     await _left_unfinished(db_url, first.id, owner=dead, expired=False)
     loaded = await bn.Run.load(first.id, db=db_url)
     assert loaded.abandoned and "abandoned" in repr(loaded)
