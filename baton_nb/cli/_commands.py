@@ -18,7 +18,7 @@ from .._states import RunStatus
 from ..reports import GROUP_KEYS, CostReport, CostRow
 from ..store import ReadStore, Store
 from ._output import out as _out
-from ._show import render_run
+from ._show import CHILDREN_SHOWN, render_run
 
 __all__ = [
     "check_prune",
@@ -74,7 +74,7 @@ async def _resolve_one(store: ReadStore, text: str) -> str:
 async def cmd_show(args: argparse.Namespace) -> int:
     (run_id,) = await resolve_run_ids(args.db, [args.run_id])
     run = await Run.load(run_id, db=args.db)
-    _out(render_run(run))
+    _out(render_run(run, None if args.all else CHILDREN_SHOWN))
     return 1 if run.status in (RunStatus.FAILED, RunStatus.CANCELLED) else 0
 
 

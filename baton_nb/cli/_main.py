@@ -128,6 +128,12 @@ def _add_show(sub: Any, common: argparse.ArgumentParser) -> None:
         "cancelled.",
     )
     p.add_argument("run_id", metavar="RUN_ID", help="a run id, or enough of its start")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every child of a fan-out (by default the ones that did not complete and "
+        "the first ones, 20 in all, the others counted)",
+    )
     p.set_defaults(handler=_commands.cmd_show)
 
 

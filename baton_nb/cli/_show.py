@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._counts import count_steps
 from .._money import fmt_money, plural
 from .._run import Run, StepInfo
 from .._runview import status_text
@@ -9,7 +10,7 @@ from .._states import NodeKind
 from ..reports import Totals, local_time, text_table
 from ..store import LogRow
 
-__all__ = ["layers", "render_run"]
+__all__ = ["CHILDREN_SHOWN", "layers", "render_run", "shown_children"]
 
 
 def layers(run: Run) -> list[list[str]]:
@@ -106,8 +107,33 @@ def _calls_text(totals: Totals) -> str:
     return f"{text} ({'; '.join(apart)})" if apart else text
 
 
-def render_run(run: Run) -> str:
-    """``baton-nb show``: header, one line per step (children indented), then errors."""
+CHILDREN_SHOWN = 20  # a fan-out's children listed by ``show`` unless ``--all``
+
+
+def shown_children(step: StepInfo, run: Run, limit: int | None) -> tuple[list[str], str]:
+    """The children of ``step`` that ``show`` lists, in their order, and a line saying what
+    the others are ('' when every child is listed): with more than ``limit``, the children
+    that did not complete (the ones a reader looks for) and the first ones, ``limit`` in
+    all; the others counted by state (a 1,000-item map printed 1,000 lines)."""
+    children = [c for c in step.children if c in run.steps]
+    if limit is None or len(children) <= limit:
+        return children, ""
+    unfinished = [c for c in children if run.steps[c].state != "completed"][:limit]
+    completed = [c for c in children if run.steps[c].state == "completed"]
+    listed = {*unfinished, *completed[: limit - len(unfinished)]}
+    shown = [c for c in children if c in listed]
+    rest = count_steps(run.steps[c] for c in children if c not in listed)
+    states = rest.text().rsplit(" of ", 1)[0]  # "30 completed · 1 cancelled"
+    more = (
+        f"{step.name}: {len(shown):,} of its {len(children):,} children listed; "
+        f"{rest.total:,} more: {states} (baton-nb show --all lists every child)"
+    )
+    return shown, more
+
+
+def render_run(run: Run, children: int | None = CHILDREN_SHOWN) -> str:
+    """``baton-nb show``: header, one line per step (children indented, at most
+    ``children`` a fan-out unless None), then errors."""
     duration = ""
     if run.started_at is not None and run.finished_at is not None and run.done:
         duration = f" in {(run.finished_at - run.started_at).total_seconds():.2f}s"
@@ -131,16 +157,18 @@ def render_run(run: Run) -> str:
     }
     header = tuple(name for name in _HEADER if not hidden.get(name, False))
     rows: list[list[str]] = []
+    in_part: list[str] = []  # fan-outs whose children are listed in part
     for level, names in enumerate(layers(run)):
         for name in names:
             step = run.steps[name]
             rows.append(_columns(_row(run, step, "", calls), str(level), header))
-            rows.extend(
-                _columns(_row(run, run.steps[c], "  ", calls), "", header) for c in step.children
-            )
+            listed, more = shown_children(step, run, children)
+            rows.extend(_columns(_row(run, run.steps[c], "  ", calls), "", header) for c in listed)
+            if more:
+                in_part.append(more)
     table = text_table(header, rows, left=3)
     errors = _errors(run)
-    parts = [head, "", table]
+    parts = [head, "", table, *in_part]
     if errors:
         parts += ["", "errors:", *errors, _tracebacks(run)]
     history = _history(run)

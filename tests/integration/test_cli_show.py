@@ -195,3 +195,38 @@ def test_show_prints_an_error_shared_by_many_steps_once(
 def test_show_help_says_what_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "--help"]) == 0
     assert "Exits 1 if the run failed or was cancelled." in capsys.readouterr().out
+
+
+def test_show_lists_a_big_fanouts_failures_and_first_children_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1,000-item map printed 1,000 lines: ``show`` lists a fan-out's children that did
+    not complete and the first ones, 20 in all, and counts the others; ``--all`` lists
+    every child."""
+    db = f"sqlite:///{tmp_path / 'big.db'}"
+    wf = bn.Workflow("big", db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(50))
+
+    @wf.step(map_over="items")
+    async def each(ctx: bn.Context) -> int:
+        if ctx.item in (7, 33):
+            raise bn.Discard(f"item {ctx.item} is bad")
+        return int(ctx.item)
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert run.status == "failed"
+    assert main(["show", run.id, "--db", db]) == 1
+    out = capsys.readouterr().out
+    table = out.split("\n\n", 2)[1]
+    listed = [line.split()[1] for line in table.splitlines() if " each[" in line]
+    firsts = [f"each[{i}]" for i in range(19) if i != 7]  # 18 completed, in order
+    assert listed == [*firsts[:7], "each[7]", *firsts[7:], "each[33]"], listed
+    line = "each: 20 of its 50 children listed; 30 more: 30 completed (baton-nb show --all"
+    assert line in out
+    assert main(["show", run.id, "--db", db, "--all"]) == 1
+    out = capsys.readouterr().out
+    assert sum(" each[" in line for line in out.split("\n\n", 2)[1].splitlines()) == 50
+    assert "children listed" not in out
