@@ -167,7 +167,7 @@ def render_run(run: Run, children: int | None = CHILDREN_SHOWN) -> str:
             if more:
                 in_part.append(more)
     table = text_table(header, rows, left=3)
-    errors = _errors(run)
+    errors = _errors(run, children)
     parts = [head, "", table, *in_part]
     if errors:
         parts += ["", "errors:", *errors, _tracebacks(run)]
@@ -180,22 +180,35 @@ def render_run(run: Run, children: int | None = CHILDREN_SHOWN) -> str:
 _NAMED = 3  # steps named before "and N more" when several share an error
 
 
-def _errors(run: Run) -> list[str]:
+def _errors(run: Run, limit: int | None) -> list[str]:
     """One line per distinct error, naming the steps that ended with it: a budget stop or a
-    cancel gives every step it cancelled the same long message, said once here."""
+    cancel gives every step it cancelled the same long message, said once here. At most
+    ``limit`` of them (None: all), the others counted: a map's items fail each with its
+    own message (1,000 lines for a 1,000-item map)."""
     steps: dict[str, list[str]] = {}
     for step in run.steps.values():
         if step.error:
             steps.setdefault(step.error, []).append(step.name)
     lines = []
-    for error, names in steps.items():
+    shown = list(steps.items())
+    if limit is not None and len(shown) > limit:
+        rest = shown[limit:]
+        shown = shown[:limit]
+        failed = sum(len(names) for _, names in rest)
+        more = (
+            f"  … {len(rest):,} other errors ({plural(failed, 'step')}; "
+            "baton-nb show --all lists every one)"
+        )
+    else:
+        more = ""
+    for error, names in shown:
         if len(names) == 1:
             lines.append(f"  {names[0]}: {error}")
             continue
-        shown = ", ".join(names[:_NAMED])
-        more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
-        lines.append(f"  {shown}{more} ({len(names)} steps): {error}")
-    return lines
+        listed = ", ".join(names[:_NAMED])
+        others = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+        lines.append(f"  {listed}{others} ({len(names)} steps): {error}")
+    return [*lines, more] if more else lines
 
 
 def _tracebacks(run: Run) -> str:

@@ -100,7 +100,7 @@ async def execute_run(
                         on_start(driver.run)
                 except BaseException:
                     with anyio.CancelScope(shield=True):
-                        await store.release_lease(run_id, lease.owner)
+                        await store.end_failed_start(run_id, lease.owner)
                     raise
                 return await driver.execute()
         finally:

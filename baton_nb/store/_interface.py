@@ -190,9 +190,13 @@ class ExecutionStore(ProviderBatchStore, SpendStore, Protocol):
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         """Extend our lease; False if another owner holds it now."""
 
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        """Give the run's lease back (no owner, no expiry) if ``owner`` still holds it:
-        an execution that failed before it began (``execute_run``), the row unchanged."""
+    async def end_failed_start(self, run_id: str, owner: str) -> None:
+        """An execution that failed before it began (``execute_run``), if ``owner`` still
+        holds the run's lease: the lease given back (no owner, no expiry); a row it left
+        ``running`` ended as an interrupt ends one (``cancelled``, ``stopped_by`` the
+        owner, ``finished_at`` now), not left running with no owner: a process that is
+        gone then leaves it to the next ``wf.run()`` (``_unfinished``). Another status
+        stays as it is."""
 
     def writer(self) -> AbstractAsyncContextManager[BatchWriter]:
         """``async with store.writer() as w: await w.write(batch)`` for a run's commits."""

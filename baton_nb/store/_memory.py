@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from .._errors import StorageError
-from .._states import State
+from .._states import RunStatus, State
 from ._memory_batches import MemoryProviderBatches
 from ._memory_reads import MemoryData, copy_node, copy_run, guard_lease
 from ._memory_reports import MemoryReports
@@ -141,10 +141,12 @@ class MemoryStore(MemoryProviderBatches, MemorySpend, MemoryReports):
             run.executions += count_execution
         return free
 
-    async def release_lease(self, run_id: str, owner: str) -> None:
+    async def end_failed_start(self, run_id: str, owner: str) -> None:
         run = self.data.runs.get(run_id)
         if run is not None and run.lease_owner == owner:
             run.lease_owner = run.lease_expires_at = None
+            if run.status is RunStatus.RUNNING:
+                run.status, run.stopped_by, run.finished_at = RunStatus.CANCELLED, owner, utcnow()
 
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         run = self.data.runs.get(run_id)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._errors import lease_not_held
+from .._states import RunStatus
 from ._rows import NodeRow, RunRow, utcnow
 from ._sql_base import NOTIFY_CHANNEL, driver_connection
 from ._sql_rows import (
@@ -294,13 +295,21 @@ class SqlRuns(SqlWrites):
             )
             return bool(result.rowcount == 1)
 
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        """Give the lease back if ``owner`` still holds it; the rest of the row unchanged."""
+    async def end_failed_start(self, run_id: str, owner: str) -> None:
+        running = RUNS.c.status == RunStatus.RUNNING.value
+        ended = {  # each SET reads the row as it was: the status before this update
+            "status": sa.case((running, RunStatus.CANCELLED.value), else_=RUNS.c.status),
+            "stopped_by": sa.case((running, owner), else_=RUNS.c.stopped_by),
+            "finished_at": sa.case(
+                (running, sa.literal(utcnow(), RUNS.c.finished_at.type)),
+                else_=RUNS.c.finished_at,
+            ),
+        }
         async with self.begin() as conn:
             await conn.execute(
                 sa.update(RUNS)
                 .where(RUNS.c.id == run_id, RUNS.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(lease_owner=None, lease_expires_at=None, **ended)
             )
 
     async def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:

@@ -230,3 +230,33 @@ def test_show_lists_a_big_fanouts_failures_and_first_children_and_counts_the_res
     out = capsys.readouterr().out
     assert sum(" each[" in line for line in out.split("\n\n", 2)[1].splitlines()) == 50
     assert "children listed" not in out
+
+
+def test_show_lists_twenty_distinct_errors_and_counts_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each failed item has its own message: ``errors:`` lists 20 and counts the others
+    (``--all``: every one), as the table lists a fan-out's children."""
+    db = f"sqlite:///{tmp_path / 'errs.db'}"
+    wf = bn.Workflow("errs", db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(60))
+
+    @wf.step(map_over="items")
+    async def each(ctx: bn.Context) -> int:
+        if ctx.item % 2:
+            raise bn.Discard(f"item {ctx.item} is bad")
+        return int(ctx.item)
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert main(["show", run.id, "--db", db]) == 1
+    errors = capsys.readouterr().out.split("\nerrors:\n", 1)[1]
+    # 31 distinct: the group's ("each: 30 of 60 failed: ...") and each failed item's
+    assert errors.startswith("  each: 30 of 60 failed")
+    assert sum("is bad" in line for line in errors.splitlines()) == 19
+    assert "… 11 other errors (11 steps; baton-nb show --all lists every one)" in errors
+    assert main(["show", run.id, "--db", db, "--all"]) == 1
+    errors = capsys.readouterr().out.split("\nerrors:\n", 1)[1]
+    assert sum("is bad" in line for line in errors.splitlines()) == 30

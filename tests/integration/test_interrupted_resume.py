@@ -284,3 +284,40 @@ async def test_a_stopped_run_whose_resumer_on_another_host_let_its_lease_expire_
     assert run.id == stopped and run.status == "completed"
     assert f"left unfinished by {dead} (" in caplog.text  # who stopped it, not the resumer
     assert _paid_by_run(fake_providers) == {stopped: Counter({f"item {i}": 1 for i in range(N)})}
+
+
+async def test_a_new_run_whose_start_fails_is_cancelled_not_left_running(
+    db_url: str, unique: str
+) -> None:
+    """A start that fails after the run's row is stored (``on_start``: the display; an
+    interrupt there) ends the run as an interrupt does: ``cancelled``, stopped by this
+    execution, its lease given back. It was left ``running`` with no owner: listed as
+    alive for ever, and resumed by the same live process as if its owner were gone."""
+    from baton_nb.runtime import execute_run
+
+    wf = bn.Workflow(f"failed-start-{unique}", db=db_url)
+
+    @wf.step()
+    async def a(ctx: bn.Context) -> int:
+        return 1
+
+    def boom(run: bn.Run) -> None:
+        raise RuntimeError("the display failed")
+
+    with pytest.raises(RuntimeError, match="display failed"):
+        await execute_run(
+            wf.graph(),
+            params={},
+            run_id=None,
+            db=db_url,
+            concurrency=4,
+            models=None,
+            on_start=boom,
+            resume_unfinished=True,
+        )
+    [listed] = await bn.runs(db_url, workflow=wf.name)
+    assert listed.status == "cancelled" and not listed.abandoned
+    status, stopped_by, lease = await _row(db_url, listed.id)
+    assert (status, lease) == ("cancelled", None) and stopped_by is not None
+    again = await wf.run(display=False)  # this process is alive: a new run, as after ^C
+    assert again.id != listed.id and again.status == "completed"

@@ -459,19 +459,33 @@ async def test_one_lease_holder_at_a_time(store: RunStore) -> None:
 async def test_a_lease_given_back_frees_the_run_and_leaves_the_row_as_it_was(
     store: RunStore,
 ) -> None:
-    """``release_lease``: an execution that failed before it began gives its lease back,
-    the status and the rest of the row unchanged; only while it still holds it."""
+    """``end_failed_start``: an execution that failed before it began gives its lease
+    back, a status other than running and the rest of the row unchanged; only while it
+    still holds it."""
     await a_run(store, status=RunStatus.CANCELLED, stopped_by="gone:1:x", executions=1)
     assert await store.acquire_lease("run-1", "p1", 600, count_execution=True)
-    await store.release_lease("run-1", "p2")  # not its lease: nothing changes
+    await store.end_failed_start("run-1", "p2")  # not its lease: nothing changes
     run = await store.get_run("run-1")
     assert run is not None and run.lease_owner == "p1" and run.lease_expires_at is not None
-    await store.release_lease("run-1", "p1")
+    await store.end_failed_start("run-1", "p1")
     run = await store.get_run("run-1")
     assert run is not None and (run.lease_owner, run.lease_expires_at) == (None, None)
     assert (run.status, run.stopped_by, run.executions) == (RunStatus.CANCELLED, "gone:1:x", 2)
     assert await store.acquire_lease("run-1", "p3", 600)  # free at once, not in 10 minutes
-    await store.release_lease("no-such-run", "p1")
+    await store.end_failed_start("no-such-run", "p1")
+
+
+async def test_a_failed_start_leaves_no_run_running_without_an_owner(store: RunStore) -> None:
+    """A run left ``running`` by a start that failed is ended as an interrupt ends it:
+    ``cancelled``, stopped by that owner, finished (a running row with no owner read as
+    alive in every listing, and was resumed by the same live process)."""
+    await a_run(store, status=RunStatus.RUNNING, executions=1)
+    assert await store.acquire_lease("run-1", "p1", 600)
+    await store.end_failed_start("run-1", "p1")
+    run = await store.get_run("run-1")
+    assert run is not None and (run.lease_owner, run.lease_expires_at) == (None, None)
+    assert (run.status, run.stopped_by) == (RunStatus.CANCELLED, "p1")
+    assert run.finished_at is not None and run.finished_at.tzinfo is not None
 
 
 async def test_a_run_update_of_an_owner_that_lost_the_lease_writes_nothing(
