@@ -244,7 +244,8 @@ async def test_show_and_run_steps_name_the_worker_that_ran_each_step(
     assert {int(w.split(":")[1]) for w in ran_on.values()} == pids  # both workers ran some
 
     shown = await anyio.run_process(
-        [sys.executable, "-m", "baton_nb.cli", "show", run.id, "--db", workers.db], cwd=ROOT
+        [sys.executable, "-m", "baton_nb.cli", "show", run.id, "--all", "--db", workers.db],
+        cwd=ROOT,
     )
     text = shown.stdout.decode()
     assert "ran_on" in text
