@@ -17,14 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from operator import attrgetter
 from typing import Any, TypeVar
 
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
 from ._money import add_money, fmt_cost, fmt_money, normalize_money, sum_amounts
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
-from ._usage import USAGE_FIELDS, Usage
+from ._usage import Usage, usage_values
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 _NO_USAGE = Usage()
-_usage_fields = attrgetter(*USAGE_FIELDS)  # a Usage's counts, in its fields' order
 V = TypeVar("V", bound="RunView")
 
 
@@ -337,7 +335,7 @@ class RunView:
         if saved:
             totals.saved = add_money(totals.saved, sum_amounts(saved))
         if usages:  # summed field by field at once: a Usage built per call cost ~1 us each
-            counts = zip(_usage_fields(totals.tokens), *map(_usage_fields, usages), strict=True)
+            counts = zip(usage_values(totals.tokens), *map(usage_values, usages), strict=True)
             totals.tokens = Usage(*map(sum, counts))
         totals.counted = len(calls)
         return totals

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
-__all__ = ["USAGE_FIELDS", "Usage"]
+__all__ = ["USAGE_FIELDS", "Usage", "usage_values"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Usage:
         return self.cache_write_tokens - self.cache_write_1h_tokens
 
     def to_dict(self) -> dict[str, int]:
-        return dict(zip(_FIELDS, _values(self), strict=True))  # one attrgetter, not 7 getattr
+        return dict(zip(_FIELDS, usage_values(self), strict=True))  # one attrgetter, not 7
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -103,4 +103,4 @@ class Usage:
 # of a fan-out, several times).
 _FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
 USAGE_FIELDS = _FIELDS  # for the replay store's writer (llm/_types.py)
-_values = attrgetter(*_FIELDS)
+usage_values = attrgetter(*_FIELDS)  # a Usage's counts, as a tuple in its fields' order

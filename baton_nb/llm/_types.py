@@ -11,12 +11,11 @@ from enum import Enum
 from functools import lru_cache
 from json.encoder import encode_basestring
 from math import isfinite
-from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
 from baton_nb._errors import ConfigurationError
-from baton_nb._usage import USAGE_FIELDS, Usage
+from baton_nb._usage import USAGE_FIELDS, Usage, usage_values
 from baton_nb.pricing._types import CallPricing
 
 from ._jsonenc import one_shot
@@ -541,7 +540,6 @@ _STR = encode_basestring  # how COMPACT_JSON writes a str (ensure_ascii=False)
 # Usage's fields as COMPACT_JSON writes them: each a non-negative int, not a bool (checked
 # when a Usage is made), which "%d" writes as the encoder does.
 _USAGE_JSON = "{" + ",".join(f'"{name}":%d' for name in USAGE_FIELDS) + "}"
-_usage_values = attrgetter(*USAGE_FIELDS)
 
 
 def _json(value: Any) -> str:
@@ -565,7 +563,7 @@ def _json(value: Any) -> str:
 
 
 def _usage_json(usage: Usage) -> str:
-    return _USAGE_JSON % _usage_values(usage)
+    return _USAGE_JSON % usage_values(usage)
 
 
 def _message_json(message: Mapping[str, Any], text: Any = None, text_json: str = "") -> str:
