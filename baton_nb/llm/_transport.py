@@ -123,10 +123,6 @@ _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # set by its __init__
 _TRAILING = re.compile(r"[ \t\n\r]*\Z")
 
 
-def _json_body(endpoint: Endpoint, content: bytes) -> dict[str, Any]:
-    return _json_body_text(endpoint, content)[0]
-
-
 def _json_body_text(endpoint: Endpoint, content: bytes) -> tuple[dict[str, Any], str | None]:
     """The body's JSON object, and the text it was decoded from when that text is the
     whole JSON value (an object's UTF-8 starting with '{'), else None."""

@@ -21,7 +21,7 @@ from baton_nb.llm._config import resolve_endpoint
 from baton_nb.llm._deadline import _queues, start_deadline
 from baton_nb.llm._jsonenc import one_shot
 from baton_nb.llm._redact import REDACTED, Scrubber
-from baton_nb.llm._transport import _json_body
+from baton_nb.llm._transport import _json_body_text
 from baton_nb.llm._types import _HASH_JSON, COMPACT_JSON, FinishReason, ToolCall, new_completion
 from baton_nb.llm._wire import as_int
 from baton_nb.pricing import CallPricing
@@ -324,10 +324,10 @@ def test_the_answers_body_is_decoded_as_json_loads_does() -> None:
     bodies += [text.encode(codec) for text in ('{"k": "v"}',) for codec in ("utf-16-le", "utf-16")]
     bodies += ['{"k": 1}'.encode("utf-8-sig"), '{"k": 1}'.encode("utf-32-le")]
     for body in bodies:
-        assert _json_body(endpoint, body) == json.loads(body)
+        assert _json_body_text(endpoint, body)[0] == json.loads(body)
     for bad in (b"{", b'{"a": \xff}', b"{\x00", b"[1]", b"", b"null"):
         with pytest.raises(ProviderError):
-            _json_body(endpoint, bad)
+            _json_body_text(endpoint, bad)
 
 
 async def test_no_queue_is_kept_for_timeouts_no_call_uses_any_more() -> None:
