@@ -261,25 +261,34 @@ class _NodeColumn(NamedTuple):
     value: Any
 
 
-# Per dialect (as ``_UNNEST_SHAPES``): each node column's bind processor and type as SQL,
-# which took ~0.3 ms of every map's chunk and new run on Postgres to look up again.
-_NODE_KINDS: dict[str, tuple[tuple[str, Callable[[Any], Any] | None, str], ...]] = {}
+_Bind = tuple[Callable[[Any], Any] | None, str]  # a column's bind processor, its SQL type
 
 
-def _node_kinds(dialect: sa.Dialect) -> tuple[tuple[str, Callable[[Any], Any] | None, str], ...]:
-    found = _NODE_KINDS.get(dialect.name)
+def _column_bind(dialect: sa.Dialect, column: sa.Column[Any]) -> _Bind:
+    """``column``'s bind processor and type as SQL for ``dialect``, looked up once per
+    column (of the module's tables, kept for the process: an id is not reused) and
+    dialect: a run's rows and its end (~20 columns each), each map chunk and new run
+    looked them up at every statement (~0.3 ms a chunk on Postgres)."""
+    key = (id(column), dialect.name)  # a Column's == makes SQL, not a bool
+    found = _BINDS.get(key)
     if found is None:
-        kinds = []
-        for name in _NODE_COLUMNS:
-            kind = NODES.c[name].type.dialect_impl(dialect)
-            process: Callable[[Any], Any] | None = kind.bind_processor(dialect)
-            if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
-                process = deps_text
-            elif name in _ENUM_PARAMS:
-                process = _enum_text
-            kinds.append((name, process, kind.compile(dialect=dialect)))
-        found = _NODE_KINDS[dialect.name] = tuple(kinds)
+        kind = column.type.dialect_impl(dialect)
+        found = _BINDS[key] = (kind.bind_processor(dialect), kind.compile(dialect=dialect))
     return found
+
+
+_BINDS: dict[tuple[int, str], _Bind] = {}
+
+
+def _node_kinds(dialect: sa.Dialect) -> Iterator[tuple[str, Callable[[Any], Any] | None, str]]:
+    """Each node column's name, what makes its values parameters, and its type as SQL."""
+    for name in _NODE_COLUMNS:
+        process, type_sql = _column_bind(dialect, NODES.c[name])
+        if name in _JSON_ATTRS:  # NodeRow.deps: a list, stored as JSON text
+            process = deps_text
+        elif name in _ENUM_PARAMS:
+            process = _enum_text
+        yield name, process, type_sql
 
 
 def _node_columns(dialect: sa.Dialect, nodes: Sequence[NodeRow]) -> Iterator[_NodeColumn]:
@@ -340,23 +349,9 @@ def nodes_unnest(dialect: sa.Dialect, nodes: Sequence[NodeRow], params: list[Any
 def pg_param(dialect: sa.Dialect, column: sa.Column[Any], value: Any, params: list[Any]) -> str:
     """Postgres: ``value`` for ``column`` appended to ``params`` through the column's bind
     processor; its typed parameter marker (``$n::type``)."""
-    cache_key = (id(column), dialect.name)  # a Column's == makes SQL, not a bool
-    found = _PG_PARAMS.get(cache_key)
-    if found is None:
-        kind = column.type.dialect_impl(dialect)
-        found = _PG_PARAMS[cache_key] = (
-            kind.bind_processor(dialect),
-            kind.compile(dialect=dialect),
-        )
-    process, type_sql = found
+    process, type_sql = _column_bind(dialect, column)
     params.append(value if process is None else process(value))
     return f"${len(params)}::{type_sql}"
-
-
-# ``pg_param``'s bind processor and SQL type per column (of the module's tables, kept for
-# the process: an id is not reused) and dialect: a run's rows and its end (~20 columns
-# each) looked them up at every statement.
-_PG_PARAMS: dict[tuple[int, str], tuple[Callable[[Any], Any] | None, str]] = {}
 
 
 # Below this many rows an executemany costs less than building one JSON document.
