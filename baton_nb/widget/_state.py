@@ -472,8 +472,9 @@ def _result_text(run: Run, step: StepInfo) -> str | None:
 def _indented_head(value: Any) -> str:
     """The indented JSON of ``value``, or its first ``RESULT_LIMIT`` characters and more:
     encoded piece by piece, stopping past the limit. A step's list of 20,000 prompts was
-    encoded whole (~30 ms, with json's pure-Python encoder, which ``indent`` forces) for
-    the panel to show its first 20,000 characters, at every click and in every snapshot."""
+    encoded whole (~5 ms, with json's pure-Python encoder, which ``indent`` forces; ~0.1
+    ms now) for the panel to show its first 20,000 characters, at every click and in
+    every snapshot."""
     pieces: list[str] = []
     size = 0
     for piece in _INDENTED.iterencode(value):

@@ -90,10 +90,10 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     unpriced: list[int] = []
     costs: list[list[Decimal]] = []
     for call in run.calls:
-        step, model = call.step, call.model
-        k = slot_of.get((base_of.get(step, step), model))
+        model = call.model
+        base = base_of.get(call.step, call.step)
+        k = slot_of.get((base, model))
         if k is None:  # a (step or fan-out, model) first seen
-            base = base_of.get(step, step)
             step_sums = by_step.get(base)
             if step_sums is None:
                 step_sums = by_step[base] = Sums()
