@@ -172,8 +172,6 @@ export function takenLine(hd) {
   );
 }
 
-// What the notebook's end of a run tells of its workers (no live worker, a coordinator
-// that stopped answering, taken over): one line; `...` in it is code.
 // The kernel this view spoke to is gone (restarted, shut down): nothing more reaches it.
 export const GONE_TEXT =
   "kernel restarted or disconnected: this view stopped updating; run the cell again to resume the run";
@@ -181,10 +179,12 @@ export const GONE_TEXT =
 export function goneLine(gone, hd) {
   // a finished run's view is whole: nothing is missing from it, nothing to say
   if (!gone || !(hd.status === "running" || hd.status === "pending")) return "";
-  const text = GONE_TEXT;
-  return `<div class="bn-batch bn-notice bn-gone" title="${escapeHtml(text)}">${escapeHtml(text)}</div>`;
+  const text = escapeHtml(GONE_TEXT);
+  return `<div class="bn-batch bn-notice bn-gone" title="${text}">${text}</div>`;
 }
 
+// What the notebook's end of a run tells of its workers (no live worker, a coordinator
+// that stopped answering, taken over): one line; `...` in it is code.
 export function noticeLine(hd) {
   if (!hd.notice) return "";
   const text = escapeHtml(hd.notice).replace(/`([^`]+)`/g, "<code>$1</code>");
@@ -1011,8 +1011,9 @@ class DagView {
     setClass(this.pill, `bn-pill run-${status}`);
     setText(this.pill, status === "taken_over" ? "taken over" : status);
     const gone = this.goneAt > 0;
-    if (!gone) delete this.root.dataset.disconnected;
-    if (gone) {
+    if (!gone) {
+      delete this.root.dataset.disconnected;
+    } else {
       this.root.dataset.disconnected = "1";
       if (status === "running" || status === "pending") {
         setClass(this.dot, "bn-dot run-disconnected");
