@@ -9,12 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+
+from tests.fakes.provider_server import FakeProviderServer
 
 
 def load_module(path: Path, name: str) -> Any:
@@ -69,3 +72,14 @@ def dead_owner() -> str:
         text=True,
     )
     return f"{socket.gethostname()}:{int(proc.stdout)}:deadbeef"
+
+
+def paid_by_run(server: FakeProviderServer) -> dict[str, Counter[str]]:
+    """Requests the fake provider received, per run id: how often each prompt was paid (the
+    resume tests' prompts read ``"<run id> <item>"``)."""
+    paid: dict[str, Counter[str]] = {}
+    for request in server.requests:
+        prompt = str(request.json["messages"][-1]["content"])
+        run_id, _, item = prompt.partition(" ")
+        paid.setdefault(run_id, Counter())[item] += 1
+    return paid

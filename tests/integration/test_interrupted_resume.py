@@ -23,7 +23,7 @@ from baton_nb.runtime._driver import active_run
 from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
-from tests.integration._process import dead_owner
+from tests.integration._process import dead_owner, paid_by_run
 
 pytestmark = pytest.mark.anyio
 
@@ -31,15 +31,6 @@ N = 8
 HANG_FROM = 4  # items from this one pay their call, then wait until cancelled
 CONCURRENCY = 4
 MODEL = "openai/gpt-4o-mini"
-
-
-def _paid_by_run(server: FakeProviderServer) -> dict[str, Counter[str]]:
-    paid: dict[str, Counter[str]] = {}
-    for request in server.requests:
-        prompt = str(request.json["messages"][-1]["content"])
-        run_id, _, item = prompt.partition(" ")
-        paid.setdefault(run_id, Counter())[item] += 1
-    return paid
 
 
 class Hang:
@@ -113,7 +104,7 @@ async def test_an_interrupted_run_whose_process_is_gone_is_resumed_paying_nothin
     status, stopper, lease = await _row(db_url, stopped)
     assert status == "cancelled" and lease is None
     assert stopper is not None and stopper.startswith(f"{socket.gethostname()}:{os.getpid()}:")
-    paid_before = _paid_by_run(fake_providers)[stopped]
+    paid_before = paid_by_run(fake_providers)[stopped]
     assert sum(paid_before.values()) == N  # every item paid once, 4 of them left hanging
 
     dead = dead_owner()  # as if this process were the kernel that was restarted
@@ -124,7 +115,7 @@ async def test_an_interrupted_run_whose_process_is_gone_is_resumed_paying_nothin
     assert len(run.results["ask"]) == N
     out = capsys.readouterr().out
     assert f"resuming run {stopped} of {wf.name!r}, left unfinished by {dead} (" in out
-    assert _paid_by_run(fake_providers) == {stopped: Counter({f"item {i}": 1 for i in range(N)})}
+    assert paid_by_run(fake_providers) == {stopped: Counter({f"item {i}": 1 for i in range(N)})}
     status, stopper, lease = await _row(db_url, stopped)
     assert (status, stopper, lease) == ("completed", None, None)  # stopped_by cleared
 
@@ -154,7 +145,7 @@ async def test_an_interrupted_run_is_not_resumed_in_the_process_that_stopped_it(
     third = await wf.run(params={"n": N}, display=False)
     assert third.id not in (stopped, second.id) and "resuming run" not in caplog.text
     assert (await _row(db_url, stopped))[0] == "cancelled"
-    paid = _paid_by_run(fake_providers)
+    paid = paid_by_run(fake_providers)
     for run_id in (stopped, second.id, third.id):
         assert paid[run_id] == Counter({f"item {i}": 1 for i in range(N)})
 
@@ -283,7 +274,7 @@ async def test_a_stopped_run_whose_resumer_on_another_host_let_its_lease_expire_
     run = await wf.run(params={"n": N}, display=False)
     assert run.id == stopped and run.status == "completed"
     assert f"left unfinished by {dead} (" in caplog.text  # who stopped it, not the resumer
-    assert _paid_by_run(fake_providers) == {stopped: Counter({f"item {i}": 1 for i in range(N)})}
+    assert paid_by_run(fake_providers) == {stopped: Counter({f"item {i}": 1 for i in range(N)})}
 
 
 async def test_a_new_run_whose_start_fails_is_cancelled_not_left_running(

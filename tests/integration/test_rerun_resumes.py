@@ -25,7 +25,7 @@ from baton_nb.cli import main as cli_main
 from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
 from tests.fakes.provider_server import FakeProviderServer
-from tests.integration._process import dead_owner, kill9, load_module, workflow_process
+from tests.integration._process import dead_owner, kill9, load_module, paid_by_run, workflow_process
 
 pytestmark = pytest.mark.anyio
 
@@ -67,16 +67,6 @@ SCRIPT = textwrap.dedent(
 N = 12
 HANG_FROM = 6
 CONCURRENCY = 4
-
-
-def _paid_by_run(server: FakeProviderServer) -> dict[str, Counter[str]]:
-    """Requests the provider received, per run id: how often each prompt was paid."""
-    paid: dict[str, Counter[str]] = {}
-    for request in server.requests:
-        prompt = str(request.json["messages"][-1]["content"])
-        run_id, _, item = prompt.partition(" ")
-        paid.setdefault(run_id, Counter())[item] += 1
-    return paid
 
 
 async def _wait_hung(
@@ -155,7 +145,7 @@ async def test_running_again_after_sigkill_resumes_and_pays_nothing_twice(
     assert f"({done} of {N + 1} steps done)" in line
     assert line.endswith("for a new run instead: await wf.run(..., resume=False)")
 
-    paid = _paid_by_run(fake_providers)
+    paid = paid_by_run(fake_providers)
     assert set(paid) == {crashed, other.id}
     for run_id in (crashed, other.id):  # every item paid once per run, none twice
         assert paid[run_id] == Counter({f"item {i}": 1 for i in range(N)})
