@@ -4,6 +4,7 @@ ones apart), and its attempts list only the steps that were retried."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -197,6 +198,24 @@ def test_show_help_says_what_exits_1(capsys: pytest.CaptureFixture[str]) -> None
     assert "Exits 1 if the run failed or was cancelled." in capsys.readouterr().out
 
 
+def _map_failing(db: str, n: int, bad: Callable[[int], bool]) -> bn.Run:
+    """A map ``each`` of ``n`` items whose ``bad`` ones are discarded, each with its own
+    message (``item 7 is bad``)."""
+    wf = bn.Workflow("failing", db=db)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[int]:
+        return list(range(n))
+
+    @wf.step(map_over="items")
+    async def each(ctx: bn.Context) -> int:
+        if bad(ctx.item):
+            raise bn.Discard(f"item {ctx.item} is bad")
+        return int(ctx.item)
+
+    return anyio.run(lambda: wf.run(display=False))
+
+
 def test_show_lists_a_big_fanouts_failures_and_first_children_and_counts_the_rest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -204,19 +223,7 @@ def test_show_lists_a_big_fanouts_failures_and_first_children_and_counts_the_res
     not complete and the first ones, 20 in all, and counts the others; ``--all`` lists
     every child."""
     db = f"sqlite:///{tmp_path / 'big.db'}"
-    wf = bn.Workflow("big", db=db)
-
-    @wf.step()
-    async def items(ctx: bn.Context) -> list[int]:
-        return list(range(50))
-
-    @wf.step(map_over="items")
-    async def each(ctx: bn.Context) -> int:
-        if ctx.item in (7, 33):
-            raise bn.Discard(f"item {ctx.item} is bad")
-        return int(ctx.item)
-
-    run = anyio.run(lambda: wf.run(display=False))
+    run = _map_failing(db, 50, lambda item: item in (7, 33))
     assert run.status == "failed"
     assert main(["show", run.id, "--db", db]) == 1
     out = capsys.readouterr().out
@@ -238,19 +245,7 @@ def test_show_lists_twenty_distinct_errors_and_counts_the_others(
     """Each failed item has its own message: ``errors:`` lists 20 and counts the others
     (``--all``: every one), as the table lists a fan-out's children."""
     db = f"sqlite:///{tmp_path / 'errs.db'}"
-    wf = bn.Workflow("errs", db=db)
-
-    @wf.step()
-    async def items(ctx: bn.Context) -> list[int]:
-        return list(range(60))
-
-    @wf.step(map_over="items")
-    async def each(ctx: bn.Context) -> int:
-        if ctx.item % 2:
-            raise bn.Discard(f"item {ctx.item} is bad")
-        return int(ctx.item)
-
-    run = anyio.run(lambda: wf.run(display=False))
+    run = _map_failing(db, 60, lambda item: item % 2 == 1)
     assert main(["show", run.id, "--db", db]) == 1
     errors = capsys.readouterr().out.split("\nerrors:\n", 1)[1]
     # 31 distinct: the group's ("each: 30 of 60 failed: ...") and each failed item's
