@@ -16,6 +16,7 @@ import html
 import os
 import re
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import anyio
@@ -87,7 +88,9 @@ class DagWidget(anywidget.AnyWidget):
 
     _esm = ESM
     _css = CSS
-    graph: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    # The graph as one list per key (``_state.graph_columns``), kept current in place; sent as
+    # columns (``_state.encode_columns``; the view reads entries with ``fromColumns``).
+    graph = traitlets.Dict().tag(sync=True, to_json=lambda cols, _: _state.encode_columns(cols))
     # Every node's row (``_state.node_row``) as last sent, kept current in place; sent as
     # dicts, the pending ones left out (the view draws a missing node as pending).
     nodes = traitlets.Dict().tag(sync=True, to_json=lambda rows, _: _nodes_json(rows))
@@ -151,7 +154,7 @@ class DagWidget(anywidget.AnyWidget):
         holds each node's row, a tuple: it is sent as these dicts, the pending ones left
         out; read node states here)."""
         rows, row_dict = self._rows, _state.row_dict
-        return {e["id"]: row_dict(rows.get(e["id"], PENDING_ROW)) for e in self.graph}
+        return {name: row_dict(rows.get(name, PENDING_ROW)) for name in self.graph.get("id", ())}
 
     async def wait(self) -> Run:
         """Wait until a watched run finished (and the view got its final state)."""
@@ -289,7 +292,7 @@ class DagWidget(anywidget.AnyWidget):
         self._dirty.clear()
         self._rows = _state.node_rows(run)
         with self.hold_sync():
-            self.graph = _state.graph(run)
+            self.graph = _state.graph_columns(run)
             # Untouched pending steps are not sent: a new run's first send is its graph only.
             self.nodes = self._rows  # the same dict: kept current in place
             self.changed = {}
@@ -306,13 +309,15 @@ class DagWidget(anywidget.AnyWidget):
         changed = self._changed()
         with self.hold_sync():
             graph = self.graph
-            if len(graph) != len(run.steps):  # a map's children (a chunk at a time)
+            size = len(graph["id"])
+            if size != len(run.steps):  # a map's children (a chunk at a time)
                 # Only the new entries are sent (not the whole graph at each chunk); ``graph``
                 # is kept current in place, unsent, for a view opened later (as ``nodes`` is).
-                added = _state.graph(run, start=len(graph))
-                add = _state.columns(added, _state.GRAPH_KEYS)  # children share most fields
-                self.grown = {"at": len(graph), "add": add}
-                graph.extend(added)
+                add = _state.graph_columns(run, start=size)
+                # (children share most fields: ``encode_column`` sends them once)
+                self.grown = {"at": size, "add": _state.encode_columns(add)}
+                for key, column in add.items():
+                    graph[key].extend(column)
             self.changed = changed
             self.header = self._header()
         self.redraws += 1
@@ -339,8 +344,10 @@ class DagWidget(anywidget.AnyWidget):
         self._send({"method": "update", "state": state, "buffer_paths": []}, buffers=[])
 
     def _snapshot_state(self) -> dict[str, Any]:
-        """The saved snapshot's graph, header and every node's row, in the graph's order."""
-        rows = {e["id"]: self._rows.get(e["id"], PENDING_ROW) for e in self.graph}
+        """The saved snapshot's graph (its columns), header and every node's row, in the
+        graph's order."""
+        ids = self.graph["id"]
+        rows = dict(zip(ids, map(self._rows.get, ids, repeat(PENDING_ROW)), strict=True))
         return {"graph": self.graph, "rows": rows, "header": self.header}
 
     # ── messages from the view ────────────────────────────────────────────────

@@ -11,6 +11,10 @@ Where scripts do not run (GitHub, nbviewer, untrusted notebooks) the static view
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,10 @@ from ._state import (
     columns,
     compact_json,
     detail,
+    encode_columns,
     row_columns,
 )
-from ._static import static_html
+from ._static import Census, census, static_html
 
 __all__ = ["CSS", "DETAILS_BUDGET", "ESM", "in_detail_order", "snapshot_bundle"]
 
@@ -46,20 +51,21 @@ def in_detail_order(run: Run) -> list[str]:
     children (a run's few named steps: its prompts, its synthesis...), then the children
     that failed (the ones a reader opens), then the other children, each in the run's order.
     """
-    named: list[str] = []
-    failed: list[str] = []
-    rest: list[str] = []
+    return list(_detail_order(run, census(run)))
+
+
+def _detail_order(run: Run, counted: Census) -> Iterator[str]:
+    """``in_detail_order``, the other children found as they are asked for: a snapshot
+    keeps the details of ~2,000 of 20,000 children, and stops asking there."""
+    yield from (step.name for step in counted.top)
+    yield from counted.failed_children
+    child = NodeKind.CHILD
     for name, step in run.steps.items():
-        if step.kind != NodeKind.CHILD:
-            named.append(name)
-        elif step.state in FAILED_STATES:
-            failed.append(name)
-        else:
-            rest.append(name)
-    return named + failed + rest
+        if step.kind == child and step.state not in FAILED_STATES:
+            yield name
 
 
-def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
+def _details(run: Run, budget: int, counted: Census | None = None) -> tuple[dict[str, Any], str]:
     """The side-panel details of the nodes, in ``in_detail_order``, while their JSON fits in
     ``budget`` characters, and that JSON. (Half a megabyte: a saved notebook carries it; at
     20,000 children, the details of the run's steps, its failures and ~2,000 children.)
@@ -67,26 +73,15 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
     Calls and log entries are grouped by step once, not scanned once per node. The JSON is
     made a chunk of nodes at a time (one call of the encoder for ``CHUNK`` nodes: two per
     node cost more than encoding them), node by node only in the chunk where the budget
-    runs out.
+    runs out. ``counted``: the run's ``census``, when the caller made it.
     """
-    # A step's first call, and the list of its calls only for a step with more than one (a
-    # map child makes one call: no list made for each of 20,000 steps, most never kept)
-    first: dict[str, CallRecord] = {}
-    calls: dict[str, list[CallRecord]] = {}
-    for call in run.calls:
-        step = call.step
-        if first.setdefault(step, call) is not call:
-            more = calls.get(step)
-            if more is None:
-                calls[step] = [first[step], call]
-            else:
-                more.append(call)
+    first, calls = _calls_by_step(run.calls)
     logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
-    names = in_detail_order(run)
+    names = _detail_order(run, census(run) if counted is None else counted)
     kept: dict[str, Any] = {}
     parts: list[str] = []
     used = 2  # the braces
-    for start in range(0, len(names), CHUNK):
+    while chunk_names := list(islice(names, CHUNK)):
         chunk = {
             name: detail(
                 run,
@@ -94,7 +89,7 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
                 calls=calls.get(name) or ([first[name]] if name in first else []),
                 context=logs.get(name, []),
             )
-            for name in names[start : start + CHUNK]
+            for name in chunk_names
         }
         text = _json(chunk)[1:-1]  # "id":{...},"id":{...}
         if used + (1 if parts else 0) + len(text) <= budget:
@@ -116,14 +111,37 @@ def _details(run: Run, budget: int) -> tuple[dict[str, Any], str]:
 _json = compact_json(str)
 
 
+def _calls_by_step(
+    calls: list[CallRecord],
+) -> tuple[dict[str, CallRecord], dict[str, list[CallRecord]]]:
+    """Each step's first call, and the list of its calls for the steps with more than one
+    (a map child makes one call: no list made for each of 20,000 steps, most never kept).
+    Made in C (``dict``, ``zip``, ``Counter``), the calls of steps with several walked in
+    Python only: a loop over 20,000 calls cost ~8 ms of a snapshot."""
+    steps = list(map(attrgetter("step"), calls))
+    first = dict(zip(reversed(steps), reversed(calls), strict=True))  # the earliest wins
+    several: dict[str, list[CallRecord]] = {}
+    if len(first) < len(calls):
+        several = {step: [] for step, count in Counter(steps).items() if count > 1}
+        for step, call in zip(steps, calls, strict=True):
+            more = several.get(step)
+            if more is not None:
+                more.append(call)
+    return first, several
+
+
 def _saved(state: dict[str, Any]) -> dict[str, Any]:
-    """The state as the snapshot saves it: the graph's entries as columns, the nodes (given
-    as ``nodes``, a dict each, or ``rows``) as columns under ``states`` (``nodes``, a dict
-    per node, is the form of older snapshots)."""
+    """The state as the snapshot saves it: the graph's entries (a dict each, or as columns:
+    ``_state.raw_columns``) as columns, the nodes (given as ``nodes``, a dict each, or
+    ``rows``) as columns under ``states`` (``nodes``, a dict per node, is the form of older
+    snapshots)."""
     out: dict[str, Any] = {}
+    graph = state.get("graph", [])
     for key, value in state.items():
         if key == "graph":
-            out[key] = columns(value, GRAPH_KEYS)
+            out[key] = (
+                encode_columns(value) if isinstance(value, dict) else columns(value, GRAPH_KEYS)
+            )
         elif key == "nodes":  # each node's dict (``stored_state``)
             out["states"] = columns(
                 value.values(), NODE_KEYS, optional=OPTIONAL_NODE_KEYS, ids=list(value)
@@ -132,7 +150,8 @@ def _saved(state: dict[str, Any]) -> dict[str, Any]:
             # In the graph's order, no ``id`` column: the view reads the graph's (320 KB
             # less at 20,000 nodes).
             ids = list(value)
-            in_order = ids == [entry["id"] for entry in state.get("graph", ())]
+            graph_ids = graph["id"] if isinstance(graph, dict) else [e["id"] for e in graph]
+            in_order = ids == graph_ids
             out["states"] = row_columns(list(value.values()), None if in_order else ids)
         elif key != "details":
             out[key] = value
@@ -161,7 +180,9 @@ def snapshot_bundle(run: Run, state: dict[str, Any]) -> dict[str, str]:
     # the nodes as columns (``columns``: at 20,000 map children 2.1 MB instead of 4.5, and
     # ~30 % less to encode; ``renderStatic`` reads a saved snapshot's entries of either form).
     head = _json(_saved(state))
-    details_json = _details(run, DETAILS_BUDGET)[1]
+    counted = census(run)  # one pass over the steps for the static view and the details
+    details_json = _details(run, DETAILS_BUDGET, counted)[1]
     comma = "," if len(head) > 2 else ""
     state_json = _escape_script(f'{head[:-1]}{comma}"details":{details_json}}}')
-    return {"text/html": _snapshot_html(static_html(run), state_json), "text/plain": repr(run)}
+    fallback = static_html(run, counted)
+    return {"text/html": _snapshot_html(fallback, state_json), "text/plain": repr(run)}

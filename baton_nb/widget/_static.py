@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .._counts import count_steps
-from .._money import NO_MATH_CLASSES, add_money, fmt_cost, sum_amounts
+from .._counts import StepCounts, count_steps
+from .._money import NO_MATH_CLASSES, fmt_cost, sum_amounts
 from .._run import Run, StepInfo
 from .._runview import status_text
+from .._states import FAILED_STATES
 from ..reports._cost import dag_order
 
-__all__ = ["MAX_ERRORS", "MAX_ROWS", "Sums", "static_html", "sums"]
+__all__ = ["MAX_ERRORS", "MAX_ROWS", "Census", "Sums", "census", "static_html", "sums"]
 
 MAX_ROWS = 30  # step rows; the rest are counted in one line
 MAX_ERRORS = 10  # failed steps listed with their error
@@ -44,14 +45,15 @@ def _cut(text: str) -> str:
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
-def static_html(run: Run) -> str:
-    """The run as script-free HTML (escaped throughout)."""
-    by_step, by_model = sums(run)
-    parts = [_title(run), f"<p>{_e(run.counts().text())}</p>"]
-    parts += _failures(run)
+def static_html(run: Run, counted: Census | None = None) -> str:
+    """The run as script-free HTML (escaped throughout); ``counted``: the run's ``census``,
+    when the caller made it."""
+    steps = census(run) if counted is None else counted
+    parts = [_title(run), f"<p>{_e(steps.counts.text())}</p>"]
+    parts += _failures(steps)
     parts.append(_batches(run))
-    parts.append(_steps_table(run, by_step))
-    parts.append(_models_table(by_model))
+    parts.append(_steps_table(run, steps))
+    parts.append(_models_table(_by_model(run)))
     # amounts in $: a notebook's math typesetting must leave them as text
     return f'<div class="bn-fallback {NO_MATH_CLASSES}">{"".join(p for p in parts if p)}</div>'
 
@@ -68,65 +70,128 @@ class Sums:
     unpriced_calls: int = 0
 
 
+@dataclass
+class Census:
+    """What the static view shows of the steps, from one pass over them (each pass over
+    20,000 map children cost ~5 ms in a run's end-of-run snapshot; there were five)."""
+
+    counts: StepCounts  # every step (``count_steps``)
+    by_step: dict[str, Sums]  # each step's calls, its fan-out children's in it
+    children: dict[str, dict[str, int]]  # a fan-out's children per state
+    top: list[StepInfo]  # the steps that are not fan-out children, in the run's order
+    discarded: list[StepInfo]
+    cancelled: list[str]
+    failed_children: list[str]  # the fan-out children discarded or cancelled
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A step's (or fan-out's) calls while ``census`` counts them; costs added at the end."""
+
+    calls: int = 0
+    tokens: int = 0
+    unpriced: int = 0
+    costs: list[Decimal] = field(default_factory=list)
+
+
+def census(run: Run) -> Census:
+    """One pass over the run's steps: the counts per state (``count_steps``' rules), each
+    fan-out's children per state, the failed steps, and each step's calls summed from the
+    totals the step keeps (``StepInfo.add_call``: replayed and cached calls count in its
+    ``calls`` only; a charge for attempts with no answer in its cost only), a fan-out's
+    children into it."""
+    by_state: dict[str, int] = {}
+    children: dict[str, dict[str, int]] = {}
+    tallies: dict[str, _Tally] = {}
+    top: list[StepInfo] = []
+    discarded: list[StepInfo] = []
+    cancelled: list[str] = []
+    failed_children: list[str] = []
+    total = 0
+    for name, step in run.steps.items():
+        state = step.state
+        if state in FAILED_STATES:  # a fan-out group's own state included
+            if state == "discarded":
+                discarded.append(step)
+            else:
+                cancelled.append(name)
+            if step.kind == "child":
+                failed_children.append(name)
+        if step.kind == "group":
+            top.append(step)
+            if step.unstored:  # a map's items with no child stored yet: pending
+                by_state["pending"] = by_state.get("pending", 0) + step.unstored
+                total += step.unstored
+            continue
+        by_state[state] = by_state.get(state, 0) + 1
+        total += 1
+        parent = step.parent
+        if step.kind != "child":
+            top.append(step)
+        elif parent is not None:
+            group = children.get(parent)
+            if group is None:
+                group = children[parent] = {}
+            group[state] = group.get(state, 0) + 1
+        base = parent or name
+        if step.calls or step.cost:
+            tally = tallies.get(base)
+            if tally is None:
+                tally = tallies[base] = _Tally()
+            usage = step.usage
+            tally.calls += step.calls - step.replayed_calls - step.cached_calls
+            tally.tokens += usage.input_tokens + usage.output_tokens
+            tally.unpriced += step.unpriced_calls
+            tally.costs.append(step.cost)
+    by_step = {
+        base: Sums(t.calls, t.tokens, sum_amounts(t.costs), t.unpriced)
+        for base, t in tallies.items()
+    }
+    counts = StepCounts(by_state, total)
+    return Census(counts, by_step, children, top, discarded, cancelled, failed_children)
+
+
 def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     """The run's calls summed per step (fan-out children into their step, as
-    ``report.by_step()``) and per model (in ``report.by_model()``'s order), in one pass.
+    ``report.by_step()``: from the totals each step keeps) and per model (in
+    ``report.by_model()``'s order)."""
+    return census(run).by_step, _by_model(run)
+
+
+def _by_model(run: Run) -> dict[str, Sums]:
+    """The run's calls summed per model, in ``report.by_model()``'s order, in one pass.
 
     ``run.report()`` made a row per (step, model), then grouped the rows twice: at 5,000
     map children, most of the time the end-of-run snapshot took. The pass counts into one
-    slot per (step or fan-out, model) and keeps each slot's costs; the costs are added at
-    the end, each distinct amount once times its count (a fan-out's calls cost a few
-    distinct amounts): exact sums, as adding them one by one, in a fraction of the time.
+    slot per model and keeps its costs; the costs are added at the end, each distinct
+    amount once times its count (a fan-out's calls cost a few distinct amounts): exact
+    sums, as adding them one by one, in a fraction of the time.
     """
-    by_step: dict[str, Sums] = {}
-    by_model: dict[str, Sums] = {}
-    # a step's fan-out (its parent) or itself: the steps' names made once, each a lookup
-    # in the pass (a map's children each make their first call there)
-    base_of = {name: info.parent or name for name, info in run.steps.items()}
-    slots: list[tuple[Sums, Sums]] = []  # a (step or fan-out, model)'s sums
-    slot_of: dict[tuple[str, str], int] = {}
-    calls: list[int] = []
-    tokens: list[int] = []
-    unpriced: list[int] = []
-    costs: list[list[Decimal]] = []
+    slots: dict[str, tuple[list[int], list[Decimal]]] = {}  # model: [calls, tokens, unpriced]
     for call in run.calls:
-        model = call.model
-        base = base_of.get(call.step, call.step)
-        k = slot_of.get((base, model))
-        if k is None:  # a (step or fan-out, model) first seen
-            step_sums = by_step.get(base)
-            if step_sums is None:
-                step_sums = by_step[base] = Sums()
-            model_sums = by_model.get(model)
-            if model_sums is None:
-                model_sums = by_model[model] = Sums()
-            k = slot_of[base, model] = len(slots)
-            slots.append((step_sums, model_sums))
-            calls.append(0)
-            tokens.append(0)
-            unpriced.append(0)
-            costs.append([])
+        slot = slots.get(call.model)
+        if slot is None:
+            slot = slots[call.model] = ([0, 0, 0], [])
         if call.replayed or call.cached:
             continue
-        usage, cost = call.usage, call.cost
+        cost = call.cost
         if cost is not None and call.is_unanswered:  # a charge, not a call
-            costs[k].append(cost)
+            slot[1].append(cost)
             continue
-        calls[k] += 1
-        tokens[k] += usage.input_tokens + usage.output_tokens
+        counts = slot[0]
+        usage = call.usage
+        counts[0] += 1
+        counts[1] += usage.input_tokens + usage.output_tokens
         if cost is None:
-            unpriced[k] += 1
+            counts[2] += 1
         else:
-            costs[k].append(cost)
-    for k, (step_sums, model_sums) in enumerate(slots):
-        total = sum_amounts(costs[k])
-        for into_sums in (step_sums, model_sums):
-            into_sums.calls += calls[k]
-            into_sums.tokens += tokens[k]
-            into_sums.unpriced_calls += unpriced[k]
-            into_sums.known_cost = add_money(into_sums.known_cost, total)
+            slot[1].append(cost)
+    by_model = {
+        model: Sums(n, tokens, sum_amounts(amounts), unpriced)
+        for model, ((n, tokens, unpriced), amounts) in slots.items()
+    }
     if len(by_model) < 2:
-        return by_step, by_model
+        return by_model
     # The report's order: its rows sorted by the steps' DAG order, then first seen. A
     # model's first (step, model) in that order: its call with the least (step's order,
     # position); the first call of a (step, model) is the one first seen.
@@ -138,7 +203,7 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
         now = rank.get(call.model)
         if now is None or key < now:
             rank[call.model] = key
-    return by_step, {model: by_model[model] for model in sorted(rank, key=rank.__getitem__)}
+    return {model: by_model[model] for model in sorted(rank, key=rank.__getitem__)}
 
 
 def _title(run: Run) -> str:
@@ -158,9 +223,8 @@ def _attempts(step: StepInfo) -> str:
     return f" (attempt {step.attempt} of {step.max_attempts})"
 
 
-def _failures(run: Run) -> list[str]:
-    discarded = [s for s in run.steps.values() if s.state == "discarded"]
-    cancelled = [s.name for s in run.steps.values() if s.state == "cancelled"]
+def _failures(census: Census) -> list[str]:
+    discarded, cancelled = census.discarded, census.cancelled
     out: list[str] = []
     if discarded:
         items = "".join(
@@ -195,11 +259,15 @@ def _batches(run: Run) -> str:
     return _table(("provider batch", "state", "answered", "saved"), rows)
 
 
-def _row_cells(run: Run, step: StepInfo, costs: dict[str, Sums]) -> list[str]:
-    totals = costs.get(step.name, Sums())
+def _row_cells(step: StepInfo, census: Census) -> list[str]:
+    totals = census.by_step.get(step.name, Sums())
     if step.kind == "group":
-        children = [run.steps[c] for c in step.children if c in run.steps]
-        state = count_steps(children).text() if children else f"{step.state} (no items yet)"
+        children = census.children.get(step.name)
+        state = (
+            StepCounts(children, sum(children.values())).text()
+            if children
+            else f"{step.state} (no items yet)"
+        )
         attempts = ""
     else:
         state, attempts = step.state, f"{step.attempt}/{step.max_attempts}"
@@ -220,9 +288,9 @@ def _table(header: Iterable[str], rows: Iterable[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _steps_table(run: Run, costs: dict[str, Sums]) -> str:
-    top = [s for s in run.steps.values() if s.kind != "child"]
-    rows = [_row_cells(run, step, costs) for step in top[:MAX_ROWS]]
+def _steps_table(run: Run, census: Census) -> str:
+    top = census.top
+    rows = [_row_cells(step, census) for step in top[:MAX_ROWS]]
     table = _table(("step", "state", "attempts", "duration", "tokens", "cost"), rows)
     rest = top[MAX_ROWS:]
     if not rest:

@@ -1,13 +1,15 @@
 // baton_nb DAG view. One renderer for the live widget (anywidget) and the saved snapshot.
 //
 // The model carries plain JSON made by baton_nb/widget/_state.py:
-//   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}]
+//   graph  [{id, k: step|group|child, p: parent, d: deps, m: model, i: item, mx: max attempts}],
+//          sent as columns (`fromColumns`; a list of entries in kernels before them)
 //   nodes  {id: {s: state, a: attempt, t0, t1: start and end in ms since the epoch, ti, to,
 //          c: cost, u, n: calls (paid, replayed and cached), rp: replayed calls, e, r,
 //          x: a map group's items with no child stored yet (counted pending), if any,
 //          ch: calls answered from the response cache (no tokens, no cost), if any}}
 //   changed  the state of each node changed since the last send, as columns (`fromColumns`:
-//          {id: [ids], s: [...] | {all: value}, ...}), replacing the model's (below)
+//          {id: [ids], s: [...] | {all: value} | {all: value, at: [i], v: [value at i]},
+//          ...}), replacing the model's (below)
 //   patch  (kernels before `changed`, saved widget states) {id: the fields of the node
 //          changed since the last send (null: a field gone)}, merged into the model's node
 //          states (below); a node never sent is pending
@@ -1492,7 +1494,7 @@ export function growGraph(graph, grown) {
 export function fromColumns(cols, without) {
   const ids = cols.id || [];
   const keys = Object.keys(cols).filter((key) => key !== without);
-  const lists = keys.map((key) => (Array.isArray(cols[key]) ? cols[key] : null));
+  const lists = keys.map((key) => column(cols[key], ids.length));
   const same = keys.map((key) => (Array.isArray(cols[key]) ? undefined : cols[key].all));
   const out = new Array(ids.length);
   for (let i = 0; i < ids.length; i++) {
@@ -1503,6 +1505,17 @@ export function fromColumns(cols, without) {
   return out;
 }
 
+// A column as sent (`_state.encode_column`): its list of values; {all: v}, every entry's
+// value (null here: read as one value); or {all: v, at: [positions], v: [values]}, every
+// entry's value but at those positions.
+function column(col, size) {
+  if (Array.isArray(col)) return col;
+  if (!col.at) return null;
+  const values = new Array(size).fill(col.all);
+  for (let k = 0; k < col.at.length; k++) values[col.at[k]] = col.v[k];
+  return values;
+}
+
 function entries(list) {
   return Array.isArray(list) ? list : fromColumns(list || {});
 }
@@ -1510,7 +1523,7 @@ function entries(list) {
 function modelGraph(model) {
   let graph = GRAPHS.get(model);
   if (graph === undefined) {
-    const full = () => growGraph((model.get("graph") || []).slice(), model.get("grown"));
+    const full = () => growGraph(entries(model.get("graph")).slice(), model.get("grown"));
     graph = full();
     GRAPHS.set(model, graph);
     // registered before any view's listeners: the graph is current when a view redraws

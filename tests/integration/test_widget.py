@@ -33,6 +33,7 @@ from baton_nb.reports import fmt_money
 from baton_nb.widget import Attached, DagWidget, TextProgress, _state
 from baton_nb.widget._dag import WIDGET_MIME
 from baton_nb.widget._snapshot import snapshot_bundle
+from tests.widget_view import from_columns
 
 pytestmark = pytest.mark.anyio
 
@@ -87,7 +88,7 @@ def fanout_workflow(name: str, db: str) -> bn.Workflow:
 
 def done_total(widget: DagWidget) -> tuple[int, int]:
     """Steps done/total as the view counts them (groups are not steps)."""
-    kinds = {g["id"]: g["k"] for g in widget.graph}
+    kinds = {g["id"]: g["k"] for g in _state.graph_entries(widget.graph)}
     mine = [n for name, n in widget.state().items() if kinds[name] != "group"]
     return sum(1 for n in mine if n["s"] in TERMINAL_STATES), len(mine)
 
@@ -104,8 +105,8 @@ async def test_widget_state_after_a_fanout_run(
     [widget] = shown
 
     children = [f"answer[{m}]" for m in MODELS]
-    assert [g["id"] for g in widget.graph] == ["answer", *children, "summary"]
-    graph = {g["id"]: g for g in widget.graph}
+    assert widget.graph["id"] == ["answer", *children, "summary"]
+    graph = {g["id"]: g for g in _state.graph_entries(widget.graph)}
     assert graph["answer"]["k"] == "group"
     assert all(graph[c]["k"] == "child" and graph[c]["p"] == "answer" for c in children)
     assert [graph[c]["m"] for c in children] == MODELS
@@ -177,18 +178,10 @@ async def test_redraws_are_throttled_during_a_thousand_step_run(
     assert widget.redraws <= widget._throttle.calls + 3
     # Final state complete and correct: no stale node.
     state = widget.state()
-    assert len(state) == len(widget.graph) == 1000
+    assert len(state) == len(widget.graph["id"]) == 1000
     assert all(n["s"] == "completed" and n["a"] == 1 for n in state.values())
     assert state == _state.node_states(run)
     assert done_total(widget) == (1000, 1000) and widget.header["status"] == "completed"
-
-
-def from_columns(cols: dict[str, Any]) -> list[dict[str, Any]]:
-    """What dag.js (``fromColumns``) reads of entries sent as columns (``_state.columns``)."""
-    return [
-        {key: col[i] if isinstance(col, list) else col["all"] for key, col in cols.items()}
-        for i in range(len(cols.get("id", [])))
-    ]
 
 
 def merge_changed(states: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
@@ -443,7 +436,7 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
         widget._redraw()
     # not ``root`` again, nor the new children still pending (checked, not computed)
     assert sorted(computed) == ["m", "m[0]"]
-    assert [g["id"] for g in widget.graph] == ["root", "m", "m[0]", "m[1]", "m[2]"]
+    assert widget.graph["id"] == ["root", "m", "m[0]", "m[1]", "m[2]"]
     assert sent == ["grown", "changed"]  # neither ``nodes`` nor ``graph`` sent again
     # the new entries only, as columns
     added = _state.columns(_state.graph(run)[2:], _state.GRAPH_KEYS)
@@ -486,6 +479,36 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
     assert shown_as(changed["m"]) == {**_state.PENDING, "x": 3} == sent_nodes(widget)["m"]
     assert merged["root"] == changed["root"] == sent_nodes(widget)["root"]
     widget.finish()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_a_column_of_one_value_but_a_few_is_sent_once_with_its_exceptions(
+    tmp_path: Path,
+) -> None:
+    """``encode_column``: a value shared by all but a quarter of the entries at most is sent
+    once, with the positions and values of the others (a run's named steps before its
+    children); dag.js's ``fromColumns`` reads every entry back, as from a list."""
+    named = [{"id": n, "k": k, "p": None, "i": None} for n, k in (("a", "step"), ("m", "group"))]
+    children = [{"id": f"m[{i}]", "k": "child", "p": "m", "i": i} for i in range(10)]
+    entries = named + children
+    cols = _state.columns(entries, ("id", "k", "p", "i"))
+    assert cols["k"] == {"all": "child", "at": [0, 1], "v": ["step", "group"]}
+    assert cols["p"] == {"all": "m", "at": [0, 1], "v": [None, None]}
+    assert cols["i"] == [None, None, *range(10)]  # no value shared: a list
+    assert _state.encode_column(["x", "y", "y", "y"]) == {"all": "y", "at": [0], "v": ["x"]}
+    assert _state.encode_column(["x", "x", "y", "y"]) == ["x", "x", "y", "y"]  # half: a list
+    assert _state.encode_column([(), ("a",), ()]) == [(), ("a",), ()]
+    sent = json.loads(json.dumps(cols))
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ fromColumns }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify(fromColumns({json.dumps(sent)})))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == from_columns(sent) == entries
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
@@ -616,7 +639,7 @@ console.log(JSON.stringify({{
         ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
     seen = json.loads(out.stdout)
-    assert seen["graph"] == [g["id"] for g in w.graph] and len(seen["graph"]) == 11
+    assert seen["graph"] == w.graph["id"] and len(seen["graph"]) == 11
     assert seen["moving"] == ["m[0]", "m[3]", "m[6]"]
     # At the end the page's graph and nodes are sent whole (kept current in place in the
     # kernel, so sent by name): a saved widget state holds every node.

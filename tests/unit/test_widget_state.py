@@ -25,6 +25,7 @@ from baton_nb.widget._snapshot import (
     snapshot_bundle,
 )
 from baton_nb.widget._static import MAX_ROWS, static_html
+from tests.widget_view import read_column
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 T1 = datetime(2025, 1, 1, 12, 0, 2, 500_000, tzinfo=timezone.utc)
@@ -139,14 +140,15 @@ def test_a_nodes_row_is_its_state_as_a_tuple() -> None:
 
 
 def test_rows_as_columns_read_back_as_the_rows() -> None:
-    """``row_columns``: a list per field, or ``{"all": v}`` when every row has that one."""
+    """``row_columns``: a list per field, ``{"all": v}`` when every row has that one, or
+    ``{"all": v, "at": [...], "v": [...]}`` when all but a few do."""
     run = small_run()
     rows = _state.node_rows(run)
     cols = _state.row_columns(list(rows.values()), list(rows))
     assert cols["id"] == list(rows)
     for i, key in enumerate(_state.ROW_KEYS):
         column = cols[key]
-        values = [column["all"]] * len(rows) if isinstance(column, dict) else column
+        values = read_column(column, len(rows))
         assert values == [row[i] for row in rows.values()], key
     assert cols["x"] == {"all": 0}
     assert _state.row_columns([], []) == {"id": [], **{k: [] for k in _state.ROW_KEYS}}
@@ -419,6 +421,8 @@ def test_static_sums_are_the_reports_totals_in_its_order_without_building_a_repo
     run.calls.insert(0, first)
     run.calls.append(replace(first, replayed=True))
     run.calls.append(replace(first, model="mock/cached", cached=True, saved=Decimal("1")))
+    for call in run.calls[:1] + run.calls[-2:]:  # what ``run.add_call`` tells the step
+        run.steps["late"].add_call(call)
     report = run.report()
     by_step, by_model = sums(run)
     assert list(by_model) == list(report.by_model())
