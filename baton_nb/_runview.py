@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from . import _jsonutil
 from ._counts import StepCounts, count_steps
-from ._money import add_money, fmt_cost, fmt_money, normalize_money, sum_amounts
+from ._money import add_money, fmt_cost, fmt_money, normalize_money, sum_money
 from ._states import FINISHED_STATUSES, TERMINAL_STATES, NodeKind, RunStatus, State
 from ._usage import Usage, usage_values
 from .store import AttemptRow, CallRecord, LogRow, NodeRow, ProviderBatchRow, RunRow
@@ -38,10 +39,11 @@ __all__ = [
 ]
 
 _NO_USAGE = Usage()
+_REPLAYED, _CACHED, _USAGE, _COST = (attrgetter(a) for a in ("replayed", "cached", "usage", "cost"))
 V = TypeVar("V", bound="RunView")
 
 
-@dataclass
+@dataclass(slots=True)
 class StepInfo:
     """The state of one step or fan-out child (``run.steps[name]``)."""
 
@@ -155,6 +157,30 @@ class _CallTotals:
     tokens: Usage = _NO_USAGE
     cached: int = 0  # calls answered from the response cache (DESIGN §11)
     saved: Decimal = Decimal(0)  # what those would have cost
+
+
+def _add_calls(
+    totals: _CallTotals, new: list[CallRecord], saved: list[Decimal]
+) -> tuple[list[Usage], list[Decimal]]:
+    """``_call_totals``' pass over new calls some of which were replayed or cached: their
+    usages and costs to add, the cached ones counted (what they saved into ``saved``)."""
+    usages: list[Usage] = []
+    costs: list[Decimal] = []
+    for call in new:
+        if call.replayed:
+            continue
+        if call.cached:  # cost 0, no tokens bought: counted apart
+            totals.cached += 1
+            if call.saved is not None:
+                saved.append(call.saved)
+            continue
+        cost = call.cost
+        if cost is None:
+            totals.unpriced += 1
+        else:
+            costs.append(cost)
+        usages.append(call.usage)
+    return usages, costs
 
 
 @dataclass
@@ -312,28 +338,23 @@ class RunView:
         calls = self.calls
         if totals.calls is not calls or totals.counted > len(calls):
             totals = self._totals = _CallTotals(calls)
-        usages: list[Usage] = []
-        costs: list[Decimal] = []
+        new = calls[totals.counted :]  # a copy of the new ones only
+        if not new:
+            return totals
+        usages: list[Usage]
+        costs: list[Decimal]
         saved: list[Decimal] = []
-        for call in calls[totals.counted :]:  # a copy of the new ones only
-            if call.replayed:
-                continue
-            if call.cached:  # cost 0, no tokens bought: counted apart
-                totals.cached += 1
-                if call.saved is not None:
-                    saved.append(call.saved)
-                continue
-            cost = call.cost
-            if cost is None:
-                totals.unpriced += 1
-            else:
-                costs.append(cost)
-            usages.append(call.usage)
-        # added once per distinct amount (``sum_amounts``), not once per call
+        if any(map(_REPLAYED, new)) or any(map(_CACHED, new)):
+            usages, costs = _add_calls(totals, new, saved)
+        else:  # none replayed or cached (a run's own calls): read off in C, ~4 times faster
+            usages = list(map(_USAGE, new))
+            # (not ``count(None)``: comparing a Decimal with None costs it an ABC check)
+            costs = [cost for cost in map(_COST, new) if cost is not None]
+            totals.unpriced += len(new) - len(costs)
         if costs:
-            totals.cost = add_money(totals.cost, sum_amounts(costs))
+            totals.cost = add_money(totals.cost, sum_money(costs))
         if saved:
-            totals.saved = add_money(totals.saved, sum_amounts(saved))
+            totals.saved = add_money(totals.saved, sum_money(saved))
         if usages:  # summed field by field at once: a Usage built per call cost ~1 us each
             counts = zip(usage_values(totals.tokens), *map(usage_values, usages), strict=True)
             totals.tokens = Usage(*map(sum, counts))

@@ -147,7 +147,7 @@ NODE_UPDATE_FIELDS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecord:
     """One LLM call (one ``workflow_step_stats`` row).
 

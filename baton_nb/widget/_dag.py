@@ -327,7 +327,7 @@ class DagWidget(anywidget.AnyWidget):
         taken into ``nodes`` in place, unsent (for a later view and the saved state)."""
         assert self._run is not None
         names, self._dirty = self._dirty, set()
-        return _state.changed(self._run, self._rows, names)
+        return _state.changed(self._run, self._rows, names, len(self.graph["id"]))
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers

@@ -261,25 +261,23 @@ def moved(
     return out
 
 
-def changed(run: Run, rows: dict[str, tuple[Any, ...]], names: set[str]) -> dict[str, Any]:
-    """The nodes whose row is not the one in ``rows`` (each node's as last sent), as
-    columns (``row_columns``), each in full (a diff per node cost as much again); ``rows``
-    takes each new row in place.
+def changed(
+    run: Run, rows: dict[str, tuple[Any, ...]], names: set[str], known: int
+) -> dict[str, Any]:
+    """The nodes whose row is not the one in ``rows`` (each node's as last sent; a node
+    missing from it was sent as ``PENDING_ROW`` or not at all, which the view draws the
+    same), as columns (``row_columns``), each in full (a diff per node cost as much again);
+    ``rows`` takes each new row in place.
 
-    Computed again only for ``names`` (the steps an event touched), the steps new since
-    ``rows`` was last brought up to date, and their groups (whose count of unstored items
+    Computed again only for ``names`` (the steps an event touched), the steps added since
+    ``rows`` had seen ``known`` of them that are not untouched (a map's children are added a
+    chunk at a time, thousands, pending), and their groups (whose count of unstored items
     moves without an event). ``names`` is consumed."""
     steps = run.steps
-    if len(steps) != len(rows):
-        added = [name for name in steps if name not in rows]
-        for name in added:
-            # a new step still pending is as the view draws a node it never got: only
-            # remembered (its row as sent); the others computed below
-            if name not in names and is_pending(steps[name]):
-                rows[name] = PENDING_ROW
-            else:
-                names.add(name)
-        names.update(p for p in {steps[name].parent for name in added} if p is not None)
+    if len(steps) > known:  # steps are only ever added, at the end
+        added = list(islice(steps.values(), known, None))
+        names.update(step.name for step in added if not is_pending(step))
+        names.update(p for p in set(map(_PARENT, added)) if p is not None)
     get, ids, sent = rows.get, [], []
     for name in names:
         step = steps.get(name)

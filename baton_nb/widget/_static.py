@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .._counts import StepCounts, count_steps
-from .._money import NO_MATH_CLASSES, fmt_cost, sum_amounts
+from .._money import NO_MATH_CLASSES, fmt_cost, sum_money
 from .._run import Run, StepInfo
 from .._runview import status_text
 from .._states import FAILED_STATES
@@ -144,8 +144,7 @@ def census(run: Run) -> Census:
             tally.unpriced += step.unpriced_calls
             tally.costs.append(step.cost)
     by_step = {
-        base: Sums(t.calls, t.tokens, sum_amounts(t.costs), t.unpriced)
-        for base, t in tallies.items()
+        base: Sums(t.calls, t.tokens, sum_money(t.costs), t.unpriced) for base, t in tallies.items()
     }
     counts = StepCounts(by_state, total)
     return Census(counts, by_step, children, top, discarded, cancelled, failed_children)
@@ -187,7 +186,7 @@ def _by_model(run: Run) -> dict[str, Sums]:
         else:
             slot[1].append(cost)
     by_model = {
-        model: Sums(n, tokens, sum_amounts(amounts), unpriced)
+        model: Sums(n, tokens, sum_money(amounts), unpriced)
         for model, ((n, tokens, unpriced), amounts) in slots.items()
     }
     if len(by_model) < 2:
