@@ -24,6 +24,7 @@ import anywidget
 import traitlets
 
 from .._run import Run, live_run
+from .._states import TERMINAL_STATES, NodeKind
 from .._watch import watch
 from ..events import (
     BatchUpdated,
@@ -42,8 +43,10 @@ __all__ = ["DagWidget", "in_kernel"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # The redraws take at most this share of the time: past ~10 a second of a few nodes each,
 # they come less often (at least once a second), each carrying more (a child's start and
-# end in one patch, computed once). The run's own work keeps the rest of the core.
-REDRAW_SHARE = 0.02
+# end in one patch, computed once). The run's own work keeps the rest of the core. (At
+# 1,000 calls in flight each redraw sends the ~1,000 children executing again: at 2 % it
+# redrew every ~0.4 s, and those rows were a third of the widget's cost; every ~0.8 s now.)
+REDRAW_SHARE = 0.01
 _NODE_EVENTS = (StepUpdated, CallFinished)
 
 
@@ -114,6 +117,8 @@ class DagWidget(anywidget.AnyWidget):
         self._run: Run | None = None
         self._source = "live"
         self._dirty: set[str] = set()
+        # The rows of steps marked in a final state, computed at the mark (``_mark``)
+        self._final: dict[str, tuple[Any, ...]] = {}
         self._throttle = Throttle(self._redraw, interval, share=REDRAW_SHARE)
         self._remove: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -183,8 +188,10 @@ class DagWidget(anywidget.AnyWidget):
         if self._run is None or self._finished:
             return  # nothing to send again: the final state went out with the first call
         # Every node checked once more: the saved snapshot must not miss a change nobody
-        # announced. Only the changes are sent; not at all for ``attach``'s widget, replaced
-        # by its snapshot below (they go into the traits the snapshot is made from).
+        # announced (the rows computed at the marks included). Only the changes are sent;
+        # not at all for ``attach``'s widget, replaced by its snapshot below (they go into
+        # the traits the snapshot is made from).
+        self._final.clear()
         self._dirty.update(_state.moved(self._run, self._rows, self._dirty))
         self._unsent = self.closes_at_end and bool(self._handles)
         try:
@@ -234,7 +241,19 @@ class DagWidget(anywidget.AnyWidget):
     def _mark(self, name: str) -> None:
         """A run of this process changed step ``name`` (``Run.follow``: called inline by the
         runtime, no event built): marks, and pokes the throttle at the first mark since the
-        last send only (its call is due for the next ones; three marks a call)."""
+        last send only (its call is due for the next ones; three marks a call).
+
+        A step marked in a final state (completed, discarded, cancelled) gets its row here,
+        while the runtime has just written its objects: at the next send, up to a second
+        and thousands of calls later, they are out of the processor's caches, and a row
+        read then cost ~3 times as much (20,000 of them a run at 20,000 map children). A
+        later mark of the step computes it again, or drops it (any change is marked)."""
+        assert self._run is not None
+        step = self._run.steps.get(name)
+        if step is not None and step.state in TERMINAL_STATES and step.kind != NodeKind.GROUP:
+            self._final[name] = _state.node_row(step)  # (a group's count moves unmarked)
+        elif self._final:
+            self._final.pop(name, None)
         dirty = self._dirty
         first = not dirty
         dirty.add(name)  # before the poke: with no loop running, it may redraw at once
@@ -327,7 +346,8 @@ class DagWidget(anywidget.AnyWidget):
         taken into ``nodes`` in place, unsent (for a later view and the saved state)."""
         assert self._run is not None
         names, self._dirty = self._dirty, set()
-        return _state.changed(self._run, self._rows, names, len(self.graph["id"]))
+        final, self._final = self._final, {}
+        return _state.changed(self._run, self._rows, names, len(self.graph["id"]), final)
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers

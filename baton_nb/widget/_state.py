@@ -262,7 +262,11 @@ def moved(
 
 
 def changed(
-    run: Run, rows: dict[str, tuple[Any, ...]], names: set[str], known: int
+    run: Run,
+    rows: dict[str, tuple[Any, ...]],
+    names: set[str],
+    known: int,
+    computed: dict[str, tuple[Any, ...]] | None = None,
 ) -> dict[str, Any]:
     """The nodes whose row is not the one in ``rows`` (each node's as last sent; a node
     missing from it was sent as ``PENDING_ROW`` or not at all, which the view draws the
@@ -272,18 +276,21 @@ def changed(
     Computed again only for ``names`` (the steps an event touched), the steps added since
     ``rows`` had seen ``known`` of them that are not untouched (a map's children are added a
     chunk at a time, thousands, pending), and their groups (whose count of unstored items
-    moves without an event). ``names`` is consumed."""
+    moves without an event). ``names`` is consumed. ``computed``: rows of some of ``names``
+    already computed since they last changed (the widget's ``_mark``), taken as they are."""
     steps = run.steps
     if len(steps) > known:  # steps are only ever added, at the end
         added = list(islice(steps.values(), known, None))
         names.update(step.name for step in added if not is_pending(step))
         names.update(p for p in set(map(_PARENT, added)) if p is not None)
-    get, ids, sent = rows.get, [], []
+    get, ready, ids, sent = rows.get, (computed or {}).get, [], []
     for name in names:
-        step = steps.get(name)
-        if step is None:
-            continue
-        row = node_row(step)
+        row = ready(name)
+        if row is None:
+            step = steps.get(name)
+            if step is None:
+                continue
+            row = node_row(step)
         if row != get(name, PENDING_ROW):  # a change of nothing shown sends nothing
             rows[name] = row
             ids.append(name)

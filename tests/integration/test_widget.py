@@ -362,6 +362,36 @@ def test_a_change_marked_with_no_event_loop_running_is_drawn() -> None:
     assert sent_nodes(widget)["a"]["s"] == "executing"
 
 
+def test_a_step_marked_final_is_drawn_as_it_was_at_its_last_mark() -> None:
+    """A step marked in a final state gets its row at the mark (its objects just written);
+    a later mark computes it again (a change after it is drawn) or drops it (a step no
+    longer final, e.g. a resumed one, is read at the redraw); groups are read at the redraw
+    (their count of unstored items moves unmarked)."""
+    run = bn.Run(f"final-{uuid.uuid4().hex[:8]}", "final")
+    run.status = "running"
+    for name in ("a", "b"):
+        run.add_step(StepInfo(name=name, job_id=0, state="executing", attempt=1))
+    run.add_step(StepInfo(name="g", job_id=2, kind=NodeKind.GROUP))
+    widget = DagWidget(run)
+    widget._throttle.close()  # redrawn by hand below
+    a, b, g = run.steps["a"], run.steps["b"], run.steps["g"]
+    a.state = b.state = g.state = "completed"
+    for name in ("a", "b", "g"):
+        widget._mark(name)
+    assert set(widget._final) == {"a", "b"}  # computed at the mark; not the group's
+    a.error = "a charge told later"  # a change, marked: computed again
+    widget._mark("a")
+    b.state = "executing"  # not final any more: dropped, read at the redraw
+    widget._mark("b")
+    assert set(widget._final) == {"a"}
+    widget._redraw()
+    assert widget._final == {}
+    state = widget.state()
+    assert state["a"]["e"] == "a charge told later" and state["b"]["s"] == "executing"
+    assert state["g"]["s"] == "completed"
+    widget.close()
+
+
 @pytest.mark.parametrize("attached", [True, False])
 async def test_the_last_changes_of_an_attached_widget_go_into_its_snapshot_unsent(
     attached: bool, monkeypatch: pytest.MonkeyPatch
