@@ -277,20 +277,27 @@ def changed(
     ``rows`` had seen ``known`` of them that are not untouched (a map's children are added a
     chunk at a time, thousands, pending), and their groups (whose count of unstored items
     moves without an event). ``names`` is consumed. ``computed``: rows of some of ``names``
-    already computed since they last changed (the widget's ``_mark``), taken as they are."""
+    computed since they last changed (the widget's ``_mark``, for steps in a final state),
+    taken as they are."""
     steps = run.steps
     if len(steps) > known:  # steps are only ever added, at the end
         added = list(islice(steps.values(), known, None))
         names.update(step.name for step in added if not is_pending(step))
         names.update(p for p in set(map(_PARENT, added)) if p is not None)
-    get, ready, ids, sent = rows.get, (computed or {}).get, [], []
+    get = rows.get
+    ids: list[str] = []
+    sent: list[tuple[Any, ...]] = []
+    if computed:  # final rows (completed, discarded, cancelled), the same ones left out
+        names.difference_update(computed)
+        new = {name: row for name, row in computed.items() if row != get(name, PENDING_ROW)}
+        rows.update(new)
+        ids.extend(new)
+        sent.extend(new.values())
     for name in names:
-        row = ready(name)
-        if row is None:
-            step = steps.get(name)
-            if step is None:
-                continue
-            row = node_row(step)
+        step = steps.get(name)
+        if step is None:
+            continue
+        row = node_row(step)
         if row != get(name, PENDING_ROW):  # a change of nothing shown sends nothing
             rows[name] = row
             ids.append(name)
