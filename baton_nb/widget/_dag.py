@@ -347,7 +347,9 @@ class DagWidget(anywidget.AnyWidget):
         assert self._run is not None
         names, self._dirty = self._dirty, set()
         final, self._final = self._final, {}
-        return _state.changed(self._run, self._rows, names, len(self.graph["id"]), final)
+        known = len(self.graph["id"])  # the steps the graph had at the last send
+        marked = self._source == "live"  # each change marked by the runtime (``_mark``)
+        return _state.changed(self._run, self._rows, names, known, final, marked=marked)
 
     def send_state(self, key: Any = None) -> None:
         """Send state to the view: ipywidgets' own, minus its search for binary buffers

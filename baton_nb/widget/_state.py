@@ -267,6 +267,8 @@ def changed(
     names: set[str],
     known: int,
     computed: dict[str, tuple[Any, ...]] | None = None,
+    *,
+    marked: bool = False,
 ) -> dict[str, Any]:
     """The nodes whose row is not the one in ``rows`` (each node's as last sent; a node
     missing from it was sent as ``PENDING_ROW`` or not at all, which the view draws the
@@ -278,11 +280,14 @@ def changed(
     chunk at a time, thousands, pending), and their groups (whose count of unstored items
     moves without an event). ``names`` is consumed. ``computed``: rows of some of ``names``
     computed since they last changed (the widget's ``_mark``, for steps in a final state),
-    taken as they are."""
+    taken as they are. ``marked``: every change of a step was marked (in ``names``: a run
+    of this process, whose runtime tells each one), so a step added since is not looked
+    at unless marked (a watched run's steps may come from the database already started)."""
     steps = run.steps
     if len(steps) > known:  # steps are only ever added, at the end
         added = list(islice(steps.values(), known, None))
-        names.update(step.name for step in added if not is_pending(step))
+        if not marked:
+            names.update(step.name for step in added if not is_pending(step))
         names.update(p for p in set(map(_PARENT, added)) if p is not None)
     get = rows.get
     ids: list[str] = []

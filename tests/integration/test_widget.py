@@ -440,16 +440,22 @@ async def test_the_last_changes_of_an_attached_widget_go_into_its_snapshot_unsen
     widget.close()
 
 
-async def test_children_added_mid_run_are_sent_without_resending_every_node() -> None:
+@pytest.mark.parametrize("live", [True, False])
+async def test_children_added_mid_run_are_sent_without_resending_every_node(live: bool) -> None:
     """A map's children appear a chunk at a time: each chunk used to resend and recompute
     every node; now the graph grows, and ``changed`` holds the new nodes shown (not pending),
     their group (its count of unstored items) and the nodes events touched. A new node
-    still pending gets no state computed (``is_pending``): at 20,000 children, most of them."""
+    still pending gets no state computed: at 20,000 children, most of them. A run of this
+    process marks every change (its new nodes are not looked at unless marked); a watched
+    run's new nodes may come already started: each checked (``is_pending``)."""
     run = bn.Run(f"grow-{uuid.uuid4().hex[:8]}", "grow")
     run.status = "running"
     run.add_step(StepInfo(name="root", job_id=0, state="completed", attempt=1))
     run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, unstored=6))
     widget = DagWidget(run)
+    widget._throttle.close()  # redrawn by hand below
+    if not live:
+        widget._source = "watch"  # (what ``bn.watch`` feeds: events, not the runtime's marks)
     sent: list[str] = []
     widget.observe(
         lambda change: sent.append(change["name"]), names=["graph", "grown", "nodes", "changed"]
@@ -463,8 +469,10 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node() ->
             run.add_step(child)
         run.steps["m"].unstored = 3
         run.steps["m[0]"].state, run.steps["m[0]"].attempt = "executing", 1
+        if live:
+            run.step_changed("m[0]")  # what the runtime does at each change
         widget._redraw()
-    # not ``root`` again, nor the new children still pending (checked, not computed)
+    # not ``root`` again, nor the new children still pending (not computed)
     assert sorted(computed) == ["m", "m[0]"]
     assert widget.graph["id"] == ["root", "m", "m[0]", "m[1]", "m[2]"]
     assert sent == ["grown", "changed"]  # neither ``nodes`` nor ``graph`` sent again
@@ -641,6 +649,7 @@ def test_a_view_opened_after_the_map_grew_draws_every_node(tmp_path: Path) -> No
             job += 1
         run.steps[f"m[{chunk * 3}]"].state = "executing"
         run.steps[f"m[{chunk * 3}]"].attempt = 1
+        run.step_changed(f"m[{chunk * 3}]")  # what the runtime does at each change
         w._redraw()
     module = tmp_path / "dag.mjs"
     source = (ROOT / "baton_nb" / "widget" / "dag.js").read_text()
