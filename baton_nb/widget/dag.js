@@ -438,12 +438,16 @@ function routeEdges(lay) {
 // The zoom of the graph: − / + (and Ctrl + wheel), 1:1, Fit (to the width), the middle
 // of what is shown kept in the middle. A graph wider than the view starts fitted to it
 // (not below AUTO_FIT_MIN); a fitted graph follows the width of the widget (not the side
-// panel opening or closing: that would zoom under the user's click).
+// panel opening or closing: that would zoom under the user's click), to the pixel: the
+// saved snapshot that replaces the live widget at the end of the run keeps its zoom only
+// if it is not fitted (JupyterLab pads an HTML output: the snapshot is 20 px narrower).
 class Zoom {
   constructor(view) {
     this.view = view;
     this.level = 1;
-    this.fit = false; // the level follows the width, until the user zooms
+    // What the level follows until the user zooms: false (nothing), "auto" (the width, as
+    // a wide graph opens: not below AUTO_FIT_MIN) or "width" (Fit: the whole width).
+    this.fit = false;
     this.sized = false;
     this.outerWidth = 0;
   }
@@ -462,15 +466,31 @@ class Zoom {
     v.remember();
   }
 
-  fitted() {
+  // The level that fits the graph in `width` px (less 4: the sizer is rounded up).
+  fitted(width) {
+    const z = Math.min(1, (width - 4) / this.view.lay.width);
+    return this.fit === "auto" ? Math.max(AUTO_FIT_MIN, z) : z;
+  }
+
+  // The width a fitted graph follows: the scroller's (less its vertical scrollbar), and
+  // the side panel's if it is open (it opens and closes under the user's clicks).
+  room() {
     const v = this.view;
-    return Math.min(1, (v.scroller.clientWidth - 4) / v.lay.width);
+    const sc = v.scroller;
+    return v.body.clientWidth - (sc.offsetWidth - sc.clientWidth);
   }
 
   fitWidth() {
-    if (!this.view.scroller.clientWidth) return;
-    this.fit = true;
-    this.set(this.fitted(), true);
+    const width = this.view.scroller.clientWidth; // Fit: what is shown now
+    if (!width) return;
+    this.fit = "width";
+    this.set(this.fitted(width), true);
+  }
+
+  // Fitted again when the level is a pixel or more away from the fit.
+  follow() {
+    const z = this.fitted(this.room());
+    if (Math.abs(z - this.level) * this.view.lay.width >= 1) this.set(z, true);
   }
 
   apply() {
@@ -498,13 +518,15 @@ class Zoom {
     this.outerWidth = outer;
     if (!this.sized) {
       this.sized = true;
-      if (v.restored) v.restoreScroll();
-      else if (v.lay.width > width) {
-        this.fit = true;
-        this.set(Math.max(AUTO_FIT_MIN, this.fitted()), true);
+      if (v.restored) {
+        v.restoreScroll();
+        if (this.fit) this.follow(); // fitted to the live widget's width, not this one's
+      } else if (v.lay.width > width) {
+        this.fit = "auto";
+        this.set(this.fitted(width), true);
       }
-    } else if (this.fit && Math.abs(this.fitted() - this.level) > 0.01) {
-      this.set(this.fitted(), true);
+    } else if (this.fit) {
+      this.follow();
     }
   }
 

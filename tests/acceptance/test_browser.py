@@ -274,6 +274,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     _notebook(root / "panel.ipynb", PANEL_CELL)
     _notebook(root / "interrupt.ipynb", INTERRUPT_CELL, "pass  # the resume line goes here")
     _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
+    _notebook(root / "wide.ipynb", SETUP, TWO_HUNDRED)
     _notebook(root / "batch.ipynb", BATCH_CELL, BATCH_REOPEN_CELL)
     _notebook(root / "restart.ipynb", RESTART_CELL)
     log = (tmp_path / "lab.log").open("w")
@@ -390,9 +391,11 @@ def _cell(page: Any, index: int) -> dict[str, Any]:
     return page.evaluate(CELL_STATE, [index])  # type: ignore[no-any-return]
 
 
-def _open_and_run(browser: Any, lab: tuple[str, str], notebook: str) -> tuple[Any, list[str]]:
+def _open_and_run(
+    browser: Any, lab: tuple[str, str], notebook: str, width: int = 1400
+) -> tuple[Any, list[str]]:
     base, token = lab
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": width, "height": 1000})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     page = context.new_page()
     errors: list[str] = []
@@ -699,6 +702,24 @@ EDGES_ACROSS_CARDS = """([cell]) => {
 }"""
 
 
+FIT = """([cell]) => {
+  // The right edge of the last column against the right edge of what the scroller shows.
+  const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[cell];
+  const sc = c.querySelector('.bn-scroll');
+  const cards = [...c.querySelectorAll('.bn-node, .bn-dense')];
+  return {right: Math.max(...cards.map(n => n.getBoundingClientRect().right)),
+          shown: sc.getBoundingClientRect().left + sc.clientLeft + sc.clientWidth,
+          overflow: sc.scrollWidth - sc.clientWidth};
+}"""
+
+
+def _fits(page: Any, cell: int) -> dict[str, float]:
+    """The graph of a fitted view: the last column's right edge in view, no sideways scroll."""
+    seen: dict[str, float] = page.evaluate(FIT, [cell])
+    assert seen["right"] <= seen["shown"] and seen["overflow"] <= 0, seen
+    return seen
+
+
 def _zoom(page: Any, cell: int) -> float:
     return float(
         page.evaluate(
@@ -739,6 +760,9 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     # 10 nodes: every edge clear of the cards (topics -> report crosses two columns)
     ten = show(1)
     assert page.evaluate(EDGES_ACROSS_CARDS, [1]) == []
+    # fitted to the saved snapshot's width (20 px narrower than the live widget it replaced)
+    assert _zoom(page, 1) < 1
+    _fits(page, 1)
     assert ten.locator(".bn-node[data-id=fact_check]").get_attribute("data-state") == "discarded"
     assert ten.locator(".bn-node[data-id=panel]").get_attribute("data-state") == "cancelled"
     assert "1 cancelled" in ten.locator(".bn-counts").text_content()
@@ -801,6 +825,8 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     # 1,000 steps side by side: the grid; the discarded count opens each failed cell
     thousand = show(3)
     assert page.evaluate(EDGES_ACROSS_CARDS, [3]) == []
+    assert _zoom(page, 3) < 1
+    _fits(page, 3)
     _shot(page, "widget_1000_nodes", thousand)
     assert thousand.locator(".bn-cell").count() == 1000
     for expected in ("s017", "s512", "s901"):
@@ -819,6 +845,34 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     mapped.locator('.bn-kid[data-child="work[18]"]').click()
     hint = mapped.locator(".bn-panel .bn-context").inner_text()
     assert "were not kept" in hint and "debug=True" in hint, hint
+    assert not errors, errors
+
+
+def test_a_fitted_graph_stays_whole_in_the_saved_snapshot(
+    lab: tuple[str, str], browser: Any
+) -> None:
+    """A view wide enough to fit the 200-step graph above the automatic fit's floor (50 %):
+    the live widget starts fitted, and the saved snapshot that replaces it (narrower: an
+    HTML output is padded) is fitted again to its own width; its last column was cut off
+    until the user clicked Fit. Fit then changes nothing."""
+    page, errors = _open_and_run(browser, lab, "wide.ipynb", width=1800)
+    _wait(page, "() => document.querySelectorAll('.jp-Cell')[1]?.querySelector('.bn-dag .bn-node')")
+    live = _zoom(page, 1)
+    assert 0.5 < live < 1, live
+    _wait(
+        page,
+        "() => { const c = document.querySelectorAll('.jp-Cell')[1]; return c.textContent.includes('RUN200') && c.querySelector('.bn-snapshot .bn-dag'); }",
+        timeout=60_000,
+    )
+    dag = page.locator(".jp-Cell").nth(1).locator(".bn-dag")
+    dag.scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
+    fitted = _zoom(page, 1)
+    assert 0.5 < fitted <= live, (fitted, live)
+    _fits(page, 1)
+    _shot(page, "widget_200_nodes_wide", dag)
+    dag.locator(".bn-fit").click()
+    assert abs(_zoom(page, 1) - fitted) < 0.001
     assert not errors, errors
 
 
