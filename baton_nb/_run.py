@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from ._counts import StepCounts
 from ._errors import RunNotFound, WorkflowFailed
 from ._owners import owner_gone
 from ._runview import RunView, SpendState, StepInfo, cache_savings, status_text
@@ -190,10 +191,15 @@ class Run(RunView):
     # ── display ───────────────────────────────────────────────────────────────
 
     def __repr__(self) -> str:
-        steps = self.counts().text()
+        return self.repr_with(self.counts())
+
+    def repr_with(self, counts: StepCounts) -> str:
+        """``repr(run)`` with its steps counted already (``run.counts()``: a view that
+        counted them for itself, e.g. the saved snapshot at 20,000 children, passes them)."""
         status = status_text(self)
         cached, _ = cache_savings(self)
         hits = f", {cached} call{'' if cached == 1 else 's'} from the cache" if cached else ""
+        steps = counts.text()
         return f"<Run {self.id} {self.workflow!r} {status}: {steps}, cost {self.cost_text()}{hits}>"
 
     def _repr_html_(self) -> str:

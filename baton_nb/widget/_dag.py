@@ -95,7 +95,7 @@ class DagWidget(anywidget.AnyWidget):
     # columns (``_state.encode_columns``; the view reads entries with ``fromColumns``).
     graph = traitlets.Dict().tag(sync=True, to_json=lambda cols, _: _state.encode_columns(cols))
     # Every node's row (``_state.node_row``) as last sent, kept current in place; sent as
-    # dicts, the pending ones left out (the view draws a missing node as pending).
+    # dicts, the pending ones left out (drawn as pending).
     nodes = traitlets.Dict().tag(sync=True, to_json=lambda rows, _: _nodes_json(rows))
     changed = traitlets.Dict().tag(sync=True)  # the nodes changed since the last send, as columns
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
@@ -117,8 +117,7 @@ class DagWidget(anywidget.AnyWidget):
         self._run: Run | None = None
         self._source = "live"
         self._dirty: set[str] = set()
-        # The rows of steps marked in a final state, computed at the mark (``_mark``)
-        self._final: dict[str, tuple[Any, ...]] = {}
+        self._final: dict[str, tuple[Any, ...]] = {}  # rows computed at the mark (``_mark``)
         self._throttle = Throttle(self._redraw, interval, share=REDRAW_SHARE)
         self._remove: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -243,11 +242,9 @@ class DagWidget(anywidget.AnyWidget):
         runtime, no event built): marks, and pokes the throttle at the first mark since the
         last send only (its call is due for the next ones; three marks a call).
 
-        A step marked in a final state (completed, discarded, cancelled) gets its row here,
-        while the runtime has just written its objects: at the next send, up to a second
-        and thousands of calls later, they are out of the processor's caches, and a row
-        read then cost ~3 times as much (20,000 of them a run at 20,000 map children). A
-        later mark of the step computes it again, or drops it (any change is marked)."""
+        A step marked in a final state gets its row here, its objects just written (read
+        at the next send, up to a second later, out of the caches: ~3 times the cost); a
+        later mark computes it again, or drops it (any change is marked)."""
         assert self._run is not None
         step = self._run.steps.get(name)
         if step is not None and step.state in TERMINAL_STATES and step.kind != NodeKind.GROUP:

@@ -185,4 +185,7 @@ def snapshot_bundle(run: Run, state: dict[str, Any]) -> dict[str, str]:
     comma = "," if len(head) > 2 else ""
     state_json = _escape_script(f'{head[:-1]}{comma}"details":{details_json}}}')
     fallback = static_html(run, counted)
-    return {"text/html": _snapshot_html(fallback, state_json), "text/plain": repr(run)}
+    return {
+        "text/html": _snapshot_html(fallback, state_json),
+        "text/plain": run.repr_with(counted.counts),
+    }
