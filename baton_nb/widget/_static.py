@@ -14,6 +14,7 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import attrgetter
 
 from .._counts import StepCounts, count_steps
 from .._money import NO_MATH_CLASSES, fmt_cost, sum_money
@@ -53,7 +54,7 @@ def static_html(run: Run, counted: Census | None = None) -> str:
     parts += _failures(steps)
     parts.append(_batches(run))
     parts.append(_steps_table(run, steps))
-    parts.append(_models_table(_by_model(run)))
+    parts.append(_models_table(_models(run, steps)))
     # amounts in $: a notebook's math typesetting must leave them as text
     return f'<div class="bn-fallback {NO_MATH_CLASSES}">{"".join(p for p in parts if p)}</div>'
 
@@ -155,6 +156,28 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     ``report.by_step()``: from the totals each step keeps) and per model (in
     ``report.by_model()``'s order)."""
     return census(run).by_step, _by_model(run)
+
+
+def _models(run: Run, steps: Census) -> dict[str, Sums]:
+    """``_by_model``; for a run whose calls all name one model, each of a step of the run
+    (as they always are), that model's sums are the steps' (``census``: the same rules),
+    without the pass over its calls (a third of a 20,000-call run's static view)."""
+    calls = run.calls
+    models = set(map(_MODEL, calls))
+    if len(models) != 1 or not set(map(_STEP, calls)) <= run.steps.keys():
+        return _by_model(run)
+    totals = list(steps.by_step.values())
+    return {
+        models.pop(): Sums(
+            sum(t.calls for t in totals),
+            sum(t.tokens for t in totals),
+            sum_money(t.known_cost for t in totals),
+            sum(t.unpriced_calls for t in totals),
+        )
+    }
+
+
+_MODEL, _STEP = attrgetter("model"), attrgetter("step")
 
 
 def _by_model(run: Run) -> dict[str, Sums]:

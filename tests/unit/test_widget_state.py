@@ -571,6 +571,47 @@ def test_a_cost_text_is_looked_up_by_its_amount() -> None:
     assert len(_state._COST_TEXT) <= 4096
 
 
+def test_a_models_sums_are_its_steps_when_every_call_names_it() -> None:
+    """A run whose calls all name one model: the static view's model row is its steps'
+    sums (no pass over the calls), the same as the pass gives: paid, unpriced, replayed,
+    cached and a charge for attempts with no answer (cost only) among them. A call of a
+    step the run does not have (never in a real run) falls back to the pass."""
+    from dataclasses import replace
+
+    from baton_nb.pricing import CallPricing
+    from baton_nb.store._rows import UNANSWERED
+    from baton_nb.widget._static import _by_model, _models, census
+
+    run = bn.Run("0123456789abcdef0123456789abcdef", "one-model")
+    _add(run, "m", kind="group", state="completed")
+    amounts = ("0.0000072", "0.000007200", None, "0.1")
+    for i in range(40):
+        child = _add(run, f"m[{i}]", kind="child", parent="m", state="completed", attempt=1)
+        call = _call(child.name, "mock/a", amounts[i % 4], tokens=i)
+        if i % 7 == 0:
+            call = replace(call, replayed=True)
+        elif i % 11 == 0:
+            call = replace(call, cached=True, saved=Decimal("0.5"), cost=Decimal(0))
+        elif i % 13 == 0:  # a charge: attempts with no answer, at the worst case
+            pricing = CallPricing("mock/a", UNANSWERED)
+            call = replace(call, pricing=pricing, cost=Decimal("0.3"), usage=bn.Usage())
+        run.add_call(call)
+    _add(run, "synth", state="completed", attempt=1)
+    run.add_call(_call("synth", "mock/a", "0.02", tokens=100))
+    expected = _by_model(run)
+    got = _models(run, census(run))
+    assert list(got) == ["mock/a"]
+    mine, theirs = got["mock/a"], expected["mock/a"]
+    assert (mine.calls, mine.tokens, mine.unpriced_calls) == (
+        theirs.calls,
+        theirs.tokens,
+        theirs.unpriced_calls,
+    )
+    assert mine.known_cost == theirs.known_cost and mine.calls == 40 - 6 - 3 - 3 + 1
+    run.calls.append(_call("gone", "mock/a", "1"))  # a step the run does not have
+    assert _models(run, census(run))["mock/a"].known_cost == _by_model(run)["mock/a"].known_cost
+
+
 def test_static_sums_of_a_map_with_mixed_amounts_are_exact() -> None:
     """A fan-out whose calls cost a few amounts (added once per amount, times its count),
     some unpriced, some replayed, over two models: the report's exact totals."""
