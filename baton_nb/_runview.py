@@ -268,6 +268,8 @@ class RunView:
         # ``budget_resume_line``; None when no budget stopped it
         self.budget_stop: str | None = None
         self._totals = _CallTotals(None)
+        # calls whose step was not added yet, by step: added to its totals when it is
+        self._early_calls: dict[str, list[CallRecord]] = {}
 
     @classmethod
     def from_rows(
@@ -395,6 +397,9 @@ class RunView:
         # parent (no scan of the children list: a 100,000-item map made that minutes).
         if parent is not None and not known:
             parent.children.append(info.name)
+        if self._early_calls and not known:  # its calls that came first: in its totals
+            for call in self._early_calls.pop(info.name, ()):
+                info.add_call(call)
 
     def sync_step(
         self,
@@ -430,6 +435,8 @@ class RunView:
         step = self.steps.get(call.step)
         if step is not None:
             step.add_call(call)
+        else:  # its step not seen yet (read apart from the calls: ``bn.watch``, ``load``)
+            self._early_calls.setdefault(call.step, []).append(call)
 
     def add_log(self, log: LogRow) -> None:
         self.logs.append(log)

@@ -281,12 +281,16 @@ def changed(
     moves without an event). ``names`` is consumed. ``computed``: rows of some of ``names``
     computed since they last changed (the widget's ``_mark``, for steps in a final state),
     taken as they are. ``marked``: every change of a step was marked (in ``names``: a run
-    of this process, whose runtime tells each one), so a step added since is not looked
-    at unless marked (a watched run's steps may come from the database already started)."""
+    of this process, whose runtime tells each one) but its addition, so a step added
+    since is looked at only if its state moved (a settled map's later chunks are added
+    cancelled, its pending children adopted cancelled, unmarked); a watched run's steps
+    may come from the database started in any way: each checked (``is_pending``)."""
     steps = run.steps
     if len(steps) > known:  # steps are only ever added, at the end
         added = list(islice(steps.values(), known, None))
-        if not marked:
+        if marked:  # only those added already moved (a settled map's chunks: cancelled)
+            names.update(step.name for step in added if step.state != _PENDING_STATE)
+        else:
             names.update(step.name for step in added if not is_pending(step))
         names.update(p for p in set(map(_PARENT, added)) if p is not None)
     get = rows.get

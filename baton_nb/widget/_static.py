@@ -185,9 +185,7 @@ def _by_model(run: Run) -> dict[str, Sums]:
 
     ``run.report()`` made a row per (step, model), then grouped the rows twice: at 5,000
     map children, most of the time the end-of-run snapshot took. The pass counts into one
-    slot per model and keeps its costs; the costs are added at the end, each distinct
-    amount once times its count (a fan-out's calls cost a few distinct amounts): exact
-    sums, as adding them one by one, in a fraction of the time.
+    slot per model and keeps its costs, added at the end (``sum_money``, exact).
     """
     slots: dict[str, tuple[list[int], list[Decimal]]] = {}  # model: [calls, tokens, unpriced]
     for call in run.calls:

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -483,6 +484,86 @@ async def test_children_added_mid_run_are_sent_without_resending_every_node(live
     assert changed == {name: _state.node_states(run)[name] for name in ("m", "m[0]")}
     assert widget.state() == _state.node_states(run)
     widget.finish()
+
+
+@pytest.mark.parametrize("settles", ["quorum", "fail_fast"])
+async def test_a_settled_maps_later_children_are_drawn_cancelled_while_the_run_goes_on(
+    shown: list[DagWidget], sqlite_url: str, monkeypatch: pytest.MonkeyPatch, settles: str
+) -> None:
+    """A map settled early (its quorum met, or an item failed with ``fail_fast``) stores its
+    later chunks' children cancelled, and adopts its pending ones cancelled: the runtime
+    adds and syncs them without marking each. The live view draws them cancelled while the
+    run goes on (a 20,000-item map settled in its first chunk showed ~19,000 pending)."""
+    import baton_nb.runtime._driver as driver_module
+
+    monkeypatch.setattr(driver_module, "CHUNKS", (3, 6))
+    wf = bn.Workflow(f"settle-{settles}", db=sqlite_url)
+    seen: dict[str, Any] = {}
+
+    @wf.step()
+    async def src(ctx: bn.Context) -> list[int]:
+        return list(range(40))
+
+    options: dict[str, Any] = {"quorum": 2} if settles == "quorum" else {"fail_fast": True}
+
+    @wf.step(map_over="src", max_attempts=1, **options)
+    async def each(ctx: bn.Context) -> int:
+        if settles == "fail_fast" and ctx.item == 1:
+            raise ValueError("item 1")
+        await anyio.sleep(0.05 if ctx.item > 2 else 0)
+        return int(ctx.item)
+
+    @wf.step()
+    async def beside(ctx: bn.Context) -> int:  # runs on while the map settles
+        [widget] = shown
+        live = widget.run
+        assert live is not None
+        with anyio.fail_after(10):
+            while live.steps.get("each") is None or live.steps["each"].state not in (
+                "completed",
+                "discarded",
+            ):
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.2)  # its later chunks stored (cancelled)
+        widget._throttle.flush()  # what the next redraw sends, now
+        drawn = widget.state()
+        seen["wrong"] = {
+            name: (drawn[name]["s"], str(step.state))
+            for name, step in live.steps.items()
+            if drawn[name]["s"] != str(step.state)
+        }
+        seen["cancelled"] = sum(1 for step in live.steps.values() if step.state == "cancelled")
+        return 1
+
+    run = await wf.run(display=True)
+    assert seen["cancelled"] >= 3 and seen["wrong"] == {}, seen
+    [widget] = shown
+    assert {n["s"] for n in widget.state().values()} >= {"cancelled"}
+    assert run.status in ("completed", "failed")
+
+
+def test_a_call_read_before_its_step_counts_in_the_steps_totals() -> None:
+    """``bn.watch`` and ``Run.load`` read a run's calls apart from its nodes (Postgres read
+    committed): a call may come before its step. Kept until the step comes, then added to
+    its totals: its node, the static view's step and model rows all count it."""
+    from baton_nb.store import CallRecord
+    from baton_nb.widget._static import _by_model, census, sums
+
+    run = bn.Run(f"early-{uuid.uuid4().hex[:8]}", "early")
+    run.add_step(StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, state="executing"))
+    call = CallRecord(
+        run.id, "m[0]", "mock/a", "mock", 1, 0, bn.Usage(input_tokens=10, output_tokens=5),
+        Decimal("0.25"), 1.0, False,
+        False, datetime.now(timezone.utc),
+    )  # fmt: skip
+    run.add_call(call)  # the call read first
+    run.add_step(StepInfo(name="m[0]", job_id=2, kind=NodeKind.CHILD, parent="m"))
+    step = run.steps["m[0]"]
+    assert (step.calls, step.cost, step.usage.total_tokens) == (1, Decimal("0.25"), 15)
+    by_step, by_model = sums(run)
+    assert (by_step["m"].calls, by_step["m"].known_cost) == (1, Decimal("0.25"))
+    assert by_model == _by_model(run) and census(run).by_step == by_step
+    assert _state.node_state(step)["c"] == "0.25"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
