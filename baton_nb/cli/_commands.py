@@ -15,7 +15,7 @@ from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._states import RunStatus
-from ..reports import GROUP_KEYS, CostReport, CostRow
+from ..reports import GROUP_KEYS, CostReport, CostRow, summary_text
 from ..store import ReadStore, Store
 from ._output import out as _out
 from ._show import CHILDREN_SHOWN, render_run
@@ -126,7 +126,11 @@ async def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         _out(json.dumps(report_json(rep), indent=2))
         return 0
-    if args.by == "step":
+    if args.csv and not args.table:
+        # The totals and the file: the table itself is in the CSV (a 1,000-child map's
+        # table is a thousand lines); --table prints it too.
+        _out(summary_text(rep))
+    elif args.by == "step":
         _out(str(rep.by_step()))
     elif args.by == "model":
         _out(str(rep.by_model()))
@@ -139,7 +143,17 @@ async def cmd_report(args: argparse.Namespace) -> int:
         path = await write_csv(written, args.csv)
         grain = f"one per {args.by}" if args.by else "one per run, step and model"
         _out(f"wrote {plural(len(written.rows), 'row')} ({grain}) to {path}")
+        if not args.table and written.rows:
+            _out("the table is in the CSV; --table prints it here too")
     return 0
+
+
+def check_report(args: argparse.Namespace) -> None:
+    """Usage errors of ``report`` (exit 2), found before the database is touched."""
+    if args.table and args.json:
+        raise ConfigurationError(
+            "--table prints the table beside --csv; --json prints JSON only: give one of them"
+        )
 
 
 def grouped(rep: CostReport, by: str) -> CostReport:

@@ -150,7 +150,8 @@ def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--csv",
         metavar="PATH",
-        help="write the CSV to PATH: a row per (run, step, model), or per group with --by",
+        help="write the CSV to PATH: a row per (run, step, model), or per group with --by; "
+        "prints the totals and the path, not the table (--table prints it too)",
     )
     out.add_argument("--json", action="store_true", help="print JSON rows per (run, step, model)")
     p.add_argument(
@@ -159,11 +160,16 @@ def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
         help="totals per step/model/run, printed (and in the CSV with --csv)",
     )
     p.add_argument(
+        "--table",
+        action="store_true",
+        help="with --csv, print the table as well (printed without --csv anyway)",
+    )
+    p.add_argument(
         "--reprice",
         action="store_true",
         help="price every call again with today's prices (for models unknown when they ran)",
     )
-    p.set_defaults(handler=_commands.cmd_report)
+    p.set_defaults(handler=_commands.cmd_report, check=_commands.check_report)
 
 
 def _add_prune(sub: Any, common: argparse.ArgumentParser) -> None:

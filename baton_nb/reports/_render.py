@@ -18,6 +18,7 @@ __all__ = [
     "breakdown_text",
     "report_html",
     "report_text",
+    "summary_text",
     "text_table",
 ]
 
@@ -161,6 +162,14 @@ def _price_rows(report: CostReport) -> list[tuple[str, str, str]]:
 
 
 _PRICE_COLUMNS = ("model", "priced as", "price source")
+
+
+def summary_text(report: CostReport) -> str:
+    """The totals of :func:`report_text` without its tables: the ``Cost: $...`` line (runs,
+    calls, tokens, replays, cache) and each run's budget line."""
+    if not report.rows:
+        return "Cost: no LLM calls."
+    return "\n".join([_headline(report), *_budget_lines(report)])
 
 
 def report_text(report: CostReport) -> str:

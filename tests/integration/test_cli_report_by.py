@@ -88,7 +88,8 @@ def test_report_by_csv_keeps_a_groups_known_cost_beside_its_unpriced_calls(
     assert report.unpriced_calls == 1 and report.total > 0
     for by in (None, "step", "run", "model"):
         path = tmp_path / f"{by}.csv"
-        assert main(["report", "--db", db, "--csv", str(path), *(["--by", by] if by else [])]) == 0
+        argv = ["report", "--db", db, "--csv", str(path), "--table"]  # the table printed too
+        assert main([*argv, *(["--by", by] if by else [])]) == 0
         printed = capsys.readouterr().out
         rows = _rows(path)
         known = sum((Decimal(r["cost_usd"]) for r in rows if r["cost_usd"]), Decimal(0))
