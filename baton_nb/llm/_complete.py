@@ -271,5 +271,5 @@ def _keys(scrub: Scrubber, value: dict[str, Any]) -> dict[str, Any]:
     if not scrub.has_secrets:  # no key known: nothing to replace
         return value
     flat = _KEYS_JSON(value)
-    scrubbed = scrub.keys(flat)
+    scrubbed = scrub.keys_json(flat)
     return value if scrubbed == flat else dict(json.loads(scrubbed))

@@ -10,7 +10,16 @@ from typing import Any
 from ._config import known_secrets
 from ._types import compact_json
 
-__all__ = ["REDACTED", "Scrubber", "redact", "redact_json", "redact_keys", "scrubber"]
+__all__ = [
+    "REDACTED",
+    "Scrubber",
+    "json_escaped",
+    "redact",
+    "redact_json",
+    "redact_json_text",
+    "redact_keys",
+    "scrubber",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -85,6 +94,20 @@ def _inside_strings(secret: str) -> bool:
     return '"' not in secret and "\\" not in secret and not set(secret) <= _OUTSIDE_STRINGS
 
 
+def json_escaped(secret: str) -> str:
+    """How a JSON encoding of this package (``ensure_ascii=False``: ``compact_json``, the
+    stores' encoder, ``json.dumps(..., ensure_ascii=False)``) writes ``secret`` inside a
+    string: '"', '\\' and the control characters escaped, each the same wherever it
+    stands (JSON escapes a character at a time), so a string holding the secret is
+    written holding this text."""
+    return json.dumps(secret, ensure_ascii=False)[1:-1]
+
+
+def _alternation(secrets: set[str]) -> re.Pattern[str] | None:
+    ordered = sorted(secrets, key=len, reverse=True)  # the longest of overlapping ones
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+
 def _keep_prefix(match: re.Match[str]) -> str:
     return match.group(1) + REDACTED
 
@@ -94,7 +117,14 @@ class Scrubber:
 
     def __init__(self, secrets: frozenset[str]) -> None:
         ordered = sorted(secrets, key=len, reverse=True)
-        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        escaped = {json_escaped(s) for s in ordered}
+        # In JSON text (an encoding searched or scrubbed as text) a key with a '"', a '\\'
+        # or a control character is written escaped: searched for as written there. In
+        # other text (answers, messages, error snippets that may hold a body), as either.
+        self._json_secrets = _alternation(escaped)
+        self._secrets = (
+            self._json_secrets if escaped == set(ordered) else _alternation(escaped | secrets)
+        )
         # No key has a '"' (so none spans two JSON strings), and none is found in the fixed
         # text of a plain answer's message, ``{"role": "assistant", "content": "..."}``: its
         # keys are the ones in its content (``_complete._message_keys``).
@@ -117,9 +147,23 @@ class Scrubber:
             return text
         return self._secrets.sub(REDACTED, text)
 
+    def keys_json(self, text: str) -> str:
+        """:meth:`keys` of a JSON text: the keys as the encoding writes them (escaped) are
+        replaced, so it stays JSON that decodes to the value with the keys replaced."""
+        if self._json_secrets is None or not text:
+            return text
+        return self._json_secrets.sub(REDACTED, text)
+
     def text(self, text: str) -> str:
         """Known key values and every secret-shaped token replaced."""
-        text = self.keys(text)
+        return self._shapes(self.keys(text))
+
+    def json_text(self, text: str) -> str:
+        """:meth:`text` of a JSON text (:meth:`keys_json`, then the shapes)."""
+        return self._shapes(self.keys_json(text))
+
+    @staticmethod
+    def _shapes(text: str) -> str:
         if not text or not _has_shape(text):
             return text
         for shape in _PATTERNS:
@@ -156,7 +200,7 @@ class Scrubber:
             and self._received_ok
             and "\\u" not in received
             and "\\/" not in received
-            and (self._secrets is None or self._secrets.search(received) is None)
+            and (self._json_secrets is None or self._json_secrets.search(received) is None)
             and not _has_shape(received)
         ):
             return value, received
@@ -166,7 +210,8 @@ class Scrubber:
         except (TypeError, ValueError):
             flat, text = None, json.dumps(value, ensure_ascii=False, default=str)
         assert text is not None
-        has_secret = self._secrets is not None and self._secrets.search(text) is not None
+        found = self._json_secrets
+        has_secret = found is not None and found.search(text) is not None
         if not has_secret and not _has_shape(text):
             return value, flat
         return self._walk(value), None
@@ -194,6 +239,11 @@ def scrubber() -> Scrubber:
 def redact(text: str) -> str:
     """``text`` with every configured key value and auth-looking token replaced."""
     return scrubber().text(text)
+
+
+def redact_json_text(text: str) -> str:
+    """:func:`redact` of a JSON text: the keys found as the encoding writes them."""
+    return scrubber().json_text(text)
 
 
 def redact_keys(text: str) -> str:

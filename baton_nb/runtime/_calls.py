@@ -197,6 +197,7 @@ class Calls:
     def log(self, node: Node, kind: str, message: str, data: Any) -> None:
         """A captured-context row for ``node`` (secrets redacted), committed with the next batch."""
         from ..llm import redact_secrets
+        from ..llm._redact import redact_json_text
 
         row = LogRow(
             run_id=self.run_id,
@@ -204,7 +205,7 @@ class Calls:
             attempt=node.attempt,
             kind=kind,
             message=redact_secrets(message),
-            data=None if data is None else redact_secrets(_jsonutil.dumps(data)),
+            data=None if data is None else redact_json_text(_jsonutil.dumps(data)),
             created_at=utcnow(),
         )
         self.commit.add_rows(log=row)
