@@ -119,9 +119,11 @@ class Scrubber:
         ordered = sorted(secrets, key=len, reverse=True)
         escaped = {json_escaped(s) for s in ordered}
         # In JSON text (an encoding searched or scrubbed as text) a key with a '"', a '\\'
-        # or a control character is written escaped: searched for as written there. In
+        # or a control character is written escaped: searched for as written there, and
+        # as a string holding it escaped is (a traceback's repr of it, or its JSON). In
         # other text (answers, messages, error snippets that may hold a body), as either.
-        self._json_secrets = _alternation(escaped)
+        held = {json_escaped(e) for e in escaped | {repr(s)[1:-1] for s in ordered}}
+        self._json_secrets = _alternation(escaped | held)
         self._secrets = (
             self._json_secrets if escaped == set(ordered) else _alternation(escaped | secrets)
         )

@@ -139,6 +139,20 @@ def test_keys_json_keeps_the_text_json(secret: str) -> None:
     assert scrub.keys(f"a {secret} b {json_escaped(secret)}") == f"a {REDACTED} b {REDACTED}"
 
 
+@pytest.mark.parametrize("secret", SECRETS)
+def test_a_keys_repr_inside_json_text_is_found(secret: str) -> None:
+    """A traceback in the debug context holds the key's repr (its control characters
+    escaped), and the JSON holding the traceback escapes that again: found there too."""
+    scrub = Scrubber(frozenset({secret}))
+    flat = json.dumps({"traceback": f"KeyError: {secret!r}", "raw": secret}, ensure_ascii=False)
+    out = json.loads(scrub.json_text(flat))
+    assert out["raw"] == REDACTED
+    for form in (secret, json_escaped(secret), repr(secret)[1:-1]):
+        assert form not in out["traceback"]
+    if '"' not in secret and "'" not in secret:  # repr then writes the key as JSON does
+        assert out["traceback"] == f"KeyError: '{REDACTED}'"
+
+
 def test_keys_with_nothing_to_escape_share_one_pattern() -> None:
     """The common case: no key needs escaping, so JSON text is searched with the same
     pattern as before (no second search a call)."""
