@@ -132,7 +132,7 @@ def _calls_by_step(
 
 def _saved(state: dict[str, Any]) -> dict[str, Any]:
     """The state as the snapshot saves it: the graph's entries (a dict each, or as columns:
-    ``_state.raw_columns``) as columns, the nodes (given as ``nodes``, a dict each, or
+    ``_state.graph_columns``) as columns, the nodes (given as ``nodes``, a dict each, or
     ``rows``) as columns under ``states`` (``nodes``, a dict per node, is the form of older
     snapshots)."""
     out: dict[str, Any] = {}

@@ -46,7 +46,6 @@ __all__ = [
     "node_rows",
     "node_state",
     "node_states",
-    "raw_columns",
     "row_columns",
     "row_dict",
     "stored_state",
@@ -370,24 +369,13 @@ def columns(
     the time. Each column is cut out in C (``map`` of an ``itemgetter``), not key by key in
     Python, and without a tuple per entry: 20,000 of them woke the garbage collector.
     """
-    return encode_columns(raw_columns(entries, keys, optional=optional, ids=ids))
-
-
-def raw_columns(
-    entries: Iterable[dict[str, Any]],
-    keys: tuple[str, ...],
-    *,
-    optional: tuple[str, ...] = (),
-    ids: list[str] | None = None,
-) -> dict[str, list[Any]]:
-    """``entries`` as one list of values per key (``columns`` before ``encode_columns``)."""
     rows = entries if isinstance(entries, list) else list(entries)
     out: dict[str, list[Any]] = {} if ids is None else {"id": ids}
     for key in keys:
         out[key] = list(map(itemgetter(key), rows))
     for key in optional:
         out[key] = list(map(dict.get, rows, repeat(key)))
-    return out
+    return encode_columns(out)
 
 
 def encode_columns(raw: dict[str, list[Any]]) -> dict[str, Any]:
