@@ -291,17 +291,21 @@ async def test_three_workers_5000_call_map_survive_kill9_and_sigterm(
 
 
 async def test_two_workers_racing_never_run_one_step_twice(workers: WorkerProcs) -> None:
-    run = await app.noop_map.submit({"n": 300}, db=workers.db)
     for _ in range(2):
         workers.start("tests.workers_app:noop_map", "--concurrency", "50")
+    # Both registered before the run is there to take: both race for its steps (on a
+    # loaded machine the second one could start after the first had taken them all).
+    mine = {p.pid for p in workers.procs}
+    async with await open_worker_store(workers.db) as queue:
+        with anyio.fail_after(60):
+            while len({w.pid for w in await queue.workers()} & mine) < 2:
+                await anyio.sleep(0.05)
+    run = await app.noop_map.submit({"n": 300}, db=workers.db)
     done = await _wait(run, workers)
     assert done.status == "completed"
     assert done.results["summed"] == sum(2 * i for i in range(300))
     marks = workers.marked("noop")
     assert len(marks) == 300 and set(marks.values()) == {1}, marks.most_common(3)
-    async with await open_worker_store(workers.db) as queue:
-        listed = await queue.workers()
-    assert len({w.pid for w in listed} & {p.pid for p in workers.procs}) == 2
 
 
 SUBMITTER = textwrap.dedent(
