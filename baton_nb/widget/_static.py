@@ -49,12 +49,13 @@ def _cut(text: str) -> str:
 def static_html(run: Run, counted: Census | None = None) -> str:
     """The run as script-free HTML (escaped throughout); ``counted``: the run's ``census``,
     when the caller made it."""
-    steps = census(run) if counted is None else counted
-    parts = [_title(run), f"<p>{_e(steps.counts.text())}</p>"]
-    parts += _failures(steps)
+    if counted is None:
+        counted = census(run)
+    parts = [_title(run), f"<p>{_e(counted.counts.text())}</p>"]
+    parts += _failures(counted)
     parts.append(_batches(run))
-    parts.append(_steps_table(run, steps))
-    parts.append(_models_table(_models(run, steps)))
+    parts.append(_steps_table(run, counted))
+    parts.append(_models_table(_models(run, counted)))
     # amounts in $: a notebook's math typesetting must leave them as text
     return f'<div class="bn-fallback {NO_MATH_CLASSES}">{"".join(p for p in parts if p)}</div>'
 
@@ -87,12 +88,16 @@ class Census:
 
 @dataclass(slots=True)
 class _Tally:
-    """A step's (or fan-out's) calls while ``census`` counts them; costs added at the end."""
+    """A step's, fan-out's or model's calls while they are counted (``census``,
+    ``_by_model``); their costs added at the end."""
 
     calls: int = 0
     tokens: int = 0
     unpriced: int = 0
     costs: list[Decimal] = field(default_factory=list)
+
+    def sums(self) -> Sums:
+        return Sums(self.calls, self.tokens, sum_money(self.costs), self.unpriced)
 
 
 def census(run: Run) -> Census:
@@ -144,9 +149,7 @@ def census(run: Run) -> Census:
             tally.tokens += usage.input_tokens + usage.output_tokens
             tally.unpriced += step.unpriced_calls
             tally.costs.append(step.cost)
-    by_step = {
-        base: Sums(t.calls, t.tokens, sum_money(t.costs), t.unpriced) for base, t in tallies.items()
-    }
+    by_step = {base: tally.sums() for base, tally in tallies.items()}
     counts = StepCounts(by_state, total)
     return Census(counts, by_step, children, top, discarded, cancelled, failed_children)
 
@@ -158,7 +161,7 @@ def sums(run: Run) -> tuple[dict[str, Sums], dict[str, Sums]]:
     return census(run).by_step, _by_model(run)
 
 
-def _models(run: Run, steps: Census) -> dict[str, Sums]:
+def _models(run: Run, counted: Census) -> dict[str, Sums]:
     """``_by_model``; for a run whose calls all name one model, each of a step of the run
     (as they always are), that model's sums are the steps' (``census``: the same rules),
     without the pass over its calls (a third of a 20,000-call run's static view)."""
@@ -166,7 +169,7 @@ def _models(run: Run, steps: Census) -> dict[str, Sums]:
     models = set(map(_MODEL, calls))
     if len(models) != 1 or not set(map(_STEP, calls)) <= run.steps.keys():
         return _by_model(run)
-    totals = list(steps.by_step.values())
+    totals = list(counted.by_step.values())
     return {
         models.pop(): Sums(
             sum(t.calls for t in totals),
@@ -187,29 +190,25 @@ def _by_model(run: Run) -> dict[str, Sums]:
     map children, most of the time the end-of-run snapshot took. The pass counts into one
     slot per model and keeps its costs, added at the end (``sum_money``, exact).
     """
-    slots: dict[str, tuple[list[int], list[Decimal]]] = {}  # model: [calls, tokens, unpriced]
+    tallies: dict[str, _Tally] = {}
     for call in run.calls:
-        slot = slots.get(call.model)
-        if slot is None:
-            slot = slots[call.model] = ([0, 0, 0], [])
+        tally = tallies.get(call.model)
+        if tally is None:
+            tally = tallies[call.model] = _Tally()
         if call.replayed or call.cached:
             continue
         cost = call.cost
         if cost is not None and call.is_unanswered:  # a charge, not a call
-            slot[1].append(cost)
+            tally.costs.append(cost)
             continue
-        counts = slot[0]
         usage = call.usage
-        counts[0] += 1
-        counts[1] += usage.input_tokens + usage.output_tokens
+        tally.calls += 1
+        tally.tokens += usage.input_tokens + usage.output_tokens
         if cost is None:
-            counts[2] += 1
+            tally.unpriced += 1
         else:
-            slot[1].append(cost)
-    by_model = {
-        model: Sums(n, tokens, sum_money(amounts), unpriced)
-        for model, ((n, tokens, unpriced), amounts) in slots.items()
-    }
+            tally.costs.append(cost)
+    by_model = {model: tally.sums() for model, tally in tallies.items()}
     if len(by_model) < 2:
         return by_model
     # The report's order: its rows sorted by the steps' DAG order, then first seen. A
@@ -243,8 +242,8 @@ def _attempts(step: StepInfo) -> str:
     return f" (attempt {step.attempt} of {step.max_attempts})"
 
 
-def _failures(census: Census) -> list[str]:
-    discarded, cancelled = census.discarded, census.cancelled
+def _failures(counted: Census) -> list[str]:
+    discarded, cancelled = counted.discarded, counted.cancelled
     out: list[str] = []
     if discarded:
         items = "".join(
@@ -279,10 +278,10 @@ def _batches(run: Run) -> str:
     return _table(("provider batch", "state", "answered", "saved"), rows)
 
 
-def _row_cells(step: StepInfo, census: Census) -> list[str]:
-    totals = census.by_step.get(step.name, Sums())
+def _row_cells(step: StepInfo, counted: Census) -> list[str]:
+    totals = counted.by_step.get(step.name, Sums())
     if step.kind == "group":
-        children = census.children.get(step.name)
+        children = counted.children.get(step.name)
         state = (
             StepCounts(children, sum(children.values())).text()
             if children
@@ -308,9 +307,9 @@ def _table(header: Iterable[str], rows: Iterable[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _steps_table(run: Run, census: Census) -> str:
-    top = census.top
-    rows = [_row_cells(step, census) for step in top[:MAX_ROWS]]
+def _steps_table(run: Run, counted: Census) -> str:
+    top = counted.top
+    rows = [_row_cells(step, counted) for step in top[:MAX_ROWS]]
     table = _table(("step", "state", "attempts", "duration", "tokens", "cost"), rows)
     rest = top[MAX_ROWS:]
     if not rest:
