@@ -138,21 +138,31 @@ def start_kernel(phases: bool = True, keep_widgets: bool = True) -> Published:
     return published
 
 
+def timed_into(
+    phases: dict[str, float],
+    fn: Callable[..., Any],
+    phase: str,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Callable[..., Any]:
+    """``fn``, adding the ``clock`` time each call of it takes to ``phases[phase]``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[phase] = phases.get(phase, 0.0) + clock() - start
+
+    return wrapper
+
+
 def _time_phases(phases: dict[str, float]) -> None:
     """Add up the time spent in the widget's display, redraw and final phases."""
     import baton_nb.widget as widget_pkg
     from baton_nb.widget import Attached, DagWidget
 
-    def timed(fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - start
-
-        return wrapper
+    timed = functools.partial(timed_into, phases)
 
     def timed_listener(fn: Callable[..., Any]) -> Callable[..., Any]:
         final = timed(fn, "final")  # on WorkflowFinished the listener calls finish()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import gc
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import llm_runtime as bench
+from widget import timed_into  # benchmarks/widget.py
 
 from baton_nb.widget import _dag, _snapshot, _state
 
@@ -37,17 +37,7 @@ OWN = ("redraws", "end of run", "display")  # the phases that are the widget's w
 
 
 def _timed(owner: Any, name: str, label: str) -> None:
-    fn = getattr(owner, name)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.thread_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            PHASES[label] = PHASES.get(label, 0.0) + time.thread_time() - start
-
-    setattr(owner, name, wrapper)
+    setattr(owner, name, timed_into(PHASES, getattr(owner, name), label, time.thread_time))
 
 
 def _instrument() -> None:
