@@ -42,6 +42,9 @@ def live_run(run_id: str) -> Run | None:
     return LIVE_RUNS.get(run_id)
 
 
+_Follower = tuple[Callable[[str], None], Callable[[], None]]  # (changed, ended): ``follow``
+
+
 class Run(RunView):
     """A workflow run: status, per-step state, results, LLM calls and cost.
 
@@ -57,8 +60,9 @@ class Run(RunView):
         self._canceller: Callable[[], None] | None = None
         self.cancel_requested = False
         # In-process views that follow this run as it executes (the DAG widget, the text
-        # line): (told a step's name when it changed, told when the run ended).
-        self.followers: list[tuple[Callable[[str], None], Callable[[], None]]] = []
+        # line): (told a step's name when it changed, told when the run ended). A tuple,
+        # replaced when one comes or goes: told without a copy (three times a call).
+        self.followers: tuple[_Follower, ...] = ()
 
     # ── what users ask ────────────────────────────────────────────────────────
 
@@ -135,17 +139,12 @@ class Run(RunView):
         and must not block; one that raises is removed and logged, and the run goes on.
         """
         pair = (changed, ended)
-        self.followers.append(pair)
-
-        def remove() -> None:
-            if pair in self.followers:
-                self.followers.remove(pair)
-
-        return remove
+        self.followers = (*self.followers, pair)
+        return lambda: self._unfollow(pair)
 
     def step_changed(self, name: str) -> None:
         """Tell the followers that step ``name`` changed (called by the runtime)."""
-        for pair in tuple(self.followers):  # one that raises is dropped: the next still told
+        for pair in self.followers:  # one that raises is dropped: the next still told
             try:
                 pair[0](name)
             except Exception:
@@ -161,16 +160,18 @@ class Run(RunView):
 
     def run_ended(self) -> None:
         """Tell the followers that the run ended, its end stored (called by the runtime)."""
-        for pair in list(self.followers):
+        for pair in self.followers:
             try:
                 pair[1]()
             except Exception:
                 self._drop(pair)
 
-    def _drop(self, pair: tuple[Callable[[str], None], Callable[[], None]]) -> None:
+    def _drop(self, pair: _Follower) -> None:
         logger.exception("run follower %r raised; it was removed", pair[0])
-        if pair in self.followers:
-            self.followers.remove(pair)
+        self._unfollow(pair)
+
+    def _unfollow(self, pair: _Follower) -> None:
+        self.followers = tuple(p for p in self.followers if p is not pair)
 
     # ── loading ───────────────────────────────────────────────────────────────
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -44,7 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from _fake_server import KEY, FakeServerProcess, median  # benchmarks/_fake_server.py
-from llm_runtime import MODEL, Runs  # benchmarks/llm_runtime.py: the benchmark's workflow
+from llm_runtime import (
+    MODEL,
+    Runs,
+    start_widget_kernel,
+)  # benchmarks/llm_runtime.py: the benchmark's workflow
 
 from baton_nb.llm import LLMRequest, _h1, aclose, complete, configure, reset_configuration
 
@@ -61,6 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each size (process time)")
     parser.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     parser.add_argument("--out", default=None, help="directory of the callgrind dumps")
+    parser.add_argument(
+        "--widget",
+        action="store_true",
+        help="each size also with the widget displayed in an in-process kernel, interleaved",
+    )
+    parser.add_argument(
+        "--slowdown",
+        type=float,
+        default=37.0,
+        help="under callgrind, the widget's redraw intervals times this (default 37: how much"
+        " slower a run is under valgrind here), so that it redraws as often a run as natively",
+    )
     parser.add_argument("--under-valgrind", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.calls = [int(c) for c in args.calls.split(",") if c]
@@ -100,6 +117,36 @@ def replace_network(answer: Answer, latency: float) -> None:
     _h1.H1Pools.post = post  # type: ignore[method-assign]
 
 
+REDRAWS = [0]  # the widget's redraws, all runs
+
+
+def count_redraws() -> None:
+    from baton_nb.widget import _dag
+
+    redraw = _dag.DagWidget._redraw
+
+    def counted(self: Any) -> None:
+        REDRAWS[0] += 1
+        redraw(self)
+
+    _dag.DagWidget._redraw = counted  # type: ignore[method-assign]
+
+
+def slow_redraws(factor: float) -> None:
+    """The widget's throttle with its interval and longest gap ``factor`` times longer: under
+    valgrind a run takes ~37 times longer and would redraw every second (the longest gap)
+    ~140 times a run instead of ~5 (a redraw's own share of the time, its other bound,
+    scales by itself)."""
+    from baton_nb.widget import _dag
+    from baton_nb.widget._throttle import Throttle
+
+    class SlowThrottle(Throttle):
+        def __init__(self, fn: Any, interval: float = 0.1, **kwargs: Any) -> None:
+            super().__init__(fn, interval * factor, max_interval=factor, **kwargs)
+
+    _dag.Throttle = SlowThrottle  # type: ignore[misc]
+
+
 def control(*args: str) -> None:
     """``callgrind_control ARGS PID`` for this process, polled: a blocking wait would keep
     valgrind's scheduler, which serves the request, from running."""
@@ -114,16 +161,18 @@ def control(*args: str) -> None:
         raise RuntimeError(f"callgrind_control {' '.join(args)} failed ({proc.returncode})")
 
 
-async def timed(runs: Runs, calls: int, in_flight: int, counted: bool) -> float:
-    """Process time of one run (the counters on around it under callgrind)."""
+async def timed(runs: Runs, calls: int, in_flight: int, counted: bool, mode: str) -> float:
+    """Process time of one run (the counters on around it under callgrind), and the
+    collection of its garbage after it (the widget's included)."""
     if counted:
         control("-i", "on")
         control("-z")
     cpu = time.process_time()
-    await runs.run(calls, in_flight)
+    await runs.run(calls, in_flight, display=None if mode == "widget" else False)
+    gc.collect()
     cpu = time.process_time() - cpu
     if counted:
-        control("-d", f"calls{calls}")
+        control("-d", f"{mode}calls{calls}")
         control("-i", "off")
     return cpu
 
@@ -133,21 +182,35 @@ async def measure(args: argparse.Namespace) -> None:
     answer = await captured_answer()
     configure(providers={"openai": {"base_url": "http://127.0.0.1:9/v1", "api_key": KEY}})
     replace_network(answer, args.latency)
+    modes = ("", "widget") if args.widget else ("",)
+    if args.widget and not start_widget_kernel():
+        sys.exit("--widget needs ipykernel")
+    if args.widget:
+        count_redraws()
+    if args.widget and args.under_valgrind:
+        slow_redraws(args.slowdown)
     runs = Runs(None)
     try:
-        await runs.run(50, 50)  # warm up: imports, prices, schema code
+        for mode in modes:  # warm up: imports, prices, schema code, the widget's
+            await runs.run(50, 50, display=None if mode == "widget" else False)
+        gc.collect()
         for calls in args.calls:
             repeat = 1 if args.under_valgrind else args.repeat
-            per_call = [
-                1e6 * await timed(runs, calls, args.in_flight, args.under_valgrind) / calls
-                for _ in range(repeat)
-            ]
-            shown = " ".join(f"{x:.1f}" for x in per_call)
-            print(
-                f"{calls} calls @ {args.in_flight}: process time us/call {shown}"
-                f" (median {median(per_call):.1f})",
-                flush=True,
-            )
+            per_call: dict[str, list[float]] = {mode: [] for mode in modes}
+            redraws = REDRAWS[0]
+            for turn in range(repeat):
+                for mode in modes if turn % 2 == 0 else modes[::-1]:
+                    cpu = await timed(runs, calls, args.in_flight, args.under_valgrind, mode)
+                    per_call[mode].append(1e6 * cpu / calls)
+            if args.widget:
+                print(f"{calls} calls: {(REDRAWS[0] - redraws) / repeat:.1f} redraws a run")
+            for mode in modes:
+                shown = " ".join(f"{x:.1f}" for x in per_call[mode])
+                print(
+                    f"{calls} calls @ {args.in_flight}{' ' + mode if mode else ''}:"
+                    f" process time us/call {shown} (median {median(per_call[mode]):.1f})",
+                    flush=True,
+                )
     finally:
         await aclose()
         reset_configuration()
@@ -178,18 +241,26 @@ def under_callgrind(args: argparse.Namespace, argv: list[str]) -> None:
         "--under-valgrind",
     ]
     subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
-    found: dict[int, int] = {}
+    found: dict[tuple[str, int], int] = {}
     for dump in out.glob("callgrind.out.*"):
         text = dump.read_text(errors="replace")
-        trigger = re.search(r"^desc: Trigger: .*calls(\d+)", text, re.MULTILINE)
+        trigger = re.search(r"^desc: Trigger: .*?(widget|)calls(\d+)", text, re.MULTILINE)
         if trigger:
-            found[int(trigger.group(1))] = total_instructions(dump)
-    for calls in args.calls:
-        print(f"{calls} calls @ {args.in_flight}: {found[calls] / calls / 1e6:.4f} M instr/call")
-    if len(args.calls) >= 2:
-        a, b = args.calls[0], args.calls[-1]
-        slope = (found[b] - found[a]) / (b - a)
-        print(f"slope {a} -> {b}: {slope / 1e6:.4f} M instructions a call (dumps in {out})")
+            found[trigger.group(1), int(trigger.group(2))] = total_instructions(dump)
+    for mode in ("", "widget") if args.widget else ("",):
+        shown = f" {mode}" if mode else ""
+        for calls in args.calls:
+            per_call = found[mode, calls] / calls / 1e6
+            print(f"{calls} calls @ {args.in_flight}{shown}: {per_call:.4f} M instr/call")
+        if len(args.calls) >= 2:
+            a, b = args.calls[0], args.calls[-1]
+            slope = (found[mode, b] - found[mode, a]) / (b - a)
+            print(f"slope {a} -> {b}{shown}: {slope / 1e6:.4f} M instructions a call")
+        if mode == "widget":
+            for calls in args.calls:
+                ratio = found["widget", calls] / found["", calls]
+                print(f"{calls} calls: the widget run {ratio:.3f}x the run's instructions")
+    print(f"(dumps in {out})")
     if args.out is None:
         print(f"(remove {out} when done)")
 

@@ -50,9 +50,8 @@ class Announcer:
         self.run.set_result(node.name, node.result)
 
     def step(self, node: Node) -> None:
-        """``StepUpdated`` for ``node``'s state now (to subscribers, if any)."""
-        if self.run.followers:
-            self.run.step_changed(node.name)
+        """``StepUpdated`` for ``node``'s state now (to subscribers, if any; the run's
+        followers were told when it changed: ``Driver.mark``)."""
         if not has_subscribers(*self.topics):
             return
         event = StepUpdated(

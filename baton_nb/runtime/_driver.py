@@ -114,18 +114,16 @@ class Driver:
         self._token: Any = None
 
     def mark(self, node: Node) -> None:
-        """``node`` changed: written with the next commit, shown in the live Run now."""
+        """``node`` changed: written with the next commit, shown in the live Run now, and its
+        followers told now (a view reads the step just written, not a commit later)."""
         self.commit.mark(node)
         result = node.result_json  # Node.has_result, inline: the runtime's most frequent call
-        self.run.sync_step(
-            node.name,
-            node.state,
-            node.attempt,
-            node.error,
-            result is not None and result != "null",
-            node.started_at,
-            node.finished_at,
-        )
+        run, name = self.run, node.name
+        has_result = result is not None and result != "null"
+        start, end = node.started_at, node.finished_at
+        run.sync_step(name, node.state, node.attempt, node.error, has_result, start, end)
+        if run.followers:
+            run.step_changed(name)
 
     # ── the whole execution ───────────────────────────────────────────────────
 

@@ -81,7 +81,7 @@ def _ms(value: datetime | None) -> int | None:
 
 def _money(value: Decimal | None) -> str | None:
     # Normalised: Postgres NUMERIC(30, 12) loads 0.00037735 as 0.000377350000.
-    return None if value is None else (_COST_TEXT.get(value) or _cost_text(value))
+    return None if value is None else (_COST_TEXT.get(str(value)) or _cost_text(value))
 
 
 def graph(run: Run) -> list[dict[str, Any]]:
@@ -159,7 +159,7 @@ def node_row(step: StepInfo) -> tuple[Any, ...]:
         t1,
         usage.input_tokens,
         usage.output_tokens,
-        None if cost is None else (_COST_TEXT.get(cost) or _cost_text(cost)),
+        None if cost is None else (_COST_TEXT.get(str(cost)) or _cost_text(cost)),
         step.unpriced_calls,
         calls,
         step.replayed_calls,
@@ -187,15 +187,17 @@ def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return state
 
 
-# A cost's text by its amount: a fan-out's calls cost a few distinct amounts, and formatting
-# one (``fmt_money``) costs more than looking it up. Equal amounts have the same text.
-_COST_TEXT: dict[Decimal, str] = {}
+# A cost's text by the amount's ``str``: a fan-out's calls cost a few distinct amounts, and
+# formatting one (``fmt_money``, ~240 ns) costs more than looking it up. Keyed by ``str``
+# (~80 ns), not by the ``Decimal``: hashing one the run just made costs ~450 ns (its hash is
+# a modular power), more than formatting it; a row's cost is always a new one.
+_COST_TEXT: dict[str, str] = {}
 
 
 def _cost_text(cost: Decimal) -> str:
     if len(_COST_TEXT) >= 4096:  # bounded: amounts that all differ only cycle through it
         _COST_TEXT.clear()
-    text = _COST_TEXT[cost] = fmt_money(cost)
+    text = _COST_TEXT[str(cost)] = fmt_money(cost)
     return text
 
 
@@ -279,7 +281,7 @@ def changed(
     chunk at a time, thousands, pending), and their groups (whose count of unstored items
     moves without an event). ``names`` is consumed. ``computed``: rows of some of ``names``
     computed since they last changed (the widget's ``_mark``, for steps in a final state),
-    taken as they are. ``marked``: every change of a step was marked (in ``names``: a run
+    taken and sent as they are. ``marked``: every change of a step was marked (in ``names``: a run
     of this process, whose runtime tells each one) but its addition, so a step added
     since is looked at only if its state moved (a settled map's later chunks are added
     cancelled, its pending children adopted cancelled, unmarked); a watched run's steps
@@ -295,12 +297,12 @@ def changed(
     get = rows.get
     ids: list[str] = []
     sent: list[tuple[Any, ...]] = []
-    if computed:  # final rows (completed, discarded, cancelled), the same ones left out
+    if computed:  # final rows (completed, discarded, cancelled): sent as they are
+        # (a step's new state: compared with the row sent, a cold read each, they differed)
         names.difference_update(computed)
-        new = {name: row for name, row in computed.items() if row != get(name, PENDING_ROW)}
-        rows.update(new)
-        ids.extend(new)
-        sent.extend(new.values())
+        rows.update(computed)
+        ids.extend(computed)
+        sent.extend(computed.values())
     for name in names:
         step = steps.get(name)
         if step is None:
