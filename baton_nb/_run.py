@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -43,6 +44,7 @@ def live_run(run_id: str) -> Run | None:
 
 
 _Follower = tuple[Callable[[str], None], Callable[[], None]]  # (changed, ended): ``follow``
+_FOLLOWERS_LOCK = threading.Lock()  # ``Run.followers`` is replaced, not changed in place
 
 
 class Run(RunView):
@@ -129,9 +131,12 @@ class Run(RunView):
     def follow(
         self, changed: Callable[[str], None], ended: Callable[[], None]
     ) -> Callable[[], None]:
-        """Call ``changed(step_name)`` inline whenever the runtime changes a step of this run
-        (its state, a call of it, its provider batch), and ``ended()`` once the run's end is
-        stored (when ``WorkflowFinished`` is published); returns a function that stops it.
+        """Call ``changed(step_name)`` inline whenever the runtime marks a step of this run
+        changed (its state, a call of it, its provider batch; also a step that only counted
+        a dependency done, its state unmoved), as the live run changes: a settled step
+        before its commit; and ``ended()`` once the run's end is stored (when
+        ``WorkflowFinished`` is published). Returns a function that stops it. Safe from
+        any thread (a widget made on the kernel's thread may follow a run of another).
 
         What the DAG widget and the text line use instead of event listeners: no event is
         built for them (a ``StepUpdated`` costs a few µs, three events a call), and they
@@ -139,7 +144,8 @@ class Run(RunView):
         and must not block; one that raises is removed and logged, and the run goes on.
         """
         pair = (changed, ended)
-        self.followers = (*self.followers, pair)
+        with _FOLLOWERS_LOCK:  # read, extended, replaced: not two at once
+            self.followers = (*self.followers, pair)
         return lambda: self._unfollow(pair)
 
     def step_changed(self, name: str) -> None:
@@ -171,7 +177,8 @@ class Run(RunView):
         self._unfollow(pair)
 
     def _unfollow(self, pair: _Follower) -> None:
-        self.followers = tuple(p for p in self.followers if p is not pair)
+        with _FOLLOWERS_LOCK:
+            self.followers = tuple(p for p in self.followers if p is not pair)
 
     # ── loading ───────────────────────────────────────────────────────────────
 

@@ -284,7 +284,7 @@ def changed(
     taken and sent as they are. ``marked``: every change of a step was marked (in ``names``: a run
     of this process, whose runtime tells each one) but its addition, so a step added
     since is looked at only if its state moved (a settled map's later chunks are added
-    cancelled, its pending children adopted cancelled, unmarked); a watched run's steps
+    cancelled, unmarked); a watched run's steps
     may come from the database started in any way: each checked (``is_pending``)."""
     steps = run.steps
     if len(steps) > known:  # steps are only ever added, at the end
