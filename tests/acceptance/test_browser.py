@@ -379,10 +379,12 @@ RECORD_SUMMARY = """() => {
   window.__bnSeen = [];
   const timer = setInterval(() => {
     const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[0];
-    const node = c && c.querySelector('.bn-node[data-id=summary]');
+    if (!c) return;
+    const node = c.querySelector('.bn-node[data-id=summary]');
     const running = c.querySelector('.jp-InputPrompt').textContent.includes('*');
     window.__bnSeen.push([node ? node.dataset.state : null, running]);
-    if (!running && window.__bnSeen.length > 1) clearInterval(timer);
+    // until the cell ran and stopped (started before it is seen running)
+    if (!running && window.__bnSeen.some(([, r]) => r)) clearInterval(timer);
   }, 20);
 }"""
 
@@ -432,6 +434,9 @@ def _start_kernel_if_asked(page: Any) -> None:
 
 def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     page, errors = _open_and_run(browser, lab, "live.ipynb")
+    # For (b), sampled in the page every 20 ms from now: started once (a) was seen, it
+    # missed the ~0.5 s that ``summary`` executes when a cold JupyterLab drew late.
+    page.evaluate(RECORD_SUMMARY)
 
     # (a) nodes appear while the cell still runs
     _wait(
@@ -443,8 +448,7 @@ def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     assert set(first["nodes"]) >= {"fetch", "answer", "summary", "report"}
 
     # (b) a node goes executing -> completed while the cell still runs. Sampled in the
-    # page every 20 ms (a round trip from here can take longer than a step on a busy box).
-    page.evaluate(RECORD_SUMMARY)
+    # page (a round trip from here can take longer than a step on a busy box).
     _wait(page, "() => window.__bnSeen.some(([s, running]) => s === 'executing' && running)")
     _shot(page, "widget_live_running", page.locator(".jp-Cell").nth(0))
     _wait(page, "() => window.__bnSeen.some(([s, running]) => s === 'completed' && running)")
