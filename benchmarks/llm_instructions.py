@@ -2,7 +2,7 @@
 
     python benchmarks/llm_instructions.py [--calls 2000,6000] [--in-flight 1000]
                                           [--latency 0.02] [--repeat 3]
-    python benchmarks/llm_instructions.py --callgrind [--calls 2000,6000] ...
+    python benchmarks/llm_instructions.py --callgrind [--calls 2000,6000] [--widget] ...
 
 ``benchmarks/llm_runtime.py``'s workflow (prompts, a map child per prompt doing
 ``ctx.complete``, a join; on SQLite, ``await wf.run(concurrency=in_flight)``) run in this
@@ -15,6 +15,14 @@ no socket, so the figures do not move with another process's scheduling.
 Default mode: each size ``--repeat`` times, printing ``time.process_time()`` of the run
 (``await wf.run``) per call, and the median. Process time still moves ±10 % with the load
 of a shared machine: compare trees in turns (base, branch, branch, base).
+
+``--widget``: each run also with the DAG widget displayed in ``benchmarks/widget.py``'s
+in-process kernel (``display=None``), the two interleaved; under callgrind the widget's
+redraw intervals are ``--slowdown`` times longer (a run is ~37 times slower there: the
+throttle's one-second cap would redraw every second, ~140 times a run instead of ~7).
+Each timed run includes the collection of its garbage after it (the widget's included),
+as ``llm_runtime.py``'s pairs do. Under ``py-spy record -r 500 -f raw`` it shows where the
+widget's share goes, its marks included (``widget_phases.py`` does not time them).
 
 ``--callgrind``: the script runs itself under ``valgrind --tool=callgrind
 --instr-atstart=no --dump-instr=no`` (nothing counted while it starts, imports and warms
