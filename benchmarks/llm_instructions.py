@@ -19,7 +19,7 @@ of a shared machine: compare trees in turns (base, branch, branch, base).
 ``--widget``: each run also with the DAG widget displayed in ``benchmarks/widget.py``'s
 in-process kernel (``display=None``), the two interleaved; under callgrind the widget's
 redraw intervals are ``--slowdown`` times longer (a run is ~37 times slower there: the
-throttle's one-second cap would redraw every second, ~140 times a run instead of ~7).
+throttle's one-second cap would redraw every second, ~140 times a run instead of ~9).
 Each timed run includes the collection of its garbage after it (the widget's included),
 as ``llm_runtime.py``'s pairs do. Under ``py-spy record -r 500 -f raw`` it shows where the
 widget's share goes, its marks included (``widget_phases.py`` does not time them).
@@ -143,7 +143,7 @@ def count_redraws() -> None:
 def slow_redraws(factor: float) -> None:
     """The widget's throttle with its interval and longest gap ``factor`` times longer: under
     valgrind a run takes ~37 times longer and would redraw every second (the longest gap)
-    ~140 times a run instead of ~5 (a redraw's own share of the time, its other bound,
+    ~140 times a run instead of ~9 (a redraw's own share of the time, its other bound,
     scales by itself)."""
     from baton_nb.widget import _dag
     from baton_nb.widget._throttle import Throttle

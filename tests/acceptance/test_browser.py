@@ -379,9 +379,10 @@ RECORD_SUMMARY = """() => {
   window.__bnSeen = [];
   const timer = setInterval(() => {
     const c = document.querySelectorAll('.jp-Notebook .jp-Cell')[0];
-    if (!c) return;
+    const prompt = c && c.querySelector('.jp-InputPrompt');
+    if (!prompt) return;
     const node = c.querySelector('.bn-node[data-id=summary]');
-    const running = c.querySelector('.jp-InputPrompt').textContent.includes('*');
+    const running = prompt.textContent.includes('*');
     window.__bnSeen.push([node ? node.dataset.state : null, running]);
     // until the cell ran and stopped (started before it is seen running)
     if (!running && window.__bnSeen.some(([, r]) => r)) clearInterval(timer);
@@ -434,8 +435,8 @@ def _start_kernel_if_asked(page: Any) -> None:
 
 def test_live_widget_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     page, errors = _open_and_run(browser, lab, "live.ipynb")
-    # For (b), sampled in the page every 20 ms from now: started once (a) was seen, it
-    # missed the ~0.5 s that ``summary`` executes when a cold JupyterLab drew late.
+    # For (b), sampled in the page every 20 ms from now (started after (a), as it was, it
+    # missed the ~0.5 s that ``summary`` executes when a cold JupyterLab drew late).
     page.evaluate(RECORD_SUMMARY)
 
     # (a) nodes appear while the cell still runs
