@@ -53,11 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from _fake_server import KEY, FakeServerProcess, median  # benchmarks/_fake_server.py
-from llm_runtime import (
-    MODEL,
-    Runs,
-    start_widget_kernel,
-)  # benchmarks/llm_runtime.py: the benchmark's workflow
+from llm_runtime import MODEL, Runs, start_widget_kernel  # benchmarks/llm_runtime.py
 
 from baton_nb.llm import LLMRequest, _h1, aclose, complete, configure, reset_configuration
 
