@@ -16,7 +16,7 @@ import html
 import os
 import re
 from collections.abc import Callable
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any
 
 import anyio
@@ -36,6 +36,7 @@ from . import _state
 from ._snapshot import CSS, ESM, snapshot_bundle
 from ._state import PENDING_ROW
 from ._static import static_html
+from ._tally import Tallies
 from ._throttle import Throttle
 
 __all__ = ["DagWidget", "in_kernel"]
@@ -55,6 +56,13 @@ def _nodes_json(rows: dict[str, tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
     """``nodes`` as sent: each node's dict, the nodes still pending left out."""
     row_dict = _state.row_dict
     return {name: row_dict(row) for name, row in rows.items() if row != PENDING_ROW}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def in_kernel() -> bool:
@@ -81,7 +89,28 @@ def _kernel_id() -> str:
     return match.group(1) if match else ""
 
 
-class DagWidget(anywidget.AnyWidget):
+class _JsonWidget(anywidget.AnyWidget):
+    """An anywidget whose synced traits are all plain JSON, sent without ipywidgets' search
+    for binary buffers; while ``_unsent``, trait changes are kept, not sent."""
+
+    _unsent = False
+
+    def send_state(self, key: Any = None) -> None:
+        """Send state to the view: ipywidgets' own, minus its search for binary buffers
+        (every synced trait here is plain JSON; that walk cost about as much as encoding)."""
+        if self._unsent:
+            return
+        state = self.get_state(key=key)
+        if not state:
+            return
+        if self._property_lock:  # keep the echo guard current, as ipywidgets does
+            for name, value in state.items():
+                if name in self._property_lock:
+                    self._property_lock[name] = value
+        self._send({"method": "update", "state": state, "buffer_paths": []}, buffers=[])
+
+
+class DagWidget(_JsonWidget):
     """The live DAG of a run: ``bn.DagWidget(run)`` or ``bn.DagWidget(run_id, db=...)``.
 
     Given a ``Run`` executing in this process, it follows the run's in-process events. Given
@@ -100,9 +129,9 @@ class DagWidget(anywidget.AnyWidget):
     nodes = traitlets.Dict().tag(sync=True, to_json=lambda rows, _: _nodes_json(rows))
     changed = traitlets.Dict().tag(sync=True)  # the nodes changed since the last send, as columns
     grown = traitlets.Dict().tag(sync=True)  # {at, add}: the graph's entries added since at
+    groups = traitlets.Dict().tag(sync=True)  # the tallied maps' counts and sums (``_tally``)
     header = traitlets.Dict().tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
-    _unsent = False  # while True, trait changes are kept here, not sent (``finish``)
 
     def __init__(
         self,
@@ -113,9 +142,10 @@ class DagWidget(anywidget.AnyWidget):
         poll_interval: float = 0.5,
     ) -> None:
         self._rows: dict[str, tuple[Any, ...]] = {}  # node_row of every step, as last sent
+        self._run: Run | None = None
+        self._tallies = Tallies()  # the large maps, counted at their children's marks
         super().__init__()
         self.redraws = 0
-        self._run: Run | None = None
         self._source = "live"
         self._dirty: set[str] = set()
         self._final: dict[str, tuple[Any, ...]] = {}  # rows computed at the mark (``_mark``)
@@ -157,9 +187,10 @@ class DagWidget(anywidget.AnyWidget):
     def state(self) -> dict[str, dict[str, Any]]:
         """Every node's state as the view has it, a dict each (``nodes``, the synced trait,
         holds each node's row, a tuple: it is sent as these dicts, the pending ones left
-        out; read node states here)."""
-        rows, row_dict = self._rows, _state.row_dict
-        return {name: row_dict(rows.get(name, PENDING_ROW)) for name in self.graph.get("id", ())}
+        out; read node states here). A tallied map's children that have no row of their
+        own (``_tally``: the view has their group's counts and sums) read as they are now."""
+        rows = self._tallies.rows_as_viewed(self._rows, self.graph.get("id", []))
+        return {name: _state.row_dict(row) for name, row in rows.items()}
 
     async def wait(self) -> Run:
         """Wait until a watched run finished (and the view got its final state)."""
@@ -187,12 +218,13 @@ class DagWidget(anywidget.AnyWidget):
         self._throttle.close()
         if self._run is None or self._finished:
             return  # nothing to send again: the final state went out with the first call
-        # Every node checked once more: the saved snapshot must not miss a change nobody
-        # announced (the rows computed at the marks included). Only the changes are sent;
-        # not at all for ``attach``'s widget, replaced by its snapshot below (they go into
-        # the traits the snapshot is made from).
+        # Every node checked once more (the tallies too): the saved snapshot must not miss a
+        # change nobody announced. Only the changes are sent; not at all for ``attach``'s
+        # widget, replaced by its snapshot below (they go into the traits it is made from).
         self._final.clear()
-        self._dirty.update(_state.moved(self._run, self._rows, self._dirty))
+        self._tallies.settle()
+        skip = self._tallies.skipper()
+        self._dirty.update(_state.moved(self._run, self._rows, self._dirty, skip))
         self._unsent = self.closes_at_end and bool(self._handles)
         try:
             self._redraw()
@@ -234,8 +266,7 @@ class DagWidget(anywidget.AnyWidget):
     # ── following the run ─────────────────────────────────────────────────────
 
     def _bind(self, run: Run, source: str) -> None:
-        self._run = run
-        self._source = source
+        self._run, self._source = run, source
         self._full_sync()
 
     def _mark(self, name: str) -> None:
@@ -245,16 +276,18 @@ class DagWidget(anywidget.AnyWidget):
 
         A step marked in a final state gets its row here, its objects just written (read
         at the next send, up to a second later, out of the caches: ~3 times the cost); a
-        later mark computes it again, or drops it (any change is marked)."""
+        later mark computes it again, or drops it (any change is marked). A large map's
+        child with no row of its own is only counted in its map's tally (``_tally``)."""
         assert self._run is not None
         step = self._run.steps.get(name)
-        if step is not None and step.state in TERMINAL_STATES and step.kind != _GROUP:
-            self._final[name] = _state.node_row(step)  # (a group's count moves unmarked)
-        elif self._final:
-            self._final.pop(name, None)
-        dirty = self._dirty
-        first = not dirty
-        dirty.add(name)  # before the poke: with no loop running, it may redraw at once
+        dirty, tallies = self._dirty, self._tallies
+        first = not dirty and not tallies.moved
+        if step is None or step.parent is None or not tallies.note(step):
+            if step is not None and step.state in TERMINAL_STATES and step.kind != _GROUP:
+                self._final[name] = _state.node_row(step)  # (a group's count moves unmarked)
+            elif self._final:
+                self._final.pop(name, None)
+            dirty.add(name)  # before the poke: with no loop running, it may redraw at once
         if first:
             self._throttle.poke()
 
@@ -262,7 +295,9 @@ class DagWidget(anywidget.AnyWidget):
         """A watched run's update (``bn.watch``): marks, as ``_mark`` does."""
         kind = type(event)
         if kind is StepUpdated or kind is CallFinished or isinstance(event, _NODE_EVENTS):
-            self._dirty.add(event.step_name)
+            step = self._run.steps.get(event.step_name) if self._run is not None else None
+            if step is None or step.parent is None or not self._tallies.note(step):
+                self._dirty.add(event.step_name)
             self._throttle.poke()
         elif isinstance(event, BatchUpdated):  # the header's batch lines
             self._throttle.poke()
@@ -270,10 +305,7 @@ class DagWidget(anywidget.AnyWidget):
             self.finish()
 
     def _follow_elsewhere(self, run_id: str, db: str | None, poll_interval: float) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = _running_loop()
         if loop is not None:
             self._task = loop.create_task(self._follow(run_id, db, poll_interval))
             return
@@ -297,18 +329,19 @@ class DagWidget(anywidget.AnyWidget):
 
     def _header(self) -> dict[str, Any]:
         assert self._run is not None
-        live, cancelling = self._source == "live", self._cancelling
-        return _state.header(
-            self._run, cancellable=live, cancelling=cancelling, source=self._source
-        )
+        live, cancelling, source = self._source == "live", self._cancelling, self._source
+        return _state.header(self._run, cancellable=live, cancelling=cancelling, source=source)
 
     def _full_sync(self) -> None:
         """Send the graph and every node in full (the first send), each state computed."""
         run = self._run
         assert run is not None
         self._dirty.clear()
+        self._tallies.bind(run.steps)
+        self._tallies.moved.clear()  # sent below
         self._rows = _state.node_rows(run)
         with self.hold_sync():
+            self.groups = self._tallies.as_json()
             self.graph = _state.graph_columns(run)
             # Untouched pending steps are not sent: a new run's first send is its graph only.
             self.nodes = self._rows  # the same dict: kept current in place
@@ -326,9 +359,15 @@ class DagWidget(anywidget.AnyWidget):
         graph = self.graph
         size = len(graph["id"])
         # A map's children (a chunk at a time), read before ``_changed`` looks at them again.
-        add = _state.graph_columns(run, start=size) if size != len(run.steps) else None
+        add = None
+        if size != len(run.steps):
+            add = _state.graph_columns(run, start=size)
+            self._tallies.grow(islice(run.steps.values(), size, None))
         changed = self._changed()
+        groups = self._tallies.take()
         with self.hold_sync():
+            if groups is not None:
+                self.groups = groups
             if add is not None:
                 # Only the new entries are sent (their shared fields once: ``encode_column``);
                 # ``graph`` is kept current in place, unsent, for a view opened later.
@@ -347,28 +386,17 @@ class DagWidget(anywidget.AnyWidget):
         final, self._final = self._final, {}
         known = len(self.graph["id"])  # the steps the graph had at the last send
         marked = self._source == "live"  # each change marked by the runtime (``_mark``)
-        return _state.changed(self._run, self._rows, names, known, final, marked=marked)
-
-    def send_state(self, key: Any = None) -> None:
-        """Send state to the view: ipywidgets' own, minus its search for binary buffers
-        (every synced trait here is plain JSON; that walk cost about as much as encoding)."""
-        if self._unsent:
-            return
-        state = self.get_state(key=key)
-        if not state:
-            return
-        if self._property_lock:  # keep the echo guard current, as ipywidgets does
-            for name, value in state.items():
-                if name in self._property_lock:
-                    self._property_lock[name] = value
-        self._send({"method": "update", "state": state, "buffer_paths": []}, buffers=[])
+        skip = self._tallies.skipper()
+        return _state.changed(self._run, self._rows, names, known, final, marked=marked, skip=skip)
 
     def _snapshot_state(self) -> dict[str, Any]:
-        """The saved snapshot's graph (its columns), header and every node's row, in the
-        graph's order."""
+        """The saved snapshot's graph (its columns), header, tallies and every node's row,
+        in the graph's order (but a tallied map's children with no row of their own)."""
         ids = self.graph["id"]
         rows = dict(zip(ids, map(self._rows.get, ids, repeat(PENDING_ROW)), strict=True))
-        return {"graph": self.graph, "rows": rows, "header": self.header}
+        if self._tallies.groups:
+            rows = self._tallies.rows_kept(rows)
+        return {"graph": self.graph, "rows": rows, "header": self.header, "groups": self.groups}
 
     # ── messages from the view ────────────────────────────────────────────────
 

@@ -33,6 +33,7 @@ __all__ = [
     "changed",
     "columns",
     "compact_json",
+    "cost_text",
     "detail",
     "encode_column",
     "encode_columns",
@@ -194,6 +195,11 @@ def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 _COST_TEXT: dict[str, str] = {}
 
 
+def cost_text(cost: Decimal) -> str:
+    """A cost as the view shows it (``fmt_money``), looked up by its amount (``_COST_TEXT``)."""
+    return _COST_TEXT.get(str(cost)) or _cost_text(cost)
+
+
 def _cost_text(cost: Decimal) -> str:
     if len(_COST_TEXT) >= 4096:  # bounded: amounts that all differ only cycle through it
         _COST_TEXT.clear()
@@ -239,7 +245,10 @@ _COMPLETED = str(State.COMPLETED)
 
 
 def moved(
-    run: Run, sent: dict[str, tuple[Any, ...]], known: AbstractSet[str] = frozenset()
+    run: Run,
+    sent: dict[str, tuple[Any, ...]],
+    known: AbstractSet[str] = frozenset(),
+    skip: Callable[[StepInfo], bool] | None = None,
 ) -> list[str]:
     """The steps whose row is not the one ``sent`` (or that have none): a run's end checks
     every node for a change nobody announced (a group's count of unstored items).
@@ -250,14 +259,17 @@ def moved(
     what it still gets is announced (a charge for one of its attempts that had no answer
     is a call). A completed map group sent with items unstored is checked: its count
     drops with no event (a quorum met while chunks were stored). At 20,000 children that
-    check cost ~30 ms at every run's end; skipped, ~2 ms."""
+    check cost ~30 ms at every run's end; skipped, ~2 ms. Nor the steps ``skip`` says have
+    no row of their own (a tallied map's children: ``_tally``)."""
     get = sent.get
     out = []
     for name, step in run.steps.items():
         if name in known:
             continue
         row = get(name)
-        if row is None or ((row[0] != _COMPLETED or row[_X]) and row != node_row(step)):
+        if row is not None and row[0] == _COMPLETED and not row[_X]:
+            continue  # final (above)
+        if (row is None or row != node_row(step)) and (skip is None or not skip(step)):
             out.append(name)
     return out
 
@@ -270,6 +282,7 @@ def changed(
     computed: dict[str, tuple[Any, ...]] | None = None,
     *,
     marked: bool = False,
+    skip: Callable[[StepInfo], bool] | None = None,
 ) -> dict[str, Any]:
     """The nodes whose row is not the one in ``rows`` (each node's as last sent; a node
     missing from it was sent as ``PENDING_ROW`` or not at all, which the view draws the
@@ -285,14 +298,16 @@ def changed(
     of this process, whose runtime tells each one) but its addition, so a step added
     since is looked at only if its state moved (a settled map's later chunks are added
     cancelled, unmarked); a watched run's steps
-    may come from the database started in any way: each checked (``is_pending``)."""
+    may come from the database started in any way: each checked (``is_pending``). ``skip``:
+    the added steps that get no row of their own (a tallied map's children: ``_tally``)."""
     steps = run.steps
     if len(steps) > known:  # steps are only ever added, at the end
         added = list(islice(steps.values(), known, None))
         if marked:  # only those added already moved (a settled map's chunks: cancelled)
-            names.update(step.name for step in added if step.state != _PENDING_STATE)
+            touched = [step for step in added if step.state != _PENDING_STATE]
         else:
-            names.update(step.name for step in added if not is_pending(step))
+            touched = [step for step in added if not is_pending(step)]
+        names.update(step.name for step in touched if skip is None or not skip(step))
         names.update(p for p in set(map(_PARENT, added)) if p is not None)
     get = rows.get
     ids: list[str] = []

@@ -16,6 +16,10 @@
 //   grown  {at, add}: the graph's entries of the steps added since it had `at` entries (a
 //          map's children, a chunk at a time; as columns, `fromColumns`), appended to the
 //          model's graph (below)
+//   groups {id: a tallied map (one of 2,000 items or more: _tally.py): {k: its children stored,
+//          l: how many of them are listed (the first: they have their own node states, as
+//          its discarded children do; the others only count here), s: {state: children},
+//          ti, to, u, n, rp, ch: their sums, c: their cost (null: none has one)}}
 //   header {wf, id, status, by: the lease's holder when status is taken_over (this execution
 //           lost the run's lease: the run goes on there), t0, t1, now, cost, unpriced, ti, to,
 //           failed, cancellable, cancelling,
@@ -48,6 +52,7 @@ const ROW_H = 22;
 const GROUP_EXTRA = 24; // a group card's extra height: the line of its children's states, its bar
 const GROUP_ROWS = 8; // visible child rows in an expanded group (then it scrolls)
 const AUTO_EXPAND = 8; // multi-model groups up to this size start expanded
+const PANEL_KIDS = 500; // children listed in a group's side panel
 const CANCEL_FALLBACK_MS = 2500;
 const MIN_ZOOM = 0.2;
 const MAX_ZOOM = 2;
@@ -572,6 +577,7 @@ class DagView {
   load() {
     this.graph = modelGraph(this.model);
     this.state = nodeStates(this.model);
+    this.groups = this.model.get("groups") || {}; // the tallied maps: counted, not drawn child by child
     this.header = this.model.get("header") || {};
     if (this.header.now) this.offset = this.header.now - Date.now() / 1000;
     this.entries = new Map(this.graph.map((g) => [g.id, g]));
@@ -583,6 +589,13 @@ class DagView {
 
   st(id) {
     return this.state[id] || NEVER_SENT;
+  }
+
+  // The children a group lists (its table, its side panel): a tallied map's first `l`.
+  listed(id) {
+    const kids = this.lay.children.get(id) || [];
+    const tally = this.groups[id];
+    return tally ? kids.slice(0, tally.l) : kids;
   }
 
   expanded(id, kids) {
@@ -774,9 +787,11 @@ class DagView {
   }
 
   buildGroupParts(parts, box) {
-    const kids = this.lay.children.get(parts.entry.id) || [];
-    if (kids.length) {
-      const toggle = button("bn-toggle", box.open ? "▾" : "▸", box.open ? "Collapse" : `Show the ${kids.length} children`);
+    const all = this.lay.children.get(parts.entry.id) || [];
+    const kids = this.listed(parts.entry.id);
+    if (all.length) {
+      const what = kids.length < all.length ? `the first ${kids.length.toLocaleString()} of its ${all.length.toLocaleString()} children` : `the ${all.length.toLocaleString()} children`;
+      const toggle = button("bn-toggle", box.open ? "▾" : "▸", box.open ? "Collapse" : `Show ${what}`);
       toggle.addEventListener("click", () => {
         this.toggled.set(parts.entry.id, !box.open);
         this.remember();
@@ -791,7 +806,8 @@ class DagView {
     if (!box.open) return;
     const table = h("div", "bn-kids");
     table.style.maxHeight = `${GROUP_ROWS * ROW_H}px`;
-    if (kids.length > GROUP_ROWS) table.title = `${kids.length.toLocaleString()} children: scroll to see them all`;
+    if (kids.length < all.length) table.title = `The first ${kids.length.toLocaleString()} of ${all.length.toLocaleString()} children (the counts above are of all of them): scroll to see them`;
+    else if (kids.length > GROUP_ROWS) table.title = `${kids.length.toLocaleString()} children: scroll to see them all`;
     parts.kids = table;
     parts.rows = new Map();
     for (const kid of kids) {
@@ -809,6 +825,10 @@ class DagView {
       table.appendChild(row);
       parts.rows.set(kid.id, { row, ...cells });
       this.rowOf.set(kid.id, { row, table });
+    }
+    if (kids.length < all.length) {
+      const more = all.length - kids.length;
+      table.appendChild(h("div", "bn-kid bn-kid-more", `… ${more.toLocaleString()} more, in the counts above`));
     }
     parts.card.appendChild(table);
   }
@@ -859,8 +879,16 @@ class DagView {
   refresh() {
     const counts = {};
     let total = 0;
+    const groups = this.groups;
     for (const g of this.graph) {
       if (g.k === "group") {
+        const tally = groups[g.id]; // a tallied map: its children counted there
+        if (tally) {
+          for (const k in tally.s) {
+            counts[k] = (counts[k] || 0) + tally.s[k];
+            total += tally.s[k];
+          }
+        }
         const x = this.st(g.id).x || 0; // a map's items with no child stored yet: pending
         if (x) {
           counts.pending = (counts.pending || 0) + x;
@@ -868,6 +896,7 @@ class DagView {
         }
         continue;
       }
+      if (g.p !== null && g.p !== undefined && groups[g.p]) continue; // in its map's tally
       const s = this.st(g.id).s;
       counts[s] = (counts[s] || 0) + 1;
       total += 1;
@@ -894,6 +923,8 @@ class DagView {
 
   aggregate(id) {
     const kids = this.lay.children.get(id) || [];
+    const tally = this.groups[id];
+    if (tally) return this.tallied(id, tally);
     const agg = { ti: 0, to: 0, c: null, u: 0, n: 0, rp: 0, ch: 0, counts: {} };
     for (const kid of kids) {
       const s = this.st(kid.id);
@@ -910,6 +941,15 @@ class DagView {
     if (x) agg.counts.pending = (agg.counts.pending || 0) + x;
     agg.total = kids.length + x;
     return agg;
+  }
+
+  // A tallied map's counts and sums, as `aggregate` makes them of its children's states.
+  tallied(id, tally) {
+    const counts = Object.assign({}, tally.s);
+    const x = this.st(id).x || 0; // a map's items with no child stored yet: pending
+    if (x) counts.pending = (counts.pending || 0) + x;
+    const { ti, to, c, u, n, rp, ch } = tally;
+    return { ti, to, c, u, n, rp, ch, counts, total: tally.k + x };
   }
 
   paintCard(parts) {
@@ -1137,7 +1177,18 @@ class DagView {
 
   // ── finding a node: the banner, the count chips ──
   jumpToNext(state) {
-    const ids = this.graph.filter((g) => g.k !== "group" || state === "discarded").filter((g) => this.st(g.id).s === state).map((g) => g.id);
+    // A tallied map's children are only counted (but the discarded ones): the map stands
+    // for those in the state.
+    const groups = this.groups;
+    const discarded = state === "discarded";
+    const ids = [];
+    for (const g of this.graph) {
+      const tally = g.k === "group" ? groups[g.id] : undefined;
+      if (tally && !discarded && tally.s[state]) ids.push(g.id);
+      else if (g.k === "group" && !discarded) continue;
+      else if (g.k === "child" && !discarded && groups[g.p]) continue;
+      else if (this.st(g.id).s === state) ids.push(g.id);
+    }
     if (!ids.length) return;
     const last = this.jumps[state] ?? -1;
     const next = (last + 1) % ids.length;
@@ -1394,12 +1445,18 @@ class SidePanel {
 
   childTable(id) {
     const v = this.view;
-    const kids = (v.lay.children.get(id) || []).slice(0, 500);
+    const all = v.lay.children.get(id) || [];
+    const kids = v.listed(id).slice(0, PANEL_KIDS);
     const rows = kids.map((k) => {
       const s = v.st(k.id);
       return [childLabel(k), s.s, v.durationOf(s), fmtTokens((s.ti || 0) + (s.to || 0)), s.n ? fmtCostKnown(s.c, s.u) : ""];
     });
-    return this.table("bn-t-kids", ["child", "state", "duration", "tokens", "cost"], rows, (i) => v.jumpTo(kids[i].id));
+    const table = this.table("bn-t-kids", ["child", "state", "duration", "tokens", "cost"], rows, (i) => v.jumpTo(kids[i].id));
+    if (kids.length === all.length) return table;
+    const box = h("div");
+    const more = `The first ${kids.length.toLocaleString()} of ${all.length.toLocaleString()} children; the facts above count all of them.`;
+    box.append(table, h("div", "bn-muted bn-pad bn-kids-more", more));
+    return box;
   }
 
   // Each attempt that failed (and the one that completed after them): how it ended,
@@ -1569,6 +1626,7 @@ function mount(model, el, live) {
   model.on("change:patch", onValues);
   model.on("change:changed", onValues);
   model.on("change:header", onValues);
+  model.on("change:groups", onValues);
   model.on("msg:custom", onMsg);
   model.on("comm_live_update", onLive);
   const timer = setInterval(() => {
@@ -1584,6 +1642,7 @@ function mount(model, el, live) {
     model.off("change:patch", onValues);
     model.off("change:changed", onValues);
     model.off("change:header", onValues);
+    model.off("change:groups", onValues);
     model.off("msg:custom", onMsg);
     model.off("comm_live_update", onLive);
   };
