@@ -591,11 +591,12 @@ class DagView {
     return this.state[id] || NEVER_SENT;
   }
 
-  // The children a group lists (its table, its side panel): a tallied map's first `l`.
+  // The children a group lists (its table, its side panel): a tallied map's items of an
+  // index below `l` (the others have no state of their own: counted in the map's tally).
   listed(id) {
     const kids = this.lay.children.get(id) || [];
     const tally = this.groups[id];
-    return tally ? kids.slice(0, tally.l) : kids;
+    return tally ? kids.filter((k) => k.i !== null && k.i !== undefined && k.i < tally.l) : kids;
   }
 
   expanded(id, kids) {
@@ -1413,7 +1414,7 @@ class SidePanel {
       const ch = agg.ch || 0;
       const apart = [rp ? `+ ${rp} replayed, not charged again` : "", ch ? `+ ${ch} from the cache` : ""];
       const more = apart.filter(Boolean).join(", ");
-      row("LLM calls", `${agg.n - rp - ch}${more ? ` (${more})` : ""}`);
+      row("LLM calls", `${(agg.n - rp - ch).toLocaleString()}${more ? ` (${more})` : ""}`);
     }
     return grid;
   }

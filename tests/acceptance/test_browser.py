@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .widget_scenarios import MAP_1000, SETUP, TEN, THOUSAND, TWO_HUNDRED
+from .widget_scenarios import MAP_1000, MAP_5000, SETUP, TEN, THOUSAND, TWO_HUNDRED
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -275,6 +275,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     _notebook(root / "interrupt.ipynb", INTERRUPT_CELL, "pass  # the resume line goes here")
     _notebook(root / "sizes.ipynb", SETUP, TEN, TWO_HUNDRED, THOUSAND, MAP_1000)
     _notebook(root / "wide.ipynb", SETUP, TWO_HUNDRED)
+    _notebook(root / "big.ipynb", SETUP, MAP_5000)
     _notebook(root / "batch.ipynb", BATCH_CELL, BATCH_REOPEN_CELL)
     _notebook(root / "restart.ipynb", RESTART_CELL)
     log = (tmp_path / "lab.log").open("w")
@@ -850,6 +851,65 @@ def test_ten_two_hundred_and_a_thousand_nodes(lab: tuple[str, str], browser: Any
     mapped.locator('.bn-kid[data-child="work[18]"]').click()
     hint = mapped.locator(".bn-panel .bn-context").inner_text()
     assert "were not kept" in hint and "debug=True" in hint, hint
+    assert not errors, errors
+
+
+def test_a_large_map_is_counted_and_its_first_children_listed(
+    lab: tuple[str, str], browser: Any
+) -> None:
+    """A 5,000-item map is tallied (``_tally``): its counts and sums come from the kernel's
+    tally, live and in the saved snapshot; its table and side panel list its first 500
+    children and say so; a child that failed past them is named by the failure line and
+    opens, and the discarded count finds both failures."""
+    page, errors = _open_and_run(browser, lab, "big.ipynb")
+    page.evaluate("""() => { window.__bnBig = []; const t = setInterval(() => {
+        const c = document.querySelectorAll('.jp-Cell')[1];
+        const s = c && c.querySelector('.bn-node[data-id=label] .bn-state');
+        if (s) window.__bnBig.push(s.textContent);
+        if (c && c.querySelector('.bn-snapshot')) clearInterval(t); }, 50); }""")
+    _wait(
+        page,
+        "() => { const c = document.querySelectorAll('.jp-Cell')[1]; return c && c.innerText.includes('RUNBIG') && c.querySelector('.bn-snapshot .bn-dag'); }",
+        timeout=120_000,
+    )
+    seen = page.evaluate("() => window.__bnBig")
+    done = {int(text.split("/")[0].replace(",", "")) for text in seen if "/5,000" in text}
+    assert any(0 < n < 4998 for n in done), seen  # counted live, as the children completed
+    cell = page.locator(".jp-Cell").nth(1)
+    big = cell.locator(".bn-dag")
+    big.scroll_into_view_if_needed()
+    printed = cell.locator(".jp-OutputArea").inner_text()
+    line = next(text for text in printed.splitlines() if text.startswith("RUNBIG"))
+    steps = line.split(" of ")[1].split(" steps")[0]  # the run's own count of its steps
+    group = big.locator(".bn-node[data-id=label]")
+    assert group.locator(".bn-state").inner_text() == "4,998/5,000 completed"
+    assert group.locator(".bn-others").inner_text() == "2 discarded"
+    assert big.locator(".bn-counts").inner_text().endswith(f"of {steps} steps")
+    cost = big.locator(".bn-stat-cost .bn-stat-value").inner_text()
+    _shot(page, "widget_5000_map", big)
+    # its table: the first 500 children, then a line for the others
+    group.locator(".bn-toggle").click()
+    group = big.locator(".bn-node[data-id=label]")
+    assert group.locator(".bn-kid[data-child]").count() == 500
+    assert "4,500 more" in group.locator(".bn-kid-more").inner_text()
+    _shot(page, "widget_5000_map_open", big)
+    # the failure line names the child past them; it opens with its error
+    big.locator('.bn-failure-item[data-id="label[4321]"]').click()
+    assert big.locator(".bn-panel-title").inner_text() == "label[4321]"
+    assert "row 4321: empty text" in big.locator(".bn-panel .bn-pre-error").inner_text()
+    titles = []
+    for _ in range(3):  # the map itself is discarded too
+        big.locator(".bn-counts [data-jump=discarded]").click()
+        titles.append(big.locator(".bn-panel-title").inner_text())
+    assert sorted(titles) == ["label", "label[17]", "label[4321]"], titles
+    # the group's panel: its facts count every child, its table lists the first 500
+    big.locator(".bn-node[data-id=label] .bn-name").click()
+    assert big.locator(".bn-panel-title").inner_text() == "label"
+    facts = big.locator(".bn-panel .bn-facts").inner_text()
+    assert cost.startswith("$") and cost in facts, (cost, facts)  # the run's calls: all here
+    assert "4,998" in facts.split("LLM calls")[1], facts  # one call a completed child
+    assert "The first 500 of 5,000 children" in big.locator(".bn-panel .bn-kids-more").inner_text()
+    assert big.locator(".bn-panel .bn-t-kids .bn-click").count() == 500
     assert not errors, errors
 
 

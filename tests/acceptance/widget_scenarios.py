@@ -1,4 +1,4 @@
-"""Runs the browser test shows (and docs/widget.md pictures): 10, 200 and 1,000 nodes.
+"""Runs the browser test shows (and docs/widget.md pictures): 10, 200, 1,000 and 5,000 nodes.
 
 Each is notebook cell source: the browser test runs them in JupyterLab, and
 ``python -m tests.acceptance.widget_scenarios OUT_DIR`` writes their saved snapshots as
@@ -153,7 +153,33 @@ runmap = await wfmap.run(concurrency=100)
 print("RUNMAP", runmap.status)
 """
 
-SCENARIOS = {"10": TEN, "200": TWO_HUNDRED, "1000": THOUSAND, "map1000": MAP_1000}
+# A map of 5,000 items: tallied (counted and summed, its first 500 children listed: _tally);
+# two children fail, one listed (17) and one not (4321).
+MAP_5000 = """\
+wfbig = bn.Workflow("map_5000")
+
+@wfbig.step()
+async def rows(ctx):
+    return list(range(5000))
+
+@wfbig.step(map_over="rows", max_attempts=1)
+async def label(ctx):
+    await anyio.sleep(0.02 * (ctx.item % 5))
+    if ctx.item in (17, 4321):
+        raise RuntimeError(f"row {ctx.item}: empty text")
+    return (await ctx.complete(model="mock/gpt-4o-mini", prompt=f"Label row {ctx.item}")).text
+
+runbig = await wfbig.run(concurrency=500)
+print("RUNBIG", runbig.status, runbig.counts().text(), "COST", runbig.cost)
+"""
+
+SCENARIOS = {
+    "10": TEN,
+    "200": TWO_HUNDRED,
+    "1000": THOUSAND,
+    "map1000": MAP_1000,
+    "map5000": MAP_5000,
+}
 
 
 def _main() -> None:  # pragma: no cover - a tool for looking at the view
