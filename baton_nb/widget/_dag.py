@@ -337,9 +337,9 @@ class DagWidget(_JsonWidget):
         run = self._run
         assert run is not None
         self._dirty.clear()
-        self._tallies.bind(run.steps)
+        self._tallies.bind(run)
         self._tallies.moved.clear()  # sent below
-        self._rows = _state.node_rows(run)
+        self._rows = _state.node_rows(run, self._tallies.skipper())
         with self.hold_sync():
             self.groups = self._tallies.as_json()
             self.graph = _state.graph_columns(run)
@@ -363,6 +363,7 @@ class DagWidget(_JsonWidget):
         if size != len(run.steps):
             add = _state.graph_columns(run, start=size)
             self._tallies.grow(islice(run.steps.values(), size, None))
+        self._tallies.prune(self._rows, self._final, self._dirty)  # (maps tallied since)
         changed = self._changed()
         groups = self._tallies.take()
         with self.hold_sync():

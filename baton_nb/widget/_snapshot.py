@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from itertools import islice
 from operator import attrgetter
 from pathlib import Path
@@ -54,18 +54,26 @@ def in_detail_order(run: Run) -> list[str]:
     return list(_detail_order(run, census(run)))
 
 
-def _detail_order(run: Run, counted: Census) -> Iterator[str]:
+def _detail_order(run: Run, counted: Census, shown: Container[str] | None = None) -> Iterator[str]:
     """``in_detail_order``, the other children found as they are asked for: a snapshot
-    keeps the details of ~2,000 of 20,000 children, and stops asking there."""
+    keeps the details of ~2,000 of 20,000 children, and stops asking there. ``shown``: the
+    nodes the snapshot has a state of; the other children are left out (a large map's
+    children that the view only counts, ``_tally``: nothing opens their side panel)."""
     yield from (step.name for step in counted.top)
     yield from counted.failed_children
     child = NodeKind.CHILD
     for name, step in run.steps.items():
-        if step.kind == child and step.state not in FAILED_STATES:
+        listed = shown is None or name in shown
+        if listed and step.kind == child and step.state not in FAILED_STATES:
             yield name
 
 
-def _details(run: Run, budget: int, counted: Census | None = None) -> tuple[dict[str, Any], str]:
+def _details(
+    run: Run,
+    budget: int,
+    counted: Census | None = None,
+    shown: Container[str] | None = None,
+) -> tuple[dict[str, Any], str]:
     """The side-panel details of the nodes, in ``in_detail_order``, while their JSON fits in
     ``budget`` characters, and that JSON. (Half a megabyte: a saved notebook carries it; at
     20,000 children, the details of the run's steps, its failures and ~2,000 children.)
@@ -73,11 +81,12 @@ def _details(run: Run, budget: int, counted: Census | None = None) -> tuple[dict
     Calls and log entries are grouped by step once, not scanned once per node. The JSON is
     made a chunk of nodes at a time (one call of the encoder for ``CHUNK`` nodes: two per
     node cost more than encoding them), node by node only in the chunk where the budget
-    runs out. ``counted``: the run's ``census``, when the caller made it.
+    runs out. ``counted``: the run's ``census``, when the caller made it; ``shown``: as
+    ``_detail_order``'s.
     """
     first, calls = _calls_by_step(run.calls)
     logs = run.contexts()  # decoded: a request's messages are data, not a JSON string
-    names = _detail_order(run, census(run) if counted is None else counted)
+    names = _detail_order(run, census(run) if counted is None else counted, shown)
     kept: dict[str, Any] = {}
     parts: list[str] = []
     used = 2  # the braces
@@ -181,7 +190,8 @@ def snapshot_bundle(run: Run, state: dict[str, Any]) -> dict[str, str]:
     # ~30 % less to encode; ``renderStatic`` reads a saved snapshot's entries of either form).
     head = _json(_saved(state))
     counted = census(run)  # one pass over the steps for the static view and the details
-    details_json = _details(run, DETAILS_BUDGET, counted)[1]
+    rows = state.get("rows")  # the nodes it has a state of (the widget's snapshot)
+    details_json = _details(run, DETAILS_BUDGET, counted, rows)[1]
     comma = "," if len(head) > 2 else ""
     state_json = _escape_script(f'{head[:-1]}{comma}"details":{details_json}}}')
     fallback = static_html(run, counted)

@@ -33,7 +33,6 @@ __all__ = [
     "changed",
     "columns",
     "compact_json",
-    "cost_text",
     "detail",
     "encode_column",
     "encode_columns",
@@ -193,11 +192,6 @@ def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 # (~80 ns), not by the ``Decimal``: hashing one the run just made costs ~450 ns (its hash is
 # a modular power), more than formatting it; a row's cost is always a new one.
 _COST_TEXT: dict[str, str] = {}
-
-
-def cost_text(cost: Decimal) -> str:
-    """A cost as the view shows it (``fmt_money``), looked up by its amount (``_COST_TEXT``)."""
-    return _COST_TEXT.get(str(cost)) or _cost_text(cost)
 
 
 def _cost_text(cost: Decimal) -> str:
@@ -405,9 +399,15 @@ def node_states(run: Run) -> dict[str, dict[str, Any]]:
     return {name: node_state(s) for name, s in run.steps.items()}
 
 
-def node_rows(run: Run) -> dict[str, tuple[Any, ...]]:
-    """Every step's ``node_row``, in the run's order."""
-    return {name: node_row(s) for name, s in run.steps.items()}
+def node_rows(
+    run: Run, skip: Callable[[StepInfo], bool] | None = None
+) -> dict[str, tuple[Any, ...]]:
+    """Every step's ``node_row``, in the run's order (but those ``skip`` says have no row
+    of their own: a tallied map's children, ``_tally``)."""
+    steps = run.steps.items()
+    if skip is None:
+        return {name: node_row(s) for name, s in steps}
+    return {name: node_row(s) for name, s in steps if not skip(s)}
 
 
 def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dict[str, Any]:

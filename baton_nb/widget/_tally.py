@@ -3,123 +3,105 @@
 At 20,000 map children a row per child (computed at its marks, sent, read again for the
 saved snapshot) was ~3/4 of the widget's cost, for a view that shows the group's counts
 and sums, and lists its first 500 children (docs/performance.md, thirteenth round). A map of
-``TALLY_AT`` items or more is *tallied*: its children per state and their sums (tokens,
-cost, calls) are kept at each child's mark, where its objects were just written, and sent
-as the group's entry of the widget's ``groups``. Its first ``LISTED`` children (the ones its
-table and side panel list) and its discarded ones (the failure line names them, with their
-errors) keep their own rows; the others are only counted.
+``TALLY_AT`` items or more is *tallied*: each child's mark writes its state's code at its
+item's place in a byte array (one store: no object made, nothing read back), counted per
+state at a redraw in C (``bytearray.count``); the children's calls are added up at a
+redraw from the run's list of calls, the new ones only (``StepInfo.add_calls``, as each
+child's own are). The tally goes out as the group's entry of the widget's ``groups``. Its
+first ``LISTED`` children (the ones its table and side panel list) and its discarded ones
+(the failure line names them, with their errors) keep their own rows; the others are
+only counted.
+
+Threads: a run of another thread marks its children there (``Run.follow``) while the
+widget redraws on its own; a mark only stores a byte (the last store wins: at worst a
+state a mark behind, until the child's next mark or the run's end, which counts every
+child again); the sums are only written at redraws.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
-from .._run import StepInfo
+from .._money import fmt_money
+from .._run import CallRecord, Run, StepInfo
 from .._states import State
-from ._state import PENDING_ROW, cost_text, node_row
+from ._state import PENDING_ROW, node_row
 
 __all__ = ["LISTED", "TALLY_AT", "GroupTally", "Tallies"]
 
 TALLY_AT = 2_000  # a map with this many items or more is tallied (1,000-node views: not)
 LISTED = 500  # children of a tallied map that keep their rows: its table lists them
 
-# A child's part of its group: (state, input tokens, output tokens, cost or None, calls of
-# unknown price, calls, replayed calls, cached calls): what ``node_row`` shows of it that
-# the view sums (``dag.js`` ``aggregate``).
-Part = tuple[str, int, int, Decimal | None, int, int, int, int]
-_NOTHING = (0, 0, None, 0, 0, 0, 0)  # a part's sums when it has spent nothing
-_PENDING = str(State.PENDING)
+# A child's state as a byte: pending is 0 (an item's place before its child is marked).
+_STATES = (str(State.PENDING), *(str(s) for s in State if s is not State.PENDING))
+_CODE: dict[str, int] = {state: code for code, state in enumerate(_STATES)}  # (State keys too)
+_PENDING = _STATES[0]
 _DISCARDED = State.DISCARDED
+_STEP = attrgetter("step")
 
 
-def _listed(step: StepInfo) -> bool:
-    """A tallied map's child that keeps its row: one of its first ``LISTED`` items."""
-    index = step.item_index
-    return index is not None and index < LISTED
-
-
-def part(step: StepInfo) -> Part:
-    """``step``'s part of its group's tally (its fields as ``node_row`` reads them)."""
-    calls, cost, usage = step.calls, step.cost, step.usage
-    return (
-        str(step.state),
-        usage.input_tokens,
-        usage.output_tokens,
-        cost if calls or cost else None,
-        step.unpriced_calls,
-        calls,
-        step.replayed_calls,
-        step.cached_calls,
-    )
+def _touched(step: StepInfo) -> bool:
+    """``step`` is not pending (an untouched child counts as pending as it is)."""
+    return step.state != _PENDING
 
 
 class GroupTally:
-    """One tallied map: its children per state and their sums, kept by ``mark``."""
+    """One tallied map: its children's states (``mark``) and the sums of their calls."""
 
-    __slots__ = ("cost", "costed", "counts", "name", "parts", "sums")
+    __slots__ = ("codes", "fresh", "name", "others", "spent")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, items: int) -> None:
         self.name = name
-        self.parts: dict[str, Part] = {}  # each child marked, its part as last counted
-        self.counts: dict[str, int] = {}  # the children marked, per state
-        self.sums = [0, 0, 0, 0, 0, 0]  # tokens in, out, unpriced, calls, replayed, cached
-        self.cost = Decimal(0)
-        self.costed = 0  # children with a cost (none: the group's cost is None, not 0)
+        self.codes = bytearray(items)  # each item's child's state (``_CODE``), as last marked
+        self.others: dict[str, int] = {}  # children with no item index (a watched run's)
+        self.spent = StepInfo(name=name, job_id=0)  # its children's calls, added up
+        self.fresh = True  # its sums not made yet (``Tallies.take``)
 
-    def mark(self, step: StepInfo) -> bool:
-        """Count ``step`` (one of the children) as it is now; True when its part moved."""
-        new = part(step)
-        name = step.name
-        old = self.parts.get(name)
-        if old == new:
-            return False
-        self.parts[name] = new
-        counts = self.counts
-        if old is not None:
-            counts[old[0]] -= 1
-            if old[1:] != _NOTHING:
-                self._add(old, -1)
-        counts[new[0]] = counts.get(new[0], 0) + 1
-        if new[1:] != _NOTHING:
-            self._add(new, 1)
-        return True
-
-    def _add(self, counted: Part, sign: int) -> None:
-        sums = self.sums
-        _, ti, to, cost, unpriced, calls, replayed, cached = counted
-        sums[0] += sign * ti
-        sums[1] += sign * to
-        sums[2] += sign * unpriced
-        sums[3] += sign * calls
-        sums[4] += sign * replayed
-        sums[5] += sign * cached
-        if cost is not None:
-            self.cost = self.cost + cost if sign > 0 else self.cost - cost
-            self.costed += sign
+    def mark(self, step: StepInfo) -> None:
+        """``step`` (one of the children) is in its state now."""
+        code = _CODE[step.state]
+        index = step.item_index
+        if index is None:
+            self.others[step.name] = code
+            return
+        codes = self.codes
+        if index >= len(codes):  # (an item count read before the map grew)
+            codes.extend(bytes(index + 1 - len(codes)))
+        codes[index] = code
 
     def as_json(self, stored: int) -> dict[str, Any]:
-        """What the view reads (``dag.js`` ``aggregate``): ``k`` children stored, ``l`` the
+        """What the view reads (``dag.js`` ``tallied``): ``k`` children stored, ``l`` the
         items listed (the children of an index below it: their rows are sent), ``s`` per
-        state (the stored children never marked are pending), the sums (``ti``, ``to``,
+        state (pending: the stored children in no other state), the sums (``ti``, ``to``,
         ``u``, ``n``, ``rp``, ``ch``) and ``c`` the cost (None when no child has one)."""
-        counts = {state: n for state, n in self.counts.items() if n}
-        unmarked = stored - len(self.parts)
-        if unmarked > 0:
-            counts[_PENDING] = counts.get(_PENDING, 0) + unmarked
-        ti, to, unpriced, calls, replayed, cached = self.sums
+        counts: dict[str, int] = {}
+        codes = self.codes
+        for code in range(1, len(_STATES)):
+            if found := codes.count(code):
+                counts[_STATES[code]] = found
+        for code in self.others.values():
+            if code:
+                counts[_STATES[code]] = counts.get(_STATES[code], 0) + 1
+        pending = stored - sum(counts.values())
+        if pending > 0:
+            counts[_PENDING] = pending
+        spent = self.spent
+        costed = spent.calls or spent.cost  # (as ``node_row``: no call, no charge: None)
         return {
             "k": stored,
             "l": LISTED,
             "s": counts,
-            "ti": ti,
-            "to": to,
-            "u": unpriced,
-            "n": calls,
-            "rp": replayed,
-            "ch": cached,
-            "c": cost_text(self.cost) if self.costed else None,
+            "ti": spent.usage.input_tokens,
+            "to": spent.usage.output_tokens,
+            "u": spent.unpriced_calls,
+            "n": spent.calls,
+            "rp": spent.replayed_calls,
+            "ch": spent.cached_calls,
+            # (not ``_state``'s cost-text cache: a running sum is a new amount at each send)
+            "c": fmt_money(spent.cost) if costed else None,
         }
 
 
@@ -134,15 +116,22 @@ class Tallies:
     def __init__(self) -> None:
         self.groups: dict[str, GroupTally] = {}
         self.small: set[str] = set()  # maps looked at, not tallied
-        self.moved: set[str] = set()  # groups whose tally moved since the last ``take``
+        self.moved: set[str] = set()  # groups marked since the last ``take``
+        self._unpruned: list[str] = []  # maps tallied since the last ``prune``
+        self._run: Run | None = None
         self._steps: Mapping[str, StepInfo] = {}
+        self._calls: list[CallRecord] | None = None  # the run's list of calls, added up to
+        self._counted = 0  # ... here
+        self._unplaced: list[CallRecord] = []  # calls of a step not read yet (``bn.watch``)
+        self._lock = threading.Lock()  # a tally made once, from either thread
 
-    def bind(self, steps: Mapping[str, StepInfo]) -> None:
-        """Follow the run whose steps are ``steps`` (its large maps tallied now)."""
-        self._steps = steps
+    def bind(self, run: Run) -> None:
+        """Follow ``run`` (its large maps tallied now)."""
+        self._run, self._steps = run, run.steps
         self.groups.clear()
         self.small.clear()
-        self.grow(steps.values())
+        self._calls, self._counted = None, 0
+        self.grow(run.steps.values())
 
     def note(self, step: StepInfo) -> bool:
         """``step`` changed: counted when its map is tallied. True when that is all the view
@@ -155,31 +144,45 @@ class Tallies:
             tally = self._tally(parent)
             if tally is None:
                 return False
-        if tally.mark(step):
-            self.moved.add(tally.name)
-        return not _listed(step) and step.state is not _DISCARDED
+        tally.mark(step)
+        self.moved.add(tally.name)
+        index = step.item_index  # (``skip``, inline: at every mark)
+        return (index is None or index >= LISTED) and step.state != _DISCARDED
 
     def skip(self, step: StepInfo) -> bool:
         """``step`` gets no row of its own (a tallied map's child neither listed nor
         discarded): the view has its map's tally instead."""
-        return step.parent in self.groups and not _listed(step) and step.state is not _DISCARDED
+        if step.parent not in self.groups:
+            return False
+        index = step.item_index
+        return (index is None or index >= LISTED) and step.state != _DISCARDED
+
+    def skipper(self) -> Callable[[StepInfo], bool] | None:
+        """``skip``, or None when no map is tallied (every step has its row)."""
+        return self.skip if self.groups else None
 
     def _tally(self, name: str) -> GroupTally | None:
-        """Map ``name``'s new tally, its children so far counted, when it is a large one;
+        """Map ``name``'s tally, made (its children so far counted) when it is a large one;
         None (noted small) when it is not."""
-        steps = self._steps
-        group = steps.get(name)
-        if group is None:
-            return None
-        if len(group.children) + group.unstored < TALLY_AT:
-            self.small.add(name)
-            return None
-        tally = self.groups[name] = GroupTally(name)
-        for child in map(steps.get, group.children):
-            if child is not None and (child.state != _PENDING or child.calls):
-                tally.mark(child)
-        self.moved.add(name)
-        return tally
+        with self._lock:
+            tally = self.groups.get(name)
+            if tally is not None:
+                return tally
+            steps = self._steps
+            group = steps.get(name)
+            if group is None:
+                return None
+            if len(group.children) + group.unstored < TALLY_AT:
+                self.small.add(name)
+                return None
+            tally = GroupTally(name, len(group.children) + group.unstored)
+            for child in map(steps.get, group.children):
+                if child is not None and _touched(child):
+                    tally.mark(child)
+            self.groups[name] = tally
+            self.moved.add(name)
+            self._unpruned.append(name)
+            return tally
 
     def grow(self, added: Iterable[StepInfo]) -> None:
         """Steps were added to the run (a map's children, a chunk at a time): a map that
@@ -197,13 +200,30 @@ class Tallies:
                 self._tally(name)
                 continue
             for child in children:
-                if child.state != _PENDING or child.calls:
+                if _touched(child):
                     tally.mark(child)
             self.moved.add(name)  # its count of children stored moved
 
-    def skipper(self) -> Callable[[StepInfo], bool] | None:
-        """``skip``, or None when no map is tallied (every step has its row)."""
-        return self.skip if self.groups else None
+    def prune(
+        self,
+        rows: dict[str, tuple[Any, ...]],
+        final: dict[str, tuple[Any, ...]],
+        dirty: set[str],
+    ) -> None:
+        """Take the children with no row of their own of the maps tallied since the last
+        call out of the widget's ``rows`` (as sent), ``final`` (computed at their marks) and
+        ``dirty``: those were kept before their map was known as a large one, and would
+        stay stale (its view reads the tally)."""
+        with self._lock:
+            fresh, self._unpruned = self._unpruned, []
+        steps, skip = self._steps, self.skip
+        for name in fresh:
+            for child in steps[name].children:
+                step = steps.get(child)
+                if step is not None and skip(step):
+                    rows.pop(child, None)
+                    final.pop(child, None)
+                    dirty.discard(child)
 
     def rows_kept(self, rows: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
         """``rows`` but those of the steps with no row of their own (``skip``)."""
@@ -224,28 +244,20 @@ class Tallies:
         }
 
     def settle(self) -> None:
-        """The run's end: every child counted once more but those counted completed (a
-        completed step is final within an execution; what it still gets is marked), as
-        ``_state.moved`` checks the rows."""
-        completed, steps = str(State.COMPLETED), self._steps
-        for name, tally in self.groups.items():
-            group = steps.get(name)
-            if group is None:
-                continue
-            parts = tally.parts
-            for child in group.children:
-                counted = parts.get(child)
-                if counted is not None and counted[0] == completed:
-                    continue
-                step = steps.get(child)
-                if step is None or (counted is None and step.state == _PENDING):
-                    continue  # never marked and pending: counted pending as it is
-                if tally.mark(step):
-                    self.moved.add(name)
+        """The run's end: every child of a tallied map counted again as it is (a mark of
+        another thread may have stored a state a mark behind; a change nobody marked)."""
+        steps = self._steps
+        for name, tally in list(self.groups.items()):
+            tally.codes = bytearray(len(tally.codes))
+            tally.others.clear()
+            for child in map(steps.get, steps[name].children):
+                if child is not None and _touched(child):
+                    tally.mark(child)
+            self.moved.add(name)
 
     def take(self) -> dict[str, Any] | None:
         """Every tally as the view reads it, when one moved since the last ``take`` (None
-        otherwise)."""
+        otherwise): the calls made since added up first."""
         if not self.moved:
             return None
         self.moved.clear()
@@ -253,7 +265,45 @@ class Tallies:
 
     def as_json(self) -> dict[str, Any]:
         """Every tally (``GroupTally.as_json``) by its group's name."""
+        self._add_calls()
         steps = self._steps
         return {
-            name: tally.as_json(len(steps[name].children)) for name, tally in self.groups.items()
+            name: tally.as_json(len(steps[name].children))
+            for name, tally in list(self.groups.items())
         }
+
+    def _add_calls(self) -> None:
+        """Add the run's calls made since the last look to their maps' sums (all of them to
+        a map tallied since: its sums made from the start)."""
+        run = self._run
+        if run is None or not self.groups:
+            return
+        calls = run.calls
+        if calls is not self._calls or self._counted > len(calls):  # replaced: again
+            self._calls, self._counted, self._unplaced = calls, 0, []
+            for tally in self.groups.values():
+                tally.spent, tally.fresh = StepInfo(name=tally.name, job_id=0), True
+        unplaced, self._unplaced = self._unplaced, []
+        fresh = [tally for tally in self.groups.values() if tally.fresh]
+        if fresh:  # a map tallied since the last look: its calls so far (but those kept)
+            kept = {id(call) for call in unplaced}
+            done = [c for c in calls[: self._counted] if id(c) not in kept]
+            self._place(done, {tally.name: tally for tally in fresh})
+            for tally in fresh:
+                tally.fresh = False
+        new = calls[self._counted :]
+        self._counted = len(calls)
+        self._place(unplaced + new if unplaced else new, self.groups)
+
+    def _place(self, calls: list[CallRecord], groups: Mapping[str, GroupTally]) -> None:
+        """Add each of ``calls`` to the sums of its step's map when it is one of ``groups``;
+        a call of a step not read yet is kept for the next look."""
+        steps = self._steps
+        by_group: dict[str, list[CallRecord]] = {}
+        for call, step in zip(calls, map(steps.get, map(_STEP, calls)), strict=True):
+            if step is None:
+                self._unplaced.append(call)
+            elif step.parent is not None and step.parent in groups:
+                by_group.setdefault(step.parent, []).append(call)
+        for name, placed in by_group.items():
+            groups[name].spent.add_calls(placed)

@@ -596,7 +596,12 @@ class DagView {
   listed(id) {
     const kids = this.lay.children.get(id) || [];
     const tally = this.groups[id];
-    return tally ? kids.filter((k) => k.i !== null && k.i !== undefined && k.i < tally.l) : kids;
+    return tally ? kids.filter((k) => this.isListed(k)) : kids;
+  }
+
+  isListed(entry) {
+    const tally = this.groups[entry.p];
+    return !tally || (entry.i !== null && entry.i !== undefined && entry.i < tally.l);
   }
 
   expanded(id, kids) {
@@ -1200,8 +1205,10 @@ class DagView {
   jumpTo(id) {
     const entry = this.entries.get(id);
     if (!entry) return;
-    if (entry.k === "child" && entry.p && this.cards.has(entry.p) && !this.rowOf.has(id)) {
-      this.toggled.set(entry.p, true); // open the group to show the child
+    // open the group to show the child (a tallied map's child it does not list: the
+    // group's card stands for it)
+    if (entry.k === "child" && entry.p && this.cards.has(entry.p) && !this.rowOf.has(id) && this.isListed(entry)) {
+      this.toggled.set(entry.p, true);
       this.rebuild();
     }
     this.open(id);
@@ -1350,7 +1357,7 @@ class SidePanel {
     if (!entry) return;
     const s = v.st(id);
     const detail = v.detailsCache.get(id);
-    const key = JSON.stringify([id, s, !!detail, v.header.status]);
+    const key = JSON.stringify([id, s, !!detail, v.header.status, v.groups[id] || null]);
     if (this.key === key) return;
     this.key = key;
     const panel = this.node;

@@ -7,8 +7,13 @@ runs stay small; the browser test draws a real 5,000-item one (tests/acceptance)
 
 from __future__ import annotations
 
+import random
+import sys
+import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -16,13 +21,14 @@ import pytest
 
 import baton_nb as bn
 import baton_nb.widget as widget_pkg
-from baton_nb._run import StepInfo
+from baton_nb._run import CallRecord, StepInfo
 from baton_nb._runview import NodeKind
+from baton_nb._states import State
 from baton_nb._usage import Usage
 from baton_nb.reports import fmt_money
 from baton_nb.widget import Attached, DagWidget, _state, _tally
-from baton_nb.widget._snapshot import snapshot_bundle
-from baton_nb.widget._tally import GroupTally
+from baton_nb.widget._snapshot import DETAILS_BUDGET, _details, snapshot_bundle
+from baton_nb.widget._tally import GroupTally, Tallies
 
 pytestmark = pytest.mark.anyio
 
@@ -181,26 +187,194 @@ async def test_a_stored_large_map_is_tallied_when_the_widget_opens(
 
 
 def child(name: str, **fields: Any) -> StepInfo:
-    return StepInfo(name=name, job_id=1, kind=NodeKind.CHILD, parent="m", **fields)
+    return StepInfo(**{"name": name, "job_id": 1, "kind": NodeKind.CHILD, "parent": "m", **fields})
 
 
-def test_a_childs_part_moves_with_it() -> None:
-    """Each mark replaces the child's part of the sums: counted once, whatever its path."""
-    tally = GroupTally("m")
-    step = child("m[0]", state="executing", attempt=1)
-    assert tally.mark(step) and tally.as_json(2)["s"] == {"executing": 1, "pending": 1}
-    assert not tally.mark(step)  # nothing moved: nothing to send
+def test_a_childs_mark_moves_its_count() -> None:
+    """Each mark stores the child's state at its item's place: counted once, whatever its
+    path (a reset to pending included); its calls are added up with its map's."""
+    tally = GroupTally("m", 3)
+    step = child("m[0]", item_index=0, state=State.EXECUTING, attempt=1)
+    tally.mark(step)
+    assert tally.as_json(2)["s"] == {"executing": 1, "pending": 1}
     assert tally.as_json(2)["c"] is None  # no call: no cost (not $0)
-    step.calls, step.cost, step.usage = 1, Decimal("0.25"), Usage(input_tokens=10, output_tokens=5)
-    step.state = "completed"
-    assert tally.mark(step)
-    done = tally.as_json(2)
-    assert done["s"] == {"completed": 1, "pending": 1}
-    assert (done["ti"], done["to"], done["n"], done["c"]) == (10, 5, 1, "0.25")
-    step.state, step.calls, step.cost, step.usage = "pending", 0, Decimal(0), Usage()
-    assert tally.mark(step)  # reset (a resumed map): its part taken back
-    again = tally.as_json(2)
-    assert again["s"] == {"pending": 2} and (again["ti"], again["n"], again["c"]) == (0, 0, None)
-    free = child("m[1]", state="completed", attempt=1, calls=1, cached_calls=1)
-    tally.mark(free)  # from the response cache: a call, cost 0 but known
-    assert tally.as_json(2)["c"] == "0" and tally.as_json(2)["ch"] == 1
+    step.state = State.COMPLETED
+    tally.mark(step)
+    tally.mark(step)  # marked twice: counted once
+    assert tally.as_json(2)["s"] == {"completed": 1, "pending": 1}
+    step.state = State.PENDING  # reset (a resumed map)
+    tally.mark(step)
+    assert tally.as_json(2)["s"] == {"pending": 2}
+    late = child("m[5]", item_index=5, state=State.CANCELLED)  # past the items first known
+    tally.mark(late)
+    assert tally.as_json(3)["s"] == {"cancelled": 1, "pending": 2}
+    tally.spent.add_calls([call("m[0]", cost=Decimal("0.25")), call("m[5]", cached=True)])
+    sums = tally.as_json(3)
+    assert (sums["ti"], sums["to"], sums["n"], sums["ch"], sums["c"]) == (10, 5, 2, 1, "0.25")
+
+
+def call(step: str, **fields: Any) -> CallRecord:
+    base: dict[str, Any] = {
+        "run_id": "r",
+        "step": step,
+        "model": "mock/m",
+        "provider": "mock",
+        "attempt": 1,
+        "call_index": 0,
+        "usage": Usage(input_tokens=10, output_tokens=5),
+        "cost": Decimal("0.01"),
+        "latency_ms": 3.0,
+        "replayed": False,
+        "estimated": False,
+        "created_at": datetime.now(timezone.utc),
+    }
+    return CallRecord(**{**base, **fields})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_steps_calls_added_at_once_are_its_calls_added_one_by_one(seed: int) -> None:
+    """``StepInfo.add_calls`` (the tally's sums) is ``add_call`` of each call (a step's)."""
+    rng = random.Random(seed)
+    calls = []
+    for _ in range(rng.randint(0, 12)):
+        kind = rng.choice(["paid", "paid", "unpriced", "replayed", "cached", "charge", "lost"])
+        usage = Usage(input_tokens=rng.randint(0, 99), output_tokens=rng.randint(0, 99))
+        cost = Decimal(rng.randint(1, 999)) / 10**7
+        if kind == "unpriced":
+            calls.append(call("s", usage=usage, cost=None))
+        elif kind in ("replayed", "cached"):
+            calls.append(call("s", usage=usage, cost=cost, **{kind: True}))
+        elif kind in ("charge", "lost"):  # an attempt with no answer, priced or not
+            at = datetime.now(timezone.utc)
+            charge = cost if kind == "charge" else None
+            calls.append(CallRecord.unanswered("r", "s", 1, -1, "m", "p", charge, at))
+        else:
+            calls.append(call("s", usage=usage, cost=cost))
+    one, all_at_once = StepInfo(name="s", job_id=1), StepInfo(name="s", job_id=1)
+    for each in calls:
+        one.add_call(each)
+    all_at_once.add_calls(calls)
+    assert all_at_once == one
+
+
+def hand_run(children: int, items: int = 0, **child_fields: Any) -> bn.Run:
+    """A running run of one map ``m`` with ``children`` children stored (of ``items``:
+    the others not stored yet), built by hand."""
+    run = bn.Run(f"tally-{uuid.uuid4().hex[:8]}", "tally")
+    run.status = "running"
+    unstored = max(0, items - children)
+    run.add_step(
+        StepInfo(name="m", job_id=1, kind=NodeKind.GROUP, state=State.EXECUTING, unstored=unstored)
+    )
+    for i in range(children):
+        run.add_step(child(f"m[{i}]", job_id=i + 2, item_index=i, **child_fields))
+    return run
+
+
+def test_a_pending_child_with_a_charge_is_in_its_maps_cost(small: None) -> None:
+    """A resume resets a child to pending with the charge of its attempt that had no
+    answer (a cost, no call): the map's cost has it, from the start and at the end."""
+    run = hand_run(50)
+    charge = Decimal("0.01")
+    run.add_call(
+        CallRecord.unanswered(run.id, "m[30]", 0, -1, "m", "p", charge, datetime.now(timezone.utc))
+    )
+    widget = DagWidget(run)
+    widget._throttle.close()
+    assert widget.groups["m"] == expected(run, "m") and widget.groups["m"]["c"] == "0.01"
+    for i in range(10):
+        run.steps[f"m[{i}]"].state = State.COMPLETED
+        run.step_changed(f"m[{i}]")
+    run.status = "cancelled"
+    run.run_ended()
+    assert widget.groups["m"] == expected(run, "m")
+
+
+def test_a_widget_opened_on_a_running_large_map_keeps_no_row_it_would_not_update(
+    small: None,
+) -> None:
+    """Opened mid-run (or on a watched run), the widget computes no row for the children
+    it only counts: they would go stale in ``nodes`` (the page's saved state)."""
+    run = hand_run(50, state=State.EXECUTING, attempt=1)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    assert set(widget._rows) == {"m", *(f"m[{i}]" for i in range(5))}
+    assert widget.groups["m"]["s"] == {"executing": 50}
+    for i in range(50):
+        run.steps[f"m[{i}]"].state = State.COMPLETED
+        run.step_changed(f"m[{i}]")
+    run.steps["m"].state = State.COMPLETED
+    run.step_changed("m")
+    run.status = "completed"
+    run.run_ended()
+    assert {row[0] for row in widget.nodes.values()} == {"completed"}
+    assert widget.groups["m"] == expected(run, "m")
+
+
+def test_rows_sent_before_a_map_was_known_large_are_dropped(small: None) -> None:
+    """A map looked at before its item count was known (a resumed run's first chunk, its
+    rest not counted yet) is tallied when its next chunk comes: the rows of its children
+    it only counts from then on are dropped, not kept stale."""
+    run = hand_run(30)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    for i in range(30):
+        run.steps[f"m[{i}]"].state, run.steps[f"m[{i}]"].attempt = State.EXECUTING, 1
+        run.step_changed(f"m[{i}]")
+    widget._redraw()
+    assert not widget.groups and "m[29]" in widget._rows  # small: every child has its row
+    for i in range(30, 60):
+        run.add_step(child(f"m[{i}]", job_id=i + 2, item_index=i))
+    widget._redraw()
+    assert widget.groups["m"] == expected(run, "m")
+    assert set(widget._rows) == {"m", *(f"m[{i}]" for i in range(5))}
+
+
+def test_marks_from_another_thread_are_counted_once(small: None) -> None:
+    """A run followed from another thread marks a child while the widget's redraw counts
+    the same new child (``grow``): each is counted once, in the state it is in."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(100):
+            run = hand_run(1, 60, state=State.EXECUTING, attempt=1)
+            tallies = Tallies()
+            tallies.bind(run)  # tallied (60 items), its first child seen
+            kids = []
+            for i in range(1, 60):
+                kid = child(f"m[{i}]", job_id=i + 2, item_index=i, state=State.COMPLETED)
+                run.add_step(kid)
+                kids.append(kid)
+            run.steps["m"].unstored = 0
+            go = threading.Barrier(2)
+
+            def marks(tallies: Tallies, kids: list[StepInfo], go: threading.Barrier) -> None:
+                go.wait()
+                for kid in kids:
+                    tallies.note(kid)
+
+            def grows(tallies: Tallies, kids: list[StepInfo], go: threading.Barrier) -> None:
+                go.wait()
+                tallies.grow(kids)
+
+            threads = [
+                threading.Thread(target=work, args=(tallies, kids, go)) for work in (marks, grows)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert tallies.as_json()["m"] == expected(run, "m")
+    finally:
+        sys.setswitchinterval(switch)
+
+
+async def test_a_snapshot_keeps_no_details_of_children_it_only_counts(
+    small: None, checked: list[tuple[DagWidget, list[str]]], sqlite_url: str, unique: str
+) -> None:
+    run = await map_workflow(f"tally-details-{unique}", sqlite_url, fail=33).run(display=True)
+    [(widget, _)] = checked
+    state = widget._snapshot_state()
+    kept = _details(run, DETAILS_BUDGET, None, state["rows"])[0]
+    children = run.steps["each"].children
+    assert set(kept) == {"src", "each", "after", children[33], *children[:5]}
