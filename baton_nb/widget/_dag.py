@@ -46,7 +46,8 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # they come less often (at least once a second), each carrying more (a child's start and
 # end in one patch, computed once). The run's own work keeps the rest of the core. (At
 # 1,000 calls in flight each redraw sends the ~1,000 children executing again: at 2 % it
-# redrew every ~0.4 s, and those rows were a third of the widget's cost; every ~0.8 s now.)
+# redrew every ~0.4 s, and those rows were a third of the widget's cost; every ~0.8 s now.
+# A map of 2,000 items or more sends its tally instead, a few numbers: ``_tally``.)
 REDRAW_SHARE = 0.01
 _NODE_EVENTS = (StepUpdated, CallFinished)
 _GROUP = NodeKind.GROUP  # (an enum class's attribute costs ~70 ns a look-up: once a mark)
