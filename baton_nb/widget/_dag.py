@@ -338,8 +338,7 @@ class DagWidget(_JsonWidget):
         run = self._run
         assert run is not None
         self._dirty.clear()
-        self._tallies.bind(run)
-        self._tallies.moved.clear()  # sent below
+        self._tallies.bind(run)  # (its tallies sent whole below)
         self._rows = _state.node_rows(run, self._tallies.skipper())
         with self.hold_sync():
             self.groups = self._tallies.as_json()
@@ -394,10 +393,11 @@ class DagWidget(_JsonWidget):
     def _snapshot_state(self) -> dict[str, Any]:
         """The saved snapshot's graph (its columns), header, tallies and every node's row,
         in the graph's order (but a tallied map's children with no row of their own)."""
-        ids = self.graph["id"]
-        rows = dict(zip(ids, map(self._rows.get, ids, repeat(PENDING_ROW)), strict=True))
-        if self._tallies.groups:
-            rows = self._tallies.rows_kept(rows)
+        ids, get = self.graph["id"], self._rows.get
+        if self._tallies.groups:  # only the rows sent (a tallied child has none; pending: none)
+            rows = {name: row for name in ids if (row := get(name)) is not None}
+        else:
+            rows = dict(zip(ids, map(get, ids, repeat(PENDING_ROW)), strict=True))
         return {"graph": self.graph, "rows": rows, "header": self.header, "groups": self.groups}
 
     # ── messages from the view ────────────────────────────────────────────────

@@ -40,7 +40,7 @@ _STATES = (str(State.PENDING), *(str(s) for s in State if s is not State.PENDING
 _CODE: dict[str, int] = {state: code for code, state in enumerate(_STATES)}  # (State keys too)
 _PENDING = _STATES[0]
 _DISCARDED = State.DISCARDED
-_STEP = attrgetter("step")
+_STEP, _STATE, _INDEX = (attrgetter(a) for a in ("step", "state", "item_index"))
 
 
 def _touched(step: StepInfo) -> bool:
@@ -126,12 +126,14 @@ class Tallies:
         self._lock = threading.Lock()  # a tally made once, from either thread
 
     def bind(self, run: Run) -> None:
-        """Follow ``run`` (its large maps tallied now)."""
+        """Follow ``run`` (its large maps tallied now; none counted as moved: the caller
+        sends them whole, ``as_json``)."""
         self._run, self._steps = run, run.steps
         self.groups.clear()
         self.small.clear()
         self._calls, self._counted = None, 0
         self.grow(run.steps.values())
+        self.moved.clear()
 
     def note(self, step: StepInfo) -> bool:
         """``step`` changed: counted when its map is tallied. True when that is all the view
@@ -144,10 +146,13 @@ class Tallies:
             tally = self._tally(parent)
             if tally is None:
                 return False
-        tally.mark(step)
+        state, index = step.state, step.item_index
+        if index is None or index >= len(tally.codes):
+            tally.mark(step)
+        else:  # ``GroupTally.mark`` inline (at every mark of every child)
+            tally.codes[index] = _CODE[state]
         self.moved.add(tally.name)
-        index = step.item_index  # (``skip``, inline: at every mark)
-        return (index is None or index >= LISTED) and step.state != _DISCARDED
+        return (index is None or index >= LISTED) and state != _DISCARDED  # (``skip``)
 
     def skip(self, step: StepInfo) -> bool:
         """``step`` gets no row of its own (a tallied map's child neither listed nor
@@ -225,11 +230,6 @@ class Tallies:
                     final.pop(child, None)
                     dirty.discard(child)
 
-    def rows_kept(self, rows: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
-        """``rows`` but those of the steps with no row of their own (``skip``)."""
-        steps, skip = self._steps, self.skip
-        return {name: row for name, row in rows.items() if not skip(steps[name])}
-
     def rows_as_viewed(
         self, rows: dict[str, tuple[Any, ...]], ids: list[str]
     ) -> dict[str, tuple[Any, ...]]:
@@ -248,10 +248,14 @@ class Tallies:
         another thread may have stored a state a mark behind; a change nobody marked)."""
         steps = self._steps
         for name, tally in list(self.groups.items()):
+            children = [c for c in map(steps.get, steps[name].children) if c is not None]
+            codes = list(map(_CODE.__getitem__, map(_STATE, children)))  # (in C)
             tally.codes = bytearray(len(tally.codes))
             tally.others.clear()
-            for child in map(steps.get, steps[name].children):
-                if child is not None and _touched(child):
+            for child, index, code in zip(children, map(_INDEX, children), codes, strict=True):
+                if index is not None and index < len(tally.codes):
+                    tally.codes[index] = code
+                elif code:
                     tally.mark(child)
             self.moved.add(name)
 
