@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from operator import attrgetter
+from functools import reduce
+from operator import add, attrgetter
 from typing import Any, TypeVar
 
 from . import _jsonutil
@@ -134,7 +135,7 @@ class StepInfo:
         usages = list(map(_USAGE, calls))
         summed = zip(usage_values(self.usage), *map(usage_values, usages), strict=True)
         self.usage = Usage(*map(sum, summed))
-        self.latency_ms += sum(map(_LATENCY, calls))
+        self.latency_ms = reduce(add, map(_LATENCY, calls), self.latency_ms)  # (in order)
         costs = [cost for cost in map(_COST, calls) if cost is not None]
         self.unpriced_calls += len(calls) - len(costs)
         if costs:
@@ -386,7 +387,7 @@ class RunView:
         if usages:  # summed field by field at once: a Usage built per call cost ~1 us each
             counts = zip(usage_values(totals.tokens), *map(usage_values, usages), strict=True)
             totals.tokens = Usage(*map(sum, counts))
-        totals.counted = len(calls)
+        totals.counted += len(new)  # (not ``len(calls)``: a call may have come since)
         return totals
 
     @property

@@ -16,7 +16,7 @@ import html
 import os
 import re
 from collections.abc import Callable
-from itertools import islice, repeat
+from itertools import repeat
 from typing import Any
 
 import anyio
@@ -186,10 +186,9 @@ class DagWidget(_JsonWidget):
         return self._run
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """Every node's state as the view has it, a dict each (``nodes``, the synced trait,
-        holds each node's row, a tuple: it is sent as these dicts, the pending ones left
-        out; read node states here). A tallied map's children that have no row of their
-        own (``_tally``: the view has their group's counts and sums) read as they are now."""
+        """Every node's state as the view has it, a dict each (``nodes`` holds rows, tuples,
+        sent as these dicts but the pending ones); a tallied map's children with no row of
+        their own (``_tally``: the view has their map's tally) as they are now."""
         rows = self._tallies.rows_as_viewed(self._rows, self.graph.get("id", []))
         return {name: _state.row_dict(row) for name, row in rows.items()}
 
@@ -278,17 +277,20 @@ class DagWidget(_JsonWidget):
         A step marked in a final state gets its row here, its objects just written (read
         at the next send, up to a second later, out of the caches: ~3 times the cost); a
         later mark computes it again, or drops it (any change is marked). A large map's
-        child with no row of its own is only counted in its map's tally (``_tally``)."""
+        child with no row of its own is only counted in its map's tally (``_tally``; one
+        with a row sent before, a discarded child reset, has it kept current)."""
         assert self._run is not None
         step = self._run.steps.get(name)
-        dirty, tallies = self._dirty, self._tallies
-        first = not dirty and not tallies.moved
-        if step is None or step.parent is None or not tallies.note(step):
+        dirty, tallies, moved = self._dirty, self._tallies, self._tallies.moved
+        first = not dirty and not moved
+        if step is None or step.parent is None or not tallies.note(step) or name in self._rows:
             if step is not None and step.state in TERMINAL_STATES and step.kind != _GROUP:
                 self._final[name] = _state.node_row(step)  # (a group's count moves unmarked)
             elif self._final:
                 self._final.pop(name, None)
             dirty.add(name)  # before the poke: with no loop running, it may redraw at once
+        else:
+            moved.add(name)
         if first:
             self._throttle.poke()
 
@@ -296,9 +298,11 @@ class DagWidget(_JsonWidget):
         """A watched run's update (``bn.watch``): marks, as ``_mark`` does."""
         kind = type(event)
         if kind is StepUpdated or kind is CallFinished or isinstance(event, _NODE_EVENTS):
-            step = self._run.steps.get(event.step_name) if self._run is not None else None
-            if step is None or step.parent is None or not self._tallies.note(step):
-                self._dirty.add(event.step_name)
+            name = event.step_name
+            step = self._run.steps.get(name) if self._run is not None else None
+            tallied = step is not None and step.parent is not None and self._tallies.note(step)
+            if not tallied or name in self._rows:  # (as ``_mark``: a row sent, kept current)
+                self._dirty.add(name)
             self._throttle.poke()
         elif isinstance(event, BatchUpdated):  # the header's batch lines
             self._throttle.poke()
@@ -359,13 +363,9 @@ class DagWidget(_JsonWidget):
         graph = self.graph
         size = len(graph["id"])
         # A map's children (a chunk at a time), read before ``_changed`` looks at them again.
-        add = None
-        if size != len(run.steps):
-            add = _state.graph_columns(run, start=size)
-            self._tallies.grow(islice(run.steps.values(), size, None))
-        self._tallies.prune(self._rows, self._final, self._dirty)  # (maps tallied since)
+        add = _state.graph_columns(run, start=size) if size != len(run.steps) else None
+        groups = self._tallies.redraw(size, self._rows, self._final, self._dirty)
         changed = self._changed()
-        groups = self._tallies.take()
         with self.hold_sync():
             if groups is not None:
                 self.groups = groups

@@ -60,7 +60,10 @@ def _detail_order(run: Run, counted: Census, shown: Container[str] | None = None
     nodes the snapshot has a state of; the other children are left out (a large map's
     children that the view only counts, ``_tally``: nothing opens their side panel)."""
     yield from (step.name for step in counted.top)
-    yield from counted.failed_children
+    if shown is None:
+        yield from counted.failed_children
+    else:  # (a large map's cancelled children: counted only, no row: nothing opens them)
+        yield from (name for name in counted.failed_children if name in shown)
     child = NodeKind.CHILD
     for name, step in run.steps.items():
         listed = shown is None or name in shown

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 
@@ -58,7 +59,7 @@ class GroupTally:
         self.codes = bytearray(items)  # each item's child's state (``_CODE``), as last marked
         self.others: dict[str, int] = {}  # children with no item index (a watched run's)
         self.spent = StepInfo(name=name, job_id=0)  # its children's calls, added up
-        self.fresh = True  # its sums not made yet (``Tallies.take``)
+        self.fresh = True  # its sums not made yet (``Tallies.as_json``)
 
     def mark(self, step: StepInfo) -> None:
         """``step`` (one of the children) is in its state now."""
@@ -116,7 +117,10 @@ class Tallies:
     def __init__(self) -> None:
         self.groups: dict[str, GroupTally] = {}
         self.small: set[str] = set()  # maps looked at, not tallied
-        self.moved: set[str] = set()  # groups marked since the last ``take``
+        # Children marked since the last ``redraw`` (the widget adds them: a redraw is asked
+        # for at the first; ``redraw`` replaces the set, not empties it: a mark of another
+        # thread that read the old one adds to it, and the next one asks)
+        self.moved: set[str] = set()
         self._unpruned: list[str] = []  # maps tallied since the last ``prune``
         self._run: Run | None = None
         self._steps: Mapping[str, StepInfo] = {}
@@ -132,12 +136,14 @@ class Tallies:
         self.groups.clear()
         self.small.clear()
         self._calls, self._counted = None, 0
-        self.grow(run.steps.values())
-        self.moved.clear()
+        self.grow(list(run.steps.values()))
+        self.moved = set()
+        self._unpruned.clear()  # (the caller computes its rows with ``skip``)
 
     def note(self, step: StepInfo) -> bool:
         """``step`` changed: counted when its map is tallied. True when that is all the view
-        gets of it (no row of its own: neither listed nor discarded)."""
+        gets of it (no row of its own: neither listed nor discarded); the caller then adds
+        its map to ``moved``."""
         parent = step.parent
         tally = self.groups.get(parent)  # type: ignore[arg-type]  # (None: not a child)
         if tally is None:
@@ -151,7 +157,6 @@ class Tallies:
             tally.mark(step)
         else:  # ``GroupTally.mark`` inline (at every mark of every child)
             tally.codes[index] = _CODE[state]
-        self.moved.add(tally.name)
         return (index is None or index >= LISTED) and state != _DISCARDED  # (``skip``)
 
     def skip(self, step: StepInfo) -> bool:
@@ -209,6 +214,25 @@ class Tallies:
                     tally.mark(child)
             self.moved.add(name)  # its count of children stored moved
 
+    def redraw(
+        self,
+        known: int,
+        rows: dict[str, tuple[Any, ...]],
+        final: dict[str, tuple[Any, ...]],
+        dirty: set[str],
+    ) -> dict[str, Any] | None:
+        """The widget redraws, its graph having ``known`` steps: the steps added since
+        looked at (``grow``), the rows of maps tallied since dropped (``prune``), and every
+        tally as the view reads it (``as_json``)."""
+        self.moved = set()  # first: should what follows raise, the next mark still asks
+        steps = self._steps
+        if len(steps) > known:
+            self.grow(list(islice(steps.values(), known, None)))  # (copied in C, at once)
+        self.prune(rows, final, dirty)
+        # Every tally, at every redraw (counting 20,000 children's bytes costs ~0.2 ms; one
+        # unchanged is not sent again: the trait is equal)
+        return self.as_json() if self.groups else None
+
     def prune(
         self,
         rows: dict[str, tuple[Any, ...]],
@@ -259,14 +283,6 @@ class Tallies:
                     tally.mark(child)
             self.moved.add(name)
 
-    def take(self) -> dict[str, Any] | None:
-        """Every tally as the view reads it, when one moved since the last ``take`` (None
-        otherwise): the calls made since added up first."""
-        if not self.moved:
-            return None
-        self.moved.clear()
-        return self.as_json()
-
     def as_json(self) -> dict[str, Any]:
         """Every tally (``GroupTally.as_json``) by its group's name."""
         self._add_calls()
@@ -280,15 +296,16 @@ class Tallies:
         """Add the run's calls made since the last look to their maps' sums (all of them to
         a map tallied since: its sums made from the start)."""
         run = self._run
-        if run is None or not self.groups:
+        groups = dict(self.groups)  # (a copy, in C: the run's thread may add one)
+        if run is None or not groups:
             return
         calls = run.calls
         if calls is not self._calls or self._counted > len(calls):  # replaced: again
             self._calls, self._counted, self._unplaced = calls, 0, []
-            for tally in self.groups.values():
+            for tally in groups.values():
                 tally.spent, tally.fresh = StepInfo(name=tally.name, job_id=0), True
         unplaced, self._unplaced = self._unplaced, []
-        fresh = [tally for tally in self.groups.values() if tally.fresh]
+        fresh = [tally for tally in groups.values() if tally.fresh]
         if fresh:  # a map tallied since the last look: its calls so far (but those kept)
             kept = {id(call) for call in unplaced}
             done = [c for c in calls[: self._counted] if id(c) not in kept]
@@ -296,8 +313,8 @@ class Tallies:
             for tally in fresh:
                 tally.fresh = False
         new = calls[self._counted :]
-        self._counted = len(calls)
-        self._place(unplaced + new if unplaced else new, self.groups)
+        self._counted += len(new)  # (not ``len(calls)``: one may have come since)
+        self._place(unplaced + new if unplaced else new, groups)
 
     def _place(self, calls: list[CallRecord], groups: Mapping[str, GroupTally]) -> None:
         """Add each of ``calls`` to the sums of its step's map when it is one of ``groups``;

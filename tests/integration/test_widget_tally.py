@@ -237,19 +237,22 @@ def test_a_steps_calls_added_at_once_are_its_calls_added_one_by_one(seed: int) -
     rng = random.Random(seed)
     calls = []
     for _ in range(rng.randint(0, 12)):
-        kind = rng.choice(["paid", "paid", "unpriced", "replayed", "cached", "charge", "lost"])
+        kind = rng.choice(["paid", "paid", "unpriced", "replayed", "cached", "both", "charge"])
         usage = Usage(input_tokens=rng.randint(0, 99), output_tokens=rng.randint(0, 99))
         cost = Decimal(rng.randint(1, 999)) / 10**7
+        latency = rng.random() * 1000  # (floats: added in the same order)
         if kind == "unpriced":
-            calls.append(call("s", usage=usage, cost=None))
+            calls.append(call("s", usage=usage, cost=None, latency_ms=latency))
         elif kind in ("replayed", "cached"):
             calls.append(call("s", usage=usage, cost=cost, **{kind: True}))
-        elif kind in ("charge", "lost"):  # an attempt with no answer, priced or not
+        elif kind == "both":
+            calls.append(call("s", usage=usage, cost=cost, replayed=True, cached=True))
+        elif kind == "charge":  # an attempt with no answer, priced or not
             at = datetime.now(timezone.utc)
-            charge = cost if kind == "charge" else None
+            charge = cost if rng.random() < 0.7 else None
             calls.append(CallRecord.unanswered("r", "s", 1, -1, "m", "p", charge, at))
         else:
-            calls.append(call("s", usage=usage, cost=cost))
+            calls.append(call("s", usage=usage, cost=cost, latency_ms=latency))
     one, all_at_once = StepInfo(name="s", job_id=1), StepInfo(name="s", job_id=1)
     for each in calls:
         one.add_call(each)
@@ -378,3 +381,59 @@ async def test_a_snapshot_keeps_no_details_of_children_it_only_counts(
     kept = _details(run, DETAILS_BUDGET, None, state["rows"])[0]
     children = run.steps["each"].children
     assert set(kept) == {"src", "each", "after", children[33], *children[:5]}
+
+
+def test_a_mark_racing_a_redraw_still_asks_for_the_next_one(small: None) -> None:
+    """A mark reads "a redraw is due" just before the redraw (of another thread) takes the
+    marks: the next mark asks for a redraw again (the view never stops following)."""
+    run = hand_run(50)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    pokes: list[int] = []
+    widget._throttle.poke = lambda: pokes.append(1)  # type: ignore[method-assign]
+    run.steps["m[10]"].state = State.EXECUTING
+    run.step_changed("m[10]")
+    assert len(pokes) == 1
+    note = widget._tallies.note
+
+    def redrawn_between(step: StepInfo) -> bool:  # the other thread redraws right here
+        widget._tallies.note = note  # type: ignore[method-assign]
+        widget._redraw()
+        return note(step)
+
+    widget._tallies.note = redrawn_between  # type: ignore[method-assign]
+    run.steps["m[11]"].state = State.EXECUTING
+    run.step_changed("m[11]")  # saw a redraw due: asks for none
+    run.steps["m[12]"].state = State.EXECUTING
+    run.step_changed("m[12]")
+    assert len(pokes) == 2
+
+
+def test_a_call_made_while_a_redraw_adds_up_the_calls_is_counted_once(small: None) -> None:
+    """The run's thread appends a call while a redraw reads the new ones: counted at the
+    next look, once."""
+    run = hand_run(50)
+
+    class Appending(list[CallRecord]):
+        then: Any = None
+
+        def __getitem__(self, key: Any) -> Any:
+            out = super().__getitem__(key)
+            if isinstance(key, slice) and self.then is not None:
+                then, self.then = self.then, None
+                then()
+            return out
+
+    run.calls = Appending()
+    widget = DagWidget(run)
+    widget._throttle.close()
+    run.steps["m[10]"].state = State.EXECUTING
+    run.add_call(call("m[10]"))
+    run.step_changed("m[10]")
+    run.calls.then = lambda: run.add_call(call("m[11]"))  # type: ignore[attr-defined]
+    widget._redraw()
+    run.steps["m[12]"].state = State.COMPLETED
+    run.add_call(call("m[12]"))
+    run.step_changed("m[12]")
+    widget._redraw()
+    assert widget.groups["m"]["n"] == 3 and widget.groups["m"] == expected(run, "m")
