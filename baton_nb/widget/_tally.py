@@ -190,7 +190,6 @@ class Tallies:
                 if child is not None and _touched(child):
                     tally.mark(child)
             self.groups[name] = tally
-            self.moved.add(name)
             self._unpruned.append(name)
             return tally
 
@@ -212,7 +211,6 @@ class Tallies:
             for child in children:
                 if _touched(child):
                     tally.mark(child)
-            self.moved.add(name)  # its count of children stored moved
 
     def redraw(
         self,
@@ -281,7 +279,6 @@ class Tallies:
                     tally.codes[index] = code
                 elif code:
                     tally.mark(child)
-            self.moved.add(name)
 
     def as_json(self) -> dict[str, Any]:
         """Every tally (``GroupTally.as_json``) by its group's name."""

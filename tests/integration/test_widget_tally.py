@@ -437,3 +437,24 @@ def test_a_call_made_while_a_redraw_adds_up_the_calls_is_counted_once(small: Non
     run.step_changed("m[12]")
     widget._redraw()
     assert widget.groups["m"]["n"] == 3 and widget.groups["m"] == expected(run, "m")
+
+
+def test_the_view_follows_a_map_tallied_at_a_redraw(small: None) -> None:
+    """A map found large at a redraw (its children added since the last): the next mark
+    of one of its children asks for a redraw (a map tallied there once left the view
+    waiting for the run's end)."""
+    run = hand_run(0, items=60)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    pokes: list[int] = []
+    widget._throttle.poke = lambda: pokes.append(1)  # type: ignore[method-assign]
+    for i in range(60):
+        run.add_step(child(f"m[{i}]", job_id=i + 2, item_index=i))
+    run.steps["m"].unstored = 0
+    widget._redraw()
+    assert "m" in widget._tallies.groups and pokes == []
+    run.steps["m[10]"].state = State.EXECUTING
+    run.step_changed("m[10]")
+    assert pokes == [1]
+    widget._redraw()
+    assert widget.groups["m"]["s"] == {"executing": 1, "pending": 59}
