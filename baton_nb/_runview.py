@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from functools import reduce
-from operator import add, attrgetter
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from . import _jsonutil
@@ -41,7 +40,6 @@ __all__ = [
 
 _NO_USAGE = Usage()
 _REPLAYED, _CACHED, _USAGE, _COST = (attrgetter(a) for a in ("replayed", "cached", "usage", "cost"))
-_LATENCY = attrgetter("latency_ms")
 V = TypeVar("V", bound="RunView")
 
 
@@ -115,31 +113,6 @@ class StepInfo:
     def add_attempt(self, attempt: AttemptRow) -> None:
         """An attempt of this step ended (failed, or completed after failed ones)."""
         self.attempts.append(attempt)
-
-    def add_calls(self, calls: list[CallRecord]) -> None:
-        """``add_call`` of each of ``calls``, in one pass: its sums made in C (a widget adds
-        up a large map's calls, thousands at a time, this way: ``widget/_tally``)."""
-        charges = [c for c in calls if c.is_unanswered and c.cost is not None]
-        if charges:  # (rare: a charge is a call that got no answer)
-            calls = [c for c in calls if not (c.is_unanswered and c.cost is not None)]
-            self.cost = add_money(self.cost, sum_money(map(_COST, charges)))
-        self.calls += len(calls)
-        if any(map(_REPLAYED, calls)) or any(map(_CACHED, calls)):
-            replayed = sum(map(_REPLAYED, calls))
-            cached = sum(1 for c in calls if c.cached and not c.replayed)
-            self.replayed_calls += replayed
-            self.cached_calls += cached
-            calls = [c for c in calls if not (c.replayed or c.cached)]
-        if not calls:
-            return
-        usages = list(map(_USAGE, calls))
-        summed = zip(usage_values(self.usage), *map(usage_values, usages), strict=True)
-        self.usage = Usage(*map(sum, summed))
-        self.latency_ms = reduce(add, map(_LATENCY, calls), self.latency_ms)  # (in order)
-        costs = [cost for cost in map(_COST, calls) if cost is not None]
-        self.unpriced_calls += len(calls) - len(costs)
-        if costs:
-            self.cost = add_money(self.cost, sum_money(costs))
 
     def add_call(self, call: CallRecord) -> None:
         if call.is_unanswered and call.cost is not None:  # a charge, not a call

@@ -5,30 +5,33 @@ saved snapshot) was ~3/4 of the widget's cost, for a view that shows the group's
 and sums, and lists its first 500 children (docs/performance.md, thirteenth round). A map of
 ``TALLY_AT`` items or more is *tallied*: each child's mark writes its state's code at its
 item's place in a byte array (one store: no object made, nothing read back), counted per
-state at a redraw in C (``bytearray.count``); the children's calls are added up at a
-redraw from the run's list of calls, the new ones only (``StepInfo.add_calls``, as each
-child's own are). The tally goes out as the group's entry of the widget's ``groups``. Its
-first ``LISTED`` children (the ones its table and side panel list) and its discarded ones
-(the failure line names them, with their errors) keep their own rows; the others are
-only counted.
+state at a redraw in C (``bytearray.count``); a child's spend (tokens, cost, calls) is
+added to its map's sums once, at the mark that ends it (its objects just written: a
+child's calls come before its end), so the sums count the children that ended; at the
+run's end every child is counted again, spend included, as it is. The tally goes out as
+the group's entry of the widget's ``groups``. Its first ``LISTED`` children (the ones its
+table and side panel list) and its discarded ones (the failure line names them, with
+their errors) keep their own rows; the others are only counted.
 
 Threads: a run of another thread marks its children there (``Run.follow``) while the
-widget redraws on its own; a mark only stores a byte (the last store wins: at worst a
-state a mark behind, until the child's next mark or the run's end, which counts every
-child again); the sums are only written at redraws.
+widget redraws on its own; the redraws only read the tallies, but for a settled map's
+children added with no mark (``grow``: a state's byte, no spend); a store of a byte is
+whole (the last one wins: at worst a state a mark behind until the child's next mark or
+the run's end).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from itertools import islice
 from operator import attrgetter
 from typing import Any
 
-from .._money import fmt_money
-from .._run import CallRecord, Run, StepInfo
-from .._states import State
+from .._money import fmt_money, sum_money
+from .._run import Run, StepInfo
+from .._states import TERMINAL_STATES, State
 from ._state import PENDING_ROW, node_row
 
 __all__ = ["LISTED", "TALLY_AT", "GroupTally", "Tallies"]
@@ -37,11 +40,18 @@ TALLY_AT = 2_000  # a map with this many items or more is tallied (1,000-node vi
 LISTED = 500  # children of a tallied map that keep their rows: its table lists them
 
 # A child's state as a byte: pending is 0 (an item's place before its child is marked).
-_STATES = (str(State.PENDING), *(str(s) for s in State if s is not State.PENDING))
+# A child's state as a byte: pending is 0 (an item's place before its child is marked), the
+# states that end a child from ``_ENDED`` on.
+_ENDING = tuple(s for s in State if s in TERMINAL_STATES)
+_GOING = tuple(s for s in State if s not in TERMINAL_STATES and s is not State.PENDING)
+_STATES = tuple(map(str, (State.PENDING, *_GOING, *_ENDING)))
 _CODE: dict[str, int] = {state: code for code, state in enumerate(_STATES)}  # (State keys too)
+_ENDED = len(_STATES) - len(_ENDING)
 _PENDING = _STATES[0]
 _DISCARDED = State.DISCARDED
-_STEP, _STATE, _INDEX = (attrgetter(a) for a in ("step", "state", "item_index"))
+_STATE, _INDEX, _USAGE = (attrgetter(a) for a in ("state", "item_index", "usage"))
+_SPENT = tuple(attrgetter(a) for a in ("unpriced_calls", "calls", "replayed_calls", "cached_calls"))
+_TOKENS = (attrgetter("input_tokens"), attrgetter("output_tokens"))
 
 
 def _touched(step: StepInfo) -> bool:
@@ -50,34 +60,89 @@ def _touched(step: StepInfo) -> bool:
 
 
 class GroupTally:
-    """One tallied map: its children's states (``mark``) and the sums of their calls."""
+    """One tallied map: its children's states (``mark``) and the spend of those ended."""
 
-    __slots__ = ("codes", "fresh", "name", "others", "spent")
+    __slots__ = ("codes", "cost", "costed", "name", "others", "summed", "sums")
 
     def __init__(self, name: str, items: int) -> None:
         self.name = name
         self.codes = bytearray(items)  # each item's child's state (``_CODE``), as last marked
+        self.summed = bytearray(items)  # 1: that child's spend is in the sums
         self.others: dict[str, int] = {}  # children with no item index (a watched run's)
-        self.spent = StepInfo(name=name, job_id=0)  # its children's calls, added up
-        self.fresh = True  # its sums not made yet (``Tallies.as_json``)
+        self.sums = [0, 0, 0, 0, 0, 0]  # tokens in, out; unpriced calls, calls, replayed, cached
+        self.cost = Decimal(0)
+        self.costed = 0  # children with a cost (none: the map's cost is None, not 0)
 
     def mark(self, step: StepInfo) -> None:
-        """``step`` (one of the children) is in its state now."""
+        """``step`` (one of the children) is in its state now (its spend added if that
+        ends it)."""
         code = _CODE[step.state]
         index = step.item_index
         if index is None:
-            self.others[step.name] = code
+            self.others[step.name] = code  # (spent: counted at the run's end)
             return
         codes = self.codes
         if index >= len(codes):  # (an item count read before the map grew)
-            codes.extend(bytes(index + 1 - len(codes)))
+            more = bytes(index + 1 - len(codes))
+            codes.extend(more)
+            self.summed.extend(more)
         codes[index] = code
+        if code >= _ENDED and not self.summed[index]:
+            self.summed[index] = 1
+            self.add(step)
+
+    def begin(self, step: StepInfo) -> None:
+        """``step`` (a child) as the map is found large: marked, and what it spent so far
+        in the sums already (a charge of an attempt with no answer kept by a pending child
+        that a resume reset; what it spends from here on shows at the run's end)."""
+        if _touched(step):
+            self.mark(step)
+        index = step.item_index
+        spent = step.calls or step.cost
+        if spent and index is not None and index < len(self.summed) and not self.summed[index]:
+            self.summed[index] = 1
+            self.add(step)
+
+    def add(self, step: StepInfo) -> None:
+        """``step``'s spend, into the sums (as ``node_row`` shows it, ``dag.js`` sums it)."""
+        calls, cost, usage, sums = step.calls, step.cost, step.usage, self.sums
+        sums[0] += usage.input_tokens
+        sums[1] += usage.output_tokens
+        sums[2] += step.unpriced_calls
+        sums[3] += calls
+        sums[4] += step.replayed_calls
+        sums[5] += step.cached_calls
+        if calls or cost:
+            self.cost += cost
+            self.costed += 1
+
+    def recount(self, children: list[StepInfo]) -> None:
+        """Every child counted again as it is, spend included, whether it ended or not (the
+        run's end): read in C."""
+        indexes = list(map(_INDEX, children))
+        size = max(len(self.codes), 1 + max((i for i in indexes if i is not None), default=-1))
+        self.codes, self.summed = bytearray(size), bytearray(size)
+        self.others.clear()
+        codes = list(map(_CODE.__getitem__, map(_STATE, children)))
+        for child, index, code in zip(children, indexes, codes, strict=True):
+            if index is None:
+                if code:
+                    self.others[child.name] = code
+            else:
+                self.codes[index] = code
+                self.summed[index] = 1  # (its spend is in the sums below: not added again)
+        usages = list(map(_USAGE, children))
+        self.sums = [sum(map(get, usages)) for get in _TOKENS]
+        self.sums += [sum(map(get, children)) for get in _SPENT]
+        spent = [child.cost for child in children if child.calls or child.cost]
+        self.cost, self.costed = sum_money(spent), len(spent)
 
     def as_json(self, stored: int) -> dict[str, Any]:
         """What the view reads (``dag.js`` ``tallied``): ``k`` children stored, ``l`` the
         items listed (the children of an index below it: their rows are sent), ``s`` per
-        state (pending: the stored children in no other state), the sums (``ti``, ``to``,
-        ``u``, ``n``, ``rp``, ``ch``) and ``c`` the cost (None when no child has one)."""
+        state (pending: the stored children in no other state), the spend of the children
+        that ended (all of them at the run's end: ``ti``, ``to``, ``u``, ``n``, ``rp``,
+        ``ch``) and ``c`` their cost (None when none has one)."""
         counts: dict[str, int] = {}
         codes = self.codes
         for code in range(1, len(_STATES)):
@@ -89,20 +154,19 @@ class GroupTally:
         pending = stored - sum(counts.values())
         if pending > 0:
             counts[_PENDING] = pending
-        spent = self.spent
-        costed = spent.calls or spent.cost  # (as ``node_row``: no call, no charge: None)
+        ti, to, unpriced, calls, replayed, cached = self.sums
         return {
             "k": stored,
             "l": LISTED,
             "s": counts,
-            "ti": spent.usage.input_tokens,
-            "to": spent.usage.output_tokens,
-            "u": spent.unpriced_calls,
-            "n": spent.calls,
-            "rp": spent.replayed_calls,
-            "ch": spent.cached_calls,
+            "ti": ti,
+            "to": to,
+            "u": unpriced,
+            "n": calls,
+            "rp": replayed,
+            "ch": cached,
             # (not ``_state``'s cost-text cache: a running sum is a new amount at each send)
-            "c": fmt_money(spent.cost) if costed else None,
+            "c": fmt_money(self.cost) if self.costed else None,
         }
 
 
@@ -122,20 +186,15 @@ class Tallies:
         # thread that read the old one adds to it, and the next one asks)
         self.moved: set[str] = set()
         self._unpruned: list[str] = []  # maps tallied since the last ``prune``
-        self._run: Run | None = None
         self._steps: Mapping[str, StepInfo] = {}
-        self._calls: list[CallRecord] | None = None  # the run's list of calls, added up to
-        self._counted = 0  # ... here
-        self._unplaced: list[CallRecord] = []  # calls of a step not read yet (``bn.watch``)
         self._lock = threading.Lock()  # a tally made once, from either thread
 
     def bind(self, run: Run) -> None:
         """Follow ``run`` (its large maps tallied now; none counted as moved: the caller
         sends them whole, ``as_json``)."""
-        self._run, self._steps = run, run.steps
+        self._steps = run.steps
         self.groups.clear()
         self.small.clear()
-        self._calls, self._counted = None, 0
         self.grow(list(run.steps.values()))
         self.moved = set()
         self._unpruned.clear()  # (the caller computes its rows with ``skip``)
@@ -156,7 +215,10 @@ class Tallies:
         if index is None or index >= len(tally.codes):
             tally.mark(step)
         else:  # ``GroupTally.mark`` inline (at every mark of every child)
-            tally.codes[index] = _CODE[state]
+            code = tally.codes[index] = _CODE[state]
+            if code >= _ENDED and not tally.summed[index]:
+                tally.summed[index] = 1
+                tally.add(step)
         return (index is None or index >= LISTED) and state != _DISCARDED  # (``skip``)
 
     def skip(self, step: StepInfo) -> bool:
@@ -187,8 +249,8 @@ class Tallies:
                 return None
             tally = GroupTally(name, len(group.children) + group.unstored)
             for child in map(steps.get, group.children):
-                if child is not None and _touched(child):
-                    tally.mark(child)
+                if child is not None:
+                    tally.begin(child)
             self.groups[name] = tally
             self._unpruned.append(name)
             return tally
@@ -266,62 +328,17 @@ class Tallies:
         }
 
     def settle(self) -> None:
-        """The run's end: every child of a tallied map counted again as it is (a mark of
-        another thread may have stored a state a mark behind; a change nobody marked)."""
+        """The run's end: every child of a tallied map counted again as it is, spend
+        included (a mark of another thread may have stored a state a mark behind; a child
+        that did not end, or spent after it ended, or has no item index)."""
         steps = self._steps
         for name, tally in list(self.groups.items()):
-            children = [c for c in map(steps.get, steps[name].children) if c is not None]
-            codes = list(map(_CODE.__getitem__, map(_STATE, children)))  # (in C)
-            tally.codes = bytearray(len(tally.codes))
-            tally.others.clear()
-            for child, index, code in zip(children, map(_INDEX, children), codes, strict=True):
-                if index is not None and index < len(tally.codes):
-                    tally.codes[index] = code
-                elif code:
-                    tally.mark(child)
+            tally.recount([c for c in map(steps.get, steps[name].children) if c is not None])
 
     def as_json(self) -> dict[str, Any]:
         """Every tally (``GroupTally.as_json``) by its group's name."""
-        self._add_calls()
         steps = self._steps
         return {
             name: tally.as_json(len(steps[name].children))
             for name, tally in list(self.groups.items())
         }
-
-    def _add_calls(self) -> None:
-        """Add the run's calls made since the last look to their maps' sums (all of them to
-        a map tallied since: its sums made from the start)."""
-        run = self._run
-        groups = dict(self.groups)  # (a copy, in C: the run's thread may add one)
-        if run is None or not groups:
-            return
-        calls = run.calls
-        if calls is not self._calls or self._counted > len(calls):  # replaced: again
-            self._calls, self._counted, self._unplaced = calls, 0, []
-            for tally in groups.values():
-                tally.spent, tally.fresh = StepInfo(name=tally.name, job_id=0), True
-        unplaced, self._unplaced = self._unplaced, []
-        fresh = [tally for tally in groups.values() if tally.fresh]
-        if fresh:  # a map tallied since the last look: its calls so far (but those kept)
-            kept = {id(call) for call in unplaced}
-            done = [c for c in calls[: self._counted] if id(c) not in kept]
-            self._place(done, {tally.name: tally for tally in fresh})
-            for tally in fresh:
-                tally.fresh = False
-        new = calls[self._counted :]
-        self._counted += len(new)  # (not ``len(calls)``: one may have come since)
-        self._place(unplaced + new if unplaced else new, groups)
-
-    def _place(self, calls: list[CallRecord], groups: Mapping[str, GroupTally]) -> None:
-        """Add each of ``calls`` to the sums of its step's map when it is one of ``groups``;
-        a call of a step not read yet is kept for the next look."""
-        steps = self._steps
-        by_group: dict[str, list[CallRecord]] = {}
-        for call, step in zip(calls, map(steps.get, map(_STEP, calls)), strict=True):
-            if step is None:
-                self._unplaced.append(call)
-            elif step.parent is not None and step.parent in groups:
-                by_group.setdefault(step.parent, []).append(call)
-        for name, placed in by_group.items():
-            groups[name].spent.add_calls(placed)
