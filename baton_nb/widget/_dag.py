@@ -283,7 +283,7 @@ class DagWidget(_JsonWidget):
         step = self._run.steps.get(name)
         dirty, tallies, moved = self._dirty, self._tallies, self._tallies.moved
         first = not dirty and not moved
-        if step is None or step.parent is None or not tallies.note(step) or name in self._rows:
+        if not tallies.only(step, self._rows):
             if step is not None and step.state in TERMINAL_STATES and step.kind != _GROUP:
                 self._final[name] = _state.node_row(step)  # (a group's count moves unmarked)
             elif self._final:
@@ -300,8 +300,7 @@ class DagWidget(_JsonWidget):
         if kind is StepUpdated or kind is CallFinished or isinstance(event, _NODE_EVENTS):
             name = event.step_name
             step = self._run.steps.get(name) if self._run is not None else None
-            tallied = step is not None and step.parent is not None and self._tallies.note(step)
-            if not tallied or name in self._rows:  # (as ``_mark``: a row sent, kept current)
+            if not self._tallies.only(step, self._rows):  # (as ``_mark``)
                 self._dirty.add(name)
             self._throttle.poke()
         elif isinstance(event, BatchUpdated):  # the header's batch lines

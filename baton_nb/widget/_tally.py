@@ -23,7 +23,7 @@ the run's end).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from decimal import Decimal
 from itertools import islice
 from operator import attrgetter
@@ -39,7 +39,6 @@ __all__ = ["LISTED", "TALLY_AT", "GroupTally", "Tallies"]
 TALLY_AT = 2_000  # a map with this many items or more is tallied (1,000-node views: not)
 LISTED = 500  # children of a tallied map that keep their rows: its table lists them
 
-# A child's state as a byte: pending is 0 (an item's place before its child is marked).
 # A child's state as a byte: pending is 0 (an item's place before its child is marked), the
 # states that end a child from ``_ENDED`` on.
 _ENDING = tuple(s for s in State if s in TERMINAL_STATES)
@@ -201,8 +200,7 @@ class Tallies:
 
     def note(self, step: StepInfo) -> bool:
         """``step`` changed: counted when its map is tallied. True when that is all the view
-        gets of it (no row of its own: neither listed nor discarded); the caller then adds
-        its map to ``moved``."""
+        gets of it (no row of its own: neither listed nor discarded)."""
         parent = step.parent
         tally = self.groups.get(parent)  # type: ignore[arg-type]  # (None: not a child)
         if tally is None:
@@ -220,6 +218,18 @@ class Tallies:
                 tally.summed[index] = 1
                 tally.add(step)
         return (index is None or index >= LISTED) and state != _DISCARDED  # (``skip``)
+
+    def only(self, step: StepInfo | None, sent: Container[str]) -> bool:
+        """A step of the run changed (``step``; None: no step of that name): True when the
+        view gets nothing of it but its map's tally (``note``), and it had no row ``sent``
+        before (a discarded child reset keeps its row current). The caller then adds it to
+        ``moved``."""
+        return (
+            step is not None
+            and step.parent is not None
+            and self.note(step)
+            and (step.name not in sent)
+        )
 
     def skip(self, step: StepInfo) -> bool:
         """``step`` gets no row of its own (a tallied map's child neither listed nor

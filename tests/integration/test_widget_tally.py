@@ -223,24 +223,6 @@ def test_a_childs_mark_moves_its_count() -> None:
     assert (sums["ti"], sums["to"], sums["n"], sums["ch"], sums["c"]) == (10, 5, 2, 1, "0.25")
 
 
-def call(step: str, **fields: Any) -> CallRecord:
-    base: dict[str, Any] = {
-        "run_id": "r",
-        "step": step,
-        "model": "mock/m",
-        "provider": "mock",
-        "attempt": 1,
-        "call_index": 0,
-        "usage": Usage(input_tokens=10, output_tokens=5),
-        "cost": Decimal("0.01"),
-        "latency_ms": 3.0,
-        "replayed": False,
-        "estimated": False,
-        "created_at": datetime.now(timezone.utc),
-    }
-    return CallRecord(**{**base, **fields})
-
-
 def hand_run(children: int, items: int = 0, **child_fields: Any) -> bn.Run:
     """A running run of one map ``m`` with ``children`` children stored (of ``items``:
     the others not stored yet), built by hand."""
