@@ -46,8 +46,9 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # they come less often (at least once a second), each carrying more (a child's start and
 # end in one patch, computed once). The run's own work keeps the rest of the core. (At
 # 1,000 calls in flight each redraw sends the ~1,000 children executing again: at 2 % it
-# redrew every ~0.4 s, and those rows were a third of the widget's cost; every ~0.8 s now.
-# A map of 2,000 items or more sends its tally instead, a few numbers: ``_tally``.)
+# redrew every ~0.4 s, and those rows were a third of the widget's cost. A map of 2,000
+# items or more sends its tally instead, a few numbers, read at each redraw: ``_tally``;
+# at 20,000 children a redraw sums the spend of the ~4,000 ended since: ~1 a second.)
 REDRAW_SHARE = 0.01
 _NODE_EVENTS = (StepUpdated, CallFinished)
 _GROUP = NodeKind.GROUP  # (an enum class's attribute costs ~70 ns a look-up: once a mark)
@@ -166,12 +167,12 @@ class DagWidget(_JsonWidget):
             if run.done:
                 self._finished = True
             else:
-                self._remove = run.follow(self._mark, self.finish)
+                self._remove = run.follow(self._mark, self.finish, self._tallies.quiet)
         elif isinstance(run, str) and live_run(run) is not None:
             live = live_run(run)  # a run of this process: its live Run, Cancel included
             assert live is not None
             self._bind(live, "live")
-            self._remove = live.follow(self._mark, self.finish)
+            self._remove = live.follow(self._mark, self.finish, self._tallies.quiet)
         elif isinstance(run, str):
             self.header = {"id": run, "status": "loading", "source": "watch"}
             self._follow_elsewhere(run, db, poll_interval)
@@ -281,16 +282,16 @@ class DagWidget(_JsonWidget):
         with a row sent before, a discarded child reset, has it kept current)."""
         assert self._run is not None
         step = self._run.steps.get(name)
-        dirty, tallies, moved = self._dirty, self._tallies, self._tallies.moved
-        first = not dirty and not moved
+        dirty, tallies = self._dirty, self._tallies
+        first = not dirty and not tallies.moved
         if not tallies.only(step, self._rows):
             if step is not None and step.state in TERMINAL_STATES and step.kind != _GROUP:
                 self._final[name] = _state.node_row(step)  # (a group's count moves unmarked)
             elif self._final:
                 self._final.pop(name, None)
             dirty.add(name)  # before the poke: with no loop running, it may redraw at once
-        else:
-            moved.add(name)
+        elif not tallies.moved:  # (set only with an ask: ``Tallies.moved``)
+            tallies.moved = first = True
         if first:
             self._throttle.poke()
 
@@ -353,12 +354,14 @@ class DagWidget(_JsonWidget):
             self.header = self._header()
         self.redraws += 1
 
-    def _redraw(self) -> None:
+    def _redraw(self) -> bool:
         """Send what changed since the last send: the graph when steps were added, the
-        changed fields of the nodes whose state changed, the header."""
+        changed fields of the nodes whose state changed, the header. True: a tallied map
+        has children that did not end, and the throttle calls again (their marks do not
+        come: ``_tally``)."""
         run = self._run
         if run is None:
-            return
+            return False
         graph = self.graph
         size = len(graph["id"])
         # A map's children (a chunk at a time), read before ``_changed`` looks at them again.
@@ -377,6 +380,7 @@ class DagWidget(_JsonWidget):
             self.changed = changed
             self.header = self._header()
         self.redraws += 1
+        return self._tallies.busy
 
     def _changed(self) -> dict[str, Any]:
         """The nodes whose state changed since the last send, as columns (``_state.changed``),

@@ -1,23 +1,24 @@
-"""A large map's children counted and summed as they change, not drawn one by one.
+"""A large map's children counted and summed at each redraw, not drawn one by one.
 
 At 20,000 map children a row per child (computed at its marks, sent, read again for the
 saved snapshot) was ~3/4 of the widget's cost, for a view that shows the group's counts
 and sums, and lists its first 500 children (docs/performance.md, thirteenth round). A map of
-``TALLY_AT`` items or more is *tallied*: each child's mark writes its state's code at its
-item's place in a byte array (one store: no object made, nothing read back), counted per
-state at a redraw in C (``bytearray.count``); a child's spend (tokens, cost, calls) is
-added to its map's sums once, at the mark that ends it (its objects just written: a
-child's calls come before its end), so the sums count the children that ended; at the
-run's end every child is counted again, spend included, as it is. The tally goes out as
-the group's entry of the widget's ``groups``. Its first ``LISTED`` children (the ones its
-table and side panel list) and its discarded ones (the failure line names them, with
-their errors) keep their own rows; the others are only counted.
+``TALLY_AT`` items or more is *tallied*: its first ``LISTED`` children (the ones its table
+and side panel list) and its discarded ones (the failure line names them, with their
+errors) keep their own rows; the others are only counted. Those are *quiet*: the run
+does not tell the widget their marks (``Run.follow``'s ``quiet``: three a child, ~60,000
+at 20,000 children, were half the widget's cost even when each only stored a byte). At
+each redraw the tally reads every child's state again, in C, into a byte per item (its
+state's code; ``bytearray.count`` per state), adds the spend (tokens, cost, calls) of the
+children that ended since to the map's sums (a child's calls come before its end), and
+gives the children discarded since their rows (no longer quiet). While a tallied map has
+children that did not end, each redraw asks for the next (nothing else would: its
+children are quiet). At the run's end every child is counted again, spend included, as
+it is. The tally goes out as the group's entry of the widget's ``groups``.
 
-Threads: a run of another thread marks its children there (``Run.follow``) while the
-widget redraws on its own; the redraws only read the tallies, but for a settled map's
-children added with no mark (``grow``: a state's byte, no spend); a store of a byte is
-whole (the last one wins: at worst a state a mark behind until the child's next mark or
-the run's end).
+Threads: a run of another thread writes its children's states while the widget redraws
+on its own; a state read is whole (at worst a state a redraw behind: the next one, or the
+run's end, reads it again), and a child's spend is written before the state that ends it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ _CODE: dict[str, int] = {state: code for code, state in enumerate(_STATES)}  # (
 _ENDED = len(_STATES) - len(_ENDING)
 _PENDING = _STATES[0]
 _DISCARDED = State.DISCARDED
+_DISCARDED_CODE = _CODE[_DISCARDED]
+_ENDED_BITS = bytes(int(code >= _ENDED) for code in range(256))  # a code: 1 if it ends
+_UNSTORED = StepInfo(name="", job_id=0)  # an item whose child is not stored yet: pending
 _STATE, _INDEX, _USAGE = (attrgetter(a) for a in ("state", "item_index", "usage"))
 _SPENT = tuple(attrgetter(a) for a in ("unpriced_calls", "calls", "replayed_calls", "cached_calls"))
 _TOKENS = (attrgetter("input_tokens"), attrgetter("output_tokens"))
@@ -61,12 +65,13 @@ def _touched(step: StepInfo) -> bool:
 class GroupTally:
     """One tallied map: its children's states (``mark``) and the spend of those ended."""
 
-    __slots__ = ("codes", "cost", "costed", "name", "others", "summed", "sums")
+    __slots__ = ("codes", "cost", "costed", "kids", "name", "others", "summed", "sums")
 
     def __init__(self, name: str, items: int) -> None:
         self.name = name
-        self.codes = bytearray(items)  # each item's child's state (``_CODE``), as last marked
+        self.codes = bytearray(items)  # each item's child's state (``_CODE``), as last read
         self.summed = bytearray(items)  # 1: that child's spend is in the sums
+        self.kids = [_UNSTORED] * items  # each item's child (``_UNSTORED``: none stored yet)
         self.others: dict[str, int] = {}  # children with no item index (a watched run's)
         self.sums = [0, 0, 0, 0, 0, 0]  # tokens in, out; unpriced calls, calls, replayed, cached
         self.cost = Decimal(0)
@@ -82,13 +87,47 @@ class GroupTally:
             return
         codes = self.codes
         if index >= len(codes):  # (an item count read before the map grew)
-            more = bytes(index + 1 - len(codes))
-            codes.extend(more)
-            self.summed.extend(more)
+            self._fit(index)
         codes[index] = code
         if code >= _ENDED and not self.summed[index]:
             self.summed[index] = 1
             self.add(step)
+
+    def place(self, step: StepInfo) -> None:
+        """``step`` (a child with an item index) is stored: read at each ``count``."""
+        index = step.item_index
+        if index is not None:
+            if index >= len(self.kids):
+                self._fit(index)
+            self.kids[index] = step
+
+    def _fit(self, index: int) -> None:
+        """Room for item ``index`` (an item count read before the map grew)."""
+        more = index + 1 - len(self.codes)
+        self.codes.extend(bytes(more))
+        self.summed.extend(bytes(more))
+        self.kids.extend([_UNSTORED] * (index + 1 - len(self.kids)))
+
+    def count(self) -> tuple[list[StepInfo], bool]:
+        """A redraw: every child's state read again (in C, a byte each), the spend of the
+        children that ended since added to the sums (found in C: those ended and not
+        summed; a Python step per child only for them). Returns the children discarded
+        since (they get rows), and whether some child has not ended."""
+        kids = self.kids
+        self.codes = codes = bytearray(map(_CODE.__getitem__, map(_STATE, kids)))
+        ended = codes.translate(_ENDED_BITS)
+        size = len(ended)
+        new = int.from_bytes(ended, "big") & ~int.from_bytes(self.summed, "big")
+        discarded: list[StepInfo] = []
+        if new:
+            fresh, summed, at = new.to_bytes(size, "big"), self.summed, 0
+            while (at := fresh.find(1, at)) >= 0:
+                summed[at] = 1
+                self.add(kids[at])
+                if codes[at] == _DISCARDED_CODE:
+                    discarded.append(kids[at])
+                at += 1
+        return discarded, ended.count(1) < size
 
     def begin(self, step: StepInfo) -> None:
         """``step`` (a child) as the map is found large: marked, and what it spent so far
@@ -121,6 +160,7 @@ class GroupTally:
         indexes = list(map(_INDEX, children))
         size = max(len(self.codes), 1 + max((i for i in indexes if i is not None), default=-1))
         self.codes, self.summed = bytearray(size), bytearray(size)
+        self.kids.extend([_UNSTORED] * (size - len(self.kids)))
         self.others.clear()
         codes = list(map(_CODE.__getitem__, map(_STATE, children)))
         for child, index, code in zip(children, indexes, codes, strict=True):
@@ -130,6 +170,7 @@ class GroupTally:
             else:
                 self.codes[index] = code
                 self.summed[index] = 1  # (its spend is in the sums below: not added again)
+                self.kids[index] = child
         usages = list(map(_USAGE, children))
         self.sums = [sum(map(get, usages)) for get in _TOKENS]
         self.sums += [sum(map(get, children)) for get in _SPENT]
@@ -170,7 +211,7 @@ class GroupTally:
 
 
 class Tallies:
-    """The tallied maps of one widget's run: which they are, their tallies, which moved.
+    """The tallied maps of one widget's run: which they are, their tallies, whether one moved.
 
     A map is looked at once, at its first child's mark (or when children are added): it is
     tallied when it has ``TALLY_AT`` items or more (its children so far counted then), else
@@ -180,10 +221,15 @@ class Tallies:
     def __init__(self) -> None:
         self.groups: dict[str, GroupTally] = {}
         self.small: set[str] = set()  # maps looked at, not tallied
-        # Children marked since the last ``redraw`` (the widget adds them: a redraw is asked
-        # for at the first; ``redraw`` replaces the set, not empties it: a mark of another
-        # thread that read the old one adds to it, and the next one asks)
-        self.moved: set[str] = set()
+        # A child counted since the last ``redraw`` (its first mark asks for one). Set only
+        # by a mark that asks (``poke``), reset by ``redraw`` before it counts: a mark of
+        # another thread stores its byte, then reads it: a redraw due counts that byte, and
+        # a reset one is set again with a new ask; never left set with no redraw coming.
+        self.moved = False
+        # The children the run does not tell the widget of (``Run.follow``'s ``quiet``):
+        # the tallied maps' children with no row of their own, read at each redraw
+        self.quiet: set[str] = set()
+        self.busy = False  # at the last redraw, a tallied map had a child not ended
         self._unpruned: list[str] = []  # maps tallied since the last ``prune``
         self._steps: Mapping[str, StepInfo] = {}
         self._lock = threading.Lock()  # a tally made once, from either thread
@@ -194,8 +240,9 @@ class Tallies:
         self._steps = run.steps
         self.groups.clear()
         self.small.clear()
+        self.quiet.clear()
         self.grow(list(run.steps.values()))
-        self.moved = set()
+        self.moved = False
         self._unpruned.clear()  # (the caller computes its rows with ``skip``)
 
     def note(self, step: StepInfo) -> bool:
@@ -222,8 +269,8 @@ class Tallies:
     def only(self, step: StepInfo | None, sent: Container[str]) -> bool:
         """A step of the run changed (``step``; None: no step of that name): True when the
         view gets nothing of it but its map's tally (``note``), and it had no row ``sent``
-        before (a discarded child reset keeps its row current). The caller then adds it to
-        ``moved``."""
+        before (a discarded child reset keeps its row current). The caller then sets
+        ``moved`` (asking for a redraw if it was not set)."""
         return (
             step is not None
             and step.parent is not None
@@ -260,6 +307,7 @@ class Tallies:
             tally = GroupTally(name, len(group.children) + group.unstored)
             for child in map(steps.get, group.children):
                 if child is not None:
+                    self._take(tally, child)
                     tally.begin(child)
             self.groups[name] = tally
             self._unpruned.append(name)
@@ -281,8 +329,17 @@ class Tallies:
                 self._tally(name)
                 continue
             for child in children:
+                self._take(tally, child)
                 if _touched(child):
                     tally.mark(child)
+
+    def _take(self, tally: GroupTally, child: StepInfo) -> None:
+        """``child`` of ``tally``'s map is stored: read at each redraw, and quiet if it gets
+        no row of its own (``skip``)."""
+        tally.place(child)
+        index = child.item_index  # (none: a watched run's child seen first in an event)
+        if index is not None and index >= LISTED and child.state != _DISCARDED:
+            self.quiet.add(child.name)
 
     def redraw(
         self,
@@ -292,14 +349,24 @@ class Tallies:
         dirty: set[str],
     ) -> dict[str, Any] | None:
         """The widget redraws, its graph having ``known`` steps: the steps added since
-        looked at (``grow``), the rows of maps tallied since dropped (``prune``), and every
-        tally as the view reads it (``as_json``)."""
-        self.moved = set()  # first: should what follows raise, the next mark still asks
+        looked at (``grow``), the rows of maps tallied since dropped (``prune``), every
+        tally counted (``GroupTally.count``; its children discarded since added to
+        ``dirty``: their rows) and returned as the view reads it (``as_json``). ``busy``
+        tells whether a tallied map has children that did not end."""
+        self.moved = False  # first: what is marked from here on asks for the next redraw
         steps = self._steps
         if len(steps) > known:
             self.grow(list(islice(steps.values(), known, None)))  # (copied in C, at once)
         self.prune(rows, final, dirty)
-        # Every tally, at every redraw (counting 20,000 children's bytes costs ~0.2 ms; one
+        busy = False
+        for tally in list(self.groups.values()):
+            discarded, going = tally.count()
+            busy = busy or going
+            for child in discarded:  # rows from now on (the failure line names them)
+                self.quiet.discard(child.name)
+                dirty.add(child.name)
+        self.busy = busy
+        # Every tally, at every redraw (reading 20,000 children's states costs ~1 ms; one
         # unchanged is not sent again: the trait is equal)
         return self.as_json() if self.groups else None
 

@@ -32,11 +32,15 @@ class Throttle:
     (the first poke after a quiet period fires on the next loop iteration, later ones wait
     for the interval). Without a running loop each poke calls ``fn`` directly if the interval
     has passed, and ``flush()`` always calls it: the final state is never left stale.
+
+    ``fn`` returning true asks for the next call itself, as a poke after it would (a view
+    that reads what nobody tells it of: the widget's tallied maps, whose children are
+    quiet).
     """
 
     def __init__(
         self,
-        fn: Callable[[], None],
+        fn: Callable[[], object],
         interval: float = 0.1,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -115,12 +119,15 @@ class Throttle:
             return
         self._last = start = self._clock()
         self.calls += 1
+        again = False
         try:
-            self.fn()
+            again = bool(self.fn())
         finally:
             if self.share is not None:
                 spent = self._clock() - start
                 self._gap = min(self.max_interval, max(self.interval, spent / self.share))
+        if again:
+            self.poke()
 
     def _loop_or_none(self) -> asyncio.AbstractEventLoop | None:
         try:

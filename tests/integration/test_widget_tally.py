@@ -347,47 +347,109 @@ async def test_a_snapshot_keeps_no_details_of_children_it_only_counts(
 
 
 def test_a_mark_racing_a_redraw_still_asks_for_the_next_one(small: None) -> None:
-    """A mark reads "a redraw is due" just before the redraw (of another thread) takes the
-    marks: the next mark asks for a redraw again (the view never stops following)."""
+    """A redraw (of another thread) takes the ask for it while a mark is counted: the mark
+    asks again (the view never stops following, never waits for a redraw none asked for).
+    The marks that still come of a tallied map's children: those of a child with no item
+    index (a watched run's), through the widget's ``_mark``."""
     run = hand_run(50)
+    run.steps["m[20]"].item_index = run.steps["m[21]"].item_index = None
     widget = DagWidget(run)
     widget._throttle.close()
     pokes: list[int] = []
     widget._throttle.poke = lambda: pokes.append(1)  # type: ignore[method-assign]
-    run.steps["m[10]"].state = State.EXECUTING
-    run.step_changed("m[10]")
+    run.steps["m[20]"].state = State.EXECUTING
+    run.step_changed("m[20]")  # asks: a redraw due
     assert len(pokes) == 1
     note = widget._tallies.note
 
-    def redrawn_between(step: StepInfo) -> bool:  # the other thread redraws right here
+    def noted_then_redrawn(step: StepInfo) -> bool:  # the other thread redraws right here
         widget._tallies.note = note  # type: ignore[method-assign]
         widget._redraw()
         return note(step)
 
-    widget._tallies.note = redrawn_between  # type: ignore[method-assign]
-    run.steps["m[11]"].state = State.EXECUTING
-    run.step_changed("m[11]")  # saw a redraw due: asks for none
-    run.steps["m[12]"].state = State.EXECUTING
-    run.step_changed("m[12]")
+    widget._tallies.note = noted_then_redrawn  # type: ignore[method-assign]
+    run.steps["m[21]"].state = State.EXECUTING
+    run.step_changed("m[21]")  # saw a redraw due, taken: asks again
     assert len(pokes) == 2
+    run.steps["m[20]"].state = State.COMPLETED
+    run.step_changed("m[20]")
+    assert len(pokes) == 2
+    widget._redraw()
+    assert widget.groups["m"] == expected(run, "m", live=True)
+
+
+def test_a_large_maps_children_are_counted_at_redraws_not_told(small: None) -> None:
+    """The run does not tell the widget of the children it only counts (``quiet``): each
+    redraw reads them, and asks for the next while one has not ended (the throttle calls
+    again); the spend of those that ended is summed once; a child discarded gets its row
+    (no longer quiet); once every child ended, a redraw asks for none."""
+    run = hand_run(50)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    told: list[str] = []
+    run.follow(told.append, lambda: None)  # another follower (the text line) is told all
+    widget_told: list[str] = []
+    mark = widget._mark
+    widget._mark = lambda name: (widget_told.append(name), mark(name))[1]  # type: ignore[method-assign]
+    remove, widget._remove = widget._remove, None
+    assert remove is not None
+    remove()  # (follow again, with the spy)
+    run.follow(widget._mark, widget.finish, widget._tallies.quiet)
+    assert widget._tallies.quiet == {f"m[{i}]" for i in range(5, 50)}
+    for i in (2, 10, 11, 30):
+        step = run.steps[f"m[{i}]"]
+        step.state, step.attempt, step.calls, step.cost = State.COMPLETED, 1, 1, Decimal("0.5")
+        run.step_changed(f"m[{i}]")
+    assert told == ["m[2]", "m[10]", "m[11]", "m[30]"] and widget_told == ["m[2]"]
+    assert widget._redraw() is True  # children still pending: the next redraw asked for
+    assert widget.groups["m"] == expected(run, "m", live=True)
+    assert widget.groups["m"]["n"] == 4 and widget.groups["m"]["c"] == "2"
+    assert widget._redraw() is True
+    assert widget.groups["m"]["n"] == 4  # summed once
+    bad = run.steps["m[40]"]
+    bad.state, bad.attempt, bad.error = State.DISCARDED, 1, "ValueError: bad item"
+    run.step_changed("m[40]")
+    widget._redraw()
+    assert widget._rows["m[40]"][0] == "discarded" and "m[40]" not in widget._tallies.quiet
+    for step in run.steps.values():
+        if step.parent == "m" and step.state is State.PENDING:
+            step.state = State.COMPLETED
+    assert widget._redraw() is False  # every child ended: nothing left to read
+    assert widget.groups["m"] == expected(run, "m", live=True)
+
+
+def test_a_discarded_child_reset_keeps_its_row_current(small: None) -> None:
+    """A child past the listed ones that is discarded gets its row (the failure line names
+    it); reset and run again, its row follows it, not only its map's count."""
+    run = hand_run(50)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    bad = run.steps["m[30]"]
+    bad.state, bad.attempt, bad.error = State.DISCARDED, 1, "ValueError: bad item"
+    run.step_changed("m[30]")
+    widget._redraw()
+    assert widget._rows["m[30]"][0] == "discarded"
+    for state in (State.PENDING, State.EXECUTING, State.COMPLETED):
+        bad.state, bad.error = state, None
+        run.step_changed("m[30]")
+        widget._redraw()
+        assert widget._rows["m[30]"][0] == str(state)
+        assert widget.groups["m"] == expected(run, "m", live=True)
 
 
 def test_the_view_follows_a_map_tallied_at_a_redraw(small: None) -> None:
-    """A map found large at a redraw (its children added since the last): the next mark
-    of one of its children asks for a redraw (a map tallied there once left the view
-    waiting for the run's end)."""
+    """A map found large at a redraw (its children added since the last): that redraw
+    asks for the next (a map tallied there once left the view waiting for the run's end),
+    and the next counts its children."""
     run = hand_run(0, items=60)
     widget = DagWidget(run)
     widget._throttle.close()
-    pokes: list[int] = []
-    widget._throttle.poke = lambda: pokes.append(1)  # type: ignore[method-assign]
     for i in range(60):
         run.add_step(child(f"m[{i}]", job_id=i + 2, item_index=i))
     run.steps["m"].unstored = 0
-    widget._redraw()
-    assert "m" in widget._tallies.groups and pokes == []
+    assert widget._redraw() is True
+    assert "m" in widget._tallies.groups
     run.steps["m[10]"].state = State.EXECUTING
     run.step_changed("m[10]")
-    assert pokes == [1]
     widget._redraw()
     assert widget.groups["m"]["s"] == {"executing": 1, "pending": 59}

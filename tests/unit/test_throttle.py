@@ -103,6 +103,32 @@ def test_a_poke_after_a_quiet_period_is_called_at_once() -> None:
     assert len([d for d in timer.due if not d[2].cancelled]) == 1
 
 
+def test_a_call_that_returns_true_asks_for_the_next_after_its_gap() -> None:
+    """``fn`` returning true is called again after the interval (or its cost's share)
+    with no poke, until it returns false; close stops it."""
+    timer = FakeTimer()
+    times: list[float] = []
+    left = [3]
+
+    def fn() -> bool:
+        times.append(timer.now)
+        timer.now += 0.02  # each call costs 20 ms: at a 10 % share, 0.2 s apart
+        left[0] -= 1
+        return left[0] > 0
+
+    throttle = Throttle(fn, 0.1, clock=timer.clock, call_later=timer.call_later, share=0.1)
+    throttle.poke()
+    timer.advance(5.0)
+    assert [round(t - times[0], 6) for t in times] == [0, 0.2, 0.4]  # then it said enough
+    left[0] = 100
+    throttle.poke()
+    timer.advance(0.5)
+    throttle.close()
+    calls = throttle.calls
+    timer.advance(5.0)
+    assert throttle.calls == calls  # closed: no call asked for by the last one runs
+
+
 async def test_flush_calls_now_and_replaces_the_scheduled_call() -> None:
     fn = Recorder()
     throttle = Throttle(fn, 0.1)
