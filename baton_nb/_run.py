@@ -161,10 +161,9 @@ class Run(RunView):
     def step_changed(self, name: str) -> None:
         """Tell the followers that step ``name`` changed (called by the runtime)."""
         for pair in self.followers:  # one that raises is dropped: the next still told
-            if name in pair[2]:
-                continue
             try:
-                pair[0](name)
+                if name not in pair[2]:
+                    pair[0](name)
             except Exception:
                 self._drop(pair)
 

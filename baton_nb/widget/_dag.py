@@ -145,7 +145,7 @@ class DagWidget(_JsonWidget):
     ) -> None:
         self._rows: dict[str, tuple[Any, ...]] = {}  # node_row of every step, as last sent
         self._run: Run | None = None
-        self._tallies = Tallies()  # the large maps, counted at their children's marks
+        self._tallies = Tallies()  # the large maps, counted at each redraw
         super().__init__()
         self.redraws = 0
         self._source = "live"
@@ -326,6 +326,7 @@ class DagWidget(_JsonWidget):
                     self._on_event(update)
         except Exception as exc:
             self._error = exc
+            self._throttle.close()  # (a redraw asked for would replace this header)
             self.header = {"id": run_id, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
             return
         self.finish()
@@ -380,7 +381,9 @@ class DagWidget(_JsonWidget):
             self.changed = changed
             self.header = self._header()
         self.redraws += 1
-        return self._tallies.busy
+        # (not for a run that is over, or a widget closed: a run whose end never came, its
+        # execution failed, must not keep a redraw a second going in the kernel)
+        return self._tallies.busy and not run.done and self.comm is not None
 
     def _changed(self) -> dict[str, Any]:
         """The nodes whose state changed since the last send, as columns (``_state.changed``),

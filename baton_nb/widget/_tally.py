@@ -51,6 +51,14 @@ _PENDING = _STATES[0]
 _DISCARDED = State.DISCARDED
 _DISCARDED_CODE = _CODE[_DISCARDED]
 _ENDED_BITS = bytes(int(code >= _ENDED) for code in range(256))  # a code: 1 if it ends
+_DISCARDED_BITS = bytes(int(code == _DISCARDED_CODE) for code in range(256))
+
+
+def _bits(flags: bytes | bytearray) -> int:
+    """Bytes of 0 and 1 as one integer: ANDed and negated in C, a whole map at once."""
+    return int.from_bytes(flags, "big")
+
+
 _UNSTORED = StepInfo(name="", job_id=0)  # an item whose child is not stored yet: pending
 _STATE, _INDEX, _USAGE = (attrgetter(a) for a in ("state", "item_index", "usage"))
 _SPENT = tuple(attrgetter(a) for a in ("unpriced_calls", "calls", "replayed_calls", "cached_calls"))
@@ -63,7 +71,8 @@ def _touched(step: StepInfo) -> bool:
 
 
 class GroupTally:
-    """One tallied map: its children's states (``mark``) and the spend of those ended."""
+    """One tallied map: its children (``place``), their states and the spend of those
+    ended (``count``)."""
 
     __slots__ = ("codes", "cost", "costed", "kids", "name", "others", "summed", "sums")
 
@@ -78,20 +87,14 @@ class GroupTally:
         self.costed = 0  # children with a cost (none: the map's cost is None, not 0)
 
     def mark(self, step: StepInfo) -> None:
-        """``step`` (one of the children) is in its state now (its spend added if that
-        ends it)."""
-        code = _CODE[step.state]
-        index = step.item_index
-        if index is None:
-            self.others[step.name] = code  # (spent: counted at the run's end)
-            return
-        codes = self.codes
-        if index >= len(codes):  # (an item count read before the map grew)
-            self._fit(index)
-        codes[index] = code
-        if code >= _ENDED and not self.summed[index]:
-            self.summed[index] = 1
-            self.add(step)
+        """``step`` (one of the children) changed: one with an item index is placed (read
+        at each ``count``: its state and spend are taken there, on the redraw's thread
+        only); one with none (a watched run's child seen first in an event) keeps its
+        state's code in ``others`` (its spend counted at the run's end)."""
+        if step.item_index is None:
+            self.others[step.name] = _CODE[step.state]
+        else:
+            self.place(step)
 
     def place(self, step: StepInfo) -> None:
         """``step`` (a child with an item index) is stored: read at each ``count``."""
@@ -103,38 +106,49 @@ class GroupTally:
 
     def _fit(self, index: int) -> None:
         """Room for item ``index`` (an item count read before the map grew)."""
-        more = index + 1 - len(self.codes)
-        self.codes.extend(bytes(more))
-        self.summed.extend(bytes(more))
-        self.kids.extend([_UNSTORED] * (index + 1 - len(self.kids)))
+        size = index + 1
+        self.codes.extend(bytes(max(0, size - len(self.codes))))
+        self.summed.extend(bytes(max(0, size - len(self.summed))))
+        self.kids.extend([_UNSTORED] * (size - len(self.kids)))
 
     def count(self) -> tuple[list[StepInfo], bool]:
         """A redraw: every child's state read again (in C, a byte each), the spend of the
         children that ended since added to the sums (found in C: those ended and not
         summed; a Python step per child only for them). Returns the children discarded
-        since (they get rows), and whether some child has not ended."""
-        kids = self.kids
+        since the last count (they get rows: a child reset by a resume and discarded
+        again included), and whether some child has not ended."""
+        kids, before = self.kids, self.codes
         self.codes = codes = bytearray(map(_CODE.__getitem__, map(_STATE, kids)))
+        size = len(codes)
         ended = codes.translate(_ENDED_BITS)
-        size = len(ended)
-        new = int.from_bytes(ended, "big") & ~int.from_bytes(self.summed, "big")
-        discarded: list[StepInfo] = []
+        summed = self.summed
+        if len(summed) < size:  # (kids, codes and summed grow together: ``_fit``)
+            summed.extend(bytes(size - len(summed)))
+        new = _bits(ended) & ~_bits(summed[:size])
         if new:
-            fresh, summed, at = new.to_bytes(size, "big"), self.summed, 0
+            fresh, at = new.to_bytes(size, "big"), 0
             while (at := fresh.find(1, at)) >= 0:
                 summed[at] = 1
                 self.add(kids[at])
-                if codes[at] == _DISCARDED_CODE:
-                    discarded.append(kids[at])
                 at += 1
+        discarded: list[StepInfo] = []
+        now = _bits(codes.translate(_DISCARDED_BITS))
+        if now:
+            was = before[:size].translate(_DISCARDED_BITS)
+            newly = now & ~_bits(was + bytes(size - len(was)))
+            if newly:
+                fresh, at = newly.to_bytes(size, "big"), 0
+                while (at := fresh.find(1, at)) >= 0:
+                    discarded.append(kids[at])
+                    at += 1
         return discarded, ended.count(1) < size
 
     def begin(self, step: StepInfo) -> None:
-        """``step`` (a child) as the map is found large: marked, and what it spent so far
-        in the sums already (a charge of an attempt with no answer kept by a pending child
-        that a resume reset; what it spends from here on shows at the run's end)."""
-        if _touched(step):
-            self.mark(step)
+        """``step`` (a child) as the map is found large (before the tally is seen by any
+        redraw): marked, and what it spent so far in the sums already (a charge of an
+        attempt with no answer kept by a pending child that a resume reset; what it spends
+        from here on shows at the run's end)."""
+        self.mark(step)
         index = step.item_index
         spent = step.calls or step.cost
         if spent and index is not None and index < len(self.summed) and not self.summed[index]:
@@ -232,7 +246,8 @@ class Tallies:
         self.busy = False  # at the last redraw, a tallied map had a child not ended
         self._unpruned: list[str] = []  # maps tallied since the last ``prune``
         self._steps: Mapping[str, StepInfo] = {}
-        self._lock = threading.Lock()  # a tally made once, from either thread
+        # A tally made once, from either thread; grown and counted by one at a time
+        self._lock = threading.RLock()
 
     def bind(self, run: Run) -> None:
         """Follow ``run`` (its large maps tallied now; none counted as moved: the caller
@@ -244,6 +259,7 @@ class Tallies:
         self.grow(list(run.steps.values()))
         self.moved = False
         self._unpruned.clear()  # (the caller computes its rows with ``skip``)
+        self._count(set())  # (a discarded child has its row already: not quiet)
 
     def note(self, step: StepInfo) -> bool:
         """``step`` changed: counted when its map is tallied. True when that is all the view
@@ -256,15 +272,10 @@ class Tallies:
             tally = self._tally(parent)
             if tally is None:
                 return False
-        state, index = step.state, step.item_index
-        if index is None or index >= len(tally.codes):
-            tally.mark(step)
-        else:  # ``GroupTally.mark`` inline (at every mark of every child)
-            code = tally.codes[index] = _CODE[state]
-            if code >= _ENDED and not tally.summed[index]:
-                tally.summed[index] = 1
-                tally.add(step)
-        return (index is None or index >= LISTED) and state != _DISCARDED  # (``skip``)
+        index = step.item_index
+        if index is None:
+            tally.mark(step)  # (one with an index was placed as it was stored: ``grow``)
+        return (index is None or index >= LISTED) and step.state != _DISCARDED  # (``skip``)
 
     def only(self, step: StepInfo | None, sent: Container[str]) -> bool:
         """A step of the run changed (``step``; None: no step of that name): True when the
@@ -322,6 +333,10 @@ class Tallies:
         for step in added:
             if step.parent is not None:
                 parents.setdefault(step.parent, []).append(step)
+        with self._lock:  # (not while ``settle`` counts on the run's thread)
+            self._grow(parents)
+
+    def _grow(self, parents: dict[str, list[StepInfo]]) -> None:
         for name, children in parents.items():
             tally = self.groups.get(name)
             if tally is None:
@@ -330,7 +345,7 @@ class Tallies:
                 continue
             for child in children:
                 self._take(tally, child)
-                if _touched(child):
+                if child.item_index is None and _touched(child):
                     tally.mark(child)
 
     def _take(self, tally: GroupTally, child: StepInfo) -> None:
@@ -358,17 +373,24 @@ class Tallies:
         if len(steps) > known:
             self.grow(list(islice(steps.values(), known, None)))  # (copied in C, at once)
         self.prune(rows, final, dirty)
-        busy = False
-        for tally in list(self.groups.values()):
-            discarded, going = tally.count()
-            busy = busy or going
-            for child in discarded:  # rows from now on (the failure line names them)
-                self.quiet.discard(child.name)
-                dirty.add(child.name)
-        self.busy = busy
+        self._count(dirty)
         # Every tally, at every redraw (reading 20,000 children's states costs ~1 ms; one
         # unchanged is not sent again: the trait is equal)
         return self.as_json() if self.groups else None
+
+    def _count(self, dirty: set[str]) -> None:
+        """Every tally counted (``GroupTally.count``), its children discarded since added
+        to ``dirty`` (their rows, from now on: the failure line names them; no longer
+        quiet); ``busy`` set."""
+        busy = False
+        with self._lock:  # (not while ``settle`` counts them again on the run's thread)
+            for tally in list(self.groups.values()):
+                discarded, going = tally.count()
+                busy = busy or going
+                for child in discarded:
+                    self.quiet.discard(child.name)
+                    dirty.add(child.name)
+        self.busy = busy
 
     def prune(
         self,
@@ -406,11 +428,13 @@ class Tallies:
 
     def settle(self) -> None:
         """The run's end: every child of a tallied map counted again as it is, spend
-        included (a mark of another thread may have stored a state a mark behind; a child
-        that did not end, or spent after it ended, or has no item index)."""
+        included (a redraw read a state a moment old; a child that did not end, or spent
+        after it ended, or has no item index). Not while a redraw counts (``redraw``)."""
         steps = self._steps
-        for name, tally in list(self.groups.items()):
-            tally.recount([c for c in map(steps.get, steps[name].children) if c is not None])
+        with self._lock:
+            for name, tally in list(self.groups.items()):
+                kids = [c for c in map(steps.get, steps[name].children) if c is not None]
+                tally.recount(kids)
 
     def as_json(self) -> dict[str, Any]:
         """Every tally (``GroupTally.as_json``) by its group's name."""

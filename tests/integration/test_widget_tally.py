@@ -1,5 +1,5 @@
-"""A large map in the live widget: its children counted and summed at their marks (``_tally``),
-not drawn one by one; its first children and its discarded ones keep their rows.
+"""A large map in the live widget: its children counted and summed at each redraw
+(``_tally``), not drawn one by one; its first children and its discarded ones keep their rows.
 
 The thresholds are lowered here (a map of 40 items is tallied, 5 children listed) so the
 runs stay small; the browser test draws a real 5,000-item one (tests/acceptance).
@@ -92,11 +92,12 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[DagWidget, l
         shown.append((widget, wrong))
         redraw = widget._throttle.fn
 
-        def checked_redraw() -> None:
-            redraw()
+        def checked_redraw() -> bool:
+            again = redraw()  # (asks for the next while a map's children run: kept)
             for group, tally in widget.groups.items():
                 if tally != expected(run, group, live=True):
                     wrong.append(f"{group}: {tally} != {expected(run, group, live=True)}")
+            return again
 
         widget._throttle.fn = checked_redraw
         return Attached(widget)
@@ -192,35 +193,47 @@ def child(name: str, **fields: Any) -> StepInfo:
     return StepInfo(**{"name": name, "job_id": 1, "kind": NodeKind.CHILD, "parent": "m", **fields})
 
 
-def test_a_childs_mark_moves_its_count() -> None:
-    """Each mark stores the child's state at its item's place: counted once, whatever its
-    path (a reset to pending included); its calls are added up with its map's."""
+def test_a_count_reads_each_childs_state_and_sums_each_end_once() -> None:
+    """Each count reads every placed child's state at its item's place, whatever its path
+    (a reset to pending included); the spend of a child that ended is added once; a child
+    discarded since the last count is returned (a resumed one discarded again too)."""
     tally = GroupTally("m", 3)
     step = child("m[0]", item_index=0, state=State.EXECUTING, attempt=1)
-    tally.mark(step)
+    tally.mark(step)  # placed
+    assert tally.count() == ([], True)
     assert tally.as_json(2)["s"] == {"executing": 1, "pending": 1}
     assert tally.as_json(2)["c"] is None  # no call: no cost (not $0)
     step.state = State.COMPLETED
-    tally.mark(step)
-    tally.mark(step)  # marked twice: counted once
+    tally.count()
+    assert tally.count() == ([], True)  # counted twice: once in the counts
     assert tally.as_json(2)["s"] == {"completed": 1, "pending": 1}
     step.state = State.PENDING  # reset (a resumed map)
-    tally.mark(step)
+    tally.count()
     assert tally.as_json(2)["s"] == {"pending": 2}
     late = child("m[5]", item_index=5, state=State.CANCELLED)  # past the items first known
-    tally.mark(late)
+    tally.place(late)
+    tally.count()
     assert tally.as_json(3)["s"] == {"cancelled": 1, "pending": 2}
     done = child("m[1]", item_index=1, state=State.EXECUTING, calls=1, cost=Decimal("0.25"))
     done.usage = Usage(input_tokens=10, output_tokens=5)
-    tally.mark(done)  # executing, its call made: its spend not in the sums yet
+    tally.place(done)
+    tally.count()  # executing, its call made: its spend not in the sums yet
     assert tally.as_json(3)["n"] == 0
     done.state = State.COMPLETED
-    tally.mark(done)
-    tally.mark(done)  # its end marked twice: added once
+    tally.count()
+    tally.count()  # its end counted twice: added once
     cached = child("m[2]", item_index=2, state=State.COMPLETED, calls=1, cached_calls=1)
-    tally.mark(cached)  # from the response cache: a call, cost 0 but known
+    tally.place(cached)  # from the response cache: a call, cost 0 but known
+    tally.count()
     sums = tally.as_json(3)
     assert (sums["ti"], sums["to"], sums["n"], sums["ch"], sums["c"]) == (10, 5, 2, 1, "0.25")
+    again = child("m[4]", item_index=4, state=State.PENDING, calls=2, cost=Decimal("0.5"))
+    tally.begin(again)  # reset by a resume, its calls kept: summed as the map is found large
+    tally.count()
+    again.state = State.DISCARDED
+    assert tally.count()[0] == [again]  # discarded (again): its row, though summed before
+    assert tally.count()[0] == []  # once
+    assert tally.as_json(4)["n"] == 4
 
 
 def hand_run(children: int, items: int = 0, **child_fields: Any) -> bn.Run:
@@ -296,9 +309,10 @@ def test_rows_sent_before_a_map_was_known_large_are_dropped(small: None) -> None
     assert set(widget._rows) == {"m", *(f"m[{i}]" for i in range(5))}
 
 
-def test_marks_from_another_thread_are_counted_once(small: None) -> None:
-    """A run followed from another thread marks a child while the widget's redraw counts
-    the same new child (``grow``): each is counted once, in the state it is in."""
+def test_a_redraw_counting_while_the_run_ends_sums_each_child_once(small: None) -> None:
+    """A run of another thread ends (``settle``: every child counted again, spend
+    included) while the widget's redraw places the children added since and counts them:
+    each child's spend is in the sums once, whichever comes first."""
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
@@ -306,30 +320,31 @@ def test_marks_from_another_thread_are_counted_once(small: None) -> None:
             run = hand_run(1, 60, state=State.EXECUTING, attempt=1)
             tallies = Tallies()
             tallies.bind(run)  # tallied (60 items), its first child seen
-            kids = []
+            known = len(run.steps)
             for i in range(1, 60):
                 kid = child(f"m[{i}]", job_id=i + 2, item_index=i, state=State.COMPLETED)
+                kid.calls, kid.cost = 1, Decimal("0.01")
                 run.add_step(kid)
-                kids.append(kid)
             run.steps["m"].unstored = 0
             go = threading.Barrier(2)
 
-            def marks(tallies: Tallies, kids: list[StepInfo], go: threading.Barrier) -> None:
+            def ends(tallies: Tallies, go: threading.Barrier) -> None:
                 go.wait()
-                for kid in kids:
-                    tallies.note(kid)
+                tallies.settle()
 
-            def grows(tallies: Tallies, kids: list[StepInfo], go: threading.Barrier) -> None:
+            def redraws(tallies: Tallies, go: threading.Barrier, known: int) -> None:
                 go.wait()
-                tallies.grow(kids)
+                tallies.redraw(known, {}, {}, set())
 
             threads = [
-                threading.Thread(target=work, args=(tallies, kids, go)) for work in (marks, grows)
+                threading.Thread(target=ends, args=(tallies, go)),
+                threading.Thread(target=redraws, args=(tallies, go, known)),
             ]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+            tallies.redraw(len(run.steps), {}, {}, set())  # a redraw after: adds nothing
             assert tallies.as_json()["m"] == expected(run, "m")
     finally:
         sys.setswitchinterval(switch)
