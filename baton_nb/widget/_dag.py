@@ -273,13 +273,11 @@ class DagWidget(_JsonWidget):
     def _mark(self, name: str) -> None:
         """A run of this process changed step ``name`` (``Run.follow``: called inline by the
         runtime, no event built): marks, and pokes the throttle at the first mark since the
-        last send only (its call is due for the next ones; three marks a call).
+        last send only (its call is due for the next ones).
 
-        A step marked in a final state gets its row here, its objects just written (read
-        at the next send, up to a second later, out of the caches: ~3 times the cost); a
-        later mark computes it again, or drops it (any change is marked). A large map's
-        child with no row of its own is only counted in its map's tally (``_tally``; one
-        with a row sent before, a discarded child reset, has it kept current)."""
+        A step marked in a final state gets its row here, its objects just written (read at
+        the next send, out of the caches: ~3 times the cost); a later mark computes it again,
+        or drops it. A large map's children with no row: counted at redraws (``_tally``)."""
         assert self._run is not None
         step = self._run.steps.get(name)
         dirty, tallies = self._dirty, self._tallies
@@ -357,9 +355,8 @@ class DagWidget(_JsonWidget):
 
     def _redraw(self) -> bool:
         """Send what changed since the last send: the graph when steps were added, the
-        changed fields of the nodes whose state changed, the header. True: a tallied map
-        has children that did not end, and the throttle calls again (their marks do not
-        come: ``_tally``)."""
+        changed fields of the nodes whose state changed, the header. True: call again (a
+        tallied map's children, quiet, did not all end; not once the run is over)."""
         run = self._run
         if run is None:
             return False
@@ -381,9 +378,7 @@ class DagWidget(_JsonWidget):
             self.changed = changed
             self.header = self._header()
         self.redraws += 1
-        # (not for a run that is over, or a widget closed: a run whose end never came, its
-        # execution failed, must not keep a redraw a second going in the kernel)
-        return self._tallies.busy and not run.done and self.comm is not None
+        return self._tallies.busy and not run.done and self.comm is not None  # (closed)
 
     def _changed(self) -> dict[str, Any]:
         """The nodes whose state changed since the last send, as columns (``_state.changed``),
