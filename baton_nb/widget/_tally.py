@@ -88,9 +88,9 @@ class GroupTally:
 
     def mark(self, step: StepInfo) -> None:
         """``step`` (one of the children) changed: one with an item index is placed (read
-        at each ``count``: its state and spend are taken there, on the redraw's thread
-        only); one with none (a watched run's child seen first in an event) keeps its
-        state's code in ``others`` (its spend counted at the run's end)."""
+        at each ``count``: its state and its spend, once it ended, are taken there); one
+        with none (a watched run's child seen first in an event) keeps its state's code
+        in ``others`` (its spend counted at the run's end)."""
         if step.item_index is None:
             self.others[step.name] = _CODE[step.state]
         else:
@@ -171,25 +171,26 @@ class GroupTally:
     def recount(self, children: list[StepInfo]) -> None:
         """Every child counted again as it is, spend included, whether it ended or not (the
         run's end): read in C."""
+        # Made apart, then set (a redraw's ``as_json`` may read them meanwhile: whole)
         indexes = list(map(_INDEX, children))
         size = max(len(self.codes), 1 + max((i for i in indexes if i is not None), default=-1))
-        self.codes, self.summed = bytearray(size), bytearray(size)
-        self.kids.extend([_UNSTORED] * (size - len(self.kids)))
-        self.others.clear()
-        codes = list(map(_CODE.__getitem__, map(_STATE, children)))
-        for child, index, code in zip(children, indexes, codes, strict=True):
+        codes, summed, others = bytearray(size), bytearray(size), {}
+        kids = self.kids + [_UNSTORED] * (size - len(self.kids))
+        states = list(map(_CODE.__getitem__, map(_STATE, children)))
+        for child, index, code in zip(children, indexes, states, strict=True):
             if index is None:
                 if code:
-                    self.others[child.name] = code
+                    others[child.name] = code
             else:
-                self.codes[index] = code
-                self.summed[index] = 1  # (its spend is in the sums below: not added again)
-                self.kids[index] = child
+                codes[index] = code
+                summed[index] = 1  # (its spend is in the sums below: not added again)
+                kids[index] = child
         usages = list(map(_USAGE, children))
-        self.sums = [sum(map(get, usages)) for get in _TOKENS]
-        self.sums += [sum(map(get, children)) for get in _SPENT]
+        sums = [sum(map(get, usages)) for get in _TOKENS]
+        sums += [sum(map(get, children)) for get in _SPENT]
         spent = [child.cost for child in children if child.calls or child.cost]
-        self.cost, self.costed = sum_money(spent), len(spent)
+        self.kids, self.codes, self.summed, self.others = kids, codes, summed, others
+        self.sums, self.cost, self.costed = sums, sum_money(spent), len(spent)
 
     def as_json(self, stored: int) -> dict[str, Any]:
         """What the view reads (``dag.js`` ``tallied``): ``k`` children stored, ``l`` the
@@ -235,10 +236,10 @@ class Tallies:
     def __init__(self) -> None:
         self.groups: dict[str, GroupTally] = {}
         self.small: set[str] = set()  # maps looked at, not tallied
-        # A child counted since the last ``redraw`` (its first mark asks for one). Set only
-        # by a mark that asks (``poke``), reset by ``redraw`` before it counts: a mark of
-        # another thread stores its byte, then reads it: a redraw due counts that byte, and
-        # a reset one is set again with a new ask; never left set with no redraw coming.
+        # A tallied map's child marked since the last ``redraw`` (one not quiet: no item
+        # index; its first mark asks for a redraw). Set only by a mark that asks (``poke``),
+        # reset by ``redraw`` before it counts: a reset one is set again with a new ask;
+        # never left set with no redraw coming.
         self.moved = False
         # The children the run does not tell the widget of (``Run.follow``'s ``quiet``):
         # the tallied maps' children with no row of their own, read at each redraw
@@ -274,7 +275,7 @@ class Tallies:
                 return False
         index = step.item_index
         if index is None:
-            tally.mark(step)  # (one with an index was placed as it was stored: ``grow``)
+            tally.mark(step)  # (one with an index is placed by ``grow`` or ``_tally``)
         return (index is None or index >= LISTED) and step.state != _DISCARDED  # (``skip``)
 
     def only(self, step: StepInfo | None, sent: Container[str]) -> bool:
@@ -327,8 +328,8 @@ class Tallies:
     def grow(self, added: Iterable[StepInfo]) -> None:
         """Steps were added to the run (a map's children, a chunk at a time): a map that
         reaches ``TALLY_AT`` items is tallied from now on; the added children of a tallied
-        one that already moved are counted (a settled map's later chunks are added
-        cancelled, with no mark)."""
+        one are placed (read at each count: a settled map's later chunks are added
+        cancelled, with no mark) and made quiet."""
         parents: dict[str, list[StepInfo]] = {}
         for step in added:
             if step.parent is not None:
@@ -341,8 +342,11 @@ class Tallies:
             tally = self.groups.get(name)
             if tally is None:
                 self.small.discard(name)  # looked at again: its item count may be known now
-                self._tally(name)
-                continue
+                tally = self._tally(name)
+                if tally is None:
+                    continue
+                # (made from the map's children list, which a child joins just after the
+                # run's steps: one added in between is taken here; taking twice is harmless)
             for child in children:
                 self._take(tally, child)
                 if child.item_index is None and _touched(child):
@@ -437,9 +441,11 @@ class Tallies:
                 tally.recount(kids)
 
     def as_json(self) -> dict[str, Any]:
-        """Every tally (``GroupTally.as_json``) by its group's name."""
+        """Every tally (``GroupTally.as_json``) by its group's name (not while the run's
+        end counts them again: ``settle``)."""
         steps = self._steps
-        return {
-            name: tally.as_json(len(steps[name].children))
-            for name, tally in list(self.groups.items())
-        }
+        with self._lock:
+            return {
+                name: tally.as_json(len(steps[name].children))
+                for name, tally in list(self.groups.items())
+            }

@@ -452,6 +452,27 @@ def test_a_discarded_child_reset_keeps_its_row_current(small: None) -> None:
         assert widget.groups["m"] == expected(run, "m", live=True)
 
 
+def test_a_child_stored_as_its_map_is_found_large_is_counted(small: None) -> None:
+    """A child is in the run's steps a moment before it is in its map's children list
+    (``RunView.add_step``): a redraw in between, the one that finds the map large, still
+    places it (counted, quiet)."""
+    run = hand_run(30)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    widget._redraw()
+    for i in range(30, 45):
+        run.add_step(child(f"m[{i}]", job_id=i + 2, item_index=i))
+    late = child("m[45]", job_id=47, item_index=45)
+    run.steps["m[45]"] = late  # ``add_step``'s first line: a redraw of another thread here
+    widget._redraw()
+    run.steps["m"].children.append("m[45]")  # its second line
+    assert late in widget._tallies.groups["m"].kids and "m[45]" in widget._tallies.quiet
+    for name in run.steps["m"].children:
+        run.steps[name].state = State.COMPLETED
+    assert widget._redraw() is False  # every child counted: none left running
+    assert widget.groups["m"]["s"] == {"completed": 46}
+
+
 def test_the_view_follows_a_map_tallied_at_a_redraw(small: None) -> None:
     """A map found large at a redraw (its children added since the last): that redraw
     asks for the next (a map tallied there once left the view waiting for the run's end),
