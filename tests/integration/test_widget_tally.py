@@ -473,6 +473,26 @@ def test_a_child_stored_as_its_map_is_found_large_is_counted(small: None) -> Non
     assert widget.groups["m"]["s"] == {"completed": 46}
 
 
+def test_a_child_discarded_just_before_the_end_has_its_row_in_the_snapshot(small: None) -> None:
+    """A quiet child discarded after the last redraw (no mark told, no count since): the
+    end's check gives it its row, so the saved snapshot's failure line names it."""
+    run = hand_run(50)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    widget._redraw()
+    bad = run.steps["m[30]"]
+    bad.state, bad.attempt, bad.error = State.DISCARDED, 1, "ValueError: bad item"
+    run.step_changed("m[30]")  # quiet: the widget is not told
+    for step in run.steps.values():
+        if step.parent == "m" and step.state is State.PENDING:
+            step.state = State.COMPLETED
+    run.status = "completed"
+    run.run_ended()
+    assert widget._rows["m[30]"][0] == "discarded"
+    assert "m[30]" in widget._snapshot_state()["rows"]
+    assert widget.groups["m"]["s"] == {"completed": 49, "discarded": 1}
+
+
 def test_the_view_follows_a_map_tallied_at_a_redraw(small: None) -> None:
     """A map found large at a redraw (its children added since the last): that redraw
     asks for the next (a map tallied there once left the view waiting for the run's end),
