@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Container, Iterable, Mapping
 from decimal import Decimal
-from itertools import islice
+from itertools import compress, islice
 from operator import attrgetter
 from typing import Any
 
@@ -68,6 +68,17 @@ _TOKENS = (attrgetter("input_tokens"), attrgetter("output_tokens"))
 def _touched(step: StepInfo) -> bool:
     """``step`` is not pending (an untouched child counts as pending as it is)."""
     return step.state != _PENDING
+
+
+def _spend(children: list[StepInfo]) -> tuple[list[int], Decimal, int]:
+    """The sums of ``children``'s spend, read in C (``GroupTally.add``'s, all at once):
+    tokens in, out, unpriced calls, calls, replayed, cached; their cost, and how many
+    have one."""
+    usages = list(map(_USAGE, children))
+    sums = [sum(map(get, usages)) for get in _TOKENS]
+    sums += [sum(map(get, children)) for get in _SPENT]
+    spent = [child.cost for child in children if child.calls or child.cost]
+    return sums, sum_money(spent), len(spent)
 
 
 class GroupTally:
@@ -114,9 +125,11 @@ class GroupTally:
     def count(self) -> tuple[list[StepInfo], bool]:
         """A redraw: every child's state read again (in C, a byte each), the spend of the
         children that ended since added to the sums (found in C: those ended and not
-        summed; a Python step per child only for them). Returns the children discarded
-        since the last count (they get rows: a child reset by a resume and discarded
-        again included), and whether some child has not ended."""
+        summed; a Python step per child only for them); a child that ended and runs
+        again (a resume's reset) is taken out of them, the sums made anew from the others
+        (in C, rare). Returns the children discarded since the last count (they get rows:
+        a child reset by a resume and discarded again included), and whether some child
+        has not ended."""
         kids, before = self.kids, self.codes
         self.codes = codes = bytearray(map(_CODE.__getitem__, map(_STATE, kids)))
         size = len(codes)
@@ -124,6 +137,12 @@ class GroupTally:
         summed = self.summed
         if len(summed) < size:  # (kids, codes and summed grow together: ``_fit``)
             summed.extend(bytes(size - len(summed)))
+        was = before[:size].translate(_ENDED_BITS)
+        reopened = _bits(was + bytes(size - len(was))) & ~_bits(ended) & _bits(summed[:size])
+        if reopened:  # ended, summed, now running again (a resume's reset): sums made anew
+            kept = _bits(summed[:size]) & ~reopened
+            summed[:size] = kept.to_bytes(size, "big")
+            self.sums, self.cost, self.costed = _spend(list(compress(kids, summed[:size])))
         new = _bits(ended) & ~_bits(summed[:size])
         if new:
             fresh, at = new.to_bytes(size, "big"), 0
@@ -185,12 +204,8 @@ class GroupTally:
                 codes[index] = code
                 summed[index] = 1  # (its spend is in the sums below: not added again)
                 kids[index] = child
-        usages = list(map(_USAGE, children))
-        sums = [sum(map(get, usages)) for get in _TOKENS]
-        sums += [sum(map(get, children)) for get in _SPENT]
-        spent = [child.cost for child in children if child.calls or child.cost]
         self.kids, self.codes, self.summed, self.others = kids, codes, summed, others
-        self.sums, self.cost, self.costed = sums, sum_money(spent), len(spent)
+        self.sums, self.cost, self.costed = _spend(children)
 
     def as_json(self, stored: int) -> dict[str, Any]:
         """What the view reads (``dag.js`` ``tallied``): ``k`` children stored, ``l`` the

@@ -493,6 +493,33 @@ def test_a_child_discarded_just_before_the_end_has_its_row_in_the_snapshot(small
     assert widget.groups["m"]["s"] == {"completed": 49, "discarded": 1}
 
 
+def test_a_child_run_again_after_a_reset_has_its_new_spend_in_the_live_sums(
+    small: None,
+) -> None:
+    """A child that ended (its spend summed) and is reset by a resume, then runs again:
+    taken out of the sums while it runs, its whole spend in them once it ends again."""
+    run = hand_run(50)
+    widget = DagWidget(run)
+    widget._throttle.close()
+    bad = run.steps["m[30]"]
+    bad.state, bad.attempt, bad.calls, bad.cost = State.DISCARDED, 1, 1, Decimal("0.5")
+    run.step_changed("m[30]")
+    widget._redraw()
+    assert widget.groups["m"] == expected(run, "m", live=True)
+    assert widget.groups["m"]["n"] == 1
+    for state in (State.PENDING, State.EXECUTING):
+        bad.state = state
+        run.step_changed("m[30]")
+        widget._redraw()
+        assert widget.groups["m"] == expected(run, "m", live=True)  # (not ended: not in them)
+    bad.calls, bad.cost, bad.state = 2, Decimal("1.0"), State.COMPLETED  # its second call
+    run.step_changed("m[30]")
+    widget._redraw()
+    widget._redraw()
+    assert widget.groups["m"] == expected(run, "m", live=True)
+    assert (widget.groups["m"]["n"], widget.groups["m"]["c"]) == (2, "1")
+
+
 def test_the_view_follows_a_map_tallied_at_a_redraw(small: None) -> None:
     """A map found large at a redraw (its children added since the last): that redraw
     asks for the next (a map tallied there once left the view waiting for the run's end),
