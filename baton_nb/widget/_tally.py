@@ -59,6 +59,17 @@ def _bits(flags: bytes | bytearray) -> int:
     return int.from_bytes(flags, "big")
 
 
+def _ones(bits: int, size: int) -> list[int]:
+    """The places of ``bits``' ones (``_bits`` of ``size`` bytes), found in C."""
+    places: list[int] = []
+    if bits:
+        flags, at = bits.to_bytes(size, "big"), 0
+        while (at := flags.find(1, at)) >= 0:
+            places.append(at)
+            at += 1
+    return places
+
+
 _UNSTORED = StepInfo(name="", job_id=0)  # an item whose child is not stored yet: pending
 _STATE, _INDEX, _USAGE = (attrgetter(a) for a in ("state", "item_index", "usage"))
 _SPENT = tuple(attrgetter(a) for a in ("unpriced_calls", "calls", "replayed_calls", "cached_calls"))
@@ -133,34 +144,23 @@ class GroupTally:
         kids, before = self.kids, self.codes
         self.codes = codes = bytearray(map(_CODE.__getitem__, map(_STATE, kids)))
         size = len(codes)
-        ended = codes.translate(_ENDED_BITS)
+        before = before[:size].ljust(size, b"\0")  # (a child placed since: pending before)
         summed = self.summed
         if len(summed) < size:  # (kids, codes and summed grow together: ``_fit``)
             summed.extend(bytes(size - len(summed)))
-        was = before[:size].translate(_ENDED_BITS)
-        reopened = _bits(was + bytes(size - len(was))) & ~_bits(ended) & _bits(summed[:size])
+        ended_flags = codes.translate(_ENDED_BITS)
+        ended, was_summed = _bits(ended_flags), _bits(summed[:size])
+        reopened = _bits(before.translate(_ENDED_BITS)) & ~ended & was_summed
         if reopened:  # ended, summed, now running again (a resume's reset): sums made anew
-            kept = _bits(summed[:size]) & ~reopened
-            summed[:size] = kept.to_bytes(size, "big")
+            was_summed &= ~reopened
+            summed[:size] = was_summed.to_bytes(size, "big")
             self.sums, self.cost, self.costed = _spend(list(compress(kids, summed[:size])))
-        new = _bits(ended) & ~_bits(summed[:size])
-        if new:
-            fresh, at = new.to_bytes(size, "big"), 0
-            while (at := fresh.find(1, at)) >= 0:
-                summed[at] = 1
-                self.add(kids[at])
-                at += 1
-        discarded: list[StepInfo] = []
+        for at in _ones(ended & ~was_summed, size):
+            summed[at] = 1
+            self.add(kids[at])
         now = _bits(codes.translate(_DISCARDED_BITS))
-        if now:
-            was = before[:size].translate(_DISCARDED_BITS)
-            newly = now & ~_bits(was + bytes(size - len(was)))
-            if newly:
-                fresh, at = newly.to_bytes(size, "big"), 0
-                while (at := fresh.find(1, at)) >= 0:
-                    discarded.append(kids[at])
-                    at += 1
-        return discarded, ended.count(1) < size
+        newly = now & ~_bits(before.translate(_DISCARDED_BITS)) if now else 0
+        return [kids[at] for at in _ones(newly, size)], ended_flags.count(1) < size
 
     def begin(self, step: StepInfo) -> None:
         """``step`` (a child) as the map is found large (before the tally is seen by any
@@ -288,10 +288,9 @@ class Tallies:
             tally = self._tally(parent)
             if tally is None:
                 return False
-        index = step.item_index
-        if index is None:
+        if step.item_index is None:
             tally.mark(step)  # (one with an index is placed by ``grow`` or ``_tally``)
-        return (index is None or index >= LISTED) and step.state != _DISCARDED  # (``skip``)
+        return self.skip(step)
 
     def only(self, step: StepInfo | None, sent: Container[str]) -> bool:
         """A step of the run changed (``step``; None: no step of that name): True when the
