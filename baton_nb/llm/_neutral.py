@@ -153,8 +153,14 @@ def _message(message: Any, i: int) -> dict[str, Any]:
     where = f"messages[{i}]"
     # type() first: isinstance against the Mapping ABC costs ~0.5 us, a dict is the usual case
     if not (type(message) is dict or isinstance(message, Mapping)) or "role" not in message:
+        hint = ""
+        if isinstance(message, str):  # messages=["hi"]: text where a message goes
+            hint = (
+                "; a string is not a message: for one user message pass prompt='...' "
+                "instead of messages=, or write {'role': 'user', 'content': '...'}"
+            )
         raise ConfigurationError(
-            f"{where} must be a dict with 'role' and 'content', got {message!r:.80}"
+            f"{where} must be a dict with 'role' and 'content', got {message!r:.80}{hint}"
         )
     role = message["role"]
     if role not in ROLES:
@@ -185,9 +191,15 @@ def freeze_messages(messages: Any) -> tuple[dict[str, Any], ...]:
         not isinstance(messages, (str, bytes)) and isinstance(messages, Sequence)
     )
     if not sequence:
+        hint = ""
+        if isinstance(messages, str):  # ctx.complete("Say hi"): the prompt given positionally
+            hint = (
+                f" ({messages!r:.40}); the first positional argument is messages=: for one "
+                "user message pass the text as prompt='...', a keyword argument"
+            )
         raise ConfigurationError(
             "messages must be a list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}"
+            f"got {type(messages).__name__}{hint}"
         )
     return tuple([_message(message, i) for i, message in enumerate(messages)])
 

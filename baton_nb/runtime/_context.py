@@ -127,18 +127,23 @@ class Context:
             self._call_index += 1
             completion = await self._calls.complete(self._node, index, request)
             return await awith_parsed(completion, request) if completion.replayed else completion
-        messages = prompt_messages("ctx.complete()", prompt, messages)
+        # the provider fields first: a near miss of prompt= (promt=) is named as one, not
+        # taken for a call without a prompt
+        provider_fields = _provider_extras(self.step, options, extra)
+        if messages is None and prompt is None:
+            raise ConfigurationError(_no_prompt(self.step, options))
+        given = prompt_messages("ctx.complete()", prompt, messages)
         if response_format is not None:  # (no coroutine made per call for nothing)
             await aimport_validator(response_format)  # the schema is checked in LLMRequest
         request = LLMRequest(
             model=model,
-            messages=tuple(dict(m) for m in messages),
+            messages=given,  # checked and copied there (a string: an error saying so)
             temperature=temperature,
             max_tokens=max_tokens,
             stream=stream,
             timeout=timeout,
             price_as=price_as,
-            extra=_provider_extras(self.step, options, extra),
+            extra=provider_fields,
             tools=tuple(tools or ()),
             tool_choice=tool_choice,
             response_format=response_format,
@@ -305,6 +310,19 @@ def _provider_extras(
             f"got {type(extra).__name__}"
         )
     return {**options, **extra} if extra else dict(options)
+
+
+def _no_prompt(step: str, options: Mapping[str, Any]) -> str:
+    """Why ``ctx.complete()`` has nothing to send, naming the keyword arguments it took as
+    provider fields (``text='hi'``: not a prompt, nor a near miss of ``prompt=``)."""
+    given = ""
+    if options:
+        names = ", ".join(f"{name}=" for name in options)
+        given = (
+            f" (it got {names}, which it does not take as the prompt: other keyword "
+            "arguments are provider fields, sent as they are)"
+        )
+    return f"step {step!r}: ctx.complete() needs messages=[...] or prompt='...'{given}"
 
 
 def _no_answers(step: str, deps: Sequence[str], results: Mapping[str, Any]) -> str:

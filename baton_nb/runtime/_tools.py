@@ -154,7 +154,7 @@ async def run_tools(
     """Call the model with ``tools``, run the functions it asks for, send back their
     results, and repeat until it answers without calling a tool. The last allowed round
     is asked with ``tool_choice="none"``, so the loop ends with an answer."""
-    from ..llm._neutral import prompt_messages
+    from ..llm._neutral import freeze_messages, prompt_messages
 
     if not isinstance(max_rounds, int) or isinstance(max_rounds, bool) or max_rounds < 1:
         raise ConfigurationError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
@@ -162,7 +162,8 @@ async def run_tools(
         raise ConfigurationError("run_tools with tool_choice='none' would never call a tool")
     functions = _functions(tools)
     schemas = [f.tool for f in functions.values()]
-    history = [dict(m) for m in prompt_messages("ctx.run_tools()", prompt, messages)]
+    # checked copies (a string, or a list of strings, is an error saying what to pass)
+    history = list(freeze_messages(prompt_messages("ctx.run_tools()", prompt, messages)))
     completions: list[Completion] = []
     results: list[ToolResult] = []
     for round_ in range(max_rounds):

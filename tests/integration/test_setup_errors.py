@@ -54,6 +54,20 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"messages": [{"role": "user", "content": "x"}]},
         "ctx.complete() takes prompt= or messages=, not both",
     ),
+    "strings as messages": (
+        {"prompt": None, "messages": ["hi"]},
+        "messages[0] must be a dict with 'role' and 'content', got 'hi'; a string is not a "
+        "message: for one user message pass prompt='...' instead of messages=",
+    ),
+    "misspelt prompt": (
+        {"prompt": None, "promt": "hi"},
+        "ctx.complete() got promt=, which is not one of its options; did you mean prompt=?",
+    ),
+    "no prompt, a provider field": (
+        {"prompt": None, "text": "hi"},
+        "ctx.complete() needs messages=[...] or prompt='...' (it got text=, which it does "
+        "not take as the prompt",
+    ),
 }
 
 
@@ -199,3 +213,30 @@ async def test_provider_fields_are_sent_as_they_are(
     assert run.status == "completed", run.steps["ask"].error
     body = fake_providers.requests[0].json
     assert body["top_p"] == 0.5 and body["temprature"] == 0 and "extra" not in body
+
+
+async def test_a_prompt_given_positionally_says_to_write_prompt(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """``ctx.complete("Say hi")``: the first positional argument is messages=; the step
+    fails at once saying to write prompt='...' (not dict()'s words, three times)."""
+    wf = bn.Workflow("setup-positional", db=sqlite_url)
+
+    @wf.step(max_attempts=3)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete("Say hi", model=MODEL, max_tokens=5)).text  # type: ignore[arg-type]
+
+    @wf.step(max_attempts=3)
+    async def tools(ctx: bn.Context) -> str:
+        return (await ctx.run_tools("Say hi", tools=[_weather], model=MODEL)).text  # type: ignore[arg-type]
+
+    run = await wf.run(display=False)
+    for name in ("ask", "tools"):
+        step = run.steps[name]
+        assert step.state == "discarded" and step.attempt == 1, step.error
+        assert step.error == (
+            "ConfigurationError: messages must be a list of {'role': ..., 'content': ...} "
+            "dicts, got str ('Say hi'); the first positional argument is messages=: for one "
+            "user message pass the text as prompt='...', a keyword argument"
+        )
+    assert fake_providers.request_count == 0
