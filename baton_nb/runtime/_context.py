@@ -193,8 +193,10 @@ class Context:
         if answers is None:  # a tolerant step's dep whose children all failed
             raise ConfigurationError(_no_answers(self.step, self._node.spec.deps, self.results))
         items = list(answers.items()) if isinstance(answers, Mapping) else list(enumerate(answers))
-        if not items:
-            raise ValueError(f"step {self.step!r}: ctx.synthesize() got no answers to merge")
+        if not items:  # a map over [] (no children), the same mistake at every attempt
+            raise ConfigurationError(
+                _empty_answers(self.step, answers, self._node.spec.deps, self.results)
+            )
         parts = [
             f"### Answer {i + 1} ({key})\n{_text_of(value)}" for i, (key, value) in enumerate(items)
         ]
@@ -323,6 +325,22 @@ def _no_prompt(step: str, options: Mapping[str, Any]) -> str:
             "arguments are provider fields, sent as they are)"
         )
     return f"step {step!r}: ctx.complete() needs messages=[...] or prompt='...'{given}"
+
+
+def _empty_answers(step: str, answers: Any, deps: Sequence[str], results: Mapping[str, Any]) -> str:
+    """Why ``ctx.synthesize([])`` (or ``{}``) has nothing to merge, naming the deps whose
+    result is empty (a map step over an empty list: no children, an empty list)."""
+    empty = [d for d in deps if isinstance(results.get(d), (list, dict)) and not results[d]]
+    why = ""
+    if empty:
+        names = ", ".join(repr(d) for d in empty)
+        why = f" ({names} gave an empty result: a map step over an empty list runs no child)"
+    return (
+        f"step {step!r}: ctx.synthesize() got an empty {type(answers).__name__}: no answers "
+        f"to synthesise{why}. Check the map's input (the step it maps over returned an "
+        "empty list?), or check for no answers before synthesising (return a fallback, "
+        "or raise bn.Discard(...))"
+    )
 
 
 def _no_answers(step: str, deps: Sequence[str], results: Mapping[str, Any]) -> str:

@@ -240,3 +240,35 @@ async def test_a_prompt_given_positionally_says_to_write_prompt(
             "user message pass the text as prompt='...', a keyword argument"
         )
     assert fake_providers.request_count == 0
+
+
+@pytest.mark.parametrize("empty", [[], {}])
+async def test_synthesize_of_no_answers_fails_at_once(sqlite_url: str, empty: Any) -> None:
+    """An empty answer set (a map over an empty list) is refused as None is: a
+    ConfigurationError at the first attempt, naming the dep that gave nothing."""
+    wf = bn.Workflow("setup-synth-empty", db=sqlite_url)
+
+    @wf.step()
+    async def topics(ctx: bn.Context) -> Any:
+        return empty if isinstance(empty, list) else []
+
+    @wf.step(map_over="topics")
+    async def answer(ctx: bn.Context) -> str:
+        return str(ctx.item)
+
+    @wf.step(deps=["answer"], max_attempts=3)
+    async def merged(ctx: bn.Context) -> str:
+        answers = ctx.results["answer"] if isinstance(empty, list) else empty
+        return (await ctx.synthesize(answers, model="mock/gpt-4o-mini")).text
+
+    run = await wf.run(display=False)
+    step = run.steps["merged"]
+    assert step.state == "discarded" and step.attempt == 1, step.error
+    kind = type(empty).__name__
+    assert step.error == (
+        f"ConfigurationError: step 'merged': ctx.synthesize() got an empty {kind}: no answers "
+        "to synthesise ('answer' gave an empty result: a map step over an empty list runs no "
+        "child). Check the map's input (the step it maps over returned an empty list?), or "
+        "check for no answers before synthesising (return a fallback, or raise "
+        "bn.Discard(...))"
+    )
