@@ -49,6 +49,7 @@ SUMMARIES = ("auto", "concise", "detailed")
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^,;]*)*),(?P<data>.*)$", re.S
 )
+_SENT_SCHEMES = ("https://", "http://")  # the URLs sent as they are (else: data URL, bytes)
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -111,8 +112,27 @@ def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
         url = f"data:{_sniff(bytes(url))};base64,{base64.b64encode(bytes(url)).decode('ascii')}"
     if not isinstance(url, str) or not url:
         raise ConfigurationError(f"{where}: image_url.url must be a URL string or bytes")
-    parse_data_url(url)  # a malformed data URL fails here, not at the provider
+    # a malformed data URL fails here, not at the provider; a URL is sent as it is
+    if parse_data_url(url) is None and not url[:8].lower().startswith(_SENT_SCHEMES):
+        raise ConfigurationError(_not_a_sent_url(url, where))
     return {**part, "type": "image_url", "image_url": {**image, "url": url}}
+
+
+def _not_a_sent_url(url: str, where: str) -> str:
+    """Why an image URL is refused (a local path: nothing reads the file for you)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if not scheme:
+        what = "not a URL (a file path? no provider can read a file on this machine)"
+    elif scheme == "file":
+        what = "a file:// URL: no provider can read a file on this machine"
+    else:
+        what = f"a {scheme}:// URL, which is not sent (only https:// and http:// are)"
+    return (
+        f"{where}: image_url.url {url!r:.80} is {what}. Pass the image's bytes instead "
+        "({'url': pathlib.Path(path).read_bytes()}: PNG, JPEG, GIF or WebP, sent as a data "
+        "URL), a 'data:<media type>;base64,...' URL, or an https:// URL the provider can "
+        "fetch"
+    )
 
 
 def _content(content: Any, where: str) -> Any:

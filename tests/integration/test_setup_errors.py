@@ -18,6 +18,11 @@ from tests.fakes.provider_server import FakeProviderServer
 pytestmark = pytest.mark.anyio
 MODEL = "openai/gpt-4o-mini"
 
+
+def _image(url: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+
+
 CASES: dict[str, tuple[dict[str, Any], str]] = {
     "no provider prefix": ({"model": "gpt-4o-mini"}, "'provider/model'"),
     "bad role": (
@@ -67,6 +72,20 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"prompt": None, "text": "hi"},
         "ctx.complete() needs messages=[...] or prompt='...' (it got text=, which it does "
         "not take as the prompt",
+    ),
+    "a file path as an image URL": (
+        {"prompt": None, "messages": [_image("/tmp/pic.png")]},
+        "image_url.url '/tmp/pic.png' is not a URL (a file path? no provider can read a "
+        "file on this machine). Pass the image's bytes instead ({'url': "
+        "pathlib.Path(path).read_bytes()}",
+    ),
+    "a file:// image URL": (
+        {"prompt": None, "messages": [_image("file:///tmp/pic.png")]},
+        "image_url.url 'file:///tmp/pic.png' is a file:// URL: no provider can read a file",
+    ),
+    "a gs:// image URL": (
+        {"prompt": None, "messages": [_image("gs://bucket/pic.png")]},
+        "is a gs:// URL, which is not sent (only https:// and http:// are)",
     ),
 }
 
@@ -240,6 +259,22 @@ async def test_a_prompt_given_positionally_says_to_write_prompt(
             "user message pass the text as prompt='...', a keyword argument"
         )
     assert fake_providers.request_count == 0
+
+
+async def test_an_https_image_url_is_still_sent(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    wf = bn.Workflow("setup-image-url", db=sqlite_url)
+    url = "HTTPS://example.com/pic.png"
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model=MODEL, messages=[_image(url)], max_tokens=5)).text
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.steps["ask"].error
+    (part,) = fake_providers.requests[0].json["messages"][0]["content"]
+    assert part["image_url"]["url"] == url
 
 
 @pytest.mark.parametrize("empty", [[], {}])
