@@ -4,6 +4,7 @@ and turn what happened into an ``Outcome``. No state changes here: the scheduler
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from .._errors import (
     describe_error,
     unwrap_group,
 )
+from .._graph import StepSpec
 from .._outcomes import Discard, Snooze
 from .._run import Run
 from .._states import FAILED_STATES, NodeKind, State
@@ -38,7 +40,7 @@ from ._decisions import (
     Parked,
     Snoozed,
 )
-from ._groups import partial_value
+from ._groups import close_if_coroutine, partial_value
 from ._node import Node, redacted_error
 
 __all__ = [
@@ -106,23 +108,23 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     except TimeoutError as exc:
         if spec.timeout is not None and not str(exc):
             error = f"TimeoutError: attempt timed out after {spec.timeout:g}s"
-            return _failed(ctx, exc, error)
-        return _failed(ctx, exc)
+            return _failed(ctx, spec, exc, error)
+        return _failed(ctx, spec, exc)
     except Exception as exc:
-        return _failed(ctx, exc)
+        return _failed(ctx, spec, exc)
     except CallParked:
         return PARKED  # a call went to a provider batch: the node waits for its answer
     except BaseExceptionGroup as group:  # calls made together (a task group), some parked
         parked, rest = group.split(CallParked)
         if parked is None or (rest is not None and not isinstance(rest, Exception)):
             raise
-        return PARKED if rest is None else _failed(ctx, rest)
+        return PARKED if rest is None else _failed(ctx, spec, rest)
     except anyio.get_cancelled_exc_class() as exc:
         if _cancel_requested():
             raise  # the run is cancelled (or ends): the driver winds it down
         # Raised by the step's own code (it awaited a task it had cancelled): an error
         # like any other, not a cancellation of the whole run.
-        return _failed(ctx, exc)
+        return _failed(ctx, spec, exc)
     if isinstance(value, Snooze):
         return Snoozed(value.seconds)
     if isinstance(value, Discard):
@@ -130,22 +132,63 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
     try:
         encoded = _jsonutil.dumps_result(node.name, value)
     except ResultNotSerializable as exc:
-        return Discarded(redacted_error(f"ResultNotSerializable: {exc}"))
+        error = f"ResultNotSerializable: {exc}"
+        if inspect.iscoroutine(value):  # ``return ctx.complete(...)``: not awaited
+            value.close()  # (no "never awaited" warning on top, later, under another step)
+            error += f"; {_await_hint(spec)}"
+        return Discarded(redacted_error(error))
     return Completed(value, encoded)
 
 
-def _failed(ctx: Any, exc: BaseException, error: str | None = None) -> Failed | Discarded:
+def _failed(
+    ctx: Any, spec: StepSpec, exc: BaseException, error: str | None = None
+) -> Failed | Discarded:
     """A raised error: retried by the step's policy, except a ``ConfigurationError`` (a
     bad model name, option, message or schema: the same request fails the same way every
-    time), which fails the step at once with its message. Every failure returns through
-    here, so that under ``debug=True`` each keeps its traceback (``Context._keep_traceback``)."""
+    time), which fails the step at once with its message, and a coroutine used without
+    ``await`` (``ctx.complete(...).text``: the same code fails the same way every time),
+    which fails it at once with what to write. Every failure returns through here, so
+    that under ``debug=True`` each keeps its traceback (``Context._keep_traceback``)."""
+    real = unwrap_group(exc)
+    unawaited = _used_unawaited(real)
+    if unawaited:
+        real.add_note(_await_hint(spec))  # in the traceback too (debug=True, a notebook)
     keep_traceback = getattr(ctx, "_keep_traceback", None)  # a Context (tests pass others)
     if keep_traceback is not None:
         keep_traceback(exc)
-    real = unwrap_group(exc)
     if isinstance(real, ConfigurationError):
         return Discarded(redacted_error(describe_error(real)))
+    if unawaited:
+        return Discarded(redacted_error(f"{describe_error(real)}; {_await_hint(spec)}"))
     return Failed(redacted_error(error or describe_error(exc)), retry_hint(exc))
+
+
+def _used_unawaited(exc: BaseException) -> bool:
+    """Whether ``exc`` is a coroutine used as what it gives (``ctx.complete(...).text``,
+    ``[...]``, ``len(...)``): Python's ``'coroutine' object has no attribute ...`` or
+    ``... is not subscriptable``. That coroutine is closed if the error holds it (an
+    ``AttributeError``'s ``obj``), so Python does not warn "never awaited" later, when
+    it is collected, under whatever runs then."""
+    if not isinstance(exc, (AttributeError, TypeError)) or "'coroutine' object" not in str(exc):
+        return False
+    close_if_coroutine(getattr(exc, "obj", None))
+    return True
+
+
+def _await_hint(spec: StepSpec) -> str:
+    """What to write instead, for an async step and for a plain ``def`` one (run in a
+    thread, where nothing can be awaited)."""
+    if spec.is_async:
+        return (
+            "a coroutine was used without await (ctx.complete(...), ctx.synthesize(...), "
+            "ctx.run_tools(...) and any async function return one): await it inside the "
+            "async def step, as in (await ctx.complete(...)).text"
+        )
+    return (
+        f"step {spec.name!r} is a plain def step, which cannot await: ctx.complete(...) "
+        "(and ctx.synthesize, ctx.run_tools) return coroutines. Make the step async def and "
+        "write (await ctx.complete(...)).text"
+    )
 
 
 def _cancel_requested() -> bool:

@@ -7,6 +7,7 @@ Against the fake provider server on 127.0.0.1 (tests/fakes), never the network.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import anyio
@@ -307,3 +308,61 @@ async def test_synthesize_of_no_answers_fails_at_once(sqlite_url: str, empty: An
         "check for no answers before synthesising (return a fallback, or raise "
         "bn.Discard(...))"
     )
+
+
+async def test_a_call_not_awaited_says_to_await_it(sqlite_url: str) -> None:
+    """``ctx.complete(...).text`` without await: the step fails at once, its error saying
+    what to write (for an async step, for a plain def one run in a thread, for a step that
+    returns the coroutine), and no "never awaited" warning follows (warnings are errors)."""
+    wf = bn.Workflow("setup-unawaited", db=sqlite_url, debug=True)
+    model = "mock/gpt-4o-mini"
+
+    @wf.step()
+    async def attribute(ctx: bn.Context) -> Any:
+        return ctx.complete(model=model, prompt="hi").text  # type: ignore[attr-defined]
+
+    @wf.step()
+    def plain(ctx: bn.Context) -> Any:
+        return ctx.complete(model=model, prompt="hi").text  # type: ignore[attr-defined]
+
+    @wf.step()
+    async def returned(ctx: bn.Context) -> Any:
+        return ctx.complete(model=model, prompt="hi")
+
+    run = await wf.run(display=False)
+    gc.collect()  # a coroutine left unclosed would warn here
+    async_hint = (
+        "a coroutine was used without await (ctx.complete(...), ctx.synthesize(...), "
+        "ctx.run_tools(...) and any async function return one): await it inside the async "
+        "def step, as in (await ctx.complete(...)).text"
+    )
+    for name in ("attribute", "plain", "returned"):
+        step = run.steps[name]
+        assert step.state == "discarded" and step.attempt == 1, step.error
+    assert run.steps["attribute"].error == (
+        f"AttributeError: 'coroutine' object has no attribute 'text'; {async_hint}"
+    )
+    assert run.steps["plain"].error == (
+        "AttributeError: 'coroutine' object has no attribute 'text'; step 'plain' is a plain "
+        "def step, which cannot await: ctx.complete(...) (and ctx.synthesize, ctx.run_tools) "
+        "return coroutines. Make the step async def and write (await ctx.complete(...)).text"
+    )
+    error = run.steps["returned"].error or ""
+    assert error.startswith("ResultNotSerializable: ") and error.endswith(f"; {async_hint}")
+    # the traceback kept under debug=True carries the hint as a note
+    (trace,) = [e["data"]["traceback"] for e in run.context("attribute") if e["kind"] == "error"]
+    assert trace.rstrip().endswith(async_hint)
+    assert run.cost == 0  # nothing was called
+
+
+async def test_other_attribute_errors_are_still_retried(sqlite_url: str) -> None:
+    wf = bn.Workflow("setup-attribute", db=sqlite_url)
+
+    @wf.step(max_attempts=2, backoff=lambda a: 0.0)
+    async def ask(ctx: bn.Context) -> Any:
+        if ctx.attempt == 1:
+            return None.text  # type: ignore[attr-defined]
+        return "ok"
+
+    run = await wf.run(display=False)
+    assert run.status == "completed" and run.steps["ask"].attempt == 2
