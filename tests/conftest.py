@@ -118,4 +118,6 @@ def _no_ambient_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     monkeypatch.setenv("BATON_NB_DB", f"sqlite:///{tmp_path / 'default.db'}")
     # mock/ provider batches (kept on disk like a provider's): in the test's directory
     monkeypatch.setenv("BATON_NB_MOCK_BATCHES", str(tmp_path / "mock_batches"))
+    # `baton-nb` commands load no price file but the ones a test gives them
+    monkeypatch.delenv("BATON_NB_PRICING", raising=False)
     yield

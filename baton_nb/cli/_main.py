@@ -7,7 +7,8 @@ import contextlib
 import errno
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import anyio
 from .._dburl import resolve_url
 from .._errors import BatonError, ConfigurationError, RunNotFound
 from .._query import RUN_STATUS_FILTERS
+from ..pricing import UnknownPriceWarning
 from ..reports import as_time, parse_duration
 from . import _cache, _commands, _demo, _price
 from ._output import OutputError, silence_stdout
@@ -28,6 +30,11 @@ STATUSES = RUN_STATUS_FILTERS  # the stored ones, and abandoned (running, its pr
 # One default database for every command, the demo included: `baton-nb runs` (and
 # `bn.runs()`) right after `baton-nb demo` list the demo's runs, no --db to guess.
 DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
+PRICING_HELP = (
+    "a price file (docs/pricing.md) laid over the shipped prices, as "
+    "bn.configure(pricing=PATH) does, for the commands that price calls: report --reprice, "
+    "price, demo, worker (default: $BATON_NB_PRICING)"
+)
 # Commands that only read (or delete from) an existing database: a missing SQLite file is an
 # error for them, never created empty (a typo in --db would otherwise "find" no runs).
 NEEDS_DATABASE = frozenset({"runs", "show", "report", "prune", "cache"})
@@ -66,11 +73,13 @@ def _filters(p: argparse.ArgumentParser) -> None:
 def _common(db_help: str) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--pricing", metavar="PATH", default=argparse.SUPPRESS, help=PRICING_HELP)
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``baton-nb`` argument parser (``--db`` is accepted before or after the command)."""
+    """The ``baton-nb`` argument parser (``--db`` and ``--pricing`` are accepted before or
+    after the command)."""
     common = _common(DB_HELP)
     parser = argparse.ArgumentParser(
         prog="baton-nb",
@@ -235,11 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     args.db = getattr(args, "db", None)
+    args.pricing = getattr(args, "pricing", None)
     try:
-        missing = _preflight(args)  # checks that need no database and no event loop
-        if missing is not None:
-            return _fail(missing, EXIT_FAILED)
-        code: int = anyio.run(args.handler, args)
+        with _unknown_prices_name_the_option():
+            missing = _preflight(args)  # checks that need no database and no event loop
+            if missing is not None:
+                return _fail(missing, EXIT_FAILED)
+            code: int = anyio.run(args.handler, args)
     except ConfigurationError as exc:
         return _fail(f"{exc}", EXIT_USAGE)
     except RunNotFound as exc:
@@ -255,14 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _preflight(args: argparse.Namespace) -> str | None:
     """Check what can be checked before any work: the command's own usage rules and the CSV
-    path (usage errors, raised), then, for commands that read runs, that the SQLite file
-    exists (the message is returned)."""
+    path (usage errors, raised); load the price file of --pricing or $BATON_NB_PRICING (a
+    bad one is a usage error naming the file, the model and the field); then, for commands
+    that read runs, that the SQLite file exists (the message is returned)."""
     check = getattr(args, "check", None)
     if check is not None:
         check(args)
     csv_path = getattr(args, "csv", None)
     if csv_path:
         check_csv_path(csv_path)
+    args.pricing = _price.use_price_file(args.pricing)
     if args.command in NEEDS_DATABASE:
         path = sqlite_file(resolve_url(args.db))
         if path is not None and not os.path.isfile(path):
@@ -271,6 +284,39 @@ def _preflight(args: argparse.Namespace) -> str | None:
                 "(run a workflow first, or pass --db / BATON_NB_DB)"
             )
     return None
+
+
+# Said after the library's warning of a model with no price, which names
+# bn.configure(pricing=...): what loads a price file here.
+PRICING_HINT = (
+    "With baton-nb, load a price file with --pricing my_prices.json "
+    "(or BATON_NB_PRICING=my_prices.json)."
+)
+
+
+@contextlib.contextmanager
+def _unknown_prices_name_the_option() -> Iterator[None]:
+    """Show `UnknownPriceWarning` as ``baton-nb: warning: ...`` (no file and line of library
+    code), saying how the command loads a price file; other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
+            if not issubclass(category, UnknownPriceWarning):
+                shown(message, category, filename, lineno, file, line)
+                return
+            with contextlib.suppress(OSError, ValueError):  # stderr gone: nothing to tell
+                print(f"baton-nb: warning: {message} {PRICING_HINT}", file=sys.stderr, flush=True)
+
+        warnings.showwarning = show
+        yield
 
 
 def check_csv_path(path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from decimal import Decimal
@@ -10,11 +11,14 @@ from typing import Any
 
 import anyio.to_thread
 
+from .._errors import ConfigurationError
 from .._money import fmt_money
 from .._usage import Usage
 from ._output import out as _out
 
-__all__ = ["add_price_arguments", "cmd_price"]
+__all__ = ["PRICING_ENV", "add_price_arguments", "cmd_price", "use_price_file"]
+
+PRICING_ENV = "BATON_NB_PRICING"  # the price file of every command given no --pricing
 
 _MATCHED = {
     "exact": "its own id",
@@ -24,6 +28,28 @@ _MATCHED = {
 # genai-prices' per-unit keys that are not per 1M tokens: (label, divisor label)
 _UNITS = {"kcount": "per 1,000", "mtok": "per 1M tokens", "mchars": "per 1M characters",
           "hours": "per hour", "gpixels": "per 1G pixels", "kpages": "per 1,000 pages"}  # fmt: skip
+
+
+def use_price_file(given: str | None) -> str | None:
+    """Load the price file of ``--pricing`` (``given``), else of ``$BATON_NB_PRICING``, as
+    ``bn.configure(pricing=...)`` does; return its path (None: no file). A bad file raises
+    `ConfigurationError` naming the file, the model and the field, and changes nothing."""
+    from ..pricing import configure_pricing
+
+    if given is not None:
+        configure_pricing(given)
+        return given
+    from_env = os.environ.get(PRICING_ENV)
+    if not from_env:
+        return None
+    try:
+        configure_pricing(from_env)
+    except ConfigurationError as exc:  # the user typed no --pricing: say where it came from
+        raise ConfigurationError(
+            f"{exc} (the price file is the environment variable {PRICING_ENV}: fix or unset "
+            "it, or pass --pricing PATH)"
+        ) from None
+    return from_env
 
 
 def add_price_arguments(p: argparse.ArgumentParser, count: Any, when: Any) -> None:
@@ -89,10 +115,12 @@ def _price(args: argparse.Namespace) -> int:
             advice = (
                 "Name it as provider/model (openai/..., anthropic/...), or add it to a price file"
             )
+        loaded = f" (the price file {args.pricing} has none for it)" if args.pricing else ""
         print(
-            f"baton-nb: error: no price known for {model!r}: its calls cost unknown (None), "
-            f"not 0. {hint}{advice} loaded with bn.configure(pricing='my_prices.json') "
-            "(format: docs/pricing.md)",
+            f"baton-nb: error: no price known for {model!r}{loaded}: its calls cost unknown "
+            f"(None), not 0. {hint}{advice}, and pass it with --pricing my_prices.json (or "
+            f"{PRICING_ENV}; in Python: bn.configure(pricing='my_prices.json')); format: "
+            "docs/pricing.md",
             file=sys.stderr,
         )
         return 1

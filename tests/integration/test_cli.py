@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 
 import baton_nb as bn
 from baton_nb.cli import main
-from baton_nb.reports import CSV_COLUMNS
+from baton_nb.pricing import _api, _registry
+from baton_nb.reports import CSV_COLUMNS, fmt_money
 
 KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
             "OPENROUTER_API_KEY", "TOGETHER_API_KEY", "GROQ_API_KEY")  # fmt: skip
@@ -303,3 +305,78 @@ def test_cache_command(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().out.strip() == "deleted 1 cached answer"
     assert main(["cache"]) == 0
     assert capsys.readouterr().out.startswith("0 cached answers, ")
+
+
+def _finetune_prices(folder: Path, input_rate: object = "0.5") -> Path:
+    path = folder / "p_ok.json"
+    model = {"periods": [{"from": "2024-01-01", "input": input_rate, "output": "1.5"}]}
+    path.write_text(json.dumps({"provider": "mock", "models": {"my-finetune": model}}))
+    return path
+
+
+def test_reprice_with_the_users_price_file(
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """A run priced by the user's file (bn.configure(pricing=...)) keeps its cost when
+    `baton-nb report --reprice` is given the same file (--pricing or $BATON_NB_PRICING);
+    without it the cost is unknown, and the warning says how to give it."""
+    request.addfinalizer(_registry.reset)  # the price file is the process's, not the next test's
+    prices = _finetune_prices(workdir)
+    bn.configure(pricing=str(prices))
+    wf = bn.Workflow("finetuned", db=DEMO_DB)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(model="mock/my-finetune", prompt="hello there")).text
+
+    run = anyio.run(lambda: wf.run(display=False))
+    assert run.cost is not None and run.cost > 0
+    stored = fmt_money(run.cost)
+
+    def repriced(*argv: str) -> tuple[dict[str, Any], str]:
+        _registry.reset()  # a new process: it knows only the files it is given
+        _api._warned.clear()
+        capsys.readouterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # shown (on stderr), not raised
+            assert main(["report", run.id, "--reprice", "--json", *argv]) == 0
+        out, err = capsys.readouterr()
+        return json.loads(out), err
+
+    alone, err = repriced()
+    assert alone["rows"][0]["cost_usd"] is None and not alone["complete"]
+    assert err.startswith("baton-nb: warning: no price known for model 'mock/my-finetune'")
+    assert "With baton-nb, load a price file with --pricing my_prices.json" in err
+    assert "Traceback" not in err and "anyio" not in err  # no library file and line
+
+    with_file, err = repriced("--pricing", str(prices))
+    assert with_file["total_cost_usd"] == stored and with_file["complete"], with_file
+    assert with_file["rows"][0]["price_source"] == "user file p_ok.json"
+    assert err == ""
+
+    monkeypatch.setenv("BATON_NB_PRICING", str(prices))
+    from_env, err = repriced()
+    assert from_env["total_cost_usd"] == stored and err == ""
+
+
+@pytest.mark.slow  # a real subprocess
+def test_a_bad_price_file_in_a_real_process(workdir: Path) -> None:
+    """A bad --pricing file: the error bn.configure gives (file, model, field), exit 2, no
+    traceback; the same from $BATON_NB_PRICING, saying where it came from."""
+    bad = _finetune_prices(workdir, input_rate=0.5)
+    script = Path(sys.executable).with_name("baton-nb")
+    for argv, env in (
+        (["--pricing", str(bad), "price", "mock/my-finetune"], _env()),
+        (["report", "--reprice"], {**_env(), "BATON_NB_PRICING": str(bad)}),
+    ):
+        done = subprocess.run(
+            [str(script), *argv], cwd=workdir, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2 and done.stdout == "", done
+        assert done.stderr.startswith(f"baton-nb: error: {bad}: model 'my-finetune', periods[0]")
+        assert "'input': price must be a decimal string" in done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "BATON_NB_PRICING: fix or unset it" in done.stderr

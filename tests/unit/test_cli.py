@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import baton_nb as bn
 from baton_nb.cli import build_parser, main
 from baton_nb.cli._main import sqlite_file
+from baton_nb.pricing import _api, _registry, lookup
+
+
+@pytest.fixture
+def fresh_pricing() -> Iterator[None]:
+    """The price files a command loads are the process's: forgotten after the test."""
+    _registry.reset()
+    _api._warned.clear()
+    yield
+    _registry.reset()
+    _api._warned.clear()
+
+
+def _price_file(folder: Path, name: str, input_rate: object = "0.5") -> Path:
+    path = folder / name
+    model = {"periods": [{"from": "2024-01-01", "input": input_rate, "output": "1.5"}]}
+    path.write_text(json.dumps({"provider": "mock", "models": {"my-finetune": model}}))
+    return path
 
 
 @pytest.mark.parametrize(
@@ -52,6 +73,73 @@ def test_db_is_accepted_before_and_after_the_command() -> None:
     assert getattr(parser.parse_args(["runs"]), "db", None) is None
 
 
+def test_pricing_is_accepted_before_and_after_every_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["--pricing", "a.json", "report"]).pricing == "a.json"
+    assert parser.parse_args(["price", "x/y", "--pricing", "b.json"]).pricing == "b.json"
+    for command in (["demo"], ["runs"], ["show", "abc"], ["worker"], ["cache"]):
+        assert parser.parse_args([*command, "--pricing", "c.json"]).pricing == "c.json"
+    assert getattr(parser.parse_args(["price", "x/y"]), "pricing", None) is None
+
+
+@pytest.mark.usefixtures("fresh_pricing")
+@pytest.mark.parametrize("where", ["before", "after", "env"])
+def test_price_reads_the_price_file_of_pricing_or_the_env(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``baton-nb price`` checks a user's price file: --pricing (before or after the
+    command) or $BATON_NB_PRICING loads it as bn.configure(pricing=...) does."""
+    path = str(_price_file(tmp_path, "p_ok.json"))
+    argv = ["price", "mock/my-finetune", "--input-tokens", "1000", "--output-tokens", "100"]
+    if where == "before":
+        argv = ["--pricing", path, *argv]
+    elif where == "after":
+        argv = [*argv, "--pricing", path]
+    else:
+        monkeypatch.setenv("BATON_NB_PRICING", path)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "source: user file p_ok.json" in out
+    assert "a call of 1,000 input tokens + 100 output tokens: $0.00065" in out  # 0.5 + 0.15
+
+
+@pytest.mark.usefixtures("fresh_pricing")
+@pytest.mark.parametrize("where", ["before", "after", "env"])
+@pytest.mark.parametrize("command", [["price", "mock/my-finetune"], ["report", "--reprice"]])
+def test_a_bad_price_file_is_a_usage_error_naming_file_model_and_field(
+    where: str,
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The error bn.configure(pricing=...) raises, one line, exit 2, before any work;
+    nothing of the file is loaded."""
+    monkeypatch.chdir(tmp_path)
+    path = str(_price_file(tmp_path, "p_bad.json", input_rate=0.5))  # a float: refused
+    with pytest.raises(bn.ConfigurationError) as raised:
+        bn.configure(pricing=path)
+    argv = {"before": ["--pricing", path, *command], "after": [*command, "--pricing", path]}
+    if where == "env":
+        monkeypatch.setenv("BATON_NB_PRICING", path)
+    assert main(argv.get(where, command)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"baton-nb: error: {raised.value}"), err
+    assert "p_bad.json: model 'my-finetune', periods[0], 'input': price must be" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if where == "env":
+        assert "the environment variable BATON_NB_PRICING: fix or unset it" in err
+    assert lookup("mock/my-finetune") is None
+    assert list(tmp_path.iterdir()) == [tmp_path / "p_bad.json"]  # no database opened
+
+
+@pytest.mark.usefixtures("fresh_pricing")
+def test_a_missing_price_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["price", "openai/gpt-4o", "--pricing", "/nonexistent/prices.json"]) == 2
+    err = capsys.readouterr().err
+    assert "price file /nonexistent/prices.json not found" in err and "Traceback" not in err
+
+
 def test_price_of_a_known_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["price", "openai/gpt-4o-mini"]) == 0
     out = capsys.readouterr().out
@@ -68,7 +156,18 @@ def test_price_of_an_unknown_model_exits_1(capsys: pytest.CaptureFixture[str]) -
     assert main(["price", "nobody/nothing-9"]) == 1
     err = capsys.readouterr().err
     assert "no price known for 'nobody/nothing-9'" in err and "pricing.md" in err
+    assert "pass it with --pricing my_prices.json (or BATON_NB_PRICING" in err
     assert "bn.configure(pricing=" in err
+
+
+@pytest.mark.usefixtures("fresh_pricing")
+def test_price_of_a_model_the_price_file_lacks_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _price_file(tmp_path, "p_ok.json")
+    assert main(["price", "mock/other-finetune", "--pricing", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"no price known for 'mock/other-finetune' (the price file {path} has none" in err
 
 
 def test_price_of_an_unknown_mock_model_advises_price_as(
