@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .._money import fmt_money, no_math_html, plural
@@ -117,18 +117,36 @@ def _step_model_rows(report: CostReport) -> list[tuple[str, str, Totals]]:
     return [(step, model, t) for (step, model), t in out.items()]
 
 
-_COLUMNS = ("calls", "replayed", "input", "output", "cost_usd", "latency")
+# The number columns of every cost table (text and HTML; per (step, model) and per step,
+# model or run), each with its cell: the calls paid for, then the calls counted apart (no
+# tokens, no cost): replayed from the store, and answered from the response cache.
+_Column = tuple[str, Callable[[Totals], str]]
+_COLUMNS: tuple[_Column, ...] = (
+    ("calls", lambda t: str(t.calls)),
+    ("replayed", lambda t: str(t.replayed_calls)),
+    ("cached", lambda t: str(t.cached_calls)),
+    ("input", lambda t: f"{t.usage.input_tokens:,}"),
+    ("output", lambda t: f"{t.usage.output_tokens:,}"),
+    ("cost_usd", lambda t: t.cost_text()),
+    ("latency", _latency),
+)
 
 
-def _cells(t: Totals) -> list[str]:
-    return [
-        str(t.calls),
-        str(t.replayed_calls),
-        f"{t.usage.input_tokens:,}",
-        f"{t.usage.output_tokens:,}",
-        t.cost_text(),
-        _latency(t),
-    ]
+def _columns(rows: Iterable[Totals]) -> tuple[_Column, ...]:
+    """The columns of a table of ``rows``: ``cached`` only when one of them has calls
+    answered from the response cache (a row of them reads ``0 calls``, ``cost 0``: the
+    column says why), so that other tables are no wider on a narrow terminal."""
+    if any(t.cached_calls for t in rows):
+        return _COLUMNS
+    return tuple(column for column in _COLUMNS if column[0] != "cached")
+
+
+def _names(columns: Sequence[_Column]) -> tuple[str, ...]:
+    return tuple(name for name, _ in columns)
+
+
+def _cells(t: Totals, columns: Sequence[_Column]) -> list[str]:
+    return [cell(t) for _, cell in columns]
 
 
 # ── text ──────────────────────────────────────────────────────────────────────
@@ -175,12 +193,13 @@ def summary_text(report: CostReport) -> str:
 def report_text(report: CostReport) -> str:
     if not report.rows:
         return "Cost: no LLM calls."
-    body = [[step, model, *_cells(t)] for step, model, t in _step_model_rows(report)]
-    body.append(["total", "", *_cells(report.totals())])
+    columns = _columns(report.rows)
+    body = [[step, model, *_cells(t, columns)] for step, model, t in _step_model_rows(report)]
+    body.append(["total", "", *_cells(report.totals(), columns)])
     lines = [
         _headline(report),
         *_budget_lines(report),
-        text_table(("step", "model", *_COLUMNS), body, left=2),
+        text_table(("step", "model", *_names(columns)), body, left=2),
     ]
     note = _replayed_note(report)
     if note:
@@ -201,8 +220,9 @@ def _comparison_text(models: Mapping[str, ModelComparison]) -> str:
 
 
 def breakdown_text(key: str, items: Mapping[str, Totals]) -> str:
-    body = [[name, *_cells(t)] for name, t in items.items()]
-    return text_table((key, *_COLUMNS), body)
+    columns = _columns(items.values())
+    body = [[name, *_cells(t, columns)] for name, t in items.items()]
+    return text_table((key, *_names(columns)), body)
 
 
 # ── HTML ──────────────────────────────────────────────────────────────────────
@@ -213,10 +233,9 @@ def _td(text: str, cls: str = "") -> str:
     return f"<td{attr}>{html.escape(text)}</td>"
 
 
-def _html_cells(t: Totals) -> str:
-    cells = _cells(t)
+def _html_cells(t: Totals, columns: Sequence[_Column]) -> str:
     cost_cls = "unknown" if t.unpriced_calls else ""
-    return "".join(_td(c, cost_cls if i == 4 else "") for i, c in enumerate(cells))
+    return "".join(_td(cell(t), cost_cls if name == "cost_usd" else "") for name, cell in columns)
 
 
 def _html_table(header: Sequence[str], rows: Sequence[str], *, text_columns: int = 1) -> str:
@@ -232,17 +251,17 @@ def report_html(report: CostReport) -> str:
     if not report.rows:
         return no_math_html(f'<div class="bn-cost">{_STYLE}<p>Cost: no LLM calls.</p></div>')
     step_rows = _step_model_rows(report)
+    columns = _columns(report.rows)
     rows = [
-        f"<tr>{_td(step, 'l')}{_td(model, 'l')}{_html_cells(t)}</tr>"
+        f"<tr>{_td(step, 'l')}{_td(model, 'l')}{_html_cells(t, columns)}</tr>"
         for step, model, t in step_rows[:MAX_HTML_ROWS]
     ]
-    rows.append(
-        f'<tr class="total">{_td("total", "l")}{_td("")}{_html_cells(report.totals())}</tr>'
-    )
+    total = _html_cells(report.totals(), columns)
+    rows.append(f'<tr class="total">{_td("total", "l")}{_td("")}{total}</tr>')
     parts = [
         f'<div class="bn-cost">{_STYLE}<p><b>{html.escape(_headline(report))}</b></p>',
         *(f"<p>{html.escape(line)}</p>" for line in _budget_lines(report)),
-        _html_table(("step", "model", *_COLUMNS), rows, text_columns=2),
+        _html_table(("step", "model", *_names(columns)), rows, text_columns=2),
         _more_rows(
             len(step_rows),
             "(step, model) rows",
@@ -298,14 +317,15 @@ def _comparison_html(models: Mapping[str, ModelComparison]) -> str:
 
 def breakdown_html(key: str, items: Mapping[str, Totals]) -> str:
     shown = list(items.items())[:MAX_HTML_ROWS]
-    rows = [f"<tr>{_td(name, 'l')}{_html_cells(t)}</tr>" for name, t in shown]
+    columns = _columns(items.values())
+    rows = [f"<tr>{_td(name, 'l')}{_html_cells(t, columns)}</tr>" for name, t in shown]
     more = _more_rows(
         len(items),
         "rows",
         "<code>.to_records()</code> holds every row, <code>print()</code> shows them",
     )
     return no_math_html(
-        f'<div class="bn-cost">{_STYLE}{_html_table((key, *_COLUMNS), rows)}{more}</div>'
+        f'<div class="bn-cost">{_STYLE}{_html_table((key, *_names(columns)), rows)}{more}</div>'
     )
 
 
@@ -314,6 +334,7 @@ def breakdown_html(key: str, items: Mapping[str, Totals]) -> str:
 _COMPARISON: tuple[tuple[str, Callable[[ModelComparison], str]], ...] = (
     ("cost_usd", lambda m: m.cost_text()),
     ("calls", lambda m: str(m.calls)),
+    ("cached calls", lambda m: str(m.cached_calls)),  # shown when a model has some
     ("input tokens", lambda m: f"{m.usage.input_tokens:,}"),
     ("output tokens", lambda m: f"{m.usage.output_tokens:,}"),
     ("latency / call", _latency),
@@ -326,4 +347,9 @@ _COMPARISON: tuple[tuple[str, Callable[[ModelComparison], str]], ...] = (
 
 def _comparison_rows(models: Mapping[str, ModelComparison]) -> list[tuple[str, list[str]]]:
     rows = [(label, [get(m) for m in models.values()]) for label, get in _COMPARISON]
-    return [(label, cells) for label, cells in rows if label != "last error" or any(cells)]
+    cached = any(m.cached_calls for m in models.values())
+    return [
+        (label, cells)
+        for label, cells in rows
+        if (label != "last error" or any(cells)) and (label != "cached calls" or cached)
+    ]

@@ -446,3 +446,73 @@ def test_a_rows_calls_priced_at_zero_write_zero_not_empty() -> None:
     assert row.csv_cost == Decimal(0)
     row.calls = 1
     assert row.csv_cost is None
+
+
+def _cached_run() -> bn.Run:
+    """answer[A] answered from the response cache (two calls), answer[B] paid, merge half
+    and half: the cache's calls cost 0 and are not in ``calls``."""
+    from dataclasses import replace
+
+    run = bn.Run("r", "wf")
+    steps = [
+        bn.StepInfo("answer", 1, kind="group", state="completed"),
+        bn.StepInfo(f"answer[{A}]", 2, kind="child", parent="answer", model=A, attempt=1),
+        bn.StepInfo(f"answer[{B}]", 3, kind="child", parent="answer", model=B, attempt=1),
+        bn.StepInfo("merge", 4, deps=["answer"], attempt=1, state="completed"),
+    ]
+    run.steps = {s.name: s for s in steps}
+
+    def hit(step: str, model: str) -> bn.CallRecord:
+        empty = bn.Usage()
+        return replace(call(step, model, "0"), usage=empty, cached=True, saved=Decimal("0.01"))
+
+    run.calls = [
+        hit(f"answer[{A}]", A),
+        hit(f"answer[{A}]", A),
+        call(f"answer[{B}]", B, "0.0002"),
+        call("merge", A, "0.1"),
+        hit("merge", A),
+    ]
+    return run
+
+
+def _cells(table: str, first: str) -> list[str]:
+    return next(line.split() for line in table.splitlines() if line.startswith(first + " "))
+
+
+def test_a_row_answered_from_the_cache_says_so_in_the_tables() -> None:
+    """A row whose answers all came from the cache reads 0 calls, cost 0: the text and HTML
+    tables (per step and model, per step, model or run) have a ``cached`` column beside
+    ``replayed`` then, and the fan-out comparison a ``cached calls`` row. The CSV's columns
+    are the contract's, unchanged."""
+    report = _cached_run().report()
+    header = ["step", "model", "calls", "replayed", "cached", "input", "output", "cost_usd"]
+    table = str(report)
+    assert table.splitlines()[1].split() == [*header, "latency"]
+    assert _cells(table, f"answer[{A}]") == [f"answer[{A}]", A, "0", "0", "2", "0", "0", "0"]
+    assert _cells(table, f"answer[{B}]")[2:5] == ["1", "0", "0"]
+    assert _cells(table, "merge")[2:5] == ["1", "0", "1"]
+    assert _cells(table, "total")[1:4] == ["2", "0", "3"]
+    assert _cells(table, "cached calls")[2:] == ["2", "0"]  # fan-out: A, B side by side
+
+    by_step = str(report.by_step())
+    assert by_step.splitlines()[0].split()[:4] == ["step", "calls", "replayed", "cached"]
+    assert _cells(by_step, "answer")[1:4] == ["1", "0", "2"]
+    assert _cells(str(report.by_model()), A)[1:4] == ["1", "0", "3"]
+
+    html_text = report._repr_html_()
+    assert "<th>replayed</th><th>cached</th><th>input</th>" in html_text
+    row = f'<td class="l">answer[{A}]</td><td class="l">{A}</td><td>0</td><td>0</td><td>2</td>'
+    assert row in html_text
+    assert "<th>cached</th>" in report.by_step()._repr_html_()
+
+    assert tuple(report.to_csv().splitlines()[0].split(",")) == CSV_COLUMNS
+    assert [r["cached_calls"] for r in report.to_records()] == [2, 0, 1]
+
+
+def test_tables_without_cached_calls_have_no_cached_column() -> None:
+    """No wider than they need: a report with no calls from the cache has no such column."""
+    report = make_run().report()
+    assert "cached" not in str(report).splitlines()[1]
+    assert "cached" not in str(report.by_step()) and "cached calls" not in str(report)
+    assert "<th>cached</th>" not in report._repr_html_()
