@@ -126,10 +126,12 @@ export function fmtLatency(ms) {
   return ms < 1000 ? `${Math.round(ms)} ms` : fmtSeconds(ms / 1000);
 }
 
+// At most 6 characters below a billion: "950", "9.9k", "123k", "1.0M" (never "1000k":
+// what rounds to 1,000k is 1.0M), "123.5M".
 export function fmtTokens(n) {
   if (!n) return "0";
   if (n < 1000) return String(n);
-  if (n < 1e6) return `${(n / 1000).toFixed(n < 1e4 ? 1 : 0)}k`;
+  if (n < 999_500) return `${(n / 1000).toFixed(n < 9_950 ? 1 : 0)}k`;
   return `${(n / 1e6).toFixed(1)}M`;
 }
 

@@ -7,6 +7,7 @@ test fails when CI=true and is skipped otherwise. Screenshots go to tests/artifa
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -1066,3 +1067,95 @@ def test_the_panel_counts_cache_hits_apart(browser: Any, tmp_path: Path) -> None
     tokens = f"{totals.usage.input_tokens:,} in · {totals.usage.output_tokens:,} out"
     assert facts["Tokens"] == tokens, facts
     assert [m.endswith("(from the cache)") for m in models] == [True, True, False], models
+
+
+KID_ROWS = """(step) => [...document.querySelectorAll(`.bn-node[data-id="${step}"] .bn-kid[data-child]`)]
+  .map(row => {
+    // where a cell's text is drawn: its text's extent, within its box if it clips (a name)
+    const text = (el) => { const r = document.createRange(); r.selectNodeContents(el);
+                           const t = r.getBoundingClientRect(), b = el.getBoundingClientRect();
+                           if (getComputedStyle(el).overflowX === 'visible') return [t.left, t.right];
+                           return [Math.max(t.left, b.left), Math.min(t.right, b.right)]; };
+    const [label, dur, tok, cost] = [...row.children].slice(1);
+    const row_ = row.getBoundingClientRect();
+    return { cells: [label, dur, tok, cost].map(c => c.textContent),
+             text: [label, dur, tok, cost].map(text), right: row_.right,
+             overflowing: [label, dur, tok, cost].filter(c => c.scrollWidth > c.clientWidth)
+                            .map(c => c.textContent) };
+  })"""
+
+
+def test_a_fanout_cards_rows_never_run_their_numbers_together(browser: Any, tmp_path: Path) -> None:
+    """A fan-out card's rows (model, duration, tokens, cost) in the saved snapshot (the live
+    widget's renderer), in Chromium: with the widest realistic values ("1h 02m",
+    "123.5M tok", "$0.00000123", "$12.34") no text runs into the next or out of the row
+    ("201 tok" ran into "$0.0000481": the columns were sized for "58"); with everyday ones
+    the model's name is whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio
+
+    import baton_nb as bn
+    from baton_nb.widget import DagWidget
+    from baton_nb.widget._snapshot import snapshot_bundle
+
+    models = ["mock/gpt-4o-mini", "mock/claude-haiku-4-5", "mock/gemini-2.0-flash"]
+    wide_models = [*models, "mock/gpt-4o", "mock/o3", "mock/gpt-4.1"]
+    wf = bn.Workflow("browser_kid_rows", db=f"sqlite:///{tmp_path / 'kids.db'}")
+
+    @wf.step(models=models)
+    async def everyday(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt="Explain durable execution")).text
+
+    @wf.step(models=wide_models)
+    async def wide(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt="Explain fan-out")).text
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs a loop in this thread
+        run = pool.submit(anyio.run, lambda: wf.run(display=False)).result(timeout=60)
+    state = DagWidget(run)._snapshot_state()
+    # (input + output tokens, cost, seconds): what a long run of big prompts shows
+    widest = [
+        (150, 51, "0.0000481", 0.7),  # the tester's "201 tok" and "$0.0000481"
+        (123_400_000, 100_000, "12.34", 303),  # "123.5M tok", "5m 03s"
+        (999_000, 600, "0.0000481", 59),  # "1.0M tok" (it read "1000k")
+        (12_300, 45, "0.000213", 12),
+        (88_000, 1_234, "123.4", 3723),  # "1h 02m"
+        (5, 3, "0.00000123", 0.1),  # "$0.00000123"
+    ]
+    for model, (ti, to, cost, seconds) in zip(wide_models, widest, strict=True):
+        row = list(state["rows"][f"wide[{model}]"])
+        row[3] = row[2] + int(seconds * 1000)  # t1 = t0 + the duration
+        row[4], row[5], row[6] = ti, to, cost
+        state["rows"][f"wide[{model}]"] = tuple(row)
+    bundle = snapshot_bundle(run, state)
+    context = browser.new_context(viewport={"width": 1200, "height": 700}, device_scale_factor=2)
+    try:
+        page = context.new_page()
+        page.set_content(f"<!doctype html><meta charset=utf-8><body>{bundle['text/html']}</body>")
+        _wait(
+            page, "() => document.querySelectorAll('.bn-snapshot .bn-kid[data-child]').length === 9"
+        )
+        rows = {step: page.evaluate(KID_ROWS, step) for step in ("everyday", "wide")}
+        for step, name in (("wide", "widget_kid_rows"), ("everyday", "widget_kid_rows_everyday")):
+            _shot(page, name, page.locator(f'.bn-snapshot .bn-node[data-id="{step}"]'))
+    finally:
+        context.close()
+    shown = [r["cells"][1:] for r in rows["wide"]]
+    assert shown == [
+        ["0.7s", "201 tok", "$0.0000481"],
+        ["5m 03s", "123.5M tok", "$12.34"],
+        ["59s", "1.0M tok", "$0.0000481"],
+        ["12s", "12k tok", "$0.000213"],
+        ["1h 02m", "89k tok", "$123"],
+        ["0.1s", "8 tok", "$0.00000123"],
+    ], shown
+    for row in rows["wide"] + rows["everyday"]:
+        drawn = row["text"]  # [left, right] of the name, duration, tokens and cost
+        # each text ends before the next begins, the columns' gap (6px) apart at least
+        for (_, end), (start, _) in itertools.pairwise(drawn):
+            assert end <= start - 5, row
+        assert drawn[-1][1] <= row["right"], row
+        assert row["overflowing"] in ([], [row["cells"][0]]), row  # only a name may be cut
+    assert all(r["overflowing"] == [] for r in rows["everyday"]), rows["everyday"]
+    assert [r["cells"][0] for r in rows["everyday"]] == [m.split("/")[1] for m in models]

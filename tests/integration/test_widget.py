@@ -601,6 +601,27 @@ async def test_the_first_patch_of_a_node_never_sent_is_merged_into_pending(tmp_p
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_token_counts_are_short_and_round_up_to_the_next_unit(tmp_path: Path) -> None:
+    """dag.js ``fmtTokens``: at most 6 characters below a billion (a fan-out card's row
+    sizes its token column by them); what rounds to 1,000k reads 1.0M (it read "1000k"),
+    what rounds to 10.0k reads 10k."""
+    counts = [0, 58, 999, 1000, 9949, 9950, 12_345, 999_499, 999_500, 1_000_000, 123_456_789]
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ fmtTokens }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify({json.dumps(counts)}.map(fmtTokens)))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    shown = json.loads(out.stdout)
+    assert shown == ["0", "58", "999", "1.0k", "9.9k", "10k", "12k", "999k", "1.0M", "1.0M",
+                     "123.5M"]  # fmt: skip
+    assert max(map(len, shown)) <= 6
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
 def test_a_column_of_one_value_but_a_few_is_sent_once_with_its_exceptions(
     tmp_path: Path,
 ) -> None:
