@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
+import ssl
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
 
 from ._errors import ConfigurationError
 
-__all__ = ["CONNECT_TIMEOUT", "DEFAULT_URL", "connect_timeout", "resolve_url", "safe_url"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DEFAULT_URL",
+    "ServerConnect",
+    "connect_timeout",
+    "resolve_url",
+    "safe_url",
+    "server_connect",
+]
 
 DEFAULT_URL = "sqlite:///baton.db"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a database server to answer a connection
@@ -28,8 +41,8 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
 
     Checked here, before any run writes: the scheme, a SQLite URL's file path (``sqlite://``
     and ``sqlite:///`` name no file: SQLAlchemy would make them an in-memory database that
-    is gone at exit) and a server URL's port and connect_timeout. ``memory://NAME`` (the
-    in-memory store) takes any NAME.
+    is gone at exit) and a server URL's port and query (``server_connect``).
+    ``memory://NAME`` (the in-memory store) takes any NAME.
     """
     if db is None and os.environ.get("BATON_NB_DB"):
         try:
@@ -59,7 +72,7 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
         _check_sqlite_path(db)
     elif scheme != "memory":  # memory://NAME: any NAME (no host, port or file)
         _check_port(db)
-        connect_timeout(db)
+        server_connect(db)  # its query: libpq's names, as asyncpg takes them (or refused)
     return db
 
 
@@ -91,19 +104,238 @@ def _check_port(url: str) -> None:
 def connect_timeout(url: str) -> float:
     """Seconds to wait for a database server's answer when connecting: the URL's
     ``connect_timeout`` (libpq's name for it), else ``CONNECT_TIMEOUT``."""
-    query = url.partition("?")[2]
-    for pair in query.split("&") if query else ():
-        name, _, value = pair.partition("=")
-        if name != "connect_timeout":
-            continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ConfigurationError(
-                f"db URL {safe_url(url)!r}: connect_timeout={value!r} must be a number of "
-                "seconds > 0"
-            )
-        return seconds
+    for name, value in _query(url):
+        if name == "connect_timeout":
+            return _positive(url, name, value)
     return CONNECT_TIMEOUT
+
+
+# ── a Postgres URL's query: libpq's parameter names as asyncpg takes them ─────────────
+#
+# SQLAlchemy hands every query parameter of a ``postgresql+asyncpg`` URL to
+# ``asyncpg.connect`` as a keyword argument, and asyncpg has none named like libpq's
+# (``sslmode=require`` made ``TypeError: connect() got an unexpected keyword argument``).
+# Each name is translated here to what asyncpg does the same with, or refused.
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+_TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+# libpq's names that asyncpg reads as libpq does from a connection URI (its ``dsn``), and
+# only from there (no keyword argument takes a certificate file): passed in a ``dsn`` that
+# holds nothing else; the URL's host, user and database still come from SQLAlchemy.
+_IN_DSN: dict[str, tuple[str, ...] | None] = {  # name -> the values allowed (None: any)
+    "sslmode": _SSLMODES,
+    "sslrootcert": None,
+    "sslcert": None,
+    "sslkey": None,
+    "sslcrl": None,
+    "sslpassword": None,
+    "ssl_min_protocol_version": _TLS_VERSIONS,
+    "ssl_max_protocol_version": _TLS_VERSIONS,
+    "sslnegotiation": ("postgres", "direct"),
+    "service": None,
+}
+# libpq's names that are ``asyncpg.connect`` arguments of the same name and meaning
+_AS_ARGUMENT: dict[str, tuple[str, ...] | None] = {
+    "target_session_attrs": _SESSION_ATTRS,
+    "passfile": None,
+    "servicefile": None,
+    "krbsrvname": None,
+    "gsslib": ("gssapi", "sspi"),
+}
+# startup parameters libpq sends the server as they are: asyncpg's ``server_settings``
+_SETTINGS = ("application_name", "options")
+# asyncpg's own (and SQLAlchemy's ``prepared_statement_cache_size``), as their docs write
+# them in a URL: numbers, passed as numbers
+_COUNTS = (
+    "prepared_statement_cache_size",
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+)
+# libpq's choices asyncpg always makes: accepted with the value that says so, else refused
+_ALWAYS = {
+    "channel_binding": (
+        ("disable",),
+        "asyncpg cannot do SCRAM channel binding (its password exchange is plain "
+        "SCRAM-SHA-256): remove channel_binding= from the URL; sslmode=require still "
+        "encrypts the connection, verify-full also checks the server's certificate",
+    ),
+    "gssencmode": (
+        ("disable",),
+        "asyncpg does not encrypt with GSSAPI: remove gssencmode= from the URL, and use "
+        "sslmode= for an encrypted connection",
+    ),
+    "sslsni": (
+        ("1",),
+        "asyncpg always sends the server's host name (SNI) when it uses TLS: remove "
+        "sslsni= from the URL",
+    ),
+    "client_encoding": (
+        ("UTF8", "utf8", "UTF-8", "utf-8", "unicode", "UNICODE"),
+        "asyncpg always talks UTF-8 to the server: remove client_encoding= from the URL",
+    ),
+}
+# libpq's names that asyncpg has nothing for: what to do instead
+_NOT_IN_ASYNCPG = {
+    "hostaddr": "write the address as the URL's host (postgresql://user@10.0.0.5:5432/db)",
+    "dbname": "write the database as the URL's path (postgresql://user@host:5432/NAME)",
+    "keepalives": "asyncpg keeps the operating system's TCP keepalive settings",
+    "keepalives_idle": "asyncpg keeps the operating system's TCP keepalive settings",
+    "keepalives_interval": "asyncpg keeps the operating system's TCP keepalive settings",
+    "keepalives_count": "asyncpg keeps the operating system's TCP keepalive settings",
+    "tcp_user_timeout": "asyncpg keeps the operating system's TCP settings",
+    "sslcompression": "TLS compression is off in every current server and client",
+    "sslcertmode": "asyncpg sends the client certificate sslcert= names, if any",
+    "sslkeylogfile": "asyncpg writes TLS keys to the file the SSLKEYLOGFILE variable names",
+    "requirepeer": "asyncpg does not check a Unix socket's peer",
+    "require_auth": "asyncpg answers whichever authentication the server asks for",
+    "load_balance_hosts": "asyncpg tries several hosts in the order the URL gives them",
+    "gssdelegation": "asyncpg does not delegate GSSAPI credentials",
+    "replication": "baton_nb needs an ordinary connection, not a replication one",
+    "min_protocol_version": "asyncpg speaks protocol version 3.0",
+    "max_protocol_version": "asyncpg speaks protocol version 3.0",
+}
+_SQLALCHEMY = ("host", "port", "user", "password")  # read from the URL by SQLAlchemy itself
+_KNOWN = (
+    "connect_timeout", *_IN_DSN, *_AS_ARGUMENT, *_SETTINGS, "fallback_application_name",
+    "ssl", "command_timeout", *_COUNTS, *_ALWAYS,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConnect:
+    """How asyncpg connects for a Postgres URL: the query parameters taken out of the URL
+    SQLAlchemy reads (``taken``) and the ``asyncpg.connect`` arguments they became."""
+
+    taken: tuple[str, ...]
+    arguments: dict[str, Any]
+
+
+def server_connect(url: str) -> ServerConnect:
+    """asyncpg's arguments for a Postgres URL's query, which uses libpq's names (what
+    hosted Postgres hands out: ``?sslmode=require``); ``ConfigurationError`` naming a
+    parameter asyncpg cannot honour, a value it does not take, or one given twice."""
+    pairs = _query(url)
+    given: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _SQLALCHEMY:
+            continue  # ?host=/run/postgresql (a socket), several hosts: SQLAlchemy's
+        if name in given:
+            raise _bad(url, f"{name}= is given twice: keep one")
+        if name not in _KNOWN:
+            raise _bad(url, _unknown(name))
+        if not value:
+            raise _bad(url, f"{name}= has no value: give one, or leave {name}= out")
+        given[name] = value
+    dsn: dict[str, str] = {}
+    arguments: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
+    settings: dict[str, str] = {}
+    for name, value in given.items():
+        if name == "connect_timeout":
+            arguments["timeout"] = _positive(url, name, value)
+        elif name == "command_timeout":
+            arguments[name] = _positive(url, name, value)
+        elif name in _COUNTS:
+            arguments[name] = _count(url, name, value)
+        elif name in _IN_DSN:
+            dsn[name] = _one_of(url, name, value, _IN_DSN[name])
+        elif name in _AS_ARGUMENT:
+            arguments[name] = _one_of(url, name, value, _AS_ARGUMENT[name])
+        elif name in _SETTINGS:
+            settings[name] = value
+        elif name in _ALWAYS:
+            allowed, why = _ALWAYS[name]
+            if value not in allowed:
+                raise _bad(url, f"{name}={value}: {why}")
+    if "fallback_application_name" in given:
+        settings.setdefault("application_name", given["fallback_application_name"])
+    if "ssl" in given:
+        _ssl(url, given["ssl"], dsn)
+    if dsn.get("sslrootcert") == "system":
+        _system_roots(url, dsn)
+    if settings:
+        arguments["server_settings"] = settings
+    if dsn:
+        arguments["dsn"] = "postgresql://?" + urllib.parse.urlencode(dsn)
+    return ServerConnect(tuple(given), arguments)
+
+
+def _query(url: str) -> list[tuple[str, str]]:
+    query = url.partition("?")[2].partition("#")[0]
+    return urllib.parse.parse_qsl(query, keep_blank_values=True)
+
+
+def _bad(url: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(f"db URL {safe_url(url)!r}: {problem}")
+
+
+def _unknown(name: str) -> str:
+    if name in _NOT_IN_ASYNCPG:
+        return (
+            f"{name}= is a libpq parameter that asyncpg (baton_nb's Postgres driver) has no "
+            f"equivalent for: remove it from the URL ({_NOT_IN_ASYNCPG[name]})"
+        )
+    near = difflib.get_close_matches(name, _KNOWN, n=1)
+    known = f"did you mean {near[0]}=?" if near else f"it takes: {', '.join(sorted(_KNOWN))}"
+    return (
+        f"{name}= is not a connection parameter baton_nb can pass to asyncpg ({known}); "
+        "a server setting goes in options=-c NAME=VALUE"
+    )
+
+
+def _one_of(url: str, name: str, value: str, allowed: tuple[str, ...] | None) -> str:
+    if allowed is not None and value not in allowed:
+        raise _bad(url, f"{name}={value!r} must be one of: {', '.join(allowed)}")
+    return value
+
+
+def _positive(url: str, name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise _bad(url, f"{name}={value!r} must be a number of seconds > 0")
+    return seconds
+
+
+def _count(url: str, name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise _bad(url, f"{name}={value!r} must be a whole number >= 0")
+    return int(value)
+
+
+def _ssl(url: str, value: str, dsn: dict[str, str]) -> None:
+    """``ssl=`` (asyncpg's and SQLAlchemy's name; node-postgres's ``ssl=true``) as the
+    ``sslmode`` it means: a mode as it is; ``true`` as asyncpg's ``ssl=True``, verify-full
+    against the system's CAs (unless ``sslrootcert=`` names a file); ``false``: disable."""
+    lowered = value.lower()
+    if lowered not in ("true", "false") and value not in _SSLMODES:
+        raise _bad(url, f"ssl={value!r} must be one of: {', '.join(_SSLMODES)}, true, false")
+    mode = {"true": "verify-full", "false": "disable"}.get(lowered, value)
+    if dsn.setdefault("sslmode", mode) != mode:
+        raise _bad(url, f"ssl={value} and sslmode={dsn['sslmode']} disagree: keep one of them")
+    if lowered == "true":
+        dsn.setdefault("sslrootcert", "system")
+
+
+def _system_roots(url: str, dsn: dict[str, str]) -> None:
+    """``sslrootcert=system`` (libpq 16: the system's trusted CAs, and verify-full unless
+    another mode is given, which is an error then): asyncpg reads a file, so the file of
+    this Python's OpenSSL defaults (``SSL_CERT_FILE`` if set)."""
+    mode = dsn.setdefault("sslmode", "verify-full")
+    if mode != "verify-full":
+        raise _bad(
+            url,
+            f"sslrootcert=system checks the server against the system's CAs, which only "
+            f"sslmode=verify-full does: use it, or leave sslmode= out (not sslmode={mode})",
+        )
+    cafile = ssl.get_default_verify_paths().cafile
+    if not cafile:
+        raise _bad(
+            url,
+            "sslrootcert=system: this Python's OpenSSL names no file of trusted CAs; give "
+            "one as sslrootcert=/path/to/ca-bundle.pem (or set SSL_CERT_FILE)",
+        )
+    dsn["sslrootcert"] = cafile

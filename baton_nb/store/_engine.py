@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from .._dburl import DEFAULT_URL, connect_timeout, resolve_url
+from .._dburl import DEFAULT_URL, resolve_url, server_connect
 from .._errors import ConfigurationError
 
 __all__ = [
@@ -235,13 +235,15 @@ def _make_engine(url: str) -> AsyncEngine:
             engine = create_async_engine(driver_url, pool_size=4, max_overflow=4)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
-    # connect_timeout is libpq's URL parameter; asyncpg takes it as the ``timeout`` argument.
-    server_url = sa.engine.make_url(driver_url).difference_update_query(["connect_timeout"])
+    # The query's libpq names (connect_timeout, sslmode, ...) as asyncpg takes them: out of
+    # the URL SQLAlchemy reads (it would pass each as an argument asyncpg does not have).
+    server = server_connect(url)
+    server_url = sa.engine.make_url(driver_url).difference_update_query(server.taken)
     return create_async_engine(
         server_url,
         pool_size=5,
         max_overflow=10,
-        connect_args={"timeout": connect_timeout(url), "connection_class": _pg_connection_class()},
+        connect_args={**server.arguments, "connection_class": _pg_connection_class()},
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import ssl
 import sys
 from typing import Any
 
@@ -156,20 +157,53 @@ def _explain(exc: BaseException, url: str) -> tuple[str, str]:
             if any(n in lowered for n in needles):
                 return f"{problem} ({message})", todo.format(file=_sqlite_path(url))
         return message, _GENERIC_ADVICE
-    if isinstance(exc, OSError):  # refused, unreachable, unknown host
+    asyncpg: Any = sys.modules.get("asyncpg")
+    if asyncpg is not None and isinstance(exc, asyncpg.ClientConfigurationError):
+        # a setting asyncpg refuses as it connects (sslnegotiation=direct without
+        # sslmode=require, verify-ca without a root certificate): not a broken connection
+        about_tls = any(word in message.lower() for word in ("ssl", "tls", "certificate"))
+        todo = _TLS_ADVICE if about_tls else "Fix the URL's parameters (docs/storage.md)."
+        return f"asyncpg refuses the connection's settings ({message})", todo
+    if isinstance(exc, OSError):  # refused, unreachable, unknown host; TLS
+        tls = _tls_problem(exc, url)
+        if tls is not None:
+            return f"{tls} ({message})", _TLS_ADVICE
         return (
             f"cannot connect to {_host(url)} ({message})",
             _POSTGRES_ADVICE["08"],
         )
     state = str(getattr(exc, "sqlstate", "") or "")
     advice = _POSTGRES_ADVICE.get(state) or _POSTGRES_ADVICE.get(state[:2])
-    asyncpg: Any = sys.modules.get("asyncpg")
     client_side = (asyncpg.InterfaceError, asyncpg.InternalClientError) if asyncpg else ()
     if advice is None and isinstance(exc, client_side):
         # The connection closed or broke mid-operation (server restarted, backend
         # terminated, network cut); asyncpg's protocol may then be left mid-operation.
         return f"the connection to {_host(url)} broke ({message})", _POSTGRES_ADVICE["08"]
     return message, advice or _GENERIC_ADVICE
+
+
+_TLS_ADVICE = (
+    "Check the URL's sslmode= and the files it names (sslrootcert=, sslcert=, sslkey=: "
+    "they must exist and be readable by this user); a server without TLS takes "
+    "sslmode=prefer or sslmode=disable (on a network you trust), one with TLS its CA "
+    "certificate as sslrootcert= (docs/storage.md)."
+)
+
+
+def _tls_problem(exc: OSError, url: str) -> str | None:
+    """What went wrong with TLS as asyncpg connected, or None for another failure."""
+    if "rejected SSL upgrade" in str(exc):
+        return f"the server at {_host(url)} does not accept TLS, which the URL's sslmode= asks for"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the certificate of the server at {_host(url)} does not verify"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with the server at {_host(url)} failed"
+    files = ("sslrootcert=", "sslcert=", "sslkey=", "sslcrl=")
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError) and any(
+        name in url for name in files
+    ):
+        return "a TLS file the URL names cannot be read"
+    return None
 
 
 def _sqlite_path(url: str) -> str:

@@ -391,6 +391,18 @@ async def test_run_with_workers_true_submits_watches_and_waits(workers: WorkerPr
     assert run.status == "completed" and run.results["summed"] == 20
 
 
+async def test_a_worker_takes_a_url_with_libpq_parameters(workers: WorkerProcs) -> None:
+    """``--db`` as hosted Postgres hands it out (``?sslmode=...``): the worker process
+    translates its parameters for asyncpg as ``wf.run()`` does (it crashed on a
+    TypeError), and so do submit and wait (LISTEN) here."""
+    workers.db = f"{workers.db}?sslmode=disable&application_name=baton-nb-worker"
+    workers.start("tests.workers_app:noop_map")
+    run = await app.noop_map.submit({"n": 3}, db=workers.db)
+    done = await _wait(run, workers, 60)
+    assert done.status == "completed", workers.logs()
+    assert done.results["summed"] == 2 * (0 + 1 + 2)
+
+
 async def test_submit_needs_postgres(sqlite_url: str) -> None:
     with pytest.raises(bn.ConfigurationError, match="workers need Postgres"):
         await app.noop_map.submit({"n": 1}, db=sqlite_url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
+import urllib.parse
+
 import pytest
 
 import baton_nb as bn
-from baton_nb._dburl import connect_timeout, resolve_url, safe_url
+from baton_nb._dburl import connect_timeout, resolve_url, safe_url, server_connect
 from baton_nb.cli import main as cli_main
 
 
@@ -118,3 +121,74 @@ def test_an_unknown_scheme_names_every_choice_without_the_password() -> None:
     assert "secret" not in message and "mysql://u:***@h/db" in message
     for choice in ("sqlite:///path.db", "postgresql://", "memory://NAME"):
         assert choice in message
+
+
+# ── a Postgres URL's query: libpq's names translated for asyncpg, or refused ─────────
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("channel_binding=require", "channel_binding=require: asyncpg cannot do SCRAM"),
+        ("gssencmode=require", "gssencmode=require: asyncpg does not encrypt with GSSAPI"),
+        ("keepalives=1", "keepalives= is a libpq parameter that asyncpg"),
+        ("hostaddr=10.0.0.5", "write the address as the URL's host"),
+        ("dbname=other", "write the database as the URL's path"),
+        ("sslmod=require", "sslmod= is not a connection parameter baton_nb can pass to asyncpg"),
+        ("sslmode=required", "sslmode='required' must be one of: disable, allow, prefer"),
+        ("sslmode=", "sslmode= has no value"),
+        ("sslmode=require&sslmode=disable", "sslmode= is given twice"),
+        ("ssl=require&sslmode=disable", "ssl=require and sslmode=disable disagree"),
+        ("sslrootcert=system&sslmode=require", "only sslmode=verify-full does"),
+        ("target_session_attrs=master", "target_session_attrs='master' must be one of"),
+        ("ssl_min_protocol_version=TLSv9", "ssl_min_protocol_version='TLSv9' must be one of"),
+        ("statement_cache_size=-1", "statement_cache_size='-1' must be a whole number"),
+        ("search_path=x", "a server setting goes in options=-c NAME=VALUE"),
+    ],
+)
+def test_a_url_parameter_asyncpg_cannot_take_is_refused_naming_it(query: str, said: str) -> None:
+    """Refused before anything connects or writes: never a TypeError from asyncpg, never
+    a parameter dropped in silence."""
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w", db=f"postgresql://u:secret@h/db?{query}")
+    message = str(info.value)
+    assert said in message and "secret" not in message, message
+
+
+def test_the_cli_refuses_an_unsupported_url_parameter(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://u@127.0.0.1/db?sslmode=require&channel_binding=require"
+    assert cli_main(["--db", url, "runs"]) == 2
+    err = capsys.readouterr().err
+    assert "channel_binding=require" in err and "Traceback" not in err, err
+
+
+def test_libpq_parameters_become_asyncpg_arguments() -> None:
+    """What each accepted name becomes (the connections themselves: test_postgres_url)."""
+    taken = server_connect(
+        "postgresql://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&sslcert=/c.crt"
+        "&sslkey=/c.key&target_session_attrs=read-write&application_name=nb"
+        "&options=-c%20work_mem%3D64MB&connect_timeout=3&channel_binding=disable"
+        "&gssencmode=disable&client_encoding=UTF8&prepared_statement_cache_size=0"
+        "&command_timeout=30&host=h2"
+    )
+    assert "host" not in taken.taken  # SQLAlchemy's (a socket directory, several hosts)
+    arguments = dict(taken.arguments)
+    dsn = arguments.pop("dsn")
+    assert dsn.startswith("postgresql://?") and "sslmode=verify-full" in dsn
+    assert "sslrootcert=%2Fca.pem" in dsn and "sslkey=%2Fc.key" in dsn
+    assert arguments == {
+        "timeout": 3.0,
+        "target_session_attrs": "read-write",
+        "server_settings": {"application_name": "nb", "options": "-c work_mem=64MB"},
+        "prepared_statement_cache_size": 0,
+        "command_timeout": 30.0,
+    }
+
+
+def test_ssl_true_and_sslrootcert_system_verify_against_the_system_cas() -> None:
+    cafile = ssl.get_default_verify_paths().cafile
+    assert cafile, "this machine's OpenSSL names no CA file"
+    for query in ("ssl=true", "sslrootcert=system", "sslmode=verify-full&sslrootcert=system"):
+        dsn = server_connect(f"postgresql://u@h/db?{query}").arguments["dsn"]
+        assert "sslmode=verify-full" in dsn and urllib.parse.quote(cafile, safe="") in dsn
+    assert "sslmode=disable" in server_connect("postgresql://u@h/db?ssl=false").arguments["dsn"]
