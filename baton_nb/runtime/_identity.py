@@ -23,9 +23,10 @@ async def resolve_run(store: ReadStore, workflow: str, run_id: str) -> RunRow | 
         if typo is not None:
             raise ConfigurationError(
                 f"run_id {run_id!r} names no stored run, but run {typo} of workflow "
-                f"{workflow!r} differs from it by a character or two: a typo would start a "
-                f"new run and pay for its calls again. To resume it: run_id={typo!r}; for a "
-                "new run, call wf.run() without run_id (or choose an id of your own)"
+                f"{workflow!r} is a character or two away from it (changed, left out or "
+                "added): a typo would start a new run and pay for its calls again. To "
+                f"resume it: run_id={typo!r}; for a new run, call wf.run() without run_id "
+                "(or choose an id of your own, such as 'nightly-2026-12-07')"
             )
         return None
     if found[0] == run_id:
@@ -58,22 +59,40 @@ _MADE_LENGTH = 32  # the ids baton_nb makes: uuid4().hex
 
 
 async def _near_miss(store: ReadStore, workflow: str, run_id: str) -> str | None:
-    """A stored run of ``workflow`` with an id baton_nb made (``uuid4().hex``) whose
-    prefix of ``run_id``'s length differs from it in one place (two for 16+ characters):
-    a mistyped id to resume. Ids users choose for their runs are never compared."""
-    if not MIN_PREFIX <= len(run_id) <= _MADE_LENGTH or not set(run_id) <= _HEX:
-        return None
+    """A stored run of ``workflow`` with an id baton_nb made (``uuid4().hex``) that
+    ``run_id`` misses by one edit (two for 16+ characters): a character changed (to any
+    character: ``z`` for ``4``, a capital), left out or added, in the full id or in a
+    prefix of it. A mistyped id to resume. Ids users choose for their runs are never
+    compared with the one given: ``nightly-2026-12-08`` is no typo of ``...-12-07``."""
     allowed = 1 if len(run_id) < 16 else 2
+    if not MIN_PREFIX <= len(run_id) <= _MADE_LENGTH + allowed:
+        return None
+    typed = run_id.lower()
     for row in await store.list_runs(workflow=workflow, limit=_NEAR_RUNS):
         if len(row.id) != _MADE_LENGTH or not set(row.id) <= _HEX:
             continue  # an id chosen by a user ("20261205"): the next one is no typo of it
-        if _apart(row.id[: len(run_id)], run_id) <= allowed:
+        if _edits_to_prefix(typed, row.id, allowed) <= allowed:
             return row.id
     return None
 
 
-def _apart(one: str, other: str) -> int:
-    return sum(a != b for a, b in zip(one, other, strict=True))
+def _edits_to_prefix(typed: str, made: str, allowed: int) -> int:
+    """The fewest edits (a character changed, left out or added) that turn ``typed`` into
+    a prefix of ``made`` (the whole of it included); ``allowed + 1`` for more than
+    ``allowed``. Levenshtein's table, only its band of ``allowed`` around the diagonal
+    (no cell outside it can be ``allowed`` or less), given up at the first row over."""
+    over = allowed + 1
+    width = len(made)
+    row = [j if j <= allowed else over for j in range(width + 1)]  # typed[:0] vs made[:j]
+    for i, char in enumerate(typed, 1):
+        below = [i if i <= allowed else over] + [over] * width
+        for j in range(max(1, i - allowed), min(width, i + allowed) + 1):
+            changed = row[j - 1] + (made[j - 1] != char)
+            below[j] = min(changed, row[j] + 1, below[j - 1] + 1, over)
+        if min(below) > allowed:
+            return over
+        row = below
+    return min(row[max(0, len(typed) - allowed) :], default=over)
 
 
 def _of_this_workflow(row: RunRow, workflow: str, typed: str) -> RunRow:

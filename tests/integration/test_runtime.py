@@ -783,6 +783,38 @@ async def test_a_mistyped_run_id_is_refused_not_started_as_a_new_run(
     )
 
 
+async def test_a_run_id_mistyped_with_any_character_is_refused(db_url: str, unique: str) -> None:
+    """A non-hex character (``z`` for ``4``), a character left out or one added: still a
+    typo of the stored id, refused naming it; before, only a hex id was compared, and a
+    new run paid for every call again. Readable ids chosen for new runs still start them."""
+    wf = bn.Workflow(f"typo-any-{unique}", db=db_url)
+    wf.add("a", _const)
+    run = await wf.run(display=False)
+    rid = run.id
+    typos = [
+        rid[:6] + "z" + rid[7:],  # the tester's: one character off, not hex
+        rid[:3] + "zz" + rid[5:],  # two off (32 characters: two allowed)
+        rid[:10] + rid[11:],  # one left out
+        rid[:10] + "q" + rid[10:],  # one added
+        rid[:12] + rid[13:] + "x",  # one left out, one added at the end
+        rid[:4] + "-" + rid[5:9],  # a prefix, one off
+        rid[:5] + rid[6:10],  # a prefix, one left out
+    ]
+    for typed in typos:
+        with pytest.raises(bn.ConfigurationError) as caught:
+            await wf.run(run_id=typed, display=False)
+        message = str(caught.value)
+        assert f"run_id {typed!r} names no stored run, but run {rid}" in message, message
+        assert f"To resume it: run_id={rid!r}" in message, message
+    assert await _runs_of(db_url, wf.name) == [rid]
+    nightly = await wf.run(run_id=f"nightly-{unique}-2026-12-07", display=False)
+    next_night = await wf.run(run_id=f"nightly-{unique}-2026-12-08", display=False)
+    three_off = await wf.run(run_id="zzz" + rid[3:], display=False)  # three apart: new
+    assert sorted(await _runs_of(db_url, wf.name)) == sorted(
+        [rid, nightly.id, next_night.id, three_off.id]
+    )
+
+
 async def test_run_id_of_another_workflows_run_is_an_error(db_url: str, unique: str) -> None:
     one = bn.Workflow(f"first-{unique}", db=db_url)
     one.add("a", _const)
