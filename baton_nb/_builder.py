@@ -20,7 +20,7 @@ from ._money import parse_budget
 if TYPE_CHECKING:
     from ._run import Run
     from .runtime import SubmittedRun
-    from .runtime._unfinished import Unfinished
+    from .runtime._unfinished import Edited, Unfinished
 
 __all__ = ["Workflow"]
 
@@ -371,7 +371,8 @@ async def _run_here(
 ) -> Run:
     """``wf.run()`` in this process, its options checked: progress shown from the start,
     ``wf.last_run`` live, an interrupt ending in the short resume message, the run a
-    dead process left unfinished resumed (``resume``) with one line saying so."""
+    dead process left unfinished resumed (``resume``) with one line saying so (or, when
+    only its steps' code differs, named in one line with the call that resumes it)."""
     from .runtime import execute_run
 
     shown: list[Any] = []
@@ -382,11 +383,12 @@ async def _run_here(
         live.append(run)
         shown.append(_show_progress(run, display))
 
-    def resuming(found: Unfinished) -> None:
-        line = found.message(wf.name, f"await {_name_in_notebook(wf)}.run(..., resume=False)")
+    def resuming(found: Unfinished | Edited) -> None:
+        line = found.message(_name_in_notebook(wf))
         if display is False:
-            # Nothing is shown, yet picking up an old run must not go unnoticed: a warning
-            # of the baton_nb logger, which Python prints on stderr when logging is not set up.
+            # Nothing is shown, yet picking up an old run (or leaving one for a new run that
+            # pays again) must not go unnoticed: a warning of the baton_nb logger, which
+            # Python prints on stderr when logging is not set up.
             logger.warning("%s", line)
             return
         logger.info("%s", line)

@@ -22,7 +22,7 @@ from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
 from ._spend import open_spend
-from ._unfinished import Unfinished, find_unfinished, resume_key
+from ._unfinished import Edited, Unfinished, find_unfinished, resume_key
 
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
@@ -38,7 +38,7 @@ async def execute_run(
     lease_ttl: float = DEFAULT_LEASE_TTL,
     on_start: Callable[[Run], None] | None = None,
     resume_unfinished: bool = False,
-    on_resume: Callable[[Unfinished], None] | None = None,
+    on_resume: Callable[[Unfinished | Edited], None] | None = None,
 ) -> Run:
     """Run ``graph`` to the end (or resume ``run_id``) and return the Run.
 
@@ -46,7 +46,8 @@ async def execute_run(
     completed run, which is returned as stored): where the front end shows progress.
     ``resume_unfinished`` (without ``run_id``): resume the newest run of this workflow
     with these params and models that a process that is gone left unfinished
-    (``_unfinished``), after telling ``on_resume``; else a new run.
+    (``_unfinished``), after telling ``on_resume``; else a new run, telling ``on_resume``
+    first of such a run not resumed only because the steps' code changed (``Edited``).
     """
     params_json = _encode_params(params)
     model_map = {**graph.models, **dict(models or {})}
@@ -60,9 +61,14 @@ async def execute_run(
                 existing = await resolve_run(store, graph.name, run_id) if run_id else None
                 found = None
                 if run_id is None and resume_unfinished:
-                    found = await find_unfinished(
+                    looked = await find_unfinished(
                         store, graph.name, params_json, model_map, set(graph.steps), key
                     )
+                    if isinstance(looked, Edited):
+                        if on_resume is not None:
+                            on_resume(looked)  # a new run, and the run_id= that would resume
+                    else:
+                        found = looked
                     existing = found.row if found is not None else None
                 created = None
                 if existing is not None:

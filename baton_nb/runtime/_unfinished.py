@@ -12,7 +12,9 @@ prints the line that resumes it), one ``run.cancel()`` or a budget stopped (stor
 ``cancelled`` without ``stopped_by``), a finished one, one whose owner is alive (another
 notebook running the same workflow: two runs are legitimate), one of other params, models
 (the whole map) or step code, one stored before schema 14 (which knows neither), and one
-submitted to workers (theirs to run). ``wf.run(resume=False)`` asks for a new run.
+submitted to workers (theirs to run). ``wf.run(resume=False)`` asks for a new run. One
+that would have been resumed but for its steps' code (a step fixed after the crash) is
+named in one line as the new run starts, with the ``run_id=`` that resumes it (``Edited``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from .. import _jsonutil
 from .._graph import GraphSpec
 from .._owners import held_by_this_process, holder_is_dead, owner_gone
 from .._states import NodeKind, RunStatus, State
-from ..store import RunRow, RunStore, utcnow
+from ..store import RunRow, RunStopped, RunStore, utcnow
 from ._code import code_hash
 
-__all__ = ["Unfinished", "find_unfinished", "resume_key"]
+__all__ = ["Edited", "Unfinished", "find_unfinished", "resume_key"]
 
 _LOOKED_AT = 20  # the newest running runs of the workflow looked at
 
@@ -42,16 +45,49 @@ class Unfinished:
     total: int
     resumed_by: str | None = None  # a live process that resumed it already (find_unfinished)
 
-    def message(self, wf_name: str, new_run_line: str) -> str:
-        """The one line the cell shows when it resumes the run."""
+    def message(self, call: str) -> str:
+        """The one line the cell shows when it resumes the run (``call``: the workflow's
+        name in the notebook)."""
         row = self.row
-        stopper = row.stopped_by if row.status is not RunStatus.RUNNING else None
-        owner = stopper or row.lease_owner or row.stopped_by or "a process that is gone"
         return (
             f"resuming run {row.id} of {row.workflow!r}, left unfinished by "
-            f"{owner} ({self.done} of {self.total} steps done); for a new run instead: "
-            f"{new_run_line.format(wf=wf_name)}"
+            f"{_owner(row)} ({self.done} of {self.total} steps done); for a new run instead: "
+            f"await {call}.run(..., resume=False)"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Edited:
+    """A run ``wf.run()`` would have resumed (left unfinished by a process that is gone,
+    the newest of these params, the same steps and models) but for its steps' code,
+    changed since it started: not resumed, named in one line with the call that does."""
+
+    row: RunRow
+    done: int
+    total: int
+    fanout: tuple[str, ...]  # steps whose model-map entry the stored nodes do not tell
+
+    def message(self, call: str) -> str:
+        """The one line the cell shows as it starts a new run instead."""
+        row = self.row
+        what = "the steps' code changed since it started"
+        if self.fanout:
+            names = ", ".join(repr(n) for n in self.fanout)
+            what = (
+                "the steps' code (or the models= map's entry for fan-out step "
+                f"{names}) changed since it started"
+            )
+        return (
+            f"not resuming run {row.id} of {row.workflow!r}, left unfinished by "
+            f"{_owner(row)} ({self.done} of {self.total} steps done): {what}, so this is a "
+            f"new run, paying for its calls again; to resume that run with this code "
+            f'instead: await {call}.run(run_id="{row.id}")'
+        )
+
+
+def _owner(row: RunRow) -> str:
+    stopper = row.stopped_by if row.status is not RunStatus.RUNNING else None
+    return stopper or row.lease_owner or row.stopped_by or "a process that is gone"
 
 
 def resume_key(graph: GraphSpec, models: Mapping[str, str]) -> str:
@@ -68,26 +104,30 @@ async def find_unfinished(
     models: Mapping[str, str],
     steps: set[str],
     key: str,
-) -> Unfinished | None:
+) -> Unfinished | Edited | None:
     """The newest run of ``workflow`` left unfinished by a process that is gone, with
     these params (as stored), this model map, these steps and this code (``key``, from
-    ``resume_key``: a run stored without one is never picked); None if there is none.
+    ``resume_key``: a run stored without one is never picked). When there is none: the
+    newest run of these params if it is such a run but for its code (``Edited``: the
+    caller says so, and starts a new run); else None.
 
     A run of the same kind that another live process executes after a resume (its
     ``executions`` > 1) and that is newer than any to resume is returned with
     ``resumed_by`` set: most often a second re-run at the same moment as the first (two
     notebooks after a crash), which must not start a second paid run of the same work
     unasked; the caller says so and how to start one (``resume=False``).
+
+    Queries when no run is resumed: the workflow's ``running`` runs (20 newest) and
+    ``newest_of_kind`` (one statement); more only for a run found that way.
     """
     rows = await store.list_runs(workflow=workflow, status=RunStatus.RUNNING, limit=_LOOKED_AT)
     now = utcnow()
     rows = [r for r in rows if r.params == params_json and r.resume_key == key]
-    stopped = await _stopped_here_before(store, workflow, params_json, key)
+    newest = await store.newest_of_kind(workflow, params_json, key)
+    stopped = await _stopped_here_before(store, newest.of_kind)
     if stopped is not None:  # newest first, as listed
         rows = sorted([*rows, stopped], key=lambda r: r.created_at, reverse=True)
-    if not rows:
-        return None
-    submitted = await store.submitted_run_ids([r.id for r in rows])
+    submitted = await store.submitted_run_ids([r.id for r in rows]) if rows else set()
     for row in rows:
         if row.id in submitted:
             continue
@@ -100,35 +140,83 @@ async def find_unfinished(
         # none holds it. A stopped run (an interrupt in a process that is gone) is judged
         # by the same rule: its lease held since is a resume under way, one left behind
         # by a holder gone (or given back: ``execute_run``) does not keep it.
-        gone = not row.lease_owner or owner_gone(
-            RunStatus.RUNNING, row.lease_owner, row.lease_expires_at, now
-        )
+        gone = _gone(row, now)
         if row.status is RunStatus.RUNNING and not gone and row.executions <= 1:
             continue  # another notebook's own run of the same workflow: two runs
-        nodes = await store.get_nodes(row.id)
-        top = {n.step: n for n in nodes if n.parent is None}
-        if set(top) != steps:
-            continue  # the workflow's steps changed since: a new run
-        if any(n.kind is NodeKind.STEP and n.model != models.get(name) for name, n in top.items()):
-            continue  # another model map: another run
-        counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
-        done = sum(n.state is State.COMPLETED for n in counted)
-        return Unfinished(row, done, len(counted), None if gone else row.lease_owner)
-    return None
+        progress = await _progress(store, row, models, steps)
+        if progress is None:
+            continue
+        done, total, _ = progress
+        return Unfinished(row, done, total, None if gone else row.lease_owner)
+    return await _edited(store, newest.of_params, key, models, steps)
 
 
-async def _stopped_here_before(
-    store: RunStore, workflow: str, params_json: str, key: str
-) -> RunRow | None:
-    """The newest run of this kind (params and ``key``) if an interrupt stopped it in a
-    process of this host that is gone (a kernel restart interrupts before it shuts the
-    kernel down): resumable as if that process had died mid-run. Not when a newer run of
-    the kind exists (the same kernel ran the cell again after the interrupt), nor when
-    the stopper is this process (an interrupt and a re-run in the same kernel: a new run,
-    as the printed resume line says) or alive (another notebook interrupted it)."""
-    newest = await store.newest_of_kind(workflow, params_json, key)
-    if newest is None or newest.status is not RunStatus.CANCELLED or not newest.stopped_by:
+def _gone(row: RunRow, now: datetime) -> bool:
+    """No live process holds the run's lease: none does, or its holder is gone."""
+    return not row.lease_owner or owner_gone(
+        RunStatus.RUNNING, row.lease_owner, row.lease_expires_at, now
+    )
+
+
+async def _progress(
+    store: RunStore, row: RunRow, models: Mapping[str, str], steps: set[str]
+) -> tuple[int, int, tuple[str, ...]] | None:
+    """Steps completed and all known of a run with these steps and models (as its nodes
+    store them), and its fan-out steps (no model stored); None for other steps or models."""
+    nodes = await store.get_nodes(row.id)
+    top = {n.step: n for n in nodes if n.parent is None}
+    if set(top) != steps:
+        return None  # the workflow's steps changed since: a new run
+    if any(n.kind is NodeKind.STEP and n.model != models.get(name) for name, n in top.items()):
+        return None  # another model map: another run
+    counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
+    done = sum(n.state is State.COMPLETED for n in counted)
+    fanout = tuple(sorted(name for name, n in top.items() if n.kind is NodeKind.GROUP))
+    return done, len(counted), fanout
+
+
+async def _stopped_here_before(store: RunStore, newest: RunStopped | None) -> RunRow | None:
+    """The newest run of this kind (params and resume key: ``newest``) if an interrupt
+    stopped it in a process of this host that is gone (a kernel restart interrupts before
+    it shuts the kernel down): resumable as if that process had died mid-run. Not when a
+    newer run of the kind exists (the same kernel ran the cell again after the
+    interrupt), nor when the stopper is this process (an interrupt and a re-run in the
+    same kernel: a new run, as the printed resume line says) or alive (another notebook
+    interrupted it)."""
+    if not _stopped_by_the_gone(newest):
         return None
-    if held_by_this_process(newest.stopped_by) or not holder_is_dead(newest.stopped_by):
-        return None
+    assert newest is not None
     return await store.get_run(newest.id)
+
+
+def _stopped_by_the_gone(run: RunStopped | None) -> bool:
+    if run is None or run.status is not RunStatus.CANCELLED or not run.stopped_by:
+        return False
+    return not held_by_this_process(run.stopped_by) and holder_is_dead(run.stopped_by)
+
+
+async def _edited(
+    store: RunStore,
+    newest: RunStopped | None,
+    key: str,
+    models: Mapping[str, str],
+    steps: set[str],
+) -> Edited | None:
+    """The newest run of these params (``newest``: whatever its key) if ``find_unfinished``
+    would have resumed it but for its steps' code: stored with another resume key, left
+    ``running`` or stopped by an interrupt by a process that is gone, not submitted, the
+    same steps and models (what the nodes store: the key holds the code and the whole
+    map). No query unless the newest run of these params is such a run, unfinished."""
+    if newest is None or newest.resume_key in (None, key):
+        return None  # this code's (resumed or not, for its own reasons), or stored unkeyed
+    if newest.status is not RunStatus.RUNNING and not _stopped_by_the_gone(newest):
+        return None  # finished, or stopped for good (run.cancel(), a budget, alive)
+    row = await store.get_run(newest.id)
+    if row is None or held_by_this_process(row.lease_owner) or not _gone(row, utcnow()):
+        return None  # this process's, or a live process executes it
+    if await store.submitted_run_ids([row.id]):
+        return None  # the workers'
+    progress = await _progress(store, row, models, steps)
+    if progress is None:
+        return None
+    return Edited(row, *progress)

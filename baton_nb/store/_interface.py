@@ -31,11 +31,11 @@ from ._rows import (
     CompletionRow,
     FanoutChild,
     LogRow,
+    NewestRuns,
     NodeRow,
     RunChanges,
     RunFilter,
     RunRow,
-    RunStopped,
     RunSummaryRow,
     StatAggregate,
     WriteBatch,
@@ -236,10 +236,12 @@ class ReadStore(_Closable, Protocol):
     ) -> list[RunRow]:
         """Runs, newest first."""
 
-    async def newest_of_kind(self, workflow: str, params: str, key: str) -> RunStopped | None:
+    async def newest_of_kind(self, workflow: str, params: str, key: str) -> NewestRuns:
         """The newest run of ``workflow`` with these params (as stored) and resume key,
-        whatever its status (of two created at the same instant: either); None if there
-        is none (``wf.run()`` after a kernel restart)."""
+        whatever its status (of two created at the same instant: either), None if there
+        is none (``wf.run()`` after a kernel restart); and, read in the same statement,
+        the newest run with these params whatever its key (a run the steps' code of which
+        changed since: ``wf.run()`` names it when it is unfinished)."""
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]: ...
 

@@ -16,6 +16,7 @@ from ._rows import (
     ChangeMarks,
     CompletionRow,
     LogRow,
+    NewestRuns,
     NodeRow,
     RunChanges,
     RunFilter,
@@ -109,11 +110,16 @@ class MemoryReads:
         runs = [copy_run(r) for r in self.newest_first(where)]
         return runs if limit is None else runs[:limit]
 
-    async def newest_of_kind(self, workflow: str, params: str, key: str) -> RunStopped | None:
+    async def newest_of_kind(self, workflow: str, params: str, key: str) -> NewestRuns:
+        of_params = None
         for run in self.newest_first(RunFilter(workflow=workflow)):
-            if run.params == params and run.resume_key == key:
-                return RunStopped(run.id, run.status, run.stopped_by)
-        return None
+            if run.params != params:
+                continue
+            found = RunStopped(run.id, run.status, run.stopped_by, run.resume_key)
+            of_params = of_params or found
+            if run.resume_key == key:
+                return NewestRuns(found, of_params)
+        return NewestRuns(None, of_params)
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         return {i for i in run_ids if i in self.data.runs}

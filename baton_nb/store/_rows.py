@@ -29,6 +29,7 @@ __all__ = [
     "CompletionRow",
     "FanoutChild",
     "LogRow",
+    "NewestRuns",
     "NodeRow",
     "NodeUpdate",
     "RanOn",
@@ -323,11 +324,22 @@ class AttemptRow:
 @dataclass(frozen=True, slots=True)
 class RunStopped:
     """The newest run of a kind (workflow, params and resume key: ``newest_of_kind``),
-    only what tells whether an interrupt stopped it: its status and ``stopped_by``."""
+    only what tells whether an interrupt stopped it: its status and ``stopped_by``; and
+    its resume key (``NewestRuns.of_params``: the run's key may be another)."""
 
     id: str
     status: RunStatus
     stopped_by: str | None
+    resume_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewestRuns:
+    """``newest_of_kind``: the newest run of a workflow with these params and resume key,
+    and the newest with these params whatever its key (the same run when it has it)."""
+
+    of_kind: RunStopped | None
+    of_params: RunStopped | None
 
 
 @dataclass(frozen=True, slots=True)

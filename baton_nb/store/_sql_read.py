@@ -19,6 +19,7 @@ from ._rows import (
     ChangeMarks,
     FanoutChild,
     LogRow,
+    NewestRuns,
     RanOn,
     RunChanges,
     RunFilter,
@@ -45,6 +46,29 @@ from ._sql_rows import (
 )
 
 __all__ = ["SqlReads"]
+
+
+def _newest_of_kind() -> sa.CompoundSelect[Any]:
+    """``newest_of_kind``'s statement, built once (building it took as long as running
+    it): each half walks the ``(workflow, created_at)`` index from the newest run until
+    its first match (``LIMIT 1``, no ``id`` tie-break: docs/performance.md, "The stopped
+    run's lookup"), the second, whatever the key, no further than the first."""
+    columns = (RUNS.c.id, RUNS.c.status, RUNS.c.stopped_by, RUNS.c.resume_key)
+    same = (
+        RUNS.c.workflow == sa.bindparam("n_workflow"),
+        RUNS.c.params == sa.bindparam("n_params"),
+    )
+    newest = RUNS.c.created_at.desc()
+    of_kind = sa.select(*columns, sa.literal_column("1").label("of_kind"))
+    of_kind = of_kind.where(*same, RUNS.c.resume_key == sa.bindparam("n_key"))
+    of_params = sa.select(*columns, sa.literal_column("0").label("of_kind")).where(*same)
+    return sa.union_all(
+        sa.select(of_kind.order_by(newest).limit(1).subquery()),
+        sa.select(of_params.order_by(newest).limit(1).subquery()),
+    )
+
+
+_NEWEST_OF_KIND = _newest_of_kind()
 
 _RAN_ON = STEP_WORKERS
 
@@ -96,18 +120,18 @@ class SqlReads(SqlBase):
         async with self.connect() as conn:
             return [run_from_columns(r) for r in (await conn.execute(query)).mappings()]
 
-    async def newest_of_kind(self, workflow: str, params: str, key: str) -> RunStopped | None:
-        """The newest run of this workflow, params and resume key: three columns of one row
-        (not the params read back, which can be large)."""
-        query = (
-            sa.select(RUNS.c.id, RUNS.c.status, RUNS.c.stopped_by)
-            .where(RUNS.c.workflow == workflow, RUNS.c.params == params, RUNS.c.resume_key == key)
-            .order_by(RUNS.c.created_at.desc())  # the index's order: the first match ends it
-            .limit(1)
-        )
+    async def newest_of_kind(self, workflow: str, params: str, key: str) -> NewestRuns:
+        """The newest run of this workflow, params and resume key, and the newest of this
+        workflow and params: four columns of at most two rows, in one statement
+        (``_NEWEST_OF_KIND``; not the params read back, which can be large)."""
+        values = {"n_workflow": workflow, "n_params": params, "n_key": key}
         async with self.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else RunStopped(row.id, RunStatus(row.status), row.stopped_by)
+            rows = (await conn.execute(_NEWEST_OF_KIND, values)).all()
+        found = {
+            bool(r.of_kind): RunStopped(r.id, RunStatus(r.status), r.stopped_by, r.resume_key)
+            for r in rows
+        }
+        return NewestRuns(found.get(True), found.get(False))
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of ``run_ids`` exist."""

@@ -343,6 +343,123 @@ async def test_runs_never_resumed(db_url: str, unique: str, case: str) -> None:
         assert row is not None and row.status == status  # left as it was
 
 
+# ── a run not resumed only because its steps' code changed: named, with its run_id= ──
+
+
+def _fixable(db: str, name: str, ran: list[str], *, fixed: bool) -> bn.Workflow:
+    """``_two_steps`` before (``fixed=False``) and after its second step was edited."""
+    wf = bn.Workflow(name, db=db)
+
+    @wf.step()
+    async def first(ctx: bn.Context) -> int:
+        ran.append("first")
+        return 1
+
+    if fixed:
+
+        @wf.step()
+        async def second(ctx: bn.Context, first: int) -> int:
+            ran.append("second")
+            return first + 2  # the fix
+
+    else:
+
+        @wf.step()
+        async def second(ctx: bn.Context, first: int) -> int:
+            ran.append("second")
+            return first + 1
+
+    return wf
+
+
+def _not_resuming(run_id: str, name: str, owner: str, call: str = "wf") -> str:
+    return (
+        f"not resuming run {run_id} of {name!r}, left unfinished by {owner} (1 of 2 steps "
+        "done): the steps' code changed since it started, so this is a new run, paying for "
+        f"its calls again; to resume that run with this code instead: await {call}.run("
+        f'run_id="{run_id}")'
+    )
+
+
+@pytest.mark.parametrize("left", ["killed", "kernel-restarted"])
+async def test_a_run_not_resumed_only_for_its_edited_code_is_named_with_its_resume_call(
+    db_url: str, unique: str, left: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed mid-way (or stopped by a kernel restart's interrupt), then a step not
+    yet run is edited and the cell run again: a new run, as before, but the cell says
+    which run it leaves and the line that resumes it; that line pays nothing again."""
+    name = f"edited-{unique}"
+    ran: list[str] = []
+    first = await _fixable(db_url, name, ran, fixed=False).run(params={"k": 1}, display=False)
+    dead = dead_owner()
+    if left == "killed":
+        await _left_unfinished(db_url, first.id, owner=dead, expired=False)
+    else:  # Jupyter interrupts the kernel before it shuts it down: stored cancelled
+        await _left_unfinished(db_url, first.id, status="cancelled", owner=None, expired=True)
+        async with await Store.open(db_url) as store, store.engine.begin() as conn:
+            await conn.execute(sa.update(RUNS).where(RUNS.c.id == first.id).values(stopped_by=dead))
+    fixed = _fixable(db_url, name, ran, fixed=True)
+    ran.clear()
+    capsys.readouterr()
+    new = await fixed.run(params={"k": 1}, display="text")
+    assert new.id != first.id and new.status == "completed" and ran == ["first", "second"]
+    out = capsys.readouterr().out
+    assert _not_resuming(first.id, name, dead) in out, out
+    assert out.count("not resuming run") == 1
+
+    ran.clear()  # the line it printed: the old run resumed with the edited code
+    resumed = await fixed.run(run_id=first.id, display=False)
+    assert resumed.id == first.id and resumed.status == "completed"
+    assert ran == ["second"] and resumed.results["second"] == 3  # first not run (paid) again
+
+    # Both finished: the next run of the cell is a new one, and says nothing.
+    again = await fixed.run(params={"k": 1}, display="text")
+    assert again.id not in (first.id, new.id) and "resuming run" not in capsys.readouterr().out
+
+
+async def test_the_edited_code_line_is_a_logged_warning_with_display_false(
+    db_url: str, unique: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"edited-quiet-{unique}"
+    first = await _fixable(db_url, name, [], fixed=False).run(display=False)
+    dead = dead_owner()
+    await _left_unfinished(db_url, first.id, owner=dead, expired=False)
+    caplog.set_level(logging.INFO, logger="baton_nb")
+    new = await _fixable(db_url, name, [], fixed=True).run(display=False)
+    assert new.id != first.id and capsys.readouterr().out == ""
+    [record] = [r for r in caplog.records if "not resuming run" in r.getMessage()]
+    assert record.name == "baton_nb" and record.levelno == logging.WARNING
+    assert record.getMessage() == _not_resuming(first.id, name, dead)
+
+
+@pytest.mark.parametrize(
+    "case", ["same-code", "other-models", "owner-alive", "failed", "newer-run", "resume-false"]
+)
+async def test_no_edited_code_line_for_a_run_that_would_not_be_resumed_anyway(
+    db_url: str, unique: str, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the code stands between the run and its resume, or nothing is said: the same
+    code resumes it; other models, a live owner or a finished run were never resumed; a
+    run of these params started after it is what a re-run follows (named once, then)."""
+    name = f"edited-not-{unique}"
+    first = await _fixable(db_url, name, [], fixed=False).run(params={"k": 1}, display=False)
+    owner = f"{socket.gethostname()}:{os.getppid()}:cafebabe" if case == "owner-alive" else None
+    status = "failed" if case == "failed" else "running"
+    await _left_unfinished(
+        db_url, first.id, status=status, owner=owner or dead_owner(), expired=False
+    )
+    fixed = _fixable(db_url, name, [], fixed=case != "same-code")
+    if case == "newer-run":
+        await fixed.run(params={"k": 1}, display=False, resume=False)
+    caplog.set_level(logging.INFO, logger="baton_nb")
+    models = {"second": "mock/other"} if case == "other-models" else None
+    run = await fixed.run(
+        params={"k": 1}, models=models, display=False, resume=case != "resume-false"
+    )
+    assert (run.id == first.id) is (case == "same-code")
+    assert "not resuming run" not in caplog.text
+
+
 async def test_resume_false_with_a_run_id_is_refused(sqlite_url: str) -> None:
     wf = _two_steps(sqlite_url, "refused", [])
     with pytest.raises(bn.ConfigurationError, match="resume=False asks for a new run"):
@@ -388,11 +505,12 @@ async def _left_running(db: str, run_id: str, owner: str, *, expired: bool = Fal
 
 @pytest.mark.parametrize("case", ["same", "map-models", "code", "stored-without-key"])
 async def test_resumed_only_with_the_same_model_map_and_code(
-    db_url: str, unique: str, case: str
+    db_url: str, unique: str, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A map step's node stores no model (its children take theirs from the call's map),
     and nothing on the nodes says which code ran: the run's ``resume_key`` does; a run
-    stored before it existed (NULL) is never resumed unasked."""
+    stored before it existed (NULL) is never resumed unasked. The run not resumed is
+    named, the map's entry for the map step said to be a possible difference too."""
     name = f"key-{unique}"
     first = await _map_steps(db_url, name).run(models={"ask": "mock/a"}, display=False)
     await _left_running(db_url, first.id, dead_owner())
@@ -404,6 +522,13 @@ async def test_resumed_only_with_the_same_model_map_and_code(
     run = await wf.run(models=models, display=False)
     assert (run.id == first.id) is (case == "same")
     assert run.status == "completed"
+    named = [r.getMessage() for r in caplog.records if "not resuming run" in r.getMessage()]
+    if case in ("map-models", "code"):
+        [line] = named
+        assert line.startswith(f"not resuming run {first.id} of {name!r}"), line
+        assert "the steps' code (or the models= map's entry for fan-out step 'ask') " in line
+    else:
+        assert named == []
     if case != "same":
         async with await Store.open(db_url) as store:
             row = await store.get_run(first.id)

@@ -30,10 +30,12 @@ from baton_nb.store import (
     CompletionRow,
     LogRow,
     MemoryStore,
+    NewestRuns,
     NodeRow,
     ProviderBatchRow,
     RunFilter,
     RunRow,
+    RunStopped,
     RunStore,
     RunUpdate,
     SqlStore,
@@ -554,19 +556,26 @@ async def test_the_newest_run_of_a_kind(store: RunStore) -> None:
     for i, (run_id, changes) in enumerate(others * 6):
         created = T0 + timedelta(minutes=2 + i)
         await store.insert_run(run_row(f"{run_id}-{i}", created_at=created, **changes), [])
-    found = await store.newest_of_kind("wf", big, "k1")
+    newest = await store.newest_of_kind("wf", big, "k1")
+    found = newest.of_kind
     assert found is not None
     assert (found.id, found.status, found.stopped_by) == ("mine", RunStatus.CANCELLED, "host:1:tag")
-    assert await store.newest_of_kind("wf", big, "k3") is None
-    assert await store.newest_of_kind("nope", big, "k1") is None
+    # the newest of these params whatever its key, in the same statement (with its key)
+    assert newest.of_params is not None and newest.of_params.id == "nokey-22"
+    assert newest.of_params.resume_key is None
+    third = await store.newest_of_kind("wf", big, "k3")
+    assert third.of_kind is None and third.of_params == newest.of_params
+    assert await store.newest_of_kind("nope", big, "k1") == NewestRuns(None, None)
     newer = run_row("newer", created_at=T0 + timedelta(hours=1), **kind)
     await store.insert_run(newer, [])
-    found = await store.newest_of_kind("wf", big, "k1")
+    newest = await store.newest_of_kind("wf", big, "k1")
+    found = newest.of_kind
     assert found is not None and (found.id, found.status, found.stopped_by) == (
         "newer",
         RunStatus.RUNNING,
         None,
     )
+    assert newest.of_params == RunStopped("newer", RunStatus.RUNNING, None, "k1")
 
 
 async def test_changes_since_marks(store: RunStore) -> None:
