@@ -33,8 +33,14 @@ DB_HELP = "database URL (default: $BATON_NB_DB, else sqlite:///baton.db)"
 PRICING_HELP = (
     "a price file (docs/pricing.md) laid over the shipped prices, as "
     "bn.configure(pricing=PATH) does, for the commands that price calls: report --reprice, "
-    "price, demo, worker (default: $BATON_NB_PRICING)"
+    "price, demo, worker (default: $BATON_NB_PRICING, read by those commands only); "
+    "a PATH given here is checked by every command"
 )
+# Commands that price calls, and so load the price file of $BATON_NB_PRICING: `price`,
+# `demo` and `worker` (the calls their steps make); `report` with --reprice (prices_calls).
+# The others show the costs stored as the calls ran (runs, show, report without --reprice,
+# cache) or none (prune, workers): a stale or broken $BATON_NB_PRICING does not stop them.
+PRICING_COMMANDS = frozenset({"price", "demo", "worker"})
 # Commands that only read (or delete from) an existing database: a missing SQLite file is an
 # error for them, never created empty (a typo in --db would otherwise "find" no runs).
 NEEDS_DATABASE = frozenset({"runs", "show", "report", "prune", "cache"})
@@ -264,18 +270,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def prices_calls(args: argparse.Namespace) -> bool:
+    """Whether the command prices calls (`PRICING_COMMANDS`, and `report --reprice`): only
+    those load the price file of $BATON_NB_PRICING."""
+    return args.command in PRICING_COMMANDS or (args.command == "report" and bool(args.reprice))
+
+
 def _preflight(args: argparse.Namespace) -> str | None:
     """Check what can be checked before any work: the command's own usage rules and the CSV
-    path (usage errors, raised); load the price file of --pricing or $BATON_NB_PRICING (a
-    bad one is a usage error naming the file, the model and the field); then, for commands
-    that read runs, that the SQLite file exists (the message is returned)."""
+    path (usage errors, raised); load the price file of --pricing (any command: the user
+    asked for it), else, for the commands that price calls, of $BATON_NB_PRICING (a bad one
+    is a usage error naming the file, the model and the field); then, for commands that
+    read runs, that the SQLite file exists (the message is returned)."""
     check = getattr(args, "check", None)
     if check is not None:
         check(args)
     csv_path = getattr(args, "csv", None)
     if csv_path:
         check_csv_path(csv_path)
-    args.pricing = _price.use_price_file(args.pricing)
+    args.pricing = _price.use_price_file(args.pricing, from_env=prices_calls(args))
     if args.command in NEEDS_DATABASE:
         path = sqlite_file(resolve_url(args.db))
         if path is not None and not os.path.isfile(path):

@@ -18,7 +18,7 @@ from ._output import out as _out
 
 __all__ = ["PRICING_ENV", "add_price_arguments", "cmd_price", "use_price_file"]
 
-PRICING_ENV = "BATON_NB_PRICING"  # the price file of every command given no --pricing
+PRICING_ENV = "BATON_NB_PRICING"  # the price file of the commands that price, given no --pricing
 
 _MATCHED = {
     "exact": "its own id",
@@ -30,26 +30,27 @@ _UNITS = {"kcount": "per 1,000", "mtok": "per 1M tokens", "mchars": "per 1M char
           "hours": "per hour", "gpixels": "per 1G pixels", "kpages": "per 1,000 pages"}  # fmt: skip
 
 
-def use_price_file(given: str | None) -> str | None:
-    """Load the price file of ``--pricing`` (``given``), else of ``$BATON_NB_PRICING``, as
-    ``bn.configure(pricing=...)`` does; return its path (None: no file). A bad file raises
-    `ConfigurationError` naming the file, the model and the field, and changes nothing."""
+def use_price_file(given: str | None, *, from_env: bool) -> str | None:
+    """Load the price file of ``--pricing`` (``given``), else, if ``from_env`` (the command
+    prices calls), of ``$BATON_NB_PRICING``, as ``bn.configure(pricing=...)`` does; return
+    its path (None: no file loaded). A bad file raises `ConfigurationError` naming the
+    file, the model and the field, and changes nothing."""
     from ..pricing import configure_pricing
 
     if given is not None:
         configure_pricing(given)
         return given
-    from_env = os.environ.get(PRICING_ENV)
-    if not from_env:
+    path = os.environ.get(PRICING_ENV) if from_env else None
+    if not path:
         return None
     try:
-        configure_pricing(from_env)
+        configure_pricing(path)
     except ConfigurationError as exc:  # the user typed no --pricing: say where it came from
         raise ConfigurationError(
             f"{exc} (the price file is the environment variable {PRICING_ENV}: fix or unset "
             "it, or pass --pricing PATH)"
         ) from None
-    return from_env
+    return path
 
 
 def add_price_arguments(p: argparse.ArgumentParser, count: Any, when: Any) -> None:

@@ -380,3 +380,46 @@ def test_a_bad_price_file_in_a_real_process(workdir: Path) -> None:
         assert "'input': price must be a decimal string" in done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
     assert "BATON_NB_PRICING: fix or unset it" in done.stderr
+
+
+@pytest.mark.parametrize("stale", ["missing", "malformed"])
+def test_commands_that_never_price_ignore_a_stale_pricing_env(
+    stale: str,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """$BATON_NB_PRICING left in a shell profile after its file moved (or broke) stops only
+    the commands that price calls (report --reprice, price, demo, worker): runs, show,
+    report, prune and cache show stored costs and work. A --pricing PATH given on the
+    command line is checked by every command."""
+    request.addfinalizer(_registry.reset)
+    assert main(["demo", "--prompts", "1", "--csv", "demo.csv"]) == 0
+    (run_id,) = run_ids(capsys)
+    bad = workdir / "moved.json" if stale == "missing" else workdir / "broken.json"
+    if stale == "malformed":
+        bad.write_text('{"provider": "mock", "models": ')  # cut short: not JSON
+    monkeypatch.setenv("BATON_NB_PRICING", str(bad))
+    for argv in (
+        ["runs"],
+        ["show", run_id],
+        ["report"],
+        ["report", run_id, "--json"],
+        ["prune", "--older-than", "30d"],
+        ["cache"],
+        ["cache", "--clear", "--older-than", "30d"],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 0, (argv, capsys.readouterr())
+        out, err = capsys.readouterr()
+        assert out and err == "", (argv, err)
+    for argv in (["report", "--reprice"], ["price", "mock/gpt-4o-mini"], ["demo"], ["worker"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"baton-nb: error: {bad}") or f"file {bad}" in err, (argv, err)
+        assert "the environment variable BATON_NB_PRICING: fix or unset it" in err, err
+    monkeypatch.delenv("BATON_NB_PRICING")
+    assert main(["runs", "--pricing", str(bad)]) == 2  # asked for on the command line
+    err = capsys.readouterr().err
+    assert str(bad) in err and "BATON_NB_PRICING" not in err, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 import baton_nb as bn
 from baton_nb.cli import build_parser, main
-from baton_nb.cli._main import sqlite_file
+from baton_nb.cli._main import prices_calls, sqlite_file
 from baton_nb.pricing import _api, _registry, lookup
 
 
@@ -105,7 +106,9 @@ def test_price_reads_the_price_file_of_pricing_or_the_env(
 
 @pytest.mark.usefixtures("fresh_pricing")
 @pytest.mark.parametrize("where", ["before", "after", "env"])
-@pytest.mark.parametrize("command", [["price", "mock/my-finetune"], ["report", "--reprice"]])
+@pytest.mark.parametrize(
+    "command", [["price", "mock/my-finetune"], ["report", "--reprice"], ["demo"], ["worker"]]
+)
 def test_a_bad_price_file_is_a_usage_error_naming_file_model_and_field(
     where: str,
     command: list[str],
@@ -138,6 +141,62 @@ def test_a_missing_price_file_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["price", "openai/gpt-4o", "--pricing", "/nonexistent/prices.json"]) == 2
     err = capsys.readouterr().err
     assert "price file /nonexistent/prices.json not found" in err and "Traceback" not in err
+
+
+# What each command does with prices (a command line each): a new command must be put on
+# one side or the other.
+PRICING = {"price x/y": True, "demo": True, "worker": True, "report --reprice": True,
+           "report": False, "runs": False, "show RUN": False,
+           "prune --older-than 30d": False, "cache": False, "workers": False}  # fmt: skip
+
+
+def test_only_the_commands_that_price_read_the_pricing_env() -> None:
+    """$BATON_NB_PRICING is loaded by the commands that price calls only (prices_calls)."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {c.split()[0] for c in PRICING}
+    for command, prices in PRICING.items():
+        assert prices_calls(parser.parse_args(command.split())) is prices, command
+
+
+@pytest.mark.usefixtures("fresh_pricing")
+@pytest.mark.parametrize("command", list(PRICING))
+def test_a_missing_price_file_given_with_pricing_exits_2_for_every_command(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--pricing PATH on the command line is checked whatever the command (the user asked
+    for it), before anything else: no database is opened."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*command.split(), "--pricing", "/nonexistent/prices.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("baton-nb: error: price file /nonexistent/prices.json not found")
+    assert "BATON_NB_PRICING" not in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("fresh_pricing")
+@pytest.mark.parametrize("command", [c for c, prices in PRICING.items() if not prices])
+def test_a_stale_pricing_env_does_not_stop_commands_that_never_price(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """$BATON_NB_PRICING naming a file that moved: a command that never prices goes on to
+    its own work (here the database, missing: exit 1; workers: not Postgres), with no word
+    about the price file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BATON_NB_PRICING", "/nonexistent/prices.json")
+    code = main([*command.split(), "--db", "sqlite:///d.db"])
+    err = capsys.readouterr().err
+    if command == "workers":
+        assert code == 2 and err.startswith("baton-nb: error: workers need Postgres"), err
+    else:
+        assert code == 1 and err.startswith(f"baton-nb: error: no database at {tmp_path}"), err
+    assert "prices.json" not in err and len(err.splitlines()) == 1, err
 
 
 def test_price_of_a_known_model(capsys: pytest.CaptureFixture[str]) -> None:
