@@ -1080,17 +1080,28 @@ KID_ROWS = """(step) => [...document.querySelectorAll(`.bn-node[data-id="${step}
     const row_ = row.getBoundingClientRect();
     return { cells: [label, dur, tok, cost].map(c => c.textContent),
              text: [label, dur, tok, cost].map(text), right: row_.right,
+             widths: [dur, tok, cost].map(c => c.getBoundingClientRect().width),
              overflowing: [label, dur, tok, cost].filter(c => c.scrollWidth > c.clientWidth)
                             .map(c => c.textContent) };
   })"""
 
 
-def test_a_fanout_cards_rows_never_run_their_numbers_together(browser: Any, tmp_path: Path) -> None:
+# The rows laid out as where CSS subgrid is unknown (Chrome < 117, Safari < 16): with the
+# fixed columns dag.css gives them there (its --bn-kid-columns), not the card's shared ones.
+NO_SUBGRID = "<style>.bn-kid { grid-template-columns: var(--bn-kid-columns) !important; }</style>"
+
+
+@pytest.mark.parametrize("layout", ["subgrid", "no_subgrid"])
+def test_a_fanout_cards_rows_never_run_their_numbers_together(
+    layout: str, browser: Any, tmp_path: Path
+) -> None:
     """A fan-out card's rows (model, duration, tokens, cost) in the saved snapshot (the live
     widget's renderer), in Chromium: with the widest realistic values ("1h 02m",
     "123.5M tok", "$0.00000123", "$12.34") no text runs into the next or out of the row
     ("201 tok" ran into "$0.0000481": the columns were sized for "58"); with everyday ones
-    the model's name is whole."""
+    the model's name is whole. The same with the fixed columns of browsers without subgrid
+    (sized for "$0.0000481", "$0.00000123" ran 5.5px out of the row), where a name may be
+    cut even among everyday numbers."""
     from concurrent.futures import ThreadPoolExecutor
 
     import anyio
@@ -1132,13 +1143,17 @@ def test_a_fanout_cards_rows_never_run_their_numbers_together(browser: Any, tmp_
     context = browser.new_context(viewport={"width": 1200, "height": 700}, device_scale_factor=2)
     try:
         page = context.new_page()
-        page.set_content(f"<!doctype html><meta charset=utf-8><body>{bundle['text/html']}</body>")
+        forced = NO_SUBGRID if layout == "no_subgrid" else ""
+        page.set_content(
+            f"<!doctype html><meta charset=utf-8><body>{bundle['text/html']}{forced}</body>"
+        )
         _wait(
             page, "() => document.querySelectorAll('.bn-snapshot .bn-kid[data-child]').length === 9"
         )
         rows = {step: page.evaluate(KID_ROWS, step) for step in ("everyday", "wide")}
+        suffix = "" if layout == "subgrid" else "_no_subgrid"
         for step, name in (("wide", "widget_kid_rows"), ("everyday", "widget_kid_rows_everyday")):
-            _shot(page, name, page.locator(f'.bn-snapshot .bn-node[data-id="{step}"]'))
+            _shot(page, name + suffix, page.locator(f'.bn-snapshot .bn-node[data-id="{step}"]'))
     finally:
         context.close()
     shown = [r["cells"][1:] for r in rows["wide"]]
@@ -1157,5 +1172,13 @@ def test_a_fanout_cards_rows_never_run_their_numbers_together(browser: Any, tmp_
             assert end <= start - 5, row
         assert drawn[-1][1] <= row["right"], row
         assert row["overflowing"] in ([], [row["cells"][0]]), row  # only a name may be cut
-    assert all(r["overflowing"] == [] for r in rows["everyday"]), rows["everyday"]
     assert [r["cells"][0] for r in rows["everyday"]] == [m.split("/")[1] for m in models]
+    # the numbers' columns: each as wide as its widest text in the card (subgrid), or the
+    # same fixed widths in every card (no subgrid: the style above took effect)
+    widths = {step: {tuple(r["widths"]) for r in found} for step, found in rows.items()}
+    assert all(len(w) == 1 for w in widths.values()), widths  # one grid per card
+    if layout == "subgrid":
+        assert widths["everyday"] != widths["wide"], widths
+        assert all(r["overflowing"] == [] for r in rows["everyday"]), rows["everyday"]
+    else:
+        assert widths["everyday"] == widths["wide"], widths
