@@ -9,12 +9,12 @@ import base64
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from baton_nb._errors import ConfigurationError, UnsupportedFeature
+from baton_nb._errors import ConfigurationError, UnsupportedFeature, describe_error
 
 from ._schema import check_schema
 
@@ -46,10 +46,12 @@ EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 # mapping of reasoning_effort (1024 / 2048 / 4096). "none" turns thinking off.
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 16384}
 SUMMARIES = ("auto", "concise", "detailed")
+# ``data:`` in any case, as URL schemes are (RFC 3986); matched on the stripped value
 _DATA_URL = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^,;]*)*),(?P<data>.*)$", re.S
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^,;]*)*),(?P<data>.*)$", re.S | re.I
 )
-_SENT_SCHEMES = ("https://", "http://")  # the URLs sent as they are (else: data URL, bytes)
+# A URL's scheme (https:, data:, file:, gs:...); one letter is a Windows drive (C:\pic.png)
+_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:")
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -75,11 +77,12 @@ class DataURL:
 
 
 def parse_data_url(url: str) -> DataURL | None:
-    """``data:image/png;base64,...`` as a :class:`DataURL`; ``None`` for any other URL."""
-    match = _DATA_URL.match(url)
+    """``data:image/png;base64,...`` (``DATA:`` too, around spaces) as a :class:`DataURL`;
+    ``None`` for any other URL."""
+    match = _DATA_URL.match(url.strip())  # (the same string, not a copy, without spaces)
     if match is None:
         return None
-    if ";base64" not in match.group("params"):
+    if ";base64" not in match.group("params").lower():
         raise ConfigurationError(
             f"image data URLs must be base64-encoded ('data:{match.group('mime')};base64,...')"
         )
@@ -110,28 +113,28 @@ def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
     url = image["url"]
     if isinstance(url, (bytes, bytearray)):
         url = f"data:{_sniff(bytes(url))};base64,{base64.b64encode(bytes(url)).decode('ascii')}"
-    if not isinstance(url, str) or not url:
+    if not isinstance(url, str) or not url or url.isspace():
         raise ConfigurationError(f"{where}: image_url.url must be a URL string or bytes")
-    # a malformed data URL fails here, not at the provider; a URL is sent as it is
-    if parse_data_url(url) is None and not url[:8].lower().startswith(_SENT_SCHEMES):
-        raise ConfigurationError(_not_a_sent_url(url, where))
+    # a malformed data URL fails here, not at the provider; any other URL is sent as it is
+    # (https://, and what some providers read: file:// for a local server, gs:// for Gemini)
+    if parse_data_url(url) is None:
+        scheme = _SCHEME.match(url)
+        if scheme is None or len(scheme.group().strip()) == 2:  # no scheme, or "C:"
+            raise ConfigurationError(_not_a_url(url, where, scheme))
     return {**part, "type": "image_url", "image_url": {**image, "url": url}}
 
 
-def _not_a_sent_url(url: str, where: str) -> str:
-    """Why an image URL is refused (a local path: nothing reads the file for you)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if not scheme:
-        what = "not a URL (a file path? no provider can read a file on this machine)"
-    elif scheme == "file":
-        what = "a file:// URL: no provider can read a file on this machine"
-    else:
-        what = f"a {scheme}:// URL, which is not sent (only https:// and http:// are)"
+def _not_a_url(url: str, where: str, drive: re.Match[str] | None) -> str:
+    """Why an image URL is refused: it has no scheme (a file path, a Windows one with its
+    drive letter), so it names nothing a provider could fetch."""
+    why = "it has no scheme (https:, data:...)"
+    if drive is not None:
+        why = f"{drive.group().strip()} is a Windows drive, not a URL scheme"
     return (
-        f"{where}: image_url.url {url!r:.80} is {what}. Pass the image's bytes instead "
-        "({'url': pathlib.Path(path).read_bytes()}: PNG, JPEG, GIF or WebP, sent as a data "
-        "URL), a 'data:<media type>;base64,...' URL, or an https:// URL the provider can "
-        "fetch"
+        f"{where}: image_url.url {url!r:.80} is not a URL: {why}, and a file path is not a "
+        "URL. Pass the image's bytes instead ({'url': pathlib.Path(path).read_bytes()}: "
+        "PNG, JPEG, GIF or WebP, sent as a data URL), a 'data:<media type>;base64,...' URL, "
+        "or a URL the provider can fetch (https://...)"
     )
 
 
@@ -169,19 +172,46 @@ def _tool_call(call: Any, where: str) -> dict[str, Any]:
     return {**call, "type": "function", "function": {**function, "arguments": arguments}}
 
 
+def _not_a_message(message: Any, where: str, why: str = "") -> ConfigurationError:
+    hint = why
+    if isinstance(message, str):  # messages=["hi"]: text where a message goes
+        hint = (
+            "; a string is not a message: for one user message pass prompt='...' "
+            "instead of messages=, or write {'role': 'user', 'content': '...'}"
+        )
+    return ConfigurationError(
+        f"{where} must be a dict with 'role' and 'content', got {message!r:.80}{hint}"
+    )
+
+
+def _as_message(message: Any, where: str) -> Mapping[str, Any]:
+    """A message given as another object than a mapping, as a dict: a pydantic model (the
+    OpenAI SDK's ``ChatCompletionMessage``) by its ``model_dump(exclude_none=True)``,
+    anything else by ``dict()`` (pairs: ``[("role", "user"), ("content", "hi")]``)."""
+    if isinstance(message, (str, bytes, bytearray)):  # text where a message goes
+        raise _not_a_message(message, where)
+    dump = getattr(message, "model_dump", None)
+    try:
+        converted = dump(exclude_none=True) if callable(dump) else dict(message)
+    except (TypeError, ValueError) as exc:
+        how = "its model_dump()" if callable(dump) else "dict()"
+        raise _not_a_message(
+            message, where, f" ({how} cannot make a dict of it: {describe_error(exc)})"
+        ) from exc
+    if not isinstance(converted, Mapping):
+        raise _not_a_message(
+            message, where, f" (its model_dump() gave a {type(converted).__name__})"
+        )
+    return converted
+
+
 def _message(message: Any, i: int) -> dict[str, Any]:
     where = f"messages[{i}]"
     # type() first: isinstance against the Mapping ABC costs ~0.5 us, a dict is the usual case
-    if not (type(message) is dict or isinstance(message, Mapping)) or "role" not in message:
-        hint = ""
-        if isinstance(message, str):  # messages=["hi"]: text where a message goes
-            hint = (
-                "; a string is not a message: for one user message pass prompt='...' "
-                "instead of messages=, or write {'role': 'user', 'content': '...'}"
-            )
-        raise ConfigurationError(
-            f"{where} must be a dict with 'role' and 'content', got {message!r:.80}{hint}"
-        )
+    if type(message) is not dict and not isinstance(message, Mapping):
+        message = _as_message(message, where)
+    if "role" not in message:
+        raise _not_a_message(message, where)
     role = message["role"]
     if role not in ROLES:
         raise ConfigurationError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
@@ -206,22 +236,38 @@ def _message(message: Any, i: int) -> dict[str, Any]:
 
 
 def freeze_messages(messages: Any) -> tuple[dict[str, Any], ...]:
-    """Checked copies of OpenAI-shaped messages; image bytes become data URLs."""
-    sequence = type(messages) in (list, tuple) or (  # the usual types without the ABC check
-        not isinstance(messages, (str, bytes)) and isinstance(messages, Sequence)
-    )
-    if not sequence:
-        hint = ""
-        if isinstance(messages, str):  # ctx.complete("Say hi"): the prompt given positionally
-            hint = (
-                f" ({messages!r:.40}); the first positional argument is messages=: for one "
-                "user message pass the text as prompt='...', a keyword argument"
-            )
-        raise ConfigurationError(
-            "messages must be a list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}{hint}"
-        )
+    """Checked copies of OpenAI-shaped messages; image bytes become data URLs. Any iterable
+    of messages is taken (a generator, ``dict.values()``...), and a message that is not a
+    mapping is converted (``_as_message``: a pydantic model such as the OpenAI SDK's
+    ``ChatCompletionMessage``, pairs)."""
+    # the usual types first, without the ABC checks
+    if type(messages) is not list and type(messages) is not tuple:
+        messages = _message_list(messages)
     return tuple([_message(message, i) for i, message in enumerate(messages)])
+
+
+def _message_list(messages: Any) -> Any:
+    """Messages given as another object than a list or a tuple: a sequence as it is, any
+    other iterable (a generator, ``map(...)``, ``dict.values()``) as a list of its items;
+    a string (the prompt given positionally), bytes, a single message (a dict) or what is
+    not iterable is an error saying what to pass."""
+    text_or_one = isinstance(messages, (str, bytes, bytearray, Mapping))
+    if not text_or_one and isinstance(messages, Iterable):
+        return messages if isinstance(messages, Sequence) else list(messages)
+    hint = ""
+    if isinstance(messages, str):  # ctx.complete("Say hi"): the prompt given positionally
+        hint = (
+            f" ({messages!r:.40}); the first positional argument is messages=: for one "
+            "user message pass the text as prompt='...', a keyword argument"
+        )
+    elif isinstance(messages, Mapping) and "role" in messages:  # one message, no list
+        hint = f" ({messages!r:.60}); a single message goes in a list: messages=[{{...}}]"
+    elif isinstance(messages, Mapping):
+        hint = "; for a dict whose values are messages pass list(messages.values())"
+    raise ConfigurationError(
+        "messages must be a list of {'role': ..., 'content': ...} dicts, "
+        f"got {type(messages).__name__}{hint}"
+    )
 
 
 def prompt_messages(where: str, prompt: Any, messages: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import re
 from builtins import BaseExceptionGroup  # Python 3.11 (ruff's default target predates it)
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -52,6 +53,10 @@ __all__ = [
     "run_attempt",
 ]
 
+# Python's words for a coroutine used as a value ('coroutine' object..., not coroutine), and
+# for a coroutine expected where something else was given ("a coroutine was expected")
+_COROUTINE_TYPE = re.compile(r"\bcoroutine\b")
+_COROUTINE_WANTED = re.compile(r"\ban? coroutine\b", re.IGNORECASE)
 _NO_TIMEOUT = nullcontext()  # reusable: one for every attempt without a timeout
 _NO_KWARGS: dict[str, Any] = {}  # never changed: ``**`` copies it into the call
 
@@ -133,11 +138,57 @@ async def run_attempt(node: Node, ctx: Any, results: Mapping[str, Any]) -> Outco
         encoded = _jsonutil.dumps_result(node.name, value)
     except ResultNotSerializable as exc:
         error = f"ResultNotSerializable: {exc}"
-        if inspect.iscoroutine(value):  # ``return ctx.complete(...)``: not awaited
-            value.close()  # (no "never awaited" warning on top, later, under another step)
-            error += f"; {_await_hint(spec)}"
-        return Discarded(redacted_error(error))
+        hint = _returned_unawaited(spec, value)
+        return Discarded(redacted_error(f"{error}; {hint}" if hint else error))
     return Completed(value, encoded)
+
+
+def _returned_unawaited(spec: StepSpec, value: Any) -> str | None:
+    """What to write when the step returned a coroutine (``return ctx.complete(...)``), or
+    a list, tuple or dict holding some (``[ctx.complete(...) for m in models]``): None for
+    another unserialisable result. Those coroutines are closed, so Python does not warn
+    "never awaited" on top, later, under another step."""
+    if inspect.iscoroutine(value):
+        value.close()
+        if not spec.is_async and not _made_by_ctx(value):
+            return _wrapped_hint(spec, value)  # a sync decorator over an async def step
+        return _await_hint(spec)
+    if not isinstance(value, (list, tuple, dict)):
+        return None
+    items = value.values() if isinstance(value, dict) else value
+    found = [item for item in items if inspect.iscoroutine(item)]
+    for coroutine in found:
+        coroutine.close()
+    if not found:
+        return None
+    where = f"the {type(value).__name__} the step returned holds {len(found)} coroutine(s)"
+    together = ", or all at once: await asyncio.gather(*calls)" if spec.is_async else ""
+    return f"{_await_hint(spec)} ({where}: await each{together})"
+
+
+def _made_by_ctx(coroutine: Any) -> bool:
+    """Whether ``coroutine`` is a call of ``ctx.complete``, ``ctx.synthesize`` or
+    ``ctx.run_tools`` (not the step's own async function)."""
+    from ._context import Context
+
+    methods = (Context.complete, Context.synthesize, Context.run_tools)
+    return getattr(coroutine, "cr_code", None) in {m.__code__ for m in methods}
+
+
+def _wrapped_hint(spec: StepSpec, coroutine: Any) -> str:
+    """A plain def step that returned a coroutine of its own: its function is not async
+    def to ``inspect.iscoroutinefunction``, most likely a sync decorator whose wrapper
+    returns ``fn(...)`` of an async def (``functools.wraps`` does not make it async)."""
+    name = getattr(coroutine, "__qualname__", None) or "an async function"
+    mark = ""
+    if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+        mark = ", or mark the wrapper with inspect.markcoroutinefunction(wrapper)"
+    return (
+        f"step {spec.name!r} returned a coroutine ({name}) without awaiting it: its "
+        "function is not async def, so it is run as a plain def step; probably a sync "
+        "decorator wrapping an async def (a def wrapper that returns fn(...)). Make the "
+        f"wrapper async def and write return await fn(...){mark}"
+    )
 
 
 def _failed(
@@ -164,12 +215,19 @@ def _failed(
 
 
 def _used_unawaited(exc: BaseException) -> bool:
-    """Whether ``exc`` is a coroutine used as what it gives (``ctx.complete(...).text``,
-    ``[...]``, ``len(...)``): Python's ``'coroutine' object has no attribute ...`` or
-    ``... is not subscriptable``. That coroutine is closed if the error holds it (an
-    ``AttributeError``'s ``obj``), so Python does not warn "never awaited" later, when
-    it is collected, under whatever runs then."""
-    if not isinstance(exc, (AttributeError, TypeError)) or "'coroutine' object" not in str(exc):
+    """Whether ``exc`` is a coroutine used as what it gives: Python's error names the type
+    ``coroutine`` (``ctx.complete(...).text``: ``'coroutine' object has no attribute``;
+    ``[...]``: ``... is not subscriptable``; ``len(...)``: ``object of type 'coroutine'
+    has no len()``; ``json.loads(...)``: ``... not coroutine``; ``"a" + ...``). Not when
+    it says "a coroutine" was expected (``asyncio.create_task(fn)``), the opposite
+    mistake. That coroutine is closed if the error holds it (an ``AttributeError``'s
+    ``obj``), so Python does not warn "never awaited" later, when it is collected, under
+    whatever runs then; a ``TypeError`` does not hold it: it is collected, and warned
+    about, at once, in the step."""
+    if not isinstance(exc, (AttributeError, TypeError)):
+        return False
+    message = str(exc)
+    if not _COROUTINE_TYPE.search(message) or _COROUTINE_WANTED.search(message):
         return False
     close_if_coroutine(getattr(exc, "obj", None))
     return True

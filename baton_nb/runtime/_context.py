@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -59,7 +59,7 @@ class Context:
 
     async def complete(
         self,
-        messages: Sequence[Mapping[str, Any]] | None = None,
+        messages: Iterable[Mapping[str, Any]] | None = None,
         *,
         model: str | None = None,
         prompt: str | None = None,
@@ -78,6 +78,10 @@ class Context:
         **options: Any,
     ) -> Completion:
         """Call an LLM. Answered from the replay store if this call was already paid for.
+
+        ``messages`` is any iterable of OpenAI-shaped message dicts (a message may also be
+        a pydantic model, the OpenAI SDK's message: taken by its ``model_dump()``), or
+        ``prompt='...'`` one user message.
 
         ``cache=False`` sends this call even when the workflow's response cache is on
         (``cache=True`` uses it when the workflow's is off); ``cache_salt`` makes its cache
@@ -159,7 +163,7 @@ class Context:
 
     async def run_tools(
         self,
-        messages: Sequence[Mapping[str, Any]] | None = None,
+        messages: Iterable[Mapping[str, Any]] | None = None,
         *,
         tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]],
         prompt: str | None = None,
@@ -175,6 +179,12 @@ class Context:
 
         token = CALLED_AS.set("ctx.run_tools")
         try:
+            # as in complete(): a near miss (promt=, max_round=) is named as one first, then
+            # a call without a prompt names the provider fields it got
+            fields = {k: v for k, v in kwargs.items() if k not in _complete_options()}
+            _check_near_misses(self.step, fields, _RUN_TOOLS_OPTIONS)
+            if messages is None and prompt is None:
+                raise ConfigurationError(_no_prompt(self.step, fields))
             return await run_tools(
                 self, messages, tools=tools, prompt=prompt, max_rounds=max_rounds, **kwargs
             )
@@ -284,28 +294,40 @@ def _complete_options() -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD)
 
 
+# ``ctx.run_tools``'s own named options, besides those of ``ctx.complete`` it passes on
+_RUN_TOOLS_OPTIONS = ("tools", "max_rounds")
+
+
 @cache
-def _near_option(name: str) -> str | None:
-    """The named option ``name`` nearly spells, if any: once per name (difflib costs tens
-    of µs a name, and a provider field such as ``top_p`` comes with every call)."""
-    close = difflib.get_close_matches(name, _complete_options(), n=1, cutoff=0.8)
+def _near_option(name: str, own: tuple[str, ...] = ()) -> str | None:
+    """The named option ``name`` nearly spells, if any (``own``: the calling method's
+    options besides ``ctx.complete``'s): once per name (difflib costs tens of µs a name,
+    and a provider field such as ``top_p`` comes with every call)."""
+    close = difflib.get_close_matches(name, _complete_options() + own, n=1, cutoff=0.8)
     return close[0] if close else None
+
+
+def _check_near_misses(step: str, fields: Mapping[str, Any], own: tuple[str, ...] = ()) -> None:
+    """A keyword argument taken as a provider field that is a near miss of a named option
+    (``temprature``: a typo, which would be sent and ignored or refused by the provider,
+    not a setting) is an error naming the option meant and the method called."""
+    for name in fields:
+        close = _near_option(name, own)
+        if close is not None:
+            raise ConfigurationError(
+                f"step {step!r}: {CALLED_AS.get()}() got {name}=, which is not one of its "
+                f"options; did you mean {close}=? (To send {name!r} to the provider as it is, "
+                f"pass extra={{{name!r}: ...}}.)"
+            )
 
 
 def _provider_extras(
     step: str, options: Mapping[str, Any], extra: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """What goes into the provider's body as it is: ``extra=`` and the other keyword
-    arguments, those not a near miss of a named option (``temprature``: a typo, which
-    would be sent and ignored or refused by the provider, not a setting)."""
-    for name in options:
-        close = _near_option(name)
-        if close is not None:
-            raise ConfigurationError(
-                f"step {step!r}: ctx.complete() got {name}=, which is not one of its options; "
-                f"did you mean {close}=? (To send {name!r} to the provider as it is, pass "
-                f"extra={{{name!r}: ...}}.)"
-            )
+    arguments, those not a near miss of a named option (``_check_near_misses``)."""
+    if options:
+        _check_near_misses(step, options)
     if extra is not None and not isinstance(extra, Mapping):
         raise ConfigurationError(
             f"step {step!r}: ctx.complete(extra=...) takes a dict of provider fields, "
@@ -315,8 +337,9 @@ def _provider_extras(
 
 
 def _no_prompt(step: str, options: Mapping[str, Any]) -> str:
-    """Why ``ctx.complete()`` has nothing to send, naming the keyword arguments it took as
-    provider fields (``text='hi'``: not a prompt, nor a near miss of ``prompt=``)."""
+    """Why ``ctx.complete()`` (or ``ctx.run_tools()``) has nothing to send, naming the
+    keyword arguments it took as provider fields (``text='hi'``: not a prompt, nor a near
+    miss of ``prompt=``)."""
     given = ""
     if options:
         names = ", ".join(f"{name}=" for name in options)
@@ -324,7 +347,7 @@ def _no_prompt(step: str, options: Mapping[str, Any]) -> str:
             f" (it got {names}, which it does not take as the prompt: other keyword "
             "arguments are provider fields, sent as they are)"
         )
-    return f"step {step!r}: ctx.complete() needs messages=[...] or prompt='...'{given}"
+    return f"step {step!r}: {CALLED_AS.get()}() needs messages=[...] or prompt='...'{given}"
 
 
 def _empty_answers(step: str, answers: Any, deps: Sequence[str], results: Mapping[str, Any]) -> str:

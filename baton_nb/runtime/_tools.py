@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -144,7 +144,7 @@ async def _run_call(functions: dict[str, _Function], call: Any, ctx: Context) ->
 
 async def run_tools(
     ctx: Context,
-    messages: Sequence[Mapping[str, Any]] | None,
+    messages: Iterable[Mapping[str, Any]] | None,
     *,
     tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]],
     prompt: str | None = None,

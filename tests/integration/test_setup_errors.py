@@ -7,11 +7,19 @@ Against the fake provider server on 127.0.0.1 (tests/fakes), never the network.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import copy
+import functools
 import gc
+import inspect
+import itertools
+import json
 from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 import baton_nb as bn
 from tests.fakes.provider_server import FakeProviderServer
@@ -76,17 +84,33 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "a file path as an image URL": (
         {"prompt": None, "messages": [_image("/tmp/pic.png")]},
-        "image_url.url '/tmp/pic.png' is not a URL (a file path? no provider can read a "
-        "file on this machine). Pass the image's bytes instead ({'url': "
-        "pathlib.Path(path).read_bytes()}",
+        "image_url.url '/tmp/pic.png' is not a URL: it has no scheme (https:, data:...), and "
+        "a file path is not a URL. Pass the image's bytes instead ({'url': "
+        "pathlib.Path(path).read_bytes()}: PNG, JPEG, GIF or WebP, sent as a data URL), a "
+        "'data:<media type>;base64,...' URL, or a URL the provider can fetch (https://...)",
     ),
-    "a file:// image URL": (
-        {"prompt": None, "messages": [_image("file:///tmp/pic.png")]},
-        "image_url.url 'file:///tmp/pic.png' is a file:// URL: no provider can read a file",
+    "a relative file path as an image URL": (
+        {"prompt": None, "messages": [_image(" charts/pic.png")]},
+        "image_url.url ' charts/pic.png' is not a URL: it has no scheme",
     ),
-    "a gs:// image URL": (
-        {"prompt": None, "messages": [_image("gs://bucket/pic.png")]},
-        "is a gs:// URL, which is not sent (only https:// and http:// are)",
+    "a Windows file path as an image URL": (  # C: is a drive, not a URL scheme
+        {"prompt": None, "messages": [_image("C:\\pics\\pic.png")]},
+        "image_url.url 'C:\\\\pics\\\\pic.png' is not a URL: C: is a Windows drive, not a URL "
+        "scheme, and a file path is not a URL",
+    ),
+    "one message, not in a list": (
+        {"prompt": None, "messages": {"role": "user", "content": "hi"}},
+        "messages must be a list of {'role': ..., 'content': ...} dicts, got dict ({'role': "
+        "'user', 'content': 'hi'}); a single message goes in a list: messages=[{...}]",
+    ),
+    "a message dict() cannot convert": (
+        {"prompt": None, "messages": [42]},
+        "messages[0] must be a dict with 'role' and 'content', got 42 (dict() cannot make a "
+        "dict of it: TypeError: 'int' object is not iterable)",
+    ),
+    "pairs without a role": (
+        {"prompt": None, "messages": [[("content", "hi")]]},
+        "messages[0] must be a dict with 'role' and 'content', got {'content': 'hi'}",
     ),
 }
 
@@ -262,20 +286,167 @@ async def test_a_prompt_given_positionally_says_to_write_prompt(
     assert fake_providers.request_count == 0
 
 
-async def test_an_https_image_url_is_still_sent(
+async def test_image_urls_with_a_scheme_are_sent_as_given(
     fake_providers: FakeProviderServer, sqlite_url: str
 ) -> None:
+    """Only a value without a URL scheme (a file path) is refused: https in any case, a
+    file:// URL (read by a local OpenAI-compatible server: vLLM, llama.cpp) and gs:// (a
+    Gemini file URI) are sent as given; a data: URL is one in any case and around spaces
+    (sent inline to Anthropic and Gemini, as given to OpenAI)."""
     wf = bn.Workflow("setup-image-url", db=sqlite_url)
-    url = "HTTPS://example.com/pic.png"
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(8)).decode()
+    calls = [
+        ("openai/gpt-4o-mini", "HTTPS://example.com/pic.png"),
+        ("local/qwen2-vl", "file:///srv/media/pic.png"),
+        ("openai/gpt-4o-mini", f" DATA:image/png;base64,{png}"),
+        ("gemini/gemini-2.5-flash", "gs://bucket/pic.png"),
+        ("gemini/gemini-2.5-flash", f"DATA:image/png;BASE64,{png}"),
+        ("anthropic/claude-haiku-4-5", f" data:image/png;base64,{png} "),
+    ]
 
     @wf.step(max_attempts=1)
-    async def ask(ctx: bn.Context) -> str:
-        return (await ctx.complete(model=MODEL, messages=[_image(url)], max_tokens=5)).text
+    async def ask(ctx: bn.Context) -> list[str]:
+        return [
+            (await ctx.complete(model=model, messages=[_image(url)], max_tokens=5, **price)).text
+            for model, url in calls
+            for price in [{"price_as": MODEL} if model.startswith("local/") else {}]
+        ]
 
     run = await wf.run(display=False)
     assert run.status == "completed", run.steps["ask"].error
-    (part,) = fake_providers.requests[0].json["messages"][0]["content"]
-    assert part["image_url"]["url"] == url
+    sent = [r.json for r in fake_providers.requests]
+    for body, (_, url) in zip(sent[:3], calls, strict=False):
+        (part,) = body["messages"][0]["content"]
+        assert part == {"type": "image_url", "image_url": {"url": url}}
+    gemini_uri, gemini_data = (body["contents"][0]["parts"][0] for body in sent[3:5])
+    assert gemini_uri == {"fileData": {"mimeType": "image/png", "fileUri": "gs://bucket/pic.png"}}
+    assert gemini_data == {"inlineData": {"mimeType": "image/png", "data": png}}
+    (block,) = sent[5]["messages"][0]["content"]
+    assert block["source"] == {"type": "base64", "media_type": "image/png", "data": png}
+
+
+class _Function(BaseModel):
+    name: str
+    arguments: str
+
+
+class _ToolCall(BaseModel):
+    id: str
+    type: str = "function"
+    function: _Function
+
+
+class _SdkMessage(BaseModel):
+    """The shape of the OpenAI SDK's ``ChatCompletionMessage`` (a pydantic model)."""
+
+    role: str
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+async def test_messages_in_any_iterable_and_shape_dict_takes_are_sent(
+    fake_providers: FakeProviderServer, sqlite_url: str
+) -> None:
+    """messages= as a generator, map(...), dict.values() or itertools.chain(...), and a
+    message as a pydantic model (the OpenAI SDK's answer put back in the history: its None
+    fields left out) or as pairs: sent as the same messages, by ctx.complete and
+    ctx.run_tools (as before they were checked)."""
+    wf = bn.Workflow("setup-iterables", db=sqlite_url)
+    user = {"role": "user", "content": "weather in Paris?"}
+    answer = _SdkMessage(
+        role="assistant",
+        tool_calls=[_ToolCall(id="c1", function=_Function(name="_weather", arguments="{}"))],
+    )
+    result = {"role": "tool", "tool_call_id": "c1", "content": "18 C"}
+    history = [user, answer, result]
+
+    @wf.step(max_attempts=1)
+    async def ask(ctx: bn.Context) -> list[str]:
+        given: list[Any] = [
+            (m for m in history),
+            map(copy.copy, history),
+            dict(enumerate(history)).values(),
+            itertools.chain([user], [answer, result]),
+            [user, answer, [("role", "tool"), ("tool_call_id", "c1"), ("content", "18 C")]],
+        ]
+        texts = []
+        for messages in given:
+            texts.append((await ctx.complete(messages, model=MODEL, max_tokens=5)).text)
+        tools = await ctx.run_tools(
+            iter(history), tools=[_weather], model=MODEL, max_tokens=5, max_rounds=1
+        )
+        return [*texts, tools.text]
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.steps["ask"].error
+    expected = [
+        user,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "_weather", "arguments": "{}"},
+                }
+            ],
+        },
+        result,
+    ]
+    bodies = [r.json for r in fake_providers.requests]
+    assert len(bodies) == 6
+    for body in bodies:
+        assert body["messages"] == expected
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            {"promt": "hi"},
+            "ctx.run_tools() got promt=, which is not one of its options; did you mean "
+            "prompt=? (To send 'promt' to the provider as it is, pass extra={'promt': ...}.)",
+        ),
+        ({"prompt": "hi", "max_round": 2}, "ctx.run_tools() got max_round=, which is not one"),
+        (
+            {"text": "hi"},
+            "ctx.run_tools() needs messages=[...] or prompt='...' (it got text=, which it does "
+            "not take as the prompt",
+        ),
+    ],
+)
+async def test_run_tools_names_a_near_miss_first(
+    fake_providers: FakeProviderServer, sqlite_url: str, call: dict[str, Any], expected: str
+) -> None:
+    """As ctx.complete: a misspelt prompt= is named as one, not taken for a missing prompt
+    (nor, given a prompt, sent to the provider as a field)."""
+    wf = bn.Workflow("setup-tools-near-miss", db=sqlite_url)
+
+    @wf.step(max_attempts=3)
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.run_tools(tools=[_weather], model=MODEL, max_tokens=5, **call)).text
+
+    run = await wf.run(display=False)
+    step = run.steps["ask"]
+    assert step.state == "discarded" and step.attempt == 1, step.error
+    assert (step.error or "").startswith("ConfigurationError: step 'ask': ")
+    assert expected in (step.error or "")
+    assert fake_providers.request_count == 0
+
+
+async def test_synthesize_names_itself_in_a_near_miss(sqlite_url: str) -> None:
+    wf = bn.Workflow("setup-synth-near-miss", db=sqlite_url)
+
+    @wf.step(max_attempts=3)
+    async def merged(ctx: bn.Context) -> str:
+        return (await ctx.synthesize(["a", "b"], model="mock/gpt-4o-mini", temprature=0)).text
+
+    run = await wf.run(display=False)
+    assert run.steps["merged"].attempt == 1
+    expected = "ctx.synthesize() got temprature=, which is not one of its options; did you mean"
+    assert f"{expected} temperature=?" in (run.steps["merged"].error or "")
 
 
 @pytest.mark.parametrize("empty", [[], {}])
@@ -310,6 +481,13 @@ async def test_synthesize_of_no_answers_fails_at_once(sqlite_url: str, empty: An
     )
 
 
+_ASYNC_HINT = (
+    "a coroutine was used without await (ctx.complete(...), ctx.synthesize(...), "
+    "ctx.run_tools(...) and any async function return one): await it inside the async "
+    "def step, as in (await ctx.complete(...)).text"
+)
+
+
 async def test_a_call_not_awaited_says_to_await_it(sqlite_url: str) -> None:
     """``ctx.complete(...).text`` without await: the step fails at once, its error saying
     what to write (for an async step, for a plain def one run in a thread, for a step that
@@ -331,11 +509,7 @@ async def test_a_call_not_awaited_says_to_await_it(sqlite_url: str) -> None:
 
     run = await wf.run(display=False)
     gc.collect()  # a coroutine left unclosed would warn here
-    async_hint = (
-        "a coroutine was used without await (ctx.complete(...), ctx.synthesize(...), "
-        "ctx.run_tools(...) and any async function return one): await it inside the async "
-        "def step, as in (await ctx.complete(...)).text"
-    )
+    async_hint = _ASYNC_HINT
     for name in ("attribute", "plain", "returned"):
         step = run.steps[name]
         assert step.state == "discarded" and step.attempt == 1, step.error
@@ -355,7 +529,108 @@ async def test_a_call_not_awaited_says_to_await_it(sqlite_url: str) -> None:
     assert run.cost == 0  # nothing was called
 
 
+async def test_a_call_not_awaited_given_to_a_function_says_to_await_it(sqlite_url: str) -> None:
+    """``len(ctx.complete(...))``, ``json.loads(ctx.complete(...))``: Python's TypeError
+    names the type coroutine otherwise; the step fails at once with the hint too. (That
+    coroutine is not held by the error: Python warns it was never awaited at once.)"""
+    wf = bn.Workflow("setup-unawaited-calls", db=sqlite_url)
+    model = "mock/gpt-4o-mini"
+
+    @wf.step(max_attempts=3)
+    async def length(ctx: bn.Context) -> Any:
+        return len(ctx.complete(model=model, prompt="hi"))  # type: ignore[arg-type]
+
+    @wf.step(max_attempts=3)
+    async def loaded(ctx: bn.Context) -> Any:
+        return json.loads(ctx.complete(model=model, prompt="hi"))  # type: ignore[arg-type]
+
+    @wf.step(max_attempts=3)
+    async def joined(ctx: bn.Context) -> Any:
+        return "answer: " + ctx.complete(model=model, prompt="hi")  # type: ignore[operator]
+
+    with pytest.warns(RuntimeWarning, match="was never awaited"):
+        run = await wf.run(display=False)
+    errors = {
+        "length": "TypeError: object of type 'coroutine' has no len()",
+        "loaded": "TypeError: the JSON object must be str, bytes or bytearray, not coroutine",
+        "joined": 'TypeError: can only concatenate str (not "coroutine") to str',
+    }
+    for name, error in errors.items():
+        step = run.steps[name]
+        assert step.state == "discarded" and step.attempt == 1, step.error
+        assert step.error == f"{error}; {_ASYNC_HINT}"
+
+
+def _logged(fn: Any) -> Any:
+    """A sync decorator: its wrapper returns what ``fn`` returns (a coroutine, for an
+    async def), so the step it makes is a plain def one."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+async def test_coroutines_returned_say_what_to_write(sqlite_url: str) -> None:
+    """Coroutines returned in a list or a dict (``[ctx.complete(...) for ...]``), and a
+    coroutine returned by a plain def step: from ctx.complete (make the step async def), or
+    its own async def under a sync decorator (make the wrapper async). All closed: no
+    "never awaited" warning follows (warnings are errors)."""
+    wf = bn.Workflow("setup-unawaited-returned", db=sqlite_url)
+    model = "mock/gpt-4o-mini"
+
+    @wf.step()
+    async def listed(ctx: bn.Context) -> Any:
+        return [ctx.complete(model=model, prompt=p) for p in ("a", "b")]
+
+    @wf.step()
+    async def keyed(ctx: bn.Context) -> Any:
+        return {"a": ctx.complete(model=model, prompt="a"), "n": 1}
+
+    @wf.step()
+    def plain(ctx: bn.Context) -> Any:
+        return ctx.complete(model=model, prompt="hi")
+
+    @wf.step()
+    @_logged
+    async def wrapped(ctx: bn.Context) -> str:
+        return "never run"
+
+    run = await wf.run(display=False)
+    gc.collect()  # a coroutine left unclosed would warn here
+    errors = {name: run.steps[name].error or "" for name in ("listed", "keyed", "plain", "wrapped")}
+    for name, error in errors.items():
+        assert run.steps[name].state == "discarded" and run.steps[name].attempt == 1, error
+        assert error.startswith("ResultNotSerializable: "), error
+    assert errors["listed"].endswith(
+        f"; {_ASYNC_HINT} (the list the step returned holds 2 coroutine(s): await each, or "
+        "all at once: await asyncio.gather(*calls))"
+    )
+    assert errors["keyed"].endswith(
+        f"; {_ASYNC_HINT} (the dict the step returned holds 1 coroutine(s): await each, or "
+        "all at once: await asyncio.gather(*calls))"
+    )
+    assert errors["plain"].endswith(
+        "; step 'plain' is a plain def step, which cannot await: ctx.complete(...) (and "
+        "ctx.synthesize, ctx.run_tools) return coroutines. Make the step async def and write "
+        "(await ctx.complete(...)).text"
+    )
+    mark = ""
+    if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+        mark = ", or mark the wrapper with inspect.markcoroutinefunction(wrapper)"
+    assert errors["wrapped"].endswith(
+        "; step 'wrapped' returned a coroutine (test_coroutines_returned_say_what_to_write."
+        "<locals>.wrapped) without awaiting it: its function is not async def, so it is run "
+        "as a plain def step; probably a sync decorator wrapping an async def (a def wrapper "
+        f"that returns fn(...)). Make the wrapper async def and write return await fn(...){mark}"
+    )
+    assert "make the step async def" not in errors["wrapped"].lower()
+
+
 async def test_other_attribute_errors_are_still_retried(sqlite_url: str) -> None:
+    """An AttributeError or TypeError not about a coroutine used as a value is retried:
+    one that says a coroutine was expected (the opposite mistake) too."""
     wf = bn.Workflow("setup-attribute", db=sqlite_url)
 
     @wf.step(max_attempts=2, backoff=lambda a: 0.0)
@@ -364,5 +639,15 @@ async def test_other_attribute_errors_are_still_retried(sqlite_url: str) -> None
             return None.text  # type: ignore[attr-defined]
         return "ok"
 
+    @wf.step(max_attempts=2, backoff=lambda a: 0.0)
+    async def expected(ctx: bn.Context) -> Any:
+        if ctx.attempt == 1:  # "An asyncio.Future, a coroutine or an awaitable is required"
+            await asyncio.ensure_future(1)  # type: ignore[arg-type]
+        return "ok"
+
     run = await wf.run(display=False)
-    assert run.status == "completed" and run.steps["ask"].attempt == 2
+    assert run.status == "completed"
+    for name in ("ask", "expected"):
+        first = run.steps[name].attempts[0]
+        assert run.steps[name].attempt == 2 and first.error, first
+        assert "a coroutine was used" not in first.error
