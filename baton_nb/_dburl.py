@@ -21,19 +21,54 @@ __all__ = [
     "resolve_url",
     "safe_url",
     "server_connect",
+    "server_hosts",
+    "tls_files",
 ]
 
 DEFAULT_URL = "sqlite:///baton.db"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a database server to answer a connection
 _SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg", "memory")
 # ``scheme://user:password@`` -> ``scheme://user:***@`` (as SQLAlchemy renders it), done on
-# the text so that a URL too broken to parse is still shown without its password.
-_PASSWORD = re.compile(r"^([a-z0-9+]+://[^:/@?#]*):[^@/?#]*@", re.IGNORECASE)
+# the text so that a URL too broken to parse is still shown without its password. The
+# password runs to the first ``@`` whatever it holds, as SQLAlchemy reads it: an unencoded
+# ``/`` or ``?`` in it (``user:pa/ss@host``) is the password's, not the path's or query's.
+_PASSWORD = re.compile(r"^([a-z0-9+]+://[^:/@?#]*):[^@]*@", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"^[^:/@?#]*(?::[^@]*)?@")  # ``user:password@`` after ``://``
+_SECRET_PARAMETERS = ("password", "sslpassword")  # query values shown as ``***``
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: fit for messages and logs."""
-    return _PASSWORD.sub(r"\1:***@", url)
+    """``url`` with its password (if any) replaced by ``***``, and the values of the query's
+    ``password=`` and ``sslpassword=``: fit for messages and logs."""
+    shown = _PASSWORD.sub(r"\1:***@", url)
+    head, mark, query = shown.partition("?")
+    if not mark:
+        return shown
+    query, hash_mark, fragment = query.partition("#")
+    pieces = []
+    for piece in query.split("&"):
+        name, equals, _ = piece.partition("=")
+        if equals and urllib.parse.unquote(name).lower() in _SECRET_PARAMETERS:
+            piece = f"{name}=***"
+        pieces.append(piece)
+    return f"{head}?{'&'.join(pieces)}{hash_mark}{fragment}"
+
+
+def _after_credentials(url: str) -> str:
+    """What follows ``scheme://`` and the ``user:password@`` (if any): hosts, path, query."""
+    rest = url.split("://", 1)[-1]
+    found = _CREDENTIALS.match(rest)
+    return rest[found.end() :] if found else rest
+
+
+def server_hosts(url: str) -> str:
+    """The ``host:port`` (or ``h1:p1,h2:p2``) of a server URL as written, never its
+    credentials; the ``?host=`` (a Unix socket's directory) when the URL names no host;
+    ``""`` when neither says (asyncpg's default)."""
+    hosts = re.split(r"[/?#]", _after_credentials(url), maxsplit=1)[0]
+    if hosts:
+        return hosts
+    return next((value for name, value in _query(url) if name == "host"), "")
 
 
 def resolve_url(db: str | os.PathLike[str] | None) -> str:
@@ -88,8 +123,8 @@ def _check_sqlite_path(url: str) -> None:
 
 def _check_port(url: str) -> None:
     """A ``host:port`` whose port is not a number in 1..65535 is refused, naming the URL."""
-    netloc = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
-    for host in netloc.rsplit("@", 1)[-1].split(","):  # asyncpg takes h1:p1,h2:p2
+    netloc = re.split(r"[/?#]", _after_credentials(url), maxsplit=1)[0]
+    for host in netloc.split(","):  # asyncpg takes h1:p1,h2:p2
         tail = host.partition("]")[2] if host.startswith("[") else host  # after [IPv6]
         if ":" not in tail:
             continue
@@ -153,18 +188,34 @@ _COUNTS = (
     "max_cached_statement_lifetime",
     "max_cacheable_statement_size",
 )
-# libpq's choices asyncpg always makes: accepted with the value that says so, else refused
+# libpq's choices asyncpg always makes: accepted with the values that say so (libpq's
+# default among them: ``prefer`` is fine without), else refused
 _ALWAYS = {
     "channel_binding": (
-        ("disable",),
+        ("disable", "prefer"),
         "asyncpg cannot do SCRAM channel binding (its password exchange is plain "
         "SCRAM-SHA-256): remove channel_binding= from the URL; sslmode=require still "
         "encrypts the connection, verify-full also checks the server's certificate",
     ),
     "gssencmode": (
-        ("disable",),
+        ("disable", "prefer"),
         "asyncpg does not encrypt with GSSAPI: remove gssencmode= from the URL, and use "
         "sslmode= for an encrypted connection",
+    ),
+    "load_balance_hosts": (
+        ("disable",),
+        "asyncpg tries several hosts in the order the URL gives them: remove "
+        "load_balance_hosts= from the URL",
+    ),
+    "sslcertmode": (
+        ("allow",),
+        "asyncpg sends the client certificate sslcert= names, if any, whatever the server "
+        "asks (libpq's sslcertmode=allow): remove sslcertmode= from the URL",
+    ),
+    "sslcompression": (
+        ("0",),
+        "TLS compression is off in every current server and client: remove "
+        "sslcompression= from the URL",
     ),
     "sslsni": (
         ("1",),
@@ -185,22 +236,23 @@ _NOT_IN_ASYNCPG = {
     "keepalives_interval": "asyncpg keeps the operating system's TCP keepalive settings",
     "keepalives_count": "asyncpg keeps the operating system's TCP keepalive settings",
     "tcp_user_timeout": "asyncpg keeps the operating system's TCP settings",
-    "sslcompression": "TLS compression is off in every current server and client",
-    "sslcertmode": "asyncpg sends the client certificate sslcert= names, if any",
     "sslkeylogfile": "asyncpg writes TLS keys to the file the SSLKEYLOGFILE variable names",
     "requirepeer": "asyncpg does not check a Unix socket's peer",
     "require_auth": "asyncpg answers whichever authentication the server asks for",
-    "load_balance_hosts": "asyncpg tries several hosts in the order the URL gives them",
     "gssdelegation": "asyncpg does not delegate GSSAPI credentials",
     "replication": "baton_nb needs an ordinary connection, not a replication one",
     "min_protocol_version": "asyncpg speaks protocol version 3.0",
     "max_protocol_version": "asyncpg speaks protocol version 3.0",
 }
 _SQLALCHEMY = ("host", "port", "user", "password")  # read from the URL by SQLAlchemy itself
+# asyncpg's own arguments SQLAlchemy used to pass on as they were (``?database=NAME``
+# connected to NAME): ``asyncpg.connect`` arguments still, ``direct_tls`` as a bool
+_ASYNCPG_OWN = ("database", "direct_tls")
 _KNOWN = (
     "connect_timeout", *_IN_DSN, *_AS_ARGUMENT, *_SETTINGS, "fallback_application_name",
-    "ssl", "command_timeout", *_COUNTS, *_ALWAYS,
+    "ssl", "command_timeout", *_COUNTS, *_ALWAYS, *_ASYNCPG_OWN,
 )  # fmt: skip
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +300,10 @@ def server_connect(url: str) -> ServerConnect:
             allowed, why = _ALWAYS[name]
             if value not in allowed:
                 raise _bad(url, f"{name}={value}: {why}")
+        elif name == "database":
+            arguments[name] = value
+        elif name == "direct_tls":
+            arguments[name] = _direct_tls(url, value, given.get("sslnegotiation"))
     if "fallback_application_name" in given:
         settings.setdefault("application_name", given["fallback_application_name"])
     if "ssl" in given:
@@ -262,8 +318,45 @@ def server_connect(url: str) -> ServerConnect:
 
 
 def _query(url: str) -> list[tuple[str, str]]:
-    query = url.partition("?")[2].partition("#")[0]
-    return urllib.parse.parse_qsl(query, keep_blank_values=True)
+    """The query's ``(name, value)`` pairs, as libpq reads them: split on ``&`` and ``=``,
+    then percent-decoded (``+`` stays a ``+``: ``application_name=a+b`` is ``a+b``, not
+    ``a b`` as ``parse_qsl`` would make it). A ``?`` in the password is not the query's."""
+    query = _after_credentials(url).partition("?")[2].partition("#")[0]
+    pairs = []
+    for piece in query.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            pairs.append((urllib.parse.unquote(name), urllib.parse.unquote(value)))
+    return pairs
+
+
+def tls_files(url: str) -> dict[str, str]:
+    """The files asyncpg reads for a Postgres URL's TLS (``sslrootcert=``, ``sslcrl=``:
+    with ``sslmode=require`` or above; ``sslcert=``, ``sslkey=``: unless it is
+    ``disable``), as ``{name: path}``: what a file that cannot be read may be."""
+    query = str(server_connect(url).arguments.get("dsn", "")).partition("?")[2]
+    dsn = dict(urllib.parse.parse_qsl(query))  # urlencode's: parse_qsl's inverse
+    mode = dsn.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"  # as asyncpg
+    if mode not in _SSLMODES or mode == "disable":
+        return {}
+    names = ["sslrootcert", "sslcrl", "sslcert", "sslkey"]
+    if _SSLMODES.index(mode) < _SSLMODES.index("require"):
+        names = names[2:]  # allow, prefer: the server's certificate is not checked
+    return {name: dsn[name] for name in names if name in dsn}
+
+
+def _direct_tls(url: str, value: str, negotiation: str | None) -> bool:
+    """``direct_tls=true`` (asyncpg's name for ``sslnegotiation=direct``) as a bool:
+    SQLAlchemy passed the text, and asyncpg took ``"false"`` for true."""
+    direct = _BOOLEANS.get(value.lower())
+    if direct is None:
+        raise _bad(url, f"direct_tls={value!r} must be true or false")
+    if negotiation is not None and (negotiation == "direct") != direct:
+        raise _bad(
+            url,
+            f"direct_tls={value} and sslnegotiation={negotiation} disagree: keep one of them",
+        )
+    return direct
 
 
 def _bad(url: str, problem: str) -> ConfigurationError:

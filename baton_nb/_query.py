@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import anyio.to_thread
 
+from ._dburl import safe_url
 from ._errors import ConfigurationError, RunNotFound
 from ._states import STORED_STATUSES, RunStatus
 from .reports import CostReport, RunList, RunSummary, as_time
@@ -126,6 +127,6 @@ async def _check_exist(store: ReportStore, run_ids: Sequence[str]) -> None:
     missing = [i for i in run_ids if i not in found]
     if missing:
         raise RunNotFound(
-            f"no run {', '.join(repr(i) for i in missing)} in {store.url}; "
+            f"no run {', '.join(repr(i) for i in missing)} in {safe_url(store.url)}; "
             "list runs with bn.runs() or `baton-nb runs`"
         )

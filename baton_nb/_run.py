@@ -9,6 +9,7 @@ from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._counts import StepCounts
+from ._dburl import safe_url
 from ._errors import RunNotFound, WorkflowFailed
 from ._owners import owner_gone
 from ._runview import RunView, SpendState, StepInfo, cache_savings, status_text
@@ -262,7 +263,7 @@ async def load_run(
     the row read; not for a run about to be resumed (it would say so while it executes)."""
     row = await store.get_run(run_id)
     if row is None:
-        raise RunNotFound(f"no run {run_id!r} in {store.url}")
+        raise RunNotFound(f"no run {run_id!r} in {safe_url(store.url)}")
     nodes = await store.get_nodes(run_id)
     calls = await store.get_stats([run_id])
     logs = await store.get_debug_logs(run_id)

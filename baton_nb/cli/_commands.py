@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from .._dburl import safe_url
 from .._errors import ConfigurationError, RunNotFound
 from .._money import fmt_money, plural
 from .._prune import prune
@@ -64,7 +65,9 @@ async def resolve_run_ids(db: str | None, typed: list[str]) -> list[str]:
 async def _resolve_one(store: ReadStore, text: str) -> str:
     found = await store.run_ids_starting_with(text, limit=4)
     if not found:
-        raise RunNotFound(f"no run {text!r} in {store.url}; list runs with `baton-nb runs`")
+        raise RunNotFound(
+            f"no run {text!r} in {safe_url(store.url)}; list runs with `baton-nb runs`"
+        )
     if found[0] != text and len(found) > 1:
         shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
         raise ConfigurationError(f"run id {text!r} is ambiguous ({shown}); type more of it")

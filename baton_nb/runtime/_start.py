@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
+from .._dburl import safe_url
 from .._errors import ConfigurationError, RunLocked
 from .._gc import fewer_collections
 from .._graph import GraphSpec
@@ -126,7 +127,7 @@ async def _take_unfinished(store: ExecutionStore, found: Unfinished, lease: Leas
         cause: RunLocked | None = None
     except RunLocked as exc:
         owner, cause = exc.owner, exc
-    args = f"{row.id!r}, db={store.url!r}"
+    args = f"{row.id!r}, db={safe_url(store.url)!r}"
     raise RunLocked(
         f"this call would have resumed run {row.id} of {row.workflow!r} (the same params, "
         f"models and code), which another process ({owner}) resumed and is executing: "

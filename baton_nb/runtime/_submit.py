@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from .. import _jsonutil
+from .._dburl import safe_url
 from .._errors import ConfigurationError, RunNotFound, RunRefused
 from .._run import Run
 from .._states import RunStatus
@@ -40,7 +41,7 @@ class SubmittedRun(Run):
         try:
             row = await store.get_run(run_id)
             if row is None:
-                raise RunNotFound(f"no run {run_id!r} in {store.url}")
+                raise RunNotFound(f"no run {run_id!r} in {safe_url(store.url)}")
             nodes = await store.get_nodes(run_id)
             run = cls.from_rows(store.url, row, nodes, await store.get_stats([run_id]), [])
         finally:

@@ -16,6 +16,7 @@ import logging
 
 import anyio
 
+from .._dburl import safe_url
 from .._errors import RunLocked
 from .._run import Run
 from .._states import FINISHED_STATUSES
@@ -58,7 +59,7 @@ def _message(run: Run, row: RunRow | None, owner: str | None, ttl: float) -> str
         f"for longer than the lease's {ttl:g} s)"
     )
     stopped = "this execution stopped, nothing more of it is written here"
-    args = f"{run.id!r}, db={run.db_url!r}" if run.db_url else repr(run.id)
+    args = f"{run.id!r}, db={safe_url(run.db_url)!r}" if run.db_url else repr(run.id)
     if row is not None and row.status in FINISHED_STATUSES:
         return (
             f"{head} was taken over by another process, which ended it ({row.status}): "

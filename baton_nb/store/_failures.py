@@ -8,6 +8,7 @@ is down, silent or refuses the login.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import ssl
@@ -16,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .._dburl import connect_timeout, safe_url
+from .._dburl import connect_timeout, safe_url, server_hosts, tls_files
 from .._errors import StorageError
 
 __all__ = ["driver_errors", "storage_error"]
@@ -198,11 +199,24 @@ def _tls_problem(exc: OSError, url: str) -> str | None:
         return f"the certificate of the server at {_host(url)} does not verify"
     if isinstance(exc, ssl.SSLError):
         return f"TLS with the server at {_host(url)} failed"
-    files = ("sslrootcert=", "sslcert=", "sslkey=", "sslcrl=")
-    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError) and any(
-        name in url for name in files
-    ):
-        return "a TLS file the URL names cannot be read"
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        named = _unreadable_tls_file(exc, url)
+        if named is not None:
+            return f"a TLS file the URL names cannot be read ({named})"
+    return None
+
+
+def _unreadable_tls_file(exc: OSError, url: str) -> str | None:
+    """``name=path`` of the TLS file (``sslrootcert=``, ``sslcert=``, ...) that ``exc``
+    failed to read, or None when it is not about one: a Unix socket that is not there
+    fails alike. OpenSSL's errors name no file (``exc.filename`` None): then the file
+    asyncpg reads for the URL's ``sslmode`` that cannot be read now."""
+    for name, path in tls_files(url).items():
+        if exc.filename is not None:
+            if os.fspath(exc.filename) == path:
+                return f"{name}={path}"
+        elif not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            return f"{name}={path}"
     return None
 
 
@@ -212,7 +226,9 @@ def _sqlite_path(url: str) -> str:
 
 
 def _host(url: str) -> str:
-    """``host:port`` of a server URL, as written (default port 5432)."""
-    netloc = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
-    hosts = netloc.rsplit("@", 1)[-1] or "localhost"
+    """``host:port`` of a server URL, as written (default port 5432), never its
+    credentials; a Unix socket's directory (``?host=/run/postgresql``) as it is."""
+    hosts = server_hosts(url) or "localhost"
+    if hosts.startswith("/"):
+        return hosts
     return hosts if ":" in hosts.rpartition("]")[2] else f"{hosts}:5432"

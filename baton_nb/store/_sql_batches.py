@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
+from .._dburl import safe_url
 from .._errors import StorageError
 from .._money import normalize_money
 from .._states import BatchRequestState, BatchState
@@ -190,7 +191,7 @@ class SqlProviderBatches(SqlBase):
             await guard_lease(conn, batch.run_id, owner)
             result = await conn.execute(_UPDATE_BATCH, [_batch_params(batch)])
             if result.rowcount == 0:
-                raise StorageError(f"no provider batch {batch.key!r} in {self.url}")
+                raise StorageError(f"no provider batch {batch.key!r} in {safe_url(self.url)}")
             await self.notify(conn, {batch.run_id})
 
     async def get_provider_batches(self, run_id: str) -> list[ProviderBatchRow]:
@@ -227,7 +228,7 @@ class SqlProviderBatches(SqlBase):
             await guard_lease(conn, batch.run_id, owner)
             result = await conn.execute(_UPDATE_BATCH, [_batch_params(batch)])
             if result.rowcount == 0:
-                raise StorageError(f"no provider batch {batch.key!r} in {self.url}")
+                raise StorageError(f"no provider batch {batch.key!r} in {safe_url(self.url)}")
             if requests:
                 await conn.execute(_UPDATE_REQUEST, [_request_params(r) for r in requests])
             stored = await _stored_calls(conn, batch.run_id, {c.step for c in completions})

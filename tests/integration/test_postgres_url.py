@@ -23,7 +23,7 @@ import trustme
 import baton_nb as bn
 from baton_nb.cli import main as cli_main
 from baton_nb.store import Store
-from tests.conftest import POSTGRES_URL
+from tests.conftest import PG_SERVER, POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
 
@@ -98,6 +98,72 @@ async def test_fallback_application_name_is_used_without_application_name() -> N
     async with await Store.open(db) as store, store.engine.connect() as conn:
         name = (await conn.execute(sa.text("SHOW application_name"))).scalar()
     assert name == "baton-fallback"
+
+
+async def test_a_plus_in_the_query_reaches_the_server_as_a_plus() -> None:
+    """libpq keeps ``+`` (``parse_qsl`` made it a space: ``a b`` reached the server)."""
+    db = f"{POSTGRES_URL}?application_name=nb+test%2Bone%20two"
+    async with await Store.open(db) as store, store.engine.connect() as conn:
+        name = (await conn.execute(sa.text("SHOW application_name"))).scalar()
+    assert name == "nb+test+one two"
+
+
+async def test_libpq_default_values_connect(unique: str) -> None:
+    """libpq's defaults spelled out (``channel_binding=prefer``, ...): what asyncpg does
+    anyway, accepted (they were refused)."""
+    db = (
+        f"{POSTGRES_URL}?channel_binding=prefer&gssencmode=prefer&load_balance_hosts=disable"
+        "&sslcertmode=allow&sslcompression=0&sslmode=disable"
+    )
+    run = await _workflow(db, f"defaults-{unique}").run(display=False)
+    assert run.status == "completed" and run.results["second"] == 42
+
+
+async def test_database_and_direct_tls_in_the_query_connect_as_before(unique: str) -> None:
+    """``?database=NAME`` connected to NAME (SQLAlchemy passed it to asyncpg), and
+    ``direct_tls=`` was asyncpg's argument: both refused as unknown, now as before."""
+    database = POSTGRES_URL.rsplit("/", 1)[1]
+    db = f"{PG_SERVER}/postgres?database={database}&direct_tls=false&sslmode=disable"
+    run = await _workflow(db, f"database-{unique}").run(display=False)
+    assert run.status == "completed"
+    stored = await bn.Run.load(run.id, db=POSTGRES_URL)  # in that database, not "postgres"
+    assert stored.results["second"] == 42
+
+
+async def test_a_password_with_an_unencoded_slash_or_question_mark_connects(unique: str) -> None:
+    """SQLAlchemy reads the password up to the ``@``: the port check refused these URLs
+    (``port 'pa'``), printing part of the password."""
+    for password in ("pa/ss", "pa?ss"):
+        db = POSTGRES_URL.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+        run = await _workflow(db, f"password-{unique}").run(display=False)
+        assert run.status == "completed"
+
+
+async def test_the_tls_failure_never_shows_the_query_passwords() -> None:
+    db = f"{POSTGRES_URL}?sslmode=require&sslpassword=s3cret&password=s3cret2"
+    with pytest.raises(bn.StorageError) as info:
+        await bn.runs(db)
+    message = str(info.value)
+    assert "does not accept TLS" in message and "s3cret" not in message, message
+    assert "sslpassword=***&password=***" in message, message
+
+
+async def test_a_missing_unix_socket_is_not_called_a_tls_file_problem(
+    tmp_path: Path, ca_file: str
+) -> None:
+    """The URL names TLS files, all readable: a socket directory that is not there is a
+    connection that failed, not "a TLS file the URL names cannot be read"."""
+    socket_dir = tmp_path / "no-such-dir"
+    database = POSTGRES_URL.rsplit("/", 1)[1]
+    db = (
+        f"postgresql://postgres@/{database}?host={socket_dir}&sslmode=verify-full"
+        f"&sslrootcert={ca_file}"
+    )
+    with pytest.raises(bn.StorageError) as info:
+        await bn.runs(db)
+    message = str(info.value)
+    assert f"cannot connect to {socket_dir}" in message, message
+    assert "TLS file" not in message, message
 
 
 # ── TLS: a local front that speaks TLS and forwards to the real Postgres ──────────
@@ -211,9 +277,12 @@ async def test_verify_full_without_the_ca_refuses_the_server(
 async def test_a_missing_root_certificate_file_is_named_as_the_problem(
     tls_front: TlsFront, tmp_path: Path
 ) -> None:
-    db = _through(tls_front, f"sslmode=verify-full&sslrootcert={tmp_path / 'missing.crt'}")
-    with pytest.raises(bn.StorageError, match="a TLS file the URL names cannot be read"):
+    missing = tmp_path / "missing.crt"
+    db = _through(tls_front, f"sslmode=verify-full&sslrootcert={missing}")
+    with pytest.raises(bn.StorageError) as info:
         await bn.runs(db)
+    said = f"a TLS file the URL names cannot be read (sslrootcert={missing})"
+    assert said in str(info.value), info.value
 
 
 async def test_sslmode_disable_through_the_front_does_not_use_tls(tls_front: TlsFront) -> None:

@@ -24,6 +24,7 @@ import baton_nb as bn
 from baton_nb.cli import main as cli_main
 from baton_nb.store import Store, utcnow
 from baton_nb.store._sql_rows import RUNS
+from tests.conftest import POSTGRES_URL
 from tests.fakes.provider_server import FakeProviderServer
 from tests.integration._process import dead_owner, kill9, load_module, paid_by_run, workflow_process
 
@@ -616,6 +617,40 @@ async def test_a_second_rerun_at_once_raises_run_locked_naming_the_run(
     monkeypatch.undo()
     fresh = await wf.run(params={"k": 1}, display=False, resume=False)  # what it advises
     assert fresh.id != first.id and fresh.status == "completed"
+
+
+async def test_run_locked_and_run_not_found_never_show_the_urls_password(
+    unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both named the database with ``store.url`` as given: its password with it."""
+    db = POSTGRES_URL.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    assert "s3cret" in db  # the server trusts the user: the password is not checked
+    wf = _two_steps(db, f"secret-{unique}", [])
+    first = await wf.run(params={"k": 1}, display=False)
+    dead = dead_owner()
+    await _left_unfinished(db, first.id, owner=dead, expired=False)
+    async with await Store.open(db) as store:  # another notebook resumed it first
+        winner = f"{socket.gethostname()}:{os.getppid()}:cafebabe"
+        assert await store.acquire_lease(
+            first.id, winner, 600, steal_from=dead, count_execution=True
+        )
+    with pytest.raises(bn.RunLocked) as locked:
+        await wf.run(params={"k": 1}, display=False)
+    hidden = "postgresql://postgres:***@127.0.0.1"
+    assert "s3cret" not in str(locked.value) and hidden in str(locked.value), locked.value
+    nope = f"nope-{unique}"
+    for read in (
+        lambda: bn.Run.load(nope, db=db),
+        lambda: bn.report(db, run_ids=[nope]),
+        lambda: bn.SubmittedRun.attach(nope, db=db),
+    ):
+        with pytest.raises(bn.RunNotFound) as missing:
+            await read()
+        assert "s3cret" not in str(missing.value) and hidden in str(missing.value), missing.value
+    argv = ["show", nope, "--db", db]
+    assert await anyio.to_thread.run_sync(cli_main, argv) != 0
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and hidden in err, err
 
 
 @pytest.mark.slow  # real subprocesses

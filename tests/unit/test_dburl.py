@@ -192,3 +192,119 @@ def test_ssl_true_and_sslrootcert_system_verify_against_the_system_cas() -> None
         dsn = server_connect(f"postgresql://u@h/db?{query}").arguments["dsn"]
         assert "sslmode=verify-full" in dsn and urllib.parse.quote(cafile, safe="") in dsn
     assert "sslmode=disable" in server_connect("postgresql://u@h/db?ssl=false").arguments["dsn"]
+
+
+# ── secrets: never in a message, wherever the URL holds them ─────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://u@h/db?sslmode=require&sslpassword=s3cret&password=s3cret2",
+            "postgresql://u@h/db?sslmode=require&sslpassword=***&password=***",
+        ),
+        (
+            "postgresql://u:s3cret@h/db?password=s3cret2#x",
+            "postgresql://u:***@h/db?password=***#x",
+        ),
+        ("postgresql://u:s3/cret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:s3?cret@h/db?sslmode=disable", "postgresql://u:***@h/db?sslmode=disable"),
+        ("postgresql://u@h/db?ssl%70assword=s3cret", "postgresql://u@h/db?ssl%70assword=***"),
+    ],
+)
+def test_safe_url_hides_query_passwords_and_passwords_with_slashes(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("sslpassword=s3cret&channel_binding=require", "channel_binding=require"),
+        ("password=s3cret&sslmod=require", "sslmod= is not a connection parameter"),
+        ("sslpassword=s3cret&connect_timeout=0", "connect_timeout='0' must be a number"),
+    ],
+)
+def test_a_refused_url_never_shows_a_query_password(query: str, said: str) -> None:
+    """Before, ``safe_url`` hid only ``user:pw@``: every ConfigurationError about the
+    query printed ``password=`` and ``sslpassword=`` as given."""
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w", db=f"postgresql://u@h/db?{query}")
+    message = str(info.value)
+    assert said in message and "s3cret" not in message and "password=***" in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://u:se/cret@h:99999/db", "port '99999' is not a port number"),
+        ("postgresql://u:se?cret@h:99999/db", "port '99999' is not a port number"),
+        ("postgresql://u:se?cret=1@h/db?sslmod=x", "sslmod= is not a connection parameter"),
+    ],
+)
+def test_a_password_with_an_unencoded_slash_or_question_mark_is_never_shown(
+    url: str, said: str
+) -> None:
+    """SQLAlchemy reads the password up to the ``@``; the port check read it up to the
+    ``/`` or ``?`` (``port 'se'``), refused a good URL and printed the password."""
+    with pytest.raises(bn.ConfigurationError) as info:
+        bn.Workflow("w", db=url)
+    message = str(info.value)
+    assert said in message and "cret" not in message and "u:***@h" in message, message
+
+
+def test_a_password_with_an_unencoded_slash_or_question_mark_is_a_good_url() -> None:
+    for url in ("postgresql://u:pa/ss@h:5432/db", "postgresql://u:pa?ss@h/db?sslmode=disable"):
+        assert resolve_url(url) == url
+
+
+# ── libpq's defaults, asyncpg's own names, libpq's decoding ───────────────────────────
+
+
+def test_libpq_default_values_are_accepted_as_what_asyncpg_does() -> None:
+    """libpq's defaults (what a URL copied from a libpq tool may spell out): asyncpg
+    does the same, so nothing to pass and nothing to refuse."""
+    query = (
+        "channel_binding=prefer&gssencmode=prefer&load_balance_hosts=disable"
+        "&sslcertmode=allow&sslcompression=0&sslsni=1"
+    )
+    assert server_connect(f"postgresql://u@h/db?{query}").arguments == {"timeout": 10.0}
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("channel_binding=require", "asyncpg cannot do SCRAM channel binding"),
+        ("gssencmode=require", "asyncpg does not encrypt with GSSAPI"),
+        ("load_balance_hosts=random", "in the order the URL gives them"),
+        ("sslcertmode=require", "remove sslcertmode= from the URL"),
+        ("sslcompression=1", "TLS compression is off"),
+        ("direct_tls=maybe", "direct_tls='maybe' must be true or false"),
+        ("direct_tls=true&sslnegotiation=postgres", "disagree: keep one of them"),
+    ],
+)
+def test_values_asyncpg_cannot_honour_are_still_refused(query: str, said: str) -> None:
+    with pytest.raises(bn.ConfigurationError, match=said):
+        resolve_url(f"postgresql://u@h/db?{query}")
+
+
+def test_database_and_direct_tls_are_asyncpg_arguments_as_before() -> None:
+    """SQLAlchemy passed both to ``asyncpg.connect`` (``?database=x`` connected to x);
+    ``direct_tls`` now as the bool asyncpg means (the text ``"false"`` was true to it)."""
+    url = "postgresql://u@h/db?database=other&direct_tls=true&sslmode=require"
+    taken = server_connect(url)
+    assert taken.arguments["database"] == "other" and taken.arguments["direct_tls"] is True
+    assert {"database", "direct_tls"} <= set(taken.taken)
+    off = server_connect("postgresql://u@h/db?direct_tls=False").arguments
+    assert off["direct_tls"] is False
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("a+b", "a+b"), ("a%2Bb", "a+b"), ("a%20b", "a b"), ("a%26b%3Dc", "a&b=c")],
+)
+def test_query_values_are_percent_decoded_as_libpq_does(written: str, value: str) -> None:
+    """``+`` is a plus to libpq (``parse_qsl`` made it a space: ``a b`` reached the
+    server for ``application_name=a+b``)."""
+    arguments = server_connect(f"postgresql://u@h/db?application_name={written}").arguments
+    assert arguments["server_settings"] == {"application_name": value}
