@@ -243,6 +243,10 @@ class ReadStore(_Closable, Protocol):
         the newest run with these params whatever its key (a run the steps' code of which
         changed since: ``wf.run()`` names it when it is unfinished)."""
 
+    async def recent_run_ids(self, workflow: str, limit: int) -> list[str]:
+        """The ids of the workflow's ``limit`` newest runs, newest first (only the ids: the
+        ``run_id=`` typo guard compares them with the one given)."""
+
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]: ...
 
     async def submitted_run_ids(self, run_ids: Sequence[str]) -> set[str]:

@@ -121,6 +121,9 @@ class MemoryReads:
                 return NewestRuns(found, of_params)
         return NewestRuns(None, of_params)
 
+    async def recent_run_ids(self, workflow: str, limit: int) -> list[str]:
+        return [r.id for r in self.newest_first(RunFilter(workflow=workflow))][:limit]
+
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         return {i for i in run_ids if i in self.data.runs}
 

@@ -50,21 +50,30 @@ __all__ = ["SqlReads"]
 
 def _newest_of_kind() -> sa.CompoundSelect[Any]:
     """``newest_of_kind``'s statement, built once (building it took as long as running
-    it): each half walks the ``(workflow, created_at)`` index from the newest run until
-    its first match (``LIMIT 1``, no ``id`` tie-break: docs/performance.md, "The stopped
-    run's lookup"), the second, whatever the key, no further than the first."""
+    it). The newest run of the params (any key) walks the ``(workflow, created_at)``
+    index from the newest run until its first match (``LIMIT 1``, no ``id`` tie-break:
+    docs/performance.md, "The stopped run's lookup"). The newest of the params and key is
+    that run when it has the key; a second walk looks for it only when that run has
+    another key: its ``LIMIT`` is 0 otherwise (``EXISTS`` on the materialized first
+    walk), which SQLite and Postgres check before walking. With no run of these params,
+    one walk of the workflow's runs, not two."""
     columns = (RUNS.c.id, RUNS.c.status, RUNS.c.stopped_by, RUNS.c.resume_key)
     same = (
         RUNS.c.workflow == sa.bindparam("n_workflow"),
         RUNS.c.params == sa.bindparam("n_params"),
     )
-    newest = RUNS.c.created_at.desc()
-    of_kind = sa.select(*columns, sa.literal_column("1").label("of_kind"))
-    of_kind = of_kind.where(*same, RUNS.c.resume_key == sa.bindparam("n_key"))
-    of_params = sa.select(*columns, sa.literal_column("0").label("of_kind")).where(*same)
+    key: sa.BindParameter[str] = sa.bindparam("n_key")
+    created = RUNS.c.created_at.desc()
+    newest = sa.select(*columns).where(*same).order_by(created).limit(1)
+    of_params = newest.cte("newest_of_params").prefix_with("MATERIALIZED")
+    other_key = sa.exists().where(of_params.c.resume_key.is_distinct_from(key))
+    # (a WHERE EXISTS would be checked for each run walked on SQLite, not once before)
+    with_key = sa.select(*columns).where(*same, RUNS.c.resume_key == key).order_by(created)
+    walks = sa.case((other_key, sa.literal_column("1")), else_=sa.literal_column("0"))
+    of_kind = with_key.limit(walks).subquery()
     return sa.union_all(
-        sa.select(of_kind.order_by(newest).limit(1).subquery()),
-        sa.select(of_params.order_by(newest).limit(1).subquery()),
+        sa.select(*of_params.c, sa.literal_column("0").label("of_kind")),
+        sa.select(*of_kind.c, sa.literal_column("1").label("of_kind")),
     )
 
 
@@ -123,7 +132,8 @@ class SqlReads(SqlBase):
     async def newest_of_kind(self, workflow: str, params: str, key: str) -> NewestRuns:
         """The newest run of this workflow, params and resume key, and the newest of this
         workflow and params: four columns of at most two rows, in one statement
-        (``_NEWEST_OF_KIND``; not the params read back, which can be large)."""
+        (``_NEWEST_OF_KIND``; not the params read back, which can be large). Only the
+        second row's when the newest of the params has another key."""
         values = {"n_workflow": workflow, "n_params": params, "n_key": key}
         async with self.connect() as conn:
             rows = (await conn.execute(_NEWEST_OF_KIND, values)).all()
@@ -131,7 +141,18 @@ class SqlReads(SqlBase):
             bool(r.of_kind): RunStopped(r.id, RunStatus(r.status), r.stopped_by, r.resume_key)
             for r in rows
         }
-        return NewestRuns(found.get(True), found.get(False))
+        of_params = found.get(False)
+        if of_params is not None and of_params.resume_key == key:
+            return NewestRuns(of_params, of_params)  # the second walk was not made
+        return NewestRuns(found.get(True), of_params)
+
+    async def recent_run_ids(self, workflow: str, limit: int) -> list[str]:
+        """The ids of the workflow's ``limit`` newest runs, newest first (of two created at
+        the same instant: either): the ``(workflow, created_at)`` index walked, one column."""
+        query = sa.select(RUNS.c.id).where(RUNS.c.workflow == workflow)
+        query = query.order_by(RUNS.c.created_at.desc()).limit(limit)
+        async with self.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def existing_run_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of ``run_ids`` exist."""

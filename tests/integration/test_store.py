@@ -9,13 +9,17 @@ On Postgres the module has a scratch database of its own, emptied before each te
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from baton_nb._errors import RunLocked
 from baton_nb._states import BatchRequestState, BatchState, NodeKind, RunStatus, State
@@ -576,6 +580,99 @@ async def test_the_newest_run_of_a_kind(store: RunStore) -> None:
         None,
     )
     assert newest.of_params == RunStopped("newer", RunStatus.RUNNING, None, "k1")
+
+
+async def test_the_ids_of_a_workflows_newest_runs(store: RunStore) -> None:
+    """``recent_run_ids``: the typo guard's read, ids only, newest first, this workflow."""
+    for i, workflow in enumerate(["wf", "other", "wf", "wf"]):
+        created = T0 + timedelta(minutes=i)
+        await store.insert_run(run_row(f"r{i}", workflow=workflow, created_at=created), [])
+    assert await store.recent_run_ids("wf", 10) == ["r3", "r2", "r0"]
+    assert await store.recent_run_ids("wf", 2) == ["r3", "r2"]
+    assert await store.recent_run_ids("nope", 10) == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'walks.db'}"
+    url: str = request.getfixturevalue("scratch_postgres")
+    return url
+
+
+@pytest.fixture
+async def sql_store(sql_store_url: str) -> AsyncIterator[SqlStore]:
+    opened = await Store.open(sql_store_url)
+    assert isinstance(opened, SqlStore)
+    if sql_store_url.startswith("postgresql"):
+        async with opened.begin() as conn:
+            await conn.exec_driver_sql(f"TRUNCATE {', '.join(PRUNE_TABLES)} RESTART IDENTITY")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _work(store: SqlStore, statement: str, parameters: Any) -> int:
+    """How much of ``workflow_runs`` a statement reads, run again as the store sent it:
+    Postgres, the rows its scans of the table read (EXPLAIN ANALYZE); SQLite, which
+    tells no such count, its virtual machine's steps (comparable between statements)."""
+    if store.url.startswith("sqlite"):
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
+            conn.set_progress_handler(step, 1)
+            conn.execute(statement, parameters).fetchall()
+        return steps
+    async with store.engine.connect() as conn:
+        explained = "EXPLAIN (ANALYZE, FORMAT JSON) " + statement
+        plan = (await conn.exec_driver_sql(explained, parameters)).scalar()
+    plans = [(json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]]
+    read = 0
+    while plans:
+        node = plans.pop()
+        if node.get("Relation Name") == "workflow_runs":
+            rows = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+            read += rows * node.get("Actual Loops", 0)
+        plans.extend(node.get("Plans", []))
+    return read
+
+
+async def test_newest_of_kind_walks_the_runs_once_when_none_has_these_params(
+    sql_store: SqlStore,
+) -> None:
+    """A workflow's first run of some params: its statement walked every run of the
+    workflow twice (the newest of the params and key, then of the params, neither
+    there); the second walk now only when the newest of the params has another key."""
+    for i in range(300):
+        row = run_row(f"run-{i}", created_at=T0 + timedelta(seconds=i), resume_key="k1")
+        await sql_store.insert_run(row, [])
+    sent: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        sent.append((statement, parameters))
+
+    sa.event.listen(sql_store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        found = await sql_store.newest_of_kind("wf", '{"topic": "new"}', "k1")
+    finally:
+        sa.event.remove(sql_store.engine.sync_engine, "before_cursor_execute", seen)
+    assert found == NewestRuns(None, None)
+    [(statement, parameters)] = sent
+    one = "$1" if sql_store.url.startswith("postgresql") else "?"
+    two = "$2" if one == "$1" else "?"
+    one_walk = (  # the newest of the params alone: one walk of the index, no match
+        f"SELECT id FROM workflow_runs WHERE workflow = {one} AND params = {two} "
+        "ORDER BY created_at DESC LIMIT 1"
+    )
+    walked = await _work(sql_store, statement, parameters)
+    once = await _work(sql_store, one_walk, ("wf", '{"topic": "new"}'))
+    assert walked < 1.25 * once, (walked, once)
 
 
 async def test_changes_since_marks(store: RunStore) -> None:
