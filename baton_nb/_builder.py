@@ -384,7 +384,7 @@ async def _run_here(
         shown.append(_show_progress(run, display))
 
     def resuming(found: Unfinished | Edited) -> None:
-        line = found.message(_name_in_notebook(wf))
+        line = found.message(_name_in_notebook(wf), model_map)
         if display is False:
             # Nothing is shown, yet picking up an old run (or leaving one for a new run that
             # pays again) must not go unnoticed: a warning of the baton_nb logger, which

@@ -72,12 +72,16 @@ async def execute_run(
                         found = looked
                     existing = found.row if found is not None else None
                 created = None
+                rekeyed = None  # the run's new resume key, if it is to have one
                 if existing is not None:
                     _check_resumable(graph, existing, params, params_json)
                     if existing.status is RunStatus.COMPLETED:
                         return await Run.from_store(store, existing.id)
                     if found is None:
                         await take_lease(store, existing.id, lease, existing.lease_owner)
+                        # resumed by run_id=, with this code and model map from now on:
+                        # the key says so, and a wf.run() after another crash resumes it
+                        rekeyed = key if existing.resume_key != key else None
                     else:
                         await _take_unfinished(store, found, lease)
                     run_id = existing.id
@@ -101,6 +105,7 @@ async def execute_run(
                         model_map,
                         created,
                         found is not None,
+                        rekeyed,
                     )
                     created = None  # the rows: the nodes have them, free them before the run
                     if on_start is not None:
@@ -226,9 +231,11 @@ async def _prepare(
     models: dict[str, str],
     created: tuple[Run, list[NodeRow]] | None,
     counted: bool = False,
+    resume_key: str | None = None,
 ) -> Driver:
     """The driver of a run just created (``created``) or of a stored one to resume
-    (``counted``: its lease's taking counted this execution already)."""
+    (``counted``: its lease's taking counted this execution already; ``resume_key``: the
+    key to store on it, in the run row's update that marks it running again)."""
     resumed = created is None
     run, rows = created if created is not None else await load_run(store, run_id)
     _check_same_steps(graph, run_id, rows)
@@ -261,7 +268,8 @@ async def _prepare(
             driver.mark(node)
         previous = await store.get_run(run_id)
         executions = (previous.executions if previous else 0) + (0 if counted else 1)
-        driver.commit.set_run(RunUpdate(run_id, RunStatus.RUNNING, executions=executions))
+        update = RunUpdate(run_id, RunStatus.RUNNING, executions=executions, resume_key=resume_key)
+        driver.commit.set_run(update)
         await store.write(driver.commit.take_batch())
     return driver
 

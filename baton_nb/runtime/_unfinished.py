@@ -45,9 +45,9 @@ class Unfinished:
     total: int
     resumed_by: str | None = None  # a live process that resumed it already (find_unfinished)
 
-    def message(self, call: str) -> str:
+    def message(self, call: str, models: Mapping[str, str] | None = None) -> str:
         """The one line the cell shows when it resumes the run (``call``: the workflow's
-        name in the notebook)."""
+        name in the notebook; ``models``: this call's ``models=``, kept by the resume)."""
         row = self.row
         return (
             f"resuming run {row.id} of {row.workflow!r}, left unfinished by "
@@ -67,8 +67,10 @@ class Edited:
     total: int
     fanout: tuple[str, ...]  # steps whose model-map entry the stored nodes do not tell
 
-    def message(self, call: str) -> str:
-        """The one line the cell shows as it starts a new run instead."""
+    def message(self, call: str, models: Mapping[str, str] | None = None) -> str:
+        """The one line the cell shows as it starts a new run instead (``call``: the
+        workflow's name in the notebook; ``models``: this call's ``models=``, which the
+        line that resumes the run must pass too: the run was named for having them)."""
         row = self.row
         what = "the steps' code changed since it started"
         if self.fanout:
@@ -81,8 +83,23 @@ class Edited:
             f"not resuming run {row.id} of {row.workflow!r}, left unfinished by "
             f"{_owner(row)} ({self.done} of {self.total} steps done): {what}, so this is a "
             f"new run, paying for its calls again; to resume that run with this code "
-            f'instead: await {call}.run(run_id="{row.id}")'
+            f"instead: {_resume_call(call, row.id, models)}"
         )
+
+
+_SHOWN_MODELS = 80  # a longer models= map is not written out in the line
+
+
+def _resume_call(call: str, run_id: str, models: Mapping[str, str] | None) -> str:
+    """``await wf.run(run_id="...")``, with this call's ``models=`` when it gave one: a
+    map or fan-out step's children take their model from the call's map (``model_for``),
+    so without it they would resume with another model than the run was named for."""
+    if not models:
+        return f'await {call}.run(run_id="{run_id}")'
+    shown = f"models={dict(models)!r}"
+    if len(shown) > _SHOWN_MODELS:
+        return f'await {call}.run(run_id="{run_id}", models=...) with the same models= as this call'
+    return f'await {call}.run(run_id="{run_id}", {shown})'
 
 
 def _owner(row: RunRow) -> str:

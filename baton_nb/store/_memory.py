@@ -199,5 +199,7 @@ def _apply_run_update(run: RunRow, batch: WriteBatch) -> None:
     run.stopped_by = update.stopped_by
     if update.executions is not None:
         run.executions = update.executions
+    if update.resume_key is not None:
+        run.resume_key = update.resume_key
     if update.release_lease:
         run.lease_owner = run.lease_expires_at = None

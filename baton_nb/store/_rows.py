@@ -353,6 +353,7 @@ class RunUpdate:
     executions: int | None = None  # unchanged when None
     release_lease: bool = False
     stopped_by: str | None = None  # written with every status (``RunRow.stopped_by``)
+    resume_key: str | None = None  # unchanged when None (a resume by run_id=: this code's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -587,6 +587,8 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
     }
     if update.executions is not None:
         values["executions"] = update.executions
+    if update.resume_key is not None:
+        values["resume_key"] = update.resume_key
     if update.release_lease:
         values["lease_owner"] = None
         values["lease_expires_at"] = None

@@ -461,6 +461,81 @@ async def test_no_edited_code_line_for_a_run_that_would_not_be_resumed_anyway(
     assert "not resuming run" not in caplog.text
 
 
+async def _map_left_unfinished(db: str, run_id: str, owner: str) -> None:
+    """A run of ``_map_steps`` as a process killed in its map step leaves it."""
+    expires = utcnow() + timedelta(hours=1)
+    async with await Store.open(db) as store, store.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE workflow_nodes SET state = 'executing', result = NULL, "
+                "has_result = false, finished_at = NULL "
+                "WHERE run_id = :run AND (step = 'ask' OR parent = 'ask')"
+            ),
+            {"run": run_id},
+        )
+        await conn.execute(
+            sa.update(RUNS)
+            .where(RUNS.c.id == run_id)
+            .values(status="running", finished_at=None, lease_owner=owner, lease_expires_at=expires)
+        )
+
+
+@pytest.mark.parametrize("shown", ["written-out", "long-map"])
+async def test_the_edited_code_line_passes_the_calls_models_and_following_it_keeps_them(
+    db_url: str, unique: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run is named only if its models are this call's; a map step's children take
+    their model from the call's map, so the line that resumes it passes them: followed,
+    the children keep the run's model (before, it had no models=, and they resumed with
+    none). A long map is not written out: the line says to pass the same one."""
+    name = f"edited-models-{unique}"
+    model = "mock/a" if shown == "written-out" else "mock/" + "a" * 80
+    models = {"ask": model}
+    first = await _map_steps(db_url, name).run(models=models, display=False)
+    await _map_left_unfinished(db_url, first.id, dead_owner())
+    fixed = _map_steps(db_url, name, suffix="edited")
+    capsys.readouterr()
+    new = await fixed.run(models=models, display="text")
+    assert new.id != first.id and new.status == "completed"
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "not resuming run" in x]
+    call = line.split("to resume that run with this code instead: ", 1)[1]
+    if shown == "written-out":
+        assert call == f'await wf.run(run_id="{first.id}", models={models!r})', line
+        resumed = await eval(call.removeprefix("await "), {"wf": fixed})  # the line, run
+    else:
+        assert call == (
+            f'await wf.run(run_id="{first.id}", models=...) with the same models= as this call'
+        ), line
+        resumed = await fixed.run(run_id=first.id, models=models, display=False)
+    assert resumed.id == first.id and resumed.status == "completed"
+    assert resumed.results["ask"] == [f"{model} 0 edited", f"{model} 1 edited"]
+
+
+async def test_a_run_resumed_by_its_run_id_is_resumed_again_after_another_crash(
+    db_url: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The printed line followed, the run goes on with the edited code; it crashes again:
+    the next plain re-run resumes it (its resume key is this code's now). Before, the
+    key stayed the old code's: neither resumed nor named, a new paid run."""
+    name = f"edited-twice-{unique}"
+    ran: list[str] = []
+    first = await _fixable(db_url, name, ran, fixed=False).run(params={"k": 1}, display=False)
+    await _left_unfinished(db_url, first.id, owner=dead_owner(), expired=False)
+    fixed = _fixable(db_url, name, ran, fixed=True)
+    new = await fixed.run(params={"k": 1}, display=False)  # the cell run again: named
+    assert new.id != first.id
+    resumed = await fixed.run(run_id=first.id, display=False)  # the line it printed
+    assert resumed.id == first.id and resumed.status == "completed"
+    await _left_unfinished(db_url, first.id, owner=dead_owner(), expired=False)  # crash 2
+    ran.clear()
+    capsys.readouterr()
+    again = await fixed.run(params={"k": 1}, display="text")
+    out = capsys.readouterr().out
+    assert again.id == first.id and again.status == "completed", out
+    assert ran == ["second"] and again.results["second"] == 3
+    assert f"resuming run {first.id} of {name!r}" in out and "not resuming" not in out, out
+
+
 async def test_resume_false_with_a_run_id_is_refused(sqlite_url: str) -> None:
     wf = _two_steps(sqlite_url, "refused", [])
     with pytest.raises(bn.ConfigurationError, match="resume=False asks for a new run"):
