@@ -28,37 +28,76 @@ __all__ = [
 DEFAULT_URL = "sqlite:///baton.db"
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a database server to answer a connection
 _SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg", "memory")
-# ``scheme://user:password@`` -> ``scheme://user:***@`` (as SQLAlchemy renders it), done on
-# the text so that a URL too broken to parse is still shown without its password. The
-# password runs to the first ``@`` whatever it holds, as SQLAlchemy reads it: an unencoded
-# ``/`` or ``?`` in it (``user:pa/ss@host``) is the password's, not the path's or query's.
-_PASSWORD = re.compile(r"^([a-z0-9+]+://[^:/@?#]*):[^@]*@", re.IGNORECASE)
-_CREDENTIALS = re.compile(r"^[^:/@?#]*(?::[^@]*)?@")  # ``user:password@`` after ``://``
+# ``user:password@`` after ``scheme://``, read with SQLAlchemy's own pattern (``make_url``):
+# the user name runs to a ``:`` or ``/`` and may hold ``@`` (Azure's ``user@server``), the
+# password runs to the first ``@`` whatever else it holds (an unencoded ``/`` or ``?`` in
+# it is the password's, not the path's or query's). Done on the text so that a URL too
+# broken to parse is still shown without its password.
+_CREDENTIALS = re.compile(r"(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@")
 _SECRET_PARAMETERS = ("password", "sslpassword")  # query values shown as ``***``
 
 
 def safe_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``, and the values of the query's
-    ``password=`` and ``sslpassword=``: fit for messages and logs."""
-    shown = _PASSWORD.sub(r"\1:***@", url)
-    head, mark, query = shown.partition("?")
+    ``password=`` and ``sslpassword=``: fit for messages and logs. An ``@`` after the one
+    that ends the credentials as SQLAlchemy reads them, before the path or query (a password
+    with an unencoded ``@``: ``user:pa@ss@host``), hides all from ``scheme://`` to the last
+    such ``@``: whatever it holds is not shown."""
+    scheme, mark, rest = url.partition("://")
     if not mark:
-        return shown
-    query, hash_mark, fragment = query.partition("#")
+        return _safe_query(url)
+    end, password = _credentials(rest)
+    stray = _stray_at(rest, end)
+    if stray is not None:
+        shown = f"{scheme}://***@{rest[stray + 1 :]}"
+    elif password:
+        user = rest[:end].partition(":")[0]
+        shown = f"{scheme}://{user}:***@{rest[end:]}"
+    else:
+        shown = url
+    return _safe_query(shown)
+
+
+def _safe_query(url: str) -> str:
+    """The query's ``password=`` and ``sslpassword=`` values as ``***``: a value runs to
+    the next ``&`` (a ``#`` in it is the value's, as SQLAlchemy reads it); a name that
+    decodes to one, its ``=`` encoded too (``password%3Ds3cr3t``), shows none of it."""
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
     pieces = []
     for piece in query.split("&"):
-        name, equals, _ = piece.partition("=")
-        if equals and urllib.parse.unquote(name).lower() in _SECRET_PARAMETERS:
-            piece = f"{name}=***"
+        name, equals, _ = urllib.parse.unquote(piece).partition("=")
+        if equals and name.lower() in _SECRET_PARAMETERS:
+            piece = f"{piece.partition('=')[0] if '=' in piece else name}=***"
         pieces.append(piece)
-    return f"{head}?{'&'.join(pieces)}{hash_mark}{fragment}"
+    return f"{head}?{'&'.join(pieces)}"
+
+
+def _credentials(rest: str) -> tuple[int, str | None]:
+    """Where the credentials of ``rest`` (a URL after ``scheme://``) end, as SQLAlchemy
+    reads them (0: none), and the password as written (None: none)."""
+    found = _CREDENTIALS.match(rest)
+    if found is None:
+        return 0, None
+    return found.end(), found.group("password")
+
+
+def _stray_at(rest: str, end: int) -> int | None:
+    """The last ``@`` after the credentials' end (``end``) and before the path or query:
+    one a password (or user name) held unencoded; None when there is none."""
+    netloc = re.split(r"[/?#]", rest[end:], maxsplit=1)[0]
+    at = netloc.rfind("@")
+    return None if at < 0 else end + at
 
 
 def _after_credentials(url: str) -> str:
-    """What follows ``scheme://`` and the ``user:password@`` (if any): hosts, path, query."""
+    """What follows ``scheme://`` and the ``user:password@`` (if any): hosts, path, query.
+    After the last ``@`` before the path or query, if any: never a piece of a password."""
     rest = url.split("://", 1)[-1]
-    found = _CREDENTIALS.match(rest)
-    return rest[found.end() :] if found else rest
+    end = _credentials(rest)[0]
+    stray = _stray_at(rest, end)
+    return rest[(end if stray is None else stray + 1) :]
 
 
 def server_hosts(url: str) -> str:
@@ -106,6 +145,7 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
     if scheme.startswith("sqlite"):
         _check_sqlite_path(db)
     elif scheme != "memory":  # memory://NAME: any NAME (no host, port or file)
+        _check_at(db)
         _check_port(db)
         server_connect(db)  # its query: libpq's names, as asyncpg takes them (or refused)
     return db
@@ -118,6 +158,20 @@ def _check_sqlite_path(url: str) -> None:
         raise ConfigurationError(
             f"db URL {url!r} names no database file; use 'sqlite:///runs.db' (a file, kept "
             "across sessions) or 'sqlite:///:memory:' (gone when the process exits)"
+        )
+
+
+def _check_at(url: str) -> None:
+    """An ``@`` after the credentials as SQLAlchemy reads them, before the path or query,
+    is refused: a password (or user name) that holds one unencoded (``user:pa@ss@host``)
+    would be cut there, the rest read as the host (or SQLAlchemy's bare ``ValueError``
+    about the port, showing part of the password)."""
+    rest = url.split("://", 1)[1]
+    if _stray_at(rest, _credentials(rest)[0]) is not None:
+        raise ConfigurationError(
+            f"db URL {safe_url(url)!r}: the password (or user name) holds an '@' that is not "
+            "percent-encoded: write each '@' in it as %40 "
+            "(postgresql://user:pa%40ss@host:5432/dbname)"
         )
 
 
@@ -271,6 +325,12 @@ def server_connect(url: str) -> ServerConnect:
     pairs = _query(url)
     given: dict[str, str] = {}
     for name, value in pairs:
+        if "=" in name:  # never shown: ``password%3Ds3cr3t`` is the name ``password=s3cr3t``
+            raise _bad(
+                url,
+                "a query parameter's name holds an encoded '=' (%3D): write each as "
+                "NAME=VALUE with a plain '='",
+            )
         if name in _SQLALCHEMY:
             continue  # ?host=/run/postgresql (a socket), several hosts: SQLAlchemy's
         if name in given:

@@ -139,6 +139,20 @@ async def test_a_password_with_an_unencoded_slash_or_question_mark_connects(uniq
         assert run.status == "completed"
 
 
+@pytest.mark.parametrize("port", [":1", ""])
+async def test_a_user_name_with_an_at_sign_never_shows_the_password(port: str) -> None:
+    """Azure's ``user@server`` user name: SQLAlchemy reads ``admin@corp`` and ``s3cr3t``.
+    Before, the message showed ``s3cr3t`` (``:1``: a port nobody listens on), and without
+    a port the URL was refused as ``port 's3cr3t@127.0.0.1' is not a port number``."""
+    database = POSTGRES_URL.rsplit("/", 1)[1]
+    db = f"postgresql://admin@corp:s3cr3t@127.0.0.1{port}/{database}"
+    with pytest.raises(bn.StorageError) as info:  # no such role, or nobody listening
+        await bn.runs(db)
+    message = str(info.value)
+    assert "s3cr3t" not in message and "port number" not in message, message
+    assert f"127.0.0.1{port}" in message, message
+
+
 async def test_the_tls_failure_never_shows_the_query_passwords() -> None:
     db = f"{POSTGRES_URL}?sslmode=require&sslpassword=s3cret&password=s3cret2"
     with pytest.raises(bn.StorageError) as info:

@@ -6,9 +6,16 @@ import ssl
 import urllib.parse
 
 import pytest
+from sqlalchemy.engine import make_url
 
 import baton_nb as bn
-from baton_nb._dburl import connect_timeout, resolve_url, safe_url, server_connect
+from baton_nb._dburl import (
+    connect_timeout,
+    resolve_url,
+    safe_url,
+    server_connect,
+    server_hosts,
+)
 from baton_nb.cli import main as cli_main
 
 
@@ -205,8 +212,8 @@ def test_ssl_true_and_sslrootcert_system_verify_against_the_system_cas() -> None
             "postgresql://u@h/db?sslmode=require&sslpassword=***&password=***",
         ),
         (
-            "postgresql://u:s3cret@h/db?password=s3cret2#x",
-            "postgresql://u:***@h/db?password=***#x",
+            "postgresql://u:s3cret@h/db?password=s3cret2#x",  # SQLAlchemy's value: s3cret2#x
+            "postgresql://u:***@h/db?password=***",
         ),
         ("postgresql://u:s3/cret@h:5432/db", "postgresql://u:***@h:5432/db"),
         ("postgresql://u:s3?cret@h/db?sslmode=disable", "postgresql://u:***@h/db?sslmode=disable"),
@@ -251,6 +258,62 @@ def test_a_password_with_an_unencoded_slash_or_question_mark_is_never_shown(
         bn.Workflow("w", db=url)
     message = str(info.value)
     assert said in message and "cret" not in message and "u:***@h" in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "hosts"),
+    [
+        (
+            "postgresql://admin@corp:s3cr3t@127.0.0.1:1/app",
+            "postgresql://admin@corp:***@127.0.0.1:1/app",
+            "127.0.0.1:1",
+        ),
+        (
+            "postgresql://admin@corp:s3cr3t@127.0.0.1/app",
+            "postgresql://admin@corp:***@127.0.0.1/app",
+            "127.0.0.1",
+        ),
+        ("postgresql://admin@corp@h/app", "postgresql://admin@corp@h/app", "h"),
+        ("postgresql://app:Tr0ub@dor-9@127.0.0.1/app", "postgresql://***@127.0.0.1/app", None),
+        (
+            "postgresql://app:Tr0ub@dor:99@127.0.0.1:5432/app",
+            "postgresql://***@127.0.0.1:5432/app",
+            None,
+        ),
+    ],
+)
+def test_a_user_name_or_password_with_an_at_sign_is_never_shown(
+    url: str, shown: str, hosts: str | None
+) -> None:
+    """SQLAlchemy's user name may hold ``@`` (Azure's ``user@server``), its password runs
+    to the next ``@``. Before, the user name stopped at the first ``@``: ``s3cr3t`` was
+    shown, and read as a port without one (``port 's3cr3t@127.0.0.1'``). A password with an
+    unencoded ``@`` is refused, saying to write it as %40, showing none of it."""
+    assert safe_url(url) == shown
+    if hosts is not None:
+        assert server_hosts(url) == hosts
+        assert resolve_url(url) == url
+        user, password = make_url(url).username, make_url(url).password
+        assert user == "admin@corp" and password in ("s3cr3t", None)  # as SQLAlchemy reads
+        return
+    with pytest.raises(bn.ConfigurationError) as info:
+        resolve_url(url)
+    message = str(info.value)
+    assert "%40" in message and shown in message, message
+    assert not any(part in message for part in ("Tr0ub", "dor")), message
+
+
+@pytest.mark.parametrize(
+    "query", ["password%3Ds3cr3t", "sslpassword%3ds3cr3t", "ssl%70assword%3Ds3cr3t"]
+)
+def test_a_query_password_whose_equals_sign_is_encoded_is_never_shown(query: str) -> None:
+    """``password%3Ds3cr3t`` decodes to the name ``password=s3cr3t`` (SQLAlchemy drops it,
+    no ``=``); before, safe_url showed it and the refusal named it."""
+    url = f"postgresql://u@h/db?{query}"
+    assert "s3cr3t" not in safe_url(url) and safe_url(url).endswith("password=***")
+    with pytest.raises(bn.ConfigurationError, match="encoded '='") as info:
+        resolve_url(url)
+    assert "s3cr3t" not in str(info.value), info.value
 
 
 def test_a_password_with_an_unencoded_slash_or_question_mark_is_a_good_url() -> None:
