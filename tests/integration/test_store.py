@@ -48,6 +48,7 @@ from baton_nb.store import (
 )
 from baton_nb.store import _sql_write as sql_write
 from baton_nb.store._sql_base import driver_connection
+from baton_nb.store._sql_read import _newest_of_kind
 
 pytestmark = pytest.mark.anyio
 
@@ -667,6 +668,52 @@ async def test_newest_of_kind_walks_the_runs_once_when_none_has_these_params(
     one = "$1" if sql_store.url.startswith("postgresql") else "?"
     two = "$2" if one == "$1" else "?"
     one_walk = (  # the newest of the params alone: one walk of the index, no match
+        f"SELECT id FROM workflow_runs WHERE workflow = {one} AND params = {two} "
+        "ORDER BY created_at DESC LIMIT 1"
+    )
+    walked = await _work(sql_store, statement, parameters)
+    once = await _work(sql_store, one_walk, ("wf", '{"topic": "new"}'))
+    assert walked < 1.25 * once, (walked, once)
+
+
+async def test_newest_of_kind_without_materialized_for_sqlite_before_3_35(
+    sql_store: SqlStore,
+) -> None:
+    """``AS MATERIALIZED`` is a syntax error before SQLite 3.35 (Ubuntu 20.04: 3.31), so
+    every wf.run() failed there: the statement for such a SQLite has none, finds the same
+    rows and still walks the runs once when none has the params."""
+    for i in range(300):
+        key = "k1" if i % 3 else "k2"
+        row = run_row(f"run-{i}", created_at=T0 + timedelta(seconds=i), resume_key=key)
+        await sql_store.insert_run(row, [])
+    old, new = _newest_of_kind(sqlite_materializes=False), _newest_of_kind(True)
+    dialect = sql_store.engine.dialect
+    text = str(old.compile(dialect=dialect))
+    assert ("MATERIALIZED" in text) == (dialect.name == "postgresql"), text
+    assert "MATERIALIZED" in str(new.compile(dialect=dialect))
+    async with sql_store.connect() as conn:
+        mine = '{"topic": "x"}'  # run_row's
+        for params, key in [(mine, "k1"), (mine, "k2"), (mine, "k3"), ('{"topic": "y"}', "k1")]:
+            values = {"n_workflow": "wf", "n_params": params, "n_key": key}
+            rows = sorted((await conn.execute(old, values)).all())
+            assert rows == sorted((await conn.execute(new, values)).all()), (params, key)
+            assert bool(rows) == (params == mine), (params, key)
+    sent: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        sent.append((statement, parameters))
+
+    values = {"n_workflow": "wf", "n_params": '{"topic": "new"}', "n_key": "k1"}
+    sa.event.listen(sql_store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with sql_store.connect() as conn:
+            assert (await conn.execute(old, values)).all() == []
+    finally:
+        sa.event.remove(sql_store.engine.sync_engine, "before_cursor_execute", seen)
+    [(statement, parameters)] = sent
+    one = "$1" if dialect.name == "postgresql" else "?"
+    two = "$2" if one == "$1" else "?"
+    one_walk = (
         f"SELECT id FROM workflow_runs WHERE workflow = {one} AND params = {two} "
         "ORDER BY created_at DESC LIMIT 1"
     )
