@@ -79,8 +79,9 @@ async def execute_run(
                         return await Run.from_store(store, existing.id)
                     if found is None:
                         await take_lease(store, existing.id, lease, existing.lease_owner)
-                        # resumed by run_id=, with this code and model map from now on:
-                        # the key says so, and a wf.run() after another crash resumes it
+                        # resumed by run_id=, with this code from now on: the key says so
+                        # (if the model map is the run's: ``_prepare``), and a wf.run()
+                        # after another crash resumes it
                         rekeyed = key if existing.resume_key != key else None
                     else:
                         await _take_unfinished(store, found, lease)
@@ -239,6 +240,8 @@ async def _prepare(
     resumed = created is None
     run, rows = created if created is not None else await load_run(store, run_id)
     _check_same_steps(graph, run_id, rows)
+    if resume_key is not None and not _same_step_models(rows, models):
+        resume_key = None  # another model map: the key would claim models its steps lack
     nodes = build_nodes(graph, rows)
     if resumed:  # a map settled early whose last chunks were not stored: stored cancelled
         await store_settled_rest(nodes, store, run, run_id, lease.owner)
@@ -272,6 +275,18 @@ async def _prepare(
         driver.commit.set_run(update)
         await store.write(driver.commit.take_batch())
     return driver
+
+
+def _same_step_models(rows: list[NodeRow], models: Mapping[str, str]) -> bool:
+    """The run's steps store ``models``' entries (the run resumed by its ``run_id=``
+    with the model map it started with: only its code changed, so this code's resume key
+    fits it). A map or fan-out step's entry is not stored (its node has no model): not
+    compared, as ``find_unfinished`` does not (its "not resuming" line says so)."""
+    return all(
+        row.model == models.get(row.step)
+        for row in rows
+        if row.parent is None and row.kind is NodeKind.STEP
+    )
 
 
 def _check_same_steps(graph: GraphSpec, run_id: str, rows: list[NodeRow]) -> None:

@@ -536,6 +536,33 @@ async def test_a_run_resumed_by_its_run_id_is_resumed_again_after_another_crash(
     assert f"resuming run {first.id} of {name!r}" in out and "not resuming" not in out, out
 
 
+@pytest.mark.parametrize("edited", [False, True], ids=["same-code", "edited-code"])
+async def test_a_run_resumed_by_its_run_id_with_other_models_keeps_its_resume_key(
+    db_url: str, unique: str, edited: bool
+) -> None:
+    """Resumed by its run_id= with another models=: its steps keep the models they were
+    stored with, so this call's key (code and model map) would claim models the run does
+    not have. Before, it was stored; the run's key is left as it was."""
+    name = f"rekey-models-{unique}"
+    ran: list[str] = []
+    began = {"first": "mock/a", "second": "mock/a"}
+    wf = _fixable(db_url, name, ran, fixed=False)
+    first = await wf.run(params={"k": 1}, models=began, display=False)
+    async with await Store.open(db_url) as store:
+        row = await store.get_run(first.id)
+        assert row is not None and row.resume_key is not None
+        key = row.resume_key
+    await _left_unfinished(db_url, first.id, owner=dead_owner(), expired=False)
+    other = _fixable(db_url, name, ran, fixed=edited)
+    resumed = await other.run(run_id=first.id, models={"second": "mock/b"}, display=False)
+    assert resumed.id == first.id and resumed.status == "completed"
+    async with await Store.open(db_url) as store:
+        row = await store.get_run(first.id)
+        assert row is not None and row.resume_key == key
+        nodes = {n.step: n.model for n in await store.get_nodes(first.id)}
+        assert nodes == began  # what the key (still) says
+
+
 async def test_resume_false_with_a_run_id_is_refused(sqlite_url: str) -> None:
     wf = _two_steps(sqlite_url, "refused", [])
     with pytest.raises(bn.ConfigurationError, match="resume=False asks for a new run"):
