@@ -21,14 +21,18 @@ async def resolve_run(store: ReadStore, workflow: str, run_id: str) -> RunRow | 
     workflow, or an id that would shadow a stored run."""
     found = await store.run_ids_starting_with(run_id, limit=_SHOWN + 1)
     if not found:
-        typo = await _near_miss(store, workflow, run_id)
+        typo = await _spaced(store, workflow, run_id) or await _near_miss(store, workflow, run_id)
         if typo is not None:
+            near = "is a character or two away from it (changed, left out or added)"
+            if run_id.strip() == typo:
+                near = "is that id without the whitespace around it (a copy-paste's)"
+            elif run_id.strip() != run_id:
+                near += ", the whitespace around it (a copy-paste's) left out"
             raise ConfigurationError(
                 f"run_id {run_id!r} names no stored run, but run {typo} of workflow "
-                f"{workflow!r} is a character or two away from it (changed, left out or "
-                "added): a typo would start a new run and pay for its calls again. To "
-                f"resume it: run_id={typo!r}; for a new run, call wf.run() without run_id "
-                "(or choose an id of your own, such as 'nightly-2026-12-07')"
+                f"{workflow!r} {near}: a typo would start a new run and pay for its calls "
+                f"again. To resume it: run_id={typo!r}; for a new run, call wf.run() without "
+                "run_id (or choose an id of your own, such as 'nightly-2026-12-07')"
             )
         return None
     if found[0] == run_id:
@@ -63,20 +67,22 @@ _MADE_LENGTH = 32  # the ids baton_nb makes: uuid4().hex
 
 async def _near_miss(store: ReadStore, workflow: str, run_id: str) -> str | None:
     """A stored run of ``workflow`` with an id baton_nb made (``uuid4().hex``) that
-    ``run_id`` misses by one edit (two for 16+ characters): a character changed (to any
-    character: ``z`` for ``4``, a capital), left out or added, in the full id or in a
-    prefix of it. A mistyped id to resume. Ids users choose for their runs are never
-    compared with the one given: ``nightly-2026-12-08`` is no typo of ``...-12-07``.
+    ``run_id`` (whitespace around it left out: a copy-paste's) misses by one edit (two for
+    16+ characters): a character changed (to any character: ``z`` for ``4``, ``-`` for
+    ``0``, a capital), left out or added, in the full id or in a prefix of it. A mistyped
+    id to resume. Ids users choose for their runs are never compared with the one given:
+    ``nightly-2026-12-08`` is no typo of ``...-12-07``; nor are names built on a made id
+    (``_built_on``: ``f"{r.id}b"``, ``f"{r.id[:16]}-b"``).
 
     Without a query for an id that cannot be such a typo: shorter than a prefix
-    (``MIN_PREFIX``) or longer than a made id (``f"{r.id}b"``: a name built on one), with
-    a separator (``f"{r.id[:16]}-b"``: made ids are hex), or with more characters that
-    are not hex than the edits allowed. Else only the ids of the newest runs are read."""
-    allowed = 1 if len(run_id) < 16 else 2
-    if not MIN_PREFIX <= len(run_id) <= _MADE_LENGTH:
+    (``MIN_PREFIX``), longer than a made id and the edits allowed, or with more characters
+    that are not hex (a separator is one) than the edits allowed. Else only the ids of
+    the newest runs are read."""
+    typed = run_id.strip().lower()
+    allowed = 1 if len(typed) < 16 else 2
+    if not MIN_PREFIX <= len(typed) <= _MADE_LENGTH + 2:
         return None
-    typed = run_id.lower()
-    if not _SEPARATORS.isdisjoint(typed) or sum(c not in _HEX for c in typed) > allowed:
+    if sum(c not in _HEX for c in typed) > allowed:
         return None
     pieces = _pieces(typed, allowed + 1)
     for made in await store.recent_run_ids(workflow, _NEAR_RUNS):
@@ -85,8 +91,34 @@ async def _near_miss(store: ReadStore, workflow: str, run_id: str) -> str | None
         if not any(piece in made for piece in pieces):
             continue  # no piece of it unchanged: more edits than allowed (``_pieces``)
         if _edits_to_prefix(typed, made, allowed) <= allowed:
-            return made
+            return None if _built_on(typed, made) else made
     return None
+
+
+async def _spaced(store: ReadStore, workflow: str, run_id: str) -> str | None:
+    """The run of ``workflow`` whose id (any id, a user's own too) ``run_id`` is with
+    whitespace around it (a copy-paste's), or None."""
+    stripped = run_id.strip()
+    if stripped == run_id or not stripped:
+        return None
+    row = await store.get_run(stripped)
+    return stripped if row is not None and row.workflow == workflow else None
+
+
+def _built_on(typed: str, made: str) -> bool:
+    """``typed`` is a name of the user's built on the made id ``made``, not a typo of it:
+    ``made`` and more after it (``f"{r.id}b"``, ``f"{r.id}-2"``), or a prefix of it (at
+    least ``MIN_PREFIX`` characters), a separator and more (``f"{r.id[:16]}-b"``), unless
+    what follows the separator goes on with ``made`` (``-`` typed for a character, or
+    added: a typo), at least two characters of it or up to a full id's length."""
+    if len(typed) > len(made) and typed.startswith(made):
+        return True
+    at = next((i for i, c in enumerate(typed) if c in _SEPARATORS), -1)
+    if at < MIN_PREFIX or at == len(typed) - 1 or typed[:at] != made[:at]:
+        return False
+    rest = typed[at + 1 :]
+    goes_on = made[at + 1 :].startswith(rest) or made[at:].startswith(rest)
+    return not (goes_on and (len(rest) >= 2 or len(typed) >= _MADE_LENGTH))
 
 
 def _pieces(typed: str, count: int) -> tuple[str, ...]:

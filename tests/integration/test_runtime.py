@@ -818,6 +818,42 @@ async def test_a_run_id_mistyped_with_any_character_is_refused(db_url: str, uniq
     )
 
 
+async def test_a_run_id_mistyped_with_a_separator_a_doubled_character_or_spaces_is_refused(
+    db_url: str, unique: str
+) -> None:
+    """One-edit typos the guard let through before (a new paid run): ``-`` typed for a
+    character in the full id or a 12-character prefix (any separator made the id a name
+    of the user's), a character doubled in the full id (33 characters: longer than a
+    made id), the id pasted with a space or newline around it. The whitespace is said."""
+    wf = bn.Workflow(f"typo-sep-{unique}", db=db_url)
+    wf.add("a", _const)
+    rid = (await wf.run(display=False)).id
+    typos = [
+        rid[:10] + "-" + rid[11:],  # '-' for a character of the full id
+        rid[:30] + "-" + rid[31],  # next to last
+        rid[:8] + "-" + rid[9:12],  # in a 12-character prefix
+        rid[:11] + "-",  # the prefix's last character
+        rid[:10] + rid[10] + rid[10:],  # a character doubled: 33 characters
+        rid[:10] + "zz" + rid[10:],  # two added: 34 characters
+    ]
+    for typed in typos:
+        with pytest.raises(bn.ConfigurationError) as caught:
+            await wf.run(run_id=typed, display=False)
+        message = str(caught.value)
+        assert f"run_id {typed!r} names no stored run, but run {rid}" in message, message
+        assert f"To resume it: run_id={rid!r}" in message, message
+    for typed in (f"{rid}\n", f" {rid}", f"{rid} ", f"{rid[:12]}\n"):
+        with pytest.raises(bn.ConfigurationError, match="whitespace around it") as caught:
+            await wf.run(run_id=typed, display=False)
+        assert f"To resume it: run_id={rid!r}" in str(caught.value)
+    with pytest.raises(bn.ConfigurationError, match=r"whitespace around it.*left out"):
+        await wf.run(run_id=f"{rid[:6]}z{rid[7:]}\n", display=False)
+    chosen = (await wf.run(run_id=f"nightly-{unique}", display=False)).id  # a user's own id
+    with pytest.raises(bn.ConfigurationError, match=f"To resume it: run_id={chosen!r}"):
+        await wf.run(run_id=f"{chosen}\n", display=False)
+    assert sorted(await _runs_of(db_url, wf.name)) == sorted([rid, chosen])
+
+
 async def test_ids_built_from_a_stored_id_start_new_runs(db_url: str, unique: str) -> None:
     """A stored id with characters added after it, or a prefix of it and a separator: a
     name of the user's own (made ids are 32 hex characters, no separator), a new run as
@@ -873,8 +909,8 @@ async def test_the_typo_guard_reads_only_ids_and_only_for_an_id_that_may_be_a_ty
 ) -> None:
     """Each new id of 6 to 34 characters loaded the workflow's 1,000 newest runs in full
     (params included) before: no query now for an id that cannot be a typo of a made
-    id (a separator, more non-hex characters than the edits allowed, longer than a made
-    id), and only the ids for one that can."""
+    id (more non-hex characters, separators included, than the edits allowed, longer
+    than a made id and two added), and only the ids for one that can."""
     wf = bn.Workflow(f"guard-cost-{unique}", db=db_url)
     wf.add("a", _const)
     await wf.run(params={"text": "x" * 10_000}, display=False)
