@@ -35,6 +35,7 @@ _SCHEMES = ("sqlite", "postgresql", "sqlite+aiosqlite", "postgresql+asyncpg", "m
 # broken to parse is still shown without its password.
 _CREDENTIALS = re.compile(r"(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@")
 _SECRET_PARAMETERS = ("password", "sslpassword")  # query values shown as ``***``
+_QUERY_PAIRS = re.compile(r"[A-Za-z_][\w.%-]*=[^&]*(?:&[A-Za-z_][\w.%-]*=[^&]*)*")
 
 
 def safe_url(url: str) -> str:
@@ -48,6 +49,10 @@ def safe_url(url: str) -> str:
         return _safe_query(url)
     end, password = _credentials(rest)
     stray = _stray_at(rest, end)
+    if stray is None and not end and scheme.startswith("postgres"):
+        # credentials SQLAlchemy does not read as such (a user name with a '/': ``u/x:pw@h``)
+        stray = rest.partition("?")[0].rfind("@")
+        stray = None if stray < 0 else stray
     if stray is not None:
         shown = f"{scheme}://***@{rest[stray + 1 :]}"
     elif password:
@@ -84,11 +89,24 @@ def _credentials(rest: str) -> tuple[int, str | None]:
 
 
 def _stray_at(rest: str, end: int) -> int | None:
-    """The last ``@`` after the credentials' end (``end``) and before the path or query:
-    one a password (or user name) held unencoded; None when there is none."""
-    netloc = re.split(r"[/?#]", rest[end:], maxsplit=1)[0]
-    at = netloc.rfind("@")
-    return None if at < 0 else end + at
+    """The last ``@`` a password (or user name) held unencoded: after the credentials' end
+    (``end``) and before the path or query; with a password, anywhere before the query,
+    or in a query that is not ``name=value`` pairs (``user:pa@ss/x@host``, ``pa@ss#x@host``,
+    ``pa@ss?x@host``: SQLAlchemy cuts the password at its first ``@`` and reads the rest
+    as the host, path or query, which messages would show). None when there is none: an
+    ``@`` in a query value (``application_name=a@b``) is the value's."""
+    tail = rest[end:]
+    if _credentials(rest)[1] is None:  # no password (a SQLite path may hold an @)
+        netloc = re.split(r"[/?#]", tail, maxsplit=1)[0]
+        at = netloc.rfind("@")
+        return None if at < 0 else end + at
+    head, mark, query = tail.partition("?")
+    at = head.rfind("@")
+    if at >= 0:
+        return end + at
+    if mark and "@" in query and not _QUERY_PAIRS.fullmatch(query):
+        return end + len(head) + 1 + query.rfind("@")
+    return None
 
 
 def _after_credentials(url: str) -> str:

@@ -371,3 +371,46 @@ def test_query_values_are_percent_decoded_as_libpq_does(written: str, value: str
     server for ``application_name=a+b``)."""
     arguments = server_connect(f"postgresql://u@h/db?application_name={written}").arguments
     assert arguments["server_settings"] == {"application_name": value}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:Xy9@Qq7/Secr3t@host/db",  # SQLAlchemy: host Qq7, database Secr3t@host/db
+        "postgresql://u:Xy9@Qq7#Secr3t@host/db",  # host Qq7#Secr3t@host
+        "postgresql://u:Xy9@Qq7?Secr3t@host/db",  # host Qq7, query Secr3t@host/db
+    ],
+)
+def test_a_password_with_an_at_sign_then_a_slash_hash_or_question_mark_is_never_shown(
+    url: str,
+) -> None:
+    """A password holding an unencoded ``@`` followed by ``/``, ``#`` or ``?``: SQLAlchemy
+    cuts it at the ``@`` and reads the rest as the host, path or query. Before, only an
+    ``@`` before the first ``/``, ``?`` or ``#`` was looked for: ``Qq7/Secr3t@host/db`` was
+    accepted and shown (the tail of the password in every message, and in the server's
+    'database does not exist')."""
+    assert safe_url(url) == "postgresql://***@host/db"
+    with pytest.raises(bn.ConfigurationError) as info:
+        resolve_url(url)
+    message = str(info.value)
+    assert "%40" in message and not any(part in message for part in ("Xy9", "Qq7", "Secr3t"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw@host/db?application_name=a@b",
+        "postgresql://u:pw@host/db?sslmode=verify-full&sslrootcert=/a@b/c.pem",
+        "postgresql://u:pw@/db?host=/var/run/postgresql",
+        "sqlite:////tmp/with@sign/baton.db",
+    ],
+)
+def test_an_at_sign_in_a_query_value_or_a_sqlite_path_is_not_a_password(url: str) -> None:
+    assert resolve_url(url) == url
+    assert safe_url(url) == url.replace(":pw@", ":***@")
+
+
+def test_a_user_name_with_a_slash_shows_no_password() -> None:
+    """``u/x:secret@host``: SQLAlchemy reads no credentials (host 'u'), so nothing was
+    masked; now everything before the last ``@`` is."""
+    assert safe_url("postgresql://u/x:secret@host/db") == "postgresql://***@host/db"
