@@ -201,16 +201,16 @@ def _failed(
     which fails it at once with what to write. Every failure returns through here, so
     that under ``debug=True`` each keeps its traceback (``Context._keep_traceback``)."""
     real = unwrap_group(exc)
-    unawaited = _used_unawaited(real)
-    if unawaited:
-        real.add_note(_await_hint(spec))  # in the traceback too (debug=True, a notebook)
+    hint = _await_hint(spec) if _used_unawaited(real) else None
+    if hint is not None:
+        real.add_note(hint)  # in the traceback too (debug=True, a notebook)
     keep_traceback = getattr(ctx, "_keep_traceback", None)  # a Context (tests pass others)
     if keep_traceback is not None:
         keep_traceback(exc)
     if isinstance(real, ConfigurationError):
         return Discarded(redacted_error(describe_error(real)))
-    if unawaited:
-        return Discarded(redacted_error(f"{describe_error(real)}; {_await_hint(spec)}"))
+    if hint is not None:
+        return Discarded(redacted_error(f"{describe_error(real)}; {hint}"))
     return Failed(redacted_error(error or describe_error(exc)), retry_hint(exc))
 
 

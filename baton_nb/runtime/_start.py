@@ -23,7 +23,7 @@ from ._identity import resolve_run
 from ._lease import DEFAULT_LEASE_TTL, Lease, take_lease
 from ._node import build_nodes, new_node_row, reset_for_resume
 from ._spend import open_spend
-from ._unfinished import Edited, Unfinished, find_unfinished, resume_key
+from ._unfinished import Edited, Unfinished, find_unfinished, resume_key, same_step_models
 
 __all__ = ["DEFAULT_LEASE_TTL", "execute_run"]
 
@@ -240,7 +240,7 @@ async def _prepare(
     resumed = created is None
     run, rows = created if created is not None else await load_run(store, run_id)
     _check_same_steps(graph, run_id, rows)
-    if resume_key is not None and not _same_step_models(rows, models):
+    if resume_key is not None and not same_step_models(rows, models):
         resume_key = None  # another model map: the key would claim models its steps lack
     nodes = build_nodes(graph, rows)
     if resumed:  # a map settled early whose last chunks were not stored: stored cancelled
@@ -275,18 +275,6 @@ async def _prepare(
         driver.commit.set_run(update)
         await store.write(driver.commit.take_batch())
     return driver
-
-
-def _same_step_models(rows: list[NodeRow], models: Mapping[str, str]) -> bool:
-    """The run's steps store ``models``' entries (the run resumed by its ``run_id=``
-    with the model map it started with: only its code changed, so this code's resume key
-    fits it). A map or fan-out step's entry is not stored (its node has no model): not
-    compared, as ``find_unfinished`` does not (its "not resuming" line says so)."""
-    return all(
-        row.model == models.get(row.step)
-        for row in rows
-        if row.parent is None and row.kind is NodeKind.STEP
-    )
 
 
 def _check_same_steps(graph: GraphSpec, run_id: str, rows: list[NodeRow]) -> None:

@@ -20,7 +20,7 @@ named in one line as the new run starts, with the ``run_id=`` that resumes it (`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,10 +28,10 @@ from .. import _jsonutil
 from .._graph import GraphSpec
 from .._owners import held_by_this_process, holder_is_dead, owner_gone
 from .._states import NodeKind, RunStatus, State
-from ..store import RunRow, RunStopped, RunStore, utcnow
+from ..store import NodeRow, RunRow, RunStopped, RunStore, utcnow
 from ._code import code_hash
 
-__all__ = ["Edited", "Unfinished", "find_unfinished", "resume_key"]
+__all__ = ["Edited", "Unfinished", "find_unfinished", "resume_key", "same_step_models"]
 
 _LOOKED_AT = 20  # the newest running runs of the workflow looked at
 
@@ -175,6 +175,15 @@ def _gone(row: RunRow, now: datetime) -> bool:
     )
 
 
+def same_step_models(nodes: Iterable[NodeRow], models: Mapping[str, str]) -> bool:
+    """A run's steps store ``models``' entries: its top-level step nodes' models are this
+    model map's. A map or fan-out step's entry is not stored (its node has no model): not
+    compared (the "not resuming" line says so)."""
+    return all(
+        n.model == models.get(n.step) for n in nodes if n.parent is None and n.kind is NodeKind.STEP
+    )
+
+
 async def _progress(
     store: RunStore, row: RunRow, models: Mapping[str, str], steps: set[str]
 ) -> tuple[int, int, tuple[str, ...]] | None:
@@ -184,7 +193,7 @@ async def _progress(
     top = {n.step: n for n in nodes if n.parent is None}
     if set(top) != steps:
         return None  # the workflow's steps changed since: a new run
-    if any(n.kind is NodeKind.STEP and n.model != models.get(name) for name, n in top.items()):
+    if not same_step_models(top.values(), models):
         return None  # another model map: another run
     counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
     done = sum(n.state is State.COMPLETED for n in counted)
