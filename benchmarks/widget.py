@@ -33,6 +33,7 @@ os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # ipykernel import
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import functools
 import gc
@@ -116,6 +117,7 @@ def start_kernel(phases: bool = True, keep_widgets: bool = True) -> Published:
             socket.queue.get_nowait()
 
     socket.observe(drain, names=["message_sent"])
+    atexit.register(_stop_io_thread, kernel.iopub_thread)
 
     published = Published()
     serialize = kernel.session.serialize
@@ -136,6 +138,15 @@ def start_kernel(phases: bool = True, keep_widgets: bool = True) -> Published:
     if phases:
         _time_phases(published.phases)
     return published
+
+
+def _stop_io_thread(thread: Any) -> None:
+    """Stop the kernel's IOPub thread at exit by stopping its loop only: ipykernel 7's
+    ``IOPubThread.stop`` cancels the thread's periodic task without letting its loop run
+    again, and "Task was destroyed but it is pending!" is printed as the process ends."""
+    if thread.thread.is_alive():
+        thread.io_loop.add_callback(thread.io_loop.stop)
+        thread.thread.join(timeout=5)
 
 
 def timed_into(
