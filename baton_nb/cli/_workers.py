@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -157,11 +158,30 @@ def load_workflow(ref: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+            # a file's path where the module's name goes: ``pipeline.py:wf``, ``src/pipeline:wf``
+            stem = module_name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+            raise ConfigurationError(
+                f"{ref!r} names a file; write the module's name, as Python imports it: "
+                f"{stem}:{attr} (run the worker in the folder that holds {stem}.py, or where "
+                "it is importable: PYTHONPATH)"
+            ) from exc
         raise ConfigurationError(
             f"cannot import {module_name!r} for {ref!r}: {exc}; run the worker in the folder "
             "that holds the module, or where it is importable (PYTHONPATH)"
         ) from exc
-    workflow = getattr(module, attr, None)
+    if not hasattr(module, attr):
+        found = sorted(n for n, v in vars(module).items() if isinstance(v, Workflow))
+        close = difflib.get_close_matches(attr, found, n=1)
+        hint = (
+            f"did you mean {module_name}:{close[0]}?"
+            if close
+            else f"its workflows: {', '.join(f'{module_name}:{n}' for n in found)}"
+            if found
+            else "it defines no bn.Workflow at its top level"
+        )
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}; {hint}")
+    workflow = getattr(module, attr)
     if not isinstance(workflow, Workflow):
         raise ConfigurationError(f"{ref!r} is not a bn.Workflow (got {type(workflow).__name__})")
     return workflow

@@ -359,3 +359,40 @@ def test_the_worker_imports_from_its_working_directory_last(
         spec = importlib.machinery.PathFinder.find_spec(name, sys.path)
         assert spec is not None and spec.origin is not None
         assert not spec.origin.startswith(str(tmp_path))
+
+
+def test_a_worker_refused_module_workflow_names_the_mistake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pipeline:wff`` (a typo of the workflow's name) says which workflows the module has,
+    not "got NoneType"; ``pipeline.py:wf`` and ``src/pipeline:wf`` (a file's path where the
+    module's name goes) say what to write."""
+    import sys
+
+    from baton_nb._errors import ConfigurationError
+    from baton_nb.cli._workers import load_workflow
+
+    (tmp_path / "tester_pipeline_mod.py").write_text(
+        "import baton_nb as bn\nwf = bn.Workflow('p', db='memory://p')\nother = None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tester_pipeline_mod", raising=False)
+    assert load_workflow("tester_pipeline_mod:wf").name == "p"
+    with pytest.raises(ConfigurationError) as typo:
+        load_workflow("tester_pipeline_mod:wff")
+    assert "has no attribute 'wff'" in str(typo.value)
+    assert "did you mean tester_pipeline_mod:wf?" in str(typo.value)
+    with pytest.raises(ConfigurationError) as far:
+        load_workflow("tester_pipeline_mod:pipeline")
+    assert "its workflows: tester_pipeline_mod:wf" in str(far.value)
+    with pytest.raises(ConfigurationError, match=r"got NoneType"):
+        load_workflow("tester_pipeline_mod:other")  # there, but not a workflow
+    for ref in (
+        "tester_pipeline_mod.py:wf",
+        "src/tester_pipeline_mod.py:wf",
+        "src/tester_pipeline_mod:wf",
+    ):
+        with pytest.raises(ConfigurationError) as path:
+            load_workflow(ref)
+        assert "names a file" in str(path.value)
+        assert "tester_pipeline_mod:wf" in str(path.value)
