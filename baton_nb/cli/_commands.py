@@ -112,6 +112,8 @@ def report_json(rep: CostReport) -> dict[str, Any]:
         "replayed_calls": rep.replayed_calls,
         "cached_calls": rep.cached_calls,
         "saved_usd": fmt_money(rep.saved),
+        # the part of total_cost_usd charged for attempts that got no answer (worst case)
+        "unanswered_usd": fmt_money(rep.totals().unanswered),
         "tokens": rep.tokens.to_dict(),
         "rows": rows,
     }

@@ -131,6 +131,13 @@ def shown_children(step: StepInfo, run: Run, limit: int | None) -> tuple[list[st
     return shown, more
 
 
+def _unanswered(totals: Totals) -> str:
+    """The part of the cost that bought no answer, as the report's headline says it."""
+    if not totals.unanswered:
+        return ""
+    return f" (${fmt_money(totals.unanswered)} of it no answer, counted at the worst case)"
+
+
 def render_run(run: Run, children: int | None = CHILDREN_SHOWN) -> str:
     """``baton-nb show``: header, one line per step (children indented, at most
     ``children`` a fan-out unless None), then errors."""
@@ -145,7 +152,7 @@ def render_run(run: Run, children: int | None = CHILDREN_SHOWN) -> str:
         f"run {run.id}  workflow {run.workflow!r}  {status_text(run)}{duration}\n"
         f"started {local_time(run.started_at or run.created_at)}  "
         f"{_calls_text(everything)}  "
-        f"cost {run.cost_text()}\n"
+        f"cost {run.cost_text()}{_unanswered(everything)}\n"
         f"steps: {run.counts().text()}"
     )
     # Columns only some runs need: replayed and cached calls when there are some, and the

@@ -11,6 +11,9 @@ import anyio
 import pytest
 
 import baton_nb as bn
+from baton_nb._money import fmt_money
+from baton_nb.cli._commands import report_json
+from baton_nb.cli._show import render_run
 from baton_nb.store import UNANSWERED
 from tests.fakes.provider_server import FakeProviderServer, FakeUsage, Reply
 
@@ -79,6 +82,12 @@ async def _charge_not_call(fake_providers: FakeProviderServer, db_url: str, uniq
         assert "no answer, counted at the worst case" in str(report)
     (listed,) = await bn.runs(db=db_url, workflow=wf.name)
     assert listed.calls == 1 and listed.cost == total
+    # the CLI's views of it: `report --json` has the charge beside the total, `show` says it
+    shown = render_run(stored)
+    assert f"(${fmt_money(lost.cost)} of it no answer, counted at the worst case)" in shown
+    data = report_json(await bn.report(db=db_url, workflow=wf.name))
+    assert data["unanswered_usd"] == fmt_money(lost.cost)
+    assert data["total_cost_usd"] == fmt_money(total)
 
 
 async def test_a_cancel_after_an_error_status_is_charged_nothing(
