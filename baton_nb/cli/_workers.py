@@ -16,6 +16,7 @@ import anyio
 
 from .._builder import Workflow
 from .._errors import ConfigurationError
+from .._owners import process_gone
 from ..runtime._worker import ServedWorkflow, Worker
 from ..store import open_worker_store
 from ._output import out as _out
@@ -112,6 +113,7 @@ async def cmd_workers(args: argparse.Namespace) -> int:
                         "in_flight": r.in_flight,
                         "done": r.done,
                         "stopping": r.stopping,
+                        "gone": process_gone(r.host, r.pid),
                     }
                     for r in rows
                 ],
@@ -129,6 +131,12 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     for r in rows:
         age = (now - r.heartbeat_at).total_seconds()
         state = " (stopping)" if r.stopping else ""
+        if process_gone(r.host, r.pid):
+            # killed (kill -9, a crash): no goodbye; its row stays until its beat is old
+            state = (
+                f" (gone: no process {r.pid} on this host; its tasks go to other workers as "
+                "their leases end)"
+            )
         served = ", ".join(r.workflows) or "(by value only)"
         _out(
             f"{r.id:<28} {r.host:<16} {r.pid:>7} {age:>5.1f}s {r.in_flight:>9} {r.done:>8}  "

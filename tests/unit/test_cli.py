@@ -396,3 +396,47 @@ def test_a_worker_refused_module_workflow_names_the_mistake(
             load_workflow(ref)
         assert "names a file" in str(path.value)
         assert "tester_pipeline_mod:wf" in str(path.value)
+
+
+def test_workers_marks_a_worker_whose_process_is_gone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker killed with kill -9 says no goodbye: its row stays until its heartbeat is
+    old. ``baton-nb workers`` marks it gone when its pid no longer runs on this host."""
+    import asyncio
+    import socket
+    import subprocess
+    import sys
+    import uuid
+    from datetime import datetime, timezone
+
+    from baton_nb.store import open_worker_store
+    from baton_nb.store._worker_rows import WorkerRow
+    from tests.conftest import POSTGRES_URL, _postgres_up
+
+    if not _postgres_up():
+        pytest.fail("Postgres is not running on 127.0.0.1:5432")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    dead_pid = int(done.stdout)
+    worker_id = f"test-gone-{uuid.uuid4().hex[:8]}"
+
+    async def beat(remove: bool) -> None:
+        async with await open_worker_store(POSTGRES_URL) as store:
+            if remove:
+                await store.remove_worker(worker_id)
+                return
+            now = datetime.now(timezone.utc)
+            row = WorkerRow(worker_id, socket.gethostname(), dead_pid, ["m:wf"], now, now)
+            await store.beat(row)
+
+    asyncio.run(beat(remove=False))
+    try:
+        assert main(["workers", "--db", POSTGRES_URL]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if worker_id in x)
+        assert f"(gone: no process {dead_pid} on this host" in line
+        assert main(["workers", "--db", POSTGRES_URL, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert next(r for r in rows if r["id"] == worker_id)["gone"] is True
+    finally:
+        asyncio.run(beat(remove=True))
