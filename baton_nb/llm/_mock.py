@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from baton_nb._errors import ProviderError
 from baton_nb._usage import Usage
 
 from ._config import Endpoint
@@ -264,8 +265,43 @@ async def mock_complete(endpoint: Endpoint, model: str, request: LLMRequest) -> 
 
 
 def check_request(endpoint: Endpoint, model: str, request: LLMRequest) -> None:
-    """Fail as the provider the model's name belongs to would (``UnsupportedFeature``)."""
+    """Fail as the provider the model's name belongs to would: what our adapter refuses
+    before sending (``UnsupportedFeature``), then what its server refuses with a 400
+    (``ProviderError``, not retryable: a real provider's bad request)."""
     _adapter_for(model).build(endpoint, model, request)
+    refused = _server_refusal(model.lower(), request)
+    if refused is not None:
+        raise ProviderError(endpoint.name, 400, refused)
+
+
+# What each provider's server accepts that our adapters pass through as given: the
+# temperature range, and (OpenAI's chat API, whose messages are sent as written) the
+# content part types; the words are the providers' own 400s, shortened.
+_OPENAI_PARTS = frozenset({"text", "image_url", "input_audio", "file", "refusal", "audio"})
+
+
+def _server_refusal(name: str, request: LLMRequest) -> str | None:
+    top = 1.0 if name.startswith("claude") else 2.0
+    temperature = request.temperature
+    if temperature is not None and not 0 <= temperature <= top:
+        return (
+            f"invalid temperature {temperature:g}: it must be between 0 and {top:g} "
+            "(the mock refuses what the provider would)"
+        )
+    if name.startswith(("claude", "gemini")):
+        return None  # their adapters translate every part, refusing what they cannot
+    for message in request.messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in _OPENAI_PARTS:
+                supported = ", ".join(sorted(_OPENAI_PARTS))
+                return (
+                    f"Invalid value: {kind!r} for a content part's type; supported values "
+                    f"are: {supported} (an image is {{'type': 'image_url', 'image_url': "
+                    "{'url': ...}}; the mock refuses what the provider would)"
+                )
+    return None
 
 
 def mock_body(model: str, request: LLMRequest) -> dict[str, Any]:

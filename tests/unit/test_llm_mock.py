@@ -114,3 +114,50 @@ async def test_first_call_loads_the_encoding_off_the_loop_and_outside_its_latenc
     assert first.usage.input_tokens == estimate_tokens(
         [{"role": "user", "content": "Why is the sky blue?"}]
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("model", "temperature", "refused"),
+    [
+        ("mock/gpt-4o-mini", 2.0, False),
+        ("mock/gpt-4o-mini", 5.0, True),  # OpenAI: 0 to 2
+        ("mock/gpt-4o-mini", -0.1, True),
+        ("mock/gemini-2.5-flash", 2.0, False),
+        ("mock/gemini-2.5-flash", 2.5, True),
+        ("mock/claude-haiku-4-5", 1.0, False),
+        ("mock/claude-haiku-4-5", 1.5, True),  # Anthropic: 0 to 1
+    ],
+)
+async def test_mock_refuses_a_temperature_its_provider_refuses(
+    model: str, temperature: float, refused: bool
+) -> None:
+    from baton_nb import ProviderError
+
+    if not refused:
+        await complete(_req(model, temperature=temperature))
+        return
+    with pytest.raises(ProviderError) as caught:
+        await complete(_req(model, temperature=temperature))
+    assert caught.value.status == 400 and not caught.value.retryable
+    assert f"invalid temperature {temperature:g}" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_mock_of_an_openai_model_refuses_a_part_openai_refuses() -> None:
+    """An Anthropic-style image part sent to an OpenAI model: OpenAI answers 400 (its chat
+    API takes the messages as written); the mock said nothing and answered without it."""
+    from baton_nb import ProviderError
+
+    anthropic_image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
+    content = [{"type": "text", "text": "What is in it?"}, anthropic_image]
+    request = LLMRequest("mock/gpt-4o-mini", ({"role": "user", "content": content},))
+    with pytest.raises(ProviderError, match="Invalid value: 'image'") as caught:
+        await complete(request)
+    assert caught.value.status == 400 and "image_url" in str(caught.value)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    fine = [{"type": "text", "text": "What is in it?"}, image]
+    await complete(LLMRequest("mock/gpt-4o-mini", ({"role": "user", "content": fine},)))
