@@ -34,7 +34,7 @@ from ._errors import (
 from ._outcomes import Discard, Snooze
 from ._prune import PruneResult, prune
 from ._query import report, runs
-from ._run import CallRecord, Run, StepInfo
+from ._run import CallRecord, NotebookView, Run, StepInfo
 from ._usage import Usage
 from ._watch import watch
 from .events import (
@@ -123,3 +123,32 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'baton_nb' has no attribute {name!r}")
+
+
+class _ViewOnFirstShow:
+    """``Run.notebook_view`` until ``baton_nb.widget`` is imported.
+
+    The runtime shows a Run through the view registered on ``Run.notebook_view`` and imports
+    no view (DESIGN §1); the widget package registers itself when imported, which a
+    ``wf.run()`` in a kernel does. A Run shown in a kernel that never ran one
+    (``bn.Run.load``, ``await wf.submit(...)``, ``bn.SubmittedRun.attach`` after a restart)
+    would get a line of text. The package front, above every layer, registers this stand-in:
+    the first Run shown imports the widget package (ipywidgets: not before, so ``import
+    baton_nb`` and a script's run stay without it) and hands every Run to its view.
+    """
+
+    def _view(self) -> NotebookView:
+        from .widget import notebook_view
+
+        Run.notebook_view = notebook_view
+        return notebook_view
+
+    def display(self, run: Run) -> None:
+        self._view().display(run)
+
+    def static_html(self, run: Run) -> str:
+        return self._view().static_html(run)
+
+
+if Run.notebook_view is None:
+    Run.notebook_view = _ViewOnFirstShow()

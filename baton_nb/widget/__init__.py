@@ -12,7 +12,7 @@ from ._snapshot import snapshot_bundle
 from ._state import stored_state
 from ._static import static_html
 
-__all__ = ["Attached", "DagWidget", "TextProgress", "attach", "in_kernel"]
+__all__ = ["Attached", "DagWidget", "TextProgress", "attach", "in_kernel", "notebook_view"]
 
 
 class Attached:
@@ -73,4 +73,7 @@ class _NotebookView:
         return static_html(run)
 
 
-Run.notebook_view = _NotebookView()
+# Registered on import; the package front (baton_nb/__init__.py) also reaches it on the
+# first Run shown in a kernel that never imported this package.
+notebook_view = _NotebookView()
+Run.notebook_view = notebook_view

@@ -226,7 +226,11 @@ def _check_batch(nb: Any, tmp_path: Path) -> None:
     saving = _text(_cell(nb, "[batch] = run.batches.values()"))
     assert re.search(r"50 calls in one mock batch \(done\): paid \$0\.\d+, \$0\.\d+ less", saving)
     assert "(50% off)" in saving
-    waiting = _text(_cell(nb, "import baton_nb as bn\nfrom batch_demo import DB, wf\n\n[last]"))
+    loaded = _cell(nb, "import baton_nb as bn\nfrom batch_demo import DB, wf\n\n[last]")
+    # after the restart: `stored` (bn.Run.load, the widget package never imported) as the
+    # cell's result shows the saved DAG snapshot, not a line of text
+    _assert_dag_shown(loaded, ["reviews", "sentiment", "tally"], "cancelled")
+    waiting = _text(loaded)
     assert "waiting for: [('running', 200)]" in waiting or "('submitted', 200)" in waiting
     _assert_dag_shown(_cell(nb, "resumed = await wf.run("), ["reviews", "sentiment", "tally"])
     final = _text(_cell(nb, "batches = list(resumed.batches.values())"))
