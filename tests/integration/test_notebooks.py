@@ -382,3 +382,24 @@ def test_notebook_02_rerun_with_the_cache_buys_nothing(
     assert re.search(
         r"Cost: \$0 for 1 run, 0 calls, .*4 answered from the cache \(\$0\.\d+ saved\)", texts[1]
     )
+
+
+def test_notebook_07_runs_again_in_the_same_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second Run All of notebook 07 in the folder of the first (its database, with the
+    answers the first cached): its cached section's first run still pays and the second
+    pays nothing, as the first Run All showed."""
+    for _ in range(2):
+        nb = _execute("07_spend_less.ipynb", tmp_path, monkeypatch)
+        errors = [o for c in nb.cells for o in c.get("outputs", ()) if o.output_type == "error"]
+        assert not errors, [f"{o.ename}: {o.evalue}" for o in errors]
+        cached = _text(_cell(nb, "report = second.report()"))
+        assert re.search(r"first run paid \$0\.\d+ for 40 calls", cached), cached
+        assert "second run: 0 calls paid, 40 answered from the cache" in cached
+    with closing(sqlite3.connect(tmp_path / "notebook_runs.db")) as con:
+        paid = con.execute(
+            "SELECT COUNT(*) FROM workflow_step_stats WHERE NOT replayed AND NOT cached"
+        ).fetchone()
+        hits = con.execute("SELECT SUM(hits) FROM workflow_cache").fetchone()
+    assert paid == (160,) and hits == (80,)  # each Run All: 40 budgeted, 40 cached first run
