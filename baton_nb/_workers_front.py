@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -89,18 +90,26 @@ def _detached(run: SubmittedRun, exc: BaseException) -> None:
     """The cell stopped before the run ended: the run goes on on the workers; say how to
     follow it again. An interrupt (DESIGN §4) ends a notebook cell with that message alone,
     no traceback through the library (IPython shows ``_render_traceback_``)."""
-    where = f", db={safe_url(run.db)!r}" if run.db else ""
+    where = f", db={_literal(safe_url(run.db))}" if run.db else ""
+    # the code on lines of its own, copied and run as is (as the in-process resume line)
     message = (
-        f"detached from run {run.id}: it goes on on the workers. Follow it again with "
-        f"run = await bn.SubmittedRun.attach({run.id!r}{where}); await run.wait() "
-        f"(or bn.watch({run.id!r}{where}); run.cancel() cancels it)"
+        f"detached from run {run.id}: it goes on on the workers. Follow it again and wait "
+        "for its end (run.cancel() cancels it) with:\n"
+        f"run = await bn.SubmittedRun.attach({_literal(run.id)}{where})\n"
+        "await run.wait()"
     )
     stopped: BaseException = exc
     if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) and _in_ipython():
+        lines = message.splitlines()
         with contextlib.suppress(AttributeError):  # no __dict__: the message printed
-            stopped._render_traceback_ = lambda: [message]  # type: ignore[attr-defined]
+            stopped._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
             return
     print(message)
+
+
+def _literal(text: str) -> str:
+    """``text`` as a Python string literal in double quotes (JSON's escapes are Python's)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _in_ipython() -> bool:

@@ -148,9 +148,10 @@ async def test_an_interrupt_detaches_with_the_message_alone(
     run_id = shown.runs[0].id
     lines = caught.value._render_traceback_()  # type: ignore[attr-defined]
     assert lines == [
-        f"detached from run {run_id}: it goes on on the workers. Follow it again with "
-        f"run = await bn.SubmittedRun.attach({run_id!r}, db={workers.db!r}); await run.wait() "
-        f"(or bn.watch({run_id!r}, db={workers.db!r}); run.cancel() cancels it)"
+        f"detached from run {run_id}: it goes on on the workers. Follow it again and wait "
+        "for its end (run.cancel() cancels it) with:",
+        f'run = await bn.SubmittedRun.attach("{run_id}", db="{workers.db}")',
+        "await run.wait()",
     ]
     assert lines[0] not in capsys.readouterr().out  # said once: as the traceback
     # Outside IPython (a script) the message is printed, the exception as it is.
