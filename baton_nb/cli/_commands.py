@@ -16,7 +16,7 @@ from .._prune import prune
 from .._query import report, runs
 from .._run import Run
 from .._states import RunStatus
-from ..reports import GROUP_KEYS, CostReport, CostRow, summary_text
+from ..reports import GROUP_KEYS, CostReport, CostRow, grouped_text, summary_text
 from ..store import ReadStore, Store
 from ._output import out as _out
 from ._show import CHILDREN_SHOWN, render_run
@@ -135,12 +135,12 @@ async def cmd_report(args: argparse.Namespace) -> int:
         # The totals and the file: the table itself is in the CSV (a 1,000-child map's
         # table is a thousand lines); --table prints it too.
         _out(summary_text(rep))
-    elif args.by == "step":
-        _out(str(rep.by_step()))
+    elif args.by == "step":  # the Cost: line, then the table and its total row
+        _out(grouped_text(rep, rep.by_step()))
     elif args.by == "model":
-        _out(str(rep.by_model()))
+        _out(grouped_text(rep, rep.by_model()))
     elif args.by == "run":
-        _out(str(rep.by_run()))
+        _out(grouped_text(rep, rep.by_run()))
     else:
         _out(str(rep))
     if args.csv:

@@ -6,7 +6,7 @@ Reads stored rows only: never imports the runtime.
 from .._money import fmt_money, normalize_money, plural
 from ..store import FanoutChild
 from ._cost import GROUP_KEYS, Breakdown, CostReport
-from ._render import summary_text, text_table
+from ._render import grouped_text, summary_text, text_table
 from ._rows import CSV_COLUMNS, CostRow, ModelComparison, Totals
 from ._runs import RunList, RunSummary, local_time
 from ._when import as_duration, as_time, parse_duration
@@ -25,6 +25,7 @@ __all__ = [
     "as_duration",
     "as_time",
     "fmt_money",
+    "grouped_text",
     "local_time",
     "normalize_money",
     "parse_duration",

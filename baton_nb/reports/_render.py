@@ -10,12 +10,13 @@ from .._money import fmt_money, no_math_html, plural
 from ._rows import ModelComparison, Totals
 
 if TYPE_CHECKING:
-    from ._cost import CostReport
+    from ._cost import Breakdown, CostReport
 
 __all__ = [
     "MAX_HTML_ROWS",
     "breakdown_html",
     "breakdown_text",
+    "grouped_text",
     "report_html",
     "report_text",
     "summary_text",
@@ -219,10 +220,23 @@ def _comparison_text(models: Mapping[str, ModelComparison]) -> str:
     return text_table(("", *models), body)
 
 
-def breakdown_text(key: str, items: Mapping[str, Totals]) -> str:
-    columns = _columns(items.values())
+def breakdown_text(key: str, items: Mapping[str, Totals], total: Totals | None = None) -> str:
+    """The table of ``report.by_step()`` (``by_model``, ``by_run``); with ``total``, ended
+    by a ``total`` row as :func:`report_text`'s table."""
+    columns = _columns([*items.values(), *([total] if total is not None else [])])
     body = [[name, *_cells(t, columns)] for name, t in items.items()]
+    if total is not None:
+        body.append(["total", *_cells(total, columns)])
     return text_table((key, *_names(columns)), body)
+
+
+def grouped_text(report: CostReport, items: Breakdown) -> str:
+    """``baton-nb report --by ...``: the totals of :func:`summary_text` (the ``Cost: $...``
+    line, each run's budget line), then the table per step, model or run with its total
+    row, as the ungrouped report starts and ends its table."""
+    if not report.rows:
+        return summary_text(report)
+    return "\n".join([summary_text(report), breakdown_text(items.key, items, report.totals())])
 
 
 # ── HTML ──────────────────────────────────────────────────────────────────────

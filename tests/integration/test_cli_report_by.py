@@ -104,3 +104,34 @@ def test_report_by_csv_keeps_a_groups_known_cost_beside_its_unpriced_calls(
     assert by_model["mock/zzqq-unpriced"]["cost_usd"] == ""
     assert by_model["mock/zzqq-unpriced"]["unpriced_calls"] == "1"
     assert by_model["mock/gpt-4o-mini"]["unpriced_calls"] == "0"
+
+
+def test_report_by_starts_with_the_cost_line_and_ends_with_a_total_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--by`` (with ``--csv --table`` too) prints what the ungrouped report does around
+    its table: the ``Cost: $...`` headline first, a ``total`` row last."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BATON_NB_DB", raising=False)
+    assert main(["demo", "--prompts", "2"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--csv", "plain.csv"]) == 0
+    headline = capsys.readouterr().out.splitlines()[0]
+    assert headline.startswith("Cost: $") and "for 2 runs, 8 calls" in headline
+    assert main(["report", "--table"]) == 0
+    plain_total = next(
+        line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("total")
+    )
+
+    for by, groups in (("step", 2), ("model", 3), ("run", 2)):
+        for extra in ([], ["--csv", f"{by}.csv", "--table"]):
+            assert main(["report", "--workflow", "baton-demo", "--by", by, *extra]) == 0
+            lines = capsys.readouterr().out.splitlines()
+            assert lines[0] == headline, (by, extra)
+            assert lines[1].split()[0] == by
+            total = lines[2 + groups].split()
+            assert total[0] == "total" and total[1:] == plain_total[1:], (by, extra, lines)
+            if extra:
+                assert lines[3 + groups].startswith(f"wrote {groups} rows (one per {by})")
+            else:
+                assert len(lines) == 3 + groups

@@ -11,7 +11,7 @@ import pytest
 
 import baton_nb as bn
 from baton_nb.cli import main
-from baton_nb.reports import summary_text
+from baton_nb.reports import grouped_text, summary_text
 
 ITEMS = 30
 
@@ -70,7 +70,8 @@ def test_csv_with_table_prints_both(
 
     assert main(["report", run.id, "--by", "step", "--csv", str(path), "--table", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert out == f"{run.report().by_step()}\nwrote 1 row (one per step) to {path}\n"
+    grouped = grouped_text(run.report(), run.report().by_step())  # Cost: line, table, total
+    assert out == f"{grouped}\nwrote 1 row (one per step) to {path}\n"
 
 
 def test_by_with_csv_prints_the_totals_too(
