@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -487,6 +488,73 @@ async def test_non_json_result_is_an_error_naming_the_step(db_url: str, unique: 
     step = run.steps["weird"]
     assert step.state == "discarded" and step.attempt == 1  # no pointless retries
     assert "ResultNotSerializable" in (step.error or "") and "'weird'" in (step.error or "")
+
+
+async def test_decimal_result_is_stored_exactly_as_a_decimal_string(sqlite_url: str) -> None:
+    """A step may return the library's own money (``completion.cost``, a ``Decimal``): it
+    is stored as its exact decimal string, no exponent, no trailing zeros, and a dependent
+    gets that str in the run as after it (``Run.load``). It used to fail the step with
+    ``Object of type Decimal is not JSON serializable``."""
+    wf = bn.Workflow("decimal-results", db=sqlite_url)
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> object:
+        c = await ctx.complete(model="mock/gpt-4o-mini", prompt="hello")
+        assert c.cost is not None
+        return {"text": c.text, "cost": c.cost, "tiny": Decimal("1E-7"), "z": Decimal("1.50")}
+
+    @wf.step()
+    async def seen(ctx: bn.Context, ask: dict[str, object]) -> object:
+        return [type(ask["cost"]).__name__, ask["tiny"], ask["z"]]
+
+    run = await wf.run(display=False)
+    assert run.status == "completed", run.steps["ask"].error
+    cost = run.results["ask"]["cost"]
+    assert isinstance(cost, str) and Decimal(cost) == run.cost and "E" not in cost
+    assert run.results["seen"] == ["str", "0.0000001", "1.5"]
+    loaded = await bn.Run.load(run.id, db=sqlite_url)
+    assert loaded.results == run.results
+
+
+async def test_result_not_stored_names_where_what_and_what_to_return(sqlite_url: str) -> None:
+    """A ``Completion`` returned (whole or inside the value) or any object: the message
+    names its type and where it is in the value, and what to return instead (the step
+    is discarded; the paid call is kept)."""
+    wf = bn.Workflow("unstorable-results", db=sqlite_url)
+
+    @wf.step()
+    async def whole(ctx: bn.Context) -> object:
+        return await ctx.complete(model="mock/gpt-4o-mini", prompt="hello")
+
+    @wf.step()
+    async def nested(ctx: bn.Context) -> object:
+        c = await ctx.complete(model="mock/gpt-4o-mini", prompt="hello")
+        return {"answers": [c.text, c]}
+
+    @wf.step()
+    async def other(ctx: bn.Context) -> object:
+        return {"ok": 1, "when": [object()]}
+
+    run = await wf.run(display=False)
+    fix = (
+        "return its text (c.text), its structured answer (c.parsed) or a dict of the "
+        'fields you need, e.g. {"text": c.text, "cost": c.cost}'
+    )
+    assert run.steps["whole"].error == (
+        "ResultNotSerializable: step 'whole' returned a Completion, which cannot be stored "
+        f"as JSON; {fix}"
+    )
+    assert run.steps["nested"].error == (
+        "ResultNotSerializable: step 'nested' returned a value that cannot be stored as "
+        f"JSON: result['answers'][1] is a Completion; {fix}"
+    )
+    assert run.steps["other"].error == (
+        "ResultNotSerializable: step 'other' returned a value that cannot be stored as "
+        "JSON: result['when'][0] is an object; return dicts, lists, str, int, float, bool, "
+        "None, Decimal or a pydantic model (e.g. its fields as a dict, or str(...))"
+    )
+    assert all(run.steps[s].state == "discarded" for s in ("whole", "nested", "other"))
+    assert run.cost > 0  # the calls made are kept and counted
 
 
 async def test_result_that_fails_to_encode_otherwise_is_an_error_naming_the_step(
