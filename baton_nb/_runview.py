@@ -35,6 +35,7 @@ __all__ = [
     "budget_resume_line",
     "cache_savings",
     "count_unstored",
+    "spend_state",
     "status_text",
 ]
 
@@ -193,11 +194,35 @@ class SpendState:
     spent: Decimal = Decimal(0)
     reserved: Decimal = Decimal(0)
     reason: str | None = None
+    # What the run's provider batches cost: not held to the budget (docs/spend_less.md,
+    # Limits), so not in ``spent``; filled by ``spend_state`` for the views.
+    batched: Decimal = Decimal(0)
 
     def text(self) -> str:
-        """``$0.42 spent of $2.50 ($0.01 reserved)``: the one way every view says it."""
+        """``$0.42 spent of $2.50 ($0.01 reserved)``: the one way every view says it; with
+        calls in provider batches, ``$0 of $1 spent by calls held to the budget; $0.0002
+        in provider batches, not held to it``: never a bare ``$0 spent`` on a run that
+        paid for batches."""
         held = f" (${fmt_money(self.reserved)} reserved)" if self.reserved else ""
-        return f"${fmt_money(self.spent)} spent of ${fmt_money(self.budget)}{held}"
+        spent, budget = fmt_money(self.spent), fmt_money(self.budget)
+        if not self.batched:
+            return f"${spent} spent of ${budget}{held}"
+        return (
+            f"${spent} of ${budget} spent by calls held to the budget{held}; "
+            f"${fmt_money(self.batched)} in provider batches, not held to it"
+        )
+
+
+def spend_state(view: RunView) -> SpendState | None:
+    """``view.spend`` as the views show it: with what its provider batches cost so far
+    (``batched``), which the budget does not hold. ``view.spend`` itself is the budget's
+    live state (the runtime updates it in place): a copy when there are batches."""
+    state = view.spend
+    if state is None or not view.batches:
+        return state
+    costs = [b.cost for b in view.batches.values() if b.cost is not None]
+    batched = normalize_money(sum_money(costs))
+    return replace(state, batched=batched) if batched else state
 
 
 def cache_savings(view: RunView) -> tuple[int, Decimal]:

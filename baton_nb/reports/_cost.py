@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
 
 from .._money import LowerBound, fmt_money, normalize_money, plural, sum_money
-from .._runview import SpendState
+from .._runview import SpendState, spend_state
 from .._states import NodeKind
 from .._usage import Usage
 from ..store import FanoutChild, StatAggregate
@@ -166,8 +166,9 @@ class CostReport(_RowTotals):
         for run in runs:
             rows.extend(_rows_of_run(run, reprice))
             children.extend(_children_of_run(run))
-            if run.spend is not None:
-                budgets[run.id] = run.spend
+            spend = spend_state(run)
+            if spend is not None:
+                budgets[run.id] = spend
         report = cls(rows, children)
         report.budgets = budgets
         return report

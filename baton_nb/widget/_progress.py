@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .._money import fmt_money, plural
 from .._run import Run
-from .._runview import cache_savings, status_text
+from .._runview import cache_savings, spend_state, status_text
 from ._throttle import Throttle
 
 __all__ = ["TextProgress"]
@@ -30,9 +30,10 @@ _FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} completed [{e
 def spend_texts(run: Run) -> list[str]:
     """The budget and the cache (DESIGN §11) in the text progress line."""
     out = []
-    if run.spend is not None:
-        reached = " · budget reached" if run.spend.reason else ""
-        out.append(f"budget: {run.spend.text()}{reached}")
+    spend = spend_state(run)
+    if spend is not None:
+        reached = " · budget reached" if spend.reason else ""
+        out.append(f"budget: {spend.text()}{reached}")
     cached, saved = cache_savings(run)
     if cached:
         out.append(f"{plural(cached, 'call')} cached (${fmt_money(saved)} saved)")

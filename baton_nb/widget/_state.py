@@ -18,7 +18,7 @@ from typing import Any
 
 from .._money import fmt_money
 from .._run import CallRecord, Run, StepInfo
-from .._runview import cache_savings
+from .._runview import cache_savings, spend_state
 from .._states import State
 
 __all__ = [
@@ -438,7 +438,7 @@ def header(run: Run, *, cancellable: bool, cancelling: bool, source: str) -> dic
 def spend(run: Run) -> dict[str, Any]:
     """The run's budget and the response cache (DESIGN §11), as the header's spend line
     shows them: spent, reserved and the budget, why the run stopped; calls cached, saved."""
-    state = run.spend
+    state = spend_state(run)
     cached, saved = cache_savings(run)
     return {
         "spend": None
@@ -448,6 +448,7 @@ def spend(run: Run) -> dict[str, Any]:
             "s": _money(state.spent),
             "r": _money(state.reserved),
             "why": state.reason,
+            **({"bt": _money(state.batched)} if state.batched else {}),
         },
         "cached": cached,
         "saved": _money(saved),

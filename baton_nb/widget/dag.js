@@ -25,7 +25,8 @@
 //           failed, cancellable, cancelling,
 //           batches: [{k, step, m: model, st: state, n: requests, ok: answered, f: failed,
 //                      c: cost, sv: saved, d: discount, rid: provider's id}],
-//           spend: {b: budget, s: spent, r: reserved, why: reason} | null,
+//           spend: {b: budget, s: spent, r: reserved, why: reason, bt: cost of the run's provider
+//                   batches, not held to the budget (only when not 0)} | null,
 //           cached: calls answered from the response cache, saved: what they saved}
 // Layout, aggregation and formatting live here and only here.
 //
@@ -159,7 +160,12 @@ export function spendLine(hd) {
   if (s) {
     const held = Number(s.r) ? ` (${fmtCost(s.r)} reserved)` : "";
     const reached = s.why ? ` · <span class="bn-budget-reached">budget reached</span>` : "";
-    parts.push(`<b>budget</b> ${fmtCost(s.s)} spent of ${fmtCost(s.b)}${held}${reached}`);
+    // Calls in provider batches are not held to the budget (docs/spend_less.md, Limits):
+    // said apart, as SpendState.text() says it, never a bare "$0 spent" on a paid run.
+    const spent = s.bt
+      ? `${fmtCost(s.s)} of ${fmtCost(s.b)} spent by calls held to the budget${held}; ${fmtCost(s.bt)} in provider batches, not held to it`
+      : `${fmtCost(s.s)} spent of ${fmtCost(s.b)}${held}`;
+    parts.push(`<b>budget</b> ${spent}${reached}`);
   }
   if (hd.cached) {
     const calls = `${hd.cached.toLocaleString()} call${hd.cached === 1 ? "" : "s"}`;

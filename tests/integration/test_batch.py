@@ -602,6 +602,43 @@ async def test_a_batched_step_under_a_budget_is_said_at_run_start(
     ]
 
 
+async def test_the_budget_line_says_what_batches_cost_apart(sqlite_url: str) -> None:
+    """Batched calls are not held to the budget (docs/spend_less.md, Limits): the budget
+    line says what they cost apart, the same in ``spend.text()``, the report, the text
+    progress line and the widget's header, live and loaded. It used to read ``$0 spent
+    of $1`` under ``Cost: $0.000211625``."""
+    from baton_nb._runview import spend_state
+    from baton_nb.widget import _state
+    from baton_nb.widget._progress import spend_texts
+
+    wf = bn.Workflow("budget-line-batch", db=sqlite_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[str]:
+        return [f"review {i}" for i in range(4)]
+
+    @wf.step(map_over="items", batch=True)
+    async def senti(ctx: bn.Context) -> str:
+        prompt = f"Sentiment? {ctx.item}"
+        return (await ctx.complete(model="mock/gpt-4o-mini", prompt=prompt, max_tokens=20)).text
+
+    run = await wf.run(display=False, budget="1")
+    assert run.status == "completed" and run.cost > 0
+    line = (
+        f"$0 of $1 spent by calls held to the budget; ${fmt_money(run.cost)} in provider "
+        "batches, not held to it"
+    )
+    loaded = await bn.Run.load(run.id, db=sqlite_url)
+    for view in (run, loaded):
+        state = spend_state(view)
+        assert state is not None and state.text() == line
+        assert f"Budget of run {run.id}: {line}" in str(view.report())
+        assert spend_texts(view)[0] == f"budget: {line}"
+        header = _state.header(view, cancellable=False, cancelling=False, source="stored")
+        assert header["spend"]["bt"] == fmt_money(run.cost) and header["spend"]["s"] == "0"
+    assert run.spend is not None and run.spend.batched == 0  # the live budget, unchanged
+
+
 async def test_reports_say_batched_calls_were_paid_at_batch_rates_and_read_back(
     fake_providers: FakeProviderServer, db_url: str, unique: str
 ) -> None:
