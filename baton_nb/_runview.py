@@ -117,7 +117,7 @@ class StepInfo:
 
     def add_call(self, call: CallRecord) -> None:
         if call.is_unanswered and call.cost is not None:  # a charge, not a call
-            self.cost = add_money(self.cost, call.cost)
+            self.cost = _plus(self.cost, call.cost)
             return
         self.calls += 1
         if call.replayed:
@@ -134,7 +134,14 @@ class StepInfo:
         if call.cost is None:
             self.unpriced_calls += 1
         else:
-            self.cost = add_money(self.cost, call.cost)
+            self.cost = _plus(self.cost, call.cost)
+
+
+def _plus(total: Decimal, cost: Decimal) -> Decimal:
+    """``total + cost`` without trailing zeros (``0.00012815 + 0.00006685`` is
+    ``0.000195``, not ``0.00019500``): the call's own cost when ``total`` is 0 (a step's
+    first call, a map child's only one: no sum made). A call's cost has none already."""
+    return normalize_money(add_money(total, cost)) if total else cost
 
 
 @dataclass(frozen=True)
@@ -408,7 +415,7 @@ class RunView:
             usage = usage + child.usage
             cost = add_money(cost, child.cost)
             unpriced += child.unpriced_calls
-        return StepTotals(calls, usage, cost, unpriced)
+        return StepTotals(calls, usage, normalize_money(cost), unpriced)
 
     # ── updates: the one path that changes a run ──────────────────────────────
 

@@ -80,7 +80,7 @@ class Totals:
     @property
     def cost(self) -> Decimal | None:
         """USD, or ``None`` (unknown) if any call's model has no known price."""
-        return None if self.unpriced_calls else self.known_cost
+        return None if self.unpriced_calls else normalize_money(self.known_cost)
 
     @property
     def complete(self) -> bool:
@@ -207,7 +207,7 @@ class CostRow(Totals):
         None when nothing in the row was priced (its calls all unpriced, no charge)."""
         if self.unpriced_calls and self.unpriced_calls >= self.calls and not self.known_cost:
             return None
-        return self.known_cost
+        return normalize_money(self.known_cost)
 
     @property
     def base_step(self) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from .._errors import ConfigurationError
-from .._money import sum_money
+from .._money import normalize_money, sum_money
 
 if TYPE_CHECKING:
     from ..llm import Completion
@@ -68,7 +68,7 @@ class ToolRun:
         costs = [c.cost for c in self.completions]
         if any(c is None for c in costs):
             return None
-        return sum_money(c for c in costs if c is not None)
+        return normalize_money(sum_money(c for c in costs if c is not None))
 
 
 class _Function:

@@ -226,12 +226,33 @@ export function fmtCost(value) {
   const n = Number(value);
   if (!isFinite(n)) return `$${value}`;
   if (n === 0) return "$0";
-  if (n >= 100) return `$${n.toFixed(0)}`;
-  if (n >= 1) return `$${n.toFixed(2)}`;
-  if (n >= 0.01) return `$${n.toFixed(4)}`;
-  let digits = 2 - Math.floor(Math.log10(n));
-  digits = Math.min(Math.max(digits, 4), 10);
-  return `$${n.toFixed(digits)}`;
+  let digits = 10;
+  if (n >= 100) digits = 0;
+  else if (n >= 1) digits = 2;
+  else if (n >= 0.01) digits = 4;
+  else digits = Math.min(Math.max(2 - Math.floor(Math.log10(n)), 4), 10);
+  // The kernel sends money as exact decimal strings: rounded on the digits, half up
+  // (0.0001425 -> 0.000143; a float's toFixed gave 0.000142, its binary value being below)
+  return `$${typeof value === "string" ? toFixedExact(value, digits) : n.toFixed(digits)}`;
+}
+
+// A plain decimal string (``0.0001425``, as fmt_money writes money) rounded half up to
+// ``digits`` fraction digits, on its digits (no float); anything else: Number's toFixed.
+export function toFixedExact(text, digits) {
+  const m = /^(\d+)(?:\.(\d*))?$/.exec(text);
+  if (!m) return Number(text).toFixed(digits);
+  const whole = m[1];
+  const frac = m[2] || "";
+  const kept = (whole + frac.slice(0, digits).padEnd(digits, "0")).split("");
+  if (frac.length > digits && frac[digits] >= "5") {
+    let i = kept.length - 1;
+    while (i >= 0 && kept[i] === "9") kept[i--] = "0";
+    if (i >= 0) kept[i] = String(Number(kept[i]) + 1);
+    else kept.unshift("1");
+  }
+  const all = kept.join("");
+  const int = all.slice(0, all.length - digits).replace(/^0+(?=\d)/, "");
+  return digits ? `${int}.${all.slice(all.length - digits)}` : int;
 }
 
 // A cost that may miss calls of unknown price: never a bare "$0" for an unknown price.

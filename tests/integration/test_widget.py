@@ -1305,3 +1305,23 @@ def test_the_gone_line_is_for_a_run_still_going(tmp_path: Path) -> None:
         ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [[True, ""], [True, ""], [False, ""], [False, ""]]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_costs_on_cards_round_half_up_on_the_exact_decimal(tmp_path: Path) -> None:
+    """dag.js ``fmtCost``: the kernel sends money as exact decimal strings; a card showing
+    three significant digits rounds them half up on the digits (``0.0001425`` read
+    ``$0.000142``: the float below it, rounded by ``toFixed``); carries run through."""
+    values = ["0.0001425", "0.0001424999", "0.000211625", "0.0999995", "9.995", "199.5", "0"]
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ fmtCost }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify({json.dumps(values)}.map(fmtCost)))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [
+        "$0.000143", "$0.000142", "$0.000212", "$0.1000", "$10.00", "$200", "$0",
+    ]  # fmt: skip
