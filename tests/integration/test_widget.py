@@ -1325,3 +1325,29 @@ def test_costs_on_cards_round_half_up_on_the_exact_decimal(tmp_path: Path) -> No
     assert json.loads(out.stdout) == [
         "$0.000143", "$0.000142", "$0.000212", "$0.1000", "$10.00", "$200", "$0",
     ]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run dag.js")
+def test_the_headers_budget_line_says_what_batches_cost_apart(tmp_path: Path) -> None:
+    """dag.js ``spendLine``: with ``bt`` (what the run's provider batches cost, not held
+    to the budget) the line says it apart, as ``SpendState.text()`` does; without, as
+    before."""
+    spends = [
+        {"spend": {"b": "1", "s": "0", "r": "0", "why": None, "bt": "0.000211625"}},
+        {"spend": {"b": "1", "s": "0.5", "r": "0", "why": None}},
+    ]
+    module = tmp_path / "dag.mjs"
+    module.write_text((ROOT / "baton_nb" / "widget" / "dag.js").read_text())
+    script = (
+        f"import {{ spendLine }} from {json.dumps(module.as_uri())};"
+        f"console.log(JSON.stringify({json.dumps(spends)}.map(spendLine)))"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
+    batched, plain = json.loads(out.stdout)
+    assert (
+        "<b>budget</b> $0 of $1.00 spent by calls held to the budget; $0.000212 in provider "
+        "batches, not held to it</div>"
+    ) in batched
+    assert "<b>budget</b> $0.5000 spent of $1.00</div>" in plain
