@@ -20,6 +20,7 @@ from ._money import parse_budget
 if TYPE_CHECKING:
     from ._run import Run
     from .runtime import SubmittedRun
+    from .runtime._submit import Following
     from .runtime._unfinished import Edited, Unfinished
 
 __all__ = ["Workflow"]
@@ -287,16 +288,25 @@ class Workflow:
         the run (a resume may raise it); default: the workflow's ``budget``, or on a
         resume the run's stored one (docs/spend_less.md). ``workers=True``: submit the run
         to the worker processes (Postgres, ``wf.submit``), show it and wait for it;
-        interrupting detaches.
+        interrupting detaches; run again while that run is pending or running on the
+        workers, it follows it instead of submitting another (``resume=False``: submit).
         """
 
         resume = _check_bool(f"workflow {self.name!r}: run()", "resume", resume)
         if _check_bool(f"workflow {self.name!r}: run()", "workers", workers):
             from ._workers_front import run_on_workers
 
+            where = f"workflow {self.name!r}: run()"
+            model_map = _check_run_options(self, where, concurrency, models)
+            db = _check_db(db) or self.db
+
+            def following(found: Following) -> None:
+                _tell(found.message(_name_in_notebook(self)), display)
+
             self.last_run = await run_on_workers(
-                self, params, run_id, budget, db, concurrency, models, display, _show_progress
-            )
+                self, params, run_id, budget, db, concurrency, model_map, display,
+                _show_progress, resume, following,
+            )  # fmt: skip
             return self.last_run
 
         graph = self.graph()
@@ -384,15 +394,7 @@ async def _run_here(
         shown.append(_show_progress(run, display))
 
     def resuming(found: Unfinished | Edited) -> None:
-        line = found.message(_name_in_notebook(wf), model_map)
-        if display is False:
-            # Nothing is shown, yet picking up an old run (or leaving one for a new run that
-            # pays again) must not go unnoticed: a warning of the baton_nb logger, which
-            # Python prints on stderr when logging is not set up.
-            logger.warning("%s", line)
-            return
-        logger.info("%s", line)
-        print(line)
+        _tell(found.message(_name_in_notebook(wf), model_map), display)
 
     try:
         run = await execute_run(
@@ -425,6 +427,18 @@ async def _run_here(
     if live and run.status == "cancelled" and display is not False:
         print(run.resume_message(_name_in_notebook(wf)))
     return run
+
+
+def _tell(line: str, display: bool | str | None) -> None:
+    """The line that names a run picked up (resumed, followed) or left for a new one."""
+    if display is False:
+        # Nothing is shown, yet picking up an old run (or leaving one for a new run that
+        # pays again) must not go unnoticed: a warning of the baton_nb logger, which
+        # Python prints on stderr when logging is not set up.
+        logger.warning("%s", line)
+        return
+    logger.info("%s", line)
+    print(line)
 
 
 def _stopped(exc: BaseException, run: Run) -> bool:

@@ -18,7 +18,7 @@ from ._run import Run
 from ._watch import watch
 
 if TYPE_CHECKING:
-    from .runtime import SubmittedRun
+    from .runtime import Following, SubmittedRun
 
 __all__ = ["run_on_workers", "submit"]
 
@@ -49,17 +49,33 @@ async def run_on_workers(
     models: Mapping[str, str] | None,
     display: bool | str | None,
     show_progress: Callable[[Run, bool | str | None], Any],
+    resume: bool = False,
+    say: Callable[[Following], None] | None = None,
 ) -> Run:
-    """``wf.run(..., workers=True)``: submit, show the run live, wait for it."""
+    """``wf.run(..., workers=True)``: submit, show the run live, wait for it.
+
+    ``resume``: follow a run of the same params, models and code still pending or running
+    on the workers instead (``runtime.follow_submitted``: a kernel restarted while it
+    waited, the cell run again), told to ``say`` (which shows the line naming it);
+    ``wf.run`` passes its ``resume=``."""
     if budget is not None or run_id is not None:
         raise ConfigurationError(
             f"workflow {wf.name!r}: run(workers=True) takes neither budget= nor run_id= yet: "
             "set Workflow(budget=...) for a cap, and re-attach to a submitted run with "
             "bn.SubmittedRun.attach (docs/workers.md)"
         )
-    from .runtime import WorkersNotice, keep_workers_notice
+    from .runtime import WorkersNotice, follow_submitted, keep_workers_notice
 
-    run = await wf.submit(params, db=db, concurrency=concurrency, models=models)
+    following = None
+    if resume:
+        following = await follow_submitted(wf, params=params, db=db, models=models or {})
+    if following is not None:
+        run = following.run
+        wf.last_run = run  # live from here, as wf.submit sets it
+        if say is not None:
+            say(following)
+    else:
+        run = await wf.submit(params, db=db, concurrency=concurrency, models=models)
     try:
         async with watch(run.id, run.db or None) as live:
             handle = show_progress(live.run, display)

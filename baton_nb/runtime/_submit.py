@@ -4,6 +4,10 @@ The run and its nodes are stored as for an in-process run (status ``pending``, n
 with a submission row saying where the workers find its code: an import path and a hash
 of the steps' code, or the workflow itself by value (cloudpickle). A worker takes it from
 there; ``SubmittedRun.wait()`` follows it through the database (LISTEN/NOTIFY).
+
+``wf.run(..., workers=True)`` follows a run of the same kind still pending or running on
+the workers instead of submitting another (``find_submitted``): a kernel restarted while
+it waited, and the cell run again, must not pay for every call a second time.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -19,13 +24,24 @@ from .. import _jsonutil
 from .._dburl import safe_url
 from .._errors import ConfigurationError, RunNotFound, RunRefused
 from .._run import Run
-from .._states import RunStatus
+from .._states import NodeKind, RunStatus, State
 from .._watch import watch
-from ..store import RunRow, Store, SubmissionRow, open_worker_store, utcnow
+from ..store import (
+    RunRow,
+    RunStore,
+    SqlWorkers,
+    Store,
+    SubmissionRow,
+    open_worker_store,
+    utcnow,
+)
 from ._code import code_hash, code_ref_of, dumps_workflow
 from ._start import _encode_params, _node_rows
+from ._unfinished import resume_key
 
-__all__ = ["SubmittedRun", "submit_run"]
+__all__ = ["Following", "SubmittedRun", "follow_submitted", "submit_run"]
+
+_LOOKED_AT = 20  # the newest pending and running runs of the workflow looked at
 
 
 class SubmittedRun(Run):
@@ -125,6 +141,7 @@ async def submit_run(
         status=RunStatus.PENDING,
         created_at=now,
         executions=0,
+        resume_key=resume_key(graph, model_map),  # its kind: found by follow_submitted
     )
     try:
         store = await Store.open(db)
@@ -153,3 +170,82 @@ async def submit_run(
         await workers.close()
     run.db = str(db) if db is not None else ""
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class Following:
+    """A run of the same kind submitted earlier, still pending or running on the workers,
+    that ``wf.run(..., workers=True)`` follows instead of submitting another."""
+
+    run: SubmittedRun
+    done: int
+    total: int
+
+    def message(self, call: str) -> str:
+        """The one line the cell shows as it follows the run (``call``: the workflow's
+        name in the notebook)."""
+        run = self.run
+        state = "running on" if run.status == RunStatus.RUNNING else "waiting for"
+        return (
+            f"following run {run.id} of {run.workflow!r}, submitted earlier with the same "
+            f"params, models and code and still {state} the workers ({self.done} of "
+            f"{self.total} steps done); for a new run instead: await {call}.run(..., "
+            "workers=True, resume=False)"
+        )
+
+
+async def follow_submitted(
+    workflow: Any, *, params: Mapping[str, Any] | None, db: str | None, models: Mapping[str, str]
+) -> Following | None:
+    """The newest run of ``workflow`` submitted to the workers with these params (as
+    stored), this model map and this code (its resume key) that has not ended (pending or
+    running), with no cancel requested: followed by ``wf.run(..., workers=True)``, after
+    a kernel restart or in a second notebook, instead of a second paid run. None if there
+    is none (or the database is not Postgres: the submit that follows says so)."""
+    graph = workflow.graph()
+    params_json = _encode_params(params)
+    key = resume_key(graph, {**graph.models, **dict(models)})
+    try:
+        workers = await open_worker_store(db)
+    except ConfigurationError:
+        return None  # not Postgres: wf.submit raises its own error
+    try:
+        store = await Store.open(db)
+        try:
+            row = await find_submitted(store, workers, graph.name, params_json, key)
+            if row is None:
+                return None
+            nodes = await store.get_nodes(row.id)
+            run = SubmittedRun.from_rows(store.url, row, nodes, await store.get_stats([row.id]), [])
+        finally:
+            await store.close()
+    finally:
+        await workers.close()
+    run.db = str(db) if db is not None else ""
+    counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
+    done = sum(n.state is State.COMPLETED for n in counted)
+    return Following(run, done, len(counted))
+
+
+async def find_submitted(
+    store: RunStore, workers: SqlWorkers, workflow: str, params_json: str, key: str
+) -> RunRow | None:
+    """``follow_submitted``'s run row: the newest of the workflow's pending and running
+    runs (the 20 newest of each) with these params and resume key, submitted to the
+    workers, neither cancelled nor refused there."""
+    rows = [
+        r
+        for status in (RunStatus.RUNNING, RunStatus.PENDING)
+        for r in await store.list_runs(workflow=workflow, status=status, limit=_LOOKED_AT)
+        if r.params == params_json and r.resume_key == key
+    ]
+    if not rows:
+        return None
+    submitted = await store.submitted_run_ids([r.id for r in rows])
+    for row in sorted(rows, key=lambda r: r.created_at, reverse=True):
+        if row.id not in submitted:
+            continue  # an in-process run (wf.run() after a crash resumes it)
+        submission = await workers.get_submission(row.id)
+        if submission is not None and not submission.cancel_requested and not submission.refused:
+            return row
+    return None
