@@ -6,13 +6,10 @@ again is printed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._dburl import safe_url
+from ._detach import detached
 from ._errors import ConfigurationError
 from ._run import Run
 from ._watch import watch
@@ -96,39 +93,7 @@ async def run_on_workers(
                     handle.close()
         await asyncio.wait([notice])
     except BaseException as exc:
-        _detached(run, exc)
+        detached(run.id, run.db, exc)
         raise
     finished: Run = await run.wait()
     return finished  # the run ended: raises bn.RunRefused if a worker refused it
-
-
-def _detached(run: SubmittedRun, exc: BaseException) -> None:
-    """The cell stopped before the run ended: the run goes on on the workers; say how to
-    follow it again. An interrupt (DESIGN §4) ends a notebook cell with that message alone,
-    no traceback through the library (IPython shows ``_render_traceback_``)."""
-    where = f", db={_literal(safe_url(run.db))}" if run.db else ""
-    # the code on lines of its own, copied and run as is (as the in-process resume line)
-    message = (
-        f"detached from run {run.id}: it goes on on the workers. Follow it again and wait "
-        "for its end (run.cancel() cancels it) with:\n"
-        f"run = await bn.SubmittedRun.attach({_literal(run.id)}{where})\n"
-        "await run.wait()"
-    )
-    stopped: BaseException = exc
-    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) and _in_ipython():
-        lines = message.splitlines()
-        with contextlib.suppress(AttributeError):  # no __dict__: the message printed
-            stopped._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
-            return
-    print(message)
-
-
-def _literal(text: str) -> str:
-    """``text`` as a Python string literal in double quotes (JSON's escapes are Python's)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _in_ipython() -> bool:
-    ipython = sys.modules.get("IPython")
-    get_ipython = getattr(ipython, "get_ipython", None)
-    return get_ipython is not None and get_ipython() is not None

@@ -22,6 +22,7 @@ import anyio
 
 from .. import _jsonutil
 from .._dburl import safe_url
+from .._detach import detached
 from .._errors import ConfigurationError, RunNotFound, RunRefused
 from .._run import Run
 from .._states import NodeKind, RunStatus, State
@@ -68,10 +69,16 @@ class SubmittedRun(Run):
     async def wait(self) -> Run:
         """Wait until the run ends (on whichever workers); the finished ``bn.Run``.
 
-        Raises ``bn.RunRefused`` if a worker refused the run (other code)."""
-        async with watch(self.id, self.db) as live:
-            async for _update in live:
-                pass
+        Raises ``bn.RunRefused`` if a worker refused the run (other code). Interrupted
+        (a kernel interrupt, Ctrl-C), it ends with the short message that the run goes on
+        on the workers and how to follow it again (no traceback in a notebook)."""
+        try:
+            async with watch(self.id, self.db) as live:
+                async for _update in live:
+                    pass
+        except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+            detached(self.id, self.db, exc)
+            raise
         # Read back whole: the watcher's view is forward-only, and a step a stopped
         # coordinator left behind ran again elsewhere.
         finished = await Run.load(self.id, self.db or None)

@@ -11,6 +11,7 @@ started here: no other test's worker takes its runs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -147,3 +148,45 @@ async def test_run_with_workers_again_follows_the_run_instead_of_paying_twice(
     assert other.id not in (first.id, again.id, running.id) and other.status == "completed"
     assert (await _wait(running, procs, 60)).status == "completed"
     assert sorted(procs.marked("work").values()) == [4, 4, 4, 4]
+
+
+async def test_an_interrupted_wait_detaches_with_the_message_alone(
+    procs: WorkerProcs, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``await run.wait()`` of a submitted run interrupted (its task cancelled, as a kernel
+    interrupt does): in IPython the cell ends with the detach message of
+    ``wf.run(workers=True)`` as its whole traceback, not frames through the watcher and
+    SQLAlchemy (F18); outside IPython the message is printed. The run goes on."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    run = await follow_map.submit({"n": 2, "tag": unique}, db=POSTGRES_URL)
+    lines = [
+        f"detached from run {run.id}: it goes on on the workers. Follow it again and wait "
+        "for its end (run.cancel() cancels it) with:",
+        f'run = await bn.SubmittedRun.attach("{run.id}", db="{POSTGRES_URL}")',
+        "await run.wait()",
+    ]
+    message = "\n".join(lines)
+
+    async def interrupted() -> BaseException:
+        task = asyncio.get_running_loop().create_task(run.wait())
+        await anyio.sleep(0.5)  # waiting for the run's changes (no worker serves it yet)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+        return caught.value
+
+    shell = InteractiveShell.instance()
+    try:
+        stopped = await interrupted()
+    finally:
+        InteractiveShell.clear_instance()
+        del shell
+    assert stopped._render_traceback_() == lines  # type: ignore[attr-defined]
+    assert message not in capsys.readouterr().out  # said once: as the traceback
+    stopped = await interrupted()
+    assert not hasattr(stopped, "_render_traceback_")
+    assert message in capsys.readouterr().out
+    procs.start(f"{__name__}:follow_map")  # it went on: the next worker ends it
+    attached = await bn.SubmittedRun.attach(run.id, db=POSTGRES_URL)
+    assert (await _wait(attached, procs, 60)).status == "completed", procs.logs()

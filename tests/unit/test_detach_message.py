@@ -4,19 +4,16 @@ its code on lines of its own, that run as they are copied (the password masked).
 from __future__ import annotations
 
 import ast
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
-from baton_nb._workers_front import _detached
+from baton_nb._detach import detached
 
 RUN_ID = "3a6d0c2e9f2b4c1d8e7f6a5b4c3d2e1f"
 
 
 def _said(db: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    run: Any = SimpleNamespace(id=RUN_ID, db=db)
-    _detached(run, RuntimeError("stopped"))  # outside IPython: printed
+    detached(RUN_ID, db, RuntimeError("stopped"))  # outside IPython: printed
     return capsys.readouterr().out.splitlines()
 
 

@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
         "_states",
         "_gc",
         "_owners",
+        "_detach",
     },
     {"pricing"},
     {"llm"},
