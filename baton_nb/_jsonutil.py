@@ -77,11 +77,16 @@ def dumps_result(step: str, value: Any) -> str:
         return dumps(value)
     except Exception as exc:  # also nested too deep (RecursionError), a model_dump raising
         problem = str(exc) if isinstance(exc, (TypeError, ValueError)) else describe_error(exc)
-        found = _unstorable(value, "result", 0) if not isinstance(exc, RecursionError) else None
+        found = (
+            _unstorable(value, "result", 0, set()) if not isinstance(exc, RecursionError) else None
+        )
         if found is None:
+            instead = f"return {_STORABLE}"
+            if "Circular reference" in problem:  # the encoder's words for a value in itself
+                instead = "it contains itself: return one without the reference back"
             raise ResultNotSerializable(
                 f"step {step!r} returned a value that cannot be stored as JSON ({problem}); "
-                f"return {_STORABLE}"
+                f"{instead}"
             ) from exc
         where, what, hint = found
         if where == "result":
@@ -90,17 +95,22 @@ def dumps_result(step: str, value: Any) -> str:
             said = (
                 f"step {step!r} returned a value that cannot be stored as JSON: {where} is {what}"
             )
-        raise ResultNotSerializable(f"{said}; {hint}") from exc
+        raise ResultNotSerializable(f"{said}; {hint}" if hint else said) from exc
 
 
 def _article(name: str) -> str:
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    """``a Completion``, ``an Event``, ``a Usage``, ``a UUID`` (a leading U and a name in
+    capitals read as a consonant, mostly)."""
+    vowel = name[:1].lower() in "aeio" and not name[:2].isupper()
+    return f"{'an' if vowel else 'a'} {name}"
 
 
-def _unstorable(value: Any, where: str, depth: int) -> tuple[str, str, str] | None:
+def _unstorable(value: Any, where: str, depth: int, seen: set[int]) -> tuple[str, str, str] | None:
     """``(where, what, hint)`` for the first object in ``value`` that cannot be stored
     (``result['cost']``, ``a Completion``, what to return instead); None if none is found
-    (the error came from elsewhere: a ``model_dump`` that raised, a circular reference)."""
+    (the error came from elsewhere: a ``model_dump`` that raised, a circular reference).
+    ``seen``: the containers walked already, each once (a value that refers to itself, or
+    shares parts, is walked in linear time; the encoder said what was circular)."""
     if depth > 100 or value is None or isinstance(value, (str, bool, int)):
         return None
     name = type(value).__name__
@@ -113,26 +123,31 @@ def _unstorable(value: Any, where: str, depth: int) -> tuple[str, str, str] | No
             return None
         return where, f"Decimal('{value}')", "only finite amounts are stored: return None or a str"
     if inspect.iscoroutine(value):
-        return where, "a coroutine (a call not awaited)", "await it"
+        # what to write instead is said by the caller, which knows the step (``_attempt``)
+        return where, "a coroutine (a call not awaited)", ""
     instead = _library_object(value)
     if instead is not None:
         return where, _article(name), instead
+    if isinstance(value, (dict, list, tuple)) or dataclasses.is_dataclass(value):
+        if id(value) in seen:
+            return None
+        seen.add(id(value))
     if isinstance(value, dict):
         for key, item in value.items():
             if key is not None and not isinstance(key, (str, int, float, bool)):
                 return (
-                    f"{where}[{key!r}]",
-                    f"a key of type {type(key).__name__}",
+                    f"{where}'s key {key!r}",
+                    f"of type {type(key).__name__}",
                     "JSON keys are str (int, float, bool and None are written as str): "
                     "use str keys",
                 )
-            found = _unstorable(item, f"{where}[{key!r}]", depth + 1)
+            found = _unstorable(item, f"{where}[{key!r}]", depth + 1, seen)
             if found is not None:
                 return found
         return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            found = _unstorable(item, f"{where}[{index}]", depth + 1)
+            found = _unstorable(item, f"{where}[{index}]", depth + 1, seen)
             if found is not None:
                 return found
         return None
@@ -140,7 +155,7 @@ def _unstorable(value: Any, where: str, depth: int) -> tuple[str, str, str] | No
         return None  # a pydantic model: dumped by pydantic (its own error, if any)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
-            found = _unstorable(getattr(value, f.name), f"{where}.{f.name}", depth + 1)
+            found = _unstorable(getattr(value, f.name), f"{where}.{f.name}", depth + 1, seen)
             if found is not None:
                 return found
         return None

@@ -35,7 +35,7 @@ from ._batch import (
     encoded_size,
 )
 from ._config import Endpoint
-from ._mock import check_request, mock_body
+from ._mock import adapter_check, mock_body, server_refusal
 from ._openai import parse_message
 from ._tokens import aload_encoder
 from ._types import LLMRequest
@@ -60,7 +60,9 @@ class MockBatches:
     def line(
         self, endpoint: Endpoint, model: str, request: LLMRequest, custom_id: str
     ) -> BatchLine:
-        check_request(endpoint, model, request)  # fails as the real provider would
+        # what the adapter cannot send fails here; what the server refuses (a 400) is that
+        # request's error in the batch's results, as a provider's batch reports it
+        adapter_check(endpoint, model, request)
         item = {"custom_id": custom_id, "model": model, "request": request}
         return BatchLine(custom_id, item, encoded_size(custom_id) + 256)
 
@@ -105,7 +107,10 @@ class MockBatches:
         done = int(status.raw.get("done", len(record["order"])))
         out = []
         for index, cid in enumerate(record["order"]):
-            if index < done:
+            refused = record.get("refused", {}).get(cid)
+            if index < done and refused is not None:
+                out.append(ItemResult(cid, ItemOutcome.ERRORED, status=400, message=refused))
+            elif index < done:
                 out.append(ItemResult(cid, ItemOutcome.SUCCEEDED, body=record["answers"][cid]))
             else:
                 out.append(ItemResult(cid, ItemOutcome.MISSING, message="cancelled"))
@@ -133,7 +138,16 @@ def _path(remote_id: str) -> Path:
 
 
 def _write_batch(record: dict[str, Any], items: list[tuple[str, str, LLMRequest]]) -> None:
-    record["answers"] = {cid: mock_body(model, request) for cid, model, request in items}
+    record["refused"] = {
+        cid: refused
+        for cid, model, request in items
+        if (refused := server_refusal(model, request)) is not None
+    }
+    record["answers"] = {
+        cid: mock_body(model, request)
+        for cid, model, request in items
+        if cid not in record["refused"]
+    }
     directory = mock_batch_dir()
     directory.mkdir(parents=True, exist_ok=True)
     partial = directory / f".{record['id']}.tmp"

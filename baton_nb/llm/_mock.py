@@ -33,7 +33,14 @@ from ._tokens import estimate_tokens, message_text
 from ._types import LLMRequest
 from ._wire import Adapter, Parsed
 
-__all__ = ["check_request", "mock_body", "mock_complete", "mock_text"]
+__all__ = [
+    "adapter_check",
+    "check_request",
+    "mock_body",
+    "mock_complete",
+    "mock_text",
+    "server_refusal",
+]
 
 IMAGE_TOKENS = 85  # what the mock charges per image part (OpenAI's low-detail figure)
 
@@ -264,12 +271,18 @@ async def mock_complete(endpoint: Endpoint, model: str, request: LLMRequest) -> 
     return parse_message(mock_body(model, request))
 
 
+def adapter_check(endpoint: Endpoint, model: str, request: LLMRequest) -> None:
+    """What the adapter of the provider the model's name belongs to refuses before sending
+    (``UnsupportedFeature``)."""
+    _adapter_for(model).build(endpoint, model, request)
+
+
 def check_request(endpoint: Endpoint, model: str, request: LLMRequest) -> None:
     """Fail as the provider the model's name belongs to would: what our adapter refuses
     before sending (``UnsupportedFeature``), then what its server refuses with a 400
     (``ProviderError``, not retryable: a real provider's bad request)."""
-    _adapter_for(model).build(endpoint, model, request)
-    refused = _server_refusal(model.lower(), request)
+    adapter_check(endpoint, model, request)
+    refused = server_refusal(model, request)
     if refused is not None:
         raise ProviderError(endpoint.name, 400, refused)
 
@@ -280,7 +293,10 @@ def check_request(endpoint: Endpoint, model: str, request: LLMRequest) -> None:
 _OPENAI_PARTS = frozenset({"text", "image_url", "input_audio", "file", "refusal", "audio"})
 
 
-def _server_refusal(name: str, request: LLMRequest) -> str | None:
+def server_refusal(model: str, request: LLMRequest) -> str | None:
+    """The 400 the provider's server would answer ``request`` with, or None (a batch
+    reports it as that request's error, a direct call raises it)."""
+    name = model.lower()
     top = 1.0 if name.startswith("claude") else 2.0
     temperature = request.temperature
     if temperature is not None and not 0 <= temperature <= top:

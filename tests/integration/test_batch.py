@@ -639,6 +639,35 @@ async def test_the_budget_line_says_what_batches_cost_apart(sqlite_url: str) -> 
     assert run.spend is not None and run.spend.batched == 0  # the live budget, unchanged
 
 
+async def test_the_mock_batch_reports_what_the_server_refuses_as_that_requests_error(
+    sqlite_url: str,
+) -> None:
+    """A request the provider's server refuses with a 400 (here a temperature outside
+    OpenAI's 0-2): a direct mock call raises it; in a mock batch it is that request's error
+    in the batch's results, as a provider's batch reports it. Its child is discarded with the
+    provider's words, the others are answered (the run used to raise the 400 out of
+    ``wf.run()`` and end cancelled, every sibling lost)."""
+    wf = bn.Workflow("mock-batch-refused", db=sqlite_url)
+
+    @wf.step()
+    async def items(ctx: bn.Context) -> list[float]:
+        return [0.5, 3.0, 1.0]
+
+    @wf.step(map_over="items", batch=True, max_attempts=1)
+    async def label(ctx: bn.Context) -> str:
+        answer = await ctx.complete(
+            model="mock/gpt-4o-mini", prompt="Label it", max_tokens=20, temperature=ctx.item
+        )
+        return answer.text
+
+    run = await wf.run(display=False)
+    assert run.status == "failed"
+    states = {name: run.steps[name].state for name in ("label[0]", "label[1]", "label[2]")}
+    assert states == {"label[0]": "completed", "label[1]": "discarded", "label[2]": "completed"}
+    error = run.steps["label[1]"].error or ""
+    assert "400" in error and "invalid temperature 3" in error
+
+
 async def test_reports_say_batched_calls_were_paid_at_batch_rates_and_read_back(
     fake_providers: FakeProviderServer, db_url: str, unique: str
 ) -> None:
