@@ -59,6 +59,9 @@ class Run(RunView):
     """
 
     notebook_view: ClassVar[NotebookView | None] = None  # set by baton_nb.widget
+    # A run executing in other processes (``bn.SubmittedRun``): its views follow it as
+    # stored (``bn.watch``), from ``db_url``, not through this object
+    executes_elsewhere: ClassVar[bool] = False
 
     def __init__(self, run_id: str, workflow: str, *, params: dict[str, Any] | None = None) -> None:
         super().__init__(run_id, workflow, params=params)

@@ -498,6 +498,21 @@ class RunView:
             self.finished_at = finished_at
 
 
+def _view_fields() -> frozenset[str]:
+    return frozenset(vars(RunView("", "")))
+
+
+_VIEW_FIELDS = _view_fields()  # a RunView's state, every field (``take_state``)
+
+
+def take_state(view: RunView, other: RunView, keep: frozenset[str] = frozenset()) -> None:
+    """``view`` becomes ``other``'s state (shared, not copied), but the fields named in
+    ``keep``: a Run that stands for a run executing elsewhere (``bn.SubmittedRun``), read
+    again. Not for a view that widgets follow (they hold its ``steps``)."""
+    for name in _VIEW_FIELDS - keep:
+        setattr(view, name, getattr(other, name))
+
+
 def count_unstored(steps: Mapping[str, StepInfo], group: str, items: int) -> None:
     """A map's items with no child stored yet, from its stored item count (a reader in
     another process than the one expanding it): counted pending (``StepInfo.unstored``)."""

@@ -77,6 +77,11 @@ def watch(run_id: str, db: str | None = None, *, poll_interval: float = 0.5) -> 
 class LiveRun:
     """``live.run`` is a ``bn.Run`` kept current; ``async for update in live`` yields changes.
 
+    Its status is the stored one (``pending`` until a process takes the run, ``running``,
+    then its end), with ``started_at``; views following it (``Run.follow``) are told of
+    each change as they are for a run of this process (but its end: whoever shows them
+    closes them).
+
     Updates are ``StepUpdated`` (a step changed state), ``CallFinished`` (an LLM call was
     recorded) and, last, one ``WorkflowFinished``; iteration then ends. For a run that
     already finished, the only update is its ``WorkflowFinished``.
@@ -225,11 +230,15 @@ class LiveRun:
             apply.run.abandoned = run_abandoned(run_row)
         if run_row is not None and run_row.status in RUN_TERMINAL:
             apply.finish(run_row.status, run_row.failed_steps, run_row.finished_at)
+        elif run_row is not None:  # pending → running (taken by a worker), its start
+            apply.status(run_row.status, run_row.started_at)
 
 
 class _Forward:
     """Applies what is seen of a run (rows, events) to its ``Run``, forward-only, and
-    queues the updates that changed something."""
+    queues the updates that changed something. The Run's followers (``Run.follow``: a
+    widget or a text line shown for ``live.run``) are told each step it changes, as the
+    runtime tells them of a run of this process, and its status (``""``) as stored."""
 
     def __init__(self, run: Run, seen_at: datetime | None) -> None:
         self.run = run
@@ -272,6 +281,7 @@ class _Forward:
             )
         if row.map_items is not None:  # a map expanding: its items not stored yet pending
             count_unstored(run.steps, name, row.map_items)
+            run.step_changed(name)  # its count of items moved
 
     def step_event(self, event: StepUpdated) -> None:
         info = self.run.steps.get(event.step_name)
@@ -312,11 +322,23 @@ class _Forward:
         self._seen_calls.add(key)
         self.run.add_call(call)
         self.queue.append(event or call.event(self.run.workflow))
+        self.run.step_changed(call.step)
 
     def ran_on(self, step: str, worker: str) -> None:
         info = self.run.steps.get(step)
         if info is not None:
             info.ran_on = worker
+            self.run.step_changed(step)
+
+    def status(self, status: RunStatus, started_at: datetime | None) -> None:
+        """The stored run's status while it goes (``pending``, ``running``) and its start:
+        the views following the run told (its header). Its end is ``finish``."""
+        run = self.run
+        started = started_at or run.started_at
+        if self.finished or (status, started) == (run.status, run.started_at):
+            return
+        run.set_status(status, started_at=started_at)
+        run.step_changed("")  # no step's name: the followers look at the header again
 
     def log(self, log: Any) -> None:
         if log.id not in self._seen_logs:
@@ -334,6 +356,10 @@ class _Forward:
         self.queue.append(
             WorkflowFinished(run.id, run.workflow, status, list(failed), at or _now())
         )
+        # Its header: the run's end told to the followers as a change; their end is told
+        # by whoever shows them (``wf.run(workers=True)`` closes its view once it said
+        # by whom the run was taken over, if it was).
+        run.step_changed("")
 
     def _add(self, info: StepInfo, at: datetime | None, *, announce: bool = True) -> None:
         self.run.add_step(info)
@@ -343,6 +369,7 @@ class _Forward:
         self._versions[info.name] = at
         if announce:
             self.queue.append(self._update(info, at))
+        self.run.step_changed(info.name)
 
     def _set(
         self,
@@ -379,6 +406,7 @@ class _Forward:
         finished_at: datetime | None,
     ) -> None:
         self.run.sync_step(info.name, state, attempt, error, has_result, started_at, finished_at)
+        self.run.step_changed(info.name)  # the views following this Run (``Run.follow``)
 
     def _update(self, info: StepInfo, at: datetime | None) -> StepUpdated:
         run = self.run

@@ -75,6 +75,10 @@ async def run_on_workers(
         run = await wf.submit(params, db=db, concurrency=concurrency, models=models)
     try:
         async with watch(run.id, run.db or None) as live:
+            # its views follow ``live.run``, which the watcher keeps current (status as
+            # stored, the map's children as the workers store them); their Cancel is the
+            # submitted run's (to every worker holding its steps)
+            live.run._canceller = run.cancel
             handle = show_progress(live.run, display)
             # what the workers do for the run, told in the widget: no live worker, a lost
             # coordinator (a task of its own: nothing of it reaches the cell but the line)

@@ -25,6 +25,7 @@ from .._dburl import safe_url
 from .._detach import detached
 from .._errors import ConfigurationError, RunNotFound, RunRefused
 from .._run import Run
+from .._runview import take_state
 from .._states import NodeKind, RunStatus, State
 from .._watch import watch
 from ..store import (
@@ -44,11 +45,19 @@ __all__ = ["Following", "SubmittedRun", "follow_submitted", "submit_run"]
 
 _LOOKED_AT = 20  # the newest pending and running runs of the workflow looked at
 
+_KEEP = frozenset({"notice"})  # what a SubmittedRun keeps of its own when read again
+
 
 class SubmittedRun(Run):
-    """A run executing on workers: ``await run.wait()``, ``run.cancel()``."""
+    """A run executing on workers: ``await run.wait()``, ``run.cancel()``.
+
+    Shown in a notebook, it is the live widget of the run as stored (``bn.watch``: its
+    status, the map's children as the workers store them), with a Cancel button. Its own
+    state is the run's as last read: at submit (or attach), kept current while
+    ``wait()`` waits, and the finished run's once it returned."""
 
     db: str = ""
+    executes_elsewhere = True
     _cancelling: Any = None
 
     @classmethod
@@ -74,14 +83,16 @@ class SubmittedRun(Run):
         on the workers and how to follow it again (no traceback in a notebook)."""
         try:
             async with watch(self.id, self.db) as live:
+                take_state(self, live.run, _KEEP)  # this Run as stored while it goes
                 async for _update in live:
-                    pass
+                    take_state(self, live.run, _KEEP)
         except (KeyboardInterrupt, asyncio.CancelledError) as exc:
             detached(self.id, self.db, exc)
             raise
         # Read back whole: the watcher's view is forward-only, and a step a stopped
         # coordinator left behind ran again elsewhere.
         finished = await Run.load(self.id, self.db or None)
+        take_state(self, finished, _KEEP)  # ``run`` shows the finished run too
         if finished.status is RunStatus.FAILED:
             workers = await open_worker_store(self.db)
             try:

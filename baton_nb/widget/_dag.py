@@ -24,6 +24,7 @@ import anywidget
 import traitlets
 
 from .._run import Run, live_run
+from .._runview import take_state
 from .._states import TERMINAL_STATES, NodeKind
 from .._watch import watch
 from ..events import (
@@ -51,6 +52,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # at 20,000 children a redraw sums the spend of the ~4,000 ended since: ~1 a second.)
 REDRAW_SHARE = 0.01
 _NODE_EVENTS = (StepUpdated, CallFinished)
+_KEEP = frozenset({"notice"})  # what a SubmittedRun shown keeps of its own (``take_state``)
 _GROUP = NodeKind.GROUP  # (an enum class's attribute costs ~70 ns a look-up: once a mark)
 
 
@@ -58,6 +60,22 @@ def _nodes_json(rows: dict[str, tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
     """``nodes`` as sent: each node's dict, the nodes still pending left out."""
     row_dict = _state.row_dict
     return {name: row_dict(row) for name, row in rows.items() if row != PENDING_ROW}
+
+
+def _mirror(shown: Run | None, run: Run) -> None:
+    """A ``bn.SubmittedRun`` shown (``shown``) as ``run``, the run as stored: it takes its
+    state (``run.status`` current), and the widget's Cancel cancels it on the workers."""
+    if shown is not None:
+        take_state(shown, run, _KEEP)
+        run._canceller = shown.cancel
+
+
+def _elsewhere(run: Run | str, db: str | None) -> tuple[Run | None, Run | str, str | None]:
+    """A Run executing elsewhere (``bn.SubmittedRun``) not ended yet is shown as its run id
+    (followed as stored: ``_mirror``): (it, its id, its database); else (None, run, db)."""
+    if isinstance(run, Run) and run.executes_elsewhere and not run.done:
+        return run, run.id, run.db_url
+    return None, run, db
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -115,10 +133,10 @@ class _JsonWidget(anywidget.AnyWidget):
 class DagWidget(_JsonWidget):
     """The live DAG of a run: ``bn.DagWidget(run)`` or ``bn.DagWidget(run_id, db=...)``.
 
-    Given a ``Run`` executing in this process, it follows the run's in-process events. Given
-    a run id, it follows the run through ``bn.watch`` (snapshot from the database, then
-    events and polling), whichever process executes it; outside an event loop it shows the
-    stored snapshot. When the run ends, displayed copies become a saved snapshot.
+    Given a ``Run`` of this process, it follows its in-process events; given a run id (or a
+    ``bn.SubmittedRun``), the run through ``bn.watch`` (snapshot, then events and polling),
+    whichever process executes it (outside an event loop: the stored snapshot). Once the
+    run ended, displayed copies become a saved snapshot.
     """
 
     _esm = ESM
@@ -156,22 +174,19 @@ class DagWidget(_JsonWidget):
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._handles: list[Any] = []
-        self._finished = False
-        self._cancelling = False
+        self._finished = self._cancelling = False
         self.closes_at_end = False  # ``attach``'s: closed once its snapshot replaced it
         self.on_msg(self._on_msg)
         if in_kernel():
             self.kernel_id = _kernel_id()
+        self._elsewhere, run, db = _elsewhere(run, db)  # a bn.SubmittedRun: by its id
         if isinstance(run, Run):
             self._bind(run, "live")
-            if run.done:
-                self._finished = True
-            else:
+            self._finished = run.done
+            if not run.done:
                 self._remove = run.follow(self._mark, self.finish, self._tallies.quiet)
-        elif isinstance(run, str) and live_run(run) is not None:
-            live = live_run(run)  # a run of this process: its live Run, Cancel included
-            assert live is not None
-            self._bind(live, "live")
+        elif isinstance(run, str) and (live := live_run(run)) is not None:
+            self._bind(live, "live")  # a run of this process: its live Run, Cancel included
             self._remove = live.follow(self._mark, self.finish, self._tallies.quiet)
         elif isinstance(run, str):
             self.header = {"id": run, "status": "loading", "source": "watch"}
@@ -205,7 +220,7 @@ class DagWidget(_JsonWidget):
     def cancel(self) -> None:
         """Cancel the run (what the Cancel button does); only for runs of this process."""
         run = self._run
-        if run is None or run.done or self._source != "live":
+        if run is None or run.done or (self._source != "live" and self._elsewhere is None):
             return
         self._cancelling = True
         run.cancel()
@@ -267,6 +282,7 @@ class DagWidget(_JsonWidget):
     # ── following the run ─────────────────────────────────────────────────────
 
     def _bind(self, run: Run, source: str) -> None:
+        _mirror(self._elsewhere, run)
         self._run, self._source = run, source
         self._full_sync()
 
@@ -322,6 +338,7 @@ class DagWidget(_JsonWidget):
                 self._bind(live.run, "watch")
                 async for update in live:
                     self._on_event(update)
+                    _mirror(self._elsewhere, live.run)
         except Exception as exc:
             self._error = exc
             self._throttle.close()  # (a redraw asked for would replace this header)
@@ -333,7 +350,8 @@ class DagWidget(_JsonWidget):
 
     def _header(self) -> dict[str, Any]:
         assert self._run is not None
-        live, cancelling, source = self._source == "live", self._cancelling, self._source
+        cancelling, source = self._cancelling, self._source
+        live = source == "live" or self._elsewhere is not None
         return _state.header(self._run, cancellable=live, cancelling=cancelling, source=source)
 
     def _full_sync(self) -> None:
