@@ -271,7 +271,16 @@ async def _prepare(
             driver.mark(node)
         previous = await store.get_run(run_id)
         executions = (previous.executions if previous else 0) + (0 if counted else 1)
-        update = RunUpdate(run_id, RunStatus.RUNNING, executions=executions, resume_key=resume_key)
+        # a submitted run (stored pending, never started) starts now: its views' elapsed time
+        started = utcnow() if previous is not None and previous.started_at is None else None
+        run.set_status(RunStatus.RUNNING, started_at=started)
+        update = RunUpdate(
+            run_id,
+            RunStatus.RUNNING,
+            executions=executions,
+            resume_key=resume_key,
+            started_at=started,
+        )
         driver.commit.set_run(update)
         await store.write(driver.commit.take_batch())
     return driver

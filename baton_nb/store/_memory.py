@@ -201,5 +201,7 @@ def _apply_run_update(run: RunRow, batch: WriteBatch) -> None:
         run.executions = update.executions
     if update.resume_key is not None:
         run.resume_key = update.resume_key
+    if update.started_at is not None:
+        run.started_at = update.started_at
     if update.release_lease:
         run.lease_owner = run.lease_expires_at = None

@@ -354,6 +354,7 @@ class RunUpdate:
     release_lease: bool = False
     stopped_by: str | None = None  # written with every status (``RunRow.stopped_by``)
     resume_key: str | None = None  # unchanged when None (a resume by run_id=: this code's)
+    started_at: datetime | None = None  # unchanged when None (a submitted run's first start)
 
 
 @dataclass(frozen=True, slots=True)

@@ -589,6 +589,8 @@ def _run_values(update: RunUpdate) -> dict[str, Any]:
         values["executions"] = update.executions
     if update.resume_key is not None:
         values["resume_key"] = update.resume_key
+    if update.started_at is not None:
+        values["started_at"] = update.started_at
     if update.release_lease:
         values["lease_owner"] = None
         values["lease_expires_at"] = None

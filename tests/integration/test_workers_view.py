@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
 from tests.integration.test_workers import WorkerProcs, _until
 
 pytestmark = pytest.mark.anyio
-N = 30  # the map's items; each takes 0.1 s, on 2 workers of 3 slots: ~0.5 s of the run
-SLOW = {"STEP_DELAY": "0.1"}
+N = 30  # the map's items; each takes 0.3 s, on 2 workers of 3 slots: ~1.5 s of the run
+SLOW = {"STEP_DELAY": "0.3"}
 ARGS = ("--concurrency", "3")
 
 
@@ -61,12 +62,15 @@ class Seen:
             (str(header.get("status")), header.get("t0"), _children_completed(widget), run.status)
         )
 
-    def mid_run(self) -> list[tuple[str, Any, int, str]]:
-        """Looks where the view said running, with some of the map's children completed,
-        not all, and the run it shows running too."""
+    def mid_run(self, started: datetime | None) -> list[tuple[str, Any, int, str]]:
+        """Looks where the view said running since the run's start (``started``: its
+        elapsed time), with some of the map's children completed, not all, and the run it
+        shows running too."""
+        assert started is not None
+        t0 = round(started.timestamp(), 3)
         return [
             s for s in self.samples
-            if s[0] == "running" and s[1] is not None and 0 < s[2] < N and s[3] == "running"
+            if s[0] == "running" and s[1] == t0 and 0 < s[2] < N and s[3] == "running"
         ]  # fmt: skip
 
 
@@ -119,7 +123,7 @@ async def test_workers_true_widget_and_text_line_follow_the_map_as_the_workers_s
                 await anyio.sleep(0.02)
     [finished] = done
     assert finished.status == "completed", workers.logs()
-    assert seen.mid_run(), sorted(set(seen.samples))
+    assert seen.mid_run(finished.started_at), sorted(set(seen.samples))
     assert views.widget is not None and views.run is not None
     assert views.run.status == "completed" and views.widget.header["status"] == "completed"
     assert _children_completed(views.widget) == N
@@ -145,7 +149,7 @@ async def test_a_submitted_run_shown_follows_the_run_as_stored(workers: WorkerPr
             seen.look(widget, run)
             await anyio.sleep(0.02)
     await widget.wait()
-    assert seen.mid_run(), sorted(set(seen.samples))  # ``run.status`` running too
+    assert seen.mid_run(run.started_at), sorted(set(seen.samples))  # ``run.status`` too
     assert widget.header["status"] == "completed" and widget.header["t1"] is not None
     assert _children_completed(widget) == N
     assert run.status == "completed" and run.counts().completed == N + 2
