@@ -139,6 +139,24 @@ async def priced(ctx: bn.Context) -> str:
     return answer.text
 
 
+# A budget stop with calls in flight on the workers: no cache (a resume replays the stored
+# calls or buys them again); $0.025 holds two calls' worst cases at once, not three.
+landing_map = bn.Workflow("workers-landing-map", budget="0.025")
+
+
+@landing_map.step()
+async def landing_prompts(ctx: bn.Context) -> list[int]:
+    return list(range(int(ctx.params["n"])))
+
+
+@landing_map.step(map_over="landing_prompts", max_attempts=1)
+async def landing(ctx: bn.Context) -> str:
+    answer = await ctx.complete(
+        prompt=f"landing {ctx.params['tag']} {ctx.item}", model="openai/gpt-4o", max_tokens=1000
+    )
+    return answer.text
+
+
 # A coordinator's own attempts (run in its process, no task row) caught in flight: each
 # item pays its call (stored at once), then items from $HOLD_FROM on wait until the file
 # $MARKS/release exists before they end. Marks: "held" (started) and "held-done" (ended).

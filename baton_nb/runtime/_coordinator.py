@@ -27,6 +27,7 @@ from ..store import RunStore, SqlWorkers, SubmissionRow
 from ._driver import Driver
 from ._lease import Lease, take_lease
 from ._remote import POLL, LocalAttempts, LocalSlots, RemoteAttempts
+from ._spend_shared import SharedBudgets
 from ._start import _prepare
 
 __all__ = ["coordinate"]
@@ -70,6 +71,8 @@ async def coordinate(
         replay = row.executions > 0
         driver.calls.resumed = replay
         driver.commit.fence = partial(_fence, lease)
+        if driver.calls.spend is not None:  # its budgets shared with the workers' calls
+            driver.calls.spend.shared = SharedBudgets(store, run_id)
         local = None
         if slots is not None:
             local = LocalAttempts(slots, driver, worker_id, replay=replay)

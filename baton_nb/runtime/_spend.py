@@ -49,6 +49,7 @@ from .._runview import SpendState, budget_resume_line
 from ..store import RUN_SCOPE, BudgetRow, CacheEntry, ExecutionStore, as_held, utcnow
 from ._commit import GroupCommit
 from ._node import Node
+from ._spend_shared import SharedBudgets
 from ._worst_case import worst_case
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ async def join_spend(
     spend = Spend(graph, store, run, commit, rows, cache=cache)
     spend.on_reached = lambda: None
     spend.halt = halt
+    spend.shared = SharedBudgets(store, run.id)
     return spend
 
 
@@ -169,6 +171,7 @@ class Spend:
         self.cache = cache
         self.flight = InFlight()
         self._stopped: str | None = None  # why no call is sent any more (a cap refused one)
+        self._declared = anyio.Event()  # set once that reason is stored (``_stopped_by``)
         self.scopes = {row.scope for row in rows}
         run.spend = None
         run.budget_stop = None  # this execution's budgets (as opened: no reason yet)
@@ -178,6 +181,7 @@ class Spend:
         self.on_reached: Callable[[], None] = run.cancel
         # On a worker: ask the run's coordinator to cancel the run, and wait for it.
         self.halt: Callable[[], Awaitable[None]] | None = None
+        self.shared: SharedBudgets | None = None  # on workers: the others' calls in flight
 
     async def complete(
         self, node: Node, request: LLMRequest, index: int, unanswered: Unanswered
@@ -359,31 +363,47 @@ class Spend:
                 return worst
             if flight.landings != landings:
                 continue  # a call settled meanwhile: what it released may be enough
-            if retry or not (flight.holding or flight.reserving):
+            if retry:
                 break
+            if not (flight.holding or flight.reserving):
+                # on workers: while other processes hold reservations (None: in process)
+                found = self.shared and await self.shared.wait(flight, scopes)
+                if isinstance(found, str):  # another process stopped the run
+                    self._stopped_by(found)
+                    await self._stop(found)
+                if not found:
+                    break
+                continue
             await flight.turn()
         if self._stopped is None:
             self._stopped = f"budget reached (step {node.name!r}, {request.model})"
             try:  # the budget's figures in the reason; whatever happens, no call waits on
-                self._stopped = await self._refusal(
-                    node, refused, worst, request, counted, retry=retry
-                )
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):  # stored before any call stops the run
+                    self._stopped = await self._refusal(
+                        node, refused, worst, request, counted, retry=retry
+                    )
                     await self.store.budget_reached(self.run.id, refused, self._stopped)
             finally:
-                self.run.budget_stop = self._stopped
-                if self.run.spend is not None:
-                    self.run.spend.reason = self._stopped
-                flight.wake_all()
+                self._stopped_by(self._stopped)
         if retry:
             raise _RetryNotCovered(self._stopped)
         await self._stop(self._stopped)
 
+    def _stopped_by(self, reason: str) -> None:
+        self._stopped = self.run.budget_stop = reason  # no call is sent any more
+        if self.run.spend is not None:
+            self.run.spend.reason = reason
+        self.flight.wake_all()
+        self._declared.set()
+
     async def _stop(self, reason: str) -> NoReturn:
         """No more calls: wait for those in flight to answer and be stored (they are paid),
-        then stop the run (cancelled, resumable)."""
+        then stop the run (cancelled, resumable); on workers, every process's first."""
+        await self._declared.wait()  # the reason stored (by the call that was refused)
         await self.flight.drained()
         await self.commit.commit()
+        if self.shared is not None:
+            await self.shared.landed()
         self.on_reached()  # run.cancel(): the run stops, cancelled and resumable
         if self.halt is not None:
             await self.halt()
@@ -468,6 +488,7 @@ class InFlight:
         self.holding = 0  # calls reserved and not settled yet
         self.reserving = 0  # reservations asked of the store, not answered yet
         self.landings = 0  # calls settled so far
+        self.watching = False  # one refused call reads the rows (``SharedBudgets.wait``)
         self._waiting: deque[anyio.Event] = deque()
         self._landed: anyio.Event | None = None  # set when a call settles
 

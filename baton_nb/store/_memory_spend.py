@@ -81,9 +81,10 @@ class MemorySpend:
     async def reserve(self, run_id: str, scopes: Sequence[str], amount: Decimal) -> str | None:
         units = to_units(amount)
         budgets = self._spend.budgets.get(run_id, {})
+        stopped = any(b.reason for b in budgets.values())  # a budget stopped the run
         for scope in scopes:
             b = budgets.get(scope)
-            if b is None or b.spent + b.reserved + units > b.cap:
+            if b is None or stopped or b.spent + b.reserved + units > b.cap:
                 if b is not None:
                     b.refused += 1
                 return scope

@@ -116,6 +116,10 @@ class SqlSpend(SqlBase):
 
     async def reserve(self, run_id: str, scopes: Sequence[str], amount: Decimal) -> str | None:
         units = to_units(amount)
+        # A run a budget stopped (a reason on any of its rows) sends no call more, from
+        # whichever process (workers: the processes' calls in flight land first).
+        stopped = BUDGETS.alias("stopped")
+        not_stopped = ~sa.exists().where(stopped.c.run_id == run_id, stopped.c.reason.is_not(None))
         try:
             async with self.begin() as conn:
                 for scope in scopes:
@@ -126,6 +130,7 @@ class SqlSpend(SqlBase):
                             self._scope_is([scope]),
                             BUDGETS.c.spent_units + BUDGETS.c.reserved_units + units
                             <= BUDGETS.c.cap_units,
+                            not_stopped,
                         )
                         .values(reserved_units=BUDGETS.c.reserved_units + units)
                     )

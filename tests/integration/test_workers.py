@@ -444,6 +444,47 @@ async def test_workflow_budget_holds_on_the_workers(
     assert cancelled and all(s.error == f"run cancelled: {why}" for s in cancelled)
 
 
+async def test_budget_stop_on_workers_stores_the_calls_in_flight_everywhere(
+    workers: WorkerProcs, fake_providers: FakeProviderServer, unique: str
+) -> None:
+    # Two workers, each with steps calling (the coordinator's own attempts and the other
+    # worker's claimed tasks); the budget holds two calls' worst cases, answered after
+    # 2 s. A call refused in a process with none of its own in flight used to stop the run
+    # at once: the other process's calls were cancelled (answers thrown away, counted at
+    # their worst as unanswered) and bought again on resume.
+    server = fake_providers
+    server.usage = FakeUsage(input=10, output=1000)
+    server.latency = 2.0
+    n = 20
+    run = await app.landing_map.submit({"n": n, "tag": unique}, db=workers.db, concurrency=n)
+    for _ in range(2):
+        workers.start(
+            "tests.workers_app:landing_map", args=("--concurrency", "10"), **_llm_env(server)
+        )
+    done = await _wait(run, workers, 120)
+    sent = collections.Counter(r.json["messages"][0]["content"] for r in server.requests)
+    assert done.status == "cancelled", workers.logs()
+    assert (done.budget_stop or "").startswith("budget reached"), (
+        [s.error for s in done.steps.values()],
+        done.spend,
+        workers.logs(),
+    )
+    assert 0 < sum(sent.values()) <= 2 and max(sent.values()) == 1, sent
+    # every request the server received: its answer stored, none counted as unanswered
+    answered = [c for c in done.calls if not c.is_unanswered]
+    assert not [c for c in done.calls if c.is_unanswered], workers.logs()
+    assert len(answered) == sum(sent.values()), workers.logs()
+    assert done.known_cost <= Decimal("0.025")
+    # no step left pending in the cancelled run
+    assert {s.state for s in done.steps.values()} <= {"completed", "cancelled"}, done.counts()
+    # resumed with room for all: the calls paid are replayed, none sent twice
+    server.latency = 0.0
+    again = await app.landing_map.run(run_id=run.id, budget="1", db=workers.db, display=False)
+    assert again.status == "completed"
+    sent = collections.Counter(r.json["messages"][0]["content"] for r in server.requests)
+    assert sum(sent.values()) == n and set(sent.values()) == {1}, sent
+
+
 async def test_response_cache_answers_on_the_workers(
     workers: WorkerProcs, fake_provider: FakeProviderServer, unique: str
 ) -> None:
