@@ -62,6 +62,8 @@ class MemorySpend:
         self, run_id: str, caps: Mapping[str, Decimal | None], spent: Mapping[str, Decimal]
     ) -> list[BudgetRow]:
         budgets = self._spend.budgets.setdefault(run_id, {})
+        # a budget kept (a step's no longer given): its reservations and reason reset too
+        caps = {**dict.fromkeys(budgets), **caps}
         for scope, cap in caps.items():
             stored = budgets.get(scope)
             if stored is None and cap is None:

@@ -75,6 +75,8 @@ class SqlSpend(SqlBase):
             rows = await conn.execute(sa.select(BUDGETS).where(BUDGETS.c.run_id == run_id))
             stored = {r.scope: r for r in rows}
             now = utcnow()
+            # a budget kept (a step's no longer given): its reservations and reason reset too
+            caps = {**dict.fromkeys(stored), **caps}
             for scope, cap in caps.items():
                 used = to_units(spent.get(scope, Decimal(0)))
                 if scope in stored:

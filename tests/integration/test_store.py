@@ -1044,6 +1044,22 @@ async def test_budgets_reserve_all_or_none_and_settle(store: RunStore) -> None:
     assert await store.get_budgets("other") == []
 
 
+async def test_no_reservation_once_a_budget_stopped_the_run(store: RunStore) -> None:
+    # Workers: a call refused in one process stops the run for every process; the calls
+    # sent before land and settle, no new one is reserved (a resume opens the rows again).
+    from baton_nb.store import RUN_SCOPE
+
+    await store.open_budgets("b3", {RUN_SCOPE: Decimal(1), "s": Decimal(1)}, {})
+    assert await store.reserve("b3", [RUN_SCOPE], Decimal("0.1")) is None
+    await store.budget_reached("b3", "s", "budget reached: the budget of step 's'")
+    assert await store.reserve("b3", [RUN_SCOPE], Decimal("0.1")) == RUN_SCOPE
+    await store.settle("b3", [RUN_SCOPE], Decimal("0.1"), Decimal("0.05"))
+    got = {r.scope: r for r in await store.get_budgets("b3")}
+    assert (got[RUN_SCOPE].spent, got[RUN_SCOPE].reserved) == (Decimal("0.05"), 0)
+    await store.open_budgets("b3", {RUN_SCOPE: None}, {RUN_SCOPE: Decimal("0.05")})
+    assert await store.reserve("b3", [RUN_SCOPE, "s"], Decimal("0.1")) is None
+
+
 async def test_concurrent_reservations_never_pass_the_cap(store: RunStore) -> None:
     from baton_nb.store import RUN_SCOPE
 

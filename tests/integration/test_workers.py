@@ -475,7 +475,7 @@ async def test_budget_stop_on_workers_stores_the_calls_in_flight_everywhere(
     assert not [c for c in done.calls if c.is_unanswered], workers.logs()
     assert len(answered) == sum(sent.values()), workers.logs()
     assert done.known_cost <= Decimal("0.025")
-    # no step left pending in the cancelled run
+    # every child had started (n <= concurrency): each one completed or cancelled
     assert {s.state for s in done.steps.values()} <= {"completed", "cancelled"}, done.counts()
     # resumed with room for all: the calls paid are replayed, none sent twice
     server.latency = 0.0
