@@ -99,11 +99,10 @@ class SharedBudgets:
             since = anyio.current_time()
             while not self._landed:
                 _, rows = await self._read()
-                if not any(reserved for _, reserved in rows.values()):
-                    self._landed = True
+                stalled = rows == previous and anyio.current_time() - since > stall()
+                if stalled or not any(reserved for _, reserved in rows.values()):
+                    self._landed = True  # waited once, for every call of this process
                     break
                 if rows != previous:
                     previous, since = rows, anyio.current_time()
-                elif anyio.current_time() - since > stall():
-                    break
                 await anyio.sleep(POLL)
