@@ -85,6 +85,10 @@ async def coordinate(
             adopt=adopt,
             local=local,
             owner=lease.owner,
+            # Waiting for the workers to stop its tasks (cancelled) the run's lease is not
+            # renewed (the driver's heartbeat is cancelled with its steps): half its time
+            # to live, within what is left of it (a dead worker's tasks run nothing).
+            stop_wait=lease_ttl / 2,
         )
         driver.attempts = remote
         registry[run_id] = remote
@@ -132,6 +136,8 @@ async def _serve(remote: RemoteAttempts, lease: Lease) -> None:
     except RunLocked:
         lease.lost = True
         raise
+    finally:
+        remote.stop_waiting()
 
 
 def _fence(lease: Lease) -> bool:
@@ -169,6 +175,7 @@ async def _follow(
         if stopping.is_set():
             with anyio.move_on_after(grace):
                 await _cancel_requested(workers, run_id)
+                remote.cancelling = True
                 driver.run.cancel()
                 return
             # As if this worker had died, at once, but for what its own attempts stored
@@ -178,5 +185,7 @@ async def _follow(
             driver.run.cancel()
             return
         if await workers.cancel_requested(run_id):
+            # Ended once the workers stopped its tasks (``RemoteAttempts.cancelling``).
+            remote.cancelling = True
             driver.run.cancel()
             return

@@ -130,7 +130,7 @@ class LocalAttempts:
 
 
 class _Waiter:
-    __slots__ = ("done", "dropped", "id", "outcome", "task", "worker")
+    __slots__ = ("done", "dropped", "id", "outcome", "stopped", "task", "worker")
 
     def __init__(self, task: NewTask | None) -> None:
         self.task = task
@@ -139,6 +139,8 @@ class _Waiter:
         self.outcome: str | None = None
         self.worker = ""
         self.dropped = False
+        # Set once no worker runs the dropped task any more (``RemoteAttempts.cancelling``).
+        self.stopped: anyio.Event | None = None
 
 
 class RemoteAttempts:
@@ -155,6 +157,7 @@ class RemoteAttempts:
         adopt: dict[str, tuple[int, str, str | None, str | None]] | None = None,
         local: LocalAttempts | None = None,
         owner: str | None = None,
+        stop_wait: float = 30.0,
     ) -> None:
         self.workers = workers
         # The run's lease owner (this coordinator): the queue is changed only while it holds
@@ -173,6 +176,14 @@ class RemoteAttempts:
         self._drop: list[int] = []
         self._wake = anyio.Event()
         self.handing_over = False  # this worker stops: leave queued tasks to the next one
+        # The run is cancelled (``run.cancel()``, a budget): an attempt whose task a worker
+        # runs returns once that worker stopped it and stored what its calls got, so the
+        # run is not stored ``cancelled`` (and resumed) while its steps still run and pay
+        # there; at most ``stop_wait`` seconds (or until the task's lease lapsed: a dead
+        # worker runs nothing).
+        self.cancelling = False
+        self.stop_wait = stop_wait
+        self._stopping: dict[int, _Waiter] = {}  # dropped tasks a worker may still run
 
     def wake(self) -> None:
         self._wake.set()
@@ -191,15 +202,40 @@ class RemoteAttempts:
         except BaseException:
             if not self.handing_over:
                 waiter.dropped = True
+                if self.cancelling and not waiter.done.is_set():
+                    waiter.stopped = anyio.Event()
                 if waiter.id is not None:
-                    self._drop.append(waiter.id)
+                    self._dropping(waiter)
                     self._wake.set()
+                await self._stopped(waiter)
             raise
         finally:
             if waiter.id is not None:
                 self._by_id.pop(waiter.id, None)
         assert waiter.outcome is not None
         return decode_outcome(waiter.outcome)
+
+    def _dropping(self, waiter: _Waiter) -> None:
+        assert waiter.id is not None
+        self._drop.append(waiter.id)
+        if waiter.stopped is not None:
+            self._stopping[waiter.id] = waiter
+
+    async def _stopped(self, waiter: _Waiter) -> None:
+        """Wait (shielded: the attempt is being cancelled) until no worker runs ``waiter``'s
+        task any more, if the run is cancelled; ``serve`` finds it out."""
+        stopped = waiter.stopped
+        if stopped is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.stop_wait):
+            await stopped.wait()
+
+    def stop_waiting(self) -> None:
+        """``serve`` ended (the run stops here): no attempt waits for its task's stop."""
+        for waiter in [*self._stopping.values(), *self._queue]:
+            if waiter.stopped is not None:
+                waiter.stopped.set()
+        self._stopping.clear()
 
     def _adopted(self, node: Node) -> _Waiter | None:
         found = self._adopt.pop(node.name, None)
@@ -245,6 +281,9 @@ class RemoteAttempts:
 
     async def flush(self) -> None:
         queue, self._queue = self._queue, []
+        for waiter in queue:
+            if waiter.dropped and waiter.stopped is not None:
+                waiter.stopped.set()  # never queued: nothing runs it
         queue = [w for w in queue if not w.dropped]
         if queue:
             tasks = [w.task for w in queue if w.task is not None]
@@ -253,7 +292,7 @@ class RemoteAttempts:
                 assert waiter.task is not None
                 task_id = waiter.id = ids[waiter.task.run_id, waiter.task.step]
                 if waiter.dropped:
-                    self._drop.append(task_id)
+                    self._dropping(waiter)
                 else:
                     self._by_id[task_id] = waiter
         if self._by_id or self._adopt:
@@ -269,3 +308,9 @@ class RemoteAttempts:
         if self._drop:
             drop, self._drop = self._drop, []
             await self.workers.drop_tasks(drop, run_id=self.run_id, owner=self.owner)
+        if self._stopping:
+            running = await self.workers.unstopped(list(self._stopping))
+            for task_id in [i for i in self._stopping if i not in running]:
+                stopped = self._stopping.pop(task_id).stopped
+                assert stopped is not None
+                stopped.set()

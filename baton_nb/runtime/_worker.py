@@ -32,6 +32,7 @@ from ..store import (
     DONE_CHANNEL,
     RUNS_CHANNEL,
     SLOTS_CHANNEL,
+    STOP_CHANNEL,
     TASKS_CHANNEL,
     ClaimedTask,
     RunStore,
@@ -158,10 +159,14 @@ class Worker:
                 async with (
                     anyio.create_task_group() as tg,
                     workers.listen(
-                        [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL], self._notified
+                        [TASKS_CHANNEL, RUNS_CHANNEL, DONE_CHANNEL, SLOTS_CHANNEL, STOP_CHANNEL],
+                        self._notified,
                     ),
                 ):
                     tg.start_soon(_steadily, "heartbeat", self._heartbeat)
+                    tg.start_soon(
+                        _steadily, "stopping dropped tasks", tasks.stop_dropped, self.lease_ttl
+                    )
                     tg.start_soon(tasks.finisher)
                     tg.start_soon(_steadily, "claiming runs", self._claim_runs, tg)
                     tg.start_soon(_steadily, "claiming tasks", self._claim_tasks, tg)
@@ -230,6 +235,10 @@ class Worker:
             return
         if channel == RUNS_CHANNEL:
             self._wake_runs.set()
+            return
+        if channel == STOP_CHANNEL:
+            if self._tasks is not None:
+                self._tasks.dropped(payload)
             return
         self._wake_tasks.set()
         if self._tasks is not None:

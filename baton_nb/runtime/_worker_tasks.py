@@ -141,6 +141,7 @@ class TaskRunner:
         self.idle = anyio.Event()
         self.slot_freed = anyio.Event()
         self._finishing: list[_Finished] = []
+        self._wake_stop = anyio.Event()  # tasks running here were dropped (``dropped``)
         self._finish_wake = anyio.Event()
 
     # ── slots ─────────────────────────────────────────────────────────────────
@@ -191,8 +192,13 @@ class TaskRunner:
             with scope:
                 outcome = await self._attempt(side, task)
             if scope.cancelled_caught or task.id in self.released:
-                return  # lost (dropped, taken over) or released: not ours to commit
+                # lost (dropped, taken over) or released: not ours to commit
+                if task.id not in self.released:
+                    await self._stopped(side, task)
+                return
             stored = await self._finish(task, encode_outcome(outcome))
+            if not stored:
+                await self._stopped(side, task)
         except StorageError as exc:
             # The database failed under this task (out of connections, restarting): the
             # worker goes on; the task goes back to the queue (its paid calls replayed),
@@ -206,7 +212,8 @@ class TaskRunner:
             else:
                 self.refused_commits += 1
                 logger.warning(
-                    "task %s (%s of run %s) was taken over: its outcome was not stored",
+                    "task %s (%s of run %s) was dropped (its run cancelled) or taken over: "
+                    "its outcome was not stored",
                     task.id,
                     task.step,
                     task.run_id,
@@ -220,6 +227,19 @@ class TaskRunner:
             self.slot_freed.set()
             if not self.running:
                 self.idle.set()
+
+    async def _stopped(self, side: RunSide, task: ClaimedTask) -> None:
+        """A task that was dropped (its run cancelled) stopped here: what its calls got
+        (paid answers, unanswered calls counted) stored first, then the task removed, so
+        the run's coordinator, which waits for that, ends the run only after it. (A task
+        taken over by another worker is not ``dropped``: nothing removed.)"""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await side.commit.commit()
+                await self.workers.forget(self.worker_id, task.run_id, [task.id])
+            except StorageError as exc:
+                logger.warning("task %s (%s of run %s): its stop not told: %s", task.id,
+                               task.step, task.run_id, exc)  # fmt: skip
 
     async def _give_back(self, task: ClaimedTask) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
@@ -333,6 +353,21 @@ class TaskRunner:
         for task_id in ids:
             if task_id not in alive and task_id in self.running:
                 self.running[task_id][1].cancel()
+
+    def dropped(self, run_id: str) -> None:
+        """Tasks of ``run_id`` were dropped (NOTIFY ``STOP_CHANNEL``): if any runs here,
+        ``stop_dropped`` renews now."""
+        if any(task.run_id == run_id for task, _ in self.running.values()):
+            self._wake_stop.set()
+
+    async def stop_dropped(self, ttl: float) -> None:
+        """Stop at once the tasks running here that their coordinator dropped (their run is
+        cancelled): a renewal now instead of at the next heartbeat, so the run's end waits
+        for them no longer than a round trip (``RemoteAttempts.cancelling``)."""
+        while True:
+            await self._wake_stop.wait()
+            self._wake_stop = anyio.Event()
+            await self.renew(ttl)
 
     async def release_all(self) -> None:
         """Give the running tasks back to the queue (the same attempt) and stop them."""

@@ -50,6 +50,7 @@ from ._sql_limits import SLOTS_CHANNEL, SqlLimits
 from ._sql_workers import (
     DONE_CHANNEL,
     RUNS_CHANNEL,
+    STOP_CHANNEL,
     TASKS_CHANNEL,
     SqlWorkers,
     open_worker_store,
@@ -82,6 +83,7 @@ __all__ = [
     "RUN_SCOPE",
     "SCHEMA_VERSION",
     "SLOTS_CHANNEL",
+    "STOP_CHANNEL",
     "TASKS_CHANNEL",
     "UNANSWERED",
     "AttemptRow",

@@ -30,13 +30,22 @@ from ._worker_rows import (
     WorkerRow,
 )
 
-__all__ = ["DONE_CHANNEL", "RUNS_CHANNEL", "TASKS_CHANNEL", "SqlWorkers", "open_worker_store"]
+__all__ = [
+    "DONE_CHANNEL",
+    "RUNS_CHANNEL",
+    "STOP_CHANNEL",
+    "TASKS_CHANNEL",
+    "SqlWorkers",
+    "open_worker_store",
+]
 
 TASKS_CHANNEL = "baton_nb_tasks"  # new tasks for workers (payload: workflow)
 # A run for a coordinator (submitted, or handed over; payload: workflow): its own channel,
 # so the tasks queued all along do not send every worker to look for runs too.
 RUNS_CHANNEL = "baton_nb_runs_queued"
 DONE_CHANNEL = "baton_nb_tasks_done"  # a task finished (payload: run id)
+# Tasks a worker is running were dropped (their run cancelled): stop them (payload: run id).
+STOP_CHANNEL = "baton_nb_tasks_stop"
 TX_SHIELD = 30.0  # seconds a queue transaction may outlive the cancellation of its task
 
 _TASK_COLUMNS = (
@@ -235,25 +244,28 @@ class _SqlQueue(SqlBase):
     async def drop_tasks(
         self, ids: Sequence[int], *, run_id: str | None = None, owner: str | None = None
     ) -> None:
-        """Tasks no longer wanted (their run is cancelled, a quorum was met): a worker
-        running one finds its lease gone at the next renewal and stops it. ``owner``: only
-        while it holds ``run_id``'s lease (else ``RunLocked``, none dropped)."""
+        """Tasks no longer wanted (their run is cancelled, a quorum was met): removed, but
+        for those a worker is running, marked ``dropped`` (NOTIFY ``STOP_CHANNEL``): the
+        worker stops each at once (or at its next renewal, which no longer extends it),
+        stores what its calls got, and removes it (``forget``); ``unstopped`` tells which
+        still run. ``owner``: only while it holds ``run_id``'s lease (else ``RunLocked``,
+        none dropped)."""
         if not ids:
             return
         async with self._one() as db:
-            if owner is None:
-                await db.execute("DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[])", ids)
-                return
+            lease = f"WITH {lease_cte('$2', '$3', or_finished=True)}, " if owner else "WITH "
+            guard = "AND EXISTS (SELECT 1 FROM lease)" if owner else ""
             held = await db.fetchval(
-                f"WITH {lease_cte('$2', '$3', or_finished=True)}, "
-                "d AS (DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[]) "
-                "AND EXISTS (SELECT 1 FROM lease)) "
-                "SELECT EXISTS (SELECT 1 FROM lease)",
-                ids,
-                run_id,
-                owner,
+                f"{lease}d AS (DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[]) "
+                f"AND state <> 'claimed' {guard}), "
+                "s AS (UPDATE workflow_tasks SET state = 'dropped' WHERE id = ANY($1::bigint[]) "
+                f"AND state = 'claimed' {guard} RETURNING run_id) "
+                + ("SELECT EXISTS (SELECT 1 FROM lease)" if owner else "SELECT true")
+                + " FROM (SELECT 1) one"
+                + _notifying("s", "run_id", "$4" if owner else "$2"),
+                *((ids, run_id, owner, STOP_CHANNEL) if owner else (ids, STOP_CHANNEL)),
             )
-        if not held:
+        if owner is not None and not held:
             raise lease_not_held(run_id, owner, _QUEUE_CHANGE)
 
     async def drop_run_tasks(self, run_id: str, owner: str) -> int:
@@ -273,7 +285,7 @@ class _SqlQueue(SqlBase):
         async with self._read() as db:
             rows = await db.fetch(
                 "SELECT id, step, state, outcome, claimed_by FROM workflow_tasks "
-                "WHERE run_id = $1 ORDER BY id",
+                "WHERE run_id = $1 AND state <> 'dropped' ORDER BY id",
                 run_id,
             )
         return {r["step"]: (r["id"], r["state"], r["outcome"], r["claimed_by"]) for r in rows}
@@ -487,6 +499,37 @@ class SqlWorkers(_SqlQueue):
                 "SELECT cancel_requested FROM workflow_submissions WHERE run_id = $1", run_id
             )
         return bool(value)
+
+    # ── dropped tasks: the workers stopping them ─────────────────────────────
+
+    async def unstopped(self, ids: Sequence[int]) -> set[int]:
+        """The dropped tasks among ``ids`` a worker may still be running: not yet removed
+        by it (``forget``) and their lease not lapsed (a dead worker runs nothing)."""
+        if not ids:
+            return set()
+        async with self._one() as db:
+            rows = await db.fetch(
+                "SELECT id FROM workflow_tasks WHERE id = ANY($1::bigint[]) "
+                "AND state = 'dropped' AND lease_until >= now()",
+                list(ids),
+            )
+        return {r["id"] for r in rows}
+
+    async def forget(self, worker: str, run_id: str, ids: Sequence[int]) -> None:
+        """``worker`` stopped these dropped tasks, what their calls got stored: removed
+        (NOTIFY ``DONE_CHANNEL``: the run's coordinator waits for it, ``unstopped``)."""
+        if not ids:
+            return
+        async with self._one() as db:
+            await db.execute(
+                "WITH f AS (DELETE FROM workflow_tasks WHERE id = ANY($2::bigint[]) "
+                "AND claimed_by = $1 AND state = 'dropped') "
+                "SELECT pg_notify($3, $4)",
+                worker,
+                list(ids),
+                DONE_CHANNEL,
+                run_id,
+            )
 
     # ── live workers ──────────────────────────────────────────────────────────
 

@@ -58,7 +58,8 @@ class WorkflowTask(SQLModel, table=True):
     model: str | None = Field(default=None, sa_type=NAME)
     replay: bool = False  # stored answers may exist: read them before calling
     by_value: bool = False  # the run's code is shipped by value (cloudpickle)
-    state: str = Field(default="queued", sa_type=NAME)  # queued | claimed | done
+    # queued | claimed | done | dropped (claimed, then no longer wanted: the worker stops it)
+    state: str = Field(default="queued", sa_type=NAME)
     claimed_by: str | None = Field(default=None, sa_type=NAME)
     lease_until: datetime | None = _when(optional=True)
     token: int = 0
