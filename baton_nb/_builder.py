@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._dep_types import model_annotations
-from ._errors import ConfigurationError, RunLocked
+from ._errors import AnswerStoredElsewhere, ConfigurationError, RunLocked
 from ._graph import DepCallback, GraphSpec, StepSpec, default_backoff, topological_order
 from ._money import parse_budget
 
@@ -415,6 +415,8 @@ async def _run_here(
             _short_traceback(exc, f"RunLocked: {exc}")  # who has the run, how to follow it
         elif not live and isinstance(exc, RunLocked) and run_id is None:
             _short_traceback(exc, f"RunLocked: {exc}")  # a second re-run: whose run, what next
+        elif isinstance(exc, AnswerStoredElsewhere):  # another writer of the run: what to do
+            _short_traceback(exc, f"StorageError: {exc}")
         raise
     finally:
         for handle in shown:

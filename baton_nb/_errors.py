@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AnswerStoredElsewhere",
     "BatonError",
     "BudgetReached",
     "ConfigurationError",
@@ -19,6 +20,7 @@ __all__ = [
     "WorkflowFailed",
     "describe_error",
     "lease_not_held",
+    "save_failed",
     "unwrap_group",
 ]
 
@@ -47,6 +49,27 @@ class CycleError(ValueError):
 
 class StorageError(BatonError):
     """The database cannot be reached or used."""
+
+
+class AnswerStoredElsewhere(StorageError):
+    """A commit of a run found one of its answers stored already by another process
+    running steps of the same run (``save_failed``): nothing of the commit was written."""
+
+
+def save_failed(run_id: str, exc: BaseException) -> StorageError:
+    """The error of a run's commit that the database refused (``GroupCommit``): one that
+    met another writer's answer to the same call (``uq_workflow_completions_call``) says
+    so, and what to do, rather than the database's words alone."""
+    text = str(exc)
+    if "uq_workflow_completions_call" not in text:
+        return StorageError(f"could not save run {run_id}: {text}")
+    return AnswerStoredElsewhere(
+        f"could not save run {run_id}: an answer this execution got was stored meanwhile "
+        "by another process running steps of the same run (workers still finishing a "
+        "cancelled run, another resume of it); nothing of this commit was written, what "
+        "was stored before is kept. Wait until nothing else runs it, then resume it again "
+        f'(wf.run(run_id="{run_id}") replays the answers stored)'
+    )
 
 
 class SchemaVersionError(StorageError):

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from .._errors import RunLocked, StorageError
+from .._errors import RunLocked, save_failed
 from ..store import (
     AttemptRow,
     BatchWriter,
@@ -232,7 +232,7 @@ class GroupCommit:
         self._urgent.set()
         await done.wait()
         if self.error is not None:
-            raise StorageError(f"could not save run {self.run_id}: {self.error}")
+            raise save_failed(self.run_id, self.error)
 
     def stop(self) -> None:
         """Let ``run`` return (what is still marked is written by whoever ends the run)."""
@@ -274,7 +274,7 @@ class GroupCommit:
                 raise
             except Exception as exc:
                 self.error = exc
-                raise StorageError(f"could not save run {self.run_id}: {exc}") from exc
+                raise save_failed(self.run_id, exc) from exc
             finally:
                 self._writing = None
                 done.set()

@@ -5,11 +5,14 @@ the run's steps, and an in-process resume right after pays no answer a worker go
 from __future__ import annotations
 
 import collections
+from typing import Any
 
 import anyio
 import pytest
 
-from baton_nb.store import open_worker_store
+import baton_nb as bn
+from baton_nb._errors import AnswerStoredElsewhere
+from baton_nb.store import CompletionRow, Store, WriteBatch, open_worker_store, utcnow
 from tests import workers_cancel_app as app
 from tests.fakes.provider_server import FakeProviderServer
 from tests.integration.test_workers import WorkerProcs, _llm_env, _wait, pg, workers
@@ -54,3 +57,38 @@ async def test_cancel_waits_for_the_workers_and_a_resume_pays_nothing_twice(
     assert server.request_count == sent + (60 - answered)
     final = again.report().totals()
     assert final.calls == 60
+
+
+async def test_a_commit_meeting_another_writers_answer_says_what_to_do(
+    pg: str, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    """A resume whose answer was stored meanwhile by another process (workers still
+    finishing the run's steps): a clear error saying so and what to do, shown without a
+    traceback in a notebook, not the database's duplicate-key error alone."""
+    import baton_nb.llm
+
+    wf = bn.Workflow(f"collide-{unique}")
+
+    @wf.step()
+    async def ask(ctx: bn.Context) -> str:
+        return (await ctx.complete(prompt=f"ask {unique}", model="mock/gpt-4o-mini")).text
+
+    real = baton_nb.llm.complete
+
+    async def complete(request: Any) -> Any:  # another writer stores the answer meanwhile
+        completion = await real(request)
+        assert wf.last_run is not None
+        digest = baton_nb.llm.request_hash(request)
+        row = CompletionRow(wf.last_run.id, "ask", 0, digest, completion.to_json(), utcnow())
+        async with await Store.open(pg) as other:
+            await other.write(WriteBatch(completions=[row]))
+        return completion
+
+    monkeypatch.setattr(baton_nb.llm, "complete", complete)
+    with pytest.raises(AnswerStoredElsewhere) as caught:
+        await wf.run(db=pg, display=False)
+    assert isinstance(caught.value, bn.StorageError)
+    shown = "\n".join(caught.value._render_traceback_())  # type: ignore[attr-defined]
+    assert shown.startswith("StorageError: could not save run ")
+    assert "stored meanwhile by another process running steps of the same run" in shown
+    assert 'wf.run(run_id="' in shown and "duplicate key" not in shown
