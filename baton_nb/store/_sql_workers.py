@@ -244,29 +244,31 @@ class _SqlQueue(SqlBase):
     async def drop_tasks(
         self, ids: Sequence[int], *, run_id: str | None = None, owner: str | None = None
     ) -> None:
-        """Tasks no longer wanted (their run is cancelled, a quorum was met): removed, but
-        for those a worker is running, marked ``dropped`` (NOTIFY ``STOP_CHANNEL``): the
-        worker stops each at once (or at its next renewal, which no longer extends it),
-        stores what its calls got, and removes it (``forget``); ``unstopped`` tells which
-        still run. ``owner``: only while it holds ``run_id``'s lease (else ``RunLocked``,
-        none dropped)."""
+        """Tasks no longer wanted (a cancel, a quorum met): removed, but one a worker runs:
+        ``dropped`` (lease kept), NOTIFY ``STOP_CHANNEL``: that worker stops it, then
+        ``forget``s it (``unstopped``). A claim committing during the DELETE is seen by the
+        UPDATE. ``owner``: only while it holds ``run_id``'s lease (else ``RunLocked``)."""
         if not ids:
             return
-        async with self._one() as db:
-            lease = f"WITH {lease_cte('$2', '$3', or_finished=True)}, " if owner else "WITH "
-            guard = "AND EXISTS (SELECT 1 FROM lease)" if owner else ""
-            held = await db.fetchval(
-                f"{lease}d AS (DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[]) "
-                f"AND state <> 'claimed' {guard}), "
-                "s AS (UPDATE workflow_tasks SET state = 'dropped' WHERE id = ANY($1::bigint[]) "
-                f"AND state = 'claimed' {guard} RETURNING run_id) "
-                + ("SELECT EXISTS (SELECT 1 FROM lease)" if owner else "SELECT true")
-                + " FROM (SELECT 1) one"
-                + _notifying("s", "run_id", "$4" if owner else "$2"),
-                *((ids, run_id, owner, STOP_CHANNEL) if owner else (ids, STOP_CHANNEL)),
+        async with self._tx() as db:
+            if owner is not None and not await db.fetchval(
+                f"WITH {lease_cte('$1', '$2', or_finished=True)} "
+                "SELECT EXISTS (SELECT 1 FROM lease)",
+                run_id,
+                owner,
+            ):
+                raise lease_not_held(run_id, owner, _QUEUE_CHANGE)
+            await db.execute(
+                "DELETE FROM workflow_tasks WHERE id = ANY($1::bigint[]) AND state <> 'claimed'",
+                ids,
             )
-        if owner is not None and not held:
-            raise lease_not_held(run_id, owner, _QUEUE_CHANGE)
+            running = await db.fetch(
+                "UPDATE workflow_tasks SET state = 'dropped', lease_until = CASE WHEN state = "
+                "'claimed' THEN lease_until END WHERE id = ANY($1::bigint[]) RETURNING run_id",
+                ids,
+            )
+            for run in {r["run_id"] for r in running}:
+                await db.execute("SELECT pg_notify($1, $2)", STOP_CHANNEL, run)
 
     async def drop_run_tasks(self, run_id: str, owner: str) -> int:
         """A run's tasks, its coordinator ``owner`` done with it (``_lease_cte``, or finished)."""

@@ -58,7 +58,7 @@ class WorkflowTask(SQLModel, table=True):
     model: str | None = Field(default=None, sa_type=NAME)
     replay: bool = False  # stored answers may exist: read them before calling
     by_value: bool = False  # the run's code is shipped by value (cloudpickle)
-    # queued | claimed | done | dropped (claimed, then no longer wanted: the worker stops it)
+    # queued | claimed | done | dropped (no longer wanted: a worker running it stops it)
     state: str = Field(default="queued", sa_type=NAME)
     claimed_by: str | None = Field(default=None, sa_type=NAME)
     lease_until: datetime | None = _when(optional=True)

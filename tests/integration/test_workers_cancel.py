@@ -92,3 +92,38 @@ async def test_a_commit_meeting_another_writers_answer_says_what_to_do(
     assert shown.startswith("StorageError: could not save run ")
     assert "stored meanwhile by another process running steps of the same run" in shown
     assert 'wf.run(run_id="' in shown and "duplicate key" not in shown
+
+
+async def test_a_task_claimed_while_it_is_dropped_is_stopped_and_waited_for(
+    pg: str, unique: str
+) -> None:
+    """A claim committing while the coordinator drops the task (its run cancelled) never
+    leaves it running as ``claimed``: it is dropped, its worker's renewal stops it, and the
+    coordinator waits for that worker (``unstopped``) until it says it stopped."""
+    import asyncpg
+
+    from baton_nb.store import NewTask
+
+    wf, run_id = f"q-{unique}", f"r-{unique}"
+    async with await open_worker_store(pg) as queue:
+        ids = await queue.enqueue([NewTask(run_id, wf, "s[0]", "s", 1, "0", None, replay=False)])
+        task_id = ids[run_id, "s[0]"]
+        claimer = await asyncpg.connect(pg)
+        try:
+            tx = claimer.transaction()
+            await tx.start()  # a worker's claim, not committed yet: holds the row
+            await claimer.execute(
+                "UPDATE workflow_tasks SET state = 'claimed', claimed_by = 'w', token = 1, "
+                "lease_until = now() + interval '30 seconds' WHERE id = $1",
+                task_id,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(queue.drop_tasks, [task_id])
+                await anyio.sleep(0.3)  # the drop waits for the claim's row lock
+                await tx.commit()
+        finally:
+            await claimer.close()
+        assert await queue.renew("w", [task_id], 30.0) == set()  # the worker stops it
+        assert await queue.unstopped([task_id]) == {task_id}  # and is waited for
+        await queue.forget("w", run_id, [task_id])
+        assert await queue.unstopped([task_id]) == set()
