@@ -342,6 +342,7 @@ class Spend:
         worst, counted = await worst_case(node, request, self.graph.allow_unpriced)
         worst = as_held(worst)
         flight = self.flight
+        again = True  # on workers: the store asked once more when nothing is held
         while True:
             if self._stopped is not None:
                 if retry:
@@ -367,7 +368,8 @@ class Spend:
                 break
             if not (flight.holding or flight.reserving):
                 # on workers: while other processes hold reservations (None: in process)
-                found = self.shared and await self.shared.wait(flight, scopes)
+                found = self.shared and await self.shared.wait(flight, scopes, again=again)
+                again = False
                 if isinstance(found, str):  # another process stopped the run
                     self._stopped_by(found)
                     await self._stop(found)

@@ -48,6 +48,7 @@ class SharedBudgets:
         self.run_id = run_id
         self._landing = anyio.Lock()
         self._landed = False
+        self._stalled = False  # a wait gave up on rows that did not change: not waited again
 
     async def _read(self) -> tuple[str | None, dict[str, tuple[Decimal, Decimal]]]:
         with anyio.CancelScope(shield=True):
@@ -55,21 +56,24 @@ class SharedBudgets:
         reason = next((row.reason for row in rows if row.reason), None)
         return reason, {row.scope: (row.spent, row.reserved) for row in rows}
 
-    async def wait(self, flight: InFlight, scopes: Sequence[str]) -> str | bool:
+    async def wait(
+        self, flight: InFlight, scopes: Sequence[str], *, again: bool = False
+    ) -> str | bool:
         """A call refused with none of this process's holding a reservation: ``room``,
         read by one call of this process at a time (the others wait for their turn, then
-        try again)."""
+        try again). ``again``: when nothing is held, ask the store once more (a call that
+        settled between the refusal and the first read may have left enough)."""
         if flight.watching:
             await flight.turn()
             return True
         flight.watching = True
         try:
-            return await self.room(scopes)
+            return await self.room(scopes, again=again)
         finally:
             flight.watching = False
             flight.wake_one()
 
-    async def room(self, scopes: Sequence[str]) -> str | bool:
+    async def room(self, scopes: Sequence[str], *, again: bool = False) -> str | bool:
         """After a refusal with no call of this process holding a reservation: wait while
         other processes hold some in ``scopes``. The reason of a stop another process
         declared; True once the rows changed (a call settled: try again); False when none
@@ -81,13 +85,14 @@ class SharedBudgets:
             if reason is not None:
                 return reason
             state = {scope: rows[scope] for scope in scopes if scope in rows}
-            if not any(reserved for _, reserved in state.values()):
-                return previous is not None and state != previous
+            if not _held(state):
+                return again or (previous is not None and state != previous)
             if previous is not None and state != previous:
                 return True
             if previous is None:
                 previous = state
             elif anyio.current_time() - since > stall():
+                self._stalled = True  # the stop that follows does not wait a second stall
                 return False
             await anyio.sleep(POLL)
 
@@ -100,9 +105,15 @@ class SharedBudgets:
             while not self._landed:
                 _, rows = await self._read()
                 stalled = rows == previous and anyio.current_time() - since > stall()
-                if stalled or not any(reserved for _, reserved in rows.values()):
+                if stalled or self._stalled or not _held(rows):
                     self._landed = True  # waited once, for every call of this process
                     break
                 if rows != previous:
                     previous, since = rows, anyio.current_time()
                 await anyio.sleep(POLL)
+
+
+def _held(rows: dict[str, tuple[Decimal, Decimal]]) -> bool:
+    """Some process holds a reservation (a negative figure, a reservation released after
+    the rows were reset by a takeover, holds nothing)."""
+    return any(reserved > 0 for _, reserved in rows.values())
