@@ -437,22 +437,35 @@ class Spend:
         retry: bool = False,
     ) -> str:
         rows = {row.scope: row for row in await self.store.get_budgets(self.run.id)}
-        row = rows.get(scope)
-        what = "the run's budget" if scope == RUN_SCOPE else f"the budget of step {scope!r}"
-        state = ""
-        if row is not None:
-            state = (
-                f" (${fmt_money(row.spent)} spent, ${fmt_money(row.reserved)} reserved "
-                f"of ${fmt_money(row.cap)})"
-            )
-        call = "a retry of a call" if retry else "a call"
-        why = " (an earlier attempt got no answer: it counts at its worst)" if retry else ""
-        return (
-            f"budget reached: {what}{state} leaves no room for {call} of {request.model} "
-            f"that may cost up to ${fmt_money(worst)} ({counted}; step {node.name!r}); it "
-            f"was not sent{why}. "
-            + budget_resume_line(self.run.id, None if scope == RUN_SCOPE else scope)
+        where = (self.run.id, node.name, scope)
+        return _refusal_text(where, rows.get(scope), worst, request.model, counted, retry)
+
+
+def _refusal_text(
+    where: tuple[str, str, str],
+    row: BudgetRow | None,
+    worst: Decimal,
+    model: str,
+    counted: str,
+    retry: bool,
+) -> str:
+    """Why a call was refused: ``where`` is (run id, step, budget scope), ``row`` the
+    budget's figures as stored."""
+    run_id, step, scope = where
+    what = "the run's budget" if scope == RUN_SCOPE else f"the budget of step {scope!r}"
+    state = ""
+    if row is not None:
+        state = (
+            f" (${fmt_money(row.spent)} spent, ${fmt_money(row.reserved)} reserved "
+            f"of ${fmt_money(row.cap)})"
         )
+    call = "a retry of a call" if retry else "a call"
+    why = " (an earlier attempt got no answer: it counts at its worst)" if retry else ""
+    return (
+        f"budget reached: {what}{state} leaves no room for {call} of {model} "
+        f"that may cost up to ${fmt_money(worst)} ({counted}; step {step!r}); it "
+        f"was not sent{why}. " + budget_resume_line(run_id, None if scope == RUN_SCOPE else scope)
+    )
 
 
 class _RetryNotCovered(Exception):
