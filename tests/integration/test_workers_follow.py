@@ -15,17 +15,16 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
 
 import baton_nb as bn
-from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
-from tests.integration.test_workers import WorkerProcs, _until, _wait
+from tests.conftest import POSTGRES_URL
+from tests.integration.test_workers import WorkerProcs, _until, _wait, pg, workers
 
 pytestmark = pytest.mark.anyio
+__all__ = ["pg", "workers"]  # the fixtures, imported
 
 follow_map = bn.Workflow("workers-follow-map")
 
@@ -53,17 +52,6 @@ async def total(ctx: bn.Context, work: list[int]) -> int:
     return sum(work)
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[WorkerProcs]:
-    if not _postgres_up() and not _start_postgres():
-        pytest.fail("Postgres is not running on 127.0.0.1:5432")
-    started = WorkerProcs(POSTGRES_URL, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
 async def _found(params: dict[str, object], models: dict[str, str] | None = None) -> str | None:
     from baton_nb.runtime import follow_submitted
 
@@ -74,7 +62,7 @@ async def _found(params: dict[str, object], models: dict[str, str] | None = None
 
 
 async def test_a_pending_submitted_run_of_the_same_kind_is_found(
-    procs: WorkerProcs, unique: str
+    workers: WorkerProcs, unique: str
 ) -> None:
     """No worker serves the workflow: the submitted run stays pending, as after a kernel
     restart while ``wf.run(workers=True)`` waited for it. The same params and models find
@@ -102,35 +90,35 @@ async def test_a_pending_submitted_run_of_the_same_kind_is_found(
     await newer.request_cancel()  # cancel requested: ending, not followed
     assert await _found(params) == older.id
     # A worker ends both: an ended run is not followed.
-    procs.start(f"{__name__}:follow_map")
-    assert (await _wait(newer, procs, 60)).done, procs.logs()
-    assert (await _wait(older, procs, 60)).status == "completed", procs.logs()
+    workers.start(f"{__name__}:follow_map")
+    assert (await _wait(newer, workers, 60)).done, workers.logs()
+    assert (await _wait(older, workers, 60)).status == "completed", workers.logs()
     assert await _found(params) is None
 
 
 async def test_run_with_workers_again_follows_the_run_instead_of_paying_twice(
-    procs: WorkerProcs, unique: str, caplog: pytest.LogCaptureFixture
+    workers: WorkerProcs, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The tester's F12 with a real worker: the first ``wf.run(workers=True)`` is stopped
     (its cell gone, as a kernel restart does) while the run goes on on the worker; running
     it again follows that run to its end: one run, each item run once, and one line saying
     which run it follows. ``resume=False`` submits a new run."""
     params = {"n": 4, "tag": unique}
-    procs.start(f"{__name__}:follow_map", STEP_DELAY="0.5")
+    workers.start(f"{__name__}:follow_map", STEP_DELAY="0.5")
     with anyio.move_on_after(60):  # the first cell, stopped once the run is under way
         async with anyio.create_task_group() as tg:
             tg.start_soon(
                 lambda: follow_map.run(params, db=POSTGRES_URL, workers=True, display=False)
             )
-            await _until(lambda: len(procs.marked("work")) >= 1)
+            await _until(lambda: len(workers.marked("work")) >= 1)
             tg.cancel_scope.cancel()
     first = follow_map.last_run
     assert first is not None and not first.done
     with caplog.at_level(logging.INFO, logger="baton_nb"):
         done = await follow_map.run(params, db=POSTGRES_URL, workers=True, display=False)
-    assert done.id == first.id and done.status == "completed", procs.logs()
+    assert done.id == first.id and done.status == "completed", workers.logs()
     assert done.results["total"] == 1 + 2 + 3 + 4
-    assert sorted(procs.marked("work").values()) == [1, 1, 1, 1]  # each item paid once
+    assert sorted(workers.marked("work").values()) == [1, 1, 1, 1]  # each item paid once
     said = [r.getMessage() for r in caplog.records if "following run" in r.getMessage()]
     assert len(said) == 1 and re.fullmatch(
         rf"following run {first.id} of 'workers-follow-map', submitted earlier with the same "
@@ -146,12 +134,12 @@ async def test_run_with_workers_again_follows_the_run_instead_of_paying_twice(
     running = await follow_map.submit(params, db=POSTGRES_URL)
     other = await follow_map.run(params, db=POSTGRES_URL, workers=True, display=False, resume=False)
     assert other.id not in (first.id, again.id, running.id) and other.status == "completed"
-    assert (await _wait(running, procs, 60)).status == "completed"
-    assert sorted(procs.marked("work").values()) == [4, 4, 4, 4]
+    assert (await _wait(running, workers, 60)).status == "completed"
+    assert sorted(workers.marked("work").values()) == [4, 4, 4, 4]
 
 
 async def test_an_interrupted_wait_detaches_with_the_message_alone(
-    procs: WorkerProcs, unique: str, capsys: pytest.CaptureFixture[str]
+    workers: WorkerProcs, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``await run.wait()`` of a submitted run interrupted (its task cancelled, as a kernel
     interrupt does): in IPython the cell ends with the detach message of
@@ -187,6 +175,6 @@ async def test_an_interrupted_wait_detaches_with_the_message_alone(
     stopped = await interrupted()
     assert not hasattr(stopped, "_render_traceback_")
     assert message in capsys.readouterr().out
-    procs.start(f"{__name__}:follow_map")  # it went on: the next worker ends it
+    workers.start(f"{__name__}:follow_map")  # it went on: the next worker ends it
     attached = await bn.SubmittedRun.attach(run.id, db=POSTGRES_URL)
-    assert (await _wait(attached, procs, 60)).status == "completed", procs.logs()
+    assert (await _wait(attached, workers, 60)).status == "completed", workers.logs()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,25 +20,13 @@ from baton_nb._workers_front import run_on_workers
 from baton_nb.widget import DagWidget
 from baton_nb.widget._progress import TextProgress
 from tests import workers_app as app
-from tests.conftest import POSTGRES_URL, _postgres_up, _start_postgres
-from tests.integration.test_workers import WorkerProcs, _until
+from tests.integration.test_workers import WorkerProcs, _until, pg, workers
 
 pytestmark = pytest.mark.anyio
+__all__ = ["pg", "workers"]  # the fixtures, imported
 N = 30  # the map's items; each takes 0.3 s, on 2 workers of 3 slots: ~1.5 s of the run
 SLOW = {"STEP_DELAY": "0.3"}
 ARGS = ("--concurrency", "3")
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[WorkerProcs]:
-    """Worker subprocesses on the local Postgres, all killed at teardown."""
-    if not _postgres_up() and not _start_postgres():
-        pytest.fail("Postgres is not running on 127.0.0.1:5432")
-    started = WorkerProcs(POSTGRES_URL, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def _children_completed(widget: DagWidget) -> int:
