@@ -26,7 +26,7 @@ from .._detach import detached
 from .._errors import ConfigurationError, RunNotFound, RunRefused
 from .._run import Run
 from .._runview import take_state
-from .._states import NodeKind, RunStatus, State
+from .._states import RunStatus
 from .._watch import watch
 from ..store import (
     RunRow,
@@ -240,9 +240,8 @@ async def follow_submitted(
     finally:
         await workers.close()
     run.db = str(db) if db is not None else ""
-    counted = [n for n in nodes if n.kind is not NodeKind.GROUP]
-    done = sum(n.state is State.COMPLETED for n in counted)
-    return Following(run, done, len(counted))
+    counts = run.counts()  # as every view counts steps (``_counts``)
+    return Following(run, counts.completed, counts.total)
 
 
 async def find_submitted(
